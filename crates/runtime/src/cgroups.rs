@@ -1,0 +1,156 @@
+//! cgroups: which hierarchy the host has, where the instance's sandboxes live in
+//! it, and sweeping leftovers. runc itself creates, limits and removes each
+//! sandbox's cgroup from the `cgroupsPath` we give it.
+
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup layout of the host (youki's `Legacy`/`Hybrid`/`Unified`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupSetup {
+    /// v1 controllers only.
+    Legacy,
+    /// v1 controllers plus a cgroup2 mount at `unified/` (limits go through v1).
+    Hybrid,
+    /// cgroup v2 only.
+    Unified,
+}
+
+impl CgroupSetup {
+    /// Detects the host's layout from `/sys/fs/cgroup`.
+    pub fn detect() -> Self {
+        let root = Path::new(ROOT);
+        if root.join("cgroup.controllers").exists() {
+            Self::Unified
+        } else if root.join("unified").exists() {
+            Self::Hybrid
+        } else {
+            Self::Legacy
+        }
+    }
+
+    /// Whether memory+swap can be limited (v1 needs swap accounting; v2 always can).
+    pub fn has_swap_limit(self) -> bool {
+        match self {
+            Self::Unified => true,
+            Self::Legacy | Self::Hybrid => Path::new(ROOT)
+                .join("memory/memory.memsw.limit_in_bytes")
+                .exists(),
+        }
+    }
+}
+
+/// Where one runtime instance keeps its sandboxes' cgroups.
+#[derive(Debug, Clone)]
+pub struct CgroupTree {
+    setup: CgroupSetup,
+    parent: String,
+}
+
+impl CgroupTree {
+    /// The tree `/alcove-<tag>` on this host.
+    pub fn new(tag: &str) -> Self {
+        Self {
+            setup: CgroupSetup::detect(),
+            parent: format!("alcove-{tag}"),
+        }
+    }
+
+    /// The host's layout.
+    pub fn setup(&self) -> CgroupSetup {
+        self.setup
+    }
+
+    /// `cgroupsPath` for runc: the same for a sandbox across suspend/resume.
+    pub fn path_for(&self, sandbox_id: &str) -> String {
+        format!("/{}/{sandbox_id}", self.parent)
+    }
+
+    /// Every directory that holds this instance's sandbox cgroups.
+    fn parents(&self) -> Vec<PathBuf> {
+        match self.setup {
+            CgroupSetup::Unified => vec![Path::new(ROOT).join(&self.parent)],
+            CgroupSetup::Legacy | CgroupSetup::Hybrid => {
+                let Ok(entries) = std::fs::read_dir(ROOT) else {
+                    return Vec::new();
+                };
+                entries
+                    .flatten()
+                    .map(|e| e.path().join(&self.parent))
+                    .filter(|p| p.is_dir())
+                    .collect()
+            }
+        }
+    }
+
+    /// Sandbox ids that have a cgroup under this instance.
+    pub fn list(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .parents()
+            .iter()
+            .filter_map(|p| std::fs::read_dir(p).ok())
+            .flat_map(|entries| entries.flatten())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Kills what is left in a sandbox's cgroups and removes them.
+    pub fn remove(&self, sandbox_id: &str) {
+        for parent in self.parents() {
+            let dir = parent.join(sandbox_id);
+            if !dir.exists() {
+                continue;
+            }
+            kill_tasks(&dir);
+            if let Err(e) = remove_tree(&dir) {
+                tracing::warn!(path = %dir.display(), error = %e, "removing cgroup");
+            }
+        }
+    }
+
+    /// Removes the instance's parent cgroups once they are empty.
+    pub fn remove_parent_if_empty(&self) {
+        for parent in self.parents() {
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+}
+
+fn kill_tasks(dir: &Path) {
+    for attempt in 0..50 {
+        let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+            return;
+        };
+        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // A frozen cgroup cannot die: thaw it (v1 freezer / v2 cgroup.freeze).
+        let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+        let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+        std::thread::sleep(std::time::Duration::from_millis(2 * (attempt + 1)));
+    }
+}
+
+/// cgroup directories are removed bottom-up with rmdir (their files cannot be unlinked).
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_tree(&entry.path())?;
+            }
+        }
+    }
+    std::fs::remove_dir(dir)
+}

@@ -1,0 +1,71 @@
+//! Running external tools (`runc`, `ip`, `nft`, `mount`, `mkfs.ext4`) with their
+//! argv and stderr kept for the error, and a debug line per call.
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::error::CommandError;
+
+/// Runs `argv` to completion; fails with stderr when it exits non-zero.
+pub async fn run(argv: &[&str]) -> Result<String, CommandError> {
+    run_with_input(argv, None).await
+}
+
+/// Runs `argv`, feeding `input` on stdin (for `ip -batch -`, `nft -f -`).
+pub async fn run_with_input(argv: &[&str], input: Option<&str>) -> Result<String, CommandError> {
+    let started = Instant::now();
+    let joined = argv.join(" ");
+    let (program, args) = argv.split_first().ok_or_else(|| CommandError {
+        argv: String::new(),
+        reason: "empty command".into(),
+    })?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().map_err(|e| CommandError {
+        argv: joined.clone(),
+        reason: format!("spawn failed: {e}"),
+    })?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|e| CommandError {
+                argv: joined.clone(),
+                reason: format!("writing stdin: {e}"),
+            })?;
+    }
+    let output = child.wait_with_output().await.map_err(|e| CommandError {
+        argv: joined.clone(),
+        reason: format!("waiting: {e}"),
+    })?;
+    tracing::debug!(
+        argv = %joined,
+        status = ?output.status.code(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "external command"
+    );
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(CommandError {
+            argv: joined,
+            reason: format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        })
+    }
+}

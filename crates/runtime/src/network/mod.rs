@@ -1,0 +1,194 @@
+//! Sandbox networking: one network namespace per sandbox, joined to the host by a
+//! veth pair with a private /30, outbound traffic NATed, and nftables rules that
+//! keep sandboxes away from the host and from each other.
+//!
+//! Every name carries the instance tag so that two servers on one host (a dev
+//! server and a test server) never touch each other's resources.
+
+mod addr;
+mod nft;
+
+pub use addr::{Slot, Subnet};
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use crate::cmd;
+use crate::error::Result;
+
+/// Host-side network plumbing of one runtime instance.
+#[derive(Debug, Clone)]
+pub struct Network {
+    tag: String,
+    subnet: Subnet,
+}
+
+/// The addresses and names of one sandbox's network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxNet {
+    /// Slot in the subnet (stable across suspend/resume).
+    pub slot: Slot,
+    /// Network namespace name (under `/var/run/netns`).
+    pub netns: String,
+    /// Host end of the veth pair.
+    pub host_veth: String,
+    /// Host address (the sandbox's gateway).
+    pub host_ip: Ipv4Addr,
+    /// The sandbox's address.
+    pub sandbox_ip: Ipv4Addr,
+}
+
+impl SandboxNet {
+    /// Path of the network namespace, as runc's config wants it.
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(&self.netns)
+    }
+}
+
+impl Network {
+    /// Plumbing for instance `tag` in `subnet`.
+    pub fn new(tag: &str, subnet: Subnet) -> Self {
+        Self {
+            tag: tag.to_string(),
+            subnet,
+        }
+    }
+
+    /// The subnet sandboxes get their addresses from.
+    pub fn subnet(&self) -> &Subnet {
+        &self.subnet
+    }
+
+    fn netns_prefix(&self) -> String {
+        format!("alcove-{}-", self.tag)
+    }
+
+    fn veth_prefix(&self) -> String {
+        format!("av{}", self.tag)
+    }
+
+    /// Names and addresses of the sandbox in `slot`.
+    pub fn describe(&self, slot: Slot) -> SandboxNet {
+        let (host_ip, sandbox_ip) = self.subnet.pair(slot);
+        SandboxNet {
+            slot,
+            netns: format!("{}{}", self.netns_prefix(), slot.0),
+            host_veth: format!("{}{:x}", self.veth_prefix(), slot.0),
+            host_ip,
+            sandbox_ip,
+        }
+    }
+
+    /// Installs (or replaces) the instance's nftables table: NAT out, no
+    /// sandbox-to-sandbox or sandbox-to-host traffic, no link-local metadata.
+    pub async fn install_firewall(&self) -> Result<()> {
+        // NAT needs forwarding; it is host-wide, so it is switched on and never off.
+        let forward = "/proc/sys/net/ipv4/ip_forward";
+        if std::fs::read_to_string(forward).map(|v| v.trim() != "1").unwrap_or(true) {
+            std::fs::write(forward, "1").map_err(crate::error::RuntimeError::io("writing", forward))?;
+        }
+        let script = nft::ruleset(&self.tag, &self.subnet.to_string(), &self.veth_prefix());
+        cmd::run_with_input(&["nft", "-f", "-"], Some(&script)).await?;
+        Ok(())
+    }
+
+    /// Removes the instance's nftables table (when no sandbox is left).
+    pub async fn remove_firewall(&self) -> Result<()> {
+        let script = nft::delete_table(&self.tag);
+        cmd::run_with_input(&["nft", "-f", "-"], Some(&script)).await?;
+        Ok(())
+    }
+
+    /// Creates the namespace, the veth pair and the addresses of `slot`.
+    pub async fn create(&self, slot: Slot) -> Result<SandboxNet> {
+        let net = self.describe(slot);
+        let prefix = self.subnet.pair_prefix_len();
+        // Clean a leftover of the same slot first so a crashed create never blocks it.
+        self.destroy(&net).await;
+        let host = format!(
+            "netns add {ns}\n\
+             link add {veth} type veth peer name eth0 netns {ns}\n\
+             addr add {hip}/{prefix} dev {veth}\n\
+             link set {veth} up\n",
+            ns = net.netns,
+            veth = net.host_veth,
+            hip = net.host_ip,
+        );
+        cmd::run_with_input(&["ip", "-batch", "-"], Some(&host)).await?;
+        let inside = format!(
+            "addr add {sip}/{prefix} dev eth0\n\
+             link set lo up\n\
+             link set eth0 up\n\
+             route add default via {hip}\n",
+            sip = net.sandbox_ip,
+            hip = net.host_ip,
+        );
+        if let Err(e) =
+            cmd::run_with_input(&["ip", "-n", &net.netns, "-batch", "-"], Some(&inside)).await
+        {
+            self.destroy(&net).await;
+            return Err(e.into());
+        }
+        Ok(net)
+    }
+
+    /// Brings `lo` up again (CRIU restores it down).
+    pub async fn loopback_up(&self, net: &SandboxNet) -> Result<()> {
+        cmd::run(&["ip", "-n", &net.netns, "link", "set", "lo", "up"]).await?;
+        Ok(())
+    }
+
+    /// Whether the sandbox's namespace exists.
+    pub fn exists(&self, net: &SandboxNet) -> bool {
+        net.netns_path().exists()
+    }
+
+    /// Deletes the namespace (its veth pair goes with it). Never fails: what is
+    /// already gone is fine, and anything else is logged.
+    pub async fn destroy(&self, net: &SandboxNet) {
+        if net.netns_path().exists()
+            && let Err(e) = cmd::run(&["ip", "netns", "delete", &net.netns]).await
+        {
+            tracing::warn!(error = %e, netns = %net.netns, "deleting network namespace");
+        }
+        // A host veth whose namespace vanished some other way.
+        if std::path::Path::new("/sys/class/net")
+            .join(&net.host_veth)
+            .exists()
+        {
+            let _ = cmd::run(&["ip", "link", "delete", &net.host_veth]).await;
+        }
+    }
+
+    /// Namespaces of this instance that exist now, by slot.
+    pub fn list_slots(&self) -> Vec<Slot> {
+        let prefix = self.netns_prefix();
+        let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix(&prefix)?.parse().ok().map(Slot)
+            })
+            .collect()
+    }
+
+    /// Host veths of this instance that exist now, by slot (orphans whose netns is gone).
+    pub fn list_veth_slots(&self) -> Vec<Slot> {
+        let prefix = self.veth_prefix();
+        let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                u32::from_str_radix(name.strip_prefix(&prefix)?, 16)
+                    .ok()
+                    .map(Slot)
+            })
+            .collect()
+    }
+}

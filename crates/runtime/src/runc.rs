@@ -1,0 +1,174 @@
+//! The `runc` command line, with its own state root per runtime instance.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::Deserialize;
+
+use crate::cmd;
+use crate::error::{CommandError, Result, RuntimeError};
+
+/// `runc state` / `runc list` output we use.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContainerState {
+    /// Container id (the sandbox id).
+    pub id: String,
+    /// `created`, `running`, `paused` or `stopped`.
+    pub status: String,
+    /// Host pid of the container's init (the agent).
+    #[serde(default)]
+    pub pid: i64,
+}
+
+/// A runc binary and the directory it keeps container state in.
+#[derive(Debug, Clone)]
+pub struct Runc {
+    binary: String,
+    root: PathBuf,
+}
+
+impl Runc {
+    /// runc (`binary`, e.g. `runc`) keeping state under `root`.
+    pub fn new(binary: impl Into<String>, root: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            root: root.into(),
+        }
+    }
+
+    fn root_str(&self) -> Result<&str> {
+        self.root
+            .to_str()
+            .ok_or_else(|| RuntimeError::Config("runc root is not UTF-8".into()))
+    }
+
+    /// Creates and starts container `id` from `bundle`, detached.
+    ///
+    /// The container's stdio is `/dev/null`: CRIU cannot dump a tree whose stdio
+    /// is a host file, and a pipe would tie the agent's life to ours.
+    pub async fn run_detached(&self, id: &str, bundle: &Path) -> Result<()> {
+        let log = bundle.join("runc.log");
+        let _ = std::fs::remove_file(&log);
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(&log)
+            .arg("--log-format")
+            .arg("json")
+            .args(["run", "--detach", "--bundle"])
+            .arg(bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let argv = format!(
+            "{} run --detach --bundle {} {id}",
+            self.binary,
+            bundle.display()
+        );
+        let started = std::time::Instant::now();
+        let status = command.status().await.map_err(|e| CommandError {
+            argv: argv.clone(),
+            reason: format!("spawn failed: {e}"),
+        })?;
+        tracing::debug!(%argv, status = ?status.code(), elapsed_ms = started.elapsed().as_millis() as u64, "external command");
+        if status.success() {
+            return Ok(());
+        }
+        Err(CommandError {
+            argv,
+            reason: format!("{status}: {}", last_log_error(&log)),
+        }
+        .into())
+    }
+
+    /// The container's state, or `None` if runc does not know it.
+    pub async fn state(&self, id: &str) -> Result<Option<ContainerState>> {
+        match cmd::run(&[&self.binary, "--root", self.root_str()?, "state", id]).await {
+            Ok(out) => serde_json::from_str(&out)
+                .map(Some)
+                .map_err(|e| RuntimeError::Spec(format!("parsing runc state: {e}"))),
+            Err(e) if e.reason.contains("does not exist") || e.reason.contains("not exist") => {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// All containers under this root.
+    pub async fn list(&self) -> Result<Vec<ContainerState>> {
+        if !self.root.exists() {
+            return Ok(Vec::new());
+        }
+        let out = cmd::run(&[
+            &self.binary,
+            "--root",
+            self.root_str()?,
+            "list",
+            "--format",
+            "json",
+        ])
+        .await?;
+        let trimmed = out.trim();
+        if trimmed.is_empty() || trimmed == "null" {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(trimmed)
+            .map_err(|e| RuntimeError::Spec(format!("parsing runc list: {e}")))
+    }
+
+    /// Kills every process of the container and deletes it; what is already
+    /// gone is fine.
+    pub async fn destroy(&self, id: &str) -> Result<()> {
+        let root = self.root_str()?;
+        match cmd::run(&[&self.binary, "--root", root, "delete", "--force", id]).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.reason.contains("does not exist") || e.reason.contains("not exist") => {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The last error message in a runc JSON log, for error reports.
+fn last_log_error(log: &Path) -> String {
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(default)]
+        level: String,
+        #[serde(default)]
+        msg: String,
+    }
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Line>(l).ok())
+        .find(|l| l.level == "error" || l.level == "fatal")
+        .map(|l| l.msg)
+        .unwrap_or_else(|| "runc failed without a log message".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_last_error_of_the_log() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let log = tmp.path().join("runc.log");
+        std::fs::write(
+            &log,
+            "{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"first\"}\n\
+             not json\n{\"level\":\"error\",\"msg\":\"container_linux.go: boom\"}\n",
+        )
+        .expect("write");
+        assert_eq!(last_log_error(&log), "container_linux.go: boom");
+        assert_eq!(
+            last_log_error(&tmp.path().join("missing")),
+            "runc failed without a log message"
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! Routes of `{B}/sandboxes` (WIRE §2.3, §2.4).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use alcove_wire::sandbox::{
+    CreateSandboxRequest, CreateSandboxResponse, ListSandboxesResponse, SandboxInfo, SandboxStatus,
+    UpdateSandboxRequest,
+};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::store::SandboxRecord;
+
+/// Namespace of a request: the `{ns}` path segment, or `default` on flat routes.
+pub fn namespace(params: &HashMap<String, String>) -> &str {
+    params.get("ns").map(String::as_str).unwrap_or("default")
+}
+
+fn ident(params: &HashMap<String, String>) -> Result<&str, ApiError> {
+    params
+        .get("id")
+        .map(String::as_str)
+        .ok_or_else(|| ApiError::bad_request("missing sandbox id in path"))
+}
+
+/// Parses a JSON body, answering a clear 400 in the WIRE error shape.
+pub fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(v)| v).map_err(|rejection| {
+        ApiError::bad_request(format!("invalid request body: {}", rejection.body_text()))
+    })
+}
+
+fn header_ms(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// How long a blocking create may wait: the client's timeout minus its grace
+/// (WIRE §2.3); without headers, 300 s minus 5 s.
+pub fn create_budget(headers: &HeaderMap) -> Duration {
+    let timeout = header_ms(headers, "x-tensorlake-request-timeout-ms").unwrap_or(300_000);
+    let grace = header_ms(headers, "x-tensorlake-request-timeout-grace-ms")
+        .unwrap_or_else(|| 5_000.min(timeout / 4));
+    Duration::from_millis(timeout.saturating_sub(grace).max(100))
+}
+
+fn info(state: &AppState, record: &SandboxRecord) -> SandboxInfo {
+    record.to_info(state.control.sandbox_url())
+}
+
+/// `POST {B}/sandboxes`.
+pub async fn create(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Json<CreateSandboxRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = json_body(body)?;
+    let wait = req.wait != Some(false);
+    let outcome = state
+        .control
+        .create(namespace(&params), req, wait, create_budget(&headers))
+        .await?;
+    let r = &outcome.record;
+    let status = if outcome.still_pending {
+        SandboxStatus::Pending
+    } else {
+        r.status
+    };
+    let body = CreateSandboxResponse {
+        sandbox_id: r.id.clone(),
+        status,
+        sandbox_url: (status == SandboxStatus::Running)
+            .then(|| state.control.sandbox_url().to_string()),
+        name: r.name.clone(),
+        pending_reason: (status == SandboxStatus::Pending).then(|| "scheduling".to_string()),
+        termination_reason: r.termination_reason.clone(),
+        error_details: r.error_details.clone(),
+    };
+    let code = if wait {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, Json(body)).into_response())
+}
+
+/// `GET {B}/sandboxes`.
+pub async fn list(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<ListSandboxesResponse>, ApiError> {
+    let records = state.control.list(namespace(&params)).await?;
+    Ok(Json(ListSandboxesResponse {
+        sandboxes: records.iter().map(|r| info(&state, r)).collect(),
+    }))
+}
+
+/// `GET {B}/sandboxes/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    let record = state
+        .control
+        .get(namespace(&params), ident(&params)?)
+        .await?;
+    Ok(Json(info(&state, &record)))
+}
+
+/// `PATCH {B}/sandboxes/{id}`.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    body: Result<Json<UpdateSandboxRequest>, JsonRejection>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    let req = json_body(body)?;
+    let record = state
+        .control
+        .update(namespace(&params), ident(&params)?, req)
+        .await?;
+    Ok(Json(info(&state, &record)))
+}
+
+/// `DELETE {B}/sandboxes/{id}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    let record = state
+        .control
+        .delete(Some(namespace(&params)), ident(&params)?, "deleted")
+        .await?;
+    Ok(Json(info(&state, &record)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_is_timeout_minus_grace() {
+        let mut h = HeaderMap::new();
+        assert_eq!(create_budget(&h), Duration::from_millis(295_000));
+        h.insert(
+            "x-tensorlake-request-timeout-ms",
+            "10000".parse().expect("hv"),
+        );
+        assert_eq!(create_budget(&h), Duration::from_millis(7_500));
+        h.insert(
+            "x-tensorlake-request-timeout-grace-ms",
+            "5000".parse().expect("hv"),
+        );
+        assert_eq!(create_budget(&h), Duration::from_millis(5_000));
+        h.insert(
+            "x-tensorlake-request-timeout-ms",
+            "bogus".parse().expect("hv"),
+        );
+        assert_eq!(create_budget(&h), Duration::from_millis(295_000));
+    }
+}

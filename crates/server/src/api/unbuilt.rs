@@ -1,0 +1,45 @@
+//! Routes of WIRE.md that this server does not implement yet: each answers a
+//! clear 501 instead of pretending.
+
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::{any, post};
+
+use super::AppState;
+use super::error::ApiError;
+
+fn answer(what: &'static str) -> impl Fn(Request) -> std::future::Ready<ApiError> + Clone {
+    move |_req| std::future::ready(ApiError::not_implemented(what))
+}
+
+/// The unbuilt routes, relative to `{B}`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sandboxes/{id}/suspend", post(answer("suspend")))
+        .route("/sandboxes/{id}/resume", post(answer("resume")))
+        .route("/sandboxes/{id}/snapshot", post(answer("snapshots")))
+        .route("/sandboxes/{id}/snapshots", any(answer("snapshots")))
+        .route("/snapshots", any(answer("snapshots")))
+        .route("/snapshots/{sid}", any(answer("snapshots")))
+        .route("/sandbox-pools", any(answer("sandbox pools")))
+        .route("/sandbox-pools/{pool}", any(answer("sandbox pools")))
+        .route(
+            "/sandbox-pools/{pool}/sandboxes",
+            any(answer("sandbox pools")),
+        )
+        .route("/sandboxes/{id}/copy", any(answer("copying sandboxes")))
+        .route("/sandboxes/{id}/logs", any(answer("sandbox logs")))
+        .route(
+            "/sandboxes/{id}/processes",
+            any(answer("sandbox process logs")),
+        )
+        .route(
+            "/sandboxes/{id}/file_systems",
+            any(answer("attached file systems")),
+        )
+        .route("/archived-sandboxes", any(answer("archived sandboxes")))
+        .route(
+            "/archived-sandboxes/{id}",
+            any(answer("archived sandboxes")),
+        )
+}

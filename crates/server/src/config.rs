@@ -1,0 +1,161 @@
+//! Configuration of `alcove serve`: flag, then `ALCOVE_*` environment variable,
+//! then default. Each field's doc comment is its `--help` text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use alcove_runtime::network::Subnet;
+
+/// Settings of the server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on. Anything but loopback requires --api-key.
+    #[arg(long, env = "ALCOVE_LISTEN", default_value = "127.0.0.1:8900")]
+    pub listen: SocketAddr,
+
+    /// Directory for the store, sandboxes and runtime state.
+    #[arg(long, env = "ALCOVE_DATA_DIR", default_value = "/var/lib/alcove")]
+    pub data_dir: PathBuf,
+
+    /// Directory of images (default: <data-dir>/images).
+    #[arg(long, env = "ALCOVE_IMAGES_DIR")]
+    pub images_dir: Option<PathBuf>,
+
+    /// The statically linked agent binary (default: `alcove-agent` next to this binary).
+    #[arg(long, env = "ALCOVE_AGENT_PATH")]
+    pub agent_path: Option<PathBuf>,
+
+    /// The runc binary.
+    #[arg(long, env = "ALCOVE_RUNC", default_value = "runc")]
+    pub runc: String,
+
+    /// Subnet sandbox addresses are taken from (one /30 per sandbox).
+    #[arg(long, env = "ALCOVE_SUBNET", default_value = "10.88.0.0/16")]
+    pub subnet: String,
+
+    /// Max number of tasks (processes and threads) per sandbox.
+    #[arg(long, env = "ALCOVE_PIDS_LIMIT", default_value_t = 2048)]
+    pub pids_limit: i64,
+
+    /// Base URL clients reach the proxy at (`sandbox_url`); default http://localhost:<port>.
+    #[arg(long, env = "ALCOVE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Accepted API key; repeat for several. Without one, auth is off.
+    #[arg(
+        long = "api-key",
+        env = "ALCOVE_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Listening beyond loopback without API keys.
+    #[error("listening on {0} (not loopback) requires at least one --api-key")]
+    OpenWithoutKeys(SocketAddr),
+    /// Bad subnet.
+    #[error(transparent)]
+    Subnet(#[from] alcove_runtime::RuntimeError),
+    /// No agent binary found.
+    #[error("agent binary not found at {0}; pass --agent-path")]
+    NoAgent(PathBuf),
+}
+
+impl Config {
+    /// Checks the configuration before anything starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() && self.api_keys.iter().all(String::is_empty) {
+            return Err(ConfigError::OpenWithoutKeys(self.listen));
+        }
+        self.subnet()?;
+        let agent = self.agent_path();
+        if !agent.is_file() {
+            return Err(ConfigError::NoAgent(agent));
+        }
+        Ok(())
+    }
+
+    /// The parsed subnet.
+    pub fn subnet(&self) -> Result<Subnet, alcove_runtime::RuntimeError> {
+        self.subnet.parse()
+    }
+
+    /// The images directory.
+    pub fn images_dir(&self) -> PathBuf {
+        self.images_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("images"))
+    }
+
+    /// The agent binary.
+    pub fn agent_path(&self) -> PathBuf {
+        self.agent_path.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|d| d.join("alcove-agent")))
+                .unwrap_or_else(|| PathBuf::from("alcove-agent"))
+        })
+    }
+
+    /// `sandbox_url` given to clients.
+    pub fn sandbox_url(&self, bound: SocketAddr) -> String {
+        self.public_url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://localhost:{}", bound.port()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Config {
+        let mut argv = vec!["alcove"];
+        argv.extend_from_slice(args);
+        Cli::parse_from(argv).config
+    }
+
+    #[test]
+    fn open_bind_needs_keys() {
+        let cfg = parse(&["--listen", "0.0.0.0:8900", "--agent-path", "/bin/sh"]);
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::OpenWithoutKeys(_))
+        ));
+        let cfg = parse(&[
+            "--listen",
+            "0.0.0.0:8900",
+            "--agent-path",
+            "/bin/sh",
+            "--api-key",
+            "k",
+        ]);
+        assert!(cfg.validate().is_ok());
+        let cfg = parse(&["--agent-path", "/bin/sh"]);
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn defaults_and_derived_values() {
+        let cfg = parse(&["--data-dir", "/d"]);
+        assert_eq!(cfg.images_dir(), PathBuf::from("/d/images"));
+        assert_eq!(
+            cfg.sandbox_url("127.0.0.1:1234".parse().expect("addr")),
+            "http://localhost:1234"
+        );
+        let cfg = parse(&["--subnet", "10.1.2.3/16", "--agent-path", "/bin/sh"]);
+        assert!(matches!(cfg.validate(), Err(ConfigError::Subnet(_))));
+    }
+}

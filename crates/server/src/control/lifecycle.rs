@@ -1,0 +1,518 @@
+//! Create, get, list, update and delete of sandboxes, plus recovery after a
+//! restart. Every change is written to the store before it is acted on.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use alcove_runtime::network::Slot;
+use alcove_runtime::{Node, SandboxHandle, SandboxSpec};
+use alcove_wire::sandbox::{
+    CreateSandboxRequest, NetworkConfig, SandboxStatus, UpdateSandboxRequest,
+};
+use alcove_wire::time::now_millis;
+
+use super::state::{self, Event};
+use super::validate::{self, HostLimits};
+use super::{AgentClient, ControlError};
+use crate::store::{SandboxRecord, Store, StoreError};
+
+/// Settings of the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The proxy base URL handed to clients as `sandbox_url`.
+    pub sandbox_url: String,
+    /// Host limits for validation.
+    pub host: HostLimits,
+}
+
+/// A sandbox resolved from an id or name, with what routing needs.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The stored record.
+    pub record: SandboxRecord,
+    /// Agent address, when running.
+    pub agent: Option<SocketAddr>,
+}
+
+/// What a create call answers.
+#[derive(Debug, Clone)]
+pub struct CreateOutcome {
+    /// The sandbox as last stored.
+    pub record: SandboxRecord,
+    /// Whether creation was still going on when the answer was written.
+    pub still_pending: bool,
+}
+
+type OpLock = Arc<tokio::sync::Mutex<()>>;
+
+/// The control plane.
+#[derive(Debug)]
+pub struct Control {
+    store: Store,
+    node: Arc<Node>,
+    cfg: ControlConfig,
+    agents: AgentClient,
+    /// Running sandboxes' handles, by id.
+    running: RwLock<HashMap<String, SandboxHandle>>,
+    /// One lock per sandbox so operations on it never interleave.
+    ops: std::sync::Mutex<HashMap<String, OpLock>>,
+}
+
+impl Control {
+    /// The control plane over `store` and `node`.
+    pub fn new(store: Store, node: Arc<Node>, cfg: ControlConfig, agents: AgentClient) -> Self {
+        Self {
+            store,
+            node,
+            cfg,
+            agents,
+            running: RwLock::new(HashMap::new()),
+            ops: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The proxy base URL given to clients.
+    pub fn sandbox_url(&self) -> &str {
+        &self.cfg.sandbox_url
+    }
+
+    /// The store (for the timeout reaper).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn op_lock(&self, id: &str) -> OpLock {
+        let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+        ops.entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget_op_lock(&self, id: &str) {
+        let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+        ops.remove(id);
+    }
+
+    fn handle_of(&self, id: &str) -> Option<SandboxHandle> {
+        self.running
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Validates and stores a new sandbox, then starts it in the background.
+    /// With `wait`, waits up to `budget` for it to run.
+    pub async fn create(
+        self: &Arc<Self>,
+        namespace: &str,
+        req: CreateSandboxRequest,
+        wait: bool,
+        budget: Duration,
+    ) -> Result<CreateOutcome, ControlError> {
+        let record = self.prepare(namespace, &req)?;
+        let image = self
+            .node
+            .images()
+            .resolve(Some(&record.image))
+            .map_err(|_| ControlError::NotFound {
+                kind: "image",
+                id: record.image.clone(),
+            })?;
+        let record = SandboxRecord {
+            image: image.name.clone(),
+            ..record
+        };
+        match self.store.insert(&record).await {
+            Err(StoreError::NameTaken(n)) => return Err(ControlError::NameTaken(n)),
+            other => other?,
+        }
+        tracing::info!(sandbox_id = %record.id, name = ?record.name, "sandbox pending");
+
+        let this = Arc::clone(self);
+        let id = record.id.clone();
+        let lock = self.op_lock(&id);
+        // Take the op lock before returning so a delete that races the start waits for it.
+        let guard = lock.lock_owned().await;
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            this.start(&id, image).await
+        });
+        if !wait {
+            return Ok(CreateOutcome {
+                record,
+                still_pending: true,
+            });
+        }
+        let mut task = task;
+        match tokio::time::timeout(budget, &mut task).await {
+            Ok(_) => {
+                let record = self.store.get(&record.id).await?.unwrap_or(record);
+                Ok(CreateOutcome {
+                    still_pending: record.status == SandboxStatus::Pending,
+                    record,
+                })
+            }
+            Err(_) => Ok(CreateOutcome {
+                record,
+                still_pending: true,
+            }),
+        }
+    }
+
+    /// Turns a create request into a pending record, or says what is wrong.
+    fn prepare(
+        &self,
+        namespace: &str,
+        req: &CreateSandboxRequest,
+    ) -> Result<SandboxRecord, ControlError> {
+        if req.snapshot_id.is_some() {
+            return Err(ControlError::NotImplemented("restoring from a snapshot"));
+        }
+        if req.secret_names.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(ControlError::NotImplemented("secrets"));
+        }
+        if req.file_systems.as_ref().is_some_and(|f| !f.is_empty()) {
+            return Err(ControlError::NotImplemented("attached file systems"));
+        }
+        if let Some(n) = &req.network
+            && (!n.allow_internet_access || !n.allow_out.is_empty() || !n.deny_out.is_empty())
+        {
+            return Err(ControlError::NotImplemented("outbound network policies"));
+        }
+        let res = req.resources.clone().unwrap_or_default();
+        if res.gpus.as_ref().is_some_and(|g| !g.is_empty()) {
+            return Err(ControlError::InvalidArgument {
+                field: "resources.gpus",
+                reason: "this server has no GPUs".into(),
+            });
+        }
+        let cpus = res.cpus.unwrap_or(validate::DEFAULT_CPUS);
+        let memory_mb = res.memory_mb.unwrap_or(validate::DEFAULT_MEMORY_MB);
+        validate::resources(cpus, memory_mb, self.cfg.host)?;
+        let disk_mb = res
+            .disk_mb
+            .or(res.ephemeral_disk_mb)
+            .unwrap_or(validate::DEFAULT_DISK_MB);
+        validate::disk(disk_mb)?;
+        if let Some(name) = &req.name {
+            validate::name(name)?;
+        }
+        let timeout_secs = req.timeout_secs.unwrap_or(0);
+        validate::timeout_secs(timeout_secs)?;
+        let exposed_ports = validate::ports(req.exposed_ports.as_deref().unwrap_or(&[]))?;
+        let entrypoint = req.entrypoint.clone().unwrap_or_default();
+        if entrypoint.first().is_some_and(|c| c.is_empty()) {
+            return Err(ControlError::InvalidArgument {
+                field: "entrypoint",
+                reason: "the command must not be empty".into(),
+            });
+        }
+        if req.auto_resume == Some(false) && req.name.is_none() {
+            return Err(ControlError::InvalidArgument {
+                field: "auto_resume",
+                reason: "turning auto_resume off needs a named sandbox".into(),
+            });
+        }
+        Ok(SandboxRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            namespace: namespace.to_string(),
+            name: req.name.clone(),
+            status: SandboxStatus::Pending,
+            image: req.image.clone().unwrap_or_else(|| "default".into()),
+            cpus,
+            memory_mb,
+            disk_mb,
+            timeout_secs,
+            entrypoint,
+            network_policy: req.network.clone().unwrap_or(NetworkConfig {
+                allow_internet_access: true,
+                allow_out: vec![],
+                deny_out: vec![],
+            }),
+            secret_names: Vec::new(),
+            exposed_ports,
+            allow_unauthenticated_access: req.allow_unauthenticated_access.unwrap_or(false),
+            auto_resume: req.auto_resume.unwrap_or(true),
+            slot: None,
+            created_at: now_millis(),
+            terminated_at: None,
+            deadline_at: None,
+            pending_reason: Some("scheduling".into()),
+            termination_reason: None,
+            error_details: None,
+        })
+    }
+
+    /// Starts a stored pending sandbox; records the outcome.
+    async fn start(&self, id: &str, image: alcove_runtime::image::Image) {
+        let Ok(Some(record)) = self.store.get(id).await else {
+            return;
+        };
+        if record.status != SandboxStatus::Pending {
+            return; // deleted before it started
+        }
+        let spec = SandboxSpec {
+            id: id.to_string(),
+            hostname: record
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("sandbox-{}", &id[..8.min(id.len())])),
+            image,
+            cpus: record.cpus,
+            memory_mb: u64::try_from(record.memory_mb).unwrap_or(0),
+            disk_mb: u64::try_from(record.disk_mb).unwrap_or(0),
+            env: Vec::new(),
+        };
+        let result = match self.node.create(&spec).await {
+            Ok(handle) => match self.start_entrypoint(&record, &handle).await {
+                Ok(()) => Ok(handle),
+                Err(e) => {
+                    self.node.destroy(id, handle.slot).await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let mut record = record;
+        match result {
+            Ok(handle) => {
+                record.status = SandboxStatus::Running;
+                record.slot = Some(i64::from(handle.slot.0));
+                record.pending_reason = None;
+                if record.timeout_secs > 0 {
+                    record.deadline_at = Some(now_millis() + record.timeout_secs * 1000);
+                }
+                if let Err(e) = self.store.update(&record).await {
+                    tracing::error!(sandbox_id = %id, error = %e, "recording running sandbox");
+                    self.node.destroy(id, handle.slot).await;
+                    return;
+                }
+                self.running
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.to_string(), handle);
+                tracing::info!(sandbox_id = %id, "sandbox running");
+            }
+            Err(reason) => {
+                tracing::warn!(sandbox_id = %id, error = %reason, "sandbox failed to start");
+                record.status = SandboxStatus::Failed;
+                record.pending_reason = None;
+                record.terminated_at = Some(now_millis());
+                record.termination_reason = Some("startup_failed".into());
+                record.error_details = Some(reason);
+                if let Err(e) = self.store.update(&record).await {
+                    tracing::error!(sandbox_id = %id, error = %e, "recording failed sandbox");
+                }
+            }
+        }
+    }
+
+    async fn start_entrypoint(
+        &self,
+        record: &SandboxRecord,
+        handle: &SandboxHandle,
+    ) -> Result<(), String> {
+        let Some((command, args)) = record.entrypoint.split_first() else {
+            return Ok(());
+        };
+        let body = serde_json::json!({ "command": command, "args": args });
+        let (status, bytes) = self
+            .agents
+            .post_json(handle.agent_addr(), "/api/v1/processes", &body)
+            .await
+            .map_err(|e| format!("starting entrypoint: {e}"))?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "starting entrypoint: agent answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            ))
+        }
+    }
+
+    /// Finds a sandbox by id (any status) or by the name of a live one.
+    pub async fn resolve(
+        &self,
+        namespace: Option<&str>,
+        ident: &str,
+    ) -> Result<SandboxRecord, ControlError> {
+        let not_found = || ControlError::NotFound {
+            kind: "sandbox",
+            id: ident.to_string(),
+        };
+        let record = if uuid::Uuid::parse_str(ident).is_ok() {
+            self.store.get(ident).await?
+        } else {
+            self.store.get_live_by_name(ident).await?
+        };
+        let record = record.ok_or_else(not_found)?;
+        if namespace.is_some_and(|ns| ns != record.namespace) {
+            return Err(not_found());
+        }
+        Ok(record)
+    }
+
+    /// A sandbox and, if it runs, where its agent is.
+    pub async fn target(&self, ident: &str) -> Result<Target, ControlError> {
+        let record = self.resolve(None, ident).await?;
+        let agent = self.handle_of(&record.id).map(|h| h.agent_addr());
+        Ok(Target { record, agent })
+    }
+
+    /// One sandbox.
+    pub async fn get(&self, namespace: &str, ident: &str) -> Result<SandboxRecord, ControlError> {
+        self.resolve(Some(namespace), ident).await
+    }
+
+    /// All sandboxes of a namespace.
+    pub async fn list(&self, namespace: &str) -> Result<Vec<SandboxRecord>, ControlError> {
+        Ok(self.store.list(namespace).await?)
+    }
+
+    /// Renames and changes flags of a sandbox.
+    pub async fn update(
+        &self,
+        namespace: &str,
+        ident: &str,
+        req: UpdateSandboxRequest,
+    ) -> Result<SandboxRecord, ControlError> {
+        if req.resources.is_some() {
+            return Err(ControlError::NotImplemented("live resize"));
+        }
+        let id = self.resolve(Some(namespace), ident).await?.id;
+        let lock = self.op_lock(&id);
+        let _guard = lock.lock().await;
+        let mut record = self.resolve(Some(namespace), &id).await?;
+        if !record.status.is_live() {
+            return Err(ControlError::InvalidState {
+                id,
+                status: record.status,
+                op: "update",
+            });
+        }
+        if let Some(name) = req.name {
+            validate::name(&name)?;
+            record.name = Some(name);
+        }
+        if let Some(ports) = req.exposed_ports {
+            record.exposed_ports = validate::ports(&ports)?;
+        }
+        if let Some(flag) = req.allow_unauthenticated_access {
+            record.allow_unauthenticated_access = flag;
+        }
+        if let Some(flag) = req.auto_resume {
+            record.auto_resume = flag;
+        }
+        match self.store.update(&record).await {
+            Err(StoreError::NameTaken(n)) => Err(ControlError::NameTaken(n)),
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(record),
+        }
+    }
+
+    /// Terminates a sandbox and frees everything it had. Idempotent.
+    pub async fn delete(
+        &self,
+        namespace: Option<&str>,
+        ident: &str,
+        reason: &str,
+    ) -> Result<SandboxRecord, ControlError> {
+        let id = self.resolve(namespace, ident).await?.id;
+        let lock = self.op_lock(&id);
+        let guard = lock.lock().await;
+        let mut record = self.resolve(namespace, &id).await?;
+        if !record.status.is_live() {
+            return Ok(record);
+        }
+        let was_pending = record.status == SandboxStatus::Pending;
+        record.status = state::next(record.status, Event::Terminate).map_err(|e| {
+            ControlError::InvalidState {
+                id: id.clone(),
+                status: e.status,
+                op: "delete",
+            }
+        })?;
+        record.terminated_at = Some(now_millis());
+        record.termination_reason =
+            Some(if was_pending { "cancelled" } else { reason }.to_string());
+        record.pending_reason = None;
+        let slot = record.slot.take();
+        self.store.update(&record).await?;
+        self.running
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(slot) = slot.and_then(|s| u32::try_from(s).ok()) {
+            self.node.destroy(&id, Slot(slot)).await;
+        }
+        drop(guard);
+        self.forget_op_lock(&id);
+        tracing::info!(sandbox_id = %id, reason = %record.termination_reason.as_deref().unwrap_or(""), "sandbox terminated");
+        Ok(record)
+    }
+
+    /// After a restart: adopts sandboxes that still run, ends the ones that
+    /// are gone or were half-made, and sweeps leftovers.
+    pub async fn recover(&self) -> Result<(), ControlError> {
+        let live = self.store.list_live().await?;
+        let mut expected = Vec::new();
+        for mut record in live {
+            match (
+                record.status,
+                record.slot.and_then(|s| u32::try_from(s).ok()),
+            ) {
+                (SandboxStatus::Running, Some(slot)) => {
+                    expected.push((record.id.clone(), Slot(slot)))
+                }
+                _ => {
+                    record.status = SandboxStatus::Failed;
+                    record.terminated_at = Some(now_millis());
+                    record.termination_reason = Some("server_restarted".into());
+                    record.error_details =
+                        Some("the server restarted while the sandbox was being created".into());
+                    record.pending_reason = None;
+                    record.slot = None;
+                    self.store.update(&record).await?;
+                }
+            }
+        }
+        let report = self.node.recover(&expected).await;
+        for handle in report.adopted {
+            tracing::info!(sandbox_id = %handle.id, "sandbox adopted after restart");
+            self.running
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(handle.id.clone(), handle);
+        }
+        for id in report.lost {
+            if let Some(mut record) = self.store.get(&id).await? {
+                tracing::warn!(sandbox_id = %id, "sandbox lost while the server was down");
+                record.status =
+                    state::next(record.status, Event::Lost).unwrap_or(SandboxStatus::Terminated);
+                record.terminated_at = Some(now_millis());
+                record.termination_reason = Some("lost".into());
+                record.error_details =
+                    Some("the sandbox was no longer running when the server restarted".into());
+                record.slot = None;
+                self.store.update(&record).await?;
+            }
+        }
+        for item in report.swept {
+            tracing::warn!(leftover = %item, "removed leftover");
+        }
+        Ok(())
+    }
+
+    /// Number of sandboxes running now.
+    pub fn running_count(&self) -> usize {
+        self.running.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Runs the node's orderly shutdown (sandboxes keep running).
+    pub async fn shutdown(&self) {
+        self.node.shutdown(self.running_count()).await;
+        self.store.close().await;
+    }
+}

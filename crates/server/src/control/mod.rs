@@ -1,0 +1,67 @@
+//! The control plane: the sandbox lifecycle and its rules. Handlers call in
+//! here; this module decides, writes the store first, then acts on the node.
+
+mod agent_client;
+mod lifecycle;
+pub mod state;
+mod timeouts;
+pub mod validate;
+
+pub use agent_client::AgentClient;
+pub use lifecycle::{Control, ControlConfig, CreateOutcome, Target};
+pub use timeouts::spawn_timeout_reaper;
+
+use alcove_wire::sandbox::SandboxStatus;
+
+use crate::store::StoreError;
+
+/// Errors of the control plane; `api::error` maps them to HTTP statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No such sandbox (or image, or snapshot).
+    #[error("{kind} {id:?} not found")]
+    NotFound {
+        /// What was looked for.
+        kind: &'static str,
+        /// The identifier given.
+        id: String,
+    },
+    /// A live sandbox already has the name.
+    #[error("a live sandbox is already named {0:?}")]
+    NameTaken(String),
+    /// A field of the request is invalid.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The operation does not fit the sandbox's status.
+    #[error("cannot {op} sandbox {id}: it is {status}")]
+    InvalidState {
+        /// Sandbox id.
+        id: String,
+        /// Its status.
+        status: SandboxStatus,
+        /// The operation refused.
+        op: &'static str,
+    },
+    /// The feature exists in the API but not in this server yet.
+    #[error("{0} is not implemented by this server yet")]
+    NotImplemented(&'static str),
+    /// The sandbox is not running (yet); the request did not reach it.
+    #[error("sandbox {id} is {status}, not running")]
+    NotReady {
+        /// Sandbox id.
+        id: String,
+        /// Its status.
+        status: SandboxStatus,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The node runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] alcove_runtime::RuntimeError),
+}

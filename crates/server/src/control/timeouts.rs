@@ -1,0 +1,41 @@
+//! Ends sandboxes whose `timeout_secs` has run out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcove_wire::time::now_millis;
+
+use super::Control;
+use crate::shutdown::Shutdown;
+
+/// Checks once a second for sandboxes past their deadline and terminates them.
+///
+/// Named sandboxes will be suspended instead once suspend exists; until then
+/// they are terminated too (documented in docs/api.md).
+pub fn spawn_timeout_reaper(
+    control: Arc<Control>,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+            let Ok(live) = control.store().list_live().await else {
+                continue;
+            };
+            let now = now_millis();
+            for record in live
+                .into_iter()
+                .filter(|r| r.deadline_at.is_some_and(|d| d <= now))
+            {
+                if let Err(e) = control.delete(None, &record.id, "timeout").await {
+                    tracing::warn!(sandbox_id = %record.id, error = %e, "ending timed-out sandbox");
+                }
+            }
+        }
+    })
+}

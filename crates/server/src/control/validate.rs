@@ -1,0 +1,198 @@
+//! Validation of create and update requests: resources, names, ports.
+
+use super::ControlError;
+
+/// Limits that depend on the host.
+#[derive(Debug, Clone, Copy)]
+pub struct HostLimits {
+    /// CPUs the host has.
+    pub cpus: f64,
+    /// Memory the host has, in MiB.
+    pub memory_mb: i64,
+}
+
+/// Default CPUs of a sandbox.
+pub const DEFAULT_CPUS: f64 = 1.0;
+/// Default memory of a sandbox in MiB.
+pub const DEFAULT_MEMORY_MB: i64 = 1024;
+/// Default writable-layer size in MiB.
+pub const DEFAULT_DISK_MB: i64 = 10240;
+/// Memory allowed per CPU, in MiB (SEED-API: 1024-8192 per core).
+pub const MEMORY_PER_CPU_MB: (i64, i64) = (1024, 8192);
+/// Bounds of `disk_mb`.
+pub const DISK_MB_RANGE: (i64, i64) = (512, 1_048_576);
+/// The agent's port, which users cannot expose.
+pub const MANAGEMENT_PORT: i64 = 9501;
+
+fn invalid(field: &'static str, reason: String) -> ControlError {
+    ControlError::InvalidArgument { field, reason }
+}
+
+/// Checks `cpus` and `memory_mb` against each other and the host.
+pub fn resources(cpus: f64, memory_mb: i64, host: HostLimits) -> Result<(), ControlError> {
+    if !cpus.is_finite() || cpus <= 0.0 {
+        return Err(invalid(
+            "resources.cpus",
+            format!("must be greater than 0, got {cpus}"),
+        ));
+    }
+    if cpus > host.cpus {
+        return Err(invalid(
+            "resources.cpus",
+            format!("{cpus} is more than the {} CPUs of this host", host.cpus),
+        ));
+    }
+    let min = (MEMORY_PER_CPU_MB.0 as f64 * cpus).ceil() as i64;
+    let max = (MEMORY_PER_CPU_MB.1 as f64 * cpus).floor() as i64;
+    if memory_mb < min || memory_mb > max {
+        return Err(invalid(
+            "resources.memory_mb",
+            format!(
+                "{memory_mb} MB is outside {min}-{max} MB for {cpus} CPUs \
+                 (1024-8192 MB per CPU)"
+            ),
+        ));
+    }
+    if memory_mb > host.memory_mb {
+        return Err(invalid(
+            "resources.memory_mb",
+            format!(
+                "{memory_mb} MB is more than the {} MB of this host",
+                host.memory_mb
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `disk_mb`.
+pub fn disk(disk_mb: i64) -> Result<(), ControlError> {
+    let (lo, hi) = DISK_MB_RANGE;
+    if !(lo..=hi).contains(&disk_mb) {
+        return Err(invalid(
+            "resources.disk_mb",
+            format!("{disk_mb} is outside {lo}-{hi}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a sandbox name: a DNS label (lower-case letters, digits, `-`; 1-63
+/// characters; no `-` at either end) that does not look like a sandbox id.
+pub fn name(name: &str) -> Result<(), ControlError> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if name.is_empty()
+        || name.len() > 63
+        || !ok_chars
+        || name.starts_with('-')
+        || name.ends_with('-')
+    {
+        return Err(invalid(
+            "name",
+            format!(
+                "{name:?} is not a valid name: use 1-63 lower-case letters, digits and '-', \
+                 not starting or ending with '-'"
+            ),
+        ));
+    }
+    if uuid::Uuid::parse_str(name).is_ok() {
+        return Err(invalid("name", format!("{name:?} looks like a sandbox id")));
+    }
+    Ok(())
+}
+
+/// Checks exposed ports and returns them sorted and deduplicated.
+pub fn ports(ports: &[i64]) -> Result<Vec<i64>, ControlError> {
+    for &p in ports {
+        if !(1..=65535).contains(&p) {
+            return Err(invalid("exposed_ports", format!("{p} is not a TCP port")));
+        }
+        if p == MANAGEMENT_PORT {
+            return Err(invalid(
+                "exposed_ports",
+                format!("{p} is the sandbox management port and cannot be exposed"),
+            ));
+        }
+    }
+    let mut out = ports.to_vec();
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Checks `timeout_secs` (0 = none).
+pub fn timeout_secs(t: i64) -> Result<(), ControlError> {
+    if t < 0 {
+        return Err(invalid(
+            "timeout_secs",
+            format!("must not be negative, got {t}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: HostLimits = HostLimits {
+        cpus: 2.0,
+        memory_mb: 24_000,
+    };
+
+    #[test]
+    fn resources_follow_the_per_cpu_rule_and_the_host() {
+        assert!(resources(1.0, 1024, HOST).is_ok());
+        assert!(resources(2.0, 2048, HOST).is_ok());
+        assert!(resources(2.0, 16384, HOST).is_ok());
+        assert!(resources(0.5, 512, HOST).is_ok());
+        for (c, m) in [(-1.0, 1024), (0.0, 1024), (f64::NAN, 1024), (3.0, 4096)] {
+            assert!(resources(c, m, HOST).is_err(), "cpus {c} accepted");
+        }
+        for m in [1023, 8193, 0, -5] {
+            assert!(resources(1.0, m, HOST).is_err(), "memory {m} accepted");
+        }
+        let small = HostLimits {
+            cpus: 2.0,
+            memory_mb: 1500,
+        };
+        assert!(resources(1.0, 2048, small).is_err());
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        for good in ["a", "my-env", "x1", &"a".repeat(63)] {
+            assert!(name(good).is_ok(), "{good} refused");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "My",
+            "a_b",
+            "a.b",
+            &"a".repeat(64),
+            "6f1c2a43-9d0b-4f4e-9a65-3c1d2e0f4b5a",
+        ] {
+            assert!(name(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn ports_are_checked_sorted_and_deduplicated() {
+        assert_eq!(ports(&[8080, 80, 8080]).expect("ok"), vec![80, 8080]);
+        assert!(ports(&[0]).is_err());
+        assert!(ports(&[70000]).is_err());
+        assert!(ports(&[9501]).is_err());
+    }
+
+    #[test]
+    fn disk_and_timeout_bounds() {
+        assert!(disk(10240).is_ok());
+        assert!(disk(10).is_err());
+        assert!(timeout_secs(0).is_ok());
+        assert!(timeout_secs(-1).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! The control plane, API and proxy of `alcove serve`.
+//!
+//! Owns the HTTP surface (WIRE.md §2 and the §3 proxy), the sandbox lifecycle
+//! and its store. Asks the node runtime (`alcove-runtime`) for everything that
+//! touches the host; never runs `runc`, `ip` or `nft` itself.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod control;
+pub mod proxy;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+
+pub use config::Config;
+pub use server::{ServeError, serve, shutdown_channel};

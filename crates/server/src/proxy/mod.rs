@@ -1,0 +1,8 @@
+//! The proxy: routes `/api/v1/*` to the agent of the sandbox named by the
+//! request (WIRE §1.5), streaming both ways without buffering.
+
+mod routing;
+mod sandbox_api;
+
+pub use routing::sandbox_ident;
+pub use sandbox_api::forward;

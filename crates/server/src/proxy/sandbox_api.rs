@@ -1,0 +1,215 @@
+//! Forwarding of one request (or WebSocket/upgrade) to a sandbox's agent.
+
+use alcove_wire::error::ErrorCode;
+use alcove_wire::sandbox::SandboxStatus;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+
+use super::routing::sandbox_ident;
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::control::ControlError;
+
+const HOP_BY_HOP: [header::HeaderName; 7] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty() && s != "upgrade")
+        .collect();
+    for name in listed {
+        headers.remove(name.as_str());
+    }
+    headers.remove("keep-alive");
+    if !keep_upgrade {
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
+    } else {
+        for name in HOP_BY_HOP
+            .iter()
+            .filter(|n| **n != header::CONNECTION && **n != header::UPGRADE)
+        {
+            headers.remove(name);
+        }
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+fn unreachable(id: &str, detail: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(sandbox_id = %id, error = %detail, "agent unreachable");
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorCode::SandboxUnreachable,
+        format!("sandbox {id} did not answer"),
+    )
+}
+
+/// Proxies `/api/v1/*` to the addressed sandbox's agent.
+pub async fn forward(State(state): State<AppState>, req: Request) -> Response {
+    match forward_inner(state, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forward_inner(state: AppState, mut req: Request) -> Result<Response, ApiError> {
+    let ident = sandbox_ident(req.headers()).ok_or_else(|| {
+        ApiError::bad_request(
+            "no sandbox addressed: send `Host: <sandbox-id>.local` or `X-Tensorlake-Sandbox-Id`",
+        )
+    })?;
+    let target = state.control.target(&ident).await?;
+    let id = target.record.id.clone();
+    let addr = match (target.record.status, target.agent) {
+        (SandboxStatus::Running, Some(addr)) => addr,
+        (SandboxStatus::Running, None) => return Err(unreachable(&id, "no agent address")),
+        (status, _) if status.is_live() => {
+            return Err(ControlError::NotReady { id, status }.into());
+        }
+        (status, _) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                format!("sandbox {id} is {status}"),
+            ));
+        }
+    };
+
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let upgrade = is_upgrade(req.headers());
+    let mut headers = req.headers().clone();
+    strip_hop_by_hop(&mut headers, upgrade);
+    // API keys are for Alcove, never for the sandbox.
+    headers.remove(header::AUTHORIZATION);
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(&addr.to_string()).map_err(|e| unreachable(&id, e))?,
+    );
+
+    if upgrade {
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        let mut upstream = http::Request::builder()
+            .method(req.method())
+            .uri(&path)
+            .body(Body::empty())
+            .map_err(|e| unreachable(&id, e))?;
+        *upstream.headers_mut() = headers;
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| unreachable(&id, e))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(&id, e))?;
+        tokio::spawn(conn.with_upgrades());
+        let mut resp = sender
+            .send_request(upstream)
+            .await
+            .map_err(|e| unreachable(&id, e))?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (parts, body) = resp.into_parts();
+            return Ok(Response::from_parts(parts, Body::new(body)));
+        }
+        let agent_upgrade = hyper::upgrade::on(&mut resp);
+        let sandbox_id = id.clone();
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, agent_upgrade) {
+                Ok((client, agent)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut agent = TokioIo::new(agent);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut agent).await;
+                }
+                Err(e) => tracing::debug!(sandbox_id = %sandbox_id, error = %e, "upgrade failed"),
+            }
+        });
+        let mut out = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .body(Body::empty())
+            .map_err(|e| unreachable(&id, e))?;
+        *out.headers_mut() = resp.headers().clone();
+        return Ok(out);
+    }
+
+    let (parts, body) = req.into_parts();
+    let mut upstream = http::Request::builder()
+        .method(parts.method)
+        .uri(format!("http://{addr}{path}"))
+        .body(body)
+        .map_err(|e| unreachable(&id, e))?;
+    *upstream.headers_mut() = headers;
+    let resp = state.agents.send(upstream).await.map_err(|e| {
+        if e.is_connect() {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::SandboxUnreachable,
+                format!("sandbox {id} is not accepting connections"),
+            )
+        } else {
+            unreachable(&id, e)
+        }
+    })?;
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped_unless_upgrading() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, x-secret".parse().expect("hv"),
+        );
+        h.insert("x-secret", "1".parse().expect("hv"));
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().expect("hv"));
+        h.insert(header::CONTENT_TYPE, "text/plain".parse().expect("hv"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get(header::CONTENT_TYPE).is_some());
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Upgrade".parse().expect("hv"));
+        h.insert(header::UPGRADE, "websocket".parse().expect("hv"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert!(h.get(header::UPGRADE).is_some());
+        assert!(h.get(header::CONNECTION).is_some());
+    }
+}

@@ -1,0 +1,105 @@
+//! Running the server: takes a bound listener and a shutdown signal (so tests
+//! can bind `127.0.0.1:0`), recovers state, serves until shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcove_runtime::{Node, NodeConfig};
+
+use crate::api::{AppState, build_router};
+use crate::auth::ApiKeys;
+use crate::config::Config;
+use crate::control::validate::HostLimits;
+use crate::control::{AgentClient, Control, ControlConfig, spawn_timeout_reaper};
+use crate::shutdown::{self, Shutdown};
+use crate::store::Store;
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The runtime could not start.
+    #[error("starting the runtime: {0}")]
+    Runtime(#[from] alcove_runtime::RuntimeError),
+    /// Recovery failed.
+    #[error("recovering sandboxes: {0}")]
+    Recover(#[from] crate::control::ControlError),
+    /// Serving HTTP failed.
+    #[error("serving HTTP: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn host_memory_mb() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(i64::MAX)
+}
+
+/// Serves on `listener` until `shutdown` fires; sandboxes keep running after.
+pub async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = Store::open(&config.data_dir.join("alcove.db")).await?;
+    let node = Node::new(NodeConfig {
+        data_dir: config.data_dir.clone(),
+        images_dir: config.images_dir(),
+        agent_binary: config.agent_path(),
+        runc_binary: config.runc.clone(),
+        subnet: config.subnet()?,
+        pids_limit: config.pids_limit,
+        host_resolv: "/etc/resolv.conf".into(),
+        agent_ready_timeout: Duration::from_secs(15),
+    })
+    .await?;
+    let bound = listener.local_addr()?;
+    let agents = AgentClient::new();
+    let control = Arc::new(Control::new(
+        store,
+        Arc::new(node),
+        ControlConfig {
+            sandbox_url: config.sandbox_url(bound),
+            host: HostLimits {
+                cpus: alcove_runtime::node::host_cpus(),
+                memory_mb: host_memory_mb(),
+            },
+        },
+        agents.clone(),
+    ));
+    control.recover().await?;
+    let reaper = spawn_timeout_reaper(Arc::clone(&control), shutdown.clone());
+    let app = build_router(AppState {
+        control: Arc::clone(&control),
+        agents,
+        keys: Arc::new(ApiKeys::new(config.api_keys.clone())),
+    });
+    tracing::info!(%bound, "alcove serving");
+    let wait = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { wait.wait().await })
+        .await?;
+    reaper.abort();
+    control.shutdown().await;
+    tracing::info!("alcove stopped");
+    Ok(())
+}
+
+/// A shutdown pair for callers that drive shutdown themselves.
+pub fn shutdown_channel() -> (shutdown::ShutdownTrigger, Shutdown) {
+    shutdown::channel()
+}

@@ -1,0 +1,95 @@
+//! One stored sandbox and its mapping to the wire's `SandboxInfo`.
+
+use alcove_wire::sandbox::{NetworkConfig, ResourcesInfo, SandboxInfo, SandboxStatus};
+use alcove_wire::time::EpochMillis;
+
+/// A sandbox as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxRecord {
+    /// UUID.
+    pub id: String,
+    /// Owning namespace.
+    pub namespace: String,
+    /// Name (live names are unique).
+    pub name: Option<String>,
+    /// Current status.
+    pub status: SandboxStatus,
+    /// Canonical image name.
+    pub image: String,
+    /// CPUs.
+    pub cpus: f64,
+    /// Memory in MiB.
+    pub memory_mb: i64,
+    /// Writable layer in MiB.
+    pub disk_mb: i64,
+    /// Lifetime in seconds (0 = none).
+    pub timeout_secs: i64,
+    /// Custom entrypoint started beside the agent.
+    pub entrypoint: Vec<String>,
+    /// Outbound policy.
+    pub network_policy: NetworkConfig,
+    /// Secrets injected as environment variables.
+    pub secret_names: Vec<String>,
+    /// Publicly routed ports.
+    pub exposed_ports: Vec<i64>,
+    /// Whether exposed ports accept unauthenticated traffic.
+    pub allow_unauthenticated_access: bool,
+    /// Whether proxy traffic wakes it.
+    pub auto_resume: bool,
+    /// Network slot while it has one.
+    pub slot: Option<i64>,
+    /// Creation time.
+    pub created_at: EpochMillis,
+    /// Termination time.
+    pub terminated_at: Option<EpochMillis>,
+    /// When `timeout_secs` runs out.
+    pub deadline_at: Option<EpochMillis>,
+    /// Why pending.
+    pub pending_reason: Option<String>,
+    /// Why it ended.
+    pub termination_reason: Option<String>,
+    /// Failure details.
+    pub error_details: Option<String>,
+}
+
+impl SandboxRecord {
+    /// The wire form; `sandbox_url` is given for routable states.
+    pub fn to_info(&self, sandbox_url: &str) -> SandboxInfo {
+        let routable = !matches!(
+            self.status,
+            SandboxStatus::Pending
+                | SandboxStatus::Terminated
+                | SandboxStatus::Failed
+                | SandboxStatus::Timeout
+        );
+        SandboxInfo {
+            id: self.id.clone(),
+            namespace: self.namespace.clone(),
+            status: self.status,
+            name: self.name.clone(),
+            image: self.image.clone(),
+            resources: ResourcesInfo {
+                cpus: self.cpus,
+                memory_mb: self.memory_mb,
+                disk_mb: self.disk_mb,
+                ephemeral_disk_mb: self.disk_mb,
+            },
+            sandbox_url: routable.then(|| sandbox_url.to_string()),
+            secret_names: self.secret_names.clone(),
+            timeout_secs: self.timeout_secs,
+            entrypoint: self.entrypoint.clone(),
+            network_policy: self.network_policy.clone(),
+            allow_unauthenticated_access: self.allow_unauthenticated_access,
+            exposed_ports: self.exposed_ports.clone(),
+            auto_resume: self.auto_resume,
+            created_at: self.created_at,
+            terminated_at: self.terminated_at,
+            pending_reason: self.pending_reason.clone(),
+            termination_reason: self.termination_reason.clone(),
+            error_details: self.error_details.clone(),
+            ingress_endpoint: None,
+            runtime: "runc".into(),
+            file_systems: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! SQLite implementation of the store (WAL mode, one file in the data directory).
+
+use std::path::Path;
+use std::str::FromStr;
+
+use alcove_wire::sandbox::SandboxStatus;
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+
+use super::{SandboxRecord, StoreError};
+
+/// The durable state of the server.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+const COLUMNS: &str = "id, namespace, name, status, image, cpus, memory_mb, disk_mb, timeout_secs, \
+    entrypoint, network_policy, secret_names, exposed_ports, allow_unauthenticated_access, \
+    auto_resume, slot, created_at, terminated_at, deadline_at, pending_reason, \
+    termination_reason, error_details";
+
+impl Store {
+    /// Opens (creating if needed) `path` and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Inserts a new sandbox; fails with [`StoreError::NameTaken`] if a live one has its name.
+    pub async fn insert(&self, r: &SandboxRecord) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO sandboxes ({COLUMNS}) VALUES \
+             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        );
+        let result = bind_all(sqlx::query(&sql), r).execute(&self.pool).await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::NameTaken(r.name.clone().unwrap_or_default()))
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    /// Writes every field of an existing sandbox.
+    pub async fn update(&self, r: &SandboxRecord) -> Result<(), StoreError> {
+        let sql = "UPDATE sandboxes SET id = ?, namespace = ?, name = ?, status = ?, image = ?, \
+            cpus = ?, memory_mb = ?, disk_mb = ?, timeout_secs = ?, entrypoint = ?, \
+            network_policy = ?, secret_names = ?, exposed_ports = ?, \
+            allow_unauthenticated_access = ?, auto_resume = ?, slot = ?, created_at = ?, \
+            terminated_at = ?, deadline_at = ?, pending_reason = ?, termination_reason = ?, \
+            error_details = ? WHERE id = ?";
+        let result = bind_all(sqlx::query(sql), r)
+            .bind(&r.id)
+            .execute(&self.pool)
+            .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::NameTaken(r.name.clone().unwrap_or_default()))
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    /// A sandbox by id.
+    pub async fn get(&self, id: &str) -> Result<Option<SandboxRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| decode(&r)).transpose()
+    }
+
+    /// The live sandbox holding `name`.
+    pub async fn get_live_by_name(&self, name: &str) -> Result<Option<SandboxRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM sandboxes WHERE name = ? \
+             AND status NOT IN ('terminated', 'failed')"
+        );
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| decode(&r)).transpose()
+    }
+
+    /// Sandboxes of a namespace, oldest first.
+    pub async fn list(&self, namespace: &str) -> Result<Vec<SandboxRecord>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM sandboxes WHERE namespace = ? ORDER BY created_at, id");
+        let rows = sqlx::query(&sql)
+            .bind(namespace)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Every sandbox that is not ended, in any namespace.
+    pub async fn list_live(&self) -> Result<Vec<SandboxRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM sandboxes WHERE status NOT IN ('terminated', 'failed') \
+             ORDER BY created_at"
+        );
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Closes the pool (flushes the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn bind_all<'q>(q: Query<'q>, r: &'q SandboxRecord) -> Query<'q> {
+    q.bind(&r.id)
+        .bind(&r.namespace)
+        .bind(&r.name)
+        .bind(r.status.as_str())
+        .bind(&r.image)
+        .bind(r.cpus)
+        .bind(r.memory_mb)
+        .bind(r.disk_mb)
+        .bind(r.timeout_secs)
+        .bind(json(&r.entrypoint))
+        .bind(json(&r.network_policy))
+        .bind(json(&r.secret_names))
+        .bind(json(&r.exposed_ports))
+        .bind(r.allow_unauthenticated_access)
+        .bind(r.auto_resume)
+        .bind(r.slot)
+        .bind(r.created_at)
+        .bind(r.terminated_at)
+        .bind(r.deadline_at)
+        .bind(&r.pending_reason)
+        .bind(&r.termination_reason)
+        .bind(&r.error_details)
+}
+
+fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: id.clone(),
+        reason,
+    };
+    let parse = |col: &str| -> Result<serde_json::Value, StoreError> {
+        let text: String = row.try_get(col)?;
+        serde_json::from_str(&text).map_err(|e| corrupt(format!("{col}: {e}")))
+    };
+    let from = |col: &str| -> Result<_, StoreError> {
+        let v = parse(col)?;
+        Ok(v)
+    };
+    let status: String = row.try_get("status")?;
+    Ok(SandboxRecord {
+        namespace: row.try_get("namespace")?,
+        name: row.try_get("name")?,
+        status: SandboxStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("status {status:?}")))?,
+        image: row.try_get("image")?,
+        cpus: row.try_get("cpus")?,
+        memory_mb: row.try_get("memory_mb")?,
+        disk_mb: row.try_get("disk_mb")?,
+        timeout_secs: row.try_get("timeout_secs")?,
+        entrypoint: serde_json::from_value(from("entrypoint")?)
+            .map_err(|e| corrupt(format!("entrypoint: {e}")))?,
+        network_policy: serde_json::from_value(from("network_policy")?)
+            .map_err(|e| corrupt(format!("network_policy: {e}")))?,
+        secret_names: serde_json::from_value(from("secret_names")?)
+            .map_err(|e| corrupt(format!("secret_names: {e}")))?,
+        exposed_ports: serde_json::from_value(from("exposed_ports")?)
+            .map_err(|e| corrupt(format!("exposed_ports: {e}")))?,
+        allow_unauthenticated_access: row.try_get("allow_unauthenticated_access")?,
+        auto_resume: row.try_get("auto_resume")?,
+        slot: row.try_get("slot")?,
+        created_at: row.try_get("created_at")?,
+        terminated_at: row.try_get("terminated_at")?,
+        deadline_at: row.try_get("deadline_at")?,
+        pending_reason: row.try_get("pending_reason")?,
+        termination_reason: row.try_get("termination_reason")?,
+        error_details: row.try_get("error_details")?,
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alcove_wire::sandbox::NetworkConfig;
+
+    fn record(id: &str, name: Option<&str>) -> SandboxRecord {
+        SandboxRecord {
+            id: id.into(),
+            namespace: "default".into(),
+            name: name.map(Into::into),
+            status: SandboxStatus::Running,
+            image: "alcove/debian".into(),
+            cpus: 1.0,
+            memory_mb: 1024,
+            disk_mb: 10240,
+            timeout_secs: 0,
+            entrypoint: vec!["sleep".into()],
+            network_policy: NetworkConfig {
+                allow_internet_access: true,
+                allow_out: vec![],
+                deny_out: vec![],
+            },
+            secret_names: vec![],
+            exposed_ports: vec![8080],
+            allow_unauthenticated_access: false,
+            auto_resume: true,
+            slot: Some(3),
+            created_at: 1,
+            terminated_at: None,
+            deadline_at: None,
+            pending_reason: None,
+            termination_reason: None,
+            error_details: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn round_trips_and_enforces_live_name_uniqueness() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&tmp.path().join("a.db")).await.expect("open");
+        let a = record("a", Some("web"));
+        store.insert(&a).await.expect("insert");
+        assert_eq!(store.get("a").await.expect("get"), Some(a.clone()));
+        assert!(matches!(
+            store.insert(&record("b", Some("web"))).await,
+            Err(StoreError::NameTaken(n)) if n == "web"
+        ));
+        let mut ended = a.clone();
+        ended.status = SandboxStatus::Terminated;
+        store.update(&ended).await.expect("update");
+        assert_eq!(store.get_live_by_name("web").await.expect("by name"), None);
+        store
+            .insert(&record("b", Some("web")))
+            .await
+            .expect("name free again");
+        let live = store.list_live().await.expect("live");
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].id, "b");
+        assert_eq!(store.list("default").await.expect("list").len(), 2);
+    }
+}

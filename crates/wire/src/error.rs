@@ -1,0 +1,62 @@
+//! Error bodies of WIRE.md §1.7.
+//!
+//! The control plane answers `{"message": "...", "code": "..."}`; the in-sandbox
+//! daemon answers `{"error": "...", "code": "..."}`. The SDKs show the whole body
+//! as the error message and expose `code`.
+
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable error codes of the control plane and proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The request is malformed or a field is out of range.
+    InvalidArgument,
+    /// The named sandbox, snapshot or image does not exist.
+    NotFound,
+    /// A live sandbox already holds the requested name.
+    NameTaken,
+    /// The operation does not fit the sandbox's current status.
+    InvalidState,
+    /// Authentication is missing or wrong.
+    Unauthorized,
+    /// The route exists in WIRE.md but is not built yet.
+    NotImplemented,
+    /// The sandbox is still booting or resuming; the request did not reach it.
+    SandboxNotReady,
+    /// The sandbox's agent could not be reached.
+    SandboxUnreachable,
+    /// The server failed; details are in its log under the request id.
+    Internal,
+}
+
+/// The control plane's error body: `{"message", "code"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    /// Human-readable explanation, lower-case, no final period.
+    pub message: String,
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// Request id to look up in the server log (set on 5xx answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_screaming_snake_case_on_the_wire() {
+        let body = ApiErrorBody {
+            message: "no such sandbox".into(),
+            code: ErrorCode::SandboxNotReady,
+            request_id: None,
+        };
+        let json = serde_json::to_string(&body).expect("serialize");
+        assert_eq!(
+            json,
+            r#"{"message":"no such sandbox","code":"SANDBOX_NOT_READY"}"#
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! Control-plane objects of WIRE.md §2: sandboxes, their resources and statuses.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::EpochMillis;
+
+/// Sandbox status, spelled exactly as on the wire (WIRE §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxStatus {
+    /// Accepted and durable; not running yet.
+    Pending,
+    /// Running and routable.
+    Running,
+    /// A snapshot is being taken.
+    Snapshotting,
+    /// Being dumped to disk.
+    Suspending,
+    /// Dumped to disk; memory and CPU freed.
+    Suspended,
+    /// Ended for good.
+    Terminated,
+    /// Blocking create gave up waiting (an answer, never a stored state).
+    Timeout,
+    /// Failed to start.
+    Failed,
+}
+
+impl SandboxStatus {
+    /// The wire spelling (`"running"`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Snapshotting => "snapshotting",
+            Self::Suspending => "suspending",
+            Self::Suspended => "suspended",
+            Self::Terminated => "terminated",
+            Self::Timeout => "timeout",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "snapshotting" => Self::Snapshotting,
+            "suspending" => Self::Suspending,
+            "suspended" => Self::Suspended,
+            "terminated" => Self::Terminated,
+            "timeout" => Self::Timeout,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Whether the sandbox still exists (holds its name, counts against limits).
+    pub fn is_live(self) -> bool {
+        !matches!(self, Self::Terminated | Self::Failed | Self::Timeout)
+    }
+}
+
+impl std::fmt::Display for SandboxStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A GPU request or allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuResources {
+    /// Number of GPUs.
+    pub count: u32,
+    /// Model name as on the wire (`H100`, …).
+    pub model: String,
+}
+
+/// Resources asked for in a create request (WIRE §2.1, request form).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourcesRequest {
+    /// CPUs (fractions allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<i64>,
+    /// Writable-layer size in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mb: Option<i64>,
+    /// Alias of `disk_mb` sent by the TypeScript SDK's pools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_disk_mb: Option<i64>,
+    /// GPUs (not supported by this server; a non-empty list is rejected).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "gpu_configs"
+    )]
+    pub gpus: Option<Vec<GpuResources>>,
+}
+
+/// Resources of a sandbox in responses (`ContainerResourcesInfo`).
+///
+/// Python requires `disk_mb`, TypeScript reads `ephemeral_disk_mb`: both are sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourcesInfo {
+    /// CPUs.
+    pub cpus: f64,
+    /// Memory in MiB.
+    pub memory_mb: i64,
+    /// Writable-layer size in MiB.
+    pub disk_mb: i64,
+    /// Same as `disk_mb`.
+    pub ephemeral_disk_mb: i64,
+}
+
+/// Outbound network policy (request field `network`, response field `network_policy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// Whether outbound traffic is allowed at all.
+    #[serde(default = "default_true")]
+    pub allow_internet_access: bool,
+    /// Destinations allowed even when internet access is off.
+    #[serde(default)]
+    pub allow_out: Vec<String>,
+    /// Destinations always denied (deny wins).
+    #[serde(default)]
+    pub deny_out: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Body of `POST {B}/sandboxes` (WIRE §2.3). Unknown fields are tolerated.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateSandboxRequest {
+    /// Name (a DNS label); absent for an ephemeral sandbox.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Image name or alias.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Requested resources.
+    #[serde(default)]
+    pub resources: Option<ResourcesRequest>,
+    /// Lifetime in seconds (0 or absent = none).
+    #[serde(default)]
+    pub timeout_secs: Option<i64>,
+    /// Custom entrypoint run beside the agent.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// Outbound network policy.
+    #[serde(default)]
+    pub network: Option<NetworkConfig>,
+    /// Whether exposed ports accept unauthenticated traffic.
+    #[serde(default)]
+    pub allow_unauthenticated_access: Option<bool>,
+    /// User ports routed from the ingress.
+    #[serde(default)]
+    pub exposed_ports: Option<Vec<i64>>,
+    /// Secrets injected as environment variables.
+    #[serde(default)]
+    pub secret_names: Option<Vec<String>>,
+    /// Restore from this snapshot instead of booting the image.
+    #[serde(default)]
+    pub snapshot_id: Option<String>,
+    /// `false` = answer 202 at once; absent = blocking create.
+    #[serde(default)]
+    pub wait: Option<bool>,
+    /// Whether proxy traffic may wake a suspended sandbox.
+    #[serde(default)]
+    pub auto_resume: Option<bool>,
+    /// Fail with `no_capacity` after this long in pending.
+    #[serde(default)]
+    pub max_pending_secs: Option<i64>,
+    /// Artifact file systems (not supported; a non-empty list is rejected).
+    #[serde(default)]
+    pub file_systems: Option<Vec<serde_json::Value>>,
+}
+
+/// Answer of create (WIRE §2.3, `CreateSandboxResponse`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateSandboxResponse {
+    /// The new sandbox's UUID.
+    pub sandbox_id: String,
+    /// Its status when the answer was written.
+    pub status: SandboxStatus,
+    /// Proxy base URL, present unless pending or ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_url: Option<String>,
+    /// The name, if any.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Why it is still pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
+    /// Why it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_reason: Option<String>,
+    /// Details of a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_details: Option<String>,
+}
+
+/// A sandbox as returned by get, list and update (WIRE §2.1 `SandboxInfo`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    /// UUID. Only `id` is sent: the official SDK reads `id` or `sandbox_id`
+    /// but rejects a body carrying both ("duplicate field").
+    #[serde(alias = "sandbox_id")]
+    pub id: String,
+    /// Owning namespace.
+    pub namespace: String,
+    /// Current status.
+    pub status: SandboxStatus,
+    /// Name, or null for an ephemeral sandbox.
+    pub name: Option<String>,
+    /// Image in use (canonical name).
+    pub image: String,
+    /// Allocated resources.
+    pub resources: ResourcesInfo,
+    /// Proxy base URL (present for every non-pending, non-terminated state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_url: Option<String>,
+    /// Injected secrets (names only).
+    pub secret_names: Vec<String>,
+    /// Lifetime in seconds (0 = none).
+    pub timeout_secs: i64,
+    /// Custom entrypoint.
+    pub entrypoint: Vec<String>,
+    /// Outbound network policy.
+    pub network_policy: NetworkConfig,
+    /// Whether exposed ports accept unauthenticated traffic.
+    pub allow_unauthenticated_access: bool,
+    /// Publicly routed user ports.
+    pub exposed_ports: Vec<i64>,
+    /// Whether proxy traffic wakes it when suspended.
+    pub auto_resume: bool,
+    /// Creation time.
+    pub created_at: EpochMillis,
+    /// Termination time.
+    pub terminated_at: Option<EpochMillis>,
+    /// Why it is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
+    /// Why it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_reason: Option<String>,
+    /// Details of a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_details: Option<String>,
+    /// Base for user-port URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_endpoint: Option<String>,
+    /// Informational: the isolation technology.
+    pub runtime: String,
+    /// Mounted artifact file systems (always empty here).
+    pub file_systems: Vec<serde_json::Value>,
+}
+
+/// Answer of `GET {B}/sandboxes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListSandboxesResponse {
+    /// All sandboxes of the namespace.
+    pub sandboxes: Vec<SandboxInfo>,
+}
+
+/// Body of `PATCH {B}/sandboxes/{id}`; omitted = unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateSandboxRequest {
+    /// New name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New unauthenticated-access flag.
+    #[serde(default)]
+    pub allow_unauthenticated_access: Option<bool>,
+    /// Full replacement list of exposed ports.
+    #[serde(default)]
+    pub exposed_ports: Option<Vec<i64>>,
+    /// New auto-resume flag.
+    #[serde(default)]
+    pub auto_resume: Option<bool>,
+    /// Live resize (not supported yet).
+    #[serde(default)]
+    pub resources: Option<ResourcesRequest>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_in_wire_spelling() {
+        for s in [
+            SandboxStatus::Pending,
+            SandboxStatus::Running,
+            SandboxStatus::Snapshotting,
+            SandboxStatus::Suspending,
+            SandboxStatus::Suspended,
+            SandboxStatus::Terminated,
+            SandboxStatus::Timeout,
+            SandboxStatus::Failed,
+        ] {
+            let json = serde_json::to_string(&s).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(SandboxStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(SandboxStatus::parse("Running"), None);
+    }
+
+    #[test]
+    fn create_request_tolerates_unknown_fields_and_gpu_alias() {
+        let req: CreateSandboxRequest = serde_json::from_str(
+            r#"{"image":"x","resources":{"cpus":2.0,"memory_mb":4096,"gpu_configs":[]},
+                "future_field":1,"wait":false}"#,
+        )
+        .expect("parse");
+        assert_eq!(req.wait, Some(false));
+        let res = req.resources.expect("resources");
+        assert_eq!(res.cpus, Some(2.0));
+        assert_eq!(res.gpus, Some(vec![]));
+    }
+
+    #[test]
+    fn network_config_defaults_to_internet_on() {
+        let n: NetworkConfig = serde_json::from_str("{}").expect("parse");
+        assert!(n.allow_internet_access);
+        assert!(n.allow_out.is_empty());
+    }
+}

@@ -1,0 +1,83 @@
+"""Alcove sandboxes: create, run, manage processes and files, suspend, snapshot.
+
+``SandboxClient`` / ``AsyncSandboxClient`` manage sandboxes (the control plane);
+``Sandbox`` / ``AsyncSandbox`` run work inside one sandbox::
+
+    from alcove.sandbox import SandboxClient
+
+    client = SandboxClient()  # ALCOVE_API_URL (default http://localhost:8900), ALCOVE_API_KEY
+    with client.create_and_connect(cpus=1.0, memory_mb=1024) as sandbox:
+        print(sandbox.run("echo", ["hello"]).stdout)
+"""
+
+from ._config import ClientConfig
+from .async_client import AsyncSandboxClient
+from .async_sandbox import AsyncSandbox
+from .client import SandboxClient
+from .exceptions import (
+    AuthenticationError,
+    RemoteAPIError,
+    SandboxConnectionError,
+    SandboxError,
+    SandboxException,
+    SandboxFailedError,
+    SandboxNameConflictError,
+    SandboxNotFoundError,
+    SandboxNotRoutableError,
+    SandboxTimeoutError,
+    SnapshotNotFoundError,
+)
+from .models import (
+    CommandResult,
+    ContainerResourcesInfo,
+    DirectoryEntry,
+    GPUResources,
+    NetworkPolicy,
+    OutputEvent,
+    OutputMode,
+    OutputResponse,
+    ProcessInfo,
+    ProcessStatus,
+    SandboxInfo,
+    SandboxStatus,
+    SnapshotInfo,
+    SnapshotStatus,
+    SnapshotType,
+    StdinMode,
+)
+from .sandbox import Sandbox
+
+__all__ = [
+    "AsyncSandbox",
+    "AsyncSandboxClient",
+    "AuthenticationError",
+    "ClientConfig",
+    "CommandResult",
+    "ContainerResourcesInfo",
+    "DirectoryEntry",
+    "GPUResources",
+    "NetworkPolicy",
+    "OutputEvent",
+    "OutputMode",
+    "OutputResponse",
+    "ProcessInfo",
+    "ProcessStatus",
+    "RemoteAPIError",
+    "Sandbox",
+    "SandboxClient",
+    "SandboxConnectionError",
+    "SandboxError",
+    "SandboxException",
+    "SandboxFailedError",
+    "SandboxInfo",
+    "SandboxNameConflictError",
+    "SandboxNotFoundError",
+    "SandboxNotRoutableError",
+    "SandboxStatus",
+    "SandboxTimeoutError",
+    "SnapshotInfo",
+    "SnapshotNotFoundError",
+    "SnapshotStatus",
+    "SnapshotType",
+    "StdinMode",
+]

@@ -1,0 +1,285 @@
+"""Asynchronous handle to one running sandbox: commands, processes and files.
+
+The twin of ``sandbox.py``, with the same methods as coroutines (and async iterators for streams).
+
+Requests go to the sandbox's daemon through the proxy at the sandbox's ``sandbox_url``; each
+method builds an operation from :mod:`._protocol` and lets the owning client perform it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as signal_module
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Generator, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from . import _protocol as proto
+from .exceptions import SandboxNotFoundError
+from .models import (
+    CommandResult,
+    DirectoryEntry,
+    OutputEvent,
+    OutputResponse,
+    ProcessInfo,
+    SandboxInfo,
+)
+
+if TYPE_CHECKING:
+    from .async_client import AsyncSandboxClient
+
+
+class AsyncSandbox:
+    """A live sandbox, returned by ``AsyncSandboxClient.create_and_connect()`` and ``connect()``.
+
+    As an async context manager, a handle from ``create_and_connect()`` deletes its sandbox on
+    exit; a handle from ``connect()`` leaves the sandbox running.
+    """
+
+    def __init__(self, client: AsyncSandboxClient, info: SandboxInfo, *, owned: bool = False) -> None:
+        self._client = client
+        self._info = info
+        self._target = proto.target_for(info)
+        self._owned = owned
+
+    @property
+    def sandbox_id(self) -> str:
+        """The server-assigned id (even when connected by name)."""
+        return self._info.sandbox_id
+
+    @property
+    def name(self) -> str | None:
+        """The sandbox's name, or None for an ephemeral sandbox (as of the last :meth:`info`)."""
+        return self._info.name
+
+    def __repr__(self) -> str:
+        return f"AsyncSandbox(sandbox_id={self.sandbox_id!r}, name={self.name!r})"
+
+    async def __aenter__(self) -> AsyncSandbox:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._owned:
+            try:
+                await self.terminate()
+            except SandboxNotFoundError:
+                pass
+
+    async def info(self) -> SandboxInfo:
+        """Fetch the sandbox's current description from the control plane."""
+        info = await self._client.get(self.sandbox_id)
+        self._info = info
+        if info.sandbox_url:
+            self._target = proto.target_for(info)
+        return info
+
+    async def terminate(self) -> None:
+        """Delete the sandbox (same as ``client.delete(sandbox.sandbox_id)``)."""
+        await self._client.delete(self.sandbox_id)
+        self._owned = False
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        command: str,
+        args: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        working_dir: str | None = None,
+        timeout_secs: float | None = None,
+        user: str | None = None,
+    ) -> CommandResult:
+        """Run a command to completion and return its output and exit code.
+
+        ``exit_code`` is negative (``-signal``) when the command was killed by a signal, e.g. on
+        ``timeout_secs`` expiry. The stream has no read timeout: a silent command may run long.
+        """
+        body = proto.run_body(command, args, env, working_dir, timeout_secs, user)
+        response = await self._client._drive(proto.op_open_run(self._client._config, self._target, body))
+        try:
+            proto.check_event_stream(response)
+            return await proto.acollect_run(self._client._lines(response))
+        finally:
+            await response.aclose()
+
+    # -- processes -----------------------------------------------------------------------------
+
+    async def start_process(
+        self,
+        command: str,
+        args: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        working_dir: str | None = None,
+        stdin_mode: str | None = None,
+        stdout_mode: str | None = None,
+        stderr_mode: str | None = None,
+        user: str | None = None,
+    ) -> ProcessInfo:
+        """Start a background process; pass ``stdin_mode="pipe"`` to write to its stdin later."""
+        return await self._client._drive(
+            proto.op_start_process(
+                self._client._config,
+                self._target,
+                command,
+                args,
+                env,
+                working_dir,
+                stdin_mode,
+                stdout_mode,
+                stderr_mode,
+                user,
+            )
+        )
+
+    async def list_processes(self) -> list[ProcessInfo]:
+        """Every process started in the sandbox."""
+        return await self._client._drive(proto.op_list_processes(self._client._config, self._target))
+
+    async def get_process(self, pid: int | str) -> ProcessInfo:
+        """Describe one process."""
+        return await self._client._drive(proto.op_get_process(self._client._config, self._target, pid))
+
+    async def kill_process(self, pid: int | str) -> None:
+        """Kill a process (SIGKILL to its process group)."""
+        await self._client._drive(proto.op_kill_process(self._client._config, self._target, pid))
+
+    async def send_signal(self, pid: int | str, signal: int | signal_module.Signals) -> None:
+        """Send a signal (e.g. ``signal.SIGTERM``) to a process."""
+        await self._client._drive(proto.op_send_signal(self._client._config, self._target, pid, signal))
+
+    async def write_stdin(self, pid: int | str, data: bytes) -> None:
+        """Write raw bytes to a process's stdin (started with ``stdin_mode="pipe"``)."""
+        await self._client._drive(proto.op_write_stdin(self._client._config, self._target, pid, data))
+
+    async def close_stdin(self, pid: int | str) -> None:
+        """Close a process's stdin (it then reads end-of-file)."""
+        await self._client._drive(proto.op_close_stdin(self._client._config, self._target, pid))
+
+    async def get_stdout(self, pid: int | str) -> OutputResponse:
+        """All stdout lines captured so far."""
+        return await self._client._drive(proto.op_get_output(self._client._config, self._target, pid, "stdout"))
+
+    async def get_stderr(self, pid: int | str) -> OutputResponse:
+        """All stderr lines captured so far."""
+        return await self._client._drive(proto.op_get_output(self._client._config, self._target, pid, "stderr"))
+
+    async def get_output(self, pid: int | str) -> OutputResponse:
+        """All stdout and stderr lines captured so far, interleaved."""
+        return await self._client._drive(proto.op_get_output(self._client._config, self._target, pid, "output"))
+
+    def follow_output(self, pid: int | str) -> AsyncIterator[OutputEvent]:
+        """Iterate over output lines (stdout and stderr): past ones first, then live ones until exit."""
+        return self._follow(pid, "output")
+
+    def follow_stdout(self, pid: int | str) -> AsyncIterator[OutputEvent]:
+        """Iterate over stdout lines until the process exits."""
+        return self._follow(pid, "stdout")
+
+    def follow_stderr(self, pid: int | str) -> AsyncIterator[OutputEvent]:
+        """Iterate over stderr lines until the process exits."""
+        return self._follow(pid, "stderr")
+
+    async def _follow(self, pid: int | str, stream: str) -> AsyncIterator[OutputEvent]:
+        response = await self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
+        try:
+            async for event in proto.aiter_output_events(self._client._lines(response), proto.FOLLOW_STREAMS[stream]):
+                yield event
+        finally:
+            await response.aclose()
+
+    # -- files ---------------------------------------------------------------------------------
+
+    async def write_file(self, path: str, data: bytes | BinaryIO | Iterable[bytes] | AsyncIterable[bytes]) -> None:
+        """Write a file (parents are created, an existing file is replaced).
+
+        ``data`` is bytes, a binary file object (sync, or async with ``async def read``) or an
+        (async) iterable of bytes; files and iterables are streamed, never loaded whole. A ``str``
+        is written as UTF-8. Reads from a sync file object block the event loop briefly per chunk.
+        """
+        await self._client._drive(proto.op_write_file(self._client._config, self._target, path, data))
+
+    async def read_file(self, path: str) -> bytes:
+        """Read a whole file into memory (see :meth:`read_file_stream` for big files)."""
+        return await self._client._drive(proto.op_read_file(self._client._config, self._target, path))
+
+    async def read_file_stream(self, path: str, chunk_size: int = 65536) -> AsyncIterator[bytes]:
+        """Iterate over a file's content in chunks, without holding it in memory."""
+        response = await self._client._drive(proto.op_open_read_file(self._client._config, self._target, path))
+        try:
+            async for chunk in self._client._chunks(response, chunk_size):
+                yield chunk
+        finally:
+            await response.aclose()
+
+    async def download_file(self, path: str, local_path: str | os.PathLike[str]) -> int:
+        """Stream a sandbox file to ``local_path``; returns the number of bytes written."""
+        response = await self._client._drive(proto.op_open_read_file(self._client._config, self._target, path))
+        written = 0
+        try:
+            with open(local_path, "wb") as out:
+                async for chunk in self._client._chunks(response, proto.UPLOAD_CHUNK_BYTES):
+                    out.write(chunk)
+                    written += len(chunk)
+        finally:
+            await response.aclose()
+        return written
+
+    async def list_directory(self, path: str) -> list[DirectoryEntry]:
+        """The entries of a directory."""
+        return await self._client._drive(proto.op_list_directory(self._client._config, self._target, path))
+
+    async def delete_file(self, path: str) -> None:
+        """Delete a file."""
+        await self._client._drive(proto.op_delete_file(self._client._config, self._target, path))
+
+    # -- not implemented yet -------------------------------------------------------------------
+
+    async def create_pty(
+        self,
+        command: str,
+        args: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        working_dir: str | None = None,
+        rows: int = 24,
+        cols: int = 80,
+    ) -> Any:
+        """Not implemented yet: raises NotImplementedError."""
+        raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="create_pty"))
+
+    async def connect_pty(self, session_id: str, token: str) -> Any:
+        """Not implemented yet: raises NotImplementedError."""
+        raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="connect_pty"))
+
+    async def create_tunnel(self, remote_port: int, local_port: int | None = None) -> Any:
+        """Not implemented yet: raises NotImplementedError."""
+        raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="create_tunnel"))
+
+    async def connect_desktop(
+        self, port: int = 5901, password: str | None = None, shared: bool = True, connect_timeout: float = 10
+    ) -> Any:
+        """Not implemented yet: raises NotImplementedError."""
+        raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="connect_desktop"))
+
+
+class _SandboxContext(Awaitable[AsyncSandbox]):
+    """What ``AsyncSandboxClient.create_and_connect()`` returns: await it for the handle, or use
+    it with ``async with`` to delete the sandbox on exit."""
+
+    def __init__(self, creating: Awaitable[AsyncSandbox]) -> None:
+        self._creating = creating
+        self._sandbox: AsyncSandbox | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncSandbox]:
+        return self._creating.__await__()
+
+    async def __aenter__(self) -> AsyncSandbox:
+        self._sandbox = await self._creating
+        return self._sandbox
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._sandbox is not None:
+            await self._sandbox.__aexit__(exc_type, exc, tb)

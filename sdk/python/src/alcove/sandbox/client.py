@@ -1,0 +1,274 @@
+"""Synchronous control-plane client: sandbox lifecycle and snapshots.
+
+Each method builds an operation from :mod:`._protocol` and hands it to :meth:`SandboxClient._drive`,
+which performs its HTTP requests and sleeps with ``httpx.Client``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from . import _protocol as proto
+from ._config import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_SECS, ClientConfig, resolve_config
+from .exceptions import SandboxException
+from .models import SandboxInfo, SnapshotInfo, SnapshotType
+from .sandbox import Sandbox
+
+T = TypeVar("T")
+
+_sleep = time.sleep  # module attribute so tests can skip the waits
+
+
+class SandboxClient:
+    """Manage the sandboxes of one namespace on an Alcove server.
+
+    Configuration comes from the arguments, then ``ALCOVE_API_URL`` (default
+    ``http://localhost:8900``) and ``ALCOVE_API_KEY``, read when the client is built. ``timeout``
+    is the per-request timeout in seconds and also the deadline of every wait (create, suspend,
+    resume, snapshot). Command and output streams have no read timeout.
+
+    Use it as a context manager, or call :meth:`close`, to release its connections. Sandbox handles
+    share the client's connections, so keep the client open while you use them::
+
+        with SandboxClient() as client:
+            with client.create_and_connect() as sandbox:
+                print(sandbox.run("echo", ["hello"]).stdout)
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        timeout: float = DEFAULT_TIMEOUT_SECS,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._config: ClientConfig = resolve_config(api_url, api_key, namespace, timeout)
+        self._http = httpx.Client(transport=transport, timeout=self._config.request_timeout())
+
+    @property
+    def api_url(self) -> str:
+        return self._config.api_url
+
+    @property
+    def namespace(self) -> str:
+        return self._config.namespace
+
+    def __repr__(self) -> str:
+        return f"SandboxClient(api_url={self.api_url!r}, namespace={self.namespace!r})"
+
+    def close(self) -> None:
+        """Close the client's connections (sandbox handles made by it stop working)."""
+        self._http.close()
+
+    def __enter__(self) -> SandboxClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- driver --------------------------------------------------------------------------------
+
+    def _drive(self, op: proto.Op[T]) -> T:
+        """Perform the steps of a protocol operation and return its result."""
+        try:
+            step = next(op)
+            while True:
+                try:
+                    outcome = self._perform(step)
+                except SandboxException as exc:
+                    step = op.throw(exc)
+                else:
+                    step = op.send(outcome)
+        except StopIteration as stop:
+            return stop.value
+
+    def _perform(self, step: proto.Step) -> httpx.Response | None:
+        if isinstance(step, proto.Sleep):
+            _sleep(step.seconds)
+            return None
+        headers = dict(step.headers)
+        content: Any = step.content
+        if step.upload is not None:
+            content = proto.iter_upload(step.upload.source)
+            if step.upload.length is not None:
+                headers["Content-Length"] = str(step.upload.length)
+        long_running = step.stream or step.upload is not None
+        request = self._http.build_request(
+            step.method,
+            step.url,
+            params=step.params,
+            json=step.json,
+            content=content,
+            headers=headers,
+            timeout=self._config.stream_timeout() if long_running else self._config.request_timeout(),
+        )
+        try:
+            response = self._http.send(request, stream=step.stream)
+            if step.stream and not response.is_success:
+                try:
+                    response.read()
+                finally:
+                    response.close()
+            return response
+        except httpx.HTTPError as exc:
+            raise proto.transport_error(exc, step.method, step.url) from exc
+
+    def _lines(self, response: httpx.Response) -> Iterator[str]:
+        try:
+            yield from response.iter_lines()
+        except httpx.HTTPError as exc:
+            raise proto.transport_error(exc, response.request.method, str(response.request.url)) from exc
+
+    def _chunks(self, response: httpx.Response, chunk_size: int) -> Iterator[bytes]:
+        try:
+            yield from response.iter_bytes(chunk_size)
+        except httpx.HTTPError as exc:
+            raise proto.transport_error(exc, response.request.method, str(response.request.url)) from exc
+
+    # -- sandboxes -----------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str | None = None,
+        cpus: float = 1.0,
+        memory_mb: int = 1024,
+        timeout_secs: int | None = None,
+        image: str | None = None,
+        snapshot_id: str | None = None,
+        secret_names: list[str] | None = None,
+        expose_ports: list[int] | None = None,
+        allow_unauthenticated_access: bool = False,
+        disk_mb: int | None = None,
+        entrypoint: list[str] | None = None,
+    ) -> SandboxInfo:
+        """Create a sandbox and wait until it is running.
+
+        Omit ``name`` for an ephemeral sandbox; a named one can be suspended and resumed. Pass
+        ``snapshot_id`` to restore a snapshot (image and resources are inherited unless given).
+        Raises :class:`SandboxNameConflictError` when the name is taken,
+        :class:`SandboxFailedError` when the sandbox fails to start and
+        :class:`SandboxTimeoutError` when it is not running within the client's ``timeout``.
+        """
+        body = proto.create_body(
+            name=name,
+            cpus=cpus,
+            memory_mb=memory_mb,
+            timeout_secs=timeout_secs,
+            image=image,
+            snapshot_id=snapshot_id,
+            secret_names=secret_names,
+            expose_ports=expose_ports,
+            allow_unauthenticated_access=allow_unauthenticated_access,
+            disk_mb=disk_mb,
+            entrypoint=entrypoint,
+        )
+        return self._drive(proto.op_create(self._config, body))
+
+    def create_and_connect(
+        self,
+        name: str | None = None,
+        cpus: float = 1.0,
+        memory_mb: int = 1024,
+        timeout_secs: int | None = None,
+        image: str | None = None,
+        snapshot_id: str | None = None,
+        secret_names: list[str] | None = None,
+        expose_ports: list[int] | None = None,
+        allow_unauthenticated_access: bool = False,
+        disk_mb: int | None = None,
+        entrypoint: list[str] | None = None,
+    ) -> Sandbox:
+        """Create a sandbox (as :meth:`create`) and return a handle to it.
+
+        Used as a context manager, the handle deletes the sandbox on exit.
+        """
+        info = self.create(
+            name=name,
+            cpus=cpus,
+            memory_mb=memory_mb,
+            timeout_secs=timeout_secs,
+            image=image,
+            snapshot_id=snapshot_id,
+            secret_names=secret_names,
+            expose_ports=expose_ports,
+            allow_unauthenticated_access=allow_unauthenticated_access,
+            disk_mb=disk_mb,
+            entrypoint=entrypoint,
+        )
+        try:
+            return Sandbox(self, info, owned=True)
+        except SandboxException:
+            try:
+                self.delete(info.sandbox_id)
+            except SandboxException:
+                pass
+            raise
+
+    def connect(self, identifier: str) -> Sandbox:
+        """A handle to an existing sandbox, by id or name (``sandbox_id`` is always the id)."""
+        return Sandbox(self, self._drive(proto.op_connect(self._config, identifier)))
+
+    def get(self, identifier: str) -> SandboxInfo:
+        """Describe one sandbox, by id or name."""
+        return self._drive(proto.op_get(self._config, identifier))
+
+    def list(self) -> list[SandboxInfo]:
+        """Every sandbox of the namespace."""
+        return self._drive(proto.op_list(self._config))
+
+    def delete(self, identifier: str) -> None:
+        """Terminate a sandbox for good."""
+        self._drive(proto.op_delete(self._config, identifier))
+
+    def update_sandbox(self, identifier: str, name: str) -> SandboxInfo:
+        """Rename a sandbox; naming an ephemeral sandbox makes it suspendable."""
+        return self._drive(proto.op_rename(self._config, identifier, name))
+
+    def suspend(self, identifier: str) -> SandboxInfo:
+        """Suspend a named sandbox and wait until it is ``suspended``."""
+        return self._drive(proto.op_transition(self._config, identifier, "suspend"))
+
+    def resume(self, identifier: str) -> SandboxInfo:
+        """Resume a suspended sandbox and wait until it is ``running``."""
+        return self._drive(proto.op_transition(self._config, identifier, "resume"))
+
+    def expose_ports(
+        self, identifier: str, ports: Iterable[int], allow_unauthenticated_access: bool = False
+    ) -> SandboxInfo:
+        """Route traffic to user ports of the sandbox (added to those already exposed)."""
+        return self._drive(proto.op_expose_ports(self._config, identifier, ports, allow_unauthenticated_access))
+
+    def unexpose_ports(self, identifier: str, ports: Iterable[int]) -> SandboxInfo:
+        """Stop routing traffic to the given user ports."""
+        return self._drive(proto.op_unexpose_ports(self._config, identifier, ports))
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def snapshot(self, identifier: str, snapshot_type: SnapshotType | str | None = None) -> SnapshotInfo:
+        """Start a snapshot of the sandbox without waiting for it (usually ``in_progress``)."""
+        return self._drive(proto.op_snapshot(self._config, identifier, snapshot_type))
+
+    def snapshot_and_wait(self, identifier: str, snapshot_type: SnapshotType | str | None = None) -> SnapshotInfo:
+        """Snapshot the sandbox and wait until the snapshot is usable (``local_ready``/``completed``)."""
+        return self._drive(proto.op_snapshot_and_wait(self._config, identifier, snapshot_type))
+
+    def list_snapshots(self) -> list[SnapshotInfo]:
+        """Every snapshot of the namespace."""
+        return self._drive(proto.op_list_snapshots(self._config))
+
+    def get_snapshot(self, snapshot_id: str) -> SnapshotInfo:
+        """Describe one snapshot."""
+        return self._drive(proto.op_get_snapshot(self._config, snapshot_id))
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Delete a snapshot."""
+        self._drive(proto.op_delete_snapshot(self._config, snapshot_id))

@@ -1,0 +1,113 @@
+"""Exceptions raised by the Alcove sandbox SDK.
+
+Every exception the SDK raises on purpose derives from :class:`SandboxException`, so one
+``except SandboxException`` catches them all. Bad arguments detected before anything is sent
+raise the built-in :class:`ValueError` / :class:`TypeError` instead.
+
+Hierarchy::
+
+    SandboxException
+    └── SandboxError
+        ├── SandboxNotFoundError          (404 on a sandbox-scoped call)
+        ├── RemoteAPIError                (any other non-2xx answer)
+        │   ├── SandboxNameConflictError  (409 on create: the name is held by a live sandbox)
+        │   ├── SnapshotNotFoundError     (404 on a snapshot call)
+        │   └── AuthenticationError       (401 / 403)
+        ├── SandboxConnectionError        (the server could not be reached, or a stream broke)
+        ├── SandboxTimeoutError           (a client-side deadline passed)
+        ├── SandboxFailedError            (the sandbox failed or ended while we waited on it)
+        └── SandboxNotRoutableError       (no sandbox_url: the sandbox cannot be reached)
+"""
+
+from __future__ import annotations
+
+
+class SandboxException(Exception):
+    """Root of every exception raised by the Alcove SDK."""
+
+
+class SandboxError(SandboxException):
+    """An operation on a sandbox, snapshot or process failed."""
+
+
+class SandboxNotFoundError(SandboxError):
+    """The sandbox (id or name) does not exist, or its name no longer resolves."""
+
+    status_code = 404
+
+    def __init__(self, sandbox_id: str, message: str | None = None, code: str | None = None):
+        self.sandbox_id = sandbox_id
+        self.message = message or f"sandbox {sandbox_id!r} not found"
+        self.code = code
+        text = self.message if sandbox_id in self.message else f"sandbox {sandbox_id!r}: {self.message}"
+        super().__init__(text)
+
+
+class RemoteAPIError(SandboxError):
+    """The server answered with a non-2xx status.
+
+    ``message`` is the server's own message (the ``message`` or ``error`` field of a JSON body,
+    or the whole body when it is plain text); ``code`` is the JSON ``code`` field, when present;
+    ``request_id`` is the id under which the server logged a 5xx failure, when it gave one.
+    """
+
+    def __init__(self, status_code: int, message: str, code: str | None = None, request_id: str | None = None):
+        self.status_code = status_code
+        self.message = message
+        self.code = code
+        self.request_id = request_id
+        label = f"status {status_code}, {code}" if code else f"status {status_code}"
+        suffix = f" (request {request_id})" if request_id else ""
+        super().__init__(f"API error ({label}): {message}{suffix}")
+
+
+class SandboxNameConflictError(RemoteAPIError):
+    """Create was refused with 409: the requested name is held by a live sandbox."""
+
+
+class SnapshotNotFoundError(RemoteAPIError):
+    """The snapshot does not exist (404 on a snapshot call)."""
+
+
+class AuthenticationError(RemoteAPIError):
+    """The server refused the API key (401) or the caller's rights (403).
+
+    Set ``ALCOVE_API_KEY`` or pass ``api_key=`` to the client.
+    """
+
+
+class SandboxConnectionError(SandboxError):
+    """The server could not be reached, or a response stream ended early."""
+
+
+class SandboxTimeoutError(SandboxError):
+    """A client-side deadline passed (raise the client's ``timeout=`` to wait longer)."""
+
+
+class SandboxFailedError(SandboxError):
+    """The sandbox failed or ended while the client was waiting on it."""
+
+    def __init__(self, sandbox_id: str, status: str, reason: str | None, message: str):
+        self.sandbox_id = sandbox_id
+        self.status = status
+        self.reason = reason
+        super().__init__(message)
+
+
+class SandboxNotRoutableError(SandboxError):
+    """The server gave no ``sandbox_url`` for the sandbox, so its processes and files cannot be reached."""
+
+
+__all__ = [
+    "AuthenticationError",
+    "RemoteAPIError",
+    "SandboxConnectionError",
+    "SandboxError",
+    "SandboxException",
+    "SandboxFailedError",
+    "SandboxNameConflictError",
+    "SandboxNotFoundError",
+    "SandboxNotRoutableError",
+    "SandboxTimeoutError",
+    "SnapshotNotFoundError",
+]

@@ -1,0 +1,153 @@
+"""Error mapping: statuses and bodies (JSON control-plane, JSON daemon, plain text)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from alcove.sandbox import (
+    AuthenticationError,
+    RemoteAPIError,
+    SandboxClient,
+    SandboxConnectionError,
+    SandboxError,
+    SandboxException,
+    SandboxNameConflictError,
+    SandboxNotFoundError,
+    SnapshotNotFoundError,
+)
+from fakes import API, FakeServer, info_json, jsonr
+
+SBX = "/v1/namespaces/default/sandboxes/sbx-1"
+
+
+def test_hierarchy() -> None:
+    for exc in (SandboxNotFoundError, RemoteAPIError, SandboxConnectionError):
+        assert issubclass(exc, SandboxError) and issubclass(exc, SandboxException)
+    assert issubclass(SandboxNameConflictError, RemoteAPIError)
+
+
+@pytest.mark.parametrize("call", ["get", "delete", "suspend", "resume", "connect"])
+def test_404_on_sandbox_calls_is_sandbox_not_found(server: FakeServer, client: SandboxClient, call: str) -> None:
+    server.on("GET", SBX, jsonr(404, {"message": "sandbox sbx-1 not found", "code": "NOT_FOUND"}))
+    server.on("DELETE", SBX, jsonr(404, {"message": "sandbox sbx-1 not found", "code": "NOT_FOUND"}))
+    server.on("POST", SBX + "/suspend", jsonr(404, {"message": "sandbox sbx-1 not found", "code": "NOT_FOUND"}))
+    server.on("POST", SBX + "/resume", jsonr(404, {"message": "sandbox sbx-1 not found", "code": "NOT_FOUND"}))
+    with pytest.raises(SandboxNotFoundError) as info:
+        getattr(client, call)("sbx-1")
+    assert info.value.sandbox_id == "sbx-1"
+    assert "sandbox sbx-1 not found" in str(info.value)
+
+
+def test_409_on_create_is_name_conflict(server: FakeServer, client: SandboxClient) -> None:
+    server.on(
+        "POST",
+        "/v1/namespaces/default/sandboxes",
+        jsonr(409, {"message": "name 'my-env' is taken", "code": "NAME_TAKEN"}),
+    )
+    with pytest.raises(SandboxNameConflictError) as info:
+        client.create(name="my-env")
+    assert info.value.status_code == 409
+    assert info.value.code == "NAME_TAKEN"
+    assert info.value.message == "name 'my-env' is taken"
+
+
+def test_control_plane_message_body(server: FakeServer, client: SandboxClient) -> None:
+    server.on("GET", "/v1/namespaces/default/sandboxes", jsonr(400, {"message": "bad thing", "code": "INVALID"}))
+    with pytest.raises(RemoteAPIError) as info:
+        client.list()
+    assert (info.value.status_code, info.value.message, info.value.code) == (400, "bad thing", "INVALID")
+    assert str(info.value) == "API error (status 400, INVALID): bad thing"
+
+
+def test_request_id_of_a_5xx_is_kept(server: FakeServer, client: SandboxClient) -> None:
+    server.on(
+        "GET",
+        "/v1/namespaces/default/sandboxes",
+        jsonr(500, {"message": "internal error", "code": "INTERNAL", "request_id": "req-42"}),
+    )
+    with pytest.raises(RemoteAPIError) as info:
+        client.list()
+    assert info.value.request_id == "req-42"
+    assert str(info.value) == "API error (status 500, INTERNAL): internal error (request req-42)"
+
+
+def test_daemon_error_body(server: FakeServer, client: SandboxClient) -> None:
+    server.on("GET", SBX, jsonr(200, info_json()))
+    server.on("GET", "/api/v1/processes/77", jsonr(404, {"error": "process 77 not found", "code": "NOT_FOUND"}))
+    sandbox = client.connect("sbx-1")
+    with pytest.raises(RemoteAPIError) as info:
+        sandbox.get_process(77)
+    assert not isinstance(info.value, SandboxNotFoundError)
+    assert (info.value.status_code, info.value.message, info.value.code) == (404, "process 77 not found", "NOT_FOUND")
+
+
+def test_plain_text_body(server: FakeServer, client: SandboxClient) -> None:
+    server.on("GET", "/v1/namespaces/default/sandboxes", httpx.Response(500, text="internal error (request abc)\n"))
+    with pytest.raises(RemoteAPIError) as info:
+        client.list()
+    assert info.value.message == "internal error (request abc)"
+    assert info.value.code is None
+    assert str(info.value) == "API error (status 500): internal error (request abc)"
+
+
+def test_empty_body_uses_reason_phrase(server: FakeServer, client: SandboxClient) -> None:
+    server.on("DELETE", "/v1/namespaces/default/snapshots/s1", httpx.Response(418))
+    with pytest.raises(RemoteAPIError, match="I'm a teapot"):
+        client.delete_snapshot("s1")
+
+
+def test_snapshot_404(server: FakeServer, client: SandboxClient) -> None:
+    server.on(
+        "GET", "/v1/namespaces/default/snapshots/s1", jsonr(404, {"message": "no such snapshot", "code": "NOT_FOUND"})
+    )
+    with pytest.raises(SnapshotNotFoundError):
+        client.get_snapshot("s1")
+
+
+def test_401_is_authentication_error(server: FakeServer, client: SandboxClient) -> None:
+    server.on(
+        "GET", "/v1/namespaces/default/sandboxes", jsonr(401, {"message": "missing API key", "code": "UNAUTHORIZED"})
+    )
+    with pytest.raises(AuthenticationError, match="missing API key"):
+        client.list()
+
+
+def test_failed_sandbox_body_is_rewritten(server: FakeServer, client: SandboxClient) -> None:
+    body = {
+        "sandbox_id": "sbx-9",
+        "status": "failed",
+        "termination_reason": "no_capacity",
+        "error_details": "out of memory",
+    }
+    server.on("GET", "/v1/namespaces/default/sandboxes", jsonr(500, body))
+    with pytest.raises(RemoteAPIError, match=r"Sandbox sbx-9 failed \(no_capacity\): out of memory"):
+        client.list()
+
+
+def test_connection_failure_is_sandbox_connection_error(sleeps: list[float]) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = SandboxClient(api_url=API, transport=httpx.MockTransport(refuse))
+    with pytest.raises(SandboxConnectionError, match="connection refused"):
+        client.get("sbx-1")
+    assert len(sleeps) == 2  # GETs are retried: 3 attempts
+
+
+def test_invalid_json_on_success_is_sandbox_error(server: FakeServer, client: SandboxClient) -> None:
+    server.on("GET", SBX, httpx.Response(200, text="not json"))
+    with pytest.raises(SandboxError, match="decoding sandbox"):
+        client.get("sbx-1")
+
+
+def test_missing_required_field_is_sandbox_error(server: FakeServer, client: SandboxClient) -> None:
+    server.on("GET", SBX, jsonr(200, {"id": "sbx-1"}))
+    with pytest.raises(SandboxError, match="status"):
+        client.get("sbx-1")
+
+
+def test_get_is_retried_on_503(server: FakeServer, client: SandboxClient, sleeps: list[float]) -> None:
+    server.on("GET", SBX, [jsonr(503, {"message": "busy"}), jsonr(200, info_json())])
+    assert client.get("sbx-1").sandbox_id == "sbx-1"
+    assert len(server.requests) == 2

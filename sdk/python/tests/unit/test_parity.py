@@ -1,0 +1,129 @@
+"""The sync and async classes expose the same public methods with the same parameters."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from alcove.sandbox import AsyncSandbox, AsyncSandboxClient, Sandbox, SandboxClient
+
+PAIRS = [(SandboxClient, AsyncSandboxClient), (Sandbox, AsyncSandbox)]
+
+# Async methods that are not coroutine functions: async iterators and the awaitable context.
+ASYNC_ITERATORS = {"follow_output", "follow_stdout", "follow_stderr", "read_file_stream"}
+NOT_COROUTINES = ASYNC_ITERATORS | {"create_and_connect"}
+
+
+def public_methods(cls: type) -> dict[str, object]:
+    return {
+        name: member
+        for name, member in inspect.getmembers(cls)
+        if not name.startswith("_") and (inspect.isfunction(member) or isinstance(member, property))
+    }
+
+
+def parameters(function: object) -> list[tuple[str, object, object]]:
+    signature = inspect.signature(function)
+    return [(p.name, p.kind, p.default) for p in signature.parameters.values()]
+
+
+@pytest.mark.parametrize(("sync_cls", "async_cls"), PAIRS)
+def test_same_public_names(sync_cls: type, async_cls: type) -> None:
+    assert sorted(public_methods(sync_cls)) == sorted(public_methods(async_cls))
+
+
+@pytest.mark.parametrize(("sync_cls", "async_cls"), PAIRS)
+def test_same_parameters(sync_cls: type, async_cls: type) -> None:
+    sync_members, async_members = public_methods(sync_cls), public_methods(async_cls)
+    for name, member in sync_members.items():
+        if isinstance(member, property):
+            assert isinstance(async_members[name], property), name
+            continue
+        assert parameters(member) == parameters(async_members[name]), name
+    assert parameters(sync_cls.__init__)[1:] == parameters(async_cls.__init__)[1:]
+
+
+@pytest.mark.parametrize(("sync_cls", "async_cls"), PAIRS)
+def test_async_methods_are_awaitable(sync_cls: type, async_cls: type) -> None:
+    for name, member in public_methods(async_cls).items():
+        if isinstance(member, property):
+            continue
+        if name in ASYNC_ITERATORS:
+            assert inspect.isasyncgenfunction(member) or not inspect.iscoroutinefunction(member), name
+        elif name not in NOT_COROUTINES:
+            assert inspect.iscoroutinefunction(member), name
+        assert not inspect.iscoroutinefunction(getattr(sync_cls, name)), name
+
+
+def test_context_managers() -> None:
+    for cls in (SandboxClient, Sandbox):
+        assert hasattr(cls, "__enter__") and hasattr(cls, "__exit__")
+    for cls in (AsyncSandboxClient, AsyncSandbox):
+        assert inspect.iscoroutinefunction(cls.__aenter__) and inspect.iscoroutinefunction(cls.__aexit__)
+
+
+def test_the_seed_surface_is_present() -> None:
+    client_methods = {
+        "create",
+        "create_and_connect",
+        "connect",
+        "list",
+        "get",
+        "delete",
+        "update_sandbox",
+        "suspend",
+        "resume",
+        "snapshot_and_wait",
+        "list_snapshots",
+        "get_snapshot",
+        "delete_snapshot",
+        "expose_ports",
+        "unexpose_ports",
+    }
+    sandbox_methods = {
+        "sandbox_id",
+        "name",
+        "info",
+        "run",
+        "start_process",
+        "list_processes",
+        "get_process",
+        "kill_process",
+        "send_signal",
+        "write_stdin",
+        "close_stdin",
+        "get_stdout",
+        "get_stderr",
+        "get_output",
+        "follow_output",
+        "follow_stdout",
+        "follow_stderr",
+        "write_file",
+        "read_file",
+        "read_file_stream",
+        "download_file",
+        "list_directory",
+        "delete_file",
+        "terminate",
+        "create_pty",
+        "connect_pty",
+        "create_tunnel",
+        "connect_desktop",
+    }
+    assert client_methods <= set(public_methods(SandboxClient))
+    assert sandbox_methods <= set(public_methods(Sandbox))
+    create = inspect.signature(SandboxClient.create).parameters
+    assert [(n, create[n].default) for n in create][1:] == [
+        ("name", None),
+        ("cpus", 1.0),
+        ("memory_mb", 1024),
+        ("timeout_secs", None),
+        ("image", None),
+        ("snapshot_id", None),
+        ("secret_names", None),
+        ("expose_ports", None),
+        ("allow_unauthenticated_access", False),
+        ("disk_mb", None),
+        ("entrypoint", None),
+    ]

@@ -1,0 +1,51 @@
+"""The official `tensorlake==0.5.161` SDK against a real Alcove server."""
+
+from __future__ import annotations
+
+import pytest
+
+tensorlake_sandbox = pytest.importorskip("tensorlake.sandbox", reason="tensorlake SDK missing")
+
+
+@pytest.fixture
+def tl_client(server):
+    return tensorlake_sandbox.SandboxClient.for_localhost(api_url=server.url)
+
+
+def test_create_and_connect_run(server, tl_client):
+    with tl_client.create_and_connect(cpus=2.0, memory_mb=2048) as sandbox:
+        result = sandbox.run("python", ["-c", "print('hello')"], timeout=30)
+        assert result.stdout.strip() == "hello"
+        assert result.exit_code == 0
+        sandbox_id = sandbox.sandbox_id
+    info = server.api("GET", f"/sandboxes/{sandbox_id}").json()
+    assert info["status"] == "terminated"
+
+
+def test_get_list_and_delete(server, tl_client):
+    created = tl_client.create(cpus=1.0, memory_mb=1024)
+    sandbox_id = created.sandbox_id
+    try:
+        info = tl_client.get(sandbox_id)
+        assert info.resources.cpus == 1.0
+        assert info.resources.memory_mb == 1024
+        assert sandbox_id in [s.sandbox_id for s in tl_client.list()]
+    finally:
+        tl_client.delete(sandbox_id)
+
+
+def test_env_and_failure_exit_codes(tl_client):
+    with tl_client.create_and_connect() as sandbox:
+        result = sandbox.run("sh", ["-c", 'echo "$X"; exit 3'], env={"X": "from-env"})
+        assert result.stdout.strip() == "from-env"
+        assert result.exit_code == 3
+
+
+def test_named_sandbox_and_duplicate_name(tl_client):
+    tl_client.create(name="tl-named")
+    try:
+        with pytest.raises(Exception) as err:
+            tl_client.create(name="tl-named")
+        assert "409" in str(err.value) or "already" in str(err.value)
+    finally:
+        tl_client.delete("tl-named")

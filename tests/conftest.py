@@ -1,0 +1,50 @@
+"""Fixtures of the end-to-end suite: a real server per module, and a check after
+every test that the test left no sandbox and nothing on the host behind."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from framework.host import firewall_table_exists, owned_resources
+from framework.server import AlcoveServer
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = AlcoveServer()
+    srv.start()
+    yield srv
+    leaked = srv.live_sandboxes()
+    srv.stop()
+    assert not leaked, f"sandboxes still running at module end: {leaked}"
+    res = owned_resources(srv.data_dir)
+    assert res.is_empty(), f"host resources left behind: {res}"
+    assert not firewall_table_exists(srv.data_dir), "firewall table left after shutdown"
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(request):
+    """After each test using `server`: no live sandbox, nothing on the host."""
+    yield
+    if "server" not in request.fixturenames:
+        return
+    srv: AlcoveServer = request.getfixturevalue("server")
+    if srv.proc is None:
+        return
+    leaked = srv.live_sandboxes()
+    for sb in leaked:
+        srv.api("DELETE", f"/v1/namespaces/default/sandboxes/{sb['id']}")
+    assert not leaked, f"test left sandboxes running: {[s['id'] for s in leaked]}"
+    res = owned_resources(srv.data_dir)
+    assert res.is_empty(), f"host resources left behind: {res}"
+
+
+@pytest.fixture
+def client(server):
+    from alcove.sandbox import SandboxClient
+
+    with SandboxClient(api_url=server.url) as c:
+        yield c

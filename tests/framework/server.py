@@ -1,0 +1,114 @@
+"""Starting and stopping a real `alcove serve` on a free port with its own data dir."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _default(var: str, fallback: Path) -> Path:
+    return Path(os.environ.get(var) or fallback)
+
+
+ALCOVE_BIN = _default("ALCOVE_BIN", REPO / "target/release/alcove")
+AGENT_PATH = _default(
+    "ALCOVE_AGENT_PATH", REPO / "target/x86_64-unknown-linux-gnu/release/alcove-agent"
+)
+IMAGES_DIR = _default("ALCOVE_IMAGES_DIR", Path("/var/lib/alcove/images"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AlcoveServer:
+    """One `alcove serve` process. Reusable across stop/start on the same data dir."""
+
+    def __init__(self, data_dir: Path | None = None, api_keys: list[str] | None = None):
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="alcove-e2e-")).resolve()
+        self.port = free_port()
+        # A subnet of its own so that concurrent servers never share addresses.
+        self.subnet = f"10.{random.randint(100, 199)}.{random.choice(range(0, 256, 64))}.0/18"
+        self.api_keys = api_keys or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.data_dir / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        argv = [
+            str(ALCOVE_BIN),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--data-dir",
+            str(self.data_dir),
+            "--images-dir",
+            str(IMAGES_DIR),
+            "--agent-path",
+            str(AGENT_PATH),
+            "--subnet",
+            self.subnet,
+        ]
+        for key in self.api_keys:
+            argv += ["--api-key", key]
+        log = open(self.log_path, "ab")
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"alcove serve exited early:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"alcove serve did not become healthy:\n{self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.stop(signal.SIGKILL)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def api(self, method: str, path: str, **kwargs) -> httpx.Response:
+        headers = kwargs.pop("headers", {})
+        if self.api_keys:
+            headers.setdefault("Authorization", f"Bearer {self.api_keys[0]}")
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)
+
+    def live_sandboxes(self) -> list[dict]:
+        body = self.api("GET", "/v1/namespaces/default/sandboxes").json()
+        return [s for s in body["sandboxes"] if s["status"] not in ("terminated", "failed")]

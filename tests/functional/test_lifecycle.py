@@ -1,0 +1,184 @@
+"""Create, get, list, delete and bad input, through Alcove's Python SDK and raw HTTP."""
+
+from __future__ import annotations
+
+import pytest
+
+from alcove.sandbox import RemoteAPIError, SandboxNotFoundError
+from framework.host import owned_resources
+
+
+def test_create_and_connect_runs_python_and_terminates_on_exit(server, client):
+    with client.create_and_connect(cpus=2.0, memory_mb=2048) as sandbox:
+        result = sandbox.run("python", ["-c", "print('hello')"], timeout_secs=30)
+        assert result.stdout == "hello"
+        assert result.stderr == ""
+        assert result.exit_code == 0
+        sandbox_id = sandbox.sandbox_id
+        info = client.get(sandbox_id)
+        assert info.status == "running"
+        assert info.resources.cpus == 2.0
+        assert info.resources.memory_mb == 2048
+        assert info.resources.disk_mb == 10240
+        assert info.image == "alcove/debian"
+    assert client.get(sandbox_id).status == "terminated"
+
+
+def test_sandbox_info_has_every_wire_field(server):
+    resp = server.api(
+        "POST",
+        "/v1/namespaces/default/sandboxes",
+        json={"resources": {"cpus": 1.0, "memory_mb": 1024}, "exposed_ports": [8080, 80]},
+    )
+    assert resp.status_code == 200, resp.text
+    created = resp.json()
+    assert created["status"] == "running"
+    assert created["sandbox_url"] == server.url
+    info = server.api("GET", f"/v1/namespaces/default/sandboxes/{created['sandbox_id']}").json()
+    for key in (
+        "id", "namespace", "status", "name", "image", "resources", "sandbox_url",
+        "secret_names", "timeout_secs", "entrypoint", "network_policy", "exposed_ports",
+        "allow_unauthenticated_access", "auto_resume", "created_at", "terminated_at",
+    ):
+        assert key in info, key
+    # The official SDK rejects a body with both `id` and `sandbox_id`.
+    assert "sandbox_id" not in info
+    assert info["resources"]["ephemeral_disk_mb"] == info["resources"]["disk_mb"]
+    assert info["exposed_ports"] == [80, 8080]
+    assert info["name"] is None
+    # Flat routes serve the same sandbox (namespace `default`).
+    flat = server.api("GET", f"/sandboxes/{created['sandbox_id']}").json()
+    assert flat["id"] == info["id"]
+    assert server.api("DELETE", f"/sandboxes/{created['sandbox_id']}").status_code == 200
+    after = server.api("GET", f"/sandboxes/{created['sandbox_id']}").json()
+    assert after["status"] == "terminated"
+    assert after["terminated_at"] is not None
+    assert "sandbox_url" not in after
+
+
+def test_wait_false_answers_202_pending_then_runs(server, client):
+    resp = server.api("POST", "/v1/namespaces/default/sandboxes", json={"wait": False})
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert body["status"] == "pending"
+    assert body["pending_reason"] == "scheduling"
+    sandbox = client.connect(body["sandbox_id"])  # waits while pending
+    try:
+        assert sandbox.run("true").exit_code == 0
+    finally:
+        client.delete(body["sandbox_id"])
+
+
+def test_list_shows_sandboxes_of_the_namespace(server, client):
+    a = client.create()
+    b = client.create()
+    try:
+        ids = {s.sandbox_id for s in client.list()}
+        assert {a.sandbox_id, b.sandbox_id} <= ids
+        other = server.api("GET", "/v1/namespaces/other/sandboxes").json()
+        assert other["sandboxes"] == []
+        assert server.api("GET", f"/v1/namespaces/other/sandboxes/{a.sandbox_id}").status_code == 404
+    finally:
+        client.delete(a.sandbox_id)
+        client.delete(b.sandbox_id)
+
+
+def test_names_resolve_conflict_and_free_up(server, client):
+    first = client.create(name="named-env")
+    try:
+        assert client.get("named-env").sandbox_id == first.sandbox_id
+        sandbox = client.connect("named-env")
+        assert sandbox.sandbox_id == first.sandbox_id
+        assert sandbox.name == "named-env"
+        assert sandbox.run("hostname").stdout == "named-env"
+        with pytest.raises(RemoteAPIError) as err:
+            client.create(name="named-env")
+        assert err.value.status_code == 409
+    finally:
+        client.delete("named-env")
+    with pytest.raises(SandboxNotFoundError):
+        client.get("named-env")
+    second = client.create(name="named-env")
+    assert second.sandbox_id != first.sandbox_id
+    client.delete(second.sandbox_id)
+
+
+def test_delete_is_idempotent_and_unknown_ids_are_404(server, client):
+    info = client.create()
+    client.delete(info.sandbox_id)
+    client.delete(info.sandbox_id)
+    with pytest.raises(SandboxNotFoundError):
+        client.get("00000000-0000-4000-8000-000000000000")
+    resp = server.api("DELETE", "/v1/namespaces/default/sandboxes/no-such-name")
+    assert resp.status_code == 404
+    assert resp.json()["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"resources": {"cpus": -1, "memory_mb": 1024}}, 400, "cpus"),
+        ({"resources": {"cpus": 0, "memory_mb": 1024}}, 400, "cpus"),
+        ({"resources": {"cpus": 64, "memory_mb": 65536}}, 400, "cpus"),
+        ({"resources": {"cpus": 1, "memory_mb": 512}}, 400, "memory_mb"),
+        ({"resources": {"cpus": 1, "memory_mb": 9000}}, 400, "memory_mb"),
+        ({"resources": {"cpus": 1, "memory_mb": 1024, "disk_mb": 1}}, 400, "disk_mb"),
+        ({"image": "no-such-image"}, 404, "no-such-image"),
+        ({"name": "Bad_Name"}, 400, "name"),
+        ({"name": "-x"}, 400, "name"),
+        ({"timeout_secs": -5}, 400, "timeout_secs"),
+        ({"exposed_ports": [9501]}, 400, "9501"),
+        ({"resources": {"cpus": 1, "memory_mb": 1024, "gpus": [{"count": 1, "model": "H100"}]}}, 400, "GPU"),
+        ({"secret_names": ["X"]}, 501, "secrets"),
+        ({"snapshot_id": "snap-1"}, 501, "snapshot"),
+        ({"resources": {"cpus": "two"}}, 400, "invalid request body"),
+    ],
+)
+def test_bad_creates_get_clear_errors_and_leave_nothing(server, body, status, needle):
+    before = {s["id"] for s in server.api("GET", "/sandboxes").json()["sandboxes"]}
+    resp = server.api("POST", "/v1/namespaces/default/sandboxes", json=body)
+    assert resp.status_code == status, resp.text
+    err = resp.json()
+    assert needle.lower() in err["message"].lower()
+    assert isinstance(err["code"], str)
+    after = {s["id"] for s in server.api("GET", "/sandboxes").json()["sandboxes"]}
+    assert after == before, "a rejected create must not store a sandbox"
+    assert owned_resources(server.data_dir).is_empty()
+
+
+def test_malformed_json_is_a_400(server):
+    resp = server.api(
+        "POST",
+        "/v1/namespaces/default/sandboxes",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert resp.status_code == 400
+    assert resp.json()["code"] == "INVALID_ARGUMENT"
+
+
+def test_unbuilt_routes_answer_501(server):
+    resp = server.api("POST", "/v1/namespaces/default/sandbox-pools", json={})
+    assert resp.status_code == 501
+    assert resp.json()["code"] == "NOT_IMPLEMENTED"
+
+
+def test_ephemeral_timeout_terminates(server, client):
+    import time
+
+    info = client.create(timeout_secs=2)
+    assert info.timeout_secs == 2
+    deadline = time.monotonic() + 20
+    status = client.get(info.sandbox_id).status
+    while status != "terminated" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = client.get(info.sandbox_id).status
+    assert status == "terminated"
+    raw = server.api("GET", f"/sandboxes/{info.sandbox_id}").json()
+    assert raw["termination_reason"] == "timeout"
+
+
+def test_entrypoint_runs_beside_the_agent(server, client):
+    with client.create_and_connect(entrypoint=["sleep", "300"]) as sandbox:
+        procs = sandbox.list_processes()
+        assert any(p.command == "sleep" and p.args == ["300"] for p in procs), procs

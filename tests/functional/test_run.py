@@ -1,0 +1,77 @@
+"""`run` through the proxy: args, env, working dir, user, timeouts, exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def sandbox(server):
+    from alcove.sandbox import SandboxClient
+
+    client = SandboxClient(api_url=server.url)
+    sb = client.create_and_connect()
+    yield sb
+    client.delete(sb.sandbox_id)
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    """The module-wide sandbox lives across tests; the check runs at module end."""
+    yield
+
+
+def test_env_working_dir_and_args(sandbox):
+    result = sandbox.run(
+        "sh",
+        ["-c", 'echo "$GREETING" "$(pwd)" "$1"', "argv0", "first arg"],
+        env={"GREETING": "hi there"},
+        working_dir="/tmp",
+    )
+    assert result.stdout == "hi there /tmp first arg"
+
+
+def test_exit_codes_and_stderr(sandbox):
+    result = sandbox.run("sh", ["-c", "echo out; echo err >&2; exit 7"])
+    assert result.exit_code == 7
+    assert result.stdout == "out"
+    assert result.stderr == "err"
+
+
+def test_timeout_kills_the_whole_tree(sandbox):
+    result = sandbox.run(
+        "sh", ["-c", "sleep 1000 & setsid sleep 1001 & sleep 1002"], timeout_secs=1
+    )
+    assert result.exit_code != 0
+    left = sandbox.run("sh", ["-c", "ps -eo args | grep -c '^sleep 100[012]' || true"])
+    assert left.stdout.strip() == "0"
+
+
+def test_user_switch(sandbox):
+    assert sandbox.run("id", ["-u"], user="nobody").stdout.strip() == "65534"
+    assert sandbox.run("id", ["-u"]).stdout.strip() == "0"
+
+
+def test_unknown_command_is_an_error(sandbox):
+    from alcove.sandbox import SandboxError
+
+    with pytest.raises(SandboxError):
+        sandbox.run("definitely-not-a-command")
+
+
+def test_many_lines_arrive_complete(sandbox):
+    result = sandbox.run("python", ["-c", "for i in range(200000): print(i)"], timeout_secs=120)
+    lines = result.stdout.split("\n")
+    assert len(lines) == 200000
+    assert lines[0] == "0" and lines[-1] == "199999"
+
+
+def test_files_written_by_run_persist_between_calls(sandbox):
+    sandbox.run("sh", ["-c", "echo state > /root/state.txt"])
+    assert sandbox.run("cat", ["/root/state.txt"]).stdout == "state"
+
+
+def test_python_and_tools_of_the_default_image(sandbox):
+    for cmd, args in [("git", ["--version"]), ("curl", ["--version"]), ("pip", ["--version"]), ("ip", ["-V"]), ("ps", ["--version"])]:
+        assert sandbox.run(cmd, args).exit_code == 0, cmd
