@@ -1,0 +1,41 @@
+"""Baselines measured in the same run: raw `runc run` of `true` on the same image."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+
+def runc_run_true(rootfs: Path, iterations: int) -> list[float]:
+    """Times `runc run` of `/bin/true` in a minimal bundle over `rootfs` (read-only)."""
+    import time
+
+    work = Path(tempfile.mkdtemp(prefix="alcove-bench-runc-"))
+    try:
+        bundle = work / "bundle"
+        bundle.mkdir()
+        subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+        cfg = json.loads((bundle / "config.json").read_text())
+        cfg["root"] = {"path": str(rootfs), "readonly": True}
+        cfg["process"]["terminal"] = False
+        cfg["process"]["args"] = ["/bin/true"]
+        (bundle / "config.json").write_text(json.dumps(cfg))
+        root = work / "state"
+        samples = []
+        for _ in range(iterations):
+            cid = f"bench-{uuid.uuid4().hex[:12]}"
+            start = time.perf_counter()
+            subprocess.run(
+                ["runc", "--root", str(root), "run", "--bundle", str(bundle), cid],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+            samples.append(time.perf_counter() - start)
+        return samples
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

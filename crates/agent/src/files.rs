@@ -1,0 +1,268 @@
+//! File operations of WIRE §3.4: read, write, delete and list, always streamed.
+//!
+//! Paths must be absolute and must not contain `..` components (403 `PATH_TRAVERSAL`, as
+//! indexify). The agent is the sandbox's root, so this is not a security boundary (the user
+//! can run any command); it keeps clients from building surprising paths by accident.
+//! Symbolic links are followed.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use alcove_wire::files::{FileEntry, listing_order};
+use alcove_wire::time::EpochMillis;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::fs;
+use tokio::io::AsyncWriteExt;
+
+/// Why a file operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The path is empty.
+    #[error("path must not be empty")]
+    Empty,
+    /// The path is relative.
+    #[error("path must be absolute: {0:?}")]
+    NotAbsolute(String),
+    /// The path has a `..` component.
+    #[error("path must not contain '..' components: {0:?}")]
+    Traversal(String),
+    /// The path contains a NUL byte.
+    #[error("path must not contain NUL bytes")]
+    Nul,
+    /// Nothing exists at the path.
+    #[error("no such file or directory: {0}")]
+    NotFound(String),
+    /// The path is a directory where a file is needed.
+    #[error("is a directory: {0}")]
+    IsDirectory(String),
+    /// The path (or one of its parents) is not a directory where one is needed.
+    #[error("not a directory: {0}")]
+    NotADirectory(String),
+    /// The agent may not access the path.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The upload body broke off.
+    #[error("reading request body: {0}")]
+    Body(String),
+    /// Any other I/O failure.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// Checks a `?path=` value (see the module docs).
+pub fn validate(path: &str) -> Result<PathBuf, FileError> {
+    if path.is_empty() {
+        return Err(FileError::Empty);
+    }
+    if path.contains('\0') {
+        return Err(FileError::Nul);
+    }
+    if !path.starts_with('/') {
+        return Err(FileError::NotAbsolute(path.to_string()));
+    }
+    if Path::new(path)
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(FileError::Traversal(path.to_string()));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn map_io(err: io::Error, path: &Path, action: &'static str) -> FileError {
+    let shown = path.display().to_string();
+    match err.raw_os_error() {
+        // ENOTDIR: a parent is a file, so the path cannot exist.
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => FileError::NotFound(shown),
+        Some(libc::EISDIR) => FileError::IsDirectory(shown),
+        Some(libc::EACCES) | Some(libc::EPERM) => FileError::PermissionDenied(shown),
+        _ => FileError::Io {
+            action,
+            path: shown,
+            source: err,
+        },
+    }
+}
+
+fn millis(time: io::Result<std::time::SystemTime>) -> Option<EpochMillis> {
+    let since = time.ok()?.duration_since(UNIX_EPOCH).ok()?;
+    EpochMillis::try_from(since.as_millis()).ok()
+}
+
+/// Opens a regular file for streaming; returns it with its length.
+pub async fn open_for_read(path: &Path) -> Result<(fs::File, u64), FileError> {
+    let meta = fs::metadata(path)
+        .await
+        .map_err(|e| map_io(e, path, "reading"))?;
+    if meta.is_dir() {
+        return Err(FileError::IsDirectory(path.display().to_string()));
+    }
+    let file = fs::File::open(path)
+        .await
+        .map_err(|e| map_io(e, path, "opening"))?;
+    Ok((file, meta.len()))
+}
+
+/// Writes `body` to `path` chunk by chunk: parents are created, an existing file is
+/// truncated (keeping its owner and mode), and the data is fsynced before returning.
+pub async fn write<S, E>(path: &Path, body: S) -> Result<u64, FileError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    if fs::metadata(path).await.is_ok_and(|m| m.is_dir()) {
+        return Err(FileError::IsDirectory(path.display().to_string()));
+    }
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)
+            .await
+            .map_err(|e| match e.raw_os_error() {
+                // A component of the parent chain is a file.
+                Some(libc::ENOTDIR) | Some(libc::EEXIST) => {
+                    FileError::NotADirectory(parent.display().to_string())
+                }
+                _ => map_io(e, parent, "creating directory"),
+            })?;
+    }
+    let mut file = fs::File::create(path)
+        .await
+        .map_err(|e| map_io(e, path, "creating"))?;
+    let mut body = std::pin::pin!(body);
+    let mut written = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| FileError::Body(e.to_string()))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| map_io(e, path, "writing"))?;
+        written += chunk.len() as u64;
+    }
+    file.flush().await.map_err(|e| map_io(e, path, "writing"))?;
+    file.sync_all()
+        .await
+        .map_err(|e| map_io(e, path, "syncing"))?;
+    Ok(written)
+}
+
+/// Deletes a file (or a symbolic link); directories are refused.
+pub async fn delete(path: &Path) -> Result<(), FileError> {
+    let meta = fs::symlink_metadata(path)
+        .await
+        .map_err(|e| map_io(e, path, "deleting"))?;
+    if meta.is_dir() {
+        return Err(FileError::IsDirectory(path.display().to_string()));
+    }
+    fs::remove_file(path)
+        .await
+        .map_err(|e| map_io(e, path, "deleting"))
+}
+
+/// Lists a directory: directories first, then by name; sizes only for non-directories.
+pub async fn list(path: &Path) -> Result<Vec<FileEntry>, FileError> {
+    let meta = fs::metadata(path)
+        .await
+        .map_err(|e| map_io(e, path, "listing"))?;
+    if !meta.is_dir() {
+        return Err(FileError::NotADirectory(path.display().to_string()));
+    }
+    let mut dir = fs::read_dir(path)
+        .await
+        .map_err(|e| map_io(e, path, "listing"))?;
+    let mut entries = Vec::new();
+    loop {
+        let entry = match dir.next_entry().await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => break,
+            Err(e) => return Err(map_io(e, path, "listing")),
+        };
+        let full = entry.path();
+        // Follow links (a link to a directory lists as a directory); a dangling link is
+        // described by the link itself. An entry deleted meanwhile is skipped.
+        let meta = match fs::metadata(&full).await {
+            Ok(meta) => meta,
+            Err(_) => match fs::symlink_metadata(&full).await {
+                Ok(meta) => meta,
+                Err(_) => continue,
+            },
+        };
+        let is_dir = meta.is_dir();
+        entries.push(FileEntry {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            is_dir,
+            size: (!is_dir).then_some(meta.len()),
+            modified_at: millis(meta.modified()),
+        });
+    }
+    entries.sort_by(listing_order);
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_requires_absolute_paths_without_parent_components() {
+        assert_eq!(
+            validate("/tmp/a b.txt").ok(),
+            Some(PathBuf::from("/tmp/a b.txt"))
+        );
+        assert_eq!(
+            validate("/tmp/ünï/x").ok(),
+            Some(PathBuf::from("/tmp/ünï/x"))
+        );
+        assert!(matches!(validate("tmp/x"), Err(FileError::NotAbsolute(_))));
+        assert!(matches!(validate(""), Err(FileError::Empty)));
+        assert!(matches!(
+            validate("/tmp/../etc/passwd"),
+            Err(FileError::Traversal(_))
+        ));
+        assert!(matches!(validate("/tmp/.."), Err(FileError::Traversal(_))));
+        // Dots inside a name are not traversal.
+        assert!(validate("/tmp/..hidden/a..b").is_ok());
+        assert!(matches!(validate("/tmp/a\0b"), Err(FileError::Nul)));
+    }
+
+    #[tokio::test]
+    async fn write_creates_parents_and_refuses_file_parents() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = dir.path().join("a/b/c.txt");
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("hi"))]);
+        assert_eq!(write(&target, body).await.expect("written"), 2);
+        assert_eq!(std::fs::read(&target).expect("read back"), b"hi");
+
+        let below_file = target.join("d.txt");
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("x"))]);
+        assert!(matches!(
+            write(&below_file, body).await,
+            Err(FileError::NotADirectory(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn list_and_delete_report_wrong_kinds() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").expect("write");
+        assert!(matches!(
+            list(&file).await,
+            Err(FileError::NotADirectory(_))
+        ));
+        assert!(matches!(
+            delete(dir.path()).await,
+            Err(FileError::IsDirectory(_))
+        ));
+        assert!(matches!(
+            open_for_read(&dir.path().join("missing")).await,
+            Err(FileError::NotFound(_))
+        ));
+    }
+}

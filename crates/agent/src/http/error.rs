@@ -1,0 +1,214 @@
+//! The agent's only error response type: `{"error": "...", "code": "..."}` (WIRE §1.7, the
+//! indexify container-daemon style), and the one place that picks statuses.
+//!
+//! Caller faults are 4xx with the full message. Agent faults are 500 with a generic message;
+//! the detail goes to the agent's log (stderr), not to the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::files::FileError;
+use crate::process::ProcessError;
+use crate::process::spawn::LaunchError;
+
+/// Machine-readable codes of the agent's error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DaemonErrorCode {
+    /// No such process, file, directory or route.
+    NotFound,
+    /// The request body or a parameter is malformed.
+    InvalidArgument,
+    /// The command is not in `PATH` (or at its path), or its interpreter is missing.
+    CommandNotFound,
+    /// The command exists but cannot be executed.
+    NotExecutable,
+    /// The requested user or group does not exist.
+    UserNotFound,
+    /// The working directory does not exist or is not a directory.
+    InvalidWorkingDir,
+    /// The agent may not do this (file permissions, switching users as non-root).
+    PermissionDenied,
+    /// A file operation hit a directory.
+    IsDirectory,
+    /// A listing (or a parent of a written file) is not a directory.
+    NotADirectory,
+    /// A path contains `..`.
+    PathTraversal,
+    /// A running process already holds the name.
+    NameTaken,
+    /// The process has already exited.
+    ProcessExited,
+    /// Stdin cannot be written.
+    StdinNotWritable,
+    /// The route or feature is not built yet.
+    NotImplemented,
+    /// The HTTP method is not served on this path.
+    MethodNotAllowed,
+    /// The agent failed; see its log.
+    Internal,
+}
+
+/// The wire body of an agent error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonError {
+    /// Human-readable message.
+    pub error: String,
+    /// Machine-readable code.
+    pub code: DaemonErrorCode,
+}
+
+/// An error answer: status plus body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: DaemonError,
+}
+
+impl ApiError {
+    /// An answer with this status, code and message.
+    pub fn new(status: StatusCode, code: DaemonErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: DaemonError {
+                error: message.into(),
+                code,
+            },
+        }
+    }
+
+    /// 400 `INVALID_ARGUMENT`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            DaemonErrorCode::InvalidArgument,
+            message,
+        )
+    }
+
+    /// 404 `NOT_FOUND`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, DaemonErrorCode::NotFound, message)
+    }
+
+    /// 500 with a generic message; `detail` goes to the log only.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        eprintln!("alcove-agent: internal error: {detail}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            DaemonErrorCode::Internal,
+            "internal agent error (details in the agent log)",
+        )
+    }
+
+    /// The status this answer carries.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<LaunchError> for ApiError {
+    fn from(err: LaunchError) -> Self {
+        use DaemonErrorCode as C;
+        let (status, code) = match &err {
+            LaunchError::EmptyCommand => (StatusCode::BAD_REQUEST, C::InvalidArgument),
+            LaunchError::User(_) => (StatusCode::BAD_REQUEST, C::UserNotFound),
+            LaunchError::WorkingDirMissing(_) | LaunchError::WorkingDirNotDir(_) => {
+                (StatusCode::BAD_REQUEST, C::InvalidWorkingDir)
+            }
+            LaunchError::CommandNotFound(_) => (StatusCode::BAD_REQUEST, C::CommandNotFound),
+            LaunchError::NotExecutable(_) => (StatusCode::BAD_REQUEST, C::NotExecutable),
+            LaunchError::CannotSwitchUser { .. } => (StatusCode::FORBIDDEN, C::PermissionDenied),
+            LaunchError::Spawn { .. } => return Self::internal(&err),
+        };
+        Self::new(status, code, err.to_string())
+    }
+}
+
+impl From<ProcessError> for ApiError {
+    fn from(err: ProcessError) -> Self {
+        use DaemonErrorCode as C;
+        let err = match err {
+            ProcessError::Launch(launch) => return launch.into(),
+            other => other,
+        };
+        let (status, code) = match &err {
+            ProcessError::Launch(_) => return Self::internal(&err),
+            ProcessError::NotFound(_) => (StatusCode::NOT_FOUND, C::NotFound),
+            ProcessError::NameTaken(_) => (StatusCode::CONFLICT, C::NameTaken),
+            ProcessError::InvalidName(_) | ProcessError::InvalidSignal(_) => {
+                (StatusCode::BAD_REQUEST, C::InvalidArgument)
+            }
+            ProcessError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, C::NotImplemented),
+            ProcessError::Exited(_) => (StatusCode::CONFLICT, C::ProcessExited),
+            ProcessError::StdinNotWritable { .. } => (StatusCode::BAD_REQUEST, C::StdinNotWritable),
+            ProcessError::Body(_) => (StatusCode::BAD_REQUEST, C::InvalidArgument),
+        };
+        Self::new(status, code, err.to_string())
+    }
+}
+
+impl From<FileError> for ApiError {
+    fn from(err: FileError) -> Self {
+        use DaemonErrorCode as C;
+        let (status, code) = match &err {
+            FileError::Empty | FileError::NotAbsolute(_) | FileError::Nul | FileError::Body(_) => {
+                (StatusCode::BAD_REQUEST, C::InvalidArgument)
+            }
+            FileError::Traversal(_) => (StatusCode::FORBIDDEN, C::PathTraversal),
+            FileError::NotFound(_) => (StatusCode::NOT_FOUND, C::NotFound),
+            FileError::IsDirectory(_) => (StatusCode::BAD_REQUEST, C::IsDirectory),
+            FileError::NotADirectory(_) => (StatusCode::BAD_REQUEST, C::NotADirectory),
+            FileError::PermissionDenied(_) => (StatusCode::FORBIDDEN, C::PermissionDenied),
+            FileError::Io { .. } => return Self::internal(&err),
+        };
+        Self::new(status, code, err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_error_and_code() {
+        let err = ApiError::not_found("process 7 not found");
+        let json = serde_json::to_string(&err.body).expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"error":"process 7 not found","code":"NOT_FOUND"}"#
+        );
+    }
+
+    #[test]
+    fn file_errors_get_indexify_codes() {
+        let err = ApiError::from(FileError::IsDirectory("/tmp".into()));
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(err.body.code, DaemonErrorCode::IsDirectory);
+        let err = ApiError::from(FileError::Traversal("/a/..".into()));
+        assert_eq!(err.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            serde_json::to_value(err.body.code).expect("serializes"),
+            "PATH_TRAVERSAL"
+        );
+    }
+
+    #[test]
+    fn io_failures_do_not_leak_detail() {
+        let err = ApiError::from(FileError::Io {
+            action: "writing",
+            path: "/secret/path".into(),
+            source: std::io::Error::other("disk on fire"),
+        });
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!err.body.error.contains("disk on fire"));
+    }
+}

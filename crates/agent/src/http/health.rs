@@ -1,0 +1,27 @@
+//! `GET /api/v1/health` and `GET /api/v1/info` (WIRE §3.8). Both answer from memory at once
+//! (the SDKs give them 3 s).
+
+use std::sync::atomic::Ordering;
+
+use alcove_wire::health::{DaemonInfo, HealthResponse};
+use axum::Json;
+use axum::extract::State;
+
+use crate::AgentState;
+
+/// Always healthy while the agent answers.
+pub async fn health() -> Json<HealthResponse> {
+    Json(HealthResponse { healthy: true })
+}
+
+/// Version, uptime and process counts (runs in progress count as running and tracked).
+pub async fn info(State(state): State<AgentState>) -> Json<DaemonInfo> {
+    let (running, tracked) = state.processes().counts();
+    let runs = state.active_runs().load(Ordering::Acquire);
+    Json(DaemonInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_secs: state.uptime().as_secs(),
+        running_processes: running + runs,
+        total_processes: tracked + runs,
+    })
+}

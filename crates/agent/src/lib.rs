@@ -1,0 +1,117 @@
+//! alcove-agent: the daemon that runs as PID 1 inside every sandbox and serves WIRE §3
+//! (`/api/v1/...`) on port 9501: processes (run to completion, managed, stdin, output,
+//! signals), files, health and info.
+//!
+//! It owns every user process of its sandbox (spawning, reaping, killing whole trees) and
+//! their bounded output buffers. It knows nothing about the control plane, sandboxes or
+//! other agents: the server's proxy forwards `/api/v1/*` to it unchanged.
+
+pub mod config;
+pub mod files;
+pub mod http;
+pub mod output;
+pub mod pid1;
+pub mod process;
+pub mod sse;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+pub use config::AgentConfig;
+pub use http::build_router;
+use process::ProcessTable;
+use process::spawn::Launcher;
+
+/// Shared state of the HTTP handlers; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AgentState {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    launcher: Arc<Launcher>,
+    processes: ProcessTable,
+    active_runs: Arc<AtomicUsize>,
+    started: Instant,
+}
+
+impl AgentState {
+    /// Fresh state; also starts the process-wide reaper (see [`pid1`]).
+    pub fn new(config: &AgentConfig) -> Self {
+        pid1::reaper();
+        let launcher = Arc::new(Launcher::new(
+            config.passwd_path.clone(),
+            config.group_path.clone(),
+            config.child_env.clone(),
+        ));
+        Self {
+            inner: Arc::new(Shared {
+                processes: ProcessTable::new(Arc::clone(&launcher), config.output_limit_bytes),
+                launcher,
+                active_runs: Arc::default(),
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    /// Starts children.
+    pub fn launcher(&self) -> &Launcher {
+        &self.inner.launcher
+    }
+
+    /// Processes started through `POST /processes`.
+    pub fn processes(&self) -> &ProcessTable {
+        &self.inner.processes
+    }
+
+    /// Number of `processes/run` calls in progress.
+    pub fn active_runs(&self) -> &Arc<AtomicUsize> {
+        &self.inner.active_runs
+    }
+
+    /// Time since the state was created.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    state: AgentState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    // Output lines are small writes that should leave at once, not wait for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, build_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The whole agent: bind, print `listening on <addr>` to stderr, serve until SIGTERM or
+/// SIGINT, then stop every child (see [`pid1::terminate_all`]) and return.
+pub async fn run(config: AgentConfig) -> io::Result<()> {
+    pid1::ignore_sigpipe();
+    let state = AgentState::new(&config);
+    let listener = TcpListener::bind(config.listen).await?;
+    eprintln!("listening on {}", listener.local_addr()?);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let server = serve(listener, state, std::future::pending());
+    tokio::select! {
+        served = server => served?,
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    pid1::terminate_all(config.shutdown_grace).await;
+    Ok(())
+}

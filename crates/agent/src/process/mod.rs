@@ -1,0 +1,488 @@
+//! Processes started through `POST /api/v1/processes`: the table that tracks them, their
+//! stdin, captured output and exit, and the operations of WIRE §3.2-3.3.
+//!
+//! A process stays in the table after it exits, so its status and output can still be read,
+//! until `DELETE` removes it or it becomes one of more than [`MAX_EXITED_RETAINED`] exited
+//! processes (the oldest exited ones are evicted, bounding memory).
+//!
+//! Managed processes: `name` is supported (lookup by name in `{p}`) and `restart` with policy
+//! `never` is accepted; restart policies `on_failure`/`always`, health checks and
+//! `POST /{p}/restart` answer 501 until supervision is built.
+
+pub mod oom;
+pub mod run;
+pub mod spawn;
+pub mod tree;
+pub mod user;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use alcove_wire::process::{
+    HealthStatus, ManagedExit, ManagedInfo, ManagedStatus, OutputStream, ProcessInfo,
+    ProcessStatus, RestartConfig, RestartPolicy, StartProcessRequest,
+};
+use alcove_wire::time::{EpochMillis, now_millis};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
+use tokio::sync::watch;
+
+use crate::output::{self, BufferSink, OutputBuffer};
+use crate::pid1::ExitStatus;
+use spawn::{LaunchError, LaunchSpec, Launcher};
+
+/// Exited processes kept for inspection; older ones are evicted.
+pub const MAX_EXITED_RETAINED: usize = 256;
+
+/// How a tracked process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit code when it exited on its own.
+    pub code: Option<i32>,
+    /// Signal number when a signal killed it.
+    pub signal: Option<i32>,
+    /// Whether the OOM killer killed it.
+    pub oom_killed: bool,
+    /// End time, epoch milliseconds.
+    pub ended_at: EpochMillis,
+}
+
+impl ExitInfo {
+    /// Builds the exit of a process from its wait status and OOM counter baseline.
+    pub fn new(status: ExitStatus, oom_baseline: Option<u64>) -> Self {
+        Self {
+            code: status.code,
+            signal: status.signal,
+            oom_killed: oom::was_oom_killed(status.signal, oom_baseline),
+            ended_at: now_millis(),
+        }
+    }
+
+    /// The wire status this exit maps to.
+    pub fn status(&self) -> ProcessStatus {
+        if self.oom_killed {
+            ProcessStatus::OomKilled
+        } else if self.signal.is_some() {
+            ProcessStatus::Signaled
+        } else {
+            ProcessStatus::Exited
+        }
+    }
+}
+
+/// Why a process operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// No tracked process has this pid or name.
+    #[error("process {0} not found")]
+    NotFound(String),
+    /// The process could not be started.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// A running managed process already holds the name.
+    #[error("a running process is already named {0:?}")]
+    NameTaken(String),
+    /// The name cannot address a process.
+    #[error(
+        "invalid process name {0:?}: must be non-empty, not all digits, without '/', and not \"run\""
+    )]
+    InvalidName(String),
+    /// Part of WIRE §3.2 that is not built yet.
+    #[error("{0} not implemented yet")]
+    NotImplemented(&'static str),
+    /// The signal number is not a valid signal.
+    #[error("invalid signal number {0}: expected 1 to {max}", max = libc::SIGRTMAX())]
+    InvalidSignal(i32),
+    /// The process has already exited.
+    #[error("process {0} has already exited")]
+    Exited(u32),
+    /// Stdin was not piped, was closed, or the process stopped reading it.
+    #[error("stdin of process {pid} is not writable: {reason}")]
+    StdinNotWritable {
+        /// The process.
+        pid: u32,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Reading the request body failed (the client went away mid-upload).
+    #[error("reading request body: {0}")]
+    Body(String),
+}
+
+/// A process started through `POST /api/v1/processes`.
+#[derive(Debug)]
+pub struct TrackedProcess {
+    /// Process id (also its process group id).
+    pub pid: u32,
+    command: String,
+    args: Vec<String>,
+    started_at: EpochMillis,
+    managed: Option<(String, Option<String>, RestartConfig)>,
+    stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
+    stdin_open: AtomicBool,
+    /// Captured output of both streams.
+    pub output: Arc<OutputBuffer>,
+    exit: watch::Receiver<Option<ExitInfo>>,
+}
+
+impl TrackedProcess {
+    /// Its exit, once it has exited.
+    pub fn exit_info(&self) -> Option<ExitInfo> {
+        *self.exit.borrow()
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&self) -> bool {
+        self.exit_info().is_none()
+    }
+
+    fn pgid(&self) -> i32 {
+        i32::try_from(self.pid).unwrap_or(0)
+    }
+
+    /// Its WIRE §3.2 `ProcessInfo`.
+    pub fn info(&self) -> ProcessInfo {
+        let exit = self.exit_info();
+        ProcessInfo {
+            pid: self.pid,
+            status: exit.map_or(ProcessStatus::Running, |e| e.status()),
+            exit_code: exit.and_then(|e| e.code),
+            signal: exit.and_then(|e| e.signal),
+            stdin_writable: exit.is_none() && self.stdin_open.load(Ordering::Acquire),
+            command: self.command.clone(),
+            args: self.args.clone(),
+            started_at: self.started_at,
+            ended_at: exit.map(|e| e.ended_at),
+            oom_killed: exit.is_some_and(|e| e.oom_killed),
+            managed: self
+                .managed
+                .as_ref()
+                .map(|(id, name, restart)| ManagedInfo {
+                    id: id.clone(),
+                    name: name.clone(),
+                    status: if exit.is_some() {
+                        ManagedStatus::Stopped
+                    } else {
+                        ManagedStatus::Running
+                    },
+                    restart_count: 0,
+                    restart: restart.clone(),
+                    health_check: None,
+                    health_status: HealthStatus::Disabled,
+                    consecutive_health_failures: 0,
+                    last_exit: exit.map(|e| ManagedExit {
+                        exit_code: e.code,
+                        signal: e.signal,
+                        oom_killed: e.oom_killed,
+                        ended_at: e.ended_at,
+                    }),
+                    last_error: None,
+                    next_restart_at: None,
+                }),
+        }
+    }
+
+    /// Sends `signal` to its process group.
+    pub fn signal(&self, signal: i32) -> Result<(), ProcessError> {
+        if !(1..=libc::SIGRTMAX()).contains(&signal) {
+            return Err(ProcessError::InvalidSignal(signal));
+        }
+        if !self.is_running() {
+            return Err(ProcessError::Exited(self.pid));
+        }
+        tree::signal_group(self.pgid(), signal);
+        Ok(())
+    }
+
+    /// SIGKILLs it and its whole tree (no-op once it has exited).
+    pub fn kill(&self) {
+        if self.is_running() {
+            tree::kill_tree(self.pgid());
+        }
+    }
+
+    /// Writes a request body to its stdin, chunk by chunk (never the whole body in memory).
+    pub async fn write_stdin<S, E>(&self, body: S) -> Result<(), ProcessError>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        let not_writable = |reason| ProcessError::StdinNotWritable {
+            pid: self.pid,
+            reason,
+        };
+        let mut guard = self.stdin.lock().await;
+        let Some(stdin) = guard.as_mut() else {
+            return Err(not_writable("stdin is closed or was not piped"));
+        };
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|err| ProcessError::Body(err.to_string()))?;
+            if stdin.write_all(&chunk).await.is_err() {
+                // EPIPE: the process closed its stdin or exited; nothing can be written again.
+                *guard = None;
+                self.stdin_open.store(false, Ordering::Release);
+                return Err(not_writable("the process no longer reads it"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes its stdin so it reads end of file.
+    pub async fn close_stdin(&self) -> Result<(), ProcessError> {
+        let mut guard = self.stdin.lock().await;
+        if guard.take().is_none() {
+            return Err(ProcessError::StdinNotWritable {
+                pid: self.pid,
+                reason: "stdin is already closed or was not piped",
+            });
+        }
+        self.stdin_open.store(false, Ordering::Release);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_pid: BTreeMap<u32, Arc<TrackedProcess>>,
+    names: HashMap<String, u32>,
+    exited: VecDeque<u32>,
+}
+
+impl Table {
+    fn remove(&mut self, pid: u32) {
+        if let Some(process) = self.by_pid.remove(&pid)
+            && let Some((_, Some(name), _)) = &process.managed
+            && self.names.get(name) == Some(&pid)
+        {
+            self.names.remove(name);
+        }
+        self.exited.retain(|&p| p != pid);
+    }
+}
+
+/// The processes started through `POST /api/v1/processes`.
+#[derive(Debug)]
+pub struct ProcessTable {
+    table: Arc<Mutex<Table>>,
+    launcher: Arc<Launcher>,
+    output_limit_bytes: usize,
+}
+
+fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
+    // The maps stay consistent even if a holder panicked.
+    table
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.bytes().all(|b| b.is_ascii_digit())
+        && !name.contains('/')
+        && name != "run"
+}
+
+impl ProcessTable {
+    /// An empty table whose processes keep at most `output_limit_bytes` of output each.
+    pub fn new(launcher: Arc<Launcher>, output_limit_bytes: usize) -> Self {
+        Self {
+            table: Arc::default(),
+            launcher,
+            output_limit_bytes,
+        }
+    }
+
+    /// Starts a process (WIRE §3.2). Must run inside a tokio runtime.
+    pub fn start(&self, req: &StartProcessRequest) -> Result<Arc<TrackedProcess>, ProcessError> {
+        if req.health_check.is_some() {
+            return Err(ProcessError::NotImplemented(
+                "managed-process health checks",
+            ));
+        }
+        if req
+            .restart
+            .as_ref()
+            .is_some_and(|r| r.policy != RestartPolicy::Never)
+        {
+            return Err(ProcessError::NotImplemented(
+                "supervised restarts (restart policy on_failure/always)",
+            ));
+        }
+        if let Some(name) = &req.name
+            && !valid_name(name)
+        {
+            return Err(ProcessError::InvalidName(name.clone()));
+        }
+        let spec = LaunchSpec {
+            command: &req.command,
+            args: &req.args,
+            env: &req.env,
+            working_dir: req.working_dir.as_deref(),
+            user: req.user.as_ref(),
+            stdin: req.stdin_mode,
+            stdout: req.stdout_mode,
+            stderr: req.stderr_mode,
+        };
+        // Held across the spawn so that two starts cannot both take a free name.
+        let mut table = lock(&self.table);
+        if let Some(name) = &req.name
+            && let Some(holder) = table.names.get(name).and_then(|pid| table.by_pid.get(pid))
+            && holder.is_running()
+        {
+            return Err(ProcessError::NameTaken(name.clone()));
+        }
+        let spawned = self.launcher.launch(&spec)?;
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let output = Arc::new(OutputBuffer::new(self.output_limit_bytes));
+        let managed = req.is_managed().then(|| {
+            let id = req
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("process-{}", spawned.pid));
+            let restart = req.restart.clone().unwrap_or(RestartConfig {
+                policy: RestartPolicy::Never,
+                ..RestartConfig::default()
+            });
+            (id, req.name.clone(), restart)
+        });
+        let process = Arc::new(TrackedProcess {
+            pid: spawned.pid,
+            command: req.command.clone(),
+            args: req.args.clone(),
+            started_at: spawned.started_at,
+            managed,
+            stdin_open: AtomicBool::new(spawned.stdin.is_some()),
+            stdin: tokio::sync::Mutex::new(spawned.stdin),
+            output: Arc::clone(&output),
+            exit: exit_rx,
+        });
+        // A reused pid replaces the stale entry of the process that had it before.
+        table.remove(spawned.pid);
+        table.by_pid.insert(spawned.pid, Arc::clone(&process));
+        if let Some(name) = &req.name {
+            table.names.insert(name.clone(), spawned.pid);
+        }
+        drop(table);
+
+        let (gone_tx, gone_rx) = watch::channel(false);
+        let pumps: Vec<_> = [
+            (spawned.stdout, OutputStream::Stdout),
+            (spawned.stderr, OutputStream::Stderr),
+        ]
+        .into_iter()
+        .filter_map(|(rx, stream)| {
+            let sink = BufferSink(Arc::clone(&output));
+            rx.map(|rx| tokio::spawn(output::pump(rx, stream, sink, gone_rx.clone())))
+        })
+        .collect();
+        let table = Arc::clone(&self.table);
+        let pid = spawned.pid;
+        let oom_baseline = spawned.oom_baseline;
+        let exit = spawned.exit;
+        tokio::spawn(async move {
+            // The reaper never drops a registered sender; an error would mean no status.
+            let status = exit.await.map_or(
+                ExitStatus {
+                    code: Some(-1),
+                    signal: None,
+                },
+                ExitStatus::from_raw,
+            );
+            exit_tx.send_replace(Some(ExitInfo::new(status, oom_baseline)));
+            gone_tx.send_replace(true);
+            for pump in pumps {
+                if let Ok(end) = pump.await {
+                    output::settle(end);
+                }
+            }
+            output.finish();
+            let mut table = lock(&table);
+            table.exited.push_back(pid);
+            while table.exited.len() > MAX_EXITED_RETAINED {
+                if let Some(oldest) = table.exited.pop_front() {
+                    table.remove(oldest);
+                }
+            }
+        });
+        Ok(process)
+    }
+
+    /// Looks up `{p}`: an all-digit key is a pid, anything else a managed-process name.
+    pub fn get(&self, key: &str) -> Result<Arc<TrackedProcess>, ProcessError> {
+        let table = lock(&self.table);
+        let pid = if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
+            key.parse::<u32>().ok()
+        } else {
+            table.names.get(key).copied()
+        };
+        pid.and_then(|pid| table.by_pid.get(&pid).cloned())
+            .ok_or_else(|| ProcessError::NotFound(key.to_string()))
+    }
+
+    /// `ProcessInfo` of every tracked process, by pid.
+    pub fn list(&self) -> Vec<ProcessInfo> {
+        let processes: Vec<_> = lock(&self.table).by_pid.values().cloned().collect();
+        processes.iter().map(|p| p.info()).collect()
+    }
+
+    /// `DELETE /processes/{p}`: kills a running process (it stays listed, as signaled); an
+    /// exited one is removed from the table.
+    pub fn delete(&self, key: &str) -> Result<(), ProcessError> {
+        let process = self.get(key)?;
+        if process.is_running() {
+            process.kill();
+        } else {
+            lock(&self.table).remove(process.pid);
+        }
+        Ok(())
+    }
+
+    /// (running, tracked) process counts.
+    pub fn counts(&self) -> (usize, usize) {
+        let table = lock(&self.table);
+        let running = table.by_pid.values().filter(|p| p.is_running()).count();
+        (running, table.by_pid.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_be_pids_are_invalid() {
+        assert!(valid_name("web"));
+        assert!(valid_name("web-1"));
+        assert!(!valid_name("1234"));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("run"));
+    }
+
+    #[test]
+    fn exit_status_maps_to_wire_status() {
+        let exited = ExitInfo {
+            code: Some(0),
+            signal: None,
+            oom_killed: false,
+            ended_at: 0,
+        };
+        assert_eq!(exited.status(), ProcessStatus::Exited);
+        let signaled = ExitInfo {
+            code: None,
+            signal: Some(15),
+            ..exited
+        };
+        assert_eq!(signaled.status(), ProcessStatus::Signaled);
+        let oom = ExitInfo {
+            signal: Some(9),
+            oom_killed: true,
+            ..signaled
+        };
+        assert_eq!(oom.status(), ProcessStatus::OomKilled);
+    }
+}

@@ -1,0 +1,485 @@
+//! Starting a child process.
+//!
+//! Everything that can be wrong with a request (user, working directory, program) is checked
+//! *before* forking, so the caller gets a 4xx JSON error instead of a stream that fails. The
+//! child then gets, in `pre_exec`: its own session and process group (so signals and kills
+//! reach its whole group), `oom_score_adj` [`CHILD_OOM_SCORE_ADJ`] (so the OOM killer picks a
+//! user process before the agent: hosts without CAP_SYS_RESOURCE cannot lower the agent's own
+//! score, but any process may raise its own), and the requested uid/gid/groups.
+//!
+//! Environment: the agent's own (minus `ALCOVE_AGENT_*`), then `HOME` and `USER` of the target
+//! user and a default `PATH` if none is set, then the request's `env`, which wins.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use alcove_wire::process::{OutputMode, StdinMode, UserSpec};
+use alcove_wire::time::{EpochMillis, now_millis};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+use super::oom;
+use super::tree;
+use super::user::{self, Identity, UserDb, UserError};
+use crate::pid1::{RawWaitStatus, reaper};
+
+/// `PATH` given to children when neither the agent's environment nor the request sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Prefix of the agent's own configuration variables, which children do not inherit.
+pub const AGENT_ENV_PREFIX: &str = "ALCOVE_AGENT_";
+
+/// What to start.
+#[derive(Debug, Clone, Copy)]
+pub struct LaunchSpec<'a> {
+    /// Program: a path, or a name looked up in `PATH`.
+    pub command: &'a str,
+    /// Arguments after the program name.
+    pub args: &'a [String],
+    /// Variables that override the defaults.
+    pub env: &'a BTreeMap<String, String>,
+    /// Working directory; `None` = the user's home if it exists, else `/`.
+    pub working_dir: Option<&'a str>,
+    /// Target user; `None` = the agent's own.
+    pub user: Option<&'a UserSpec>,
+    /// Stdin handling.
+    pub stdin: StdinMode,
+    /// Stdout handling.
+    pub stdout: OutputMode,
+    /// Stderr handling.
+    pub stderr: OutputMode,
+}
+
+/// A started child, with its pipes registered on the current tokio runtime.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Process id (also its process group and session id).
+    pub pid: u32,
+    /// Start time, epoch milliseconds.
+    pub started_at: EpochMillis,
+    /// Write end of its stdin, when piped.
+    pub stdin: Option<pipe::Sender>,
+    /// Read end of its stdout, when captured.
+    pub stdout: Option<pipe::Receiver>,
+    /// Read end of its stderr, when captured.
+    pub stderr: Option<pipe::Receiver>,
+    /// Gets its raw wait status from the reaper.
+    pub exit: oneshot::Receiver<RawWaitStatus>,
+    /// The cgroup's OOM kill counter just before the start.
+    pub oom_baseline: Option<u64>,
+}
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The command is empty.
+    #[error("command must not be empty")]
+    EmptyCommand,
+    /// The user cannot be resolved.
+    #[error(transparent)]
+    User(#[from] UserError),
+    /// The working directory does not exist.
+    #[error("working directory {0:?} does not exist")]
+    WorkingDirMissing(String),
+    /// The working directory is not a directory.
+    #[error("working directory {0:?} is not a directory")]
+    WorkingDirNotDir(String),
+    /// The program is not a file in `PATH` (or at the given path), or its interpreter is missing.
+    #[error("command not found: {0}")]
+    CommandNotFound(String),
+    /// The program exists but cannot be executed.
+    #[error("command is not executable: {0}")]
+    NotExecutable(String),
+    /// The agent does not run as root, so it cannot switch to another user.
+    #[error("cannot run as uid {uid} gid {gid}: the agent itself is not root")]
+    CannotSwitchUser {
+        /// Requested uid.
+        uid: u32,
+        /// Requested gid.
+        gid: u32,
+    },
+    /// fork/exec or pipe setup failed for another reason.
+    #[error("starting {command:?}: {source}")]
+    Spawn {
+        /// The command as requested.
+        command: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// Starts children; holds what every start needs.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    passwd_path: PathBuf,
+    group_path: PathBuf,
+    base_env: Vec<(OsString, OsString)>,
+}
+
+impl Launcher {
+    /// A launcher reading users from the given files; children inherit `agent_env` minus the
+    /// agent's own `ALCOVE_AGENT_*` variables.
+    pub fn new(
+        passwd_path: PathBuf,
+        group_path: PathBuf,
+        agent_env: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Self {
+        let base_env = agent_env
+            .into_iter()
+            .filter(|(key, _)| !key.to_string_lossy().starts_with(AGENT_ENV_PREFIX))
+            .collect();
+        Self {
+            passwd_path,
+            group_path,
+            base_env,
+        }
+    }
+
+    /// Checks `spec` and starts it. Must run inside a tokio runtime (the pipes register there).
+    pub fn launch(&self, spec: &LaunchSpec<'_>) -> Result<Spawned, LaunchError> {
+        if spec.command.is_empty() {
+            return Err(LaunchError::EmptyCommand);
+        }
+        let db = UserDb::load(&self.passwd_path, &self.group_path);
+        // SAFETY: geteuid/getegid cannot fail and touch no memory.
+        let (current_uid, current_gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let identity = user::resolve(spec.user, &db, current_uid)?;
+        let switch_user = spec.user.is_some();
+        if switch_user
+            && current_uid != 0
+            && (identity.uid != current_uid || identity.gid != current_gid)
+        {
+            return Err(LaunchError::CannotSwitchUser {
+                uid: identity.uid,
+                gid: identity.gid,
+            });
+        }
+        let env = self.child_env(&identity, switch_user, spec.env);
+        let cwd = working_dir(spec.working_dir, identity.home.as_deref())?;
+        let path_var = env.get(OsStr::new("PATH")).map(OsString::as_os_str);
+        let program = resolve_program(spec.command, path_var, &cwd)?;
+
+        let mut command = Command::new(&program);
+        command
+            .arg0(spec.command)
+            .args(spec.args)
+            .env_clear()
+            .envs(&env)
+            .current_dir(&cwd)
+            .stdin(match spec.stdin {
+                StdinMode::Pipe => Stdio::piped(),
+                StdinMode::Closed => Stdio::null(),
+            })
+            .stdout(output_stdio(spec.stdout))
+            .stderr(output_stdio(spec.stderr));
+        let credentials = switch_user.then(|| Credentials {
+            uid: identity.uid,
+            gid: identity.gid,
+            groups: identity.groups.clone(),
+            set_groups: current_uid == 0,
+        });
+        // SAFETY: `child_setup` only makes async-signal-safe syscalls and does not allocate
+        // (the group list was built before the fork).
+        unsafe {
+            command.pre_exec(move || child_setup(credentials.as_ref()));
+        }
+
+        let oom_baseline = oom::oom_kill_count();
+        let started_at = now_millis();
+        let (mut child, exit) = reaper()
+            .spawn(&mut command)
+            .map_err(|err| spawn_error(spec.command, err))?;
+        let pid = child.id();
+        let pipes = (|| -> io::Result<_> {
+            let stdin = child
+                .stdin
+                .take()
+                .map(|fd| pipe::Sender::from_owned_fd(OwnedFd::from(fd)))
+                .transpose()?;
+            let stdout = child
+                .stdout
+                .take()
+                .map(|fd| pipe::Receiver::from_owned_fd(OwnedFd::from(fd)))
+                .transpose()?;
+            let stderr = child
+                .stderr
+                .take()
+                .map(|fd| pipe::Receiver::from_owned_fd(OwnedFd::from(fd)))
+                .transpose()?;
+            Ok((stdin, stdout, stderr))
+        })();
+        let (stdin, stdout, stderr) = match pipes {
+            Ok(pipes) => pipes,
+            Err(source) => {
+                // The child runs but we cannot talk to it; do not leave it behind.
+                tree::kill_tree(i32::try_from(pid).unwrap_or(0));
+                return Err(LaunchError::Spawn {
+                    command: spec.command.to_string(),
+                    source,
+                });
+            }
+        };
+        Ok(Spawned {
+            pid,
+            started_at,
+            stdin,
+            stdout,
+            stderr,
+            exit,
+            oom_baseline,
+        })
+    }
+
+    fn child_env(
+        &self,
+        identity: &Identity,
+        switch_user: bool,
+        overrides: &BTreeMap<String, String>,
+    ) -> BTreeMap<OsString, OsString> {
+        let mut env: BTreeMap<OsString, OsString> = self.base_env.iter().cloned().collect();
+        let home = match (&identity.home, switch_user) {
+            (Some(home), _) => Some(OsString::from(home)),
+            // Our own uid without a passwd entry: keep the HOME we were given, if any.
+            (None, false) => env.get(OsStr::new("HOME")).cloned(),
+            (None, true) => None,
+        };
+        env.insert("HOME".into(), home.unwrap_or_else(|| "/".into()));
+        let user = identity
+            .name
+            .clone()
+            .unwrap_or_else(|| identity.uid.to_string());
+        env.insert("USER".into(), user.into());
+        env.entry("PATH".into())
+            .or_insert_with(|| DEFAULT_PATH.into());
+        for (key, value) in overrides {
+            env.insert(key.into(), value.into());
+        }
+        env
+    }
+}
+
+fn output_stdio(mode: OutputMode) -> Stdio {
+    match mode {
+        OutputMode::Capture => Stdio::piped(),
+        OutputMode::Discard => Stdio::null(),
+    }
+}
+
+/// The working directory: the requested one (relative = under the default) or the default.
+fn working_dir(requested: Option<&str>, home: Option<&str>) -> Result<PathBuf, LaunchError> {
+    let default = home
+        .map(Path::new)
+        .filter(|home| home.is_dir())
+        .unwrap_or(Path::new("/"));
+    let Some(requested) = requested.filter(|dir| !dir.is_empty()) else {
+        return Ok(default.to_path_buf());
+    };
+    let dir = default.join(requested);
+    match std::fs::metadata(&dir) {
+        Ok(meta) if meta.is_dir() => Ok(dir),
+        Ok(_) => Err(LaunchError::WorkingDirNotDir(requested.to_string())),
+        Err(_) => Err(LaunchError::WorkingDirMissing(requested.to_string())),
+    }
+}
+
+/// Outcome of looking at one candidate program file.
+#[derive(Debug, PartialEq, Eq)]
+enum Candidate {
+    Executable,
+    NotExecutable,
+    Missing,
+}
+
+fn inspect(path: &Path) -> Candidate {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Candidate::Missing,
+        Ok(meta) if meta.permissions().mode() & 0o111 != 0 => Candidate::Executable,
+        Ok(_) => Candidate::NotExecutable,
+        Err(_) => Candidate::Missing,
+    }
+}
+
+/// Finds the program as `execvp` would: a name with `/` is a path (relative to `cwd`), any
+/// other name is searched in `path_var` (empty entries mean `cwd`).
+pub fn resolve_program(
+    command: &str,
+    path_var: Option<&OsStr>,
+    cwd: &Path,
+) -> Result<PathBuf, LaunchError> {
+    if command.contains('/') {
+        let path = cwd.join(command);
+        return match inspect(&path) {
+            Candidate::Executable => Ok(path),
+            Candidate::NotExecutable => Err(LaunchError::NotExecutable(command.to_string())),
+            Candidate::Missing => Err(LaunchError::CommandNotFound(command.to_string())),
+        };
+    }
+    let path_var = path_var.unwrap_or(OsStr::new(DEFAULT_PATH));
+    let mut saw_not_executable = false;
+    for dir in std::env::split_paths(path_var) {
+        let candidate = cwd.join(dir).join(command);
+        match inspect(&candidate) {
+            Candidate::Executable => return Ok(candidate),
+            Candidate::NotExecutable => saw_not_executable = true,
+            Candidate::Missing => {}
+        }
+    }
+    if saw_not_executable {
+        Err(LaunchError::NotExecutable(command.to_string()))
+    } else {
+        Err(LaunchError::CommandNotFound(command.to_string()))
+    }
+}
+
+fn spawn_error(command: &str, err: io::Error) -> LaunchError {
+    match err.raw_os_error() {
+        // ENOENT after our own lookup succeeded: a script whose interpreter is missing.
+        Some(libc::ENOENT) => LaunchError::CommandNotFound(command.to_string()),
+        Some(libc::EACCES) | Some(libc::ENOEXEC) => LaunchError::NotExecutable(command.to_string()),
+        _ => LaunchError::Spawn {
+            command: command.to_string(),
+            source: err,
+        },
+    }
+}
+
+/// The identity a child switches to in `pre_exec`.
+#[derive(Debug, Clone)]
+struct Credentials {
+    uid: u32,
+    gid: u32,
+    groups: Vec<libc::gid_t>,
+    /// Only root may call setgroups; otherwise the groups stay as they are.
+    set_groups: bool,
+}
+
+/// Runs in the child between fork and exec (see the module docs). Async-signal-safe only.
+fn child_setup(credentials: Option<&Credentials>) -> io::Result<()> {
+    // SAFETY: setsid takes no arguments; the child of a fork is never a group leader.
+    if unsafe { libc::setsid() } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    raise_oom_score_adj();
+    if let Some(creds) = credentials {
+        if creds.set_groups {
+            // SAFETY: the pointer and length describe the live `groups` vector.
+            let rc = unsafe { libc::setgroups(creds.groups.len(), creds.groups.as_ptr()) };
+            if rc == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: setgid/setuid take plain integers; the group goes first because after
+        // setuid we may no longer be allowed to change it.
+        if unsafe { libc::setgid(creds.gid) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::setuid(creds.uid) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `oom_score_adj` of every process the agent starts: user processes die first when the
+/// sandbox runs out of memory, and the agent (PID 1) survives to report it.
+pub const CHILD_OOM_SCORE_ADJ: &[u8] = b"500";
+
+/// Best effort: if the write is refused, the child keeps the agent's value, which is still a
+/// valid setting.
+fn raise_oom_score_adj() {
+    // SAFETY: a NUL-terminated literal path; the descriptor is closed before returning.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::write(
+                fd,
+                CHILD_OOM_SCORE_ADJ.as_ptr().cast(),
+                CHILD_OOM_SCORE_ADJ.len(),
+            );
+            libc::close(fd);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_programs_like_execvp() {
+        let root = Path::new("/");
+        let sh = resolve_program("sh", Some(OsStr::new("/nonexistent:/bin:/usr/bin")), root)
+            .expect("sh is in /bin");
+        assert!(sh.ends_with("sh"));
+        assert!(matches!(
+            resolve_program("no-such-program-xyz", None, root),
+            Err(LaunchError::CommandNotFound(_))
+        ));
+        assert!(matches!(
+            resolve_program("/etc/passwd", None, root),
+            Err(LaunchError::NotExecutable(_))
+        ));
+        assert!(matches!(
+            resolve_program("./nope", None, root),
+            Err(LaunchError::CommandNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn working_dir_defaults_and_checks() {
+        assert_eq!(
+            working_dir(None, Some("/nonexistent-home")).ok(),
+            Some(PathBuf::from("/"))
+        );
+        assert_eq!(
+            working_dir(None, Some("/tmp")).ok(),
+            Some(PathBuf::from("/tmp"))
+        );
+        assert!(matches!(
+            working_dir(Some("/nonexistent-dir"), None),
+            Err(LaunchError::WorkingDirMissing(_))
+        ));
+        assert!(matches!(
+            working_dir(Some("/etc/passwd"), None),
+            Err(LaunchError::WorkingDirNotDir(_))
+        ));
+    }
+
+    #[test]
+    fn child_env_layers_defaults_and_overrides() {
+        let launcher = Launcher::new(
+            "/nonexistent".into(),
+            "/nonexistent".into(),
+            [
+                ("KEEP".into(), "1".into()),
+                ("ALCOVE_AGENT_LISTEN".into(), "x".into()),
+                ("HOME".into(), "/agent-home".into()),
+            ],
+        );
+        let identity = Identity {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000],
+            name: Some("app".into()),
+            home: Some("/home/app".into()),
+        };
+        let overrides = BTreeMap::from([("KEEP".to_string(), "2".to_string())]);
+        let env = launcher.child_env(&identity, true, &overrides);
+        let get = |k: &str| env.get(OsStr::new(k)).and_then(|v| v.to_str());
+        assert_eq!(get("HOME"), Some("/home/app"));
+        assert_eq!(get("USER"), Some("app"));
+        assert_eq!(get("PATH"), Some(DEFAULT_PATH));
+        assert_eq!(get("KEEP"), Some("2"));
+        assert_eq!(get("ALCOVE_AGENT_LISTEN"), None);
+    }
+}

@@ -1,0 +1,348 @@
+//! Resolving WIRE's `user` field against the sandbox's `/etc/passwd` and `/etc/group`.
+//!
+//! The agent is linked statically against glibc, where `getpwnam` and friends need NSS
+//! modules loaded at run time from the *image*, which may not have them. The files are parsed
+//! directly instead, and re-read for every request, because users may be added at any time
+//! (`useradd` through `run`).
+//!
+//! Rules (as Docker's `--user`): `NAME` must exist; a numeric `UID` need not, and then its
+//! group is 0 and its home `/`; `:GROUP` overrides the primary group. Supplementary groups are
+//! those of `/etc/group` that list the user by name.
+
+use std::path::Path;
+
+use alcove_wire::process::{UserIds, UserSpec};
+
+/// One line of `/etc/passwd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswdEntry {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Home directory.
+    pub home: String,
+}
+
+/// One line of `/etc/group`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry {
+    /// Group name.
+    pub name: String,
+    /// Group id.
+    pub gid: u32,
+    /// Names of supplementary members.
+    pub members: Vec<String>,
+}
+
+/// The parsed user and group databases.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserDb {
+    /// Entries of `/etc/passwd`, in file order.
+    pub users: Vec<PasswdEntry>,
+    /// Entries of `/etc/group`, in file order.
+    pub groups: Vec<GroupEntry>,
+}
+
+fn parse_passwd_line(line: &str) -> Option<PasswdEntry> {
+    let fields: Vec<&str> = line.split(':').collect();
+    if fields.len() < 7 || line.starts_with('#') {
+        return None;
+    }
+    Some(PasswdEntry {
+        name: fields[0].to_string(),
+        uid: fields[2].parse().ok()?,
+        gid: fields[3].parse().ok()?,
+        home: fields[5].to_string(),
+    })
+}
+
+fn parse_group_line(line: &str) -> Option<GroupEntry> {
+    let fields: Vec<&str> = line.split(':').collect();
+    if fields.len() < 4 || line.starts_with('#') {
+        return None;
+    }
+    Some(GroupEntry {
+        name: fields[0].to_string(),
+        gid: fields[2].parse().ok()?,
+        members: fields[3]
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+impl UserDb {
+    /// Parses the texts of `/etc/passwd` and `/etc/group`, skipping malformed lines.
+    pub fn parse(passwd: &str, group: &str) -> Self {
+        Self {
+            users: passwd.lines().filter_map(parse_passwd_line).collect(),
+            groups: group.lines().filter_map(parse_group_line).collect(),
+        }
+    }
+
+    /// Reads both files; a missing or unreadable file counts as empty (minimal images).
+    pub fn load(passwd: &Path, group: &Path) -> Self {
+        let passwd = std::fs::read_to_string(passwd).unwrap_or_default();
+        let group = std::fs::read_to_string(group).unwrap_or_default();
+        Self::parse(&passwd, &group)
+    }
+
+    /// The first user named `name`.
+    pub fn user_by_name(&self, name: &str) -> Option<&PasswdEntry> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The first user with id `uid`.
+    pub fn user_by_uid(&self, uid: u32) -> Option<&PasswdEntry> {
+        self.users.iter().find(|u| u.uid == uid)
+    }
+
+    /// The first group named `name`.
+    pub fn group_by_name(&self, name: &str) -> Option<&GroupEntry> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+}
+
+/// Why a `user` value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    /// The user value is empty.
+    #[error("user must not be empty")]
+    Empty,
+    /// The named user is not in /etc/passwd.
+    #[error("unknown user {0:?}: not in /etc/passwd")]
+    UnknownUser(String),
+    /// The named group is not in /etc/group.
+    #[error("unknown group {0:?}: not in /etc/group")]
+    UnknownGroup(String),
+}
+
+/// Who a process runs as, fully resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups (including the primary one).
+    pub groups: Vec<u32>,
+    /// Login name, when `/etc/passwd` knows the uid.
+    pub name: Option<String>,
+    /// Home directory, when `/etc/passwd` knows the uid.
+    pub home: Option<String>,
+}
+
+impl Identity {
+    fn from_entry(entry: &PasswdEntry) -> Self {
+        Self {
+            uid: entry.uid,
+            gid: entry.gid,
+            groups: Vec::new(),
+            name: Some(entry.name.clone()),
+            home: Some(entry.home.clone()),
+        }
+    }
+
+    fn from_uid(uid: u32, db: &UserDb) -> Self {
+        db.user_by_uid(uid).map(Self::from_entry).unwrap_or(Self {
+            uid,
+            gid: 0,
+            groups: Vec::new(),
+            name: None,
+            home: None,
+        })
+    }
+
+    fn fill_groups(mut self, db: &UserDb) -> Self {
+        let mut groups = vec![self.gid];
+        if let Some(name) = &self.name {
+            for group in &db.groups {
+                if group.members.iter().any(|m| m == name) && !groups.contains(&group.gid) {
+                    groups.push(group.gid);
+                }
+            }
+        }
+        self.groups = groups;
+        self
+    }
+}
+
+fn resolve_user_part(part: &str, db: &UserDb) -> Result<Identity, UserError> {
+    if part.is_empty() {
+        return Err(UserError::Empty);
+    }
+    if let Ok(uid) = part.parse::<u32>() {
+        return Ok(Identity::from_uid(uid, db));
+    }
+    db.user_by_name(part)
+        .map(Identity::from_entry)
+        .ok_or_else(|| UserError::UnknownUser(part.to_string()))
+}
+
+fn resolve_group_part(part: &str, db: &UserDb) -> Result<u32, UserError> {
+    if let Ok(gid) = part.parse::<u32>() {
+        return Ok(gid);
+    }
+    db.group_by_name(part)
+        .map(|g| g.gid)
+        .ok_or_else(|| UserError::UnknownGroup(part.to_string()))
+}
+
+fn resolve_ids(ids: &UserIds, db: &UserDb) -> Result<Identity, UserError> {
+    let mut identity = match (&ids.name, ids.uid) {
+        (Some(name), _) => resolve_user_part(name, db)?,
+        (None, Some(uid)) => Identity::from_uid(uid, db),
+        (None, None) => return Err(UserError::Empty),
+    };
+    if let Some(uid) = ids.uid {
+        identity.uid = uid;
+    }
+    if let Some(gid) = ids.gid {
+        identity.gid = gid;
+    }
+    Ok(identity)
+}
+
+/// Resolves a requested user; `None` means the agent's own `current_uid`.
+pub fn resolve(
+    spec: Option<&UserSpec>,
+    db: &UserDb,
+    current_uid: u32,
+) -> Result<Identity, UserError> {
+    let identity = match spec {
+        None => Identity::from_uid(current_uid, db),
+        Some(UserSpec::Text(text)) => {
+            let text = text.trim();
+            match text.split_once(':') {
+                Some((user, group)) => {
+                    let mut identity = resolve_user_part(user, db)?;
+                    identity.gid = resolve_group_part(group, db)?;
+                    identity
+                }
+                None => resolve_user_part(text, db)?,
+            }
+        }
+        Some(UserSpec::Ids(ids)) => resolve_ids(ids, db)?,
+    };
+    Ok(identity.fill_groups(db))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
+        # a comment\n\
+        daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
+        app:x:1000:1000:App User,,,:/home/app:/bin/sh\n\
+        broken:line\n";
+    const GROUP: &str = "root:x:0:\nusers:x:100:app\ndocker:x:999:app,other\napp:x:1000:\n";
+
+    fn db_from_files() -> UserDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let passwd = dir.path().join("passwd");
+        let group = dir.path().join("group");
+        std::fs::File::create(&passwd)
+            .and_then(|mut f| f.write_all(PASSWD.as_bytes()))
+            .expect("write passwd");
+        std::fs::write(&group, GROUP).expect("write group");
+        UserDb::load(&passwd, &group)
+    }
+
+    #[test]
+    fn parses_files_and_skips_malformed_lines() {
+        let db = db_from_files();
+        assert_eq!(db.users.len(), 3);
+        assert_eq!(
+            db.user_by_name("app").map(|u| u.home.as_str()),
+            Some("/home/app")
+        );
+        assert_eq!(db.group_by_name("docker").map(|g| g.members.len()), Some(2));
+    }
+
+    #[test]
+    fn missing_files_are_empty() {
+        let db = UserDb::load(
+            Path::new("/nonexistent/passwd"),
+            Path::new("/nonexistent/group"),
+        );
+        assert_eq!(db, UserDb::default());
+    }
+
+    #[test]
+    fn resolves_names_with_supplementary_groups() {
+        let db = db_from_files();
+        let app = resolve(Some(&UserSpec::Text("app".into())), &db, 0).expect("app");
+        assert_eq!((app.uid, app.gid), (1000, 1000));
+        assert_eq!(app.groups, [1000, 100, 999]);
+        assert_eq!(app.home.as_deref(), Some("/home/app"));
+    }
+
+    #[test]
+    fn resolves_numeric_and_group_forms() {
+        let db = db_from_files();
+        let known = resolve(Some(&UserSpec::Text("1000:100".into())), &db, 0).expect("ids");
+        assert_eq!(
+            (known.uid, known.gid, known.name.as_deref()),
+            (1000, 100, Some("app"))
+        );
+        let unknown = resolve(Some(&UserSpec::Text("4242".into())), &db, 0).expect("uid");
+        assert_eq!((unknown.uid, unknown.gid, unknown.home), (4242, 0, None));
+        let named_group =
+            resolve(Some(&UserSpec::Text("root:docker".into())), &db, 1000).expect("group");
+        assert_eq!((named_group.uid, named_group.gid), (0, 999));
+    }
+
+    #[test]
+    fn resolves_object_forms() {
+        let db = db_from_files();
+        let by_name = UserSpec::Ids(UserIds {
+            name: Some("app".into()),
+            ..UserIds::default()
+        });
+        assert_eq!(resolve(Some(&by_name), &db, 0).map(|i| i.uid), Ok(1000));
+        let by_ids = UserSpec::Ids(UserIds {
+            name: None,
+            uid: Some(1000),
+            gid: Some(5),
+        });
+        let identity = resolve(Some(&by_ids), &db, 0).expect("ids");
+        assert_eq!((identity.uid, identity.gid), (1000, 5));
+        assert_eq!(
+            resolve(Some(&UserSpec::Ids(UserIds::default())), &db, 0),
+            Err(UserError::Empty)
+        );
+    }
+
+    #[test]
+    fn default_is_the_current_user() {
+        let db = db_from_files();
+        let me = resolve(None, &db, 0).expect("root");
+        assert_eq!(me.name.as_deref(), Some("root"));
+        assert_eq!(me.home.as_deref(), Some("/root"));
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        let db = db_from_files();
+        assert_eq!(
+            resolve(Some(&UserSpec::Text("nobody-here".into())), &db, 0),
+            Err(UserError::UnknownUser("nobody-here".into()))
+        );
+        assert_eq!(
+            resolve(Some(&UserSpec::Text("app:nogroup".into())), &db, 0),
+            Err(UserError::UnknownGroup("nogroup".into()))
+        );
+        assert_eq!(
+            resolve(Some(&UserSpec::Text(" ".into())), &db, 0),
+            Err(UserError::Empty)
+        );
+    }
+}

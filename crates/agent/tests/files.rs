@@ -1,0 +1,191 @@
+//! File routes (WIRE §3.4) against the real router and the real filesystem.
+
+mod common;
+
+use bytes::Bytes;
+use common::Agent;
+use futures::StreamExt;
+use serde_json::Value;
+
+async fn put(agent: &Agent, path: &str, body: impl Into<reqwest::Body>) -> u16 {
+    agent
+        .http
+        .put(agent.url("/files"))
+        .query(&[("path", path)])
+        .body(body)
+        .send()
+        .await
+        .expect("PUT")
+        .status()
+        .as_u16()
+}
+
+async fn get(agent: &Agent, route: &str, path: &str) -> reqwest::Response {
+    agent
+        .http
+        .get(agent.url(route))
+        .query(&[("path", path)])
+        .send()
+        .await
+        .expect("GET")
+}
+
+#[tokio::test]
+async fn round_trip_with_spaces_and_non_ascii() {
+    let agent = Agent::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("new dir/ünï cødé 文件.txt");
+    let path = path.to_str().expect("utf-8");
+    let content = "hello wörld\n\0binary\u{ff}".as_bytes().to_vec();
+
+    // reqwest form-encodes the query, so the spaces travel as '+', as the SDKs send them.
+    let url = agent
+        .http
+        .put(agent.url("/files"))
+        .query(&[("path", path)])
+        .build()
+        .expect("request");
+    assert!(url.url().query().is_some_and(|q| q.contains('+')));
+
+    assert_eq!(put(&agent, path, content.clone()).await, 204);
+    let resp = get(&agent, "/files", path).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/octet-stream")
+    );
+    assert_eq!(resp.bytes().await.expect("body").to_vec(), content);
+
+    // Overwrite with shorter content truncates.
+    assert_eq!(put(&agent, path, "short").await, 204);
+    let resp = get(&agent, "/files", path).await;
+    assert_eq!(resp.text().await.expect("body"), "short");
+
+    let parent = dir.path().join("new dir");
+    let resp = get(&agent, "/files/list", parent.to_str().expect("utf-8")).await;
+    let listing: Value = resp.json().await.expect("json");
+    assert_eq!(listing["entries"][0]["name"], "ünï cødé 文件.txt");
+    assert_eq!(listing["entries"][0]["size"], 5);
+
+    let resp = agent
+        .http
+        .delete(agent.url("/files"))
+        .query(&[("path", path)])
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(get(&agent, "/files", path).await.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn errors_carry_indexify_codes() {
+    let agent = Agent::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir_path = dir.path().to_str().expect("utf-8");
+    let file = dir.path().join("f.txt");
+    std::fs::write(&file, "x").expect("write");
+    let file_path = file.to_str().expect("utf-8");
+    let missing = dir.path().join("missing");
+
+    let cases = [
+        ("/files", missing.to_str().expect("utf-8"), 404, "NOT_FOUND"),
+        ("/files", dir_path, 400, "IS_DIRECTORY"),
+        ("/files", "relative/path", 400, "INVALID_ARGUMENT"),
+        ("/files", "/tmp/../etc/passwd", 403, "PATH_TRAVERSAL"),
+        ("/files/list", file_path, 400, "NOT_A_DIRECTORY"),
+        (
+            "/files/list",
+            missing.to_str().expect("utf-8"),
+            404,
+            "NOT_FOUND",
+        ),
+    ];
+    for (route, path, status, code) in cases {
+        let resp = get(&agent, route, path).await;
+        assert_eq!(resp.status().as_u16(), status, "{route} {path}");
+        let body: Value = resp.json().await.expect("json error");
+        assert_eq!(body["code"], code, "{route} {path}");
+        assert!(body["error"].is_string());
+    }
+
+    let resp = agent
+        .http
+        .delete(agent.url("/files"))
+        .query(&[("path", missing.to_str().expect("utf-8"))])
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(resp.status().as_u16(), 404);
+    assert_eq!(put(&agent, dir_path, "x").await, 400);
+    let resp = agent
+        .http
+        .get(agent.url("/files"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status().as_u16(), 400, "missing path parameter");
+}
+
+#[tokio::test]
+async fn listing_puts_directories_first_then_sorts_by_name() {
+    let agent = Agent::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    for sub in ["b_dir", "a_dir"] {
+        std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+    }
+    std::fs::write(dir.path().join("c.txt"), "ccc").expect("write");
+    std::fs::write(dir.path().join("a.txt"), "a").expect("write");
+
+    let dir_path = dir.path().to_str().expect("utf-8");
+    let resp = get(&agent, "/files/list", dir_path).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let listing: Value = resp.json().await.expect("json");
+    assert_eq!(listing["path"], dir_path);
+    let entries = listing["entries"].as_array().expect("entries");
+    let names: Vec<_> = entries.iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(names, ["a_dir", "b_dir", "a.txt", "c.txt"]);
+    assert_eq!(entries[0]["is_dir"], true);
+    assert_eq!(entries[0]["size"], Value::Null);
+    assert_eq!(entries[3]["is_dir"], false);
+    assert_eq!(entries[3]["size"], 3);
+    assert!(entries.iter().all(|e| e["modified_at"].as_i64().is_some()));
+}
+
+/// 256 MiB through both directions, generated and checked chunk by chunk on the client side
+/// (the agent streams; nothing holds the whole file).
+#[tokio::test]
+async fn large_files_stream_both_ways() {
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 256;
+    let agent = Agent::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("big.bin");
+    let path = path.to_str().expect("utf-8");
+    let chunk = |i: usize| Bytes::from(vec![(i % 251) as u8; CHUNK]);
+    let upload = futures::stream::iter((0..CHUNKS).map(move |i| Ok::<_, std::io::Error>(chunk(i))));
+    assert_eq!(
+        put(&agent, path, reqwest::Body::wrap_stream(upload)).await,
+        204
+    );
+    assert_eq!(
+        std::fs::metadata(path).expect("stat").len(),
+        (CHUNK * CHUNKS) as u64
+    );
+
+    let resp = get(&agent, "/files", path).await;
+    assert_eq!(resp.content_length(), Some((CHUNK * CHUNKS) as u64));
+    let mut offset = 0usize;
+    let mut body = resp.bytes_stream();
+    while let Some(piece) = body.next().await {
+        let piece = piece.expect("chunk");
+        for (k, byte) in piece.iter().enumerate() {
+            let expected = (((offset + k) / CHUNK) % 251) as u8;
+            assert_eq!(*byte, expected, "byte {} differs", offset + k);
+        }
+        offset += piece.len();
+    }
+    assert_eq!(offset, CHUNK * CHUNKS);
+}

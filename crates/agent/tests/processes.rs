@@ -1,0 +1,281 @@
+//! Managed processes (WIRE §3.2-3.3) against the real router and real processes.
+
+mod common;
+
+use common::{Agent, marker};
+use serde_json::{Value, json};
+
+async fn start(agent: &Agent, body: Value) -> Value {
+    let (status, info) = agent.post_json("/processes", body).await;
+    assert_eq!(status, 201, "start failed: {info}");
+    info
+}
+
+fn lines(events: &[Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["line"].as_str()).collect()
+}
+
+#[tokio::test]
+async fn stdin_pipe_round_trip_and_follow_closes_after_exit() {
+    let agent = Agent::start().await;
+    let info = start(&agent, json!({"command": "cat", "stdin_mode": "pipe"})).await;
+    assert_eq!(info["status"], "running");
+    assert_eq!(info["stdin_writable"], true);
+    assert_eq!(info["command"], "cat");
+    assert!(info["started_at"].as_i64().is_some());
+    let pid = info["pid"].as_u64().expect("pid");
+
+    let resp = agent
+        .http
+        .post(agent.url(&format!("/processes/{pid}/stdin")))
+        .body("hello\nwörld\n")
+        .send()
+        .await
+        .expect("stdin");
+    assert_eq!(resp.status().as_u16(), 204);
+    let resp = agent
+        .http
+        .post(agent.url(&format!("/processes/{pid}/stdin/close")))
+        .send()
+        .await
+        .expect("close");
+    assert_eq!(resp.status().as_u16(), 204);
+
+    // The follow stream replays, follows and then ends on its own once cat exits.
+    let events = agent
+        .follow(&format!("/processes/{pid}/output/follow"))
+        .await;
+    assert_eq!(lines(&events), ["hello", "wörld"]);
+    assert!(events.iter().all(|e| e["timestamp"].as_i64().is_some()));
+
+    let info = agent.wait_exited(pid).await;
+    assert_eq!(info["status"], "exited");
+    assert_eq!(info["exit_code"], 0);
+    assert_eq!(info["stdin_writable"], false);
+    assert!(info["ended_at"].as_i64().is_some());
+
+    let (status, out) = agent.get_json(&format!("/processes/{pid}/stdout")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        out,
+        json!({"pid": pid, "lines": ["hello", "wörld"], "line_count": 2})
+    );
+
+    // Writing after close is refused with a clear code.
+    let resp = agent
+        .http
+        .post(agent.url(&format!("/processes/{pid}/stdin")))
+        .body("late")
+        .send()
+        .await
+        .expect("stdin");
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["code"], "STDIN_NOT_WRITABLE");
+}
+
+#[tokio::test]
+async fn streams_are_captured_separately_and_together() {
+    let agent = Agent::start().await;
+    let info = start(
+        &agent,
+        json!({"command": "sh", "args": ["-c", "echo out1; echo err1 >&2; echo out2"]}),
+    )
+    .await;
+    let pid = info["pid"].as_u64().expect("pid");
+    assert_eq!(info["stdin_writable"], false);
+    agent.wait_exited(pid).await;
+
+    let stdout = agent
+        .follow(&format!("/processes/{pid}/stdout/follow"))
+        .await;
+    assert_eq!(lines(&stdout), ["out1", "out2"]);
+    let stderr = agent
+        .follow(&format!("/processes/{pid}/stderr/follow"))
+        .await;
+    assert_eq!(lines(&stderr), ["err1"]);
+    assert!(stderr.iter().all(|e| e["stream"] == "stderr"));
+    let (_, both) = agent.get_json(&format!("/processes/{pid}/output")).await;
+    assert_eq!(both["line_count"], 3);
+    let (_, err) = agent.get_json(&format!("/processes/{pid}/stderr")).await;
+    assert_eq!(err["lines"], json!(["err1"]));
+}
+
+#[tokio::test]
+async fn follow_streams_live_output_of_a_running_process() {
+    let agent = Agent::start().await;
+    let info = start(
+        &agent,
+        json!({"command": "sh", "args": ["-c", "for i in 1 2 3; do echo $i; sleep 0.05; done"]}),
+    )
+    .await;
+    let pid = info["pid"].as_u64().expect("pid");
+    let events = agent
+        .follow(&format!("/processes/{pid}/stdout/follow"))
+        .await;
+    assert_eq!(lines(&events), ["1", "2", "3"]);
+    let info = agent.wait_exited(pid).await;
+    assert_eq!(info["exit_code"], 0);
+}
+
+#[tokio::test]
+async fn signal_goes_to_the_process_and_is_validated() {
+    let agent = Agent::start().await;
+    let info = start(&agent, json!({"command": "sleep", "args": [marker(10)]})).await;
+    let pid = info["pid"].as_u64().expect("pid");
+
+    let (status, body) = agent
+        .post_json(&format!("/processes/{pid}/signal"), json!({"signal": 999}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "INVALID_ARGUMENT");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("999")));
+
+    let (status, body) = agent
+        .post_json(&format!("/processes/{pid}/signal"), json!({"signal": 15}))
+        .await;
+    assert_eq!((status, body), (200, json!({"success": true})));
+    let info = agent.wait_exited(pid).await;
+    assert_eq!(info["status"], "signaled");
+    assert_eq!(info["signal"], 15);
+    assert_eq!(info["exit_code"], json!(null));
+
+    let (status, body) = agent
+        .post_json(&format!("/processes/{pid}/signal"), json!({"signal": 15}))
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(body["code"], "PROCESS_EXITED");
+}
+
+#[tokio::test]
+async fn delete_kills_then_removes() {
+    let agent = Agent::start().await;
+    let info = start(&agent, json!({"command": "sleep", "args": [marker(11)]})).await;
+    let pid = info["pid"].as_u64().expect("pid");
+    let (_, list) = agent.get_json("/processes").await;
+    assert!(
+        list["processes"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["pid"] == pid))
+    );
+
+    let delete = |agent: &Agent| {
+        agent
+            .http
+            .delete(agent.url(&format!("/processes/{pid}")))
+            .send()
+    };
+    assert_eq!(delete(&agent).await.expect("delete").status().as_u16(), 204);
+    let info = agent.wait_exited(pid).await;
+    assert_eq!(info["status"], "signaled");
+    assert_eq!(info["signal"], 9);
+    // Deleting an exited process removes it.
+    assert_eq!(delete(&agent).await.expect("delete").status().as_u16(), 204);
+    let (status, _) = agent.get_json(&format!("/processes/{pid}")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn unknown_processes_are_404_with_code() {
+    let agent = Agent::start().await;
+    for path in [
+        "/processes/999999999",
+        "/processes/no-such-name",
+        "/processes/999999999/stdout",
+        "/processes/999999999/output/follow",
+    ] {
+        let (status, body) = agent.get_json(path).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["code"], "NOT_FOUND", "{path}");
+        assert!(body["error"].is_string());
+    }
+    let (status, body) = agent
+        .post_json("/processes/999999999/signal", json!({"signal": 15}))
+        .await;
+    assert_eq!((status, &body["code"]), (404, &json!("NOT_FOUND")));
+}
+
+#[tokio::test]
+async fn named_processes_are_addressable_by_name() {
+    let agent = Agent::start().await;
+    let name = format!("web-{}", std::process::id());
+    let info = start(
+        &agent,
+        json!({"command": "sleep", "args": [marker(12)], "name": name, "restart": {"policy": "never"}}),
+    )
+    .await;
+    let pid = info["pid"].as_u64().expect("pid");
+    assert_eq!(info["managed"]["id"], name.as_str());
+    assert_eq!(info["managed"]["status"], "running");
+    assert_eq!(info["managed"]["health_status"], "disabled");
+
+    let (status, by_name) = agent.get_json(&format!("/processes/{name}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(by_name["pid"], pid);
+
+    let (status, body) = agent
+        .post_json("/processes", json!({"command": "true", "name": name}))
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(body["code"], "NAME_TAKEN");
+
+    let (status, body) = agent
+        .post_json(
+            "/processes",
+            json!({"command": "true", "restart": {"policy": "always"}}),
+        )
+        .await;
+    assert_eq!(status, 501);
+    assert_eq!(body["code"], "NOT_IMPLEMENTED");
+
+    let resp = agent
+        .http
+        .delete(agent.url(&format!("/processes/{name}")))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status().as_u16(), 204);
+    let info = agent.wait_exited(pid).await;
+    assert_eq!(info["managed"]["status"], "stopped");
+    assert_eq!(info["managed"]["last_exit"]["signal"], 9);
+}
+
+#[tokio::test]
+async fn discarded_output_is_not_captured_and_follow_still_closes() {
+    let agent = Agent::start().await;
+    let info = start(
+        &agent,
+        json!({"command": "sh", "args": ["-c", "echo hidden; echo shown >&2"], "stdout_mode": "discard"}),
+    )
+    .await;
+    let pid = info["pid"].as_u64().expect("pid");
+    let events = agent
+        .follow(&format!("/processes/{pid}/output/follow"))
+        .await;
+    assert_eq!(lines(&events), ["shown"]);
+}
+
+#[tokio::test]
+async fn info_counts_running_processes() {
+    let agent = Agent::start().await;
+    let info = start(&agent, json!({"command": "sleep", "args": [marker(13)]})).await;
+    let pid = info["pid"].as_u64().expect("pid");
+    let (status, daemon) = agent.get_json("/info").await;
+    assert_eq!(status, 200);
+    assert_eq!(daemon["running_processes"], 1);
+    assert_eq!(daemon["total_processes"], 1);
+    assert!(daemon["version"].is_string());
+    assert!(daemon["uptime_secs"].is_u64());
+    let (status, health) = agent.get_json("/health").await;
+    assert_eq!((status, health), (200, json!({"healthy": true})));
+
+    agent
+        .http
+        .delete(agent.url(&format!("/processes/{pid}")))
+        .send()
+        .await
+        .expect("delete");
+    agent.wait_exited(pid).await;
+    let (_, daemon) = agent.get_json("/info").await;
+    assert_eq!(daemon["running_processes"], 0);
+}
