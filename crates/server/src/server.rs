@@ -54,7 +54,12 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     config.validate()?;
+    let mut config = config;
     std::fs::create_dir_all(&config.data_dir)?;
+    // runc resolves bind-mount sources against the bundle: every path must be absolute.
+    config.data_dir = config.data_dir.canonicalize()?;
+    config.agent_path = Some(config.agent_path().canonicalize()?);
+    config.images_dir = Some(std::path::absolute(config.images_dir())?);
     let store = Store::open(&config.data_dir.join("alcove.db")).await?;
     let node = Node::new(NodeConfig {
         data_dir: config.data_dir.clone(),

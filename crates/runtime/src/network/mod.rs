@@ -84,8 +84,12 @@ impl Network {
     pub async fn install_firewall(&self) -> Result<()> {
         // NAT needs forwarding; it is host-wide, so it is switched on and never off.
         let forward = "/proc/sys/net/ipv4/ip_forward";
-        if std::fs::read_to_string(forward).map(|v| v.trim() != "1").unwrap_or(true) {
-            std::fs::write(forward, "1").map_err(crate::error::RuntimeError::io("writing", forward))?;
+        if std::fs::read_to_string(forward)
+            .map(|v| v.trim() != "1")
+            .unwrap_or(true)
+        {
+            std::fs::write(forward, "1")
+                .map_err(crate::error::RuntimeError::io("writing", forward))?;
         }
         let script = nft::ruleset(&self.tag, &self.subnet.to_string(), &self.veth_prefix());
         cmd::run_with_input(&["nft", "-f", "-"], Some(&script)).await?;

@@ -48,6 +48,10 @@ pub fn build_router(state: AppState) -> Router {
         .nest("/v1/namespaces/{ns}", resource_routes())
         .merge(resource_routes())
         .route("/api/v1/{*rest}", any(crate::proxy::forward))
+        .route(
+            "/sandboxes/{id}/api/v1/{*rest}",
+            any(crate::proxy::forward_by_path),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn(request_id))

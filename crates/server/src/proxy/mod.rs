@@ -5,4 +5,4 @@ mod routing;
 mod sandbox_api;
 
 pub use routing::sandbox_ident;
-pub use sandbox_api::forward;
+pub use sandbox_api::{forward, forward_by_path};

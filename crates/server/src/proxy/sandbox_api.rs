@@ -3,7 +3,7 @@
 use alcove_wire::error::ErrorCode;
 use alcove_wire::sandbox::SandboxStatus;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -71,20 +71,50 @@ fn unreachable(id: &str, detail: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// Proxies `/api/v1/*` to the addressed sandbox's agent.
+/// Proxies `/api/v1/*` to the sandbox named by the `Host` or
+/// `X-Tensorlake-Sandbox-Id` header (WIRE §1.5).
 pub async fn forward(State(state): State<AppState>, req: Request) -> Response {
-    match forward_inner(state, req).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    }
+    let result = match sandbox_ident(req.headers()) {
+        Some(ident) => {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            forward_to(state, ident, path, req).await
+        }
+        None => Err(ApiError::bad_request(
+            "no sandbox addressed: send `Host: <sandbox-id>.local` or `X-Tensorlake-Sandbox-Id`, \
+             or use /sandboxes/<sandbox-id>/api/v1/...",
+        )),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn forward_inner(state: AppState, mut req: Request) -> Result<Response, ApiError> {
-    let ident = sandbox_ident(req.headers()).ok_or_else(|| {
-        ApiError::bad_request(
-            "no sandbox addressed: send `Host: <sandbox-id>.local` or `X-Tensorlake-Sandbox-Id`",
-        )
-    })?;
+/// Proxies `/sandboxes/{id}/api/v1/*`: the sandbox is named in the path, so the
+/// URL alone routes (for plain WebSocket clients given a `websocket_url`).
+pub async fn forward_by_path(
+    State(state): State<AppState>,
+    Path((ident, rest)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let path = format!("/api/v1/{rest}{query}");
+    forward_to(state, ident, path, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn forward_to(
+    state: AppState,
+    ident: String,
+    path: String,
+    mut req: Request,
+) -> Result<Response, ApiError> {
     let target = state.control.target(&ident).await?;
     let id = target.record.id.clone();
     let addr = match (target.record.status, target.agent) {
@@ -102,11 +132,6 @@ async fn forward_inner(state: AppState, mut req: Request) -> Result<Response, Ap
         }
     };
 
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
     let upgrade = is_upgrade(req.headers());
     let mut headers = req.headers().clone();
     strip_hop_by_hop(&mut headers, upgrade);

@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# Alcove's one setup step: idempotent, and fast when everything is already in place.
+#
+#   scripts/setup.sh [STEP...]      (default: all)
+#
+# STEP is one of:
+#   all       = packages criu sysctl image python build
+#   packages  Debian packages (runc, nftables, debootstrap, CRIU build deps, ...)
+#   criu      CRIU 4.2.1 from Debian's source tarball -> /usr/local/sbin/criu (cached)
+#   sysctl    kernel settings (net.ipv4.ip_forward=1)
+#   image     default image alcove/debian in $ALCOVE_IMAGES_DIR (rebuilt when its recipe changes)
+#   python    virtualenv $REPO/.venv with the SDK (editable) and the test tools
+#   build     cargo build: target/release/alcove and the static
+#             target/x86_64-unknown-linux-gnu/release/alcove-agent (skipped if ALCOVE_SKIP_BUILD=1)
+#
+# Steps may be combined: scripts/setup.sh packages criu image
+# Environment: ALCOVE_DATA_DIR, ALCOVE_IMAGES_DIR, ALCOVE_CACHE_DIR (see scripts/lib.sh),
+#   ALCOVE_SKIP_BUILD=1, ALCOVE_PYTHON (base interpreter for the venv),
+#   ALCOVE_CRIU_TARBALL (a local criu_4.2.1.orig.tar.xz, if Debian no longer serves it).
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ALL_STEPS=(packages criu sysctl image python build)
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+}
+
+# --- packages ----------------------------------------------------------------------
+# CRIU build dependencies, as in shared/HOST.md ("Building CRIU 4.2.1").
+CRIU_BUILD_DEPS=(libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev
+    libprotobuf-c-dev libprotobuf-dev pkgconf protobuf-c-compiler protobuf-compiler uuid-dev
+    python3-protobuf libaio-dev make gcc xz-utils)
+RUNTIME_PKGS=(runc iproute2 nftables debootstrap e2fsprogs util-linux zstd sqlite3 curl
+    ca-certificates git)
+PYTHON_PKGS=(python3 python3-venv)
+
+_apt_updated=0
+# ensure_pkgs NAME...  installs whichever are missing (apt-get update only if needed).
+ensure_pkgs() {
+    local missing
+    mapfile -t missing < <(missing_pkgs "$@")
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        return 0
+    fi
+    log "installing ${#missing[@]} package(s): ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    local apt_opts=(-o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef
+        -o Dpkg::Options::=--force-confold)
+    if [[ $_apt_updated -eq 0 ]]; then
+        apt-get "${apt_opts[@]}" update -qq || die "apt-get update failed"
+        _apt_updated=1
+    fi
+    apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+        die "apt-get install failed for: ${missing[*]}"
+    mapfile -t missing < <(missing_pkgs "$@")
+    [[ ${#missing[@]} -eq 0 ]] || die "still missing after apt-get install: ${missing[*]}"
+}
+
+step_packages() {
+    local all=("${RUNTIME_PKGS[@]}" "${CRIU_BUILD_DEPS[@]}" "${PYTHON_PKGS[@]}")
+    ensure_pkgs "${all[@]}"
+    log "packages: all ${#all[@]} present"
+}
+
+# --- CRIU --------------------------------------------------------------------------
+criu_version_of() { # BINARY -> "4.2.1" (or empty)
+    "$1" --version 2>/dev/null | awk '/^Version:/ { print $2; exit }'
+}
+
+build_criu() { # -> writes $ALCOVE_CACHE_DIR/criu-<V>/criu
+    local v="$ALCOVE_CRIU_VERSION"
+    local cache="$ALCOVE_CACHE_DIR/criu-$v"
+    ensure_pkgs "${CRIU_BUILD_DEPS[@]}"
+    mkdir -p "$ALCOVE_CACHE_DIR" "$cache"
+    local work
+    work="$(mktemp -d "$ALCOVE_CACHE_DIR/criu-build.XXXXXX")"
+    CLEANUP_DIRS+=("$work")
+    local tarball="$work/src/criu_$v.orig.tar.xz"
+    mkdir -p "$work/src"
+
+    if [[ -n "${ALCOVE_CRIU_TARBALL:-}" ]]; then
+        log "criu: using the local tarball $ALCOVE_CRIU_TARBALL"
+        cp -- "$ALCOVE_CRIU_TARBALL" "$tarball"
+    else
+        # A private apt configuration: a deb-src line for sid, its own lists and caches,
+        # so that the machine's apt configuration and state stay untouched.
+        local mirror keyring suites
+        mirror="$(apt_mirror)"
+        keyring="$(apt_keyring)"
+        suites="${ALCOVE_CRIU_SUITES:-sid}"
+        mkdir -p "$work/lists/partial"
+        local s
+        for s in $suites; do
+            echo "deb-src [signed-by=$keyring] $mirror $s main"
+        done >"$work/sources.list"
+        local O=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=-"
+            -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::pkgcache=$work/pkgcache.bin"
+            -o "Dir::Cache::srcpkgcache=$work/srcpkgcache.bin" -o "APT::Sandbox::User=root")
+        log "criu: fetching the source index of Debian '$suites' from $mirror"
+        apt-get "${O[@]}" update -qq >"$work/update.log" 2>&1 || {
+            cat "$work/update.log" >&2
+            die "criu: apt-get update against the private deb-src list failed"
+        }
+        local versions chosen
+        versions="$(apt-cache "${O[@]}" showsrc criu 2>/dev/null | awk '/^Version:/ { print $2 }' | sort -uV)"
+        chosen="$(grep -E "^${v//./\\.}-" <<<"$versions" | tail -n1 || true)"
+        if [[ -z "$chosen" ]]; then
+            die "criu: Debian '$suites' does not carry CRIU $v any more (it has: ${versions//$'\n'/ })." \
+                "Get criu_${v}.orig.tar.xz and rerun with ALCOVE_CRIU_TARBALL=/path/to/it," \
+                "or try ALCOVE_CRIU_SUITES='sid trixie-backports'."
+        fi
+        log "criu: downloading the source of criu $chosen"
+        # The Debian packaging tarball may 404; the upstream (orig) tarball alone builds.
+        if ! (cd "$work/src" && apt-get "${O[@]}" source --download-only -qq "criu=$chosen") \
+            >"$work/source.log" 2>&1; then
+            if [[ -s "$tarball" ]]; then
+                log "criu: apt-get source reported an error but the orig tarball is there (fine)"
+            else
+                cat "$work/source.log" >&2
+                die "criu: could not download criu_${v}.orig.tar.xz"
+            fi
+        fi
+        # Cross-check the tarball against the .dsc (apt already checked both against the index).
+        local dsc="$work/src/criu_$chosen.dsc"
+        if [[ -r "$dsc" ]]; then
+            local want got
+            want="$(awk -v f="criu_$v.orig.tar.xz" '$3 == f && length($1) == 64 { print $1; exit }' "$dsc")"
+            got="$(sha256sum "$tarball" | awk '{ print $1 }')"
+            [[ -z "$want" || "$want" == "$got" ]] || die "criu: sha256 mismatch for $(basename "$tarball")"
+        fi
+    fi
+    [[ -s "$tarball" ]] || die "criu: no tarball at $tarball"
+
+    tar -xf "$tarball" -C "$work/src"
+    local srcdir
+    srcdir="$(find "$work/src" -mindepth 1 -maxdepth 1 -type d -name 'criu*' | head -n1)"
+    [[ -n "$srcdir" ]] || die "criu: the tarball did not unpack into a criu-* directory"
+    log "criu: make criu (about 30 s)"
+    if ! make -C "$srcdir" -j"$(nproc)" criu >"$work/make.log" 2>&1; then
+        tail -n 40 "$work/make.log" >&2
+        die "criu: build failed (see the log above)"
+    fi
+    local built="$srcdir/criu/criu"
+    [[ "$(criu_version_of "$built")" == "$v" ]] ||
+        die "criu: the built binary reports version '$(criu_version_of "$built")', expected $v"
+    install -m 0755 "$built" "$cache/criu.tmp"
+    mv -f "$cache/criu.tmp" "$cache/criu"
+    rm -rf "$work"
+    log "criu: cached $cache/criu"
+}
+
+step_criu() {
+    local v="$ALCOVE_CRIU_VERSION"
+    local cached="$ALCOVE_CACHE_DIR/criu-$v/criu"
+    if [[ ! -x "$cached" || "$(criu_version_of "$cached")" != "$v" ]]; then
+        build_criu
+    fi
+    if ! cmp -s "$cached" "$ALCOVE_CRIU_BIN"; then
+        mkdir -p "$(dirname "$ALCOVE_CRIU_BIN")"
+        install -m 0755 "$cached" "$ALCOVE_CRIU_BIN.tmp"
+        mv -f "$ALCOVE_CRIU_BIN.tmp" "$ALCOVE_CRIU_BIN"
+        log "criu: installed $ALCOVE_CRIU_BIN"
+    fi
+    local got out
+    got="$(criu_version_of "$ALCOVE_CRIU_BIN")"
+    [[ "$got" == "$v" ]] || die "criu: $ALCOVE_CRIU_BIN --version says '$got', expected $v"
+    out="$("$ALCOVE_CRIU_BIN" check 2>&1 || true)"
+    if ! grep -q "Looks good" <<<"$out"; then
+        echo "$out" >&2
+        die "criu: '$ALCOVE_CRIU_BIN check' did not say 'Looks good'"
+    fi
+    local on_path
+    on_path="$(command -v criu || true)"
+    if [[ "$on_path" != "$ALCOVE_CRIU_BIN" ]]; then
+        warn "criu on PATH is '$on_path', not $ALCOVE_CRIU_BIN: pass 'runc --criu $ALCOVE_CRIU_BIN'"
+    fi
+    log "criu: $ALCOVE_CRIU_BIN $got, criu check: Looks good"
+}
+
+# --- kernel settings ------------------------------------------------------------------
+step_sysctl() {
+    if [[ "$(cat /proc/sys/net/ipv4/ip_forward)" != 1 ]]; then
+        sysctl -q -w net.ipv4.ip_forward=1
+    fi
+    log "sysctl: net.ipv4.ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)"
+}
+
+# --- Rust build ---------------------------------------------------------------------
+step_build() {
+    if [[ "${ALCOVE_SKIP_BUILD:-0}" == 1 ]]; then
+        log "build: skipped (ALCOVE_SKIP_BUILD=1)"
+        return 0
+    fi
+    command -v cargo >/dev/null || die "cargo is not on PATH"
+    cd "$ALCOVE_REPO"
+    local locked=()
+    [[ -f Cargo.lock ]] && locked=(--locked)
+    log "build: cargo build --release ${locked[*]} -p alcove-cli"
+    cargo build --release "${locked[@]}" -p alcove-cli
+    log "build: static agent (crt-static, x86_64-unknown-linux-gnu)"
+    RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
+        cargo build --release "${locked[@]}" -p alcove-agent --target x86_64-unknown-linux-gnu
+    [[ -x "$ALCOVE_BIN_PATH" ]] || die "build: $ALCOVE_BIN_PATH was not produced (is the alcove-cli binary named 'alcove'?)"
+    [[ -x "$ALCOVE_AGENT_BUILD_PATH" ]] || die "build: $ALCOVE_AGENT_BUILD_PATH was not produced"
+    if ldd "$ALCOVE_AGENT_BUILD_PATH" 2>&1 | grep -q '=>'; then
+        warn "build: $ALCOVE_AGENT_BUILD_PATH is dynamically linked; it must be static to run inside any image"
+    fi
+    # Also on PATH, the agent next to the server binary (its default --agent-path).
+    local src dst
+    for src in "$ALCOVE_BIN_PATH" "$ALCOVE_AGENT_BUILD_PATH"; do
+        dst="/usr/local/bin/$(basename "$src")"
+        if ! cmp -s "$src" "$dst"; then
+            install -m 0755 "$src" "$dst.tmp"
+            mv -f "$dst.tmp" "$dst"
+        fi
+    done
+    log "build: $ALCOVE_BIN_PATH, $ALCOVE_AGENT_BUILD_PATH (copied to /usr/local/bin)"
+}
+
+# --- images ---------------------------------------------------------------------------
+step_image() {
+    ensure_pkgs debootstrap util-linux
+    mkdir -p "$ALCOVE_IMAGES_DIR"
+    local b
+    for b in "$ALCOVE_REPO"/images/*/build.sh; do
+        [[ -f "$b" ]] || continue
+        bash "$b" "$ALCOVE_IMAGES_DIR"
+    done
+}
+
+# --- Python virtualenv -----------------------------------------------------------------
+PY_TEST_PKGS=(pytest pytest-timeout httpx tensorlake==0.5.161)
+
+base_python() {
+    if [[ -n "${ALCOVE_PYTHON:-}" ]]; then
+        echo "$ALCOVE_PYTHON"
+    elif [[ -x /usr/bin/python3 ]]; then
+        echo /usr/bin/python3 # Debian's, with python3-venv: present on every machine of this kind
+    else
+        command -v python3
+    fi
+}
+
+step_python() {
+    ensure_pkgs "${PYTHON_PKGS[@]}"
+    local venv="$ALCOVE_REPO/.venv"
+    local pyproject="$ALCOVE_REPO/sdk/python/pyproject.toml"
+    local stamp="$venv/.alcove-setup-stamp"
+    local py want
+    py="$(base_python)"
+    want="$({
+        echo "python=$("$py" -c 'import sys; print(sys.version)')"
+        printf '%s\n' "${PY_TEST_PKGS[@]}"
+        if [[ -f "$pyproject" ]]; then cat "$pyproject"; else echo "no-sdk"; fi
+    } | sha256sum | awk '{ print $1 }')"
+    if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import pytest' 2>/dev/null &&
+        [[ "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
+        log "python: $venv is up to date"
+        return 0
+    fi
+    if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
+        rm -rf "$venv"
+        log "python: creating $venv with $py"
+        "$py" -m venv "$venv"
+    fi
+    local args=("${PY_TEST_PKGS[@]}")
+    if [[ -f "$pyproject" ]]; then
+        args=(-e "$ALCOVE_REPO/sdk/python[test]" "${args[@]}")
+    else
+        warn "python: $pyproject does not exist yet; installing the test tools only"
+    fi
+    log "python: pip install ${args[*]}"
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q "${args[@]}" ||
+        die "python: pip install failed"
+    echo "$want" >"$stamp"
+    log "python: $venv ready"
+}
+
+# --- main -----------------------------------------------------------------------------
+CLEANUP_DIRS=()
+cleanup() {
+    local d
+    for d in "${CLEANUP_DIRS[@]}"; do
+        rm -rf "$d"
+    done
+}
+trap cleanup EXIT
+
+main() {
+    local steps=() a
+    [[ $# -gt 0 ]] || set -- all
+    for a in "$@"; do
+        case "$a" in
+            all) steps+=("${ALL_STEPS[@]}") ;;
+            packages | criu | sysctl | build | image | images | python)
+                [[ "$a" == images ]] && a=image
+                steps+=("$a")
+                ;;
+            -h | --help | help) usage ;;
+            *) echo "unknown step '$a'" >&2; usage ;;
+        esac
+    done
+    require_root
+    # One setup at a time (quickstart.sh and test.sh may overlap).
+    mkdir -p /run/lock
+    exec 8>/run/lock/alcove-setup.lock
+    if ! flock -n 8; then
+        log "another scripts/setup.sh is running; waiting for it"
+        flock 8
+    fi
+
+    local s t report=()
+    for s in "${steps[@]}"; do
+        step "setup: $s"
+        t=$SECONDS
+        "step_$s"
+        report+=("$s $((SECONDS - t))s")
+    done
+    log "setup done in $(elapsed) s (${report[*]})"
+}
+
+main "$@"

@@ -1,0 +1,69 @@
+"""The sandbox proxy: routing by header, Host, and path; errors when unroutable."""
+
+from __future__ import annotations
+
+import httpx
+
+
+def test_routes_by_header_host_and_path(server, client):
+    with client.create_and_connect(name="proxied") as sandbox:
+        sid = sandbox.sandbox_id
+        by_header = server.api("GET", "/api/v1/health", headers={"X-Tensorlake-Sandbox-Id": sid})
+        by_host = server.api("GET", "/api/v1/health", headers={"Host": f"{sid}.local"})
+        by_path = httpx.get(f"{server.url}/sandboxes/{sid}/api/v1/health")
+        by_name = httpx.get(f"{server.url}/sandboxes/proxied/api/v1/info")
+        for resp in (by_header, by_host, by_path):
+            assert resp.status_code == 200, resp.text
+            assert resp.json() == {"healthy": True}
+        assert by_name.status_code == 200
+        assert by_name.json()["version"]
+        # Query strings survive the path form.
+        sandbox.write_file("/tmp/q.txt", b"query ok")
+        got = httpx.get(f"{server.url}/sandboxes/{sid}/api/v1/files", params={"path": "/tmp/q.txt"})
+        assert got.content == b"query ok"
+
+
+def test_unroutable_requests_get_clear_errors(server):
+    resp = server.api("GET", "/api/v1/health")
+    assert resp.status_code == 400
+    assert "sandbox" in resp.json()["message"]
+    resp = server.api("GET", "/api/v1/health", headers={"X-Tensorlake-Sandbox-Id": "nobody"})
+    assert resp.status_code == 404
+    assert resp.json()["code"] == "NOT_FOUND"
+
+
+def test_terminated_sandbox_is_not_proxied(server, client):
+    info = client.create()
+    client.delete(info.sandbox_id)
+    resp = server.api("GET", "/api/v1/health", headers={"X-Tensorlake-Sandbox-Id": info.sandbox_id})
+    assert resp.status_code == 404
+    assert "terminated" in resp.json()["message"]
+
+
+def test_streaming_is_not_buffered(server, client):
+    """The process only finishes after the client has seen its first line, so a
+    buffering proxy would deadlock here (until the read timeout fails the test)."""
+    import json
+
+    with client.create_and_connect() as sandbox:
+        script = "echo first; while [ ! -f /tmp/go ]; do sleep 0.05; done; echo second"
+        seen = []
+        with httpx.stream(
+            "POST",
+            f"{server.url}/api/v1/processes/run",
+            json={"command": "sh", "args": ["-c", script]},
+            headers={"X-Tensorlake-Sandbox-Id": sandbox.sandbox_id, "Accept": "text/event-stream"},
+            timeout=httpx.Timeout(10.0),
+        ) as resp:
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            for line in resp.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                event = json.loads(line[5:])
+                if "line" in event:
+                    seen.append(event["line"])
+                    if event["line"] == "first":
+                        sandbox.run("touch", ["/tmp/go"])
+                if event.get("exit_code") is not None:
+                    break
+        assert seen == ["first", "second"]
