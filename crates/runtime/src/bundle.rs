@@ -41,7 +41,15 @@ pub struct BundleSpec {
     pub env: Vec<(String, String)>,
     /// Open-file limit (soft = hard); see [`nofile_limit`].
     pub nofile: u64,
+    /// CRIU configuration file runc hands to CRIU on checkpoint and restore.
+    pub criu_config: PathBuf,
 }
+
+/// What CRIU is told for every dump and restore of a sandbox: no iptables network
+/// lock (the host may have no iptables, and the sandbox is frozen anyway), and
+/// established TCP connections are not dumped but restored closed, so a dump never
+/// fails on a connection the proxy or a user process holds open.
+pub const CRIU_CONFIG: &str = "network-lock skip\ntcp-close\nskip-in-flight\n";
 
 /// The open-file limit sandboxes get: Docker's 1048576, capped at what this
 /// process may grant (raising a hard limit needs CAP_SYS_RESOURCE).
@@ -191,7 +199,14 @@ pub fn build_spec(b: &BundleSpec) -> Result<Spec> {
     ));
     spec.set_mounts(Some(mounts));
     spec.set_linux(Some(linux));
-    spec.set_annotations(None);
+    spec.set_annotations(Some(
+        [(
+            "org.criu.config".to_string(),
+            b.criu_config.display().to_string(),
+        )]
+        .into_iter()
+        .collect(),
+    ));
     Ok(spec)
 }
 
@@ -255,6 +270,7 @@ mod tests {
             pids_limit: 1024,
             env: vec![("A".into(), "1".into())],
             nofile: 4096,
+            criu_config: "/data/sandboxes/x/criu.conf".into(),
         }
     }
 

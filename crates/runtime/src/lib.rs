@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod cgroups;
+pub mod checkpoint;
 mod cmd;
 pub mod error;
 pub mod image;

@@ -32,6 +32,8 @@ pub struct NodeConfig {
     pub agent_binary: PathBuf,
     /// The runc binary to call.
     pub runc_binary: String,
+    /// The CRIU binary runc is told to use (4.2.1 or later).
+    pub criu_binary: PathBuf,
     /// Subnet sandbox addresses come from.
     pub subnet: Subnet,
     /// Max tasks per sandbox.
@@ -93,12 +95,12 @@ pub struct Recovery {
 /// One runtime instance on this host.
 #[derive(Debug)]
 pub struct Node {
-    cfg: NodeConfig,
+    pub(crate) cfg: NodeConfig,
     tag: String,
     images: ImageStore,
-    network: Network,
-    cgroups: CgroupTree,
-    runc: Runc,
+    pub(crate) network: Network,
+    pub(crate) cgroups: CgroupTree,
+    pub(crate) runc: Runc,
     slots: Mutex<BTreeSet<Slot>>,
 }
 
@@ -147,11 +149,11 @@ impl Node {
         &self.images
     }
 
-    fn sandbox_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.cfg.data_dir.join("sandboxes").join(id)
     }
 
-    fn reserve_slot(&self) -> Result<Slot> {
+    pub(crate) fn reserve_slot(&self) -> Result<Slot> {
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
         let used: Vec<Slot> = slots.iter().copied().collect();
         let slot = self
@@ -163,7 +165,14 @@ impl Node {
         Ok(slot)
     }
 
-    fn release_slot(&self, slot: Slot) {
+    /// Reserves a given slot (a sandbox coming back keeps its address).
+    pub(crate) fn reserve_exact_slot(&self, slot: Slot) -> Result<()> {
+        let mut slots = self.slots.lock().map_err(|_| poisoned())?;
+        slots.insert(slot);
+        Ok(())
+    }
+
+    pub(crate) fn release_slot(&self, slot: Slot) {
         if let Ok(mut slots) = self.slots.lock() {
             slots.remove(&slot);
         }
@@ -196,27 +205,7 @@ impl Node {
         );
         disk?;
         let net = net?;
-        let etc = dir.join("etc");
-        bundle::write_etc_files(&etc, &spec.hostname, &self.cfg.host_resolv)?;
-        let bundle_dir = dir.join("bundle");
-        std::fs::create_dir_all(&bundle_dir).map_err(RuntimeError::io("creating", &bundle_dir))?;
-        let oci = bundle::build_spec(&BundleSpec {
-            hostname: spec.hostname.clone(),
-            rootfs: layer.rootfs(),
-            agent_binary: self.cfg.agent_binary.clone(),
-            etc_dir: etc,
-            netns_path: net.netns_path(),
-            cgroups_path: self.cgroups.path_for(&spec.id),
-            cpus: spec.cpus,
-            memory_mb: spec.memory_mb,
-            limit_swap: self.cgroups.setup().has_swap_limit(),
-            pids_limit: self.cfg.pids_limit,
-            env: spec.env.clone(),
-            nofile: bundle::nofile_limit(),
-        })?;
-        let config = bundle_dir.join("config.json");
-        oci.save(&config)
-            .map_err(|e| RuntimeError::Spec(format!("writing {}: {e}", config.display())))?;
+        let bundle_dir = self.write_bundle(spec, &layer, &net)?;
         self.runc.run_detached(&spec.id, &bundle_dir).await?;
         let handle = SandboxHandle {
             id: spec.id.clone(),
@@ -232,7 +221,43 @@ impl Node {
         Ok(handle)
     }
 
-    async fn wait_for_agent(&self, handle: &SandboxHandle) -> Result<()> {
+    /// Writes `etc/`, `criu.conf` and `bundle/config.json` of a sandbox; returns the bundle dir.
+    pub(crate) fn write_bundle(
+        &self,
+        spec: &SandboxSpec,
+        layer: &Layer,
+        net: &SandboxNet,
+    ) -> Result<PathBuf> {
+        let dir = self.sandbox_dir(&spec.id);
+        let etc = dir.join("etc");
+        bundle::write_etc_files(&etc, &spec.hostname, &self.cfg.host_resolv)?;
+        let criu_config = dir.join("criu.conf");
+        std::fs::write(&criu_config, bundle::CRIU_CONFIG)
+            .map_err(RuntimeError::io("writing", &criu_config))?;
+        let bundle_dir = dir.join("bundle");
+        std::fs::create_dir_all(&bundle_dir).map_err(RuntimeError::io("creating", &bundle_dir))?;
+        let oci = bundle::build_spec(&BundleSpec {
+            hostname: spec.hostname.clone(),
+            rootfs: layer.rootfs(),
+            agent_binary: self.cfg.agent_binary.clone(),
+            etc_dir: etc,
+            netns_path: net.netns_path(),
+            cgroups_path: self.cgroups.path_for(&spec.id),
+            cpus: spec.cpus,
+            memory_mb: spec.memory_mb,
+            limit_swap: self.cgroups.setup().has_swap_limit(),
+            pids_limit: self.cfg.pids_limit,
+            env: spec.env.clone(),
+            nofile: bundle::nofile_limit(),
+            criu_config,
+        })?;
+        let config = bundle_dir.join("config.json");
+        oci.save(&config)
+            .map_err(|e| RuntimeError::Spec(format!("writing {}: {e}", config.display())))?;
+        Ok(bundle_dir)
+    }
+
+    pub(crate) async fn wait_for_agent(&self, handle: &SandboxHandle) -> Result<()> {
         let deadline = Instant::now() + self.cfg.agent_ready_timeout;
         let mut delay = Duration::from_millis(1);
         loop {
@@ -259,7 +284,7 @@ impl Node {
         self.release_slot(slot);
     }
 
-    async fn remove_parts(&self, id: &str, slot: Slot) {
+    pub(crate) async fn remove_parts(&self, id: &str, slot: Slot) {
         if let Err(e) = self.runc.destroy(id).await {
             tracing::warn!(sandbox_id = %id, error = %e, "deleting container");
         }
@@ -276,9 +301,14 @@ impl Node {
     }
 
     /// Adopts the sandboxes in `expected` that still run, removes the remains of
-    /// the others, and sweeps every leftover of this instance that belongs to
-    /// no expected sandbox (containers, cgroups, netns, veths, mounts, files).
-    pub async fn recover(&self, expected: &[(String, Slot)]) -> Recovery {
+    /// the others, keeps the files and slots of the `suspended` ones, and sweeps
+    /// every leftover of this instance that belongs to no known sandbox
+    /// (containers, cgroups, netns, veths, mounts, files).
+    pub async fn recover(
+        &self,
+        expected: &[(String, Slot)],
+        suspended: &[(String, Slot)],
+    ) -> Recovery {
         let mut report = Recovery::default();
         let containers = self.runc.list().await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "listing containers");
@@ -306,9 +336,39 @@ impl Node {
                 report.lost.push(id.clone());
             }
         }
-        self.sweep(&report.adopted, &containers, &mut report.swept)
-            .await;
+        let mut keep = report.adopted.clone();
+        for (id, slot) in suspended {
+            if let Ok(mut slots) = self.slots.lock() {
+                slots.insert(*slot);
+            }
+            // A suspended sandbox has no container and no mounts; its dump stays.
+            let _ = Layer::new(self.sandbox_dir(id)).unmount();
+            keep.push(SandboxHandle {
+                id: id.clone(),
+                slot: *slot,
+                ip: self.network.describe(*slot).sandbox_ip,
+            });
+        }
+        self.sweep(&keep, &containers, &mut report.swept).await;
         report
+    }
+
+    /// runc's status of the sandbox's container (`running`, `paused`, …), if any.
+    pub async fn container_status(&self, id: &str) -> Option<String> {
+        self.runc.state(id).await.ok().flatten().map(|s| s.status)
+    }
+
+    /// Thaws a paused container (after a crash during a snapshot).
+    pub async fn thaw(&self, id: &str) -> Result<()> {
+        self.runc.resume(id).await
+    }
+
+    /// Stops a container and unmounts its layer but keeps its files, network
+    /// and slot (a half-done restore of a suspended sandbox).
+    pub async fn stop_keeping_files(&self, id: &str) {
+        let _ = self.runc.destroy(id).await;
+        self.cgroups.remove(id);
+        let _ = Layer::new(self.sandbox_dir(id)).unmount();
     }
 
     async fn sweep(

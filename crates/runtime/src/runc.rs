@@ -84,6 +84,104 @@ impl Runc {
         .into())
     }
 
+    /// Freezes every process of the container (cgroup freezer).
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        cmd::run(&[&self.binary, "--root", self.root_str()?, "pause", id]).await?;
+        Ok(())
+    }
+
+    /// Thaws a paused container.
+    pub async fn resume(&self, id: &str) -> Result<()> {
+        cmd::run(&[&self.binary, "--root", self.root_str()?, "resume", id]).await?;
+        Ok(())
+    }
+
+    /// Dumps the container with CRIU into `images` (logs in `work`). Without
+    /// `leave_running` the container is gone afterwards.
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        criu: &Path,
+        images: &Path,
+        work: &Path,
+        leave_running: bool,
+    ) -> Result<()> {
+        let (images, work, criu) = (utf8(images)?, utf8(work)?, utf8(criu)?);
+        let mut argv = vec![
+            self.binary.as_str(),
+            "--root",
+            self.root_str()?,
+            "--criu",
+            criu,
+            "checkpoint",
+            "--image-path",
+            images,
+            "--work-path",
+            work,
+        ];
+        if leave_running {
+            argv.push("--leave-running");
+        }
+        argv.push(id);
+        cmd::run(&argv).await?;
+        Ok(())
+    }
+
+    /// Restores container `id` from CRIU `images` with the (possibly new) `bundle`.
+    ///
+    /// Like `run_detached`, the restored tree's stdio is `/dev/null`.
+    pub async fn restore(
+        &self,
+        id: &str,
+        criu: &Path,
+        bundle: &Path,
+        images: &Path,
+        work: &Path,
+    ) -> Result<()> {
+        let log = work.join("runc-restore.log");
+        std::fs::create_dir_all(work).map_err(RuntimeError::io("creating", work))?;
+        let _ = std::fs::remove_file(&log);
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(&log)
+            .arg("--log-format")
+            .arg("json")
+            .arg("--criu")
+            .arg(criu)
+            .args(["restore", "--detach", "--image-path"])
+            .arg(images)
+            .arg("--work-path")
+            .arg(work)
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let argv = format!("{} restore --bundle {} {id}", self.binary, bundle.display());
+        let started = std::time::Instant::now();
+        let status = command.status().await.map_err(|e| CommandError {
+            argv: argv.clone(),
+            reason: format!("spawn failed: {e}"),
+        })?;
+        tracing::debug!(%argv, status = ?status.code(), elapsed_ms = started.elapsed().as_millis() as u64, "external command");
+        if status.success() {
+            return Ok(());
+        }
+        Err(CommandError {
+            argv,
+            reason: format!(
+                "{status}: {} (CRIU log: {}/restore.log)",
+                last_log_error(&log),
+                work.display()
+            ),
+        }
+        .into())
+    }
+
     /// The container's state, or `None` if runc does not know it.
     pub async fn state(&self, id: &str) -> Result<Option<ContainerState>> {
         match cmd::run(&[&self.binary, "--root", self.root_str()?, "state", id]).await {
@@ -131,6 +229,11 @@ impl Runc {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+fn utf8(p: &Path) -> Result<&str> {
+    p.to_str()
+        .ok_or_else(|| RuntimeError::Config(format!("path {} is not UTF-8", p.display())))
 }
 
 /// The last error message in a runc JSON log, for error reports.

@@ -29,6 +29,11 @@ pub struct Config {
     #[arg(long, env = "ALCOVE_RUNC", default_value = "runc")]
     pub runc: String,
 
+    /// The CRIU binary (4.2.1 or later) used for suspend, resume and snapshots
+    /// (default: /usr/local/sbin/criu if present, else `criu` on PATH).
+    #[arg(long, env = "ALCOVE_CRIU")]
+    pub criu: Option<PathBuf>,
+
     /// Subnet sandbox addresses are taken from (one /30 per sandbox).
     #[arg(long, env = "ALCOVE_SUBNET", default_value = "10.88.0.0/16")]
     pub subnet: String,
@@ -98,6 +103,18 @@ impl Config {
                 .ok()
                 .and_then(|exe| exe.parent().map(|d| d.join("alcove-agent")))
                 .unwrap_or_else(|| PathBuf::from("alcove-agent"))
+        })
+    }
+
+    /// The CRIU binary.
+    pub fn criu_path(&self) -> PathBuf {
+        self.criu.clone().unwrap_or_else(|| {
+            let built = PathBuf::from("/usr/local/sbin/criu");
+            if built.is_file() {
+                built
+            } else {
+                PathBuf::from("criu")
+            }
         })
     }
 

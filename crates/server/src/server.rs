@@ -60,12 +60,14 @@ pub async fn serve(
     config.data_dir = config.data_dir.canonicalize()?;
     config.agent_path = Some(config.agent_path().canonicalize()?);
     config.images_dir = Some(std::path::absolute(config.images_dir())?);
+    std::fs::create_dir_all(config.data_dir.join("snapshots"))?;
     let store = Store::open(&config.data_dir.join("alcove.db")).await?;
     let node = Node::new(NodeConfig {
         data_dir: config.data_dir.clone(),
         images_dir: config.images_dir(),
         agent_binary: config.agent_path(),
         runc_binary: config.runc.clone(),
+        criu_binary: config.criu_path(),
         subnet: config.subnet()?,
         pids_limit: config.pids_limit,
         host_resolv: "/etc/resolv.conf".into(),
@@ -79,6 +81,7 @@ pub async fn serve(
         Arc::new(node),
         ControlConfig {
             sandbox_url: config.sandbox_url(bound),
+            snapshots_dir: config.data_dir.join("snapshots"),
             host: HostLimits {
                 cpus: alcove_runtime::node::host_cpus(),
                 memory_mb: host_memory_mb(),

@@ -8,4 +8,5 @@ pub mod files;
 pub mod health;
 pub mod process;
 pub mod sandbox;
+pub mod snapshot;
 pub mod time;

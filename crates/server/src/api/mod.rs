@@ -2,7 +2,9 @@
 //! (WIRE §1.2), the sandbox proxy under `/api/v1/*`, and `/healthz`.
 
 pub mod error;
+mod lifecycle_ops;
 mod sandboxes;
+mod snapshots;
 mod unbuilt;
 
 use std::sync::Arc;
@@ -37,6 +39,18 @@ fn resource_routes() -> Router<AppState> {
             get(sandboxes::get)
                 .patch(sandboxes::update)
                 .delete(sandboxes::delete),
+        )
+        .route("/sandboxes/{id}/suspend", post(lifecycle_ops::suspend))
+        .route("/sandboxes/{id}/resume", post(lifecycle_ops::resume))
+        .route("/sandboxes/{id}/snapshot", post(snapshots::create))
+        .route(
+            "/sandboxes/{id}/snapshots",
+            get(snapshots::list_for_sandbox),
+        )
+        .route("/snapshots", get(snapshots::list))
+        .route(
+            "/snapshots/{sid}",
+            get(snapshots::get).delete(snapshots::delete),
         )
         .merge(unbuilt::routes())
 }

@@ -22,7 +22,7 @@ pub fn namespace(params: &HashMap<String, String>) -> &str {
     params.get("ns").map(String::as_str).unwrap_or("default")
 }
 
-fn ident(params: &HashMap<String, String>) -> Result<&str, ApiError> {
+pub(super) fn ident(params: &HashMap<String, String>) -> Result<&str, ApiError> {
     params
         .get("id")
         .map(String::as_str)

@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::Request;
-use axum::routing::{any, post};
+use axum::routing::any;
 
 use super::AppState;
 use super::error::ApiError;
@@ -15,12 +15,6 @@ fn answer(what: &'static str) -> impl Fn(Request) -> std::future::Ready<ApiError
 /// The unbuilt routes, relative to `{B}`.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/sandboxes/{id}/suspend", post(answer("suspend")))
-        .route("/sandboxes/{id}/resume", post(answer("resume")))
-        .route("/sandboxes/{id}/snapshot", post(answer("snapshots")))
-        .route("/sandboxes/{id}/snapshots", any(answer("snapshots")))
-        .route("/snapshots", any(answer("snapshots")))
-        .route("/snapshots/{sid}", any(answer("snapshots")))
         .route("/sandbox-pools", any(answer("sandbox pools")))
         .route("/sandbox-pools/{pool}", any(answer("sandbox pools")))
         .route(

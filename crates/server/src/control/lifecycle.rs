@@ -23,6 +23,8 @@ use crate::store::{SandboxRecord, Store, StoreError};
 pub struct ControlConfig {
     /// The proxy base URL handed to clients as `sandbox_url`.
     pub sandbox_url: String,
+    /// Where snapshots are stored (`<data-dir>/snapshots`).
+    pub snapshots_dir: std::path::PathBuf,
     /// Host limits for validation.
     pub host: HostLimits,
 }
@@ -36,6 +38,20 @@ pub struct Target {
     pub agent: Option<SocketAddr>,
 }
 
+/// How a new sandbox gets its contents.
+#[derive(Debug, Clone)]
+pub(super) enum Boot {
+    /// A fresh boot of the image.
+    Fresh,
+    /// A restore from a snapshot directory (`memory`: processes too).
+    Snapshot {
+        /// The snapshot's directory.
+        dir: std::path::PathBuf,
+        /// Whether it holds a memory dump.
+        memory: bool,
+    },
+}
+
 /// What a create call answers.
 #[derive(Debug, Clone)]
 pub struct CreateOutcome {
@@ -45,17 +61,17 @@ pub struct CreateOutcome {
     pub still_pending: bool,
 }
 
-type OpLock = Arc<tokio::sync::Mutex<()>>;
+pub(super) type OpLock = Arc<tokio::sync::Mutex<()>>;
 
 /// The control plane.
 #[derive(Debug)]
 pub struct Control {
-    store: Store,
-    node: Arc<Node>,
-    cfg: ControlConfig,
+    pub(super) store: Store,
+    pub(super) node: Arc<Node>,
+    pub(super) cfg: ControlConfig,
     agents: AgentClient,
     /// Running sandboxes' handles, by id.
-    running: RwLock<HashMap<String, SandboxHandle>>,
+    pub(super) running: RwLock<HashMap<String, SandboxHandle>>,
     /// One lock per sandbox so operations on it never interleave.
     ops: std::sync::Mutex<HashMap<String, OpLock>>,
 }
@@ -83,17 +99,17 @@ impl Control {
         &self.store
     }
 
-    fn op_lock(&self, id: &str) -> OpLock {
+    pub(super) fn op_lock(&self, id: &str) -> OpLock {
         let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
         ops.entry(id.to_string()).or_default().clone()
     }
 
-    fn forget_op_lock(&self, id: &str) {
+    pub(super) fn forget_op_lock(&self, id: &str) {
         let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
         ops.remove(id);
     }
 
-    fn handle_of(&self, id: &str) -> Option<SandboxHandle> {
+    pub(super) fn handle_of(&self, id: &str) -> Option<SandboxHandle> {
         self.running
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -110,7 +126,7 @@ impl Control {
         wait: bool,
         budget: Duration,
     ) -> Result<CreateOutcome, ControlError> {
-        let record = self.prepare(namespace, &req)?;
+        let (record, boot) = self.prepare(namespace, &req).await?;
         let image = self
             .node
             .images()
@@ -136,7 +152,7 @@ impl Control {
         let guard = lock.lock_owned().await;
         let task = tokio::spawn(async move {
             let _guard = guard;
-            this.start(&id, image).await
+            this.start(&id, image, boot).await
         });
         if !wait {
             return Ok(CreateOutcome {
@@ -161,14 +177,16 @@ impl Control {
     }
 
     /// Turns a create request into a pending record, or says what is wrong.
-    fn prepare(
+    async fn prepare(
         &self,
         namespace: &str,
         req: &CreateSandboxRequest,
-    ) -> Result<SandboxRecord, ControlError> {
-        if req.snapshot_id.is_some() {
-            return Err(ControlError::NotImplemented("restoring from a snapshot"));
-        }
+    ) -> Result<(SandboxRecord, Boot), ControlError> {
+        let (req, boot) = match &req.snapshot_id {
+            Some(sid) => self.restore_request(namespace, sid, req).await?,
+            None => (req.clone(), Boot::Fresh),
+        };
+        let req = &req;
         if req.secret_names.as_ref().is_some_and(|s| !s.is_empty()) {
             return Err(ControlError::NotImplemented("secrets"));
         }
@@ -214,7 +232,7 @@ impl Control {
                 reason: "turning auto_resume off needs a named sandbox".into(),
             });
         }
-        Ok(SandboxRecord {
+        let record = SandboxRecord {
             id: uuid::Uuid::new_v4().to_string(),
             namespace: namespace.to_string(),
             name: req.name.clone(),
@@ -241,19 +259,22 @@ impl Control {
             pending_reason: Some("scheduling".into()),
             termination_reason: None,
             error_details: None,
-        })
+            timeout_remaining_ms: None,
+            transition: None,
+        };
+        Ok((record, boot))
     }
 
     /// Starts a stored pending sandbox; records the outcome.
-    async fn start(&self, id: &str, image: alcove_runtime::image::Image) {
-        let Ok(Some(record)) = self.store.get(id).await else {
-            return;
-        };
-        if record.status != SandboxStatus::Pending {
-            return; // deleted before it started
-        }
-        let spec = SandboxSpec {
-            id: id.to_string(),
+    /// What the node needs to start or restore the sandbox of `record`.
+    pub(super) fn spec_for(
+        &self,
+        record: &SandboxRecord,
+        image: alcove_runtime::image::Image,
+    ) -> SandboxSpec {
+        let id = &record.id;
+        SandboxSpec {
+            id: id.clone(),
             hostname: record
                 .name
                 .clone()
@@ -263,8 +284,26 @@ impl Control {
             memory_mb: u64::try_from(record.memory_mb).unwrap_or(0),
             disk_mb: u64::try_from(record.disk_mb).unwrap_or(0),
             env: Vec::new(),
+        }
+    }
+
+    async fn start(&self, id: &str, image: alcove_runtime::image::Image, boot: Boot) {
+        let Ok(Some(record)) = self.store.get(id).await else {
+            return;
         };
-        let result = match self.node.create(&spec).await {
+        if record.status != SandboxStatus::Pending {
+            return; // deleted before it started
+        }
+        let spec = self.spec_for(&record, image);
+        let (started, run_entrypoint) = match &boot {
+            Boot::Fresh => (self.node.create(&spec).await, true),
+            Boot::Snapshot { dir, memory } => (
+                self.node.restore_snapshot(&spec, dir, *memory).await,
+                !*memory,
+            ),
+        };
+        let result = match started {
+            Ok(handle) if !run_entrypoint => Ok(handle),
             Ok(handle) => match self.start_entrypoint(&record, &handle).await {
                 Ok(()) => Ok(handle),
                 Err(e) => {
@@ -451,58 +490,6 @@ impl Control {
         self.forget_op_lock(&id);
         tracing::info!(sandbox_id = %id, reason = %record.termination_reason.as_deref().unwrap_or(""), "sandbox terminated");
         Ok(record)
-    }
-
-    /// After a restart: adopts sandboxes that still run, ends the ones that
-    /// are gone or were half-made, and sweeps leftovers.
-    pub async fn recover(&self) -> Result<(), ControlError> {
-        let live = self.store.list_live().await?;
-        let mut expected = Vec::new();
-        for mut record in live {
-            match (
-                record.status,
-                record.slot.and_then(|s| u32::try_from(s).ok()),
-            ) {
-                (SandboxStatus::Running, Some(slot)) => {
-                    expected.push((record.id.clone(), Slot(slot)))
-                }
-                _ => {
-                    record.status = SandboxStatus::Failed;
-                    record.terminated_at = Some(now_millis());
-                    record.termination_reason = Some("server_restarted".into());
-                    record.error_details =
-                        Some("the server restarted while the sandbox was being created".into());
-                    record.pending_reason = None;
-                    record.slot = None;
-                    self.store.update(&record).await?;
-                }
-            }
-        }
-        let report = self.node.recover(&expected).await;
-        for handle in report.adopted {
-            tracing::info!(sandbox_id = %handle.id, "sandbox adopted after restart");
-            self.running
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(handle.id.clone(), handle);
-        }
-        for id in report.lost {
-            if let Some(mut record) = self.store.get(&id).await? {
-                tracing::warn!(sandbox_id = %id, "sandbox lost while the server was down");
-                record.status =
-                    state::next(record.status, Event::Lost).unwrap_or(SandboxStatus::Terminated);
-                record.terminated_at = Some(now_millis());
-                record.termination_reason = Some("lost".into());
-                record.error_details =
-                    Some("the sandbox was no longer running when the server restarted".into());
-                record.slot = None;
-                self.store.update(&record).await?;
-            }
-        }
-        for item in report.swept {
-            tracing::warn!(leftover = %item, "removed leftover");
-        }
-        Ok(())
     }
 
     /// Number of sandboxes running now.

@@ -3,7 +3,10 @@
 
 mod agent_client;
 mod lifecycle;
+mod recovery;
+mod snapshots;
 pub mod state;
+mod suspend;
 mod timeouts;
 pub mod validate;
 

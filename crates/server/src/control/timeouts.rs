@@ -10,8 +10,7 @@ use crate::shutdown::Shutdown;
 
 /// Checks once a second for sandboxes past their deadline and terminates them.
 ///
-/// Named sandboxes will be suspended instead once suspend exists; until then
-/// they are terminated too (documented in docs/api.md).
+/// Named sandboxes are suspended instead, and suspended time does not count.
 pub fn spawn_timeout_reaper(
     control: Arc<Control>,
     shutdown: Shutdown,
@@ -32,7 +31,10 @@ pub fn spawn_timeout_reaper(
                 .into_iter()
                 .filter(|r| r.deadline_at.is_some_and(|d| d <= now))
             {
-                if let Err(e) = control.delete(None, &record.id, "timeout").await {
+                // Named sandboxes are suspended (and keep their state); ephemeral ones end.
+                if record.name.is_some() {
+                    control.suspend_for_timeout(&record.id).await;
+                } else if let Err(e) = control.delete(None, &record.id, "timeout").await {
                     tracing::warn!(sandbox_id = %record.id, error = %e, "ending timed-out sandbox");
                 }
             }

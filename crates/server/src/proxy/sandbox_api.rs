@@ -13,6 +13,9 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::control::ControlError;
 
+/// How long a request to a suspended sandbox waits for the resume it triggers.
+const AUTO_RESUME_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 const HOP_BY_HOP: [header::HeaderName; 7] = [
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
@@ -115,10 +118,22 @@ async fn forward_to(
     path: String,
     mut req: Request,
 ) -> Result<Response, ApiError> {
-    let target = state.control.target(&ident).await?;
+    let mut target = state.control.target(&ident).await?;
+    if target.record.status == SandboxStatus::Suspended && target.record.auto_resume {
+        // Traffic wakes a suspended sandbox (WIRE §2.3 `auto_resume`).
+        let id = target.record.id.clone();
+        let (_, resumed) = state
+            .control
+            .resume(None, &id, Some(AUTO_RESUME_WAIT))
+            .await?;
+        if resumed {
+            target = state.control.target(&id).await?;
+        }
+    }
     let id = target.record.id.clone();
     let addr = match (target.record.status, target.agent) {
-        (SandboxStatus::Running, Some(addr)) => addr,
+        // A snapshot only freezes the sandbox for a moment: let requests wait for it.
+        (SandboxStatus::Running | SandboxStatus::Snapshotting, Some(addr)) => addr,
         (SandboxStatus::Running, None) => return Err(unreachable(&id, "no agent address")),
         (status, _) if status.is_live() => {
             return Err(ControlError::NotReady { id, status }.into());

@@ -2,9 +2,11 @@
 //! [`Store`] type so a PostgreSQL implementation can follow.
 
 mod record;
+mod snapshots;
 mod sqlite;
 
 pub use record::SandboxRecord;
+pub use snapshots::SnapshotRecord;
 pub use sqlite::Store;
 
 /// Errors of the store.

@@ -50,6 +50,10 @@ pub struct SandboxRecord {
     pub termination_reason: Option<String>,
     /// Failure details.
     pub error_details: Option<String>,
+    /// Timeout left while suspended (suspended time does not count).
+    pub timeout_remaining_ms: Option<i64>,
+    /// Operation in flight that the status does not show (`resuming`).
+    pub transition: Option<String>,
 }
 
 impl SandboxRecord {

@@ -17,10 +17,37 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-const COLUMNS: &str = "id, namespace, name, status, image, cpus, memory_mb, disk_mb, timeout_secs, \
-    entrypoint, network_policy, secret_names, exposed_ports, allow_unauthenticated_access, \
-    auto_resume, slot, created_at, terminated_at, deadline_at, pending_reason, \
-    termination_reason, error_details";
+/// Columns of `sandboxes`, in the order [`bind_all`] binds them.
+const FIELDS: [&str; 24] = [
+    "id",
+    "namespace",
+    "name",
+    "status",
+    "image",
+    "cpus",
+    "memory_mb",
+    "disk_mb",
+    "timeout_secs",
+    "entrypoint",
+    "network_policy",
+    "secret_names",
+    "exposed_ports",
+    "allow_unauthenticated_access",
+    "auto_resume",
+    "slot",
+    "created_at",
+    "terminated_at",
+    "deadline_at",
+    "pending_reason",
+    "termination_reason",
+    "error_details",
+    "timeout_remaining_ms",
+    "transition",
+];
+
+fn columns() -> String {
+    FIELDS.join(", ")
+}
 
 impl Store {
     /// Opens (creating if needed) `path` and applies migrations.
@@ -42,8 +69,9 @@ impl Store {
     /// Inserts a new sandbox; fails with [`StoreError::NameTaken`] if a live one has its name.
     pub async fn insert(&self, r: &SandboxRecord) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO sandboxes ({COLUMNS}) VALUES \
-             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO sandboxes ({}) VALUES ({})",
+            columns(),
+            vec!["?"; FIELDS.len()].join(", ")
         );
         let result = bind_all(sqlx::query(&sql), r).execute(&self.pool).await;
         match result {
@@ -56,13 +84,9 @@ impl Store {
 
     /// Writes every field of an existing sandbox.
     pub async fn update(&self, r: &SandboxRecord) -> Result<(), StoreError> {
-        let sql = "UPDATE sandboxes SET id = ?, namespace = ?, name = ?, status = ?, image = ?, \
-            cpus = ?, memory_mb = ?, disk_mb = ?, timeout_secs = ?, entrypoint = ?, \
-            network_policy = ?, secret_names = ?, exposed_ports = ?, \
-            allow_unauthenticated_access = ?, auto_resume = ?, slot = ?, created_at = ?, \
-            terminated_at = ?, deadline_at = ?, pending_reason = ?, termination_reason = ?, \
-            error_details = ? WHERE id = ?";
-        let result = bind_all(sqlx::query(sql), r)
+        let sets: Vec<String> = FIELDS.iter().map(|f| format!("{f} = ?")).collect();
+        let sql = format!("UPDATE sandboxes SET {} WHERE id = ?", sets.join(", "));
+        let result = bind_all(sqlx::query(&sql), r)
             .bind(&r.id)
             .execute(&self.pool)
             .await;
@@ -76,7 +100,7 @@ impl Store {
 
     /// A sandbox by id.
     pub async fn get(&self, id: &str) -> Result<Option<SandboxRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?");
+        let sql = format!("SELECT {} FROM sandboxes WHERE id = ?", columns());
         let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -87,8 +111,9 @@ impl Store {
     /// The live sandbox holding `name`.
     pub async fn get_live_by_name(&self, name: &str) -> Result<Option<SandboxRecord>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM sandboxes WHERE name = ? \
-             AND status NOT IN ('terminated', 'failed')"
+            "SELECT {} FROM sandboxes WHERE name = ? \
+             AND status NOT IN ('terminated', 'failed')",
+            columns()
         );
         let row = sqlx::query(&sql)
             .bind(name)
@@ -99,8 +124,10 @@ impl Store {
 
     /// Sandboxes of a namespace, oldest first.
     pub async fn list(&self, namespace: &str) -> Result<Vec<SandboxRecord>, StoreError> {
-        let sql =
-            format!("SELECT {COLUMNS} FROM sandboxes WHERE namespace = ? ORDER BY created_at, id");
+        let sql = format!(
+            "SELECT {} FROM sandboxes WHERE namespace = ? ORDER BY created_at, id",
+            columns()
+        );
         let rows = sqlx::query(&sql)
             .bind(namespace)
             .fetch_all(&self.pool)
@@ -111,11 +138,17 @@ impl Store {
     /// Every sandbox that is not ended, in any namespace.
     pub async fn list_live(&self) -> Result<Vec<SandboxRecord>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM sandboxes WHERE status NOT IN ('terminated', 'failed') \
-             ORDER BY created_at"
+            "SELECT {} FROM sandboxes WHERE status NOT IN ('terminated', 'failed') \
+             ORDER BY created_at",
+            columns()
         );
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         rows.iter().map(decode).collect()
+    }
+
+    /// The pool, for the snapshot queries.
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Closes the pool (flushes the WAL).
@@ -153,41 +186,42 @@ fn bind_all<'q>(q: Query<'q>, r: &'q SandboxRecord) -> Query<'q> {
         .bind(&r.pending_reason)
         .bind(&r.termination_reason)
         .bind(&r.error_details)
+        .bind(r.timeout_remaining_ms)
+        .bind(&r.transition)
+}
+
+/// Reads a JSON-encoded text column.
+pub(super) fn json_column<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    id: &str,
+    col: &str,
+) -> Result<T, StoreError> {
+    let text: String = row.try_get(col)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+        id: id.to_string(),
+        reason: format!("{col}: {e}"),
+    })
 }
 
 fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
     let id: String = row.try_get("id")?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        id: id.clone(),
-        reason,
-    };
-    let parse = |col: &str| -> Result<serde_json::Value, StoreError> {
-        let text: String = row.try_get(col)?;
-        serde_json::from_str(&text).map_err(|e| corrupt(format!("{col}: {e}")))
-    };
-    let from = |col: &str| -> Result<_, StoreError> {
-        let v = parse(col)?;
-        Ok(v)
-    };
     let status: String = row.try_get("status")?;
     Ok(SandboxRecord {
         namespace: row.try_get("namespace")?,
         name: row.try_get("name")?,
-        status: SandboxStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("status {status:?}")))?,
+        status: SandboxStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+            id: id.clone(),
+            reason: format!("status {status:?}"),
+        })?,
         image: row.try_get("image")?,
         cpus: row.try_get("cpus")?,
         memory_mb: row.try_get("memory_mb")?,
         disk_mb: row.try_get("disk_mb")?,
         timeout_secs: row.try_get("timeout_secs")?,
-        entrypoint: serde_json::from_value(from("entrypoint")?)
-            .map_err(|e| corrupt(format!("entrypoint: {e}")))?,
-        network_policy: serde_json::from_value(from("network_policy")?)
-            .map_err(|e| corrupt(format!("network_policy: {e}")))?,
-        secret_names: serde_json::from_value(from("secret_names")?)
-            .map_err(|e| corrupt(format!("secret_names: {e}")))?,
-        exposed_ports: serde_json::from_value(from("exposed_ports")?)
-            .map_err(|e| corrupt(format!("exposed_ports: {e}")))?,
+        entrypoint: json_column(row, &id, "entrypoint")?,
+        network_policy: json_column(row, &id, "network_policy")?,
+        secret_names: json_column(row, &id, "secret_names")?,
+        exposed_ports: json_column(row, &id, "exposed_ports")?,
         allow_unauthenticated_access: row.try_get("allow_unauthenticated_access")?,
         auto_resume: row.try_get("auto_resume")?,
         slot: row.try_get("slot")?,
@@ -197,6 +231,8 @@ fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
         pending_reason: row.try_get("pending_reason")?,
         termination_reason: row.try_get("termination_reason")?,
         error_details: row.try_get("error_details")?,
+        timeout_remaining_ms: row.try_get("timeout_remaining_ms")?,
+        transition: row.try_get("transition")?,
         id,
     })
 }
@@ -234,6 +270,8 @@ mod tests {
             pending_reason: None,
             termination_reason: None,
             error_details: None,
+            timeout_remaining_ms: None,
+            transition: None,
         }
     }
 

@@ -1,0 +1,308 @@
+//! Suspend, resume, snapshot and restore through CRIU (`runc checkpoint` /
+//! `runc restore`).
+//!
+//! A sandbox keeps its id, network slot (address and routes) and cgroup path
+//! across suspend/resume, so the restore sees the same world the dump left. A
+//! snapshot restored into a new sandbox gets a new id, slot and cgroup, and its
+//! own copy of the writable layer.
+
+use std::path::{Path, PathBuf};
+
+use crate::cmd;
+use crate::error::{Result, RuntimeError};
+use crate::layer::Layer;
+use crate::network::Slot;
+use crate::node::{Node, SandboxHandle, SandboxSpec};
+
+/// File names inside a sandbox directory.
+const CHECKPOINT_DIR: &str = "checkpoint";
+const CHECKPOINT_WORK: &str = "checkpoint-work";
+const CHECKPOINT_DONE: &str = "checkpoint.done";
+
+/// File names inside a snapshot directory.
+const SNAPSHOT_DISK: &str = "disk.img";
+const SNAPSHOT_CRIU: &str = "criu";
+
+impl Node {
+    fn checkpoint_paths(&self, id: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let dir = self.sandbox_dir(id);
+        (
+            dir.join(CHECKPOINT_DIR),
+            dir.join(CHECKPOINT_WORK),
+            dir.join(CHECKPOINT_DONE),
+        )
+    }
+
+    /// Dumps a running sandbox to disk and stops it, freeing its memory and CPU.
+    /// Its writable layer stays on disk (unmounted) and its network namespace
+    /// stays, so the address survives. Returns the size of the dump in bytes.
+    ///
+    /// On failure the sandbox keeps running.
+    pub async fn suspend(&self, id: &str) -> Result<u64> {
+        let (images, work, done) = self.checkpoint_paths(id);
+        for stale in [&images, &work] {
+            remove_dir_if_exists(stale)?;
+        }
+        let _ = std::fs::remove_file(&done);
+        // Freezing first spares CRIU its own freeze loop (HOST.md: ~100 ms).
+        self.runc.pause(id).await?;
+        if let Err(e) = self
+            .runc
+            .checkpoint(id, &self.cfg.criu_binary, &images, &work, false)
+            .await
+        {
+            if let Err(thaw) = self.runc.resume(id).await {
+                tracing::warn!(sandbox_id = %id, error = %thaw, "thawing after a failed dump");
+            }
+            return Err(e);
+        }
+        std::fs::write(&done, b"").map_err(RuntimeError::io("writing", &done))?;
+        // The container is gone; make sure nothing of it lingers, then free the loop device.
+        let _ = self.runc.destroy(id).await;
+        self.cgroups.remove(id);
+        Layer::new(self.sandbox_dir(id)).unmount()?;
+        Ok(dir_size(&images))
+    }
+
+    /// Whether a complete dump of the sandbox is on disk.
+    pub fn has_checkpoint(&self, id: &str) -> bool {
+        let (images, work, done) = self.checkpoint_paths(id);
+        if done.exists() && images.is_dir() {
+            return true;
+        }
+        // The server may have died between CRIU's success and our marker.
+        images.is_dir()
+            && std::fs::read_to_string(work.join("dump.log"))
+                .is_ok_and(|log| log.contains("Dumping finished successfully"))
+    }
+
+    /// Whether a `runc checkpoint` of this sandbox is still running (after a
+    /// crash of the server, the dump it started may outlive it).
+    pub fn checkpoint_in_progress(&self, id: &str) -> bool {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|raw| {
+                let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+                args.contains(&b"checkpoint".as_slice()) && args.contains(&id.as_bytes())
+            })
+        })
+    }
+
+    /// Restores a suspended sandbox under its id, slot and cgroup.
+    ///
+    /// On failure the dump stays on disk and the sandbox can be resumed again.
+    pub async fn resume(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle> {
+        let id = &spec.id;
+        let (images, work, done) = self.checkpoint_paths(id);
+        if !self.has_checkpoint(id) {
+            return Err(RuntimeError::Config(format!(
+                "no complete checkpoint of sandbox {id} on disk"
+            )));
+        }
+        self.reserve_exact_slot(slot)?;
+        let result = self.restore_into(spec, slot, &images, &work).await;
+        match result {
+            Ok(handle) => {
+                for dir in [&images, &work] {
+                    if let Err(e) = remove_dir_if_exists(dir) {
+                        tracing::warn!(sandbox_id = %id, error = %e, "removing used checkpoint");
+                    }
+                }
+                let _ = std::fs::remove_file(&done);
+                Ok(handle)
+            }
+            Err(e) => {
+                let _ = self.runc.destroy(id).await;
+                self.cgroups.remove(id);
+                let _ = Layer::new(self.sandbox_dir(id)).unmount();
+                Err(e)
+            }
+        }
+    }
+
+    /// Mounts the layer, makes sure the network exists, writes the bundle and
+    /// restores `images` into container `spec.id`.
+    async fn restore_into(
+        &self,
+        spec: &SandboxSpec,
+        slot: Slot,
+        images: &Path,
+        work: &Path,
+    ) -> Result<SandboxHandle> {
+        let layer = Layer::new(self.sandbox_dir(&spec.id));
+        let net = self.network.describe(slot);
+        let (mounted, net) = tokio::join!(layer.mount(&spec.image.rootfs), async {
+            if self.network.exists(&net) {
+                Ok(net)
+            } else {
+                self.network.create(slot).await
+            }
+        });
+        mounted?;
+        let net = net?;
+        let bundle = self.write_bundle(spec, &layer, &net)?;
+        self.runc
+            .restore(&spec.id, &self.cfg.criu_binary, &bundle, images, work)
+            .await?;
+        // CRIU brings the namespace's loopback back down.
+        self.network.loopback_up(&net).await?;
+        let handle = SandboxHandle {
+            id: spec.id.clone(),
+            slot,
+            ip: net.sandbox_ip,
+        };
+        self.wait_for_agent(&handle).await?;
+        Ok(handle)
+    }
+
+    /// Drops the dump of a sandbox that will not be resumed (it was deleted).
+    pub fn discard_checkpoint(&self, id: &str) {
+        let (images, work, done) = self.checkpoint_paths(id);
+        let _ = remove_dir_if_exists(&images);
+        let _ = remove_dir_if_exists(&work);
+        let _ = std::fs::remove_file(done);
+    }
+
+    /// Captures a running sandbox into `dest` while it keeps running: a copy of
+    /// its writable layer and, with `memory`, a CRIU dump of every process. The
+    /// sandbox is frozen only while the layer is copied and memory is dumped.
+    /// Returns the size of the snapshot on disk.
+    pub async fn snapshot(&self, id: &str, dest: &Path, memory: bool) -> Result<u64> {
+        std::fs::create_dir_all(dest).map_err(RuntimeError::io("creating", dest))?;
+        let layer = Layer::new(self.sandbox_dir(id));
+        self.runc.pause(id).await?;
+        let result = async {
+            // Frozen writers leave dirty pages: flush the layer's filesystem so the
+            // image file holds everything the processes wrote.
+            sync_filesystem(&layer.disk_mount())?;
+            copy_sparse(&layer.disk_image(), &dest.join(SNAPSHOT_DISK)).await?;
+            if memory {
+                self.runc
+                    .checkpoint(
+                        id,
+                        &self.cfg.criu_binary,
+                        &dest.join(SNAPSHOT_CRIU),
+                        &dest.join("work"),
+                        true,
+                    )
+                    .await?;
+            }
+            Ok::<_, RuntimeError>(())
+        }
+        .await;
+        let thawed = self.runc.resume(id).await;
+        result?;
+        if let Err(e) = thawed {
+            // A leave-running dump may already have thawed it.
+            if !self.is_running(id).await {
+                return Err(e);
+            }
+        }
+        Ok(dir_size(dest))
+    }
+
+    /// Creates a new sandbox from a snapshot directory written by [`Node::snapshot`]:
+    /// its own copy of the layer, a new slot and cgroup, and (for a memory
+    /// snapshot) the processes restored from the dump.
+    pub async fn restore_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        source: &Path,
+        memory: bool,
+    ) -> Result<SandboxHandle> {
+        let slot = self.reserve_slot()?;
+        let result = async {
+            let dir = self.sandbox_dir(&spec.id);
+            std::fs::create_dir_all(&dir).map_err(RuntimeError::io("creating", &dir))?;
+            let layer = Layer::new(&dir);
+            copy_sparse(&source.join(SNAPSHOT_DISK), &layer.disk_image()).await?;
+            if memory {
+                let work = dir.join("restore-work");
+                self.restore_into(spec, slot, &source.join(SNAPSHOT_CRIU), &work)
+                    .await
+            } else {
+                let (mounted, net) =
+                    tokio::join!(layer.mount(&spec.image.rootfs), self.network.create(slot));
+                mounted?;
+                let net = net?;
+                let bundle = self.write_bundle(spec, &layer, &net)?;
+                self.runc.run_detached(&spec.id, &bundle).await?;
+                let handle = SandboxHandle {
+                    id: spec.id.clone(),
+                    slot,
+                    ip: net.sandbox_ip,
+                };
+                self.wait_for_agent(&handle).await?;
+                Ok(handle)
+            }
+        }
+        .await;
+        if result.is_err() {
+            self.remove_parts(&spec.id, slot).await;
+            self.release_slot(slot);
+        }
+        result
+    }
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RuntimeError::io("removing", dir)(e)),
+    }
+}
+
+/// Bytes allocated on disk under `dir` (sparse files count what they use).
+pub fn dir_size(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn sync_filesystem(path: &Path) -> Result<()> {
+    let dir = std::fs::File::open(path).map_err(RuntimeError::io("opening", path))?;
+    nix::unistd::syncfs(&dir).map_err(|e| RuntimeError::io("syncing", path)(e.into()))
+}
+
+async fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
+    let utf8 = |p: &Path| {
+        p.to_str()
+            .map(str::to_string)
+            .ok_or_else(|| RuntimeError::Config(format!("path {} is not UTF-8", p.display())))
+    };
+    let (from, to) = (utf8(from)?, utf8(to)?);
+    cmd::run(&["cp", "--sparse=always", &from, &to]).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_size_counts_allocated_blocks() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(tmp.path().join("sub")).expect("mkdir");
+        std::fs::write(tmp.path().join("sub/a"), vec![1u8; 8192]).expect("write");
+        let sparse = std::fs::File::create(tmp.path().join("sparse")).expect("create");
+        sparse.set_len(1 << 30).expect("len");
+        let size = dir_size(tmp.path());
+        assert!(size >= 8192, "{size}");
+        assert!(
+            size < 1 << 20,
+            "a sparse file must not count its holes: {size}"
+        );
+    }
+}

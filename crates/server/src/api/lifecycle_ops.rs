@@ -1,0 +1,64 @@
+//! `POST {B}/sandboxes/{id}/suspend` and `/resume` (WIRE §2.5): 200 when the
+//! target state is reached within `wait_ms`, 202 when accepted but not yet.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use alcove_wire::sandbox::SandboxInfo;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::sandboxes::{ident, namespace};
+
+/// Longest wait a request may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// Query of suspend and resume.
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    /// Milliseconds to wait for the target state (absent = answer at once).
+    wait_ms: Option<u64>,
+}
+
+fn answer(state: &AppState, record: &crate::store::SandboxRecord, reached: bool) -> Response {
+    let code = if reached {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let info: SandboxInfo = record.to_info(state.control.sandbox_url());
+    (code, Json(info)).into_response()
+}
+
+/// `POST {B}/sandboxes/{id}/suspend[?wait_ms=N]`.
+pub async fn suspend(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Response, ApiError> {
+    let wait = q.wait_ms.map(|ms| Duration::from_millis(ms).min(MAX_WAIT));
+    let (record, reached) = state
+        .control
+        .suspend(Some(namespace(&params)), ident(&params)?, wait)
+        .await?;
+    Ok(answer(&state, &record, reached))
+}
+
+/// `POST {B}/sandboxes/{id}/resume[?wait_ms=N]`.
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Response, ApiError> {
+    let wait = q.wait_ms.map(|ms| Duration::from_millis(ms).min(MAX_WAIT));
+    let (record, reached) = state
+        .control
+        .resume(Some(namespace(&params)), ident(&params)?, wait)
+        .await?;
+    Ok(answer(&state, &record, reached))
+}

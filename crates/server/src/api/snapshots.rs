@@ -1,0 +1,102 @@
+//! Routes of snapshots (WIRE §2.6).
+
+use std::collections::HashMap;
+
+use alcove_wire::snapshot::{
+    CreateSnapshotRequest, CreateSnapshotResponse, ListSnapshotsResponse, SnapshotInfo,
+};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use super::sandboxes::namespace;
+
+fn param<'a>(params: &'a HashMap<String, String>, key: &str) -> Result<&'a str, ApiError> {
+    params
+        .get(key)
+        .map(String::as_str)
+        .ok_or_else(|| ApiError::bad_request(format!("missing {key} in path")))
+}
+
+/// `POST {B}/sandboxes/{id}/snapshot`; the body may be empty.
+pub async fn create(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: CreateSnapshotRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateSnapshotRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
+    };
+    let snap = state
+        .control
+        .snapshot(
+            Some(namespace(&params)),
+            param(&params, "id")?,
+            req.snapshot_type,
+        )
+        .await?;
+    let body = CreateSnapshotResponse {
+        snapshot_id: snap.id,
+        status: snap.status,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `GET {B}/snapshots/{sid}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<SnapshotInfo>, ApiError> {
+    let snap = state
+        .control
+        .get_snapshot(Some(namespace(&params)), param(&params, "sid")?)
+        .await?;
+    Ok(Json(snap.to_info()))
+}
+
+/// `GET {B}/snapshots`.
+pub async fn list(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<ListSnapshotsResponse>, ApiError> {
+    let snaps = state
+        .control
+        .list_snapshots(namespace(&params), None)
+        .await?;
+    Ok(Json(ListSnapshotsResponse {
+        snapshots: snaps.iter().map(|s| s.to_info()).collect(),
+    }))
+}
+
+/// `GET {B}/sandboxes/{id}/snapshots`.
+pub async fn list_for_sandbox(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<ListSnapshotsResponse>, ApiError> {
+    let snaps = state
+        .control
+        .list_snapshots(namespace(&params), Some(param(&params, "id")?))
+        .await?;
+    Ok(Json(ListSnapshotsResponse {
+        snapshots: snaps.iter().map(|s| s.to_info()).collect(),
+    }))
+}
+
+/// `DELETE {B}/snapshots/{sid}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .control
+        .delete_snapshot(Some(namespace(&params)), param(&params, "sid")?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,163 @@
+//! Recovery after a restart of the server (or of the machine): every sandbox
+//! ends up running, suspended or ended — never stuck half-way — and every
+//! leftover of this instance is swept.
+
+use std::time::{Duration, Instant};
+
+use alcove_runtime::network::Slot;
+use alcove_wire::sandbox::SandboxStatus;
+use alcove_wire::time::now_millis;
+
+use super::state::{self, Event};
+use super::suspend::RESUMING;
+use super::{Control, ControlError};
+use crate::store::SandboxRecord;
+
+/// What recovery decided for one sandbox.
+enum Verdict {
+    Running(Slot),
+    Suspended(Slot),
+    Failed(&'static str),
+    Lost,
+}
+
+impl Control {
+    /// Adopts sandboxes that still run, keeps suspended ones, settles the ones
+    /// caught in the middle of an operation, ends the rest, and sweeps.
+    pub async fn recover(&self) -> Result<(), ControlError> {
+        let live = self.store.list_live().await?;
+        let mut running = Vec::new();
+        let mut suspended = Vec::new();
+        let mut settled = Vec::new();
+        for record in live {
+            let verdict = self.settle(&record).await;
+            match &verdict {
+                Verdict::Running(slot) => running.push((record.id.clone(), *slot)),
+                Verdict::Suspended(slot) => suspended.push((record.id.clone(), *slot)),
+                Verdict::Failed(_) | Verdict::Lost => {}
+            }
+            settled.push((record, verdict));
+        }
+        let report = self.node.recover(&running, &suspended).await;
+        for (mut record, verdict) in settled {
+            let id = record.id.clone();
+            match verdict {
+                Verdict::Running(_) => match report.adopted.iter().find(|h| h.id == id) {
+                    Some(handle) => {
+                        tracing::info!(sandbox_id = %id, "sandbox adopted after restart");
+                        self.running
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id.clone(), handle.clone());
+                        if record.status != SandboxStatus::Running || record.transition.is_some() {
+                            record.status = SandboxStatus::Running;
+                            record.transition = None;
+                            if let Some(left) = record.timeout_remaining_ms.take() {
+                                record.deadline_at = Some(now_millis() + left);
+                            }
+                            self.store.update(&record).await?;
+                        }
+                    }
+                    None => self.mark_lost(record).await?,
+                },
+                Verdict::Suspended(_) => {
+                    if record.status != SandboxStatus::Suspended || record.transition.is_some() {
+                        record.status = SandboxStatus::Suspended;
+                        record.transition = None;
+                        self.store.update(&record).await?;
+                    }
+                    tracing::info!(sandbox_id = %id, "suspended sandbox kept");
+                }
+                Verdict::Failed(reason) => {
+                    record.status = SandboxStatus::Failed;
+                    record.terminated_at = Some(now_millis());
+                    record.termination_reason = Some("server_restarted".into());
+                    record.error_details = Some(reason.into());
+                    record.pending_reason = None;
+                    record.slot = None;
+                    self.store.update(&record).await?;
+                }
+                Verdict::Lost => self.mark_lost(record).await?,
+            }
+        }
+        for item in report.swept {
+            tracing::warn!(leftover = %item, "removed leftover");
+        }
+        self.recover_snapshots().await
+    }
+
+    async fn mark_lost(&self, mut record: SandboxRecord) -> Result<(), ControlError> {
+        tracing::warn!(sandbox_id = %record.id, "sandbox lost while the server was down");
+        record.status =
+            state::next(record.status, Event::Lost).unwrap_or(SandboxStatus::Terminated);
+        record.terminated_at = Some(now_millis());
+        record.termination_reason = Some("lost".into());
+        record.error_details =
+            Some("the sandbox was neither running nor dumped when the server restarted".into());
+        record.slot = None;
+        record.transition = None;
+        self.store.update(&record).await?;
+        Ok(())
+    }
+
+    /// Decides what a stored live sandbox is now, finishing or undoing what a
+    /// crash interrupted.
+    async fn settle(&self, record: &SandboxRecord) -> Verdict {
+        let id = &record.id;
+        let Some(slot) = record.slot.and_then(|s| u32::try_from(s).ok()).map(Slot) else {
+            return Verdict::Failed("the server restarted while the sandbox was being created");
+        };
+        match record.status {
+            SandboxStatus::Pending => {
+                Verdict::Failed("the server restarted while the sandbox was being created")
+            }
+            SandboxStatus::Running => Verdict::Running(slot),
+            SandboxStatus::Snapshotting => {
+                // The snapshot froze it; a crash must not leave it frozen.
+                if self.node.container_status(id).await.as_deref() == Some("paused") {
+                    let _ = self.node.thaw(id).await;
+                }
+                Verdict::Running(slot)
+            }
+            SandboxStatus::Suspending => {
+                // A dump the dead server started may still be running: let it finish.
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while self.node.checkpoint_in_progress(id) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                match self.node.container_status(id).await.as_deref() {
+                    Some("paused") => {
+                        let _ = self.node.thaw(id).await;
+                        Verdict::Running(slot)
+                    }
+                    Some("running") => Verdict::Running(slot),
+                    _ if self.node.has_checkpoint(id) => Verdict::Suspended(slot),
+                    _ => Verdict::Lost,
+                }
+            }
+            SandboxStatus::Suspended => {
+                let resuming = record.transition.as_deref() == Some(RESUMING);
+                match self.node.container_status(id).await.as_deref() {
+                    Some("running") if resuming => {
+                        self.node.discard_checkpoint(id);
+                        Verdict::Running(slot)
+                    }
+                    Some(_) => {
+                        // A half-done restore: back to the dump.
+                        self.node.stop_keeping_files(id).await;
+                        if self.node.has_checkpoint(id) {
+                            Verdict::Suspended(slot)
+                        } else {
+                            Verdict::Lost
+                        }
+                    }
+                    None if self.node.has_checkpoint(id) => Verdict::Suspended(slot),
+                    None => Verdict::Lost,
+                }
+            }
+            SandboxStatus::Terminated | SandboxStatus::Failed | SandboxStatus::Timeout => {
+                Verdict::Lost
+            }
+        }
+    }
+}

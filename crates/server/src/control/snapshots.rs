@@ -1,0 +1,286 @@
+//! Snapshots: a reusable capture of a running sandbox (its writable layer, and
+//! for memory snapshots its processes), restored into new sandboxes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use alcove_wire::sandbox::{CreateSandboxRequest, ResourcesRequest, SandboxStatus};
+use alcove_wire::snapshot::{SnapshotStatus, SnapshotType};
+use alcove_wire::time::now_millis;
+
+use super::lifecycle::Boot;
+use super::{Control, ControlError};
+use crate::store::SnapshotRecord;
+
+impl Control {
+    fn snapshot_dir(&self, id: &str) -> PathBuf {
+        self.cfg.snapshots_dir.join(id)
+    }
+
+    /// Starts a snapshot of a running sandbox; answers at once with it `in_progress`.
+    pub async fn snapshot(
+        self: &Arc<Self>,
+        namespace: Option<&str>,
+        ident: &str,
+        kind: Option<SnapshotType>,
+    ) -> Result<SnapshotRecord, ControlError> {
+        let record = self.resolve(namespace, ident).await?;
+        if !matches!(
+            record.status,
+            SandboxStatus::Running | SandboxStatus::Snapshotting
+        ) {
+            return Err(ControlError::InvalidState {
+                id: record.id,
+                status: record.status,
+                op: "snapshot",
+            });
+        }
+        let snap = SnapshotRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            namespace: record.namespace.clone(),
+            sandbox_id: record.id.clone(),
+            status: SnapshotStatus::InProgress,
+            snapshot_type: kind.unwrap_or(SnapshotType::Memory),
+            image: record.image.clone(),
+            cpus: record.cpus,
+            memory_mb: record.memory_mb,
+            disk_mb: record.disk_mb,
+            entrypoint: record.entrypoint.clone(),
+            size_bytes: None,
+            created_at: now_millis(),
+            completed_at: None,
+            error: None,
+        };
+        self.store.put_snapshot(&snap).await?;
+        let this = Arc::clone(self);
+        let job = snap.clone();
+        tokio::spawn(async move {
+            let lock = this.op_lock(&job.sandbox_id);
+            let _guard = lock.lock().await;
+            this.take_snapshot(job).await;
+        });
+        Ok(snap)
+    }
+
+    async fn take_snapshot(&self, mut snap: SnapshotRecord) {
+        let id = snap.sandbox_id.clone();
+        let dir = self.snapshot_dir(&snap.id);
+        let outcome = match self.store.get(&id).await {
+            Ok(Some(mut record)) if record.status == SandboxStatus::Running => {
+                record.status = SandboxStatus::Snapshotting;
+                let marked = self.store.update(&record).await;
+                let result = match marked {
+                    Ok(()) => self
+                        .node
+                        .snapshot(&id, &dir, snap.snapshot_type == SnapshotType::Memory)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                record.status = SandboxStatus::Running;
+                if let Err(e) = self.store.update(&record).await {
+                    tracing::error!(sandbox_id = %id, error = %e, "recording end of snapshot");
+                }
+                result
+            }
+            Ok(Some(record)) => Err(format!("sandbox {id} is {}", record.status)),
+            Ok(None) => Err(format!("sandbox {id} not found")),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(bytes) => {
+                snap.status = SnapshotStatus::Completed;
+                snap.size_bytes = i64::try_from(bytes).ok();
+                snap.completed_at = Some(now_millis());
+                if let Err(e) = write_manifest(&dir, &snap) {
+                    tracing::warn!(snapshot_id = %snap.id, error = %e, "writing snapshot manifest");
+                }
+                tracing::info!(snapshot_id = %snap.id, sandbox_id = %id, bytes, "snapshot completed");
+            }
+            Err(e) => {
+                tracing::warn!(snapshot_id = %snap.id, sandbox_id = %id, error = %e, "snapshot failed");
+                snap.status = SnapshotStatus::Failed;
+                snap.error = Some(e);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        if let Err(e) = self.store.put_snapshot(&snap).await {
+            tracing::error!(snapshot_id = %snap.id, error = %e, "recording snapshot outcome");
+        }
+    }
+
+    /// One snapshot.
+    pub async fn get_snapshot(
+        &self,
+        namespace: Option<&str>,
+        id: &str,
+    ) -> Result<SnapshotRecord, ControlError> {
+        self.store
+            .get_snapshot(id)
+            .await?
+            .filter(|s| namespace.is_none_or(|ns| ns == s.namespace))
+            .ok_or_else(|| ControlError::NotFound {
+                kind: "snapshot",
+                id: id.to_string(),
+            })
+    }
+
+    /// Snapshots of a namespace, or of one sandbox.
+    pub async fn list_snapshots(
+        &self,
+        namespace: &str,
+        sandbox: Option<&str>,
+    ) -> Result<Vec<SnapshotRecord>, ControlError> {
+        let sandbox_id = match sandbox {
+            Some(ident) => Some(self.resolve(Some(namespace), ident).await?.id),
+            None => None,
+        };
+        Ok(self
+            .store
+            .list_snapshots(Some(namespace), sandbox_id.as_deref())
+            .await?)
+    }
+
+    /// Deletes a snapshot and its files. One still being taken is a conflict.
+    pub async fn delete_snapshot(
+        &self,
+        namespace: Option<&str>,
+        id: &str,
+    ) -> Result<(), ControlError> {
+        let snap = self.get_snapshot(namespace, id).await?;
+        if snap.status == SnapshotStatus::InProgress {
+            return Err(ControlError::InvalidArgument {
+                field: "snapshot_id",
+                reason: format!("snapshot {id} is still being taken"),
+            });
+        }
+        self.store.delete_snapshot(id).await?;
+        let dir = self.snapshot_dir(id);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(snapshot_id = %id, error = %e, "removing snapshot files");
+        }
+        Ok(())
+    }
+
+    /// Turns a create-from-snapshot request into a plain create request (image
+    /// and resources of the snapshot) and how to boot it.
+    pub(super) async fn restore_request(
+        &self,
+        namespace: &str,
+        snapshot_id: &str,
+        req: &CreateSandboxRequest,
+    ) -> Result<(CreateSandboxRequest, Boot), ControlError> {
+        let snap = self.get_snapshot(Some(namespace), snapshot_id).await?;
+        if snap.status != SnapshotStatus::Completed {
+            return Err(ControlError::InvalidArgument {
+                field: "snapshot_id",
+                reason: format!(
+                    "snapshot {snapshot_id} is {}, not completed",
+                    snap.status.as_str()
+                ),
+            });
+        }
+        let asked = req.resources.clone().unwrap_or_default();
+        let memory = snap.snapshot_type == SnapshotType::Memory;
+        if memory {
+            // A memory image only fits the resources it was taken with.
+            let differs = asked.cpus.is_some_and(|c| c != snap.cpus)
+                || asked.memory_mb.is_some_and(|m| m != snap.memory_mb)
+                || asked
+                    .disk_mb
+                    .or(asked.ephemeral_disk_mb)
+                    .is_some_and(|d| d != snap.disk_mb);
+            if differs {
+                return Err(ControlError::InvalidArgument {
+                    field: "resources",
+                    reason: format!(
+                        "a memory snapshot restores with its own resources \
+                         ({} CPUs, {} MB memory, {} MB disk); take a filesystem snapshot to change them",
+                        snap.cpus, snap.memory_mb, snap.disk_mb
+                    ),
+                });
+            }
+            if req.image.as_ref().is_some_and(|i| *i != snap.image) {
+                return Err(ControlError::InvalidArgument {
+                    field: "image",
+                    reason: format!("a memory snapshot restores on its own image {}", snap.image),
+                });
+            }
+        }
+        let mut plain = req.clone();
+        plain.snapshot_id = None;
+        plain.image = Some(snap.image.clone());
+        plain.resources = Some(ResourcesRequest {
+            cpus: asked.cpus.or(Some(snap.cpus)),
+            memory_mb: asked.memory_mb.or(Some(snap.memory_mb)),
+            // The layer is a copy of the snapshot's: its size is the snapshot's.
+            disk_mb: Some(snap.disk_mb),
+            ephemeral_disk_mb: None,
+            gpus: asked.gpus,
+        });
+        if plain.entrypoint.is_none() && !memory {
+            plain.entrypoint = Some(snap.entrypoint.clone());
+        }
+        Ok((
+            plain,
+            Boot::Snapshot {
+                dir: self.snapshot_dir(&snap.id),
+                memory,
+            },
+        ))
+    }
+
+    /// After a restart: snapshots left `in_progress` failed; files of snapshots
+    /// that no row knows are removed.
+    pub(super) async fn recover_snapshots(&self) -> Result<(), ControlError> {
+        let all = self.store.list_snapshots(None, None).await?;
+        for mut snap in all
+            .iter()
+            .filter(|s| s.status == SnapshotStatus::InProgress)
+            .cloned()
+        {
+            snap.status = SnapshotStatus::Failed;
+            snap.error = Some("the server restarted while the snapshot was being taken".into());
+            let _ = std::fs::remove_dir_all(self.snapshot_dir(&snap.id));
+            self.store.put_snapshot(&snap).await?;
+            tracing::warn!(snapshot_id = %snap.id, "snapshot interrupted by a restart marked failed");
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.cfg.snapshots_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !all.iter().any(|s| s.id == name) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                    tracing::warn!(path = %entry.path().display(), "removed unknown snapshot files");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `manifest.json` beside a snapshot's files, so the store on disk describes itself.
+fn write_manifest(dir: &std::path::Path, snap: &SnapshotRecord) -> std::io::Result<()> {
+    let manifest = serde_json::json!({
+        "format_version": 1,
+        "id": snap.id,
+        "namespace": snap.namespace,
+        "sandbox_id": snap.sandbox_id,
+        "snapshot_type": snap.snapshot_type.as_str(),
+        "image": snap.image,
+        "cpus": snap.cpus,
+        "memory_mb": snap.memory_mb,
+        "disk_mb": snap.disk_mb,
+        "entrypoint": snap.entrypoint,
+        "size_bytes": snap.size_bytes,
+        "created_at": snap.created_at,
+        "completed_at": snap.completed_at,
+    });
+    let tmp = dir.join("manifest.json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
+    )?;
+    std::fs::rename(tmp, dir.join("manifest.json"))
+}

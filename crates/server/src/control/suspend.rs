@@ -1,0 +1,214 @@
+//! Suspend and resume: a named sandbox is dumped to disk with CRIU (memory,
+//! processes, open files) and later restored under the same id, name, address
+//! and cgroup.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcove_wire::sandbox::SandboxStatus;
+use alcove_wire::time::now_millis;
+
+use super::{Control, ControlError};
+use crate::store::SandboxRecord;
+
+/// The `transition` recorded while a resume is in flight.
+pub(super) const RESUMING: &str = "resuming";
+
+impl Control {
+    /// Suspends a named running sandbox. With `wait`, waits up to that long;
+    /// returns the sandbox and whether it is suspended now.
+    pub async fn suspend(
+        self: &Arc<Self>,
+        namespace: Option<&str>,
+        ident: &str,
+        wait: Option<Duration>,
+    ) -> Result<(SandboxRecord, bool), ControlError> {
+        let record = self.resolve(namespace, ident).await?;
+        if record.name.is_none() {
+            return Err(ControlError::InvalidArgument {
+                field: "sandbox",
+                reason: format!(
+                    "sandbox {} is ephemeral and cannot be suspended; name it first \
+                     (update_sandbox) to make it suspendable",
+                    record.id
+                ),
+            });
+        }
+        match (record.status, record.transition.as_deref()) {
+            (SandboxStatus::Suspended, None) => return Ok((record, true)),
+            (
+                SandboxStatus::Running | SandboxStatus::Suspending | SandboxStatus::Snapshotting,
+                _,
+            ) => {}
+            (status, _) => {
+                return Err(ControlError::InvalidState {
+                    id: record.id,
+                    status,
+                    op: "suspend",
+                });
+            }
+        }
+        let id = record.id.clone();
+        let this = Arc::clone(self);
+        let job_id = id.clone();
+        let job = tokio::spawn(async move {
+            let lock = this.op_lock(&job_id);
+            let _guard = lock.lock().await;
+            this.suspend_now(&job_id, "requested").await;
+        });
+        self.await_job(job, &id, wait, SandboxStatus::Suspended)
+            .await
+    }
+
+    /// Resumes a suspended sandbox (waiting for a suspend in flight first).
+    pub async fn resume(
+        self: &Arc<Self>,
+        namespace: Option<&str>,
+        ident: &str,
+        wait: Option<Duration>,
+    ) -> Result<(SandboxRecord, bool), ControlError> {
+        let record = self.resolve(namespace, ident).await?;
+        match record.status {
+            SandboxStatus::Running => return Ok((record, true)),
+            SandboxStatus::Suspended | SandboxStatus::Suspending => {}
+            status => {
+                return Err(ControlError::InvalidState {
+                    id: record.id,
+                    status,
+                    op: "resume",
+                });
+            }
+        }
+        let id = record.id.clone();
+        let this = Arc::clone(self);
+        let job_id = id.clone();
+        let job = tokio::spawn(async move {
+            let lock = this.op_lock(&job_id);
+            let _guard = lock.lock().await;
+            this.resume_now(&job_id).await;
+        });
+        self.await_job(job, &id, wait, SandboxStatus::Running).await
+    }
+
+    async fn await_job(
+        &self,
+        job: tokio::task::JoinHandle<()>,
+        id: &str,
+        wait: Option<Duration>,
+        target: SandboxStatus,
+    ) -> Result<(SandboxRecord, bool), ControlError> {
+        if let Some(wait) = wait {
+            let _ = tokio::time::timeout(wait, job).await;
+        }
+        let record = self.resolve(None, id).await?;
+        let reached = record.status == target && record.transition.is_none();
+        Ok((record, reached))
+    }
+
+    /// Dumps a running sandbox now (the caller holds its op lock). Failures
+    /// leave it running and are logged: a suspend never loses a sandbox.
+    pub(super) async fn suspend_now(&self, id: &str, why: &str) {
+        let Ok(Some(mut record)) = self.store.get(id).await else {
+            return;
+        };
+        if record.status != SandboxStatus::Running {
+            return;
+        }
+        record.status = SandboxStatus::Suspending;
+        if let Some(deadline) = record.deadline_at.take() {
+            record.timeout_remaining_ms = Some((deadline - now_millis()).max(0));
+        }
+        if let Err(e) = self.store.update(&record).await {
+            tracing::error!(sandbox_id = %id, error = %e, "recording suspending");
+            return;
+        }
+        let handle = self
+            .running
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        match self.node.suspend(id).await {
+            Ok(bytes) => {
+                record.status = SandboxStatus::Suspended;
+                record.error_details = None;
+                tracing::info!(sandbox_id = %id, bytes, reason = why, "sandbox suspended");
+            }
+            Err(e) => {
+                tracing::warn!(sandbox_id = %id, error = %e, "suspend failed; sandbox keeps running");
+                record.status = SandboxStatus::Running;
+                record.error_details = Some(format!("suspend failed: {e}"));
+                if let Some(left) = record.timeout_remaining_ms.take() {
+                    record.deadline_at = Some(now_millis() + left);
+                }
+                if let Some(handle) = handle {
+                    self.running
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id.to_string(), handle);
+                }
+            }
+        }
+        if let Err(e) = self.store.update(&record).await {
+            tracing::error!(sandbox_id = %id, error = %e, "recording suspend outcome");
+        }
+    }
+
+    /// Restores a suspended sandbox now (the caller holds its op lock). On
+    /// failure it stays suspended with the reason in `error_details`.
+    pub(super) async fn resume_now(&self, id: &str) {
+        let Ok(Some(mut record)) = self.store.get(id).await else {
+            return;
+        };
+        if record.status != SandboxStatus::Suspended {
+            return;
+        }
+        let Some(slot) = record.slot.and_then(|s| u32::try_from(s).ok()) else {
+            tracing::error!(sandbox_id = %id, "suspended sandbox has no network slot");
+            return;
+        };
+        record.transition = Some(RESUMING.into());
+        if let Err(e) = self.store.update(&record).await {
+            tracing::error!(sandbox_id = %id, error = %e, "recording resuming");
+            return;
+        }
+        let outcome = match self.node.images().resolve(Some(&record.image)) {
+            Ok(image) => {
+                let spec = self.spec_for(&record, image);
+                self.node
+                    .resume(&spec, alcove_runtime::network::Slot(slot))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        record.transition = None;
+        match outcome {
+            Ok(handle) => {
+                record.status = SandboxStatus::Running;
+                record.error_details = None;
+                if let Some(left) = record.timeout_remaining_ms.take() {
+                    record.deadline_at = Some(now_millis() + left);
+                }
+                self.running
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.to_string(), handle);
+                tracing::info!(sandbox_id = %id, "sandbox resumed");
+            }
+            Err(e) => {
+                tracing::warn!(sandbox_id = %id, error = %e, "resume failed; sandbox stays suspended");
+                record.error_details = Some(format!("resume failed: {e}"));
+            }
+        }
+        if let Err(e) = self.store.update(&record).await {
+            tracing::error!(sandbox_id = %id, error = %e, "recording resume outcome");
+        }
+    }
+
+    /// Suspends a sandbox whose timeout ran out (named sandboxes) without waiting.
+    pub(super) async fn suspend_for_timeout(&self, id: &str) {
+        let lock = self.op_lock(id);
+        let _guard = lock.lock().await;
+        self.suspend_now(id, "timeout").await;
+    }
+}

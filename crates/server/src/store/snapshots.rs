@@ -1,0 +1,229 @@
+//! Stored snapshots.
+
+use alcove_wire::snapshot::{SnapshotInfo, SnapshotStatus, SnapshotType};
+use alcove_wire::time::EpochMillis;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::sqlite::json_column;
+use super::{Store, StoreError};
+
+/// A snapshot as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRecord {
+    /// Snapshot id (a UUID).
+    pub id: String,
+    /// Owning namespace.
+    pub namespace: String,
+    /// Source sandbox.
+    pub sandbox_id: String,
+    /// Status.
+    pub status: SnapshotStatus,
+    /// Memory or filesystem.
+    pub snapshot_type: SnapshotType,
+    /// Canonical image name of the source.
+    pub image: String,
+    /// CPUs of the source.
+    pub cpus: f64,
+    /// Memory of the source in MiB.
+    pub memory_mb: i64,
+    /// Writable layer of the source in MiB.
+    pub disk_mb: i64,
+    /// Entrypoint of the source.
+    pub entrypoint: Vec<String>,
+    /// Bytes on disk once completed.
+    pub size_bytes: Option<i64>,
+    /// When it was requested.
+    pub created_at: EpochMillis,
+    /// When it completed.
+    pub completed_at: Option<EpochMillis>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl SnapshotRecord {
+    /// The wire form.
+    pub fn to_info(&self) -> SnapshotInfo {
+        SnapshotInfo {
+            id: self.id.clone(),
+            namespace: self.namespace.clone(),
+            sandbox_id: self.sandbox_id.clone(),
+            status: self.status,
+            snapshot_type: self.snapshot_type,
+            size_bytes: self.size_bytes.and_then(|s| u64::try_from(s).ok()),
+            created_at: self.created_at,
+            base_image: self.image.clone(),
+            error: self.error.clone(),
+        }
+    }
+}
+
+const FIELDS: [&str; 14] = [
+    "id",
+    "namespace",
+    "sandbox_id",
+    "status",
+    "snapshot_type",
+    "image",
+    "cpus",
+    "memory_mb",
+    "disk_mb",
+    "entrypoint",
+    "size_bytes",
+    "created_at",
+    "completed_at",
+    "error",
+];
+
+fn decode(row: &SqliteRow) -> Result<SnapshotRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: id.clone(),
+        reason,
+    };
+    let status: String = row.try_get("status")?;
+    let kind: String = row.try_get("snapshot_type")?;
+    Ok(SnapshotRecord {
+        namespace: row.try_get("namespace")?,
+        sandbox_id: row.try_get("sandbox_id")?,
+        status: SnapshotStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("status {status:?}")))?,
+        snapshot_type: SnapshotType::parse(&kind)
+            .ok_or_else(|| corrupt(format!("snapshot_type {kind:?}")))?,
+        image: row.try_get("image")?,
+        cpus: row.try_get("cpus")?,
+        memory_mb: row.try_get("memory_mb")?,
+        disk_mb: row.try_get("disk_mb")?,
+        entrypoint: json_column(row, &id, "entrypoint")?,
+        size_bytes: row.try_get("size_bytes")?,
+        created_at: row.try_get("created_at")?,
+        completed_at: row.try_get("completed_at")?,
+        error: row.try_get("error")?,
+        id,
+    })
+}
+
+impl Store {
+    /// Writes a snapshot (insert or full replace).
+    pub async fn put_snapshot(&self, r: &SnapshotRecord) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT OR REPLACE INTO snapshots ({}) VALUES ({})",
+            FIELDS.join(", "),
+            vec!["?"; FIELDS.len()].join(", ")
+        );
+        sqlx::query(&sql)
+            .bind(&r.id)
+            .bind(&r.namespace)
+            .bind(&r.sandbox_id)
+            .bind(r.status.as_str())
+            .bind(r.snapshot_type.as_str())
+            .bind(&r.image)
+            .bind(r.cpus)
+            .bind(r.memory_mb)
+            .bind(r.disk_mb)
+            .bind(serde_json::to_string(&r.entrypoint).unwrap_or_else(|_| "[]".into()))
+            .bind(r.size_bytes)
+            .bind(r.created_at)
+            .bind(r.completed_at)
+            .bind(&r.error)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// A snapshot by id.
+    pub async fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        let sql = format!("SELECT {} FROM snapshots WHERE id = ?", FIELDS.join(", "));
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| decode(&r)).transpose()
+    }
+
+    /// Snapshots of a namespace (optionally of one sandbox), oldest first.
+    pub async fn list_snapshots(
+        &self,
+        namespace: Option<&str>,
+        sandbox_id: Option<&str>,
+    ) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM snapshots WHERE (?1 IS NULL OR namespace = ?1) \
+             AND (?2 IS NULL OR sandbox_id = ?2) ORDER BY created_at, id",
+            FIELDS.join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(namespace)
+            .bind(sandbox_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Removes a snapshot's row.
+    pub async fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM snapshots WHERE id = ?")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: &str, sandbox: &str) -> SnapshotRecord {
+        SnapshotRecord {
+            id: id.into(),
+            namespace: "default".into(),
+            sandbox_id: sandbox.into(),
+            status: SnapshotStatus::InProgress,
+            snapshot_type: SnapshotType::Memory,
+            image: "alcove/debian".into(),
+            cpus: 1.0,
+            memory_mb: 1024,
+            disk_mb: 10240,
+            entrypoint: vec![],
+            size_bytes: None,
+            created_at: 5,
+            completed_at: None,
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn snapshots_round_trip_and_filter() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&tmp.path().join("s.db")).await.expect("open");
+        let mut a = snap("a", "sb1");
+        store.put_snapshot(&a).await.expect("put");
+        store.put_snapshot(&snap("b", "sb2")).await.expect("put");
+        a.status = SnapshotStatus::Completed;
+        a.size_bytes = Some(42);
+        store.put_snapshot(&a).await.expect("replace");
+        assert_eq!(store.get_snapshot("a").await.expect("get"), Some(a));
+        assert_eq!(
+            store
+                .list_snapshots(Some("default"), None)
+                .await
+                .expect("list")
+                .len(),
+            2
+        );
+        assert_eq!(
+            store.list_snapshots(None, Some("sb2")).await.expect("list")[0].id,
+            "b"
+        );
+        assert!(
+            store
+                .list_snapshots(Some("other"), None)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        store.delete_snapshot("a").await.expect("delete");
+        assert_eq!(store.get_snapshot("a").await.expect("get"), None);
+    }
+}
