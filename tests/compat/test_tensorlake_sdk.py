@@ -49,3 +49,44 @@ def test_named_sandbox_and_duplicate_name(tl_client):
         assert "409" in str(err.value) or "already" in str(err.value)
     finally:
         tl_client.delete("tl-named")
+
+
+def test_suspend_resume_keeps_state(server, tl_client):
+    tl_client.create(name="tl-susp")
+    try:
+        sandbox = tl_client.connect("tl-susp")
+        sandbox.run("sh", ["-c", "echo kept > /root/kept.txt"])
+        proc = sandbox.start_process("sleep", ["600"])
+        tl_client.suspend("tl-susp")
+        assert server.api("GET", "/sandboxes/tl-susp").json()["status"] == "suspended"
+        # connect() works on a suspended sandbox (sandbox_url is present) ...
+        tl_client.connect("tl-susp")
+        tl_client.resume("tl-susp")
+        again = tl_client.connect("tl-susp")
+        assert again.run("cat", ["/root/kept.txt"]).stdout.strip() == "kept"
+        assert any(p.pid == proc.pid for p in again.list_processes())
+    finally:
+        tl_client.delete("tl-susp")
+
+
+def test_snapshot_restore_and_rename(server, tl_client):
+    created = tl_client.create()
+    sandbox_id = created.sandbox_id
+    try:
+        renamed = tl_client.update_sandbox(sandbox_id, "tl-renamed")
+        assert renamed.name == "tl-renamed"
+        source = tl_client.connect("tl-renamed")
+        source.run("sh", ["-c", "echo snap > /root/s.txt"])
+        snap = tl_client.snapshot_and_wait(sandbox_id)
+        assert str(getattr(snap.status, "value", snap.status)) in ("completed", "local_ready")
+        restored = tl_client.create_and_connect(snapshot_id=snap.snapshot_id)
+        try:
+            assert restored.run("cat", ["/root/s.txt"]).stdout.strip() == "snap"
+            assert restored.sandbox_id != sandbox_id
+        finally:
+            tl_client.delete(restored.sandbox_id)
+        ids = [s.snapshot_id for s in tl_client.list_snapshots()]
+        assert snap.snapshot_id in ids
+        tl_client.delete_snapshot(snap.snapshot_id)
+    finally:
+        tl_client.delete(sandbox_id)

@@ -11,6 +11,20 @@ use crate::output::DEFAULT_BUFFER_LIMIT_BYTES;
 /// Environment variable overriding the listen address (e.g. `127.0.0.1:0` in tests).
 pub const LISTEN_ENV: &str = "ALCOVE_AGENT_LISTEN";
 
+/// Environment variable overriding how long a live PTY session may stay without a client
+/// before it is killed (whole seconds; `0` = never).
+pub const PTY_IDLE_ENV: &str = "ALCOVE_AGENT_PTY_IDLE_SECS";
+
+/// Default of [`PTY_IDLE_ENV`]: a day, so a dropped connection can come back to its shell.
+pub const DEFAULT_PTY_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long a PTY session whose process exited stays without a client (to read the rest of
+/// its output and its exit code) before it is removed.
+pub const DEFAULT_PTY_EXITED_LINGER: Duration = Duration::from_secs(60);
+
+/// Output of a PTY session kept while no client takes it: 1 MiB.
+pub const DEFAULT_PTY_BUFFER_BYTES: usize = 1 << 20;
+
 /// Port of the sandbox daemon (WIRE §1.5: 9501 is the reserved management port).
 pub const DEFAULT_PORT: u16 = 9501;
 
@@ -20,6 +34,12 @@ pub enum ConfigError {
     /// The listen address does not parse.
     #[error("{LISTEN_ENV}={value:?} is not an IP:port socket address")]
     BadListen {
+        /// The value given.
+        value: String,
+    },
+    /// The PTY idle timeout does not parse.
+    #[error("{PTY_IDLE_ENV}={value:?} is not a whole number of seconds")]
+    BadPtyIdle {
         /// The value given.
         value: String,
     },
@@ -40,6 +60,12 @@ pub struct AgentConfig {
     pub shutdown_grace: Duration,
     /// Environment children start from (the agent's, minus `ALCOVE_AGENT_*`).
     pub child_env: Vec<(OsString, OsString)>,
+    /// A live PTY session without a client for this long is killed; `None` = never.
+    pub pty_idle_timeout: Option<Duration>,
+    /// An exited PTY session without a client for this long is removed.
+    pub pty_exited_linger: Duration,
+    /// PTY output kept per session while no client takes it.
+    pub pty_buffer_bytes: usize,
 }
 
 impl AgentConfig {
@@ -52,11 +78,14 @@ impl AgentConfig {
             output_limit_bytes: DEFAULT_BUFFER_LIMIT_BYTES,
             shutdown_grace: Duration::from_secs(3),
             child_env,
+            pty_idle_timeout: Some(DEFAULT_PTY_IDLE),
+            pty_exited_linger: DEFAULT_PTY_EXITED_LINGER,
+            pty_buffer_bytes: DEFAULT_PTY_BUFFER_BYTES,
         }
     }
 
     /// Builds the configuration from the process environment (`std::env::vars_os()`).
-    /// Reads only [`LISTEN_ENV`].
+    /// Reads only [`LISTEN_ENV`] and [`PTY_IDLE_ENV`].
     pub fn from_env(
         vars: impl IntoIterator<Item = (OsString, OsString)>,
     ) -> Result<Self, ConfigError> {
@@ -68,6 +97,13 @@ impl AgentConfig {
             config.listen = value.trim().parse().map_err(|_| ConfigError::BadListen {
                 value: value.to_string(),
             })?;
+        }
+        if let Some((_, value)) = vars.iter().find(|(key, _)| key == PTY_IDLE_ENV) {
+            let value = value.to_string_lossy();
+            let secs: u64 = value.trim().parse().map_err(|_| ConfigError::BadPtyIdle {
+                value: value.to_string(),
+            })?;
+            config.pty_idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
         }
         Ok(config)
     }
@@ -85,5 +121,16 @@ mod tests {
             AgentConfig::from_env([(LISTEN_ENV.into(), "127.0.0.1:0".into())]).expect("override");
         assert_eq!(config.listen.to_string(), "127.0.0.1:0");
         assert!(AgentConfig::from_env([(LISTEN_ENV.into(), "localhost:1".into())]).is_err());
+    }
+
+    #[test]
+    fn pty_idle_defaults_and_overrides() {
+        let config = AgentConfig::from_env(Vec::new()).expect("defaults");
+        assert_eq!(config.pty_idle_timeout, Some(DEFAULT_PTY_IDLE));
+        let config = AgentConfig::from_env([(PTY_IDLE_ENV.into(), "90".into())]).expect("override");
+        assert_eq!(config.pty_idle_timeout, Some(Duration::from_secs(90)));
+        let config = AgentConfig::from_env([(PTY_IDLE_ENV.into(), "0".into())]).expect("never");
+        assert_eq!(config.pty_idle_timeout, None);
+        assert!(AgentConfig::from_env([(PTY_IDLE_ENV.into(), "1h".into())]).is_err());
     }
 }

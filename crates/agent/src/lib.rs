@@ -1,6 +1,6 @@
 //! alcove-agent: the daemon that runs as PID 1 inside every sandbox and serves WIRE §3
 //! (`/api/v1/...`) on port 9501: processes (run to completion, managed, stdin, output,
-//! signals), files, health and info.
+//! signals), files, PTY sessions, TCP tunnels, health and info.
 //!
 //! It owns every user process of its sandbox (spawning, reaping, killing whole trees) and
 //! their bounded output buffers. It knows nothing about the control plane, sandboxes or
@@ -12,6 +12,7 @@ pub mod http;
 pub mod output;
 pub mod pid1;
 pub mod process;
+pub mod pty;
 pub mod sse;
 
 use std::future::Future;
@@ -27,6 +28,8 @@ pub use config::AgentConfig;
 pub use http::build_router;
 use process::ProcessTable;
 use process::spawn::Launcher;
+use pty::PtyTable;
+use pty::session::SessionLimits;
 
 /// Shared state of the HTTP handlers; cheap to clone.
 #[derive(Debug, Clone)]
@@ -38,6 +41,7 @@ pub struct AgentState {
 struct Shared {
     launcher: Arc<Launcher>,
     processes: ProcessTable,
+    ptys: PtyTable,
     active_runs: Arc<AtomicUsize>,
     started: Instant,
 }
@@ -54,6 +58,14 @@ impl AgentState {
         Self {
             inner: Arc::new(Shared {
                 processes: ProcessTable::new(Arc::clone(&launcher), config.output_limit_bytes),
+                ptys: PtyTable::new(
+                    Arc::clone(&launcher),
+                    SessionLimits {
+                        buffer_bytes: config.pty_buffer_bytes,
+                        idle_timeout: config.pty_idle_timeout,
+                        exited_linger: config.pty_exited_linger,
+                    },
+                ),
                 launcher,
                 active_runs: Arc::default(),
                 started: Instant::now(),
@@ -69,6 +81,11 @@ impl AgentState {
     /// Processes started through `POST /processes`.
     pub fn processes(&self) -> &ProcessTable {
         &self.inner.processes
+    }
+
+    /// PTY sessions.
+    pub fn ptys(&self) -> &PtyTable {
+        &self.inner.ptys
     }
 
     /// Number of `processes/run` calls in progress.

@@ -76,8 +76,9 @@ impl Node {
                 .is_ok_and(|log| log.contains("Dumping finished successfully"))
     }
 
-    /// Whether a `runc checkpoint` of this sandbox is still running (after a
-    /// crash of the server, the dump it started may outlive it).
+    /// Whether a `runc checkpoint` or `runc restore` of this sandbox is still
+    /// running (after a crash of the server, the dump or restore it started
+    /// outlives it).
     pub fn checkpoint_in_progress(&self, id: &str) -> bool {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return false;
@@ -85,7 +86,8 @@ impl Node {
         entries.flatten().any(|e| {
             std::fs::read(e.path().join("cmdline")).is_ok_and(|raw| {
                 let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-                args.contains(&b"checkpoint".as_slice()) && args.contains(&id.as_bytes())
+                (args.contains(&b"checkpoint".as_slice()) || args.contains(&b"restore".as_slice()))
+                    && args.contains(&id.as_bytes())
             })
         })
     }
@@ -102,7 +104,12 @@ impl Node {
             )));
         }
         self.reserve_exact_slot(slot)?;
-        let result = self.restore_into(spec, slot, &images, &work).await;
+        let result = if self.is_running(id).await {
+            // A restore that outlived a crash of the server already brought it back.
+            self.adopt_restored(spec, slot).await
+        } else {
+            self.restore_into(spec, slot, &images, &work).await
+        };
         match result {
             Ok(handle) => {
                 for dir in [&images, &work] {
@@ -147,6 +154,18 @@ impl Node {
             .restore(&spec.id, &self.cfg.criu_binary, &bundle, images, work)
             .await?;
         // CRIU brings the namespace's loopback back down.
+        self.network.loopback_up(&net).await?;
+        let handle = SandboxHandle {
+            id: spec.id.clone(),
+            slot,
+            ip: net.sandbox_ip,
+        };
+        self.wait_for_agent(&handle).await?;
+        Ok(handle)
+    }
+
+    async fn adopt_restored(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle> {
+        let net = self.network.describe(slot);
         self.network.loopback_up(&net).await?;
         let handle = SandboxHandle {
             id: spec.id.clone(),

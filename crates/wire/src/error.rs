@@ -26,6 +26,8 @@ pub enum ErrorCode {
     SandboxNotReady,
     /// The sandbox's agent could not be reached.
     SandboxUnreachable,
+    /// An operation (suspend, resume, snapshot) ran and failed; the sandbox is unchanged.
+    OperationFailed,
     /// The server failed; details are in its log under the request id.
     Internal,
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod files;
 pub mod health;
 pub mod process;
+pub mod pty;
 pub mod sandbox;
 pub mod snapshot;
 pub mod time;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::files::FileError;
 use crate::process::ProcessError;
 use crate::process::spawn::LaunchError;
+use crate::pty::PtyError;
 
 /// Machine-readable codes of the agent's error bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +44,14 @@ pub enum DaemonErrorCode {
     ProcessExited,
     /// Stdin cannot be written.
     StdinNotWritable,
+    /// The PTY session token is missing or wrong.
+    InvalidToken,
+    /// The PTY session limit is reached.
+    TooManySessions,
+    /// Nothing listens on the tunnel's port inside the sandbox.
+    ConnectionRefused,
+    /// Connecting to the tunnel's port failed otherwise (timeout, unreachable).
+    ConnectionFailed,
     /// The route or feature is not built yet.
     NotImplemented,
     /// The HTTP method is not served on this path.
@@ -151,6 +160,23 @@ impl From<ProcessError> for ApiError {
             ProcessError::Exited(_) => (StatusCode::CONFLICT, C::ProcessExited),
             ProcessError::StdinNotWritable { .. } => (StatusCode::BAD_REQUEST, C::StdinNotWritable),
             ProcessError::Body(_) => (StatusCode::BAD_REQUEST, C::InvalidArgument),
+        };
+        Self::new(status, code, err.to_string())
+    }
+}
+
+impl From<PtyError> for ApiError {
+    fn from(err: PtyError) -> Self {
+        use DaemonErrorCode as C;
+        let err = match err {
+            PtyError::Launch(launch) => return launch.into(),
+            other => other,
+        };
+        let (status, code) = match &err {
+            PtyError::Launch(_) | PtyError::Terminal { .. } => return Self::internal(&err),
+            PtyError::NotFound(_) => (StatusCode::NOT_FOUND, C::NotFound),
+            PtyError::InvalidSize { .. } => (StatusCode::BAD_REQUEST, C::InvalidArgument),
+            PtyError::TooMany => (StatusCode::TOO_MANY_REQUESTS, C::TooManySessions),
         };
         Self::new(status, code, err.to_string())
     }

@@ -14,14 +14,16 @@ pub async fn health() -> Json<HealthResponse> {
     Json(HealthResponse { healthy: true })
 }
 
-/// Version, uptime and process counts (runs in progress count as running and tracked).
+/// Version, uptime and process counts (runs in progress count as running and tracked; so
+/// do PTY sessions, as running while their command runs).
 pub async fn info(State(state): State<AgentState>) -> Json<DaemonInfo> {
     let (running, tracked) = state.processes().counts();
+    let (live_ptys, ptys) = state.ptys().counts();
     let runs = state.active_runs().load(Ordering::Acquire);
     Json(DaemonInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_secs: state.uptime().as_secs(),
-        running_processes: running + runs,
-        total_processes: tracked + runs,
+        running_processes: running + runs + live_ptys,
+        total_processes: tracked + runs + ptys,
     })
 }

@@ -7,13 +7,16 @@ pub mod files;
 pub mod health;
 pub mod io;
 pub mod processes;
+pub mod pty;
 pub mod run;
+pub mod tunnel;
+pub mod ws;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use bytes::Bytes;
 use futures::Stream;
 use serde::de::DeserializeOwned;
@@ -22,8 +25,8 @@ use crate::AgentState;
 use crate::sse;
 use error::{ApiError, DaemonErrorCode};
 
-/// The agent's router with every WIRE §3 route this build serves. PTY and tunnel routes
-/// answer 501 until they are built; unknown paths answer a JSON 404.
+/// The agent's router with every WIRE §3 route this build serves; unknown paths answer a
+/// JSON 404.
 pub fn build_router(state: AgentState) -> Router {
     Router::new()
         .route("/api/v1/health", get(health::health))
@@ -61,20 +64,14 @@ pub fn build_router(state: AgentState) -> Router {
             get(files::read).put(files::write).delete(files::delete),
         )
         .route("/api/v1/files/list", get(files::list))
-        .route("/api/v1/pty", any(not_built))
-        .route("/api/v1/pty/{*rest}", any(not_built))
-        .route("/api/v1/tunnels/{*rest}", any(not_built))
+        .route("/api/v1/pty", post(pty::create).get(pty::list))
+        .route("/api/v1/pty/{id}", get(pty::get).delete(pty::delete))
+        .route("/api/v1/pty/{id}/resize", post(pty::resize))
+        .route("/api/v1/pty/{id}/ws", get(pty::connect))
+        .route("/api/v1/tunnels/tcp", get(tunnel::tcp))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-}
-
-async fn not_built(uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        DaemonErrorCode::NotImplemented,
-        format!("{} is not implemented yet", uri.path()),
-    )
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {

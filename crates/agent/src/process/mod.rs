@@ -326,6 +326,7 @@ impl ProcessTable {
             stdin: req.stdin_mode,
             stdout: req.stdout_mode,
             stderr: req.stderr_mode,
+            terminal: None,
         };
         // Held across the spawn so that two starts cannot both take a free name.
         let mut table = lock(&self.table);

@@ -85,6 +85,7 @@ pub fn start(
         stdin: StdinMode::Closed,
         stdout: OutputMode::Capture,
         stderr: OutputMode::Capture,
+        terminal: None,
     })?;
     active_runs.fetch_add(1, Ordering::AcqRel);
     let active = ActiveRun(Arc::clone(active_runs));

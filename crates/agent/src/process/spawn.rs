@@ -9,11 +9,15 @@
 //!
 //! Environment: the agent's own (minus `ALCOVE_AGENT_*`), then `HOME` and `USER` of the target
 //! user and a default `PATH` if none is set, then the request's `env`, which wins.
+//!
+//! A terminal ([`LaunchSpec::terminal`], for PTY sessions) replaces all three standard streams
+//! with the terminal's slave side; the child then also makes it its controlling terminal
+//! (`TIOCSCTTY`, right after `setsid`) and, when switching users, takes ownership of it.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -54,6 +58,9 @@ pub struct LaunchSpec<'a> {
     pub stdout: OutputMode,
     /// Stderr handling.
     pub stderr: OutputMode,
+    /// Slave side of a terminal to run on: it becomes stdin, stdout, stderr and the
+    /// controlling terminal, and the three modes above are ignored.
+    pub terminal: Option<BorrowedFd<'a>>,
 }
 
 /// A started child, with its pipes registered on the current tokio runtime.
@@ -171,23 +178,40 @@ impl Launcher {
             .args(spec.args)
             .env_clear()
             .envs(&env)
-            .current_dir(&cwd)
-            .stdin(match spec.stdin {
-                StdinMode::Pipe => Stdio::piped(),
-                StdinMode::Closed => Stdio::null(),
-            })
-            .stdout(output_stdio(spec.stdout))
-            .stderr(output_stdio(spec.stderr));
+            .current_dir(&cwd);
+        match spec.terminal {
+            Some(tty) => {
+                let stdio = || {
+                    tty.try_clone_to_owned()
+                        .map(Stdio::from)
+                        .map_err(|source| LaunchError::Spawn {
+                            command: spec.command.to_string(),
+                            source,
+                        })
+                };
+                command.stdin(stdio()?).stdout(stdio()?).stderr(stdio()?);
+            }
+            None => {
+                command
+                    .stdin(match spec.stdin {
+                        StdinMode::Pipe => Stdio::piped(),
+                        StdinMode::Closed => Stdio::null(),
+                    })
+                    .stdout(output_stdio(spec.stdout))
+                    .stderr(output_stdio(spec.stderr));
+            }
+        }
         let credentials = switch_user.then(|| Credentials {
             uid: identity.uid,
             gid: identity.gid,
             groups: identity.groups.clone(),
             set_groups: current_uid == 0,
         });
+        let controlling_tty = spec.terminal.is_some();
         // SAFETY: `child_setup` only makes async-signal-safe syscalls and does not allocate
         // (the group list was built before the fork).
         unsafe {
-            command.pre_exec(move || child_setup(credentials.as_ref()));
+            command.pre_exec(move || child_setup(credentials.as_ref(), controlling_tty));
         }
 
         let oom_baseline = oom::oom_kill_count();
@@ -195,6 +219,9 @@ impl Launcher {
         let (mut child, exit) = reaper()
             .spawn(&mut command)
             .map_err(|err| spawn_error(spec.command, err))?;
+        // The command holds the agent's copies of a terminal's slave side; closing them now
+        // lets the master read end of file (EIO) once the child's side is gone.
+        drop(command);
         let pid = child.id();
         let pipes = (|| -> io::Result<_> {
             let stdin = child
@@ -360,10 +387,26 @@ struct Credentials {
 }
 
 /// Runs in the child between fork and exec (see the module docs). Async-signal-safe only.
-fn child_setup(credentials: Option<&Credentials>) -> io::Result<()> {
+/// With `controlling_tty`, stdin is a terminal's slave side (std redirects the standard streams
+/// before this runs).
+fn child_setup(credentials: Option<&Credentials>, controlling_tty: bool) -> io::Result<()> {
     // SAFETY: setsid takes no arguments; the child of a fork is never a group leader.
     if unsafe { libc::setsid() } == -1 {
         return Err(io::Error::last_os_error());
+    }
+    if controlling_tty {
+        let stdin = libc::STDIN_FILENO;
+        // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal a terminal another
+        // session controls); we are a session leader without a controlling terminal yet.
+        if unsafe { libc::ioctl(stdin, libc::TIOCSCTTY, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        if let Some(creds) = credentials {
+            // Best effort, as login(1) does: the user owns their terminal (mesg, write, and
+            // reopening it by path). The group stays; -1 means "unchanged".
+            // SAFETY: fchown takes plain integers.
+            unsafe { libc::fchown(stdin, creds.uid, libc::gid_t::MAX) };
+        }
     }
     raise_oom_score_adj();
     if let Some(creds) = credentials {

@@ -17,7 +17,10 @@ pub struct Agent {
 
 impl Agent {
     pub async fn start() -> Agent {
-        let config = AgentConfig::with_env(std::env::vars_os().collect());
+        Self::start_with(AgentConfig::with_env(std::env::vars_os().collect())).await
+    }
+
+    pub async fn start_with(config: AgentConfig) -> Agent {
         let state = AgentState::new(&config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -30,6 +33,11 @@ impl Agent {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The WebSocket URL of an API path.
+    pub fn ws_url(&self, path: &str) -> String {
+        self.url(path).replacen("http://", "ws://", 1)
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {

@@ -60,6 +60,10 @@ impl From<ControlError> for ApiError {
             C::Runtime(alcove_runtime::RuntimeError::Image(
                 alcove_runtime::error::ImageError::NotFound(_),
             )) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            C::OperationFailed { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::OperationFailed,
+            ),
             C::Store(_) | C::Runtime(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         };
         Self::new(status, code, e.to_string())

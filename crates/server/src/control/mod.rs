@@ -61,6 +61,16 @@ pub enum ControlError {
         /// Its status.
         status: SandboxStatus,
     },
+    /// An operation on the sandbox ran and failed; the sandbox is unchanged.
+    #[error("{op} of sandbox {id} failed: {reason}")]
+    OperationFailed {
+        /// Sandbox id.
+        id: String,
+        /// The operation.
+        op: &'static str,
+        /// Why (the runtime's error).
+        reason: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

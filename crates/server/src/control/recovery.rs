@@ -107,34 +107,32 @@ impl Control {
         let Some(slot) = record.slot.and_then(|s| u32::try_from(s).ok()).map(Slot) else {
             return Verdict::Failed("the server restarted while the sandbox was being created");
         };
+        // A dump or restore the dead server started outlives it: let it finish
+        // before looking, or we would judge (and thaw) a sandbox mid-operation.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.node.checkpoint_in_progress(id) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         match record.status {
             SandboxStatus::Pending => {
                 Verdict::Failed("the server restarted while the sandbox was being created")
             }
-            SandboxStatus::Running => Verdict::Running(slot),
-            SandboxStatus::Snapshotting => {
-                // The snapshot froze it; a crash must not leave it frozen.
+            SandboxStatus::Running | SandboxStatus::Snapshotting => {
+                // Only a snapshot freezes a running sandbox; a crash must not leave it frozen.
                 if self.node.container_status(id).await.as_deref() == Some("paused") {
                     let _ = self.node.thaw(id).await;
                 }
                 Verdict::Running(slot)
             }
-            SandboxStatus::Suspending => {
-                // A dump the dead server started may still be running: let it finish.
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while self.node.checkpoint_in_progress(id) && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            SandboxStatus::Suspending => match self.node.container_status(id).await.as_deref() {
+                Some("paused") => {
+                    let _ = self.node.thaw(id).await;
+                    Verdict::Running(slot)
                 }
-                match self.node.container_status(id).await.as_deref() {
-                    Some("paused") => {
-                        let _ = self.node.thaw(id).await;
-                        Verdict::Running(slot)
-                    }
-                    Some("running") => Verdict::Running(slot),
-                    _ if self.node.has_checkpoint(id) => Verdict::Suspended(slot),
-                    _ => Verdict::Lost,
-                }
-            }
+                Some("running") => Verdict::Running(slot),
+                _ if self.node.has_checkpoint(id) => Verdict::Suspended(slot),
+                _ => Verdict::Lost,
+            },
             SandboxStatus::Suspended => {
                 let resuming = record.transition.as_deref() == Some(RESUMING);
                 match self.node.container_status(id).await.as_deref() {

@@ -97,11 +97,27 @@ impl Control {
         wait: Option<Duration>,
         target: SandboxStatus,
     ) -> Result<(SandboxRecord, bool), ControlError> {
-        if let Some(wait) = wait {
-            let _ = tokio::time::timeout(wait, job).await;
-        }
+        let finished = match wait {
+            Some(wait) => tokio::time::timeout(wait, job).await.is_ok(),
+            None => false,
+        };
         let record = self.resolve(None, id).await?;
         let reached = record.status == target && record.transition.is_none();
+        if finished && !reached {
+            // The operation ended without reaching its target: say why instead of
+            // letting the client poll for a state that will not come.
+            return Err(ControlError::OperationFailed {
+                id: id.to_string(),
+                op: if target == SandboxStatus::Running {
+                    "resume"
+                } else {
+                    "suspend"
+                },
+                reason: record
+                    .error_details
+                    .unwrap_or_else(|| format!("the sandbox is {}", record.status)),
+            });
+        }
         Ok((record, reached))
     }
 

@@ -1,4 +1,8 @@
-"""Fixtures shared by the unit tests (no server needed: httpx.MockTransport + fakes.FakeServer)."""
+"""Fixtures shared by the unit tests.
+
+No Alcove server is needed: HTTP goes to ``fakes.FakeServer`` through httpx.MockTransport, and
+WebSockets (PTY, tunnels) to ``ws_fakes.FakeProxy``, a real server on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from alcove.sandbox import AsyncSandboxClient, SandboxClient
 from alcove.sandbox import async_client as async_client_module
 from alcove.sandbox import client as client_module
 from fakes import FakeServer
+from ws_fakes import EchoServer, FakeProxy
 
 
 @pytest.fixture(autouse=True)
@@ -45,3 +50,17 @@ def client(server: FakeServer, sleeps: list[float]) -> SandboxClient:
 async def aclient(server: FakeServer, sleeps: list[float]) -> AsyncSandboxClient:
     async with AsyncSandboxClient(transport=httpx.MockTransport(server)) as c:
         yield c
+
+
+@pytest.fixture
+def proxy() -> FakeProxy:
+    fake = FakeProxy()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def echo() -> EchoServer:
+    server = EchoServer()
+    yield server
+    server.stop()

@@ -141,4 +141,4 @@ async def test_files_and_processes(server: FakeServer, aclient: AsyncSandboxClie
     with pytest.raises(RemoteAPIError, match="no process 9"):
         await sandbox.get_process(9)
     with pytest.raises(NotImplementedError):
-        await sandbox.create_pty("bash")
+        await sandbox.connect_desktop()

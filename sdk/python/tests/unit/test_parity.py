@@ -6,9 +6,23 @@ import inspect
 
 import pytest
 
-from alcove.sandbox import AsyncSandbox, AsyncSandboxClient, Sandbox, SandboxClient
+from alcove.sandbox import (
+    AsyncPtySession,
+    AsyncSandbox,
+    AsyncSandboxClient,
+    AsyncTunnel,
+    PtySession,
+    Sandbox,
+    SandboxClient,
+    Tunnel,
+)
 
-PAIRS = [(SandboxClient, AsyncSandboxClient), (Sandbox, AsyncSandbox)]
+PAIRS = [
+    (SandboxClient, AsyncSandboxClient),
+    (Sandbox, AsyncSandbox),
+    (PtySession, AsyncPtySession),
+    (Tunnel, AsyncTunnel),
+]
 
 # Async methods that are not coroutine functions: async iterators and the awaitable context.
 ASYNC_ITERATORS = {"follow_output", "follow_stdout", "follow_stderr", "read_file_stream"}
@@ -57,9 +71,9 @@ def test_async_methods_are_awaitable(sync_cls: type, async_cls: type) -> None:
 
 
 def test_context_managers() -> None:
-    for cls in (SandboxClient, Sandbox):
+    for cls in (SandboxClient, Sandbox, PtySession, Tunnel):
         assert hasattr(cls, "__enter__") and hasattr(cls, "__exit__")
-    for cls in (AsyncSandboxClient, AsyncSandbox):
+    for cls in (AsyncSandboxClient, AsyncSandbox, AsyncPtySession, AsyncTunnel):
         assert inspect.iscoroutinefunction(cls.__aenter__) and inspect.iscoroutinefunction(cls.__aexit__)
 
 
@@ -111,6 +125,24 @@ def test_the_seed_surface_is_present() -> None:
         "create_tunnel",
         "connect_desktop",
     }
+    pty_methods = {
+        "session_id",
+        "token",
+        "websocket_url",
+        "exit_code",
+        "connected",
+        "connect",
+        "send",
+        "resize",
+        "read",
+        "read_until",
+        "wait",
+        "close",
+        "kill",
+    }
+    tunnel_methods = {"remote_port", "local_host", "local_port", "local_address", "websocket_url", "closed", "close"}
+    assert pty_methods == set(public_methods(PtySession))
+    assert tunnel_methods == set(public_methods(Tunnel))
     assert client_methods <= set(public_methods(SandboxClient))
     assert sandbox_methods <= set(public_methods(Sandbox))
     create = inspect.signature(SandboxClient.create).parameters
@@ -126,4 +158,19 @@ def test_the_seed_surface_is_present() -> None:
         ("allow_unauthenticated_access", False),
         ("disk_mb", None),
         ("entrypoint", None),
+    ]
+    create_pty = inspect.signature(Sandbox.create_pty).parameters
+    assert [(n, create_pty[n].default) for n in create_pty][1:] == [
+        ("command", "bash"),
+        ("args", None),
+        ("env", None),
+        ("working_dir", None),
+        ("rows", 24),
+        ("cols", 80),
+    ]
+    create_tunnel = inspect.signature(Sandbox.create_tunnel).parameters
+    assert [(n, create_tunnel[n].default) for n in create_tunnel][1:] == [
+        ("remote_port", inspect.Parameter.empty),
+        ("local_port", None),
+        ("local_host", "127.0.0.1"),
     ]

@@ -1,7 +1,8 @@
 """Alcove sandboxes: create, run, manage processes and files, suspend, snapshot.
 
 ``SandboxClient`` / ``AsyncSandboxClient`` manage sandboxes (the control plane);
-``Sandbox`` / ``AsyncSandbox`` run work inside one sandbox::
+``Sandbox`` / ``AsyncSandbox`` run work inside one sandbox; ``PtySession`` / ``AsyncPtySession``
+drive a terminal in it and ``Tunnel`` / ``AsyncTunnel`` relay a local port to one of its ports::
 
     from alcove.sandbox import SandboxClient
 
@@ -12,7 +13,9 @@
 
 from ._config import ClientConfig
 from .async_client import AsyncSandboxClient
+from .async_pty import AsyncPtySession
 from .async_sandbox import AsyncSandbox
+from .async_tunnel import AsyncTunnel
 from .client import SandboxClient
 from .exceptions import (
     AuthenticationError,
@@ -38,6 +41,7 @@ from .models import (
     OutputResponse,
     ProcessInfo,
     ProcessStatus,
+    PtySessionInfo,
     SandboxInfo,
     SandboxStatus,
     SnapshotInfo,
@@ -45,11 +49,15 @@ from .models import (
     SnapshotType,
     StdinMode,
 )
+from .pty import PtySession
 from .sandbox import Sandbox
+from .tunnel import Tunnel
 
 __all__ = [
+    "AsyncPtySession",
     "AsyncSandbox",
     "AsyncSandboxClient",
+    "AsyncTunnel",
     "AuthenticationError",
     "ClientConfig",
     "CommandResult",
@@ -62,6 +70,8 @@ __all__ = [
     "OutputResponse",
     "ProcessInfo",
     "ProcessStatus",
+    "PtySession",
+    "PtySessionInfo",
     "RemoteAPIError",
     "Sandbox",
     "SandboxClient",
@@ -80,4 +90,5 @@ __all__ = [
     "SnapshotStatus",
     "SnapshotType",
     "StdinMode",
+    "Tunnel",
 ]

@@ -1,4 +1,4 @@
-"""Asynchronous handle to one running sandbox: commands, processes and files.
+"""Asynchronous handle to one running sandbox: commands, processes, files, terminals and tunnels.
 
 The twin of ``sandbox.py``, with the same methods as coroutines (and async iterators for streams).
 
@@ -15,6 +15,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import _protocol as proto
+from . import _pty_protocol as ptyp
+from . import _websocket as wsp
+from .async_pty import AsyncPtySession
+from .async_tunnel import AsyncTunnel
 from .exceptions import SandboxNotFoundError
 from .models import (
     CommandResult,
@@ -234,27 +238,57 @@ class AsyncSandbox:
         """Delete a file."""
         await self._client._drive(proto.op_delete_file(self._client._config, self._target, path))
 
-    # -- not implemented yet -------------------------------------------------------------------
+    # -- terminals and tunnels ---------------------------------------------------------------
 
     async def create_pty(
         self,
-        command: str,
+        command: str = "bash",
         args: list[str] | None = None,
         env: Mapping[str, str] | None = None,
         working_dir: str | None = None,
         rows: int = 24,
         cols: int = 80,
-    ) -> Any:
-        """Not implemented yet: raises NotImplementedError."""
-        raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="create_pty"))
+    ) -> AsyncPtySession:
+        """Start ``command`` on a new terminal of ``cols`` x ``rows`` and return its session.
 
-    async def connect_pty(self, session_id: str, token: str) -> Any:
-        """Not implemented yet: raises NotImplementedError."""
-        raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="connect_pty"))
+        The parameters keep the official SDK's order; pass ``rows`` / ``cols`` by name. The session
+        is not connected yet: use it as an async context manager (or call
+        ``connect()``) to drive it from here, or hand its ``websocket_url`` to another client::
 
-    async def create_tunnel(self, remote_port: int, local_port: int | None = None) -> Any:
-        """Not implemented yet: raises NotImplementedError."""
-        raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="create_tunnel"))
+            async with await sandbox.create_pty("bash") as pty:
+                await pty.send("ls\\n")
+                print(await pty.read_until("$ ", timeout=10))
+        """
+        body = ptyp.pty_body(command, args, cols, rows, env, working_dir)
+        info = await self._client._drive(ptyp.op_create_pty(self._client._config, self._target, body))
+        return AsyncPtySession(self, info.session_id, info.token)
+
+    async def connect_pty(self, session_id: str, token: str) -> AsyncPtySession:
+        """Reattach to an existing PTY session: returns it connected (READY sent)."""
+        return await AsyncPtySession(self, session_id, token).connect()
+
+    async def create_tunnel(
+        self, remote_port: int, local_port: int | None = None, local_host: str = "127.0.0.1"
+    ) -> AsyncTunnel:
+        """Listen on ``local_host:local_port`` and relay each connection to ``remote_port`` in the sandbox.
+
+        ``local_port`` None or 0 picks a free port (read it from ``tunnel.local_port``).
+        Close the tunnel (or use it as an async context manager) to stop listening.
+        """
+        url = wsp.tunnel_websocket_url(self._info.sandbox_url or "", self.sandbox_id, remote_port)
+        headers = wsp.websocket_headers(self._client._config, self._target)
+        tunnel = AsyncTunnel(
+            url,
+            headers,
+            remote_port,
+            0 if local_port is None else local_port,
+            local_host,
+            wsp.connect_timeout(self._client._config),
+        )
+        await tunnel._start()
+        return tunnel
+
+    # -- not implemented yet -------------------------------------------------------------------
 
     async def connect_desktop(
         self, port: int = 5901, password: str | None = None, shared: bool = True, connect_timeout: float = 10

@@ -321,6 +321,13 @@ class DirectoryEntry(_WireModel):
     modified_at: Timestamp = None
 
 
+class PtySessionInfo(_WireModel):
+    """The answer to ``POST /api/v1/pty``: a PTY session's id and the token that opens its socket."""
+
+    session_id: str
+    token: str
+
+
 __all__ = [
     "CommandResult",
     "ContainerResourcesInfo",
@@ -332,6 +339,7 @@ __all__ = [
     "OutputResponse",
     "ProcessInfo",
     "ProcessStatus",
+    "PtySessionInfo",
     "SandboxInfo",
     "SandboxStatus",
     "SnapshotInfo",

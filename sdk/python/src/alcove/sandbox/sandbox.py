@@ -1,4 +1,4 @@
-"""Synchronous handle to one running sandbox: commands, processes and files.
+"""Synchronous handle to one running sandbox: commands, processes, files, terminals and tunnels.
 
 Requests go to the sandbox's daemon through the proxy at the sandbox's ``sandbox_url``; each
 method builds an operation from :mod:`._protocol` and lets the owning client perform it.
@@ -13,6 +13,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import _protocol as proto
+from . import _pty_protocol as ptyp
+from . import _websocket as wsp
 from .exceptions import SandboxNotFoundError
 from .models import (
     CommandResult,
@@ -22,6 +24,8 @@ from .models import (
     ProcessInfo,
     SandboxInfo,
 )
+from .pty import PtySession
+from .tunnel import Tunnel
 
 if TYPE_CHECKING:
     from .client import SandboxClient
@@ -229,27 +233,55 @@ class Sandbox:
         """Delete a file."""
         self._client._drive(proto.op_delete_file(self._client._config, self._target, path))
 
-    # -- not implemented yet -------------------------------------------------------------------
+    # -- terminals and tunnels ---------------------------------------------------------------
 
     def create_pty(
         self,
-        command: str,
+        command: str = "bash",
         args: list[str] | None = None,
         env: Mapping[str, str] | None = None,
         working_dir: str | None = None,
         rows: int = 24,
         cols: int = 80,
-    ) -> Any:
-        """Not implemented yet: raises NotImplementedError."""
-        raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="create_pty"))
+    ) -> PtySession:
+        """Start ``command`` on a new terminal of ``cols`` x ``rows`` and return its session.
 
-    def connect_pty(self, session_id: str, token: str) -> Any:
-        """Not implemented yet: raises NotImplementedError."""
-        raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="connect_pty"))
+        The parameters keep the official SDK's order; pass ``rows`` / ``cols`` by name. The session
+        is not connected yet: use it as a context manager (or call
+        ``connect()``) to drive it from here, or hand its ``websocket_url`` to another client::
 
-    def create_tunnel(self, remote_port: int, local_port: int | None = None) -> Any:
-        """Not implemented yet: raises NotImplementedError."""
-        raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="create_tunnel"))
+            with sandbox.create_pty("bash") as pty:
+                pty.send("ls\\n")
+                print(pty.read_until("$ ", timeout=10))
+        """
+        body = ptyp.pty_body(command, args, cols, rows, env, working_dir)
+        info = self._client._drive(ptyp.op_create_pty(self._client._config, self._target, body))
+        return PtySession(self, info.session_id, info.token)
+
+    def connect_pty(self, session_id: str, token: str) -> PtySession:
+        """Reattach to an existing PTY session: returns it connected (READY sent)."""
+        return PtySession(self, session_id, token).connect()
+
+    def create_tunnel(self, remote_port: int, local_port: int | None = None, local_host: str = "127.0.0.1") -> Tunnel:
+        """Listen on ``local_host:local_port`` and relay each connection to ``remote_port`` in the sandbox.
+
+        ``local_port`` None or 0 picks a free port (read it from ``tunnel.local_port``).
+        Close the tunnel (or use it as a context manager) to stop listening.
+        """
+        url = wsp.tunnel_websocket_url(self._info.sandbox_url or "", self.sandbox_id, remote_port)
+        headers = wsp.websocket_headers(self._client._config, self._target)
+        tunnel = Tunnel(
+            url,
+            headers,
+            remote_port,
+            0 if local_port is None else local_port,
+            local_host,
+            wsp.connect_timeout(self._client._config),
+        )
+        tunnel._start()
+        return tunnel
+
+    # -- not implemented yet -------------------------------------------------------------------
 
     def connect_desktop(
         self, port: int = 5901, password: str | None = None, shared: bool = True, connect_timeout: float = 10

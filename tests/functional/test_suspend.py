@@ -1,0 +1,158 @@
+"""Suspend and resume keep memory, processes and files; names, renames, timeouts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from alcove.sandbox import RemoteAPIError, SandboxError
+
+COUNTER = (
+    "import time, sys\n"
+    "i = 0\n"
+    "while True:\n"
+    "    i += 1\n"
+    "    print(i, flush=True)\n"
+    "    time.sleep(0.05)\n"
+)
+HOLDER = (
+    "import time\n"
+    "b = bytearray(200 * 1024 * 1024)\n"
+    "b[::4096] = b'x' * len(b[::4096])\n"
+    "print('holding', flush=True)\n"
+    "while True:\n"
+    "    time.sleep(1)\n"
+)
+
+
+def last_count(sandbox, pid) -> int:
+    lines = sandbox.get_output(pid).lines
+    return int(lines[-1]) if lines else 0
+
+
+def rss_mb(sandbox, pid) -> int:
+    out = sandbox.run("sh", ["-c", f"grep VmRSS /proc/{pid}/status | awk '{{print $2}}'"]).stdout
+    return int(out) // 1024
+
+
+def test_suspend_resume_keeps_counter_memory_and_files(client):
+    with client.create_and_connect(name="suspendable", memory_mb=1024) as sandbox:
+        counter = sandbox.start_process("python", ["-c", COUNTER])
+        holder = sandbox.start_process("python", ["-c", HOLDER])
+        sandbox.write_file("/root/note.txt", b"kept across suspend")
+        deadline = time.monotonic() + 30
+        while "holding" not in sandbox.get_output(holder.pid).lines and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert rss_mb(sandbox, holder.pid) >= 200
+        before = last_count(sandbox, counter.pid)
+        assert before > 0
+
+        info = client.suspend("suspendable")
+        assert info.status == "suspended"
+        assert client.get("suspendable").status == "suspended"
+
+        info = client.resume("suspendable")
+        assert info.status == "running"
+        again = client.connect("suspendable")
+        assert again.sandbox_id == sandbox.sandbox_id
+        after_resume = last_count(again, counter.pid)
+        # It continues from its count, not from zero.
+        assert after_resume >= before
+        deadline = time.monotonic() + 10
+        while last_count(again, counter.pid) <= after_resume and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert last_count(again, counter.pid) > after_resume
+        assert rss_mb(again, holder.pid) >= 200
+        assert again.read_file("/root/note.txt") == b"kept across suspend"
+        procs = {p.pid: p.status for p in again.list_processes()}
+        assert procs[counter.pid] == "running" and procs[holder.pid] == "running"
+
+
+def test_suspend_is_idempotent_and_wait_ms_answers_200_or_202(server, client):
+    client.create(name="waiter")
+    try:
+        base = "/v1/namespaces/default/sandboxes/waiter"
+        first = server.api("POST", f"{base}/suspend")  # no wait_ms: answers at once
+        assert first.status_code in (200, 202)
+        deadline = time.monotonic() + 30
+        while client.get("waiter").status != "suspended" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.api("POST", f"{base}/suspend?wait_ms=1000").status_code == 200
+        assert server.api("POST", f"{base}/resume?wait_ms=30000").status_code == 200
+        assert client.get("waiter").status == "running"
+        assert server.api("POST", f"{base}/resume?wait_ms=1000").status_code == 200
+    finally:
+        client.delete("waiter")
+
+
+def test_ephemeral_sandboxes_cannot_be_suspended(server, client):
+    info = client.create()
+    try:
+        resp = server.api("POST", f"/sandboxes/{info.sandbox_id}/suspend?wait_ms=1000")
+        assert resp.status_code == 400
+        assert "ephemeral" in resp.json()["message"]
+        with pytest.raises((RemoteAPIError, SandboxError)):
+            client.suspend(info.sandbox_id)
+    finally:
+        client.delete(info.sandbox_id)
+
+
+def test_rename_makes_an_ephemeral_sandbox_suspendable(client):
+    info = client.create()
+    try:
+        renamed = client.update_sandbox(info.sandbox_id, "renamed-env")
+        assert renamed.name == "renamed-env"
+        assert client.get("renamed-env").sandbox_id == info.sandbox_id
+        assert client.suspend("renamed-env").status == "suspended"
+        assert client.resume("renamed-env").status == "running"
+    finally:
+        client.delete(info.sandbox_id)
+
+
+def test_rename_to_a_taken_name_is_409(server, client):
+    a = client.create(name="taken-name")
+    b = client.create()
+    try:
+        resp = server.api("PATCH", f"/sandboxes/{b.sandbox_id}", json={"name": "taken-name"})
+        assert resp.status_code == 409
+        resp = server.api("PATCH", f"/sandboxes/{b.sandbox_id}", json={"name": "Not A Label"})
+        assert resp.status_code == 400
+    finally:
+        client.delete(a.sandbox_id)
+        client.delete(b.sandbox_id)
+
+
+def test_traffic_to_a_suspended_sandbox_resumes_it(server, client):
+    with client.create_and_connect(name="sleepy") as sandbox:
+        sandbox.write_file("/root/x", b"1")
+        client.suspend("sleepy")
+        # A proxied call wakes it (auto_resume defaults to true).
+        assert sandbox.read_file("/root/x") == b"1"
+        assert client.get("sleepy").status == "running"
+
+
+def test_named_timeout_suspends_and_suspended_time_does_not_count(client):
+    info = client.create(name="timed", timeout_secs=2)
+    try:
+        deadline = time.monotonic() + 30
+        while client.get("timed").status != "suspended" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.get("timed").status == "suspended"
+        time.sleep(3)  # longer than the timeout: suspended time must not count
+        client.resume("timed")
+        assert client.get("timed").status == "running"
+        deadline = time.monotonic() + 30
+        while client.get("timed").status != "suspended" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.get("timed").status == "suspended"
+    finally:
+        client.delete(info.sandbox_id)
+
+
+def test_deleting_a_suspended_sandbox_frees_its_name(client):
+    client.create(name="gone-soon")
+    client.suspend("gone-soon")
+    client.delete("gone-soon")
+    again = client.create(name="gone-soon")
+    client.delete(again.sandbox_id)
