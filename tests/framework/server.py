@@ -36,12 +36,18 @@ def free_port() -> int:
 class AlcoveServer:
     """One `alcove serve` process. Reusable across stop/start on the same data dir."""
 
-    def __init__(self, data_dir: Path | None = None, api_keys: list[str] | None = None):
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        api_keys: list[str] | None = None,
+        extra_args: list[str] | None = None,
+    ):
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="alcove-e2e-")).resolve()
         self.port = free_port()
         # A subnet of its own so that concurrent servers never share addresses.
         self.subnet = f"10.{random.randint(100, 199)}.{random.choice(range(0, 256, 64))}.0/18"
         self.api_keys = api_keys or []
+        self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "server.log"
 
@@ -66,6 +72,7 @@ class AlcoveServer:
         ]
         for key in self.api_keys:
             argv += ["--api-key", key]
+        argv += self.extra_args
         log = open(self.log_path, "ab")
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env)

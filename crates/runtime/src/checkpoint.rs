@@ -8,11 +8,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cmd;
 use crate::error::{Result, RuntimeError};
 use crate::layer::Layer;
 use crate::network::Slot;
 use crate::node::{Node, SandboxHandle, SandboxSpec};
+use crate::{archive, cmd};
 
 /// File names inside a sandbox directory.
 const CHECKPOINT_DIR: &str = "checkpoint";
@@ -34,7 +34,8 @@ impl Node {
     }
 
     /// Dumps a running sandbox to disk and stops it, freeing its memory and CPU.
-    /// Its writable layer stays on disk (unmounted) and its network namespace
+    /// Its writable layer stays on disk (still mounted, so a quick resume skips
+    /// the mount; [`Node::pack_suspended`] unmounts it) and its network namespace
     /// stays, so the address survives. Returns the size of the dump in bytes.
     ///
     /// On failure the sandbox keeps running.
@@ -57,16 +58,43 @@ impl Node {
             return Err(e);
         }
         std::fs::write(&done, b"").map_err(RuntimeError::io("writing", &done))?;
-        // The container is gone; make sure nothing of it lingers, then free the loop device.
-        let _ = self.runc.destroy(id).await;
+        // runc removed the container after the dump; only its cgroups may linger.
         self.cgroups.remove(id);
-        Layer::new(self.sandbox_dir(id)).unmount()?;
         Ok(dir_size(&images))
+    }
+
+    /// Packs a suspended sandbox's dump and writable layer (zstd) to save disk
+    /// while it sleeps; [`Node::resume`] unpacks them.
+    pub async fn pack_suspended(&self, id: &str) -> Result<()> {
+        let dir = self.sandbox_dir(id);
+        Layer::new(&dir).unmount()?;
+        archive::pack(&dir, CHECKPOINT_DIR).await?;
+        archive::pack(&dir, "disk.img").await
+    }
+
+    /// Packs a snapshot's files (zstd); [`Node::restore_snapshot`] unpacks them.
+    pub async fn pack_snapshot(&self, dir: &Path) -> Result<()> {
+        archive::pack(dir, SNAPSHOT_CRIU).await?;
+        archive::pack(dir, SNAPSHOT_DISK).await
+    }
+
+    /// Whether a suspended sandbox's dump is packed.
+    pub fn is_suspended_packed(&self, id: &str) -> bool {
+        archive::is_packed(&self.sandbox_dir(id), CHECKPOINT_DIR)
+    }
+
+    /// Whether a snapshot's files are packed.
+    pub fn is_snapshot_packed(&self, dir: &Path) -> bool {
+        archive::is_packed(dir, SNAPSHOT_DISK)
     }
 
     /// Whether a complete dump of the sandbox is on disk.
     pub fn has_checkpoint(&self, id: &str) -> bool {
         let (images, work, done) = self.checkpoint_paths(id);
+        let dir = self.sandbox_dir(id);
+        if done.exists() && archive::is_packed(&dir, CHECKPOINT_DIR) {
+            return true;
+        }
         if done.exists() && images.is_dir() {
             return true;
         }
@@ -98,13 +126,17 @@ impl Node {
     pub async fn resume(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle> {
         let id = &spec.id;
         let (images, work, done) = self.checkpoint_paths(id);
+        let dir = self.sandbox_dir(id);
+        archive::clean_partial(&dir);
+        archive::unpack(&dir, CHECKPOINT_DIR).await?;
+        archive::unpack(&dir, "disk.img").await?;
         if !self.has_checkpoint(id) {
             return Err(RuntimeError::Config(format!(
                 "no complete checkpoint of sandbox {id} on disk"
             )));
         }
         self.reserve_exact_slot(slot)?;
-        let result = if self.is_running(id).await {
+        let result = if self.runc.exists(id) {
             // A restore that outlived a crash of the server already brought it back.
             self.adopt_restored(spec, slot).await
         } else {
@@ -112,12 +144,19 @@ impl Node {
         };
         match result {
             Ok(handle) => {
-                for dir in [&images, &work] {
-                    if let Err(e) = remove_dir_if_exists(dir) {
+                let _ = std::fs::remove_file(&done);
+                // Unlinking hundreds of MB takes a while: do it off the resume path,
+                // after moving the dump aside so a new suspend starts clean.
+                let id = id.clone();
+                let trash = self.sandbox_dir(&id).join(format!(".used-{}", uuid_like()));
+                let _ = std::fs::create_dir_all(&trash);
+                let _ = std::fs::rename(&images, trash.join("images"));
+                let _ = std::fs::rename(&work, trash.join("work"));
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = remove_dir_if_exists(&trash) {
                         tracing::warn!(sandbox_id = %id, error = %e, "removing used checkpoint");
                     }
-                }
-                let _ = std::fs::remove_file(&done);
+                });
                 Ok(handle)
             }
             Err(e) => {
@@ -231,6 +270,9 @@ impl Node {
         source: &Path,
         memory: bool,
     ) -> Result<SandboxHandle> {
+        archive::clean_partial(source);
+        archive::unpack(source, SNAPSHOT_CRIU).await?;
+        archive::unpack(source, SNAPSHOT_DISK).await?;
         let slot = self.reserve_slot()?;
         let result = async {
             let dir = self.sandbox_dir(&spec.id);
@@ -264,6 +306,15 @@ impl Node {
         }
         result
     }
+}
+
+/// A unique-enough suffix for scratch names (time-based; no randomness needed).
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}")
 }
 
 fn remove_dir_if_exists(dir: &Path) -> Result<()> {

@@ -4,6 +4,7 @@
 //! Owns images, writable layers, OCI bundles, cgroups, network namespaces and the
 //! calls to `runc`, `ip` and `nft`. Knows nothing about HTTP, the store or the API.
 
+pub mod archive;
 pub mod bundle;
 pub mod cgroups;
 pub mod checkpoint;

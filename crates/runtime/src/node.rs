@@ -343,6 +343,7 @@ impl Node {
             }
             // A suspended sandbox has no container and no mounts; its dump stays.
             let _ = Layer::new(self.sandbox_dir(id)).unmount();
+            crate::archive::clean_partial(&self.sandbox_dir(id));
             keep.push(SandboxHandle {
                 id: id.clone(),
                 slot: *slot,

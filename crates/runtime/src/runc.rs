@@ -182,6 +182,11 @@ impl Runc {
         .into())
     }
 
+    /// Whether runc has state for container `id` (cheaper than `runc state`).
+    pub fn exists(&self, id: &str) -> bool {
+        self.root.join(id).join("state.json").exists()
+    }
+
     /// The container's state, or `None` if runc does not know it.
     pub async fn state(&self, id: &str) -> Result<Option<ContainerState>> {
         match cmd::run(&[&self.binary, "--root", self.root_str()?, "state", id]).await {

@@ -34,6 +34,16 @@ pub struct Config {
     #[arg(long, env = "ALCOVE_CRIU")]
     pub criu: Option<PathBuf>,
 
+    /// Pack (zstd) suspended sandboxes and snapshots after this many idle
+    /// seconds; 0 packs them at once, a negative value never.
+    #[arg(
+        long,
+        env = "ALCOVE_COMPRESS_AFTER_SECS",
+        default_value_t = 60,
+        allow_negative_numbers = true
+    )]
+    pub compress_after_secs: i64,
+
     /// Subnet sandbox addresses are taken from (one /30 per sandbox).
     #[arg(long, env = "ALCOVE_SUBNET", default_value = "10.88.0.0/16")]
     pub subnet: String,
@@ -104,6 +114,13 @@ impl Config {
                 .and_then(|exe| exe.parent().map(|d| d.join("alcove-agent")))
                 .unwrap_or_else(|| PathBuf::from("alcove-agent"))
         })
+    }
+
+    /// Idle time after which stored state is packed.
+    pub fn compress_after(&self) -> Option<std::time::Duration> {
+        u64::try_from(self.compress_after_secs)
+            .ok()
+            .map(std::time::Duration::from_secs)
     }
 
     /// The CRIU binary.

@@ -10,7 +10,7 @@ use crate::api::{AppState, build_router};
 use crate::auth::ApiKeys;
 use crate::config::Config;
 use crate::control::validate::HostLimits;
-use crate::control::{AgentClient, Control, ControlConfig, spawn_timeout_reaper};
+use crate::control::{AgentClient, Control, ControlConfig, spawn_compactor, spawn_timeout_reaper};
 use crate::shutdown::{self, Shutdown};
 use crate::store::Store;
 
@@ -82,6 +82,7 @@ pub async fn serve(
         ControlConfig {
             sandbox_url: config.sandbox_url(bound),
             snapshots_dir: config.data_dir.join("snapshots"),
+            compress_after: config.compress_after(),
             host: HostLimits {
                 cpus: alcove_runtime::node::host_cpus(),
                 memory_mb: host_memory_mb(),
@@ -91,6 +92,7 @@ pub async fn serve(
     ));
     control.recover().await?;
     let reaper = spawn_timeout_reaper(Arc::clone(&control), shutdown.clone());
+    let compactor = spawn_compactor(Arc::clone(&control), shutdown.clone());
     let app = build_router(AppState {
         control: Arc::clone(&control),
         agents,
@@ -102,6 +104,7 @@ pub async fn serve(
         .with_graceful_shutdown(async move { wait.wait().await })
         .await?;
     reaper.abort();
+    compactor.abort();
     control.shutdown().await;
     tracing::info!("alcove stopped");
     Ok(())

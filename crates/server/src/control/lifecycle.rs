@@ -25,6 +25,8 @@ pub struct ControlConfig {
     pub sandbox_url: String,
     /// Where snapshots are stored (`<data-dir>/snapshots`).
     pub snapshots_dir: std::path::PathBuf,
+    /// Pack suspended sandboxes and snapshots idle this long (`None` = never).
+    pub compress_after: Option<Duration>,
     /// Host limits for validation.
     pub host: HostLimits,
 }
@@ -261,6 +263,7 @@ impl Control {
             error_details: None,
             timeout_remaining_ms: None,
             transition: None,
+            suspended_at: None,
         };
         Ok((record, boot))
     }
@@ -297,10 +300,19 @@ impl Control {
         let spec = self.spec_for(&record, image);
         let (started, run_entrypoint) = match &boot {
             Boot::Fresh => (self.node.create(&spec).await, true),
-            Boot::Snapshot { dir, memory } => (
-                self.node.restore_snapshot(&spec, dir, *memory).await,
-                !*memory,
-            ),
+            Boot::Snapshot { dir, memory } => {
+                // Never unpack a snapshot the compactor is packing.
+                let key = dir
+                    .file_name()
+                    .map(|n| super::compactor::snapshot_lock_key(&n.to_string_lossy()))
+                    .unwrap_or_default();
+                let lock = self.op_lock(&key);
+                let _guard = lock.lock().await;
+                (
+                    self.node.restore_snapshot(&spec, dir, *memory).await,
+                    !*memory,
+                )
+            }
         };
         let result = match started {
             Ok(handle) if !run_entrypoint => Ok(handle),

@@ -2,6 +2,7 @@
 //! here; this module decides, writes the store first, then acts on the node.
 
 mod agent_client;
+mod compactor;
 mod lifecycle;
 mod recovery;
 mod snapshots;
@@ -11,6 +12,7 @@ mod timeouts;
 pub mod validate;
 
 pub use agent_client::AgentClient;
+pub use compactor::spawn_compactor;
 pub use lifecycle::{Control, ControlConfig, CreateOutcome, Target};
 pub use timeouts::spawn_timeout_reaper;
 

@@ -154,6 +154,8 @@ impl Control {
                 reason: format!("snapshot {id} is still being taken"),
             });
         }
+        let lock = self.op_lock(&super::compactor::snapshot_lock_key(id));
+        let _guard = lock.lock().await;
         self.store.delete_snapshot(id).await?;
         let dir = self.snapshot_dir(id);
         if let Err(e) = std::fs::remove_dir_all(&dir)

@@ -146,6 +146,7 @@ impl Control {
         match self.node.suspend(id).await {
             Ok(bytes) => {
                 record.status = SandboxStatus::Suspended;
+                record.suspended_at = Some(now_millis());
                 record.error_details = None;
                 tracing::info!(sandbox_id = %id, bytes, reason = why, "sandbox suspended");
             }

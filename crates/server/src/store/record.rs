@@ -54,6 +54,8 @@ pub struct SandboxRecord {
     pub timeout_remaining_ms: Option<i64>,
     /// Operation in flight that the status does not show (`resuming`).
     pub transition: Option<String>,
+    /// When it was last suspended.
+    pub suspended_at: Option<EpochMillis>,
 }
 
 impl SandboxRecord {

@@ -18,7 +18,7 @@ pub struct Store {
 }
 
 /// Columns of `sandboxes`, in the order [`bind_all`] binds them.
-const FIELDS: [&str; 24] = [
+const FIELDS: [&str; 25] = [
     "id",
     "namespace",
     "name",
@@ -43,6 +43,7 @@ const FIELDS: [&str; 24] = [
     "error_details",
     "timeout_remaining_ms",
     "transition",
+    "suspended_at",
 ];
 
 fn columns() -> String {
@@ -188,6 +189,7 @@ fn bind_all<'q>(q: Query<'q>, r: &'q SandboxRecord) -> Query<'q> {
         .bind(&r.error_details)
         .bind(r.timeout_remaining_ms)
         .bind(&r.transition)
+        .bind(r.suspended_at)
 }
 
 /// Reads a JSON-encoded text column.
@@ -233,6 +235,7 @@ fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
         error_details: row.try_get("error_details")?,
         timeout_remaining_ms: row.try_get("timeout_remaining_ms")?,
         transition: row.try_get("transition")?,
+        suspended_at: row.try_get("suspended_at")?,
         id,
     })
 }
@@ -272,6 +275,7 @@ mod tests {
             error_details: None,
             timeout_remaining_ms: None,
             transition: None,
+            suspended_at: None,
         }
     }
 
