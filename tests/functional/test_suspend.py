@@ -156,3 +156,31 @@ def test_deleting_a_suspended_sandbox_frees_its_name(client):
     client.delete("gone-soon")
     again = client.create(name="gone-soon")
     client.delete(again.sandbox_id)
+
+
+def test_requests_under_way_finish_before_the_dump(server, client):
+    import threading
+
+    with client.create_and_connect(name="draining") as sandbox:
+        result = {}
+
+        def long_run():
+            result["r"] = sandbox.run("sh", ["-c", "touch /tmp/started; sleep 1; echo finished"])
+
+        t = threading.Thread(target=long_run)
+        t.start()
+        deadline = time.monotonic() + 10
+        while sandbox_file_missing(server, sandbox.sandbox_id, "/tmp/started") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.suspend("draining")
+        t.join(30)
+        assert result["r"].stdout == "finished"
+        assert result["r"].exit_code == 0
+        assert client.get("draining").status == "suspended"
+
+
+def sandbox_file_missing(server, sandbox_id: str, path: str) -> bool:
+    resp = server.api(
+        "GET", "/api/v1/files", params={"path": path}, headers={"X-Tensorlake-Sandbox-Id": sandbox_id}
+    )
+    return resp.status_code != 200

@@ -76,6 +76,8 @@ pub struct Control {
     pub(super) running: RwLock<HashMap<String, SandboxHandle>>,
     /// One lock per sandbox so operations on it never interleave.
     ops: std::sync::Mutex<HashMap<String, OpLock>>,
+    /// Proxied requests in flight, drained before a suspend.
+    pub(super) inflight: super::InFlight,
 }
 
 impl Control {
@@ -88,7 +90,13 @@ impl Control {
             agents,
             running: RwLock::new(HashMap::new()),
             ops: std::sync::Mutex::new(HashMap::new()),
+            inflight: super::InFlight::default(),
         }
+    }
+
+    /// Marks a proxied request to sandbox `id` in flight until the guard drops.
+    pub fn enter_request(&self, id: &str) -> super::InFlightGuard {
+        self.inflight.enter(id)
     }
 
     /// The proxy base URL given to clients.

@@ -3,6 +3,7 @@
 
 mod agent_client;
 mod compactor;
+mod inflight;
 mod lifecycle;
 mod recovery;
 mod snapshots;
@@ -13,6 +14,7 @@ pub mod validate;
 
 pub use agent_client::AgentClient;
 pub use compactor::spawn_compactor;
+pub use inflight::{InFlight, InFlightGuard};
 pub use lifecycle::{Control, ControlConfig, CreateOutcome, Target};
 pub use timeouts::spawn_timeout_reaper;
 

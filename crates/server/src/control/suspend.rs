@@ -11,6 +11,9 @@ use alcove_wire::time::now_millis;
 use super::{Control, ControlError};
 use crate::store::SandboxRecord;
 
+/// How long a suspend waits for proxied requests under way to finish.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
 /// The `transition` recorded while a resume is in flight.
 pub(super) const RESUMING: &str = "resuming";
 
@@ -143,6 +146,13 @@ impl Control {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+        // New requests now get 503 SANDBOX_NOT_READY (clients retry); let the ones
+        // under way finish. Long streams still open after the grace are closed by
+        // the dump (CRIU tcp-close), which never fails on them.
+        let left = self.inflight.drain(id, DRAIN_GRACE).await;
+        if left > 0 {
+            tracing::info!(sandbox_id = %id, open = left, "closing proxied connections for suspend");
+        }
         match self.node.suspend(id).await {
             Ok(bytes) => {
                 record.status = SandboxStatus::Suspended;

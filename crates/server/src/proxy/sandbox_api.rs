@@ -147,6 +147,7 @@ async fn forward_to(
         }
     };
 
+    let guard = state.control.enter_request(&id);
     let upgrade = is_upgrade(req.headers());
     let mut headers = req.headers().clone();
     strip_hop_by_hop(&mut headers, upgrade);
@@ -184,6 +185,7 @@ async fn forward_to(
         let agent_upgrade = hyper::upgrade::on(&mut resp);
         let sandbox_id = id.clone();
         tokio::spawn(async move {
+            let _guard = guard;
             match tokio::try_join!(client_upgrade, agent_upgrade) {
                 Ok((client, agent)) => {
                     let mut client = TokioIo::new(client);
@@ -221,7 +223,38 @@ async fn forward_to(
     })?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    // The request stays in flight until its (possibly streamed) body is done.
+    let body = GuardedBody {
+        inner: body,
+        _guard: guard,
+    };
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// A response body that keeps its request counted as in flight until dropped.
+struct GuardedBody {
+    inner: hyper::body::Incoming,
+    _guard: crate::control::InFlightGuard,
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]
