@@ -65,7 +65,7 @@ impl Drop for InFlightGuard {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn drain_waits_for_guards_or_gives_up() {
         let inflight = InFlight::default();
         let a = inflight.enter("x");
@@ -76,11 +76,12 @@ mod tests {
             let inflight = inflight.clone();
             tokio::spawn(async move { inflight.drain("x", Duration::from_secs(10)).await })
         };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "drain must wait for the open request");
         drop(b);
         assert_eq!(waiting.await.expect("join"), 0);
         let _c = inflight.enter("y");
-        assert_eq!(inflight.drain("y", Duration::from_millis(100)).await, 1);
+        assert_eq!(inflight.drain("y", Duration::from_millis(20)).await, 1);
         assert_eq!(inflight.count("x"), 0);
     }
 }
