@@ -4,12 +4,13 @@
 #   scripts/setup.sh [STEP...]      (default: all)
 #
 # STEP is one of:
-#   all       = packages criu sysctl image python build
+#   all       = packages criu sysctl image python node build
 #   packages  Debian packages (runc, nftables, debootstrap, CRIU build deps, ...)
 #   criu      CRIU 4.2.1 from Debian's source tarball -> /usr/local/sbin/criu (cached)
 #   sysctl    kernel settings (net.ipv4.ip_forward=1)
 #   image     default image alcove/debian in $ALCOVE_IMAGES_DIR (rebuilt when its recipe changes)
 #   python    virtualenv $REPO/.venv with the SDK (editable) and the test tools
+#   node      the TypeScript SDK's dependencies and build (npm ci in sdk/typescript)
 #   build     cargo build: target/release/alcove and the static
 #             target/x86_64-unknown-linux-gnu/release/alcove-agent (skipped if ALCOVE_SKIP_BUILD=1)
 #
@@ -22,7 +23,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ALL_STEPS=(packages criu sysctl image python build)
+ALL_STEPS=(packages criu sysctl image python node build)
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
@@ -280,6 +281,21 @@ step_python() {
     log "python: $venv ready"
 }
 
+step_node() {
+    local dir="$ALCOVE_REPO/sdk/typescript"
+    [[ -f "$dir/package-lock.json" ]] || { warn "node: $dir has no package-lock.json; skipped"; return 0; }
+    command -v npm >/dev/null || die "node: npm is missing (this machine kind ships Node.js and npm)"
+    local stamp="$dir/node_modules/.alcove-setup-stamp" want
+    want="$(cat "$dir/package-lock.json" "$dir/package.json" | sha256sum | awk '{ print $1 }')"
+    if [[ -d "$dir/node_modules" && "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
+        log "node: $dir/node_modules is up to date"
+        return 0
+    fi
+    log "node: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "node: npm ci failed"
+    echo "$want" >"$stamp"
+}
+
 # --- main -----------------------------------------------------------------------------
 CLEANUP_DIRS=()
 cleanup() {
@@ -296,7 +312,7 @@ main() {
     for a in "$@"; do
         case "$a" in
             all) steps+=("${ALL_STEPS[@]}") ;;
-            packages | criu | sysctl | build | image | images | python)
+            packages | criu | sysctl | build | image | images | python | node)
                 [[ "$a" == images ]] && a=image
                 steps+=("$a")
                 ;;

@@ -9,6 +9,7 @@
 #   clippy       cargo clippy --workspace --all-targets -- -D warnings   (skipped with --quick)
 #   nextest      cargo nextest run --workspace --run-ignored all (root/runc tests included)
 #   pytest-sdk   the Python SDK's tests       (sdk/python/tests, config sdk/python/pyproject.toml)
+#   ts-sdk       the TypeScript SDK's unit and end-to-end tests (npm test in sdk/typescript)
 #   pytest-e2e   the end-to-end suite         (tests/, config tests/pytest.ini)
 # The two pytest runs are separate because each directory has its own pytest configuration.
 # PYTEST_ARGS go to both pytest runs; a pytest run that collects no test fails (exit 5),
@@ -142,6 +143,14 @@ run_stage nextest without_alcove_env "${BOUNDED[@]}" cargo nextest run --workspa
     --tool-config-file "alcove:$ALCOVE_REPO/scripts/nextest.toml"
 
 run_stage pytest-sdk pytest_in "$ALCOVE_REPO/sdk/python" tests
+ts_tests() {
+    (cd "$ALCOVE_REPO/sdk/typescript" && "${BOUNDED[@]}" npm test)
+}
+if [[ ${#PYTEST_ARGS[@]} -eq 0 ]]; then
+    run_stage ts-sdk ts_tests
+else
+    skip_stage ts-sdk "pytest arguments given"
+fi
 run_stage pytest-e2e pytest_in "$ALCOVE_REPO/tests"
 
 if [[ $PYTEST_RAN -eq 0 ]]; then

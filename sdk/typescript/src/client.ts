@@ -1,0 +1,486 @@
+/**
+ * The control-plane client: sandbox lifecycle and snapshots (WIRE.md §2).
+ */
+
+import { resolveConfig, type ClientOptions } from "./config.js";
+import {
+  SandboxError,
+  SandboxFailedError,
+  SandboxNotRoutableError,
+  SandboxTimeoutError,
+} from "./errors.js";
+import {
+  check,
+  clock,
+  errorFromResponse,
+  HttpTransport,
+  responseJson,
+  responseText,
+  sandboxesUrl,
+  snapshotsUrl,
+  type FetchLike,
+  type HttpResponse,
+  type RequestSpec,
+} from "./http.js";
+import {
+  listFromWire,
+  sandboxInfoFromWire,
+  snapshotInfoFromWire,
+  stringList,
+  TERMINAL_STATUSES,
+  type SandboxInfo,
+  type SnapshotInfo,
+  type SnapshotType,
+} from "./models.js";
+import { Sandbox } from "./sandbox.js";
+
+export const DEFAULT_CPUS = 1.0;
+export const DEFAULT_MEMORY_MB = 1024;
+/** The in-sandbox daemon's port; it can never be exposed as a user port. */
+export const MANAGEMENT_PORT = 9501;
+const CREATE_POLL_MS = 500;
+const STATE_POLL_MS = 1000;
+const SNAPSHOT_POLL_MS = 1000;
+/** Upper bound of the `wait_ms` sent with suspend/resume (WIRE.md §2.5). */
+const MAX_WAIT_MS = 30_000;
+const CREATE_GRACE_MS = 5_000;
+
+/** Options of {@link SandboxClient.create} and {@link SandboxClient.createAndConnect}. */
+export interface CreateOptions {
+  /** Human-readable name; required for suspend/resume. Omit it for an ephemeral sandbox. */
+  name?: string;
+  /** Number of CPUs (default 1.0). */
+  cpus?: number;
+  /** Memory in MB (default 1024). */
+  memoryMb?: number;
+  /** Auto-suspend (named) or auto-terminate (ephemeral) after this many seconds. */
+  timeoutSecs?: number;
+  /** Image name or id (default: the server's). */
+  image?: string;
+  /** Restore this snapshot instead of booting a fresh sandbox (image and resources are inherited unless given). */
+  snapshotId?: string;
+  /** Secrets to inject as environment variables. */
+  secretNames?: string[];
+  /** User ports to route traffic to. */
+  exposePorts?: number[];
+  /** Whether exposed ports accept unauthenticated traffic (default false). */
+  allowUnauthenticatedAccess?: boolean;
+  /** Size of the writable disk in MB (default: the server's). */
+  diskMb?: number;
+  /** Custom entrypoint command. */
+  entrypoint?: string[];
+}
+
+/** Options of {@link SandboxClient}: configuration, plus a custom `fetch`. */
+export interface SandboxClientOptions extends ClientOptions {
+  /** A `fetch`-compatible function to send requests with (default: the global `fetch`). */
+  fetch?: FetchLike;
+}
+
+function isPositiveInt(value: unknown): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value > 0;
+}
+
+function nonEmpty(value: unknown, what: string): void {
+  if (value !== undefined && (typeof value !== "string" || !value.trim())) {
+    throw new TypeError(`${what} must be a non-empty string, got ${JSON.stringify(value)}`);
+  }
+}
+
+function identifierOf(value: unknown, what = "identifier"): string {
+  if (typeof value !== "string" || !value.trim()) {
+    throw new TypeError(`${what} must be a non-empty string (a sandbox id or name), got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** Sorted, de-duplicated user ports; throws on anything else (and on the daemon's port 9501). */
+export function validatePorts(ports: unknown): number[] {
+  if (!Array.isArray(ports)) throw new TypeError(`ports must be a list of port numbers, got ${JSON.stringify(ports)}`);
+  for (const port of ports) {
+    if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new RangeError(`ports must be integers between 1 and 65535, got ${JSON.stringify(port)}`);
+    }
+    if (port === MANAGEMENT_PORT) {
+      throw new RangeError(`port ${MANAGEMENT_PORT} is reserved for the sandbox daemon and cannot be exposed`);
+    }
+  }
+  return [...new Set(ports as number[])].sort((a, b) => a - b);
+}
+
+/** The JSON body of `POST /sandboxes` (WIRE.md §2.3), after client-side checks. */
+export function createBody(options: CreateOptions = {}): Record<string, unknown> {
+  const cpus = options.cpus ?? DEFAULT_CPUS;
+  const memoryMb = options.memoryMb ?? DEFAULT_MEMORY_MB;
+  if (typeof cpus !== "number" || !Number.isFinite(cpus) || cpus <= 0) {
+    throw new RangeError(`cpus must be a positive number, got ${String(cpus)}`);
+  }
+  if (!isPositiveInt(memoryMb)) throw new RangeError(`memoryMb must be a positive integer, got ${String(memoryMb)}`);
+  if (options.diskMb !== undefined && !isPositiveInt(options.diskMb)) {
+    throw new RangeError(`diskMb must be a positive integer, got ${String(options.diskMb)}`);
+  }
+  const timeoutSecs = options.timeoutSecs;
+  if (timeoutSecs !== undefined && (typeof timeoutSecs !== "number" || !Number.isInteger(timeoutSecs) || timeoutSecs < 0)) {
+    throw new RangeError(`timeoutSecs must be a non-negative integer, got ${String(timeoutSecs)}`);
+  }
+  nonEmpty(options.name, "name");
+  nonEmpty(options.image, "image");
+  nonEmpty(options.snapshotId, "snapshotId");
+  const secrets = options.secretNames !== undefined ? stringList(options.secretNames, "secretNames") : [];
+  const ports = options.exposePorts !== undefined ? validatePorts(options.exposePorts) : [];
+  const entrypoint = options.entrypoint !== undefined ? stringList(options.entrypoint, "entrypoint") : [];
+
+  const body: Record<string, unknown> = {};
+  if (options.snapshotId !== undefined) body.snapshot_id = options.snapshotId;
+  // A restore with no overrides sends only the snapshot id: it inherits image and resources.
+  const overridesResources = cpus !== DEFAULT_CPUS || memoryMb !== DEFAULT_MEMORY_MB || options.diskMb !== undefined;
+  if (options.snapshotId === undefined || overridesResources) {
+    const resources: Record<string, unknown> = { cpus, memory_mb: memoryMb };
+    if (options.diskMb !== undefined) resources.disk_mb = options.diskMb;
+    body.resources = resources;
+  }
+  if (options.name !== undefined) body.name = options.name;
+  if (options.image !== undefined) body.image = options.image;
+  if (timeoutSecs !== undefined) body.timeout_secs = timeoutSecs;
+  if (secrets.length > 0) body.secret_names = secrets;
+  if (ports.length > 0) body.exposed_ports = ports;
+  if (options.allowUnauthenticatedAccess) body.allow_unauthenticated_access = true;
+  if (entrypoint.length > 0) body.entrypoint = entrypoint;
+  return body;
+}
+
+function describe(value: unknown): string {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+function failure(sandboxId: string, status: string, data: Record<string, unknown>): SandboxFailedError {
+  const reason = (data.termination_reason || data.reason || data.pending_reason) as string | undefined;
+  let message = `sandbox ${sandboxId} ${status}`;
+  if (reason) message += ` (${reason})`;
+  if (data.error_details !== undefined && data.error_details !== null) message += `: ${describe(data.error_details)}`;
+  return new SandboxFailedError(sandboxId, status, reason || undefined, message);
+}
+
+function infoFailure(info: SandboxInfo): SandboxFailedError {
+  return failure(info.sandboxId, info.status, {
+    termination_reason: info.terminationReason,
+    pending_reason: info.pendingReason,
+    error_details: info.errorDetails,
+  });
+}
+
+/**
+ * Manage the sandboxes of one namespace on an Alcove server.
+ *
+ * Configuration comes from the options, then `ALCOVE_API_URL` (default
+ * `http://localhost:8900`) and `ALCOVE_API_KEY`, read when the client is built. `timeoutSecs` is
+ * the per-request timeout and also the deadline of every wait (create, suspend, resume,
+ * snapshot). Command and output streams have no read timeout.
+ *
+ * ```ts
+ * const client = new SandboxClient();
+ * await using sandbox = await client.createAndConnect();
+ * console.log((await sandbox.run("echo", ["hello"])).stdout);
+ * ```
+ */
+export class SandboxClient {
+  readonly #http: HttpTransport;
+
+  constructor(options: SandboxClientOptions = {}) {
+    this.#http = new HttpTransport(resolveConfig(options), options.fetch);
+  }
+
+  get apiUrl(): string {
+    return this.#http.config.apiUrl;
+  }
+
+  get namespace(): string {
+    return this.#http.config.namespace;
+  }
+
+  toString(): string {
+    return `SandboxClient(apiUrl=${this.apiUrl}, namespace=${this.namespace})`;
+  }
+
+  /** @internal */
+  _transport(): HttpTransport {
+    return this.#http;
+  }
+
+  /** Release the client. `fetch` keeps no connections of its own, so this only exists for symmetry. */
+  async close(): Promise<void> {}
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #send(spec: RequestSpec): Promise<HttpResponse> {
+    return this.#http.send(spec);
+  }
+
+  // -- sandboxes -------------------------------------------------------------------------------
+
+  /**
+   * Create a sandbox and wait until it is running.
+   *
+   * Omit `name` for an ephemeral sandbox; a named one can be suspended and resumed. Pass
+   * `snapshotId` to restore a snapshot. Throws {@link SandboxNameConflictError} when the name is
+   * taken, {@link SandboxFailedError} when the sandbox fails to start and
+   * {@link SandboxTimeoutError} when it is not running within the client's `timeoutSecs`.
+   */
+  async create(options: CreateOptions = {}): Promise<SandboxInfo> {
+    const body = createBody(options);
+    const config = this.#http.config;
+    const deadline = Date.now() + config.timeoutSecs * 1000;
+    const timeoutMs = Math.floor(config.timeoutSecs * 1000);
+    const response = await this.#send({
+      method: "POST",
+      url: sandboxesUrl(config),
+      json: body,
+      headers: {
+        "x-tensorlake-request-timeout-ms": String(timeoutMs),
+        "x-tensorlake-request-timeout-grace-ms": String(Math.min(CREATE_GRACE_MS, Math.floor(timeoutMs / 4))),
+      },
+      replayable: false,
+    });
+    const answer = this.#createAnswer(response);
+    const sandboxId = String(answer.sandbox_id ?? answer.id);
+    const status = String(answer.status ?? answer.state ?? "");
+    if (status === "failed" || status === "terminated") throw failure(sandboxId, status, answer);
+    return this.#waitRunning(sandboxId, deadline, status !== "running");
+  }
+
+  /** The create answer; a 504 carrying the normal JSON counts as an answer (WIRE.md §2.3). */
+  #createAnswer(response: HttpResponse): Record<string, unknown> {
+    if (response.status === 504) {
+      try {
+        const body = JSON.parse(responseText(response)) as Record<string, unknown>;
+        if (body && typeof body === "object" && body.sandbox_id && (body.status || body.state)) return body;
+      } catch {
+        // not JSON: an ordinary error
+      }
+    }
+    check(response, { create: true });
+    const body = responseJson(response, "create answer") as Record<string, unknown> | null;
+    if (typeof body !== "object" || body === null || !(body.sandbox_id || body.id)) {
+      throw new SandboxError("decoding create answer: missing field `sandbox_id`");
+    }
+    return body;
+  }
+
+  async #waitRunning(sandboxId: string, deadline: number, firstDelay: boolean): Promise<SandboxInfo> {
+    if (firstDelay) await clock.sleep(CREATE_POLL_MS);
+    for (;;) {
+      const info = await this.get(sandboxId);
+      if (info.status === "running") return info;
+      if (TERMINAL_STATUSES.includes(info.status)) throw infoFailure(info);
+      if (Date.now() >= deadline) {
+        throw new SandboxTimeoutError(
+          `sandbox ${sandboxId} is still ${info.status} after ${this.#http.config.timeoutSecs}s ` +
+            "(raise the client's timeoutSecs to wait longer)",
+        );
+      }
+      await clock.sleep(CREATE_POLL_MS);
+    }
+  }
+
+  /**
+   * Create a sandbox (as {@link create}) and return a handle to it. Disposing the handle
+   * (`await using`) deletes the sandbox; so does {@link Sandbox.terminate}.
+   */
+  async createAndConnect(options: CreateOptions = {}): Promise<Sandbox> {
+    const info = await this.create(options);
+    try {
+      return new Sandbox(this, info, true);
+    } catch (error) {
+      await this.delete(info.sandboxId).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** A handle to an existing sandbox, by id or name (`sandboxId` is always the id). */
+  async connect(identifier: string): Promise<Sandbox> {
+    let info = await this.get(identifier);
+    if (info.status === "pending") {
+      info = await this.#waitRunning(info.sandboxId, Date.now() + this.#http.config.timeoutSecs * 1000, true);
+    }
+    if (TERMINAL_STATUSES.includes(info.status)) {
+      throw new SandboxNotRoutableError(`sandbox ${info.sandboxId} is ${info.status} and can no longer be reached`);
+    }
+    return new Sandbox(this, info);
+  }
+
+  /** Describe one sandbox, by id or name. */
+  async get(identifier: string): Promise<SandboxInfo> {
+    const id = identifierOf(identifier);
+    const response = await this.#send({ method: "GET", url: sandboxesUrl(this.#http.config, id) });
+    check(response, { sandbox: id });
+    return sandboxInfoFromWire(responseJson(response, "sandbox"));
+  }
+
+  /** Every sandbox of the namespace. */
+  async list(): Promise<SandboxInfo[]> {
+    const response = await this.#send({ method: "GET", url: sandboxesUrl(this.#http.config) });
+    check(response);
+    return listFromWire(responseJson(response, "sandbox list"), "sandboxes", sandboxInfoFromWire, "sandbox list");
+  }
+
+  /** Terminate a sandbox for good. */
+  async delete(identifier: string): Promise<void> {
+    const id = identifierOf(identifier);
+    const response = await this.#send({ method: "DELETE", url: sandboxesUrl(this.#http.config, id) });
+    check(response, { sandbox: id });
+  }
+
+  async #update(identifier: string, patch: Record<string, unknown>): Promise<SandboxInfo> {
+    const id = identifierOf(identifier);
+    const response = await this.#send({ method: "PATCH", url: sandboxesUrl(this.#http.config, id), json: patch });
+    check(response, { sandbox: id });
+    return sandboxInfoFromWire(responseJson(response, "sandbox"));
+  }
+
+  /** Rename a sandbox; naming an ephemeral sandbox makes it suspendable. */
+  async updateSandbox(identifier: string, name: string): Promise<SandboxInfo> {
+    if (typeof name !== "string" || !name.trim()) {
+      throw new TypeError(`name must be a non-empty string, got ${JSON.stringify(name)}`);
+    }
+    return this.#update(identifier, { name });
+  }
+
+  /** Suspend a named sandbox and wait until it is `suspended`. */
+  suspend(identifier: string): Promise<SandboxInfo> {
+    return this.#transition(identifier, "suspend");
+  }
+
+  /** Resume a suspended sandbox and wait until it is `running`. */
+  resume(identifier: string): Promise<SandboxInfo> {
+    return this.#transition(identifier, "resume");
+  }
+
+  /** Suspend or resume (WIRE.md §2.5): 200 = done, other 2xx = poll GET, 409 = re-check. */
+  async #transition(identifier: string, verb: "suspend" | "resume"): Promise<SandboxInfo> {
+    const id = identifierOf(identifier);
+    const config = this.#http.config;
+    const target = verb === "suspend" ? "suspended" : "running";
+    const deadline = Date.now() + config.timeoutSecs * 1000;
+    const waitMs = Math.max(1, Math.min(MAX_WAIT_MS, Math.floor(config.timeoutSecs * 1000 * 0.75)));
+    const response = await this.#send({
+      method: "POST",
+      url: sandboxesUrl(config, id, `/${verb}`),
+      query: { wait_ms: String(waitMs) },
+    });
+    if (response.status === 409) {
+      const info = await this.get(id);
+      if (info.status === target) return info;
+      throw errorFromResponse(409, responseText(response), { sandbox: id });
+    }
+    check(response, { sandbox: id });
+    for (;;) {
+      const info = await this.get(id);
+      if (info.status === target) return info;
+      if (TERMINAL_STATUSES.includes(info.status)) throw infoFailure(info);
+      if (Date.now() >= deadline) {
+        throw new SandboxTimeoutError(
+          `${verb} of sandbox ${id}: still ${info.status} after ${config.timeoutSecs}s ` +
+            "(raise the client's timeoutSecs to wait longer)",
+        );
+      }
+      await clock.sleep(STATE_POLL_MS);
+    }
+  }
+
+  /** Route traffic to user ports of the sandbox (added to those already exposed). */
+  async exposePorts(
+    identifier: string,
+    ports: number[],
+    options: { allowUnauthenticatedAccess?: boolean } = {},
+  ): Promise<SandboxInfo> {
+    const wanted = validatePorts(ports);
+    const current = await this.get(identifier);
+    return this.#update(identifier, {
+      allow_unauthenticated_access: Boolean(options.allowUnauthenticatedAccess),
+      exposed_ports: validatePorts([...current.exposedPorts, ...wanted]),
+    });
+  }
+
+  /** Stop routing traffic to the given user ports. */
+  async unexposePorts(identifier: string, ports: number[]): Promise<SandboxInfo> {
+    const unwanted = new Set(validatePorts(ports));
+    const current = await this.get(identifier);
+    const remaining = current.exposedPorts.filter((port) => !unwanted.has(port)).sort((a, b) => a - b);
+    return this.#update(identifier, {
+      allow_unauthenticated_access: remaining.length > 0 ? current.allowUnauthenticatedAccess : false,
+      exposed_ports: remaining,
+    });
+  }
+
+  // -- snapshots -------------------------------------------------------------------------------
+
+  /** Start a snapshot of the sandbox without waiting for it (usually `in_progress`). */
+  async snapshot(identifier: string, options: { snapshotType?: SnapshotType } = {}): Promise<SnapshotInfo> {
+    const id = identifierOf(identifier);
+    const type = options.snapshotType;
+    if (type !== undefined && type !== "memory" && type !== "filesystem") {
+      throw new TypeError(`snapshotType must be 'memory' or 'filesystem', got ${JSON.stringify(type)}`);
+    }
+    const spec: RequestSpec = {
+      method: "POST",
+      url: sandboxesUrl(this.#http.config, id, "/snapshot"),
+      replayable: false,
+    };
+    if (type !== undefined) spec.json = { snapshot_type: type };
+    const response = await this.#send(spec);
+    check(response, { sandbox: id });
+    let body = responseJson(response, "snapshot answer");
+    if (typeof body === "object" && body !== null && !(body as Record<string, unknown>).sandbox_id) {
+      body = { ...body, sandbox_id: id };
+    }
+    return snapshotInfoFromWire(body, "snapshot answer");
+  }
+
+  /** Snapshot the sandbox and wait until the snapshot is usable (`local_ready` / `completed`). */
+  async snapshotAndWait(identifier: string, options: { snapshotType?: SnapshotType } = {}): Promise<SnapshotInfo> {
+    const config = this.#http.config;
+    const deadline = Date.now() + config.timeoutSecs * 1000;
+    const started = await this.snapshot(identifier, options);
+    let snapshot = started;
+    for (;;) {
+      if (snapshot.status === "completed" || snapshot.status === "local_ready") return snapshot;
+      if (snapshot.status === "failed" || snapshot.status === "deleting") {
+        const detail = snapshot.error ? `: ${snapshot.error}` : "";
+        throw new SandboxError(`snapshot ${snapshot.snapshotId} of sandbox ${identifier} ${snapshot.status}${detail}`);
+      }
+      if (Date.now() >= deadline) {
+        throw new SandboxTimeoutError(
+          `snapshot ${snapshot.snapshotId} is still ${snapshot.status} after ${config.timeoutSecs}s ` +
+            "(raise the client's timeoutSecs to wait longer)",
+        );
+      }
+      await clock.sleep(SNAPSHOT_POLL_MS);
+      snapshot = await this.getSnapshot(started.snapshotId);
+    }
+  }
+
+  /** Every snapshot of the namespace. */
+  async listSnapshots(): Promise<SnapshotInfo[]> {
+    const response = await this.#send({ method: "GET", url: snapshotsUrl(this.#http.config) });
+    check(response);
+    return listFromWire(responseJson(response, "snapshot list"), "snapshots", snapshotInfoFromWire, "snapshot list");
+  }
+
+  /** Describe one snapshot. */
+  async getSnapshot(snapshotId: string): Promise<SnapshotInfo> {
+    const id = identifierOf(snapshotId, "snapshotId");
+    const response = await this.#send({ method: "GET", url: snapshotsUrl(this.#http.config, id) });
+    check(response, { snapshot: true });
+    return snapshotInfoFromWire(responseJson(response, "snapshot"));
+  }
+
+  /** Delete a snapshot. */
+  async deleteSnapshot(snapshotId: string): Promise<void> {
+    const id = identifierOf(snapshotId, "snapshotId");
+    const response = await this.#send({ method: "DELETE", url: snapshotsUrl(this.#http.config, id) });
+    check(response, { snapshot: true });
+  }
+}
+

@@ -1,0 +1,68 @@
+/**
+ * Client configuration: explicit options first, then the environment, then defaults.
+ *
+ * The environment is read when a client is built (never at import), so a program may set
+ * `ALCOVE_API_URL` / `ALCOVE_API_KEY` after importing the SDK.
+ */
+
+export const API_URL_ENV = "ALCOVE_API_URL";
+export const API_KEY_ENV = "ALCOVE_API_KEY";
+
+export const DEFAULT_API_URL = "http://localhost:8900";
+export const DEFAULT_NAMESPACE = "default";
+/** Default per-request timeout, also the deadline of waits (create, suspend, snapshot). */
+export const DEFAULT_TIMEOUT_SECS = 300;
+/** Longest wait for a WebSocket handshake (capped by the request timeout). */
+export const CONNECT_TIMEOUT_SECS = 10;
+
+/** Options of {@link SandboxClient}; each one wins over its environment variable. */
+export interface ClientOptions {
+  /** Server URL; else `ALCOVE_API_URL`; else `http://localhost:8900`. */
+  apiUrl?: string;
+  /** API key sent as `Authorization: Bearer …`; else `ALCOVE_API_KEY`; else none. */
+  apiKey?: string;
+  /** Namespace of the sandboxes (default `default`). */
+  namespace?: string;
+  /** Per-request timeout and deadline of every wait, in seconds (default 300). */
+  timeoutSecs?: number;
+}
+
+/** Resolved settings shared by a client and the sandbox handles it creates. */
+export interface ClientConfig {
+  readonly apiUrl: string;
+  readonly apiKey: string | undefined;
+  readonly namespace: string;
+  readonly timeoutSecs: number;
+}
+
+function fromEnv(env: NodeJS.ProcessEnv | Record<string, string | undefined>, name: string): string | undefined {
+  const value = (env[name] ?? "").trim();
+  return value || undefined;
+}
+
+/** Build a {@link ClientConfig}: explicit options win over `ALCOVE_*` variables. */
+export function resolveConfig(
+  options: ClientOptions = {},
+  env: NodeJS.ProcessEnv | Record<string, string | undefined> = process.env,
+): ClientConfig {
+  let url = options.apiUrl ?? fromEnv(env, API_URL_ENV) ?? DEFAULT_API_URL;
+  url = url.trim().replace(/\/+$/, "");
+  if (!/^https?:\/\//.test(url)) {
+    throw new TypeError(`apiUrl must start with http:// or https://, got ${JSON.stringify(url)}`);
+  }
+  const apiKey = options.apiKey ?? fromEnv(env, API_KEY_ENV);
+  const namespace = options.namespace ?? DEFAULT_NAMESPACE;
+  if (typeof namespace !== "string" || !namespace || namespace.includes("/")) {
+    throw new TypeError(`namespace must be a non-empty string without '/', got ${JSON.stringify(namespace)}`);
+  }
+  const timeoutSecs = options.timeoutSecs ?? DEFAULT_TIMEOUT_SECS;
+  if (typeof timeoutSecs !== "number" || !Number.isFinite(timeoutSecs) || timeoutSecs <= 0) {
+    throw new RangeError(`timeoutSecs must be a positive number of seconds, got ${String(timeoutSecs)}`);
+  }
+  return Object.freeze({ apiUrl: url, apiKey: apiKey || undefined, namespace, timeoutSecs });
+}
+
+/** The longest wait for a WebSocket handshake, in milliseconds. */
+export function connectTimeoutMs(config: ClientConfig): number {
+  return Math.min(CONNECT_TIMEOUT_SECS, config.timeoutSecs) * 1000;
+}

@@ -1,0 +1,110 @@
+/**
+ * Errors thrown by the Alcove SDK.
+ *
+ * Every error the SDK throws on purpose derives from {@link SandboxException}, so one
+ * `instanceof SandboxException` check catches them all. Bad arguments detected before anything
+ * is sent throw the built-in `TypeError` / `RangeError` instead.
+ *
+ * ```text
+ * SandboxException
+ * └── SandboxError
+ *     ├── SandboxNotFoundError          (404 on a sandbox-scoped call)
+ *     ├── RemoteAPIError                (any other non-2xx answer)
+ *     │   ├── SandboxNameConflictError  (409 on create: the name is held by a live sandbox)
+ *     │   ├── SnapshotNotFoundError     (404 on a snapshot call)
+ *     │   └── AuthenticationError       (401 / 403)
+ *     ├── SandboxConnectionError        (the server could not be reached, or a stream broke)
+ *     ├── SandboxTimeoutError           (a client-side deadline passed)
+ *     ├── SandboxFailedError            (the sandbox failed or ended while we waited on it)
+ *     └── SandboxNotRoutableError       (no sandbox_url: the sandbox cannot be reached)
+ * ```
+ */
+
+/** Root of every error thrown by the Alcove SDK. */
+export class SandboxException extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** An operation on a sandbox, snapshot or process failed. */
+export class SandboxError extends SandboxException {}
+
+/** The sandbox (id or name) does not exist, or its name no longer resolves. */
+export class SandboxNotFoundError extends SandboxError {
+  readonly statusCode = 404;
+  readonly sandboxId: string;
+  /** The server's own message (or a default one). */
+  readonly serverMessage: string;
+  readonly code: string | undefined;
+
+  constructor(sandboxId: string, message?: string, code?: string) {
+    const text = message || `sandbox '${sandboxId}' not found`;
+    super(text.includes(sandboxId) ? text : `sandbox '${sandboxId}': ${text}`);
+    this.sandboxId = sandboxId;
+    this.serverMessage = text;
+    this.code = code;
+  }
+}
+
+/**
+ * The server answered with a non-2xx status.
+ *
+ * `message` reads `API error (status N[, CODE]): <server message>`; `serverMessage` is the
+ * server's own message (the `message` or `error` field of a JSON body, or the whole body when it
+ * is plain text); `code` is the JSON `code` field, when present; `requestId` is the id under
+ * which the server logged a 5xx failure, when it gave one.
+ */
+export class RemoteAPIError extends SandboxError {
+  readonly statusCode: number;
+  readonly serverMessage: string;
+  readonly code: string | undefined;
+  readonly requestId: string | undefined;
+
+  constructor(statusCode: number, message: string, code?: string, requestId?: string) {
+    const label = code ? `status ${statusCode}, ${code}` : `status ${statusCode}`;
+    const suffix = requestId ? ` (request ${requestId})` : "";
+    super(`API error (${label}): ${message}${suffix}`);
+    this.statusCode = statusCode;
+    this.serverMessage = message;
+    this.code = code;
+    this.requestId = requestId;
+  }
+}
+
+/** Create was refused with 409: the requested name is held by a live sandbox. */
+export class SandboxNameConflictError extends RemoteAPIError {}
+
+/** The snapshot does not exist (404 on a snapshot call). */
+export class SnapshotNotFoundError extends RemoteAPIError {}
+
+/**
+ * The server refused the API key (401) or the caller's rights (403).
+ *
+ * Set `ALCOVE_API_KEY` or pass `apiKey` to the client.
+ */
+export class AuthenticationError extends RemoteAPIError {}
+
+/** The server could not be reached, or a response stream ended early. */
+export class SandboxConnectionError extends SandboxError {}
+
+/** A client-side deadline passed (raise the client's `timeoutSecs` to wait longer). */
+export class SandboxTimeoutError extends SandboxError {}
+
+/** The sandbox failed or ended while the client was waiting on it. */
+export class SandboxFailedError extends SandboxError {
+  readonly sandboxId: string;
+  readonly status: string;
+  readonly reason: string | undefined;
+
+  constructor(sandboxId: string, status: string, reason: string | undefined, message: string) {
+    super(message);
+    this.sandboxId = sandboxId;
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+/** The server gave no `sandbox_url` for the sandbox, so its processes and files cannot be reached. */
+export class SandboxNotRoutableError extends SandboxError {}

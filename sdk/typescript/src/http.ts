@@ -1,0 +1,400 @@
+/**
+ * HTTP for the Alcove SDK: URLs, proxy addressing, `fetch` with the retries of WIRE.md §1.6,
+ * and the mapping of error answers to {@link SandboxException}s (WIRE.md §1.7).
+ */
+
+import type { ClientConfig } from "./config.js";
+import {
+  AuthenticationError,
+  RemoteAPIError,
+  SandboxConnectionError,
+  SandboxError,
+  SandboxException,
+  SandboxNameConflictError,
+  SandboxNotFoundError,
+  SandboxNotRoutableError,
+  SandboxTimeoutError,
+  SnapshotNotFoundError,
+} from "./errors.js";
+import { VERSION } from "./version.js";
+
+export const USER_AGENT = `alcove-typescript-sdk/${VERSION}`;
+
+export const GET_ATTEMPTS = 3;
+export const RETRYABLE_GET_STATUSES: ReadonlySet<number> = new Set([429, 502, 503, 504]);
+export const NOT_READY_CODES: ReadonlySet<string> = new Set(["SANDBOX_NOT_READY", "SANDBOX_UNREACHABLE"]);
+export const NOT_READY_ATTEMPTS = 12;
+
+/** Waits of the SDK go through here, so tests can skip them. */
+export const clock = {
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// URLs
+
+/** A path segment, percent-encoded. */
+export function segment(value: string | number): string {
+  return encodeURIComponent(String(value));
+}
+
+export function namespaceUrl(config: ClientConfig): string {
+  return `${config.apiUrl}/v1/namespaces/${segment(config.namespace)}`;
+}
+
+export function sandboxesUrl(config: ClientConfig, identifier?: string, suffix = ""): string {
+  let url = `${namespaceUrl(config)}/sandboxes`;
+  if (identifier !== undefined) url += `/${segment(identifier)}`;
+  return url + suffix;
+}
+
+export function snapshotsUrl(config: ClientConfig, snapshotId?: string): string {
+  let url = `${namespaceUrl(config)}/snapshots`;
+  if (snapshotId !== undefined) url += `/${segment(snapshotId)}`;
+  return url;
+}
+
+/** Where and how to reach one sandbox's daemon API (`/api/v1/...`) through the proxy. */
+export interface ProxyTarget {
+  readonly sandboxId: string;
+  /** Prefix of every daemon path: `baseUrl + "/api/v1/processes"`. */
+  readonly baseUrl: string;
+  /** Routing headers sent with every proxied request. */
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** Parse a `sandbox_url`, or throw {@link SandboxNotRoutableError}. */
+export function parseSandboxUrl(sandboxUrl: string, sandboxId: string): URL {
+  let url: URL | undefined;
+  try {
+    url = new URL((sandboxUrl ?? "").trim());
+  } catch {
+    url = undefined;
+  }
+  if (!url || !["http:", "https:", "ws:", "wss:"].includes(url.protocol) || !url.host) {
+    throw new SandboxNotRoutableError(`sandbox ${sandboxId}: unusable sandbox_url ${JSON.stringify(sandboxUrl)}`);
+  }
+  return url;
+}
+
+/**
+ * Address a sandbox through `sandboxUrl` (WIRE.md §1.5).
+ *
+ * The official SDKs route a `localhost` proxy by `Host: <sandbox_id>.local` (which `fetch`
+ * cannot send) and any other by `X-Tensorlake-Sandbox-Id`. This SDK always uses the Alcove
+ * proxy's self-routing path instead, `{sandbox_url}/sandboxes/{sandbox_id}/api/v1/...` (a path
+ * prefix of `sandbox_url` is kept), so a request names its sandbox by its URL alone, the same way
+ * the PTY and tunnel WebSocket URLs do.
+ */
+export function proxyTarget(sandboxUrl: string, sandboxId: string, routingHint?: string | null): ProxyTarget {
+  if (typeof sandboxId !== "string" || !sandboxId) {
+    throw new TypeError(`sandboxId must be a non-empty string, got ${JSON.stringify(sandboxId)}`);
+  }
+  const url = parseSandboxUrl(sandboxUrl, sandboxId);
+  const scheme = url.protocol === "wss:" || url.protocol === "https:" ? "https:" : "http:";
+  const path = url.pathname.replace(/\/+$/, "");
+  const baseUrl = `${scheme}//${url.host}${path}/sandboxes/${segment(sandboxId)}`;
+  const headers: Record<string, string> = {};
+  if (routingHint) headers["X-Tensorlake-Route-Hint"] = routingHint;
+  return Object.freeze({ sandboxId, baseUrl, headers: Object.freeze(headers) });
+}
+
+/** Query string of a request: form-urlencoded (a space travels as `+`, WIRE.md §3.4). */
+export function withQuery(url: string, query?: Record<string, string>): string {
+  if (!query || Object.keys(query).length === 0) return url;
+  return `${url}${url.includes("?") ? "&" : "?"}${new URLSearchParams(query).toString()}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/** What an error answer says: the server's message, code and request id. */
+export interface ErrorBody {
+  message: string;
+  code: string | undefined;
+  requestId: string | undefined;
+}
+
+function jsonOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function describe(value: unknown): string {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+/** Read an error body: `{"message","code"}` (control plane), `{"error","code"}` (daemon) or text. */
+export function parseErrorBody(status: number, text: string): ErrorBody {
+  const body = jsonOrUndefined(text);
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    return { message: text.trim() || `HTTP ${status}`, code: undefined, requestId: undefined };
+  }
+  const data = body as Record<string, unknown>;
+  const code = typeof data.code === "string" ? data.code : undefined;
+  const requestId = typeof data.request_id === "string" ? data.request_id : undefined;
+  if (data.sandbox_id && (data.status === "failed" || data.status === "terminated")) {
+    const reason = data.reason || data.termination_reason;
+    let message = `Sandbox ${String(data.sandbox_id)} ${data.status}`;
+    if (reason) message += ` (${String(reason)})`;
+    if (data.error_details !== undefined && data.error_details !== null) message += `: ${describe(data.error_details)}`;
+    return { message, code, requestId };
+  }
+  for (const key of ["message", "error"]) {
+    const value = data[key];
+    if (typeof value === "string" && value) return { message: value, code, requestId };
+    if (typeof value === "object" && value !== null && typeof (value as { message?: unknown }).message === "string") {
+      return { message: (value as { message: string }).message, code, requestId };
+    }
+  }
+  return { message: text.trim(), code, requestId };
+}
+
+/** Which call an error answer belongs to (it picks the error class). */
+export interface ErrorScope {
+  /** The sandbox of a sandbox-scoped lifecycle call: its 404 becomes {@link SandboxNotFoundError}. */
+  sandbox?: string;
+  /** A snapshot call: its 404 becomes {@link SnapshotNotFoundError}. */
+  snapshot?: boolean;
+  /** Create: its 409 becomes {@link SandboxNameConflictError}. */
+  create?: boolean;
+}
+
+/** Map a non-2xx answer to the right error. */
+export function errorFromResponse(status: number, text: string, scope: ErrorScope = {}): SandboxException {
+  const body = parseErrorBody(status, text);
+  if (status === 404 && scope.sandbox !== undefined) {
+    return new SandboxNotFoundError(scope.sandbox, body.message, body.code);
+  }
+  let Cls: typeof RemoteAPIError = RemoteAPIError;
+  if (status === 404 && scope.snapshot) Cls = SnapshotNotFoundError;
+  else if (status === 409 && scope.create) Cls = SandboxNameConflictError;
+  else if (status === 401 || status === 403) Cls = AuthenticationError;
+  return new Cls(status, body.message, body.code, body.requestId);
+}
+
+/** Map a non-2xx proxy answer: the proxy's `SANDBOX_NOT_FOUND` becomes {@link SandboxNotFoundError}. */
+export function proxyError(status: number, text: string, sandboxId: string): SandboxException {
+  const error = errorFromResponse(status, text);
+  if (error instanceof RemoteAPIError && error.code === "SANDBOX_NOT_FOUND") {
+    return new SandboxNotFoundError(sandboxId, error.serverMessage, error.code);
+  }
+  return error;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+/** A request body that is streamed, never held whole in memory. */
+export type StreamBody = ReadableStream<Uint8Array>;
+
+/** One HTTP request to send. */
+export interface RequestSpec {
+  method: string;
+  url: string;
+  headers?: Record<string, string>;
+  query?: Record<string, string>;
+  /** A JSON body (sent with `Content-Type: application/json`). */
+  json?: unknown;
+  /** A raw body (sent without Content-Type). */
+  body?: Uint8Array | StreamBody;
+  /** Return the 2xx response with its body unread, and stop the timeout once headers arrive. */
+  stream?: boolean;
+  /** Whether the request may be sent again when the proxy says the sandbox is not ready (default true). */
+  replayable?: boolean;
+}
+
+/** An answer: either read whole (`body`) or, for a 2xx streamed request, unread (`stream`). */
+export interface HttpResponse {
+  status: number;
+  ok: boolean;
+  headers: Headers;
+  url: string;
+  method: string;
+  body: Uint8Array;
+  stream: ReadableStream<Uint8Array> | null;
+}
+
+export function responseText(response: HttpResponse): string {
+  return new TextDecoder().decode(response.body);
+}
+
+/** The JSON body of a response, or {@link SandboxError} naming `what`. */
+export function responseJson(response: HttpResponse, what: string): unknown {
+  try {
+    return JSON.parse(responseText(response));
+  } catch {
+    throw new SandboxError(`decoding ${what}: the server answered ${response.status} without valid JSON`);
+  }
+}
+
+/** A `fetch`-compatible function (the global one by default). */
+export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
+
+function isNotReady(response: HttpResponse): boolean {
+  if (response.status !== 502 && response.status !== 503) return false;
+  const code = parseErrorBody(response.status, responseText(response)).code;
+  return code !== undefined && NOT_READY_CODES.has(code);
+}
+
+function causeText(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = (error as { cause?: unknown }).cause;
+  if (cause instanceof Error && cause.message) return `${error.message}: ${cause.message}`;
+  return error.message || error.name;
+}
+
+/** Sends requests for one client, with its configuration, headers and retries. */
+export class HttpTransport {
+  readonly config: ClientConfig;
+  private readonly fetchImpl: FetchLike;
+
+  constructor(config: ClientConfig, fetchImpl?: FetchLike) {
+    this.config = config;
+    this.fetchImpl = fetchImpl ?? ((input, init) => fetch(input, init));
+  }
+
+  /** `User-Agent` and, when a key is set, `Authorization: Bearer …`. */
+  baseHeaders(): Record<string, string> {
+    const headers: Record<string, string> = { "User-Agent": USER_AGENT };
+    if (this.config.apiKey) headers.Authorization = `Bearer ${this.config.apiKey}`;
+    return headers;
+  }
+
+  /**
+   * Send with the retries of WIRE.md §1.6: GETs are retried on connection failures and on
+   * 429/502/503/504; any replayable request is replayed while the proxy answers 502/503
+   * `SANDBOX_NOT_READY` / `SANDBOX_UNREACHABLE`.
+   */
+  async send(spec: RequestSpec): Promise<HttpResponse> {
+    const replayable = spec.replayable ?? true;
+    for (let attempt = 1; ; attempt++) {
+      let response: HttpResponse;
+      try {
+        response = await this.sendOnce(spec);
+      } catch (error) {
+        if (error instanceof SandboxConnectionError && spec.method === "GET" && attempt < GET_ATTEMPTS) {
+          await clock.sleep(200 * 2 ** (attempt - 1));
+          continue;
+        }
+        throw error;
+      }
+      if (replayable && attempt < NOT_READY_ATTEMPTS && isNotReady(response)) {
+        await clock.sleep(Math.min(250 * 2 ** (attempt - 1), 4000));
+        continue;
+      }
+      if (spec.method === "GET" && attempt < GET_ATTEMPTS && RETRYABLE_GET_STATUSES.has(response.status)) {
+        await clock.sleep(200 * 2 ** (attempt - 1));
+        continue;
+      }
+      return response;
+    }
+  }
+
+  /** One attempt. Non-2xx answers are always read whole (their text makes the error). */
+  private async sendOnce(spec: RequestSpec): Promise<HttpResponse> {
+    const headers: Record<string, string> = { ...this.baseHeaders(), ...(spec.headers ?? {}) };
+    const init: RequestInit & { duplex?: "half" } = { method: spec.method, headers, redirect: "manual" };
+    let streamedBody = false;
+    if (spec.json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(spec.json);
+    } else if (spec.body instanceof Uint8Array) {
+      init.body = spec.body;
+    } else if (spec.body !== undefined) {
+      init.body = spec.body as unknown as RequestInit["body"];
+      init.duplex = "half";
+      streamedBody = true;
+    } else if (spec.method === "POST" || spec.method === "PUT" || spec.method === "PATCH") {
+      init.body = new Uint8Array(0);
+    }
+    const url = withQuery(spec.url, spec.query);
+    const controller = new AbortController();
+    init.signal = controller.signal;
+    const timeoutMs = this.config.timeoutSecs * 1000;
+    let timedOut = false;
+    // A streamed upload may take as long as it takes: the server answers once it has it all.
+    const timer = streamedBody
+      ? undefined
+      : setTimeout(() => {
+          timedOut = true;
+          controller.abort();
+        }, timeoutMs);
+    const fail = (error: unknown): SandboxException => {
+      if (error instanceof SandboxException) return error;
+      if (timedOut) {
+        return new SandboxTimeoutError(
+          `${spec.method} ${url}: timed out after ${this.config.timeoutSecs}s (raise the client's timeoutSecs)`,
+        );
+      }
+      return new SandboxConnectionError(`${spec.method} ${url}: ${causeText(error)}`, { cause: error });
+    };
+    try {
+      const response = await this.fetchImpl(url, init);
+      const base = { status: response.status, ok: response.ok, headers: response.headers, url, method: spec.method };
+      if (spec.stream && response.ok) {
+        clearTimeout(timer);
+        return { ...base, body: new Uint8Array(0), stream: response.body };
+      }
+      const body = new Uint8Array(await response.arrayBuffer());
+      return { ...base, body, stream: null };
+    } catch (error) {
+      throw fail(error);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** Throw the mapped error unless the answer is 2xx. */
+export function check(response: HttpResponse, scope: ErrorScope = {}): void {
+  if (!response.ok) throw errorFromResponse(response.status, responseText(response), scope);
+}
+
+/** Throw the mapped error of a proxied call unless the answer is 2xx. */
+export function checkProxy(response: HttpResponse, target: ProxyTarget): void {
+  if (!response.ok) throw proxyError(response.status, responseText(response), target.sandboxId);
+}
+
+/** Map an error thrown while reading a response body to {@link SandboxConnectionError}. */
+export function streamError(error: unknown, response: Pick<HttpResponse, "method" | "url">): SandboxException {
+  if (error instanceof SandboxException) return error;
+  return new SandboxConnectionError(`${response.method} ${response.url}: ${causeText(error)}`, { cause: error });
+}
+
+/**
+ * The body of a streamed response as chunks. Read errors become {@link SandboxConnectionError};
+ * stopping early (a `break` in `for await`) cancels the response.
+ */
+export async function* readChunks(response: HttpResponse): AsyncGenerator<Uint8Array, void, undefined> {
+  if (response.stream === null) {
+    if (response.body.length > 0) yield response.body;
+    return;
+  }
+  const reader = response.stream.getReader();
+  let done = false;
+  try {
+    for (;;) {
+      let result: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        result = await reader.read();
+      } catch (error) {
+        done = true;
+        throw streamError(error, response);
+      }
+      if (result.done) {
+        done = true;
+        return;
+      }
+      yield result.value;
+    }
+  } finally {
+    if (!done) await reader.cancel().catch(() => undefined);
+    reader.releaseLock();
+  }
+}

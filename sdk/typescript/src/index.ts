@@ -1,0 +1,72 @@
+/**
+ * Alcove sandboxes from TypeScript: create, run, manage processes and files, drive terminals,
+ * tunnel ports, suspend, snapshot.
+ *
+ * `SandboxClient` manages sandboxes (the control plane); `Sandbox` runs work inside one sandbox;
+ * `PtySession` drives a terminal in it and `Tunnel` relays a local port to one of its ports.
+ *
+ * ```ts
+ * import { SandboxClient } from "alcove";
+ *
+ * const client = new SandboxClient(); // ALCOVE_API_URL (default http://localhost:8900), ALCOVE_API_KEY
+ * await using sandbox = await client.createAndConnect({ cpus: 1.0, memoryMb: 1024 });
+ * console.log((await sandbox.run("echo", ["hello"])).stdout);
+ * ```
+ */
+
+export { SandboxClient, type CreateOptions, type SandboxClientOptions } from "./client.js";
+export {
+  Sandbox,
+  type FileData,
+  type RunOptions,
+  type RunUser,
+  type StartProcessOptions,
+} from "./sandbox.js";
+export { PtySession, type CreatePtyOptions } from "./pty.js";
+export { Tunnel, type CreateTunnelOptions, type TunnelAddress } from "./tunnel.js";
+export {
+  resolveConfig,
+  API_KEY_ENV,
+  API_URL_ENV,
+  DEFAULT_API_URL,
+  DEFAULT_NAMESPACE,
+  DEFAULT_TIMEOUT_SECS,
+  type ClientConfig,
+  type ClientOptions,
+} from "./config.js";
+export {
+  AuthenticationError,
+  RemoteAPIError,
+  SandboxConnectionError,
+  SandboxError,
+  SandboxException,
+  SandboxFailedError,
+  SandboxNameConflictError,
+  SandboxNotFoundError,
+  SandboxNotRoutableError,
+  SandboxTimeoutError,
+  SnapshotNotFoundError,
+} from "./errors.js";
+export {
+  urlForPort,
+  type CommandResult,
+  type ContainerResourcesInfo,
+  type DirectoryEntry,
+  type GPUResources,
+  type NetworkPolicy,
+  type OutputEvent,
+  type OutputMode,
+  type OutputResponse,
+  type OutputStream,
+  type ProcessInfo,
+  type ProcessStatus,
+  type PtySessionInfo,
+  type SandboxInfo,
+  type SandboxStatus,
+  type SnapshotInfo,
+  type SnapshotStatus,
+  type SnapshotType,
+  type StdinMode,
+} from "./models.js";
+export type { FetchLike } from "./http.js";
+export { VERSION } from "./version.js";

@@ -1,0 +1,431 @@
+/**
+ * Typed models of the objects the Alcove server sends (WIRE.md §2.1, §3 and §4).
+ *
+ * Fields are camelCase here and snake_case on the wire; the `…FromWire` functions convert and
+ * check the required fields (a missing one throws {@link SandboxError}). Statuses are string
+ * literal unions spelled exactly as on the wire; a status the SDK does not know yet is kept as
+ * a plain string. Timestamps arrive as epoch seconds, milliseconds, microseconds or nanoseconds,
+ * or as ISO-8601 strings (UTC when they name no zone); all become `Date` objects (`null` when absent).
+ */
+
+import { SandboxError } from "./errors.js";
+
+// ---------------------------------------------------------------------------------------------
+// Statuses and modes (spelled as on the wire)
+
+/** An open string union: the known values, plus any string a newer server may send. */
+type Open<T extends string> = T | (string & {});
+
+/** Sandbox lifecycle status (WIRE.md §4.1). */
+export type SandboxStatus = Open<
+  "pending" | "running" | "snapshotting" | "suspending" | "suspended" | "terminated" | "timeout" | "failed"
+>;
+/** Snapshot status (WIRE.md §4.3). */
+export type SnapshotStatus = Open<"in_progress" | "local_ready" | "completed" | "failed" | "deleting" | "replicating">;
+/** What a snapshot captures. */
+export type SnapshotType = "memory" | "filesystem";
+/** Status of a process inside a sandbox. */
+export type ProcessStatus = Open<"running" | "exited" | "signaled" | "oom_killed">;
+/** Whether a started process gets a writable stdin pipe. */
+export type StdinMode = "closed" | "pipe";
+/** Whether a started process's stdout/stderr is captured or discarded. */
+export type OutputMode = "capture" | "discard";
+/** Which output stream a line came from. */
+export type OutputStream = Open<"stdout" | "stderr">;
+
+/** Sandbox statuses after which a sandbox never runs again. */
+export const TERMINAL_STATUSES: readonly string[] = ["terminated", "failed", "timeout"];
+
+// ---------------------------------------------------------------------------------------------
+// Models
+
+/** GPUs attached to a sandbox. */
+export interface GPUResources {
+  count: number;
+  model: string;
+}
+
+/** Resources allocated to a sandbox. */
+export interface ContainerResourcesInfo {
+  cpus: number;
+  memoryMb: number;
+  diskMb: number | null;
+  ephemeralDiskMb: number | null;
+  gpus: GPUResources[];
+}
+
+/** Outbound network rules of a sandbox (the `network_policy` response field). */
+export interface NetworkPolicy {
+  allowInternetAccess: boolean;
+  allowOut: string[];
+  denyOut: string[];
+}
+
+/**
+ * A sandbox as described by the control plane.
+ *
+ * Returned by `create()`, `get()`, `list()`, `updateSandbox()`, `suspend()`, `resume()`,
+ * `exposePorts()` and `unexposePorts()`.
+ */
+export interface SandboxInfo {
+  /** Server-assigned id (from `sandbox_id` or `id` on the wire). */
+  sandboxId: string;
+  name: string | null;
+  namespace: string | null;
+  status: SandboxStatus;
+  image: string | null;
+  resources: ContainerResourcesInfo | null;
+  secretNames: string[];
+  timeoutSecs: number | null;
+  exposedPorts: number[];
+  allowUnauthenticatedAccess: boolean;
+  entrypoint: string[];
+  createdAt: Date | null;
+  terminatedAt: Date | null;
+  sandboxUrl: string | null;
+  ingressEndpoint: string | null;
+  routingHint: string | null;
+  pendingReason: string | null;
+  terminationReason: string | null;
+  outcome: unknown;
+  errorDetails: unknown;
+  networkPolicy: NetworkPolicy | null;
+  poolId: string | null;
+  autoResume: boolean;
+  runtime: string | null;
+  resourceResize: unknown;
+  fileSystems: unknown[];
+}
+
+/** A snapshot of a sandbox (filesystem, or filesystem plus memory). */
+export interface SnapshotInfo {
+  /** Server-assigned id (from `snapshot_id` or `id` on the wire): pass it to `create` to restore. */
+  snapshotId: string;
+  namespace: string | null;
+  /** The sandbox the snapshot was taken from. */
+  sandboxId: string | null;
+  status: SnapshotStatus;
+  snapshotType: Open<SnapshotType> | null;
+  sizeBytes: number | null;
+  createdAt: Date | null;
+  error: string | null;
+  baseImage: string | null;
+  snapshotUri: string | null;
+}
+
+/**
+ * Result of `Sandbox.run()`.
+ *
+ * `stdout` / `stderr` are the captured lines joined with `"\n"`. `exitCode` is the process's
+ * exit code, or `-signal` when the process was killed by a signal.
+ */
+export interface CommandResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+  signal: number | null;
+  reason: string | null;
+  pid: number | null;
+}
+
+/** A process inside a sandbox. */
+export interface ProcessInfo {
+  pid: number;
+  command: string;
+  args: string[];
+  status: ProcessStatus;
+  exitCode: number | null;
+  signal: number | null;
+  stdinWritable: boolean;
+  startedAt: Date | null;
+  endedAt: Date | null;
+  oomKilled: boolean | null;
+  handle: number | null;
+  managed: unknown;
+}
+
+/** One line of process output from a follow stream. */
+export interface OutputEvent {
+  /** The line, without its line ending. */
+  line: string;
+  timestamp: Date | null;
+  stream: OutputStream | null;
+}
+
+/** All output lines captured so far (`getStdout` / `getStderr` / `getOutput`). */
+export interface OutputResponse {
+  pid: number | null;
+  lines: string[];
+  lineCount: number;
+}
+
+/** One entry of `Sandbox.listDirectory()`. */
+export interface DirectoryEntry {
+  name: string;
+  isDir: boolean;
+  size: number | null;
+  modifiedAt: Date | null;
+}
+
+/** The answer to `POST /api/v1/pty`: a session's id and the token that opens its socket. */
+export interface PtySessionInfo {
+  sessionId: string;
+  token: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Field readers
+
+type Wire = Record<string, unknown>;
+
+function decodeError(what: string, detail: string): SandboxError {
+  return new SandboxError(`decoding ${what}: ${detail}`);
+}
+
+function asObject(data: unknown, what: string): Wire {
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw decodeError(what, `expected a JSON object, got ${JSON.stringify(data)}`);
+  }
+  return data as Wire;
+}
+
+function str(data: Wire, key: string): string | null {
+  const value = data[key];
+  return typeof value === "string" ? value : null;
+}
+
+function requiredStr(data: Wire, what: string, ...keys: string[]): string {
+  for (const key of keys) {
+    const value = data[key];
+    if (typeof value === "string" && value) return value;
+  }
+  throw decodeError(what, `missing field \`${keys[0]}\``);
+}
+
+function num(data: Wire, key: string): number | null {
+  const value = data[key];
+  return typeof value === "number" && Number.isFinite(value) ? value : null;
+}
+
+function int(data: Wire, key: string): number | null {
+  const value = num(data, key);
+  return value !== null && Number.isInteger(value) ? value : null;
+}
+
+function bool(data: Wire, key: string, fallback: boolean): boolean {
+  const value = data[key];
+  return typeof value === "boolean" ? value : fallback;
+}
+
+function list<T>(data: Wire, key: string, guard: (item: unknown) => item is T): T[] {
+  const value = data[key];
+  return Array.isArray(value) ? value.filter(guard) : [];
+}
+
+const isString = (item: unknown): item is string => typeof item === "string";
+const isInteger = (item: unknown): item is number => typeof item === "number" && Number.isInteger(item);
+const isAny = (_item: unknown): _item is unknown => true;
+
+/**
+ * A `Date` from an epoch number (seconds, milliseconds, microseconds or nanoseconds, told apart
+ * by magnitude) or an ISO-8601 string; `null` when absent or unreadable.
+ */
+export function parseTimestamp(value: unknown): Date | null {
+  if (value === null || value === undefined || value === "" || typeof value === "boolean") return null;
+  if (typeof value === "string") {
+    const text = value.trim();
+    if (/^-?\d+(\.\d+)?$/.test(text)) return parseTimestamp(Number(text));
+    // A date-time without a zone is UTC (JavaScript would read it as local time).
+    const naive = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.test(text);
+    const date = new Date(naive ? `${text.replace(" ", "T")}Z` : text);
+    return Number.isNaN(date.getTime()) ? null : date;
+  }
+  if (typeof value !== "number" || !Number.isFinite(value)) return null;
+  let seconds = value;
+  const magnitude = Math.abs(seconds);
+  if (magnitude >= 1e17) seconds /= 1e9;
+  else if (magnitude >= 1e14) seconds /= 1e6;
+  else if (magnitude >= 1e11) seconds /= 1e3;
+  return new Date(seconds * 1000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire → model
+
+function resourcesFromWire(value: unknown): ContainerResourcesInfo | null {
+  if (typeof value !== "object" || value === null) return null;
+  const data = value as Wire;
+  const gpus = Array.isArray(data.gpus) ? data.gpus : Array.isArray(data.gpu_configs) ? data.gpu_configs : [];
+  return {
+    cpus: num(data, "cpus") ?? 0,
+    memoryMb: int(data, "memory_mb") ?? 0,
+    diskMb: int(data, "disk_mb"),
+    ephemeralDiskMb: int(data, "ephemeral_disk_mb"),
+    gpus: gpus
+      .filter((g): g is Wire => typeof g === "object" && g !== null)
+      .map((g) => ({ count: int(g, "count") ?? 0, model: str(g, "model") ?? "" })),
+  };
+}
+
+function networkFromWire(value: unknown): NetworkPolicy | null {
+  if (typeof value !== "object" || value === null) return null;
+  const data = value as Wire;
+  return {
+    allowInternetAccess: bool(data, "allow_internet_access", true),
+    allowOut: list(data, "allow_out", isString),
+    denyOut: list(data, "deny_out", isString),
+  };
+}
+
+/** A {@link SandboxInfo} from a control-plane object (`id` or `sandbox_id`). */
+export function sandboxInfoFromWire(value: unknown, what = "sandbox"): SandboxInfo {
+  const data = asObject(value, what);
+  return {
+    sandboxId: requiredStr(data, what, "sandbox_id", "id"),
+    name: str(data, "name"),
+    namespace: str(data, "namespace"),
+    status: requiredStr(data, what, "status", "state"),
+    image: str(data, "image"),
+    resources: resourcesFromWire(data.resources),
+    secretNames: list(data, "secret_names", isString),
+    timeoutSecs: int(data, "timeout_secs"),
+    exposedPorts: list(data, "exposed_ports", isInteger),
+    allowUnauthenticatedAccess: bool(data, "allow_unauthenticated_access", false),
+    entrypoint: list(data, "entrypoint", isString),
+    createdAt: parseTimestamp(data.created_at),
+    terminatedAt: parseTimestamp(data.terminated_at),
+    sandboxUrl: str(data, "sandbox_url") || null,
+    ingressEndpoint: str(data, "ingress_endpoint"),
+    routingHint: str(data, "routing_hint"),
+    pendingReason: str(data, "pending_reason"),
+    terminationReason: str(data, "termination_reason"),
+    outcome: data.outcome ?? null,
+    errorDetails: data.error_details ?? null,
+    networkPolicy: networkFromWire(data.network_policy),
+    poolId: str(data, "pool_id"),
+    autoResume: bool(data, "auto_resume", true),
+    runtime: str(data, "runtime"),
+    resourceResize: data.resource_resize ?? null,
+    fileSystems: list(data, "file_systems", isAny),
+  };
+}
+
+/** A {@link SnapshotInfo} from a snapshot object (`id` or `snapshot_id`). */
+export function snapshotInfoFromWire(value: unknown, what = "snapshot"): SnapshotInfo {
+  const data = asObject(value, what);
+  return {
+    snapshotId: requiredStr(data, what, "snapshot_id", "id"),
+    namespace: str(data, "namespace"),
+    sandboxId: str(data, "sandbox_id"),
+    status: requiredStr(data, what, "status"),
+    snapshotType: str(data, "snapshot_type"),
+    sizeBytes: int(data, "size_bytes"),
+    createdAt: parseTimestamp(data.created_at),
+    error: str(data, "error"),
+    baseImage: str(data, "base_image"),
+    snapshotUri: str(data, "snapshot_uri"),
+  };
+}
+
+/** A {@link ProcessInfo} from a daemon process object. */
+export function processInfoFromWire(value: unknown, what = "process"): ProcessInfo {
+  const data = asObject(value, what);
+  const pid = int(data, "pid");
+  if (pid === null) throw decodeError(what, "missing field `pid`");
+  const oom = data.oom_killed;
+  return {
+    pid,
+    command: str(data, "command") ?? "",
+    args: list(data, "args", isString),
+    status: requiredStr(data, what, "status"),
+    exitCode: int(data, "exit_code"),
+    signal: int(data, "signal"),
+    stdinWritable: bool(data, "stdin_writable", false),
+    startedAt: parseTimestamp(data.started_at),
+    endedAt: parseTimestamp(data.ended_at),
+    oomKilled: typeof oom === "boolean" ? oom : null,
+    handle: int(data, "handle"),
+    managed: data.managed ?? null,
+  };
+}
+
+/** An {@link OutputResponse} from `GET /api/v1/processes/{p}/stdout|stderr|output`. */
+export function outputResponseFromWire(value: unknown, what = "process output"): OutputResponse {
+  const data = asObject(value, what);
+  const lines = list(data, "lines", isString);
+  return { pid: int(data, "pid"), lines, lineCount: int(data, "line_count") ?? lines.length };
+}
+
+/** An {@link OutputEvent} from a follow-stream event, or `null` for events that are not lines. */
+export function outputEventFromWire(value: unknown, defaultStream: OutputStream | null = null): OutputEvent | null {
+  if (typeof value !== "object" || value === null) return null;
+  const data = value as Wire;
+  if (typeof data.line !== "string") return null;
+  return {
+    line: data.line,
+    timestamp: parseTimestamp(data.timestamp),
+    stream: str(data, "stream") ?? defaultStream,
+  };
+}
+
+/** A {@link DirectoryEntry} from one entry of `GET /api/v1/files/list`. */
+export function directoryEntryFromWire(value: unknown, what = "directory listing"): DirectoryEntry {
+  const data = asObject(value, what);
+  if (typeof data.name !== "string") throw decodeError(what, "missing field `name`");
+  if (typeof data.is_dir !== "boolean") throw decodeError(what, "missing field `is_dir`");
+  return {
+    name: data.name,
+    isDir: data.is_dir,
+    size: int(data, "size"),
+    modifiedAt: parseTimestamp(data.modified_at),
+  };
+}
+
+/** A {@link PtySessionInfo} from the answer to `POST /api/v1/pty`. */
+export function ptySessionInfoFromWire(value: unknown, what = "PTY session"): PtySessionInfo {
+  const data = asObject(value, what);
+  return { sessionId: requiredStr(data, what, "session_id"), token: requiredStr(data, what, "token") };
+}
+
+/** The items under `key` of a list answer (`{"sandboxes": [...]}`); a missing list is empty. */
+export function listFromWire<T>(value: unknown, key: string, item: (v: unknown, what: string) => T, what: string): T[] {
+  const items = Array.isArray(value) ? value : asObject(value, what)[key];
+  if (items === null || items === undefined) return [];
+  if (!Array.isArray(items)) throw decodeError(what, `expected a list under '${key}'`);
+  return items.map((entry) => item(entry, what));
+}
+
+/**
+ * The public URL of an exposed user port, when the server gave an `ingressEndpoint`
+ * (`scheme://<port>-<sandboxId>.<ingress host>`). Port 9501 (the in-sandbox daemon) maps to
+ * `sandboxUrl`.
+ */
+export function urlForPort(info: SandboxInfo, port: number): string | null {
+  if (port === 9501) return info.sandboxUrl;
+  if (!info.ingressEndpoint) return null;
+  const match = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(info.ingressEndpoint);
+  const [scheme, rest] = match ? [match[1], match[2]] : ["http", info.ingressEndpoint];
+  return `${scheme}://${port}-${info.sandboxId}.${(rest ?? "").replace(/\/+$/, "")}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request field checks
+
+export function stringList(value: unknown, what: string): string[] {
+  if (!Array.isArray(value) || !value.every((item) => typeof item === "string")) {
+    throw new TypeError(`${what} must be a list of strings, got ${JSON.stringify(value)}`);
+  }
+  return [...value];
+}
+
+export function stringMap(value: unknown, what: string): Record<string, string> {
+  if (
+    typeof value !== "object" ||
+    value === null ||
+    Array.isArray(value) ||
+    !Object.values(value).every((item) => typeof item === "string")
+  ) {
+    throw new TypeError(`${what} must map strings to strings, got ${JSON.stringify(value)}`);
+  }
+  return { ...(value as Record<string, string>) };
+}

@@ -1,0 +1,526 @@
+/**
+ * Handle to one running sandbox: commands, processes, files, terminals and tunnels.
+ *
+ * Requests go to the sandbox's daemon through the proxy at the sandbox's `sandbox_url`
+ * (WIRE.md §3), addressed by the self-routing path `{sandbox_url}/sandboxes/{id}/api/v1/...`.
+ */
+
+import { createWriteStream } from "node:fs";
+import { constants as osConstants } from "node:os";
+import { once } from "node:events";
+
+import type { SandboxClient } from "./client.js";
+import { connectTimeoutMs } from "./config.js";
+import { SandboxError, SandboxNotFoundError, SandboxNotRoutableError } from "./errors.js";
+import {
+  checkProxy,
+  readChunks,
+  responseJson,
+  segment,
+  type HttpResponse,
+  type HttpTransport,
+  type ProxyTarget,
+  type RequestSpec,
+  proxyTarget,
+} from "./http.js";
+import {
+  directoryEntryFromWire,
+  listFromWire,
+  outputResponseFromWire,
+  processInfoFromWire,
+  ptySessionInfoFromWire,
+  stringList,
+  stringMap,
+  type CommandResult,
+  type DirectoryEntry,
+  type OutputEvent,
+  type OutputMode,
+  type OutputResponse,
+  type OutputStream,
+  type ProcessInfo,
+  type SandboxInfo,
+  type StdinMode,
+} from "./models.js";
+import { PtySession, ptyBody, type CreatePtyOptions } from "./pty.js";
+import { collectRun, iterOutputEvents } from "./sse.js";
+import { Tunnel, type CreateTunnelOptions } from "./tunnel.js";
+import { tunnelWebsocketUrl, websocketHeaders } from "./websocket.js";
+
+/** A user: a name or `uid[:gid]` string, or an object the daemon understands. */
+export type RunUser = string | { name: string } | { uid: number; gid?: number };
+
+/** Options of `Sandbox.run()`. */
+export interface RunOptions {
+  args?: string[];
+  env?: Record<string, string>;
+  workingDir?: string;
+  /** Kill the command (its whole process tree) after this many seconds. */
+  timeoutSecs?: number;
+  user?: RunUser;
+}
+
+/** Options of `Sandbox.startProcess()`. */
+export interface StartProcessOptions {
+  args?: string[];
+  env?: Record<string, string>;
+  workingDir?: string;
+  /** `pipe` to write to the process's stdin later (default `closed`). */
+  stdinMode?: StdinMode;
+  stdoutMode?: OutputMode;
+  stderrMode?: OutputMode;
+  user?: RunUser;
+}
+
+/** What `writeFile` accepts: bytes, text (written as UTF-8), or a stream of byte chunks. */
+export type FileData =
+  | Uint8Array
+  | ArrayBuffer
+  | string
+  | ReadableStream<Uint8Array>
+  | AsyncIterable<Uint8Array>
+  | Iterable<Uint8Array>;
+
+const FOLLOW_STREAMS: Record<"output" | "stdout" | "stderr", OutputStream | null> = {
+  output: null,
+  stdout: "stdout",
+  stderr: "stderr",
+};
+
+function pidSegment(pid: number | string): string {
+  if (typeof pid === "number" && Number.isInteger(pid) && pid >= 0) return String(pid);
+  if (typeof pid === "string" && pid.trim()) return segment(pid);
+  throw new TypeError(`pid must be a process id or a managed-process name, got ${JSON.stringify(pid)}`);
+}
+
+function pathQuery(path: string): Record<string, string> {
+  if (typeof path !== "string" || !path) throw new TypeError(`path must be a non-empty string, got ${JSON.stringify(path)}`);
+  return { path };
+}
+
+function commandFields(
+  command: string,
+  args: unknown,
+  env: unknown,
+  workingDir: unknown,
+  user: unknown,
+): Record<string, unknown> {
+  if (typeof command !== "string" || !command) {
+    throw new TypeError(`command must be a non-empty string, got ${JSON.stringify(command)}`);
+  }
+  const body: Record<string, unknown> = { command };
+  if (args !== undefined && args !== null) body.args = stringList(args, "args");
+  if (env !== undefined && env !== null) body.env = stringMap(env, "env");
+  if (workingDir !== undefined && workingDir !== null) {
+    if (typeof workingDir !== "string") throw new TypeError(`workingDir must be a string, got ${typeof workingDir}`);
+    body.working_dir = workingDir;
+  }
+  if (user !== undefined && user !== null) body.user = user;
+  return body;
+}
+
+/**
+ * The options of `run(command, args?, options?)` / `startProcess(...)`: the arguments may come
+ * as a list in second place (`run("python", ["-c", "..."])`) or inside the options.
+ */
+function withArgs<T extends { args?: string[] }>(args: string[] | T | undefined, options: T | undefined): T {
+  if (Array.isArray(args)) {
+    if (options?.args !== undefined) throw new TypeError("pass args either as a list or in the options, not both");
+    return { ...(options ?? ({} as T)), args };
+  }
+  if (args !== undefined && options !== undefined) {
+    throw new TypeError("the second argument must be a list of arguments when options follow it");
+  }
+  return (args ?? options ?? {}) as T;
+}
+
+/** Body of `POST /api/v1/processes/run`; the time limit travels as `timeout` (seconds). */
+export function runBody(command: string, options: RunOptions = {}): Record<string, unknown> {
+  const body = commandFields(command, options.args, options.env, options.workingDir, options.user);
+  if (options.timeoutSecs !== undefined && options.timeoutSecs !== null) {
+    const timeout = options.timeoutSecs;
+    if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0) {
+      throw new RangeError(`timeoutSecs must be a positive number, got ${String(timeout)}`);
+    }
+    body.timeout = timeout;
+  }
+  return body;
+}
+
+/** Body of `POST /api/v1/processes`. */
+export function startProcessBody(command: string, options: StartProcessOptions = {}): Record<string, unknown> {
+  const body = commandFields(command, options.args, options.env, options.workingDir, options.user);
+  const modes: [string, unknown, readonly string[]][] = [
+    ["stdin_mode", options.stdinMode, ["closed", "pipe"]],
+    ["stdout_mode", options.stdoutMode, ["capture", "discard"]],
+    ["stderr_mode", options.stderrMode, ["capture", "discard"]],
+  ];
+  for (const [key, value, allowed] of modes) {
+    if (value === undefined || value === null) continue;
+    if (typeof value !== "string" || !allowed.includes(value)) {
+      throw new TypeError(`${key} must be one of ${allowed.join(", ")}, got ${JSON.stringify(value)}`);
+    }
+    body[key] = value;
+  }
+  return body;
+}
+
+/** A signal number from a number or a name such as `"SIGTERM"`. */
+export function signalNumber(signal: number | NodeJS.Signals): number {
+  if (typeof signal === "number") {
+    if (Number.isInteger(signal) && signal > 0) return signal;
+  } else if (typeof signal === "string") {
+    const value = (osConstants.signals as Record<string, number | undefined>)[signal];
+    if (value !== undefined) return value;
+  }
+  throw new TypeError(`signal must be a positive integer or a signal name like "SIGTERM", got ${JSON.stringify(signal)}`);
+}
+
+/** A streamed request body from what `writeFile` accepts, or the bytes when they are in memory. */
+export function uploadBody(data: FileData): Uint8Array | ReadableStream<Uint8Array> {
+  if (typeof data === "string") return Buffer.from(data, "utf8");
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (data instanceof ReadableStream) return data;
+  const chunk = (value: unknown): Uint8Array => {
+    if (value instanceof Uint8Array) return value;
+    if (typeof value === "string") return Buffer.from(value, "utf8");
+    throw new TypeError(`writeFile data must yield Uint8Array chunks, got ${typeof value}`);
+  };
+  if (typeof (data as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === "function") {
+    const iterator = (data as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const next = await iterator.next();
+        if (next.done) controller.close();
+        else controller.enqueue(chunk(next.value));
+      },
+      async cancel() {
+        await iterator.return?.();
+      },
+    });
+  }
+  if (typeof (data as Iterable<Uint8Array>)[Symbol.iterator] === "function") {
+    const iterator = (data as Iterable<Uint8Array>)[Symbol.iterator]();
+    return new ReadableStream<Uint8Array>({
+      pull(controller) {
+        const next = iterator.next();
+        if (next.done) controller.close();
+        else controller.enqueue(chunk(next.value));
+      },
+    });
+  }
+  throw new TypeError(`writeFile takes a Uint8Array, a string, a ReadableStream or an iterable of Uint8Array`);
+}
+
+/**
+ * A live sandbox, returned by `SandboxClient.createAndConnect()` and `connect()`.
+ *
+ * A handle from `createAndConnect()` deletes its sandbox when disposed (`await using`); a handle
+ * from `connect()` leaves the sandbox running. `terminate()` deletes it either way.
+ */
+export class Sandbox {
+  readonly #client: SandboxClient;
+  #info: SandboxInfo;
+  #target: ProxyTarget;
+  #owned: boolean;
+
+  /** @internal Use `SandboxClient.createAndConnect()` or `SandboxClient.connect()`. */
+  constructor(client: SandboxClient, info: SandboxInfo, owned = false) {
+    if (!info.sandboxUrl) {
+      throw new SandboxNotRoutableError(
+        `sandbox ${info.sandboxId} (${info.status}): the server gave no sandbox_url, so its processes and files cannot be reached`,
+      );
+    }
+    this.#client = client;
+    this.#info = info;
+    this.#target = proxyTarget(info.sandboxUrl, info.sandboxId, info.routingHint);
+    this.#owned = owned;
+  }
+
+  /** The server-assigned id (even when connected by name). */
+  get sandboxId(): string {
+    return this.#info.sandboxId;
+  }
+
+  /** The sandbox's name, or `null` for an ephemeral sandbox (as of the last {@link info}). */
+  get name(): string | null {
+    return this.#info.name;
+  }
+
+  toString(): string {
+    return `Sandbox(sandboxId=${this.sandboxId}, name=${this.name})`;
+  }
+
+  /** @internal */
+  _transport(): HttpTransport {
+    return this.#client._transport();
+  }
+
+  /** @internal */
+  _target(): ProxyTarget {
+    return this.#target;
+  }
+
+  /** @internal */
+  _sandboxUrl(): string {
+    return this.#info.sandboxUrl ?? "";
+  }
+
+  /** Fetch the sandbox's current description from the control plane. */
+  async info(): Promise<SandboxInfo> {
+    const info = await this.#client.get(this.sandboxId);
+    this.#info = info;
+    if (info.sandboxUrl) this.#target = proxyTarget(info.sandboxUrl, info.sandboxId, info.routingHint);
+    return info;
+  }
+
+  /** Delete the sandbox (same as `client.delete(sandbox.sandboxId)`). */
+  async terminate(): Promise<void> {
+    await this.#client.delete(this.sandboxId);
+    this.#owned = false;
+  }
+
+  /** Deletes the sandbox when this handle came from `createAndConnect()` (a sandbox already gone is fine). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (!this.#owned) return;
+    try {
+      await this.terminate();
+    } catch (error) {
+      if (!(error instanceof SandboxNotFoundError)) throw error;
+    }
+  }
+
+  // -- requests --------------------------------------------------------------------------------
+
+  async #request(spec: Omit<RequestSpec, "url"> & { path: string }): Promise<HttpResponse> {
+    const target = this.#target;
+    const { path, ...rest } = spec;
+    const response = await this._transport().send({
+      ...rest,
+      url: target.baseUrl + path,
+      headers: { ...target.headers, ...(spec.headers ?? {}) },
+    });
+    checkProxy(response, target);
+    return response;
+  }
+
+  // -- commands --------------------------------------------------------------------------------
+
+  /**
+   * Run a command to completion and return its output and exit code.
+   * `run("python", ["-c", "print(1)"], { timeoutSecs: 30 })` and
+   * `run("python", { args: ["-c", "print(1)"], timeoutSecs: 30 })` are the same.
+   *
+   * `exitCode` is negative (`-signal`) when the command was killed by a signal, e.g. on
+   * `timeoutSecs` expiry. The stream has no read timeout: a silent command may run long.
+   */
+  async run(command: string, args?: string[] | RunOptions, options?: RunOptions): Promise<CommandResult> {
+    const body = runBody(command, withArgs(args, options));
+    const response = await this.#request({
+      method: "POST",
+      path: "/api/v1/processes/run",
+      json: body,
+      headers: { Accept: "text/event-stream" },
+      stream: true,
+    });
+    const contentType = response.headers.get("content-type") ?? "";
+    if (!contentType.toLowerCase().startsWith("text/event-stream")) {
+      await response.stream?.cancel().catch(() => undefined);
+      throw new SandboxError(`expected an event stream from /api/v1/processes/run, got content-type ${JSON.stringify(contentType)}`);
+    }
+    return collectRun(readChunks(response));
+  }
+
+  // -- processes -------------------------------------------------------------------------------
+
+  /** Start a background process; pass `stdinMode: "pipe"` to write to its stdin later. */
+  async startProcess(
+    command: string,
+    args?: string[] | StartProcessOptions,
+    options?: StartProcessOptions,
+  ): Promise<ProcessInfo> {
+    const body = startProcessBody(command, withArgs(args, options));
+    const response = await this.#request({ method: "POST", path: "/api/v1/processes", json: body });
+    return processInfoFromWire(responseJson(response, "process"));
+  }
+
+  /** Every process started in the sandbox. */
+  async listProcesses(): Promise<ProcessInfo[]> {
+    const response = await this.#request({ method: "GET", path: "/api/v1/processes" });
+    return listFromWire(responseJson(response, "process list"), "processes", processInfoFromWire, "process list");
+  }
+
+  /** Describe one process. */
+  async getProcess(pid: number | string): Promise<ProcessInfo> {
+    const response = await this.#request({ method: "GET", path: `/api/v1/processes/${pidSegment(pid)}` });
+    return processInfoFromWire(responseJson(response, "process"));
+  }
+
+  /** Kill a process (SIGKILL to its process group). */
+  async killProcess(pid: number | string): Promise<void> {
+    await this.#request({ method: "DELETE", path: `/api/v1/processes/${pidSegment(pid)}` });
+  }
+
+  /** Send a signal (a number, or a name such as `"SIGTERM"`) to a process. */
+  async sendSignal(pid: number | string, signal: number | NodeJS.Signals): Promise<void> {
+    const number = signalNumber(signal);
+    await this.#request({ method: "POST", path: `/api/v1/processes/${pidSegment(pid)}/signal`, json: { signal: number } });
+  }
+
+  /** Write raw bytes (or text, as UTF-8) to a process's stdin (started with `stdinMode: "pipe"`). */
+  async writeStdin(pid: number | string, data: Uint8Array | string): Promise<void> {
+    let bytes: Uint8Array;
+    if (typeof data === "string") bytes = Buffer.from(data, "utf8");
+    else if (data instanceof Uint8Array) bytes = data;
+    else throw new TypeError(`writeStdin takes a Uint8Array or a string, got ${typeof data}`);
+    await this.#request({ method: "POST", path: `/api/v1/processes/${pidSegment(pid)}/stdin`, body: bytes });
+  }
+
+  /** Close a process's stdin (it then reads end-of-file). */
+  async closeStdin(pid: number | string): Promise<void> {
+    await this.#request({ method: "POST", path: `/api/v1/processes/${pidSegment(pid)}/stdin/close` });
+  }
+
+  async #output(pid: number | string, stream: string): Promise<OutputResponse> {
+    const response = await this.#request({ method: "GET", path: `/api/v1/processes/${pidSegment(pid)}/${stream}` });
+    return outputResponseFromWire(responseJson(response, `process ${stream}`), `process ${stream}`);
+  }
+
+  /** All stdout lines captured so far. */
+  getStdout(pid: number | string): Promise<OutputResponse> {
+    return this.#output(pid, "stdout");
+  }
+
+  /** All stderr lines captured so far. */
+  getStderr(pid: number | string): Promise<OutputResponse> {
+    return this.#output(pid, "stderr");
+  }
+
+  /** All stdout and stderr lines captured so far, interleaved. */
+  getOutput(pid: number | string): Promise<OutputResponse> {
+    return this.#output(pid, "output");
+  }
+
+  /** Output lines (stdout and stderr): past ones first, then live ones until the process exits. */
+  followOutput(pid: number | string): AsyncIterable<OutputEvent> {
+    return this.#follow(pid, "output");
+  }
+
+  /** Stdout lines until the process exits. */
+  followStdout(pid: number | string): AsyncIterable<OutputEvent> {
+    return this.#follow(pid, "stdout");
+  }
+
+  /** Stderr lines until the process exits. */
+  followStderr(pid: number | string): AsyncIterable<OutputEvent> {
+    return this.#follow(pid, "stderr");
+  }
+
+  async *#follow(pid: number | string, stream: "output" | "stdout" | "stderr"): AsyncGenerator<OutputEvent, void, undefined> {
+    const path = `/api/v1/processes/${pidSegment(pid)}/${stream}/follow`;
+    const response = await this.#request({ method: "GET", path, headers: { Accept: "text/event-stream" }, stream: true });
+    yield* iterOutputEvents(readChunks(response), FOLLOW_STREAMS[stream]);
+  }
+
+  // -- files -----------------------------------------------------------------------------------
+
+  /**
+   * Write a file (parents are created, an existing file is replaced). `data` is bytes, text
+   * (written as UTF-8), a `ReadableStream` or an (async) iterable of byte chunks, such as a
+   * `fs.createReadStream()`; streams are sent as they are read, never held whole.
+   */
+  async writeFile(path: string, data: FileData): Promise<void> {
+    const query = pathQuery(path);
+    const body = uploadBody(data);
+    await this.#request({ method: "PUT", path: "/api/v1/files", query, body, replayable: body instanceof Uint8Array });
+  }
+
+  /** Read a whole file into memory (see {@link readFileStream} for big files). */
+  async readFile(path: string): Promise<Buffer> {
+    const response = await this.#request({ method: "GET", path: "/api/v1/files", query: pathQuery(path) });
+    return Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength);
+  }
+
+  /** A file's content in chunks, without holding it in memory. */
+  async *readFileStream(path: string): AsyncGenerator<Uint8Array, void, undefined> {
+    const query = pathQuery(path);
+    const response = await this.#request({ method: "GET", path: "/api/v1/files", query, stream: true });
+    yield* readChunks(response);
+  }
+
+  /** Stream a sandbox file to `localPath`; returns the number of bytes written. */
+  async downloadFile(path: string, localPath: string): Promise<number> {
+    const query = pathQuery(path);
+    const response = await this.#request({ method: "GET", path: "/api/v1/files", query, stream: true });
+    const out = createWriteStream(localPath);
+    let written = 0;
+    try {
+      for await (const chunk of readChunks(response)) {
+        written += chunk.length;
+        if (!out.write(chunk)) await once(out, "drain");
+      }
+    } finally {
+      out.end();
+      await once(out, "close").catch(() => undefined);
+    }
+    return written;
+  }
+
+  /** The entries of a directory. */
+  async listDirectory(path: string): Promise<DirectoryEntry[]> {
+    const response = await this.#request({ method: "GET", path: "/api/v1/files/list", query: pathQuery(path) });
+    return listFromWire(responseJson(response, "directory listing"), "entries", directoryEntryFromWire, "directory listing");
+  }
+
+  /** Delete a file. */
+  async deleteFile(path: string): Promise<void> {
+    await this.#request({ method: "DELETE", path: "/api/v1/files", query: pathQuery(path) });
+  }
+
+  // -- terminals and tunnels -------------------------------------------------------------------
+
+  /**
+   * Start a command (default `bash`) on a new terminal of `cols` x `rows` (default 80 x 24) and
+   * return its session, not connected yet: call `connect()` to drive it from here, or hand its
+   * `websocketUrl` to another client.
+   */
+  async createPty(options: CreatePtyOptions = {}): Promise<PtySession> {
+    const body = ptyBody(options);
+    const response = await this.#request({ method: "POST", path: "/api/v1/pty", json: body });
+    const info = ptySessionInfoFromWire(responseJson(response, "PTY session"));
+    return new PtySession(this, info.sessionId, info.token);
+  }
+
+  /** Reattach to an existing PTY session: returns it connected (READY sent). */
+  async connectPty(sessionId: string, token: string): Promise<PtySession> {
+    return new PtySession(this, sessionId, token).connect();
+  }
+
+  /**
+   * Listen on `localHost:localPort` (default `127.0.0.1`, a free port) and relay each connection
+   * to `remotePort` in the sandbox. Close the tunnel to stop listening.
+   */
+  async createTunnel(remotePort: number, options: CreateTunnelOptions = {}): Promise<Tunnel> {
+    const config = this._transport().config;
+    return Tunnel.open(
+      {
+        url: tunnelWebsocketUrl(this._sandboxUrl(), this.sandboxId, remotePort),
+        headers: websocketHeaders(config, this.#target),
+        remotePort,
+        connectTimeoutMs: connectTimeoutMs(config),
+        sandboxId: this.sandboxId,
+      },
+      options,
+    );
+  }
+
+  // -- not implemented yet ---------------------------------------------------------------------
+
+  /** Not implemented yet: throws. */
+  async connectDesktop(_options: { port?: number; password?: string; shared?: boolean; connectTimeoutSecs?: number } = {}): Promise<never> {
+    throw new SandboxError(
+      "connectDesktop is not implemented by the alcove TypeScript SDK yet; where the server serves it, " +
+        "the official tensorlake SDK can drive it in the meantime",
+    );
+  }
+}

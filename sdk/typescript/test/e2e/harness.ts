@@ -1,0 +1,175 @@
+/**
+ * Starting and stopping a real `alcove serve` on a free port with its own data directory
+ * (the TypeScript twin of tests/framework/server.py).
+ *
+ * Binaries and images come from `ALCOVE_BIN` (default `<repo>/target/release/alcove`),
+ * `ALCOVE_AGENT_PATH` (default `<repo>/target/x86_64-unknown-linux-gnu/release/alcove-agent`) and
+ * `ALCOVE_IMAGES_DIR` (default `/var/lib/alcove/images`).
+ */
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { openSync, closeSync, readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { SandboxClient, type SandboxInfo } from "../../src/index.js";
+
+/** The repository root (this file runs from sdk/typescript/build/test/e2e/). */
+const REPO = fileURLToPath(new URL("../../../../../", import.meta.url));
+
+function setting(name: string, fallback: string): string {
+  return process.env[name] || fallback;
+}
+
+export const ALCOVE_BIN = setting("ALCOVE_BIN", join(REPO, "target/release/alcove"));
+export const AGENT_PATH = setting("ALCOVE_AGENT_PATH", join(REPO, "target/x86_64-unknown-linux-gnu/release/alcove-agent"));
+export const IMAGES_DIR = setting("ALCOVE_IMAGES_DIR", "/var/lib/alcove/images");
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+function randomInt(low: number, high: number): number {
+  return low + Math.floor(Math.random() * (high - low + 1));
+}
+
+export interface ServerOptions {
+  /** API keys the server accepts (none: auth off). */
+  apiKeys?: string[];
+}
+
+/** One `alcove serve` process. */
+export class AlcoveServer {
+  readonly port: number;
+  readonly dataDir: string;
+  readonly apiKeys: string[];
+  #proc: ChildProcess | null = null;
+  #exited: Promise<void> = Promise.resolve();
+
+  private constructor(port: number, dataDir: string, apiKeys: string[]) {
+    this.port = port;
+    this.dataDir = dataDir;
+    this.apiKeys = apiKeys;
+  }
+
+  /** Start a server and wait until `/healthz` answers. */
+  static async start(options: ServerOptions = {}, timeoutMs = 30_000): Promise<AlcoveServer> {
+    const dataDir = await mkdtemp(join(tmpdir(), "alcove-ts-e2e-"));
+    const server = new AlcoveServer(await freePort(), dataDir, options.apiKeys ?? []);
+    // A subnet of its own, so that concurrent servers never share addresses.
+    const subnet = `10.${randomInt(100, 199)}.${[0, 64, 128, 192][randomInt(0, 3)]}.0/18`;
+    const argv = [
+      "serve",
+      "--listen", `127.0.0.1:${server.port}`,
+      "--data-dir", dataDir,
+      "--images-dir", IMAGES_DIR,
+      "--agent-path", AGENT_PATH,
+      "--subnet", subnet,
+      ...server.apiKeys.flatMap((key) => ["--api-key", key]),
+    ];
+    const log = openSync(server.logPath, "a");
+    const env: NodeJS.ProcessEnv = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" };
+    delete env.ALCOVE_API_KEYS;
+    delete env.ALCOVE_LISTEN;
+    const proc = spawn(ALCOVE_BIN, argv, { stdio: ["ignore", log, log], env });
+    closeSync(log);
+    server.#proc = proc;
+    server.#exited = new Promise((resolve) => proc.once("exit", () => resolve()));
+    let spawnError: Error | undefined;
+    proc.once("error", (error) => (spawnError = error));
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (spawnError) throw new Error(`could not start ${ALCOVE_BIN}: ${spawnError.message}`);
+      if (proc.exitCode !== null) throw new Error(`alcove serve exited early:\n${server.logTail()}`);
+      try {
+        const response = await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(1000) });
+        if (response.ok) return server;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await server.stop();
+    throw new Error(`alcove serve did not become healthy:\n${server.logTail()}`);
+  }
+
+  get url(): string {
+    return `http://localhost:${this.port}`;
+  }
+
+  get logPath(): string {
+    return join(this.dataDir, "server.log");
+  }
+
+  logTail(lines = 40): string {
+    try {
+      return readFileSync(this.logPath, "utf8").split("\n").slice(-lines).join("\n");
+    } catch {
+      return "(no log)";
+    }
+  }
+
+  /** A client of this server (with its first API key, if any). */
+  client(options: { apiKey?: string; timeoutSecs?: number } = {}): SandboxClient {
+    return new SandboxClient({ apiUrl: this.url, apiKey: options.apiKey ?? this.apiKeys[0], timeoutSecs: options.timeoutSecs ?? 120 });
+  }
+
+  /** Sandboxes that are neither terminated nor failed. */
+  async liveSandboxes(): Promise<SandboxInfo[]> {
+    const all = await this.client().list();
+    return all.filter((sandbox) => sandbox.status !== "terminated" && sandbox.status !== "failed");
+  }
+
+  /** SIGTERM (SIGKILL after 30 s), then remove the data directory. */
+  async stop(): Promise<void> {
+    const proc = this.#proc;
+    this.#proc = null;
+    if (proc && proc.exitCode === null && proc.signalCode === null) {
+      proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
+      await this.#exited;
+      clearTimeout(timer);
+    }
+    await rm(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Delete what a suite left running, stop the server, and report the leftovers (so the suite
+ * fails when a test did not clean up after itself).
+ */
+export async function shutdown(server: AlcoveServer | undefined): Promise<string[]> {
+  if (!server) return [];
+  let leaked: SandboxInfo[] = [];
+  try {
+    leaked = await server.liveSandboxes();
+    const client = server.client();
+    for (const sandbox of leaked) await client.delete(sandbox.sandboxId).catch(() => undefined);
+  } finally {
+    await server.stop();
+  }
+  return leaked.map((sandbox) => `${sandbox.sandboxId} (${sandbox.name ?? "ephemeral"}, ${sandbox.status})`);
+}
+
+/** Poll `check` until it returns a value other than undefined, or fail after `timeoutMs`. */
+export async function eventually<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${what} did not happen within ${timeoutMs} ms${lastError ? `: ${String(lastError)}` : ""}`);
+}

@@ -1,0 +1,287 @@
+import assert from "node:assert/strict";
+import { after, afterEach, before, describe, it } from "node:test";
+
+import { createBody } from "../../src/client.js";
+import {
+  AuthenticationError,
+  SandboxClient,
+  SandboxConnectionError,
+  SandboxFailedError,
+  SandboxNameConflictError,
+  SandboxNotFoundError,
+  SandboxTimeoutError,
+  SnapshotNotFoundError,
+} from "../../src/index.js";
+import { instantSleeps, sandboxJson, startFake, type Answer, type Fake, type Recorded } from "./fake.js";
+
+const BASE = "/v1/namespaces/default";
+
+describe("create body", () => {
+  it("always sends resources for a fresh sandbox, with the defaults", () => {
+    assert.deepEqual(createBody(), { resources: { cpus: 1.0, memory_mb: 1024 } });
+  });
+
+  it("sends every option under its wire name", () => {
+    assert.deepEqual(
+      createBody({
+        name: "my-env",
+        cpus: 2,
+        memoryMb: 4096,
+        timeoutSecs: 1800,
+        image: "alcove/debian",
+        secretNames: ["OPENAI_API_KEY"],
+        exposePorts: [8080, 80, 8080],
+        allowUnauthenticatedAccess: true,
+        diskMb: 20480,
+        entrypoint: ["/bin/sh", "-c", "sleep inf"],
+      }),
+      {
+        resources: { cpus: 2, memory_mb: 4096, disk_mb: 20480 },
+        name: "my-env",
+        image: "alcove/debian",
+        timeout_secs: 1800,
+        secret_names: ["OPENAI_API_KEY"],
+        exposed_ports: [80, 8080],
+        allow_unauthenticated_access: true,
+        entrypoint: ["/bin/sh", "-c", "sleep inf"],
+      },
+    );
+  });
+
+  it("restores a snapshot with only its id when nothing is overridden", () => {
+    assert.deepEqual(createBody({ snapshotId: "snap1" }), { snapshot_id: "snap1" });
+    assert.deepEqual(createBody({ snapshotId: "snap1", memoryMb: 2048 }), {
+      snapshot_id: "snap1",
+      resources: { cpus: 1, memory_mb: 2048 },
+    });
+  });
+
+  it("rejects bad values before anything is sent", () => {
+    assert.throws(() => createBody({ cpus: 0 }), RangeError);
+    assert.throws(() => createBody({ memoryMb: 1.5 }), RangeError);
+    assert.throws(() => createBody({ exposePorts: [9501] }), /reserved/);
+    assert.throws(() => createBody({ name: " " }), TypeError);
+    assert.throws(() => createBody({ secretNames: "A" as unknown as string[] }), TypeError);
+  });
+});
+
+describe("SandboxClient against a fake server", () => {
+  let fake: Fake;
+  let handler: (req: Recorded) => Answer | Promise<Answer>;
+  let restoreSleeps: () => void;
+  let client: SandboxClient;
+
+  before(async () => {
+    restoreSleeps = instantSleeps();
+    fake = await startFake((req) => handler(req));
+    client = new SandboxClient({ apiUrl: fake.url, apiKey: "secret-key" });
+  });
+  after(async () => {
+    restoreSleeps();
+    await fake.close();
+  });
+  afterEach(() => {
+    fake.requests.length = 0;
+  });
+
+  it("creates with the timeout headers and polls while pending", async () => {
+    let gets = 0;
+    handler = (req) => {
+      if (req.method === "POST") return { json: { sandbox_id: "sbx1", status: "pending", pending_reason: "scheduling" } };
+      gets += 1;
+      return { json: sandboxJson({ status: gets < 3 ? "pending" : "running", sandbox_url: fake.url }) };
+    };
+    const info = await client.create({ name: "my-env" });
+    assert.equal(info.sandboxId, "sbx1");
+    assert.equal(info.status, "running");
+    assert.equal(gets, 3);
+    const post = fake.requests[0]!;
+    assert.equal(post.path, `${BASE}/sandboxes`);
+    assert.deepEqual(JSON.parse(post.body.toString()), { resources: { cpus: 1, memory_mb: 1024 }, name: "my-env" });
+    assert.equal(post.headers["content-type"], "application/json");
+    assert.equal(post.headers.authorization, "Bearer secret-key");
+    assert.match(post.headers["user-agent"] ?? "", /^alcove-typescript-sdk\/\d/);
+    assert.equal(post.headers["x-tensorlake-request-timeout-ms"], "300000");
+    assert.equal(post.headers["x-tensorlake-request-timeout-grace-ms"], "5000");
+    assert.equal(fake.requests[1]!.path, `${BASE}/sandboxes/sbx1`);
+  });
+
+  it("accepts a 504 that carries the create answer", async () => {
+    handler = (req) =>
+      req.method === "POST"
+        ? { status: 504, json: { sandbox_id: "sbx1", status: "pending" } }
+        : { json: sandboxJson({ sandbox_url: fake.url }) };
+    assert.equal((await client.create()).status, "running");
+  });
+
+  it("throws SandboxFailedError with the reason when the sandbox fails", async () => {
+    handler = () => ({ json: { sandbox_id: "sbx1", status: "failed", termination_reason: "image_not_found", error_details: "no image x" } });
+    await assert.rejects(client.create({ image: "x" }), (error: unknown) => {
+      assert.ok(error instanceof SandboxFailedError);
+      assert.equal(error.reason, "image_not_found");
+      assert.match(error.message, /sbx1 failed \(image_not_found\): no image x/);
+      return true;
+    });
+  });
+
+  it("maps a 409 on create to SandboxNameConflictError", async () => {
+    handler = () => ({ status: 409, json: { message: "name my-env is taken", code: "NAME_TAKEN" } });
+    await assert.rejects(client.create({ name: "my-env" }), (error: unknown) => {
+      assert.ok(error instanceof SandboxNameConflictError);
+      assert.equal(error.statusCode, 409);
+      assert.equal(error.code, "NAME_TAKEN");
+      return true;
+    });
+  });
+
+  it("gives up waiting at the client's timeout", async () => {
+    const impatient = new SandboxClient({ apiUrl: fake.url, timeoutSecs: 0.05 });
+    handler = (req) =>
+      req.method === "POST" ? { json: { sandbox_id: "sbx1", status: "pending" } } : { json: sandboxJson({ status: "pending" }) };
+    const restore = instantSleeps();
+    try {
+      await assert.rejects(impatient.create(), SandboxTimeoutError);
+    } finally {
+      restore();
+    }
+  });
+
+  it("gets by name, lists, deletes, and maps 404 to SandboxNotFoundError", async () => {
+    handler = (req) => {
+      if (req.path === `${BASE}/sandboxes` && req.method === "GET") {
+        return { json: { sandboxes: [sandboxJson({ name: "a" }), sandboxJson({ id: "sbx2", status: "suspended" })] } };
+      }
+      if (req.path.endsWith("/missing")) return { status: 404, json: { message: "sandbox missing not found", code: "NOT_FOUND" } };
+      if (req.method === "DELETE") return { status: 200, body: "" };
+      return { json: sandboxJson({ name: "my env" }) };
+    };
+    assert.equal((await client.get("my env")).name, "my env");
+    assert.equal(fake.requests.at(-1)!.path, `${BASE}/sandboxes/my%20env`);
+    assert.deepEqual((await client.list()).map((s) => [s.sandboxId, s.status]), [["sbx1", "running"], ["sbx2", "suspended"]]);
+    await client.delete("sbx1");
+    assert.equal(fake.requests.at(-1)!.method, "DELETE");
+    await assert.rejects(client.get("missing"), (error: unknown) => error instanceof SandboxNotFoundError && error.sandboxId === "missing");
+    await assert.rejects(client.delete("missing"), SandboxNotFoundError);
+  });
+
+  it("retries GETs on 503 and connection errors, not POSTs", async () => {
+    let calls = 0;
+    handler = () => {
+      calls += 1;
+      return calls < 3 ? { status: 503, body: "busy" } : { json: sandboxJson() };
+    };
+    assert.equal((await client.get("sbx1")).sandboxId, "sbx1");
+    assert.equal(calls, 3);
+    calls = 0;
+    handler = () => {
+      calls += 1;
+      return { status: 503, body: "busy" };
+    };
+    await assert.rejects(client.get("sbx1"), (error: unknown) => (error as { statusCode?: number }).statusCode === 503);
+    assert.equal(calls, 3);
+    calls = 0;
+    await assert.rejects(client.create(), /status 503/);
+    assert.equal(calls, 1);
+    const nobody = new SandboxClient({ apiUrl: "http://127.0.0.1:1" });
+    await assert.rejects(nobody.list(), SandboxConnectionError);
+  });
+
+  it("maps 401 to AuthenticationError", async () => {
+    handler = () => ({ status: 401, json: { message: "missing or invalid API key", code: "UNAUTHORIZED" } });
+    await assert.rejects(client.list(), AuthenticationError);
+  });
+
+  it("renames with PATCH", async () => {
+    handler = (req) => ({ json: sandboxJson({ name: JSON.parse(req.body.toString()).name }) });
+    assert.equal((await client.updateSandbox("sbx1", "new-name")).name, "new-name");
+    const patch = fake.requests.at(-1)!;
+    assert.equal(patch.method, "PATCH");
+    assert.deepEqual(JSON.parse(patch.body.toString()), { name: "new-name" });
+  });
+
+  it("suspends with wait_ms and polls after a 202", async () => {
+    let gets = 0;
+    handler = (req) => {
+      if (req.method === "POST") return { status: 202, body: "" };
+      gets += 1;
+      return { json: sandboxJson({ status: gets < 2 ? "suspending" : "suspended" }) };
+    };
+    assert.equal((await client.suspend("my-env")).status, "suspended");
+    const post = fake.requests[0]!;
+    assert.equal(post.path, `${BASE}/sandboxes/my-env/suspend`);
+    assert.equal(post.query.get("wait_ms"), "30000");
+    assert.equal(post.headers["content-length"], "0");
+    assert.equal(gets, 2);
+  });
+
+  it("treats a 409 on resume as success when the sandbox already runs", async () => {
+    handler = (req) => (req.method === "POST" ? { status: 409, json: { message: "not suspended" } } : { json: sandboxJson() });
+    assert.equal((await client.resume("my-env")).status, "running");
+    handler = (req) =>
+      req.method === "POST" ? { status: 409, json: { message: "suspending" } } : { json: sandboxJson({ status: "suspending" }) };
+    await assert.rejects(client.resume("my-env"), /status 409/);
+  });
+
+  it("exposes and unexposes ports from the current list", async () => {
+    const patches: unknown[] = [];
+    handler = (req) => {
+      if (req.method === "PATCH") {
+        patches.push(JSON.parse(req.body.toString()));
+        return { json: sandboxJson() };
+      }
+      return { json: sandboxJson({ exposed_ports: [3000], allow_unauthenticated_access: true }) };
+    };
+    await client.exposePorts("sbx1", [8080], { allowUnauthenticatedAccess: true });
+    await client.unexposePorts("sbx1", [3000]);
+    assert.deepEqual(patches, [
+      { allow_unauthenticated_access: true, exposed_ports: [3000, 8080] },
+      { allow_unauthenticated_access: false, exposed_ports: [] },
+    ]);
+    await assert.rejects(client.exposePorts("sbx1", [9501]), RangeError);
+  });
+
+  it("snapshots and waits until the snapshot is usable", async () => {
+    let gets = 0;
+    handler = (req) => {
+      if (req.method === "POST") return { status: 202, json: { snapshot_id: "snap1", status: "in_progress" } };
+      gets += 1;
+      return { json: { id: "snap1", namespace: "default", sandbox_id: "sbx1", status: gets < 2 ? "in_progress" : "completed" } };
+    };
+    const snap = await client.snapshotAndWait("sbx1", { snapshotType: "filesystem" });
+    assert.equal(snap.snapshotId, "snap1");
+    assert.equal(snap.status, "completed");
+    assert.deepEqual(JSON.parse(fake.requests[0]!.body.toString()), { snapshot_type: "filesystem" });
+    assert.equal(fake.requests[1]!.path, `${BASE}/snapshots/snap1`);
+    fake.requests.length = 0;
+    handler = (req) =>
+      req.method === "POST"
+        ? { json: { snapshot_id: "snap2", status: "in_progress" } }
+        : { json: { id: "snap2", sandbox_id: "sbx1", status: "failed", error: "disk full" } };
+    await assert.rejects(client.snapshotAndWait("sbx1"), /snap2 of sandbox sbx1 failed: disk full/);
+    assert.equal(fake.requests[0]!.headers["content-length"], "0");
+  });
+
+  it("lists, gets and deletes snapshots", async () => {
+    handler = (req) => {
+      if (req.path.endsWith("/gone")) return { status: 404, json: { message: "no snapshot gone" } };
+      if (req.method === "DELETE") return { status: 204 };
+      if (req.path === `${BASE}/snapshots`) return { json: { snapshots: [{ id: "s1", sandbox_id: "sbx1", status: "completed" }] } };
+      return { json: { snapshot_id: "s1", status: "local_ready" } };
+    };
+    assert.deepEqual((await client.listSnapshots()).map((s) => s.snapshotId), ["s1"]);
+    assert.equal((await client.getSnapshot("s1")).status, "local_ready");
+    await client.deleteSnapshot("s1");
+    await assert.rejects(client.getSnapshot("gone"), SnapshotNotFoundError);
+  });
+
+  it("connects by name: the handle carries the id", async () => {
+    handler = () => ({ json: sandboxJson({ id: "sbx-uuid", name: "my-env", sandbox_url: fake.url }) });
+    const sandbox = await client.connect("my-env");
+    assert.equal(sandbox.sandboxId, "sbx-uuid");
+    assert.equal(sandbox.name, "my-env");
+    handler = () => ({ json: sandboxJson({ status: "terminated", sandbox_url: fake.url }) });
+    await assert.rejects(client.connect("sbx1"), /can no longer be reached/);
+    handler = () => ({ json: sandboxJson() });
+    await assert.rejects(client.connect("sbx1"), /no sandbox_url/);
+  });
+});

@@ -1,0 +1,74 @@
+/**
+ * The built package as a user imports it: `import … from "alcove"` resolves through the
+ * `exports` map to dist/ (ESM + .d.ts), and exposes what the sources export. The README's
+ * examples are compiled here against the published declarations (never run).
+ */
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+
+import * as alcove from "alcove";
+import { SandboxClient, type Sandbox } from "alcove";
+
+import * as source from "../../src/index.js";
+
+describe("the built package", () => {
+  it("resolves `alcove` to dist/ and exports what the sources export", () => {
+    assert.deepEqual(Object.keys(alcove).sort(), Object.keys(source).sort());
+    assert.notEqual(alcove.SandboxClient, source.SandboxClient, "expected the built copy, not the sources");
+    const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
+      type: string;
+      exports: Record<string, { types: string; import: string }>;
+      dependencies: Record<string, string>;
+    };
+    assert.equal(pkg.type, "module");
+    assert.deepEqual(pkg.exports["."], { types: "./dist/index.d.ts", import: "./dist/index.js" });
+    assert.deepEqual(Object.keys(pkg.dependencies), ["ws"]);
+  });
+});
+
+// -- README examples: type-checked by the test build, never called -------------------------------
+
+export async function readmeExample(): Promise<void> {
+  const client = new SandboxClient();
+  {
+    await using sandbox = await client.createAndConnect({ cpus: 1.0, memoryMb: 1024 });
+    const result = await sandbox.run("python", ["-c", "print('hello')"], { timeoutSecs: 30 });
+    console.log(result.stdout, result.exitCode);
+    await sandbox.writeFile("/workspace/data.csv", "name,score\nAlice,95\n");
+    console.log((await sandbox.readFile("/workspace/data.csv")).toString());
+    for (const entry of await sandbox.listDirectory("/workspace")) console.log(entry.name, entry.isDir, entry.size);
+    const proc = await sandbox.startProcess("bash", ["-c", "for i in 1 2 3; do echo $i; sleep 1; done"]);
+    for await (const event of sandbox.followOutput(proc.pid)) console.log(event.line);
+  }
+  const info = await client.create({ name: "my-env" });
+  await client.suspend("my-env");
+  await client.resume("my-env");
+  const snapshot = await client.snapshotAndWait("my-env");
+  await client.delete(info.sandboxId);
+  await using restored = await client.createAndConnect({ snapshotId: snapshot.snapshotId });
+  void restored;
+}
+
+export async function readmePty(sandbox: Sandbox): Promise<void> {
+  const pty = await sandbox.createPty({ command: "bash", cols: 120, rows: 40, env: { PS1: "$ " } });
+  await pty.connect();
+  await pty.readUntil("$ ", 10_000);
+  await pty.send("ls /workspace\n");
+  console.log((await pty.readUntil("$ ", 10_000)).toString());
+  await pty.resize(100, 30);
+  await pty.send("exit 3\n");
+  console.log(await pty.wait(10_000));
+  await pty.close();
+  const again = await sandbox.connectPty(pty.sessionId, pty.token);
+  await again.kill();
+}
+
+export async function readmeTunnel(sandbox: Sandbox): Promise<void> {
+  await sandbox.startProcess("python", ["-m", "http.server", "8080"]);
+  const tunnel = await sandbox.createTunnel(8080);
+  const res = await fetch(`http://${tunnel.localHost}:${tunnel.localPort}/`);
+  console.log(res.status, tunnel.localAddress.port);
+  await tunnel.close();
+}

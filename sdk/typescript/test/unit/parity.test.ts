@@ -1,0 +1,68 @@
+/**
+ * Every public method and property of the Python SDK's classes has its camelCase counterpart
+ * on the TypeScript classes. The Python names are read from the Python sources at test time.
+ */
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+
+import { PtySession, Sandbox, SandboxClient, Tunnel } from "../../src/index.js";
+
+const PYTHON_SDK = new URL("../../../../python/src/alcove/sandbox/", import.meta.url);
+
+/** Public `def name(` members (methods and properties) of one class of a Python file. */
+function pythonPublicNames(file: string, className: string): string[] {
+  const source = readFileSync(new URL(file, PYTHON_SDK), "utf8");
+  const start = source.search(new RegExp(`^class ${className}\\b`, "m"));
+  assert.ok(start >= 0, `class ${className} not found in ${file}`);
+  const rest = source.slice(start + 1);
+  const next = rest.search(/^class /m);
+  const body = next < 0 ? rest : rest.slice(0, next);
+  const names = [...body.matchAll(/^ {4}(?:async )?def ([a-z][a-z0-9_]*)\(/gm)].map((match) => match[1]!);
+  return [...new Set(names)].sort();
+}
+
+function camel(name: string): string {
+  return name.replace(/_([a-z0-9])/g, (_, letter: string) => letter.toUpperCase());
+}
+
+/** Names reachable on instances of `cls`: prototype methods and getters, up the chain. */
+function tsMembers(cls: Function): Set<string> {
+  const names = new Set<string>();
+  for (let proto = cls.prototype; proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    for (const name of Object.getOwnPropertyNames(proto)) names.add(name);
+  }
+  return names;
+}
+
+const PAIRS: [string, string, Function, number][] = [
+  ["client.py", "SandboxClient", SandboxClient, 15],
+  ["sandbox.py", "Sandbox", Sandbox, 25],
+  ["pty.py", "PtySession", PtySession, 12],
+  ["tunnel.py", "Tunnel", Tunnel, 7],
+];
+
+describe("parity with the Python SDK", () => {
+  for (const [file, className, cls, atLeast] of PAIRS) {
+    it(`${cls.name} has every public member of ${file}'s ${className}`, () => {
+      const python = pythonPublicNames(file, className);
+      assert.ok(python.length >= atLeast, `read only ${python.length} names from ${file}: ${python.join(", ")}`);
+      const members = tsMembers(cls);
+      const missing = python.filter((name) => !members.has(camel(name)));
+      assert.deepEqual(missing, [], `${cls.name} lacks: ${missing.map(camel).join(", ")}`);
+    });
+  }
+
+  it("spells the data-model fields of SEED-API.md in camelCase", () => {
+    const expected = {
+      SandboxInfo: ["sandboxId", "name", "namespace", "status", "image", "resources", "secretNames", "timeoutSecs",
+        "exposedPorts", "allowUnauthenticatedAccess", "entrypoint", "createdAt", "terminatedAt"],
+    };
+    // Checked against a decoded object, so a renamed field fails here.
+    return import("../../src/models.js").then(({ sandboxInfoFromWire }) => {
+      const info = sandboxInfoFromWire({ id: "x", status: "running" });
+      for (const field of expected.SandboxInfo) assert.ok(field in info, field);
+    });
+  });
+});

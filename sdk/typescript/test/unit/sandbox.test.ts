@@ -1,0 +1,243 @@
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, afterEach, before, describe, it } from "node:test";
+
+import {
+  RemoteAPIError,
+  Sandbox,
+  SandboxClient,
+  SandboxConnectionError,
+  SandboxError,
+  SandboxNotFoundError,
+} from "../../src/index.js";
+import { instantSleeps, sandboxJson, startFake, type Answer, type Fake, type Recorded } from "./fake.js";
+
+const API = "/sandboxes/sbx1/api/v1";
+
+function sse(...events: object[]): string[] {
+  return events.map((event) => `data: ${JSON.stringify(event)}\n\n`);
+}
+
+describe("Sandbox against a fake server", () => {
+  let fake: Fake;
+  let handler: (req: Recorded) => Answer | Promise<Answer>;
+  let restoreSleeps: () => void;
+  let client: SandboxClient;
+  let sandbox: Sandbox;
+
+  before(async () => {
+    restoreSleeps = instantSleeps();
+    fake = await startFake((req) => {
+      if (req.path.startsWith("/v1/namespaces/default/sandboxes")) {
+        if (req.method === "POST") return { json: { sandbox_id: "sbx1", status: "running", sandbox_url: fake.url } };
+        if (req.method === "DELETE") return { status: 200 };
+        return { json: sandboxJson({ sandbox_url: fake.url, name: "env" }) };
+      }
+      return handler(req);
+    });
+    client = new SandboxClient({ apiUrl: fake.url, apiKey: "k" });
+    sandbox = await client.createAndConnect({ name: "env" });
+    fake.requests.length = 0;
+  });
+  after(async () => {
+    restoreSleeps();
+    await fake.close();
+  });
+  afterEach(() => {
+    fake.requests.length = 0;
+  });
+
+  it("runs a command over SSE on the self-routing path", async () => {
+    handler = () => ({
+      headers: { "content-type": "text/event-stream" },
+      chunks: [
+        ...sse({ pid: 7, started_at: 1 }),
+        ": keep-alive\n\n",
+        ...sse({ line: "hi", timestamp: 1, stream: "stdout" }, { line: "err", timestamp: 1, stream: "stderr" }),
+        ...sse({ exit_code: 2, signal: null, reason: "exited" }),
+      ],
+    });
+    const result = await sandbox.run("echo", ["hi"], { env: { A: "1" }, workingDir: "/tmp", timeoutSecs: 10, user: "root" });
+    assert.deepEqual(result, { stdout: "hi", stderr: "err", exitCode: 2, signal: null, reason: "exited", pid: 7 });
+    const req = fake.requests[0]!;
+    assert.equal(req.method, "POST");
+    assert.equal(req.path, `${API}/processes/run`);
+    assert.equal(req.headers.accept, "text/event-stream");
+    assert.equal(req.headers.authorization, "Bearer k");
+    assert.deepEqual(JSON.parse(req.body.toString()), {
+      command: "echo",
+      args: ["hi"],
+      env: { A: "1" },
+      working_dir: "/tmp",
+      user: "root",
+      timeout: 10,
+    });
+    await sandbox.run("true", { args: ["x"] });
+    assert.deepEqual(JSON.parse(fake.requests[1]!.body.toString()).args, ["x"]);
+    await assert.rejects(sandbox.run("echo", ["a"], { args: ["b"] }), TypeError);
+  });
+
+  it("refuses a run answer that is not an event stream, and a stream without exit", async () => {
+    handler = () => ({ json: { exit_code: 0 } });
+    await assert.rejects(sandbox.run("true"), /expected an event stream/);
+    handler = () => ({ headers: { "content-type": "text/event-stream" }, chunks: sse({ line: "x", timestamp: 1 }) });
+    await assert.rejects(sandbox.run("true"), SandboxConnectionError);
+  });
+
+  it("replays calls while the proxy says the sandbox is not ready", async () => {
+    let calls = 0;
+    handler = () => {
+      calls += 1;
+      if (calls < 3) return { status: 503, json: { message: "sandbox is resuming", code: "SANDBOX_NOT_READY" } };
+      return { status: 201, json: { pid: 5, status: "running", command: "sleep", started_at: 1 } };
+    };
+    const proc = await sandbox.startProcess("sleep", ["10"], { stdinMode: "pipe" });
+    assert.equal(proc.pid, 5);
+    assert.equal(calls, 3);
+    assert.deepEqual(JSON.parse(fake.requests[0]!.body.toString()), { command: "sleep", args: ["10"], stdin_mode: "pipe" });
+    calls = 0;
+    handler = () => {
+      calls += 1;
+      return { status: 503, json: { message: "overloaded" } };
+    };
+    await assert.rejects(sandbox.startProcess("sleep"), (error: unknown) => error instanceof RemoteAPIError && error.statusCode === 503);
+    assert.equal(calls, 1);
+  });
+
+  it("drives processes: list, get, signal, stdin, output, kill", async () => {
+    handler = (req) => {
+      if (req.path === `${API}/processes`) return { json: { processes: [{ pid: 5, status: "running", command: "cat", started_at: 1 }] } };
+      if (req.path === `${API}/processes/5`) {
+        return req.method === "DELETE" ? { status: 204 } : { json: { pid: 5, status: "exited", exit_code: 0, command: "cat", started_at: 1 } };
+      }
+      if (req.path.endsWith("/signal")) return { json: { success: true } };
+      if (req.path.endsWith("/stdout")) return { json: { pid: 5, lines: ["a", "b"], line_count: 2 } };
+      if (req.path === `${API}/processes/404`) return { status: 404, json: { error: "no process 404", code: "NOT_FOUND" } };
+      return { status: 204 };
+    };
+    assert.deepEqual((await sandbox.listProcesses()).map((p) => p.pid), [5]);
+    assert.equal((await sandbox.getProcess(5)).exitCode, 0);
+    await sandbox.sendSignal(5, "SIGTERM");
+    await sandbox.sendSignal(5, 9);
+    await sandbox.writeStdin(5, "héllo\n");
+    await sandbox.writeStdin(5, Uint8Array.of(0, 1, 2));
+    await sandbox.closeStdin(5);
+    assert.deepEqual((await sandbox.getStdout(5)).lines, ["a", "b"]);
+    await sandbox.killProcess(5);
+    const sent = fake.requests.map((r) => [r.method, r.path.slice(API.length)]);
+    assert.deepEqual(sent, [
+      ["GET", "/processes"],
+      ["GET", "/processes/5"],
+      ["POST", "/processes/5/signal"],
+      ["POST", "/processes/5/signal"],
+      ["POST", "/processes/5/stdin"],
+      ["POST", "/processes/5/stdin"],
+      ["POST", "/processes/5/stdin/close"],
+      ["GET", "/processes/5/stdout"],
+      ["DELETE", "/processes/5"],
+    ]);
+    assert.deepEqual(JSON.parse(fake.requests[2]!.body.toString()), { signal: 15 });
+    assert.deepEqual(JSON.parse(fake.requests[3]!.body.toString()), { signal: 9 });
+    assert.equal(fake.requests[4]!.body.toString(), "héllo\n");
+    assert.equal(fake.requests[4]!.headers["content-type"], undefined);
+    assert.deepEqual([...fake.requests[5]!.body], [0, 1, 2]);
+    assert.equal(fake.requests[6]!.headers["content-length"], "0");
+    await assert.rejects(sandbox.getProcess(404), (error: unknown) => error instanceof RemoteAPIError && error.code === "NOT_FOUND");
+    await assert.rejects(sandbox.sendSignal(5, "SIGNOPE" as NodeJS.Signals), TypeError);
+  });
+
+  it("follows output until the stream closes", async () => {
+    handler = () => ({
+      headers: { "content-type": "text/event-stream" },
+      chunks: [...sse({ line: "1", timestamp: 1 }, { line: "2", timestamp: 2, stream: "stderr" }), "event: eof\ndata: {}\n\n"],
+    });
+    const lines: string[] = [];
+    for await (const event of sandbox.followStdout(5)) lines.push(`${event.stream}:${event.line}`);
+    assert.deepEqual(lines, ["stdout:1", "stderr:2"]);
+    assert.equal(fake.requests[0]!.path, `${API}/processes/5/stdout/follow`);
+    const all: string[] = [];
+    for await (const event of sandbox.followOutput("my-service")) all.push(event.line);
+    assert.deepEqual(all, ["1", "2"]);
+    assert.equal(fake.requests[1]!.path, `${API}/processes/my-service/output/follow`);
+  });
+
+  it("moves files with form-encoded paths, streaming uploads and downloads", async () => {
+    const stored = new Map<string, Buffer>();
+    handler = (req) => {
+      const path = req.query.get("path") ?? "";
+      if (req.path === `${API}/files/list`) {
+        return { json: { path, entries: [{ name: "ü b.txt", is_dir: false, size: 3, modified_at: 1795711005478 }] } };
+      }
+      if (req.method === "PUT") {
+        stored.set(path, req.body);
+        return { status: 204 };
+      }
+      if (req.method === "DELETE") return stored.delete(path) ? { status: 204 } : { status: 404, json: { error: "missing", code: "NOT_FOUND" } };
+      const data = stored.get(path);
+      return data ? { body: data, headers: { "content-type": "application/octet-stream" } } : { status: 404, json: { error: "missing", code: "NOT_FOUND" } };
+    };
+    const path = "/tmp/dir with space/ü b.txt";
+    await sandbox.writeFile(path, "héllo");
+    assert.match(fake.requests[0]!.url, /\?path=%2Ftmp%2Fdir\+with\+space%2F%C3%BC\+b\.txt$/);
+    assert.equal((await sandbox.readFile(path)).toString(), "héllo");
+
+    async function* parts(): AsyncGenerator<Uint8Array> {
+      yield Buffer.from("part1,");
+      yield Buffer.from("part2");
+    }
+    await sandbox.writeFile("/tmp/streamed", parts());
+    assert.equal(fake.requests.at(-1)!.headers["transfer-encoding"], "chunked");
+    assert.equal(stored.get("/tmp/streamed")?.toString(), "part1,part2");
+    await sandbox.writeFile("/tmp/iter", [Buffer.from("a"), Buffer.from("b")]);
+    assert.equal(stored.get("/tmp/iter")?.toString(), "ab");
+    await sandbox.writeFile("/tmp/stream", new Blob(["web ", "stream"]).stream());
+    assert.equal(stored.get("/tmp/stream")?.toString(), "web stream");
+    const binary = Uint8Array.from({ length: 256 }, (_, i) => i);
+    await sandbox.writeFile("/tmp/bin", binary);
+    assert.deepEqual(new Uint8Array(await sandbox.readFile("/tmp/bin")), binary);
+
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of sandbox.readFileStream("/tmp/streamed")) chunks.push(chunk);
+    assert.equal(Buffer.concat(chunks).toString(), "part1,part2");
+    const dir = await mkdtemp(join(tmpdir(), "alcove-sdk-"));
+    try {
+      const local = join(dir, "copy");
+      assert.equal(await sandbox.downloadFile("/tmp/bin", local), 256);
+      assert.deepEqual(new Uint8Array(await readFile(local)), binary);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+
+    assert.deepEqual(await sandbox.listDirectory("/tmp/dir with space"), [
+      { name: "ü b.txt", isDir: false, size: 3, modifiedAt: new Date(1795711005478) },
+    ]);
+    await sandbox.deleteFile(path);
+    await assert.rejects(sandbox.readFile(path), (error: unknown) => error instanceof RemoteAPIError && error.statusCode === 404);
+    await assert.rejects(sandbox.writeFile("", "x"), TypeError);
+  });
+
+  it("maps the proxy's SANDBOX_NOT_FOUND to SandboxNotFoundError", async () => {
+    handler = () => ({ status: 404, json: { message: "sandbox sbx1 is terminated", code: "SANDBOX_NOT_FOUND" } });
+    await assert.rejects(sandbox.listProcesses(), SandboxNotFoundError);
+  });
+
+  it("refreshes its description with info() and deletes itself when disposed", async () => {
+    const info = await sandbox.info();
+    assert.equal(info.name, "env");
+    assert.equal(sandbox.name, "env");
+    {
+      await using owned = await client.createAndConnect();
+      assert.equal(owned.sandboxId, "sbx1");
+    }
+    assert.ok(fake.requests.some((r) => r.method === "DELETE" && r.path.endsWith("/sandboxes/sbx1")));
+    fake.requests.length = 0;
+    {
+      await using borrowed = await client.connect("sbx1");
+      assert.equal(borrowed.sandboxId, "sbx1");
+    }
+    assert.ok(!fake.requests.some((r) => r.method === "DELETE"));
+    await assert.rejects(sandbox.connectDesktop(), SandboxError);
+  });
+});
