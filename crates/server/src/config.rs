@@ -56,6 +56,15 @@ pub struct Config {
     #[arg(long, env = "ALCOVE_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Domain of user-port URLs: `<port>-<sandbox id or name>.<domain>` reaches an
+    /// exposed port (`*.localhost` resolves to loopback in browsers and curl).
+    #[arg(
+        long,
+        env = "ALCOVE_INGRESS_DOMAIN",
+        default_value = "sandbox.localhost"
+    )]
+    pub ingress_domain: String,
+
     /// Accepted API key; repeat for several. Without one, auth is off.
     #[arg(
         long = "api-key",
@@ -133,6 +142,11 @@ impl Config {
                 PathBuf::from("criu")
             }
         })
+    }
+
+    /// `ingress_endpoint` given to clients: the ingress domain on the server's port.
+    pub fn ingress_endpoint(&self, bound: SocketAddr) -> String {
+        format!("http://{}:{}", self.ingress_domain, bound.port())
     }
 
     /// `sandbox_url` given to clients.

@@ -81,6 +81,7 @@ pub async fn serve(
         Arc::new(node),
         ControlConfig {
             sandbox_url: config.sandbox_url(bound),
+            ingress_endpoint: config.ingress_endpoint(bound),
             snapshots_dir: config.data_dir.join("snapshots"),
             compress_after: config.compress_after(),
             host: HostLimits {
@@ -97,6 +98,7 @@ pub async fn serve(
         control: Arc::clone(&control),
         agents,
         keys: Arc::new(ApiKeys::new(config.api_keys.clone())),
+        ingress_domain: Arc::from(config.ingress_domain.as_str()),
     });
     tracing::info!(%bound, "alcove serving");
     let wait = shutdown.clone();

@@ -31,7 +31,7 @@ fn answer(state: &AppState, record: &crate::store::SandboxRecord, reached: bool)
     } else {
         StatusCode::ACCEPTED
     };
-    let info: SandboxInfo = record.to_info(state.control.sandbox_url());
+    let info: SandboxInfo = state.control.info(record);
     (code, Json(info)).into_response()
 }
 

@@ -29,6 +29,8 @@ pub struct AppState {
     pub agents: AgentClient,
     /// Accepted API keys (empty = auth off).
     pub keys: Arc<ApiKeys>,
+    /// Domain of user-port ingress hosts (`<port>-<id>.<domain>`).
+    pub ingress_domain: Arc<str>,
 }
 
 fn resource_routes() -> Router<AppState> {
@@ -68,6 +70,10 @@ pub fn build_router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::route_ingress,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

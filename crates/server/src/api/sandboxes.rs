@@ -50,7 +50,7 @@ pub fn create_budget(headers: &HeaderMap) -> Duration {
 }
 
 fn info(state: &AppState, record: &SandboxRecord) -> SandboxInfo {
-    record.to_info(state.control.sandbox_url())
+    state.control.info(record)
 }
 
 /// `POST {B}/sandboxes`.

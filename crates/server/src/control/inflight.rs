@@ -77,7 +77,10 @@ mod tests {
             tokio::spawn(async move { inflight.drain("x", Duration::from_secs(10)).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "drain must wait for the open request");
+        assert!(
+            !waiting.is_finished(),
+            "drain must wait for the open request"
+        );
         drop(b);
         assert_eq!(waiting.await.expect("join"), 0);
         let _c = inflight.enter("y");

@@ -23,6 +23,8 @@ use crate::store::{SandboxRecord, Store, StoreError};
 pub struct ControlConfig {
     /// The proxy base URL handed to clients as `sandbox_url`.
     pub sandbox_url: String,
+    /// Base of user-port URLs (`ingress_endpoint`).
+    pub ingress_endpoint: String,
     /// Where snapshots are stored (`<data-dir>/snapshots`).
     pub snapshots_dir: std::path::PathBuf,
     /// Pack suspended sandboxes and snapshots idle this long (`None` = never).
@@ -102,6 +104,16 @@ impl Control {
     /// The proxy base URL given to clients.
     pub fn sandbox_url(&self) -> &str {
         &self.cfg.sandbox_url
+    }
+
+    /// The wire form of a sandbox.
+    pub fn info(&self, record: &SandboxRecord) -> alcove_wire::sandbox::SandboxInfo {
+        record.to_info(&self.cfg.sandbox_url, &self.cfg.ingress_endpoint)
+    }
+
+    /// The base of user-port URLs given to clients.
+    pub fn ingress_endpoint(&self) -> &str {
+        &self.cfg.ingress_endpoint
     }
 
     /// The store (for the timeout reaper).

@@ -1,8 +1,10 @@
 //! The proxy: routes `/api/v1/*` to the agent of the sandbox named by the
 //! request (WIRE §1.5), streaming both ways without buffering.
 
+mod ingress;
 mod routing;
 mod sandbox_api;
 
+pub use ingress::route_ingress;
 pub use routing::sandbox_ident;
 pub use sandbox_api::{forward, forward_by_path};

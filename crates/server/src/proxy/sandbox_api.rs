@@ -84,7 +84,7 @@ pub async fn forward(State(state): State<AppState>, req: Request) -> Response {
                 .path_and_query()
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "/".into());
-            forward_to(state, ident, path, req).await
+            forward_to(state, ident, path, req, Port::Agent).await
         }
         None => Err(ApiError::bad_request(
             "no sandbox addressed: send `Host: <sandbox-id>.local` or `X-Tensorlake-Sandbox-Id`, \
@@ -107,16 +107,26 @@ pub async fn forward_by_path(
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
     let path = format!("/api/v1/{rest}{query}");
-    forward_to(state, ident, path, req)
+    forward_to(state, ident, path, req, Port::Agent)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn forward_to(
+/// Which port of the sandbox a request goes to.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Port {
+    /// The agent's sandbox API (9501).
+    Agent,
+    /// A user port; must be in the sandbox's `exposed_ports`.
+    User(u16),
+}
+
+pub(super) async fn forward_to(
     state: AppState,
     ident: String,
     path: String,
     mut req: Request,
+    port: Port,
 ) -> Result<Response, ApiError> {
     let mut target = state.control.target(&ident).await?;
     if target.record.status == SandboxStatus::Suspended && target.record.auto_resume {
@@ -147,6 +157,22 @@ async fn forward_to(
         }
     };
 
+    let addr = match port {
+        Port::Agent => addr,
+        Port::User(p) => {
+            if !target.record.exposed_ports.contains(&i64::from(p)) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::Unauthorized,
+                    format!("port {p} of sandbox {id} is not exposed"),
+                ));
+            }
+            if !target.record.allow_unauthenticated_access && !state.keys.is_empty() {
+                state.keys.check(req.headers())?;
+            }
+            std::net::SocketAddr::new(addr.ip(), p)
+        }
+    };
     let guard = state.control.enter_request(&id);
     let upgrade = is_upgrade(req.headers());
     let mut headers = req.headers().clone();

@@ -59,8 +59,8 @@ pub struct SandboxRecord {
 }
 
 impl SandboxRecord {
-    /// The wire form; `sandbox_url` is given for routable states.
-    pub fn to_info(&self, sandbox_url: &str) -> SandboxInfo {
+    /// The wire form; `sandbox_url` and `ingress_endpoint` are given for routable states.
+    pub fn to_info(&self, sandbox_url: &str, ingress_endpoint: &str) -> SandboxInfo {
         let routable = !matches!(
             self.status,
             SandboxStatus::Pending
@@ -93,7 +93,7 @@ impl SandboxRecord {
             pending_reason: self.pending_reason.clone(),
             termination_reason: self.termination_reason.clone(),
             error_details: self.error_details.clone(),
-            ingress_endpoint: None,
+            ingress_endpoint: routable.then(|| ingress_endpoint.to_string()),
             runtime: "runc".into(),
             file_systems: Vec::new(),
         }

@@ -1,0 +1,77 @@
+//! User-port ingress (SEED-API "Networking"): `Host: <port>-<id or name>.<ingress
+//! domain>` reaches `<port>` inside the sandbox, if that port is exposed. Runs
+//! before API-key checks because `allow_unauthenticated_access` may waive them.
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::sandbox_api::{Port, forward_to};
+use crate::api::AppState;
+
+/// Splits an ingress host into (port, sandbox id or name).
+pub fn parse_ingress_host(headers: &HeaderMap, domain: &str) -> Option<(u16, String)> {
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let label = host.strip_suffix(domain)?.strip_suffix('.')?;
+    let (port, ident) = label.split_once('-')?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    (!ident.is_empty() && !ident.contains('.')).then(|| (port, ident.to_string()))
+}
+
+/// Middleware: sends ingress traffic to the sandbox, everything else on.
+pub async fn route_ingress(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some((port, ident)) = parse_ingress_host(req.headers(), &state.ingress_domain) else {
+        return next.run(req).await;
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    forward_to(state, ident, path, req, Port::User(port))
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(h: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(http::header::HOST, h.parse().expect("hv"));
+        m
+    }
+
+    #[test]
+    fn parses_port_and_sandbox() {
+        let d = "sandbox.localhost";
+        assert_eq!(
+            parse_ingress_host(&host("8080-my-env.sandbox.localhost:8900"), d),
+            Some((8080, "my-env".to_string()))
+        );
+        assert_eq!(
+            parse_ingress_host(
+                &host("80-6f1c2a43-9d0b-4f4e-9a65-3c1d2e0f4b5a.sandbox.localhost"),
+                d
+            ),
+            Some((80, "6f1c2a43-9d0b-4f4e-9a65-3c1d2e0f4b5a".to_string()))
+        );
+        for other in [
+            "localhost:8900",
+            "sandbox.localhost",
+            "x-y.sandbox.localhost",
+            "0-a.sandbox.localhost",
+            "80-.sandbox.localhost",
+            "80-a.b.sandbox.localhost",
+            "80-a.evil.example",
+        ] {
+            assert_eq!(parse_ingress_host(&host(other), d), None, "{other}");
+        }
+    }
+}

@@ -1,0 +1,80 @@
+"""User-port ingress: `<port>-<id or name>.<ingress domain>` reaches an exposed
+port of the sandbox; other ports are refused; API keys apply unless the sandbox
+allows unauthenticated access."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import httpx
+import pytest
+
+from framework.server import AlcoveServer
+
+
+def serve_http(sandbox, port: int) -> None:
+    sandbox.start_process("python", ["-m", "http.server", str(port), "--bind", "0.0.0.0"], working_dir="/etc")
+    probe = f"exec 3<>/dev/tcp/127.0.0.1/{port}"
+    deadline = time.monotonic() + 30
+    while sandbox.run("bash", ["-c", probe]).exit_code != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def via_ingress(server, port: int, ident: str, **kwargs) -> httpx.Response:
+    headers = {"Host": f"{port}-{ident}.sandbox.localhost:{server.port}", **kwargs.pop("headers", {})}
+    return httpx.get(f"http://127.0.0.1:{server.port}/hostname", headers=headers, timeout=30, **kwargs)
+
+
+def test_exposed_port_is_reachable_by_id_and_name(server, client):
+    with client.create_and_connect(name="web", expose_ports=[8000]) as sandbox:
+        serve_http(sandbox, 8000)
+        info = client.get("web")
+        assert info.exposed_ports == [8000]
+        raw = server.api("GET", "/sandboxes/web").json()
+        assert raw["ingress_endpoint"] == f"http://sandbox.localhost:{server.port}"
+        for ident in (sandbox.sandbox_id, "web"):
+            resp = via_ingress(server, 8000, ident)
+            assert resp.status_code == 200, resp.text
+            assert resp.text.strip() == "web"  # /etc/hostname of the sandbox
+
+
+def test_unexposed_ports_are_refused_and_expose_opens_them(server, client):
+    with client.create_and_connect(name="closed") as sandbox:
+        serve_http(sandbox, 8001)
+        resp = via_ingress(server, 8001, "closed")
+        assert resp.status_code == 403
+        assert "not exposed" in resp.json()["message"]
+        client.expose_ports("closed", [8001])
+        assert via_ingress(server, 8001, "closed").status_code == 200
+        client.unexpose_ports("closed", [8001])
+        assert via_ingress(server, 8001, "closed").status_code == 403
+
+
+@pytest.fixture(scope="module")
+def keyed():
+    srv = AlcoveServer(api_keys=["ingress-key"])
+    srv.start()
+    yield srv
+    for sb in srv.live_sandboxes():
+        srv.api("DELETE", f"/sandboxes/{sb['id']}")
+    srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+def test_api_keys_apply_unless_unauthenticated_access_is_allowed(keyed):
+    from alcove.sandbox import SandboxClient
+
+    with SandboxClient(api_url=keyed.url, api_key="ingress-key") as client:
+        with client.create_and_connect(name="private", expose_ports=[8002]) as private:
+            serve_http(private, 8002)
+            assert via_ingress(keyed, 8002, "private").status_code == 401
+            ok = via_ingress(keyed, 8002, "private", headers={"Authorization": "Bearer ingress-key"})
+            assert ok.status_code == 200
+        with client.create_and_connect(
+            name="public", expose_ports=[8003], allow_unauthenticated_access=True
+        ) as public:
+            serve_http(public, 8003)
+            assert via_ingress(keyed, 8003, "public").status_code == 200
+            # The management port is never reachable this way.
+            assert via_ingress(keyed, 9501, "public").status_code == 403
