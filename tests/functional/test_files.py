@@ -1,0 +1,217 @@
+"""The file API through the proxy (WIRE.md §3.4): round trips of any bytes and any path, listing,
+deleting, a 1 GiB file streamed both ways, and the daemon's error answers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+
+import pytest
+
+from alcove.sandbox import RemoteAPIError, SandboxError, SandboxNotFoundError
+
+ODD_DIR = "/tmp/dir with space"
+ODD_PATH = f"{ODD_DIR}/ünïcødé ✓.txt"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+@pytest.fixture
+def sandbox(client):
+    with client.create_and_connect() as sb:
+        yield sb
+
+
+def daemon(server, sandbox, method: str, path: str, **kwargs):
+    headers = {"X-Tensorlake-Sandbox-Id": sandbox.sandbox_id, **kwargs.pop("headers", {})}
+    return server.api(method, path, headers=headers, **kwargs)
+
+
+def assert_error(resp, status: int, code: str) -> None:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error", "code"}, body
+    assert body["code"] == code
+    assert isinstance(body["error"], str) and body["error"]
+
+
+class HashingChunks:
+    """`count` distinct 1 MiB chunks, hashed as they are produced (never all in memory)."""
+
+    def __init__(self, count: int, size: int = MiB):
+        self.count, self.size = count, size
+        self.sha = hashlib.sha256()
+        self.produced = 0
+
+    def __iter__(self):
+        body = os.urandom(self.size)
+        for i in range(self.count):
+            chunk = i.to_bytes(8, "big") + body[8:]
+            self.sha.update(chunk)
+            self.produced += len(chunk)
+            yield chunk
+
+
+def test_binary_round_trip_keeps_every_byte(sandbox):
+    data = bytes(range(256)) * 64 + b"\x00\r\n\xff"
+    sandbox.write_file("/tmp/bin/all-bytes.dat", data)
+    assert sandbox.read_file("/tmp/bin/all-bytes.dat") == data
+    # The sandbox sees the very same bytes.
+    digest = sandbox.run("sha256sum", ["/tmp/bin/all-bytes.dat"]).stdout.split()[0]
+    assert digest == hashlib.sha256(data).hexdigest()
+    sandbox.write_file("/tmp/bin/empty", b"")
+    assert sandbox.read_file("/tmp/bin/empty") == b""
+
+
+def test_odd_paths_round_trip(sandbox):
+    sandbox.write_file(ODD_PATH, "grüße ✓\n".encode())
+    assert sandbox.read_file(ODD_PATH).decode() == "grüße ✓\n"
+    assert [e.name for e in sandbox.list_directory(ODD_DIR)] == ["ünïcødé ✓.txt"]
+    assert sandbox.run("cat", [ODD_PATH]).stdout == "grüße ✓"
+    # `+` is a plain character in a path, not an encoded space.
+    sandbox.write_file("/tmp/a+b c.txt", b"plus")
+    sandbox.write_file("/tmp/a b c.txt", b"space")
+    assert sandbox.run("cat", ["/tmp/a+b c.txt"]).stdout == "plus"
+    assert sandbox.read_file("/tmp/a b c.txt") == b"space"
+    assert sandbox.read_file("/tmp/a+b c.txt") == b"plus"
+    sandbox.delete_file(ODD_PATH)
+    assert sandbox.list_directory(ODD_DIR) == []
+
+
+def test_parents_are_created_and_files_overwritten(sandbox):
+    sandbox.write_file("/tmp/deep/a/b/c/file.txt", b"a much longer first version\n")
+    assert sandbox.run("stat", ["-c", "%F", "/tmp/deep/a/b/c"]).stdout == "directory"
+    sandbox.write_file("/tmp/deep/a/b/c/file.txt", b"short")
+    assert sandbox.read_file("/tmp/deep/a/b/c/file.txt") == b"short"
+    assert sandbox.run("stat", ["-c", "%s", "/tmp/deep/a/b/c/file.txt"]).stdout == "5"
+
+
+def test_overwrite_keeps_owner_and_mode(sandbox):
+    sandbox.run("sh", ["-c", "echo old > /tmp/kept.sh && chmod 750 /tmp/kept.sh && chown nobody /tmp/kept.sh"])
+    sandbox.write_file("/tmp/kept.sh", b"#!/bin/sh\necho new\n")
+    assert sandbox.run("stat", ["-c", "%a %U", "/tmp/kept.sh"]).stdout == "750 nobody"
+    assert sandbox.run("/tmp/kept.sh").stdout == "new"
+
+
+def test_list_directory_entries_dirs_first(sandbox):
+    sandbox.write_file("/tmp/ls/zeta.txt", b"zzz")
+    sandbox.write_file("/tmp/ls/alpha.txt", b"alpha")
+    sandbox.write_file("/tmp/ls/sub/inner.txt", b"x")
+    sandbox.run("mkdir", ["/tmp/ls/Another dir"])
+    entries = sandbox.list_directory("/tmp/ls")
+    assert [e.name for e in entries] == ["Another dir", "sub", "alpha.txt", "zeta.txt"]
+    assert [e.is_dir for e in entries] == [True, True, False, False]
+    assert [e.size for e in entries[2:]] == [5, 3]
+    assert all(e.modified_at is not None for e in entries[2:])
+    assert [e.name for e in sandbox.list_directory("/tmp/ls/sub")] == ["inner.txt"]
+
+
+def test_delete_file_then_it_is_gone(sandbox):
+    sandbox.write_file("/tmp/del/victim.txt", b"bye")
+    sandbox.delete_file("/tmp/del/victim.txt")
+    with pytest.raises(RemoteAPIError) as err:
+        sandbox.read_file("/tmp/del/victim.txt")
+    assert (err.value.status_code, err.value.code) == (404, "NOT_FOUND")
+    assert sandbox.list_directory("/tmp/del") == []
+    assert sandbox.run("test", ["-e", "/tmp/del/victim.txt"]).exit_code == 1
+    with pytest.raises(RemoteAPIError) as err:
+        sandbox.delete_file("/tmp/del/victim.txt")
+    assert (err.value.status_code, err.value.code) == (404, "NOT_FOUND")
+
+
+def test_files_and_commands_see_each_other(sandbox):
+    sandbox.write_file("/root/from-api.txt", b"written by write_file\n")
+    assert sandbox.run("cat", ["/root/from-api.txt"]).stdout == "written by write_file"
+    sandbox.run("sh", ["-c", "printf 'written by run\\n' > /root/from-run.txt"])
+    assert sandbox.read_file("/root/from-run.txt") == b"written by run\n"
+    sandbox.run("mkdir", ["-p", "/root/made/by/run"])
+    assert [e.name for e in sandbox.list_directory("/root/made")] == ["by"]
+
+
+def test_streams_and_download_of_a_small_file(sandbox, tmp_path):
+    chunks = HashingChunks(3)
+    sandbox.write_file("/tmp/stream/three.bin", iter(chunks))
+    assert b"".join(sandbox.read_file_stream("/tmp/stream/three.bin", chunk_size=1000)) == sandbox.read_file(
+        "/tmp/stream/three.bin"
+    )
+    local = tmp_path / "three.bin"
+    assert sandbox.download_file("/tmp/stream/three.bin", local) == 3 * MiB
+    assert hashlib.sha256(local.read_bytes()).hexdigest() == chunks.sha.hexdigest()
+    # A local binary file is streamed up as well.
+    with open(local, "rb") as f:
+        sandbox.write_file("/tmp/stream/copy.bin", f)
+    assert sandbox.run("cmp", ["/tmp/stream/three.bin", "/tmp/stream/copy.bin"]).exit_code == 0
+
+
+def test_one_gib_file_streams_in_and_out(sandbox):
+    path = "/root/big/one-gib.bin"
+    peak_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    chunks = HashingChunks(GiB // MiB)
+    sandbox.write_file(path, iter(chunks))
+    assert chunks.produced == GiB
+    expected = chunks.sha.hexdigest()
+
+    assert sandbox.run("stat", ["-c", "%s", path]).stdout == str(GiB)
+    assert sandbox.run("sha256sum", [path]).stdout.split()[0] == expected
+
+    sha, size = hashlib.sha256(), 0
+    for chunk in sandbox.read_file_stream(path, chunk_size=MiB):
+        sha.update(chunk)
+        size += len(chunk)
+    assert size == GiB
+    assert sha.hexdigest() == expected
+    # Neither direction held the file in this process's memory.
+    peak_after_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert (peak_after_kib - peak_before_kib) * 1024 < 256 * MiB
+    sandbox.delete_file(path)
+
+
+def test_error_answers_have_the_wire_shape(server, sandbox):
+    sandbox.write_file("/tmp/errs/file.txt", b"x")
+    cases = [
+        ("GET", "/api/v1/files", "/tmp/errs/missing", 404, "NOT_FOUND"),
+        ("DELETE", "/api/v1/files", "/tmp/errs/missing", 404, "NOT_FOUND"),
+        ("GET", "/api/v1/files/list", "/tmp/errs/missing", 404, "NOT_FOUND"),
+        ("GET", "/api/v1/files", "/tmp/errs", 400, "IS_DIRECTORY"),
+        ("PUT", "/api/v1/files", "/tmp/errs", 400, "IS_DIRECTORY"),
+        ("DELETE", "/api/v1/files", "/tmp/errs", 400, "IS_DIRECTORY"),
+        ("GET", "/api/v1/files/list", "/tmp/errs/file.txt", 400, "NOT_A_DIRECTORY"),
+        ("GET", "/api/v1/files", "tmp/errs/file.txt", 400, "INVALID_ARGUMENT"),
+        ("PUT", "/api/v1/files", "relative.txt", 400, "INVALID_ARGUMENT"),
+        ("GET", "/api/v1/files", "/tmp/errs/../errs/file.txt", 403, "PATH_TRAVERSAL"),
+        ("PUT", "/api/v1/files", "/tmp/../etc/evil", 403, "PATH_TRAVERSAL"),
+        ("GET", "/api/v1/files/list", "/tmp/..", 403, "PATH_TRAVERSAL"),
+    ]
+    for method, route, path, status, code in cases:
+        resp = daemon(server, sandbox, method, route, params={"path": path}, content=b"y" if method == "PUT" else None)
+        assert_error(resp, status, code)
+    assert_error(daemon(server, sandbox, "GET", "/api/v1/files"), 400, "INVALID_ARGUMENT")
+    # None of the refused writes happened.
+    assert sandbox.run("test", ["-e", "/etc/evil"]).exit_code == 1
+    assert sandbox.run("test", ["-e", "/tmp/relative.txt"]).exit_code == 1
+    assert sandbox.read_file("/tmp/errs/file.txt") == b"x"
+
+
+def test_sdk_raises_typed_errors(sandbox):
+    sandbox.write_file("/tmp/errs/file.txt", b"x")
+    cases = [
+        (lambda: sandbox.read_file("/tmp/errs/missing"), 404, "NOT_FOUND"),
+        (lambda: sandbox.delete_file("/tmp/errs/missing"), 404, "NOT_FOUND"),
+        (lambda: sandbox.list_directory("/tmp/errs/missing"), 404, "NOT_FOUND"),
+        (lambda: sandbox.read_file("/tmp/errs"), 400, "IS_DIRECTORY"),
+        (lambda: sandbox.write_file("/tmp/errs", b"y"), 400, "IS_DIRECTORY"),
+        (lambda: list(sandbox.read_file_stream("/tmp/errs")), 400, "IS_DIRECTORY"),
+        (lambda: sandbox.list_directory("/tmp/errs/file.txt"), 400, "NOT_A_DIRECTORY"),
+        (lambda: sandbox.read_file("tmp/errs/file.txt"), 400, "INVALID_ARGUMENT"),
+        (lambda: sandbox.read_file("/tmp/../etc/passwd"), 403, "PATH_TRAVERSAL"),
+        (lambda: sandbox.write_file("/tmp/../etc/evil", b"y"), 403, "PATH_TRAVERSAL"),
+    ]
+    for call, status, code in cases:
+        with pytest.raises(RemoteAPIError) as err:
+            call()
+        assert (err.value.status_code, err.value.code) == (status, code)
+        assert isinstance(err.value, SandboxError)
+        assert not isinstance(err.value, SandboxNotFoundError)
+    with pytest.raises(ValueError):
+        sandbox.read_file("")
