@@ -152,6 +152,21 @@ cat >"$NEW/etc/hosts" <<'EOF'
 ::1	localhost ip6-localhost ip6-loopback
 EOF
 
+# Honour a prompt given in the environment (create_pty(env={"PS1": ...})): Debian's
+# /etc/bash.bashrc and /etc/skel/.bashrc set their own unconditionally. The system bashrc,
+# read first, remembers an inherited PS1 (bash's own default is '\s-\v\$ ') and both put it back.
+PS1_SAVE="$NEW/etc/alcove-ps1-save"
+cat >"$PS1_SAVE" <<'RC'
+# Alcove: remember a prompt given in the environment.
+[ "$PS1" != '\s-\v\$ ' ] && ALCOVE_ENV_PS1="$PS1"
+RC
+sed -i "/^\[ -z \"\$PS1\" \] && return\$/r $PS1_SAVE" "$NEW/etc/bash.bashrc"
+rm -f "$PS1_SAVE"
+grep -q ALCOVE_ENV_PS1 "$NEW/etc/bash.bashrc" || { echo "could not patch /etc/bash.bashrc" >&2; exit 1; }
+for rc in "$NEW/etc/bash.bashrc" "$NEW/etc/skel/.bashrc"; do
+    printf '\n%s\n' '[ -n "${ALCOVE_ENV_PS1:-}" ] && PS1="$ALCOVE_ENV_PS1"' >>"$rc"
+done
+
 mkdir -p "$NEW/workspace" "$NEW/root" "$NEW/tmp"
 chmod 0777 "$NEW/workspace"
 chmod 0700 "$NEW/root"

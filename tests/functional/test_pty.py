@@ -12,8 +12,8 @@ from websockets.sync.client import connect as ws_connect
 from alcove.sandbox import AuthenticationError, RemoteAPIError, SandboxError, SandboxTimeoutError
 
 PROMPT = "sandbox$ "
-# Debian's /etc/bash.bashrc sets PS1 unconditionally, so an interactive `bash` ignores a PS1
-# from the environment; `--norc` keeps the one passed in `env`.
+# `--norc` keeps the tests independent of the image's rc files; the SEED example below runs a
+# plain `bash` to prove the image honours a PS1 given in the environment.
 BASH = ("bash", ["--norc", "--noprofile"])
 
 
@@ -26,6 +26,17 @@ def sandbox(client):
 def daemon(server, sandbox, method: str, path: str, **kwargs):
     headers = {"X-Tensorlake-Sandbox-Id": sandbox.sandbox_id, **kwargs.pop("headers", {})}
     return server.api(method, path, headers=headers, **kwargs)
+
+
+def test_seed_example_prompt_from_env(sandbox):
+    """SEED-API's PTY example: plain `bash` with `env={"PS1": "sandbox$ "}` shows that prompt."""
+    pty = sandbox.create_pty(command="bash", cols=120, rows=40, env={"PS1": PROMPT})
+    with pty:
+        pty.read_until(PROMPT, timeout=10)
+        pty.send("echo $((6*7))\n")
+        assert b"42" in pty.read_until(PROMPT, timeout=10)
+        pty.send("exit 0\n")
+        assert pty.wait(timeout=10) == 0
 
 
 def test_echo_resize_and_exit_code(sandbox):

@@ -167,7 +167,8 @@ class AsyncPtySession:
     async def kill(self) -> None:
         """End the session: kill its command (a session already gone counts as killed).
 
-        The socket stays open, so :meth:`wait` can still collect the exit code.
+        The server then closes the socket with ``session terminated`` (no exit code), so a
+        following :meth:`wait` raises :class:`SandboxError`.
         """
         client = self._sandbox._client
         await client._drive(ptyp.op_kill_pty(client._config, self._sandbox._target, self._session_id))
