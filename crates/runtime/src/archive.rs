@@ -9,15 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::cmd;
-use crate::error::{Result, RuntimeError};
+use crate::error::{Result, RuntimeError, path_str};
 
 fn archive_of(dir: &Path, member: &str) -> PathBuf {
     dir.join(format!("{member}.tar.zst"))
-}
-
-fn utf8(p: &Path) -> Result<&str> {
-    p.to_str()
-        .ok_or_else(|| RuntimeError::Config(format!("path {} is not UTF-8", p.display())))
 }
 
 /// Whether `member` of `dir` is only available packed.
@@ -40,9 +35,9 @@ pub async fn pack(dir: &Path, member: &str) -> Result<()> {
         "-I",
         "zstd -1 -T0 -q",
         "-C",
-        utf8(dir)?,
+        path_str(dir)?,
         "-cf",
-        utf8(&tmp)?,
+        path_str(&tmp)?,
         member,
     ])
     .await?;
@@ -77,9 +72,9 @@ pub async fn unpack(dir: &Path, member: &str) -> Result<()> {
         "-I",
         "zstd -q",
         "-C",
-        utf8(&staging)?,
+        path_str(&staging)?,
         "-xf",
-        utf8(&archive)?,
+        path_str(&archive)?,
     ])
     .await?;
     let unpacked = staging.join(member);

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Result, RuntimeError};
+use crate::error::{Result, RuntimeError, path_str};
 use crate::layer::Layer;
 use crate::network::Slot;
 use crate::node::{Node, SandboxHandle, SandboxSpec};
@@ -347,13 +347,7 @@ fn sync_filesystem(path: &Path) -> Result<()> {
 }
 
 async fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
-    let utf8 = |p: &Path| {
-        p.to_str()
-            .map(str::to_string)
-            .ok_or_else(|| RuntimeError::Config(format!("path {} is not UTF-8", p.display())))
-    };
-    let (from, to) = (utf8(from)?, utf8(to)?);
-    cmd::run(&["cp", "--sparse=always", &from, &to]).await?;
+    cmd::run(&["cp", "--sparse=always", path_str(from)?, path_str(to)?]).await?;
     Ok(())
 }
 

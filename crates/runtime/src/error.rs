@@ -74,5 +74,11 @@ impl RuntimeError {
     }
 }
 
+/// A path as `&str` for an external command's argv (our paths are UTF-8).
+pub(crate) fn path_str(p: &std::path::Path) -> Result<&str> {
+    p.to_str()
+        .ok_or_else(|| RuntimeError::Config(format!("path {} is not UTF-8", p.display())))
+}
+
 /// Shorthand for runtime results.
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 
 use crate::cmd;
-use crate::error::{Result, RuntimeError};
+use crate::error::{Result, RuntimeError, path_str};
 
 /// The on-disk paths of one sandbox's filesystem.
 #[derive(Debug, Clone)]
@@ -124,11 +124,6 @@ impl Layer {
         }
         Ok(())
     }
-}
-
-fn path_str(p: &Path) -> Result<&str> {
-    p.to_str()
-        .ok_or_else(|| RuntimeError::Config(format!("path {} is not UTF-8", p.display())))
 }
 
 /// Unmounts every mount stacked on `path`, detaching lazily if it is busy.

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use serde::Deserialize;
 
 use crate::cmd;
-use crate::error::{CommandError, Result, RuntimeError};
+use crate::error::{CommandError, Result, RuntimeError, path_str};
 
 /// `runc state` / `runc list` output we use.
 #[derive(Debug, Clone, Deserialize)]
@@ -106,7 +106,7 @@ impl Runc {
         work: &Path,
         leave_running: bool,
     ) -> Result<()> {
-        let (images, work, criu) = (utf8(images)?, utf8(work)?, utf8(criu)?);
+        let (images, work, criu) = (path_str(images)?, path_str(work)?, path_str(criu)?);
         let mut argv = vec![
             self.binary.as_str(),
             "--root",
@@ -234,11 +234,6 @@ impl Runc {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-fn utf8(p: &Path) -> Result<&str> {
-    p.to_str()
-        .ok_or_else(|| RuntimeError::Config(format!("path {} is not UTF-8", p.display())))
 }
 
 /// The last error message in a runc JSON log, for error reports.
