@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use alcove_runtime::network::Slot;
 use alcove_runtime::{Node, SandboxHandle, SandboxSpec};
-use alcove_wire::sandbox::{
-    CreateSandboxRequest, NetworkConfig, SandboxStatus, UpdateSandboxRequest,
-};
+use alcove_wire::sandbox::{CreateSandboxRequest, SandboxStatus, UpdateSandboxRequest};
 use alcove_wire::time::now_millis;
 
 use super::state::{self, Event};
@@ -198,97 +196,6 @@ impl Control {
         }
     }
 
-    /// Turns a create request into a pending record, or says what is wrong.
-    async fn prepare(
-        &self,
-        namespace: &str,
-        req: &CreateSandboxRequest,
-    ) -> Result<(SandboxRecord, Boot), ControlError> {
-        let (req, boot) = match &req.snapshot_id {
-            Some(sid) => self.restore_request(namespace, sid, req).await?,
-            None => (req.clone(), Boot::Fresh),
-        };
-        let req = &req;
-        if req.secret_names.as_ref().is_some_and(|s| !s.is_empty()) {
-            return Err(ControlError::NotImplemented("secrets"));
-        }
-        if req.file_systems.as_ref().is_some_and(|f| !f.is_empty()) {
-            return Err(ControlError::NotImplemented("attached file systems"));
-        }
-        if let Some(n) = &req.network
-            && (!n.allow_internet_access || !n.allow_out.is_empty() || !n.deny_out.is_empty())
-        {
-            return Err(ControlError::NotImplemented("outbound network policies"));
-        }
-        let res = req.resources.clone().unwrap_or_default();
-        if res.gpus.as_ref().is_some_and(|g| !g.is_empty()) {
-            return Err(ControlError::InvalidArgument {
-                field: "resources.gpus",
-                reason: "this server has no GPUs".into(),
-            });
-        }
-        let cpus = res.cpus.unwrap_or(validate::DEFAULT_CPUS);
-        let memory_mb = res.memory_mb.unwrap_or(validate::DEFAULT_MEMORY_MB);
-        validate::resources(cpus, memory_mb, self.cfg.host)?;
-        let disk_mb = res
-            .disk_mb
-            .or(res.ephemeral_disk_mb)
-            .unwrap_or(validate::DEFAULT_DISK_MB);
-        validate::disk(disk_mb)?;
-        if let Some(name) = &req.name {
-            validate::name(name)?;
-        }
-        let timeout_secs = req.timeout_secs.unwrap_or(0);
-        validate::timeout_secs(timeout_secs)?;
-        let exposed_ports = validate::ports(req.exposed_ports.as_deref().unwrap_or(&[]))?;
-        let entrypoint = req.entrypoint.clone().unwrap_or_default();
-        if entrypoint.first().is_some_and(|c| c.is_empty()) {
-            return Err(ControlError::InvalidArgument {
-                field: "entrypoint",
-                reason: "the command must not be empty".into(),
-            });
-        }
-        if req.auto_resume == Some(false) && req.name.is_none() {
-            return Err(ControlError::InvalidArgument {
-                field: "auto_resume",
-                reason: "turning auto_resume off needs a named sandbox".into(),
-            });
-        }
-        let record = SandboxRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            namespace: namespace.to_string(),
-            name: req.name.clone(),
-            status: SandboxStatus::Pending,
-            image: req.image.clone().unwrap_or_else(|| "default".into()),
-            cpus,
-            memory_mb,
-            disk_mb,
-            timeout_secs,
-            entrypoint,
-            network_policy: req.network.clone().unwrap_or(NetworkConfig {
-                allow_internet_access: true,
-                allow_out: vec![],
-                deny_out: vec![],
-            }),
-            secret_names: Vec::new(),
-            exposed_ports,
-            allow_unauthenticated_access: req.allow_unauthenticated_access.unwrap_or(false),
-            auto_resume: req.auto_resume.unwrap_or(true),
-            slot: None,
-            created_at: now_millis(),
-            terminated_at: None,
-            deadline_at: None,
-            pending_reason: Some("scheduling".into()),
-            termination_reason: None,
-            error_details: None,
-            timeout_remaining_ms: None,
-            transition: None,
-            suspended_at: None,
-        };
-        Ok((record, boot))
-    }
-
-    /// Starts a stored pending sandbox; records the outcome.
     /// What the node needs to start or restore the sandbox of `record`.
     pub(super) fn spec_for(
         &self,
@@ -310,6 +217,7 @@ impl Control {
         }
     }
 
+    /// Starts a stored pending sandbox; records the outcome.
     async fn start(&self, id: &str, image: alcove_runtime::image::Image, boot: Boot) {
         let Ok(Some(record)) = self.store.get(id).await else {
             return;

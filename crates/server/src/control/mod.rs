@@ -5,6 +5,7 @@ mod agent_client;
 mod compactor;
 mod inflight;
 mod lifecycle;
+mod prepare;
 mod recovery;
 mod snapshots;
 pub mod state;
