@@ -1,0 +1,45 @@
+//! Hardening defaults of a sandbox: its capabilities, the `/proc` and `/sys`
+//! paths it may not see or write, and its seccomp filter.
+//!
+//! A sandbox runs arbitrary user code as root (uid 0, no user namespace) in a
+//! runc container on a cgroup v1 host. Without a user namespace, root in the
+//! sandbox *is* the host's uid 0 as far as the kernel is concerned, so these
+//! defaults are what keeps it in: they are Docker's defaults (moby's
+//! `oci/defaults.go`, `caps/defaults.go` and `profiles/seccomp/default.json`,
+//! as of Docker 29), resolved for an x86_64 host and for the capability set
+//! below, and nowhere looser. They differ from Docker in these ways, each
+//! stricter:
+//!
+//! - `keyctl`, `add_key` and `request_key` are denied (recent Docker allows
+//!   them). Without a user namespace, sandbox root shares the host root's user
+//!   keyring; `/proc/keys` is masked for the same reason.
+//! - `socketcall` is denied. It is the 32-bit x86 socket multiplexer, whose
+//!   arguments sit behind a pointer seccomp cannot read, so it would bypass the
+//!   address-family filter on `socket`. Docker allows it and relies on
+//!   AppArmor or SELinux to stop `AF_ALG`; Alcove hosts have neither. The cost:
+//!   32-bit x86 programs whose libc creates sockets through `socketcall` get
+//!   `EPERM`. 64-bit programs never use it.
+//! - The `socket` filter (no `AF_ALG`, CVE-2026-31431, and no `AF_VSOCK`)
+//!   looks only at the low 32 bits of the family, as the kernel does. Docker
+//!   compares all 64 bits, so a family of `(1 << 32) | AF_VSOCK` gets through
+//!   its filter but reaches the kernel as `AF_VSOCK`.
+//!
+//! The filter lists only x86_64 and its 32-bit ABIs (x86, x32), as Docker does
+//! on an amd64 host. `io_uring` is denied, as in Docker. `clone3` fails with
+//! `ENOSYS`, so glibc and Rust's std fall back to `clone`, whose flags can be
+//! checked for new namespaces. `ptrace`, `process_vm_readv` and
+//! `process_vm_writev` are allowed, as Docker allows them on kernels >= 4.8
+//! (older kernels let a tracer skip seccomp); Alcove needs a much newer kernel
+//! anyway.
+//!
+//! CRIU restores a checkpointed sandbox's seccomp filter from the checkpoint
+//! itself, so nothing here is needed at restore.
+
+mod capabilities;
+mod paths;
+mod seccomp;
+mod syscalls;
+
+pub use capabilities::default_capabilities;
+pub use paths::{masked_paths, readonly_paths};
+pub use seccomp::default_seccomp;

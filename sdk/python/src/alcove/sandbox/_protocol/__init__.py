@@ -1,0 +1,207 @@
+"""The HTTP protocol of Alcove (WIRE.md), written once for the sync and async clients.
+
+Nothing here does I/O. Each operation is a generator ("op") that yields steps and receives
+their outcome:
+
+* a :class:`Request` step is answered with the :class:`httpx.Response` (or, when sending failed,
+  a :class:`SandboxConnectionError` / :class:`SandboxTimeoutError` thrown into the generator);
+* a :class:`Sleep` step is answered with ``None`` once the time has passed.
+
+The generator's return value is the operation's result. ``client.py`` and ``async_client.py``
+each hold a small driver that performs the steps with ``httpx.Client`` or ``httpx.AsyncClient``,
+so URL building, bodies, retries, polling, error mapping and decoding cannot drift between them.
+
+Streams (``run``, ``follow_*``, file downloads) are opened by an op that returns the open 2xx
+response; the caller then feeds its lines to :func:`collect_run` / :func:`iter_output_events`
+(or their async twins) and closes it.
+
+The package is split by job; everything is re-exported here, so callers keep using
+``from . import _protocol as proto`` and ``from ._protocol import X``:
+
+* ``_steps``: the :class:`Request` / :class:`Sleep` steps, :data:`Op`, and ``_send`` (retries);
+* ``_errors``: error bodies mapped to exceptions, JSON and model decoding;
+* ``_routing``: headers, control-plane URLs, and requests to a sandbox's daemon through the proxy;
+* ``_validation``: client-side argument checks;
+* ``_lifecycle``: sandboxes (create, get, list, delete, update, suspend/resume, ports) and snapshots;
+* ``_processes``: processes of a sandbox;
+* ``_files``: files of a sandbox, with streamed uploads;
+* ``_sse``: server-sent events, run collection and output events.
+"""
+
+from __future__ import annotations
+
+# Not used here: tests patch ``_protocol.time.monotonic`` (the ``time`` module the ops read).
+import time  # noqa: F401
+
+# Re-exports: the public names through ``__all__``; the private helpers ``_pty_protocol`` imports
+# from here through ``X as X``.
+from ._errors import NOT_IMPLEMENTED, ErrorBody, check, error_from_response, transport_error
+from ._errors import _json as _json
+from ._errors import _model as _model
+from ._files import (
+    UPLOAD_CHUNK_BYTES,
+    aiter_upload,
+    iter_upload,
+    op_delete_file,
+    op_list_directory,
+    op_open_read_file,
+    op_read_file,
+    op_write_file,
+    prepare_upload,
+)
+from ._lifecycle import (
+    CREATE_GRACE_MS,
+    CREATE_POLL_INTERVAL_SECS,
+    DEFAULT_CPUS,
+    DEFAULT_MEMORY_MB,
+    MAX_WAIT_MS,
+    SNAPSHOT_POLL_INTERVAL_SECS,
+    STATE_POLL_INTERVAL_SECS,
+    create_body,
+    op_connect,
+    op_create,
+    op_delete,
+    op_delete_snapshot,
+    op_expose_ports,
+    op_get,
+    op_get_snapshot,
+    op_list,
+    op_list_snapshots,
+    op_rename,
+    op_snapshot,
+    op_snapshot_and_wait,
+    op_transition,
+    op_unexpose_ports,
+    op_update,
+)
+from ._processes import (
+    FOLLOW_STREAMS,
+    op_close_stdin,
+    op_get_output,
+    op_get_process,
+    op_kill_process,
+    op_list_processes,
+    op_open_follow,
+    op_open_run,
+    op_send_signal,
+    op_start_process,
+    op_write_stdin,
+    run_body,
+)
+from ._processes import _command_fields as _command_fields
+from ._routing import (
+    USER_AGENT,
+    ProxyTarget,
+    base_headers,
+    namespace_url,
+    proxy_target,
+    sandboxes_url,
+    snapshots_url,
+    target_for,
+)
+from ._routing import _proxied as _proxied
+from ._routing import _proxy_check as _proxy_check
+from ._routing import _proxy_op as _proxy_op
+from ._routing import _segment as _segment
+from ._sse import (
+    RunCollector,
+    SSEDecoder,
+    acollect_run,
+    aiter_output_events,
+    check_event_stream,
+    collect_run,
+    iter_output_events,
+    output_event,
+)
+from ._steps import (
+    GET_ATTEMPTS,
+    NOT_READY_ATTEMPTS,
+    NOT_READY_CODES,
+    RETRYABLE_GET_STATUSES,
+    Op,
+    Request,
+    Sleep,
+    Step,
+    Upload,
+)
+from ._steps import _send as _send
+from ._validation import MANAGEMENT_PORT, validate_ports
+
+__all__ = [
+    "CREATE_GRACE_MS",
+    "CREATE_POLL_INTERVAL_SECS",
+    "DEFAULT_CPUS",
+    "DEFAULT_MEMORY_MB",
+    "ErrorBody",
+    "FOLLOW_STREAMS",
+    "GET_ATTEMPTS",
+    "MANAGEMENT_PORT",
+    "MAX_WAIT_MS",
+    "NOT_IMPLEMENTED",
+    "NOT_READY_ATTEMPTS",
+    "NOT_READY_CODES",
+    "Op",
+    "ProxyTarget",
+    "RETRYABLE_GET_STATUSES",
+    "Request",
+    "RunCollector",
+    "SNAPSHOT_POLL_INTERVAL_SECS",
+    "SSEDecoder",
+    "STATE_POLL_INTERVAL_SECS",
+    "Sleep",
+    "Step",
+    "UPLOAD_CHUNK_BYTES",
+    "USER_AGENT",
+    "Upload",
+    "acollect_run",
+    "aiter_output_events",
+    "aiter_upload",
+    "base_headers",
+    "check",
+    "check_event_stream",
+    "collect_run",
+    "create_body",
+    "error_from_response",
+    "iter_output_events",
+    "iter_upload",
+    "namespace_url",
+    "op_close_stdin",
+    "op_connect",
+    "op_create",
+    "op_delete",
+    "op_delete_file",
+    "op_delete_snapshot",
+    "op_expose_ports",
+    "op_get",
+    "op_get_output",
+    "op_get_process",
+    "op_get_snapshot",
+    "op_kill_process",
+    "op_list",
+    "op_list_directory",
+    "op_list_processes",
+    "op_list_snapshots",
+    "op_open_follow",
+    "op_open_read_file",
+    "op_open_run",
+    "op_read_file",
+    "op_rename",
+    "op_send_signal",
+    "op_snapshot",
+    "op_snapshot_and_wait",
+    "op_start_process",
+    "op_transition",
+    "op_unexpose_ports",
+    "op_update",
+    "op_write_file",
+    "op_write_stdin",
+    "output_event",
+    "prepare_upload",
+    "proxy_target",
+    "run_body",
+    "sandboxes_url",
+    "snapshots_url",
+    "target_for",
+    "transport_error",
+    "validate_ports",
+]

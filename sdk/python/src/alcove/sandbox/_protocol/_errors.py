@@ -1,0 +1,142 @@
+"""Responses and errors: error bodies mapped to exceptions, JSON and model decoding."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from ..exceptions import (
+    AuthenticationError,
+    RemoteAPIError,
+    SandboxConnectionError,
+    SandboxError,
+    SandboxException,
+    SandboxNameConflictError,
+    SandboxNotFoundError,
+    SandboxTimeoutError,
+    SnapshotNotFoundError,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    """What an error response says: the server's message, code and request id."""
+
+    message: str
+    code: str | None = None
+    request_id: str | None = None
+
+
+def _error_body(resp: httpx.Response) -> ErrorBody:
+    """Read an error body: ``{"message","code"}`` (control plane), ``{"error","code"}`` (daemon) or text."""
+    try:
+        text = resp.text
+    except Exception:  # undecodable body
+        text = ""
+    body = _json_or_none(text)
+    if not isinstance(body, dict):
+        return ErrorBody(text.strip() or resp.reason_phrase or f"HTTP {resp.status_code}")
+    code = body.get("code") if isinstance(body.get("code"), str) else None
+    request_id = body.get("request_id") if isinstance(body.get("request_id"), str) else None
+    status = body.get("status")
+    if body.get("sandbox_id") and status in ("failed", "terminated"):
+        reason = body.get("reason") or body.get("termination_reason")
+        message = f"Sandbox {body['sandbox_id']} {status}"
+        if reason:
+            message += f" ({reason})"
+        if body.get("error_details") is not None:
+            message += f": {_describe(body['error_details'])}"
+        return ErrorBody(message, code, request_id)
+    for key in ("message", "error"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return ErrorBody(value, code, request_id)
+        if isinstance(value, dict) and isinstance(value.get("message"), str):
+            return ErrorBody(value["message"], code, request_id)
+    return ErrorBody(text.strip(), code, request_id)
+
+
+def _describe(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def error_from_response(
+    resp: httpx.Response,
+    *,
+    sandbox: str | None = None,
+    snapshot: bool = False,
+    create: bool = False,
+) -> SandboxException:
+    """Map a non-2xx response to the right exception.
+
+    ``sandbox`` names the sandbox of a sandbox-scoped call (its 404 becomes
+    :class:`SandboxNotFoundError`); ``snapshot`` marks snapshot calls; ``create`` marks create
+    (its 409 becomes :class:`SandboxNameConflictError`).
+    """
+    status = resp.status_code
+    body = _error_body(resp)
+    if status == 404 and sandbox is not None:
+        return SandboxNotFoundError(sandbox, body.message, body.code)
+    cls = RemoteAPIError
+    if status == 404 and snapshot:
+        cls = SnapshotNotFoundError
+    elif status == 409 and create:
+        cls = SandboxNameConflictError
+    elif status in (401, 403):
+        cls = AuthenticationError
+    return cls(status, body.message, body.code, body.request_id)
+
+
+def check(resp: httpx.Response, **scope: Any) -> None:
+    """Raise the mapped exception unless the response is 2xx (see :func:`error_from_response`)."""
+    if not resp.is_success:
+        raise error_from_response(resp, **scope)
+
+
+def _json(resp: httpx.Response, what: str) -> Any:
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise SandboxError(f"decoding {what}: the server answered {resp.status_code} without valid JSON") from exc
+
+
+def _model(model: type[M], data: Any, what: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SandboxError(f"decoding {what}: {exc}") from exc
+
+
+def _list(data: Any, key: str, model: type[M], what: str) -> list[M]:
+    items = data.get(key) if isinstance(data, dict) else data
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise SandboxError(f"decoding {what}: expected a list under {key!r}")
+    return [_model(model, item, what) for item in items]
+
+
+def transport_error(exc: httpx.HTTPError, method: str, url: str) -> SandboxException:
+    """Map an httpx failure to :class:`SandboxTimeoutError` or :class:`SandboxConnectionError`."""
+    if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)):
+        return SandboxTimeoutError(f"{method} {url}: timed out ({exc or type(exc).__name__})")
+    return SandboxConnectionError(f"{method} {url}: {exc or type(exc).__name__}")
+
+
+NOT_IMPLEMENTED = (
+    "{feature} is not implemented by the alcove Python SDK yet; where the server serves it, the "
+    "official tensorlake SDK (SandboxClient.for_localhost(api_url=...)) can drive it in the meantime"
+)

@@ -1,0 +1,315 @@
+"""Control plane: create, get, list, delete, update, suspend/resume, ports and snapshots."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from .._config import ClientConfig
+from ..exceptions import SandboxError, SandboxFailedError, SandboxNotRoutableError, SandboxTimeoutError
+from ..models import SandboxInfo, SandboxStatus, SnapshotInfo, SnapshotStatus
+from ._errors import _describe, _json, _json_or_none, _list, _model, check, error_from_response
+from ._routing import _identifier, _lifecycle, sandboxes_url, snapshots_url, target_for
+from ._steps import Op, Sleep, _send
+from ._validation import _is_int, _is_number, _str_list, validate_ports
+
+DEFAULT_CPUS = 1.0
+DEFAULT_MEMORY_MB = 1024
+
+CREATE_POLL_INTERVAL_SECS = 0.5
+STATE_POLL_INTERVAL_SECS = 1.0
+SNAPSHOT_POLL_INTERVAL_SECS = 1.0
+MAX_WAIT_MS = 30_000
+"""Upper bound of the ``wait_ms`` sent with suspend/resume (WIRE.md §2.5)."""
+CREATE_GRACE_MS = 5_000
+
+# A tuple, not a set: membership must use equality so raw wire strings match the enum members.
+_TERMINAL = (SandboxStatus.TERMINATED, SandboxStatus.FAILED, SandboxStatus.TIMEOUT)
+
+
+def create_body(
+    *,
+    name: str | None,
+    cpus: float,
+    memory_mb: int,
+    timeout_secs: int | None,
+    image: str | None,
+    snapshot_id: str | None,
+    secret_names: Iterable[str] | None,
+    expose_ports: Iterable[int] | None,
+    allow_unauthenticated_access: bool,
+    disk_mb: int | None,
+    entrypoint: Iterable[str] | None,
+) -> dict[str, Any]:
+    """The JSON body of ``POST /sandboxes`` (WIRE.md §2.3), after client-side checks."""
+    if not _is_number(cpus) or cpus <= 0:
+        raise ValueError(f"cpus must be a positive number, got {cpus!r}")
+    if not _is_int(memory_mb) or memory_mb <= 0:
+        raise ValueError(f"memory_mb must be a positive integer, got {memory_mb!r}")
+    if disk_mb is not None and (not _is_int(disk_mb) or disk_mb <= 0):
+        raise ValueError(f"disk_mb must be a positive integer, got {disk_mb!r}")
+    if timeout_secs is not None and (not _is_int(timeout_secs) or timeout_secs < 0):
+        raise ValueError(f"timeout_secs must be a non-negative integer, got {timeout_secs!r}")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        raise ValueError(f"image must be a non-empty string, got {image!r}")
+    if snapshot_id is not None and (not isinstance(snapshot_id, str) or not snapshot_id.strip()):
+        raise ValueError(f"snapshot_id must be a non-empty string, got {snapshot_id!r}")
+    secrets = _str_list(secret_names, "secret_names") if secret_names is not None else []
+    ports = validate_ports(expose_ports) if expose_ports is not None else []
+    command = _str_list(entrypoint, "entrypoint") if entrypoint is not None else []
+
+    body: dict[str, Any] = {}
+    if snapshot_id is not None:
+        body["snapshot_id"] = snapshot_id
+    overrides_resources = float(cpus) != DEFAULT_CPUS or memory_mb != DEFAULT_MEMORY_MB or disk_mb is not None
+    if snapshot_id is None or overrides_resources:
+        resources: dict[str, Any] = {"cpus": float(cpus), "memory_mb": memory_mb}
+        if disk_mb is not None:
+            resources["disk_mb"] = disk_mb
+        body["resources"] = resources
+    if name is not None:
+        body["name"] = name
+    if image is not None:
+        body["image"] = image
+    if timeout_secs is not None:
+        body["timeout_secs"] = timeout_secs
+    if secrets:
+        body["secret_names"] = secrets
+    if ports:
+        body["exposed_ports"] = ports
+    if allow_unauthenticated_access:
+        body["allow_unauthenticated_access"] = True
+    if command:
+        body["entrypoint"] = command
+    return body
+
+
+def _create_headers(cfg: ClientConfig) -> dict[str, str]:
+    timeout_ms = int(cfg.timeout_secs * 1000)
+    return {
+        "x-tensorlake-request-timeout-ms": str(timeout_ms),
+        "x-tensorlake-request-timeout-grace-ms": str(min(CREATE_GRACE_MS, timeout_ms // 4)),
+    }
+
+
+def _failure(sandbox_id: str, status: Any, data: Mapping[str, Any]) -> SandboxFailedError:
+    reason = data.get("termination_reason") or data.get("reason") or data.get("pending_reason")
+    message = f"sandbox {sandbox_id} {status}"
+    if reason:
+        message += f" ({reason})"
+    if data.get("error_details") is not None:
+        message += f": {_describe(data['error_details'])}"
+    return SandboxFailedError(sandbox_id, str(status), reason, message)
+
+
+def _info_failure(info: SandboxInfo) -> SandboxFailedError:
+    data = dict(info.model_extra or {})
+    data.update(termination_reason=info.termination_reason, error_details=info.error_details)
+    return _failure(info.sandbox_id, info.status, data)
+
+
+def _create_answer(resp: httpx.Response) -> dict[str, Any]:
+    """The create answer; a 504 carrying the normal JSON counts as an answer (WIRE.md §2.3)."""
+    if resp.status_code == 504:
+        body = _json_or_none(resp.text)
+        if isinstance(body, dict) and body.get("sandbox_id") and (body.get("status") or body.get("state")):
+            return body
+    check(resp, create=True)
+    body = _json(resp, "create answer")
+    if not isinstance(body, dict) or not (body.get("sandbox_id") or body.get("id")):
+        raise SandboxError("decoding create answer: missing field `sandbox_id`")
+    return body
+
+
+def op_create(cfg: ClientConfig, body: dict[str, Any]) -> Op[SandboxInfo]:
+    """Create, then wait until the sandbox runs (POST without ``wait``, then poll GET)."""
+    deadline = time.monotonic() + cfg.timeout_secs
+    resp = yield from _send(
+        _lifecycle(cfg, "POST", sandboxes_url(cfg), json=body, headers=_create_headers(cfg), replayable=False)
+    )
+    answer = _create_answer(resp)
+    sandbox_id = str(answer.get("sandbox_id") or answer.get("id"))
+    status = answer.get("status") or answer.get("state")
+    if status in (SandboxStatus.FAILED, SandboxStatus.TERMINATED):
+        raise _failure(sandbox_id, status, answer)
+    return (yield from _wait_running(cfg, sandbox_id, deadline, first_delay=status != SandboxStatus.RUNNING))
+
+
+def _wait_running(cfg: ClientConfig, sandbox_id: str, deadline: float, *, first_delay: bool) -> Op[SandboxInfo]:
+    if first_delay:
+        yield Sleep(CREATE_POLL_INTERVAL_SECS)
+    while True:
+        info = yield from op_get(cfg, sandbox_id)
+        if info.status == SandboxStatus.RUNNING:
+            return info
+        if info.status in _TERMINAL:
+            raise _info_failure(info)
+        if time.monotonic() >= deadline:
+            raise SandboxTimeoutError(
+                f"sandbox {sandbox_id} is still {info.status} after {cfg.timeout_secs:g}s "
+                "(raise the client's timeout= to wait longer)"
+            )
+        yield Sleep(CREATE_POLL_INTERVAL_SECS)
+
+
+def op_get(cfg: ClientConfig, identifier: str) -> Op[SandboxInfo]:
+    identifier = _identifier(identifier)
+    resp = yield from _send(_lifecycle(cfg, "GET", sandboxes_url(cfg, identifier)))
+    check(resp, sandbox=identifier)
+    return _model(SandboxInfo, _json(resp, "sandbox"), "sandbox")
+
+
+def op_connect(cfg: ClientConfig, identifier: str) -> Op[SandboxInfo]:
+    """GET the sandbox (by id or name), waiting while it is pending, and insist it is routable."""
+    info = yield from op_get(cfg, identifier)
+    if info.status == SandboxStatus.PENDING:
+        info = yield from _wait_running(cfg, info.sandbox_id, time.monotonic() + cfg.timeout_secs, first_delay=True)
+    if info.status in _TERMINAL:
+        raise SandboxNotRoutableError(f"sandbox {info.sandbox_id} is {info.status} and can no longer be reached")
+    target_for(info)
+    return info
+
+
+def op_list(cfg: ClientConfig) -> Op[list[SandboxInfo]]:
+    resp = yield from _send(_lifecycle(cfg, "GET", sandboxes_url(cfg)))
+    check(resp)
+    return _list(_json(resp, "sandbox list"), "sandboxes", SandboxInfo, "sandbox list")
+
+
+def op_delete(cfg: ClientConfig, identifier: str) -> Op[None]:
+    identifier = _identifier(identifier)
+    resp = yield from _send(_lifecycle(cfg, "DELETE", sandboxes_url(cfg, identifier)))
+    check(resp, sandbox=identifier)
+
+
+def op_update(cfg: ClientConfig, identifier: str, patch: dict[str, Any]) -> Op[SandboxInfo]:
+    identifier = _identifier(identifier)
+    resp = yield from _send(_lifecycle(cfg, "PATCH", sandboxes_url(cfg, identifier), json=patch))
+    check(resp, sandbox=identifier)
+    return _model(SandboxInfo, _json(resp, "sandbox"), "sandbox")
+
+
+def op_rename(cfg: ClientConfig, identifier: str, name: str) -> Op[SandboxInfo]:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    return (yield from op_update(cfg, identifier, {"name": name}))
+
+
+def op_transition(cfg: ClientConfig, identifier: str, verb: str) -> Op[SandboxInfo]:
+    """Suspend or resume (WIRE.md §2.5): 200 = done, other 2xx = poll GET, 409 = re-check."""
+    identifier = _identifier(identifier)
+    target = SandboxStatus.SUSPENDED if verb == "suspend" else SandboxStatus.RUNNING
+    deadline = time.monotonic() + cfg.timeout_secs
+    wait_ms = max(1, min(MAX_WAIT_MS, int(cfg.timeout_secs * 1000 * 0.75)))
+    resp = yield from _send(
+        _lifecycle(
+            cfg, "POST", sandboxes_url(cfg, identifier, f"/{verb}"), params={"wait_ms": str(wait_ms)}, content=b""
+        )
+    )
+    if resp.status_code == 409:
+        info = yield from op_get(cfg, identifier)
+        if info.status == target:
+            return info
+        raise error_from_response(resp, sandbox=identifier)
+    check(resp, sandbox=identifier)
+    while True:
+        info = yield from op_get(cfg, identifier)
+        if info.status == target:
+            return info
+        if info.status in _TERMINAL:
+            raise _info_failure(info)
+        if time.monotonic() >= deadline:
+            raise SandboxTimeoutError(
+                f"{verb} of sandbox {identifier}: still {info.status} after {cfg.timeout_secs:g}s "
+                "(raise the client's timeout= to wait longer)"
+            )
+        yield Sleep(STATE_POLL_INTERVAL_SECS)
+
+
+def op_expose_ports(
+    cfg: ClientConfig, identifier: str, ports: Iterable[int], allow_unauthenticated_access: bool
+) -> Op[SandboxInfo]:
+    wanted = validate_ports(ports)
+    current = yield from op_get(cfg, identifier)
+    patch = {
+        "allow_unauthenticated_access": bool(allow_unauthenticated_access),
+        "exposed_ports": sorted(set(current.exposed_ports) | set(wanted)),
+    }
+    return (yield from op_update(cfg, identifier, patch))
+
+
+def op_unexpose_ports(cfg: ClientConfig, identifier: str, ports: Iterable[int]) -> Op[SandboxInfo]:
+    unwanted = set(validate_ports(ports))
+    current = yield from op_get(cfg, identifier)
+    remaining = sorted(set(current.exposed_ports) - unwanted)
+    patch = {
+        "allow_unauthenticated_access": current.allow_unauthenticated_access if remaining else False,
+        "exposed_ports": remaining,
+    }
+    return (yield from op_update(cfg, identifier, patch))
+
+
+# ---------------------------------------------------------------------------------------------
+# Snapshots
+
+
+def op_snapshot(cfg: ClientConfig, identifier: str, snapshot_type: str | None) -> Op[SnapshotInfo]:
+    """Start a snapshot; the answer is usually ``in_progress``."""
+    identifier = _identifier(identifier)
+    if snapshot_type is not None and str(snapshot_type) not in ("memory", "filesystem"):
+        raise ValueError(f"snapshot_type must be 'memory' or 'filesystem', got {snapshot_type!r}")
+    url = sandboxes_url(cfg, identifier, "/snapshot")
+    if snapshot_type is None:
+        req = _lifecycle(cfg, "POST", url, content=b"", replayable=False)
+    else:
+        req = _lifecycle(cfg, "POST", url, json={"snapshot_type": str(snapshot_type)}, replayable=False)
+    resp = yield from _send(req)
+    check(resp, sandbox=identifier)
+    body = _json(resp, "snapshot answer")
+    if isinstance(body, dict) and not body.get("sandbox_id"):
+        body = {**body, "sandbox_id": identifier}
+    return _model(SnapshotInfo, body, "snapshot answer")
+
+
+def op_snapshot_and_wait(cfg: ClientConfig, identifier: str, snapshot_type: str | None) -> Op[SnapshotInfo]:
+    """Snapshot, then poll until ``local_ready`` or ``completed`` (``failed`` raises)."""
+    deadline = time.monotonic() + cfg.timeout_secs
+    started = yield from op_snapshot(cfg, identifier, snapshot_type)
+    snapshot = started
+    while True:
+        if snapshot.status in (SnapshotStatus.COMPLETED, SnapshotStatus.LOCAL_READY):
+            return snapshot
+        if snapshot.status in (SnapshotStatus.FAILED, SnapshotStatus.DELETING):
+            detail = f": {snapshot.error}" if snapshot.error else ""
+            raise SandboxError(f"snapshot {snapshot.snapshot_id} of sandbox {identifier} {snapshot.status}{detail}")
+        if time.monotonic() >= deadline:
+            raise SandboxTimeoutError(
+                f"snapshot {snapshot.snapshot_id} is still {snapshot.status} after {cfg.timeout_secs:g}s "
+                "(raise the client's timeout= to wait longer)"
+            )
+        yield Sleep(SNAPSHOT_POLL_INTERVAL_SECS)
+        snapshot = yield from op_get_snapshot(cfg, started.snapshot_id)
+
+
+def op_get_snapshot(cfg: ClientConfig, snapshot_id: str) -> Op[SnapshotInfo]:
+    snapshot_id = _identifier(snapshot_id, "snapshot_id")
+    resp = yield from _send(_lifecycle(cfg, "GET", snapshots_url(cfg, snapshot_id)))
+    check(resp, snapshot=True)
+    return _model(SnapshotInfo, _json(resp, "snapshot"), "snapshot")
+
+
+def op_list_snapshots(cfg: ClientConfig) -> Op[list[SnapshotInfo]]:
+    resp = yield from _send(_lifecycle(cfg, "GET", snapshots_url(cfg)))
+    check(resp)
+    return _list(_json(resp, "snapshot list"), "snapshots", SnapshotInfo, "snapshot list")
+
+
+def op_delete_snapshot(cfg: ClientConfig, snapshot_id: str) -> Op[None]:
+    snapshot_id = _identifier(snapshot_id, "snapshot_id")
+    resp = yield from _send(_lifecycle(cfg, "DELETE", snapshots_url(cfg, snapshot_id)))
+    check(resp, snapshot=True)

@@ -1,0 +1,146 @@
+"""Sandbox daemon: processes (run, start, list, signal, stdin, output, follow)."""
+
+from __future__ import annotations
+
+import os
+import signal as signal_module
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from .._config import ClientConfig
+from ..models import OutputResponse, ProcessInfo
+from ._errors import _json, _list, _model
+from ._routing import ProxyTarget, _open, _proxied, _proxy_op, _segment
+from ._steps import Op
+from ._validation import _is_int, _is_number, _str_list
+
+
+def _pid(pid: Any) -> str:
+    if _is_int(pid) and pid >= 0:
+        return str(pid)
+    if isinstance(pid, str) and pid.strip():
+        return _segment(pid)
+    raise ValueError(f"pid must be a process id or a managed-process name, got {pid!r}")
+
+
+def _command_fields(command: Any, args: Any, env: Any, working_dir: Any, user: Any) -> dict[str, Any]:
+    if not isinstance(command, str) or not command:
+        raise ValueError(f"command must be a non-empty string, got {command!r}")
+    body: dict[str, Any] = {"command": command}
+    if args is not None:
+        body["args"] = _str_list(args, "args")
+    if env is not None:
+        if not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise ValueError(f"env must map strings to strings, got {env!r}")
+        body["env"] = dict(env)
+    if working_dir is not None:
+        body["working_dir"] = os.fspath(working_dir)
+    if user is not None:
+        body["user"] = user
+    return body
+
+
+def run_body(
+    command: str,
+    args: Iterable[str] | None,
+    env: Mapping[str, str] | None,
+    working_dir: str | None,
+    timeout_secs: float | None,
+    user: Any,
+) -> dict[str, Any]:
+    """Body of ``POST /api/v1/processes/run``; the time limit travels as ``timeout`` (seconds)."""
+    body = _command_fields(command, args, env, working_dir, user)
+    if timeout_secs is not None:
+        if not _is_number(timeout_secs) or timeout_secs <= 0:
+            raise ValueError(f"timeout_secs must be a positive number, got {timeout_secs!r}")
+        body["timeout"] = timeout_secs
+    return body
+
+
+def op_open_run(cfg: ClientConfig, target: ProxyTarget, body: dict[str, Any]) -> Op[httpx.Response]:
+    """Open the SSE stream of a run; returns the open 2xx response."""
+    req = _proxied(
+        cfg, target, "POST", "/api/v1/processes/run", json=body, headers={"Accept": "text/event-stream"}, stream=True
+    )
+    return (yield from _open(req, target))
+
+
+def op_start_process(
+    cfg: ClientConfig,
+    target: ProxyTarget,
+    command: str,
+    args: Iterable[str] | None,
+    env: Mapping[str, str] | None,
+    working_dir: str | None,
+    stdin_mode: str | None,
+    stdout_mode: str | None,
+    stderr_mode: str | None,
+    user: Any,
+) -> Op[ProcessInfo]:
+    body = _command_fields(command, args, env, working_dir, user)
+    for key, value, allowed in (
+        ("stdin_mode", stdin_mode, ("closed", "pipe")),
+        ("stdout_mode", stdout_mode, ("capture", "discard")),
+        ("stderr_mode", stderr_mode, ("capture", "discard")),
+    ):
+        if value is not None:
+            if str(value) not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+            body[key] = str(value)
+    resp = yield from _proxy_op(cfg, target, "POST", "/api/v1/processes", json=body, replayable=True)
+    return _model(ProcessInfo, _json(resp, "process"), "process")
+
+
+def op_list_processes(cfg: ClientConfig, target: ProxyTarget) -> Op[list[ProcessInfo]]:
+    resp = yield from _proxy_op(cfg, target, "GET", "/api/v1/processes")
+    return _list(_json(resp, "process list"), "processes", ProcessInfo, "process list")
+
+
+def op_get_process(cfg: ClientConfig, target: ProxyTarget, pid: int | str) -> Op[ProcessInfo]:
+    resp = yield from _proxy_op(cfg, target, "GET", f"/api/v1/processes/{_pid(pid)}")
+    return _model(ProcessInfo, _json(resp, "process"), "process")
+
+
+def op_kill_process(cfg: ClientConfig, target: ProxyTarget, pid: int | str) -> Op[None]:
+    yield from _proxy_op(cfg, target, "DELETE", f"/api/v1/processes/{_pid(pid)}")
+
+
+def op_send_signal(cfg: ClientConfig, target: ProxyTarget, pid: int | str, signal: int) -> Op[None]:
+    if isinstance(signal, bool) or not isinstance(signal, (int, signal_module.Signals)) or int(signal) <= 0:
+        raise ValueError(f"signal must be a positive int or signal.Signals, got {signal!r}")
+    yield from _proxy_op(cfg, target, "POST", f"/api/v1/processes/{_pid(pid)}/signal", json={"signal": int(signal)})
+
+
+def op_write_stdin(cfg: ClientConfig, target: ProxyTarget, pid: int | str, data: bytes) -> Op[None]:
+    if isinstance(data, str):
+        raise TypeError("write_stdin takes bytes; encode text first (e.g. text.encode())")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"write_stdin takes bytes, got {type(data).__name__}")
+    yield from _proxy_op(cfg, target, "POST", f"/api/v1/processes/{_pid(pid)}/stdin", content=bytes(data))
+
+
+def op_close_stdin(cfg: ClientConfig, target: ProxyTarget, pid: int | str) -> Op[None]:
+    yield from _proxy_op(cfg, target, "POST", f"/api/v1/processes/{_pid(pid)}/stdin/close", content=b"")
+
+
+def op_get_output(cfg: ClientConfig, target: ProxyTarget, pid: int | str, stream: str) -> Op[OutputResponse]:
+    resp = yield from _proxy_op(cfg, target, "GET", f"/api/v1/processes/{_pid(pid)}/{stream}")
+    return _model(OutputResponse, _json(resp, f"process {stream}"), f"process {stream}")
+
+
+def op_open_follow(cfg: ClientConfig, target: ProxyTarget, pid: int | str, stream: str) -> Op[httpx.Response]:
+    req = _proxied(
+        cfg,
+        target,
+        "GET",
+        f"/api/v1/processes/{_pid(pid)}/{stream}/follow",
+        headers={"Accept": "text/event-stream"},
+        stream=True,
+    )
+    return (yield from _open(req, target))
+
+
+FOLLOW_STREAMS = {"output": None, "stdout": "stdout", "stderr": "stderr"}
+"""Follow endpoints and the ``stream`` assumed when an event omits it."""

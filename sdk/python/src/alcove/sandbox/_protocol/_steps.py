@@ -1,0 +1,91 @@
+"""The steps an op yields and its driver performs, and :func:`_send`, the retrying send every op uses.
+
+A :class:`Request` step is answered with the :class:`httpx.Response` (or a
+:class:`SandboxConnectionError` / :class:`SandboxTimeoutError` thrown into the generator); a
+:class:`Sleep` step is answered with ``None`` once the time has passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+from ..exceptions import SandboxConnectionError
+from ._errors import _error_body
+
+T = TypeVar("T")
+
+GET_ATTEMPTS = 3
+RETRYABLE_GET_STATUSES = frozenset({429, 502, 503, 504})
+NOT_READY_CODES = frozenset({"SANDBOX_NOT_READY", "SANDBOX_UNREACHABLE"})
+NOT_READY_ATTEMPTS = 12
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A streamed request body: a binary file-like object or an (async) iterable of bytes."""
+
+    source: Any
+    length: int | None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request to send."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] | None = None
+    json: Any = None
+    content: bytes | None = None
+    upload: Upload | None = None
+    stream: bool = False
+    """Return the response unread (2xx only) and use no read timeout."""
+    replayable: bool = True
+    """Whether the request may be sent again when the proxy says the sandbox is not ready."""
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Pause before the next step."""
+
+    seconds: float
+
+
+Step = Request | Sleep
+Op = Generator[Step, Any, T]
+
+
+def _is_not_ready(resp: httpx.Response) -> bool:
+    if resp.status_code not in (502, 503):
+        return False
+    return _error_body(resp).code in NOT_READY_CODES
+
+
+def _send(req: Request) -> Op[httpx.Response]:
+    """Send with the retries of WIRE.md §1.6.
+
+    GETs are retried on connection failures and 429/502/503/504; any replayable request is
+    replayed while the proxy answers 502/503 ``SANDBOX_NOT_READY`` / ``SANDBOX_UNREACHABLE``.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            resp = yield req
+        except SandboxConnectionError:
+            if req.method == "GET" and attempt < GET_ATTEMPTS:
+                yield Sleep(0.2 * 2 ** (attempt - 1))
+                continue
+            raise
+        if req.replayable and attempt < NOT_READY_ATTEMPTS and _is_not_ready(resp):
+            yield Sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
+            continue
+        if req.method == "GET" and attempt < GET_ATTEMPTS and resp.status_code in RETRYABLE_GET_STATUSES:
+            yield Sleep(0.2 * 2 ** (attempt - 1))
+            continue
+        return resp
