@@ -129,7 +129,7 @@ def test_delete_is_idempotent_and_unknown_ids_are_404(server, client):
         ({"timeout_secs": -5}, 400, "timeout_secs"),
         ({"exposed_ports": [9501]}, 400, "9501"),
         ({"resources": {"cpus": 1, "memory_mb": 1024, "gpus": [{"count": 1, "model": "H100"}]}}, 400, "GPU"),
-        ({"secret_names": ["X"]}, 501, "secrets"),
+        ({"secret_names": ["X"]}, 400, "alcove secrets set"),
         ({"snapshot_id": "snap-1"}, 404, "snapshot"),
         ({"network": {"allow_internet_access": False}}, 501, "network"),
         ({"resources": {"cpus": "two"}}, 400, "invalid request body"),

@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the server (API, proxy and node) in the foreground.
     Serve(alcove_server::Config),
+    /// Manage secrets injected into sandboxes as environment variables.
+    Secrets(commands::secrets::SecretsArgs),
 }
 
 /// Exit codes of the CLI.
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(config) => commands::serve::run(config).await,
+            Command::Secrets(args) => commands::secrets::run(args).await,
         }
     });
     match result {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -236,6 +237,9 @@ impl Node {
             .map_err(RuntimeError::io("writing", &criu_config))?;
         let bundle_dir = dir.join("bundle");
         std::fs::create_dir_all(&bundle_dir).map_err(RuntimeError::io("creating", &bundle_dir))?;
+        // config.json carries the sandbox's environment, secrets included: root only.
+        std::fs::set_permissions(&bundle_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(RuntimeError::io("restricting", &bundle_dir))?;
         let oci = bundle::build_spec(&BundleSpec {
             hostname: spec.hostname.clone(),
             rootfs: layer.rootfs(),

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod proxy;
+pub mod secrets;
 pub mod server;
 pub mod shutdown;
 pub mod store;

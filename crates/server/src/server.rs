@@ -26,6 +26,9 @@ pub enum ServeError {
     /// The runtime could not start.
     #[error("starting the runtime: {0}")]
     Runtime(#[from] alcove_runtime::RuntimeError),
+    /// The secrets key could not be loaded or created.
+    #[error("loading the secrets key: {0}")]
+    Secrets(#[from] crate::secrets::SecretError),
     /// Recovery failed.
     #[error("recovering sandboxes: {0}")]
     Recover(#[from] crate::control::ControlError),
@@ -90,6 +93,7 @@ pub async fn serve(
             },
         },
         agents.clone(),
+        crate::secrets::SecretBox::load_or_create(&config.data_dir.join("secrets.key"))?,
     ));
     control.recover().await?;
     let reaper = spawn_timeout_reaper(Arc::clone(&control), shutdown.clone());

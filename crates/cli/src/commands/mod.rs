@@ -1,5 +1,6 @@
 //! One file per command.
 
+pub mod secrets;
 pub mod serve;
 
 use std::io::IsTerminal;

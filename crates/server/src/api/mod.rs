@@ -4,6 +4,7 @@
 pub mod error;
 mod lifecycle_ops;
 mod sandboxes;
+mod secrets;
 mod snapshots;
 mod unbuilt;
 
@@ -14,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 
 use crate::auth::ApiKeys;
 use crate::control::{AgentClient, Control};
@@ -49,6 +50,8 @@ fn resource_routes() -> Router<AppState> {
             "/sandboxes/{id}/snapshots",
             get(snapshots::list_for_sandbox),
         )
+        .route("/secrets", get(secrets::list))
+        .route("/secrets/{name}", put(secrets::set).delete(secrets::delete))
         .route("/snapshots", get(snapshots::list))
         .route(
             "/snapshots/{sid}",

@@ -78,11 +78,19 @@ pub struct Control {
     ops: std::sync::Mutex<HashMap<String, OpLock>>,
     /// Proxied requests in flight, drained before a suspend.
     pub(super) inflight: super::InFlight,
+    /// Seals and opens secret values.
+    pub(super) secrets: crate::secrets::SecretBox,
 }
 
 impl Control {
     /// The control plane over `store` and `node`.
-    pub fn new(store: Store, node: Arc<Node>, cfg: ControlConfig, agents: AgentClient) -> Self {
+    pub fn new(
+        store: Store,
+        node: Arc<Node>,
+        cfg: ControlConfig,
+        agents: AgentClient,
+        secrets: crate::secrets::SecretBox,
+    ) -> Self {
         Self {
             store,
             node,
@@ -91,6 +99,7 @@ impl Control {
             running: RwLock::new(HashMap::new()),
             ops: std::sync::Mutex::new(HashMap::new()),
             inflight: super::InFlight::default(),
+            secrets,
         }
     }
 
@@ -201,6 +210,7 @@ impl Control {
         &self,
         record: &SandboxRecord,
         image: alcove_runtime::image::Image,
+        env: Vec<(String, String)>,
     ) -> SandboxSpec {
         let id = &record.id;
         SandboxSpec {
@@ -213,7 +223,7 @@ impl Control {
             cpus: record.cpus,
             memory_mb: u64::try_from(record.memory_mb).unwrap_or(0),
             disk_mb: u64::try_from(record.disk_mb).unwrap_or(0),
-            env: Vec::new(),
+            env,
         }
     }
 
@@ -225,7 +235,18 @@ impl Control {
         if record.status != SandboxStatus::Pending {
             return; // deleted before it started
         }
-        let spec = self.spec_for(&record, image);
+        // Secrets become environment variables of every process in the sandbox.
+        let env = match self
+            .secret_env(&record.namespace, &record.secret_names)
+            .await
+        {
+            Ok(env) => env,
+            Err(e) => {
+                self.fail_start(record, e.to_string()).await;
+                return;
+            }
+        };
+        let spec = self.spec_for(&record, image, env);
         let (started, run_entrypoint) = match &boot {
             Boot::Fresh => (self.node.create(&spec).await, true),
             Boot::Snapshot { dir, memory } => {
@@ -273,17 +294,20 @@ impl Control {
                     .insert(id.to_string(), handle);
                 tracing::info!(sandbox_id = %id, "sandbox running");
             }
-            Err(reason) => {
-                tracing::warn!(sandbox_id = %id, error = %reason, "sandbox failed to start");
-                record.status = SandboxStatus::Failed;
-                record.pending_reason = None;
-                record.terminated_at = Some(now_millis());
-                record.termination_reason = Some("startup_failed".into());
-                record.error_details = Some(reason);
-                if let Err(e) = self.store.update(&record).await {
-                    tracing::error!(sandbox_id = %id, error = %e, "recording failed sandbox");
-                }
-            }
+            Err(reason) => self.fail_start(record, reason).await,
+        }
+    }
+
+    async fn fail_start(&self, mut record: SandboxRecord, reason: String) {
+        let id = record.id.clone();
+        tracing::warn!(sandbox_id = %id, error = %reason, "sandbox failed to start");
+        record.status = SandboxStatus::Failed;
+        record.pending_reason = None;
+        record.terminated_at = Some(now_millis());
+        record.termination_reason = Some("startup_failed".into());
+        record.error_details = Some(reason);
+        if let Err(e) = self.store.update(&record).await {
+            tracing::error!(sandbox_id = %id, error = %e, "recording failed sandbox");
         }
     }
 

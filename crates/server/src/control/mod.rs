@@ -7,6 +7,7 @@ mod inflight;
 mod lifecycle;
 mod prepare;
 mod recovery;
+pub mod secrets;
 mod snapshots;
 pub mod state;
 mod suspend;

@@ -21,9 +21,15 @@ impl Control {
             None => (req.clone(), Boot::Fresh),
         };
         let req = &req;
-        if req.secret_names.as_ref().is_some_and(|s| !s.is_empty()) {
-            return Err(ControlError::NotImplemented("secrets"));
+        let mut secret_names: Vec<String> = Vec::new();
+        for name in req.secret_names.iter().flatten() {
+            super::secrets::validate_name(name)?;
+            if !secret_names.contains(name) {
+                secret_names.push(name.clone());
+            }
         }
+        // Unknown secrets are a 400 now, not a failed start later.
+        self.secret_env(namespace, &secret_names).await?;
         if req.file_systems.as_ref().is_some_and(|f| !f.is_empty()) {
             return Err(ControlError::NotImplemented("attached file systems"));
         }
@@ -82,7 +88,7 @@ impl Control {
                 allow_out: vec![],
                 deny_out: vec![],
             }),
-            secret_names: Vec::new(),
+            secret_names,
             exposed_ports,
             allow_unauthenticated_access: req.allow_unauthenticated_access.unwrap_or(false),
             auto_resume: req.auto_resume.unwrap_or(true),

@@ -200,7 +200,9 @@ impl Control {
         }
         let outcome = match self.node.images().resolve(Some(&record.image)) {
             Ok(image) => {
-                let spec = self.spec_for(&record, image);
+                // The restored processes keep the environment they had; a restore
+                // does not start a process from the bundle's env.
+                let spec = self.spec_for(&record, image, Vec::new());
                 self.node
                     .resume(&spec, alcove_runtime::network::Slot(slot))
                     .await

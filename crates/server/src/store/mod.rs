@@ -2,10 +2,12 @@
 //! [`Store`] type so a PostgreSQL implementation can follow.
 
 mod record;
+mod secrets;
 mod snapshots;
 mod sqlite;
 
 pub use record::SandboxRecord;
+pub use secrets::SealedSecret;
 pub use snapshots::SnapshotRecord;
 pub use sqlite::Store;
 

@@ -1,0 +1,175 @@
+//! Secrets: set, list and delete sealed values; resolve the ones a sandbox asks
+//! for into environment variables. Values never appear in logs or answers.
+
+use alcove_wire::time::now_millis;
+
+use super::{Control, ControlError};
+use crate::store::SealedSecret;
+
+/// Longest secret value accepted, in bytes.
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// A secret as listed: its name and times, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecretMeta {
+    /// Name (the environment variable it becomes).
+    pub name: String,
+    /// First set (epoch ms).
+    pub created_at: i64,
+    /// Last set (epoch ms).
+    pub updated_at: i64,
+}
+
+/// Checks a secret name: it becomes an environment variable name.
+pub fn validate_name(name: &str) -> Result<(), ControlError> {
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    if !first_ok || name.len() > 128 || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(ControlError::InvalidArgument {
+            field: "name",
+            reason: format!(
+                "{name:?} is not a valid secret name: use letters, digits and '_', not starting \
+                 with a digit, at most 128 characters (it becomes an environment variable)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn sealing_failed(e: crate::secrets::SecretError) -> ControlError {
+    tracing::error!(error = %e, "sealing or opening a secret");
+    ControlError::OperationFailed {
+        id: String::new(),
+        op: "secret sealing",
+        reason: "the secrets key could not seal or open a value".into(),
+    }
+}
+
+impl Control {
+    /// Sets (creates or replaces) a secret.
+    pub async fn set_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<SecretMeta, ControlError> {
+        validate_name(name)?;
+        if value.len() > MAX_SECRET_BYTES || value.contains('\0') {
+            return Err(ControlError::InvalidArgument {
+                field: "value",
+                reason: format!(
+                    "a secret value must be at most {MAX_SECRET_BYTES} bytes without NUL"
+                ),
+            });
+        }
+        let (nonce, ciphertext) = self
+            .secrets
+            .seal(namespace, name, value)
+            .map_err(sealing_failed)?;
+        let now = now_millis();
+        let created_at = self
+            .store
+            .list_secrets(namespace)
+            .await?
+            .into_iter()
+            .find(|s| s.name == name)
+            .map_or(now, |s| s.created_at);
+        self.store
+            .put_secret(&SealedSecret {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                nonce,
+                ciphertext,
+                created_at,
+                updated_at: now,
+            })
+            .await?;
+        tracing::info!(namespace, name, "secret set");
+        Ok(SecretMeta {
+            name: name.to_string(),
+            created_at,
+            updated_at: now,
+        })
+    }
+
+    /// Names and times of a namespace's secrets.
+    pub async fn list_secrets(&self, namespace: &str) -> Result<Vec<SecretMeta>, ControlError> {
+        Ok(self
+            .store
+            .list_secrets(namespace)
+            .await?
+            .into_iter()
+            .map(|s| SecretMeta {
+                name: s.name,
+                created_at: s.created_at,
+                updated_at: s.updated_at,
+            })
+            .collect())
+    }
+
+    /// Deletes a secret (sandboxes already running keep their copy).
+    pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
+        if self.store.delete_secret(namespace, name).await? {
+            tracing::info!(namespace, name, "secret deleted");
+            Ok(())
+        } else {
+            Err(ControlError::NotFound {
+                kind: "secret",
+                id: name.to_string(),
+            })
+        }
+    }
+
+    /// The environment variables for `names`, or which of them are not set.
+    pub(super) async fn secret_env(
+        &self,
+        namespace: &str,
+        names: &[String],
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored = self.store.list_secrets(namespace).await?;
+        let missing: Vec<&str> = names
+            .iter()
+            .filter(|n| !stored.iter().any(|s| &s.name == *n))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(ControlError::InvalidArgument {
+                field: "secret_names",
+                reason: format!(
+                    "no secret named {} in namespace {namespace:?}; set it with `alcove secrets set`",
+                    missing.join(", ")
+                ),
+            });
+        }
+        names
+            .iter()
+            .filter_map(|n| stored.iter().find(|s| &s.name == n))
+            .map(|s| {
+                self.secrets
+                    .open(&s.namespace, &s.name, &s.nonce, &s.ciphertext)
+                    .map(|v| (s.name.clone(), v))
+                    .map_err(sealing_failed)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_are_env_var_names() {
+        for good in ["A", "_x", "OPENAI_API_KEY", "k1"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "a.b", &"A".repeat(129)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+}

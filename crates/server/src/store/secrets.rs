@@ -1,0 +1,76 @@
+//! Stored (sealed) secrets.
+
+use alcove_wire::time::EpochMillis;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// A sealed secret as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    /// Namespace.
+    pub namespace: String,
+    /// Name (an environment variable name).
+    pub name: String,
+    /// ChaCha20-Poly1305 nonce.
+    pub nonce: Vec<u8>,
+    /// Sealed value.
+    pub ciphertext: Vec<u8>,
+    /// First set.
+    pub created_at: EpochMillis,
+    /// Last set.
+    pub updated_at: EpochMillis,
+}
+
+impl Store {
+    /// Inserts or replaces a secret (keeping its creation time).
+    pub async fn put_secret(&self, s: &SealedSecret) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO secrets (namespace, name, nonce, ciphertext, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, name) DO UPDATE SET \
+             nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+        )
+        .bind(&s.namespace)
+        .bind(&s.name)
+        .bind(&s.nonce)
+        .bind(&s.ciphertext)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Secrets of a namespace, by name.
+    pub async fn list_secrets(&self, namespace: &str) -> Result<Vec<SealedSecret>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT namespace, name, nonce, ciphertext, created_at, updated_at FROM secrets \
+             WHERE namespace = ? ORDER BY name",
+        )
+        .bind(namespace)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SealedSecret {
+                    namespace: r.try_get("namespace")?,
+                    name: r.try_get("name")?,
+                    nonce: r.try_get("nonce")?,
+                    ciphertext: r.try_get("ciphertext")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a secret; false if there was none.
+    pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM secrets WHERE namespace = ? AND name = ?")
+            .bind(namespace)
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
