@@ -48,3 +48,10 @@ def client(server):
 
     with SandboxClient(api_url=server.url) as c:
         yield c
+
+
+@pytest.fixture
+def sandbox(client):
+    """A fresh default sandbox, deleted after the test (modules may override it)."""
+    with client.create_and_connect() as sb:
+        yield sb

@@ -10,30 +10,12 @@ import resource
 import pytest
 
 from alcove.sandbox import RemoteAPIError, SandboxError, SandboxNotFoundError
+from framework.daemon import assert_error, daemon
 
 ODD_DIR = "/tmp/dir with space"
 ODD_PATH = f"{ODD_DIR}/ünïcødé ✓.txt"
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-
-
-@pytest.fixture
-def sandbox(client):
-    with client.create_and_connect() as sb:
-        yield sb
-
-
-def daemon(server, sandbox, method: str, path: str, **kwargs):
-    headers = {"X-Tensorlake-Sandbox-Id": sandbox.sandbox_id, **kwargs.pop("headers", {})}
-    return server.api(method, path, headers=headers, **kwargs)
-
-
-def assert_error(resp, status: int, code: str) -> None:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error", "code"}, body
-    assert body["code"] == code
-    assert isinstance(body["error"], str) and body["error"]
 
 
 class HashingChunks:

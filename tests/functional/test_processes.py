@@ -8,29 +8,10 @@ import signal
 import pytest
 
 from alcove.sandbox import RemoteAPIError, SandboxError, SandboxNotFoundError
+from framework.daemon import assert_error, daemon
 
 BUFFER_BOUND = 16 * 1024 * 1024
 """The agent keeps at most this much output per process (crates/agent/README.md)."""
-
-
-@pytest.fixture
-def sandbox(client):
-    with client.create_and_connect() as sb:
-        yield sb
-
-
-def daemon(server, sandbox, method: str, path: str, **kwargs):
-    """A raw request to the sandbox's daemon through the proxy."""
-    headers = {"X-Tensorlake-Sandbox-Id": sandbox.sandbox_id, **kwargs.pop("headers", {})}
-    return server.api(method, path, headers=headers, **kwargs)
-
-
-def assert_error(resp, status: int, code: str) -> None:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error", "code"}, body
-    assert body["code"] == code
-    assert isinstance(body["error"], str) and body["error"]
 
 
 def wait_for_exit(sandbox, pid: int):

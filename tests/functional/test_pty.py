@@ -10,22 +10,12 @@ from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from alcove.sandbox import AuthenticationError, RemoteAPIError, SandboxError, SandboxTimeoutError
+from framework.daemon import daemon
 
 PROMPT = "sandbox$ "
 # `--norc` keeps the tests independent of the image's rc files; the SEED example below runs a
 # plain `bash` to prove the image honours a PS1 given in the environment.
 BASH = ("bash", ["--norc", "--noprofile"])
-
-
-@pytest.fixture
-def sandbox(client):
-    with client.create_and_connect() as sb:
-        yield sb
-
-
-def daemon(server, sandbox, method: str, path: str, **kwargs):
-    headers = {"X-Tensorlake-Sandbox-Id": sandbox.sandbox_id, **kwargs.pop("headers", {})}
-    return server.api(method, path, headers=headers, **kwargs)
 
 
 def test_seed_example_prompt_from_env(sandbox):

@@ -16,12 +16,6 @@ from websockets.sync.client import connect as ws_connect
 WEB_ROOT = "/tmp/www"
 
 
-@pytest.fixture
-def sandbox(client):
-    with client.create_and_connect() as sb:
-        yield sb
-
-
 def wait_listening(sandbox, port: int) -> None:
     """Returns once something accepts connections on `port` in the sandbox (the desktop probe of WIRE §3.7)."""
     probe = (

@@ -1,5 +1,6 @@
 //! The `runc` command line, with its own state root per runtime instance.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -47,27 +48,33 @@ impl Runc {
     /// The container's stdio is `/dev/null`: CRIU cannot dump a tree whose stdio
     /// is a host file, and a pipe would tie the agent's life to ours.
     pub async fn run_detached(&self, id: &str, bundle: &Path) -> Result<()> {
-        let log = bundle.join("runc.log");
-        let _ = std::fs::remove_file(&log);
+        let mut args: Vec<&OsStr> = ["run", "--detach", "--bundle"].map(OsStr::new).to_vec();
+        args.extend([bundle.as_os_str(), OsStr::new(id)]);
+        self.run_logged(&args, &bundle.join("runc.log"))
+            .await
+            .map_err(Into::into)
+    }
+
+    /// Runs `runc <args>` with its stdio on `/dev/null` (a container it starts or
+    /// restores inherits that stdio) and its log in `log`; on failure the error
+    /// carries the log's last error message.
+    async fn run_logged(&self, args: &[&OsStr], log: &Path) -> Result<(), CommandError> {
+        let _ = std::fs::remove_file(log);
         let mut command = tokio::process::Command::new(&self.binary);
         command
             .arg("--root")
             .arg(&self.root)
             .arg("--log")
-            .arg(&log)
-            .arg("--log-format")
-            .arg("json")
-            .args(["run", "--detach", "--bundle"])
-            .arg(bundle)
-            .arg(id)
+            .arg(log)
+            .args(["--log-format", "json"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let argv = format!(
-            "{} run --detach --bundle {} {id}",
-            self.binary,
-            bundle.display()
-        );
+        let argv = std::iter::once(self.binary.as_str().into())
+            .chain(args.iter().map(|a| a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
         let started = std::time::Instant::now();
         let status = command.status().await.map_err(|e| CommandError {
             argv: argv.clone(),
@@ -79,9 +86,8 @@ impl Runc {
         }
         Err(CommandError {
             argv,
-            reason: format!("{status}: {}", last_log_error(&log)),
-        }
-        .into())
+            reason: format!("{status}: {}", last_log_error(log)),
+        })
     }
 
     /// Freezes every process of the container (cgroup freezer).
@@ -138,48 +144,23 @@ impl Runc {
         images: &Path,
         work: &Path,
     ) -> Result<()> {
-        let log = work.join("runc-restore.log");
         std::fs::create_dir_all(work).map_err(RuntimeError::io("creating", work))?;
-        let _ = std::fs::remove_file(&log);
-        let mut command = tokio::process::Command::new(&self.binary);
-        command
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--log")
-            .arg(&log)
-            .arg("--log-format")
-            .arg("json")
-            .arg("--criu")
-            .arg(criu)
-            .args(["restore", "--detach", "--image-path"])
-            .arg(images)
-            .arg("--work-path")
-            .arg(work)
-            .arg("--bundle")
-            .arg(bundle)
-            .arg(id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let argv = format!("{} restore --bundle {} {id}", self.binary, bundle.display());
-        let started = std::time::Instant::now();
-        let status = command.status().await.map_err(|e| CommandError {
-            argv: argv.clone(),
-            reason: format!("spawn failed: {e}"),
-        })?;
-        tracing::debug!(%argv, status = ?status.code(), elapsed_ms = started.elapsed().as_millis() as u64, "external command");
-        if status.success() {
-            return Ok(());
-        }
-        Err(CommandError {
-            argv,
-            reason: format!(
-                "{status}: {} (CRIU log: {}/restore.log)",
-                last_log_error(&log),
-                work.display()
-            ),
-        }
-        .into())
+        let mut args: Vec<&OsStr> = vec![OsStr::new("--criu"), criu.as_os_str()];
+        args.extend(["restore", "--detach", "--image-path"].map(OsStr::new));
+        args.extend([
+            images.as_os_str(),
+            OsStr::new("--work-path"),
+            work.as_os_str(),
+            OsStr::new("--bundle"),
+            bundle.as_os_str(),
+            OsStr::new(id),
+        ]);
+        self.run_logged(&args, &work.join("runc-restore.log"))
+            .await
+            .map_err(|mut e| {
+                e.reason = format!("{} (CRIU log: {}/restore.log)", e.reason, work.display());
+                e.into()
+            })
     }
 
     /// Whether runc has state for container `id` (cheaper than `runc state`).

@@ -11,6 +11,13 @@ use alcove_wire::time::now_millis;
 use super::{Control, ControlError};
 use crate::store::SandboxRecord;
 
+/// The two operations that move a sandbox between running and suspended.
+#[derive(Debug, Clone, Copy)]
+enum Transition {
+    Suspend,
+    Resume,
+}
+
 /// How long a suspend waits for proxied requests under way to finish.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
@@ -51,15 +58,7 @@ impl Control {
                 });
             }
         }
-        let id = record.id.clone();
-        let this = Arc::clone(self);
-        let job_id = id.clone();
-        let job = tokio::spawn(async move {
-            let lock = this.op_lock(&job_id);
-            let _guard = lock.lock().await;
-            this.suspend_now(&job_id, "requested").await;
-        });
-        self.await_job(job, &id, wait, SandboxStatus::Suspended)
+        self.run_transition(record.id, Transition::Suspend, wait)
             .await
     }
 
@@ -82,24 +81,34 @@ impl Control {
                 });
             }
         }
-        let id = record.id.clone();
+        self.run_transition(record.id, Transition::Resume, wait)
+            .await
+    }
+
+    /// Runs a suspend or resume as a job holding the sandbox's op lock (it
+    /// outlives the request), waiting for it up to `wait`; returns the sandbox
+    /// and whether it reached the target state.
+    async fn run_transition(
+        self: &Arc<Self>,
+        id: String,
+        transition: Transition,
+        wait: Option<Duration>,
+    ) -> Result<(SandboxRecord, bool), ControlError> {
         let this = Arc::clone(self);
         let job_id = id.clone();
         let job = tokio::spawn(async move {
             let lock = this.op_lock(&job_id);
             let _guard = lock.lock().await;
-            this.resume_now(&job_id).await;
+            match transition {
+                Transition::Suspend => this.suspend_now(&job_id, "requested").await,
+                Transition::Resume => this.resume_now(&job_id).await,
+            }
         });
-        self.await_job(job, &id, wait, SandboxStatus::Running).await
-    }
-
-    async fn await_job(
-        &self,
-        job: tokio::task::JoinHandle<()>,
-        id: &str,
-        wait: Option<Duration>,
-        target: SandboxStatus,
-    ) -> Result<(SandboxRecord, bool), ControlError> {
+        let target = match transition {
+            Transition::Suspend => SandboxStatus::Suspended,
+            Transition::Resume => SandboxStatus::Running,
+        };
+        let id = id.as_str();
         let finished = match wait {
             Some(wait) => tokio::time::timeout(wait, job).await.is_ok(),
             None => false,
@@ -111,10 +120,9 @@ impl Control {
             // letting the client poll for a state that will not come.
             return Err(ControlError::OperationFailed {
                 id: id.to_string(),
-                op: if target == SandboxStatus::Running {
-                    "resume"
-                } else {
-                    "suspend"
+                op: match transition {
+                    Transition::Suspend => "suspend",
+                    Transition::Resume => "resume",
                 },
                 reason: record
                     .error_details
