@@ -27,6 +27,18 @@ AGENT_PATH = _default(
 IMAGES_DIR = _default("ALCOVE_IMAGES_DIR", Path("/var/lib/alcove/images"))
 
 
+_SUBNETS_IN_USE: set[str] = set()
+
+
+def unique_subnet() -> str:
+    """A /18 no other server of this test process uses (addresses must never overlap)."""
+    while True:
+        subnet = f"10.{random.randint(100, 199)}.{random.choice(range(0, 256, 64))}.0/18"
+        if subnet not in _SUBNETS_IN_USE:
+            _SUBNETS_IN_USE.add(subnet)
+            return subnet
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,7 +57,7 @@ class AlcoveServer:
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="alcove-e2e-")).resolve()
         self.port = free_port()
         # A subnet of its own so that concurrent servers never share addresses.
-        self.subnet = f"10.{random.randint(100, 199)}.{random.choice(range(0, 256, 64))}.0/18"
+        self.subnet = unique_subnet()
         self.api_keys = api_keys or []
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
