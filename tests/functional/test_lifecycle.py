@@ -183,3 +183,15 @@ def test_entrypoint_runs_beside_the_agent(server, client):
     with client.create_and_connect(entrypoint=["sleep", "300"]) as sandbox:
         procs = sandbox.list_processes()
         assert any(p.command == "sleep" and p.args == ["300"] for p in procs), procs
+
+
+def test_patch_network_is_501_not_silently_ignored(server, client):
+    info = client.create()
+    try:
+        for network in ({"allow_internet_access": False}, None):
+            resp = server.api("PATCH", f"/sandboxes/{info.sandbox_id}", json={"network": network})
+            assert resp.status_code == 501, resp.text
+            assert resp.json()["code"] == "NOT_IMPLEMENTED"
+        assert server.api("PATCH", f"/sandboxes/{info.sandbox_id}", json={"auto_resume": False}).status_code == 200
+    finally:
+        client.delete(info.sandbox_id)

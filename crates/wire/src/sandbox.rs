@@ -286,6 +286,15 @@ pub struct UpdateSandboxRequest {
     /// Live resize (not supported yet).
     #[serde(default)]
     pub resources: Option<ResourcesRequest>,
+    /// New outbound policy: an object replaces it, JSON `null` clears it
+    /// (kept as raw JSON to tell `null` from absent).
+    #[serde(default, deserialize_with = "present")]
+    pub network: Option<serde_json::Value>,
+}
+
+/// Deserializes a field that is present (even as `null`) into `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 #[cfg(test)]
@@ -322,6 +331,15 @@ mod tests {
         let res = req.resources.expect("resources");
         assert_eq!(res.cpus, Some(2.0));
         assert_eq!(res.gpus, Some(vec![]));
+    }
+
+    #[test]
+    fn update_tells_a_null_network_from_an_absent_one() {
+        let absent: UpdateSandboxRequest = serde_json::from_str(r#"{"name":"a"}"#).expect("parse");
+        assert_eq!(absent.network, None);
+        let null: UpdateSandboxRequest =
+            serde_json::from_str(r#"{"network":null}"#).expect("parse");
+        assert_eq!(null.network, Some(serde_json::Value::Null));
     }
 
     #[test]

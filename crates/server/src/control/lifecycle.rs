@@ -384,6 +384,9 @@ impl Control {
         if req.resources.is_some() {
             return Err(ControlError::NotImplemented("live resize"));
         }
+        if req.network.is_some() {
+            return Err(ControlError::NotImplemented("outbound network policies"));
+        }
         let id = self.resolve(Some(namespace), ident).await?.id;
         let lock = self.op_lock(&id);
         let _guard = lock.lock().await;
