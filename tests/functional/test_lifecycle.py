@@ -131,7 +131,7 @@ def test_delete_is_idempotent_and_unknown_ids_are_404(server, client):
         ({"resources": {"cpus": 1, "memory_mb": 1024, "gpus": [{"count": 1, "model": "H100"}]}}, 400, "GPU"),
         ({"secret_names": ["X"]}, 400, "alcove secrets set"),
         ({"snapshot_id": "snap-1"}, 404, "snapshot"),
-        ({"network": {"allow_internet_access": False}}, 501, "network"),
+        ({"network": {"allow_out": ["::1"]}}, 400, "IPv6"),
         ({"resources": {"cpus": "two"}}, 400, "invalid request body"),
     ],
 )
@@ -185,13 +185,15 @@ def test_entrypoint_runs_beside_the_agent(server, client):
         assert any(p.command == "sleep" and p.args == ["300"] for p in procs), procs
 
 
-def test_patch_network_is_501_not_silently_ignored(server, client):
+def test_patch_network_replaces_or_clears_the_policy(server, client):
     info = client.create()
     try:
-        for network in ({"allow_internet_access": False}, None):
-            resp = server.api("PATCH", f"/sandboxes/{info.sandbox_id}", json={"network": network})
-            assert resp.status_code == 501, resp.text
-            assert resp.json()["code"] == "NOT_IMPLEMENTED"
-        assert server.api("PATCH", f"/sandboxes/{info.sandbox_id}", json={"auto_resume": False}).status_code == 200
+        path = f"/sandboxes/{info.sandbox_id}"
+        resp = server.api("PATCH", path, json={"network": {"allow_internet_access": False}})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["network_policy"]["allow_internet_access"] is False
+        resp = server.api("PATCH", path, json={"network": None})
+        assert resp.json()["network_policy"] == {"allow_internet_access": True, "allow_out": [], "deny_out": []}
+        assert server.api("PATCH", path, json={"network": {"allow_out": "nope"}}).status_code == 400
     finally:
         client.delete(info.sandbox_id)

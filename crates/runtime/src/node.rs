@@ -439,6 +439,17 @@ impl Node {
         }
     }
 
+    /// Enforces an outbound policy on a sandbox (see [`EgressPolicy`]).
+    pub async fn apply_egress(
+        &self,
+        slot: Slot,
+        policy: &crate::network::EgressPolicy,
+    ) -> Result<()> {
+        self.network
+            .apply_egress(&self.network.describe(slot), policy)
+            .await
+    }
+
     /// Describes a sandbox's network (for diagnostics and tests).
     pub fn network_of(&self, slot: Slot) -> SandboxNet {
         self.network.describe(slot)

@@ -9,6 +9,7 @@ mod addr;
 mod nft;
 
 pub use addr::{Slot, Subnet};
+pub use nft::EgressPolicy;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -108,7 +109,8 @@ impl Network {
         let net = self.describe(slot);
         let prefix = self.subnet.pair_prefix_len();
         // Clean a leftover of the same slot first so a crashed create never blocks it.
-        self.destroy(&net).await;
+        // (Its egress rules cannot be left over: the table is rebuilt at each start.)
+        self.destroy_links(&net).await;
         let host = format!(
             "netns add {ns}\n\
              link add {veth} type veth peer name eth0 netns {ns}\n\
@@ -136,6 +138,25 @@ impl Network {
         Ok(net)
     }
 
+    /// Enforces `policy` on the sandbox's outbound traffic (replacing any earlier
+    /// one); an open policy just removes the rules.
+    pub async fn apply_egress(&self, net: &SandboxNet, policy: &EgressPolicy) -> Result<()> {
+        self.remove_egress(net).await;
+        if policy.is_open() {
+            return Ok(());
+        }
+        let script = nft::egress_rules(&self.tag, &net.host_veth, net.slot.0, policy);
+        cmd::run_with_input(&["nft", "-f", "-"], Some(&script)).await?;
+        Ok(())
+    }
+
+    /// Removes the sandbox's egress rules; what is already gone is fine.
+    pub async fn remove_egress(&self, net: &SandboxNet) {
+        for script in nft::egress_removal(&self.tag, &net.host_veth, net.slot.0) {
+            let _ = cmd::run_with_input(&["nft", "-f", "-"], Some(&script)).await;
+        }
+    }
+
     /// Brings `lo` up again (CRIU restores it down).
     pub async fn loopback_up(&self, net: &SandboxNet) -> Result<()> {
         cmd::run(&["ip", "-n", &net.netns, "link", "set", "lo", "up"]).await?;
@@ -150,6 +171,11 @@ impl Network {
     /// Deletes the namespace (its veth pair goes with it). Never fails: what is
     /// already gone is fine, and anything else is logged.
     pub async fn destroy(&self, net: &SandboxNet) {
+        self.remove_egress(net).await;
+        self.destroy_links(net).await;
+    }
+
+    async fn destroy_links(&self, net: &SandboxNet) {
         if net.netns_path().exists()
             && let Err(e) = cmd::run(&["ip", "netns", "delete", &net.netns]).await
         {

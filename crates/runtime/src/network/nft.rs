@@ -26,6 +26,10 @@ pub fn ruleset(tag: &str, subnet: &str, veth_prefix: &str) -> String {
          \t\tiifname \"{veth_prefix}*\" ip daddr {subnet} drop\n\
          \t\tiifname \"{veth_prefix}*\" ip daddr 169.254.0.0/16 drop\n\
          \t\tiifname \"{veth_prefix}*\" ip daddr 127.0.0.0/8 drop\n\
+         \t\tiifname vmap @egress\n\
+         \t}}\n\
+         \tmap egress {{\n\
+         \t\ttype ifname : verdict\n\
          \t}}\n\
          \tchain input {{\n\
          \t\ttype filter hook input priority filter; policy accept;\n\
@@ -34,6 +38,64 @@ pub fn ruleset(tag: &str, subnet: &str, veth_prefix: &str) -> String {
          \t}}\n\
          }}\n"
     )
+}
+
+/// An outbound policy, with every destination already an IPv4 address or CIDR.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EgressPolicy {
+    /// Whether destinations not listed are reachable.
+    pub allow_internet: bool,
+    /// Reachable even when `allow_internet` is false.
+    pub allow: Vec<String>,
+    /// Never reachable (wins over `allow`).
+    pub deny: Vec<String>,
+}
+
+impl EgressPolicy {
+    /// Whether this is the default (everything allowed): no rules needed.
+    pub fn is_open(&self) -> bool {
+        self.allow_internet && self.deny.is_empty()
+    }
+}
+
+/// The chain holding one sandbox's egress rules.
+pub fn egress_chain(slot: u32) -> String {
+    format!("egress_{slot}")
+}
+
+/// A script that (re)writes the egress chain of the sandbox behind `veth` and
+/// points the `egress` map at it.
+pub fn egress_rules(tag: &str, veth: &str, slot: u32, policy: &EgressPolicy) -> String {
+    let t = table(tag);
+    let chain = egress_chain(slot);
+    let mut script = format!("add chain inet {t} {chain}\nflush chain inet {t} {chain}\n");
+    if !policy.deny.is_empty() {
+        script += &format!(
+            "add rule inet {t} {chain} ip daddr {{ {} }} drop\n",
+            policy.deny.join(", ")
+        );
+    }
+    if !policy.allow_internet {
+        if !policy.allow.is_empty() {
+            script += &format!(
+                "add rule inet {t} {chain} ip daddr {{ {} }} accept\n",
+                policy.allow.join(", ")
+            );
+        }
+        script += &format!("add rule inet {t} {chain} drop\n");
+    }
+    script += &format!("add element inet {t} egress {{ \"{veth}\" : jump {chain} }}\n");
+    script
+}
+
+/// Scripts that detach and delete a sandbox's egress chain (run separately: either
+/// may already be gone).
+pub fn egress_removal(tag: &str, veth: &str, slot: u32) -> [String; 2] {
+    let t = table(tag);
+    [
+        format!("delete element inet {t} egress {{ \"{veth}\" }}\n"),
+        format!("delete chain inet {t} {}\n", egress_chain(slot)),
+    ]
 }
 
 /// A script that removes the instance's table if it exists.
@@ -53,5 +115,30 @@ mod tests {
         assert!(r.contains("ip saddr 10.88.0.0/16 ip daddr != 10.88.0.0/16 masquerade"));
         assert!(r.contains("iifname \"avab12*\" ip daddr 10.88.0.0/16 drop"));
         assert!(r.contains("iifname \"avab12*\" drop"));
+        assert!(r.contains("iifname vmap @egress"));
+        assert!(r.contains("type ifname : verdict"));
+    }
+
+    #[test]
+    fn egress_rules_deny_first_then_allow_then_drop() {
+        let policy = EgressPolicy {
+            allow_internet: false,
+            allow: vec!["10.1.2.3/32".into()],
+            deny: vec!["10.9.0.0/16".into()],
+        };
+        let s = egress_rules("ab12", "avab125", 5, &policy);
+        let deny = s.find("ip daddr { 10.9.0.0/16 } drop").expect("deny rule");
+        let allow = s
+            .find("ip daddr { 10.1.2.3/32 } accept")
+            .expect("allow rule");
+        let drop_all = s.find("egress_5 drop").expect("final drop");
+        assert!(deny < allow && allow < drop_all);
+        assert!(s.contains("add element inet alcove_ab12 egress { \"avab125\" : jump egress_5 }"));
+        let open = EgressPolicy {
+            allow_internet: true,
+            ..Default::default()
+        };
+        assert!(open.is_open());
+        assert!(!egress_rules("ab12", "v", 1, &open).contains("drop"));
     }
 }

@@ -264,14 +264,21 @@ impl Control {
             }
         };
         let result = match started {
-            Ok(handle) if !run_entrypoint => Ok(handle),
-            Ok(handle) => match self.start_entrypoint(&record, &handle).await {
-                Ok(()) => Ok(handle),
-                Err(e) => {
-                    self.node.destroy(id, handle.slot).await;
-                    Err(e)
+            Ok(handle) => {
+                // The policy is in force before the entrypoint (or any user process) runs.
+                let ready = match self.apply_network(&record, handle.slot).await {
+                    Ok(()) if run_entrypoint => self.start_entrypoint(&record, &handle).await,
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(format!("applying the network policy: {e}")),
+                };
+                match ready {
+                    Ok(()) => Ok(handle),
+                    Err(e) => {
+                        self.node.destroy(id, handle.slot).await;
+                        Err(e)
+                    }
                 }
-            },
+            }
             Err(e) => Err(e.to_string()),
         };
         let mut record = record;
@@ -384,9 +391,17 @@ impl Control {
         if req.resources.is_some() {
             return Err(ControlError::NotImplemented("live resize"));
         }
-        if req.network.is_some() {
-            return Err(ControlError::NotImplemented("outbound network policies"));
-        }
+        let network =
+            match req.network {
+                None => None,
+                Some(serde_json::Value::Null) => Some(super::network::open_policy()),
+                Some(value) => Some(serde_json::from_value(value).map_err(|e| {
+                    ControlError::InvalidArgument {
+                        field: "network",
+                        reason: e.to_string(),
+                    }
+                })?),
+            };
         let id = self.resolve(Some(namespace), ident).await?.id;
         let lock = self.op_lock(&id);
         let _guard = lock.lock().await;
@@ -410,6 +425,14 @@ impl Control {
         }
         if let Some(flag) = req.auto_resume {
             record.auto_resume = flag;
+        }
+        if let Some(network) = network {
+            super::network::egress_policy(&network).await?;
+            record.network_policy = network;
+            // Running now: enforce at once. Suspended: enforced when it resumes.
+            if let Some(handle) = self.handle_of(&id) {
+                self.apply_network(&record, handle.slot).await?;
+            }
         }
         match self.store.update(&record).await {
             Err(StoreError::NameTaken(n)) => Err(ControlError::NameTaken(n)),

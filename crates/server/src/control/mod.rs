@@ -5,6 +5,7 @@ mod agent_client;
 mod compactor;
 mod inflight;
 mod lifecycle;
+mod network;
 mod prepare;
 mod recovery;
 pub mod secrets;

@@ -1,7 +1,7 @@
 //! Turning a create request into a pending sandbox record: defaults, validation,
 //! and what is not supported (yet).
 
-use alcove_wire::sandbox::{CreateSandboxRequest, NetworkConfig, SandboxStatus};
+use alcove_wire::sandbox::{CreateSandboxRequest, SandboxStatus};
 use alcove_wire::time::now_millis;
 
 use super::lifecycle::Boot;
@@ -33,10 +33,9 @@ impl Control {
         if req.file_systems.as_ref().is_some_and(|f| !f.is_empty()) {
             return Err(ControlError::NotImplemented("attached file systems"));
         }
-        if let Some(n) = &req.network
-            && (!n.allow_internet_access || !n.allow_out.is_empty() || !n.deny_out.is_empty())
-        {
-            return Err(ControlError::NotImplemented("outbound network policies"));
+        if let Some(n) = &req.network {
+            // Unresolvable or malformed destinations are a 400 now, not a failed start.
+            super::network::egress_policy(n).await?;
         }
         let res = req.resources.clone().unwrap_or_default();
         if res.gpus.as_ref().is_some_and(|g| !g.is_empty()) {
@@ -83,11 +82,10 @@ impl Control {
             disk_mb,
             timeout_secs,
             entrypoint,
-            network_policy: req.network.clone().unwrap_or(NetworkConfig {
-                allow_internet_access: true,
-                allow_out: vec![],
-                deny_out: vec![],
-            }),
+            network_policy: req
+                .network
+                .clone()
+                .unwrap_or_else(super::network::open_policy),
             secret_names,
             exposed_ports,
             allow_unauthenticated_access: req.allow_unauthenticated_access.unwrap_or(false),

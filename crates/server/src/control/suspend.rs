@@ -221,6 +221,10 @@ impl Control {
         record.transition = None;
         match outcome {
             Ok(handle) => {
+                // The server may have restarted (and rebuilt its firewall) meanwhile.
+                if let Err(e) = self.apply_network(&record, handle.slot).await {
+                    tracing::warn!(sandbox_id = %id, error = %e, "re-applying the network policy");
+                }
                 record.status = SandboxStatus::Running;
                 record.error_details = None;
                 if let Some(left) = record.timeout_remaining_ms.take() {
