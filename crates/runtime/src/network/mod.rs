@@ -18,10 +18,13 @@ use crate::cmd;
 use crate::error::Result;
 
 /// Host-side network plumbing of one runtime instance.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Network {
     tag: String,
     subnet: Subnet,
+    /// Slots that have egress rules now (the table is rebuilt empty at start),
+    /// so open policies cost no `nft` call.
+    restricted: std::sync::Mutex<std::collections::HashSet<u32>>,
 }
 
 /// The addresses and names of one sandbox's network.
@@ -52,6 +55,7 @@ impl Network {
         Self {
             tag: tag.to_string(),
             subnet,
+            restricted: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -147,14 +151,22 @@ impl Network {
         }
         let script = nft::egress_rules(&self.tag, &net.host_veth, net.slot.0, policy);
         cmd::run_with_input(&["nft", "-f", "-"], Some(&script)).await?;
+        self.restricted_slots().insert(net.slot.0);
         Ok(())
     }
 
-    /// Removes the sandbox's egress rules; what is already gone is fine.
+    /// Removes the sandbox's egress rules, if it has any.
     pub async fn remove_egress(&self, net: &SandboxNet) {
+        if !self.restricted_slots().remove(&net.slot.0) {
+            return;
+        }
         for script in nft::egress_removal(&self.tag, &net.host_veth, net.slot.0) {
             let _ = cmd::run_with_input(&["nft", "-f", "-"], Some(&script)).await;
         }
+    }
+
+    fn restricted_slots(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u32>> {
+        self.restricted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Brings `lo` up again (CRIU restores it down).
