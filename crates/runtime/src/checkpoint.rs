@@ -107,7 +107,7 @@ impl Node {
     /// Whether a `runc checkpoint` or `runc restore` of this sandbox is still
     /// running (after a crash of the server, the dump or restore it started
     /// outlives it).
-    pub fn checkpoint_in_progress(&self, id: &str) -> bool {
+    pub fn runc_operation_in_progress(&self, id: &str) -> bool {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return false;
         };

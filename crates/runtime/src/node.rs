@@ -449,11 +449,6 @@ impl Node {
             .apply_egress(&self.network.describe(slot), policy)
             .await
     }
-
-    /// Describes a sandbox's network (for diagnostics and tests).
-    pub fn network_of(&self, slot: Slot) -> SandboxNet {
-        self.network.describe(slot)
-    }
 }
 
 fn poisoned() -> RuntimeError {

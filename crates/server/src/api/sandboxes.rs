@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::store::SandboxRecord;
 
 /// Namespace of a request: the `{ns}` path segment, or `default` on flat routes.
 pub fn namespace(params: &HashMap<String, String>) -> &str {
@@ -47,10 +46,6 @@ pub fn create_budget(headers: &HeaderMap) -> Duration {
     let grace = header_ms(headers, "x-tensorlake-request-timeout-grace-ms")
         .unwrap_or_else(|| 5_000.min(timeout / 4));
     Duration::from_millis(timeout.saturating_sub(grace).max(100))
-}
-
-fn info(state: &AppState, record: &SandboxRecord) -> SandboxInfo {
-    state.control.info(record)
 }
 
 /// `POST {B}/sandboxes`.
@@ -97,7 +92,7 @@ pub async fn list(
 ) -> Result<Json<ListSandboxesResponse>, ApiError> {
     let records = state.control.list(namespace(&params)).await?;
     Ok(Json(ListSandboxesResponse {
-        sandboxes: records.iter().map(|r| info(&state, r)).collect(),
+        sandboxes: records.iter().map(|r| state.control.info(r)).collect(),
     }))
 }
 
@@ -110,7 +105,7 @@ pub async fn get(
         .control
         .get(namespace(&params), ident(&params)?)
         .await?;
-    Ok(Json(info(&state, &record)))
+    Ok(Json(state.control.info(&record)))
 }
 
 /// `PATCH {B}/sandboxes/{id}`.
@@ -124,7 +119,7 @@ pub async fn update(
         .control
         .update(namespace(&params), ident(&params)?, req)
         .await?;
-    Ok(Json(info(&state, &record)))
+    Ok(Json(state.control.info(&record)))
 }
 
 /// `DELETE {B}/sandboxes/{id}`.
@@ -136,7 +131,7 @@ pub async fn delete(
         .control
         .delete(Some(namespace(&params)), ident(&params)?, "deleted")
         .await?;
-    Ok(Json(info(&state, &record)))
+    Ok(Json(state.control.info(&record)))
 }
 
 #[cfg(test)]

@@ -118,11 +118,6 @@ impl Control {
         record.to_info(&self.cfg.sandbox_url, &self.cfg.ingress_endpoint)
     }
 
-    /// The base of user-port URLs given to clients.
-    pub fn ingress_endpoint(&self) -> &str {
-        &self.cfg.ingress_endpoint
-    }
-
     /// The store (for the timeout reaper).
     pub fn store(&self) -> &Store {
         &self.store

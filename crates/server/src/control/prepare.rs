@@ -29,7 +29,7 @@ impl Control {
             }
         }
         // Unknown secrets are a 400 now, not a failed start later.
-        self.secret_env(namespace, &secret_names).await?;
+        self.sealed_secrets(namespace, &secret_names).await?;
         if req.file_systems.as_ref().is_some_and(|f| !f.is_empty()) {
             return Err(ControlError::NotImplemented("attached file systems"));
         }

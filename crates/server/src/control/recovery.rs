@@ -110,7 +110,7 @@ impl Control {
         // A dump or restore the dead server started outlives it: let it finish
         // before looking, or we would judge (and thaw) a sandbox mid-operation.
         let deadline = Instant::now() + Duration::from_secs(120);
-        while self.node.checkpoint_in_progress(id) && Instant::now() < deadline {
+        while self.node.runc_operation_in_progress(id) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         match record.status {

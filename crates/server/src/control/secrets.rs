@@ -71,18 +71,12 @@ impl Control {
         let now = now_millis();
         let created_at = self
             .store
-            .list_secrets(namespace)
-            .await?
-            .into_iter()
-            .find(|s| s.name == name)
-            .map_or(now, |s| s.created_at);
-        self.store
             .put_secret(&SealedSecret {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
                 nonce,
                 ciphertext,
-                created_at,
+                created_at: now,
                 updated_at: now,
             })
             .await?;
@@ -122,12 +116,12 @@ impl Control {
         }
     }
 
-    /// The environment variables for `names`, or which of them are not set.
-    pub(super) async fn secret_env(
+    /// The stored secrets for `names`, or which of them are not set.
+    pub(super) async fn sealed_secrets(
         &self,
         namespace: &str,
         names: &[String],
-    ) -> Result<Vec<(String, String)>, ControlError> {
+    ) -> Result<Vec<SealedSecret>, ControlError> {
         if names.is_empty() {
             return Ok(Vec::new());
         }
@@ -146,13 +140,25 @@ impl Control {
                 ),
             });
         }
-        names
+        Ok(names
             .iter()
-            .filter_map(|n| stored.iter().find(|s| &s.name == n))
+            .filter_map(|n| stored.iter().find(|s| &s.name == n).cloned())
+            .collect())
+    }
+
+    /// The environment variables for `names`, or which of them are not set.
+    pub(super) async fn secret_env(
+        &self,
+        namespace: &str,
+        names: &[String],
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        self.sealed_secrets(namespace, names)
+            .await?
+            .into_iter()
             .map(|s| {
                 self.secrets
                     .open(&s.namespace, &s.name, &s.nonce, &s.ciphertext)
-                    .map(|v| (s.name.clone(), v))
+                    .map(|v| (s.name, v))
                     .map_err(sealing_failed)
             })
             .collect()

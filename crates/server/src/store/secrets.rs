@@ -23,12 +23,14 @@ pub struct SealedSecret {
 }
 
 impl Store {
-    /// Inserts or replaces a secret (keeping its creation time).
-    pub async fn put_secret(&self, s: &SealedSecret) -> Result<(), StoreError> {
-        sqlx::query(
+    /// Inserts or replaces a secret, keeping the creation time of one it
+    /// replaces; returns that creation time.
+    pub async fn put_secret(&self, s: &SealedSecret) -> Result<EpochMillis, StoreError> {
+        let row = sqlx::query(
             "INSERT INTO secrets (namespace, name, nonce, ciphertext, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, name) DO UPDATE SET \
-             nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+             nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at \
+             RETURNING created_at",
         )
         .bind(&s.namespace)
         .bind(&s.name)
@@ -36,9 +38,9 @@ impl Store {
         .bind(&s.ciphertext)
         .bind(s.created_at)
         .bind(s.updated_at)
-        .execute(self.pool())
+        .fetch_one(self.pool())
         .await?;
-        Ok(())
+        Ok(row.try_get("created_at")?)
     }
 
     /// Secrets of a namespace, by name.
