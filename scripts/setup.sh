@@ -6,8 +6,10 @@
 # STEP is one of:
 #   all       = packages criu sysctl image python node build
 #   packages  Debian packages (runc, nftables, debootstrap, CRIU build deps, ...)
-#   criu      CRIU 4.2.1 from Debian's source tarball -> /usr/local/sbin/criu (cached)
-#   sysctl    kernel settings (net.ipv4.ip_forward=1)
+#   criu      CRIU 4.2.1 from Debian's source tarball, with scripts/criu/*.patch applied
+#             -> /usr/local/sbin/criu (cached per version and patch set)
+#   sysctl    kernel settings: forwarding, and the host-wide limits sandboxes share
+#             (also written to /etc/sysctl.d/60-alcove.conf; `alcove serve` checks them too)
 #   image     default image alcove/debian in $ALCOVE_IMAGES_DIR (rebuilt when its recipe changes)
 #   python    virtualenv $REPO/.venv with the SDK (editable) and the test tools
 #   node      the TypeScript SDK's dependencies and build (npm ci in sdk/typescript)
@@ -34,9 +36,9 @@ usage() {
 # CRIU build dependencies, as in shared/HOST.md ("Building CRIU 4.2.1").
 CRIU_BUILD_DEPS=(libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev
     libprotobuf-c-dev libprotobuf-dev pkgconf protobuf-c-compiler protobuf-compiler uuid-dev
-    python3-protobuf libaio-dev make gcc xz-utils)
+    python3-protobuf libaio-dev make gcc xz-utils patch)
 RUNTIME_PKGS=(runc iproute2 nftables debootstrap e2fsprogs util-linux zstd sqlite3 curl
-    ca-certificates git)
+    ca-certificates git lxcfs)
 PYTHON_PKGS=(python3 python3-venv)
 
 _apt_updated=0
@@ -72,9 +74,19 @@ criu_version_of() { # BINARY -> "4.2.1" (or empty)
     "$1" --version 2>/dev/null | awk '/^Version:/ { print $2; exit }'
 }
 
+# Alcove's patches to CRIU (scripts/criu/*.patch, applied in name order; each says why).
+CRIU_PATCH_DIR="$ALCOVE_REPO/scripts/criu"
+
+criu_build_id() { # -> "4.2.1-<hash of the patches>": the cache key of a build
+    local h
+    h="$(cat "$CRIU_PATCH_DIR"/*.patch 2>/dev/null | sha256sum | cut -c1-12)"
+    echo "$ALCOVE_CRIU_VERSION-$h"
+}
+
 build_criu() { # -> writes $ALCOVE_CACHE_DIR/criu-<V>/criu
     local v="$ALCOVE_CRIU_VERSION"
-    local cache="$ALCOVE_CACHE_DIR/criu-$v"
+    local cache
+    cache="$ALCOVE_CACHE_DIR/criu-$(criu_build_id)"
     ensure_pkgs "${CRIU_BUILD_DEPS[@]}"
     mkdir -p "$ALCOVE_CACHE_DIR" "$cache"
     local work
@@ -140,6 +152,12 @@ build_criu() { # -> writes $ALCOVE_CACHE_DIR/criu-<V>/criu
     local srcdir
     srcdir="$(find "$work/src" -mindepth 1 -maxdepth 1 -type d -name 'criu*' | head -n1)"
     [[ -n "$srcdir" ]] || die "criu: the tarball did not unpack into a criu-* directory"
+    local patch
+    for patch in "$CRIU_PATCH_DIR"/*.patch; do
+        [[ -f "$patch" ]] || continue
+        log "criu: applying $(basename "$patch")"
+        patch -d "$srcdir" -p1 --quiet <"$patch" || die "criu: $(basename "$patch") does not apply"
+    done
     log "criu: make criu (about 30 s)"
     if ! make -C "$srcdir" -j"$(nproc)" criu >"$work/make.log" 2>&1; then
         tail -n 40 "$work/make.log" >&2
@@ -156,7 +174,8 @@ build_criu() { # -> writes $ALCOVE_CACHE_DIR/criu-<V>/criu
 
 step_criu() {
     local v="$ALCOVE_CRIU_VERSION"
-    local cached="$ALCOVE_CACHE_DIR/criu-$v/criu"
+    local cached
+    cached="$ALCOVE_CACHE_DIR/criu-$(criu_build_id)/criu"
     if [[ ! -x "$cached" || "$(criu_version_of "$cached")" != "$v" ]]; then
         build_criu
     fi
@@ -183,11 +202,32 @@ step_criu() {
 }
 
 # --- kernel settings ------------------------------------------------------------------
+# Floors, never lowered (the reasons are in crates/runtime/src/host.rs).
+SYSCTL_FLOORS=(
+    net.ipv4.ip_forward=1
+    kernel.pid_max=4194304
+    fs.file-max=9223372036854775807
+    fs.inotify.max_user_instances=1048576
+    fs.inotify.max_user_watches=16777216
+)
+
 step_sysctl() {
-    if [[ "$(cat /proc/sys/net/ipv4/ip_forward)" != 1 ]]; then
-        sysctl -q -w net.ipv4.ip_forward=1
-    fi
-    log "sysctl: net.ipv4.ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)"
+    local conf=/etc/sysctl.d/60-alcove.conf kv key want now
+    {
+        echo "# Written by Alcove's scripts/setup.sh: host-wide limits sandboxes share."
+        printf '%s\n' "${SYSCTL_FLOORS[@]}"
+    } >"$conf.tmp"
+    mv -f "$conf.tmp" "$conf"
+    for kv in "${SYSCTL_FLOORS[@]}"; do
+        key="${kv%%=*}"
+        want="${kv#*=}"
+        now="$(sysctl -n "$key" 2>/dev/null || echo 0)"
+        # Compare as strings of digits: these may exceed bash's 64-bit range.
+        if [[ ${#now} -lt ${#want} || (${#now} -eq ${#want} && "$now" < "$want") ]]; then
+            sysctl -q -w "$key=$want"
+        fi
+    done
+    log "sysctl: $(for kv in "${SYSCTL_FLOORS[@]}"; do printf '%s=%s ' "${kv%%=*}" "$(sysctl -n "${kv%%=*}")"; done)"
 }
 
 # --- Rust build ---------------------------------------------------------------------
