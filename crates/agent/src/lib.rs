@@ -114,13 +114,23 @@ pub async fn serve(
         .await
 }
 
-/// The whole agent: bind, print `listening on <addr>` to stderr, serve until SIGTERM or
-/// SIGINT, then stop every child (see [`pid1::terminate_all`]) and return.
+/// The whole agent: bind, print `listening on <addr>` to stderr and serve.
+///
+/// As PID 1 of a sandbox it installs no signal handler at all: the kernel then
+/// drops every signal a process of the sandbox sends it (the init of a pid
+/// namespace only receives signals it handles, and SIGKILL/SIGSTOP only from
+/// outside), so only the host stops it. Elsewhere (tests, a run on the host)
+/// it serves until SIGTERM or SIGINT, then stops every child (see
+/// [`pid1::terminate_all`]) and returns.
 pub async fn run(config: AgentConfig) -> io::Result<()> {
     pid1::ignore_sigpipe();
+    pid1::harden();
     let state = AgentState::new(&config);
     let listener = TcpListener::bind(config.listen).await?;
     eprintln!("listening on {}", listener.local_addr()?);
+    if pid1::is_pid1() {
+        return serve(listener, state, std::future::pending()).await;
+    }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let server = serve(listener, state, std::future::pending());

@@ -117,6 +117,41 @@ pub fn ignore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
+/// Makes the agent untouchable from inside its sandbox and gives its children
+/// their open-file limit.
+///
+/// * Not dumpable (`PR_SET_DUMPABLE` 0): then `ptrace`, `/proc/1/mem`,
+///   `/proc/1/environ`, `/proc/1/fd` and `process_vm_readv` on the agent need
+///   `CAP_SYS_PTRACE`, which no sandbox process has, even as root. Its
+///   children are dumpable again once they `exec`. CRIU (host root) still
+///   dumps it and restores the flag.
+/// * The soft `RLIMIT_NOFILE` is raised to the hard one (at most 1048576),
+///   so every process of the sandbox starts with it; the hard limit is what
+///   the host grants, and the sandbox cannot raise it.
+pub fn harden() {
+    // SAFETY: PR_SET_DUMPABLE takes an integer and touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        eprintln!(
+            "alcove-agent: clearing the dumpable flag: {}",
+            io::Error::last_os_error()
+        );
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for getrlimit to fill and setrlimit to read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            let want = limit.rlim_max.min(1_048_576);
+            if limit.rlim_cur < want {
+                limit.rlim_cur = want;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    }
+}
+
 /// Whether this process is the init of its pid namespace.
 pub fn is_pid1() -> bool {
     std::process::id() == 1
