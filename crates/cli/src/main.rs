@@ -35,6 +35,12 @@ enum ExitCode {
 }
 
 fn main() -> std::process::ExitCode {
+    // runc runs this binary as every sandbox's hook (see alcove_runtime::hook):
+    // handled before anything else, single-threaded, with no async runtime.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(alcove_runtime::hook::HOOK_COMMAND) {
+        return commands::hook::run(&args[2..]);
+    }
     let cli = Cli::parse();
     commands::init_logging(cli.log_level.as_deref());
     let runtime = match tokio::runtime::Runtime::new() {

@@ -41,6 +41,9 @@ pub async fn pack(dir: &Path, member: &str) -> Result<()> {
         member,
     ])
     .await?;
+    // It holds a sandbox's memory or disk: root only, whatever tar's umask was.
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(RuntimeError::io("restricting", &tmp))?;
     std::fs::rename(&tmp, &archive).map_err(RuntimeError::io("renaming", &tmp))?;
     sync_dir(dir);
     let removed = if raw.is_dir() {
@@ -123,6 +126,13 @@ mod tests {
         for member in ["criu", "disk.img"] {
             pack(dir, member).await.expect("pack");
             assert!(is_packed(dir, member), "{member} packed");
+            let mode = std::fs::metadata(archive_of(dir, member))
+                .expect("meta")
+                .permissions();
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+                0o600
+            );
         }
         assert!(dir.join("manifest.json").exists(), "other files untouched");
         let packed_size: u64 = ["criu", "disk.img"]

@@ -3,12 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, UserBuilder, get_default_mounts,
+    HookBuilder, HooksBuilder, LinuxBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, UserBuilder, get_default_mounts,
 };
 
 use crate::error::{Result, RuntimeError};
+use crate::idmap::{IdRange, RANGE_SIZE};
+use crate::layer::Mountpoint;
 use crate::security;
 
 /// Where the agent binary appears inside every sandbox.
@@ -25,8 +28,14 @@ pub struct BundleSpec {
     pub agent_binary: PathBuf,
     /// Files generated for the sandbox (`hosts`, `hostname`, `resolv.conf`), bind-mounted.
     pub etc_dir: PathBuf,
-    /// The network namespace to join.
-    pub netns_path: PathBuf,
+    /// The sandbox's host id range (its user namespace's mapping).
+    pub range: IdRange,
+    /// The `createRuntime` hook: program and arguments (`argv[0]` included).
+    pub hook: Option<(PathBuf, Vec<String>)>,
+    /// Where lxcfs is mounted, if sandboxes get its views of `/proc` files.
+    pub lxcfs_dir: Option<PathBuf>,
+    /// The CPUs the sandbox may run on (cpuset list, e.g. `0-1`).
+    pub cpuset: Option<String>,
     /// runc `cgroupsPath`.
     pub cgroups_path: String,
     /// CPUs, turned into a CFS quota.
@@ -46,10 +55,26 @@ pub struct BundleSpec {
 }
 
 /// What CRIU is told for every dump and restore of a sandbox: no iptables network
-/// lock (the host may have no iptables, and the sandbox is frozen anyway), and
+/// lock (the host may have no iptables, and the sandbox is frozen anyway);
 /// established TCP connections are not dumped but restored closed, so a dump never
-/// fails on a connection the proxy or a user process holds open.
-pub const CRIU_CONFIG: &str = "network-lock skip\ntcp-close\nskip-in-flight\n";
+/// fails on a connection the proxy or a user process holds open; and the network
+/// namespace is restored empty (`empty-ns net`), because the sandbox's hook plumbs
+/// it again, with whatever address the restored sandbox gets.
+pub const CRIU_CONFIG: &str = "network-lock skip\ntcp-close\nskip-in-flight\nempty-ns net\n";
+
+/// `/proc` files lxcfs serves per sandbox (memory, CPUs, uptime and load of
+/// the sandbox's own cgroups), and the `/sys` file glibc counts online CPUs
+/// from. (Not `/proc/diskstats`: on a cgroup v1 host lxcfs falls back to the
+/// host's figures for it, so it is masked instead.)
+pub const LXCFS_FILES: &[&str] = &[
+    "proc/cpuinfo",
+    "proc/loadavg",
+    "proc/meminfo",
+    "proc/stat",
+    "proc/swaps",
+    "proc/uptime",
+    "sys/devices/system/cpu/online",
+];
 
 /// The open-file limit sandboxes get: Docker's 1048576, capped at what this
 /// process may grant (raising a hard limit needs CAP_SYS_RESOURCE).
@@ -79,6 +104,22 @@ fn bind_ro(source: &Path, destination: &str) -> Result<Mount> {
         ])
         .build()
         .map_err(spec_err)
+}
+
+/// The paths `spec` mounts something on, which must exist in the sandbox's
+/// root filesystem beforehand (see [`crate::layer::Layer::prepare_mountpoints`]).
+pub fn mountpoints(spec: &Spec) -> Vec<Mountpoint> {
+    spec.mounts()
+        .iter()
+        .flatten()
+        .map(|m| Mountpoint {
+            path: m.destination().display().to_string(),
+            // Sources under the layer's idmapped mount do not exist until it
+            // is attached, and those are all files.
+            is_file: m.typ().as_deref() == Some("bind")
+                && m.source().as_ref().is_some_and(|s| !s.is_dir()),
+        })
+        .collect()
 }
 
 /// Builds the runtime spec of a sandbox.
@@ -117,25 +158,23 @@ pub fn build_spec(b: &BundleSpec) -> Result<Spec> {
         .build()
         .map_err(spec_err)?;
 
+    // oci-spec's defaults already hold /proc, /dev, /dev/pts, /dev/shm,
+    // /dev/mqueue, /sys and a read-only /sys/fs/cgroup.
     let mut mounts = get_default_mounts();
-    mounts.push(
-        MountBuilder::default()
-            .destination("/sys/fs/cgroup")
-            .typ("cgroup")
-            .source("cgroup")
-            .options(vec![
-                "nosuid".to_string(),
-                "noexec".to_string(),
-                "nodev".to_string(),
-                "relatime".to_string(),
-                "ro".to_string(),
-            ])
-            .build()
-            .map_err(spec_err)?,
-    );
     mounts.push(bind_ro(&b.agent_binary, AGENT_PATH_IN_SANDBOX)?);
     for file in ["hosts", "hostname", "resolv.conf"] {
         mounts.push(bind_ro(&b.etc_dir.join(file), &format!("/etc/{file}"))?);
+    }
+    if let Some(lxcfs) = &b.lxcfs_dir {
+        for file in LXCFS_FILES {
+            let mut m = bind_ro(&lxcfs.join(file), &format!("/{file}"))?;
+            m.set_options(Some(
+                ["rbind", "ro", "nosuid", "nodev", "noexec"]
+                    .map(String::from)
+                    .to_vec(),
+            ));
+            mounts.push(m);
+        }
     }
 
     let quota = (b.cpus * CFS_PERIOD_US as f64).round() as i64;
@@ -145,15 +184,15 @@ pub fn build_spec(b: &BundleSpec) -> Result<Spec> {
     if b.limit_swap {
         memory = memory.swap(memory_bytes);
     }
+    let mut cpu = LinuxCpuBuilder::default()
+        .quota(quota)
+        .period(CFS_PERIOD_US);
+    if let Some(cpus) = &b.cpuset {
+        cpu = cpu.cpus(cpus.clone());
+    }
     let resources = LinuxResourcesBuilder::default()
         .memory(memory.build().map_err(spec_err)?)
-        .cpu(
-            LinuxCpuBuilder::default()
-                .quota(quota)
-                .period(CFS_PERIOD_US)
-                .build()
-                .map_err(spec_err)?,
-        )
+        .cpu(cpu.build().map_err(spec_err)?)
         .pids(
             LinuxPidsBuilder::default()
                 .limit(b.pids_limit)
@@ -170,15 +209,23 @@ pub fn build_spec(b: &BundleSpec) -> Result<Spec> {
         ns(LinuxNamespaceType::Uts).map_err(spec_err)?,
         ns(LinuxNamespaceType::Mount).map_err(spec_err)?,
         ns(LinuxNamespaceType::Cgroup).map_err(spec_err)?,
-        LinuxNamespaceBuilder::default()
-            .typ(LinuxNamespaceType::Network)
-            .path(&b.netns_path)
-            .build()
-            .map_err(spec_err)?,
+        // Created by runc inside the user namespace, so that it belongs to it:
+        // then /sys mounts and the sandbox's root has its network powers there
+        // only. The hook plumbs it (see crate::hook).
+        ns(LinuxNamespaceType::Network).map_err(spec_err)?,
+        ns(LinuxNamespaceType::User).map_err(spec_err)?,
     ];
+    let mapping = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(b.range.first)
+        .size(RANGE_SIZE)
+        .build()
+        .map_err(spec_err)?;
 
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
+        .uid_mappings(vec![mapping])
+        .gid_mappings(vec![mapping])
         .resources(resources)
         .cgroups_path(PathBuf::from(&b.cgroups_path))
         .masked_paths(security::masked_paths())
@@ -199,6 +246,20 @@ pub fn build_spec(b: &BundleSpec) -> Result<Spec> {
     ));
     spec.set_mounts(Some(mounts));
     spec.set_linux(Some(linux));
+    if let Some((path, args)) = &b.hook {
+        let hook = HookBuilder::default()
+            .path(path)
+            .args(args.clone())
+            .timeout(30)
+            .build()
+            .map_err(spec_err)?;
+        spec.set_hooks(Some(
+            HooksBuilder::default()
+                .create_runtime(vec![hook])
+                .build()
+                .map_err(spec_err)?,
+        ));
+    }
     spec.set_annotations(Some(
         [(
             "org.criu.config".to_string(),
@@ -261,8 +322,17 @@ mod tests {
             hostname: "box".into(),
             rootfs: "/data/sandboxes/x/rootfs".into(),
             agent_binary: "/opt/alcove-agent".into(),
-            etc_dir: "/data/sandboxes/x/etc".into(),
-            netns_path: "/var/run/netns/alcove-ab-1".into(),
+            etc_dir: "/data/sandboxes/x/upper/etc".into(),
+            range: IdRange {
+                index: 3,
+                first: 0x2003_0000,
+            },
+            hook: Some((
+                "/usr/local/bin/alcove".into(),
+                vec!["alcove".into(), "__hook".into()],
+            )),
+            lxcfs_dir: Some("/var/lib/lxcfs".into()),
+            cpuset: Some("1".into()),
             cgroups_path: "/alcove-ab/x".into(),
             cpus: 1.5,
             memory_mb: 2048,
@@ -285,14 +355,21 @@ mod tests {
         assert_eq!(res["cpu"]["quota"], 150_000);
         assert_eq!(res["pids"]["limit"], 1024);
         let namespaces = json["linux"]["namespaces"].as_array().expect("ns");
-        let net = namespaces
-            .iter()
-            .find(|n| n["type"] == "network")
-            .expect("network ns");
-        assert_eq!(net["path"], "/var/run/netns/alcove-ab-1");
-        for t in ["pid", "ipc", "uts", "mount"] {
-            assert!(namespaces.iter().any(|n| n["type"] == t), "missing {t}");
+        for t in ["pid", "ipc", "uts", "mount", "network", "user", "cgroup"] {
+            assert!(
+                namespaces
+                    .iter()
+                    .any(|n| n["type"] == t && n.get("path").is_none()),
+                "missing a new {t} namespace"
+            );
         }
+        for map in ["uidMappings", "gidMappings"] {
+            assert_eq!(json["linux"][map][0]["hostID"], 0x2003_0000);
+            assert_eq!(json["linux"][map][0]["containerID"], 0);
+            assert_eq!(json["linux"][map][0]["size"], 65536);
+        }
+        assert_eq!(res["cpu"]["cpus"], "1");
+        assert_eq!(json["hooks"]["createRuntime"][0]["args"][1], "__hook");
         let mounts = json["mounts"].as_array().expect("mounts");
         assert!(mounts.iter().any(|m| {
             m["destination"] == AGENT_PATH_IN_SANDBOX
@@ -305,6 +382,24 @@ mod tests {
                 .as_array()
                 .is_some_and(|e| e.iter().any(|v| v == "A=1"))
         );
+        let cgroup_mounts = mounts
+            .iter()
+            .filter(|m| m["destination"] == "/sys/fs/cgroup")
+            .count();
+        assert_eq!(cgroup_mounts, 1, "one /sys/fs/cgroup mount");
+        for m in mounts.iter().filter(|m| m["type"] == "bind") {
+            let options = m["options"].as_array().expect("options");
+            for flag in ["nosuid", "nodev", "ro"] {
+                assert!(options.iter().any(|o| o == flag), "{m} lacks {flag}");
+            }
+        }
+        assert!(
+            mounts.iter().any(|m| m["destination"] == "/proc/meminfo"
+                && m["source"] == "/var/lib/lxcfs/proc/meminfo")
+        );
+        let points = mountpoints(&spec);
+        assert!(points.iter().any(|p| p.path == "/proc/meminfo"));
+        assert!(points.iter().any(|p| p.path == "/proc" && !p.is_file));
     }
 
     #[test]

@@ -60,6 +60,16 @@ impl Node {
         std::fs::write(&done, b"").map_err(RuntimeError::io("writing", &done))?;
         // runc removed the container after the dump; only its cgroups may linger.
         self.cgroups.remove(id);
+        // The network namespace died with the container (its name and veth
+        // are removed; the hook plumbs a new one at resume), and the idmapped
+        // mounts belong to a uid range that goes back to the pool.
+        if let Some(slot) = self.slot_of(id) {
+            self.network.destroy(&self.network.describe(slot)).await;
+        }
+        self.release_holding(id);
+        if let Err(e) = Layer::new(self.sandbox_dir(id)).unmount_root() {
+            tracing::warn!(sandbox_id = %id, error = %e, "unmounting a suspended sandbox's root");
+        }
         Ok(dir_size(&images))
     }
 
@@ -135,12 +145,14 @@ impl Node {
                 "no complete checkpoint of sandbox {id} on disk"
             )));
         }
+        // Its layer is on disk already: only its tasks need room.
+        self.admit(0)?;
         self.reserve_exact_slot(slot)?;
         let result = if self.runc.exists(id) {
             // A restore that outlived a crash of the server already brought it back.
             self.adopt_restored(spec, slot).await
         } else {
-            self.restore_into(spec, slot, &images, &work).await
+            self.boot(spec, slot, Some((&images, &work))).await
         };
         match result {
             Ok(handle) => {
@@ -162,54 +174,20 @@ impl Node {
             Err(e) => {
                 let _ = self.runc.destroy(id).await;
                 self.cgroups.remove(id);
-                let _ = Layer::new(self.sandbox_dir(id)).unmount();
+                self.network.destroy(&self.network.describe(slot)).await;
+                self.release_holding(id);
+                let _ = Layer::new(self.sandbox_dir(id)).unmount_root();
                 Err(e)
             }
         }
     }
 
-    /// Mounts the layer, makes sure the network exists, writes the bundle and
-    /// restores `images` into container `spec.id`.
-    async fn restore_into(
-        &self,
-        spec: &SandboxSpec,
-        slot: Slot,
-        images: &Path,
-        work: &Path,
-    ) -> Result<SandboxHandle> {
-        let layer = Layer::new(self.sandbox_dir(&spec.id));
-        let net = self.network.describe(slot);
-        let (mounted, net) = tokio::join!(layer.mount(&spec.image.rootfs), async {
-            if self.network.exists(&net) {
-                Ok(net)
-            } else {
-                self.network.create(slot).await
-            }
-        });
-        mounted?;
-        let net = net?;
-        let bundle = self.write_bundle(spec, &layer, &net)?;
-        self.runc
-            .restore(&spec.id, &self.cfg.criu_binary, &bundle, images, work)
-            .await?;
-        // CRIU brings the namespace's loopback back down.
-        self.network.loopback_up(&net).await?;
-        let handle = SandboxHandle {
-            id: spec.id.clone(),
-            slot,
-            ip: net.sandbox_ip,
-        };
-        self.wait_for_agent(&handle).await?;
-        Ok(handle)
-    }
-
     async fn adopt_restored(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle> {
-        let net = self.network.describe(slot);
-        self.network.loopback_up(&net).await?;
+        self.adopt_holding(&spec.id, slot)?;
         let handle = SandboxHandle {
             id: spec.id.clone(),
             slot,
-            ip: net.sandbox_ip,
+            ip: self.network.describe(slot).sandbox_ip,
         };
         self.wait_for_agent(&handle).await?;
         Ok(handle)
@@ -228,7 +206,7 @@ impl Node {
     /// sandbox is frozen only while the layer is copied and memory is dumped.
     /// Returns the size of the snapshot on disk.
     pub async fn snapshot(&self, id: &str, dest: &Path, memory: bool) -> Result<u64> {
-        std::fs::create_dir_all(dest).map_err(RuntimeError::io("creating", dest))?;
+        crate::layer::create_private_dir(dest)?;
         let layer = Layer::new(self.sandbox_dir(id));
         self.runc.pause(id).await?;
         let result = async {
@@ -273,33 +251,26 @@ impl Node {
         archive::clean_partial(source);
         archive::unpack(source, SNAPSHOT_CRIU).await?;
         archive::unpack(source, SNAPSHOT_DISK).await?;
+        self.admit(spec.disk_mb)?;
         let slot = self.reserve_slot()?;
+        let dir = self.sandbox_dir(&spec.id);
+        // One restore's own view of the images: hard links (no page is
+        // copied), in which the uid mapping is rewritten for this sandbox.
+        let images = dir.join("restore-images");
         let result = async {
-            let dir = self.sandbox_dir(&spec.id);
-            std::fs::create_dir_all(&dir).map_err(RuntimeError::io("creating", &dir))?;
+            crate::layer::create_private_dir(&dir)?;
             let layer = Layer::new(&dir);
             copy_sparse(&source.join(SNAPSHOT_DISK), &layer.disk_image()).await?;
             if memory {
+                crate::criu_images::link_copy(&source.join(SNAPSHOT_CRIU), &images)?;
                 let work = dir.join("restore-work");
-                self.restore_into(spec, slot, &source.join(SNAPSHOT_CRIU), &work)
-                    .await
+                self.boot(spec, slot, Some((&images, &work))).await
             } else {
-                let (mounted, net) =
-                    tokio::join!(layer.mount(&spec.image.rootfs), self.network.create(slot));
-                mounted?;
-                let net = net?;
-                let bundle = self.write_bundle(spec, &layer, &net)?;
-                self.runc.run_detached(&spec.id, &bundle).await?;
-                let handle = SandboxHandle {
-                    id: spec.id.clone(),
-                    slot,
-                    ip: net.sandbox_ip,
-                };
-                self.wait_for_agent(&handle).await?;
-                Ok(handle)
+                self.boot(spec, slot, None).await
             }
         }
         .await;
+        let _ = remove_dir_if_exists(&images);
         if result.is_err() {
             self.remove_parts(&spec.id, slot).await;
             self.release_slot(slot);

@@ -64,6 +64,9 @@ pub enum RuntimeError {
     /// A configuration value is invalid.
     #[error("invalid runtime configuration: {0}")]
     Config(String),
+    /// The host has no room for the sandbox (pids, disk); nothing was made.
+    #[error("{0}")]
+    Capacity(String),
 }
 
 impl RuntimeError {

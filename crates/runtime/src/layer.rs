@@ -1,21 +1,49 @@
 //! The writable layer of a sandbox and its root filesystem.
 //!
 //! The layer is a sparse ext4 image of `disk_mb` on a loop device (so the kernel
-//! enforces the size), holding overlayfs's `upper/` and `work/`; the sandbox's
-//! root is an overlay of the read-only image over that upper dir.
+//! enforces the size), mounted `nosuid,nodev` at `layer/`. It holds overlayfs's
+//! `upper/` and `work/` and the generated `etc/` files, all stored with the
+//! sandbox's own ids (its root is 0 on disk). For the sandbox, the image
+//! (`lower/`) and the layer (`upper/`) are attached again as idmapped mounts
+//! that shift those ids into the sandbox's host range, and its root is an
+//! overlay of the two at `rootfs/`:
+//!
+//! ```text
+//! sandboxes/<id>/disk.img   ext4 image, 0600
+//!                layer/     the image, mounted as is (host view, root only)
+//!                lower/     the image root filesystem, idmapped
+//!                upper/     layer/, idmapped (upper/upper, upper/work, upper/etc)
+//!                rootfs/    overlay: lowerdir=lower, upperdir=upper/upper
+//! ```
+//!
+//! Every mount is `nosuid,nodev` and the sandbox directory is 0700, so nothing
+//! a sandbox writes (a setuid binary, a device node) is usable on the host.
 
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MntFlags;
 
 use crate::cmd;
 use crate::error::{Result, RuntimeError, path_str};
+use crate::idmap::IdRange;
+use crate::userns;
 
 /// The on-disk paths of one sandbox's filesystem.
 #[derive(Debug, Clone)]
 pub struct Layer {
     /// `sandboxes/<id>/`.
     pub dir: PathBuf,
+}
+
+/// A path the sandbox's bundle mounts something on, which must exist in the
+/// root filesystem before runc (or a restore, done as host root) mounts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mountpoint {
+    /// Absolute path inside the sandbox.
+    pub path: String,
+    /// Whether the mount point is a file (a bind mount of a file) or a directory.
+    pub is_file: bool,
 }
 
 impl Layer {
@@ -29,9 +57,21 @@ impl Layer {
         self.dir.join("disk.img")
     }
 
-    /// Where the ext4 image is mounted.
+    /// Where the ext4 image is mounted as is (ids as stored).
     pub fn disk_mount(&self) -> PathBuf {
         self.dir.join("layer")
+    }
+
+    /// Where the generated `/etc` files are written (inside the ext4 image,
+    /// outside the overlay: the sandbox cannot change them).
+    pub fn etc_dir(&self) -> PathBuf {
+        self.disk_mount().join("etc")
+    }
+
+    /// The generated `/etc` files as the sandbox sees them (through the
+    /// idmapped mount, so they belong to its root): bind-mount sources.
+    pub fn etc_source(&self) -> PathBuf {
+        self.dir.join("upper").join("etc")
     }
 
     /// The overlay mount: the sandbox's `/`.
@@ -39,11 +79,26 @@ impl Layer {
         self.dir.join("rootfs")
     }
 
-    /// Creates the disk image (`disk_mb` MiB, sparse) and formats it.
+    fn stack(&self) -> [PathBuf; 4] {
+        [
+            self.rootfs(),
+            self.dir.join("upper"),
+            self.dir.join("lower"),
+            self.disk_mount(),
+        ]
+    }
+
+    /// Creates the disk image (`disk_mb` MiB, sparse, mode 0600) and formats it.
     pub async fn create_disk(&self, disk_mb: u64) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).map_err(RuntimeError::io("creating", &self.dir))?;
+        create_private_dir(&self.dir)?;
         let image = self.disk_image();
-        let file = std::fs::File::create(&image).map_err(RuntimeError::io("creating", &image))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&image)
+            .map_err(RuntimeError::io("creating", &image))?;
         file.set_len(disk_mb * 1024 * 1024)
             .map_err(RuntimeError::io("sizing", &image))?;
         drop(file);
@@ -62,58 +117,93 @@ impl Layer {
         Ok(())
     }
 
-    /// Mounts the disk image and the overlay of `lower` over it.
-    pub async fn mount(&self, lower: &Path) -> Result<()> {
+    /// Mounts the disk image at `layer/` (`nosuid,nodev`) and makes its
+    /// `upper/`, `work/` and `etc/` directories.
+    pub async fn mount_disk(&self) -> Result<()> {
         let disk = self.disk_mount();
-        let rootfs = self.rootfs();
-        for dir in [&disk, &rootfs] {
-            std::fs::create_dir_all(dir).map_err(RuntimeError::io("creating", dir))?;
-        }
+        create_private_dir(&disk)?;
         if !is_mountpoint(&disk) {
             cmd::run(&[
                 "mount",
                 "-o",
-                "loop,noatime",
+                "loop,noatime,nosuid,nodev",
                 path_str(&self.disk_image())?,
                 path_str(&disk)?,
             ])
             .await?;
         }
-        let upper = disk.join("upper");
-        let work = disk.join("work");
-        for dir in [&upper, &work] {
-            std::fs::create_dir_all(dir).map_err(RuntimeError::io("creating", dir))?;
-        }
-        if !is_mountpoint(&rootfs) {
-            let options = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                lower.display(),
-                upper.display(),
-                work.display()
-            );
-            nix::mount::mount(
-                Some("overlay"),
-                &rootfs,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(options.as_str()),
-            )
-            .map_err(|e| RuntimeError::io("mounting overlay on", &rootfs)(e.into()))?;
+        // `upper/` is the sandbox's `/` as far as its attributes go (overlayfs
+        // shows the upper directory's): 0755 like any root directory.
+        for (sub, mode) in [("upper", 0o755), ("work", 0o700), ("etc", 0o755)] {
+            ensure_real_dir(&disk.join(sub), mode)?;
         }
         Ok(())
     }
 
-    /// Unmounts the overlay and the disk (the loop device is freed by autoclear).
+    /// Makes each of `mountpoints` exist in the root filesystem the overlay
+    /// of `lower` and the layer will show, by creating what is missing in the
+    /// upper directory. Run with the overlay unmounted (overlayfs must not see
+    /// its layers change under it).
+    ///
+    /// The upper directory holds whatever the sandbox wrote, so nothing in it is
+    /// trusted: no symlink is followed, a whiteout in the way is removed, and a
+    /// non-directory where a directory is needed is an error.
+    pub fn prepare_mountpoints(&self, lower: &Path, mountpoints: &[Mountpoint]) -> Result<()> {
+        let upper = self.disk_mount().join("upper");
+        for mp in mountpoints {
+            ensure_mountpoint(&upper, lower, mp)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the idmapped image (`lower/`) and layer (`upper/`) for `range`
+    /// and mounts the overlay at `rootfs/`. The disk must be mounted.
+    pub async fn mount_root(&self, lower: &Path, range: IdRange) -> Result<()> {
+        let dir = self.dir.clone();
+        let lower = lower.to_path_buf();
+        let disk = self.disk_mount();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let (lower_mnt, upper_mnt, rootfs) =
+                (dir.join("lower"), dir.join("upper"), dir.join("rootfs"));
+            for d in [&lower_mnt, &upper_mnt, &rootfs] {
+                ensure_real_dir(d, 0o700)?;
+            }
+            if is_mountpoint(&rootfs) {
+                return Ok(());
+            }
+            let ns = userns::mapping_namespace(range)?;
+            if !is_mountpoint(&lower_mnt) {
+                userns::idmapped_clone(&lower, &lower_mnt, &ns)?;
+            }
+            if !is_mountpoint(&upper_mnt) {
+                userns::idmapped_clone(&disk, &upper_mnt, &ns)?;
+            }
+            userns::mount_overlay(&dir, range)
+        })
+        .await
+        .map_err(|e| RuntimeError::Config(format!("mount task failed: {e}")))?
+    }
+
+    /// Unmounts the overlay and the idmapped mounts, keeping the disk mounted
+    /// (they belong to one id range; the disk does not).
+    pub fn unmount_root(&self) -> Result<()> {
+        for mount in &self.stack()[..3] {
+            unmount_all(mount)?;
+        }
+        Ok(())
+    }
+
+    /// Unmounts everything (the loop device is freed by autoclear).
     pub fn unmount(&self) -> Result<()> {
-        for mount in [self.rootfs(), self.disk_mount()] {
+        for mount in self.stack() {
             unmount_all(&mount)?;
         }
         Ok(())
     }
 
-    /// Whether both mounts are in place.
+    /// Whether the overlay and everything under it are mounted.
     pub fn is_mounted(&self) -> bool {
-        is_mountpoint(&self.disk_mount()) && is_mountpoint(&self.rootfs())
+        self.stack().iter().all(|m| is_mountpoint(m))
     }
 
     /// Unmounts and deletes everything of this sandbox on disk.
@@ -124,6 +214,112 @@ impl Layer {
         }
         Ok(())
     }
+}
+
+/// Creates `dir` (and missing parents) with mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    create_dir_with_mode(dir, 0o700)
+}
+
+fn create_dir_with_mode(dir: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(RuntimeError::io("creating", dir))?;
+    // The umask may have taken bits away.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(RuntimeError::io("setting the mode of", dir))
+}
+
+/// Creates `path` as a directory with `mode` unless it already is one; a
+/// symlink or file in its place is an error. (The mount points under a
+/// sandbox directory are 0700: their own mode shows only while nothing is
+/// mounted on them.)
+fn ensure_real_dir(path: &Path, mode: u32) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(RuntimeError::Config(format!(
+            "{} exists and is not a directory",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_dir_with_mode(path, mode),
+        Err(e) => Err(RuntimeError::io("inspecting", path)(e)),
+    }
+}
+
+fn is_whiteout(meta: &std::fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// See [`Layer::prepare_mountpoints`]. Walks the mount point's path in the
+/// upper directory; a component missing there but present in the image is
+/// left to the image (created in the upper directory only when something
+/// below it has to be), so nothing of the image is shadowed.
+fn ensure_mountpoint(upper: &Path, lower: &Path, mp: &Mountpoint) -> Result<()> {
+    let rel: Vec<&std::ffi::OsStr> = Path::new(&mp.path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name),
+            _ => None,
+        })
+        .collect();
+    let mut cur_upper = upper.to_path_buf();
+    let mut cur_lower = lower.to_path_buf();
+    // Directories present in the image but not (yet) in the upper directory.
+    let mut pending: Vec<PathBuf> = Vec::new();
+    for (i, name) in rel.iter().enumerate() {
+        let want_file = i + 1 == rel.len() && mp.is_file;
+        cur_upper.push(name);
+        cur_lower.push(name);
+        let in_upper = match std::fs::symlink_metadata(&cur_upper) {
+            Ok(m) if is_whiteout(&m) => {
+                // The sandbox deleted what the image had here; without the
+                // whiteout the image's entry shows again as the mount point.
+                std::fs::remove_file(&cur_upper)
+                    .map_err(RuntimeError::io("removing", &cur_upper))?;
+                None
+            }
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(RuntimeError::io("inspecting", &cur_upper)(e)),
+        };
+        match in_upper {
+            Some(m) if m.is_dir() && !want_file => continue,
+            Some(m) if m.is_file() && want_file => return Ok(()),
+            Some(_) => {
+                return Err(RuntimeError::Config(format!(
+                    "the sandbox replaced the mount point {} with something else",
+                    mp.path
+                )));
+            }
+            None => {}
+        }
+        let in_lower = std::fs::symlink_metadata(&cur_lower)
+            .is_ok_and(|m| if want_file { m.is_file() } else { m.is_dir() });
+        if in_lower {
+            if i + 1 == rel.len() {
+                return Ok(());
+            }
+            pending.push(cur_upper.clone());
+            continue;
+        }
+        for dir in pending.drain(..) {
+            std::fs::create_dir(&dir).map_err(RuntimeError::io("creating", &dir))?;
+        }
+        if want_file {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&cur_upper)
+                .map_err(RuntimeError::io("creating", &cur_upper))?;
+        } else {
+            std::fs::create_dir(&cur_upper).map_err(RuntimeError::io("creating", &cur_upper))?;
+        }
+    }
+    Ok(())
 }
 
 /// Unmounts every mount stacked on `path`, detaching lazily if it is busy.
@@ -196,6 +392,82 @@ mod tests {
         assert_eq!(unescape_mountinfo(r"/a\040b/c"), "/a b/c");
         assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
         assert_eq!(unescape_mountinfo(r"/end\134"), r"/end\");
+    }
+
+    fn mp(path: &str, is_file: bool) -> Mountpoint {
+        Mountpoint {
+            path: path.into(),
+            is_file,
+        }
+    }
+
+    #[test]
+    fn mountpoints_are_made_only_where_the_image_lacks_them() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+        std::fs::create_dir_all(lower.join("proc")).expect("mkdir");
+        std::fs::create_dir_all(lower.join("etc")).expect("mkdir");
+        std::fs::write(lower.join("etc/hosts"), "image").expect("write");
+        std::fs::create_dir_all(&upper).expect("mkdir");
+        for m in [
+            mp("/proc/meminfo", true),
+            mp("/sys/devices/system/cpu/online", true),
+            mp("/etc/hosts", true),
+            mp("/proc", false),
+            mp("/.alcove/alcove-agent", true),
+        ] {
+            ensure_mountpoint(&upper, &lower, &m).expect("mountpoint");
+        }
+        assert!(upper.join("proc/meminfo").is_file());
+        assert!(upper.join("sys/devices/system/cpu/online").is_file());
+        assert!(upper.join(".alcove/alcove-agent").is_file());
+        assert!(
+            !upper.join("etc").exists(),
+            "the image's /etc/hosts is not shadowed"
+        );
+        // Idempotent.
+        ensure_mountpoint(&upper, &lower, &mp("/proc/meminfo", true)).expect("again");
+    }
+
+    #[test]
+    fn hostile_upper_entries_are_never_followed() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (lower, upper, outside) = (
+            tmp.path().join("lower"),
+            tmp.path().join("upper"),
+            tmp.path().join("outside"),
+        );
+        for d in [&lower, &upper, &outside] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        std::os::unix::fs::symlink(&outside, upper.join(".alcove")).expect("symlink");
+        let err = ensure_mountpoint(&upper, &lower, &mp("/.alcove/alcove-agent", true));
+        assert!(err.is_err(), "a symlink in the way is refused");
+        assert!(std::fs::read_dir(&outside).expect("read").next().is_none());
+        std::fs::write(upper.join("proc"), "file").expect("write");
+        assert!(ensure_mountpoint(&upper, &lower, &mp("/proc/meminfo", true)).is_err());
+    }
+
+    #[test]
+    #[ignore = "needs root (mknod)"]
+    fn a_whiteout_gives_way_to_the_mount_point() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+        std::fs::create_dir_all(lower.join("etc")).expect("mkdir");
+        std::fs::write(lower.join("etc/hosts"), "image").expect("write");
+        std::fs::create_dir_all(upper.join("etc")).expect("mkdir");
+        nix::sys::stat::mknod(
+            &upper.join("etc/hosts"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .expect("mknod (tests run as root)");
+        ensure_mountpoint(&upper, &lower, &mp("/etc/hosts", true)).expect("mountpoint");
+        assert!(
+            !upper.join("etc/hosts").exists(),
+            "the whiteout is gone, so the image's file is the mount point again"
+        );
     }
 
     #[test]

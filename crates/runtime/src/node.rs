@@ -2,7 +2,7 @@
 //! bundle, runc container) and, at start-up, adopts what still runs and sweeps
 //! away what is half-made.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,11 +13,15 @@ use sha2::{Digest, Sha256};
 
 use crate::bundle::{self, BundleSpec};
 use crate::cgroups::CgroupTree;
+use crate::cpuset::CpuPlan;
 use crate::error::{Result, RuntimeError};
+use crate::hook::{HOOK_COMMAND, HookSpec};
+use crate::idmap::{IdAllocator, IdRange};
 use crate::image::{Image, ImageStore};
-use crate::layer::{self, Layer};
+use crate::layer::{self, Layer, Mountpoint};
 use crate::network::{Network, SandboxNet, Slot, Subnet};
 use crate::runc::Runc;
+use crate::{host, lxcfs, perms};
 
 /// The port the agent listens on inside every sandbox.
 pub const AGENT_PORT: u16 = 9501;
@@ -43,7 +47,26 @@ pub struct NodeConfig {
     pub host_resolv: PathBuf,
     /// How long a new sandbox's agent may take to listen.
     pub agent_ready_timeout: Duration,
+    /// The `alcove` binary, which runc runs as each sandbox's hook
+    /// (`alcove __hook ...`, see [`crate::hook`]).
+    pub hook_binary: PathBuf,
+    /// The host-wide directory of taken uid ranges (see [`crate::idmap`]).
+    pub idmap_dir: PathBuf,
+    /// Where lxcfs is (or is to be) mounted; `None` leaves the host's `/proc`
+    /// figures in sandboxes.
+    pub lxcfs_dir: Option<PathBuf>,
+    /// How far what sandboxes may still write to their layers (each up to its
+    /// `disk_mb`) may exceed the free space under the data directory.
+    pub disk_overcommit: f64,
 }
+
+/// Host pids kept out of reach of sandboxes (`pids_limit` x running
+/// sandboxes must fit in `pid_max` minus this).
+pub const HOST_PID_RESERVE: u64 = 65_536;
+
+/// Free space under the data directory that creates never eat into, so the
+/// store and dumps can still be written when sandboxes fill their layers.
+pub const DISK_RESERVE_MB: u64 = 1024;
 
 /// What to create.
 #[derive(Debug, Clone)]
@@ -93,6 +116,13 @@ pub struct Recovery {
     pub swept: Vec<String>,
 }
 
+/// What a running container holds on the host besides its files.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holding {
+    pub(crate) slot: Slot,
+    pub(crate) range: IdRange,
+}
+
 /// One runtime instance on this host.
 #[derive(Debug)]
 pub struct Node {
@@ -103,6 +133,10 @@ pub struct Node {
     pub(crate) cgroups: CgroupTree,
     pub(crate) runc: Runc,
     slots: Mutex<BTreeSet<Slot>>,
+    ids: IdAllocator,
+    cpus: CpuPlan,
+    /// Running containers by sandbox id.
+    running: Mutex<HashMap<String, Holding>>,
 }
 
 /// A short tag unique to a data directory, carried by every host-wide name.
@@ -115,18 +149,65 @@ pub fn instance_tag(data_dir: &Path) -> String {
 }
 
 impl Node {
-    /// Prepares the node: directories and the firewall table.
+    /// Prepares the node: directories (root-only), host kernel limits, lxcfs
+    /// and the firewall table.
     pub async fn new(cfg: NodeConfig) -> Result<Self> {
-        for dir in [cfg.data_dir.join("sandboxes"), cfg.data_dir.join("runc")] {
+        for dir in [
+            cfg.data_dir.clone(),
+            cfg.data_dir.join("sandboxes"),
+            cfg.data_dir.join("runc"),
+        ] {
             std::fs::create_dir_all(&dir).map_err(RuntimeError::io("creating", &dir))?;
         }
-        if !cfg.agent_binary.is_file() {
-            return Err(RuntimeError::Config(format!(
-                "agent binary {} not found (build it with scripts/setup.sh build)",
-                cfg.agent_binary.display()
-            )));
+        for file in [&cfg.agent_binary, &cfg.hook_binary] {
+            if !file.is_file() {
+                return Err(RuntimeError::Config(format!(
+                    "{} not found (build it with scripts/setup.sh build)",
+                    file.display()
+                )));
+            }
+        }
+        if std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+            .is_ok_and(|v| v.trim() == "0")
+        {
+            return Err(RuntimeError::Config(
+                "user namespaces are disabled (user.max_user_namespaces = 0)".into(),
+            ));
         }
         let tag = instance_tag(&cfg.data_dir);
+        let ids = IdAllocator::new(
+            &cfg.idmap_dir,
+            crate::idmap::DEFAULT_FIRST_ID,
+            crate::idmap::DEFAULT_COUNT,
+            &tag,
+        );
+        ids.validate()?;
+        perms::check_ancestors_searchable(&cfg.data_dir)?;
+        let (data_dir, images_dir, lxcfs_dir) = (
+            cfg.data_dir.clone(),
+            cfg.images_dir.clone(),
+            cfg.lxcfs_dir.clone(),
+        );
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let repaired = perms::secure_tree(&data_dir)?;
+            if repaired > 0 {
+                tracing::warn!(entries = repaired, dir = %data_dir.display(), "made data files root-only");
+            }
+            if images_dir.is_dir() && perms::close_dir(&images_dir)? {
+                tracing::warn!(dir = %images_dir.display(), "made the image directory root-only");
+            }
+            for change in host::raise_kernel_floors()? {
+                tracing::info!(%change, "raised a host kernel limit");
+            }
+            if let Some(dir) = lxcfs_dir
+                && lxcfs::ensure_running(&dir)?
+            {
+                tracing::info!(dir = %dir.display(), "started lxcfs");
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| RuntimeError::Config(format!("start-up task failed: {e}")))??;
         let network = Network::new(&tag, cfg.subnet.clone());
         network.install_firewall().await?;
         Ok(Self {
@@ -137,6 +218,9 @@ impl Node {
             tag,
             cfg,
             slots: Mutex::new(BTreeSet::new()),
+            ids,
+            cpus: CpuPlan::of_host(),
+            running: Mutex::new(HashMap::new()),
         })
     }
 
@@ -182,32 +266,53 @@ impl Node {
     /// Creates and starts a sandbox, waiting until its agent listens.
     /// On failure nothing of it is left behind.
     pub async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle> {
+        self.admit(spec.disk_mb)?;
         let slot = self.reserve_slot()?;
-        match self.create_in_slot(spec, slot).await {
-            Ok(handle) => Ok(handle),
-            Err(e) => {
-                self.remove_parts(&spec.id, slot).await;
-                self.release_slot(slot);
-                Err(e)
-            }
+        let result = async {
+            Layer::new(self.sandbox_dir(&spec.id))
+                .create_disk(spec.disk_mb)
+                .await?;
+            self.boot(spec, slot, None).await
         }
+        .await;
+        if result.is_err() {
+            self.remove_parts(&spec.id, slot).await;
+            self.release_slot(slot);
+        }
+        result
     }
 
-    async fn create_in_slot(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle> {
+    /// Starts the container of `spec` in `slot` from its disk image: a new
+    /// uid range and CPUs, the mounts, the bundle, then `runc run` or, given a
+    /// CRIU image directory, `runc restore`. On failure the caller cleans up
+    /// (the range and CPUs are given back by [`Node::release_holding`]).
+    pub(crate) async fn boot(
+        &self,
+        spec: &SandboxSpec,
+        slot: Slot,
+        restore: Option<(&Path, &Path)>,
+    ) -> Result<SandboxHandle> {
         let started = Instant::now();
-        let dir = self.sandbox_dir(&spec.id);
-        let layer = Layer::new(&dir);
-        let (disk, net) = tokio::join!(
-            async {
-                layer.create_disk(spec.disk_mb).await?;
-                layer.mount(&spec.image.rootfs).await
-            },
-            self.network.create(slot)
-        );
-        disk?;
-        let net = net?;
-        let bundle_dir = self.write_bundle(spec, &layer, &net)?;
-        self.runc.run_detached(&spec.id, &bundle_dir).await?;
+        let layer = Layer::new(self.sandbox_dir(&spec.id));
+        let range = self.take_range(&spec.id, slot)?;
+        // runc walks to the root file system from inside the user namespace.
+        perms::own_sandbox_dir(&layer.dir, Some(range.first))?;
+        let (mounted, net) = tokio::join!(layer.mount_disk(), self.network.prepare(slot));
+        mounted?;
+        let cpuset = self.cpus.assign(&spec.id, spec.cpus);
+        let (bundle_dir, mountpoints) = self.write_bundle(spec, &layer, &net, range, cpuset)?;
+        layer.prepare_mountpoints(&spec.image.rootfs, &mountpoints)?;
+        layer.mount_root(&spec.image.rootfs, range).await?;
+        match restore {
+            None => self.runc.run_detached(&spec.id, &bundle_dir).await?,
+            Some((images, work)) => {
+                crate::criu_images::retarget_userns(images, range.first)?;
+                perms::open_criu_images(images)?;
+                self.runc
+                    .restore(&spec.id, &self.cfg.criu_binary, &bundle_dir, images, work)
+                    .await?;
+            }
+        }
         let handle = SandboxHandle {
             id: spec.id.clone(),
             slot,
@@ -216,22 +321,131 @@ impl Node {
         self.wait_for_agent(&handle).await?;
         tracing::debug!(
             sandbox_id = %spec.id,
+            restored = restore.is_some(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "sandbox started"
         );
         Ok(handle)
     }
 
-    /// Writes `etc/`, `criu.conf` and `bundle/config.json` of a sandbox; returns the bundle dir.
+    /// Checks that the host has room for one more running container whose
+    /// layer adds `new_disk_mb` of possible writes: its tasks must fit in
+    /// `kernel.pid_max` next to every other sandbox at its pids limit, and
+    /// what all layers may still write must stay within `disk_overcommit`
+    /// times the free space (less a reserve for the store and dumps).
+    pub fn admit(&self, new_disk_mb: u64) -> Result<()> {
+        let running = self.running.lock().map(|r| r.len()).unwrap_or(0) as u64;
+        let pid_max = host::pid_max();
+        let per = u64::try_from(self.cfg.pids_limit).unwrap_or(0);
+        if (running + 1).saturating_mul(per) > pid_max.saturating_sub(HOST_PID_RESERVE) {
+            return Err(RuntimeError::Capacity(format!(
+                "the host's pids are committed: {running} sandboxes x {per} tasks leave no room \
+                 for another within kernel.pid_max {pid_max}"
+            )));
+        }
+        if new_disk_mb == 0 {
+            return Ok(());
+        }
+        let (free_mb, _) = host::disk_space_mb(&self.cfg.data_dir)?;
+        let promised = self.unwritten_layer_mb() + new_disk_mb;
+        let room =
+            (free_mb.saturating_sub(DISK_RESERVE_MB) as f64 * self.cfg.disk_overcommit) as u64;
+        if promised > room {
+            return Err(RuntimeError::Capacity(format!(
+                "not enough disk space for a {new_disk_mb} MB layer: sandboxes may still write \
+                 {promised} MB in all, and {free_mb} MB are free under the data directory \
+                 (overcommit {})",
+                self.cfg.disk_overcommit
+            )));
+        }
+        Ok(())
+    }
+
+    /// MiB the sandboxes' layers may still grow by (their size less what they
+    /// already take), over every layer on disk.
+    fn unwritten_layer_mb(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(self.cfg.data_dir.join("sandboxes")) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.path().join("disk.img")).ok())
+            .map(|m| m.len().saturating_sub(m.blocks() * 512) / (1024 * 1024))
+            .sum()
+    }
+
+    /// Allocates a uid range for a container of `id` about to start in `slot`.
+    fn take_range(&self, id: &str, slot: Slot) -> Result<IdRange> {
+        self.release_holding(id);
+        let range = self.ids.allocate(id)?;
+        self.running
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(id.to_string(), Holding { slot, range });
+        Ok(range)
+    }
+
+    /// Gives back the uid range and CPUs of `id`'s container (stopped, dumped
+    /// or never started).
+    pub(crate) fn release_holding(&self, id: &str) {
+        let held = self
+            .running
+            .lock()
+            .map(|mut r| r.remove(id))
+            .unwrap_or_default();
+        if let Some(h) = held {
+            self.ids.release(id, h.range);
+        }
+        self.cpus.release(id);
+        let dir = self.sandbox_dir(id);
+        if dir.is_dir() {
+            let _ = perms::own_sandbox_dir(&dir, None);
+        }
+    }
+
+    /// The slot of `id`'s running container.
+    pub(crate) fn slot_of(&self, id: &str) -> Option<Slot> {
+        self.running.lock().ok()?.get(id).map(|h| h.slot)
+    }
+
+    /// Re-registers the range and CPUs of a container found running (after a
+    /// restart of the server), from its bundle.
+    pub(crate) fn adopt_holding(&self, id: &str, slot: Slot) -> Result<()> {
+        let config = self.sandbox_dir(id).join("bundle/config.json");
+        let text =
+            std::fs::read_to_string(&config).map_err(RuntimeError::io("reading", &config))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| RuntimeError::Spec(format!("reading {}: {e}", config.display())))?;
+        let first = json["linux"]["uidMappings"][0]["hostID"]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| {
+                RuntimeError::Spec(format!("{} has no uid mapping", config.display()))
+            })?;
+        let range = self.ids.claim(id, first)?;
+        if let Some(cpus) = json["linux"]["resources"]["cpu"]["cpus"].as_str() {
+            self.cpus.adopt(id, cpus);
+        }
+        self.running
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(id.to_string(), Holding { slot, range });
+        Ok(())
+    }
+
+    /// Writes `etc/`, `criu.conf` and `bundle/config.json` of a sandbox;
+    /// returns the bundle dir and the mount points its root file system needs.
     pub(crate) fn write_bundle(
         &self,
         spec: &SandboxSpec,
         layer: &Layer,
         net: &SandboxNet,
-    ) -> Result<PathBuf> {
+        range: IdRange,
+        cpuset: Option<String>,
+    ) -> Result<(PathBuf, Vec<Mountpoint>)> {
         let dir = self.sandbox_dir(&spec.id);
-        let etc = dir.join("etc");
-        bundle::write_etc_files(&etc, &spec.hostname, &self.cfg.host_resolv)?;
+        bundle::write_etc_files(&layer.etc_dir(), &spec.hostname, &self.cfg.host_resolv)?;
         let criu_config = dir.join("criu.conf");
         std::fs::write(&criu_config, bundle::CRIU_CONFIG)
             .map_err(RuntimeError::io("writing", &criu_config))?;
@@ -240,12 +454,22 @@ impl Node {
         // config.json carries the sandbox's environment, secrets included: root only.
         std::fs::set_permissions(&bundle_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(RuntimeError::io("restricting", &bundle_dir))?;
+        let hook = HookSpec {
+            net: net.clone(),
+            prefix_len: self.network.subnet().pair_prefix_len(),
+            limits: host::namespace_limits(),
+        };
+        let mut hook_args = vec!["alcove".to_string(), HOOK_COMMAND.to_string()];
+        hook_args.extend(hook.to_args());
         let oci = bundle::build_spec(&BundleSpec {
             hostname: spec.hostname.clone(),
             rootfs: layer.rootfs(),
             agent_binary: self.cfg.agent_binary.clone(),
-            etc_dir: etc,
-            netns_path: net.netns_path(),
+            etc_dir: layer.etc_source(),
+            range,
+            hook: Some((self.cfg.hook_binary.clone(), hook_args)),
+            lxcfs_dir: self.cfg.lxcfs_dir.clone(),
+            cpuset,
             cgroups_path: self.cgroups.path_for(&spec.id),
             cpus: spec.cpus,
             memory_mb: spec.memory_mb,
@@ -258,7 +482,9 @@ impl Node {
         let config = bundle_dir.join("config.json");
         oci.save(&config)
             .map_err(|e| RuntimeError::Spec(format!("writing {}: {e}", config.display())))?;
-        Ok(bundle_dir)
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))
+            .map_err(RuntimeError::io("restricting", &config))?;
+        Ok((bundle_dir, bundle::mountpoints(&oci)))
     }
 
     pub(crate) async fn wait_for_agent(&self, handle: &SandboxHandle) -> Result<()> {
@@ -294,6 +520,7 @@ impl Node {
         }
         self.cgroups.remove(id);
         self.network.destroy(&self.network.describe(slot)).await;
+        self.release_holding(id);
         if let Err(e) = Layer::new(self.sandbox_dir(id)).remove() {
             tracing::warn!(sandbox_id = %id, error = %e, "removing sandbox files");
         }
@@ -326,6 +553,11 @@ impl Node {
             let intact = running
                 && self.network.exists(&net)
                 && Layer::new(self.sandbox_dir(id)).is_mounted();
+            let intact = intact
+                && self
+                    .adopt_holding(id, *slot)
+                    .inspect_err(|e| tracing::warn!(sandbox_id = %id, error = %e, "adopting"))
+                    .is_ok();
             if intact {
                 if let Ok(mut slots) = self.slots.lock() {
                     slots.insert(*slot);
@@ -347,6 +579,7 @@ impl Node {
             }
             // A suspended sandbox has no container and no mounts; its dump stays.
             let _ = Layer::new(self.sandbox_dir(id)).unmount();
+            let _ = perms::own_sandbox_dir(&self.sandbox_dir(id), None);
             crate::archive::clean_partial(&self.sandbox_dir(id));
             keep.push(SandboxHandle {
                 id: id.clone(),
@@ -355,6 +588,10 @@ impl Node {
             });
         }
         self.sweep(&keep, &containers, &mut report.swept).await;
+        let adopted: Vec<&str> = report.adopted.iter().map(|h| h.id.as_str()).collect();
+        for id in self.ids.release_all_but(&adopted) {
+            report.swept.push(format!("uid range of {id}"));
+        }
         report
     }
 
@@ -373,6 +610,7 @@ impl Node {
     pub async fn stop_keeping_files(&self, id: &str) {
         let _ = self.runc.destroy(id).await;
         self.cgroups.remove(id);
+        self.release_holding(id);
         let _ = Layer::new(self.sandbox_dir(id)).unmount();
     }
 

@@ -52,6 +52,23 @@ pub struct Config {
     #[arg(long, env = "ALCOVE_PIDS_LIMIT", default_value_t = 2048)]
     pub pids_limit: i64,
 
+    /// Where lxcfs serves sandboxes their own /proc figures (memory, CPUs,
+    /// uptime, load); started by the server if it is not running. An empty
+    /// value turns lxcfs off (sandboxes then see the host's figures).
+    #[arg(long, env = "ALCOVE_LXCFS_DIR", default_value = "/var/lib/lxcfs")]
+    pub lxcfs_dir: PathBuf,
+
+    /// Host-wide directory recording which uid ranges sandboxes hold (shared
+    /// by every Alcove server on the host).
+    #[arg(long, env = "ALCOVE_IDMAP_DIR", default_value = "/run/alcove/idmap")]
+    pub idmap_dir: PathBuf,
+
+    /// How far the sum of running sandboxes' `disk_mb` may exceed the free
+    /// space under the data directory (layers are sparse: 2.0 admits twice the
+    /// free space). Creates beyond it answer 507.
+    #[arg(long, env = "ALCOVE_DISK_OVERCOMMIT", default_value_t = 2.0)]
+    pub disk_overcommit: f64,
+
     /// Base URL clients reach the proxy at (`sandbox_url`); default http://localhost:<port>.
     #[arg(long, env = "ALCOVE_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -87,11 +104,20 @@ pub enum ConfigError {
     /// No agent binary found.
     #[error("agent binary not found at {0}; pass --agent-path")]
     NoAgent(PathBuf),
+    /// A value out of its range.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Config {
     /// Checks the configuration before anything starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.disk_overcommit.is_finite() && self.disk_overcommit > 0.0) {
+            return Err(ConfigError::Invalid(format!(
+                "--disk-overcommit must be a positive number, not {}",
+                self.disk_overcommit
+            )));
+        }
         if !self.listen.ip().is_loopback() && self.api_keys.iter().all(String::is_empty) {
             return Err(ConfigError::OpenWithoutKeys(self.listen));
         }
@@ -106,6 +132,11 @@ impl Config {
     /// The parsed subnet.
     pub fn subnet(&self) -> Result<Subnet, alcove_runtime::RuntimeError> {
         self.subnet.parse()
+    }
+
+    /// The lxcfs directory, unless turned off with an empty value.
+    pub fn lxcfs_dir(&self) -> Option<PathBuf> {
+        (!self.lxcfs_dir.as_os_str().is_empty()).then(|| self.lxcfs_dir.clone())
     }
 
     /// The images directory.

@@ -75,6 +75,11 @@ pub async fn serve(
         pids_limit: config.pids_limit,
         host_resolv: "/etc/resolv.conf".into(),
         agent_ready_timeout: Duration::from_secs(15),
+        // runc runs this very binary as each sandbox's hook.
+        hook_binary: std::env::current_exe()?,
+        idmap_dir: config.idmap_dir.clone(),
+        lxcfs_dir: config.lxcfs_dir(),
+        disk_overcommit: config.disk_overcommit,
     })
     .await?;
     let bound = listener.local_addr()?;

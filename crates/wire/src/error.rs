@@ -28,6 +28,8 @@ pub enum ErrorCode {
     SandboxUnreachable,
     /// An operation (suspend, resume, snapshot) ran and failed; the sandbox is unchanged.
     OperationFailed,
+    /// The host has no room for it (pids, disk): nothing was created.
+    ResourceExhausted,
     /// The server failed; details are in its log under the request id.
     Internal,
 }

@@ -2,6 +2,10 @@
 //! veth pair with a private /30, outbound traffic NATed, and nftables rules that
 //! keep sandboxes away from the host and from each other.
 //!
+//! The namespace itself is created by runc inside the sandbox's user namespace;
+//! the container's hook names it (`/var/run/netns/<name>`, so that `ip -n` and
+//! the clean-up find it) and plumbs the veth pair, on start and on restore.
+//!
 //! Every name carries the instance tag so that two servers on one host (a dev
 //! server and a test server) never touch each other's resources.
 
@@ -15,7 +19,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::cmd;
-use crate::error::Result;
+use crate::error::{CommandError, Result};
 
 /// Host-side network plumbing of one runtime instance.
 #[derive(Debug)]
@@ -108,38 +112,15 @@ impl Network {
         Ok(())
     }
 
-    /// Creates the namespace, the veth pair and the addresses of `slot`.
-    pub async fn create(&self, slot: Slot) -> Result<SandboxNet> {
+    /// Clears what a crashed or suspended run of `slot` may have left (its
+    /// namespace name, its host veth) before a container is started or
+    /// restored there; the container's hook then plumbs the slot anew (see
+    /// [`attach_blocking`]). Returns the slot's names and addresses.
+    pub async fn prepare(&self, slot: Slot) -> SandboxNet {
         let net = self.describe(slot);
-        let prefix = self.subnet.pair_prefix_len();
-        // Clean a leftover of the same slot first so a crashed create never blocks it.
-        // (Its egress rules cannot be left over: the table is rebuilt at each start.)
+        // Its egress rules cannot be left over: the table is rebuilt at each start.
         self.destroy_links(&net).await;
-        let host = format!(
-            "netns add {ns}\n\
-             link add {veth} type veth peer name eth0 netns {ns}\n\
-             addr add {hip}/{prefix} dev {veth}\n\
-             link set {veth} up\n",
-            ns = net.netns,
-            veth = net.host_veth,
-            hip = net.host_ip,
-        );
-        cmd::run_with_input(&["ip", "-batch", "-"], Some(&host)).await?;
-        let inside = format!(
-            "addr add {sip}/{prefix} dev eth0\n\
-             link set lo up\n\
-             link set eth0 up\n\
-             route add default via {hip}\n",
-            sip = net.sandbox_ip,
-            hip = net.host_ip,
-        );
-        if let Err(e) =
-            cmd::run_with_input(&["ip", "-n", &net.netns, "-batch", "-"], Some(&inside)).await
-        {
-            self.destroy(&net).await;
-            return Err(e.into());
-        }
-        Ok(net)
+        net
     }
 
     /// Enforces `policy` on the sandbox's outbound traffic (replacing any earlier
@@ -169,19 +150,15 @@ impl Network {
         self.restricted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Brings `lo` up again (CRIU restores it down).
-    pub async fn loopback_up(&self, net: &SandboxNet) -> Result<()> {
-        cmd::run(&["ip", "-n", &net.netns, "link", "set", "lo", "up"]).await?;
-        Ok(())
-    }
-
     /// Whether the sandbox's namespace exists.
     pub fn exists(&self, net: &SandboxNet) -> bool {
         net.netns_path().exists()
     }
 
-    /// Deletes the namespace (its veth pair goes with it). Never fails: what is
-    /// already gone is fine, and anything else is logged.
+    /// Deletes the namespace's name (the namespace itself dies with the last
+    /// process in it; its veth pair goes with it) and the sandbox's egress
+    /// rules. Never fails: what is already gone is fine, and anything else is
+    /// logged.
     pub async fn destroy(&self, net: &SandboxNet) {
         self.remove_egress(net).await;
         self.destroy_links(net).await;
@@ -232,5 +209,98 @@ impl Network {
                     .map(Slot)
             })
             .collect()
+    }
+}
+
+/// The `ip -batch` scripts that plumb a sandbox's network: one run on the
+/// host (name the namespace of `pid`, make the veth pair, address the host
+/// end), one inside the namespace (address, loopback, route).
+fn attach_scripts(net: &SandboxNet, prefix: u8, pid: i32) -> (String, String) {
+    let host = format!(
+        "netns attach {ns} {pid}\n\
+         link add {veth} type veth peer name eth0 netns {ns}\n\
+         addr add {hip}/{prefix} dev {veth}\n\
+         link set {veth} up\n",
+        ns = net.netns,
+        veth = net.host_veth,
+        hip = net.host_ip,
+    );
+    let inside = format!(
+        "addr add {sip}/{prefix} dev eth0\n\
+         link set lo up\n\
+         link set eth0 up\n\
+         route add default via {hip}\n",
+        sip = net.sandbox_ip,
+        hip = net.host_ip,
+    );
+    (host, inside)
+}
+
+/// Plumbs the network of the container whose init is `pid` (run by the
+/// container's hook, a short-lived single-threaded process: blocking calls).
+pub fn attach_blocking(net: &SandboxNet, prefix: u8, pid: i32) -> Result<()> {
+    if net.netns_path().exists() {
+        // A name left by a run that died without clean-up.
+        let _ = run_blocking(&["ip", "netns", "delete", &net.netns], None);
+    }
+    if std::path::Path::new("/sys/class/net")
+        .join(&net.host_veth)
+        .exists()
+    {
+        let _ = run_blocking(&["ip", "link", "delete", &net.host_veth], None);
+    }
+    let (host, inside) = attach_scripts(net, prefix, pid);
+    run_blocking(&["ip", "-batch", "-"], Some(&host))?;
+    run_blocking(&["ip", "-n", &net.netns, "-batch", "-"], Some(&inside))?;
+    Ok(())
+}
+
+fn run_blocking(argv: &[&str], input: Option<&str>) -> Result<(), CommandError> {
+    use std::io::Write;
+    let fail = |reason: String| CommandError {
+        argv: argv.join(" "),
+        reason,
+    };
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| fail("empty command".into()))?;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("spawn failed: {e}")))?;
+    if let (Some(mut stdin), Some(text)) = (child.stdin.take(), input) {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| fail(format!("writing stdin: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| fail(format!("waiting: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_scripts_name_the_pid_namespace_and_route() {
+        let net = Network::new("ab12", "10.88.0.0/16".parse().expect("subnet")).describe(Slot(3));
+        let (host, inside) = attach_scripts(&net, 30, 4242);
+        assert!(host.starts_with("netns attach alcove-ab12-3 4242\n"));
+        assert!(host.contains("link add avab123 type veth peer name eth0 netns alcove-ab12-3"));
+        assert!(inside.contains(&format!("addr add {}/30 dev eth0", net.sandbox_ip)));
+        assert!(inside.contains(&format!("route add default via {}", net.host_ip)));
     }
 }

@@ -18,6 +18,14 @@ const MASKED: &[&str] = &[
     "/proc/timer_stats",
     "/sys/devices/virtual/powercap",
     "/sys/firmware",
+    // Not Docker's: the host's block devices, whose loop devices name every
+    // sandbox's disk image (`loop/backing_file`) with its id and host path,
+    // and their I/O counters (a side channel on other sandboxes).
+    "/proc/diskstats",
+    "/sys/block",
+    "/sys/class/block",
+    "/sys/dev/block",
+    "/sys/devices/virtual/block",
 ];
 
 /// Where the host lists its CPUs, each of which may have a `thermal_throttle`
@@ -31,7 +39,8 @@ const SYS_CPU: &str = "/sys/devices/system/cpu";
 /// `/proc/kcore`, `/proc/keys`, `/proc/latency_stats`, `/proc/sched_debug`,
 /// `/proc/scsi`, `/proc/timer_list`, `/proc/timer_stats`,
 /// `/sys/devices/virtual/powercap`, `/sys/firmware`, and every
-/// `/sys/devices/system/cpu/cpuN/thermal_throttle` this host has.
+/// `/sys/devices/system/cpu/cpuN/thermal_throttle` this host has; plus the
+/// block-device trees of `/sys`.
 pub fn masked_paths() -> Vec<String> {
     let mut paths: Vec<String> = MASKED.iter().map(|p| (*p).to_owned()).collect();
     paths.extend(thermal_throttle_paths(Path::new(SYS_CPU)));
@@ -96,6 +105,8 @@ mod tests {
             "/proc/timer_stats",
             "/sys/devices/virtual/powercap",
             "/sys/firmware",
+            "/sys/block",
+            "/sys/devices/virtual/block",
         ] {
             assert!(masked.iter().any(|p| p == path), "{path}");
         }

@@ -24,6 +24,14 @@ const ENOSYS: u32 = 38;
 /// Without `CAP_SYS_ADMIN`, `clone` is allowed only with none of them.
 const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 
+/// Syscalls that fail with `ENOSYS`, as if the kernel lacked them: `mq_open`.
+/// The kernel charges POSIX message-queue bytes (`RLIMIT_MSGQUEUE`) to the
+/// user that owns the sandbox's user namespace, and runc and CRIU create that
+/// namespace as host root, so every sandbox would draw from one pool shared
+/// with host root (one sandbox could make `mq_open` fail for all). System V
+/// message queues (`msgget`) are per IPC namespace and stay available.
+const UNCHARGEABLE: &[&str] = &["mq_open"];
+
 /// Socket families no sandbox may open: `AF_ALG` (38), the kernel crypto API
 /// (CVE-2026-31431, "Copy Fail"), and `AF_VSOCK` (40), which reaches the
 /// hypervisor when the host is a VM.
@@ -81,6 +89,15 @@ fn profile_for(caps: &Capabilities) -> LinuxSeccomp {
         clone3.set_errno_ret(Some(ENOSYS));
         syscalls.push(clone3);
     }
+    let mut unchargeable = syscall(
+        &UNCHARGEABLE
+            .iter()
+            .map(|n| (*n).to_owned())
+            .collect::<Vec<_>>(),
+        LinuxSeccompAction::ScmpActErrno,
+    );
+    unchargeable.set_errno_ret(Some(ENOSYS));
+    syscalls.push(unchargeable);
     syscalls.extend(PERSONALITIES.iter().map(|&persona| {
         with_arg(
             "personality",
@@ -386,6 +403,16 @@ mod tests {
             decide(&p, "clone3", &[0; 6]),
             (LinuxSeccompAction::ScmpActErrno, ENOSYS)
         );
+    }
+
+    #[test]
+    fn posix_message_queues_look_absent() {
+        let p = default_seccomp();
+        assert_eq!(
+            decide(&p, "mq_open", &[0; 6]),
+            (LinuxSeccompAction::ScmpActErrno, ENOSYS)
+        );
+        assert!(allowed(&p, "msgget", &[0; 6]), "System V queues stay");
     }
 
     #[test]

@@ -60,6 +60,10 @@ impl From<ControlError> for ApiError {
             C::Runtime(alcove_runtime::RuntimeError::Image(
                 alcove_runtime::error::ImageError::NotFound(_),
             )) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            C::Runtime(alcove_runtime::RuntimeError::Capacity(_)) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                ErrorCode::ResourceExhausted,
+            ),
             C::OperationFailed { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::OperationFailed,

@@ -163,6 +163,12 @@ impl Control {
             image: image.name.clone(),
             ..record
         };
+        // Refused before anything is recorded: a full host is the caller's
+        // answer (507), not a failed sandbox. The node checks again when it
+        // boots, as others may have taken the room meanwhile.
+        self.node
+            .admit(u64::try_from(record.disk_mb).unwrap_or(0))
+            .map_err(ControlError::from)?;
         match self.store.insert(&record).await {
             Err(StoreError::NameTaken(n)) => return Err(ControlError::NameTaken(n)),
             other => other?,

@@ -1,0 +1,162 @@
+//! The OCI `createRuntime` hook of every sandbox: wires its network namespace
+//! to the host and sets the limits of its user namespace.
+//!
+//! A sandbox's network namespace belongs to its user namespace (so that
+//! `/sys` can be mounted and the sandbox's root has its network capabilities
+//! there), which means runc creates both and the host can only plumb the
+//! network once they exist. runc runs this hook at that point on `runc run`,
+//! and again on `runc restore` once CRIU has created the (empty) namespaces
+//! and before any process is restored, so a restored sandbox finds its
+//! address, loopback and route in place, exactly as a new one does.
+//!
+//! The hook is the `alcove` binary itself (`alcove __hook ARGS`): runc gives it
+//! the container's state on stdin, of which it needs the pid.
+
+use std::net::Ipv4Addr;
+
+use serde::Deserialize;
+
+use crate::error::{Result, RuntimeError};
+use crate::network::SandboxNet;
+use crate::userns;
+
+/// The first argument that marks an `alcove` invocation as this hook.
+pub const HOOK_COMMAND: &str = "__hook";
+
+/// Everything the hook does for one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSpec {
+    /// Network names and addresses.
+    pub net: SandboxNet,
+    /// Prefix length of the point-to-point block.
+    pub prefix_len: u8,
+    /// `/proc/sys/user/<name>` values for the sandbox's user namespace.
+    pub limits: Vec<(String, u64)>,
+}
+
+impl HookSpec {
+    /// The hook's arguments after [`HOOK_COMMAND`].
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--netns".into(),
+            self.net.netns.clone(),
+            "--veth".into(),
+            self.net.host_veth.clone(),
+            "--host-ip".into(),
+            self.net.host_ip.to_string(),
+            "--sandbox-ip".into(),
+            self.net.sandbox_ip.to_string(),
+            "--prefix".into(),
+            self.prefix_len.to_string(),
+            "--slot".into(),
+            self.net.slot.0.to_string(),
+        ];
+        for (name, value) in &self.limits {
+            args.push("--limit".into());
+            args.push(format!("{name}={value}"));
+        }
+        args
+    }
+
+    /// Parses what [`HookSpec::to_args`] wrote.
+    pub fn from_args(args: &[String]) -> Result<Self> {
+        let bad = |what: &str| RuntimeError::Config(format!("hook arguments: {what}"));
+        let mut netns = None;
+        let mut veth = None;
+        let mut host_ip = None;
+        let mut sandbox_ip = None;
+        let mut prefix = None;
+        let mut slot = None;
+        let mut limits = Vec::new();
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it
+                .next()
+                .ok_or_else(|| bad(&format!("{flag} needs a value")))?;
+            match flag.as_str() {
+                "--netns" => netns = Some(value.clone()),
+                "--veth" => veth = Some(value.clone()),
+                "--host-ip" => host_ip = Some(parse_ip(value)?),
+                "--sandbox-ip" => sandbox_ip = Some(parse_ip(value)?),
+                "--prefix" => prefix = Some(value.parse().map_err(|_| bad("bad --prefix"))?),
+                "--slot" => slot = Some(value.parse().map_err(|_| bad("bad --slot"))?),
+                "--limit" => {
+                    let (name, n) = value.split_once('=').ok_or_else(|| bad("bad --limit"))?;
+                    if name.contains('/') || name.contains("..") {
+                        return Err(bad("bad --limit name"));
+                    }
+                    let n = n.parse().map_err(|_| bad("bad --limit value"))?;
+                    limits.push((name.to_string(), n));
+                }
+                other => return Err(bad(&format!("unknown flag {other}"))),
+            }
+        }
+        Ok(Self {
+            net: SandboxNet {
+                slot: crate::network::Slot(slot.ok_or_else(|| bad("missing --slot"))?),
+                netns: netns.ok_or_else(|| bad("missing --netns"))?,
+                host_veth: veth.ok_or_else(|| bad("missing --veth"))?,
+                host_ip: host_ip.ok_or_else(|| bad("missing --host-ip"))?,
+                sandbox_ip: sandbox_ip.ok_or_else(|| bad("missing --sandbox-ip"))?,
+            },
+            prefix_len: prefix.ok_or_else(|| bad("missing --prefix"))?,
+            limits,
+        })
+    }
+}
+
+fn parse_ip(s: &str) -> Result<Ipv4Addr> {
+    s.parse()
+        .map_err(|_| RuntimeError::Config(format!("hook arguments: bad address {s:?}")))
+}
+
+/// The part of the OCI state the hook reads.
+#[derive(Debug, Deserialize)]
+struct State {
+    pid: i32,
+}
+
+/// Runs the hook: `state` is the OCI state runc wrote on stdin. Blocking;
+/// meant for the short-lived hook process.
+pub fn run(spec: &HookSpec, state: &str) -> Result<()> {
+    let state: State = serde_json::from_str(state)
+        .map_err(|e| RuntimeError::Config(format!("hook: reading the container state: {e}")))?;
+    if state.pid <= 0 {
+        return Err(RuntimeError::Config(
+            "hook: the container has no pid".into(),
+        ));
+    }
+    crate::network::attach_blocking(&spec.net, spec.prefix_len, state.pid)?;
+    if !spec.limits.is_empty() {
+        userns::write_namespace_limits(state.pid, &spec.limits)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_round_trip_and_bad_ones_are_refused() {
+        let spec = HookSpec {
+            net: SandboxNet {
+                slot: crate::network::Slot(7),
+                netns: "alcove-ab12-7".into(),
+                host_veth: "avab127".into(),
+                host_ip: "10.88.0.29".parse().expect("ip"),
+                sandbox_ip: "10.88.0.30".parse().expect("ip"),
+            },
+            prefix_len: 30,
+            limits: vec![("max_inotify_instances".into(), 1024)],
+        };
+        assert_eq!(HookSpec::from_args(&spec.to_args()).expect("parse"), spec);
+        let mut args = spec.to_args();
+        args.push("--limit".into());
+        args.push("../../kernel/x=1".into());
+        assert!(HookSpec::from_args(&args).is_err());
+        assert!(HookSpec::from_args(&["--netns".into()]).is_err());
+        assert!(run(&spec, "{}").is_err());
+        assert!(run(&spec, "{\"pid\": 0}").is_err());
+    }
+}

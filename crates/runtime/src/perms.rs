@@ -1,0 +1,215 @@
+//! The data directory is root's alone: directories 0700, files 0600.
+//!
+//! Everything in it is either a secret (keys, environments in bundles) or was
+//! written by a sandbox (disk images, dumps of process memory, archives of
+//! both) and must not be readable, runnable or openable by any other host
+//! user. [`secure_tree`] repairs a tree at start-up (data written by an
+//! older version, or by hand).
+//!
+//! The path to a sandbox's root file system is the exception that user
+//! namespaces force: runc sets the root up from inside the sandbox's user
+//! namespace, whose root is an unprivileged host id, so the data directory
+//! and `sandboxes/` are 0711 (enterable, not listable; everything in them
+//! has its own restrictive mode) and each `sandboxes/<id>` is 0700 and owned
+//! by its sandbox's root id while it runs (see [`own_sandbox_dir`]). No other
+//! host user can enter it.
+//!
+//! One kind of directory is different: a CRIU image directory. When a
+//! sandbox is restored, CRIU reads part of its images from inside the
+//! sandbox's user namespace, whose root is an unprivileged host id, so those
+//! directories are 0711 and their files 0644. They only ever sit in a 0700
+//! directory, which no other host user can enter.
+
+use std::collections::HashSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, RuntimeError};
+
+/// The marker file of a CRIU image directory.
+const CRIU_INVENTORY: &str = "inventory.img";
+
+/// Whether `dir` is a CRIU image directory.
+pub fn is_criu_images(dir: &Path) -> bool {
+    dir.join(CRIU_INVENTORY).is_file()
+}
+
+/// Opens a CRIU image directory to the restoring sandbox: 0711, files 0644.
+pub fn open_criu_images(dir: &Path) -> Result<()> {
+    set_mode(dir, 0o711)?;
+    let entries = std::fs::read_dir(dir).map_err(RuntimeError::io("listing", dir))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(RuntimeError::io("inspecting", &path))?;
+        if meta.is_file() {
+            set_mode(&path, 0o644)?;
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(RuntimeError::io("setting the mode of", path))
+}
+
+/// Makes `root` and everything below it root-only (see the module doc):
+/// directories 0700 (CRIU image directories 0711), files 0600 (in CRIU image
+/// directories 0644), never setuid, setgid or sticky. Symlinks are not
+/// followed, and mount points (a sandbox's layer, its overlay, the idmapped
+/// image) are neither changed nor entered: they hold the sandbox's own files,
+/// behind a 0700 directory. Returns how many entries were changed.
+pub fn secure_tree(root: &Path) -> Result<usize> {
+    let meta = std::fs::symlink_metadata(root).map_err(RuntimeError::io("inspecting", root))?;
+    let mounts: HashSet<PathBuf> = crate::layer::mounts_under(root).into_iter().collect();
+    let tree = Tree {
+        mounts,
+        traverse: [root.to_path_buf(), root.join("sandboxes")].into(),
+    };
+    let mut changed = 0;
+    walk(root, &meta, &tree, false, &mut changed)?;
+    Ok(changed)
+}
+
+/// What [`walk`] must not enter, and which directories are traverse-only.
+struct Tree {
+    mounts: HashSet<PathBuf>,
+    traverse: HashSet<PathBuf>,
+}
+
+/// Mode of the directories on the way to sandboxes' root file systems.
+const TRAVERSE_ONLY: u32 = 0o711;
+
+fn mode_of(path: &Path) -> Result<u32> {
+    Ok(std::fs::symlink_metadata(path)
+        .map_err(RuntimeError::io("inspecting", path))?
+        .mode()
+        & 0o7777)
+}
+
+/// Hands a sandbox's directory to its root id (`Some`) while its container
+/// runs, or back to host root (`None`); the mode stays 0700.
+pub fn own_sandbox_dir(dir: &Path, owner: Option<u32>) -> Result<()> {
+    let id = owner.unwrap_or(0);
+    std::os::unix::fs::lchown(dir, Some(id), Some(id))
+        .map_err(RuntimeError::io("changing the owner of", dir))?;
+    set_mode(dir, 0o700)
+}
+
+/// Checks that every directory above `dir` can be entered by other users:
+/// runc, inside a sandbox's user namespace, must walk to its root file
+/// system under `dir`.
+pub fn check_ancestors_searchable(dir: &Path) -> Result<()> {
+    for ancestor in dir.ancestors().skip(1) {
+        let mode = mode_of(ancestor)?;
+        if mode & 0o001 == 0 {
+            return Err(RuntimeError::Config(format!(
+                "{} (above the data directory) is mode {mode:o}: other users cannot enter it, \
+                 but sandboxes' user namespaces must (chmod o+x it or pick another --data-dir)",
+                ancestor.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn walk(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    tree: &Tree,
+    in_images: bool,
+    changed: &mut usize,
+) -> Result<()> {
+    let mode = meta.mode() & 0o7777;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    if meta.is_dir() {
+        let images = is_criu_images(path);
+        let want = if images || tree.traverse.contains(path) {
+            TRAVERSE_ONLY
+        } else {
+            0o700
+        };
+        if mode != want {
+            set_mode(path, want)?;
+            *changed += 1;
+        }
+        let entries = std::fs::read_dir(path).map_err(RuntimeError::io("listing", path))?;
+        for entry in entries.flatten() {
+            let child = entry.path();
+            if tree.mounts.contains(&child) {
+                continue;
+            }
+            let Ok(child_meta) = std::fs::symlink_metadata(&child) else {
+                continue;
+            };
+            walk(&child, &child_meta, tree, images, changed)?;
+        }
+        return Ok(());
+    }
+    let want = if in_images { 0o644 } else { 0o600 };
+    if meta.is_file() && mode != want {
+        set_mode(path, want)?;
+        *changed += 1;
+    } else if !meta.is_file() && mode & 0o7077 != 0 {
+        // Sockets, fifos: owner only.
+        set_mode(path, mode & 0o700)?;
+        *changed += 1;
+    }
+    Ok(())
+}
+
+/// Closes a directory to other users (0700) without touching what is inside.
+pub fn close_dir(dir: &Path) -> Result<bool> {
+    let meta = std::fs::symlink_metadata(dir).map_err(RuntimeError::io("inspecting", dir))?;
+    if meta.is_dir() && meta.mode() & 0o7777 != 0o700 {
+        set_mode(dir, 0o700)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).expect("meta").mode() & 0o7777
+    }
+
+    #[test]
+    fn repairs_modes_and_keeps_criu_images_readable_inside() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("data");
+        let images = root.join("sandboxes/x/checkpoint");
+        std::fs::create_dir_all(&images).expect("mkdir");
+        std::fs::write(images.join(CRIU_INVENTORY), b"x").expect("write");
+        std::fs::write(images.join("pages-1.img"), b"x").expect("write");
+        std::fs::write(root.join("sandboxes/x/disk.img"), b"x").expect("write");
+        std::fs::write(root.join("secrets.key"), b"x").expect("write");
+        set_mode(&root.join("sandboxes/x/disk.img"), 0o4755).expect("chmod");
+        set_mode(&root.join("sandboxes"), 0o755).expect("chmod");
+        std::os::unix::fs::symlink("/etc/passwd", root.join("link")).expect("symlink");
+        let changed = secure_tree(&root).expect("secure");
+        assert!(changed >= 4, "{changed}");
+        assert_eq!(mode(&root), 0o711);
+        assert_eq!(mode(&root.join("sandboxes")), 0o711);
+        assert_eq!(mode(&root.join("sandboxes/x")), 0o700);
+        assert_eq!(mode(&root.join("sandboxes/x/disk.img")), 0o600);
+        assert_eq!(mode(&root.join("secrets.key")), 0o600);
+        assert_eq!(mode(&images), 0o711);
+        assert_eq!(mode(&images.join("pages-1.img")), 0o644);
+        assert_ne!(
+            mode(Path::new("/etc/passwd")),
+            0o600,
+            "symlinks are not followed"
+        );
+        assert_eq!(secure_tree(&root).expect("again"), 0, "idempotent");
+        set_mode(tmp.path(), 0o711).expect("chmod");
+        assert!(check_ancestors_searchable(&root).is_ok());
+        set_mode(tmp.path(), 0o700).expect("chmod");
+        assert!(check_ancestors_searchable(&root).is_err());
+    }
+}
