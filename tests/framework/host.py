@@ -24,10 +24,19 @@ class HostResources:
     mounts: list[str] = field(default_factory=list)
     sandbox_dirs: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
+    uid_ranges: list[str] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not any(
-            (self.netns, self.veths, self.cgroups, self.mounts, self.sandbox_dirs, self.containers)
+            (
+                self.netns,
+                self.veths,
+                self.cgroups,
+                self.mounts,
+                self.sandbox_dirs,
+                self.containers,
+                self.uid_ranges,
+            )
         )
 
 
@@ -55,7 +64,24 @@ def owned_resources(data_dir: Path) -> HostResources:
                 res.mounts.append(mount_point)
     res.sandbox_dirs = _listdir(data_dir / "sandboxes")
     res.containers = _listdir(data_dir / "runc")
+    res.uid_ranges = held_uid_ranges(tag)
     return res
+
+
+IDMAP_DIR = Path("/run/alcove/idmap")
+
+
+def held_uid_ranges(tag: str) -> list[str]:
+    """The uid ranges the instance tagged `tag` holds (one file per range, naming its owner)."""
+    held = []
+    for name in _listdir(IDMAP_DIR):
+        try:
+            owner = (IDMAP_DIR / name).read_text().split()
+        except OSError:
+            continue
+        if owner and owner[0] == tag:
+            held.append(f"{name}: {' '.join(owner)}")
+    return held
 
 
 def firewall_table_exists(data_dir: Path) -> bool:
@@ -64,3 +90,40 @@ def firewall_table_exists(data_dir: Path) -> bool:
     tag = instance_tag(data_dir)
     out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False)
     return f"alcove_{tag}" in out.stdout
+
+
+def agent_pid(data_dir: Path, sandbox_id: str) -> int:
+    """Host pid of a running sandbox's agent (its container's init), from runc."""
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        ["runc", "--root", str(data_dir / "runc"), "state", sandbox_id],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return int(json.loads(out)["pid"])
+
+
+def host_ids(pid: int) -> tuple[int, int]:
+    """(effective uid, effective gid) of a host process, as the host sees them."""
+    uid = gid = -1
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            uid = int(line.split()[2])
+        elif line.startswith("Gid:"):
+            gid = int(line.split()[2])
+    return uid, gid
+
+
+def as_nobody(argv: list[str], timeout: float = 30) -> "subprocess.CompletedProcess[str]":
+    """Runs `argv` on the host as user nobody (uid/gid 65534, no groups).
+
+    The program is found and executed by a shell already running as nobody:
+    setpriv itself resolves its argument before it drops privileges."""
+    import subprocess
+
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+         "/bin/sh", "-c", 'exec "$@"', "sh", *argv],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )

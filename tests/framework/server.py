@@ -53,6 +53,8 @@ class AlcoveServer:
         data_dir: Path | None = None,
         api_keys: list[str] | None = None,
         extra_args: list[str] | None = None,
+        binary: Path | None = None,
+        agent: Path | None = None,
     ):
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="alcove-e2e-")).resolve()
         self.port = free_port()
@@ -60,6 +62,9 @@ class AlcoveServer:
         self.subnet = unique_subnet()
         self.api_keys = api_keys or []
         self.extra_args = extra_args or []
+        # Another build (a benchmark's baseline) instead of this checkout's.
+        self.binary = Path(binary or ALCOVE_BIN)
+        self.agent = Path(agent or AGENT_PATH)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "server.log"
 
@@ -69,7 +74,7 @@ class AlcoveServer:
 
     def start(self, timeout: float = 30.0) -> None:
         argv = [
-            str(ALCOVE_BIN),
+            str(self.binary),
             "serve",
             "--listen",
             f"127.0.0.1:{self.port}",
@@ -78,7 +83,7 @@ class AlcoveServer:
             "--images-dir",
             str(IMAGES_DIR),
             "--agent-path",
-            str(AGENT_PATH),
+            str(self.agent),
             "--subnet",
             self.subnet,
         ]
