@@ -1,18 +1,20 @@
 //! Hardening defaults of a sandbox: its capabilities, the `/proc` and `/sys`
 //! paths it may not see or write, and its seccomp filter.
 //!
-//! A sandbox runs arbitrary user code as root (uid 0, no user namespace) in a
-//! runc container on a cgroup v1 host. Without a user namespace, root in the
-//! sandbox *is* the host's uid 0 as far as the kernel is concerned, so these
-//! defaults are what keeps it in: they are Docker's defaults (moby's
-//! `oci/defaults.go`, `caps/defaults.go` and `profiles/seccomp/default.json`,
-//! as of Docker 29), resolved for an x86_64 host and for the capability set
-//! below, and nowhere looser. They differ from Docker in these ways, each
-//! stricter:
+//! A sandbox runs arbitrary user code as root in its own user namespace (its
+//! root is an unprivileged host uid range, see [`crate::idmap`]) in a runc
+//! container on a cgroup v1 host. These defaults are what keeps it in: they
+//! are Docker's defaults (moby's `oci/defaults.go`, `caps/defaults.go` and
+//! `profiles/seccomp/default.json`, as of Docker 29), resolved for an x86_64
+//! host and for the capability set below, and nowhere looser. They differ
+//! from Docker in these ways, each stricter:
 //!
 //! - `keyctl`, `add_key` and `request_key` are denied (recent Docker allows
-//!   them). Without a user namespace, sandbox root shares the host root's user
-//!   keyring; `/proc/keys` is masked for the same reason.
+//!   them): the kernel's key quotas and keyrings are one more thing sandboxes
+//!   would share with each other; `/proc/keys` is masked too.
+//! - `mq_open` fails with `ENOSYS`: POSIX message-queue bytes are charged to
+//!   the owner of the sandbox's user namespace, which is host root (runc and
+//!   CRIU create it), so every sandbox would draw from host root's pool.
 //! - `socketcall` is denied. It is the 32-bit x86 socket multiplexer, whose
 //!   arguments sit behind a pointer seccomp cannot read, so it would bypass the
 //!   address-family filter on `socket`. Docker allows it and relies on
