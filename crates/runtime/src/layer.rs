@@ -172,11 +172,13 @@ impl Layer {
                 return Ok(());
             }
             let ns = userns::mapping_namespace(range)?;
+            // The image is shared by every sandbox: its view is read-only
+            // (overlayfs never writes to a lower layer, and nothing else may).
             if !is_mountpoint(&lower_mnt) {
-                userns::idmapped_clone(&lower, &lower_mnt, &ns)?;
+                userns::idmapped_clone(&lower, &lower_mnt, &ns, true)?;
             }
             if !is_mountpoint(&upper_mnt) {
-                userns::idmapped_clone(&disk, &upper_mnt, &ns)?;
+                userns::idmapped_clone(&disk, &upper_mnt, &ns, false)?;
             }
             userns::mount_overlay(&dir, range)
         })
@@ -209,10 +211,7 @@ impl Layer {
     /// Unmounts and deletes everything of this sandbox on disk.
     pub fn remove(&self) -> Result<()> {
         self.unmount()?;
-        if self.dir.exists() {
-            std::fs::remove_dir_all(&self.dir).map_err(RuntimeError::io("removing", &self.dir))?;
-        }
-        Ok(())
+        remove_unmounted_tree(&self.dir)
     }
 }
 
@@ -320,6 +319,23 @@ fn ensure_mountpoint(upper: &Path, lower: &Path, mp: &Mountpoint) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// Deletes `dir` recursively, unless something is still mounted below it: a
+/// recursive delete would go through the mount, and a sandbox's mounts lead
+/// to the shared image and to its layer.
+pub fn remove_unmounted_tree(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if let Some(mount) = mounts_under(dir).first() {
+        return Err(RuntimeError::Config(format!(
+            "not removing {}: {} is still mounted",
+            dir.display(),
+            mount.display()
+        )));
+    }
+    std::fs::remove_dir_all(dir).map_err(RuntimeError::io("removing", dir))
 }
 
 /// Unmounts every mount stacked on `path`, detaching lazily if it is busy.
@@ -468,6 +484,31 @@ mod tests {
             !upper.join("etc/hosts").exists(),
             "the whiteout is gone, so the image's file is the mount point again"
         );
+    }
+
+    #[test]
+    #[ignore = "needs root (mount)"]
+    fn a_tree_with_a_mount_inside_is_not_removed() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let inner = tmp.path().join("sandbox/lower");
+        std::fs::create_dir_all(&inner).expect("mkdir");
+        nix::mount::mount(
+            Some("tmpfs"),
+            &inner,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount tmpfs");
+        std::fs::write(inner.join("shared"), b"image").expect("write");
+        assert!(remove_unmounted_tree(&tmp.path().join("sandbox")).is_err());
+        assert!(
+            inner.join("shared").exists(),
+            "nothing was deleted through the mount"
+        );
+        unmount_all(&inner).expect("unmount");
+        remove_unmounted_tree(&tmp.path().join("sandbox")).expect("removed");
+        assert!(!tmp.path().join("sandbox").exists());
     }
 
     #[test]

@@ -659,7 +659,7 @@ impl Node {
                 if kept_id(&name) {
                     continue;
                 }
-                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                if let Err(e) = layer::remove_unmounted_tree(&entry.path()) {
                     tracing::warn!(path = %entry.path().display(), error = %e, "removing leftover");
                 }
                 swept.push(format!("files of {name}"));

@@ -28,6 +28,7 @@ use crate::idmap::IdRange;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_EMPTY_PATH: libc::c_uint = 0x1000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
 const MOUNT_ATTR_IDMAP: u64 = 0x10_0000;
@@ -124,8 +125,13 @@ pub fn mapping_namespace(range: IdRange) -> Result<OwnedFd> {
 
 /// Attaches at `target` (an existing empty directory) a clone of the mount
 /// tree at `source`, with its ids shifted by the mapping of `userns` and
-/// `nosuid,nodev` set.
-pub fn idmapped_clone(source: &Path, target: &Path, userns: &OwnedFd) -> Result<()> {
+/// `nosuid,nodev` set, and read-only with `read_only`.
+pub fn idmapped_clone(
+    source: &Path,
+    target: &Path,
+    userns: &OwnedFd,
+    read_only: bool,
+) -> Result<()> {
     let src = cstring(source)?;
     let dst = cstring(target)?;
     // SAFETY: `src` is a valid NUL-terminated path; the flags are plain ints.
@@ -144,7 +150,10 @@ pub fn idmapped_clone(source: &Path, target: &Path, userns: &OwnedFd) -> Result<
     // SAFETY: open_tree returned a new descriptor that nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(raw) };
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_set: MOUNT_ATTR_IDMAP
+            | MOUNT_ATTR_NOSUID
+            | MOUNT_ATTR_NODEV
+            | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
