@@ -175,3 +175,24 @@ def test_data_dir_permissions_are_repaired_at_start():
     finally:
         srv.stop()
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_the_shared_image_cannot_be_changed_through_a_sandbox(server, client):
+    from framework.server import IMAGES_DIR
+
+    marker = IMAGES_DIR / "debian/rootfs/usr/bin/true"
+    assert marker.exists()
+    with client.create_and_connect() as sb:
+        # The sandbox deletes what it can of the image: whiteouts in its own layer.
+        sb.run("sh", ["-c", "rm -f /usr/bin/true /usr/bin/env; echo gone > /etc/motd"])
+        assert sb.run("sh", ["-c", "test -e /usr/bin/true || echo absent"]).stdout == "absent"
+        lower = server.data_dir / "sandboxes" / sb.sandbox_id / "lower"
+        # Even host root cannot write through the sandbox's view of the image.
+        with pytest.raises(OSError) as err:
+            (lower / "usr/bin/alcove-probe").write_bytes(b"x")
+        assert err.value.errno == 30  # EROFS
+    assert marker.exists(), "the image lost a file"
+    assert (IMAGES_DIR / "debian/rootfs/usr/bin/env").exists()
+    assert "gone" not in (IMAGES_DIR / "debian/rootfs/etc/motd").read_text()
+    with client.create_and_connect() as again:
+        assert again.run("true").exit_code == 0
