@@ -105,10 +105,8 @@ pub async fn serve(
         ingress_domain: Arc::from(config.ingress_domain.as_str()),
     });
     tracing::info!(%bound, "alcove serving");
-    let wait = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { wait.wait().await })
-        .await?;
+    let limits = config.http_limits(crate::listener::fd_soft_limit());
+    crate::listener::serve(listener, app, limits, shutdown.clone()).await?;
     reaper.abort();
     compactor.abort();
     control.shutdown().await;

@@ -28,6 +28,10 @@ pub enum ErrorCode {
     SandboxUnreachable,
     /// An operation (suspend, resume, snapshot) ran and failed; the sandbox is unchanged.
     OperationFailed,
+    /// The client has too many requests in flight (429); retry when some finish.
+    TooManyRequests,
+    /// The server is at its connection limit (503); retry later.
+    ServerBusy,
     /// The server failed; details are in its log under the request id.
     Internal,
 }
