@@ -45,6 +45,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The message as built (before a 5xx answer replaces it).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<ControlError> for ApiError {

@@ -1,6 +1,7 @@
 //! HTTP routes: the control plane under `/v1/namespaces/{ns}` and flat
 //! (WIRE §1.2), the sandbox proxy under `/api/v1/*`, and `/healthz`.
 
+mod body;
 pub mod error;
 mod lifecycle_ops;
 mod sandboxes;

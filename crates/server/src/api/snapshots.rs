@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::body::optional_json_object;
 use super::error::ApiError;
 use super::sandboxes::namespace;
 
@@ -22,18 +23,13 @@ fn param<'a>(params: &'a HashMap<String, String>, key: &str) -> Result<&'a str, 
         .ok_or_else(|| ApiError::bad_request(format!("missing {key} in path")))
 }
 
-/// `POST {B}/sandboxes/{id}/snapshot`; the body may be empty.
+/// `POST {B}/sandboxes/{id}/snapshot`; the body may be empty, else a JSON object.
 pub async fn create(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: CreateSnapshotRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateSnapshotRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
-    };
+    let req: CreateSnapshotRequest = optional_json_object(&body)?;
     let snap = state
         .control
         .snapshot(
