@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod listener;
 pub mod proxy;
+pub mod redact;
 pub mod secrets;
 pub mod server;
 pub mod shutdown;

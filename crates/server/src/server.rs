@@ -64,6 +64,15 @@ pub async fn serve(
     config.agent_path = Some(config.agent_path().canonicalize()?);
     config.images_dir = Some(std::path::absolute(config.images_dir())?);
     std::fs::create_dir_all(config.data_dir.join("snapshots"))?;
+    // Error texts naming these paths are kept from clients (see `redact`).
+    for path in [
+        config.data_dir.clone(),
+        config.images_dir(),
+        config.agent_path(),
+        config.criu_path(),
+    ] {
+        crate::redact::register_host_path(&path);
+    }
     let store = Store::open(&config.data_dir.join("alcove.db")).await?;
     let node = Node::new(NodeConfig {
         data_dir: config.data_dir.clone(),

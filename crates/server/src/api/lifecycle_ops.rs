@@ -50,7 +50,7 @@ fn answer(state: &AppState, record: &crate::store::SandboxRecord, reached: bool)
     } else {
         StatusCode::ACCEPTED
     };
-    let info: SandboxInfo = state.control.info(record);
+    let info: SandboxInfo = super::public_info(state, record);
     (code, Json(info)).into_response()
 }
 

@@ -69,7 +69,10 @@ pub async fn create(
         name: r.name.clone(),
         pending_reason: (status == SandboxStatus::Pending).then(|| "scheduling".to_string()),
         termination_reason: r.termination_reason.clone(),
-        error_details: r.error_details.clone(),
+        error_details: r
+            .error_details
+            .as_deref()
+            .map(|d| crate::redact::for_client(d).into_owned()),
     };
     let code = if wait {
         StatusCode::OK
@@ -88,7 +91,7 @@ pub async fn list(
     Ok(Json(ListSandboxesResponse {
         sandboxes: records
             .iter()
-            .map(|r| state.control.info(r))
+            .map(|r| super::public_info(&state, r))
             .collect(),
     }))
 }
@@ -102,7 +105,7 @@ pub async fn get(
         .control
         .get(namespace(&params), ident(&params)?)
         .await?;
-    Ok(Json(state.control.info(&record)))
+    Ok(Json(super::public_info(&state, &record)))
 }
 
 /// `PATCH {B}/sandboxes/{id}`.
@@ -117,7 +120,7 @@ pub async fn update(
         .control
         .update(namespace(&params), ident(&params)?, req)
         .await?;
-    Ok(Json(state.control.info(&record)))
+    Ok(Json(super::public_info(&state, &record)))
 }
 
 /// `DELETE {B}/sandboxes/{id}`.
@@ -129,7 +132,7 @@ pub async fn delete(
         .control
         .delete(Some(namespace(&params)), ident(&params)?, "deleted")
         .await?;
-    Ok(Json(state.control.info(&record)))
+    Ok(Json(super::public_info(&state, &record)))
 }
 
 #[cfg(test)]
