@@ -328,6 +328,7 @@ export class HttpTransport {
     init.signal = controller.signal;
     const idle = this.idleOf(spec);
     let timedOut = false;
+    let settled = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const disarm = (): void => {
       clearTimeout(timer);
@@ -335,7 +336,8 @@ export class HttpTransport {
     };
     const arm = (ms: number | undefined): void => {
       disarm();
-      if (ms === undefined) return;
+      // An upload may still ask for chunks after the server answered (early error answers).
+      if (ms === undefined || settled) return;
       timer = setTimeout(() => {
         timedOut = true;
         controller.abort();
@@ -370,6 +372,7 @@ export class HttpTransport {
     } catch (error) {
       throw fail(error);
     } finally {
+      settled = true;
       disarm();
     }
   }
