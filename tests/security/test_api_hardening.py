@@ -180,8 +180,12 @@ def test_too_many_requests_from_one_client_are_429(server):
             b"Content-Length: 100\r\n\r\n{"
         )
         held.append(sock)
-    time.sleep(0.5)  # let the server read all of them
-    resp = httpx.get(f"{server.url}/healthz")
+    # Wait (bounded) until the server has read all of them.
+    for _ in range(100):
+        resp = httpx.get(f"{server.url}/healthz")
+        if resp.status_code == 429:
+            break
+        time.sleep(0.1)
     assert resp.status_code == 429
     body = resp.json()
     assert body["code"] == "TOO_MANY_REQUESTS"
