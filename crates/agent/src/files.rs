@@ -43,6 +43,29 @@ pub enum FileError {
     /// The agent may not access the path.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// The path is on a read-only file system (a read-only mount such as `/sys`).
+    #[error("read-only file system: {0}")]
+    ReadOnly(String),
+    /// The path is a kernel file (`/proc`, `/sys`, cgroups) that does not take this write.
+    #[error("cannot write kernel file {0}: it is not a regular file")]
+    KernelFile(String),
+    /// The file system (or the sandbox's disk) is full, or the file too large for it.
+    #[error("no space left for {0}")]
+    NoSpace(String),
+    /// Something already exists where a new entry was to be made.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The file is busy (a running program's executable, a mount point).
+    #[error("file is busy: {0}")]
+    Busy(String),
+    /// The path cannot name a file (too long, too many symbolic links).
+    #[error("unusable path {path}: {reason}")]
+    BadPath {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// The upload body broke off.
     #[error("reading request body: {0}")]
     Body(String),
@@ -78,19 +101,71 @@ pub fn validate(path: &str) -> Result<PathBuf, FileError> {
     Ok(PathBuf::from(path))
 }
 
+/// Maps an OS error to what the caller did wrong, where it is the caller's doing;
+/// only the rest stays an internal failure (500).
 fn map_io(err: io::Error, path: &Path, action: &'static str) -> FileError {
     let shown = path.display().to_string();
     match err.raw_os_error() {
-        // ENOTDIR: a parent is a file, so the path cannot exist.
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => FileError::NotFound(shown),
+        Some(libc::ENOENT) => FileError::NotFound(shown),
+        // A component of the path is a file, not a directory.
+        Some(libc::ENOTDIR) => FileError::NotADirectory(shown),
         Some(libc::EISDIR) => FileError::IsDirectory(shown),
         Some(libc::EACCES) | Some(libc::EPERM) => FileError::PermissionDenied(shown),
+        Some(libc::EROFS) => FileError::ReadOnly(shown),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => FileError::NoSpace(shown),
+        Some(libc::EEXIST) => FileError::AlreadyExists(shown),
+        Some(libc::ETXTBSY) | Some(libc::EBUSY) => FileError::Busy(shown),
+        Some(libc::ENAMETOOLONG) => FileError::BadPath {
+            path: shown,
+            reason: "a name in it is too long",
+        },
+        Some(libc::ELOOP) => FileError::BadPath {
+            path: shown,
+            reason: "too many levels of symbolic links",
+        },
+        // Kernel files (/proc, /sys) refuse writes they do not understand with
+        // EIO or EINVAL: the caller's doing, not a failing disk.
+        Some(libc::EIO) | Some(libc::EINVAL) if on_kernel_fs(path) => FileError::KernelFile(shown),
         _ => FileError::Io {
             action,
             path: shown,
             source: err,
         },
     }
+}
+
+/// Whether `path` (or, when it does not exist, its parent) is on a kernel pseudo
+/// file system: procfs, sysfs, cgroupfs and the like.
+fn on_kernel_fs(path: &Path) -> bool {
+    const KERNEL_FS: [i64; 11] = [
+        0x9fa0,      // proc
+        0x6265_6572, // sysfs
+        0x0027_e0eb, // cgroup
+        0x6367_7270, // cgroup2
+        0x6462_6720, // debugfs
+        0x7363_6673, // securityfs
+        0x7472_6163, // tracefs
+        0xcafe_4a11, // bpf
+        0x6265_6570, // configfs
+        0xde5e_81e4, // efivarfs
+        0x6165_676c, // pstore
+    ];
+    let probe = if path.exists() {
+        path
+    } else {
+        path.parent().unwrap_or(path)
+    };
+    let Ok(c_path) = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is a NUL-terminated string and stat a struct we own; statfs
+    // writes only into it.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut stat) };
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64 but not on every target
+    let kind = stat.f_type as i64;
+    rc == 0 && KERNEL_FS.contains(&kind)
 }
 
 fn millis(time: io::Result<std::time::SystemTime>) -> Option<EpochMillis> {
@@ -114,6 +189,7 @@ pub async fn open_for_read(path: &Path) -> Result<(fs::File, u64), FileError> {
 
 /// Writes `body` to `path` chunk by chunk: parents are created, an existing file is
 /// truncated (keeping its owner and mode), and the data is fsynced before returning.
+/// When the file system fills up, the partial file is removed.
 pub async fn write<S, E>(path: &Path, body: S) -> Result<u64, FileError>
 where
     S: Stream<Item = Result<Bytes, E>>,
@@ -136,6 +212,25 @@ where
     let mut file = fs::File::create(path)
         .await
         .map_err(|e| map_io(e, path, "creating"))?;
+    let outcome = write_body(&mut file, path, body).await;
+    if matches!(outcome, Err(FileError::NoSpace(_))) {
+        // A write that ran out of space leaves no partial file taking that space.
+        drop(file);
+        if fs::symlink_metadata(path)
+            .await
+            .is_ok_and(|m| m.file_type().is_file())
+        {
+            let _ = fs::remove_file(path).await;
+        }
+    }
+    outcome
+}
+
+async fn write_body<S, E>(file: &mut fs::File, path: &Path, body: S) -> Result<u64, FileError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
     let mut body = std::pin::pin!(body);
     let mut written = 0u64;
     while let Some(chunk) = body.next().await {
@@ -146,9 +241,11 @@ where
         written += chunk.len() as u64;
     }
     file.flush().await.map_err(|e| map_io(e, path, "writing"))?;
-    file.sync_all()
-        .await
-        .map_err(|e| map_io(e, path, "syncing"))?;
+    match file.sync_all().await {
+        // EINVAL: a special file (a device, a pipe) that has nothing to sync.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !on_kernel_fs(path) => {}
+        other => other.map_err(|e| map_io(e, path, "syncing"))?,
+    }
     Ok(written)
 }
 
@@ -245,6 +342,41 @@ mod tests {
             write(&below_file, body).await,
             Err(FileError::NotADirectory(_))
         ));
+    }
+
+    #[test]
+    fn os_errors_map_to_caller_faults() {
+        let path = Path::new("/x/y");
+        let map = |errno| map_io(io::Error::from_raw_os_error(errno), path, "writing");
+        assert!(matches!(map(libc::ENOENT), FileError::NotFound(_)));
+        assert!(matches!(map(libc::ENOTDIR), FileError::NotADirectory(_)));
+        assert!(matches!(map(libc::EISDIR), FileError::IsDirectory(_)));
+        assert!(matches!(map(libc::EACCES), FileError::PermissionDenied(_)));
+        assert!(matches!(map(libc::EPERM), FileError::PermissionDenied(_)));
+        assert!(matches!(map(libc::EROFS), FileError::ReadOnly(_)));
+        assert!(matches!(map(libc::ENOSPC), FileError::NoSpace(_)));
+        assert!(matches!(map(libc::EDQUOT), FileError::NoSpace(_)));
+        assert!(matches!(map(libc::EEXIST), FileError::AlreadyExists(_)));
+        assert!(matches!(map(libc::ETXTBSY), FileError::Busy(_)));
+        assert!(matches!(map(libc::ENAMETOOLONG), FileError::BadPath { .. }));
+        // EIO off a kernel file system is a real I/O failure.
+        assert!(matches!(map(libc::EIO), FileError::Io { .. }));
+        let proc_file = Path::new("/proc/version");
+        let eio = map_io(
+            io::Error::from_raw_os_error(libc::EIO),
+            proc_file,
+            "writing",
+        );
+        assert!(matches!(eio, FileError::KernelFile(_)));
+    }
+
+    #[tokio::test]
+    async fn writing_a_device_skips_the_sync_it_cannot_do() {
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("gone"))]);
+        assert_eq!(
+            write(Path::new("/dev/null"), body).await.expect("written"),
+            4
+        );
     }
 
     #[tokio::test]

@@ -189,3 +189,114 @@ async fn large_files_stream_both_ways() {
     }
     assert_eq!(offset, CHUNK * CHUNKS);
 }
+
+async fn put_error(agent: &Agent, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let resp = agent
+        .http
+        .put(agent.url("/files"))
+        .query(&[("path", path)])
+        .body(body)
+        .send()
+        .await
+        .expect("PUT");
+    let status = resp.status().as_u16();
+    let body = if status == 204 {
+        Value::Null
+    } else {
+        resp.json().await.expect("JSON error body")
+    };
+    (status, body)
+}
+
+/// A tmpfs mounted with `options` on a fresh directory, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(options: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                options,
+                "alcove-test",
+                dir.path().to_str().expect("utf-8"),
+            ])
+            .status()
+            .expect("run mount")
+            .success();
+        assert!(ok, "mount -o {options} failed");
+        Tmpfs { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir
+            .path()
+            .join(name)
+            .to_str()
+            .expect("utf-8")
+            .to_string()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn file_system_refusals_are_client_errors() {
+    let agent = Agent::start().await;
+    // A kernel file that takes no writes (the write fails with EIO), and a sysfs
+    // directory where nothing may be created: 403, never 500.
+    for path in ["/proc/version", "/sys/kernel/alcove-test-file"] {
+        let (status, body) = put_error(&agent, path, "x").await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(body["code"], "PERMISSION_DENIED", "{path}");
+        assert!(body["error"].as_str().is_some_and(|m| m.contains(path)));
+    }
+    // A component of the path is a file.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("f.txt");
+    std::fs::write(&file, "x").expect("write");
+    let below = file.join("inner");
+    let resp = get(&agent, "/files", below.to_str().expect("utf-8")).await;
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["code"], "NOT_A_DIRECTORY");
+    // A device takes the write, and has nothing to sync.
+    assert_eq!(put(&agent, "/dev/null", "gone").await, 204);
+}
+
+#[tokio::test]
+async fn read_only_and_full_file_systems_are_client_errors() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let agent = Agent::start().await;
+    let read_only = Tmpfs::mount("ro,size=1m");
+    let (status, body) = put_error(&agent, &read_only.path("a.txt"), "x").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "PERMISSION_DENIED");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("read-only"))
+    );
+
+    let tiny = Tmpfs::mount("size=64k");
+    let (status, body) = put_error(&agent, &tiny.path("big.bin"), vec![7u8; 1 << 20]).await;
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["code"], "NO_SPACE");
+    // The partial file is gone, so the space is free again.
+    assert!(!std::path::Path::new(&tiny.path("big.bin")).exists());
+    assert_eq!(put(&agent, &tiny.path("small.txt"), "fits").await, 204);
+}

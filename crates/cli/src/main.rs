@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (API, proxy and node) in the foreground.
-    Serve(alcove_server::Config),
+    Serve(Box<alcove_server::Config>),
     /// Manage secrets injected into sandboxes as environment variables.
     Secrets(commands::secrets::SecretsArgs),
 }
@@ -52,7 +52,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(config) => commands::serve::run(config).await,
+            Command::Serve(config) => commands::serve::run(*config).await,
             Command::Secrets(args) => commands::secrets::run(args).await,
         }
     });

@@ -90,6 +90,25 @@ pub struct Config {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+
+    /// Seconds a client may take to send a request's headers once it has started
+    /// (slowloris guard); the connection is closed after that.
+    #[arg(long, env = "ALCOVE_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a connection may stay open with no request in flight (also a new
+    /// connection that sends nothing); streaming responses are never cut by it.
+    #[arg(long, env = "ALCOVE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
+    /// Most client connections open at once; more are answered 503 and closed
+    /// (default: the smaller of 4096 and the open-files limit minus 512).
+    #[arg(long, env = "ALCOVE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most requests in flight from one client IP address; more are answered 429.
+    #[arg(long, env = "ALCOVE_MAX_REQUESTS_PER_CLIENT", default_value_t = 256)]
+    pub max_requests_per_client: usize,
 }
 
 /// A configuration that cannot work.
@@ -107,6 +126,9 @@ pub enum ConfigError {
     /// A value out of its range.
     #[error("{0}")]
     Invalid(String),
+    /// A connection limit or timeout of zero.
+    #[error("--{0} must be at least 1")]
+    ZeroLimit(&'static str),
 }
 
 impl Config {
@@ -122,11 +144,35 @@ impl Config {
             return Err(ConfigError::OpenWithoutKeys(self.listen));
         }
         self.subnet()?;
+        for (flag, value) in [
+            ("header-read-timeout-secs", self.header_read_timeout_secs),
+            ("idle-timeout-secs", self.idle_timeout_secs),
+            (
+                "max-requests-per-client",
+                self.max_requests_per_client as u64,
+            ),
+            ("max-connections", self.max_connections.unwrap_or(1) as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit(flag));
+            }
+        }
         let agent = self.agent_path();
         if !agent.is_file() {
             return Err(ConfigError::NoAgent(agent));
         }
         Ok(())
+    }
+
+    /// Limits of the HTTP listener; the connection cap is resolved against the
+    /// process's open-files limit (`fd_soft_limit`).
+    pub fn http_limits(&self, fd_soft_limit: Option<u64>) -> crate::listener::HttpLimits {
+        crate::listener::HttpLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            max_connections: crate::listener::connection_cap(self.max_connections, fd_soft_limit),
+            max_requests_per_client: self.max_requests_per_client,
+        }
     }
 
     /// The parsed subnet.
@@ -236,5 +282,48 @@ mod tests {
         );
         let cfg = parse(&["--subnet", "10.1.2.3/16", "--agent-path", "/bin/sh"]);
         assert!(matches!(cfg.validate(), Err(ConfigError::Subnet(_))));
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_refuse_zero() {
+        let cfg = parse(&["--agent-path", "/bin/sh"]);
+        let limits = cfg.http_limits(Some(20_000));
+        assert_eq!(limits.header_read_timeout.as_secs(), 10);
+        assert_eq!(limits.idle_timeout.as_secs(), 60);
+        assert_eq!(limits.max_connections, 4096);
+        assert_eq!(limits.max_requests_per_client, 256);
+        // A low open-files limit lowers the default cap, keeping 512 descriptors spare.
+        assert_eq!(cfg.http_limits(Some(1024)).max_connections, 512);
+
+        let cfg = parse(&[
+            "--agent-path",
+            "/bin/sh",
+            "--max-connections",
+            "10",
+            "--max-requests-per-client",
+            "3",
+            "--header-read-timeout-secs",
+            "2",
+            "--idle-timeout-secs",
+            "5",
+        ]);
+        let limits = cfg.http_limits(Some(20_000));
+        assert_eq!(limits.max_connections, 10);
+        assert_eq!(limits.max_requests_per_client, 3);
+        assert_eq!(limits.header_read_timeout.as_secs(), 2);
+        assert_eq!(limits.idle_timeout.as_secs(), 5);
+
+        for flag in [
+            "--max-connections",
+            "--max-requests-per-client",
+            "--header-read-timeout-secs",
+            "--idle-timeout-secs",
+        ] {
+            let cfg = parse(&["--agent-path", "/bin/sh", flag, "0"]);
+            assert!(
+                matches!(cfg.validate(), Err(ConfigError::ZeroLimit(_))),
+                "{flag} 0 must be refused"
+            );
+        }
     }
 }

@@ -64,6 +64,15 @@ pub async fn serve(
     config.agent_path = Some(config.agent_path().canonicalize()?);
     config.images_dir = Some(std::path::absolute(config.images_dir())?);
     std::fs::create_dir_all(config.data_dir.join("snapshots"))?;
+    // Error texts naming these paths are kept from clients (see `redact`).
+    for path in [
+        config.data_dir.clone(),
+        config.images_dir(),
+        config.agent_path(),
+        config.criu_path(),
+    ] {
+        crate::redact::register_host_path(&path);
+    }
     let store = Store::open(&config.data_dir.join("alcove.db")).await?;
     let node = Node::new(NodeConfig {
         data_dir: config.data_dir.clone(),
@@ -110,10 +119,8 @@ pub async fn serve(
         ingress_domain: Arc::from(config.ingress_domain.as_str()),
     });
     tracing::info!(%bound, "alcove serving");
-    let wait = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { wait.wait().await })
-        .await?;
+    let limits = config.http_limits(crate::listener::fd_soft_limit());
+    crate::listener::serve(listener, app, limits, shutdown.clone()).await?;
     reaper.abort();
     compactor.abort();
     control.shutdown().await;

@@ -30,6 +30,10 @@ pub enum ErrorCode {
     OperationFailed,
     /// The host has no room for it (pids, disk): nothing was created.
     ResourceExhausted,
+    /// The client has too many requests in flight (429); retry when some finish.
+    TooManyRequests,
+    /// The server is at its connection limit (503); retry later.
+    ServerBusy,
     /// The server failed; details are in its log under the request id.
     Internal,
 }

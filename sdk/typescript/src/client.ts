@@ -175,7 +175,10 @@ function infoFailure(info: SandboxInfo): SandboxFailedError {
  * Configuration comes from the options, then `ALCOVE_API_URL` (default
  * `http://localhost:8900`) and `ALCOVE_API_KEY`, read when the client is built. `timeoutSecs` is
  * the per-request timeout and also the deadline of every wait (create, suspend, resume,
- * snapshot). Command and output streams have no read timeout.
+ * snapshot); file transfers may take longer as long as bytes keep moving. `streamIdleTimeoutSecs`
+ * (default 120) bounds the silence of command and output streams (`run`, `follow*`): the agent
+ * sends a keep-alive every 15 s, so a silent command may run for hours, but a stopped or
+ * unreachable agent throws {@link SandboxTimeoutError} instead of hanging (`null` waits forever).
  *
  * ```ts
  * const client = new SandboxClient();

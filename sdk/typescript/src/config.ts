@@ -12,6 +12,12 @@ export const DEFAULT_API_URL = "http://localhost:8900";
 export const DEFAULT_NAMESPACE = "default";
 /** Default per-request timeout, also the deadline of waits (create, suspend, snapshot). */
 export const DEFAULT_TIMEOUT_SECS = 300;
+/**
+ * Default longest silence on a command or output stream (`run`, `follow*`) before
+ * {@link SandboxTimeoutError}. The sandbox's agent sends a keep-alive after 15 s without output,
+ * so a healthy stream is never this quiet: only a stopped or unreachable agent is.
+ */
+export const DEFAULT_STREAM_IDLE_TIMEOUT_SECS = 120;
 /** Longest wait for a WebSocket handshake (capped by the request timeout). */
 export const CONNECT_TIMEOUT_SECS = 10;
 
@@ -25,6 +31,11 @@ export interface ClientOptions {
   namespace?: string;
   /** Per-request timeout and deadline of every wait, in seconds (default 300). */
   timeoutSecs?: number;
+  /**
+   * Longest silence on `run` and `follow*` streams, in seconds (default 120); `null` waits
+   * forever. The agent sends keep-alives every 15 s, so only a stopped agent hits it.
+   */
+  streamIdleTimeoutSecs?: number | null;
 }
 
 /** Resolved settings shared by a client and the sandbox handles it creates. */
@@ -33,6 +44,8 @@ export interface ClientConfig {
   readonly apiKey: string | undefined;
   readonly namespace: string;
   readonly timeoutSecs: number;
+  /** Read-inactivity bound of event streams, in seconds; `null` = none. */
+  readonly streamIdleTimeoutSecs: number | null;
 }
 
 function fromEnv(env: NodeJS.ProcessEnv | Record<string, string | undefined>, name: string): string | undefined {
@@ -59,7 +72,11 @@ export function resolveConfig(
   if (typeof timeoutSecs !== "number" || !Number.isFinite(timeoutSecs) || timeoutSecs <= 0) {
     throw new RangeError(`timeoutSecs must be a positive number of seconds, got ${String(timeoutSecs)}`);
   }
-  return Object.freeze({ apiUrl: url, apiKey: apiKey || undefined, namespace, timeoutSecs });
+  const idle = options.streamIdleTimeoutSecs === undefined ? DEFAULT_STREAM_IDLE_TIMEOUT_SECS : options.streamIdleTimeoutSecs;
+  if (idle !== null && (typeof idle !== "number" || !Number.isFinite(idle) || idle <= 0)) {
+    throw new RangeError(`streamIdleTimeoutSecs must be a positive number of seconds or null, got ${String(idle)}`);
+  }
+  return Object.freeze({ apiUrl: url, apiKey: apiKey || undefined, namespace, timeoutSecs, streamIdleTimeoutSecs: idle });
 }
 
 /** The longest wait for a WebSocket handshake, in milliseconds. */

@@ -14,7 +14,7 @@
  *     │   ├── SnapshotNotFoundError     (404 on a snapshot call)
  *     │   └── AuthenticationError       (401 / 403)
  *     ├── SandboxConnectionError        (the server could not be reached, or a stream broke)
- *     ├── SandboxTimeoutError           (a client-side deadline passed)
+ *     ├── SandboxTimeoutError           (a client-side deadline passed; `option` names the setting)
  *     ├── SandboxFailedError            (the sandbox failed or ended while we waited on it)
  *     └── SandboxNotRoutableError       (no sandbox_url: the sandbox cannot be reached)
  * ```
@@ -89,8 +89,19 @@ export class AuthenticationError extends RemoteAPIError {}
 /** The server could not be reached, or a response stream ended early. */
 export class SandboxConnectionError extends SandboxError {}
 
-/** A client-side deadline passed (raise the client's `timeoutSecs` to wait longer). */
-export class SandboxTimeoutError extends SandboxError {}
+/**
+ * A client-side deadline passed. `option` names the client option to raise to wait longer, when
+ * one applies: `timeoutSecs` (requests and waits) or `streamIdleTimeoutSecs` (silence on `run` /
+ * `follow*` streams).
+ */
+export class SandboxTimeoutError extends SandboxError {
+  readonly option: string | undefined;
+
+  constructor(message: string, option?: string) {
+    super(message);
+    this.option = option;
+  }
+}
 
 /** The sandbox failed or ended while the client was waiting on it. */
 export class SandboxFailedError extends SandboxError {

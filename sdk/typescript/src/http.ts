@@ -203,8 +203,16 @@ export interface RequestSpec {
   json?: unknown;
   /** A raw body (sent without Content-Type). */
   body?: Uint8Array | StreamBody;
-  /** Return the 2xx response with its body unread, and stop the timeout once headers arrive. */
+  /**
+   * Return the 2xx response with its body unread; each read of the body then waits at most
+   * `timeoutSecs` (a transfer may take longer as long as bytes keep moving).
+   */
   stream?: boolean;
+  /**
+   * An event stream (`run`, `follow*`): the agent sends keep-alives, so the wait for its headers
+   * and every silence after are bounded by `streamIdleTimeoutSecs` instead of `timeoutSecs`.
+   */
+  events?: boolean;
   /** Whether the request may be sent again when the proxy says the sandbox is not ready (default true). */
   replayable?: boolean;
 }
@@ -218,6 +226,8 @@ export interface HttpResponse {
   method: string;
   body: Uint8Array;
   stream: ReadableStream<Uint8Array> | null;
+  /** Longest wait for each read of `stream`, in ms (`undefined` = none), and the option behind it. */
+  idle?: { ms: number | undefined; option: string };
 }
 
 export function responseText(response: HttpResponse): string {
@@ -316,21 +326,37 @@ export class HttpTransport {
     const url = withQuery(spec.url, spec.query);
     const controller = new AbortController();
     init.signal = controller.signal;
-    const timeoutMs = this.config.timeoutSecs * 1000;
+    const idle = this.idleOf(spec);
     let timedOut = false;
-    // A streamed upload may take as long as it takes: the server answers once it has it all.
-    const timer = streamedBody
-      ? undefined
-      : setTimeout(() => {
-          timedOut = true;
-          controller.abort();
-        }, timeoutMs);
+    let settled = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const disarm = (): void => {
+      clearTimeout(timer);
+      timer = undefined;
+    };
+    const arm = (ms: number | undefined): void => {
+      disarm();
+      // An upload may still ask for chunks after the server answered (early error answers).
+      if (ms === undefined || settled) return;
+      timer = setTimeout(() => {
+        timedOut = true;
+        controller.abort();
+      }, ms);
+    };
+    const timeoutMs = this.config.timeoutSecs * 1000;
+    if (streamedBody) {
+      // An upload may take as long as it takes while it moves: the clock runs only while the
+      // server is not taking chunks, and, once all is sent, while its answer is awaited.
+      init.body = watchUpload(spec.body as StreamBody, disarm, () => arm(timeoutMs)) as unknown as RequestInit["body"];
+      arm(timeoutMs);
+    } else {
+      arm(spec.events ? idle.ms : timeoutMs);
+    }
     const fail = (error: unknown): SandboxException => {
       if (error instanceof SandboxException) return error;
       if (timedOut) {
-        return new SandboxTimeoutError(
-          `${spec.method} ${url}: timed out after ${this.config.timeoutSecs}s (raise the client's timeoutSecs)`,
-        );
+        const waited = streamedBody || !spec.events ? { ms: timeoutMs, option: "timeoutSecs" } : idle;
+        return timeoutError(spec.method, url, waited);
       }
       return new SandboxConnectionError(`${spec.method} ${url}: ${causeText(error)}`, { cause: error });
     };
@@ -338,17 +364,64 @@ export class HttpTransport {
       const response = await this.fetchImpl(url, init);
       const base = { status: response.status, ok: response.ok, headers: response.headers, url, method: spec.method };
       if (spec.stream && response.ok) {
-        clearTimeout(timer);
-        return { ...base, body: new Uint8Array(0), stream: response.body };
+        disarm();
+        return { ...base, body: new Uint8Array(0), stream: response.body, idle };
       }
       const body = new Uint8Array(await response.arrayBuffer());
       return { ...base, body, stream: null };
     } catch (error) {
       throw fail(error);
     } finally {
-      clearTimeout(timer);
+      settled = true;
+      disarm();
     }
   }
+
+  /** The bound on each read of a streamed answer to `spec`. */
+  private idleOf(spec: RequestSpec): { ms: number | undefined; option: string } {
+    if (spec.events) {
+      const secs = this.config.streamIdleTimeoutSecs;
+      return { ms: secs === null ? undefined : secs * 1000, option: "streamIdleTimeoutSecs" };
+    }
+    return { ms: this.config.timeoutSecs * 1000, option: "timeoutSecs" };
+  }
+}
+
+/** The error of a deadline that passed, naming the client option to raise. */
+function timeoutError(method: string, url: string, waited: { ms: number | undefined; option: string }): SandboxTimeoutError {
+  const secs = waited.ms === undefined ? "too long" : `${waited.ms / 1000}s`;
+  if (waited.option === "streamIdleTimeoutSecs") {
+    return new SandboxTimeoutError(
+      `${method} ${url}: the sandbox sent nothing for ${secs} (its agent sends a keep-alive every 15s, ` +
+        "so it is stopped or unreachable); raise the client's streamIdleTimeoutSecs to wait longer, " +
+        "or set it to null to wait forever",
+      waited.option,
+    );
+  }
+  return new SandboxTimeoutError(
+    `${method} ${url}: timed out after ${secs} (raise the client's timeoutSecs)`,
+    waited.option,
+  );
+}
+
+/**
+ * An upload body that reports its progress: `waiting` when it is asked for the next chunk
+ * (the server is taking data), `sent` after each chunk and at the end (the server must now act).
+ */
+function watchUpload(body: StreamBody, waiting: () => void, sent: () => void): StreamBody {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      waiting();
+      const { done, value } = await reader.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+      sent();
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
 }
 
 /** Throw the mapped error unless the answer is 2xx. */
@@ -369,7 +442,8 @@ export function streamError(error: unknown, response: Pick<HttpResponse, "method
 
 /**
  * The body of a streamed response as chunks. Read errors become {@link SandboxConnectionError};
- * stopping early (a `break` in `for await`) cancels the response.
+ * a read that waits longer than the response's bound becomes {@link SandboxTimeoutError}; stopping
+ * early (a `break` in `for await`) cancels the response.
  */
 export async function* readChunks(response: HttpResponse): AsyncGenerator<Uint8Array, void, undefined> {
   if (response.stream === null) {
@@ -381,11 +455,25 @@ export async function* readChunks(response: HttpResponse): AsyncGenerator<Uint8A
   try {
     for (;;) {
       let result: Awaited<ReturnType<typeof reader.read>>;
+      let timer: ReturnType<typeof setTimeout> | undefined;
       try {
-        result = await reader.read();
+        const read = reader.read();
+        const ms = response.idle?.ms;
+        if (ms === undefined) {
+          result = await read;
+        } else {
+          // A read left behind by a timeout settles when the reader is cancelled below.
+          read.catch(() => undefined);
+          const expired = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(timeoutError(response.method, response.url, response.idle ?? { ms, option: "timeoutSecs" })), ms);
+          });
+          result = await Promise.race([read, expired]);
+        }
       } catch (error) {
-        done = true;
+        if (!(error instanceof SandboxTimeoutError)) done = true;
         throw streamError(error, response);
+      } finally {
+        clearTimeout(timer);
       }
       if (result.done) {
         done = true;

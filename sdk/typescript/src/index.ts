@@ -30,6 +30,7 @@ export {
   API_URL_ENV,
   DEFAULT_API_URL,
   DEFAULT_NAMESPACE,
+  DEFAULT_STREAM_IDLE_TIMEOUT_SECS,
   DEFAULT_TIMEOUT_SECS,
   type ClientConfig,
   type ClientOptions,

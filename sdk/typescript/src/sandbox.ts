@@ -312,7 +312,10 @@ export class Sandbox {
    * `run("python", { args: ["-c", "print(1)"], timeoutSecs: 30 })` are the same.
    *
    * `exitCode` is negative (`-signal`) when the command was killed by a signal, e.g. on
-   * `timeoutSecs` expiry. The stream has no read timeout: a silent command may run long.
+   * `timeoutSecs` expiry (the sandbox kills the command then). A silent command may run as long
+   * as it likes: the agent keeps the stream alive. If the agent stops answering (the sandbox is
+   * frozen, the host is gone), {@link SandboxTimeoutError} is thrown after the client's
+   * `streamIdleTimeoutSecs` (default 120) without data.
    */
   async run(command: string, args?: string[] | RunOptions, options?: RunOptions): Promise<CommandResult> {
     const body = runBody(command, withArgs(args, options));
@@ -322,6 +325,7 @@ export class Sandbox {
       json: body,
       headers: { Accept: "text/event-stream" },
       stream: true,
+      events: true,
     });
     const contentType = response.headers.get("content-type") ?? "";
     if (!contentType.toLowerCase().startsWith("text/event-stream")) {
@@ -418,7 +422,7 @@ export class Sandbox {
 
   async *#follow(pid: number | string, stream: "output" | "stdout" | "stderr"): AsyncGenerator<OutputEvent, void, undefined> {
     const path = `/api/v1/processes/${pidSegment(pid)}/${stream}/follow`;
-    const response = await this.#request({ method: "GET", path, headers: { Accept: "text/event-stream" }, stream: true });
+    const response = await this.#request({ method: "GET", path, headers: { Accept: "text/event-stream" }, stream: true, events: true });
     yield* iterOutputEvents(readChunks(response), FOLLOW_STREAMS[stream]);
   }
 

@@ -38,6 +38,12 @@ pub enum DaemonErrorCode {
     NotADirectory,
     /// A path contains `..`.
     PathTraversal,
+    /// Something already exists where a new entry was to be made.
+    AlreadyExists,
+    /// The file is busy (a running program's executable, a mount point).
+    FileBusy,
+    /// No space is left on the file system (or the sandbox's disk).
+    NoSpace,
     /// A running process already holds the name.
     NameTaken,
     /// The process has already exited.
@@ -193,7 +199,13 @@ impl From<FileError> for ApiError {
             FileError::NotFound(_) => (StatusCode::NOT_FOUND, C::NotFound),
             FileError::IsDirectory(_) => (StatusCode::BAD_REQUEST, C::IsDirectory),
             FileError::NotADirectory(_) => (StatusCode::BAD_REQUEST, C::NotADirectory),
-            FileError::PermissionDenied(_) => (StatusCode::FORBIDDEN, C::PermissionDenied),
+            FileError::PermissionDenied(_) | FileError::ReadOnly(_) | FileError::KernelFile(_) => {
+                (StatusCode::FORBIDDEN, C::PermissionDenied)
+            }
+            FileError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, C::NoSpace),
+            FileError::AlreadyExists(_) => (StatusCode::CONFLICT, C::AlreadyExists),
+            FileError::Busy(_) => (StatusCode::CONFLICT, C::FileBusy),
+            FileError::BadPath { .. } => (StatusCode::BAD_REQUEST, C::InvalidArgument),
             FileError::Io { .. } => return Self::internal(&err),
         };
         Self::new(status, code, err.to_string())
@@ -225,6 +237,45 @@ mod tests {
             serde_json::to_value(err.body.code).expect("serializes"),
             "PATH_TRAVERSAL"
         );
+    }
+
+    #[test]
+    fn caller_faults_of_the_file_system_are_4xx() {
+        let cases = [
+            (
+                FileError::ReadOnly("/sys/x".into()),
+                403,
+                "PERMISSION_DENIED",
+            ),
+            (
+                FileError::KernelFile("/proc/version".into()),
+                403,
+                "PERMISSION_DENIED",
+            ),
+            (
+                FileError::PermissionDenied("/x".into()),
+                403,
+                "PERMISSION_DENIED",
+            ),
+            (FileError::NotFound("/x".into()), 404, "NOT_FOUND"),
+            (
+                FileError::NotADirectory("/f/x".into()),
+                400,
+                "NOT_A_DIRECTORY",
+            ),
+            (FileError::IsDirectory("/tmp".into()), 400, "IS_DIRECTORY"),
+            (FileError::NoSpace("/big".into()), 507, "NO_SPACE"),
+            (FileError::AlreadyExists("/x".into()), 409, "ALREADY_EXISTS"),
+            (FileError::Busy("/bin/sh".into()), 409, "FILE_BUSY"),
+        ];
+        for (err, status, code) in cases {
+            let err = ApiError::from(err);
+            assert_eq!(err.status().as_u16(), status, "{code}");
+            assert_eq!(
+                serde_json::to_value(err.body.code).expect("serializes"),
+                code
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `ApiError`: the only error that becomes an HTTP response, and the only place
-//! that picks statuses. A 5xx answers a generic message with the request id; the
-//! detail goes to the log.
+//! that picks statuses. No answer carries a host path or command line: a 5xx
+//! answers a short public message with the request id (the same id as the
+//! `x-request-id` header) and the detail goes to the log under that id.
 
 use alcove_wire::error::{ApiErrorBody, ErrorCode};
 use axum::Json;
@@ -8,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::control::ControlError;
+use crate::redact::{self, Failure};
 
 /// An error answered to an API client.
 #[derive(Debug)]
@@ -15,6 +17,8 @@ pub struct ApiError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
+    /// What went wrong in full, for the log only.
+    detail: Option<String>,
 }
 
 impl ApiError {
@@ -24,7 +28,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            detail: None,
         }
+    }
+
+    /// Adds the full detail, logged (never answered) with the request id.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 
     /// 400 for a malformed request.
@@ -44,6 +55,11 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The message as built (before a 5xx answer replaces it).
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -70,25 +86,66 @@ impl From<ControlError> for ApiError {
             ),
             C::Store(_) | C::Runtime(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         };
-        Self::new(status, code, e.to_string())
+        let detail = e.to_string();
+        let message = match &e {
+            // The reason was stored for clients, but may come from older code or
+            // a path not converted yet: scrub it again.
+            C::OperationFailed { id, op, reason } => {
+                let failure = match *op {
+                    "suspend" => Failure::Suspend,
+                    "resume" => Failure::Resume,
+                    "snapshot" => Failure::Snapshot,
+                    _ => Failure::Other,
+                };
+                let reason = reason
+                    .strip_prefix(failure.prefix())
+                    .and_then(|r| r.strip_prefix(": "))
+                    .unwrap_or(reason);
+                let reason = crate::redact::public_reason(failure, reason);
+                if id.is_empty() {
+                    format!("{op} failed: {reason}")
+                } else {
+                    format!("{op} of sandbox {id} failed: {reason}")
+                }
+            }
+            _ => detail.clone(),
+        };
+        Self::new(status, code, message).with_detail(detail)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let message = if self.status.is_server_error() && self.code == ErrorCode::Internal {
-            tracing::error!(%request_id, error = %self.message, "request failed");
-            format!("internal error; see the server log for request {request_id}")
+        let request_id = super::current_request_id()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let detail = self.detail.as_deref().unwrap_or(&self.message);
+        let message = if self.status.is_server_error() {
+            tracing::error!(%request_id, error = %detail, "request failed");
+            if self.code == ErrorCode::Internal {
+                format!("internal error; see the server log for request {request_id}")
+            } else {
+                format!(
+                    "{} (request {request_id})",
+                    redact::for_client(&self.message)
+                )
+            }
         } else {
-            self.message
+            let shown = redact::for_client(&self.message);
+            if shown != self.message {
+                tracing::warn!(%request_id, error = %detail, "answer held host details");
+            }
+            shown.into_owned()
         };
         let body = ApiErrorBody {
             message,
             code: self.code,
-            request_id: self.status.is_server_error().then_some(request_id),
+            request_id: self.status.is_server_error().then(|| request_id.clone()),
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        resp
     }
 }
 
@@ -128,5 +185,106 @@ mod tests {
         for (err, status) in cases {
             assert_eq!(ApiError::from(err).status(), status);
         }
+    }
+
+    const ARGV: &str = "runc --root /var/lib/alcove/runc --criu /usr/local/sbin/criu restore \
+                        --image-path /var/lib/alcove/sandboxes/6f1c2a43/checkpoint \
+                        --bundle /var/lib/alcove/sandboxes/6f1c2a43/bundle 6f1c2a43";
+
+    async fn body_of(resp: Response) -> (StatusCode, Option<String>, ApiErrorBody) {
+        let status = resp.status();
+        let header = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let text = String::from_utf8(bytes.to_vec()).expect("utf-8");
+        assert!(
+            !text.contains("/var/lib/alcove"),
+            "host path answered: {text}"
+        );
+        assert!(
+            !text.contains("runc --root"),
+            "command line answered: {text}"
+        );
+        assert!(
+            !text.contains("/usr/local/sbin"),
+            "host path answered: {text}"
+        );
+        (
+            status,
+            header,
+            serde_json::from_str(&text).expect("wire body"),
+        )
+    }
+
+    #[tokio::test]
+    async fn runtime_errors_never_reach_the_body() {
+        let command = alcove_runtime::error::CommandError {
+            argv: ARGV.into(),
+            reason: "exit status: 1: criu failed: type RESTORE errno 0".into(),
+        };
+        let runtime = ControlError::Runtime(alcove_runtime::RuntimeError::Command(command));
+        let (status, header, body) = body_of(ApiError::from(runtime).into_response()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body.code, ErrorCode::Internal);
+        assert_eq!(body.request_id, header, "body and header carry the same id");
+        assert!(body.request_id.is_some());
+
+        let io = ControlError::Runtime(alcove_runtime::RuntimeError::Io {
+            op: "creating",
+            path: "/var/lib/alcove/sandboxes/6f1c2a43/rootfs".into(),
+            source: std::io::Error::other("no space left on device"),
+        });
+        body_of(ApiError::from(io).into_response()).await;
+    }
+
+    #[tokio::test]
+    async fn failed_operations_answer_a_public_reason_with_the_request_id() {
+        // What older code stored in error_details, fed back as the reason.
+        let failed = ControlError::OperationFailed {
+            id: "6f1c2a43".into(),
+            op: "resume",
+            reason: format!("resume failed: running {ARGV}: exit status: 1"),
+        };
+        let (status, header, body) = body_of(ApiError::from(failed).into_response()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body.code, ErrorCode::OperationFailed);
+        let id = body.request_id.clone().expect("request id");
+        assert_eq!(header.as_deref(), Some(id.as_str()));
+        assert_eq!(
+            body.message,
+            format!(
+                "resume of sandbox 6f1c2a43 failed: the sandbox's processes could not be \
+                 restored; it stays suspended (request {id})"
+            )
+        );
+
+        // A reason free of host details is kept.
+        let failed = ControlError::OperationFailed {
+            id: "6f1c2a43".into(),
+            op: "suspend",
+            reason: "suspend failed: the sandbox is terminated".into(),
+        };
+        let (_, _, body) = body_of(ApiError::from(failed).into_response()).await;
+        assert!(
+            body.message.starts_with(
+                "suspend of sandbox 6f1c2a43 failed: the sandbox is terminated (request "
+            ),
+            "{}",
+            body.message
+        );
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_scrubbed_too() {
+        let err = ApiError::bad_request(format!("bad thing at {ARGV}"));
+        let (status, header, body) = body_of(err.into_response()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(header.is_some(), "every answer has an x-request-id");
+        assert_eq!(body.request_id, None);
     }
 }

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use alcove_wire::sandbox::SandboxInfo;
 use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
+use super::body::optional_json_object;
 use super::error::ApiError;
 use super::sandboxes::{ident, namespace};
 
@@ -25,13 +28,29 @@ pub struct WaitQuery {
     wait_ms: Option<u64>,
 }
 
+/// Body of suspend and resume: WIRE.md sends none; a JSON object (whose fields
+/// are ignored) is accepted too, anything else is a 400.
+#[derive(Debug, Default, Deserialize)]
+struct TransitionBody {}
+
+/// The wait asked for, after checking the query and the body.
+fn wait_of(
+    query: Result<Query<WaitQuery>, QueryRejection>,
+    body: &Bytes,
+) -> Result<Option<Duration>, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    optional_json_object::<TransitionBody>(body)?;
+    Ok(q.wait_ms.map(|ms| Duration::from_millis(ms).min(MAX_WAIT)))
+}
+
 fn answer(state: &AppState, record: &crate::store::SandboxRecord, reached: bool) -> Response {
     let code = if reached {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    let info: SandboxInfo = state.control.info(record);
+    let info: SandboxInfo = super::public_info(state, record);
     (code, Json(info)).into_response()
 }
 
@@ -39,9 +58,10 @@ fn answer(state: &AppState, record: &crate::store::SandboxRecord, reached: bool)
 pub async fn suspend(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
-    Query(q): Query<WaitQuery>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let wait = q.wait_ms.map(|ms| Duration::from_millis(ms).min(MAX_WAIT));
+    let wait = wait_of(query, &body)?;
     let (record, reached) = state
         .control
         .suspend(Some(namespace(&params)), ident(&params)?, wait)
@@ -53,9 +73,10 @@ pub async fn suspend(
 pub async fn resume(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
-    Query(q): Query<WaitQuery>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let wait = q.wait_ms.map(|ms| Duration::from_millis(ms).min(MAX_WAIT));
+    let wait = wait_of(query, &body)?;
     let (record, reached) = state
         .control
         .resume(Some(namespace(&params)), ident(&params)?, wait)

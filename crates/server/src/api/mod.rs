@@ -1,6 +1,7 @@
 //! HTTP routes: the control plane under `/v1/namespaces/{ns}` and flat
 //! (WIRE §1.2), the sandbox proxy under `/api/v1/*`, and `/healthz`.
 
+mod body;
 pub mod error;
 mod lifecycle_ops;
 mod sandboxes;
@@ -85,6 +86,22 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
+/// A sandbox's wire form as clients may see it: `error_details` free of host
+/// details (a record stored by older code, or by a path not converted yet, may
+/// still hold a command line).
+pub(crate) fn public_info(
+    state: &AppState,
+    record: &crate::store::SandboxRecord,
+) -> alcove_wire::sandbox::SandboxInfo {
+    let mut info = state.control.info(record);
+    if let Some(details) = info.error_details.as_mut()
+        && crate::redact::leaks_host_detail(details)
+    {
+        *details = crate::redact::for_client(details).into_owned();
+    }
+    info
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -103,15 +120,76 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     }
 }
 
-/// Gives every request a span with an id, echoed as `x-request-id`.
+tokio::task_local! {
+    /// The id of the request being handled (set by [`request_id`]).
+    static REQUEST_ID: String;
+}
+
+/// The id of the request this task is handling, if any: error answers carry it
+/// so that a client's report finds the log lines.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Gives every request an id and a span carrying it (so every log line of the
+/// request, and of jobs it starts, names it); the id is echoed as `x-request-id`.
 async fn request_id(req: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let _entered = span.enter();
-    drop(_entered);
-    let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
+    let run = tracing::Instrument::instrument(next.run(req), span);
+    let mut resp = REQUEST_ID.scope(id.clone(), run).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_answer_has_a_request_id_matching_its_error_body() {
+        let app: Router = Router::new()
+            .route("/ok", get(|| async { "fine" }))
+            .route(
+                "/fail",
+                get(|| async {
+                    ApiError::from(crate::control::ControlError::OperationFailed {
+                        id: "x".into(),
+                        op: "resume",
+                        reason: "resume failed: running runc --root /var/lib/alcove/runc".into(),
+                    })
+                }),
+            )
+            .layer(middleware::from_fn(request_id));
+        let resp = app
+            .clone()
+            .oneshot(Request::get("/ok").body(Body::empty()).expect("request"))
+            .await
+            .expect("answer");
+        assert!(resp.headers().contains_key("x-request-id"));
+
+        let resp = app
+            .oneshot(Request::get("/fail").body(Body::empty()).expect("request"))
+            .await
+            .expect("answer");
+        let header = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .expect("x-request-id");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body: alcove_wire::error::ApiErrorBody =
+            serde_json::from_slice(&bytes).expect("wire body");
+        assert_eq!(body.request_id.as_deref(), Some(header.as_str()));
+        assert!(body.message.ends_with(&format!("(request {header})")));
+        assert!(!body.message.contains("runc"));
+    }
 }

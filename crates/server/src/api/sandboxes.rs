@@ -8,12 +8,13 @@ use alcove_wire::sandbox::{
     UpdateSandboxRequest,
 };
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::body::json_object;
 use super::error::ApiError;
 
 /// Namespace of a request: the `{ns}` path segment, or `default` on flat routes.
@@ -26,13 +27,6 @@ pub(super) fn ident(params: &HashMap<String, String>) -> Result<&str, ApiError> 
         .get("id")
         .map(String::as_str)
         .ok_or_else(|| ApiError::bad_request("missing sandbox id in path"))
-}
-
-/// Parses a JSON body, answering a clear 400 in the WIRE error shape.
-pub fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(v)| v).map_err(|rejection| {
-        ApiError::bad_request(format!("invalid request body: {}", rejection.body_text()))
-    })
 }
 
 fn header_ms(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -53,9 +47,9 @@ pub async fn create(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Result<Json<CreateSandboxRequest>, JsonRejection>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req = json_body(body)?;
+    let req: CreateSandboxRequest = json_object(&headers, &body)?;
     let wait = req.wait != Some(false);
     let outcome = state
         .control
@@ -75,7 +69,10 @@ pub async fn create(
         name: r.name.clone(),
         pending_reason: (status == SandboxStatus::Pending).then(|| "scheduling".to_string()),
         termination_reason: r.termination_reason.clone(),
-        error_details: r.error_details.clone(),
+        error_details: r
+            .error_details
+            .as_deref()
+            .map(|d| crate::redact::for_client(d).into_owned()),
     };
     let code = if wait {
         StatusCode::OK
@@ -92,7 +89,10 @@ pub async fn list(
 ) -> Result<Json<ListSandboxesResponse>, ApiError> {
     let records = state.control.list(namespace(&params)).await?;
     Ok(Json(ListSandboxesResponse {
-        sandboxes: records.iter().map(|r| state.control.info(r)).collect(),
+        sandboxes: records
+            .iter()
+            .map(|r| super::public_info(&state, r))
+            .collect(),
     }))
 }
 
@@ -105,21 +105,22 @@ pub async fn get(
         .control
         .get(namespace(&params), ident(&params)?)
         .await?;
-    Ok(Json(state.control.info(&record)))
+    Ok(Json(super::public_info(&state, &record)))
 }
 
 /// `PATCH {B}/sandboxes/{id}`.
 pub async fn update(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
-    body: Result<Json<UpdateSandboxRequest>, JsonRejection>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    let req = json_body(body)?;
+    let req: UpdateSandboxRequest = json_object(&headers, &body)?;
     let record = state
         .control
         .update(namespace(&params), ident(&params)?, req)
         .await?;
-    Ok(Json(state.control.info(&record)))
+    Ok(Json(super::public_info(&state, &record)))
 }
 
 /// `DELETE {B}/sandboxes/{id}`.
@@ -131,7 +132,7 @@ pub async fn delete(
         .control
         .delete(Some(namespace(&params)), ident(&params)?, "deleted")
         .await?;
-    Ok(Json(state.control.info(&record)))
+    Ok(Json(super::public_info(&state, &record)))
 }
 
 #[cfg(test)]

@@ -4,14 +4,15 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
 use super::AppState;
+use super::body::json_object;
 use super::error::ApiError;
-use super::sandboxes::{json_body, namespace};
+use super::sandboxes::namespace;
 use crate::control::secrets::SecretMeta;
 
 /// Body of `PUT {B}/secrets/{name}`.
@@ -39,9 +40,10 @@ fn name(params: &HashMap<String, String>) -> Result<&str, ApiError> {
 pub async fn set(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
-    body: Result<Json<SetSecret>, JsonRejection>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Json<SecretMeta>, ApiError> {
-    let body = json_body(body)?;
+    let body: SetSecret = json_object(&headers, &body)?;
     let meta = state
         .control
         .set_secret(namespace(&params), name(&params)?, &body.value)

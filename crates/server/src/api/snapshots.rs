@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::body::optional_json_object;
 use super::error::ApiError;
 use super::sandboxes::namespace;
 
@@ -22,18 +23,22 @@ fn param<'a>(params: &'a HashMap<String, String>, key: &str) -> Result<&'a str, 
         .ok_or_else(|| ApiError::bad_request(format!("missing {key} in path")))
 }
 
-/// `POST {B}/sandboxes/{id}/snapshot`; the body may be empty.
+/// A snapshot's wire form with its `error` free of host details.
+fn public_snapshot(snap: &crate::store::SnapshotRecord) -> SnapshotInfo {
+    let mut info = snap.to_info();
+    if let Some(error) = info.error.as_mut() {
+        *error = crate::redact::for_client(error).into_owned();
+    }
+    info
+}
+
+/// `POST {B}/sandboxes/{id}/snapshot`; the body may be empty, else a JSON object.
 pub async fn create(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: CreateSnapshotRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateSnapshotRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
-    };
+    let req: CreateSnapshotRequest = optional_json_object(&body)?;
     let snap = state
         .control
         .snapshot(
@@ -58,7 +63,7 @@ pub async fn get(
         .control
         .get_snapshot(Some(namespace(&params)), param(&params, "sid")?)
         .await?;
-    Ok(Json(snap.to_info()))
+    Ok(Json(public_snapshot(&snap)))
 }
 
 /// `GET {B}/snapshots`.
@@ -71,7 +76,7 @@ pub async fn list(
         .list_snapshots(namespace(&params), None)
         .await?;
     Ok(Json(ListSnapshotsResponse {
-        snapshots: snaps.iter().map(|s| s.to_info()).collect(),
+        snapshots: snaps.iter().map(public_snapshot).collect(),
     }))
 }
 
@@ -85,7 +90,7 @@ pub async fn list_for_sandbox(
         .list_snapshots(namespace(&params), Some(param(&params, "id")?))
         .await?;
     Ok(Json(ListSnapshotsResponse {
-        snapshots: snaps.iter().map(|s| s.to_info()).collect(),
+        snapshots: snaps.iter().map(public_snapshot).collect(),
     }))
 }
 

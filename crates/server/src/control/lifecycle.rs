@@ -15,6 +15,7 @@ use super::state::{self, Event};
 use super::validate::{self, HostLimits};
 use super::{AgentClient, ControlError};
 use crate::store::{SandboxRecord, Store, StoreError};
+use tracing::Instrument;
 
 /// Settings of the control plane.
 #[derive(Debug, Clone)]
@@ -180,10 +181,14 @@ impl Control {
         let lock = self.op_lock(&id);
         // Take the op lock before returning so a delete that races the start waits for it.
         let guard = lock.lock_owned().await;
-        let task = tokio::spawn(async move {
-            let _guard = guard;
-            this.start(&id, image, boot).await
-        });
+        // Under the create request's span, so a start failure is logged with its request id.
+        let task = tokio::spawn(
+            async move {
+                let _guard = guard;
+                this.start(&id, image, boot).await
+            }
+            .instrument(tracing::Span::current()),
+        );
         if !wait {
             return Ok(CreateOutcome {
                 record,
@@ -313,7 +318,12 @@ impl Control {
         record.pending_reason = None;
         record.terminated_at = Some(now_millis());
         record.termination_reason = Some("startup_failed".into());
-        record.error_details = Some(reason);
+        // The full reason is in the log line above; clients get one without
+        // host paths or command lines.
+        record.error_details = Some(crate::redact::stored_details(
+            crate::redact::Failure::Start,
+            &reason,
+        ));
         if let Err(e) = self.store.update(&record).await {
             tracing::error!(sandbox_id = %id, error = %e, "recording failed sandbox");
         }

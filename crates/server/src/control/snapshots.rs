@@ -8,8 +8,11 @@ use alcove_wire::sandbox::{CreateSandboxRequest, ResourcesRequest, SandboxStatus
 use alcove_wire::snapshot::{SnapshotStatus, SnapshotType};
 use alcove_wire::time::now_millis;
 
+use tracing::Instrument;
+
 use super::lifecycle::Boot;
 use super::{Control, ControlError};
+use crate::redact::{self, Failure};
 use crate::store::SnapshotRecord;
 
 impl Control {
@@ -54,11 +57,15 @@ impl Control {
         self.store.put_snapshot(&snap).await?;
         let this = Arc::clone(self);
         let job = snap.clone();
-        tokio::spawn(async move {
-            let lock = this.op_lock(&job.sandbox_id);
-            let _guard = lock.lock().await;
-            this.take_snapshot(job).await;
-        });
+        // The job keeps the request's span, so its failure is logged under the request id.
+        tokio::spawn(
+            async move {
+                let lock = this.op_lock(&job.sandbox_id);
+                let _guard = lock.lock().await;
+                this.take_snapshot(job).await;
+            }
+            .instrument(tracing::Span::current()),
+        );
         Ok(snap)
     }
 
@@ -100,7 +107,8 @@ impl Control {
             Err(e) => {
                 tracing::warn!(snapshot_id = %snap.id, sandbox_id = %id, error = %e, "snapshot failed");
                 snap.status = SnapshotStatus::Failed;
-                snap.error = Some(e);
+                // Clients read `error`: the full one (command line, host paths) stays in the log.
+                snap.error = Some(redact::stored_details(Failure::Snapshot, &e));
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }

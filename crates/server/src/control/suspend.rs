@@ -8,7 +8,10 @@ use std::time::Duration;
 use alcove_wire::sandbox::SandboxStatus;
 use alcove_wire::time::now_millis;
 
+use tracing::Instrument;
+
 use super::{Control, ControlError};
+use crate::redact::{self, Failure};
 use crate::store::SandboxRecord;
 
 /// The two operations that move a sandbox between running and suspended.
@@ -96,14 +99,19 @@ impl Control {
     ) -> Result<(SandboxRecord, bool), ControlError> {
         let this = Arc::clone(self);
         let job_id = id.clone();
-        let job = tokio::spawn(async move {
-            let lock = this.op_lock(&job_id);
-            let _guard = lock.lock().await;
-            match transition {
-                Transition::Suspend => this.suspend_now(&job_id, "requested").await,
-                Transition::Resume => this.resume_now(&job_id).await,
+        // The job keeps the request's span: its log lines (the full error of a
+        // failure included) carry the request id the client was given.
+        let job = tokio::spawn(
+            async move {
+                let lock = this.op_lock(&job_id);
+                let _guard = lock.lock().await;
+                match transition {
+                    Transition::Suspend => this.suspend_now(&job_id, "requested").await,
+                    Transition::Resume => this.resume_now(&job_id).await,
+                }
             }
-        });
+            .instrument(tracing::Span::current()),
+        );
         let target = match transition {
             Transition::Suspend => SandboxStatus::Suspended,
             Transition::Resume => SandboxStatus::Running,
@@ -171,7 +179,9 @@ impl Control {
             Err(e) => {
                 tracing::warn!(sandbox_id = %id, error = %e, "suspend failed; sandbox keeps running");
                 record.status = SandboxStatus::Running;
-                record.error_details = Some(format!("suspend failed: {e}"));
+                // The full error (command line, host paths) stays in the log above.
+                record.error_details =
+                    Some(redact::stored_details(Failure::Suspend, &e.to_string()));
                 if let Some(left) = record.timeout_remaining_ms.take() {
                     record.deadline_at = Some(now_millis() + left);
                 }
@@ -189,7 +199,7 @@ impl Control {
     }
 
     /// Restores a suspended sandbox now (the caller holds its op lock). On
-    /// failure it stays suspended with the reason in `error_details`.
+    /// failure it stays suspended with a public reason in `error_details`.
     pub(super) async fn resume_now(&self, id: &str) {
         let Ok(Some(mut record)) = self.store.get(id).await else {
             return;
@@ -238,7 +248,8 @@ impl Control {
             }
             Err(e) => {
                 tracing::warn!(sandbox_id = %id, error = %e, "resume failed; sandbox stays suspended");
-                record.error_details = Some(format!("resume failed: {e}"));
+                // The full error (command line, host paths) stays in the log above.
+                record.error_details = Some(redact::stored_details(Failure::Resume, &e));
             }
         }
         if let Err(e) = self.store.update(&record).await {

@@ -55,12 +55,24 @@ def test_bad_configuration_is_a_value_error(kwargs: dict) -> None:
         resolve_config(**kwargs)
 
 
-def test_stream_timeout_has_no_read_timeout_but_keeps_connect() -> None:
+def test_every_kind_of_call_has_a_read_deadline() -> None:
     cfg = resolve_config(timeout=30)
-    stream = cfg.stream_timeout()
-    assert stream.read is None
-    assert stream.connect == 10.0
     assert cfg.request_timeout().read == 30
+    # Event streams are bounded by silence (the agent's keep-alives break it every 15 s).
+    events = cfg.event_stream_timeout()
+    assert events.read == 120.0
+    assert events.connect == 10.0
+    # File transfers: each read may wait as long as a request.
+    assert cfg.transfer_timeout().read == 30
+    assert resolve_config(stream_idle_timeout=5).event_stream_timeout().read == 5
+    # None is the explicit way to wait forever.
+    assert resolve_config(stream_idle_timeout=None).event_stream_timeout().read is None
+
+
+@pytest.mark.parametrize("idle", [0, -1, True, "10"])
+def test_bad_stream_idle_timeout_is_a_value_error(idle: object) -> None:
+    with pytest.raises(ValueError, match="stream_idle_timeout"):
+        resolve_config(stream_idle_timeout=idle)
 
 
 def test_namespace_and_api_key_reach_the_wire(sleeps: list[float]) -> None:

@@ -134,7 +134,8 @@ def test_run_streams_events(server: FakeServer, client: SandboxClient) -> None:
     }
     assert request.headers["accept"] == "text/event-stream"
     assert request.headers["host"] == "sbx-1.local"
-    assert request.extensions["timeout"]["read"] is None
+    # Bounded by silence only: the agent sends keep-alives on these streams.
+    assert request.extensions["timeout"]["read"] == 120.0
 
 
 def test_run_minimal_body(server: FakeServer, client: SandboxClient) -> None:
@@ -267,7 +268,8 @@ def test_follow_output(server: FakeServer, client: SandboxClient) -> None:
     assert [(e.line, e.stream) for e in events] == [("one", "stdout"), ("two", "stderr")]
     request = server.requests[0]
     assert request.headers["accept"] == "text/event-stream"
-    assert request.extensions["timeout"]["read"] is None
+    # Bounded by silence only: the agent sends keep-alives on these streams.
+    assert request.extensions["timeout"]["read"] == 120.0
     assert [(e.line, e.stream) for e in sandbox.follow_stdout(1002)] == [("only", "stdout")]
 
 

@@ -6,12 +6,13 @@ import { SandboxClient, VERSION } from "../../src/index.js";
 import { resolveConfig } from "../../src/config.js";
 
 describe("configuration", () => {
-  it("defaults to localhost:8900, no key, namespace default, 300 s", () => {
+  it("defaults to localhost:8900, no key, namespace default, 300 s, streams idle 120 s", () => {
     assert.deepEqual(resolveConfig({}, {}), {
       apiUrl: "http://localhost:8900",
       apiKey: undefined,
       namespace: "default",
       timeoutSecs: 300,
+      streamIdleTimeoutSecs: 120,
     });
   });
 
@@ -23,10 +24,16 @@ describe("configuration", () => {
 
   it("lets options win over the environment", () => {
     const config = resolveConfig(
-      { apiUrl: "https://alcove.example:8443", apiKey: "k2", namespace: "team", timeoutSecs: 20 },
+      { apiUrl: "https://alcove.example:8443", apiKey: "k2", namespace: "team", timeoutSecs: 20, streamIdleTimeoutSecs: 30 },
       { ALCOVE_API_URL: "http://other:1", ALCOVE_API_KEY: "k1" },
     );
-    assert.deepEqual(config, { apiUrl: "https://alcove.example:8443", apiKey: "k2", namespace: "team", timeoutSecs: 20 });
+    assert.deepEqual(config, {
+      apiUrl: "https://alcove.example:8443",
+      apiKey: "k2",
+      namespace: "team",
+      timeoutSecs: 20,
+      streamIdleTimeoutSecs: 30,
+    });
   });
 
   it("ignores empty variables", () => {

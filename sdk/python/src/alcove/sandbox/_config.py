@@ -19,6 +19,10 @@ DEFAULT_API_URL = "http://localhost:8900"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TIMEOUT_SECS = 300.0
 """Default per-request timeout, also the deadline for waits (create, suspend, snapshot)."""
+DEFAULT_STREAM_IDLE_TIMEOUT_SECS = 120.0
+"""Longest silence on a command or output stream (``run``, ``follow_*``) before
+:class:`SandboxTimeoutError`. The sandbox's agent sends a keep-alive after 15 s without output,
+so a healthy stream is never this quiet: only a stopped or unreachable agent is."""
 CONNECT_TIMEOUT_SECS = 10.0
 """Longest wait to open a connection (capped by the request timeout)."""
 
@@ -31,6 +35,8 @@ class ClientConfig:
     api_key: str | None
     namespace: str
     timeout_secs: float
+    stream_idle_timeout_secs: float | None = DEFAULT_STREAM_IDLE_TIMEOUT_SECS
+    """Read-inactivity bound of event streams; None waits forever."""
 
     @property
     def connect_timeout_secs(self) -> float:
@@ -40,11 +46,22 @@ class ClientConfig:
         """Timeouts for ordinary requests."""
         return httpx.Timeout(self.timeout_secs, connect=self.connect_timeout_secs)
 
-    def stream_timeout(self) -> httpx.Timeout:
-        """Timeouts for long streams (run, follow, file transfers): no read timeout at all."""
+    def event_stream_timeout(self) -> httpx.Timeout:
+        """Timeouts for event streams (run, follow): the read timeout bounds silence, which the
+        agent's keep-alives break every 15 s, so a stream may last as long as its command."""
         return httpx.Timeout(
             connect=self.connect_timeout_secs,
-            read=None,
+            read=self.stream_idle_timeout_secs,
+            write=self.timeout_secs,
+            pool=self.timeout_secs,
+        )
+
+    def transfer_timeout(self) -> httpx.Timeout:
+        """Timeouts for file transfers: each read and write may wait ``timeout_secs`` (a transfer
+        as a whole may take longer, as long as bytes keep moving)."""
+        return httpx.Timeout(
+            connect=self.connect_timeout_secs,
+            read=self.timeout_secs,
             write=self.timeout_secs,
             pool=self.timeout_secs,
         )
@@ -61,6 +78,7 @@ def resolve_config(
     namespace: str = DEFAULT_NAMESPACE,
     timeout: float = DEFAULT_TIMEOUT_SECS,
     environ: Mapping[str, str] | None = None,
+    stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT_SECS,
 ) -> ClientConfig:
     """Build a :class:`ClientConfig`: explicit arguments win over ``ALCOVE_*`` variables."""
     env = os.environ if environ is None else environ
@@ -73,4 +91,13 @@ def resolve_config(
         raise ValueError(f"namespace must be a non-empty string without '/', got {namespace!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    return ClientConfig(api_url=url, api_key=key or None, namespace=namespace, timeout_secs=float(timeout))
+    idle = stream_idle_timeout
+    if idle is not None and (isinstance(idle, bool) or not isinstance(idle, (int, float)) or idle <= 0):
+        raise ValueError(f"stream_idle_timeout must be a positive number of seconds or None, got {idle!r}")
+    return ClientConfig(
+        api_url=url,
+        api_key=key or None,
+        namespace=namespace,
+        timeout_secs=float(timeout),
+        stream_idle_timeout_secs=None if idle is None else float(idle),
+    )

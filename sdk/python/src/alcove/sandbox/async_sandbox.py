@@ -98,7 +98,10 @@ class AsyncSandbox:
         """Run a command to completion and return its output and exit code.
 
         ``exit_code`` is negative (``-signal``) when the command was killed by a signal, e.g. on
-        ``timeout_secs`` expiry. The stream has no read timeout: a silent command may run long.
+        ``timeout_secs`` expiry (the sandbox kills the command then). A silent command may run as
+        long as it likes: the agent keeps the stream alive. If the agent stops answering (the
+        sandbox is frozen, the host is gone), :class:`SandboxTimeoutError` is raised after the
+        client's ``stream_idle_timeout`` (default 120 s) without data.
         """
         body = proto.run_body(command, args, env, working_dir, timeout_secs, user)
         response = await self._client._drive(proto.op_open_run(self._client._config, self._target, body))

@@ -14,7 +14,13 @@ from typing import Any, TypeVar
 import httpx
 
 from . import _protocol as proto
-from ._config import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_SECS, ClientConfig, resolve_config
+from ._config import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_STREAM_IDLE_TIMEOUT_SECS,
+    DEFAULT_TIMEOUT_SECS,
+    ClientConfig,
+    resolve_config,
+)
 from .exceptions import SandboxException
 from .models import SandboxInfo, SnapshotInfo, SnapshotType
 from .sandbox import Sandbox
@@ -30,7 +36,11 @@ class SandboxClient:
     Configuration comes from the arguments, then ``ALCOVE_API_URL`` (default
     ``http://localhost:8900``) and ``ALCOVE_API_KEY``, read when the client is built. ``timeout``
     is the per-request timeout in seconds and also the deadline of every wait (create, suspend,
-    resume, snapshot). Command and output streams have no read timeout.
+    resume, snapshot); file transfers may take longer as long as bytes keep moving.
+    ``stream_idle_timeout`` (default 120 s) bounds the silence of command and output streams
+    (``run``, ``follow_*``): the agent sends a keep-alive every 15 s, so a silent command may run for
+    hours, but a stopped or unreachable agent raises :class:`SandboxTimeoutError` instead of
+    hanging. Pass ``stream_idle_timeout=None`` to wait forever.
 
     Use it as a context manager, or call :meth:`close`, to release its connections. Sandbox handles
     share the client's connections, so keep the client open while you use them::
@@ -46,10 +56,13 @@ class SandboxClient:
         api_key: str | None = None,
         namespace: str = DEFAULT_NAMESPACE,
         timeout: float = DEFAULT_TIMEOUT_SECS,
+        stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT_SECS,
         *,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._config: ClientConfig = resolve_config(api_url, api_key, namespace, timeout)
+        self._config: ClientConfig = resolve_config(
+            api_url, api_key, namespace, timeout, stream_idle_timeout=stream_idle_timeout
+        )
         self._http = httpx.Client(transport=transport, timeout=self._config.request_timeout())
 
     @property
@@ -101,7 +114,12 @@ class SandboxClient:
             content = proto.iter_upload(step.upload.source)
             if step.upload.length is not None:
                 headers["Content-Length"] = str(step.upload.length)
-        long_running = step.stream or step.upload is not None
+        if step.events:
+            timeout = self._config.event_stream_timeout()
+        elif step.stream or step.upload is not None:
+            timeout = self._config.transfer_timeout()
+        else:
+            timeout = self._config.request_timeout()
         request = self._http.build_request(
             step.method,
             step.url,
@@ -109,7 +127,7 @@ class SandboxClient:
             json=step.json,
             content=content,
             headers=headers,
-            timeout=self._config.stream_timeout() if long_running else self._config.request_timeout(),
+            timeout=timeout,
         )
         try:
             response = self._http.send(request, stream=step.stream)
@@ -120,19 +138,21 @@ class SandboxClient:
                     response.close()
             return response
         except httpx.HTTPError as exc:
-            raise proto.transport_error(exc, step.method, step.url) from exc
+            raise proto.transport_error(exc, step.method, step.url, self._config, events=step.events) from exc
 
     def _lines(self, response: httpx.Response) -> Iterator[str]:
         try:
             yield from response.iter_lines()
         except httpx.HTTPError as exc:
-            raise proto.transport_error(exc, response.request.method, str(response.request.url)) from exc
+            raise proto.transport_error(
+                exc, response.request.method, str(response.request.url), self._config, events=True
+            ) from exc
 
     def _chunks(self, response: httpx.Response, chunk_size: int) -> Iterator[bytes]:
         try:
             yield from response.iter_bytes(chunk_size)
         except httpx.HTTPError as exc:
-            raise proto.transport_error(exc, response.request.method, str(response.request.url)) from exc
+            raise proto.transport_error(exc, response.request.method, str(response.request.url), self._config) from exc
 
     # -- sandboxes -----------------------------------------------------------------------------
 

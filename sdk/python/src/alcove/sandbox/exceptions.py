@@ -14,7 +14,7 @@ Hierarchy::
         │   ├── SnapshotNotFoundError     (404 on a snapshot call)
         │   └── AuthenticationError       (401 / 403)
         ├── SandboxConnectionError        (the server could not be reached, or a stream broke)
-        ├── SandboxTimeoutError           (a client-side deadline passed)
+        ├── SandboxTimeoutError           (a client-side deadline passed; also a TimeoutError)
         ├── SandboxFailedError            (the sandbox failed or ended while we waited on it)
         └── SandboxNotRoutableError       (no sandbox_url: the sandbox cannot be reached)
 """
@@ -80,8 +80,17 @@ class SandboxConnectionError(SandboxError):
     """The server could not be reached, or a response stream ended early."""
 
 
-class SandboxTimeoutError(SandboxError):
-    """A client-side deadline passed (raise the client's ``timeout=`` to wait longer)."""
+class SandboxTimeoutError(SandboxError, TimeoutError):
+    """A client-side deadline passed.
+
+    ``parameter`` names the setting to raise to wait longer, when one applies: the client's
+    ``timeout`` (requests and waits) or ``stream_idle_timeout`` (silence on ``run`` / ``follow_*``
+    streams). It is also a built-in :class:`TimeoutError`.
+    """
+
+    def __init__(self, message: str, parameter: str | None = None):
+        self.parameter = parameter
+        super().__init__(message)
 
 
 class SandboxFailedError(SandboxError):

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from .._config import ClientConfig
 from ..exceptions import (
     AuthenticationError,
     RemoteAPIError,
@@ -129,10 +130,34 @@ def _list(data: Any, key: str, model: type[M], what: str) -> list[M]:
     return [_model(model, item, what) for item in items]
 
 
-def transport_error(exc: httpx.HTTPError, method: str, url: str) -> SandboxException:
-    """Map an httpx failure to :class:`SandboxTimeoutError` or :class:`SandboxConnectionError`."""
+def transport_error(
+    exc: httpx.HTTPError,
+    method: str,
+    url: str,
+    cfg: ClientConfig | None = None,
+    *,
+    events: bool = False,
+) -> SandboxException:
+    """Map an httpx failure to :class:`SandboxTimeoutError` or :class:`SandboxConnectionError`.
+
+    A timeout names the client setting to raise: ``stream_idle_timeout`` on an event stream
+    (``events``), else ``timeout``.
+    """
     if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)):
-        return SandboxTimeoutError(f"{method} {url}: timed out ({exc or type(exc).__name__})")
+        if events:
+            idle = f"{cfg.stream_idle_timeout_secs:g}s" if cfg and cfg.stream_idle_timeout_secs else "too long"
+            return SandboxTimeoutError(
+                f"{method} {url}: the sandbox sent nothing for {idle} (its agent sends a keep-alive every 15s, "
+                "so it is stopped or unreachable); raise the client's stream_idle_timeout= to wait longer, "
+                "or pass stream_idle_timeout=None to wait forever",
+                parameter="stream_idle_timeout",
+            )
+        limit = f" within {cfg.timeout_secs:g}s" if cfg else ""
+        return SandboxTimeoutError(
+            f"{method} {url}: timed out, no answer{limit} ({exc or type(exc).__name__}); "
+            "raise the client's timeout= to wait longer",
+            parameter="timeout",
+        )
     return SandboxConnectionError(f"{method} {url}: {exc or type(exc).__name__}")
 
 

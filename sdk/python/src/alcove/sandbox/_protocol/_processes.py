@@ -62,7 +62,14 @@ def run_body(
 def op_open_run(cfg: ClientConfig, target: ProxyTarget, body: dict[str, Any]) -> Op[httpx.Response]:
     """Open the SSE stream of a run; returns the open 2xx response."""
     req = _proxied(
-        cfg, target, "POST", "/api/v1/processes/run", json=body, headers={"Accept": "text/event-stream"}, stream=True
+        cfg,
+        target,
+        "POST",
+        "/api/v1/processes/run",
+        json=body,
+        headers={"Accept": "text/event-stream"},
+        stream=True,
+        events=True,
     )
     return (yield from _open(req, target))
 
@@ -138,6 +145,7 @@ def op_open_follow(cfg: ClientConfig, target: ProxyTarget, pid: int | str, strea
         f"/api/v1/processes/{_pid(pid)}/{stream}/follow",
         headers={"Accept": "text/event-stream"},
         stream=True,
+        events=True,
     )
     return (yield from _open(req, target))
 

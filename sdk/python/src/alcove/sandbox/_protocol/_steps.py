@@ -44,7 +44,10 @@ class Request:
     content: bytes | None = None
     upload: Upload | None = None
     stream: bool = False
-    """Return the response unread (2xx only) and use no read timeout."""
+    """Return the response unread (2xx only); reads are bounded per read, not as a whole."""
+    events: bool = False
+    """An event stream (run, follow): the agent sends keep-alives, so ``stream_idle_timeout``
+    bounds its silence instead of ``timeout``."""
     replayable: bool = True
     """Whether the request may be sent again when the proxy says the sandbox is not ready."""
 

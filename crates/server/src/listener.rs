@@ -1,0 +1,833 @@
+//! The HTTP listener of `alcove serve`: accepts TCP connections and drives
+//! hyper's HTTP/1 server over them with limits an abusive client cannot get
+//! around.
+//!
+//! * **Header-read timeout**: once a client starts a request it has
+//!   `header_read_timeout` to finish its headers (slowloris), else the
+//!   connection is closed.
+//! * **Idle timeout**: a connection with no request in flight (a fresh one that
+//!   sends nothing, or a keep-alive one between requests) is closed after
+//!   `idle_timeout`. A request in flight is never timed out here, so a streamed
+//!   answer (SSE of `run`, a file download) may last as long as it lasts, and an
+//!   upgraded connection (PTY and tunnel WebSockets) leaves these timers behind.
+//! * **Connection cap**: at most `max_connections` connections (upgraded ones
+//!   included) are open; past it a new connection is answered `503
+//!   SERVER_BUSY` with `Connection: close` and closed, and the open ones are
+//!   served as before.
+//! * **Per-client bound**: at most `max_requests_per_client` requests in flight
+//!   from one IP address (a streamed answer counts until its body ends); past
+//!   it, `429 TOO_MANY_REQUESTS`.
+//!
+//! hyper's own `header_read_timeout` is not used: its clock also runs while a
+//! keep-alive connection waits for its next request, so it cannot bound the
+//! headers at 10 s while letting idle connections live for 60 s. A small
+//! per-connection watchdog tracks both instead.
+//!
+//! A new connection gets no HTTP buffers until its first byte arrives, so
+//! thousands of silent connections cost little; when many connections have
+//! closed, freed heap is handed back to the OS (`malloc_trim`).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use alcove_wire::error::{ApiErrorBody, ErrorCode};
+use axum::Router;
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::shutdown::Shutdown;
+
+/// Connection cap when none is configured and the open-files limit allows it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Descriptors kept free of client connections for the store, sandboxes'
+/// runc/CRIU/ip calls, agent connections and refusals.
+pub const SPARE_FDS: u64 = 512;
+
+/// The smallest cap ever used, so a tiny open-files limit still serves.
+const MIN_MAX_CONNECTIONS: usize = 16;
+
+/// Refusals (503 answers past the cap) being written at once; beyond, a
+/// connection past the cap is closed without an answer.
+const MAX_REFUSING: usize = 256;
+
+/// How long writing a refusal and waiting for the client to close may take.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+
+/// Bytes read (and dropped) from a refused client so that closing sends a FIN
+/// rather than a reset that could destroy the 503 before it is read.
+const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
+
+/// Longest wait on shutdown for requests in flight to finish.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// The heap is trimmed when the open connections fall to half of a peak of at
+/// least this many since the last trim.
+const TRIM_MIN_PEAK: usize = 256;
+
+/// Limits of the HTTP listener (`alcove serve` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time to send a request's headers once started.
+    pub header_read_timeout: Duration,
+    /// Time a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Most requests in flight per client IP address.
+    pub max_requests_per_client: usize,
+}
+
+/// The connection cap: the configured one, else [`DEFAULT_MAX_CONNECTIONS`];
+/// either way at most the open-files limit minus [`SPARE_FDS`], so accepting
+/// never runs the process out of descriptors.
+pub fn connection_cap(configured: Option<usize>, fd_soft_limit: Option<u64>) -> usize {
+    let wanted = configured.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let Some(limit) = fd_soft_limit else {
+        return wanted;
+    };
+    let room = usize::try_from(limit.saturating_sub(SPARE_FDS))
+        .unwrap_or(usize::MAX)
+        .max(MIN_MAX_CONNECTIONS);
+    let cap = wanted.min(room);
+    if configured.is_some() && cap < wanted {
+        tracing::warn!(
+            configured = wanted,
+            used = cap,
+            open_files_limit = limit,
+            "--max-connections lowered to fit the open-files limit (raise it with ulimit -n)"
+        );
+    }
+    cap
+}
+
+/// The soft `RLIMIT_NOFILE` of this process (`None` when unlimited or unknown).
+pub fn fd_soft_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the rlimit struct we pass, which we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// Hands freed heap back to the OS. glibc keeps freed memory in its arenas, so
+/// after a flood of connections closes the resident size would stay at its peak.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn_blocking(|| {
+            // SAFETY: malloc_trim takes no pointers; it only walks glibc's own arenas.
+            unsafe { libc::malloc_trim(0) };
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connection cap
+
+/// Counts open connections against the cap.
+#[derive(Debug)]
+struct Connections {
+    max: usize,
+    live: AtomicUsize,
+    /// Highest `live` since the heap was last trimmed.
+    peak: AtomicUsize,
+    /// Refusals being written now.
+    refusing: AtomicUsize,
+    /// Connections refused since the last warning.
+    refused: AtomicU64,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl Connections {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            live: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+            last_warning: Mutex::new(None),
+        }
+    }
+
+    fn try_acquire(self: &Arc<Self>) -> Option<ConnPermit> {
+        let mut live = self.live.load(Ordering::Relaxed);
+        loop {
+            if live >= self.max {
+                return None;
+            }
+            match self.live.compare_exchange_weak(
+                live,
+                live + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => live = now,
+            }
+        }
+        self.peak.fetch_max(live + 1, Ordering::Relaxed);
+        Some(ConnPermit(Arc::clone(self)))
+    }
+
+    fn release(&self) {
+        let live = self.live.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        let peak = self.peak.load(Ordering::Relaxed);
+        if peak >= TRIM_MIN_PEAK
+            && live <= peak / 2
+            && self
+                .peak
+                .compare_exchange(peak, live, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            trim_heap();
+        }
+    }
+
+    /// Logs refusals at most every 10 s, with how many there were.
+    fn note_refusal(&self) {
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10)) {
+            *last = Some(now);
+            self.refused.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                max_connections = self.max,
+                refused,
+                "connection limit reached; refusing new connections with 503"
+            );
+        }
+    }
+}
+
+/// One open connection counted against the cap; released when dropped (for an
+/// upgraded connection, when the upgraded stream is dropped).
+#[derive(Debug)]
+struct ConnPermit(Arc<Connections>);
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-client bound
+
+/// Requests in flight per client IP address.
+#[derive(Debug)]
+struct Clients {
+    max: usize,
+    in_flight: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Clients {
+    fn try_enter(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let count = map.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            clients: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// One request in flight from a client; freed when its answer is done.
+#[derive(Debug)]
+struct ClientSlot {
+    clients: Arc<Clients>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .clients
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-connection timers
+
+/// What a connection is doing, for its timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No request in flight and none started, since then.
+    Idle(Instant),
+    /// The first bytes of a request arrived then; its headers are not complete.
+    Head(Instant),
+    /// This many requests are in flight (their answers not yet done).
+    Busy(usize),
+}
+
+/// Shared between the connection's I/O, its requests and its watchdog.
+#[derive(Debug)]
+struct ConnState {
+    phase: Mutex<Phase>,
+    changed: Notify,
+}
+
+impl ConnState {
+    fn new(phase: Phase) -> Self {
+        Self {
+            phase: Mutex::new(phase),
+            changed: Notify::new(),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(Phase) -> Phase) {
+        let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        let next = f(*phase);
+        if next != *phase {
+            *phase = next;
+            // notify_one keeps a permit when the watchdog is not waiting, so no change is lost.
+            self.changed.notify_one();
+        }
+    }
+
+    /// Bytes arrived: on an idle connection they start a request's headers.
+    fn on_read(&self) {
+        self.update(|p| match p {
+            Phase::Idle(_) => Phase::Head(Instant::now()),
+            other => other,
+        });
+    }
+
+    fn request_started(&self) {
+        self.update(|p| match p {
+            Phase::Busy(n) => Phase::Busy(n + 1),
+            _ => Phase::Busy(1),
+        });
+    }
+
+    fn request_finished(&self) {
+        self.update(|p| match p {
+            Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
+            _ => Phase::Idle(Instant::now()),
+        });
+    }
+
+    /// When the connection must be closed, and why; `None` while busy.
+    fn deadline(&self, limits: &HttpLimits) -> Option<(Instant, &'static str)> {
+        match *self.phase.lock().unwrap_or_else(|p| p.into_inner()) {
+            Phase::Idle(since) => Some((since + limits.idle_timeout, "idle timeout")),
+            Phase::Head(since) => Some((since + limits.header_read_timeout, "header read timeout")),
+            Phase::Busy(_) => None,
+        }
+    }
+}
+
+/// Resolves when the connection has been idle, or sending headers, too long.
+async fn watchdog(state: &ConnState, limits: &HttpLimits) -> &'static str {
+    loop {
+        match state.deadline(limits) {
+            None => state.changed.notified().await,
+            Some((at, why)) => {
+                if Instant::now() >= at {
+                    return why;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = state.changed.notified() => {}
+                }
+            }
+        }
+    }
+}
+
+/// The TCP stream of one connection: reports reads to the watchdog and holds the
+/// connection's place under the cap for as long as it lives (upgrades included).
+#[derive(Debug)]
+struct TrackedIo {
+    inner: TcpStream,
+    state: Arc<ConnState>,
+    _permit: ConnPermit,
+}
+
+impl AsyncRead for TrackedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.on_read();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for TrackedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Marks a request finished on its connection when dropped.
+#[derive(Debug)]
+struct RequestGuard(Arc<ConnState>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+/// An answer's body that keeps its request counted (on its connection and
+/// against its client's bound) until the body is done or dropped.
+struct TrackedBody {
+    inner: Body,
+    _request: RequestGuard,
+    _client: Option<ClientSlot>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Answers of the listener itself
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn error_json(message: String, code: ErrorCode, request_id: Option<String>) -> Vec<u8> {
+    let body = ApiErrorBody {
+        message,
+        code,
+        request_id,
+    };
+    // Serializing a struct of strings cannot fail; fall back to a fixed body anyway.
+    serde_json::to_vec(&body)
+        .unwrap_or_else(|_| br#"{"message":"error","code":"INTERNAL"}"#.to_vec())
+}
+
+/// 429 for a client past its bound of requests in flight.
+fn too_many_requests(ip: IpAddr, max: usize) -> Response<Body> {
+    let id = new_request_id();
+    let body = error_json(
+        format!(
+            "too many requests in flight from {ip} (at most {max}); retry when some have finished"
+        ),
+        ErrorCode::TooManyRequests,
+        None,
+    );
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert("x-request-id", v);
+    }
+    resp
+}
+
+/// The raw 503 written to a connection past the cap, before closing it.
+fn refusal_bytes(max: usize) -> Vec<u8> {
+    let id = new_request_id();
+    let body = error_json(
+        format!("the server is at its limit of {max} open connections; retry later"),
+        ErrorCode::ServerBusy,
+        Some(id.clone()),
+    );
+    let mut out = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\nretry-after: 1\r\nx-request-id: {id}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+async fn write_refusal(mut stream: TcpStream, max: usize) {
+    if stream.write_all(&refusal_bytes(max)).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < REFUSAL_DRAIN_BYTES {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Serving
+
+/// What every connection task shares.
+#[derive(Debug)]
+struct Shared {
+    app: Router,
+    limits: HttpLimits,
+    connections: Arc<Connections>,
+    clients: Arc<Clients>,
+    /// Connection tasks still running (for the shutdown drain).
+    tasks: AtomicUsize,
+    shutdown: Shutdown,
+}
+
+impl Shared {
+    fn refuse(self: &Arc<Self>, stream: TcpStream) {
+        self.connections.note_refusal();
+        let refusing = &self.connections.refusing;
+        if refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
+            refusing.fetch_sub(1, Ordering::AcqRel);
+            return; // dropping the stream closes it
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let max = this.limits.max_connections;
+            let _ = tokio::time::timeout(REFUSAL_TIME, write_refusal(stream, max)).await;
+            this.connections.refusing.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+/// Counts a connection task for the shutdown drain.
+struct TaskGuard(Arc<Shared>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.tasks.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves `app` on `listener` under `limits` until `shutdown` fires, then lets
+/// requests in flight finish (for at most 10 s).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let shared = Arc::new(Shared {
+        app,
+        limits,
+        connections: Arc::new(Connections::new(limits.max_connections)),
+        clients: Arc::new(Clients {
+            max: limits.max_requests_per_client,
+            in_flight: Mutex::new(HashMap::new()),
+        }),
+        tasks: AtomicUsize::new(0),
+        shutdown: shutdown.clone(),
+    });
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_requests_per_client = limits.max_requests_per_client,
+        header_read_timeout_secs = limits.header_read_timeout.as_secs(),
+        idle_timeout_secs = limits.idle_timeout.as_secs(),
+        "http limits"
+    );
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        match shared.connections.try_acquire() {
+            Some(permit) => {
+                shared.tasks.fetch_add(1, Ordering::AcqRel);
+                let task = TaskGuard(Arc::clone(&shared));
+                tokio::spawn(serve_connection(stream, peer, permit, task));
+            }
+            None => shared.refuse(stream),
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + SHUTDOWN_DRAIN;
+    while shared.tasks.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// An accept error: per-connection ones are ignored; others (out of file
+/// descriptors) get a pause so the loop does not spin.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::ConnectionAborted | K::ConnectionReset | K::ConnectionRefused | K::Interrupted
+    ) {
+        return;
+    }
+    tracing::warn!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Waits (cheaply) for the client's first byte, then serves HTTP on it.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+    task: TaskGuard,
+) {
+    let shared = Arc::clone(&task.0);
+    let _ = stream.set_nodelay(true);
+    // `peek` waits for real data (readiness alone may be reported early).
+    let mut first = [0u8; 1];
+    let first_byte = tokio::time::timeout(shared.limits.idle_timeout, stream.peek(&mut first));
+    tokio::select! {
+        peeked = first_byte => match peeked {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return, // closed by the client, or failed
+            Err(_) => {
+                tracing::debug!(%peer, "closing connection: idle timeout before any request");
+                return;
+            }
+        },
+        () = shared.shutdown.wait() => return,
+    }
+    // The HTTP state is boxed only now: a silent connection never allocates it.
+    Box::pin(serve_http(stream, peer, permit, shared)).await;
+    drop(task);
+}
+
+async fn serve_http(stream: TcpStream, peer: SocketAddr, permit: ConnPermit, shared: Arc<Shared>) {
+    // Bytes are waiting: a request is starting.
+    let state = Arc::new(ConnState::new(Phase::Head(Instant::now())));
+    let io = TrackedIo {
+        inner: stream,
+        state: Arc::clone(&state),
+        _permit: permit,
+    };
+    let service = {
+        let state = Arc::clone(&state);
+        let shared = Arc::clone(&shared);
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let state = Arc::clone(&state);
+            let shared = Arc::clone(&shared);
+            async move { Ok::<_, Infallible>(handle(req, peer, state, &shared).await) }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // See the module docs: the watchdog bounds headers and idleness instead.
+    builder.keep_alive(true).header_read_timeout(None);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            why = watchdog(&state, &shared.limits) => {
+                tracing::debug!(%peer, reason = why, "closing connection");
+                return;
+            }
+            () = shared.shutdown.wait(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// One request: counted on its connection and against its client, then routed.
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+    shared: &Shared,
+) -> Response<TrackedBody> {
+    state.request_started();
+    let request = RequestGuard(state);
+    let ip = peer.ip().to_canonical();
+    let Some(client) = shared.clients.try_enter(ip) else {
+        tracing::warn!(client = %ip, "too many requests in flight from one client");
+        return too_many_requests(ip, shared.clients.max).map(|inner| TrackedBody {
+            inner,
+            _request: request,
+            _client: None,
+        });
+    };
+    let mut req = req.map(Body::new);
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    let resp = match shared.app.clone().oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    resp.map(|inner| TrackedBody {
+        inner,
+        _request: request,
+        _client: Some(client),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_defaults_to_4096_and_keeps_spare_descriptors() {
+        assert_eq!(connection_cap(None, None), 4096);
+        assert_eq!(connection_cap(None, Some(20_000)), 4096);
+        assert_eq!(connection_cap(None, Some(1024)), 512);
+        assert_eq!(connection_cap(Some(12_000), Some(20_000)), 12_000);
+        // A configured cap above what the descriptors allow is lowered.
+        assert_eq!(connection_cap(Some(30_000), Some(20_000)), 19_488);
+        assert_eq!(connection_cap(None, Some(100)), MIN_MAX_CONNECTIONS);
+        assert_eq!(connection_cap(Some(5), Some(100)), 5);
+    }
+
+    #[test]
+    fn cap_refuses_past_max_and_frees_on_drop() {
+        let conns = Arc::new(Connections::new(2));
+        let a = conns.try_acquire().expect("first");
+        let _b = conns.try_acquire().expect("second");
+        assert!(conns.try_acquire().is_none());
+        drop(a);
+        assert!(conns.try_acquire().is_some());
+    }
+
+    #[test]
+    fn client_bound_is_per_address() {
+        let clients = Arc::new(Clients {
+            max: 1,
+            in_flight: Mutex::new(HashMap::new()),
+        });
+        let one: IpAddr = "10.0.0.1".parse().expect("ip");
+        let two: IpAddr = "10.0.0.2".parse().expect("ip");
+        let slot = clients.try_enter(one).expect("first request");
+        assert!(clients.try_enter(one).is_none());
+        assert!(clients.try_enter(two).is_some());
+        drop(slot);
+        assert!(clients.try_enter(one).is_some());
+        // Entries of clients with nothing in flight are removed.
+        assert!(clients.in_flight.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdog_times_headers_and_idleness_but_not_requests() {
+        let limits = HttpLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1,
+            max_requests_per_client: 1,
+        };
+        let state = ConnState::new(Phase::Head(Instant::now()));
+        assert_eq!(watchdog(&state, &limits).await, "header read timeout");
+
+        let state = Arc::new(ConnState::new(Phase::Idle(Instant::now())));
+        state.request_started();
+        let dog = {
+            let state = Arc::clone(&state);
+            tokio::spawn(async move { watchdog(&state, &limits).await })
+        };
+        // A request in flight for far longer than both timeouts is not cut.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!dog.is_finished());
+        state.request_finished();
+        assert_eq!(dog.await.expect("watchdog"), "idle timeout");
+    }
+
+    #[test]
+    fn refusal_is_a_complete_503_with_the_wire_body() {
+        let bytes = refusal_bytes(7);
+        let text = String::from_utf8(bytes).expect("utf-8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains("connection: close"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let parsed: ApiErrorBody = serde_json::from_str(body).expect("wire error body");
+        assert_eq!(parsed.code, ErrorCode::ServerBusy);
+        assert!(parsed.message.contains("limit of 7"));
+        assert!(parsed.request_id.is_some());
+    }
+}
