@@ -4,7 +4,8 @@
 //! so `killpg` reaches everything that stayed in the group. Descendants that called `setsid`
 //! or `setpgid` left the group; they are found by following parent links in `/proc`. To stop a
 //! member from forking new children between the scan and the kill, members are first frozen
-//! with SIGSTOP and the scan is repeated until it finds nobody new; then all get SIGKILL.
+//! with SIGSTOP (the group at once, with one `killpg`, then each straggler found outside it)
+//! and the scan is repeated until it finds nobody new; then all get SIGKILL.
 //!
 //! Limit: a descendant whose parent already died was reparented to the agent and no longer
 //! links to the tree; if it also left the session and group, it cannot be found.
@@ -107,6 +108,10 @@ pub fn kill_tree(root: i32) {
         return;
     }
     let me = i32::try_from(std::process::id()).unwrap_or(0);
+    // Stop the whole group at once first: the kernel delivers a group signal to
+    // every member, forks in progress included, so a fork bomb stops growing
+    // here instead of racing the scans below.
+    signal_group(root, libc::SIGSTOP);
     let mut frozen = BTreeSet::new();
     // Each round can only find children forked before the previous round's SIGSTOPs landed,
     // so a handful of rounds is plenty; the bound keeps a fork bomb from pinning us here.
