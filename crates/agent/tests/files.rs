@@ -214,21 +214,24 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
+    /// Mounts with the system call itself: a `mount` child process would race
+    /// the agent's reaper (in this same test process) for its exit status.
     fn mount(options: &str) -> Tmpfs {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ok = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                options,
-                "alcove-test",
-                dir.path().to_str().expect("utf-8"),
-            ])
-            .status()
-            .expect("run mount")
-            .success();
-        assert!(ok, "mount -o {options} failed");
+        let (flags, data): (Vec<&str>, Vec<&str>) = options.split(',').partition(|o| *o == "ro");
+        let flags = if flags.is_empty() {
+            nix::mount::MsFlags::empty()
+        } else {
+            nix::mount::MsFlags::MS_RDONLY
+        };
+        nix::mount::mount(
+            Some("alcove-test"),
+            dir.path(),
+            Some("tmpfs"),
+            flags,
+            Some(data.join(",").as_str()),
+        )
+        .unwrap_or_else(|e| panic!("mount -o {options}: {e}"));
         Tmpfs { dir }
     }
 
@@ -244,9 +247,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
