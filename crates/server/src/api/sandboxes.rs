@@ -130,7 +130,11 @@ pub async fn delete(
 ) -> Result<Json<SandboxInfo>, ApiError> {
     let record = state
         .control
-        .delete(Some(namespace(&params)), ident(&params)?, "deleted")
+        .delete(
+            Some(namespace(&params)),
+            ident(&params)?,
+            crate::control::state::TerminationReason::Deleted,
+        )
         .await?;
     Ok(Json(super::public_info(&state, &record)))
 }
