@@ -276,6 +276,7 @@ async fn file_system_refusals_are_client_errors() {
 }
 
 #[tokio::test]
+#[ignore = "needs root (mounts tmpfs)"]
 async fn read_only_and_full_file_systems_are_client_errors() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
