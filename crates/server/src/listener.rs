@@ -143,6 +143,41 @@ pub fn fd_soft_limit() -> Option<u64> {
     (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (at most
+/// 1048576, what sandboxes get too), so that the default connection cap can
+/// use the descriptors the host grants: systemd, for one, starts services with
+/// a soft limit of 1024 (a cap of 512) and a hard one of 524288. Children
+/// (runc, CRIU, ip) inherit it; sandboxes get their own limit from their spec.
+pub fn raise_fd_soft_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the rlimit struct we pass, which we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    // An unlimited hard limit cannot be the soft one (the kernel caps open
+    // files at fs.nr_open), and a million is far more than the cap uses.
+    let want = limit.rlim_max.min(1_048_576);
+    let before = limit.rlim_cur;
+    if before == libc::RLIM_INFINITY || before >= want {
+        return;
+    }
+    limit.rlim_cur = want;
+    // SAFETY: setrlimit only reads the rlimit struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::info!(from = before, to = want, "raised the open-files soft limit");
+    } else {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            soft = before,
+            hard = limit.rlim_max,
+            "raising the open-files soft limit failed"
+        );
+    }
+}
+
 /// Hands freed heap back to the OS. glibc keeps freed memory in its arenas, so
 /// after a flood of connections closes the resident size would stay at its peak.
 fn trim_heap() {
