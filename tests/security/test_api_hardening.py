@@ -260,13 +260,16 @@ def test_too_many_requests_from_one_client_are_429(server):
 
 
 def test_past_the_connection_cap_new_connections_get_a_clear_503():
-    """503 is for when no connection can be evicted: every one has a request in flight."""
+    """503 is for when no connection can be evicted: every one has a request in flight or is
+    upgraded (a PTY WebSocket)."""
     cap = 50
     with running_server(["--max-connections", str(cap)]) as srv, SandboxClient(api_url=srv.url) as client:
-        with client.create_and_connect() as sandbox:
+        with client.create_and_connect() as sandbox, sandbox.create_pty("sh") as pty:
+            pty.send("echo ready\n")
+            pty.read_until("ready", timeout=30)
             proc = sandbox.start_process("sleep", ["600"])
             # The client's own keep-alive connections are idle: opening these evicts them.
-            held = [open_follow(srv, sandbox.sandbox_id, proc.pid) for _ in range(cap)]
+            held = [open_follow(srv, sandbox.sandbox_id, proc.pid) for _ in range(cap - 1)]
             try:
                 refused = connect(srv)
                 status, headers, body = http_get(refused)
@@ -277,8 +280,10 @@ def test_past_the_connection_cap_new_connections_get_a_clear_503():
                 assert str(cap) in error["message"]
                 assert error["request_id"] == headers.get("x-request-id")
                 assert closed_by_server(refused)
-                # Connections already open are served as before: two make room for the call that
-                # ends the process, and the others' streams go on to its end.
+                # Connections already open are served as before: the PTY, and the streams, which
+                # go on to the process's end once two of them make room for the call that ends it.
+                pty.send("echo still-here\n")
+                assert b"still-here" in pty.read_until("still-here", timeout=30)
                 for sock, _ in held[:2]:
                     sock.close()
                 for _ in range(100):
@@ -292,6 +297,8 @@ def test_past_the_connection_cap_new_connections_get_a_clear_503():
                     raise AssertionError("no room for a new connection after two closed")
                 for sock, data in held[2:]:
                     assert b"event: eof" in read_stream_to_end(sock, data)
+                pty.send("exit\n")
+                assert pty.wait(timeout=30) == 0
             finally:
                 for sock, _ in held:
                     sock.close()
