@@ -101,7 +101,8 @@ pub struct Config {
     #[arg(long, env = "ALCOVE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 
-    /// Most client connections open at once; more are answered 503 and closed
+    /// Most client connections open at once; at the cap a new one evicts the
+    /// longest idle one, and is answered 503 and closed only when all are busy
     /// (default: the smaller of 4096 and the open-files limit minus 512).
     #[arg(long, env = "ALCOVE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
