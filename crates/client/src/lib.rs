@@ -41,6 +41,8 @@ mod sandbox;
 mod secrets;
 mod snapshots;
 mod sse;
+#[cfg(test)]
+mod tests;
 mod transport;
 mod tunnel;
 mod ws;
