@@ -243,14 +243,21 @@ impl Transport {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::decode(what, e))
     }
 
-    /// Sends `call` and reads its whole answer.
+    /// Sends `call` and reads its whole answer (within `timeout`: a plain call's deadline
+    /// covers its answer; a transfer's answer is read under a deadline of its own).
     pub async fn body(&self, call: Call) -> Result<Bytes, ClientError> {
         let what = call.what();
+        let plain = call.kind == Kind::Plain;
         let response = self.send(call).await?;
-        response
-            .bytes()
-            .await
-            .map_err(|e| self.map_reqwest(&what, &e))
+        let reading = response.bytes();
+        let read = if plain {
+            reading.await
+        } else {
+            tokio::time::timeout(self.config.timeout, reading)
+                .await
+                .map_err(|_| self.timed_out(&what))?
+        };
+        read.map_err(|e| self.map_reqwest(&what, &e))
     }
 
     /// One attempt. Takes a streamed payload out of `call` (it cannot be sent twice).
@@ -270,6 +277,17 @@ impl Transport {
             Payload::Json(bytes) => request
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(bytes.clone()),
+            Payload::Bytes(bytes) if call.kind == Kind::Transfer => {
+                // In chunks, so that each write (not the whole upload) is bounded.
+                let watch = Progress::new();
+                let touched = watch.clone();
+                let chunks = chunked(bytes.clone()).inspect(move |_| touched.touch());
+                progress = Some(watch);
+                request
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .header(header::CONTENT_LENGTH, bytes.len())
+                    .body(reqwest::Body::wrap_stream(chunks))
+            }
             Payload::Bytes(bytes) => request
                 .header(header::CONTENT_TYPE, "application/octet-stream")
                 .body(bytes.clone()),
@@ -366,6 +384,18 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Upload chunk of in-memory transfers.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// `bytes` as a stream of [`CHUNK_BYTES`] slices (sharing the buffer, not copying it).
+fn chunked(bytes: Bytes) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
+    let count = bytes.len().div_ceil(CHUNK_BYTES);
+    futures::stream::iter((0..count).map(move |i| {
+        let end = ((i + 1) * CHUNK_BYTES).min(bytes.len());
+        Ok(bytes.slice(i * CHUNK_BYTES..end))
+    }))
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {

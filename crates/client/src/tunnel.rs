@@ -83,10 +83,10 @@ impl Tunnel {
     }
 
     /// Stops listening and closes every relayed connection.
-    pub async fn close(self) {
+    pub async fn close(mut self) {
         self.accepting.abort();
         // The accept task owns the relays: ending it drops (and so aborts) them.
-        let _ = (&mut { self }.accepting).await;
+        let _ = (&mut self.accepting).await;
     }
 }
 

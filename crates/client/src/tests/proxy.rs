@@ -191,6 +191,10 @@ async fn files_stream_both_ways() {
         .write_file_stream("/work/a b.bin", chunks, Some(300_000))
         .await
         .expect("uploaded");
+    sandbox
+        .write_file("/work/a b.bin", vec![7u8; 300_000])
+        .await
+        .expect("uploaded from memory, in chunks");
     let mut stream = sandbox
         .read_file_stream("/work/a b.bin")
         .await
