@@ -43,6 +43,11 @@ where
         leaked.is_empty(),
         "the scenario left sandboxes running: {leaked:?}"
     );
+    let mounts = server.leftover_mounts();
+    assert!(
+        mounts.is_empty(),
+        "mounts left after the server stopped: {mounts:?}"
+    );
 }
 
 async fn live_sandboxes(client: &SandboxClient) -> Vec<String> {

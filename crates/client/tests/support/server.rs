@@ -2,7 +2,8 @@
 //! `tests/framework/server.py` starts one: the release binary (`ALCOVE_BIN`), the static agent
 //! (`ALCOVE_AGENT_PATH`), the installed images (`ALCOVE_IMAGES_DIR`, default
 //! `/var/lib/alcove/images`) and a random /18 of 10.0.0.0/8 that no other server of this
-//! process uses. Dropping it stops the server (SIGTERM, then SIGKILL after 30 s).
+//! process uses. Dropping it stops the server (SIGTERM, then SIGKILL after 30 s) and removes
+//! the data directory, unless something is still mounted under it.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -65,7 +66,9 @@ pub struct AlcoveServer {
     child: Option<Child>,
     /// `http://localhost:<port>`.
     pub url: String,
-    data_dir: tempfile::TempDir,
+    /// Removed on drop unless something is still mounted under it.
+    data_dir: Option<tempfile::TempDir>,
+    data_path: PathBuf,
 }
 
 impl AlcoveServer {
@@ -116,7 +119,8 @@ impl AlcoveServer {
         let mut server = Self {
             child: Some(child),
             url: format!("http://localhost:{port}"),
-            data_dir,
+            data_path: data_dir.path().to_path_buf(),
+            data_dir: Some(data_dir),
         };
         server.wait_healthy(Duration::from_secs(30)).await;
         server
@@ -157,7 +161,7 @@ impl AlcoveServer {
 
     /// The last lines of the server's log.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.data_dir.path().join("server.log"))
+        let text = std::fs::read_to_string(self.data_path.join("server.log"))
             .unwrap_or_else(|_| "(no log)".into());
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
@@ -181,10 +185,28 @@ impl AlcoveServer {
         let _ = child.kill();
         let _ = child.wait();
     }
+
+    /// Mount points still under the data directory (a stopped server must leave none).
+    pub fn leftover_mounts(&self) -> Vec<String> {
+        let prefix = format!("{}/", self.data_path.display());
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(&prefix))
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 impl Drop for AlcoveServer {
     fn drop(&mut self) {
         self.stop();
+        // Deleting a tree with a sandbox still mounted in it would reach into that sandbox.
+        if !self.leftover_mounts().is_empty()
+            && let Some(dir) = self.data_dir.take()
+        {
+            eprintln!("keeping {} (still mounted)", dir.keep().display());
+        }
     }
 }
