@@ -5,9 +5,10 @@
 
 #[path = "support/server.rs"]
 mod server;
+#[path = "support/util.rs"]
+mod util;
 
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
 use std::time::Duration;
 
 use alcove_client::wire::process::{ExitReason, ProcessStatus};
@@ -16,7 +17,7 @@ use alcove_client::wire::snapshot::SnapshotStatus;
 use alcove_client::{ClientError, Command, CreateOptions, Sandbox, SandboxClient};
 use futures::{FutureExt, StreamExt};
 use server::AlcoveServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use util::{eventually, fetch, same_content, write_pattern};
 
 /// Runs `scenario` against a fresh server, then cleans up and checks nothing was left.
 async fn with_server<F, Fut>(scenario: F)
@@ -59,24 +60,6 @@ async fn live_sandboxes(client: &SandboxClient) -> Vec<String> {
         .filter(|s| s.status.is_live())
         .map(|s| s.id)
         .collect()
-}
-
-/// Polls `probe` every 200 ms until it gives a value, for at most `limit`.
-async fn eventually<T, Fut>(what: &str, limit: Duration, mut probe: impl FnMut() -> Fut) -> T
-where
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test]
@@ -296,40 +279,6 @@ async fn large_file_round_trip(sandbox: &Sandbox) {
         .expect("deleting");
 }
 
-/// Writes `size` bytes of a xorshift sequence (incompressible, position-dependent).
-async fn write_pattern(path: &Path, size: usize) {
-    let mut file = tokio::fs::File::create(path).await.expect("creating");
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut chunk = vec![0u8; 1 << 20];
-    for _ in 0..size / chunk.len() {
-        for word in chunk.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
-        }
-        file.write_all(&chunk).await.expect("writing");
-    }
-    file.flush().await.expect("flushing");
-}
-
-async fn same_content(a: &Path, b: &Path) -> bool {
-    let (mut a, mut b) = (
-        tokio::fs::File::open(a).await.expect("opening"),
-        tokio::fs::File::open(b).await.expect("opening"),
-    );
-    let (mut left, mut right) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let n = a.read(&mut left).await.expect("reading");
-        if n == 0 {
-            return b.read(&mut right).await.expect("reading") == 0;
-        }
-        if b.read_exact(&mut right[..n]).await.is_err() || left[..n] != right[..n] {
-            return false;
-        }
-    }
-}
-
 async fn terminal(sandbox: &Sandbox) {
     let wait = Some(Duration::from_secs(15));
     let bash = Command::new("bash")
@@ -405,21 +354,6 @@ async fn tunnel(sandbox: &Sandbox) {
         .kill_process(web.pid)
         .await
         .expect("stopping the web server");
-}
-
-/// `GET /index.html` over `addr`; `None` while nothing answers in the sandbox.
-async fn fetch(addr: std::net::SocketAddr) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream
-        .write_all(b"GET /index.html HTTP/1.0\r\nHost: sandbox\r\n\r\n")
-        .await
-        .ok()?;
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-        .await
-        .ok()?
-        .ok()?;
-    (!answer.is_empty()).then(|| String::from_utf8_lossy(&answer).into_owned())
 }
 
 #[tokio::test]
