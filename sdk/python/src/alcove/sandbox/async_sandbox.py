@@ -2,7 +2,7 @@
 
 The twin of ``sandbox.py``, with the same methods as coroutines (and async iterators for streams).
 
-Requests go to the sandbox's daemon through the proxy at the sandbox's ``sandbox_url``; each
+Requests go to the sandbox's agent through the proxy at the sandbox's ``sandbox_url``; each
 method builds an operation from :mod:`._protocol` and lets the owning client perform it.
 """
 

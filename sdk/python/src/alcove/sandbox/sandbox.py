@@ -1,6 +1,6 @@
 """Synchronous handle to one running sandbox: commands, processes, files, terminals and tunnels.
 
-Requests go to the sandbox's daemon through the proxy at the sandbox's ``sandbox_url``; each
+Requests go to the sandbox's agent through the proxy at the sandbox's ``sandbox_url``; each
 method builds an operation from :mod:`._protocol` and lets the owning client perform it.
 """
 

@@ -20,7 +20,7 @@ The package is split by job; everything is re-exported here, so callers keep usi
 
 * ``_steps``: the :class:`Request` / :class:`Sleep` steps, :data:`Op`, and ``_send`` (retries);
 * ``_errors``: error bodies mapped to exceptions, JSON and model decoding;
-* ``_routing``: headers, control-plane URLs, and requests to a sandbox's daemon through the proxy;
+* ``_routing``: headers, control-plane URLs, and requests to a sandbox's agent through the proxy;
 * ``_validation``: client-side argument checks;
 * ``_lifecycle``: sandboxes (create, get, list, delete, update, suspend/resume, ports) and snapshots;
 * ``_processes``: processes of a sandbox;
