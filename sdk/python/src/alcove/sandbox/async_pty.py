@@ -94,7 +94,7 @@ class AsyncPtySession:
             url = self.websocket_url
             headers = wsp.websocket_headers(client._config, self._sandbox._target, self._token)
             try:
-                ws = await wsp.async_connect(url, headers, wsp.connect_timeout(client._config))
+                ws = await wsp.aconnect(url, headers, wsp.connect_timeout(client._config))
             except Exception as exc:
                 raise wsp.connect_error(exc, f"PTY session {self._session_id}", self._sandbox.sandbox_id) from exc
             try:
@@ -193,8 +193,8 @@ class AsyncPtySession:
         """Take one message (or the close) from the socket; False when ``timeout`` passed first."""
         ws = self._require()
         try:
-            message = await asyncio.wait_for(ws.recv(), timeout)
-        except asyncio.TimeoutError:
+            message = await wsp.arecv(ws, timeout)
+        except TimeoutError:
             return False
         except ConnectionClosed as exc:
             self._closed(exc)

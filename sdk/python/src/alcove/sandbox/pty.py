@@ -90,7 +90,7 @@ class PtySession:
             url = self.websocket_url
             headers = wsp.websocket_headers(client._config, self._sandbox._target, self._token)
             try:
-                ws = wsp.sync_connect(url, headers, wsp.connect_timeout(client._config))
+                ws = wsp.connect(url, headers, wsp.connect_timeout(client._config))
             except Exception as exc:
                 raise wsp.connect_error(exc, f"PTY session {self._session_id}", self._sandbox.sandbox_id) from exc
             try:
@@ -189,7 +189,7 @@ class PtySession:
         """Take one message (or the close) from the socket; False when ``timeout`` passed first."""
         ws = self._require()
         try:
-            message = ws.recv(timeout)
+            message = wsp.recv(ws, timeout)
         except TimeoutError:
             return False
         except ConnectionClosed as exc:
