@@ -107,7 +107,11 @@ class AsyncSandbox:
         response = await self._client._drive(proto.op_open_run(self._client._config, self._target, body))
         try:
             proto.check_event_stream(response)
-            return await proto.acollect_run(self._client._lines(response))
+            collector = proto.RunCollector()
+            async for line in self._client._lines(response):
+                if collector.feed(line):
+                    break
+            return collector.finish()
         finally:
             await response.aclose()
 
@@ -190,8 +194,12 @@ class AsyncSandbox:
 
     async def _follow(self, pid: int | str, stream: str) -> AsyncIterator[OutputEvent]:
         response = await self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
+        decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
         try:
-            async for event in proto.aiter_output_events(self._client._lines(response), proto.FOLLOW_STREAMS[stream]):
+            async for line in self._client._lines(response):
+                for event in decoder.feed(line):
+                    yield event
+            for event in decoder.flush():
                 yield event
         finally:
             await response.aclose()

@@ -105,7 +105,11 @@ class Sandbox:
         response = self._client._drive(proto.op_open_run(self._client._config, self._target, body))
         try:
             proto.check_event_stream(response)
-            return proto.collect_run(self._client._lines(response))
+            collector = proto.RunCollector()
+            for line in self._client._lines(response):
+                if collector.feed(line):
+                    break
+            return collector.finish()
         finally:
             response.close()
 
@@ -188,8 +192,11 @@ class Sandbox:
 
     def _follow(self, pid: int | str, stream: str) -> Iterator[OutputEvent]:
         response = self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
+        decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
         try:
-            yield from proto.iter_output_events(self._client._lines(response), proto.FOLLOW_STREAMS[stream])
+            for line in self._client._lines(response):
+                yield from decoder.feed(line)
+            yield from decoder.flush()
         finally:
             response.close()
 
