@@ -1,6 +1,5 @@
+# sandbox.py is generated from this file: after a change, run scripts/generate_sync.py (in sdk/python).
 """Asynchronous handle to one running sandbox: commands, processes, files, terminals and tunnels.
-
-The twin of ``sandbox.py``, with the same methods as coroutines (and async iterators for streams).
 
 Requests go to the sandbox's agent through the proxy at the sandbox's ``sandbox_url``; each
 method builds an operation from :mod:`._protocol` and lets the owning client perform it.
@@ -10,7 +9,9 @@ from __future__ import annotations
 
 import os
 import signal as signal_module
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Generator, Iterable, Mapping
+
+# sync: from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -206,12 +207,18 @@ class AsyncSandbox:
 
     # -- files ---------------------------------------------------------------------------------
 
-    async def write_file(self, path: str, data: bytes | BinaryIO | Iterable[bytes] | AsyncIterable[bytes]) -> None:
+    async def write_file(
+        self,
+        path: str,
+        # sync: data: bytes | BinaryIO | Iterable[bytes],
+        data: bytes | BinaryIO | Iterable[bytes] | AsyncIterable[bytes],
+    ) -> None:
         """Write a file (parents are created, an existing file is replaced).
 
-        ``data`` is bytes, a binary file object (sync, or async with ``async def read``) or an
-        (async) iterable of bytes; files and iterables are streamed, never loaded whole. A ``str``
-        is written as UTF-8. Reads from a sync file object block the event loop briefly per chunk.
+        ``data`` is bytes, a binary file object or an iterable of bytes; files and iterables are
+        streamed, never loaded whole. A ``str`` is written as UTF-8. The async client also takes
+        an async file object (whose ``read`` is a coroutine) or an async iterable, and reads a
+        plain file between its awaits (blocking the event loop briefly per chunk).
         """
         await self._client._drive(proto.op_write_file(self._client._config, self._target, path, data))
 
@@ -306,25 +313,3 @@ class AsyncSandbox:
     ) -> Any:
         """Not implemented yet: raises NotImplementedError."""
         raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="connect_desktop"))
-
-
-class _SandboxContext(Awaitable[AsyncSandbox]):
-    """What ``AsyncSandboxClient.create_and_connect()`` returns: await it for the handle, or use
-    it with ``async with`` to delete the sandbox on exit."""
-
-    def __init__(self, creating: Awaitable[AsyncSandbox]) -> None:
-        self._creating = creating
-        self._sandbox: AsyncSandbox | None = None
-
-    def __await__(self) -> Generator[Any, None, AsyncSandbox]:
-        return self._creating.__await__()
-
-    async def __aenter__(self) -> AsyncSandbox:
-        self._sandbox = await self._creating
-        return self._sandbox
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._sandbox is not None:
-            await self._sandbox.__aexit__(exc_type, exc, tb)

@@ -7,9 +7,10 @@ their outcome:
   a :class:`SandboxConnectionError` / :class:`SandboxTimeoutError` thrown into the generator);
 * a :class:`Sleep` step is answered with ``None`` once the time has passed.
 
-The generator's return value is the operation's result. ``client.py`` and ``async_client.py``
-each hold a small driver that performs the steps with ``httpx.Client`` or ``httpx.AsyncClient``,
-so URL building, bodies, retries, polling, error mapping and decoding cannot drift between them.
+The generator's return value is the operation's result. ``async_client.py`` holds a small driver
+that performs the steps with ``httpx.AsyncClient`` (``client.py``, generated from it, does the same
+with ``httpx.Client``), so URL building, bodies, retries, polling, error mapping and decoding
+live here once.
 
 Streams (``run``, ``follow_*``, file downloads) are opened by an op that returns the open 2xx
 response; the caller then feeds its lines one by one to a :class:`RunCollector` (which says when
