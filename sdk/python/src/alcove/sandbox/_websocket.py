@@ -86,7 +86,7 @@ def websocket_headers(cfg: ClientConfig, target: ProxyTarget, token: str | None 
     """Headers of a WebSocket upgrade: API key, route hint and (for a PTY) ``X-PTY-Token``.
 
     No ``Host`` / ``X-Tensorlake-Sandbox-Id``: the self-routing URL names the sandbox. The
-    ``User-Agent`` is passed separately (see :func:`sync_connect`).
+    ``User-Agent`` is passed separately (see :func:`connect`).
     """
     headers: dict[str, str] = {}
     if cfg.api_key:
@@ -138,7 +138,7 @@ def _connect_options(open_timeout: float, compression: str | None) -> dict[str, 
     }
 
 
-def sync_connect(url: str, headers: Mapping[str, str], open_timeout: float, compression: str | None = "deflate") -> Any:
+def connect(url: str, headers: Mapping[str, str], open_timeout: float, compression: str | None = "deflate") -> Any:
     """Open a ``websockets.sync`` client connection (raises the library's own exceptions).
 
     ``legacy=True`` (websockets >= 17) asks for the connection itself, not a context manager.
@@ -147,11 +147,24 @@ def sync_connect(url: str, headers: Mapping[str, str], open_timeout: float, comp
     return _sync_connect(url, **_options(_sync_connect, headers, legacy=True, **options))
 
 
-async def async_connect(
+async def aconnect(
     url: str, headers: Mapping[str, str], open_timeout: float, compression: str | None = "deflate"
 ) -> Any:
-    """Open an asyncio ``websockets`` client connection (raises the library's own exceptions)."""
+    """The asyncio twin of :func:`connect`."""
     return await _async_connect(url, **_options(_async_connect, headers, **_connect_options(open_timeout, compression)))
+
+
+def recv(ws: Any, timeout: float | None) -> Any:
+    """The next message of a sync connection; :class:`TimeoutError` when none came within ``timeout``."""
+    return ws.recv(timeout)
+
+
+async def arecv(ws: Any, timeout: float | None) -> Any:
+    """The asyncio twin of :func:`recv` (it raises the built-in :class:`TimeoutError` too)."""
+    try:
+        return await asyncio.wait_for(ws.recv(), timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"no message within {timeout}s") from None
 
 
 def close_draining(ws: Any, on_message: Callable[[Any], None] | None = None) -> ConnectionClosed | None:

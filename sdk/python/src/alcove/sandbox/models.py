@@ -233,7 +233,7 @@ class SandboxInfo(_WireModel):
     def url_for_port(self, port: int) -> str | None:
         """The public URL of an exposed user port, when the server gave an ``ingress_endpoint``.
 
-        Port 9501 (the in-sandbox daemon) maps to ``sandbox_url``.
+        Port 9501 (the in-sandbox agent) maps to ``sandbox_url``.
         """
         if port == 9501:
             return self.sandbox_url
