@@ -8,16 +8,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 async fn put(agent: &Agent, path: &str, body: impl Into<reqwest::Body>) -> u16 {
-    agent
-        .http
-        .put(agent.url("/files"))
-        .query(&[("path", path)])
-        .body(body)
-        .send()
-        .await
-        .expect("PUT")
-        .status()
-        .as_u16()
+    put_error(agent, path, body).await.0
 }
 
 async fn get(agent: &Agent, route: &str, path: &str) -> reqwest::Response {
