@@ -1,4 +1,5 @@
-//! File routes (WIRE §3.4) against the real router and the real filesystem.
+//! File routes (docs/protocol/sandbox-api.md, Files) against the real router and the real
+//! filesystem.
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Creating sandboxes and moving them between states, with the waits that go with it
-//! (WIRE.md §2.3 and §2.5, as the Python SDK's `_protocol/_lifecycle.py`).
+//! (docs/protocol/control-plane.md: Create a sandbox, Suspend and resume; as the Python SDK's
+//! `_protocol/_lifecycle.py`).
 //!
 //! Every wait ends at the client's `timeout` with [`ClientError::Timeout`], and a sandbox that
 //! fails or ends meanwhile is [`ClientError::SandboxFailed`].

@@ -1,4 +1,5 @@
-//! When a request is sent again, and after how long (WIRE.md §1.6, as the Python SDK's `_send`).
+//! When a request is sent again, and after how long (docs/protocol/errors.md, Retrying; as the
+//! Python SDK's `_send`).
 //!
 //! Two rules, decided here without I/O so they can be tested alone:
 //!

@@ -1,6 +1,7 @@
 //! URLs: the control plane's, and how a sandbox's agent is reached through the proxy.
 //!
-//! The same rules as the Python SDK (`_protocol/_routing.py`, `_websocket.py`, WIRE.md §1.5):
+//! The same rules as the Python SDK (`_protocol/_routing.py`, `_websocket.py`; see
+//! docs/protocol/proxy.md, Addressing a sandbox):
 //!
 //! * HTTP to a sandbox goes to its `sandbox_url`. A `localhost` / `127.0.0.1` proxy keeps the
 //!   whole URL (path prefix included) and is routed by `Host: <sandbox_id>.local`; any other host
@@ -126,7 +127,8 @@ fn self_routing(
     join(&url, &all)
 }
 
-/// The self-routing URL of a PTY session's socket, its token in the query (WIRE.md §3.5).
+/// The self-routing URL of a PTY session's socket, its token in the query
+/// (docs/protocol/streaming.md, PTY WebSocket).
 pub(crate) fn pty_websocket_url(
     sandbox_url: &str,
     sandbox_id: &str,
@@ -138,7 +140,8 @@ pub(crate) fn pty_websocket_url(
     Ok(url)
 }
 
-/// The self-routing URL of a TCP tunnel to `port` (WIRE.md §3.6: the whole path is replaced).
+/// The self-routing URL of a TCP tunnel to `port` (the whole path is replaced;
+/// docs/protocol/proxy.md, Addressing a sandbox).
 pub(crate) fn tunnel_websocket_url(
     sandbox_url: &str,
     sandbox_id: &str,

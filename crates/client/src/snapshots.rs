@@ -1,5 +1,5 @@
-//! Snapshots of sandboxes (WIRE.md §2.6): take, wait, list, get, delete. Restoring one is a
-//! create with `snapshot_id` ([`SandboxClient::restore`]).
+//! Snapshots of sandboxes (docs/protocol/control-plane.md, Snapshots): take, wait, list, get,
+//! delete. Restoring one is a create with `snapshot_id` ([`SandboxClient::restore`]).
 
 use std::time::Duration;
 

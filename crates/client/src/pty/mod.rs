@@ -1,4 +1,5 @@
-//! Terminal (PTY) sessions (WIRE.md §3.5): create one over HTTP, drive it over a WebSocket.
+//! Terminal (PTY) sessions (docs/protocol/sandbox-api.md, PTY sessions): create one over
+//! HTTP, drive it over a WebSocket (docs/protocol/streaming.md, PTY WebSocket).
 //!
 //! The session lives in the sandbox until its command exits or [`PtySession::kill`]; the socket
 //! that carries its I/O can come and go ([`PtySession::close`], then [`PtySession::connect`] or

@@ -1,5 +1,6 @@
-//! Files of a sandbox (WIRE.md §3.4): streamed both ways, so a large file never sits whole in
-//! memory unless asked for ([`Sandbox::read_file`], [`Sandbox::write_file`] with bytes).
+//! Files of a sandbox (docs/protocol/sandbox-api.md, Files): streamed both ways, so a large
+//! file never sits whole in memory unless asked for ([`Sandbox::read_file`],
+//! [`Sandbox::write_file`] with bytes).
 //!
 //! Transfers are bounded per read and write, not as a whole: each may wait the client's
 //! `timeout`, so a transfer lasts as long as bytes keep moving.

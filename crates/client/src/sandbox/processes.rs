@@ -1,4 +1,5 @@
-//! Commands and background processes of a sandbox (WIRE.md §3.1-3.3).
+//! Commands and background processes of a sandbox (docs/protocol/sandbox-api.md: Run a
+//! command, Processes, Process I/O).
 
 use std::collections::VecDeque;
 

@@ -1,5 +1,6 @@
-//! Routes of WIRE.md that this server does not implement yet: each answers a
-//! clear 501 instead of pretending.
+//! Routes of the protocol that this server does not implement yet: each answers a
+//! clear 501 instead of pretending (docs/protocol/control-plane.md, Routes not
+//! built; docs/protocol/departures.md).
 
 use axum::Router;
 use axum::extract::Request;

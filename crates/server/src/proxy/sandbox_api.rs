@@ -75,7 +75,7 @@ fn unreachable(id: &str, detail: impl std::fmt::Display) -> ApiError {
 }
 
 /// Proxies `/api/v1/*` to the sandbox named by the `Host` or
-/// `X-Tensorlake-Sandbox-Id` header (WIRE §1.5).
+/// `X-Tensorlake-Sandbox-Id` header (docs/protocol/proxy.md, Addressing a sandbox).
 pub async fn forward(State(state): State<AppState>, req: Request) -> Response {
     let result = match sandbox_ident(req.headers()) {
         Some(ident) => {

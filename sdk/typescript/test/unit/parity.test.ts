@@ -54,7 +54,7 @@ describe("parity with the Python SDK", () => {
     });
   }
 
-  it("spells the data-model fields of SEED-API.md in camelCase", () => {
+  it("spells the documented SandboxInfo fields in camelCase", () => {
     const expected = {
       SandboxInfo: ["sandboxId", "name", "namespace", "status", "image", "resources", "secretNames", "timeoutSecs",
         "exposedPorts", "allowUnauthenticatedAccess", "entrypoint", "createdAt", "terminatedAt"],

@@ -1,4 +1,4 @@
-"""The PTY protocol (WIRE.md §3.5), written once for :class:`PtySession` and :class:`AsyncPtySession`.
+"""The PTY protocol (docs/protocol/streaming.md), written once for :class:`PtySession` and :class:`AsyncPtySession`.
 
 Nothing here does I/O. It holds the HTTP operations (create, kill), the binary frames of the
 session's WebSocket, and :class:`PtyState`, the output buffer and exit code that both session

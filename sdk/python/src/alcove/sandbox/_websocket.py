@@ -3,8 +3,9 @@
 URLs use the proxy's **self-routing** form, ``{sandbox_url}/sandboxes/{sandbox_id}/api/v1/...``
 with ``http→ws`` / ``https→wss``: the sandbox is named in the path, so the URL works with any
 plain WebSocket client and needs no ``Host`` override (which the ``websockets`` library cannot
-replace without sending a second ``Host`` header). Per WIRE.md §1.5 the PTY URL keeps a path
-prefix of ``sandbox_url`` while the tunnel URL replaces the whole path.
+replace without sending a second ``Host`` header). As for the official SDKs' sockets, the PTY URL
+keeps a path prefix of ``sandbox_url`` while the tunnel URL replaces the whole path (see
+docs/protocol/proxy.md, Addressing a sandbox).
 
 This is also the only module that knows the differences between ``websockets`` releases (12 and
 later): the header argument is ``additional_headers`` in the new implementations and
@@ -71,13 +72,13 @@ def self_routing_base(sandbox_url: str, sandbox_id: str, *, keep_path: bool = Tr
 
 
 def pty_websocket_url(sandbox_url: str, sandbox_id: str, session_id: str, token: str) -> str:
-    """The self-routing URL of a PTY session's socket, token in the query (WIRE.md §3.5)."""
+    """The self-routing URL of a PTY session's socket, token in the query (docs/protocol/streaming.md)."""
     base = self_routing_base(sandbox_url, sandbox_id, keep_path=True)
     return f"{base}/api/v1/pty/{quote(session_id, safe='')}/ws?{urlencode({'token': token})}"
 
 
 def tunnel_websocket_url(sandbox_url: str, sandbox_id: str, remote_port: int) -> str:
-    """The self-routing URL of a TCP tunnel to ``remote_port`` (WIRE.md §3.6: the path is replaced)."""
+    """The self-routing URL of a TCP tunnel to ``remote_port`` (the path is replaced)."""
     base = self_routing_base(sandbox_url, sandbox_id, keep_path=False)
     return f"{base}/api/v1/tunnels/tcp?{urlencode({'port': validate_port(remote_port, 'remote_port')})}"
 

@@ -1,4 +1,4 @@
-"""Asynchronous TCP tunnel: a local port that leads to a port inside a sandbox (WIRE.md §3.6).
+"""Asynchronous TCP tunnel: a local port that leads to a port inside a sandbox.
 
 The twin of ``tunnel.py`` on asyncio: ``asyncio.start_server`` accepts local connections and
 each one is relayed by two tasks over its own WebSocket. The listener, the addresses and the

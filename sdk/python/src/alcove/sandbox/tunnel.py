@@ -1,4 +1,4 @@
-"""Synchronous TCP tunnel: a local port that leads to a port inside a sandbox (WIRE.md §3.6).
+"""Synchronous TCP tunnel: a local port that leads to a port inside a sandbox.
 
 A thread accepts local connections; each one gets its own WebSocket to the sandbox and two
 relays (local → socket in a helper thread, socket → local in the connection's thread). The

@@ -1,4 +1,4 @@
-"""The HTTP protocol of Alcove (WIRE.md), written once for the sync and async clients.
+"""The HTTP protocol of Alcove (docs/protocol/), written once for the sync and async clients.
 
 Nothing here does I/O. Each operation is a generator ("op") that yields steps and receives
 their outcome:
