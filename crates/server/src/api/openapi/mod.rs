@@ -9,6 +9,8 @@
 
 use std::sync::OnceLock;
 
+use alcove_agent::http::error::DaemonError;
+use alcove_agent::http::openapi::tags as agent_tags;
 use alcove_wire::error::ApiErrorBody;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -140,30 +142,12 @@ pub fn document() -> Value {
                 tags::NOT_IMPLEMENTED,
                 "Routes of the protocol that answer 501.",
             ),
-            (
-                alcove_agent::http::openapi::tags::AGENT,
-                "In-sandbox: the agent's health.",
-            ),
-            (
-                alcove_agent::http::openapi::tags::PROCESSES,
-                "In-sandbox: commands and processes.",
-            ),
-            (
-                alcove_agent::http::openapi::tags::PROCESS_IO,
-                "In-sandbox: stdin and output.",
-            ),
-            (
-                alcove_agent::http::openapi::tags::FILES,
-                "In-sandbox: files.",
-            ),
-            (
-                alcove_agent::http::openapi::tags::PTY,
-                "In-sandbox: terminal sessions.",
-            ),
-            (
-                alcove_agent::http::openapi::tags::TUNNELS,
-                "In-sandbox: TCP tunnels.",
-            ),
+            (agent_tags::AGENT, "In-sandbox: the agent's health."),
+            (agent_tags::PROCESSES, "In-sandbox: commands and processes."),
+            (agent_tags::PROCESS_IO, "In-sandbox: stdin and output."),
+            (agent_tags::FILES, "In-sandbox: files."),
+            (agent_tags::PTY, "In-sandbox: terminal sessions."),
+            (agent_tags::TUNNELS, "In-sandbox: TCP tunnels."),
         ]
         .into_iter()
         .map(|(name, description)| {
@@ -241,11 +225,6 @@ fn complete_path(path: &str, item: &mut Value) {
         complete_operation(path, op);
     }
 }
-
-/// An error answer of the server: `ApiErrorBody`.
-const SERVER_ERROR: &str = "ApiErrorBody";
-/// An error answer of the agent: `DaemonError`.
-const AGENT_ERROR: &str = "DaemonError";
 
 /// A server error answer that many routes share: a component under `responses`.
 struct Common {
@@ -338,7 +317,7 @@ fn common_responses() -> Map<String, Value> {
         .map(|common| {
             let response = json!({
                 "description": common.description,
-                "content": {"application/json": {"schema": schema_ref(SERVER_ERROR)}},
+                "content": {"application/json": {"schema": schema_ref(&ApiErrorBody::name())}},
                 "headers": request_id_header(),
             });
             (common.name.to_string(), response)
@@ -420,8 +399,8 @@ fn merge_error(response: &mut Value, description: &str) {
         text.push_str(description);
     }
     let schema = &mut response["content"]["application/json"]["schema"];
-    let server = schema_ref(SERVER_ERROR);
-    let agent = schema_ref(AGENT_ERROR);
+    let server = schema_ref(&ApiErrorBody::name());
+    let agent = schema_ref(&DaemonError::name());
     if *schema == agent {
         *schema = json!({"oneOf": [agent, server]});
     } else if schema.is_null() {
