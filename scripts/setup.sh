@@ -33,7 +33,7 @@ usage() {
 }
 
 # --- packages ----------------------------------------------------------------------
-# CRIU build dependencies, as in shared/HOST.md ("Building CRIU 4.2.1").
+# CRIU build dependencies (for the criu step: CRIU 4.2.1 from Debian's source tarball).
 CRIU_BUILD_DEPS=(libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev
     libprotobuf-c-dev libprotobuf-dev pkgconf protobuf-c-compiler protobuf-compiler uuid-dev
     python3-protobuf libaio-dev make gcc xz-utils patch)

@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# README command two: set everything up, then run the whole test suite.
+# README command two: set everything up, then run the whole test suite, in two stages.
 #
-#   scripts/test.sh [--quick] [--no-setup] [-- PYTEST_ARGS...]
+#   scripts/test.sh [--quick] [--no-setup] [--fast-only] [-- PYTEST_ARGS...]
 #
-# Stages, stopping at the first failure (a summary is always printed):
-#   setup        scripts/setup.sh all                      (skipped with --no-setup)
+# Stage one is fast and needs no root, runc or CRIU: the first signal of a mistake comes in
+# minutes. Stage two starts real servers and sandboxes as root. Stages stop at the first
+# failure (a summary with each one's time is always printed):
+#
+#   setup-base   scripts/setup.sh packages python node   (skipped with --no-setup)
+#   -- stage one: unprivileged ---------------------------------------------------------------
 #   fmt          cargo fmt --all -- --check
 #   clippy       cargo clippy --workspace --all-targets -- -D warnings   (skipped with --quick)
-#   nextest      cargo nextest run --workspace --run-ignored all (root/runc tests included)
-#   pytest-sdk   the Python SDK's tests       (sdk/python/tests, config sdk/python/pyproject.toml)
-#   ts-sdk       the TypeScript SDK's unit and end-to-end tests (npm test in sdk/typescript)
-#   pytest-e2e   the end-to-end suite         (tests/, config tests/pytest.ini)
+#   unit         cargo nextest run --workspace: unit and crate tests, the control plane
+#                against its in-memory node, contract checks (no root-only test)
+#   sdk-unit     the Python SDK's unit tests, the TypeScript SDK's unit tests
+#   -- stage two: root ------------------------------------------------------------------------
+#   setup-root   scripts/setup.sh criu sysctl image build  (skipped with --no-setup)
+#   root-tests   cargo nextest run --workspace --run-ignored only (tests marked #[ignore] that
+#                need root, runc or a built server)
+#   ts-e2e       the TypeScript SDK's end-to-end tests
+#   pytest-e2e   the end-to-end suite (tests/, config tests/pytest.ini)
+#
+# --fast-only stops after stage one.
 # The two pytest runs are separate because each directory has its own pytest configuration.
 # PYTEST_ARGS go to both pytest runs; a pytest run that collects no test fails (exit 5),
 # unless PYTEST_ARGS were given and the other run did run tests.
@@ -25,11 +36,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 QUICK=0
 SETUP=1
+FAST_ONLY=0
 PYTEST_ARGS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --no-setup) SETUP=0 ;;
+        --fast-only) FAST_ONLY=1 ;;
         --)
             shift
             PYTEST_ARGS=("$@")
@@ -120,14 +133,18 @@ pytest_in() {
 }
 
 if [[ $SETUP -eq 1 ]]; then
-    run_stage setup bash "$ALCOVE_REPO/scripts/setup.sh" all
+    run_stage setup-base bash "$ALCOVE_REPO/scripts/setup.sh" packages python node
 else
-    skip_stage setup "--no-setup"
+    skip_stage setup-base "--no-setup"
 fi
 
 locked=()
 [[ -f Cargo.lock ]] && locked=(--locked)
+NEXTEST=(cargo nextest run --workspace "${locked[@]}" --no-fail-fast --no-tests fail
+    --tool-config-file "alcove:$ALCOVE_REPO/scripts/nextest.toml")
 
+# --- stage one: unprivileged --------------------------------------------------------------
+RESULTS+=("-- stage one (unprivileged)")
 run_stage fmt without_alcove_env cargo fmt --all -- --check
 
 if [[ $QUICK -eq 0 ]]; then
@@ -138,18 +155,33 @@ fi
 
 # Per-test time limit comes from scripts/nextest.toml (lower priority than a repo
 # .config/nextest.toml, if one is added).
-run_stage nextest without_alcove_env "${BOUNDED[@]}" cargo nextest run --workspace "${locked[@]}" \
-    --run-ignored all --no-fail-fast --no-tests fail \
-    --tool-config-file "alcove:$ALCOVE_REPO/scripts/nextest.toml"
+run_stage unit without_alcove_env "${BOUNDED[@]}" "${NEXTEST[@]}"
 
-run_stage pytest-sdk pytest_in "$ALCOVE_REPO/sdk/python" tests
-ts_tests() {
-    (cd "$ALCOVE_REPO/sdk/typescript" && "${BOUNDED[@]}" npm test)
+sdk_unit() {
+    pytest_in "$ALCOVE_REPO/sdk/python" tests/unit &&
+        (cd "$ALCOVE_REPO/sdk/typescript" && "${BOUNDED[@]}" npm run --silent test:unit)
 }
-if [[ ${#PYTEST_ARGS[@]} -eq 0 ]]; then
-    run_stage ts-sdk ts_tests
+run_stage sdk-unit sdk_unit
+
+if [[ $FAST_ONLY -eq 1 ]]; then
+    exit 0
+fi
+
+# --- stage two: root ------------------------------------------------------------------------
+RESULTS+=("-- stage two (root)")
+if [[ $SETUP -eq 1 ]]; then
+    run_stage setup-root bash "$ALCOVE_REPO/scripts/setup.sh" criu sysctl image build
 else
-    skip_stage ts-sdk "pytest arguments given"
+    skip_stage setup-root "--no-setup"
+fi
+
+run_stage root-tests without_alcove_env "${BOUNDED[@]}" "${NEXTEST[@]}" --run-ignored only
+
+if [[ ${#PYTEST_ARGS[@]} -eq 0 ]]; then
+    run_stage ts-e2e bash -c 'cd "$1/sdk/typescript" && shift && "$@" npm run --silent test:e2e' _ \
+        "$ALCOVE_REPO" "${BOUNDED[@]}"
+else
+    skip_stage ts-e2e "pytest arguments given"
 fi
 run_stage pytest-e2e pytest_in "$ALCOVE_REPO/tests"
 

@@ -1,5 +1,5 @@
 """The official `tensorlake==0.5.161` SDK's sandbox handle against a real Alcove server:
-processes, files, PTY, tunnels and the daemon's errors (WIRE.md §3)."""
+processes, files, PTY, tunnels and the agent's errors (docs/protocol/sandbox-api.md)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,10 @@ SHA-256 of the data directory's canonical path (see `alcove_runtime::node::insta
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,7 +88,6 @@ def held_uid_ranges(tag: str) -> list[str]:
 
 
 def firewall_table_exists(data_dir: Path) -> bool:
-    import subprocess
 
     tag = instance_tag(data_dir)
     out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False)
@@ -94,8 +96,6 @@ def firewall_table_exists(data_dir: Path) -> bool:
 
 def agent_pid(data_dir: Path, sandbox_id: str) -> int:
     """Host pid of a running sandbox's agent (its container's init), from runc."""
-    import json
-    import subprocess
 
     out = subprocess.run(
         ["runc", "--root", str(data_dir / "runc"), "state", sandbox_id],
@@ -115,15 +115,25 @@ def host_ids(pid: int) -> tuple[int, int]:
     return uid, gid
 
 
-def as_nobody(argv: list[str], timeout: float = 30) -> "subprocess.CompletedProcess[str]":
+def as_nobody(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Runs `argv` on the host as user nobody (uid/gid 65534, no groups).
 
     The program is found and executed by a shell already running as nobody:
     setpriv itself resolves its argument before it drops privileges."""
-    import subprocess
 
     return subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
          "/bin/sh", "-c", 'exec "$@"', "sh", *argv],
         capture_output=True, text=True, timeout=timeout, check=False,
     )
+
+
+def wait_for(predicate, timeout: float = 60.0) -> bool:
+    """Polls `predicate` every 0.2 s until it holds (True) or `timeout` seconds pass (False)."""
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False

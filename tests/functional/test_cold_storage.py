@@ -4,12 +4,12 @@ restore unpack them transparently."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from alcove.sandbox import SandboxClient
+from framework.host import wait_for
 from framework.server import AlcoveServer
 
 
@@ -26,15 +26,6 @@ def server():
 def client(server):
     with SandboxClient(api_url=server.url) as c:
         yield c
-
-
-def wait_for(predicate, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_suspended_sandbox_is_packed_and_resumes(server, client):

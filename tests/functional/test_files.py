@@ -1,5 +1,5 @@
-"""The file API through the proxy (WIRE.md §3.4): round trips of any bytes and any path, listing,
-deleting, a 1 GiB file streamed both ways, and the daemon's error answers."""
+"""The file API through the proxy (docs/protocol/sandbox-api.md, Files): round trips of any bytes and any path, listing,
+deleting, a 1 GiB file streamed both ways, and the agent's error answers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import resource
 import pytest
 
 from alcove.sandbox import RemoteAPIError, SandboxError, SandboxNotFoundError
-from framework.daemon import assert_error, daemon
+from framework.agent import agent, assert_error
 
 ODD_DIR = "/tmp/dir with space"
 ODD_PATH = f"{ODD_DIR}/ünïcødé ✓.txt"
@@ -166,9 +166,9 @@ def test_error_answers_have_the_wire_shape(server, sandbox):
         ("GET", "/api/v1/files/list", "/tmp/..", 403, "PATH_TRAVERSAL"),
     ]
     for method, route, path, status, code in cases:
-        resp = daemon(server, sandbox, method, route, params={"path": path}, content=b"y" if method == "PUT" else None)
+        resp = agent(server, sandbox, method, route, params={"path": path}, content=b"y" if method == "PUT" else None)
         assert_error(resp, status, code)
-    assert_error(daemon(server, sandbox, "GET", "/api/v1/files"), 400, "INVALID_ARGUMENT")
+    assert_error(agent(server, sandbox, "GET", "/api/v1/files"), 400, "INVALID_ARGUMENT")
     # None of the refused writes happened.
     assert sandbox.run("test", ["-e", "/etc/evil"]).exit_code == 1
     assert sandbox.run("test", ["-e", "/tmp/relative.txt"]).exit_code == 1

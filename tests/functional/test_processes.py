@@ -1,5 +1,6 @@
 """Background processes through the proxy: start, list, signal, stdin, output and its bounds,
-plus the daemon's error answers (WIRE.md §3.2, §3.3), through Alcove's Python SDK and raw HTTP."""
+plus the agent's error answers (docs/protocol/sandbox-api.md, Processes and Process I/O), through Alcove's
+Python SDK and raw HTTP."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import signal
 import pytest
 
 from alcove.sandbox import RemoteAPIError, SandboxError, SandboxNotFoundError
-from framework.daemon import assert_error, daemon
+from framework.agent import agent, assert_error
 
 BUFFER_BOUND = 16 * 1024 * 1024
 """The agent keeps at most this much output per process (crates/agent/README.md)."""
@@ -202,21 +203,21 @@ def test_discarded_stdout_is_not_captured(sandbox):
 
 
 def test_error_answers_have_the_wire_shape(server, sandbox):
-    assert_error(daemon(server, sandbox, "GET", "/api/v1/processes/999999"), 404, "NOT_FOUND")
-    assert_error(daemon(server, sandbox, "GET", "/api/v1/processes/999999/stdout"), 404, "NOT_FOUND")
-    assert_error(daemon(server, sandbox, "DELETE", "/api/v1/processes/999999"), 404, "NOT_FOUND")
+    assert_error(agent(server, sandbox, "GET", "/api/v1/processes/999999"), 404, "NOT_FOUND")
+    assert_error(agent(server, sandbox, "GET", "/api/v1/processes/999999/stdout"), 404, "NOT_FOUND")
+    assert_error(agent(server, sandbox, "DELETE", "/api/v1/processes/999999"), 404, "NOT_FOUND")
     proc = sandbox.start_process("sleep", ["1000"])
     for bad in (0, 65, 999, -1):
-        resp = daemon(server, sandbox, "POST", f"/api/v1/processes/{proc.pid}/signal", json={"signal": bad})
+        resp = agent(server, sandbox, "POST", f"/api/v1/processes/{proc.pid}/signal", json={"signal": bad})
         assert_error(resp, 400, "INVALID_ARGUMENT")
     assert sandbox.get_process(proc.pid).status == "running"
-    resp = daemon(server, sandbox, "POST", "/api/v1/processes/run", json={"command": "no-such-command"})
+    resp = agent(server, sandbox, "POST", "/api/v1/processes/run", json={"command": "no-such-command"})
     assert_error(resp, 400, "COMMAND_NOT_FOUND")
-    resp = daemon(server, sandbox, "POST", "/api/v1/processes", json={"command": "no-such-command"})
+    resp = agent(server, sandbox, "POST", "/api/v1/processes", json={"command": "no-such-command"})
     assert_error(resp, 400, "COMMAND_NOT_FOUND")
-    resp = daemon(server, sandbox, "POST", "/api/v1/processes", json={"command": "true", "working_dir": "/nope"})
+    resp = agent(server, sandbox, "POST", "/api/v1/processes", json={"command": "true", "working_dir": "/nope"})
     assert_error(resp, 400, "INVALID_WORKING_DIR")
-    resp = daemon(
+    resp = agent(
         server, sandbox, "POST", "/api/v1/processes", content=b"{not json", headers={"Content-Type": "application/json"}
     )
     assert_error(resp, 400, "INVALID_ARGUMENT")

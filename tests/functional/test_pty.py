@@ -1,5 +1,5 @@
-"""Terminals (WIRE.md §3.5) through the proxy: I/O, resize, exit codes, reattaching, a plain
-WebSocket client on `websocket_url`, kill, and a wrong token."""
+"""Terminals (docs/protocol/sandbox-api.md, PTY sessions) through the proxy: I/O, resize, exit codes,
+reattaching, a plain WebSocket client on `websocket_url`, kill, and a wrong token."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from alcove.sandbox import AuthenticationError, RemoteAPIError, SandboxError, SandboxTimeoutError
-from framework.daemon import daemon
+from framework.agent import agent
 
 PROMPT = "sandbox$ "
-# `--norc` keeps the tests independent of the image's rc files; the SEED example below runs a
+# `--norc` keeps the tests independent of the image's rc files; the SDK reference's example below runs a
 # plain `bash` to prove the image honours a PS1 given in the environment.
 BASH = ("bash", ["--norc", "--noprofile"])
 
 
-def test_seed_example_prompt_from_env(sandbox):
-    """SEED-API's PTY example: plain `bash` with `env={"PS1": "sandbox$ "}` shows that prompt."""
+def test_sdk_reference_example_prompt_from_env(sandbox):
+    """The PTY example of Tensorlake's SDK reference: plain `bash` with `env={"PS1": "sandbox$ "}` shows that prompt."""
     pty = sandbox.create_pty(command="bash", cols=120, rows=40, env={"PS1": PROMPT})
     with pty:
         pty.read_until(PROMPT, timeout=10)
@@ -141,7 +141,7 @@ def test_websocket_url_works_with_a_plain_client(sandbox):
 
 def test_kill_ends_the_session(server, sandbox):
     pty = sandbox.create_pty("sleep", ["1000"]).connect()
-    info = daemon(server, sandbox, "GET", f"/api/v1/pty/{pty.session_id}").json()
+    info = agent(server, sandbox, "GET", f"/api/v1/pty/{pty.session_id}").json()
     assert info["is_alive"] is True and info["attached"] is True
     assert "token" not in info
     pid = info["pid"]
@@ -149,7 +149,7 @@ def test_kill_ends_the_session(server, sandbox):
     pty.kill()
     with pytest.raises(SandboxError, match="terminated"):
         pty.wait(timeout=10)
-    resp = daemon(server, sandbox, "GET", f"/api/v1/pty/{pty.session_id}")
+    resp = agent(server, sandbox, "GET", f"/api/v1/pty/{pty.session_id}")
     assert resp.status_code == 404 and resp.json()["code"] == "NOT_FOUND"
     # The command dies (SIGKILL is delivered asynchronously, and a zombie does not count).
     gone = f"for i in $(seq 200); do case $(ps -o stat= -p {pid}) in ''|Z*) exit 0;; esac; sleep 0.05; done; exit 1"
@@ -177,9 +177,9 @@ def test_wrong_token_is_refused(sandbox):
 
 def test_bad_sizes_are_refused(server, sandbox):
     for rows, cols in ((0, 80), (24, 1001)):
-        resp = daemon(server, sandbox, "POST", "/api/v1/pty", json={"command": "bash", "rows": rows, "cols": cols})
+        resp = agent(server, sandbox, "POST", "/api/v1/pty", json={"command": "bash", "rows": rows, "cols": cols})
         assert resp.status_code == 400, resp.text
         assert resp.json()["code"] == "INVALID_ARGUMENT"
-    resp = daemon(server, sandbox, "POST", "/api/v1/pty", json={"command": "no-such-command"})
+    resp = agent(server, sandbox, "POST", "/api/v1/pty", json={"command": "no-such-command"})
     assert resp.status_code == 400 and resp.json()["code"] == "COMMAND_NOT_FOUND"
-    assert daemon(server, sandbox, "GET", "/api/v1/pty").json() == {"sessions": []}
+    assert agent(server, sandbox, "GET", "/api/v1/pty").json() == {"sessions": []}

@@ -1,5 +1,5 @@
-"""TCP tunnels (WIRE.md §3.6): a local port relayed to `python -m http.server` in a sandbox,
-concurrent connections, large bodies, and a port where nothing listens."""
+"""TCP tunnels (docs/protocol/sandbox-api.md, TCP tunnels): a local port relayed to `python -m http.server` in a
+sandbox, concurrent connections, large bodies, and a port where nothing listens."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ WEB_ROOT = "/tmp/www"
 
 
 def wait_listening(sandbox, port: int) -> None:
-    """Returns once something accepts connections on `port` in the sandbox (the desktop probe of WIRE §3.7)."""
+    """Returns once something accepts connections on `port` in the sandbox (the official SDK's desktop probe)."""
     probe = (
         f"for i in $(seq 400); do (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && exit 0; sleep 0.05; done; exit 1"
     )

@@ -104,6 +104,59 @@ def http_get(sock: socket.socket, path: str = "/healthz") -> tuple[int, dict[str
     return status, headers, body
 
 
+def still_open(sock: socket.socket) -> bool:
+    """Whether the server has left the connection open (nothing to read, no FIN, no reset)."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except BlockingIOError:
+        return True
+    except ConnectionResetError:
+        return False
+    finally:
+        sock.settimeout(60)
+    return False
+
+
+def open_follow(srv: AlcoveServer, sandbox_id: str, pid: int) -> tuple[socket.socket, bytes]:
+    """A connection with a request in flight: a process's output stream through the sandbox proxy,
+    its answer started (so the server has taken the request). Returns it and what was read."""
+    sock = connect(srv)
+    sock.sendall(
+        f"GET /api/v1/processes/{pid}/output/follow HTTP/1.1\r\nHost: {sandbox_id}.local\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before an answer: {data!r}"
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data
+    return sock, data
+
+
+def read_stream_to_end(sock: socket.socket, data: bytes) -> bytes:
+    """Reads a chunked answer until its last chunk."""
+    while not data.endswith(b"\r\n0\r\n\r\n"):
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed inside the stream: {data[-200:]!r}"
+        data += chunk
+    return data
+
+
+def default_connection_cap() -> int:
+    """The cap `alcove serve` picks without --max-connections: min(4096, open-files limit - 512),
+    its soft limit raised to the hard one (this process's, which the server inherits)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1_048_576
+    return min(4096, min(hard, 1_048_576) - 512)
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -207,25 +260,48 @@ def test_too_many_requests_from_one_client_are_429(server):
 
 
 def test_past_the_connection_cap_new_connections_get_a_clear_503():
+    """503 is for when no connection can be evicted: every one has a request in flight or is
+    upgraded (a PTY WebSocket)."""
     cap = 50
-    with running_server(["--max-connections", str(cap)]) as srv:
-        held = [connect(srv) for _ in range(cap)]
-        try:
-            refused = connect(srv)
-            status, headers, body = http_get(refused)
-            assert status == 503
-            assert headers.get("connection") == "close"
-            error = json.loads(body)
-            assert error["code"] == "SERVER_BUSY"
-            assert str(cap) in error["message"]
-            assert error["request_id"] == headers.get("x-request-id")
-            assert closed_by_server(refused)
-            # Connections already open are served as before.
-            status, _, _ = http_get(held[0])
-            assert status == 200
-        finally:
-            for sock in held[1:]:
-                sock.close()
+    with running_server(["--max-connections", str(cap)]) as srv, SandboxClient(api_url=srv.url) as client:
+        with client.create_and_connect() as sandbox, sandbox.create_pty("sh") as pty:
+            pty.send("echo ready\n")
+            pty.read_until("ready", timeout=30)
+            proc = sandbox.start_process("sleep", ["600"])
+            # The client's own keep-alive connections are idle: opening these evicts them.
+            held = [open_follow(srv, sandbox.sandbox_id, proc.pid) for _ in range(cap - 1)]
+            try:
+                refused = connect(srv)
+                status, headers, body = http_get(refused)
+                assert status == 503
+                assert headers.get("connection") == "close"
+                error = json.loads(body)
+                assert error["code"] == "SERVER_BUSY"
+                assert str(cap) in error["message"]
+                assert error["request_id"] == headers.get("x-request-id")
+                assert closed_by_server(refused)
+                # Connections already open are served as before: the PTY, and the streams, which
+                # go on to the process's end once two of them make room for the call that ends it.
+                pty.send("echo still-here\n")
+                assert b"still-here" in pty.read_until("still-here", timeout=30)
+                for sock, _ in held[:2]:
+                    sock.close()
+                for _ in range(100):
+                    try:
+                        sandbox.kill_process(proc.pid)
+                        break
+                    except RemoteAPIError as err:
+                        assert err.status_code == 503, err
+                        time.sleep(0.1)
+                else:
+                    raise AssertionError("no room for a new connection after two closed")
+                for sock, data in held[2:]:
+                    assert b"event: eof" in read_stream_to_end(sock, data)
+                pty.send("exit\n")
+                assert pty.wait(timeout=30) == 0
+            finally:
+                for sock, _ in held:
+                    sock.close()
         # Room again once connections closed.
         for _ in range(50):
             with connect(srv) as sock:
@@ -234,17 +310,44 @@ def test_past_the_connection_cap_new_connections_get_a_clear_503():
                 break
             time.sleep(0.1)
         assert status == 200
-        held[0].close()
+
+
+def test_at_the_cap_a_new_connection_evicts_the_longest_idle_one():
+    cap = 50
+    with running_server(["--max-connections", str(cap)]) as srv:
+        # Accepted in this order, so held[0] has been idle the longest, then held[1], ...
+        held = [connect(srv) for _ in range(cap)]
+        newcomers: list[socket.socket] = []
+        try:
+            for n in range(2):
+                # Kept open (idle after its answer, so younger than every held one): the cap
+                # stays reached for the next newcomer.
+                newcomers.append(connect(srv))
+                status, _, _ = http_get(newcomers[-1])
+                assert status == 200, "a new connection at the cap was not admitted"
+                assert closed_by_server(held[n]), f"held[{n}], the longest idle, was not closed"
+            assert all(still_open(sock) for sock in held[2:] + newcomers), "a younger connection was closed"
+            # The ones left are served as before.
+            status, _, _ = http_get(held[2])
+            assert status == 200
+            status, _, _ = http_get(newcomers[0])
+            assert status == 200
+        finally:
+            for sock in held + newcomers:
+                sock.close()
 
 
 # -- a flood of connections ---------------------------------------------------------------------
 
 
 def test_flood_of_idle_and_slowloris_connections(tmp_path):
+    """More idle and slowloris connections than the default cap: the longest idle are evicted for
+    new ones, so real clients are still served, and the server's descriptors stay bounded."""
     idle_count, slow_count = 10_000, 200
+    cap = default_connection_cap()
+    assert idle_count + slow_count > cap, "the flood must exceed the default cap"
     flags = [
-        "--max-connections", "12000",
-        # Long enough that the flood stays open while it is probed.
+        # Long enough that the timeouts reclaim nothing while the flood is probed.
         "--header-read-timeout-secs", "600",
         "--idle-timeout-secs", "600",
     ]  # fmt: skip
@@ -261,10 +364,15 @@ def test_flood_of_idle_and_slowloris_connections(tmp_path):
                     sock = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
                     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaa")
                     slow.append(sock)
-                # The server keeps answering, the control plane and the sandbox proxy alike.
+                # While the flood is open, the server keeps answering new clients, the control
+                # plane and the sandbox proxy alike, with its default cap.
                 assert httpx.get(f"{srv.url}/healthz", timeout=30).status_code == 200
                 assert sandbox.run("true").exit_code == 0
                 assert sandbox.run("echo", ["busy"]).stdout == "busy"
+                assert httpx.get(f"{srv.url}/healthz", timeout=30).status_code == 200
+                # It did so by closing the longest idle, and holds no more than its cap allows.
+                assert closed_by_server(idle[0]), "the oldest idle connection is still open"
+                assert open_fds(srv.proc.pid) < cap + 512
             finally:
                 for sock in idle + slow:
                     sock.close()

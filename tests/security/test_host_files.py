@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import time
 from pathlib import Path
 
 import pytest
 
 from alcove.sandbox import SandboxClient
-from framework.host import as_nobody, owned_resources
+from framework.host import as_nobody, owned_resources, wait_for
 from framework.server import AlcoveServer
 
 
@@ -37,15 +36,6 @@ def server():
 def client(server):
     with SandboxClient(api_url=server.url) as c:
         yield c
-
-
-def wait_for(predicate, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def mount_options(path: Path) -> set[str]:

@@ -25,7 +25,7 @@ pub const DEFAULT_PTY_EXITED_LINGER: Duration = Duration::from_secs(60);
 /// Output of a PTY session kept while no client takes it: 1 MiB.
 pub const DEFAULT_PTY_BUFFER_BYTES: usize = 1 << 20;
 
-/// Port of the sandbox daemon (WIRE §1.5: 9501 is the reserved management port).
+/// Port of the agent (9501, the reserved management port: docs/protocol/proxy.md, User ports).
 pub const DEFAULT_PORT: u16 = 9501;
 
 /// Why the configuration is unusable.

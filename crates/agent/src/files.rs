@@ -1,4 +1,5 @@
-//! File operations of WIRE §3.4: read, write, delete and list, always streamed.
+//! File operations of docs/protocol/sandbox-api.md (Files): read, write, delete and list,
+//! always streamed.
 //!
 //! Paths must be absolute and must not contain `..` components (403 `PATH_TRAVERSAL`, as
 //! indexify). The agent is the sandbox's root, so this is not a security boundary (the user

@@ -1,6 +1,6 @@
-//! alcove-agent: the daemon that runs as PID 1 inside every sandbox and serves WIRE §3
-//! (`/api/v1/...`) on port 9501: processes (run to completion, managed, stdin, output,
-//! signals), files, PTY sessions, TCP tunnels, health and info.
+//! alcove-agent: the agent that runs as PID 1 inside every sandbox and serves the sandbox API
+//! (`/api/v1/...`, docs/protocol/sandbox-api.md) on port 9501: processes (run to completion,
+//! managed, stdin, output, signals), files, PTY sessions, TCP tunnels, health and info.
 //!
 //! It owns every user process of its sandbox (spawning, reaping, killing whole trees) and
 //! their bounded output buffers. It knows nothing about the control plane, sandboxes or

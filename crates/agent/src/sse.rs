@@ -2,8 +2,8 @@
 //! stream that batches and keeps the connection alive.
 //!
 //! Each event is `event: <name>\ndata: <one-line JSON>\n\n`. Clients recognise events by the
-//! shape of their data (WIRE §3.1); the names (`started`, `output`, `exit`, `eof`) are for
-//! humans and indexify compatibility.
+//! shape of their data (docs/protocol/streaming.md); the names (`started`, `output`, `exit`,
+//! `eof`) are for humans and indexify compatibility.
 
 use std::convert::Infallible;
 use std::time::Duration;

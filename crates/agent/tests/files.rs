@@ -1,4 +1,5 @@
-//! File routes (WIRE §3.4) against the real router and the real filesystem.
+//! File routes (docs/protocol/sandbox-api.md, Files) against the real router and the real
+//! filesystem.
 
 mod common;
 
@@ -8,16 +9,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 async fn put(agent: &Agent, path: &str, body: impl Into<reqwest::Body>) -> u16 {
-    agent
-        .http
-        .put(agent.url("/files"))
-        .query(&[("path", path)])
-        .body(body)
-        .send()
-        .await
-        .expect("PUT")
-        .status()
-        .as_u16()
+    put_error(agent, path, body).await.0
 }
 
 async fn get(agent: &Agent, route: &str, path: &str) -> reqwest::Response {
@@ -276,6 +268,7 @@ async fn file_system_refusals_are_client_errors() {
 }
 
 #[tokio::test]
+#[ignore = "needs root (mounts tmpfs)"]
 async fn read_only_and_full_file_systems_are_client_errors() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

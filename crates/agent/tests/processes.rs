@@ -1,4 +1,5 @@
-//! Managed processes (WIRE §3.2-3.3) against the real router and real processes.
+//! Managed processes (docs/protocol/sandbox-api.md, Processes and Process I/O) against the
+//! real router and real processes.
 
 mod common;
 

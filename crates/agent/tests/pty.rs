@@ -1,5 +1,5 @@
-//! PTY sessions (WIRE §3.5) against the real router, real terminals and a real WebSocket
-//! client.
+//! PTY sessions (docs/protocol/sandbox-api.md, PTY sessions) against the real router, real
+//! terminals and a real WebSocket client.
 
 mod common;
 

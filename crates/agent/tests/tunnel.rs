@@ -1,5 +1,5 @@
-//! TCP tunnels (WIRE §3.6) against the real router, real TCP services and a real WebSocket
-//! client.
+//! TCP tunnels (docs/protocol/sandbox-api.md, TCP tunnels) against the real router, real TCP
+//! services and a real WebSocket client.
 
 mod common;
 

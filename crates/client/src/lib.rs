@@ -1,1 +1,67 @@
-//! Rust client of WIRE.md (not built yet: the Python SDK is the first client).
+//! `alcove-client`: the Rust SDK of Alcove, the self-hosted sandbox platform.
+//!
+//! Async (tokio), built on `alcove-wire`'s types, with the surface of the Python SDK in Rust
+//! naming:
+//!
+//! * [`SandboxClient`]: the control plane of one namespace: create (and wait), connect, get,
+//!   list, rename, delete, suspend, resume, snapshots, restore, secrets;
+//! * [`Sandbox`]: one sandbox through the proxy: [`Sandbox::run`], background processes
+//!   (stdin, signals, output, [`Sandbox::follow_output`]), files (streamed both ways),
+//!   terminals ([`PtySession`]) and TCP tunnels ([`Tunnel`]);
+//! * [`ClientError`]: every failure, with typed variants for what callers handle
+//!   ([`ClientError::SandboxNotFound`], [`ClientError::NameConflict`], [`ClientError::Timeout`], …).
+//!
+//! Every call has a client-side deadline (the per-request `timeout`, default 300 s; `run` and
+//! `follow_*` are bounded by silence instead, `stream_idle_timeout`, default 120 s), and
+//! idempotent calls are retried after 429/502/503/504 with a doubling back-off.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), alcove_client::ClientError> {
+//! use alcove_client::{Command, CreateOptions, SandboxClient};
+//!
+//! let client = SandboxClient::new()?; // ALCOVE_API_URL, default http://localhost:8900
+//! let sandbox = client.create_and_connect(CreateOptions::new().cpus(1.0)).await?;
+//! let result = sandbox.run(Command::new("python3").args(["-c", "print('hello')"])).await?;
+//! println!("{} (exit {})", result.stdout, result.exit_code);
+//! sandbox.terminate().await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod body;
+mod client;
+mod command;
+mod config;
+mod create;
+mod error;
+mod lifecycle;
+mod pty;
+mod retry;
+mod routing;
+mod sandbox;
+mod secrets;
+mod snapshots;
+mod sse;
+#[cfg(test)]
+mod tests;
+mod transport;
+mod tunnel;
+mod ws;
+
+pub use alcove_wire as wire;
+
+pub use client::SandboxClient;
+pub use command::Command;
+pub use config::{
+    API_KEY_ENV, API_URL_ENV, CONNECT_TIMEOUT, ClientConfig, DEFAULT_API_URL, DEFAULT_NAMESPACE,
+    DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TIMEOUT, SandboxClientBuilder,
+};
+pub use create::{CreateOptions, MANAGEMENT_PORT};
+pub use error::{ClientError, Result, TimeoutSetting};
+pub use pty::PtySession;
+pub use sandbox::{ByteStream, OutputEvents, Sandbox};
+pub use secrets::SecretInfo;
+pub use sse::CommandResult;
+pub use transport::USER_AGENT;
+pub use tunnel::Tunnel;

@@ -99,8 +99,18 @@ impl CgroupTree {
         ids
     }
 
-    /// Kills what is left in a sandbox's cgroups and removes them.
-    pub fn remove(&self, sandbox_id: &str) {
+    /// Kills what is left in a sandbox's cgroups and removes them, on the
+    /// blocking pool (killing waits for the tasks to die).
+    pub async fn remove(&self, sandbox_id: &str) {
+        let tree = self.clone();
+        let id = sandbox_id.to_string();
+        if let Err(e) = crate::blocking::run(move || tree.remove_now(&id)).await {
+            tracing::warn!(sandbox_id, error = %e, "removing cgroups");
+        }
+    }
+
+    /// [`CgroupTree::remove`], blocking the calling thread.
+    fn remove_now(&self, sandbox_id: &str) {
         for parent in self.parents() {
             let dir = parent.join(sandbox_id);
             if !dir.exists() {

@@ -12,7 +12,7 @@ use crate::error::{Result, RuntimeError, path_str};
 use crate::layer::Layer;
 use crate::network::Slot;
 use crate::node::{Node, SandboxHandle, SandboxSpec};
-use crate::{archive, cmd};
+use crate::{archive, blocking, cmd};
 
 /// File names inside a sandbox directory.
 const CHECKPOINT_DIR: &str = "checkpoint";
@@ -42,10 +42,10 @@ impl Node {
     pub async fn suspend(&self, id: &str) -> Result<u64> {
         let (images, work, done) = self.checkpoint_paths(id);
         for stale in [&images, &work] {
-            remove_dir_if_exists(stale)?;
+            blocking::remove_dir_all(stale.clone()).await?;
         }
         let _ = std::fs::remove_file(&done);
-        // Freezing first spares CRIU its own freeze loop (HOST.md: ~100 ms).
+        // Freezing first spares CRIU its own freeze loop (~100 ms measured here).
         self.runc.pause(id).await?;
         if let Err(e) = self
             .runc
@@ -59,7 +59,7 @@ impl Node {
         }
         std::fs::write(&done, b"").map_err(RuntimeError::io("writing", &done))?;
         // runc removed the container after the dump; only its cgroups may linger.
-        self.cgroups.remove(id);
+        self.cgroups.remove(id).await;
         // The network namespace died with the container (its name and veth
         // are removed; the hook plumbs a new one at resume), and the idmapped
         // mounts belong to a uid range that goes back to the pool.
@@ -173,7 +173,7 @@ impl Node {
             }
             Err(e) => {
                 let _ = self.runc.destroy(id).await;
-                self.cgroups.remove(id);
+                self.cgroups.remove(id).await;
                 self.network.destroy(&self.network.describe(slot)).await;
                 self.release_holding(id);
                 let _ = Layer::new(self.sandbox_dir(id)).unmount_root();
@@ -194,10 +194,10 @@ impl Node {
     }
 
     /// Drops the dump of a sandbox that will not be resumed (it was deleted).
-    pub fn discard_checkpoint(&self, id: &str) {
+    pub async fn discard_checkpoint(&self, id: &str) {
         let (images, work, done) = self.checkpoint_paths(id);
-        let _ = remove_dir_if_exists(&images);
-        let _ = remove_dir_if_exists(&work);
+        let _ = blocking::remove_dir_all(images).await;
+        let _ = blocking::remove_dir_all(work).await;
         let _ = std::fs::remove_file(done);
     }
 
@@ -270,7 +270,7 @@ impl Node {
             }
         }
         .await;
-        let _ = remove_dir_if_exists(&images);
+        let _ = blocking::remove_dir_all(images).await;
         if result.is_err() {
             self.remove_parts(&spec.id, slot).await;
             self.release_slot(slot);

@@ -208,10 +208,15 @@ impl Layer {
         self.stack().iter().all(|m| is_mountpoint(m))
     }
 
-    /// Unmounts and deletes everything of this sandbox on disk.
-    pub fn remove(&self) -> Result<()> {
-        self.unmount()?;
-        remove_unmounted_tree(&self.dir)
+    /// Unmounts and deletes everything of this sandbox on disk (on the
+    /// blocking pool: a layer can hold many files).
+    pub async fn remove(&self) -> Result<()> {
+        let layer = self.clone();
+        crate::blocking::run(move || {
+            layer.unmount()?;
+            remove_unmounted_tree(&layer.dir)
+        })
+        .await?
     }
 }
 

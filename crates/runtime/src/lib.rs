@@ -6,6 +6,7 @@
 //! Knows nothing about HTTP, the store or the API.
 
 pub mod archive;
+pub mod blocking;
 pub mod bundle;
 pub mod cgroups;
 pub mod checkpoint;

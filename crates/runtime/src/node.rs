@@ -20,7 +20,7 @@ use crate::idmap::{IdAllocator, IdRange};
 use crate::image::{Image, ImageStore};
 use crate::layer::{self, Layer, Mountpoint};
 use crate::network::{Network, SandboxNet, Slot, Subnet};
-use crate::runc::Runc;
+use crate::runc::{ContainerStatus, Runc};
 use crate::{host, lxcfs, perms};
 
 /// The port the agent listens on inside every sandbox.
@@ -518,17 +518,17 @@ impl Node {
         if let Err(e) = self.runc.destroy(id).await {
             tracing::warn!(sandbox_id = %id, error = %e, "deleting container");
         }
-        self.cgroups.remove(id);
+        self.cgroups.remove(id).await;
         self.network.destroy(&self.network.describe(slot)).await;
         self.release_holding(id);
-        if let Err(e) = Layer::new(self.sandbox_dir(id)).remove() {
+        if let Err(e) = Layer::new(self.sandbox_dir(id)).remove().await {
             tracing::warn!(sandbox_id = %id, error = %e, "removing sandbox files");
         }
     }
 
     /// Whether the sandbox's container is running right now.
     pub async fn is_running(&self, id: &str) -> bool {
-        matches!(self.runc.state(id).await, Ok(Some(s)) if s.status == "running")
+        matches!(self.runc.state(id).await, Ok(Some(s)) if s.status == ContainerStatus::Running)
     }
 
     /// Adopts the sandboxes in `expected` that still run, removes the remains of
@@ -549,7 +549,7 @@ impl Node {
             let net = self.network.describe(*slot);
             let running = containers
                 .iter()
-                .any(|c| &c.id == id && c.status == "running");
+                .any(|c| &c.id == id && c.status == ContainerStatus::Running);
             let intact = running
                 && self.network.exists(&net)
                 && Layer::new(self.sandbox_dir(id)).is_mounted();
@@ -595,8 +595,8 @@ impl Node {
         report
     }
 
-    /// runc's status of the sandbox's container (`running`, `paused`, …), if any.
-    pub async fn container_status(&self, id: &str) -> Option<String> {
+    /// runc's status of the sandbox's container, if it has one.
+    pub async fn container_status(&self, id: &str) -> Option<ContainerStatus> {
         self.runc.state(id).await.ok().flatten().map(|s| s.status)
     }
 
@@ -609,7 +609,7 @@ impl Node {
     /// and slot (a half-done restore of a suspended sandbox).
     pub async fn stop_keeping_files(&self, id: &str) {
         let _ = self.runc.destroy(id).await;
-        self.cgroups.remove(id);
+        self.cgroups.remove(id).await;
         self.release_holding(id);
         let _ = Layer::new(self.sandbox_dir(id)).unmount();
     }
@@ -627,7 +627,7 @@ impl Node {
             swept.push(format!("container {}", c.id));
         }
         for id in self.cgroups.list().into_iter().filter(|id| !kept_id(id)) {
-            self.cgroups.remove(&id);
+            self.cgroups.remove(&id).await;
             swept.push(format!("cgroup {id}"));
         }
         let mut slots = self.network.list_slots();
@@ -659,7 +659,10 @@ impl Node {
                 if kept_id(&name) {
                     continue;
                 }
-                if let Err(e) = layer::remove_unmounted_tree(&entry.path()) {
+                let path = entry.path();
+                let removed =
+                    crate::blocking::run(move || layer::remove_unmounted_tree(&path)).await;
+                if let Err(e) = removed.and_then(|r| r) {
                     tracing::warn!(path = %entry.path().display(), error = %e, "removing leftover");
                 }
                 swept.push(format!("files of {name}"));

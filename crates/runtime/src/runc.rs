@@ -9,13 +9,30 @@ use serde::Deserialize;
 use crate::cmd;
 use crate::error::{CommandError, Result, RuntimeError, path_str};
 
+/// What runc says a container is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerStatus {
+    /// Created, its process not started yet.
+    Created,
+    /// Running.
+    Running,
+    /// Frozen (cgroup freezer).
+    Paused,
+    /// Its init exited.
+    Stopped,
+    /// Anything a future runc may add.
+    #[serde(other)]
+    Unknown,
+}
+
 /// `runc state` / `runc list` output we use.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ContainerState {
     /// Container id (the sandbox id).
     pub id: String,
-    /// `created`, `running`, `paused` or `stopped`.
-    pub status: String,
+    /// What it is doing.
+    pub status: ContainerStatus,
     /// Host pid of the container's init (the agent).
     #[serde(default)]
     pub pid: i64,
@@ -238,6 +255,19 @@ fn last_log_error(log: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_parse_and_unknown_ones_do_not_fail() {
+        let list: Vec<ContainerState> = serde_json::from_str(
+            r#"[{"id":"a","status":"running","pid":7},{"id":"b","status":"paused"},
+                {"id":"c","status":"checkpointed"}]"#,
+        )
+        .expect("parse");
+        assert_eq!(list[0].status, ContainerStatus::Running);
+        assert_eq!(list[0].pid, 7);
+        assert_eq!(list[1].status, ContainerStatus::Paused);
+        assert_eq!(list[2].status, ContainerStatus::Unknown);
+    }
 
     #[test]
     fn picks_the_last_error_of_the_log() {

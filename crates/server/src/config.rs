@@ -1,5 +1,9 @@
 //! Configuration of `alcove serve`: flag, then `ALCOVE_*` environment variable,
 //! then default. Each field's doc comment is its `--help` text.
+//!
+//! The command-line parsing (clap) is only compiled with the `cli` feature,
+//! which the `alcove` binary turns on: the library itself takes a `Config`
+//! built any way.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,107 +11,151 @@ use std::path::PathBuf;
 use alcove_runtime::network::Subnet;
 
 /// Settings of the server.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Config {
     /// Address to listen on. Anything but loopback requires --api-key.
-    #[arg(long, env = "ALCOVE_LISTEN", default_value = "127.0.0.1:8900")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_LISTEN", default_value = "127.0.0.1:8900")
+    )]
     pub listen: SocketAddr,
 
     /// Directory for the store, sandboxes and runtime state.
-    #[arg(long, env = "ALCOVE_DATA_DIR", default_value = "/var/lib/alcove")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_DATA_DIR", default_value = "/var/lib/alcove")
+    )]
     pub data_dir: PathBuf,
 
     /// Directory of images (default: <data-dir>/images).
-    #[arg(long, env = "ALCOVE_IMAGES_DIR")]
+    #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_IMAGES_DIR"))]
     pub images_dir: Option<PathBuf>,
 
     /// The statically linked agent binary (default: `alcove-agent` next to this binary).
-    #[arg(long, env = "ALCOVE_AGENT_PATH")]
+    #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_AGENT_PATH"))]
     pub agent_path: Option<PathBuf>,
 
     /// The runc binary.
-    #[arg(long, env = "ALCOVE_RUNC", default_value = "runc")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_RUNC", default_value = "runc")
+    )]
     pub runc: String,
 
     /// The CRIU binary (4.2.1 or later) used for suspend, resume and snapshots
     /// (default: /usr/local/sbin/criu if present, else `criu` on PATH).
-    #[arg(long, env = "ALCOVE_CRIU")]
+    #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_CRIU"))]
     pub criu: Option<PathBuf>,
 
     /// Pack (zstd) suspended sandboxes and snapshots after this many idle
     /// seconds; 0 packs them at once, a negative value never.
-    #[arg(
-        long,
-        env = "ALCOVE_COMPRESS_AFTER_SECS",
-        default_value_t = 60,
-        allow_negative_numbers = true
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            env = "ALCOVE_COMPRESS_AFTER_SECS",
+            default_value_t = 60,
+            allow_negative_numbers = true
+        )
     )]
     pub compress_after_secs: i64,
 
     /// Subnet sandbox addresses are taken from (one /30 per sandbox).
-    #[arg(long, env = "ALCOVE_SUBNET", default_value = "10.88.0.0/16")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_SUBNET", default_value = "10.88.0.0/16")
+    )]
     pub subnet: String,
 
     /// Max number of tasks (processes and threads) per sandbox.
-    #[arg(long, env = "ALCOVE_PIDS_LIMIT", default_value_t = 2048)]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_PIDS_LIMIT", default_value_t = 2048)
+    )]
     pub pids_limit: i64,
 
     /// Where lxcfs serves sandboxes their own /proc figures (memory, CPUs,
     /// uptime, load); started by the server if it is not running. An empty
     /// value turns lxcfs off (sandboxes then see the host's figures).
-    #[arg(long, env = "ALCOVE_LXCFS_DIR", default_value = "/var/lib/lxcfs")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_LXCFS_DIR", default_value = "/var/lib/lxcfs")
+    )]
     pub lxcfs_dir: PathBuf,
 
     /// Host-wide directory recording which uid ranges sandboxes hold (shared
     /// by every Alcove server on the host).
-    #[arg(long, env = "ALCOVE_IDMAP_DIR", default_value = "/run/alcove/idmap")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_IDMAP_DIR", default_value = "/run/alcove/idmap")
+    )]
     pub idmap_dir: PathBuf,
 
     /// How far the sum of running sandboxes' `disk_mb` may exceed the free
     /// space under the data directory (layers are sparse: 2.0 admits twice the
     /// free space). Creates beyond it answer 507.
-    #[arg(long, env = "ALCOVE_DISK_OVERCOMMIT", default_value_t = 2.0)]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_DISK_OVERCOMMIT", default_value_t = 2.0)
+    )]
     pub disk_overcommit: f64,
 
     /// Base URL clients reach the proxy at (`sandbox_url`); default http://localhost:<port>.
-    #[arg(long, env = "ALCOVE_PUBLIC_URL")]
+    #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_PUBLIC_URL"))]
     pub public_url: Option<String>,
 
     /// Domain of user-port URLs: `<port>-<sandbox id or name>.<domain>` reaches an
     /// exposed port (`*.localhost` resolves to loopback in browsers and curl).
-    #[arg(
-        long,
-        env = "ALCOVE_INGRESS_DOMAIN",
-        default_value = "sandbox.localhost"
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            env = "ALCOVE_INGRESS_DOMAIN",
+            default_value = "sandbox.localhost"
+        )
     )]
     pub ingress_domain: String,
 
     /// Accepted API key; repeat for several. Without one, auth is off.
-    #[arg(
-        long = "api-key",
-        env = "ALCOVE_API_KEYS",
-        value_delimiter = ',',
-        hide_env_values = true
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "api-key",
+            env = "ALCOVE_API_KEYS",
+            value_delimiter = ',',
+            hide_env_values = true
+        )
     )]
     pub api_keys: Vec<String>,
 
     /// Seconds a client may take to send a request's headers once it has started
     /// (slowloris guard); the connection is closed after that.
-    #[arg(long, env = "ALCOVE_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)
+    )]
     pub header_read_timeout_secs: u64,
 
     /// Seconds a connection may stay open with no request in flight (also a new
     /// connection that sends nothing); streaming responses are never cut by it.
-    #[arg(long, env = "ALCOVE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_IDLE_TIMEOUT_SECS", default_value_t = 60)
+    )]
     pub idle_timeout_secs: u64,
 
-    /// Most client connections open at once; more are answered 503 and closed
+    /// Most client connections open at once; at the cap a new one evicts the
+    /// longest idle one, and is answered 503 and closed only when all are busy
     /// (default: the smaller of 4096 and the open-files limit minus 512).
-    #[arg(long, env = "ALCOVE_MAX_CONNECTIONS")]
+    #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_MAX_CONNECTIONS"))]
     pub max_connections: Option<usize>,
 
     /// Most requests in flight from one client IP address; more are answered 429.
-    #[arg(long, env = "ALCOVE_MAX_REQUESTS_PER_CLIENT", default_value_t = 256)]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_MAX_REQUESTS_PER_CLIENT", default_value_t = 256)
+    )]
     pub max_requests_per_client: usize,
 }
 
@@ -232,98 +280,5 @@ impl Config {
             .clone()
             .map(|u| u.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("http://localhost:{}", bound.port()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        config: Config,
-    }
-
-    fn parse(args: &[&str]) -> Config {
-        let mut argv = vec!["alcove"];
-        argv.extend_from_slice(args);
-        Cli::parse_from(argv).config
-    }
-
-    #[test]
-    fn open_bind_needs_keys() {
-        let cfg = parse(&["--listen", "0.0.0.0:8900", "--agent-path", "/bin/sh"]);
-        assert!(matches!(
-            cfg.validate(),
-            Err(ConfigError::OpenWithoutKeys(_))
-        ));
-        let cfg = parse(&[
-            "--listen",
-            "0.0.0.0:8900",
-            "--agent-path",
-            "/bin/sh",
-            "--api-key",
-            "k",
-        ]);
-        assert!(cfg.validate().is_ok());
-        let cfg = parse(&["--agent-path", "/bin/sh"]);
-        assert!(cfg.validate().is_ok());
-    }
-
-    #[test]
-    fn defaults_and_derived_values() {
-        let cfg = parse(&["--data-dir", "/d"]);
-        assert_eq!(cfg.images_dir(), PathBuf::from("/d/images"));
-        assert_eq!(
-            cfg.sandbox_url("127.0.0.1:1234".parse().expect("addr")),
-            "http://localhost:1234"
-        );
-        let cfg = parse(&["--subnet", "10.1.2.3/16", "--agent-path", "/bin/sh"]);
-        assert!(matches!(cfg.validate(), Err(ConfigError::Subnet(_))));
-    }
-
-    #[test]
-    fn http_limits_have_defaults_and_refuse_zero() {
-        let cfg = parse(&["--agent-path", "/bin/sh"]);
-        let limits = cfg.http_limits(Some(20_000));
-        assert_eq!(limits.header_read_timeout.as_secs(), 10);
-        assert_eq!(limits.idle_timeout.as_secs(), 60);
-        assert_eq!(limits.max_connections, 4096);
-        assert_eq!(limits.max_requests_per_client, 256);
-        // A low open-files limit lowers the default cap, keeping 512 descriptors spare.
-        assert_eq!(cfg.http_limits(Some(1024)).max_connections, 512);
-
-        let cfg = parse(&[
-            "--agent-path",
-            "/bin/sh",
-            "--max-connections",
-            "10",
-            "--max-requests-per-client",
-            "3",
-            "--header-read-timeout-secs",
-            "2",
-            "--idle-timeout-secs",
-            "5",
-        ]);
-        let limits = cfg.http_limits(Some(20_000));
-        assert_eq!(limits.max_connections, 10);
-        assert_eq!(limits.max_requests_per_client, 3);
-        assert_eq!(limits.header_read_timeout.as_secs(), 2);
-        assert_eq!(limits.idle_timeout.as_secs(), 5);
-
-        for flag in [
-            "--max-connections",
-            "--max-requests-per-client",
-            "--header-read-timeout-secs",
-            "--idle-timeout-secs",
-        ] {
-            let cfg = parse(&["--agent-path", "/bin/sh", flag, "0"]);
-            assert!(
-                matches!(cfg.validate(), Err(ConfigError::ZeroLimit(_))),
-                "{flag} 0 must be refused"
-            );
-        }
     }
 }

@@ -1,8 +1,8 @@
 //! The control plane, API and proxy of `alcove serve`.
 //!
-//! Owns the HTTP surface (WIRE.md §2 and the §3 proxy), the sandbox lifecycle
-//! and its store. Asks the node runtime (`alcove-runtime`) for everything that
-//! touches the host; never runs `runc`, `ip` or `nft` itself.
+//! Owns the HTTP surface (the control plane and the proxy of docs/protocol/),
+//! the sandbox lifecycle and its store. Asks the node runtime (`alcove-runtime`)
+//! for everything that touches the host; never runs `runc`, `ip` or `nft` itself.
 
 pub mod api;
 pub mod auth;

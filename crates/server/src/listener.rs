@@ -10,10 +10,16 @@
 //!   `idle_timeout`. A request in flight is never timed out here, so a streamed
 //!   answer (SSE of `run`, a file download) may last as long as it lasts, and an
 //!   upgraded connection (PTY and tunnel WebSockets) leaves these timers behind.
-//! * **Connection cap**: at most `max_connections` connections (upgraded ones
-//!   included) are open; past it a new connection is answered `503
-//!   SERVER_BUSY` with `Connection: close` and closed, and the open ones are
-//!   served as before.
+//! * **Connection cap with eviction**: at most `max_connections` connections
+//!   (upgraded ones included) are open. Every accepted connection is in a
+//!   registry with what it is doing. When a new one arrives at the cap, the
+//!   connection that has been idle or sending its headers the longest is closed
+//!   to make room, so a flood of idle or slowloris connections cannot lock
+//!   real clients out. A connection with a request in flight (a streamed answer
+//!   included) or upgraded (PTY and tunnel WebSockets) is never evicted. Only
+//!   when none can be evicted, or [`MAX_OVERSHOOT`] evicted connections are
+//!   still closing, is a new connection answered `503 SERVER_BUSY` with
+//!   `Connection: close` and closed.
 //! * **Per-client bound**: at most `max_requests_per_client` requests in flight
 //!   from one IP address (a streamed answer counts until its body ends); past
 //!   it, `429 TOO_MANY_REQUESTS`.
@@ -26,6 +32,9 @@
 //! A new connection gets no HTTP buffers until its first byte arrives, so
 //! thousands of silent connections cost little; when many connections have
 //! closed, freed heap is handed back to the OS (`malloc_trim`).
+//!
+//! The registry costs one mutex lock on accept and one on close; it is scanned
+//! (linearly) only at the cap.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -61,9 +70,17 @@ pub const SPARE_FDS: u64 = 512;
 /// The smallest cap ever used, so a tiny open-files limit still serves.
 const MIN_MAX_CONNECTIONS: usize = 16;
 
+/// Connections admitted above the cap while the connections evicted for them
+/// are still closing (their tasks have not yet dropped their streams). Keeps
+/// the descriptors in use bounded: [`SPARE_FDS`] covers it and the refusals.
+pub const MAX_OVERSHOOT: usize = 64;
+
 /// Refusals (503 answers past the cap) being written at once; beyond, a
 /// connection past the cap is closed without an answer.
 const MAX_REFUSING: usize = 256;
+
+/// Shortest time between two warnings about refusals, or about evictions.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long writing a refusal and waiting for the client to close may take.
 const REFUSAL_TIME: Duration = Duration::from_secs(2);
@@ -126,6 +143,41 @@ pub fn fd_soft_limit() -> Option<u64> {
     (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (at most
+/// 1048576, what sandboxes get too), so that the default connection cap can
+/// use the descriptors the host grants: systemd, for one, starts services with
+/// a soft limit of 1024 (a cap of 512) and a hard one of 524288. Children
+/// (runc, CRIU, ip) inherit it; sandboxes get their own limit from their spec.
+pub fn raise_fd_soft_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the rlimit struct we pass, which we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    // An unlimited hard limit cannot be the soft one (the kernel caps open
+    // files at fs.nr_open), and a million is far more than the cap uses.
+    let want = limit.rlim_max.min(1_048_576);
+    let before = limit.rlim_cur;
+    if before == libc::RLIM_INFINITY || before >= want {
+        return;
+    }
+    limit.rlim_cur = want;
+    // SAFETY: setrlimit only reads the rlimit struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::info!(from = before, to = want, "raised the open-files soft limit");
+    } else {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            soft = before,
+            hard = limit.rlim_max,
+            "raising the open-files soft limit failed"
+        );
+    }
+}
+
 /// Hands freed heap back to the OS. glibc keeps freed memory in its arenas, so
 /// after a flood of connections closes the resident size would stay at its peak.
 fn trim_heap() {
@@ -142,93 +194,191 @@ fn trim_heap() {
 }
 
 // ---------------------------------------------------------------------------
-// Connection cap
+// Connection cap and eviction
 
-/// Counts open connections against the cap.
+/// A warning logged at most every [`WARNING_INTERVAL`], with how many times its
+/// event happened since the last one: a flood must not flood the log too.
+#[derive(Debug, Default)]
+struct RateLimitedWarning {
+    count: AtomicU64,
+    last: Mutex<Option<Instant>>,
+}
+
+impl RateLimitedWarning {
+    /// Counts one event; returns how many there were since the last warning
+    /// when a warning is due now.
+    fn note(&self) -> Option<u64> {
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < WARNING_INTERVAL) {
+            return None;
+        }
+        *last = Some(now);
+        self.count.store(0, Ordering::Relaxed);
+        Some(count)
+    }
+}
+
+/// The open connections, by id.
+#[derive(Debug, Default)]
+struct Registry {
+    open: HashMap<u64, Arc<ConnState>>,
+    next_id: u64,
+    /// Most connections open at once since the heap was last trimmed.
+    peak: usize,
+}
+
+impl Registry {
+    /// The connection idle, or sending its headers, for the longest time (ties
+    /// go to the one accepted first), with since when and which of the two.
+    fn oldest_evictable(&self) -> Option<(&Arc<ConnState>, Instant, &'static str)> {
+        self.open
+            .iter()
+            .filter_map(|(&id, state)| {
+                let phase = state.phase();
+                let what = match phase {
+                    Phase::Head(_) => "sending headers",
+                    _ => "idle",
+                };
+                phase
+                    .evictable_since()
+                    .map(|since| (since, id, state, what))
+            })
+            .min_by_key(|&(since, id, _, _)| (since, id))
+            .map(|(since, _, state, what)| (state, since, what))
+    }
+}
+
+/// The open connections against the cap; evicts at the cap.
 #[derive(Debug)]
 struct Connections {
     max: usize,
-    live: AtomicUsize,
-    /// Highest `live` since the heap was last trimmed.
-    peak: AtomicUsize,
+    registry: Mutex<Registry>,
     /// Refusals being written now.
     refusing: AtomicUsize,
-    /// Connections refused since the last warning.
-    refused: AtomicU64,
-    last_warning: Mutex<Option<Instant>>,
+    refusals: RateLimitedWarning,
+    evictions: RateLimitedWarning,
+}
+
+/// A connection admitted under the cap: its place there, and its state.
+#[derive(Debug)]
+struct Admitted {
+    permit: ConnPermit,
+    state: Arc<ConnState>,
 }
 
 impl Connections {
     fn new(max: usize) -> Self {
         Self {
             max,
-            live: AtomicUsize::new(0),
-            peak: AtomicUsize::new(0),
+            registry: Mutex::new(Registry::default()),
             refusing: AtomicUsize::new(0),
-            refused: AtomicU64::new(0),
-            last_warning: Mutex::new(None),
+            refusals: RateLimitedWarning::default(),
+            evictions: RateLimitedWarning::default(),
         }
     }
 
-    fn try_acquire(self: &Arc<Self>) -> Option<ConnPermit> {
-        let mut live = self.live.load(Ordering::Relaxed);
-        loop {
-            if live >= self.max {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admits a new connection from `peer`, idle from now on. At the cap, the
+    /// longest idle or header-reading connection is evicted for it; `None` when
+    /// none can be (all busy or upgraded) or too many evicted ones are still
+    /// closing: the new connection is to be refused.
+    fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Admitted> {
+        let mut registry = self.registry();
+        let open = registry.open.len();
+        if open >= self.max {
+            // Evicted connections stay registered until closed; they make the overshoot.
+            if open >= self.max.saturating_add(MAX_OVERSHOOT) {
                 return None;
             }
-            match self.live.compare_exchange_weak(
-                live,
-                live + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(now) => live = now,
-            }
+            self.evict_one(&registry)?;
         }
-        self.peak.fetch_max(live + 1, Ordering::Relaxed);
-        Some(ConnPermit(Arc::clone(self)))
+        let id = registry.next_id;
+        registry.next_id += 1;
+        let state = Arc::new(ConnState::new(peer, Phase::Idle(Instant::now())));
+        registry.open.insert(id, Arc::clone(&state));
+        registry.peak = registry.peak.max(registry.open.len());
+        Some(Admitted {
+            permit: ConnPermit {
+                connections: Arc::clone(self),
+                id,
+            },
+            state,
+        })
     }
 
-    fn release(&self) {
-        let live = self.live.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
-        let peak = self.peak.load(Ordering::Relaxed);
-        if peak >= TRIM_MIN_PEAK
-            && live <= peak / 2
-            && self
-                .peak
-                .compare_exchange(peak, live, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
+    /// Marks the longest idle or header-reading connection evicted (its task
+    /// closes it); `None` if there is none.
+    fn evict_one(&self, registry: &Registry) -> Option<()> {
+        // A connection may start a request between the scan and the eviction,
+        // which then leaves it alone: look again, a few times at most.
+        for _ in 0..3 {
+            let (victim, since, what) = registry.oldest_evictable()?;
+            if victim.evict() {
+                tracing::debug!(
+                    peer = %victim.peer,
+                    state = what,
+                    for_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "connection limit reached; evicting the longest-idle connection"
+                );
+                if let Some(evicted) = self.evictions.note() {
+                    tracing::warn!(
+                        max_connections = self.max,
+                        evicted,
+                        "connection limit reached; closing the longest-idle connections to admit new ones"
+                    );
+                }
+                return Some(());
+            }
+        }
+        None
+    }
+
+    fn release(&self, id: u64) {
+        let trim = {
+            let mut registry = self.registry();
+            registry.open.remove(&id);
+            let open = registry.open.len();
+            let peak = registry.peak;
+            if peak >= TRIM_MIN_PEAK && open <= peak / 2 {
+                registry.peak = open;
+                true
+            } else {
+                false
+            }
+        };
+        if trim {
             trim_heap();
         }
     }
 
     /// Logs refusals at most every 10 s, with how many there were.
     fn note_refusal(&self) {
-        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10)) {
-            *last = Some(now);
-            self.refused.store(0, Ordering::Relaxed);
+        if let Some(refused) = self.refusals.note() {
             tracing::warn!(
                 max_connections = self.max,
                 refused,
-                "connection limit reached; refusing new connections with 503"
+                "connection limit reached and no connection could be evicted; refusing new connections with 503"
             );
         }
     }
 }
 
-/// One open connection counted against the cap; released when dropped (for an
-/// upgraded connection, when the upgraded stream is dropped).
+/// One open connection counted against the cap; released (and unregistered)
+/// when dropped, for an upgraded connection when the upgraded stream is.
 #[derive(Debug)]
-struct ConnPermit(Arc<Connections>);
+struct ConnPermit {
+    connections: Arc<Connections>,
+    id: u64,
+}
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
-        self.0.release();
+        self.connections.release(self.id);
     }
 }
 
@@ -283,34 +433,60 @@ impl Drop for ClientSlot {
 // ---------------------------------------------------------------------------
 // Per-connection timers
 
-/// What a connection is doing, for its timeouts.
+/// What a connection is doing, for its timeouts and for eviction at the cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// No request in flight and none started, since then.
+    /// No request in flight and none started, since then (accepted then, or
+    /// its last answer finished then).
     Idle(Instant),
     /// The first bytes of a request arrived then; its headers are not complete.
     Head(Instant),
     /// This many requests are in flight (their answers not yet done).
     Busy(usize),
+    /// Switched protocols (a WebSocket): its handler owns the stream now.
+    Upgraded,
+    /// Chosen for eviction at the cap: to be closed at once.
+    Evicted,
 }
 
-/// Shared between the connection's I/O, its requests and its watchdog.
+impl Phase {
+    /// Since when the connection has been evictable: idle or sending headers.
+    fn evictable_since(self) -> Option<Instant> {
+        match self {
+            Phase::Idle(since) | Phase::Head(since) => Some(since),
+            Phase::Busy(_) | Phase::Upgraded | Phase::Evicted => None,
+        }
+    }
+}
+
+/// Shared between the connection's I/O, its requests, its watchdog and the
+/// registry of connections.
 #[derive(Debug)]
 struct ConnState {
+    peer: SocketAddr,
     phase: Mutex<Phase>,
     changed: Notify,
 }
 
 impl ConnState {
-    fn new(phase: Phase) -> Self {
+    fn new(peer: SocketAddr, phase: Phase) -> Self {
         Self {
+            peer,
             phase: Mutex::new(phase),
             changed: Notify::new(),
         }
     }
 
+    fn phase(&self) -> Phase {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves to the phase `f` gives; `Upgraded` and `Evicted` are final.
     fn update(&self, f: impl FnOnce(Phase) -> Phase) {
         let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*phase, Phase::Upgraded | Phase::Evicted) {
+            return;
+        }
         let next = f(*phase);
         if next != *phase {
             *phase = next;
@@ -341,17 +517,38 @@ impl ConnState {
         });
     }
 
-    /// When the connection must be closed, and why; `None` while busy.
+    /// The answer switched protocols: the connection is never evicted now.
+    fn upgraded(&self) {
+        self.update(|_| Phase::Upgraded);
+    }
+
+    /// Evicts the connection if it is idle or sending headers; whether it did.
+    fn evict(&self) -> bool {
+        let mut evicted = false;
+        self.update(|p| {
+            if p.evictable_since().is_some() {
+                evicted = true;
+                Phase::Evicted
+            } else {
+                p
+            }
+        });
+        evicted
+    }
+
+    /// When the connection must be closed, and why; `None` while busy or upgraded.
     fn deadline(&self, limits: &HttpLimits) -> Option<(Instant, &'static str)> {
-        match *self.phase.lock().unwrap_or_else(|p| p.into_inner()) {
+        match self.phase() {
             Phase::Idle(since) => Some((since + limits.idle_timeout, "idle timeout")),
             Phase::Head(since) => Some((since + limits.header_read_timeout, "header read timeout")),
-            Phase::Busy(_) => None,
+            Phase::Evicted => Some((Instant::now(), "evicted at the connection limit")),
+            Phase::Busy(_) | Phase::Upgraded => None,
         }
     }
 }
 
-/// Resolves when the connection has been idle, or sending headers, too long.
+/// Resolves when the connection has been idle, or sending headers, too long,
+/// or has been evicted.
 async fn watchdog(state: &ConnState, limits: &HttpLimits) -> &'static str {
     loop {
         match state.deadline(limits) {
@@ -614,11 +811,11 @@ pub async fn serve(
                 }
             },
         };
-        match shared.connections.try_acquire() {
-            Some(permit) => {
+        match shared.connections.admit(peer) {
+            Some(admitted) => {
                 shared.tasks.fetch_add(1, Ordering::AcqRel);
                 let task = TaskGuard(Arc::clone(&shared));
-                tokio::spawn(serve_connection(stream, peer, permit, task));
+                tokio::spawn(serve_connection(stream, peer, admitted, task));
             }
             None => shared.refuse(stream),
         }
@@ -646,36 +843,32 @@ async fn accept_failed(e: std::io::Error) {
 }
 
 /// Waits (cheaply) for the client's first byte, then serves HTTP on it.
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    permit: ConnPermit,
-    task: TaskGuard,
-) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, conn: Admitted, task: TaskGuard) {
     let shared = Arc::clone(&task.0);
     let _ = stream.set_nodelay(true);
     // `peek` waits for real data (readiness alone may be reported early).
     let mut first = [0u8; 1];
-    let first_byte = tokio::time::timeout(shared.limits.idle_timeout, stream.peek(&mut first));
     tokio::select! {
-        peeked = first_byte => match peeked {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return, // closed by the client, or failed
-            Err(_) => {
-                tracing::debug!(%peer, "closing connection: idle timeout before any request");
-                return;
-            }
+        peeked = stream.peek(&mut first) => match peeked {
+            Ok(n) if n > 0 => {}
+            _ => return, // closed by the client, or failed
         },
+        // The idle timeout, or eviction at the cap.
+        why = watchdog(&conn.state, &shared.limits) => {
+            tracing::debug!(%peer, reason = why, "closing connection before any request");
+            return;
+        }
         () = shared.shutdown.wait() => return,
     }
+    // Bytes are waiting: a request is starting.
+    conn.state.on_read();
     // The HTTP state is boxed only now: a silent connection never allocates it.
-    Box::pin(serve_http(stream, peer, permit, shared)).await;
+    Box::pin(serve_http(stream, peer, conn, shared)).await;
     drop(task);
 }
 
-async fn serve_http(stream: TcpStream, peer: SocketAddr, permit: ConnPermit, shared: Arc<Shared>) {
-    // Bytes are waiting: a request is starting.
-    let state = Arc::new(ConnState::new(Phase::Head(Instant::now())));
+async fn serve_http(stream: TcpStream, peer: SocketAddr, conn: Admitted, shared: Arc<Shared>) {
+    let Admitted { permit, state } = conn;
     let io = TrackedIo {
         inner: stream,
         state: Arc::clone(&state),
@@ -743,6 +936,10 @@ async fn handle(
         Ok(resp) => resp,
         Err(never) => match never {},
     };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // A WebSocket (PTY, tunnel) lives on this stream now: never evict it.
+        request.0.upgraded();
+    }
     resp.map(|inner| TrackedBody {
         inner,
         _request: request,
@@ -766,14 +963,141 @@ mod tests {
         assert_eq!(connection_cap(Some(5), Some(100)), 5);
     }
 
-    #[test]
-    fn cap_refuses_past_max_and_frees_on_drop() {
+    fn peer(n: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], n))
+    }
+
+    fn open_count(conns: &Connections) -> usize {
+        conns.registry().open.len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_the_longest_idle_or_header_reading_connection_is_evicted() {
+        let conns = Arc::new(Connections::new(3));
+        let busy = conns.admit(peer(1)).expect("below the cap");
+        busy.state.request_started();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let slow = conns.admit(peer(2)).expect("below the cap");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let idle = conns.admit(peer(3)).expect("below the cap");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // Accepted before `idle`, started its headers after it was accepted:
+        // sending headers since t=3 is younger than idle since t=2.
+        slow.state.on_read();
+        tokio::time::advance(Duration::from_secs(1)).await;
+
+        let first = conns.admit(peer(4)).expect("admitted by evicting");
+        assert_eq!(idle.state.phase(), Phase::Evicted);
+        assert!(matches!(slow.state.phase(), Phase::Head(_)));
+        assert_eq!(busy.state.phase(), Phase::Busy(1));
+
+        let second = conns.admit(peer(5)).expect("admitted by evicting");
+        assert_eq!(slow.state.phase(), Phase::Evicted);
+        assert_eq!(busy.state.phase(), Phase::Busy(1), "busy is never evicted");
+        // The evicted connections count until their tasks drop them.
+        assert_eq!(open_count(&conns), 5);
+        drop((idle, slow));
+        assert_eq!(open_count(&conns), 3);
+
+        // Everyone busy (a request in flight, or upgraded): refused.
+        first.state.request_started();
+        second.state.request_started();
+        second.state.upgraded();
+        second.state.request_finished();
+        assert_eq!(second.state.phase(), Phase::Upgraded);
+        assert!(conns.admit(peer(6)).is_none());
+        // A finished request leaves its connection idle, and evictable again.
+        first.state.request_finished();
+        let _third = conns.admit(peer(7)).expect("admitted by evicting");
+        assert_eq!(first.state.phase(), Phase::Evicted);
+        assert_eq!(busy.state.phase(), Phase::Busy(1));
+        assert_eq!(second.state.phase(), Phase::Upgraded);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ties_go_to_the_connection_accepted_first() {
+        let conns = Arc::new(Connections::new(3));
+        let all: Vec<_> = (1..=3)
+            .map(|n| conns.admit(peer(n)).expect("below the cap"))
+            .collect();
+        let _new = conns.admit(peer(4)).expect("admitted by evicting");
+        let phases: Vec<_> = all.iter().map(|c| c.state.phase()).collect();
+        assert_eq!(phases[0], Phase::Evicted);
+        assert!(matches!(phases[1..], [Phase::Idle(_), Phase::Idle(_)]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overshoot_is_bounded_while_evicted_connections_close() {
         let conns = Arc::new(Connections::new(2));
-        let a = conns.try_acquire().expect("first");
-        let _b = conns.try_acquire().expect("second");
-        assert!(conns.try_acquire().is_none());
+        let mut held = Vec::new();
+        while let Some(conn) = conns.admit(peer(1)) {
+            held.push(conn);
+            assert!(
+                held.len() <= 2 + MAX_OVERSHOOT,
+                "admitted past the overshoot"
+            );
+        }
+        assert_eq!(held.len(), 2 + MAX_OVERSHOOT);
+        // Once evicted connections close, there is room again.
+        let evicted = held
+            .iter()
+            .position(|c| c.state.phase() == Phase::Evicted)
+            .expect("an evicted connection");
+        held.remove(evicted);
+        assert!(conns.admit(peer(1)).is_some());
+    }
+
+    #[test]
+    fn evicted_and_upgraded_are_final() {
+        let state = ConnState::new(peer(1), Phase::Idle(Instant::now()));
+        assert!(state.evict());
+        assert!(!state.evict(), "evicted twice");
+        state.request_started();
+        state.on_read();
+        assert_eq!(state.phase(), Phase::Evicted);
+
+        let state = ConnState::new(peer(1), Phase::Busy(1));
+        assert!(!state.evict());
+        state.upgraded();
+        state.request_finished();
+        state.on_read();
+        assert!(!state.evict());
+        assert_eq!(state.phase(), Phase::Upgraded);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_evicted_connection_is_closed_at_once() {
+        let limits = HttpLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1,
+            max_requests_per_client: 1,
+        };
+        let state = Arc::new(ConnState::new(peer(1), Phase::Idle(Instant::now())));
+        let dog = {
+            let state = Arc::clone(&state);
+            tokio::spawn(async move { watchdog(&state, &limits).await })
+        };
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        assert!(state.evict());
+        assert_eq!(
+            dog.await.expect("watchdog"),
+            "evicted at the connection limit"
+        );
+        // (Paused clock: no time passes unless a timer had to fire.)
+        assert_eq!(Instant::now(), start, "waited for the idle timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn registry_is_emptied_as_connections_close() {
+        let conns = Arc::new(Connections::new(2));
+        let a = conns.admit(peer(1)).expect("first");
+        let b = conns.admit(peer(2)).expect("second");
+        assert_eq!(open_count(&conns), 2);
         drop(a);
-        assert!(conns.try_acquire().is_some());
+        drop(b);
+        assert_eq!(open_count(&conns), 0);
     }
 
     #[test]
@@ -801,10 +1125,10 @@ mod tests {
             max_connections: 1,
             max_requests_per_client: 1,
         };
-        let state = ConnState::new(Phase::Head(Instant::now()));
+        let state = ConnState::new(peer(1), Phase::Head(Instant::now()));
         assert_eq!(watchdog(&state, &limits).await, "header read timeout");
 
-        let state = Arc::new(ConnState::new(Phase::Idle(Instant::now())));
+        let state = Arc::new(ConnState::new(peer(1), Phase::Idle(Instant::now())));
         state.request_started();
         let dog = {
             let state = Arc::clone(&state);

@@ -1,7 +1,7 @@
-//! Error bodies of WIRE.md §1.7.
+//! Error bodies (docs/protocol/errors.md).
 //!
 //! The control plane answers `{"message": "...", "code": "..."}`; the in-sandbox
-//! daemon answers `{"error": "...", "code": "..."}`. The SDKs show the whole body
+//! agent answers `{"error": "...", "code": "..."}`. The SDKs show the whole body
 //! as the error message and expose `code`.
 
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ pub enum ErrorCode {
     InvalidState,
     /// Authentication is missing or wrong.
     Unauthorized,
-    /// The route exists in WIRE.md but is not built yet.
+    /// The route exists in the protocol but is not built yet.
     NotImplemented,
     /// The sandbox is still booting or resuming; the request did not reach it.
     SandboxNotReady,

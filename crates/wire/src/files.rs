@@ -1,4 +1,5 @@
-//! File bodies of WIRE.md §3.4: the `?path=` query and directory listings.
+//! File bodies (docs/protocol/sandbox-api.md, Files): the `?path=` query and directory
+//! listings.
 
 use std::cmp::Ordering;
 

@@ -1,4 +1,4 @@
-//! Health and info bodies of WIRE.md §3.8.
+//! Health and info bodies (docs/protocol/sandbox-api.md, Health and info).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -1,4 +1,5 @@
-//! The JSON types of WIRE.md, shared by the server, the agent and the clients.
+//! The JSON types of the protocol (docs/protocol/), shared by the server, the agent and the
+//! clients.
 //!
 //! This crate does no I/O: it only defines what travels on the wire (request and
 //! response bodies, status enums, error bodies) and small pure helpers around them.

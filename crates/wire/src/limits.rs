@@ -10,7 +10,8 @@ pub const DEFAULT_CPUS: f64 = 1.0;
 pub const DEFAULT_MEMORY_MB: i64 = 1024;
 /// Default writable-layer size in MiB.
 pub const DEFAULT_DISK_MB: i64 = 10240;
-/// Memory allowed per CPU, in MiB (SEED-API: 1024-8192 per core).
+/// Memory allowed per CPU, in MiB (1024-8192 per core, as on the original
+/// platform; docs/protocol/control-plane.md, Resources).
 pub const MEMORY_PER_CPU_MB: (i64, i64) = (1024, 8192);
 /// Bounds of `disk_mb`.
 pub const DISK_MB_RANGE: (i64, i64) = (512, 1_048_576);

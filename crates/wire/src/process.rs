@@ -1,5 +1,6 @@
-//! Process bodies of WIRE.md §3.1-3.3: run-to-completion requests and their SSE events,
-//! managed-process requests, `ProcessInfo`, signals and captured output.
+//! Process bodies (docs/protocol/sandbox-api.md: Run a command, Processes, Process I/O):
+//! run-to-completion requests and their SSE events, managed-process requests, `ProcessInfo`,
+//! signals and captured output.
 //!
 //! Enums are spelled exactly as on the wire (the Python SDK rejects unknown status strings).
 //! Request types tolerate `null` where the SDKs may send it and ignore unknown fields, because
@@ -22,7 +23,7 @@ where
 }
 
 /// Who a process runs as: `"root"`, `"name"`, `"1000"`, `"1000:1000"`, `"name:group"`, or an
-/// object `{"name"}` / `{"uid", "gid"}` (WIRE §3.1).
+/// object `{"name"}` / `{"uid", "gid"}` (docs/protocol/sandbox-api.md, Conventions).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum UserSpec {
@@ -46,7 +47,7 @@ pub struct UserIds {
     pub gid: Option<u32>,
 }
 
-/// Body of `POST /api/v1/processes/run` (WIRE §3.1).
+/// Body of `POST /api/v1/processes/run` (docs/protocol/sandbox-api.md, Run a command).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunRequest {
     /// Program to execute: a path, or a name looked up in `PATH`.
@@ -212,7 +213,7 @@ pub struct HealthCheck {
     pub failure_threshold: u32,
 }
 
-/// Body of `POST /api/v1/processes` (WIRE §3.2).
+/// Body of `POST /api/v1/processes` (docs/protocol/sandbox-api.md, Processes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StartProcessRequest {
     /// Program to execute: a path, or a name looked up in `PATH`.
@@ -255,14 +256,14 @@ pub struct StartProcessRequest {
 }
 
 impl StartProcessRequest {
-    /// Whether the request asks for a supervised ("managed") process (WIRE §3.2: any of
-    /// `name`, `restart` or `health_check`).
+    /// Whether the request asks for a supervised ("managed") process: any of `name`,
+    /// `restart` or `health_check`.
     pub fn is_managed(&self) -> bool {
         self.name.is_some() || self.restart.is_some() || self.health_check.is_some()
     }
 }
 
-/// Status of a process (strict on the wire, WIRE §4.3).
+/// Status of a process (strict on the wire; docs/protocol/sandbox-api.md, ProcessInfo).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessStatus {
@@ -325,7 +326,7 @@ pub struct ManagedExit {
 /// Managed-process metadata embedded in [`ProcessInfo`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ManagedInfo {
-    /// Stable daemon-local id: the name when one was given.
+    /// Stable agent-local id: the name when one was given.
     pub id: String,
     /// The name given at creation.
     #[schema(required = true)]
@@ -358,8 +359,8 @@ pub struct ManagedInfo {
     pub next_restart_at: Option<EpochMillis>,
 }
 
-/// A process as reported by `GET /api/v1/processes[/{p}]` (WIRE §3.2). Timestamps are epoch
-/// milliseconds.
+/// A process as reported by `GET /api/v1/processes[/{p}]` (docs/protocol/sandbox-api.md,
+/// ProcessInfo). Timestamps are epoch milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProcessInfo {
     /// Process id inside the sandbox.
@@ -464,7 +465,7 @@ pub struct StartedEvent {
     pub started_at: EpochMillis,
 }
 
-/// Why a run ended (WIRE §4.3).
+/// Why a run ended (docs/protocol/streaming.md, The run stream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitReason {

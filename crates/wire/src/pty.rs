@@ -1,5 +1,6 @@
-//! PTY sessions of WIRE.md §3.5: the JSON bodies of `/api/v1/pty…` and the binary frame
-//! format of the session WebSocket (`/api/v1/pty/{session_id}/ws`).
+//! PTY sessions (docs/protocol/sandbox-api.md, PTY sessions): the JSON bodies of
+//! `/api/v1/pty…` and the binary frame format of the session WebSocket
+//! (`/api/v1/pty/{session_id}/ws`, docs/protocol/streaming.md, PTY WebSocket).
 //!
 //! Frames are binary WebSocket messages whose first byte is an opcode:
 //!

@@ -1,4 +1,5 @@
-//! Control-plane objects of WIRE.md §2: sandboxes, their resources and statuses.
+//! Control-plane objects (docs/protocol/control-plane.md, Objects): sandboxes, their
+//! resources and statuses.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -13,7 +14,8 @@ use crate::limits::{
 };
 use crate::time::{EpochMillis, EpochMillisSchema};
 
-/// Sandbox status, spelled exactly as on the wire (WIRE §4.1).
+/// Sandbox status, spelled exactly as on the wire (docs/protocol/control-plane.md, Sandbox
+/// status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxStatus {
@@ -86,7 +88,7 @@ pub struct GpuResources {
     pub model: String,
 }
 
-/// Resources asked for in a create request (WIRE §2.1, request form).
+/// Resources asked for in a create request (docs/protocol/control-plane.md, Resources).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResourcesRequest {
     /// CPUs (fractions allowed).
@@ -258,7 +260,8 @@ fn default_true() -> bool {
     true
 }
 
-/// Body of `POST {B}/sandboxes` (WIRE §2.3). Unknown fields are tolerated.
+/// Body of `POST {B}/sandboxes` (docs/protocol/control-plane.md, Create a sandbox). Unknown
+/// fields are tolerated.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreateSandboxRequest {
     /// Name (a DNS label); absent for an ephemeral sandbox.
@@ -310,7 +313,7 @@ pub struct CreateSandboxRequest {
     pub file_systems: Option<Vec<serde_json::Value>>,
 }
 
-/// Answer of create (WIRE §2.3, `CreateSandboxResponse`).
+/// Answer of create (docs/protocol/control-plane.md, CreateSandboxResponse).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreateSandboxResponse {
     /// The new sandbox's UUID.
@@ -339,7 +342,8 @@ pub struct CreateSandboxResponse {
     pub error_details: Option<String>,
 }
 
-/// A sandbox as returned by get, list and update (WIRE §2.1 `SandboxInfo`).
+/// A sandbox as returned by get, list and update (docs/protocol/control-plane.md,
+/// SandboxInfo).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SandboxInfo {
     /// UUID. Only `id` is sent: the official SDK reads `id` or `sandbox_id`

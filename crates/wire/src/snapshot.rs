@@ -1,11 +1,11 @@
-//! Snapshots (WIRE §2.6).
+//! Snapshots (docs/protocol/control-plane.md, Snapshots).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::time::{EpochMillis, EpochMillisSchema};
 
-/// Snapshot status, spelled as on the wire (WIRE §4.3).
+/// Snapshot status, spelled as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotStatus {

@@ -1,5 +1,5 @@
 /**
- * The control-plane client: sandbox lifecycle and snapshots (WIRE.md §2).
+ * The control-plane client: sandbox lifecycle and snapshots (docs/protocol/control-plane.md).
  */
 
 import { resolveConfig, type ClientOptions } from "./config.js";
@@ -36,12 +36,12 @@ import { Sandbox } from "./sandbox.js";
 
 export const DEFAULT_CPUS = 1.0;
 export const DEFAULT_MEMORY_MB = 1024;
-/** The in-sandbox daemon's port; it can never be exposed as a user port. */
+/** The in-sandbox agent's port; it can never be exposed as a user port. */
 export const MANAGEMENT_PORT = 9501;
 const CREATE_POLL_MS = 500;
 const STATE_POLL_MS = 1000;
 const SNAPSHOT_POLL_MS = 1000;
-/** Upper bound of the `wait_ms` sent with suspend/resume (WIRE.md §2.5). */
+/** Upper bound of the `wait_ms` sent with suspend/resume (docs/protocol/control-plane.md). */
 const MAX_WAIT_MS = 30_000;
 const CREATE_GRACE_MS = 5_000;
 
@@ -94,7 +94,7 @@ function identifierOf(value: unknown, what = "identifier"): string {
   return value;
 }
 
-/** Sorted, de-duplicated user ports; throws on anything else (and on the daemon's port 9501). */
+/** Sorted, de-duplicated user ports; throws on anything else (and on the agent's port 9501). */
 export function validatePorts(ports: unknown): number[] {
   if (!Array.isArray(ports)) throw new TypeError(`ports must be a list of port numbers, got ${JSON.stringify(ports)}`);
   for (const port of ports) {
@@ -102,13 +102,13 @@ export function validatePorts(ports: unknown): number[] {
       throw new RangeError(`ports must be integers between 1 and 65535, got ${JSON.stringify(port)}`);
     }
     if (port === MANAGEMENT_PORT) {
-      throw new RangeError(`port ${MANAGEMENT_PORT} is reserved for the sandbox daemon and cannot be exposed`);
+      throw new RangeError(`port ${MANAGEMENT_PORT} is reserved for the sandbox agent and cannot be exposed`);
     }
   }
   return [...new Set(ports as number[])].sort((a, b) => a - b);
 }
 
-/** The JSON body of `POST /sandboxes` (WIRE.md §2.3), after client-side checks. */
+/** The JSON body of `POST /sandboxes` (docs/protocol/control-plane.md), after client-side checks. */
 export function createBody(options: CreateOptions = {}): Record<string, unknown> {
   const cpus = options.cpus ?? DEFAULT_CPUS;
   const memoryMb = options.memoryMb ?? DEFAULT_MEMORY_MB;
@@ -253,7 +253,7 @@ export class SandboxClient {
     return this.#waitRunning(sandboxId, deadline, status !== "running");
   }
 
-  /** The create answer; a 504 carrying the normal JSON counts as an answer (WIRE.md §2.3). */
+  /** The create answer; a 504 carrying the normal JSON counts as an answer, as in the official SDK. */
   #createAnswer(response: HttpResponse): Record<string, unknown> {
     if (response.status === 504) {
       try {
@@ -360,7 +360,7 @@ export class SandboxClient {
     return this.#transition(identifier, "resume");
   }
 
-  /** Suspend or resume (WIRE.md §2.5): 200 = done, other 2xx = poll GET, 409 = re-check. */
+  /** Suspend or resume (docs/protocol/control-plane.md): 200 = done, other 2xx = poll GET, 409 = re-check. */
   async #transition(identifier: string, verb: "suspend" | "resume"): Promise<SandboxInfo> {
     const id = identifierOf(identifier);
     const config = this.#http.config;

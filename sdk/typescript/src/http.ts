@@ -1,6 +1,6 @@
 /**
- * HTTP for the Alcove SDK: URLs, proxy addressing, `fetch` with the retries of WIRE.md §1.6,
- * and the mapping of error answers to {@link SandboxException}s (WIRE.md §1.7).
+ * HTTP for the Alcove SDK: URLs, proxy addressing, `fetch` with retries, and the mapping of error
+ * answers to {@link SandboxException}s (docs/protocol/errors.md).
  */
 
 import type { ClientConfig } from "./config.js";
@@ -56,10 +56,10 @@ export function snapshotsUrl(config: ClientConfig, snapshotId?: string): string 
   return url;
 }
 
-/** Where and how to reach one sandbox's daemon API (`/api/v1/...`) through the proxy. */
+/** Where and how to reach one sandbox's agent API (`/api/v1/...`) through the proxy. */
 export interface ProxyTarget {
   readonly sandboxId: string;
-  /** Prefix of every daemon path: `baseUrl + "/api/v1/processes"`. */
+  /** Prefix of every agent path: `baseUrl + "/api/v1/processes"`. */
   readonly baseUrl: string;
   /** Routing headers sent with every proxied request. */
   readonly headers: Readonly<Record<string, string>>;
@@ -80,7 +80,7 @@ export function parseSandboxUrl(sandboxUrl: string, sandboxId: string): URL {
 }
 
 /**
- * Address a sandbox through `sandboxUrl` (WIRE.md §1.5).
+ * Address a sandbox through `sandboxUrl` (docs/protocol/proxy.md).
  *
  * The official SDKs route a `localhost` proxy by `Host: <sandbox_id>.local` (which `fetch`
  * cannot send) and any other by `X-Tensorlake-Sandbox-Id`. This SDK always uses the Alcove
@@ -101,7 +101,7 @@ export function proxyTarget(sandboxUrl: string, sandboxId: string, routingHint?:
   return Object.freeze({ sandboxId, baseUrl, headers: Object.freeze(headers) });
 }
 
-/** Query string of a request: form-urlencoded (a space travels as `+`, WIRE.md §3.4). */
+/** Query string of a request: form-urlencoded (a space travels as `+`, as the agent's file routes expect). */
 export function withQuery(url: string, query?: Record<string, string>): string {
   if (!query || Object.keys(query).length === 0) return url;
   return `${url}${url.includes("?") ? "&" : "?"}${new URLSearchParams(query).toString()}`;
@@ -129,7 +129,7 @@ function describe(value: unknown): string {
   return typeof value === "string" ? value : JSON.stringify(value);
 }
 
-/** Read an error body: `{"message","code"}` (control plane), `{"error","code"}` (daemon) or text. */
+/** Read an error body: `{"message","code"}` (control plane), `{"error","code"}` (agent) or text. */
 export function parseErrorBody(status: number, text: string): ErrorBody {
   const body = jsonOrUndefined(text);
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
@@ -277,9 +277,9 @@ export class HttpTransport {
   }
 
   /**
-   * Send with the retries of WIRE.md §1.6: GETs are retried on connection failures and on
-   * 429/502/503/504; any replayable request is replayed while the proxy answers 502/503
-   * `SANDBOX_NOT_READY` / `SANDBOX_UNREACHABLE`.
+   * Send with the retries of docs/protocol/errors.md (Retrying): GETs are retried on connection
+   * failures and on 429/502/503/504; any replayable request is replayed while the proxy answers
+   * 502/503 `SANDBOX_NOT_READY` / `SANDBOX_UNREACHABLE`.
    */
   async send(spec: RequestSpec): Promise<HttpResponse> {
     const replayable = spec.replayable ?? true;

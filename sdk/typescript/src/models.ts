@@ -1,5 +1,6 @@
 /**
- * Typed models of the objects the Alcove server sends (WIRE.md §2.1, §3 and §4).
+ * Typed models of the objects the Alcove server sends (docs/protocol/control-plane.md and
+ * sandbox-api.md).
  *
  * Fields are camelCase here and snake_case on the wire; the `…FromWire` functions convert and
  * check the required fields (a missing one throws {@link SandboxError}). Statuses are string
@@ -16,11 +17,11 @@ import { SandboxError } from "./errors.js";
 /** An open string union: the known values, plus any string a newer server may send. */
 type Open<T extends string> = T | (string & {});
 
-/** Sandbox lifecycle status (WIRE.md §4.1). */
+/** Sandbox lifecycle status (docs/protocol/control-plane.md, Sandbox status). */
 export type SandboxStatus = Open<
   "pending" | "running" | "snapshotting" | "suspending" | "suspended" | "terminated" | "timeout" | "failed"
 >;
-/** Snapshot status (WIRE.md §4.3). */
+/** Snapshot status (docs/protocol/control-plane.md, Snapshots). */
 export type SnapshotStatus = Open<"in_progress" | "local_ready" | "completed" | "failed" | "deleting" | "replicating">;
 /** What a snapshot captures. */
 export type SnapshotType = "memory" | "filesystem";
@@ -327,7 +328,7 @@ export function snapshotInfoFromWire(value: unknown, what = "snapshot"): Snapsho
   };
 }
 
-/** A {@link ProcessInfo} from a daemon process object. */
+/** A {@link ProcessInfo} from an agent process object. */
 export function processInfoFromWire(value: unknown, what = "process"): ProcessInfo {
   const data = asObject(value, what);
   const pid = int(data, "pid");
@@ -397,7 +398,7 @@ export function listFromWire<T>(value: unknown, key: string, item: (v: unknown, 
 
 /**
  * The public URL of an exposed user port, when the server gave an `ingressEndpoint`
- * (`scheme://<port>-<sandboxId>.<ingress host>`). Port 9501 (the in-sandbox daemon) maps to
+ * (`scheme://<port>-<sandboxId>.<ingress host>`). Port 9501 (the in-sandbox agent) maps to
  * `sandboxUrl`.
  */
 export function urlForPort(info: SandboxInfo, port: number): string | null {

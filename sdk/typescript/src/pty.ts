@@ -1,5 +1,5 @@
 /**
- * Interactive terminal (PTY) sessions in a sandbox (WIRE.md §3.5).
+ * Interactive terminal (PTY) sessions in a sandbox (docs/protocol/streaming.md, PTY WebSocket).
  *
  * Frames are binary; the first byte is the opcode:
  *

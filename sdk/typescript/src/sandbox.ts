@@ -1,8 +1,8 @@
 /**
  * Handle to one running sandbox: commands, processes, files, terminals and tunnels.
  *
- * Requests go to the sandbox's daemon through the proxy at the sandbox's `sandbox_url`
- * (WIRE.md §3), addressed by the self-routing path `{sandbox_url}/sandboxes/{id}/api/v1/...`.
+ * Requests go to the sandbox's agent (docs/protocol/sandbox-api.md) through the proxy at the
+ * sandbox's `sandbox_url`, addressed by the self-routing path `{sandbox_url}/sandboxes/{id}/api/v1/...`.
  */
 
 import { createWriteStream } from "node:fs";
@@ -46,7 +46,7 @@ import { collectRun, iterOutputEvents } from "./sse.js";
 import { Tunnel, type CreateTunnelOptions } from "./tunnel.js";
 import { tunnelWebsocketUrl, websocketHeaders } from "./websocket.js";
 
-/** A user: a name or `uid[:gid]` string, or an object the daemon understands. */
+/** A user: a name or `uid[:gid]` string, or an object the agent understands. */
 export type RunUser = string | { name: string } | { uid: number; gid?: number };
 
 /** Options of `Sandbox.run()`. */

@@ -1,6 +1,6 @@
 /**
- * Server-sent events of the daemon API: `POST /api/v1/processes/run` and the `follow` streams
- * (WIRE.md §3.1, §3.3).
+ * Server-sent events of the agent API: `POST /api/v1/processes/run` and the `follow` streams
+ * (docs/protocol/streaming.md).
  *
  * Events are recognised by shape, never by their `event:` name. `event:`, `id:` and `retry:`
  * lines and `:` comments (keep-alives) are ignored; data that is not a JSON object is skipped.

@@ -1,5 +1,5 @@
 /**
- * TCP tunnels: a local port that leads to a port inside a sandbox (WIRE.md §3.6).
+ * TCP tunnels: a local port that leads to a port inside a sandbox (docs/protocol/sandbox-api.md).
  *
  * A `net.Server` accepts local connections; each one gets its own WebSocket to
  * `/sandboxes/<id>/api/v1/tunnels/tcp?port=N` and relays raw bytes both ways as binary frames.

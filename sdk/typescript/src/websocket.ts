@@ -3,8 +3,9 @@
  *
  * URLs use the proxy's **self-routing** form, `{sandbox_url}/sandboxes/{sandbox_id}/api/v1/...`
  * with `http→ws` / `https→wss`: the sandbox is named in the path, so the URL works with any plain
- * WebSocket client, with no `Host` override. Per WIRE.md §1.5 the PTY URL keeps a path prefix of
- * `sandbox_url` while the tunnel URL replaces the whole path.
+ * WebSocket client, with no `Host` override. As for the official SDKs' sockets, the PTY URL keeps a
+ * path prefix of `sandbox_url` while the tunnel URL replaces the whole path (see
+ * docs/protocol/proxy.md, Addressing a sandbox).
  */
 
 import WebSocket from "ws";
@@ -33,13 +34,13 @@ export function selfRoutingBase(sandboxUrl: string, sandboxId: string, keepPath 
   return `${scheme}//${url.host}${path}/sandboxes/${segment(sandboxId)}`;
 }
 
-/** The self-routing URL of a PTY session's socket, token in the query (WIRE.md §3.5). */
+/** The self-routing URL of a PTY session's socket, token in the query (docs/protocol/streaming.md). */
 export function ptyWebsocketUrl(sandboxUrl: string, sandboxId: string, sessionId: string, token: string): string {
   const base = selfRoutingBase(sandboxUrl, sandboxId, true);
   return `${base}/api/v1/pty/${segment(sessionId)}/ws?${new URLSearchParams({ token }).toString()}`;
 }
 
-/** The self-routing URL of a TCP tunnel to `remotePort` (WIRE.md §3.6: the path is replaced). */
+/** The self-routing URL of a TCP tunnel to `remotePort` (the path is replaced). */
 export function tunnelWebsocketUrl(sandboxUrl: string, sandboxId: string, remotePort: number): string {
   const base = selfRoutingBase(sandboxUrl, sandboxId, false);
   const port = validatePort(remotePort, "remotePort");

@@ -1,5 +1,6 @@
-//! The agent's only error response type: `{"error": "...", "code": "..."}` (WIRE §1.7, the
-//! indexify container-daemon style), and the one place that picks statuses.
+//! The agent's only error response type: `{"error": "...", "code": "..."}`
+//! (docs/protocol/errors.md, Agent errors; the style of indexify's in-sandbox server), and the
+//! one place that picks statuses.
 //!
 //! Caller faults are 4xx with the full message. Agent faults are 500 with a generic message;
 //! the detail goes to the agent's log (stderr), not to the client.

@@ -1,4 +1,5 @@
-//! File routes (WIRE §3.4). `?path=` is form-decoded (`+` is a space).
+//! File routes (docs/protocol/sandbox-api.md, Files). `?path=` is form-decoded (`+` is a
+//! space).
 
 use alcove_wire::files::{FileList, FilePathQuery};
 use axum::Json;

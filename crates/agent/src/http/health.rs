@@ -1,5 +1,5 @@
-//! `GET /api/v1/health` and `GET /api/v1/info` (WIRE §3.8). Both answer from memory at once
-//! (the SDKs give them 3 s).
+//! `GET /api/v1/health` and `GET /api/v1/info` (docs/protocol/sandbox-api.md, Health and
+//! info). Both answer from memory at once (the SDKs give them 3 s).
 
 use std::sync::atomic::Ordering;
 

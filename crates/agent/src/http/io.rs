@@ -1,4 +1,5 @@
-//! Process I/O routes (WIRE §3.3): stdin, captured output, and the follow streams.
+//! Process I/O routes (docs/protocol/sandbox-api.md, Process I/O): stdin, captured output,
+//! and the follow streams.
 
 use std::convert::Infallible;
 use std::sync::Arc;

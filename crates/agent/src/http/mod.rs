@@ -1,6 +1,6 @@
-//! The HTTP API of WIRE §3 (`/api/v1/...`), one file per resource. Handlers extract and
-//! validate, call the process/file modules, and map results; statuses are picked only in
-//! [`error`].
+//! The sandbox API (`/api/v1/...`, docs/protocol/sandbox-api.md), one file per resource.
+//! Handlers extract and validate, call the process/file modules, and map results; statuses
+//! are picked only in [`error`].
 
 pub mod error;
 pub mod files;
@@ -27,7 +27,7 @@ use crate::AgentState;
 use crate::sse;
 use error::{ApiError, DaemonErrorCode};
 
-/// Every WIRE §3 route this build serves, each with its OpenAPI description: the router and
+/// Every sandbox API route this build serves, each with its OpenAPI description: the router and
 /// the document come from this one list, so neither can name a route the other lacks.
 pub fn api_router() -> OpenApiRouter<AgentState> {
     OpenApiRouter::new()
@@ -55,7 +55,7 @@ pub fn api_router() -> OpenApiRouter<AgentState> {
         .routes(routes!(tunnel::tcp))
 }
 
-/// The agent's router with every WIRE §3 route this build serves; unknown paths answer a
+/// The agent's router with every sandbox API route this build serves; unknown paths answer a
 /// JSON 404.
 pub fn build_router(state: AgentState) -> Router {
     let (router, _doc) = api_router().split_for_parts();

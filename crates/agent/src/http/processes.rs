@@ -1,4 +1,4 @@
-//! Process management routes (WIRE §3.2).
+//! Process management routes (docs/protocol/sandbox-api.md, Processes).
 
 use alcove_wire::process::{
     ProcessInfo, ProcessList, SignalRequest, SignalResponse, StartProcessRequest,

@@ -1,4 +1,5 @@
-//! PTY routes (WIRE §3.5): sessions over JSON, and the session WebSocket.
+//! PTY routes (docs/protocol/sandbox-api.md, PTY sessions): sessions over JSON, and the
+//! session WebSocket (docs/protocol/streaming.md, PTY WebSocket).
 //!
 //! The WebSocket upgrade is checked before it is accepted: unknown session 404, token
 //! missing or wrong 403 (the token may come as `?token=` or `X-PTY-Token`; either one

@@ -1,4 +1,4 @@
-//! `POST /api/v1/processes/run` (WIRE §3.1).
+//! `POST /api/v1/processes/run` (docs/protocol/sandbox-api.md, Run a command).
 
 use axum::extract::State;
 use axum::response::Response;

@@ -1,5 +1,5 @@
-//! `GET /api/v1/tunnels/tcp?port=N` (WIRE §3.6): a WebSocket relaying raw bytes to
-//! `127.0.0.1:N` inside the sandbox.
+//! `GET /api/v1/tunnels/tcp?port=N` (docs/protocol/sandbox-api.md, TCP tunnels): a WebSocket
+//! relaying raw bytes to `127.0.0.1:N` inside the sandbox.
 //!
 //! The TCP connection is made *before* the upgrade is accepted, so a client learns at once
 //! that nothing listens: 502 `CONNECTION_REFUSED` (other connect failures, including a

@@ -1,5 +1,6 @@
 //! Processes started through `POST /api/v1/processes`: the table that tracks them, their
-//! stdin, captured output and exit, and the operations of WIRE §3.2-3.3.
+//! stdin, captured output and exit, and the operations of docs/protocol/sandbox-api.md
+//! (Processes, Process I/O).
 //!
 //! A process stays in the table after it exits, so its status and output can still be read,
 //! until `DELETE` removes it or it becomes one of more than [`MAX_EXITED_RETAINED`] exited
@@ -90,7 +91,7 @@ pub enum ProcessError {
         "invalid process name {0:?}: must be non-empty, not all digits, without '/', and not \"run\""
     )]
     InvalidName(String),
-    /// Part of WIRE §3.2 that is not built yet.
+    /// Part of the process API that is not built yet (supervision).
     #[error("{0} not implemented yet")]
     NotImplemented(&'static str),
     /// The signal number is not a valid signal.
@@ -143,7 +144,7 @@ impl TrackedProcess {
         i32::try_from(self.pid).unwrap_or(0)
     }
 
-    /// Its WIRE §3.2 `ProcessInfo`.
+    /// Its wire form, `ProcessInfo` (docs/protocol/sandbox-api.md, ProcessInfo).
     pub fn info(&self) -> ProcessInfo {
         let exit = self.exit_info();
         ProcessInfo {
@@ -296,7 +297,7 @@ impl ProcessTable {
         }
     }
 
-    /// Starts a process (WIRE §3.2). Must run inside a tokio runtime.
+    /// Starts a process (`POST /api/v1/processes`). Must run inside a tokio runtime.
     pub fn start(&self, req: &StartProcessRequest) -> Result<Arc<TrackedProcess>, ProcessError> {
         if req.health_check.is_some() {
             return Err(ProcessError::NotImplemented(

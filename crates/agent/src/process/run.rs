@@ -1,5 +1,5 @@
 //! `POST /api/v1/processes/run`: run a command to completion, streaming its output as SSE
-//! (WIRE §3.1).
+//! (docs/protocol/sandbox-api.md, Run a command; docs/protocol/streaming.md, The run stream).
 //!
 //! Order of events: `started`, then output lines of both streams in read order, then exactly
 //! one `exit`. The exit event is sent after the process exited *and* its pipes are drained:

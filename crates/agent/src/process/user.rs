@@ -1,4 +1,4 @@
-//! Resolving WIRE's `user` field against the sandbox's `/etc/passwd` and `/etc/group`.
+//! Resolving the protocol's `user` field against the sandbox's `/etc/passwd` and `/etc/group`.
 //!
 //! The agent is linked statically against glibc, where `getpwnam` and friends need NSS
 //! modules loaded at run time from the *image*, which may not have them. The files are parsed

@@ -1,4 +1,5 @@
-//! PTY sessions of WIRE §3.5: the table of sessions and their creation.
+//! PTY sessions (docs/protocol/sandbox-api.md, PTY sessions): the table of sessions and their
+//! creation.
 //!
 //! A session's command runs on the slave side of a new terminal, started through the same
 //! [`Launcher`] as every other process (user switching, environment rules, `oom_score_adj`,

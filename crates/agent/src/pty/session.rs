@@ -1,5 +1,5 @@
 //! One PTY session: the terminal, the process on it, the output no client has received yet,
-//! and the one client attached to it (WIRE §3.5).
+//! and the one client attached to it (docs/protocol/streaming.md, PTY WebSocket).
 //!
 //! Two tasks run per session. The **pump** reads the master into the pending queue until the
 //! terminal is drained after the process exited (see [`pump`]). The **idle watcher** removes

@@ -1,8 +1,9 @@
-//! `alcove secrets set|list|delete`: talks to a running server.
+//! `alcove secrets set|list|delete`: talks to a running server through `alcove-client`.
 
 use std::io::Read;
 
-use anyhow::{Context, bail};
+use alcove_client::{ClientError, SandboxClient};
+use anyhow::{Context, anyhow};
 
 /// Where the server is and who we are.
 #[derive(Debug, clap::Args)]
@@ -46,17 +47,17 @@ enum Action {
 
 /// Runs a secrets command.
 pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
-    let base = format!(
-        "{}/v1/namespaces/{}/secrets",
-        args.api_url.trim_end_matches('/'),
-        args.namespace
-    );
-    let client = reqwest::Client::new();
-    let with_key = |req: reqwest::RequestBuilder| match &args.api_key {
-        Some(key) => req.bearer_auth(key),
-        None => req,
-    };
-    let response = match &args.action {
+    // clap already read ALCOVE_API_URL / ALCOVE_API_KEY: the client must not read them again.
+    let mut builder = SandboxClient::builder()
+        .read_env(false)
+        .api_url(&args.api_url)
+        .namespace(&args.namespace);
+    if let Some(key) = &args.api_key {
+        builder = builder.api_key(key);
+    }
+    let client = builder.build()?;
+    let answered = |err: ClientError| explain(err, &args.api_url);
+    match &args.action {
         Action::Set { name, value } => {
             let value = match value {
                 Some(v) => v.clone(),
@@ -68,34 +69,40 @@ pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
                     v.strip_suffix('\n').map(str::to_string).unwrap_or(v)
                 }
             };
-            with_key(client.put(format!("{base}/{name}")))
-                .json(&serde_json::json!({ "value": value }))
-                .send()
-                .await
+            client.set_secret(name, &value).await.map_err(answered)?;
+            println!("secret {name} set");
         }
-        Action::List => with_key(client.get(&base)).send().await,
         Action::Delete { name } => {
-            with_key(client.delete(format!("{base}/{name}")))
-                .send()
-                .await
+            client.delete_secret(name).await.map_err(answered)?;
+            println!("secret {name} deleted");
         }
-    }
-    .with_context(|| format!("reaching the server at {}", args.api_url))?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("the server answered {status}: {text}");
-    }
-    match args.action {
-        Action::Set { name, .. } => println!("secret {name} set"),
-        Action::Delete { name } => println!("secret {name} deleted"),
         Action::List => {
-            let body: serde_json::Value =
-                serde_json::from_str(&text).context("parsing the answer")?;
-            for s in body["secrets"].as_array().into_iter().flatten() {
-                println!("{}", s["name"].as_str().unwrap_or_default());
+            for secret in client.list_secrets().await.map_err(answered)? {
+                println!("{}", secret.name);
             }
         }
     }
     Ok(())
+}
+
+/// An error answer says what the server answered; anything else says where we tried to go.
+fn explain(err: ClientError, api_url: &str) -> anyhow::Error {
+    match (&err, err.status()) {
+        (ClientError::InvalidArgument(_), _) => err.into(),
+        (_, Some(status)) => {
+            let message = match &err {
+                ClientError::Api {
+                    message,
+                    code: Some(code),
+                    ..
+                } => format!("{message} ({code})"),
+                ClientError::Api { message, .. } | ClientError::Unauthorized { message, .. } => {
+                    message.clone()
+                }
+                other => other.to_string(),
+            };
+            anyhow!("the server answered {status}: {message}")
+        }
+        (_, None) => anyhow::Error::new(err).context(format!("reaching the server at {api_url}")),
+    }
 }

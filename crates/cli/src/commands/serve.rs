@@ -5,6 +5,8 @@ use anyhow::Context;
 /// Binds the listener and serves until ctrl-c or SIGTERM.
 pub async fn run(config: alcove_server::Config) -> anyhow::Result<()> {
     config.validate().context("checking the configuration")?;
+    // Before the connection cap is derived from it (the cap is min(4096, soft - 512)).
+    alcove_server::listener::raise_fd_soft_limit();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

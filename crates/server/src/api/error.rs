@@ -43,7 +43,8 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, message)
     }
 
-    /// 501 for a route of WIRE.md that is not built yet.
+    /// 501 for a route of the protocol that is not built yet
+    /// (docs/protocol/control-plane.md, Routes not built).
     pub fn not_implemented(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_IMPLEMENTED,

@@ -1,5 +1,6 @@
-//! `POST {B}/sandboxes/{id}/suspend` and `/resume` (WIRE §2.5): 200 when the
-//! target state is reached within `wait_ms`, 202 when accepted but not yet.
+//! `POST {B}/sandboxes/{id}/suspend` and `/resume` (docs/protocol/control-plane.md,
+//! Suspend and resume): 200 when the target state is reached within `wait_ms`, 202
+//! when accepted but not yet.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,7 +33,7 @@ pub struct WaitQuery {
     wait_ms: Option<u64>,
 }
 
-/// Body of suspend and resume: WIRE.md sends none; a JSON object (whose fields
+/// Body of suspend and resume: the SDKs send none; a JSON object (whose fields
 /// are ignored) is accepted too, anything else is a 400.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub(crate) struct TransitionBody {}

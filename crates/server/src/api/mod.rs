@@ -1,5 +1,6 @@
 //! HTTP routes: the control plane under `/v1/namespaces/{ns}` and flat
-//! (WIRE §1.2), the sandbox proxy under `/api/v1/*`, `/healthz` and `/openapi.json`.
+//! (docs/protocol/control-plane.md, Base paths and namespaces), the sandbox proxy
+//! under `/api/v1/*`, `/healthz` and `/openapi.json`.
 
 mod body;
 pub mod error;

@@ -1,4 +1,5 @@
-//! Routes of `{B}/sandboxes` (WIRE §2.3, §2.4).
+//! Routes of `{B}/sandboxes` (docs/protocol/control-plane.md: Create a sandbox, Get
+//! and list, Update, Delete).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,7 +38,8 @@ fn header_ms(headers: &HeaderMap, name: &str) -> Option<u64> {
 }
 
 /// How long a blocking create may wait: the client's timeout minus its grace
-/// (WIRE §2.3); without headers, 300 s minus 5 s.
+/// (docs/protocol/control-plane.md, Create a sandbox); without headers, 300 s
+/// minus 5 s.
 pub fn create_budget(headers: &HeaderMap) -> Duration {
     let timeout = header_ms(headers, "x-tensorlake-request-timeout-ms").unwrap_or(300_000);
     let grace = header_ms(headers, "x-tensorlake-request-timeout-grace-ms")
@@ -201,7 +203,11 @@ pub async fn delete(
 ) -> Result<Json<SandboxInfo>, ApiError> {
     let record = state
         .control
-        .delete(Some(namespace(&params)), ident(&params)?, "deleted")
+        .delete(
+            Some(namespace(&params)),
+            ident(&params)?,
+            crate::control::state::TerminationReason::Deleted,
+        )
         .await?;
     Ok(Json(super::public_info(&state, &record)))
 }

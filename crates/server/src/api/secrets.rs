@@ -1,5 +1,6 @@
-//! Routes of `{B}/secrets` (Alcove's own; WIRE.md §2.9 leaves secrets to the
-//! platform): set, list (names only) and delete.
+//! Routes of `{B}/secrets` (Alcove's own; the original protocol leaves secrets to
+//! the platform): set, list (names only) and delete. See
+//! docs/protocol/control-plane.md, Secrets.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! Routes of snapshots (WIRE §2.6).
+//! Routes of snapshots (docs/protocol/control-plane.md, Snapshots).
 
 use std::collections::HashMap;
 

@@ -1,5 +1,6 @@
-//! Routes of WIRE.md that this server does not implement yet: each answers a
-//! clear 501 instead of pretending.
+//! Routes of the protocol that this server does not implement yet: each answers a
+//! clear 501 instead of pretending (docs/protocol/control-plane.md, Routes not
+//! built; docs/protocol/departures.md).
 
 use axum::extract::Request;
 use axum::routing::any;
@@ -16,7 +17,7 @@ fn answer(what: &'static str) -> impl Fn(Request) -> std::future::Ready<ApiError
     move |_req| std::future::ready(ApiError::not_implemented(what))
 }
 
-/// One unbuilt route: its path under `{B}`, what it is, and the methods WIRE.md gives it
+/// One unbuilt route: its path under `{B}`, what it is, and the methods the protocol gives it
 /// with an operation id each. Every method answers 501; the listed ones are documented.
 struct Unbuilt {
     path: &'static str,

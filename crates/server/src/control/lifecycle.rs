@@ -7,11 +7,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use alcove_runtime::network::Slot;
-use alcove_runtime::{Node, SandboxHandle, SandboxSpec};
+use alcove_runtime::{SandboxHandle, SandboxSpec};
 use alcove_wire::sandbox::{CreateSandboxRequest, SandboxStatus, UpdateSandboxRequest};
 use alcove_wire::time::now_millis;
 
-use super::state::{self, Event};
+use super::state::{self, Event, TerminationReason};
 use super::validate::{self, HostLimits};
 use super::{AgentClient, ControlError};
 use crate::store::{SandboxRecord, Store, StoreError};
@@ -70,7 +70,7 @@ pub(super) type OpLock = Arc<tokio::sync::Mutex<()>>;
 #[derive(Debug)]
 pub struct Control {
     pub(super) store: Store,
-    pub(super) node: Arc<Node>,
+    pub(super) node: Arc<dyn super::SandboxNode>,
     pub(super) cfg: ControlConfig,
     agents: AgentClient,
     /// Running sandboxes' handles, by id.
@@ -87,7 +87,7 @@ impl Control {
     /// The control plane over `store` and `node`.
     pub fn new(
         store: Store,
-        node: Arc<Node>,
+        node: Arc<dyn super::SandboxNode>,
         cfg: ControlConfig,
         agents: AgentClient,
         secrets: crate::secrets::SecretBox,
@@ -152,14 +152,13 @@ impl Control {
         budget: Duration,
     ) -> Result<CreateOutcome, ControlError> {
         let (record, boot) = self.prepare(namespace, &req).await?;
-        let image = self
-            .node
-            .images()
-            .resolve(Some(&record.image))
-            .map_err(|_| ControlError::NotFound {
-                kind: "image",
-                id: record.image.clone(),
-            })?;
+        let image =
+            self.node
+                .resolve_image(Some(&record.image))
+                .map_err(|_| ControlError::NotFound {
+                    kind: "image",
+                    id: record.image.clone(),
+                })?;
         let record = SandboxRecord {
             image: image.name.clone(),
             ..record
@@ -290,7 +289,11 @@ impl Control {
         let mut record = record;
         match result {
             Ok(handle) => {
-                record.status = SandboxStatus::Running;
+                if let Err(e) = state::apply(&mut record, Event::Started) {
+                    tracing::error!(sandbox_id = %id, error = %e, "recording running sandbox");
+                    self.node.destroy(id, handle.slot).await;
+                    return;
+                }
                 record.slot = Some(i64::from(handle.slot.0));
                 record.pending_reason = None;
                 if record.timeout_secs > 0 {
@@ -314,10 +317,15 @@ impl Control {
     async fn fail_start(&self, mut record: SandboxRecord, reason: String) {
         let id = record.id.clone();
         tracing::warn!(sandbox_id = %id, error = %reason, "sandbox failed to start");
-        record.status = SandboxStatus::Failed;
+        if let Err(e) = state::apply(
+            &mut record,
+            Event::StartFailed(TerminationReason::StartupFailed),
+        ) {
+            tracing::error!(sandbox_id = %id, error = %e, "recording failed sandbox");
+            return;
+        }
         record.pending_reason = None;
         record.terminated_at = Some(now_millis());
-        record.termination_reason = Some("startup_failed".into());
         // The full reason is in the log line above; clients get one without
         // host paths or command lines.
         record.error_details = Some(crate::redact::stored_details(
@@ -457,7 +465,7 @@ impl Control {
         &self,
         namespace: Option<&str>,
         ident: &str,
-        reason: &str,
+        reason: TerminationReason,
     ) -> Result<SandboxRecord, ControlError> {
         let id = self.resolve(namespace, ident).await?.id;
         let lock = self.op_lock(&id);
@@ -466,8 +474,12 @@ impl Control {
         if !record.status.is_live() {
             return Ok(record);
         }
-        let was_pending = record.status == SandboxStatus::Pending;
-        record.status = state::next(record.status, Event::Terminate).map_err(|e| {
+        let reason = if record.status == SandboxStatus::Pending {
+            TerminationReason::Cancelled
+        } else {
+            reason
+        };
+        state::apply(&mut record, Event::Terminate(reason)).map_err(|e| {
             ControlError::InvalidState {
                 id: id.clone(),
                 status: e.status,
@@ -475,8 +487,6 @@ impl Control {
             }
         })?;
         record.terminated_at = Some(now_millis());
-        record.termination_reason =
-            Some(if was_pending { "cancelled" } else { reason }.to_string());
         record.pending_reason = None;
         let slot = record.slot.take();
         self.store.update(&record).await?;

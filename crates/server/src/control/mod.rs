@@ -3,15 +3,20 @@
 
 mod agent_client;
 mod compactor;
+#[cfg(test)]
+mod fake_node;
 mod inflight;
 mod lifecycle;
 mod network;
+pub mod node;
 mod prepare;
 mod recovery;
 pub mod secrets;
 mod snapshots;
 pub mod state;
 mod suspend;
+#[cfg(test)]
+mod tests;
 mod timeouts;
 pub mod validate;
 
@@ -19,6 +24,7 @@ pub use agent_client::AgentClient;
 pub use compactor::spawn_compactor;
 pub use inflight::{InFlight, InFlightGuard};
 pub use lifecycle::{Control, ControlConfig, CreateOutcome, Target};
+pub use node::SandboxNode;
 pub use timeouts::spawn_timeout_reaper;
 
 use alcove_wire::sandbox::SandboxStatus;

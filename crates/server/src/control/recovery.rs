@@ -8,10 +8,10 @@ use alcove_runtime::network::Slot;
 use alcove_wire::sandbox::SandboxStatus;
 use alcove_wire::time::now_millis;
 
-use super::state::{self, Event};
-use super::suspend::RESUMING;
+use super::state::{self, Event, TerminationReason, Transition};
 use super::{Control, ControlError};
 use crate::store::SandboxRecord;
+use alcove_runtime::runc::ContainerStatus;
 
 /// What recovery decided for one sandbox.
 enum Verdict {
@@ -49,9 +49,8 @@ impl Control {
                             .write()
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(id.clone(), handle.clone());
-                        if record.status != SandboxStatus::Running || record.transition.is_some() {
-                            record.status = SandboxStatus::Running;
-                            record.transition = None;
+                        if let Some(event) = settling_event(&record, SandboxStatus::Running) {
+                            apply_or_log(&mut record, event);
                             if let Some(left) = record.timeout_remaining_ms.take() {
                                 record.deadline_at = Some(now_millis() + left);
                             }
@@ -61,17 +60,18 @@ impl Control {
                     None => self.mark_lost(record).await?,
                 },
                 Verdict::Suspended(_) => {
-                    if record.status != SandboxStatus::Suspended || record.transition.is_some() {
-                        record.status = SandboxStatus::Suspended;
-                        record.transition = None;
+                    if let Some(event) = settling_event(&record, SandboxStatus::Suspended) {
+                        apply_or_log(&mut record, event);
                         self.store.update(&record).await?;
                     }
                     tracing::info!(sandbox_id = %id, "suspended sandbox kept");
                 }
                 Verdict::Failed(reason) => {
-                    record.status = SandboxStatus::Failed;
+                    apply_or_log(
+                        &mut record,
+                        Event::StartFailed(TerminationReason::ServerRestarted),
+                    );
                     record.terminated_at = Some(now_millis());
-                    record.termination_reason = Some("server_restarted".into());
                     record.error_details = Some(reason.into());
                     record.pending_reason = None;
                     record.slot = None;
@@ -88,14 +88,11 @@ impl Control {
 
     async fn mark_lost(&self, mut record: SandboxRecord) -> Result<(), ControlError> {
         tracing::warn!(sandbox_id = %record.id, "sandbox lost while the server was down");
-        record.status =
-            state::next(record.status, Event::Lost).unwrap_or(SandboxStatus::Terminated);
+        apply_or_log(&mut record, Event::Terminate(TerminationReason::Lost));
         record.terminated_at = Some(now_millis());
-        record.termination_reason = Some("lost".into());
         record.error_details =
             Some("the sandbox was neither running nor dumped when the server restarted".into());
         record.slot = None;
-        record.transition = None;
         self.store.update(&record).await?;
         Ok(())
     }
@@ -110,7 +107,7 @@ impl Control {
         // A dump or restore the dead server started outlives it: let it finish
         // before looking, or we would judge (and thaw) a sandbox mid-operation.
         let deadline = Instant::now() + Duration::from_secs(120);
-        while self.node.runc_operation_in_progress(id) && Instant::now() < deadline {
+        while self.node.checkpoint_in_progress(id) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         match record.status {
@@ -119,25 +116,26 @@ impl Control {
             }
             SandboxStatus::Running | SandboxStatus::Snapshotting => {
                 // Only a snapshot freezes a running sandbox; a crash must not leave it frozen.
-                if self.node.container_status(id).await.as_deref() == Some("paused") {
+                if self.node.container_status(id).await == Some(ContainerStatus::Paused) {
                     let _ = self.node.thaw(id).await;
                 }
                 Verdict::Running(slot)
             }
-            SandboxStatus::Suspending => match self.node.container_status(id).await.as_deref() {
-                Some("paused") => {
+            SandboxStatus::Suspending => match self.node.container_status(id).await {
+                Some(ContainerStatus::Paused) => {
                     let _ = self.node.thaw(id).await;
                     Verdict::Running(slot)
                 }
-                Some("running") => Verdict::Running(slot),
+                Some(ContainerStatus::Running) => Verdict::Running(slot),
                 _ if self.node.has_checkpoint(id) => Verdict::Suspended(slot),
                 _ => Verdict::Lost,
             },
             SandboxStatus::Suspended => {
-                let resuming = record.transition.as_deref() == Some(RESUMING);
-                match self.node.container_status(id).await.as_deref() {
-                    Some("running") if resuming => {
-                        self.node.discard_checkpoint(id);
+                let resuming =
+                    Transition::parse(record.transition.as_deref()) == Some(Transition::Resuming);
+                match self.node.container_status(id).await {
+                    Some(ContainerStatus::Running) if resuming => {
+                        self.node.discard_checkpoint(id).await;
                         Verdict::Running(slot)
                     }
                     Some(_) => {
@@ -157,5 +155,27 @@ impl Control {
                 Verdict::Lost
             }
         }
+    }
+}
+
+/// The event that takes a sandbox caught mid-operation by a crash to `target`
+/// (running or suspended), or `None` when it is there already.
+fn settling_event(record: &SandboxRecord, target: SandboxStatus) -> Option<Event> {
+    let resuming = Transition::parse(record.transition.as_deref()) == Some(Transition::Resuming);
+    match (record.status, resuming, target) {
+        (SandboxStatus::Snapshotting, _, SandboxStatus::Running) => Some(Event::SnapshotEnded),
+        (SandboxStatus::Suspending, _, SandboxStatus::Running) => Some(Event::SuspendFailed),
+        (SandboxStatus::Suspending, _, SandboxStatus::Suspended) => Some(Event::SuspendDone),
+        (SandboxStatus::Suspended, true, SandboxStatus::Running) => Some(Event::ResumeDone),
+        (SandboxStatus::Suspended, true, SandboxStatus::Suspended) => Some(Event::ResumeFailed),
+        _ => None,
+    }
+}
+
+/// Applies a recovery decision; one the state machine refuses (a state no
+/// code path writes) is logged and leaves the record as it was.
+fn apply_or_log(record: &mut SandboxRecord, event: Event) {
+    if let Err(e) = state::apply(record, event) {
+        tracing::error!(sandbox_id = %record.id, error = %e, "recovery decision refused");
     }
 }

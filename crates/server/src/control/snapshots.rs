@@ -11,9 +11,11 @@ use alcove_wire::time::now_millis;
 use tracing::Instrument;
 
 use super::lifecycle::Boot;
+use super::state::{self, Event};
 use super::{Control, ControlError};
 use crate::redact::{self, Failure};
 use crate::store::SnapshotRecord;
+use alcove_runtime::blocking;
 
 impl Control {
     fn snapshot_dir(&self, id: &str) -> PathBuf {
@@ -74,17 +76,21 @@ impl Control {
         let dir = self.snapshot_dir(&snap.id);
         let outcome = match self.store.get(&id).await {
             Ok(Some(mut record)) if record.status == SandboxStatus::Running => {
-                record.status = SandboxStatus::Snapshotting;
-                let marked = self.store.update(&record).await;
+                let marked = match state::apply(&mut record, Event::SnapshotBegun) {
+                    Ok(()) => self.store.update(&record).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
                 let result = match marked {
                     Ok(()) => self
                         .node
                         .snapshot(&id, &dir, snap.snapshot_type == SnapshotType::Memory)
                         .await
                         .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 };
-                record.status = SandboxStatus::Running;
+                if let Err(e) = state::apply(&mut record, Event::SnapshotEnded) {
+                    tracing::error!(sandbox_id = %id, error = %e, "ending a snapshot");
+                }
                 if let Err(e) = self.store.update(&record).await {
                     tracing::error!(sandbox_id = %id, error = %e, "recording end of snapshot");
                 }
@@ -109,7 +115,7 @@ impl Control {
                 snap.status = SnapshotStatus::Failed;
                 // Clients read `error`: the full one (command line, host paths) stays in the log.
                 snap.error = Some(redact::stored_details(Failure::Snapshot, &e));
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = blocking::remove_dir_all(dir).await;
             }
         }
         if let Err(e) = self.store.put_snapshot(&snap).await {
@@ -165,10 +171,7 @@ impl Control {
         let lock = self.op_lock(&super::compactor::snapshot_lock_key(id));
         let _guard = lock.lock().await;
         self.store.delete_snapshot(id).await?;
-        let dir = self.snapshot_dir(id);
-        if let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        if let Err(e) = blocking::remove_dir_all(self.snapshot_dir(id)).await {
             tracing::warn!(snapshot_id = %id, error = %e, "removing snapshot files");
         }
         Ok(())
@@ -253,7 +256,7 @@ impl Control {
         {
             snap.status = SnapshotStatus::Failed;
             snap.error = Some("the server restarted while the snapshot was being taken".into());
-            let _ = std::fs::remove_dir_all(self.snapshot_dir(&snap.id));
+            let _ = blocking::remove_dir_all(self.snapshot_dir(&snap.id)).await;
             self.store.put_snapshot(&snap).await?;
             tracing::warn!(snapshot_id = %snap.id, "snapshot interrupted by a restart marked failed");
         }
@@ -261,7 +264,7 @@ impl Control {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if !all.iter().any(|s| s.id == name) {
-                    let _ = std::fs::remove_dir_all(entry.path());
+                    let _ = blocking::remove_dir_all(entry.path()).await;
                     tracing::warn!(path = %entry.path().display(), "removed unknown snapshot files");
                 }
             }

@@ -10,6 +10,7 @@ use alcove_wire::time::now_millis;
 
 use tracing::Instrument;
 
+use super::state::{self, Event};
 use super::{Control, ControlError};
 use crate::redact::{self, Failure};
 use crate::store::SandboxRecord;
@@ -24,8 +25,13 @@ enum Transition {
 /// How long a suspend waits for proxied requests under way to finish.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
-/// The `transition` recorded while a resume is in flight.
-pub(super) const RESUMING: &str = "resuming";
+/// Applies an event whose precondition the caller has checked; a refusal is
+/// a bug, logged, and leaves the record as it was.
+fn apply_or_log(record: &mut SandboxRecord, event: Event) {
+    if let Err(e) = state::apply(record, event) {
+        tracing::error!(sandbox_id = %record.id, error = %e, "state change refused");
+    }
+}
 
 impl Control {
     /// Suspends a named running sandbox. With `wait`, waits up to that long;
@@ -146,10 +152,11 @@ impl Control {
         let Ok(Some(mut record)) = self.store.get(id).await else {
             return;
         };
-        if record.status != SandboxStatus::Running {
+        if record.status != SandboxStatus::Running
+            || state::apply(&mut record, Event::SuspendBegun).is_err()
+        {
             return;
         }
-        record.status = SandboxStatus::Suspending;
         if let Some(deadline) = record.deadline_at.take() {
             record.timeout_remaining_ms = Some((deadline - now_millis()).max(0));
         }
@@ -171,14 +178,14 @@ impl Control {
         }
         match self.node.suspend(id).await {
             Ok(bytes) => {
-                record.status = SandboxStatus::Suspended;
+                apply_or_log(&mut record, Event::SuspendDone);
                 record.suspended_at = Some(now_millis());
                 record.error_details = None;
                 tracing::info!(sandbox_id = %id, bytes, reason = why, "sandbox suspended");
             }
             Err(e) => {
                 tracing::warn!(sandbox_id = %id, error = %e, "suspend failed; sandbox keeps running");
-                record.status = SandboxStatus::Running;
+                apply_or_log(&mut record, Event::SuspendFailed);
                 // The full error (command line, host paths) stays in the log above.
                 record.error_details =
                     Some(redact::stored_details(Failure::Suspend, &e.to_string()));
@@ -211,12 +218,15 @@ impl Control {
             tracing::error!(sandbox_id = %id, "suspended sandbox has no network slot");
             return;
         };
-        record.transition = Some(RESUMING.into());
+        if let Err(e) = state::apply(&mut record, Event::ResumeBegun) {
+            tracing::error!(sandbox_id = %id, error = %e, "starting a resume");
+            return;
+        }
         if let Err(e) = self.store.update(&record).await {
             tracing::error!(sandbox_id = %id, error = %e, "recording resuming");
             return;
         }
-        let outcome = match self.node.images().resolve(Some(&record.image)) {
+        let outcome = match self.node.resolve_image(Some(&record.image)) {
             Ok(image) => {
                 // The restored processes keep the environment they had; a restore
                 // does not start a process from the bundle's env.
@@ -228,14 +238,13 @@ impl Control {
             }
             Err(e) => Err(e.to_string()),
         };
-        record.transition = None;
         match outcome {
             Ok(handle) => {
+                apply_or_log(&mut record, Event::ResumeDone);
                 // The server may have restarted (and rebuilt its firewall) meanwhile.
                 if let Err(e) = self.apply_network(&record, handle.slot).await {
                     tracing::warn!(sandbox_id = %id, error = %e, "re-applying the network policy");
                 }
-                record.status = SandboxStatus::Running;
                 record.error_details = None;
                 if let Some(left) = record.timeout_remaining_ms.take() {
                     record.deadline_at = Some(now_millis() + left);
@@ -248,6 +257,7 @@ impl Control {
             }
             Err(e) => {
                 tracing::warn!(sandbox_id = %id, error = %e, "resume failed; sandbox stays suspended");
+                apply_or_log(&mut record, Event::ResumeFailed);
                 // The full error (command line, host paths) stays in the log above.
                 record.error_details = Some(redact::stored_details(Failure::Resume, &e));
             }

@@ -23,21 +23,29 @@ pub fn spawn_timeout_reaper(
                 _ = tick.tick() => {}
                 _ = shutdown.wait() => return,
             }
-            let Ok(live) = control.store().list_live().await else {
-                continue;
-            };
-            let now = now_millis();
-            for record in live
-                .into_iter()
-                .filter(|r| r.deadline_at.is_some_and(|d| d <= now))
-            {
-                // Named sandboxes are suspended (and keep their state); ephemeral ones end.
-                if record.name.is_some() {
-                    control.suspend_for_timeout(&record.id).await;
-                } else if let Err(e) = control.delete(None, &record.id, "timeout").await {
-                    tracing::warn!(sandbox_id = %record.id, error = %e, "ending timed-out sandbox");
-                }
-            }
+            reap_once(&control, now_millis()).await;
         }
     })
+}
+
+/// Ends (or, named, suspends) every live sandbox whose deadline is at or
+/// before `now` (epoch milliseconds).
+pub(crate) async fn reap_once(control: &Arc<Control>, now: i64) {
+    let Ok(live) = control.store().list_live().await else {
+        return;
+    };
+    for record in live
+        .into_iter()
+        .filter(|r| r.deadline_at.is_some_and(|d| d <= now))
+    {
+        // Named sandboxes are suspended (and keep their state); ephemeral ones end.
+        if record.name.is_some() {
+            control.suspend_for_timeout(&record.id).await;
+        } else if let Err(e) = control
+            .delete(None, &record.id, super::state::TerminationReason::Timeout)
+            .await
+        {
+            tracing::warn!(sandbox_id = %record.id, error = %e, "ending timed-out sandbox");
+        }
+    }
 }

@@ -1,6 +1,7 @@
-//! User-port ingress (SEED-API "Networking"): `Host: <port>-<id or name>.<ingress
-//! domain>` reaches `<port>` inside the sandbox, if that port is exposed. Runs
-//! before API-key checks because `allow_unauthenticated_access` may waive them.
+//! User-port ingress (docs/protocol/proxy.md, User ports): `Host: <port>-<id or
+//! name>.<ingress domain>` reaches `<port>` inside the sandbox, if that port is
+//! exposed. Runs before API-key checks because `allow_unauthenticated_access` may
+//! waive them.
 
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;

@@ -1,5 +1,5 @@
 //! The proxy: routes `/api/v1/*` to the agent of the sandbox named by the
-//! request (WIRE §1.5), streaming both ways without buffering.
+//! request (docs/protocol/proxy.md), streaming both ways without buffering.
 
 mod ingress;
 mod routing;

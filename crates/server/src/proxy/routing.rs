@@ -1,5 +1,6 @@
-//! Which sandbox a proxied request is for (WIRE §1.5): the
-//! `X-Tensorlake-Sandbox-Id` header first, then `Host: <id>.local[:port]`.
+//! Which sandbox a proxied request is for (docs/protocol/proxy.md, Addressing a
+//! sandbox): the `X-Tensorlake-Sandbox-Id` header first, then
+//! `Host: <id>.local[:port]`.
 
 use axum::http::HeaderMap;
 

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use super::routing::sandbox_ident;
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::control::ControlError;
+use crate::control::{ControlError, Target};
 
 /// How long a request to a suspended sandbox waits for the resume it triggers.
 const AUTO_RESUME_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -75,7 +75,7 @@ fn unreachable(id: &str, detail: impl std::fmt::Display) -> ApiError {
 }
 
 /// Proxies `/api/v1/*` to the sandbox named by the `Host` or
-/// `X-Tensorlake-Sandbox-Id` header (WIRE §1.5).
+/// `X-Tensorlake-Sandbox-Id` header (docs/protocol/proxy.md, Addressing a sandbox).
 pub async fn forward(State(state): State<AppState>, req: Request) -> Response {
     let result = match sandbox_ident(req.headers()) {
         Some(ident) => {
@@ -121,25 +121,64 @@ pub(super) enum Port {
     User(u16),
 }
 
+/// Forwards `req` (its path rewritten to `path`) to a sandbox's agent or to
+/// one of its exposed ports: finds the sandbox (waking it when it sleeps and
+/// may be woken), picks the upstream address, then relays an HTTP upgrade or a
+/// plain request.
 pub(super) async fn forward_to(
     state: AppState,
     ident: String,
     path: String,
-    mut req: Request,
+    req: Request,
     port: Port,
 ) -> Result<Response, ApiError> {
-    let mut target = state.control.target(&ident).await?;
-    if target.record.status == SandboxStatus::Suspended && target.record.auto_resume {
-        // Traffic wakes a suspended sandbox (WIRE §2.3 `auto_resume`).
-        let id = target.record.id.clone();
-        let (_, resumed) = state
-            .control
-            .resume(None, &id, Some(AUTO_RESUME_WAIT))
-            .await?;
-        if resumed {
-            target = state.control.target(&id).await?;
-        }
+    let target = wake_if_asleep(&state, &ident).await?;
+    let id = target.record.id.clone();
+    let addr = upstream_addr(&state, &target, port, req.headers())?;
+    let guard = state.control.enter_request(&id);
+    let upgrade = is_upgrade(req.headers());
+    let mut headers = req.headers().clone();
+    strip_hop_by_hop(&mut headers, upgrade);
+    // API keys are for Alcove, never for the sandbox.
+    headers.remove(header::AUTHORIZATION);
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(&addr.to_string()).map_err(|e| unreachable(&id, e))?,
+    );
+    if upgrade {
+        relay_upgrade(&id, addr, &path, headers, req, guard).await
+    } else {
+        relay_request(&state, &id, addr, &path, headers, req, guard).await
     }
+}
+
+/// The sandbox `ident` names, resumed first when it is suspended with
+/// `auto_resume` (traffic wakes it).
+async fn wake_if_asleep(state: &AppState, ident: &str) -> Result<Target, ApiError> {
+    let target = state.control.target(ident).await?;
+    if target.record.status != SandboxStatus::Suspended || !target.record.auto_resume {
+        return Ok(target);
+    }
+    let id = target.record.id.clone();
+    let (_, resumed) = state
+        .control
+        .resume(None, &id, Some(AUTO_RESUME_WAIT))
+        .await?;
+    if resumed {
+        return Ok(state.control.target(&id).await?);
+    }
+    Ok(target)
+}
+
+/// Where a request for `port` of `target` goes, or why it cannot: the sandbox
+/// must be running (or briefly frozen by a snapshot), and a user port must be
+/// exposed and, unless the sandbox waives it, authenticated.
+fn upstream_addr(
+    state: &AppState,
+    target: &Target,
+    port: Port,
+    headers: &HeaderMap,
+) -> Result<std::net::SocketAddr, ApiError> {
     let id = target.record.id.clone();
     let addr = match (target.record.status, target.agent) {
         // A snapshot only freezes the sandbox for a moment: let requests wait for it.
@@ -156,9 +195,8 @@ pub(super) async fn forward_to(
             ));
         }
     };
-
-    let addr = match port {
-        Port::Agent => addr,
+    match port {
+        Port::Agent => Ok(addr),
         Port::User(p) => {
             if !target.record.exposed_ports.contains(&i64::from(p)) {
                 return Err(ApiError::new(
@@ -168,73 +206,85 @@ pub(super) async fn forward_to(
                 ));
             }
             if !target.record.allow_unauthenticated_access && !state.keys.is_empty() {
-                state.keys.check(req.headers())?;
+                state.keys.check(headers)?;
             }
-            std::net::SocketAddr::new(addr.ip(), p)
+            Ok(std::net::SocketAddr::new(addr.ip(), p))
         }
-    };
-    let guard = state.control.enter_request(&id);
-    let upgrade = is_upgrade(req.headers());
-    let mut headers = req.headers().clone();
-    strip_hop_by_hop(&mut headers, upgrade);
-    // API keys are for Alcove, never for the sandbox.
-    headers.remove(header::AUTHORIZATION);
-    headers.insert(
-        header::HOST,
-        HeaderValue::from_str(&addr.to_string()).map_err(|e| unreachable(&id, e))?,
-    );
-
-    if upgrade {
-        let client_upgrade = hyper::upgrade::on(&mut req);
-        let mut upstream = http::Request::builder()
-            .method(req.method())
-            .uri(&path)
-            .body(Body::empty())
-            .map_err(|e| unreachable(&id, e))?;
-        *upstream.headers_mut() = headers;
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| unreachable(&id, e))?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(&id, e))?;
-        tokio::spawn(conn.with_upgrades());
-        let mut resp = sender
-            .send_request(upstream)
-            .await
-            .map_err(|e| unreachable(&id, e))?;
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let (parts, body) = resp.into_parts();
-            return Ok(Response::from_parts(parts, Body::new(body)));
-        }
-        let agent_upgrade = hyper::upgrade::on(&mut resp);
-        let sandbox_id = id.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            match tokio::try_join!(client_upgrade, agent_upgrade) {
-                Ok((client, agent)) => {
-                    let mut client = TokioIo::new(client);
-                    let mut agent = TokioIo::new(agent);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut agent).await;
-                }
-                Err(e) => tracing::debug!(sandbox_id = %sandbox_id, error = %e, "upgrade failed"),
-            }
-        });
-        let mut out = Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .body(Body::empty())
-            .map_err(|e| unreachable(&id, e))?;
-        *out.headers_mut() = resp.headers().clone();
-        return Ok(out);
     }
+}
 
+/// Relays an HTTP upgrade (PTY and tunnel WebSockets): the upstream answers
+/// 101, then bytes are copied both ways until either side closes; the request
+/// counts as in flight until then.
+async fn relay_upgrade(
+    id: &str,
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: HeaderMap,
+    mut req: Request,
+    guard: crate::control::InFlightGuard,
+) -> Result<Response, ApiError> {
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let mut upstream = http::Request::builder()
+        .method(req.method())
+        .uri(path)
+        .body(Body::empty())
+        .map_err(|e| unreachable(id, e))?;
+    *upstream.headers_mut() = headers;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| unreachable(id, e))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(id, e))?;
+    tokio::spawn(conn.with_upgrades());
+    let mut resp = sender
+        .send_request(upstream)
+        .await
+        .map_err(|e| unreachable(id, e))?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, body) = resp.into_parts();
+        return Ok(Response::from_parts(parts, Body::new(body)));
+    }
+    let agent_upgrade = hyper::upgrade::on(&mut resp);
+    let sandbox_id = id.to_string();
+    tokio::spawn(async move {
+        let _guard = guard;
+        match tokio::try_join!(client_upgrade, agent_upgrade) {
+            Ok((client, agent)) => {
+                let mut client = TokioIo::new(client);
+                let mut agent = TokioIo::new(agent);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut agent).await;
+            }
+            Err(e) => tracing::debug!(sandbox_id = %sandbox_id, error = %e, "upgrade failed"),
+        }
+    });
+    let mut out = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .body(Body::empty())
+        .map_err(|e| unreachable(id, e))?;
+    *out.headers_mut() = resp.headers().clone();
+    Ok(out)
+}
+
+/// Relays a plain request, streaming both bodies; the request counts as in
+/// flight until the answer's body is done.
+async fn relay_request(
+    state: &AppState,
+    id: &str,
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: HeaderMap,
+    req: Request,
+    guard: crate::control::InFlightGuard,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let mut upstream = http::Request::builder()
         .method(parts.method)
         .uri(format!("http://{addr}{path}"))
         .body(body)
-        .map_err(|e| unreachable(&id, e))?;
+        .map_err(|e| unreachable(id, e))?;
     *upstream.headers_mut() = headers;
     let resp = state.agents.send(upstream).await.map_err(|e| {
         if e.is_connect() {
@@ -244,12 +294,11 @@ pub(super) async fn forward_to(
                 format!("sandbox {id} is not accepting connections"),
             )
         } else {
-            unreachable(&id, e)
+            unreachable(id, e)
         }
     })?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    // The request stays in flight until its (possibly streamed) body is done.
     let body = GuardedBody {
         inner: body,
         _guard: guard,

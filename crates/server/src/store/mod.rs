@@ -32,3 +32,40 @@ pub enum StoreError {
         reason: String,
     },
 }
+
+/// A running sandbox record for tests.
+#[cfg(test)]
+pub(crate) fn sample_record(id: &str, name: Option<&str>) -> SandboxRecord {
+    use alcove_wire::sandbox::{NetworkConfig, SandboxStatus};
+    SandboxRecord {
+        id: id.into(),
+        namespace: "default".into(),
+        name: name.map(Into::into),
+        status: SandboxStatus::Running,
+        image: "alcove/debian".into(),
+        cpus: 1.0,
+        memory_mb: 1024,
+        disk_mb: 10240,
+        timeout_secs: 0,
+        entrypoint: vec!["sleep".into()],
+        network_policy: NetworkConfig {
+            allow_internet_access: true,
+            allow_out: vec![],
+            deny_out: vec![],
+        },
+        secret_names: vec![],
+        exposed_ports: vec![8080],
+        allow_unauthenticated_access: false,
+        auto_resume: true,
+        slot: Some(3),
+        created_at: 1,
+        terminated_at: None,
+        deadline_at: None,
+        pending_reason: None,
+        termination_reason: None,
+        error_details: None,
+        timeout_remaining_ms: None,
+        transition: None,
+        suspended_at: None,
+    }
+}

@@ -1,4 +1,4 @@
-"""Error mapping: statuses and bodies (JSON control-plane, JSON daemon, plain text)."""
+"""Error mapping: statuses and bodies (JSON control-plane, JSON agent, plain text)."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_request_id_of_a_5xx_is_kept(server: FakeServer, client: SandboxClient) 
     assert str(info.value) == "API error (status 500, INTERNAL): internal error (request req-42)"
 
 
-def test_daemon_error_body(server: FakeServer, client: SandboxClient) -> None:
+def test_agent_error_body(server: FakeServer, client: SandboxClient) -> None:
     server.on("GET", SBX, jsonr(200, info_json()))
     server.on("GET", "/api/v1/processes/77", jsonr(404, {"error": "process 77 not found", "code": "NOT_FOUND"}))
     sandbox = client.connect("sbx-1")

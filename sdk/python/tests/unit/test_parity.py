@@ -77,7 +77,7 @@ def test_context_managers() -> None:
         assert inspect.iscoroutinefunction(cls.__aenter__) and inspect.iscoroutinefunction(cls.__aexit__)
 
 
-def test_the_seed_surface_is_present() -> None:
+def test_the_documented_surface_is_present() -> None:
     client_methods = {
         "create",
         "create_and_connect",

@@ -1,4 +1,4 @@
-"""Sandbox handle: proxy addressing, commands, processes and files against a fake daemon."""
+"""Sandbox handle: proxy addressing, commands, processes and files against a fake agent."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
     [
         ("http://localhost:8900", "ws://localhost:8900/sandboxes/sbx-1/api/v1/tunnels/tcp?port=5432"),
         ("https://alcove.example.com/", "wss://alcove.example.com/sandboxes/sbx-1/api/v1/tunnels/tcp?port=5432"),
-        # WIRE.md §1.5: the tunnel path replaces any prefix of the base.
+        # The tunnel path replaces any prefix of the base (docs/protocol/proxy.md).
         ("http://localhost:9443/prefix/", "ws://localhost:9443/sandboxes/sbx-1/api/v1/tunnels/tcp?port=5432"),
     ],
 )

@@ -2,7 +2,7 @@
 
 ``FakeProxy`` is a ``websockets.sync.server`` on 127.0.0.1 serving the self-routing paths
 ``/sandboxes/<id>/api/v1/pty/<session>/ws`` and ``/sandboxes/<id>/api/v1/tunnels/tcp?port=N``
-as WIRE.md §3.5 / §3.6 describe them. It runs in a thread, so sync and async clients can use it.
+as docs/protocol/streaming.md describes them. It runs in a thread, so sync and async clients can use it.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ describe("error hierarchy", () => {
 });
 
 describe("error answers", () => {
-  it("reads control-plane, daemon and plain-text bodies", () => {
+  it("reads control-plane, agent and plain-text bodies", () => {
     assert.deepEqual(parseErrorBody(400, '{"message": "bad name", "code": "INVALID_ARGUMENT"}'), {
       message: "bad name",
       code: "INVALID_ARGUMENT",

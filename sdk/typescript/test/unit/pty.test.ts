@@ -74,7 +74,7 @@ describe("PTY frames", () => {
   });
 });
 
-describe("PtySession against a fake daemon", () => {
+describe("PtySession against a fake agent", () => {
   let fake: Fake;
   let client: SandboxClient;
   let sandbox: Sandbox;

@@ -20,7 +20,7 @@ async function roundTrip(tunnel: Tunnel, data: Buffer, endAfterWrite = false): P
   return Buffer.concat(chunks);
 }
 
-describe("Tunnel against a fake daemon", () => {
+describe("Tunnel against a fake agent", () => {
   let fake: Fake;
   let sandbox: Sandbox;
   let onSocket: (ws: WebSocket, req: Recorded) => void;

@@ -1,4 +1,4 @@
-"""The PTY protocol (WIRE.md §3.5), written once for :class:`PtySession` and :class:`AsyncPtySession`.
+"""The PTY protocol (docs/protocol/streaming.md), written once for :class:`PtySession` and :class:`AsyncPtySession`.
 
 Nothing here does I/O. It holds the HTTP operations (create, kill), the binary frames of the
 session's WebSocket, and :class:`PtyState`, the output buffer and exit code that both session
@@ -84,7 +84,7 @@ def op_create_pty(cfg: ClientConfig, target: ProxyTarget, body: dict[str, Any]) 
 
 
 def op_kill_pty(cfg: ClientConfig, target: ProxyTarget, session_id: str) -> Op[None]:
-    """``DELETE /api/v1/pty/{id}``; a session that is already gone (404 from the daemon) counts as killed."""
+    """``DELETE /api/v1/pty/{id}``; a session that is already gone (404 from the agent) counts as killed."""
     resp = yield from _send(_proxied(cfg, target, "DELETE", f"/api/v1/pty/{_segment(session_id)}"))
     if resp.status_code == 404:
         error = error_from_response(resp)

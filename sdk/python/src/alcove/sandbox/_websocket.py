@@ -3,8 +3,9 @@
 URLs use the proxy's **self-routing** form, ``{sandbox_url}/sandboxes/{sandbox_id}/api/v1/...``
 with ``http→ws`` / ``https→wss``: the sandbox is named in the path, so the URL works with any
 plain WebSocket client and needs no ``Host`` override (which the ``websockets`` library cannot
-replace without sending a second ``Host`` header). Per WIRE.md §1.5 the PTY URL keeps a path
-prefix of ``sandbox_url`` while the tunnel URL replaces the whole path.
+replace without sending a second ``Host`` header). As for the official SDKs' sockets, the PTY URL
+keeps a path prefix of ``sandbox_url`` while the tunnel URL replaces the whole path (see
+docs/protocol/proxy.md, Addressing a sandbox).
 
 This is also the only module that knows the differences between ``websockets`` releases (12 and
 later): the header argument is ``additional_headers`` in the new implementations and
@@ -71,13 +72,13 @@ def self_routing_base(sandbox_url: str, sandbox_id: str, *, keep_path: bool = Tr
 
 
 def pty_websocket_url(sandbox_url: str, sandbox_id: str, session_id: str, token: str) -> str:
-    """The self-routing URL of a PTY session's socket, token in the query (WIRE.md §3.5)."""
+    """The self-routing URL of a PTY session's socket, token in the query (docs/protocol/streaming.md)."""
     base = self_routing_base(sandbox_url, sandbox_id, keep_path=True)
     return f"{base}/api/v1/pty/{quote(session_id, safe='')}/ws?{urlencode({'token': token})}"
 
 
 def tunnel_websocket_url(sandbox_url: str, sandbox_id: str, remote_port: int) -> str:
-    """The self-routing URL of a TCP tunnel to ``remote_port`` (WIRE.md §3.6: the path is replaced)."""
+    """The self-routing URL of a TCP tunnel to ``remote_port`` (the path is replaced)."""
     base = self_routing_base(sandbox_url, sandbox_id, keep_path=False)
     return f"{base}/api/v1/tunnels/tcp?{urlencode({'port': validate_port(remote_port, 'remote_port')})}"
 
@@ -86,7 +87,7 @@ def websocket_headers(cfg: ClientConfig, target: ProxyTarget, token: str | None 
     """Headers of a WebSocket upgrade: API key, route hint and (for a PTY) ``X-PTY-Token``.
 
     No ``Host`` / ``X-Tensorlake-Sandbox-Id``: the self-routing URL names the sandbox. The
-    ``User-Agent`` is passed separately (see :func:`sync_connect`).
+    ``User-Agent`` is passed separately (see :func:`connect`).
     """
     headers: dict[str, str] = {}
     if cfg.api_key:
@@ -138,7 +139,7 @@ def _connect_options(open_timeout: float, compression: str | None) -> dict[str, 
     }
 
 
-def sync_connect(url: str, headers: Mapping[str, str], open_timeout: float, compression: str | None = "deflate") -> Any:
+def connect(url: str, headers: Mapping[str, str], open_timeout: float, compression: str | None = "deflate") -> Any:
     """Open a ``websockets.sync`` client connection (raises the library's own exceptions).
 
     ``legacy=True`` (websockets >= 17) asks for the connection itself, not a context manager.
@@ -147,11 +148,24 @@ def sync_connect(url: str, headers: Mapping[str, str], open_timeout: float, comp
     return _sync_connect(url, **_options(_sync_connect, headers, legacy=True, **options))
 
 
-async def async_connect(
+async def aconnect(
     url: str, headers: Mapping[str, str], open_timeout: float, compression: str | None = "deflate"
 ) -> Any:
-    """Open an asyncio ``websockets`` client connection (raises the library's own exceptions)."""
+    """The asyncio twin of :func:`connect`."""
     return await _async_connect(url, **_options(_async_connect, headers, **_connect_options(open_timeout, compression)))
+
+
+def recv(ws: Any, timeout: float | None) -> Any:
+    """The next message of a sync connection; :class:`TimeoutError` when none came within ``timeout``."""
+    return ws.recv(timeout)
+
+
+async def arecv(ws: Any, timeout: float | None) -> Any:
+    """The asyncio twin of :func:`recv` (it raises the built-in :class:`TimeoutError` too)."""
+    try:
+        return await asyncio.wait_for(ws.recv(), timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"no message within {timeout}s") from None
 
 
 def close_draining(ws: Any, on_message: Callable[[Any], None] | None = None) -> ConnectionClosed | None:

@@ -1,13 +1,17 @@
+# client.py is generated from this file: after a change, run scripts/generate_sync.py (in sdk/python).
 """Asynchronous control-plane client: sandbox lifecycle and snapshots.
 
-The twin of ``client.py``: each method builds the same operation from :mod:`._protocol` and
-hands it to :meth:`AsyncSandboxClient._drive`, which performs it with ``httpx.AsyncClient``.
+Each method builds an operation from :mod:`._protocol` and hands it to
+:meth:`AsyncSandboxClient._drive`, which performs its HTTP requests and sleeps with
+``httpx.AsyncClient``.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterable
+import asyncio  # sync: import time
+
+# sync: from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -21,17 +25,18 @@ from ._config import (
     ClientConfig,
     resolve_config,
 )
-from .async_sandbox import AsyncSandbox, _SandboxContext
+from .async_sandbox import AsyncSandbox
 from .exceptions import SandboxException
 from .models import SandboxInfo, SnapshotInfo, SnapshotType
 
 T = TypeVar("T")
 
-_sleep = asyncio.sleep  # module attribute so tests can skip the waits
+# A module attribute, so that tests can skip the waits.
+_sleep = asyncio.sleep  # sync: _sleep = time.sleep
 
 
 class AsyncSandboxClient:
-    """Manage the sandboxes of one namespace on an Alcove server, with ``async`` methods.
+    """Manage the sandboxes of one namespace on an Alcove server.
 
     Configuration comes from the arguments, then ``ALCOVE_API_URL`` (default
     ``http://localhost:8900``) and ``ALCOVE_API_KEY``, read when the client is built. ``timeout``
@@ -47,7 +52,8 @@ class AsyncSandboxClient:
 
         async with AsyncSandboxClient() as client:
             async with client.create_and_connect() as sandbox:
-                print((await sandbox.run("echo", ["hello"])).stdout)
+                result = await sandbox.run("echo", ["hello"])
+                print(result.stdout)
     """
 
     def __init__(
@@ -208,30 +214,28 @@ class AsyncSandboxClient:
         allow_unauthenticated_access: bool = False,
         disk_mb: int | None = None,
         entrypoint: list[str] | None = None,
-    ) -> _SandboxContext:
+    ) -> _SandboxContext:  # sync: ) -> Sandbox:
         """Create a sandbox (as :meth:`create`) and return a handle to it.
 
-        Await the result for the handle, or use it directly with ``async with`` (the handle
-        deletes the sandbox on exit)::
+        Used as a context manager, the handle deletes the sandbox on exit::
 
             async with client.create_and_connect() as sandbox: ...
-            sandbox = await client.create_and_connect()
+            sandbox = await client.create_and_connect()  # delete it with sandbox.terminate()
         """
-        return _SandboxContext(
-            self._create_and_connect(
-                name=name,
-                cpus=cpus,
-                memory_mb=memory_mb,
-                timeout_secs=timeout_secs,
-                image=image,
-                snapshot_id=snapshot_id,
-                secret_names=secret_names,
-                expose_ports=expose_ports,
-                allow_unauthenticated_access=allow_unauthenticated_access,
-                disk_mb=disk_mb,
-                entrypoint=entrypoint,
-            )
+        handle = self._create_and_connect(
+            name=name,
+            cpus=cpus,
+            memory_mb=memory_mb,
+            timeout_secs=timeout_secs,
+            image=image,
+            snapshot_id=snapshot_id,
+            secret_names=secret_names,
+            expose_ports=expose_ports,
+            allow_unauthenticated_access=allow_unauthenticated_access,
+            disk_mb=disk_mb,
+            entrypoint=entrypoint,
         )
+        return _SandboxContext(handle)  # sync: return handle
 
     async def _create_and_connect(self, **kwargs: Any) -> AsyncSandbox:
         info = await self.create(**kwargs)
@@ -303,3 +307,29 @@ class AsyncSandboxClient:
     async def delete_snapshot(self, snapshot_id: str) -> None:
         """Delete a snapshot."""
         await self._drive(proto.op_delete_snapshot(self._config, snapshot_id))
+
+
+# async only: begin
+class _SandboxContext(Awaitable[AsyncSandbox]):
+    """What ``AsyncSandboxClient.create_and_connect()`` returns: await it for the handle, or use
+    it with ``async with`` to delete the sandbox on exit."""
+
+    def __init__(self, creating: Awaitable[AsyncSandbox]) -> None:
+        self._creating = creating
+        self._sandbox: AsyncSandbox | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncSandbox]:
+        return self._creating.__await__()
+
+    async def __aenter__(self) -> AsyncSandbox:
+        self._sandbox = await self._creating
+        return self._sandbox
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._sandbox is not None:
+            await self._sandbox.__aexit__(exc_type, exc, tb)
+
+
+# async only: end

@@ -1,6 +1,5 @@
+# pty.py is generated from this file: after a change, run scripts/generate_sync.py (in sdk/python).
 """Asynchronous handle to an interactive terminal (PTY) session in a sandbox.
-
-The twin of ``pty.py``, with the same methods as coroutines.
 
 The frames, the output buffer and the exit rules live in :mod:`._pty_protocol`; the URL and the
 ``websockets`` calls in :mod:`._websocket`. This class only sends and receives.
@@ -8,7 +7,7 @@ The frames, the output buffer and the exit rules live in :mod:`._pty_protocol`; 
 
 from __future__ import annotations
 
-import asyncio
+import asyncio  # sync: import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +41,7 @@ class AsyncPtySession:
         self._token = ptyp.session_field(token, "token")
         self._state = ptyp.PtyState(self._session_id)
         self._ws: Any = None
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # sync: self._lock = threading.Lock()
 
     @property
     def session_id(self) -> str:
@@ -94,7 +93,7 @@ class AsyncPtySession:
             url = self.websocket_url
             headers = wsp.websocket_headers(client._config, self._sandbox._target, self._token)
             try:
-                ws = await wsp.async_connect(url, headers, wsp.connect_timeout(client._config))
+                ws = await wsp.aconnect(url, headers, wsp.connect_timeout(client._config))
             except Exception as exc:
                 raise wsp.connect_error(exc, f"PTY session {self._session_id}", self._sandbox.sandbox_id) from exc
             try:
@@ -193,8 +192,8 @@ class AsyncPtySession:
         """Take one message (or the close) from the socket; False when ``timeout`` passed first."""
         ws = self._require()
         try:
-            message = await asyncio.wait_for(ws.recv(), timeout)
-        except asyncio.TimeoutError:
+            message = await wsp.arecv(ws, timeout)
+        except TimeoutError:
             return False
         except ConnectionClosed as exc:
             self._closed(exc)

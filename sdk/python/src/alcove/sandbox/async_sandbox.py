@@ -1,8 +1,7 @@
+# sandbox.py is generated from this file: after a change, run scripts/generate_sync.py (in sdk/python).
 """Asynchronous handle to one running sandbox: commands, processes, files, terminals and tunnels.
 
-The twin of ``sandbox.py``, with the same methods as coroutines (and async iterators for streams).
-
-Requests go to the sandbox's daemon through the proxy at the sandbox's ``sandbox_url``; each
+Requests go to the sandbox's agent through the proxy at the sandbox's ``sandbox_url``; each
 method builds an operation from :mod:`._protocol` and lets the owning client perform it.
 """
 
@@ -10,7 +9,9 @@ from __future__ import annotations
 
 import os
 import signal as signal_module
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Generator, Iterable, Mapping
+
+# sync: from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -107,7 +108,11 @@ class AsyncSandbox:
         response = await self._client._drive(proto.op_open_run(self._client._config, self._target, body))
         try:
             proto.check_event_stream(response)
-            return await proto.acollect_run(self._client._lines(response))
+            collector = proto.RunCollector()
+            async for line in self._client._lines(response):
+                if collector.feed(line):
+                    break
+            return collector.finish()
         finally:
             await response.aclose()
 
@@ -190,20 +195,30 @@ class AsyncSandbox:
 
     async def _follow(self, pid: int | str, stream: str) -> AsyncIterator[OutputEvent]:
         response = await self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
+        decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
         try:
-            async for event in proto.aiter_output_events(self._client._lines(response), proto.FOLLOW_STREAMS[stream]):
+            async for line in self._client._lines(response):
+                for event in decoder.feed(line):
+                    yield event
+            for event in decoder.flush():
                 yield event
         finally:
             await response.aclose()
 
     # -- files ---------------------------------------------------------------------------------
 
-    async def write_file(self, path: str, data: bytes | BinaryIO | Iterable[bytes] | AsyncIterable[bytes]) -> None:
+    async def write_file(
+        self,
+        path: str,
+        # sync: data: bytes | BinaryIO | Iterable[bytes],
+        data: bytes | BinaryIO | Iterable[bytes] | AsyncIterable[bytes],
+    ) -> None:
         """Write a file (parents are created, an existing file is replaced).
 
-        ``data`` is bytes, a binary file object (sync, or async with ``async def read``) or an
-        (async) iterable of bytes; files and iterables are streamed, never loaded whole. A ``str``
-        is written as UTF-8. Reads from a sync file object block the event loop briefly per chunk.
+        ``data`` is bytes, a binary file object or an iterable of bytes; files and iterables are
+        streamed, never loaded whole. A ``str`` is written as UTF-8. The async client also takes
+        an async file object (whose ``read`` is a coroutine) or an async iterable, and reads a
+        plain file between its awaits (blocking the event loop briefly per chunk).
         """
         await self._client._drive(proto.op_write_file(self._client._config, self._target, path, data))
 
@@ -298,25 +313,3 @@ class AsyncSandbox:
     ) -> Any:
         """Not implemented yet: raises NotImplementedError."""
         raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="connect_desktop"))
-
-
-class _SandboxContext(Awaitable[AsyncSandbox]):
-    """What ``AsyncSandboxClient.create_and_connect()`` returns: await it for the handle, or use
-    it with ``async with`` to delete the sandbox on exit."""
-
-    def __init__(self, creating: Awaitable[AsyncSandbox]) -> None:
-        self._creating = creating
-        self._sandbox: AsyncSandbox | None = None
-
-    def __await__(self) -> Generator[Any, None, AsyncSandbox]:
-        return self._creating.__await__()
-
-    async def __aenter__(self) -> AsyncSandbox:
-        self._sandbox = await self._creating
-        return self._sandbox
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._sandbox is not None:
-            await self._sandbox.__aexit__(exc_type, exc, tb)

@@ -1,28 +1,25 @@
-"""Asynchronous TCP tunnel: a local port that leads to a port inside a sandbox (WIRE.md §3.6).
+"""Asynchronous TCP tunnel: a local port that leads to a port inside a sandbox.
 
 The twin of ``tunnel.py`` on asyncio: ``asyncio.start_server`` accepts local connections and
-each one is relayed by two tasks over its own WebSocket.
+each one is relayed by two tasks over its own WebSocket. The listener, the addresses and the
+logging come from :mod:`._tunnel_base`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
-from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
 from . import _websocket as wsp
-from .tunnel import RELAY_CHUNK_BYTES
-
-logger = logging.getLogger("alcove.sandbox.tunnel")
+from ._tunnel_base import RELAY_CHUNK_BYTES, TunnelBase
 
 
-class AsyncTunnel:
+class AsyncTunnel(TunnelBase):
     """A local TCP listener whose connections are relayed to ``remote_port`` in the sandbox.
 
     Made by :meth:`AsyncSandbox.create_tunnel`; it listens from the start, on the running event
@@ -34,68 +31,16 @@ class AsyncTunnel:
             reader, writer = await asyncio.open_connection(*tunnel.local_address)
     """
 
-    def __init__(
-        self,
-        url: str,
-        headers: Mapping[str, str],
-        remote_port: int,
-        local_port: int = 0,
-        local_host: str = "127.0.0.1",
-        connect_timeout: float = wsp.CONNECT_TIMEOUT_SECS,
-    ) -> None:
-        self._url = url
-        self._headers = dict(headers)
-        self._remote_port = wsp.validate_port(remote_port, "remote_port")
-        self._connect_timeout = connect_timeout
-        self._listener: socket.socket | None = wsp.bind_listener(local_host, local_port)
-        self._local_host = local_host
-        self._local_port = int(self._listener.getsockname()[1])
+    def _setup(self) -> None:
         self._server: asyncio.Server | None = None
         self._relays: set[asyncio.Task[None]] = set()
-        self._closed = False
 
     async def _start(self) -> None:
-        listener, self._listener = self._listener, None
         try:
-            self._server = await asyncio.start_server(self._serve, sock=listener)
+            self._server = await asyncio.start_server(self._serve, sock=self._listener)
         except BaseException:
-            if listener is not None:
-                listener.close()
+            self._listener.close()
             raise
-
-    @property
-    def remote_port(self) -> int:
-        """The port inside the sandbox."""
-        return self._remote_port
-
-    @property
-    def local_host(self) -> str:
-        return self._local_host
-
-    @property
-    def local_port(self) -> int:
-        """The local port (the one picked by the system when 0 was asked for)."""
-        return self._local_port
-
-    @property
-    def local_address(self) -> tuple[str, int]:
-        """``(local_host, local_port)``, ready for ``asyncio.open_connection(*address)``."""
-        return (self._local_host, self._local_port)
-
-    @property
-    def websocket_url(self) -> str:
-        """The WebSocket URL each local connection opens."""
-        return self._url
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __repr__(self) -> str:
-        return (
-            f"AsyncTunnel({self._local_host}:{self._local_port} -> sandbox port {self._remote_port}, "
-            f"closed={self._closed})"
-        )
 
     async def __aenter__(self) -> AsyncTunnel:
         return self
@@ -110,9 +55,9 @@ class AsyncTunnel:
         if self._closed:
             return
         self._closed = True
-        if self._listener is not None:
+        if self._server is None:
             self._listener.close()
-        if self._server is not None:
+        else:
             self._server.close()
         relays = list(self._relays)
         for task in relays:
@@ -133,10 +78,9 @@ class AsyncTunnel:
             with contextlib.suppress(OSError):
                 writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                ws = await wsp.async_connect(self._url, self._headers, self._connect_timeout, compression=None)
+                ws = await wsp.aconnect(self._url, self._headers, self._connect_timeout, compression=None)
             except Exception as exc:
-                error = wsp.connect_error(exc, f"tunnel to sandbox port {self._remote_port}", "")
-                logger.warning("tunnel %s: the sandbox refused a connection, closing it: %s", self, error)
+                self._refused(exc)
                 return
             upstream = asyncio.ensure_future(self._local_to_ws(reader, ws))
             try:
@@ -169,7 +113,7 @@ class AsyncTunnel:
         try:
             async for message in ws:
                 if isinstance(message, str):
-                    logger.warning("tunnel %s: unexpected text frame from the sandbox, closing the connection", self)
+                    self._unexpected_text()
                     return
                 writer.write(message)
                 await writer.drain()

@@ -1,4 +1,4 @@
-"""Typed models of the objects the Alcove server sends (see WIRE.md §2.1, §3 and §4).
+"""Typed models of the objects the Alcove server sends (see docs/protocol/control-plane.md and sandbox-api.md).
 
 Every model ignores nothing and rejects nothing it does not know: unknown fields are kept
 (reachable through ``model.model_extra``), so a newer server does not break an older SDK.
@@ -86,7 +86,7 @@ class _WireModel(BaseModel):
 
 
 class SandboxStatus(str, enum.Enum):
-    """Sandbox lifecycle status (WIRE.md §4.1)."""
+    """Sandbox lifecycle status (docs/protocol/control-plane.md, Sandbox status)."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -102,7 +102,7 @@ class SandboxStatus(str, enum.Enum):
 
 
 class SnapshotStatus(str, enum.Enum):
-    """Snapshot status (WIRE.md §4.3)."""
+    """Snapshot status (docs/protocol/control-plane.md, Snapshots)."""
 
     IN_PROGRESS = "in_progress"
     LOCAL_READY = "local_ready"
@@ -233,7 +233,7 @@ class SandboxInfo(_WireModel):
     def url_for_port(self, port: int) -> str | None:
         """The public URL of an exposed user port, when the server gave an ``ingress_endpoint``.
 
-        Port 9501 (the in-sandbox daemon) maps to ``sandbox_url``.
+        Port 9501 (the in-sandbox agent) maps to ``sandbox_url``.
         """
         if port == 9501:
             return self.sandbox_url

@@ -1,28 +1,25 @@
-"""Synchronous TCP tunnel: a local port that leads to a port inside a sandbox (WIRE.md §3.6).
+"""Synchronous TCP tunnel: a local port that leads to a port inside a sandbox.
 
 A thread accepts local connections; each one gets its own WebSocket to the sandbox and two
-relays (local → socket in a helper thread, socket → local in the connection's thread). The URL,
-the headers and the ``websockets`` calls come from :mod:`._websocket`.
+relays (local → socket in a helper thread, socket → local in the connection's thread). The
+listener, the addresses and the logging come from :mod:`._tunnel_base`; the URL, the headers and
+the ``websockets`` calls from :mod:`._websocket`.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
 from . import _websocket as wsp
+from ._tunnel_base import RELAY_CHUNK_BYTES, TunnelBase, logger
 
-logger = logging.getLogger("alcove.sandbox.tunnel")
-
-RELAY_CHUNK_BYTES = 64 * 1024
 ACCEPT_POLL_SECS = 0.5
 """How often the accept loop checks whether the tunnel was closed."""
 ACCEPT_RETRY_SECS = 0.5
@@ -55,7 +52,7 @@ def _shutdown(sock: socket.socket) -> None:
         pass
 
 
-class Tunnel:
+class Tunnel(TunnelBase):
     """A local TCP listener whose connections are relayed to ``remote_port`` in the sandbox.
 
     Made by :meth:`Sandbox.create_tunnel`; it listens from the start. Each local connection
@@ -67,26 +64,10 @@ class Tunnel:
             conn = psycopg.connect(host=tunnel.local_host, port=tunnel.local_port)
     """
 
-    def __init__(
-        self,
-        url: str,
-        headers: Mapping[str, str],
-        remote_port: int,
-        local_port: int = 0,
-        local_host: str = "127.0.0.1",
-        connect_timeout: float = wsp.CONNECT_TIMEOUT_SECS,
-    ) -> None:
-        self._url = url
-        self._headers = dict(headers)
-        self._remote_port = wsp.validate_port(remote_port, "remote_port")
-        self._connect_timeout = connect_timeout
-        self._listener = wsp.bind_listener(local_host, local_port)
+    def _setup(self) -> None:
         self._listener.settimeout(ACCEPT_POLL_SECS)
-        self._local_host = local_host
-        self._local_port = int(self._listener.getsockname()[1])
         self._relays: set[_Relay] = set()
         self._lock = threading.Lock()
-        self._closed = False
         self._accept_thread: threading.Thread | None = None
 
     def _start(self) -> None:
@@ -94,39 +75,6 @@ class Tunnel:
             target=self._accept_loop, name=f"alcove-tunnel-{self._local_port}-{self._remote_port}", daemon=True
         )
         self._accept_thread.start()
-
-    @property
-    def remote_port(self) -> int:
-        """The port inside the sandbox."""
-        return self._remote_port
-
-    @property
-    def local_host(self) -> str:
-        return self._local_host
-
-    @property
-    def local_port(self) -> int:
-        """The local port (the one picked by the system when 0 was asked for)."""
-        return self._local_port
-
-    @property
-    def local_address(self) -> tuple[str, int]:
-        """``(local_host, local_port)``, ready for ``socket.create_connection``."""
-        return (self._local_host, self._local_port)
-
-    @property
-    def websocket_url(self) -> str:
-        """The WebSocket URL each local connection opens."""
-        return self._url
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __repr__(self) -> str:
-        return (
-            f"Tunnel({self._local_host}:{self._local_port} -> sandbox port {self._remote_port}, closed={self._closed})"
-        )
 
     def __enter__(self) -> Tunnel:
         return self
@@ -190,10 +138,9 @@ class Tunnel:
             pass
         try:
             try:
-                ws = wsp.sync_connect(self._url, self._headers, self._connect_timeout, compression=None)
+                ws = wsp.connect(self._url, self._headers, self._connect_timeout, compression=None)
             except Exception as exc:
-                error = wsp.connect_error(exc, f"tunnel to sandbox port {self._remote_port}", "")
-                logger.warning("tunnel %s: the sandbox refused a connection, closing it: %s", self, error)
+                self._refused(exc)
                 return
             relay.ws = ws
             upstream = threading.Thread(
@@ -230,7 +177,7 @@ class Tunnel:
         try:
             for message in ws:
                 if isinstance(message, str):
-                    logger.warning("tunnel %s: unexpected text frame from the sandbox, closing the connection", self)
+                    self._unexpected_text()
                     return
                 relay.local.sendall(message)
         except (OSError, ConnectionClosed):

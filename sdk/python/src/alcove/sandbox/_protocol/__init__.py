@@ -1,4 +1,4 @@
-"""The HTTP protocol of Alcove (WIRE.md), written once for the sync and async clients.
+"""The HTTP protocol of Alcove (docs/protocol/), written once for the sync and async clients.
 
 Nothing here does I/O. Each operation is a generator ("op") that yields steps and receives
 their outcome:
@@ -7,20 +7,21 @@ their outcome:
   a :class:`SandboxConnectionError` / :class:`SandboxTimeoutError` thrown into the generator);
 * a :class:`Sleep` step is answered with ``None`` once the time has passed.
 
-The generator's return value is the operation's result. ``client.py`` and ``async_client.py``
-each hold a small driver that performs the steps with ``httpx.Client`` or ``httpx.AsyncClient``,
-so URL building, bodies, retries, polling, error mapping and decoding cannot drift between them.
+The generator's return value is the operation's result. ``async_client.py`` holds a small driver
+that performs the steps with ``httpx.AsyncClient`` (``client.py``, generated from it, does the same
+with ``httpx.Client``), so URL building, bodies, retries, polling, error mapping and decoding
+live here once.
 
 Streams (``run``, ``follow_*``, file downloads) are opened by an op that returns the open 2xx
-response; the caller then feeds its lines to :func:`collect_run` / :func:`iter_output_events`
-(or their async twins) and closes it.
+response; the caller then feeds its lines one by one to a :class:`RunCollector` (which says when
+the exit event has arrived) or an :class:`OutputEventDecoder`, and closes it.
 
 The package is split by job; everything is re-exported here, so callers keep using
 ``from . import _protocol as proto`` and ``from ._protocol import X``:
 
 * ``_steps``: the :class:`Request` / :class:`Sleep` steps, :data:`Op`, and ``_send`` (retries);
 * ``_errors``: error bodies mapped to exceptions, JSON and model decoding;
-* ``_routing``: headers, control-plane URLs, and requests to a sandbox's daemon through the proxy;
+* ``_routing``: headers, control-plane URLs, and requests to a sandbox's agent through the proxy;
 * ``_validation``: client-side argument checks;
 * ``_lifecycle``: sandboxes (create, get, list, delete, update, suspend/resume, ports) and snapshots;
 * ``_processes``: processes of a sandbox;
@@ -104,10 +105,9 @@ from ._routing import _proxy_check as _proxy_check
 from ._routing import _proxy_op as _proxy_op
 from ._routing import _segment as _segment
 from ._sse import (
+    OutputEventDecoder,
     RunCollector,
     SSEDecoder,
-    acollect_run,
-    aiter_output_events,
     check_event_stream,
     collect_run,
     iter_output_events,
@@ -141,6 +141,7 @@ __all__ = [
     "NOT_READY_ATTEMPTS",
     "NOT_READY_CODES",
     "Op",
+    "OutputEventDecoder",
     "ProxyTarget",
     "RETRYABLE_GET_STATUSES",
     "Request",
@@ -153,8 +154,6 @@ __all__ = [
     "UPLOAD_CHUNK_BYTES",
     "USER_AGENT",
     "Upload",
-    "acollect_run",
-    "aiter_output_events",
     "aiter_upload",
     "base_headers",
     "check",

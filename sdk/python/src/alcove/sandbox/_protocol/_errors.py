@@ -42,7 +42,7 @@ class ErrorBody:
 
 
 def _error_body(resp: httpx.Response) -> ErrorBody:
-    """Read an error body: ``{"message","code"}`` (control plane), ``{"error","code"}`` (daemon) or text."""
+    """Read an error body: ``{"message","code"}`` (control plane), ``{"error","code"}`` (agent) or text."""
     try:
         text = resp.text
     except Exception:  # undecodable body

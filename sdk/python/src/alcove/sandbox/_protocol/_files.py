@@ -1,4 +1,4 @@
-"""Sandbox daemon: files (write, with streamed uploads; read; list; delete)."""
+"""Sandbox agent: files (write, with streamed uploads; read; list; delete)."""
 
 from __future__ import annotations
 

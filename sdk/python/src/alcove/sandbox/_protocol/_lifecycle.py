@@ -23,7 +23,7 @@ CREATE_POLL_INTERVAL_SECS = 0.5
 STATE_POLL_INTERVAL_SECS = 1.0
 SNAPSHOT_POLL_INTERVAL_SECS = 1.0
 MAX_WAIT_MS = 30_000
-"""Upper bound of the ``wait_ms`` sent with suspend/resume (WIRE.md §2.5)."""
+"""Upper bound of the ``wait_ms`` sent with suspend/resume (docs/protocol/control-plane.md)."""
 CREATE_GRACE_MS = 5_000
 
 # A tuple, not a set: membership must use equality so raw wire strings match the enum members.
@@ -44,7 +44,7 @@ def create_body(
     disk_mb: int | None,
     entrypoint: Iterable[str] | None,
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /sandboxes`` (WIRE.md §2.3), after client-side checks."""
+    """The JSON body of ``POST /sandboxes`` (docs/protocol/control-plane.md), after client-side checks."""
     if not _is_number(cpus) or cpus <= 0:
         raise ValueError(f"cpus must be a positive number, got {cpus!r}")
     if not _is_int(memory_mb) or memory_mb <= 0:
@@ -114,7 +114,7 @@ def _info_failure(info: SandboxInfo) -> SandboxFailedError:
 
 
 def _create_answer(resp: httpx.Response) -> dict[str, Any]:
-    """The create answer; a 504 carrying the normal JSON counts as an answer (WIRE.md §2.3)."""
+    """The create answer; a 504 carrying the normal JSON counts as an answer, as in the official SDK."""
     if resp.status_code == 504:
         body = _json_or_none(resp.text)
         if isinstance(body, dict) and body.get("sandbox_id") and (body.get("status") or body.get("state")):
@@ -201,7 +201,7 @@ def op_rename(cfg: ClientConfig, identifier: str, name: str) -> Op[SandboxInfo]:
 
 
 def op_transition(cfg: ClientConfig, identifier: str, verb: str) -> Op[SandboxInfo]:
-    """Suspend or resume (WIRE.md §2.5): 200 = done, other 2xx = poll GET, 409 = re-check."""
+    """Suspend or resume (docs/protocol/control-plane.md): 200 = done, other 2xx = poll GET, 409 = re-check."""
     identifier = _identifier(identifier)
     target = SandboxStatus.SUSPENDED if verb == "suspend" else SandboxStatus.RUNNING
     deadline = time.monotonic() + cfg.timeout_secs

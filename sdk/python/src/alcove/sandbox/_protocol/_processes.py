@@ -1,4 +1,4 @@
-"""Sandbox daemon: processes (run, start, list, signal, stdin, output, follow)."""
+"""Sandbox agent: processes (run, start, list, signal, stdin, output, follow)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Headers and URLs: the control plane's URLs, and reaching a sandbox's daemon through the proxy."""
+"""Headers and URLs: the control plane's URLs, and reaching a sandbox's agent through the proxy."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def _lifecycle(cfg: ClientConfig, method: str, url: str, **kwargs: Any) -> Reque
 
 @dataclass(frozen=True)
 class ProxyTarget:
-    """Where and how to reach one sandbox's daemon API through the proxy (WIRE.md §1.5)."""
+    """Where and how to reach one sandbox's agent API through the proxy (docs/protocol/proxy.md)."""
 
     sandbox_id: str
     base_url: str

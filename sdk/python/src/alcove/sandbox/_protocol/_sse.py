@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -56,13 +56,28 @@ class SSEDecoder:
 
 
 class RunCollector:
-    """Accumulates the events of ``processes/run`` (recognised by shape) into a CommandResult."""
+    """Accumulates the events of ``processes/run`` (recognised by shape) into a CommandResult.
+
+    Feed it the stream's lines with :meth:`feed` until it returns True (the exit event arrived) or
+    the stream ends, then call :meth:`finish`.
+    """
 
     def __init__(self) -> None:
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self.pid: int | None = None
         self._exit: dict[str, Any] | None = None
+        self._decoder = SSEDecoder()
+
+    def feed(self, line: str) -> bool:
+        """Take one line of the stream; True once the exit event has arrived (stop reading then)."""
+        return any(self.add(event) for event in self._decoder.feed(line))
+
+    def finish(self) -> CommandResult:
+        """The result, after the exit event or at the end of the stream (an event left unterminated counts)."""
+        if self._exit is None:
+            any(self.add(event) for event in self._decoder.flush())
+        return self.result()
 
     def add(self, event: dict[str, Any]) -> bool:
         """Take one event; True once the exit event has arrived."""
@@ -100,27 +115,12 @@ class RunCollector:
 
 
 def collect_run(lines: Iterable[str]) -> CommandResult:
-    decoder, collector = SSEDecoder(), RunCollector()
+    """The result of a whole run stream given as lines (what ``Sandbox.run`` does while reading)."""
+    collector = RunCollector()
     for line in lines:
-        for event in decoder.feed(line):
-            if collector.add(event):
-                return collector.result()
-    for event in decoder.flush():
-        if collector.add(event):
+        if collector.feed(line):
             break
-    return collector.result()
-
-
-async def acollect_run(lines: AsyncIterable[str]) -> CommandResult:
-    decoder, collector = SSEDecoder(), RunCollector()
-    async for line in lines:
-        for event in decoder.feed(line):
-            if collector.add(event):
-                return collector.result()
-    for event in decoder.flush():
-        if collector.add(event):
-            break
-    return collector.result()
+    return collector.finish()
 
 
 def output_event(event: dict[str, Any], default_stream: str | None) -> OutputEvent | None:
@@ -135,23 +135,30 @@ def output_event(event: dict[str, Any], default_stream: str | None) -> OutputEve
         return None
 
 
+class OutputEventDecoder:
+    """The output events of a ``follow`` stream: feed it lines, then :meth:`flush` at the end.
+
+    ``default_stream`` is the ``stream`` of events that omit it (``None`` for the merged stream).
+    """
+
+    def __init__(self, default_stream: str | None) -> None:
+        self._decoder = SSEDecoder()
+        self._default_stream = default_stream
+
+    def feed(self, line: str) -> list[OutputEvent]:
+        return self._events(self._decoder.feed(line))
+
+    def flush(self) -> list[OutputEvent]:
+        return self._events(self._decoder.flush())
+
+    def _events(self, events: list[dict[str, Any]]) -> list[OutputEvent]:
+        items = (output_event(event, self._default_stream) for event in events)
+        return [item for item in items if item is not None]
+
+
 def iter_output_events(lines: Iterable[str], default_stream: str | None) -> Iterator[OutputEvent]:
-    decoder = SSEDecoder()
+    """The output events of a whole follow stream given as lines."""
+    decoder = OutputEventDecoder(default_stream)
     for line in lines:
-        for event in decoder.feed(line):
-            if (item := output_event(event, default_stream)) is not None:
-                yield item
-    for event in decoder.flush():
-        if (item := output_event(event, default_stream)) is not None:
-            yield item
-
-
-async def aiter_output_events(lines: AsyncIterable[str], default_stream: str | None) -> AsyncIterator[OutputEvent]:
-    decoder = SSEDecoder()
-    async for line in lines:
-        for event in decoder.feed(line):
-            if (item := output_event(event, default_stream)) is not None:
-                yield item
-    for event in decoder.flush():
-        if (item := output_event(event, default_stream)) is not None:
-            yield item
+        yield from decoder.feed(line)
+    yield from decoder.flush()

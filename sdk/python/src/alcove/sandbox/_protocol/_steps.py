@@ -70,7 +70,7 @@ def _is_not_ready(resp: httpx.Response) -> bool:
 
 
 def _send(req: Request) -> Op[httpx.Response]:
-    """Send with the retries of WIRE.md §1.6.
+    """Send with the retries of docs/protocol/errors.md (Retrying).
 
     GETs are retried on connection failures and 429/502/503/504; any replayable request is
     replayed while the proxy answers 502/503 ``SANDBOX_NOT_READY`` / ``SANDBOX_UNREACHABLE``.

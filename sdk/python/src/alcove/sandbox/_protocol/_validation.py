@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 MANAGEMENT_PORT = 9501
-"""The in-sandbox daemon's port; it can never be exposed as a user port."""
+"""The in-sandbox agent's port; it can never be exposed as a user port."""
 
 
 def _is_number(value: Any) -> bool:
@@ -34,6 +34,6 @@ def validate_ports(ports: Any) -> list[int]:
         if not _is_int(port) or not 1 <= port <= 65535:
             raise ValueError(f"ports must be integers between 1 and 65535, got {port!r}")
         if port == MANAGEMENT_PORT:
-            raise ValueError(f"port {MANAGEMENT_PORT} is reserved for the sandbox daemon and cannot be exposed")
+            raise ValueError(f"port {MANAGEMENT_PORT} is reserved for the sandbox agent and cannot be exposed")
         result.append(port)
     return sorted(set(result))

@@ -1,0 +1,233 @@
+//! Control-plane calls against the fake: retries, error mapping, create's wait, deadlines,
+//! secrets.
+
+use std::time::Duration;
+
+use alcove_wire::sandbox::SandboxStatus;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::json;
+
+use super::fake::{self, Hits};
+use crate::{ClientError, CreateOptions, TimeoutSetting};
+
+fn busy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"message": "busy", "code": "SERVER_BUSY"})),
+    )
+        .into_response()
+}
+
+#[tokio::test]
+async fn a_get_is_retried_through_busy_answers() {
+    let hits = Hits::default();
+    let router = axum::Router::new()
+        .route(
+            "/v1/namespaces/default/sandboxes/sb",
+            get(|State(hits): State<Hits>| async move {
+                if hits.hit() < 2 {
+                    return busy();
+                }
+                Json(fake::info("sb", SandboxStatus::Running, "http://unused")).into_response()
+            })
+            .patch(|State(hits): State<Hits>| async move {
+                hits.hit();
+                busy()
+            }),
+        )
+        .with_state(hits.clone());
+    let url = fake::serve(router).await;
+    let client = fake::client(&url);
+    let info = client.get("sb").await.expect("third attempt answers");
+    assert_eq!(info.id, "sb");
+    assert_eq!(hits.count(), 3);
+    // A PATCH is not idempotent: one attempt, and the 503 is reported as it came.
+    let err = client.rename("sb", "new").await.expect_err("busy");
+    assert_eq!(hits.count(), 4);
+    assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(err.code(), Some("SERVER_BUSY"));
+}
+
+#[tokio::test]
+async fn errors_map_to_typed_variants() {
+    let router = axum::Router::new()
+        .route(
+            "/v1/namespaces/default/sandboxes/{id}",
+            get(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    Json(json!({"message": "no sandbox", "code": "NOT_FOUND"})),
+                )
+            }),
+        )
+        .route(
+            "/v1/namespaces/default/sandboxes",
+            post(|| async {
+                (
+                    StatusCode::CONFLICT,
+                    Json(json!({"message": "name taken", "code": "NAME_TAKEN"})),
+                )
+            }),
+        )
+        .route(
+            "/v1/namespaces/default/snapshots/{id}",
+            get(|| async { (StatusCode::NOT_FOUND, "gone") }),
+        );
+    let client = fake::client(&fake::serve(router).await);
+    let err = client.get("nope").await.expect_err("404");
+    assert!(matches!(err, ClientError::SandboxNotFound { ref sandbox, .. } if sandbox == "nope"));
+    let err = client
+        .create(CreateOptions::new().name("taken"))
+        .await
+        .expect_err("409");
+    assert!(matches!(err, ClientError::NameConflict { .. }), "{err}");
+    let err = client.get_snapshot("s1").await.expect_err("404");
+    assert!(matches!(err, ClientError::SnapshotNotFound { .. }), "{err}");
+    let err = client.get("").await.expect_err("refused locally");
+    assert!(matches!(err, ClientError::InvalidArgument(_)));
+}
+
+#[tokio::test]
+async fn create_sends_its_budget_and_polls_until_running() {
+    let polls = Hits::default();
+    let router = axum::Router::new()
+        .route(
+            "/v1/namespaces/default/sandboxes",
+            post(
+                |headers: HeaderMap, Json(body): Json<serde_json::Value>| async move {
+                    assert_eq!(headers["x-tensorlake-request-timeout-ms"], "5000");
+                    assert_eq!(headers["x-tensorlake-request-timeout-grace-ms"], "1250");
+                    assert_eq!(headers["authorization"], "Bearer test-key");
+                    assert_eq!(body["name"], "env");
+                    assert_eq!(body["resources"]["cpus"], 2.0);
+                    Json(json!({"sandbox_id": "sb", "status": "pending", "name": "env"}))
+                },
+            ),
+        )
+        .route(
+            "/v1/namespaces/default/sandboxes/sb",
+            get(|State(polls): State<Hits>| async move {
+                let status = if polls.hit() < 1 {
+                    SandboxStatus::Pending
+                } else {
+                    SandboxStatus::Running
+                };
+                Json(fake::info("sb", status, "http://unused"))
+            }),
+        )
+        .with_state(polls.clone());
+    let client = fake::client(&fake::serve(router).await);
+    let info = client
+        .create(CreateOptions::new().name("env").cpus(2.0))
+        .await
+        .expect("runs");
+    assert_eq!(info.status, SandboxStatus::Running);
+    assert_eq!(polls.count(), 2);
+}
+
+#[tokio::test]
+async fn a_sandbox_that_fails_while_starting_is_reported() {
+    let router = axum::Router::new().route(
+        "/v1/namespaces/default/sandboxes",
+        post(|| async {
+            Json(json!({
+                "sandbox_id": "sb", "status": "failed",
+                "termination_reason": "startup_failed", "error_details": "no image"
+            }))
+        }),
+    );
+    let client = fake::client(&fake::serve(router).await);
+    let err = client
+        .create(CreateOptions::new())
+        .await
+        .expect_err("failed");
+    match err {
+        ClientError::SandboxFailed {
+            sandbox_id, reason, ..
+        } => {
+            assert_eq!(sandbox_id, "sb");
+            assert_eq!(reason.as_deref(), Some("startup_failed"));
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_gets_no_answer_times_out() {
+    let router = axum::Router::new().route(
+        "/v1/namespaces/default/sandboxes",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            "late"
+        }),
+    );
+    let url = fake::serve(router).await;
+    let client = fake::builder(&url)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("builds");
+    let started = std::time::Instant::now();
+    let err = client.list().await.expect_err("times out");
+    assert!(
+        matches!(
+            err,
+            ClientError::Timeout {
+                setting: TimeoutSetting::Timeout,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Timeouts are not retried: one deadline, not three.
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_there_is_a_connection_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    drop(listener);
+    let err = fake::client(&url).list().await.expect_err("refused");
+    assert!(matches!(err, ClientError::Connection { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn secrets_are_set_listed_and_deleted() {
+    let router = axum::Router::new()
+        .route(
+            "/v1/namespaces/team/secrets/TOKEN",
+            put(|Json(body): Json<serde_json::Value>| async move {
+                assert_eq!(body, json!({"value": "s3cret"}));
+                Json(json!({"name": "TOKEN", "created_at": 1, "updated_at": 2}))
+            })
+            .delete(|| async { StatusCode::NO_CONTENT }),
+        )
+        .route(
+            "/v1/namespaces/team/secrets",
+            get(|| async {
+                Json(json!({"secrets": [{"name": "TOKEN", "created_at": 1, "updated_at": 2}]}))
+            }),
+        );
+    let url = fake::serve(router).await;
+    let client = fake::builder(&url)
+        .namespace("team")
+        .build()
+        .expect("builds");
+    let set = client.set_secret("TOKEN", "s3cret").await.expect("set");
+    assert_eq!(set.updated_at, 2);
+    let names: Vec<_> = client
+        .list_secrets()
+        .await
+        .expect("listed")
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["TOKEN"]);
+    client.delete_secret("TOKEN").await.expect("deleted");
+    let err = client.delete_secret("OTHER").await.expect_err("404");
+    assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
+}

@@ -1,0 +1,5 @@
+//! Tests of the client against a fake server (real HTTP on loopback, no sandbox).
+
+mod control;
+mod fake;
+mod proxy;

@@ -1,0 +1,224 @@
+//! Calls through the proxy against the fake: routing headers, run's SSE, the idle bound of
+//! follow streams, replays while the sandbox is not ready, streamed files.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use alcove_wire::sandbox::SandboxStatus;
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use futures::StreamExt;
+use serde_json::json;
+
+use super::fake::{self, Hits};
+use crate::{ClientError, Command, Sandbox, TimeoutSetting};
+
+/// A fake whose sandbox `sb` points back at the fake, plus `routes` for its agent.
+async fn sandbox_with(
+    routes: axum::Router,
+    builder: impl FnOnce(crate::SandboxClientBuilder) -> crate::SandboxClientBuilder,
+) -> Sandbox {
+    // The sandbox's URL is the fake's own, known only once it listens.
+    let shared = std::sync::Arc::new(tokio::sync::OnceCell::new());
+    let own_url = shared.clone();
+    let router = routes.route(
+        "/v1/namespaces/default/sandboxes/sb",
+        get(move || {
+            let own_url = own_url.clone();
+            async move {
+                let url: &String = own_url.get().expect("url known before use");
+                Json(fake::info("sb", SandboxStatus::Running, url))
+            }
+        }),
+    );
+    let url = fake::serve(router).await;
+    let _ = shared.set(url.clone());
+    let client = builder(fake::builder(&url)).build().expect("builds");
+    client.connect("sb").await.expect("connects")
+}
+
+fn sse(body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+}
+
+#[tokio::test]
+async fn run_goes_through_the_proxy_and_collects_its_events() {
+    let routes = axum::Router::new().route(
+        "/api/v1/processes/run",
+        post(|headers: HeaderMap, Json(body): Json<serde_json::Value>| async move {
+            // A local proxy routes by Host, and the key travels along.
+            assert_eq!(headers[header::HOST], "sb.local");
+            assert_eq!(headers[header::AUTHORIZATION], "Bearer test-key");
+            assert_eq!(headers[header::ACCEPT], "text/event-stream");
+            assert_eq!(body["command"], "echo");
+            assert_eq!(body["timeout"], 2.5);
+            sse(concat!(
+                "data: {\"pid\":12,\"started_at\":1}\n\n",
+                ": keep-alive\n\n",
+                "data: {\"line\":\"hello\",\"timestamp\":1,\"stream\":\"stdout\"}\n\n",
+                "data: {\"line\":\"oops\",\"timestamp\":2,\"stream\":\"stderr\"}\n\n",
+                "data: {\"exit_code\":1,\"signal\":null,\"oom_killed\":false,\"reason\":\"exited\"}\n\n",
+            ))
+        }),
+    );
+    let sandbox = sandbox_with(routes, |b| b).await;
+    let result = sandbox
+        .run(
+            Command::new("echo")
+                .arg("hello")
+                .timeout(Duration::from_millis(2500)),
+        )
+        .await
+        .expect("ran");
+    assert_eq!(
+        (result.stdout.as_str(), result.stderr.as_str()),
+        ("hello", "oops")
+    );
+    assert_eq!((result.exit_code, result.pid), (1, Some(12)));
+}
+
+#[tokio::test]
+async fn a_silent_follow_stream_trips_the_idle_timeout() {
+    let routes = axum::Router::new().route(
+        "/api/v1/processes/7/output/follow",
+        get(|| async {
+            let first = futures::stream::once(async {
+                Ok::<_, Infallible>(Bytes::from_static(
+                    b"data: {\"line\":\"one\",\"timestamp\":1,\"stream\":\"stdout\"}\n\n",
+                ))
+            });
+            let body = Body::from_stream(first.chain(futures::stream::pending()));
+            ([(header::CONTENT_TYPE, "text/event-stream")], body)
+        }),
+    );
+    let sandbox = sandbox_with(routes, |b| {
+        b.stream_idle_timeout(Some(Duration::from_millis(300)))
+    })
+    .await;
+    let mut events = sandbox.follow_output(7).await.expect("opens");
+    let first = events.next().await.expect("an item").expect("a line");
+    assert_eq!(first.line, "one");
+    let err = events.next().await.expect("an item").expect_err("silence");
+    assert!(
+        matches!(
+            err,
+            ClientError::Timeout {
+                setting: TimeoutSetting::StreamIdleTimeout,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(events.next().await.is_none());
+}
+
+#[tokio::test]
+async fn requests_are_replayed_while_the_sandbox_is_not_ready() {
+    let hits = Hits::default();
+    let routes = axum::Router::new()
+        .route(
+            "/api/v1/processes/5/stdin",
+            post(|State(hits): State<Hits>, body: Bytes| async move {
+                if hits.hit() == 0 {
+                    let not_ready = json!({"message": "waking", "code": "SANDBOX_NOT_READY"});
+                    return (StatusCode::SERVICE_UNAVAILABLE, Json(not_ready)).into_response();
+                }
+                assert_eq!(&body[..], b"input");
+                StatusCode::NO_CONTENT.into_response()
+            }),
+        )
+        .route(
+            "/api/v1/processes/6",
+            get(|| async {
+                let body = json!({"error": "no such process", "code": "NOT_FOUND"});
+                (StatusCode::NOT_FOUND, Json(body))
+            }),
+        )
+        .with_state(hits.clone());
+    let sandbox = sandbox_with(routes, |b| b).await;
+    sandbox
+        .write_stdin(5, &b"input"[..])
+        .await
+        .expect("written on replay");
+    assert_eq!(hits.count(), 2);
+    // The agent's 404 is a missing process, not a missing sandbox.
+    let err = sandbox.get_process(6).await.expect_err("404");
+    assert!(matches!(err, ClientError::Api { .. }), "{err}");
+    assert_eq!(err.code(), Some("NOT_FOUND"));
+}
+
+#[derive(serde::Deserialize)]
+struct PathQuery {
+    path: String,
+}
+
+#[tokio::test]
+async fn files_stream_both_ways() {
+    let routes = axum::Router::new().route(
+        "/api/v1/files",
+        put(
+            |Query(q): Query<PathQuery>, headers: HeaderMap, body: Body| async move {
+                assert_eq!(q.path, "/work/a b.bin");
+                assert_eq!(headers[header::CONTENT_LENGTH], "300000");
+                let mut total = 0usize;
+                let mut stream = body.into_data_stream();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.expect("chunk");
+                    assert!(chunk.iter().all(|b| *b == 7));
+                    total += chunk.len();
+                }
+                assert_eq!(total, 300_000);
+                StatusCode::NO_CONTENT
+            },
+        )
+        .get(|Query(q): Query<PathQuery>| async move {
+            assert_eq!(q.path, "/work/a b.bin");
+            let chunks = futures::stream::iter(
+                (0..3).map(|_| Ok::<_, Infallible>(Bytes::from(vec![7u8; 100_000]))),
+            );
+            Body::from_stream(chunks)
+        }),
+    );
+    let sandbox = sandbox_with(routes, |b| b).await;
+    let chunks = futures::stream::iter(
+        (0..3).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 100_000]))),
+    );
+    sandbox
+        .write_file_stream("/work/a b.bin", chunks, Some(300_000))
+        .await
+        .expect("uploaded");
+    sandbox
+        .write_file("/work/a b.bin", vec![7u8; 300_000])
+        .await
+        .expect("uploaded from memory, in chunks");
+    let mut stream = sandbox
+        .read_file_stream("/work/a b.bin")
+        .await
+        .expect("opens");
+    let mut total = 0;
+    while let Some(chunk) = stream.next().await {
+        total += chunk.expect("chunk").len();
+    }
+    assert_eq!(total, 300_000);
+    let whole = sandbox.read_file("/work/a b.bin").await.expect("reads");
+    assert_eq!(whole.len(), 300_000);
+}
+
+#[tokio::test]
+async fn a_sandbox_without_a_url_cannot_be_connected() {
+    let router = axum::Router::new().route(
+        "/v1/namespaces/default/sandboxes/sb",
+        get(|| async {
+            let mut info = fake::info("sb", SandboxStatus::Terminated, "http://x");
+            info.sandbox_url = None;
+            Json(info)
+        }),
+    );
+    let client = fake::client(&fake::serve(router).await);
+    let err = client.connect("sb").await.expect_err("ended");
+    assert!(matches!(err, ClientError::NotRoutable(_)), "{err}");
+}

@@ -1,0 +1,338 @@
+//! An in-memory [`SandboxNode`] for the control plane's tests: containers,
+//! dumps and slots are entries in maps, and any operation can be made to fail
+//! (or to block until released) to test error paths and concurrency.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use alcove_runtime::error::{CommandError, ImageError};
+use alcove_runtime::image::Image;
+use alcove_runtime::network::{EgressPolicy, Slot};
+use alcove_runtime::node::Recovery;
+use alcove_runtime::runc::ContainerStatus;
+use alcove_runtime::{RuntimeError, SandboxHandle, SandboxSpec};
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+
+use super::SandboxNode;
+
+/// Operations that can be made to fail or to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Op {
+    Create,
+    Suspend,
+    Resume,
+    Snapshot,
+    Restore,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    containers: HashMap<String, ContainerStatus>,
+    checkpoints: HashSet<String>,
+    slots: BTreeSet<u32>,
+    failures: HashMap<Op, usize>,
+    full: bool,
+    destroyed: Vec<String>,
+    egress: Vec<(u32, bool)>,
+    in_progress: HashSet<String>,
+}
+
+/// The fake node; cheap to clone (clones share their state).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FakeNode {
+    state: Arc<Mutex<State>>,
+    gates: Arc<Mutex<HashMap<Op, Arc<Semaphore>>>>,
+}
+
+/// The error a failed fake operation returns: shaped like a runc failure,
+/// host path and argv included, as the real one is.
+fn failure(op: Op) -> RuntimeError {
+    RuntimeError::Command(CommandError {
+        argv: format!("runc --root /var/lib/alcove/runc {op:?}"),
+        reason: "exit status: 1: injected failure".into(),
+    })
+}
+
+impl FakeNode {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the next `times` calls of `op` fail.
+    pub(crate) fn fail(&self, op: Op, times: usize) {
+        self.state().failures.insert(op, times);
+    }
+
+    /// Makes calls of `op` wait until [`FakeNode::release`].
+    pub(crate) fn hold(&self, op: Op) {
+        self.gates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(op, Arc::new(Semaphore::new(0)));
+    }
+
+    /// Lets held calls of `op` go on (all of them, now and later).
+    pub(crate) fn release(&self, op: Op) {
+        if let Some(gate) = self
+            .gates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&op)
+        {
+            gate.add_permits(Semaphore::MAX_PERMITS / 2);
+        }
+    }
+
+    /// Makes admission refuse everything (a full host).
+    pub(crate) fn set_full(&self, full: bool) {
+        self.state().full = full;
+    }
+
+    /// Sets a container's status as if runc reported it.
+    pub(crate) fn set_container(&self, id: &str, status: Option<ContainerStatus>) {
+        let mut s = self.state();
+        match status {
+            Some(st) => s.containers.insert(id.to_string(), st),
+            None => s.containers.remove(id),
+        };
+    }
+
+    /// Puts or removes a complete dump of `id`.
+    pub(crate) fn set_checkpoint(&self, id: &str, present: bool) {
+        let mut s = self.state();
+        if present {
+            s.checkpoints.insert(id.to_string());
+        } else {
+            s.checkpoints.remove(id);
+        }
+    }
+
+    /// The container's status.
+    pub(crate) fn container(&self, id: &str) -> Option<ContainerStatus> {
+        self.state().containers.get(id).copied()
+    }
+
+    /// Whether a dump of `id` is there.
+    pub(crate) fn has_dump(&self, id: &str) -> bool {
+        self.state().checkpoints.contains(id)
+    }
+
+    /// Sandboxes destroyed so far.
+    pub(crate) fn destroyed(&self) -> Vec<String> {
+        self.state().destroyed.clone()
+    }
+
+    /// Slots in use now.
+    pub(crate) fn slots_in_use(&self) -> usize {
+        self.state().slots.len()
+    }
+
+    /// Egress policies applied: (slot, open?).
+    pub(crate) fn egress(&self) -> Vec<(u32, bool)> {
+        self.state().egress.clone()
+    }
+
+    async fn step(&self, op: Op) -> Result<(), RuntimeError> {
+        let gate = self
+            .gates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&op)
+            .cloned();
+        if let Some(gate) = gate {
+            let _permit = gate.acquire().await;
+        }
+        let mut s = self.state();
+        if let Some(left) = s.failures.get_mut(&op).filter(|n| **n > 0) {
+            *left -= 1;
+            return Err(failure(op));
+        }
+        Ok(())
+    }
+
+    fn start(&self, id: &str, slot: Option<Slot>) -> Result<SandboxHandle, RuntimeError> {
+        let mut s = self.state();
+        let slot = match slot {
+            Some(slot) => slot.0,
+            None => (1..).find(|n| !s.slots.contains(n)).unwrap_or(1),
+        };
+        s.slots.insert(slot);
+        s.containers
+            .insert(id.to_string(), ContainerStatus::Running);
+        Ok(SandboxHandle {
+            id: id.to_string(),
+            slot: Slot(slot),
+            ip: Ipv4Addr::new(10, 0, 0, 2),
+        })
+    }
+}
+
+#[async_trait]
+impl SandboxNode for FakeNode {
+    fn resolve_image(&self, name: Option<&str>) -> Result<Image, RuntimeError> {
+        match name.unwrap_or("default") {
+            "default" | "debian" | "alcove/debian" => Ok(Image {
+                name: "alcove/debian".into(),
+                rootfs: PathBuf::from("/nonexistent/rootfs"),
+            }),
+            other => Err(ImageError::NotFound(other.to_string()).into()),
+        }
+    }
+
+    fn admit(&self, _disk_mb: u64) -> Result<(), RuntimeError> {
+        if self.state().full {
+            return Err(RuntimeError::Capacity("the host is full".into()));
+        }
+        Ok(())
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, RuntimeError> {
+        self.step(Op::Create).await?;
+        self.start(&spec.id, None)
+    }
+
+    async fn destroy(&self, id: &str, slot: Slot) {
+        let mut s = self.state();
+        s.containers.remove(id);
+        s.checkpoints.remove(id);
+        s.slots.remove(&slot.0);
+        s.destroyed.push(id.to_string());
+    }
+
+    async fn suspend(&self, id: &str) -> Result<u64, RuntimeError> {
+        self.step(Op::Suspend).await?;
+        let mut s = self.state();
+        if s.containers.remove(id).is_none() {
+            return Err(RuntimeError::Config(format!("no container {id}")));
+        }
+        s.checkpoints.insert(id.to_string());
+        Ok(4096)
+    }
+
+    async fn resume(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle, RuntimeError> {
+        self.step(Op::Resume).await?;
+        if !self.state().checkpoints.remove(&spec.id) {
+            return Err(RuntimeError::Config(format!("no dump of {}", spec.id)));
+        }
+        self.start(&spec.id, Some(slot))
+    }
+
+    async fn snapshot(&self, id: &str, dest: &Path, _memory: bool) -> Result<u64, RuntimeError> {
+        self.step(Op::Snapshot).await?;
+        if self.container(id) != Some(ContainerStatus::Running) {
+            return Err(RuntimeError::Config(format!("{id} is not running")));
+        }
+        std::fs::create_dir_all(dest).map_err(RuntimeError::io("creating", dest))?;
+        Ok(8192)
+    }
+
+    async fn restore_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        source: &Path,
+        _memory: bool,
+    ) -> Result<SandboxHandle, RuntimeError> {
+        self.step(Op::Restore).await?;
+        if !source.is_dir() {
+            return Err(RuntimeError::Config(format!(
+                "no snapshot at {}",
+                source.display()
+            )));
+        }
+        self.start(&spec.id, None)
+    }
+
+    async fn pack_suspended(&self, _id: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn pack_snapshot(&self, _dir: &Path) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    fn is_suspended_packed(&self, _id: &str) -> bool {
+        false
+    }
+
+    fn is_snapshot_packed(&self, _dir: &Path) -> bool {
+        false
+    }
+
+    fn has_checkpoint(&self, id: &str) -> bool {
+        self.has_dump(id)
+    }
+
+    async fn discard_checkpoint(&self, id: &str) {
+        self.set_checkpoint(id, false);
+    }
+
+    fn checkpoint_in_progress(&self, id: &str) -> bool {
+        self.state().in_progress.contains(id)
+    }
+
+    async fn container_status(&self, id: &str) -> Option<ContainerStatus> {
+        self.container(id)
+    }
+
+    async fn thaw(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut s = self.state();
+        match s.containers.get_mut(id) {
+            Some(status) => {
+                *status = ContainerStatus::Running;
+                Ok(())
+            }
+            None => Err(RuntimeError::Config(format!("no container {id}"))),
+        }
+    }
+
+    async fn stop_keeping_files(&self, id: &str) {
+        self.state().containers.remove(id);
+    }
+
+    async fn recover(&self, expected: &[(String, Slot)], suspended: &[(String, Slot)]) -> Recovery {
+        let mut report = Recovery::default();
+        let mut s = self.state();
+        for (id, slot) in expected {
+            if s.containers.get(id) == Some(&ContainerStatus::Running) {
+                s.slots.insert(slot.0);
+                report.adopted.push(SandboxHandle {
+                    id: id.clone(),
+                    slot: *slot,
+                    ip: Ipv4Addr::new(10, 0, 0, 2),
+                });
+            } else {
+                s.containers.remove(id);
+                report.lost.push(id.clone());
+            }
+        }
+        for (_, slot) in suspended {
+            s.slots.insert(slot.0);
+        }
+        let known: HashSet<&str> = expected
+            .iter()
+            .chain(suspended)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let stray: Vec<String> = s
+            .containers
+            .keys()
+            .filter(|id| !known.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in stray {
+            s.containers.remove(&id);
+            report.swept.push(format!("container {id}"));
+        }
+        report
+    }
+
+    async fn shutdown(&self, _sandboxes_left: usize) {}
+
+    async fn apply_egress(&self, slot: Slot, policy: &EgressPolicy) -> Result<(), RuntimeError> {
+        self.state().egress.push((slot.0, policy.is_open()));
+        Ok(())
+    }
+}

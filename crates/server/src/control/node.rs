@@ -1,0 +1,186 @@
+//! The seam between the control plane and a node: everything the control plane
+//! asks of the machine that runs sandboxes, as one trait.
+//!
+//! The production implementation is the local runtime ([`alcove_runtime::Node`]);
+//! tests use an in-memory fake (`control::fake_node`), so the control plane's
+//! rules are tested without root, runc or CRIU; a node on another machine can
+//! implement it too.
+
+use std::path::Path;
+
+use alcove_runtime::image::Image;
+use alcove_runtime::network::{EgressPolicy, Slot};
+use alcove_runtime::node::Recovery;
+use alcove_runtime::runc::ContainerStatus;
+use alcove_runtime::{RuntimeError, SandboxHandle, SandboxSpec};
+use async_trait::async_trait;
+
+/// What the control plane needs from a node. Methods that change a sandbox
+/// leave nothing behind on failure unless they say otherwise.
+#[async_trait]
+pub trait SandboxNode: Send + Sync + std::fmt::Debug {
+    /// Resolves an image by name or alias (`None` = the default image).
+    fn resolve_image(&self, name: Option<&str>) -> Result<Image, RuntimeError>;
+
+    /// Checks there is room for one more sandbox with a layer of `disk_mb`.
+    fn admit(&self, disk_mb: u64) -> Result<(), RuntimeError>;
+
+    /// Creates and starts a sandbox; returns once its agent listens.
+    async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, RuntimeError>;
+
+    /// Stops a sandbox and removes all it has on the node (never fails).
+    async fn destroy(&self, id: &str, slot: Slot);
+
+    /// Dumps a running sandbox and stops it; on failure it keeps running.
+    /// Returns the size of the dump in bytes.
+    async fn suspend(&self, id: &str) -> Result<u64, RuntimeError>;
+
+    /// Restores a suspended sandbox in its slot; on failure its dump stays.
+    async fn resume(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle, RuntimeError>;
+
+    /// Captures a running sandbox into `dest` (its layer, and its memory
+    /// with `memory`); it keeps running. Returns the size in bytes.
+    async fn snapshot(&self, id: &str, dest: &Path, memory: bool) -> Result<u64, RuntimeError>;
+
+    /// Creates a new sandbox from a snapshot directory.
+    async fn restore_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        source: &Path,
+        memory: bool,
+    ) -> Result<SandboxHandle, RuntimeError>;
+
+    /// Packs a suspended sandbox's dump and layer for cold storage.
+    async fn pack_suspended(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// Packs a snapshot's files for cold storage.
+    async fn pack_snapshot(&self, dir: &Path) -> Result<(), RuntimeError>;
+
+    /// Whether a suspended sandbox's dump is packed.
+    fn is_suspended_packed(&self, id: &str) -> bool;
+
+    /// Whether a snapshot's files are packed.
+    fn is_snapshot_packed(&self, dir: &Path) -> bool;
+
+    /// Whether a complete dump of the sandbox is on the node.
+    fn has_checkpoint(&self, id: &str) -> bool;
+
+    /// Drops a dump that will not be resumed.
+    async fn discard_checkpoint(&self, id: &str);
+
+    /// Whether a dump or restore of the sandbox (started by a server that
+    /// died) is still running.
+    fn checkpoint_in_progress(&self, id: &str) -> bool;
+
+    /// What the sandbox's container is doing, if it has one.
+    async fn container_status(&self, id: &str) -> Option<ContainerStatus>;
+
+    /// Thaws a frozen container.
+    async fn thaw(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// Stops a container but keeps its files, network and slot (a half-done
+    /// restore of a suspended sandbox).
+    async fn stop_keeping_files(&self, id: &str);
+
+    /// Adopts `expected` sandboxes that still run, keeps `suspended` ones'
+    /// files and slots, and sweeps every other leftover.
+    async fn recover(&self, expected: &[(String, Slot)], suspended: &[(String, Slot)]) -> Recovery;
+
+    /// Orderly shutdown with `sandboxes_left` still running.
+    async fn shutdown(&self, sandboxes_left: usize);
+
+    /// Enforces an outbound network policy on the sandbox in `slot`.
+    async fn apply_egress(&self, slot: Slot, policy: &EgressPolicy) -> Result<(), RuntimeError>;
+}
+
+#[async_trait]
+impl SandboxNode for alcove_runtime::Node {
+    fn resolve_image(&self, name: Option<&str>) -> Result<Image, RuntimeError> {
+        Ok(self.images().resolve(name)?)
+    }
+
+    fn admit(&self, disk_mb: u64) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::admit(self, disk_mb)
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, RuntimeError> {
+        alcove_runtime::Node::create(self, spec).await
+    }
+
+    async fn destroy(&self, id: &str, slot: Slot) {
+        alcove_runtime::Node::destroy(self, id, slot).await;
+    }
+
+    async fn suspend(&self, id: &str) -> Result<u64, RuntimeError> {
+        alcove_runtime::Node::suspend(self, id).await
+    }
+
+    async fn resume(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle, RuntimeError> {
+        alcove_runtime::Node::resume(self, spec, slot).await
+    }
+
+    async fn snapshot(&self, id: &str, dest: &Path, memory: bool) -> Result<u64, RuntimeError> {
+        alcove_runtime::Node::snapshot(self, id, dest, memory).await
+    }
+
+    async fn restore_snapshot(
+        &self,
+        spec: &SandboxSpec,
+        source: &Path,
+        memory: bool,
+    ) -> Result<SandboxHandle, RuntimeError> {
+        alcove_runtime::Node::restore_snapshot(self, spec, source, memory).await
+    }
+
+    async fn pack_suspended(&self, id: &str) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::pack_suspended(self, id).await
+    }
+
+    async fn pack_snapshot(&self, dir: &Path) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::pack_snapshot(self, dir).await
+    }
+
+    fn is_suspended_packed(&self, id: &str) -> bool {
+        alcove_runtime::Node::is_suspended_packed(self, id)
+    }
+
+    fn is_snapshot_packed(&self, dir: &Path) -> bool {
+        alcove_runtime::Node::is_snapshot_packed(self, dir)
+    }
+
+    fn has_checkpoint(&self, id: &str) -> bool {
+        alcove_runtime::Node::has_checkpoint(self, id)
+    }
+
+    async fn discard_checkpoint(&self, id: &str) {
+        alcove_runtime::Node::discard_checkpoint(self, id).await;
+    }
+
+    fn checkpoint_in_progress(&self, id: &str) -> bool {
+        self.runc_operation_in_progress(id)
+    }
+
+    async fn container_status(&self, id: &str) -> Option<ContainerStatus> {
+        alcove_runtime::Node::container_status(self, id).await
+    }
+
+    async fn thaw(&self, id: &str) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::thaw(self, id).await
+    }
+
+    async fn stop_keeping_files(&self, id: &str) {
+        alcove_runtime::Node::stop_keeping_files(self, id).await;
+    }
+
+    async fn recover(&self, expected: &[(String, Slot)], suspended: &[(String, Slot)]) -> Recovery {
+        alcove_runtime::Node::recover(self, expected, suspended).await
+    }
+
+    async fn shutdown(&self, sandboxes_left: usize) {
+        alcove_runtime::Node::shutdown(self, sandboxes_left).await;
+    }
+
+    async fn apply_egress(&self, slot: Slot, policy: &EgressPolicy) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::apply_egress(self, slot, policy).await
+    }
+}

@@ -1,0 +1,504 @@
+//! The control plane against the in-memory node: lifecycle, suspend/resume and
+//! snapshot bookkeeping, failures half-way, timeouts, recovery decisions and
+//! the per-sandbox op locks. No root, runc or CRIU needed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcove_runtime::runc::ContainerStatus;
+use alcove_wire::sandbox::{CreateSandboxRequest, SandboxStatus};
+use alcove_wire::snapshot::{SnapshotStatus, SnapshotType};
+
+use super::fake_node::{FakeNode, Op};
+use super::state::TerminationReason;
+use super::validate::HostLimits;
+use super::{AgentClient, Control, ControlConfig, ControlError};
+use crate::store::{SandboxRecord, Store};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Harness {
+    control: Arc<Control>,
+    node: FakeNode,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(&dir.path().join("alcove.db"))
+        .await
+        .expect("store");
+    let node = FakeNode::default();
+    let control = Arc::new(Control::new(
+        store,
+        Arc::new(node.clone()),
+        ControlConfig {
+            sandbox_url: "http://localhost:8900".into(),
+            ingress_endpoint: "sandbox.localhost:8900".into(),
+            snapshots_dir: dir.path().join("snapshots"),
+            compress_after: None,
+            host: HostLimits {
+                cpus: 4.0,
+                memory_mb: 16_384,
+            },
+        },
+        AgentClient::new(),
+        crate::secrets::SecretBox::load_or_create(&dir.path().join("secrets.key"))
+            .expect("secrets key"),
+    ));
+    Harness {
+        control,
+        node,
+        _dir: dir,
+    }
+}
+
+fn request(json: serde_json::Value) -> CreateSandboxRequest {
+    serde_json::from_value(json).expect("request")
+}
+
+impl Harness {
+    async fn create(&self, json: serde_json::Value) -> Result<SandboxRecord, ControlError> {
+        Ok(self
+            .control
+            .create("default", request(json), true, WAIT)
+            .await?
+            .record)
+    }
+
+    async fn status(&self, id: &str) -> SandboxRecord {
+        self.control
+            .store()
+            .get(id)
+            .await
+            .expect("store")
+            .expect("record")
+    }
+
+    /// The id of the live sandbox named `name`.
+    async fn create_id(&self, name: &str) -> String {
+        self.control.resolve(None, name).await.expect("resolve").id
+    }
+
+    /// Waits until `id` is `status` with no operation under way.
+    async fn settled(&self, id: &str, status: SandboxStatus) -> SandboxRecord {
+        for _ in 0..500 {
+            let r = self.status(id).await;
+            if r.status == status && r.transition.is_none() {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{id} never became {status}: {:?}", self.status(id).await);
+    }
+}
+
+#[tokio::test]
+async fn create_runs_and_delete_ends_and_cleans_up() {
+    let h = harness().await;
+    let r = h.create(serde_json::json!({})).await.expect("create");
+    assert_eq!(r.status, SandboxStatus::Running);
+    assert!(r.slot.is_some());
+    assert_eq!(h.node.container(&r.id), Some(ContainerStatus::Running));
+    assert_eq!(h.control.running_count(), 1);
+    let ended = h
+        .control
+        .delete(Some("default"), &r.id, TerminationReason::Deleted)
+        .await
+        .expect("delete");
+    assert_eq!(ended.status, SandboxStatus::Terminated);
+    assert_eq!(ended.termination_reason.as_deref(), Some("deleted"));
+    assert_eq!(h.node.destroyed(), vec![r.id.clone()]);
+    assert_eq!(h.node.slots_in_use(), 0);
+    assert_eq!(h.control.running_count(), 0);
+    // Deleting again is a no-op, not an error.
+    let again = h
+        .control
+        .delete(None, &r.id, TerminationReason::Deleted)
+        .await
+        .expect("delete again");
+    assert_eq!(again.status, SandboxStatus::Terminated);
+}
+
+#[tokio::test]
+async fn a_failed_start_is_failed_with_a_clean_reason_and_nothing_left() {
+    let h = harness().await;
+    h.node.fail(Op::Create, 1);
+    let r = h
+        .create(serde_json::json!({}))
+        .await
+        .expect("create answers");
+    assert_eq!(r.status, SandboxStatus::Failed);
+    assert_eq!(r.termination_reason.as_deref(), Some("startup_failed"));
+    let details = r.error_details.expect("details");
+    assert!(
+        !details.contains("/var/lib") && !details.contains("runc --root"),
+        "{details}"
+    );
+    assert_eq!(h.node.slots_in_use(), 0);
+    assert_eq!(h.control.running_count(), 0);
+    // The next create works.
+    let ok = h.create(serde_json::json!({})).await.expect("create");
+    assert_eq!(ok.status, SandboxStatus::Running);
+}
+
+#[tokio::test]
+async fn a_full_host_refuses_before_anything_is_stored() {
+    let h = harness().await;
+    h.node.set_full(true);
+    let err = h.create(serde_json::json!({})).await.expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            ControlError::Runtime(alcove_runtime::RuntimeError::Capacity(_))
+        ),
+        "{err:?}"
+    );
+    assert!(h.control.list("default").await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_image_is_not_found_and_stores_nothing() {
+    let h = harness().await;
+    let err = h
+        .create(serde_json::json!({"image": "nope/nothing"}))
+        .await
+        .expect_err("unknown image");
+    assert!(
+        matches!(err, ControlError::NotFound { kind: "image", .. }),
+        "{err:?}"
+    );
+    assert!(h.control.list("default").await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn only_named_sandboxes_suspend_and_they_resume() {
+    let h = harness().await;
+    let eph = h.create(serde_json::json!({})).await.expect("create");
+    let err = h
+        .control
+        .suspend(None, &eph.id, Some(WAIT))
+        .await
+        .expect_err("ephemeral");
+    assert!(
+        matches!(err, ControlError::InvalidArgument { .. }),
+        "{err:?}"
+    );
+
+    let named = h
+        .create(serde_json::json!({"name": "web"}))
+        .await
+        .expect("create");
+    let (r, done) = h
+        .control
+        .suspend(None, "web", Some(WAIT))
+        .await
+        .expect("suspend");
+    assert!(done);
+    assert_eq!(r.status, SandboxStatus::Suspended);
+    assert!(h.node.has_dump(&named.id));
+    assert_eq!(h.node.container(&named.id), None);
+    // Suspending again is a no-op; resuming brings it back in its slot.
+    assert!(
+        h.control
+            .suspend(None, "web", Some(WAIT))
+            .await
+            .expect("again")
+            .1
+    );
+    let (r, done) = h
+        .control
+        .resume(None, "web", Some(WAIT))
+        .await
+        .expect("resume");
+    assert!(done);
+    assert_eq!(r.status, SandboxStatus::Running);
+    assert_eq!(r.slot, named.slot);
+    assert!(!h.node.has_dump(&named.id));
+    // A resumed sandbox gets its network policy again.
+    assert!(!h.node.egress().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_suspend_keeps_it_running_and_says_why_without_host_details() {
+    let h = harness().await;
+    h.create(serde_json::json!({"name": "db"}))
+        .await
+        .expect("create");
+    h.node.fail(Op::Suspend, 1);
+    let err = h
+        .control
+        .suspend(None, "db", Some(WAIT))
+        .await
+        .expect_err("the suspend fails");
+    let ControlError::OperationFailed {
+        op: "suspend",
+        reason,
+        ..
+    } = err
+    else {
+        panic!("{err:?}");
+    };
+    assert!(
+        !reason.contains("/var/lib") && !reason.contains("runc"),
+        "{reason}"
+    );
+    let r = h
+        .settled(&h.create_id("db").await, SandboxStatus::Running)
+        .await;
+    let details = r.error_details.expect("details");
+    assert!(details.starts_with("suspend failed"), "{details}");
+    assert!(!details.contains("/var/lib"), "{details}");
+    assert_eq!(h.control.running_count(), 1, "still routable");
+    assert!(
+        h.control
+            .suspend(None, "db", Some(WAIT))
+            .await
+            .expect("retry")
+            .1
+    );
+}
+
+#[tokio::test]
+async fn a_failed_resume_keeps_the_dump_for_the_next_try() {
+    let h = harness().await;
+    let r = h
+        .create(serde_json::json!({"name": "job"}))
+        .await
+        .expect("create");
+    h.control
+        .suspend(None, "job", Some(WAIT))
+        .await
+        .expect("suspend");
+    h.node.fail(Op::Resume, 1);
+    let err = h
+        .control
+        .resume(None, "job", Some(WAIT))
+        .await
+        .expect_err("the resume fails");
+    assert!(
+        matches!(err, ControlError::OperationFailed { op: "resume", .. }),
+        "{err:?}"
+    );
+    let after = h.settled(&r.id, SandboxStatus::Suspended).await;
+    assert!(
+        after
+            .error_details
+            .expect("details")
+            .starts_with("resume failed")
+    );
+    assert!(h.node.has_dump(&r.id));
+    let (again, done) = h
+        .control
+        .resume(None, "job", Some(WAIT))
+        .await
+        .expect("resume");
+    assert!(done);
+    assert_eq!(again.status, SandboxStatus::Running);
+}
+
+#[tokio::test]
+async fn snapshots_complete_restore_and_fail_cleanly() {
+    let h = harness().await;
+    let src = h.create(serde_json::json!({})).await.expect("create");
+    let snap = h
+        .control
+        .snapshot(None, &src.id, Some(SnapshotType::Memory))
+        .await
+        .expect("snapshot");
+    assert_eq!(snap.status, SnapshotStatus::InProgress);
+    let done = wait_snapshot(&h, &snap.id).await;
+    assert_eq!(done.status, SnapshotStatus::Completed);
+    assert_eq!(
+        h.settled(&src.id, SandboxStatus::Running).await.status,
+        SandboxStatus::Running
+    );
+
+    let clone = h
+        .create(serde_json::json!({"snapshot_id": snap.id}))
+        .await
+        .expect("restore");
+    assert_eq!(clone.status, SandboxStatus::Running);
+    assert_ne!(clone.id, src.id);
+    assert_ne!(clone.slot, src.slot);
+
+    h.node.fail(Op::Snapshot, 1);
+    let bad = h
+        .control
+        .snapshot(None, &src.id, None)
+        .await
+        .expect("started");
+    let failed = wait_snapshot(&h, &bad.id).await;
+    assert_eq!(failed.status, SnapshotStatus::Failed);
+    let err = failed.error.expect("error");
+    assert!(!err.contains("/var/lib"), "{err}");
+    assert_eq!(h.status(&src.id).await.status, SandboxStatus::Running);
+
+    // A deleted snapshot cannot be restored.
+    h.control
+        .delete_snapshot(None, &snap.id)
+        .await
+        .expect("delete snapshot");
+    let gone = h.create(serde_json::json!({"snapshot_id": snap.id})).await;
+    assert!(
+        matches!(gone, Err(ControlError::NotFound { .. })),
+        "{gone:?}"
+    );
+}
+
+async fn wait_snapshot(h: &Harness, id: &str) -> crate::store::SnapshotRecord {
+    for _ in 0..500 {
+        let s = h.control.get_snapshot(None, id).await.expect("snapshot");
+        if s.status != SnapshotStatus::InProgress {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("snapshot {id} never finished");
+}
+
+#[tokio::test]
+async fn timeouts_end_ephemeral_sandboxes_and_suspend_named_ones() {
+    let h = harness().await;
+    let eph = h
+        .create(serde_json::json!({"timeout_secs": 60}))
+        .await
+        .expect("create");
+    let named = h
+        .create(serde_json::json!({"name": "keep", "timeout_secs": 60}))
+        .await
+        .expect("create");
+    let deadline = h.status(&eph.id).await.deadline_at.expect("deadline");
+    // Before the deadline nothing happens.
+    super::timeouts::reap_once(&h.control, deadline - 1).await;
+    assert_eq!(h.status(&eph.id).await.status, SandboxStatus::Running);
+    super::timeouts::reap_once(&h.control, deadline + 120_000).await;
+    let ended = h.status(&eph.id).await;
+    assert_eq!(ended.status, SandboxStatus::Terminated);
+    assert_eq!(ended.termination_reason.as_deref(), Some("timeout"));
+    let slept = h.status(&named.id).await;
+    assert_eq!(slept.status, SandboxStatus::Suspended);
+    // Suspended time does not count: what was left is kept for the resume.
+    assert!(slept.timeout_remaining_ms.is_some());
+    assert_eq!(slept.deadline_at, None);
+}
+
+#[tokio::test]
+async fn a_delete_waits_for_a_suspend_under_way_and_leaves_nothing() {
+    let h = harness().await;
+    let r = h
+        .create(serde_json::json!({"name": "race"}))
+        .await
+        .expect("create");
+    h.node.hold(Op::Suspend);
+    let (_, done) = h
+        .control
+        .suspend(None, "race", Some(Duration::ZERO))
+        .await
+        .expect("suspend started");
+    assert!(!done);
+    let control = Arc::clone(&h.control);
+    let id = r.id.clone();
+    let delete =
+        tokio::spawn(async move { control.delete(None, &id, TerminationReason::Deleted).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!delete.is_finished(), "the delete waits for the op lock");
+    assert_eq!(h.status(&r.id).await.status, SandboxStatus::Suspending);
+    h.node.release(Op::Suspend);
+    let ended = delete.await.expect("join").expect("delete");
+    assert_eq!(ended.status, SandboxStatus::Terminated);
+    assert!(!h.node.has_dump(&r.id), "the dump went with it");
+    assert_eq!(h.node.container(&r.id), None);
+}
+
+/// Stores a record as a crashed server may have left it.
+async fn stored(h: &Harness, id: &str, name: Option<&str>, f: impl FnOnce(&mut SandboxRecord)) {
+    let mut r = crate::store::sample_record(id, name);
+    f(&mut r);
+    h.control.store().insert(&r).await.expect("insert");
+}
+
+#[tokio::test]
+async fn recovery_settles_what_a_crash_interrupted() {
+    let h = harness().await;
+    // Running, container alive: adopted.
+    stored(&h, "alive", None, |_| {}).await;
+    h.node
+        .set_container("alive", Some(ContainerStatus::Running));
+    // Running, container gone: lost.
+    stored(&h, "gone", None, |r| r.slot = Some(4)).await;
+    // Snapshotting when the server died, container frozen: thawed and running.
+    stored(&h, "frozen", None, |r| {
+        r.status = SandboxStatus::Snapshotting;
+        r.slot = Some(5);
+    })
+    .await;
+    h.node
+        .set_container("frozen", Some(ContainerStatus::Paused));
+    // Suspending, dump complete, container gone: suspended.
+    stored(&h, "dumped", Some("dumped"), |r| {
+        r.status = SandboxStatus::Suspending;
+        r.slot = Some(6);
+    })
+    .await;
+    h.node.set_checkpoint("dumped", true);
+    // Resuming, restore finished: running, dump dropped.
+    stored(&h, "restored", Some("restored"), |r| {
+        r.status = SandboxStatus::Suspended;
+        r.transition = Some("resuming".into());
+        r.slot = Some(7);
+    })
+    .await;
+    h.node
+        .set_container("restored", Some(ContainerStatus::Running));
+    h.node.set_checkpoint("restored", true);
+    // Resuming, restore half-done: back to suspended, dump kept.
+    stored(&h, "half", Some("half"), |r| {
+        r.status = SandboxStatus::Suspended;
+        r.transition = Some("resuming".into());
+        r.slot = Some(8);
+    })
+    .await;
+    h.node.set_container("half", Some(ContainerStatus::Created));
+    h.node.set_checkpoint("half", true);
+    // Pending: the create never finished.
+    stored(&h, "pending", None, |r| {
+        r.status = SandboxStatus::Pending;
+        r.slot = None;
+    })
+    .await;
+    // A container nobody knows: swept.
+    h.node
+        .set_container("stray", Some(ContainerStatus::Running));
+
+    h.control.recover().await.expect("recover");
+
+    check(&h, "alive", SandboxStatus::Running).await;
+    let gone = check(&h, "gone", SandboxStatus::Terminated).await;
+    assert_eq!(gone.termination_reason.as_deref(), Some("lost"));
+    check(&h, "frozen", SandboxStatus::Running).await;
+    assert_eq!(h.node.container("frozen"), Some(ContainerStatus::Running));
+    check(&h, "dumped", SandboxStatus::Suspended).await;
+    check(&h, "restored", SandboxStatus::Running).await;
+    assert!(!h.node.has_dump("restored"));
+    check(&h, "half", SandboxStatus::Suspended).await;
+    assert!(h.node.has_dump("half"));
+    assert_eq!(h.node.container("half"), None);
+    let pending = check(&h, "pending", SandboxStatus::Failed).await;
+    assert_eq!(
+        pending.termination_reason.as_deref(),
+        Some("server_restarted")
+    );
+    assert_eq!(h.node.container("stray"), None);
+    assert_eq!(h.control.running_count(), 3);
+}
+
+async fn check(h: &Harness, id: &str, status: SandboxStatus) -> SandboxRecord {
+    let r = h.status(id).await;
+    assert_eq!(
+        (r.status, r.transition.as_deref()),
+        (status, None),
+        "{id}: {r:?}"
+    );
+    r
+}
