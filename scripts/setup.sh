@@ -4,13 +4,14 @@
 #   scripts/setup.sh [STEP...]      (default: all)
 #
 # STEP is one of:
-#   all       = packages criu sysctl image python node build
+#   all       = packages tools criu sysctl image python node build
 #   packages  Debian packages (runc, nftables, debootstrap, CRIU build deps, ...)
 #   criu      CRIU 4.2.1 from Debian's source tarball, with scripts/criu/*.patch applied
 #             -> /usr/local/sbin/criu (cached per version and patch set)
 #   sysctl    kernel settings: forwarding, and the host-wide limits sandboxes share
 #             (also written to /etc/sysctl.d/60-alcove.conf; `alcove serve` checks them too)
 #   image     default image alcove/debian in $ALCOVE_IMAGES_DIR (rebuilt when its recipe changes)
+#   tools     cargo-machete (unused-dependency check of the test command), from the crate registry
 #   python    virtualenv $REPO/.venv with the SDK (editable) and the test tools
 #   node      the TypeScript SDK's dependencies and build (npm ci in sdk/typescript)
 #   build     cargo build: target/release/alcove and the static
@@ -25,7 +26,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ALL_STEPS=(packages criu sysctl image python node build)
+ALL_STEPS=(packages tools criu sysctl image python node build)
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
@@ -230,6 +231,20 @@ step_sysctl() {
     log "sysctl: $(for kv in "${SYSCTL_FLOORS[@]}"; do printf '%s=%s ' "${kv%%=*}" "$(sysctl -n "${kv%%=*}")"; done)"
 }
 
+# --- Rust tools ------------------------------------------------------------------------
+CARGO_MACHETE_VERSION="0.9.2"
+
+step_tools() {
+    command -v cargo >/dev/null || die "cargo is not on PATH"
+    if cargo machete --version 2>/dev/null | grep -q "$CARGO_MACHETE_VERSION"; then
+        log "tools: cargo-machete $CARGO_MACHETE_VERSION present"
+        return 0
+    fi
+    log "tools: cargo install cargo-machete $CARGO_MACHETE_VERSION (about a minute)"
+    cargo install --locked --quiet cargo-machete --version "$CARGO_MACHETE_VERSION" ||
+        die "tools: installing cargo-machete failed"
+}
+
 # --- Rust build ---------------------------------------------------------------------
 step_build() {
     if [[ "${ALCOVE_SKIP_BUILD:-0}" == 1 ]]; then
@@ -352,7 +367,7 @@ main() {
     for a in "$@"; do
         case "$a" in
             all) steps+=("${ALL_STEPS[@]}") ;;
-            packages | criu | sysctl | build | image | images | python | node)
+            packages | tools | criu | sysctl | build | image | images | python | node)
                 [[ "$a" == images ]] && a=image
                 steps+=("$a")
                 ;;

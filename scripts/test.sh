@@ -7,10 +7,11 @@
 # minutes. Stage two starts real servers and sandboxes as root. Stages stop at the first
 # failure (a summary with each one's time is always printed):
 #
-#   setup-base   scripts/setup.sh packages python node   (skipped with --no-setup)
+#   setup-base   scripts/setup.sh packages tools python node   (skipped with --no-setup)
 #   -- stage one: unprivileged ---------------------------------------------------------------
 #   fmt          cargo fmt --all -- --check
 #   clippy       cargo clippy --workspace --all-targets -- -D warnings   (skipped with --quick)
+#   deps         cargo machete: no crate declares a dependency it does not use
 #   unit         cargo nextest run --workspace: unit and crate tests, the control plane
 #                against its in-memory node, contract checks (no root-only test)
 #   sdk-unit     the Python SDK's unit tests, the TypeScript SDK's unit tests
@@ -133,7 +134,7 @@ pytest_in() {
 }
 
 if [[ $SETUP -eq 1 ]]; then
-    run_stage setup-base bash "$ALCOVE_REPO/scripts/setup.sh" packages python node
+    run_stage setup-base bash "$ALCOVE_REPO/scripts/setup.sh" packages tools python node
 else
     skip_stage setup-base "--no-setup"
 fi
@@ -152,6 +153,8 @@ if [[ $QUICK -eq 0 ]]; then
 else
     skip_stage clippy "--quick"
 fi
+
+run_stage deps without_alcove_env cargo machete
 
 # Per-test time limit comes from scripts/nextest.toml (lower priority than a repo
 # .config/nextest.toml, if one is added).
