@@ -326,6 +326,7 @@ fn common_responses() -> Map<String, Value> {
 }
 
 fn complete_operation(path: &str, op: &mut Value) {
+    optional_body_is_absent_not_null(op);
     let mut common: Vec<&Common> = Vec::new();
     if PUBLIC.contains(&path) {
         op["security"] = json!([]);
@@ -386,6 +387,35 @@ fn complete_operation(path: &str, op: &mut Value) {
                 }
                 responses[status] = merged;
             }
+        }
+    }
+}
+
+/// An optional request body (an `Option` in the route's attribute) may be left out, but a
+/// `null` body is refused like any other non-object: drop the derive's `null` alternative.
+fn optional_body_is_absent_not_null(op: &mut Value) {
+    // `get_mut`, not indexing: indexing would add a `null` body to every operation.
+    let Some(body) = op.get_mut("requestBody") else {
+        return;
+    };
+    if body["required"] == true {
+        return;
+    }
+    let Some(contents) = body.get_mut("content").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for schema in contents.values_mut().filter_map(|c| c.get_mut("schema")) {
+        let kept: Vec<Value> = schema["oneOf"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|branch| branch["type"] != "null")
+            .cloned()
+            .collect();
+        if let [only] = kept.as_slice()
+            && schema["oneOf"].as_array().is_some_and(|all| all.len() == 2)
+        {
+            *schema = only.clone();
         }
     }
 }

@@ -409,3 +409,28 @@ fn every_operation_has_a_unique_id_and_the_namespaced_copies_their_parameter() {
         );
     }
 }
+
+#[test]
+fn the_document_holds_no_null() {
+    // OpenAPI has no member whose value may be `null`: one is always a slip of the
+    // post-processing (indexing a missing key of a JSON value inserts `null`).
+    fn nulls(value: &Value, at: String, found: &mut Vec<String>) {
+        match value {
+            Value::Null => found.push(at),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    nulls(item, format!("{at}/{i}"), found);
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    nulls(item, format!("{at}/{key}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    nulls(&document(), String::new(), &mut found);
+    assert!(found.is_empty(), "null members: {found:?}");
+}
