@@ -289,7 +289,7 @@ step_image() {
 }
 
 # --- Python virtualenv -----------------------------------------------------------------
-PY_TEST_PKGS=(pytest pytest-timeout httpx tensorlake==0.5.161)
+PY_TEST_PKGS=(pytest pytest-timeout httpx tensorlake==0.5.161 openapi-spec-validator jsonschema)
 
 base_python() {
     if [[ -n "${ALCOVE_PYTHON:-}" ]]; then

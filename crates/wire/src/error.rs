@@ -5,9 +5,10 @@
 //! as the error message and expose `code`.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Machine-readable error codes of the control plane and proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// The request is malformed or a field is out of range.
@@ -39,7 +40,7 @@ pub enum ErrorCode {
 }
 
 /// The control plane's error body: `{"message", "code"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ApiErrorBody {
     /// Human-readable explanation, lower-case, no final period.
     pub message: String,
@@ -47,6 +48,7 @@ pub struct ApiErrorBody {
     pub code: ErrorCode,
     /// Request id to look up in the server log (set on 5xx answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub request_id: Option<String>,
 }
 

@@ -4,31 +4,35 @@
 use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::time::EpochMillis;
+use crate::time::{EpochMillis, EpochMillisSchema};
 
 /// Query of every `/api/v1/files` route. Clients form-encode it, so `+` decodes to a space.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FilePathQuery {
     /// Absolute path inside the sandbox.
     pub path: String,
 }
 
 /// One entry of a directory listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FileEntry {
     /// File name (not a path).
     pub name: String,
     /// Whether it is a directory (symbolic links to directories count as directories).
     pub is_dir: bool,
     /// Size in bytes; `null` for directories.
+    #[schema(required = true)]
     pub size: Option<u64>,
     /// Modification time, epoch milliseconds.
+    #[schema(value_type = Option<EpochMillisSchema>, required = true)]
     pub modified_at: Option<EpochMillis>,
 }
 
 /// Body of `GET /api/v1/files/list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FileList {
     /// The directory listed, as requested.
     pub path: String,

@@ -1,16 +1,17 @@
 //! Health and info bodies (docs/protocol/sandbox-api.md, Health and info).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Body of `GET /api/v1/health`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HealthResponse {
     /// `true` whenever the agent answers.
     pub healthy: bool,
 }
 
 /// Body of `GET /api/v1/info`; every field is required by the Python SDK.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DaemonInfo {
     /// Agent version.
     pub version: String,

@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
-use crate::time::EpochMillis;
+use crate::time::{EpochMillis, EpochMillisSchema};
 
 /// Deserializes `null` as the type's default, so `"args": null` means "no args".
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -23,7 +24,7 @@ where
 
 /// Who a process runs as: `"root"`, `"name"`, `"1000"`, `"1000:1000"`, `"name:group"`, or an
 /// object `{"name"}` / `{"uid", "gid"}` (docs/protocol/sandbox-api.md, Conventions).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum UserSpec {
     /// The string form, `USER[:GROUP]` where each part is a name or a number.
@@ -33,7 +34,7 @@ pub enum UserSpec {
 }
 
 /// The object form of [`UserSpec`] (the SDK's `ProcessUserSpec`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UserIds {
     /// A user name from the sandbox's `/etc/passwd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,15 +48,17 @@ pub struct UserIds {
 }
 
 /// Body of `POST /api/v1/processes/run` (docs/protocol/sandbox-api.md, Run a command).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunRequest {
     /// Program to execute: a path, or a name looked up in `PATH`.
     pub command: String,
     /// Arguments after the program name.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[schema(nullable = true, default = json!([]))]
     pub args: Vec<String>,
     /// Variables added to (and overriding) the default environment.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[schema(nullable = true, default = json!({}))]
     pub env: BTreeMap<String, String>,
     /// Working directory; defaults to the user's home, else `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,7 +85,7 @@ impl RunRequest {
 }
 
 /// What happens to a managed process's stdin.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StdinMode {
     /// Stdin is `/dev/null`.
@@ -93,7 +96,7 @@ pub enum StdinMode {
 }
 
 /// What happens to a managed process's stdout or stderr.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputMode {
     /// Lines are kept in the agent's bounded buffer and can be read or followed.
@@ -104,7 +107,7 @@ pub enum OutputMode {
 }
 
 /// When a managed process is restarted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RestartPolicy {
     /// Never restart.
@@ -125,19 +128,22 @@ fn default_max_backoff_ms() -> u64 {
 }
 
 /// Restart policy and back-off of a managed process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RestartConfig {
     /// When to restart.
     #[serde(default)]
+    #[schema(default = RestartPolicy::default)]
     pub policy: RestartPolicy,
     /// Upper bound on restarts; `None` = unlimited.
     #[serde(default)]
     pub max_restarts: Option<u32>,
     /// First back-off delay in milliseconds.
     #[serde(default = "default_initial_backoff_ms")]
+    #[schema(default = default_initial_backoff_ms)]
     pub initial_backoff_ms: u64,
     /// Largest back-off delay in milliseconds.
     #[serde(default = "default_max_backoff_ms")]
+    #[schema(default = default_max_backoff_ms)]
     pub max_backoff_ms: u64,
 }
 
@@ -153,7 +159,7 @@ impl Default for RestartConfig {
 }
 
 /// Kind of a managed-process health check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthCheckKind {
     /// An HTTP GET that must answer 2xx.
@@ -179,7 +185,7 @@ fn default_failure_threshold() -> u32 {
 }
 
 /// A local health check of a managed process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HealthCheck {
     /// HTTP or TCP.
     #[serde(rename = "type")]
@@ -191,40 +197,49 @@ pub struct HealthCheck {
     pub path: Option<String>,
     /// Delay before the first check, in milliseconds.
     #[serde(default = "default_initial_delay_ms")]
+    #[schema(default = default_initial_delay_ms)]
     pub initial_delay_ms: u64,
     /// Time between checks, in milliseconds.
     #[serde(default = "default_interval_ms")]
+    #[schema(default = default_interval_ms)]
     pub interval_ms: u64,
     /// Time one check may take, in milliseconds.
     #[serde(default = "default_timeout_ms")]
+    #[schema(default = default_timeout_ms)]
     pub timeout_ms: u64,
     /// Consecutive failures that make the process unhealthy.
     #[serde(default = "default_failure_threshold")]
+    #[schema(default = default_failure_threshold)]
     pub failure_threshold: u32,
 }
 
 /// Body of `POST /api/v1/processes` (docs/protocol/sandbox-api.md, Processes).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StartProcessRequest {
     /// Program to execute: a path, or a name looked up in `PATH`.
     pub command: String,
     /// Arguments after the program name.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[schema(nullable = true, default = json!([]))]
     pub args: Vec<String>,
     /// Variables added to (and overriding) the default environment.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[schema(nullable = true, default = json!({}))]
     pub env: BTreeMap<String, String>,
     /// Working directory; defaults to the user's home, else `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     /// Stdin handling; omitted = `closed`.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[schema(nullable = true, default = StdinMode::default)]
     pub stdin_mode: StdinMode,
     /// Stdout handling; omitted = `capture`.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[schema(nullable = true, default = OutputMode::default)]
     pub stdout_mode: OutputMode,
     /// Stderr handling; omitted = `capture`.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[schema(nullable = true, default = OutputMode::default)]
     pub stderr_mode: OutputMode,
     /// Who to run as; absent means the agent's own user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,7 +264,7 @@ impl StartProcessRequest {
 }
 
 /// Status of a process (strict on the wire; docs/protocol/sandbox-api.md, ProcessInfo).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessStatus {
     /// Still running.
@@ -263,7 +278,7 @@ pub enum ProcessStatus {
 }
 
 /// Supervisor status of a managed process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ManagedStatus {
     /// Being started.
@@ -277,7 +292,7 @@ pub enum ManagedStatus {
 }
 
 /// Latest health of a managed process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
     /// No health check is configured.
@@ -291,25 +306,30 @@ pub enum HealthStatus {
 }
 
 /// How a previous run of a managed process ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ManagedExit {
     /// Exit code, when it exited on its own.
+    #[schema(required = true)]
     pub exit_code: Option<i32>,
     /// Signal number, when a signal killed it.
+    #[schema(required = true)]
     pub signal: Option<i32>,
     /// Whether the OOM killer killed it.
     #[serde(default)]
+    #[schema(required = true)]
     pub oom_killed: bool,
     /// End time, epoch milliseconds.
+    #[schema(value_type = EpochMillisSchema)]
     pub ended_at: EpochMillis,
 }
 
 /// Managed-process metadata embedded in [`ProcessInfo`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ManagedInfo {
     /// Stable agent-local id: the name when one was given.
     pub id: String,
     /// The name given at creation.
+    #[schema(required = true)]
     pub name: Option<String>,
     /// Supervisor status.
     pub status: ManagedStatus,
@@ -319,6 +339,7 @@ pub struct ManagedInfo {
     pub restart: RestartConfig,
     /// The health check in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub health_check: Option<HealthCheck>,
     /// Latest health.
     pub health_status: HealthStatus,
@@ -326,70 +347,81 @@ pub struct ManagedInfo {
     pub consecutive_health_failures: u32,
     /// How the last run ended.
     #[serde(default)]
+    #[schema(required = true)]
     pub last_exit: Option<ManagedExit>,
     /// Last supervisor error.
     #[serde(default)]
+    #[schema(required = true)]
     pub last_error: Option<String>,
     /// When the next restart is due, epoch milliseconds.
     #[serde(default)]
+    #[schema(value_type = Option<EpochMillisSchema>, required = true)]
     pub next_restart_at: Option<EpochMillis>,
 }
 
 /// A process as reported by `GET /api/v1/processes[/{p}]` (docs/protocol/sandbox-api.md,
 /// ProcessInfo). Timestamps are epoch milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProcessInfo {
     /// Process id inside the sandbox.
     pub pid: u32,
     /// Current status.
     pub status: ProcessStatus,
     /// Exit code once it exited on its own.
+    #[schema(required = true)]
     pub exit_code: Option<i32>,
     /// Signal number once a signal killed it.
+    #[schema(required = true)]
     pub signal: Option<i32>,
     /// Whether `POST /stdin` can still write.
     #[serde(default)]
+    #[schema(required = true)]
     pub stdin_writable: bool,
     /// The command as requested.
     pub command: String,
     /// The arguments as requested.
     #[serde(default)]
+    #[schema(required = true)]
     pub args: Vec<String>,
     /// Start time, epoch milliseconds.
+    #[schema(value_type = EpochMillisSchema)]
     pub started_at: EpochMillis,
     /// End time, epoch milliseconds.
+    #[schema(value_type = Option<EpochMillisSchema>, required = true)]
     pub ended_at: Option<EpochMillis>,
     /// Whether the OOM killer killed it.
     #[serde(default)]
+    #[schema(required = true)]
     pub oom_killed: bool,
     /// Supervisor metadata of a managed process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub managed: Option<ManagedInfo>,
 }
 
 /// Body of `GET /api/v1/processes`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProcessList {
     /// Every process the agent still tracks.
     pub processes: Vec<ProcessInfo>,
 }
 
 /// Body of `POST /api/v1/processes/{p}/signal`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SignalRequest {
     /// Signal number (e.g. 15 for SIGTERM).
     pub signal: i32,
 }
 
 /// Answer of `POST /api/v1/processes/{p}/signal`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SignalResponse {
     /// Always `true` on a 2xx answer.
     pub success: bool,
 }
 
 /// Answer of `GET /api/v1/processes/{p}/stdout|stderr|output`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OutputResponse {
     /// The process.
     pub pid: u32,
@@ -400,7 +432,7 @@ pub struct OutputResponse {
 }
 
 /// Which output stream a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputStream {
     /// Standard output.
@@ -410,28 +442,31 @@ pub enum OutputStream {
 }
 
 /// One output line in an SSE stream (run, follow).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OutputEvent {
     /// The line without its newline.
     pub line: String,
     /// When the agent read it, epoch milliseconds (required by the Python SDK).
+    #[schema(value_type = EpochMillisSchema)]
     pub timestamp: EpochMillis,
     /// Which stream; clients count a missing stream as stdout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub stream: Option<OutputStream>,
 }
 
 /// First event of a run stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StartedEvent {
     /// Process id of the command.
     pub pid: u32,
     /// Start time, epoch milliseconds.
+    #[schema(value_type = EpochMillisSchema)]
     pub started_at: EpochMillis,
 }
 
 /// Why a run ended (docs/protocol/streaming.md, The run stream).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitReason {
     /// Exited on its own.
@@ -445,18 +480,26 @@ pub enum ExitReason {
 }
 
 /// Last event of a run stream; `exit_code` or `signal` is non-null.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ExitEvent {
     /// Exit code when it exited on its own.
+    #[schema(required = true)]
     pub exit_code: Option<i32>,
     /// Signal number when a signal killed it.
+    #[schema(required = true)]
     pub signal: Option<i32>,
     /// Whether the OOM killer killed it.
     #[serde(default)]
+    #[schema(required = true)]
     pub oom_killed: bool,
     /// Why it ended.
     pub reason: ExitReason,
 }
+
+/// Last event of a follow stream (`event: eof`), sent once the process exited and its output
+/// was drained: an empty object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EofEvent {}
 
 #[cfg(test)]
 mod tests {

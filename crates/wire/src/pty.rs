@@ -19,9 +19,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
 
 use crate::process::UserSpec;
-use crate::time::EpochMillis;
+use crate::time::{EpochMillis, EpochMillisSchema};
 
 /// Header carrying the session token on the WebSocket upgrade (the SDKs also send `?token=`).
 pub const TOKEN_HEADER: &str = "x-pty-token";
@@ -102,26 +104,61 @@ fn default_cols() -> u16 {
     DEFAULT_COLS
 }
 
+/// A number of rows or columns, 1 to [`MAX_DIMENSION`] (built here because the derive's
+/// `maximum` takes literals only).
+fn dimension(description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+        .minimum(Some(1))
+        .maximum(Some(MAX_DIMENSION))
+        .description(Some(description))
+}
+
+fn rows_schema() -> Object {
+    dimension("Terminal height.")
+        .default(Some(DEFAULT_ROWS.into()))
+        .build()
+}
+
+fn cols_schema() -> Object {
+    dimension("Terminal width.")
+        .default(Some(DEFAULT_COLS.into()))
+        .build()
+}
+
+fn new_rows_schema() -> Object {
+    dimension("New height.").build()
+}
+
+fn new_cols_schema() -> Object {
+    dimension("New width.").build()
+}
+
 /// Body of `POST /api/v1/pty`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreatePtyRequest {
     /// Program to execute: a path, or a name looked up in `PATH`.
     pub command: String,
     /// Arguments after the program name.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[schema(nullable = true, default = json!([]))]
     pub args: Vec<String>,
     /// Variables added to (and overriding) the default environment; `TERM` defaults to
     /// `xterm-256color`.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[schema(nullable = true, default = json!({}))]
     pub env: BTreeMap<String, String>,
     /// Working directory; defaults to the user's home, else `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     /// Terminal height, 1 to [`MAX_DIMENSION`].
     #[serde(default = "default_rows")]
+    #[schema(schema_with = rows_schema)]
     pub rows: u16,
     /// Terminal width, 1 to [`MAX_DIMENSION`].
     #[serde(default = "default_cols")]
+    #[schema(schema_with = cols_schema)]
     pub cols: u16,
     /// Who to run as; absent means the agent's own user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,7 +166,7 @@ pub struct CreatePtyRequest {
 }
 
 /// Answer of `POST /api/v1/pty` (201).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreatePtyResponse {
     /// Id to use in `/api/v1/pty/{session_id}…`.
     pub session_id: String,
@@ -138,7 +175,7 @@ pub struct CreatePtyResponse {
 }
 
 /// A session as reported by `GET /api/v1/pty[/{session_id}]` (never includes the token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PtySessionInfo {
     /// Session id.
     pub session_id: String,
@@ -148,18 +185,22 @@ pub struct PtySessionInfo {
     pub command: String,
     /// The arguments as requested.
     #[serde(default)]
+    #[schema(required = true)]
     pub args: Vec<String>,
     /// Current terminal height.
     pub rows: u16,
     /// Current terminal width.
     pub cols: u16,
     /// Creation time, epoch milliseconds.
+    #[schema(value_type = EpochMillisSchema)]
     pub created_at: EpochMillis,
     /// Exit time of the command, epoch milliseconds.
     #[serde(default)]
+    #[schema(value_type = Option<EpochMillisSchema>, required = true)]
     pub ended_at: Option<EpochMillis>,
     /// Exit code of the command (128+signal after a signal death), once it exited.
     #[serde(default)]
+    #[schema(required = true)]
     pub exit_code: Option<i32>,
     /// Whether the command is still running.
     pub is_alive: bool,
@@ -168,18 +209,20 @@ pub struct PtySessionInfo {
 }
 
 /// Body of `GET /api/v1/pty`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PtySessionList {
     /// Every session the agent still keeps.
     pub sessions: Vec<PtySessionInfo>,
 }
 
 /// Body of `POST /api/v1/pty/{session_id}/resize`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ResizeRequest {
     /// New width, 1 to [`MAX_DIMENSION`].
+    #[schema(schema_with = new_cols_schema)]
     pub cols: u16,
     /// New height, 1 to [`MAX_DIMENSION`].
+    #[schema(schema_with = new_rows_schema)]
     pub rows: u16,
 }
 

@@ -2,12 +2,21 @@
 //! resources and statuses.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::extensions::ExtensionsBuilder;
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, Object, ObjectBuilder, SchemaFormat, Type,
+};
 
-use crate::time::EpochMillis;
+use crate::limits::{
+    DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DISK_MB_RANGE, MANAGEMENT_PORT,
+    MEMORY_PER_CPU_MB, NAME_MAX_LEN, NAME_PATTERN, PORT_RANGE,
+};
+use crate::time::{EpochMillis, EpochMillisSchema};
 
 /// Sandbox status, spelled exactly as on the wire (docs/protocol/control-plane.md, Sandbox
 /// status).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxStatus {
     /// Accepted and durable; not running yet.
@@ -71,7 +80,7 @@ impl std::fmt::Display for SandboxStatus {
 }
 
 /// A GPU request or allocation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GpuResources {
     /// Number of GPUs.
     pub count: u32,
@@ -80,21 +89,26 @@ pub struct GpuResources {
 }
 
 /// Resources asked for in a create request (docs/protocol/control-plane.md, Resources).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResourcesRequest {
     /// CPUs (fractions allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = cpus_schema)]
     pub cpus: Option<f64>,
     /// Memory in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = memory_mb_schema)]
     pub memory_mb: Option<i64>,
     /// Writable-layer size in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = disk_mb_schema)]
     pub disk_mb: Option<i64>,
     /// Alias of `disk_mb` sent by the TypeScript SDK's pools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = ephemeral_disk_mb_schema)]
     pub ephemeral_disk_mb: Option<i64>,
-    /// GPUs (not supported by this server; a non-empty list is rejected).
+    /// GPUs (not supported by this server; a non-empty list is rejected). Also read as
+    /// `gpu_configs`.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -103,10 +117,115 @@ pub struct ResourcesRequest {
     pub gpus: Option<Vec<GpuResources>>,
 }
 
+// Schemas of the fields whose defaults and bounds are the constants of `crate::limits`: the
+// derive's `minimum`/`maximum` take literals only, so these build them from the constants.
+
+/// A JSON-Schema type that also admits `null` (an `Option` a request may send as `null`).
+fn nullable(ty: Type) -> utoipa::openapi::schema::SchemaType {
+    utoipa::openapi::schema::SchemaType::from_iter([ty, Type::Null])
+}
+
+fn optional_int64(description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(nullable(Type::Integer))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .description(Some(description))
+}
+
+fn cpus_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(nullable(Type::Number))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+        .description(Some(
+            "CPUs (fractions allowed); at most the host's CPUs. The sandbox is pinned to \
+             `ceil(cpus)` CPUs.",
+        ))
+        .exclusive_minimum(Some(0))
+        .default(Some(DEFAULT_CPUS.into()))
+        .build()
+}
+
+fn memory_mb_schema() -> Object {
+    let (per_cpu_min, per_cpu_max) = MEMORY_PER_CPU_MB;
+    optional_int64(&format!(
+        "Memory in MiB: {per_cpu_min}-{per_cpu_max} per CPU (see `x-memory-mb-per-cpu`), and \
+         at most the host's memory."
+    ))
+    .minimum(Some(1))
+    .default(Some(DEFAULT_MEMORY_MB.into()))
+    .extensions(Some(
+        ExtensionsBuilder::new()
+            .add(
+                "x-memory-mb-per-cpu",
+                serde_json::json!({"minimum": per_cpu_min, "maximum": per_cpu_max}),
+            )
+            .build(),
+    ))
+    .build()
+}
+
+fn disk_mb_builder(description: &str) -> ObjectBuilder {
+    let (lo, hi) = DISK_MB_RANGE;
+    optional_int64(description)
+        .minimum(Some(lo))
+        .maximum(Some(hi))
+        .default(Some(DEFAULT_DISK_MB.into()))
+}
+
+fn disk_mb_schema() -> Object {
+    disk_mb_builder("Writable-layer size in MiB.").build()
+}
+
+fn ephemeral_disk_mb_schema() -> Object {
+    disk_mb_builder("Alias of `disk_mb` (read when `disk_mb` is absent).").build()
+}
+
+fn name_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(nullable(Type::String))
+        .description(Some(
+            "Name (a DNS label, unique among live sandboxes, not shaped like a UUID); absent \
+             for an ephemeral sandbox.",
+        ))
+        .min_length(Some(1))
+        .max_length(Some(NAME_MAX_LEN))
+        .pattern(Some(NAME_PATTERN))
+        .build()
+}
+
+fn timeout_secs_schema() -> Object {
+    optional_int64("Lifetime in seconds (0 or absent = none).")
+        .minimum(Some(0))
+        .default(Some(0.into()))
+        .build()
+}
+
+fn exposed_ports_schema() -> utoipa::openapi::schema::Array {
+    let (lo, hi) = PORT_RANGE;
+    let port = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(lo))
+        .maximum(Some(hi))
+        .extensions(Some(
+            ExtensionsBuilder::new()
+                .add("x-reserved", serde_json::json!([MANAGEMENT_PORT]))
+                .build(),
+        ));
+    ArrayBuilder::new()
+        .schema_type(nullable(Type::Array))
+        .items(port)
+        .description(Some(format!(
+            "User ports routed from the ingress; {MANAGEMENT_PORT} (the agent's port, listed \
+             in `x-reserved`) is refused."
+        )))
+        .build()
+}
+
 /// Resources of a sandbox in responses (`ContainerResourcesInfo`).
 ///
 /// Python requires `disk_mb`, TypeScript reads `ephemeral_disk_mb`: both are sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResourcesInfo {
     /// CPUs.
     pub cpus: f64,
@@ -119,16 +238,21 @@ pub struct ResourcesInfo {
 }
 
 /// Outbound network policy (request field `network`, response field `network_policy`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Described as a request reads it (every field may be absent); answers always carry all three.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NetworkConfig {
     /// Whether outbound traffic is allowed at all.
     #[serde(default = "default_true")]
+    #[schema(default = default_true)]
     pub allow_internet_access: bool,
     /// Destinations allowed even when internet access is off.
     #[serde(default)]
+    #[schema(default = json!([]))]
     pub allow_out: Vec<String>,
     /// Destinations always denied (deny wins).
     #[serde(default)]
+    #[schema(default = json!([]))]
     pub deny_out: Vec<String>,
 }
 
@@ -138,12 +262,13 @@ fn default_true() -> bool {
 
 /// Body of `POST {B}/sandboxes` (docs/protocol/control-plane.md, Create a sandbox). Unknown
 /// fields are tolerated.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreateSandboxRequest {
     /// Name (a DNS label); absent for an ephemeral sandbox.
     #[serde(default)]
+    #[schema(schema_with = name_schema)]
     pub name: Option<String>,
-    /// Image name or alias.
+    /// Image name or alias (absent = the image `default`).
     #[serde(default)]
     pub image: Option<String>,
     /// Requested resources.
@@ -151,6 +276,7 @@ pub struct CreateSandboxRequest {
     pub resources: Option<ResourcesRequest>,
     /// Lifetime in seconds (0 or absent = none).
     #[serde(default)]
+    #[schema(schema_with = timeout_secs_schema)]
     pub timeout_secs: Option<i64>,
     /// Custom entrypoint run beside the agent.
     #[serde(default)]
@@ -160,9 +286,11 @@ pub struct CreateSandboxRequest {
     pub network: Option<NetworkConfig>,
     /// Whether exposed ports accept unauthenticated traffic.
     #[serde(default)]
+    #[schema(default = false)]
     pub allow_unauthenticated_access: Option<bool>,
     /// User ports routed from the ingress.
     #[serde(default)]
+    #[schema(schema_with = exposed_ports_schema)]
     pub exposed_ports: Option<Vec<i64>>,
     /// Secrets injected as environment variables.
     #[serde(default)]
@@ -175,6 +303,7 @@ pub struct CreateSandboxRequest {
     pub wait: Option<bool>,
     /// Whether proxy traffic may wake a suspended sandbox.
     #[serde(default)]
+    #[schema(default = true)]
     pub auto_resume: Option<bool>,
     /// Fail with `no_capacity` after this long in pending.
     #[serde(default)]
@@ -185,7 +314,7 @@ pub struct CreateSandboxRequest {
 }
 
 /// Answer of create (docs/protocol/control-plane.md, CreateSandboxResponse).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreateSandboxResponse {
     /// The new sandbox's UUID.
     pub sandbox_id: String,
@@ -193,24 +322,29 @@ pub struct CreateSandboxResponse {
     pub status: SandboxStatus,
     /// Proxy base URL, present unless pending or ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub sandbox_url: Option<String>,
     /// The name, if any.
     #[serde(default)]
+    #[schema(required = true)]
     pub name: Option<String>,
     /// Why it is still pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub pending_reason: Option<String>,
     /// Why it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub termination_reason: Option<String>,
     /// Details of a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub error_details: Option<String>,
 }
 
 /// A sandbox as returned by get, list and update (docs/protocol/control-plane.md,
 /// SandboxInfo).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SandboxInfo {
     /// UUID. Only `id` is sent: the official SDK reads `id` or `sandbox_id`
     /// but rejects a body carrying both ("duplicate field").
@@ -221,6 +355,7 @@ pub struct SandboxInfo {
     /// Current status.
     pub status: SandboxStatus,
     /// Name, or null for an ephemeral sandbox.
+    #[schema(required = true)]
     pub name: Option<String>,
     /// Image in use (canonical name).
     pub image: String,
@@ -228,6 +363,7 @@ pub struct SandboxInfo {
     pub resources: ResourcesInfo,
     /// Proxy base URL (present for every non-pending, non-terminated state).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub sandbox_url: Option<String>,
     /// Injected secrets (names only).
     pub secret_names: Vec<String>,
@@ -244,20 +380,26 @@ pub struct SandboxInfo {
     /// Whether proxy traffic wakes it when suspended.
     pub auto_resume: bool,
     /// Creation time.
+    #[schema(value_type = EpochMillisSchema)]
     pub created_at: EpochMillis,
     /// Termination time.
+    #[schema(value_type = Option<EpochMillisSchema>, required = true)]
     pub terminated_at: Option<EpochMillis>,
     /// Why it is pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub pending_reason: Option<String>,
     /// Why it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub termination_reason: Option<String>,
     /// Details of a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub error_details: Option<String>,
     /// Base for user-port URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub ingress_endpoint: Option<String>,
     /// Informational: the isolation technology.
     pub runtime: String,
@@ -266,33 +408,36 @@ pub struct SandboxInfo {
 }
 
 /// Answer of `GET {B}/sandboxes`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ListSandboxesResponse {
     /// All sandboxes of the namespace.
     pub sandboxes: Vec<SandboxInfo>,
 }
 
 /// Body of `PATCH {B}/sandboxes/{id}`; omitted = unchanged.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UpdateSandboxRequest {
     /// New name.
     #[serde(default)]
+    #[schema(schema_with = name_schema)]
     pub name: Option<String>,
     /// New unauthenticated-access flag.
     #[serde(default)]
     pub allow_unauthenticated_access: Option<bool>,
     /// Full replacement list of exposed ports.
     #[serde(default)]
+    #[schema(schema_with = exposed_ports_schema)]
     pub exposed_ports: Option<Vec<i64>>,
     /// New auto-resume flag.
     #[serde(default)]
     pub auto_resume: Option<bool>,
-    /// Live resize (not supported yet).
+    /// Live resize (not supported yet: answers 501).
     #[serde(default)]
     pub resources: Option<ResourcesRequest>,
     /// New outbound policy: an object replaces it, JSON `null` clears it
     /// (kept as raw JSON to tell `null` from absent).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<NetworkConfig>)]
     pub network: Option<serde_json::Value>,
 }
 

@@ -1,11 +1,12 @@
 //! Snapshots (docs/protocol/control-plane.md, Snapshots).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::time::EpochMillis;
+use crate::time::{EpochMillis, EpochMillisSchema};
 
 /// Snapshot status, spelled as on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotStatus {
     /// Being taken.
@@ -46,7 +47,7 @@ impl SnapshotStatus {
 }
 
 /// What a snapshot captures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotType {
     /// Filesystem, memory and running processes (the default).
@@ -75,15 +76,16 @@ impl SnapshotType {
 }
 
 /// Body of `POST {B}/sandboxes/{id}/snapshot` (may also be empty).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreateSnapshotRequest {
     /// Memory (default) or filesystem.
     #[serde(default)]
+    #[schema(default = "memory")]
     pub snapshot_type: Option<SnapshotType>,
 }
 
 /// Answer of `POST {B}/sandboxes/{id}/snapshot`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreateSnapshotResponse {
     /// The new snapshot's id.
     pub snapshot_id: String,
@@ -92,7 +94,7 @@ pub struct CreateSnapshotResponse {
 }
 
 /// A snapshot as returned by get and list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SnapshotInfo {
     /// Snapshot id (only `id` is sent; the SDKs accept `id` or `snapshot_id`).
     #[serde(alias = "snapshot_id")]
@@ -106,18 +108,21 @@ pub struct SnapshotInfo {
     /// What it captures.
     pub snapshot_type: SnapshotType,
     /// Bytes on disk once completed.
+    #[schema(required = true)]
     pub size_bytes: Option<u64>,
     /// When it was requested.
+    #[schema(value_type = EpochMillisSchema)]
     pub created_at: EpochMillis,
     /// The image it is based on.
     pub base_image: String,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub error: Option<String>,
 }
 
 /// Answer of `GET {B}/snapshots` and `GET {B}/sandboxes/{id}/snapshots`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ListSnapshotsResponse {
     /// The snapshots, oldest first.
     pub snapshots: Vec<SnapshotInfo>,

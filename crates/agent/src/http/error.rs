@@ -9,6 +9,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::files::FileError;
 use crate::process::ProcessError;
@@ -16,7 +17,7 @@ use crate::process::spawn::LaunchError;
 use crate::pty::PtyError;
 
 /// Machine-readable codes of the agent's error bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DaemonErrorCode {
     /// No such process, file, directory or route.
@@ -67,8 +68,8 @@ pub enum DaemonErrorCode {
     Internal,
 }
 
-/// The wire body of an agent error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The wire body of an agent error: `{"error", "code"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DaemonError {
     /// Human-readable message.
     pub error: String,

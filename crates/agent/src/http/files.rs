@@ -10,7 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
-use super::error::ApiError;
+use super::error::{ApiError, DaemonError};
+use super::openapi::tags;
 use crate::files;
 
 /// Read size when streaming a file out.
@@ -26,6 +27,20 @@ fn path_of(
 }
 
 /// `GET /files?path=` → the raw bytes, streamed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/files",
+    tag = tags::FILES,
+    operation_id = "readFile",
+    params(FilePathQuery),
+    responses(
+        (status = 200, description = "The file's bytes, streamed (with `Content-Length`).", content_type = "application/octet-stream"),
+        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = DaemonError),
+        (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`.", body = DaemonError),
+        (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = DaemonError),
+    )
+)]
 pub async fn read(
     query: Result<Query<FilePathQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -43,6 +58,23 @@ pub async fn read(
 }
 
 /// `PUT /files?path=` with the raw bytes as body → 204.
+#[utoipa::path(
+    put,
+    path = "/api/v1/files",
+    tag = tags::FILES,
+    operation_id = "writeFile",
+    params(FilePathQuery),
+    request_body(content_type = "application/octet-stream", description = "The new content, raw bytes (any `Content-Type`); missing parent directories are created."),
+    responses(
+        (status = 204, description = "Written (created or replaced)."),
+        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = DaemonError),
+        (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`.", body = DaemonError),
+        (status = 409, description = "`ALREADY_EXISTS` or `FILE_BUSY` (a running program, a mount point).", body = DaemonError),
+        (status = 507, description = "`NO_SPACE`: the sandbox's disk is full.", body = DaemonError),
+        (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = DaemonError),
+    )
+)]
 pub async fn write(
     query: Result<Query<FilePathQuery>, QueryRejection>,
     body: Body,
@@ -53,6 +85,21 @@ pub async fn write(
 }
 
 /// `DELETE /files?path=` → 204 (files only).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/files",
+    tag = tags::FILES,
+    operation_id = "deleteFile",
+    params(FilePathQuery),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = DaemonError),
+        (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`.", body = DaemonError),
+        (status = 409, description = "`FILE_BUSY`: a mount point.", body = DaemonError),
+        (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = DaemonError),
+    )
+)]
 pub async fn delete(
     query: Result<Query<FilePathQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
@@ -62,6 +109,20 @@ pub async fn delete(
 }
 
 /// `GET /files/list?path=` → `{"path", "entries"}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/files/list",
+    tag = tags::FILES,
+    operation_id = "listDirectory",
+    params(FilePathQuery),
+    responses(
+        (status = 200, description = "The directory's entries: directories first, then by name.", body = FileList),
+        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = DaemonError),
+        (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`.", body = DaemonError),
+        (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = DaemonError),
+    )
+)]
 pub async fn list(
     query: Result<Query<FilePathQuery>, QueryRejection>,
 ) -> Result<Json<FileList>, ApiError> {

@@ -7,15 +7,30 @@ use alcove_wire::health::{DaemonInfo, HealthResponse};
 use axum::Json;
 use axum::extract::State;
 
+use super::openapi::tags;
 use crate::AgentState;
 
 /// Always healthy while the agent answers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = tags::AGENT,
+    operation_id = "health",
+    responses((status = 200, description = "The agent answers.", body = HealthResponse))
+)]
 pub async fn health() -> Json<HealthResponse> {
     Json(HealthResponse { healthy: true })
 }
 
 /// Version, uptime and process counts (runs in progress count as running and tracked; so
 /// do PTY sessions, as running while their command runs).
+#[utoipa::path(
+    get,
+    path = "/api/v1/info",
+    tag = tags::AGENT,
+    operation_id = "info",
+    responses((status = 200, description = "The agent's version, uptime and process counts.", body = DaemonInfo))
+)]
 pub async fn info(State(state): State<AgentState>) -> Json<DaemonInfo> {
     let (running, tracked) = state.processes().counts();
     let (live_ptys, ptys) = state.ptys().counts();

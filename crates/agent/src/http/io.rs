@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use alcove_wire::process::{OutputEvent, OutputResponse, OutputStream};
+use alcove_wire::process::{EofEvent, OutputEvent, OutputResponse, OutputStream};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -14,7 +14,8 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::watch;
 
-use super::error::ApiError;
+use super::error::{ApiError, DaemonError};
+use super::openapi::{FollowEvents, ProcessParam, tags};
 use super::sse_response;
 use crate::AgentState;
 use crate::process::TrackedProcess;
@@ -24,6 +25,19 @@ use crate::sse;
 const FOLLOW_BATCH_LINES: usize = 4096;
 
 /// `POST /processes/{p}/stdin`: the raw body is streamed into the process's stdin → 204.
+#[utoipa::path(
+    post,
+    path = "/api/v1/processes/{p}/stdin",
+    tag = tags::PROCESS_IO,
+    operation_id = "writeStdin",
+    params(ProcessParam),
+    request_body(content_type = "application/octet-stream", description = "Raw bytes, written in order as they arrive (any `Content-Type`)."),
+    responses(
+        (status = 204, description = "Written."),
+        (status = 400, description = "`STDIN_NOT_WRITABLE` (not piped, closed, or no longer read), or `INVALID_ARGUMENT` (the body broke off).", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+    )
+)]
 pub async fn write_stdin(
     State(state): State<AgentState>,
     Path(key): Path<String>,
@@ -35,6 +49,18 @@ pub async fn write_stdin(
 }
 
 /// `POST /processes/{p}/stdin/close` → 204.
+#[utoipa::path(
+    post,
+    path = "/api/v1/processes/{p}/stdin/close",
+    tag = tags::PROCESS_IO,
+    operation_id = "closeStdin",
+    params(ProcessParam),
+    responses(
+        (status = 204, description = "Closed: the process reads end of file."),
+        (status = 400, description = "`STDIN_NOT_WRITABLE`: already closed or not piped.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+    )
+)]
 pub async fn close_stdin(
     State(state): State<AgentState>,
     Path(key): Path<String>,
@@ -58,6 +84,17 @@ fn captured(
 }
 
 /// `GET /processes/{p}/stdout`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/processes/{p}/stdout",
+    tag = tags::PROCESS_IO,
+    operation_id = "getStdout",
+    params(ProcessParam),
+    responses(
+        (status = 200, description = "Captured stdout lines still buffered.", body = OutputResponse),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+    )
+)]
 pub async fn stdout(
     State(state): State<AgentState>,
     Path(key): Path<String>,
@@ -66,6 +103,17 @@ pub async fn stdout(
 }
 
 /// `GET /processes/{p}/stderr`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/processes/{p}/stderr",
+    tag = tags::PROCESS_IO,
+    operation_id = "getStderr",
+    params(ProcessParam),
+    responses(
+        (status = 200, description = "Captured stderr lines still buffered.", body = OutputResponse),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+    )
+)]
 pub async fn stderr(
     State(state): State<AgentState>,
     Path(key): Path<String>,
@@ -74,6 +122,17 @@ pub async fn stderr(
 }
 
 /// `GET /processes/{p}/output`: both streams interleaved in read order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/processes/{p}/output",
+    tag = tags::PROCESS_IO,
+    operation_id = "getOutput",
+    params(ProcessParam),
+    responses(
+        (status = 200, description = "Captured lines of both streams, in read order.", body = OutputResponse),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+    )
+)]
 pub async fn output(
     State(state): State<AgentState>,
     Path(key): Path<String>,
@@ -131,7 +190,7 @@ fn follow_stream(
             }
             if chunk.finished {
                 follow.done = true;
-                let eof = sse::event("eof", &serde_json::json!({}));
+                let eof = sse::event("eof", &EofEvent {});
                 return Some((Ok(eof), follow));
             }
             match tokio::time::timeout(sse::KEEPALIVE_INTERVAL, follow.changes.changed()).await {
@@ -154,6 +213,17 @@ fn follow(
 }
 
 /// `GET /processes/{p}/stdout/follow` (SSE).
+#[utoipa::path(
+    get,
+    path = "/api/v1/processes/{p}/stdout/follow",
+    tag = tags::PROCESS_IO,
+    operation_id = "followStdout",
+    params(ProcessParam),
+    responses(
+        (status = 200, response = FollowEvents),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+    )
+)]
 pub async fn follow_stdout(
     State(state): State<AgentState>,
     Path(key): Path<String>,
@@ -162,6 +232,17 @@ pub async fn follow_stdout(
 }
 
 /// `GET /processes/{p}/stderr/follow` (SSE).
+#[utoipa::path(
+    get,
+    path = "/api/v1/processes/{p}/stderr/follow",
+    tag = tags::PROCESS_IO,
+    operation_id = "followStderr",
+    params(ProcessParam),
+    responses(
+        (status = 200, response = FollowEvents),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+    )
+)]
 pub async fn follow_stderr(
     State(state): State<AgentState>,
     Path(key): Path<String>,
@@ -170,6 +251,17 @@ pub async fn follow_stderr(
 }
 
 /// `GET /processes/{p}/output/follow` (SSE).
+#[utoipa::path(
+    get,
+    path = "/api/v1/processes/{p}/output/follow",
+    tag = tags::PROCESS_IO,
+    operation_id = "followOutput",
+    params(ProcessParam),
+    responses(
+        (status = 200, response = FollowEvents),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+    )
+)]
 pub async fn follow_output(
     State(state): State<AgentState>,
     Path(key): Path<String>,

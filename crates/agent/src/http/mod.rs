@@ -6,6 +6,7 @@ pub mod error;
 pub mod files;
 pub mod health;
 pub mod io;
+pub mod openapi;
 pub mod processes;
 pub mod pty;
 pub mod run;
@@ -16,59 +17,49 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use bytes::Bytes;
 use futures::Stream;
 use serde::de::DeserializeOwned;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AgentState;
 use crate::sse;
 use error::{ApiError, DaemonErrorCode};
 
+/// Every sandbox API route this build serves, each with its OpenAPI description: the router and
+/// the document come from this one list, so neither can name a route the other lacks.
+pub fn api_router() -> OpenApiRouter<AgentState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::health))
+        .routes(routes!(health::info))
+        .routes(routes!(run::run))
+        .routes(routes!(processes::start, processes::list))
+        .routes(routes!(processes::get, processes::delete))
+        .routes(routes!(processes::signal))
+        .routes(routes!(processes::restart))
+        .routes(routes!(io::write_stdin))
+        .routes(routes!(io::close_stdin))
+        .routes(routes!(io::stdout))
+        .routes(routes!(io::stderr))
+        .routes(routes!(io::output))
+        .routes(routes!(io::follow_stdout))
+        .routes(routes!(io::follow_stderr))
+        .routes(routes!(io::follow_output))
+        .routes(routes!(files::read, files::write, files::delete))
+        .routes(routes!(files::list))
+        .routes(routes!(pty::create, pty::list))
+        .routes(routes!(pty::get, pty::delete))
+        .routes(routes!(pty::resize))
+        .routes(routes!(pty::connect))
+        .routes(routes!(tunnel::tcp))
+}
+
 /// The agent's router with every sandbox API route this build serves; unknown paths answer a
 /// JSON 404.
 pub fn build_router(state: AgentState) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(health::health))
-        .route("/api/v1/info", get(health::info))
-        .route("/api/v1/processes/run", post(run::run))
-        .route(
-            "/api/v1/processes",
-            post(processes::start).get(processes::list),
-        )
-        .route(
-            "/api/v1/processes/{p}",
-            get(processes::get).delete(processes::delete),
-        )
-        .route("/api/v1/processes/{p}/signal", post(processes::signal))
-        .route("/api/v1/processes/{p}/restart", post(processes::restart))
-        .route("/api/v1/processes/{p}/stdin", post(io::write_stdin))
-        .route("/api/v1/processes/{p}/stdin/close", post(io::close_stdin))
-        .route("/api/v1/processes/{p}/stdout", get(io::stdout))
-        .route("/api/v1/processes/{p}/stderr", get(io::stderr))
-        .route("/api/v1/processes/{p}/output", get(io::output))
-        .route(
-            "/api/v1/processes/{p}/stdout/follow",
-            get(io::follow_stdout),
-        )
-        .route(
-            "/api/v1/processes/{p}/stderr/follow",
-            get(io::follow_stderr),
-        )
-        .route(
-            "/api/v1/processes/{p}/output/follow",
-            get(io::follow_output),
-        )
-        .route(
-            "/api/v1/files",
-            get(files::read).put(files::write).delete(files::delete),
-        )
-        .route("/api/v1/files/list", get(files::list))
-        .route("/api/v1/pty", post(pty::create).get(pty::list))
-        .route("/api/v1/pty/{id}", get(pty::get).delete(pty::delete))
-        .route("/api/v1/pty/{id}/resize", post(pty::resize))
-        .route("/api/v1/pty/{id}/ws", get(pty::connect))
-        .route("/api/v1/tunnels/tcp", get(tunnel::tcp))
+    let (router, _doc) = api_router().split_for_parts();
+    router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

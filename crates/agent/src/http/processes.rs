@@ -8,12 +8,28 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
 
-use super::error::ApiError;
+use super::error::{ApiError, DaemonError};
+use super::openapi::{ProcessParam, tags};
 use super::parse_json;
 use crate::AgentState;
 use crate::process::ProcessError;
 
 /// `POST /processes` → 201 `ProcessInfo`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/processes",
+    tag = tags::PROCESSES,
+    operation_id = "startProcess",
+    request_body(content = StartProcessRequest, description = "The command; read whatever the `Content-Type`."),
+    responses(
+        (status = 201, description = "Started.", body = ProcessInfo),
+        (status = 400, description = "`INVALID_ARGUMENT` (body, process name), `COMMAND_NOT_FOUND`, `NOT_EXECUTABLE`, `USER_NOT_FOUND` or `INVALID_WORKING_DIR`.", body = DaemonError),
+        (status = 403, description = "`PERMISSION_DENIED`: the agent cannot switch to that user.", body = DaemonError),
+        (status = 409, description = "`NAME_TAKEN`: a running process holds the name.", body = DaemonError),
+        (status = 500, description = "`INTERNAL`: the command could not be spawned.", body = DaemonError),
+        (status = 501, description = "`NOT_IMPLEMENTED`: a `restart` policy other than `never`, or a `health_check`.", body = DaemonError),
+    )
+)]
 pub async fn start(
     State(state): State<AgentState>,
     body: Bytes,
@@ -24,6 +40,13 @@ pub async fn start(
 }
 
 /// `GET /processes`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/processes",
+    tag = tags::PROCESSES,
+    operation_id = "listProcesses",
+    responses((status = 200, description = "Every process the agent tracks.", body = ProcessList))
+)]
 pub async fn list(State(state): State<AgentState>) -> Json<ProcessList> {
     Json(ProcessList {
         processes: state.processes().list(),
@@ -31,6 +54,17 @@ pub async fn list(State(state): State<AgentState>) -> Json<ProcessList> {
 }
 
 /// `GET /processes/{p}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/processes/{p}",
+    tag = tags::PROCESSES,
+    operation_id = "getProcess",
+    params(ProcessParam),
+    responses(
+        (status = 200, description = "The process.", body = ProcessInfo),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+    )
+)]
 pub async fn get(
     State(state): State<AgentState>,
     Path(key): Path<String>,
@@ -39,6 +73,17 @@ pub async fn get(
 }
 
 /// `DELETE /processes/{p}` → 204: SIGKILL to the process tree (an exited process is removed).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/processes/{p}",
+    tag = tags::PROCESSES,
+    operation_id = "killProcess",
+    params(ProcessParam),
+    responses(
+        (status = 204, description = "Killed (or, once exited, removed)."),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+    )
+)]
 pub async fn delete(
     State(state): State<AgentState>,
     Path(key): Path<String>,
@@ -48,6 +93,20 @@ pub async fn delete(
 }
 
 /// `POST /processes/{p}/signal` → `{"success": true}`; the signal goes to the process group.
+#[utoipa::path(
+    post,
+    path = "/api/v1/processes/{p}/signal",
+    tag = tags::PROCESSES,
+    operation_id = "signalProcess",
+    params(ProcessParam),
+    request_body(content = SignalRequest, description = "The signal; read whatever the `Content-Type`."),
+    responses(
+        (status = 200, description = "Sent to the process group.", body = SignalResponse),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body or an unknown signal number.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+        (status = 409, description = "`PROCESS_EXITED`: the process has already exited.", body = DaemonError),
+    )
+)]
 pub async fn signal(
     State(state): State<AgentState>,
     Path(key): Path<String>,
@@ -60,6 +119,17 @@ pub async fn signal(
 }
 
 /// `POST /processes/{p}/restart`: supervision is not built yet, so 501 (404 if unknown).
+#[utoipa::path(
+    post,
+    path = "/api/v1/processes/{p}/restart",
+    tag = tags::PROCESSES,
+    operation_id = "restartProcess",
+    params(ProcessParam),
+    responses(
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+        (status = 501, description = "`NOT_IMPLEMENTED`: restarting managed processes is not built.", body = DaemonError),
+    )
+)]
 pub async fn restart(
     State(state): State<AgentState>,
     Path(key): Path<String>,

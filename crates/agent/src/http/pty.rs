@@ -27,13 +27,28 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 
-use super::error::{ApiError, DaemonErrorCode};
+use super::error::{ApiError, DaemonError, DaemonErrorCode};
+use super::openapi::{SessionParam, tags};
 use super::parse_json;
 use super::ws::{close, finish_close};
 use crate::AgentState;
 use crate::pty::session::{Attachment, Delivery};
 
 /// `POST /pty` → 201 `{"session_id", "token"}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/pty",
+    tag = tags::PTY,
+    operation_id = "createPty",
+    request_body(content = CreatePtyRequest, description = "The command and terminal size; read whatever the `Content-Type`."),
+    responses(
+        (status = 201, description = "Started; attach with `GET /api/v1/pty/{session_id}/ws`.", body = CreatePtyResponse),
+        (status = 400, description = "`INVALID_ARGUMENT` (body, size), `COMMAND_NOT_FOUND`, `NOT_EXECUTABLE`, `USER_NOT_FOUND` or `INVALID_WORKING_DIR`.", body = DaemonError),
+        (status = 403, description = "`PERMISSION_DENIED`: the agent cannot switch to that user.", body = DaemonError),
+        (status = 429, description = "`TOO_MANY_SESSIONS`: the session limit is reached.", body = DaemonError),
+        (status = 500, description = "`INTERNAL`: no terminal, or the command could not be spawned.", body = DaemonError),
+    )
+)]
 pub async fn create(
     State(state): State<AgentState>,
     body: Bytes,
@@ -43,6 +58,13 @@ pub async fn create(
 }
 
 /// `GET /pty` → every session (without tokens).
+#[utoipa::path(
+    get,
+    path = "/api/v1/pty",
+    tag = tags::PTY,
+    operation_id = "listPtys",
+    responses((status = 200, description = "Every session the agent keeps (never their tokens).", body = PtySessionList))
+)]
 pub async fn list(State(state): State<AgentState>) -> Json<PtySessionList> {
     Json(PtySessionList {
         sessions: state.ptys().list(),
@@ -50,6 +72,17 @@ pub async fn list(State(state): State<AgentState>) -> Json<PtySessionList> {
 }
 
 /// `GET /pty/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/pty/{id}",
+    tag = tags::PTY,
+    operation_id = "getPty",
+    params(SessionParam),
+    responses(
+        (status = 200, description = "The session.", body = PtySessionInfo),
+        (status = 404, description = "`NOT_FOUND`: no such session.", body = DaemonError),
+    )
+)]
 pub async fn get(
     State(state): State<AgentState>,
     Path(id): Path<String>,
@@ -58,6 +91,17 @@ pub async fn get(
 }
 
 /// `DELETE /pty/{id}` → 204: kills the process tree and removes the session.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/pty/{id}",
+    tag = tags::PTY,
+    operation_id = "deletePty",
+    params(SessionParam),
+    responses(
+        (status = 204, description = "Killed and removed; an attached client is closed with 1000 `session terminated`."),
+        (status = 404, description = "`NOT_FOUND`: no such session.", body = DaemonError),
+    )
+)]
 pub async fn delete(
     State(state): State<AgentState>,
     Path(id): Path<String>,
@@ -67,6 +111,19 @@ pub async fn delete(
 }
 
 /// `POST /pty/{id}/resize` `{"cols", "rows"}` → the session.
+#[utoipa::path(
+    post,
+    path = "/api/v1/pty/{id}/resize",
+    tag = tags::PTY,
+    operation_id = "resizePty",
+    params(SessionParam),
+    request_body(content = ResizeRequest, description = "The new size; read whatever the `Content-Type`."),
+    responses(
+        (status = 200, description = "Resized.", body = PtySessionInfo),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body or a size out of range.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such session.", body = DaemonError),
+    )
+)]
 pub async fn resize(
     State(state): State<AgentState>,
     Path(id): Path<String>,
@@ -78,7 +135,8 @@ pub async fn resize(
 }
 
 /// Query of the WebSocket upgrade.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
     /// The session token (also accepted as the `X-PTY-Token` header).
     #[serde(default)]
@@ -86,6 +144,24 @@ pub struct TokenQuery {
 }
 
 /// `GET /pty/{id}/ws`: attaches to the session over a WebSocket (see the module docs).
+#[utoipa::path(
+    get,
+    path = "/api/v1/pty/{id}/ws",
+    tag = tags::PTY,
+    operation_id = "attachPty",
+    description = "Attaches to the session over a WebSocket of binary frames whose first byte is an opcode. Client to agent: `0x00` input bytes, `0x01` resize (cols, rows: u16 big-endian), `0x02` ready (output is held back until it arrives). Agent to client: `0x00` output bytes, `0x03` exit (i32 big-endian; 128+signal after a signal death). Text frames carry nothing. The agent closes with 1000 `exit:<code>` after the exit frame, 1000 `session terminated` when the session is deleted, and 4000 when a newer connection to the session replaces this one.",
+    params(
+        SessionParam,
+        TokenQuery,
+        ("X-PTY-Token" = Option<String>, Header, description = "The session token, instead of `?token=`."),
+    ),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol."),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a WebSocket upgrade.", body = DaemonError),
+        (status = 403, description = "`INVALID_TOKEN`: the token is missing or wrong.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such session.", body = DaemonError),
+    )
+)]
 pub async fn connect(
     State(state): State<AgentState>,
     Path(id): Path<String>,

@@ -28,7 +28,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::error::{ApiError, DaemonErrorCode};
+use super::error::{ApiError, DaemonError, DaemonErrorCode};
+use super::openapi::tags;
 use super::ws::{close, finish_close};
 
 /// Longest wait for the service to accept the connection (a full accept backlog).
@@ -38,7 +39,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Query of the tunnel upgrade.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TunnelQuery {
     /// Port inside the sandbox, 1 to 65535 (kept as text to answer a clear 400).
     #[serde(default)]
@@ -59,6 +61,19 @@ fn parse_port(query: Result<Query<TunnelQuery>, QueryRejection>) -> Result<u16, 
 }
 
 /// `GET /tunnels/tcp?port=N`: connects, then upgrades and relays (see the module docs).
+#[utoipa::path(
+    get,
+    path = "/api/v1/tunnels/tcp",
+    tag = tags::TUNNELS,
+    operation_id = "tcpTunnel",
+    description = "Connects to `127.0.0.1:<port>` inside the sandbox, then upgrades to a WebSocket relaying raw bytes as binary messages in both directions. The service closing its side closes the WebSocket with 1000; a failed connection with 1011.",
+    params(TunnelQuery),
+    responses(
+        (status = 101, description = "Connected; switched to the WebSocket protocol."),
+        (status = 400, description = "`INVALID_ARGUMENT`: no port, a port outside 1-65535, or not a WebSocket upgrade.", body = DaemonError),
+        (status = 502, description = "`CONNECTION_REFUSED` (nothing listens on the port) or `CONNECTION_FAILED`.", body = DaemonError),
+    )
+)]
 pub async fn tcp(
     query: Result<Query<TunnelQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,

@@ -1,10 +1,11 @@
 //! HTTP routes: the control plane under `/v1/namespaces/{ns}` and flat
 //! (docs/protocol/control-plane.md, Base paths and namespaces), the sandbox proxy
-//! under `/api/v1/*`, and `/healthz`.
+//! under `/api/v1/*`, `/healthz` and `/openapi.json`.
 
 mod body;
 pub mod error;
 mod lifecycle_ops;
+pub mod openapi;
 mod sandboxes;
 mod secrets;
 mod snapshots;
@@ -17,7 +18,11 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post, put};
+use axum::routing::any;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::ApiKeys;
 use crate::control::{AgentClient, Control};
@@ -36,36 +41,33 @@ pub struct AppState {
     pub ingress_domain: Arc<str>,
 }
 
-fn resource_routes() -> Router<AppState> {
-    Router::new()
-        .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
-        .route(
-            "/sandboxes/{id}",
-            get(sandboxes::get)
-                .patch(sandboxes::update)
-                .delete(sandboxes::delete),
-        )
-        .route("/sandboxes/{id}/suspend", post(lifecycle_ops::suspend))
-        .route("/sandboxes/{id}/resume", post(lifecycle_ops::resume))
-        .route("/sandboxes/{id}/snapshot", post(snapshots::create))
-        .route(
-            "/sandboxes/{id}/snapshots",
-            get(snapshots::list_for_sandbox),
-        )
-        .route("/secrets", get(secrets::list))
-        .route("/secrets/{name}", put(secrets::set).delete(secrets::delete))
-        .route("/snapshots", get(snapshots::list))
-        .route(
-            "/snapshots/{sid}",
-            get(snapshots::get).delete(snapshots::delete),
-        )
+/// The control-plane routes under `{B}`, each with its OpenAPI description.
+fn resource_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sandboxes::create, sandboxes::list))
+        .routes(routes!(
+            sandboxes::get,
+            sandboxes::update,
+            sandboxes::delete
+        ))
+        .routes(routes!(lifecycle_ops::suspend))
+        .routes(routes!(lifecycle_ops::resume))
+        .routes(routes!(snapshots::create))
+        .routes(routes!(snapshots::list_for_sandbox))
+        .routes(routes!(secrets::list))
+        .routes(routes!(secrets::set, secrets::delete))
+        .routes(routes!(snapshots::list))
+        .routes(routes!(snapshots::get, snapshots::delete))
         .merge(unbuilt::routes())
 }
 
-/// The whole HTTP surface of `alcove serve`.
-pub fn build_router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+/// Every route of `alcove serve` with its OpenAPI description: the router and the document
+/// ([`openapi::document`]) come from this one list. The proxy routes are described by the
+/// agent's own routes (`/api/v1/...`).
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(openapi::serve))
         .nest("/v1/namespaces/{ns}", resource_routes())
         .merge(resource_routes())
         .route("/api/v1/{*rest}", any(crate::proxy::forward))
@@ -73,6 +75,12 @@ pub fn build_router(state: AppState) -> Router {
             "/sandboxes/{id}/api/v1/{*rest}",
             any(crate::proxy::forward_by_path),
         )
+}
+
+/// The whole HTTP surface of `alcove serve`.
+pub fn build_router(state: AppState) -> Router {
+    let (router, _doc) = api_router().split_for_parts();
+    router
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(
@@ -83,8 +91,24 @@ pub fn build_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// Body of `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok` while the server answers.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// `GET /healthz`: the server answers (no API key needed).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = openapi::tags::SERVER,
+    operation_id = "healthz",
+    responses((status = 200, description = "The server answers.", body = Health))
+)]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
 }
 
 /// A sandbox's wire form as clients may see it: `error_details` free of host
@@ -112,7 +136,7 @@ async fn not_found(req: Request) -> ApiError {
 }
 
 async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/healthz" || state.keys.is_empty() {
+    if matches!(req.uri().path(), "/healthz" | "/openapi.json") || state.keys.is_empty() {
         return next.run(req).await;
     }
     match state.keys.check(req.headers()) {
@@ -148,6 +172,7 @@ async fn request_id(req: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
+    use axum::routing::get;
     use tower::ServiceExt;
 
     use super::*;

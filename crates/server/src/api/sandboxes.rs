@@ -14,9 +14,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use alcove_wire::error::ApiErrorBody;
+
 use super::AppState;
 use super::body::json_object;
 use super::error::ApiError;
+use super::openapi::{SandboxParam, tags};
 
 /// Namespace of a request: the `{ns}` path segment, or `default` on flat routes.
 pub fn namespace(params: &HashMap<String, String>) -> &str {
@@ -45,6 +48,27 @@ pub fn create_budget(headers: &HeaderMap) -> Duration {
 }
 
 /// `POST {B}/sandboxes`.
+#[utoipa::path(
+    post,
+    path = "/sandboxes",
+    tag = tags::SANDBOXES,
+    operation_id = "createSandbox",
+    description = "Creates a sandbox. Blocking by default: waits until it runs, up to the client's `X-Tensorlake-Request-Timeout-Ms` minus `X-Tensorlake-Request-Timeout-Grace-Ms` (default 300 s minus 5 s), then answers `pending`; with `wait: false` answers 202 at once.",
+    params(
+        ("X-Tensorlake-Request-Timeout-Ms" = Option<u64>, Header, description = "The client's timeout for a blocking create, in milliseconds."),
+        ("X-Tensorlake-Request-Timeout-Grace-Ms" = Option<u64>, Header, description = "How much earlier than its timeout the client wants the answer, in milliseconds."),
+    ),
+    request_body(content = CreateSandboxRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Blocking create: running, failed, or still `pending` when the wait ran out.", body = CreateSandboxResponse),
+        (status = 202, description = "`wait: false`: accepted, `pending`.", body = CreateSandboxResponse),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body, a field out of range, an unknown secret, GPUs.", body = ApiErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such image or snapshot.", body = ApiErrorBody),
+        (status = 409, description = "`NAME_TAKEN`: a live sandbox holds the name.", body = ApiErrorBody),
+        (status = 501, description = "`NOT_IMPLEMENTED`: `file_systems`.", body = ApiErrorBody),
+        (status = 507, description = "`RESOURCE_EXHAUSTED`: the host has no room; nothing was created.", body = ApiErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
@@ -85,6 +109,13 @@ pub async fn create(
 }
 
 /// `GET {B}/sandboxes`.
+#[utoipa::path(
+    get,
+    path = "/sandboxes",
+    tag = tags::SANDBOXES,
+    operation_id = "listSandboxes",
+    responses((status = 200, description = "Every sandbox of the namespace, ended ones included.", body = ListSandboxesResponse))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
@@ -99,6 +130,17 @@ pub async fn list(
 }
 
 /// `GET {B}/sandboxes/{id}`.
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}",
+    tag = tags::SANDBOXES,
+    operation_id = "getSandbox",
+    params(SandboxParam),
+    responses(
+        (status = 200, description = "The sandbox.", body = SandboxInfo),
+        (status = 404, description = "`NOT_FOUND`: no such sandbox.", body = ApiErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
@@ -111,6 +153,22 @@ pub async fn get(
 }
 
 /// `PATCH {B}/sandboxes/{id}`.
+#[utoipa::path(
+    patch,
+    path = "/sandboxes/{id}",
+    tag = tags::SANDBOXES,
+    operation_id = "updateSandbox",
+    description = "Changes `name`, `exposed_ports`, `allow_unauthenticated_access`, `auto_resume` or `network` (applied at once to a running sandbox); omitted fields stay.",
+    params(SandboxParam),
+    request_body(content = UpdateSandboxRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The updated sandbox.", body = SandboxInfo),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body or a field out of range.", body = ApiErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such sandbox.", body = ApiErrorBody),
+        (status = 409, description = "`NAME_TAKEN` or `INVALID_STATE` (the sandbox has ended).", body = ApiErrorBody),
+        (status = 501, description = "`NOT_IMPLEMENTED`: `resources` (live resize).", body = ApiErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
@@ -126,6 +184,19 @@ pub async fn update(
 }
 
 /// `DELETE {B}/sandboxes/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/sandboxes/{id}",
+    tag = tags::SANDBOXES,
+    operation_id = "deleteSandbox",
+    description = "Terminates the sandbox (idempotent: an ended one is answered as it is). A pending one ends `cancelled`; a suspended one is deleted with its dump.",
+    params(SandboxParam),
+    responses(
+        (status = 200, description = "The sandbox, terminated.", body = SandboxInfo),
+        (status = 404, description = "`NOT_FOUND`: no such sandbox.", body = ApiErrorBody),
+        (status = 409, description = "`INVALID_STATE`: the sandbox cannot be terminated in its current status.", body = ApiErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,

@@ -11,9 +11,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use alcove_wire::error::ApiErrorBody;
+
 use super::AppState;
 use super::body::optional_json_object;
 use super::error::ApiError;
+use super::openapi::{SandboxParam, SnapshotParam, tags};
 use super::sandboxes::namespace;
 
 fn param<'a>(params: &'a HashMap<String, String>, key: &str) -> Result<&'a str, ApiError> {
@@ -33,6 +36,21 @@ fn public_snapshot(snap: &crate::store::SnapshotRecord) -> SnapshotInfo {
 }
 
 /// `POST {B}/sandboxes/{id}/snapshot`; the body may be empty, else a JSON object.
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/snapshot",
+    tag = tags::SNAPSHOTS,
+    operation_id = "snapshotSandbox",
+    description = "Starts a snapshot of a running sandbox, which keeps running (frozen only while its layer is copied and, for `memory`, its processes dumped). Poll `GET /snapshots/{sid}` for its end.",
+    params(SandboxParam),
+    request_body(content = Option<CreateSnapshotRequest>, description = "None, or a JSON object (any `Content-Type`)."),
+    responses(
+        (status = 202, description = "Accepted, `in_progress`.", body = CreateSnapshotResponse),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body.", body = ApiErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such sandbox.", body = ApiErrorBody),
+        (status = 409, description = "`INVALID_STATE`: the sandbox is not running.", body = ApiErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
@@ -55,6 +73,17 @@ pub async fn create(
 }
 
 /// `GET {B}/snapshots/{sid}`.
+#[utoipa::path(
+    get,
+    path = "/snapshots/{sid}",
+    tag = tags::SNAPSHOTS,
+    operation_id = "getSnapshot",
+    params(SnapshotParam),
+    responses(
+        (status = 200, description = "The snapshot.", body = SnapshotInfo),
+        (status = 404, description = "`NOT_FOUND`: no such snapshot.", body = ApiErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
@@ -67,6 +96,13 @@ pub async fn get(
 }
 
 /// `GET {B}/snapshots`.
+#[utoipa::path(
+    get,
+    path = "/snapshots",
+    tag = tags::SNAPSHOTS,
+    operation_id = "listSnapshots",
+    responses((status = 200, description = "The namespace's snapshots, oldest first.", body = ListSnapshotsResponse))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
@@ -81,6 +117,17 @@ pub async fn list(
 }
 
 /// `GET {B}/sandboxes/{id}/snapshots`.
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/snapshots",
+    tag = tags::SNAPSHOTS,
+    operation_id = "listSandboxSnapshots",
+    params(SandboxParam),
+    responses(
+        (status = 200, description = "The sandbox's snapshots, oldest first.", body = ListSnapshotsResponse),
+        (status = 404, description = "`NOT_FOUND`: no such sandbox.", body = ApiErrorBody),
+    )
+)]
 pub async fn list_for_sandbox(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
@@ -95,6 +142,18 @@ pub async fn list_for_sandbox(
 }
 
 /// `DELETE {B}/snapshots/{sid}`.
+#[utoipa::path(
+    delete,
+    path = "/snapshots/{sid}",
+    tag = tags::SNAPSHOTS,
+    operation_id = "deleteSnapshot",
+    params(SnapshotParam),
+    responses(
+        (status = 204, description = "Deleted with its files."),
+        (status = 400, description = "`INVALID_ARGUMENT`: the snapshot is still being taken.", body = ApiErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such snapshot.", body = ApiErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,

@@ -2,39 +2,132 @@
 //! clear 501 instead of pretending (docs/protocol/control-plane.md, Routes not
 //! built; docs/protocol/departures.md).
 
-use axum::Router;
 use axum::extract::Request;
 use axum::routing::any;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::AppState;
 use super::error::ApiError;
+use super::openapi::tags;
 
 fn answer(what: &'static str) -> impl Fn(Request) -> std::future::Ready<ApiError> + Clone {
     move |_req| std::future::ready(ApiError::not_implemented(what))
 }
 
-/// The unbuilt routes, relative to `{B}`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sandbox-pools", any(answer("sandbox pools")))
-        .route("/sandbox-pools/{pool}", any(answer("sandbox pools")))
-        .route(
-            "/sandbox-pools/{pool}/sandboxes",
-            any(answer("sandbox pools")),
-        )
-        .route("/sandboxes/{id}/copy", any(answer("copying sandboxes")))
-        .route("/sandboxes/{id}/logs", any(answer("sandbox logs")))
-        .route(
-            "/sandboxes/{id}/processes",
-            any(answer("sandbox process logs")),
-        )
-        .route(
-            "/sandboxes/{id}/file_systems",
-            any(answer("attached file systems")),
-        )
-        .route("/archived-sandboxes", any(answer("archived sandboxes")))
-        .route(
-            "/archived-sandboxes/{id}",
-            any(answer("archived sandboxes")),
-        )
+/// One unbuilt route: its path under `{B}`, what it is, and the methods the protocol gives it
+/// with an operation id each. Every method answers 501; the listed ones are documented.
+struct Unbuilt {
+    path: &'static str,
+    what: &'static str,
+    operations: &'static [(HttpMethod, &'static str)],
+}
+
+/// The unbuilt routes: one table for the router and the OpenAPI document.
+const UNBUILT: &[Unbuilt] = &[
+    Unbuilt {
+        path: "/sandbox-pools",
+        what: "sandbox pools",
+        operations: &[
+            (HttpMethod::Post, "createSandboxPool"),
+            (HttpMethod::Get, "listSandboxPools"),
+        ],
+    },
+    Unbuilt {
+        path: "/sandbox-pools/{pool}",
+        what: "sandbox pools",
+        operations: &[
+            (HttpMethod::Get, "getSandboxPool"),
+            (HttpMethod::Put, "updateSandboxPool"),
+            (HttpMethod::Delete, "deleteSandboxPool"),
+        ],
+    },
+    Unbuilt {
+        path: "/sandbox-pools/{pool}/sandboxes",
+        what: "sandbox pools",
+        operations: &[(HttpMethod::Post, "claimPoolSandbox")],
+    },
+    Unbuilt {
+        path: "/sandboxes/{id}/copy",
+        what: "copying sandboxes",
+        operations: &[(HttpMethod::Post, "copySandbox")],
+    },
+    Unbuilt {
+        path: "/sandboxes/{id}/logs",
+        what: "sandbox logs",
+        operations: &[(HttpMethod::Get, "getSandboxLogs")],
+    },
+    Unbuilt {
+        path: "/sandboxes/{id}/processes",
+        what: "sandbox process logs",
+        operations: &[(HttpMethod::Get, "listSandboxLogProcesses")],
+    },
+    Unbuilt {
+        path: "/sandboxes/{id}/file_systems",
+        what: "attached file systems",
+        operations: &[
+            (HttpMethod::Post, "attachFileSystem"),
+            (HttpMethod::Delete, "detachFileSystem"),
+        ],
+    },
+    Unbuilt {
+        path: "/archived-sandboxes",
+        what: "archived sandboxes",
+        operations: &[(HttpMethod::Get, "listArchivedSandboxes")],
+    },
+    Unbuilt {
+        path: "/archived-sandboxes/{id}",
+        what: "archived sandboxes",
+        operations: &[(HttpMethod::Get, "getArchivedSandbox")],
+    },
+];
+
+/// The names of the `{…}` segments of `path`.
+fn path_params(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+}
+
+/// The unbuilt routes, relative to `{B}`, with their OpenAPI description.
+pub fn routes() -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new();
+    for route in UNBUILT {
+        router = router.route(route.path, any(answer(route.what)));
+        let not_implemented = ResponseBuilder::new()
+            .description(format!(
+                "`NOT_IMPLEMENTED`: {} are not implemented by this server yet.",
+                route.what
+            ))
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ApiErrorBody")))
+                    .build(),
+            )
+            .build();
+        for (method, operation_id) in route.operations {
+            let mut operation = OperationBuilder::new()
+                .operation_id(Some(*operation_id))
+                .tag(tags::NOT_IMPLEMENTED)
+                .summary(Some(format!("Not implemented ({})", route.what)))
+                .response("501", not_implemented.clone());
+            for name in path_params(route.path) {
+                operation = operation.parameter(
+                    ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True)
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+                );
+            }
+            router.get_openapi_mut().paths.add_path_operation(
+                route.path,
+                vec![method.clone()],
+                operation.build(),
+            );
+        }
+    }
+    router
 }

@@ -11,19 +11,12 @@ pub struct HostLimits {
     pub memory_mb: i64,
 }
 
-/// Default CPUs of a sandbox.
-pub const DEFAULT_CPUS: f64 = 1.0;
-/// Default memory of a sandbox in MiB.
-pub const DEFAULT_MEMORY_MB: i64 = 1024;
-/// Default writable-layer size in MiB.
-pub const DEFAULT_DISK_MB: i64 = 10240;
-/// Memory allowed per CPU, in MiB (1024-8192 per core, as on the original
-/// platform; docs/protocol/control-plane.md, Resources).
-pub const MEMORY_PER_CPU_MB: (i64, i64) = (1024, 8192);
-/// Bounds of `disk_mb`.
-pub const DISK_MB_RANGE: (i64, i64) = (512, 1_048_576);
-/// The agent's port, which users cannot expose.
-pub const MANAGEMENT_PORT: i64 = 9501;
+// The defaults and bounds live in the wire crate, so that the OpenAPI document publishes the
+// very numbers this module checks.
+pub use alcove_wire::limits::{
+    DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DISK_MB_RANGE, MANAGEMENT_PORT,
+    MEMORY_PER_CPU_MB,
+};
 
 fn invalid(field: &'static str, reason: String) -> ControlError {
     ControlError::InvalidArgument { field, reason }

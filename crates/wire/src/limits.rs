@@ -1,0 +1,27 @@
+//! Defaults and bounds of a create request: the one home of these numbers.
+//!
+//! The server checks requests with them (`alcove_server::control::validate` re-exports
+//! them), and the OpenAPI document publishes them as `default`, `minimum` and `maximum` of
+//! the request's fields, which the SDKs' tests compare their own defaults and checks with.
+
+/// Default CPUs of a sandbox.
+pub const DEFAULT_CPUS: f64 = 1.0;
+/// Default memory of a sandbox in MiB.
+pub const DEFAULT_MEMORY_MB: i64 = 1024;
+/// Default writable-layer size in MiB.
+pub const DEFAULT_DISK_MB: i64 = 10240;
+/// Memory allowed per CPU, in MiB (1024-8192 per core, as on the original
+/// platform; docs/protocol/control-plane.md, Resources).
+pub const MEMORY_PER_CPU_MB: (i64, i64) = (1024, 8192);
+/// Bounds of `disk_mb`.
+pub const DISK_MB_RANGE: (i64, i64) = (512, 1_048_576);
+/// The agent's port, which users cannot expose.
+pub const MANAGEMENT_PORT: i64 = 9501;
+
+/// Bounds of an exposed user port (the TCP port range).
+pub const PORT_RANGE: (i64, i64) = (1, 65535);
+/// Longest sandbox name: a DNS label.
+pub const NAME_MAX_LEN: usize = 63;
+/// A sandbox name: a DNS label of lower-case letters, digits and `-`, not starting or
+/// ending with `-` (and, checked apart, not shaped like a UUID).
+pub const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
