@@ -12,7 +12,7 @@ pub struct HealthResponse {
 
 /// Body of `GET /api/v1/info`; every field is required by the Python SDK.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct DaemonInfo {
+pub struct AgentInfo {
     /// Agent version.
     pub version: String,
     /// Seconds since the agent started.
@@ -29,7 +29,7 @@ mod tests {
 
     #[test]
     fn info_has_all_required_fields() {
-        let info = DaemonInfo {
+        let info = AgentInfo {
             version: "0.1.0".into(),
             uptime_secs: 5,
             running_processes: 0,

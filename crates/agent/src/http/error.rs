@@ -19,7 +19,7 @@ use crate::pty::PtyError;
 /// Machine-readable codes of the agent's error bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum DaemonErrorCode {
+pub enum AgentErrorCode {
     /// No such process, file, directory or route.
     NotFound,
     /// The request body or a parameter is malformed.
@@ -70,26 +70,26 @@ pub enum DaemonErrorCode {
 
 /// The wire body of an agent error: `{"error", "code"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct DaemonError {
+pub struct AgentError {
     /// Human-readable message.
     pub error: String,
     /// Machine-readable code.
-    pub code: DaemonErrorCode,
+    pub code: AgentErrorCode,
 }
 
 /// An error answer: status plus body.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    body: DaemonError,
+    body: AgentError,
 }
 
 impl ApiError {
     /// An answer with this status, code and message.
-    pub fn new(status: StatusCode, code: DaemonErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: AgentErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: DaemonError {
+            body: AgentError {
                 error: message.into(),
                 code,
             },
@@ -100,14 +100,14 @@ impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            DaemonErrorCode::InvalidArgument,
+            AgentErrorCode::InvalidArgument,
             message,
         )
     }
 
     /// 404 `NOT_FOUND`.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, DaemonErrorCode::NotFound, message)
+        Self::new(StatusCode::NOT_FOUND, AgentErrorCode::NotFound, message)
     }
 
     /// 500 with a generic message; `detail` goes to the log only.
@@ -115,7 +115,7 @@ impl ApiError {
         eprintln!("alcove-agent: internal error: {detail}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            DaemonErrorCode::Internal,
+            AgentErrorCode::Internal,
             "internal agent error (details in the agent log)",
         )
     }
@@ -134,7 +134,7 @@ impl IntoResponse for ApiError {
 
 impl From<LaunchError> for ApiError {
     fn from(err: LaunchError) -> Self {
-        use DaemonErrorCode as C;
+        use AgentErrorCode as C;
         let (status, code) = match &err {
             LaunchError::EmptyCommand => (StatusCode::BAD_REQUEST, C::InvalidArgument),
             LaunchError::User(_) => (StatusCode::BAD_REQUEST, C::UserNotFound),
@@ -152,7 +152,7 @@ impl From<LaunchError> for ApiError {
 
 impl From<ProcessError> for ApiError {
     fn from(err: ProcessError) -> Self {
-        use DaemonErrorCode as C;
+        use AgentErrorCode as C;
         let err = match err {
             ProcessError::Launch(launch) => return launch.into(),
             other => other,
@@ -175,7 +175,7 @@ impl From<ProcessError> for ApiError {
 
 impl From<PtyError> for ApiError {
     fn from(err: PtyError) -> Self {
-        use DaemonErrorCode as C;
+        use AgentErrorCode as C;
         let err = match err {
             PtyError::Launch(launch) => return launch.into(),
             other => other,
@@ -192,7 +192,7 @@ impl From<PtyError> for ApiError {
 
 impl From<FileError> for ApiError {
     fn from(err: FileError) -> Self {
-        use DaemonErrorCode as C;
+        use AgentErrorCode as C;
         let (status, code) = match &err {
             FileError::Empty | FileError::NotAbsolute(_) | FileError::Nul | FileError::Body(_) => {
                 (StatusCode::BAD_REQUEST, C::InvalidArgument)
@@ -232,7 +232,7 @@ mod tests {
     fn file_errors_get_indexify_codes() {
         let err = ApiError::from(FileError::IsDirectory("/tmp".into()));
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(err.body.code, DaemonErrorCode::IsDirectory);
+        assert_eq!(err.body.code, AgentErrorCode::IsDirectory);
         let err = ApiError::from(FileError::Traversal("/a/..".into()));
         assert_eq!(err.status(), StatusCode::FORBIDDEN);
         assert_eq!(

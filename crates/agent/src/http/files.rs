@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
-use super::error::{ApiError, DaemonError};
+use super::error::{AgentError, ApiError};
 use super::openapi::tags;
 use crate::files;
 
@@ -35,10 +35,10 @@ fn path_of(
     params(FilePathQuery),
     responses(
         (status = 200, description = "The file's bytes, streamed (with `Content-Length`).", content_type = "application/octet-stream"),
-        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = DaemonError),
-        (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = DaemonError),
-        (status = 404, description = "`NOT_FOUND`.", body = DaemonError),
-        (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = DaemonError),
+        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = AgentError),
+        (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = AgentError),
+        (status = 404, description = "`NOT_FOUND`.", body = AgentError),
+        (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = AgentError),
     )
 )]
 pub async fn read(
@@ -67,12 +67,12 @@ pub async fn read(
     request_body(content_type = "application/octet-stream", description = "The new content, raw bytes (any `Content-Type`); missing parent directories are created."),
     responses(
         (status = 204, description = "Written (created or replaced)."),
-        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = DaemonError),
-        (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = DaemonError),
-        (status = 404, description = "`NOT_FOUND`.", body = DaemonError),
-        (status = 409, description = "`ALREADY_EXISTS` or `FILE_BUSY` (a running program, a mount point).", body = DaemonError),
-        (status = 507, description = "`NO_SPACE`: the sandbox's disk is full.", body = DaemonError),
-        (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = DaemonError),
+        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = AgentError),
+        (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = AgentError),
+        (status = 404, description = "`NOT_FOUND`.", body = AgentError),
+        (status = 409, description = "`ALREADY_EXISTS` or `FILE_BUSY` (a running program, a mount point).", body = AgentError),
+        (status = 507, description = "`NO_SPACE`: the sandbox's disk is full.", body = AgentError),
+        (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = AgentError),
     )
 )]
 pub async fn write(
@@ -93,11 +93,11 @@ pub async fn write(
     params(FilePathQuery),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = DaemonError),
-        (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = DaemonError),
-        (status = 404, description = "`NOT_FOUND`.", body = DaemonError),
-        (status = 409, description = "`FILE_BUSY`: a mount point.", body = DaemonError),
-        (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = DaemonError),
+        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = AgentError),
+        (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = AgentError),
+        (status = 404, description = "`NOT_FOUND`.", body = AgentError),
+        (status = 409, description = "`FILE_BUSY`: a mount point.", body = AgentError),
+        (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = AgentError),
     )
 )]
 pub async fn delete(
@@ -117,10 +117,10 @@ pub async fn delete(
     params(FilePathQuery),
     responses(
         (status = 200, description = "The directory's entries: directories first, then by name.", body = FileList),
-        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = DaemonError),
-        (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = DaemonError),
-        (status = 404, description = "`NOT_FOUND`.", body = DaemonError),
-        (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = DaemonError),
+        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = AgentError),
+        (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = AgentError),
+        (status = 404, description = "`NOT_FOUND`.", body = AgentError),
+        (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = AgentError),
     )
 )]
 pub async fn list(

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use alcove_wire::health::{DaemonInfo, HealthResponse};
+use alcove_wire::health::{AgentInfo, HealthResponse};
 use axum::Json;
 use axum::extract::State;
 
@@ -29,13 +29,13 @@ pub async fn health() -> Json<HealthResponse> {
     path = "/api/v1/info",
     tag = tags::AGENT,
     operation_id = "info",
-    responses((status = 200, description = "The agent's version, uptime and process counts.", body = DaemonInfo))
+    responses((status = 200, description = "The agent's version, uptime and process counts.", body = AgentInfo))
 )]
-pub async fn info(State(state): State<AgentState>) -> Json<DaemonInfo> {
+pub async fn info(State(state): State<AgentState>) -> Json<AgentInfo> {
     let (running, tracked) = state.processes().counts();
     let (live_ptys, ptys) = state.ptys().counts();
     let runs = state.active_runs().load(Ordering::Acquire);
-    Json(DaemonInfo {
+    Json(AgentInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_secs: state.uptime().as_secs(),
         running_processes: running + runs + live_ptys,

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::watch;
 
-use super::error::{ApiError, DaemonError};
+use super::error::{AgentError, ApiError};
 use super::openapi::{FollowEvents, ProcessParam, tags};
 use super::sse_response;
 use crate::AgentState;
@@ -34,8 +34,8 @@ const FOLLOW_BATCH_LINES: usize = 4096;
     request_body(content_type = "application/octet-stream", description = "Raw bytes, written in order as they arrive (any `Content-Type`)."),
     responses(
         (status = 204, description = "Written."),
-        (status = 400, description = "`STDIN_NOT_WRITABLE` (not piped, closed, or no longer read), or `INVALID_ARGUMENT` (the body broke off).", body = DaemonError),
-        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+        (status = 400, description = "`STDIN_NOT_WRITABLE` (not piped, closed, or no longer read), or `INVALID_ARGUMENT` (the body broke off).", body = AgentError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
 pub async fn write_stdin(
@@ -57,8 +57,8 @@ pub async fn write_stdin(
     params(ProcessParam),
     responses(
         (status = 204, description = "Closed: the process reads end of file."),
-        (status = 400, description = "`STDIN_NOT_WRITABLE`: already closed or not piped.", body = DaemonError),
-        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+        (status = 400, description = "`STDIN_NOT_WRITABLE`: already closed or not piped.", body = AgentError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
 pub async fn close_stdin(
@@ -92,7 +92,7 @@ fn captured(
     params(ProcessParam),
     responses(
         (status = 200, description = "Captured stdout lines still buffered.", body = OutputResponse),
-        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
 pub async fn stdout(
@@ -111,7 +111,7 @@ pub async fn stdout(
     params(ProcessParam),
     responses(
         (status = 200, description = "Captured stderr lines still buffered.", body = OutputResponse),
-        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
 pub async fn stderr(
@@ -130,7 +130,7 @@ pub async fn stderr(
     params(ProcessParam),
     responses(
         (status = 200, description = "Captured lines of both streams, in read order.", body = OutputResponse),
-        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
 pub async fn output(
@@ -221,7 +221,7 @@ fn follow(
     params(ProcessParam),
     responses(
         (status = 200, response = FollowEvents),
-        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
 pub async fn follow_stdout(
@@ -240,7 +240,7 @@ pub async fn follow_stdout(
     params(ProcessParam),
     responses(
         (status = 200, response = FollowEvents),
-        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
 pub async fn follow_stderr(
@@ -259,7 +259,7 @@ pub async fn follow_stderr(
     params(ProcessParam),
     responses(
         (status = 200, response = FollowEvents),
-        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
 pub async fn follow_output(

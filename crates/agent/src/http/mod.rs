@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 
 use crate::AgentState;
 use crate::sse;
-use error::{ApiError, DaemonErrorCode};
+use error::{AgentErrorCode, ApiError};
 
 /// Every sandbox API route this build serves, each with its OpenAPI description: the router and
 /// the document come from this one list, so neither can name a route the other lacks.
@@ -72,7 +72,7 @@ async fn no_route(method: Method, uri: Uri) -> ApiError {
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        DaemonErrorCode::MethodNotAllowed,
+        AgentErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
     )
 }

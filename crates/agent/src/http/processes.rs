@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
 
-use super::error::{ApiError, DaemonError};
+use super::error::{AgentError, ApiError};
 use super::openapi::{ProcessParam, tags};
 use super::parse_json;
 use crate::AgentState;
@@ -23,11 +23,11 @@ use crate::process::ProcessError;
     request_body(content = StartProcessRequest, description = "The command; read whatever the `Content-Type`."),
     responses(
         (status = 201, description = "Started.", body = ProcessInfo),
-        (status = 400, description = "`INVALID_ARGUMENT` (body, process name), `COMMAND_NOT_FOUND`, `NOT_EXECUTABLE`, `USER_NOT_FOUND` or `INVALID_WORKING_DIR`.", body = DaemonError),
-        (status = 403, description = "`PERMISSION_DENIED`: the agent cannot switch to that user.", body = DaemonError),
-        (status = 409, description = "`NAME_TAKEN`: a running process holds the name.", body = DaemonError),
-        (status = 500, description = "`INTERNAL`: the command could not be spawned.", body = DaemonError),
-        (status = 501, description = "`NOT_IMPLEMENTED`: a `restart` policy other than `never`, or a `health_check`.", body = DaemonError),
+        (status = 400, description = "`INVALID_ARGUMENT` (body, process name), `COMMAND_NOT_FOUND`, `NOT_EXECUTABLE`, `USER_NOT_FOUND` or `INVALID_WORKING_DIR`.", body = AgentError),
+        (status = 403, description = "`PERMISSION_DENIED`: the agent cannot switch to that user.", body = AgentError),
+        (status = 409, description = "`NAME_TAKEN`: a running process holds the name.", body = AgentError),
+        (status = 500, description = "`INTERNAL`: the command could not be spawned.", body = AgentError),
+        (status = 501, description = "`NOT_IMPLEMENTED`: a `restart` policy other than `never`, or a `health_check`.", body = AgentError),
     )
 )]
 pub async fn start(
@@ -62,7 +62,7 @@ pub async fn list(State(state): State<AgentState>) -> Json<ProcessList> {
     params(ProcessParam),
     responses(
         (status = 200, description = "The process.", body = ProcessInfo),
-        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
 pub async fn get(
@@ -81,7 +81,7 @@ pub async fn get(
     params(ProcessParam),
     responses(
         (status = 204, description = "Killed (or, once exited, removed)."),
-        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
 pub async fn delete(
@@ -102,9 +102,9 @@ pub async fn delete(
     request_body(content = SignalRequest, description = "The signal; read whatever the `Content-Type`."),
     responses(
         (status = 200, description = "Sent to the process group.", body = SignalResponse),
-        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body or an unknown signal number.", body = DaemonError),
-        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
-        (status = 409, description = "`PROCESS_EXITED`: the process has already exited.", body = DaemonError),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body or an unknown signal number.", body = AgentError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
+        (status = 409, description = "`PROCESS_EXITED`: the process has already exited.", body = AgentError),
     )
 )]
 pub async fn signal(
@@ -126,8 +126,8 @@ pub async fn signal(
     operation_id = "restartProcess",
     params(ProcessParam),
     responses(
-        (status = 404, description = "`NOT_FOUND`: no such process.", body = DaemonError),
-        (status = 501, description = "`NOT_IMPLEMENTED`: restarting managed processes is not built.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
+        (status = 501, description = "`NOT_IMPLEMENTED`: restarting managed processes is not built.", body = AgentError),
     )
 )]
 pub async fn restart(

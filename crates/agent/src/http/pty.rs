@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 
-use super::error::{ApiError, DaemonError, DaemonErrorCode};
+use super::error::{AgentError, AgentErrorCode, ApiError};
 use super::openapi::{SessionParam, tags};
 use super::parse_json;
 use super::ws::{close, finish_close};
@@ -43,10 +43,10 @@ use crate::pty::session::{Attachment, Delivery};
     request_body(content = CreatePtyRequest, description = "The command and terminal size; read whatever the `Content-Type`."),
     responses(
         (status = 201, description = "Started; attach with `GET /api/v1/pty/{session_id}/ws`.", body = CreatePtyResponse),
-        (status = 400, description = "`INVALID_ARGUMENT` (body, size), `COMMAND_NOT_FOUND`, `NOT_EXECUTABLE`, `USER_NOT_FOUND` or `INVALID_WORKING_DIR`.", body = DaemonError),
-        (status = 403, description = "`PERMISSION_DENIED`: the agent cannot switch to that user.", body = DaemonError),
-        (status = 429, description = "`TOO_MANY_SESSIONS`: the session limit is reached.", body = DaemonError),
-        (status = 500, description = "`INTERNAL`: no terminal, or the command could not be spawned.", body = DaemonError),
+        (status = 400, description = "`INVALID_ARGUMENT` (body, size), `COMMAND_NOT_FOUND`, `NOT_EXECUTABLE`, `USER_NOT_FOUND` or `INVALID_WORKING_DIR`.", body = AgentError),
+        (status = 403, description = "`PERMISSION_DENIED`: the agent cannot switch to that user.", body = AgentError),
+        (status = 429, description = "`TOO_MANY_SESSIONS`: the session limit is reached.", body = AgentError),
+        (status = 500, description = "`INTERNAL`: no terminal, or the command could not be spawned.", body = AgentError),
     )
 )]
 pub async fn create(
@@ -80,7 +80,7 @@ pub async fn list(State(state): State<AgentState>) -> Json<PtySessionList> {
     params(SessionParam),
     responses(
         (status = 200, description = "The session.", body = PtySessionInfo),
-        (status = 404, description = "`NOT_FOUND`: no such session.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such session.", body = AgentError),
     )
 )]
 pub async fn get(
@@ -99,7 +99,7 @@ pub async fn get(
     params(SessionParam),
     responses(
         (status = 204, description = "Killed and removed; an attached client is closed with 1000 `session terminated`."),
-        (status = 404, description = "`NOT_FOUND`: no such session.", body = DaemonError),
+        (status = 404, description = "`NOT_FOUND`: no such session.", body = AgentError),
     )
 )]
 pub async fn delete(
@@ -120,8 +120,8 @@ pub async fn delete(
     request_body(content = ResizeRequest, description = "The new size; read whatever the `Content-Type`."),
     responses(
         (status = 200, description = "Resized.", body = PtySessionInfo),
-        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body or a size out of range.", body = DaemonError),
-        (status = 404, description = "`NOT_FOUND`: no such session.", body = DaemonError),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body or a size out of range.", body = AgentError),
+        (status = 404, description = "`NOT_FOUND`: no such session.", body = AgentError),
     )
 )]
 pub async fn resize(
@@ -157,9 +157,9 @@ pub struct TokenQuery {
     ),
     responses(
         (status = 101, description = "Switched to the WebSocket protocol."),
-        (status = 400, description = "`INVALID_ARGUMENT`: not a WebSocket upgrade.", body = DaemonError),
-        (status = 403, description = "`INVALID_TOKEN`: the token is missing or wrong.", body = DaemonError),
-        (status = 404, description = "`NOT_FOUND`: no such session.", body = DaemonError),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a WebSocket upgrade.", body = AgentError),
+        (status = 403, description = "`INVALID_TOKEN`: the token is missing or wrong.", body = AgentError),
+        (status = 404, description = "`NOT_FOUND`: no such session.", body = AgentError),
     )
 )]
 pub async fn connect(
@@ -181,7 +181,7 @@ pub async fn connect(
     if !authorized {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            DaemonErrorCode::InvalidToken,
+            AgentErrorCode::InvalidToken,
             format!("missing or wrong token for PTY session {id}"),
         ));
     }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use alcove_wire::process::RunRequest;
 
-use super::error::{ApiError, DaemonError};
+use super::error::{AgentError, ApiError};
 use super::openapi::{RunEvents, tags};
 use super::{parse_json, sse_response};
 use crate::AgentState;
@@ -23,9 +23,9 @@ use crate::sse;
     request_body(content = RunRequest, description = "The command; read whatever the `Content-Type`."),
     responses(
         (status = 200, response = RunEvents),
-        (status = 400, description = "`INVALID_ARGUMENT` (body), `COMMAND_NOT_FOUND`, `NOT_EXECUTABLE`, `USER_NOT_FOUND` or `INVALID_WORKING_DIR`.", body = DaemonError),
-        (status = 403, description = "`PERMISSION_DENIED`: the agent cannot switch to that user.", body = DaemonError),
-        (status = 500, description = "`INTERNAL`: the command could not be spawned.", body = DaemonError),
+        (status = 400, description = "`INVALID_ARGUMENT` (body), `COMMAND_NOT_FOUND`, `NOT_EXECUTABLE`, `USER_NOT_FOUND` or `INVALID_WORKING_DIR`.", body = AgentError),
+        (status = 403, description = "`PERMISSION_DENIED`: the agent cannot switch to that user.", body = AgentError),
+        (status = 500, description = "`INTERNAL`: the command could not be spawned.", body = AgentError),
     )
 )]
 pub async fn run(State(state): State<AgentState>, body: Bytes) -> Result<Response, ApiError> {

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::error::{ApiError, DaemonError, DaemonErrorCode};
+use super::error::{AgentError, AgentErrorCode, ApiError};
 use super::openapi::tags;
 use super::ws::{close, finish_close};
 
@@ -70,8 +70,8 @@ fn parse_port(query: Result<Query<TunnelQuery>, QueryRejection>) -> Result<u16, 
     params(TunnelQuery),
     responses(
         (status = 101, description = "Connected; switched to the WebSocket protocol."),
-        (status = 400, description = "`INVALID_ARGUMENT`: no port, a port outside 1-65535, or not a WebSocket upgrade.", body = DaemonError),
-        (status = 502, description = "`CONNECTION_REFUSED` (nothing listens on the port) or `CONNECTION_FAILED`.", body = DaemonError),
+        (status = 400, description = "`INVALID_ARGUMENT`: no port, a port outside 1-65535, or not a WebSocket upgrade.", body = AgentError),
+        (status = 502, description = "`CONNECTION_REFUSED` (nothing listens on the port) or `CONNECTION_FAILED`.", body = AgentError),
     )
 )]
 pub async fn tcp(
@@ -88,9 +88,9 @@ pub async fn tcp(
         .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)));
     let tcp = connected.map_err(|err| {
         let code = if err.kind() == io::ErrorKind::ConnectionRefused {
-            DaemonErrorCode::ConnectionRefused
+            AgentErrorCode::ConnectionRefused
         } else {
-            DaemonErrorCode::ConnectionFailed
+            AgentErrorCode::ConnectionFailed
         };
         ApiError::new(
             StatusCode::BAD_GATEWAY,

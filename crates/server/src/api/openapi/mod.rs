@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use alcove_agent::http::error::DaemonError;
+use alcove_agent::http::error::AgentError;
 use alcove_agent::http::openapi::tags as agent_tags;
 use alcove_wire::error::ApiErrorBody;
 use axum::http::header;
@@ -107,7 +107,7 @@ namespace `default` (`{B}` in summaries stands for either prefix).
 * **In-sandbox API** (`/api/v1/...`): served by the sandbox's agent; the server forwards it to the \
 sandbox named by `X-Tensorlake-Sandbox-Id`, by `Host: <id or name>.local`, or by the path \
 `/sandboxes/{id or name}/api/v1/...`. The agent answers errors as `{\"error\", \"code\"}` \
-(`DaemonError`), the server as `{\"message\", \"code\", \"request_id\"}` (`ApiErrorBody`).
+(`AgentError`), the server as `{\"message\", \"code\", \"request_id\"}` (`ApiErrorBody`).
 * **Authentication**: when the server is started with API keys, every route but `/healthz` and \
 `/openapi.json` needs `Authorization: Bearer <key>`; without keys none does.
 * Every answer carries an `x-request-id` header; 5xx bodies of the server carry the same id.
@@ -430,7 +430,7 @@ fn merge_error(response: &mut Value, description: &str) {
     }
     let schema = &mut response["content"]["application/json"]["schema"];
     let server = schema_ref(&ApiErrorBody::name());
-    let agent = schema_ref(&DaemonError::name());
+    let agent = schema_ref(&AgentError::name());
     if *schema == agent {
         *schema = json!({"oneOf": [agent, server]});
     } else if schema.is_null() {

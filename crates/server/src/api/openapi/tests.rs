@@ -3,10 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use alcove_agent::http::error::DaemonError;
+use alcove_agent::http::error::AgentError;
 use alcove_wire::error::ApiErrorBody;
 use alcove_wire::files::{FileEntry, FileList};
-use alcove_wire::health::{DaemonInfo, HealthResponse};
+use alcove_wire::health::{AgentInfo, HealthResponse};
 use alcove_wire::limits::{MANAGEMENT_PORT, NAME_PATTERN, PORT_RANGE};
 use alcove_wire::process::{
     EofEvent, ExitEvent, HealthCheck, ManagedExit, ManagedInfo, OutputEvent, OutputResponse,
@@ -264,9 +264,9 @@ fn schemas_are_what_serde_reads_and_writes() {
         CreateSnapshotResponse,
         ListSnapshotsResponse,
         ApiErrorBody,
-        DaemonError,
+        AgentError,
         HealthResponse,
-        DaemonInfo,
+        AgentInfo,
         FileEntry,
         FileList,
         ProcessInfo,
