@@ -67,6 +67,10 @@ export ALCOVE_AGENT_PATH="${ALCOVE_AGENT_PATH:-$ALCOVE_AGENT_BUILD_PATH}"
 export ALCOVE_IMAGES_DIR
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export PYTHONDONTWRITEBYTECODE=1
+# The suite runs many default-size sandboxes (10 GiB sparse layers, each writing a few MB) at
+# once, on CI machines that may have only a few GB free: admission by promised disk would
+# refuse them. The admission tests pass their own --disk-overcommit.
+export ALCOVE_DISK_OVERCOMMIT="${ALCOVE_DISK_OVERCOMMIT:-1000}"
 
 RESULTS=()
 CURRENT=""

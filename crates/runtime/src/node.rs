@@ -354,7 +354,8 @@ impl Node {
             return Err(RuntimeError::Capacity(format!(
                 "not enough disk space for a {new_disk_mb} MB layer: sandboxes may still write \
                  {promised} MB in all, and {free_mb} MB are free under the data directory \
-                 (overcommit {})",
+                 (overcommit {}); ask for a smaller disk_mb, free space, or raise \
+                 --disk-overcommit",
                 self.cfg.disk_overcommit
             )));
         }

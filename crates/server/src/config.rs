@@ -92,12 +92,13 @@ pub struct Config {
     )]
     pub idmap_dir: PathBuf,
 
-    /// How far the sum of running sandboxes' `disk_mb` may exceed the free
-    /// space under the data directory (layers are sparse: 2.0 admits twice the
-    /// free space). Creates beyond it answer 507.
+    /// How far what all layers may still write (each up to its `disk_mb`)
+    /// may exceed the free space under the data directory. Layers are sparse
+    /// and most sandboxes write a small part of theirs: 10 admits ten times
+    /// the free space. Creates beyond it answer 507.
     #[cfg_attr(
         feature = "cli",
-        arg(long, env = "ALCOVE_DISK_OVERCOMMIT", default_value_t = 2.0)
+        arg(long, env = "ALCOVE_DISK_OVERCOMMIT", default_value_t = 10.0)
     )]
     pub disk_overcommit: f64,
 
