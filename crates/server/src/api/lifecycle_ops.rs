@@ -86,6 +86,7 @@ pub async fn suspend(
     let wait = wait_of(query, &body)?;
     let (record, reached) = state
         .control
+        .suspension
         .suspend(Some(namespace(&params)), ident(&params)?, wait)
         .await?;
     Ok(answer(&state, &record, reached))
@@ -119,6 +120,7 @@ pub async fn resume(
     let wait = wait_of(query, &body)?;
     let (record, reached) = state
         .control
+        .suspension
         .resume(Some(namespace(&params)), ident(&params)?, wait)
         .await?;
     Ok(answer(&state, &record, reached))

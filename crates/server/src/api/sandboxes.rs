@@ -79,6 +79,7 @@ pub async fn create(
     let wait = req.wait != Some(false);
     let outcome = state
         .control
+        .sandboxes
         .create(namespace(&params), req, wait, create_budget(&headers))
         .await?;
     let r = &outcome.record;
@@ -120,7 +121,7 @@ pub async fn list(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Json<ListSandboxesResponse>, ApiError> {
-    let records = state.control.list(namespace(&params)).await?;
+    let records = state.control.sandboxes.list(namespace(&params)).await?;
     Ok(Json(ListSandboxesResponse {
         sandboxes: records
             .iter()
@@ -147,6 +148,7 @@ pub async fn get(
 ) -> Result<Json<SandboxInfo>, ApiError> {
     let record = state
         .control
+        .sandboxes
         .get(namespace(&params), ident(&params)?)
         .await?;
     Ok(Json(super::public_info(&state, &record)))
@@ -178,6 +180,7 @@ pub async fn update(
     let req: UpdateSandboxRequest = json_object(&headers, &body)?;
     let record = state
         .control
+        .sandboxes
         .update(namespace(&params), ident(&params)?, req)
         .await?;
     Ok(Json(super::public_info(&state, &record)))
@@ -203,6 +206,7 @@ pub async fn delete(
 ) -> Result<Json<SandboxInfo>, ApiError> {
     let record = state
         .control
+        .sandboxes
         .delete(
             Some(namespace(&params)),
             ident(&params)?,

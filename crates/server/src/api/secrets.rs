@@ -101,7 +101,8 @@ pub async fn set(
     let body: SetSecret = json_object(&headers, &body)?;
     let meta = state
         .control
-        .set_secret(namespace(&params), name(&params)?, &body.value)
+        .secrets
+        .set(namespace(&params), name(&params)?, &body.value)
         .await?;
     Ok(Json(meta.into()))
 }
@@ -118,7 +119,7 @@ pub async fn list(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Json<SecretList>, ApiError> {
-    let secrets = state.control.list_secrets(namespace(&params)).await?;
+    let secrets = state.control.secrets.list(namespace(&params)).await?;
     Ok(Json(SecretList {
         secrets: secrets.into_iter().map(SecretInfo::from).collect(),
     }))
@@ -142,7 +143,8 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     state
         .control
-        .delete_secret(namespace(&params), name(&params)?)
+        .secrets
+        .delete(namespace(&params), name(&params)?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

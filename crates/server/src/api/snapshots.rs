@@ -59,7 +59,8 @@ pub async fn create(
     let req: CreateSnapshotRequest = optional_json_object(&body)?;
     let snap = state
         .control
-        .snapshot(
+        .snapshots
+        .create(
             Some(namespace(&params)),
             param(&params, "id")?,
             req.snapshot_type,
@@ -90,7 +91,8 @@ pub async fn get(
 ) -> Result<Json<SnapshotInfo>, ApiError> {
     let snap = state
         .control
-        .get_snapshot(Some(namespace(&params)), param(&params, "sid")?)
+        .snapshots
+        .get(Some(namespace(&params)), param(&params, "sid")?)
         .await?;
     Ok(Json(public_snapshot(&snap)))
 }
@@ -109,7 +111,8 @@ pub async fn list(
 ) -> Result<Json<ListSnapshotsResponse>, ApiError> {
     let snaps = state
         .control
-        .list_snapshots(namespace(&params), None)
+        .snapshots
+        .list(namespace(&params), None)
         .await?;
     Ok(Json(ListSnapshotsResponse {
         snapshots: snaps.iter().map(public_snapshot).collect(),
@@ -134,7 +137,8 @@ pub async fn list_for_sandbox(
 ) -> Result<Json<ListSnapshotsResponse>, ApiError> {
     let snaps = state
         .control
-        .list_snapshots(namespace(&params), Some(param(&params, "id")?))
+        .snapshots
+        .list(namespace(&params), Some(param(&params, "id")?))
         .await?;
     Ok(Json(ListSnapshotsResponse {
         snapshots: snaps.iter().map(public_snapshot).collect(),
@@ -160,7 +164,8 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     state
         .control
-        .delete_snapshot(Some(namespace(&params)), param(&params, "sid")?)
+        .snapshots
+        .delete(Some(namespace(&params)), param(&params, "sid")?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,12 +9,8 @@ use alcove_wire::snapshot::SnapshotStatus;
 use alcove_wire::time::now_millis;
 
 use super::Control;
+use super::context::snapshot_lock_key;
 use crate::shutdown::Shutdown;
-
-/// The op-lock key of a snapshot (restores and packing never overlap).
-pub(super) fn snapshot_lock_key(id: &str) -> String {
-    format!("snapshot:{id}")
-}
 
 /// Runs the compactor every few seconds until shutdown.
 pub fn spawn_compactor(control: Arc<Control>, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
@@ -34,31 +30,31 @@ pub fn spawn_compactor(control: Arc<Control>, shutdown: Shutdown) -> tokio::task
 impl Control {
     /// One pass: pack what has been idle longer than `compress_after`.
     pub(super) async fn compact_once(&self) {
-        let Some(after) = self.cfg.compress_after else {
+        let Some(after) = self.ctx.cfg.compress_after else {
             return;
         };
         let idle_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
         let now = now_millis();
-        if let Ok(live) = self.store.list_live().await {
+        if let Ok(live) = self.ctx.store.list_live().await {
             for record in live
                 .into_iter()
                 .filter(|r| r.status == SandboxStatus::Suspended && r.transition.is_none())
             {
                 let suspended_at = record.suspended_at.unwrap_or(now);
-                if now - suspended_at < idle_ms || self.node.is_suspended_packed(&record.id) {
+                if now - suspended_at < idle_ms || self.ctx.node.is_suspended_packed(&record.id) {
                     continue;
                 }
-                let lock = self.op_lock(&record.id);
+                let lock = self.ctx.op_lock(&record.id);
                 let Ok(_guard) = lock.try_lock() else {
                     continue; // busy: a resume or delete is on its way
                 };
                 // Re-check under the lock: it may have been resumed meanwhile.
-                match self.store.get(&record.id).await {
+                match self.ctx.store.get(&record.id).await {
                     Ok(Some(r))
                         if r.status == SandboxStatus::Suspended && r.transition.is_none() => {}
                     _ => continue,
                 }
-                match self.node.pack_suspended(&record.id).await {
+                match self.ctx.node.pack_suspended(&record.id).await {
                     Ok(()) => tracing::info!(sandbox_id = %record.id, "suspended sandbox packed"),
                     Err(e) => {
                         tracing::warn!(sandbox_id = %record.id, error = %e, "packing suspended sandbox")
@@ -66,24 +62,24 @@ impl Control {
                 }
             }
         }
-        if let Ok(snaps) = self.store.list_snapshots(None, None).await {
+        if let Ok(snaps) = self.ctx.store.list_snapshots(None, None).await {
             for snap in snaps
                 .into_iter()
                 .filter(|s| s.status == SnapshotStatus::Completed)
             {
                 let done_at = snap.completed_at.unwrap_or(snap.created_at);
-                let dir = self.cfg.snapshots_dir.join(&snap.id);
-                if now - done_at < idle_ms || self.node.is_snapshot_packed(&dir) {
+                let dir = self.ctx.cfg.snapshots_dir.join(&snap.id);
+                if now - done_at < idle_ms || self.ctx.node.is_snapshot_packed(&dir) {
                     continue;
                 }
-                let lock = self.op_lock(&snapshot_lock_key(&snap.id));
+                let lock = self.ctx.op_lock(&snapshot_lock_key(&snap.id));
                 let Ok(_guard) = lock.try_lock() else {
                     continue;
                 };
                 if !dir.exists() {
                     continue; // deleted meanwhile
                 }
-                match self.node.pack_snapshot(&dir).await {
+                match self.ctx.node.pack_snapshot(&dir).await {
                     Ok(()) => tracing::info!(snapshot_id = %snap.id, "snapshot packed"),
                     Err(e) => {
                         tracing::warn!(snapshot_id = %snap.id, error = %e, "packing snapshot")

@@ -1,9 +1,8 @@
 //! Create, get, list, update and delete of sandboxes, plus recovery after a
 //! restart. Every change is written to the store before it is acted on.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alcove_runtime::network::Slot;
@@ -11,26 +10,14 @@ use alcove_runtime::{SandboxHandle, SandboxSpec};
 use alcove_wire::sandbox::{CreateSandboxRequest, SandboxStatus, UpdateSandboxRequest};
 use alcove_wire::time::now_millis;
 
+use super::context::Context;
+use super::secrets::Secrets;
+use super::snapshots::Snapshots;
 use super::state::{self, Event, TerminationReason};
-use super::validate::{self, HostLimits};
+use super::validate;
 use super::{AgentClient, ControlError};
-use crate::store::{SandboxRecord, Store, StoreError};
+use crate::store::{SandboxRecord, StoreError};
 use tracing::Instrument;
-
-/// Settings of the control plane.
-#[derive(Debug, Clone)]
-pub struct ControlConfig {
-    /// The proxy base URL handed to clients as `sandbox_url`.
-    pub sandbox_url: String,
-    /// Base of user-port URLs (`ingress_endpoint`).
-    pub ingress_endpoint: String,
-    /// Where snapshots are stored (`<data-dir>/snapshots`).
-    pub snapshots_dir: std::path::PathBuf,
-    /// Pack suspended sandboxes and snapshots idle this long (`None` = never).
-    pub compress_after: Option<Duration>,
-    /// Host limits for validation.
-    pub host: HostLimits,
-}
 
 /// A sandbox resolved from an id or name, with what routing needs.
 #[derive(Debug, Clone)]
@@ -64,101 +51,49 @@ pub struct CreateOutcome {
     pub still_pending: bool,
 }
 
-pub(super) type OpLock = Arc<tokio::sync::Mutex<()>>;
-
-/// The control plane.
-#[derive(Debug)]
-pub struct Control {
-    pub(super) store: Store,
-    pub(super) node: Arc<dyn super::SandboxNode>,
-    pub(super) cfg: ControlConfig,
+/// Creates, finds, changes and ends sandboxes, and starts them on the node.
+#[derive(Debug, Clone)]
+pub struct Sandboxes {
+    pub(super) ctx: Arc<Context>,
+    pub(super) secrets: Secrets,
+    pub(super) snapshots: Snapshots,
     agents: AgentClient,
-    /// Running sandboxes' handles, by id.
-    pub(super) running: RwLock<HashMap<String, SandboxHandle>>,
-    /// One lock per sandbox so operations on it never interleave.
-    ops: std::sync::Mutex<HashMap<String, OpLock>>,
-    /// Proxied requests in flight, drained before a suspend.
-    pub(super) inflight: super::InFlight,
-    /// Seals and opens secret values.
-    pub(super) secrets: crate::secrets::SecretBox,
 }
 
-impl Control {
-    /// The control plane over `store` and `node`.
-    pub fn new(
-        store: Store,
-        node: Arc<dyn super::SandboxNode>,
-        cfg: ControlConfig,
+impl Sandboxes {
+    /// The sandbox service over `ctx`; it reads secrets and snapshots to boot.
+    pub(super) fn new(
+        ctx: Arc<Context>,
+        secrets: Secrets,
+        snapshots: Snapshots,
         agents: AgentClient,
-        secrets: crate::secrets::SecretBox,
     ) -> Self {
         Self {
-            store,
-            node,
-            cfg,
-            agents,
-            running: RwLock::new(HashMap::new()),
-            ops: std::sync::Mutex::new(HashMap::new()),
-            inflight: super::InFlight::default(),
+            ctx,
             secrets,
+            snapshots,
+            agents,
         }
-    }
-
-    /// Marks a proxied request to sandbox `id` in flight until the guard drops.
-    pub fn enter_request(&self, id: &str) -> super::InFlightGuard {
-        self.inflight.enter(id)
-    }
-
-    /// The proxy base URL given to clients.
-    pub fn sandbox_url(&self) -> &str {
-        &self.cfg.sandbox_url
-    }
-
-    /// The wire form of a sandbox.
-    pub fn info(&self, record: &SandboxRecord) -> alcove_wire::sandbox::SandboxInfo {
-        record.to_info(&self.cfg.sandbox_url, &self.cfg.ingress_endpoint)
-    }
-
-    /// The store (for the timeout reaper).
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub(super) fn op_lock(&self, id: &str) -> OpLock {
-        let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
-        ops.entry(id.to_string()).or_default().clone()
-    }
-
-    pub(super) fn forget_op_lock(&self, id: &str) {
-        let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
-        ops.remove(id);
-    }
-
-    pub(super) fn handle_of(&self, id: &str) -> Option<SandboxHandle> {
-        self.running
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
     }
 
     /// Validates and stores a new sandbox, then starts it in the background.
     /// With `wait`, waits up to `budget` for it to run.
     pub async fn create(
-        self: &Arc<Self>,
+        &self,
         namespace: &str,
         req: CreateSandboxRequest,
         wait: bool,
         budget: Duration,
     ) -> Result<CreateOutcome, ControlError> {
         let (record, boot) = self.prepare(namespace, &req).await?;
-        let image =
-            self.node
-                .resolve_image(Some(&record.image))
-                .map_err(|_| ControlError::NotFound {
-                    kind: "image",
-                    id: record.image.clone(),
-                })?;
+        let image = self
+            .ctx
+            .node
+            .resolve_image(Some(&record.image))
+            .map_err(|_| ControlError::NotFound {
+                kind: "image",
+                id: record.image.clone(),
+            })?;
         let record = SandboxRecord {
             image: image.name.clone(),
             ..record
@@ -166,18 +101,19 @@ impl Control {
         // Refused before anything is recorded: a full host is the caller's
         // answer (507), not a failed sandbox. The node checks again when it
         // boots, as others may have taken the room meanwhile.
-        self.node
+        self.ctx
+            .node
             .admit(u64::try_from(record.disk_mb).unwrap_or(0))
             .map_err(ControlError::from)?;
-        match self.store.insert(&record).await {
+        match self.ctx.store.insert(&record).await {
             Err(StoreError::NameTaken(n)) => return Err(ControlError::NameTaken(n)),
             other => other?,
         }
         tracing::info!(sandbox_id = %record.id, name = ?record.name, "sandbox pending");
 
-        let this = Arc::clone(self);
+        let this = self.clone();
         let id = record.id.clone();
-        let lock = self.op_lock(&id);
+        let lock = self.ctx.op_lock(&id);
         // Take the op lock before returning so a delete that races the start waits for it.
         let guard = lock.lock_owned().await;
         // Under the create request's span, so a start failure is logged with its request id.
@@ -197,7 +133,7 @@ impl Control {
         let mut task = task;
         match tokio::time::timeout(budget, &mut task).await {
             Ok(_) => {
-                let record = self.store.get(&record.id).await?.unwrap_or(record);
+                let record = self.ctx.store.get(&record.id).await?.unwrap_or(record);
                 Ok(CreateOutcome {
                     still_pending: record.status == SandboxStatus::Pending,
                     record,
@@ -210,31 +146,9 @@ impl Control {
         }
     }
 
-    /// What the node needs to start or restore the sandbox of `record`.
-    pub(super) fn spec_for(
-        &self,
-        record: &SandboxRecord,
-        image: alcove_runtime::image::Image,
-        env: Vec<(String, String)>,
-    ) -> SandboxSpec {
-        let id = &record.id;
-        SandboxSpec {
-            id: id.clone(),
-            hostname: record
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("sandbox-{}", &id[..8.min(id.len())])),
-            image,
-            cpus: record.cpus,
-            memory_mb: u64::try_from(record.memory_mb).unwrap_or(0),
-            disk_mb: u64::try_from(record.disk_mb).unwrap_or(0),
-            env,
-        }
-    }
-
     /// Starts a stored pending sandbox; records the outcome.
     async fn start(&self, id: &str, image: alcove_runtime::image::Image, boot: Boot) {
-        let Ok(Some(record)) = self.store.get(id).await else {
+        let Ok(Some(record)) = self.ctx.store.get(id).await else {
             return;
         };
         if record.status != SandboxStatus::Pending {
@@ -242,7 +156,8 @@ impl Control {
         }
         // Secrets become environment variables of every process in the sandbox.
         let env = match self
-            .secret_env(&record.namespace, &record.secret_names)
+            .secrets
+            .env(&record.namespace, &record.secret_names)
             .await
         {
             Ok(env) => env,
@@ -251,19 +166,19 @@ impl Control {
                 return;
             }
         };
-        let spec = self.spec_for(&record, image, env);
+        let spec = spec_for(&record, image, env);
         let (started, run_entrypoint) = match &boot {
-            Boot::Fresh => (self.node.create(&spec).await, true),
+            Boot::Fresh => (self.ctx.node.create(&spec).await, true),
             Boot::Snapshot { dir, memory } => {
                 // Never unpack a snapshot the compactor is packing.
                 let key = dir
                     .file_name()
-                    .map(|n| super::compactor::snapshot_lock_key(&n.to_string_lossy()))
+                    .map(|n| super::context::snapshot_lock_key(&n.to_string_lossy()))
                     .unwrap_or_default();
-                let lock = self.op_lock(&key);
+                let lock = self.ctx.op_lock(&key);
                 let _guard = lock.lock().await;
                 (
-                    self.node.restore_snapshot(&spec, dir, *memory).await,
+                    self.ctx.node.restore_snapshot(&spec, dir, *memory).await,
                     !*memory,
                 )
             }
@@ -271,7 +186,7 @@ impl Control {
         let result = match started {
             Ok(handle) => {
                 // The policy is in force before the entrypoint (or any user process) runs.
-                let ready = match self.apply_network(&record, handle.slot).await {
+                let ready = match self.ctx.apply_network(&record, handle.slot).await {
                     Ok(()) if run_entrypoint => self.start_entrypoint(&record, &handle).await,
                     Ok(()) => Ok(()),
                     Err(e) => Err(format!("applying the network policy: {e}")),
@@ -279,7 +194,7 @@ impl Control {
                 match ready {
                     Ok(()) => Ok(handle),
                     Err(e) => {
-                        self.node.destroy(id, handle.slot).await;
+                        self.ctx.node.destroy(id, handle.slot).await;
                         Err(e)
                     }
                 }
@@ -291,7 +206,7 @@ impl Control {
             Ok(handle) => {
                 if let Err(e) = state::apply(&mut record, Event::Started) {
                     tracing::error!(sandbox_id = %id, error = %e, "recording running sandbox");
-                    self.node.destroy(id, handle.slot).await;
+                    self.ctx.node.destroy(id, handle.slot).await;
                     return;
                 }
                 record.slot = Some(i64::from(handle.slot.0));
@@ -299,15 +214,12 @@ impl Control {
                 if record.timeout_secs > 0 {
                     record.deadline_at = Some(now_millis() + record.timeout_secs * 1000);
                 }
-                if let Err(e) = self.store.update(&record).await {
+                if let Err(e) = self.ctx.store.update(&record).await {
                     tracing::error!(sandbox_id = %id, error = %e, "recording running sandbox");
-                    self.node.destroy(id, handle.slot).await;
+                    self.ctx.node.destroy(id, handle.slot).await;
                     return;
                 }
-                self.running
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.to_string(), handle);
+                self.ctx.set_running(id, handle);
                 tracing::info!(sandbox_id = %id, "sandbox running");
             }
             Err(reason) => self.fail_start(record, reason).await,
@@ -332,7 +244,7 @@ impl Control {
             crate::redact::Failure::Start,
             &reason,
         ));
-        if let Err(e) = self.store.update(&record).await {
+        if let Err(e) = self.ctx.store.update(&record).await {
             tracing::error!(sandbox_id = %id, error = %e, "recording failed sandbox");
         }
     }
@@ -361,43 +273,21 @@ impl Control {
         }
     }
 
-    /// Finds a sandbox by id (any status) or by the name of a live one.
-    pub async fn resolve(
-        &self,
-        namespace: Option<&str>,
-        ident: &str,
-    ) -> Result<SandboxRecord, ControlError> {
-        let not_found = || ControlError::NotFound {
-            kind: "sandbox",
-            id: ident.to_string(),
-        };
-        let record = if uuid::Uuid::parse_str(ident).is_ok() {
-            self.store.get(ident).await?
-        } else {
-            self.store.get_live_by_name(ident).await?
-        };
-        let record = record.ok_or_else(not_found)?;
-        if namespace.is_some_and(|ns| ns != record.namespace) {
-            return Err(not_found());
-        }
-        Ok(record)
-    }
-
     /// A sandbox and, if it runs, where its agent is.
     pub async fn target(&self, ident: &str) -> Result<Target, ControlError> {
-        let record = self.resolve(None, ident).await?;
-        let agent = self.handle_of(&record.id).map(|h| h.agent_addr());
+        let record = self.ctx.resolve(None, ident).await?;
+        let agent = self.ctx.handle_of(&record.id).map(|h| h.agent_addr());
         Ok(Target { record, agent })
     }
 
     /// One sandbox.
     pub async fn get(&self, namespace: &str, ident: &str) -> Result<SandboxRecord, ControlError> {
-        self.resolve(Some(namespace), ident).await
+        self.ctx.resolve(Some(namespace), ident).await
     }
 
     /// All sandboxes of a namespace.
     pub async fn list(&self, namespace: &str) -> Result<Vec<SandboxRecord>, ControlError> {
-        Ok(self.store.list(namespace).await?)
+        Ok(self.ctx.store.list(namespace).await?)
     }
 
     /// Renames and changes flags of a sandbox.
@@ -421,10 +311,10 @@ impl Control {
                     }
                 })?),
             };
-        let id = self.resolve(Some(namespace), ident).await?.id;
-        let lock = self.op_lock(&id);
+        let id = self.ctx.resolve(Some(namespace), ident).await?.id;
+        let lock = self.ctx.op_lock(&id);
         let _guard = lock.lock().await;
-        let mut record = self.resolve(Some(namespace), &id).await?;
+        let mut record = self.ctx.resolve(Some(namespace), &id).await?;
         if !record.status.is_live() {
             return Err(ControlError::InvalidState {
                 id,
@@ -449,11 +339,11 @@ impl Control {
             super::network::egress_policy(&network).await?;
             record.network_policy = network;
             // Running now: enforce at once. Suspended: enforced when it resumes.
-            if let Some(handle) = self.handle_of(&id) {
-                self.apply_network(&record, handle.slot).await?;
+            if let Some(handle) = self.ctx.handle_of(&id) {
+                self.ctx.apply_network(&record, handle.slot).await?;
             }
         }
-        match self.store.update(&record).await {
+        match self.ctx.store.update(&record).await {
             Err(StoreError::NameTaken(n)) => Err(ControlError::NameTaken(n)),
             Err(e) => Err(e.into()),
             Ok(()) => Ok(record),
@@ -467,10 +357,10 @@ impl Control {
         ident: &str,
         reason: TerminationReason,
     ) -> Result<SandboxRecord, ControlError> {
-        let id = self.resolve(namespace, ident).await?.id;
-        let lock = self.op_lock(&id);
+        let id = self.ctx.resolve(namespace, ident).await?.id;
+        let lock = self.ctx.op_lock(&id);
         let guard = lock.lock().await;
-        let mut record = self.resolve(namespace, &id).await?;
+        let mut record = self.ctx.resolve(namespace, &id).await?;
         if !record.status.is_live() {
             return Ok(record);
         }
@@ -489,28 +379,35 @@ impl Control {
         record.terminated_at = Some(now_millis());
         record.pending_reason = None;
         let slot = record.slot.take();
-        self.store.update(&record).await?;
-        self.running
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        self.ctx.store.update(&record).await?;
+        self.ctx.take_running(&id);
         if let Some(slot) = slot.and_then(|s| u32::try_from(s).ok()) {
-            self.node.destroy(&id, Slot(slot)).await;
+            self.ctx.node.destroy(&id, Slot(slot)).await;
         }
         drop(guard);
-        self.forget_op_lock(&id);
+        self.ctx.forget_op_lock(&id);
         tracing::info!(sandbox_id = %id, reason = %record.termination_reason.as_deref().unwrap_or(""), "sandbox terminated");
         Ok(record)
     }
+}
 
-    /// Number of sandboxes running now.
-    pub fn running_count(&self) -> usize {
-        self.running.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Runs the node's orderly shutdown (sandboxes keep running).
-    pub async fn shutdown(&self) {
-        self.node.shutdown(self.running_count()).await;
-        self.store.close().await;
+/// What the node needs to start or restore the sandbox of `record`.
+pub(super) fn spec_for(
+    record: &SandboxRecord,
+    image: alcove_runtime::image::Image,
+    env: Vec<(String, String)>,
+) -> SandboxSpec {
+    let id = &record.id;
+    SandboxSpec {
+        id: id.clone(),
+        hostname: record
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("sandbox-{}", &id[..8.min(id.len())])),
+        image,
+        cpus: record.cpus,
+        memory_mb: u64::try_from(record.memory_mb).unwrap_or(0),
+        disk_mb: u64::try_from(record.disk_mb).unwrap_or(0),
+        env,
     }
 }

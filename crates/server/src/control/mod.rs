@@ -3,6 +3,7 @@
 
 mod agent_client;
 mod compactor;
+mod context;
 #[cfg(test)]
 mod fake_node;
 mod inflight;
@@ -12,6 +13,7 @@ pub mod node;
 mod prepare;
 mod recovery;
 pub mod secrets;
+mod services;
 mod snapshots;
 pub mod state;
 mod suspend;
@@ -22,9 +24,14 @@ pub mod validate;
 
 pub use agent_client::AgentClient;
 pub use compactor::spawn_compactor;
+pub use context::ControlConfig;
 pub use inflight::{InFlight, InFlightGuard};
-pub use lifecycle::{Control, ControlConfig, CreateOutcome, Target};
+pub use lifecycle::{CreateOutcome, Sandboxes, Target};
 pub use node::SandboxNode;
+pub use secrets::Secrets;
+pub use services::Control;
+pub use snapshots::Snapshots;
+pub use suspend::Suspension;
 pub use timeouts::spawn_timeout_reaper;
 
 use alcove_wire::sandbox::SandboxStatus;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use alcove_runtime::network::{EgressPolicy, Slot};
 use alcove_wire::sandbox::NetworkConfig;
 
-use super::{Control, ControlError};
+use super::ControlError;
+use super::context::Context;
 use crate::store::SandboxRecord;
 
 fn invalid(field: &'static str, reason: String) -> ControlError {
@@ -104,7 +105,7 @@ pub(super) fn open_policy() -> NetworkConfig {
     }
 }
 
-impl Control {
+impl Context {
     /// Enforces the stored policy of a sandbox in `slot` (replacing earlier rules).
     pub(super) async fn apply_network(
         &self,

@@ -4,12 +4,13 @@
 use alcove_wire::sandbox::{CreateSandboxRequest, SandboxStatus};
 use alcove_wire::time::now_millis;
 
+use super::ControlError;
 use super::lifecycle::Boot;
+use super::lifecycle::Sandboxes;
 use super::validate;
-use super::{Control, ControlError};
 use crate::store::SandboxRecord;
 
-impl Control {
+impl Sandboxes {
     /// Turns a create request into a pending record, or says what is wrong.
     pub(super) async fn prepare(
         &self,
@@ -17,7 +18,7 @@ impl Control {
         req: &CreateSandboxRequest,
     ) -> Result<(SandboxRecord, Boot), ControlError> {
         let (req, boot) = match &req.snapshot_id {
-            Some(sid) => self.restore_request(namespace, sid, req).await?,
+            Some(sid) => self.snapshots.restore_request(namespace, sid, req).await?,
             None => (req.clone(), Boot::Fresh),
         };
         let req = &req;
@@ -29,7 +30,7 @@ impl Control {
             }
         }
         // Unknown secrets are a 400 now, not a failed start later.
-        self.sealed_secrets(namespace, &secret_names).await?;
+        self.secrets.sealed(namespace, &secret_names).await?;
         if req.file_systems.as_ref().is_some_and(|f| !f.is_empty()) {
             return Err(ControlError::NotImplemented("attached file systems"));
         }
@@ -46,7 +47,7 @@ impl Control {
         }
         let cpus = res.cpus.unwrap_or(validate::DEFAULT_CPUS);
         let memory_mb = res.memory_mb.unwrap_or(validate::DEFAULT_MEMORY_MB);
-        validate::resources(cpus, memory_mb, self.cfg.host)?;
+        validate::resources(cpus, memory_mb, self.ctx.cfg.host)?;
         let disk_mb = res
             .disk_mb
             .or(res.ephemeral_disk_mb)

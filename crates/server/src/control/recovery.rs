@@ -25,7 +25,7 @@ impl Control {
     /// Adopts sandboxes that still run, keeps suspended ones, settles the ones
     /// caught in the middle of an operation, ends the rest, and sweeps.
     pub async fn recover(&self) -> Result<(), ControlError> {
-        let live = self.store.list_live().await?;
+        let live = self.ctx.store.list_live().await?;
         let mut running = Vec::new();
         let mut suspended = Vec::new();
         let mut settled = Vec::new();
@@ -38,23 +38,20 @@ impl Control {
             }
             settled.push((record, verdict));
         }
-        let report = self.node.recover(&running, &suspended).await;
+        let report = self.ctx.node.recover(&running, &suspended).await;
         for (mut record, verdict) in settled {
             let id = record.id.clone();
             match verdict {
                 Verdict::Running(_) => match report.adopted.iter().find(|h| h.id == id) {
                     Some(handle) => {
                         tracing::info!(sandbox_id = %id, "sandbox adopted after restart");
-                        self.running
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(id.clone(), handle.clone());
+                        self.ctx.set_running(&id, handle.clone());
                         if let Some(event) = settling_event(&record, SandboxStatus::Running) {
                             apply_or_log(&mut record, event);
                             if let Some(left) = record.timeout_remaining_ms.take() {
                                 record.deadline_at = Some(now_millis() + left);
                             }
-                            self.store.update(&record).await?;
+                            self.ctx.store.update(&record).await?;
                         }
                     }
                     None => self.mark_lost(record).await?,
@@ -62,7 +59,7 @@ impl Control {
                 Verdict::Suspended(_) => {
                     if let Some(event) = settling_event(&record, SandboxStatus::Suspended) {
                         apply_or_log(&mut record, event);
-                        self.store.update(&record).await?;
+                        self.ctx.store.update(&record).await?;
                     }
                     tracing::info!(sandbox_id = %id, "suspended sandbox kept");
                 }
@@ -75,7 +72,7 @@ impl Control {
                     record.error_details = Some(reason.into());
                     record.pending_reason = None;
                     record.slot = None;
-                    self.store.update(&record).await?;
+                    self.ctx.store.update(&record).await?;
                 }
                 Verdict::Lost => self.mark_lost(record).await?,
             }
@@ -83,7 +80,7 @@ impl Control {
         for item in report.swept {
             tracing::warn!(leftover = %item, "removed leftover");
         }
-        self.recover_snapshots().await
+        self.snapshots.recover().await
     }
 
     async fn mark_lost(&self, mut record: SandboxRecord) -> Result<(), ControlError> {
@@ -93,7 +90,7 @@ impl Control {
         record.error_details =
             Some("the sandbox was neither running nor dumped when the server restarted".into());
         record.slot = None;
-        self.store.update(&record).await?;
+        self.ctx.store.update(&record).await?;
         Ok(())
     }
 
@@ -107,7 +104,7 @@ impl Control {
         // A dump or restore the dead server started outlives it: let it finish
         // before looking, or we would judge (and thaw) a sandbox mid-operation.
         let deadline = Instant::now() + Duration::from_secs(120);
-        while self.node.checkpoint_in_progress(id) && Instant::now() < deadline {
+        while self.ctx.node.checkpoint_in_progress(id) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         match record.status {
@@ -116,38 +113,38 @@ impl Control {
             }
             SandboxStatus::Running | SandboxStatus::Snapshotting => {
                 // Only a snapshot freezes a running sandbox; a crash must not leave it frozen.
-                if self.node.container_status(id).await == Some(ContainerStatus::Paused) {
-                    let _ = self.node.thaw(id).await;
+                if self.ctx.node.container_status(id).await == Some(ContainerStatus::Paused) {
+                    let _ = self.ctx.node.thaw(id).await;
                 }
                 Verdict::Running(slot)
             }
-            SandboxStatus::Suspending => match self.node.container_status(id).await {
+            SandboxStatus::Suspending => match self.ctx.node.container_status(id).await {
                 Some(ContainerStatus::Paused) => {
-                    let _ = self.node.thaw(id).await;
+                    let _ = self.ctx.node.thaw(id).await;
                     Verdict::Running(slot)
                 }
                 Some(ContainerStatus::Running) => Verdict::Running(slot),
-                _ if self.node.has_checkpoint(id) => Verdict::Suspended(slot),
+                _ if self.ctx.node.has_checkpoint(id) => Verdict::Suspended(slot),
                 _ => Verdict::Lost,
             },
             SandboxStatus::Suspended => {
                 let resuming =
                     Transition::parse(record.transition.as_deref()) == Some(Transition::Resuming);
-                match self.node.container_status(id).await {
+                match self.ctx.node.container_status(id).await {
                     Some(ContainerStatus::Running) if resuming => {
-                        self.node.discard_checkpoint(id).await;
+                        self.ctx.node.discard_checkpoint(id).await;
                         Verdict::Running(slot)
                     }
                     Some(_) => {
                         // A half-done restore: back to the dump.
-                        self.node.stop_keeping_files(id).await;
-                        if self.node.has_checkpoint(id) {
+                        self.ctx.node.stop_keeping_files(id).await;
+                        if self.ctx.node.has_checkpoint(id) {
                             Verdict::Suspended(slot)
                         } else {
                             Verdict::Lost
                         }
                     }
-                    None if self.node.has_checkpoint(id) => Verdict::Suspended(slot),
+                    None if self.ctx.node.has_checkpoint(id) => Verdict::Suspended(slot),
                     None => Verdict::Lost,
                 }
             }

@@ -1,9 +1,12 @@
 //! Secrets: set, list and delete sealed values; resolve the ones a sandbox asks
 //! for into environment variables. Values never appear in logs or answers.
 
+use std::sync::Arc;
+
 use alcove_wire::time::now_millis;
 
-use super::{Control, ControlError};
+use super::ControlError;
+use super::context::Context;
 use crate::store::SealedSecret;
 
 /// Longest secret value accepted, in bytes.
@@ -47,9 +50,19 @@ fn sealing_failed(e: crate::secrets::SecretError) -> ControlError {
     }
 }
 
-impl Control {
+/// Sets, lists and deletes sealed secrets, and opens the ones a sandbox boots with.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    ctx: Arc<Context>,
+}
+
+impl Secrets {
+    /// The service over the shared context.
+    pub(super) fn new(ctx: Arc<Context>) -> Self {
+        Self { ctx }
+    }
     /// Sets (creates or replaces) a secret.
-    pub async fn set_secret(
+    pub async fn set(
         &self,
         namespace: &str,
         name: &str,
@@ -65,11 +78,13 @@ impl Control {
             });
         }
         let (nonce, ciphertext) = self
-            .secrets
+            .ctx
+            .secret_box
             .seal(namespace, name, value)
             .map_err(sealing_failed)?;
         let now = now_millis();
         let created_at = self
+            .ctx
             .store
             .put_secret(&SealedSecret {
                 namespace: namespace.to_string(),
@@ -89,8 +104,9 @@ impl Control {
     }
 
     /// Names and times of a namespace's secrets.
-    pub async fn list_secrets(&self, namespace: &str) -> Result<Vec<SecretMeta>, ControlError> {
+    pub async fn list(&self, namespace: &str) -> Result<Vec<SecretMeta>, ControlError> {
         Ok(self
+            .ctx
             .store
             .list_secrets(namespace)
             .await?
@@ -104,8 +120,8 @@ impl Control {
     }
 
     /// Deletes a secret (sandboxes already running keep their copy).
-    pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
-        if self.store.delete_secret(namespace, name).await? {
+    pub async fn delete(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
+        if self.ctx.store.delete_secret(namespace, name).await? {
             tracing::info!(namespace, name, "secret deleted");
             Ok(())
         } else {
@@ -117,7 +133,7 @@ impl Control {
     }
 
     /// The stored secrets for `names`, or which of them are not set.
-    pub(super) async fn sealed_secrets(
+    pub(super) async fn sealed(
         &self,
         namespace: &str,
         names: &[String],
@@ -125,7 +141,7 @@ impl Control {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let stored = self.store.list_secrets(namespace).await?;
+        let stored = self.ctx.store.list_secrets(namespace).await?;
         let missing: Vec<&str> = names
             .iter()
             .filter(|n| !stored.iter().any(|s| &s.name == *n))
@@ -147,16 +163,17 @@ impl Control {
     }
 
     /// The environment variables for `names`, or which of them are not set.
-    pub(super) async fn secret_env(
+    pub(super) async fn env(
         &self,
         namespace: &str,
         names: &[String],
     ) -> Result<Vec<(String, String)>, ControlError> {
-        self.sealed_secrets(namespace, names)
+        self.sealed(namespace, names)
             .await?
             .into_iter()
             .map(|s| {
-                self.secrets
+                self.ctx
+                    .secret_box
                     .open(&s.namespace, &s.name, &s.nonce, &s.ciphertext)
                     .map(|v| (s.name, v))
                     .map_err(sealing_failed)

@@ -10,26 +10,37 @@ use alcove_wire::time::now_millis;
 
 use tracing::Instrument;
 
+use super::ControlError;
+use super::context::Context;
 use super::lifecycle::Boot;
 use super::state::{self, Event};
-use super::{Control, ControlError};
 use crate::redact::{self, Failure};
 use crate::store::SnapshotRecord;
 use alcove_runtime::blocking;
 
-impl Control {
+/// Takes, lists and deletes snapshots, and turns one into a sandbox to restore.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    ctx: Arc<Context>,
+}
+
+impl Snapshots {
+    /// The service over the shared context.
+    pub(super) fn new(ctx: Arc<Context>) -> Self {
+        Self { ctx }
+    }
     fn snapshot_dir(&self, id: &str) -> PathBuf {
-        self.cfg.snapshots_dir.join(id)
+        self.ctx.cfg.snapshots_dir.join(id)
     }
 
     /// Starts a snapshot of a running sandbox; answers at once with it `in_progress`.
-    pub async fn snapshot(
-        self: &Arc<Self>,
+    pub async fn create(
+        &self,
         namespace: Option<&str>,
         ident: &str,
         kind: Option<SnapshotType>,
     ) -> Result<SnapshotRecord, ControlError> {
-        let record = self.resolve(namespace, ident).await?;
+        let record = self.ctx.resolve(namespace, ident).await?;
         if !matches!(
             record.status,
             SandboxStatus::Running | SandboxStatus::Snapshotting
@@ -56,13 +67,13 @@ impl Control {
             completed_at: None,
             error: None,
         };
-        self.store.put_snapshot(&snap).await?;
-        let this = Arc::clone(self);
+        self.ctx.store.put_snapshot(&snap).await?;
+        let this = self.clone();
         let job = snap.clone();
         // The job keeps the request's span, so its failure is logged under the request id.
         tokio::spawn(
             async move {
-                let lock = this.op_lock(&job.sandbox_id);
+                let lock = this.ctx.op_lock(&job.sandbox_id);
                 let _guard = lock.lock().await;
                 this.take_snapshot(job).await;
             }
@@ -74,14 +85,20 @@ impl Control {
     async fn take_snapshot(&self, mut snap: SnapshotRecord) {
         let id = snap.sandbox_id.clone();
         let dir = self.snapshot_dir(&snap.id);
-        let outcome = match self.store.get(&id).await {
+        let outcome = match self.ctx.store.get(&id).await {
             Ok(Some(mut record)) if record.status == SandboxStatus::Running => {
                 let marked = match state::apply(&mut record, Event::SnapshotBegun) {
-                    Ok(()) => self.store.update(&record).await.map_err(|e| e.to_string()),
+                    Ok(()) => self
+                        .ctx
+                        .store
+                        .update(&record)
+                        .await
+                        .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
                 let result = match marked {
                     Ok(()) => self
+                        .ctx
                         .node
                         .snapshot(&id, &dir, snap.snapshot_type == SnapshotType::Memory)
                         .await
@@ -91,7 +108,7 @@ impl Control {
                 if let Err(e) = state::apply(&mut record, Event::SnapshotEnded) {
                     tracing::error!(sandbox_id = %id, error = %e, "ending a snapshot");
                 }
-                if let Err(e) = self.store.update(&record).await {
+                if let Err(e) = self.ctx.store.update(&record).await {
                     tracing::error!(sandbox_id = %id, error = %e, "recording end of snapshot");
                 }
                 result
@@ -118,18 +135,19 @@ impl Control {
                 let _ = blocking::remove_dir_all(dir).await;
             }
         }
-        if let Err(e) = self.store.put_snapshot(&snap).await {
+        if let Err(e) = self.ctx.store.put_snapshot(&snap).await {
             tracing::error!(snapshot_id = %snap.id, error = %e, "recording snapshot outcome");
         }
     }
 
     /// One snapshot.
-    pub async fn get_snapshot(
+    pub async fn get(
         &self,
         namespace: Option<&str>,
         id: &str,
     ) -> Result<SnapshotRecord, ControlError> {
-        self.store
+        self.ctx
+            .store
             .get_snapshot(id)
             .await?
             .filter(|s| namespace.is_none_or(|ns| ns == s.namespace))
@@ -140,37 +158,34 @@ impl Control {
     }
 
     /// Snapshots of a namespace, or of one sandbox.
-    pub async fn list_snapshots(
+    pub async fn list(
         &self,
         namespace: &str,
         sandbox: Option<&str>,
     ) -> Result<Vec<SnapshotRecord>, ControlError> {
         let sandbox_id = match sandbox {
-            Some(ident) => Some(self.resolve(Some(namespace), ident).await?.id),
+            Some(ident) => Some(self.ctx.resolve(Some(namespace), ident).await?.id),
             None => None,
         };
         Ok(self
+            .ctx
             .store
             .list_snapshots(Some(namespace), sandbox_id.as_deref())
             .await?)
     }
 
     /// Deletes a snapshot and its files. One still being taken is a conflict.
-    pub async fn delete_snapshot(
-        &self,
-        namespace: Option<&str>,
-        id: &str,
-    ) -> Result<(), ControlError> {
-        let snap = self.get_snapshot(namespace, id).await?;
+    pub async fn delete(&self, namespace: Option<&str>, id: &str) -> Result<(), ControlError> {
+        let snap = self.get(namespace, id).await?;
         if snap.status == SnapshotStatus::InProgress {
             return Err(ControlError::InvalidArgument {
                 field: "snapshot_id",
                 reason: format!("snapshot {id} is still being taken"),
             });
         }
-        let lock = self.op_lock(&super::compactor::snapshot_lock_key(id));
+        let lock = self.ctx.op_lock(&super::context::snapshot_lock_key(id));
         let _guard = lock.lock().await;
-        self.store.delete_snapshot(id).await?;
+        self.ctx.store.delete_snapshot(id).await?;
         if let Err(e) = blocking::remove_dir_all(self.snapshot_dir(id)).await {
             tracing::warn!(snapshot_id = %id, error = %e, "removing snapshot files");
         }
@@ -185,7 +200,7 @@ impl Control {
         snapshot_id: &str,
         req: &CreateSandboxRequest,
     ) -> Result<(CreateSandboxRequest, Boot), ControlError> {
-        let snap = self.get_snapshot(Some(namespace), snapshot_id).await?;
+        let snap = self.get(Some(namespace), snapshot_id).await?;
         if snap.status != SnapshotStatus::Completed {
             return Err(ControlError::InvalidArgument {
                 field: "snapshot_id",
@@ -247,8 +262,8 @@ impl Control {
 
     /// After a restart: snapshots left `in_progress` failed; files of snapshots
     /// that no row knows are removed.
-    pub(super) async fn recover_snapshots(&self) -> Result<(), ControlError> {
-        let all = self.store.list_snapshots(None, None).await?;
+    pub(super) async fn recover(&self) -> Result<(), ControlError> {
+        let all = self.ctx.store.list_snapshots(None, None).await?;
         for mut snap in all
             .iter()
             .filter(|s| s.status == SnapshotStatus::InProgress)
@@ -257,10 +272,10 @@ impl Control {
             snap.status = SnapshotStatus::Failed;
             snap.error = Some("the server restarted while the snapshot was being taken".into());
             let _ = blocking::remove_dir_all(self.snapshot_dir(&snap.id)).await;
-            self.store.put_snapshot(&snap).await?;
+            self.ctx.store.put_snapshot(&snap).await?;
             tracing::warn!(snapshot_id = %snap.id, "snapshot interrupted by a restart marked failed");
         }
-        if let Ok(entries) = std::fs::read_dir(&self.cfg.snapshots_dir) {
+        if let Ok(entries) = std::fs::read_dir(&self.ctx.cfg.snapshots_dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if !all.iter().any(|s| s.id == name) {

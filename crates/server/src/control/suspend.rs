@@ -10,8 +10,10 @@ use alcove_wire::time::now_millis;
 
 use tracing::Instrument;
 
+use super::ControlError;
+use super::context::Context;
+use super::lifecycle::spec_for;
 use super::state::{self, Event};
-use super::{Control, ControlError};
 use crate::redact::{self, Failure};
 use crate::store::SandboxRecord;
 
@@ -33,16 +35,26 @@ fn apply_or_log(record: &mut SandboxRecord, event: Event) {
     }
 }
 
-impl Control {
+/// Suspends sandboxes to disk and resumes them, on request and on timeout.
+#[derive(Debug, Clone)]
+pub struct Suspension {
+    ctx: Arc<Context>,
+}
+
+impl Suspension {
+    /// The service over the shared context.
+    pub(super) fn new(ctx: Arc<Context>) -> Self {
+        Self { ctx }
+    }
     /// Suspends a named running sandbox. With `wait`, waits up to that long;
     /// returns the sandbox and whether it is suspended now.
     pub async fn suspend(
-        self: &Arc<Self>,
+        &self,
         namespace: Option<&str>,
         ident: &str,
         wait: Option<Duration>,
     ) -> Result<(SandboxRecord, bool), ControlError> {
-        let record = self.resolve(namespace, ident).await?;
+        let record = self.ctx.resolve(namespace, ident).await?;
         if record.name.is_none() {
             return Err(ControlError::InvalidArgument {
                 field: "sandbox",
@@ -73,12 +85,12 @@ impl Control {
 
     /// Resumes a suspended sandbox (waiting for a suspend in flight first).
     pub async fn resume(
-        self: &Arc<Self>,
+        &self,
         namespace: Option<&str>,
         ident: &str,
         wait: Option<Duration>,
     ) -> Result<(SandboxRecord, bool), ControlError> {
-        let record = self.resolve(namespace, ident).await?;
+        let record = self.ctx.resolve(namespace, ident).await?;
         match record.status {
             SandboxStatus::Running => return Ok((record, true)),
             SandboxStatus::Suspended | SandboxStatus::Suspending => {}
@@ -98,18 +110,18 @@ impl Control {
     /// outlives the request), waiting for it up to `wait`; returns the sandbox
     /// and whether it reached the target state.
     async fn run_transition(
-        self: &Arc<Self>,
+        &self,
         id: String,
         transition: Transition,
         wait: Option<Duration>,
     ) -> Result<(SandboxRecord, bool), ControlError> {
-        let this = Arc::clone(self);
+        let this = self.clone();
         let job_id = id.clone();
         // The job keeps the request's span: its log lines (the full error of a
         // failure included) carry the request id the client was given.
         let job = tokio::spawn(
             async move {
-                let lock = this.op_lock(&job_id);
+                let lock = this.ctx.op_lock(&job_id);
                 let _guard = lock.lock().await;
                 match transition {
                     Transition::Suspend => this.suspend_now(&job_id, "requested").await,
@@ -127,7 +139,7 @@ impl Control {
             Some(wait) => tokio::time::timeout(wait, job).await.is_ok(),
             None => false,
         };
-        let record = self.resolve(None, id).await?;
+        let record = self.ctx.resolve(None, id).await?;
         let reached = record.status == target && record.transition.is_none();
         if finished && !reached {
             // The operation ended without reaching its target: say why instead of
@@ -149,7 +161,7 @@ impl Control {
     /// Dumps a running sandbox now (the caller holds its op lock). Failures
     /// leave it running and are logged: a suspend never loses a sandbox.
     pub(super) async fn suspend_now(&self, id: &str, why: &str) {
-        let Ok(Some(mut record)) = self.store.get(id).await else {
+        let Ok(Some(mut record)) = self.ctx.store.get(id).await else {
             return;
         };
         if record.status != SandboxStatus::Running
@@ -160,23 +172,19 @@ impl Control {
         if let Some(deadline) = record.deadline_at.take() {
             record.timeout_remaining_ms = Some((deadline - now_millis()).max(0));
         }
-        if let Err(e) = self.store.update(&record).await {
+        if let Err(e) = self.ctx.store.update(&record).await {
             tracing::error!(sandbox_id = %id, error = %e, "recording suspending");
             return;
         }
-        let handle = self
-            .running
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        let handle = self.ctx.take_running(id);
         // New requests now get 503 SANDBOX_NOT_READY (clients retry); let the ones
         // under way finish. Long streams still open after the grace are closed by
         // the dump (CRIU tcp-close), which never fails on them.
-        let left = self.inflight.drain(id, DRAIN_GRACE).await;
+        let left = self.ctx.inflight.drain(id, DRAIN_GRACE).await;
         if left > 0 {
             tracing::info!(sandbox_id = %id, open = left, "closing proxied connections for suspend");
         }
-        match self.node.suspend(id).await {
+        match self.ctx.node.suspend(id).await {
             Ok(bytes) => {
                 apply_or_log(&mut record, Event::SuspendDone);
                 record.suspended_at = Some(now_millis());
@@ -193,14 +201,11 @@ impl Control {
                     record.deadline_at = Some(now_millis() + left);
                 }
                 if let Some(handle) = handle {
-                    self.running
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(id.to_string(), handle);
+                    self.ctx.set_running(id, handle);
                 }
             }
         }
-        if let Err(e) = self.store.update(&record).await {
+        if let Err(e) = self.ctx.store.update(&record).await {
             tracing::error!(sandbox_id = %id, error = %e, "recording suspend outcome");
         }
     }
@@ -208,7 +213,7 @@ impl Control {
     /// Restores a suspended sandbox now (the caller holds its op lock). On
     /// failure it stays suspended with a public reason in `error_details`.
     pub(super) async fn resume_now(&self, id: &str) {
-        let Ok(Some(mut record)) = self.store.get(id).await else {
+        let Ok(Some(mut record)) = self.ctx.store.get(id).await else {
             return;
         };
         if record.status != SandboxStatus::Suspended {
@@ -222,16 +227,17 @@ impl Control {
             tracing::error!(sandbox_id = %id, error = %e, "starting a resume");
             return;
         }
-        if let Err(e) = self.store.update(&record).await {
+        if let Err(e) = self.ctx.store.update(&record).await {
             tracing::error!(sandbox_id = %id, error = %e, "recording resuming");
             return;
         }
-        let outcome = match self.node.resolve_image(Some(&record.image)) {
+        let outcome = match self.ctx.node.resolve_image(Some(&record.image)) {
             Ok(image) => {
                 // The restored processes keep the environment they had; a restore
                 // does not start a process from the bundle's env.
-                let spec = self.spec_for(&record, image, Vec::new());
-                self.node
+                let spec = spec_for(&record, image, Vec::new());
+                self.ctx
+                    .node
                     .resume(&spec, alcove_runtime::network::Slot(slot))
                     .await
                     .map_err(|e| e.to_string())
@@ -242,17 +248,14 @@ impl Control {
             Ok(handle) => {
                 apply_or_log(&mut record, Event::ResumeDone);
                 // The server may have restarted (and rebuilt its firewall) meanwhile.
-                if let Err(e) = self.apply_network(&record, handle.slot).await {
+                if let Err(e) = self.ctx.apply_network(&record, handle.slot).await {
                     tracing::warn!(sandbox_id = %id, error = %e, "re-applying the network policy");
                 }
                 record.error_details = None;
                 if let Some(left) = record.timeout_remaining_ms.take() {
                     record.deadline_at = Some(now_millis() + left);
                 }
-                self.running
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.to_string(), handle);
+                self.ctx.set_running(id, handle);
                 tracing::info!(sandbox_id = %id, "sandbox resumed");
             }
             Err(e) => {
@@ -262,14 +265,14 @@ impl Control {
                 record.error_details = Some(redact::stored_details(Failure::Resume, &e));
             }
         }
-        if let Err(e) = self.store.update(&record).await {
+        if let Err(e) = self.ctx.store.update(&record).await {
             tracing::error!(sandbox_id = %id, error = %e, "recording resume outcome");
         }
     }
 
     /// Suspends a sandbox whose timeout ran out (named sandboxes) without waiting.
     pub(super) async fn suspend_for_timeout(&self, id: &str) {
-        let lock = self.op_lock(id);
+        let lock = self.ctx.op_lock(id);
         let _guard = lock.lock().await;
         self.suspend_now(id, "timeout").await;
     }

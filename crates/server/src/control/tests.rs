@@ -61,6 +61,7 @@ impl Harness {
     async fn create(&self, json: serde_json::Value) -> Result<SandboxRecord, ControlError> {
         Ok(self
             .control
+            .sandboxes
             .create("default", request(json), true, WAIT)
             .await?
             .record)
@@ -77,7 +78,12 @@ impl Harness {
 
     /// The id of the live sandbox named `name`.
     async fn create_id(&self, name: &str) -> String {
-        self.control.resolve(None, name).await.expect("resolve").id
+        self.control
+            .ctx
+            .resolve(None, name)
+            .await
+            .expect("resolve")
+            .id
     }
 
     /// Waits until `id` is `status` with no operation under way.
@@ -103,6 +109,7 @@ async fn create_runs_and_delete_ends_and_cleans_up() {
     assert_eq!(h.control.running_count(), 1);
     let ended = h
         .control
+        .sandboxes
         .delete(Some("default"), &r.id, TerminationReason::Deleted)
         .await
         .expect("delete");
@@ -114,6 +121,7 @@ async fn create_runs_and_delete_ends_and_cleans_up() {
     // Deleting again is a no-op, not an error.
     let again = h
         .control
+        .sandboxes
         .delete(None, &r.id, TerminationReason::Deleted)
         .await
         .expect("delete again");
@@ -154,7 +162,14 @@ async fn a_full_host_refuses_before_anything_is_stored() {
         ),
         "{err:?}"
     );
-    assert!(h.control.list("default").await.expect("list").is_empty());
+    assert!(
+        h.control
+            .sandboxes
+            .list("default")
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -168,7 +183,14 @@ async fn an_unknown_image_is_not_found_and_stores_nothing() {
         matches!(err, ControlError::NotFound { kind: "image", .. }),
         "{err:?}"
     );
-    assert!(h.control.list("default").await.expect("list").is_empty());
+    assert!(
+        h.control
+            .sandboxes
+            .list("default")
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -177,6 +199,7 @@ async fn only_named_sandboxes_suspend_and_they_resume() {
     let eph = h.create(serde_json::json!({})).await.expect("create");
     let err = h
         .control
+        .suspension
         .suspend(None, &eph.id, Some(WAIT))
         .await
         .expect_err("ephemeral");
@@ -191,6 +214,7 @@ async fn only_named_sandboxes_suspend_and_they_resume() {
         .expect("create");
     let (r, done) = h
         .control
+        .suspension
         .suspend(None, "web", Some(WAIT))
         .await
         .expect("suspend");
@@ -201,6 +225,7 @@ async fn only_named_sandboxes_suspend_and_they_resume() {
     // Suspending again is a no-op; resuming brings it back in its slot.
     assert!(
         h.control
+            .suspension
             .suspend(None, "web", Some(WAIT))
             .await
             .expect("again")
@@ -208,6 +233,7 @@ async fn only_named_sandboxes_suspend_and_they_resume() {
     );
     let (r, done) = h
         .control
+        .suspension
         .resume(None, "web", Some(WAIT))
         .await
         .expect("resume");
@@ -228,6 +254,7 @@ async fn a_failed_suspend_keeps_it_running_and_says_why_without_host_details() {
     h.node.fail(Op::Suspend, 1);
     let err = h
         .control
+        .suspension
         .suspend(None, "db", Some(WAIT))
         .await
         .expect_err("the suspend fails");
@@ -252,6 +279,7 @@ async fn a_failed_suspend_keeps_it_running_and_says_why_without_host_details() {
     assert_eq!(h.control.running_count(), 1, "still routable");
     assert!(
         h.control
+            .suspension
             .suspend(None, "db", Some(WAIT))
             .await
             .expect("retry")
@@ -267,12 +295,14 @@ async fn a_failed_resume_keeps_the_dump_for_the_next_try() {
         .await
         .expect("create");
     h.control
+        .suspension
         .suspend(None, "job", Some(WAIT))
         .await
         .expect("suspend");
     h.node.fail(Op::Resume, 1);
     let err = h
         .control
+        .suspension
         .resume(None, "job", Some(WAIT))
         .await
         .expect_err("the resume fails");
@@ -290,6 +320,7 @@ async fn a_failed_resume_keeps_the_dump_for_the_next_try() {
     assert!(h.node.has_dump(&r.id));
     let (again, done) = h
         .control
+        .suspension
         .resume(None, "job", Some(WAIT))
         .await
         .expect("resume");
@@ -303,7 +334,8 @@ async fn snapshots_complete_restore_and_fail_cleanly() {
     let src = h.create(serde_json::json!({})).await.expect("create");
     let snap = h
         .control
-        .snapshot(None, &src.id, Some(SnapshotType::Memory))
+        .snapshots
+        .create(None, &src.id, Some(SnapshotType::Memory))
         .await
         .expect("snapshot");
     assert_eq!(snap.status, SnapshotStatus::InProgress);
@@ -325,7 +357,8 @@ async fn snapshots_complete_restore_and_fail_cleanly() {
     h.node.fail(Op::Snapshot, 1);
     let bad = h
         .control
-        .snapshot(None, &src.id, None)
+        .snapshots
+        .create(None, &src.id, None)
         .await
         .expect("started");
     let failed = wait_snapshot(&h, &bad.id).await;
@@ -336,7 +369,8 @@ async fn snapshots_complete_restore_and_fail_cleanly() {
 
     // A deleted snapshot cannot be restored.
     h.control
-        .delete_snapshot(None, &snap.id)
+        .snapshots
+        .delete(None, &snap.id)
         .await
         .expect("delete snapshot");
     let gone = h.create(serde_json::json!({"snapshot_id": snap.id})).await;
@@ -348,7 +382,7 @@ async fn snapshots_complete_restore_and_fail_cleanly() {
 
 async fn wait_snapshot(h: &Harness, id: &str) -> crate::store::SnapshotRecord {
     for _ in 0..500 {
-        let s = h.control.get_snapshot(None, id).await.expect("snapshot");
+        let s = h.control.snapshots.get(None, id).await.expect("snapshot");
         if s.status != SnapshotStatus::InProgress {
             return s;
         }
@@ -393,14 +427,19 @@ async fn a_delete_waits_for_a_suspend_under_way_and_leaves_nothing() {
     h.node.hold(Op::Suspend);
     let (_, done) = h
         .control
+        .suspension
         .suspend(None, "race", Some(Duration::ZERO))
         .await
         .expect("suspend started");
     assert!(!done);
     let control = Arc::clone(&h.control);
     let id = r.id.clone();
-    let delete =
-        tokio::spawn(async move { control.delete(None, &id, TerminationReason::Deleted).await });
+    let delete = tokio::spawn(async move {
+        control
+            .sandboxes
+            .delete(None, &id, TerminationReason::Deleted)
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!delete.is_finished(), "the delete waits for the op lock");
     assert_eq!(h.status(&r.id).await.status, SandboxStatus::Suspending);

@@ -40,8 +40,9 @@ pub(crate) async fn reap_once(control: &Arc<Control>, now: i64) {
     {
         // Named sandboxes are suspended (and keep their state); ephemeral ones end.
         if record.name.is_some() {
-            control.suspend_for_timeout(&record.id).await;
+            control.suspension.suspend_for_timeout(&record.id).await;
         } else if let Err(e) = control
+            .sandboxes
             .delete(None, &record.id, super::state::TerminationReason::Timeout)
             .await
         {

@@ -155,17 +155,18 @@ pub(super) async fn forward_to(
 /// The sandbox `ident` names, resumed first when it is suspended with
 /// `auto_resume` (traffic wakes it).
 async fn wake_if_asleep(state: &AppState, ident: &str) -> Result<Target, ApiError> {
-    let target = state.control.target(ident).await?;
+    let target = state.control.sandboxes.target(ident).await?;
     if target.record.status != SandboxStatus::Suspended || !target.record.auto_resume {
         return Ok(target);
     }
     let id = target.record.id.clone();
     let (_, resumed) = state
         .control
+        .suspension
         .resume(None, &id, Some(AUTO_RESUME_WAIT))
         .await?;
     if resumed {
-        return Ok(state.control.target(&id).await?);
+        return Ok(state.control.sandboxes.target(&id).await?);
     }
     Ok(target)
 }

@@ -1,0 +1,147 @@
+//! What every control-plane service shares: the store, the node, the settings,
+//! the running sandboxes' handles, the per-sandbox op locks, the proxied
+//! requests in flight and the secret box. One `Context` per server, held by
+//! each service in an `Arc`, so the services agree on who holds which lock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use alcove_runtime::SandboxHandle;
+
+use super::validate::HostLimits;
+use super::{ControlError, InFlight, SandboxNode};
+use crate::secrets::SecretBox;
+use crate::store::{SandboxRecord, Store};
+
+/// Settings of the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The proxy base URL handed to clients as `sandbox_url`.
+    pub sandbox_url: String,
+    /// Base of user-port URLs (`ingress_endpoint`).
+    pub ingress_endpoint: String,
+    /// Where snapshots are stored (`<data-dir>/snapshots`).
+    pub snapshots_dir: std::path::PathBuf,
+    /// Pack suspended sandboxes and snapshots idle this long (`None` = never).
+    pub compress_after: Option<Duration>,
+    /// Host limits for validation.
+    pub host: HostLimits,
+}
+
+/// The lock one operation on a sandbox (or a snapshot's files) holds.
+pub(super) type OpLock = Arc<tokio::sync::Mutex<()>>;
+
+/// The op-lock key of a snapshot (restores and packing never overlap).
+pub(super) fn snapshot_lock_key(id: &str) -> String {
+    format!("snapshot:{id}")
+}
+
+/// The state the control-plane services share.
+#[derive(Debug)]
+pub(super) struct Context {
+    /// The durable state: every change is written here before it is acted on.
+    pub(super) store: Store,
+    /// The machine the sandboxes run on.
+    pub(super) node: Arc<dyn SandboxNode>,
+    /// Settings.
+    pub(super) cfg: ControlConfig,
+    /// Running sandboxes' handles, by id.
+    running: RwLock<HashMap<String, SandboxHandle>>,
+    /// One lock per sandbox so operations on it never interleave.
+    ops: std::sync::Mutex<HashMap<String, OpLock>>,
+    /// Proxied requests in flight, drained before a suspend.
+    pub(super) inflight: InFlight,
+    /// Seals and opens secret values.
+    pub(super) secret_box: SecretBox,
+}
+
+impl Context {
+    /// A context over `store` and `node`, with nothing running yet.
+    pub(super) fn new(
+        store: Store,
+        node: Arc<dyn SandboxNode>,
+        cfg: ControlConfig,
+        secret_box: SecretBox,
+    ) -> Self {
+        Self {
+            store,
+            node,
+            cfg,
+            running: RwLock::new(HashMap::new()),
+            ops: std::sync::Mutex::new(HashMap::new()),
+            inflight: InFlight::default(),
+            secret_box,
+        }
+    }
+
+    /// The op lock of `id` (a sandbox id, or a [`snapshot_lock_key`]).
+    pub(super) fn op_lock(&self, id: &str) -> OpLock {
+        let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+        ops.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Drops the op lock of a sandbox that has ended.
+    pub(super) fn forget_op_lock(&self, id: &str) {
+        let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+        ops.remove(id);
+    }
+
+    /// The handle of a running sandbox.
+    pub(super) fn handle_of(&self, id: &str) -> Option<SandboxHandle> {
+        self.running
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Records that `id` runs (and is routable) with `handle`.
+    pub(super) fn set_running(&self, id: &str, handle: SandboxHandle) {
+        self.running
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), handle);
+    }
+
+    /// Records that `id` no longer runs; returns the handle it had.
+    pub(super) fn take_running(&self, id: &str) -> Option<SandboxHandle> {
+        self.running
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+
+    /// Number of sandboxes running now.
+    pub(super) fn running_count(&self) -> usize {
+        self.running.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Finds a sandbox by id (any status) or by the name of a live one.
+    pub(super) async fn resolve(
+        &self,
+        namespace: Option<&str>,
+        ident: &str,
+    ) -> Result<SandboxRecord, ControlError> {
+        let not_found = || ControlError::NotFound {
+            kind: "sandbox",
+            id: ident.to_string(),
+        };
+        let record = if uuid::Uuid::parse_str(ident).is_ok() {
+            self.store.get(ident).await?
+        } else {
+            self.store.get_live_by_name(ident).await?
+        };
+        let record = record.ok_or_else(not_found)?;
+        if namespace.is_some_and(|ns| ns != record.namespace) {
+            return Err(not_found());
+        }
+        Ok(record)
+    }
+
+    /// Runs the node's orderly shutdown (sandboxes keep running) and closes the store.
+    pub(super) async fn shutdown(&self) {
+        self.node.shutdown(self.running_count()).await;
+        self.store.close().await;
+    }
+}
