@@ -12,6 +12,7 @@ use crate::error::{Result, RuntimeError, path_str};
 use crate::layer::Layer;
 use crate::network::Slot;
 use crate::node::{Node, SandboxHandle, SandboxSpec};
+use crate::sandbox_id::SandboxId;
 use crate::{archive, blocking, cmd};
 
 /// File names inside a sandbox directory.
@@ -39,7 +40,7 @@ impl Node {
     /// stays, so the address survives. Returns the size of the dump in bytes.
     ///
     /// On failure the sandbox keeps running.
-    pub async fn suspend(&self, id: &str) -> Result<u64> {
+    pub async fn suspend(&self, id: &SandboxId) -> Result<u64> {
         let (images, work, done) = self.checkpoint_paths(id);
         for stale in [&images, &work] {
             blocking::remove_dir_all(stale.clone()).await?;
@@ -75,7 +76,7 @@ impl Node {
 
     /// Packs a suspended sandbox's dump and writable layer (zstd) to save disk
     /// while it sleeps; [`Node::resume`] unpacks them.
-    pub async fn pack_suspended(&self, id: &str) -> Result<()> {
+    pub async fn pack_suspended(&self, id: &SandboxId) -> Result<()> {
         let dir = self.sandbox_dir(id);
         Layer::new(&dir).unmount()?;
         archive::pack(&dir, CHECKPOINT_DIR).await?;
@@ -89,7 +90,7 @@ impl Node {
     }
 
     /// Whether a suspended sandbox's dump is packed.
-    pub fn is_suspended_packed(&self, id: &str) -> bool {
+    pub fn is_suspended_packed(&self, id: &SandboxId) -> bool {
         archive::is_packed(&self.sandbox_dir(id), CHECKPOINT_DIR)
     }
 
@@ -99,7 +100,7 @@ impl Node {
     }
 
     /// Whether a complete dump of the sandbox is on disk.
-    pub fn has_checkpoint(&self, id: &str) -> bool {
+    pub fn has_checkpoint(&self, id: &SandboxId) -> bool {
         let (images, work, done) = self.checkpoint_paths(id);
         let dir = self.sandbox_dir(id);
         if done.exists() && archive::is_packed(&dir, CHECKPOINT_DIR) {
@@ -117,7 +118,7 @@ impl Node {
     /// Whether a `runc checkpoint` or `runc restore` of this sandbox is still
     /// running (after a crash of the server, the dump or restore it started
     /// outlives it).
-    pub fn runc_operation_in_progress(&self, id: &str) -> bool {
+    pub fn runc_operation_in_progress(&self, id: &SandboxId) -> bool {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return false;
         };
@@ -194,7 +195,7 @@ impl Node {
     }
 
     /// Drops the dump of a sandbox that will not be resumed (it was deleted).
-    pub async fn discard_checkpoint(&self, id: &str) {
+    pub async fn discard_checkpoint(&self, id: &SandboxId) {
         let (images, work, done) = self.checkpoint_paths(id);
         let _ = blocking::remove_dir_all(images).await;
         let _ = blocking::remove_dir_all(work).await;
@@ -205,7 +206,7 @@ impl Node {
     /// its writable layer and, with `memory`, a CRIU dump of every process. The
     /// sandbox is frozen only while the layer is copied and memory is dumped.
     /// Returns the size of the snapshot on disk.
-    pub async fn snapshot(&self, id: &str, dest: &Path, memory: bool) -> Result<u64> {
+    pub async fn snapshot(&self, id: &SandboxId, dest: &Path, memory: bool) -> Result<u64> {
         crate::layer::create_private_dir(dest)?;
         let layer = Layer::new(self.sandbox_dir(id));
         self.runc.pause(id).await?;

@@ -24,8 +24,10 @@ pub mod network;
 pub mod node;
 pub mod perms;
 pub mod runc;
+pub mod sandbox_id;
 pub mod security;
 pub mod userns;
 
 pub use error::{Result, RuntimeError};
 pub use node::{Node, NodeConfig, SandboxHandle, SandboxSpec};
+pub use sandbox_id::{InvalidSandboxId, SandboxId};

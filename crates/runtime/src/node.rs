@@ -21,6 +21,7 @@ use crate::image::{Image, ImageStore};
 use crate::layer::{self, Layer, Mountpoint};
 use crate::network::{Network, SandboxNet, Slot, Subnet};
 use crate::runc::{ContainerStatus, Runc};
+use crate::sandbox_id::SandboxId;
 use crate::{host, lxcfs, perms};
 
 /// The port the agent listens on inside every sandbox.
@@ -71,8 +72,8 @@ pub const DISK_RESERVE_MB: u64 = 1024;
 /// What to create.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
-    /// Sandbox id (a UUID).
-    pub id: String,
+    /// Sandbox id.
+    pub id: SandboxId,
     /// Hostname inside.
     pub hostname: String,
     /// The image to boot.
@@ -91,7 +92,7 @@ pub struct SandboxSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxHandle {
     /// Sandbox id.
-    pub id: String,
+    pub id: SandboxId,
     /// Its network slot.
     pub slot: Slot,
     /// Its address.
@@ -111,7 +112,7 @@ pub struct Recovery {
     /// Sandboxes found running and adopted.
     pub adopted: Vec<SandboxHandle>,
     /// Sandboxes that were expected but are gone (their remains were removed).
-    pub lost: Vec<String>,
+    pub lost: Vec<SandboxId>,
     /// Leftovers of unknown sandboxes that were removed (for the log).
     pub swept: Vec<String>,
 }
@@ -500,7 +501,7 @@ impl Node {
             }
             if Instant::now() >= deadline {
                 return Err(RuntimeError::AgentNotReady {
-                    id: handle.id.clone(),
+                    id: handle.id.to_string(),
                     secs: self.cfg.agent_ready_timeout.as_secs(),
                 });
             }
@@ -510,7 +511,7 @@ impl Node {
     }
 
     /// Stops a sandbox and removes everything it had on this host.
-    pub async fn destroy(&self, id: &str, slot: Slot) {
+    pub async fn destroy(&self, id: &SandboxId, slot: Slot) {
         self.remove_parts(id, slot).await;
         self.release_slot(slot);
     }
@@ -528,7 +529,7 @@ impl Node {
     }
 
     /// Whether the sandbox's container is running right now.
-    pub async fn is_running(&self, id: &str) -> bool {
+    pub async fn is_running(&self, id: &SandboxId) -> bool {
         matches!(self.runc.state(id).await, Ok(Some(s)) if s.status == ContainerStatus::Running)
     }
 
@@ -538,8 +539,8 @@ impl Node {
     /// (containers, cgroups, netns, veths, mounts, files).
     pub async fn recover(
         &self,
-        expected: &[(String, Slot)],
-        suspended: &[(String, Slot)],
+        expected: &[(SandboxId, Slot)],
+        suspended: &[(SandboxId, Slot)],
     ) -> Recovery {
         let mut report = Recovery::default();
         let containers = self.runc.list().await.unwrap_or_else(|e| {
@@ -550,7 +551,7 @@ impl Node {
             let net = self.network.describe(*slot);
             let running = containers
                 .iter()
-                .any(|c| &c.id == id && c.status == ContainerStatus::Running);
+                .any(|c| c.id == id.as_str() && c.status == ContainerStatus::Running);
             let intact = running
                 && self.network.exists(&net)
                 && Layer::new(self.sandbox_dir(id)).is_mounted();
@@ -597,18 +598,18 @@ impl Node {
     }
 
     /// runc's status of the sandbox's container, if it has one.
-    pub async fn container_status(&self, id: &str) -> Option<ContainerStatus> {
+    pub async fn container_status(&self, id: &SandboxId) -> Option<ContainerStatus> {
         self.runc.state(id).await.ok().flatten().map(|s| s.status)
     }
 
     /// Thaws a paused container (after a crash during a snapshot).
-    pub async fn thaw(&self, id: &str) -> Result<()> {
+    pub async fn thaw(&self, id: &SandboxId) -> Result<()> {
         self.runc.resume(id).await
     }
 
     /// Stops a container and unmounts its layer but keeps its files, network
     /// and slot (a half-done restore of a suspended sandbox).
-    pub async fn stop_keeping_files(&self, id: &str) {
+    pub async fn stop_keeping_files(&self, id: &SandboxId) {
         let _ = self.runc.destroy(id).await;
         self.cgroups.remove(id).await;
         self.release_holding(id);

@@ -89,7 +89,7 @@ pub async fn create(
         r.status
     };
     let body = CreateSandboxResponse {
-        sandbox_id: r.id.clone(),
+        sandbox_id: r.id.to_string(),
         status,
         sandbox_url: (status == SandboxStatus::Running)
             .then(|| state.control.sandbox_url().to_string()),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use alcove_runtime::SandboxHandle;
+use alcove_runtime::{SandboxHandle, SandboxId};
 
 use super::validate::HostLimits;
 use super::{ControlError, InFlight, SandboxNode};
@@ -127,8 +127,8 @@ impl Context {
             kind: "sandbox",
             id: ident.to_string(),
         };
-        let record = if uuid::Uuid::parse_str(ident).is_ok() {
-            self.store.get(ident).await?
+        let record = if let Ok(id) = SandboxId::parse(ident) {
+            self.store.get(&id).await?
         } else {
             self.store.get_live_by_name(ident).await?
         };

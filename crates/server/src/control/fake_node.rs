@@ -12,7 +12,9 @@ use alcove_runtime::image::Image;
 use alcove_runtime::network::{EgressPolicy, Slot};
 use alcove_runtime::node::Recovery;
 use alcove_runtime::runc::ContainerStatus;
-use alcove_runtime::{RuntimeError, SandboxHandle, SandboxSpec};
+use alcove_runtime::{RuntimeError, SandboxHandle, SandboxId, SandboxSpec};
+
+use crate::store::test_id;
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
@@ -30,14 +32,14 @@ pub(crate) enum Op {
 
 #[derive(Debug, Default)]
 struct State {
-    containers: HashMap<String, ContainerStatus>,
-    checkpoints: HashSet<String>,
+    containers: HashMap<SandboxId, ContainerStatus>,
+    checkpoints: HashSet<SandboxId>,
     slots: BTreeSet<u32>,
     failures: HashMap<Op, usize>,
     full: bool,
-    destroyed: Vec<String>,
+    destroyed: Vec<SandboxId>,
     egress: Vec<(u32, bool)>,
-    in_progress: HashSet<String>,
+    in_progress: HashSet<SandboxId>,
 }
 
 /// The fake node; cheap to clone (clones share their state).
@@ -92,36 +94,38 @@ impl FakeNode {
     }
 
     /// Sets a container's status as if runc reported it.
-    pub(crate) fn set_container(&self, id: &str, status: Option<ContainerStatus>) {
+    pub(crate) fn set_container(&self, label: &str, status: Option<ContainerStatus>) {
+        let id = test_id(label);
         let mut s = self.state();
         match status {
-            Some(st) => s.containers.insert(id.to_string(), st),
-            None => s.containers.remove(id),
+            Some(st) => s.containers.insert(id.clone(), st),
+            None => s.containers.remove(&id),
         };
     }
 
     /// Puts or removes a complete dump of `id`.
-    pub(crate) fn set_checkpoint(&self, id: &str, present: bool) {
+    pub(crate) fn set_checkpoint(&self, label: &str, present: bool) {
+        let id = test_id(label);
         let mut s = self.state();
         if present {
-            s.checkpoints.insert(id.to_string());
+            s.checkpoints.insert(id.clone());
         } else {
-            s.checkpoints.remove(id);
+            s.checkpoints.remove(&id);
         }
     }
 
     /// The container's status.
-    pub(crate) fn container(&self, id: &str) -> Option<ContainerStatus> {
-        self.state().containers.get(id).copied()
+    pub(crate) fn container(&self, label: &str) -> Option<ContainerStatus> {
+        self.state().containers.get(&test_id(label)).copied()
     }
 
     /// Whether a dump of `id` is there.
-    pub(crate) fn has_dump(&self, id: &str) -> bool {
-        self.state().checkpoints.contains(id)
+    pub(crate) fn has_dump(&self, label: &str) -> bool {
+        self.state().checkpoints.contains(&test_id(label))
     }
 
     /// Sandboxes destroyed so far.
-    pub(crate) fn destroyed(&self) -> Vec<String> {
+    pub(crate) fn destroyed(&self) -> Vec<SandboxId> {
         self.state().destroyed.clone()
     }
 
@@ -153,17 +157,16 @@ impl FakeNode {
         Ok(())
     }
 
-    fn start(&self, id: &str, slot: Option<Slot>) -> Result<SandboxHandle, RuntimeError> {
+    fn start(&self, id: &SandboxId, slot: Option<Slot>) -> Result<SandboxHandle, RuntimeError> {
         let mut s = self.state();
         let slot = match slot {
             Some(slot) => slot.0,
             None => (1..).find(|n| !s.slots.contains(n)).unwrap_or(1),
         };
         s.slots.insert(slot);
-        s.containers
-            .insert(id.to_string(), ContainerStatus::Running);
+        s.containers.insert(id.clone(), ContainerStatus::Running);
         Ok(SandboxHandle {
-            id: id.to_string(),
+            id: id.clone(),
             slot: Slot(slot),
             ip: Ipv4Addr::new(10, 0, 0, 2),
         })
@@ -194,21 +197,21 @@ impl SandboxNode for FakeNode {
         self.start(&spec.id, None)
     }
 
-    async fn destroy(&self, id: &str, slot: Slot) {
+    async fn destroy(&self, id: &SandboxId, slot: Slot) {
         let mut s = self.state();
         s.containers.remove(id);
         s.checkpoints.remove(id);
         s.slots.remove(&slot.0);
-        s.destroyed.push(id.to_string());
+        s.destroyed.push(id.clone());
     }
 
-    async fn suspend(&self, id: &str) -> Result<u64, RuntimeError> {
+    async fn suspend(&self, id: &SandboxId) -> Result<u64, RuntimeError> {
         self.step(Op::Suspend).await?;
         let mut s = self.state();
         if s.containers.remove(id).is_none() {
             return Err(RuntimeError::Config(format!("no container {id}")));
         }
-        s.checkpoints.insert(id.to_string());
+        s.checkpoints.insert(id.clone());
         Ok(4096)
     }
 
@@ -220,7 +223,12 @@ impl SandboxNode for FakeNode {
         self.start(&spec.id, Some(slot))
     }
 
-    async fn snapshot(&self, id: &str, dest: &Path, _memory: bool) -> Result<u64, RuntimeError> {
+    async fn snapshot(
+        &self,
+        id: &SandboxId,
+        dest: &Path,
+        _memory: bool,
+    ) -> Result<u64, RuntimeError> {
         self.step(Op::Snapshot).await?;
         if self.container(id) != Some(ContainerStatus::Running) {
             return Err(RuntimeError::Config(format!("{id} is not running")));
@@ -245,7 +253,7 @@ impl SandboxNode for FakeNode {
         self.start(&spec.id, None)
     }
 
-    async fn pack_suspended(&self, _id: &str) -> Result<(), RuntimeError> {
+    async fn pack_suspended(&self, _id: &SandboxId) -> Result<(), RuntimeError> {
         Ok(())
     }
 
@@ -253,7 +261,7 @@ impl SandboxNode for FakeNode {
         Ok(())
     }
 
-    fn is_suspended_packed(&self, _id: &str) -> bool {
+    fn is_suspended_packed(&self, _id: &SandboxId) -> bool {
         false
     }
 
@@ -261,23 +269,23 @@ impl SandboxNode for FakeNode {
         false
     }
 
-    fn has_checkpoint(&self, id: &str) -> bool {
+    fn has_checkpoint(&self, id: &SandboxId) -> bool {
         self.has_dump(id)
     }
 
-    async fn discard_checkpoint(&self, id: &str) {
+    async fn discard_checkpoint(&self, id: &SandboxId) {
         self.set_checkpoint(id, false);
     }
 
-    fn checkpoint_in_progress(&self, id: &str) -> bool {
+    fn checkpoint_in_progress(&self, id: &SandboxId) -> bool {
         self.state().in_progress.contains(id)
     }
 
-    async fn container_status(&self, id: &str) -> Option<ContainerStatus> {
+    async fn container_status(&self, id: &SandboxId) -> Option<ContainerStatus> {
         self.container(id)
     }
 
-    async fn thaw(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn thaw(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         let mut s = self.state();
         match s.containers.get_mut(id) {
             Some(status) => {
@@ -288,11 +296,15 @@ impl SandboxNode for FakeNode {
         }
     }
 
-    async fn stop_keeping_files(&self, id: &str) {
+    async fn stop_keeping_files(&self, id: &SandboxId) {
         self.state().containers.remove(id);
     }
 
-    async fn recover(&self, expected: &[(String, Slot)], suspended: &[(String, Slot)]) -> Recovery {
+    async fn recover(
+        &self,
+        expected: &[(SandboxId, Slot)],
+        suspended: &[(SandboxId, Slot)],
+    ) -> Recovery {
         let mut report = Recovery::default();
         let mut s = self.state();
         for (id, slot) in expected {
@@ -316,7 +328,7 @@ impl SandboxNode for FakeNode {
             .chain(suspended)
             .map(|(id, _)| id.as_str())
             .collect();
-        let stray: Vec<String> = s
+        let stray: Vec<SandboxId> = s
             .containers
             .keys()
             .filter(|id| !known.contains(id.as_str()))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alcove_runtime::network::Slot;
-use alcove_runtime::{SandboxHandle, SandboxSpec};
+use alcove_runtime::{SandboxHandle, SandboxId, SandboxSpec};
 use alcove_wire::sandbox::{CreateSandboxRequest, SandboxStatus, UpdateSandboxRequest};
 use alcove_wire::time::now_millis;
 
@@ -147,7 +147,7 @@ impl Sandboxes {
     }
 
     /// Starts a stored pending sandbox; records the outcome.
-    async fn start(&self, id: &str, image: alcove_runtime::image::Image, boot: Boot) {
+    async fn start(&self, id: &SandboxId, image: alcove_runtime::image::Image, boot: Boot) {
         let Ok(Some(record)) = self.ctx.store.get(id).await else {
             return;
         };
@@ -317,7 +317,7 @@ impl Sandboxes {
         let mut record = self.ctx.resolve(Some(namespace), &id).await?;
         if !record.status.is_live() {
             return Err(ControlError::InvalidState {
-                id,
+                id: id.into(),
                 status: record.status,
                 op: "update",
             });
@@ -371,7 +371,7 @@ impl Sandboxes {
         };
         state::apply(&mut record, Event::Terminate(reason)).map_err(|e| {
             ControlError::InvalidState {
-                id: id.clone(),
+                id: id.to_string(),
                 status: e.status,
                 op: "delete",
             }
@@ -403,7 +403,7 @@ pub(super) fn spec_for(
         hostname: record
             .name
             .clone()
-            .unwrap_or_else(|| format!("sandbox-{}", &id[..8.min(id.len())])),
+            .unwrap_or_else(|| format!("sandbox-{}", id.short())),
         image,
         cpus: record.cpus,
         memory_mb: u64::try_from(record.memory_mb).unwrap_or(0),

@@ -12,7 +12,7 @@ use alcove_runtime::image::Image;
 use alcove_runtime::network::{EgressPolicy, Slot};
 use alcove_runtime::node::Recovery;
 use alcove_runtime::runc::ContainerStatus;
-use alcove_runtime::{RuntimeError, SandboxHandle, SandboxSpec};
+use alcove_runtime::{RuntimeError, SandboxHandle, SandboxId, SandboxSpec};
 use async_trait::async_trait;
 
 /// What the control plane needs from a node. Methods that change a sandbox
@@ -29,18 +29,23 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
     async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, RuntimeError>;
 
     /// Stops a sandbox and removes all it has on the node (never fails).
-    async fn destroy(&self, id: &str, slot: Slot);
+    async fn destroy(&self, id: &SandboxId, slot: Slot);
 
     /// Dumps a running sandbox and stops it; on failure it keeps running.
     /// Returns the size of the dump in bytes.
-    async fn suspend(&self, id: &str) -> Result<u64, RuntimeError>;
+    async fn suspend(&self, id: &SandboxId) -> Result<u64, RuntimeError>;
 
     /// Restores a suspended sandbox in its slot; on failure its dump stays.
     async fn resume(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle, RuntimeError>;
 
     /// Captures a running sandbox into `dest` (its layer, and its memory
     /// with `memory`); it keeps running. Returns the size in bytes.
-    async fn snapshot(&self, id: &str, dest: &Path, memory: bool) -> Result<u64, RuntimeError>;
+    async fn snapshot(
+        &self,
+        id: &SandboxId,
+        dest: &Path,
+        memory: bool,
+    ) -> Result<u64, RuntimeError>;
 
     /// Creates a new sandbox from a snapshot directory.
     async fn restore_snapshot(
@@ -51,40 +56,44 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
     ) -> Result<SandboxHandle, RuntimeError>;
 
     /// Packs a suspended sandbox's dump and layer for cold storage.
-    async fn pack_suspended(&self, id: &str) -> Result<(), RuntimeError>;
+    async fn pack_suspended(&self, id: &SandboxId) -> Result<(), RuntimeError>;
 
     /// Packs a snapshot's files for cold storage.
     async fn pack_snapshot(&self, dir: &Path) -> Result<(), RuntimeError>;
 
     /// Whether a suspended sandbox's dump is packed.
-    fn is_suspended_packed(&self, id: &str) -> bool;
+    fn is_suspended_packed(&self, id: &SandboxId) -> bool;
 
     /// Whether a snapshot's files are packed.
     fn is_snapshot_packed(&self, dir: &Path) -> bool;
 
     /// Whether a complete dump of the sandbox is on the node.
-    fn has_checkpoint(&self, id: &str) -> bool;
+    fn has_checkpoint(&self, id: &SandboxId) -> bool;
 
     /// Drops a dump that will not be resumed.
-    async fn discard_checkpoint(&self, id: &str);
+    async fn discard_checkpoint(&self, id: &SandboxId);
 
     /// Whether a dump or restore of the sandbox (started by a server that
     /// died) is still running.
-    fn checkpoint_in_progress(&self, id: &str) -> bool;
+    fn checkpoint_in_progress(&self, id: &SandboxId) -> bool;
 
     /// What the sandbox's container is doing, if it has one.
-    async fn container_status(&self, id: &str) -> Option<ContainerStatus>;
+    async fn container_status(&self, id: &SandboxId) -> Option<ContainerStatus>;
 
     /// Thaws a frozen container.
-    async fn thaw(&self, id: &str) -> Result<(), RuntimeError>;
+    async fn thaw(&self, id: &SandboxId) -> Result<(), RuntimeError>;
 
     /// Stops a container but keeps its files, network and slot (a half-done
     /// restore of a suspended sandbox).
-    async fn stop_keeping_files(&self, id: &str);
+    async fn stop_keeping_files(&self, id: &SandboxId);
 
     /// Adopts `expected` sandboxes that still run, keeps `suspended` ones'
     /// files and slots, and sweeps every other leftover.
-    async fn recover(&self, expected: &[(String, Slot)], suspended: &[(String, Slot)]) -> Recovery;
+    async fn recover(
+        &self,
+        expected: &[(SandboxId, Slot)],
+        suspended: &[(SandboxId, Slot)],
+    ) -> Recovery;
 
     /// Orderly shutdown with `sandboxes_left` still running.
     async fn shutdown(&self, sandboxes_left: usize);
@@ -107,11 +116,11 @@ impl SandboxNode for alcove_runtime::Node {
         alcove_runtime::Node::create(self, spec).await
     }
 
-    async fn destroy(&self, id: &str, slot: Slot) {
+    async fn destroy(&self, id: &SandboxId, slot: Slot) {
         alcove_runtime::Node::destroy(self, id, slot).await;
     }
 
-    async fn suspend(&self, id: &str) -> Result<u64, RuntimeError> {
+    async fn suspend(&self, id: &SandboxId) -> Result<u64, RuntimeError> {
         alcove_runtime::Node::suspend(self, id).await
     }
 
@@ -119,7 +128,12 @@ impl SandboxNode for alcove_runtime::Node {
         alcove_runtime::Node::resume(self, spec, slot).await
     }
 
-    async fn snapshot(&self, id: &str, dest: &Path, memory: bool) -> Result<u64, RuntimeError> {
+    async fn snapshot(
+        &self,
+        id: &SandboxId,
+        dest: &Path,
+        memory: bool,
+    ) -> Result<u64, RuntimeError> {
         alcove_runtime::Node::snapshot(self, id, dest, memory).await
     }
 
@@ -132,7 +146,7 @@ impl SandboxNode for alcove_runtime::Node {
         alcove_runtime::Node::restore_snapshot(self, spec, source, memory).await
     }
 
-    async fn pack_suspended(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn pack_suspended(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         alcove_runtime::Node::pack_suspended(self, id).await
     }
 
@@ -140,7 +154,7 @@ impl SandboxNode for alcove_runtime::Node {
         alcove_runtime::Node::pack_snapshot(self, dir).await
     }
 
-    fn is_suspended_packed(&self, id: &str) -> bool {
+    fn is_suspended_packed(&self, id: &SandboxId) -> bool {
         alcove_runtime::Node::is_suspended_packed(self, id)
     }
 
@@ -148,31 +162,35 @@ impl SandboxNode for alcove_runtime::Node {
         alcove_runtime::Node::is_snapshot_packed(self, dir)
     }
 
-    fn has_checkpoint(&self, id: &str) -> bool {
+    fn has_checkpoint(&self, id: &SandboxId) -> bool {
         alcove_runtime::Node::has_checkpoint(self, id)
     }
 
-    async fn discard_checkpoint(&self, id: &str) {
+    async fn discard_checkpoint(&self, id: &SandboxId) {
         alcove_runtime::Node::discard_checkpoint(self, id).await;
     }
 
-    fn checkpoint_in_progress(&self, id: &str) -> bool {
+    fn checkpoint_in_progress(&self, id: &SandboxId) -> bool {
         self.runc_operation_in_progress(id)
     }
 
-    async fn container_status(&self, id: &str) -> Option<ContainerStatus> {
+    async fn container_status(&self, id: &SandboxId) -> Option<ContainerStatus> {
         alcove_runtime::Node::container_status(self, id).await
     }
 
-    async fn thaw(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn thaw(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         alcove_runtime::Node::thaw(self, id).await
     }
 
-    async fn stop_keeping_files(&self, id: &str) {
+    async fn stop_keeping_files(&self, id: &SandboxId) {
         alcove_runtime::Node::stop_keeping_files(self, id).await;
     }
 
-    async fn recover(&self, expected: &[(String, Slot)], suspended: &[(String, Slot)]) -> Recovery {
+    async fn recover(
+        &self,
+        expected: &[(SandboxId, Slot)],
+        suspended: &[(SandboxId, Slot)],
+    ) -> Recovery {
         alcove_runtime::Node::recover(self, expected, suspended).await
     }
 

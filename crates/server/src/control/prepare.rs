@@ -1,6 +1,7 @@
 //! Turning a create request into a pending sandbox record: defaults, validation,
 //! and what is not supported (yet).
 
+use alcove_runtime::SandboxId;
 use alcove_wire::sandbox::{CreateSandboxRequest, SandboxStatus};
 use alcove_wire::time::now_millis;
 
@@ -73,7 +74,7 @@ impl Sandboxes {
             });
         }
         let record = SandboxRecord {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: SandboxId::random(),
             namespace: namespace.to_string(),
             name: req.name.clone(),
             status: SandboxStatus::Pending,

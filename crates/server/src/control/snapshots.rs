@@ -46,7 +46,7 @@ impl Snapshots {
             SandboxStatus::Running | SandboxStatus::Snapshotting
         ) {
             return Err(ControlError::InvalidState {
-                id: record.id,
+                id: record.id.into(),
                 status: record.status,
                 op: "snapshot",
             });

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use alcove_runtime::SandboxId;
 use alcove_wire::sandbox::SandboxStatus;
 use alcove_wire::time::now_millis;
 
@@ -73,7 +74,7 @@ impl Suspension {
             ) => {}
             (status, _) => {
                 return Err(ControlError::InvalidState {
-                    id: record.id,
+                    id: record.id.into(),
                     status,
                     op: "suspend",
                 });
@@ -96,7 +97,7 @@ impl Suspension {
             SandboxStatus::Suspended | SandboxStatus::Suspending => {}
             status => {
                 return Err(ControlError::InvalidState {
-                    id: record.id,
+                    id: record.id.into(),
                     status,
                     op: "resume",
                 });
@@ -111,7 +112,7 @@ impl Suspension {
     /// and whether it reached the target state.
     async fn run_transition(
         &self,
-        id: String,
+        id: SandboxId,
         transition: Transition,
         wait: Option<Duration>,
     ) -> Result<(SandboxRecord, bool), ControlError> {
@@ -160,7 +161,7 @@ impl Suspension {
 
     /// Dumps a running sandbox now (the caller holds its op lock). Failures
     /// leave it running and are logged: a suspend never loses a sandbox.
-    pub(super) async fn suspend_now(&self, id: &str, why: &str) {
+    pub(super) async fn suspend_now(&self, id: &SandboxId, why: &str) {
         let Ok(Some(mut record)) = self.ctx.store.get(id).await else {
             return;
         };
@@ -212,7 +213,7 @@ impl Suspension {
 
     /// Restores a suspended sandbox now (the caller holds its op lock). On
     /// failure it stays suspended with a public reason in `error_details`.
-    pub(super) async fn resume_now(&self, id: &str) {
+    pub(super) async fn resume_now(&self, id: &SandboxId) {
         let Ok(Some(mut record)) = self.ctx.store.get(id).await else {
             return;
         };
@@ -271,7 +272,7 @@ impl Suspension {
     }
 
     /// Suspends a sandbox whose timeout ran out (named sandboxes) without waiting.
-    pub(super) async fn suspend_for_timeout(&self, id: &str) {
+    pub(super) async fn suspend_for_timeout(&self, id: &SandboxId) {
         let lock = self.ctx.op_lock(id);
         let _guard = lock.lock().await;
         self.suspend_now(id, "timeout").await;

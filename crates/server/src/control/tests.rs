@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use alcove_runtime::SandboxId;
 use alcove_runtime::runc::ContainerStatus;
 use alcove_wire::sandbox::{CreateSandboxRequest, SandboxStatus};
 use alcove_wire::snapshot::{SnapshotStatus, SnapshotType};
@@ -67,17 +68,18 @@ impl Harness {
             .record)
     }
 
+    /// The stored record of `id` (an id, or a label given to `stored`).
     async fn status(&self, id: &str) -> SandboxRecord {
         self.control
             .store()
-            .get(id)
+            .get(&crate::store::test_id(id))
             .await
             .expect("store")
             .expect("record")
     }
 
     /// The id of the live sandbox named `name`.
-    async fn create_id(&self, name: &str) -> String {
+    async fn create_id(&self, name: &str) -> SandboxId {
         self.control
             .ctx
             .resolve(None, name)

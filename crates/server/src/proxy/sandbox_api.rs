@@ -186,7 +186,11 @@ fn upstream_addr(
         (SandboxStatus::Running | SandboxStatus::Snapshotting, Some(addr)) => addr,
         (SandboxStatus::Running, None) => return Err(unreachable(&id, "no agent address")),
         (status, _) if status.is_live() => {
-            return Err(ControlError::NotReady { id, status }.into());
+            return Err(ControlError::NotReady {
+                id: id.to_string(),
+                status,
+            }
+            .into());
         }
         (status, _) => {
             return Err(ApiError::new(

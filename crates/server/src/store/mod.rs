@@ -33,12 +33,26 @@ pub enum StoreError {
     },
 }
 
-/// A running sandbox record for tests.
+/// The id a test calls `label` (a label that is an id stays itself).
+#[cfg(test)]
+pub(crate) fn test_id(label: &str) -> alcove_runtime::SandboxId {
+    use std::hash::{Hash, Hasher};
+    if let Ok(id) = alcove_runtime::SandboxId::parse(label) {
+        return id;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    label.hash(&mut h);
+    let n = h.finish() & 0xffff_ffff_ffff;
+    alcove_runtime::SandboxId::parse(&format!("00000000-0000-4000-8000-{n:012x}"))
+        .expect("a well-formed id")
+}
+
+/// A running sandbox record for tests, with the id [`test_id`] gives `id`.
 #[cfg(test)]
 pub(crate) fn sample_record(id: &str, name: Option<&str>) -> SandboxRecord {
     use alcove_wire::sandbox::{NetworkConfig, SandboxStatus};
     SandboxRecord {
-        id: id.into(),
+        id: test_id(id),
         namespace: "default".into(),
         name: name.map(Into::into),
         status: SandboxStatus::Running,

@@ -1,13 +1,14 @@
 //! One stored sandbox and its mapping to the wire's `SandboxInfo`.
 
+use alcove_runtime::SandboxId;
 use alcove_wire::sandbox::{NetworkConfig, ResourcesInfo, SandboxInfo, SandboxStatus};
 use alcove_wire::time::EpochMillis;
 
 /// A sandbox as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxRecord {
-    /// UUID.
-    pub id: String,
+    /// Id.
+    pub id: SandboxId,
     /// Owning namespace.
     pub namespace: String,
     /// Name (live names are unique).
@@ -69,7 +70,7 @@ impl SandboxRecord {
                 | SandboxStatus::Timeout
         );
         SandboxInfo {
-            id: self.id.clone(),
+            id: self.id.to_string(),
             namespace: self.namespace.clone(),
             status: self.status,
             name: self.name.clone(),

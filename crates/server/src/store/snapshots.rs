@@ -1,5 +1,6 @@
 //! Stored snapshots.
 
+use alcove_runtime::SandboxId;
 use alcove_wire::snapshot::{SnapshotInfo, SnapshotStatus, SnapshotType};
 use alcove_wire::time::EpochMillis;
 use sqlx::Row;
@@ -16,7 +17,7 @@ pub struct SnapshotRecord {
     /// Owning namespace.
     pub namespace: String,
     /// Source sandbox.
-    pub sandbox_id: String,
+    pub sandbox_id: SandboxId,
     /// Status.
     pub status: SnapshotStatus,
     /// Memory or filesystem.
@@ -47,7 +48,7 @@ impl SnapshotRecord {
         SnapshotInfo {
             id: self.id.clone(),
             namespace: self.namespace.clone(),
-            sandbox_id: self.sandbox_id.clone(),
+            sandbox_id: self.sandbox_id.to_string(),
             status: self.status,
             snapshot_type: self.snapshot_type,
             size_bytes: self.size_bytes.and_then(|s| u64::try_from(s).ok()),
@@ -85,7 +86,7 @@ fn decode(row: &SqliteRow) -> Result<SnapshotRecord, StoreError> {
     let kind: String = row.try_get("snapshot_type")?;
     Ok(SnapshotRecord {
         namespace: row.try_get("namespace")?,
-        sandbox_id: row.try_get("sandbox_id")?,
+        sandbox_id: super::sqlite::parse_id(row.try_get("sandbox_id")?)?,
         status: SnapshotStatus::parse(&status)
             .ok_or_else(|| corrupt(format!("status {status:?}")))?,
         snapshot_type: SnapshotType::parse(&kind)
@@ -114,7 +115,7 @@ impl Store {
         sqlx::query(&sql)
             .bind(&r.id)
             .bind(&r.namespace)
-            .bind(&r.sandbox_id)
+            .bind(r.sandbox_id.as_str())
             .bind(r.status.as_str())
             .bind(r.snapshot_type.as_str())
             .bind(&r.image)
@@ -178,7 +179,7 @@ mod tests {
         SnapshotRecord {
             id: id.into(),
             namespace: "default".into(),
-            sandbox_id: sandbox.into(),
+            sandbox_id: crate::store::test_id(sandbox),
             status: SnapshotStatus::InProgress,
             snapshot_type: SnapshotType::Memory,
             image: "alcove/debian".into(),
@@ -213,7 +214,11 @@ mod tests {
             2
         );
         assert_eq!(
-            store.list_snapshots(None, Some("sb2")).await.expect("list")[0].id,
+            store
+                .list_snapshots(None, Some(&crate::store::test_id("sb2")))
+                .await
+                .expect("list")[0]
+                .id,
             "b"
         );
         assert!(

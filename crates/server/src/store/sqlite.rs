@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use alcove_runtime::SandboxId;
 use alcove_wire::sandbox::SandboxStatus;
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -88,7 +89,7 @@ impl Store {
         let sets: Vec<String> = FIELDS.iter().map(|f| format!("{f} = ?")).collect();
         let sql = format!("UPDATE sandboxes SET {} WHERE id = ?", sets.join(", "));
         let result = bind_all(sqlx::query(&sql), r)
-            .bind(&r.id)
+            .bind(r.id.as_str())
             .execute(&self.pool)
             .await;
         match result {
@@ -165,7 +166,7 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 }
 
 fn bind_all<'q>(q: Query<'q>, r: &'q SandboxRecord) -> Query<'q> {
-    q.bind(&r.id)
+    q.bind(r.id.as_str())
         .bind(&r.namespace)
         .bind(&r.name)
         .bind(r.status.as_str())
@@ -205,6 +206,14 @@ pub(super) fn json_column<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A stored id, which went through [`SandboxId::parse`] before it was stored.
+pub(super) fn parse_id(id: String) -> Result<SandboxId, StoreError> {
+    SandboxId::parse(&id).map_err(|e| StoreError::Corrupt {
+        reason: e.to_string(),
+        id,
+    })
+}
+
 fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let status: String = row.try_get("status")?;
@@ -236,7 +245,7 @@ fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
         timeout_remaining_ms: row.try_get("timeout_remaining_ms")?,
         transition: row.try_get("transition")?,
         suspended_at: row.try_get("suspended_at")?,
-        id,
+        id: parse_id(id)?,
     })
 }
 
@@ -254,7 +263,10 @@ mod tests {
         let store = Store::open(&tmp.path().join("a.db")).await.expect("open");
         let a = record("a", Some("web"));
         store.insert(&a).await.expect("insert");
-        assert_eq!(store.get("a").await.expect("get"), Some(a.clone()));
+        assert_eq!(
+            store.get(&crate::store::test_id("a")).await.expect("get"),
+            Some(a.clone())
+        );
         assert!(matches!(
             store.insert(&record("b", Some("web"))).await,
             Err(StoreError::NameTaken(n)) if n == "web"
@@ -269,7 +281,7 @@ mod tests {
             .expect("name free again");
         let live = store.list_live().await.expect("live");
         assert_eq!(live.len(), 1);
-        assert_eq!(live[0].id, "b");
+        assert_eq!(live[0].id, crate::store::test_id("b"));
         assert_eq!(store.list("default").await.expect("list").len(), 2);
     }
 }
