@@ -68,6 +68,11 @@ impl Harness {
             .record)
     }
 
+    /// The sandboxes of the default namespace.
+    async fn listed(&self) -> Vec<SandboxRecord> {
+        self.control.sandboxes.list("default").await.expect("list")
+    }
+
     /// The stored record of `id` (an id, or a label given to `stored`).
     async fn status(&self, id: &str) -> SandboxRecord {
         self.control
@@ -164,14 +169,7 @@ async fn a_full_host_refuses_before_anything_is_stored() {
         ),
         "{err:?}"
     );
-    assert!(
-        h.control
-            .sandboxes
-            .list("default")
-            .await
-            .expect("list")
-            .is_empty()
-    );
+    assert!(h.listed().await.is_empty());
 }
 
 #[tokio::test]
@@ -185,14 +183,7 @@ async fn an_unknown_image_is_not_found_and_stores_nothing() {
         matches!(err, ControlError::NotFound { kind: "image", .. }),
         "{err:?}"
     );
-    assert!(
-        h.control
-            .sandboxes
-            .list("default")
-            .await
-            .expect("list")
-            .is_empty()
-    );
+    assert!(h.listed().await.is_empty());
 }
 
 #[tokio::test]
