@@ -10,7 +10,8 @@
 #             -> /usr/local/sbin/criu (cached per version and patch set)
 #   sysctl    kernel settings: forwarding, and the host-wide limits sandboxes share
 #             (also written to /etc/sysctl.d/60-alcove.conf; `alcove serve` checks them too)
-#   image     default image alcove/debian in $ALCOVE_IMAGES_DIR (rebuilt when its recipe changes)
+#   image     the images of images/*/recipe.txt (alcove/debian, alcove/desktop) in
+#             $ALCOVE_IMAGES_DIR, by scripts/build_image.sh (rebuilt when a recipe changes)
 #   tools     cargo-machete (unused-dependency check of the test command), from the crate registry
 #   python    virtualenv $REPO/.venv with the SDK (editable) and the test tools
 #   node      the TypeScript SDK's dependencies and build (npm ci in sdk/typescript)
@@ -41,6 +42,9 @@ CRIU_BUILD_DEPS=(libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-d
 RUNTIME_PKGS=(runc iproute2 nftables debootstrap e2fsprogs util-linux zstd sqlite3 curl
     ca-certificates git lxcfs)
 PYTHON_PKGS=(python3 python3-venv)
+# Desktops: noVNC's files for the desktop page (`alcove serve --novnc-dir`); a display, a VNC
+# server and xdotool for the SDKs' desktop-client tests; Chromium to test the page headless.
+DESKTOP_PKGS=(novnc xvfb x11vnc xdotool x11-xserver-utils chromium)
 
 _apt_updated=0
 # ensure_pkgs NAME...  installs whichever are missing (apt-get update only if needed).
@@ -65,7 +69,7 @@ ensure_pkgs() {
 }
 
 step_packages() {
-    local all=("${RUNTIME_PKGS[@]}" "${CRIU_BUILD_DEPS[@]}" "${PYTHON_PKGS[@]}")
+    local all=("${RUNTIME_PKGS[@]}" "${CRIU_BUILD_DEPS[@]}" "${PYTHON_PKGS[@]}" "${DESKTOP_PKGS[@]}")
     ensure_pkgs "${all[@]}"
     log "packages: all ${#all[@]} present"
 }
@@ -281,10 +285,10 @@ step_build() {
 step_image() {
     ensure_pkgs debootstrap util-linux
     mkdir -p "$ALCOVE_IMAGES_DIR"
-    local b
-    for b in "$ALCOVE_REPO"/images/*/build.sh; do
-        [[ -f "$b" ]] || continue
-        bash "$b" "$ALCOVE_IMAGES_DIR"
+    local r
+    for r in "$ALCOVE_REPO"/images/*/recipe.txt; do
+        [[ -f "$r" ]] || continue
+        bash "$ALCOVE_REPO/scripts/build_image.sh" "$(dirname "$r")" "$ALCOVE_IMAGES_DIR"
     done
 }
 

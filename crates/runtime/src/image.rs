@@ -1,7 +1,9 @@
 //! The image store: read-only root filesystems under `<images_dir>/<name>/rootfs`,
 //! each described by a `manifest.json` written by the image's build recipe
-//! (`images/<name>/build.sh`).
+//! (`images/<name>/build.sh`). Besides names, a manifest carries what every
+//! sandbox of the image gets: a default environment and services to start.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -19,6 +21,23 @@ pub struct ImageManifest {
     /// Hash of the recipe the rootfs was built from.
     #[serde(default)]
     pub recipe_sha256: Option<String>,
+    /// Environment of every process in a sandbox of this image (a sandbox's
+    /// secrets of the same name win).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Programs started when a sandbox of this image boots (not when it is
+    /// resumed or restored from memory: those keep theirs running).
+    #[serde(default)]
+    pub services: Vec<ImageService>,
+}
+
+/// A program an image starts in each of its sandboxes at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ImageService {
+    /// Name, unique in the image (the process is started under this name).
+    pub name: String,
+    /// Program and arguments.
+    pub command: Vec<String>,
 }
 
 /// A resolved image.
@@ -28,6 +47,10 @@ pub struct Image {
     pub name: String,
     /// Read-only root filesystem (the overlay's lower dir).
     pub rootfs: PathBuf,
+    /// Default environment of every process (sorted by name).
+    pub env: Vec<(String, String)>,
+    /// Programs started at boot.
+    pub services: Vec<ImageService>,
 }
 
 /// Looks images up by name or alias in one directory.
@@ -85,11 +108,47 @@ fn load(dir: &Path) -> Result<(ImageManifest, Image), ImageError> {
     if !rootfs.is_dir() {
         return Err(bad("rootfs directory missing".into()));
     }
+    check_metadata(&manifest).map_err(bad)?;
     let image = Image {
         name: manifest.name.clone(),
         rootfs,
+        env: manifest
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        services: manifest.services.clone(),
     };
     Ok((manifest, image))
+}
+
+/// Refuses metadata that could not become an environment or a process.
+fn check_metadata(m: &ImageManifest) -> Result<(), String> {
+    for (key, value) in &m.env {
+        let name_ok = key
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !name_ok || value.contains('\0') {
+            return Err(format!("env {key:?} is not a valid environment variable"));
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for service in &m.services {
+        if service.name.is_empty() || !names.insert(service.name.as_str()) {
+            return Err(format!(
+                "service name {:?} is empty or repeated",
+                service.name
+            ));
+        }
+        if service.command.first().is_none_or(String::is_empty)
+            || service.command.iter().any(|a| a.contains('\0'))
+        {
+            return Err(format!("service {:?} has no valid command", service.name));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -125,6 +184,45 @@ mod tests {
             store.resolve(Some("nope")),
             Err(ImageError::NotFound(n)) if n == "nope"
         ));
+    }
+
+    #[test]
+    fn carries_the_environment_and_services_of_the_manifest() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        fake_image(
+            tmp.path(),
+            "desktop",
+            r#"{"name":"alcove/desktop","env":{"DISPLAY":":1","A":"b"},
+                "services":[{"name":"desktop","command":["/usr/local/bin/alcove-desktop"]}]}"#,
+        );
+        let image = ImageStore::new(tmp.path())
+            .resolve(Some("alcove/desktop"))
+            .expect("image");
+        assert_eq!(
+            image.env,
+            vec![("A".into(), "b".into()), ("DISPLAY".into(), ":1".into())]
+        );
+        assert_eq!(image.services.len(), 1);
+        assert_eq!(image.services[0].command, ["/usr/local/bin/alcove-desktop"]);
+    }
+
+    #[test]
+    fn refuses_metadata_that_cannot_run() {
+        for manifest in [
+            r#"{"name":"x/a","env":{"1BAD":"v"}}"#,
+            r#"{"name":"x/a","env":{"A=B":"v"}}"#,
+            r#"{"name":"x/a","services":[{"name":"s","command":[]}]}"#,
+            r#"{"name":"x/a","services":[{"name":"s","command":["a"]},{"name":"s","command":["b"]}]}"#,
+        ] {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            fake_image(tmp.path(), "a", manifest);
+            let store = ImageStore::new(tmp.path());
+            assert!(store.list().is_empty(), "{manifest}");
+            assert!(matches!(
+                load(&tmp.path().join("a")),
+                Err(ImageError::BadManifest { .. })
+            ));
+        }
     }
 
     #[test]

@@ -180,6 +180,8 @@ impl SandboxNode for FakeNode {
             "default" | "debian" | "alcove/debian" => Ok(Image {
                 name: "alcove/debian".into(),
                 rootfs: PathBuf::from("/nonexistent/rootfs"),
+                env: Vec::new(),
+                services: Vec::new(),
             }),
             other => Err(ImageError::NotFound(other.to_string()).into()),
         }

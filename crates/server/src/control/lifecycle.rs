@@ -167,6 +167,7 @@ impl Sandboxes {
             }
         };
         let spec = spec_for(&record, image, env);
+        let services = spec.image.services.clone();
         let (started, run_entrypoint) = match &boot {
             Boot::Fresh => (self.ctx.node.create(&spec).await, true),
             Boot::Snapshot { dir, memory } => {
@@ -187,7 +188,9 @@ impl Sandboxes {
             Ok(handle) => {
                 // The policy is in force before the entrypoint (or any user process) runs.
                 let ready = match self.ctx.apply_network(&record, handle.slot).await {
-                    Ok(()) if run_entrypoint => self.start_entrypoint(&record, &handle).await,
+                    Ok(()) if run_entrypoint => {
+                        self.start_boot_processes(&record, &services, &handle).await
+                    }
                     Ok(()) => Ok(()),
                     Err(e) => Err(format!("applying the network policy: {e}")),
                 };
@@ -249,25 +252,48 @@ impl Sandboxes {
         }
     }
 
-    async fn start_entrypoint(
+    /// Starts the image's services, then the sandbox's entrypoint, through
+    /// the agent (a fresh boot only: a memory restore keeps its processes).
+    async fn start_boot_processes(
         &self,
         record: &SandboxRecord,
+        services: &[alcove_runtime::image::ImageService],
         handle: &SandboxHandle,
     ) -> Result<(), String> {
-        let Some((command, args)) = record.entrypoint.split_first() else {
-            return Ok(());
-        };
-        let body = serde_json::json!({ "command": command, "args": args });
+        for service in services {
+            let Some((command, args)) = service.command.split_first() else {
+                continue;
+            };
+            let body =
+                serde_json::json!({ "command": command, "args": args, "name": service.name });
+            self.start_process(handle, &body)
+                .await
+                .map_err(|e| format!("starting image service {}: {e}", service.name))?;
+        }
+        if let Some((command, args)) = record.entrypoint.split_first() {
+            let body = serde_json::json!({ "command": command, "args": args });
+            self.start_process(handle, &body)
+                .await
+                .map_err(|e| format!("starting entrypoint: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn start_process(
+        &self,
+        handle: &SandboxHandle,
+        body: &serde_json::Value,
+    ) -> Result<(), String> {
         let (status, bytes) = self
             .agents
-            .post_json(handle.agent_addr(), "/api/v1/processes", &body)
+            .post_json(handle.agent_addr(), "/api/v1/processes", body)
             .await
-            .map_err(|e| format!("starting entrypoint: {e}"))?;
+            .map_err(|e| e.to_string())?;
         if status.is_success() {
             Ok(())
         } else {
             Err(format!(
-                "starting entrypoint: agent answered {status}: {}",
+                "agent answered {status}: {}",
                 String::from_utf8_lossy(&bytes)
             ))
         }
@@ -395,9 +421,17 @@ impl Sandboxes {
 pub(super) fn spec_for(
     record: &SandboxRecord,
     image: alcove_runtime::image::Image,
-    env: Vec<(String, String)>,
+    secret_env: Vec<(String, String)>,
 ) -> SandboxSpec {
     let id = &record.id;
+    // The image's defaults first; a secret of the same name replaces one.
+    let mut env: Vec<(String, String)> = image
+        .env
+        .iter()
+        .filter(|(k, _)| !secret_env.iter().any(|(s, _)| s == k))
+        .cloned()
+        .collect();
+    env.extend(secret_env);
     SandboxSpec {
         id: id.clone(),
         hostname: record
@@ -409,5 +443,37 @@ pub(super) fn spec_for(
         memory_mb: u64::try_from(record.memory_mb).unwrap_or(0),
         disk_mb: u64::try_from(record.disk_mb).unwrap_or(0),
         env,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_replace_the_image_environment_of_the_same_name() {
+        let record = crate::store::sample_record("a", None);
+        let image = alcove_runtime::image::Image {
+            name: "alcove/desktop".into(),
+            rootfs: "/nonexistent".into(),
+            env: vec![
+                ("DISPLAY".into(), ":1".into()),
+                ("VNC_PASSWORD".into(), "tensorlake".into()),
+            ],
+            services: Vec::new(),
+        };
+        let spec = spec_for(
+            &record,
+            image,
+            vec![("VNC_PASSWORD".into(), "s3cret".into())],
+        );
+        assert_eq!(
+            spec.env,
+            vec![
+                ("DISPLAY".to_string(), ":1".to_string()),
+                ("VNC_PASSWORD".to_string(), "s3cret".to_string())
+            ]
+        );
+        assert_eq!(spec.hostname, format!("sandbox-{}", record.id.short()));
     }
 }

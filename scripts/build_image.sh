@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# Build Alcove's default image (alcove/debian, aliases "default" and "debian").
+# Build one of Alcove's images from its recipe directory (images/<name>/).
 #
-#   images/debian/build.sh OUTDIR [--force]
+#   scripts/build_image.sh IMAGE_DIR OUTDIR [--force]
 #
-# Produces OUTDIR/debian/rootfs (a plain directory tree, used read-only as the overlay
-# lowerdir of every sandbox) and OUTDIR/debian/manifest.json:
+# IMAGE_DIR holds recipe.txt and, optionally, rootfs/ (files copied over the built tree).
+# Produces OUTDIR/<short name>/rootfs (a plain directory tree, used read-only as the overlay
+# lowerdir of every sandbox) and OUTDIR/<short name>/manifest.json:
 #   {"name": "alcove/debian", "aliases": ["default", "debian"],
-#    "recipe_sha256": "<sha256 of recipe.txt + build.sh>", "built_at": "<ISO 8601 UTC>",
-#    "size_bytes": N}
+#    "env": {"K": "V"}, "services": [{"name": "n", "command": ["prog", "arg"]}],
+#    "recipe_sha256": "<sha256 of the recipe, rootfs/ and this script>",
+#    "built_at": "<ISO 8601 UTC>", "size_bytes": N}
 # Nothing is done when the manifest's recipe_sha256 matches (unless --force).
 # Needs root and debootstrap; the Debian mirror comes from the machine's apt configuration.
+#
+# Recipe keys ("key: value" lines, '#' starts a comment line; list keys accumulate):
+#   name, aliases, suite, variant   the image's names and the debootstrap suite/variant
+#   packages                        packages debootstrap installs (with their dependencies)
+#   env: KEY=VALUE                  default environment of every process in its sandboxes
+#   service: NAME PROGRAM ARGS...   started by the server in each new sandbox, in order
+#   smoke: COMMAND                  must succeed in the new tree before it is published
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
-# shellcheck source-path=SCRIPTDIR source=../../scripts/lib.sh
-source "$HERE/../../scripts/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$HERE/lib.sh"
 
-usage() { echo "usage: $0 OUTDIR [--force]" >&2; exit 2; }
+usage() { echo "usage: $0 IMAGE_DIR OUTDIR [--force]" >&2; exit 2; }
 
+SRC=""
 OUTDIR=""
 FORCE=0
 for arg in "$@"; do
@@ -25,15 +35,21 @@ for arg in "$@"; do
         --force) FORCE=1 ;;
         -h | --help) usage ;;
         -*) usage ;;
-        *) [[ -z "$OUTDIR" ]] || usage; OUTDIR="$arg" ;;
+        *)
+            if [[ -z "$SRC" ]]; then SRC="$arg"
+            elif [[ -z "$OUTDIR" ]]; then OUTDIR="$arg"
+            else usage; fi
+            ;;
     esac
 done
-[[ -n "$OUTDIR" ]] || usage
+[[ -n "$SRC" && -n "$OUTDIR" ]] || usage
 require_root
 umask 022
 
-RECIPE="$HERE/recipe.txt"
+SRC="$(cd "$SRC" && pwd -P)"
+RECIPE="$SRC/recipe.txt"
 [[ -r "$RECIPE" ]] || die "missing recipe $RECIPE"
+OVERLAY="$SRC/rootfs"
 
 # --- parse the recipe -----------------------------------------------------------
 recipe_value() { # KEY -> the values of all "KEY:" lines, space separated
@@ -53,6 +69,17 @@ read -r -a ALIASES <<<"$(recipe_value aliases)"
 SUITE="$(recipe_value suite)"
 VARIANT="$(recipe_value variant)"
 read -r -a PACKAGES <<<"$(recipe_value packages)"
+recipe_lines() { # KEY -> each "KEY:" value on its own line
+    awk -v k="$1" '
+        /^[[:space:]]*#/ { next }
+        {
+            key = $0; sub(/:.*/, "", key); gsub(/[[:space:]]/, "", key)
+            if (key != k || index($0, ":") == 0) next
+            v = $0; sub(/^[^:]*:[[:space:]]*/, "", v); sub(/[[:space:]]+$/, "", v)
+            print v
+        }
+    ' "$RECIPE"
+}
 [[ -n "$NAME" && -n "$SUITE" && -n "$VARIANT" && ${#PACKAGES[@]} -gt 0 ]] ||
     die "recipe $RECIPE must set name, suite, variant and packages"
 IMAGE_DIR_NAME="${NAME##*/}" # alcove/debian -> debian
@@ -61,7 +88,18 @@ OUTDIR="$(mkdir -p "$OUTDIR" && cd "$OUTDIR" && pwd -P)"
 IMG="$OUTDIR/$IMAGE_DIR_NAME"
 ROOTFS="$IMG/rootfs"
 MANIFEST="$IMG/manifest.json"
-HASH="$(sha256_of "$RECIPE" "$HERE/build.sh")"
+OVERLAY_FILES=()
+if [[ -d "$OVERLAY" ]]; then
+    mapfile -t OVERLAY_FILES < <(find "$OVERLAY" -type f | LC_ALL=C sort)
+fi
+# The recipe, this script, and each overlay file's path, mode and content.
+HASH="$({
+    cat -- "$RECIPE" "${BASH_SOURCE[0]}"
+    for f in "${OVERLAY_FILES[@]}"; do
+        printf '%s %s\n' "${f#"$OVERLAY"}" "$(stat -c %a "$f")"
+        cat -- "$f"
+    done
+} | sha256sum | awk '{ print $1 }')"
 
 mkdir -p "$IMG"
 # One build at a time per image directory (setup.sh may run from two scripts at once).
@@ -73,7 +111,7 @@ manifest_hash() {
     sed -n 's/.*"recipe_sha256"[[:space:]]*:[[:space:]]*"\([0-9a-f]*\)".*/\1/p' "$MANIFEST" | head -n1
 }
 
-if [[ $FORCE -eq 0 && -x "$ROOTFS/usr/bin/python3" && "$(manifest_hash)" == "$HASH" ]]; then
+if [[ $FORCE -eq 0 && -x "$ROOTFS/bin/sh" && "$(manifest_hash)" == "$HASH" ]]; then
     log "image $NAME is up to date ($ROOTFS, recipe ${HASH:0:12})"
     exit 0
 fi
@@ -172,9 +210,17 @@ chmod 0777 "$NEW/workspace"
 chmod 0700 "$NEW/root"
 chmod 1777 "$NEW/tmp"
 
+# --- the recipe's own files ------------------------------------------------------------
+if [[ -d "$OVERLAY" ]]; then
+    # Owned by root whoever checked the repository out; modes as committed.
+    cp -a --no-preserve=ownership "$OVERLAY/." "$NEW/"
+fi
+
 # --- smoke test before publishing -----------------------------------------------------
+mapfile -t SMOKE < <(recipe_lines smoke)
 for cmd in "python -c 'import json, ssl, sqlite3, venv'" "python3 --version" "pip --version" \
-    "git --version" "ip -V" "curl --version" "command -v ps" "bash -c true" "ping -V"; do
+    "git --version" "ip -V" "curl --version" "command -v ps" "bash -c true" "ping -V" \
+    "${SMOKE[@]}"; do
     if ! chroot "$NEW" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         /bin/sh -c "$cmd" >/dev/null 2>&1; then
         die "smoke test failed in the new image: $cmd"
@@ -192,12 +238,29 @@ if [[ -e "$ROOTFS" ]]; then
 fi
 mv -T "$NEW" "$ROOTFS"
 
-aliases_json=""
-for a in "${ALIASES[@]}"; do
-    aliases_json+="${aliases_json:+, }\"$a\""
-done
-printf '{"name": "%s", "aliases": [%s], "recipe_sha256": "%s", "built_at": "%s", "size_bytes": %s}\n' \
-    "$NAME" "$aliases_json" "$HASH" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SIZE" >"$MANIFEST.tmp"
+# The manifest is written by Python (in every image's build host) so that values are quoted right.
+recipe_lines env >"$TMP/env.txt"
+recipe_lines service >"$TMP/services.txt"
+python3 - "$NAME" "$HASH" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SIZE" "$TMP/env.txt" "$TMP/services.txt" \
+    "${ALIASES[@]}" >"$MANIFEST.tmp" <<'PY'
+import json, sys
+name, digest, built_at, size, env_file, services_file, *aliases = sys.argv[1:]
+env = {}
+for line in open(env_file):
+    if line.strip():
+        key, sep, value = line.rstrip("\n").partition("=")
+        if not sep:
+            sys.exit(f"recipe env line {line!r} is not KEY=VALUE")
+        env[key.strip()] = value
+services = []
+for line in open(services_file):
+    words = line.split()
+    if len(words) < 2:
+        sys.exit(f"recipe service line {line!r} is not NAME PROGRAM [ARGS...]")
+    services.append({"name": words[0], "command": words[1:]})
+print(json.dumps({"name": name, "aliases": aliases, "env": env, "services": services,
+                  "recipe_sha256": digest, "built_at": built_at, "size_bytes": int(size)}))
+PY
 mv -f "$MANIFEST.tmp" "$MANIFEST"
 
 log "image $NAME ready: $ROOTFS ($((SIZE / 1024 / 1024)) MiB, built in $((SECONDS - t0)) s)"
