@@ -84,6 +84,14 @@ pub struct Config {
     )]
     pub lxcfs_dir: PathBuf,
 
+    /// noVNC's files (Debian's `novnc` package), served under `/desktop/novnc/`
+    /// for the desktop pages of `desktop_url()`.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_NOVNC_DIR", default_value = "/usr/share/novnc")
+    )]
+    pub novnc_dir: PathBuf,
+
     /// Host-wide directory recording which uid ranges sandboxes hold (shared
     /// by every Alcove server on the host).
     #[cfg_attr(

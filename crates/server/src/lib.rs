@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod desktop;
 pub mod listener;
 pub mod proxy;
 pub mod redact;

@@ -117,6 +117,8 @@ pub async fn serve(
         agents,
         keys: Arc::new(ApiKeys::new(config.api_keys.clone())),
         ingress_domain: Arc::from(config.ingress_domain.as_str()),
+        desktop_tokens: Arc::new(crate::desktop::DesktopTokens::random()),
+        novnc_dir: Arc::from(config.novnc_dir.as_path()),
     });
     tracing::info!(%bound, "alcove serving");
     let limits = config.http_limits(crate::listener::fd_soft_limit());

@@ -3,6 +3,7 @@
 //! under `/api/v1/*`, `/healthz` and `/openapi.json`.
 
 mod body;
+mod desktop;
 pub mod error;
 mod lifecycle_ops;
 pub mod openapi;
@@ -18,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -39,6 +40,10 @@ pub struct AppState {
     pub keys: Arc<ApiKeys>,
     /// Domain of user-port ingress hosts (`<port>-<id>.<domain>`).
     pub ingress_domain: Arc<str>,
+    /// Signs and checks the tokens of desktop URLs.
+    pub desktop_tokens: Arc<crate::desktop::DesktopTokens>,
+    /// noVNC's files, served under `/desktop/novnc/`.
+    pub novnc_dir: Arc<std::path::Path>,
 }
 
 /// The control-plane routes under `{B}`, each with its OpenAPI description.
@@ -56,6 +61,7 @@ fn resource_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(snapshots::list_for_sandbox))
         .routes(routes!(secrets::list))
         .routes(routes!(secrets::set, secrets::delete))
+        .routes(routes!(desktop::desktop_url))
         .routes(routes!(snapshots::list))
         .routes(routes!(snapshots::get, snapshots::delete))
         .merge(unbuilt::routes())
@@ -75,12 +81,21 @@ fn api_router() -> OpenApiRouter<AppState> {
             "/sandboxes/{id}/api/v1/{*rest}",
             any(crate::proxy::forward_by_path),
         )
+        .route("/desktop/{id}", get(crate::desktop::desktop_page))
+        .route(
+            "/desktop/{id}/websockify",
+            get(crate::desktop::desktop_socket),
+        )
 }
 
 /// The whole HTTP surface of `alcove serve`.
 pub fn build_router(state: AppState) -> Router {
     let (router, _doc) = api_router().split_for_parts();
     router
+        .nest_service(
+            "/desktop/novnc",
+            tower_http::services::ServeDir::new(&*state.novnc_dir),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(
@@ -136,7 +151,13 @@ async fn not_found(req: Request) -> ApiError {
 }
 
 async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if matches!(req.uri().path(), "/healthz" | "/openapi.json") || state.keys.is_empty() {
+    // Desktop pages and sockets carry a signed token instead (a browser cannot
+    // put a key on a WebSocket); their handlers check it. noVNC's files are public.
+    let path = req.uri().path();
+    if matches!(path, "/healthz" | "/openapi.json")
+        || path.starts_with("/desktop/")
+        || state.keys.is_empty()
+    {
         return next.run(req).await;
     }
     match state.keys.check(req.headers()) {

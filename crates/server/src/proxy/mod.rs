@@ -7,4 +7,5 @@ mod sandbox_api;
 
 pub use ingress::route_ingress;
 pub use routing::sandbox_ident;
+pub(crate) use sandbox_api::forward_to_agent;
 pub use sandbox_api::{forward, forward_by_path};

@@ -112,6 +112,17 @@ pub async fn forward_by_path(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Forwards `req` to the agent of sandbox `ident` at `path` (the desktop page's
+/// socket, which is routed by its own URL).
+pub(crate) async fn forward_to_agent(
+    state: AppState,
+    ident: String,
+    path: String,
+    req: Request,
+) -> Result<Response, ApiError> {
+    forward_to(state, ident, path, req, Port::Agent).await
+}
+
 /// Which port of the sandbox a request goes to.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Port {

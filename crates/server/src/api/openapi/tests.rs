@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{REGENERATE, document};
+use crate::api::desktop::{DesktopUrl, DesktopUrlRequest};
 use crate::api::secrets::{SecretInfo, SecretList, SetSecret};
 use crate::control::{secrets, validate};
 
@@ -284,6 +285,7 @@ fn schemas_are_what_serde_reads_and_writes() {
         PtySessionList,
         SecretInfo,
         SecretList,
+        DesktopUrl,
     );
     requests!(
         CreateSandboxRequest,
@@ -302,6 +304,8 @@ fn schemas_are_what_serde_reads_and_writes() {
         ResizeRequest,
     );
     check_request::<SetSecret>(&doc, "SetSecret", |_| Value::Null);
+    check_request::<DesktopUrlRequest>(&doc, "DesktopUrlRequest", |_| Value::Null);
+    checked.insert("DesktopUrlRequest");
     checked.insert("SetSecret");
     // Schemas that are no struct of their own: enums, the untagged user, the timestamp, the
     // always-ignored transition body, and `/healthz` (a constant).

@@ -1,0 +1,76 @@
+//! `POST {B}/sandboxes/{id}/desktop`: a URL at which a browser sees and drives
+//! the sandbox's desktop (noVNC through the proxy; see `crate::desktop`).
+
+use std::collections::HashMap;
+
+use alcove_wire::error::ApiErrorBody;
+use alcove_wire::time::now_millis;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::body::optional_json_object;
+use super::error::ApiError;
+use super::openapi::{SandboxParam, tags};
+use super::sandboxes::{ident, namespace};
+use crate::desktop::tokens::TOKEN_LIFETIME_MS;
+
+/// Body of the desktop-URL request (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DesktopUrlRequest {
+    /// The sandbox's VNC port (default 5901).
+    port: Option<u16>,
+}
+
+/// A desktop URL.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct DesktopUrl {
+    /// Open in a browser: noVNC connected to the sandbox's VNC server. Add
+    /// `#password=<vnc password>` to skip the password prompt.
+    url: String,
+    /// When the URL stops working (epoch ms).
+    expires_at: i64,
+}
+
+/// `POST {B}/sandboxes/{id}/desktop`.
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/desktop",
+    tag = tags::SANDBOXES,
+    operation_id = "desktopUrl",
+    description = "A URL, valid for an hour, at which a browser sees and drives the sandbox's desktop (noVNC over the sandbox's TCP tunnel to its VNC server).",
+    params(SandboxParam),
+    request_body(content = Option<DesktopUrlRequest>, description = "None, or the VNC port."),
+    responses(
+        (status = 200, description = "The URL.", body = DesktopUrl),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body.", body = ApiErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such sandbox.", body = ApiErrorBody),
+    )
+)]
+pub async fn desktop_url(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Json<DesktopUrl>, ApiError> {
+    let req: DesktopUrlRequest = optional_json_object(&body)?;
+    if req.port == Some(0) {
+        return Err(ApiError::bad_request("port must be between 1 and 65535"));
+    }
+    let record = state
+        .control
+        .sandboxes
+        .get(namespace(&params), ident(&params)?)
+        .await?;
+    let expires_at = now_millis() + TOKEN_LIFETIME_MS;
+    let token = state.desktop_tokens.issue(&record.id, expires_at);
+    let base = state.control.sandbox_url().trim_end_matches('/');
+    let port = req.port.map(|p| format!("&port={p}")).unwrap_or_default();
+    Ok(Json(DesktopUrl {
+        url: format!("{base}/desktop/{}?token={token}{port}", record.id),
+        expires_at,
+    }))
+}

@@ -1,0 +1,91 @@
+//! Signed, expiring desktop tokens: `<expires ms>.<hex HMAC-SHA256>` over the
+//! sandbox id and the expiry, under a key made at start (so a restart of the
+//! server ends every desktop URL it gave out).
+
+use alcove_wire::time::now_millis;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How long a desktop URL stays valid.
+pub const TOKEN_LIFETIME_MS: i64 = 60 * 60 * 1000;
+
+/// Makes and checks desktop tokens.
+pub struct DesktopTokens {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for DesktopTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DesktopTokens(..)")
+    }
+}
+
+impl DesktopTokens {
+    /// Tokens under a fresh random key.
+    pub fn random() -> Self {
+        use chacha20poly1305::aead::rand_core::RngCore;
+        let mut key = [0u8; 32];
+        chacha20poly1305::aead::OsRng.fill_bytes(&mut key);
+        Self { key }
+    }
+
+    /// A token for `sandbox_id` that expires at `expires_ms`.
+    pub fn issue(&self, sandbox_id: &str, expires_ms: i64) -> String {
+        format!(
+            "{expires_ms}.{}",
+            hex::encode(self.mac(sandbox_id, expires_ms).finalize().into_bytes())
+        )
+    }
+
+    /// Whether `token` was issued for `sandbox_id` and has not expired.
+    pub fn verify(&self, sandbox_id: &str, token: &str) -> bool {
+        let Some((expires, sig)) = token.split_once('.') else {
+            return false;
+        };
+        let (Ok(expires_ms), Ok(sig)) = (expires.parse::<i64>(), hex::decode(sig)) else {
+            return false;
+        };
+        // verify_slice compares in constant time.
+        expires_ms > now_millis() && self.mac(sandbox_id, expires_ms).verify_slice(&sig).is_ok()
+    }
+
+    fn mac(&self, sandbox_id: &str, expires_ms: i64) -> HmacSha256 {
+        // new_from_slice only fails for key lengths HMAC cannot take; 32 bytes it can.
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a 32-byte key"));
+        mac.update(b"alcove-desktop\0");
+        mac.update(sandbox_id.as_bytes());
+        mac.update(b"\0");
+        mac.update(&expires_ms.to_be_bytes());
+        mac
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_opens_its_own_sandbox_until_it_expires() {
+        let tokens = DesktopTokens::random();
+        let later = now_millis() + 60_000;
+        let t = tokens.issue("a", later);
+        assert!(tokens.verify("a", &t));
+        assert!(!tokens.verify("b", &t), "another sandbox");
+        assert!(
+            !tokens.verify("a", &tokens.issue("a", now_millis() - 1)),
+            "expired"
+        );
+        let (_, sig) = t.split_once('.').expect("two parts");
+        assert!(
+            !tokens.verify("a", &format!("{}.{sig}", later + 1)),
+            "moved expiry"
+        );
+        assert!(!DesktopTokens::random().verify("a", &t), "another server");
+        for bad in ["", ".", "x.y", "1.zz", &format!("{later}")] {
+            assert!(!tokens.verify("a", bad), "{bad:?}");
+        }
+    }
+}

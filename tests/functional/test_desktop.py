@@ -1,0 +1,282 @@
+"""Desktop sandboxes (alcove/desktop): the image's services and environment, the VNC server
+behind the TCP tunnel, the desktop URL and its noVNC page, and the attacker's side of the
+desktop URL (tokens bound to one sandbox, and needed when API keys are configured)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from framework.server import AlcoveServer
+
+DESKTOP = "tensorlake/ubuntu-vnc"
+
+
+@pytest.fixture(scope="module")
+def desktop(server):
+    """One desktop sandbox for the module (its X session takes a few seconds to start)."""
+    from alcove.sandbox import SandboxClient
+
+    with SandboxClient(api_url=server.url) as client:
+        sb = client.create_and_connect(image=DESKTOP)
+        try:
+            wait_for_vnc(sb)
+            yield sb
+        finally:
+            client.delete(sb.sandbox_id)
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    """The module's desktop outlives single tests; the module-end check still runs."""
+    yield
+
+
+def wait_for_vnc(sb, port: int = 5901, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = sb.run("bash", ["-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"])
+        if r.exit_code == 0:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"nothing listens on {port} in the desktop sandbox after {timeout} s")
+
+
+def rfb_version_over(ws) -> bytes:
+    """The first message of an RFB server, read through a tunnel WebSocket."""
+    data = b""
+    deadline = time.monotonic() + 10
+    while len(data) < 12 and time.monotonic() < deadline:
+        msg = ws.recv(timeout=10)
+        assert isinstance(msg, bytes), "the tunnel sends binary frames only"
+        data += msg
+    return data[:12]
+
+
+def test_the_image_starts_its_desktop_and_every_process_sees_the_display(desktop):
+    # The image's service was started at boot and keeps running.
+    services = [p for p in desktop.list_processes() if p.command.endswith("alcove-desktop")]
+    assert [p.status for p in services] == ["running"], services
+    env = desktop.run("printenv", ["DISPLAY"])
+    assert env.stdout.strip() == ":1"
+    # X answers on that display: the screen is the image's default size.
+    info = desktop.run("bash", ["-c", "xdpyinfo | grep dimensions"])
+    assert info.exit_code == 0, info.stderr
+    assert "1280x800 pixels" in info.stdout
+    # A window opened through the API appears on the desktop.
+    desktop.start_process("xterm", ["-title", "alcove-e2e-xterm"], stdin_mode="closed")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        found = desktop.run("xdotool", ["search", "--name", "alcove-e2e-xterm"])
+        if found.exit_code == 0 and found.stdout.strip():
+            break
+        time.sleep(0.25)
+    else:
+        raise AssertionError("the xterm window never appeared")
+
+
+def test_the_vnc_server_answers_rfb_through_the_tunnel(server, desktop):
+    url = server.url.replace("http://", "ws://") + (
+        f"/sandboxes/{desktop.sandbox_id}/api/v1/tunnels/tcp?port=5901"
+    )
+    with ws_connect(url, open_timeout=10) as ws:
+        assert rfb_version_over(ws).startswith(b"RFB 003.")
+
+
+def test_the_desktop_url_serves_novnc_and_relays_rfb(server, desktop):
+    r = server.api("POST", f"/v1/namespaces/default/sandboxes/{desktop.sandbox_id}/desktop")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["expires_at"] > time.time() * 1000
+    page_url = body["url"]
+    assert f"/desktop/{desktop.sandbox_id}?token=" in page_url
+    page = httpx.get(page_url, timeout=10)
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    assert "/desktop/novnc/core/rfb.js" in page.text
+    assert page.headers.get("referrer-policy") == "no-referrer"
+    # noVNC's own module is served beside the page.
+    rfb_js = httpx.get(server.url + "/desktop/novnc/core/rfb.js", timeout=10)
+    assert rfb_js.status_code == 200 and "export default class RFB" in rfb_js.text
+    # The page's socket reaches the VNC server.
+    socket_url = page_url.replace("http://", "ws://").replace("?token=", "/websockify?token=")
+    with ws_connect(socket_url, open_timeout=10) as ws:
+        assert rfb_version_over(ws).startswith(b"RFB 003.")
+
+
+def test_novnc_files_cannot_climb_out_of_their_directory(server):
+    for path in ["/desktop/novnc/../../../etc/passwd", "/desktop/novnc/%2e%2e/%2e%2e/etc/passwd"]:
+        r = httpx.get(server.url + path, timeout=10)
+        assert r.status_code in (400, 404), (path, r.status_code)
+        assert "root:x:0:0" not in r.text
+
+
+def test_desktop_url_refuses_bad_bodies_and_unknown_sandboxes(server, desktop):
+    base = f"/v1/namespaces/default/sandboxes/{desktop.sandbox_id}/desktop"
+    assert server.api("POST", base, json={"port": 0}).status_code == 400
+    assert server.api("POST", base, json={"nope": 1}).status_code == 400
+    assert server.api("POST", base, json=[1]).status_code == 400
+    missing = "/v1/namespaces/default/sandboxes/00000000-0000-4000-8000-000000000000/desktop"
+    assert server.api("POST", missing).status_code == 404
+
+
+def test_with_api_keys_a_desktop_needs_its_own_token():
+    """Attacker's view: with keys configured, the page and the socket need a token, a token
+    opens only the sandbox it was made for, and a forged one is refused."""
+    from alcove.sandbox import SandboxClient
+
+    key = "desktop-e2e-key"
+    srv = AlcoveServer(api_keys=[key])
+    srv.start()
+    try:
+        headers = {"Authorization": f"Bearer {key}"}
+        with SandboxClient(api_url=srv.url, api_key=key) as client:
+            a = client.create_and_connect()
+            b = client.create_and_connect()
+            try:
+                for sb in (a, b):
+                    assert sb.run("true").exit_code == 0
+                r = httpx.post(f"{srv.url}/v1/namespaces/default/sandboxes/{a.sandbox_id}/desktop",
+                               headers=headers, timeout=10)
+                assert r.status_code == 200, r.text
+                url_a = r.json()["url"]
+                token = url_a.split("token=", 1)[1]
+                # No key, no token: refused. The desktop-URL route itself needs the key.
+                no_key = httpx.post(f"{srv.url}/v1/namespaces/default/sandboxes/{a.sandbox_id}/desktop",
+                                    timeout=10)
+                assert no_key.status_code == 401
+                assert httpx.get(f"{srv.url}/desktop/{a.sandbox_id}", timeout=10).status_code == 401
+                # The right token opens the page of its own sandbox only.
+                assert httpx.get(url_a, timeout=10).status_code == 200
+                other = httpx.get(f"{srv.url}/desktop/{b.sandbox_id}?token={token}", timeout=10)
+                assert other.status_code == 401
+                expires, sig = token.split(".", 1)
+                forged = f"{int(expires) + 1}.{sig}"
+                assert httpx.get(f"{srv.url}/desktop/{a.sandbox_id}?token={forged}",
+                                 timeout=10).status_code == 401
+                # The socket checks the token before anything reaches the sandbox.
+                ws_b = f"{srv.url.replace('http://', 'ws://')}/desktop/{b.sandbox_id}/websockify?token={token}"
+                with pytest.raises(Exception) as refused:
+                    with ws_connect(ws_b, open_timeout=10):
+                        pass
+                assert "401" in str(refused.value)
+            finally:
+                client.delete(a.sandbox_id)
+                client.delete(b.sandbox_id)
+    finally:
+        srv.stop()
+
+
+ARTIFACTS = Path(os.environ.get("ALCOVE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "target/test-artifacts"))
+
+
+class Cdp:
+    """Just enough of the Chrome DevTools Protocol to drive one page."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.next_id = 0
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=30))
+            if msg.get("id") == self.next_id:
+                assert "error" not in msg, msg
+                return msg["result"]
+
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_desktop_page_shows_the_desktop_in_headless_chromium(server, desktop, tmp_path):
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is installed by scripts/setup.sh packages"
+    r = server.api("POST", f"/v1/namespaces/default/sandboxes/{desktop.sandbox_id}/desktop")
+    url = r.json()["url"] + "#password=tensorlake"
+    port = free_port()
+    browser = subprocess.Popen(
+        [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+         f"--remote-debugging-port={port}", "--window-size=1280,800", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        pages = []
+        while time.monotonic() < deadline:
+            try:
+                pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json()
+                         if t.get("type") == "page"]
+                if pages:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert pages, "chromium's DevTools never answered"
+        with ws_connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as ws:
+            cdp = Cdp(ws)
+            cdp.call("Page.navigate", url=url)
+            state = None
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                state = cdp.evaluate("document.body && document.body.dataset.state")
+                if state == "connected":
+                    break
+                time.sleep(0.25)
+            assert state == "connected", f"noVNC did not connect: {state}"
+            # Let the first framebuffer update land on the canvas.
+            stats = None
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                stats = cdp.evaluate(
+                    """(() => {
+                        const c = document.querySelector('#screen canvas');
+                        if (!c) return null;
+                        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                        let lit = 0, n = 0;
+                        for (let i = 0; i < d.length; i += 4 * 997) { n++; if (d[i] || d[i + 1] || d[i + 2]) lit++; }
+                        return {width: c.width, height: c.height, lit, n};
+                    })()"""
+                )
+                if stats and stats["lit"] > stats["n"] * 0.9:
+                    break
+                time.sleep(0.25)
+            assert stats is not None, "no canvas on the page"
+            assert (stats["width"], stats["height"]) == (1280, 800), stats
+            assert stats["lit"] > stats["n"] * 0.9, f"the canvas is blank: {stats}"
+            shot = base64.b64decode(cdp.call("Page.captureScreenshot", format="png")["data"])
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            (ARTIFACTS / "desktop-novnc.png").write_bytes(shot)
+            assert _png_size(shot)[0] > 0
+    finally:
+        browser.terminate()
+        try:
+            browser.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            browser.kill()
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", png[16:24])
