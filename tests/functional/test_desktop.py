@@ -178,6 +178,55 @@ def test_with_api_keys_a_desktop_needs_its_own_token():
         srv.stop()
 
 
+def window_exists(sb, title: str) -> bool:
+    r = sb.run("xdotool", ["search", "--name", title])
+    return r.exit_code == 0 and bool(r.stdout.strip())
+
+
+def open_window(sb, title: str) -> None:
+    sb.start_process("xterm", ["-title", title], stdin_mode="closed")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if window_exists(sb, title):
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"the window {title!r} never appeared")
+
+
+def test_suspend_resume_and_a_memory_restore_keep_the_x_session(server):
+    """The X server, its windows and the VNC server live through a suspend/resume and into
+    sandboxes restored from a memory snapshot (which do not start the services again)."""
+    from alcove.sandbox import SandboxClient
+
+    with SandboxClient(api_url=server.url) as client:
+        sb = client.create_and_connect(image=DESKTOP, name="desktop-e2e-suspend")
+        try:
+            wait_for_vnc(sb)
+            open_window(sb, "before-suspend")
+            assert client.suspend("desktop-e2e-suspend").status == "suspended"
+            assert client.resume("desktop-e2e-suspend").status == "running"
+            assert window_exists(sb, "before-suspend")
+            wait_for_vnc(sb, timeout=5)
+            snap = client.snapshot_and_wait(sb.sandbox_id)
+            clone = client.create_and_connect(snapshot_id=snap.snapshot_id)
+            try:
+                assert window_exists(clone, "before-suspend")
+                wait_for_vnc(clone, timeout=5)
+                # One desktop service, restored: not a second one started beside it.
+                services = [p for p in clone.list_processes() if p.command.endswith("alcove-desktop")]
+                assert len(services) == 1, services
+                url = server.url.replace("http://", "ws://") + (
+                    f"/sandboxes/{clone.sandbox_id}/api/v1/tunnels/tcp?port=5901"
+                )
+                with ws_connect(url, open_timeout=10) as ws:
+                    assert rfb_version_over(ws).startswith(b"RFB 003.")
+            finally:
+                client.delete(clone.sandbox_id)
+                client.delete_snapshot(snap.snapshot_id)
+        finally:
+            client.delete(sb.sandbox_id)
+
+
 ARTIFACTS = Path(os.environ.get("ALCOVE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "target/test-artifacts"))
 
 
