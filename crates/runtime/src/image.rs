@@ -1,6 +1,6 @@
 //! The image store: read-only root filesystems under `<images_dir>/<name>/rootfs`,
 //! each described by a `manifest.json` written by the image's build recipe
-//! (`images/<name>/build.sh`). Besides names, a manifest carries what every
+//! (`scripts/build_image.sh` with `images/<name>/recipe.txt`). Besides names, a manifest carries what every
 //! sandbox of the image gets: a default environment and services to start.
 
 use std::collections::BTreeMap;
