@@ -1,9 +1,10 @@
 /**
- * Alcove sandboxes from TypeScript: create, run, manage processes and files, drive terminals,
- * tunnel ports, suspend, snapshot.
+ * Alcove sandboxes from TypeScript: create, run, manage processes and files, drive terminals and
+ * desktops, tunnel ports, suspend, snapshot.
  *
  * `SandboxClient` manages sandboxes (the control plane); `Sandbox` runs work inside one sandbox;
- * `PtySession` drives a terminal in it and `Tunnel` relays a local port to one of its ports.
+ * `PtySession` drives a terminal in it, `Tunnel` relays a local port to one of its ports and
+ * `Desktop` drives its screen, mouse and keyboard over VNC.
  *
  * ```ts
  * import { SandboxClient } from "alcove";
@@ -24,6 +25,8 @@ export {
 } from "./sandbox.js";
 export { PtySession, type CreatePtyOptions } from "./pty.js";
 export { Tunnel, type CreateTunnelOptions, type TunnelAddress } from "./tunnel.js";
+export { Desktop, type ConnectDesktopOptions, type MouseButton, type ScreenshotOptions } from "./desktop.js";
+export { KEY_NAMES } from "./keysyms.js";
 export {
   resolveConfig,
   API_KEY_ENV,

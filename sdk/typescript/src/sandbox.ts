@@ -1,5 +1,5 @@
 /**
- * Handle to one running sandbox: commands, processes, files, terminals and tunnels.
+ * Handle to one running sandbox: commands, processes, files, terminals, tunnels and desktops.
  *
  * Requests go to the sandbox's agent (docs/protocol/sandbox-api.md) through the proxy at the
  * sandbox's `sandbox_url`, addressed by the self-routing path `{sandbox_url}/sandboxes/{id}/api/v1/...`.
@@ -11,6 +11,7 @@ import { once } from "node:events";
 
 import type { SandboxClient } from "./client.js";
 import { connectTimeoutMs } from "./config.js";
+import { connectDesktop, PROBE_TIMEOUT_SECS, type ConnectDesktopOptions, type Desktop } from "./desktop.js";
 import { SandboxError, SandboxNotFoundError, SandboxNotRoutableError } from "./errors.js";
 import {
   checkProxy,
@@ -64,7 +65,11 @@ export interface StartProcessOptions {
   args?: string[];
   env?: Record<string, string>;
   workingDir?: string;
-  /** `pipe` to write to the process's stdin later (default `closed`). */
+  /**
+   * `pipe` (the default): the process's stdin is a pipe to write to with `writeStdin()` and end
+   * with `closeStdin()`; a program that reads stdin waits for that. `closed`: stdin is at
+   * end-of-file from the start.
+   */
   stdinMode?: StdinMode;
   stdoutMode?: OutputMode;
   stderrMode?: OutputMode;
@@ -146,11 +151,14 @@ export function runBody(command: string, options: RunOptions = {}): Record<strin
   return body;
 }
 
-/** Body of `POST /api/v1/processes`. */
+/** The SDK's `stdinMode` when none is given; always sent, since the server's own default is `closed`. */
+export const DEFAULT_STDIN_MODE: StdinMode = "pipe";
+
+/** Body of `POST /api/v1/processes`; `stdin_mode` is always there (default `pipe`). */
 export function startProcessBody(command: string, options: StartProcessOptions = {}): Record<string, unknown> {
   const body = commandFields(command, options.args, options.env, options.workingDir, options.user);
   const modes: [string, unknown, readonly string[]][] = [
-    ["stdin_mode", options.stdinMode, ["closed", "pipe"]],
+    ["stdin_mode", options.stdinMode ?? DEFAULT_STDIN_MODE, ["closed", "pipe"]],
     ["stdout_mode", options.stdoutMode, ["capture", "discard"]],
     ["stderr_mode", options.stderrMode, ["capture", "discard"]],
   ];
@@ -337,7 +345,11 @@ export class Sandbox {
 
   // -- processes -------------------------------------------------------------------------------
 
-  /** Start a background process; pass `stdinMode: "pipe"` to write to its stdin later. */
+  /**
+   * Start a background process. Its stdin is a pipe by default: write to it with
+   * {@link writeStdin} and end it with {@link closeStdin} (a program reading stdin waits until
+   * then); pass `stdinMode: "closed"` for a stdin at end-of-file from the start.
+   */
   async startProcess(
     command: string,
     args?: string[] | StartProcessOptions,
@@ -371,7 +383,7 @@ export class Sandbox {
     await this.#request({ method: "POST", path: `/api/v1/processes/${pidSegment(pid)}/signal`, json: { signal: number } });
   }
 
-  /** Write raw bytes (or text, as UTF-8) to a process's stdin (started with `stdinMode: "pipe"`). */
+  /** Write raw bytes (or text, as UTF-8) to a process's stdin (a pipe unless it was started with `stdinMode: "closed"`). */
   async writeStdin(pid: number | string, data: Uint8Array | string): Promise<void> {
     let bytes: Uint8Array;
     if (typeof data === "string") bytes = Buffer.from(data, "utf8");
@@ -518,13 +530,31 @@ export class Sandbox {
     );
   }
 
-  // -- not implemented yet ---------------------------------------------------------------------
-
-  /** Not implemented yet: throws. */
-  async connectDesktop(_options: { port?: number; password?: string; shared?: boolean; connectTimeoutSecs?: number } = {}): Promise<never> {
-    throw new SandboxError(
-      "connectDesktop is not implemented by the alcove TypeScript SDK yet; where the server serves it, " +
-        "the official tensorlake SDK can drive it in the meantime",
+  /**
+   * Connect to the VNC server on `port` (default 5901) in the sandbox and return a
+   * {@link Desktop}: screenshots, mouse and keyboard.
+   *
+   * It first waits, up to `connectTimeoutSecs` (default 10), until something accepts connections on
+   * the port (probing it with a short command every 250 ms), then opens the sandbox's TCP-tunnel
+   * WebSocket to it and runs the RFB handshake (security None, or VNC authentication with
+   * `password`; `shared` keeps other viewers connected, default true). Nothing listens locally.
+   * Close the desktop when done (or use `await using`).
+   */
+  async connectDesktop(options: ConnectDesktopOptions = {}): Promise<Desktop> {
+    const config = this._transport().config;
+    return connectDesktop(
+      {
+        sandboxId: this.sandboxId,
+        headers: websocketHeaders(config, this.#target),
+        tunnelUrl: (port) => tunnelWebsocketUrl(this._sandboxUrl(), this.sandboxId, port),
+        probe: async (port) => {
+          const result = await this.run("/bin/bash", ["-c", `exec 3<>/dev/tcp/127.0.0.1/${port}`], {
+            timeoutSecs: PROBE_TIMEOUT_SECS,
+          });
+          return result.exitCode === 0;
+        },
+      },
+      options,
     );
   }
 }

@@ -166,11 +166,17 @@ export class Tunnel extends EventEmitter {
     });
 
     const settings = this.#settings;
+    // What the sandbox side sends at once (a server's banner) may come before the socket is
+    // handed over below: it waits here until then.
+    const early: [Buffer, boolean][] = [];
+    let deliver: ((data: Buffer, isBinary: boolean) => void) | null = null;
     openWebSocket(settings.url, settings.headers, {
       timeoutMs: settings.connectTimeoutMs,
       compression: false,
       what: `tunnel to sandbox port ${settings.remotePort}`,
       sandboxId: settings.sandboxId,
+      attach: (ws) =>
+        ws.on("message", (data: Buffer, isBinary: boolean) => (deliver ? deliver(data, isBinary) : early.push([data, isBinary]))),
     }).then(
       (ws) => {
         if (local.destroyed || this.#closed) {
@@ -179,7 +185,7 @@ export class Tunnel extends EventEmitter {
           return;
         }
         relay.ws = ws;
-        ws.on("message", (data: Buffer, isBinary: boolean) => {
+        deliver = (data: Buffer, isBinary: boolean) => {
           if (!isBinary) {
             this.emit(
               "connectionError",
@@ -192,12 +198,15 @@ export class Tunnel extends EventEmitter {
             ws.pause();
             local.once("drain", () => ws.resume());
           }
-        });
-        ws.once("close", () => {
+        };
+        for (const [data, isBinary] of early.splice(0)) deliver(data, isBinary);
+        const sandboxEnded = (): void => {
           // The sandbox side ended: end the local side once what was written is flushed.
           local.end();
           cleanup();
-        });
+        };
+        if (ws.readyState === WebSocket.CLOSED) sandboxEnded(); // it may close right after its banner
+        else ws.once("close", sandboxEnded);
         const forward = (chunk: Buffer): void => {
           if (ws.readyState !== WebSocket.OPEN) return;
           ws.send(chunk, { binary: true }, () => {

@@ -77,6 +77,12 @@ export interface OpenOptions {
   what: string;
   /** The sandbox, for {@link SandboxNotFoundError}. */
   sandboxId: string;
+  /**
+   * Called with the socket as soon as it exists, to add listeners: a message the peer sends right
+   * after the upgrade may be emitted before the returned promise's callbacks run, and would be
+   * lost to listeners added there.
+   */
+  attach?: (ws: WebSocket) => void;
 }
 
 function prefixed(error: SandboxException, what: string): SandboxException {
@@ -105,6 +111,7 @@ export function openWebSocket(url: string, headers: Record<string, string>, opti
       perMessageDeflate: options.compression,
       handshakeTimeout: options.timeoutMs,
     });
+    options.attach?.(ws);
     ws.on("error", (error: Error) => {
       if (/handshake has timed out/i.test(error.message)) {
         settle(new SandboxTimeoutError(`${options.what}: timed out opening the WebSocket`));

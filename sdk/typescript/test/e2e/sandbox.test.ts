@@ -61,15 +61,18 @@ describe("a sandbox of a real server", { timeout: 150_000 }, () => {
   });
 
   it("starts a process, follows its output and signals it", TIMEOUT, async () => {
+    // The handler only takes note: printing from it could interrupt a print of the main code
+    // ("reentrant call inside BufferedWriter"), since the signal is sent as soon as "ready" shows.
     const script = [
       "import signal, sys, time",
-      "def stop(*_):",
-      "    print('got SIGTERM', flush=True)",
-      "    sys.exit(0)",
-      "signal.signal(signal.SIGTERM, stop)",
+      "got = []",
+      "signal.signal(signal.SIGTERM, lambda *_: got.append(True))",
       "print('ready', flush=True)",
       "print('to stderr', file=sys.stderr, flush=True)",
-      "time.sleep(60)",
+      "deadline = time.time() + 60",
+      "while not got and time.time() < deadline:",
+      "    time.sleep(0.02)",
+      "print('got SIGTERM' if got else 'no signal', flush=True)",
     ].join("\n");
     const proc = await sandbox.startProcess("python", ["-c", script]);
     assert.ok(proc.pid > 0);
@@ -98,16 +101,21 @@ describe("a sandbox of a real server", { timeout: 150_000 }, () => {
     assert.deepEqual(stdout, ["ready", "got SIGTERM"]);
   });
 
-  it("writes to a process's stdin and closes it", TIMEOUT, async () => {
-    const proc = await sandbox.startProcess("python", ["-c", "import sys; data = sys.stdin.read(); print(data.upper(), end='')"], {
-      stdinMode: "pipe",
-    });
+  it("writes to a process's stdin (a pipe by default) and closes it", TIMEOUT, async () => {
+    const proc = await sandbox.startProcess("python", ["-c", "import sys; data = sys.stdin.read(); print(data.upper(), end='')"]);
     await sandbox.writeStdin(proc.pid, "hello from stdin\n");
     await sandbox.writeStdin(proc.pid, new TextEncoder().encode("second line\n"));
     await sandbox.closeStdin(proc.pid);
     const lines: string[] = [];
     for await (const event of sandbox.followOutput(proc.pid)) lines.push(event.line);
     assert.deepEqual(lines, ["HELLO FROM STDIN", "SECOND LINE"]);
+  });
+
+  it("starts a process with its stdin closed when asked", TIMEOUT, async () => {
+    const proc = await sandbox.startProcess("python", ["-c", "import sys; print(repr(sys.stdin.read()))"], { stdinMode: "closed" });
+    const lines: string[] = [];
+    for await (const event of sandbox.followOutput(proc.pid)) lines.push(event.line);
+    assert.deepEqual(lines, ["''"]);
   });
 
   it("kills a process", TIMEOUT, async () => {

@@ -530,5 +530,8 @@ describe("request bodies, defaults and limits against docs/protocol/openapi.json
     const modes = { stdinMode: "pipe", stdoutMode: "capture", stderrMode: "discard" } as const;
     const start = startProcessBody("cat", { ...options, ...modes });
     assert.deepEqual(valueProblems(doc, "start", start, ref("StartProcessRequest")), []);
+    const defaults = startProcessBody("cat");
+    assert.equal(defaults.stdin_mode, "pipe");
+    assert.deepEqual(valueProblems(doc, "start", defaults, ref("StartProcessRequest")), []);
   });
 });

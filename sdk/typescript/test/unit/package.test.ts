@@ -6,10 +6,11 @@
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { describe, it } from "node:test";
 
 import * as alcove from "alcove";
-import { SandboxClient, type Sandbox } from "alcove";
+import { KEY_NAMES, SandboxClient, type Desktop, type Sandbox } from "alcove";
 
 import * as source from "../../src/index.js";
 
@@ -71,4 +72,29 @@ export async function readmeTunnel(sandbox: Sandbox): Promise<void> {
   const res = await fetch(`http://${tunnel.localHost}:${tunnel.localPort}/`);
   console.log(res.status, tunnel.localAddress.port);
   await tunnel.close();
+}
+
+export async function readmeStdin(sandbox: Sandbox): Promise<void> {
+  const proc = await sandbox.startProcess("python", ["-c", "import sys; print(sys.stdin.read())"]);
+  await sandbox.writeStdin(proc.pid, "hello from stdin\n");
+  await sandbox.closeStdin(proc.pid);
+  await sandbox.startProcess("cat", { stdinMode: "closed" });
+}
+
+export async function readmeDesktop(client: SandboxClient): Promise<void> {
+  await using sandbox = await client.createAndConnect({ image: "desktop" });
+  await using desktop = await sandbox.connectDesktop({ password: "tensorlake" });
+  const png = await desktop.screenshot();
+  await writeFile("screen.png", png);
+  await desktop.click(640, 400);
+  await desktop.typeText("hello, wörld\n");
+  await desktop.press(["ctrl", "s"]);
+  await desktop.scrollDown(3, 640, 400);
+  const other: Desktop = await sandbox.connectDesktop({ port: 5901, shared: true, connectTimeoutSecs: 10 });
+  console.log(other.width, other.height, KEY_NAMES.length, (await other.screenshot({ timeoutSecs: 5 })).length);
+  await other.doubleClick(1, 2, "left", 50);
+  await other.mousePress("left", 10, 10);
+  await other.moveMouse(20, 20);
+  await other.mouseRelease();
+  await other.close();
 }

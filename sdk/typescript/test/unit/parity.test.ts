@@ -4,10 +4,10 @@
  */
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 
-import { PtySession, Sandbox, SandboxClient, Tunnel } from "../../src/index.js";
+import { Desktop, PtySession, Sandbox, SandboxClient, Tunnel } from "../../src/index.js";
 
 const PYTHON_SDK = new URL("../../../../python/src/alcove/sandbox/", import.meta.url);
 
@@ -55,6 +55,27 @@ describe("parity with the Python SDK", () => {
       assert.deepEqual(missing, [], `${cls.name} lacks: ${missing.map(camel).join(", ")}`);
     });
   }
+
+  // The desktop handle of the official tensorlake SDK (tensorlake/sandbox/desktop.py), which
+  // Alcove's Python SDK mirrors.
+  const DESKTOP_NAMES = [
+    "width", "height", "close", "screenshot", "move_mouse", "mouse_press", "mouse_release", "click", "double_click",
+    "left_click", "middle_click", "right_click", "scroll", "scroll_up", "scroll_down", "key_down", "key_up", "press",
+    "type_text",
+  ];
+
+  it("Desktop has every member of the official SDK's Desktop, and of desktop.py's when there is one", (t) => {
+    const members = tsMembers(Desktop);
+    const missing = DESKTOP_NAMES.filter((name) => !members.has(camel(name)));
+    assert.deepEqual(missing, [], `Desktop lacks: ${missing.map(camel).join(", ")}`);
+    if (!existsSync(new URL("desktop.py", PYTHON_SDK))) {
+      t.diagnostic("the Python SDK has no desktop.py: checked against the official SDK's names only");
+      return;
+    }
+    const python = pythonPublicNames("desktop.py", "Desktop");
+    const fromPython = python.filter((name) => !members.has(camel(name)));
+    assert.deepEqual(fromPython, [], `Desktop lacks: ${fromPython.map(camel).join(", ")}`);
+  });
 
   it("spells the documented SandboxInfo fields in camelCase", () => {
     const expected = {

@@ -9,7 +9,6 @@ import {
   Sandbox,
   SandboxClient,
   SandboxConnectionError,
-  SandboxError,
   SandboxNotFoundError,
 } from "../../src/index.js";
 import { instantSleeps, sandboxJson, startFake, type Answer, type Fake, type Recorded } from "./fake.js";
@@ -104,6 +103,18 @@ describe("Sandbox against a fake server", () => {
     };
     await assert.rejects(sandbox.startProcess("sleep"), (error: unknown) => error instanceof RemoteAPIError && error.statusCode === 503);
     assert.equal(calls, 1);
+  });
+
+  it("starts processes with a stdin pipe unless told otherwise, saying so on the wire", async () => {
+    handler = () => ({ status: 201, json: { pid: 6, status: "running", command: "python", started_at: 1 } });
+    await sandbox.startProcess("python", ["-c", "import sys; print(sys.stdin.read())"]);
+    await sandbox.startProcess("cat", { stdinMode: "closed" });
+    await sandbox.startProcess("cat", { stdinMode: "pipe", stdoutMode: "discard" });
+    const bodies = fake.requests.map((r) => JSON.parse(r.body.toString()) as Record<string, unknown>);
+    assert.deepEqual(bodies[0], { command: "python", args: ["-c", "import sys; print(sys.stdin.read())"], stdin_mode: "pipe" });
+    assert.deepEqual(bodies[1], { command: "cat", stdin_mode: "closed" });
+    assert.deepEqual(bodies[2], { command: "cat", stdin_mode: "pipe", stdout_mode: "discard" });
+    await assert.rejects(sandbox.startProcess("cat", { stdinMode: "open" as "pipe" }), /stdin_mode must be one of closed, pipe/);
   });
 
   it("drives processes: list, get, signal, stdin, output, kill", async () => {
@@ -238,6 +249,5 @@ describe("Sandbox against a fake server", () => {
       assert.equal(borrowed.sandboxId, "sbx1");
     }
     assert.ok(!fake.requests.some((r) => r.method === "DELETE"));
-    await assert.rejects(sandbox.connectDesktop(), SandboxError);
   });
 });

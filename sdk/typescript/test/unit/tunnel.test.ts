@@ -67,6 +67,21 @@ describe("Tunnel against a fake agent", () => {
     assert.equal(tunnel.closed, true);
   });
 
+  it("relays what the sandbox side sends first, right after the upgrade (a server banner)", async () => {
+    onSocket = (ws) => {
+      ws.send(Buffer.from("RFB 003.008\n"));
+      ws.on("message", () => ws.close(1000));
+    };
+    const tunnel = await sandbox.createTunnel(5901);
+    try {
+      for (let i = 0; i < 5; i++) {
+        assert.equal((await roundTrip(tunnel, Buffer.from("x"))).toString(), "RFB 003.008\n");
+      }
+    } finally {
+      await tunnel.close();
+    }
+  });
+
   it("closes the sandbox side when the local side ends", async () => {
     let closedByClient: () => void = () => undefined;
     const sandboxSideClosed = new Promise<void>((resolve) => (closedByClient = resolve));
