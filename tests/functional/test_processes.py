@@ -62,14 +62,30 @@ def test_stdin_pipe_round_trip(sandbox):
     assert (err.value.status_code, err.value.code) == (400, "STDIN_NOT_WRITABLE")
 
 
-def test_stdin_is_closed_by_default(sandbox):
-    proc = sandbox.start_process("cat")
+def test_the_api_stdin_example_works_as_written(sandbox):
+    """Alcove's SDK opens stdin by default (the wire default stays `closed`)."""
+    proc = sandbox.start_process("python", ["-c", "import sys; print(sys.stdin.read())"])
+    assert proc.stdin_writable is True
+    sandbox.write_stdin(proc.pid, b"hello from stdin\n")
+    sandbox.close_stdin(proc.pid)
+    info = wait_for_exit(sandbox, proc.pid)
+    assert (info.status, info.exit_code) == ("exited", 0)
+    assert "hello from stdin" in sandbox.get_stdout(proc.pid).lines
+
+
+def test_stdin_closed_on_request(sandbox, server):
+    proc = sandbox.start_process("cat", stdin_mode="closed")
     assert proc.stdin_writable is False
     info = wait_for_exit(sandbox, proc.pid)  # cat reads end of file at once
     assert (info.status, info.exit_code) == ("exited", 0)
     with pytest.raises(RemoteAPIError) as err:
         sandbox.write_stdin(proc.pid, b"x")
     assert err.value.code == "STDIN_NOT_WRITABLE"
+    # On the wire, a start without stdin_mode still closes stdin (as other clients expect).
+    raw = server.api("POST", f"/sandboxes/{sandbox.sandbox_id}/api/v1/processes", json={"command": "cat"})
+    assert raw.status_code == 201, raw.text
+    assert raw.json()["stdin_writable"] is False
+    assert wait_for_exit(sandbox, raw.json()["pid"]).exit_code == 0
 
 
 def test_follow_output_is_live(sandbox):

@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Generate the sync modules of ``alcove.sandbox`` from their async sources.
 
-    python scripts/generate_sync.py            # rewrite client.py, sandbox.py and pty.py
+    python scripts/generate_sync.py            # rewrite client.py, sandbox.py, pty.py and desktop.py
     python scripts/generate_sync.py --check    # exit 1 when they are not up to date
     python scripts/generate_sync.py --out DIR  # write them to DIR instead
 
 The async modules are the source: ``async_client.py`` → ``client.py``, ``async_sandbox.py`` →
-``sandbox.py``, ``async_pty.py`` → ``pty.py``. The generated files are committed, and
-``tests/unit/test_generated.py`` fails when they differ from what this script makes. (``tunnel.py``
-is not generated: threads and asyncio relay differently; what the two tunnels share is in
-``_tunnel_base.py``.)
+``sandbox.py``, ``async_pty.py`` → ``pty.py``, ``async_desktop.py`` → ``desktop.py``. The generated
+files are committed, and ``tests/unit/test_generated.py`` fails when they differ from what this
+script makes. (``tunnel.py`` is not generated: threads and asyncio relay differently; what the two
+tunnels share is in ``_tunnel_base.py``. The desktop's byte streams, sync and async, are written
+by hand in ``_byte_transport.py``.)
 
 The translation is textual, line by line, docstrings included (so examples translate too):
 
@@ -45,6 +46,7 @@ SOURCES = {
     "async_client.py": "client.py",
     "async_sandbox.py": "sandbox.py",
     "async_pty.py": "pty.py",
+    "async_desktop.py": "desktop.py",
 }
 
 HEADER = (
@@ -60,7 +62,7 @@ RULES: list[tuple[re.Pattern[str], str]] = [
         (r"\bawait ", ""),
         (r"\b__a(enter|exit)__\b", r"__\1__"),
         (r"\bAsync([A-Z]\w*)", r"\1"),
-        (r"\basync_(client|sandbox|pty|tunnel)\b", r"\1"),
+        (r"\basync_(client|sandbox|pty|tunnel|desktop)\b", r"\1"),
         (r"\ba(close|read|iter_lines|iter_bytes|iter_upload|connect|recv|close_draining)\b", r"\1"),
         (r"\b([Aa])n async context manager\b", r"\1 context manager"),
         (r"\bAsynchronous\b", "Synchronous"),

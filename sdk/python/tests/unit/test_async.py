@@ -140,5 +140,3 @@ async def test_files_and_processes(server: FakeServer, aclient: AsyncSandboxClie
     assert server.requests[-1].content == b"hi"
     with pytest.raises(RemoteAPIError, match="no process 9"):
         await sandbox.get_process(9)
-    with pytest.raises(NotImplementedError):
-        await sandbox.connect_desktop()

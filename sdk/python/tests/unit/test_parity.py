@@ -7,10 +7,12 @@ import inspect
 import pytest
 
 from alcove.sandbox import (
+    AsyncDesktop,
     AsyncPtySession,
     AsyncSandbox,
     AsyncSandboxClient,
     AsyncTunnel,
+    Desktop,
     PtySession,
     Sandbox,
     SandboxClient,
@@ -22,6 +24,7 @@ PAIRS = [
     (Sandbox, AsyncSandbox),
     (PtySession, AsyncPtySession),
     (Tunnel, AsyncTunnel),
+    (Desktop, AsyncDesktop),
 ]
 
 # Async methods that are not coroutine functions: async iterators and the awaitable context.
@@ -71,9 +74,9 @@ def test_async_methods_are_awaitable(sync_cls: type, async_cls: type) -> None:
 
 
 def test_context_managers() -> None:
-    for cls in (SandboxClient, Sandbox, PtySession, Tunnel):
+    for cls in (SandboxClient, Sandbox, PtySession, Tunnel, Desktop):
         assert hasattr(cls, "__enter__") and hasattr(cls, "__exit__")
-    for cls in (AsyncSandboxClient, AsyncSandbox, AsyncPtySession, AsyncTunnel):
+    for cls in (AsyncSandboxClient, AsyncSandbox, AsyncPtySession, AsyncTunnel, AsyncDesktop):
         assert inspect.iscoroutinefunction(cls.__aenter__) and inspect.iscoroutinefunction(cls.__aexit__)
 
 
@@ -141,6 +144,29 @@ def test_the_documented_surface_is_present() -> None:
         "kill",
     }
     tunnel_methods = {"remote_port", "local_host", "local_port", "local_address", "websocket_url", "closed", "close"}
+    # The official SDK's Desktop, name for name.
+    desktop_methods = {
+        "width",
+        "height",
+        "close",
+        "screenshot",
+        "move_mouse",
+        "mouse_press",
+        "mouse_release",
+        "click",
+        "double_click",
+        "left_click",
+        "middle_click",
+        "right_click",
+        "scroll",
+        "scroll_up",
+        "scroll_down",
+        "key_down",
+        "key_up",
+        "press",
+        "type_text",
+    }
+    assert desktop_methods == set(public_methods(Desktop))
     assert pty_methods == set(public_methods(PtySession))
     assert tunnel_methods == set(public_methods(Tunnel))
     assert client_methods <= set(public_methods(SandboxClient))
@@ -168,6 +194,24 @@ def test_the_documented_surface_is_present() -> None:
         ("rows", 24),
         ("cols", 80),
     ]
+    connect_desktop = inspect.signature(Sandbox.connect_desktop).parameters
+    assert [(n, connect_desktop[n].default) for n in connect_desktop][1:] == [
+        ("port", 5901),
+        ("password", None),
+        ("shared", True),
+        ("connect_timeout", 10.0),
+    ]
+    defaults = {
+        name: [(p.name, p.default) for p in inspect.signature(getattr(Desktop, name)).parameters.values()][1:]
+        for name in desktop_methods - {"width", "height"}
+    }
+    assert defaults["screenshot"] == [("timeout", 5.0)]
+    assert defaults["mouse_press"] == defaults["mouse_release"] == [("button", "left"), ("x", None), ("y", None)]
+    assert defaults["click"] == [("x", None), ("y", None), ("button", "left")]
+    assert defaults["double_click"] == [("x", None), ("y", None), ("button", "left"), ("delay_ms", 50)]
+    assert defaults["scroll"] == [("steps", inspect.Parameter.empty), ("x", None), ("y", None)]
+    assert defaults["scroll_up"] == defaults["scroll_down"] == [("steps", 1), ("x", None), ("y", None)]
+    assert defaults["press"] == defaults["key_down"] == [("key", inspect.Parameter.empty)] == defaults["key_up"]
     create_tunnel = inspect.signature(Sandbox.create_tunnel).parameters
     assert [(n, create_tunnel[n].default) for n in create_tunnel][1:] == [
         ("remote_port", inspect.Parameter.empty),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import signal
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from alcove.sandbox import (
+    AsyncSandbox,
     ProcessStatus,
     RemoteAPIError,
     Sandbox,
@@ -17,6 +19,7 @@ from alcove.sandbox import (
     SandboxConnectionError,
     SandboxError,
     SandboxNotFoundError,
+    StdinMode,
 )
 from alcove.sandbox._protocol import proxy_target
 from fakes import FakeServer, info_json, jsonr, sse
@@ -251,6 +254,36 @@ def test_process_calls(server: FakeServer, client: SandboxClient) -> None:
         sandbox.write_stdin(1002, "text")
 
 
+def test_stdin_is_a_pipe_by_default(server: FakeServer, client: SandboxClient) -> None:
+    # The SDK asks for a pipe explicitly (the server's own default stays "closed"), so that
+    # write_stdin / close_stdin work on a process started without stdin_mode.
+    sandbox = connect(server, client)
+    server.on("POST", "/api/v1/processes", jsonr(200, PROC))
+    server.on("POST", "/api/v1/processes/1002/stdin", httpx.Response(204))
+    server.on("POST", "/api/v1/processes/1002/stdin/close", httpx.Response(204))
+    proc = sandbox.start_process("python", ["-c", "import sys; print(sys.stdin.read())"])
+    assert json.loads(server.requests[-1].content) == {
+        "command": "python",
+        "args": ["-c", "import sys; print(sys.stdin.read())"],
+        "stdin_mode": "pipe",
+    }
+    sandbox.write_stdin(proc.pid, b"hello from stdin\n")
+    sandbox.close_stdin(proc.pid)
+    assert [r.url.path for r in server.requests[-2:]] == [
+        "/api/v1/processes/1002/stdin",
+        "/api/v1/processes/1002/stdin/close",
+    ]
+    assert server.requests[-2].content == b"hello from stdin\n"
+    sandbox.start_process("sleep", ["60"], stdin_mode="closed")
+    assert json.loads(server.requests[-1].content)["stdin_mode"] == "closed"
+    sandbox.start_process("sleep", ["60"], stdin_mode=StdinMode.CLOSED)
+    assert json.loads(server.requests[-1].content)["stdin_mode"] == "closed"
+    sandbox.start_process("sleep", ["60"], stdin_mode=None)  # the server decides
+    assert "stdin_mode" not in json.loads(server.requests[-1].content)
+    assert inspect.signature(Sandbox.start_process).parameters["stdin_mode"].default == "pipe"
+    assert inspect.signature(AsyncSandbox.start_process).parameters["stdin_mode"].default == "pipe"
+
+
 def test_follow_output(server: FakeServer, client: SandboxClient) -> None:
     sandbox = connect(server, client)
     server.on(
@@ -380,9 +413,3 @@ def test_info_and_terminate(server: FakeServer, client: SandboxClient) -> None:
     assert sandbox.info().name == "renamed" and sandbox.name == "renamed"
     sandbox.terminate()
     assert server.requests[-1].method == "DELETE" and server.requests[-1].url.path == SBX
-
-
-def test_out_of_scope_features_raise_not_implemented(server: FakeServer, client: SandboxClient) -> None:
-    sandbox = connect(server, client)
-    with pytest.raises(NotImplementedError, match="connect_desktop"):
-        sandbox.connect_desktop()

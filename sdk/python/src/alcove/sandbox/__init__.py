@@ -2,7 +2,8 @@
 
 ``SandboxClient`` / ``AsyncSandboxClient`` manage sandboxes (the control plane);
 ``Sandbox`` / ``AsyncSandbox`` run work inside one sandbox; ``PtySession`` / ``AsyncPtySession``
-drive a terminal in it and ``Tunnel`` / ``AsyncTunnel`` relay a local port to one of its ports::
+drive a terminal in it, ``Tunnel`` / ``AsyncTunnel`` relay a local port to one of its ports and
+``Desktop`` / ``AsyncDesktop`` drive its desktop over VNC::
 
     from alcove.sandbox import SandboxClient
 
@@ -13,10 +14,12 @@ drive a terminal in it and ``Tunnel`` / ``AsyncTunnel`` relay a local port to on
 
 from ._config import ClientConfig
 from .async_client import AsyncSandboxClient
+from .async_desktop import AsyncDesktop
 from .async_pty import AsyncPtySession
 from .async_sandbox import AsyncSandbox
 from .async_tunnel import AsyncTunnel
 from .client import SandboxClient
+from .desktop import Desktop
 from .exceptions import (
     AuthenticationError,
     RemoteAPIError,
@@ -54,6 +57,7 @@ from .sandbox import Sandbox
 from .tunnel import Tunnel
 
 __all__ = [
+    "AsyncDesktop",
     "AsyncPtySession",
     "AsyncSandbox",
     "AsyncSandboxClient",
@@ -62,6 +66,7 @@ __all__ = [
     "ClientConfig",
     "CommandResult",
     "ContainerResourcesInfo",
+    "Desktop",
     "DirectoryEntry",
     "GPUResources",
     "NetworkPolicy",

@@ -1,5 +1,5 @@
 # sandbox.py is generated from this file: after a change, run scripts/generate_sync.py (in sdk/python).
-"""Asynchronous handle to one running sandbox: commands, processes, files, terminals and tunnels.
+"""Asynchronous handle to one running sandbox: commands, processes, files, terminals, tunnels, desktop.
 
 Requests go to the sandbox's agent through the proxy at the sandbox's ``sandbox_url``; each
 method builds an operation from :mod:`._protocol` and lets the owning client perform it.
@@ -13,11 +13,12 @@ import signal as signal_module
 # sync: from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from . import _protocol as proto
 from . import _pty_protocol as ptyp
 from . import _websocket as wsp
+from .async_desktop import AsyncDesktop, connect_sandbox_desktop
 from .async_pty import AsyncPtySession
 from .async_tunnel import AsyncTunnel
 from .exceptions import SandboxNotFoundError
@@ -80,6 +81,11 @@ class AsyncSandbox:
             self._target = proto.target_for(info)
         return info
 
+    async def desktop_url(self, port: int | None = None) -> str:
+        """A URL, valid for an hour, of a noVNC page showing this sandbox's desktop (see
+        :meth:`AsyncSandboxClient.desktop_url`)."""
+        return await self._client.desktop_url(self.sandbox_id, port)
+
     async def terminate(self) -> None:
         """Delete the sandbox (same as ``client.delete(sandbox.sandbox_id)``)."""
         await self._client.delete(self.sandbox_id)
@@ -124,12 +130,19 @@ class AsyncSandbox:
         args: list[str] | None = None,
         env: Mapping[str, str] | None = None,
         working_dir: str | None = None,
-        stdin_mode: str | None = None,
+        stdin_mode: str | None = "pipe",
         stdout_mode: str | None = None,
         stderr_mode: str | None = None,
         user: str | None = None,
     ) -> ProcessInfo:
-        """Start a background process; pass ``stdin_mode="pipe"`` to write to its stdin later."""
+        """Start a background process and return at once (follow it with :meth:`follow_output`).
+
+        ``stdin_mode`` defaults to ``"pipe"``: the process's stdin is a pipe that
+        :meth:`write_stdin` writes to and :meth:`close_stdin` closes (a program that reads its
+        stdin waits for that close). Pass ``stdin_mode="closed"`` to give it ``/dev/null``
+        instead, or None to leave the choice to the server (its default is ``"closed"``).
+        ``stdout_mode`` / ``stderr_mode`` are ``"capture"`` (the server's default) or ``"discard"``.
+        """
         return await self._client._drive(
             proto.op_start_process(
                 self._client._config,
@@ -162,7 +175,7 @@ class AsyncSandbox:
         await self._client._drive(proto.op_send_signal(self._client._config, self._target, pid, signal))
 
     async def write_stdin(self, pid: int | str, data: bytes) -> None:
-        """Write raw bytes to a process's stdin (started with ``stdin_mode="pipe"``)."""
+        """Write raw bytes to a process's stdin (a pipe unless it was started with ``stdin_mode="closed"``)."""
         await self._client._drive(proto.op_write_stdin(self._client._config, self._target, pid, data))
 
     async def close_stdin(self, pid: int | str) -> None:
@@ -306,10 +319,28 @@ class AsyncSandbox:
         await tunnel._start()
         return tunnel
 
-    # -- not implemented yet -------------------------------------------------------------------
+    # -- desktop ---------------------------------------------------------------------------------
 
     async def connect_desktop(
-        self, port: int = 5901, password: str | None = None, shared: bool = True, connect_timeout: float = 10
-    ) -> Any:
-        """Not implemented yet: raises NotImplementedError."""
-        raise NotImplementedError(proto.NOT_IMPLEMENTED.format(feature="connect_desktop"))
+        self, port: int = 5901, password: str | None = None, shared: bool = True, connect_timeout: float = 10.0
+    ) -> AsyncDesktop:
+        """Connect to the VNC server on ``port`` in the sandbox and return the desktop to drive.
+
+        Waits up to ``connect_timeout`` seconds for the server to accept connections (probing
+        from inside the sandbox every 250 ms), then speaks RFB through the sandbox's TCP-tunnel
+        WebSocket (no local port is opened) with the same budget for the handshake. ``password``
+        is the VNC password (only its first 8 bytes count), needed when the server asks for one;
+        ``shared=False`` asks the server to disconnect its other clients. Use the desktop as
+        an async context manager (or call ``close()``): closing it closes the connection in the
+        sandbox::
+
+            async with await sandbox.connect_desktop(password="secret") as desktop:
+                png = await desktop.screenshot()
+                await desktop.click(640, 400)
+                await desktop.type_text("hello")
+
+        Raises :class:`SandboxTimeoutError` when nothing accepts connections on the port in
+        time, and :class:`SandboxError` when the VNC handshake fails (a wrong password says
+        "authentication failed").
+        """
+        return await connect_sandbox_desktop(self, port, password, shared, connect_timeout)

@@ -275,6 +275,12 @@ class SandboxClient:
         """Resume a suspended sandbox and wait until it is ``running``."""
         return self._drive(proto.op_transition(self._config, identifier, "resume"))
 
+    def desktop_url(self, identifier: str, port: int | None = None) -> str:
+        """A URL, valid for an hour, at which a browser sees and drives the sandbox's desktop
+        (noVNC over the sandbox's TCP tunnel to its VNC server on ``port``, default 5901).
+        Append ``#password=<vnc password>`` to skip the password prompt."""
+        return self._drive(proto.op_desktop_url(self._config, identifier, port))
+
     def expose_ports(
         self, identifier: str, ports: Iterable[int], allow_unauthenticated_access: bool = False
     ) -> SandboxInfo:

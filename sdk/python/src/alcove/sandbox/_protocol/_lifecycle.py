@@ -200,6 +200,23 @@ def op_rename(cfg: ClientConfig, identifier: str, name: str) -> Op[SandboxInfo]:
     return (yield from op_update(cfg, identifier, {"name": name}))
 
 
+def op_desktop_url(cfg: ClientConfig, identifier: str, port: int | None = None) -> Op[str]:
+    """POST ``/sandboxes/{id}/desktop``: a URL (valid for an hour) of a noVNC page of the sandbox's desktop."""
+    identifier = _identifier(identifier)
+    body: dict[str, Any] = {}
+    if port is not None:
+        if not _is_int(port) or not 1 <= port <= 65535:
+            raise ValueError(f"port must be an integer between 1 and 65535, got {port!r}")
+        body["port"] = port
+    resp = yield from _send(_lifecycle(cfg, "POST", sandboxes_url(cfg, identifier, "/desktop"), json=body))
+    check(resp, sandbox=identifier)
+    data = _json(resp, "desktop URL")
+    url = data.get("url") if isinstance(data, dict) else None
+    if not isinstance(url, str):
+        raise SandboxError(f"the server answered a desktop URL without a url: {_describe(data)}")
+    return url
+
+
 def op_transition(cfg: ClientConfig, identifier: str, verb: str) -> Op[SandboxInfo]:
     """Suspend or resume (docs/protocol/control-plane.md): 200 = done, other 2xx = poll GET, 409 = re-check."""
     identifier = _identifier(identifier)
