@@ -207,11 +207,15 @@ def test_suspend_resume_and_a_memory_restore_keep_the_x_session(server):
             assert client.resume("desktop-e2e-suspend").status == "running"
             assert window_exists(sb, "before-suspend")
             wait_for_vnc(sb, timeout=5)
+            with sb.connect_desktop(password="tensorlake") as d:
+                assert _png_size(d.screenshot()) == (1280, 800)
             snap = client.snapshot_and_wait(sb.sandbox_id)
             clone = client.create_and_connect(snapshot_id=snap.snapshot_id)
             try:
                 assert window_exists(clone, "before-suspend")
                 wait_for_vnc(clone, timeout=5)
+                with clone.connect_desktop(password="tensorlake") as d:
+                    assert _png_size(d.screenshot()) == (1280, 800)
                 # One desktop service, restored: not a second one started beside it.
                 services = [p for p in clone.list_processes() if p.command.endswith("alcove-desktop")]
                 assert len(services) == 1, services
@@ -225,6 +229,118 @@ def test_suspend_resume_and_a_memory_restore_keep_the_x_session(server):
                 client.delete_snapshot(snap.snapshot_id)
         finally:
             client.delete(sb.sandbox_id)
+
+
+def wait_until(predicate, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def test_the_api_example_with_alcove_sdk(desktop):
+    with desktop.connect_desktop(password="tensorlake") as d:
+        png_bytes = d.screenshot()
+        assert _png_size(png_bytes) == (1280, 800)
+        d.move_mouse(640, 400)
+        d.click()
+        d.type_text("hello from desktop")
+        assert (d.width, d.height) == (1280, 800)
+        assert "x:640 y:400" in desktop.run("xdotool", ["getmouselocation"]).stdout
+    url = desktop.desktop_url()
+    assert f"/desktop/{desktop.sandbox_id}?token=" in url
+    assert httpx.get(url, timeout=10).status_code == 200
+
+
+def test_typing_unicode_and_chords_into_an_xterm(desktop):
+    """A terminal whose shell writes the line it reads to a file; the screen changes when its
+    window opens; Unicode is typed; Ctrl+U (a chord) kills what was typed before it."""
+    with desktop.connect_desktop(password="tensorlake") as d:
+        before = d.screenshot()
+        desktop.start_process(
+            "xterm",
+            ["-title", "typing", "-geometry", "80x10+40+40", "-e", "bash", "-c",
+             "read -r line; printf '%s' \"$line\" > /tmp/typed.txt"],
+            stdin_mode="closed",
+        )
+        wait_until(lambda: window_exists(desktop, "typing"), "the xterm window opened")
+        wait_until(lambda: d.screenshot() != before, "the screenshot changed")
+        d.click(200, 100)
+        d.type_text("junk")
+        d.press(["ctrl", "u"])
+        d.type_text("héllo € ✓")
+        d.press("enter")
+        wait_until(lambda: desktop.run("cat", ["/tmp/typed.txt"]).stdout == "héllo € ✓",
+                   "the typed line reached the shell")
+
+
+def test_scrolling_reaches_the_window_under_the_pointer(desktop):
+    desktop.start_process(
+        "bash", ["-c", "xev -name scroll-target -geometry 400x300+600+300 -event button > /tmp/xev.log"],
+        stdin_mode="closed",
+    )
+    wait_until(lambda: window_exists(desktop, "scroll-target"), "the xev window opened")
+    with desktop.connect_desktop(password="tensorlake") as d:
+        d.move_mouse(800, 450)
+        d.scroll_up(2)
+        d.scroll_down(1)
+
+        def buttons() -> list[str]:
+            """The buttons of xev's ButtonPress events, in order."""
+            pressed, in_press = [], False
+            for line in desktop.run("cat", ["/tmp/xev.log"]).stdout.splitlines():
+                if line.startswith(("ButtonPress", "ButtonRelease")):
+                    in_press = line.startswith("ButtonPress")
+                elif in_press and "button " in line:
+                    pressed.append(line.split("button ", 1)[1].split(",", 1)[0])
+                    in_press = False
+            return pressed
+
+        wait_until(lambda: buttons()[:3] == ["4", "4", "5"], "wheel events reached xev")
+
+
+def test_bad_input_gets_clear_errors_and_leaves_nothing_running(desktop, sandbox):
+    from alcove.sandbox import SandboxError
+
+    def running() -> list[int]:
+        return sorted(p.pid for p in desktop.list_processes() if p.status == "running")
+
+    before = running()
+    with pytest.raises(SandboxError, match="authentication failed"):
+        desktop.connect_desktop(password="not-the-password")
+    # The default image has no VNC server: the error names the port once the wait is over.
+    with pytest.raises(SandboxError, match="port 5901") as nothing:
+        sandbox.connect_desktop(connect_timeout=1)
+    assert "1 s" in str(nothing.value)
+    with desktop.connect_desktop(password="tensorlake") as d:
+        with pytest.raises(ValueError, match="1280x800"):
+            d.move_mouse(1280, 10)
+        with pytest.raises(ValueError, match="enter"):
+            d.press("no-such-key")
+        with pytest.raises(ValueError):
+            d.click(button="sideways")
+    with pytest.raises(SandboxError, match="closed"):
+        d.screenshot()
+    assert running() == before, "a failed or closed desktop left a process behind"
+
+
+def test_an_async_desktop(server, desktop):
+    import asyncio
+
+    from alcove.sandbox import AsyncSandboxClient
+
+    async def main() -> tuple[int, int]:
+        async with AsyncSandboxClient(api_url=server.url) as client:
+            sb = await client.connect(desktop.sandbox_id)
+            async with await sb.connect_desktop(password="tensorlake") as d:
+                png = await d.screenshot()
+                await d.move_mouse(5, 6)
+                return _png_size(png)
+
+    assert asyncio.run(main()) == (1280, 800)
+    wait_until(lambda: "x:5 y:6" in desktop.run("xdotool", ["getmouselocation"]).stdout, "the pointer moved")
 
 
 ARTIFACTS = Path(os.environ.get("ALCOVE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "target/test-artifacts"))

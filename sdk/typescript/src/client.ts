@@ -392,6 +392,30 @@ export class SandboxClient {
     }
   }
 
+  /**
+   * A URL, valid for an hour, at which a browser sees and drives the sandbox's desktop (noVNC
+   * over the sandbox's TCP tunnel to its VNC server on `port`, default 5901). Append
+   * `#password=<vnc password>` to skip the password prompt.
+   */
+  async desktopUrl(identifier: string, options: { port?: number } = {}): Promise<string> {
+    const id = identifierOf(identifier);
+    const body: Record<string, unknown> = {};
+    if (options.port !== undefined) {
+      const port = options.port;
+      if (!Number.isInteger(port) || port < 1 || port > 65535) {
+        throw new RangeError(`port must be an integer between 1 and 65535, got ${String(port)}`);
+      }
+      body.port = port;
+    }
+    const response = await this.#send({ method: "POST", url: sandboxesUrl(this.#http.config, id, "/desktop"), json: body });
+    check(response, { sandbox: id });
+    const data = responseJson(response, "desktop URL") as { url?: unknown } | null;
+    if (!data || typeof data.url !== "string") {
+      throw new SandboxError("the server answered a desktop URL without a url");
+    }
+    return data.url;
+  }
+
   /** Route traffic to user ports of the sandbox (added to those already exposed). */
   async exposePorts(
     identifier: string,

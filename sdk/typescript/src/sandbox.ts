@@ -283,6 +283,11 @@ export class Sandbox {
   }
 
   /** Delete the sandbox (same as `client.delete(sandbox.sandboxId)`). */
+  /** A URL, valid for an hour, of a noVNC page showing this sandbox's desktop (see `SandboxClient.desktopUrl`). */
+  desktopUrl(options: { port?: number } = {}): Promise<string> {
+    return this.#client.desktopUrl(this.sandboxId, options);
+  }
+
   async terminate(): Promise<void> {
     await this.#client.delete(this.sandboxId);
     this.#owned = false;

@@ -146,6 +146,13 @@ describe("desktops against a real server", { timeout: 240_000 }, () => {
       const where = await desktopSandbox.run("xdotool", ["getmouselocation"], { env: { DISPLAY: ":1" } });
       return /x:123 y:456/.test(where.stdout) ? true : undefined;
     });
+    // The browser page of the same desktop.
+    const url = await desktopSandbox.desktopUrl();
+    assert.ok(url.includes(`/desktop/${desktopSandbox.sandboxId}?token=`), url);
+    const page = await fetch(url);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /novnc\/core\/rfb\.js/);
+    await assert.rejects(desktopSandbox.desktopUrl({ port: 0 }), RangeError);
     const times: number[] = [];
     for (let i = 0; i < 20; i++) {
       const started = performance.now();
