@@ -326,6 +326,23 @@ def test_bad_input_gets_clear_errors_and_leaves_nothing_running(desktop, sandbox
     assert running() == before, "a failed or closed desktop left a process behind"
 
 
+def test_a_secret_sets_the_vnc_password(server):
+    """A secret named VNC_PASSWORD replaces the image's default password."""
+    from alcove.sandbox import SandboxClient, SandboxError
+
+    r = server.api("PUT", "/v1/namespaces/default/secrets/VNC_PASSWORD", json={"value": "s3cret-vnc"})
+    assert r.status_code == 200, r.text
+    try:
+        with SandboxClient(api_url=server.url) as client:
+            with client.create_and_connect(image=DESKTOP, secret_names=["VNC_PASSWORD"]) as sb:
+                with pytest.raises(SandboxError, match="authentication failed"):
+                    sb.connect_desktop(password="tensorlake", connect_timeout=30)
+                with sb.connect_desktop(password="s3cret-vnc") as d:
+                    assert _png_size(d.screenshot()) == (1280, 800)
+    finally:
+        server.api("DELETE", "/v1/namespaces/default/secrets/VNC_PASSWORD")
+
+
 def test_an_async_desktop(server, desktop):
     import asyncio
 
