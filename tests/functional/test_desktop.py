@@ -86,6 +86,18 @@ def test_the_image_starts_its_desktop_and_every_process_sees_the_display(desktop
         raise AssertionError("the xterm window never appeared")
 
 
+def test_the_browser_runs_as_root_in_the_sandbox(desktop):
+    page = "data:text/html,<p id=x>hello-from-chromium</p>"
+    r = desktop.run("chromium", ["--headless", "--dump-dom", page], timeout_secs=120)
+    assert r.exit_code == 0, r.stderr[-2000:]
+    assert "hello-from-chromium" in r.stdout
+    desktop.start_process("chromium", ["--new-window", "data:text/html,<title>alcove-chromium</title>hi"],
+                          stdin_mode="closed")
+    wait_until(lambda: window_exists(desktop, "alcove-chromium"), "chromium's window opened", timeout=60)
+    # Out of the way of the tests that type into windows of their own.
+    desktop.run("pkill", ["-f", "chromium"])
+
+
 def test_the_vnc_server_answers_rfb_through_the_tunnel(server, desktop):
     url = server.url.replace("http://", "ws://") + (
         f"/sandboxes/{desktop.sandbox_id}/api/v1/tunnels/tcp?port=5901"
