@@ -293,7 +293,8 @@ step_image() {
 }
 
 # --- Python virtualenv -----------------------------------------------------------------
-PY_TEST_PKGS=(pytest pytest-timeout httpx tensorlake==0.5.161 openapi-spec-validator jsonschema)
+PY_TEST_PKGS=(pytest pytest-timeout httpx tensorlake==0.5.161 openapi-spec-validator jsonschema
+    prometheus_client)
 
 base_python() {
     if [[ -n "${ALCOVE_PYTHON:-}" ]]; then

@@ -26,6 +26,7 @@ pub mod perms;
 pub mod runc;
 pub mod sandbox_id;
 pub mod security;
+pub mod usage;
 pub mod userns;
 
 pub use error::{Result, RuntimeError};

@@ -528,6 +528,17 @@ impl Node {
         }
     }
 
+    /// What the sandbox uses now against its limits (`None` when it has no
+    /// cgroup, e.g. while suspended). Reads files: call it off the async workers.
+    pub fn usage(&self, id: &SandboxId) -> Option<crate::usage::SandboxUsage> {
+        let mut usage = self.cgroups.usage(id)?;
+        if let Some((used, total)) = crate::usage::disk_use(&self.sandbox_dir(id).join("layer")) {
+            usage.disk_used_bytes = used;
+            usage.disk_limit_bytes = total;
+        }
+        Some(usage)
+    }
+
     /// Whether the sandbox's container is running right now.
     pub async fn is_running(&self, id: &SandboxId) -> bool {
         matches!(self.runc.state(id).await, Ok(Some(s)) if s.status == ContainerStatus::Running)

@@ -15,6 +15,7 @@ pub mod error;
 pub mod files;
 pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod process;
 pub mod pty;
 pub mod sandbox;

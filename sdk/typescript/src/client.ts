@@ -25,10 +25,12 @@ import {
 import {
   listFromWire,
   sandboxInfoFromWire,
+  sandboxMetricsFromWire,
   snapshotInfoFromWire,
   stringList,
   TERMINAL_STATUSES,
   type SandboxInfo,
+  type SandboxMetrics,
   type SnapshotInfo,
   type SnapshotType,
 } from "./models.js";
@@ -414,6 +416,14 @@ export class SandboxClient {
       throw new SandboxError("the server answered a desktop URL without a url");
     }
     return data.url;
+  }
+
+  /** What a running sandbox uses now against its limits: CPU time, memory, tasks and disk. */
+  async metrics(identifier: string): Promise<SandboxMetrics> {
+    const id = identifierOf(identifier);
+    const response = await this.#send({ method: "GET", url: sandboxesUrl(this.#http.config, id, "/metrics") });
+    check(response, { sandbox: id });
+    return sandboxMetricsFromWire(responseJson(response, "sandbox metrics"));
   }
 
   /** Route traffic to user ports of the sandbox (added to those already exposed). */

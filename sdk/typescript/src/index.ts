@@ -66,6 +66,7 @@ export {
   type ProcessStatus,
   type PtySessionInfo,
   type SandboxInfo,
+  type SandboxMetrics,
   type SandboxStatus,
   type SnapshotInfo,
   type SnapshotStatus,

@@ -99,6 +99,27 @@ export interface SandboxInfo {
 }
 
 /** A snapshot of a sandbox (filesystem, or filesystem plus memory). */
+/** What a running sandbox uses now against its limits, read from its cgroups and layer. */
+export interface SandboxMetrics {
+  sandboxId: string;
+  /** When the figures were read (epoch ms). */
+  timestamp: number;
+  /** CPU time used since it started (user and system), in seconds. */
+  cpuSeconds: number;
+  /** CPUs it may use. */
+  cpus: number;
+  /** Memory in use, without reclaimable page cache, in bytes. */
+  memoryBytes: number;
+  memoryLimitBytes: number | null;
+  /** Tasks (processes and threads) now. */
+  pids: number;
+  pidsLimit: number | null;
+  /** Bytes written to the writable layer. */
+  diskUsedBytes: number;
+  /** Size of the writable layer in bytes. */
+  diskLimitBytes: number;
+}
+
 export interface SnapshotInfo {
   /** Server-assigned id (from `snapshot_id` or `id` on the wire): pass it to `create` to restore. */
   snapshotId: string;
@@ -308,6 +329,28 @@ export function sandboxInfoFromWire(value: unknown, what = "sandbox"): SandboxIn
     runtime: str(data, "runtime"),
     resourceResize: data.resource_resize ?? null,
     fileSystems: list(data, "file_systems", isAny),
+  };
+}
+
+/** A {@link SandboxMetrics} from the body of `GET /sandboxes/{id}/metrics`. */
+export function sandboxMetricsFromWire(value: unknown, what = "sandbox metrics"): SandboxMetrics {
+  const data = asObject(value, what);
+  const required = (key: string): number => {
+    const n = num(data, key);
+    if (n === null) throw decodeError(what, `missing field \`${key}\``);
+    return n;
+  };
+  return {
+    sandboxId: requiredStr(data, what, "sandbox_id"),
+    timestamp: required("timestamp"),
+    cpuSeconds: required("cpu_seconds"),
+    cpus: required("cpus"),
+    memoryBytes: required("memory_bytes"),
+    memoryLimitBytes: num(data, "memory_limit_bytes"),
+    pids: required("pids"),
+    pidsLimit: num(data, "pids_limit"),
+    diskUsedBytes: required("disk_used_bytes"),
+    diskLimitBytes: required("disk_limit_bytes"),
   };
 }
 

@@ -40,6 +40,7 @@ import {
   type OutputStream,
   type ProcessInfo,
   type SandboxInfo,
+  type SandboxMetrics,
   type StdinMode,
 } from "./models.js";
 import { PtySession, ptyBody, type CreatePtyOptions } from "./pty.js";
@@ -286,6 +287,11 @@ export class Sandbox {
   /** A URL, valid for an hour, of a noVNC page showing this sandbox's desktop (see `SandboxClient.desktopUrl`). */
   desktopUrl(options: { port?: number } = {}): Promise<string> {
     return this.#client.desktopUrl(this.sandboxId, options);
+  }
+
+  /** What this sandbox uses now against its limits (it must be running). */
+  metrics(): Promise<SandboxMetrics> {
+    return this.#client.metrics(this.sandboxId);
   }
 
   async terminate(): Promise<void> {

@@ -6,6 +6,7 @@ mod body;
 mod desktop;
 pub mod error;
 mod lifecycle_ops;
+mod metrics;
 pub mod openapi;
 mod sandboxes;
 mod secrets;
@@ -62,6 +63,7 @@ fn resource_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(secrets::list))
         .routes(routes!(secrets::set, secrets::delete))
         .routes(routes!(desktop::desktop_url))
+        .routes(routes!(metrics::sandbox_metrics))
         .routes(routes!(snapshots::list))
         .routes(routes!(snapshots::get, snapshots::delete))
         .merge(unbuilt::routes())
@@ -74,6 +76,7 @@ fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(openapi::serve))
+        .routes(routes!(metrics::scrape))
         .nest("/v1/namespaces/{ns}", resource_routes())
         .merge(resource_routes())
         .route("/api/v1/{*rest}", any(crate::proxy::forward))
@@ -92,6 +95,10 @@ fn api_router() -> OpenApiRouter<AppState> {
 pub fn build_router(state: AppState) -> Router {
     let (router, _doc) = api_router().split_for_parts();
     router
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
         .nest_service(
             "/desktop/novnc",
             tower_http::services::ServeDir::new(&*state.novnc_dir),

@@ -54,6 +54,8 @@ pub(super) struct Context {
     pub(super) inflight: InFlight,
     /// Seals and opens secret values.
     pub(super) secret_box: SecretBox,
+    /// Counts requests and times operations for `/metrics`.
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Context {
@@ -72,7 +74,21 @@ impl Context {
             ops: std::sync::Mutex::new(HashMap::new()),
             inflight: InFlight::default(),
             secret_box,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Runs a node operation and records how long it took and whether it worked.
+    pub(super) async fn timed<T, E>(
+        &self,
+        op: crate::metrics::Operation,
+        work: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let started = std::time::Instant::now();
+        let result = work.await;
+        self.metrics
+            .operation(op, result.is_ok(), started.elapsed());
+        result
     }
 
     /// The op lock of `id` (a sandbox id, or a [`snapshot_lock_key`]).

@@ -12,6 +12,7 @@ use alcove_runtime::image::Image;
 use alcove_runtime::network::{EgressPolicy, Slot};
 use alcove_runtime::node::Recovery;
 use alcove_runtime::runc::ContainerStatus;
+use alcove_runtime::usage::SandboxUsage;
 use alcove_runtime::{RuntimeError, SandboxHandle, SandboxId, SandboxSpec};
 
 use crate::store::test_id;
@@ -285,6 +286,21 @@ impl SandboxNode for FakeNode {
 
     async fn container_status(&self, id: &SandboxId) -> Option<ContainerStatus> {
         self.container(id)
+    }
+
+    fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
+        // A running container uses a little of everything; anything else has no cgroup.
+        (self.state().containers.get(id) == Some(&ContainerStatus::Running)).then_some(
+            SandboxUsage {
+                cpu_seconds: 1.5,
+                memory_bytes: 64 << 20,
+                memory_limit_bytes: Some(1024 << 20),
+                pids: 3,
+                pids_limit: Some(1024),
+                disk_used_bytes: 8 << 20,
+                disk_limit_bytes: 10 << 30,
+            },
+        )
     }
 
     async fn thaw(&self, id: &SandboxId) -> Result<(), RuntimeError> {

@@ -16,6 +16,7 @@ use super::snapshots::Snapshots;
 use super::state::{self, Event, TerminationReason};
 use super::validate;
 use super::{AgentClient, ControlError};
+use crate::metrics::Operation;
 use crate::store::{SandboxRecord, StoreError};
 use tracing::Instrument;
 
@@ -169,7 +170,12 @@ impl Sandboxes {
         let spec = spec_for(&record, image, env);
         let services = spec.image.services.clone();
         let (started, run_entrypoint) = match &boot {
-            Boot::Fresh => (self.ctx.node.create(&spec).await, true),
+            Boot::Fresh => (
+                self.ctx
+                    .timed(Operation::Create, self.ctx.node.create(&spec))
+                    .await,
+                true,
+            ),
             Boot::Snapshot { dir, memory } => {
                 // Never unpack a snapshot the compactor is packing.
                 let key = dir
@@ -179,7 +185,12 @@ impl Sandboxes {
                 let lock = self.ctx.op_lock(&key);
                 let _guard = lock.lock().await;
                 (
-                    self.ctx.node.restore_snapshot(&spec, dir, *memory).await,
+                    self.ctx
+                        .timed(
+                            Operation::Restore,
+                            self.ctx.node.restore_snapshot(&spec, dir, *memory),
+                        )
+                        .await,
                     !*memory,
                 )
             }

@@ -12,6 +12,7 @@ use alcove_runtime::image::Image;
 use alcove_runtime::network::{EgressPolicy, Slot};
 use alcove_runtime::node::Recovery;
 use alcove_runtime::runc::ContainerStatus;
+use alcove_runtime::usage::SandboxUsage;
 use alcove_runtime::{RuntimeError, SandboxHandle, SandboxId, SandboxSpec};
 use async_trait::async_trait;
 
@@ -97,6 +98,10 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
 
     /// Orderly shutdown with `sandboxes_left` still running.
     async fn shutdown(&self, sandboxes_left: usize);
+
+    /// What a running sandbox uses now against its limits (`None` when it has
+    /// no cgroup). May read files: call it on the blocking pool.
+    fn usage(&self, id: &SandboxId) -> Option<SandboxUsage>;
 
     /// Enforces an outbound network policy on the sandbox in `slot`.
     async fn apply_egress(&self, slot: Slot, policy: &EgressPolicy) -> Result<(), RuntimeError>;
@@ -184,6 +189,10 @@ impl SandboxNode for alcove_runtime::Node {
 
     async fn stop_keeping_files(&self, id: &SandboxId) {
         alcove_runtime::Node::stop_keeping_files(self, id).await;
+    }
+
+    fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
+        alcove_runtime::Node::usage(self, id)
     }
 
     async fn recover(

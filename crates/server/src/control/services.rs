@@ -13,7 +13,7 @@ use super::lifecycle::Sandboxes;
 use super::secrets::Secrets;
 use super::snapshots::Snapshots;
 use super::suspend::Suspension;
-use super::{AgentClient, InFlightGuard, SandboxNode};
+use super::{AgentClient, ControlError, InFlightGuard, SandboxNode};
 use crate::store::{SandboxRecord, Store};
 
 /// The control plane: its services, and what the server asks of all of them.
@@ -71,6 +71,106 @@ impl Control {
         &self.ctx.store
     }
 
+    /// What the server counted (requests, operation times).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.ctx.metrics
+    }
+
+    /// What a `/metrics` scrape reads now: sandboxes by status, the host's
+    /// capacity, and each running sandbox's use (read on the blocking pool).
+    pub async fn scrape_data(&self) -> Result<crate::metrics::ScrapeData, ControlError> {
+        use alcove_wire::sandbox::SandboxStatus as S;
+        let counted = self.ctx.store.count_by_status().await?;
+        let by_status = [
+            S::Pending,
+            S::Running,
+            S::Snapshotting,
+            S::Suspending,
+            S::Suspended,
+            S::Terminated,
+            S::Failed,
+        ]
+        .iter()
+        .map(|s| {
+            let n = counted
+                .iter()
+                .find(|(status, _)| status == s.as_str())
+                .map_or(0, |(_, n)| *n);
+            (s.as_str().to_string(), n)
+        })
+        .collect();
+        let running: Vec<(SandboxRecord, alcove_runtime::SandboxHandle)> = {
+            let mut out = Vec::new();
+            for record in self.ctx.store.list_live().await? {
+                if let Some(handle) = self.ctx.handle_of(&record.id) {
+                    out.push((record, handle));
+                }
+            }
+            out
+        };
+        let node = Arc::clone(&self.ctx.node);
+        let data_dir = self
+            .ctx
+            .cfg
+            .snapshots_dir
+            .parent()
+            .map(std::path::Path::to_path_buf);
+        let read = move || {
+            let sandboxes = running
+                .into_iter()
+                .filter_map(|(record, _)| {
+                    node.usage(&record.id)
+                        .map(|usage| crate::metrics::SandboxFigures {
+                            id: record.id.to_string(),
+                            namespace: record.namespace.clone(),
+                            usage,
+                        })
+                })
+                .collect();
+            (sandboxes, host_figures(data_dir.as_deref()))
+        };
+        let (sandboxes, host) =
+            tokio::task::spawn_blocking(read)
+                .await
+                .map_err(|e| ControlError::OperationFailed {
+                    id: String::new(),
+                    op: "metrics",
+                    reason: e.to_string(),
+                })?;
+        Ok(crate::metrics::ScrapeData {
+            by_status,
+            host,
+            sandboxes,
+        })
+    }
+
+    /// A sandbox and what it uses now against its limits (409 when it is not running).
+    pub async fn usage(
+        &self,
+        namespace: &str,
+        ident: &str,
+    ) -> Result<(SandboxRecord, alcove_runtime::usage::SandboxUsage), ControlError> {
+        let record = self.ctx.resolve(Some(namespace), ident).await?;
+        let not_running = |record: &SandboxRecord| ControlError::InvalidState {
+            id: record.id.to_string(),
+            status: record.status,
+            op: "metrics",
+        };
+        if self.ctx.handle_of(&record.id).is_none() {
+            return Err(not_running(&record));
+        }
+        let node = Arc::clone(&self.ctx.node);
+        let id = record.id.clone();
+        let usage = tokio::task::spawn_blocking(move || node.usage(&id))
+            .await
+            .ok()
+            .flatten();
+        match usage {
+            Some(usage) => Ok((record, usage)),
+            None => Err(not_running(&record)),
+        }
+    }
+
     /// Number of sandboxes running now.
     pub fn running_count(&self) -> usize {
         self.ctx.running_count()
@@ -79,5 +179,38 @@ impl Control {
     /// Runs the node's orderly shutdown (sandboxes keep running) and closes the store.
     pub async fn shutdown(&self) {
         self.ctx.shutdown().await;
+    }
+}
+
+/// The host's capacity: CPUs, pids, memory, and the disk under the data directory.
+fn host_figures(data_dir: Option<&std::path::Path>) -> crate::metrics::HostFigures {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = |key: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(key)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+            .saturating_mul(1024)
+    };
+    let (disk_used, disk_total) = data_dir
+        .and_then(alcove_runtime::usage::disk_use)
+        .unwrap_or((0, 0));
+    let disk_free = data_dir
+        .and_then(|d| alcove_runtime::host::disk_space_mb(d).ok())
+        .map_or(disk_total.saturating_sub(disk_used), |(free, _)| free << 20);
+    crate::metrics::HostFigures {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get() as u64),
+        pid_max: alcove_runtime::host::pid_max(),
+        memory_total_bytes: kib("MemTotal:"),
+        memory_available_bytes: kib("MemAvailable:"),
+        disk_free_bytes: disk_free,
+        disk_total_bytes: disk_total,
     }
 }

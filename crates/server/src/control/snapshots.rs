@@ -99,8 +99,14 @@ impl Snapshots {
                 let result = match marked {
                     Ok(()) => self
                         .ctx
-                        .node
-                        .snapshot(&id, &dir, snap.snapshot_type == SnapshotType::Memory)
+                        .timed(
+                            crate::metrics::Operation::Snapshot,
+                            self.ctx.node.snapshot(
+                                &id,
+                                &dir,
+                                snap.snapshot_type == SnapshotType::Memory,
+                            ),
+                        )
                         .await
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(e),

@@ -15,6 +15,7 @@ use super::ControlError;
 use super::context::Context;
 use super::lifecycle::spec_for;
 use super::state::{self, Event};
+use crate::metrics::Operation;
 use crate::redact::{self, Failure};
 use crate::store::SandboxRecord;
 
@@ -185,7 +186,11 @@ impl Suspension {
         if left > 0 {
             tracing::info!(sandbox_id = %id, open = left, "closing proxied connections for suspend");
         }
-        match self.ctx.node.suspend(id).await {
+        match self
+            .ctx
+            .timed(Operation::Suspend, self.ctx.node.suspend(id))
+            .await
+        {
             Ok(bytes) => {
                 apply_or_log(&mut record, Event::SuspendDone);
                 record.suspended_at = Some(now_millis());
@@ -238,8 +243,12 @@ impl Suspension {
                 // does not start a process from the bundle's env.
                 let spec = spec_for(&record, image, Vec::new());
                 self.ctx
-                    .node
-                    .resume(&spec, alcove_runtime::network::Slot(slot))
+                    .timed(
+                        Operation::Resume,
+                        self.ctx
+                            .node
+                            .resume(&spec, alcove_runtime::network::Slot(slot)),
+                    )
                     .await
                     .map_err(|e| e.to_string())
             }

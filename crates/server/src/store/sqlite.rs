@@ -148,6 +148,18 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
+    /// How many sandboxes are in each status (statuses with none are absent).
+    pub async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM sandboxes GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(status, n)| (status, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     /// The pool, for the snapshot queries.
     pub(super) fn pool(&self) -> &SqlitePool {
         &self.pool

@@ -268,7 +268,11 @@ def test_keys_and_buttons_reach_a_window(display: Display, desktop: Desktop) -> 
         ]
 
         def pressed(kind: str) -> list[tuple[str, str]]:
-            return [(what, text) for event, what, text in events() if event == kind and what not in MODIFIERS]
+            got = [(what, text) for event, what, text in events() if event == kind and what not in MODIFIERS]
+            if kind == "KeyPress" and ("a", "a") in got:
+                # x11vnc may deliver the binding keys typed above late, into xev's window.
+                got = got[got.index(("a", "a")) :]
+            return got
 
         assert eventually(lambda: len(pressed("ButtonPress")) >= len(buttons)), pressed("ButtonPress")
         assert eventually(lambda: len(pressed("KeyPress")) >= len(typed)), pressed("KeyPress")

@@ -44,6 +44,7 @@ MODEL_SCHEMAS: dict[type[BaseModel], str] = {
     models.OutputResponse: "OutputResponse",
     models.DirectoryEntry: "FileEntry",
     models.PtySessionInfo: "CreatePtyResponse",
+    models.SandboxMetrics: "SandboxMetrics",
 }
 
 # Models that never travel as such.

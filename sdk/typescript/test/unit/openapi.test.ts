@@ -26,6 +26,7 @@ import {
   processInfoFromWire,
   ptySessionInfoFromWire,
   sandboxInfoFromWire,
+  sandboxMetricsFromWire,
   snapshotInfoFromWire,
 } from "../../src/models.js";
 import { runBody, startProcessBody } from "../../src/sandbox.js";
@@ -53,6 +54,7 @@ const INTERFACE_SCHEMAS: Record<string, string> = {
   OutputResponse: "OutputResponse",
   DirectoryEntry: "FileEntry",
   PtySessionInfo: "CreatePtyResponse",
+  SandboxMetrics: "SandboxMetrics",
 };
 
 /** Interfaces that never travel as such. */
@@ -331,6 +333,7 @@ const READERS: Record<string, Reader> = {
   OutputResponse: (v) => outputResponseFromWire(v),
   DirectoryEntry: (v) => directoryEntryFromWire(v),
   PtySessionInfo: (v) => ptySessionInfoFromWire(v),
+  SandboxMetrics: (v) => sandboxMetricsFromWire(v),
   // No reader of their own: read as parts of a sandbox.
   ContainerResourcesInfo: (v) => sandboxInfoFromWire({ ...sandboxSample, resources: v }).resources,
   NetworkPolicy: (v) => sandboxInfoFromWire({ ...sandboxSample, network_policy: v }).networkPolicy,

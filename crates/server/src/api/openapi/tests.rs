@@ -8,6 +8,7 @@ use alcove_wire::error::ApiErrorBody;
 use alcove_wire::files::{FileEntry, FileList};
 use alcove_wire::health::{AgentInfo, HealthResponse};
 use alcove_wire::limits::{MANAGEMENT_PORT, NAME_PATTERN, PORT_RANGE};
+use alcove_wire::metrics::SandboxMetrics;
 use alcove_wire::process::{
     EofEvent, ExitEvent, HealthCheck, ManagedExit, ManagedInfo, OutputEvent, OutputResponse,
     ProcessInfo, ProcessList, RestartConfig, RunRequest, SignalRequest, SignalResponse,
@@ -286,6 +287,7 @@ fn schemas_are_what_serde_reads_and_writes() {
         SecretInfo,
         SecretList,
         DesktopUrl,
+        SandboxMetrics,
     );
     requests!(
         CreateSandboxRequest,

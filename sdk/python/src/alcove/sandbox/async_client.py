@@ -27,7 +27,7 @@ from ._config import (
 )
 from .async_sandbox import AsyncSandbox
 from .exceptions import SandboxException
-from .models import SandboxInfo, SnapshotInfo, SnapshotType
+from .models import SandboxInfo, SandboxMetrics, SnapshotInfo, SnapshotType
 
 T = TypeVar("T")
 
@@ -281,6 +281,10 @@ class AsyncSandboxClient:
         (noVNC over the sandbox's TCP tunnel to its VNC server on ``port``, default 5901).
         Append ``#password=<vnc password>`` to skip the password prompt."""
         return await self._drive(proto.op_desktop_url(self._config, identifier, port))
+
+    async def metrics(self, identifier: str) -> SandboxMetrics:
+        """What a running sandbox uses now against its limits: CPU time, memory, tasks and disk."""
+        return await self._drive(proto.op_metrics(self._config, identifier))
 
     async def expose_ports(
         self, identifier: str, ports: Iterable[int], allow_unauthenticated_access: bool = False

@@ -29,6 +29,7 @@ from .models import (
     OutputResponse,
     ProcessInfo,
     SandboxInfo,
+    SandboxMetrics,
 )
 
 if TYPE_CHECKING:
@@ -85,6 +86,10 @@ class AsyncSandbox:
         """A URL, valid for an hour, of a noVNC page showing this sandbox's desktop (see
         :meth:`AsyncSandboxClient.desktop_url`)."""
         return await self._client.desktop_url(self.sandbox_id, port)
+
+    async def metrics(self) -> SandboxMetrics:
+        """What this sandbox uses now against its limits (it must be running)."""
+        return await self._client.metrics(self.sandbox_id)
 
     async def terminate(self) -> None:
         """Delete the sandbox (same as ``client.delete(sandbox.sandbox_id)``)."""

@@ -26,7 +26,7 @@ from ._config import (
 )
 from .sandbox import Sandbox
 from .exceptions import SandboxException
-from .models import SandboxInfo, SnapshotInfo, SnapshotType
+from .models import SandboxInfo, SandboxMetrics, SnapshotInfo, SnapshotType
 
 T = TypeVar("T")
 
@@ -280,6 +280,10 @@ class SandboxClient:
         (noVNC over the sandbox's TCP tunnel to its VNC server on ``port``, default 5901).
         Append ``#password=<vnc password>`` to skip the password prompt."""
         return self._drive(proto.op_desktop_url(self._config, identifier, port))
+
+    def metrics(self, identifier: str) -> SandboxMetrics:
+        """What a running sandbox uses now against its limits: CPU time, memory, tasks and disk."""
+        return self._drive(proto.op_metrics(self._config, identifier))
 
     def expose_ports(
         self, identifier: str, ports: Iterable[int], allow_unauthenticated_access: bool = False

@@ -245,6 +245,21 @@ class SandboxInfo(_WireModel):
         return f"{scheme}://{port}-{self.sandbox_id}.{rest.rstrip('/')}"
 
 
+class SandboxMetrics(_WireModel):
+    """What a running sandbox uses now against its limits, read from its cgroups and layer."""
+
+    sandbox_id: str
+    timestamp: int
+    cpu_seconds: float
+    cpus: float
+    memory_bytes: int
+    memory_limit_bytes: int | None
+    pids: int
+    pids_limit: int | None
+    disk_used_bytes: int
+    disk_limit_bytes: int
+
+
 class SnapshotInfo(_WireModel):
     """A snapshot of a sandbox (filesystem, or filesystem plus memory)."""
 

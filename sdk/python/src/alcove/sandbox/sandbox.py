@@ -28,6 +28,7 @@ from .models import (
     OutputResponse,
     ProcessInfo,
     SandboxInfo,
+    SandboxMetrics,
 )
 
 if TYPE_CHECKING:
@@ -84,6 +85,10 @@ class Sandbox:
         """A URL, valid for an hour, of a noVNC page showing this sandbox's desktop (see
         :meth:`SandboxClient.desktop_url`)."""
         return self._client.desktop_url(self.sandbox_id, port)
+
+    def metrics(self) -> SandboxMetrics:
+        """What this sandbox uses now against its limits (it must be running)."""
+        return self._client.metrics(self.sandbox_id)
 
     def terminate(self) -> None:
         """Delete the sandbox (same as ``client.delete(sandbox.sandbox_id)``)."""

@@ -10,7 +10,7 @@ import httpx
 
 from .._config import ClientConfig
 from ..exceptions import SandboxError, SandboxFailedError, SandboxNotRoutableError, SandboxTimeoutError
-from ..models import SandboxInfo, SandboxStatus, SnapshotInfo, SnapshotStatus
+from ..models import SandboxInfo, SandboxMetrics, SandboxStatus, SnapshotInfo, SnapshotStatus
 from ._errors import _describe, _json, _json_or_none, _list, _model, check, error_from_response
 from ._routing import _identifier, _lifecycle, sandboxes_url, snapshots_url, target_for
 from ._steps import Op, Sleep, _send
@@ -215,6 +215,14 @@ def op_desktop_url(cfg: ClientConfig, identifier: str, port: int | None = None) 
     if not isinstance(url, str):
         raise SandboxError(f"the server answered a desktop URL without a url: {_describe(data)}")
     return url
+
+
+def op_metrics(cfg: ClientConfig, identifier: str) -> Op[SandboxMetrics]:
+    """GET ``/sandboxes/{id}/metrics``: a running sandbox's use against its limits."""
+    identifier = _identifier(identifier)
+    resp = yield from _send(_lifecycle(cfg, "GET", sandboxes_url(cfg, identifier, "/metrics")))
+    check(resp, sandbox=identifier)
+    return _model(SandboxMetrics, _json(resp, "sandbox metrics"), "sandbox metrics")
 
 
 def op_transition(cfg: ClientConfig, identifier: str, verb: str) -> Op[SandboxInfo]:
