@@ -56,6 +56,8 @@ pub enum AgentErrorCode {
     InvalidToken,
     /// The PTY session limit is reached.
     TooManySessions,
+    /// The sandbox's process limit is reached: no process can be started.
+    ProcessLimit,
     /// Nothing listens on the tunnel's port inside the sandbox.
     ConnectionRefused,
     /// Connecting to the tunnel's port failed otherwise (timeout, unreachable).
@@ -144,6 +146,7 @@ impl From<LaunchError> for ApiError {
             LaunchError::CommandNotFound(_) => (StatusCode::BAD_REQUEST, C::CommandNotFound),
             LaunchError::NotExecutable(_) => (StatusCode::BAD_REQUEST, C::NotExecutable),
             LaunchError::CannotSwitchUser { .. } => (StatusCode::FORBIDDEN, C::PermissionDenied),
+            LaunchError::ProcessLimit(_) => (StatusCode::SERVICE_UNAVAILABLE, C::ProcessLimit),
             LaunchError::Spawn { .. } => return Self::internal(&err),
         };
         Self::new(status, code, err.to_string())

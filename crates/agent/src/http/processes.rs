@@ -27,6 +27,7 @@ use crate::process::ProcessError;
         (status = 403, description = "`PERMISSION_DENIED`: the agent cannot switch to that user.", body = AgentError),
         (status = 409, description = "`NAME_TAKEN`: a running process holds the name.", body = AgentError),
         (status = 500, description = "`INTERNAL`: the command could not be spawned.", body = AgentError),
+        (status = 503, description = "`PROCESS_LIMIT`: the sandbox's task limit is full.", body = AgentError),
         (status = 501, description = "`NOT_IMPLEMENTED`: a `restart` policy other than `never`, or a `health_check`.", body = AgentError),
     )
 )]

@@ -26,6 +26,7 @@ use crate::sse;
         (status = 400, description = "`INVALID_ARGUMENT` (body), `COMMAND_NOT_FOUND`, `NOT_EXECUTABLE`, `USER_NOT_FOUND` or `INVALID_WORKING_DIR`.", body = AgentError),
         (status = 403, description = "`PERMISSION_DENIED`: the agent cannot switch to that user.", body = AgentError),
         (status = 500, description = "`INTERNAL`: the command could not be spawned.", body = AgentError),
+        (status = 503, description = "`PROCESS_LIMIT`: the sandbox's task limit is full.", body = AgentError),
     )
 )]
 pub async fn run(State(state): State<AgentState>, body: Bytes) -> Result<Response, ApiError> {

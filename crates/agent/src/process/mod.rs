@@ -10,6 +10,7 @@
 //! `never` is accepted; restart policies `on_failure`/`always`, health checks and
 //! `POST /{p}/restart` answer 501 until supervision is built.
 
+pub mod headroom;
 pub mod oom;
 pub mod run;
 pub mod spawn;

@@ -111,6 +111,12 @@ pub enum LaunchError {
         /// Requested gid.
         gid: u32,
     },
+    /// The sandbox's task limit is reached: no process can be made.
+    #[error(
+        "starting {0:?}: the sandbox's process limit is reached; stop processes \
+         (kill_process, or stop_all_processes) and try again"
+    )]
+    ProcessLimit(String),
     /// fork/exec or pipe setup failed for another reason.
     #[error("starting {command:?}: {source}")]
     Spawn {
@@ -127,6 +133,8 @@ pub struct Launcher {
     passwd_path: PathBuf,
     group_path: PathBuf,
     base_env: Vec<(OsString, OsString)>,
+    /// The task limit of children (see `headroom`).
+    task_limit: Option<u64>,
 }
 
 impl Launcher {
@@ -145,6 +153,7 @@ impl Launcher {
             passwd_path,
             group_path,
             base_env,
+            task_limit: super::headroom::user_task_limit(),
         }
     }
 
@@ -208,10 +217,15 @@ impl Launcher {
             set_groups: current_uid == 0,
         });
         let controlling_tty = spec.terminal.is_some();
+        let task_limit = self.task_limit;
         // SAFETY: `child_setup` only makes async-signal-safe syscalls and does not allocate
         // (the group list was built before the fork).
         unsafe {
-            command.pre_exec(move || child_setup(credentials.as_ref(), controlling_tty));
+            command.pre_exec(move || {
+                child_setup(credentials.as_ref(), controlling_tty)?;
+                super::headroom::apply_in_child(task_limit);
+                Ok(())
+            });
         }
 
         let oom_baseline = oom::oom_kill_count();
@@ -369,6 +383,8 @@ fn spawn_error(command: &str, err: io::Error) -> LaunchError {
         // ENOENT after our own lookup succeeded: a script whose interpreter is missing.
         Some(libc::ENOENT) => LaunchError::CommandNotFound(command.to_string()),
         Some(libc::EACCES) | Some(libc::ENOEXEC) => LaunchError::NotExecutable(command.to_string()),
+        // fork (or clone) found the pids cgroup or the task limit full.
+        Some(libc::EAGAIN) => LaunchError::ProcessLimit(command.to_string()),
         _ => LaunchError::Spawn {
             command: command.to_string(),
             source: err,

@@ -1,0 +1,64 @@
+"""The agent under a fork bomb: p50 of `list_processes`, `health`-like file reads and
+`run("echo")` in an idle sandbox, then in a sandbox whose task limit a fork bomb keeps full,
+in one run.
+
+Usage (as root, after `scripts/setup.sh`):
+
+    .venv/bin/python bench/abuse_bench.py [--calls 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import REPO, AlcoveServer, report, summarize, timed  # noqa: E402
+
+BOMB = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=50)
+    args = parser.parse_args()
+
+    from alcove.sandbox import SandboxClient
+
+    srv = AlcoveServer()
+    srv.start()
+    rows = []
+    try:
+        client = SandboxClient(api_url=srv.url)
+        with client.create_and_connect(memory_mb=1024) as sb:
+            sb.write_file("/tmp/probe.txt", b"probe")
+
+            def measure(label: str) -> None:
+                rows.append(summarize(f"list_processes ({label})",
+                                      [timed(sb.list_processes) for _ in range(args.calls)]))
+                rows.append(summarize(f"read_file ({label})",
+                                      [timed(lambda: sb.read_file("/tmp/probe.txt")) for _ in range(args.calls)]))
+                rows.append(summarize(f"run('echo') ({label})",
+                                      [timed(lambda: sb.run("echo", ["x"])) for _ in range(args.calls // 5)]))
+
+            measure("idle sandbox")
+            bomb = sb.start_process("python3", ["-c", BOMB], stdin_mode="closed")
+            limit = sb.metrics().pids_limit or 0
+            deadline = time.monotonic() + 60
+            while sb.metrics().pids < limit - 128 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            tasks = sb.metrics().pids
+            measure(f"fork bomb, {tasks} of {limit} tasks")
+            sb.kill_process(bomb.pid)
+        report("The agent under a fork bomb", rows, REPO / "bench/results/abuse.json")
+    finally:
+        srv.stop()
+        shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The agent survives what its sandbox's processes do: a fork bomb, two fork bombs under two
+users, and a flood of output leave it answering, and what cannot be started is a clear
+503 PROCESS_LIMIT, never a 500 or a hang. (How fast it answers is in bench/, not here.)"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from alcove.sandbox import RemoteAPIError
+
+BOMB = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def tasks(sandbox) -> int:
+    return sandbox.metrics().pids
+
+
+def run_or_process_limit(sandbox) -> str:
+    """`run("echo")` works, or fails with the documented code; anything else fails the test."""
+    try:
+        result = sandbox.run("echo", ["alive"], timeout_secs=30)
+    except RemoteAPIError as e:
+        assert (e.status_code, e.code) == (503, "PROCESS_LIMIT"), e
+        assert "process limit" in str(e)
+        return "limit"
+    assert result.stdout == "alive", result
+    return "ran"
+
+
+def test_user_processes_run_below_the_agent(sandbox):
+    assert sandbox.run("nice").stdout.strip() == "19"
+    limit = int(sandbox.run("bash", ["-c", "ulimit -u"]).stdout)
+    pids_limit = sandbox.metrics().pids_limit
+    assert pids_limit and limit < pids_limit
+    # The agent itself (PID 1) keeps its priority.
+    assert sandbox.run("sh", ["-c", "cut -d' ' -f19 /proc/1/stat"]).stdout.strip() == "0"
+
+
+def test_during_a_fork_bomb_the_agent_answers_and_still_starts_processes(sandbox):
+    bomb = sandbox.start_process("python3", ["-c", BOMB], stdin_mode="closed")
+    pids_limit = sandbox.metrics().pids_limit
+    wait_until(lambda: tasks(sandbox) >= pids_limit - 2 * 64, "the bomb filled the sandbox")
+    # Everything answers while the bomb runs, including starting a new process.
+    assert sandbox.list_processes()
+    sandbox.write_file("/tmp/during-bomb.txt", b"written during the bomb")
+    assert sandbox.read_file("/tmp/during-bomb.txt") == b"written during the bomb"
+    assert run_or_process_limit(sandbox) == "ran"
+    # Killing the bomb's process kills its whole tree; the sandbox is usable again.
+    sandbox.kill_process(bomb.pid)
+    wait_until(lambda: tasks(sandbox) < 16, "the bomb's tree is gone")
+    assert sandbox.run("echo", ["alive"]).stdout == "alive"
+
+
+def test_when_nothing_can_be_started_the_error_says_so(sandbox):
+    """Two bombs under two users fill the task limit past the agent's reserve: a run then
+    fails with 503 PROCESS_LIMIT (or runs), never 500, and health and listing still answer."""
+    bombs = [
+        sandbox.start_process("python3", ["-c", BOMB], stdin_mode="closed"),
+        sandbox.start_process("python3", ["-c", BOMB], user="nobody", stdin_mode="closed"),
+    ]
+    pids_limit = sandbox.metrics().pids_limit
+    wait_until(lambda: tasks(sandbox) >= pids_limit - 8, "the bombs filled the sandbox")
+    outcomes = {run_or_process_limit(sandbox) for _ in range(5)}
+    assert outcomes <= {"ran", "limit"}
+    assert sandbox.list_processes()
+    for bomb in bombs:
+        sandbox.kill_process(bomb.pid)
+    wait_until(lambda: tasks(sandbox) < 16, "the bombs' trees are gone")
+    assert sandbox.run("echo", ["alive"]).stdout == "alive"
+
+
+def test_a_flood_of_output_leaves_the_agent_answering(sandbox):
+    flood = sandbox.start_process("sh", ["-c", "yes 'flood flood flood flood flood flood flood'"],
+                                  stdin_mode="closed")
+    wait_until(lambda: len(sandbox.get_stdout(flood.pid).lines) > 1000, "the flood is under way")
+    for _ in range(3):
+        assert sandbox.run("echo", ["alive"]).stdout == "alive"
+        assert any(p.pid == flood.pid for p in sandbox.list_processes())
+    # Output kept per process is bounded: the agent holds at most its cap however long it runs.
+    kept = sandbox.get_stdout(flood.pid)
+    assert sum(len(line) + 1 for line in kept.lines) <= 17 * (1 << 20)
+    sandbox.kill_process(flood.pid)
+    assert sandbox.run("echo", ["alive"]).stdout == "alive"
+
+
+@pytest.fixture
+def sandbox(client):
+    # Room for bombs: the default pids limit, a modest memory limit.
+    with client.create_and_connect(memory_mb=1024) as sb:
+        yield sb
