@@ -70,7 +70,8 @@ def test_when_nothing_can_be_started_the_error_says_so(sandbox):
         sandbox.start_process("python3", ["-c", BOMB], user="nobody", stdin_mode="closed"),
     ]
     pids_limit = sandbox.metrics().pids_limit
-    wait_until(lambda: tasks(sandbox) >= pids_limit - 8, "the bombs filled the sandbox")
+    # Past one user's task limit: the second user's bomb takes the agent's reserve too.
+    wait_until(lambda: tasks(sandbox) > pids_limit - 64, "the bombs filled the sandbox", timeout=60)
     outcomes = {run_or_process_limit(sandbox) for _ in range(5)}
     assert outcomes <= {"ran", "limit"}
     assert sandbox.list_processes()
@@ -78,6 +79,19 @@ def test_when_nothing_can_be_started_the_error_says_so(sandbox):
         sandbox.kill_process(bomb.pid)
     wait_until(lambda: tasks(sandbox) < 16, "the bombs' trees are gone")
     assert sandbox.run("echo", ["alive"]).stdout == "alive"
+
+
+def test_stop_all_processes_ends_a_bomb_and_the_sandbox_works_again(sandbox):
+    sandbox.start_process("python3", ["-c", BOMB], stdin_mode="closed")
+    sandbox.start_process("sleep", ["600"], stdin_mode="closed")
+    wait_until(lambda: tasks(sandbox) > 500, "the bomb grew")
+    killed = sandbox.stop_all_processes()
+    assert killed > 500
+    wait_until(lambda: tasks(sandbox) < 8, "every user process is gone")
+    assert not [p for p in sandbox.list_processes() if p.status == "running"]
+    assert sandbox.run("echo", ["alive"]).stdout == "alive"
+    # Nothing left to stop: a second call kills nothing.
+    assert sandbox.stop_all_processes() == 0
 
 
 def test_a_flood_of_output_leaves_the_agent_answering(sandbox):

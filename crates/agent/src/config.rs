@@ -15,6 +15,10 @@ pub const LISTEN_ENV: &str = "ALCOVE_AGENT_LISTEN";
 /// before it is killed (whole seconds; `0` = never).
 pub const PTY_IDLE_ENV: &str = "ALCOVE_AGENT_PTY_IDLE_SECS";
 
+/// Environment variable naming, comma-separated, the processes (the image's
+/// boot services) that stopping every process keeps.
+pub const KEEP_ENV: &str = "ALCOVE_AGENT_KEEP";
+
 /// Default of [`PTY_IDLE_ENV`]: a day, so a dropped connection can come back to its shell.
 pub const DEFAULT_PTY_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -66,6 +70,8 @@ pub struct AgentConfig {
     pub pty_exited_linger: Duration,
     /// PTY output kept per session while no client takes it.
     pub pty_buffer_bytes: usize,
+    /// Names of processes `DELETE /api/v1/processes` keeps (see [`KEEP_ENV`]).
+    pub keep_processes: Vec<String>,
 }
 
 impl AgentConfig {
@@ -81,11 +87,12 @@ impl AgentConfig {
             pty_idle_timeout: Some(DEFAULT_PTY_IDLE),
             pty_exited_linger: DEFAULT_PTY_EXITED_LINGER,
             pty_buffer_bytes: DEFAULT_PTY_BUFFER_BYTES,
+            keep_processes: Vec::new(),
         }
     }
 
     /// Builds the configuration from the process environment (`std::env::vars_os()`).
-    /// Reads only [`LISTEN_ENV`] and [`PTY_IDLE_ENV`].
+    /// Reads only [`LISTEN_ENV`], [`PTY_IDLE_ENV`] and [`KEEP_ENV`].
     pub fn from_env(
         vars: impl IntoIterator<Item = (OsString, OsString)>,
     ) -> Result<Self, ConfigError> {
@@ -104,6 +111,15 @@ impl AgentConfig {
                 value: value.to_string(),
             })?;
             config.pty_idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+        }
+        if let Some((_, value)) = vars.iter().find(|(key, _)| key == KEEP_ENV) {
+            config.keep_processes = value
+                .to_string_lossy()
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .collect();
         }
         Ok(config)
     }

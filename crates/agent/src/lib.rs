@@ -44,6 +44,8 @@ struct Shared {
     ptys: PtyTable,
     active_runs: Arc<AtomicUsize>,
     started: Instant,
+    /// Processes that stopping everything keeps (the image's services).
+    keep_processes: Vec<String>,
 }
 
 impl AgentState {
@@ -69,6 +71,7 @@ impl AgentState {
                 launcher,
                 active_runs: Arc::default(),
                 started: Instant::now(),
+                keep_processes: config.keep_processes.clone(),
             }),
         }
     }
@@ -81,6 +84,11 @@ impl AgentState {
     /// Processes started through `POST /processes`.
     pub fn processes(&self) -> &ProcessTable {
         &self.inner.processes
+    }
+
+    /// Kills every process but the agent and the image's services.
+    pub fn stop_all_processes(&self) -> usize {
+        self.inner.processes.stop_all(&self.inner.keep_processes)
     }
 
     /// PTY sessions.

@@ -413,6 +413,13 @@ pub struct SignalRequest {
     pub signal: i32,
 }
 
+/// Answer of `DELETE /api/v1/processes` (stop every user process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StopAllResponse {
+    /// How many processes (tasks) were killed.
+    pub killed: usize,
+}
+
 /// Answer of `POST /api/v1/processes/{p}/signal`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SignalResponse {

@@ -388,6 +388,20 @@ export class Sandbox {
     await this.#request({ method: "DELETE", path: `/api/v1/processes/${pidSegment(pid)}` });
   }
 
+  /**
+   * Kill every process in the sandbox except the agent and the image's services (a desktop's
+   * display, say); resolves to how many were killed. The way back from a fork bomb or a runaway
+   * process tree.
+   */
+  async stopAllProcesses(): Promise<number> {
+    const response = await this.#request({ method: "DELETE", path: "/api/v1/processes" });
+    const data = responseJson(response, "stop-all answer") as { killed?: unknown } | null;
+    if (!data || typeof data.killed !== "number") {
+      throw new SandboxError("the agent answered stop-all without a count");
+    }
+    return data.killed;
+  }
+
   /** Send a signal (a number, or a name such as `"SIGTERM"`) to a process. */
   async sendSignal(pid: number | string, signal: number | NodeJS.Signals): Promise<void> {
     const number = signalNumber(signal);

@@ -34,7 +34,11 @@ pub fn api_router() -> OpenApiRouter<AgentState> {
         .routes(routes!(health::health))
         .routes(routes!(health::info))
         .routes(routes!(run::run))
-        .routes(routes!(processes::start, processes::list))
+        .routes(routes!(
+            processes::start,
+            processes::list,
+            processes::stop_all
+        ))
         .routes(routes!(processes::get, processes::delete))
         .routes(routes!(processes::signal))
         .routes(routes!(processes::restart))

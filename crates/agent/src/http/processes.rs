@@ -1,7 +1,7 @@
 //! Process management routes (docs/protocol/sandbox-api.md, Processes).
 
 use alcove_wire::process::{
-    ProcessInfo, ProcessList, SignalRequest, SignalResponse, StartProcessRequest,
+    ProcessInfo, ProcessList, SignalRequest, SignalResponse, StartProcessRequest, StopAllResponse,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -38,6 +38,24 @@ pub async fn start(
     let req: StartProcessRequest = parse_json(&body)?;
     let process = state.processes().start(&req)?;
     Ok((StatusCode::CREATED, Json(process.info())))
+}
+
+/// `DELETE /processes` → 200 `{"killed": n}`: every process of the sandbox
+/// but the agent and the image's services, killed (frozen first, so forks
+/// cannot outrun it). The way back from a fork bomb or a runaway tree.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/processes",
+    tag = tags::PROCESSES,
+    operation_id = "stopAllProcesses",
+    responses((status = 200, description = "How many processes were killed.", body = StopAllResponse))
+)]
+pub async fn stop_all(State(state): State<AgentState>) -> Result<Json<StopAllResponse>, ApiError> {
+    let agent = state.clone();
+    let killed = tokio::task::spawn_blocking(move || agent.stop_all_processes())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(StopAllResponse { killed }))
 }
 
 /// `GET /processes`.

@@ -444,6 +444,21 @@ impl ProcessTable {
         Ok(())
     }
 
+    /// Kills every process of the sandbox except the agent and the running
+    /// processes named in `keep` (the image's services) with their trees.
+    pub fn stop_all(&self, keep: &[String]) -> usize {
+        let kept: Vec<i32> = {
+            let table = lock(&self.table);
+            keep.iter()
+                .filter_map(|name| table.names.get(name))
+                .filter_map(|pid| table.by_pid.get(pid))
+                .filter(|p| p.is_running())
+                .filter_map(|p| i32::try_from(p.pid).ok())
+                .collect()
+        };
+        tree::kill_all_but(&kept)
+    }
+
     /// (running, tracked) process counts.
     pub fn counts(&self) -> (usize, usize) {
         let table = lock(&self.table);

@@ -102,6 +102,49 @@ pub fn signal_group(pgid: i32, signal: i32) {
     }
 }
 
+/// SIGKILLs every process of the sandbox but the agent and the trees of `keep`;
+/// returns how many were killed. Each round first stops every process at once
+/// with `kill(-1, SIGSTOP)` (as PID 1 of the sandbox's pid namespace, that is
+/// every process but the agent), so a fork bomb cannot outrun the scan, then
+/// lets the kept trees go on and kills the rest.
+///
+/// Only PID 1 may do this: anywhere else `kill(-1)` would reach the host's
+/// processes, so it does nothing there and returns 0.
+pub fn kill_all_but(keep: &[i32]) -> usize {
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    if me != 1 {
+        return 0;
+    }
+    let mut killed = BTreeSet::new();
+    let mut kept = BTreeSet::new();
+    for _ in 0..8 {
+        // SAFETY: kill(2) with plain integers; -1 means every process we may signal but us.
+        unsafe { libc::kill(-1, libc::SIGSTOP) };
+        let procs = scan();
+        kept.clear();
+        for &root in keep {
+            kept.insert(root);
+            kept.extend(tree_members(root, &procs, me));
+        }
+        for &pid in &kept {
+            send(pid, libc::SIGCONT);
+        }
+        let victims: Vec<i32> = procs
+            .iter()
+            .map(|p| p.pid)
+            .filter(|&pid| pid > 1 && pid != me && !kept.contains(&pid))
+            .collect();
+        if victims.is_empty() {
+            break;
+        }
+        for &pid in &victims {
+            send(pid, libc::SIGKILL);
+        }
+        killed.extend(victims);
+    }
+    killed.len()
+}
+
 /// SIGKILLs `root`, its group, its session and all its descendants (see the module docs).
 pub fn kill_tree(root: i32) {
     if root <= 1 {

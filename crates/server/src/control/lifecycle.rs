@@ -443,6 +443,11 @@ pub(super) fn spec_for(
         .cloned()
         .collect();
     env.extend(secret_env);
+    if !image.services.is_empty() {
+        // Stopping every process keeps these (the agent reads it; its children never see it).
+        let names: Vec<&str> = image.services.iter().map(|s| s.name.as_str()).collect();
+        env.push(("ALCOVE_AGENT_KEEP".to_string(), names.join(",")));
+    }
     SandboxSpec {
         id: id.clone(),
         hostname: record

@@ -12,7 +12,7 @@ use alcove_wire::metrics::SandboxMetrics;
 use alcove_wire::process::{
     EofEvent, ExitEvent, HealthCheck, ManagedExit, ManagedInfo, OutputEvent, OutputResponse,
     ProcessInfo, ProcessList, RestartConfig, RunRequest, SignalRequest, SignalResponse,
-    StartProcessRequest, StartedEvent, UserIds,
+    StartProcessRequest, StartedEvent, StopAllResponse, UserIds,
 };
 use alcove_wire::pty::{
     CreatePtyRequest, CreatePtyResponse, PtySessionInfo, PtySessionList, ResizeRequest,
@@ -288,6 +288,7 @@ fn schemas_are_what_serde_reads_and_writes() {
         SecretList,
         DesktopUrl,
         SandboxMetrics,
+        StopAllResponse,
     );
     requests!(
         CreateSandboxRequest,

@@ -174,6 +174,12 @@ class Sandbox:
         """Kill a process (SIGKILL to its process group)."""
         self._client._drive(proto.op_kill_process(self._client._config, self._target, pid))
 
+    def stop_all_processes(self) -> int:
+        """Kill every process in the sandbox except the agent and the image's services (a
+        desktop's display, say), and return how many were killed: the way back from a fork bomb
+        or a runaway process tree."""
+        return self._client._drive(proto.op_stop_all_processes(self._client._config, self._target))
+
     def send_signal(self, pid: int | str, signal: int | signal_module.Signals) -> None:
         """Send a signal (e.g. ``signal.SIGTERM``) to a process."""
         self._client._drive(proto.op_send_signal(self._client._config, self._target, pid, signal))

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from .._config import ClientConfig
+from ..exceptions import SandboxError
 from ..models import OutputResponse, ProcessInfo
 from ._errors import _json, _list, _model
 from ._routing import ProxyTarget, _open, _proxied, _proxy_op, _segment
@@ -112,6 +113,16 @@ def op_get_process(cfg: ClientConfig, target: ProxyTarget, pid: int | str) -> Op
 
 def op_kill_process(cfg: ClientConfig, target: ProxyTarget, pid: int | str) -> Op[None]:
     yield from _proxy_op(cfg, target, "DELETE", f"/api/v1/processes/{_pid(pid)}")
+
+
+def op_stop_all_processes(cfg: ClientConfig, target: ProxyTarget) -> Op[int]:
+    """``DELETE /api/v1/processes``: kill every process but the agent and the image's services."""
+    resp = yield from _proxy_op(cfg, target, "DELETE", "/api/v1/processes")
+    data = _json(resp, "stop-all answer")
+    killed = data.get("killed") if isinstance(data, dict) else None
+    if not _is_int(killed):
+        raise SandboxError(f"the agent answered stop-all without a count: {data!r}")
+    return int(killed)
 
 
 def op_send_signal(cfg: ClientConfig, target: ProxyTarget, pid: int | str, signal: int) -> Op[None]:
