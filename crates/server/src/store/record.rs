@@ -1,7 +1,9 @@
 //! One stored sandbox and its mapping to the wire's `SandboxInfo`.
 
 use alcove_runtime::SandboxId;
-use alcove_wire::sandbox::{NetworkConfig, ResourcesInfo, SandboxInfo, SandboxStatus};
+use alcove_wire::sandbox::{
+    ArchivedSandboxInfo, NetworkConfig, ResourcesInfo, SandboxInfo, SandboxStatus,
+};
 use alcove_wire::time::EpochMillis;
 
 /// A sandbox as stored.
@@ -57,9 +59,30 @@ pub struct SandboxRecord {
     pub transition: Option<String>,
     /// When it was last suspended.
     pub suspended_at: Option<EpochMillis>,
+    /// When it entered the archive (set once it has ended; `--archive-ttl` counts from it).
+    pub archived_at: Option<EpochMillis>,
 }
 
 impl SandboxRecord {
+    /// Records that the sandbox ended at `now`: its end time, and its entry into the
+    /// archive. Callers change the status through `state::apply` first.
+    pub fn mark_ended(&mut self, now: EpochMillis) {
+        self.terminated_at = Some(now);
+        self.archived_at = Some(now);
+    }
+
+    /// The wire form of an archived sandbox (`None` while it has not ended).
+    pub fn to_archived_info(
+        &self,
+        sandbox_url: &str,
+        ingress_endpoint: &str,
+    ) -> Option<ArchivedSandboxInfo> {
+        Some(ArchivedSandboxInfo {
+            archived_at: self.archived_at?,
+            sandbox: self.to_info(sandbox_url, ingress_endpoint),
+        })
+    }
+
     /// The wire form; `sandbox_url` and `ingress_endpoint` are given for routable states.
     pub fn to_info(&self, sandbox_url: &str, ingress_endpoint: &str) -> SandboxInfo {
         let routable = !matches!(
