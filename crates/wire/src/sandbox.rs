@@ -410,7 +410,7 @@ pub struct SandboxInfo {
 /// Answer of `GET {B}/sandboxes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ListSandboxesResponse {
-    /// All sandboxes of the namespace.
+    /// The live sandboxes of the namespace, oldest first.
     pub sandboxes: Vec<SandboxInfo>,
 }
 

@@ -1,9 +1,7 @@
 //! One stored sandbox and its mapping to the wire's `SandboxInfo`.
 
 use alcove_runtime::SandboxId;
-use alcove_wire::sandbox::{
-    ArchivedSandboxInfo, NetworkConfig, ResourcesInfo, SandboxInfo, SandboxStatus,
-};
+use alcove_wire::sandbox::{NetworkConfig, ResourcesInfo, SandboxInfo, SandboxStatus};
 use alcove_wire::time::EpochMillis;
 
 /// A sandbox as stored.
@@ -69,18 +67,6 @@ impl SandboxRecord {
     pub fn mark_ended(&mut self, now: EpochMillis) {
         self.terminated_at = Some(now);
         self.archived_at = Some(now);
-    }
-
-    /// The wire form of an archived sandbox (`None` while it has not ended).
-    pub fn to_archived_info(
-        &self,
-        sandbox_url: &str,
-        ingress_endpoint: &str,
-    ) -> Option<ArchivedSandboxInfo> {
-        Some(ArchivedSandboxInfo {
-            archived_at: self.archived_at?,
-            sandbox: self.to_info(sandbox_url, ingress_endpoint),
-        })
     }
 
     /// The wire form; `sandbox_url` and `ingress_endpoint` are given for routable states.
