@@ -466,6 +466,86 @@ mod tests {
         assert_eq!(stored.archived_at, Some(42));
     }
 
+    #[tokio::test]
+    async fn the_migration_archives_what_ended_before_it_as_of_its_end() {
+        use std::str::FromStr;
+        let tmp = tempfile::tempdir().expect("tmp");
+        // The store as the migrations before 0005 left it.
+        let before = tmp.path().join("migrations");
+        std::fs::create_dir(&before).expect("dir");
+        let all = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        for entry in std::fs::read_dir(all).expect("migrations") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            if name.as_str() < "0005" {
+                std::fs::copy(&path, before.join(&name)).expect("copy");
+            }
+        }
+        let db = tmp.path().join("old.db");
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
+            .expect("options")
+            .filename(&db)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.expect("pool");
+        sqlx::migrate::Migrator::new(before.as_path())
+            .await
+            .expect("migrator")
+            .run(&pool)
+            .await
+            .expect("old migrations");
+        for (id, status, terminated_at) in [
+            (test_id("deleted"), "terminated", Some(7_000_i64)),
+            (test_id("failed-long-ago"), "failed", None),
+            (test_id("running"), "running", None),
+        ] {
+            sqlx::query(
+                "INSERT INTO sandboxes (id, namespace, status, image, cpus, memory_mb, disk_mb, \
+                 network_policy, created_at, terminated_at) \
+                 VALUES (?, 'default', ?, 'alcove/debian', 1.0, 1024, 10240, \
+                 '{\"allow_internet_access\":true,\"allow_out\":[],\"deny_out\":[]}', 5000, ?)",
+            )
+            .bind(id.as_str())
+            .bind(status)
+            .bind(terminated_at)
+            .execute(&pool)
+            .await
+            .expect("insert");
+        }
+        pool.close().await;
+
+        let store = Store::open(&db).await.expect("migrated");
+        let at = |label: &str| {
+            let store = store.clone();
+            let id = test_id(label);
+            async move { store.get(&id).await.expect("get").expect("row").archived_at }
+        };
+        assert_eq!(at("deleted").await, Some(7_000), "as of its end");
+        assert_eq!(
+            at("failed-long-ago").await,
+            Some(5_000),
+            "no end recorded: as of its creation"
+        );
+        assert_eq!(at("running").await, None, "a live sandbox is not archived");
+        let page = store
+            .archive_page(&PageRequest {
+                namespace: "default",
+                cursor: None,
+                direction: Direction::Forward,
+                limit: 10,
+                expired_by: 0,
+            })
+            .await
+            .expect("page");
+        assert_eq!(
+            ids(&page),
+            vec![test_id("deleted"), test_id("failed-long-ago")]
+        );
+    }
+
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
         let key = ArchiveKey {
