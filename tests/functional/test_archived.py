@@ -114,6 +114,29 @@ def test_a_timed_out_sandbox_is_archived_with_reason_timeout(server, client):
     assert info["created_at"] <= info["terminated_at"] == info["archived_at"]
 
 
+def test_a_sandbox_that_fails_to_start_is_archived_failed(server):
+    resp = server.api("POST", "/sandboxes", json={"name": "never-starts", "entrypoint": ["/no/such/program"]})
+    assert resp.status_code == 200, resp.text
+    created = resp.json()
+    assert created["status"] == "failed", created
+    sandbox_id = created["sandbox_id"]
+    assert sandbox_id not in live_ids(server)
+    info = server.api("GET", f"/archived-sandboxes/{sandbox_id}").json()
+    assert info["status"] == "failed"
+    assert info["termination_reason"] == "startup_failed"
+    assert info["name"] == "never-starts"
+    assert info["entrypoint"] == ["/no/such/program"]
+    assert info["error_details"], info
+    # Why it failed, in public terms: no host paths or command lines.
+    assert str(server.data_dir) not in info["error_details"]
+    assert "runc" not in info["error_details"]
+    assert info["created_at"] <= info["terminated_at"] == info["archived_at"]
+    # The name is free again while the failed holder stays in the archive.
+    again = server.api("POST", "/sandboxes", json={"name": "never-starts"})
+    assert again.status_code == 200, again.text
+    assert server.api("DELETE", f"/sandboxes/{again.json()['sandbox_id']}").status_code == 200
+
+
 def _ended_in(server: AlcoveServer, namespace: str, count: int) -> list[str]:
     """`count` sandboxes of `namespace` created and deleted one after the other; their ids
     newest first (the archive's order)."""
