@@ -149,7 +149,9 @@ def test_answers_fit_the_document(server, doc: dict[str, Any]) -> None:
     c = Contract(doc, server.url)
     c.call("GET", "/healthz", expect=200)
     c.call("GET", "/sandbox-pools", expect=501)
-    c.call("GET", "/v1/namespaces/{ns}/archived-sandboxes", path={"ns": "default"}, expect=501)
+    c.call("GET", "/v1/namespaces/{ns}/archived-sandboxes", path={"ns": "default"}, expect=200)
+    c.call("GET", "/archived-sandboxes", params={"limit": "0"}, expect=400)
+    c.call("GET", "/archived-sandboxes/{id}", path={"id": "no-such-sandbox"}, expect=404)
     c.call("POST", "/sandboxes", content=b"[]", headers={"Content-Type": "application/json"}, expect=400)
     c.call("GET", "/sandboxes/{id}", path={"id": "no-such-sandbox"}, expect=404)
     c.call("GET", "/snapshots", expect=200)
@@ -169,6 +171,8 @@ def test_answers_fit_the_document(server, doc: dict[str, Any]) -> None:
     finally:
         c.call("DELETE", "/sandboxes/{id}", path={"id": sid}, expect=200)
     c.call("GET", "/v1/namespaces/{ns}/sandboxes/{id}", path={"ns": "default", "id": sid}, expect=200)
+    c.call("GET", "/archived-sandboxes/{id}", path={"id": sid}, expect=200)
+    c.call("GET", "/v1/namespaces/{ns}/archived-sandboxes", path={"ns": "default"}, params={"limit": "1"}, expect=200)
 
 
 def sandbox_answers(c: Contract, sid: str) -> None:

@@ -114,6 +114,13 @@ def test_delete_is_idempotent_and_unknown_ids_are_404(server, client):
     assert resp.json()["code"] == "NOT_FOUND"
 
 
+def stored_ids(server) -> set[str]:
+    """Every sandbox the server keeps: the live list and the archive (a failed create would be there)."""
+    live = {s["id"] for s in server.api("GET", "/sandboxes").json()["sandboxes"]}
+    archived = server.api("GET", "/archived-sandboxes", params={"limit": 1000}).json()["sandboxes"]
+    return live | {s["id"] for s in archived}
+
+
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
@@ -136,13 +143,13 @@ def test_delete_is_idempotent_and_unknown_ids_are_404(server, client):
     ],
 )
 def test_bad_creates_get_clear_errors_and_leave_nothing(server, body, status, needle):
-    before = {s["id"] for s in server.api("GET", "/sandboxes").json()["sandboxes"]}
+    before = stored_ids(server)
     resp = server.api("POST", "/v1/namespaces/default/sandboxes", json=body)
     assert resp.status_code == status, resp.text
     err = resp.json()
     assert needle.lower() in err["message"].lower()
     assert isinstance(err["code"], str)
-    after = {s["id"] for s in server.api("GET", "/sandboxes").json()["sandboxes"]}
+    after = stored_ids(server)
     assert after == before, "a rejected create must not store a sandbox"
     assert owned_resources(server.data_dir).is_empty()
 

@@ -64,7 +64,9 @@ def test_sandbox_half_made_during_a_crash_is_cleaned_up(own_server):
     own_server.kill()
     t.join()
     own_server.start()
+    # The live list and the archive (where a failed one is).
     sandboxes = own_server.api("GET", "/sandboxes").json()["sandboxes"]
+    sandboxes += own_server.api("GET", "/archived-sandboxes").json()["sandboxes"]
     # Either the create never got stored, or it ended up running or failed; never stuck pending.
     assert all(s["status"] in ("running", "failed") for s in sandboxes), sandboxes
     for s in sandboxes:

@@ -92,3 +92,32 @@ fn http_limits_have_defaults_and_refuse_zero() {
         );
     }
 }
+
+#[test]
+fn archive_ttl_defaults_to_seven_days_and_takes_seconds_or_a_unit() {
+    use std::time::Duration;
+    let ttl = |value: &str| parse(&["--archive-ttl", value]).archive_ttl;
+    assert_eq!(parse(&[]).archive_ttl, Duration::from_secs(7 * 86_400));
+    assert_eq!(ttl("3"), Duration::from_secs(3));
+    assert_eq!(ttl("90s"), Duration::from_secs(90));
+    assert_eq!(ttl("30m"), Duration::from_secs(30 * 60));
+    assert_eq!(ttl("12h"), Duration::from_secs(12 * 3_600));
+    assert_eq!(ttl("7d"), Duration::from_secs(7 * 86_400));
+    for bad in [
+        "0",
+        "0d",
+        "",
+        "d",
+        "1w",
+        "1.5h",
+        "-1",
+        "7 d",
+        "1h30m",
+        "99999999999d",
+    ] {
+        assert!(
+            Cli::try_parse_from(["alcove", "--archive-ttl", bad]).is_err(),
+            "--archive-ttl {bad:?} must be refused"
+        );
+    }
+}

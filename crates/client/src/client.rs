@@ -86,7 +86,7 @@ impl SandboxClient {
         self.transport.json(call, "sandbox").await
     }
 
-    /// Every sandbox of the namespace (ended ones included, as the server lists them).
+    /// The live sandboxes of the namespace (ended ones are in [`SandboxClient::list_archived`]).
     pub async fn list(&self) -> Result<Vec<SandboxInfo>, ClientError> {
         let call = self.call(Method::GET, &["sandboxes"], Scope::Plain)?;
         let list: ListSandboxesResponse = self.transport.json(call, "sandbox list").await?;

@@ -29,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+mod archive;
 mod body;
 mod client;
 mod command;
@@ -50,6 +51,7 @@ mod tunnel;
 mod ws;
 
 pub use alcove_wire as wire;
+pub use archive::{ArchiveDirection, ArchivedPageRequest};
 
 pub use client::SandboxClient;
 pub use command::Command;

@@ -80,6 +80,23 @@ async fn sandboxes_commands_processes_files_terminals_and_tunnels() {
         sandbox.terminate().await.expect("deleting the sandbox");
         let ended = client.get(sandbox.id()).await.expect("still listed");
         assert_eq!(ended.status, SandboxStatus::Terminated);
+        // Ended: out of the live list, into the archive.
+        assert!(
+            !live_sandboxes(&client)
+                .await
+                .contains(&sandbox.id().to_string())
+        );
+        let archived = client.get_archived(sandbox.id()).await.expect("archived");
+        assert_eq!(archived.sandbox, ended);
+        assert_eq!(
+            archived.sandbox.termination_reason.as_deref(),
+            Some("deleted")
+        );
+        let page = client
+            .list_archived(&alcove_client::ArchivedPageRequest::first(1000))
+            .await
+            .expect("archive page");
+        assert!(page.sandboxes.iter().any(|s| s.sandbox.id == sandbox.id()));
         assert!(matches!(
             sandbox.run(Command::new("true")).await,
             Err(ClientError::SandboxNotFound { .. } | ClientError::Api { .. })

@@ -539,6 +539,18 @@ impl Node {
         Some(usage)
     }
 
+    /// Removes what an ended sandbox may have left in its directory (a removal that
+    /// failed when it was destroyed); whether there was anything. Never touches a sandbox
+    /// that still runs: the caller asks only for ended ones.
+    pub async fn remove_leftovers(&self, id: &SandboxId) -> Result<bool> {
+        let dir = self.sandbox_dir(id);
+        if std::fs::symlink_metadata(&dir).is_err() {
+            return Ok(false);
+        }
+        Layer::new(dir).remove().await?;
+        Ok(true)
+    }
+
     /// Whether the sandbox's container is running right now.
     pub async fn is_running(&self, id: &SandboxId) -> bool {
         matches!(self.runc.state(id).await, Ok(Some(s)) if s.status == ContainerStatus::Running)

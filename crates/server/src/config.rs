@@ -61,6 +61,20 @@ pub struct Config {
     )]
     pub compress_after_secs: i64,
 
+    /// How long an ended sandbox stays queryable (`GET /archived-sandboxes`, and
+    /// `GET /sandboxes/{id}`) after it ended: whole seconds, or a whole number with one
+    /// unit, `s`, `m`, `h` or `d` (`90`, `30m`, `12h`, `7d`). Then it is purged.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            env = "ALCOVE_ARCHIVE_TTL",
+            default_value = "7d",
+            value_parser = parse_ttl
+        )
+    )]
+    pub archive_ttl: std::time::Duration,
+
     /// Subnet sandbox addresses are taken from (one /30 per sandbox).
     #[cfg_attr(
         feature = "cli",
@@ -166,6 +180,44 @@ pub struct Config {
         arg(long, env = "ALCOVE_MAX_REQUESTS_PER_CLIENT", default_value_t = 256)
     )]
     pub max_requests_per_client: usize,
+}
+
+/// Reads a retention such as `--archive-ttl`: whole seconds (`3600`), or a whole number
+/// followed by one unit, `s`, `m`, `h` or `d` (`90s`, `30m`, `12h`, `7d`). At least one
+/// second, at most 100 years.
+pub fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    const MAX_SECS: u64 = 100 * 365 * 86_400;
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let per_unit: u64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: the unit must be s, m, h or d (as in 90s, 30m, 12h, 7d)"
+            ));
+        }
+    };
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{text:?}: expected whole seconds or a whole number with a unit (90, 30m, 12h, 7d)"
+        ));
+    }
+    let secs = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(per_unit))
+        .filter(|secs| *secs <= MAX_SECS)
+        .ok_or_else(|| format!("{text:?}: at most 100 years"))?;
+    if secs == 0 {
+        return Err(format!("{text:?}: must be at least one second"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// A configuration that cannot work.

@@ -10,7 +10,10 @@ use crate::api::{AppState, build_router};
 use crate::auth::ApiKeys;
 use crate::config::Config;
 use crate::control::validate::HostLimits;
-use crate::control::{AgentClient, Control, ControlConfig, spawn_compactor, spawn_timeout_reaper};
+use crate::control::{
+    AgentClient, Control, ControlConfig, spawn_archive_purger, spawn_compactor,
+    spawn_timeout_reaper,
+};
 use crate::shutdown::{self, Shutdown};
 use crate::store::Store;
 
@@ -101,6 +104,7 @@ pub async fn serve(
             ingress_endpoint: config.ingress_endpoint(bound),
             snapshots_dir: config.data_dir.join("snapshots"),
             compress_after: config.compress_after(),
+            archive_ttl: config.archive_ttl,
             host: HostLimits {
                 cpus: alcove_runtime::node::host_cpus(),
                 memory_mb: host_memory_mb(),
@@ -112,6 +116,7 @@ pub async fn serve(
     control.recover().await?;
     let reaper = spawn_timeout_reaper(Arc::clone(&control), shutdown.clone());
     let compactor = spawn_compactor(Arc::clone(&control), shutdown.clone());
+    let purger = spawn_archive_purger(Arc::clone(&control), shutdown.clone());
     let app = build_router(AppState {
         control: Arc::clone(&control),
         agents,
@@ -125,6 +130,7 @@ pub async fn serve(
     crate::listener::serve(listener, app, limits, shutdown.clone()).await?;
     reaper.abort();
     compactor.abort();
+    purger.abort();
     control.shutdown().await;
     tracing::info!("alcove stopped");
     Ok(())

@@ -410,8 +410,86 @@ pub struct SandboxInfo {
 /// Answer of `GET {B}/sandboxes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ListSandboxesResponse {
-    /// All sandboxes of the namespace.
+    /// The live sandboxes of the namespace, oldest first.
     pub sandboxes: Vec<SandboxInfo>,
+}
+
+/// An ended sandbox kept for the archive's retention (`--archive-ttl`): its last
+/// [`SandboxInfo`] plus when it was archived (docs/protocol/control-plane.md, Archived
+/// sandboxes). The official SDK's `ArchivedSandboxInfo` is its `SandboxInfo` with a
+/// required `archived_at`, so the fields are flattened into one object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchivedSandboxInfo {
+    /// The sandbox as it ended.
+    #[serde(flatten)]
+    pub sandbox: SandboxInfo,
+    /// When it was archived (the moment it ended).
+    pub archived_at: EpochMillis,
+}
+
+impl utoipa::PartialSchema for ArchivedSandboxInfo {
+    /// `SandboxInfo`'s object with `archived_at` added: one flat object, as serde writes it
+    /// (a derived `allOf` would hide the properties from readers that look for them).
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::RefBuilder;
+        use utoipa::openapi::schema::Schema;
+        let mut object = match <SandboxInfo as utoipa::PartialSchema>::schema() {
+            RefOr::T(Schema::Object(object)) => object,
+            // The derive of a named-field struct always yields an object.
+            _ => Object::new(),
+        };
+        object.description = Some(
+            "An ended sandbox kept until the archive's retention runs out: `SandboxInfo` plus \
+             `archived_at`."
+                .into(),
+        );
+        object.properties.insert(
+            "archived_at".into(),
+            RefOr::Ref(
+                RefBuilder::new()
+                    .ref_location_from_schema_name(EpochMillisSchema::name())
+                    .description(Some("When it was archived (the moment it ended)."))
+                    .build(),
+            ),
+        );
+        object.required.push("archived_at".into());
+        RefOr::T(Schema::Object(object))
+    }
+}
+
+impl ToSchema for ArchivedSandboxInfo {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("ArchivedSandboxInfo")
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <SandboxInfo as ToSchema>::schemas(schemas);
+        schemas.push((
+            EpochMillisSchema::name().into_owned(),
+            <EpochMillisSchema as utoipa::PartialSchema>::schema(),
+        ));
+    }
+}
+
+/// Answer of `GET {B}/archived-sandboxes`: one page, newest first, with the cursors of the
+/// pages around it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ListArchivedSandboxesResponse {
+    /// This page's archived sandboxes, newest first.
+    pub sandboxes: Vec<ArchivedSandboxInfo>,
+    /// Pass as `cursor` with `direction=backward` for the newer page; null on the newest.
+    #[schema(required = true)]
+    pub prev_cursor: Option<String>,
+    /// Pass as `cursor` (with `direction=forward`, the default) for the older page; null on
+    /// the oldest.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
 }
 
 /// Body of `PATCH {B}/sandboxes/{id}`; omitted = unchanged.

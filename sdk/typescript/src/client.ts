@@ -10,6 +10,7 @@ import {
   SandboxTimeoutError,
 } from "./errors.js";
 import {
+  archivedUrl,
   check,
   clock,
   errorFromResponse,
@@ -23,12 +24,16 @@ import {
   type RequestSpec,
 } from "./http.js";
 import {
+  archivedSandboxInfoFromWire,
+  archivedSandboxPageFromWire,
   listFromWire,
   sandboxInfoFromWire,
   sandboxMetricsFromWire,
   snapshotInfoFromWire,
   stringList,
   TERMINAL_STATUSES,
+  type ArchivedSandboxInfo,
+  type ArchivedSandboxPage,
   type SandboxInfo,
   type SandboxMetrics,
   type SnapshotInfo,
@@ -46,6 +51,39 @@ const SNAPSHOT_POLL_MS = 1000;
 /** Upper bound of the `wait_ms` sent with suspend/resume (docs/protocol/control-plane.md). */
 const MAX_WAIT_MS = 30_000;
 const CREATE_GRACE_MS = 5_000;
+
+/** Options of {@link SandboxClient.listArchived}; each absent one is the server's default. */
+export interface ListArchivedOptions {
+  /** At most this many sandboxes in the page (server default 100, at most 1000). */
+  limit?: number;
+  /** A `nextCursor` (direction `"forward"`) or `prevCursor` (direction `"backward"`) of an earlier page. */
+  cursor?: string;
+  /** `"forward"` (default): older sandboxes than the cursor's; `"backward"`: newer ones. */
+  direction?: "forward" | "backward";
+}
+
+/** The query of `GET /archived-sandboxes` (docs/protocol/control-plane.md), after client-side checks. */
+export function archivedQuery(options: ListArchivedOptions = {}): Record<string, string> {
+  const query: Record<string, string> = {};
+  const { limit, cursor, direction } = options;
+  if (limit !== undefined) {
+    if (!isPositiveInt(limit)) throw new RangeError(`limit must be a positive integer, got ${String(limit)}`);
+    query.limit = String(limit);
+  }
+  if (cursor !== undefined) {
+    if (typeof cursor !== "string" || !cursor) {
+      throw new TypeError(`cursor must be a non-empty string (a prevCursor or nextCursor), got ${JSON.stringify(cursor)}`);
+    }
+    query.cursor = cursor;
+  }
+  if (direction !== undefined) {
+    if (direction !== "forward" && direction !== "backward") {
+      throw new RangeError(`direction must be "forward" or "backward", got ${JSON.stringify(direction)}`);
+    }
+    query.direction = direction;
+  }
+  return query;
+}
 
 /** Options of {@link SandboxClient.create} and {@link SandboxClient.createAndConnect}. */
 export interface CreateOptions {
@@ -323,11 +361,33 @@ export class SandboxClient {
     return sandboxInfoFromWire(responseJson(response, "sandbox"));
   }
 
-  /** Every sandbox of the namespace. */
+  /** The live sandboxes of the namespace (ended ones are in {@link SandboxClient.listArchived}). */
   async list(): Promise<SandboxInfo[]> {
     const response = await this.#send({ method: "GET", url: sandboxesUrl(this.#http.config) });
     check(response);
     return listFromWire(responseJson(response, "sandbox list"), "sandboxes", sandboxInfoFromWire, "sandbox list");
+  }
+
+  /**
+   * One page of the namespace's ended sandboxes, newest first, kept by the server for its
+   * `--archive-ttl`. Follow `nextCursor` (older) or `prevCursor` with `direction: "backward"` (newer).
+   */
+  async listArchived(options: ListArchivedOptions = {}): Promise<ArchivedSandboxPage> {
+    const query = archivedQuery(options);
+    const response = await this.#send({ method: "GET", url: archivedUrl(this.#http.config), query });
+    check(response);
+    return archivedSandboxPageFromWire(responseJson(response, "archived sandbox list"));
+  }
+
+  /**
+   * One archived sandbox, by id; {@link SandboxNotFoundError} if it is unknown, still live, or
+   * past the archive's retention.
+   */
+  async getArchived(sandboxId: string): Promise<ArchivedSandboxInfo> {
+    const id = identifierOf(sandboxId, "sandboxId");
+    const response = await this.#send({ method: "GET", url: archivedUrl(this.#http.config, id) });
+    check(response, { sandbox: id });
+    return archivedSandboxInfoFromWire(responseJson(response, "archived sandbox"));
   }
 
   /** Terminate a sandbox for good. */

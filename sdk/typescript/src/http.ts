@@ -50,6 +50,12 @@ export function sandboxesUrl(config: ClientConfig, identifier?: string, suffix =
   return url + suffix;
 }
 
+export function archivedUrl(config: ClientConfig, sandboxId?: string): string {
+  let url = `${namespaceUrl(config)}/archived-sandboxes`;
+  if (sandboxId !== undefined) url += `/${segment(sandboxId)}`;
+  return url;
+}
+
 export function snapshotsUrl(config: ClientConfig, snapshotId?: string): string {
   let url = `${namespaceUrl(config)}/snapshots`;
   if (snapshotId !== undefined) url += `/${segment(snapshotId)}`;

@@ -15,7 +15,7 @@
  * ```
  */
 
-export { SandboxClient, type CreateOptions, type SandboxClientOptions } from "./client.js";
+export { SandboxClient, type CreateOptions, type ListArchivedOptions, type SandboxClientOptions } from "./client.js";
 export {
   Sandbox,
   type FileData,
@@ -53,6 +53,8 @@ export {
 } from "./errors.js";
 export {
   urlForPort,
+  type ArchivedSandboxInfo,
+  type ArchivedSandboxPage,
   type CommandResult,
   type ContainerResourcesInfo,
   type DirectoryEntry,

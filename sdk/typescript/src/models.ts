@@ -98,6 +98,27 @@ export interface SandboxInfo {
   fileSystems: unknown[];
 }
 
+/**
+ * An ended sandbox kept in the server's archive until its retention (`--archive-ttl`) runs
+ * out: every field of {@link SandboxInfo} plus `archivedAt`. Returned by `getArchived()` and,
+ * a page at a time, by `listArchived()`.
+ */
+export interface ArchivedSandboxInfo extends SandboxInfo {
+  /** When it was archived (the moment it ended). */
+  archivedAt: Date | null;
+}
+
+/**
+ * One page of archived sandboxes, newest first. Pass `nextCursor` back as `cursor` (direction
+ * `"forward"`, the default) for the older page, `prevCursor` with direction `"backward"` for the
+ * newer one; each is `null` at its end of the archive.
+ */
+export interface ArchivedSandboxPage {
+  sandboxes: ArchivedSandboxInfo[];
+  prevCursor: string | null;
+  nextCursor: string | null;
+}
+
 /** A snapshot of a sandbox (filesystem, or filesystem plus memory). */
 /** What a running sandbox uses now against its limits, read from its cgroups and layer. */
 export interface SandboxMetrics {
@@ -351,6 +372,23 @@ export function sandboxMetricsFromWire(value: unknown, what = "sandbox metrics")
     pidsLimit: num(data, "pids_limit"),
     diskUsedBytes: required("disk_used_bytes"),
     diskLimitBytes: required("disk_limit_bytes"),
+  };
+}
+
+/** An {@link ArchivedSandboxInfo} from an archived sandbox (`archived_at` required, as the official SDK has it). */
+export function archivedSandboxInfoFromWire(value: unknown, what = "archived sandbox"): ArchivedSandboxInfo {
+  const data = asObject(value, what);
+  if (!("archived_at" in data)) throw decodeError(what, "missing field `archived_at`");
+  return { ...sandboxInfoFromWire(data, what), archivedAt: parseTimestamp(data.archived_at) };
+}
+
+/** An {@link ArchivedSandboxPage} from the answer of `GET /archived-sandboxes`. */
+export function archivedSandboxPageFromWire(value: unknown, what = "archived sandbox list"): ArchivedSandboxPage {
+  const data = asObject(value, what);
+  return {
+    sandboxes: listFromWire(data, "sandboxes", archivedSandboxInfoFromWire, what),
+    prevCursor: str(data, "prev_cursor"),
+    nextCursor: str(data, "next_cursor"),
   };
 }
 

@@ -231,3 +231,107 @@ async fn secrets_are_set_listed_and_deleted() {
     let err = client.delete_secret("OTHER").await.expect_err("404");
     assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
 }
+
+#[tokio::test]
+async fn the_archive_is_read_a_page_at_a_time_and_one_by_id() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use alcove_wire::sandbox::{ArchivedSandboxInfo, ListArchivedSandboxesResponse};
+    use axum::extract::{Path, Query};
+
+    use crate::{ArchiveDirection, ArchivedPageRequest};
+
+    let archived = |id: &str| ArchivedSandboxInfo {
+        sandbox: fake::info(id, SandboxStatus::Terminated, "http://unused"),
+        archived_at: 1_767_225_660_000,
+    };
+    let queries: Arc<Mutex<Vec<HashMap<String, String>>>> = Arc::default();
+    let seen = Arc::clone(&queries);
+    let page = ListArchivedSandboxesResponse {
+        sandboxes: vec![archived("a"), archived("b")],
+        prev_cursor: None,
+        next_cursor: Some("bmV4dA".into()),
+    };
+    let one = archived("a");
+    let router = axum::Router::new()
+        .route(
+            "/v1/namespaces/default/archived-sandboxes",
+            get(move |Query(q): Query<HashMap<String, String>>| {
+                let page = page.clone();
+                seen.lock().expect("lock").push(q);
+                async move { Json(page) }
+            }),
+        )
+        .route(
+            "/v1/namespaces/default/archived-sandboxes/{id}",
+            get(move |Path(id): Path<String>| {
+                let one = one.clone();
+                async move {
+                    if id == "a" {
+                        Json(one).into_response()
+                    } else {
+                        (
+                            StatusCode::NOT_FOUND,
+                            Json(json!({"message": "archived sandbox not found", "code": "NOT_FOUND"})),
+                        )
+                            .into_response()
+                    }
+                }
+            }),
+        );
+    let url = fake::serve(router).await;
+    let client = fake::client(&url);
+
+    let got = client
+        .list_archived(&ArchivedPageRequest::from_cursor(
+            2,
+            "Y3Vy",
+            ArchiveDirection::Backward,
+        ))
+        .await
+        .expect("page");
+    let ids: Vec<_> = got
+        .sandboxes
+        .iter()
+        .map(|s| s.sandbox.id.as_str())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(got.next_cursor.as_deref(), Some("bmV4dA"));
+    client
+        .list_archived(&ArchivedPageRequest::default())
+        .await
+        .expect("defaults");
+    let sent = queries.lock().expect("lock").clone();
+    let expected: HashMap<String, String> = [
+        ("limit", "2"),
+        ("cursor", "Y3Vy"),
+        ("direction", "backward"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(sent, vec![expected, HashMap::new()]);
+
+    let info = client.get_archived("a").await.expect("get");
+    assert_eq!(
+        (info.sandbox.id.as_str(), info.archived_at),
+        ("a", 1_767_225_660_000)
+    );
+    let err = client.get_archived("gone").await.expect_err("404");
+    assert!(matches!(err, ClientError::SandboxNotFound { .. }), "{err}");
+    for bad in [
+        ArchivedPageRequest::first(0),
+        ArchivedPageRequest::from_cursor(1, " ", ArchiveDirection::Forward),
+    ] {
+        assert!(matches!(
+            client.list_archived(&bad).await,
+            Err(ClientError::InvalidArgument(_))
+        ));
+    }
+    assert_eq!(
+        queries.lock().expect("lock").len(),
+        2,
+        "bad arguments send nothing"
+    );
+}

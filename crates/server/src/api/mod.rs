@@ -2,6 +2,7 @@
 //! (docs/protocol/control-plane.md, Base paths and namespaces), the sandbox proxy
 //! under `/api/v1/*`, `/healthz` and `/openapi.json`.
 
+mod archived;
 mod body;
 mod desktop;
 pub mod error;
@@ -56,6 +57,8 @@ fn resource_routes() -> OpenApiRouter<AppState> {
             sandboxes::update,
             sandboxes::delete
         ))
+        .routes(routes!(archived::list))
+        .routes(routes!(archived::get))
         .routes(routes!(lifecycle_ops::suspend))
         .routes(routes!(lifecycle_ops::resume))
         .routes(routes!(snapshots::create))

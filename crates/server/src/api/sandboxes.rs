@@ -115,7 +115,8 @@ pub async fn create(
     path = "/sandboxes",
     tag = tags::SANDBOXES,
     operation_id = "listSandboxes",
-    responses((status = 200, description = "Every sandbox of the namespace, ended ones included.", body = ListSandboxesResponse))
+    description = "The live sandboxes of the namespace (every status but `terminated`, `failed` and `timeout`), oldest first. Ended ones are in `GET /archived-sandboxes`; `GET /sandboxes/{id}` still answers them by id.",
+    responses((status = 200, description = "The namespace's live sandboxes, oldest first.", body = ListSandboxesResponse))
 )]
 pub async fn list(
     State(state): State<AppState>,

@@ -72,16 +72,6 @@ const UNBUILT: &[Unbuilt] = &[
             (HttpMethod::Delete, "detachFileSystem"),
         ],
     },
-    Unbuilt {
-        path: "/archived-sandboxes",
-        what: "archived sandboxes",
-        operations: &[(HttpMethod::Get, "listArchivedSandboxes")],
-    },
-    Unbuilt {
-        path: "/archived-sandboxes/{id}",
-        what: "archived sandboxes",
-        operations: &[(HttpMethod::Get, "getArchivedSandbox")],
-    },
 ];
 
 /// The names of the `{…}` segments of `path`.

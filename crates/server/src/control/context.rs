@@ -25,6 +25,8 @@ pub struct ControlConfig {
     pub snapshots_dir: std::path::PathBuf,
     /// Pack suspended sandboxes and snapshots idle this long (`None` = never).
     pub compress_after: Option<Duration>,
+    /// How long ended sandboxes stay in the archive before they are purged.
+    pub archive_ttl: Duration,
     /// Host limits for validation.
     pub host: HostLimits,
 }

@@ -29,6 +29,7 @@ pub(crate) enum Op {
     Resume,
     Snapshot,
     Restore,
+    RemoveLeftovers,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +42,7 @@ struct State {
     destroyed: Vec<SandboxId>,
     egress: Vec<(u32, bool)>,
     in_progress: HashSet<SandboxId>,
+    leftovers: HashSet<SandboxId>,
 }
 
 /// The fake node; cheap to clone (clones share their state).
@@ -125,6 +127,16 @@ impl FakeNode {
         self.state().checkpoints.contains(&test_id(label))
     }
 
+    /// Leaves files of `label` behind, as a destroy whose removal failed would.
+    pub(crate) fn set_leftovers(&self, label: &str) {
+        self.state().leftovers.insert(test_id(label));
+    }
+
+    /// Whether files of `label` are left behind.
+    pub(crate) fn has_leftovers(&self, label: &str) -> bool {
+        self.state().leftovers.contains(&test_id(label))
+    }
+
     /// Sandboxes destroyed so far.
     pub(crate) fn destroyed(&self) -> Vec<SandboxId> {
         self.state().destroyed.clone()
@@ -206,6 +218,11 @@ impl SandboxNode for FakeNode {
         s.checkpoints.remove(id);
         s.slots.remove(&slot.0);
         s.destroyed.push(id.clone());
+    }
+
+    async fn remove_leftovers(&self, id: &SandboxId) -> Result<bool, RuntimeError> {
+        self.step(Op::RemoveLeftovers).await?;
+        Ok(self.state().leftovers.remove(id))
     }
 
     async fn suspend(&self, id: &SandboxId) -> Result<u64, RuntimeError> {

@@ -251,7 +251,7 @@ impl Sandboxes {
             return;
         }
         record.pending_reason = None;
-        record.terminated_at = Some(now_millis());
+        record.mark_ended(now_millis());
         // The full reason is in the log line above; clients get one without
         // host paths or command lines.
         record.error_details = Some(crate::redact::stored_details(
@@ -322,9 +322,9 @@ impl Sandboxes {
         self.ctx.resolve(Some(namespace), ident).await
     }
 
-    /// All sandboxes of a namespace.
+    /// The live sandboxes of a namespace (ended ones are in the archive).
     pub async fn list(&self, namespace: &str) -> Result<Vec<SandboxRecord>, ControlError> {
-        Ok(self.ctx.store.list(namespace).await?)
+        Ok(self.ctx.store.list_live_in(namespace).await?)
     }
 
     /// Renames and changes flags of a sandbox.
@@ -413,7 +413,7 @@ impl Sandboxes {
                 op: "delete",
             }
         })?;
-        record.terminated_at = Some(now_millis());
+        record.mark_ended(now_millis());
         record.pending_reason = None;
         let slot = record.slot.take();
         self.ctx.store.update(&record).await?;

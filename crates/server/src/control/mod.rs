@@ -2,6 +2,7 @@
 //! here; this module decides, writes the store first, then acts on the node.
 
 mod agent_client;
+mod archive;
 mod compactor;
 mod context;
 #[cfg(test)]
@@ -23,6 +24,7 @@ mod timeouts;
 pub mod validate;
 
 pub use agent_client::AgentClient;
+pub use archive::{Archive, spawn_archive_purger};
 pub use compactor::spawn_compactor;
 pub use context::ControlConfig;
 pub use inflight::{InFlight, InFlightGuard};

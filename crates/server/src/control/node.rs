@@ -32,6 +32,10 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
     /// Stops a sandbox and removes all it has on the node (never fails).
     async fn destroy(&self, id: &SandboxId, slot: Slot);
 
+    /// Removes the files an ended sandbox left on the node, if any (a destroy whose
+    /// removal failed); whether there were any.
+    async fn remove_leftovers(&self, id: &SandboxId) -> Result<bool, RuntimeError>;
+
     /// Dumps a running sandbox and stops it; on failure it keeps running.
     /// Returns the size of the dump in bytes.
     async fn suspend(&self, id: &SandboxId) -> Result<u64, RuntimeError>;
@@ -123,6 +127,10 @@ impl SandboxNode for alcove_runtime::Node {
 
     async fn destroy(&self, id: &SandboxId, slot: Slot) {
         alcove_runtime::Node::destroy(self, id, slot).await;
+    }
+
+    async fn remove_leftovers(&self, id: &SandboxId) -> Result<bool, RuntimeError> {
+        alcove_runtime::Node::remove_leftovers(self, id).await
     }
 
     async fn suspend(&self, id: &SandboxId) -> Result<u64, RuntimeError> {

@@ -102,6 +102,7 @@ impl Sandboxes {
             timeout_remaining_ms: None,
             transition: None,
             suspended_at: None,
+            archived_at: None,
         };
         Ok((record, boot))
     }

@@ -68,7 +68,7 @@ impl Control {
                         &mut record,
                         Event::StartFailed(TerminationReason::ServerRestarted),
                     );
-                    record.terminated_at = Some(now_millis());
+                    record.mark_ended(now_millis());
                     record.error_details = Some(reason.into());
                     record.pending_reason = None;
                     record.slot = None;
@@ -86,7 +86,7 @@ impl Control {
     async fn mark_lost(&self, mut record: SandboxRecord) -> Result<(), ControlError> {
         tracing::warn!(sandbox_id = %record.id, "sandbox lost while the server was down");
         apply_or_log(&mut record, Event::Terminate(TerminationReason::Lost));
-        record.terminated_at = Some(now_millis());
+        record.mark_ended(now_millis());
         record.error_details =
             Some("the sandbox was neither running nor dumped when the server restarted".into());
         record.slot = None;

@@ -2,12 +2,14 @@
 //!
 //! `sandboxes` creates, finds, changes and ends sandboxes; `suspension` moves
 //! them to disk and back; `snapshots` captures them and restores captures into
-//! new sandboxes; `secrets` keeps sealed values. What they share (the store,
+//! new sandboxes; `secrets` keeps sealed values; `archive` reads and purges ended
+//! sandboxes. What they share (the store,
 //! the node, the running handles and the per-sandbox op locks) lives in the
 //! context, so two services never disagree on who holds a sandbox.
 
 use std::sync::Arc;
 
+use super::archive::Archive;
 use super::context::{Context, ControlConfig};
 use super::lifecycle::Sandboxes;
 use super::secrets::Secrets;
@@ -28,6 +30,8 @@ pub struct Control {
     pub snapshots: Snapshots,
     /// Set, list and delete secrets.
     pub secrets: Secrets,
+    /// Read ended sandboxes and purge them once the retention runs out.
+    pub archive: Archive,
 }
 
 impl Control {
@@ -47,6 +51,7 @@ impl Control {
             suspension: Suspension::new(Arc::clone(&ctx)),
             snapshots,
             secrets,
+            archive: Archive::new(Arc::clone(&ctx)),
             ctx,
         }
     }

@@ -14,9 +14,11 @@ use super::fake_node::{FakeNode, Op};
 use super::state::TerminationReason;
 use super::validate::HostLimits;
 use super::{AgentClient, Control, ControlConfig, ControlError};
-use crate::store::{SandboxRecord, Store};
+use crate::store::{Direction, SandboxRecord, Store};
 
 const WAIT: Duration = Duration::from_secs(10);
+/// The archive's retention in these tests.
+const ARCHIVE_TTL: Duration = Duration::from_secs(3_600);
 
 struct Harness {
     control: Arc<Control>,
@@ -38,6 +40,7 @@ async fn harness() -> Harness {
             ingress_endpoint: "sandbox.localhost:8900".into(),
             snapshots_dir: dir.path().join("snapshots"),
             compress_after: None,
+            archive_ttl: ARCHIVE_TTL,
             host: HostLimits {
                 cpus: 4.0,
                 memory_mb: 16_384,
@@ -68,9 +71,22 @@ impl Harness {
             .record)
     }
 
-    /// The sandboxes of the default namespace.
+    /// Every stored sandbox of the default namespace, ended ones included.
     async fn listed(&self) -> Vec<SandboxRecord> {
-        self.control.sandboxes.list("default").await.expect("list")
+        self.control.store().list("default").await.expect("list")
+    }
+
+    /// The ids on the newest page of the default namespace's archive.
+    async fn archived_ids(&self) -> Vec<SandboxId> {
+        self.control
+            .archive
+            .page("default", None, Direction::Forward, 1000)
+            .await
+            .expect("archive page")
+            .records
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
     }
 
     /// The stored record of `id` (an id, or a label given to `stored`).
@@ -533,4 +549,206 @@ async fn check(h: &Harness, id: &str, status: SandboxStatus) -> SandboxRecord {
         "{id}: {r:?}"
     );
     r
+}
+
+// --- the archive ----------------------------------------------------------------------------
+
+/// The test's clock: `ms` past a sandbox's archiving.
+fn after(record: &SandboxRecord, ms: i64) -> i64 {
+    record.archived_at.expect("archived") + ms
+}
+
+#[tokio::test]
+async fn every_way_of_ending_archives_the_sandbox_with_its_reason() {
+    let h = harness().await;
+    let deleted = h
+        .create(serde_json::json!({"name": "gone-soon"}))
+        .await
+        .expect("create");
+    h.control
+        .sandboxes
+        .delete(Some("default"), &deleted.id, TerminationReason::Deleted)
+        .await
+        .expect("delete");
+    h.node.fail(Op::Create, 1);
+    let failed = h
+        .create(serde_json::json!({}))
+        .await
+        .expect("create answers");
+    let timed = h
+        .create(serde_json::json!({"timeout_secs": 60}))
+        .await
+        .expect("create");
+    let deadline = h.status(&timed.id).await.deadline_at.expect("deadline");
+    super::timeouts::reap_once(&h.control, deadline + 1).await;
+    stored(&h, "lost", None, |r| r.slot = Some(9)).await;
+    stored(&h, "half-made", None, |r| {
+        r.status = SandboxStatus::Pending;
+        r.slot = None;
+    })
+    .await;
+    h.control.recover().await.expect("recover");
+    let live = h
+        .create(serde_json::json!({"name": "stays"}))
+        .await
+        .expect("create");
+
+    let reasons = [
+        (deleted.id.clone(), SandboxStatus::Terminated, "deleted"),
+        (failed.id.clone(), SandboxStatus::Failed, "startup_failed"),
+        (timed.id.clone(), SandboxStatus::Terminated, "timeout"),
+        (
+            crate::store::test_id("lost"),
+            SandboxStatus::Terminated,
+            "lost",
+        ),
+        (
+            crate::store::test_id("half-made"),
+            SandboxStatus::Failed,
+            "server_restarted",
+        ),
+    ];
+    let archived = h.archived_ids().await;
+    assert_eq!(archived.len(), reasons.len(), "{archived:?}");
+    for (id, status, reason) in reasons {
+        assert!(archived.contains(&id), "{id} ({reason}) is not archived");
+        let r = h.control.archive.get("default", &id).await.expect("get");
+        assert_eq!(r.status, status, "{id}");
+        assert_eq!(r.termination_reason.as_deref(), Some(reason), "{id}");
+        assert!(r.terminated_at.is_some(), "{id} has an end time");
+        assert_eq!(r.archived_at, r.terminated_at, "{id} archived as it ended");
+    }
+    // What the archive keeps of a sandbox: its name, image and resources as they were.
+    let kept = h
+        .control
+        .archive
+        .get("default", &deleted.id)
+        .await
+        .expect("get");
+    assert_eq!(kept.name.as_deref(), Some("gone-soon"));
+    assert_eq!(
+        (kept.image.as_str(), kept.cpus, kept.memory_mb),
+        ("alcove/debian", 1.0, 1024)
+    );
+
+    // The live list holds the live one only; the archive never does.
+    let listed: Vec<_> = h
+        .control
+        .sandboxes
+        .list("default")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, vec![live.id.clone()]);
+    assert!(!archived.contains(&live.id));
+    for ident in [live.id.as_str(), "stays", "gone-soon", "not-an-id"] {
+        assert!(
+            matches!(
+                h.control.archive.get("default", ident).await,
+                Err(ControlError::NotFound { .. })
+            ),
+            "{ident} is no archived sandbox"
+        );
+    }
+    // Another namespace's archive is its own.
+    assert!(matches!(
+        h.control.archive.get("other", &deleted.id).await,
+        Err(ControlError::NotFound { .. })
+    ));
+    // An ended sandbox is still answered by id (clients poll it to see it end).
+    let got = h
+        .control
+        .sandboxes
+        .get("default", &deleted.id)
+        .await
+        .expect("get");
+    assert_eq!(got.status, SandboxStatus::Terminated);
+}
+
+#[tokio::test]
+async fn the_purge_deletes_expired_sandboxes_and_their_leftovers_only() {
+    let h = harness().await;
+    let first = h.create(serde_json::json!({})).await.expect("create");
+    let first = h
+        .control
+        .sandboxes
+        .delete(None, &first.id, TerminationReason::Deleted)
+        .await
+        .expect("delete");
+    h.node.set_leftovers(&first.id);
+    let live = h
+        .create(serde_json::json!({"name": "live"}))
+        .await
+        .expect("create");
+    let ttl = i64::try_from(ARCHIVE_TTL.as_millis()).expect("ms");
+
+    // Not yet expired: nothing happens.
+    assert_eq!(
+        h.control.archive.purge_once(after(&first, ttl - 1)).await,
+        0
+    );
+    assert_eq!(h.archived_ids().await, vec![first.id.clone()]);
+    assert!(h.node.has_leftovers(&first.id));
+
+    // Files that cannot be removed keep the row (hidden) for the next pass.
+    h.node.fail(Op::RemoveLeftovers, 1);
+    assert_eq!(h.control.archive.purge_once(after(&first, ttl)).await, 0);
+    assert!(
+        h.control
+            .store()
+            .get(&first.id)
+            .await
+            .expect("get")
+            .is_some()
+    );
+
+    // Expired: the files go, then the row; the live sandbox stays.
+    assert_eq!(h.control.archive.purge_once(after(&first, ttl)).await, 1);
+    assert!(!h.node.has_leftovers(&first.id));
+    assert_eq!(h.control.store().get(&first.id).await.expect("get"), None);
+    assert!(matches!(
+        h.control.sandboxes.get("default", &first.id).await,
+        Err(ControlError::NotFound { .. })
+    ));
+    assert_eq!(h.status(&live.id).await.status, SandboxStatus::Running);
+    assert_eq!(
+        h.control.archive.purge_once(i64::MAX).await,
+        0,
+        "live sandboxes are never purged"
+    );
+    assert_eq!(h.status(&live.id).await.status, SandboxStatus::Running);
+}
+
+#[tokio::test]
+async fn the_purge_skips_a_sandbox_an_operation_holds() {
+    let h = harness().await;
+    let r = h.create(serde_json::json!({})).await.expect("create");
+    let r = h
+        .control
+        .sandboxes
+        .delete(None, &r.id, TerminationReason::Deleted)
+        .await
+        .expect("delete");
+    let lock = h.control.ctx.op_lock(&r.id);
+    let guard = lock.lock().await;
+    assert_eq!(h.control.archive.purge_once(i64::MAX).await, 0);
+    assert!(h.control.store().get(&r.id).await.expect("get").is_some());
+    drop(guard);
+    assert_eq!(h.control.archive.purge_once(i64::MAX).await, 1);
+}
+
+#[tokio::test]
+async fn the_purge_goes_through_more_than_one_batch() {
+    let h = harness().await;
+    for i in 0..300 {
+        stored(&h, &format!("old-{i}"), None, |r| {
+            r.status = SandboxStatus::Terminated;
+            r.mark_ended(1_000 + i);
+        })
+        .await;
+    }
+    assert_eq!(h.control.archive.purge_once(i64::MAX).await, 300);
+    assert!(h.listed().await.is_empty());
 }

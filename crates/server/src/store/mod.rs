@@ -1,11 +1,13 @@
 //! The store: durable state of sandboxes. SQLite now; the interface is the
 //! [`Store`] type so a PostgreSQL implementation can follow.
 
+mod archive;
 mod record;
 mod secrets;
 mod snapshots;
 mod sqlite;
 
+pub use archive::{ArchiveKey, ArchivePage, CursorError, Direction, PageRequest};
 pub use record::SandboxRecord;
 pub use secrets::SealedSecret;
 pub use snapshots::SnapshotRecord;
@@ -81,5 +83,6 @@ pub(crate) fn sample_record(id: &str, name: Option<&str>) -> SandboxRecord {
         timeout_remaining_ms: None,
         transition: None,
         suspended_at: None,
+        archived_at: None,
     }
 }

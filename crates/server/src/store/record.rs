@@ -57,9 +57,18 @@ pub struct SandboxRecord {
     pub transition: Option<String>,
     /// When it was last suspended.
     pub suspended_at: Option<EpochMillis>,
+    /// When it entered the archive (set once it has ended; `--archive-ttl` counts from it).
+    pub archived_at: Option<EpochMillis>,
 }
 
 impl SandboxRecord {
+    /// Records that the sandbox ended at `now`: its end time, and its entry into the
+    /// archive. Callers change the status through `state::apply` first.
+    pub fn mark_ended(&mut self, now: EpochMillis) {
+        self.terminated_at = Some(now);
+        self.archived_at = Some(now);
+    }
+
     /// The wire form; `sandbox_url` and `ingress_endpoint` are given for routable states.
     pub fn to_info(&self, sandbox_url: &str, ingress_endpoint: &str) -> SandboxInfo {
         let routable = !matches!(

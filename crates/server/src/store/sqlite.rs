@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use alcove_runtime::SandboxId;
 use alcove_wire::sandbox::SandboxStatus;
+use alcove_wire::time::{EpochMillis, now_millis};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -19,7 +20,7 @@ pub struct Store {
 }
 
 /// Columns of `sandboxes`, in the order [`bind_all`] binds them.
-const FIELDS: [&str; 25] = [
+const FIELDS: [&str; 26] = [
     "id",
     "namespace",
     "name",
@@ -45,9 +46,10 @@ const FIELDS: [&str; 25] = [
     "timeout_remaining_ms",
     "transition",
     "suspended_at",
+    "archived_at",
 ];
 
-fn columns() -> String {
+pub(super) fn columns() -> String {
     FIELDS.join(", ")
 }
 
@@ -124,10 +126,25 @@ impl Store {
         row.map(|r| decode(&r)).transpose()
     }
 
-    /// Sandboxes of a namespace, oldest first.
+    /// Every sandbox of a namespace, ended ones included, oldest first.
     pub async fn list(&self, namespace: &str) -> Result<Vec<SandboxRecord>, StoreError> {
         let sql = format!(
             "SELECT {} FROM sandboxes WHERE namespace = ? ORDER BY created_at, id",
+            columns()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(namespace)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// The live sandboxes of a namespace (`GET /sandboxes`), oldest first; ended ones are
+    /// in the archive.
+    pub async fn list_live_in(&self, namespace: &str) -> Result<Vec<SandboxRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM sandboxes WHERE namespace = ? \
+             AND status NOT IN ('terminated', 'failed', 'timeout') ORDER BY created_at, id",
             columns()
         );
         let rows = sqlx::query(&sql)
@@ -203,6 +220,15 @@ fn bind_all<'q>(q: Query<'q>, r: &'q SandboxRecord) -> Query<'q> {
         .bind(r.timeout_remaining_ms)
         .bind(&r.transition)
         .bind(r.suspended_at)
+        .bind(archived_at(r))
+}
+
+/// When the row enters the archive: as recorded, or, for an ended record whose path did not
+/// call `mark_ended`, its end (now if it has none), so that every ended row is archived and
+/// every archived row is purged in time.
+fn archived_at(r: &SandboxRecord) -> Option<EpochMillis> {
+    r.archived_at
+        .or_else(|| (!r.status.is_live()).then(|| r.terminated_at.unwrap_or_else(now_millis)))
 }
 
 /// Reads a JSON-encoded text column.
@@ -226,7 +252,7 @@ pub(super) fn parse_id(id: String) -> Result<SandboxId, StoreError> {
     })
 }
 
-fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
+pub(super) fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let status: String = row.try_get("status")?;
     Ok(SandboxRecord {
@@ -257,6 +283,7 @@ fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
         timeout_remaining_ms: row.try_get("timeout_remaining_ms")?,
         transition: row.try_get("transition")?,
         suspended_at: row.try_get("suspended_at")?,
+        archived_at: row.try_get("archived_at")?,
         id: parse_id(id)?,
     })
 }

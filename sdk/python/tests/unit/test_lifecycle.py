@@ -13,6 +13,7 @@ from alcove.sandbox import (
     SandboxClient,
     SandboxError,
     SandboxFailedError,
+    SandboxNotFoundError,
     SandboxNotRoutableError,
     SandboxStatus,
     SandboxTimeoutError,
@@ -194,6 +195,75 @@ def test_list_get_delete(server: FakeServer, client: SandboxClient) -> None:
     assert client.delete("sbx-1") is None
     server.on("GET", BASE, jsonr(200, {"sandboxes": None}))
     assert client.list() == []
+
+
+ARCHIVE = "/v1/namespaces/default/archived-sandboxes"
+
+
+def archived_json(sandbox_id: str = "sbx-1", **extra: object) -> dict:
+    return info_json(
+        sandbox_id,
+        status="terminated",
+        sandbox_url=None,
+        termination_reason="deleted",
+        created_at=1_767_225_600_000,
+        terminated_at=1_767_225_660_000,
+        archived_at=1_767_225_660_000,
+        **extra,
+    )
+
+
+def test_list_archived_sends_the_query_and_reads_the_page(server: FakeServer, client: SandboxClient) -> None:
+    server.on(
+        "GET",
+        ARCHIVE,
+        jsonr(
+            200,
+            {"sandboxes": [archived_json(), archived_json("sbx-2")], "prev_cursor": None, "next_cursor": "bmV4dA"},
+        ),
+    )
+    page = client.list_archived(limit=2, cursor="Y3Vy", direction="backward")
+    assert [s.sandbox_id for s in page.sandboxes] == ["sbx-1", "sbx-2"]
+    assert (page.prev_cursor, page.next_cursor) == (None, "bmV4dA")
+    first = page.sandboxes[0]
+    assert first.status == SandboxStatus.TERMINATED
+    assert first.termination_reason == "deleted"
+    assert first.archived_at is not None and first.archived_at.year == 2026
+    assert first.terminated_at == first.archived_at
+    assert first.resources is not None and first.resources.cpus == 1.0
+    params = dict(server.calls("GET", ARCHIVE)[0].url.params)
+    assert params == {"limit": "2", "cursor": "Y3Vy", "direction": "backward"}
+
+    # Nothing given: no query at all (the server's defaults).
+    client.list_archived()
+    assert dict(server.calls("GET", ARCHIVE)[1].url.params) == {}
+
+
+def test_list_archived_checks_its_arguments_before_sending(server: FakeServer, client: SandboxClient) -> None:
+    for kwargs in ({"limit": 0}, {"limit": "10"}, {"limit": True}, {"cursor": ""}, {"direction": "up"}):
+        with pytest.raises(ValueError):
+            client.list_archived(**kwargs)
+    assert server.calls() == []
+
+
+def test_list_archived_passes_a_400_on(server: FakeServer, client: SandboxClient) -> None:
+    error = {"message": "invalid cursor: not a cursor of this server", "code": "INVALID_ARGUMENT"}
+    server.on("GET", ARCHIVE, jsonr(400, error))
+    with pytest.raises(RemoteAPIError) as err:
+        client.list_archived(cursor="x")
+    assert err.value.status_code == 400
+    assert "cursor" in str(err.value)
+
+
+def test_get_archived(server: FakeServer, client: SandboxClient) -> None:
+    server.on("GET", f"{ARCHIVE}/sbx-1", jsonr(200, archived_json(name="old-env")))
+    info = client.get_archived("sbx-1")
+    assert (info.sandbox_id, info.name, info.status) == ("sbx-1", "old-env", "terminated")
+    assert info.archived_at is not None
+    with pytest.raises(SandboxNotFoundError):
+        client.get_archived("sbx-404")
+    with pytest.raises(ValueError):
+        client.get_archived("")
 
 
 def test_update_sandbox_patches_the_name(server: FakeServer, client: SandboxClient) -> None:

@@ -38,6 +38,8 @@ MODEL_SCHEMAS: dict[type[BaseModel], str] = {
     models.ContainerResourcesInfo: "ResourcesInfo",
     models.NetworkPolicy: "NetworkConfig",
     models.SandboxInfo: "SandboxInfo",
+    models.ArchivedSandboxInfo: "ArchivedSandboxInfo",
+    models.ArchivedSandboxPage: "ListArchivedSandboxesResponse",
     models.SnapshotInfo: "SnapshotInfo",
     models.ProcessInfo: "ProcessInfo",
     models.OutputEvent: "OutputEvent",
@@ -55,6 +57,7 @@ SDK_ONLY: dict[type[BaseModel], str] = {
 # Fields the SDK reads from Tensorlake's servers that Alcove does not send.
 NOT_SENT_BY_ALCOVE: dict[type[BaseModel], set[str]] = {
     models.SandboxInfo: {"routing_hint", "outcome", "pool_id", "resource_resize"},
+    models.ArchivedSandboxInfo: {"routing_hint", "outcome", "pool_id", "resource_resize"},
     models.SnapshotInfo: {"snapshot_uri"},
     models.ProcessInfo: {"handle"},
     models.ContainerResourcesInfo: {"gpus"},

@@ -50,6 +50,35 @@ describe("sandbox lifecycle against a real server", { timeout: 170_000 }, () => 
     await assert.rejects(client.get("no-such-sandbox"), SandboxNotFoundError);
   });
 
+  it("moves an ended sandbox out of list() into the archive, paged newest first", TIMEOUT, async () => {
+    const first = await client.create({ name: "ts-archived" });
+    await client.delete(first.sandboxId);
+    const second = await client.create({ memoryMb: 2048 });
+    await client.delete(second.sandboxId);
+    assert.ok(!(await client.list()).some((s) => s.sandboxId === first.sandboxId || s.sandboxId === second.sandboxId));
+
+    const archived = await client.getArchived(first.sandboxId);
+    assert.equal(archived.status, "terminated");
+    assert.equal(archived.terminationReason, "deleted");
+    assert.equal(archived.name, "ts-archived");
+    assert.ok(archived.archivedAt instanceof Date);
+    assert.equal(archived.archivedAt.getTime(), archived.terminatedAt?.getTime());
+
+    // Newest first: the second one ended last; one per page, then back.
+    const newest = await client.listArchived({ limit: 1 });
+    assert.deepEqual(newest.sandboxes.map((s) => s.sandboxId), [second.sandboxId]);
+    assert.equal(newest.sandboxes[0]!.resources?.memoryMb, 2048);
+    assert.equal(newest.prevCursor, null);
+    const older = await client.listArchived({ limit: 1, cursor: newest.nextCursor!, direction: "forward" });
+    assert.deepEqual(older.sandboxes.map((s) => s.sandboxId), [first.sandboxId]);
+    const back = await client.listArchived({ limit: 1, cursor: older.prevCursor!, direction: "backward" });
+    assert.deepEqual(back.sandboxes.map((s) => s.sandboxId), [second.sandboxId]);
+
+    await assert.rejects(client.getArchived("no-such-sandbox"), SandboxNotFoundError);
+    await assert.rejects(client.listArchived({ cursor: "not-a-cursor" }), (error: unknown) =>
+      (error as { statusCode?: number }).statusCode === 400 && /cursor/.test(String(error)));
+  });
+
   it("holds names: 409 on a duplicate, connect and rename by name, free once deleted", TIMEOUT, async () => {
     const sandbox = await client.createAndConnect({ name: "ts-named" });
     try {

@@ -164,6 +164,45 @@ describe("SandboxClient against a fake server", () => {
     await assert.rejects(client.delete("missing"), SandboxNotFoundError);
   });
 
+  it("lists archived sandboxes a page at a time and gets one", async () => {
+    const archived = (id: string) =>
+      sandboxJson({ id, status: "terminated", sandbox_url: undefined, termination_reason: "deleted",
+        terminated_at: 1767225660000, archived_at: 1767225660000 });
+    handler = (req) => {
+      if (req.path === `${BASE}/archived-sandboxes`) {
+        return { json: { sandboxes: [archived("sbx1"), archived("sbx2")], prev_cursor: null, next_cursor: "bmV4dA" } };
+      }
+      if (req.path === `${BASE}/archived-sandboxes/sbx1`) return { json: { ...archived("sbx1"), name: "old-env" } };
+      return { status: 404, json: { message: "archived sandbox not found", code: "NOT_FOUND" } };
+    };
+    const page = await client.listArchived({ limit: 2, cursor: "Y3Vy", direction: "backward" });
+    assert.deepEqual(page.sandboxes.map((s) => [s.sandboxId, s.status, s.terminationReason]), [
+      ["sbx1", "terminated", "deleted"],
+      ["sbx2", "terminated", "deleted"],
+    ]);
+    assert.deepEqual([page.prevCursor, page.nextCursor], [null, "bmV4dA"]);
+    assert.equal(page.sandboxes[0]!.archivedAt?.getTime(), 1767225660000);
+    assert.deepEqual(Object.fromEntries(fake.requests.at(-1)!.query), { limit: "2", cursor: "Y3Vy", direction: "backward" });
+    await client.listArchived();
+    assert.equal(fake.requests.at(-1)!.query.toString(), "", "no argument, no query: the server's defaults");
+
+    const one = await client.getArchived("sbx1");
+    assert.deepEqual([one.sandboxId, one.name, one.archivedAt?.getTime()], ["sbx1", "old-env", 1767225660000]);
+    await assert.rejects(client.getArchived("gone"), (error: unknown) => error instanceof SandboxNotFoundError && error.sandboxId === "gone");
+
+    const sent = fake.requests.length;
+    for (const bad of [{ limit: 0 }, { limit: 1.5 }, { cursor: "" }, { direction: "up" }] as object[]) {
+      await assert.rejects(client.listArchived(bad), (error: unknown) => error instanceof RangeError || error instanceof TypeError);
+    }
+    await assert.rejects(client.getArchived(""), TypeError);
+    assert.equal(fake.requests.length, sent, "bad arguments are refused before anything is sent");
+  });
+
+  it("refuses an archived sandbox without archived_at, as the official SDK does", async () => {
+    handler = () => ({ json: sandboxJson({ status: "terminated" }) });
+    await assert.rejects(client.getArchived("sbx1"), /archived_at/);
+  });
+
   it("retries GETs on 503 and connection errors, not POSTs", async () => {
     let calls = 0;
     handler = () => {

@@ -20,6 +20,8 @@ import ts from "typescript";
 
 import { createBody, DEFAULT_CPUS, DEFAULT_MEMORY_MB, MANAGEMENT_PORT, validatePorts } from "../../src/client.js";
 import {
+  archivedSandboxInfoFromWire,
+  archivedSandboxPageFromWire,
   directoryEntryFromWire,
   outputEventFromWire,
   outputResponseFromWire,
@@ -48,6 +50,8 @@ const INTERFACE_SCHEMAS: Record<string, string> = {
   ContainerResourcesInfo: "ResourcesInfo",
   NetworkPolicy: "NetworkConfig",
   SandboxInfo: "SandboxInfo",
+  ArchivedSandboxInfo: "ArchivedSandboxInfo",
+  ArchivedSandboxPage: "ListArchivedSandboxesResponse",
   SnapshotInfo: "SnapshotInfo",
   ProcessInfo: "ProcessInfo",
   OutputEvent: "OutputEvent",
@@ -63,6 +67,7 @@ const SDK_ONLY = new Set(["CommandResult"]);
 /** Fields the SDK reads from Tensorlake's servers that Alcove does not send. */
 const NOT_SENT_BY_ALCOVE: Record<string, string[]> = {
   SandboxInfo: ["routingHint", "outcome", "poolId", "resourceResize"],
+  ArchivedSandboxInfo: ["routingHint", "outcome", "poolId", "resourceResize"],
   SnapshotInfo: ["snapshotUri"],
   ProcessInfo: ["handle"],
   ContainerResourcesInfo: ["gpus"],
@@ -71,6 +76,7 @@ const NOT_SENT_BY_ALCOVE: Record<string, string[]> = {
 /** Wire names besides the snake_case of the field. */
 const ALIASES: Record<string, Record<string, string[]>> = {
   SandboxInfo: { sandboxId: ["id"] },
+  ArchivedSandboxInfo: { sandboxId: ["id"] },
   SnapshotInfo: { snapshotId: ["id"] },
 };
 
@@ -168,7 +174,8 @@ interface Source {
 
 function parseSource(text: string): Source {
   const file = ts.createSourceFile("models.ts", text, ts.ScriptTarget.ES2022, true);
-  const interfaces = new Map<string, Field[]>();
+  const own = new Map<string, Field[]>();
+  const bases = new Map<string, string[]>();
   const aliases = new Map<string, ts.TypeNode>();
   for (const statement of file.statements) {
     if (ts.isInterfaceDeclaration(statement)) {
@@ -178,11 +185,21 @@ function parseSource(text: string): Source {
           fields.push({ name: member.name.getText(file), type: member.type, optional: !!member.questionToken });
         }
       }
-      interfaces.set(statement.name.text, fields);
+      own.set(statement.name.text, fields);
+      const extended = (statement.heritageClauses ?? []).flatMap((clause) =>
+        clause.types.map((base) => base.expression.getText(file)),
+      );
+      bases.set(statement.name.text, extended);
     } else if (ts.isTypeAliasDeclaration(statement)) {
       aliases.set(statement.name.text, statement.type);
     }
   }
+  // An interface that extends others has their fields too (`ArchivedSandboxInfo extends SandboxInfo`).
+  const withBases = (name: string): Field[] => [
+    ...(bases.get(name) ?? []).flatMap((base) => withBases(base)),
+    ...(own.get(name) ?? []),
+  ];
+  const interfaces = new Map([...own.keys()].map((name) => [name, withBases(name)] as [string, Field[]]));
   return { interfaces, aliases, file };
 }
 
@@ -327,6 +344,8 @@ const sandboxSample = sample(doc, doc.components.schemas.SandboxInfo!, "", true)
 
 const READERS: Record<string, Reader> = {
   SandboxInfo: (v) => sandboxInfoFromWire(v),
+  ArchivedSandboxInfo: (v) => archivedSandboxInfoFromWire(v),
+  ArchivedSandboxPage: (v) => archivedSandboxPageFromWire(v),
   SnapshotInfo: (v) => snapshotInfoFromWire(v),
   ProcessInfo: (v) => processInfoFromWire(v),
   OutputEvent: (v) => outputEventFromWire(v),

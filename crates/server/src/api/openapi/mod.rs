@@ -30,6 +30,8 @@ pub mod tags {
     pub const SANDBOXES: &str = "sandboxes";
     /// Snapshots of sandboxes.
     pub const SNAPSHOTS: &str = "snapshots";
+    /// Ended sandboxes, kept for the archive's retention.
+    pub const ARCHIVE: &str = "archived sandboxes";
     /// Alcove's own secret store.
     pub const SECRETS: &str = "secrets";
     /// The server itself: health and this document.
@@ -43,6 +45,15 @@ pub mod tags {
 #[into_params(parameter_in = Path)]
 pub struct SandboxParam {
     /// The sandbox's id or name.
+    #[allow(dead_code)]
+    id: String,
+}
+
+/// The `{id}` path parameter of the archived-sandbox routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ArchivedParam {
+    /// The sandbox's id (names of ended sandboxes no longer resolve).
     #[allow(dead_code)]
     id: String,
 }
@@ -135,6 +146,10 @@ pub fn document() -> Value {
             (
                 tags::SNAPSHOTS,
                 "Snapshots of sandboxes, and restoring them.",
+            ),
+            (
+                tags::ARCHIVE,
+                "Ended sandboxes, newest first, kept for the server's `--archive-ttl`.",
             ),
             (tags::SECRETS, "Alcove's secret store (its own routes)."),
             (tags::SERVER, "The server itself."),

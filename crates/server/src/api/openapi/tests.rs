@@ -18,8 +18,9 @@ use alcove_wire::pty::{
     CreatePtyRequest, CreatePtyResponse, PtySessionInfo, PtySessionList, ResizeRequest,
 };
 use alcove_wire::sandbox::{
-    CreateSandboxRequest, CreateSandboxResponse, GpuResources, ListSandboxesResponse,
-    NetworkConfig, ResourcesInfo, ResourcesRequest, SandboxInfo, UpdateSandboxRequest,
+    ArchivedSandboxInfo, CreateSandboxRequest, CreateSandboxResponse, GpuResources,
+    ListArchivedSandboxesResponse, ListSandboxesResponse, NetworkConfig, ResourcesInfo,
+    ResourcesRequest, SandboxInfo, UpdateSandboxRequest,
 };
 use alcove_wire::snapshot::{
     CreateSnapshotRequest, CreateSnapshotResponse, ListSnapshotsResponse, SnapshotInfo,
@@ -262,6 +263,8 @@ fn schemas_are_what_serde_reads_and_writes() {
         CreateSandboxResponse,
         ResourcesInfo,
         ListSandboxesResponse,
+        ArchivedSandboxInfo,
+        ListArchivedSandboxesResponse,
         SnapshotInfo,
         CreateSnapshotResponse,
         ListSnapshotsResponse,
@@ -406,6 +409,8 @@ fn every_operation_has_a_unique_id_and_the_namespaced_copies_their_parameter() {
     for path in [
         "/sandboxes",
         "/sandboxes/{id}",
+        "/archived-sandboxes",
+        "/archived-sandboxes/{id}",
         "/snapshots/{sid}",
         "/secrets/{name}",
     ] {

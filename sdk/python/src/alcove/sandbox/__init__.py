@@ -34,6 +34,8 @@ from .exceptions import (
     SnapshotNotFoundError,
 )
 from .models import (
+    ArchivedSandboxInfo,
+    ArchivedSandboxPage,
     CommandResult,
     ContainerResourcesInfo,
     DirectoryEntry,
@@ -58,6 +60,8 @@ from .sandbox import Sandbox
 from .tunnel import Tunnel
 
 __all__ = [
+    "ArchivedSandboxInfo",
+    "ArchivedSandboxPage",
     "AsyncDesktop",
     "AsyncPtySession",
     "AsyncSandbox",

@@ -27,7 +27,7 @@ from ._config import (
 )
 from .async_sandbox import AsyncSandbox
 from .exceptions import SandboxException
-from .models import SandboxInfo, SandboxMetrics, SnapshotInfo, SnapshotType
+from .models import ArchivedSandboxInfo, ArchivedSandboxPage, SandboxInfo, SandboxMetrics, SnapshotInfo, SnapshotType
 
 T = TypeVar("T")
 
@@ -257,8 +257,22 @@ class AsyncSandboxClient:
         return await self._drive(proto.op_get(self._config, identifier))
 
     async def list(self) -> list[SandboxInfo]:
-        """Every sandbox of the namespace."""
+        """The live sandboxes of the namespace (ended ones are in :meth:`list_archived`)."""
         return await self._drive(proto.op_list(self._config))
+
+    async def list_archived(
+        self, limit: int | None = None, cursor: str | None = None, direction: str | None = None
+    ) -> ArchivedSandboxPage:
+        """One page of the namespace's ended sandboxes, newest first, kept by the server for its
+        ``--archive-ttl``. ``limit``: at most this many (server default 100, at most 1000);
+        ``cursor``: a ``next_cursor`` (with ``direction="forward"``, the default) or
+        ``prev_cursor`` (with ``direction="backward"``) of an earlier page."""
+        return await self._drive(proto.op_list_archived(self._config, limit, cursor, direction))
+
+    async def get_archived(self, sandbox_id: str) -> ArchivedSandboxInfo:
+        """One archived sandbox, by id; :class:`SandboxNotFoundError` if it is unknown, still
+        live, or past the archive's retention."""
+        return await self._drive(proto.op_get_archived(self._config, sandbox_id))
 
     async def delete(self, identifier: str) -> None:
         """Terminate a sandbox for good."""

@@ -26,7 +26,7 @@ from ._config import (
 )
 from .sandbox import Sandbox
 from .exceptions import SandboxException
-from .models import SandboxInfo, SandboxMetrics, SnapshotInfo, SnapshotType
+from .models import ArchivedSandboxInfo, ArchivedSandboxPage, SandboxInfo, SandboxMetrics, SnapshotInfo, SnapshotType
 
 T = TypeVar("T")
 
@@ -256,8 +256,22 @@ class SandboxClient:
         return self._drive(proto.op_get(self._config, identifier))
 
     def list(self) -> list[SandboxInfo]:
-        """Every sandbox of the namespace."""
+        """The live sandboxes of the namespace (ended ones are in :meth:`list_archived`)."""
         return self._drive(proto.op_list(self._config))
+
+    def list_archived(
+        self, limit: int | None = None, cursor: str | None = None, direction: str | None = None
+    ) -> ArchivedSandboxPage:
+        """One page of the namespace's ended sandboxes, newest first, kept by the server for its
+        ``--archive-ttl``. ``limit``: at most this many (server default 100, at most 1000);
+        ``cursor``: a ``next_cursor`` (with ``direction="forward"``, the default) or
+        ``prev_cursor`` (with ``direction="backward"``) of an earlier page."""
+        return self._drive(proto.op_list_archived(self._config, limit, cursor, direction))
+
+    def get_archived(self, sandbox_id: str) -> ArchivedSandboxInfo:
+        """One archived sandbox, by id; :class:`SandboxNotFoundError` if it is unknown, still
+        live, or past the archive's retention."""
+        return self._drive(proto.op_get_archived(self._config, sandbox_id))
 
     def delete(self, identifier: str) -> None:
         """Terminate a sandbox for good."""

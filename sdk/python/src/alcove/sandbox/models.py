@@ -260,6 +260,28 @@ class SandboxMetrics(_WireModel):
     disk_limit_bytes: int
 
 
+class ArchivedSandboxInfo(SandboxInfo):
+    """An ended sandbox kept in the server's archive until its retention (``--archive-ttl``)
+    runs out: every field of :class:`SandboxInfo` plus ``archived_at``, when it was archived."""
+
+    archived_at: Timestamp
+
+
+class ArchivedSandboxPage(_WireModel):
+    """One page of archived sandboxes, newest first.
+
+    Pass ``next_cursor`` back as ``cursor`` (direction ``forward``, the default) for the older
+    page, ``prev_cursor`` with direction ``backward`` for the newer one; each is ``None`` at its
+    end of the archive.
+    """
+
+    sandboxes: Annotated[list[ArchivedSandboxInfo], BeforeValidator(_none_as_empty_list)] = Field(
+        default_factory=list
+    )
+    prev_cursor: str | None = None
+    next_cursor: str | None = None
+
+
 class SnapshotInfo(_WireModel):
     """A snapshot of a sandbox (filesystem, or filesystem plus memory)."""
 

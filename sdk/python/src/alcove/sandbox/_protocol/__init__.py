@@ -51,6 +51,7 @@ from ._files import (
     prepare_upload,
 )
 from ._lifecycle import (
+    ARCHIVE_DIRECTIONS,
     CREATE_GRACE_MS,
     CREATE_POLL_INTERVAL_SECS,
     DEFAULT_CPUS,
@@ -58,6 +59,7 @@ from ._lifecycle import (
     MAX_WAIT_MS,
     SNAPSHOT_POLL_INTERVAL_SECS,
     STATE_POLL_INTERVAL_SECS,
+    archived_params,
     create_body,
     op_connect,
     op_create,
@@ -65,8 +67,10 @@ from ._lifecycle import (
     op_delete_snapshot,
     op_expose_ports,
     op_get,
+    op_get_archived,
     op_get_snapshot,
     op_list,
+    op_list_archived,
     op_list_snapshots,
     op_rename,
     op_snapshot,
@@ -96,6 +100,7 @@ from ._processes import _command_fields as _command_fields
 from ._routing import (
     USER_AGENT,
     ProxyTarget,
+    archived_url,
     base_headers,
     namespace_url,
     proxy_target,
@@ -131,6 +136,7 @@ from ._steps import _send as _send
 from ._validation import MANAGEMENT_PORT, validate_ports
 
 __all__ = [
+    "ARCHIVE_DIRECTIONS",
     "CREATE_GRACE_MS",
     "CREATE_POLL_INTERVAL_SECS",
     "DEFAULT_CPUS",
@@ -158,6 +164,8 @@ __all__ = [
     "USER_AGENT",
     "Upload",
     "aiter_upload",
+    "archived_params",
+    "archived_url",
     "base_headers",
     "check",
     "check_event_stream",
@@ -175,11 +183,13 @@ __all__ = [
     "op_delete_snapshot",
     "op_expose_ports",
     "op_get",
+    "op_get_archived",
     "op_get_output",
     "op_get_process",
     "op_get_snapshot",
     "op_kill_process",
     "op_list",
+    "op_list_archived",
     "op_list_directory",
     "op_list_processes",
     "op_list_snapshots",

@@ -1,4 +1,4 @@
-"""Control plane: create, get, list, delete, update, suspend/resume, ports and snapshots."""
+"""Control plane: create, get, list, delete, update, suspend/resume, ports, the archive and snapshots."""
 
 from __future__ import annotations
 
@@ -10,9 +10,17 @@ import httpx
 
 from .._config import ClientConfig
 from ..exceptions import SandboxError, SandboxFailedError, SandboxNotRoutableError, SandboxTimeoutError
-from ..models import SandboxInfo, SandboxMetrics, SandboxStatus, SnapshotInfo, SnapshotStatus
+from ..models import (
+    ArchivedSandboxInfo,
+    ArchivedSandboxPage,
+    SandboxInfo,
+    SandboxMetrics,
+    SandboxStatus,
+    SnapshotInfo,
+    SnapshotStatus,
+)
 from ._errors import _describe, _json, _json_or_none, _list, _model, check, error_from_response
-from ._routing import _identifier, _lifecycle, sandboxes_url, snapshots_url, target_for
+from ._routing import _identifier, _lifecycle, archived_url, sandboxes_url, snapshots_url, target_for
 from ._steps import Op, Sleep, _send
 from ._validation import _is_int, _is_number, _str_list, validate_ports
 
@@ -277,6 +285,46 @@ def op_unexpose_ports(cfg: ClientConfig, identifier: str, ports: Iterable[int]) 
         "exposed_ports": remaining,
     }
     return (yield from op_update(cfg, identifier, patch))
+
+
+# ---------------------------------------------------------------------------------------------
+# Archived sandboxes
+
+ARCHIVE_DIRECTIONS = ("forward", "backward")
+
+
+def archived_params(limit: int | None, cursor: str | None, direction: str | None) -> dict[str, str]:
+    """The query of ``GET /archived-sandboxes`` (docs/protocol/control-plane.md), after client-side checks."""
+    params: dict[str, str] = {}
+    if limit is not None:
+        if not _is_int(limit) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        params["limit"] = str(limit)
+    if cursor is not None:
+        if not isinstance(cursor, str) or not cursor:
+            raise ValueError(f"cursor must be a non-empty string (a prev_cursor or next_cursor), got {cursor!r}")
+        params["cursor"] = cursor
+    if direction is not None:
+        if str(direction) not in ARCHIVE_DIRECTIONS:
+            raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+        params["direction"] = str(direction)
+    return params
+
+
+def op_list_archived(
+    cfg: ClientConfig, limit: int | None, cursor: str | None, direction: str | None
+) -> Op[ArchivedSandboxPage]:
+    params = archived_params(limit, cursor, direction)
+    resp = yield from _send(_lifecycle(cfg, "GET", archived_url(cfg), params=params))
+    check(resp)
+    return _model(ArchivedSandboxPage, _json(resp, "archived sandbox list"), "archived sandbox list")
+
+
+def op_get_archived(cfg: ClientConfig, sandbox_id: str) -> Op[ArchivedSandboxInfo]:
+    sandbox_id = _identifier(sandbox_id, "sandbox_id")
+    resp = yield from _send(_lifecycle(cfg, "GET", archived_url(cfg, sandbox_id)))
+    check(resp, sandbox=sandbox_id)
+    return _model(ArchivedSandboxInfo, _json(resp, "archived sandbox"), "archived sandbox")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,13 @@ def sandboxes_url(cfg: ClientConfig, identifier: str | None = None, suffix: str 
     return url + suffix
 
 
+def archived_url(cfg: ClientConfig, sandbox_id: str | None = None) -> str:
+    url = f"{namespace_url(cfg)}/archived-sandboxes"
+    if sandbox_id is not None:
+        url += f"/{_segment(sandbox_id)}"
+    return url
+
+
 def snapshots_url(cfg: ClientConfig, snapshot_id: str | None = None) -> str:
     url = f"{namespace_url(cfg)}/snapshots"
     if snapshot_id is not None:
