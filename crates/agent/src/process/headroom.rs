@@ -29,6 +29,20 @@ pub fn user_task_limit() -> Option<u64> {
         .map(task_limit_below)
 }
 
+/// Tasks in the sandbox now (`None` when it cannot be read).
+pub fn current_tasks() -> Option<u64> {
+    ["/sys/fs/cgroup/pids/pids.current", "/sys/fs/cgroup/pids.current"]
+        .iter()
+        .find_map(|p| read_limit(Path::new(p)))
+}
+
+/// Whether user processes already fill their task limit: a process started now
+/// would only queue behind them (a fork bomb holds thousands of runnable tasks at
+/// the same priority), so a start is refused at once instead.
+pub fn user_tasks_full(task_limit: Option<u64>) -> bool {
+    matches!((task_limit, current_tasks()), (Some(limit), Some(now)) if now >= limit)
+}
+
 fn read_limit(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

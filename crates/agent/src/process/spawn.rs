@@ -162,6 +162,9 @@ impl Launcher {
         if spec.command.is_empty() {
             return Err(LaunchError::EmptyCommand);
         }
+        if super::headroom::user_tasks_full(self.task_limit) {
+            return Err(LaunchError::ProcessLimit(spec.command.to_string()));
+        }
         let db = UserDb::load(&self.passwd_path, &self.group_path);
         // SAFETY: geteuid/getegid cannot fail and touch no memory.
         let (current_uid, current_gid) = unsafe { (libc::geteuid(), libc::getegid()) };
