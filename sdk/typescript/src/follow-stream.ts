@@ -101,7 +101,10 @@ class OutputEvents implements AsyncIterableIterator<OutputEvent> {
   }
 
   next(): Promise<IteratorResult<OutputEvent, undefined>> {
-    if (this.#pulling !== null) return this.#pulling.then(() => this.next());
+    if (this.#pulling !== null) {
+      const again = () => this.next();
+      return this.#pulling.then(again, again); // after a failed pull, this is done
+    }
     if (this.#next < this.#ready.length) return Promise.resolve({ value: this.#ready[this.#next++]!, done: false });
     if (this.#done) return Promise.resolve(DONE);
     const pulling = this.#pull().finally(() => {

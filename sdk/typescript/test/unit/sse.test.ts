@@ -427,6 +427,17 @@ describe("follow streams", () => {
     assert.deepEqual(await events.next(), { value: undefined, done: true });
   });
 
+  it("answers a call to next() waiting behind a failing one as done", async () => {
+    async function* source(): AsyncGenerator<Uint8Array> {
+      yield encoder.encode("data: {");
+      throw new SandboxConnectionError("connection reset");
+    }
+    const events = iterOutputEvents(source(), null);
+    const [first, second] = await Promise.allSettled([events.next(), events.next()]);
+    assert.equal(first.status, "rejected");
+    assert.deepEqual(second, { status: "fulfilled", value: { value: undefined, done: true } });
+  });
+
   it("answers calls to next() made without waiting in order", async () => {
     const events = iterOutputEvents(chunksOf(out("a"), out("b"), out("c")), null);
     const results = await Promise.all([events.next(), events.next(), events.next(), events.next()]);
