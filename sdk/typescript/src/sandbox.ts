@@ -44,7 +44,8 @@ import {
   type StdinMode,
 } from "./models.js";
 import { PtySession, ptyBody, type CreatePtyOptions } from "./pty.js";
-import { collectRun, iterOutputEvents } from "./sse.js";
+import { iterOutputEvents } from "./follow-stream.js";
+import { collectRun } from "./run-stream.js";
 import { Tunnel, type CreateTunnelOptions } from "./tunnel.js";
 import { tunnelWebsocketUrl, websocketHeaders } from "./websocket.js";
 
@@ -457,10 +458,17 @@ export class Sandbox {
     return this.#follow(pid, "stderr");
   }
 
-  async *#follow(pid: number | string, stream: "output" | "stdout" | "stderr"): AsyncGenerator<OutputEvent, void, undefined> {
-    const path = `/api/v1/processes/${pidSegment(pid)}/${stream}/follow`;
-    const response = await this.#request({ method: "GET", path, headers: { Accept: "text/event-stream" }, stream: true, events: true });
-    yield* iterOutputEvents(readChunks(response), FOLLOW_STREAMS[stream]);
+  #follow(pid: number | string, stream: "output" | "stdout" | "stderr"): AsyncIterable<OutputEvent> {
+    // The request is made (and the pid checked) at the first `next()`, as before.
+    const request = (): Promise<HttpResponse> => {
+      const path = `/api/v1/processes/${pidSegment(pid)}/${stream}/follow`;
+      return this.#request({ method: "GET", path, headers: { Accept: "text/event-stream" }, stream: true, events: true });
+    };
+    async function* body(): AsyncGenerator<Uint8Array, void, undefined> {
+      yield* readChunks(await request());
+    }
+    // Not an async generator over events: that would cost more per line than decoding it.
+    return iterOutputEvents(body(), FOLLOW_STREAMS[stream]);
   }
 
   // -- files -----------------------------------------------------------------------------------

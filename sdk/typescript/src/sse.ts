@@ -1,59 +1,30 @@
 /**
  * Server-sent events of the agent API: `POST /api/v1/processes/run` and the `follow` streams
- * (docs/protocol/streaming.md).
+ * (docs/protocol/streaming.md), decoded a block of events at a time.
  *
  * Events are recognised by shape, never by their `event:` name. `event:`, `id:` and `retry:`
  * lines and `:` comments (keep-alives) are ignored; data that is not a JSON object is skipped.
+ *
+ * The agent writes many events per read, so the stream is not decoded line by line:
+ * {@link SSEBlocks} cuts the text after the last blank line of what has arrived, and
+ * {@link decodeBlock} parses all the data lines of a block with one `JSON.parse`. A block that
+ * is not made of one-line JSON objects (which is all the agent sends) is decoded line by line by
+ * {@link SSEDecoder}, the reference semantics. `run-stream.ts` and `follow-stream.ts` build on this.
  */
 
-import { SandboxConnectionError, SandboxError } from "./errors.js";
-import type { CommandResult, OutputEvent, OutputStream } from "./models.js";
-import { outputEventFromWire } from "./models.js";
-
-type Event = Record<string, unknown>;
+export type Event = Record<string, unknown>;
 
 function jsonObject(text: string): Event | undefined {
   try {
     const value: unknown = JSON.parse(text);
-    return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Event) : undefined;
+    return isObject(value) ? value : undefined;
   } catch {
     return undefined;
   }
 }
 
-/**
- * Split a byte stream into lines (`\n`, `\r\n` or `\r`), decoding UTF-8 across chunk
- * boundaries. The lines come without their ending.
- */
-export async function* iterLines(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<string, void, undefined> {
-  const decoder = new TextDecoder();
-  let buffer = "";
-  const drain = function* (final: boolean): Generator<string> {
-    let start = 0;
-    for (let i = 0; i < buffer.length; i++) {
-      const char = buffer[i];
-      if (char === "\n") {
-        yield buffer.slice(start, i);
-        start = i + 1;
-      } else if (char === "\r") {
-        if (i + 1 === buffer.length && !final) break; // a "\n" may follow in the next chunk
-        yield buffer.slice(start, i);
-        if (buffer[i + 1] === "\n") i++;
-        start = i + 1;
-      }
-    }
-    buffer = buffer.slice(start);
-    if (final && buffer) {
-      yield buffer;
-      buffer = "";
-    }
-  };
-  for await (const chunk of chunks) {
-    buffer += decoder.decode(chunk, { stream: true });
-    yield* drain(false);
-  }
-  buffer += decoder.decode();
-  yield* drain(true);
+function isObject(value: unknown): value is Event {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** Line-based SSE decoder: feed it lines without their ending, then call {@link flush}. */
@@ -84,74 +55,142 @@ export class SSEDecoder {
   }
 }
 
-/** The JSON events of an SSE byte stream. */
-export async function* iterEvents(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Event, void, undefined> {
+const NEWLINE = 10;
+
+/**
+ * Cuts an SSE byte stream into blocks of whole events, as text.
+ *
+ * Feed it the body's chunks as they come; {@link feed} answers the text up to the last blank line
+ * seen so far (or null), {@link close} what is left at the end of the stream. UTF-8 is decoded
+ * across chunk boundaries (invalid bytes become U+FFFD). Every block starts with `"\n"` and its
+ * line ends are `"\n"` (`"\r\n"` and `"\r"` are turned into `"\n"`: SSE allows all three); every
+ * block but the last ends with `"\n"`, and the blank line ending its last event is the `"\n"`
+ * that starts the next block. So each line of a block follows a `"\n"`, and a block decodes on
+ * its own. Text without a blank line (a very long line) is kept in pieces and joined once.
+ */
+export class SSEBlocks {
+  readonly #decoder = new TextDecoder();
+  // A leading empty line changes nothing (it ends no event) and gives the first block its "\n".
+  #pending: string[] = ["\n"];
+  // The last text ended with "\r", already counted as a line end: a "\n" starting the next text
+  // completes that "\r\n" and is dropped.
+  #afterCr = false;
+
+  /** Take the next chunk of the body; the block of whole events it completes, if any. */
+  feed(chunk: Uint8Array): string | null {
+    return this.#take(this.#decoder.decode(chunk, { stream: true }));
+  }
+
+  /** What is left at the end of the stream (its last line may be unterminated). */
+  close(): string {
+    const block = this.#take(this.#decoder.decode()) ?? "";
+    const rest = block + this.#pending.join("");
+    this.#pending = ["\n"];
+    this.#afterCr = false;
+    return rest;
+  }
+
+  #take(text: string): string | null {
+    if (this.#afterCr && text.length > 0) {
+      this.#afterCr = false;
+      if (text.charCodeAt(0) === NEWLINE) text = text.slice(1);
+    }
+    if (text.includes("\r")) {
+      this.#afterCr = text.endsWith("\r");
+      text = text.replace(/\r\n?/g, "\n");
+    }
+    if (text.length === 0) return null;
+    let cut = text.lastIndexOf("\n\n");
+    if (cut < 0) {
+      if (!(text.charCodeAt(0) === NEWLINE && this.#pending[this.#pending.length - 1]!.endsWith("\n"))) {
+        this.#pending.push(text);
+        return null;
+      }
+      cut = -1; // the blank line starts this text
+    }
+    this.#pending.push(text.slice(0, cut + 1));
+    const block = this.#pending.join("");
+    this.#pending = [text.slice(cut + 1)];
+    return block;
+  }
+}
+
+/** How many lines of a block (from {@link SSEBlocks}) may be data fields. */
+export function dataLineCount(block: string): number {
+  let count = 0;
+  for (let at = block.indexOf("\ndata"); at >= 0; at = block.indexOf("\ndata", at + 5)) count++;
+  return count;
+}
+
+// A data line of a block: its value, the leading space included (JSON ignores it).
+const DATA_LINE = /\ndata:([^\n]*)/g;
+
+/**
+ * The JSON objects of the events of a block from {@link SSEBlocks}, in order.
+ *
+ * The data lines of a block of one-line events are parsed together, as one JSON array; any other
+ * block (an event whose data spans lines, data that is not a JSON object) is decoded line by line,
+ * as {@link SSEDecoder} does, with the same result. The last event of a block counts even without
+ * its blank line (the next block starts with it, or the stream ended).
+ */
+export function decodeBlock(block: string): Event[] {
+  const values: string[] = [];
+  for (const match of block.matchAll(DATA_LINE)) values.push(match[1]!);
+  const count = dataLineCount(block);
+  if (count === 0) return []; // comments (keep-alives), or events without data
+  if (values.length === count) {
+    const events = jsonObjects(values);
+    if (events !== null) return events;
+  }
   const decoder = new SSEDecoder();
-  for await (const line of iterLines(chunks)) yield* decoder.feed(line);
-  yield* decoder.flush();
+  const events: Event[] = [];
+  for (const line of block.split("\n")) for (const event of decoder.feed(line)) events.push(event);
+  for (const event of decoder.flush()) events.push(event);
+  return events;
 }
 
-/** Accumulates the events of `processes/run` (recognised by shape) into a {@link CommandResult}. */
-export class RunCollector {
-  readonly stdout: string[] = [];
-  readonly stderr: string[] = [];
-  pid: number | null = null;
-  private exit: Event | null = null;
-
-  /** Take one event; true once the exit event has arrived. */
-  add(event: Event): boolean {
-    if (typeof event.line === "string") {
-      (event.stream === "stderr" ? this.stderr : this.stdout).push(event.line);
-      return false;
-    }
-    if ((event.exit_code !== undefined && event.exit_code !== null) || (event.signal !== undefined && event.signal !== null)) {
-      this.exit = event;
-      return true;
-    }
-    if (Number.isInteger(event.pid) && this.pid === null) {
-      this.pid = event.pid as number;
-      return false;
-    }
-    if (typeof event.error === "string" && event.error) {
-      const code = typeof event.code === "string" ? ` (${event.code})` : "";
-      throw new SandboxError(`command failed in the sandbox${code}: ${event.error}`);
-    }
-    return false;
+/**
+ * The data values parsed as one JSON array: null unless each is exactly one JSON object.
+ *
+ * A value that is not a JSON object on its own makes the array fail to parse, hold another
+ * number of items or an item that is not an object, and the caller then decodes line by line.
+ * The values are joined with `",\n"`: a raw newline is invalid inside a JSON string, so a string
+ * cannot run from one value into the next. (Only garbage shaped to balance out, such as `{"a":[1`
+ * then `2]}` then `{},{}`, could still parse as three objects where the line decoder finds none;
+ * no server sends that.)
+ */
+function jsonObjects(values: string[]): Event[] | null {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(`[${values.join(",\n")}]`);
+  } catch {
+    return null;
   }
-
-  result(): CommandResult {
-    if (this.exit === null) {
-      throw new SandboxConnectionError("command output stream ended without an exit event");
-    }
-    const signal = typeof this.exit.signal === "number" ? this.exit.signal : null;
-    const exitCode = typeof this.exit.exit_code === "number" ? this.exit.exit_code : -(signal ?? 0);
-    return {
-      stdout: this.stdout.join("\n"),
-      stderr: this.stderr.join("\n"),
-      exitCode,
-      signal,
-      reason: typeof this.exit.reason === "string" ? this.exit.reason : null,
-      pid: this.pid,
-    };
-  }
+  if (!Array.isArray(parsed) || parsed.length !== values.length) return null;
+  for (const item of parsed) if (!isObject(item)) return null;
+  return parsed as Event[];
 }
 
-/** Read a `processes/run` stream to its exit event. */
-export async function collectRun(chunks: AsyncIterable<Uint8Array>): Promise<CommandResult> {
-  const collector = new RunCollector();
-  for await (const event of iterEvents(chunks)) {
-    if (collector.add(event)) break;
-  }
-  return collector.result();
-}
+/**
+ * What may stand between the quotes of a JSON string: no quote, backslash or control character
+ * but in a backslash pair. Escapes are not checked (`JSON.parse` does), yet each pair is taken
+ * whole, so a body never ends inside an escape; a body without a backslash is its string's value.
+ */
+export const JSON_STRING_BODY = String.raw`[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*`;
 
-/** The output lines of a follow stream (`stream` defaults to the followed one when absent). */
-export async function* iterOutputEvents(
-  chunks: AsyncIterable<Uint8Array>,
-  defaultStream: OutputStream | null,
-): AsyncGenerator<OutputEvent, void, undefined> {
-  for await (const event of iterEvents(chunks)) {
-    const item = outputEventFromWire(event, defaultStream);
-    if (item !== null) yield item;
-  }
+/**
+ * A data line of a block holding one output event exactly as the agent writes it (global flag).
+ *
+ * serde_json writes `{"line":"…","timestamp":…,"stream":"…"}`: these fields in this order, no
+ * spaces, an integer timestamp, and the stream `stdout` or `stderr`. `capture` says which of the
+ * line's string body (still escaped), the timestamp and the stream are groups, in that order.
+ * Data in any other layout does not match.
+ */
+export function agentOutputData(capture: { line?: boolean; timestamp?: boolean; stream?: boolean }): RegExp {
+  const group = (pattern: string, captured = false) => (captured ? `(${pattern})` : `(?:${pattern})`);
+  const line = group(JSON_STRING_BODY, capture.line);
+  const timestamp = group("-?(?:0|[1-9][0-9]*)", capture.timestamp);
+  const stream = group("stdout|stderr", capture.stream);
+  const value = String.raw`\{"line":"${line}","timestamp":${timestamp},"stream":"${stream}"\}`;
+  return new RegExp(String.raw`\ndata: ${value}(?=\n)`, "g");
 }

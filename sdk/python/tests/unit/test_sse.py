@@ -1,11 +1,175 @@
-"""SSE decoding and run-event collection (pure functions of _protocol)."""
+"""SSE decoding, run collection and output events (pure functions of _protocol).
+
+The decoders take the body's bytes in chunks and decode a block of events at a time. The tests
+compare them with the line-based reference (:class:`SSEDecoder` fed the lines of the whole body)
+over chunkings that cut the body everywhere: inside a UTF-8 character, between ``\\r`` and
+``\\n``, inside ``data:``, between the two newlines that end an event.
+"""
 
 from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 
 from alcove.sandbox import SandboxConnectionError, SandboxError
-from alcove.sandbox._protocol import SSEDecoder, collect_run, iter_output_events
+from alcove.sandbox._protocol import (
+    OutputEventDecoder,
+    RunCollector,
+    SSEBlocks,
+    SSEDecoder,
+    _follow_stream,
+    _run_stream,
+    _sse,
+    collect_run,
+    decode_block,
+    iter_output_events,
+    output_event,
+)
+from alcove.sandbox._protocol._fast_models import OutputEventFactory
+from alcove.sandbox.models import CommandResult, OutputEvent
+
+# -- bodies -----------------------------------------------------------------------------------
+
+
+def agent_event(name: str, data: dict[str, Any]) -> bytes:
+    """One event as the agent writes it: serde_json's compact layout, non-ASCII characters raw."""
+    return b"event: %s\ndata: %s\n\n" % (
+        name.encode(),
+        json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
+    )
+
+
+def out(line: str, stream: str = "stdout", timestamp: int = 1767225600131) -> bytes:
+    return agent_event("output", {"line": line, "timestamp": timestamp, "stream": stream})
+
+
+STARTED = agent_event("started", {"pid": 317, "started_at": 1767225600123})
+EXIT = agent_event("exit", {"exit_code": 3, "signal": None, "oom_killed": False, "reason": "exited"})
+
+# Lines that are hard to carry: multi-byte UTF-8 (2, 3 and 4 bytes), escapes, empty, separators
+# that str.splitlines() would cut (U+2028, U+0085, form feed, which JSON escapes).
+TRICKY_LINES = [
+    "hello",
+    "",
+    "é and 😀 and 中文",
+    'quote " backslash \\ slash /',
+    "tab\tcr\rnul\x00esc\x1b",
+    "line\u2028separator\u0085next\x0cff",
+    "data: looks like a field",
+    ": looks like a comment",
+    "\\u0041 is not an escape here",
+]
+
+AGENT_BODY = b"".join(
+    [
+        STARTED,
+        *(out(line) for line in TRICKY_LINES),
+        b": keep-alive\n\n",
+        out("to stderr", "stderr"),
+        out("", "stderr"),
+        out("last", timestamp=1767225600999),
+        EXIT,
+    ]
+)
+
+UNUSUAL_BODY = (
+    b": keep-alive\n\n"
+    b'event: output\nid: 7\nretry: 100\ndata: {"line": "a", "timestamp": 1}\n\n'
+    b"data: not json\n\n"
+    b"data: [1, 2]\n\n"
+    b"data\n\n"
+    b'data:{"line":"no space","timestamp":2,"stream":"stdout"}\n\n'
+    b'data: {"line":\ndata: "multi-line", "timestamp": 3}\n\n'
+    b'data: {"line": "no blank line", "timestamp": 4}\ndata: {"line": "between", "timestamp": 5}\n\n'
+    b'data: {"line": "bad \\q escape", "timestamp": 6, "stream": "stdout"}\n\n'
+    b'data: {"line":"bad \\q escape","timestamp":6,"stream":"stdout"}\n\n'
+    b'data: {"line": "invalid utf-8 \xff\xfe", "timestamp": 7}\n\n'
+    b'data: {"line":"extra","timestamp":8,"stream":"stdout","x":1}\n\n'
+    b'data: {"timestamp":9,"line":"reordered","stream":"stdout"}\n\n'
+    b'data: {"line":"float time","timestamp":1767225600.5,"stream":"stdout"}\n\n'
+    b'data: {"line":"no stream","timestamp":10}\n\n'
+    b'data: {"line":"null stream","timestamp":10,"stream":null}\n\n'
+    b"event: eof\ndata: {}\n\n"
+    b'data: {"line": "unterminated", "timestamp": 11}'
+)
+
+BODIES = {
+    "agent": AGENT_BODY,
+    "agent, CRLF": AGENT_BODY.replace(b"\n", b"\r\n"),
+    "agent, CR": AGENT_BODY.replace(b"\n", b"\r"),
+    "unusual": UNUSUAL_BODY,
+    "unusual, CRLF": UNUSUAL_BODY.replace(b"\n", b"\r\n"),
+}
+
+
+def chunkings(body: bytes) -> Iterator[list[bytes]]:
+    """The body whole, cut in two at every position, byte by byte, and in random pieces."""
+    yield [body]
+    for cut in range(1, len(body)):
+        yield [body[:cut], body[cut:]]
+    yield [body[i : i + 1] for i in range(len(body))]
+    rng = random.Random(7)
+    for _ in range(20):
+        chunks, start = [], 0
+        while start < len(body):
+            size = rng.randint(0, 40)  # empty chunks included
+            chunks.append(body[start : start + size])
+            start += size
+        yield chunks
+
+
+# -- references: the line-based decoding of the whole body --------------------------------------
+
+
+def reference_events(body: bytes) -> list[dict[str, Any]]:
+    decoder = SSEDecoder()
+    events = []
+    for line in re.split(r"\r\n|\r|\n", body.decode("utf-8", "replace")):
+        events.extend(decoder.feed(line))
+    return events + decoder.flush()
+
+
+def reference_run(body: bytes) -> CommandResult:
+    collector = RunCollector()
+    for event in reference_events(body):
+        if collector.add(event):
+            break
+    return collector.result()
+
+
+def reference_output(body: bytes, default_stream: str | None) -> list[OutputEvent]:
+    items = (output_event(event, default_stream) for event in reference_events(body))
+    return [item for item in items if item is not None]
+
+
+def block_events(chunks: list[bytes]) -> list[dict[str, Any]]:
+    blocks = SSEBlocks()
+    events = []
+    for chunk in chunks:
+        block = blocks.feed(chunk)
+        if block is not None:
+            events += decode_block(block)
+    return events + decode_block(blocks.close())
+
+
+def same_models(got: list[OutputEvent], want: list[OutputEvent]) -> None:
+    assert got == want
+    for a, b in zip(got, want, strict=True):
+        assert type(a) is OutputEvent
+        assert repr(a) == repr(b)
+        assert a.model_dump() == b.model_dump()
+        assert a.model_fields_set == b.model_fields_set
+        assert a.model_extra == b.model_extra
+
+
+# -- the line-based decoder -------------------------------------------------------------------
 
 
 def decode(text: str) -> list[dict]:
@@ -35,53 +199,234 @@ def test_decoder_tolerates_missing_blank_lines_between_events() -> None:
     assert decode('data: {"a": 1}\ndata: {"b": 2}\n\n') == [{"a": 1}, {"b": 2}]
 
 
-def lines(*events: str) -> list[str]:
-    out = []
-    for event in events:
-        out += [f"data: {event}", ""]
-    return out
+# -- blocks -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(BODIES))
+def test_blocks_decode_like_the_line_decoder_however_the_body_is_cut(name: str) -> None:
+    body = BODIES[name]
+    want = reference_events(body)
+    assert len(want) > 5
+    for chunks in chunkings(body):
+        assert block_events(chunks) == want, chunks
+
+
+def test_blocks_start_with_a_newline_and_end_at_a_blank_line() -> None:
+    blocks = SSEBlocks()
+    assert blocks.feed(b"data: 1\n") is None
+    assert blocks.feed(b"\ndata: 2\n\nda") == b"\ndata: 1\n\ndata: 2\n"
+    assert blocks.feed(b"ta: 3\n") is None
+    assert blocks.feed(b"\n") == b"\ndata: 3\n"  # the blank line starts the next chunk
+    assert blocks.feed(b"data: 4\r") is None  # the "\r" ends the line at once...
+    assert blocks.feed(b"\n") is None  # ...and this "\n" is the rest of its "\r\n"
+    assert blocks.feed(b"\r") == b"\ndata: 4\n"  # a blank line, without waiting for a "\n"
+    assert blocks.close() == b"\n"
+
+
+def test_a_lone_cr_at_the_end_of_the_stream_ends_a_line() -> None:
+    assert block_events([b'data: {"a": 1}\r']) == [{"a": 1}]
+
+
+def test_a_very_long_line_costs_linear_time() -> None:
+    line = "x" * (8 * 1024 * 1024)
+    body = out(line) + EXIT
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+    start = time.perf_counter()
+    result = collect_run(chunks)
+    assert time.perf_counter() - start < 5  # joined once: quadratic joining would take minutes
+    assert result.stdout == line
+
+
+def test_agent_blocks_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoLineDecoding(SSEDecoder):
+        def feed(self, line: str) -> list[dict[str, Any]]:
+            raise AssertionError(f"decoded line by line: {line!r}")
+
+    monkeypatch.setattr(_sse, "SSEDecoder", NoLineDecoding)
+    assert block_events([AGENT_BODY]) == reference_events(AGENT_BODY)
+
+
+# -- run --------------------------------------------------------------------------------------
+
+
+def results(got: CommandResult) -> tuple[Any, ...]:
+    return (got.stdout, got.stderr, got.exit_code, got.signal, got.reason, got.pid)
+
+
+@pytest.mark.parametrize("name", ["agent", "agent, CRLF", "agent, CR"])
+def test_run_collects_like_the_line_decoder_however_the_body_is_cut(name: str) -> None:
+    body = BODIES[name]
+    want = reference_run(body)
+    assert want.stdout == "\n".join([*TRICKY_LINES, "last"]) and want.stderr == "to stderr\n"
+    for chunks in chunkings(body):
+        assert results(collect_run(chunks)) == results(want), chunks
+
+
+def test_run_of_unusual_events_collects_like_the_line_decoder() -> None:
+    body = UNUSUAL_BODY.replace(b"event: eof", b'data: {"exit_code": 0}\n\nevent: eof')
+    want = reference_run(body)
+    assert "bad \\q escape" not in want.stdout and "invalid utf-8 \ufffd\ufffd" in want.stdout
+    for chunks in chunkings(body):
+        assert results(collect_run(chunks)) == results(want)
+
+
+def test_run_skips_a_line_with_an_invalid_escape_and_keeps_the_others() -> None:
+    body = out("a") + b'event: output\ndata: {"line":"bad \\q","timestamp":1,"stream":"stdout"}\n\n' + out("b") + EXIT
+    assert collect_run([body]).stdout == "a\nb"
+
+
+def test_run_carries_escapes_and_surrogates_like_json() -> None:
+    lines = ['"\\/\b\f\n\r\t', "\U0001f600", "\ud800 lone surrogate", "\u00e9"]
+    for ensure_ascii in (True, False):  # "\ud83d\ude00" escapes, or the characters raw
+        body = b"".join(
+            b"event: output\ndata: %s\n\n"
+            % json.dumps(
+                {"line": line, "timestamp": 1, "stream": "stdout"}, separators=(",", ":"), ensure_ascii=ensure_ascii
+            ).encode("utf-8", "surrogatepass")
+            for line in lines
+        )
+        result = collect_run([body + EXIT])
+        assert results(result) == results(reference_run(body + EXIT))
+        if ensure_ascii:
+            assert result.stdout == "\n".join(lines)
+        else:  # a raw lone surrogate is no UTF-8: replaced, as when decoding text
+            assert "\ufffd\ufffd\ufffd lone surrogate" in result.stdout
+
+
+def test_run_keeps_each_stream_in_order_and_empty_lines() -> None:
+    body = b"".join(out(f"{i}", "stderr" if i % 3 == 0 else "stdout") for i in range(1000))
+    result = collect_run([out(""), out(""), body, EXIT])
+    assert result.stdout == "\n\n" + "\n".join(str(i) for i in range(1000) if i % 3)
+    assert result.stderr == "\n".join(str(i) for i in range(1000) if i % 3 == 0)
+
+
+def test_run_output_blocks_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_event_decoding(block: bytes) -> list[dict[str, Any]]:
+        assert b'"stream"' not in block, "output decoded event by event"
+        return _sse.decode_block(block)
+
+    monkeypatch.setattr(_run_stream, "decode_block", no_event_decoding)
+    blocks = [STARTED, b"".join(out(str(i), "stderr" if i % 2 else "stdout") for i in range(100)), EXIT]
+    assert collect_run(blocks).stdout == "\n".join(str(i) for i in range(0, 100, 2))
 
 
 def test_collect_run_joins_lines_and_splits_streams() -> None:
     result = collect_run(
-        lines(
-            '{"pid": 1000, "started_at": 1795711162444}',
-            '{"line": "hello", "timestamp": 1, "stream": "stdout"}',
-            '{"line": "oops", "timestamp": 1, "stream": "stderr"}',
-            '{"line": "world", "timestamp": 1}',
-            '{"exit_code": 3, "signal": null, "oom_killed": false, "reason": "exited"}',
-        )
+        [
+            b'data: {"pid": 1000, "started_at": 1795711162444}\n\n',
+            b'data: {"line": "hello", "timestamp": 1, "stream": "stdout"}\n\n',
+            b'data: {"line": "oops", "timestamp": 1, "stream": "stderr"}\n\n',
+            b'data: {"line": "world", "timestamp": 1}\n\n',
+            b'data: {"exit_code": 3, "signal": null, "oom_killed": false, "reason": "exited"}\n\n',
+        ]
     )
     assert (result.stdout, result.stderr, result.exit_code) == ("hello\nworld", "oops", 3)
     assert result.pid == 1000 and result.reason == "exited"
 
 
 def test_collect_run_signal_only_exit_is_negative() -> None:
-    result = collect_run(lines('{"exit_code": null, "signal": 9, "reason": "timed_out"}'))
+    result = collect_run([b'data: {"exit_code": null, "signal": 9, "reason": "timed_out"}\n\n'])
     assert result.exit_code == -9 and result.signal == 9 and result.reason == "timed_out"
 
 
 def test_collect_run_ignores_exit_events_with_neither_code_nor_signal() -> None:
     with pytest.raises(SandboxConnectionError, match="without an exit event"):
-        collect_run(lines('{"line": "x", "timestamp": 1}', '{"exit_code": null, "signal": null}'))
+        collect_run([out("x"), b'data: {"exit_code": null, "signal": null}\n\n'])
+
+
+def test_collect_run_counts_an_unterminated_exit_event() -> None:
+    assert collect_run([out("x"), b'data: {"exit_code": 0}']).exit_code == 0
 
 
 def test_collect_run_stops_at_the_exit_event() -> None:
-    def stream():
-        yield from lines('{"exit_code": 0}')
+    def stream() -> Iterator[bytes]:
+        # What follows the exit event in its chunk is not looked at either.
+        yield out("x") + agent_event("exit", {"exit_code": 0}) + b'data: {"error": "after the exit"}\n\n'
         raise AssertionError("read past the exit event")
 
-    assert collect_run(stream()).exit_code == 0
+    assert collect_run(stream()).stdout == "x"
 
 
 def test_collect_run_error_event() -> None:
-    with pytest.raises(SandboxError, match="spawn failed"):
-        collect_run(lines('{"error": "spawn failed", "code": "SPAWN"}'))
+    with pytest.raises(SandboxError, match=r"command failed in the sandbox \(SPAWN\): spawn failed"):
+        collect_run([out("before"), b'data: {"error": "spawn failed", "code": "SPAWN"}\n\n'])
+
+
+# -- follow -----------------------------------------------------------------------------------
+
+
+def output_events(chunks: list[bytes], default_stream: str | None) -> list[OutputEvent]:
+    return list(iter_output_events(chunks, default_stream))
+
+
+@pytest.mark.parametrize("name", sorted(BODIES))
+@pytest.mark.parametrize("default_stream", [None, "stdout"])
+def test_output_events_like_the_line_decoder_however_the_body_is_cut(name: str, default_stream: str | None) -> None:
+    body = BODIES[name]
+    want = reference_output(body, default_stream)
+    for chunks in chunkings(body):
+        same_models(output_events(chunks, default_stream), want)
+
+
+def test_output_events_are_models_equal_to_validated_ones() -> None:
+    body = out("a é 😀", "stderr") + out("b", timestamp=1767225600131) + out("c", timestamp=1767225600131)
+    events = output_events([body], None)
+    same_models(events, reference_output(body, None))
+    assert events[0].timestamp == datetime(2026, 1, 1, 0, 0, 0, 131000, tzinfo=timezone.utc)
+    events[1].line = "changed"  # models stay mutable models, and one's change is its own
+    assert events[1].line == "changed" and events[2].line == "c"
+    assert events[2].model_copy(update={"line": "d"}).line == "d"
+
+
+def test_output_events_keep_the_validated_path_for_other_shapes() -> None:
+    events = output_events(
+        [
+            b'data: {"line":"extra","timestamp":1,"stream":"stdout","x":1}\n\n'
+            b'data: {"line":"no stream","timestamp":1767225600131}\n\n'
+            b'data: {"line":"iso","timestamp":"2026-01-01T00:00:00Z","stream":"stdout"}\n\n'
+            b'data: {"line":"bool","timestamp":true,"stream":"stdout"}\n\n'
+            b'data: {"line":5,"timestamp":1,"stream":"stdout"}\n\n'
+        ],
+        "stderr",
+    )
+    assert [(e.line, e.stream) for e in events] == [("extra", "stdout"), ("no stream", "stderr"), ("iso", "stdout")]
+    assert events[0].model_extra == {"x": 1}
+
+
+def test_an_out_of_range_timestamp_behaves_as_when_validated() -> None:
+    body = out("far", timestamp=10**30)
+    try:
+        want: Any = reference_output(body, None)
+    except Exception as exc:  # noqa: BLE001 - whatever validation does, the fast path must do too
+        with pytest.raises(type(exc)):
+            output_events([body], None)
+    else:
+        assert output_events([body], None) == want
+
+
+def test_output_events_of_the_agent_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def validated(event: dict[str, Any], default_stream: str | None) -> OutputEvent | None:
+        raise AssertionError(f"validated: {event}")
+
+    monkeypatch.setattr(_follow_stream, "output_event", validated)
+    body = b"".join(out(line) for line in TRICKY_LINES)
+    assert [e.line for e in output_events([body], None)] == TRICKY_LINES
+
+
+def test_the_fast_factory_works_with_this_pydantic() -> None:
+    assert OutputEventFactory.get() is not None
+
+
+def test_output_event_decoder_flushes_an_unterminated_event() -> None:
+    decoder = OutputEventDecoder("stdout")
+    assert list(decoder.feed(b'data: {"line": "a", "timestamp": 1795711162444}')) == []
+    (event,) = decoder.flush()
+    assert event.line == "a" and event.stream == "stdout" and event.timestamp.year == 2026
 
 
 def test_output_events_skip_non_line_events() -> None:
-    events = list(
-        iter_output_events(lines('{"line": "a", "timestamp": 1795711162444}', "{}", '{"line": "b"}'), "stdout")
+    events = output_events(
+        [b'data: {"line": "a", "timestamp": 1795711162444}\n\n', b"data: {}\n\n", b'data: {"line": "b"}\n\n'], "stdout"
     )
     assert [e.line for e in events] == ["a", "b"]
     assert events[0].stream == "stdout" and events[0].timestamp.year == 2026

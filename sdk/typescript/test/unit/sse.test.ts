@@ -1,13 +1,28 @@
+/**
+ * SSE decoding, run collection and output events. The decoders take the body's bytes in chunks
+ * and decode a block of events at a time; these tests compare them with the line-based reference
+ * (`SSEDecoder` fed the lines of the whole body) over chunkings that cut the body everywhere:
+ * inside a UTF-8 character, between "\r" and "\n", inside "data:", between the two newlines that
+ * end an event.
+ */
+
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import { SandboxConnectionError, SandboxError } from "../../src/errors.js";
-import { collectRun, iterLines, iterOutputEvents, SSEDecoder } from "../../src/sse.js";
+import { iterOutputEvents, OutputEventDecoder } from "../../src/follow-stream.js";
+import { outputEventFromWire, type CommandResult, type OutputEvent, type OutputStream } from "../../src/models.js";
+import { collectRun, RunCollector } from "../../src/run-stream.js";
+import { decodeBlock, SSEBlocks, SSEDecoder, type Event } from "../../src/sse.js";
 
 const encoder = new TextEncoder();
 
 async function* chunksOf(...parts: (string | Uint8Array)[]): AsyncGenerator<Uint8Array> {
   for (const part of parts) yield typeof part === "string" ? encoder.encode(part) : part;
+}
+
+async function* fromChunks(chunks: Uint8Array[]): AsyncGenerator<Uint8Array> {
+  for (const chunk of chunks) yield chunk;
 }
 
 /** Split a text into chunks of `size` bytes (so boundaries fall anywhere, even inside characters). */
@@ -22,34 +37,146 @@ async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
   return out;
 }
 
-const RUN_STREAM =
-  "event: started\n" +
-  'data: {"pid": 1000, "started_at": 1795711162444}\n\n' +
-  ": keep-alive\n\n" +
-  "event: output\n" +
-  'data: {"line": "héllo wörld", "timestamp": 1795711162444, "stream": "stdout"}\n\n' +
-  'data: {"line": "oops", "timestamp": 1795711162444, "stream": "stderr"}\n\n' +
-  'data: {"line": "second", "timestamp": 1795711162444}\n\n' +
-  "event: exit\n" +
-  'data: {"exit_code": 3, "signal": null, "oom_killed": false, "reason": "exited"}\n\n';
+// -- bodies -------------------------------------------------------------------------------------
 
-describe("line splitting", () => {
-  it("splits on \\n, \\r\\n and \\r, even across chunk boundaries", async () => {
-    const lines = await collect(iterLines(chunksOf("a\r", "\nb\rc\n", "d\r\n\r", "\ne", "")));
-    assert.deepEqual(lines, ["a", "b", "c", "d", "", "e"]);
-  });
+/** One event as the agent writes it: compact JSON, non-ASCII characters raw. */
+function agentEvent(name: string, data: object): string {
+  return `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+}
 
-  it("decodes UTF-8 split inside a character", async () => {
-    const lines = await collect(iterLines(bytewise("ünïcödé ✓\nnext\n", 1)));
-    assert.deepEqual(lines, ["ünïcödé ✓", "next"]);
-  });
+function out(line: string, stream: OutputStream = "stdout", timestamp = 1767225600131): string {
+  return agentEvent("output", { line, timestamp, stream });
+}
 
-  it("keeps a final \\r as a line end", async () => {
-    assert.deepEqual(await collect(iterLines(chunksOf("x\r"))), ["x"]);
-  });
-});
+const STARTED = agentEvent("started", { pid: 317, started_at: 1767225600123 });
+const EXIT = agentEvent("exit", { exit_code: 3, signal: null, oom_killed: false, reason: "exited" });
 
-describe("SSE decoding", () => {
+/** Lines that are hard to carry: multi-byte UTF-8, escapes, empty, separators other than "\n". */
+const TRICKY_LINES = [
+  "hello",
+  "",
+  "é and 😀 and 中文",
+  'quote " backslash \\ slash /',
+  "tab\tcr\rnul\u0000esc\u001b",
+  "line\u2028separator\u0085next\u000cff",
+  "data: looks like a field",
+  ": looks like a comment",
+  "\\u0041 is not an escape here",
+];
+
+const AGENT_BODY = [
+  STARTED,
+  ...TRICKY_LINES.map((line) => out(line)),
+  ": keep-alive\n\n",
+  out("to stderr", "stderr"),
+  out("", "stderr"),
+  out("last", "stdout", 1767225600999),
+  EXIT,
+].join("");
+
+const UNUSUAL_BODY = Buffer.concat([
+  encoder.encode(
+    ": keep-alive\n\n" +
+      'event: output\nid: 7\nretry: 100\ndata: {"line": "a", "timestamp": 1}\n\n' +
+      "data: not json\n\n" +
+      "data: [1, 2]\n\n" +
+      "data\n\n" +
+      'data:{"line":"no space","timestamp":2,"stream":"stdout"}\n\n' +
+      'data: {"line":\ndata: "multi-line", "timestamp": 3}\n\n' +
+      'data: {"line": "no blank line", "timestamp": 4}\ndata: {"line": "between", "timestamp": 5}\n\n' +
+      'data: {"line": "bad \\q escape", "timestamp": 6, "stream": "stdout"}\n\n' +
+      'data: {"line":"bad \\q escape","timestamp":6,"stream":"stdout"}\n\n' +
+      'data: {"line": "invalid utf-8 ',
+  ),
+  Uint8Array.from([0xff, 0xfe]),
+  encoder.encode(
+    '", "timestamp": 7}\n\n' +
+      'data: {"line":"extra","timestamp":8,"stream":"stdout","x":1}\n\n' +
+      'data: {"timestamp":9,"line":"reordered","stream":"stdout"}\n\n' +
+      'data: {"line":"float time","timestamp":1767225600.5,"stream":"stdout"}\n\n' +
+      'data: {"line":"no stream","timestamp":10}\n\n' +
+      'data: {"line":"null stream","timestamp":10,"stream":null}\n\n' +
+      "event: eof\ndata: {}\n\n" +
+      'data: {"line": "unterminated", "timestamp": 11}',
+  ),
+]);
+
+function withLineEnds(body: Uint8Array, end: string): Uint8Array {
+  return Buffer.from(Buffer.from(body).toString("latin1").replaceAll("\n", end), "latin1");
+}
+
+const BODIES: Record<string, Uint8Array> = {
+  agent: encoder.encode(AGENT_BODY),
+  "agent, CRLF": withLineEnds(encoder.encode(AGENT_BODY), "\r\n"),
+  "agent, CR": withLineEnds(encoder.encode(AGENT_BODY), "\r"),
+  unusual: UNUSUAL_BODY,
+  "unusual, CRLF": withLineEnds(UNUSUAL_BODY, "\r\n"),
+};
+
+/** A small deterministic generator, for random chunk sizes that are the same on every run. */
+function prng(seed: number): () => number {
+  let state = seed;
+  return () => {
+    state = (state * 1103515245 + 12345) % 2147483648;
+    return state / 2147483648;
+  };
+}
+
+/** The body whole, cut in two at every position, byte by byte, and in random pieces. */
+function* chunkings(body: Uint8Array): Generator<Uint8Array[]> {
+  yield [body];
+  for (let cut = 1; cut < body.length; cut++) yield [body.subarray(0, cut), body.subarray(cut)];
+  yield Array.from({ length: body.length }, (_, i) => body.subarray(i, i + 1));
+  const random = prng(7);
+  for (let round = 0; round < 20; round++) {
+    const chunks: Uint8Array[] = [];
+    for (let start = 0; start < body.length; ) {
+      const size = Math.floor(random() * 41); // empty chunks included
+      chunks.push(body.subarray(start, start + size));
+      start += size;
+    }
+    yield chunks;
+  }
+}
+
+// -- references: the line-based decoding of the whole body ----------------------------------------
+
+function referenceEvents(body: Uint8Array): Event[] {
+  const decoder = new SSEDecoder();
+  const events: Event[] = [];
+  for (const line of new TextDecoder().decode(body).split(/\r\n|\r|\n/)) events.push(...decoder.feed(line));
+  return [...events, ...decoder.flush()];
+}
+
+function referenceRun(body: Uint8Array): CommandResult {
+  const collector = new RunCollector();
+  for (const event of referenceEvents(body)) if (collector.add(event)) break;
+  return collector.result();
+}
+
+function referenceOutput(body: Uint8Array, defaultStream: OutputStream | null): OutputEvent[] {
+  return referenceEvents(body)
+    .map((event) => outputEventFromWire(event, defaultStream))
+    .filter((event): event is OutputEvent => event !== null);
+}
+
+function blockEvents(chunks: Uint8Array[]): Event[] {
+  const blocks = new SSEBlocks();
+  const events: Event[] = [];
+  for (const chunk of chunks) {
+    const block = blocks.feed(chunk);
+    if (block !== null) events.push(...decodeBlock(block));
+  }
+  return [...events, ...decodeBlock(blocks.close())];
+}
+
+function describeChunks(chunks: Uint8Array[]): string {
+  return JSON.stringify(chunks.map((chunk) => Buffer.from(chunk).toString("latin1")));
+}
+
+// -- the line-based decoder -----------------------------------------------------------------------
+
+describe("SSE decoding, line by line", () => {
   it("ignores event:, id:, retry: lines and comments, and joins data lines", () => {
     const decoder = new SSEDecoder();
     const lines = ["event: output", "id: 7", "retry: 100", ": comment", 'data: {"a":', "data: 1}", ""];
@@ -71,19 +198,112 @@ describe("SSE decoding", () => {
   });
 });
 
+// -- blocks ---------------------------------------------------------------------------------------
+
+describe("SSE blocks", () => {
+  for (const [name, body] of Object.entries(BODIES)) {
+    it(`decode like the line decoder however the body is cut (${name})`, () => {
+      const want = referenceEvents(body);
+      assert.ok(want.length > 5);
+      for (const chunks of chunkings(body)) assert.deepEqual(blockEvents(chunks), want, describeChunks(chunks));
+    });
+  }
+
+  it("start with a newline and end at a blank line", () => {
+    const blocks = new SSEBlocks();
+    const feed = (text: string) => blocks.feed(encoder.encode(text));
+    assert.equal(feed("data: 1\n"), null);
+    assert.equal(feed("\ndata: 2\n\nda"), "\ndata: 1\n\ndata: 2\n");
+    assert.equal(feed("ta: 3\n"), null);
+    assert.equal(feed("\n"), "\ndata: 3\n"); // the blank line starts the next chunk
+    assert.equal(feed("data: 4\r"), null); // the "\r" ends the line at once...
+    assert.equal(feed("\n"), null); // ...and this "\n" is the rest of its "\r\n"
+    assert.equal(feed("\r"), "\ndata: 4\n"); // a blank line, without waiting for a "\n"
+    assert.equal(blocks.close(), "\n");
+  });
+
+  it("count a lone \\r at the end of the stream as a line end", () => {
+    assert.deepEqual(blockEvents([encoder.encode('data: {"a": 1}\r')]), [{ a: 1 }]);
+  });
+
+  it("decode UTF-8 split inside a character", async () => {
+    const events = await collect(iterOutputEvents(bytewise(out("ünïcödé ✓ 😀") + out("next"), 1), null));
+    assert.deepEqual(events.map((e) => e.line), ["ünïcödé ✓ 😀", "next"]);
+  });
+});
+
+// -- run ------------------------------------------------------------------------------------------
+
+const RUN_STREAM =
+  "event: started\n" +
+  'data: {"pid": 1000, "started_at": 1795711162444}\n\n' +
+  ": keep-alive\n\n" +
+  "event: output\n" +
+  'data: {"line": "héllo wörld", "timestamp": 1795711162444, "stream": "stdout"}\n\n' +
+  'data: {"line": "oops", "timestamp": 1795711162444, "stream": "stderr"}\n\n' +
+  'data: {"line": "second", "timestamp": 1795711162444}\n\n' +
+  "event: exit\n" +
+  'data: {"exit_code": 3, "signal": null, "oom_killed": false, "reason": "exited"}\n\n';
+
 describe("run streams", () => {
   it("collects stdout, stderr, pid and the exit code", async () => {
     for (const size of [1, 3, 7, 64, 100000]) {
       const result = await collectRun(bytewise(RUN_STREAM, size));
-      assert.deepEqual(result, {
-        stdout: "héllo wörld\nsecond",
-        stderr: "oops",
-        exitCode: 3,
-        signal: null,
-        reason: "exited",
-        pid: 1000,
-      }, `chunks of ${size}`);
+      assert.deepEqual(
+        result,
+        { stdout: "héllo wörld\nsecond", stderr: "oops", exitCode: 3, signal: null, reason: "exited", pid: 1000 },
+        `chunks of ${size}`,
+      );
     }
+  });
+
+  for (const name of ["agent", "agent, CRLF", "agent, CR"]) {
+    it(`collects like the line decoder however the body is cut (${name})`, async () => {
+      const body = BODIES[name]!;
+      const want = referenceRun(body);
+      assert.equal(want.stdout, [...TRICKY_LINES, "last"].join("\n"));
+      assert.equal(want.stderr, "to stderr\n");
+      for (const chunks of chunkings(body)) assert.deepEqual(await collectRun(fromChunks(chunks)), want, describeChunks(chunks));
+    });
+  }
+
+  it("collects unusual events like the line decoder", async () => {
+    const body = Buffer.from(
+      Buffer.from(UNUSUAL_BODY).toString("latin1").replace("event: eof", 'data: {"exit_code": 0}\n\nevent: eof'),
+      "latin1",
+    );
+    const want = referenceRun(body);
+    assert.ok(!want.stdout.includes("bad \\q escape") && want.stdout.includes("invalid utf-8 \ufffd\ufffd"));
+    for (const chunks of chunkings(body)) assert.deepEqual(await collectRun(fromChunks(chunks)), want);
+  });
+
+  it("skips a line with an invalid escape and keeps the others", async () => {
+    const bad = 'event: output\ndata: {"line":"bad \\q","timestamp":1,"stream":"stdout"}\n\n';
+    assert.equal((await collectRun(chunksOf(out("a") + bad + out("b") + EXIT))).stdout, "a\nb");
+  });
+
+  it("carries escapes and surrogates like JSON", async () => {
+    const lines = ['"\\/\b\f\n\r\t', "😀", "\ud800 lone surrogate", "é"];
+    const escaped = lines
+      .map((line) => `event: output\ndata: ${JSON.stringify({ line, timestamp: 1, stream: "stdout" }).replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)}\n\n`)
+      .join("");
+    assert.equal((await collectRun(chunksOf(escaped + EXIT))).stdout, lines.join("\n"));
+  });
+
+  it("keeps each stream in order, and empty lines", async () => {
+    const numbers = Array.from({ length: 1000 }, (_, i) => i);
+    const body = numbers.map((i) => out(String(i), i % 3 === 0 ? "stderr" : "stdout")).join("");
+    const result = await collectRun(chunksOf(out(""), out(""), body, EXIT));
+    assert.equal(result.stdout, "\n\n" + numbers.filter((i) => i % 3 !== 0).join("\n"));
+    assert.equal(result.stderr, numbers.filter((i) => i % 3 === 0).join("\n"));
+  });
+
+  it("costs linear time for a very long line", async () => {
+    const line = "x".repeat(8 * 1024 * 1024);
+    const start = performance.now();
+    const result = await collectRun(bytewise(out(line) + EXIT, 4096));
+    assert.ok(performance.now() - start < 5000, "joined once: quadratic joining would take minutes");
+    assert.equal(result.stdout, line);
   });
 
   it("reports a signal-only exit as -signal", async () => {
@@ -99,6 +319,21 @@ describe("run streams", () => {
     assert.equal(result.stdout, "x");
   });
 
+  it("stops at the exit event, and cancels the rest", async () => {
+    let cancelled = false;
+    async function* stream(): AsyncGenerator<Uint8Array> {
+      try {
+        // What follows the exit event in its chunk is not looked at either.
+        yield encoder.encode(out("x") + agentEvent("exit", { exit_code: 0 }) + 'data: {"error": "after the exit"}\n\n');
+        throw new Error("read past the exit event");
+      } finally {
+        cancelled = true;
+      }
+    }
+    assert.equal((await collectRun(stream())).stdout, "x");
+    assert.ok(cancelled);
+  });
+
   it("throws SandboxConnectionError when the stream ends without an exit event", async () => {
     await assert.rejects(
       collectRun(chunksOf('data: {"line": "x", "timestamp": 1}\n\n', 'data: {"exit_code": null, "signal": null}\n\n')),
@@ -107,13 +342,26 @@ describe("run streams", () => {
   });
 
   it("throws SandboxError for an error event", async () => {
-    await assert.rejects(collectRun(chunksOf('data: {"error": "no such command", "code": "SPAWN_FAILED"}\n\n')), (error: unknown) =>
+    await assert.rejects(collectRun(chunksOf(out("before"), 'data: {"error": "no such command", "code": "SPAWN_FAILED"}\n\n')), (error: unknown) =>
       error instanceof SandboxError && /SPAWN_FAILED.*no such command/.test(String(error)),
     );
   });
 });
 
+// -- follow ---------------------------------------------------------------------------------------
+
 describe("follow streams", () => {
+  for (const [name, body] of Object.entries(BODIES)) {
+    for (const defaultStream of [null, "stdout"] as const) {
+      it(`yield the events the line decoder finds however the body is cut (${name}, ${defaultStream})`, async () => {
+        const want = referenceOutput(body, defaultStream);
+        for (const chunks of chunkings(body)) {
+          assert.deepEqual(await collect(iterOutputEvents(fromChunks(chunks), defaultStream)), want, describeChunks(chunks));
+        }
+      });
+    }
+  }
+
   it("yields lines, defaults their stream and ignores the eof event", async () => {
     const stream =
       'event: output\ndata: {"line": "a", "timestamp": 1795711162444}\n\n' +
@@ -123,5 +371,76 @@ describe("follow streams", () => {
     const events = await collect(iterOutputEvents(bytewise(stream, 5), "stderr"));
     assert.deepEqual(events.map((e) => [e.line, e.stream]), [["a", "stderr"], ["b", "stdout"]]);
     assert.equal(events[0]?.timestamp?.getTime(), 1795711162444);
+  });
+
+  it("gives each event its own Date", async () => {
+    const [a, b] = await collect(iterOutputEvents(chunksOf(out("a") + out("b")), null));
+    assert.notEqual(a!.timestamp, b!.timestamp);
+    assert.deepEqual(a!.timestamp, b!.timestamp);
+  });
+
+  it("flushes an unterminated event", () => {
+    const decoder = new OutputEventDecoder("stdout");
+    assert.deepEqual(decoder.feed(encoder.encode('data: {"line": "a", "timestamp": 1795711162444}')), []);
+    assert.deepEqual(decoder.flush().map((e) => [e.line, e.stream]), [["a", "stdout"]]);
+  });
+
+  it("pulls nothing before the first next(), and a break cancels the source", async () => {
+    let pulled = 0;
+    let cancelled = false;
+    async function* source(): AsyncGenerator<Uint8Array> {
+      try {
+        for (;;) {
+          pulled++;
+          yield encoder.encode(out("a") + out("b"));
+        }
+      } finally {
+        cancelled = true;
+      }
+    }
+    const events = iterOutputEvents(source(), null);
+    assert.equal(pulled, 0);
+    let seen = 0;
+    for await (const event of events) {
+      assert.equal(event.line, seen % 2 === 0 ? "a" : "b");
+      if (++seen === 5) break;
+    }
+    assert.equal(pulled, 3);
+    assert.ok(cancelled);
+    assert.deepEqual(await events.next(), { value: undefined, done: true });
+  });
+
+  it("yields what arrived before an error, then throws it, then is done", async () => {
+    async function* source(): AsyncGenerator<Uint8Array> {
+      yield encoder.encode(out("a") + out("b") + "event: output\ndata: {");
+      throw new SandboxConnectionError("connection reset");
+    }
+    const events = iterOutputEvents(source(), null);
+    const seen: string[] = [];
+    await assert.rejects(
+      (async () => {
+        for await (const event of events) seen.push(event.line);
+      })(),
+      (error: unknown) => error instanceof SandboxConnectionError,
+    );
+    assert.deepEqual(seen, ["a", "b"]);
+    assert.deepEqual(await events.next(), { value: undefined, done: true });
+  });
+
+  it("answers a call to next() waiting behind a failing one as done", async () => {
+    async function* source(): AsyncGenerator<Uint8Array> {
+      yield encoder.encode("data: {");
+      throw new SandboxConnectionError("connection reset");
+    }
+    const events = iterOutputEvents(source(), null);
+    const [first, second] = await Promise.allSettled([events.next(), events.next()]);
+    assert.equal(first.status, "rejected");
+    assert.deepEqual(second, { status: "fulfilled", value: { value: undefined, done: true } });
+  });
+
+  it("answers calls to next() made without waiting in order", async () => {
+    const events = iterOutputEvents(chunksOf(out("a"), out("b"), out("c")), null);
+    const results = await Promise.all([events.next(), events.next(), events.next(), events.next()]);
+    assert.deepEqual(results.map((r) => (r.done ? null : r.value.line)), ["a", "b", "c", null]);
   });
 });

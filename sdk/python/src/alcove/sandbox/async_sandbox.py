@@ -120,8 +120,9 @@ class AsyncSandbox:
         try:
             proto.check_event_stream(response)
             collector = proto.RunCollector()
-            async for line in self._client._lines(response):
-                if collector.feed(line):
+            # Whole chunks, not lines: the collector decodes many events at a time.
+            async for chunk in self._client._chunks(response, events=True):
+                if collector.feed(chunk):
                     break
             return collector.finish()
         finally:
@@ -221,8 +222,8 @@ class AsyncSandbox:
         response = await self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
         decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
         try:
-            async for line in self._client._lines(response):
-                for event in decoder.feed(line):
+            async for chunk in self._client._chunks(response, events=True):
+                for event in decoder.feed(chunk):
                     yield event
             for event in decoder.flush():
                 yield event

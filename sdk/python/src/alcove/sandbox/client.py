@@ -145,21 +145,19 @@ class SandboxClient:
         except httpx.HTTPError as exc:
             raise proto.transport_error(exc, step.method, step.url, self._config, events=step.events) from exc
 
-    def _lines(self, response: httpx.Response) -> Iterator[str]:
-        try:
-            for line in response.iter_lines():
-                yield line
-        except httpx.HTTPError as exc:
-            raise proto.transport_error(
-                exc, response.request.method, str(response.request.url), self._config, events=True
-            ) from exc
-
-    def _chunks(self, response: httpx.Response, chunk_size: int) -> Iterator[bytes]:
+    def _chunks(
+        self, response: httpx.Response, chunk_size: int | None = None, *, events: bool = False
+    ) -> Iterator[bytes]:
+        """The body of a streamed response, as it comes (``chunk_size=None``) or in chunks of that
+        size; transport errors become SDK errors (``events``: it is an event stream, whose read
+        timeout is ``stream_idle_timeout``)."""
         try:
             for chunk in response.iter_bytes(chunk_size):
                 yield chunk
         except httpx.HTTPError as exc:
-            raise proto.transport_error(exc, response.request.method, str(response.request.url), self._config) from exc
+            raise proto.transport_error(
+                exc, response.request.method, str(response.request.url), self._config, events=events
+            ) from exc
 
     # -- sandboxes -----------------------------------------------------------------------------
 

@@ -119,8 +119,9 @@ class Sandbox:
         try:
             proto.check_event_stream(response)
             collector = proto.RunCollector()
-            for line in self._client._lines(response):
-                if collector.feed(line):
+            # Whole chunks, not lines: the collector decodes many events at a time.
+            for chunk in self._client._chunks(response, events=True):
+                if collector.feed(chunk):
                     break
             return collector.finish()
         finally:
@@ -220,8 +221,8 @@ class Sandbox:
         response = self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
         decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
         try:
-            for line in self._client._lines(response):
-                for event in decoder.feed(line):
+            for chunk in self._client._chunks(response, events=True):
+                for event in decoder.feed(chunk):
                     yield event
             for event in decoder.flush():
                 yield event

@@ -13,8 +13,8 @@ with ``httpx.Client``), so URL building, bodies, retries, polling, error mapping
 live here once.
 
 Streams (``run``, ``follow_*``, file downloads) are opened by an op that returns the open 2xx
-response; the caller then feeds its lines one by one to a :class:`RunCollector` (which says when
-the exit event has arrived) or an :class:`OutputEventDecoder`, and closes it.
+response; the caller then feeds the chunks of its body, as they come, to a :class:`RunCollector`
+(which says when the exit event has arrived) or an :class:`OutputEventDecoder`, and closes it.
 
 The package is split by job; everything is re-exported here, so callers keep using
 ``from . import _protocol as proto`` and ``from ._protocol import X``:
@@ -26,7 +26,10 @@ The package is split by job; everything is re-exported here, so callers keep usi
 * ``_lifecycle``: sandboxes (create, get, list, delete, update, suspend/resume, ports) and snapshots;
 * ``_processes``: processes of a sandbox;
 * ``_files``: files of a sandbox, with streamed uploads;
-* ``_sse``: server-sent events, run collection and output events.
+* ``_sse``: server-sent events: the byte stream cut into blocks of events, decoded a block at a time;
+* ``_run_stream``: a run's events collected into a :class:`CommandResult`;
+* ``_follow_stream``: the output events of follow streams, built by ``_fast_models`` when they
+  need no validation.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from ._files import (
     op_write_file,
     prepare_upload,
 )
+from ._follow_stream import OutputEventDecoder, iter_output_events, output_event
 from ._lifecycle import (
     ARCHIVE_DIRECTIONS,
     CREATE_GRACE_MS,
@@ -65,6 +69,7 @@ from ._lifecycle import (
     op_create,
     op_delete,
     op_delete_snapshot,
+    op_desktop_url,
     op_expose_ports,
     op_get,
     op_get_archived,
@@ -72,11 +77,10 @@ from ._lifecycle import (
     op_list,
     op_list_archived,
     op_list_snapshots,
+    op_metrics,
     op_rename,
     op_snapshot,
     op_snapshot_and_wait,
-    op_desktop_url,
-    op_metrics,
     op_transition,
     op_unexpose_ports,
     op_update,
@@ -91,8 +95,8 @@ from ._processes import (
     op_open_follow,
     op_open_run,
     op_send_signal,
-    op_stop_all_processes,
     op_start_process,
+    op_stop_all_processes,
     op_write_stdin,
     run_body,
 )
@@ -112,15 +116,8 @@ from ._routing import _proxied as _proxied
 from ._routing import _proxy_check as _proxy_check
 from ._routing import _proxy_op as _proxy_op
 from ._routing import _segment as _segment
-from ._sse import (
-    OutputEventDecoder,
-    RunCollector,
-    SSEDecoder,
-    check_event_stream,
-    collect_run,
-    iter_output_events,
-    output_event,
-)
+from ._run_stream import RunCollector, collect_run
+from ._sse import SSEBlocks, SSEDecoder, check_event_stream, decode_block
 from ._steps import (
     GET_ATTEMPTS,
     NOT_READY_ATTEMPTS,
@@ -156,6 +153,7 @@ __all__ = [
     "Request",
     "RunCollector",
     "SNAPSHOT_POLL_INTERVAL_SECS",
+    "SSEBlocks",
     "SSEDecoder",
     "STATE_POLL_INTERVAL_SECS",
     "Sleep",
@@ -171,6 +169,7 @@ __all__ = [
     "check_event_stream",
     "collect_run",
     "create_body",
+    "decode_block",
     "error_from_response",
     "iter_output_events",
     "iter_upload",

@@ -1,17 +1,52 @@
-"""Server-sent events: decoding, collecting a run's events, and output events of follow streams."""
+"""Server-sent events: cutting the byte stream into blocks of whole events and decoding them.
+
+The agent writes many events per read (docs/protocol/streaming.md), so the stream is decoded a
+block at a time, not a line at a time: :class:`SSEBlocks` cuts the bytes after the last blank
+line of what has arrived, and :func:`decode_block` turns all the data lines of a block into JSON
+objects with one ``json.loads``. Whenever a block is not made of one-line JSON objects (which is
+all the agent sends) it is decoded line by line by :class:`SSEDecoder`, the reference semantics.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
+import re
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
-from ..exceptions import SandboxConnectionError, SandboxError
-from ..models import CommandResult, OutputEvent
+from ..exceptions import SandboxError
 from ._errors import _json_or_none
-from ._validation import _is_int
+
+Event = dict[str, Any]
+"""The JSON object carried by one event's data."""
+
+# A data line of a block (every line of a block follows a "\n"): the value, its leading space
+# included (JSON ignores it).
+_DATA_LINE = re.compile(rb"\ndata:([^\n]*)")
+# Counts every line that could be a data field, including ones the pattern above does not take
+# (a bare "data", which is a data field with an empty value).
+_DATA_FIELD = b"\ndata"
+
+
+JSON_STRING_BODY = rb'[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*'
+"""What may stand between the quotes of a JSON string: no quote, backslash or control character
+but in a backslash pair. Escapes are not checked (``json.loads`` does), yet each pair is taken
+whole, so a body never ends inside an escape."""
+
+
+def agent_output_data(
+    line: bytes = JSON_STRING_BODY, stream: bytes = b"stdout|stderr", *, whole: bool = False
+) -> re.Pattern[bytes]:
+    """A data line of a block holding one output event exactly as the agent writes it.
+
+    serde_json writes ``{"line":"…","timestamp":…,"stream":"…"}``: these fields in this order, no
+    spaces, an integer timestamp. ``line`` is the pattern of the line's string body (put a group in
+    it to capture it) and ``stream`` the alternatives of the stream; ``whole`` captures the whole
+    JSON object. Data in any other layout, even valid, does not match.
+    """
+    value = rb'\{"line":"%s","timestamp":-?(?:0|[1-9][0-9]*),"stream":"(?:%s)"\}' % (line, stream)
+    return re.compile(rb"\ndata: %s(?=\n)" % (rb"(%s)" % value if whole else value))
 
 
 def check_event_stream(resp: httpx.Response) -> None:
@@ -30,7 +65,7 @@ class SSEDecoder:
     def __init__(self) -> None:
         self._data: list[str] = []
 
-    def feed(self, line: str) -> list[dict[str, Any]]:
+    def feed(self, line: str) -> list[Event]:
         line = line.rstrip("\r\n")
         if not line:
             return self.flush()
@@ -43,7 +78,7 @@ class SSEDecoder:
             self._data.append(value)
         return []
 
-    def flush(self) -> list[dict[str, Any]]:
+    def flush(self) -> list[Event]:
         if not self._data:
             return []
         lines, self._data = self._data, []
@@ -55,110 +90,101 @@ class SSEDecoder:
         return [obj for obj in objects if isinstance(obj, dict)]
 
 
-class RunCollector:
-    """Accumulates the events of ``processes/run`` (recognised by shape) into a CommandResult.
+class SSEBlocks:
+    """Cuts an SSE byte stream into blocks of whole events.
 
-    Feed it the stream's lines with :meth:`feed` until it returns True (the exit event arrived) or
-    the stream ends, then call :meth:`finish`.
+    Feed it the body's chunks as they come; :meth:`feed` answers the bytes up to the last blank
+    line seen so far (or None), :meth:`close` what is left at the end of the stream. Every block
+    starts with ``\\n`` and its line ends are ``\\n`` (``\\r\\n`` and ``\\r`` are turned into
+    ``\\n``, SSE allows all three); every block but the last ends with ``\\n``, and the blank line
+    ending its last event is the ``\\n`` that starts the next block. So each line of a block
+    follows a ``\\n``, and a block decodes on its own: no event spans two blocks. A UTF-8
+    character never spans two blocks either, since blocks are cut at a newline byte.
+
+    Bytes without a blank line (a very long line) are kept as a list of chunks and joined once,
+    so a line of any length costs linear time.
     """
 
     def __init__(self) -> None:
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self.pid: int | None = None
-        self._exit: dict[str, Any] | None = None
-        self._decoder = SSEDecoder()
+        # A leading empty line changes nothing (it ends no event) and gives the first block its "\n".
+        self._pending: list[bytes] = [b"\n"]
+        # The last chunk ended with "\r", already counted as a line end: a "\n" starting the next
+        # chunk completes that "\r\n" and is dropped.
+        self._after_cr = False
 
-    def feed(self, line: str) -> bool:
-        """Take one line of the stream; True once the exit event has arrived (stop reading then)."""
-        return any(self.add(event) for event in self._decoder.feed(line))
+    def feed(self, chunk: bytes) -> bytes | None:
+        """Take the next chunk of the body; the block of whole events it completes, if any."""
+        if self._after_cr and chunk:
+            self._after_cr = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            self._after_cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if not chunk:
+            return None
+        cut = chunk.rfind(b"\n\n")
+        if cut < 0:
+            if not (chunk.startswith(b"\n") and self._pending[-1].endswith(b"\n")):
+                self._pending.append(chunk)
+                return None
+            cut = -1  # the blank line starts this chunk
+        self._pending.append(chunk[: cut + 1])
+        block = b"".join(self._pending)
+        self._pending = [chunk[cut + 1 :]]
+        return block
 
-    def finish(self) -> CommandResult:
-        """The result, after the exit event or at the end of the stream (an event left unterminated counts)."""
-        if self._exit is None:
-            any(self.add(event) for event in self._decoder.flush())
-        return self.result()
-
-    def add(self, event: dict[str, Any]) -> bool:
-        """Take one event; True once the exit event has arrived."""
-        line = event.get("line")
-        if isinstance(line, str):
-            (self.stderr if event.get("stream") == "stderr" else self.stdout).append(line)
-            return False
-        if event.get("exit_code") is not None or event.get("signal") is not None:
-            self._exit = event
-            return True
-        if _is_int(event.get("pid")) and self.pid is None:
-            self.pid = event["pid"]
-            return False
-        error = event.get("error")
-        if isinstance(error, str) and error:
-            code = event.get("code")
-            raise SandboxError(f"command failed in the sandbox{f' ({code})' if code else ''}: {error}")
-        return False
-
-    def result(self) -> CommandResult:
-        if self._exit is None:
-            raise SandboxConnectionError("command output stream ended without an exit event")
-        exit_code = self._exit.get("exit_code")
-        signal = self._exit.get("signal")
-        if exit_code is None:
-            exit_code = -int(signal)
-        return CommandResult(
-            stdout="\n".join(self.stdout),
-            stderr="\n".join(self.stderr),
-            exit_code=int(exit_code),
-            signal=signal,
-            reason=self._exit.get("reason"),
-            pid=self.pid,
-        )
+    def close(self) -> bytes:
+        """What is left at the end of the stream (its last line may be unterminated)."""
+        rest = b"".join(self._pending)
+        self._pending, self._after_cr = [b"\n"], False
+        return rest
 
 
-def collect_run(lines: Iterable[str]) -> CommandResult:
-    """The result of a whole run stream given as lines (what ``Sandbox.run`` does while reading)."""
-    collector = RunCollector()
-    for line in lines:
-        if collector.feed(line):
-            break
-    return collector.finish()
+def data_line_count(block: bytes) -> int:
+    """How many lines of a block (from :class:`SSEBlocks`) may be data fields."""
+    return block.count(_DATA_FIELD)
 
 
-def output_event(event: dict[str, Any], default_stream: str | None) -> OutputEvent | None:
-    """An OutputEvent for a line event, None for anything else (e.g. indexify's ``eof`` ``{}``)."""
-    if not isinstance(event.get("line"), str):
-        return None
-    if event.get("stream") is None and default_stream is not None:
-        event = {**event, "stream": default_stream}
-    try:
-        return OutputEvent.model_validate(event)
-    except ValidationError:
-        return None
+def decode_block(block: bytes) -> list[Event]:
+    """The JSON objects of the events of a block from :class:`SSEBlocks`, in order.
 
-
-class OutputEventDecoder:
-    """The output events of a ``follow`` stream: feed it lines, then :meth:`flush` at the end.
-
-    ``default_stream`` is the ``stream`` of events that omit it (``None`` for the merged stream).
+    The data lines of a block of one-line events are parsed together, as one JSON array; any
+    other block (an event whose data spans lines, data that is not a JSON object, bytes that are
+    not UTF-8) is decoded line by line, as :class:`SSEDecoder` does, with the same result. The
+    last event of a block counts even without its blank line (the next block starts with it, or
+    the stream ended).
     """
+    datas = _DATA_LINE.findall(block)
+    if not datas:
+        if data_line_count(block) == 0:
+            return []  # comments (keep-alives), or events without data
+    elif len(datas) == data_line_count(block):
+        events = _json_objects(datas)
+        if events is not None:
+            return events
+    decoder = SSEDecoder()
+    events = []
+    for line in block.decode("utf-8", "replace").split("\n"):
+        events.extend(decoder.feed(line))
+    return events + decoder.flush()
 
-    def __init__(self, default_stream: str | None) -> None:
-        self._decoder = SSEDecoder()
-        self._default_stream = default_stream
 
-    def feed(self, line: str) -> list[OutputEvent]:
-        return self._events(self._decoder.feed(line))
+def _json_objects(datas: list[bytes]) -> list[Event] | None:
+    """The data values parsed as one JSON array: None unless each is exactly one JSON object.
 
-    def flush(self) -> list[OutputEvent]:
-        return self._events(self._decoder.flush())
-
-    def _events(self, events: list[dict[str, Any]]) -> list[OutputEvent]:
-        items = (output_event(event, self._default_stream) for event in events)
-        return [item for item in items if item is not None]
-
-
-def iter_output_events(lines: Iterable[str], default_stream: str | None) -> Iterator[OutputEvent]:
-    """The output events of a whole follow stream given as lines."""
-    decoder = OutputEventDecoder(default_stream)
-    for line in lines:
-        yield from decoder.feed(line)
-    yield from decoder.flush()
+    A value that is not a JSON object on its own makes the array fail to parse, hold another
+    number of items or an item that is not an object, and the caller then decodes line by line.
+    The values are joined with ``",\n"``: a raw newline is invalid inside a JSON string, so a
+    string cannot run from one value into the next. (Only garbage shaped to balance out, such as
+    ``{"a":[1`` then ``2]}`` then ``{},{}``, could still parse as three objects where the line
+    decoder finds none; no server sends that.)
+    """
+    try:
+        text = (b"[" + b",\n".join(datas) + b"]").decode("utf-8")  # strict: invalid bytes go the slow way
+        events: list[Event] = json.loads(text)
+    except ValueError:
+        return None
+    if len(events) != len(datas) or set(map(type, events)) != {dict}:
+        return None
+    return events

@@ -1,0 +1,150 @@
+/**
+ * The output events of a `follow` stream.
+ *
+ * When all the data lines of a block are output events in the agent's exact layout (one regular
+ * expression says so), each event is built from the pieces the expression captured, and only a
+ * line holding escapes goes through `JSON.parse`: parsing whole objects costs several times more
+ * (V8 internalizes short string values, and most lines are short). Any other block is decoded
+ * event by event ({@link decodeBlock}), as before. The events then reach the caller through a
+ * plain async iterator that hands out the decoded events of a block without awaiting anything: an
+ * async generator would cost a few promise round trips per line, more than decoding it.
+ */
+
+import type { OutputEvent, OutputStream } from "./models.js";
+import { outputEventFromWire, parseTimestamp } from "./models.js";
+import { agentOutputData, dataLineCount, decodeBlock, SSEBlocks } from "./sse.js";
+
+// Groups: the line's JSON string body (still escaped), the timestamp, the stream.
+const AGENT_OUTPUT_DATA = agentOutputData({ line: true, timestamp: true, stream: true });
+
+// Below this length V8 copies a substring; from it on, it makes a slice that keeps the whole block
+// alive. Longer lines are copied out with JSON.parse so that a kept event keeps only its line.
+const SLICE_LENGTH = 13;
+
+/** The output events of a follow stream: feed it the body's chunks, then {@link flush}. */
+export class OutputEventDecoder {
+  readonly #blocks = new SSEBlocks();
+
+  /** `defaultStream` is the `stream` of events that omit it (null for the merged stream). */
+  constructor(private readonly defaultStream: OutputStream | null) {}
+
+  /** Take the next chunk of the body; the output events it completes, in order. */
+  feed(chunk: Uint8Array): OutputEvent[] {
+    const block = this.#blocks.feed(chunk);
+    return block === null ? [] : this.#events(block);
+  }
+
+  /** The events left at the end of the stream (an event left unterminated counts). */
+  flush(): OutputEvent[] {
+    return this.#events(this.#blocks.close());
+  }
+
+  #events(block: string): OutputEvent[] {
+    const fast = agentEvents(block);
+    if (fast !== null) return fast;
+    const out: OutputEvent[] = [];
+    for (const event of decodeBlock(block)) {
+      const item = outputEventFromWire(event, this.defaultStream);
+      if (item !== null) out.push(item);
+    }
+    return out;
+  }
+}
+
+/** The events of a block of agent output events, as `outputEventFromWire` makes them; else null. */
+function agentEvents(block: string): OutputEvent[] | null {
+  const out: OutputEvent[] = [];
+  try {
+    for (const match of block.matchAll(AGENT_OUTPUT_DATA)) {
+      const body = match[1]!;
+      const line = body.length < SLICE_LENGTH && !body.includes("\\") ? body : (JSON.parse(`"${body}"`) as string);
+      out.push({ line, timestamp: parseTimestamp(Number(match[2])), stream: match[3] as OutputStream });
+    }
+  } catch {
+    return null; // an invalid escape: that event is skipped event by event
+  }
+  return out.length === dataLineCount(block) ? out : null;
+}
+
+/** The output lines of a follow stream (`stream` defaults to the followed one when absent). */
+export function iterOutputEvents(
+  chunks: AsyncIterable<Uint8Array>,
+  defaultStream: OutputStream | null,
+): AsyncIterableIterator<OutputEvent> {
+  return new OutputEvents(chunks, new OutputEventDecoder(defaultStream));
+}
+
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
+
+/**
+ * An async iterator over the decoded events of a chunk source. The source is pulled (and so the
+ * request made) at the first `next()`; `return()` (a `break` in `for await`) ends the source,
+ * which cancels the response. Calls to `next()` made before the last one settled wait for it,
+ * as with an async generator.
+ */
+class OutputEvents implements AsyncIterableIterator<OutputEvent> {
+  readonly #chunks: AsyncIterable<Uint8Array>;
+  readonly #decoder: OutputEventDecoder;
+  #source: AsyncIterator<Uint8Array> | null = null;
+  #ready: OutputEvent[] = [];
+  #next = 0;
+  #done = false;
+  #pulling: Promise<IteratorResult<OutputEvent, undefined>> | null = null;
+
+  constructor(chunks: AsyncIterable<Uint8Array>, decoder: OutputEventDecoder) {
+    this.#chunks = chunks;
+    this.#decoder = decoder;
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<OutputEvent, undefined>> {
+    if (this.#pulling !== null) {
+      const again = () => this.next();
+      return this.#pulling.then(again, again); // after a failed pull, this is done
+    }
+    if (this.#next < this.#ready.length) return Promise.resolve({ value: this.#ready[this.#next++]!, done: false });
+    if (this.#done) return Promise.resolve(DONE);
+    const pulling = this.#pull().finally(() => {
+      this.#pulling = null;
+    });
+    this.#pulling = pulling;
+    return pulling;
+  }
+
+  async return(): Promise<IteratorResult<OutputEvent, undefined>> {
+    const source = this.#source;
+    this.#finish();
+    await source?.return?.();
+    return DONE;
+  }
+
+  async #pull(): Promise<IteratorResult<OutputEvent, undefined>> {
+    try {
+      this.#source ??= this.#chunks[Symbol.asyncIterator]();
+      while (!this.#done) {
+        const chunk = await this.#source.next();
+        if (chunk.done) {
+          this.#ready = this.#decoder.flush();
+          this.#done = true;
+        } else {
+          this.#ready = this.#decoder.feed(chunk.value);
+        }
+        this.#next = 0;
+        if (this.#ready.length > 0) return { value: this.#ready[this.#next++]!, done: false };
+      }
+      return DONE;
+    } catch (error) {
+      this.#finish(); // like an async generator: after throwing, it is done
+      throw error;
+    }
+  }
+
+  #finish(): void {
+    this.#done = true;
+    this.#ready = [];
+    this.#next = 0;
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * The event stream of `POST /api/v1/processes/run`, collected into a {@link CommandResult}.
+ *
+ * A run returns its output joined, so the output lines of a block of events are never turned
+ * into one object each: the escaped text of every line of the block is cut out by one regular
+ * expression, and the lines of each stream are joined into one JSON string that `JSON.parse`
+ * unescapes at once. Blocks holding any other event (`started`, `exit`, an error, anything
+ * unusual) are decoded event by event.
+ */
+
+import { SandboxConnectionError, SandboxError } from "./errors.js";
+import type { CommandResult } from "./models.js";
+import { agentOutputData, dataLineCount, decodeBlock, SSEBlocks, type Event } from "./sse.js";
+
+// Group 1: the line's JSON string body, still escaped; group 2: its stream.
+const OUTPUT_DATA = agentOutputData({ line: true, stream: true });
+
+/**
+ * The lines whose JSON-escaped bodies are given, joined with `"\n"`; null if one is invalid.
+ * Every escape of a body is whole (the pattern takes a backslash with the character after it),
+ * so none can run into the next body, and the string is valid exactly when every body is.
+ */
+function joinedLines(escaped: string[]): string | null {
+  try {
+    return JSON.parse(`"${escaped.join("\\n")}"`) as string;
+  } catch {
+    return null;
+  }
+}
+
+/** Accumulates the events of `processes/run` (recognised by shape) into a {@link CommandResult}. */
+export class RunCollector {
+  // Pieces of the output, each one line or several joined with "\n", in order.
+  readonly #stdout: string[] = [];
+  readonly #stderr: string[] = [];
+  readonly #blocks = new SSEBlocks();
+  pid: number | null = null;
+  #exit: Event | null = null;
+
+  /** Take the next chunk of the body; true once the exit event has arrived (stop reading then). */
+  feed(chunk: Uint8Array): boolean {
+    const block = this.#blocks.feed(chunk);
+    return block !== null && this.#take(block);
+  }
+
+  /** The result, after the exit event or at the end of the stream (an event left unterminated counts). */
+  finish(): CommandResult {
+    if (this.#exit === null) this.#take(this.#blocks.close());
+    return this.result();
+  }
+
+  #take(block: string): boolean {
+    if (this.#takeOutput(block)) return false;
+    for (const event of decodeBlock(block)) if (this.add(event)) return true;
+    return false;
+  }
+
+  /** Take a block made of output events only, at once; false (nothing taken) for any other. */
+  #takeOutput(block: string): boolean {
+    const count = dataLineCount(block);
+    if (count === 0) return true; // keep-alives
+    const stdout: string[] = [];
+    const stderr: string[] = [];
+    for (const match of block.matchAll(OUTPUT_DATA)) (match[2] === "stdout" ? stdout : stderr).push(match[1]!);
+    if (stdout.length + stderr.length !== count) return false;
+    const stdoutText = stdout.length > 0 ? joinedLines(stdout) : "";
+    const stderrText = stderr.length > 0 ? joinedLines(stderr) : "";
+    if (stdoutText === null || stderrText === null) return false; // an invalid escape: skipped event by event
+    if (stdout.length > 0) this.#stdout.push(stdoutText);
+    if (stderr.length > 0) this.#stderr.push(stderrText);
+    return true;
+  }
+
+  /** Take one event; true once the exit event has arrived. */
+  add(event: Event): boolean {
+    if (typeof event.line === "string") {
+      (event.stream === "stderr" ? this.#stderr : this.#stdout).push(event.line);
+      return false;
+    }
+    if ((event.exit_code !== undefined && event.exit_code !== null) || (event.signal !== undefined && event.signal !== null)) {
+      this.#exit = event;
+      return true;
+    }
+    if (Number.isInteger(event.pid) && this.pid === null) {
+      this.pid = event.pid as number;
+      return false;
+    }
+    if (typeof event.error === "string" && event.error) {
+      const code = typeof event.code === "string" ? ` (${event.code})` : "";
+      throw new SandboxError(`command failed in the sandbox${code}: ${event.error}`);
+    }
+    return false;
+  }
+
+  result(): CommandResult {
+    if (this.#exit === null) {
+      throw new SandboxConnectionError("command output stream ended without an exit event");
+    }
+    const signal = typeof this.#exit.signal === "number" ? this.#exit.signal : null;
+    const exitCode = typeof this.#exit.exit_code === "number" ? this.#exit.exit_code : -(signal ?? 0);
+    return {
+      stdout: this.#stdout.join("\n"),
+      stderr: this.#stderr.join("\n"),
+      exitCode,
+      signal,
+      reason: typeof this.#exit.reason === "string" ? this.#exit.reason : null,
+      pid: this.pid,
+    };
+  }
+}
+
+/** Read a `processes/run` stream to its exit event (stopping there cancels the rest). */
+export async function collectRun(chunks: AsyncIterable<Uint8Array>): Promise<CommandResult> {
+  const collector = new RunCollector();
+  for await (const chunk of chunks) {
+    if (collector.feed(chunk)) break;
+  }
+  return collector.finish();
+}
