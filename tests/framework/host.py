@@ -128,6 +128,12 @@ def as_nobody(argv: list[str], timeout: float = 30) -> subprocess.CompletedProce
     )
 
 
+def wait_until(predicate, what: str, timeout: float = 30.0) -> None:
+    """Polls `predicate` until it holds; fails the test naming `what` after `timeout` seconds."""
+    if not wait_for(predicate, timeout):
+        raise AssertionError(f"{what}: not within {timeout} s")
+
+
 def wait_for(predicate, timeout: float = 60.0) -> bool:
     """Polls `predicate` every 0.2 s until it holds (True) or `timeout` seconds pass (False)."""
 

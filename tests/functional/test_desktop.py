@@ -18,6 +18,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
+from framework.host import wait_until
 from framework.server import AlcoveServer
 
 DESKTOP = "tensorlake/ubuntu-vnc"
@@ -242,14 +243,6 @@ def test_suspend_resume_and_a_memory_restore_keep_the_x_session(server):
         finally:
             client.delete(sb.sandbox_id)
 
-
-def wait_until(predicate, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 def test_the_api_example_with_alcove_sdk(desktop):

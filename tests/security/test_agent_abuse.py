@@ -4,22 +4,13 @@ users, and a flood of output leave it answering, and what cannot be started is a
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from alcove.sandbox import RemoteAPIError
+from framework.host import wait_until
 
 BOMB = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
 
-
-def wait_until(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 def tasks(sandbox) -> int:
