@@ -48,7 +48,7 @@ def main() -> None:
         measure("no sandbox")
         client = SandboxClient(api_url=srv.url)
         with ThreadPoolExecutor(max_workers=8) as pool:
-            ids = list(pool.map(lambda _: client.create(memory_mb=256).sandbox_id, range(args.sandboxes)))
+            ids = list(pool.map(lambda _: client.create().sandbox_id, range(args.sandboxes)))
         text = http.get("/metrics").text
         series = sum(1 for line in text.splitlines() if line.startswith("alcove_sandbox_memory_bytes{"))
         assert series == args.sandboxes, f"{series} sandboxes in the scrape, expected {args.sandboxes}"
