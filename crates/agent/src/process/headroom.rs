@@ -31,9 +31,12 @@ pub fn user_task_limit() -> Option<u64> {
 
 /// Tasks in the sandbox now (`None` when it cannot be read).
 pub fn current_tasks() -> Option<u64> {
-    ["/sys/fs/cgroup/pids/pids.current", "/sys/fs/cgroup/pids.current"]
-        .iter()
-        .find_map(|p| read_limit(Path::new(p)))
+    [
+        "/sys/fs/cgroup/pids/pids.current",
+        "/sys/fs/cgroup/pids.current",
+    ]
+    .iter()
+    .find_map(|p| read_limit(Path::new(p)))
 }
 
 /// Whether user processes already fill their task limit: a process started now
