@@ -1,8 +1,8 @@
 /**
  * The output events of a `follow` stream.
  *
- * When all the data lines of a block are output events in the agent's exact layout (one regular
- * expression says so), each event is built from the pieces the expression captured, and only a
+ * When a block is made of output events in the agent's exact layout only (a regular expression
+ * matched event after event says so), each event is built from the pieces the expression captured, and only a
  * line holding escapes goes through `JSON.parse`: parsing whole objects costs several times more
  * (V8 internalizes short string values, and most lines are short). Any other block is decoded
  * event by event ({@link decodeBlock}), as before. The events then reach the caller through a
@@ -12,10 +12,10 @@
 
 import type { OutputEvent, OutputStream } from "./models.js";
 import { outputEventFromWire, parseTimestamp } from "./models.js";
-import { agentOutputData, dataLineCount, decodeBlock, SSEBlocks } from "./sse.js";
+import { agentOutputEvent, decodeBlock, eachAgentOutput, SSEBlocks } from "./sse.js";
 
 // Groups: the line's JSON string body (still escaped), the timestamp, the stream.
-const AGENT_OUTPUT_DATA = agentOutputData({ line: true, timestamp: true, stream: true });
+const OUTPUT_EVENT = agentOutputEvent({ line: true, timestamp: true, stream: true });
 
 // Below this length V8 copies a substring; from it on, it makes a slice that keeps the whole block
 // alive. Longer lines are copied out with JSON.parse so that a kept event keeps only its line.
@@ -53,17 +53,18 @@ export class OutputEventDecoder {
 
 /** The events of a block of agent output events, as `outputEventFromWire` makes them; else null. */
 function agentEvents(block: string): OutputEvent[] | null {
+  if (!block.includes("\ndata")) return []; // keep-alives
   const out: OutputEvent[] = [];
+  const event = (match: RegExpExecArray) => {
+    const body = match[1]!;
+    const line = body.length < SLICE_LENGTH && !body.includes("\\") ? body : (JSON.parse(`"${body}"`) as string);
+    out.push({ line, timestamp: parseTimestamp(Number(match[2])), stream: match[3] as OutputStream });
+  };
   try {
-    for (const match of block.matchAll(AGENT_OUTPUT_DATA)) {
-      const body = match[1]!;
-      const line = body.length < SLICE_LENGTH && !body.includes("\\") ? body : (JSON.parse(`"${body}"`) as string);
-      out.push({ line, timestamp: parseTimestamp(Number(match[2])), stream: match[3] as OutputStream });
-    }
+    return eachAgentOutput(block, OUTPUT_EVENT, event) ? out : null;
   } catch {
     return null; // an invalid escape: that event is skipped event by event
   }
-  return out.length === dataLineCount(block) ? out : null;
 }
 
 /** The output lines of a follow stream (`stream` defaults to the followed one when absent). */

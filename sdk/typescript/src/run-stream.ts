@@ -2,18 +2,18 @@
  * The event stream of `POST /api/v1/processes/run`, collected into a {@link CommandResult}.
  *
  * A run returns its output joined, so the output lines of a block of events are never turned
- * into one object each: the escaped text of every line of the block is cut out by one regular
- * expression, and the lines of each stream are joined into one JSON string that `JSON.parse`
+ * into one object each: the escaped text of every line of the block is cut out by a regular
+ * expression matched event after event, and the lines of each stream are joined into one JSON string that `JSON.parse`
  * unescapes at once. Blocks holding any other event (`started`, `exit`, an error, anything
  * unusual) are decoded event by event.
  */
 
 import { SandboxConnectionError, SandboxError } from "./errors.js";
 import type { CommandResult } from "./models.js";
-import { agentOutputData, dataLineCount, decodeBlock, SSEBlocks, type Event } from "./sse.js";
+import { agentOutputEvent, decodeBlock, eachAgentOutput, SSEBlocks, type Event } from "./sse.js";
 
 // Group 1: the line's JSON string body, still escaped; group 2: its stream.
-const OUTPUT_DATA = agentOutputData({ line: true, stream: true });
+const OUTPUT_EVENT = agentOutputEvent({ line: true, stream: true });
 
 /**
  * The lines whose JSON-escaped bodies are given, joined with `"\n"`; null if one is invalid.
@@ -57,12 +57,11 @@ export class RunCollector {
 
   /** Take a block made of output events only, at once; false (nothing taken) for any other. */
   #takeOutput(block: string): boolean {
-    const count = dataLineCount(block);
-    if (count === 0) return true; // keep-alives
+    if (!block.includes("\ndata")) return true; // keep-alives
     const stdout: string[] = [];
     const stderr: string[] = [];
-    for (const match of block.matchAll(OUTPUT_DATA)) (match[2] === "stdout" ? stdout : stderr).push(match[1]!);
-    if (stdout.length + stderr.length !== count) return false;
+    const all = eachAgentOutput(block, OUTPUT_EVENT, (match) => (match[2] === "stdout" ? stdout : stderr).push(match[1]!));
+    if (!all) return false;
     const stdoutText = stdout.length > 0 ? joinedLines(stdout) : "";
     const stderrText = stderr.length > 0 ? joinedLines(stderr) : "";
     if (stdoutText === null || stderrText === null) return false; // an invalid escape: skipped event by event

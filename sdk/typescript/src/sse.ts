@@ -55,63 +55,76 @@ export class SSEDecoder {
   }
 }
 
-const NEWLINE = 10;
+const LF = 10;
+const CR = 13;
+const BLANK_LINE = Buffer.from("\n\n");
+
+/** `"\r\n"` and lone `"\r"` as `"\n"`; a copy, made only for chunks that hold a `"\r"`. */
+function normalizeLineEnds(chunk: Uint8Array): Uint8Array {
+  const out = new Uint8Array(chunk.length);
+  let length = 0;
+  for (let i = 0; i < chunk.length; i++) {
+    const byte = chunk[i]!;
+    if (byte !== CR) out[length++] = byte;
+    else if (chunk[i + 1] !== LF) out[length++] = LF; // "\r\n" keeps its "\n" only
+  }
+  return out.subarray(0, length);
+}
 
 /**
  * Cuts an SSE byte stream into blocks of whole events, as text.
  *
  * Feed it the body's chunks as they come; {@link feed} answers the text up to the last blank line
- * seen so far (or null), {@link close} what is left at the end of the stream. UTF-8 is decoded
- * across chunk boundaries (invalid bytes become U+FFFD). Every block starts with `"\n"` and its
- * line ends are `"\n"` (`"\r\n"` and `"\r"` are turned into `"\n"`: SSE allows all three); every
- * block but the last ends with `"\n"`, and the blank line ending its last event is the `"\n"`
- * that starts the next block. So each line of a block follows a `"\n"`, and a block decodes on
- * its own. Text without a blank line (a very long line) is kept in pieces and joined once.
+ * seen so far (or null), {@link close} what is left at the end of the stream. Every block starts
+ * with `"\n"` and its line ends are `"\n"` (`"\r\n"` and `"\r"` are turned into `"\n"`: SSE
+ * allows all three); every block but the last ends with `"\n"`, and the blank line ending its last
+ * event is the `"\n"` that starts the next block. So each line of a block follows a `"\n"`, and a
+ * block decodes on its own. The bytes are cut before they are decoded (a whole block at once:
+ * Node decodes a stream of chunks several times slower), and always at a newline byte, so a UTF-8
+ * character never spans two blocks (invalid bytes become U+FFFD, as when decoding the stream).
+ * Bytes without a blank line (a very long line) are kept in pieces and joined once.
  */
 export class SSEBlocks {
   readonly #decoder = new TextDecoder();
   // A leading empty line changes nothing (it ends no event) and gives the first block its "\n".
-  #pending: string[] = ["\n"];
-  // The last text ended with "\r", already counted as a line end: a "\n" starting the next text
-  // completes that "\r\n" and is dropped.
+  #pending: Uint8Array[] = [Uint8Array.of(LF)];
+  // The last chunk ended with "\r", already counted as a line end: a "\n" starting the next
+  // chunk completes that "\r\n" and is dropped.
   #afterCr = false;
 
   /** Take the next chunk of the body; the block of whole events it completes, if any. */
   feed(chunk: Uint8Array): string | null {
-    return this.#take(this.#decoder.decode(chunk, { stream: true }));
+    if (this.#afterCr && chunk.length > 0) {
+      this.#afterCr = false;
+      if (chunk[0] === LF) chunk = chunk.subarray(1);
+    }
+    if (chunk.includes(CR)) {
+      this.#afterCr = chunk[chunk.length - 1] === CR;
+      chunk = normalizeLineEnds(chunk);
+    }
+    if (chunk.length === 0) return null;
+    const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    let cut = bytes.lastIndexOf(BLANK_LINE);
+    if (cut < 0) {
+      const last = this.#pending[this.#pending.length - 1]!;
+      if (!(chunk[0] === LF && last[last.length - 1] === LF)) {
+        this.#pending.push(chunk);
+        return null;
+      }
+      cut = -1; // the blank line starts this chunk
+    }
+    this.#pending.push(chunk.subarray(0, cut + 1));
+    const block = this.#decoder.decode(this.#pending.length === 1 ? this.#pending[0] : Buffer.concat(this.#pending));
+    this.#pending = [chunk.subarray(cut + 1)];
+    return block;
   }
 
   /** What is left at the end of the stream (its last line may be unterminated). */
   close(): string {
-    const block = this.#take(this.#decoder.decode()) ?? "";
-    const rest = block + this.#pending.join("");
-    this.#pending = ["\n"];
+    const rest = this.#decoder.decode(Buffer.concat(this.#pending));
+    this.#pending = [Uint8Array.of(LF)];
     this.#afterCr = false;
     return rest;
-  }
-
-  #take(text: string): string | null {
-    if (this.#afterCr && text.length > 0) {
-      this.#afterCr = false;
-      if (text.charCodeAt(0) === NEWLINE) text = text.slice(1);
-    }
-    if (text.includes("\r")) {
-      this.#afterCr = text.endsWith("\r");
-      text = text.replace(/\r\n?/g, "\n");
-    }
-    if (text.length === 0) return null;
-    let cut = text.lastIndexOf("\n\n");
-    if (cut < 0) {
-      if (!(text.charCodeAt(0) === NEWLINE && this.#pending[this.#pending.length - 1]!.endsWith("\n"))) {
-        this.#pending.push(text);
-        return null;
-      }
-      cut = -1; // the blank line starts this text
-    }
-    this.#pending.push(text.slice(0, cut + 1));
-    const block = this.#pending.join("");
-    this.#pending = [text.slice(cut + 1)];
-    return block;
   }
 }
 
@@ -179,18 +192,36 @@ function jsonObjects(values: string[]): Event[] | null {
 export const JSON_STRING_BODY = String.raw`[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*`;
 
 /**
- * A data line of a block holding one output event exactly as the agent writes it (global flag).
+ * One output event of a block exactly as the agent writes it, as a sticky regular expression: the
+ * `"\n"` before it, an optional `event:` line, and its data line with its `"\n"`. A block made of
+ * such events only is a run of these, end to end ({@link eachAgentOutput}).
  *
  * serde_json writes `{"line":"…","timestamp":…,"stream":"…"}`: these fields in this order, no
  * spaces, an integer timestamp, and the stream `stdout` or `stderr`. `capture` says which of the
  * line's string body (still escaped), the timestamp and the stream are groups, in that order.
  * Data in any other layout does not match.
  */
-export function agentOutputData(capture: { line?: boolean; timestamp?: boolean; stream?: boolean }): RegExp {
+export function agentOutputEvent(capture: { line?: boolean; timestamp?: boolean; stream?: boolean }): RegExp {
   const group = (pattern: string, captured = false) => (captured ? `(${pattern})` : `(?:${pattern})`);
   const line = group(JSON_STRING_BODY, capture.line);
   const timestamp = group("-?(?:0|[1-9][0-9]*)", capture.timestamp);
   const stream = group("stdout|stderr", capture.stream);
   const value = String.raw`\{"line":"${line}","timestamp":${timestamp},"stream":"${stream}"\}`;
-  return new RegExp(String.raw`\ndata: ${value}(?=\n)`, "g");
+  return new RegExp(String.raw`\n(?:event:[^\n]*\n)?data: ${value}\n`, "y");
+}
+
+/**
+ * Calls `each` with the match of every event of `block` when the block is made of events that
+ * `event` (from {@link agentOutputEvent}) matches, end to end, and nothing else; answers false as
+ * soon as it finds something else (the events seen so far were passed to `each` already, so the
+ * caller collects them aside until this answers true). An exception from `each` stops the walk.
+ */
+export function eachAgentOutput(block: string, event: RegExp, each: (match: RegExpExecArray) => void): boolean {
+  event.lastIndex = 0;
+  while (event.lastIndex < block.length) {
+    const match = event.exec(block); // sticky: only right where the last one ended
+    if (match === null) return false;
+    each(match);
+  }
+  return true;
 }

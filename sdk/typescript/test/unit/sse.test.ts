@@ -13,7 +13,7 @@ import { SandboxConnectionError, SandboxError } from "../../src/errors.js";
 import { iterOutputEvents, OutputEventDecoder } from "../../src/follow-stream.js";
 import { outputEventFromWire, type CommandResult, type OutputEvent, type OutputStream } from "../../src/models.js";
 import { collectRun, RunCollector } from "../../src/run-stream.js";
-import { decodeBlock, SSEBlocks, SSEDecoder, type Event } from "../../src/sse.js";
+import { agentOutputEvent, decodeBlock, eachAgentOutput, SSEBlocks, SSEDecoder, type Event } from "../../src/sse.js";
 
 const encoder = new TextEncoder();
 
@@ -220,6 +220,29 @@ describe("SSE blocks", () => {
     assert.equal(feed("\n"), null); // ...and this "\n" is the rest of its "\r\n"
     assert.equal(feed("\r"), "\ndata: 4\n"); // a blank line, without waiting for a "\n"
     assert.equal(blocks.close(), "\n");
+  });
+
+  it("of the agent's output events are recognised whole, and nothing else is", () => {
+    const event = agentOutputEvent({ line: true, stream: true });
+    const walk = (text: string) => {
+      const seen: string[] = [];
+      return eachAgentOutput(text, event, (match) => seen.push(`${match[2]}:${match[1]}`)) ? seen : null;
+    };
+    const blocks = new SSEBlocks();
+    const block = blocks.feed(encoder.encode(TRICKY_LINES.map((line) => out(line)).join("") + out("e", "stderr") + "event: out"));
+    assert.deepEqual(walk(block!), [...TRICKY_LINES.map((line) => `stdout:${JSON.stringify(line).slice(1, -1)}`), "stderr:e"]);
+    for (const other of [
+      `\n: keep-alive\n${out("a")}`, // a comment among the events
+      `\nid: 1\ndata: {"line":"a","timestamp":1,"stream":"stdout"}\n`, // another field
+      '\ndata: {"line":"a","timestamp":1,"stream":"stdout","x":1}\n', // another key
+      '\ndata: {"line":"a", "timestamp":1,"stream":"stdout"}\n', // a space
+      '\ndata: {"line":"a","timestamp":1.5,"stream":"stdout"}\n', // not an integer
+      '\ndata: {"line":"a","timestamp":1,"stream":"other"}\n', // another stream
+      '\ndata: {"line":"a\tb","timestamp":1,"stream":"stdout"}\n', // a raw control character
+      '\ndata: {"line":"a","timestamp":1,"stream":"stdout"}', // unterminated
+    ]) {
+      assert.equal(walk(other), null, JSON.stringify(other));
+    }
   });
 
   it("count a lone \\r at the end of the stream as a line end", () => {
