@@ -2,10 +2,11 @@
  * The event stream of `POST /api/v1/processes/run`, collected into a {@link CommandResult}.
  *
  * A run returns its output joined, so the output lines of a block of events are never turned
- * into one object each: the escaped text of every line of the block is cut out by a regular
- * expression matched event after event, and the lines of each stream are joined into one JSON string that `JSON.parse`
- * unescapes at once. Blocks holding any other event (`started`, `exit`, an error, anything
- * unusual) are decoded event by event.
+ * into one object each: a regular expression replaces each event of a one-stream block by its
+ * line's escaped text (or, for a block of both streams, cuts the texts out event after event),
+ * and the lines of each stream are joined into one JSON string that `JSON.parse` unescapes at
+ * once. Blocks holding any other event (`started`, `exit`, an error, anything unusual) are
+ * decoded event by event.
  */
 
 import { SandboxConnectionError, SandboxError } from "./errors.js";
@@ -14,18 +15,35 @@ import { agentOutputEvent, decodeBlock, eachAgentOutput, SSEBlocks, type Event }
 
 // Group 1: the line's JSON string body, still escaped; group 2: its stream.
 const OUTPUT_EVENT = agentOutputEvent({ line: true, stream: true });
+// The events of one stream, sticky and global: for String.replace, which then replaces them end to
+// end from the start of the block and leaves the rest of it, from the first other line, as it is.
+const STREAM_EVENTS = {
+  stdout: agentOutputEvent({ line: true }, "stdout", "gy"),
+  stderr: agentOutputEvent({ line: true }, "stderr", "gy"),
+};
 
 /**
- * The lines whose JSON-escaped bodies are given, joined with `"\n"`; null if one is invalid.
- * Every escape of a body is whole (the pattern takes a backslash with the character after it),
- * so none can run into the next body, and the string is valid exactly when every body is.
+ * The lines whose JSON-escaped bodies are given joined with the escape `\n`, unescaped; null if
+ * one is invalid. Every escape of a body is whole (the pattern takes a backslash with the character
+ * after it), so none can run into the next body, and the string is valid exactly when every body is.
  */
-function joinedLines(escaped: string[]): string | null {
+function unescaped(joined: string): string | null {
   try {
-    return JSON.parse(`"${escaped.join("\\n")}"`) as string;
+    return JSON.parse(`"${joined}"`) as string;
   } catch {
     return null;
   }
+}
+
+/**
+ * The lines of a block made of one stream's output events only, joined; null for any other block.
+ * Each event is replaced by its escaped body and the escape `\n` in one `replace` (no object per
+ * line). A block ends with a raw newline, so the result ends with that escape only when every
+ * event, to the end of the block, was replaced.
+ */
+function oneStreamLines(block: string, stream: "stdout" | "stderr"): string | null {
+  const replaced = block.replace(STREAM_EVENTS[stream], "$1\\n");
+  return replaced.endsWith("\\n") ? unescaped(replaced.slice(0, -2)) : null;
 }
 
 /** Accumulates the events of `processes/run` (recognised by shape) into a {@link CommandResult}. */
@@ -58,12 +76,23 @@ export class RunCollector {
   /** Take a block made of output events only, at once; false (nothing taken) for any other. */
   #takeOutput(block: string): boolean {
     if (!block.includes("\ndata")) return true; // keep-alives
+    if (block.endsWith("\n")) {
+      // Most blocks hold one stream: then one replace takes them (else it finds out, and the walk below goes on).
+      const hasStdout = block.includes('"stream":"stdout"');
+      if (hasStdout !== block.includes('"stream":"stderr"')) {
+        const lines = oneStreamLines(block, hasStdout ? "stdout" : "stderr");
+        if (lines !== null) {
+          (hasStdout ? this.#stdout : this.#stderr).push(lines);
+          return true;
+        }
+      }
+    }
     const stdout: string[] = [];
     const stderr: string[] = [];
     const all = eachAgentOutput(block, OUTPUT_EVENT, (match) => (match[2] === "stdout" ? stdout : stderr).push(match[1]!));
     if (!all) return false;
-    const stdoutText = stdout.length > 0 ? joinedLines(stdout) : "";
-    const stderrText = stderr.length > 0 ? joinedLines(stderr) : "";
+    const stdoutText = stdout.length > 0 ? unescaped(stdout.join("\\n")) : "";
+    const stderrText = stderr.length > 0 ? unescaped(stderr.join("\\n")) : "";
     if (stdoutText === null || stderrText === null) return false; // an invalid escape: skipped event by event
     if (stdout.length > 0) this.#stdout.push(stdoutText);
     if (stderr.length > 0) this.#stderr.push(stderrText);

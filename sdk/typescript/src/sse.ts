@@ -198,16 +198,21 @@ export const JSON_STRING_BODY = String.raw`[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]
  *
  * serde_json writes `{"line":"…","timestamp":…,"stream":"…"}`: these fields in this order, no
  * spaces, an integer timestamp, and the stream `stdout` or `stderr`. `capture` says which of the
- * line's string body (still escaped), the timestamp and the stream are groups, in that order.
- * Data in any other layout does not match.
+ * line's string body (still escaped), the timestamp and the stream are groups, in that order;
+ * `only` restricts the stream; `flags` replace the sticky flag. Data in any other layout does not
+ * match.
  */
-export function agentOutputEvent(capture: { line?: boolean; timestamp?: boolean; stream?: boolean }): RegExp {
+export function agentOutputEvent(
+  capture: { line?: boolean; timestamp?: boolean; stream?: boolean },
+  only: "stdout" | "stderr" | null = null,
+  flags = "y",
+): RegExp {
   const group = (pattern: string, captured = false) => (captured ? `(${pattern})` : `(?:${pattern})`);
   const line = group(JSON_STRING_BODY, capture.line);
   const timestamp = group("-?(?:0|[1-9][0-9]*)", capture.timestamp);
-  const stream = group("stdout|stderr", capture.stream);
+  const stream = group(only ?? "stdout|stderr", capture.stream);
   const value = String.raw`\{"line":"${line}","timestamp":${timestamp},"stream":"${stream}"\}`;
-  return new RegExp(String.raw`\n(?:event:[^\n]*\n)?data: ${value}\n`, "y");
+  return new RegExp(String.raw`\n(?:event:[^\n]*\n)?data: ${value}\n`, flags);
 }
 
 /**

@@ -270,6 +270,25 @@ def test_run_of_unusual_events_collects_like_the_line_decoder() -> None:
         assert results(collect_run(chunks)) == results(want)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        out("a") + out("b"),
+        out("a", "stderr") + out("b", "stderr"),
+        out("a") + b'event: output\ndata: {"line":"b","timestamp":1,"stream":"stdout"}\nab\n\n' + out("c"),
+        out("a") + b'event: output\ndata: {"line":"b","timestamp":1,"stream":"stdout"}\nab\n\n',
+        out("a") + out('"stream":"stderr"') + out("c"),
+        out("a") + b": keep-alive\n\n" + out("b"),
+        out("a\\") + out("b"),
+    ],
+)
+def test_run_notices_anything_but_output_events_in_a_block_taken_at_once(text: bytes) -> None:
+    body = text + EXIT
+    want = reference_run(body)
+    for chunks in chunkings(body):
+        assert results(collect_run(chunks)) == results(want)
+
+
 def test_run_skips_a_line_with_an_invalid_escape_and_keeps_the_others() -> None:
     body = out("a") + b'event: output\ndata: {"line":"bad \\q","timestamp":1,"stream":"stdout"}\n\n' + out("b") + EXIT
     assert collect_run([body]).stdout == "a\nb"

@@ -300,6 +300,23 @@ describe("run streams", () => {
     for (const chunks of chunkings(body)) assert.deepEqual(await collectRun(fromChunks(chunks)), want);
   });
 
+  it("notices anything but one stream's events in a block taken at once", async () => {
+    const bodies = [
+      out("a") + out("b"),
+      out("a", "stderr") + out("b", "stderr"),
+      out("a") + "event: output\ndata: {\"line\":\"b\",\"timestamp\":1,\"stream\":\"stdout\"}\nab\n\n" + out("c"),
+      out("a") + "event: output\ndata: {\"line\":\"b\",\"timestamp\":1,\"stream\":\"stdout\"}\nab\n\n",
+      out("a") + out('"stream":"stderr"') + out("c"),
+      out("a") + ": keep-alive\n\n" + out("b"),
+      out("a\\") + out("b"),
+    ];
+    for (const text of bodies) {
+      const body = encoder.encode(text + EXIT);
+      const want = referenceRun(body);
+      for (const chunks of chunkings(body)) assert.deepEqual(await collectRun(fromChunks(chunks)), want, text);
+    }
+  });
+
   it("skips a line with an invalid escape and keeps the others", async () => {
     const bad = 'event: output\ndata: {"line":"bad \\q","timestamp":1,"stream":"stdout"}\n\n';
     assert.equal((await collectRun(chunksOf(out("a") + bad + out("b") + EXIT))).stdout, "a\nb");

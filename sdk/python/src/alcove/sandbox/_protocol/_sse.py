@@ -175,7 +175,7 @@ def _json_objects(datas: list[bytes]) -> list[Event] | None:
 
     A value that is not a JSON object on its own makes the array fail to parse, hold another
     number of items or an item that is not an object, and the caller then decodes line by line.
-    The values are joined with ``",\n"``: a raw newline is invalid inside a JSON string, so a
+    The values are joined with ``",\\n"``: a raw newline is invalid inside a JSON string, so a
     string cannot run from one value into the next. (Only garbage shaped to balance out, such as
     ``{"a":[1`` then ``2]}`` then ``{},{}``, could still parse as three objects where the line
     decoder finds none; no server sends that.)
