@@ -2,7 +2,7 @@
 //! (CPU time, memory, tasks) and from its writable layer (disk), never
 //! estimated.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::cgroups::{CgroupSetup, CgroupTree};
 
@@ -43,9 +43,10 @@ impl CgroupTree {
                 let current = read_u64(&dir.join("memory.current")).unwrap_or(0);
                 let inactive = stat_field(&dir.join("memory.stat"), "inactive_file").unwrap_or(0);
                 usage.memory_bytes = current.saturating_sub(inactive);
-                usage.memory_limit_bytes = read_limit(&dir.join("memory.max"));
+                // A limit file holds a number, or `max` for none (which does not parse).
+                usage.memory_limit_bytes = read_u64(&dir.join("memory.max"));
                 usage.pids = read_u64(&dir.join("pids.current")).unwrap_or(0);
-                usage.pids_limit = read_limit(&dir.join("pids.max"));
+                usage.pids_limit = read_u64(&dir.join("pids.max"));
             }
             CgroupSetup::Legacy | CgroupSetup::Hybrid => {
                 let memory = root.join("memory").join(rel);
@@ -69,7 +70,7 @@ impl CgroupTree {
                     read_u64(&memory.join("memory.limit_in_bytes")).filter(|&l| l < (1 << 62));
                 let pids = root.join("pids").join(rel);
                 usage.pids = read_u64(&pids.join("pids.current")).unwrap_or(0);
-                usage.pids_limit = read_limit(&pids.join("pids.max"));
+                usage.pids_limit = read_u64(&pids.join("pids.max"));
             }
         }
         Some(usage)
@@ -92,13 +93,8 @@ fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// A limit file: a number, or `max` for none.
-fn read_limit(path: &Path) -> Option<u64> {
-    read_u64(path)
-}
-
 /// The value of `key` in a `key value` per line file (`cpu.stat`, `memory.stat`).
-fn stat_field(path: &PathBuf, key: &str) -> Option<u64> {
+fn stat_field(path: &Path, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     parse_stat_field(&text, key)
 }

@@ -25,7 +25,7 @@ pub fn user_task_limit() -> Option<u64> {
     // seen from inside the sandbox's cgroup namespace.
     ["/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"]
         .iter()
-        .find_map(|p| read_limit(Path::new(p)))
+        .find_map(|p| read_number(Path::new(p)))
         .map(task_limit_below)
 }
 
@@ -36,7 +36,7 @@ pub fn current_tasks() -> Option<u64> {
         "/sys/fs/cgroup/pids.current",
     ]
     .iter()
-    .find_map(|p| read_limit(Path::new(p)))
+    .find_map(|p| read_number(Path::new(p)))
 }
 
 /// Whether user processes already fill their task limit: a process started now
@@ -46,7 +46,7 @@ pub fn user_tasks_full(task_limit: Option<u64>) -> bool {
     matches!((task_limit, current_tasks()), (Some(limit), Some(now)) if now >= limit)
 }
 
-fn read_limit(path: &Path) -> Option<u64> {
+fn read_number(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 

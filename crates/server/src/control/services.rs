@@ -104,15 +104,14 @@ impl Control {
             (s.as_str().to_string(), n)
         })
         .collect();
-        let running: Vec<(SandboxRecord, alcove_runtime::SandboxHandle)> = {
-            let mut out = Vec::new();
-            for record in self.ctx.store.list_live().await? {
-                if let Some(handle) = self.ctx.handle_of(&record.id) {
-                    out.push((record, handle));
-                }
-            }
-            out
-        };
+        let running: Vec<SandboxRecord> = self
+            .ctx
+            .store
+            .list_live()
+            .await?
+            .into_iter()
+            .filter(|record| self.ctx.handle_of(&record.id).is_some())
+            .collect();
         let node = Arc::clone(&self.ctx.node);
         let data_dir = self
             .ctx
@@ -123,7 +122,7 @@ impl Control {
         let read = move || {
             let sandboxes = running
                 .into_iter()
-                .filter_map(|(record, _)| {
+                .filter_map(|record| {
                     node.usage(&record.id)
                         .map(|usage| crate::metrics::SandboxFigures {
                             id: record.id.to_string(),
