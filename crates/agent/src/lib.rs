@@ -9,6 +9,7 @@
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod journal;
 pub mod output;
 pub mod pid1;
 pub mod process;

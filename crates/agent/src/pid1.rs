@@ -91,7 +91,10 @@ pub fn reaper() -> &'static Reaper {
             .spawn(move || reaper.run());
         if let Err(err) = started {
             // Without the thread no exit is ever reported; say so loudly.
-            eprintln!("alcove-agent: starting reaper thread: {err}");
+            crate::journal::agent_problem(
+                alcove_wire::journal::LogLevel::Error,
+                format!("starting the reaper thread: {err}"),
+            );
         }
     });
     reaper
@@ -102,9 +105,9 @@ fn become_subreaper() {
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory of ours.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if rc != 0 {
-        eprintln!(
-            "alcove-agent: setting child subreaper: {}",
-            io::Error::last_os_error()
+        crate::journal::agent_problem(
+            alcove_wire::journal::LogLevel::Warn,
+            format!("setting child subreaper: {}", io::Error::last_os_error()),
         );
     }
 }
@@ -131,9 +134,9 @@ pub fn ignore_sigpipe() {
 pub fn harden() {
     // SAFETY: PR_SET_DUMPABLE takes an integer and touches no memory of ours.
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        eprintln!(
-            "alcove-agent: clearing the dumpable flag: {}",
-            io::Error::last_os_error()
+        crate::journal::agent_problem(
+            alcove_wire::journal::LogLevel::Warn,
+            format!("clearing the dumpable flag: {}", io::Error::last_os_error()),
         );
     }
     let mut limit = libc::rlimit {

@@ -50,6 +50,8 @@ pub enum AgentErrorCode {
     NameTaken,
     /// The process has already exited.
     ProcessExited,
+    /// Only managed processes can be restarted.
+    NotManaged,
     /// Stdin cannot be written.
     StdinNotWritable,
     /// The PTY session token is missing or wrong.
@@ -112,13 +114,17 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, AgentErrorCode::NotFound, message)
     }
 
-    /// 500 with a generic message; `detail` goes to the log only.
+    /// 500 with a generic message; `detail` goes to the sandbox's log (level error), which
+    /// its owner reads with `GET /v1/namespaces/{ns}/sandboxes/{id}/logs?level=5`.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        eprintln!("alcove-agent: internal error: {detail}");
+        crate::journal::agent_problem(
+            alcove_wire::journal::LogLevel::Error,
+            format!("internal error: {detail}"),
+        );
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             AgentErrorCode::Internal,
-            "internal agent error (details in the agent log)",
+            "internal agent error; the details are in the sandbox's log (get_logs with level error)",
         )
     }
 
@@ -164,10 +170,10 @@ impl From<ProcessError> for ApiError {
             ProcessError::Launch(_) => return Self::internal(&err),
             ProcessError::NotFound(_) => (StatusCode::NOT_FOUND, C::NotFound),
             ProcessError::NameTaken(_) => (StatusCode::CONFLICT, C::NameTaken),
-            ProcessError::InvalidName(_) | ProcessError::InvalidSignal(_) => {
-                (StatusCode::BAD_REQUEST, C::InvalidArgument)
-            }
-            ProcessError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, C::NotImplemented),
+            ProcessError::InvalidName(_)
+            | ProcessError::InvalidSignal(_)
+            | ProcessError::Invalid(_) => (StatusCode::BAD_REQUEST, C::InvalidArgument),
+            ProcessError::NotManaged(_) => (StatusCode::CONFLICT, C::NotManaged),
             ProcessError::Exited(_) => (StatusCode::CONFLICT, C::ProcessExited),
             ProcessError::StdinNotWritable { .. } => (StatusCode::BAD_REQUEST, C::StdinNotWritable),
             ProcessError::Body(_) => (StatusCode::BAD_REQUEST, C::InvalidArgument),

@@ -6,6 +6,7 @@ pub mod error;
 pub mod files;
 pub mod health;
 pub mod io;
+pub mod journal;
 pub mod openapi;
 pub mod processes;
 pub mod pty;
@@ -57,6 +58,7 @@ pub fn api_router() -> OpenApiRouter<AgentState> {
         .routes(routes!(pty::resize))
         .routes(routes!(pty::connect))
         .routes(routes!(tunnel::tcp))
+        .routes(routes!(journal::follow))
 }
 
 /// The agent's router with every sandbox API route this build serves; unknown paths answer a
@@ -86,8 +88,17 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::invalid("request body must be a JSON object"));
     }
-    serde_json::from_slice(body)
-        .map_err(|err| ApiError::invalid(format!("invalid request body: {err}")))
+    // The path names the field at fault (`restart.initial_backoff_ms: invalid value: -1 …`).
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if path == "." {
+            ApiError::invalid(format!("invalid request body: {inner}"))
+        } else {
+            ApiError::invalid(format!("invalid request body: {path}: {inner}"))
+        }
+    })
 }
 
 /// A `200 text/event-stream` answer streaming `body`.

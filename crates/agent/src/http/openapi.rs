@@ -1,6 +1,7 @@
 //! The OpenAPI description of the agent's API: the routes' own descriptions (see
 //! [`super::api_router`]) plus what the derive cannot express, the server-sent-event answers.
 
+use alcove_wire::journal::JournalBatch;
 use alcove_wire::process::{EofEvent, ExitEvent, OutputEvent, StartedEvent};
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -23,6 +24,8 @@ pub mod tags {
     pub const PTY: &str = "pty";
     /// TCP tunnels into the sandbox.
     pub const TUNNELS: &str = "tunnels";
+    /// The sandbox's event journal (its logs).
+    pub const JOURNAL: &str = "journal";
 }
 
 /// Media-type extension mapping each SSE event name to the schema of its `data` line.
@@ -55,6 +58,18 @@ impl<'r> ToResponse<'r> for FollowEvents {
                            `output` each (a follower that falls behind the buffer skips lines), \
                            then `eof` once the process exited and its output is drained.";
         ("FollowEvents", sse_response(description, &events))
+    }
+}
+
+/// The 200 answer of `GET /api/v1/journal` (component `JournalEvents`).
+pub struct JournalEvents;
+
+impl<'r> ToResponse<'r> for JournalEvents {
+    fn response() -> (&'r str, RefOr<Response>) {
+        let events = [("journal", JournalBatch::name())];
+        let description = "Server-sent events: one `journal` batch per group of new records, \
+                           oldest first, for as long as the client stays; never ends on its own.";
+        ("JournalEvents", sse_response(description, &events))
     }
 }
 
@@ -106,7 +121,11 @@ fn add_schema<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) {
 pub fn openapi() -> OpenApi {
     let mut doc = super::api_router().into_openapi();
     let components = doc.components.get_or_insert_with(Default::default);
-    for (name, response) in [RunEvents::response(), FollowEvents::response()] {
+    for (name, response) in [
+        RunEvents::response(),
+        FollowEvents::response(),
+        JournalEvents::response(),
+    ] {
         components.responses.insert(name.to_string(), response);
     }
     // Only the SSE extension names these; no route refers to them directly.

@@ -12,7 +12,6 @@ use super::error::{AgentError, ApiError};
 use super::openapi::{ProcessParam, tags};
 use super::parse_json;
 use crate::AgentState;
-use crate::process::ProcessError;
 
 /// `POST /processes` → 201 `ProcessInfo`.
 #[utoipa::path(
@@ -23,12 +22,11 @@ use crate::process::ProcessError;
     request_body(content = StartProcessRequest, description = "The command; read whatever the `Content-Type`."),
     responses(
         (status = 201, description = "Started.", body = ProcessInfo),
-        (status = 400, description = "`INVALID_ARGUMENT` (body, process name), `COMMAND_NOT_FOUND`, `NOT_EXECUTABLE`, `USER_NOT_FOUND` or `INVALID_WORKING_DIR`.", body = AgentError),
+        (status = 400, description = "`INVALID_ARGUMENT` (body, process name, restart or health-check settings, each naming the field), `COMMAND_NOT_FOUND`, `NOT_EXECUTABLE`, `USER_NOT_FOUND` or `INVALID_WORKING_DIR`.", body = AgentError),
         (status = 403, description = "`PERMISSION_DENIED`: the agent cannot switch to that user.", body = AgentError),
         (status = 409, description = "`NAME_TAKEN`: a running process holds the name.", body = AgentError),
         (status = 500, description = "`INTERNAL`: the command could not be spawned.", body = AgentError),
         (status = 503, description = "`PROCESS_LIMIT`: the sandbox's task limit is full.", body = AgentError),
-        (status = 501, description = "`NOT_IMPLEMENTED`: a `restart` policy other than `never`, or a `health_check`.", body = AgentError),
     )
 )]
 pub async fn start(
@@ -137,7 +135,9 @@ pub async fn signal(
     Ok(Json(SignalResponse { success: true }))
 }
 
-/// `POST /processes/{p}/restart`: supervision is not built yet, so 501 (404 if unknown).
+/// `POST /processes/{p}/restart`: a managed process is restarted now (SIGTERM, SIGKILL after
+/// a grace period, then a new run; a stopped one is started again and supervised) → the new
+/// run's `ProcessInfo`.
 #[utoipa::path(
     post,
     path = "/api/v1/processes/{p}/restart",
@@ -145,14 +145,14 @@ pub async fn signal(
     operation_id = "restartProcess",
     params(ProcessParam),
     responses(
+        (status = 200, description = "The new run.", body = ProcessInfo),
         (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
-        (status = 501, description = "`NOT_IMPLEMENTED`: restarting managed processes is not built.", body = AgentError),
+        (status = 409, description = "`NOT_MANAGED`: the process is not managed.", body = AgentError),
     )
 )]
 pub async fn restart(
     State(state): State<AgentState>,
     Path(key): Path<String>,
 ) -> Result<Json<ProcessInfo>, ApiError> {
-    state.processes().get(&key)?;
-    Err(ProcessError::NotImplemented("restarting managed processes").into())
+    Ok(Json(state.processes().restart(&key).await?.info()))
 }

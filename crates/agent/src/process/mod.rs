@@ -6,11 +6,13 @@
 //! until `DELETE` removes it or it becomes one of more than [`MAX_EXITED_RETAINED`] exited
 //! processes (the oldest exited ones are evicted, bounding memory).
 //!
-//! Managed processes: `name` is supported (lookup by name in `{p}`) and `restart` with policy
-//! `never` is accepted; restart policies `on_failure`/`always`, health checks and
-//! `POST /{p}/restart` answer 501 until supervision is built.
+//! A process started with a `name`, a `restart` policy or a `health_check` is managed: see
+//! [`managed`] for its supervisor. Every start and exit goes into the sandbox's journal
+//! ([`crate::journal`]), and so does its output.
 
 pub mod headroom;
+pub mod health;
+pub mod managed;
 pub mod oom;
 pub mod run;
 pub mod spawn;
@@ -21,10 +23,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use alcove_wire::process::{
-    HealthStatus, ManagedExit, ManagedInfo, ManagedStatus, OutputStream, ProcessInfo,
-    ProcessStatus, RestartConfig, RestartPolicy, StartProcessRequest,
-};
+use alcove_wire::journal::{JournalEvent, LogLevel};
+use alcove_wire::process::{OutputStream, ProcessInfo, ProcessStatus, StartProcessRequest};
 use alcove_wire::time::{EpochMillis, now_millis};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -32,8 +32,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
+use crate::journal::{self, Journal, JournaledSink, ProcessRef};
 use crate::output::{self, BufferSink, OutputBuffer};
 use crate::pid1::ExitStatus;
+use managed::Managed;
 use spawn::{LaunchError, LaunchSpec, Launcher};
 
 /// Exited processes kept for inspection; older ones are evicted.
@@ -92,9 +94,14 @@ pub enum ProcessError {
         "invalid process name {0:?}: must be non-empty, not all digits, without '/', and not \"run\""
     )]
     InvalidName(String),
-    /// Part of the process API that is not built yet (supervision).
-    #[error("{0} not implemented yet")]
-    NotImplemented(&'static str),
+    /// The process is not managed, so it cannot be restarted.
+    #[error(
+        "process {0} is not managed: only processes started with a name, a restart policy or a health check can be restarted"
+    )]
+    NotManaged(String),
+    /// A field of the start request is unusable.
+    #[error("{0}")]
+    Invalid(String),
     /// The signal number is not a valid signal.
     #[error("invalid signal number {0}: expected 1 to {max}", max = libc::SIGRTMAX())]
     InvalidSignal(i32),
@@ -114,7 +121,7 @@ pub enum ProcessError {
     Body(String),
 }
 
-/// A process started through `POST /api/v1/processes`.
+/// A process started through `POST /api/v1/processes` (for a managed process: one run).
 #[derive(Debug)]
 pub struct TrackedProcess {
     /// Process id (also its process group id).
@@ -122,7 +129,7 @@ pub struct TrackedProcess {
     command: String,
     args: Vec<String>,
     started_at: EpochMillis,
-    managed: Option<(String, Option<String>, RestartConfig)>,
+    managed: Option<Arc<Managed>>,
     stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
     stdin_open: AtomicBool,
     /// Captured output of both streams.
@@ -141,8 +148,29 @@ impl TrackedProcess {
         self.exit_info().is_none()
     }
 
+    /// Waits for its exit.
+    pub async fn wait_exit(&self) -> ExitInfo {
+        let mut exit = self.exit.clone();
+        match exit.wait_for(Option::is_some).await {
+            Ok(info) => info.unwrap_or_else(lost_exit),
+            // The exit task owns the sender and always sends before it ends.
+            Err(_) => self.exit_info().unwrap_or_else(lost_exit),
+        }
+    }
+
+    /// Its supervisor, when it is managed.
+    pub fn managed(&self) -> Option<&Arc<Managed>> {
+        self.managed.as_ref()
+    }
+
     fn pgid(&self) -> i32 {
         i32::try_from(self.pid).unwrap_or(0)
+    }
+
+    fn process_ref(&self) -> ProcessRef {
+        self.managed
+            .as_ref()
+            .map_or_else(|| ProcessRef::plain(self.pid), |m| m.process_ref(self.pid))
     }
 
     /// Its wire form, `ProcessInfo` (docs/protocol/sandbox-api.md, ProcessInfo).
@@ -159,31 +187,7 @@ impl TrackedProcess {
             started_at: self.started_at,
             ended_at: exit.map(|e| e.ended_at),
             oom_killed: exit.is_some_and(|e| e.oom_killed),
-            managed: self
-                .managed
-                .as_ref()
-                .map(|(id, name, restart)| ManagedInfo {
-                    id: id.clone(),
-                    name: name.clone(),
-                    status: if exit.is_some() {
-                        ManagedStatus::Stopped
-                    } else {
-                        ManagedStatus::Running
-                    },
-                    restart_count: 0,
-                    restart: restart.clone(),
-                    health_check: None,
-                    health_status: HealthStatus::Disabled,
-                    consecutive_health_failures: 0,
-                    last_exit: exit.map(|e| ManagedExit {
-                        exit_code: e.code,
-                        signal: e.signal,
-                        oom_killed: e.oom_killed,
-                        ended_at: e.ended_at,
-                    }),
-                    last_error: None,
-                    next_restart_at: None,
-                }),
+            managed: self.managed.as_ref().map(|m| m.info()),
         }
     }
 
@@ -247,29 +251,47 @@ impl TrackedProcess {
     }
 }
 
+/// The exit reported when the reaper lost a status (it never does).
+fn lost_exit() -> ExitInfo {
+    ExitInfo {
+        code: Some(-1),
+        signal: None,
+        oom_killed: false,
+        ended_at: now_millis(),
+    }
+}
+
+/// A human description of an exit, for the journal.
+fn describe_exit(exit: &ExitInfo) -> String {
+    match (exit.code, exit.signal) {
+        (_, Some(signal)) if exit.oom_killed => {
+            format!("was killed by the OOM killer (signal {signal})")
+        }
+        (_, Some(signal)) => format!("was killed by signal {signal}"),
+        (Some(code), None) => format!("exited with code {code}"),
+        (None, None) => "exited".to_string(),
+    }
+}
+
 #[derive(Debug, Default)]
 struct Table {
     by_pid: BTreeMap<u32, Arc<TrackedProcess>>,
-    names: HashMap<String, u32>,
+    /// Managed processes by name (and, when unnamed, by managed id).
+    names: HashMap<String, Arc<Managed>>,
     exited: VecDeque<u32>,
 }
 
 impl Table {
     fn remove(&mut self, pid: u32) {
-        if let Some(process) = self.by_pid.remove(&pid)
-            && let Some((_, Some(name), _)) = &process.managed
-            && self.names.get(name) == Some(&pid)
-        {
-            self.names.remove(name);
-        }
+        self.by_pid.remove(&pid);
         self.exited.retain(|&p| p != pid);
     }
 }
 
-/// The processes started through `POST /api/v1/processes`.
+/// What the table and the supervisors share.
 #[derive(Debug)]
-pub struct ProcessTable {
-    table: Arc<Mutex<Table>>,
+pub(crate) struct Inner {
+    table: Mutex<Table>,
     launcher: Arc<Launcher>,
     output_limit_bytes: usize,
 }
@@ -288,37 +310,25 @@ fn valid_name(name: &str) -> bool {
         && name != "run"
 }
 
-impl ProcessTable {
-    /// An empty table whose processes keep at most `output_limit_bytes` of output each.
-    pub fn new(launcher: Arc<Launcher>, output_limit_bytes: usize) -> Self {
-        Self {
-            table: Arc::default(),
-            launcher,
-            output_limit_bytes,
-        }
+impl Inner {
+    /// Spawns a run of `req` (for `managed`, if any) and starts watching it.
+    fn spawn(
+        self: &Arc<Self>,
+        req: &StartProcessRequest,
+        managed: Option<&Arc<Managed>>,
+    ) -> Result<Arc<TrackedProcess>, ProcessError> {
+        let mut table = lock(&self.table);
+        self.spawn_locked(&mut table, req, managed)
     }
 
-    /// Starts a process (`POST /api/v1/processes`). Must run inside a tokio runtime.
-    pub fn start(&self, req: &StartProcessRequest) -> Result<Arc<TrackedProcess>, ProcessError> {
-        if req.health_check.is_some() {
-            return Err(ProcessError::NotImplemented(
-                "managed-process health checks",
-            ));
-        }
-        if req
-            .restart
-            .as_ref()
-            .is_some_and(|r| r.policy != RestartPolicy::Never)
-        {
-            return Err(ProcessError::NotImplemented(
-                "supervised restarts (restart policy on_failure/always)",
-            ));
-        }
-        if let Some(name) = &req.name
-            && !valid_name(name)
-        {
-            return Err(ProcessError::InvalidName(name.clone()));
-        }
+    /// [`spawn`](Self::spawn) with the table already locked (so a name check and the spawn
+    /// are one step).
+    fn spawn_locked(
+        self: &Arc<Self>,
+        table: &mut Table,
+        req: &StartProcessRequest,
+        managed: Option<&Arc<Managed>>,
+    ) -> Result<Arc<TrackedProcess>, ProcessError> {
         let spec = LaunchSpec {
             command: &req.command,
             args: &req.args,
@@ -330,34 +340,15 @@ impl ProcessTable {
             stderr: req.stderr_mode,
             terminal: None,
         };
-        // Held across the spawn so that two starts cannot both take a free name.
-        let mut table = lock(&self.table);
-        if let Some(name) = &req.name
-            && let Some(holder) = table.names.get(name).and_then(|pid| table.by_pid.get(pid))
-            && holder.is_running()
-        {
-            return Err(ProcessError::NameTaken(name.clone()));
-        }
         let spawned = self.launcher.launch(&spec)?;
         let (exit_tx, exit_rx) = watch::channel(None);
         let output = Arc::new(OutputBuffer::new(self.output_limit_bytes));
-        let managed = req.is_managed().then(|| {
-            let id = req
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("process-{}", spawned.pid));
-            let restart = req.restart.clone().unwrap_or(RestartConfig {
-                policy: RestartPolicy::Never,
-                ..RestartConfig::default()
-            });
-            (id, req.name.clone(), restart)
-        });
         let process = Arc::new(TrackedProcess {
             pid: spawned.pid,
             command: req.command.clone(),
             args: req.args.clone(),
             started_at: spawned.started_at,
-            managed,
+            managed: managed.cloned(),
             stdin_open: AtomicBool::new(spawned.stdin.is_some()),
             stdin: tokio::sync::Mutex::new(spawned.stdin),
             output: Arc::clone(&output),
@@ -366,10 +357,11 @@ impl ProcessTable {
         // A reused pid replaces the stale entry of the process that had it before.
         table.remove(spawned.pid);
         table.by_pid.insert(spawned.pid, Arc::clone(&process));
-        if let Some(name) = &req.name {
-            table.names.insert(name.clone(), spawned.pid);
+        if let Some(managed) = managed {
+            managed.set_current(&process);
         }
-        drop(table);
+        let source = process.process_ref();
+        journal_started(&source, &req.command, &req.args);
 
         let (gone_tx, gone_rx) = watch::channel(false);
         let pumps: Vec<_> = [
@@ -378,11 +370,15 @@ impl ProcessTable {
         ]
         .into_iter()
         .filter_map(|(rx, stream)| {
-            let sink = BufferSink(Arc::clone(&output));
+            let sink = JournaledSink {
+                inner: BufferSink(Arc::clone(&output)),
+                process: source.clone(),
+            };
             rx.map(|rx| tokio::spawn(output::pump(rx, stream, sink, gone_rx.clone())))
         })
         .collect();
-        let table = Arc::clone(&self.table);
+        let inner = Arc::clone(self);
+        let supervisor = managed.cloned();
         let pid = spawned.pid;
         let oom_baseline = spawned.oom_baseline;
         let exit = spawned.exit;
@@ -395,7 +391,7 @@ impl ProcessTable {
                 },
                 ExitStatus::from_raw,
             );
-            exit_tx.send_replace(Some(ExitInfo::new(status, oom_baseline)));
+            let info = ExitInfo::new(status, oom_baseline);
             gone_tx.send_replace(true);
             for pump in pumps {
                 if let Ok(end) = pump.await {
@@ -403,7 +399,13 @@ impl ProcessTable {
                 }
             }
             output.finish();
-            let mut table = lock(&table);
+            journal_exit(&source, &info);
+            if let Some(managed) = supervisor {
+                managed.note_exit(info);
+            }
+            // Sent last: whoever waits for the exit sees the output and the journal complete.
+            exit_tx.send_replace(Some(info));
+            let mut table = lock(&inner.table);
             table.exited.push_back(pid);
             while table.exited.len() > MAX_EXITED_RETAINED {
                 if let Some(oldest) = table.exited.pop_front() {
@@ -413,45 +415,202 @@ impl ProcessTable {
         });
         Ok(process)
     }
+}
 
-    /// Looks up `{p}`: an all-digit key is a pid, anything else a managed-process name.
-    pub fn get(&self, key: &str) -> Result<Arc<TrackedProcess>, ProcessError> {
-        let table = lock(&self.table);
-        let pid = if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
-            key.parse::<u32>().ok()
+/// Journals the start of a process.
+pub(super) fn journal_started(source: &ProcessRef, command: &str, args: &[String]) {
+    let mut started = journal::event(
+        source,
+        LogLevel::Info,
+        JournalEvent::ProcessStarted,
+        format!(
+            "process {} started: {}",
+            source.pid,
+            command_line(command, args)
+        ),
+    );
+    started.command = Some(command.to_string());
+    Journal::global().push(started);
+}
+
+/// `command args…` for the journal, cut to a readable length.
+fn command_line(command: &str, args: &[String]) -> String {
+    let mut line = command.to_string();
+    for arg in args {
+        line.push(' ');
+        line.push_str(arg);
+    }
+    if line.len() > 200 {
+        let mut cut = 200;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
+}
+
+/// Journals the end of a process (and its OOM kill).
+pub(super) fn journal_exit(source: &ProcessRef, info: &ExitInfo) {
+    let journal = Journal::global();
+    journal.flush_dropped(source.pid);
+    let failed = info.code != Some(0);
+    let mut record = journal::event(
+        source,
+        if failed {
+            LogLevel::Warn
         } else {
-            table.names.get(key).copied()
+            LogLevel::Info
+        },
+        JournalEvent::ProcessExited,
+        format!("process {} {}", source.pid, describe_exit(info)),
+    );
+    record.exit_code = info.code;
+    record.signal = info.signal;
+    journal.push(record);
+    if info.oom_killed {
+        journal.push(journal::event(
+            source,
+            LogLevel::Error,
+            JournalEvent::OomKilled,
+            format!(
+                "process {} was killed by the OOM killer: the sandbox ran out of memory",
+                source.pid
+            ),
+        ));
+    }
+}
+
+/// The processes started through `POST /api/v1/processes`.
+#[derive(Debug)]
+pub struct ProcessTable {
+    inner: Arc<Inner>,
+}
+
+impl ProcessTable {
+    /// An empty table whose processes keep at most `output_limit_bytes` of output each.
+    pub fn new(launcher: Arc<Launcher>, output_limit_bytes: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                table: Mutex::default(),
+                launcher,
+                output_limit_bytes,
+            }),
+        }
+    }
+
+    /// Starts a process (`POST /api/v1/processes`); a managed one gets its supervisor. Must
+    /// run inside a tokio runtime.
+    pub fn start(&self, req: &StartProcessRequest) -> Result<Arc<TrackedProcess>, ProcessError> {
+        if let Some(name) = &req.name
+            && !valid_name(name)
+        {
+            return Err(ProcessError::InvalidName(name.clone()));
+        }
+        if let Some(why) = managed::invalid_reason(req) {
+            return Err(ProcessError::Invalid(why));
+        }
+        // Held across the spawn so that two starts cannot both take a free name.
+        let mut table = lock(&self.inner.table);
+        if let Some(name) = &req.name
+            && table.names.get(name).is_some_and(|m| m.holds_name())
+        {
+            return Err(ProcessError::NameTaken(name.clone()));
+        }
+        if !req.is_managed() {
+            return self.inner.spawn_locked(&mut table, req, None);
+        }
+        let (managed, commands) = Managed::new(req);
+        let process = self.inner.spawn_locked(&mut table, req, Some(&managed))?;
+        table
+            .names
+            .insert(managed.id().to_string(), Arc::clone(&managed));
+        drop(table);
+        tokio::spawn(managed::supervise(
+            Arc::clone(&self.inner),
+            managed,
+            commands,
+        ));
+        Ok(process)
+    }
+
+    /// Looks up `{p}`: an all-digit key is a pid, anything else a managed-process name (the
+    /// current run of it).
+    pub fn get(&self, key: &str) -> Result<Arc<TrackedProcess>, ProcessError> {
+        let table = lock(&self.inner.table);
+        let found = if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
+            key.parse::<u32>()
+                .ok()
+                .and_then(|pid| table.by_pid.get(&pid).cloned())
+        } else {
+            table.names.get(key).and_then(|m| m.current())
         };
-        pid.and_then(|pid| table.by_pid.get(&pid).cloned())
-            .ok_or_else(|| ProcessError::NotFound(key.to_string()))
+        found.ok_or_else(|| ProcessError::NotFound(key.to_string()))
     }
 
     /// `ProcessInfo` of every tracked process, by pid.
     pub fn list(&self) -> Vec<ProcessInfo> {
-        let processes: Vec<_> = lock(&self.table).by_pid.values().cloned().collect();
+        let processes: Vec<_> = lock(&self.inner.table).by_pid.values().cloned().collect();
         processes.iter().map(|p| p.info()).collect()
     }
 
-    /// `DELETE /processes/{p}`: kills a running process (it stays listed, as signaled); an
-    /// exited one is removed from the table.
+    /// `POST /processes/{p}/restart`: restarts a managed process now; returns the new run.
+    pub async fn restart(&self, key: &str) -> Result<Arc<TrackedProcess>, ProcessError> {
+        let process = self.get(key)?;
+        let managed = process
+            .managed()
+            .cloned()
+            .ok_or_else(|| ProcessError::NotManaged(key.to_string()))?;
+        managed.restart().await
+    }
+
+    /// `DELETE /processes/{p}`: a managed process stops being supervised and is terminated;
+    /// a plain running process is killed (it stays listed, as signaled); an exited one is
+    /// removed from the table (with its name).
     pub fn delete(&self, key: &str) -> Result<(), ProcessError> {
         let process = self.get(key)?;
+        if let Some(managed) = process.managed()
+            && managed.is_supervising()
+        {
+            managed.stop();
+            return Ok(());
+        }
         if process.is_running() {
             process.kill();
-        } else {
-            lock(&self.table).remove(process.pid);
+            return Ok(());
+        }
+        let mut table = lock(&self.inner.table);
+        table.remove(process.pid);
+        if let Some(managed) = process.managed()
+            && managed.current().is_some_and(|c| c.pid == process.pid)
+        {
+            if table
+                .names
+                .get(managed.id())
+                .is_some_and(|m| Arc::ptr_eq(m, managed))
+            {
+                table.names.remove(managed.id());
+            }
+            managed.forget();
         }
         Ok(())
     }
 
     /// Kills every process of the sandbox except the agent and the running
     /// processes named in `keep` (the image's services) with their trees.
+    /// Other managed processes stop being supervised first, so nothing restarts them.
     pub fn stop_all(&self, keep: &[String]) -> usize {
         let kept: Vec<i32> = {
-            let table = lock(&self.table);
+            let table = lock(&self.inner.table);
+            for (name, managed) in &table.names {
+                if !keep.contains(name) {
+                    managed.stop();
+                }
+            }
             keep.iter()
                 .filter_map(|name| table.names.get(name))
-                .filter_map(|pid| table.by_pid.get(pid))
+                .filter_map(|m| m.current())
                 .filter(|p| p.is_running())
                 .filter_map(|p| i32::try_from(p.pid).ok())
                 .collect()
@@ -461,7 +620,7 @@ impl ProcessTable {
 
     /// (running, tracked) process counts.
     pub fn counts(&self) -> (usize, usize) {
-        let table = lock(&self.table);
+        let table = lock(&self.inner.table);
         let running = table.by_pid.values().filter(|p| p.is_running()).count();
         (running, table.by_pid.len())
     }

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use super::ExitInfo;
 use super::spawn::{LaunchError, LaunchSpec, Launcher, Spawned};
 use super::tree;
+use crate::journal::{JournaledSink, ProcessRef};
 use crate::output::{self, LineSink};
 use crate::pid1::ExitStatus;
 use crate::sse;
@@ -87,6 +88,7 @@ pub fn start(
         stderr: OutputMode::Capture,
         terminal: None,
     })?;
+    super::journal_started(&ProcessRef::plain(spawned.pid), &req.command, &req.args);
     active_runs.fetch_add(1, Ordering::AcqRel);
     let active = ActiveRun(Arc::clone(active_runs));
     let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
@@ -126,7 +128,10 @@ async fn supervise(
     ]
     .into_iter()
     .filter_map(|(rx, stream)| {
-        let sink = SseSink(tx.clone());
+        let sink = JournaledSink {
+            inner: SseSink(tx.clone()),
+            process: ProcessRef::plain(spawned.pid),
+        };
         rx.map(|rx| tokio::spawn(output::pump(rx, stream, sink, gone_rx.clone())))
     })
     .collect();
@@ -165,19 +170,17 @@ async fn supervise(
             output::settle(end);
         }
     }
+    let info = ExitInfo::new(status, spawned.oom_baseline);
+    super::journal_exit(&ProcessRef::plain(spawned.pid), &info);
     if matches!(ending, Ending::ClientGone) {
         return;
     }
     let _ = tx
-        .send(sse::event(
-            "exit",
-            &exit_event(&ending, status, spawned.oom_baseline),
-        ))
+        .send(sse::event("exit", &exit_event(&ending, info)))
         .await;
 }
 
-fn exit_event(ending: &Ending, status: ExitStatus, oom_baseline: Option<u64>) -> ExitEvent {
-    let info = ExitInfo::new(status, oom_baseline);
+fn exit_event(ending: &Ending, info: ExitInfo) -> ExitEvent {
     let reason = match ending {
         Ending::TimedOut => ExitReason::TimedOut,
         _ if info.oom_killed => ExitReason::OomKilled,
