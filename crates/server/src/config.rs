@@ -75,6 +75,14 @@ pub struct Config {
     )]
     pub archive_ttl: std::time::Duration,
 
+    /// Most a sandbox's logs (`GET /sandboxes/{id}/logs`) take on disk, in MiB; past half of
+    /// it the older half is dropped. They stay as long as the sandbox is archived.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_LOGS_MAX_MB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))
+    )]
+    pub logs_max_mb: u64,
+
     /// Subnet sandbox addresses are taken from (one /30 per sandbox).
     #[cfg_attr(
         feature = "cli",

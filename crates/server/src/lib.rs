@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod desktop;
 pub mod listener;
+pub mod logs;
 pub mod metrics;
 pub mod proxy;
 pub mod redact;

@@ -11,7 +11,7 @@ use crate::auth::ApiKeys;
 use crate::config::Config;
 use crate::control::validate::HostLimits;
 use crate::control::{
-    AgentClient, Control, ControlConfig, spawn_archive_purger, spawn_compactor,
+    AgentClient, Control, ControlConfig, spawn_archive_purger, spawn_compactor, spawn_crash_watch,
     spawn_timeout_reaper,
 };
 use crate::shutdown::{self, Shutdown};
@@ -96,6 +96,12 @@ pub async fn serve(
     .await?;
     let bound = listener.local_addr()?;
     let agents = AgentClient::new();
+    let retention_days = config.archive_ttl.as_secs().div_ceil(86_400);
+    let (logs, suspects) = crate::logs::Logs::new(
+        crate::logs::files::LogFiles::new(config.data_dir.join("logs"), config.logs_max_mb << 20),
+        agents.clone(),
+        u32::try_from(retention_days).unwrap_or(u32::MAX),
+    );
     let control = Arc::new(Control::new(
         store,
         Arc::new(node),
@@ -112,8 +118,10 @@ pub async fn serve(
         },
         agents.clone(),
         crate::secrets::SecretBox::load_or_create(&config.data_dir.join("secrets.key"))?,
+        logs,
     ));
     control.recover().await?;
+    let crash_watch = spawn_crash_watch(Arc::clone(&control), suspects, shutdown.clone());
     let reaper = spawn_timeout_reaper(Arc::clone(&control), shutdown.clone());
     let compactor = spawn_compactor(Arc::clone(&control), shutdown.clone());
     let purger = spawn_archive_purger(Arc::clone(&control), shutdown.clone());
@@ -131,6 +139,7 @@ pub async fn serve(
     reaper.abort();
     compactor.abort();
     purger.abort();
+    crash_watch.abort();
     control.shutdown().await;
     tracing::info!("alcove stopped");
     Ok(())

@@ -122,27 +122,35 @@ pub struct JournalRecord {
     pub body: String,
     /// The event, for records that are not output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub event: Option<JournalEvent>,
     /// The process it is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub pid: Option<u32>,
     /// Stream of an output line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub stream: Option<OutputStream>,
     /// The process's command (on `process_started` records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub command: Option<String>,
     /// Managed-process id, when the process is managed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub managed_id: Option<String>,
     /// Managed-process name, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub managed_name: Option<String>,
     /// Exit code (on `process_exited` records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub exit_code: Option<i32>,
     /// Killing signal (on `process_exited` records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub signal: Option<i32>,
 }
 
@@ -154,7 +162,85 @@ pub struct JournalBatch {
     /// Records between the reader's position and the first one here that the journal no
     /// longer holds (it keeps a bounded tail).
     #[serde(default)]
+    #[schema(required = true)]
     pub missed: u64,
+}
+
+/// One record of `GET {B}/sandboxes/{id}/logs` (docs/protocol/control-plane.md, Logs); the
+/// field names are camelCase as the official SDK reads them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxLogRecord {
+    /// When it happened, epoch milliseconds.
+    #[schema(value_type = EpochMillisSchema)]
+    pub timestamp: EpochMillis,
+    /// A unique id of the record.
+    pub uuid: String,
+    /// The sandbox's namespace.
+    pub namespace: String,
+    /// Always empty: sandboxes belong to no application.
+    pub application: String,
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// Key-value pairs, each a two-element list:
+    /// `[["sandbox_id", …], ["source", "process"|"agent"|"server"]]`.
+    pub resource_attributes: Vec<Vec<String>>,
+    /// The output line or the event's message.
+    pub body: String,
+    /// The record's attributes as a JSON object in a string: `event`, `process_id`, `pid`,
+    /// `stream`, `command`, `managed_id`, `managed_name`, `exit_code`, `signal`, each when it
+    /// applies.
+    pub log_attributes: String,
+    /// Always empty.
+    pub allocations: Vec<String>,
+    /// Always empty.
+    pub function_runs: Vec<String>,
+    /// Severity: trace 1, debug 2, info 3, warn 4, error 5, fatal 6.
+    pub level: u8,
+    /// Days the record is kept after the sandbox ends (the server's archive retention).
+    pub retention: u32,
+}
+
+/// Answer of `GET {B}/sandboxes/{id}/logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxLogsResponse {
+    /// Matching records, oldest first.
+    pub logs: Vec<SandboxLogRecord>,
+    /// Pass back as `nextToken` for the next page; `null` when there is none.
+    #[schema(required = true)]
+    pub next_token: Option<String>,
+}
+
+/// One process that has records in a sandbox's logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessLogFilter {
+    /// What `processId` matches for it: the pid, as text.
+    pub process_id: String,
+    /// The pid, as text.
+    pub process_pid: String,
+    /// Its command (empty if its start is no longer in the logs).
+    pub process_command: String,
+    /// Its managed-process id (empty when not managed).
+    pub process_managed_id: String,
+    /// Its managed-process name (empty when none).
+    pub process_managed_name: String,
+    /// Time of its first record, epoch milliseconds.
+    #[schema(value_type = EpochMillisSchema)]
+    pub first_seen: EpochMillis,
+    /// Time of its last record, epoch milliseconds.
+    #[schema(value_type = EpochMillisSchema)]
+    pub last_seen: EpochMillis,
+    /// Its records.
+    pub log_count: u64,
+}
+
+/// Answer of `GET {B}/sandboxes/{id}/processes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProcessLogFiltersResponse {
+    /// Processes with records, in order of first appearance.
+    pub processes: Vec<ProcessLogFilter>,
 }
 
 #[cfg(test)]

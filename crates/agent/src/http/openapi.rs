@@ -134,6 +134,7 @@ pub fn openapi() -> OpenApi {
     add_schema::<OutputEvent>(&mut schemas);
     add_schema::<ExitEvent>(&mut schemas);
     add_schema::<EofEvent>(&mut schemas);
+    add_schema::<JournalBatch>(&mut schemas);
     components.schemas.extend(schemas);
     doc
 }

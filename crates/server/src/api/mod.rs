@@ -7,6 +7,7 @@ mod body;
 mod desktop;
 pub mod error;
 mod lifecycle_ops;
+mod logs;
 mod metrics;
 pub mod openapi;
 mod sandboxes;
@@ -67,6 +68,8 @@ fn resource_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(secrets::set, secrets::delete))
         .routes(routes!(desktop::desktop_url))
         .routes(routes!(metrics::sandbox_metrics))
+        .routes(routes!(logs::get_logs))
+        .routes(routes!(logs::list_log_processes))
         .routes(routes!(snapshots::list))
         .routes(routes!(snapshots::get, snapshots::delete))
         .merge(unbuilt::routes())

@@ -55,16 +55,6 @@ const UNBUILT: &[Unbuilt] = &[
         operations: &[(HttpMethod::Post, "copySandbox")],
     },
     Unbuilt {
-        path: "/sandboxes/{id}/logs",
-        what: "sandbox logs",
-        operations: &[(HttpMethod::Get, "getSandboxLogs")],
-    },
-    Unbuilt {
-        path: "/sandboxes/{id}/processes",
-        what: "sandbox process logs",
-        operations: &[(HttpMethod::Get, "listSandboxLogProcesses")],
-    },
-    Unbuilt {
         path: "/sandboxes/{id}/file_systems",
         what: "attached file systems",
         operations: &[

@@ -129,6 +129,9 @@ impl Archive {
                 false
             }
         };
+        if deleted {
+            self.ctx.logs.remove(id).await;
+        }
         drop(guard);
         self.ctx.forget_op_lock(id);
         if deleted {

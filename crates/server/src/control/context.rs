@@ -58,6 +58,8 @@ pub(super) struct Context {
     pub(super) secret_box: SecretBox,
     /// Counts requests and times operations for `/metrics`.
     pub(super) metrics: Arc<crate::metrics::Metrics>,
+    /// The sandboxes' logs; running sandboxes' journals are followed into them.
+    pub(super) logs: Arc<crate::logs::Logs>,
 }
 
 impl Context {
@@ -67,6 +69,7 @@ impl Context {
         node: Arc<dyn SandboxNode>,
         cfg: ControlConfig,
         secret_box: SecretBox,
+        logs: Arc<crate::logs::Logs>,
     ) -> Self {
         Self {
             store,
@@ -77,6 +80,7 @@ impl Context {
             inflight: InFlight::default(),
             secret_box,
             metrics: Arc::default(),
+            logs,
         }
     }
 
@@ -114,16 +118,19 @@ impl Context {
             .cloned()
     }
 
-    /// Records that `id` runs (and is routable) with `handle`.
+    /// Records that `id` runs (and is routable) with `handle`, and follows its journal.
     pub(super) fn set_running(&self, id: &str, handle: SandboxHandle) {
+        self.logs.follow(&handle.id, handle.agent_addr());
         self.running
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_string(), handle);
     }
 
-    /// Records that `id` no longer runs; returns the handle it had.
+    /// Records that `id` no longer runs (the server is stopping it: its journal is no longer
+    /// followed, so the stop is not taken for a crash); returns the handle it had.
     pub(super) fn take_running(&self, id: &str) -> Option<SandboxHandle> {
+        self.logs.unfollow(id);
         self.running
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -423,7 +423,16 @@ impl Sandboxes {
         }
         drop(guard);
         self.ctx.forget_op_lock(&id);
-        tracing::info!(sandbox_id = %id, reason = %record.termination_reason.as_deref().unwrap_or(""), "sandbox terminated");
+        let why = record.termination_reason.as_deref().unwrap_or("");
+        tracing::info!(sandbox_id = %id, reason = %why, "sandbox terminated");
+        self.ctx
+            .logs
+            .note(
+                &id,
+                alcove_wire::journal::LogLevel::Info,
+                format!("sandbox ended ({why})"),
+            )
+            .await;
         Ok(record)
     }
 }

@@ -5,6 +5,7 @@ mod agent_client;
 mod archive;
 mod compactor;
 mod context;
+mod crashes;
 #[cfg(test)]
 mod fake_node;
 mod inflight;
@@ -23,10 +24,11 @@ mod tests;
 mod timeouts;
 pub mod validate;
 
-pub use agent_client::AgentClient;
+pub use agent_client::{AgentBody, AgentClient};
 pub use archive::{Archive, spawn_archive_purger};
 pub use compactor::spawn_compactor;
 pub use context::ControlConfig;
+pub use crashes::spawn_crash_watch;
 pub use inflight::{InFlight, InFlightGuard};
 pub use lifecycle::{CreateOutcome, Sandboxes, Target};
 pub use node::SandboxNode;

@@ -80,6 +80,12 @@ impl Control {
         for item in report.swept {
             tracing::warn!(leftover = %item, "removed leftover");
         }
+        // Logs of sandboxes no longer stored (a purge cut short by a crash).
+        let known = self.ctx.store.all_ids().await?.into_iter().collect();
+        let swept = self.ctx.logs.sweep(known).await;
+        if swept > 0 {
+            tracing::warn!(count = swept, "removed logs of purged sandboxes");
+        }
         self.snapshots.recover().await
     }
 

@@ -42,8 +42,9 @@ impl Control {
         cfg: ControlConfig,
         agents: AgentClient,
         secret_box: crate::secrets::SecretBox,
+        logs: Arc<crate::logs::Logs>,
     ) -> Self {
-        let ctx = Arc::new(Context::new(store, node, cfg, secret_box));
+        let ctx = Arc::new(Context::new(store, node, cfg, secret_box, logs));
         let secrets = Secrets::new(Arc::clone(&ctx));
         let snapshots = Snapshots::new(Arc::clone(&ctx));
         Self {
@@ -69,6 +70,11 @@ impl Control {
     /// The wire form of a sandbox.
     pub fn info(&self, record: &SandboxRecord) -> alcove_wire::sandbox::SandboxInfo {
         record.to_info(&self.ctx.cfg.sandbox_url, &self.ctx.cfg.ingress_endpoint)
+    }
+
+    /// The sandboxes' logs.
+    pub fn logs(&self) -> &crate::logs::Logs {
+        &self.ctx.logs
     }
 
     /// The store (for the timeout reaper).

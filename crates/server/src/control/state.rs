@@ -45,6 +45,8 @@ pub enum TerminationReason {
     ServerRestarted,
     /// It was gone when the server came back.
     Lost,
+    /// Its agent (the sandbox's PID 1) died while it ran, so the sandbox stopped.
+    Crashed,
 }
 
 impl TerminationReason {
@@ -57,6 +59,7 @@ impl TerminationReason {
             TerminationReason::StartupFailed => "startup_failed",
             TerminationReason::ServerRestarted => "server_restarted",
             TerminationReason::Lost => "lost",
+            TerminationReason::Crashed => "crashed",
         }
     }
 }
@@ -86,6 +89,8 @@ pub enum Event {
     SnapshotEnded,
     /// It ends: deleted, timed out, or found gone after a restart.
     Terminate(TerminationReason),
+    /// It stopped by itself while it ran (its agent died): it failed.
+    Crashed(TerminationReason),
 }
 
 /// An event that does not apply to the current state.
@@ -118,6 +123,7 @@ pub fn next(state: State, event: Event) -> Result<State, InvalidTransition> {
         (S::Suspended, RESUMING, E::ResumeFailed) => (S::Suspended, None),
         (S::Running, None, E::SnapshotBegun) => (S::Snapshotting, None),
         (S::Snapshotting, None, E::SnapshotEnded) => (S::Running, None),
+        (S::Running | S::Snapshotting, None, E::Crashed(_)) => (S::Failed, None),
         (
             S::Pending | S::Running | S::Suspending | S::Suspended | S::Snapshotting,
             _,
@@ -139,7 +145,7 @@ pub fn apply(record: &mut SandboxRecord, event: Event) -> Result<(), InvalidTran
     record.status = status;
     record.transition = transition.map(|t| t.as_str().to_string());
     match event {
-        Event::Terminate(reason) | Event::StartFailed(reason) => {
+        Event::Terminate(reason) | Event::StartFailed(reason) | Event::Crashed(reason) => {
             record.termination_reason = Some(reason.as_str().to_string());
         }
         _ => {}
@@ -183,9 +189,11 @@ mod tests {
             R::StartupFailed,
             R::ServerRestarted,
             R::Lost,
+            R::Crashed,
         ] {
             all.push(Event::Terminate(r));
             all.push(Event::StartFailed(r));
+            all.push(Event::Crashed(r));
         }
         all
     }
@@ -205,6 +213,7 @@ mod tests {
             ((S::Suspended, r), E::ResumeFailed) if r == resuming => Some((S::Suspended, None)),
             ((S::Running, None), E::SnapshotBegun) => Some((S::Snapshotting, None)),
             ((S::Snapshotting, None), E::SnapshotEnded) => Some((S::Running, None)),
+            ((S::Running | S::Snapshotting, None), E::Crashed(_)) => Some((S::Failed, None)),
             (
                 (S::Pending | S::Running | S::Suspending | S::Suspended | S::Snapshotting, _),
                 E::Terminate(_),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alcove_runtime::SandboxId;
+use alcove_wire::journal::LogLevel;
 use alcove_wire::sandbox::SandboxStatus;
 use alcove_wire::time::now_millis;
 
@@ -196,6 +197,10 @@ impl Suspension {
                 record.suspended_at = Some(now_millis());
                 record.error_details = None;
                 tracing::info!(sandbox_id = %id, bytes, reason = why, "sandbox suspended");
+                self.ctx
+                    .logs
+                    .note(id, LogLevel::Info, format!("sandbox suspended ({why})"))
+                    .await;
             }
             Err(e) => {
                 tracing::warn!(sandbox_id = %id, error = %e, "suspend failed; sandbox keeps running");
@@ -267,6 +272,10 @@ impl Suspension {
                 }
                 self.ctx.set_running(id, handle);
                 tracing::info!(sandbox_id = %id, "sandbox resumed");
+                self.ctx
+                    .logs
+                    .note(id, LogLevel::Info, "sandbox resumed")
+                    .await;
             }
             Err(e) => {
                 tracing::warn!(sandbox_id = %id, error = %e, "resume failed; sandbox stays suspended");

@@ -49,6 +49,12 @@ async fn harness() -> Harness {
         AgentClient::new(),
         crate::secrets::SecretBox::load_or_create(&dir.path().join("secrets.key"))
             .expect("secrets key"),
+        crate::logs::Logs::new(
+            crate::logs::files::LogFiles::new(dir.path().join("logs"), 1 << 20),
+            AgentClient::new(),
+            7,
+        )
+        .0,
     ));
     Harness {
         control,

@@ -165,6 +165,14 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
+    /// The id of every stored sandbox, ended ones included.
+    pub async fn all_ids(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT id FROM sandboxes")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
     /// How many sandboxes are in each status (statuses with none are absent).
     pub async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let rows: Vec<(String, i64)> =

@@ -7,6 +7,10 @@ use alcove_agent::http::error::AgentError;
 use alcove_wire::error::ApiErrorBody;
 use alcove_wire::files::{FileEntry, FileList};
 use alcove_wire::health::{AgentInfo, HealthResponse};
+use alcove_wire::journal::{
+    JournalBatch, JournalRecord, ProcessLogFilter, ProcessLogFiltersResponse, SandboxLogRecord,
+    SandboxLogsResponse,
+};
 use alcove_wire::limits::{MANAGEMENT_PORT, NAME_PATTERN, PORT_RANGE};
 use alcove_wire::metrics::SandboxMetrics;
 use alcove_wire::process::{
@@ -292,6 +296,12 @@ fn schemas_are_what_serde_reads_and_writes() {
         DesktopUrl,
         SandboxMetrics,
         StopAllResponse,
+        SandboxLogsResponse,
+        SandboxLogRecord,
+        ProcessLogFiltersResponse,
+        ProcessLogFilter,
+        JournalBatch,
+        JournalRecord,
     );
     requests!(
         CreateSandboxRequest,
