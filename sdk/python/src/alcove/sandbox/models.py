@@ -356,9 +356,7 @@ class ArchivedSandboxPage(_WireModel):
     end of the archive.
     """
 
-    sandboxes: Annotated[list[ArchivedSandboxInfo], BeforeValidator(_none_as_empty_list)] = Field(
-        default_factory=list
-    )
+    sandboxes: Annotated[list[ArchivedSandboxInfo], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
     prev_cursor: str | None = None
     next_cursor: str | None = None
 

@@ -69,7 +69,9 @@ def logs_params(
         params += [("processId", item) for item in _str_items(process_ids, "process_ids")]
     if next_token is not None:
         if not isinstance(next_token, str) or not next_token:
-            raise ValueError(f"next_token must be a non-empty string (a next_token of an earlier page), got {next_token!r}")
+            raise ValueError(
+                f"next_token must be a non-empty string (a next_token of an earlier page), got {next_token!r}"
+            )
         params.append(("nextToken", next_token))
     for key, value in (("head", head), ("tail", tail)):
         if value is not None:
