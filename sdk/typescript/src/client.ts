@@ -27,15 +27,22 @@ import {
   archivedSandboxInfoFromWire,
   archivedSandboxPageFromWire,
   listFromWire,
+  LOG_LEVEL_NUMBERS,
   sandboxInfoFromWire,
+  sandboxLogsResponseFromWire,
   sandboxMetricsFromWire,
+  sandboxProcessLogFiltersResponseFromWire,
   snapshotInfoFromWire,
   stringList,
   TERMINAL_STATUSES,
   type ArchivedSandboxInfo,
   type ArchivedSandboxPage,
   type SandboxInfo,
+  type SandboxLogLevel,
+  type SandboxLogSignal,
+  type SandboxLogsResponse,
   type SandboxMetrics,
+  type SandboxProcessLogFiltersResponse,
   type SnapshotInfo,
   type SnapshotType,
 } from "./models.js";
@@ -81,6 +88,68 @@ export function archivedQuery(options: ListArchivedOptions = {}): Record<string,
       throw new RangeError(`direction must be "forward" or "backward", got ${JSON.stringify(direction)}`);
     }
     query.direction = direction;
+  }
+  return query;
+}
+
+/** Filters of {@link SandboxClient.getLogs}; each absent one filters nothing. */
+export interface GetLogsOptions {
+  /** Only these severities: names (`"info"`; `"warning"` is `warn`) or numbers 1 (trace) to 6 (fatal). */
+  levels?: (SandboxLogLevel | string | number)[];
+  /** Only these processes (`processId`s from `listLogProcesses`). */
+  processIds?: string[];
+  /** The `nextToken` of an earlier page. */
+  nextToken?: string;
+  /** Only the first n records. */
+  head?: number;
+  /** Only the last n records. */
+  tail?: number;
+  /** Only records whose text contains this. */
+  body?: string;
+}
+
+/** The wire number of a log level given as a name (any case) or a number from 1 to 6. */
+export function logLevelNumber(level: unknown): number {
+  if (typeof level === "number" && Number.isInteger(level) && level >= 1 && level <= 6) return level;
+  if (typeof level === "string") {
+    const name = level.trim().toLowerCase();
+    if (/^\d+$/.test(name)) return logLevelNumber(Number(name));
+    const number = (LOG_LEVEL_NUMBERS as Record<string, number>)[name === "warning" ? "warn" : name];
+    if (number !== undefined) return number;
+  }
+  const names = Object.keys(LOG_LEVEL_NUMBERS).join(", ");
+  throw new RangeError(`log levels are ${names} (or their numbers 1 to 6), got ${JSON.stringify(level)}`);
+}
+
+/** The query of `GET .../logs`: `level` and `processId` repeated once per value. */
+export function logsQuery(options: GetLogsOptions = {}): [string, string][] {
+  const query: [string, string][] = [];
+  const { levels, processIds, nextToken, head, tail, body } = options;
+  if (levels !== undefined) {
+    if (!Array.isArray(levels)) throw new TypeError(`levels must be a list of log levels, got ${JSON.stringify(levels)}`);
+    for (const level of levels) query.push(["level", String(logLevelNumber(level))]);
+  }
+  if (processIds !== undefined) {
+    if (!Array.isArray(processIds) || !processIds.every((id) => typeof id === "string" && id)) {
+      throw new TypeError(`processIds must be a list of non-empty strings, got ${JSON.stringify(processIds)}`);
+    }
+    for (const id of processIds) query.push(["processId", id]);
+  }
+  if (nextToken !== undefined) {
+    if (typeof nextToken !== "string" || !nextToken) {
+      throw new TypeError(`nextToken must be a non-empty string (a nextToken of an earlier page), got ${JSON.stringify(nextToken)}`);
+    }
+    query.push(["nextToken", nextToken]);
+  }
+  if (head !== undefined && tail !== undefined) throw new TypeError("pass head or tail, not both");
+  for (const [key, value] of [["head", head], ["tail", tail]] as const) {
+    if (value === undefined) continue;
+    if (!isPositiveInt(value)) throw new RangeError(`${key} must be a positive integer, got ${JSON.stringify(value)}`);
+    query.push([key, String(value)]);
+  }
+  if (body !== undefined) {
+    if (typeof body !== "string" || !body) throw new TypeError(`body must be a non-empty string to search for, got ${JSON.stringify(body)}`);
+    query.push(["body", body]);
   }
   return query;
 }
@@ -509,6 +578,48 @@ export class SandboxClient {
       allow_unauthenticated_access: remaining.length > 0 ? current.allowUnauthenticatedAccess : false,
       exposed_ports: remaining,
     });
+  }
+
+  // -- logs ------------------------------------------------------------------------------------
+
+  /**
+   * One page of a sandbox's persisted logs: its processes' output lines and events (a process
+   * started, exited, was restarted, …), oldest first; kept after the sandbox ended. Filter with
+   * `levels`, `processIds` (from {@link listLogProcesses}), `body` (text contained), `head` /
+   * `tail` (the first / last n). Pass `nextToken` back for the next page (`null` at the end);
+   * {@link iterLogs} does that for you. Always addressed in the client's namespace.
+   */
+  async getLogs(sandboxId: string, options: GetLogsOptions = {}): Promise<SandboxLogsResponse> {
+    const id = identifierOf(sandboxId, "sandboxId");
+    const query = logsQuery(options);
+    const response = await this.#send({ method: "GET", url: sandboxesUrl(this.#http.config, id, "/logs"), query });
+    check(response, { sandbox: id });
+    return sandboxLogsResponseFromWire(responseJson(response, "sandbox logs"));
+  }
+
+  /** Every record of a sandbox's persisted logs that passes the filters (as in {@link getLogs}), following `nextToken` page after page. */
+  async *iterLogs(
+    sandboxId: string,
+    options: Pick<GetLogsOptions, "levels" | "processIds" | "body"> = {},
+  ): AsyncGenerator<SandboxLogSignal, void, undefined> {
+    const seen = new Set<string>();
+    let nextToken: string | undefined;
+    for (;;) {
+      const { levels, processIds, body } = options;
+      const page = await this.getLogs(sandboxId, { levels, processIds, body, nextToken });
+      yield* page.logs;
+      if (!page.nextToken || seen.has(page.nextToken) || page.logs.length === 0) return;
+      seen.add(page.nextToken);
+      nextToken = page.nextToken;
+    }
+  }
+
+  /** The processes that have records in a sandbox's persisted logs (their `processId`s filter {@link getLogs}). */
+  async listLogProcesses(sandboxId: string): Promise<SandboxProcessLogFiltersResponse> {
+    const id = identifierOf(sandboxId, "sandboxId");
+    const response = await this.#send({ method: "GET", url: sandboxesUrl(this.#http.config, id, "/processes") });
+    check(response, { sandbox: id });
+    return sandboxProcessLogFiltersResponseFromWire(responseJson(response, "sandbox log processes"));
   }
 
   // -- snapshots -------------------------------------------------------------------------------

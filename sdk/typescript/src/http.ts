@@ -107,8 +107,11 @@ export function proxyTarget(sandboxUrl: string, sandboxId: string, routingHint?:
   return Object.freeze({ sandboxId, baseUrl, headers: Object.freeze(headers) });
 }
 
-/** Query string of a request: form-urlencoded (a space travels as `+`, as the agent's file routes expect). */
-export function withQuery(url: string, query?: Record<string, string>): string {
+/**
+ * Query string of a request: form-urlencoded (a space travels as `+`, as the agent's file routes
+ * expect). Pairs repeat a key (`[["level", "3"], ["level", "5"]]`).
+ */
+export function withQuery(url: string, query?: Record<string, string> | [string, string][]): string {
   if (!query || Object.keys(query).length === 0) return url;
   return `${url}${url.includes("?") ? "&" : "?"}${new URLSearchParams(query).toString()}`;
 }
@@ -204,7 +207,8 @@ export interface RequestSpec {
   method: string;
   url: string;
   headers?: Record<string, string>;
-  query?: Record<string, string>;
+  /** The query: a record, or pairs for a key that repeats. */
+  query?: Record<string, string> | [string, string][];
   /** A JSON body (sent with `Content-Type: application/json`). */
   json?: unknown;
   /** A raw body (sent without Content-Type). */

@@ -15,7 +15,13 @@
  * ```
  */
 
-export { SandboxClient, type CreateOptions, type ListArchivedOptions, type SandboxClientOptions } from "./client.js";
+export {
+  SandboxClient,
+  type CreateOptions,
+  type GetLogsOptions,
+  type ListArchivedOptions,
+  type SandboxClientOptions,
+} from "./client.js";
 export {
   Sandbox,
   type FileData,
@@ -52,7 +58,23 @@ export {
   SnapshotNotFoundError,
 } from "./errors.js";
 export {
+  LOG_LEVEL_NUMBERS,
   urlForPort,
+  type HealthCheckOptions,
+  type ManagedProcessExit,
+  type ManagedProcessHealthStatus,
+  type ManagedProcessInfo,
+  type ManagedProcessStatus,
+  type ProcessHealthCheck,
+  type ProcessHealthCheckType,
+  type RestartOptions,
+  type RestartPolicy,
+  type RestartPolicyConfig,
+  type SandboxLogLevel,
+  type SandboxLogSignal,
+  type SandboxLogsResponse,
+  type SandboxProcessLogFilter,
+  type SandboxProcessLogFiltersResponse,
   type ArchivedSandboxInfo,
   type ArchivedSandboxPage,
   type CommandResult,

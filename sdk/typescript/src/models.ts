@@ -33,6 +33,26 @@ export type StdinMode = "closed" | "pipe";
 export type OutputMode = "capture" | "discard";
 /** Which output stream a line came from. */
 export type OutputStream = Open<"stdout" | "stderr">;
+/** When the sandbox's supervisor restarts a managed process after it exits. */
+export type RestartPolicy = "never" | "on_failure" | "always";
+/** How a managed process's health is checked: an HTTP GET or a TCP connect to a local port. */
+export type ProcessHealthCheckType = "http" | "tcp";
+/** The supervisor's status of a managed process. */
+export type ManagedProcessStatus = Open<"starting" | "running" | "backing_off" | "stopped">;
+/** The latest health of a managed process (`disabled` without a health check). */
+export type ManagedProcessHealthStatus = Open<"disabled" | "starting" | "healthy" | "unhealthy">;
+/** Severity of a persisted log record; the log query sends it as its number ({@link LOG_LEVEL_NUMBERS}). */
+export type SandboxLogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal";
+
+/** The wire number of each log level. */
+export const LOG_LEVEL_NUMBERS: Readonly<Record<SandboxLogLevel, number>> = Object.freeze({
+  trace: 1,
+  debug: 2,
+  info: 3,
+  warn: 4,
+  error: 5,
+  fatal: 6,
+});
 
 /** Sandbox statuses after which a sandbox never runs again. */
 export const TERMINAL_STATUSES: readonly string[] = ["terminated", "failed", "timeout"];
@@ -171,6 +191,87 @@ export interface CommandResult {
   pid: number | null;
 }
 
+/**
+ * Restart policy and back-off of a managed process: the policy in force, as the server reports
+ * it (`ManagedProcessInfo.restart`). `maxRestarts` `null` means no limit; the delay before the
+ * n-th restart grows from `initialBackoffMs` and is capped at `maxBackoffMs`.
+ */
+export interface RestartPolicyConfig {
+  policy: Open<RestartPolicy>;
+  maxRestarts: number | null;
+  initialBackoffMs: number;
+  maxBackoffMs: number;
+}
+
+/**
+ * A local health check of a managed process. `type` `"http"` GETs `path` (default `/`) on `port`
+ * inside the sandbox and wants a 2xx; `"tcp"` wants a connection to be accepted.
+ * `failureThreshold` failures in a row make the process unhealthy.
+ */
+export interface ProcessHealthCheck {
+  type: Open<ProcessHealthCheckType>;
+  port: number;
+  path: string | null;
+  initialDelayMs: number;
+  intervalMs: number;
+  timeoutMs: number;
+  failureThreshold: number;
+}
+
+/** What `startProcess({ restart })` takes: the fields of {@link RestartPolicyConfig}, each optional (the server's defaults apply). */
+export type RestartOptions = {
+  /** Default `on_failure`. */
+  policy?: RestartPolicy;
+  /** Default no limit (`null`). */
+  maxRestarts?: number | null;
+  /** Default 500. */
+  initialBackoffMs?: number;
+  /** Default 30000. */
+  maxBackoffMs?: number;
+};
+
+/** What `startProcess({ healthCheck })` takes: `type` and `port`, the rest optional (the server's defaults apply). */
+export type HealthCheckOptions = {
+  type: ProcessHealthCheckType;
+  port: number;
+  path?: string;
+  /** Default 5000. */
+  initialDelayMs?: number;
+  /** Default 1000. */
+  intervalMs?: number;
+  /** Default 500. */
+  timeoutMs?: number;
+  /** Default 3. */
+  failureThreshold?: number;
+};
+
+/** How a previous run of a managed process ended. */
+export interface ManagedProcessExit {
+  exitCode: number | null;
+  signal: number | null;
+  oomKilled: boolean;
+  endedAt: Date | null;
+}
+
+/**
+ * The supervisor's view of a managed process (`ProcessInfo.managed`). `id` is stable across
+ * restarts: the name when one was given, else an id of the agent's (a process without a name is
+ * addressed by its current pid only). `status` `stopped` means it will not be started again.
+ */
+export interface ManagedProcessInfo {
+  id: string;
+  name: string | null;
+  status: ManagedProcessStatus;
+  restartCount: number;
+  restart: RestartPolicyConfig;
+  healthCheck: ProcessHealthCheck | null;
+  healthStatus: ManagedProcessHealthStatus;
+  consecutiveHealthFailures: number;
+  lastExit: ManagedProcessExit | null;
+  lastError: string | null;
+  nextRestartAt: Date | null;
+}
+
 /** A process inside a sandbox. */
 export interface ProcessInfo {
   pid: number;
@@ -184,7 +285,8 @@ export interface ProcessInfo {
   endedAt: Date | null;
   oomKilled: boolean | null;
   handle: number | null;
-  managed: unknown;
+  /** Supervisor metadata, for a process started with `name`, `restart` or `healthCheck`; else `null`. */
+  managed: ManagedProcessInfo | null;
 }
 
 /** One line of process output from a follow stream. */
@@ -214,6 +316,56 @@ export interface DirectoryEntry {
 export interface PtySessionInfo {
   sessionId: string;
   token: string;
+}
+
+/**
+ * One persisted log record of a sandbox: a line of process output or an event. Read from
+ * camelCase JSON, field for field. `timestamp` is epoch milliseconds (`time` is its `Date`).
+ * `logAttributes` is the record's attributes as sent, a JSON object in a string; `attributes`
+ * is that object decoded (Alcove puts `process_id`, `pid`, `stream`, `managed_name` and
+ * `event` there, e.g. `"process_exited"`). `level` is the severity's number (`levelName` its name).
+ */
+export interface SandboxLogSignal {
+  timestamp: number;
+  time: Date;
+  uuid: string;
+  namespace: string;
+  application: string;
+  sandboxId: string | null;
+  resourceAttributes: [string, string][];
+  body: string;
+  logAttributes: string;
+  attributes: Record<string, unknown>;
+  allocations: string[];
+  functionRuns: string[];
+  level: number | null;
+  levelName: SandboxLogLevel | null;
+  retention: number | null;
+}
+
+/** One page of a sandbox's persisted logs; pass `nextToken` back for the next page (`null` at the end). */
+export interface SandboxLogsResponse {
+  logs: SandboxLogSignal[];
+  nextToken: string | null;
+}
+
+/** A process that has records in a sandbox's persisted logs (its `processId` filters `getLogs`). */
+export interface SandboxProcessLogFilter {
+  processId: string;
+  processPid: string | null;
+  processCommand: string | null;
+  processManagedId: string | null;
+  processManagedName: string | null;
+  /** Epoch ms. */
+  firstSeen: number | null;
+  /** Epoch ms. */
+  lastSeen: number | null;
+  logCount: number;
+}
+
+/** The processes that have records in a sandbox's persisted logs. */
+export interface SandboxProcessLogFiltersResponse {
+  processes: SandboxProcessLogFilter[];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -427,8 +579,140 @@ export function processInfoFromWire(value: unknown, what = "process"): ProcessIn
     endedAt: parseTimestamp(data.ended_at),
     oomKilled: typeof oom === "boolean" ? oom : null,
     handle: int(data, "handle"),
-    managed: data.managed ?? null,
+    managed: data.managed === null || data.managed === undefined ? null : managedProcessInfoFromWire(data.managed, what),
   };
+}
+
+/** A {@link RestartPolicyConfig} from its wire object (absent fields are the server's defaults). */
+export function restartPolicyConfigFromWire(value: unknown, what = "restart policy"): RestartPolicyConfig {
+  const data = asObject(value ?? {}, what);
+  return {
+    policy: str(data, "policy") ?? "on_failure",
+    maxRestarts: int(data, "max_restarts"),
+    initialBackoffMs: int(data, "initial_backoff_ms") ?? 500,
+    maxBackoffMs: int(data, "max_backoff_ms") ?? 30_000,
+  };
+}
+
+/** A {@link ProcessHealthCheck} from its wire object. */
+export function processHealthCheckFromWire(value: unknown, what = "health check"): ProcessHealthCheck {
+  const data = asObject(value, what);
+  const port = int(data, "port");
+  if (port === null) throw decodeError(what, "missing field `port`");
+  return {
+    type: requiredStr(data, what, "type"),
+    port,
+    path: str(data, "path"),
+    initialDelayMs: int(data, "initial_delay_ms") ?? 5_000,
+    intervalMs: int(data, "interval_ms") ?? 1_000,
+    timeoutMs: int(data, "timeout_ms") ?? 500,
+    failureThreshold: int(data, "failure_threshold") ?? 3,
+  };
+}
+
+/** A {@link ManagedProcessExit} from its wire object. */
+export function managedProcessExitFromWire(value: unknown, what = "managed process exit"): ManagedProcessExit {
+  const data = asObject(value, what);
+  return {
+    exitCode: int(data, "exit_code"),
+    signal: int(data, "signal"),
+    oomKilled: bool(data, "oom_killed", false),
+    endedAt: parseTimestamp(data.ended_at),
+  };
+}
+
+/** A {@link ManagedProcessInfo} from the `managed` object of a process. */
+export function managedProcessInfoFromWire(value: unknown, what = "managed process"): ManagedProcessInfo {
+  const data = asObject(value, what);
+  const present = (key: string): boolean => data[key] !== null && data[key] !== undefined;
+  return {
+    id: requiredStr(data, what, "id"),
+    name: str(data, "name"),
+    status: requiredStr(data, what, "status"),
+    restartCount: int(data, "restart_count") ?? 0,
+    restart: restartPolicyConfigFromWire(data.restart, what),
+    healthCheck: present("health_check") ? processHealthCheckFromWire(data.health_check, what) : null,
+    healthStatus: str(data, "health_status") ?? "disabled",
+    consecutiveHealthFailures: int(data, "consecutive_health_failures") ?? 0,
+    lastExit: present("last_exit") ? managedProcessExitFromWire(data.last_exit, what) : null,
+    lastError: str(data, "last_error"),
+    nextRestartAt: parseTimestamp(data.next_restart_at),
+  };
+}
+
+/** The {@link SandboxLogLevel} of a wire number, or `null` for one the SDK does not know. */
+export function logLevelName(level: number | null): SandboxLogLevel | null {
+  if (level === null) return null;
+  const entry = Object.entries(LOG_LEVEL_NUMBERS).find(([, n]) => n === level);
+  return entry ? (entry[0] as SandboxLogLevel) : null;
+}
+
+function parseAttributes(text: string): Record<string, unknown> {
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+}
+
+const isPair = (item: unknown): item is [string, string] =>
+  Array.isArray(item) && item.length === 2 && typeof item[0] === "string" && typeof item[1] === "string";
+
+/** A {@link SandboxLogSignal} from a record of `GET .../logs` (camelCase on the wire). */
+export function sandboxLogSignalFromWire(value: unknown, what = "sandbox logs"): SandboxLogSignal {
+  const data = asObject(value, what);
+  const timestamp = num(data, "timestamp");
+  if (timestamp === null) throw decodeError(what, "missing field `timestamp`");
+  const logAttributes = str(data, "logAttributes") ?? "{}";
+  const level = int(data, "level");
+  return {
+    timestamp,
+    time: new Date(timestamp),
+    uuid: str(data, "uuid") ?? "",
+    namespace: str(data, "namespace") ?? "",
+    application: str(data, "application") ?? "",
+    sandboxId: str(data, "sandboxId"),
+    resourceAttributes: list(data, "resourceAttributes", isPair).map(([k, v]) => [k, v] as [string, string]),
+    body: str(data, "body") ?? "",
+    logAttributes,
+    attributes: parseAttributes(logAttributes),
+    allocations: list(data, "allocations", isString),
+    functionRuns: list(data, "functionRuns", isString),
+    level,
+    levelName: logLevelName(level),
+    retention: int(data, "retention"),
+  };
+}
+
+/** A {@link SandboxLogsResponse} from the answer of `GET .../logs`. */
+export function sandboxLogsResponseFromWire(value: unknown, what = "sandbox logs"): SandboxLogsResponse {
+  const data = asObject(value, what);
+  return { logs: listFromWire(data, "logs", sandboxLogSignalFromWire, what), nextToken: str(data, "nextToken") || null };
+}
+
+/** A {@link SandboxProcessLogFilter} from an entry of `GET .../processes` (camelCase on the wire). */
+export function sandboxProcessLogFilterFromWire(value: unknown, what = "sandbox log processes"): SandboxProcessLogFilter {
+  const data = asObject(value, what);
+  const pid = data.processPid;
+  return {
+    processId: requiredStr(data, what, "processId"),
+    processPid: typeof pid === "number" && Number.isInteger(pid) ? String(pid) : str(data, "processPid"),
+    processCommand: str(data, "processCommand"),
+    processManagedId: str(data, "processManagedId"),
+    processManagedName: str(data, "processManagedName"),
+    firstSeen: num(data, "firstSeen"),
+    lastSeen: num(data, "lastSeen"),
+    logCount: int(data, "logCount") ?? 0,
+  };
+}
+
+/** A {@link SandboxProcessLogFiltersResponse} from the answer of `GET .../processes`. */
+export function sandboxProcessLogFiltersResponseFromWire(
+  value: unknown,
+  what = "sandbox log processes",
+): SandboxProcessLogFiltersResponse {
+  return { processes: listFromWire(value, "processes", sandboxProcessLogFilterFromWire, what) };
 }
 
 /** An {@link OutputResponse} from `GET /api/v1/processes/{p}/stdout|stderr|output`. */

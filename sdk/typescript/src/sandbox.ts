@@ -9,7 +9,7 @@ import { createWriteStream } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { once } from "node:events";
 
-import type { SandboxClient } from "./client.js";
+import type { GetLogsOptions, SandboxClient } from "./client.js";
 import { connectTimeoutMs } from "./config.js";
 import { connectDesktop, PROBE_TIMEOUT_SECS, type ConnectDesktopOptions, type Desktop } from "./desktop.js";
 import { SandboxError, SandboxNotFoundError, SandboxNotRoutableError } from "./errors.js";
@@ -38,9 +38,16 @@ import {
   type OutputMode,
   type OutputResponse,
   type OutputStream,
+  type HealthCheckOptions,
+  type ProcessHealthCheck,
   type ProcessInfo,
+  type RestartOptions,
+  type RestartPolicyConfig,
   type SandboxInfo,
+  type SandboxLogSignal,
+  type SandboxLogsResponse,
   type SandboxMetrics,
+  type SandboxProcessLogFiltersResponse,
   type StdinMode,
 } from "./models.js";
 import { PtySession, ptyBody, type CreatePtyOptions } from "./pty.js";
@@ -76,6 +83,15 @@ export interface StartProcessOptions {
   stdoutMode?: OutputMode;
   stderrMode?: OutputMode;
   user?: RunUser;
+  /**
+   * Name of a managed process: it addresses the process instead of its pid in every process
+   * method and stays valid across restarts. Not empty, not all digits, no `/`, not `run`.
+   */
+  name?: string;
+  /** Restart policy of a managed process (sent as `restart`, snake_case); `{}` takes the server's defaults. */
+  restart?: RestartOptions | RestartPolicyConfig;
+  /** Health check of a managed process (sent as `health_check`, snake_case). */
+  healthCheck?: HealthCheckOptions | ProcessHealthCheck;
 }
 
 /** What `writeFile` accepts: bytes, text (written as UTF-8), or a stream of byte chunks. */
@@ -170,6 +186,87 @@ export function startProcessBody(command: string, options: StartProcessOptions =
       throw new TypeError(`${key} must be one of ${allowed.join(", ")}, got ${JSON.stringify(value)}`);
     }
     body[key] = value;
+  }
+  if (options.name !== undefined && options.name !== null) body.name = managedName(options.name);
+  if (options.restart !== undefined && options.restart !== null) body.restart = restartBody(options.restart);
+  if (options.healthCheck !== undefined && options.healthCheck !== null) body.health_check = healthCheckBody(options.healthCheck);
+  return body;
+}
+
+/** A managed-process name, checked as the agent does. */
+function managedName(name: unknown): string {
+  if (typeof name !== "string" || !name) throw new TypeError(`name must be a non-empty string, got ${JSON.stringify(name)}`);
+  if (/^[0-9]+$/.test(name)) throw new TypeError(`name must not be all digits (it would read as a pid), got ${JSON.stringify(name)}`);
+  if (name.includes("/") || name === "run") throw new TypeError(`name must not contain '/' nor be 'run', got ${JSON.stringify(name)}`);
+  return name;
+}
+
+/** The snake_case JSON of a restart or health-check config, after checking its fields (the server checks the rest). */
+function configBody(
+  value: unknown,
+  what: string,
+  fields: Record<string, string>,
+  defaults: Record<string, unknown>,
+): Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError(`${what} must be an object, got ${JSON.stringify(value)}`);
+  }
+  const unknown = Object.keys(value).filter((key) => !(key in fields));
+  if (unknown.length) throw new TypeError(`${what} has unknown fields ${unknown.join(", ")}; known: ${Object.keys(fields).join(", ")}`);
+  const body: Record<string, unknown> = { ...defaults };
+  for (const [key, item] of Object.entries(value as Record<string, unknown>)) {
+    if (item === undefined) continue;
+    body[fields[key]!] = item;
+  }
+  for (const [key, item] of Object.entries(body)) {
+    if (key === "policy" || key === "type" || key === "path" || item === null) continue;
+    if (typeof item !== "number" || !Number.isInteger(item) || item < 0) {
+      throw new RangeError(`${what}.${key} must be a non-negative integer, got ${JSON.stringify(item)}`);
+    }
+  }
+  return body;
+}
+
+/** The `restart` field of a start body: every field, the server's defaults for those left out. */
+export function restartBody(restart: RestartOptions | RestartPolicyConfig): Record<string, unknown> {
+  const body = configBody(
+    restart,
+    "restart",
+    { policy: "policy", maxRestarts: "max_restarts", initialBackoffMs: "initial_backoff_ms", maxBackoffMs: "max_backoff_ms" },
+    { policy: "on_failure", initial_backoff_ms: 500, max_backoff_ms: 30_000 },
+  );
+  if (!["never", "on_failure", "always"].includes(body.policy as string)) {
+    throw new TypeError(`restart.policy must be one of never, on_failure, always, got ${JSON.stringify(body.policy)}`);
+  }
+  if (body.max_restarts === null) delete body.max_restarts;
+  return body;
+}
+
+/** The `health_check` field of a start body: every field, the server's defaults for those left out. */
+export function healthCheckBody(healthCheck: HealthCheckOptions | ProcessHealthCheck): Record<string, unknown> {
+  const body = configBody(
+    healthCheck,
+    "healthCheck",
+    {
+      type: "type",
+      port: "port",
+      path: "path",
+      initialDelayMs: "initial_delay_ms",
+      intervalMs: "interval_ms",
+      timeoutMs: "timeout_ms",
+      failureThreshold: "failure_threshold",
+    },
+    { initial_delay_ms: 5_000, interval_ms: 1_000, timeout_ms: 500, failure_threshold: 3 },
+  );
+  if (body.type !== "http" && body.type !== "tcp") {
+    throw new TypeError(`healthCheck.type must be http or tcp, got ${JSON.stringify(body.type)}`);
+  }
+  if (typeof body.port !== "number" || body.port < 1 || body.port > 65535) {
+    throw new RangeError(`healthCheck.port must be between 1 and 65535, got ${JSON.stringify(body.port)}`);
+  }
+  if (body.path === null) delete body.path;
+  else if (body.path !== undefined && typeof body.path !== "string") {
+    throw new TypeError(`healthCheck.path must be a string, got ${JSON.stringify(body.path)}`);
   }
   return body;
 }
@@ -361,6 +458,11 @@ export class Sandbox {
    * Start a background process. Its stdin is a pipe by default: write to it with
    * {@link writeStdin} and end it with {@link closeStdin} (a program reading stdin waits until
    * then); pass `stdinMode: "closed"` for a stdin at end-of-file from the start.
+   *
+   * `name`, `restart` or `healthCheck` make it a managed process, watched by the sandbox's
+   * supervisor (see `ProcessInfo.managed`): `startProcess("server", [], { name: "web", restart:
+   * { policy: "always" }, healthCheck: { type: "http", port: 8000 } })`. Every process method
+   * takes its name instead of a pid; {@link killProcess} stops its supervision too.
    */
   async startProcess(
     command: string,
@@ -372,19 +474,28 @@ export class Sandbox {
     return processInfoFromWire(responseJson(response, "process"));
   }
 
+  /**
+   * Restart a managed process, by pid or name, at once (any back-off is skipped): its current
+   * run is stopped and a new one started. Resolves to the new run (a new pid).
+   */
+  async restartProcess(process: number | string): Promise<ProcessInfo> {
+    const response = await this.#request({ method: "POST", path: `/api/v1/processes/${pidSegment(process)}/restart` });
+    return processInfoFromWire(responseJson(response, "process"));
+  }
+
   /** Every process started in the sandbox. */
   async listProcesses(): Promise<ProcessInfo[]> {
     const response = await this.#request({ method: "GET", path: "/api/v1/processes" });
     return listFromWire(responseJson(response, "process list"), "processes", processInfoFromWire, "process list");
   }
 
-  /** Describe one process. */
+  /** Describe one process, by pid or managed-process name (as every process method here). */
   async getProcess(pid: number | string): Promise<ProcessInfo> {
     const response = await this.#request({ method: "GET", path: `/api/v1/processes/${pidSegment(pid)}` });
     return processInfoFromWire(responseJson(response, "process"));
   }
 
-  /** Kill a process (SIGKILL to its process group). */
+  /** Kill a process (SIGKILL to its process group); a managed one is not restarted. */
   async killProcess(pid: number | string): Promise<void> {
     await this.#request({ method: "DELETE", path: `/api/v1/processes/${pidSegment(pid)}` });
   }
@@ -469,6 +580,23 @@ export class Sandbox {
     }
     // Not an async generator over events: that would cost more per line than decoding it.
     return iterOutputEvents(body(), FOLLOW_STREAMS[stream]);
+  }
+
+  // -- logs ------------------------------------------------------------------------------------
+
+  /** One page of this sandbox's persisted logs (see `SandboxClient.getLogs`). */
+  getLogs(options: GetLogsOptions = {}): Promise<SandboxLogsResponse> {
+    return this.#client.getLogs(this.sandboxId, options);
+  }
+
+  /** Every record of this sandbox's persisted logs that passes the filters, page after page (see `SandboxClient.iterLogs`). */
+  iterLogs(options: Pick<GetLogsOptions, "levels" | "processIds" | "body"> = {}): AsyncGenerator<SandboxLogSignal, void, undefined> {
+    return this.#client.iterLogs(this.sandboxId, options);
+  }
+
+  /** The processes that have records in this sandbox's persisted logs. */
+  listLogProcesses(): Promise<SandboxProcessLogFiltersResponse> {
+    return this.#client.listLogProcesses(this.sandboxId);
   }
 
   // -- files -----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ PAIRS = [
 ]
 
 # Async methods that are not coroutine functions: async iterators and the awaitable context.
-ASYNC_ITERATORS = {"follow_output", "follow_stdout", "follow_stderr", "read_file_stream"}
+ASYNC_ITERATORS = {"follow_output", "follow_stdout", "follow_stderr", "read_file_stream", "iter_logs"}
 NOT_COROUTINES = ASYNC_ITERATORS | {"create_and_connect"}
 
 
@@ -97,6 +97,9 @@ def test_the_documented_surface_is_present() -> None:
         "delete_snapshot",
         "expose_ports",
         "unexpose_ports",
+        "get_logs",
+        "iter_logs",
+        "list_log_processes",
     }
     sandbox_methods = {
         "sandbox_id",
@@ -104,6 +107,7 @@ def test_the_documented_surface_is_present() -> None:
         "info",
         "run",
         "start_process",
+        "restart_process",
         "list_processes",
         "get_process",
         "kill_process",
@@ -127,6 +131,9 @@ def test_the_documented_surface_is_present() -> None:
         "connect_pty",
         "create_tunnel",
         "connect_desktop",
+        "get_logs",
+        "iter_logs",
+        "list_log_processes",
     }
     pty_methods = {
         "session_id",
@@ -212,6 +219,19 @@ def test_the_documented_surface_is_present() -> None:
     assert defaults["scroll"] == [("steps", inspect.Parameter.empty), ("x", None), ("y", None)]
     assert defaults["scroll_up"] == defaults["scroll_down"] == [("steps", 1), ("x", None), ("y", None)]
     assert defaults["press"] == defaults["key_down"] == [("key", inspect.Parameter.empty)] == defaults["key_up"]
+    # The official SDK's names and defaults for supervision and logs.
+    start = inspect.signature(Sandbox.start_process).parameters
+    assert [(n, start[n].default) for n in start][-3:] == [("name", None), ("restart", None), ("health_check", None)]
+    log_filters = [("levels", None), ("process_ids", None), ("next_token", None), ("head", None), ("tail", None)]
+    get_logs = inspect.signature(Sandbox.get_logs).parameters
+    assert [(n, get_logs[n].default) for n in get_logs][1:] == [*log_filters, ("body", None)]
+    client_get_logs = inspect.signature(SandboxClient.get_logs).parameters
+    assert [(n, client_get_logs[n].default) for n in client_get_logs][1:] == [
+        ("sandbox_id", inspect.Parameter.empty),
+        *log_filters,
+        ("body", None),
+    ]
+    assert list(inspect.signature(Sandbox.restart_process).parameters) == ["self", "process"]
     create_tunnel = inspect.signature(Sandbox.create_tunnel).parameters
     assert [(n, create_tunnel[n].default) for n in create_tunnel][1:] == [
         ("remote_port", inspect.Parameter.empty),

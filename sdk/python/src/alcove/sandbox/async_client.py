@@ -27,7 +27,18 @@ from ._config import (
 )
 from .async_sandbox import AsyncSandbox
 from .exceptions import SandboxException
-from .models import ArchivedSandboxInfo, ArchivedSandboxPage, SandboxInfo, SandboxMetrics, SnapshotInfo, SnapshotType
+from .models import (
+    ArchivedSandboxInfo,
+    ArchivedSandboxPage,
+    SandboxInfo,
+    SandboxLogLevel,
+    SandboxLogSignal,
+    SandboxLogsResponse,
+    SandboxMetrics,
+    SandboxProcessLogFiltersResponse,
+    SnapshotInfo,
+    SnapshotType,
+)
 
 T = TypeVar("T")
 
@@ -307,6 +318,58 @@ class AsyncSandboxClient:
     async def unexpose_ports(self, identifier: str, ports: Iterable[int]) -> SandboxInfo:
         """Stop routing traffic to the given user ports."""
         return await self._drive(proto.op_unexpose_ports(self._config, identifier, ports))
+
+    # -- logs ----------------------------------------------------------------------------------
+
+    async def get_logs(
+        self,
+        sandbox_id: str,
+        levels: list[SandboxLogLevel | str | int] | None = None,
+        process_ids: list[str] | None = None,
+        next_token: str | None = None,
+        head: int | None = None,
+        tail: int | None = None,
+        body: str | None = None,
+    ) -> SandboxLogsResponse:
+        """One page of a sandbox's persisted logs: its processes' output lines and events (a
+        process started, exited, was restarted, ...), oldest first; kept after the sandbox ended.
+
+        ``levels``: only these severities (:class:`SandboxLogLevel`, names such as ``"info"`` or
+        numbers 1 to 6); ``process_ids``: only these processes (ids from
+        :meth:`list_log_processes`); ``body``: only records whose text contains it; ``head`` /
+        ``tail``: only the first / last n records. Pass the answer's ``next_token`` back as
+        ``next_token`` for the next page (None at the end); :meth:`iter_logs` does that for you.
+        """
+        return await self._drive(
+            proto.op_get_logs(self._config, sandbox_id, levels, process_ids, next_token, head, tail, body)
+        )
+
+    async def iter_logs(
+        self,
+        sandbox_id: str,
+        levels: list[SandboxLogLevel | str | int] | None = None,
+        process_ids: list[str] | None = None,
+        body: str | None = None,
+    ) -> AsyncIterator[SandboxLogSignal]:
+        """Every record of a sandbox's persisted logs that passes the filters (as in
+        :meth:`get_logs`), following ``next_token`` from page to page."""
+        next_token: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = await self.get_logs(
+                sandbox_id, levels=levels, process_ids=process_ids, next_token=next_token, body=body
+            )
+            for record in page.logs:
+                yield record
+            if not page.next_token or page.next_token in seen or not page.logs:
+                return
+            seen.add(page.next_token)
+            next_token = page.next_token
+
+    async def list_log_processes(self, sandbox_id: str) -> SandboxProcessLogFiltersResponse:
+        """The processes that have records in a sandbox's persisted logs (their ``process_id``
+        values filter :meth:`get_logs`)."""
+        return await self._drive(proto.op_list_log_processes(self._config, sandbox_id))
 
     # -- snapshots -----------------------------------------------------------------------------
 

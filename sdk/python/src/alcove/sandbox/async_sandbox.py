@@ -27,9 +27,15 @@ from .models import (
     DirectoryEntry,
     OutputEvent,
     OutputResponse,
+    ProcessHealthCheck,
     ProcessInfo,
+    RestartPolicyConfig,
     SandboxInfo,
+    SandboxLogLevel,
+    SandboxLogSignal,
+    SandboxLogsResponse,
     SandboxMetrics,
+    SandboxProcessLogFiltersResponse,
 )
 
 if TYPE_CHECKING:
@@ -140,6 +146,9 @@ class AsyncSandbox:
         stdout_mode: str | None = None,
         stderr_mode: str | None = None,
         user: str | None = None,
+        name: str | None = None,
+        restart: RestartPolicyConfig | Mapping[str, object] | None = None,
+        health_check: ProcessHealthCheck | Mapping[str, object] | None = None,
     ) -> ProcessInfo:
         """Start a background process and return at once (follow it with :meth:`follow_output`).
 
@@ -148,32 +157,46 @@ class AsyncSandbox:
         stdin waits for that close). Pass ``stdin_mode="closed"`` to give it ``/dev/null``
         instead, or None to leave the choice to the server (its default is ``"closed"``).
         ``stdout_mode`` / ``stderr_mode`` are ``"capture"`` (the server's default) or ``"discard"``.
+
+        ``name``, ``restart`` or ``health_check`` make it a managed process, watched by the
+        sandbox's supervisor (see ``ProcessInfo.managed``). A ``name`` addresses it instead of
+        its pid in every process method, and stays valid across restarts. ``restart`` is a
+        :class:`RestartPolicyConfig` or a dict of its fields (``policy``: ``"never"``,
+        ``"on_failure"`` (the default) or ``"always"``; ``max_restarts``: None for no limit;
+        ``initial_backoff_ms``, ``max_backoff_ms``); ``health_check`` a
+        :class:`ProcessHealthCheck` or a dict (``type``: ``"http"`` or ``"tcp"``, ``port``,
+        ``path``, ...). :meth:`kill_process` stops the supervision as well as the process.
         """
-        return await self._client._drive(
-            proto.op_start_process(
-                self._client._config,
-                self._target,
-                command,
-                args,
-                env,
-                working_dir,
-                stdin_mode,
-                stdout_mode,
-                stderr_mode,
-                user,
-            )
+        body = proto.start_body(
+            command,
+            args,
+            env,
+            working_dir,
+            stdin_mode,
+            stdout_mode,
+            stderr_mode,
+            user,
+            name,
+            restart,
+            health_check,
         )
+        return await self._client._drive(proto.op_start_process(self._client._config, self._target, body))
+
+    async def restart_process(self, process: int | str) -> ProcessInfo:
+        """Restart a managed process, by pid or name, at once (any back-off is skipped): its
+        current run is stopped and a new one started. Returns the new run (a new pid)."""
+        return await self._client._drive(proto.op_restart_process(self._client._config, self._target, process))
 
     async def list_processes(self) -> list[ProcessInfo]:
         """Every process started in the sandbox."""
         return await self._client._drive(proto.op_list_processes(self._client._config, self._target))
 
     async def get_process(self, pid: int | str) -> ProcessInfo:
-        """Describe one process."""
+        """Describe one process, by pid or managed-process name (as every process method here)."""
         return await self._client._drive(proto.op_get_process(self._client._config, self._target, pid))
 
     async def kill_process(self, pid: int | str) -> None:
-        """Kill a process (SIGKILL to its process group)."""
+        """Kill a process (SIGKILL to its process group); a managed one is not restarted."""
         await self._client._drive(proto.op_kill_process(self._client._config, self._target, pid))
 
     async def stop_all_processes(self) -> int:
@@ -229,6 +252,42 @@ class AsyncSandbox:
                 yield event
         finally:
             await response.aclose()
+
+    # -- logs ----------------------------------------------------------------------------------
+
+    async def get_logs(
+        self,
+        levels: list[SandboxLogLevel | str | int] | None = None,
+        process_ids: list[str] | None = None,
+        next_token: str | None = None,
+        head: int | None = None,
+        tail: int | None = None,
+        body: str | None = None,
+    ) -> SandboxLogsResponse:
+        """One page of this sandbox's persisted logs (see :meth:`AsyncSandboxClient.get_logs`)."""
+        return await self._client.get_logs(
+            self.sandbox_id,
+            levels=levels,
+            process_ids=process_ids,
+            next_token=next_token,
+            head=head,
+            tail=tail,
+            body=body,
+        )
+
+    def iter_logs(
+        self,
+        levels: list[SandboxLogLevel | str | int] | None = None,
+        process_ids: list[str] | None = None,
+        body: str | None = None,
+    ) -> AsyncIterator[SandboxLogSignal]:
+        """Every record of this sandbox's persisted logs that passes the filters, page after page
+        (see :meth:`AsyncSandboxClient.iter_logs`)."""
+        return self._client.iter_logs(self.sandbox_id, levels=levels, process_ids=process_ids, body=body)
+
+    async def list_log_processes(self) -> SandboxProcessLogFiltersResponse:
+        """The processes that have records in this sandbox's persisted logs."""
+        return await self._client.list_log_processes(self.sandbox_id)
 
     # -- files ---------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ turned into timezone-aware UTC :class:`~datetime.datetime` objects.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from datetime import datetime, timezone
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    field_validator,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -157,12 +159,91 @@ class OutputMode(str, enum.Enum):
         return self.value
 
 
+class RestartPolicy(str, enum.Enum):
+    """When the sandbox's supervisor restarts a managed process after it exits."""
+
+    NEVER = "never"
+    ON_FAILURE = "on_failure"
+    ALWAYS = "always"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ProcessHealthCheckType(str, enum.Enum):
+    """How a managed process's health is checked: an HTTP GET or a TCP connect to a local port."""
+
+    HTTP = "http"
+    TCP = "tcp"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ManagedProcessStatus(str, enum.Enum):
+    """The supervisor's status of a managed process."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKING_OFF = "backing_off"
+    STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ManagedProcessHealthStatus(str, enum.Enum):
+    """The latest health of a managed process (``disabled`` without a health check)."""
+
+    DISABLED = "disabled"
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class SandboxLogLevel(str, enum.Enum):
+    """Severity of a persisted log record. The log query sends it as its number (:attr:`number`)."""
+
+    TRACE = "trace"
+    DEBUG = "debug"
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+    FATAL = "fatal"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def number(self) -> int:
+        """The level's number on the wire: trace 1, debug 2, info 3, warn 4, error 5, fatal 6."""
+        return _LOG_LEVEL_NUMBERS[self.value]
+
+    @classmethod
+    def from_number(cls, number: int) -> SandboxLogLevel | None:
+        """The level of a wire number, or None for a number the SDK does not know."""
+        for level in cls:
+            if level.number == number:
+                return level
+        return None
+
+
+_LOG_LEVEL_NUMBERS = {"trace": 1, "debug": 2, "info": 3, "warn": 4, "error": 5, "fatal": 6}
+
+
 # A status field holds the enum member when the wire value is known, else the raw string
 # (so a status added by a newer server is not a validation error).
 SandboxStatusValue = Annotated[SandboxStatus | str, Field(union_mode="left_to_right")]
 SnapshotStatusValue = Annotated[SnapshotStatus | str, Field(union_mode="left_to_right")]
 SnapshotTypeValue = Annotated[SnapshotType | str, Field(union_mode="left_to_right")]
 ProcessStatusValue = Annotated[ProcessStatus | str, Field(union_mode="left_to_right")]
+RestartPolicyValue = Annotated[RestartPolicy | str, Field(union_mode="left_to_right")]
+ProcessHealthCheckTypeValue = Annotated[ProcessHealthCheckType | str, Field(union_mode="left_to_right")]
+ManagedProcessStatusValue = Annotated[ManagedProcessStatus | str, Field(union_mode="left_to_right")]
+ManagedProcessHealthStatusValue = Annotated[ManagedProcessHealthStatus | str, Field(union_mode="left_to_right")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,9 +356,7 @@ class ArchivedSandboxPage(_WireModel):
     end of the archive.
     """
 
-    sandboxes: Annotated[list[ArchivedSandboxInfo], BeforeValidator(_none_as_empty_list)] = Field(
-        default_factory=list
-    )
+    sandboxes: Annotated[list[ArchivedSandboxInfo], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
     prev_cursor: str | None = None
     next_cursor: str | None = None
 
@@ -316,6 +395,74 @@ class CommandResult(_WireModel):
     pid: int | None = None
 
 
+class RestartPolicyConfig(_WireModel):
+    """Restart policy and back-off of a managed process (``start_process(restart=...)``).
+
+    ``max_restarts`` None means no limit; the delay before the n-th restart grows from
+    ``initial_backoff_ms`` and is capped at ``max_backoff_ms``. Also the ``restart`` field of
+    :class:`ManagedProcessInfo`, the policy in force.
+    """
+
+    policy: RestartPolicyValue = RestartPolicy.ON_FAILURE
+    max_restarts: int | None = None
+    initial_backoff_ms: int = 500
+    max_backoff_ms: int = 30_000
+
+
+class ProcessHealthCheck(_WireModel):
+    """A local health check of a managed process (``start_process(health_check=...)``).
+
+    ``type`` ``"http"`` GETs ``path`` (default ``/``) on ``port`` inside the sandbox and wants a
+    2xx; ``"tcp"`` wants a connection to be accepted. ``failure_threshold`` failures in a row
+    make the process unhealthy.
+    """
+
+    type: ProcessHealthCheckTypeValue
+    port: int
+    path: str | None = None
+    initial_delay_ms: int = 5_000
+    interval_ms: int = 1_000
+    timeout_ms: int = 500
+    failure_threshold: int = 3
+
+
+RestartConfig = RestartPolicyConfig
+"""Another name of :class:`RestartPolicyConfig`."""
+HealthCheck = ProcessHealthCheck
+"""Another name of :class:`ProcessHealthCheck`."""
+
+
+class ManagedProcessExit(_WireModel):
+    """How a previous run of a managed process ended."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+    ended_at: Timestamp = None
+
+
+class ManagedProcessInfo(_WireModel):
+    """The supervisor's view of a managed process (the ``managed`` field of :class:`ProcessInfo`).
+
+    ``id`` is stable across restarts: the name when one was given, else an id of the agent's
+    (a process without a name is addressed by its current pid only). ``restart_count`` counts
+    the restarts so far; ``status`` ``stopped`` means it will not be started again (its policy
+    said so, ``max_restarts`` was reached, or it was killed).
+    """
+
+    id: str
+    name: str | None = None
+    status: ManagedProcessStatusValue
+    restart_count: int = 0
+    restart: RestartPolicyConfig = Field(default_factory=RestartPolicyConfig)
+    health_check: ProcessHealthCheck | None = None
+    health_status: ManagedProcessHealthStatusValue = ManagedProcessHealthStatus.DISABLED
+    consecutive_health_failures: int = 0
+    last_exit: ManagedProcessExit | None = None
+    last_error: str | None = None
+    next_restart_at: Timestamp = None
+
+
 class ProcessInfo(_WireModel):
     """A process inside a sandbox."""
 
@@ -330,7 +477,8 @@ class ProcessInfo(_WireModel):
     ended_at: Timestamp = None
     oom_killed: bool | None = None
     handle: int | None = None
-    managed: Any = None
+    managed: ManagedProcessInfo | None = None
+    """Supervisor metadata, for a process started with ``name``, ``restart`` or ``health_check``."""
 
 
 class OutputEvent(_WireModel):
@@ -365,8 +513,119 @@ class PtySessionInfo(_WireModel):
     token: str
 
 
+# ---------------------------------------------------------------------------------------------
+# Persisted logs (camelCase on the wire)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+class _CamelWireModel(_WireModel):
+    """A model read from camelCase JSON (its snake_case field names are accepted too)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=_camel)
+
+
+class SandboxLogSignal(_CamelWireModel):
+    """One persisted log record of a sandbox: a line of process output or an event.
+
+    ``timestamp`` is epoch milliseconds (see :attr:`time`). ``log_attributes`` is the record's
+    attributes as the server sends them, a JSON object in a string; :attr:`attributes` is that
+    object decoded (Alcove puts ``process_id``, ``pid``, ``stream``, ``managed_name`` and
+    ``event`` there, e.g. ``"process_exited"``). ``level`` is the severity's number
+    (:attr:`level_name` gives the :class:`SandboxLogLevel`).
+    """
+
+    timestamp: int
+    uuid: str = ""
+    namespace: str = ""
+    application: str = ""
+    sandbox_id: str | None = None
+    resource_attributes: Annotated[list[tuple[str, str]], BeforeValidator(_none_as_empty_list)] = Field(
+        default_factory=list
+    )
+    body: str = ""
+    log_attributes: str = "{}"
+    allocations: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    function_runs: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    level: int | None = None
+    retention: int | None = None
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """``log_attributes`` decoded; an empty dict when it is not a JSON object."""
+        try:
+            value = json.loads(self.log_attributes) if self.log_attributes else {}
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def level_name(self) -> SandboxLogLevel | None:
+        """The :class:`SandboxLogLevel` of ``level`` (None when absent or unknown)."""
+        return None if self.level is None else SandboxLogLevel.from_number(self.level)
+
+    @property
+    def time(self) -> datetime:
+        """``timestamp`` as a timezone-aware UTC datetime."""
+        return datetime.fromtimestamp(self.timestamp / 1000, tz=timezone.utc)
+
+
+class SandboxLogsResponse(_CamelWireModel):
+    """One page of a sandbox's persisted logs; pass ``next_token`` back for the next page (None at the end)."""
+
+    logs: Annotated[list[SandboxLogSignal], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    next_token: str | None = None
+
+
+class SandboxProcessLogFilter(_CamelWireModel):
+    """A process that has records in a sandbox's persisted logs (a value for ``process_ids``).
+
+    ``first_seen`` / ``last_seen`` are epoch milliseconds.
+    """
+
+    process_id: str
+    process_pid: str | None = None
+    process_command: str | None = None
+    process_managed_id: str | None = None
+    process_managed_name: str | None = None
+    first_seen: int | None = None
+    last_seen: int | None = None
+    log_count: int = 0
+
+    @field_validator("process_pid", mode="before")
+    @classmethod
+    def _pid_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class SandboxProcessLogFiltersResponse(_CamelWireModel):
+    """The processes that have records in a sandbox's persisted logs."""
+
+    processes: Annotated[list[SandboxProcessLogFilter], BeforeValidator(_none_as_empty_list)] = Field(
+        default_factory=list
+    )
+
+
 __all__ = [
     "CommandResult",
+    "HealthCheck",
+    "ManagedProcessExit",
+    "ManagedProcessHealthStatus",
+    "ManagedProcessInfo",
+    "ManagedProcessStatus",
+    "ProcessHealthCheck",
+    "ProcessHealthCheckType",
+    "RestartConfig",
+    "RestartPolicy",
+    "RestartPolicyConfig",
+    "SandboxLogLevel",
+    "SandboxLogSignal",
+    "SandboxLogsResponse",
+    "SandboxProcessLogFilter",
+    "SandboxProcessLogFiltersResponse",
     "ContainerResourcesInfo",
     "DirectoryEntry",
     "GPUResources",

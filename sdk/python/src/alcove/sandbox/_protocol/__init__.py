@@ -24,7 +24,8 @@ The package is split by job; everything is re-exported here, so callers keep usi
 * ``_routing``: headers, control-plane URLs, and requests to a sandbox's agent through the proxy;
 * ``_validation``: client-side argument checks;
 * ``_lifecycle``: sandboxes (create, get, list, delete, update, suspend/resume, ports) and snapshots;
-* ``_processes``: processes of a sandbox;
+* ``_processes``: processes of a sandbox, managed ones included;
+* ``_logs``: a sandbox's persisted logs;
 * ``_files``: files of a sandbox, with streamed uploads;
 * ``_sse``: server-sent events: the byte stream cut into blocks of events, decoded a block at a time;
 * ``_run_stream``: a run's events collected into a :class:`CommandResult`;
@@ -85,8 +86,10 @@ from ._lifecycle import (
     op_unexpose_ports,
     op_update,
 )
+from ._logs import log_level_number, logs_params, op_get_logs, op_list_log_processes
 from ._processes import (
     FOLLOW_STREAMS,
+    health_check_body,
     op_close_stdin,
     op_get_output,
     op_get_process,
@@ -94,11 +97,14 @@ from ._processes import (
     op_list_processes,
     op_open_follow,
     op_open_run,
+    op_restart_process,
     op_send_signal,
     op_start_process,
     op_stop_all_processes,
     op_write_stdin,
+    restart_body,
     run_body,
+    start_body,
 )
 from ._processes import _command_fields as _command_fields
 from ._routing import (
@@ -133,6 +139,14 @@ from ._steps import _send as _send
 from ._validation import MANAGEMENT_PORT, validate_ports
 
 __all__ = [
+    "start_body",
+    "restart_body",
+    "op_restart_process",
+    "op_list_log_processes",
+    "op_get_logs",
+    "logs_params",
+    "log_level_number",
+    "health_check_body",
     "ARCHIVE_DIRECTIONS",
     "CREATE_GRACE_MS",
     "CREATE_POLL_INTERVAL_SECS",

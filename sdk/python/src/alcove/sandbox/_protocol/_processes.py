@@ -8,10 +8,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from .._config import ClientConfig
 from ..exceptions import SandboxError
-from ..models import OutputResponse, ProcessInfo
+from ..models import (
+    OutputResponse,
+    ProcessHealthCheck,
+    ProcessHealthCheckType,
+    ProcessInfo,
+    RestartPolicy,
+    RestartPolicyConfig,
+)
 from ._errors import _json, _list, _model
 from ._routing import ProxyTarget, _open, _proxied, _proxy_op, _segment
 from ._steps import Op
@@ -75,9 +83,63 @@ def op_open_run(cfg: ClientConfig, target: ProxyTarget, body: dict[str, Any]) ->
     return (yield from _open(req, target))
 
 
-def op_start_process(
-    cfg: ClientConfig,
-    target: ProxyTarget,
+def _managed_name(name: Any) -> str:
+    """A managed-process name, checked as the agent does: not empty, not all digits (a pid),
+    without ``/``, not ``run``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if name.isascii() and name.isdigit():
+        raise ValueError(f"name must not be all digits (it would read as a pid), got {name!r}")
+    if "/" in name or name == "run":
+        raise ValueError(f"name must not contain '/' nor be 'run', got {name!r}")
+    return name
+
+
+def _config_body(value: Any, model: type[RestartPolicyConfig | ProcessHealthCheck], what: str) -> dict[str, Any]:
+    """The JSON of a restart or health-check config given as its model or a mapping (unknown keys
+    and known ones of the wrong type are refused here; the server checks the rest)."""
+    if isinstance(value, model):
+        data = value.model_dump(mode="json", exclude_none=True)
+        extra = set(value.model_extra or {})
+    elif isinstance(value, Mapping):
+        extra = {key for key in value if key not in model.model_fields}
+        if not extra:
+            try:
+                data = model.model_validate(dict(value)).model_dump(mode="json", exclude_none=True)
+            except ValidationError as exc:
+                raise ValueError(f"invalid {what}: {exc}") from exc
+    else:
+        raise ValueError(f"{what} must be a {model.__name__} or a dict, got {value!r}")
+    if extra:
+        raise ValueError(f"{what} has unknown fields {sorted(extra)}; known: {sorted(model.model_fields)}")
+    for key, item in data.items():
+        if key not in ("policy", "type", "path") and item is not None:
+            if not _is_int(item) or item < 0:
+                raise ValueError(f"{what}.{key} must be a non-negative integer, got {item!r}")
+    return data
+
+
+def restart_body(restart: Any) -> dict[str, Any]:
+    """The ``restart`` field of a start body."""
+    data = _config_body(restart, RestartPolicyConfig, "restart")
+    allowed = [policy.value for policy in RestartPolicy]
+    if data.get("policy") not in allowed:
+        raise ValueError(f"restart.policy must be one of {', '.join(allowed)}, got {data.get('policy')!r}")
+    return data
+
+
+def health_check_body(health_check: Any) -> dict[str, Any]:
+    """The ``health_check`` field of a start body."""
+    data = _config_body(health_check, ProcessHealthCheck, "health_check")
+    allowed = [kind.value for kind in ProcessHealthCheckType]
+    if data.get("type") not in allowed:
+        raise ValueError(f"health_check.type must be one of {', '.join(allowed)}, got {data.get('type')!r}")
+    if not 1 <= data["port"] <= 65535:
+        raise ValueError(f"health_check.port must be between 1 and 65535, got {data['port']!r}")
+    return data
+
+
+def start_body(
     command: str,
     args: Iterable[str] | None,
     env: Mapping[str, str] | None,
@@ -86,7 +148,12 @@ def op_start_process(
     stdout_mode: str | None,
     stderr_mode: str | None,
     user: Any,
-) -> Op[ProcessInfo]:
+    name: str | None = None,
+    restart: Any = None,
+    health_check: Any = None,
+) -> dict[str, Any]:
+    """Body of ``POST /api/v1/processes``; ``name``, ``restart`` or ``health_check`` make the
+    process a managed one (the defaults of a config left out are the server's)."""
     body = _command_fields(command, args, env, working_dir, user)
     for key, value, allowed in (
         ("stdin_mode", stdin_mode, ("closed", "pipe")),
@@ -97,7 +164,23 @@ def op_start_process(
             if str(value) not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
             body[key] = str(value)
+    if name is not None:
+        body["name"] = _managed_name(name)
+    if restart is not None:
+        body["restart"] = restart_body(restart)
+    if health_check is not None:
+        body["health_check"] = health_check_body(health_check)
+    return body
+
+
+def op_start_process(cfg: ClientConfig, target: ProxyTarget, body: dict[str, Any]) -> Op[ProcessInfo]:
     resp = yield from _proxy_op(cfg, target, "POST", "/api/v1/processes", json=body, replayable=True)
+    return _model(ProcessInfo, _json(resp, "process"), "process")
+
+
+def op_restart_process(cfg: ClientConfig, target: ProxyTarget, process: int | str) -> Op[ProcessInfo]:
+    """``POST /api/v1/processes/{p}/restart``: restart a managed process (by pid or name)."""
+    resp = yield from _proxy_op(cfg, target, "POST", f"/api/v1/processes/{_pid(process)}/restart", content=b"")
     return _model(ProcessInfo, _json(resp, "process"), "process")
 
 

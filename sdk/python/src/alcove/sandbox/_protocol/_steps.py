@@ -7,7 +7,7 @@ A :class:`Request` step is answered with the :class:`httpx.Response` (or a
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -39,7 +39,8 @@ class Request:
     method: str
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
-    params: Mapping[str, str] | None = None
+    params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None
+    """The query: a mapping, or pairs for a key that repeats (``level=3&level=5``)."""
     json: Any = None
     content: bytes | None = None
     upload: Upload | None = None
