@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from alcove.sandbox import SandboxClient
-from framework.host import owned_resources
+from framework.host import owned_resources, wait_for
 from framework.server import AlcoveServer
 
 
@@ -89,4 +89,34 @@ def test_leftovers_of_an_unknown_sandbox_are_swept_on_start(own_server):
     assert not owned_resources(own_server.data_dir).is_empty()
     own_server.start()
     assert owned_resources(own_server.data_dir).is_empty()
+    client.close()
+
+
+def test_logs_survive_a_restart_and_catch_up_on_what_happened_meanwhile(own_server):
+    client = SandboxClient(api_url=own_server.url)
+    sandbox = client.create_and_connect(name="logged-restart")
+    sid = sandbox.sandbox_id
+    ns = "/v1/namespaces/default"
+
+    def bodies() -> list[str]:
+        resp = own_server.api("GET", f"{ns}/sandboxes/{sid}/logs")
+        assert resp.status_code == 200, resp.text
+        return [r["body"] for r in resp.json()["logs"]]
+
+    sandbox.run("echo", ["before-restart"])
+    wait_for(lambda: "before-restart" in bodies())
+    # Prints while the server is down: the agent journals it; the new server collects it.
+    sandbox.start_process("sh", ["-c", "sleep 2; echo while-down"], stdin_mode="closed")
+    own_server.kill()
+    time.sleep(3)
+    own_server.start()
+    assert wait_for(lambda: "while-down" in bodies()), bodies()
+    again = client.connect("logged-restart")
+    again.run("echo", ["after-restart"])
+    assert wait_for(lambda: "after-restart" in bodies())
+    seen = bodies()
+    for text in ["before-restart", "while-down", "after-restart"]:
+        assert seen.count(text) == 1, (text, seen)
+    assert seen.index("before-restart") < seen.index("while-down") < seen.index("after-restart")
+    client.delete(sid)
     client.close()
