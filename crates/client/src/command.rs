@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use alcove_wire::process::{OutputMode, RunRequest, StartProcessRequest, StdinMode, UserSpec};
+use alcove_wire::process::{
+    HealthCheck, OutputMode, RestartConfig, RunRequest, StartProcessRequest, StdinMode, UserSpec,
+};
 use alcove_wire::pty::CreatePtyRequest;
 
 use crate::error::ClientError;
@@ -41,6 +43,12 @@ pub struct Command {
     pub stdout: OutputMode,
     /// `start_process` only: keep or discard stderr.
     pub stderr: OutputMode,
+    /// `start_process` only: the name of a managed process, usable instead of its pid.
+    pub name: Option<String>,
+    /// `start_process` only: when and how fast a managed process is restarted.
+    pub restart: Option<RestartConfig>,
+    /// `start_process` only: the health check of a managed process.
+    pub health_check: Option<HealthCheck>,
 }
 
 impl Command {
@@ -56,6 +64,9 @@ impl Command {
             stdin: StdinMode::Closed,
             stdout: OutputMode::Capture,
             stderr: OutputMode::Capture,
+            name: None,
+            restart: None,
+            health_check: None,
         }
     }
 
@@ -112,6 +123,30 @@ impl Command {
         self
     }
 
+    /// Names a background process, which makes it managed (supervised by the agent): the name
+    /// addresses its current run in every process call, e.g. `get_process("web")`. Unique
+    /// among the sandbox's supervised or running processes; not empty, not all digits, no
+    /// `/`, not `run`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Restarts the background process as `config` says (which makes it managed), e.g.
+    /// `RestartConfig { policy: RestartPolicy::OnFailure, max_restarts: Some(5),
+    /// ..RestartConfig::default() }`.
+    pub fn restart(mut self, config: RestartConfig) -> Self {
+        self.restart = Some(config);
+        self
+    }
+
+    /// Probes the background process over HTTP or TCP (which makes it managed); with a
+    /// restart policy, failing probes restart it.
+    pub fn health_check(mut self, check: HealthCheck) -> Self {
+        self.health_check = Some(check);
+        self
+    }
+
     fn check(&self) -> Result<(), ClientError> {
         if self.program.is_empty() {
             return Err(ClientError::invalid("command must be a non-empty string"));
@@ -143,6 +178,9 @@ impl Command {
     /// The body of `POST /api/v1/processes`.
     pub(crate) fn start_request(&self) -> Result<StartProcessRequest, ClientError> {
         self.check()?;
+        if let Some(name) = &self.name {
+            crate::process_key::check_name(name)?;
+        }
         Ok(StartProcessRequest {
             command: self.program.clone(),
             args: self.args.clone(),
@@ -152,7 +190,9 @@ impl Command {
             stdout_mode: self.stdout,
             stderr_mode: self.stderr,
             user: self.user_spec(),
-            ..StartProcessRequest::default()
+            name: self.name.clone(),
+            restart: self.restart.clone(),
+            health_check: self.health_check.clone(),
         })
     }
 
@@ -205,6 +245,59 @@ mod tests {
         assert!(!start.is_managed());
         let pty = command.pty_request(120, 40).expect("valid");
         assert_eq!((pty.cols, pty.rows), (120, 40));
+    }
+
+    #[test]
+    fn managed_settings_land_in_the_start_request() {
+        use alcove_wire::process::{HealthCheckKind, RestartPolicy};
+
+        let command = Command::new("python3")
+            .args(["-m", "http.server", "8080"])
+            .name("web")
+            .restart(RestartConfig {
+                policy: RestartPolicy::Always,
+                max_restarts: Some(5),
+                ..RestartConfig::default()
+            })
+            .health_check(HealthCheck {
+                kind: HealthCheckKind::Http,
+                port: 8080,
+                path: Some("/health".into()),
+                initial_delay_ms: 100,
+                interval_ms: 200,
+                timeout_ms: 300,
+                failure_threshold: 2,
+            });
+        let start = command.start_request().expect("valid");
+        assert!(start.is_managed());
+        let json = serde_json::to_value(&start).expect("json");
+        assert_eq!(json["name"], "web");
+        assert_eq!(
+            json["restart"],
+            serde_json::json!({"policy": "always", "max_restarts": 5,
+                               "initial_backoff_ms": 500, "max_backoff_ms": 30000})
+        );
+        assert_eq!(
+            json["health_check"],
+            serde_json::json!({"type": "http", "port": 8080, "path": "/health",
+                               "initial_delay_ms": 100, "interval_ms": 200, "timeout_ms": 300,
+                               "failure_threshold": 2})
+        );
+        // Unmanaged starts send none of the three.
+        let plain = serde_json::to_value(Command::new("cat").start_request().expect("valid"))
+            .expect("json");
+        for key in ["name", "restart", "health_check"] {
+            assert!(plain.get(key).is_none(), "{key}");
+        }
+        for bad in ["", "42", "a/b", "run"] {
+            assert!(
+                matches!(
+                    Command::new("x").name(bad).start_request(),
+                    Err(ClientError::InvalidArgument(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! * [`SandboxClient`]: the control plane of one namespace: create (and wait), connect, get,
 //!   list, rename, delete, suspend, resume, snapshots, restore, secrets;
 //! * [`Sandbox`]: one sandbox through the proxy: [`Sandbox::run`], background processes
-//!   (stdin, signals, output, [`Sandbox::follow_output`]), files (streamed both ways),
+//!   (stdin, signals, output, [`Sandbox::follow_output`]), supervised ("managed") processes
+//!   addressed by name ([`ProcessKey`], [`Command::restart`]), files (streamed both ways),
 //!   terminals ([`PtySession`]) and TCP tunnels ([`Tunnel`]);
 //! * [`ClientError`]: every failure, with typed variants for what callers handle
 //!   ([`ClientError::SandboxNotFound`], [`ClientError::NameConflict`], [`ClientError::Timeout`], …).
@@ -37,6 +38,7 @@ mod config;
 mod create;
 mod error;
 mod lifecycle;
+mod process_key;
 mod pty;
 mod retry;
 mod routing;
@@ -61,6 +63,7 @@ pub use config::{
 };
 pub use create::{CreateOptions, MANAGEMENT_PORT};
 pub use error::{ClientError, Result, TimeoutSetting};
+pub use process_key::ProcessKey;
 pub use pty::PtySession;
 pub use sandbox::{ByteStream, OutputEvents, Sandbox};
 pub use secrets::SecretInfo;

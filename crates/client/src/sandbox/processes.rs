@@ -1,5 +1,8 @@
 //! Commands and background processes of a sandbox (docs/protocol/sandbox-api.md: Run a
-//! command, Processes, Process I/O).
+//! command, Processes, Managed processes, Process I/O).
+//!
+//! Every call about one process takes `impl Into<ProcessKey>`: a pid, or a managed
+//! process's name.
 
 use std::collections::VecDeque;
 
@@ -15,6 +18,7 @@ use super::Sandbox;
 use crate::body::{Lines, Reader};
 use crate::command::Command;
 use crate::error::{ClientError, TimeoutSetting};
+use crate::process_key::ProcessKey;
 use crate::sse::{CommandResult, SseDecoder, collect_run, output_event};
 use crate::transport::Kind;
 
@@ -65,6 +69,8 @@ impl Sandbox {
     }
 
     /// Starts a background process; [`Command::stdin_pipe`] lets you write its stdin later.
+    /// With [`Command::name`], [`Command::restart`] or [`Command::health_check`] the process
+    /// is managed: the agent supervises it, and its name addresses it in every call.
     pub async fn start_process(&self, command: Command) -> Result<ProcessInfo, ClientError> {
         let body = command.start_request()?;
         let call = self.call(Method::POST, &["processes"])?.json(&body)?;
@@ -78,91 +84,140 @@ impl Sandbox {
         Ok(list.processes)
     }
 
-    /// Describes one process.
-    pub async fn get_process(&self, pid: u32) -> Result<ProcessInfo, ClientError> {
-        let call = self.call(Method::GET, &["processes", &pid.to_string()])?;
+    /// Describes one process, by pid or by name (a managed process's current run).
+    pub async fn get_process(
+        &self,
+        process: impl Into<ProcessKey>,
+    ) -> Result<ProcessInfo, ClientError> {
+        let p = process.into().segment()?;
+        let call = self.call(Method::GET, &["processes", &p])?;
         self.transport().json(call, "process").await
     }
 
-    /// Kills a process (SIGKILL to its process group).
-    pub async fn kill_process(&self, pid: u32) -> Result<(), ClientError> {
-        let call = self.call(Method::DELETE, &["processes", &pid.to_string()])?;
+    /// Kills a process (SIGKILL to its process tree). A managed process that is still
+    /// supervised is stopped instead: supervision ends, then SIGTERM and, 3 s later, SIGKILL.
+    pub async fn kill_process(&self, process: impl Into<ProcessKey>) -> Result<(), ClientError> {
+        let p = process.into().segment()?;
+        let call = self.call(Method::DELETE, &["processes", &p])?;
         self.transport().body(call).await.map(drop)
     }
 
+    /// Restarts a managed process now (a stopped one is started and supervised anew) and
+    /// returns the new run. A process that is not managed is refused (`409 NOT_MANAGED`).
+    pub async fn restart_process(
+        &self,
+        process: impl Into<ProcessKey>,
+    ) -> Result<ProcessInfo, ClientError> {
+        let p = process.into().segment()?;
+        let call = self.call(Method::POST, &["processes", &p, "restart"])?;
+        self.transport().json(call, "process").await
+    }
+
     /// Sends a signal (e.g. 15 for SIGTERM) to a process.
-    pub async fn send_signal(&self, pid: u32, signal: i32) -> Result<(), ClientError> {
+    pub async fn send_signal(
+        &self,
+        process: impl Into<ProcessKey>,
+        signal: i32,
+    ) -> Result<(), ClientError> {
+        let p = process.into().segment()?;
         if signal <= 0 {
             return Err(ClientError::invalid("signal must be a positive number"));
         }
         let call = self
-            .call(Method::POST, &["processes", &pid.to_string(), "signal"])?
+            .call(Method::POST, &["processes", &p, "signal"])?
             .json(&SignalRequest { signal })?;
         self.transport().body(call).await.map(drop)
     }
 
     /// Writes raw bytes to a process's stdin (started with [`Command::stdin_pipe`]).
-    pub async fn write_stdin(&self, pid: u32, data: impl Into<Bytes>) -> Result<(), ClientError> {
+    pub async fn write_stdin(
+        &self,
+        process: impl Into<ProcessKey>,
+        data: impl Into<Bytes>,
+    ) -> Result<(), ClientError> {
+        let p = process.into().segment()?;
         let call = self
-            .call(Method::POST, &["processes", &pid.to_string(), "stdin"])?
+            .call(Method::POST, &["processes", &p, "stdin"])?
             .bytes(data.into());
         self.transport().body(call).await.map(drop)
     }
 
     /// Closes a process's stdin (it then reads end-of-file).
-    pub async fn close_stdin(&self, pid: u32) -> Result<(), ClientError> {
+    pub async fn close_stdin(&self, process: impl Into<ProcessKey>) -> Result<(), ClientError> {
+        let p = process.into().segment()?;
         let call = self
-            .call(
-                Method::POST,
-                &["processes", &pid.to_string(), "stdin", "close"],
-            )?
+            .call(Method::POST, &["processes", &p, "stdin", "close"])?
             .bytes(Bytes::new());
         self.transport().body(call).await.map(drop)
     }
 
     /// All stdout lines captured so far.
-    pub async fn get_stdout(&self, pid: u32) -> Result<OutputResponse, ClientError> {
-        self.output(pid, Follow::Stdout).await
+    pub async fn get_stdout(
+        &self,
+        process: impl Into<ProcessKey>,
+    ) -> Result<OutputResponse, ClientError> {
+        self.output(process.into(), Follow::Stdout).await
     }
 
     /// All stderr lines captured so far.
-    pub async fn get_stderr(&self, pid: u32) -> Result<OutputResponse, ClientError> {
-        self.output(pid, Follow::Stderr).await
+    pub async fn get_stderr(
+        &self,
+        process: impl Into<ProcessKey>,
+    ) -> Result<OutputResponse, ClientError> {
+        self.output(process.into(), Follow::Stderr).await
     }
 
     /// All stdout and stderr lines captured so far, interleaved.
-    pub async fn get_output(&self, pid: u32) -> Result<OutputResponse, ClientError> {
-        self.output(pid, Follow::Output).await
+    pub async fn get_output(
+        &self,
+        process: impl Into<ProcessKey>,
+    ) -> Result<OutputResponse, ClientError> {
+        self.output(process.into(), Follow::Output).await
     }
 
     /// Follows stdout and stderr lines until the process exits.
-    pub async fn follow_output(&self, pid: u32) -> Result<OutputEvents, ClientError> {
-        self.follow(pid, Follow::Output).await
+    pub async fn follow_output(
+        &self,
+        process: impl Into<ProcessKey>,
+    ) -> Result<OutputEvents, ClientError> {
+        self.follow(process.into(), Follow::Output).await
     }
 
     /// Follows stdout lines until the process exits.
-    pub async fn follow_stdout(&self, pid: u32) -> Result<OutputEvents, ClientError> {
-        self.follow(pid, Follow::Stdout).await
+    pub async fn follow_stdout(
+        &self,
+        process: impl Into<ProcessKey>,
+    ) -> Result<OutputEvents, ClientError> {
+        self.follow(process.into(), Follow::Stdout).await
     }
 
     /// Follows stderr lines until the process exits.
-    pub async fn follow_stderr(&self, pid: u32) -> Result<OutputEvents, ClientError> {
-        self.follow(pid, Follow::Stderr).await
+    pub async fn follow_stderr(
+        &self,
+        process: impl Into<ProcessKey>,
+    ) -> Result<OutputEvents, ClientError> {
+        self.follow(process.into(), Follow::Stderr).await
     }
 
-    async fn output(&self, pid: u32, which: Follow) -> Result<OutputResponse, ClientError> {
-        let call = self.call(
-            Method::GET,
-            &["processes", &pid.to_string(), which.segment()],
-        )?;
+    async fn output(
+        &self,
+        process: ProcessKey,
+        which: Follow,
+    ) -> Result<OutputResponse, ClientError> {
+        let p = process.segment()?;
+        let call = self.call(Method::GET, &["processes", &p, which.segment()])?;
         self.transport()
             .json(call, &format!("process {}", which.segment()))
             .await
     }
 
-    async fn follow(&self, pid: u32, which: Follow) -> Result<OutputEvents, ClientError> {
-        let pid = pid.to_string();
-        let segments = ["processes", pid.as_str(), which.segment(), "follow"];
+    async fn follow(
+        &self,
+        process: ProcessKey,
+        which: Follow,
+    ) -> Result<OutputEvents, ClientError> {
+        let p = process.segment()?;
+        let segments = ["processes", p.as_str(), which.segment(), "follow"];
         let reader = self
             .open_events(Method::GET, &segments, None::<&()>)
             .await?;
