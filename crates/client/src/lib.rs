@@ -4,7 +4,8 @@
 //! naming:
 //!
 //! * [`SandboxClient`]: the control plane of one namespace: create (and wait), connect, get,
-//!   list, rename, delete, suspend, resume, snapshots, restore, secrets;
+//!   list, rename, delete, suspend, resume, snapshots, restore, secrets, persisted logs
+//!   ([`SandboxClient::get_logs`]);
 //! * [`Sandbox`]: one sandbox through the proxy: [`Sandbox::run`], background processes
 //!   (stdin, signals, output, [`Sandbox::follow_output`]), supervised ("managed") processes
 //!   addressed by name ([`ProcessKey`], [`Command::restart`]), files (streamed both ways),
@@ -38,6 +39,7 @@ mod config;
 mod create;
 mod error;
 mod lifecycle;
+mod logs;
 mod process_key;
 mod pty;
 mod retry;
@@ -63,6 +65,7 @@ pub use config::{
 };
 pub use create::{CreateOptions, MANAGEMENT_PORT};
 pub use error::{ClientError, Result, TimeoutSetting};
+pub use logs::LogsRequest;
 pub use process_key::ProcessKey;
 pub use pty::PtySession;
 pub use sandbox::{ByteStream, OutputEvents, Sandbox};
