@@ -335,3 +335,157 @@ async fn the_archive_is_read_a_page_at_a_time_and_one_by_id() {
         "bad arguments send nothing"
     );
 }
+
+fn log_record(body: &str, timestamp: u64, level: u8) -> serde_json::Value {
+    json!({
+        "timestamp": timestamp, "uuid": format!("0b6f2c6e-58b0-4a57-0000-{timestamp:012}"),
+        "namespace": "team", "application": "", "sandboxId": "sb",
+        "resourceAttributes": [["sandbox_id", "sb"], ["source", "process"]],
+        "body": body, "level": level, "retention": 7, "allocations": [], "functionRuns": [],
+        "logAttributes": "{\"source\":\"process\",\"pid\":317,\"stream\":\"stdout\",\"managed_name\":\"web\"}"
+    })
+}
+
+#[tokio::test]
+async fn logs_are_read_under_the_namespace_with_repeated_query_parameters() {
+    use std::sync::{Arc, Mutex};
+
+    use alcove_wire::journal::LogLevel;
+    use axum::extract::RawQuery;
+
+    use crate::LogsRequest;
+
+    let queries: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&queries);
+    let router = axum::Router::new()
+        .route(
+            "/v1/namespaces/team/sandboxes/sb/logs",
+            get(move |RawQuery(query): RawQuery| {
+                let query = query.unwrap_or_default();
+                seen.lock().expect("lock").push(query.clone());
+                async move {
+                    // Three head pages (t1, t2, end), or two tail pages going backwards.
+                    let (logs, next) = if query.contains("tail=") {
+                        if query.contains("nextToken=b1") {
+                            (vec![log_record("one", 1, 3), log_record("two", 2, 3)], None)
+                        } else {
+                            (vec![log_record("three", 3, 4)], Some("b1"))
+                        }
+                    } else if query.contains("nextToken=t2") {
+                        (vec![log_record("three", 3, 4)], None)
+                    } else if query.contains("nextToken=t1") {
+                        (vec![log_record("two", 2, 3)], Some("t2"))
+                    } else {
+                        (vec![log_record("one", 1, 3)], Some("t1"))
+                    };
+                    Json(json!({"logs": logs, "nextToken": next}))
+                }
+            }),
+        )
+        .route(
+            "/v1/namespaces/team/sandboxes/sb/processes",
+            get(|| async {
+                Json(json!({"processes": [{
+                    "processId": "317", "processPid": "317", "processCommand": "sh",
+                    "processManagedId": "web", "processManagedName": "web",
+                    "firstSeen": 1, "lastSeen": 3, "logCount": 3
+                }]}))
+            }),
+        )
+        .route(
+            "/v1/namespaces/team/sandboxes/{id}/logs",
+            get(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    Json(json!({"message": "sandbox not found", "code": "NOT_FOUND"})),
+                )
+            }),
+        );
+    let url = fake::serve(router).await;
+    let client = fake::builder(&url)
+        .namespace("team")
+        .build()
+        .expect("builds");
+
+    let request = LogsRequest::new()
+        .level(LogLevel::Warn)
+        .level(LogLevel::Error)
+        .process("web 1&x")
+        .process(317)
+        .body("a b")
+        .head(50)
+        .next_token("t1");
+    let page = client.get_logs("sb", &request).await.expect("a page");
+    assert_eq!(page.logs.len(), 1);
+    assert_eq!(page.logs[0].body, "two");
+    assert_eq!(page.logs[0].level, 3);
+    assert_eq!(page.logs[0].sandbox_id, "sb");
+    assert_eq!(page.next_token.as_deref(), Some("t2"));
+    assert_eq!(
+        queries.lock().expect("lock").clone(),
+        ["level=4&level=5&processId=web+1%26x&processId=317&body=a+b&head=50&nextToken=t1"]
+    );
+
+    let all = client
+        .get_all_logs("sb", &LogsRequest::new().head(1))
+        .await
+        .expect("every page");
+    let bodies: Vec<_> = all.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(bodies, ["one", "two", "three"]);
+    let all = client
+        .get_all_logs("sb", &LogsRequest::new().tail(2))
+        .await
+        .expect("every page, backwards");
+    let bodies: Vec<_> = all.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(bodies, ["one", "two", "three"], "oldest first");
+    assert_eq!(
+        queries.lock().expect("lock")[1..],
+        [
+            "head=1",
+            "head=1&nextToken=t1",
+            "head=1&nextToken=t2",
+            "tail=2",
+            "tail=2&nextToken=b1"
+        ]
+    );
+
+    let processes = client.list_log_processes("sb").await.expect("processes");
+    assert_eq!(processes.len(), 1);
+    assert_eq!(
+        (
+            processes[0].process_managed_name.as_str(),
+            processes[0].log_count
+        ),
+        ("web", 3)
+    );
+
+    let err = client
+        .get_logs("gone", &LogsRequest::new())
+        .await
+        .expect_err("404");
+    assert!(
+        matches!(err, ClientError::SandboxNotFound { ref sandbox, .. } if sandbox == "gone"),
+        "{err}"
+    );
+
+    let sent = queries.lock().expect("lock").len();
+    for bad in [
+        LogsRequest::new().head(10).tail(10),
+        LogsRequest::new().head(0),
+        LogsRequest::new().process(""),
+        LogsRequest::new().next_token(" "),
+    ] {
+        let err = client.get_logs("sb", &bad).await.expect_err("refused");
+        assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
+    }
+    let err = client
+        .get_logs("", &LogsRequest::new())
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
+    assert_eq!(
+        queries.lock().expect("lock").len(),
+        sent,
+        "bad requests send nothing"
+    );
+}

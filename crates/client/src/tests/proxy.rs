@@ -222,3 +222,198 @@ async fn a_sandbox_without_a_url_cannot_be_connected() {
     let err = client.connect("sb").await.expect_err("ended");
     assert!(matches!(err, ClientError::NotRoutable(_)), "{err}");
 }
+
+/// What the fake agent saw: method, raw path (still percent-encoded) and JSON body.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>;
+
+fn managed_info(pid: u32, name: &str) -> serde_json::Value {
+    json!({
+        "pid": pid, "status": "running", "exit_code": null, "signal": null,
+        "stdin_writable": false, "command": "sh", "args": ["-c", "serve"],
+        "started_at": 1_767_225_612_345_u64, "ended_at": null, "oom_killed": false,
+        "managed": {
+            "id": name, "name": name, "status": "running", "restart_count": 1,
+            "restart": {"policy": "on_failure", "max_restarts": 1,
+                        "initial_backoff_ms": 50, "max_backoff_ms": 30000},
+            "health_check": {"type": "tcp", "port": 8080, "initial_delay_ms": 0,
+                             "interval_ms": 100, "timeout_ms": 100, "failure_threshold": 1},
+            "health_status": "healthy", "consecutive_health_failures": 0,
+            "last_exit": {"exit_code": 3, "signal": null, "oom_killed": false, "ended_at": 2},
+            "last_error": null, "next_restart_at": null
+        }
+    })
+}
+
+#[tokio::test]
+async fn managed_processes_are_started_and_addressed_by_name() {
+    use alcove_wire::process::{
+        HealthCheck, HealthCheckKind, ManagedStatus, RestartConfig, RestartPolicy,
+    };
+    use axum::http::{Method, Uri};
+
+    let seen: Seen = Seen::default();
+    let record = seen.clone();
+    let routes = axum::Router::new().fallback(move |method: Method, uri: Uri, body: Bytes| {
+        let record = record.clone();
+        async move {
+            let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            let path = uri.path().to_string();
+            record
+                .lock()
+                .expect("lock")
+                .push((method.to_string(), path.clone(), json));
+            match (method, path.as_str()) {
+                (Method::POST, "/api/v1/processes") => {
+                    (StatusCode::CREATED, Json(managed_info(317, "web 1?#%"))).into_response()
+                }
+                (Method::POST, "/api/v1/processes/plain/restart") => (
+                    StatusCode::CONFLICT,
+                    Json(json!({"error": "not managed", "code": "NOT_MANAGED"})),
+                )
+                    .into_response(),
+                (Method::POST, _) if path.ends_with("/restart") => {
+                    Json(managed_info(318, "web 1?#%")).into_response()
+                }
+                (Method::GET, _) if path.ends_with("/stdout") => {
+                    Json(json!({"pid": 318, "lines": ["hi"], "line_count": 1})).into_response()
+                }
+                (Method::GET, _) => Json(managed_info(318, "web 1?#%")).into_response(),
+                _ => StatusCode::NO_CONTENT.into_response(),
+            }
+        }
+    });
+    let sandbox = sandbox_with(routes, |b| b).await;
+    let name = "web 1?#%";
+    let started = sandbox
+        .start_process(
+            Command::new("sh")
+                .args(["-c", "serve"])
+                .name(name)
+                .restart(RestartConfig {
+                    policy: RestartPolicy::OnFailure,
+                    max_restarts: Some(1),
+                    initial_backoff_ms: 50,
+                    ..RestartConfig::default()
+                })
+                .health_check(HealthCheck {
+                    kind: HealthCheckKind::Tcp,
+                    port: 8080,
+                    path: None,
+                    initial_delay_ms: 0,
+                    interval_ms: 100,
+                    timeout_ms: 100,
+                    failure_threshold: 1,
+                }),
+        )
+        .await
+        .expect("started");
+    let managed = started.managed.expect("managed");
+    assert_eq!(managed.name.as_deref(), Some(name));
+    assert_eq!(managed.last_exit.and_then(|e| e.exit_code), Some(3));
+
+    let info = sandbox.get_process(name).await.expect("by name");
+    assert_eq!(info.pid, 318);
+    assert_eq!(
+        info.managed.as_ref().map(|m| (m.status, m.restart_count)),
+        Some((ManagedStatus::Running, 1))
+    );
+    let restarted = sandbox
+        .restart_process(name.to_string())
+        .await
+        .expect("restarted");
+    assert_eq!(restarted.pid, 318);
+    sandbox.send_signal("web", 15).await.expect("signalled");
+    sandbox.kill_process(318).await.expect("killed by pid");
+    let stdout = sandbox
+        .get_stdout(&String::from("web"))
+        .await
+        .expect("stdout by name");
+    assert_eq!(stdout.lines, ["hi"]);
+    let err = sandbox.restart_process("plain").await.expect_err("409");
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(StatusCode::CONFLICT), Some("NOT_MANAGED"))
+    );
+
+    let sent = seen.lock().expect("lock").clone();
+    let (_, _, start_body) = &sent[0];
+    assert_eq!(start_body["name"], name);
+    assert_eq!(
+        start_body["restart"],
+        json!({"policy": "on_failure", "max_restarts": 1,
+               "initial_backoff_ms": 50, "max_backoff_ms": 30000})
+    );
+    assert_eq!(
+        start_body["health_check"],
+        json!({"type": "tcp", "port": 8080, "initial_delay_ms": 0, "interval_ms": 100,
+               "timeout_ms": 100, "failure_threshold": 1})
+    );
+    let calls: Vec<(&str, &str)> = sent[1..]
+        .iter()
+        .map(|(m, p, _)| (m.as_str(), p.as_str()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("GET", "/api/v1/processes/web%201%3F%23%25"),
+            ("POST", "/api/v1/processes/web%201%3F%23%25/restart"),
+            ("POST", "/api/v1/processes/web/signal"),
+            ("DELETE", "/api/v1/processes/318"),
+            ("GET", "/api/v1/processes/web/stdout"),
+            ("POST", "/api/v1/processes/plain/restart"),
+        ]
+    );
+
+    // Names the agent would refuse (or that no path can carry) send nothing.
+    for bad in ["", "123", "a/b", "run", ".."] {
+        let err = sandbox.get_process(bad).await.expect_err(bad);
+        assert!(
+            matches!(err, ClientError::InvalidArgument(_)),
+            "{bad}: {err}"
+        );
+        let err = sandbox.restart_process(bad).await.expect_err(bad);
+        assert!(
+            matches!(err, ClientError::InvalidArgument(_)),
+            "{bad}: {err}"
+        );
+    }
+    let err = sandbox
+        .start_process(Command::new("sh").name("run"))
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
+    assert_eq!(seen.lock().expect("lock").len(), sent.len());
+}
+
+#[tokio::test]
+async fn a_sandbox_reads_its_logs_from_the_control_plane() {
+    use axum::extract::RawQuery;
+
+    let routes = axum::Router::new()
+        .route(
+            "/v1/namespaces/default/sandboxes/sb/logs",
+            get(|headers: HeaderMap, RawQuery(query): RawQuery| async move {
+                // Not routed to the sandbox: no Host rewrite to `sb.local`.
+                assert_ne!(headers[header::HOST], "sb.local");
+                assert_eq!(query.as_deref(), Some("processId=web&tail=5"));
+                Json(json!({"logs": [], "nextToken": null}))
+            }),
+        )
+        .route(
+            "/v1/namespaces/default/sandboxes/sb/processes",
+            get(|| async { Json(json!({"processes": []})) }),
+        );
+    let sandbox = sandbox_with(routes, |b| b).await;
+    let page = sandbox
+        .get_logs(&crate::LogsRequest::new().process("web").tail(5))
+        .await
+        .expect("logs");
+    assert!(page.logs.is_empty() && page.next_token.is_none());
+    assert!(
+        sandbox
+            .list_log_processes()
+            .await
+            .expect("processes")
+            .is_empty()
+    );
+}
