@@ -11,10 +11,12 @@ mod util;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use alcove_client::wire::process::{ExitReason, ProcessStatus};
+use alcove_client::wire::process::{
+    ExitReason, ManagedStatus, ProcessStatus, RestartConfig, RestartPolicy,
+};
 use alcove_client::wire::sandbox::SandboxStatus;
 use alcove_client::wire::snapshot::SnapshotStatus;
-use alcove_client::{ClientError, Command, CreateOptions, Sandbox, SandboxClient};
+use alcove_client::{ClientError, Command, CreateOptions, LogsRequest, Sandbox, SandboxClient};
 use futures::{FutureExt, StreamExt};
 use server::AlcoveServer;
 use util::{eventually, fetch, same_content, write_pattern};
@@ -467,6 +469,87 @@ async fn secrets_suspend_resume_snapshot_and_restore() {
             .await
             .expect("deleting the secret");
         assert!(client.list_secrets().await.expect("listing").is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs root, runc and a built alcove"]
+async fn managed_processes_by_name_and_sandbox_logs() {
+    with_server(|client| async move {
+        let sandbox = client
+            .create_and_connect(CreateOptions::new())
+            .await
+            .expect("creating a sandbox");
+        let name = "rust-e2e-flaky";
+        let started = sandbox
+            .start_process(
+                Command::new("sh")
+                    .args(["-c", "echo hi; exit 3"])
+                    .name(name)
+                    .restart(RestartConfig {
+                        policy: RestartPolicy::OnFailure,
+                        max_restarts: Some(1),
+                        initial_backoff_ms: 50,
+                        ..RestartConfig::default()
+                    }),
+            )
+            .await
+            .expect("starting a managed process");
+        assert_eq!(
+            started.managed.as_ref().and_then(|m| m.name.as_deref()),
+            Some(name)
+        );
+
+        // It fails, is restarted once, fails again and is given up on.
+        let stopped = eventually(
+            "the process to be given up on",
+            Duration::from_secs(30),
+            || async {
+                let info = sandbox
+                    .get_process(name)
+                    .await
+                    .expect("get process by name");
+                let managed = info.managed.clone().expect("managed");
+                (managed.status == ManagedStatus::Stopped).then_some(managed)
+            },
+        )
+        .await;
+        assert_eq!(stopped.restart_count, 1);
+        assert_eq!(stopped.last_exit.and_then(|e| e.exit_code), Some(3));
+
+        // Both runs' output reached the sandbox's logs.
+        let request = LogsRequest::new().process(name);
+        let logs = eventually(
+            "both runs' output in the logs",
+            Duration::from_secs(30),
+            || async {
+                let page = sandbox.get_logs(&request).await.expect("reading logs");
+                let his = page.logs.iter().filter(|r| r.body == "hi").count();
+                (his >= 2).then_some(page.logs)
+            },
+        )
+        .await;
+        assert_eq!(logs.iter().filter(|r| r.body == "hi").count(), 2);
+        let processes = client
+            .list_log_processes(sandbox.id())
+            .await
+            .expect("listing the processes of the logs");
+        assert!(processes.iter().any(|p| p.process_managed_name == name));
+
+        // A stopped managed process can be started again by name.
+        let again = sandbox
+            .restart_process(name)
+            .await
+            .expect("restarting by name");
+        assert_ne!(again.pid, started.pid);
+        assert_eq!(
+            again.managed.as_ref().and_then(|m| m.name.as_deref()),
+            Some(name)
+        );
+        sandbox.kill_process(name).await.expect("stopping by name");
+
+        sandbox.terminate().await.expect("deleting the sandbox");
     })
     .await;
 }
