@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, AlcoveServer, report, summarize, timed  # noqa: E402
 
 BOMB = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+# Allocates until the OOM killer ends it; supervised with policy always, it starts again.
+MEMORY_BOMB = "a = []\nwhile True:\n    a.append(bytearray(1 << 20))\n"
 
 
 def main() -> None:
@@ -59,7 +61,19 @@ def main() -> None:
                 time.sleep(0.2)
             tasks = sb.metrics().pids
             measure(f"fork bomb, {tasks} of {limit} tasks")
-            sb.kill_process(bomb.pid)
+            rows.append(summarize("kill_process(bomb) (fork bomb)", [timed(lambda: sb.kill_process(bomb.pid))]))
+            rows.append(summarize("stop_all_processes() (after the fork bomb)", [timed(sb.stop_all_processes)]))
+            deadline = time.monotonic() + 60
+            while sb.metrics().pids > 64 and time.monotonic() < deadline:
+                time.sleep(0.2)
+
+            sb.start_process("python3", ["-c", MEMORY_BOMB], name="membomb", stdin_mode="closed",
+                             restart={"policy": "always", "initial_backoff_ms": 10, "max_backoff_ms": 10})
+            deadline = time.monotonic() + 60
+            while sb.get_process("membomb").managed.restart_count < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            measure("memory bomb, OOM-killed and restarted")
+            sb.kill_process("membomb")
         report("The agent under a fork bomb", rows, REPO / "bench/results/abuse.json")
     finally:
         srv.stop()

@@ -173,6 +173,12 @@ def test_answers_fit_the_document(server, doc: dict[str, Any]) -> None:
     c.call("GET", "/v1/namespaces/{ns}/sandboxes/{id}", path={"ns": "default", "id": sid}, expect=200)
     c.call("GET", "/archived-sandboxes/{id}", path={"id": sid}, expect=200)
     c.call("GET", "/v1/namespaces/{ns}/archived-sandboxes", path={"ns": "default"}, params={"limit": "1"}, expect=200)
+    ns_id = {"ns": "default", "id": sid}
+    logs = c.call("GET", "/v1/namespaces/{ns}/sandboxes/{id}/logs", path=ns_id, params={"tail": "5"}, expect=200)
+    assert logs.json()["logs"], "an ended sandbox's logs are still readable"
+    c.call("GET", "/v1/namespaces/{ns}/sandboxes/{id}/logs", path=ns_id, params={"head": "1", "tail": "1"}, expect=400)
+    c.call("GET", "/sandboxes/{id}/logs", path={"id": "no-such-sandbox"}, expect=404)
+    c.call("GET", "/v1/namespaces/{ns}/sandboxes/{id}/processes", path=ns_id, expect=200)
 
 
 def sandbox_answers(c: Contract, sid: str) -> None:
@@ -210,11 +216,23 @@ def in_sandbox_answers(c: Contract) -> None:
     resp = c.call("GET", "/api/v1/processes/{p}/output/follow", path=pid, expect=200)
     assert [name for name, _ in parse_events(resp.text)] == ["output", "eof"]
     c.call("POST", "/api/v1/processes/{p}/signal", path=pid, json={"signal": 15}, expect=409)
-    c.call("POST", "/api/v1/processes/{p}/restart", path=pid, expect=501)
+    c.call("POST", "/api/v1/processes/{p}/restart", path=pid, expect=409)  # not managed
     c.call("DELETE", "/api/v1/processes/{p}", path=pid, expect=204)
     c.call("GET", "/api/v1/processes/{p}", path={"p": 999999}, expect=404)
-    managed = {"command": "sleep", "args": ["1"], "restart": {"policy": "always"}}
-    c.call("POST", "/api/v1/processes", json=managed, expect=501)
+    managed = {"command": "sleep", "args": ["60"], "name": "contract", "restart": {"policy": "always"}}
+    first = c.call("POST", "/api/v1/processes", json=managed, expect=201).json()
+    assert first["managed"]["status"] == "running", first
+    again = c.call("POST", "/api/v1/processes/{p}/restart", path={"p": "contract"}, expect=200).json()
+    assert again["pid"] != first["pid"] and again["managed"]["restart_count"] == 1, again
+    c.call("POST", "/api/v1/processes", json={**managed, "health_check": {"type": "tcp", "port": 0}}, expect=400)
+    c.call("DELETE", "/api/v1/processes/{p}", path={"p": "contract"}, expect=204)
+    with httpx.stream("GET", f"{c.url}/api/v1/journal", params={"after": "0"},
+                      headers={"X-Tensorlake-Sandbox-Id": c.sandbox}, timeout=60) as journal:
+        assert journal.status_code == 200
+        assert journal.headers["content-type"].startswith("text/event-stream")
+        first_event = next(journal.iter_lines())
+        assert first_event == "event: journal", first_event
+    c.call("GET", "/api/v1/journal", params={"after": "x"}, expect=400)
 
     file = {"params": {"path": "/tmp/contract.txt"}}
     c.call("PUT", "/api/v1/files", content=b"contract", expect=204, **file)

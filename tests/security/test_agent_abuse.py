@@ -101,6 +101,51 @@ def test_a_flood_of_output_leaves_the_agent_answering(sandbox):
     assert sandbox.run("echo", ["alive"]).stdout == "alive"
 
 
+MEMORY_BOMB = "a = []\nwhile True:\n    a.append(bytearray(1 << 20))\n"
+
+
+def cgroup_of(sandbox, pid: str, controller: str) -> str:
+    text = sandbox.run("cat", [f"/proc/{pid}/cgroup"]).stdout
+    return next(line.split(":", 2)[2] for line in text.splitlines() if line.split(":")[1] == controller)
+
+
+def test_user_processes_live_in_a_user_cgroup_the_sandbox_cannot_change(sandbox):
+    for controller in ["pids", "memory", "cpu"]:
+        assert cgroup_of(sandbox, "self", controller) == "/user", controller
+        assert cgroup_of(sandbox, "1", controller) == "/", f"the agent left its group ({controller})"
+    def read(path: str) -> int:
+        return int(sandbox.run("cat", [path]).stdout)
+
+    user_pids = read("/.alcove/cgroup/pids/pids.max")
+    assert user_pids < sandbox.metrics().pids_limit
+    memory = sandbox.metrics()
+    user_memory = read("/.alcove/cgroup/memory/memory.limit_in_bytes")
+    assert memory.memory_limit_bytes and user_memory < memory.memory_limit_bytes
+    # Root in the sandbox cannot raise the limits, make a group, or reach the parent's files.
+    attack = sandbox.run("sh", ["-c", """
+        echo max > /.alcove/cgroup/pids/pids.max 2>/dev/null && echo raised-pids
+        echo -1 > /.alcove/cgroup/memory/memory.limit_in_bytes 2>/dev/null && echo raised-memory
+        echo 100000 > /.alcove/cgroup/cpu/cpu.shares 2>/dev/null && echo raised-cpu
+        mkdir /.alcove/cgroup/pids/escape 2>/dev/null && echo made-group
+        ls /.alcove/cgroup/pids/../.. >/dev/null 2>&1
+        cat /.alcove/cgroup/pids/../pids.max 2>/dev/null | grep -qv "$(cat /.alcove/cgroup/pids/pids.max)" && echo read-parent
+        mount -t cgroup -o pids none /mnt 2>/dev/null && echo mounted
+        echo done
+    """])
+    assert attack.stdout.strip() == "done", attack
+    assert read("/.alcove/cgroup/pids/pids.max") == user_pids
+
+
+def test_a_memory_bomb_is_killed_inside_the_user_group_and_the_agent_stays(sandbox):
+    bomb = sandbox.start_process("python3", ["-c", MEMORY_BOMB], stdin_mode="closed")
+    wait_until(lambda: sandbox.get_process(bomb.pid).status != "running", "the bomb hit its limit")
+    info = sandbox.get_process(bomb.pid)
+    assert info.status == "oom_killed" and info.oom_killed, info
+    # The agent was never in danger: it answers, starts processes, and its logs say what happened.
+    assert sandbox.run("echo", ["alive"]).stdout == "alive"
+    assert sandbox.list_processes()
+
+
 @pytest.fixture
 def sandbox(client):
     # Room for bombs: the default pids limit, a modest memory limit.

@@ -52,6 +52,8 @@ pub struct BundleSpec {
     pub nofile: u64,
     /// CRIU configuration file runc hands to CRIU on checkpoint and restore.
     pub criu_config: PathBuf,
+    /// The user cgroups bound read-write into the sandbox (`crate::user_cgroup`).
+    pub user_cgroups: Vec<crate::user_cgroup::UserCgroupMount>,
 }
 
 /// What CRIU is told for every dump and restore of a sandbox: no iptables network
@@ -175,6 +177,22 @@ pub fn build_spec(b: &BundleSpec) -> Result<Spec> {
             ));
             mounts.push(m);
         }
+    }
+
+    for cgroup in &b.user_cgroups {
+        mounts.push(
+            MountBuilder::default()
+                .destination(cgroup.destination)
+                .typ("bind")
+                .source(&cgroup.source)
+                .options(
+                    ["bind", "rw", "nosuid", "nodev", "noexec"]
+                        .map(String::from)
+                        .to_vec(),
+                )
+                .build()
+                .map_err(spec_err)?,
+        );
     }
 
     let quota = (b.cpus * CFS_PERIOD_US as f64).round() as i64;
@@ -341,6 +359,7 @@ mod tests {
             env: vec![("A".into(), "1".into())],
             nofile: 4096,
             criu_config: "/data/sandboxes/x/criu.conf".into(),
+            user_cgroups: Vec::new(),
         }
     }
 

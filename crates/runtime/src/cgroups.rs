@@ -131,12 +131,25 @@ impl CgroupTree {
     }
 }
 
+/// The tasks of `dir` and of every cgroup below it (the sandbox's user group).
+fn tasks_below(dir: &Path) -> Option<Vec<i32>> {
+    let text = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+    let mut pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pids.extend(tasks_below(&entry.path()).unwrap_or_default());
+            }
+        }
+    }
+    Some(pids)
+}
+
 fn kill_tasks(dir: &Path) {
     for attempt in 0..50 {
-        let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+        let Some(pids) = tasks_below(dir) else {
             return;
         };
-        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
         if pids.is_empty() {
             return;
         }

@@ -27,6 +27,7 @@ pub mod runc;
 pub mod sandbox_id;
 pub mod security;
 pub mod usage;
+pub mod user_cgroup;
 pub mod userns;
 
 pub use error::{Result, RuntimeError};

@@ -301,7 +301,16 @@ impl Node {
         let (mounted, net) = tokio::join!(layer.mount_disk(), self.network.prepare(slot));
         mounted?;
         let cpuset = self.cpus.assign(&spec.id, spec.cpus);
-        let (bundle_dir, mountpoints) = self.write_bundle(spec, &layer, &net, range, cpuset)?;
+        let user_cgroups = self.cgroups.prepare_user(
+            &spec.id,
+            crate::user_cgroup::SandboxLimits {
+                pids: self.cfg.pids_limit,
+                memory_bytes: spec.memory_mb << 20,
+            },
+            range.first,
+        )?;
+        let (bundle_dir, mountpoints) =
+            self.write_bundle(spec, &layer, &net, range, cpuset, user_cgroups)?;
         layer.prepare_mountpoints(&spec.image.rootfs, &mountpoints)?;
         layer.mount_root(&spec.image.rootfs, range).await?;
         match restore {
@@ -445,6 +454,7 @@ impl Node {
         net: &SandboxNet,
         range: IdRange,
         cpuset: Option<String>,
+        user_cgroups: Vec<crate::user_cgroup::UserCgroupMount>,
     ) -> Result<(PathBuf, Vec<Mountpoint>)> {
         let dir = self.sandbox_dir(&spec.id);
         bundle::write_etc_files(&layer.etc_dir(), &spec.hostname, &self.cfg.host_resolv)?;
@@ -480,6 +490,7 @@ impl Node {
             env: spec.env.clone(),
             nofile: bundle::nofile_limit(),
             criu_config,
+            user_cgroups,
         })?;
         let config = bundle_dir.join("config.json");
         oci.save(&config)

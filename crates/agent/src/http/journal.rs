@@ -23,6 +23,7 @@ const BATCH_RECORDS: usize = 2048;
 
 /// Query of `GET /api/v1/journal`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JournalQuery {
     /// Sequence number of the last record the reader has; `0` (the default) reads all.
     #[serde(default)]

@@ -6,8 +6,62 @@
 //!
 //! Both only weigh against the agent and its own kind: CPU priority counts
 //! inside the sandbox's cgroup, and the task limit is per user of the sandbox.
+//!
+//! Where the host gives the sandbox a user cgroup (bound at [`USER_CGROUP_DIR`], cgroup v1
+//! hosts), every child joins it before it execs: its task, memory and CPU limits sit below
+//! the sandbox's, so the agent keeps tasks, memory and CPU time whatever user processes do.
 
+use std::ffi::CString;
 use std::path::Path;
+
+/// Where the sandbox's user cgroup of each controller is bound, if the host made one.
+pub const USER_CGROUP_DIR: &str = "/.alcove/cgroup";
+
+/// The user cgroup's `cgroup.procs` files that exist, ready to be written between fork and
+/// exec (no allocation there).
+#[derive(Debug, Clone, Default)]
+pub struct UserCgroup {
+    procs: Vec<CString>,
+}
+
+impl UserCgroup {
+    /// The user cgroup the host bound into this sandbox (none outside a sandbox, or on a
+    /// cgroup v2 host).
+    pub fn detect() -> Self {
+        Self::under(Path::new(USER_CGROUP_DIR))
+    }
+
+    fn under(dir: &Path) -> Self {
+        let procs = ["pids", "memory", "cpu"]
+            .iter()
+            .map(|c| dir.join(c).join("cgroup.procs"))
+            .filter(|p| p.exists())
+            .filter_map(|p| CString::new(p.into_os_string().into_encoded_bytes()).ok())
+            .collect();
+        Self { procs }
+    }
+
+    /// Whether there is one.
+    pub fn exists(&self) -> bool {
+        !self.procs.is_empty()
+    }
+
+    /// In the child between fork and exec, before it gives up root: moves it into the user
+    /// cgroup. Async-signal-safe (open, write, close); best effort.
+    pub fn join_in_child(&self) {
+        for path in &self.procs {
+            // SAFETY: `path` is a NUL-terminated string that outlives the call; the buffer is
+            // a static byte; the fd is ours and closed once.
+            unsafe {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+}
 
 /// Tasks kept for the agent below the sandbox's pids limit.
 pub const AGENT_TASK_RESERVE: u64 = 64;
@@ -21,6 +75,10 @@ pub const USER_NICE: libc::c_int = 19;
 /// The task limit of user processes: the sandbox's pids limit less the
 /// reserve (`None` when the sandbox has no pids limit or it cannot be read).
 pub fn user_task_limit() -> Option<u64> {
+    // The user cgroup's own limit, already below the sandbox's.
+    if let Some(limit) = read_number(&Path::new(USER_CGROUP_DIR).join("pids/pids.max")) {
+        return Some(limit);
+    }
     // cgroup v1 (the pids controller mounted at its own directory) or v2, both
     // seen from inside the sandbox's cgroup namespace.
     ["/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"]
@@ -29,9 +87,11 @@ pub fn user_task_limit() -> Option<u64> {
         .map(task_limit_below)
 }
 
-/// Tasks in the sandbox now (`None` when it cannot be read).
+/// Tasks of user processes now: the user cgroup's, else the whole sandbox's (`None` when
+/// it cannot be read).
 pub fn current_tasks() -> Option<u64> {
     [
+        "/.alcove/cgroup/pids/pids.current",
         "/sys/fs/cgroup/pids/pids.current",
         "/sys/fs/cgroup/pids.current",
     ]
@@ -39,11 +99,19 @@ pub fn current_tasks() -> Option<u64> {
     .find_map(|p| read_number(Path::new(p)))
 }
 
-/// Whether user processes already fill their task limit: a process started now
-/// would only queue behind them (a fork bomb holds thousands of runnable tasks at
-/// the same priority), so a start is refused at once instead.
+/// Whether user processes already fill their task limit, or come within [`full_margin`] of
+/// it: a process started now would only queue behind them (a fork bomb holds its limit
+/// nearly full with thousands of runnable tasks at the same priority), so a start is refused
+/// at once instead.
 pub fn user_tasks_full(task_limit: Option<u64>) -> bool {
-    matches!((task_limit, current_tasks()), (Some(limit), Some(now)) if now >= limit)
+    matches!((task_limit, current_tasks()), (Some(limit), Some(now)) if now >= limit.saturating_sub(full_margin(limit)))
+}
+
+/// How close to its task limit the sandbox counts as full: a thirty-second of the limit, at
+/// least 8 tasks. A fork bomb hovers within a few tasks of the limit (tasks die and are forked
+/// again), while work that is merely busy rarely comes this close.
+pub fn full_margin(limit: u64) -> u64 {
+    (limit / 32).max(8).min(limit.saturating_sub(1))
 }
 
 fn read_number(path: &Path) -> Option<u64> {
@@ -81,6 +149,22 @@ pub fn apply_in_child(task_limit: Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_cgroup_is_found_by_its_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert!(!UserCgroup::under(dir.path()).exists());
+        std::fs::create_dir(dir.path().join("pids")).expect("mkdir");
+        std::fs::write(dir.path().join("pids/cgroup.procs"), "").expect("write");
+        assert!(UserCgroup::under(dir.path()).exists());
+    }
+
+    #[test]
+    fn a_limit_counts_as_full_a_little_before_it_is() {
+        assert_eq!(full_margin(1984), 62);
+        assert_eq!(full_margin(100), 8);
+        assert_eq!(full_margin(1), 0);
+    }
 
     #[test]
     fn the_reserve_comes_off_the_limit_but_never_all_of_it() {

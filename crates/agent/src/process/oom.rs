@@ -11,6 +11,9 @@ use std::path::Path;
 const V2_EVENTS: &str = "/sys/fs/cgroup/memory.events";
 /// cgroup v1 memory controller.
 const V1_OOM_CONTROL: &str = "/sys/fs/cgroup/memory/memory.oom_control";
+/// The user cgroup's (see `headroom`): v1 counts a kill only in the group whose limit was
+/// hit, so both are added up.
+const V1_USER_OOM_CONTROL: &str = "/.alcove/cgroup/memory/memory.oom_control";
 
 /// Finds the value of the line `<key> <n>` in a cgroup flat-keyed file.
 pub fn parse_counter(text: &str, key: &str) -> Option<u64> {
@@ -28,7 +31,15 @@ fn read_counter(path: &Path) -> Option<u64> {
 
 /// The current OOM kill count of the agent's memory cgroup, if the kernel exposes one.
 pub fn oom_kill_count() -> Option<u64> {
-    read_counter(Path::new(V2_EVENTS)).or_else(|| read_counter(Path::new(V1_OOM_CONTROL)))
+    if let Some(count) = read_counter(Path::new(V2_EVENTS)) {
+        return Some(count);
+    }
+    let sandbox = read_counter(Path::new(V1_OOM_CONTROL));
+    let user = read_counter(Path::new(V1_USER_OOM_CONTROL));
+    match (sandbox, user) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    }
 }
 
 /// Whether a process that died of `signal` was OOM-killed, given the counter at its start.

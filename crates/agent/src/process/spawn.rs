@@ -135,6 +135,8 @@ pub struct Launcher {
     base_env: Vec<(OsString, OsString)>,
     /// The task limit of children (see `headroom`).
     task_limit: Option<u64>,
+    /// The user cgroup children join (see `headroom`).
+    user_cgroup: super::headroom::UserCgroup,
 }
 
 impl Launcher {
@@ -154,6 +156,7 @@ impl Launcher {
             group_path,
             base_env,
             task_limit: super::headroom::user_task_limit(),
+            user_cgroup: super::headroom::UserCgroup::detect(),
         }
     }
 
@@ -221,10 +224,13 @@ impl Launcher {
         });
         let controlling_tty = spec.terminal.is_some();
         let task_limit = self.task_limit;
-        // SAFETY: `child_setup` only makes async-signal-safe syscalls and does not allocate
-        // (the group list was built before the fork).
+        let user_cgroup = self.user_cgroup.clone();
+        // SAFETY: `child_setup` and `join_in_child` only make async-signal-safe syscalls and do
+        // not allocate (the group list and the cgroup paths were built before the fork).
         unsafe {
             command.pre_exec(move || {
+                // First, while it is still root: the user cgroup's files belong to root.
+                user_cgroup.join_in_child();
                 child_setup(credentials.as_ref(), controlling_tty)?;
                 super::headroom::apply_in_child(task_limit);
                 Ok(())

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -147,7 +147,14 @@ impl LogFiles {
             return Ok(());
         }
         let dir = self.sandbox_dir(id);
-        fs::create_dir_all(&dir).map_err(Self::err(&dir))?;
+        // Root only, like everything else under the data directory: the text is the sandbox's.
+        for path in [&self.dir, &dir] {
+            match fs::DirBuilder::new().mode(0o700).create(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Self::err(path)(e)),
+            }
+        }
         let current = dir.join(CURRENT);
         if tail.current_bytes > 0 && tail.current_bytes + lines.len() as u64 > self.max_bytes / 2 {
             fs::rename(&current, dir.join(PREVIOUS)).map_err(Self::err(&current))?;
