@@ -101,6 +101,32 @@ def test_a_flood_of_output_leaves_the_agent_answering(sandbox):
     assert sandbox.run("echo", ["alive"]).stdout == "alive"
 
 
+def test_a_full_disk_leaves_the_agent_answering_and_the_logs_collected(server, client):
+    """The sandbox fills its own disk (512 MB layer): writes fail with 507 NO_SPACE, the agent
+    answers, runs and reads work, and output still reaches the logs (they live on the host)."""
+    with client.create_and_connect(disk_mb=512) as sb:
+        sleeper = sb.start_process("sleep", ["600"], stdin_mode="closed")
+        fill = sb.run("sh", ["-c", "dd if=/dev/zero of=/root/fill bs=1M 2>/dev/null; echo filled"],
+                      timeout_secs=120)
+        assert fill.stdout.strip() == "filled"
+        with pytest.raises(RemoteAPIError) as full:
+            sb.write_file("/root/more.bin", b"x" * (4 << 20))
+        assert (full.value.status_code, full.value.code) == (507, "NO_SPACE"), full.value
+        assert sb.run("echo", ["disk-full-but-alive"]).stdout == "disk-full-but-alive"
+        assert sleeper.pid in [p.pid for p in sb.list_processes()]
+        assert sb.read_file("/etc/hostname")
+
+        def logged() -> bool:
+            page = server.api("GET", f"/v1/namespaces/default/sandboxes/{sb.sandbox_id}/logs",
+                              params={"body": "disk-full-but-alive"}).json()
+            return any(r["body"] == "disk-full-but-alive" for r in page["logs"])
+
+        wait_until(logged, "output logged while the disk is full")
+        sb.run("rm", ["/root/fill"])
+        sb.write_file("/root/more.bin", b"fits again")
+        assert sb.read_file("/root/more.bin") == b"fits again"
+
+
 MEMORY_BOMB = "a = []\nwhile True:\n    a.append(bytearray(1 << 20))\n"
 
 

@@ -25,10 +25,10 @@ use crate::output::LineSink;
 pub const DEFAULT_LIMIT_BYTES: usize = 4 << 20;
 
 /// Sustained rate at which output lines enter the journal.
-pub const OUTPUT_RATE_BYTES_PER_SEC: usize = 512 << 10;
+pub const OUTPUT_RATE_BYTES_PER_SEC: usize = 256 << 10;
 
 /// Output that may enter the journal at once after a quiet spell.
-pub const OUTPUT_BURST_BYTES: usize = 2 << 20;
+pub const OUTPUT_BURST_BYTES: usize = 1 << 20;
 
 /// Bookkeeping charged per record beside its text.
 const RECORD_OVERHEAD_BYTES: usize = 96;
@@ -360,8 +360,8 @@ mod tests {
     fn output_past_the_budget_is_counted_and_reported() {
         let journal = Journal::new(64 << 20);
         let p = ProcessRef::plain(9);
-        let big = vec!["x".repeat(1 << 20)];
-        // The burst lets two 1 MiB lines in; the third does not fit.
+        let big = vec!["x".repeat(400 << 10)];
+        // The burst lets two 400 KiB lines in; the third does not fit.
         journal.output(&p, OutputStream::Stdout, 1, &big);
         journal.output(&p, OutputStream::Stdout, 1, &big);
         journal.output(&p, OutputStream::Stdout, 1, &big);

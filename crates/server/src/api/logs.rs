@@ -61,7 +61,7 @@ async fn sandbox_id(
     path = "/sandboxes/{id}/logs",
     tag = tags::SANDBOXES,
     operation_id = "getSandboxLogs",
-    description = "The sandbox's logs: every line its processes wrote (stdout at level 3, stderr at 4), the events around them (a process started, exited, was restarted, failed a health check, was killed by the OOM killer) and what happened to the sandbox, oldest first, one page at a time. Output beyond 512 KiB/s per sandbox is not logged (a warning counts the lines left out). Readable while the sandbox is archived.",
+    description = "The sandbox's logs: every line its processes wrote (stdout at level 3, stderr at 4), the events around them (a process started, exited, was restarted, failed a health check, was killed by the OOM killer) and what happened to the sandbox, oldest first, one page at a time. Output beyond 256 KiB/s per sandbox is not logged (a warning counts the lines left out). Readable while the sandbox is archived.",
     params(SandboxParam, LogsQueryDoc),
     responses(
         (status = 200, description = "One page and the token of the next.", body = SandboxLogsResponse),
