@@ -65,20 +65,7 @@ impl ProcessRef {
 
 /// A record (its `seq` is set when it is pushed).
 pub fn record(level: LogLevel, body: impl Into<String>) -> JournalRecord {
-    JournalRecord {
-        seq: 0,
-        timestamp: now_millis(),
-        level,
-        body: body.into(),
-        event: None,
-        pid: None,
-        stream: None,
-        command: None,
-        managed_id: None,
-        managed_name: None,
-        exit_code: None,
-        signal: None,
-    }
+    JournalRecord::new(now_millis(), level, body.into())
 }
 
 /// An event record about `process`.

@@ -173,13 +173,7 @@ async fn restart_by_name_gives_a_new_run_and_delete_stops_supervision() {
     let third = third["pid"].as_u64().expect("pid");
 
     // DELETE stops supervision: the status says so at once and nothing restarts it.
-    let resp = agent
-        .http
-        .delete(agent.url(&format!("/processes/{name}")))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(agent.delete(&format!("/processes/{name}")).await, 204);
     let (_, now) = agent.get_json(&format!("/processes/{name}")).await;
     assert_eq!(now["managed"]["status"], "stopped");
     let ended = agent.wait_exited(third).await;
@@ -194,13 +188,7 @@ async fn restart_by_name_gives_a_new_run_and_delete_stops_supervision() {
         .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["managed"]["status"], "running");
-    let resp = agent
-        .http
-        .delete(agent.url(&format!("/processes/{name}")))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(agent.delete(&format!("/processes/{name}")).await, 204);
     agent.wait_exited(again["pid"].as_u64().expect("pid")).await;
 }
 
@@ -264,14 +252,7 @@ async fn a_passing_health_check_makes_the_process_healthy() {
     assert_eq!(healthy["managed"]["status"], "running");
     assert_eq!(healthy["managed"]["consecutive_health_failures"], 0);
     // Without `restart` the policy is `never`: deleted, it stays down.
-    let (status, _) = agent
-        .http
-        .delete(agent.url(&format!("/processes/{key}")))
-        .send()
-        .await
-        .map(|r| (r.status().as_u16(), ()))
-        .expect("delete");
-    assert_eq!(status, 204);
+    assert_eq!(agent.delete(&format!("/processes/{key}")).await, 204);
     agent.wait_exited(info["pid"].as_u64().expect("pid")).await;
     drop(listener);
 }
@@ -339,11 +320,5 @@ async fn bad_supervision_settings_name_the_field_and_start_nothing() {
         .post_json("/processes/no-such-name/restart", json!({}))
         .await;
     assert_eq!((status, &answer["code"]), (404, &json!("NOT_FOUND")));
-    let resp = agent
-        .http
-        .delete(agent.url(&format!("/processes/{pid}")))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(agent.delete(&format!("/processes/{pid}")).await, 204);
 }

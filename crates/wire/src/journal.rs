@@ -154,6 +154,26 @@ pub struct JournalRecord {
     pub signal: Option<i32>,
 }
 
+impl JournalRecord {
+    /// A record with only a level and a text (its `seq` is set by whoever stores it).
+    pub fn new(timestamp: EpochMillis, level: LogLevel, body: String) -> Self {
+        Self {
+            seq: 0,
+            timestamp,
+            level,
+            body,
+            event: None,
+            pid: None,
+            stream: None,
+            command: None,
+            managed_id: None,
+            managed_name: None,
+            exit_code: None,
+            signal: None,
+        }
+    }
+}
+
 /// One event of `GET /api/v1/journal`: records in order, and how many were lost before them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JournalBatch {
@@ -262,17 +282,9 @@ mod tests {
     fn output_records_leave_out_event_fields() {
         let record = JournalRecord {
             seq: 7,
-            timestamp: 1,
-            level: LogLevel::Info,
-            body: "hi".into(),
-            event: None,
             pid: Some(12),
             stream: Some(OutputStream::Stdout),
-            command: None,
-            managed_id: None,
-            managed_name: None,
-            exit_code: None,
-            signal: None,
+            ..JournalRecord::new(1, LogLevel::Info, "hi".into())
         };
         let json = serde_json::to_string(&record).unwrap_or_default();
         assert_eq!(

@@ -46,6 +46,18 @@ impl Agent {
         (status, resp.json().await.expect("JSON body"))
     }
 
+    /// `DELETE path`; returns the status.
+    #[allow(dead_code)] // not every test binary deletes
+    pub async fn delete(&self, path: &str) -> u16 {
+        self.http
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE")
+            .status()
+            .as_u16()
+    }
+
     pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
         let resp = self
             .http

@@ -250,17 +250,8 @@ mod tests {
     fn rec(seq: u64, body: &str) -> JournalRecord {
         JournalRecord {
             seq,
-            timestamp: 1,
-            level: LogLevel::Info,
-            body: body.into(),
-            event: None,
             pid: Some(5),
-            stream: None,
-            command: None,
-            managed_id: None,
-            managed_name: None,
-            exit_code: None,
-            signal: None,
+            ..JournalRecord::new(1, LogLevel::Info, body.into())
         }
     }
 

@@ -40,18 +40,8 @@ pub struct Logs {
 /// A record the server writes itself (seq 0: not from an agent).
 fn server_record(level: LogLevel, body: String) -> JournalRecord {
     JournalRecord {
-        seq: 0,
-        timestamp: now_millis(),
-        level,
-        body,
         event: Some(JournalEvent::Sandbox),
-        pid: None,
-        stream: None,
-        command: None,
-        managed_id: None,
-        managed_name: None,
-        exit_code: None,
-        signal: None,
+        ..JournalRecord::new(now_millis(), level, body)
     }
 }
 

@@ -282,17 +282,11 @@ mod tests {
             n,
             record: JournalRecord {
                 seq: n + 1,
-                timestamp: 1000 + i64::try_from(n).unwrap_or(0),
-                level,
-                body: body.into(),
-                event: None,
                 pid,
                 stream: Some(OutputStream::Stdout),
-                command: None,
                 managed_id: pid.filter(|p| *p == 7).map(|_| "web".into()),
                 managed_name: pid.filter(|p| *p == 7).map(|_| "web".into()),
-                exit_code: None,
-                signal: None,
+                ..JournalRecord::new(1000 + i64::try_from(n).unwrap_or(0), level, body.into())
             },
         }
     }
