@@ -291,6 +291,8 @@ def test_archived_sandboxes_expire_after_the_ttl_and_live_ones_never(short_lived
         ended = client.create()
         client.delete(ended.sandbox_id)
         assert srv.api("GET", f"/archived-sandboxes/{ended.sandbox_id}").status_code == 200
+        logs_dir = srv.data_dir / "logs" / ended.sandbox_id
+        wait_for("its logs on the host", logs_dir.is_dir, timeout=30)
 
         # Gone from both routes, and from GET /sandboxes/{id}, once purged.
         wait_for(
@@ -307,6 +309,9 @@ def test_archived_sandboxes_expire_after_the_ttl_and_live_ones_never(short_lived
         )
         with pytest.raises(SandboxNotFoundError):
             client.get_archived(ended.sandbox_id)
+        # Its logs went with it.
+        assert not logs_dir.exists()
+        assert srv.api("GET", f"/v1/namespaces/default/sandboxes/{ended.sandbox_id}/logs").status_code == 404
 
         # The live sandbox is older than the TTL and untouched.
         info = client.get(live.sandbox_id)
