@@ -322,3 +322,38 @@ async fn bad_supervision_settings_name_the_field_and_start_nothing() {
     assert_eq!((status, &answer["code"]), (404, &json!("NOT_FOUND")));
     assert_eq!(agent.delete(&format!("/processes/{pid}")).await, 204);
 }
+
+#[tokio::test]
+async fn stopped_managed_processes_are_evicted_like_other_exited_ones() {
+    let agent = Agent::start().await;
+    let mut ids = Vec::new();
+    for _ in 0..(alcove_agent::process::MAX_EXITED_RETAINED + 20) {
+        let info = start(
+            &agent,
+            json!({"command": "true", "restart": {"policy": "never"}}),
+        )
+        .await;
+        ids.push(info["managed"]["id"].as_str().expect("id").to_string());
+    }
+    let last = ids.last().expect("some").clone();
+    wait_for(&agent, &last, "stopped", |i| {
+        i["managed"]["status"] == "stopped" && i["status"] != "running"
+    })
+    .await;
+    // The oldest are gone by id as well as by pid; memory stays bounded.
+    let mut gone = 0;
+    for _ in 0..500 {
+        let (status, _) = agent.get_json(&format!("/processes/{}", ids[0])).await;
+        if status == 404 {
+            gone += 1;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        gone, 1,
+        "the oldest stopped managed process was never evicted"
+    );
+    let (status, _) = agent.get_json(&format!("/processes/{last}")).await;
+    assert_eq!(status, 200);
+}

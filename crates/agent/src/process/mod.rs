@@ -286,6 +286,26 @@ impl Table {
         self.by_pid.remove(&pid);
         self.exited.retain(|&p| p != pid);
     }
+
+    /// Drops an old exited process; when it was the last run of a managed process that is no
+    /// longer supervised, the name goes too (and its idle supervisor ends), so stopped managed
+    /// processes are bounded like any other exited one.
+    fn evict(&mut self, pid: u32) {
+        let Some(process) = self.by_pid.remove(&pid) else {
+            return;
+        };
+        if let Some(managed) = process.managed()
+            && !managed.is_supervising()
+            && managed.current().is_some_and(|c| c.pid == pid)
+            && self
+                .names
+                .get(managed.id())
+                .is_some_and(|m| Arc::ptr_eq(m, managed))
+        {
+            self.names.remove(managed.id());
+            managed.forget();
+        }
+    }
 }
 
 /// What the table and the supervisors share.
@@ -409,7 +429,7 @@ impl Inner {
             table.exited.push_back(pid);
             while table.exited.len() > MAX_EXITED_RETAINED {
                 if let Some(oldest) = table.exited.pop_front() {
-                    table.remove(oldest);
+                    table.evict(oldest);
                 }
             }
         });
