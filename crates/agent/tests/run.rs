@@ -280,3 +280,92 @@ async fn client_disconnect_kills_the_run() {
         "run outlived its client"
     );
 }
+
+#[tokio::test]
+async fn batched_runs_and_follows_carry_every_line_in_order() {
+    let agent = Agent::start().await;
+    let body =
+        json!({"command": "sh", "args": ["-c", "seq 1 5000; echo err >&2"], "batch_output": true});
+    let text = agent
+        .http
+        .post(agent.url("/processes/run"))
+        .json(&body)
+        .send()
+        .await
+        .expect("run")
+        .text()
+        .await
+        .expect("body");
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let mut names = Vec::new();
+    for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
+        let name = event
+            .lines()
+            .find_map(|l| l.strip_prefix("event: "))
+            .unwrap_or("");
+        names.push(name.to_string());
+        let data = event
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("data");
+        let value: serde_json::Value = serde_json::from_str(data).expect("json");
+        if name == "output_batch" {
+            assert!(value["timestamp"].as_i64().is_some());
+            let lines = value["lines"].as_array().expect("lines");
+            let target = if value["stream"] == "stderr" {
+                &mut stderr
+            } else {
+                &mut stdout
+            };
+            target.extend(lines.iter().map(|l| l.as_str().expect("str").to_string()));
+        }
+    }
+    assert!(
+        !names.iter().any(|n| n == "output"),
+        "per-line events in a batched run"
+    );
+    assert_eq!(names.first().map(String::as_str), Some("started"));
+    assert_eq!(names.last().map(String::as_str), Some("exit"));
+    let want: Vec<String> = (1..=5000).map(|n| n.to_string()).collect();
+    assert_eq!(stdout, want);
+    assert_eq!(stderr, ["err"]);
+
+    // The follow stream batches on request and not otherwise.
+    let (status, info) = agent
+        .post_json(
+            "/processes",
+            json!({"command": "seq", "args": ["1", "300"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let pid = info["pid"].as_u64().expect("pid");
+    agent.wait_exited(pid).await;
+    let batched = agent
+        .http
+        .get(agent.url(&format!("/processes/{pid}/output/follow?batch=true")))
+        .send()
+        .await
+        .expect("follow")
+        .text()
+        .await
+        .expect("body");
+    let mut lines = Vec::new();
+    for data in batched.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let value: serde_json::Value = serde_json::from_str(data).expect("json");
+        for line in value["lines"].as_array().into_iter().flatten() {
+            lines.push(line.as_str().expect("str").to_string());
+        }
+    }
+    let want: Vec<String> = (1..=300).map(|n| n.to_string()).collect();
+    assert_eq!(lines, want);
+    assert!(batched.contains("event: eof"));
+    let plain = agent
+        .follow(&format!("/processes/{pid}/output/follow"))
+        .await;
+    assert_eq!(plain.iter().filter(|e| e["line"].is_string()).count(), 300);
+    let (status, _) = agent
+        .get_json(&format!("/processes/{pid}/output/follow?batch=maybe"))
+        .await;
+    assert_eq!(status, 400);
+}

@@ -172,6 +172,8 @@ impl Command {
             timeout: self.timeout.map(|t| t.as_secs_f64()),
             timeout_secs: None,
             user: self.user_spec(),
+            // The Rust client reads one `output` event per line (it streams them to callers).
+            batch_output: false,
         })
     }
 

@@ -72,6 +72,11 @@ pub struct RunRequest {
     /// Who to run as; absent means the agent's own user (the image's default user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<UserSpec>,
+    /// Alcove's own: the lines of one read come as one `output_batch` event
+    /// ([`OutputBatchEvent`]) instead of one `output` event each. Alcove's SDKs ask for it;
+    /// the official ones do not know it and get `output` events.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batch_output: bool,
 }
 
 impl RunRequest {
@@ -446,6 +451,19 @@ pub enum OutputStream {
     Stdout,
     /// Standard error.
     Stderr,
+}
+
+/// Several output lines of one stream, read at once, in an SSE stream (run or follow) whose
+/// client asked for batches (`batch_output` in a run, `?batch=true` on a follow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutputBatchEvent {
+    /// Which stream.
+    pub stream: OutputStream,
+    /// When the agent read them, epoch milliseconds.
+    #[schema(value_type = EpochMillisSchema)]
+    pub timestamp: EpochMillis,
+    /// The lines, each without its newline, in order.
+    pub lines: Vec<String>,
 }
 
 /// One output line in an SSE stream (run, follow).

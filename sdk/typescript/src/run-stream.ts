@@ -1,6 +1,10 @@
 /**
  * The event stream of `POST /api/v1/processes/run`, collected into a {@link CommandResult}.
  *
+ * `output_batch` events (the lines of one read as a JSON array, which a server sends when the
+ * request sets `batch_output`) are taken whole; this SDK does not ask for them, because the
+ * per-line events are read faster, as follows.
+ *
  * A run returns its output joined, so the output lines of a block of events are never turned
  * into one object each: a regular expression replaces each event of a one-stream block by its
  * line's escaped text (or, for a block of both streams, cuts the texts out event after event),
@@ -68,7 +72,7 @@ export class RunCollector {
   }
 
   #take(block: string): boolean {
-    if (this.#takeOutput(block)) return false;
+    if (!block.includes('"lines":[') && this.#takeOutput(block)) return false;
     for (const event of decodeBlock(block)) if (this.add(event)) return true;
     return false;
   }
@@ -103,6 +107,14 @@ export class RunCollector {
   add(event: Event): boolean {
     if (typeof event.line === "string") {
       (event.stream === "stderr" ? this.#stderr : this.#stdout).push(event.line);
+      return false;
+    }
+    // An `output_batch` event: the lines of one read (the SDK asks for them with `batch_output`).
+    if (Array.isArray(event.lines) && event.lines.length > 0) {
+      const lines = event.lines as unknown[];
+      if (lines.every((line) => typeof line === "string")) {
+        (event.stream === "stderr" ? this.#stderr : this.#stdout).push((lines as string[]).join("\n"));
+      }
       return false;
     }
     if ((event.exit_code !== undefined && event.exit_code !== null) || (event.signal !== undefined && event.signal !== null)) {

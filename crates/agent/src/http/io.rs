@@ -4,10 +4,11 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use alcove_wire::process::{EofEvent, OutputEvent, OutputResponse, OutputStream};
+use alcove_wire::process::{EofEvent, OutputBatchEvent, OutputEvent, OutputResponse, OutputStream};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
@@ -140,9 +141,21 @@ pub async fn output(
     captured(&state, &key, None)
 }
 
+/// Query of the follow routes.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FollowQuery {
+    /// Alcove's own: `true` sends the lines of one stream read at the same time as one
+    /// `output_batch` event `{"stream", "timestamp", "lines"}` instead of one `output` event
+    /// each (Alcove's SDKs ask for it; the official ones do not).
+    #[serde(default)]
+    batch: bool,
+}
+
 struct Follow {
     process: Arc<TrackedProcess>,
     filter: Option<OutputStream>,
+    batch: bool,
     cursor: u64,
     changes: watch::Receiver<()>,
     done: bool,
@@ -153,11 +166,13 @@ struct Follow {
 fn follow_stream(
     process: Arc<TrackedProcess>,
     filter: Option<OutputStream>,
+    batch: bool,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let changes = process.output.subscribe();
     let start = Follow {
         process,
         filter,
+        batch,
         cursor: 0,
         changes,
         done: false,
@@ -176,6 +191,9 @@ fn follow_stream(
                     .output
                     .read_from(follow.cursor, follow.filter, FOLLOW_BATCH_LINES);
             follow.cursor = chunk.next;
+            if !chunk.lines.is_empty() && follow.batch {
+                return Some((Ok(batched_events(chunk.lines)), follow));
+            }
             if !chunk.lines.is_empty() {
                 let mut buf = Vec::with_capacity(chunk.lines.len() * 96);
                 for line in chunk.lines {
@@ -203,13 +221,35 @@ fn follow_stream(
     })
 }
 
+/// `output_batch` events for `lines`: one per run of lines of the same stream and read time.
+fn batched_events(lines: Vec<crate::output::StoredLine>) -> Bytes {
+    let mut buf = Vec::with_capacity(lines.iter().map(|l| l.text.len() + 4).sum::<usize>() + 64);
+    let mut lines = lines.into_iter().peekable();
+    while let Some(first) = lines.next() {
+        let (stream, timestamp) = (first.stream, first.timestamp);
+        let mut texts = vec![first.text];
+        while let Some(next) = lines.next_if(|l| l.stream == stream && l.timestamp == timestamp) {
+            texts.push(next.text);
+        }
+        let event = OutputBatchEvent {
+            stream,
+            timestamp,
+            lines: texts,
+        };
+        sse::push_event(&mut buf, "output_batch", &event);
+    }
+    Bytes::from(buf)
+}
+
 fn follow(
     state: &AgentState,
     key: &str,
     filter: Option<OutputStream>,
+    query: Result<Query<FollowQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::invalid(err.body_text()))?;
     let process = state.processes().get(key)?;
-    Ok(sse_response(follow_stream(process, filter)))
+    Ok(sse_response(follow_stream(process, filter, query.batch)))
 }
 
 /// `GET /processes/{p}/stdout/follow` (SSE).
@@ -218,7 +258,7 @@ fn follow(
     path = "/api/v1/processes/{p}/stdout/follow",
     tag = tags::PROCESS_IO,
     operation_id = "followStdout",
-    params(ProcessParam),
+    params(ProcessParam, FollowQuery),
     responses(
         (status = 200, response = FollowEvents),
         (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
@@ -227,8 +267,9 @@ fn follow(
 pub async fn follow_stdout(
     State(state): State<AgentState>,
     Path(key): Path<String>,
+    query: Result<Query<FollowQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    follow(&state, &key, Some(OutputStream::Stdout))
+    follow(&state, &key, Some(OutputStream::Stdout), query)
 }
 
 /// `GET /processes/{p}/stderr/follow` (SSE).
@@ -237,7 +278,7 @@ pub async fn follow_stdout(
     path = "/api/v1/processes/{p}/stderr/follow",
     tag = tags::PROCESS_IO,
     operation_id = "followStderr",
-    params(ProcessParam),
+    params(ProcessParam, FollowQuery),
     responses(
         (status = 200, response = FollowEvents),
         (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
@@ -246,8 +287,9 @@ pub async fn follow_stdout(
 pub async fn follow_stderr(
     State(state): State<AgentState>,
     Path(key): Path<String>,
+    query: Result<Query<FollowQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    follow(&state, &key, Some(OutputStream::Stderr))
+    follow(&state, &key, Some(OutputStream::Stderr), query)
 }
 
 /// `GET /processes/{p}/output/follow` (SSE).
@@ -256,7 +298,7 @@ pub async fn follow_stderr(
     path = "/api/v1/processes/{p}/output/follow",
     tag = tags::PROCESS_IO,
     operation_id = "followOutput",
-    params(ProcessParam),
+    params(ProcessParam, FollowQuery),
     responses(
         (status = 200, response = FollowEvents),
         (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
@@ -265,6 +307,7 @@ pub async fn follow_stderr(
 pub async fn follow_output(
     State(state): State<AgentState>,
     Path(key): Path<String>,
+    query: Result<Query<FollowQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    follow(&state, &key, None)
+    follow(&state, &key, None, query)
 }

@@ -2,7 +2,7 @@
 //! [`super::api_router`]) plus what the derive cannot express, the server-sent-event answers.
 
 use alcove_wire::journal::JournalBatch;
-use alcove_wire::process::{EofEvent, ExitEvent, OutputEvent, StartedEvent};
+use alcove_wire::process::{EofEvent, ExitEvent, OutputBatchEvent, OutputEvent, StartedEvent};
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{ContentBuilder, OpenApi, RefOr, Response, ResponseBuilder};
@@ -39,10 +39,12 @@ impl<'r> ToResponse<'r> for RunEvents {
         let events = [
             ("started", StartedEvent::name()),
             ("output", OutputEvent::name()),
+            ("output_batch", OutputBatchEvent::name()),
             ("exit", ExitEvent::name()),
         ];
         let description = "Server-sent events: `started` first, then one `output` per line \
-                           of stdout or stderr (none is dropped), then `exit`.";
+                           of stdout or stderr (none is dropped; one `output_batch` per read \
+                           instead when the request sets `batch_output`), then `exit`.";
         ("RunEvents", sse_response(description, &events))
     }
 }
@@ -53,10 +55,15 @@ pub struct FollowEvents;
 
 impl<'r> ToResponse<'r> for FollowEvents {
     fn response() -> (&'r str, RefOr<Response>) {
-        let events = [("output", OutputEvent::name()), ("eof", EofEvent::name())];
+        let events = [
+            ("output", OutputEvent::name()),
+            ("output_batch", OutputBatchEvent::name()),
+            ("eof", EofEvent::name()),
+        ];
         let description = "Server-sent events: the lines still buffered, then live lines, one \
-                           `output` each (a follower that falls behind the buffer skips lines), \
-                           then `eof` once the process exited and its output is drained.";
+                           `output` each (or one `output_batch` per group with `?batch=true`; a \
+                           follower that falls behind the buffer skips lines), then `eof` once \
+                           the process exited and its output is drained.";
         ("FollowEvents", sse_response(description, &events))
     }
 }
@@ -134,6 +141,7 @@ pub fn openapi() -> OpenApi {
     add_schema::<OutputEvent>(&mut schemas);
     add_schema::<ExitEvent>(&mut schemas);
     add_schema::<EofEvent>(&mut schemas);
+    add_schema::<OutputBatchEvent>(&mut schemas);
     add_schema::<JournalBatch>(&mut schemas);
     components.schemas.extend(schemas);
     doc

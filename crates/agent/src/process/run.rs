@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use alcove_wire::process::{
-    ExitEvent, ExitReason, OutputEvent, OutputMode, OutputStream, RunRequest, StartedEvent,
-    StdinMode,
+    ExitEvent, ExitReason, OutputBatchEvent, OutputEvent, OutputMode, OutputStream, RunRequest,
+    StartedEvent, StdinMode,
 };
 use alcove_wire::time::EpochMillis;
 use bytes::Bytes;
@@ -36,9 +36,13 @@ use crate::sse;
 /// client slows the process down (its pipe fills) instead of growing agent memory.
 const QUEUE_CHUNKS: usize = 16;
 
-/// Delivers lines as encoded `output` events into the run's SSE channel.
+/// Delivers lines as encoded events into the run's SSE channel: one `output` event each, or
+/// one `output_batch` event per read when the client asked for batches.
 #[derive(Debug, Clone)]
-struct SseSink(mpsc::Sender<Bytes>);
+struct SseSink {
+    tx: mpsc::Sender<Bytes>,
+    batch: bool,
+}
 
 impl LineSink for SseSink {
     async fn deliver(
@@ -48,15 +52,24 @@ impl LineSink for SseSink {
         lines: Vec<String>,
     ) -> bool {
         let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 80).sum());
-        for line in lines {
-            let event = OutputEvent {
-                line,
+        if self.batch {
+            let event = OutputBatchEvent {
+                stream,
                 timestamp,
-                stream: Some(stream),
+                lines,
             };
-            sse::push_event(&mut buf, "output", &event);
+            sse::push_event(&mut buf, "output_batch", &event);
+        } else {
+            for line in lines {
+                let event = OutputEvent {
+                    line,
+                    timestamp,
+                    stream: Some(stream),
+                };
+                sse::push_event(&mut buf, "output", &event);
+            }
         }
-        self.0.send(Bytes::from(buf)).await.is_ok()
+        self.tx.send(Bytes::from(buf)).await.is_ok()
     }
 }
 
@@ -104,7 +117,7 @@ pub fn start(
     let timeout = req
         .effective_timeout_secs()
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok());
-    tokio::spawn(supervise(spawned, timeout, tx, active));
+    tokio::spawn(supervise(spawned, timeout, tx, req.batch_output, active));
     Ok(rx)
 }
 
@@ -119,6 +132,7 @@ async fn supervise(
     spawned: Spawned,
     timeout: Option<Duration>,
     tx: mpsc::Sender<Bytes>,
+    batch: bool,
     _active: ActiveRun,
 ) {
     let (gone_tx, gone_rx) = watch::channel(false);
@@ -129,7 +143,10 @@ async fn supervise(
     .into_iter()
     .filter_map(|(rx, stream)| {
         let sink = JournaledSink {
-            inner: SseSink(tx.clone()),
+            inner: SseSink {
+                tx: tx.clone(),
+                batch,
+            },
             process: ProcessRef::plain(spawned.pid),
         };
         rx.map(|rx| tokio::spawn(output::pump(rx, stream, sink, gone_rx.clone())))

@@ -666,7 +666,12 @@ async def test_async_desktop_against_the_fake(vnc: FakeVncServer, monkeypatch: p
 
 
 def probe_body(port: int) -> dict[str, object]:
-    return {"command": "/bin/bash", "args": ["-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"], "timeout": 2.0}
+    return {
+        "command": "/bin/bash",
+        "args": ["-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"],
+        "timeout": 2.0,
+        "batch_output": True,
+    }
 
 
 @pytest.fixture

@@ -134,6 +134,7 @@ def test_run_streams_events(server: FakeServer, client: SandboxClient) -> None:
         "working_dir": "/tmp",
         "timeout": 10,
         "user": "root",
+        "batch_output": True,
     }
     assert request.headers["accept"] == "text/event-stream"
     assert request.headers["host"] == "sbx-1.local"
@@ -145,7 +146,28 @@ def test_run_minimal_body(server: FakeServer, client: SandboxClient) -> None:
     sandbox = connect(server, client)
     server.on("POST", "/api/v1/processes/run", sse({"exit_code": 1}))
     assert sandbox.run("false").exit_code == 1
-    assert json.loads(server.requests[0].content) == {"command": "false"}
+    assert json.loads(server.requests[0].content) == {"command": "false", "batch_output": True}
+
+
+def test_run_reads_output_batches_and_per_line_events_alike(server: FakeServer, client: SandboxClient) -> None:
+    sandbox = connect(server, client)
+    server.on(
+        "POST",
+        "/api/v1/processes/run",
+        sse(
+            {"pid": 7, "started_at": 1},
+            {"stream": "stdout", "timestamp": 1, "lines": ["a", "", "b"]},
+            {"line": "c", "timestamp": 2, "stream": "stdout"},
+            {"stream": "stderr", "timestamp": 2, "lines": ["e1", "e2"]},
+            {"stream": "stdout", "timestamp": 3, "lines": ["d"]},
+            {"stream": "stdout", "timestamp": 3, "lines": [1, 2]},  # not lines: skipped
+            {"exit_code": 0, "reason": "exited"},
+        ),
+    )
+    result = sandbox.run("x")
+    assert result.stdout == "a\n\nb\nc\nd"
+    assert result.stderr == "e1\ne2"
+    assert result.pid == 7
 
 
 def test_run_signal_only_exit(server: FakeServer, client: SandboxClient) -> None:

@@ -48,6 +48,25 @@ describe("Sandbox against a fake server", () => {
     fake.requests.length = 0;
   });
 
+  it("reads output batches and per-line events alike", async () => {
+    handler = () => ({
+      headers: { "content-type": "text/event-stream" },
+      chunks: [
+        ...sse(
+          { pid: 7, started_at: 1 },
+          { stream: "stdout", timestamp: 1, lines: ["a", "", "b"] },
+          { line: "c", timestamp: 2, stream: "stdout" },
+          { stream: "stderr", timestamp: 2, lines: ["e1", "e2"] },
+          { stream: "stdout", timestamp: 3, lines: [1, 2] },
+          { exit_code: 0, signal: null, reason: "exited" },
+        ),
+      ],
+    });
+    const result = await sandbox.run("x");
+    assert.equal(result.stdout, "a\n\nb\nc");
+    assert.equal(result.stderr, "e1\ne2");
+  });
+
   it("runs a command over SSE on the self-routing path", async () => {
     handler = () => ({
       headers: { "content-type": "text/event-stream" },

@@ -65,6 +65,9 @@ def run_body(
         if not _is_number(timeout_secs) or timeout_secs <= 0:
             raise ValueError(f"timeout_secs must be a positive number, got {timeout_secs!r}")
         body["timeout"] = timeout_secs
+    # Lines in batches (one event per read): much less to decode. Servers that do not know the
+    # field ignore it and send one event per line, which is read as well.
+    body["batch_output"] = True
     return body
 
 

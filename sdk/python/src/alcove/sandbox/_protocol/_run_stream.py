@@ -1,8 +1,11 @@
 """The event stream of ``POST /api/v1/processes/run``, collected into a :class:`CommandResult`.
 
-A run returns its output joined, so the output lines of a block of events are never turned into
-one Python object each: the escaped text of every stdout line of the block is cut out of the
-bytes (one regular expression) and the lines are joined into one JSON string, which
+Alcove's SDK asks the agent for ``output_batch`` events (``batch_output`` in the request): each
+carries the lines of one read as a JSON list, which ``json.loads`` decodes at C speed and
+``"\\n".join`` joins. A server that sends per-line ``output`` events instead (one that does not
+know the field) is read as fast as it can be: the output lines of a block of events are never
+turned into one Python object each: the escaped text of every stdout line of the block is cut out
+of the bytes (one regular expression) and the lines are joined into one JSON string, which
 ``json.loads`` unescapes in one call. Blocks holding any other event (``started``, ``exit``, an
 error, anything unusual) are decoded event by event.
 """
@@ -64,7 +67,7 @@ class RunCollector:
         return self.result()
 
     def _take(self, block: bytes) -> bool:
-        if self._take_output(block):
+        if b'"lines":[' not in block and self._take_output(block):
             return False
         return any(self.add(event) for event in decode_block(block))
 
@@ -92,6 +95,14 @@ class RunCollector:
         line = event.get("line")
         if isinstance(line, str):
             (self._stderr if event.get("stream") == "stderr" else self._stdout).append(line)
+            return False
+        lines = event.get("lines")
+        if isinstance(lines, list) and lines:
+            try:
+                text = "\n".join(lines)  # a TypeError says an item is not a string
+            except TypeError:
+                return False
+            (self._stderr if event.get("stream") == "stderr" else self._stdout).append(text)
             return False
         if event.get("exit_code") is not None or event.get("signal") is not None:
             self._exit = event
