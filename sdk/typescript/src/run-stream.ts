@@ -15,7 +15,7 @@
 
 import { SandboxConnectionError, SandboxError } from "./errors.js";
 import type { CommandResult } from "./models.js";
-import { agentOutputEvent, decodeBlock, eachAgentOutput, SSEBlocks, type Event } from "./sse.js";
+import { agentOutputEvent, decodeBlock, eachAgentOutput, JSON_STRING_BODY, SSEBlocks, type Event } from "./sse.js";
 
 // Group 1: the line's JSON string body, still escaped; group 2: its stream.
 const OUTPUT_EVENT = agentOutputEvent({ line: true, stream: true });
@@ -25,6 +25,23 @@ const STREAM_EVENTS = {
   stdout: agentOutputEvent({ line: true }, "stdout", "gy"),
   stderr: agentOutputEvent({ line: true }, "stderr", "gy"),
 };
+
+// One `output_batch` event in the agent's layout, sticky: group 1 its stream, group 2 the body of
+// its `lines` array, checked below (a data line holds no raw newline).
+const BATCH_EVENT = /\n(?:event:[^\n]*\n)?data: \{"stream":"(stdout|stderr)","timestamp":-?(?:0|[1-9][0-9]*),"lines":\[([^\n]*)\]\}\n/y;
+// Each string of such an array and its comma (a comma is added after the last), end to end.
+const BATCH_ELEMENT = new RegExp(String.raw`"(${JSON_STRING_BODY})",`, "gy");
+
+/**
+ * The lines of a batch's array body joined by the escape `\n`, still escaped; null when the body
+ * is not a list of JSON strings. The replace stops at the first place that is not a string and a
+ * comma, and what it leaves ends with the comma added here: so the result ends with the escape
+ * exactly when the whole body was strings.
+ */
+function batchLines(body: string): string | null {
+  const replaced = `${body},`.replace(BATCH_ELEMENT, "$1\\n");
+  return replaced.endsWith("\\n") ? replaced.slice(0, -2) : null;
+}
 
 /**
  * The lines whose JSON-escaped bodies are given joined with the escape `\n`, unescaped; null if
@@ -72,7 +89,7 @@ export class RunCollector {
   }
 
   #take(block: string): boolean {
-    if (!block.includes('"lines":[') && this.#takeOutput(block)) return false;
+    if (block.includes('"lines":[') ? this.#takeBatches(block) : this.#takeOutput(block)) return false;
     for (const event of decodeBlock(block)) if (this.add(event)) return true;
     return false;
   }
@@ -98,6 +115,29 @@ export class RunCollector {
     const stdoutText = stdout.length > 0 ? unescaped(stdout.join("\\n")) : "";
     const stderrText = stderr.length > 0 ? unescaped(stderr.join("\\n")) : "";
     if (stdoutText === null || stderrText === null) return false; // an invalid escape: skipped event by event
+    if (stdout.length > 0) this.#stdout.push(stdoutText);
+    if (stderr.length > 0) this.#stderr.push(stderrText);
+    return true;
+  }
+
+  /**
+   * Take a block made of `output_batch` events only, at once; false (nothing taken) for any other.
+   * Each array becomes its escaped strings joined by the escape `\n` (one replace, no string per
+   * line), and each stream's text is unescaped by one `JSON.parse`.
+   */
+  #takeBatches(block: string): boolean {
+    const stdout: string[] = [];
+    const stderr: string[] = [];
+    let strings = true;
+    const all = eachAgentOutput(block, BATCH_EVENT, (match) => {
+      const lines = batchLines(match[2]!);
+      if (lines === null) strings = false;
+      else (match[1] === "stdout" ? stdout : stderr).push(lines);
+    });
+    if (!all || !strings) return false;
+    const stdoutText = stdout.length > 0 ? unescaped(stdout.join("\\n")) : "";
+    const stderrText = stderr.length > 0 ? unescaped(stderr.join("\\n")) : "";
+    if (stdoutText === null || stderrText === null) return false;
     if (stdout.length > 0) this.#stdout.push(stdoutText);
     if (stderr.length > 0) this.#stderr.push(stderrText);
     return true;

@@ -257,6 +257,7 @@ describe("Sandbox.connectDesktop against a fake agent", () => {
         command: "/bin/bash",
         args: ["-c", "exec 3<>/dev/tcp/127.0.0.1/5901"],
         timeout: 2,
+        batch_output: true,
       });
       const upgrade = fake.requests.find((r) => r.path.endsWith("/tunnels/tcp"))!;
       assert.equal(upgrade.path, `${API}/tunnels/tcp`);

@@ -67,6 +67,24 @@ describe("Sandbox against a fake server", () => {
     assert.equal(result.stderr, "e1\ne2");
   });
 
+  it("takes blocks of output batches whole, escapes and all", async () => {
+    handler = () => ({
+      headers: { "content-type": "text/event-stream" },
+      chunks: [
+        ...sse({ pid: 7, started_at: 1 }),
+        ...sse(
+          { stream: "stdout", timestamp: 1, lines: ["tab\there", 'quote " here', "back\\slash", ""] },
+          { stream: "stderr", timestamp: 1, lines: ["e1"] },
+          { stream: "stdout", timestamp: 2, lines: ["ünï", "end"] },
+        ),
+        ...sse({ exit_code: 0, signal: null, reason: "exited" }),
+      ],
+    });
+    const result = await sandbox.run("x");
+    assert.equal(result.stdout, 'tab\there\nquote " here\nback\\slash\n\nünï\nend');
+    assert.equal(result.stderr, "e1");
+  });
+
   it("runs a command over SSE on the self-routing path", async () => {
     handler = () => ({
       headers: { "content-type": "text/event-stream" },
@@ -91,6 +109,7 @@ describe("Sandbox against a fake server", () => {
       working_dir: "/tmp",
       user: "root",
       timeout: 10,
+      batch_output: true,
     });
     await sandbox.run("true", { args: ["x"] });
     assert.deepEqual(JSON.parse(fake.requests[1]!.body.toString()).args, ["x"]);

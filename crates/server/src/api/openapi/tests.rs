@@ -14,9 +14,9 @@ use alcove_wire::journal::{
 use alcove_wire::limits::{MANAGEMENT_PORT, NAME_PATTERN, PORT_RANGE};
 use alcove_wire::metrics::SandboxMetrics;
 use alcove_wire::process::{
-    EofEvent, ExitEvent, HealthCheck, ManagedExit, ManagedInfo, OutputEvent, OutputResponse,
-    ProcessInfo, ProcessList, RestartConfig, RunRequest, SignalRequest, SignalResponse,
-    StartProcessRequest, StartedEvent, StopAllResponse, UserIds,
+    EofEvent, ExitEvent, HealthCheck, ManagedExit, ManagedInfo, OutputBatchEvent, OutputEvent,
+    OutputResponse, ProcessInfo, ProcessList, RestartConfig, RunRequest, SignalRequest,
+    SignalResponse, StartProcessRequest, StartedEvent, StopAllResponse, UserIds,
 };
 use alcove_wire::pty::{
     CreatePtyRequest, CreatePtyResponse, PtySessionInfo, PtySessionList, ResizeRequest,
@@ -285,6 +285,7 @@ fn schemas_are_what_serde_reads_and_writes() {
         SignalResponse,
         OutputResponse,
         OutputEvent,
+        OutputBatchEvent,
         StartedEvent,
         ExitEvent,
         EofEvent,
