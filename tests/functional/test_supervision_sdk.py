@@ -1,9 +1,7 @@
 """Supervised ("managed") processes and persisted sandbox logs through the Python SDK, against a
 real server: restart policy and its limit, restart and kill by name, logs by level and process.
 
-Written ahead of the server side: where the server still answers 501 NOT_IMPLEMENTED (or starts
-a process with supervision fields as a plain one), the test is skipped with that reason, and runs
-once the server has the feature. Run only these with:
+Run only these with:
 
     cd tests && ../.venv/bin/python -m pytest functional/test_supervision_sdk.py -v
 """
@@ -32,24 +30,9 @@ def eventually(what: str, check, timeout: float = 30.0):
 
 
 def start_managed(sandbox, *args, **kwargs) -> ProcessInfo:
-    try:
-        proc = sandbox.start_process(*args, **kwargs)
-    except RemoteAPIError as exc:
-        if exc.status_code == 501:
-            pytest.skip(f"server lacks managed processes: {exc}")
-        raise
-    if proc.managed is None:
-        pytest.skip("server started a managed process as a plain one (supervision not built yet)")
+    proc = sandbox.start_process(*args, **kwargs)
+    assert proc.managed is not None, "a process started with supervision fields must be managed"
     return proc
-
-
-def logs_or_skip(call):
-    try:
-        return call()
-    except RemoteAPIError as exc:
-        if exc.status_code == 501:
-            pytest.skip(f"server lacks persisted logs: {exc}")
-        raise
 
 
 def test_on_failure_restarts_up_to_max_restarts_then_logs_tell(sandbox):
@@ -71,7 +54,7 @@ def test_on_failure_restarts_up_to_max_restarts_then_logs_tell(sandbox):
     # The persisted logs: the process is listed, its stdout is there once per run, and its exit
     # shows as an event at a level above info.
     def listed():
-        found = logs_or_skip(sandbox.list_log_processes).processes
+        found = sandbox.list_log_processes().processes
         return [p for p in found if p.process_managed_name == "flaky"]
 
     entries = eventually("the log lists the managed process", listed)
@@ -109,12 +92,7 @@ def test_on_failure_restarts_up_to_max_restarts_then_logs_tell(sandbox):
 def test_restart_by_name_gives_a_new_pid_and_kill_by_name_ends_supervision(sandbox):
     restart = {"policy": "always", "initial_backoff_ms": 50, "max_backoff_ms": 100}
     first = start_managed(sandbox, "sleep", ["1000"], stdin_mode="closed", name="sleeper", restart=restart)
-    try:
-        restarted = sandbox.restart_process("sleeper")
-    except RemoteAPIError as exc:
-        if exc.status_code == 501:
-            pytest.skip(f"server lacks restart: {exc}")
-        raise
+    restarted = sandbox.restart_process("sleeper")
     assert restarted.pid != first.pid
     assert restarted.managed.name == "sleeper"
     assert sandbox.get_process("sleeper").pid == restarted.pid
