@@ -177,46 +177,24 @@ impl Managed {
     /// The wire form of the supervisor state.
     pub fn info(&self) -> ManagedInfo {
         let state = self.lock();
-        let (status, restarts, health, failures, last_exit, last_error, next) =
-            state.as_ref().map_or(
-                (
-                    ManagedStatus::Starting,
-                    0,
-                    HealthStatus::Disabled,
-                    0,
-                    None,
-                    None,
-                    None,
-                ),
-                |s| {
-                    (
-                        s.status,
-                        s.restart_count,
-                        s.health_status,
-                        s.consecutive_health_failures,
-                        s.last_exit,
-                        s.last_error.clone(),
-                        s.next_restart_at,
-                    )
-                },
-            );
+        let state = state.as_ref();
         ManagedInfo {
             id: self.id().to_string(),
             name: self.name.clone(),
-            status,
-            restart_count: restarts,
+            status: state.map_or(ManagedStatus::Starting, |s| s.status),
+            restart_count: state.map_or(0, |s| s.restart_count),
             restart: self.restart.clone(),
             health_check: self.health_check.clone(),
-            health_status: health,
-            consecutive_health_failures: failures,
-            last_exit: last_exit.map(|e| ManagedExit {
+            health_status: state.map_or(HealthStatus::Disabled, |s| s.health_status),
+            consecutive_health_failures: state.map_or(0, |s| s.consecutive_health_failures),
+            last_exit: state.and_then(|s| s.last_exit).map(|e| ManagedExit {
                 exit_code: e.code,
                 signal: e.signal,
                 oom_killed: e.oom_killed,
                 ended_at: e.ended_at,
             }),
-            last_error,
-            next_restart_at: next,
+            last_error: state.and_then(|s| s.last_error.clone()),
+            next_restart_at: state.and_then(|s| s.next_restart_at),
         }
     }
 
@@ -227,6 +205,11 @@ impl Managed {
             managed_id: Some(Arc::from(self.id())),
             managed_name: self.name.as_deref().map(Arc::from),
         }
+    }
+
+    /// Journals an event about run `pid` of this process.
+    fn journal(&self, pid: u32, level: LogLevel, event: JournalEvent, body: String) {
+        Journal::global().push(journal::event(&self.process_ref(pid), level, event, body));
     }
 
     /// Asks for a restart now and waits for the new run.
@@ -395,7 +378,6 @@ async fn watch(
 /// With policy `never` it never returns: it only keeps the health status current.
 async fn health_loop(managed: &Managed, pid: u32, check: &HealthCheck) {
     tokio::time::sleep(Duration::from_millis(check.initial_delay_ms)).await;
-    let journal = Journal::global();
     loop {
         match health::probe(check).await {
             Ok(()) => {
@@ -409,12 +391,12 @@ async fn health_loop(managed: &Managed, pid: u32, check: &HealthCheck) {
                     }
                 });
                 if recovered {
-                    journal.push(journal::event(
-                        &managed.process_ref(pid),
+                    managed.journal(
+                        pid,
                         LogLevel::Info,
                         JournalEvent::HealthCheckPassed,
                         format!("{} (pid {pid}) is healthy", managed.label()),
-                    ));
+                    );
                 }
             }
             Err(why) => {
@@ -427,8 +409,8 @@ async fn health_loop(managed: &Managed, pid: u32, check: &HealthCheck) {
                     }
                     s.last_error = Some(format!("health check failed: {why}"));
                 });
-                journal.push(journal::event(
-                    &managed.process_ref(pid),
+                managed.journal(
+                    pid,
                     LogLevel::Warn,
                     JournalEvent::HealthCheckFailed,
                     format!(
@@ -436,7 +418,7 @@ async fn health_loop(managed: &Managed, pid: u32, check: &HealthCheck) {
                         managed.label(),
                         check.failure_threshold
                     ),
-                ));
+                );
                 if failures >= check.failure_threshold
                     && managed.restart.policy != RestartPolicy::Never
                 {
@@ -502,18 +484,17 @@ fn after_exit(managed: &Managed, info: ExitInfo, unhealthy: bool) -> Next {
         }
     });
     let pid = managed.current().map_or(0, |p| p.pid);
-    let journal = Journal::global();
     if let Some(why) = gave_up {
-        journal.push(journal::event(
-            &managed.process_ref(pid),
+        managed.journal(
+            pid,
             LogLevel::Error,
             JournalEvent::GaveUp,
             format!("{}: {why}", managed.label()),
-        ));
+        );
     }
     if let Next::BackOff(delay) = next {
-        journal.push(journal::event(
-            &managed.process_ref(pid),
+        managed.journal(
+            pid,
             LogLevel::Info,
             JournalEvent::BackingOff,
             format!(
@@ -527,7 +508,7 @@ fn after_exit(managed: &Managed, info: ExitInfo, unhealthy: bool) -> Next {
                 restarts + 1,
                 delay.as_millis()
             ),
-        ));
+        );
     }
     next
 }
@@ -543,8 +524,8 @@ fn relaunch(
         s.restart_count += 1;
         count = s.restart_count;
     });
-    Journal::global().push(journal::event(
-        &managed.process_ref(process.pid),
+    managed.journal(
+        process.pid,
         LogLevel::Info,
         JournalEvent::ProcessRestarted,
         format!(
@@ -552,7 +533,7 @@ fn relaunch(
             managed.label(),
             process.pid
         ),
-    ));
+    );
     Ok(process)
 }
 
@@ -563,19 +544,8 @@ fn launch_failed(managed: &Managed, err: &ProcessError) -> Next {
         s.restart_count += 1;
         s.last_error = Some(message.clone());
     });
-    Journal::global().push(journal::event(
-        &managed.process_ref(0),
-        LogLevel::Error,
-        JournalEvent::Agent,
-        message,
-    ));
-    let info = ExitInfo {
-        code: Some(-1),
-        signal: None,
-        oom_killed: false,
-        ended_at: now_millis(),
-    };
-    after_exit(managed, info, false)
+    managed.journal(0, LogLevel::Error, JournalEvent::Agent, message);
+    after_exit(managed, super::lost_exit(), false)
 }
 
 fn restart_now(
@@ -600,20 +570,22 @@ fn restart_now(
     }
 }
 
+/// Records the end of supervision. [`Managed::stop`] set the state already, but a restart
+/// queued before the stop may have started a run since, which set it again.
 fn stopped(managed: &Managed, pid: u32) {
     managed.update(|s| {
         s.status = ManagedStatus::Stopped;
         s.next_restart_at = None;
     });
-    Journal::global().push(journal::event(
-        &managed.process_ref(pid),
+    managed.journal(
+        pid,
         LogLevel::Info,
         JournalEvent::SupervisionStopped,
         format!(
             "{} stopped on request; it is not restarted",
             managed.label()
         ),
-    ));
+    );
 }
 
 #[cfg(test)]

@@ -251,7 +251,7 @@ impl TrackedProcess {
     }
 }
 
-/// The exit reported when the reaper lost a status (it never does).
+/// The exit reported when the reaper lost a status (it never does), or a run could not start.
 fn lost_exit() -> ExitInfo {
     ExitInfo {
         code: Some(-1),
