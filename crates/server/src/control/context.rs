@@ -137,6 +137,20 @@ impl Context {
             .remove(id)
     }
 
+    /// What sandbox `id` uses now against its limits, read on the blocking pool (the node reads
+    /// cgroup and disk files); `None` when it has no cgroup.
+    pub(super) async fn usage(
+        &self,
+        id: &SandboxId,
+    ) -> Option<alcove_runtime::usage::SandboxUsage> {
+        let node = Arc::clone(&self.node);
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || node.usage(&id))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Number of sandboxes running now.
     pub(super) fn running_count(&self) -> usize {
         self.running.read().unwrap_or_else(|p| p.into_inner()).len()

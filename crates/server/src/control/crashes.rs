@@ -45,7 +45,7 @@ impl Sandboxes {
             Some(ContainerStatus::Stopped) => "its container stopped",
             _ => "its container is gone",
         };
-        let usage = self.ctx.node.usage(id);
+        let usage = self.ctx.usage(id).await;
         if state::apply(&mut record, Event::Crashed(TerminationReason::Crashed)).is_err() {
             return false;
         }

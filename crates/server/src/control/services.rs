@@ -169,13 +169,7 @@ impl Control {
         if self.ctx.handle_of(&record.id).is_none() {
             return Err(not_running(&record));
         }
-        let node = Arc::clone(&self.ctx.node);
-        let id = record.id.clone();
-        let usage = tokio::task::spawn_blocking(move || node.usage(&id))
-            .await
-            .ok()
-            .flatten();
-        match usage {
+        match self.ctx.usage(&record.id).await {
             Some(usage) => Ok((record, usage)),
             None => Err(not_running(&record)),
         }

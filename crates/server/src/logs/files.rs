@@ -124,6 +124,7 @@ impl LogFiles {
     /// duplicates and skipped. Blocking.
     pub fn append(&self, id: &SandboxId, records: Vec<JournalRecord>) -> Result<(), LogFileError> {
         let mut tail = self.tail(id);
+        let first_records = tail.next_n == 0;
         let mut lines = Vec::with_capacity(records.len() * 96);
         for mut record in records {
             if record.seq != 0 {
@@ -147,12 +148,15 @@ impl LogFiles {
             return Ok(());
         }
         let dir = self.sandbox_dir(id);
-        // Root only, like everything else under the data directory: the text is the sandbox's.
-        for path in [&self.dir, &dir] {
-            match fs::DirBuilder::new().mode(0o700).create(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Self::err(path)(e)),
+        if first_records {
+            // The first records of this sandbox: make its directory, root only, like everything
+            // else under the data directory (the text is the sandbox's).
+            for path in [&self.dir, &dir] {
+                match fs::DirBuilder::new().mode(0o700).create(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(Self::err(path)(e)),
+                }
             }
         }
         let current = dir.join(CURRENT);

@@ -38,11 +38,7 @@ enum StreamEnd {
 pub(super) async fn follow(logs: Arc<Logs>, agents: AgentClient, id: SandboxId, addr: SocketAddr) {
     let mut failures = 0u32;
     loop {
-        let files = Arc::clone(&logs.files);
-        let sandbox = id.clone();
-        let after = tokio::task::spawn_blocking(move || files.last_agent_seq(&sandbox))
-            .await
-            .unwrap_or(0);
+        let after = logs.last_agent_seq(&id).await;
         match read_stream(&logs, &agents, &id, addr, after).await {
             StreamEnd::Broken(why) => {
                 tracing::debug!(sandbox_id = %id, reason = %why, "journal stream ended; reconnecting");

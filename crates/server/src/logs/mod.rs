@@ -93,15 +93,34 @@ impl Logs {
         let _ = self.suspects.send(id.clone());
     }
 
-    async fn append(&self, id: &SandboxId, records: Vec<JournalRecord>) {
+    /// Runs `work` on the log files of sandbox `id` on the blocking pool (the files are read
+    /// and written with plain file I/O); `None` if the task failed.
+    async fn on_files<T: Send + 'static>(
+        &self,
+        id: &SandboxId,
+        work: impl FnOnce(&LogFiles, &SandboxId) -> T + Send + 'static,
+    ) -> Option<T> {
         let files = Arc::clone(&self.files);
         let sandbox = id.clone();
-        let written = tokio::task::spawn_blocking(move || files.append(&sandbox, records)).await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(sandbox_id = %id, error = %e, "writing sandbox logs"),
-            Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "writing sandbox logs"),
+        tokio::task::spawn_blocking(move || work(&files, &sandbox))
+            .await
+            .ok()
+    }
+
+    async fn append(&self, id: &SandboxId, records: Vec<JournalRecord>) {
+        if let Some(Err(e)) = self
+            .on_files(id, |files, id| files.append(id, records))
+            .await
+        {
+            tracing::warn!(sandbox_id = %id, error = %e, "writing sandbox logs");
         }
+    }
+
+    /// The agent sequence number of the last agent record stored for `id` (0 for none).
+    async fn last_agent_seq(&self, id: &SandboxId) -> u64 {
+        self.on_files(id, |files, id| files.last_agent_seq(id))
+            .await
+            .unwrap_or(0)
     }
 
     /// Adds a record of the server's about sandbox `id`.
@@ -111,9 +130,7 @@ impl Logs {
     }
 
     async fn read(&self, id: &SandboxId) -> Vec<StoredRecord> {
-        let files = Arc::clone(&self.files);
-        let sandbox = id.clone();
-        tokio::task::spawn_blocking(move || files.read(&sandbox))
+        self.on_files(id, |files, id| files.read(id))
             .await
             .unwrap_or_default()
     }
@@ -144,9 +161,7 @@ impl Logs {
     /// Removes the logs of sandbox `id` (its archived record was purged).
     pub async fn remove(&self, id: &SandboxId) {
         self.unfollow(id.as_str());
-        let files = Arc::clone(&self.files);
-        let sandbox = id.clone();
-        let _ = tokio::task::spawn_blocking(move || files.remove(&sandbox)).await;
+        self.on_files(id, |files, id| files.remove(id)).await;
     }
 
     /// Removes the logs of sandboxes that `known` does not accept; returns how many.
