@@ -89,11 +89,7 @@ describe("desktops against a real server", { timeout: 240_000 }, () => {
     sandbox = await client.createAndConnect();
   });
 
-  after(async () => {
-    await sandbox?.terminate().catch(() => undefined);
-    const leaked = await shutdown(server);
-    assert.deepEqual(leaked, [], "sandboxes left running");
-  });
+  after(() => shutdown(server, sandbox));
 
   it("waits for the VNC port, then drives the server through the tunnel", TIMEOUT, async () => {
     await sandbox.writeFile("/tmp/rfb_server.py", RFB_SERVER);

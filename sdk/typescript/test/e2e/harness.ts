@@ -7,6 +7,7 @@
  * `ALCOVE_IMAGES_DIR` (default `/var/lib/alcove/images`).
  */
 
+import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { openSync, closeSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -15,7 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { SandboxClient, type SandboxInfo } from "../../src/index.js";
+import { SandboxClient, type Sandbox, type SandboxInfo } from "../../src/index.js";
 
 /** The repository root (this file runs from sdk/typescript/build/test/e2e/). */
 const REPO = fileURLToPath(new URL("../../../../../", import.meta.url));
@@ -142,11 +143,13 @@ export class AlcoveServer {
 }
 
 /**
- * Delete what a suite left running, stop the server, and report the leftovers (so the suite
- * fails when a test did not clean up after itself).
+ * End a suite: terminate its `sandbox` (if it made one), delete whatever else it left running,
+ * stop the server, and fail when anything was left running (a test did not clean up after
+ * itself).
  */
-export async function shutdown(server: AlcoveServer | undefined): Promise<string[]> {
-  if (!server) return [];
+export async function shutdown(server: AlcoveServer | undefined, sandbox?: Sandbox): Promise<void> {
+  await sandbox?.terminate().catch(() => undefined);
+  if (!server) return;
   let leaked: SandboxInfo[] = [];
   try {
     leaked = await server.liveSandboxes();
@@ -155,7 +158,8 @@ export async function shutdown(server: AlcoveServer | undefined): Promise<string
   } finally {
     await server.stop();
   }
-  return leaked.map((sandbox) => `${sandbox.sandboxId} (${sandbox.name ?? "ephemeral"}, ${sandbox.status})`);
+  const names = leaked.map((sandbox) => `${sandbox.sandboxId} (${sandbox.name ?? "ephemeral"}, ${sandbox.status})`);
+  assert.deepEqual(names, [], "sandboxes left running");
 }
 
 /** Poll `check` until it returns a value other than undefined, or fail after `timeoutMs`. */

@@ -30,11 +30,7 @@ describe("terminals and tunnels against a real server", { timeout: 150_000 }, ()
     sandbox = await client.createAndConnect({ name: "ts-interactive" });
   });
 
-  after(async () => {
-    await sandbox?.terminate().catch(() => undefined);
-    const leaked = await shutdown(server);
-    assert.deepEqual(leaked, [], "sandboxes left running");
-  });
+  after(() => shutdown(server, sandbox));
 
   it("echoes through a PTY, resizes it and reports the exit code", TIMEOUT, async () => {
     const pty = await sandbox.createPty({ command: "bash", args: ["--norc", "--noprofile"], env: { PS1: "sbx$ " }, cols: 80, rows: 24 });

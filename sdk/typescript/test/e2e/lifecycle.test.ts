@@ -25,10 +25,7 @@ describe("sandbox lifecycle against a real server", { timeout: 170_000 }, () => 
     client = server.client();
   });
 
-  after(async () => {
-    const leaked = await shutdown(server);
-    assert.deepEqual(leaked, [], "sandboxes left running");
-  });
+  after(() => shutdown(server));
 
   it("creates, gets, lists and deletes an ephemeral sandbox", TIMEOUT, async () => {
     const info = await client.create({ cpus: 1.0, memoryMb: 2048 });
@@ -175,10 +172,7 @@ describe("a server that requires an API key", { timeout: 120_000 }, () => {
     server = await AlcoveServer.start({ apiKeys: ["ts-e2e-key"] });
   });
 
-  after(async () => {
-    const leaked = await shutdown(server);
-    assert.deepEqual(leaked, [], "sandboxes left running");
-  });
+  after(() => shutdown(server));
 
   it("refuses a client without the key and serves one with it, proxy and PTY included", TIMEOUT, async () => {
     await assert.rejects(new SandboxClient({ apiUrl: server.url, apiKey: "wrong" }).list(), AuthenticationError);

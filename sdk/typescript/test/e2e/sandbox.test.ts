@@ -19,11 +19,7 @@ describe("a sandbox of a real server", { timeout: 150_000 }, () => {
     sandbox = await client.createAndConnect();
   });
 
-  after(async () => {
-    await sandbox?.terminate().catch(() => undefined);
-    const leaked = await shutdown(server);
-    assert.deepEqual(leaked, [], "sandboxes left running");
-  });
+  after(() => shutdown(server, sandbox));
 
   it("creates and connects, then runs python", TIMEOUT, async () => {
     assert.match(sandbox.sandboxId, /^[0-9a-f-]{36}$/);

@@ -24,11 +24,7 @@ describe("supervision and persisted logs of a real server", { timeout: 240_000 }
     sandbox = await client.createAndConnect();
   });
 
-  after(async () => {
-    await sandbox?.terminate().catch(() => undefined);
-    const leaked = await shutdown(server);
-    assert.deepEqual(leaked, [], "sandboxes left running");
-  });
+  after(() => shutdown(server, sandbox));
 
   /** Start a managed process (a process started with supervision fields must be managed). */
   async function startManaged(...args: Parameters<Sandbox["startProcess"]>): Promise<ProcessInfo> {
