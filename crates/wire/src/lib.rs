@@ -14,6 +14,7 @@
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod image;
 pub mod journal;
 pub mod limits;
 pub mod metrics;
