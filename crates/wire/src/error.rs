@@ -37,6 +37,14 @@ pub enum ErrorCode {
     ServerBusy,
     /// The server failed; details are in its log under the request id.
     Internal,
+    /// The image is used by a sandbox, a suspended sandbox or a snapshot (409).
+    ImageInUse,
+    /// The registry refused the credentials (its own 401 or 403, with its message).
+    RegistryUnauthorized,
+    /// The registry could not be reached or answered something unusable (502).
+    RegistryError,
+    /// A build step failed (422); the message has its exit code and output.
+    BuildFailed,
 }
 
 /// The control plane's error body: `{"message", "code"}`.
