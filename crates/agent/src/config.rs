@@ -19,6 +19,14 @@ pub const PTY_IDLE_ENV: &str = "ALCOVE_AGENT_PTY_IDLE_SECS";
 /// boot services) that stopping every process keeps.
 pub const KEEP_ENV: &str = "ALCOVE_AGENT_KEEP";
 
+/// Environment variable naming the image's user: processes that name no
+/// user run as it.
+pub const USER_ENV: &str = "ALCOVE_AGENT_USER";
+
+/// Environment variable naming the image's working directory: processes that
+/// name none start there (if it exists).
+pub const WORKDIR_ENV: &str = "ALCOVE_AGENT_WORKDIR";
+
 /// Default of [`PTY_IDLE_ENV`]: a day, so a dropped connection can come back to its shell.
 pub const DEFAULT_PTY_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -72,6 +80,10 @@ pub struct AgentConfig {
     pub pty_buffer_bytes: usize,
     /// Names of processes `DELETE /api/v1/processes` keeps (see [`KEEP_ENV`]).
     pub keep_processes: Vec<String>,
+    /// The image's user (see [`USER_ENV`]).
+    pub default_user: Option<String>,
+    /// The image's working directory (see [`WORKDIR_ENV`]).
+    pub default_dir: Option<String>,
 }
 
 impl AgentConfig {
@@ -88,11 +100,14 @@ impl AgentConfig {
             pty_exited_linger: DEFAULT_PTY_EXITED_LINGER,
             pty_buffer_bytes: DEFAULT_PTY_BUFFER_BYTES,
             keep_processes: Vec::new(),
+            default_user: None,
+            default_dir: None,
         }
     }
 
     /// Builds the configuration from the process environment (`std::env::vars_os()`).
-    /// Reads only [`LISTEN_ENV`], [`PTY_IDLE_ENV`] and [`KEEP_ENV`].
+    /// Reads only [`LISTEN_ENV`], [`PTY_IDLE_ENV`], [`KEEP_ENV`], [`USER_ENV`] and
+    /// [`WORKDIR_ENV`].
     pub fn from_env(
         vars: impl IntoIterator<Item = (OsString, OsString)>,
     ) -> Result<Self, ConfigError> {
@@ -121,6 +136,14 @@ impl AgentConfig {
                 .map(String::from)
                 .collect();
         }
+        let text = |name: &str| {
+            vars.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, v)| v.to_string_lossy().trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        config.default_user = text(USER_ENV);
+        config.default_dir = text(WORKDIR_ENV);
         Ok(config)
     }
 }
@@ -148,5 +171,18 @@ mod tests {
         let config = AgentConfig::from_env([(PTY_IDLE_ENV.into(), "0".into())]).expect("never");
         assert_eq!(config.pty_idle_timeout, None);
         assert!(AgentConfig::from_env([(PTY_IDLE_ENV.into(), "1h".into())]).is_err());
+    }
+
+    #[test]
+    fn the_image_user_and_directory_are_read_when_set() {
+        let config = AgentConfig::from_env(Vec::new()).expect("defaults");
+        assert_eq!((config.default_user, config.default_dir), (None, None));
+        let config = AgentConfig::from_env([
+            (USER_ENV.into(), "1000:1000".into()),
+            (WORKDIR_ENV.into(), "/srv".into()),
+        ])
+        .expect("image defaults");
+        assert_eq!(config.default_user.as_deref(), Some("1000:1000"));
+        assert_eq!(config.default_dir.as_deref(), Some("/srv"));
     }
 }

@@ -53,11 +53,14 @@ impl AgentState {
     /// Fresh state; also starts the process-wide reaper (see [`pid1`]).
     pub fn new(config: &AgentConfig) -> Self {
         pid1::reaper();
-        let launcher = Arc::new(Launcher::new(
-            config.passwd_path.clone(),
-            config.group_path.clone(),
-            config.child_env.clone(),
-        ));
+        let launcher = Arc::new(
+            Launcher::new(
+                config.passwd_path.clone(),
+                config.group_path.clone(),
+                config.child_env.clone(),
+            )
+            .with_defaults(config.default_user.clone(), config.default_dir.clone()),
+        );
         Self {
             inner: Arc::new(Shared {
                 processes: ProcessTable::new(Arc::clone(&launcher), config.output_limit_bytes),

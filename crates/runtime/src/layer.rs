@@ -148,24 +148,34 @@ impl Layer {
     /// The upper directory holds whatever the sandbox wrote, so nothing in it is
     /// trusted: no symlink is followed, a whiteout in the way is removed, and a
     /// non-directory where a directory is needed is an error.
-    pub fn prepare_mountpoints(&self, lower: &Path, mountpoints: &[Mountpoint]) -> Result<()> {
+    pub fn prepare_mountpoints(
+        &self,
+        layers: &[PathBuf],
+        mountpoints: &[Mountpoint],
+    ) -> Result<()> {
         let upper = self.disk_mount().join("upper");
         for mp in mountpoints {
-            ensure_mountpoint(&upper, lower, mp)?;
+            ensure_mountpoint(&upper, layers, mp)?;
         }
         Ok(())
     }
 
-    /// Attaches the idmapped image (`lower/`) and layer (`upper/`) for `range`
-    /// and mounts the overlay at `rootfs/`. The disk must be mounted.
-    pub async fn mount_root(&self, lower: &Path, range: IdRange) -> Result<()> {
+    /// Attaches the image's layers (`lower/0` bottom … `lower/<n-1>` top) and
+    /// the writable layer (`upper/`) idmapped for `range`, and mounts the
+    /// overlay at `rootfs/`. The disk must be mounted.
+    pub async fn mount_root(&self, layers: &[PathBuf], range: IdRange) -> Result<()> {
+        if layers.is_empty() {
+            return Err(RuntimeError::Config(
+                "an image has at least one layer".into(),
+            ));
+        }
         let dir = self.dir.clone();
-        let lower = lower.to_path_buf();
+        let layers = layers.to_vec();
         let disk = self.disk_mount();
         tokio::task::spawn_blocking(move || -> Result<()> {
-            let (lower_mnt, upper_mnt, rootfs) =
+            let (lower_root, upper_mnt, rootfs) =
                 (dir.join("lower"), dir.join("upper"), dir.join("rootfs"));
-            for d in [&lower_mnt, &upper_mnt, &rootfs] {
+            for d in [&lower_root, &upper_mnt, &rootfs] {
                 ensure_real_dir(d, 0o700)?;
             }
             if is_mountpoint(&rootfs) {
@@ -174,13 +184,17 @@ impl Layer {
             let ns = userns::mapping_namespace(range)?;
             // The image is shared by every sandbox: its view is read-only
             // (overlayfs never writes to a lower layer, and nothing else may).
-            if !is_mountpoint(&lower_mnt) {
-                userns::idmapped_clone(&lower, &lower_mnt, &ns, true)?;
+            for (i, layer) in layers.iter().enumerate() {
+                let mnt = lower_root.join(i.to_string());
+                ensure_real_dir(&mnt, 0o700)?;
+                if !is_mountpoint(&mnt) {
+                    userns::idmapped_clone(layer, &mnt, &ns, true)?;
+                }
             }
             if !is_mountpoint(&upper_mnt) {
                 userns::idmapped_clone(&disk, &upper_mnt, &ns, false)?;
             }
-            userns::mount_overlay(&dir, range)
+            userns::mount_overlay(&dir, range, layers.len())
         })
         .await
         .map_err(|e| RuntimeError::Config(format!("mount task failed: {e}")))?
@@ -189,23 +203,22 @@ impl Layer {
     /// Unmounts the overlay and the idmapped mounts, keeping the disk mounted
     /// (they belong to one id range; the disk does not).
     pub fn unmount_root(&self) -> Result<()> {
-        for mount in &self.stack()[..3] {
-            unmount_all(mount)?;
-        }
-        Ok(())
+        let [rootfs, upper, lower, _] = self.stack();
+        unmount_all(&rootfs)?;
+        unmount_all(&upper)?;
+        unmount_lowers(&lower)
     }
 
     /// Unmounts everything (the loop device is freed by autoclear).
     pub fn unmount(&self) -> Result<()> {
-        for mount in self.stack() {
-            unmount_all(&mount)?;
-        }
-        Ok(())
+        self.unmount_root()?;
+        unmount_all(&self.disk_mount())
     }
 
     /// Whether the overlay and everything under it are mounted.
     pub fn is_mounted(&self) -> bool {
-        self.stack().iter().all(|m| is_mountpoint(m))
+        let [rootfs, upper, lower, disk] = self.stack();
+        [rootfs, upper, disk].iter().all(|m| is_mountpoint(m)) && !mounts_under(&lower).is_empty()
     }
 
     /// Unmounts and deletes everything of this sandbox on disk (on the
@@ -261,7 +274,7 @@ fn is_whiteout(meta: &std::fs::Metadata) -> bool {
 /// upper directory; a component missing there but present in the image is
 /// left to the image (created in the upper directory only when something
 /// below it has to be), so nothing of the image is shadowed.
-fn ensure_mountpoint(upper: &Path, lower: &Path, mp: &Mountpoint) -> Result<()> {
+fn ensure_mountpoint(upper: &Path, layers: &[PathBuf], mp: &Mountpoint) -> Result<()> {
     let rel: Vec<&std::ffi::OsStr> = Path::new(&mp.path)
         .components()
         .filter_map(|c| match c {
@@ -270,13 +283,11 @@ fn ensure_mountpoint(upper: &Path, lower: &Path, mp: &Mountpoint) -> Result<()> 
         })
         .collect();
     let mut cur_upper = upper.to_path_buf();
-    let mut cur_lower = lower.to_path_buf();
     // Directories present in the image but not (yet) in the upper directory.
     let mut pending: Vec<PathBuf> = Vec::new();
     for (i, name) in rel.iter().enumerate() {
         let want_file = i + 1 == rel.len() && mp.is_file;
         cur_upper.push(name);
-        cur_lower.push(name);
         let in_upper = match std::fs::symlink_metadata(&cur_upper) {
             Ok(m) if is_whiteout(&m) => {
                 // The sandbox deleted what the image had here; without the
@@ -300,8 +311,8 @@ fn ensure_mountpoint(upper: &Path, lower: &Path, mp: &Mountpoint) -> Result<()> 
             }
             None => {}
         }
-        let in_lower = std::fs::symlink_metadata(&cur_lower)
-            .is_ok_and(|m| if want_file { m.is_file() } else { m.is_dir() });
+        let in_lower = lookup_in_layers(layers, &rel[..=i])
+            .is_some_and(|m| if want_file { m.is_file() } else { m.is_dir() });
         if in_lower {
             if i + 1 == rel.len() {
                 return Ok(());
@@ -326,6 +337,68 @@ fn ensure_mountpoint(upper: &Path, lower: &Path, mp: &Mountpoint) -> Result<()> 
     Ok(())
 }
 
+/// What the image's merged view (its layers as overlayfs stacks them) has at
+/// the relative path `rel`, looked up from the top layer down: a whiteout
+/// hides the path and everything below it, an opaque directory hides the
+/// layers under it, and nothing is followed through a symlink (a path through
+/// a symlink counts as absent: the mount point is then made in the upper
+/// directory, where runc resolves it inside the sandbox's root).
+fn lookup_in_layers(layers: &[PathBuf], rel: &[&std::ffi::OsStr]) -> Option<std::fs::Metadata> {
+    for layer in layers.iter().rev() {
+        let mut cur = layer.clone();
+        for (i, name) in rel.iter().enumerate() {
+            cur.push(name);
+            let meta = match std::fs::symlink_metadata(&cur) {
+                Ok(m) => m,
+                // Absent here: a lower layer may have it, unless a directory
+                // above it in this layer is opaque.
+                Err(_) => break,
+            };
+            if is_whiteout(&meta) {
+                return None;
+            }
+            if i + 1 == rel.len() {
+                return Some(meta);
+            }
+            if !meta.is_dir() {
+                return None;
+            }
+        }
+        if rel
+            .iter()
+            .scan(layer.clone(), |p, name| {
+                p.push(name);
+                Some(p.clone())
+            })
+            .take(rel.len().saturating_sub(1))
+            .any(|dir| is_opaque(&dir))
+        {
+            return None;
+        }
+    }
+    None
+}
+
+/// Whether overlayfs treats the directory `dir` of a lower layer as opaque.
+fn is_opaque(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut value = [0u8; 2];
+    // SAFETY: both strings are NUL-terminated and `value` is a writable
+    // buffer of the length passed.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
+}
+
 /// Deletes `dir` recursively, unless something is still mounted below it: a
 /// recursive delete would go through the mount, and a sandbox's mounts lead
 /// to the shared image and to its layer.
@@ -341,6 +414,15 @@ pub fn remove_unmounted_tree(dir: &Path) -> Result<()> {
         )));
     }
     std::fs::remove_dir_all(dir).map_err(RuntimeError::io("removing", dir))
+}
+
+/// Unmounts the image's layers under `lower/` (and `lower/` itself, where a
+/// sandbox made before images had layers mounted its one image there).
+fn unmount_lowers(lower: &Path) -> Result<()> {
+    for mount in mounts_under(lower) {
+        unmount_all(&mount)?;
+    }
+    Ok(())
 }
 
 /// Unmounts every mount stacked on `path`, detaching lazily if it is busy.
@@ -437,7 +519,7 @@ mod tests {
             mp("/proc", false),
             mp("/.alcove/alcove-agent", true),
         ] {
-            ensure_mountpoint(&upper, &lower, &m).expect("mountpoint");
+            ensure_mountpoint(&upper, std::slice::from_ref(&lower), &m).expect("mountpoint");
         }
         assert!(upper.join("proc/meminfo").is_file());
         assert!(upper.join("sys/devices/system/cpu/online").is_file());
@@ -447,7 +529,12 @@ mod tests {
             "the image's /etc/hosts is not shadowed"
         );
         // Idempotent.
-        ensure_mountpoint(&upper, &lower, &mp("/proc/meminfo", true)).expect("again");
+        ensure_mountpoint(
+            &upper,
+            std::slice::from_ref(&lower),
+            &mp("/proc/meminfo", true),
+        )
+        .expect("again");
     }
 
     #[test]
@@ -462,11 +549,22 @@ mod tests {
             std::fs::create_dir_all(d).expect("mkdir");
         }
         std::os::unix::fs::symlink(&outside, upper.join(".alcove")).expect("symlink");
-        let err = ensure_mountpoint(&upper, &lower, &mp("/.alcove/alcove-agent", true));
+        let err = ensure_mountpoint(
+            &upper,
+            std::slice::from_ref(&lower),
+            &mp("/.alcove/alcove-agent", true),
+        );
         assert!(err.is_err(), "a symlink in the way is refused");
         assert!(std::fs::read_dir(&outside).expect("read").next().is_none());
         std::fs::write(upper.join("proc"), "file").expect("write");
-        assert!(ensure_mountpoint(&upper, &lower, &mp("/proc/meminfo", true)).is_err());
+        assert!(
+            ensure_mountpoint(
+                &upper,
+                std::slice::from_ref(&lower),
+                &mp("/proc/meminfo", true)
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -484,7 +582,12 @@ mod tests {
             0,
         )
         .expect("mknod (tests run as root)");
-        ensure_mountpoint(&upper, &lower, &mp("/etc/hosts", true)).expect("mountpoint");
+        ensure_mountpoint(
+            &upper,
+            std::slice::from_ref(&lower),
+            &mp("/etc/hosts", true),
+        )
+        .expect("mountpoint");
         assert!(
             !upper.join("etc/hosts").exists(),
             "the whiteout is gone, so the image's file is the mount point again"
@@ -521,5 +624,54 @@ mod tests {
         let layer = Layer::new("/data/sandboxes/x");
         assert_eq!(layer.disk_image(), Path::new("/data/sandboxes/x/disk.img"));
         assert_eq!(layer.rootfs(), Path::new("/data/sandboxes/x/rootfs"));
+    }
+
+    #[test]
+    fn the_merged_view_of_layers_honours_whiteouts_and_opaque_dirs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (base, top) = (tmp.path().join("base"), tmp.path().join("top"));
+        for d in ["etc", "opt/old", "srv"] {
+            std::fs::create_dir_all(base.join(d)).expect("mkdir");
+        }
+        std::fs::write(base.join("etc/hosts"), "base").expect("write");
+        std::fs::write(base.join("etc/gone"), "base").expect("write");
+        std::fs::write(base.join("opt/kept"), "base").expect("write");
+        std::fs::create_dir_all(top.join("opt")).expect("mkdir");
+        std::fs::create_dir_all(top.join("etc")).expect("mkdir");
+        nix::sys::stat::mknod(
+            &top.join("etc/gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .expect("whiteout");
+        let opt = std::ffi::CString::new(top.join("opt").into_os_string().into_encoded_bytes())
+            .expect("cstring");
+        // SAFETY: NUL-terminated strings and a value buffer of the length given.
+        let rc = unsafe {
+            libc::setxattr(
+                opt.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                c"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "setting the opaque xattr (needs root)");
+        let layers = [base, top];
+        let look = |p: &str| {
+            let parts: Vec<&std::ffi::OsStr> = p.split('/').map(std::ffi::OsStr::new).collect();
+            lookup_in_layers(&layers, &parts).map(|m| m.is_dir())
+        };
+        assert_eq!(
+            look("etc/hosts"),
+            Some(false),
+            "from the base, through a plain dir"
+        );
+        assert_eq!(look("etc/gone"), None, "whited out by the top layer");
+        assert_eq!(look("opt/kept"), None, "hidden by the opaque dir");
+        assert_eq!(look("opt"), Some(true));
+        assert_eq!(look("srv"), Some(true), "only in the base");
+        assert_eq!(look("nothing"), None);
     }
 }

@@ -17,7 +17,7 @@ use crate::cpuset::CpuPlan;
 use crate::error::{Result, RuntimeError};
 use crate::hook::{HOOK_COMMAND, HookSpec};
 use crate::idmap::{IdAllocator, IdRange};
-use crate::image::{Image, ImageStore};
+use crate::image::Image;
 use crate::layer::{self, Layer, Mountpoint};
 use crate::network::{Network, SandboxNet, Slot, Subnet};
 use crate::runc::{ContainerStatus, Runc};
@@ -129,7 +129,6 @@ pub(crate) struct Holding {
 pub struct Node {
     pub(crate) cfg: NodeConfig,
     tag: String,
-    images: ImageStore,
     pub(crate) network: Network,
     pub(crate) cgroups: CgroupTree,
     pub(crate) runc: Runc,
@@ -212,7 +211,6 @@ impl Node {
         let network = Network::new(&tag, cfg.subnet.clone());
         network.install_firewall().await?;
         Ok(Self {
-            images: ImageStore::new(&cfg.images_dir),
             cgroups: CgroupTree::new(&tag),
             runc: Runc::new(cfg.runc_binary.clone(), cfg.data_dir.join("runc")),
             network,
@@ -228,11 +226,6 @@ impl Node {
     /// The instance tag.
     pub fn tag(&self) -> &str {
         &self.tag
-    }
-
-    /// The image store.
-    pub fn images(&self) -> &ImageStore {
-        &self.images
     }
 
     pub(crate) fn sandbox_dir(&self, id: &str) -> PathBuf {
@@ -311,8 +304,8 @@ impl Node {
         )?;
         let (bundle_dir, mountpoints) =
             self.write_bundle(spec, &layer, &net, range, cpuset, user_cgroups)?;
-        layer.prepare_mountpoints(&spec.image.rootfs, &mountpoints)?;
-        layer.mount_root(&spec.image.rootfs, range).await?;
+        layer.prepare_mountpoints(&spec.image.layers, &mountpoints)?;
+        layer.mount_root(&spec.image.layers, range).await?;
         match restore {
             None => self.runc.run_detached(&spec.id, &bundle_dir).await?,
             Some((images, work)) => {

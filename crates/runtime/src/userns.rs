@@ -249,12 +249,20 @@ unsafe fn raise_effective_caps() -> bool {
 /// `EOVERFLOW`; the mount is therefore made by a child whose file-system ids
 /// are the range's root, keeping host root's capabilities. The layer paths
 /// are given relative to the sandbox directory, so `/proc/self/mountinfo`
-/// inside the sandbox shows `lowerdir=lower,...` and no host path or id.
-pub fn mount_overlay(dir: &Path, range: IdRange) -> Result<()> {
+/// inside the sandbox shows `lowerdir=lower/1:lower/0,...` and no host path
+/// or id.
+pub fn mount_overlay(dir: &Path, range: IdRange, layers: usize) -> Result<()> {
     let cdir = cstring(dir)?;
     let source = c"overlay";
     let target = c"rootfs";
-    let options = c"lowerdir=lower,upperdir=upper/upper,workdir=upper/work";
+    // Top layer first, as overlayfs wants; relative to `dir` to keep the
+    // option string short (it must fit in a page).
+    let lowers: Vec<String> = (0..layers).rev().map(|i| format!("lower/{i}")).collect();
+    let options = CString::new(format!(
+        "lowerdir={},upperdir=upper/upper,workdir=upper/work",
+        lowers.join(":")
+    ))
+    .map_err(|_| RuntimeError::Config("overlay options hold a NUL byte".into()))?;
     let id = range.first;
     let flags = libc::MS_NOSUID | libc::MS_NODEV;
     // SAFETY: the child makes raw system calls on buffers created before the

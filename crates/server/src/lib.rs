@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod desktop;
+pub mod images;
 pub mod listener;
 pub mod logs;
 pub mod metrics;

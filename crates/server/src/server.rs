@@ -102,6 +102,11 @@ pub async fn serve(
         agents.clone(),
         u32::try_from(retention_days).unwrap_or(u32::MAX),
     );
+    let images_dir = config.images_dir();
+    let images = tokio::task::spawn_blocking(move || crate::images::Images::open(&images_dir))
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
     let control = Arc::new(Control::new(
         store,
         Arc::new(node),
@@ -119,6 +124,7 @@ pub async fn serve(
         agents.clone(),
         crate::secrets::SecretBox::load_or_create(&config.data_dir.join("secrets.key"))?,
         logs,
+        Arc::new(images),
     ));
     control.recover().await?;
     let crash_watch = spawn_crash_watch(Arc::clone(&control), suspects, shutdown.clone());

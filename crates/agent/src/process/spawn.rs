@@ -137,6 +137,10 @@ pub struct Launcher {
     task_limit: Option<u64>,
     /// The user cgroup children join (see `headroom`).
     user_cgroup: super::headroom::UserCgroup,
+    /// The image's user, for starts that name none.
+    default_user: Option<UserSpec>,
+    /// The image's working directory, for starts that name none (when it exists).
+    default_dir: Option<String>,
 }
 
 impl Launcher {
@@ -157,7 +161,17 @@ impl Launcher {
             base_env,
             task_limit: super::headroom::user_task_limit(),
             user_cgroup: super::headroom::UserCgroup::detect(),
+            default_user: None,
+            default_dir: None,
         }
+    }
+
+    /// Sets the image's defaults: the user and the working directory of
+    /// processes started without their own.
+    pub fn with_defaults(mut self, user: Option<String>, dir: Option<String>) -> Self {
+        self.default_user = user.filter(|u| !u.is_empty()).map(UserSpec::Text);
+        self.default_dir = dir.filter(|d| d.starts_with('/'));
+        self
     }
 
     /// Checks `spec` and starts it. Must run inside a tokio runtime (the pipes register there).
@@ -171,8 +185,9 @@ impl Launcher {
         let db = UserDb::load(&self.passwd_path, &self.group_path);
         // SAFETY: geteuid/getegid cannot fail and touch no memory.
         let (current_uid, current_gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        let identity = user::resolve(spec.user, &db, current_uid)?;
-        let switch_user = spec.user.is_some();
+        let requested_user = spec.user.or(self.default_user.as_ref());
+        let identity = user::resolve(requested_user, &db, current_uid)?;
+        let switch_user = requested_user.is_some();
         if switch_user
             && current_uid != 0
             && (identity.uid != current_uid || identity.gid != current_gid)
@@ -183,7 +198,14 @@ impl Launcher {
             });
         }
         let env = self.child_env(&identity, switch_user, spec.env);
-        let cwd = working_dir(spec.working_dir, identity.home.as_deref())?;
+        // The image's directory when it exists (as Docker makes it at start,
+        // but without writing to the sandbox: a missing one falls back).
+        let requested_dir = spec.working_dir.or_else(|| {
+            self.default_dir
+                .as_deref()
+                .filter(|d| Path::new(d).is_dir())
+        });
+        let cwd = working_dir(requested_dir, identity.home.as_deref())?;
         let path_var = env.get(OsStr::new("PATH")).map(OsString::as_os_str);
         let program = resolve_program(spec.command, path_var, &cwd)?;
 

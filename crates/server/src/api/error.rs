@@ -86,6 +86,7 @@ impl From<ControlError> for ApiError {
                 ErrorCode::OperationFailed,
             ),
             C::Store(_) | C::Runtime(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+            C::Image(e) => image_status(e),
         };
         let detail = e.to_string();
         let message = match &e {
@@ -112,6 +113,24 @@ impl From<ControlError> for ApiError {
             _ => detail.clone(),
         };
         Self::new(status, code, message).with_detail(detail)
+    }
+}
+
+/// The status and code of an image store, pull, import or build error.
+fn image_status(e: &alcove_images::ImageStoreError) -> (StatusCode, ErrorCode) {
+    use alcove_images::ImageStoreError as I;
+    match e {
+        I::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+        I::InUse { .. } => (StatusCode::CONFLICT, ErrorCode::ImageInUse),
+        I::BadDigest(_)
+        | I::BadReference { .. }
+        | I::DigestMismatch { .. }
+        | I::TooLarge { .. }
+        | I::Truncated { .. }
+        | I::UnsupportedMediaType(_)
+        | I::BadLayer { .. }
+        | I::BadImage { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument),
+        I::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
     }
 }
 

@@ -60,6 +60,8 @@ pub(super) struct Context {
     pub(super) metrics: Arc<crate::metrics::Metrics>,
     /// The sandboxes' logs; running sandboxes' journals are followed into them.
     pub(super) logs: Arc<crate::logs::Logs>,
+    /// The images sandboxes are made from.
+    pub(super) images: Arc<crate::images::Images>,
 }
 
 impl Context {
@@ -70,6 +72,7 @@ impl Context {
         cfg: ControlConfig,
         secret_box: SecretBox,
         logs: Arc<crate::logs::Logs>,
+        images: Arc<crate::images::Images>,
     ) -> Self {
         Self {
             store,
@@ -81,6 +84,7 @@ impl Context {
             secret_box,
             metrics: Arc::default(),
             logs,
+            images,
         }
     }
 

@@ -4,11 +4,10 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use alcove_runtime::error::{CommandError, ImageError};
-use alcove_runtime::image::Image;
+use alcove_runtime::error::CommandError;
 use alcove_runtime::network::{EgressPolicy, Slot};
 use alcove_runtime::node::Recovery;
 use alcove_runtime::runc::ContainerStatus;
@@ -188,18 +187,6 @@ impl FakeNode {
 
 #[async_trait]
 impl SandboxNode for FakeNode {
-    fn resolve_image(&self, name: Option<&str>) -> Result<Image, RuntimeError> {
-        match name.unwrap_or("default") {
-            "default" | "debian" | "alcove/debian" => Ok(Image {
-                name: "alcove/debian".into(),
-                rootfs: PathBuf::from("/nonexistent/rootfs"),
-                env: Vec::new(),
-                services: Vec::new(),
-            }),
-            other => Err(ImageError::NotFound(other.to_string()).into()),
-        }
-    }
-
     fn admit(&self, _disk_mb: u64) -> Result<(), RuntimeError> {
         if self.state().full {
             return Err(RuntimeError::Capacity("the host is full".into()));

@@ -87,18 +87,9 @@ impl Sandboxes {
         budget: Duration,
     ) -> Result<CreateOutcome, ControlError> {
         let (record, boot) = self.prepare(namespace, &req).await?;
-        let image = self
-            .ctx
-            .node
-            .resolve_image(Some(&record.image))
-            .map_err(|_| ControlError::NotFound {
-                kind: "image",
-                id: record.image.clone(),
-            })?;
-        let record = SandboxRecord {
-            image: image.name.clone(),
-            ..record
-        };
+        let resolved = self.resolve_image(&record.image).await?;
+        let record = with_image_defaults(record, &resolved);
+        let image = resolved.image;
         // Refused before anything is recorded: a full host is the caller's
         // answer (507), not a failed sandbox. The node checks again when it
         // boots, as others may have taken the room meanwhile.
@@ -437,6 +428,67 @@ impl Sandboxes {
     }
 }
 
+impl Sandboxes {
+    /// Resolves the image a record names (a create's reference, or a pinned
+    /// one), reading the store on the blocking pool.
+    pub(super) async fn resolve_image(
+        &self,
+        reference: &str,
+    ) -> Result<crate::images::ResolvedImage, ControlError> {
+        let images = Arc::clone(&self.ctx.images);
+        let reference = reference.to_string();
+        let pinned = reference.contains("@sha256:");
+        tokio::task::spawn_blocking(move || {
+            if pinned {
+                images.resolve_pinned(&reference)
+            } else {
+                images.resolve_for_create(Some(&reference))
+            }
+        })
+        .await
+        .map_err(|e| {
+            ControlError::Image(alcove_images::ImageStoreError::Io {
+                op: "resolving",
+                path: "image".into(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?
+        .map_err(|e| match e {
+            alcove_images::ImageStoreError::NotFound(id) => {
+                ControlError::NotFound { kind: "image", id }
+            }
+            other => ControlError::Image(other),
+        })
+    }
+}
+
+/// A new record with its image pinned and the image's defaults filled in:
+/// with no entrypoint of its own a sandbox runs the image's `Entrypoint` +
+/// `Cmd`, and the image's exposed ports are added to its own.
+pub(super) fn with_image_defaults(
+    mut record: SandboxRecord,
+    resolved: &crate::images::ResolvedImage,
+) -> SandboxRecord {
+    record.image = resolved.pinned.clone();
+    if record.entrypoint.is_empty() {
+        record.entrypoint = resolved
+            .run
+            .entrypoint
+            .iter()
+            .chain(&resolved.run.cmd)
+            .cloned()
+            .collect();
+    }
+    for port in &resolved.run.exposed_ports {
+        let port = i64::from(*port);
+        // A port the API would refuse (the agent's own) is left out.
+        if !record.exposed_ports.contains(&port) && validate::ports(&[port]).is_ok() {
+            record.exposed_ports.push(port);
+        }
+    }
+    record
+}
+
 /// What the node needs to start or restore the sandbox of `record`.
 pub(super) fn spec_for(
     record: &SandboxRecord,
@@ -452,6 +504,13 @@ pub(super) fn spec_for(
         .cloned()
         .collect();
     env.extend(secret_env);
+    // The agent's defaults for processes that name no user or directory.
+    if let Some(user) = &image.user {
+        env.push(("ALCOVE_AGENT_USER".to_string(), user.clone()));
+    }
+    if let Some(dir) = &image.working_dir {
+        env.push(("ALCOVE_AGENT_WORKDIR".to_string(), dir.clone()));
+    }
     if !image.services.is_empty() {
         // Stopping every process keeps these (the agent reads it; its children never see it).
         let names: Vec<&str> = image.services.iter().map(|s| s.name.as_str()).collect();
@@ -480,7 +539,10 @@ mod tests {
         let record = crate::store::sample_record("a", None);
         let image = alcove_runtime::image::Image {
             name: "alcove/desktop".into(),
-            rootfs: "/nonexistent".into(),
+            id: String::new(),
+            layers: Vec::new(),
+            working_dir: None,
+            user: None,
             env: vec![
                 ("DISPLAY".into(), ":1".into()),
                 ("VNC_PASSWORD".into(), "tensorlake".into()),

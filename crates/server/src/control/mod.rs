@@ -101,4 +101,7 @@ pub enum ControlError {
     /// The node runtime failed.
     #[error(transparent)]
     Runtime(#[from] alcove_runtime::RuntimeError),
+    /// The image store, a pull, an import or a build failed.
+    #[error(transparent)]
+    Image(#[from] alcove_images::ImageStoreError),
 }

@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use alcove_runtime::image::Image;
 use alcove_runtime::network::{EgressPolicy, Slot};
 use alcove_runtime::node::Recovery;
 use alcove_runtime::runc::ContainerStatus;
@@ -20,9 +19,6 @@ use async_trait::async_trait;
 /// leave nothing behind on failure unless they say otherwise.
 #[async_trait]
 pub trait SandboxNode: Send + Sync + std::fmt::Debug {
-    /// Resolves an image by name or alias (`None` = the default image).
-    fn resolve_image(&self, name: Option<&str>) -> Result<Image, RuntimeError>;
-
     /// Checks there is room for one more sandbox with a layer of `disk_mb`.
     fn admit(&self, disk_mb: u64) -> Result<(), RuntimeError>;
 
@@ -113,10 +109,6 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
 
 #[async_trait]
 impl SandboxNode for alcove_runtime::Node {
-    fn resolve_image(&self, name: Option<&str>) -> Result<Image, RuntimeError> {
-        Ok(self.images().resolve(name)?)
-    }
-
     fn admit(&self, disk_mb: u64) -> Result<(), RuntimeError> {
         alcove_runtime::Node::admit(self, disk_mb)
     }

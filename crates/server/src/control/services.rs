@@ -43,8 +43,9 @@ impl Control {
         agents: AgentClient,
         secret_box: crate::secrets::SecretBox,
         logs: Arc<crate::logs::Logs>,
+        images: Arc<crate::images::Images>,
     ) -> Self {
-        let ctx = Arc::new(Context::new(store, node, cfg, secret_box, logs));
+        let ctx = Arc::new(Context::new(store, node, cfg, secret_box, logs, images));
         let secrets = Secrets::new(Arc::clone(&ctx));
         let snapshots = Snapshots::new(Arc::clone(&ctx));
         Self {
@@ -75,6 +76,11 @@ impl Control {
     /// The sandboxes' logs.
     pub fn logs(&self) -> &crate::logs::Logs {
         &self.ctx.logs
+    }
+
+    /// The images sandboxes are made from.
+    pub fn images(&self) -> &Arc<crate::images::Images> {
+        &self.ctx.images
     }
 
     /// The store (for the timeout reaper).

@@ -236,10 +236,15 @@ impl Snapshots {
                     ),
                 });
             }
-            if req.image.as_ref().is_some_and(|i| *i != snap.image) {
+            let own = crate::images::display_name(&snap.image);
+            if req
+                .image
+                .as_ref()
+                .is_some_and(|i| i != own && *i != snap.image)
+            {
                 return Err(ControlError::InvalidArgument {
                     field: "image",
-                    reason: format!("a memory snapshot restores on its own image {}", snap.image),
+                    reason: format!("a memory snapshot restores on its own image {own}"),
                 });
             }
         }
@@ -302,7 +307,7 @@ fn write_manifest(dir: &std::path::Path, snap: &SnapshotRecord) -> std::io::Resu
         "namespace": snap.namespace,
         "sandbox_id": snap.sandbox_id,
         "snapshot_type": snap.snapshot_type.as_str(),
-        "image": snap.image,
+        "image": crate::images::display_name(&snap.image),
         "cpus": snap.cpus,
         "memory_mb": snap.memory_mb,
         "disk_mb": snap.disk_mb,

@@ -242,8 +242,8 @@ impl Suspension {
             tracing::error!(sandbox_id = %id, error = %e, "recording resuming");
             return;
         }
-        let outcome = match self.ctx.node.resolve_image(Some(&record.image)) {
-            Ok(image) => {
+        let outcome = match self.ctx.images.resolve_pinned(&record.image) {
+            Ok(crate::images::ResolvedImage { image, .. }) => {
                 // The restored processes keep the environment they had; a restore
                 // does not start a process from the bundle's env.
                 let spec = spec_for(&record, image, Vec::new());

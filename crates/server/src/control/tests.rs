@@ -26,6 +26,20 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// A store holding one built-in image, `alcove/debian` (aliases `default`,
+/// `debian`), of one tiny layer: the fake node never mounts it.
+fn test_images(dir: &std::path::Path) -> crate::images::Images {
+    let builtin = dir.join("images/debian");
+    std::fs::create_dir_all(builtin.join("rootfs/etc")).expect("mkdir");
+    std::fs::write(builtin.join("rootfs/etc/hostname"), "x\n").expect("write");
+    std::fs::write(
+        builtin.join("manifest.json"),
+        r#"{"name":"alcove/debian","aliases":["default","debian"],"recipe_sha256":"test"}"#,
+    )
+    .expect("manifest");
+    crate::images::Images::open(&dir.join("images")).expect("images")
+}
+
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tmp");
     let store = Store::open(&dir.path().join("alcove.db"))
@@ -55,6 +69,7 @@ async fn harness() -> Harness {
             7,
         )
         .0,
+        Arc::new(test_images(dir.path())),
     ));
     Harness {
         control,

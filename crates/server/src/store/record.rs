@@ -83,7 +83,7 @@ impl SandboxRecord {
             namespace: self.namespace.clone(),
             status: self.status,
             name: self.name.clone(),
-            image: self.image.clone(),
+            image: crate::images::display_name(&self.image).to_string(),
             resources: ResourcesInfo {
                 cpus: self.cpus,
                 memory_mb: self.memory_mb,

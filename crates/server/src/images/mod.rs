@@ -1,0 +1,208 @@
+//! The server's side of images: the store under the images directory, the
+//! built-in images adopted into it at start, and the turning of a reference
+//! into what a sandbox boots (layers, environment, user, working directory).
+//!
+//! A sandbox record keeps its image *pinned*: `<name>@<image id>`, a valid
+//! reference that resolves to the exact layers it was made from even after
+//! the name is pointed at another image. Users see only the name part.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use alcove_images::{
+    Digest, ImageRecord, ImageRef, ImageSource, ImageStore, ImageStoreError, RunConfig,
+};
+use alcove_runtime::image::{Image, ImageService};
+
+/// The image a sandbox boots, resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    /// What the runtime needs.
+    pub image: Image,
+    /// The image's run configuration (working directory, user, entrypoint…).
+    pub run: RunConfig,
+    /// The pinned reference to store in the sandbox's record.
+    pub pinned: String,
+}
+
+/// The images of this server.
+#[derive(Debug, Clone)]
+pub struct Images {
+    store: ImageStore,
+    dir: PathBuf,
+}
+
+/// The part of a pinned reference users see (`name` of `name@sha256:…`).
+pub fn display_name(pinned: &str) -> &str {
+    match pinned.rsplit_once('@') {
+        Some((name, digest)) if digest.starts_with("sha256:") && !name.is_empty() => name,
+        _ => pinned,
+    }
+}
+
+impl Images {
+    /// Opens the store under `images_dir` (`<images_dir>/store`) and adopts
+    /// the built-in images setup left in `<images_dir>/<name>/`. Blocking:
+    /// the first adoption of an image hashes its whole tree.
+    pub fn open(images_dir: &Path) -> Result<Self, ImageStoreError> {
+        let store = ImageStore::open(images_dir.join("store"))?;
+        let this = Self {
+            store,
+            dir: images_dir.to_path_buf(),
+        };
+        this.adopt_builtins();
+        Ok(this)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &ImageStore {
+        &self.store
+    }
+
+    /// Adopts every `<images_dir>/<name>/manifest.json` image not yet in the
+    /// store; one that cannot be adopted is logged and skipped (its sandboxes
+    /// then fail to resolve it, with a clear error).
+    fn adopt_builtins(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut dirs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("manifest.json").is_file())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            let started = std::time::Instant::now();
+            match self.store.adopt_builtin(&dir) {
+                Ok(Some(image)) => tracing::info!(
+                    image = %image.id,
+                    names = ?image.names,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "adopted a built-in image into the store"
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot adopt a built-in image")
+                }
+            }
+        }
+    }
+
+    /// Resolves what a create asks for (`None` = the image `default`) and
+    /// pins it.
+    pub fn resolve_for_create(&self, text: Option<&str>) -> Result<ResolvedImage, ImageStoreError> {
+        let text = text.unwrap_or("default");
+        let record = self.store.resolve(text)?;
+        let name = match &record.source {
+            // The built-ins are known by their canonical name whatever alias
+            // selected them (`default` is `alcove/debian`).
+            ImageSource::Builtin { .. } => {
+                builtin_name(&record).unwrap_or_else(|| text.to_string())
+            }
+            _ => ImageRef::parse(text)
+                .map(|r| strip_digest(&r))
+                .unwrap_or_else(|_| text.to_string()),
+        };
+        Ok(self.resolved(record, &name))
+    }
+
+    /// Resolves the pinned reference of a sandbox's record (or the plain
+    /// name of a record made before images were pinned).
+    pub fn resolve_pinned(&self, pinned: &str) -> Result<ResolvedImage, ImageStoreError> {
+        let name = display_name(pinned).to_string();
+        let record = match pinned.rsplit_once('@') {
+            Some((_, digest)) if digest.starts_with("sha256:") => {
+                self.store.get(&digest.parse::<Digest>()?)?
+            }
+            _ => self.store.resolve(pinned)?,
+        };
+        Ok(self.resolved(record, &name))
+    }
+
+    fn resolved(&self, record: ImageRecord, name: &str) -> ResolvedImage {
+        let env = record
+            .config
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, v)| valid_env_name(k) && !v.contains('\0'))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let image = Image {
+            name: name.to_string(),
+            id: record.id.to_string(),
+            layers: record
+                .layers
+                .iter()
+                .map(|l| self.store.layer_dir(&l.diff_id))
+                .collect(),
+            env,
+            services: record
+                .config
+                .services
+                .iter()
+                .map(|s| ImageService {
+                    name: s.name.clone(),
+                    command: s.command.clone(),
+                })
+                .collect(),
+            working_dir: record
+                .config
+                .working_dir
+                .clone()
+                .filter(|d| d.starts_with('/')),
+            user: record.config.user.clone().filter(|u| !u.is_empty()),
+        };
+        ResolvedImage {
+            pinned: format!("{name}@{}", record.id),
+            image,
+            run: record.config,
+        }
+    }
+}
+
+/// Shared handle.
+pub type SharedImages = Arc<Images>;
+
+fn builtin_name(record: &ImageRecord) -> Option<String> {
+    record
+        .names
+        .iter()
+        .find(|n| n.contains('/'))
+        .map(|n| n.strip_suffix(":latest").unwrap_or(n).to_string())
+}
+
+/// `name[:tag]` of a reference (a digest is replaced by the image id when pinned).
+fn strip_digest(r: &ImageRef) -> String {
+    match &r.tag {
+        Some(t) if t != "latest" => format!("{}:{t}", r.name),
+        _ => r.name.clone(),
+    }
+}
+
+fn valid_env_name(key: &str) -> bool {
+    key.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_display_name_drops_the_pin() {
+        let id = Digest::of(b"x");
+        assert_eq!(
+            display_name(&format!("alcove/debian@{id}")),
+            "alcove/debian"
+        );
+        assert_eq!(
+            display_name(&format!("localhost:5000/b:1@{id}")),
+            "localhost:5000/b:1"
+        );
+        assert_eq!(display_name("alcove/debian"), "alcove/debian");
+    }
+}
