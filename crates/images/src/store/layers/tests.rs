@@ -1,0 +1,1 @@
+//! Tests of unpacking and packing layers.
