@@ -627,7 +627,7 @@ impl Unpacker {
 
     fn hard_link(&mut self, link: &[u8], target: &Path, name: &str) -> Result<()> {
         let link_name = lossy(link);
-        let parts = self.clean(link, name)?;
+        let parts = self.clean(link, &format!("{name} -> {link_name}"))?;
         let refuse = |why: &str| self.bad(format!("hard link {name:?} to {link_name:?}: {why}"));
         let Some((last, parents)) = parts.split_last() else {
             return Err(refuse("empty target"));

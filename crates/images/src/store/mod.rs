@@ -13,6 +13,8 @@ mod gc;
 mod layers;
 mod records;
 mod refs;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
