@@ -27,6 +27,7 @@ use crate::unpack::UnpackLimits;
 
 pub use blobs::BlobWriter;
 use fsutil::StoreLock;
+pub use records::{RECIPE_LABEL, SERVICES_LABEL};
 
 /// How a sandbox of the image runs: the OCI config's `Env`, `WorkingDir`,
 /// `User`, `Entrypoint`, `Cmd` and `ExposedPorts`, and for the built-in
