@@ -76,6 +76,9 @@ pub enum ImageStoreError {
         /// Who uses it, human-readable.
         users: String,
     },
+    /// A blob the operation needs is not stored.
+    #[error("blob {0} is not stored")]
+    BlobMissing(String),
     /// A file-system operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -93,6 +96,39 @@ impl ImageStoreError {
     pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { op, path, source }
+    }
+
+    /// Like [`ImageStoreError::io`], but first unwraps a store error that a
+    /// reader or writer of ours raised through `std::io` (a size limit hit
+    /// inside a decompressor, say), so it keeps its own variant.
+    pub fn from_io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| match Self::take_inner(source) {
+            Ok(inner) => inner,
+            Err(source) => Self::Io { op, path, source },
+        }
+    }
+
+    /// The store error carried inside `err`, if one is; otherwise `err`.
+    pub(crate) fn take_inner(err: std::io::Error) -> Result<Self, std::io::Error> {
+        if !err.get_ref().is_some_and(|e| e.is::<Self>()) {
+            return Err(err);
+        }
+        let kind = err.kind();
+        match err.into_inner().map(|e| e.downcast::<Self>()) {
+            Some(Ok(inner)) => Ok(*inner),
+            // Unreachable after the check above, but keep an error either way.
+            _ => Err(std::io::Error::from(kind)),
+        }
+    }
+
+    /// Wraps this error in an `std::io::Error` (to raise it from a `Read` or
+    /// `Write` implementation); [`ImageStoreError::from_io`] unwraps it.
+    pub(crate) fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
     }
 }
 

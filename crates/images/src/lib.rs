@@ -20,6 +20,7 @@
 
 pub mod digest;
 pub mod error;
+pub mod pack;
 pub mod reference;
 pub mod store;
 pub mod unpack;

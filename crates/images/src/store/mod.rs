@@ -6,14 +6,28 @@
 //! written under `tmp/`, then renamed into place, so a crash leaves nothing
 //! half-made where a reader looks, and [`ImageStore::open`] empties `tmp/`.
 
+mod blobs;
+mod builtin;
+mod fsutil;
+mod gc;
+mod layers;
+mod records;
+mod refs;
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{ImageStoreError, Result};
 use crate::unpack::UnpackLimits;
+
+pub use blobs::BlobWriter;
+use fsutil::StoreLock;
+pub use records::{RECIPE_LABEL, SERVICES_LABEL};
 
 /// How a sandbox of the image runs: the OCI config's `Env`, `WorkingDir`,
 /// `User`, `Entrypoint`, `Cmd` and `ExposedPorts`, and for the built-in
@@ -141,19 +155,62 @@ pub struct GcReport {
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    lock: StoreLock,
 }
 
 impl ImageStore {
     /// Opens (creating, mode 0700) the store at `root`, empties `tmp/` (what a
     /// crash left half-made) and drops image records whose layers are missing.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
-        let _ = root;
-        unimplemented!("ImageStore::open")
+        let root = root.into();
+        fsutil::mkdir_private(&root)?;
+        // Absolute, so the symlinks adopt_builtin leaves point anywhere-proof.
+        let root = std::fs::canonicalize(&root).map_err(ImageStoreError::io("resolve", &root))?;
+        for sub in [
+            "blobs",
+            "blobs/sha256",
+            "layers",
+            "layers/sha256",
+            "images",
+            "images/sha256",
+            "tmp",
+        ] {
+            fsutil::mkdir_private(&root.join(sub))?;
+        }
+        let store = Self {
+            lock: StoreLock::new(root.join("lock")),
+            root,
+        };
+        let guard = store.lock.lock()?;
+        store.clean_tmp()?;
+        store.drop_broken_records(&guard)?;
+        drop(guard);
+        Ok(store)
     }
 
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Removes what crashed processes left in `tmp/`; the work in progress
+    /// of live servers sharing the store is kept.
+    fn clean_tmp(&self) -> Result<()> {
+        let tmp = self.tmp_dir();
+        let entries = std::fs::read_dir(&tmp).map_err(ImageStoreError::io("read", &tmp))?;
+        for entry in entries {
+            let entry = entry.map_err(ImageStoreError::io("read", &tmp))?;
+            let name = entry.file_name();
+            if fsutil::tmp_owner_alive(&name.to_string_lossy()) {
+                continue;
+            }
+            fsutil::remove_tree(&entry.path())?;
+        }
+        Ok(())
     }
 
     // --- blobs ---------------------------------------------------------------
@@ -172,21 +229,18 @@ impl ImageStore {
     /// is checked on [`BlobWriter::commit`]; more than `limit` bytes fail the
     /// write. Dropping the writer without committing removes what it wrote.
     pub fn blob_writer(&self, expected: Option<(Digest, u64)>, limit: u64) -> Result<BlobWriter> {
-        let _ = (expected, limit);
-        unimplemented!("ImageStore::blob_writer")
+        self.new_blob_writer(expected, limit)
     }
 
     /// Reads a small blob (a manifest or config) of at most `limit` bytes,
     /// checking its digest.
     pub fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
-        let _ = (digest, limit);
-        unimplemented!("ImageStore::read_blob")
+        self.read_blob_checked(digest, limit)
     }
 
     /// Stores `bytes` as a blob; returns its digest.
     pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest> {
-        let _ = bytes;
-        unimplemented!("ImageStore::put_blob")
+        self.put_blob_bytes(bytes)
     }
 
     // --- layers --------------------------------------------------------------
@@ -201,7 +255,8 @@ impl ImageStore {
 
     /// Whether the layer is unpacked.
     pub fn has_layer(&self, diff_id: &Digest) -> bool {
-        self.layer_dir(diff_id).is_dir()
+        // symlink_metadata: a symlink at `fs` is no layer.
+        std::fs::symlink_metadata(self.layer_dir(diff_id)).is_ok_and(|m| m.is_dir())
     }
 
     /// Unpacks the stored blob `blob` of `media_type` (tar, gzip or zstd)
@@ -215,8 +270,7 @@ impl ImageStore {
         expected_diff_id: Option<&Digest>,
         limits: &UnpackLimits,
     ) -> Result<LayerRecord> {
-        let _ = (blob, media_type, expected_diff_id, limits);
-        unimplemented!("ImageStore::unpack_blob")
+        self.unpack_stored_blob(blob, media_type, expected_diff_id, limits)
     }
 
     /// Makes a layer of an overlay upper directory written by a sandbox (a
@@ -225,8 +279,7 @@ impl ImageStore {
     /// devices, sockets and foreign xattrs are left out), then unpacks that
     /// blob like any other. Blocking.
     pub fn layer_from_dir(&self, upper: &Path, limits: &UnpackLimits) -> Result<LayerRecord> {
-        let _ = (upper, limits);
-        unimplemented!("ImageStore::layer_from_dir")
+        self.pack_upper(upper, limits)
     }
 
     // --- images --------------------------------------------------------------
@@ -243,38 +296,66 @@ impl ImageStore {
         manifest_digest: Option<Digest>,
         names: &[String],
     ) -> Result<ImageRecord> {
-        let _ = (layers, config, source, manifest_digest, names);
-        unimplemented!("ImageStore::commit_image")
+        let guard = self.lock.lock()?;
+        self.commit_locked(&guard, layers, config, source, manifest_digest, names)
+    }
+
+    /// Stores a pulled or imported image whose OCI config is the stored blob
+    /// `config_blob` (kept as is, so the id is the registry's): its
+    /// `rootfs.diff_ids` must be the diff ids of `layers` (all unpacked),
+    /// and its run configuration is read from it. Storing an image that
+    /// exists again only adds names.
+    pub fn commit_pulled_image(
+        &self,
+        config_blob: &Digest,
+        layers: Vec<LayerRecord>,
+        manifest_digest: Option<Digest>,
+        source: ImageSource,
+        names: &[String],
+    ) -> Result<ImageRecord> {
+        let guard = self.lock.lock()?;
+        self.commit_pulled_locked(&guard, config_blob, layers, manifest_digest, source, names)
     }
 
     /// Points `name` (a reference key, `name:tag`) at image `id`.
     pub fn tag(&self, id: &Digest, name: &str) -> Result<()> {
-        let _ = (id, name);
-        unimplemented!("ImageStore::tag")
+        let guard = self.lock.lock()?;
+        self.tag_locked(&guard, id, name)
     }
 
     /// Finds an image by reference (`name`, `name:tag`, `name@sha256:…` of
     /// its manifest), by id (`sha256:…`) or by an id prefix of at least 12
     /// hex digits.
     pub fn resolve(&self, text: &str) -> Result<ImageRecord> {
-        let _ = text;
-        unimplemented!("ImageStore::resolve")
+        self.resolve_text(text)
     }
 
     /// The image with id `id`.
     pub fn get(&self, id: &Digest) -> Result<ImageRecord> {
-        let _ = id;
-        unimplemented!("ImageStore::get")
+        let mut record = self.read_record(id)?;
+        let refs = self.refs()?;
+        record.names = names_of(&refs, id);
+        Ok(record)
     }
 
     /// Every image, newest first.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
-        unimplemented!("ImageStore::list")
+        let refs = self.refs()?;
+        let mut records = self.read_records()?;
+        for r in &mut records {
+            r.names = names_of(&refs, &r.id);
+        }
+        records.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(records)
     }
 
     /// The reference index (`name:tag` → image id).
     pub fn refs(&self) -> Result<BTreeMap<String, Digest>> {
-        unimplemented!("ImageStore::refs")
+        self.read_refs()
     }
 
     /// Removes a reference; with `untag_only` false and no other name left
@@ -282,16 +363,16 @@ impl ImageStore {
     /// layers stay until [`ImageStore::collect_garbage`]. Returns the ids of
     /// removed records.
     pub fn remove(&self, text: &str, untag_only: bool) -> Result<Vec<Digest>> {
-        let _ = (text, untag_only);
-        unimplemented!("ImageStore::remove")
+        let guard = self.lock.lock()?;
+        self.remove_locked(&guard, text, untag_only)
     }
 
     /// Removes blobs and layers no image record refers to, except those of
     /// `keep` (layer diff ids or blob digests still in use by someone who is
     /// not an image: a running sandbox of a removed image, a build).
     pub fn collect_garbage(&self, keep: &HashSet<Digest>) -> Result<GcReport> {
-        let _ = keep;
-        unimplemented!("ImageStore::collect_garbage")
+        let guard = self.lock.lock()?;
+        self.collect_locked(&guard, keep)
     }
 
     /// Adopts a built-in image built by setup into the store:
@@ -301,32 +382,15 @@ impl ImageStore {
     /// symlink is left in its place so setup sees the image as built. Does
     /// nothing when an image of the same recipe is already stored. Blocking.
     pub fn adopt_builtin(&self, dir: &Path) -> Result<Option<ImageRecord>> {
-        let _ = dir;
-        unimplemented!("ImageStore::adopt_builtin")
+        let guard = self.lock.lock()?;
+        self.adopt_locked(&guard, dir)
     }
 }
 
-/// A blob being written (see [`ImageStore::blob_writer`]).
-#[derive(Debug)]
-pub struct BlobWriter {
-    _private: (),
-}
-
-impl std::io::Write for BlobWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = buf;
-        unimplemented!("BlobWriter::write")
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl BlobWriter {
-    /// Checks the digest and size, syncs and moves the blob into place.
-    /// Returns its digest and size.
-    pub fn commit(self) -> Result<(Digest, u64)> {
-        unimplemented!("BlobWriter::commit")
-    }
+/// The names of `id` in the index, sorted.
+fn names_of(refs: &BTreeMap<String, Digest>, id: &Digest) -> Vec<String> {
+    refs.iter()
+        .filter(|(_, v)| *v == id)
+        .map(|(k, _)| k.clone())
+        .collect()
 }
