@@ -131,7 +131,8 @@ fn check_name(name: &str) -> Result<(), String> {
                 Some((h, p)) => (h, Some(p)),
                 None => (part, None),
             };
-            let host_ok = !host.is_empty()
+            // `..` or `.x` is a path trick, not a host.
+            let host_ok = host.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
                 && host
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));

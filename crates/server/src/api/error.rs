@@ -130,7 +130,7 @@ fn image_status(e: &alcove_images::ImageStoreError) -> (StatusCode, ErrorCode) {
         | I::UnsupportedMediaType(_)
         | I::BadLayer { .. }
         | I::BadImage { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument),
-        I::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        I::Io { .. } | I::BlobMissing(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
     }
 }
 
