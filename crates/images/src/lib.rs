@@ -21,6 +21,7 @@
 pub mod digest;
 pub mod error;
 pub mod pack;
+pub mod pull;
 pub mod reference;
 pub mod store;
 pub mod unpack;
