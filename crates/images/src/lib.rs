@@ -20,6 +20,7 @@
 
 pub mod digest;
 pub mod error;
+pub mod import;
 pub mod pack;
 pub mod pull;
 pub mod reference;
