@@ -106,9 +106,27 @@ const NOBODY: u32 = 65534;
 
 /// Unpacks the layer `reader` (compressed or not: the first bytes decide,
 /// `media_type` must only be one the store takes) into `dest`, which must
-/// not exist yet. `layer` names the layer in errors. On error, `dest` may be
-/// half-made: the caller removes it (the store unpacks under `tmp/`).
+/// not exist yet. `layer` names the layer in errors. On error, `dest` is
+/// removed again.
 pub fn unpack_layer<R: Read>(
+    reader: R,
+    media_type: &str,
+    dest: &Path,
+    limits: &UnpackLimits,
+    layer: &str,
+) -> Result<Unpacked> {
+    // Never remove what was there before (then creating `dest` failed).
+    let existed = fs::symlink_metadata(dest).is_ok();
+    let result = unpack_into(reader, media_type, dest, limits, layer);
+    if result.is_err() && !existed && fs::symlink_metadata(dest).is_ok() {
+        // Best effort: the store unpacks under `tmp/` and removes its whole
+        // work directory anyway. remove_dir_all never follows symlinks.
+        let _ = fs::remove_dir_all(dest);
+    }
+    result
+}
+
+fn unpack_into<R: Read>(
     reader: R,
     media_type: &str,
     dest: &Path,
@@ -627,7 +645,7 @@ impl Unpacker {
 
     fn hard_link(&mut self, link: &[u8], target: &Path, name: &str) -> Result<()> {
         let link_name = lossy(link);
-        let parts = self.clean(link, name)?;
+        let parts = self.clean(link, &format!("{name} -> {link_name}"))?;
         let refuse = |why: &str| self.bad(format!("hard link {name:?} to {link_name:?}: {why}"));
         let Some((last, parents)) = parts.split_last() else {
             return Err(refuse("empty target"));

@@ -13,6 +13,8 @@ mod gc;
 mod layers;
 mod records;
 mod refs;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ use crate::unpack::UnpackLimits;
 
 pub use blobs::BlobWriter;
 use fsutil::StoreLock;
+pub use records::{RECIPE_LABEL, SERVICES_LABEL};
 
 /// How a sandbox of the image runs: the OCI config's `Env`, `WorkingDir`,
 /// `User`, `Entrypoint`, `Cmd` and `ExposedPorts`, and for the built-in
