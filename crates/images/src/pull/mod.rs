@@ -512,6 +512,7 @@ async fn download_blob(session: &Session, layer: &Descriptor, max_bytes: u64) ->
     let mut meter = progress::Download::new(&session.progress, &layer.digest, layer.size);
     let mut received = 0u64;
     let mut failure = None;
+    let mut writer_gone = false;
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
@@ -536,11 +537,12 @@ async fn download_blob(session: &Session, layer: &Descriptor, max_bytes: u64) ->
         }
         if tx.send(Chunk::Data(chunk)).await.is_err() {
             // The writer stopped; its own error says why.
+            writer_gone = true;
             break;
         }
         meter.advance(received);
     }
-    if failure.is_none() {
+    if failure.is_none() && !writer_gone {
         session
             .progress
             .layer(&layer.digest, "verifying", received, layer.size)

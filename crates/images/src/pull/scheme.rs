@@ -80,4 +80,30 @@ mod tests {
         assert!(plain_http("10.0.0.1", &insecure));
         assert!(!plain_http("10.0.0.2", &insecure));
     }
+
+    #[test]
+    fn only_a_plain_http_registry_is_in_the_clients_exception_list() {
+        use oci_client::client::ClientProtocol;
+
+        use crate::pull::PullConfig;
+
+        let config = PullConfig {
+            insecure_registries: vec!["registry.example:5000".to_string()],
+            ..PullConfig::default()
+        };
+        for registry in ["127.0.0.1:5000", "localhost:5000", "registry.example:5000"] {
+            assert_eq!(
+                config.client_config(registry).protocol,
+                ClientProtocol::HttpsExcept(vec![registry.to_string()]),
+                "{registry}"
+            );
+        }
+        for registry in ["index.docker.io", "registry.example:5001"] {
+            assert_eq!(
+                config.client_config(registry).protocol,
+                ClientProtocol::Https,
+                "{registry}"
+            );
+        }
+    }
 }
