@@ -186,8 +186,8 @@ impl Puller {
         if let Some(name) = &request.name {
             names.push(ImageRef::parse(name)?.key());
         }
-        // Docker Hub is reached as index.docker.io; what is spoken to is
-        // what the scheme is decided for.
+        // oci-client resolves an alias (Docker Hub's short name) to the host
+        // it really speaks to; the scheme is decided for that host.
         let registry = reference.resolve_registry().to_string();
         let client = Client::try_from(self.config.client_config(&registry)).map_err(|e| {
             ImageStoreError::Registry {

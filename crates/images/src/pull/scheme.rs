@@ -65,7 +65,7 @@ mod tests {
             "10.0.0.1:5000",
             "128.0.0.1",
             "localhost.example",
-            "index.docker.io",
+            "registry.example",
             "[::2]:5000",
         ] {
             assert!(!plain_http(registry, &[]), "{registry}");
@@ -98,7 +98,7 @@ mod tests {
                 "{registry}"
             );
         }
-        for registry in ["index.docker.io", "registry.example:5001"] {
+        for registry in ["registry.example", "registry.example:5001"] {
             assert_eq!(
                 config.client_config(registry).protocol,
                 ClientProtocol::Https,
