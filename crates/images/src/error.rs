@@ -89,6 +89,22 @@ pub enum ImageStoreError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The registry refused access (its 401 or 403), with its message.
+    #[error("registry {registry} refused access: {message}")]
+    RegistryUnauthorized {
+        /// The registry host.
+        registry: String,
+        /// What the registry (or its token service) said.
+        message: String,
+    },
+    /// The registry could not be reached or answered something unusable.
+    #[error("registry {registry}: {message}")]
+    Registry {
+        /// The registry host.
+        registry: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl ImageStoreError {

@@ -20,7 +20,9 @@
 
 pub mod digest;
 pub mod error;
+pub mod import;
 pub mod pack;
+pub mod pull;
 pub mod reference;
 pub mod store;
 pub mod unpack;
