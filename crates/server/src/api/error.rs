@@ -131,6 +131,16 @@ fn image_status(e: &alcove_images::ImageStoreError) -> (StatusCode, ErrorCode) {
         | I::BadLayer { .. }
         | I::BadImage { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument),
         I::Io { .. } | I::BlobMissing(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        // The registry's own answer: 403 when it said forbidden, else 401.
+        I::RegistryUnauthorized { message, .. } => (
+            if message.contains("403") || message.to_ascii_lowercase().contains("forbidden") {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNAUTHORIZED
+            },
+            ErrorCode::RegistryUnauthorized,
+        ),
+        I::Registry { .. } => (StatusCode::BAD_GATEWAY, ErrorCode::RegistryError),
     }
 }
 

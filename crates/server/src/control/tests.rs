@@ -648,7 +648,7 @@ async fn every_way_of_ending_archives_the_sandbox_with_its_reason() {
         .expect("get");
     assert_eq!(kept.name.as_deref(), Some("gone-soon"));
     assert_eq!(
-        (kept.image.as_str(), kept.cpus, kept.memory_mb),
+        (crate::images::display_name(&kept.image), kept.cpus, kept.memory_mb),
         ("alcove/debian", 1.0, 1024)
     );
 
