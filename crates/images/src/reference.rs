@@ -132,7 +132,10 @@ fn check_name(name: &str) -> Result<(), String> {
                 None => (part, None),
             };
             // `..` or `.x` is a path trick, not a host.
-            let host_ok = host.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            let host_ok = host
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
                 && host
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));

@@ -83,6 +83,26 @@ pub struct Config {
     )]
     pub logs_max_mb: u64,
 
+    /// A registry (`host[:port]`, or `host` for every port) that image pulls reach over
+    /// plain HTTP. Registries on a loopback address always may. Repeatable.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "insecure-registry",
+            env = "ALCOVE_INSECURE_REGISTRIES",
+            value_delimiter = ','
+        )
+    )]
+    pub insecure_registries: Vec<String>,
+
+    /// Most one image layer may unpack to, in MiB (a bigger one, or a decompression bomb,
+    /// fails its pull, import or build and leaves nothing behind).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_IMAGE_MAX_UNPACKED_MB", default_value_t = 32768, value_parser = clap::value_parser!(u64).range(1..=1_048_576))
+    )]
+    pub image_max_unpacked_mb: u64,
+
     /// Subnet sandbox addresses are taken from (one /30 per sandbox).
     #[cfg_attr(
         feature = "cli",

@@ -103,10 +103,19 @@ pub async fn serve(
         u32::try_from(retention_days).unwrap_or(u32::MAX),
     );
     let images_dir = config.images_dir();
-    let images = tokio::task::spawn_blocking(move || crate::images::Images::open(&images_dir))
-        .await
-        .map_err(std::io::Error::other)?
-        .map_err(std::io::Error::other)?;
+    let image_settings = crate::images::ImageSettings {
+        insecure_registries: config.insecure_registries.clone(),
+        limits: alcove_images::unpack::UnpackLimits {
+            max_bytes: config.image_max_unpacked_mb << 20,
+            ..Default::default()
+        },
+    };
+    let images = tokio::task::spawn_blocking(move || {
+        crate::images::Images::open(&images_dir, image_settings)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+    .map_err(std::io::Error::other)?;
     let control = Arc::new(Control::new(
         store,
         Arc::new(node),

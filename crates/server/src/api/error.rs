@@ -58,6 +58,23 @@ impl ApiError {
         self.status
     }
 
+    /// The machine-readable code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The message as a client may see it outside a response (an event of a
+    /// stream): host details scrubbed, an internal error logged and named only.
+    pub fn public_message(&self) -> String {
+        if self.code == ErrorCode::Internal {
+            let detail = self.detail.as_deref().unwrap_or(&self.message);
+            tracing::error!(error = %detail, "streamed work failed");
+            "internal error; see the server log".to_string()
+        } else {
+            redact::for_client(&self.message).into_owned()
+        }
+    }
+
     /// The message as built (before a 5xx answer replaces it).
     pub fn message(&self) -> &str {
         &self.message
@@ -130,7 +147,9 @@ fn image_status(e: &alcove_images::ImageStoreError) -> (StatusCode, ErrorCode) {
         | I::UnsupportedMediaType(_)
         | I::BadLayer { .. }
         | I::BadImage { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument),
-        I::Io { .. } | I::BlobMissing(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        I::Io { .. } | I::BlobMissing(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)
+        }
         // The registry's own answer: 403 when it said forbidden, else 401.
         I::RegistryUnauthorized { message, .. } => (
             if message.contains("403") || message.to_ascii_lowercase().contains("forbidden") {

@@ -6,6 +6,7 @@ mod archived;
 mod body;
 mod desktop;
 pub mod error;
+mod images;
 mod lifecycle_ops;
 mod logs;
 mod metrics;
@@ -72,6 +73,13 @@ fn resource_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(logs::list_log_processes))
         .routes(routes!(snapshots::list))
         .routes(routes!(snapshots::get, snapshots::delete))
+        .routes(routes!(images::list))
+        .routes(routes!(images::pull))
+        .routes(routes!(images::import))
+        .route(
+            "/images/{*reference}",
+            axum::routing::get(images::get).delete(images::delete),
+        )
         .merge(unbuilt::routes())
 }
 

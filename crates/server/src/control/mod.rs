@@ -8,6 +8,7 @@ mod context;
 mod crashes;
 #[cfg(test)]
 mod fake_node;
+mod images;
 mod inflight;
 mod lifecycle;
 mod network;

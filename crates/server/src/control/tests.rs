@@ -37,7 +37,7 @@ fn test_images(dir: &std::path::Path) -> crate::images::Images {
         r#"{"name":"alcove/debian","aliases":["default","debian"],"recipe_sha256":"test"}"#,
     )
     .expect("manifest");
-    crate::images::Images::open(&dir.join("images")).expect("images")
+    crate::images::Images::open(&dir.join("images"), Default::default()).expect("images")
 }
 
 async fn harness() -> Harness {
@@ -648,7 +648,11 @@ async fn every_way_of_ending_archives_the_sandbox_with_its_reason() {
         .expect("get");
     assert_eq!(kept.name.as_deref(), Some("gone-soon"));
     assert_eq!(
-        (crate::images::display_name(&kept.image), kept.cpus, kept.memory_mb),
+        (
+            crate::images::display_name(&kept.image),
+            kept.cpus,
+            kept.memory_mb
+        ),
         ("alcove/debian", 1.0, 1024)
     );
 

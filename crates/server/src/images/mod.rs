@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use alcove_images::pull::{PullConfig, PullRequest, Puller};
+use alcove_images::unpack::UnpackLimits;
 use alcove_images::{
     Digest, ImageRecord, ImageRef, ImageSource, ImageStore, ImageStoreError, RunConfig,
 };
@@ -30,6 +32,17 @@ pub struct ResolvedImage {
 pub struct Images {
     store: ImageStore,
     dir: PathBuf,
+    puller: Puller,
+    limits: UnpackLimits,
+}
+
+/// How images are fetched and unpacked.
+#[derive(Debug, Clone, Default)]
+pub struct ImageSettings {
+    /// Registries spoken to in plain HTTP (loopback ones always are).
+    pub insecure_registries: Vec<String>,
+    /// Bounds on one unpacked layer.
+    pub limits: UnpackLimits,
 }
 
 /// The part of a pinned reference users see (`name` of `name@sha256:…`).
@@ -44,11 +57,21 @@ impl Images {
     /// Opens the store under `images_dir` (`<images_dir>/store`) and adopts
     /// the built-in images setup left in `<images_dir>/<name>/`. Blocking:
     /// the first adoption of an image hashes its whole tree.
-    pub fn open(images_dir: &Path) -> Result<Self, ImageStoreError> {
+    pub fn open(images_dir: &Path, settings: ImageSettings) -> Result<Self, ImageStoreError> {
         let store = ImageStore::open(images_dir.join("store"))?;
+        let puller = Puller::new(
+            store.clone(),
+            PullConfig {
+                insecure_registries: settings.insecure_registries,
+                unpack_limits: settings.limits,
+                ..PullConfig::default()
+            },
+        );
         let this = Self {
             store,
             dir: images_dir.to_path_buf(),
+            puller,
+            limits: settings.limits,
         };
         this.adopt_builtins();
         Ok(this)
@@ -57,6 +80,33 @@ impl Images {
     /// The store.
     pub fn store(&self) -> &ImageStore {
         &self.store
+    }
+
+    /// Pulls an image from its registry (see [`Puller::pull`]).
+    pub async fn pull(&self, request: PullRequest) -> Result<ImageRecord, ImageStoreError> {
+        self.puller.pull(request).await
+    }
+
+    /// Bounds on one unpacked layer.
+    pub fn limits(&self) -> UnpackLimits {
+        self.limits
+    }
+
+    /// Imports a `docker save` or OCI layout archive. Blocking.
+    pub fn import(
+        &self,
+        archive: impl std::io::Read,
+        names: &[String],
+    ) -> Result<ImageRecord, ImageStoreError> {
+        alcove_images::import::import_archive(
+            &self.store,
+            archive,
+            names,
+            &alcove_images::import::ImportLimits {
+                unpack: self.limits,
+                ..Default::default()
+            },
+        )
     }
 
     /// Adopts every `<images_dir>/<name>/manifest.json` image not yet in the

@@ -32,6 +32,8 @@ pub mod tags {
     pub const SNAPSHOTS: &str = "snapshots";
     /// Ended sandboxes, kept for the archive's retention.
     pub const ARCHIVE: &str = "archived sandboxes";
+    /// The image store: pulls, imports, builds.
+    pub const IMAGES: &str = "images";
     /// Alcove's own secret store.
     pub const SECRETS: &str = "secrets";
     /// The server itself: health and this document.

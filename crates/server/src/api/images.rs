@@ -1,0 +1,248 @@
+//! Routes of images (docs/images.md): list, get, delete, pull, import, build,
+//! and saving a snapshot as an image.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use alcove_wire::error::ApiErrorBody;
+use alcove_wire::image::{
+    DeleteImageResponse, ImageInfo, ImageListResponse, ImageProgressEvent, PullImageRequest,
+};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::AppState;
+use super::body::json_object;
+use super::error::ApiError;
+use super::openapi::tags;
+use super::sandboxes::namespace;
+use crate::control::ControlError;
+
+/// Whether the client asked to follow progress as server-sent events.
+pub(super) fn wants_events(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+/// The reference of `/images/{*reference}` (a leading `/` of the wildcard
+/// dropped).
+fn reference(params: &HashMap<String, String>) -> Result<String, ApiError> {
+    params
+        .get("reference")
+        .map(|r| r.trim_start_matches('/').to_string())
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing image reference in path"))
+}
+
+/// An SSE answer of the events `work` sends; `work` ends with the image or
+/// an error, sent as the last event (`done` or `error`).
+pub(super) fn event_stream<F>(
+    work: impl FnOnce(tokio::sync::mpsc::Sender<ImageProgressEvent>) -> F,
+) -> Response
+where
+    F: std::future::Future<Output = Result<ImageInfo, ControlError>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<ImageProgressEvent>(256);
+    let fut = work(tx.clone());
+    // The work goes on if the client leaves: a pull or build is not lost
+    // halfway because a connection dropped.
+    tokio::spawn(async move {
+        let last = match fut.await {
+            Ok(image) => ImageProgressEvent::Done {
+                image: Box::new(image),
+            },
+            Err(e) => {
+                let api = ApiError::from(e);
+                ImageProgressEvent::Error {
+                    code: serde_json::to_value(api.code())
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    message: api.public_message(),
+                    status: api.status().as_u16(),
+                }
+            }
+        };
+        let _ = tx.send(last).await;
+    });
+    let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(|event| {
+        let name = match &event {
+            ImageProgressEvent::Resolved { .. } => "resolved",
+            ImageProgressEvent::Layer(_) => "layer",
+            ImageProgressEvent::Step { .. } => "step",
+            ImageProgressEvent::Output { .. } => "output",
+            ImageProgressEvent::Done { .. } => "done",
+            ImageProgressEvent::Error { .. } => "error",
+        };
+        let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
+        Ok::<_, Infallible>(Event::default().event(name).data(data))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// `GET {B}/images`.
+#[utoipa::path(
+    get,
+    path = "/images",
+    tag = tags::IMAGES,
+    operation_id = "listImages",
+    description = "Every image in the store, newest first.",
+    responses((status = 200, description = "The images.", body = ImageListResponse))
+)]
+pub async fn list(State(state): State<AppState>) -> Result<Json<ImageListResponse>, ApiError> {
+    let images = state.control.list_images().await?;
+    Ok(Json(ImageListResponse { images }))
+}
+
+/// `GET {B}/images/{*reference}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<ImageInfo>, ApiError> {
+    let reference = reference(&params)?;
+    Ok(Json(state.control.get_image(&reference).await?))
+}
+
+/// `DELETE {B}/images/{*reference}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<DeleteImageResponse>, ApiError> {
+    let reference = reference(&params)?;
+    Ok(Json(state.control.delete_image(&reference).await?))
+}
+
+/// `POST {B}/images/pull`.
+#[utoipa::path(
+    post,
+    path = "/images/pull",
+    tag = tags::IMAGES,
+    operation_id = "pullImage",
+    description = "Pulls an image from an OCI registry into the store. With `Accept: text/event-stream` the answer is a stream of progress events (`resolved`, `layer`, then `done` or `error`).",
+    request_body = PullImageRequest,
+    responses(
+        (status = 200, description = "The image is stored.", body = ImageInfo),
+        (status = 400, description = "`INVALID_ARGUMENT`: a bad reference, or content the store refuses.", body = ApiErrorBody),
+        (status = 401, description = "`REGISTRY_UNAUTHORIZED`: the registry refused the credentials.", body = ApiErrorBody),
+        (status = 404, description = "`NOT_FOUND`: the registry has no such image.", body = ApiErrorBody),
+        (status = 502, description = "`REGISTRY_ERROR`: the registry could not be reached.", body = ApiErrorBody),
+    )
+)]
+pub async fn pull(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: PullImageRequest = json_object(&headers, &body)?;
+    let ns = namespace(&params).to_string();
+    if wants_events(&headers) {
+        let control = state.control.clone();
+        return Ok(event_stream(move |tx| async move {
+            control.pull_image(&ns, req, Some(tx)).await
+        }));
+    }
+    let image = state.control.pull_image(&ns, req, None).await?;
+    Ok(Json(image).into_response())
+}
+
+/// Query of the import route.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct ImportQuery {
+    /// Store the image under this reference (`name:tag`); absent = the names
+    /// the archive carries.
+    pub name: Option<String>,
+}
+
+/// `POST {B}/images/import?name=…` with a `docker save` archive or an OCI
+/// layout tarball (optionally gzip-compressed) as the body.
+#[utoipa::path(
+    post,
+    path = "/images/import",
+    tag = tags::IMAGES,
+    operation_id = "importImage",
+    description = "Imports a `docker save` archive or an OCI image layout tarball (optionally gzip-compressed), streamed as the body.",
+    params(ImportQuery),
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses(
+        (status = 200, description = "The image is stored.", body = ImageInfo),
+        (status = 400, description = "`INVALID_ARGUMENT`: not an image archive, or content the store refuses (nothing is stored).", body = ApiErrorBody),
+    )
+)]
+pub async fn import(
+    State(state): State<AppState>,
+    Query(query): Query<ImportQuery>,
+    body: Body,
+) -> Result<Json<ImageInfo>, ApiError> {
+    let upload = Upload::receive(state.control.images().store().root(), body).await?;
+    let image = state
+        .control
+        .import_image(upload.path.clone(), query.name)
+        .await;
+    drop(upload);
+    Ok(Json(image?))
+}
+
+/// A request body written to the store's work directory, removed on drop
+/// (and by the store's sweep of `tmp/` after a crash: its name carries our
+/// pid).
+pub(super) struct Upload {
+    /// Where it is.
+    pub(super) path: std::path::PathBuf,
+}
+
+impl Upload {
+    /// Streams `body` into a new file under `<store>/tmp/`.
+    pub(super) async fn receive(
+        store_root: &std::path::Path,
+        body: Body,
+    ) -> Result<Self, ApiError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let path = store_root
+            .join("tmp")
+            .join(format!("{}.upload.{nanos}", std::process::id()));
+        let upload = Self { path };
+        let failed = |e: std::io::Error| {
+            tracing::warn!(error = %e, "receiving an upload");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                alcove_wire::error::ErrorCode::Internal,
+                "writing the upload failed",
+            )
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&upload.path)
+            .await
+            .map_err(failed)?;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+            file.write_all(&chunk).await.map_err(failed)?;
+        }
+        file.flush().await.map_err(failed)?;
+        Ok(upload)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

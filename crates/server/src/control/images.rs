@@ -1,0 +1,278 @@
+//! Images as the control plane sees them: who uses one (so a delete can be
+//! refused), deleting and collecting, and pulls with credentials from a
+//! secret.
+
+use std::collections::HashSet;
+
+use alcove_images::pull::{PullRequest, RegistryCredentials};
+use alcove_images::{Digest, ImageRecord, ImageStoreError};
+use alcove_wire::image::{
+    DeleteImageResponse, ImageInfo, ImageLayerInfo, ImageRunConfig, ImageUsers, PullImageRequest,
+};
+
+use super::ControlError;
+use super::services::Control;
+
+/// The image id a pinned reference (`name@sha256:…`) names, if it is pinned.
+fn pinned_id(image: &str) -> Option<&str> {
+    image
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| d.starts_with("sha256:"))
+}
+
+/// Runs blocking store work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ImageStoreError> + Send + 'static,
+) -> Result<T, ControlError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| {
+            ControlError::Image(ImageStoreError::Io {
+                op: "running",
+                path: "image store task".into(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?
+        .map_err(ControlError::from)
+}
+
+/// The wire form of a stored image.
+pub fn image_info(record: &ImageRecord, used_by: Option<ImageUsers>) -> ImageInfo {
+    use alcove_images::ImageSource as S;
+    ImageInfo {
+        id: record.id.to_string(),
+        names: record.names.clone(),
+        manifest_digest: record.manifest_digest.as_ref().map(ToString::to_string),
+        source: match record.source {
+            S::Builtin { .. } => "builtin",
+            S::Pull { .. } => "pull",
+            S::Import => "import",
+            S::Build => "build",
+            S::Snapshot { .. } => "snapshot",
+        }
+        .to_string(),
+        created_at: record.created_at.clone(),
+        size_bytes: record.unpacked_size(),
+        layers: record
+            .layers
+            .iter()
+            .map(|l| ImageLayerInfo {
+                diff_id: l.diff_id.to_string(),
+                digest: l.blob.as_ref().map(ToString::to_string),
+                size_bytes: l.size,
+                unpacked_size_bytes: l.unpacked_size,
+            })
+            .collect(),
+        config: ImageRunConfig {
+            env: record.config.env.clone(),
+            working_dir: record.config.working_dir.clone(),
+            user: record.config.user.clone(),
+            entrypoint: record.config.entrypoint.clone(),
+            cmd: record.config.cmd.clone(),
+            exposed_ports: record.config.exposed_ports.clone(),
+        },
+        used_by,
+    }
+}
+
+impl Control {
+    /// Every stored image, newest first.
+    pub async fn list_images(&self) -> Result<Vec<ImageInfo>, ControlError> {
+        let images = self.ctx.images.clone();
+        let records = blocking(move || images.store().list()).await?;
+        Ok(records.iter().map(|r| image_info(r, None)).collect())
+    }
+
+    /// One image, with who uses it.
+    pub async fn get_image(&self, reference: &str) -> Result<ImageInfo, ControlError> {
+        let record = self.resolve_stored(reference).await?;
+        let users = self.image_users(&record.id).await?;
+        Ok(image_info(&record, Some(users)))
+    }
+
+    async fn resolve_stored(&self, reference: &str) -> Result<ImageRecord, ControlError> {
+        let images = self.ctx.images.clone();
+        let reference = reference.to_string();
+        blocking(move || images.store().resolve(&reference))
+            .await
+            .map_err(not_found_as_image)
+    }
+
+    /// Sandboxes (not ended) and snapshots made from image `id`.
+    pub async fn image_users(&self, id: &Digest) -> Result<ImageUsers, ControlError> {
+        let id = id.to_string();
+        let record = self.ctx.images.store().get(&id.parse()?)?;
+        // Records made before images were pinned name a built-in by name.
+        let legacy: HashSet<String> = record
+            .names
+            .iter()
+            .flat_map(|n| {
+                [
+                    n.clone(),
+                    n.strip_suffix(":latest").unwrap_or(n).to_string(),
+                ]
+            })
+            .collect();
+        let uses = |image: &str| match pinned_id(image) {
+            Some(pinned) => pinned == id,
+            None => legacy.contains(image),
+        };
+        let sandboxes = self
+            .ctx
+            .store
+            .list_live()
+            .await?
+            .into_iter()
+            .filter(|r| uses(&r.image))
+            .map(|r| r.id.to_string())
+            .collect();
+        let snapshots = self
+            .ctx
+            .store
+            .list_snapshots(None, None)
+            .await?
+            .into_iter()
+            .filter(|s| uses(&s.image))
+            .map(|s| s.id)
+            .collect();
+        Ok(ImageUsers {
+            sandboxes,
+            snapshots,
+        })
+    }
+
+    /// Deletes a reference (the image goes with its last name, or at once
+    /// when `reference` is an id), refusing while a sandbox or snapshot uses
+    /// the image, then collects what no image needs any more.
+    pub async fn delete_image(&self, reference: &str) -> Result<DeleteImageResponse, ControlError> {
+        let record = self.resolve_stored(reference).await?;
+        let by_id = reference.starts_with("sha256:") || record.id.hex().starts_with(reference);
+        let last_name = record.names.len() <= 1;
+        if by_id || last_name {
+            let users = self.image_users(&record.id).await?;
+            if !users.sandboxes.is_empty() || !users.snapshots.is_empty() {
+                let mut who: Vec<String> = users
+                    .sandboxes
+                    .iter()
+                    .map(|s| format!("sandbox {s}"))
+                    .collect();
+                who.extend(users.snapshots.iter().map(|s| format!("snapshot {s}")));
+                return Err(ControlError::Image(ImageStoreError::InUse {
+                    image: reference.to_string(),
+                    users: who.join(", "),
+                }));
+            }
+        }
+        let images = self.ctx.images.clone();
+        let text = reference.to_string();
+        let names_before = record.names.clone();
+        let id = record.id.clone();
+        blocking(move || {
+            let deleted = images.store().remove(&text, false)?;
+            let report = images.store().collect_garbage(&HashSet::new())?;
+            let names_after = match images.store().get(&id) {
+                Ok(r) => r.names,
+                Err(_) => Vec::new(),
+            };
+            Ok(DeleteImageResponse {
+                untagged: names_before
+                    .into_iter()
+                    .filter(|n| !names_after.contains(n))
+                    .collect(),
+                deleted: deleted.iter().map(ToString::to_string).collect(),
+                freed_bytes: report.bytes,
+            })
+        })
+        .await
+    }
+
+    /// Pulls an image; credentials come from the request or from a secret of
+    /// `namespace` whose value is `username:password`.
+    pub async fn pull_image(
+        &self,
+        namespace: &str,
+        req: PullImageRequest,
+        progress: Option<tokio::sync::mpsc::Sender<alcove_wire::image::ImageProgressEvent>>,
+    ) -> Result<ImageInfo, ControlError> {
+        let credentials = match (&req.username, &req.password, &req.auth_secret) {
+            (_, _, Some(secret)) if req.username.is_some() || req.password.is_some() => {
+                return Err(ControlError::InvalidArgument {
+                    field: "auth_secret",
+                    reason: format!("give either auth_secret {secret:?} or username and password"),
+                });
+            }
+            (_, _, Some(secret)) => {
+                let env = self
+                    .secrets
+                    .env(namespace, std::slice::from_ref(secret))
+                    .await?;
+                let value = env.into_iter().next().map(|(_, v)| v).unwrap_or_default();
+                let Some((user, password)) = value.split_once(':') else {
+                    return Err(ControlError::InvalidArgument {
+                        field: "auth_secret",
+                        reason: format!("secret {secret:?} must hold username:password"),
+                    });
+                };
+                Some(RegistryCredentials::new(user, password))
+            }
+            (Some(user), Some(password), None) => {
+                Some(RegistryCredentials::new(user.clone(), password.clone()))
+            }
+            (None, None, None) => None,
+            _ => {
+                return Err(ControlError::InvalidArgument {
+                    field: "username",
+                    reason: "username and password go together".into(),
+                });
+            }
+        };
+        alcove_images::ImageRef::parse(&req.reference)?;
+        if let Some(name) = &req.name {
+            alcove_images::ImageRef::parse(name)?;
+        }
+        let record = self
+            .ctx
+            .images
+            .pull(PullRequest {
+                reference: req.reference.clone(),
+                name: req.name.clone(),
+                credentials,
+                progress,
+            })
+            .await
+            .map_err(ControlError::from)
+            .map_err(not_found_as_image)?;
+        Ok(image_info(&record, None))
+    }
+
+    /// Imports an archive already written to `path` (removed afterwards by
+    /// the caller).
+    pub async fn import_image(
+        &self,
+        path: std::path::PathBuf,
+        name: Option<String>,
+    ) -> Result<ImageInfo, ControlError> {
+        if let Some(name) = &name {
+            alcove_images::ImageRef::parse(name)?;
+        }
+        let images = self.ctx.images.clone();
+        let record = blocking(move || {
+            let file = std::fs::File::open(&path).map_err(ImageStoreError::io("opening", &path))?;
+            let names: Vec<String> = name.into_iter().collect();
+            images.import(std::io::BufReader::with_capacity(1 << 20, file), &names)
+        })
+        .await?;
+        Ok(image_info(&record, None))
+    }
+}
+
+/// A missing image is a 404 of kind `image`.
+fn not_found_as_image(e: ControlError) -> ControlError {
+    match e {
+        ControlError::Image(ImageStoreError::NotFound(id)) => {
+            ControlError::NotFound { kind: "image", id }
+        }
+        other => other,
+    }
+}
