@@ -382,7 +382,10 @@ class Hostile:
     host_paths: tuple[Path, ...]  # must not exist on the host afterwards
     # A refusal (400) is required, not just allowed: the image is broken, not only hostile.
     must_refuse: bool
-    layout: Layout | None = None  # the layout, if it is a valid one a registry could serve
+    layout: Layout  # the layout the archive is a tar of
+    # Whether a registry takes it as it is (its blobs match their digests and sizes), so
+    # that it can be pulled too, not only imported.
+    pushable: bool = True
 
 
 def _one_layer_layout(dest: Path, layer_tar: bytes, media_type: str = MT_LAYER_GZIP,
@@ -457,7 +460,8 @@ def make_hostile_images(dest: Path, token: str, cache_dir: Path = CACHE_DIR) -> 
     hardlink_shadow a hard link to `/etc/shadow`, and one to `../../../../etc/shadow`
     chardev         a character device 1:1 (/dev/mem) and a block device 8:0
     gzip_bomb       2 GB of zeros in ~2 MB (refused past the unpack limit)
-    truncated       a gzip blob cut in half (the manifest's size and digest of the cut one)
+    truncated_gzip  a gzip stream cut in half (the descriptor has the cut blob's digest, size)
+    truncated_blob  a blob file cut in half (the descriptor has the whole blob's)
     digest_mismatch a blob whose content does not hash to its name
     unknown_media   a layer of media type application/vnd.example.unknown
     diffid_mismatch a config whose diff id is not the layer's
@@ -469,7 +473,7 @@ def make_hostile_images(dest: Path, token: str, cache_dir: Path = CACHE_DIR) -> 
     def add(name: str, layout: Layout, host_paths: tuple[Path, ...], must_refuse: bool,
             valid: bool = True) -> None:
         archive = tar_directory(layout.path, dest / f"{name}.oci.tar")
-        out[name] = Hostile(name, archive, host_paths, must_refuse, layout if valid else None)
+        out[name] = Hostile(name, archive, host_paths, must_refuse, layout, pushable=valid)
 
     def entry_layout(name: str, entries: list[Entry]) -> Layout:
         return _one_layer_layout(dest / name, build_tar(entries))
@@ -514,8 +518,13 @@ def make_hostile_images(dest: Path, token: str, cache_dir: Path = CACHE_DIR) -> 
     good = build_tar([Entry("ok.txt", data=b"fine\n" * 1000)])
     blob = gzip_bytes(good)
     cut = blob[: len(blob) // 2]
-    layout = _one_layer_layout(dest / "truncated", good, blob=cut)
-    add("truncated", layout, (), must_refuse=True, valid=False)
+    # A gzip stream that ends early, described as it is (digest and size of the cut bytes).
+    layout = _one_layer_layout(dest / "truncated_gzip", good, blob=cut)
+    add("truncated_gzip", layout, (), must_refuse=True)
+    # A blob file shorter than its descriptor says (digest and size of the whole blob).
+    layout = _one_layer_layout(dest / "truncated_blob", good)
+    layout.blob_path(sha256_digest(blob)).write_bytes(cut)
+    add("truncated_blob", layout, (), must_refuse=True, valid=False)
 
     layout = _one_layer_layout(dest / "digest_mismatch", good)
     layer_desc = layout.manifest("latest")["layers"][0]
@@ -539,7 +548,8 @@ def make_hostile_images(dest: Path, token: str, cache_dir: Path = CACHE_DIR) -> 
 
 HOSTILE_NAMES = (
     "escape_dotdot", "escape_abs", "symlink_escape", "symlink_dir_escape", "hardlink_shadow",
-    "chardev", "gzip_bomb", "truncated", "digest_mismatch", "unknown_media", "diffid_mismatch",
+    "chardev", "gzip_bomb", "truncated_gzip", "truncated_blob", "digest_mismatch",
+    "unknown_media", "diffid_mismatch",
 )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from framework.oci_layout import Layout, hex_of
+from framework.oci_layout import Layout
 from framework.server import free_port
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
@@ -55,9 +55,23 @@ auth:
     path: {htpasswd}
 """
 
+REGISTRY_MISSING = (
+    "/usr/bin/docker-registry (Debian's docker-registry) or skopeo is missing: "
+    "run scripts/setup.sh packages"
+)
+# The user of the test registries that require a login.
+USER, PASSWORD = "alcove-e2e", "registry-pass-1"
+
 
 def available() -> bool:
     return REGISTRY_BIN.exists() and shutil.which("skopeo") is not None
+
+
+def requires_registry():
+    """A module mark: skip (saying why) where the registry or skopeo is missing."""
+    import pytest
+
+    return pytest.mark.skipif(not available(), reason=REGISTRY_MISSING)
 
 
 class RegistryError(RuntimeError):
@@ -289,4 +303,84 @@ class Registry:
         return sum(p.stat().st_size for p in (self.dir / "data").rglob("*") if p.is_file())
 
 
-__all__ = ["Registry", "RegistryError", "available", "hex_of"]
+
+class ThrottledProxy:
+    """A TCP relay on a free loopback port in front of a registry that sends the
+    registry's answers at most `bytes_per_sec`: a pull through it takes long enough to be
+    interrupted on purpose. `forwarded` counts the bytes sent to clients so far.
+
+        with ThrottledProxy(reg.port, 2 << 20) as proxy:
+            ... pull f"{proxy.host}/repo:tag" ...
+    """
+
+    def __init__(self, target_port: int, bytes_per_sec: int):
+        import socket
+        import threading
+
+        self._socket_mod = socket
+        self._threading = threading
+        self.target_port = target_port
+        self.rate = bytes_per_sec
+        self.forwarded = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._conns: list = []
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ThrottledProxy":
+        self._listener.listen(16)
+        self._listener.settimeout(0.2)
+        self._threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._listener.close()
+        for c in self._conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = self._socket_mod.create_connection(("127.0.0.1", self.target_port))
+            self._conns += [client, upstream]
+            self._threading.Thread(target=self._pipe, args=(client, upstream, False),
+                                   daemon=True).start()
+            self._threading.Thread(target=self._pipe, args=(upstream, client, True),
+                                   daemon=True).start()
+
+    def _pipe(self, src, dst, throttle: bool) -> None:
+        chunk = 16 * 1024
+        try:
+            while not self._stop.is_set():
+                data = src.recv(chunk)
+                if not data:
+                    break
+                dst.sendall(data)
+                if throttle:
+                    with self._lock:
+                        self.forwarded += len(data)
+                    time.sleep(len(data) / self.rate)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(self._socket_mod.SHUT_RDWR)
+                except OSError:
+                    pass
