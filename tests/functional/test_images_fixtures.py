@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ import pytest
 
 from framework import image_fixtures as fx
 from framework.registry import PASSWORD, USER, Registry, RegistryError, ThrottledProxy
+from framework.oci_layout import Layout
 from framework.registry import requires_registry
 
 pytest_plugins = ["framework.image_plugin"]
@@ -251,3 +253,12 @@ def test_throttled_proxy_relays_everything(busybox_image, registry, run_token):
 def test_layer_dir_path():
     path = fx.layer_dir(Path("/x"), "sha256:" + "ab" * 32)
     assert path == Path("/x/layers/sha256") / ("ab" * 32) / "fs"
+
+
+def test_scratch_dir_is_not_left(tmp_path):
+    """The image builders leave nothing in the temp directory they are given but the layout."""
+    fx.make_distroless_layout(tmp_path / "d")
+    assert sorted(os.listdir(tmp_path)) == ["d"]
+    with tempfile.TemporaryDirectory() as tmp:
+        fx.make_busybox_layout(Path(tmp) / "b")
+        assert sorted(os.listdir(tmp)) == ["b"]
