@@ -5,7 +5,7 @@
 #
 # STEP is one of:
 #   all       = packages tools criu sysctl image python node build
-#   packages  Debian packages (runc, nftables, debootstrap, CRIU build deps, ...)
+#   packages  Debian packages (runc, nftables, debootstrap, CRIU build deps, image test tools, ...)
 #   criu      CRIU 4.2.1 from Debian's source tarball, with scripts/criu/*.patch applied
 #             -> /usr/local/sbin/criu (cached per version and patch set)
 #   sysctl    kernel settings: forwarding, and the host-wide limits sandboxes share
@@ -45,6 +45,16 @@ PYTHON_PKGS=(python3 python3-venv)
 # Desktops: noVNC's files for the desktop page (`alcove serve --novnc-dir`); a display, a VNC
 # server and xdotool for the SDKs' desktop-client tests; Chromium to test the page headless.
 DESKTOP_PKGS=(novnc xvfb x11vnc xdotool x11-xserver-utils chromium)
+# Images (the e2e tests of pulls, imports and builds, tests/framework/registry.py and
+# image_fixtures.py; all offline):
+#   docker-registry  the CNCF distribution registry (/usr/bin/docker-registry), started by the
+#                    tests on a free loopback port with a config of their own; the package's own
+#                    service is never used (see ensure_image_test_pkgs)
+#   skopeo           pushes the test images to that registry and writes OCI archives
+#   umoci            builds the test images as OCI layouts without a daemon or the network
+#   busybox-static   the one static binary the test images are made of
+#   apache2-utils    htpasswd, for the registry's basic-auth users
+IMAGE_TEST_PKGS=(docker-registry skopeo umoci busybox-static apache2-utils)
 
 _apt_updated=0
 # ensure_pkgs NAME...  installs whichever are missing (apt-get update only if needed).
@@ -68,9 +78,38 @@ ensure_pkgs() {
     [[ ${#missing[@]} -eq 0 ]] || die "still missing after apt-get install: ${missing[*]}"
 }
 
+# ensure_image_test_pkgs  installs IMAGE_TEST_PKGS without ever starting docker-registry's own
+# service: its postinst calls invoke-rc.d, which on a machine without a policy-rc.d would start
+# a registry on :5000 (or fail without an init system). A policy-rc.d that denies every start is
+# put in place for the install only (an existing one is left alone), the service is then
+# disabled in the init scripts, and a daemon the package may have started anyway is stopped.
+ensure_image_test_pkgs() {
+    local missing
+    mapfile -t missing < <(missing_pkgs "${IMAGE_TEST_PKGS[@]}")
+    [[ ${#missing[@]} -gt 0 ]] || return 0
+    local policy=/usr/sbin/policy-rc.d ours=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\n# alcove setup.sh: no service starts while installing\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        ours=1
+    fi
+    local rc=0
+    (ensure_pkgs "${IMAGE_TEST_PKGS[@]}") || rc=$?
+    if [[ $ours -eq 1 ]]; then
+        rm -f "$policy"
+    fi
+    [[ $rc -eq 0 ]] || die "installing the image test packages failed"
+    if [[ -x /etc/init.d/docker-registry ]]; then
+        /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
+        update-rc.d docker-registry disable >/dev/null 2>&1 || true
+    fi
+}
+
 step_packages() {
     local all=("${RUNTIME_PKGS[@]}" "${CRIU_BUILD_DEPS[@]}" "${PYTHON_PKGS[@]}" "${DESKTOP_PKGS[@]}")
     ensure_pkgs "${all[@]}"
+    ensure_image_test_pkgs
+    all+=("${IMAGE_TEST_PKGS[@]}")
     log "packages: all ${#all[@]} present"
 }
 
