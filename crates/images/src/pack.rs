@@ -43,6 +43,18 @@ pub struct Packed {
 /// `out`; returns `out` and what was written. Past `limits` it stops with
 /// [`ImageStoreError::TooLarge`].
 pub fn pack_dir<W: Write>(dir: &Path, out: W, limits: &UnpackLimits) -> Result<(W, Packed)> {
+    pack_dir_excluding(dir, out, limits, &[])
+}
+
+/// [`pack_dir`] leaving out the entries at the relative paths `exclude`
+/// (`a/b`, no leading `/`) and everything below them: what a sandbox's
+/// runtime mounted over its root (`proc`, `etc/hosts`, …) is not its work.
+pub fn pack_dir_excluding<W: Write>(
+    dir: &Path,
+    out: W,
+    limits: &UnpackLimits,
+    exclude: &[&str],
+) -> Result<(W, Packed)> {
     let root = nix::fcntl::open(
         dir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -57,6 +69,10 @@ pub fn pack_dir<W: Write>(dir: &Path, out: W, limits: &UnpackLimits) -> Result<(
         links: HashMap::new(),
         limits: *limits,
         packed: Packed::default(),
+        exclude: exclude
+            .iter()
+            .map(|p| p.trim_matches('/').as_bytes().to_vec())
+            .collect(),
     };
     packer.walk(&root, &[])?;
     let packed = packer.packed;
@@ -112,6 +128,8 @@ struct Packer<W: Write> {
     links: HashMap<(u64, u64), Vec<u8>>,
     limits: UnpackLimits,
     packed: Packed,
+    /// Relative paths left out with what is below them.
+    exclude: Vec<Vec<u8>>,
 }
 
 /// Ids past what a sandbox maps are clamped as the unpacker would.
@@ -135,6 +153,9 @@ impl<W: Write> Packer<W> {
                 path.push(b'/');
             }
             path.extend_from_slice(name.as_bytes());
+            if self.exclude.contains(&path) {
+                continue;
+            }
             let st = match nix::sys::stat::fstatat(
                 dir,
                 name.as_os_str(),

@@ -13,7 +13,7 @@ use super::fsutil::{self, fsync_dir, mkdir_private, remove_tree, tmp_name};
 use super::{ImageStore, LayerRecord};
 use crate::digest::Digest;
 use crate::error::{ImageStoreError, Result};
-use crate::pack::{HashingWriter, pack_dir};
+use crate::pack::{HashingWriter, pack_dir_excluding};
 use crate::unpack::{self, MEDIA_TYPE_TAR_GZIP, UnpackLimits};
 
 /// `layers/sha256/<hex>/layer.json`: what is known of an unpacked layer
@@ -175,14 +175,21 @@ impl ImageStore {
         )))
     }
 
-    pub(super) fn pack_upper(&self, upper: &Path, limits: &UnpackLimits) -> Result<LayerRecord> {
+    pub(super) fn pack_upper(
+        &self,
+        upper: &Path,
+        exclude: &[&str],
+        limits: &UnpackLimits,
+    ) -> Result<LayerRecord> {
         // Gzip output is at most a little larger than its input.
         let blob_limit = limits
             .max_bytes
             .saturating_add(limits.max_bytes / 8 + (1 << 20));
         let writer = self.blob_writer(None, blob_limit)?;
-        let gz = flate2::GzBuilder::new().write(writer, flate2::Compression::default());
-        let (hashing, _) = pack_dir(upper, HashingWriter::new(gz), limits)?;
+        // The fastest level: a build step's layer is written while its user
+        // waits, and the store is on the same disk it would be read from.
+        let gz = flate2::GzBuilder::new().write(writer, flate2::Compression::fast());
+        let (hashing, _) = pack_dir_excluding(upper, HashingWriter::new(gz), limits, exclude)?;
         let (gz, diff_id, _) = hashing.finish();
         let writer = gz
             .finish()

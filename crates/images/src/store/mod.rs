@@ -279,7 +279,18 @@ impl ImageStore {
     /// devices, sockets and foreign xattrs are left out), then unpacks that
     /// blob like any other. Blocking.
     pub fn layer_from_dir(&self, upper: &Path, limits: &UnpackLimits) -> Result<LayerRecord> {
-        self.pack_upper(upper, limits)
+        self.pack_upper(upper, &[], limits)
+    }
+
+    /// [`ImageStore::layer_from_dir`] leaving out the relative paths
+    /// `exclude` and what is below them (see [`crate::pack::pack_dir_excluding`]).
+    pub fn layer_from_dir_excluding(
+        &self,
+        upper: &Path,
+        exclude: &[&str],
+        limits: &UnpackLimits,
+    ) -> Result<LayerRecord> {
+        self.pack_upper(upper, exclude, limits)
     }
 
     // --- images --------------------------------------------------------------
