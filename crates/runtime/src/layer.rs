@@ -343,7 +343,7 @@ fn ensure_mountpoint(upper: &Path, layers: &[PathBuf], mp: &Mountpoint) -> Resul
 /// layers under it, and nothing is followed through a symlink (a path through
 /// a symlink counts as absent: the mount point is then made in the upper
 /// directory, where runc resolves it inside the sandbox's root).
-fn lookup_in_layers(layers: &[PathBuf], rel: &[&std::ffi::OsStr]) -> Option<std::fs::Metadata> {
+pub fn lookup_in_layers(layers: &[PathBuf], rel: &[&std::ffi::OsStr]) -> Option<std::fs::Metadata> {
     for layer in layers.iter().rev() {
         let mut cur = layer.clone();
         for (i, name) in rel.iter().enumerate() {

@@ -228,6 +228,13 @@ impl Node {
         &self.tag
     }
 
+    /// The overlay upper directory of a sandbox's layer (host view, ids as
+    /// the sandbox sees them): what it wrote over its image. Only meaningful
+    /// while its disk is mounted (it runs).
+    pub fn upper_dir(&self, id: &str) -> PathBuf {
+        Layer::new(self.sandbox_dir(id)).disk_mount().join("upper")
+    }
+
     pub(crate) fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.cfg.data_dir.join("sandboxes").join(id)
     }

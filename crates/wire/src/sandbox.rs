@@ -308,6 +308,9 @@ pub struct CreateSandboxRequest {
     /// Fail with `no_capacity` after this long in pending.
     #[serde(default)]
     pub max_pending_secs: Option<i64>,
+    /// Alcove: pull `image` from its registry first when the store lacks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_image: Option<bool>,
     /// Artifact file systems (not supported; a non-empty list is rejected).
     #[serde(default)]
     pub file_systems: Option<Vec<serde_json::Value>>,

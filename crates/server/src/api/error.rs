@@ -104,6 +104,7 @@ impl From<ControlError> for ApiError {
             ),
             C::Store(_) | C::Runtime(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
             C::Image(e) => image_status(e),
+            C::BuildFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::BuildFailed),
         };
         let detail = e.to_string();
         let message = match &e {

@@ -246,3 +246,133 @@ impl Drop for Upload {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// Query of the build route (`build_arg` may repeat; read by hand, as a
+/// typed query has no repeated keys).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[allow(dead_code)]
+pub struct BuildQuery {
+    /// The new image's reference (`name:tag`).
+    pub name: String,
+    /// The Dockerfile's path in the context (default `Dockerfile`).
+    pub dockerfile: Option<String>,
+    /// `KEY=VALUE`, repeatable.
+    pub build_arg: Option<Vec<String>>,
+    /// Ignore the step cache.
+    pub no_cache: Option<bool>,
+    /// Whether `RUN` steps reach the internet (default true).
+    pub allow_internet: Option<bool>,
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ApiError::bad_request(format!(
+            "{key}={value:?} is not true or false"
+        ))),
+    }
+}
+
+/// `POST {B}/images/build?name=…` with a build context (a tar archive,
+/// optionally gzip-compressed, holding the Dockerfile) as the body.
+#[utoipa::path(
+    post,
+    path = "/images/build",
+    tag = tags::IMAGES,
+    operation_id = "buildImage",
+    description = "Builds an image from a Dockerfile in the uploaded build context. RUN steps run in builder sandboxes; every step is cached. With `Accept: text/event-stream` the answer is a stream of `step`, `output`, then `done` or `error` events.",
+    params(BuildQuery),
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses(
+        (status = 200, description = "The image is stored.", body = ImageInfo),
+        (status = 400, description = "`INVALID_ARGUMENT`: a bad Dockerfile (the message names the line), context or option.", body = ApiErrorBody),
+        (status = 404, description = "`NOT_FOUND`: a FROM image is neither stored nor pullable.", body = ApiErrorBody),
+        (status = 422, description = "`BUILD_FAILED`: a RUN step failed; the message has its exit code and last output.", body = ApiErrorBody),
+    )
+)]
+pub async fn build(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut opts = crate::control::BuildOptions {
+        dockerfile: "Dockerfile".into(),
+        allow_internet: true,
+        ..Default::default()
+    };
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "name" => opts.name = value.into_owned(),
+            "dockerfile" => opts.dockerfile = value.into_owned(),
+            "build_arg" => {
+                let (k, v) = value.split_once('=').ok_or_else(|| {
+                    ApiError::bad_request(format!("build_arg {value:?} is not KEY=VALUE"))
+                })?;
+                opts.build_args.push((k.to_string(), v.to_string()));
+            }
+            "no_cache" => opts.no_cache = parse_bool("no_cache", &value)?,
+            "allow_internet" => opts.allow_internet = parse_bool("allow_internet", &value)?,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    if opts.name.is_empty() {
+        return Err(ApiError::bad_request(
+            "name (the new image's name:tag) is required",
+        ));
+    }
+    let upload = Upload::receive(state.control.images().store().root(), body).await?;
+    let ns = namespace(&params).to_string();
+    let control = state.control.clone();
+    let work = move |tx: Option<tokio::sync::mpsc::Sender<ImageProgressEvent>>| async move {
+        let result = control
+            .build_image(&ns, upload.path.clone(), opts, tx)
+            .await;
+        drop(upload);
+        result
+    };
+    if wants_events(&headers) {
+        return Ok(event_stream(move |tx| work(Some(tx))));
+    }
+    Ok(Json(work(None).await?).into_response())
+}
+
+/// `POST {B}/snapshots/{snapshot_id}/image`.
+#[utoipa::path(
+    post,
+    path = "/snapshots/{snapshot_id}/image",
+    tag = tags::IMAGES,
+    operation_id = "saveSnapshotAsImage",
+    description = "Saves a completed snapshot's filesystem as a named image: its sandbox's image with one more layer, what the sandbox wrote.",
+    params(("snapshot_id" = String, Path, description = "Snapshot id.")),
+    request_body = alcove_wire::image::SaveSnapshotImageRequest,
+    responses(
+        (status = 200, description = "The image is stored.", body = ImageInfo),
+        (status = 400, description = "`INVALID_ARGUMENT`: a bad name.", body = ApiErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such snapshot.", body = ApiErrorBody),
+        (status = 409, description = "`INVALID_STATE`: the snapshot is not completed.", body = ApiErrorBody),
+    )
+)]
+pub async fn save_snapshot(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ImageInfo>, ApiError> {
+    let req: alcove_wire::image::SaveSnapshotImageRequest = json_object(&headers, &body)?;
+    let id = params
+        .get("snapshot_id")
+        .ok_or_else(|| ApiError::bad_request("missing snapshot id in path"))?;
+    Ok(Json(
+        state
+            .control
+            .save_snapshot_as_image(Some(namespace(&params)), id, &req.name)
+            .await?,
+    ))
+}

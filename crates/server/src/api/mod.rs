@@ -76,6 +76,8 @@ fn resource_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(images::list))
         .routes(routes!(images::pull))
         .routes(routes!(images::import))
+        .routes(routes!(images::build))
+        .routes(routes!(images::save_snapshot))
         .route(
             "/images/{*reference}",
             axum::routing::get(images::get).delete(images::delete),

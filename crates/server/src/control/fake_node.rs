@@ -187,6 +187,10 @@ impl FakeNode {
 
 #[async_trait]
 impl SandboxNode for FakeNode {
+    fn upper_dir(&self, _id: &SandboxId) -> Option<std::path::PathBuf> {
+        None
+    }
+
     fn admit(&self, _disk_mb: u64) -> Result<(), RuntimeError> {
         if self.state().full {
             return Err(RuntimeError::Capacity("the host is full".into()));

@@ -276,3 +276,89 @@ fn not_found_as_image(e: ControlError) -> ControlError {
         other => other,
     }
 }
+
+impl Control {
+    /// Saves a completed snapshot's filesystem as image `name`: its
+    /// sandbox's image plus one layer, what the sandbox wrote (read from the
+    /// snapshot's disk, mounted read-only; the runtime's mount points left
+    /// out).
+    pub async fn save_snapshot_as_image(
+        &self,
+        namespace: Option<&str>,
+        snapshot_id: &str,
+        name: &str,
+    ) -> Result<ImageInfo, ControlError> {
+        alcove_images::ImageRef::parse(name)?;
+        let snap = self
+            .ctx
+            .store
+            .get_snapshot(snapshot_id)
+            .await?
+            .filter(|s| namespace.is_none_or(|ns| s.namespace == ns))
+            .ok_or_else(|| ControlError::NotFound {
+                kind: "snapshot",
+                id: snapshot_id.to_string(),
+            })?;
+        if snap.status != alcove_wire::snapshot::SnapshotStatus::Completed {
+            return Err(ControlError::InvalidArgument {
+                field: "snapshot_id",
+                reason: format!(
+                    "snapshot {snapshot_id} is {}, not completed",
+                    snap.status.as_str()
+                ),
+            });
+        }
+        let lock = self
+            .ctx
+            .op_lock(&super::context::snapshot_lock_key(snapshot_id));
+        let _guard = lock.lock().await;
+        let dir = self.ctx.cfg.snapshots_dir.join(snapshot_id);
+        alcove_runtime::archive::unpack(&dir, "disk.img").await?;
+        let images = self.ctx.images.clone();
+        let pinned = snap.image.clone();
+        let name = name.to_string();
+        let source = alcove_images::ImageSource::Snapshot {
+            snapshot_id: snapshot_id.to_string(),
+        };
+        let record = blocking(move || {
+            let base = images.resolve_pinned(&pinned)?;
+            let base = images.store().get(&base.image.id.parse()?)?;
+            let mnt = images.store().root().join("tmp").join(format!(
+                "{}.snapshot.{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::create_dir_all(&mnt).map_err(ImageStoreError::io("creating", &mnt))?;
+            let mounted = std::process::Command::new("mount")
+                .args(["-o", "loop,ro,nosuid,nodev,noexec,noload"])
+                .arg(dir.join("disk.img"))
+                .arg(&mnt)
+                .output()
+                .map_err(ImageStoreError::io("mounting", &mnt))?;
+            if !mounted.status.success() {
+                let _ = std::fs::remove_dir(&mnt);
+                return Err(ImageStoreError::Io {
+                    op: "mounting the snapshot's disk at",
+                    path: mnt,
+                    source: std::io::Error::other(
+                        String::from_utf8_lossy(&mounted.stderr).trim().to_string(),
+                    ),
+                });
+            }
+            let layer = images.store().layer_from_dir_excluding(
+                &mnt.join("upper"),
+                super::build::MOUNTED,
+                &images.limits(),
+            );
+            let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(&mnt);
+            let mut layers = base.layers.clone();
+            layers.push(layer?);
+            images
+                .store()
+                .commit_image(layers, base.config.clone(), source, None, &[name])
+        })
+        .await?;
+        Ok(image_info(&record, None))
+    }
+}

@@ -77,6 +77,11 @@ impl Sandboxes {
         }
     }
 
+    /// The pooled client to the sandboxes' agents.
+    pub(super) fn agents(&self) -> &AgentClient {
+        &self.agents
+    }
+
     /// Validates and stores a new sandbox, then starts it in the background.
     /// With `wait`, waits up to `budget` for it to run.
     pub async fn create(
@@ -87,7 +92,53 @@ impl Sandboxes {
         budget: Duration,
     ) -> Result<CreateOutcome, ControlError> {
         let (record, boot) = self.prepare(namespace, &req).await?;
-        let resolved = self.resolve_image(&record.image).await?;
+        let resolved = match self.resolve_image(&record.image).await {
+            Err(ControlError::NotFound { kind: "image", .. })
+                if req.pull_image == Some(true) && req.snapshot_id.is_none() =>
+            {
+                self.ctx
+                    .images
+                    .pull(alcove_images::pull::PullRequest {
+                        reference: record.image.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| match e {
+                        alcove_images::ImageStoreError::NotFound(id) => {
+                            ControlError::NotFound { kind: "image", id }
+                        }
+                        other => ControlError::Image(other),
+                    })?;
+                self.resolve_image(&record.image).await?
+            }
+            other => other?,
+        };
+        self.create_resolved(record, boot, resolved, wait, budget)
+            .await
+    }
+
+    /// Creates a sandbox of an image resolved by the caller (a build step's
+    /// parent, which no reference names yet); otherwise as [`Sandboxes::create`].
+    pub(super) async fn create_from_image(
+        &self,
+        namespace: &str,
+        req: CreateSandboxRequest,
+        resolved: crate::images::ResolvedImage,
+        budget: Duration,
+    ) -> Result<CreateOutcome, ControlError> {
+        let (record, boot) = self.prepare(namespace, &req).await?;
+        self.create_resolved(record, boot, resolved, true, budget)
+            .await
+    }
+
+    async fn create_resolved(
+        &self,
+        record: SandboxRecord,
+        boot: Boot,
+        resolved: crate::images::ResolvedImage,
+        wait: bool,
+        budget: Duration,
+    ) -> Result<CreateOutcome, ControlError> {
         let record = with_image_defaults(record, &resolved);
         let image = resolved.image;
         // Refused before anything is recorded: a full host is the caller's

@@ -3,6 +3,7 @@
 
 mod agent_client;
 mod archive;
+mod build;
 mod compactor;
 mod context;
 mod crashes;
@@ -27,6 +28,7 @@ pub mod validate;
 
 pub use agent_client::{AgentBody, AgentClient};
 pub use archive::{Archive, spawn_archive_purger};
+pub use build::BuildOptions;
 pub use compactor::spawn_compactor;
 pub use context::ControlConfig;
 pub use crashes::spawn_crash_watch;
@@ -105,4 +107,7 @@ pub enum ControlError {
     /// The image store, a pull, an import or a build failed.
     #[error(transparent)]
     Image(#[from] alcove_images::ImageStoreError),
+    /// A build step ran and failed (the message has its exit and output).
+    #[error("build failed: {0}")]
+    BuildFailed(String),
 }

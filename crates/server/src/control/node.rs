@@ -22,6 +22,11 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
     /// Checks there is room for one more sandbox with a layer of `disk_mb`.
     fn admit(&self, disk_mb: u64) -> Result<(), RuntimeError>;
 
+    /// The directory holding what a running sandbox wrote over its image
+    /// (overlayfs upper form: whiteouts, opaque directories), if the node
+    /// keeps one on this machine.
+    fn upper_dir(&self, id: &SandboxId) -> Option<std::path::PathBuf>;
+
     /// Creates and starts a sandbox; returns once its agent listens.
     async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, RuntimeError>;
 
@@ -111,6 +116,10 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
 impl SandboxNode for alcove_runtime::Node {
     fn admit(&self, disk_mb: u64) -> Result<(), RuntimeError> {
         alcove_runtime::Node::admit(self, disk_mb)
+    }
+
+    fn upper_dir(&self, id: &SandboxId) -> Option<std::path::PathBuf> {
+        Some(alcove_runtime::Node::upper_dir(self, id))
     }
 
     async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, RuntimeError> {

@@ -78,6 +78,11 @@ impl Control {
         &self.ctx.logs
     }
 
+    /// The pooled client to the sandboxes' agents.
+    pub(super) fn sandboxes_agents(&self) -> &AgentClient {
+        self.sandboxes.agents()
+    }
+
     /// The images sandboxes are made from.
     pub fn images(&self) -> &Arc<crate::images::Images> {
         &self.ctx.images

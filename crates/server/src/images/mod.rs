@@ -6,6 +6,9 @@
 //! reference that resolves to the exact layers it was made from even after
 //! the name is pointed at another image. Users see only the name part.
 
+pub mod context;
+pub mod dockerfile;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
