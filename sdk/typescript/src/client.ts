@@ -1,6 +1,9 @@
 /**
- * The control-plane client: sandbox lifecycle and snapshots (docs/protocol/control-plane.md).
+ * The control-plane client: sandbox lifecycle, snapshots and images (docs/protocol/control-plane.md).
  */
+
+import { promises as fs } from "node:fs";
+import path from "node:path";
 
 import { resolveConfig, type ClientOptions } from "./config.js";
 import {
@@ -9,12 +12,17 @@ import {
   SandboxNotRoutableError,
   SandboxTimeoutError,
 } from "./errors.js";
+import { contextFile, fileStream, writeDirectoryContext, type ContextFile } from "./context.js";
+import { Image } from "./image.js";
+import { ImageProgressCollector } from "./image-stream.js";
 import {
   archivedUrl,
   check,
   clock,
   errorFromResponse,
   HttpTransport,
+  imagesUrl,
+  readChunks,
   responseJson,
   responseText,
   sandboxesUrl,
@@ -26,6 +34,8 @@ import {
 import {
   archivedSandboxInfoFromWire,
   archivedSandboxPageFromWire,
+  deleteImageResultFromWire,
+  imageInfoFromWire,
   listFromWire,
   LOG_LEVEL_NUMBERS,
   sandboxInfoFromWire,
@@ -37,6 +47,9 @@ import {
   TERMINAL_STATUSES,
   type ArchivedSandboxInfo,
   type ArchivedSandboxPage,
+  type DeleteImageResult,
+  type ImageInfo,
+  type ImageProgressEvent,
   type SandboxInfo,
   type SandboxLogLevel,
   type SandboxLogSignal,
@@ -178,6 +191,123 @@ export interface CreateOptions {
   diskMb?: number;
   /** Custom entrypoint command. */
   entrypoint?: string[];
+  /**
+   * Let the server pull `image` from its registry first when its store does not have it (sent
+   * only when true; otherwise an unknown image is a 404).
+   */
+  pullImage?: boolean;
+}
+
+/** What `onProgress` of a pull or build is: called with each event, a returned promise awaited. */
+export type ImageProgressCallback = (event: ImageProgressEvent) => void | Promise<void>;
+
+/** Options of {@link SandboxClient.pullImage}. */
+export interface PullImageOptions {
+  /** Store the image under this reference too (`name:tag`). */
+  name?: string;
+  /** Registry user name (with `password`). */
+  username?: string;
+  /** Registry password or token (never logged nor shown in errors). */
+  password?: string;
+  /** A stored secret whose value is `username:password` (instead of `username` and `password`). */
+  authSecret?: string;
+  /** Follow the pull: each event as it comes (`resolved`, `layer`, `done`, `error`). */
+  onProgress?: ImageProgressCallback;
+}
+
+/** Options of {@link SandboxClient.buildImage}. */
+export interface BuildImageOptions {
+  /** Ignore the step cache (default false). */
+  noCache?: boolean;
+  /** Whether `RUN` steps have network (default true). */
+  allowInternet?: boolean;
+  /** The Dockerfile's `ARG` values. */
+  buildArgs?: Record<string, string>;
+  /** Follow the build: each event as it comes (`step`, `output`, `done`, `error`). */
+  onProgress?: ImageProgressCallback;
+}
+
+/** Options of {@link SandboxClient.buildImageFromDockerfile}. */
+export interface BuildImageFromDockerfileOptions extends BuildImageOptions {
+  /** The Dockerfile's path relative to the context directory (default `Dockerfile`). */
+  dockerfile?: string;
+}
+
+const DEFAULT_DOCKERFILE = "Dockerfile";
+const EVENT_STREAM = { Accept: "text/event-stream" };
+const TAR = { "Content-Type": "application/x-tar" };
+
+function imageName(value: unknown, what = "name"): string {
+  if (typeof value !== "string" || !value.trim() || /\s/.test(value)) {
+    throw new TypeError(`${what} must be a non-empty image reference (name:tag) without whitespace, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function optionalText(value: unknown, what: string, secret = false): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string" || !value) {
+    throw new TypeError(`${what} must be a non-empty string, got ${secret ? "a value of another type" : JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** The JSON body of `POST {B}/images/pull`, after client-side checks (which never show the password). */
+export function pullBody(reference: string, options: Omit<PullImageOptions, "onProgress"> = {}): Record<string, unknown> {
+  const body: Record<string, unknown> = { reference: imageName(reference, "reference") };
+  if (options.name !== undefined) body.name = imageName(options.name);
+  const username = optionalText(options.username, "username");
+  const password = optionalText(options.password, "password", true);
+  if ((username === undefined) !== (password === undefined)) {
+    throw new TypeError("username and password go together: pass both, or neither");
+  }
+  const authSecret = optionalText(options.authSecret, "authSecret");
+  if (authSecret !== undefined && username !== undefined) throw new TypeError("pass username and password, or authSecret, not both");
+  if (username !== undefined) {
+    body.username = username;
+    body.password = password;
+  }
+  if (authSecret !== undefined) body.auth_secret = authSecret;
+  return body;
+}
+
+/** The Dockerfile's path inside a build context: relative, inside it, `/`-separated. */
+export function dockerfilePath(value: unknown): string {
+  if (typeof value !== "string" || !value.trim()) {
+    throw new TypeError(`dockerfile must be a non-empty path inside the context, got ${JSON.stringify(value)}`);
+  }
+  const normalized = value.split(path.sep).join("/");
+  const parts = normalized.split("/").filter((part) => part !== "" && part !== ".");
+  if (normalized.startsWith("/") || parts.length === 0 || parts.includes("..")) {
+    throw new TypeError(`dockerfile must be a relative path inside the context, got ${JSON.stringify(value)}`);
+  }
+  return parts.join("/");
+}
+
+/**
+ * The query of `POST {B}/images/build`: `build_arg` once per argument; `dockerfile`, `no_cache`
+ * and `allow_internet` only when they are not the server's defaults.
+ */
+export function buildQuery(name: string, options: BuildImageFromDockerfileOptions = {}): [string, string][] {
+  const query: [string, string][] = [["name", imageName(name)]];
+  const dockerfile = options.dockerfile ?? DEFAULT_DOCKERFILE;
+  if (dockerfile !== DEFAULT_DOCKERFILE) query.push(["dockerfile", dockerfilePath(dockerfile)]);
+  const args = options.buildArgs;
+  if (args !== undefined) {
+    if (typeof args !== "object" || args === null || Array.isArray(args)) {
+      throw new TypeError(`buildArgs must map names to values, got ${JSON.stringify(args)}`);
+    }
+    for (const [key, value] of Object.entries(args)) {
+      if (!key || key.includes("=") || /\s/.test(key)) {
+        throw new TypeError(`build argument names are non-empty, without '=' or whitespace, got ${JSON.stringify(key)}`);
+      }
+      if (typeof value !== "string") throw new TypeError(`build argument ${key} must be a string, got ${typeof value}`);
+      query.push(["build_arg", `${key}=${value}`]);
+    }
+  }
+  if (options.noCache) query.push(["no_cache", "true"]);
+  if (options.allowInternet === false) query.push(["allow_internet", "false"]);
+  return query;
 }
 
 /** Options of {@link SandboxClient}: configuration, plus a custom `fetch`. */
@@ -255,6 +385,7 @@ export function createBody(options: CreateOptions = {}): Record<string, unknown>
   if (ports.length > 0) body.exposed_ports = ports;
   if (options.allowUnauthenticatedAccess) body.allow_unauthenticated_access = true;
   if (entrypoint.length > 0) body.entrypoint = entrypoint;
+  if (options.pullImage) body.pull_image = true;
   return body;
 }
 
@@ -689,6 +820,174 @@ export class SandboxClient {
     const id = identifierOf(snapshotId, "snapshotId");
     const response = await this.#send({ method: "DELETE", url: snapshotsUrl(this.#http.config, id) });
     check(response, { snapshot: true });
+  }
+
+  /**
+   * Store a snapshot's filesystem as the image `name` (`name:tag`), to create sandboxes from
+   * (`create({ image: name })`). {@link SnapshotNotFoundError} if the snapshot is unknown.
+   */
+  async saveSnapshotAsImage(snapshotId: string, name: string): Promise<ImageInfo> {
+    const id = identifierOf(snapshotId, "snapshotId");
+    const body = { name: imageName(name) };
+    const url = `${snapshotsUrl(this.#http.config, id)}/image`;
+    const response = await this.#send({ method: "POST", url, json: body, replayable: false });
+    check(response, { snapshot: true, image: true });
+    return imageInfoFromWire(responseJson(response, "snapshot image"), "snapshot image");
+  }
+
+  // -- images ----------------------------------------------------------------------------------
+
+  /** Every image of the server's store (images are server-wide), newest first. */
+  async listImages(): Promise<ImageInfo[]> {
+    const response = await this.#send({ method: "GET", url: imagesUrl(this.#http.config) });
+    check(response, { image: true });
+    return listFromWire(responseJson(response, "image list"), "images", imageInfoFromWire, "image list");
+  }
+
+  /**
+   * Describe one image, by reference (`alcove/debian`, `registry:5000/tools/jq:1`,
+   * `name@sha256:…`) or id (`sha256:…`, or 12 or more of its hex digits); `usedBy` lists the
+   * sandboxes and snapshots that use it. {@link ImageNotFoundError} if unknown.
+   */
+  async getImage(ref: string): Promise<ImageInfo> {
+    const response = await this.#send({ method: "GET", url: imagesUrl(this.#http.config, ref) });
+    check(response, { image: true });
+    return imageInfoFromWire(responseJson(response, "image"));
+  }
+
+  /**
+   * Delete an image (by reference or id): {@link ImageInUseError} while a sandbox or snapshot
+   * uses it, {@link ImageNotFoundError} if unknown.
+   */
+  async deleteImage(ref: string): Promise<DeleteImageResult> {
+    const response = await this.#send({ method: "DELETE", url: imagesUrl(this.#http.config, ref) });
+    check(response, { image: true });
+    return deleteImageResultFromWire(responseJson(response, "image deletion"));
+  }
+
+  /**
+   * Pull an image from a registry into the server's store (`registry/repository:tag` or
+   * `…@sha256:…`); `name` stores it under that reference too.
+   *
+   * Credentials: `username` with `password` (a password or token, never logged nor shown in
+   * errors), or `authSecret`, a stored secret whose value is `username:password`. Without
+   * `onProgress` the call returns when the image is stored, waiting at most the client's
+   * `timeoutSecs` for the answer; with it, the server streams its progress, each event is passed
+   * to `onProgress` as it comes (a returned promise is awaited), and only silence longer than
+   * `streamIdleTimeoutSecs` fails the wait.
+   *
+   * Throws {@link ImageNotFoundError} (unknown reference), {@link RegistryAuthenticationError}
+   * (credentials refused), {@link RegistryError} (registry unreachable or failing), each with the
+   * server's `code` and message, also when they arrive as an `error` event.
+   */
+  async pullImage(reference: string, options: PullImageOptions = {}): Promise<ImageInfo> {
+    const { onProgress, ...rest } = options;
+    const body = pullBody(reference, rest);
+    const url = imagesUrl(this.#http.config, undefined, "/pull");
+    if (onProgress === undefined) {
+      const response = await this.#send({ method: "POST", url, json: body, replayable: false });
+      check(response, { image: true });
+      return imageInfoFromWire(responseJson(response, "pulled image"), "pulled image");
+    }
+    const response = await this.#send({
+      method: "POST",
+      url,
+      json: body,
+      headers: EVENT_STREAM,
+      stream: true,
+      events: true,
+      replayable: false,
+    });
+    check(response, { image: true });
+    return this.#followImage(response, onProgress, "pull");
+  }
+
+  /**
+   * Import an image archive from a local file: a `docker save` archive or an OCI layout tarball,
+   * optionally gzipped. The file is streamed, never read into memory; `name` (`name:tag`) names
+   * the image when the archive names none (or names it once more).
+   */
+  async importImage(archivePath: string, name?: string): Promise<ImageInfo> {
+    const query: Record<string, string> = {};
+    if (name !== undefined) query.name = imageName(name);
+    const body = await fileStream(archivePath);
+    const url = imagesUrl(this.#http.config, undefined, "/import");
+    const response = await this.#send({ method: "POST", url, query, body, headers: TAR, replayable: false });
+    check(response, { image: true });
+    return imageInfoFromWire(responseJson(response, "imported image"), "imported image");
+  }
+
+  /**
+   * Build an {@link Image} on the server and store it under `image.name`.
+   *
+   * The build context (the generated Dockerfile and the `copy` sources, read now: a missing one
+   * throws) is written to a temporary file and streamed. `noCache` ignores the step cache;
+   * `allowInternet: false` runs the `RUN` steps without network; `buildArgs` are the
+   * Dockerfile's `ARG` values. `onProgress` follows the build as in {@link pullImage} (events
+   * `step`, `output`, `done`, `error`). A failing step throws {@link ImageBuildError} (`code`
+   * `BUILD_FAILED`) whose message has the step's exit code and output.
+   */
+  async buildImage(image: Image, options: BuildImageOptions = {}): Promise<ImageInfo> {
+    if (!(image instanceof Image)) throw new TypeError(`buildImage takes an Image, got ${JSON.stringify(image)}`);
+    const query = buildQuery(image.name, { ...options, dockerfile: DEFAULT_DOCKERFILE });
+    const context = await contextFile((tar) => image.writeContext(tar));
+    return this.#build(context, query, options.onProgress);
+  }
+
+  /**
+   * Build the image `name` (`name:tag`) from a local directory and the Dockerfile in it
+   * (`dockerfile`, a path relative to the directory).
+   *
+   * The directory is sent as a tar written to a temporary file and streamed: what its
+   * `.dockerignore` lists is left out (one glob per line, `!` re-includes), and symbolic links
+   * are stored as links, never followed. The options are those of {@link buildImage}.
+   */
+  async buildImageFromDockerfile(contextDir: string, name: string, options: BuildImageFromDockerfileOptions = {}): Promise<ImageInfo> {
+    const stat = await fs.stat(contextDir);
+    if (!stat.isDirectory()) throw new TypeError(`the build context ${JSON.stringify(contextDir)} is not a directory`);
+    const dockerfile = dockerfilePath(options.dockerfile ?? DEFAULT_DOCKERFILE);
+    const found = await fs.stat(path.join(contextDir, ...dockerfile.split("/"))).catch(() => null);
+    if (!found?.isFile()) {
+      throw new Error(`the build context ${JSON.stringify(contextDir)} has no Dockerfile ${JSON.stringify(dockerfile)}`);
+    }
+    const query = buildQuery(name, { ...options, dockerfile });
+    const context = await contextFile((tar) => writeDirectoryContext(tar, contextDir, dockerfile));
+    return this.#build(context, query, options.onProgress);
+  }
+
+  async #build(context: ContextFile, query: [string, string][], onProgress: ImageProgressCallback | undefined): Promise<ImageInfo> {
+    try {
+      const url = imagesUrl(this.#http.config, undefined, "/build");
+      const body = await fileStream(context.path);
+      if (onProgress === undefined) {
+        const response = await this.#send({ method: "POST", url, query, body, headers: TAR, replayable: false });
+        check(response, { image: true });
+        return imageInfoFromWire(responseJson(response, "built image"), "built image");
+      }
+      const headers = { ...TAR, ...EVENT_STREAM };
+      const response = await this.#send({ method: "POST", url, query, body, headers, stream: true, events: true, replayable: false });
+      check(response, { image: true });
+      return await this.#followImage(response, onProgress, "build");
+    } finally {
+      await context.remove();
+    }
+  }
+
+  /** Pass the events of a pull's or build's event stream to `onProgress`; its result. */
+  async #followImage(response: HttpResponse, onProgress: ImageProgressCallback, what: string): Promise<ImageInfo> {
+    const contentType = response.headers.get("content-type") ?? "";
+    if (!contentType.toLowerCase().startsWith("text/event-stream")) {
+      await response.stream?.cancel().catch(() => undefined);
+      throw new SandboxError(`expected an event stream from ${new URL(response.url).pathname}, got content-type ${JSON.stringify(contentType)}`);
+    }
+    const progress = new ImageProgressCollector(what);
+    // Leaving the loop early (finished, or onProgress threw) cancels the response.
+    for await (const chunk of readChunks(response)) {
+      for (const event of progress.feed(chunk)) await onProgress(event);
+      if (progress.finished) break;
+    }
+    for (const event of progress.close()) await onProgress(event);
+    return progress.result();
   }
 }
 

@@ -12,7 +12,12 @@
  *     ├── RemoteAPIError                (any other non-2xx answer)
  *     │   ├── SandboxNameConflictError  (409 on create: the name is held by a live sandbox)
  *     │   ├── SnapshotNotFoundError     (404 on a snapshot call)
- *     │   └── AuthenticationError       (401 / 403)
+ *     │   ├── AuthenticationError       (401 / 403)
+ *     │   ├── ImageNotFoundError        (404 on an image call: unknown image or reference)
+ *     │   ├── ImageInUseError           (409 IMAGE_IN_USE: a sandbox or snapshot uses the image)
+ *     │   ├── ImageBuildError           (422 BUILD_FAILED: a build step failed)
+ *     │   └── RegistryError             (REGISTRY_ERROR: the registry failed or answered nonsense)
+ *     │       └── RegistryAuthenticationError  (REGISTRY_UNAUTHORIZED: it refused the credentials)
  *     ├── SandboxConnectionError        (the server could not be reached, or a stream broke)
  *     ├── SandboxTimeoutError           (a client-side deadline passed; `option` names the setting)
  *     ├── SandboxFailedError            (the sandbox failed or ended while we waited on it)
@@ -85,6 +90,31 @@ export class SnapshotNotFoundError extends RemoteAPIError {}
  * Set `ALCOVE_API_KEY` or pass `apiKey` to the client.
  */
 export class AuthenticationError extends RemoteAPIError {}
+
+/** The image, or the reference to pull, does not exist (404 on an image call). */
+export class ImageNotFoundError extends RemoteAPIError {}
+
+/**
+ * The image cannot be deleted: a sandbox (running, suspended or pending) or a snapshot uses it
+ * (409 `IMAGE_IN_USE`; `getImage` lists them in `usedBy`).
+ */
+export class ImageInUseError extends RemoteAPIError {}
+
+/** A build step failed (422 `BUILD_FAILED`): `serverMessage` has the step's exit code and output. */
+export class ImageBuildError extends RemoteAPIError {}
+
+/**
+ * A pull failed on the registry's side (`REGISTRY_ERROR`, 502): it could not be reached or
+ * answered something unusable.
+ */
+export class RegistryError extends RemoteAPIError {}
+
+/**
+ * The registry refused the pull's credentials, or asked for some (`REGISTRY_UNAUTHORIZED`;
+ * `statusCode` is the registry's own 401 or 403 and `serverMessage` its message). Unlike
+ * {@link AuthenticationError}, the Alcove server accepted the API key.
+ */
+export class RegistryAuthenticationError extends RegistryError {}
 
 /** The server could not be reached, or a response stream ended early. */
 export class SandboxConnectionError extends SandboxError {}

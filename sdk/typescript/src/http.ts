@@ -6,6 +6,11 @@
 import type { ClientConfig } from "./config.js";
 import {
   AuthenticationError,
+  ImageBuildError,
+  ImageInUseError,
+  ImageNotFoundError,
+  RegistryAuthenticationError,
+  RegistryError,
   RemoteAPIError,
   SandboxConnectionError,
   SandboxError,
@@ -60,6 +65,37 @@ export function snapshotsUrl(config: ClientConfig, snapshotId?: string): string 
   let url = `${namespaceUrl(config)}/snapshots`;
   if (snapshotId !== undefined) url += `/${segment(snapshotId)}`;
   return url;
+}
+
+/**
+ * An image reference or id checked for use in a URL path: not empty, without whitespace or `.` /
+ * `..` segments (which a URL would resolve to another route).
+ */
+export function imageReference(value: unknown, what = "ref"): string {
+  if (typeof value !== "string" || !value.trim()) {
+    throw new TypeError(`${what} must be a non-empty image reference or id, got ${JSON.stringify(value)}`);
+  }
+  if (/\s/.test(value)) throw new TypeError(`${what} must not contain whitespace, got ${JSON.stringify(value)}`);
+  if (value.split("/").some((part) => part === "." || part === "..")) {
+    throw new TypeError(`${what} must not contain '.' or '..' path segments, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** A reference as a URL path: percent-encoded but for `/`, `:`, `@` and the unreserved characters. */
+function referencePath(reference: string): string {
+  return encodeURIComponent(reference)
+    .replace(/[!'()*]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`)
+    .replace(/%2F/g, "/")
+    .replace(/%3A/g, ":")
+    .replace(/%40/g, "@");
+}
+
+/** `{B}/images`, `{B}/images/{ref}` (the reference percent-encoded but for `/ : @`) or `{B}/images` + `suffix`. */
+export function imagesUrl(config: ClientConfig, reference?: string, suffix = ""): string {
+  let url = `${namespaceUrl(config)}/images`;
+  if (reference !== undefined) url += `/${referencePath(imageReference(reference))}`;
+  return url + suffix;
 }
 
 /** Where and how to reach one sandbox's agent API (`/api/v1/...`) through the proxy. */
@@ -172,16 +208,35 @@ export interface ErrorScope {
   snapshot?: boolean;
   /** Create: its 409 becomes {@link SandboxNameConflictError}. */
   create?: boolean;
+  /** An image call: its 404 becomes {@link ImageNotFoundError}. */
+  image?: boolean;
 }
+
+/** Codes only the image routes answer, whatever the status (docs/images.md). */
+export const IMAGE_ERRORS: Readonly<Record<string, typeof RemoteAPIError>> = Object.freeze({
+  IMAGE_IN_USE: ImageInUseError,
+  BUILD_FAILED: ImageBuildError,
+  REGISTRY_ERROR: RegistryError,
+  REGISTRY_UNAUTHORIZED: RegistryAuthenticationError,
+});
 
 /** Map a non-2xx answer to the right error. */
 export function errorFromResponse(status: number, text: string, scope: ErrorScope = {}): SandboxException {
-  const body = parseErrorBody(status, text);
+  return apiError(status, parseErrorBody(status, text), scope);
+}
+
+/**
+ * The error of an answer with this status and error body (see {@link errorFromResponse}); also
+ * used for the `error` event of an image event stream.
+ */
+export function apiError(status: number, body: ErrorBody, scope: ErrorScope = {}): SandboxException {
   if (status === 404 && scope.sandbox !== undefined) {
     return new SandboxNotFoundError(scope.sandbox, body.message, body.code);
   }
   let Cls: typeof RemoteAPIError = RemoteAPIError;
-  if (status === 404 && scope.snapshot) Cls = SnapshotNotFoundError;
+  if (body.code !== undefined && Object.hasOwn(IMAGE_ERRORS, body.code)) Cls = IMAGE_ERRORS[body.code]!;
+  else if (status === 404 && scope.snapshot) Cls = SnapshotNotFoundError;
+  else if (status === 404 && scope.image) Cls = ImageNotFoundError;
   else if (status === 409 && scope.create) Cls = SandboxNameConflictError;
   else if (status === 401 || status === 403) Cls = AuthenticationError;
   return new Cls(status, body.message, body.code, body.requestId);

@@ -4,7 +4,8 @@
  *
  * `SandboxClient` manages sandboxes (the control plane); `Sandbox` runs work inside one sandbox;
  * `PtySession` drives a terminal in it, `Tunnel` relays a local port to one of its ports and
- * `Desktop` drives its screen, mouse and keyboard over VNC.
+ * `Desktop` drives its screen, mouse and keyboard over VNC. `Image` describes an image for
+ * `SandboxClient.buildImage`.
  *
  * ```ts
  * import { SandboxClient } from "alcove";
@@ -17,11 +18,16 @@
 
 export {
   SandboxClient,
+  type BuildImageFromDockerfileOptions,
+  type BuildImageOptions,
   type CreateOptions,
   type GetLogsOptions,
+  type ImageProgressCallback,
   type ListArchivedOptions,
+  type PullImageOptions,
   type SandboxClientOptions,
 } from "./client.js";
+export { Image, DEFAULT_BASE_IMAGE, type ImageOptions } from "./image.js";
 export {
   Sandbox,
   type FileData,
@@ -46,6 +52,11 @@ export {
 } from "./config.js";
 export {
   AuthenticationError,
+  ImageBuildError,
+  ImageInUseError,
+  ImageNotFoundError,
+  RegistryAuthenticationError,
+  RegistryError,
   RemoteAPIError,
   SandboxConnectionError,
   SandboxError,
@@ -77,6 +88,21 @@ export {
   type SandboxProcessLogFiltersResponse,
   type ArchivedSandboxInfo,
   type ArchivedSandboxPage,
+  type BuildOutputEvent,
+  type BuildStepEvent,
+  type DeleteImageResult,
+  type ImageDoneEvent,
+  type ImageErrorEvent,
+  type ImageInfo,
+  type ImageLayerEvent,
+  type ImageLayerInfo,
+  type ImageProgressEvent,
+  type ImageResolvedEvent,
+  type ImageRunConfig,
+  type ImageSource,
+  type ImageUsers,
+  type LayerProgress,
+  type LayerStatus,
   type CommandResult,
   type ContainerResourcesInfo,
   type DirectoryEntry,

@@ -44,6 +44,11 @@ export type ManagedProcessHealthStatus = Open<"disabled" | "starting" | "healthy
 /** Severity of a persisted log record; the log query sends it as its number ({@link LOG_LEVEL_NUMBERS}). */
 export type SandboxLogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal";
 
+/** How an image came into the server's store. */
+export type ImageSource = Open<"builtin" | "pull" | "import" | "build" | "snapshot">;
+/** Where one layer blob of a pull is ({@link LayerProgress}). */
+export type LayerStatus = Open<"waiting" | "exists" | "downloading" | "verifying" | "unpacking" | "done">;
+
 /** The wire number of each log level. */
 export const LOG_LEVEL_NUMBERS: Readonly<Record<SandboxLogLevel, number>> = Object.freeze({
   trace: 1,
@@ -367,6 +372,126 @@ export interface SandboxProcessLogFilter {
 export interface SandboxProcessLogFiltersResponse {
   processes: SandboxProcessLogFilter[];
 }
+
+// ---------------------------------------------------------------------------------------------
+// Images (server-wide, docs/images.md)
+
+/**
+ * How sandboxes of an image run, from its OCI config. `env` holds `KEY=VALUE` entries every
+ * process starts with (a call's own `env` wins); `exposedPorts` are routed like a sandbox's.
+ */
+export interface ImageRunConfig {
+  env: string[];
+  workingDir: string | null;
+  user: string | null;
+  entrypoint: string[];
+  cmd: string[];
+  exposedPorts: number[];
+}
+
+/** One layer of an image: `diffId` is the digest of the uncompressed layer, `digest` that of the stored blob. */
+export interface ImageLayerInfo {
+  diffId: string;
+  digest: string | null;
+  sizeBytes: number;
+  unpackedSizeBytes: number;
+}
+
+/** Who uses an image (ids): it cannot be deleted while any does. */
+export interface ImageUsers {
+  sandboxes: string[];
+  snapshots: string[];
+}
+
+/**
+ * An image in the server's store. `id` is the digest of its config (`sha256:…`); `names` the
+ * references that name it (`name:tag`); `sizeBytes` the bytes of all its unpacked layers;
+ * `layers` bottom first. `usedBy` is set by {@link SandboxClient.getImage} only.
+ */
+export interface ImageInfo {
+  id: string;
+  names: string[];
+  manifestDigest: string | null;
+  source: ImageSource;
+  createdAt: Date | null;
+  sizeBytes: number;
+  layers: ImageLayerInfo[];
+  config: ImageRunConfig;
+  usedBy: ImageUsers | null;
+}
+
+/** What {@link SandboxClient.deleteImage} removed: references, images (ids) and the bytes freed. */
+export interface DeleteImageResult {
+  untagged: string[];
+  deleted: string[];
+  freedBytes: number;
+}
+
+/** Progress of one layer blob of a pull (`totalBytes` may be 0 while unknown). */
+export interface LayerProgress {
+  digest: string;
+  status: LayerStatus;
+  currentBytes: number;
+  totalBytes: number;
+}
+
+/** A pull resolved its manifest: the layer blobs it will fetch, bottom first. */
+export interface ImageResolvedEvent {
+  event: "resolved";
+  manifestDigest: string;
+  layers: LayerProgress[];
+}
+
+/** A layer of a pull advanced. */
+export interface ImageLayerEvent extends LayerProgress {
+  event: "layer";
+}
+
+/** A build step started: `number` of `total` (1-based), the instruction as written, and whether the step cache answered it. */
+export interface BuildStepEvent {
+  event: "step";
+  number: number;
+  total: number;
+  instruction: string;
+  cached: boolean;
+}
+
+/** A line of a build step's output (`stream` is `stdout` or `stderr`; no newline). */
+export interface BuildOutputEvent {
+  event: "output";
+  stream: OutputStream;
+  line: string;
+}
+
+/** The pull or build is over: the image is stored. */
+export interface ImageDoneEvent {
+  event: "done";
+  image: ImageInfo;
+}
+
+/**
+ * The pull or build failed and nothing was stored: `code` and `message` as in an error body,
+ * `status` the HTTP status the blocking call would have answered. The SDK throws the matching
+ * error after passing this event on.
+ */
+export interface ImageErrorEvent {
+  event: "error";
+  code: string | null;
+  message: string;
+  status: number;
+}
+
+/**
+ * One event of a pull or build followed with `onProgress`; narrow it on its `event` field
+ * (`resolved`, `layer`, `step`, `output`, `done`, `error`).
+ */
+export type ImageProgressEvent =
+  | ImageResolvedEvent
+  | ImageLayerEvent
+  | BuildStepEvent
+  | BuildOutputEvent
+  | ImageDoneEvent
+  | ImageErrorEvent;
 
 // ---------------------------------------------------------------------------------------------
 // Field readers
@@ -772,6 +897,107 @@ export function urlForPort(info: SandboxInfo, port: number): string | null {
   const match = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(info.ingressEndpoint);
   const [scheme, rest] = match ? [match[1], match[2]] : ["http", info.ingressEndpoint];
   return `${scheme}://${port}-${info.sandboxId}.${(rest ?? "").replace(/\/+$/, "")}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images
+
+function requiredInt(data: Wire, what: string, key: string): number {
+  const value = int(data, key);
+  if (value === null) throw decodeError(what, `missing field \`${key}\``);
+  return value;
+}
+
+/** An {@link ImageRunConfig} from its wire object (absent fields are empty). */
+export function imageRunConfigFromWire(value: unknown, what = "image config"): ImageRunConfig {
+  const data = asObject(value ?? {}, what);
+  return {
+    env: list(data, "env", isString),
+    workingDir: str(data, "working_dir"),
+    user: str(data, "user"),
+    entrypoint: list(data, "entrypoint", isString),
+    cmd: list(data, "cmd", isString),
+    exposedPorts: list(data, "exposed_ports", isInteger),
+  };
+}
+
+function imageLayerInfoFromWire(value: unknown, what: string): ImageLayerInfo {
+  const data = asObject(value, what);
+  return {
+    diffId: requiredStr(data, what, "diff_id"),
+    digest: str(data, "digest"),
+    sizeBytes: int(data, "size_bytes") ?? 0,
+    unpackedSizeBytes: int(data, "unpacked_size_bytes") ?? 0,
+  };
+}
+
+/** An {@link ImageInfo} from its wire object. */
+export function imageInfoFromWire(value: unknown, what = "image"): ImageInfo {
+  const data = asObject(value, what);
+  const usedBy = data.used_by === null || data.used_by === undefined ? null : asObject(data.used_by, what);
+  return {
+    id: requiredStr(data, what, "id"),
+    names: list(data, "names", isString),
+    manifestDigest: str(data, "manifest_digest"),
+    source: requiredStr(data, what, "source"),
+    createdAt: parseTimestamp(data.created_at),
+    sizeBytes: int(data, "size_bytes") ?? 0,
+    layers: Array.isArray(data.layers) ? data.layers.map((layer) => imageLayerInfoFromWire(layer, what)) : [],
+    config: imageRunConfigFromWire(data.config, what),
+    usedBy: usedBy && { sandboxes: list(usedBy, "sandboxes", isString), snapshots: list(usedBy, "snapshots", isString) },
+  };
+}
+
+/** A {@link DeleteImageResult} from its wire object. */
+export function deleteImageResultFromWire(value: unknown, what = "image deletion"): DeleteImageResult {
+  const data = asObject(value, what);
+  return {
+    untagged: list(data, "untagged", isString),
+    deleted: list(data, "deleted", isString),
+    freedBytes: int(data, "freed_bytes") ?? 0,
+  };
+}
+
+function layerProgressFromWire(value: unknown, what: string): LayerProgress {
+  const data = asObject(value, what);
+  return {
+    digest: requiredStr(data, what, "digest"),
+    status: requiredStr(data, what, "status"),
+    currentBytes: int(data, "current_bytes") ?? 0,
+    totalBytes: int(data, "total_bytes") ?? 0,
+  };
+}
+
+/** The typed event of one event's JSON object; `null` for an event this SDK does not know. */
+export function imageProgressEventFromWire(value: unknown): ImageProgressEvent | null {
+  const data = asObject(value, "image progress event");
+  const what = `image progress event '${String(data.event)}'`;
+  switch (data.event) {
+    case "resolved":
+      return {
+        event: "resolved",
+        manifestDigest: requiredStr(data, what, "manifest_digest"),
+        layers: Array.isArray(data.layers) ? data.layers.map((layer) => layerProgressFromWire(layer, what)) : [],
+      };
+    case "layer":
+      return { event: "layer", ...layerProgressFromWire(data, what) };
+    case "step":
+      return {
+        event: "step",
+        number: requiredInt(data, what, "number"),
+        total: requiredInt(data, what, "total"),
+        instruction: str(data, "instruction") ?? "",
+        cached: bool(data, "cached", false),
+      };
+    case "output":
+      return { event: "output", stream: requiredStr(data, what, "stream"), line: str(data, "line") ?? "" };
+    case "done":
+      return { event: "done", image: imageInfoFromWire(data.image, what) };
+    case "error":
+      return { event: "error", code: str(data, "code"), message: str(data, "message") ?? "", status: int(data, "status") ?? 500 };
+    default:
+      return null;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -100,6 +100,14 @@ def test_the_documented_surface_is_present() -> None:
         "get_logs",
         "iter_logs",
         "list_log_processes",
+        "list_images",
+        "get_image",
+        "delete_image",
+        "pull_image",
+        "import_image",
+        "build_image",
+        "build_image_from_dockerfile",
+        "save_snapshot_as_image",
     }
     sandbox_methods = {
         "sandbox_id",
@@ -191,6 +199,7 @@ def test_the_documented_surface_is_present() -> None:
         ("allow_unauthenticated_access", False),
         ("disk_mb", None),
         ("entrypoint", None),
+        ("pull_image", False),
     ]
     create_pty = inspect.signature(Sandbox.create_pty).parameters
     assert [(n, create_pty[n].default) for n in create_pty][1:] == [

@@ -10,7 +10,7 @@ import { writeFile } from "node:fs/promises";
 import { describe, it } from "node:test";
 
 import * as alcove from "alcove";
-import { KEY_NAMES, SandboxClient, type Desktop, type Sandbox } from "alcove";
+import { Image, ImageBuildError, ImageInUseError, KEY_NAMES, SandboxClient, type Desktop, type Sandbox } from "alcove";
 
 import * as source from "../../src/index.js";
 
@@ -97,4 +97,37 @@ export async function readmeDesktop(client: SandboxClient): Promise<void> {
   await other.moveMouse(20, 20);
   await other.mouseRelease();
   await other.close();
+}
+
+export async function readmeImages(): Promise<void> {
+  const client = new SandboxClient();
+  for (const info of await client.listImages()) console.log(info.id, info.names, info.source, info.sizeBytes);
+  const debian = await client.getImage("alcove/debian");
+  console.log(debian.usedBy?.sandboxes);
+  await client.pullImage("localhost:5000/tools/busybox:1.36", { name: "busybox:stable" });
+  await client.pullImage("ghcr.io/acme/app:2", { authSecret: "GHCR_AUTH", onProgress: (event) => console.log(event.event) });
+  await client.importImage("busybox.tar", "busybox:1.36");
+  await client.buildImageFromDockerfile("./app", "app:1", { buildArgs: { VERSION: "1.2" } });
+  const image = new Image("tools/jq:1", { base: "alcove/debian" })
+    .run("apt-get update && apt-get install -y jq")
+    .copy("scripts/", "/opt/scripts")
+    .env({ LANG: "C.UTF-8" })
+    .workdir("/opt/scripts")
+    .cmd(["bash"]);
+  console.log(image.dockerfile());
+  try {
+    await client.buildImage(image, { noCache: true, onProgress: (e) => console.log(e.event === "output" ? e.line : e.event) });
+  } catch (error) {
+    if (error instanceof ImageBuildError) console.log(error.serverMessage);
+    else throw error;
+  }
+  const snapshot = await client.snapshotAndWait("my-env", { snapshotType: "filesystem" });
+  await client.saveSnapshotAsImage(snapshot.snapshotId, "my-env:saved");
+  await using sandbox = await client.createAndConnect({ image: "localhost:5000/tools/busybox:1.36", pullImage: true });
+  void sandbox;
+  try {
+    await client.deleteImage("tools/jq:1");
+  } catch (error) {
+    if (!(error instanceof ImageInUseError)) throw error;
+  }
 }

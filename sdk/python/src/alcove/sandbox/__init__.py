@@ -3,7 +3,8 @@
 ``SandboxClient`` / ``AsyncSandboxClient`` manage sandboxes (the control plane);
 ``Sandbox`` / ``AsyncSandbox`` run work inside one sandbox; ``PtySession`` / ``AsyncPtySession``
 drive a terminal in it, ``Tunnel`` / ``AsyncTunnel`` relay a local port to one of its ports and
-``Desktop`` / ``AsyncDesktop`` drive its desktop over VNC::
+``Desktop`` / ``AsyncDesktop`` drive its desktop over VNC. ``Image`` describes an image for the
+clients' ``build_image``::
 
     from alcove.sandbox import SandboxClient
 
@@ -22,6 +23,11 @@ from .client import SandboxClient
 from .desktop import Desktop
 from .exceptions import (
     AuthenticationError,
+    ImageBuildError,
+    ImageInUseError,
+    ImageNotFoundError,
+    RegistryAuthenticationError,
+    RegistryError,
     RemoteAPIError,
     SandboxConnectionError,
     SandboxError,
@@ -33,14 +39,30 @@ from .exceptions import (
     SandboxTimeoutError,
     SnapshotNotFoundError,
 )
+from .image import Image
 from .models import (
     ArchivedSandboxInfo,
     ArchivedSandboxPage,
+    BuildOutputEvent,
+    BuildStepEvent,
     CommandResult,
     ContainerResourcesInfo,
+    DeleteImageResult,
     DirectoryEntry,
     GPUResources,
     HealthCheck,
+    ImageDoneEvent,
+    ImageErrorEvent,
+    ImageInfo,
+    ImageLayerEvent,
+    ImageLayerInfo,
+    ImageProgressEvent,
+    ImageResolvedEvent,
+    ImageRunConfig,
+    ImageSource,
+    ImageUsers,
+    LayerProgress,
+    LayerStatus,
     ManagedProcessExit,
     ManagedProcessHealthStatus,
     ManagedProcessInfo,
@@ -75,6 +97,27 @@ from .sandbox import Sandbox
 from .tunnel import Tunnel
 
 __all__ = [
+    "BuildOutputEvent",
+    "BuildStepEvent",
+    "DeleteImageResult",
+    "Image",
+    "ImageBuildError",
+    "ImageDoneEvent",
+    "ImageErrorEvent",
+    "ImageInUseError",
+    "ImageInfo",
+    "ImageLayerEvent",
+    "ImageLayerInfo",
+    "ImageNotFoundError",
+    "ImageProgressEvent",
+    "ImageResolvedEvent",
+    "ImageRunConfig",
+    "ImageSource",
+    "ImageUsers",
+    "LayerProgress",
+    "LayerStatus",
+    "RegistryAuthenticationError",
+    "RegistryError",
     "HealthCheck",
     "ManagedProcessExit",
     "ManagedProcessHealthStatus",

@@ -1,5 +1,5 @@
 # client.py is generated from this file: after a change, run scripts/generate_sync.py (in sdk/python).
-"""Asynchronous control-plane client: sandbox lifecycle and snapshots.
+"""Asynchronous control-plane client: sandbox lifecycle, snapshots and images.
 
 Each method builds an operation from :mod:`._protocol` and hands it to
 :meth:`AsyncSandboxClient._drive`, which performs its HTTP requests and sleeps with
@@ -9,11 +9,13 @@ Each method builds an operation from :mod:`._protocol` and hands it to
 from __future__ import annotations
 
 import asyncio  # sync: import time
+import inspect  # async only
+import os
 
-# sync: from collections.abc import Iterable, Iterator
-from collections.abc import AsyncIterator, Awaitable, Generator, Iterable
+# sync: from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import httpx
 
@@ -25,11 +27,16 @@ from ._config import (
     ClientConfig,
     resolve_config,
 )
+from ._context import context_file, write_directory_context
 from .async_sandbox import AsyncSandbox
 from .exceptions import SandboxException
+from .image import Image
 from .models import (
     ArchivedSandboxInfo,
     ArchivedSandboxPage,
+    DeleteImageResult,
+    ImageInfo,
+    ImageProgressEvent,
     SandboxInfo,
     SandboxLogLevel,
     SandboxLogSignal,
@@ -41,6 +48,10 @@ from .models import (
 )
 
 T = TypeVar("T")
+
+ImageProgressCallback = Callable[[ImageProgressEvent], Any]
+"""What ``on_progress`` of a pull or build is: called with each event (the async client also
+awaits what a coroutine function returns)."""
 
 # A module attribute, so that tests can skip the waits.
 _sleep = asyncio.sleep  # sync: _sleep = time.sleep
@@ -186,6 +197,7 @@ class AsyncSandboxClient:
         allow_unauthenticated_access: bool = False,
         disk_mb: int | None = None,
         entrypoint: list[str] | None = None,
+        pull_image: bool = False,
     ) -> SandboxInfo:
         """Create a sandbox and wait until it is running.
 
@@ -194,6 +206,8 @@ class AsyncSandboxClient:
         Raises :class:`SandboxNameConflictError` when the name is taken,
         :class:`SandboxFailedError` when the sandbox fails to start and
         :class:`SandboxTimeoutError` when it is not running within the client's ``timeout``.
+        ``pull_image=True`` lets the server pull ``image`` from its registry first when its store
+        does not have it (otherwise an unknown image is :class:`RemoteAPIError` 404).
         """
         body = proto.create_body(
             name=name,
@@ -207,6 +221,7 @@ class AsyncSandboxClient:
             allow_unauthenticated_access=allow_unauthenticated_access,
             disk_mb=disk_mb,
             entrypoint=entrypoint,
+            pull_image=pull_image,
         )
         return await self._drive(proto.op_create(self._config, body))
 
@@ -223,6 +238,7 @@ class AsyncSandboxClient:
         allow_unauthenticated_access: bool = False,
         disk_mb: int | None = None,
         entrypoint: list[str] | None = None,
+        pull_image: bool = False,
     ) -> _SandboxContext:  # sync: ) -> Sandbox:
         """Create a sandbox (as :meth:`create`) and return a handle to it.
 
@@ -243,6 +259,7 @@ class AsyncSandboxClient:
             allow_unauthenticated_access=allow_unauthenticated_access,
             disk_mb=disk_mb,
             entrypoint=entrypoint,
+            pull_image=pull_image,
         )
         return _SandboxContext(handle)  # sync: return handle
 
@@ -392,6 +409,154 @@ class AsyncSandboxClient:
     async def delete_snapshot(self, snapshot_id: str) -> None:
         """Delete a snapshot."""
         await self._drive(proto.op_delete_snapshot(self._config, snapshot_id))
+
+    async def save_snapshot_as_image(self, snapshot_id: str, name: str) -> ImageInfo:
+        """Store a snapshot's filesystem as the image ``name`` (``name:tag``), to create sandboxes
+        from (``create(image=name)``). :class:`SnapshotNotFoundError` if the snapshot is unknown."""
+        return await self._drive(proto.op_save_snapshot_as_image(self._config, snapshot_id, name))
+
+    # -- images --------------------------------------------------------------------------------
+
+    async def list_images(self) -> list[ImageInfo]:
+        """Every image of the server's store (images are server-wide), newest first."""
+        return await self._drive(proto.op_list_images(self._config))
+
+    async def get_image(self, ref: str) -> ImageInfo:
+        """Describe one image, by reference (``alcove/debian``, ``registry:5000/tools/jq:1``,
+        ``name@sha256:…``) or id (``sha256:…``, or 12 or more of its hex digits); ``used_by``
+        lists the sandboxes and snapshots that use it. :class:`ImageNotFoundError` if unknown."""
+        return await self._drive(proto.op_get_image(self._config, ref))
+
+    async def delete_image(self, ref: str) -> DeleteImageResult:
+        """Delete an image (by reference or id): :class:`ImageInUseError` while a sandbox or
+        snapshot uses it, :class:`ImageNotFoundError` if unknown."""
+        return await self._drive(proto.op_delete_image(self._config, ref))
+
+    async def pull_image(
+        self,
+        reference: str,
+        *,
+        name: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        auth_secret: str | None = None,
+        on_progress: ImageProgressCallback | None = None,
+    ) -> ImageInfo:
+        """Pull an image from a registry into the server's store (``registry/repository:tag`` or
+        ``…@sha256:…``); ``name`` stores it under that reference too.
+
+        Credentials: ``username`` with ``password`` (a password or token, never logged nor shown
+        in errors), or ``auth_secret``, a stored secret whose value is ``username:password``.
+        Without ``on_progress`` the call returns when the image is stored, waiting at most the
+        client's ``timeout`` for the answer; with it, the server streams its progress, each event
+        (:data:`ImageProgressEvent`: ``resolved``, ``layer``, ``done``, ``error``) is passed to
+        ``on_progress`` as it comes (a coroutine function's result is awaited by the async
+        client), and only silence longer than ``stream_idle_timeout`` fails the wait.
+
+        Raises :class:`ImageNotFoundError` (unknown reference), :class:`RegistryAuthenticationError`
+        (credentials refused), :class:`RegistryError` (registry unreachable or failing), each with
+        the server's ``code`` and ``message``, also when they arrive as an ``error`` event.
+        """
+        body = proto.pull_body(reference, name, username, password, auth_secret)
+        if on_progress is None:
+            return await self._drive(proto.op_pull_image(self._config, body))
+        response = await self._drive(proto.op_open_pull_image(self._config, body))
+        return await self._follow_image(response, on_progress, "pull")
+
+    async def import_image(self, path: str | os.PathLike[str], name: str | None = None) -> ImageInfo:
+        """Import an image archive from a local file: a ``docker save`` archive or an OCI layout
+        tarball, optionally gzipped. The file is streamed, never read into memory; ``name``
+        (``name:tag``) names the image when the archive names none (or names it once more)."""
+        with open(path, "rb") as archive:
+            return await self._drive(proto.op_import_image(self._config, archive, name))
+
+    async def build_image(
+        self,
+        image: Image,
+        *,
+        no_cache: bool = False,
+        allow_internet: bool = True,
+        build_args: Mapping[str, str] | None = None,
+        on_progress: ImageProgressCallback | None = None,
+    ) -> ImageInfo:
+        """Build an :class:`Image` on the server and store it under ``image.name``.
+
+        The build context (the generated Dockerfile and the ``copy`` sources, read now: a
+        missing one raises :class:`FileNotFoundError`) is written to a temporary file and
+        streamed. ``no_cache`` ignores the step cache; ``allow_internet=False`` runs the ``RUN``
+        steps without network; ``build_args`` are the Dockerfile's ``ARG`` values.
+        ``on_progress`` follows the build as in :meth:`pull_image` (events ``step``, ``output``,
+        ``done``, ``error``). A failing step raises :class:`ImageBuildError` (``code``
+        ``BUILD_FAILED``) whose ``message`` has the step's exit code and output.
+        """
+        if not isinstance(image, Image):
+            raise TypeError(f"build_image takes an Image, got {type(image).__name__}")
+        params = proto.build_params(image.name, proto.DEFAULT_DOCKERFILE, build_args, no_cache, allow_internet)
+        # sync: context = context_file(image.write_context)
+        context = await asyncio.to_thread(context_file, image.write_context)
+        with context:
+            return await self._build(context, params, on_progress)
+
+    async def build_image_from_dockerfile(
+        self,
+        context_dir: str | os.PathLike[str],
+        name: str,
+        *,
+        dockerfile: str = "Dockerfile",
+        build_args: Mapping[str, str] | None = None,
+        no_cache: bool = False,
+        allow_internet: bool = True,
+        on_progress: ImageProgressCallback | None = None,
+    ) -> ImageInfo:
+        """Build the image ``name`` (``name:tag``) from a local directory and the Dockerfile in it
+        (``dockerfile``, a path relative to the directory).
+
+        The directory is sent as a tar written to a temporary file and streamed: what its
+        ``.dockerignore`` lists is left out (one glob per line, ``!`` re-includes), and symbolic
+        links are stored as links, never followed. The options are those of :meth:`build_image`.
+        """
+        directory = os.fspath(context_dir)
+        if not os.path.isdir(directory):
+            raise NotADirectoryError(f"the build context {directory!r} is not a directory")
+        relative = proto.dockerfile_path(dockerfile)
+        if not os.path.isfile(os.path.join(directory, *relative.split("/"))):
+            raise FileNotFoundError(f"the build context {directory!r} has no Dockerfile {relative!r}")
+        params = proto.build_params(name, relative, build_args, no_cache, allow_internet)
+
+        def write(file: IO[bytes]) -> None:
+            write_directory_context(file, directory, relative)
+
+        context = await asyncio.to_thread(context_file, write)  # sync: context = context_file(write)
+        with context:
+            return await self._build(context, params, on_progress)
+
+    async def _build(
+        self, context: IO[bytes], params: list[tuple[str, str]], on_progress: ImageProgressCallback | None
+    ) -> ImageInfo:
+        if on_progress is None:
+            return await self._drive(proto.op_build_image(self._config, context, params))
+        response = await self._drive(proto.op_open_build_image(self._config, context, params))
+        return await self._follow_image(response, on_progress, "build")
+
+    async def _follow_image(self, response: httpx.Response, on_progress: ImageProgressCallback, what: str) -> ImageInfo:
+        """Pass the events of a pull's or build's event stream to ``on_progress``; its result."""
+        try:
+            proto.check_event_stream(response)
+            progress = proto.ImageProgressCollector(what)
+            async for chunk in self._chunks(response, events=True):
+                await self._notify(on_progress, progress.feed(chunk))
+                if progress.finished:
+                    break
+            await self._notify(on_progress, progress.close())
+            return progress.result()
+        finally:
+            await response.aclose()
+
+    async def _notify(self, on_progress: ImageProgressCallback, events: list[ImageProgressEvent]) -> None:
+        for event in events:
+            result = on_progress(event)  # sync: on_progress(event)
+            if inspect.isawaitable(result):  # async only
+                await result  # async only
 
 
 # async only: begin

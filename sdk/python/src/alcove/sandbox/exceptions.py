@@ -12,7 +12,12 @@ Hierarchy::
         ├── RemoteAPIError                (any other non-2xx answer)
         │   ├── SandboxNameConflictError  (409 on create: the name is held by a live sandbox)
         │   ├── SnapshotNotFoundError     (404 on a snapshot call)
-        │   └── AuthenticationError       (401 / 403)
+        │   ├── AuthenticationError       (401 / 403)
+        │   ├── ImageNotFoundError        (404 on an image call: unknown image or reference)
+        │   ├── ImageInUseError           (409 IMAGE_IN_USE: a sandbox or snapshot uses the image)
+        │   ├── ImageBuildError           (422 BUILD_FAILED: a build step failed)
+        │   └── RegistryError             (REGISTRY_ERROR: the registry failed or answered nonsense)
+        │       └── RegistryAuthenticationError  (REGISTRY_UNAUTHORIZED: it refused the credentials)
         ├── SandboxConnectionError        (the server could not be reached, or a stream broke)
         ├── SandboxTimeoutError           (a client-side deadline passed; also a TimeoutError)
         ├── SandboxFailedError            (the sandbox failed or ended while we waited on it)
@@ -76,6 +81,30 @@ class AuthenticationError(RemoteAPIError):
     """
 
 
+class ImageNotFoundError(RemoteAPIError):
+    """The image, or the reference to pull, does not exist (404 on an image call)."""
+
+
+class ImageInUseError(RemoteAPIError):
+    """The image cannot be deleted: a sandbox (running, suspended or pending) or a snapshot uses
+    it (409 ``IMAGE_IN_USE``; ``get_image`` lists them in ``used_by``)."""
+
+
+class ImageBuildError(RemoteAPIError):
+    """A build step failed (422 ``BUILD_FAILED``): ``message`` has the step's exit code and output."""
+
+
+class RegistryError(RemoteAPIError):
+    """A pull failed on the registry's side (``REGISTRY_ERROR``, 502): it could not be reached or
+    answered something unusable."""
+
+
+class RegistryAuthenticationError(RegistryError):
+    """The registry refused the pull's credentials, or asked for some (``REGISTRY_UNAUTHORIZED``;
+    ``status_code`` is the registry's own 401 or 403 and ``message`` its message). Unlike
+    :class:`AuthenticationError`, the Alcove server accepted the API key."""
+
+
 class SandboxConnectionError(SandboxError):
     """The server could not be reached, or a response stream ended early."""
 
@@ -109,6 +138,11 @@ class SandboxNotRoutableError(SandboxError):
 
 __all__ = [
     "AuthenticationError",
+    "ImageBuildError",
+    "ImageInUseError",
+    "ImageNotFoundError",
+    "RegistryAuthenticationError",
+    "RegistryError",
     "RemoteAPIError",
     "SandboxConnectionError",
     "SandboxError",

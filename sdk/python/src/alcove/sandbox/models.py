@@ -18,7 +18,7 @@ import enum
 import json
 import re
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -231,6 +231,33 @@ class SandboxLogLevel(str, enum.Enum):
         return None
 
 
+class ImageSource(str, enum.Enum):
+    """How an image came into the server's store."""
+
+    BUILTIN = "builtin"
+    PULL = "pull"
+    IMPORT = "import"
+    BUILD = "build"
+    SNAPSHOT = "snapshot"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class LayerStatus(str, enum.Enum):
+    """Where one layer blob of a pull is (:class:`LayerProgress`)."""
+
+    WAITING = "waiting"
+    EXISTS = "exists"
+    DOWNLOADING = "downloading"
+    VERIFYING = "verifying"
+    UNPACKING = "unpacking"
+    DONE = "done"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 _LOG_LEVEL_NUMBERS = {"trace": 1, "debug": 2, "info": 3, "warn": 4, "error": 5, "fatal": 6}
 
 
@@ -244,6 +271,8 @@ RestartPolicyValue = Annotated[RestartPolicy | str, Field(union_mode="left_to_ri
 ProcessHealthCheckTypeValue = Annotated[ProcessHealthCheckType | str, Field(union_mode="left_to_right")]
 ManagedProcessStatusValue = Annotated[ManagedProcessStatus | str, Field(union_mode="left_to_right")]
 ManagedProcessHealthStatusValue = Annotated[ManagedProcessHealthStatus | str, Field(union_mode="left_to_right")]
+ImageSourceValue = Annotated[ImageSource | str, Field(union_mode="left_to_right")]
+LayerStatusValue = Annotated[LayerStatus | str, Field(union_mode="left_to_right")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,7 +638,164 @@ class SandboxProcessLogFiltersResponse(_CamelWireModel):
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Images (server-wide, docs/images.md)
+
+
+class ImageRunConfig(_WireModel):
+    """How sandboxes of an image run, from its OCI config.
+
+    ``env`` holds ``KEY=VALUE`` entries every process starts with (a call's own ``env`` wins);
+    ``exposed_ports`` are routed like a sandbox's ``exposed_ports``.
+    """
+
+    env: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    working_dir: str | None = None
+    user: str | None = None
+    entrypoint: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    cmd: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    exposed_ports: Annotated[list[int], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+
+
+class ImageLayerInfo(_WireModel):
+    """One layer of an image: ``diff_id`` is the digest of the uncompressed layer, ``digest`` the
+    digest of the stored blob (when the store keeps one)."""
+
+    diff_id: str
+    digest: str | None = None
+    size_bytes: int = 0
+    unpacked_size_bytes: int = 0
+
+
+class ImageUsers(_WireModel):
+    """Who uses an image (ids): it cannot be deleted while any does."""
+
+    sandboxes: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    snapshots: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+
+
+class ImageInfo(_WireModel):
+    """An image in the server's store.
+
+    ``id`` is the digest of its config (``sha256:…``); ``names`` the references that name it
+    (``name:tag``); ``size_bytes`` the bytes of all its unpacked layers; ``layers`` bottom first.
+    ``used_by`` is set by :meth:`SandboxClient.get_image` only.
+    """
+
+    id: str
+    names: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    manifest_digest: str | None = None
+    source: ImageSourceValue
+    created_at: Timestamp = None
+    size_bytes: int = 0
+    layers: Annotated[list[ImageLayerInfo], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    config: ImageRunConfig = Field(default_factory=ImageRunConfig)
+    used_by: ImageUsers | None = None
+
+
+class DeleteImageResult(_WireModel):
+    """What :meth:`SandboxClient.delete_image` removed: references (``untagged``), images (ids,
+    ``deleted``) and the bytes of blobs and layers freed."""
+
+    untagged: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    deleted: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    freed_bytes: int = 0
+
+
+class LayerProgress(_WireModel):
+    """Progress of one layer blob of a pull (``total_bytes`` may be 0 while unknown)."""
+
+    digest: str
+    status: LayerStatusValue
+    current_bytes: int = 0
+    total_bytes: int = 0
+
+
+class ImageResolvedEvent(_WireModel):
+    """A pull resolved its manifest: the layer blobs it will fetch, bottom first."""
+
+    event: Literal["resolved"] = "resolved"
+    manifest_digest: str
+    layers: Annotated[list[LayerProgress], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+
+
+class ImageLayerEvent(LayerProgress):
+    """A layer of a pull advanced (the fields of :class:`LayerProgress`)."""
+
+    event: Literal["layer"] = "layer"
+
+
+class BuildStepEvent(_WireModel):
+    """A build step started: ``number`` of ``total`` (1-based), the ``instruction`` as written,
+    and whether the step cache answered it (``cached``)."""
+
+    event: Literal["step"] = "step"
+    number: int
+    total: int
+    instruction: str
+    cached: bool = False
+
+
+class BuildOutputEvent(_WireModel):
+    """A line of a build step's output (``stream`` is ``stdout`` or ``stderr``; no newline)."""
+
+    event: Literal["output"] = "output"
+    stream: str
+    line: str
+
+
+class ImageDoneEvent(_WireModel):
+    """The pull or build is over: the image is stored."""
+
+    event: Literal["done"] = "done"
+    image: ImageInfo
+
+
+class ImageErrorEvent(_WireModel):
+    """The pull or build failed and nothing was stored: ``code`` and ``message`` as in an error
+    body, ``status`` the HTTP status the blocking call would have answered. The SDK raises the
+    matching exception after passing this event on."""
+
+    event: Literal["error"] = "error"
+    code: str | None = None
+    message: str = ""
+    status: int = 500
+
+
+ImageProgressEvent = (
+    ImageResolvedEvent | ImageLayerEvent | BuildStepEvent | BuildOutputEvent | ImageDoneEvent | ImageErrorEvent
+)
+"""One event of a pull or build followed with ``on_progress``; tell them apart with
+``isinstance`` or by their ``event`` field (``resolved``, ``layer``, ``step``, ``output``,
+``done``, ``error``)."""
+
+IMAGE_PROGRESS_EVENTS: dict[str, type[_WireModel]] = {
+    "resolved": ImageResolvedEvent,
+    "layer": ImageLayerEvent,
+    "step": BuildStepEvent,
+    "output": BuildOutputEvent,
+    "done": ImageDoneEvent,
+    "error": ImageErrorEvent,
+}
+"""The model of each progress event, by its ``event`` field."""
+
+
 __all__ = [
+    "BuildOutputEvent",
+    "BuildStepEvent",
+    "DeleteImageResult",
+    "ImageDoneEvent",
+    "ImageErrorEvent",
+    "ImageInfo",
+    "ImageLayerEvent",
+    "ImageLayerInfo",
+    "ImageProgressEvent",
+    "ImageResolvedEvent",
+    "ImageRunConfig",
+    "ImageSource",
+    "ImageUsers",
+    "LayerProgress",
+    "LayerStatus",
     "CommandResult",
     "HealthCheck",
     "ManagedProcessExit",

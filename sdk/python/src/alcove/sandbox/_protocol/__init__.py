@@ -26,6 +26,8 @@ The package is split by job; everything is re-exported here, so callers keep usi
 * ``_lifecycle``: sandboxes (create, get, list, delete, update, suspend/resume, ports) and snapshots;
 * ``_processes``: processes of a sandbox, managed ones included;
 * ``_logs``: a sandbox's persisted logs;
+* ``_images``: images (list, get, delete, pull, import, build, snapshots saved as images) and the
+  event streams of pulls and builds;
 * ``_files``: files of a sandbox, with streamed uploads;
 * ``_sse``: server-sent events: the byte stream cut into blocks of events, decoded a block at a time;
 * ``_run_stream``: a run's events collected into a :class:`CommandResult`;
@@ -55,6 +57,27 @@ from ._files import (
     prepare_upload,
 )
 from ._follow_stream import OutputEventDecoder, iter_output_events, output_event
+from ._images import (
+    DEFAULT_DOCKERFILE,
+    EVENT_STREAM_HEADERS,
+    TAR_CONTENT_TYPE,
+    ImageProgressCollector,
+    build_params,
+    dockerfile_path,
+    image_progress_event,
+    image_reference,
+    images_url,
+    op_build_image,
+    op_delete_image,
+    op_get_image,
+    op_import_image,
+    op_list_images,
+    op_open_build_image,
+    op_open_pull_image,
+    op_pull_image,
+    op_save_snapshot_as_image,
+    pull_body,
+)
 from ._lifecycle import (
     ARCHIVE_DIRECTIONS,
     CREATE_GRACE_MS,
@@ -139,6 +162,25 @@ from ._steps import _send as _send
 from ._validation import MANAGEMENT_PORT, validate_ports
 
 __all__ = [
+    "DEFAULT_DOCKERFILE",
+    "EVENT_STREAM_HEADERS",
+    "TAR_CONTENT_TYPE",
+    "ImageProgressCollector",
+    "build_params",
+    "dockerfile_path",
+    "image_progress_event",
+    "image_reference",
+    "images_url",
+    "op_build_image",
+    "op_delete_image",
+    "op_get_image",
+    "op_import_image",
+    "op_list_images",
+    "op_open_build_image",
+    "op_open_pull_image",
+    "op_pull_image",
+    "op_save_snapshot_as_image",
+    "pull_body",
     "start_body",
     "restart_body",
     "op_restart_process",

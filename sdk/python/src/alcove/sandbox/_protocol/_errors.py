@@ -12,6 +12,11 @@ from pydantic import BaseModel, ValidationError
 from .._config import ClientConfig
 from ..exceptions import (
     AuthenticationError,
+    ImageBuildError,
+    ImageInUseError,
+    ImageNotFoundError,
+    RegistryAuthenticationError,
+    RegistryError,
     RemoteAPIError,
     SandboxConnectionError,
     SandboxError,
@@ -74,26 +79,54 @@ def _describe(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
+# Codes only the image routes answer, whatever the status (docs/images.md).
+IMAGE_ERRORS: dict[str, type[RemoteAPIError]] = {
+    "IMAGE_IN_USE": ImageInUseError,
+    "BUILD_FAILED": ImageBuildError,
+    "REGISTRY_ERROR": RegistryError,
+    "REGISTRY_UNAUTHORIZED": RegistryAuthenticationError,
+}
+
+
 def error_from_response(
     resp: httpx.Response,
     *,
     sandbox: str | None = None,
     snapshot: bool = False,
     create: bool = False,
+    image: bool = False,
 ) -> SandboxException:
     """Map a non-2xx response to the right exception.
 
     ``sandbox`` names the sandbox of a sandbox-scoped call (its 404 becomes
     :class:`SandboxNotFoundError`); ``snapshot`` marks snapshot calls; ``create`` marks create
-    (its 409 becomes :class:`SandboxNameConflictError`).
+    (its 409 becomes :class:`SandboxNameConflictError`); ``image`` marks image calls (their 404
+    becomes :class:`ImageNotFoundError`).
     """
-    status = resp.status_code
     body = _error_body(resp)
+    return api_error(resp.status_code, body, sandbox=sandbox, snapshot=snapshot, create=create, image=image)
+
+
+def api_error(
+    status: int,
+    body: ErrorBody,
+    *,
+    sandbox: str | None = None,
+    snapshot: bool = False,
+    create: bool = False,
+    image: bool = False,
+) -> SandboxException:
+    """The exception of an error answer with this status and body (see :func:`error_from_response`);
+    also used for the ``error`` event of an image event stream."""
     if status == 404 and sandbox is not None:
         return SandboxNotFoundError(sandbox, body.message, body.code)
     cls = RemoteAPIError
-    if status == 404 and snapshot:
+    if body.code in IMAGE_ERRORS:
+        cls = IMAGE_ERRORS[body.code]
+    elif status == 404 and snapshot:
         cls = SnapshotNotFoundError
+    elif status == 404 and image:
+        cls = ImageNotFoundError
     elif status == 409 and create:
         cls = SandboxNameConflictError
     elif status in (401, 403):

@@ -51,8 +51,13 @@ def create_body(
     allow_unauthenticated_access: bool,
     disk_mb: int | None,
     entrypoint: Iterable[str] | None,
+    pull_image: bool = False,
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /sandboxes`` (docs/protocol/control-plane.md), after client-side checks."""
+    """The JSON body of ``POST /sandboxes`` (docs/protocol/control-plane.md), after client-side checks.
+
+    ``pull_image`` (sent only when true) asks the server to pull ``image`` from its registry first
+    when the store does not have it.
+    """
     if not _is_number(cpus) or cpus <= 0:
         raise ValueError(f"cpus must be a positive number, got {cpus!r}")
     if not _is_int(memory_mb) or memory_mb <= 0:
@@ -94,6 +99,8 @@ def create_body(
         body["allow_unauthenticated_access"] = True
     if command:
         body["entrypoint"] = command
+    if pull_image:
+        body["pull_image"] = True
     return body
 
 

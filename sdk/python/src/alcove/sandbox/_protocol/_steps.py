@@ -41,8 +41,9 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None
     """The query: a mapping, or pairs for a key that repeats (``level=3&level=5``)."""
-    json: Any = None
-    content: bytes | None = None
+    json: Any = field(default=None, repr=False)
+    """A JSON body; left out of the repr (a pull's carries a registry password)."""
+    content: bytes | None = field(default=None, repr=False)
     upload: Upload | None = None
     stream: bool = False
     """Return the response unread (2xx only); reads are bounded per read, not as a whole."""
