@@ -8,21 +8,27 @@ use utoipa::ToSchema;
 pub struct ImageRunConfig {
     /// `KEY=VALUE` entries every process starts with (a call's own `env` wins).
     #[serde(default)]
+    #[schema(required)]
     pub env: Vec<String>,
     /// Default working directory of processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub working_dir: Option<String>,
     /// Default user of processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub user: Option<String>,
     /// `Entrypoint`.
     #[serde(default)]
+    #[schema(required)]
     pub entrypoint: Vec<String>,
     /// `Cmd`.
     #[serde(default)]
+    #[schema(required)]
     pub cmd: Vec<String>,
     /// TCP ports the image exposes (routed like a sandbox's `exposed_ports`).
     #[serde(default)]
+    #[schema(required)]
     pub exposed_ports: Vec<u16>,
 }
 
@@ -33,6 +39,7 @@ pub struct ImageLayerInfo {
     pub diff_id: String,
     /// Digest of the stored blob, if the store keeps one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub digest: Option<String>,
     /// Bytes of the blob.
     pub size_bytes: u64,
@@ -58,6 +65,7 @@ pub struct ImageInfo {
     pub names: Vec<String>,
     /// Digest of the manifest it was pulled or imported with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub manifest_digest: Option<String>,
     /// `builtin`, `pull`, `import`, `build` or `snapshot`.
     pub source: String,
@@ -71,6 +79,7 @@ pub struct ImageInfo {
     pub config: ImageRunConfig,
     /// Who uses it (answers of get only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub used_by: Option<ImageUsers>,
 }
 

@@ -7,6 +7,10 @@ use alcove_agent::http::error::AgentError;
 use alcove_wire::error::ApiErrorBody;
 use alcove_wire::files::{FileEntry, FileList};
 use alcove_wire::health::{AgentInfo, HealthResponse};
+use alcove_wire::image::{
+    ImageInfo, ImageLayerInfo, ImageListResponse, ImageRunConfig, ImageUsers, PullImageRequest,
+    SaveSnapshotImageRequest,
+};
 use alcove_wire::journal::{
     JournalBatch, JournalRecord, ProcessLogFilter, ProcessLogFiltersResponse, SandboxLogRecord,
     SandboxLogsResponse,
@@ -303,6 +307,11 @@ fn schemas_are_what_serde_reads_and_writes() {
         ProcessLogFilter,
         JournalBatch,
         JournalRecord,
+        ImageInfo,
+        ImageLayerInfo,
+        ImageListResponse,
+        ImageRunConfig,
+        ImageUsers,
     );
     requests!(
         CreateSandboxRequest,
@@ -319,6 +328,8 @@ fn schemas_are_what_serde_reads_and_writes() {
         SignalRequest,
         CreatePtyRequest,
         ResizeRequest,
+        PullImageRequest,
+        SaveSnapshotImageRequest,
     );
     check_request::<SetSecret>(&doc, "SetSecret", |_| Value::Null);
     check_request::<DesktopUrlRequest>(&doc, "DesktopUrlRequest", |_| Value::Null);
