@@ -146,7 +146,7 @@ def build(server: AlcoveServer, context: bytes, name: str, sse: bool = False,
 def create_raw(server: AlcoveServer, body: dict[str, Any], timeout: float = 300) -> str:
     """POST /sandboxes with `body` as given; waits until the sandbox runs. Returns its id."""
     resp = httpx.post(f"{server.url}/sandboxes", headers=_headers(server, False),
-                      json={"resources": {"cpus": 1.0, "memory_mb": 512}, **body},
+                      json={"resources": {"cpus": 1.0, "memory_mb": 1024}, **body},
                       timeout=timeout)
     assert resp.status_code in (200, 201, 202), (resp.status_code, resp.text)
     answer = resp.json()

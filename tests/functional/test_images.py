@@ -223,7 +223,7 @@ def test_shared_base_is_stored_once(server, registry, pushed, shared_pair):
     assert info_a["layers"][0]["diff_id"] == info_b["layers"][0]["diff_id"] == b.diff_ids[0]
     assert info_a["layers"][1]["diff_id"] != info_b["layers"][1]["diff_id"]
     # One unpacked copy of the base on disk.
-    assert fx.layer_dir(IMAGES_DIR, b.diff_ids[0]).is_dir()
+    assert fx.layer_dir(IMAGES_DIR / "store", b.diff_ids[0]).is_dir()
 
 
 def test_delete_is_refused_while_in_use_then_frees(server, client, registry, pushed, tmp_path):
@@ -232,7 +232,7 @@ def test_delete_is_refused_while_in_use_then_frees(server, client, registry, pus
     registry.push(image.path, image.tag, repo)
     ref = registry.ref(repo, "latest")
     info = pull_ok(server, ref)
-    layer = fx.layer_dir(IMAGES_DIR, image.diff_ids[0])
+    layer = fx.layer_dir(IMAGES_DIR / "store", image.diff_ids[0])
     assert layer.is_dir()
     sandbox = client.create_and_connect(image=ref)
     snap = None
@@ -268,7 +268,7 @@ def test_delete_is_refused_while_in_use_then_frees(server, client, registry, pus
     assert get_image(server, ref).status_code == 404
     assert get_image(server, info["id"]).status_code == 404
     assert not layer.exists()
-    assert not (IMAGES_DIR / "blobs" / "sha256" / image.layer_digests[0].split(":")[1]).exists()
+    assert not (IMAGES_DIR / "store" / "blobs" / "sha256" / image.layer_digests[0].split(":")[1]).exists()
 
 
 def test_delete_of_one_name_keeps_a_shared_image(server, registry, pushed, busybox_image):
@@ -351,7 +351,7 @@ def test_layered_image_semantics(server, client, layered_ref, layered_image):
         assert sb.read_file(fx.LAYERED["xattr_file"]) == b"has an xattr\n"
     # busybox has no getfattr: the xattr, the whiteout and the opaque mark are checked in the
     # store's copy of the top layer (overlayfs form).
-    top = fx.layer_dir(IMAGES_DIR, layered_image.diff_ids[-1])
+    top = fx.layer_dir(IMAGES_DIR / "store", layered_image.diff_ids[-1])
     xfile = top / fx.LAYERED["xattr_file"].lstrip("/")
     assert os.getxattr(xfile, fx.XATTR_NAME) == fx.XATTR_VALUE.encode()
     whiteout = os.lstat(top / fx.LAYERED["whited_out"].lstrip("/"))
@@ -436,7 +436,7 @@ def test_sigkill_during_pull_leaves_no_half_image(registry, pushed, debian_image
             for name in get_image(srv, debian_image.config_digest).json()["names"]:
                 delete_image(srv, name)
             delete_image(srv, debian_image.config_digest)
-        assert not fx.layer_dir(IMAGES_DIR, diff_id).exists()
+        assert not fx.layer_dir(IMAGES_DIR / "store", diff_id).exists()
         with ThrottledProxy(registry.port, 4 << 20) as proxy:
             ref = f"{proxy.host}/{repo}:{debian_image.tag}"
             result: dict[str, object] = {}
@@ -457,14 +457,14 @@ def test_sigkill_during_pull_leaves_no_half_image(registry, pushed, debian_image
         assert ref not in all_names(srv)
         assert all(i["id"] != debian_image.config_digest for i in list_images(srv))
         assert get_image(srv, ref).status_code == 404
-        assert not fx.layer_dir(IMAGES_DIR, diff_id).exists()
-        assert not (IMAGES_DIR / "blobs" / "sha256" / layer_digest.split(":")[1]).exists()
-        tmp = IMAGES_DIR / "tmp"
+        assert not fx.layer_dir(IMAGES_DIR / "store", diff_id).exists()
+        assert not (IMAGES_DIR / "store" / "blobs" / "sha256" / layer_digest.split(":")[1]).exists()
+        tmp = IMAGES_DIR / "store" / "tmp"
         assert not tmp.exists() or not any(tmp.iterdir()), sorted(os.listdir(tmp))
         # And the store still works: the same pull, straight from the registry, completes.
         info = pull_ok(srv, registry.ref(repo, debian_image.tag))
         assert info["id"] == debian_image.config_digest
-        assert fx.layer_dir(IMAGES_DIR, diff_id).is_dir()
+        assert fx.layer_dir(IMAGES_DIR / "store", diff_id).is_dir()
         assert delete_image(srv, registry.ref(repo, debian_image.tag)).status_code == 200
     finally:
         srv.stop()

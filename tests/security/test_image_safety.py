@@ -45,14 +45,14 @@ def server():
 
 
 def store_files(diff_id: str) -> list[Path]:
-    root = fx.layer_dir(IMAGES_DIR, diff_id)
+    root = fx.layer_dir(IMAGES_DIR / "store", diff_id)
     return [Path(r) / n for r, ds, fs in os.walk(root) for n in ds + fs] if root.exists() else []
 
 
 def assert_neutralised(h: fx.Hostile, info: dict) -> None:
     """An accepted hostile image: what it carried stayed inside its layer directory."""
     (diff_id,) = h.layout.diff_ids("latest")
-    root = fx.layer_dir(IMAGES_DIR, diff_id).resolve()
+    root = fx.layer_dir(IMAGES_DIR / "store", diff_id).resolve()
     shadow = SHADOW.stat()
     for path in store_files(diff_id):
         st = os.lstat(path)
@@ -80,7 +80,7 @@ def check_outcome(server: AlcoveServer, h: fx.Hostile, name: str, status: int, b
         assert not path.exists(), f"{h.name} wrote {path} on the host"
     assert SHADOW.stat().st_nlink == SHADOW_NLINK, "a hard link to /etc/shadow was made"
     # No work in progress is left behind (cleaned when the request ends).
-    tmp = IMAGES_DIR / "tmp"
+    tmp = IMAGES_DIR / "store" / "tmp"
     assert wait_for(lambda: not tmp.exists() or not any(tmp.iterdir()), 30), list(tmp.iterdir())
 
 

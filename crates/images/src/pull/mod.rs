@@ -433,6 +433,8 @@ async fn fetch_layer(
     limits: &UnpackLimits,
 ) -> Result<LayerRecord> {
     let progress = &session.progress;
+    // Stored and unpacked already: `exists` is the layer's last word.
+    let existed = session.store.has_blob(&layer.digest) && session.store.has_layer(diff_id);
     if session.store.has_blob(&layer.digest) {
         progress
             .layer(&layer.digest, "exists", layer.size, layer.size)
@@ -467,9 +469,11 @@ async fn fetch_layer(
     );
     let record =
         blocking(move || store.unpack_blob(&blob, &media_type, Some(&diff), &limits)).await?;
-    progress
-        .layer(&layer.digest, "done", layer.size, layer.size)
-        .await;
+    if !existed {
+        progress
+            .layer(&layer.digest, "done", layer.size, layer.size)
+            .await;
+    }
     Ok(record)
 }
 

@@ -244,8 +244,32 @@ impl ImageStore {
         record: ImageRecord,
         names: &[String],
     ) -> Result<ImageRecord> {
-        let path = self.record_path(&record.id);
-        if !path.is_file() {
+        let id = record.id.clone();
+        let path = self.record_path(&id);
+        let to_write = if !path.is_file() {
+            Some(record)
+        } else {
+            // The same image again through another manifest (another format
+            // or platform list) or another way in: it is now known by the
+            // latest (a built-in stays a built-in).
+            match self.get(&id) {
+                Ok(mut existing) if !matches!(existing.source, ImageSource::Builtin { .. }) => {
+                    let newer_manifest = record.manifest_digest.is_some()
+                        && existing.manifest_digest != record.manifest_digest;
+                    if newer_manifest || existing.source != record.source {
+                        if newer_manifest {
+                            existing.manifest_digest = record.manifest_digest;
+                        }
+                        existing.source = record.source;
+                        Some(existing)
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            }
+        };
+        if let Some(record) = to_write {
             let bytes =
                 serde_json::to_vec_pretty(&record).map_err(|e| ImageStoreError::BadImage {
                     what: "image record".into(),
@@ -254,9 +278,9 @@ impl ImageStore {
             write_atomic(&self.tmp_dir(), &path, &bytes)?;
         }
         for name in names {
-            self.tag_locked(guard, &record.id, name)?;
+            self.tag_locked(guard, &id, name)?;
         }
-        self.get(&record.id)
+        self.get(&id)
     }
 
     pub(super) fn commit_locked(
