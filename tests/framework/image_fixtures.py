@@ -515,7 +515,9 @@ def make_hostile_images(dest: Path, token: str, cache_dir: Path = CACHE_DIR) -> 
     add("gzip_bomb", _bomb_layout(dest / "gzip_bomb", cache_dir), (), must_refuse=True)
 
     # Broken blobs: the layout lies about a blob; a registry would not even take them.
-    good = build_tar([Entry("ok.txt", data=b"fine\n" * 1000)])
+    # Unique per run: a layer the store already holds would be taken from the store, whatever
+    # the archive says about it.
+    good = build_tar([Entry("ok.txt", data=b"fine\n" * 1000 + token.encode())])
     blob = gzip_bytes(good)
     cut = blob[: len(blob) // 2]
     # A gzip stream that ends early, described as it is (digest and size of the cut bytes).

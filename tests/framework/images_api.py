@@ -61,10 +61,11 @@ def _headers(server: AlcoveServer, sse: bool) -> dict[str, str]:
 
 
 def stream_events(server: AlcoveServer, method: str, path: str, timeout: float = 600,
+                  headers: dict[str, str] | None = None,
                   **kwargs: Any) -> tuple[int, list[Event]]:
     """(status, events) of a route followed as an event stream; a non-2xx answer gives its
     JSON body as one `error` event."""
-    with httpx.stream(method, f"{server.url}{path}", headers=_headers(server, True),
+    with httpx.stream(method, f"{server.url}{path}", headers=_headers(server, True) | (headers or {}),
                       timeout=timeout, **kwargs) as resp:
         if not resp.is_success:
             resp.read()
