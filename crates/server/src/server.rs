@@ -136,6 +136,9 @@ pub async fn serve(
         Arc::new(images),
     ));
     control.recover().await?;
+    if let Err(e) = control.end_orphan_builders().await {
+        tracing::warn!(error = %e, "ending builder sandboxes left by a crash");
+    }
     let crash_watch = spawn_crash_watch(Arc::clone(&control), suspects, shutdown.clone());
     let reaper = spawn_timeout_reaper(Arc::clone(&control), shutdown.clone());
     let compactor = spawn_compactor(Arc::clone(&control), shutdown.clone());

@@ -132,7 +132,12 @@ struct Build<'a> {
     total: u32,
     stages: Vec<(Option<String>, StageState)>,
     made: u32,
+    /// This build's number (what it holds against collections).
+    id: u64,
 }
+
+/// Numbers builds.
+static NEXT_BUILD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Control {
     /// Builds an image from the context archive at `context` (removed by the
@@ -164,8 +169,10 @@ impl Control {
             total: 0,
             stages: Vec::new(),
             made: 0,
+            id: NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let result = build.run(&context).await;
+        self.ctx.images.build_done(build.id);
         let work = build.work.clone();
         let _ = tokio::task::spawn_blocking(move || remove_tree(&work)).await;
         result
@@ -354,6 +361,13 @@ impl Build<'_> {
         .await;
     }
 
+    /// Keeps a state's layers from collections while the build runs.
+    fn hold(&self, state: &State) {
+        for layer in &state.layers {
+            self.control.ctx.images.hold_for_build(self.id, layer);
+        }
+    }
+
     fn cached(&self, key: &str) -> Option<State> {
         if self.opts.no_cache {
             return None;
@@ -433,6 +447,7 @@ impl Build<'_> {
         let parts: Vec<&str> = key_parts.iter().map(String::as_str).collect();
         let key = chain(&st.key, &parts);
         if let Some(state) = self.cached(&key) {
+            self.hold(&state);
             self.emit_step(step, true).await;
             return Ok(StageState {
                 state,
@@ -501,6 +516,7 @@ impl Build<'_> {
                 state.layers.push(layer);
             }
         }
+        self.hold(&state);
         self.remember(&key, &state);
         Ok(StageState {
             state,
@@ -946,6 +962,24 @@ impl Build<'_> {
                 .map_err(ControlError::from)
         })
         .await
+    }
+}
+
+impl Control {
+    /// Ends the builder sandboxes a previous run of the server left (a build
+    /// does not outlive its server: its client's request died with it).
+    pub async fn end_orphan_builders(&self) -> Result<usize, ControlError> {
+        let mut ended = 0;
+        for record in self.ctx.store.list_live().await? {
+            if record.image.starts_with("build:") {
+                tracing::info!(sandbox_id = %record.id, "ending a builder sandbox of a build that died with the server");
+                self.sandboxes
+                    .delete(None, record.id.as_str(), TerminationReason::ServerRestarted)
+                    .await?;
+                ended += 1;
+            }
+        }
+        Ok(ended)
     }
 }
 

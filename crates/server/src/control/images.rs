@@ -170,7 +170,7 @@ impl Control {
         let id = record.id.clone();
         blocking(move || {
             let deleted = images.store().remove(&text, false)?;
-            let report = images.store().collect_garbage(&HashSet::new())?;
+            let report = images.store().collect_garbage(&images.held())?;
             let names_after = match images.store().get(&id) {
                 Ok(r) => r.names,
                 Err(_) => Vec::new(),

@@ -9,6 +9,7 @@
 pub mod context;
 pub mod dockerfile;
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -37,6 +38,9 @@ pub struct Images {
     dir: PathBuf,
     puller: Puller,
     limits: UnpackLimits,
+    /// Layers (and their blobs) of builds in progress, by build: no image
+    /// names them yet, so a collection must keep them.
+    building: Arc<std::sync::Mutex<HashMap<u64, HashSet<Digest>>>>,
 }
 
 /// How images are fetched and unpacked.
@@ -75,6 +79,7 @@ impl Images {
             dir: images_dir.to_path_buf(),
             puller,
             limits: settings.limits,
+            building: Arc::default(),
         };
         this.adopt_builtins();
         Ok(this)
@@ -88,6 +93,34 @@ impl Images {
     /// Pulls an image from its registry (see [`Puller::pull`]).
     pub async fn pull(&self, request: PullRequest) -> Result<ImageRecord, ImageStoreError> {
         self.puller.pull(request).await
+    }
+
+    /// Keeps `layer` (its diff id and blob) out of collections until
+    /// [`Images::build_done`] of `build`.
+    pub fn hold_for_build(&self, build: u64, layer: &alcove_images::LayerRecord) {
+        let mut building = self.building.lock().unwrap_or_else(|p| p.into_inner());
+        let held = building.entry(build).or_default();
+        held.insert(layer.diff_id.clone());
+        held.extend(layer.blob.clone());
+    }
+
+    /// Lets a collection take what build `build` held.
+    pub fn build_done(&self, build: u64) {
+        self.building
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&build);
+    }
+
+    /// What collections must keep: every build's layers.
+    pub fn held(&self) -> HashSet<Digest> {
+        self.building
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Bounds on one unpacked layer.
