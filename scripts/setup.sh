@@ -54,7 +54,9 @@ DESKTOP_PKGS=(novnc xvfb x11vnc xdotool x11-xserver-utils chromium)
 #   umoci            builds the test images as OCI layouts without a daemon or the network
 #   busybox-static   the one static binary the test images are made of
 #   apache2-utils    htpasswd, for the registry's basic-auth users
-IMAGE_TEST_PKGS=(docker-registry skopeo umoci busybox-static apache2-utils)
+#   musl musl-dev musl-tools  musl-gcc and /lib/ld-musl-x86_64.so.1, for the musl test image
+#                    (a dynamically linked program and musl's loader, image_fixtures.make_musl_layout)
+IMAGE_TEST_PKGS=(docker-registry skopeo umoci busybox-static apache2-utils musl musl-dev musl-tools)
 
 _apt_updated=0
 # ensure_pkgs NAME...  installs whichever are missing (apt-get update only if needed).

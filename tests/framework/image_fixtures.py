@@ -576,3 +576,79 @@ def layer_dir(images_dir: Path, diff_id: str) -> Path:
     """Where a store keeps a layer's unpacked files (`layers/sha256/<hex>/fs`)."""
     return Path(images_dir) / "layers" / "sha256" / diff_id.split(":", 1)[1] / "fs"
 
+
+
+# --- musl ------------------------------------------------------------------------------------
+MUSL_GCC = shutil.which("musl-gcc") or "/usr/bin/musl-gcc"
+MUSL_LOADER = Path("/lib/ld-musl-x86_64.so.1")
+MUSL_PROGRAM = "/hello"
+MUSL_ENV_NAME, MUSL_ENV_VALUE = "MUSL_GREETING", "hello-from-musl"
+MUSL_MISSING = (
+    "musl-gcc or /lib/ld-musl-x86_64.so.1 is missing (Debian's musl, musl-dev, musl-tools): "
+    "run scripts/setup.sh packages"
+)
+# A dynamically linked program: it prints each argument on a line of its own (argv[0] too),
+# then the value of MUSL_GREETING.
+MUSL_SOURCE = r"""
+#include <stdio.h>
+#include <stdlib.h>
+
+int main(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        printf("argv[%d]=%s\n", i, argv[i]);
+    const char *greeting = getenv("MUSL_GREETING");
+    printf("MUSL_GREETING=%s\n", greeting ? greeting : "(unset)");
+    return 0;
+}
+"""
+
+
+def musl_available() -> bool:
+    return Path(MUSL_GCC).exists() and MUSL_LOADER.exists()
+
+
+def elf_interpreter(data: bytes) -> str | None:
+    """The PT_INTERP string of a 64-bit little-endian ELF file (None: statically linked)."""
+    import struct
+
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, "not an ELF64 LE file"
+    e_phoff, = struct.unpack_from("<Q", data, 0x20)
+    e_phentsize, e_phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(e_phnum):
+        p_type, _flags, p_offset, _vaddr, _paddr, p_filesz = struct.unpack_from(
+            "<IIQQQQ", data, e_phoff + i * e_phentsize)
+        if p_type == 3:  # PT_INTERP
+            return data[p_offset:p_offset + p_filesz].rstrip(b"\0").decode()
+    return None
+
+
+def make_musl_layout(dest: Path) -> Image:
+    """Tag `latest`: one layer holding `/hello`, a C program compiled here with musl-gcc and
+    linked dynamically (its ELF interpreter is /lib/ld-musl-x86_64.so.1), and the loader
+    itself (musl's libc.so, which is both), and nothing else: no shell, no /etc. The config
+    has Env PATH and MUSL_GREETING=hello-from-musl, and no Cmd."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="musl-", dir=dest.parent) as tmp:
+        src, binary = Path(tmp) / "hello.c", Path(tmp) / "hello"
+        src.write_text(MUSL_SOURCE)
+        run([MUSL_GCC, "-O2", "-o", str(binary), str(src)])
+        program = binary.read_bytes()
+    interp = elf_interpreter(program)
+    if interp != str(MUSL_LOADER):
+        raise RuntimeError(f"musl-gcc made a program whose interpreter is {interp!r}")
+    layer = build_tar([
+        Entry(MUSL_PROGRAM.lstrip("/"), data=program, mode=0o755),
+        Entry("lib", "dir"),
+        Entry(str(MUSL_LOADER).lstrip("/"), data=MUSL_LOADER.resolve().read_bytes(), mode=0o755),
+    ])
+    blob = gzip_bytes(layer)
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": [PATH_ENV, f"{MUSL_ENV_NAME}={MUSL_ENV_VALUE}"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]},
+    }
+    layout = Layout.create(dest)
+    layout.put_image("latest", config, [(descriptor(MT_LAYER_GZIP, blob), blob)])
+    return Image(layout, "latest")

@@ -150,3 +150,10 @@ def multiarch_ref(pushed, multiarch_image) -> str:
         pushed.images[key] = pushed.registry.ref(repo, image.tag)
     return pushed.images[key]
 
+
+@pytest.fixture(scope="session")
+def musl_image(image_workdir) -> fx.Image:
+    """An image of one dynamically linked musl program and musl's loader (no shell)."""
+    if not fx.musl_available():
+        pytest.skip(fx.MUSL_MISSING)
+    return fx.make_musl_layout(image_workdir / "musl")
