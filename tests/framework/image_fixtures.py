@@ -577,7 +577,6 @@ def layer_dir(images_dir: Path, diff_id: str) -> Path:
     return Path(images_dir) / "layers" / "sha256" / diff_id.split(":", 1)[1] / "fs"
 
 
-
 # --- musl ------------------------------------------------------------------------------------
 MUSL_GCC = shutil.which("musl-gcc") or "/usr/bin/musl-gcc"
 MUSL_LOADER = Path("/lib/ld-musl-x86_64.so.1")
