@@ -140,6 +140,13 @@ impl ImageRecord {
     }
 }
 
+/// Held by work that writes what no image names yet (see
+/// [`ImageStore::work_guard`]).
+#[derive(Debug)]
+pub struct WorkGuard {
+    _flock: nix::fcntl::Flock<std::fs::File>,
+}
+
 /// What [`ImageStore::collect_garbage`] removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
@@ -149,6 +156,8 @@ pub struct GcReport {
     pub layers: usize,
     /// Bytes freed.
     pub bytes: u64,
+    /// Nothing was collected: a pull, import or build was writing.
+    pub deferred: bool,
 }
 
 /// The store at one root directory.
@@ -382,8 +391,48 @@ impl ImageStore {
     /// `keep` (layer diff ids or blob digests still in use by someone who is
     /// not an image: a running sandbox of a removed image, a build).
     pub fn collect_garbage(&self, keep: &HashSet<Digest>) -> Result<GcReport> {
+        // Pulls, imports and builds write blobs and layers before an image
+        // names them: while any runs, in this process or another sharing
+        // the store, nothing is collected (the next collection, or the next
+        // start, takes what is left).
+        let Some(_work) = self.try_exclusive_work()? else {
+            return Ok(GcReport {
+                deferred: true,
+                ..GcReport::default()
+            });
+        };
         let guard = self.lock.lock()?;
         self.collect_locked(&guard, keep)
+    }
+
+    /// Marks work that writes blobs or layers no image names yet (a pull,
+    /// an import, a build) until the guard drops: collections wait for it.
+    pub fn work_guard(&self) -> Result<WorkGuard> {
+        let path = self.root.join("work.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(ImageStoreError::io("open", &path))?;
+        let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared)
+            .map_err(|(_, e)| ImageStoreError::io("flock", &path)(e.into()))?;
+        Ok(WorkGuard { _flock: flock })
+    }
+
+    fn try_exclusive_work(&self) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+        let path = self.root.join("work.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(ImageStoreError::io("open", &path))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(ImageStoreError::io("flock", &path)(e.into())),
+        }
     }
 
     /// Adopts a built-in image built by setup into the store:

@@ -269,6 +269,21 @@ fn gc_removes_read_only_layer_trees() {
 }
 
 #[test]
+fn gc_waits_for_work_in_progress() {
+    let (_t, s) = store();
+    let l = layer(&s, &[("unnamed", "x")]);
+    let work = s.work_guard().expect("guard");
+    // Another handle on the same store, as another server would have.
+    let other = ImageStore::open(s.root()).expect("open");
+    let report = other.collect_garbage(&HashSet::new()).expect("gc");
+    assert!(report.deferred && report.layers == 0, "{report:?}");
+    assert!(s.has_layer(&l.diff_id), "a pull's unnamed layer survives");
+    drop(work);
+    let report = other.collect_garbage(&HashSet::new()).expect("gc");
+    assert!(!report.deferred && report.layers == 1, "{report:?}");
+}
+
+#[test]
 fn open_cleans_tmp_and_drops_records_whose_layers_are_missing() {
     let (t, s) = store();
     let kept = layer(&s, &[("kept", "k")]);

@@ -171,7 +171,10 @@ impl Control {
             made: 0,
             id: NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
-        let result = build.run(&context).await;
+        let result = match self.ctx.images.store().work_guard() {
+            Ok(_work) => build.run(&context).await,
+            Err(e) => Err(e.into()),
+        };
         self.ctx.images.build_done(build.id);
         let work = build.work.clone();
         let _ = tokio::task::spawn_blocking(move || remove_tree(&work)).await;
@@ -301,7 +304,7 @@ impl Build<'_> {
             .find(|(n, _)| n.as_deref() == Some(wanted.as_str()))
         {
             let st = st.clone();
-            self.emit_step(step, true).await;
+            self.emit_step(step, !self.opts.no_cache).await;
             return Ok(StageState {
                 args: HashMap::new(),
                 ..st
@@ -337,7 +340,7 @@ impl Build<'_> {
             }
             Err(e) => return Err(e.into()),
         };
-        self.emit_step(step, cached).await;
+        self.emit_step(step, cached && !self.opts.no_cache).await;
         Ok(StageState {
             key: chain("", &["FROM", record.id.as_str()]),
             state: State {

@@ -321,6 +321,7 @@ impl Control {
             snapshot_id: snapshot_id.to_string(),
         };
         let record = blocking(move || {
+            let _work = images.store().work_guard()?;
             let base = images.resolve_pinned(&pinned)?;
             let base = images.store().get(&base.image.id.parse()?)?;
             let mnt = images.store().root().join("tmp").join(format!(

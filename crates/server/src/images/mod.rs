@@ -82,6 +82,18 @@ impl Images {
             building: Arc::default(),
         };
         this.adopt_builtins();
+        // What a delete could not collect (work was in progress) or a crash
+        // left unnamed.
+        match this.store.collect_garbage(&HashSet::new()) {
+            Ok(report) if report.blobs + report.layers > 0 => tracing::info!(
+                blobs = report.blobs,
+                layers = report.layers,
+                bytes = report.bytes,
+                "collected unused image data"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "collecting unused image data"),
+        }
         Ok(this)
     }
 
@@ -92,6 +104,7 @@ impl Images {
 
     /// Pulls an image from its registry (see [`Puller::pull`]).
     pub async fn pull(&self, request: PullRequest) -> Result<ImageRecord, ImageStoreError> {
+        let _work = self.store.work_guard()?;
         self.puller.pull(request).await
     }
 
@@ -134,6 +147,7 @@ impl Images {
         archive: impl std::io::Read,
         names: &[String],
     ) -> Result<ImageRecord, ImageStoreError> {
+        let _work = self.store.work_guard()?;
         alcove_images::import::import_archive(
             &self.store,
             archive,
