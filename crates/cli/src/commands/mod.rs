@@ -1,5 +1,6 @@
 //! One file per command.
 
+pub mod connection;
 pub mod hook;
 pub mod secrets;
 pub mod serve;
