@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod hook;
+pub mod image;
 pub mod secrets;
 pub mod serve;
 
