@@ -22,6 +22,8 @@ enum Command {
     Serve(Box<alcove_server::Config>),
     /// Manage secrets injected into sandboxes as environment variables.
     Secrets(commands::secrets::SecretsArgs),
+    /// Manage the server's images: list, pull, import, build, inspect, remove.
+    Image(commands::image::ImageArgs),
 }
 
 /// Exit codes of the CLI.
@@ -54,6 +56,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(config) => commands::serve::run(*config).await,
             Command::Secrets(args) => commands::secrets::run(args).await,
+            Command::Image(args) => commands::image::run(args).await,
         }
     });
     match result {
@@ -62,5 +65,16 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(ExitCode::Failed as u8)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

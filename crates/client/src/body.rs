@@ -74,6 +74,25 @@ impl Reader {
     }
 }
 
+/// Fails unless `response` is an event stream (`text/event-stream`).
+pub(crate) fn expect_event_stream(response: &reqwest::Response) -> Result<(), ClientError> {
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type
+        .to_ascii_lowercase()
+        .starts_with("text/event-stream")
+    {
+        return Ok(());
+    }
+    Err(ClientError::decode(
+        format!("the answer of {}", response.url().path()),
+        format!("expected an event stream, got content-type {content_type:?}"),
+    ))
+}
+
 /// Source of chunks for [`Lines`] (a [`Reader`], or a list of chunks in tests).
 pub(crate) trait ChunkSource {
     /// The next chunk, or `None` at the end.

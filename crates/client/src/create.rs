@@ -42,6 +42,9 @@ pub struct CreateOptions {
     pub network: Option<NetworkConfig>,
     /// Whether proxied traffic wakes the sandbox when suspended (server default: true).
     pub auto_resume: Option<bool>,
+    /// Let the server pull `image` from its registry first when its store does not have it
+    /// (otherwise an unknown image is a 404).
+    pub pull_image: bool,
 }
 
 impl CreateOptions {
@@ -116,6 +119,12 @@ impl CreateOptions {
         self
     }
 
+    /// Lets the server pull a missing registry image first (true).
+    pub fn pull_image(mut self, pull: bool) -> Self {
+        self.pull_image = pull;
+        self
+    }
+
     /// Sets the outbound network policy.
     pub fn network(mut self, network: NetworkConfig) -> Self {
         self.network = Some(network);
@@ -175,6 +184,7 @@ impl CreateOptions {
             secret_names: non_empty(&self.secret_names),
             snapshot_id: self.snapshot_id.clone(),
             auto_resume: self.auto_resume,
+            pull_image: self.pull_image.then_some(true),
             ..CreateSandboxRequest::default()
         })
     }
@@ -222,6 +232,13 @@ mod tests {
         assert_eq!(request.exposed_ports, Some(vec![80, 8080]));
         assert_eq!(request.resources.and_then(|r| r.cpus), Some(2.0));
         assert_eq!(request.secret_names, Some(vec!["TOKEN".to_string()]));
+        assert_eq!(request.pull_image, None);
+        let request = CreateOptions::new()
+            .image("localhost:5000/tools/jq:1")
+            .pull_image(true)
+            .to_request()
+            .expect("valid");
+        assert_eq!(request.pull_image, Some(true));
     }
 
     #[test]

@@ -45,6 +45,18 @@ pub enum ClientError {
         /// The server's message.
         message: String,
     },
+    /// The image does not exist (404 on an image call): unknown to the store, to the registry
+    /// a pull asked, or the `FROM` image of a build.
+    #[error("image {}not found: {message}",
+        reference.as_deref().map(|r| format!("{r:?} ")).unwrap_or_default())]
+    ImageNotFound {
+        /// The reference asked for, when the call named one.
+        reference: Option<String>,
+        /// The server's message.
+        message: String,
+        /// The server's code, when it gave one.
+        code: Option<String>,
+    },
     /// Create or rename was refused with 409: a live sandbox holds the name.
     #[error("name conflict: {message}")]
     NameConflict {
@@ -174,19 +186,23 @@ impl ClientError {
     /// The HTTP status of an error answer, if this error is one.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            Self::SandboxNotFound { .. } | Self::SnapshotNotFound { .. } => {
-                Some(StatusCode::NOT_FOUND)
-            }
+            Self::SandboxNotFound { .. }
+            | Self::SnapshotNotFound { .. }
+            | Self::ImageNotFound { .. } => Some(StatusCode::NOT_FOUND),
             Self::NameConflict { .. } => Some(StatusCode::CONFLICT),
             Self::Unauthorized { status, .. } | Self::Api { status, .. } => Some(*status),
             _ => None,
         }
     }
 
-    /// The server's error code (`NOT_FOUND`, `INVALID_STATE`, …), when it gave one.
+    /// The server's error code (`NOT_FOUND`, `INVALID_STATE`, …), when it gave one. The image
+    /// calls add `IMAGE_IN_USE` (409), `BUILD_FAILED` (422), `REGISTRY_UNAUTHORIZED` (401 or
+    /// 403, the registry refused the credentials) and `REGISTRY_ERROR` (502), all as
+    /// [`ClientError::Api`], also when they arrive as the `error` event of a pull or build.
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::SandboxNotFound { code, .. }
+            | Self::ImageNotFound { code, .. }
             | Self::NameConflict { code, .. }
             | Self::Api { code, .. }
             | Self::CommandFailed { code, .. } => code.as_deref(),
@@ -194,7 +210,7 @@ impl ClientError {
         }
     }
 
-    /// Whether a sandbox or snapshot was not found.
+    /// Whether a sandbox, snapshot or image was not found.
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(StatusCode::NOT_FOUND)
     }
@@ -267,15 +283,26 @@ pub(crate) enum Scope {
     /// A request through the proxy: only the proxy's own `SANDBOX_NOT_FOUND` is a missing
     /// sandbox (the agent's 404 is a missing process or file).
     Proxy(String),
+    /// An image call (about this reference, when it names one): 404 =
+    /// [`ClientError::ImageNotFound`].
+    Image(Option<String>),
 }
+
+/// Code of a registry's refusal of the credentials of a pull (401 or 403): not the API key's.
+pub(crate) const REGISTRY_UNAUTHORIZED: &str = "REGISTRY_UNAUTHORIZED";
 
 /// Maps an error answer to a [`ClientError`].
 pub(crate) fn error_from_answer(status: StatusCode, body: &[u8], scope: &Scope) -> ClientError {
+    error_from_body(status, ErrorBody::parse(status, body), scope)
+}
+
+/// Maps what an error answer (or an `error` event) said to a [`ClientError`].
+pub(crate) fn error_from_body(status: StatusCode, body: ErrorBody, scope: &Scope) -> ClientError {
     let ErrorBody {
         message,
         code,
         request_id,
-    } = ErrorBody::parse(status, body);
+    } = body;
     let sandbox_missing =
         |sandbox: &str, message: String, code: Option<String>| ClientError::SandboxNotFound {
             sandbox: sandbox.to_string(),
@@ -295,13 +322,19 @@ pub(crate) fn error_from_answer(status: StatusCode, body: &[u8], scope: &Scope) 
             snapshot_id: id.clone(),
             message,
         },
+        (StatusCode::NOT_FOUND, Scope::Image(reference)) => ClientError::ImageNotFound {
+            reference: reference.clone(),
+            message,
+            code,
+        },
         (StatusCode::CONFLICT, Scope::Create | Scope::Rename(_))
             if code.as_deref() != Some("INVALID_STATE") =>
         {
             ClientError::NameConflict { message, code }
         }
         (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _)
-            if !matches!(scope, Scope::Proxy(_)) || code.as_deref() == Some("UNAUTHORIZED") =>
+            if (!matches!(scope, Scope::Proxy(_)) || code.as_deref() == Some("UNAUTHORIZED"))
+                && code.as_deref() != Some(REGISTRY_UNAUTHORIZED) =>
         {
             ClientError::Unauthorized { status, message }
         }
@@ -372,6 +405,42 @@ mod tests {
         let token = br#"{"error":"bad token","code":"INVALID_TOKEN"}"#;
         let err = error_from_answer(StatusCode::FORBIDDEN, token, &Scope::Proxy("sb".into()));
         assert_eq!(err.code(), Some("INVALID_TOKEN"));
+    }
+
+    #[test]
+    fn image_errors_keep_their_codes() {
+        let err = error_from_answer(
+            StatusCode::NOT_FOUND,
+            br#"{"message":"image x:1 not found","code":"NOT_FOUND"}"#,
+            &Scope::Image(Some("x:1".into())),
+        );
+        assert!(
+            matches!(err, ClientError::ImageNotFound { ref reference, .. } if reference.as_deref() == Some("x:1")),
+            "{err}"
+        );
+        assert!(err.is_not_found());
+        assert_eq!(err.code(), Some("NOT_FOUND"));
+        assert_eq!(
+            err.to_string(),
+            r#"image "x:1" not found: image x:1 not found"#
+        );
+        // The registry refused the pull's credentials: not the API key, and the code is kept.
+        let err = error_from_answer(
+            StatusCode::UNAUTHORIZED,
+            br#"{"message":"registry said no","code":"REGISTRY_UNAUTHORIZED"}"#,
+            &Scope::Image(None),
+        );
+        assert!(matches!(err, ClientError::Api { .. }), "{err}");
+        assert_eq!(err.code(), Some(REGISTRY_UNAUTHORIZED));
+        let err = error_from_answer(
+            StatusCode::CONFLICT,
+            br#"{"message":"image x is in use by sandbox sb","code":"IMAGE_IN_USE"}"#,
+            &Scope::Image(Some("x".into())),
+        );
+        assert_eq!(
+            (err.status(), err.code()),
+            (Some(StatusCode::CONFLICT), Some("IMAGE_IN_USE"))
+        );
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //!
 //! * [`SandboxClient`]: the control plane of one namespace: create (and wait), connect, get,
 //!   list, rename, delete, suspend, resume, snapshots, restore, secrets, persisted logs
-//!   ([`SandboxClient::get_logs`]);
+//!   ([`SandboxClient::get_logs`]), and the server's images (list, get, delete, pull, import,
+//!   build from a Dockerfile, save a snapshot as one: [`SandboxClient::pull_image`], …);
 //! * [`Sandbox`]: one sandbox through the proxy: [`Sandbox::run`], background processes
 //!   (stdin, signals, output, [`Sandbox::follow_output`]), supervised ("managed") processes
 //!   addressed by name ([`ProcessKey`], [`Command::restart`]), files (streamed both ways),
 //!   terminals ([`PtySession`]) and TCP tunnels ([`Tunnel`]);
 //! * [`ClientError`]: every failure, with typed variants for what callers handle
-//!   ([`ClientError::SandboxNotFound`], [`ClientError::NameConflict`], [`ClientError::Timeout`], …).
+//!   ([`ClientError::SandboxNotFound`], [`ClientError::NameConflict`],
+//!   [`ClientError::ImageNotFound`], [`ClientError::Timeout`], …).
 //!
 //! Every call has a client-side deadline (the per-request `timeout`, default 300 s; `run` and
 //! `follow_*` are bounded by silence instead, `stream_idle_timeout`, default 120 s), and
@@ -36,8 +38,10 @@ mod body;
 mod client;
 mod command;
 mod config;
+mod context;
 mod create;
 mod error;
+mod images;
 mod lifecycle;
 mod logs;
 mod process_key;
@@ -65,6 +69,7 @@ pub use config::{
 };
 pub use create::{CreateOptions, MANAGEMENT_PORT};
 pub use error::{ClientError, Result, TimeoutSetting};
+pub use images::{BuildOptions, ProgressCallback, PullOptions, TAR_CONTENT_TYPE};
 pub use logs::LogsRequest;
 pub use process_key::ProcessKey;
 pub use pty::PtySession;

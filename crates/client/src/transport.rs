@@ -262,11 +262,17 @@ impl Transport {
 
     /// One attempt. Takes a streamed payload out of `call` (it cannot be sent twice).
     async fn attempt(&self, call: &mut Call, what: &str) -> Result<reqwest::Response, Failure> {
+        // A call that names the content type of its raw body (an image archive's
+        // `application/x-tar`) keeps it; the payload sets the header, once.
+        let mut headers = call.headers.clone();
+        let raw_type = headers
+            .remove(header::CONTENT_TYPE)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
         let mut request = self
             .http
             .request(call.method.clone(), call.url.clone())
             .headers(self.base_headers.clone())
-            .headers(call.headers.clone());
+            .headers(headers);
         if !call.query.is_empty() {
             request = request.query(&call.query);
         }
@@ -284,12 +290,12 @@ impl Transport {
                 let chunks = chunked(bytes.clone()).inspect(move |_| touched.touch());
                 progress = Some(watch);
                 request
-                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .header(header::CONTENT_TYPE, raw_type)
                     .header(header::CONTENT_LENGTH, bytes.len())
                     .body(reqwest::Body::wrap_stream(chunks))
             }
             Payload::Bytes(bytes) => request
-                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(header::CONTENT_TYPE, raw_type)
                 .body(bytes.clone()),
             Payload::Stream(stream, length) => {
                 let taken = std::mem::replace(stream, futures::stream::empty().boxed());
@@ -298,7 +304,7 @@ impl Transport {
                 let body = taken.inspect(move |_| touched.touch());
                 progress = Some(watch);
                 let request = request
-                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .header(header::CONTENT_TYPE, raw_type)
                     .body(reqwest::Body::wrap_stream(body));
                 match length {
                     Some(length) => request.header(header::CONTENT_LENGTH, *length),

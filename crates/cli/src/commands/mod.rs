@@ -1,6 +1,8 @@
 //! One file per command.
 
+pub mod connection;
 pub mod hook;
+pub mod image;
 pub mod secrets;
 pub mod serve;
 

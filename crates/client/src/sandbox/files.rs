@@ -158,8 +158,11 @@ impl Sandbox {
     }
 }
 
-/// The chunks of a local file, one [`UPLOAD_CHUNK_BYTES`] read at a time.
-fn file_chunks(file: tokio::fs::File) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
+/// The chunks of a local file (or any reader), one [`UPLOAD_CHUNK_BYTES`] read at a time.
+pub(crate) fn file_chunks<R>(file: R) -> impl Stream<Item = std::io::Result<Bytes>> + Send
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
     futures::stream::unfold(Some(file), |state| async move {
         let mut file = state?;
         let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];

@@ -10,6 +10,7 @@ use alcove_wire::sandbox::SandboxInfo;
 use http::Method;
 
 pub use files::ByteStream;
+pub(crate) use files::file_chunks;
 pub use processes::OutputEvents;
 
 use crate::client::SandboxClient;

@@ -246,22 +246,8 @@ impl Sandbox {
         if let Some(body) = body {
             call = call.json(body)?;
         }
-        let url = call.url.clone();
         let response = self.transport().send(call).await?;
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if !content_type
-            .to_ascii_lowercase()
-            .starts_with("text/event-stream")
-        {
-            return Err(ClientError::decode(
-                format!("the answer of {}", url.path()),
-                format!("expected an event stream, got content-type {content_type:?}"),
-            ));
-        }
+        crate::body::expect_event_stream(&response)?;
         let idle = self.transport().config.stream_idle_timeout;
         Ok(Reader::new(
             response,
