@@ -10,6 +10,7 @@ asserts on its own images only."""
 from __future__ import annotations
 
 import os
+import subprocess
 import shutil
 import stat
 import threading
@@ -362,11 +363,17 @@ def test_layered_image_semantics(server, client, layered_ref, layered_image):
 
 
 # --- imports ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["docker-save", "oci-archive"])
+@pytest.mark.parametrize("kind", ["docker-save", "skopeo-docker-archive", "oci-archive"])
 def test_import_archives(server, client, busybox_image, run_token, tmp_path, kind):
     name = f"e2e-{run_token}/imported-{kind}:v1"
     if kind == "docker-save":
         archive = fx.write_docker_archive(busybox_image, tmp_path / "a.tar", name)
+    elif kind == "skopeo-docker-archive":
+        # skopeo's form: layers as `<hex>.tar` at the top, `<id>/layer.tar` links to them.
+        archive = tmp_path / "a.tar"
+        subprocess.run(["skopeo", "copy", "--quiet",
+                        f"oci:{busybox_image.path}:{busybox_image.tag}",
+                        f"docker-archive:{archive}:{name}"], check=True)
     else:
         archive = fx.write_oci_archive(busybox_image, tmp_path / "a.tar")
     resp = import_archive(server, archive, name)

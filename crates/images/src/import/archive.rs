@@ -105,17 +105,25 @@ fn classify(name: &str, is_dir: bool) -> Result<(String, Kind)> {
         ),
         ["blobs", ..] => return Err(refuse(name, "only sha256 blobs are read")),
         [_, "layer.tar"] => Kind::LayerTar,
+        // skopeo's docker-archive keeps layers at the top, `<digest hex>.tar`.
+        [file] if file.ends_with(".tar") => Kind::LayerTar,
         _ => Kind::Skip,
     };
     Ok((clean, kind))
 }
 
-/// The name an older `docker save` layer symlink stands for: it must be
-/// `<id>/layer.tar -> ../<other id>/layer.tar`.
+/// The name a `docker save` layer symlink stands for: it must be
+/// `<id>/layer.tar -> ../<other id>/layer.tar` (older Docker) or
+/// `<id>/layer.tar -> ../<digest hex>.tar` (skopeo's docker-archive).
 fn alias_target(name: &str, target: &str) -> Result<String> {
     match target.split('/').collect::<Vec<_>>().as_slice() {
         ["..", id, "layer.tar"] if !id.is_empty() && *id != "." && *id != ".." => {
             Ok(format!("{id}/layer.tar"))
+        }
+        ["..", file]
+            if file.len() > ".tar".len() && file.ends_with(".tar") && !file.starts_with('.') =>
+        {
+            Ok((*file).to_string())
         }
         _ => Err(refuse(name, "links are refused")),
     }
