@@ -147,6 +147,18 @@ impl Control {
     /// the image, then collects what no image needs any more.
     pub async fn delete_image(&self, reference: &str) -> Result<DeleteImageResponse, ControlError> {
         let record = self.resolve_stored(reference).await?;
+        if matches!(record.source, alcove_images::ImageSource::Builtin { .. })
+            && !record.names.is_empty()
+        {
+            // Setup provides it and sandboxes default to it; a new recipe
+            // takes its names, after which the old one may go by id.
+            return Err(ControlError::InvalidArgument {
+                field: "reference",
+                reason: format!(
+                    "{reference} is a built-in image (rebuilt by scripts/setup.sh from its recipe); it cannot be deleted while it carries its names"
+                ),
+            });
+        }
         let by_id = reference.starts_with("sha256:") || record.id.hex().starts_with(reference);
         let last_name = record.names.len() <= 1;
         if by_id || last_name {

@@ -614,4 +614,44 @@ mod tests {
         );
         assert_eq!(spec.hostname, format!("sandbox-{}", record.id.short()));
     }
+
+    #[test]
+    fn a_sandbox_without_an_entrypoint_runs_the_images_entrypoint_and_cmd() {
+        let resolved = |entrypoint: Vec<&str>, cmd: Vec<&str>| crate::images::ResolvedImage {
+            image: alcove_runtime::image::Image {
+                name: "x".into(),
+                id: "sha256:0".into(),
+                layers: Vec::new(),
+                env: Vec::new(),
+                services: Vec::new(),
+                working_dir: None,
+                user: None,
+            },
+            run: alcove_images::RunConfig {
+                entrypoint: entrypoint.into_iter().map(String::from).collect(),
+                cmd: cmd.into_iter().map(String::from).collect(),
+                exposed_ports: vec![8080, 9501],
+                ..Default::default()
+            },
+            pinned: "x@sha256:0".into(),
+        };
+        let record = SandboxRecord {
+            entrypoint: Vec::new(),
+            ..crate::store::sample_record("a", None)
+        };
+        let r = with_image_defaults(record.clone(), &resolved(vec!["/app"], vec!["--serve"]));
+        assert_eq!(r.entrypoint, ["/app", "--serve"]);
+        assert_eq!(r.image, "x@sha256:0");
+        assert!(r.exposed_ports.contains(&8080));
+        assert!(
+            !r.exposed_ports.contains(&9501),
+            "the agent's port is never exposed"
+        );
+        let own = SandboxRecord {
+            entrypoint: vec!["/mine".into()],
+            ..record
+        };
+        let r = with_image_defaults(own, &resolved(vec!["/app"], vec!["--serve"]));
+        assert_eq!(r.entrypoint, ["/mine"], "create's entrypoint replaces both");
+    }
 }

@@ -224,6 +224,100 @@ async fn an_unknown_image_is_not_found_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn sandboxes_pin_their_image_and_keep_it_from_deletion() {
+    use alcove_images::{ImageSource, RunConfig};
+    let h = harness().await;
+    let store = h.control.images().store().clone();
+    let tree = tempfile::tempdir().expect("tmp");
+    std::fs::write(tree.path().join("app"), "x").expect("write");
+    let layer = store
+        .layer_from_dir(tree.path(), &Default::default())
+        .expect("layer");
+    // No Entrypoint: the fake node has no agent to start one.
+    let image = store
+        .commit_image(
+            vec![layer],
+            RunConfig {
+                exposed_ports: vec![8080],
+                env: vec!["A=b".into()],
+                ..Default::default()
+            },
+            ImageSource::Build,
+            None,
+            &["my/app:1".to_string()],
+        )
+        .expect("commit");
+    let record = h
+        .create(serde_json::json!({"image": "my/app:1", "name": "pinned"}))
+        .await
+        .expect("create");
+    assert_eq!(
+        record.image,
+        format!("my/app:1@{}", image.id),
+        "pinned by id"
+    );
+    assert_eq!(
+        h.control.info(&record).image,
+        "my/app:1",
+        "users see the name"
+    );
+    assert!(record.exposed_ports.contains(&8080), "the image's ports");
+    // The name moves to another image: the sandbox keeps its own.
+    let other_layer = {
+        let t = tempfile::tempdir().expect("tmp");
+        std::fs::write(t.path().join("other"), "y").expect("write");
+        store
+            .layer_from_dir(t.path(), &Default::default())
+            .expect("layer")
+    };
+    store
+        .commit_image(
+            vec![other_layer],
+            RunConfig::default(),
+            ImageSource::Build,
+            None,
+            &["my/app:1".to_string()],
+        )
+        .expect("retag");
+    let users = h.control.image_users(&image.id).await.expect("users");
+    assert_eq!(users.sandboxes, [record.id.to_string()]);
+    let err = h
+        .control
+        .delete_image(image.id.as_str())
+        .await
+        .expect_err("in use");
+    assert!(
+        matches!(
+            err,
+            ControlError::Image(alcove_images::ImageStoreError::InUse { .. })
+        ),
+        "{err:?}"
+    );
+    // The built-in image is setup's: it keeps its names.
+    let err = h
+        .control
+        .delete_image("alcove/debian")
+        .await
+        .expect_err("built-in");
+    assert!(
+        matches!(err, ControlError::InvalidArgument { .. }),
+        "{err:?}"
+    );
+    h.control
+        .sandboxes
+        .delete(None, record.id.as_str(), TerminationReason::Deleted)
+        .await
+        .expect("delete");
+    let deleted = h
+        .control
+        .delete_image(image.id.as_str())
+        .await
+        .expect("unused now");
+    assert_eq!(deleted.deleted, [image.id.to_string()]);
+    assert!(deleted.freed_bytes > 0);
+}
+
+#[tokio::test]
 async fn only_named_sandboxes_suspend_and_they_resume() {
     let h = harness().await;
     let eph = h.create(serde_json::json!({})).await.expect("create");
