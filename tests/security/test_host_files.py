@@ -60,7 +60,8 @@ def test_setuid_binary_and_device_node_are_inert_on_the_host(server, client):
         sdir = server.data_dir / "sandboxes" / sb.sandbox_id
         rootfs = sdir / "rootfs"
         # Every mount that shows the sandbox's files on the host is nosuid,nodev.
-        for mount in ("rootfs", "layer", "upper", "lower"):
+        # (`lower/0` … are the image's layers, one idmapped mount each.)
+        for mount in ("rootfs", "layer", "upper", "lower/0"):
             opts = mount_options(sdir / mount)
             assert {"nosuid", "nodev"} <= opts, (mount, opts)
         # The setuid copy of bash does not make nobody root...
@@ -176,7 +177,8 @@ def test_the_shared_image_cannot_be_changed_through_a_sandbox(server, client):
         # The sandbox deletes what it can of the image: whiteouts in its own layer.
         sb.run("sh", ["-c", "rm -f /usr/bin/true /usr/bin/env; echo gone > /etc/motd"])
         assert sb.run("sh", ["-c", "test -e /usr/bin/true || echo absent"]).stdout == "absent"
-        lower = server.data_dir / "sandboxes" / sb.sandbox_id / "lower"
+        # The built-in image has one layer: lower/0.
+        lower = server.data_dir / "sandboxes" / sb.sandbox_id / "lower" / "0"
         # Even host root cannot write through the sandbox's view of the image.
         with pytest.raises(OSError) as err:
             (lower / "usr/bin/alcove-probe").write_bytes(b"x")

@@ -136,6 +136,14 @@ struct Build<'a> {
     id: u64,
 }
 
+/// What making a new layer's tree needs (see `Build::new_layer`).
+struct NewLayer {
+    fs: PathBuf,
+    layers: Vec<PathBuf>,
+    store: alcove_images::ImageStore,
+    limits: alcove_images::unpack::UnpackLimits,
+}
+
 /// Numbers builds.
 static NEXT_BUILD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -663,15 +671,12 @@ impl Build<'_> {
                 .transpose()?,
         };
         let (root, mounted) = self.source_root(spec, ctx_dir).await?;
-        self.made += 1;
-        let fs = self.work.join(format!("layer-{}", self.made)).join("fs");
-        let layers: Vec<PathBuf> = state
-            .layers
-            .iter()
-            .map(|l| self.control.ctx.images.store().layer_dir(&l.diff_id))
-            .collect();
-        let store = self.control.ctx.images.store().clone();
-        let limits = self.control.ctx.images.limits();
+        let NewLayer {
+            fs,
+            layers,
+            store,
+            limits,
+        } = self.new_layer(state);
         let result = self
             .blocking(move || {
                 std::fs::create_dir_all(&fs).map_err(store_io)?;
@@ -723,21 +728,36 @@ impl Build<'_> {
         result
     }
 
+    /// Where the next layer's tree is made, with what making it needs: the
+    /// unpacked layers so far (to read the image's merged view), the store and
+    /// its limits.
+    fn new_layer(&mut self, state: &State) -> NewLayer {
+        self.made += 1;
+        let store = self.control.ctx.images.store().clone();
+        NewLayer {
+            fs: self.work.join(format!("layer-{}", self.made)).join("fs"),
+            layers: state
+                .layers
+                .iter()
+                .map(|l| store.layer_dir(&l.diff_id))
+                .collect(),
+            limits: self.control.ctx.images.limits(),
+            store,
+        }
+    }
+
     /// A layer creating directory `rel` (nothing when the image has it).
     async fn dir_layer(
         &mut self,
         state: &State,
         rel: PathBuf,
     ) -> Result<Option<LayerRecord>, ControlError> {
-        self.made += 1;
-        let fs = self.work.join(format!("layer-{}", self.made)).join("fs");
-        let layers: Vec<PathBuf> = state
-            .layers
-            .iter()
-            .map(|l| self.control.ctx.images.store().layer_dir(&l.diff_id))
-            .collect();
-        let store = self.control.ctx.images.store().clone();
-        let limits = self.control.ctx.images.limits();
+        let NewLayer {
+            fs,
+            layers,
+            store,
+            limits,
+        } = self.new_layer(state);
         self.blocking(move || {
             let parts: Vec<&std::ffi::OsStr> = rel.iter().collect();
             if parts.is_empty()
