@@ -158,6 +158,7 @@ pub async fn pull(
 
 /// Query of the import route.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ImportQuery {
     /// Store the image under this reference (`name:tag`); absent = the names
     /// the archive carries.
@@ -250,6 +251,7 @@ impl Drop for Upload {
 /// Query of the build route (`build_arg` may repeat; read by hand, as a
 /// typed query has no repeated keys).
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct BuildQuery {
     /// The new image's reference (`name:tag`).
@@ -375,4 +377,83 @@ pub async fn save_snapshot(
             .save_snapshot_as_image(Some(namespace(&params)), id, &req.name)
             .await?,
     ))
+}
+
+/// `GET` and `DELETE {B}/images/{*reference}`, with their OpenAPI description
+/// written by hand: the route is a wildcard (a reference holds `/`), which the
+/// document shows as one percent-encoded `{reference}` segment.
+pub fn reference_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
+
+    let json = |description: &str, schema: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(schema)))
+                    .build(),
+            )
+            .build()
+    };
+    let reference = || {
+        ParameterBuilder::new()
+            .name("reference")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some(
+                "An image reference (`name[:tag]`, `name@sha256:…`), an id (`sha256:…`) or an \
+                 id prefix of 12+ hex digits, percent-encoded as one segment (`/` as `%2F`); \
+                 the raw form with `/` is accepted too.",
+            ))
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+    };
+    let mut router = utoipa_axum::router::OpenApiRouter::new().route(
+        "/images/{*reference}",
+        axum::routing::get(get).delete(delete),
+    );
+    let get_op = OperationBuilder::new()
+        .operation_id(Some("getImage"))
+        .tag(tags::IMAGES)
+        .description(Some(
+            "One image, with the sandboxes and snapshots that use it (`used_by`).",
+        ))
+        .parameter(reference())
+        .response("200", json("The image.", "ImageInfo"))
+        .response("404", json("`NOT_FOUND`: no such image.", "ApiErrorBody"))
+        .build();
+    let delete_op = OperationBuilder::new()
+        .operation_id(Some("deleteImage"))
+        .tag(tags::IMAGES)
+        .description(Some(
+            "Removes a name; the image goes with its last name, or at once when the reference is \
+             its id, and what no image uses any more is collected.",
+        ))
+        .parameter(reference())
+        .response(
+            "200",
+            json("What was removed and freed.", "DeleteImageResponse"),
+        )
+        .response(
+            "400",
+            json(
+                "`INVALID_ARGUMENT`: a built-in image's name.",
+                "ApiErrorBody",
+            ),
+        )
+        .response("404", json("`NOT_FOUND`: no such image.", "ApiErrorBody"))
+        .response(
+            "409",
+            json(
+                "`IMAGE_IN_USE`: a sandbox or snapshot uses the image.",
+                "ApiErrorBody",
+            ),
+        )
+        .build();
+    let paths = &mut router.get_openapi_mut().paths;
+    paths.add_path_operation("/images/{reference}", vec![HttpMethod::Get], get_op);
+    paths.add_path_operation("/images/{reference}", vec![HttpMethod::Delete], delete_op);
+    router
 }

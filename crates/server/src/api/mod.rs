@@ -78,10 +78,7 @@ fn resource_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(images::import))
         .routes(routes!(images::build))
         .routes(routes!(images::save_snapshot))
-        .route(
-            "/images/{*reference}",
-            axum::routing::get(images::get).delete(images::delete),
-        )
+        .merge(images::reference_routes())
         .merge(unbuilt::routes())
 }
 

@@ -187,6 +187,22 @@ pub fn document() -> Value {
     let mut schemas = Vec::new();
     ApiErrorBody::schemas(&mut schemas);
     components.schemas.extend(schemas);
+    // Named by hand-written operations (`images::reference_routes`) and by
+    // the images' event streams.
+    {
+        use alcove_wire::image::{DeleteImageResponse, ImageProgressEvent, LayerProgress};
+        for (name, schema) in [
+            (DeleteImageResponse::name(), DeleteImageResponse::schema()),
+            (ImageProgressEvent::name(), ImageProgressEvent::schema()),
+            (LayerProgress::name(), LayerProgress::schema()),
+        ] {
+            components.schemas.insert(name.into_owned(), schema);
+        }
+        let mut schemas = Vec::new();
+        DeleteImageResponse::schemas(&mut schemas);
+        ImageProgressEvent::schemas(&mut schemas);
+        components.schemas.extend(schemas);
+    }
 
     let mut value = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
     // Keys configured or not, the same document: a key is optional as far as it can tell.

@@ -8,8 +8,8 @@ use alcove_wire::error::ApiErrorBody;
 use alcove_wire::files::{FileEntry, FileList};
 use alcove_wire::health::{AgentInfo, HealthResponse};
 use alcove_wire::image::{
-    ImageInfo, ImageLayerInfo, ImageListResponse, ImageRunConfig, ImageUsers, PullImageRequest,
-    SaveSnapshotImageRequest,
+    DeleteImageResponse, ImageInfo, ImageLayerInfo, ImageListResponse, ImageRunConfig, ImageUsers,
+    LayerProgress, PullImageRequest, SaveSnapshotImageRequest,
 };
 use alcove_wire::journal::{
     JournalBatch, JournalRecord, ProcessLogFilter, ProcessLogFiltersResponse, SandboxLogRecord,
@@ -312,6 +312,8 @@ fn schemas_are_what_serde_reads_and_writes() {
         ImageListResponse,
         ImageRunConfig,
         ImageUsers,
+        DeleteImageResponse,
+        LayerProgress,
     );
     requests!(
         CreateSandboxRequest,
