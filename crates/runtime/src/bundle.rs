@@ -87,7 +87,8 @@ pub fn nofile_limit() -> u64 {
     hard.min(1_048_576)
 }
 
-const CFS_PERIOD_US: u64 = 100_000;
+/// The CFS period of every sandbox, in microseconds (its quota is `cpus` of it).
+pub(crate) const CFS_PERIOD_US: u64 = 100_000;
 
 fn spec_err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Spec(e.to_string())

@@ -79,6 +79,19 @@ impl CpuPlan {
         Some(list)
     }
 
+    /// Like [`CpuPlan::assign`], but names every CPU when no pinning is needed, so that a
+    /// running sandbox moving up to all of them leaves its narrower cpuset.
+    pub fn assign_list(&self, sandbox_id: &str, cpus: f64) -> String {
+        self.assign(sandbox_id, cpus).unwrap_or_else(|| {
+            self.release(sandbox_id);
+            self.online
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
+
     /// Records an existing pinning (a container adopted after a restart).
     pub fn adopt(&self, sandbox_id: &str, list: &str) {
         let cpus = parse_list(list);
@@ -153,5 +166,14 @@ mod tests {
         plan.adopt("h", "1");
         // CPUs 0 and 1 now hold two sandboxes each, 2 and 3 one.
         assert_eq!(plan.assign("i", 1.0).as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn a_list_names_every_cpu_when_all_are_wanted() {
+        let plan = CpuPlan::new("0-1");
+        assert_eq!(plan.assign_list("a", 0.5), "0");
+        assert_eq!(plan.assign_list("a", 2.0), "0,1");
+        // Growing to every CPU gave the pinned one back.
+        assert_eq!(plan.assign_list("b", 1.0), "0");
     }
 }

@@ -117,6 +117,59 @@ impl Layer {
         Ok(())
     }
 
+    /// The size of the disk image in MiB.
+    pub fn disk_mb(&self) -> Result<u64> {
+        let image = self.disk_image();
+        let meta = std::fs::metadata(&image).map_err(RuntimeError::io("measuring", &image))?;
+        Ok(meta.len() / (1024 * 1024))
+    }
+
+    /// Grows the mounted disk to `disk_mb` MiB, online: the sparse image is lengthened,
+    /// its loop device re-reads its size (`losetup -c`) and `resize2fs` grows the ext4 to
+    /// fill it. Nothing happens when the image is that big already (a disk never shrinks).
+    pub async fn grow(&self, disk_mb: u64) -> Result<()> {
+        let image = self.disk_image();
+        let old_len = std::fs::metadata(&image)
+            .map_err(RuntimeError::io("measuring", &image))?
+            .len();
+        let new_len = disk_mb * 1024 * 1024;
+        if new_len <= old_len {
+            return Ok(());
+        }
+        let image_str = path_str(&image)?;
+        let found = cmd::run(&[
+            "losetup",
+            "--noheadings",
+            "--output",
+            "NAME",
+            "--associated",
+            image_str,
+        ])
+        .await?;
+        let device = found
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                RuntimeError::Config(format!("{} is not on a loop device", image.display()))
+            })?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .map_err(RuntimeError::io("opening", &image))?;
+        file.set_len(new_len)
+            .map_err(RuntimeError::io("sizing", &image))?;
+        if let Err(e) = cmd::run(&["losetup", "--set-capacity", &device]).await {
+            // The device still has the old size: the image may shrink back.
+            let _ = file.set_len(old_len);
+            return Err(e.into());
+        }
+        drop(file);
+        cmd::run(&["resize2fs", &device]).await?;
+        Ok(())
+    }
+
     /// Mounts the disk image at `layer/` (`nosuid,nodev`) and makes its
     /// `upper/`, `work/` and `etc/` directories.
     pub async fn mount_disk(&self) -> Result<()> {

@@ -23,6 +23,7 @@ pub mod lxcfs;
 pub mod network;
 pub mod node;
 pub mod perms;
+pub mod resize;
 pub mod runc;
 pub mod sandbox_id;
 pub mod security;

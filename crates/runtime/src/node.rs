@@ -134,7 +134,7 @@ pub struct Node {
     pub(crate) runc: Runc,
     slots: Mutex<BTreeSet<Slot>>,
     ids: IdAllocator,
-    cpus: CpuPlan,
+    pub(crate) cpus: CpuPlan,
     /// Running containers by sandbox id.
     running: Mutex<HashMap<String, Holding>>,
 }
@@ -300,6 +300,8 @@ impl Node {
         perms::own_sandbox_dir(&layer.dir, Some(range.first))?;
         let (mounted, net) = tokio::join!(layer.mount_disk(), self.network.prepare(slot));
         mounted?;
+        // A sandbox resized while suspended comes back with the bigger disk.
+        layer.grow(spec.disk_mb).await?;
         let cpuset = self.cpus.assign(&spec.id, spec.cpus);
         let user_cgroups = self.cgroups.prepare_user(
             &spec.id,

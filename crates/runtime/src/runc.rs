@@ -113,6 +113,25 @@ impl Runc {
         Ok(())
     }
 
+    /// Changes the container's cgroup limits to `resources` (the JSON document of
+    /// `runc update --resources`).
+    pub async fn update(&self, id: &str, resources: &str) -> Result<()> {
+        cmd::run_with_input(
+            &[
+                &self.binary,
+                "--root",
+                self.root_str()?,
+                "update",
+                "--resources",
+                "-",
+                id,
+            ],
+            Some(resources),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Thaws a paused container.
     pub async fn resume(&self, id: &str) -> Result<()> {
         cmd::run(&[&self.binary, "--root", self.root_str()?, "resume", id]).await?;

@@ -121,6 +121,26 @@ impl CgroupTree {
     }
 }
 
+impl CgroupTree {
+    /// Sets the user group's memory limit for a sandbox limit of `memory_bytes` (a live
+    /// resize). Nothing to do where there is no user group (cgroup v2, or none made).
+    pub fn set_user_memory(&self, sandbox_id: &str, memory_bytes: u64) -> Result<()> {
+        if self.setup() == CgroupSetup::Unified {
+            return Ok(());
+        }
+        let rel = self.path_for(sandbox_id);
+        let dir = Path::new("/sys/fs/cgroup/memory")
+            .join(rel.trim_start_matches('/'))
+            .join(USER_CGROUP);
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        let path = dir.join("memory.limit_in_bytes");
+        let value = memory_bytes.saturating_sub(memory_headroom(memory_bytes));
+        std::fs::write(&path, value.to_string()).map_err(RuntimeError::io("writing", &path))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -408,6 +408,48 @@ pub struct SandboxInfo {
     pub runtime: String,
     /// Mounted artifact file systems (always empty here).
     pub file_systems: Vec<serde_json::Value>,
+    /// The latest live resize (`PATCH` with `resources`), absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub resource_resize: Option<ResourceResize>,
+}
+
+/// Where a live resize stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeStatus {
+    /// Admitted, not applied yet.
+    Pending,
+    /// Applied: `resources` shows the new limits.
+    Succeeded,
+    /// Not applied: the sandbox keeps its previous limits (`error_message` says why).
+    Failed,
+}
+
+/// The latest live resize of a sandbox (`resource_resize` in SandboxInfo).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceResize {
+    /// Counts the sandbox's resizes, from 1.
+    pub generation: i64,
+    /// The target: every dimension, those not asked for at their value then.
+    pub requested: ResizeResources,
+    /// Where it stands.
+    pub status: ResizeStatus,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error_message: Option<String>,
+}
+
+/// The target of a live resize.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResizeResources {
+    /// CPUs.
+    pub cpus: f64,
+    /// Memory in MiB.
+    pub memory_mb: i64,
+    /// Writable-layer size in MiB.
+    pub disk_mb: i64,
 }
 
 /// Answer of `GET {B}/sandboxes`.
@@ -512,7 +554,9 @@ pub struct UpdateSandboxRequest {
     /// New auto-resume flag.
     #[serde(default)]
     pub auto_resume: Option<bool>,
-    /// Live resize (not supported yet: answers 501).
+    /// Live resize: new `cpus`, `memory_mb` and `disk_mb` (omitted = unchanged). CPU and
+    /// memory apply through the cgroups at once; the disk only grows. A suspended sandbox
+    /// gets them when it resumes.
     #[serde(default)]
     pub resources: Option<ResourcesRequest>,
     /// New outbound policy: an object replaces it, JSON `null` clears it

@@ -70,6 +70,7 @@ pub fn info(id: &str, status: SandboxStatus, url: &str) -> SandboxInfo {
         ingress_endpoint: None,
         runtime: "runc".into(),
         file_systems: vec![],
+        resource_resize: None,
     }
 }
 

@@ -88,7 +88,9 @@ impl From<ControlError> for ApiError {
             C::NotFound { .. } => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             C::NameTaken(_) => (StatusCode::CONFLICT, ErrorCode::NameTaken),
             C::InvalidArgument { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument),
-            C::InvalidState { .. } => (StatusCode::CONFLICT, ErrorCode::InvalidState),
+            C::InvalidState { .. } | C::Conflict(_) => {
+                (StatusCode::CONFLICT, ErrorCode::InvalidState)
+            }
             C::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, ErrorCode::NotImplemented),
             C::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SandboxNotReady),
             C::Runtime(alcove_runtime::RuntimeError::Image(

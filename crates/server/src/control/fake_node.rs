@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use alcove_runtime::error::CommandError;
 use alcove_runtime::network::{EgressPolicy, Slot};
 use alcove_runtime::node::Recovery;
+use alcove_runtime::resize::Resize;
 use alcove_runtime::runc::ContainerStatus;
 use alcove_runtime::usage::SandboxUsage;
 use alcove_runtime::{RuntimeError, SandboxHandle, SandboxId, SandboxSpec};
@@ -29,6 +30,7 @@ pub(crate) enum Op {
     Snapshot,
     Restore,
     RemoveLeftovers,
+    Resize,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +44,9 @@ struct State {
     egress: Vec<(u32, bool)>,
     in_progress: HashSet<SandboxId>,
     leftovers: HashSet<SandboxId>,
+    memory_used: Option<u64>,
+    resizes: Vec<(SandboxId, Resize)>,
+    resumed: Vec<(SandboxId, Resize)>,
 }
 
 /// The fake node; cheap to clone (clones share their state).
@@ -141,6 +146,21 @@ impl FakeNode {
         self.state().destroyed.clone()
     }
 
+    /// Makes running sandboxes report `bytes` of memory in use (default 64 MiB).
+    pub(crate) fn set_memory_used(&self, bytes: u64) {
+        self.state().memory_used = Some(bytes);
+    }
+
+    /// The resizes applied so far.
+    pub(crate) fn resizes(&self) -> Vec<(SandboxId, Resize)> {
+        self.state().resizes.clone()
+    }
+
+    /// The limits of each resume's spec so far.
+    pub(crate) fn resumed(&self) -> Vec<(SandboxId, Resize)> {
+        self.state().resumed.clone()
+    }
+
     /// Slots in use now.
     pub(crate) fn slots_in_use(&self) -> usize {
         self.state().slots.len()
@@ -231,6 +251,14 @@ impl SandboxNode for FakeNode {
         if !self.state().checkpoints.remove(&spec.id) {
             return Err(RuntimeError::Config(format!("no dump of {}", spec.id)));
         }
+        self.state().resumed.push((
+            spec.id.clone(),
+            Resize {
+                cpus: spec.cpus,
+                memory_mb: spec.memory_mb,
+                disk_mb: spec.disk_mb,
+            },
+        ));
         self.start(&spec.id, Some(slot))
     }
 
@@ -298,17 +326,16 @@ impl SandboxNode for FakeNode {
 
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
         // A running container uses a little of everything; anything else has no cgroup.
-        (self.state().containers.get(id) == Some(&ContainerStatus::Running)).then_some(
-            SandboxUsage {
-                cpu_seconds: 1.5,
-                memory_bytes: 64 << 20,
-                memory_limit_bytes: Some(1024 << 20),
-                pids: 3,
-                pids_limit: Some(1024),
-                disk_used_bytes: 8 << 20,
-                disk_limit_bytes: 10 << 30,
-            },
-        )
+        let s = self.state();
+        (s.containers.get(id) == Some(&ContainerStatus::Running)).then_some(SandboxUsage {
+            cpu_seconds: 1.5,
+            memory_bytes: s.memory_used.unwrap_or(64 << 20),
+            memory_limit_bytes: Some(1024 << 20),
+            pids: 3,
+            pids_limit: Some(1024),
+            disk_used_bytes: 8 << 20,
+            disk_limit_bytes: 10 << 30,
+        })
     }
 
     async fn thaw(&self, id: &SandboxId) -> Result<(), RuntimeError> {
@@ -371,6 +398,16 @@ impl SandboxNode for FakeNode {
 
     async fn apply_egress(&self, slot: Slot, policy: &EgressPolicy) -> Result<(), RuntimeError> {
         self.state().egress.push((slot.0, policy.is_open()));
+        Ok(())
+    }
+
+    async fn resize(&self, id: &SandboxId, to: Resize) -> Result<(), RuntimeError> {
+        self.step(Op::Resize).await?;
+        let mut s = self.state();
+        if s.containers.get(id) != Some(&ContainerStatus::Running) {
+            return Err(RuntimeError::Config(format!("no running container {id}")));
+        }
+        s.resizes.push((id.clone(), to));
         Ok(())
     }
 }

@@ -369,15 +369,26 @@ impl Sandboxes {
         Ok(self.ctx.store.list_live_in(namespace).await?)
     }
 
-    /// Renames and changes flags of a sandbox.
+    /// Renames and changes flags of a sandbox, or resizes it (`resources`, alone).
     pub async fn update(
         &self,
         namespace: &str,
         ident: &str,
         req: UpdateSandboxRequest,
     ) -> Result<SandboxRecord, ControlError> {
-        if req.resources.is_some() {
-            return Err(ControlError::NotImplemented("live resize"));
+        if let Some(resources) = req.resources {
+            let others = req.name.is_some()
+                || req.allow_unauthenticated_access.is_some()
+                || req.exposed_ports.is_some()
+                || req.auto_resume.is_some()
+                || req.network.is_some();
+            if others {
+                return Err(ControlError::InvalidArgument {
+                    field: "resources",
+                    reason: "a resize cannot be combined with other changes".into(),
+                });
+            }
+            return self.resize(namespace, ident, resources).await;
         }
         let network =
             match req.network {

@@ -16,6 +16,7 @@ mod network;
 pub mod node;
 mod prepare;
 mod recovery;
+mod resize;
 pub mod secrets;
 mod services;
 mod snapshots;
@@ -77,6 +78,10 @@ pub enum ControlError {
         /// The operation refused.
         op: &'static str,
     },
+    /// The request conflicts with the sandbox's present state (e.g. a memory limit below
+    /// what it uses); the message has the figures.
+    #[error("{0}")]
+    Conflict(String),
     /// The feature exists in the API but not in this server yet.
     #[error("{0} is not implemented by this server yet")]
     NotImplemented(&'static str),

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use alcove_runtime::network::{EgressPolicy, Slot};
 use alcove_runtime::node::Recovery;
+use alcove_runtime::resize::Resize;
 use alcove_runtime::runc::ContainerStatus;
 use alcove_runtime::usage::SandboxUsage;
 use alcove_runtime::{RuntimeError, SandboxHandle, SandboxId, SandboxSpec};
@@ -110,6 +111,10 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
 
     /// Enforces an outbound network policy on the sandbox in `slot`.
     async fn apply_egress(&self, slot: Slot, policy: &EgressPolicy) -> Result<(), RuntimeError>;
+
+    /// Applies new limits to a running sandbox: CPU and memory at once, its layer grown
+    /// to `to.disk_mb` (never shrunk). On failure it keeps its CPU and memory limits.
+    async fn resize(&self, id: &SandboxId, to: Resize) -> Result<(), RuntimeError>;
 }
 
 #[async_trait]
@@ -218,5 +223,9 @@ impl SandboxNode for alcove_runtime::Node {
 
     async fn apply_egress(&self, slot: Slot, policy: &EgressPolicy) -> Result<(), RuntimeError> {
         alcove_runtime::Node::apply_egress(self, slot, policy).await
+    }
+
+    async fn resize(&self, id: &SandboxId, to: Resize) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::resize(self, id, to).await
     }
 }

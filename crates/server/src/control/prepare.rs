@@ -103,6 +103,7 @@ impl Sandboxes {
             transition: None,
             suspended_at: None,
             archived_at: None,
+            resource_resize: None,
         };
         Ok((record, boot))
     }

@@ -871,3 +871,220 @@ async fn the_purge_goes_through_more_than_one_batch() {
     assert_eq!(h.control.archive.purge_once(i64::MAX).await, 300);
     assert!(h.listed().await.is_empty());
 }
+
+/// A `PATCH` of `resources` only.
+fn resize_request(json: serde_json::Value) -> alcove_wire::sandbox::UpdateSandboxRequest {
+    serde_json::from_value(serde_json::json!({ "resources": json })).expect("request")
+}
+
+#[tokio::test]
+async fn a_running_sandbox_is_resized_in_numbered_generations() {
+    use alcove_wire::sandbox::ResizeStatus;
+    let h = harness().await;
+    let sbx = h.create(serde_json::json!({})).await.expect("create");
+    let r = h
+        .control
+        .sandboxes
+        .update(
+            "default",
+            &sbx.id,
+            resize_request(serde_json::json!({"memory_mb": 2048})),
+        )
+        .await
+        .expect("resize");
+    assert_eq!((r.cpus, r.memory_mb, r.disk_mb), (1.0, 2048, sbx.disk_mb));
+    let rr = r.resource_resize.clone().expect("resource_resize");
+    assert_eq!(rr.generation, 1);
+    assert_eq!(rr.status, ResizeStatus::Succeeded);
+    assert_eq!(rr.requested.memory_mb, 2048);
+    let applied = h.node.resizes();
+    assert_eq!(applied.len(), 1);
+    assert_eq!(applied[0].1.memory_mb, 2048);
+    assert_eq!(applied[0].1.disk_mb, 10240);
+
+    let r = h
+        .control
+        .sandboxes
+        .update(
+            "default",
+            &sbx.id,
+            resize_request(serde_json::json!({"cpus": 2.0, "disk_mb": 20480})),
+        )
+        .await
+        .expect("resize");
+    assert_eq!((r.cpus, r.memory_mb, r.disk_mb), (2.0, 2048, 20480));
+    assert_eq!(r.resource_resize.as_ref().map(|r| r.generation), Some(2));
+    // Stored, and on the wire.
+    let stored = h.status(&sbx.id).await;
+    assert_eq!(stored.resource_resize, r.resource_resize);
+    let info = serde_json::to_value(stored.to_info("u", "i")).expect("json");
+    assert_eq!(info["resource_resize"]["generation"], 2);
+    assert_eq!(info["resource_resize"]["status"], "succeeded");
+    assert_eq!(info["resources"]["disk_mb"], 20480);
+}
+
+#[tokio::test]
+async fn resizes_are_refused_before_they_take_a_generation() {
+    let h = harness().await;
+    let sbx = h.create(serde_json::json!({})).await.expect("create");
+    let refuse = |json: serde_json::Value| {
+        let control = Arc::clone(&h.control);
+        let id = sbx.id.to_string();
+        async move {
+            control
+                .sandboxes
+                .update("default", &id, resize_request(json))
+                .await
+                .expect_err("refused")
+        }
+    };
+    // The disk cannot shrink, values are checked as a create's.
+    for json in [
+        serde_json::json!({"disk_mb": 5120}),
+        serde_json::json!({"cpus": 64.0}),
+        serde_json::json!({"memory_mb": 100_000}),
+    ] {
+        let err = refuse(json.clone()).await;
+        assert!(
+            matches!(err, ControlError::InvalidArgument { .. }),
+            "{json}: {err:?}"
+        );
+    }
+    // Memory below what it uses: 409 with the figures.
+    h.control
+        .sandboxes
+        .update(
+            "default",
+            &sbx.id,
+            resize_request(serde_json::json!({"cpus": 2.0, "memory_mb": 4096})),
+        )
+        .await
+        .expect("grow");
+    h.node.set_memory_used(3000 << 20);
+    let err = refuse(serde_json::json!({"memory_mb": 2048})).await;
+    let ControlError::Conflict(message) = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        message.contains("2048 MB") && message.contains("3000 MB"),
+        "{message}"
+    );
+    // Mixed with other changes.
+    let mut mixed = resize_request(serde_json::json!({"memory_mb": 4096}));
+    mixed.name = Some("x".into());
+    let err = h
+        .control
+        .sandboxes
+        .update("default", &sbx.id, mixed)
+        .await
+        .expect_err("mixed");
+    assert!(
+        matches!(err, ControlError::InvalidArgument { .. }),
+        "{err:?}"
+    );
+    let stored = h.status(&sbx.id).await;
+    assert_eq!(stored.resource_resize.map(|r| r.generation), Some(1));
+    assert_eq!(stored.memory_mb, 4096);
+    assert_eq!(h.node.resizes().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_resize_is_a_failed_generation_and_keeps_the_limits() {
+    use alcove_wire::sandbox::ResizeStatus;
+    let h = harness().await;
+    let sbx = h.create(serde_json::json!({})).await.expect("create");
+    h.node.fail(Op::Resize, 1);
+    let r = h
+        .control
+        .sandboxes
+        .update(
+            "default",
+            &sbx.id,
+            resize_request(serde_json::json!({"memory_mb": 2048})),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(r.memory_mb, 1024);
+    let rr = r.resource_resize.expect("resource_resize");
+    assert_eq!((rr.generation, rr.status), (1, ResizeStatus::Failed));
+    let message = rr.error_message.expect("message");
+    assert!(!message.contains("/var/lib"), "{message}");
+}
+
+#[tokio::test]
+async fn a_suspended_sandbox_gets_its_new_limits_when_it_resumes() {
+    use alcove_wire::sandbox::ResizeStatus;
+    let h = harness().await;
+    let sbx = h
+        .create(serde_json::json!({"name": "sleepy"}))
+        .await
+        .expect("create");
+    h.control
+        .suspension
+        .suspend(None, "sleepy", Some(WAIT))
+        .await
+        .expect("suspend");
+    let r = h
+        .control
+        .sandboxes
+        .update(
+            "default",
+            "sleepy",
+            resize_request(serde_json::json!({"cpus": 2.0, "memory_mb": 3072, "disk_mb": 12288})),
+        )
+        .await
+        .expect("resize");
+    assert_eq!(r.status, SandboxStatus::Suspended);
+    assert_eq!(
+        r.resource_resize.map(|r| r.status),
+        Some(ResizeStatus::Succeeded)
+    );
+    assert!(
+        h.node.resizes().is_empty(),
+        "nothing to apply while suspended"
+    );
+    h.control
+        .suspension
+        .resume(None, "sleepy", Some(WAIT))
+        .await
+        .expect("resume");
+    let resumed = h.node.resumed();
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].0, sbx.id);
+    assert_eq!(
+        (
+            resumed[0].1.cpus,
+            resumed[0].1.memory_mb,
+            resumed[0].1.disk_mb
+        ),
+        (2.0, 3072, 12288)
+    );
+}
+
+#[tokio::test]
+async fn only_running_and_suspended_sandboxes_resize() {
+    let h = harness().await;
+    let sbx = h.create(serde_json::json!({})).await.expect("create");
+    h.control
+        .sandboxes
+        .delete(None, &sbx.id, TerminationReason::Deleted)
+        .await
+        .expect("delete");
+    let err = h
+        .control
+        .sandboxes
+        .update(
+            "default",
+            &sbx.id,
+            resize_request(serde_json::json!({"cpus": 2.0})),
+        )
+        .await
+        .expect_err("ended");
+    assert!(
+        matches!(
+            err,
+            ControlError::InvalidState { .. } | ControlError::NotFound { .. }
+        ),
+        "{err:?}"
+    );
+}

@@ -84,5 +84,6 @@ pub(crate) fn sample_record(id: &str, name: Option<&str>) -> SandboxRecord {
         transition: None,
         suspended_at: None,
         archived_at: None,
+        resource_resize: None,
     }
 }

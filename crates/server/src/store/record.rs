@@ -1,7 +1,9 @@
 //! One stored sandbox and its mapping to the wire's `SandboxInfo`.
 
 use alcove_runtime::SandboxId;
-use alcove_wire::sandbox::{NetworkConfig, ResourcesInfo, SandboxInfo, SandboxStatus};
+use alcove_wire::sandbox::{
+    NetworkConfig, ResourceResize, ResourcesInfo, SandboxInfo, SandboxStatus,
+};
 use alcove_wire::time::EpochMillis;
 
 /// A sandbox as stored.
@@ -59,6 +61,8 @@ pub struct SandboxRecord {
     pub suspended_at: Option<EpochMillis>,
     /// When it entered the archive (set once it has ended; `--archive-ttl` counts from it).
     pub archived_at: Option<EpochMillis>,
+    /// The latest live resize.
+    pub resource_resize: Option<ResourceResize>,
 }
 
 impl SandboxRecord {
@@ -106,6 +110,7 @@ impl SandboxRecord {
             ingress_endpoint: routable.then(|| ingress_endpoint.to_string()),
             runtime: "runc".into(),
             file_systems: Vec::new(),
+            resource_resize: self.resource_resize.clone(),
         }
     }
 }

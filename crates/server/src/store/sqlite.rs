@@ -20,7 +20,7 @@ pub struct Store {
 }
 
 /// Columns of `sandboxes`, in the order [`bind_all`] binds them.
-const FIELDS: [&str; 26] = [
+const FIELDS: [&str; 27] = [
     "id",
     "namespace",
     "name",
@@ -47,6 +47,7 @@ const FIELDS: [&str; 26] = [
     "transition",
     "suspended_at",
     "archived_at",
+    "resource_resize",
 ];
 
 pub(super) fn columns() -> String {
@@ -229,6 +230,7 @@ fn bind_all<'q>(q: Query<'q>, r: &'q SandboxRecord) -> Query<'q> {
         .bind(&r.transition)
         .bind(r.suspended_at)
         .bind(archived_at(r))
+        .bind(r.resource_resize.as_ref().map(json))
 }
 
 /// When the row enters the archive: as recorded, or, for an ended record whose path did not
@@ -250,6 +252,22 @@ pub(super) fn json_column<T: serde::de::DeserializeOwned>(
         id: id.to_string(),
         reason: format!("{col}: {e}"),
     })
+}
+
+/// Reads a nullable JSON-encoded text column.
+fn optional_json_column<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    id: &str,
+    col: &str,
+) -> Result<Option<T>, StoreError> {
+    let text: Option<String> = row.try_get(col)?;
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+            id: id.to_string(),
+            reason: format!("{col}: {e}"),
+        })
+    })
+    .transpose()
 }
 
 /// A stored id, which went through [`SandboxId::parse`] before it was stored.
@@ -292,6 +310,7 @@ pub(super) fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
         transition: row.try_get("transition")?,
         suspended_at: row.try_get("suspended_at")?,
         archived_at: row.try_get("archived_at")?,
+        resource_resize: optional_json_column(row, &id, "resource_resize")?,
         id: parse_id(id)?,
     })
 }
