@@ -186,7 +186,7 @@ def sandbox_answers(c: Contract, sid: str) -> None:
     c.call("GET", "/sandboxes/{id}", path=ident, expect=200)
     c.call("GET", "/v1/namespaces/{ns}/sandboxes", path={"ns": "default"}, expect=200)
     c.call("PATCH", "/sandboxes/{id}", path=ident, json={"exposed_ports": [8080]}, expect=200)
-    c.call("PATCH", "/sandboxes/{id}", path=ident, json={"resources": {"cpus": 2}}, expect=501)
+    c.call("PATCH", "/sandboxes/{id}", path=ident, json={"resources": {"memory_mb": 2048}}, expect=200)
     c.call("POST", "/sandboxes/{id}/suspend", path=ident, expect=400)  # ephemeral
     c.call("GET", "/sandboxes/{id}/snapshots", path=ident, expect=200)
 

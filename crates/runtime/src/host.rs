@@ -105,6 +105,20 @@ pub fn disk_space_mb(dir: &Path) -> Result<(u64, u64)> {
     Ok((free, total))
 }
 
+/// Whether this process may resize a mounted ext4 (`CAP_SYS_RESOURCE` in its effective
+/// set; a server in a container may lack it).
+pub fn has_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

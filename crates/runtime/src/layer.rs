@@ -126,7 +126,9 @@ impl Layer {
 
     /// Grows the mounted disk to `disk_mb` MiB, online: the sparse image is lengthened,
     /// its loop device re-reads its size (`losetup -c`) and `resize2fs` grows the ext4 to
-    /// fill it. Nothing happens when the image is that big already (a disk never shrinks).
+    /// fill it (the kernel asks for `CAP_SYS_RESOURCE`). Nothing happens when the image is
+    /// that big already (a disk never shrinks); on failure the image and the device get their
+    /// old size back.
     pub async fn grow(&self, disk_mb: u64) -> Result<()> {
         let image = self.disk_image();
         let old_len = std::fs::metadata(&image)
@@ -136,9 +138,17 @@ impl Layer {
         if new_len <= old_len {
             return Ok(());
         }
+        if !crate::host::has_sys_resource() {
+            return Err(RuntimeError::Config(
+                "growing the disk of a running sandbox needs CAP_SYS_RESOURCE, which this \
+                 server lacks; suspend the sandbox, resize it and resume it instead"
+                    .into(),
+            ));
+        }
         let image_str = path_str(&image)?;
         let found = cmd::run(&[
             "losetup",
+            "--list",
             "--noheadings",
             "--output",
             "NAME",
@@ -160,13 +170,49 @@ impl Layer {
             .map_err(RuntimeError::io("opening", &image))?;
         file.set_len(new_len)
             .map_err(RuntimeError::io("sizing", &image))?;
-        if let Err(e) = cmd::run(&["losetup", "--set-capacity", &device]).await {
-            // The device still has the old size: the image may shrink back.
+        let grown = async {
+            cmd::run(&["losetup", "--set-capacity", &device]).await?;
+            cmd::run(&["resize2fs", &device]).await
+        }
+        .await;
+        if let Err(e) = grown {
+            // The file system has its old size: the device and the image may shrink back.
             let _ = file.set_len(old_len);
+            let _ = cmd::run(&["losetup", "--set-capacity", &device]).await;
             return Err(e.into());
         }
+        Ok(())
+    }
+
+    /// Grows the disk to `disk_mb` MiB offline, before the sandbox starts (one resized while
+    /// suspended): everything of the layer is unmounted, the image lengthened, checked and
+    /// grown with `resize2fs`. Nothing happens when the image is that big already.
+    pub async fn grow_offline(&self, disk_mb: u64) -> Result<()> {
+        let image = self.disk_image();
+        let old_len = std::fs::metadata(&image)
+            .map_err(RuntimeError::io("measuring", &image))?
+            .len();
+        let new_len = disk_mb * 1024 * 1024;
+        if new_len <= old_len {
+            return Ok(());
+        }
+        let layer = self.clone();
+        crate::blocking::run(move || layer.unmount()).await??;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .map_err(RuntimeError::io("opening", &image))?;
+        file.set_len(new_len)
+            .map_err(RuntimeError::io("sizing", &image))?;
         drop(file);
-        cmd::run(&["resize2fs", &device]).await?;
+        let image_str = path_str(&image)?;
+        // e2fsck -p exits 1 when it fixed something, which is fine here.
+        if let Err(e) = cmd::run(&["e2fsck", "-f", "-p", image_str]).await
+            && !e.reason.starts_with("exit status: 1")
+        {
+            return Err(e.into());
+        }
+        cmd::run(&["resize2fs", image_str]).await?;
         Ok(())
     }
 

@@ -298,10 +298,10 @@ impl Node {
         let range = self.take_range(&spec.id, slot)?;
         // runc walks to the root file system from inside the user namespace.
         perms::own_sandbox_dir(&layer.dir, Some(range.first))?;
+        // A sandbox resized while suspended comes back with the bigger disk.
+        layer.grow_offline(spec.disk_mb).await?;
         let (mounted, net) = tokio::join!(layer.mount_disk(), self.network.prepare(slot));
         mounted?;
-        // A sandbox resized while suspended comes back with the bigger disk.
-        layer.grow(spec.disk_mb).await?;
         let cpuset = self.cpus.assign(&spec.id, spec.cpus);
         let user_cgroups = self.cgroups.prepare_user(
             &spec.id,

@@ -56,8 +56,11 @@ impl Node {
         }
         let layer = Layer::new(self.sandbox_dir(id));
         let disk_mb = layer.disk_mb()?;
+        // The disk first: it is the step that may fail without changing anything (the file
+        // system grows last), so a failure leaves every limit as it was.
         if to.disk_mb > disk_mb {
             self.admit_growth(to.disk_mb - disk_mb)?;
+            layer.grow(to.disk_mb).await?;
         }
         let memory = to.memory_mb << 20;
         let old_memory = self.cgroups.usage(id).and_then(|u| u.memory_limit_bytes);
@@ -80,9 +83,6 @@ impl Node {
             self.cgroups.set_user_memory(id, memory)?;
         }
         self.record_in_bundle(id, to, &cpuset, limit_swap)?;
-        if to.disk_mb > disk_mb {
-            layer.grow(to.disk_mb).await?;
-        }
         tracing::info!(
             sandbox_id = %id,
             cpus = to.cpus,

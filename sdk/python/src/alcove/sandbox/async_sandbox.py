@@ -88,6 +88,40 @@ class AsyncSandbox:
             self._target = proto.target_for(info)
         return info
 
+    async def update(
+        self,
+        *,
+        cpus: float | None = None,
+        memory_mb: int | None = None,
+        disk_mb: int | None = None,
+        wait: bool = True,
+        timeout: float = 300,
+        poll_interval: float = 1.0,
+    ) -> SandboxInfo:
+        """Resize this sandbox live (see :meth:`AsyncSandboxClient.update`)."""
+        info = await self._client.update(
+            self.sandbox_id,
+            cpus=cpus,
+            memory_mb=memory_mb,
+            disk_mb=disk_mb,
+            wait=wait,
+            timeout=timeout,
+            poll_interval=poll_interval,
+        )
+        self._info = info
+        return info
+
+    async def wait_for_resource_resize(
+        self, generation: int, *, timeout: float = 300, poll_interval: float = 1.0
+    ) -> SandboxInfo:
+        """Wait for resize ``generation`` of this sandbox (see
+        :meth:`AsyncSandboxClient.wait_for_resource_resize`)."""
+        info = await self._client.wait_for_resource_resize(
+            self.sandbox_id, generation, timeout=timeout, poll_interval=poll_interval
+        )
+        self._info = info
+        return info
+
     async def desktop_url(self, port: int | None = None) -> str:
         """A URL, valid for an hour, of a noVNC page showing this sandbox's desktop (see
         :meth:`AsyncSandboxClient.desktop_url`)."""

@@ -306,6 +306,38 @@ class SandboxClient:
         """Rename a sandbox; naming an ephemeral sandbox makes it suspendable."""
         return self._drive(proto.op_rename(self._config, identifier, name))
 
+    def update(
+        self,
+        identifier: str,
+        *,
+        cpus: float | None = None,
+        memory_mb: int | None = None,
+        disk_mb: int | None = None,
+        wait: bool = True,
+        timeout: float = 300,
+        poll_interval: float = 1.0,
+    ) -> SandboxInfo:
+        """Resize a running sandbox live (a suspended one gets the limits when it resumes).
+        Omitted dimensions keep their value; the disk only grows. With ``wait`` (the default),
+        waits up to ``timeout`` seconds for the resize to succeed; otherwise returns at once,
+        and :meth:`wait_for_resource_resize` waits for ``info.resource_resize.generation``.
+        Raises :class:`SandboxResizeError` when the resize fails, and :class:`RemoteAPIError`
+        when the server refuses it (400 for bad values, 409 for memory below what it uses)."""
+        return self._drive(
+            proto.op_update_resources(
+                self._config, identifier, cpus, memory_mb, disk_mb, wait, timeout, poll_interval
+            )
+        )
+
+    def wait_for_resource_resize(
+        self, identifier: str, generation: int, *, timeout: float = 300, poll_interval: float = 1.0
+    ) -> SandboxInfo:
+        """Wait for resize ``generation`` of a sandbox to succeed, without asking for another;
+        :class:`SandboxResizeError` when it failed, was superseded, or is pending at ``timeout``."""
+        return self._drive(
+            proto.op_wait_for_resource_resize(self._config, identifier, generation, timeout, poll_interval)
+        )
+
     def suspend(self, identifier: str) -> SandboxInfo:
         """Suspend a named sandbox and wait until it is ``suspended``."""
         return self._drive(proto.op_transition(self._config, identifier, "suspend"))

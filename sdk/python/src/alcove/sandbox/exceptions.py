@@ -8,6 +8,7 @@ Hierarchy::
 
     SandboxException
     └── SandboxError
+        ├── SandboxResizeError            (a live resize failed or was not seen in time)
         ├── SandboxNotFoundError          (404 on a sandbox-scoped call)
         ├── RemoteAPIError                (any other non-2xx answer)
         │   ├── SandboxNameConflictError  (409 on create: the name is held by a live sandbox)
@@ -26,6 +27,8 @@ Hierarchy::
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SandboxException(Exception):
     """Root of every exception raised by the Alcove SDK."""
@@ -33,6 +36,21 @@ class SandboxException(Exception):
 
 class SandboxError(SandboxException):
     """An operation on a sandbox, snapshot or process failed."""
+
+
+class SandboxResizeError(SandboxError):
+    """A live resize failed, or its outcome could not be seen in time. ``reason`` is
+    ``failed``, ``timeout``, ``superseded`` (a later resize replaced it) or
+    ``incompatible_response`` (the server did not describe it); ``info`` is the sandbox as last
+    seen, whose ``resources`` are the limits in force. A timeout does not cancel the resize:
+    wait for ``generation`` again."""
+
+    def __init__(self, sandbox_id: str, generation: int, reason: str, message: str, info: Any = None):
+        super().__init__(f"sandbox {sandbox_id} resize generation {generation}: {message}")
+        self.sandbox_id = sandbox_id
+        self.generation = generation
+        self.reason = reason
+        self.info = info
 
 
 class SandboxNotFoundError(SandboxError):

@@ -306,6 +306,24 @@ class NetworkPolicy(_WireModel):
     deny_out: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
 
 
+class ResizeResources(_WireModel):
+    """The target of a live resize: every dimension, those not asked for at their value then."""
+
+    cpus: float
+    memory_mb: int
+    disk_mb: int
+
+
+class SandboxResourceResizeInfo(_WireModel):
+    """The latest live resize of a sandbox (``resource_resize``); ``SandboxInfo.resources`` are
+    the limits in force. ``status`` is ``pending``, ``succeeded`` or ``failed``."""
+
+    generation: int
+    requested: ResizeResources | None = None
+    status: str
+    error_message: str | None = None
+
+
 class SandboxInfo(_WireModel):
     """A sandbox as described by the control plane.
 
@@ -337,7 +355,7 @@ class SandboxInfo(_WireModel):
     pool_id: str | None = None
     auto_resume: bool = True
     runtime: str | None = None
-    resource_resize: Any = None
+    resource_resize: SandboxResourceResizeInfo | None = None
     file_systems: Annotated[list[Any], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
 
     def url_for_port(self, port: int) -> str | None:

@@ -108,6 +108,8 @@ from ._lifecycle import (
     op_transition,
     op_unexpose_ports,
     op_update,
+    op_update_resources,
+    op_wait_for_resource_resize,
 )
 from ._logs import log_level_number, logs_params, op_get_logs, op_list_log_processes
 from ._processes import (
@@ -263,6 +265,8 @@ __all__ = [
     "op_transition",
     "op_unexpose_ports",
     "op_update",
+    "op_update_resources",
+    "op_wait_for_resource_resize",
     "op_write_file",
     "op_write_stdin",
     "output_event",

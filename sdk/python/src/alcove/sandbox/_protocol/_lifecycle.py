@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 
 from .._config import ClientConfig
-from ..exceptions import SandboxError, SandboxFailedError, SandboxNotRoutableError, SandboxTimeoutError
+from ..exceptions import (
+    SandboxError,
+    SandboxFailedError,
+    SandboxNotRoutableError,
+    SandboxResizeError,
+    SandboxTimeoutError,
+)
 from ..models import (
     ArchivedSandboxInfo,
     ArchivedSandboxPage,
@@ -213,6 +219,99 @@ def op_rename(cfg: ClientConfig, identifier: str, name: str) -> Op[SandboxInfo]:
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     return (yield from op_update(cfg, identifier, {"name": name}))
+
+
+def _resize_targets(cpus: Any, memory_mb: Any, disk_mb: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if cpus is not None:
+        if not _is_number(cpus) or not cpus > 0 or cpus != cpus or cpus == float("inf"):
+            raise ValueError(f"cpus must be a positive number, got {cpus!r}")
+        body["cpus"] = float(cpus)
+    for field, value in (("memory_mb", memory_mb), ("disk_mb", disk_mb)):
+        if value is None:
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not _is_int(value) or value <= 0:
+            raise ValueError(f"{field} must be a positive whole number of MiB, got {value!r}")
+        body[field] = value
+    if not body:
+        raise ValueError("give at least one of cpus, memory_mb and disk_mb")
+    return body
+
+
+def _check_wait(timeout: Any, poll_interval: Any) -> None:
+    if not _is_number(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
+    if not _is_number(poll_interval) or poll_interval <= 0:
+        raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+
+
+def op_update_resources(
+    cfg: ClientConfig,
+    identifier: str,
+    cpus: float | None,
+    memory_mb: int | None,
+    disk_mb: int | None,
+    wait: bool,
+    timeout: float,
+    poll_interval: float,
+) -> Op[SandboxInfo]:
+    """PATCH ``resources`` (a live resize), then, with ``wait``, poll GET until its generation
+    has succeeded (or raise :class:`SandboxResizeError`)."""
+    body = _resize_targets(cpus, memory_mb, disk_mb)
+    _check_wait(timeout, poll_interval)
+    info = yield from op_update(cfg, identifier, {"resources": body})
+    if info.resource_resize is None:
+        raise SandboxResizeError(
+            info.sandbox_id, 0, "incompatible_response", "the server answered without resource_resize", info
+        )
+    if not wait:
+        return info
+    return (
+        yield from op_wait_for_resource_resize(
+            cfg, identifier, info.resource_resize.generation, timeout, poll_interval, _seen=info
+        )
+    )
+
+
+def op_wait_for_resource_resize(
+    cfg: ClientConfig,
+    identifier: str,
+    generation: int,
+    timeout: float = 300,
+    poll_interval: float = 1.0,
+    _seen: SandboxInfo | None = None,
+) -> Op[SandboxInfo]:
+    """Poll GET until resize ``generation`` of the sandbox has succeeded; raise
+    :class:`SandboxResizeError` when it failed, was superseded or is still pending at ``timeout``."""
+    if not _is_int(generation) or generation < 1:
+        raise ValueError(f"generation must be a positive integer, got {generation!r}")
+    _check_wait(timeout, poll_interval)
+    deadline = time.monotonic() + timeout
+    info = _seen if _seen is not None else (yield from op_get(cfg, identifier))
+    while True:
+        resize = info.resource_resize
+        if resize is None or resize.generation < generation:
+            raise SandboxResizeError(
+                info.sandbox_id, generation, "incompatible_response", "the server does not know this resize", info
+            )
+        if resize.generation > generation:
+            raise SandboxResizeError(
+                info.sandbox_id, generation, "superseded", f"generation {resize.generation} replaced it", info
+            )
+        if resize.status == "succeeded":
+            return info
+        if resize.status == "failed":
+            raise SandboxResizeError(
+                info.sandbox_id, generation, "failed", resize.error_message or "the resize failed", info
+            )
+        if time.monotonic() >= deadline:
+            raise SandboxResizeError(
+                info.sandbox_id, generation, "timeout", f"still {resize.status} after {timeout:g}s", info
+            )
+        yield Sleep(poll_interval)
+        info = yield from op_get(cfg, identifier)
 
 
 def op_desktop_url(cfg: ClientConfig, identifier: str, port: int | None = None) -> Op[str]:
