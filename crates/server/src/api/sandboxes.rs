@@ -161,15 +161,14 @@ pub async fn get(
     path = "/sandboxes/{id}",
     tag = tags::SANDBOXES,
     operation_id = "updateSandbox",
-    description = "Changes `name`, `exposed_ports`, `allow_unauthenticated_access`, `auto_resume` or `network` (applied at once to a running sandbox); omitted fields stay.",
+    description = "Changes `name`, `exposed_ports`, `allow_unauthenticated_access`, `auto_resume` or `network` (applied at once to a running sandbox); omitted fields stay. `resources`, sent alone, resizes the sandbox live (CPU and memory through its cgroups, the disk grown online; a suspended one gets them at resume) as the next `resource_resize` generation, applied before the answer.",
     params(SandboxParam),
     request_body(content = UpdateSandboxRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The updated sandbox.", body = SandboxInfo),
-        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body or a field out of range.", body = ApiErrorBody),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body, a field out of range, a shrinking `disk_mb`, or `resources` with other fields.", body = ApiErrorBody),
         (status = 404, description = "`NOT_FOUND`: no such sandbox.", body = ApiErrorBody),
-        (status = 409, description = "`NAME_TAKEN` or `INVALID_STATE` (the sandbox has ended).", body = ApiErrorBody),
-        (status = 501, description = "`NOT_IMPLEMENTED`: `resources` (live resize).", body = ApiErrorBody),
+        (status = 409, description = "`NAME_TAKEN`, or `INVALID_STATE`: the sandbox has ended, is not running or suspended for a resize, or uses more memory than `resources.memory_mb` (the message has the figures).", body = ApiErrorBody),
     )
 )]
 pub async fn update(

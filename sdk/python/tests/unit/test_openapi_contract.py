@@ -36,6 +36,8 @@ REGENERATE = "cargo run -q -p alcove-server --example openapi > docs/protocol/op
 MODEL_SCHEMAS: dict[type[BaseModel], str] = {
     models.GPUResources: "GpuResources",
     models.ContainerResourcesInfo: "ResourcesInfo",
+    models.SandboxResourceResizeInfo: "ResourceResize",
+    models.ResizeResources: "ResizeResources",
     models.NetworkPolicy: "NetworkConfig",
     models.SandboxInfo: "SandboxInfo",
     models.ArchivedSandboxInfo: "ArchivedSandboxInfo",

@@ -27,8 +27,8 @@ use alcove_wire::pty::{
 };
 use alcove_wire::sandbox::{
     ArchivedSandboxInfo, CreateSandboxRequest, CreateSandboxResponse, GpuResources,
-    ListArchivedSandboxesResponse, ListSandboxesResponse, NetworkConfig, ResourcesInfo,
-    ResourcesRequest, SandboxInfo, UpdateSandboxRequest,
+    ListArchivedSandboxesResponse, ListSandboxesResponse, NetworkConfig, ResizeResources,
+    ResourceResize, ResourcesInfo, ResourcesRequest, SandboxInfo, UpdateSandboxRequest,
 };
 use alcove_wire::snapshot::{
     CreateSnapshotRequest, CreateSnapshotResponse, ListSnapshotsResponse, SnapshotInfo,
@@ -270,6 +270,8 @@ fn schemas_are_what_serde_reads_and_writes() {
         SandboxInfo,
         CreateSandboxResponse,
         ResourcesInfo,
+        ResourceResize,
+        ResizeResources,
         ListSandboxesResponse,
         ArchivedSandboxInfo,
         ListArchivedSandboxesResponse,
