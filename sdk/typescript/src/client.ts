@@ -10,6 +10,7 @@ import {
   SandboxError,
   SandboxFailedError,
   SandboxNotRoutableError,
+  SandboxResizeError,
   SandboxTimeoutError,
 } from "./errors.js";
 import { contextFile, fileStream, writeDirectoryContext, type ContextFile } from "./context.js";
@@ -308,6 +309,68 @@ export function buildQuery(name: string, options: BuildImageFromDockerfileOption
   if (options.noCache) query.push(["no_cache", "true"]);
   if (options.allowInternet === false) query.push(["allow_internet", "false"]);
   return query;
+}
+
+/** Options of {@link SandboxClient.waitForResourceResize}. */
+export interface WaitForResourceResizeOptions {
+  /** Longest wait for the resize, in seconds (default 300). */
+  timeoutSecs?: number;
+  /** Seconds between two looks at the sandbox (default 1). */
+  pollIntervalSecs?: number;
+}
+
+/**
+ * Options of {@link SandboxClient.update}: the new limits (omitted = unchanged, at least one),
+ * and whether to wait for them.
+ */
+export interface UpdateResourcesOptions extends WaitForResourceResizeOptions {
+  cpus?: number;
+  memoryMb?: number;
+  /** The writable layer's size in MiB; it only grows. */
+  diskMb?: number;
+  /** Wait until the resize has succeeded (default `true`). */
+  wait?: boolean;
+}
+
+/** Default `timeoutSecs` of a resize wait. */
+export const RESIZE_TIMEOUT_SECS = 300;
+/** Default `pollIntervalSecs` of a resize wait. */
+export const RESIZE_POLL_INTERVAL_SECS = 1.0;
+
+/**
+ * The `resources` of a resize `PATCH`: only the dimensions given. Throws `RangeError` on a bad
+ * value and `TypeError` when none is given.
+ */
+export function resizeBody(options: UpdateResourcesOptions): Record<string, number> {
+  const body: Record<string, number> = {};
+  const { cpus } = options;
+  if (cpus !== undefined && cpus !== null) {
+    if (typeof cpus !== "number" || !Number.isFinite(cpus) || cpus <= 0) {
+      throw new RangeError(`cpus must be a positive number, got ${String(cpus)}`);
+    }
+    body.cpus = cpus;
+  }
+  for (const [key, wire] of [["memoryMb", "memory_mb"], ["diskMb", "disk_mb"]] as const) {
+    const value = options[key];
+    if (value === undefined || value === null) continue;
+    if (!isPositiveInt(value)) throw new RangeError(`${key} must be a positive whole number of MiB, got ${String(value)}`);
+    body[wire] = value;
+  }
+  if (Object.keys(body).length === 0) throw new TypeError("give at least one of cpus, memoryMb and diskMb");
+  return body;
+}
+
+/** The checked `[timeoutSecs, pollIntervalSecs]` of a resize wait. */
+function resizeWait(options: WaitForResourceResizeOptions): [number, number] {
+  const timeoutSecs = options.timeoutSecs ?? RESIZE_TIMEOUT_SECS;
+  const pollIntervalSecs = options.pollIntervalSecs ?? RESIZE_POLL_INTERVAL_SECS;
+  if (typeof timeoutSecs !== "number" || Number.isNaN(timeoutSecs) || timeoutSecs < 0) {
+    throw new RangeError(`timeoutSecs must be a non-negative number of seconds, got ${String(timeoutSecs)}`);
+  }
+  if (typeof pollIntervalSecs !== "number" || !Number.isFinite(pollIntervalSecs) || pollIntervalSecs <= 0) {
+    throw new RangeError(`pollIntervalSecs must be a positive number of seconds, got ${String(pollIntervalSecs)}`);
+  }
+  return [timeoutSecs, pollIntervalSecs];
 }
 
 /** Options of {@link SandboxClient}: configuration, plus a custom `fetch`. */
@@ -610,6 +673,103 @@ export class SandboxClient {
       throw new TypeError(`name must be a non-empty string, got ${JSON.stringify(name)}`);
     }
     return this.#update(identifier, { name });
+  }
+
+  /**
+   * Resize a running sandbox live (a suspended one gets the limits when it resumes). Omitted
+   * dimensions keep their value; the disk only grows. With `wait` (the default), waits up to
+   * `timeoutSecs` (default 300) for the resize to succeed; otherwise returns at once, and
+   * {@link waitForResourceResize} waits for `info.resourceResize.generation`.
+   * Throws {@link SandboxResizeError} when the resize fails, and {@link RemoteAPIError} when the
+   * server refuses it (400 for bad values, 409 for memory below what it uses).
+   *
+   * ```ts
+   * const info = await client.update(id, { cpus: 2, memoryMb: 2048 });
+   * ```
+   */
+  async update(identifier: string, options: UpdateResourcesOptions): Promise<SandboxInfo> {
+    const body = resizeBody(options ?? {});
+    const wait = resizeWait(options);
+    const info = await this.#update(identifier, { resources: body });
+    if (info.resourceResize === null) {
+      throw new SandboxResizeError(
+        info.sandboxId,
+        0,
+        "incompatible_response",
+        "the server answered without resource_resize",
+        info,
+      );
+    }
+    if (options.wait === false) return info;
+    return this.#waitForResize(identifier, info.resourceResize.generation, wait, info);
+  }
+
+  /**
+   * Wait for resize `generation` of a sandbox to succeed, without asking for another; throws
+   * {@link SandboxResizeError} when it failed, was superseded, or is pending at `timeoutSecs`
+   * (default 300).
+   */
+  async waitForResourceResize(
+    identifier: string,
+    generation: number,
+    options: WaitForResourceResizeOptions = {},
+  ): Promise<SandboxInfo> {
+    if (typeof generation !== "number" || !Number.isInteger(generation) || generation < 1) {
+      throw new RangeError(`generation must be a positive integer, got ${String(generation)}`);
+    }
+    return this.#waitForResize(identifier, generation, resizeWait(options), null);
+  }
+
+  async #waitForResize(
+    identifier: string,
+    generation: number,
+    [timeoutSecs, pollIntervalSecs]: [number, number],
+    seen: SandboxInfo | null,
+  ): Promise<SandboxInfo> {
+    const deadline = Date.now() + timeoutSecs * 1000;
+    let info = seen ?? (await this.get(identifier));
+    for (;;) {
+      const resize = info.resourceResize;
+      if (resize === null || resize.generation < generation) {
+        throw new SandboxResizeError(
+          info.sandboxId,
+          generation,
+          "incompatible_response",
+          "the server does not know this resize",
+          info,
+        );
+      }
+      if (resize.generation > generation) {
+        throw new SandboxResizeError(
+          info.sandboxId,
+          generation,
+          "superseded",
+          `generation ${resize.generation} replaced it`,
+          info,
+        );
+      }
+      if (resize.status === "succeeded") return info;
+      if (resize.status === "failed") {
+        throw new SandboxResizeError(
+          info.sandboxId,
+          generation,
+          "failed",
+          resize.errorMessage || "the resize failed",
+          info,
+        );
+      }
+      if (Date.now() >= deadline) {
+        throw new SandboxResizeError(
+          info.sandboxId,
+          generation,
+          "timeout",
+          `still ${resize.status} after ${timeoutSecs}s`,
+          info,
+        );
+      }
+      await clock.sleep(pollIntervalSecs * 1000);
+      info = await this.get(identifier);
+    }
   }
 
   /** Suspend a named sandbox and wait until it is `suspended`. */

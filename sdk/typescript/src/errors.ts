@@ -8,6 +8,7 @@
  * ```text
  * SandboxException
  * └── SandboxError
+ *     ├── SandboxResizeError            (a live resize failed or was not seen in time)
  *     ├── SandboxNotFoundError          (404 on a sandbox-scoped call)
  *     ├── RemoteAPIError                (any other non-2xx answer)
  *     │   ├── SandboxNameConflictError  (409 on create: the name is held by a live sandbox)
@@ -25,6 +26,8 @@
  * ```
  */
 
+import type { SandboxInfo } from "./models.js";
+
 /** Root of every error thrown by the Alcove SDK. */
 export class SandboxException extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -35,6 +38,38 @@ export class SandboxException extends Error {
 
 /** An operation on a sandbox, snapshot or process failed. */
 export class SandboxError extends SandboxException {}
+
+/** Why a {@link SandboxResizeError} was thrown. */
+export type SandboxResizeErrorReason = "failed" | "timeout" | "superseded" | "incompatible_response";
+
+/**
+ * A live resize failed, or its outcome could not be seen in time. `reason` is `failed` (the
+ * message carries the server's `error_message`), `timeout`, `superseded` (a later resize
+ * replaced it) or `incompatible_response` (the server did not describe it); `info` is the
+ * sandbox as last seen, whose `resources` are the limits in force. A timeout
+ * does not cancel the resize: wait for `generation` again.
+ */
+export class SandboxResizeError extends SandboxError {
+  readonly sandboxId: string;
+  readonly generation: number;
+  readonly reason: SandboxResizeErrorReason;
+  /** The sandbox as last seen, or `null`. */
+  readonly info: SandboxInfo | null;
+
+  constructor(
+    sandboxId: string,
+    generation: number,
+    reason: SandboxResizeErrorReason,
+    message: string,
+    info: SandboxInfo | null = null,
+  ) {
+    super(`sandbox ${sandboxId} resize generation ${generation}: ${message}`);
+    this.sandboxId = sandboxId;
+    this.generation = generation;
+    this.reason = reason;
+    this.info = info;
+  }
+}
 
 /** The sandbox (id or name) does not exist, or its name no longer resolves. */
 export class SandboxNotFoundError extends SandboxError {

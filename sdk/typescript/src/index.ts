@@ -26,6 +26,8 @@ export {
   type ListArchivedOptions,
   type PullImageOptions,
   type SandboxClientOptions,
+  type UpdateResourcesOptions,
+  type WaitForResourceResizeOptions,
 } from "./client.js";
 export { Image, DEFAULT_BASE_IMAGE, type ImageOptions } from "./image.js";
 export {
@@ -65,7 +67,9 @@ export {
   SandboxNameConflictError,
   SandboxNotFoundError,
   SandboxNotRoutableError,
+  SandboxResizeError,
   SandboxTimeoutError,
+  type SandboxResizeErrorReason,
   SnapshotNotFoundError,
 } from "./errors.js";
 export {
@@ -115,8 +119,11 @@ export {
   type ProcessInfo,
   type ProcessStatus,
   type PtySessionInfo,
+  type ResizeResources,
+  type ResizeStatus,
   type SandboxInfo,
   type SandboxMetrics,
+  type SandboxResourceResizeInfo,
   type SandboxStatus,
   type SnapshotInfo,
   type SnapshotStatus,

@@ -23,6 +23,8 @@ export type SandboxStatus = Open<
 >;
 /** Snapshot status (docs/protocol/control-plane.md, Snapshots). */
 export type SnapshotStatus = Open<"in_progress" | "local_ready" | "completed" | "failed" | "deleting" | "replicating">;
+/** Where a live resize stands (`resource_resize.status`). */
+export type ResizeStatus = Open<"pending" | "succeeded" | "failed">;
 /** What a snapshot captures. */
 export type SnapshotType = "memory" | "filesystem";
 /** Status of a process inside a sandbox. */
@@ -80,6 +82,25 @@ export interface ContainerResourcesInfo {
   gpus: GPUResources[];
 }
 
+/** The target of a live resize: every dimension, those not asked for at their value then. */
+export interface ResizeResources {
+  cpus: number;
+  memoryMb: number;
+  diskMb: number;
+}
+
+/**
+ * The latest live resize of a sandbox (`resourceResize` of {@link SandboxInfo});
+ * `SandboxInfo.resources` are the limits in force. `generation` counts the sandbox's resizes,
+ * from 1; `errorMessage` says why a `failed` one failed.
+ */
+export interface SandboxResourceResizeInfo {
+  generation: number;
+  requested: ResizeResources | null;
+  status: ResizeStatus;
+  errorMessage: string | null;
+}
+
 /** Outbound network rules of a sandbox (the `network_policy` response field). */
 export interface NetworkPolicy {
   allowInternetAccess: boolean;
@@ -90,8 +111,8 @@ export interface NetworkPolicy {
 /**
  * A sandbox as described by the control plane.
  *
- * Returned by `create()`, `get()`, `list()`, `updateSandbox()`, `suspend()`, `resume()`,
- * `exposePorts()` and `unexposePorts()`.
+ * Returned by `create()`, `get()`, `list()`, `updateSandbox()`, `update()`, `waitForResourceResize()`,
+ * `suspend()`, `resume()`, `exposePorts()` and `unexposePorts()`.
  */
 export interface SandboxInfo {
   /** Server-assigned id (from `sandbox_id` or `id` on the wire). */
@@ -119,7 +140,8 @@ export interface SandboxInfo {
   poolId: string | null;
   autoResume: boolean;
   runtime: string | null;
-  resourceResize: unknown;
+  /** The latest live resize (`SandboxClient.update`), `null` before the first. */
+  resourceResize: SandboxResourceResizeInfo | null;
   fileSystems: unknown[];
 }
 
@@ -587,6 +609,26 @@ function resourcesFromWire(value: unknown): ContainerResourcesInfo | null {
   };
 }
 
+function resizeResourcesFromWire(value: unknown): ResizeResources | null {
+  if (typeof value !== "object" || value === null) return null;
+  const data = value as Wire;
+  return { cpus: num(data, "cpus") ?? 0, memoryMb: int(data, "memory_mb") ?? 0, diskMb: int(data, "disk_mb") ?? 0 };
+}
+
+function resourceResizeFromWire(value: unknown): SandboxResourceResizeInfo | null {
+  if (value === null || value === undefined) return null;
+  const what = "resource_resize";
+  const data = asObject(value, what);
+  const generation = int(data, "generation");
+  if (generation === null) throw decodeError(what, "missing field `generation`");
+  return {
+    generation,
+    requested: resizeResourcesFromWire(data.requested),
+    status: requiredStr(data, what, "status"),
+    errorMessage: str(data, "error_message"),
+  };
+}
+
 function networkFromWire(value: unknown): NetworkPolicy | null {
   if (typeof value !== "object" || value === null) return null;
   const data = value as Wire;
@@ -625,7 +667,7 @@ export function sandboxInfoFromWire(value: unknown, what = "sandbox"): SandboxIn
     poolId: str(data, "pool_id"),
     autoResume: bool(data, "auto_resume", true),
     runtime: str(data, "runtime"),
-    resourceResize: data.resource_resize ?? null,
+    resourceResize: resourceResizeFromWire(data.resource_resize),
     fileSystems: list(data, "file_systems", isAny),
   };
 }

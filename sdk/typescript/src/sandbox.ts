@@ -9,7 +9,12 @@ import { createWriteStream } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { once } from "node:events";
 
-import type { GetLogsOptions, SandboxClient } from "./client.js";
+import type {
+  GetLogsOptions,
+  SandboxClient,
+  UpdateResourcesOptions,
+  WaitForResourceResizeOptions,
+} from "./client.js";
 import { connectTimeoutMs } from "./config.js";
 import { connectDesktop, PROBE_TIMEOUT_SECS, type ConnectDesktopOptions, type Desktop } from "./desktop.js";
 import { SandboxError, SandboxNotFoundError, SandboxNotRoutableError } from "./errors.js";
@@ -379,6 +384,22 @@ export class Sandbox {
   /** Fetch the sandbox's current description from the control plane. */
   async info(): Promise<SandboxInfo> {
     const info = await this.#client.get(this.sandboxId);
+    this.#info = info;
+    if (info.sandboxUrl) this.#target = proxyTarget(info.sandboxUrl, info.sandboxId, info.routingHint);
+    return info;
+  }
+
+  /** Resize this sandbox live (see `SandboxClient.update`). */
+  async update(options: UpdateResourcesOptions): Promise<SandboxInfo> {
+    return this.#remember(await this.#client.update(this.sandboxId, options));
+  }
+
+  /** Wait for resize `generation` of this sandbox (see `SandboxClient.waitForResourceResize`). */
+  async waitForResourceResize(generation: number, options: WaitForResourceResizeOptions = {}): Promise<SandboxInfo> {
+    return this.#remember(await this.#client.waitForResourceResize(this.sandboxId, generation, options));
+  }
+
+  #remember(info: SandboxInfo): SandboxInfo {
     this.#info = info;
     if (info.sandboxUrl) this.#target = proxyTarget(info.sandboxUrl, info.sandboxId, info.routingHint);
     return info;

@@ -11,6 +11,7 @@ import {
   SandboxNameConflictError,
   SandboxNotFoundError,
   SandboxNotRoutableError,
+  SandboxResizeError,
   SandboxTimeoutError,
   SnapshotNotFoundError,
 } from "../../src/index.js";
@@ -29,6 +30,7 @@ describe("error hierarchy", () => {
       [new SandboxTimeoutError("slow"), "SandboxTimeoutError", SandboxError],
       [new SandboxFailedError("sbx1", "failed", "oom", "sandbox sbx1 failed"), "SandboxFailedError", SandboxError],
       [new SandboxNotRoutableError("no url"), "SandboxNotRoutableError", SandboxError],
+      [new SandboxResizeError("sbx1", 2, "failed", "no room"), "SandboxResizeError", SandboxError],
     ];
     for (const [error, name, parent] of errors) {
       assert.equal(error.name, name);

@@ -18,7 +18,7 @@ import { describe, it } from "node:test";
 
 import ts from "typescript";
 
-import { createBody, DEFAULT_CPUS, DEFAULT_MEMORY_MB, MANAGEMENT_PORT, validatePorts } from "../../src/client.js";
+import { createBody, DEFAULT_CPUS, DEFAULT_MEMORY_MB, MANAGEMENT_PORT, resizeBody, validatePorts } from "../../src/client.js";
 import {
   managedProcessExitFromWire,
   managedProcessInfoFromWire,
@@ -52,6 +52,8 @@ const modelsSource = readFileSync(MODELS_URL, "utf8");
 const INTERFACE_SCHEMAS: Record<string, string> = {
   GPUResources: "GpuResources",
   ContainerResourcesInfo: "ResourcesInfo",
+  SandboxResourceResizeInfo: "ResourceResize",
+  ResizeResources: "ResizeResources",
   NetworkPolicy: "NetworkConfig",
   SandboxInfo: "SandboxInfo",
   ArchivedSandboxInfo: "ArchivedSandboxInfo",
@@ -99,8 +101,8 @@ const NOT_IN_THE_DOCUMENT = new Set([
 
 /** Fields the SDK reads from Tensorlake's servers that Alcove does not send. */
 const NOT_SENT_BY_ALCOVE: Record<string, string[]> = {
-  SandboxInfo: ["routingHint", "outcome", "poolId", "resourceResize"],
-  ArchivedSandboxInfo: ["routingHint", "outcome", "poolId", "resourceResize"],
+  SandboxInfo: ["routingHint", "outcome", "poolId"],
+  ArchivedSandboxInfo: ["routingHint", "outcome", "poolId"],
   SnapshotInfo: ["snapshotUri"],
   ProcessInfo: ["handle"],
   ContainerResourcesInfo: ["gpus"],
@@ -117,6 +119,7 @@ const ALIASES: Record<string, Record<string, string[]>> = {
 const ENUMS: Record<string, string> = {
   SandboxStatus: "SandboxStatus",
   SnapshotStatus: "SnapshotStatus",
+  ResizeStatus: "ResizeStatus",
   SnapshotType: "SnapshotType",
   ProcessStatus: "ProcessStatus",
   StdinMode: "StdinMode",
@@ -397,6 +400,10 @@ const READERS: Record<string, Reader> = {
   // No reader of their own: read as parts of a sandbox.
   ContainerResourcesInfo: (v) => sandboxInfoFromWire({ ...sandboxSample, resources: v }).resources,
   NetworkPolicy: (v) => sandboxInfoFromWire({ ...sandboxSample, network_policy: v }).networkPolicy,
+  SandboxResourceResizeInfo: (v) => sandboxInfoFromWire({ ...sandboxSample, resource_resize: v }).resourceResize,
+  ResizeResources: (v) =>
+    sandboxInfoFromWire({ ...sandboxSample, resource_resize: { generation: 1, status: "pending", requested: v } })
+      .resourceResize?.requested,
 };
 
 /** Whether `got`, read from `sent`, holds what was sent. */
@@ -584,6 +591,13 @@ describe("request bodies, defaults and limits against docs/protocol/openapi.json
     });
     assert.deepEqual(valueProblems(doc, "create", full, ref("CreateSandboxRequest")), []);
     assert.deepEqual(valueProblems(doc, "create", createBody(), ref("CreateSandboxRequest")), []);
+  });
+
+  it("sends resize bodies the server reads", () => {
+    const full = { resources: resizeBody({ cpus: 2, memoryMb: 2048, diskMb: 20480 }) };
+    assert.deepEqual(valueProblems(doc, "update", full, ref("UpdateSandboxRequest")), []);
+    const one = { resources: resizeBody({ memoryMb: 4096 }) };
+    assert.deepEqual(valueProblems(doc, "update", one, ref("UpdateSandboxRequest")), []);
   });
 
   it("sends run and start bodies the server reads", () => {

@@ -52,6 +52,12 @@ export async function readmeExample(): Promise<void> {
   void restored;
 }
 
+export async function readmeResize(client: SandboxClient, sandbox: Sandbox): Promise<void> {
+  await sandbox.update({ cpus: 2, memoryMb: 2048 });
+  const pending = await client.update("my-env", { diskMb: 20480, wait: false });
+  await client.waitForResourceResize("my-env", pending.resourceResize!.generation, { timeoutSecs: 60 });
+}
+
 export async function readmePty(sandbox: Sandbox): Promise<void> {
   const pty = await sandbox.createPty({ command: "bash", cols: 120, rows: 40, env: { PS1: "$ " } });
   await pty.connect();
