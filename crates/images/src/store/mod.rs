@@ -206,6 +206,14 @@ impl ImageStore {
         self.root.join("tmp")
     }
 
+    /// A fresh path under `tmp/` for work in progress outside the store's own
+    /// (an upload, a build's trees, a mount point), named as the store names
+    /// its own: the next [`ImageStore::open`] removes it once this process is
+    /// gone. Nothing is created.
+    pub fn tmp_path(&self) -> PathBuf {
+        self.tmp_dir().join(fsutil::tmp_name())
+    }
+
     /// Removes what crashed processes left in `tmp/`; the work in progress
     /// of live servers sharing the store is kept.
     fn clean_tmp(&self) -> Result<()> {

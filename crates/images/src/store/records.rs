@@ -22,6 +22,22 @@ pub const RECIPE_LABEL: &str = "org.alcove.recipe_sha256";
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 impl RunConfig {
+    /// The `Env` entries usable as environment variables, as `(name, value)`
+    /// in order: an entry without `=`, with a name that is not a variable
+    /// name, or with a NUL byte (an image's config is untrusted) is left out.
+    pub fn env_vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, v)| {
+                k.bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !v.contains('\0')
+            })
+    }
+
     /// The run configuration of an OCI image config (a pulled or imported
     /// config blob): `Env` in order, TCP `ExposedPorts` (UDP and malformed
     /// ones left out), and the services of the `org.alcove.services` label.

@@ -512,3 +512,20 @@ fn adopts_a_builtin_rootfs_once_and_leaves_a_symlink() {
             .is_none()
     );
 }
+
+#[test]
+fn only_usable_env_entries_become_variables() {
+    let config = RunConfig {
+        env: vec![
+            "PATH=/bin".into(),
+            "EMPTY=".into(),
+            "A=b=c".into(),
+            "1BAD=x".into(),
+            "NO_EQUALS".into(),
+            "NUL=a\0b".into(),
+        ],
+        ..RunConfig::default()
+    };
+    let vars: Vec<_> = config.env_vars().collect();
+    assert_eq!(vars, [("PATH", "/bin"), ("EMPTY", ""), ("A", "b=c")]);
+}

@@ -185,7 +185,7 @@ pub async fn import(
     Query(query): Query<ImportQuery>,
     body: Body,
 ) -> Result<Json<ImageInfo>, ApiError> {
-    let upload = Upload::receive(state.control.images().store().root(), body).await?;
+    let upload = Upload::receive(state.control.images().store(), body).await?;
     let image = state
         .control
         .import_image(upload.path.clone(), query.name)
@@ -205,17 +205,12 @@ pub(super) struct Upload {
 impl Upload {
     /// Streams `body` into a new file under `<store>/tmp/`.
     pub(super) async fn receive(
-        store_root: &std::path::Path,
+        store: &alcove_images::ImageStore,
         body: Body,
     ) -> Result<Self, ApiError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let path = store_root
-            .join("tmp")
-            .join(format!("{}.upload.{nanos}", std::process::id()));
-        let upload = Self { path };
+        let upload = Self {
+            path: store.tmp_path(),
+        };
         let failed = |e: std::io::Error| {
             tracing::warn!(error = %e, "receiving an upload");
             ApiError::new(
@@ -329,7 +324,7 @@ pub async fn build(
             "name (the new image's name:tag) is required",
         ));
     }
-    let upload = Upload::receive(state.control.images().store().root(), body).await?;
+    let upload = Upload::receive(state.control.images().store(), body).await?;
     let ns = namespace(&params).to_string();
     let control = state.control.clone();
     let work = move |tx: Option<tokio::sync::mpsc::Sender<ImageProgressEvent>>| async move {

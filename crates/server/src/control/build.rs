@@ -159,13 +159,7 @@ impl Control {
     ) -> Result<ImageInfo, ControlError> {
         ImageRef::parse(&opts.name)?;
         let store_root = self.ctx.images.store().root().to_path_buf();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let work = store_root
-            .join("tmp")
-            .join(format!("{}.build.{nanos}", std::process::id()));
+        let work = self.ctx.images.store().tmp_path();
         let mut build = Build {
             control: self,
             namespace: namespace.to_string(),
@@ -213,9 +207,7 @@ impl Build<'_> {
         &self,
         work: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
     ) -> Result<T, ControlError> {
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| store_io(std::io::Error::other(e.to_string())))?
+        super::images::blocking(work).await
     }
 
     async fn run(&mut self, archive: &Path) -> Result<ImageInfo, ControlError> {
@@ -419,9 +411,7 @@ impl Build<'_> {
         let env: HashMap<String, String> = st
             .state
             .config
-            .env
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
+            .env_vars()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let args = st.args.clone();
@@ -787,9 +777,7 @@ impl Build<'_> {
         let store = self.control.ctx.images.store().clone();
         let env: Vec<(String, String)> = state
             .config
-            .env
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
+            .env_vars()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let resolved = ResolvedImage {

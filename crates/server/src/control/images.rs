@@ -21,9 +21,10 @@ fn pinned_id(image: &str) -> Option<&str> {
         .filter(|d| d.starts_with("sha256:"))
 }
 
-/// Runs blocking store work on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ImageStoreError> + Send + 'static,
+/// Runs blocking store work (reads and writes of images, layers, build
+/// trees) on the blocking pool.
+pub(super) async fn blocking<T: Send + 'static, E: Into<ControlError> + Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ControlError> {
     tokio::task::spawn_blocking(work)
         .await
@@ -34,7 +35,7 @@ async fn blocking<T: Send + 'static>(
                 source: std::io::Error::other(e.to_string()),
             })
         })?
-        .map_err(ControlError::from)
+        .map_err(Into::into)
 }
 
 /// The wire form of a stored image.
@@ -94,9 +95,7 @@ impl Control {
     async fn resolve_stored(&self, reference: &str) -> Result<ImageRecord, ControlError> {
         let images = self.ctx.images.clone();
         let reference = reference.to_string();
-        blocking(move || images.store().resolve(&reference))
-            .await
-            .map_err(not_found_as_image)
+        blocking(move || images.store().resolve(&reference)).await
     }
 
     /// Sandboxes (not ended) and snapshots made from image `id`.
@@ -180,7 +179,7 @@ impl Control {
         let text = reference.to_string();
         let names_before = record.names.clone();
         let id = record.id.clone();
-        blocking(move || {
+        blocking(move || -> Result<_, ImageStoreError> {
             let deleted = images.store().remove(&text, false)?;
             let report = images.store().collect_garbage(&images.held())?;
             let names_after = match images.store().get(&id) {
@@ -252,9 +251,7 @@ impl Control {
                 credentials,
                 progress,
             })
-            .await
-            .map_err(ControlError::from)
-            .map_err(not_found_as_image)?;
+            .await?;
         Ok(image_info(&record, None))
     }
 
@@ -276,16 +273,6 @@ impl Control {
         })
         .await?;
         Ok(image_info(&record, None))
-    }
-}
-
-/// A missing image is a 404 of kind `image`.
-fn not_found_as_image(e: ControlError) -> ControlError {
-    match e {
-        ControlError::Image(ImageStoreError::NotFound(id)) => {
-            ControlError::NotFound { kind: "image", id }
-        }
-        other => other,
     }
 }
 
@@ -336,11 +323,7 @@ impl Control {
             let _work = images.store().work_guard()?;
             let base = images.resolve_pinned(&pinned)?;
             let base = images.store().get(&base.image.id.parse()?)?;
-            let mnt = images.store().root().join("tmp").join(format!(
-                "{}.snapshot.{}",
-                std::process::id(),
-                uuid::Uuid::new_v4().simple()
-            ));
+            let mnt = images.store().tmp_path();
             std::fs::create_dir_all(&mnt).map_err(ImageStoreError::io("creating", &mnt))?;
             let mounted = std::process::Command::new("mount")
                 .args(["-o", "loop,ro,nosuid,nodev,noexec,noload"])

@@ -102,13 +102,7 @@ impl Sandboxes {
                         reference: record.image.clone(),
                         ..Default::default()
                     })
-                    .await
-                    .map_err(|e| match e {
-                        alcove_images::ImageStoreError::NotFound(id) => {
-                            ControlError::NotFound { kind: "image", id }
-                        }
-                        other => ControlError::Image(other),
-                    })?;
+                    .await?;
                 self.resolve_image(&record.image).await?
             }
             other => other?,
@@ -500,7 +494,7 @@ impl Sandboxes {
         let images = Arc::clone(&self.ctx.images);
         let reference = reference.to_string();
         let pinned = reference.contains("@sha256:");
-        tokio::task::spawn_blocking(move || {
+        super::images::blocking(move || {
             if pinned {
                 images.resolve_pinned(&reference)
             } else {
@@ -508,19 +502,6 @@ impl Sandboxes {
             }
         })
         .await
-        .map_err(|e| {
-            ControlError::Image(alcove_images::ImageStoreError::Io {
-                op: "resolving",
-                path: "image".into(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        })?
-        .map_err(|e| match e {
-            alcove_images::ImageStoreError::NotFound(id) => {
-                ControlError::NotFound { kind: "image", id }
-            }
-            other => ControlError::Image(other),
-        })
     }
 }
 

@@ -109,10 +109,22 @@ pub enum ControlError {
     /// The node runtime failed.
     #[error(transparent)]
     Runtime(#[from] alcove_runtime::RuntimeError),
-    /// The image store, a pull, an import or a build failed.
+    /// The image store, a pull, an import or a build failed (a missing image
+    /// converts to [`ControlError::NotFound`] instead).
     #[error(transparent)]
-    Image(#[from] alcove_images::ImageStoreError),
+    Image(alcove_images::ImageStoreError),
     /// A build step ran and failed (the message has its exit and output).
     #[error("build failed: {0}")]
     BuildFailed(String),
+}
+
+impl From<alcove_images::ImageStoreError> for ControlError {
+    /// A missing image is a `NotFound` of kind `image`, like a missing
+    /// sandbox or snapshot; everything else stays an image error.
+    fn from(e: alcove_images::ImageStoreError) -> Self {
+        match e {
+            alcove_images::ImageStoreError::NotFound(id) => Self::NotFound { kind: "image", id },
+            other => Self::Image(other),
+        }
+    }
 }

@@ -223,10 +223,7 @@ impl Images {
     fn resolved(&self, record: ImageRecord, name: &str) -> ResolvedImage {
         let env = record
             .config
-            .env
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
-            .filter(|(k, v)| valid_env_name(k) && !v.contains('\0'))
+            .env_vars()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let image = Image {
@@ -279,13 +276,6 @@ fn strip_digest(r: &ImageRef) -> String {
         Some(t) if t != "latest" => format!("{}:{t}", r.name),
         _ => r.name.clone(),
     }
-}
-
-fn valid_env_name(key: &str) -> bool {
-    key.bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]
