@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::control::validate::HostLimits;
 use crate::control::{
     AgentClient, Control, ControlConfig, spawn_archive_purger, spawn_compactor, spawn_crash_watch,
-    spawn_timeout_reaper,
+    spawn_pool_refiller, spawn_timeout_reaper,
 };
 use crate::shutdown::{self, Shutdown};
 use crate::store::Store;
@@ -139,10 +139,14 @@ pub async fn serve(
     if let Err(e) = control.end_orphan_builders().await {
         tracing::warn!(error = %e, "ending builder sandboxes left by a crash");
     }
+    if let Err(e) = control.end_interrupted_claims().await {
+        tracing::warn!(error = %e, "ending sandboxes whose claim a crash cut");
+    }
     let crash_watch = spawn_crash_watch(Arc::clone(&control), suspects, shutdown.clone());
     let reaper = spawn_timeout_reaper(Arc::clone(&control), shutdown.clone());
     let compactor = spawn_compactor(Arc::clone(&control), shutdown.clone());
     let purger = spawn_archive_purger(Arc::clone(&control), shutdown.clone());
+    let refiller = spawn_pool_refiller(Arc::clone(&control), shutdown.clone());
     let app = build_router(AppState {
         control: Arc::clone(&control),
         agents,
@@ -157,6 +161,7 @@ pub async fn serve(
     reaper.abort();
     compactor.abort();
     purger.abort();
+    refiller.abort();
     crash_watch.abort();
     control.shutdown().await;
     tracing::info!("alcove stopped");

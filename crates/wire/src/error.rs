@@ -45,6 +45,10 @@ pub enum ErrorCode {
     RegistryError,
     /// A build step failed (422); the message has its exit code and output.
     BuildFailed,
+    /// A pool has as many sandboxes as its `max_containers` and none idle (429).
+    PoolAtCapacity,
+    /// A pool still has claimed sandboxes that have not ended (409).
+    PoolInUse,
 }
 
 /// The control plane's error body: `{"message", "code"}`.

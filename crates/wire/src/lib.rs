@@ -18,6 +18,7 @@ pub mod image;
 pub mod journal;
 pub mod limits;
 pub mod metrics;
+pub mod pool;
 pub mod process;
 pub mod pty;
 pub mod sandbox;

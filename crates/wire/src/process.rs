@@ -418,6 +418,14 @@ pub struct SignalRequest {
     pub signal: i32,
 }
 
+/// Body of `PUT /api/v1/environment`: variables every later process of the
+/// sandbox inherits (a warm pool's claim binds its environment and secrets this way).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SetEnvironmentRequest {
+    /// Variables to add; a variable of the same name is replaced.
+    pub env: BTreeMap<String, String>,
+}
+
 /// Answer of `DELETE /api/v1/processes` (stop every user process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StopAllResponse {

@@ -343,6 +343,11 @@ pub struct CreateSandboxResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub error_details: Option<String>,
+    /// A claim's answer: `true` once everything the claim asked for (name,
+    /// environment, secrets, network, file systems) is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub claim_configuration_applied: Option<bool>,
 }
 
 /// A sandbox as returned by get, list and update (docs/protocol/control-plane.md,
@@ -412,6 +417,10 @@ pub struct SandboxInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub resource_resize: Option<ResourceResize>,
+    /// The pool it was claimed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub pool_id: Option<String>,
 }
 
 /// Where a live resize stands.

@@ -2,6 +2,7 @@
 //! Handlers extract and validate, call the process/file modules, and map results; statuses
 //! are picked only in [`error`].
 
+pub mod environment;
 pub mod error;
 pub mod files;
 pub mod health;
@@ -43,6 +44,7 @@ pub fn api_router() -> OpenApiRouter<AgentState> {
         .routes(routes!(processes::get, processes::delete))
         .routes(routes!(processes::signal))
         .routes(routes!(processes::restart))
+        .routes(routes!(environment::set))
         .routes(routes!(io::write_stdin))
         .routes(routes!(io::close_stdin))
         .routes(routes!(io::stdout))

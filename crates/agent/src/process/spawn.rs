@@ -132,7 +132,9 @@ pub enum LaunchError {
 pub struct Launcher {
     passwd_path: PathBuf,
     group_path: PathBuf,
-    base_env: Vec<(OsString, OsString)>,
+    /// What every child inherits; shared by the launcher's clones, and extended by
+    /// [`Launcher::set_env`] (a warm pool's claim binds its variables this way).
+    base_env: std::sync::Arc<std::sync::RwLock<Vec<(OsString, OsString)>>>,
     /// The task limit of children (see `headroom`).
     task_limit: Option<u64>,
     /// The user cgroup children join (see `headroom`).
@@ -151,10 +153,11 @@ impl Launcher {
         group_path: PathBuf,
         agent_env: impl IntoIterator<Item = (OsString, OsString)>,
     ) -> Self {
-        let base_env = agent_env
+        let base_env: Vec<(OsString, OsString)> = agent_env
             .into_iter()
             .filter(|(key, _)| !key.to_string_lossy().starts_with(AGENT_ENV_PREFIX))
             .collect();
+        let base_env = std::sync::Arc::new(std::sync::RwLock::new(base_env));
         Self {
             passwd_path,
             group_path,
@@ -172,6 +175,33 @@ impl Launcher {
         self.default_user = user.filter(|u| !u.is_empty()).map(UserSpec::Text);
         self.default_dir = dir.filter(|d| d.starts_with('/'));
         self
+    }
+
+    /// Adds `vars` to what every later child inherits, replacing variables of the same
+    /// name (processes already started keep their environment). Fails, changing
+    /// nothing, on a name that is empty, has `=` or NUL, or is one of the agent's own
+    /// `ALCOVE_AGENT_*`, or a value with NUL.
+    pub fn set_env(&self, vars: &BTreeMap<String, String>) -> Result<(), String> {
+        for (key, value) in vars {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(format!("invalid variable name {key:?}"));
+            }
+            if key.starts_with(AGENT_ENV_PREFIX) {
+                return Err(format!(
+                    "{key}: the {AGENT_ENV_PREFIX}* variables are the agent's own"
+                ));
+            }
+            if value.contains('\0') {
+                return Err(format!("{key}: the value has a NUL byte"));
+            }
+        }
+        let mut env = self.base_env.write().unwrap_or_else(|p| p.into_inner());
+        for (key, value) in vars {
+            let key = OsString::from(key);
+            env.retain(|(k, _)| *k != key);
+            env.push((key, OsString::from(value)));
+        }
+        Ok(())
     }
 
     /// Checks `spec` and starts it. Must run inside a tokio runtime (the pipes register there).
@@ -314,7 +344,13 @@ impl Launcher {
         switch_user: bool,
         overrides: &BTreeMap<String, String>,
     ) -> BTreeMap<OsString, OsString> {
-        let mut env: BTreeMap<OsString, OsString> = self.base_env.iter().cloned().collect();
+        let mut env: BTreeMap<OsString, OsString> = self
+            .base_env
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
         let home = match (&identity.home, switch_user) {
             (Some(home), _) => Some(OsString::from(home)),
             // Our own uid without a passwd entry: keep the HOME we were given, if any.
@@ -571,5 +607,46 @@ mod tests {
         assert_eq!(get("PATH"), Some(DEFAULT_PATH));
         assert_eq!(get("KEEP"), Some("2"));
         assert_eq!(get("ALCOVE_AGENT_LISTEN"), None);
+    }
+
+    #[test]
+    fn set_env_adds_and_replaces_for_later_children_and_refuses_bad_names() {
+        let launcher = Launcher::new(
+            "/nonexistent".into(),
+            "/nonexistent".into(),
+            [("KEEP".into(), "1".into()), ("OLD".into(), "a".into())],
+        );
+        let clone = launcher.clone();
+        let vars = BTreeMap::from([
+            ("OLD".to_string(), "b".to_string()),
+            ("NEW".to_string(), "c".to_string()),
+        ]);
+        launcher.set_env(&vars).expect("valid names");
+        let identity = Identity {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+            name: Some("root".into()),
+            home: Some("/root".into()),
+        };
+        // Clones share the environment (the process and PTY tables hold clones).
+        let env = clone.child_env(&identity, false, &BTreeMap::new());
+        let get = |k: &str| env.get(OsStr::new(k)).and_then(|v| v.to_str());
+        assert_eq!(
+            (get("KEEP"), get("OLD"), get("NEW")),
+            (Some("1"), Some("b"), Some("c"))
+        );
+        for bad in ["", "A=B", "ALCOVE_AGENT_USER", "NUL\0"] {
+            let vars = BTreeMap::from([
+                (bad.to_string(), "x".to_string()),
+                ("FINE".into(), "y".into()),
+            ]);
+            assert!(launcher.set_env(&vars).is_err(), "{bad:?} is refused");
+        }
+        let env = clone.child_env(&identity, false, &BTreeMap::new());
+        assert!(
+            !env.contains_key(OsStr::new("FINE")),
+            "a refused call changes nothing"
+        );
     }
 }

@@ -71,6 +71,7 @@ pub fn info(id: &str, status: SandboxStatus, url: &str) -> SandboxInfo {
         runtime: "runc".into(),
         file_systems: vec![],
         resource_resize: None,
+        pool_id: None,
     }
 }
 

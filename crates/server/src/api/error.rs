@@ -107,6 +107,8 @@ impl From<ControlError> for ApiError {
             C::Store(_) | C::Runtime(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
             C::Image(e) => image_status(e),
             C::BuildFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::BuildFailed),
+            C::PoolAtCapacity { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::PoolAtCapacity),
+            C::PoolInUse { .. } => (StatusCode::CONFLICT, ErrorCode::PoolInUse),
         };
         let detail = e.to_string();
         let message = match &e {

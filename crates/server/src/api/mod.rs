@@ -11,6 +11,7 @@ mod lifecycle_ops;
 mod logs;
 mod metrics;
 pub mod openapi;
+mod pools;
 mod sandboxes;
 mod secrets;
 mod snapshots;
@@ -73,6 +74,9 @@ fn resource_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(logs::list_log_processes))
         .routes(routes!(snapshots::list))
         .routes(routes!(snapshots::get, snapshots::delete))
+        .routes(routes!(pools::create, pools::list))
+        .routes(routes!(pools::get, pools::update, pools::delete))
+        .routes(routes!(pools::claim))
         .routes(routes!(images::list))
         .routes(routes!(images::pull))
         .routes(routes!(images::import))

@@ -82,13 +82,28 @@ pub async fn create(
         .sandboxes
         .create(namespace(&params), req, wait, create_budget(&headers))
         .await?;
+    let body = create_response(&state, &outcome);
+    let code = if wait {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, Json(body)).into_response())
+}
+
+/// The answer of a create or a claim: the sandbox as its start left it (`pending` while
+/// it still starts).
+pub(super) fn create_response(
+    state: &AppState,
+    outcome: &crate::control::CreateOutcome,
+) -> CreateSandboxResponse {
     let r = &outcome.record;
     let status = if outcome.still_pending {
         SandboxStatus::Pending
     } else {
         r.status
     };
-    let body = CreateSandboxResponse {
+    CreateSandboxResponse {
         sandbox_id: r.id.to_string(),
         status,
         sandbox_url: (status == SandboxStatus::Running)
@@ -100,13 +115,8 @@ pub async fn create(
             .error_details
             .as_deref()
             .map(|d| crate::redact::for_client(d).into_owned()),
-    };
-    let code = if wait {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((code, Json(body)).into_response())
+        claim_configuration_applied: None,
+    }
 }
 
 /// `GET {B}/sandboxes`.

@@ -28,28 +28,6 @@ struct Unbuilt {
 /// The unbuilt routes: one table for the router and the OpenAPI document.
 const UNBUILT: &[Unbuilt] = &[
     Unbuilt {
-        path: "/sandbox-pools",
-        what: "sandbox pools",
-        operations: &[
-            (HttpMethod::Post, "createSandboxPool"),
-            (HttpMethod::Get, "listSandboxPools"),
-        ],
-    },
-    Unbuilt {
-        path: "/sandbox-pools/{pool}",
-        what: "sandbox pools",
-        operations: &[
-            (HttpMethod::Get, "getSandboxPool"),
-            (HttpMethod::Put, "updateSandboxPool"),
-            (HttpMethod::Delete, "deleteSandboxPool"),
-        ],
-    },
-    Unbuilt {
-        path: "/sandbox-pools/{pool}/sandboxes",
-        what: "sandbox pools",
-        operations: &[(HttpMethod::Post, "claimPoolSandbox")],
-    },
-    Unbuilt {
         path: "/sandboxes/{id}/copy",
         what: "copying sandboxes",
         operations: &[(HttpMethod::Post, "copySandbox")],

@@ -51,7 +51,20 @@ impl AgentClient {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<(http::StatusCode, Bytes), String> {
-        let req = http::Request::post(format!("http://{addr}{path}"))
+        self.send_json(http::Method::POST, addr, path, body).await
+    }
+
+    /// Sends JSON with `method` to `path` on the agent at `addr`; returns status and body.
+    pub async fn send_json(
+        &self,
+        method: http::Method,
+        addr: SocketAddr,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(AgentBody::new(Full::new(Bytes::from(body.to_string()))))
             .map_err(|e| e.to_string())?;

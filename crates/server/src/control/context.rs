@@ -176,7 +176,8 @@ impl Context {
             self.store.get_live_by_name(ident).await?
         };
         let record = record.ok_or_else(not_found)?;
-        if namespace.is_some_and(|ns| ns != record.namespace) {
+        // A pool's idle sandbox is the pool's until claimed: nobody may use or change it.
+        if record.is_pool_reserve() || namespace.is_some_and(|ns| ns != record.namespace) {
             return Err(not_found());
         }
         Ok(record)

@@ -125,6 +125,36 @@ impl Sandboxes {
             .await
     }
 
+    /// Creates a sandbox of `pool`'s configuration, belonging to it in `state` (idle
+    /// for a refill, claiming for a claim that found none idle).
+    pub(super) async fn create_in_pool(
+        &self,
+        pool: &crate::store::PoolRecord,
+        state: crate::store::PoolState,
+        wait: bool,
+        budget: Duration,
+    ) -> Result<CreateOutcome, ControlError> {
+        let req = CreateSandboxRequest {
+            image: Some(pool.image.clone()),
+            resources: Some(alcove_wire::sandbox::ResourcesRequest {
+                cpus: Some(pool.cpus),
+                memory_mb: Some(pool.memory_mb),
+                disk_mb: Some(pool.disk_mb),
+                ..Default::default()
+            }),
+            timeout_secs: Some(pool.timeout_secs),
+            entrypoint: Some(pool.entrypoint.clone()),
+            network: Some(pool.network_policy.clone()),
+            ..Default::default()
+        };
+        let (mut record, boot) = self.prepare(&pool.namespace, &req).await?;
+        record.pool_id = Some(pool.id.clone());
+        record.pool_state = Some(state);
+        let resolved = self.resolve_image(&record.image).await?;
+        self.create_resolved(record, boot, resolved, wait, budget)
+            .await
+    }
+
     async fn create_resolved(
         &self,
         record: SandboxRecord,
@@ -261,7 +291,9 @@ impl Sandboxes {
                 }
                 record.slot = Some(i64::from(handle.slot.0));
                 record.pending_reason = None;
-                if record.timeout_secs > 0 {
+                // A pool's idle sandbox starts its lifetime when it is claimed.
+                let idle = record.pool_state == Some(crate::store::PoolState::Idle);
+                if record.timeout_secs > 0 && !idle {
                     record.deadline_at = Some(now_millis() + record.timeout_secs * 1000);
                 }
                 if let Err(e) = self.ctx.store.update(&record).await {
@@ -442,9 +474,28 @@ impl Sandboxes {
         reason: TerminationReason,
     ) -> Result<SandboxRecord, ControlError> {
         let id = self.ctx.resolve(namespace, ident).await?.id;
+        self.end(&id, reason).await
+    }
+
+    /// Terminates sandbox `id`, which the caller has resolved (a pool's idle sandbox
+    /// too, which the API cannot address), and frees everything it had. Idempotent.
+    pub(super) async fn end(
+        &self,
+        id: &SandboxId,
+        reason: TerminationReason,
+    ) -> Result<SandboxRecord, ControlError> {
+        let id = id.clone();
         let lock = self.ctx.op_lock(&id);
         let guard = lock.lock().await;
-        let mut record = self.ctx.resolve(namespace, &id).await?;
+        let mut record = self
+            .ctx
+            .store
+            .get(&id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound {
+                kind: "sandbox",
+                id: id.to_string(),
+            })?;
         if !record.status.is_live() {
             return Ok(record);
         }

@@ -14,6 +14,7 @@ mod inflight;
 mod lifecycle;
 mod network;
 pub mod node;
+mod pools;
 mod prepare;
 mod recovery;
 mod resize;
@@ -36,6 +37,7 @@ pub use crashes::spawn_crash_watch;
 pub use inflight::{InFlight, InFlightGuard};
 pub use lifecycle::{CreateOutcome, Sandboxes, Target};
 pub use node::SandboxNode;
+pub use pools::{Pools, spawn_pool_refiller};
 pub use secrets::Secrets;
 pub use services::Control;
 pub use snapshots::Snapshots;
@@ -116,6 +118,24 @@ pub enum ControlError {
     /// A build step ran and failed (the message has its exit and output).
     #[error("build failed: {0}")]
     BuildFailed(String),
+    /// A claim found no idle sandbox and the pool is at its `max_containers`.
+    #[error("pool {pool} is at capacity: {members} of max_containers {max} sandboxes, none idle")]
+    PoolAtCapacity {
+        /// Pool id.
+        pool: String,
+        /// Its live sandboxes.
+        members: usize,
+        /// Its `max_containers`.
+        max: i64,
+    },
+    /// A pool cannot be deleted while sandboxes claimed from it run.
+    #[error("pool {pool} has claimed sandboxes that have not ended: {ids}")]
+    PoolInUse {
+        /// Pool id.
+        pool: String,
+        /// The claimed sandboxes, comma-separated.
+        ids: String,
+    },
 }
 
 impl From<alcove_images::ImageStoreError> for ControlError {

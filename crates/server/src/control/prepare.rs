@@ -104,6 +104,8 @@ impl Sandboxes {
             suspended_at: None,
             archived_at: None,
             resource_resize: None,
+            pool_id: None,
+            pool_state: None,
         };
         Ok((record, boot))
     }

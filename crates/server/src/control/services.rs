@@ -32,6 +32,8 @@ pub struct Control {
     pub secrets: Secrets,
     /// Read ended sandboxes and purge them once the retention runs out.
     pub archive: Archive,
+    /// Warm pools and their claims.
+    pub pools: super::Pools,
 }
 
 impl Control {
@@ -48,8 +50,11 @@ impl Control {
         let ctx = Arc::new(Context::new(store, node, cfg, secret_box, logs, images));
         let secrets = Secrets::new(Arc::clone(&ctx));
         let snapshots = Snapshots::new(Arc::clone(&ctx));
+        let sandboxes =
+            Sandboxes::new(Arc::clone(&ctx), secrets.clone(), snapshots.clone(), agents);
         Self {
-            sandboxes: Sandboxes::new(Arc::clone(&ctx), secrets.clone(), snapshots.clone(), agents),
+            pools: super::Pools::new(Arc::clone(&ctx), sandboxes.clone()),
+            sandboxes,
             suspension: Suspension::new(Arc::clone(&ctx)),
             snapshots,
             secrets,

@@ -47,6 +47,11 @@ pub enum TerminationReason {
     Lost,
     /// Its agent (the sandbox's PID 1) died while it ran, so the sandbox stopped.
     Crashed,
+    /// It was a pool's idle sandbox, removed when the pool was deleted or changed.
+    PoolDrained,
+    /// A claim of it failed half-way (or the server restarted during one): what
+    /// the claim had bound to it may not be complete, so it is not handed out again.
+    ClaimFailed,
 }
 
 impl TerminationReason {
@@ -60,6 +65,8 @@ impl TerminationReason {
             TerminationReason::ServerRestarted => "server_restarted",
             TerminationReason::Lost => "lost",
             TerminationReason::Crashed => "crashed",
+            TerminationReason::PoolDrained => "pool_drained",
+            TerminationReason::ClaimFailed => "claim_failed",
         }
     }
 }

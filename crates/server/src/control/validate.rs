@@ -97,6 +97,34 @@ pub fn name(name: &str) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// Checks an environment variable a claim binds: a name of letters, digits and `_`
+/// not starting with a digit (what shells can read), and not one of the agent's
+/// own `ALCOVE_AGENT_*`; a value without NUL.
+pub fn env_var(key: &str, value: &str) -> Result<(), ControlError> {
+    let valid = !key.is_empty()
+        && key.len() <= 255
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(invalid(
+            "env",
+            format!(
+                "{key:?} is not a variable name: use letters, digits and '_', not starting with a digit"
+            ),
+        ));
+    }
+    if key.starts_with("ALCOVE_AGENT_") {
+        return Err(invalid(
+            "env",
+            format!("{key}: the ALCOVE_AGENT_* variables are reserved"),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(invalid("env", format!("{key}: the value has a NUL byte")));
+    }
+    Ok(())
+}
+
 /// Checks exposed ports and returns them sorted and deduplicated.
 pub fn ports(ports: &[i64]) -> Result<Vec<i64>, ControlError> {
     for &p in ports {

@@ -40,6 +40,8 @@ pub enum Operation {
     Resume,
     /// A snapshot taken.
     Snapshot,
+    /// A pool's sandbox handed out (a claim).
+    Claim,
 }
 
 impl Operation {
@@ -50,6 +52,7 @@ impl Operation {
             Self::Suspend => "suspend",
             Self::Resume => "resume",
             Self::Snapshot => "snapshot",
+            Self::Claim => "claim",
         }
     }
 }

@@ -2,13 +2,15 @@
 //! [`Store`] type so a PostgreSQL implementation can follow.
 
 mod archive;
+mod pools;
 mod record;
 mod secrets;
 mod snapshots;
 mod sqlite;
 
 pub use archive::{ArchiveKey, ArchivePage, CursorError, Direction, PageRequest};
-pub use record::SandboxRecord;
+pub use pools::PoolRecord;
+pub use record::{PoolState, SandboxRecord};
 pub use secrets::SealedSecret;
 pub use snapshots::SnapshotRecord;
 pub use sqlite::Store;
@@ -85,5 +87,7 @@ pub(crate) fn sample_record(id: &str, name: Option<&str>) -> SandboxRecord {
         suspended_at: None,
         archived_at: None,
         resource_resize: None,
+        pool_id: None,
+        pool_state: None,
     }
 }

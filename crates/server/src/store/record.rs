@@ -63,6 +63,51 @@ pub struct SandboxRecord {
     pub archived_at: Option<EpochMillis>,
     /// The latest live resize.
     pub resource_resize: Option<ResourceResize>,
+    /// The pool it belongs to (a warm sandbox) or was claimed from.
+    pub pool_id: Option<String>,
+    /// Where it stands in its pool; `None` for a sandbox of no pool.
+    pub pool_state: Option<PoolState>,
+}
+
+/// Where a pool's sandbox stands. Idle and claiming sandboxes belong to the pool:
+/// the API lists and routes only claimed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolState {
+    /// Started (or starting) and waiting for a claim.
+    Idle,
+    /// Being handed to a claim; a restart ends it (half-applied configuration).
+    Claiming,
+    /// Handed out: an ordinary sandbox from now on.
+    Claimed,
+}
+
+impl PoolState {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Claiming => "claiming",
+            Self::Claimed => "claimed",
+        }
+    }
+
+    /// From its stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "idle" => Some(Self::Idle),
+            "claiming" => Some(Self::Claiming),
+            "claimed" => Some(Self::Claimed),
+            _ => None,
+        }
+    }
+}
+
+impl SandboxRecord {
+    /// Whether the sandbox still belongs to its pool (idle or being claimed): such
+    /// a sandbox is not listed, routed or addressable through the sandbox API.
+    pub fn is_pool_reserve(&self) -> bool {
+        matches!(self.pool_state, Some(PoolState::Idle | PoolState::Claiming))
+    }
 }
 
 impl SandboxRecord {
@@ -111,6 +156,7 @@ impl SandboxRecord {
             runtime: "runc".into(),
             file_systems: Vec::new(),
             resource_resize: self.resource_resize.clone(),
+            pool_id: self.pool_id.clone(),
         }
     }
 }

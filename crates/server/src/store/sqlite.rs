@@ -20,7 +20,7 @@ pub struct Store {
 }
 
 /// Columns of `sandboxes`, in the order [`bind_all`] binds them.
-const FIELDS: [&str; 27] = [
+const FIELDS: [&str; 29] = [
     "id",
     "namespace",
     "name",
@@ -48,6 +48,8 @@ const FIELDS: [&str; 27] = [
     "suspended_at",
     "archived_at",
     "resource_resize",
+    "pool_id",
+    "pool_state",
 ];
 
 pub(super) fn columns() -> String {
@@ -145,7 +147,8 @@ impl Store {
     pub async fn list_live_in(&self, namespace: &str) -> Result<Vec<SandboxRecord>, StoreError> {
         let sql = format!(
             "SELECT {} FROM sandboxes WHERE namespace = ? \
-             AND status NOT IN ('terminated', 'failed', 'timeout') ORDER BY created_at, id",
+             AND status NOT IN ('terminated', 'failed', 'timeout') \
+             AND (pool_state IS NULL OR pool_state = 'claimed') ORDER BY created_at, id",
             columns()
         );
         let rows = sqlx::query(&sql)
@@ -231,6 +234,8 @@ fn bind_all<'q>(q: Query<'q>, r: &'q SandboxRecord) -> Query<'q> {
         .bind(r.suspended_at)
         .bind(archived_at(r))
         .bind(r.resource_resize.as_ref().map(json))
+        .bind(&r.pool_id)
+        .bind(r.pool_state.map(super::PoolState::as_str))
 }
 
 /// When the row enters the archive: as recorded, or, for an ended record whose path did not
@@ -278,6 +283,17 @@ pub(super) fn parse_id(id: String) -> Result<SandboxId, StoreError> {
     })
 }
 
+fn decode_pool_state(row: &SqliteRow, id: &str) -> Result<Option<super::PoolState>, StoreError> {
+    let text: Option<String> = row.try_get("pool_state")?;
+    text.map(|t| {
+        super::PoolState::parse(&t).ok_or_else(|| StoreError::Corrupt {
+            id: id.to_string(),
+            reason: format!("pool_state {t:?}"),
+        })
+    })
+    .transpose()
+}
+
 pub(super) fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let status: String = row.try_get("status")?;
@@ -311,6 +327,8 @@ pub(super) fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
         suspended_at: row.try_get("suspended_at")?,
         archived_at: row.try_get("archived_at")?,
         resource_resize: optional_json_column(row, &id, "resource_resize")?,
+        pool_id: row.try_get("pool_id")?,
+        pool_state: decode_pool_state(row, &id)?,
         id: parse_id(id)?,
     })
 }

@@ -34,6 +34,8 @@ pub mod tags {
     pub const ARCHIVE: &str = "archived sandboxes";
     /// The image store: pulls, imports, builds.
     pub const IMAGES: &str = "images";
+    /// Warm pools and their claims.
+    pub const POOLS: &str = "pools";
     /// Alcove's own secret store.
     pub const SECRETS: &str = "secrets";
     /// The server itself: health and this document.
@@ -67,6 +69,15 @@ pub struct SnapshotParam {
     /// The snapshot's id.
     #[allow(dead_code)]
     sid: String,
+}
+
+/// The `{pool}` path parameter of the pool routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PoolParam {
+    /// The pool's id.
+    #[allow(dead_code)]
+    pool: String,
 }
 
 /// The `{name}` path parameter of the secret routes.
@@ -152,6 +163,10 @@ pub fn document() -> Value {
             (
                 tags::ARCHIVE,
                 "Ended sandboxes, newest first, kept for the server's `--archive-ttl`.",
+            ),
+            (
+                tags::POOLS,
+                "Warm pools: idle sandboxes kept started, handed out by claims that bind a name, environment, secrets and network policy.",
             ),
             (tags::SECRETS, "Alcove's secret store (its own routes)."),
             (tags::SERVER, "The server itself."),

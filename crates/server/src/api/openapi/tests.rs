@@ -17,10 +17,14 @@ use alcove_wire::journal::{
 };
 use alcove_wire::limits::{MANAGEMENT_PORT, NAME_PATTERN, PORT_RANGE};
 use alcove_wire::metrics::SandboxMetrics;
+use alcove_wire::pool::{
+    ClaimSandboxRequest, CreateSandboxPoolResponse, ListSandboxPoolsResponse, PoolContainerInfo,
+    SandboxPoolInfo, SandboxPoolRequest,
+};
 use alcove_wire::process::{
     EofEvent, ExitEvent, HealthCheck, ManagedExit, ManagedInfo, OutputBatchEvent, OutputEvent,
-    OutputResponse, ProcessInfo, ProcessList, RestartConfig, RunRequest, SignalRequest,
-    SignalResponse, StartProcessRequest, StartedEvent, StopAllResponse, UserIds,
+    OutputResponse, ProcessInfo, ProcessList, RestartConfig, RunRequest, SetEnvironmentRequest,
+    SignalRequest, SignalResponse, StartProcessRequest, StartedEvent, StopAllResponse, UserIds,
 };
 use alcove_wire::pty::{
     CreatePtyRequest, CreatePtyResponse, PtySessionInfo, PtySessionList, ResizeRequest,
@@ -316,6 +320,10 @@ fn schemas_are_what_serde_reads_and_writes() {
         ImageUsers,
         DeleteImageResponse,
         LayerProgress,
+        CreateSandboxPoolResponse,
+        PoolContainerInfo,
+        SandboxPoolInfo,
+        ListSandboxPoolsResponse,
     );
     requests!(
         CreateSandboxRequest,
@@ -334,6 +342,9 @@ fn schemas_are_what_serde_reads_and_writes() {
         ResizeRequest,
         PullImageRequest,
         SaveSnapshotImageRequest,
+        SandboxPoolRequest,
+        ClaimSandboxRequest,
+        SetEnvironmentRequest,
     );
     check_request::<SetSecret>(&doc, "SetSecret", |_| Value::Null);
     check_request::<DesktopUrlRequest>(&doc, "DesktopUrlRequest", |_| Value::Null);

@@ -1,0 +1,270 @@
+//! Stored warm pools, and the atomic hand-out of one of a pool's idle sandboxes.
+
+use alcove_wire::sandbox::{NetworkConfig, ResourcesInfo};
+use alcove_wire::time::EpochMillis;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::sqlite::{columns, decode, json_column};
+use super::{PoolState, SandboxRecord, Store, StoreError};
+
+/// A pool as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolRecord {
+    /// Pool id.
+    pub id: String,
+    /// Owning namespace.
+    pub namespace: String,
+    /// Image of its sandboxes, as the request named it (resolved at each start).
+    pub image: String,
+    /// CPUs of each sandbox.
+    pub cpus: f64,
+    /// Memory of each sandbox in MiB.
+    pub memory_mb: i64,
+    /// Writable layer of each sandbox in MiB.
+    pub disk_mb: i64,
+    /// Lifetime of a claimed sandbox (0 = none), counted from its claim.
+    pub timeout_secs: i64,
+    /// Entrypoint of each sandbox.
+    pub entrypoint: Vec<String>,
+    /// Outbound policy of each sandbox.
+    pub network_policy: NetworkConfig,
+    /// Most sandboxes at once, idle and claimed (`None` = the host's capacity).
+    pub max_containers: Option<i64>,
+    /// Idle sandboxes kept started.
+    pub warm_containers: i64,
+    /// Creation time.
+    pub created_at: EpochMillis,
+    /// Last change.
+    pub updated_at: EpochMillis,
+}
+
+impl PoolRecord {
+    /// The resources of each sandbox, in their wire form.
+    pub fn resources(&self) -> ResourcesInfo {
+        ResourcesInfo {
+            cpus: self.cpus,
+            memory_mb: self.memory_mb,
+            disk_mb: self.disk_mb,
+            ephemeral_disk_mb: self.disk_mb,
+        }
+    }
+
+    /// Whether a sandbox of this pool was made from the same configuration (an
+    /// update recycles idle sandboxes that were not).
+    pub fn made(&self, r: &SandboxRecord) -> bool {
+        crate::images::display_name(&r.image) == crate::images::display_name(&self.image)
+            && r.cpus == self.cpus
+            && r.memory_mb == self.memory_mb
+            && r.disk_mb == self.disk_mb
+            && r.network_policy == self.network_policy
+            && (r.entrypoint == self.entrypoint || self.entrypoint.is_empty())
+    }
+}
+
+/// Columns of `pools`, in the order [`Store::put_pool`] binds them.
+const FIELDS: [&str; 13] = [
+    "id",
+    "namespace",
+    "image",
+    "cpus",
+    "memory_mb",
+    "disk_mb",
+    "timeout_secs",
+    "entrypoint",
+    "network_policy",
+    "max_containers",
+    "warm_containers",
+    "created_at",
+    "updated_at",
+];
+
+fn decode_pool(row: &SqliteRow) -> Result<PoolRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    Ok(PoolRecord {
+        namespace: row.try_get("namespace")?,
+        image: row.try_get("image")?,
+        cpus: row.try_get("cpus")?,
+        memory_mb: row.try_get("memory_mb")?,
+        disk_mb: row.try_get("disk_mb")?,
+        timeout_secs: row.try_get("timeout_secs")?,
+        entrypoint: json_column(row, &id, "entrypoint")?,
+        network_policy: json_column(row, &id, "network_policy")?,
+        max_containers: row.try_get("max_containers")?,
+        warm_containers: row.try_get("warm_containers")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        id,
+    })
+}
+
+impl Store {
+    /// Writes a pool (insert or full replace).
+    pub async fn put_pool(&self, p: &PoolRecord) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT OR REPLACE INTO pools ({}) VALUES ({})",
+            FIELDS.join(", "),
+            vec!["?"; FIELDS.len()].join(", ")
+        );
+        sqlx::query(&sql)
+            .bind(&p.id)
+            .bind(&p.namespace)
+            .bind(&p.image)
+            .bind(p.cpus)
+            .bind(p.memory_mb)
+            .bind(p.disk_mb)
+            .bind(p.timeout_secs)
+            .bind(serde_json::to_string(&p.entrypoint).unwrap_or_else(|_| "[]".into()))
+            .bind(serde_json::to_string(&p.network_policy).unwrap_or_else(|_| "{}".into()))
+            .bind(p.max_containers)
+            .bind(p.warm_containers)
+            .bind(p.created_at)
+            .bind(p.updated_at)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// A pool by id.
+    pub async fn get_pool(&self, id: &str) -> Result<Option<PoolRecord>, StoreError> {
+        let sql = format!("SELECT {} FROM pools WHERE id = ?", FIELDS.join(", "));
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| decode_pool(&r)).transpose()
+    }
+
+    /// The pools of a namespace (every namespace with `None`), oldest first.
+    pub async fn list_pools(&self, namespace: Option<&str>) -> Result<Vec<PoolRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM pools WHERE (?1 IS NULL OR namespace = ?1) ORDER BY created_at, id",
+            FIELDS.join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(namespace)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(decode_pool).collect()
+    }
+
+    /// Removes a pool's row (its sandboxes keep their `pool_id` as history).
+    pub async fn delete_pool(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM pools WHERE id = ?")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The live sandboxes of a pool (idle, being claimed and claimed), oldest first.
+    pub async fn pool_members(&self, pool_id: &str) -> Result<Vec<SandboxRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM sandboxes WHERE pool_id = ? \
+             AND status NOT IN ('terminated', 'failed', 'timeout') ORDER BY created_at, id",
+            columns()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(pool_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Marks the oldest running idle sandbox of `pool_id` as being claimed, in one
+    /// statement (two claims never get the same sandbox); its id, or `None` when
+    /// the pool has no running idle sandbox.
+    pub async fn take_idle(&self, pool_id: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "UPDATE sandboxes SET pool_state = 'claiming' WHERE id = ( \
+                 SELECT id FROM sandboxes WHERE pool_id = ?1 AND pool_state = 'idle' \
+                 AND status = 'running' ORDER BY created_at, id LIMIT 1) \
+             AND pool_state = 'idle' RETURNING id",
+        )
+        .bind(pool_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
+    /// Sets the pool state of one sandbox, leaving every other field as stored.
+    pub async fn set_pool_state(&self, id: &str, state: PoolState) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sandboxes SET pool_state = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alcove_wire::sandbox::SandboxStatus;
+
+    fn pool(id: &str) -> PoolRecord {
+        PoolRecord {
+            id: id.into(),
+            namespace: "default".into(),
+            image: "default".into(),
+            cpus: 1.0,
+            memory_mb: 512,
+            disk_mb: 1024,
+            timeout_secs: 0,
+            entrypoint: vec![],
+            network_policy: NetworkConfig {
+                allow_internet_access: true,
+                allow_out: vec![],
+                deny_out: vec![],
+            },
+            max_containers: Some(3),
+            warm_containers: 2,
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn pools_round_trip_and_idle_sandboxes_are_taken_once() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&tmp.path().join("a.db")).await.expect("open");
+        store.put_pool(&pool("p1")).await.expect("put");
+        assert_eq!(store.get_pool("p1").await.expect("get"), Some(pool("p1")));
+        assert_eq!(store.list_pools(Some("other")).await.expect("list"), vec![]);
+
+        let mut idle = crate::store::sample_record("a", None);
+        idle.pool_id = Some("p1".into());
+        idle.pool_state = Some(PoolState::Idle);
+        let mut booting = crate::store::sample_record("b", None);
+        booting.pool_id = Some("p1".into());
+        booting.pool_state = Some(PoolState::Idle);
+        booting.status = SandboxStatus::Pending;
+        store.insert(&idle).await.expect("insert");
+        store.insert(&booting).await.expect("insert");
+
+        // The live list never shows a pool's reserve.
+        assert!(
+            store
+                .list_live_in("default")
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        let taken = store.take_idle("p1").await.expect("take");
+        assert_eq!(taken.as_deref(), Some(idle.id.as_str()));
+        // The other one is still booting: nothing more to take.
+        assert_eq!(store.take_idle("p1").await.expect("take"), None);
+        let got = store.get(&idle.id).await.expect("get").expect("row");
+        assert_eq!(got.pool_state, Some(PoolState::Claiming));
+        store
+            .set_pool_state(&idle.id, PoolState::Claimed)
+            .await
+            .expect("set");
+        let live = store.list_live_in("default").await.expect("list");
+        assert_eq!(live.len(), 1, "a claimed sandbox is listed");
+        assert_eq!(store.pool_members("p1").await.expect("members").len(), 2);
+        store.delete_pool("p1").await.expect("delete");
+        assert_eq!(store.get_pool("p1").await.expect("get"), None);
+    }
+}
