@@ -37,7 +37,12 @@ def no_leftovers(request):
     leaked = srv.live_sandboxes()
     for sb in leaked:
         srv.api("DELETE", f"/v1/namespaces/default/sandboxes/{sb['id']}")
+    # A pool keeps idle sandboxes started (not listed as sandboxes): delete it too.
+    pools = srv.api("GET", "/v1/namespaces/default/sandbox-pools").json().get("pools", [])
+    for pool in pools:
+        srv.api("DELETE", f"/v1/namespaces/default/sandbox-pools/{pool['id']}")
     assert not leaked, f"test left sandboxes running: {[s['id'] for s in leaked]}"
+    assert not pools, f"test left pools: {[p['id'] for p in pools]}"
     res = owned_resources(srv.data_dir)
     assert res.is_empty(), f"host resources left behind: {res}"
 

@@ -36,6 +36,9 @@ use crate::store::{PoolRecord, PoolState, SandboxRecord, StoreError};
 /// How often the refiller looks at every pool even when nothing woke it.
 const REFILL_EVERY: Duration = Duration::from_secs(3);
 
+/// How often a claim that waits for a booting idle sandbox looks again.
+const BOOT_POLL: Duration = Duration::from_millis(20);
+
 /// Most idle sandboxes one refill pass starts per pool: the rest follow in the next
 /// passes, so one large pool does not hold the host's start capacity for long.
 const STARTS_PER_PASS: usize = 4;
@@ -209,10 +212,11 @@ impl Pools {
         binding: &Binding,
         budget: Duration,
     ) -> Result<CreateOutcome, ControlError> {
+        let deadline = tokio::time::Instant::now() + budget;
         // An idle sandbox can end between the take and the bind (it crashed): try
         // the next one.
         for _ in 0..4 {
-            let Some(id) = self.ctx.store.take_idle(&pool.id).await? else {
+            let Some(id) = self.take_idle_or_wait(pool, deadline).await? else {
                 break;
             };
             let id = SandboxId::parse(&id).map_err(|e| StoreError::Corrupt {
@@ -271,6 +275,28 @@ impl Pools {
                 op: "claim",
                 reason: "the sandbox stopped before it was handed out".into(),
             }),
+        }
+    }
+
+    /// Takes a running idle sandbox of `pool`; when none runs but some are still
+    /// booting, waits for one of them (until `deadline`) rather than start another.
+    /// `None` when the pool has no idle sandbox at all.
+    async fn take_idle_or_wait(
+        &self,
+        pool: &PoolRecord,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<String>, ControlError> {
+        loop {
+            if let Some(id) = self.ctx.store.take_idle(&pool.id).await? {
+                return Ok(Some(id));
+            }
+            let booting = self.members(pool).await?.iter().any(|m| {
+                m.pool_state == Some(PoolState::Idle) && m.status == SandboxStatus::Pending
+            });
+            if !booting || tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(BOOT_POLL).await;
         }
     }
 
