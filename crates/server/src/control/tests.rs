@@ -1088,3 +1088,181 @@ async fn only_running_and_suspended_sandboxes_resize() {
         "{err:?}"
     );
 }
+
+// --- warm pools ------------------------------------------------------------------------------
+
+fn pool_request(json: serde_json::Value) -> alcove_wire::pool::SandboxPoolRequest {
+    serde_json::from_value(json).expect("pool request")
+}
+
+/// Runs refill passes until the pool has `count` running idle sandboxes.
+async fn fill(h: &Harness, pool: &crate::store::PoolRecord, count: usize) -> Vec<SandboxRecord> {
+    for _ in 0..200 {
+        h.control.pools.refill_once().await;
+        let idle: Vec<SandboxRecord> = h
+            .control
+            .pools
+            .members(pool)
+            .await
+            .expect("members")
+            .into_iter()
+            .filter(|m| {
+                m.pool_state == Some(crate::store::PoolState::Idle)
+                    && m.status == SandboxStatus::Running
+            })
+            .collect();
+        if idle.len() >= count {
+            return idle;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the pool did not fill to {count}");
+}
+
+#[tokio::test]
+async fn pools_hand_out_idle_sandboxes_hide_them_and_cap_at_max_containers() {
+    let h = harness().await;
+    let pools = &h.control.pools;
+    let pool = pools
+        .create(
+            "default",
+            pool_request(
+                serde_json::json!({"warm_containers": 1, "max_containers": 2, "timeout_secs": 60}),
+            ),
+        )
+        .await
+        .expect("create");
+    let idle = fill(&h, &pool, 1).await;
+    assert_eq!(
+        idle[0].deadline_at, None,
+        "an idle sandbox's lifetime starts at its claim"
+    );
+    // The pool's reserve is not listed, nor addressable.
+    assert!(
+        h.control
+            .sandboxes
+            .list("default")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(matches!(
+        h.control
+            .sandboxes
+            .get("default", idle[0].id.as_str())
+            .await,
+        Err(ControlError::NotFound { .. })
+    ));
+
+    let claimed = pools
+        .claim("default", &pool.id, Default::default(), WAIT)
+        .await
+        .expect("claim")
+        .record;
+    assert_eq!(claimed.id, idle[0].id);
+    assert_eq!(claimed.pool_state, Some(crate::store::PoolState::Claimed));
+    assert!(
+        claimed.deadline_at.is_some(),
+        "the timeout counts from the claim"
+    );
+    assert_eq!(
+        h.control
+            .sandboxes
+            .list("default")
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+
+    // The second claim starts (or waits for) another; the third is over max_containers.
+    let second = pools
+        .claim("default", &pool.id, Default::default(), WAIT)
+        .await
+        .expect("claim within max")
+        .record;
+    assert_eq!(second.status, SandboxStatus::Running);
+    assert!(matches!(
+        pools
+            .claim("default", &pool.id, Default::default(), WAIT)
+            .await,
+        Err(ControlError::PoolAtCapacity { max: 2, .. })
+    ));
+    assert!(matches!(
+        pools.delete("default", &pool.id).await,
+        Err(ControlError::PoolInUse { .. })
+    ));
+    for r in [&claimed, &second] {
+        h.control
+            .sandboxes
+            .delete(Some("default"), r.id.as_str(), TerminationReason::Deleted)
+            .await
+            .expect("delete");
+    }
+    fill(&h, &pool, 1).await;
+    pools
+        .delete("default", &pool.id)
+        .await
+        .expect("delete pool");
+    let live = h.control.store().list_live().await.expect("live");
+    assert!(live.is_empty(), "a deleted pool left sandboxes: {live:?}");
+    assert!(matches!(
+        pools
+            .claim("default", &pool.id, Default::default(), WAIT)
+            .await,
+        Err(ControlError::NotFound { kind: "pool", .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_bad_claim_takes_nothing_and_an_interrupted_one_is_ended() {
+    let h = harness().await;
+    let pools = &h.control.pools;
+    let pool = pools
+        .create(
+            "default",
+            pool_request(serde_json::json!({"warm_containers": 2})),
+        )
+        .await
+        .expect("create");
+    let idle = fill(&h, &pool, 2).await;
+    for bad in [
+        serde_json::json!({"name": "Bad Name"}),
+        serde_json::json!({"env": {"9X": "y"}}),
+        serde_json::json!({"secret_names": ["MISSING"]}),
+    ] {
+        let req = serde_json::from_value(bad).expect("claim request");
+        assert!(matches!(
+            pools.claim("default", &pool.id, req, WAIT).await,
+            Err(ControlError::InvalidArgument { .. })
+        ));
+    }
+    assert_eq!(
+        fill(&h, &pool, 2).await.len(),
+        2,
+        "a bad claim took a sandbox"
+    );
+
+    // What a crash between the take and the record leaves behind is ended at start.
+    h.control
+        .store()
+        .set_pool_state(idle[0].id.as_str(), crate::store::PoolState::Claiming)
+        .await
+        .expect("set");
+    h.control.end_interrupted_claims().await.expect("end");
+    let ended = h.status(idle[0].id.as_str()).await;
+    assert_eq!(ended.status, SandboxStatus::Terminated);
+    assert_eq!(ended.termination_reason.as_deref(), Some("claim_failed"));
+    for bad in [
+        serde_json::json!({"warm_containers": 0}),
+        serde_json::json!({"warm_containers": 3, "max_containers": 2}),
+        serde_json::json!({"max_containers": 1001}),
+    ] {
+        assert!(matches!(
+            pools.create("default", pool_request(bad)).await,
+            Err(ControlError::InvalidArgument { .. })
+        ));
+    }
+    assert_eq!(pools.list("default").await.expect("list").len(), 1);
+    pools.delete("default", &pool.id).await.expect("delete");
+}
