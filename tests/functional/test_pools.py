@@ -197,6 +197,18 @@ def test_an_update_replaces_idle_sandboxes_made_from_the_old_configuration(serve
         info = resp.json()
         assert info["resources"]["memory_mb"] == 768
         assert info["network_policy"]["allow_internet_access"] is True, "absent network kept"
+        closed = server.api(
+            "PUT",
+            f"{B}/sandbox-pools/{pool_id}",
+            json={"resources": {"cpus": 0.5, "memory_mb": 768, "disk_mb": 1024}, "network": {"allow_internet_access": False}},
+        ).json()
+        assert closed["network_policy"]["allow_internet_access"] is False
+        reopened = server.api(
+            "PUT",
+            f"{B}/sandbox-pools/{pool_id}",
+            json={"resources": {"cpus": 0.5, "memory_mb": 768, "disk_mb": 1024}, "network": None},
+        ).json()
+        assert reopened["network_policy"]["allow_internet_access"] is True, "null opens the policy"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             ids = idle_ids(server, pool_id)

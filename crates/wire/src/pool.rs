@@ -42,10 +42,23 @@ pub struct SandboxPoolRequest {
     #[schema(minimum = 1, maximum = 64)]
     pub warm_containers: Option<i64>,
     /// Outbound policy of the pool's sandboxes. On `PUT`: absent keeps the current
-    /// policy, `null` clears it.
-    #[serde(default)]
+    /// policy, `null` clears it (kept as raw JSON to tell `null` from absent).
+    #[serde(default, deserialize_with = "crate::sandbox::present")]
     #[schema(value_type = Option<NetworkConfig>)]
     pub network: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_null_network_is_told_from_an_absent_one() {
+        let absent: SandboxPoolRequest = serde_json::from_str("{}").expect("parse");
+        assert_eq!(absent.network, None);
+        let null: SandboxPoolRequest = serde_json::from_str(r#"{"network": null}"#).expect("parse");
+        assert_eq!(null.network, Some(serde_json::Value::Null));
+    }
 }
 
 /// Answer of `POST {B}/sandbox-pools`.

@@ -576,7 +576,9 @@ pub struct UpdateSandboxRequest {
 }
 
 /// Deserializes a field that is present (even as `null`) into `Some`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
     serde_json::Value::deserialize(d).map(Some)
 }
 

@@ -135,12 +135,13 @@ impl Pools {
         let pool = self
             .configure(namespace, &req, Some(&old), now_millis())
             .await?;
+        let pinned = self.sandboxes.resolve_image(&pool.image).await?.pinned;
         let refill = self.refill.lock().await;
         self.ctx.store.put_pool(&pool).await?;
         let members = self.members(&pool).await?;
         drop(refill);
         for member in members {
-            if member.pool_state == Some(PoolState::Idle) && !pool.made(&member) {
+            if member.pool_state == Some(PoolState::Idle) && !pool.made(&member, &pinned) {
                 self.drain_one(&member.id).await;
             }
         }
@@ -371,6 +372,8 @@ impl Pools {
             Ok(()) => {
                 record.pool_state = Some(PoolState::Claimed);
                 record.secret_names = binding.secret_names.clone();
+                // The pool's current lifetime (an update may have changed it).
+                record.timeout_secs = pool.timeout_secs;
                 if record.timeout_secs > 0 {
                     record.deadline_at = Some(now_millis() + record.timeout_secs * 1000);
                 }

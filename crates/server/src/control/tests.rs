@@ -1226,6 +1226,19 @@ async fn a_bad_claim_takes_nothing_and_an_interrupted_one_is_ended() {
         .await
         .expect("create");
     let idle = fill(&h, &pool, 2).await;
+    // An update that changes nothing keeps the idle sandboxes (the pool names its
+    // image by an alias; its sandboxes by the pinned image).
+    let same = pools
+        .update(
+            "default",
+            &pool.id,
+            pool_request(serde_json::json!({"warm_containers": 2})),
+        )
+        .await
+        .expect("update");
+    assert_eq!(same.image, "default");
+    let kept: Vec<SandboxId> = fill(&h, &pool, 2).await.into_iter().map(|r| r.id).collect();
+    assert_eq!(kept, idle.iter().map(|r| r.id.clone()).collect::<Vec<_>>());
     for bad in [
         serde_json::json!({"name": "Bad Name"}),
         serde_json::json!({"env": {"9X": "y"}}),

@@ -50,10 +50,11 @@ impl PoolRecord {
         }
     }
 
-    /// Whether a sandbox of this pool was made from the same configuration (an
-    /// update recycles idle sandboxes that were not).
-    pub fn made(&self, r: &SandboxRecord) -> bool {
-        crate::images::display_name(&r.image) == crate::images::display_name(&self.image)
+    /// Whether a sandbox of this pool was made from the same configuration, with
+    /// the pool's image now resolving to `pinned` (an update recycles idle sandboxes
+    /// that were not, also when the image's tag moved).
+    pub fn made(&self, r: &SandboxRecord, pinned: &str) -> bool {
+        r.image == pinned
             && r.cpus == self.cpus
             && r.memory_mb == self.memory_mb
             && r.disk_mb == self.disk_mb
