@@ -1,5 +1,5 @@
 /**
- * The control-plane client: sandbox lifecycle, snapshots and images (docs/protocol/control-plane.md).
+ * The control-plane client: sandbox lifecycle, warm pools, snapshots and images (docs/protocol/control-plane.md).
  */
 
 import { promises as fs } from "node:fs";
@@ -23,6 +23,7 @@ import {
   errorFromResponse,
   HttpTransport,
   imagesUrl,
+  poolsUrl,
   readChunks,
   responseJson,
   responseText,
@@ -30,6 +31,7 @@ import {
   snapshotsUrl,
   type FetchLike,
   type HttpResponse,
+  type ErrorScope,
   type RequestSpec,
 } from "./http.js";
 import {
@@ -42,6 +44,7 @@ import {
   sandboxInfoFromWire,
   sandboxLogsResponseFromWire,
   sandboxMetricsFromWire,
+  sandboxPoolInfoFromWire,
   sandboxProcessLogFiltersResponseFromWire,
   snapshotInfoFromWire,
   stringList,
@@ -56,6 +59,7 @@ import {
   type SandboxLogSignal,
   type SandboxLogsResponse,
   type SandboxMetrics,
+  type SandboxPoolInfo,
   type SandboxProcessLogFiltersResponse,
   type SnapshotInfo,
   type SnapshotType,
@@ -452,6 +456,158 @@ export function createBody(options: CreateOptions = {}): Record<string, unknown>
   return body;
 }
 
+/** Most idle sandboxes one pool keeps started (`warmContainers`; the server's default is 1). */
+export const MAX_WARM_CONTAINERS = 64;
+/** Most sandboxes one pool may have at once, idle and claimed (`maxContainers`). */
+export const MAX_POOL_CONTAINERS = 1000;
+
+/**
+ * An outbound policy given to a pool or a claim (see {@link NetworkPolicy}); an absent field is
+ * the server's default (internet access allowed, no allow or deny list).
+ */
+export interface NetworkOptions {
+  /** Whether outbound traffic is allowed at all. */
+  allowInternetAccess?: boolean;
+  /** Destinations allowed even when internet access is off. */
+  allowOut?: string[];
+  /** Destinations always denied (deny wins). */
+  denyOut?: string[];
+}
+
+/** Options of {@link SandboxClient.createPool} and {@link SandboxClient.updatePool}. */
+export interface CreatePoolOptions {
+  /** Image name or id of the pool's sandboxes (default: the server's). */
+  image?: string;
+  /** Number of CPUs of each sandbox (default 1.0). */
+  cpus?: number;
+  /** Memory of each sandbox in MB (default 1024). */
+  memoryMb?: number;
+  /** Size of each sandbox's writable disk in MB (default: the server's). */
+  diskMb?: number;
+  /** Lifetime of a claimed sandbox in seconds, counted from its claim (default 0: none). */
+  timeoutSecs?: number;
+  /** Entrypoint each sandbox runs from its start, before any claim. */
+  entrypoint?: string[];
+  /** Most sandboxes at once, idle and claimed, 1 to 1000 (default: no limit but the host's). */
+  maxContainers?: number;
+  /** Idle sandboxes kept started, 1 to 64 (default 1). */
+  warmContainers?: number;
+  /**
+   * Outbound policy of the pool's sandboxes. On create, absent is the open policy; on update,
+   * absent keeps the pool's current policy.
+   */
+  network?: NetworkOptions;
+}
+
+/** Options of {@link SandboxClient.claim} and {@link SandboxClient.claimAndConnect}: what is bound to the sandbox. */
+export interface ClaimOptions {
+  /** Name of the claimed sandbox (a DNS label, unique among live sandboxes). */
+  name?: string;
+  /** Environment variables every process started after the claim gets. */
+  env?: Record<string, string>;
+  /** Secrets added as environment variables of every process started after the claim. */
+  secretNames?: string[];
+  /** Outbound policy, replacing the pool's. */
+  network?: NetworkOptions;
+  /** Volumes to attach (the server answers 501 for them: not built yet). */
+  fileSystems?: unknown[];
+}
+
+/** The wire `network` object of a {@link NetworkOptions}, after client-side checks. */
+export function networkBody(network: NetworkOptions): Record<string, unknown> {
+  if (typeof network !== "object" || network === null || Array.isArray(network)) {
+    throw new TypeError(`network must be an object, got ${JSON.stringify(network)}`);
+  }
+  const known = ["allowInternetAccess", "allowOut", "denyOut"];
+  const unknown = Object.keys(network).filter((key) => !known.includes(key));
+  if (unknown.length > 0) throw new TypeError(`network takes only ${known.join(", ")}, got ${unknown.join(", ")}`);
+  const body: Record<string, unknown> = {};
+  if (network.allowInternetAccess !== undefined) {
+    if (typeof network.allowInternetAccess !== "boolean") {
+      throw new TypeError(`allowInternetAccess must be a boolean, got ${JSON.stringify(network.allowInternetAccess)}`);
+    }
+    body.allow_internet_access = network.allowInternetAccess;
+  }
+  if (network.allowOut !== undefined) body.allow_out = stringList(network.allowOut, "network allowOut");
+  if (network.denyOut !== undefined) body.deny_out = stringList(network.denyOut, "network denyOut");
+  return body;
+}
+
+/**
+ * The JSON body of `POST` and `PUT {B}/sandbox-pools[/{pool}]`, after client-side checks; an
+ * absent `network` is left out.
+ */
+export function poolBody(options: CreatePoolOptions = {}): Record<string, unknown> {
+  const cpus = options.cpus ?? DEFAULT_CPUS;
+  const memoryMb = options.memoryMb ?? DEFAULT_MEMORY_MB;
+  const timeoutSecs = options.timeoutSecs ?? 0;
+  if (typeof cpus !== "number" || !Number.isFinite(cpus) || cpus <= 0) {
+    throw new RangeError(`cpus must be a positive number, got ${String(cpus)}`);
+  }
+  if (!isPositiveInt(memoryMb)) throw new RangeError(`memoryMb must be a positive integer, got ${String(memoryMb)}`);
+  if (options.diskMb !== undefined && !isPositiveInt(options.diskMb)) {
+    throw new RangeError(`diskMb must be a positive integer, got ${String(options.diskMb)}`);
+  }
+  if (typeof timeoutSecs !== "number" || !Number.isInteger(timeoutSecs) || timeoutSecs < 0) {
+    throw new RangeError(`timeoutSecs must be a non-negative integer, got ${String(timeoutSecs)}`);
+  }
+  nonEmpty(options.image, "image");
+  const { warmContainers, maxContainers } = options;
+  if (warmContainers !== undefined && (!isPositiveInt(warmContainers) || warmContainers > MAX_WARM_CONTAINERS)) {
+    throw new RangeError(`warmContainers must be an integer from 1 to ${MAX_WARM_CONTAINERS}, got ${String(warmContainers)}`);
+  }
+  if (maxContainers !== undefined && (!isPositiveInt(maxContainers) || maxContainers > MAX_POOL_CONTAINERS)) {
+    throw new RangeError(`maxContainers must be an integer from 1 to ${MAX_POOL_CONTAINERS}, got ${String(maxContainers)}`);
+  }
+  if (maxContainers !== undefined && (warmContainers ?? 1) > maxContainers) {
+    throw new RangeError(`warmContainers (${warmContainers ?? 1}) must not exceed maxContainers (${maxContainers})`);
+  }
+  const entrypoint = options.entrypoint !== undefined ? stringList(options.entrypoint, "entrypoint") : [];
+
+  const resources: Record<string, unknown> = { cpus, memory_mb: memoryMb };
+  if (options.diskMb !== undefined) resources.disk_mb = options.diskMb;
+  const body: Record<string, unknown> = { resources, timeout_secs: timeoutSecs };
+  if (options.image !== undefined) body.image = options.image;
+  if (entrypoint.length > 0) body.entrypoint = entrypoint;
+  if (maxContainers !== undefined) body.max_containers = maxContainers;
+  if (warmContainers !== undefined) body.warm_containers = warmContainers;
+  if (options.network !== undefined) body.network = networkBody(options.network);
+  return body;
+}
+
+/** The JSON body of a claim, `POST {B}/sandbox-pools/{pool}/sandboxes`: only what is given. */
+export function claimBody(options: ClaimOptions = {}): Record<string, unknown> {
+  const body: Record<string, unknown> = {};
+  nonEmpty(options.name, "name");
+  if (options.name !== undefined) body.name = options.name;
+  const { env } = options;
+  if (env !== undefined) {
+    if (typeof env !== "object" || env === null || Array.isArray(env) || !Object.values(env).every((v) => typeof v === "string")) {
+      throw new TypeError(`env must map variable names to string values, got ${JSON.stringify(env)}`);
+    }
+    if (Object.keys(env).length > 0) body.env = { ...env };
+  }
+  if (options.secretNames !== undefined) {
+    const secrets = stringList(options.secretNames, "secretNames");
+    if (secrets.length > 0) body.secret_names = secrets;
+  }
+  if (options.network !== undefined) body.network = networkBody(options.network);
+  if (options.fileSystems !== undefined) {
+    if (!Array.isArray(options.fileSystems)) {
+      throw new TypeError(`fileSystems must be a list, got ${JSON.stringify(options.fileSystems)}`);
+    }
+    if (options.fileSystems.length > 0) body.file_systems = options.fileSystems;
+  }
+  return body;
+}
+
+function poolIdOf(value: unknown): string {
+  if (typeof value !== "string" || !value.trim()) {
+    throw new TypeError(`poolId must be a non-empty string, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
 function describe(value: unknown): string {
   return typeof value === "string" ? value : JSON.stringify(value);
 }
@@ -535,13 +691,20 @@ export class SandboxClient {
    * {@link SandboxTimeoutError} when it is not running within the client's `timeoutSecs`.
    */
   async create(options: CreateOptions = {}): Promise<SandboxInfo> {
-    const body = createBody(options);
+    return this.#createAndWait(sandboxesUrl(this.#http.config), createBody(options), {});
+  }
+
+  /**
+   * POST a create (or a claim) once, never replayed, then wait until the sandbox runs (polling
+   * GET); `scope` adds to the error mapping.
+   */
+  async #createAndWait(url: string, body: Record<string, unknown>, scope: ErrorScope): Promise<SandboxInfo> {
     const config = this.#http.config;
     const deadline = Date.now() + config.timeoutSecs * 1000;
     const timeoutMs = Math.floor(config.timeoutSecs * 1000);
     const response = await this.#send({
       method: "POST",
-      url: sandboxesUrl(config),
+      url,
       json: body,
       headers: {
         "x-tensorlake-request-timeout-ms": String(timeoutMs),
@@ -549,7 +712,7 @@ export class SandboxClient {
       },
       replayable: false,
     });
-    const answer = this.#createAnswer(response);
+    const answer = this.#createAnswer(response, scope);
     const sandboxId = String(answer.sandbox_id ?? answer.id);
     const status = String(answer.status ?? answer.state ?? "");
     if (status === "failed" || status === "terminated") throw failure(sandboxId, status, answer);
@@ -557,7 +720,7 @@ export class SandboxClient {
   }
 
   /** The create answer; a 504 carrying the normal JSON counts as an answer, as in the official SDK. */
-  #createAnswer(response: HttpResponse): Record<string, unknown> {
+  #createAnswer(response: HttpResponse, scope: ErrorScope): Record<string, unknown> {
     if (response.status === 504) {
       try {
         const body = JSON.parse(responseText(response)) as Record<string, unknown>;
@@ -566,7 +729,7 @@ export class SandboxClient {
         // not JSON: an ordinary error
       }
     }
-    check(response, { create: true });
+    check(response, { create: true, ...scope });
     const body = responseJson(response, "create answer") as Record<string, unknown> | null;
     if (typeof body !== "object" || body === null || !(body.sandbox_id || body.id)) {
       throw new SandboxError("decoding create answer: missing field `sandbox_id`");
@@ -595,7 +758,11 @@ export class SandboxClient {
    * (`await using`) deletes the sandbox; so does {@link Sandbox.terminate}.
    */
   async createAndConnect(options: CreateOptions = {}): Promise<Sandbox> {
-    const info = await this.create(options);
+    return this.#ownedHandle(await this.create(options));
+  }
+
+  /** A handle that deletes the sandbox when disposed; the sandbox is deleted if none can be made. */
+  async #ownedHandle(info: SandboxInfo): Promise<Sandbox> {
     try {
       return new Sandbox(this, info, true);
     } catch (error) {
@@ -869,6 +1036,100 @@ export class SandboxClient {
       allow_unauthenticated_access: remaining.length > 0 ? current.allowUnauthenticatedAccess : false,
       exposed_ports: remaining,
     });
+  }
+
+  // -- pools -----------------------------------------------------------------------------------
+
+  /**
+   * Create a warm pool and return it (read back, with its `containers`).
+   *
+   * The server starts `warmContainers` (1 to 64, default 1) idle sandboxes of this configuration
+   * in the background and keeps that many started as claims take them, never more than
+   * `maxContainers` (1 to 1000, idle and claimed; absent: no limit but the host's). Idle sandboxes
+   * are invisible to {@link list}; {@link claim} hands one out. Throws `TypeError` / `RangeError`
+   * on bad options, {@link ImageNotFoundError} when the server has no such image and
+   * {@link RemoteAPIError} (400 `INVALID_ARGUMENT`) when it refuses the configuration.
+   */
+  async createPool(options: CreatePoolOptions = {}): Promise<SandboxPoolInfo> {
+    const body = poolBody(options);
+    const config = this.#http.config;
+    const response = await this.#send({ method: "POST", url: poolsUrl(config), json: body, replayable: false });
+    check(response, { image: true });
+    const answer = responseJson(response, "create pool answer") as Record<string, unknown> | null;
+    const poolId = answer && typeof answer === "object" ? answer.pool_id : undefined;
+    if (typeof poolId !== "string" || !poolId) throw new SandboxError("decoding create pool answer: missing field `pool_id`");
+    return this.getPool(poolId);
+  }
+
+  /**
+   * Describe one pool, with its `containers`: idle sandboxes (`Idle`) and claimed ones that have
+   * not ended (`Running`). Throws {@link PoolNotFoundError}.
+   */
+  async getPool(poolId: string): Promise<SandboxPoolInfo> {
+    const id = poolIdOf(poolId);
+    const response = await this.#send({ method: "GET", url: poolsUrl(this.#http.config, id) });
+    check(response, { pool: true });
+    return sandboxPoolInfoFromWire(responseJson(response, "pool"));
+  }
+
+  /** The namespace's pools, oldest first (without `containers`). */
+  async listPools(): Promise<SandboxPoolInfo[]> {
+    const response = await this.#send({ method: "GET", url: poolsUrl(this.#http.config) });
+    check(response);
+    return listFromWire(responseJson(response, "pool list"), "pools", sandboxPoolInfoFromWire, "pool list");
+  }
+
+  /**
+   * Replace a pool's configuration (the server's `PUT`): every option means what it means to
+   * {@link createPool}, and one left out takes its default, not the pool's current value, except
+   * `network`, which absent keeps (pass `{}` to open it). Idle sandboxes made from the old
+   * configuration are ended and replaced in the background; claimed ones are not touched.
+   * Returns the pool as changed (without `containers`). Throws {@link PoolNotFoundError},
+   * {@link ImageNotFoundError} and {@link RemoteAPIError} (400) as {@link createPool} does.
+   */
+  async updatePool(poolId: string, options: CreatePoolOptions = {}): Promise<SandboxPoolInfo> {
+    const id = poolIdOf(poolId);
+    const body = poolBody(options);
+    const response = await this.#send({ method: "PUT", url: poolsUrl(this.#http.config, id), json: body });
+    check(response, { pool: true });
+    return sandboxPoolInfoFromWire(responseJson(response, "pool"));
+  }
+
+  /**
+   * Delete a pool and end its idle sandboxes. Throws {@link PoolInUseError} while sandboxes
+   * claimed from it have not ended (delete them first), and {@link PoolNotFoundError}.
+   */
+  async deletePool(poolId: string): Promise<void> {
+    const id = poolIdOf(poolId);
+    const response = await this.#send({ method: "DELETE", url: poolsUrl(this.#http.config, id) });
+    check(response, { pool: true });
+  }
+
+  /**
+   * Take a running sandbox from the pool, with `name`, `env`, the secrets and `network`
+   * (replacing the pool's policy) bound to it first; `env` and the secrets reach every process
+   * started after the claim, and the pool's `timeoutSecs` counts from now.
+   *
+   * Takes an idle sandbox when the pool has one, else starts one (waiting as {@link create}
+   * does). The claimed sandbox is an ordinary one (in {@link list}, with `poolId` set): delete it
+   * when done. Throws {@link PoolNotFoundError}, {@link PoolAtCapacityError} (no idle sandbox and
+   * `maxContainers` reached), {@link SandboxNameConflictError}, {@link RemoteAPIError} (400: a bad
+   * name, variable or network policy, an unknown secret; 501: `fileSystems`, which the server
+   * does not attach yet), and {@link SandboxFailedError} / {@link SandboxTimeoutError} when a
+   * sandbox it had to start fails or is late.
+   */
+  async claim(poolId: string, options: ClaimOptions = {}): Promise<SandboxInfo> {
+    const id = poolIdOf(poolId);
+    const body = claimBody(options);
+    return this.#createAndWait(poolsUrl(this.#http.config, id, "/sandboxes"), body, { pool: true });
+  }
+
+  /**
+   * Claim a sandbox of the pool (as {@link claim}) and return a handle to it. Disposing the
+   * handle (`await using`) deletes the sandbox; so does {@link Sandbox.terminate}.
+   */
+  async claimAndConnect(poolId: string, options: ClaimOptions = {}): Promise<Sandbox> {
+    return this.#ownedHandle(await this.claim(poolId, options));
   }
 
   // -- logs ------------------------------------------------------------------------------------

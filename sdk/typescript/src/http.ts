@@ -9,6 +9,9 @@ import {
   ImageBuildError,
   ImageInUseError,
   ImageNotFoundError,
+  PoolAtCapacityError,
+  PoolInUseError,
+  PoolNotFoundError,
   RegistryAuthenticationError,
   RegistryError,
   RemoteAPIError,
@@ -65,6 +68,12 @@ export function snapshotsUrl(config: ClientConfig, snapshotId?: string): string 
   let url = `${namespaceUrl(config)}/snapshots`;
   if (snapshotId !== undefined) url += `/${segment(snapshotId)}`;
   return url;
+}
+
+export function poolsUrl(config: ClientConfig, poolId?: string, suffix = ""): string {
+  let url = `${namespaceUrl(config)}/sandbox-pools`;
+  if (poolId !== undefined) url += `/${segment(poolId)}`;
+  return url + suffix;
 }
 
 /**
@@ -206,10 +215,15 @@ export interface ErrorScope {
   sandbox?: string;
   /** A snapshot call: its 404 becomes {@link SnapshotNotFoundError}. */
   snapshot?: boolean;
-  /** Create: its 409 becomes {@link SandboxNameConflictError}. */
+  /** Create and claims: its 409 becomes {@link SandboxNameConflictError}. */
   create?: boolean;
-  /** An image call: its 404 becomes {@link ImageNotFoundError}. */
+  /** An image call, and pool creation: its 404 becomes {@link ImageNotFoundError}. */
   image?: boolean;
+  /**
+   * A call on one pool: its 404 becomes {@link PoolNotFoundError}, or {@link ImageNotFoundError}
+   * when the server names the image it lacks.
+   */
+  pool?: boolean;
 }
 
 /** Codes only the image routes answer, whatever the status (docs/images.md). */
@@ -218,6 +232,12 @@ export const IMAGE_ERRORS: Readonly<Record<string, typeof RemoteAPIError>> = Obj
   BUILD_FAILED: ImageBuildError,
   REGISTRY_ERROR: RegistryError,
   REGISTRY_UNAUTHORIZED: RegistryAuthenticationError,
+});
+
+/** Codes only the pool routes answer, whatever the status (the pool routes of docs/protocol/openapi.json). */
+export const POOL_ERRORS: Readonly<Record<string, typeof RemoteAPIError>> = Object.freeze({
+  POOL_IN_USE: PoolInUseError,
+  POOL_AT_CAPACITY: PoolAtCapacityError,
 });
 
 /** Map a non-2xx answer to the right error. */
@@ -235,6 +255,9 @@ export function apiError(status: number, body: ErrorBody, scope: ErrorScope = {}
   }
   let Cls: typeof RemoteAPIError = RemoteAPIError;
   if (body.code !== undefined && Object.hasOwn(IMAGE_ERRORS, body.code)) Cls = IMAGE_ERRORS[body.code]!;
+  else if (body.code !== undefined && Object.hasOwn(POOL_ERRORS, body.code)) Cls = POOL_ERRORS[body.code]!;
+  // An update naming an unknown image is a 404 too; the server's message names the image.
+  else if (status === 404 && scope.pool) Cls = body.message.startsWith("image ") ? ImageNotFoundError : PoolNotFoundError;
   else if (status === 404 && scope.snapshot) Cls = SnapshotNotFoundError;
   else if (status === 404 && scope.image) Cls = ImageNotFoundError;
   else if (status === 409 && scope.create) Cls = SandboxNameConflictError;

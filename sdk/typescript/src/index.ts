@@ -2,7 +2,7 @@
  * Alcove sandboxes from TypeScript: create, run, manage processes and files, drive terminals and
  * desktops, tunnel ports, suspend, snapshot.
  *
- * `SandboxClient` manages sandboxes (the control plane); `Sandbox` runs work inside one sandbox;
+ * `SandboxClient` manages sandboxes and warm pools (the control plane); `Sandbox` runs work inside one sandbox;
  * `PtySession` drives a terminal in it, `Tunnel` relays a local port to one of its ports and
  * `Desktop` drives its screen, mouse and keyboard over VNC. `Image` describes an image for
  * `SandboxClient.buildImage`.
@@ -20,10 +20,13 @@ export {
   SandboxClient,
   type BuildImageFromDockerfileOptions,
   type BuildImageOptions,
+  type ClaimOptions,
   type CreateOptions,
+  type CreatePoolOptions,
   type GetLogsOptions,
   type ImageProgressCallback,
   type ListArchivedOptions,
+  type NetworkOptions,
   type PullImageOptions,
   type SandboxClientOptions,
   type UpdateResourcesOptions,
@@ -57,6 +60,9 @@ export {
   ImageBuildError,
   ImageInUseError,
   ImageNotFoundError,
+  PoolAtCapacityError,
+  PoolInUseError,
+  PoolNotFoundError,
   RegistryAuthenticationError,
   RegistryError,
   RemoteAPIError,
@@ -116,6 +122,8 @@ export {
   type OutputMode,
   type OutputResponse,
   type OutputStream,
+  type PoolContainerInfo,
+  type PoolContainerState,
   type ProcessInfo,
   type ProcessStatus,
   type PtySessionInfo,
@@ -123,6 +131,7 @@ export {
   type ResizeStatus,
   type SandboxInfo,
   type SandboxMetrics,
+  type SandboxPoolInfo,
   type SandboxResourceResizeInfo,
   type SandboxStatus,
   type SnapshotInfo,

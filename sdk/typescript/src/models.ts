@@ -46,6 +46,12 @@ export type ManagedProcessHealthStatus = Open<"disabled" | "starting" | "healthy
 /** Severity of a persisted log record; the log query sends it as its number ({@link LOG_LEVEL_NUMBERS}). */
 export type SandboxLogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal";
 
+/**
+ * Whether a sandbox of a pool waits for a claim (`Idle`: running, invisible to `list()`) or has
+ * been claimed (`Running`: an ordinary sandbox with the pool's `poolId`).
+ */
+export type PoolContainerState = Open<"Idle" | "Running">;
+
 /** How an image came into the server's store. */
 export type ImageSource = Open<"builtin" | "pull" | "import" | "build" | "snapshot">;
 /** Where one layer blob of a pull is ({@link LayerProgress}). */
@@ -143,6 +149,42 @@ export interface SandboxInfo {
   /** The latest live resize (`SandboxClient.update`), `null` before the first. */
   resourceResize: SandboxResourceResizeInfo | null;
   fileSystems: unknown[];
+}
+
+/**
+ * One sandbox of a pool, as `getPool()` lists it: an idle one (running, waiting for a claim) or
+ * a claimed one that has not ended.
+ */
+export interface PoolContainerInfo {
+  id: string;
+  state: PoolContainerState;
+  sandboxId: string;
+  executorId: string | null;
+}
+
+/**
+ * A warm pool: the configuration its sandboxes are started with, and how many it keeps.
+ *
+ * Returned by `createPool()`, `getPool()`, `listPools()` and `updatePool()`. `containers` lists
+ * the pool's sandboxes (idle and claimed live ones) in `getPool()`'s answer (and `createPool()`'s,
+ * which reads the pool back); it is `null` in `listPools()` and `updatePool()`. `maxContainers`
+ * is `null` when the pool has no limit but the host's capacity.
+ */
+export interface SandboxPoolInfo {
+  /** The pool's id (`id` on the wire). */
+  poolId: string;
+  namespace: string | null;
+  image: string;
+  resources: ContainerResourcesInfo;
+  /** Lifetime of a claimed sandbox in seconds, counted from its claim (0: none). */
+  timeoutSecs: number;
+  entrypoint: string[];
+  maxContainers: number | null;
+  warmContainers: number;
+  networkPolicy: NetworkPolicy | null;
+  containers: PoolContainerInfo[] | null;
+  createdAt: Date | null;
+  updatedAt: Date | null;
 }
 
 /**
@@ -669,6 +711,42 @@ export function sandboxInfoFromWire(value: unknown, what = "sandbox"): SandboxIn
     runtime: str(data, "runtime"),
     resourceResize: resourceResizeFromWire(data.resource_resize),
     fileSystems: list(data, "file_systems", isAny),
+  };
+}
+
+/** A {@link PoolContainerInfo} from one entry of a pool's `containers`. */
+export function poolContainerInfoFromWire(value: unknown, what = "pool container"): PoolContainerInfo {
+  const data = asObject(value, what);
+  return {
+    id: requiredStr(data, what, "id"),
+    state: requiredStr(data, what, "state"),
+    sandboxId: requiredStr(data, what, "sandbox_id"),
+    executorId: str(data, "executor_id"),
+  };
+}
+
+/** A {@link SandboxPoolInfo} from a pool (`id` or `pool_id`). */
+export function sandboxPoolInfoFromWire(value: unknown, what = "pool"): SandboxPoolInfo {
+  const data = asObject(value, what);
+  const resources = resourcesFromWire(data.resources);
+  if (resources === null) throw decodeError(what, "missing field `resources`");
+  const containers = data.containers;
+  if (containers !== undefined && containers !== null && !Array.isArray(containers)) {
+    throw decodeError(what, "`containers` is not a list");
+  }
+  return {
+    poolId: requiredStr(data, what, "id", "pool_id"),
+    namespace: str(data, "namespace"),
+    image: requiredStr(data, what, "image"),
+    resources,
+    timeoutSecs: int(data, "timeout_secs") ?? 0,
+    entrypoint: list(data, "entrypoint", isString),
+    maxContainers: int(data, "max_containers"),
+    warmContainers: requiredInt(data, what, "warm_containers"),
+    networkPolicy: networkFromWire(data.network_policy),
+    containers: Array.isArray(containers) ? containers.map((c) => poolContainerInfoFromWire(c, what)) : null,
+    createdAt: parseTimestamp(data.created_at),
+    updatedAt: parseTimestamp(data.updated_at),
   };
 }
 

@@ -27,7 +27,7 @@ import pytest
 from pydantic import AliasChoices, BaseModel
 
 from alcove.sandbox import AsyncSandboxClient, SandboxClient, models
-from alcove.sandbox._protocol import _lifecycle, _processes, _validation
+from alcove.sandbox._protocol import _lifecycle, _pools, _processes, _validation
 
 DOC_PATH = Path(__file__).resolve().parents[4] / "docs" / "protocol" / "openapi.json"
 REGENERATE = "cargo run -q -p alcove-server --example openapi > docs/protocol/openapi.json"
@@ -53,6 +53,8 @@ MODEL_SCHEMAS: dict[type[BaseModel], str] = {
     models.ManagedProcessExit: "ManagedExit",
     models.RestartPolicyConfig: "RestartConfig",
     models.ProcessHealthCheck: "HealthCheck",
+    models.SandboxPoolInfo: "SandboxPoolInfo",
+    models.PoolContainerInfo: "PoolContainerInfo",
 }
 
 # Answers the document does not describe yet (its log routes answer 501 NOT_IMPLEMENTED): their
@@ -85,8 +87,8 @@ SDK_ONLY: dict[type[BaseModel], str] = {
 
 # Fields the SDK reads from Tensorlake's servers that Alcove does not send.
 NOT_SENT_BY_ALCOVE: dict[type[BaseModel], set[str]] = {
-    models.SandboxInfo: {"routing_hint", "outcome", "pool_id", "resource_resize"},
-    models.ArchivedSandboxInfo: {"routing_hint", "outcome", "pool_id", "resource_resize"},
+    models.SandboxInfo: {"routing_hint", "outcome", "resource_resize"},
+    models.ArchivedSandboxInfo: {"routing_hint", "outcome", "resource_resize"},
     models.SnapshotInfo: {"snapshot_uri"},
     models.ProcessInfo: {"handle"},
     models.ContainerResourcesInfo: {"gpus"},
@@ -103,6 +105,7 @@ ANSWER_ENUMS: dict[type[enum.Enum], str] = {
     models.ManagedProcessHealthStatus: "HealthStatus",
     models.RestartPolicy: "RestartPolicy",
     models.ProcessHealthCheckType: "HealthCheckKind",
+    models.PoolContainerState: "PoolContainerState",
 }
 REQUEST_ENUMS: dict[type[enum.Enum], str] = {
     models.SnapshotType: "SnapshotType",
@@ -503,6 +506,42 @@ def test_create_body_is_a_create_request(doc: dict[str, Any]) -> None:
         entrypoint=None,
     )
     assert not value_problems(doc, "create", defaults, schema)
+
+
+def test_pool_bodies_are_pool_requests(doc: dict[str, Any]) -> None:
+    pool = {"$ref": "#/components/schemas/SandboxPoolRequest"}
+    full = _pools.pool_body(
+        image="default",
+        cpus=2.0,
+        memory_mb=2048,
+        disk_mb=20480,
+        timeout_secs=60,
+        entrypoint=["sleep", "infinity"],
+        max_containers=4,
+        warm_containers=2,
+        network=models.NetworkPolicy(allow_internet_access=False, allow_out=["10.0.0.1"], deny_out=[]),
+    )
+    assert not value_problems(doc, "pool", full, pool)
+    defaults = _pools.pool_body(
+        image=None,
+        cpus=_lifecycle.DEFAULT_CPUS,
+        memory_mb=_lifecycle.DEFAULT_MEMORY_MB,
+        disk_mb=None,
+        timeout_secs=0,
+        entrypoint=None,
+        max_containers=None,
+        warm_containers=None,
+        network=None,
+    )
+    assert not value_problems(doc, "pool", defaults, pool)
+    claim = _pools.claim_body(
+        name="job-1", env={"A": "1"}, secret_names=["K"], network={"deny_out": ["1.1.1.1"]}, file_systems=None
+    )
+    assert not value_problems(doc, "claim", claim, {"$ref": "#/components/schemas/ClaimSandboxRequest"})
+    props = doc["components"]["schemas"]["SandboxPoolRequest"]["properties"]
+    assert props["warm_containers"]["maximum"] == _pools.MAX_WARM_CONTAINERS
+    assert props["max_containers"]["maximum"] == _pools.MAX_POOL_CONTAINERS
+    assert props["warm_containers"]["minimum"] == props["max_containers"]["minimum"] == 1
 
 
 def test_run_body_is_a_run_request(doc: dict[str, Any]) -> None:

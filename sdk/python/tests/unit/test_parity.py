@@ -29,7 +29,7 @@ PAIRS = [
 
 # Async methods that are not coroutine functions: async iterators and the awaitable context.
 ASYNC_ITERATORS = {"follow_output", "follow_stdout", "follow_stderr", "read_file_stream", "iter_logs"}
-NOT_COROUTINES = ASYNC_ITERATORS | {"create_and_connect"}
+NOT_COROUTINES = ASYNC_ITERATORS | {"create_and_connect", "claim_and_connect"}
 
 
 def public_methods(cls: type) -> dict[str, object]:
@@ -108,6 +108,13 @@ def test_the_documented_surface_is_present() -> None:
         "build_image",
         "build_image_from_dockerfile",
         "save_snapshot_as_image",
+        "create_pool",
+        "get_pool",
+        "list_pools",
+        "update_pool",
+        "delete_pool",
+        "claim",
+        "claim_and_connect",
     }
     sandbox_methods = {
         "sandbox_id",
@@ -201,6 +208,30 @@ def test_the_documented_surface_is_present() -> None:
         ("entrypoint", None),
         ("pull_image", False),
     ]
+    pool_parameters = [
+        ("image", None),
+        ("cpus", 1.0),
+        ("memory_mb", 1024),
+        ("disk_mb", None),
+        ("timeout_secs", 0),
+        ("entrypoint", None),
+        ("max_containers", None),
+        ("warm_containers", None),
+        ("network", None),
+    ]
+    create_pool = inspect.signature(SandboxClient.create_pool).parameters
+    assert [(n, create_pool[n].default) for n in create_pool][1:] == pool_parameters
+    update_pool = inspect.signature(SandboxClient.update_pool).parameters
+    assert [(n, update_pool[n].default) for n in update_pool][1:] == [
+        ("pool_id", inspect.Parameter.empty),
+        *pool_parameters,
+    ]
+    for method in (SandboxClient.claim, SandboxClient.claim_and_connect):
+        claim = inspect.signature(method).parameters
+        assert [(n, claim[n].default, claim[n].kind) for n in claim][2:] == [
+            (name, None, inspect.Parameter.KEYWORD_ONLY)
+            for name in ("name", "env", "secret_names", "network", "file_systems")
+        ]
     create_pty = inspect.signature(Sandbox.create_pty).parameters
     assert [(n, create_pty[n].default) for n in create_pty][1:] == [
         ("command", "bash"),

@@ -18,7 +18,18 @@ import { describe, it } from "node:test";
 
 import ts from "typescript";
 
-import { createBody, DEFAULT_CPUS, DEFAULT_MEMORY_MB, MANAGEMENT_PORT, resizeBody, validatePorts } from "../../src/client.js";
+import {
+  claimBody,
+  createBody,
+  DEFAULT_CPUS,
+  DEFAULT_MEMORY_MB,
+  MANAGEMENT_PORT,
+  MAX_POOL_CONTAINERS,
+  MAX_WARM_CONTAINERS,
+  poolBody,
+  resizeBody,
+  validatePorts,
+} from "../../src/client.js";
 import {
   managedProcessExitFromWire,
   managedProcessInfoFromWire,
@@ -30,8 +41,10 @@ import {
   outputEventFromWire,
   outputResponseFromWire,
   processInfoFromWire,
+  poolContainerInfoFromWire,
   ptySessionInfoFromWire,
   sandboxInfoFromWire,
+  sandboxPoolInfoFromWire,
   sandboxMetricsFromWire,
   snapshotInfoFromWire,
 } from "../../src/models.js";
@@ -69,6 +82,8 @@ const INTERFACE_SCHEMAS: Record<string, string> = {
   ManagedProcessExit: "ManagedExit",
   RestartPolicyConfig: "RestartConfig",
   ProcessHealthCheck: "HealthCheck",
+  SandboxPoolInfo: "SandboxPoolInfo",
+  PoolContainerInfo: "PoolContainerInfo",
 };
 
 /** Interfaces that never travel as such. */
@@ -101,8 +116,8 @@ const NOT_IN_THE_DOCUMENT = new Set([
 
 /** Fields the SDK reads from Tensorlake's servers that Alcove does not send. */
 const NOT_SENT_BY_ALCOVE: Record<string, string[]> = {
-  SandboxInfo: ["routingHint", "outcome", "poolId"],
-  ArchivedSandboxInfo: ["routingHint", "outcome", "poolId"],
+  SandboxInfo: ["routingHint", "outcome"],
+  ArchivedSandboxInfo: ["routingHint", "outcome"],
   SnapshotInfo: ["snapshotUri"],
   ProcessInfo: ["handle"],
   ContainerResourcesInfo: ["gpus"],
@@ -113,6 +128,7 @@ const ALIASES: Record<string, Record<string, string[]>> = {
   SandboxInfo: { sandboxId: ["id"] },
   ArchivedSandboxInfo: { sandboxId: ["id"] },
   SnapshotInfo: { snapshotId: ["id"] },
+  SandboxPoolInfo: { poolId: ["id"] },
 };
 
 /** The enum types of models.ts, and the schema of their values. */
@@ -129,6 +145,7 @@ const ENUMS: Record<string, string> = {
   ProcessHealthCheckType: "HealthCheckKind",
   ManagedProcessStatus: "ManagedStatus",
   ManagedProcessHealthStatus: "HealthStatus",
+  PoolContainerState: "PoolContainerState",
 };
 
 const EPOCH_MILLIS = "EpochMillis";
@@ -397,6 +414,8 @@ const READERS: Record<string, Reader> = {
   ManagedProcessExit: (v) => managedProcessExitFromWire(v),
   RestartPolicyConfig: (v) => restartPolicyConfigFromWire(v),
   ProcessHealthCheck: (v) => processHealthCheckFromWire(v),
+  SandboxPoolInfo: (v) => sandboxPoolInfoFromWire(v),
+  PoolContainerInfo: (v) => poolContainerInfoFromWire(v),
   // No reader of their own: read as parts of a sandbox.
   ContainerResourcesInfo: (v) => sandboxInfoFromWire({ ...sandboxSample, resources: v }).resources,
   NetworkPolicy: (v) => sandboxInfoFromWire({ ...sandboxSample, network_policy: v }).networkPolicy,
@@ -591,6 +610,29 @@ describe("request bodies, defaults and limits against docs/protocol/openapi.json
     });
     assert.deepEqual(valueProblems(doc, "create", full, ref("CreateSandboxRequest")), []);
     assert.deepEqual(valueProblems(doc, "create", createBody(), ref("CreateSandboxRequest")), []);
+  });
+
+  it("sends pool and claim bodies the server reads, within its limits", () => {
+    const full = poolBody({
+      image: "default",
+      cpus: 2,
+      memoryMb: 2048,
+      diskMb: 20480,
+      timeoutSecs: 60,
+      entrypoint: ["sleep", "infinity"],
+      maxContainers: 4,
+      warmContainers: 2,
+      network: { allowInternetAccess: false, allowOut: ["10.0.0.1"], denyOut: [] },
+    });
+    assert.deepEqual(valueProblems(doc, "pool", full, ref("SandboxPoolRequest")), []);
+    assert.deepEqual(valueProblems(doc, "pool", poolBody(), ref("SandboxPoolRequest")), []);
+    const claim = claimBody({ name: "job-1", env: { A: "1" }, secretNames: ["K"], network: { denyOut: ["1.1.1.1"] } });
+    assert.deepEqual(valueProblems(doc, "claim", claim, ref("ClaimSandboxRequest")), []);
+    const props = doc.components.schemas.SandboxPoolRequest!.properties;
+    assert.equal(props.warm_containers.maximum, MAX_WARM_CONTAINERS);
+    assert.equal(props.max_containers.maximum, MAX_POOL_CONTAINERS);
+    assert.equal(props.warm_containers.minimum, 1);
+    assert.equal(props.max_containers.minimum, 1);
   });
 
   it("sends resize bodies the server reads", () => {

@@ -10,7 +10,17 @@ import { writeFile } from "node:fs/promises";
 import { describe, it } from "node:test";
 
 import * as alcove from "alcove";
-import { Image, ImageBuildError, ImageInUseError, KEY_NAMES, SandboxClient, type Desktop, type Sandbox } from "alcove";
+import {
+  Image,
+  ImageBuildError,
+  ImageInUseError,
+  KEY_NAMES,
+  PoolAtCapacityError,
+  PoolInUseError,
+  SandboxClient,
+  type Desktop,
+  type Sandbox,
+} from "alcove";
 
 import * as source from "../../src/index.js";
 
@@ -103,6 +113,40 @@ export async function readmeDesktop(client: SandboxClient): Promise<void> {
   await other.moveMouse(20, 20);
   await other.mouseRelease();
   await other.close();
+}
+
+export async function readmePools(): Promise<void> {
+  const client = new SandboxClient();
+  const pool = await client.createPool({
+    image: "alcove/debian",
+    cpus: 1.0,
+    memoryMb: 1024,
+    timeoutSecs: 600,
+    warmContainers: 2,
+    maxContainers: 10,
+    network: { allowInternetAccess: false, allowOut: ["10.0.0.5"] },
+  });
+  console.log((await client.getPool(pool.poolId)).containers);
+  {
+    await using sandbox = await client.claimAndConnect(pool.poolId, {
+      name: "job-42",
+      env: { JOB: "42" },
+      secretNames: ["OPENAI_API_KEY"],
+    });
+    console.log((await sandbox.run("sh", ["-c", "echo $JOB"])).stdout);
+  }
+  try {
+    await client.claim(pool.poolId);
+  } catch (error) {
+    if (!(error instanceof PoolAtCapacityError)) throw error;
+  }
+  await client.updatePool(pool.poolId, { memoryMb: 2048, warmContainers: 2, maxContainers: 10 });
+  await client.listPools();
+  try {
+    await client.deletePool(pool.poolId);
+  } catch (error) {
+    if (!(error instanceof PoolInUseError)) throw error;
+  }
 }
 
 export async function readmeImages(): Promise<void> {

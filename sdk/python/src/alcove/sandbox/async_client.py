@@ -1,5 +1,5 @@
 # client.py is generated from this file: after a change, run scripts/generate_sync.py (in sdk/python).
-"""Asynchronous control-plane client: sandbox lifecycle, snapshots and images.
+"""Asynchronous control-plane client: sandbox lifecycle, warm pools, snapshots and images.
 
 Each method builds an operation from :mod:`._protocol` and hands it to
 :meth:`AsyncSandboxClient._drive`, which performs its HTTP requests and sleeps with
@@ -37,11 +37,13 @@ from .models import (
     DeleteImageResult,
     ImageInfo,
     ImageProgressEvent,
+    NetworkPolicy,
     SandboxInfo,
     SandboxLogLevel,
     SandboxLogSignal,
     SandboxLogsResponse,
     SandboxMetrics,
+    SandboxPoolInfo,
     SandboxProcessLogFiltersResponse,
     SnapshotInfo,
     SnapshotType,
@@ -265,6 +267,10 @@ class AsyncSandboxClient:
 
     async def _create_and_connect(self, **kwargs: Any) -> AsyncSandbox:
         info = await self.create(**kwargs)
+        return await self._owned_handle(info)
+
+    async def _owned_handle(self, info: SandboxInfo) -> AsyncSandbox:
+        """A handle that deletes the sandbox on exit; the sandbox is deleted if none can be made."""
         try:
             return AsyncSandbox(self, info, owned=True)
         except SandboxException:
@@ -367,6 +373,149 @@ class AsyncSandboxClient:
     async def unexpose_ports(self, identifier: str, ports: Iterable[int]) -> SandboxInfo:
         """Stop routing traffic to the given user ports."""
         return await self._drive(proto.op_unexpose_ports(self._config, identifier, ports))
+
+    # -- pools -------------------------------------------------------------------------------
+
+    async def create_pool(
+        self,
+        image: str | None = None,
+        cpus: float = 1.0,
+        memory_mb: int = 1024,
+        disk_mb: int | None = None,
+        timeout_secs: int = 0,
+        entrypoint: list[str] | None = None,
+        max_containers: int | None = None,
+        warm_containers: int | None = None,
+        network: NetworkPolicy | Mapping[str, Any] | None = None,
+    ) -> SandboxPoolInfo:
+        """Create a warm pool and return it (read back, with its ``containers``).
+
+        The server starts ``warm_containers`` (1 to 64, default 1) idle sandboxes of this
+        configuration in the background and keeps that many started as claims take them, never
+        more than ``max_containers`` (1 to 1000, idle and claimed; ``None``: no limit but the
+        host's). Idle sandboxes are invisible to :meth:`list`; :meth:`claim` hands one out.
+        ``timeout_secs`` is a claimed sandbox's lifetime counted from its claim (0: none);
+        ``network`` the outbound policy of its sandboxes (a :class:`NetworkPolicy` or a mapping
+        of its fields; ``None``: open). Raises :class:`ValueError` on bad arguments,
+        :class:`ImageNotFoundError` when the server has no such image and
+        :class:`RemoteAPIError` (400 ``INVALID_ARGUMENT``) when it refuses the configuration.
+        """
+        body = proto.pool_body(
+            image=image,
+            cpus=cpus,
+            memory_mb=memory_mb,
+            disk_mb=disk_mb,
+            timeout_secs=timeout_secs,
+            entrypoint=entrypoint,
+            max_containers=max_containers,
+            warm_containers=warm_containers,
+            network=network,
+        )
+        return await self._drive(proto.op_create_pool(self._config, body))
+
+    async def get_pool(self, pool_id: str) -> SandboxPoolInfo:
+        """Describe one pool, with its ``containers``: idle sandboxes (``Idle``) and claimed ones
+        that have not ended (``Running``). Raises :class:`PoolNotFoundError`."""
+        return await self._drive(proto.op_get_pool(self._config, pool_id))
+
+    async def list_pools(self) -> list[SandboxPoolInfo]:
+        """The namespace's pools, oldest first (without ``containers``)."""
+        return await self._drive(proto.op_list_pools(self._config))
+
+    async def update_pool(
+        self,
+        pool_id: str,
+        image: str | None = None,
+        cpus: float = 1.0,
+        memory_mb: int = 1024,
+        disk_mb: int | None = None,
+        timeout_secs: int = 0,
+        entrypoint: list[str] | None = None,
+        max_containers: int | None = None,
+        warm_containers: int | None = None,
+        network: NetworkPolicy | Mapping[str, Any] | None = None,
+    ) -> SandboxPoolInfo:
+        """Replace a pool's configuration (the server's ``PUT``): every argument means what it
+        means to :meth:`create_pool`, and one left out takes its default, not the pool's current
+        value, except ``network``, which ``None`` keeps (pass ``NetworkPolicy()`` to open it).
+
+        Idle sandboxes made from the old configuration are ended and replaced in the background;
+        claimed ones are not touched. Returns the pool as changed (without ``containers``).
+        Raises :class:`PoolNotFoundError`, :class:`ImageNotFoundError` and
+        :class:`RemoteAPIError` (400) as :meth:`create_pool` does.
+        """
+        body = proto.pool_body(
+            image=image,
+            cpus=cpus,
+            memory_mb=memory_mb,
+            disk_mb=disk_mb,
+            timeout_secs=timeout_secs,
+            entrypoint=entrypoint,
+            max_containers=max_containers,
+            warm_containers=warm_containers,
+            network=network,
+        )
+        return await self._drive(proto.op_update_pool(self._config, pool_id, body))
+
+    async def delete_pool(self, pool_id: str) -> None:
+        """Delete a pool and end its idle sandboxes. Raises :class:`PoolInUseError` while
+        sandboxes claimed from it have not ended (delete them first), and
+        :class:`PoolNotFoundError`."""
+        await self._drive(proto.op_delete_pool(self._config, pool_id))
+
+    async def claim(
+        self,
+        pool_id: str,
+        *,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        secret_names: list[str] | None = None,
+        network: NetworkPolicy | Mapping[str, Any] | None = None,
+        file_systems: list[Any] | None = None,
+    ) -> SandboxInfo:
+        """Take a running sandbox from the pool, with ``name``, ``env``, the secrets and
+        ``network`` (replacing the pool's policy) bound to it first; ``env`` and the secrets reach
+        every process started after the claim, and the pool's ``timeout_secs`` counts from now.
+
+        Takes an idle sandbox when the pool has one, else starts one (as :meth:`create` waits).
+        The claimed sandbox is an ordinary one (in :meth:`list`, with ``pool_id`` set): delete it
+        when done. Raises :class:`PoolNotFoundError`, :class:`PoolAtCapacityError` (no idle
+        sandbox and ``max_containers`` reached), :class:`SandboxNameConflictError`,
+        :class:`RemoteAPIError` (400: a bad name, variable or network policy, an unknown secret;
+        501: ``file_systems``, which the server does not attach yet), and
+        :class:`SandboxFailedError` / :class:`SandboxTimeoutError` when a sandbox it had to start
+        fails or is late.
+        """
+        body = proto.claim_body(
+            name=name, env=env, secret_names=secret_names, network=network, file_systems=file_systems
+        )
+        return await self._drive(proto.op_claim(self._config, pool_id, body))
+
+    def claim_and_connect(
+        self,
+        pool_id: str,
+        *,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        secret_names: list[str] | None = None,
+        network: NetworkPolicy | Mapping[str, Any] | None = None,
+        file_systems: list[Any] | None = None,
+    ) -> _SandboxContext:  # sync: ) -> Sandbox:
+        """Claim a sandbox of the pool (as :meth:`claim`) and return a handle to it.
+
+        Used as a context manager, the handle deletes the sandbox on exit::
+
+            async with client.claim_and_connect(pool.pool_id) as sandbox: ...
+            sandbox = await client.claim_and_connect(pool_id)  # delete it with sandbox.terminate()
+        """
+        handle = self._claim_and_connect(
+            pool_id, name=name, env=env, secret_names=secret_names, network=network, file_systems=file_systems
+        )
+        return _SandboxContext(handle)  # sync: return handle
+
+    async def _claim_and_connect(self, pool_id: str, **kwargs: Any) -> AsyncSandbox:
+        info = await self.claim(pool_id, **kwargs)
+        return await self._owned_handle(info)
 
     # -- logs ----------------------------------------------------------------------------------
 

@@ -11,8 +11,11 @@ Hierarchy::
         ├── SandboxResizeError            (a live resize failed or was not seen in time)
         ├── SandboxNotFoundError          (404 on a sandbox-scoped call)
         ├── RemoteAPIError                (any other non-2xx answer)
-        │   ├── SandboxNameConflictError  (409 on create: the name is held by a live sandbox)
+        │   ├── SandboxNameConflictError  (409 on create or claim: the name is held by a live sandbox)
         │   ├── SnapshotNotFoundError     (404 on a snapshot call)
+        │   ├── PoolNotFoundError         (404 on a pool call: no such pool)
+        │   ├── PoolInUseError            (409 POOL_IN_USE: sandboxes claimed from the pool still run)
+        │   ├── PoolAtCapacityError       (429 POOL_AT_CAPACITY: no idle sandbox, max_containers reached)
         │   ├── AuthenticationError       (401 / 403)
         │   ├── ImageNotFoundError        (404 on an image call: unknown image or reference)
         │   ├── ImageInUseError           (409 IMAGE_IN_USE: a sandbox or snapshot uses the image)
@@ -85,11 +88,25 @@ class RemoteAPIError(SandboxError):
 
 
 class SandboxNameConflictError(RemoteAPIError):
-    """Create was refused with 409: the requested name is held by a live sandbox."""
+    """Create (or a claim) was refused with 409: the requested name is held by a live sandbox."""
 
 
 class SnapshotNotFoundError(RemoteAPIError):
     """The snapshot does not exist (404 on a snapshot call)."""
+
+
+class PoolNotFoundError(RemoteAPIError):
+    """The sandbox pool does not exist in the namespace (404 on a pool call)."""
+
+
+class PoolInUseError(RemoteAPIError):
+    """The pool cannot be deleted: sandboxes claimed from it have not ended (409 ``POOL_IN_USE``;
+    ``message`` names them). Delete them first."""
+
+
+class PoolAtCapacityError(RemoteAPIError):
+    """A claim found no idle sandbox in the pool, and the pool already has ``max_containers``
+    sandboxes (429 ``POOL_AT_CAPACITY``). Retry once a claimed sandbox has ended."""
 
 
 class AuthenticationError(RemoteAPIError):
@@ -159,6 +176,9 @@ __all__ = [
     "ImageBuildError",
     "ImageInUseError",
     "ImageNotFoundError",
+    "PoolAtCapacityError",
+    "PoolInUseError",
+    "PoolNotFoundError",
     "RegistryAuthenticationError",
     "RegistryError",
     "RemoteAPIError",

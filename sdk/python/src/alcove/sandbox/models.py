@@ -258,6 +258,17 @@ class LayerStatus(str, enum.Enum):
         return self.value
 
 
+class PoolContainerState(str, enum.Enum):
+    """Whether a sandbox of a pool waits for a claim (``Idle``: running, invisible to ``list()``)
+    or has been claimed (``Running``: an ordinary sandbox with the pool's ``pool_id``)."""
+
+    IDLE = "Idle"
+    RUNNING = "Running"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 _LOG_LEVEL_NUMBERS = {"trace": 1, "debug": 2, "info": 3, "warn": 4, "error": 5, "fatal": 6}
 
 
@@ -273,6 +284,7 @@ ManagedProcessStatusValue = Annotated[ManagedProcessStatus | str, Field(union_mo
 ManagedProcessHealthStatusValue = Annotated[ManagedProcessHealthStatus | str, Field(union_mode="left_to_right")]
 ImageSourceValue = Annotated[ImageSource | str, Field(union_mode="left_to_right")]
 LayerStatusValue = Annotated[LayerStatus | str, Field(union_mode="left_to_right")]
+PoolContainerStateValue = Annotated[PoolContainerState | str, Field(union_mode="left_to_right")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,6 +383,40 @@ class SandboxInfo(_WireModel):
         if not sep:
             scheme, rest = "http", self.ingress_endpoint
         return f"{scheme}://{port}-{self.sandbox_id}.{rest.rstrip('/')}"
+
+
+class PoolContainerInfo(_WireModel):
+    """One sandbox of a pool, as :meth:`SandboxClient.get_pool` lists it: an idle one (running,
+    waiting for a claim) or a claimed one that has not ended."""
+
+    id: str
+    state: PoolContainerStateValue
+    sandbox_id: str
+    executor_id: str | None = None
+
+
+class SandboxPoolInfo(_WireModel):
+    """A warm pool: the configuration its sandboxes are started with, and how many it keeps.
+
+    Returned by ``create_pool()``, ``get_pool()``, ``list_pools()`` and ``update_pool()``.
+    ``containers`` lists the pool's sandboxes (idle and claimed live ones) when the answer is
+    ``get_pool()``'s (and ``create_pool()``'s, which reads the pool back); it is ``None`` in
+    ``list_pools()`` and ``update_pool()``. ``max_containers`` is ``None`` when the pool has no
+    limit but the host's capacity.
+    """
+
+    pool_id: str = Field(validation_alias=AliasChoices("id", "pool_id"))
+    namespace: str | None = None
+    image: str
+    resources: ContainerResourcesInfo
+    timeout_secs: int = 0
+    entrypoint: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    max_containers: int | None = None
+    warm_containers: int
+    network_policy: NetworkPolicy | None = None
+    containers: list[PoolContainerInfo] | None = None
+    created_at: Timestamp = None
+    updated_at: Timestamp = None
 
 
 class SandboxMetrics(_WireModel):
@@ -839,8 +885,11 @@ __all__ = [
     "OutputResponse",
     "ProcessInfo",
     "ProcessStatus",
+    "PoolContainerInfo",
+    "PoolContainerState",
     "PtySessionInfo",
     "SandboxInfo",
+    "SandboxPoolInfo",
     "SandboxStatus",
     "SnapshotInfo",
     "SnapshotStatus",

@@ -24,6 +24,7 @@ The package is split by job; everything is re-exported here, so callers keep usi
 * ``_routing``: headers, control-plane URLs, and requests to a sandbox's agent through the proxy;
 * ``_validation``: client-side argument checks;
 * ``_lifecycle``: sandboxes (create, get, list, delete, update, suspend/resume, ports) and snapshots;
+* ``_pools``: warm pools (create, get, list, update, delete) and claims of their sandboxes;
 * ``_processes``: processes of a sandbox, managed ones included;
 * ``_logs``: a sandbox's persisted logs;
 * ``_images``: images (list, get, delete, pull, import, build, snapshots saved as images) and the
@@ -131,6 +132,20 @@ from ._processes import (
     run_body,
     start_body,
 )
+from ._pools import (
+    MAX_POOL_CONTAINERS,
+    MAX_WARM_CONTAINERS,
+    NetworkArg,
+    claim_body,
+    network_body,
+    op_claim,
+    op_create_pool,
+    op_delete_pool,
+    op_get_pool,
+    op_list_pools,
+    op_update_pool,
+    pool_body,
+)
 from ._processes import _command_fields as _command_fields
 from ._routing import (
     USER_AGENT,
@@ -138,6 +153,7 @@ from ._routing import (
     archived_url,
     base_headers,
     namespace_url,
+    pools_url,
     proxy_target,
     sandboxes_url,
     snapshots_url,
@@ -164,6 +180,19 @@ from ._steps import _send as _send
 from ._validation import MANAGEMENT_PORT, validate_ports
 
 __all__ = [
+    "MAX_POOL_CONTAINERS",
+    "MAX_WARM_CONTAINERS",
+    "NetworkArg",
+    "claim_body",
+    "network_body",
+    "op_claim",
+    "op_create_pool",
+    "op_delete_pool",
+    "op_get_pool",
+    "op_list_pools",
+    "op_update_pool",
+    "pool_body",
+    "pools_url",
     "DEFAULT_DOCKERFILE",
     "EVENT_STREAM_HEADERS",
     "TAR_CONTENT_TYPE",

@@ -15,6 +15,9 @@ from ..exceptions import (
     ImageBuildError,
     ImageInUseError,
     ImageNotFoundError,
+    PoolAtCapacityError,
+    PoolInUseError,
+    PoolNotFoundError,
     RegistryAuthenticationError,
     RegistryError,
     RemoteAPIError,
@@ -87,6 +90,12 @@ IMAGE_ERRORS: dict[str, type[RemoteAPIError]] = {
     "REGISTRY_UNAUTHORIZED": RegistryAuthenticationError,
 }
 
+# Codes only the pool routes answer, whatever the status (the pool routes of docs/protocol/openapi.json).
+POOL_ERRORS: dict[str, type[RemoteAPIError]] = {
+    "POOL_IN_USE": PoolInUseError,
+    "POOL_AT_CAPACITY": PoolAtCapacityError,
+}
+
 
 def error_from_response(
     resp: httpx.Response,
@@ -95,16 +104,21 @@ def error_from_response(
     snapshot: bool = False,
     create: bool = False,
     image: bool = False,
+    pool: bool = False,
 ) -> SandboxException:
     """Map a non-2xx response to the right exception.
 
     ``sandbox`` names the sandbox of a sandbox-scoped call (its 404 becomes
     :class:`SandboxNotFoundError`); ``snapshot`` marks snapshot calls; ``create`` marks create
-    (its 409 becomes :class:`SandboxNameConflictError`); ``image`` marks image calls (their 404
-    becomes :class:`ImageNotFoundError`).
+    and claims (its 409 becomes :class:`SandboxNameConflictError`); ``image`` marks image calls
+    and pool creation (their 404 becomes :class:`ImageNotFoundError`); ``pool`` marks calls on
+    one pool (their 404 becomes :class:`PoolNotFoundError`, or :class:`ImageNotFoundError` when
+    the server names the image it lacks).
     """
     body = _error_body(resp)
-    return api_error(resp.status_code, body, sandbox=sandbox, snapshot=snapshot, create=create, image=image)
+    return api_error(
+        resp.status_code, body, sandbox=sandbox, snapshot=snapshot, create=create, image=image, pool=pool
+    )
 
 
 def api_error(
@@ -115,6 +129,7 @@ def api_error(
     snapshot: bool = False,
     create: bool = False,
     image: bool = False,
+    pool: bool = False,
 ) -> SandboxException:
     """The exception of an error answer with this status and body (see :func:`error_from_response`);
     also used for the ``error`` event of an image event stream."""
@@ -123,6 +138,11 @@ def api_error(
     cls = RemoteAPIError
     if body.code in IMAGE_ERRORS:
         cls = IMAGE_ERRORS[body.code]
+    elif body.code in POOL_ERRORS:
+        cls = POOL_ERRORS[body.code]
+    elif status == 404 and pool:
+        # An update naming an unknown image is a 404 too; the server's message names the image.
+        cls = ImageNotFoundError if body.message.startswith("image ") else PoolNotFoundError
     elif status == 404 and snapshot:
         cls = SnapshotNotFoundError
     elif status == 404 and image:

@@ -134,13 +134,14 @@ def _info_failure(info: SandboxInfo) -> SandboxFailedError:
     return _failure(info.sandbox_id, info.status, data)
 
 
-def _create_answer(resp: httpx.Response) -> dict[str, Any]:
-    """The create answer; a 504 carrying the normal JSON counts as an answer, as in the official SDK."""
+def _create_answer(resp: httpx.Response, **scope: Any) -> dict[str, Any]:
+    """The create (or claim) answer; a 504 carrying the normal JSON counts as an answer, as in the
+    official SDK. ``scope`` adds to the error mapping (see :func:`error_from_response`)."""
     if resp.status_code == 504:
         body = _json_or_none(resp.text)
         if isinstance(body, dict) and body.get("sandbox_id") and (body.get("status") or body.get("state")):
             return body
-    check(resp, create=True)
+    check(resp, create=True, **scope)
     body = _json(resp, "create answer")
     if not isinstance(body, dict) or not (body.get("sandbox_id") or body.get("id")):
         raise SandboxError("decoding create answer: missing field `sandbox_id`")

@@ -61,6 +61,13 @@ def snapshots_url(cfg: ClientConfig, snapshot_id: str | None = None) -> str:
     return url
 
 
+def pools_url(cfg: ClientConfig, pool_id: str | None = None, suffix: str = "") -> str:
+    url = f"{namespace_url(cfg)}/sandbox-pools"
+    if pool_id is not None:
+        url += f"/{_segment(pool_id)}"
+    return url + suffix
+
+
 def _lifecycle(cfg: ClientConfig, method: str, url: str, **kwargs: Any) -> Request:
     headers = base_headers(cfg)
     headers.update(kwargs.pop("headers", {}))
