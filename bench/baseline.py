@@ -20,7 +20,8 @@ def runc_run_true(rootfs: Path, iterations: int) -> list[float]:
         bundle.mkdir()
         subprocess.run(["runc", "spec"], cwd=bundle, check=True)
         cfg = json.loads((bundle / "config.json").read_text())
-        cfg["root"] = {"path": str(rootfs), "readonly": True}
+        # The built-in image's rootfs is a symlink into the image store; runc wants the real path.
+        cfg["root"] = {"path": str(rootfs.resolve()), "readonly": True}
         cfg["process"]["terminal"] = False
         cfg["process"]["args"] = ["/bin/true"]
         (bundle / "config.json").write_text(json.dumps(cfg))
