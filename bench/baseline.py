@@ -10,15 +10,16 @@ import uuid
 from pathlib import Path
 
 
-def runc_run_true(rootfs: Path, iterations: int) -> list[float]:
-    """Times `runc run` of `/bin/true` in a minimal bundle over `rootfs` (read-only)."""
+def runc_run_true(rootfs: Path, iterations: int, runtime: str = "runc") -> list[float]:
+    """Times `runc run` (or another OCI runtime's, e.g. `crun`) of `/bin/true` in a minimal
+    bundle over `rootfs` (read-only)."""
     import time
 
     work = Path(tempfile.mkdtemp(prefix="alcove-bench-runc-"))
     try:
         bundle = work / "bundle"
         bundle.mkdir()
-        subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+        subprocess.run(["runc", "spec"], cwd=bundle, check=True)  # the same spec for both
         cfg = json.loads((bundle / "config.json").read_text())
         # The built-in image's rootfs is a symlink into the image store; runc wants the real path.
         cfg["root"] = {"path": str(rootfs.resolve()), "readonly": True}
@@ -31,7 +32,7 @@ def runc_run_true(rootfs: Path, iterations: int) -> list[float]:
             cid = f"bench-{uuid.uuid4().hex[:12]}"
             start = time.perf_counter()
             subprocess.run(
-                ["runc", "--root", str(root), "run", "--bundle", str(bundle), cid],
+                [runtime, "--root", str(root), "run", "--bundle", str(bundle), cid],
                 check=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
