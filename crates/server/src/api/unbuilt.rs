@@ -50,11 +50,6 @@ const UNBUILT: &[Unbuilt] = &[
         operations: &[(HttpMethod::Post, "claimPoolSandbox")],
     },
     Unbuilt {
-        path: "/sandboxes/{id}/copy",
-        what: "copying sandboxes",
-        operations: &[(HttpMethod::Post, "copySandbox")],
-    },
-    Unbuilt {
         path: "/sandboxes/{id}/file_systems",
         what: "attached file systems",
         operations: &[

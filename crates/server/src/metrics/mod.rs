@@ -40,6 +40,8 @@ pub enum Operation {
     Resume,
     /// A snapshot taken.
     Snapshot,
+    /// A running sandbox dumped once to be copied (the copies' restores count as `restore`).
+    CopyDump,
 }
 
 impl Operation {
@@ -50,6 +52,7 @@ impl Operation {
             Self::Suspend => "suspend",
             Self::Resume => "resume",
             Self::Snapshot => "snapshot",
+            Self::CopyDump => "copy_dump",
         }
     }
 }
