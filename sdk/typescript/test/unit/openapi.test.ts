@@ -34,6 +34,8 @@ import {
   sandboxInfoFromWire,
   sandboxMetricsFromWire,
   snapshotInfoFromWire,
+  copySandboxResponseFromWire,
+  copiedSandboxFromWire,
 } from "../../src/models.js";
 import { runBody, startProcessBody } from "../../src/sandbox.js";
 
@@ -59,6 +61,8 @@ const INTERFACE_SCHEMAS: Record<string, string> = {
   ArchivedSandboxInfo: "ArchivedSandboxInfo",
   ArchivedSandboxPage: "ListArchivedSandboxesResponse",
   SnapshotInfo: "SnapshotInfo",
+  CopySandboxResponse: "CopySandboxResponse",
+  CopiedSandbox: "CopiedSandbox",
   ProcessInfo: "ProcessInfo",
   OutputEvent: "OutputEvent",
   OutputResponse: "OutputResponse",
@@ -387,6 +391,8 @@ const READERS: Record<string, Reader> = {
   ArchivedSandboxInfo: (v) => archivedSandboxInfoFromWire(v),
   ArchivedSandboxPage: (v) => archivedSandboxPageFromWire(v),
   SnapshotInfo: (v) => snapshotInfoFromWire(v),
+  CopySandboxResponse: (v) => copySandboxResponseFromWire(v),
+  CopiedSandbox: (v) => copiedSandboxFromWire(v),
   ProcessInfo: (v) => processInfoFromWire(v),
   OutputEvent: (v) => outputEventFromWire(v),
   OutputResponse: (v) => outputResponseFromWire(v),
