@@ -31,9 +31,13 @@ pub const MAX_COPIES: u32 = 16;
 /// Name prefix of a copy's dump directory under the snapshots directory.
 const DUMP_PREFIX: &str = "copy-";
 
-/// Restores of copies running at once on this server, whatever the request:
-/// a restore is CPU- and disk-bound, so more than one per host CPU only queues.
+/// Restores of copies running at once on this server, whatever the request. A
+/// restore spends much of its time waiting (on runc, CRIU's page reads and the
+/// agent's first answer), so two per host CPU keep the CPUs busy; more only queue.
 static RESTORES: OnceLock<Arc<Semaphore>> = OnceLock::new();
+
+/// Restores at once per host CPU (see [`RESTORES`]).
+const RESTORES_PER_CPU: f64 = 2.0;
 
 /// What a copy produced.
 #[derive(Debug, Clone)]
@@ -192,9 +196,9 @@ impl Sandboxes {
             ids.push(record.id);
         }
         let permits = Arc::clone(RESTORES.get_or_init(|| {
-            // At least one; a fraction of a CPU still restores one at a time.
-            let cpus = self.ctx.cfg.host.cpus.floor().max(1.0) as usize;
-            Arc::new(Semaphore::new(cpus))
+            // At least one per CPU counted whole: a fraction of a CPU still restores.
+            let cpus = self.ctx.cfg.host.cpus.floor().max(1.0);
+            Arc::new(Semaphore::new((cpus * RESTORES_PER_CPU) as usize))
         }));
         let mut tasks = tokio::task::JoinSet::new();
         for id in &ids {
