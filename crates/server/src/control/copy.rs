@@ -188,10 +188,25 @@ impl Sandboxes {
         dir: &std::path::Path,
         times: u32,
     ) -> Result<Vec<SandboxRecord>, ControlError> {
-        let mut ids = Vec::new();
+        let mut ids: Vec<SandboxId> = Vec::new();
         for _ in 0..times {
             let record = copy_record(source);
-            self.ctx.store.insert(&record).await?;
+            if let Err(e) = self.ctx.store.insert(&record).await {
+                // No copy is left pending for a caller who is told the copy failed.
+                for id in &ids {
+                    let cancelled = self
+                        .delete(
+                            None,
+                            id.as_str(),
+                            super::state::TerminationReason::Cancelled,
+                        )
+                        .await;
+                    if let Err(e) = cancelled {
+                        tracing::error!(sandbox_id = %id, error = %e, "cancelling a copy");
+                    }
+                }
+                return Err(e.into());
+            }
             tracing::info!(sandbox_id = %record.id, source = %source.id, "copy pending");
             ids.push(record.id);
         }
