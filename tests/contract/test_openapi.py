@@ -189,6 +189,10 @@ def sandbox_answers(c: Contract, sid: str) -> None:
     c.call("PATCH", "/sandboxes/{id}", path=ident, json={"resources": {"memory_mb": 2048}}, expect=200)
     c.call("POST", "/sandboxes/{id}/suspend", path=ident, expect=400)  # ephemeral
     c.call("GET", "/sandboxes/{id}/snapshots", path=ident, expect=200)
+    c.call("POST", "/sandboxes/{id}/copy", path=ident, params={"times": "0"}, expect=400)
+    copied = c.call("POST", "/sandboxes/{id}/copy", path=ident, params={"times": "1"}, expect=200)
+    for made in copied.json()["sandboxes"]:
+        c.call("DELETE", "/sandboxes/{id}", path={"id": made["sandbox_id"]}, expect=200)
 
 
 def in_sandbox_answers(c: Contract) -> None:

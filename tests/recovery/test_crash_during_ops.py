@@ -126,3 +126,65 @@ def test_suspended_sandbox_survives_a_restart(srv):
     assert client.get("parked").status == "suspended"
     assert_intact(srv, "parked", proc.pid)
     client.close()
+
+
+def wait_for_pending_copies(srv: AlcoveServer, source_id: str, timeout: float = 60.0) -> None:
+    """Returns once a copy of `source_id` is stored `pending` (its restore under way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = srv.api("GET", "/sandboxes").json()["sandboxes"]
+        if any(sb["id"] != source_id and sb["status"] == "pending" for sb in live):
+            return
+        time.sleep(0.01)
+    raise AssertionError("no copy was ever pending")
+
+
+# Kill points: a time into the dump, or once the copies are stored (their restores running) and
+# then a little later.
+COPY_KILLS = [("dump", 0.02), ("dump", 0.35), ("restore", 0.0), ("restore", 0.3)]
+
+
+@pytest.mark.parametrize(("phase", "delay"), COPY_KILLS)
+def test_kill_during_copy(srv, phase, delay):
+    """Killed during a copy (dump or restores): after the restart the source is intact, each
+    copy is running or failed (none pending), and no dump, layer or slot of a copy is left."""
+    import threading
+
+    client, sandbox, proc = prepare(srv, "crash-copy")
+    answers: list[object] = []
+
+    def copy() -> None:
+        try:
+            answers.append(srv.api("POST", "/sandboxes/crash-copy/copy?times=3").status_code)
+        except Exception as e:  # the server dies under the request
+            answers.append(e)
+
+    request = threading.Thread(target=copy)
+    request.start()
+    if phase == "restore":
+        wait_for_pending_copies(srv, sandbox.sandbox_id)
+    time.sleep(delay)
+    srv.kill()
+    request.join(60)
+    srv.start()
+    # The kill landed while the copy ran (the request got no answer), not after it.
+    assert answers and isinstance(answers[0], Exception), answers
+    assert_intact(srv, "crash-copy", proc.pid)
+    snapshots = srv.data_dir / "snapshots"
+    left = sorted(p.name for p in snapshots.iterdir()) if snapshots.exists() else []
+    assert left == [], f"a copy's dump survived the restart: {left}"
+    live = srv.api("GET", "/sandboxes").json()["sandboxes"]
+    archived = srv.api("GET", "/archived-sandboxes").json()["sandboxes"]
+    if phase == "restore":
+        assert len(live) - 1 + len(archived) == 3, "every stored copy is accounted for"
+    for sb in live:
+        assert sb["status"] == "running", sb
+        if sb["id"] != sandbox.sandbox_id:
+            # A copy that finished before the kill is a whole sandbox.
+            copy_client = SandboxClient(api_url=srv.url)
+            assert copy_client.connect(sb["id"]).read_file("/root/state.txt") == b"intact"
+            copy_client.close()
+    for sb in archived:
+        assert sb["status"] == "failed" and sb["error_details"], sb
+    print(f"{phase}+{delay}: {len(live) - 1} copies adopted, {len(archived)} failed")
+    client.close()

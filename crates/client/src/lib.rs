@@ -39,6 +39,7 @@ mod client;
 mod command;
 mod config;
 mod context;
+mod copy;
 mod create;
 mod error;
 mod images;
@@ -67,6 +68,7 @@ pub use config::{
     API_KEY_ENV, API_URL_ENV, CONNECT_TIMEOUT, ClientConfig, DEFAULT_API_URL, DEFAULT_NAMESPACE,
     DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_TIMEOUT, SandboxClientBuilder,
 };
+pub use copy::MAX_COPIES;
 pub use create::{CreateOptions, MANAGEMENT_PORT};
 pub use error::{ClientError, Result, TimeoutSetting};
 pub use images::{BuildOptions, ProgressCallback, PullOptions, TAR_CONTENT_TYPE};

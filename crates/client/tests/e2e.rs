@@ -454,6 +454,28 @@ async fn secrets_suspend_resume_snapshot_and_restore() {
         );
 
         copy.terminate().await.expect("deleting the copy");
+
+        // A copy of the running sandbox: its process, files and secret, under new ids.
+        let copied = client.copy("rust-e2e-life", 2).await.expect("copying");
+        assert_eq!(copied.source_sandbox_id, sandbox.id());
+        assert_eq!(copied.sandboxes.len(), 2);
+        for made in &copied.sandboxes {
+            assert_eq!(made.status, SandboxStatus::Running, "{made:?}");
+            assert_ne!(made.sandbox_id, sandbox.id());
+            let copy = client.connect(&made.sandbox_id).await.expect("connecting");
+            let state = copy.read_file("/root/state.txt").await.expect("reading");
+            assert_eq!(&state[..], b"kept");
+            let process = copy.get_process(sleeper.pid).await.expect("the process");
+            assert_eq!(process.status, ProcessStatus::Running, "memory was copied");
+            let env = copy
+                .run(Command::new("printenv").arg("RUST_E2E_TOKEN"))
+                .await
+                .expect("reading the secret");
+            assert_eq!(env.stdout, "first", "the copy has the source's secrets");
+            copy.terminate().await.expect("deleting a copy");
+        }
+        let err = client.copy("rust-e2e-life", 0).await.expect_err("refused");
+        assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
         sandbox.terminate().await.expect("deleting the source");
         client
             .delete_snapshot(&snapshot.id)

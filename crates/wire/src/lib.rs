@@ -11,6 +11,7 @@
 //! sent as `null`). Both directions need `#[schema(required, nullable)]` overrides where serde's
 //! `default` and `Option` do not say how the field is written.
 
+pub mod copy;
 pub mod error;
 pub mod files;
 pub mod health;

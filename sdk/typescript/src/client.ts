@@ -7,6 +7,7 @@ import path from "node:path";
 
 import { resolveConfig, type ClientOptions } from "./config.js";
 import {
+  SandboxCopyError,
   SandboxError,
   SandboxFailedError,
   SandboxNotRoutableError,
@@ -37,6 +38,7 @@ import {
 import {
   archivedSandboxInfoFromWire,
   archivedSandboxPageFromWire,
+  copySandboxResponseFromWire,
   deleteImageResultFromWire,
   imageInfoFromWire,
   listFromWire,
@@ -63,6 +65,7 @@ import {
   type SandboxProcessLogFiltersResponse,
   type SnapshotInfo,
   type SnapshotType,
+  type CopySandboxResponse,
 } from "./models.js";
 import { Sandbox } from "./sandbox.js";
 
@@ -612,6 +615,9 @@ function describe(value: unknown): string {
   return typeof value === "string" ? value : JSON.stringify(value);
 }
 
+/** Most copies one copy request may ask for (docs/protocol/control-plane.md, Copy). */
+export const MAX_COPIES = 16;
+
 function failure(sandboxId: string, status: string, data: Record<string, unknown>): SandboxFailedError {
   const reason = (data.termination_reason || data.reason || data.pending_reason) as string | undefined;
   let message = `sandbox ${sandboxId} ${status}`;
@@ -1011,6 +1017,69 @@ export class SandboxClient {
     const response = await this.#send({ method: "GET", url: sandboxesUrl(this.#http.config, id, "/metrics") });
     check(response, { sandbox: id });
     return sandboxMetricsFromWire(responseJson(response, "sandbox metrics"));
+  }
+
+  /**
+   * Copy a running sandbox `times` ways (1 to 16): one memory dump of it, which keeps running,
+   * restored into new sandboxes with its processes, memory and files, each with its own id and
+   * address (and no name). Waits until every copy runs or failed; failed copies are in the answer
+   * with `status` `failed` and a `reason` (see {@link copyAndConnect} for handles). A sandbox
+   * that is not running is a {@link RemoteAPIError} (409).
+   */
+  async copy(identifier: string, options: { times?: number } = {}): Promise<CopySandboxResponse> {
+    const id = identifierOf(identifier);
+    const times = options.times ?? 1;
+    if (!Number.isInteger(times) || times < 1 || times > MAX_COPIES) {
+      throw new TypeError(`times must be an integer from 1 to ${MAX_COPIES}, got ${JSON.stringify(times)}`);
+    }
+    const response = await this.#send({
+      method: "POST",
+      url: sandboxesUrl(this.#http.config, id, "/copy"),
+      query: { times: String(times) },
+      body: new Uint8Array(),
+      replayable: false,
+    });
+    // 422 (some copies failed) and, from the official service, 504 list what was made.
+    if (response.status === 422 || response.status === 504) {
+      let body: unknown;
+      try {
+        body = responseJson(response, "copy answer");
+      } catch {
+        body = undefined;
+      }
+      if (typeof body === "object" && body !== null && "sandboxes" in body) {
+        return copySandboxResponseFromWire(body);
+      }
+    }
+    check(response, { sandbox: id });
+    return copySandboxResponseFromWire(responseJson(response, "copy answer"));
+  }
+
+  /**
+   * Copy as {@link copy} does and return handles to the copies, which delete their sandbox on
+   * `[Symbol.asyncDispose]`. All or nothing: when any copy failed, the ones that run are deleted
+   * and a {@link SandboxCopyError} carrying the answer is thrown.
+   */
+  async copyAndConnect(identifier: string, options: { times?: number } = {}): Promise<Sandbox[]> {
+    const result = await this.copy(identifier, options);
+    const failed = result.sandboxes.filter((c) => c.status !== "running");
+    if (failed.length > 0) {
+      for (const made of result.sandboxes) {
+        if (made.status === "running") await this.delete(made.sandboxId).catch(() => undefined);
+      }
+      const reasons = failed.map((c) => `${c.sandboxId}: ${c.reason ?? c.status}`).join("; ");
+      throw new SandboxCopyError(
+        result.sourceSandboxId,
+        result,
+        `${failed.length} of ${result.sandboxes.length} copies of sandbox ${identifier} failed: ${reasons}`,
+      );
+    }
+    const handles: Sandbox[] = [];
+    for (const made of result.sandboxes) {
+      const info = await this.get(made.sandboxId);
+      handles.push(new Sandbox(this, info, true));
+    }
+    return handles;
   }
 
   /** Route traffic to user ports of the sandbox (added to those already exposed). */

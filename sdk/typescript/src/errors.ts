@@ -187,6 +187,19 @@ export class SandboxTimeoutError extends SandboxError {
 }
 
 /** The sandbox failed or ended while the client was waiting on it. */
+/** Some copies of a sandbox failed; `result` lists every copy made (`Sandbox.copy` has deleted
+ * the ones that ran). */
+export class SandboxCopyError extends SandboxError {
+  readonly sourceSandboxId: string;
+  readonly result: unknown;
+
+  constructor(sourceSandboxId: string, result: unknown, message: string) {
+    super(message);
+    this.sourceSandboxId = sourceSandboxId;
+    this.result = result;
+  }
+}
+
 export class SandboxFailedError extends SandboxError {
   readonly sandboxId: string;
   readonly status: string;

@@ -245,6 +245,27 @@ export interface SnapshotInfo {
   snapshotUri: string | null;
 }
 
+/** One new sandbox of a copy: `running`, or `failed` with a `reason`. */
+export interface CopiedSandbox {
+  sandboxId: string;
+  /** The server's status string (`running` or `failed` from this server). */
+  status: string;
+  reason: string | null;
+  sandboxUrl: string | null;
+  routingHint: string | null;
+  ingressEndpoint: string | null;
+  /** Always null from this server: names are unique, so copies get none. */
+  name: string | null;
+  terminationReason: string | null;
+  errorDetails: string | null;
+}
+
+/** What `copy` made: the source's id and one entry per copy asked for. */
+export interface CopySandboxResponse {
+  sourceSandboxId: string;
+  sandboxes: CopiedSandbox[];
+}
+
 /**
  * Result of `Sandbox.run()`.
  *
@@ -803,6 +824,32 @@ export function snapshotInfoFromWire(value: unknown, what = "snapshot"): Snapsho
     error: str(data, "error"),
     baseImage: str(data, "base_image"),
     snapshotUri: str(data, "snapshot_uri"),
+  };
+}
+
+/** A {@link CopiedSandbox} from one entry of a copy answer. */
+export function copiedSandboxFromWire(value: unknown, what = "copied sandbox"): CopiedSandbox {
+  const data = asObject(value, what);
+  const details = data.error_details;
+  return {
+    sandboxId: requiredStr(data, what, "sandbox_id"),
+    status: requiredStr(data, what, "status"),
+    reason: str(data, "reason"),
+    sandboxUrl: str(data, "sandbox_url"),
+    routingHint: str(data, "routing_hint"),
+    ingressEndpoint: str(data, "ingress_endpoint"),
+    name: str(data, "name"),
+    terminationReason: str(data, "termination_reason"),
+    errorDetails: details === undefined || details === null ? null : typeof details === "string" ? details : JSON.stringify(details),
+  };
+}
+
+/** A {@link CopySandboxResponse} from the answer of `POST /sandboxes/{id}/copy` (200 or 422). */
+export function copySandboxResponseFromWire(value: unknown, what = "copy answer"): CopySandboxResponse {
+  const data = asObject(value, what);
+  return {
+    sourceSandboxId: requiredStr(data, what, "source_sandbox_id"),
+    sandboxes: listFromWire(data, "sandboxes", copiedSandboxFromWire, what),
   };
 }
 

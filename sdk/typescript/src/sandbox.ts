@@ -416,6 +416,15 @@ export class Sandbox {
     return this.#client.metrics(this.sandboxId);
   }
 
+  /**
+   * Copy this running sandbox `times` ways (1 to 16) and return handles to the copies: each its
+   * own sandbox (id, address, files) that starts with this one's processes, memory and files. All
+   * or nothing (see `SandboxClient.copyAndConnect`).
+   */
+  async copy(options: { times?: number } = {}): Promise<Sandbox[]> {
+    return this.#client.copyAndConnect(this.sandboxId, options);
+  }
+
   async terminate(): Promise<void> {
     await this.#client.delete(this.sandboxId);
     this.#owned = false;

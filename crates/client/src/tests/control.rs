@@ -489,3 +489,52 @@ async fn logs_are_read_under_the_namespace_with_repeated_query_parameters() {
         "bad requests send nothing"
     );
 }
+
+#[tokio::test]
+async fn a_copy_sends_times_once_and_reads_partial_answers() {
+    let hits = Hits::default();
+    let router = axum::Router::new()
+        .route(
+            "/v1/namespaces/default/sandboxes/{id}/copy",
+            post(
+                |State(hits): State<Hits>, uri: axum::http::Uri| async move {
+                    let n = hits.hit();
+                    let query = uri.query().unwrap_or_default().to_string();
+                    let body = json!({"source_sandbox_id": "sb", "sandboxes": [
+                        {"sandbox_id": "c1", "status": "running", "sandbox_url": query},
+                        {"sandbox_id": "c2", "status": "failed", "reason": "no room"},
+                    ]});
+                    if n == 0 {
+                        (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+                    } else {
+                        (
+                            StatusCode::CONFLICT,
+                            Json(
+                                json!({"message": "sandbox is suspended", "code": "INVALID_STATE"}),
+                            ),
+                        )
+                            .into_response()
+                    }
+                },
+            ),
+        )
+        .with_state(hits.clone());
+    let client = fake::client(&fake::serve(router).await);
+    let answer = client
+        .copy("sb", 2)
+        .await
+        .expect("a 422 is a partial answer");
+    assert_eq!(answer.source_sandbox_id, "sb");
+    assert_eq!(answer.sandboxes.len(), 2);
+    assert_eq!(answer.sandboxes[0].sandbox_url.as_deref(), Some("times=2"));
+    assert_eq!(answer.sandboxes[1].status, SandboxStatus::Failed);
+    assert_eq!(answer.sandboxes[1].reason.as_deref(), Some("no room"));
+    let err = client.copy("sb", 1).await.expect_err("409");
+    assert_eq!(err.status(), Some(StatusCode::CONFLICT));
+    assert_eq!(hits.count(), 2, "a refused copy is not sent again");
+    for times in [0, crate::MAX_COPIES + 1] {
+        let err = client.copy("sb", times).await.expect_err("refused locally");
+        assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
+    }
+    assert_eq!(hits.count(), 2);
+}

@@ -4,6 +4,7 @@
 
 mod archived;
 mod body;
+mod copy;
 mod desktop;
 pub mod error;
 mod images;
@@ -64,6 +65,7 @@ fn resource_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(archived::get))
         .routes(routes!(lifecycle_ops::suspend))
         .routes(routes!(lifecycle_ops::resume))
+        .routes(routes!(copy::copy))
         .routes(routes!(snapshots::create))
         .routes(routes!(snapshots::list_for_sandbox))
         .routes(routes!(secrets::list))

@@ -41,6 +41,13 @@ pub(super) enum Boot {
         /// Whether it holds a memory dump.
         memory: bool,
     },
+    /// A restore from the memory dump of a copy (`control::copy`): its
+    /// directory has no snapshot record, so no compactor packs it and the
+    /// copies restore from it at once, without the snapshot's lock.
+    Copy {
+        /// The dump's directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// What a create call answers.
@@ -214,7 +221,12 @@ impl Sandboxes {
     }
 
     /// Starts a stored pending sandbox; records the outcome.
-    async fn start(&self, id: &SandboxId, image: alcove_runtime::image::Image, boot: Boot) {
+    pub(super) async fn start(
+        &self,
+        id: &SandboxId,
+        image: alcove_runtime::image::Image,
+        boot: Boot,
+    ) {
         let Ok(Some(record)) = self.ctx.store.get(id).await else {
             return;
         };
@@ -260,6 +272,15 @@ impl Sandboxes {
                     !*memory,
                 )
             }
+            Boot::Copy { dir } => (
+                self.ctx
+                    .timed(
+                        Operation::Restore,
+                        self.ctx.node.restore_snapshot(&spec, dir, true),
+                    )
+                    .await,
+                false,
+            ),
         };
         let result = match started {
             Ok(handle) => {

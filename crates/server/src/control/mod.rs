@@ -6,6 +6,7 @@ mod archive;
 mod build;
 mod compactor;
 mod context;
+mod copy;
 mod crashes;
 #[cfg(test)]
 mod fake_node;
@@ -33,6 +34,7 @@ pub use archive::{Archive, spawn_archive_purger};
 pub use build::BuildOptions;
 pub use compactor::spawn_compactor;
 pub use context::ControlConfig;
+pub use copy::{CopyOutcome, MAX_COPIES};
 pub use crashes::spawn_crash_watch;
 pub use inflight::{InFlight, InFlightGuard};
 pub use lifecycle::{CreateOutcome, Sandboxes, Target};

@@ -104,15 +104,16 @@ impl Control {
     /// crash interrupted.
     async fn settle(&self, record: &SandboxRecord) -> Verdict {
         let id = &record.id;
-        let Some(slot) = record.slot.and_then(|s| u32::try_from(s).ok()).map(Slot) else {
-            return Verdict::Failed("the server restarted while the sandbox was being created");
-        };
         // A dump or restore the dead server started outlives it: let it finish
-        // before looking, or we would judge (and thaw) a sandbox mid-operation.
+        // before looking, or we would judge (and thaw) a sandbox mid-operation,
+        // or sweep a pending one (a copy, a restore) whose container then appears.
         let deadline = Instant::now() + Duration::from_secs(120);
         while self.ctx.node.checkpoint_in_progress(id) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let Some(slot) = record.slot.and_then(|s| u32::try_from(s).ok()).map(Slot) else {
+            return Verdict::Failed("the server restarted while the sandbox was being created");
+        };
         match record.status {
             SandboxStatus::Pending => {
                 Verdict::Failed("the server restarted while the sandbox was being created")

@@ -1279,3 +1279,94 @@ async fn a_bad_claim_takes_nothing_and_an_interrupted_one_is_ended() {
     assert_eq!(pools.list("default").await.expect("list").len(), 1);
     pools.delete("default", &pool.id).await.expect("delete");
 }
+
+#[tokio::test]
+async fn a_copy_is_one_dump_restored_into_new_sandboxes_and_leaves_no_dump() {
+    let h = harness().await;
+    let src = h
+        .create(serde_json::json!({"name": "src", "secret_names": []}))
+        .await
+        .expect("create");
+    let out = h
+        .control
+        .sandboxes
+        .copy("default", "src", 3)
+        .await
+        .expect("copy");
+    assert!(out.all_running());
+    assert_eq!(out.source_id, src.id);
+    assert_eq!(out.copies.len(), 3);
+    let mut ids: Vec<_> = out.copies.iter().map(|c| c.id.clone()).collect();
+    ids.push(src.id.clone());
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "every copy has its own id");
+    let mut slots: Vec<_> = out.copies.iter().map(|c| c.slot).collect();
+    slots.push(src.slot);
+    slots.sort();
+    slots.dedup();
+    assert_eq!(slots.len(), 4, "every copy has its own slot");
+    assert!(out.copies.iter().all(|c| c.name.is_none()));
+    assert_eq!(h.status(&src.id).await.status, SandboxStatus::Running);
+    let left: Vec<_> = std::fs::read_dir(h._dir.path().join("snapshots"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the dump is removed: {left:?}");
+}
+
+#[tokio::test]
+async fn copy_refusals_and_failures_leave_nothing_behind() {
+    let h = harness().await;
+    let src = h.create(serde_json::json!({})).await.expect("create");
+    let before = h.listed().await.len();
+    for times in [0, super::MAX_COPIES + 1] {
+        let err = h.control.sandboxes.copy("default", &src.id, times).await;
+        assert!(
+            matches!(
+                err,
+                Err(ControlError::InvalidArgument { field: "times", .. })
+            ),
+            "{err:?}"
+        );
+    }
+    let err = h.control.sandboxes.copy("other", &src.id, 1).await;
+    assert!(matches!(err, Err(ControlError::NotFound { .. })), "{err:?}");
+
+    // A failed dump: the source keeps running, no copy is stored.
+    h.node.fail(Op::Snapshot, 1);
+    let err = h.control.sandboxes.copy("default", &src.id, 2).await;
+    assert!(
+        matches!(err, Err(ControlError::OperationFailed { op: "copy", .. })),
+        "{err:?}"
+    );
+    assert_eq!(h.status(&src.id).await.status, SandboxStatus::Running);
+    assert_eq!(h.listed().await.len(), before);
+
+    // One failed restore: reported per copy, the other runs.
+    h.node.fail(Op::Restore, 1);
+    let out = h
+        .control
+        .sandboxes
+        .copy("default", &src.id, 2)
+        .await
+        .expect("copy");
+    assert!(!out.all_running());
+    let failed: Vec<_> = out
+        .copies
+        .iter()
+        .filter(|c| c.status == SandboxStatus::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    let details = failed[0].error_details.clone().unwrap_or_default();
+    assert!(
+        !details.is_empty() && !details.contains("/var/lib"),
+        "{details}"
+    );
+    assert_eq!(
+        out.copies
+            .iter()
+            .filter(|c| c.status == SandboxStatus::Running)
+            .count(),
+        1
+    );
+}

@@ -42,6 +42,8 @@ pub enum Operation {
     Snapshot,
     /// A pool's sandbox handed out (a claim).
     Claim,
+    /// A running sandbox dumped once to be copied (the copies' restores count as `restore`).
+    CopyDump,
 }
 
 impl Operation {
@@ -53,6 +55,7 @@ impl Operation {
             Self::Resume => "resume",
             Self::Snapshot => "snapshot",
             Self::Claim => "claim",
+            Self::CopyDump => "copy_dump",
         }
     }
 }

@@ -43,6 +43,8 @@ MODEL_SCHEMAS: dict[type[BaseModel], str] = {
     models.ArchivedSandboxInfo: "ArchivedSandboxInfo",
     models.ArchivedSandboxPage: "ListArchivedSandboxesResponse",
     models.SnapshotInfo: "SnapshotInfo",
+    models.CopySandboxResponse: "CopySandboxResponse",
+    models.CopiedSandbox: "CopiedSandbox",
     models.ProcessInfo: "ProcessInfo",
     models.OutputEvent: "OutputEvent",
     models.OutputResponse: "OutputResponse",

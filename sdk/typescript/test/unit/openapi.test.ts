@@ -47,6 +47,8 @@ import {
   sandboxPoolInfoFromWire,
   sandboxMetricsFromWire,
   snapshotInfoFromWire,
+  copySandboxResponseFromWire,
+  copiedSandboxFromWire,
 } from "../../src/models.js";
 import { runBody, startProcessBody } from "../../src/sandbox.js";
 
@@ -72,6 +74,8 @@ const INTERFACE_SCHEMAS: Record<string, string> = {
   ArchivedSandboxInfo: "ArchivedSandboxInfo",
   ArchivedSandboxPage: "ListArchivedSandboxesResponse",
   SnapshotInfo: "SnapshotInfo",
+  CopySandboxResponse: "CopySandboxResponse",
+  CopiedSandbox: "CopiedSandbox",
   ProcessInfo: "ProcessInfo",
   OutputEvent: "OutputEvent",
   OutputResponse: "OutputResponse",
@@ -404,6 +408,8 @@ const READERS: Record<string, Reader> = {
   ArchivedSandboxInfo: (v) => archivedSandboxInfoFromWire(v),
   ArchivedSandboxPage: (v) => archivedSandboxPageFromWire(v),
   SnapshotInfo: (v) => snapshotInfoFromWire(v),
+  CopySandboxResponse: (v) => copySandboxResponseFromWire(v),
+  CopiedSandbox: (v) => copiedSandboxFromWire(v),
   ProcessInfo: (v) => processInfoFromWire(v),
   OutputEvent: (v) => outputEventFromWire(v),
   OutputResponse: (v) => outputResponseFromWire(v),

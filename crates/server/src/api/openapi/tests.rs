@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use alcove_agent::http::error::AgentError;
+use alcove_wire::copy::{CopiedSandbox, CopySandboxResponse};
 use alcove_wire::error::ApiErrorBody;
 use alcove_wire::files::{FileEntry, FileList};
 use alcove_wire::health::{AgentInfo, HealthResponse};
@@ -281,6 +282,8 @@ fn schemas_are_what_serde_reads_and_writes() {
         ListArchivedSandboxesResponse,
         SnapshotInfo,
         CreateSnapshotResponse,
+        CopySandboxResponse,
+        CopiedSandbox,
         ListSnapshotsResponse,
         ApiErrorBody,
         AgentError,

@@ -131,6 +131,13 @@ class AsyncSandbox:
         """What this sandbox uses now against its limits (it must be running)."""
         return await self._client.metrics(self.sandbox_id)
 
+    async def copy(self, times: int = 1) -> list[AsyncSandbox]:
+        """Copy this running sandbox ``times`` ways (1 to 16) and return handles to the copies:
+        each its own sandbox (id, address, files) that starts with this one's processes, memory
+        and files. All or nothing (see ``AsyncSandboxClient.copy_and_connect``); the handles
+        delete their copy when used as a context manager."""
+        return await self._client.copy_and_connect(self.sandbox_id, times)
+
     async def terminate(self) -> None:
         """Delete the sandbox (same as ``client.delete(sandbox.sandbox_id)``)."""
         await self._client.delete(self.sandbox_id)

@@ -27,11 +27,12 @@ from ._config import (
 )
 from ._context import context_file, write_directory_context
 from .sandbox import Sandbox
-from .exceptions import SandboxException
+from .exceptions import SandboxCopyError, SandboxException
 from .image import Image
 from .models import (
     ArchivedSandboxInfo,
     ArchivedSandboxPage,
+    CopySandboxResponse,
     DeleteImageResult,
     ImageInfo,
     ImageProgressEvent,
@@ -351,6 +352,41 @@ class SandboxClient:
     def resume(self, identifier: str) -> SandboxInfo:
         """Resume a suspended sandbox and wait until it is ``running``."""
         return self._drive(proto.op_transition(self._config, identifier, "resume"))
+
+    def copy(self, identifier: str, times: int = 1) -> CopySandboxResponse:
+        """Copy a running sandbox ``times`` ways (1 to 16): one memory dump of it, which keeps
+        running, restored into new sandboxes with its processes, memory and files, each with its
+        own id and address (and no name). Waits until every copy runs or failed; failed copies
+        are in the answer with ``status`` ``failed`` and a ``reason`` (see
+        :meth:`copy_and_connect` for handles). Raises :class:`RemoteAPIError` (409) when the
+        sandbox is not running, :class:`SandboxNotFoundError` when there is no such sandbox."""
+        return self._drive(proto.op_copy(self._config, identifier, times))
+
+    def copy_and_connect(self, identifier: str, times: int = 1) -> list[Sandbox]:
+        """Copy a running sandbox as :meth:`copy` does and return handles to the copies, which
+        delete their sandbox when used as a context manager. All or nothing: when any copy
+        failed, the ones that run are deleted and :class:`SandboxCopyError` is raised with the
+        copy's answer as ``result``."""
+        result = self.copy(identifier, times)
+        failed = result.failed
+        if failed:
+            for made in result.sandboxes:
+                if made.running:
+                    try:
+                        self.delete(made.sandbox_id)
+                    except SandboxException:
+                        pass
+            reasons = "; ".join(f"{c.sandbox_id}: {c.reason or c.status}" for c in failed)
+            raise SandboxCopyError(
+                result.source_sandbox_id,
+                result,
+                f"{len(failed)} of {len(result.sandboxes)} copies of sandbox {identifier} failed: {reasons}",
+            )
+        handles: list[Sandbox] = []
+        for made in result.sandboxes:
+            info = self._drive(proto.op_connect(self._config, made.sandbox_id))
+            handles.append(Sandbox(self, info, owned=True))
+        return handles
 
     def desktop_url(self, identifier: str, port: int | None = None) -> str:
         """A URL, valid for an hour, at which a browser sees and drives the sandbox's desktop

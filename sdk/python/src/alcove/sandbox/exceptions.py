@@ -167,11 +167,22 @@ class SandboxFailedError(SandboxError):
         super().__init__(message)
 
 
+class SandboxCopyError(SandboxError):
+    """Some copies of a sandbox failed. ``result`` lists every copy made (each with ``status``
+    and ``reason``); :meth:`AsyncSandbox.copy` has deleted the copies that ran."""
+
+    def __init__(self, source_sandbox_id: str, result: Any, message: str):
+        self.source_sandbox_id = source_sandbox_id
+        self.result = result
+        super().__init__(message)
+
+
 class SandboxNotRoutableError(SandboxError):
     """The server gave no ``sandbox_url`` for the sandbox, so its processes and files cannot be reached."""
 
 
 __all__ = [
+    "SandboxCopyError",
     "AuthenticationError",
     "ImageBuildError",
     "ImageInUseError",

@@ -469,6 +469,38 @@ class SnapshotInfo(_WireModel):
     snapshot_uri: str | None = None
 
 
+class CopiedSandbox(_WireModel):
+    """One new sandbox of :meth:`AsyncSandboxClient.copy`: ``running``, or ``failed`` with a
+    ``reason``. ``status`` stays the server's string (partial answers may carry any)."""
+
+    sandbox_id: str
+    status: str
+    reason: str | None = None
+    sandbox_url: str | None = None
+    routing_hint: str | None = None
+    ingress_endpoint: str | None = None
+    name: str | None = None
+    termination_reason: str | None = None
+    error_details: Any | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether this copy runs."""
+        return self.status == SandboxStatus.RUNNING.value
+
+
+class CopySandboxResponse(_WireModel):
+    """What a copy made: the source's id and one entry per copy asked for."""
+
+    source_sandbox_id: str
+    sandboxes: Annotated[list[CopiedSandbox], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+
+    @property
+    def failed(self) -> list[CopiedSandbox]:
+        """The copies that did not come up."""
+        return [c for c in self.sandboxes if not c.running]
+
+
 # ---------------------------------------------------------------------------------------------
 # In-sandbox objects
 
@@ -845,6 +877,8 @@ IMAGE_PROGRESS_EVENTS: dict[str, type[_WireModel]] = {
 
 
 __all__ = [
+    "CopiedSandbox",
+    "CopySandboxResponse",
     "BuildOutputEvent",
     "BuildStepEvent",
     "DeleteImageResult",

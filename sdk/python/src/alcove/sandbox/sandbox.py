@@ -130,6 +130,13 @@ class Sandbox:
         """What this sandbox uses now against its limits (it must be running)."""
         return self._client.metrics(self.sandbox_id)
 
+    def copy(self, times: int = 1) -> list[Sandbox]:
+        """Copy this running sandbox ``times`` ways (1 to 16) and return handles to the copies:
+        each its own sandbox (id, address, files) that starts with this one's processes, memory
+        and files. All or nothing (see ``SandboxClient.copy_and_connect``); the handles
+        delete their copy when used as a context manager."""
+        return self._client.copy_and_connect(self.sandbox_id, times)
+
     def terminate(self) -> None:
         """Delete the sandbox (same as ``client.delete(sandbox.sandbox_id)``)."""
         self._client.delete(self.sandbox_id)

@@ -18,6 +18,7 @@ from ..exceptions import (
 )
 from ..models import (
     ArchivedSandboxInfo,
+    CopySandboxResponse,
     ArchivedSandboxPage,
     SandboxInfo,
     SandboxMetrics,
@@ -398,6 +399,30 @@ def op_unexpose_ports(cfg: ClientConfig, identifier: str, ports: Iterable[int]) 
 # Archived sandboxes
 
 ARCHIVE_DIRECTIONS = ("forward", "backward")
+
+
+MAX_COPIES = 16
+"""Most copies one copy request may ask for (docs/protocol/control-plane.md, Copy)."""
+
+# Statuses whose body is a copy answer: all ran (200), some failed (422), or, from the
+# official service, the wait ran out (504); the last two list what was made.
+_COPY_ANSWERS = (200, 422, 504)
+
+
+def op_copy(cfg: ClientConfig, identifier: str, times: int) -> Op[CopySandboxResponse]:
+    """POST ``/sandboxes/{id}/copy?times=N``: the copies as made, failed ones included."""
+    identifier = _identifier(identifier)
+    if not _is_int(times) or not 1 <= times <= MAX_COPIES:
+        raise ValueError(f"times must be an integer from 1 to {MAX_COPIES}, got {times!r}")
+    url = sandboxes_url(cfg, identifier, "/copy")
+    req = _lifecycle(cfg, "POST", url, params={"times": str(times)}, content=b"", replayable=False)
+    resp = yield from _send(req)
+    if resp.status_code in _COPY_ANSWERS:
+        body = _json_or_none(resp.text)
+        if isinstance(body, dict) and "sandboxes" in body:
+            return _model(CopySandboxResponse, body, "copy answer")
+    check(resp, sandbox=identifier)
+    return _model(CopySandboxResponse, _json(resp, "copy answer"), "copy answer")
 
 
 def archived_params(limit: int | None, cursor: str | None, direction: str | None) -> dict[str, str]:

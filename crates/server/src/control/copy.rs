@@ -1,0 +1,331 @@
+//! Copying a running sandbox N ways: one memory dump of the source, which keeps
+//! running (frozen only while it is dumped), restored into N new sandboxes in
+//! parallel. Each copy is a sandbox of its own (record, id, address, cgroup and
+//! its own copy of the writable layer) that starts with the source's memory,
+//! processes and files.
+//!
+//! Crash safety: the copies are stored `pending` before they are restored, so a
+//! restart fails them and sweeps whatever their restore had made on the node;
+//! the dump lives under the snapshots directory with no snapshot record, so the
+//! restart's snapshot recovery removes it too.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use alcove_runtime::{SandboxId, blocking};
+use alcove_wire::sandbox::SandboxStatus;
+use alcove_wire::time::now_millis;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::ControlError;
+use super::lifecycle::{Boot, Sandboxes};
+use super::state::{self, Event};
+use crate::metrics::Operation;
+use crate::store::SandboxRecord;
+
+/// Most copies one request may ask for: each is a full sandbox (memory, CPU
+/// share, layer), and they all restore from one dump within one request.
+pub const MAX_COPIES: u32 = 16;
+
+/// Name prefix of a copy's dump directory under the snapshots directory.
+const DUMP_PREFIX: &str = "copy-";
+
+/// Restores of copies running at once on this server, whatever the request. A
+/// restore spends much of its time waiting (on runc, CRIU's page reads and the
+/// agent's first answer), so two per host CPU keep the CPUs busy; more only queue.
+static RESTORES: OnceLock<Arc<Semaphore>> = OnceLock::new();
+
+/// Restores at once per host CPU (see [`RESTORES`]).
+const RESTORES_PER_CPU: f64 = 2.0;
+
+/// What a copy produced.
+#[derive(Debug, Clone)]
+pub struct CopyOutcome {
+    /// The sandbox copied.
+    pub source_id: SandboxId,
+    /// The copies as last stored: `running`, or `failed` with `error_details`.
+    pub copies: Vec<SandboxRecord>,
+}
+
+impl CopyOutcome {
+    /// Whether every copy runs.
+    pub fn all_running(&self) -> bool {
+        self.copies
+            .iter()
+            .all(|c| c.status == SandboxStatus::Running)
+    }
+}
+
+/// Checks the number of copies asked for.
+pub fn validate_times(times: u32) -> Result<(), ControlError> {
+    if (1..=MAX_COPIES).contains(&times) {
+        Ok(())
+    } else {
+        Err(ControlError::InvalidArgument {
+            field: "times",
+            reason: format!("must be between 1 and {MAX_COPIES}, got {times}"),
+        })
+    }
+}
+
+impl Sandboxes {
+    /// Copies the running sandbox `ident` `times` ways and waits for every
+    /// copy to run or fail. Refused (nothing made) unless the source runs.
+    pub async fn copy(
+        &self,
+        namespace: &str,
+        ident: &str,
+        times: u32,
+    ) -> Result<CopyOutcome, ControlError> {
+        validate_times(times)?;
+        let source = self.ctx.resolve(Some(namespace), ident).await?;
+        ensure_running(&source)?;
+        let resolved = self.resolve_image(&source.image).await?;
+        // A full host is the caller's answer (507) before anything is dumped;
+        // each restore checks again, as others may take the room meanwhile.
+        self.ctx
+            .node
+            .admit(u64::try_from(source.disk_mb).unwrap_or(0))
+            .map_err(ControlError::from)?;
+        let this = self.clone();
+        // The work runs in its own task: a client that hangs up must not cut a
+        // dump short (the source would stay `snapshotting`) nor leave the dump.
+        let job = tokio::spawn(
+            async move { this.run_copy(source.id, resolved.image, times).await }
+                .instrument(tracing::Span::current()),
+        );
+        job.await.map_err(|e| ControlError::OperationFailed {
+            id: ident.to_string(),
+            op: "copy",
+            reason: e.to_string(),
+        })?
+    }
+
+    async fn run_copy(
+        &self,
+        source_id: SandboxId,
+        image: alcove_runtime::image::Image,
+        times: u32,
+    ) -> Result<CopyOutcome, ControlError> {
+        let dir = self
+            .ctx
+            .cfg
+            .snapshots_dir
+            .join(format!("{DUMP_PREFIX}{}", uuid::Uuid::new_v4()));
+        let source = match self.dump(&source_id, &dir).await {
+            Ok(source) => source,
+            Err(e) => {
+                let _ = blocking::remove_dir_all(dir).await;
+                return Err(e);
+            }
+        };
+        let restored = self.restore_copies(&source, image, &dir, times).await;
+        if let Err(e) = blocking::remove_dir_all(dir.clone()).await {
+            tracing::warn!(path = %dir.display(), error = %e, "removing a copy's dump");
+        }
+        let copies = restored?;
+        let failed = copies
+            .iter()
+            .filter(|c| c.status != SandboxStatus::Running)
+            .count();
+        tracing::info!(sandbox_id = %source_id, copies = copies.len(), failed, "sandbox copied");
+        Ok(CopyOutcome { source_id, copies })
+    }
+
+    /// Dumps the source into `dir` under its op lock (a delete or suspend
+    /// waits for the dump), `snapshotting` meanwhile so a crash thaws it.
+    async fn dump(
+        &self,
+        id: &SandboxId,
+        dir: &std::path::Path,
+    ) -> Result<SandboxRecord, ControlError> {
+        let lock = self.ctx.op_lock(id);
+        let _guard = lock.lock().await;
+        let mut record = self.ctx.resolve(None, id).await?;
+        ensure_running(&record)?;
+        state::apply(&mut record, Event::SnapshotBegun).map_err(|e| {
+            ControlError::InvalidState {
+                id: id.to_string(),
+                status: e.status,
+                op: "copy",
+            }
+        })?;
+        self.ctx.store.update(&record).await?;
+        let dumped = self
+            .ctx
+            .timed(Operation::CopyDump, self.ctx.node.snapshot(id, dir, true))
+            .await;
+        if let Err(e) = state::apply(&mut record, Event::SnapshotEnded) {
+            tracing::error!(sandbox_id = %id, error = %e, "ending a copy's dump");
+        }
+        self.ctx.store.update(&record).await?;
+        match dumped {
+            Ok(bytes) => {
+                tracing::info!(sandbox_id = %id, bytes, "sandbox dumped for a copy");
+                Ok(record)
+            }
+            Err(e) => {
+                tracing::warn!(sandbox_id = %id, error = %e, "dumping a sandbox to copy it");
+                Err(ControlError::OperationFailed {
+                    id: id.to_string(),
+                    op: "copy",
+                    reason: crate::redact::stored_details(
+                        crate::redact::Failure::Snapshot,
+                        &e.to_string(),
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Stores `times` pending copies of `source`, then restores them from
+    /// `dir` in parallel (bounded by [`RESTORES`]); answers them as stored.
+    async fn restore_copies(
+        &self,
+        source: &SandboxRecord,
+        image: alcove_runtime::image::Image,
+        dir: &std::path::Path,
+        times: u32,
+    ) -> Result<Vec<SandboxRecord>, ControlError> {
+        let mut ids: Vec<SandboxId> = Vec::new();
+        for _ in 0..times {
+            let record = copy_record(source);
+            if let Err(e) = self.ctx.store.insert(&record).await {
+                // No copy is left pending for a caller who is told the copy failed.
+                for id in &ids {
+                    let cancelled = self
+                        .delete(
+                            None,
+                            id.as_str(),
+                            super::state::TerminationReason::Cancelled,
+                        )
+                        .await;
+                    if let Err(e) = cancelled {
+                        tracing::error!(sandbox_id = %id, error = %e, "cancelling a copy");
+                    }
+                }
+                return Err(e.into());
+            }
+            tracing::info!(sandbox_id = %record.id, source = %source.id, "copy pending");
+            ids.push(record.id);
+        }
+        let permits = Arc::clone(RESTORES.get_or_init(|| {
+            // At least one per CPU counted whole: a fraction of a CPU still restores.
+            let cpus = self.ctx.cfg.host.cpus.floor().max(1.0);
+            Arc::new(Semaphore::new((cpus * RESTORES_PER_CPU) as usize))
+        }));
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in &ids {
+            let this = self.clone();
+            let id = id.clone();
+            let image = image.clone();
+            let boot = Boot::Copy {
+                dir: PathBuf::from(dir),
+            };
+            let permits = Arc::clone(&permits);
+            // Taken before any wait, so a delete of a pending copy waits for its restore.
+            let guard = self.ctx.op_lock(&id).lock_owned().await;
+            tasks.spawn(
+                async move {
+                    let _guard = guard;
+                    let _permit = permits.acquire_owned().await;
+                    this.start(&id, image, boot).await;
+                }
+                .instrument(tracing::Span::current()),
+            );
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "a copy's restore task ended abnormally");
+            }
+        }
+        let mut copies = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(record) = self.ctx.store.get(id).await? {
+                copies.push(record);
+            }
+        }
+        Ok(copies)
+    }
+}
+
+/// A copy is only of a running sandbox: a suspended one has no processes to
+/// dump while it runs (resume it first), a pending one nothing yet.
+fn ensure_running(record: &SandboxRecord) -> Result<(), ControlError> {
+    if record.status == SandboxStatus::Running {
+        Ok(())
+    } else {
+        Err(ControlError::InvalidState {
+            id: record.id.to_string(),
+            status: record.status,
+            op: "copy",
+        })
+    }
+}
+
+/// The pending record of one copy: the source's image, resources, secrets,
+/// network policy, ports, entrypoint and timeout (counted from the copy's
+/// start), under a new id and no name (names are unique among live sandboxes).
+fn copy_record(source: &SandboxRecord) -> SandboxRecord {
+    SandboxRecord {
+        id: SandboxId::random(),
+        name: None,
+        status: SandboxStatus::Pending,
+        // Turning auto_resume off needs a name (see `prepare`): an unnamed copy keeps it on.
+        auto_resume: true,
+        slot: None,
+        created_at: now_millis(),
+        terminated_at: None,
+        deadline_at: None,
+        pending_reason: Some("scheduling".into()),
+        termination_reason: None,
+        error_details: None,
+        timeout_remaining_ms: None,
+        transition: None,
+        suspended_at: None,
+        archived_at: None,
+        resource_resize: None,
+        ..source.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_is_checked_against_its_bounds() {
+        assert!(validate_times(0).is_err());
+        assert!(validate_times(1).is_ok());
+        assert!(validate_times(MAX_COPIES).is_ok());
+        let err = validate_times(MAX_COPIES + 1).expect_err("above the cap");
+        assert!(err.to_string().contains("times"), "{err}");
+    }
+
+    #[test]
+    fn a_copy_keeps_the_sources_settings_under_a_new_id_and_no_name() {
+        let mut source = crate::store::sample_record("a", Some("named"));
+        source.status = SandboxStatus::Running;
+        source.slot = Some(3);
+        source.deadline_at = Some(42);
+        source.auto_resume = false;
+        source.secret_names = vec!["TOKEN".into()];
+        let copy = copy_record(&source);
+        assert_ne!(copy.id, source.id);
+        assert_eq!(copy.name, None);
+        assert_eq!(copy.status, SandboxStatus::Pending);
+        assert_eq!(copy.slot, None);
+        assert_eq!(copy.deadline_at, None);
+        assert!(copy.auto_resume);
+        assert_eq!(copy.image, source.image);
+        assert_eq!(copy.cpus, source.cpus);
+        assert_eq!(copy.memory_mb, source.memory_mb);
+        assert_eq!(copy.disk_mb, source.disk_mb);
+        assert_eq!(copy.secret_names, source.secret_names);
+        assert_eq!(copy.network_policy, source.network_policy);
+        assert_eq!(copy.entrypoint, source.entrypoint);
+        assert_eq!(copy.timeout_secs, source.timeout_secs);
+        assert_eq!(copy.namespace, source.namespace);
+    }
+}
