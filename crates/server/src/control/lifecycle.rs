@@ -570,6 +570,7 @@ pub(super) fn spec_for(
         memory_mb: u64::try_from(record.memory_mb).unwrap_or(0),
         disk_mb: u64::try_from(record.disk_mb).unwrap_or(0),
         env,
+        volumes: Vec::new(),
     }
 }
 
