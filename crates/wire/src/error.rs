@@ -45,6 +45,9 @@ pub enum ErrorCode {
     RegistryError,
     /// A build step failed (422); the message has its exit code and output.
     BuildFailed,
+    /// A file system (volume) is mounted where the request needs it free, or files
+    /// are open on it (409).
+    FileSystemInUse,
 }
 
 /// The control plane's error body: `{"message", "code"}`.

@@ -54,14 +54,6 @@ const UNBUILT: &[Unbuilt] = &[
         what: "copying sandboxes",
         operations: &[(HttpMethod::Post, "copySandbox")],
     },
-    Unbuilt {
-        path: "/sandboxes/{id}/file_systems",
-        what: "attached file systems",
-        operations: &[
-            (HttpMethod::Post, "attachFileSystem"),
-            (HttpMethod::Delete, "detachFileSystem"),
-        ],
-    },
 ];
 
 /// The names of the `{…}` segments of `path`.

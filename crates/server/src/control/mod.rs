@@ -3,12 +3,14 @@
 
 mod agent_client;
 mod archive;
+mod attach;
 mod build;
 mod compactor;
 mod context;
 mod crashes;
 #[cfg(test)]
 mod fake_node;
+pub mod file_systems;
 mod images;
 mod inflight;
 mod lifecycle;
@@ -33,6 +35,7 @@ pub use build::BuildOptions;
 pub use compactor::spawn_compactor;
 pub use context::ControlConfig;
 pub use crashes::spawn_crash_watch;
+pub use file_systems::FileSystems;
 pub use inflight::{InFlight, InFlightGuard};
 pub use lifecycle::{CreateOutcome, Sandboxes, Target};
 pub use node::SandboxNode;
@@ -82,6 +85,9 @@ pub enum ControlError {
     /// what it uses); the message has the figures.
     #[error("{0}")]
     Conflict(String),
+    /// A volume is held where the request needs it free, or files are open on it.
+    #[error("{0}")]
+    FileSystemInUse(String),
     /// The feature exists in the API but not in this server yet.
     #[error("{0} is not implemented by this server yet")]
     NotImplemented(&'static str),

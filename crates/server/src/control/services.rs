@@ -32,6 +32,8 @@ pub struct Control {
     pub secrets: Secrets,
     /// Read ended sandboxes and purge them once the retention runs out.
     pub archive: Archive,
+    /// Create, list, get and delete volumes (their mounts are on `sandboxes`).
+    pub file_systems: super::FileSystems,
 }
 
 impl Control {
@@ -54,6 +56,7 @@ impl Control {
             snapshots,
             secrets,
             archive: Archive::new(Arc::clone(&ctx)),
+            file_systems: super::FileSystems::new(Arc::clone(&ctx)),
             ctx,
         }
     }

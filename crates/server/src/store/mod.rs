@@ -2,12 +2,14 @@
 //! [`Store`] type so a PostgreSQL implementation can follow.
 
 mod archive;
+mod file_systems;
 mod record;
 mod secrets;
 mod snapshots;
 mod sqlite;
 
 pub use archive::{ArchiveKey, ArchivePage, CursorError, Direction, PageRequest};
+pub use file_systems::FileSystemRecord;
 pub use record::SandboxRecord;
 pub use secrets::SealedSecret;
 pub use snapshots::SnapshotRecord;
@@ -85,5 +87,6 @@ pub(crate) fn sample_record(id: &str, name: Option<&str>) -> SandboxRecord {
         suspended_at: None,
         archived_at: None,
         resource_resize: None,
+        file_systems: Vec::new(),
     }
 }

@@ -20,7 +20,7 @@ pub struct Store {
 }
 
 /// Columns of `sandboxes`, in the order [`bind_all`] binds them.
-const FIELDS: [&str; 27] = [
+const FIELDS: [&str; 28] = [
     "id",
     "namespace",
     "name",
@@ -48,6 +48,7 @@ const FIELDS: [&str; 27] = [
     "suspended_at",
     "archived_at",
     "resource_resize",
+    "file_systems",
 ];
 
 pub(super) fn columns() -> String {
@@ -231,6 +232,7 @@ fn bind_all<'q>(q: Query<'q>, r: &'q SandboxRecord) -> Query<'q> {
         .bind(r.suspended_at)
         .bind(archived_at(r))
         .bind(r.resource_resize.as_ref().map(json))
+        .bind((!r.file_systems.is_empty()).then(|| json(&r.file_systems)))
 }
 
 /// When the row enters the archive: as recorded, or, for an ended record whose path did not
@@ -311,6 +313,7 @@ pub(super) fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
         suspended_at: row.try_get("suspended_at")?,
         archived_at: row.try_get("archived_at")?,
         resource_resize: optional_json_column(row, &id, "resource_resize")?,
+        file_systems: optional_json_column(row, &id, "file_systems")?.unwrap_or_default(),
         id: parse_id(id)?,
     })
 }

@@ -108,6 +108,12 @@ def test_the_documented_surface_is_present() -> None:
         "build_image",
         "build_image_from_dockerfile",
         "save_snapshot_as_image",
+        "create_file_system",
+        "list_file_systems",
+        "get_file_system",
+        "delete_file_system",
+        "attach_file_system",
+        "detach_file_system",
     }
     sandbox_methods = {
         "sandbox_id",
@@ -200,6 +206,7 @@ def test_the_documented_surface_is_present() -> None:
         ("disk_mb", None),
         ("entrypoint", None),
         ("pull_image", False),
+        ("file_systems", None),
     ]
     create_pty = inspect.signature(Sandbox.create_pty).parameters
     assert [(n, create_pty[n].default) for n in create_pty][1:] == [

@@ -5,6 +5,10 @@ use std::collections::BTreeSet;
 
 use alcove_agent::http::error::AgentError;
 use alcove_wire::error::ApiErrorBody;
+use alcove_wire::file_system::{
+    CreateFileSystemRequest, DetachFileSystemRequest, FileSystemAttachment, FileSystemInfo,
+    FileSystemMount, ListFileSystemsResponse,
+};
 use alcove_wire::files::{FileEntry, FileList};
 use alcove_wire::health::{AgentInfo, HealthResponse};
 use alcove_wire::image::{
@@ -316,6 +320,9 @@ fn schemas_are_what_serde_reads_and_writes() {
         ImageUsers,
         DeleteImageResponse,
         LayerProgress,
+        FileSystemInfo,
+        FileSystemAttachment,
+        ListFileSystemsResponse,
     );
     requests!(
         CreateSandboxRequest,
@@ -334,6 +341,9 @@ fn schemas_are_what_serde_reads_and_writes() {
         ResizeRequest,
         PullImageRequest,
         SaveSnapshotImageRequest,
+        FileSystemMount,
+        CreateFileSystemRequest,
+        DetachFileSystemRequest,
     );
     check_request::<SetSecret>(&doc, "SetSecret", |_| Value::Null);
     check_request::<DesktopUrlRequest>(&doc, "DesktopUrlRequest", |_| Value::Null);

@@ -57,6 +57,17 @@ from ._files import (
     prepare_upload,
 )
 from ._follow_stream import OutputEventDecoder, iter_output_events, output_event
+from ._file_systems import (
+    file_systems_url,
+    mount_body,
+    mounts_body,
+    op_attach_file_system,
+    op_create_file_system,
+    op_delete_file_system,
+    op_detach_file_system,
+    op_get_file_system,
+    op_list_file_systems,
+)
 from ._images import (
     DEFAULT_DOCKERFILE,
     EVENT_STREAM_HEADERS,
@@ -164,6 +175,15 @@ from ._steps import _send as _send
 from ._validation import MANAGEMENT_PORT, validate_ports
 
 __all__ = [
+    "file_systems_url",
+    "mount_body",
+    "mounts_body",
+    "op_attach_file_system",
+    "op_create_file_system",
+    "op_delete_file_system",
+    "op_detach_file_system",
+    "op_get_file_system",
+    "op_list_file_systems",
     "DEFAULT_DOCKERFILE",
     "EVENT_STREAM_HEADERS",
     "TAR_CONTENT_TYPE",
