@@ -197,7 +197,14 @@ impl Node {
         let target = view.clone();
         blocking::run(move || -> Result<()> {
             if let Some(parent) = target.parent() {
+                // Searchable by the sandbox's root: a restore (CRIU) opens the view from
+                // inside the sandbox's user namespace. Nothing here is listable.
                 layer::create_private_dir(parent)?;
+                std::fs::set_permissions(
+                    parent,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o711),
+                )
+                .map_err(RuntimeError::io("setting the mode of", parent))?;
             }
             layer::create_private_dir(&target)?;
             if is_mountpoint(&target) {

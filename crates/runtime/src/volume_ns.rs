@@ -70,7 +70,9 @@ fn components(mount_path: &str) -> Result<Vec<CString>> {
 /// Raw system calls only; sound in a forked child.
 unsafe fn open_component(dir: libc::c_int, name: &CString) -> libc::c_int {
     let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
+        // No O_NOFOLLOW: it would open a final symlink itself (and fail with ENOTDIR);
+        // RESOLVE_NO_SYMLINKS refuses a symlink in every position with ELOOP.
+        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
     };
