@@ -41,6 +41,7 @@ mod config;
 mod context;
 mod create;
 mod error;
+mod file_systems;
 mod images;
 mod lifecycle;
 mod logs;

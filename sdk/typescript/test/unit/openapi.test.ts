@@ -34,6 +34,8 @@ import {
   sandboxInfoFromWire,
   sandboxMetricsFromWire,
   snapshotInfoFromWire,
+  fileSystemInfoFromWire,
+  fileSystemMountFromWire,
 } from "../../src/models.js";
 import { runBody, startProcessBody } from "../../src/sandbox.js";
 
@@ -59,6 +61,9 @@ const INTERFACE_SCHEMAS: Record<string, string> = {
   ArchivedSandboxInfo: "ArchivedSandboxInfo",
   ArchivedSandboxPage: "ListArchivedSandboxesResponse",
   SnapshotInfo: "SnapshotInfo",
+  FileSystemMount: "FileSystemMount",
+  FileSystemAttachment: "FileSystemAttachment",
+  FileSystemInfo: "FileSystemInfo",
   ProcessInfo: "ProcessInfo",
   OutputEvent: "OutputEvent",
   OutputResponse: "OutputResponse",
@@ -387,6 +392,8 @@ const READERS: Record<string, Reader> = {
   ArchivedSandboxInfo: (v) => archivedSandboxInfoFromWire(v),
   ArchivedSandboxPage: (v) => archivedSandboxPageFromWire(v),
   SnapshotInfo: (v) => snapshotInfoFromWire(v),
+  FileSystemMount: (v) => fileSystemMountFromWire(v),
+  FileSystemInfo: (v) => fileSystemInfoFromWire(v),
   ProcessInfo: (v) => processInfoFromWire(v),
   OutputEvent: (v) => outputEventFromWire(v),
   OutputResponse: (v) => outputResponseFromWire(v),
