@@ -11,6 +11,8 @@ mod crashes;
 #[cfg(test)]
 mod fake_node;
 pub mod file_systems;
+#[cfg(test)]
+mod file_systems_tests;
 mod images;
 mod inflight;
 mod lifecycle;
