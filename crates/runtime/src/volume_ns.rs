@@ -384,4 +384,83 @@ mod tests {
         assert!(names("/mnt/../etc").is_err());
         assert!(names("mnt").is_err(), "relative");
     }
+
+    /// A process in its own mount namespace (`unshare -m`), killed on drop.
+    struct Namespaced(std::process::Child);
+
+    impl Drop for Namespaced {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root (mount namespaces, mounts)"]
+    fn attaches_into_another_mount_namespace_and_never_through_a_symlink() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let base = tmp.path().canonicalize().expect("canonical");
+        let view = base.join("view");
+        std::fs::create_dir_all(&view).expect("mkdir");
+        nix::mount::mount(
+            Some("tmpfs"),
+            &view,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount tmpfs (tests run as root)");
+        std::fs::write(view.join("marker"), b"volume").expect("write");
+        std::fs::create_dir_all(base.join("elsewhere")).expect("mkdir");
+        std::os::unix::fs::symlink(base.join("elsewhere"), base.join("trap")).expect("symlink");
+        let child = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sleep", "60"])
+            .spawn()
+            .expect("unshare");
+        let ns = Namespaced(child);
+        let pid = i32::try_from(ns.0.id()).expect("pid");
+        // unshare execs sleep once the namespace is made.
+        for _ in 0..100 {
+            if std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
+                != std::fs::read_link("/proc/self/ns/mnt").ok()
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let dev = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(&view).expect("stat"));
+        let target = format!("{}/made/here", base.display());
+        attach(pid, 0, &view, &target, true).expect("attach");
+        assert!(
+            is_mounted_in(pid, &target, dev),
+            "mounted in the other namespace"
+        );
+        assert!(
+            !crate::layer::is_mountpoint(Path::new(&target)),
+            "not in ours"
+        );
+        assert!(Path::new(&target).is_dir(), "the path was made");
+
+        let trap = format!("{}/trap/x", base.display());
+        let err = attach(pid, 0, &view, &trap, false).expect_err("a symlink on the path");
+        assert!(matches!(err, RuntimeError::Refused(_)), "{err:?}");
+        assert!(
+            !base.join("elsewhere/x").exists(),
+            "nothing made through the symlink"
+        );
+
+        let meta = std::fs::metadata(&view).expect("stat");
+        let expect = (dev, std::os::unix::fs::MetadataExt::ino(&meta));
+        assert!(
+            matches!(
+                detach(pid, &format!("{}/elsewhere", base.display()), expect),
+                Err(RuntimeError::Refused(_))
+            ),
+            "a directory that is not the volume is left alone"
+        );
+        detach(pid, &target, expect).expect("detach");
+        assert!(!is_mounted_in(pid, &target, dev));
+        drop(ns);
+        crate::layer::unmount_all(&view).expect("unmount");
+    }
 }
