@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,6 +93,7 @@ def main() -> None:
         client.close()
     finally:
         srv.stop()
+        shutil.rmtree(srv.data_dir, ignore_errors=True)
     report("Volume attach/detach latency", latency)
     print(f"\n## Sequential throughput, dd of {args.mb} MB (write with conv=fsync, read after drop_caches), "
           f"median of {args.repeats}\n")
