@@ -105,3 +105,30 @@ def test_kill_during_attach_and_detach(srv, delay):
     client.delete_file_system("crashvol")
     assert host_volume_state(srv) == ([], [], [])
     client.close()
+
+
+def test_a_restart_keeps_volumes_mounted_through_suspend_and_resume(srv):
+    client = SandboxClient(api_url=srv.url)
+    client.create_file_system("bootvol", 32)
+    client.create_file_system("livevol", 32)
+    sandbox = client.create_and_connect(
+        name="restarted", file_systems=[{"file_system_id": "bootvol", "mount_path": "/boot-vol"}]
+    )
+    sandbox.attach_file_system("livevol", "/live-vol")
+    holder = sandbox.start_process("sh", ["-c", "exec 3>>/live-vol/held; sleep 600"])
+    srv.kill()
+    srv.start()
+    client = SandboxClient(api_url=srv.url)
+    sandbox = client.connect("restarted")
+    assert mounted_inside(sandbox, "/boot-vol") and mounted_inside(sandbox, "/live-vol")
+    client.suspend("restarted")
+    info = client.resume("restarted")
+    assert sorted(m.mount_path for m in info.file_systems) == ["/boot-vol", "/live-vol"]
+    sandbox = client.connect("restarted")
+    assert mounted_inside(sandbox, "/boot-vol") and mounted_inside(sandbox, "/live-vol")
+    assert "alive" in sandbox.run("sh", ["-c", f"kill -0 {holder.pid} && echo alive"]).stdout
+    client.delete("restarted")
+    client.delete_file_system("bootvol")
+    client.delete_file_system("livevol")
+    assert host_volume_state(srv) == ([], [], [])
+    client.close()
