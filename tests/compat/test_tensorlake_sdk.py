@@ -90,3 +90,30 @@ def test_snapshot_restore_and_rename(server, tl_client):
         tl_client.delete_snapshot(snap.snapshot_id)
     finally:
         tl_client.delete(sandbox_id)
+
+
+def test_volumes_attach_detach_and_create_with_file_systems(server, tl_client):
+    from tensorlake.sandbox.models import FileSystemMount
+
+    r = server.api("POST", "/file-systems", json={"name": "tl-vol", "size_mb": 32})
+    assert r.status_code == 200, r.text
+    try:
+        with tl_client.create_and_connect() as sandbox:
+            traced = tl_client.attach_file_system(sandbox.sandbox_id, "tl-vol", "/mnt/tl")
+            info = getattr(traced, "value", traced)
+            assert [m.mount_path for m in info.file_systems] == ["/mnt/tl"]
+            sandbox.run("sh", ["-c", "echo via-tensorlake > /mnt/tl/f"])
+            traced = tl_client.detach_file_system(sandbox.sandbox_id, "/mnt/tl")
+            info = getattr(traced, "value", traced)
+            assert info.file_systems == []
+        mounts = [FileSystemMount(file_system_id="tl-vol", mount_path="/mnt/tl", read_only=True)]
+        with tl_client.create_and_connect(file_systems=mounts) as sandbox:
+            assert sandbox.run("cat", ["/mnt/tl/f"]).stdout.strip() == "via-tensorlake"
+            denied = sandbox.run("sh", ["-c", "touch /mnt/tl/g 2>&1; echo rc=$?"]).stdout
+            assert "Read-only file system" in denied
+            info = server.api("GET", f"/sandboxes/{sandbox.sandbox_id}").json()
+            assert info["file_systems"] == [
+                {"file_system_id": "tl-vol", "mount_path": "/mnt/tl", "read_only": True}
+            ]
+    finally:
+        assert server.api("DELETE", "/file-systems/tl-vol").status_code == 204

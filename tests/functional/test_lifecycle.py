@@ -165,12 +165,6 @@ def test_malformed_json_is_a_400(server):
     assert resp.json()["code"] == "INVALID_ARGUMENT"
 
 
-def test_unbuilt_routes_answer_501(server):
-    resp = server.api("POST", "/v1/namespaces/default/sandbox-pools", json={})
-    assert resp.status_code == 501
-    assert resp.json()["code"] == "NOT_IMPLEMENTED"
-
-
 def test_ephemeral_timeout_terminates(server, client):
     import time
 

@@ -265,7 +265,18 @@ def test_bad_claims_are_refused_before_a_sandbox_is_taken(server):
     holder = None
     try:
         (warm,) = wait_idle(server, pool_id, 1)
-        holder = server.api("POST", f"{B}/sandboxes", json={"name": "taken-name", "resources": SMALL}).json()["sandbox_id"]
+        for volume in ("pool-vol", "held-vol"):
+            made = server.api("POST", f"{B}/file-systems", json={"name": volume, "size_mb": 64})
+            assert made.status_code == 200, made.text
+        holder = server.api(
+            "POST",
+            f"{B}/sandboxes",
+            json={
+                "name": "taken-name",
+                "resources": SMALL,
+                "file_systems": [{"file_system_id": "held-vol", "mount_path": "/mnt/held"}],
+            },
+        ).json()["sandbox_id"]
         cases = [
             ({"name": "Not A Name"}, 400, "INVALID_ARGUMENT"),
             ({"name": "taken-name"}, 409, "NAME_TAKEN"),
@@ -274,7 +285,9 @@ def test_bad_claims_are_refused_before_a_sandbox_is_taken(server):
             ({"env": {"ALCOVE_AGENT_USER": "root"}}, 400, "INVALID_ARGUMENT"),
             ({"secret_names": ["NO_SUCH_SECRET"]}, 400, "INVALID_ARGUMENT"),
             ({"network": {"deny_out": ["???"]}}, 400, "INVALID_ARGUMENT"),
-            ({"file_systems": [{"file_system_id": "v", "mount_path": "/mnt/v"}]}, 501, "NOT_IMPLEMENTED"),
+            ({"file_systems": [{"file_system_id": "no-such-volume", "mount_path": "/mnt/v"}]}, 404, "NOT_FOUND"),
+            ({"file_systems": [{"file_system_id": "pool-vol", "mount_path": "/proc/x"}]}, 400, "INVALID_ARGUMENT"),
+            ({"file_systems": [{"file_system_id": "held-vol", "mount_path": "/mnt/v"}]}, 409, "FILE_SYSTEM_IN_USE"),
         ]
         for body, status, code in cases:
             resp = claim(server, pool_id, body)
@@ -292,6 +305,42 @@ def test_bad_claims_are_refused_before_a_sandbox_is_taken(server):
         if holder:
             delete_sandbox(server, holder)
         delete_pool(server, pool_id)
+        for volume in ("pool-vol", "held-vol"):
+            server.api("DELETE", f"{B}/file-systems/{volume}")
+
+
+def test_a_claim_mounts_volumes_and_they_outlive_the_claimed_sandbox(server):
+    assert server.api("POST", f"{B}/file-systems", json={"name": "claim-data", "size_mb": 64}).status_code == 200
+    pool_id = create_pool(server, warm_containers=1)
+    claimed = []
+    try:
+        wait_idle(server, pool_id, 1)
+        mount = {"file_system_id": "claim-data", "mount_path": "/mnt/data"}
+        resp = claim(server, pool_id, {"file_systems": [mount]})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["claim_configuration_applied"] is True
+        first = resp.json()["sandbox_id"]
+        claimed.append(first)
+        info = server.api("GET", f"{B}/sandboxes/{first}").json()
+        assert [m["mount_path"] for m in info["file_systems"]] == ["/mnt/data"]
+        with SandboxClient(api_url=server.url) as client:
+            wrote = client.connect(first).run("sh", ["-c", "echo kept > /mnt/data/f && cat /mnt/data/f"])
+            assert wrote.stdout.strip() == "kept", wrote.stderr
+            # Read-write volumes are exclusive: a second claim of it is refused, taking nothing.
+            again = claim(server, pool_id, {"file_systems": [mount]})
+            assert again.status_code == 409, again.text
+            delete_sandbox(server, first)
+            resp = claim(server, pool_id, {"file_systems": [{**mount, "read_only": True}]})
+            assert resp.status_code == 200, resp.text
+            second = resp.json()["sandbox_id"]
+            claimed.append(second)
+            read = client.connect(second).run("sh", ["-c", "cat /mnt/data/f; touch /mnt/data/g || echo read-only"])
+            assert read.stdout.split() == ["kept", "read-only"], (read.stdout, read.stderr)
+    finally:
+        for sandbox_id in claimed:
+            delete_sandbox(server, sandbox_id)
+        delete_pool(server, pool_id)
+        server.api("DELETE", f"{B}/file-systems/claim-data")
 
 
 def test_claims_racing_for_one_warm_sandbox_get_different_sandboxes(server):

@@ -45,6 +45,8 @@ pub struct CreateOptions {
     /// Let the server pull `image` from its registry first when its store does not have it
     /// (otherwise an unknown image is a 404).
     pub pull_image: bool,
+    /// Volumes mounted when it boots (docs/volumes.md).
+    pub file_systems: Vec<alcove_wire::file_system::FileSystemMount>,
 }
 
 impl CreateOptions {
@@ -125,6 +127,20 @@ impl CreateOptions {
         self
     }
 
+    /// Mounts a volume when the sandbox boots (read-only with `read_only`).
+    pub fn file_system(mut self, name: &str, mount_path: &str, read_only: bool) -> Self {
+        self.file_systems
+            .push(alcove_wire::file_system::FileSystemMount {
+                file_system_id: name.to_string(),
+                mount_path: mount_path.to_string(),
+                read_only,
+                prefetch: None,
+                snapshot_id: None,
+                owner: None,
+            });
+        self
+    }
+
     /// Sets the outbound network policy.
     pub fn network(mut self, network: NetworkConfig) -> Self {
         self.network = Some(network);
@@ -185,6 +201,7 @@ impl CreateOptions {
             snapshot_id: self.snapshot_id.clone(),
             auto_resume: self.auto_resume,
             pull_image: self.pull_image.then_some(true),
+            file_systems: (!self.file_systems.is_empty()).then(|| self.file_systems.clone()),
             ..CreateSandboxRequest::default()
         })
     }
@@ -239,6 +256,15 @@ mod tests {
             .to_request()
             .expect("valid");
         assert_eq!(request.pull_image, Some(true));
+        assert_eq!(request.file_systems, None);
+        let request = CreateOptions::new()
+            .file_system("data", "/mnt/data", true)
+            .to_request()
+            .expect("request");
+        let mounts = request.file_systems.expect("mounts");
+        assert_eq!(mounts.len(), 1);
+        assert!(mounts[0].read_only);
+        assert_eq!(mounts[0].mount_path, "/mnt/data");
     }
 
     #[test]

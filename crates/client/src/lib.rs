@@ -42,6 +42,7 @@ mod context;
 mod copy;
 mod create;
 mod error;
+mod file_systems;
 mod images;
 mod lifecycle;
 mod logs;

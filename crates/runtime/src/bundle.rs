@@ -54,6 +54,10 @@ pub struct BundleSpec {
     pub criu_config: PathBuf,
     /// The user cgroups bound read-write into the sandbox (`crate::user_cgroup`).
     pub user_cgroups: Vec<crate::user_cgroup::UserCgroupMount>,
+    /// The sandbox's idmapped views of its volumes (`crate::volume`), bound at
+    /// their mount paths. As bind mounts of `config.json`, runc names them to
+    /// CRIU as external mounts on dump and restore.
+    pub volumes: Vec<crate::volume::VolumeBind>,
 }
 
 /// What CRIU is told for every dump and restore of a sandbox: no iptables network
@@ -188,6 +192,23 @@ pub fn build_spec(b: &BundleSpec) -> Result<Spec> {
                 .source(&cgroup.source)
                 .options(
                     ["bind", "rw", "nosuid", "nodev", "noexec"]
+                        .map(String::from)
+                        .to_vec(),
+                )
+                .build()
+                .map_err(spec_err)?,
+        );
+    }
+
+    for v in &b.volumes {
+        let mode = if v.read_only { "ro" } else { "rw" };
+        mounts.push(
+            MountBuilder::default()
+                .destination(&v.destination)
+                .typ("bind")
+                .source(&v.source)
+                .options(
+                    ["rbind", mode, "nosuid", "nodev"]
                         .map(String::from)
                         .to_vec(),
                 )
@@ -361,6 +382,7 @@ mod tests {
             nofile: 4096,
             criu_config: "/data/sandboxes/x/criu.conf".into(),
             user_cgroups: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 

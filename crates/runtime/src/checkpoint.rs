@@ -71,6 +71,7 @@ impl Node {
         if let Err(e) = Layer::new(self.sandbox_dir(id)).unmount_root() {
             tracing::warn!(sandbox_id = %id, error = %e, "unmounting a suspended sandbox's root");
         }
+        self.release_unused_volumes();
         Ok(dir_size(&images))
     }
 
@@ -178,6 +179,7 @@ impl Node {
                 self.network.destroy(&self.network.describe(slot)).await;
                 self.release_holding(id);
                 let _ = Layer::new(self.sandbox_dir(id)).unmount_root();
+                self.release_unused_volumes();
                 Err(e)
             }
         }

@@ -67,6 +67,14 @@ pub enum RuntimeError {
     /// The host has no room for the sandbox (pids, disk); nothing was made.
     #[error("{0}")]
     Capacity(String),
+    /// What the sandbox did refuses the operation (a symlink where a volume is
+    /// to be mounted); nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// Something is in use (files open on a volume being detached); nothing
+    /// was changed.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl RuntimeError {

@@ -302,6 +302,10 @@ impl Layer {
     /// Unmounts the overlay and the idmapped mounts, keeping the disk mounted
     /// (they belong to one id range; the disk does not).
     pub fn unmount_root(&self) -> Result<()> {
+        // The sandbox's views of its volumes (crate::volume) belong to its uid range too.
+        for view in mounts_under(&self.dir.join(crate::volume::VIEWS_DIR)) {
+            unmount_all(&view)?;
+        }
         let [rootfs, upper, lower, _] = self.stack();
         unmount_all(&rootfs)?;
         unmount_all(&upper)?;
@@ -565,7 +569,7 @@ pub fn is_mountpoint(path: &Path) -> bool {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &str) -> String {
+pub(crate) fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

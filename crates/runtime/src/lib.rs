@@ -30,6 +30,8 @@ pub mod security;
 pub mod usage;
 pub mod user_cgroup;
 pub mod userns;
+pub mod volume;
+pub mod volume_ns;
 
 pub use error::{Result, RuntimeError};
 pub use node::{Node, NodeConfig, SandboxHandle, SandboxSpec};

@@ -86,6 +86,8 @@ pub struct SandboxSpec {
     pub disk_mb: u64,
     /// Environment of every process in the sandbox.
     pub env: Vec<(String, String)>,
+    /// Volumes mounted into it when it boots (see [`crate::volume`]).
+    pub volumes: Vec<crate::volume::VolumeMount>,
 }
 
 /// A sandbox the node knows is (or should be) running.
@@ -136,7 +138,7 @@ pub struct Node {
     ids: IdAllocator,
     pub(crate) cpus: CpuPlan,
     /// Running containers by sandbox id.
-    running: Mutex<HashMap<String, Holding>>,
+    pub(crate) running: Mutex<HashMap<String, Holding>>,
 }
 
 /// A short tag unique to a data directory, carried by every host-wide name.
@@ -311,8 +313,11 @@ impl Node {
             },
             range.first,
         )?;
+        let volumes = self
+            .prepare_volume_views(&spec.id, &spec.volumes, range)
+            .await?;
         let (bundle_dir, mountpoints) =
-            self.write_bundle(spec, &layer, &net, range, cpuset, user_cgroups)?;
+            self.write_bundle(spec, &layer, &net, range, cpuset, (user_cgroups, volumes))?;
         layer.prepare_mountpoints(&spec.image.layers, &mountpoints)?;
         layer.mount_root(&spec.image.layers, range).await?;
         match restore {
@@ -355,6 +360,12 @@ impl Node {
                  for another within kernel.pid_max {pid_max}"
             )));
         }
+        self.admit_disk(new_disk_mb)
+    }
+
+    /// Checks that `new_disk_mb` more of possible writes (a layer or a volume)
+    /// fit within `disk_overcommit` times the free space, less the reserve.
+    pub fn admit_disk(&self, new_disk_mb: u64) -> Result<()> {
         if new_disk_mb == 0 {
             return Ok(());
         }
@@ -378,11 +389,11 @@ impl Node {
     /// already take), over every layer on disk.
     fn unwritten_layer_mb(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
-        let Ok(entries) = std::fs::read_dir(self.cfg.data_dir.join("sandboxes")) else {
-            return 0;
-        };
-        entries
-            .flatten()
+        // Volumes (crate::volume) are images of the same kind and count alike.
+        ["sandboxes", "volumes"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(self.cfg.data_dir.join(d)).ok())
+            .flat_map(|entries| entries.flatten())
             .filter_map(|e| std::fs::metadata(e.path().join("disk.img")).ok())
             .map(|m| m.len().saturating_sub(m.blocks() * 512) / (1024 * 1024))
             .sum()
@@ -447,8 +458,9 @@ impl Node {
         Ok(())
     }
 
-    /// Writes `etc/`, `criu.conf` and `bundle/config.json` of a sandbox;
-    /// returns the bundle dir and the mount points its root file system needs.
+    /// Writes `etc/`, `criu.conf` and `bundle/config.json` of a sandbox, with
+    /// its user cgroups and volume views bound in; returns the bundle dir and
+    /// the mount points its root file system needs.
     pub(crate) fn write_bundle(
         &self,
         spec: &SandboxSpec,
@@ -456,7 +468,10 @@ impl Node {
         net: &SandboxNet,
         range: IdRange,
         cpuset: Option<String>,
-        user_cgroups: Vec<crate::user_cgroup::UserCgroupMount>,
+        (user_cgroups, volumes): (
+            Vec<crate::user_cgroup::UserCgroupMount>,
+            Vec<crate::volume::VolumeBind>,
+        ),
     ) -> Result<(PathBuf, Vec<Mountpoint>)> {
         let dir = self.sandbox_dir(&spec.id);
         bundle::write_etc_files(&layer.etc_dir(), &spec.hostname, &self.cfg.host_resolv)?;
@@ -493,6 +508,7 @@ impl Node {
             nofile: bundle::nofile_limit(),
             criu_config,
             user_cgroups,
+            volumes,
         })?;
         let config = bundle_dir.join("config.json");
         oci.save(&config)
@@ -539,6 +555,7 @@ impl Node {
         if let Err(e) = Layer::new(self.sandbox_dir(id)).remove().await {
             tracing::warn!(sandbox_id = %id, error = %e, "removing sandbox files");
         }
+        self.release_unused_volumes();
     }
 
     /// What the sandbox uses now against its limits (`None` when it has no
@@ -626,6 +643,9 @@ impl Node {
             });
         }
         self.sweep(&keep, &containers, &mut report.swept).await;
+        for key in self.release_unused_volumes() {
+            report.swept.push(format!("mount of volume {key}"));
+        }
         let adopted: Vec<&str> = report.adopted.iter().map(|h| h.id.as_str()).collect();
         for id in self.ids.release_all_but(&adopted) {
             report.swept.push(format!("uid range of {id}"));

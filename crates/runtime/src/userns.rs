@@ -25,35 +25,35 @@ use nix::unistd::{ForkResult, Pid, fork};
 use crate::error::{Result, RuntimeError};
 use crate::idmap::IdRange;
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_EMPTY_PATH: libc::c_uint = 0x1000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-const MOUNT_ATTR_IDMAP: u64 = 0x10_0000;
+pub(crate) const OPEN_TREE_CLONE: libc::c_uint = 1;
+pub(crate) const AT_EMPTY_PATH: libc::c_uint = 0x1000;
+pub(crate) const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_IDMAP: u64 = 0x10_0000;
 
 /// `struct mount_attr` of `mount_setattr(2)`.
 #[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+pub(crate) struct MountAttr {
+    pub(crate) attr_set: u64,
+    pub(crate) attr_clr: u64,
+    pub(crate) propagation: u64,
+    pub(crate) userns_fd: u64,
 }
 
-fn cstring(path: &Path) -> Result<CString> {
+pub(crate) fn cstring(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| RuntimeError::Config(format!("path {} contains a NUL", path.display())))
 }
 
-fn os_err(op: &'static str, path: &Path) -> RuntimeError {
+pub(crate) fn os_err(op: &'static str, path: &Path) -> RuntimeError {
     RuntimeError::io(op, path)(std::io::Error::last_os_error())
 }
 
 /// Waits for a forked child and turns its exit code (an errno, or 0) into a
 /// result.
-fn wait_child(pid: Pid, op: &'static str, path: &Path) -> Result<()> {
+pub(crate) fn wait_child(pid: Pid, op: &'static str, path: &Path) -> Result<()> {
     match waitpid(pid, None) {
         Ok(WaitStatus::Exited(_, 0)) => Ok(()),
         Ok(WaitStatus::Exited(_, errno)) => Err(RuntimeError::io(op, path)(
@@ -67,7 +67,7 @@ fn wait_child(pid: Pid, op: &'static str, path: &Path) -> Result<()> {
 }
 
 /// The errno of the last failed call, for a child's exit code.
-fn child_errno() -> i32 {
+pub(crate) fn child_errno() -> i32 {
     std::io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO)
@@ -196,7 +196,7 @@ pub fn idmapped_clone(
 ///
 /// # Safety
 /// Makes raw system calls only; sound in a forked child.
-unsafe fn raise_effective_caps() -> bool {
+pub(crate) unsafe fn raise_effective_caps() -> bool {
     #[repr(C)]
     struct Header {
         version: u32,

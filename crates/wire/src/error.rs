@@ -49,6 +49,9 @@ pub enum ErrorCode {
     PoolAtCapacity,
     /// A pool still has claimed sandboxes that have not ended (409).
     PoolInUse,
+    /// A file system (volume) is mounted where the request needs it free, or files
+    /// are open on it (409).
+    FileSystemInUse,
 }
 
 /// The control plane's error body: `{"message", "code"}`.

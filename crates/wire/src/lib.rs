@@ -13,6 +13,7 @@
 
 pub mod copy;
 pub mod error;
+pub mod file_system;
 pub mod files;
 pub mod health;
 pub mod image;

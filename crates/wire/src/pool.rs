@@ -149,7 +149,7 @@ pub struct ClaimSandboxRequest {
     /// Outbound policy, replacing the pool's.
     #[serde(default)]
     pub network: Option<NetworkConfig>,
-    /// Volumes to attach.
+    /// Volumes to mount (each `{"file_system_id", "mount_path", "read_only"?}`).
     #[serde(default)]
-    pub file_systems: Option<Vec<serde_json::Value>>,
+    pub file_systems: Option<Vec<crate::file_system::FileSystemMount>>,
 }

@@ -311,9 +311,9 @@ pub struct CreateSandboxRequest {
     /// Alcove: pull `image` from its registry first when the store lacks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_image: Option<bool>,
-    /// Artifact file systems (not supported; a non-empty list is rejected).
+    /// Volumes to mount when it boots (docs/volumes.md).
     #[serde(default)]
-    pub file_systems: Option<Vec<serde_json::Value>>,
+    pub file_systems: Option<Vec<crate::file_system::FileSystemMount>>,
 }
 
 /// Answer of create (docs/protocol/control-plane.md, CreateSandboxResponse).
@@ -411,8 +411,8 @@ pub struct SandboxInfo {
     pub ingress_endpoint: Option<String>,
     /// Informational: the isolation technology.
     pub runtime: String,
-    /// Mounted artifact file systems (always empty here).
-    pub file_systems: Vec<serde_json::Value>,
+    /// The volumes mounted in it.
+    pub file_systems: Vec<crate::file_system::FileSystemMount>,
     /// The latest live resize (`PATCH` with `resources`), absent before the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]

@@ -28,6 +28,7 @@ import {
   readChunks,
   responseJson,
   responseText,
+  namespaceUrl,
   sandboxesUrl,
   snapshotsUrl,
   type FetchLike,
@@ -40,6 +41,8 @@ import {
   archivedSandboxPageFromWire,
   copySandboxResponseFromWire,
   deleteImageResultFromWire,
+  fileSystemInfoFromWire,
+  fileSystemMountToWire,
   imageInfoFromWire,
   listFromWire,
   LOG_LEVEL_NUMBERS,
@@ -54,6 +57,8 @@ import {
   type ArchivedSandboxInfo,
   type ArchivedSandboxPage,
   type DeleteImageResult,
+  type FileSystemInfo,
+  type FileSystemMount,
   type ImageInfo,
   type ImageProgressEvent,
   type SandboxInfo,
@@ -204,6 +209,8 @@ export interface CreateOptions {
    * only when true; otherwise an unknown image is a 404).
    */
   pullImage?: boolean;
+  /** Volumes mounted when it boots (docs/volumes.md). */
+  fileSystems?: FileSystemMount[];
 }
 
 /** What `onProgress` of a pull or build is: called with each event, a returned promise awaited. */
@@ -456,6 +463,9 @@ export function createBody(options: CreateOptions = {}): Record<string, unknown>
   if (options.allowUnauthenticatedAccess) body.allow_unauthenticated_access = true;
   if (entrypoint.length > 0) body.entrypoint = entrypoint;
   if (options.pullImage) body.pull_image = true;
+  if (options.fileSystems !== undefined && options.fileSystems.length > 0) {
+    body.file_systems = options.fileSystems.map(fileSystemMountToWire);
+  }
   return body;
 }
 
@@ -1241,6 +1251,82 @@ export class SandboxClient {
     const response = await this.#send({ method: "GET", url: sandboxesUrl(this.#http.config, id, "/processes") });
     check(response, { sandbox: id });
     return sandboxProcessLogFiltersResponseFromWire(responseJson(response, "sandbox log processes"));
+  }
+
+  // -- file systems (persistent volumes) -------------------------------------------------------
+
+  /** Create a persistent volume of `sizeMb` MiB (docs/volumes.md). */
+  async createFileSystem(name: string, sizeMb: number): Promise<FileSystemInfo> {
+    const id = identifierOf(name, "name");
+    if (typeof sizeMb !== "number" || !Number.isInteger(sizeMb) || sizeMb <= 0) {
+      throw new RangeError(`sizeMb must be a positive integer, got ${String(sizeMb)}`);
+    }
+    const response = await this.#send({
+      method: "POST",
+      url: `${namespaceUrl(this.#http.config)}/file-systems`,
+      json: { name: id, size_mb: sizeMb },
+      replayable: false,
+    });
+    check(response);
+    return fileSystemInfoFromWire(responseJson(response, "file system"));
+  }
+
+  /** The namespace's volumes, with where each is mounted. */
+  async listFileSystems(): Promise<FileSystemInfo[]> {
+    const response = await this.#send({ method: "GET", url: `${namespaceUrl(this.#http.config)}/file-systems` });
+    check(response);
+    return listFromWire(responseJson(response, "file system list"), "file_systems", fileSystemInfoFromWire, "file system list");
+  }
+
+  /** One volume (404 `RemoteAPIError` if there is none of that name). */
+  async getFileSystem(name: string): Promise<FileSystemInfo> {
+    const id = identifierOf(name, "name");
+    const response = await this.#send({
+      method: "GET",
+      url: `${namespaceUrl(this.#http.config)}/file-systems/${encodeURIComponent(id)}`,
+    });
+    check(response);
+    return fileSystemInfoFromWire(responseJson(response, "file system"));
+  }
+
+  /** Delete a volume and its data (409 while a sandbox has it mounted). */
+  async deleteFileSystem(name: string): Promise<void> {
+    const id = identifierOf(name, "name");
+    const response = await this.#send({
+      method: "DELETE",
+      url: `${namespaceUrl(this.#http.config)}/file-systems/${encodeURIComponent(id)}`,
+    });
+    check(response);
+  }
+
+  /** Mount a volume into a running sandbox, live (409 when it is held in a way that excludes it). */
+  async attachFileSystem(identifier: string, mount: FileSystemMount): Promise<SandboxInfo> {
+    const id = identifierOf(identifier);
+    const response = await this.#send({
+      method: "POST",
+      url: sandboxesUrl(this.#http.config, id, "/file_systems"),
+      json: fileSystemMountToWire(mount),
+      replayable: false,
+    });
+    // Not scoped to the sandbox: a 404 may name the volume.
+    check(response);
+    return sandboxInfoFromWire(responseJson(response, "sandbox"));
+  }
+
+  /** Unmount the volume at `mountPath` from a running sandbox (409 while files on it are in use). */
+  async detachFileSystem(identifier: string, mountPath: string): Promise<SandboxInfo> {
+    const id = identifierOf(identifier);
+    if (typeof mountPath !== "string" || !mountPath.startsWith("/")) {
+      throw new TypeError(`mountPath must be an absolute path, got ${JSON.stringify(mountPath)}`);
+    }
+    const response = await this.#send({
+      method: "DELETE",
+      url: sandboxesUrl(this.#http.config, id, "/file_systems"),
+      json: { mount_path: mountPath },
+      replayable: false,
+    });
+    check(response);
+    return sandboxInfoFromWire(responseJson(response, "sandbox"));
   }
 
   // -- snapshots -------------------------------------------------------------------------------

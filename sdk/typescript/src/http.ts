@@ -257,7 +257,9 @@ export function apiError(status: number, body: ErrorBody, scope: ErrorScope = {}
   if (body.code !== undefined && Object.hasOwn(IMAGE_ERRORS, body.code)) Cls = IMAGE_ERRORS[body.code]!;
   else if (body.code !== undefined && Object.hasOwn(POOL_ERRORS, body.code)) Cls = POOL_ERRORS[body.code]!;
   // An update naming an unknown image is a 404 too; the server's message names the image.
-  else if (status === 404 && scope.pool) Cls = body.message.startsWith("image ") ? ImageNotFoundError : PoolNotFoundError;
+  else if (status === 404 && scope.pool && body.message.startsWith("image ")) Cls = ImageNotFoundError;
+  // A claim naming an unknown volume is a 404 too: a plain RemoteAPIError.
+  else if (status === 404 && scope.pool && !body.message.startsWith("file system ")) Cls = PoolNotFoundError;
   else if (status === 404 && scope.snapshot) Cls = SnapshotNotFoundError;
   else if (status === 404 && scope.image) Cls = ImageNotFoundError;
   else if (status === 409 && scope.create) Cls = SandboxNameConflictError;

@@ -148,7 +148,42 @@ export interface SandboxInfo {
   runtime: string | null;
   /** The latest live resize (`SandboxClient.update`), `null` before the first. */
   resourceResize: SandboxResourceResizeInfo | null;
-  fileSystems: unknown[];
+  /** The volumes mounted in it (docs/volumes.md). */
+  fileSystems: FileSystemMount[];
+}
+
+/** A volume mounted (or to be mounted) into a sandbox; `fileSystemId` is the volume's name. */
+export interface FileSystemMount {
+  fileSystemId: string;
+  /** Absolute, normalized path inside the sandbox. */
+  mountPath: string;
+  /** Mount read-only (default false). */
+  readOnly?: boolean;
+  /** Accepted and ignored by Alcove (a volume is a local disk). */
+  prefetch?: boolean;
+  /** Refused by Alcove with 400: volumes have no snapshots. */
+  snapshotId?: string;
+  /** Refused by Alcove with 400: a volume's files keep their own owners. */
+  owner?: string;
+}
+
+/** Where a volume is mounted. */
+export interface FileSystemAttachment {
+  sandboxId: string;
+  mountPath: string;
+  readOnly: boolean;
+}
+
+/** A persistent volume (its id is its name). */
+export interface FileSystemInfo {
+  id: string;
+  name: string;
+  sizeMb: number;
+  /** MiB its files take, when known. */
+  usedMb: number | null;
+  createdAt: Date | null;
+  /** The live sandboxes it is mounted in. */
+  attachments: FileSystemAttachment[];
 }
 
 /**
@@ -731,7 +766,58 @@ export function sandboxInfoFromWire(value: unknown, what = "sandbox"): SandboxIn
     autoResume: bool(data, "auto_resume", true),
     runtime: str(data, "runtime"),
     resourceResize: resourceResizeFromWire(data.resource_resize),
-    fileSystems: list(data, "file_systems", isAny),
+    fileSystems: list(data, "file_systems", isAny).map((m) => fileSystemMountFromWire(m)),
+  };
+}
+
+/** A {@link FileSystemMount} from its wire object. */
+export function fileSystemMountFromWire(value: unknown, what = "file system mount"): FileSystemMount {
+  const data = asObject(value, what);
+  return {
+    fileSystemId: requiredStr(data, what, "file_system_id"),
+    mountPath: requiredStr(data, what, "mount_path"),
+    readOnly: bool(data, "read_only", false),
+    ...(typeof data.prefetch === "boolean" ? { prefetch: data.prefetch } : {}),
+    ...(typeof data.snapshot_id === "string" ? { snapshotId: data.snapshot_id } : {}),
+    ...(typeof data.owner === "string" ? { owner: data.owner } : {}),
+  };
+}
+
+/** The wire body of a {@link FileSystemMount}: `read_only` only when true. */
+export function fileSystemMountToWire(mount: FileSystemMount): Record<string, unknown> {
+  if (typeof mount.fileSystemId !== "string" || mount.fileSystemId.trim() === "") {
+    throw new TypeError(`fileSystemId must be a non-empty string, got ${JSON.stringify(mount.fileSystemId)}`);
+  }
+  if (typeof mount.mountPath !== "string" || !mount.mountPath.startsWith("/")) {
+    throw new TypeError(`mountPath must be an absolute path, got ${JSON.stringify(mount.mountPath)}`);
+  }
+  const body: Record<string, unknown> = { file_system_id: mount.fileSystemId, mount_path: mount.mountPath };
+  if (mount.readOnly) body.read_only = true;
+  if (mount.prefetch) body.prefetch = true;
+  if (mount.snapshotId !== undefined) body.snapshot_id = mount.snapshotId;
+  if (mount.owner !== undefined) body.owner = mount.owner;
+  return body;
+}
+
+/** A {@link FileSystemInfo} from the body of `GET /file-systems/{name}`. */
+export function fileSystemInfoFromWire(value: unknown, what = "file system"): FileSystemInfo {
+  const data = asObject(value, what);
+  const sizeMb = int(data, "size_mb");
+  if (sizeMb === null) throw decodeError(what, "missing field `size_mb`");
+  return {
+    id: requiredStr(data, what, "id", "name"),
+    name: requiredStr(data, what, "name", "id"),
+    sizeMb,
+    usedMb: int(data, "used_mb"),
+    createdAt: parseTimestamp(data.created_at),
+    attachments: list(data, "attachments", isAny).map((a) => {
+      const att = asObject(a, what);
+      return {
+        sandboxId: requiredStr(att, what, "sandbox_id"),
+        mountPath: requiredStr(att, what, "mount_path"),
+        readOnly: bool(att, "read_only", false),
+      };
+    }),
   };
 }
 

@@ -48,6 +48,7 @@ import {
   type ProcessInfo,
   type RestartOptions,
   type RestartPolicyConfig,
+  type FileSystemMount,
   type SandboxInfo,
   type SandboxLogSignal,
   type SandboxLogsResponse,
@@ -387,6 +388,21 @@ export class Sandbox {
     this.#info = info;
     if (info.sandboxUrl) this.#target = proxyTarget(info.sandboxUrl, info.sandboxId, info.routingHint);
     return info;
+  }
+
+  /** Mount a volume into this sandbox, live (see `SandboxClient.attachFileSystem`). */
+  async attachFileSystem(mount: FileSystemMount): Promise<SandboxInfo> {
+    return this.#remember(await this.#client.attachFileSystem(this.sandboxId, mount));
+  }
+
+  /** Unmount the volume at `mountPath` (see `SandboxClient.detachFileSystem`). */
+  async detachFileSystem(mountPath: string): Promise<SandboxInfo> {
+    return this.#remember(await this.#client.detachFileSystem(this.sandboxId, mountPath));
+  }
+
+  /** The volumes mounted in this sandbox now. */
+  async fileSystems(): Promise<FileSystemMount[]> {
+    return (await this.info()).fileSystems;
   }
 
   /** Resize this sandbox live (see `SandboxClient.update`). */

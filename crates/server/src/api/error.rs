@@ -91,6 +91,7 @@ impl From<ControlError> for ApiError {
             C::InvalidState { .. } | C::Conflict(_) => {
                 (StatusCode::CONFLICT, ErrorCode::InvalidState)
             }
+            C::FileSystemInUse(_) => (StatusCode::CONFLICT, ErrorCode::FileSystemInUse),
             C::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, ErrorCode::NotImplemented),
             C::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SandboxNotReady),
             C::Runtime(alcove_runtime::RuntimeError::Image(

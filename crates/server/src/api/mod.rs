@@ -7,6 +7,7 @@ mod body;
 mod copy;
 mod desktop;
 pub mod error;
+mod file_systems;
 mod images;
 mod lifecycle_ops;
 mod logs;
@@ -85,6 +86,9 @@ fn resource_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(images::build))
         .routes(routes!(images::save_snapshot))
         .merge(images::reference_routes())
+        .routes(routes!(file_systems::create, file_systems::list))
+        .routes(routes!(file_systems::get, file_systems::delete))
+        .routes(routes!(file_systems::attach, file_systems::detach))
         .merge(unbuilt::routes())
 }
 

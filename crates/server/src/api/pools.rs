@@ -199,7 +199,7 @@ pub async fn delete(
     path = "/sandbox-pools/{pool}/sandboxes",
     tag = tags::POOLS,
     operation_id = "claimPoolSandbox",
-    description = "Hands out one of the pool's sandboxes, running, with the claim's `name`, `env`, `secret_names` and `network` bound to it first (late binding; `env` and secrets reach every process started after the claim). Takes an idle sandbox when one runs; otherwise starts one (waiting as a blocking create does) within `max_containers`. The pool's `timeout_secs` counts from the claim.",
+    description = "Hands out one of the pool's sandboxes, running, with the claim's `name`, `env`, `secret_names`, `network` and `file_systems` bound to it first (late binding; `env` and secrets reach every process started after the claim). Takes an idle sandbox when one runs; otherwise starts one (waiting as a blocking create does) within `max_containers`. The pool's `timeout_secs` counts from the claim.",
     params(
         PoolParam,
         ("X-Tensorlake-Request-Timeout-Ms" = Option<u64>, Header, description = "The client's timeout, for a claim that has to start a sandbox."),
@@ -209,10 +209,9 @@ pub async fn delete(
     responses(
         (status = 200, description = "The claimed sandbox, running, with `claim_configuration_applied: true`; or, when it had to be started and that failed, `failed` with the reason.", body = CreateSandboxResponse),
         (status = 400, description = "`INVALID_ARGUMENT`: a malformed body, a bad name, variable or secret name, an unknown secret, a bad network policy.", body = ApiErrorBody),
-        (status = 404, description = "`NOT_FOUND`: no such pool.", body = ApiErrorBody),
-        (status = 409, description = "`NAME_TAKEN`: a live sandbox holds the name.", body = ApiErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such pool, or no such volume in `file_systems`.", body = ApiErrorBody),
+        (status = 409, description = "`NAME_TAKEN`: a live sandbox holds the name; `FILE_SYSTEM_IN_USE`: a volume is mounted read-write elsewhere (or read-only elsewhere, for a read-write mount).", body = ApiErrorBody),
         (status = 429, description = "`POOL_AT_CAPACITY`: no idle sandbox, and the pool has `max_containers` sandboxes.", body = ApiErrorBody),
-        (status = 501, description = "`NOT_IMPLEMENTED`: `file_systems`.", body = ApiErrorBody),
     )
 )]
 pub async fn claim(

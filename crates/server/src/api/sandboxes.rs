@@ -63,9 +63,8 @@ pub fn create_budget(headers: &HeaderMap) -> Duration {
         (status = 200, description = "Blocking create: running, failed, or still `pending` when the wait ran out.", body = CreateSandboxResponse),
         (status = 202, description = "`wait: false`: accepted, `pending`.", body = CreateSandboxResponse),
         (status = 400, description = "`INVALID_ARGUMENT`: a malformed body, a field out of range, an unknown secret, GPUs.", body = ApiErrorBody),
-        (status = 404, description = "`NOT_FOUND`: no such image or snapshot.", body = ApiErrorBody),
-        (status = 409, description = "`NAME_TAKEN`: a live sandbox holds the name.", body = ApiErrorBody),
-        (status = 501, description = "`NOT_IMPLEMENTED`: `file_systems`.", body = ApiErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such image, snapshot or volume (`file_systems`).", body = ApiErrorBody),
+        (status = 409, description = "`NAME_TAKEN`: a live sandbox holds the name. `FILE_SYSTEM_IN_USE`: a volume of `file_systems` is mounted elsewhere in a way that excludes this mount.", body = ApiErrorBody),
         (status = 507, description = "`RESOURCE_EXHAUSTED`: the host has no room; nothing was created.", body = ApiErrorBody),
     )
 )]

@@ -26,14 +26,7 @@ struct Unbuilt {
 }
 
 /// The unbuilt routes: one table for the router and the OpenAPI document.
-const UNBUILT: &[Unbuilt] = &[Unbuilt {
-    path: "/sandboxes/{id}/file_systems",
-    what: "attached file systems",
-    operations: &[
-        (HttpMethod::Post, "attachFileSystem"),
-        (HttpMethod::Delete, "detachFileSystem"),
-    ],
-}];
+const UNBUILT: &[Unbuilt] = &[];
 
 /// The names of the `{…}` segments of `path`.
 fn path_params(path: &str) -> impl Iterator<Item = &str> {

@@ -47,6 +47,12 @@ struct State {
     memory_used: Option<u64>,
     resizes: Vec<(SandboxId, Resize)>,
     resumed: Vec<(SandboxId, Resize)>,
+    /// Volume keys that exist.
+    volumes: HashSet<String>,
+    /// Volumes mounted live: (sandbox, key, mount path).
+    mounted: Vec<(SandboxId, String, String)>,
+    /// What the next attach or detach answers instead of succeeding.
+    volume_refusal: Option<RuntimeError>,
 }
 
 /// The fake node; cheap to clone (clones share their state).
@@ -66,6 +72,23 @@ fn failure(op: Op) -> RuntimeError {
 }
 
 impl FakeNode {
+    /// Makes the next volume attach or detach fail with `e`.
+    pub(crate) fn refuse_volume_op(&self, e: RuntimeError) {
+        self.state().volume_refusal = Some(e);
+    }
+
+    /// The volume keys that exist and the mount paths of `id`'s live-attached volumes.
+    pub(crate) fn volumes(&self, id: &SandboxId) -> (HashSet<String>, Vec<String>) {
+        let s = self.state();
+        let paths = s
+            .mounted
+            .iter()
+            .filter(|(sb, _, _)| sb == id)
+            .map(|(_, _, p)| p.clone())
+            .collect();
+        (s.volumes.clone(), paths)
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -408,6 +431,54 @@ impl SandboxNode for FakeNode {
             return Err(RuntimeError::Config(format!("no running container {id}")));
         }
         s.resizes.push((id.clone(), to));
+        Ok(())
+    }
+
+    async fn create_volume(&self, key: &str, _size_mb: u64) -> Result<(), RuntimeError> {
+        self.state().volumes.insert(key.to_string());
+        Ok(())
+    }
+
+    async fn delete_volume(&self, key: &str) -> Result<(), RuntimeError> {
+        let mut s = self.state();
+        if s.mounted.iter().any(|(_, k, _)| k == key) {
+            return Err(RuntimeError::Busy(format!("volume {key} is mounted")));
+        }
+        s.volumes.remove(key);
+        Ok(())
+    }
+
+    async fn attach_volume(
+        &self,
+        id: &SandboxId,
+        mount: &alcove_runtime::volume::VolumeMount,
+    ) -> Result<(), RuntimeError> {
+        let mut s = self.state();
+        if let Some(e) = s.volume_refusal.take() {
+            return Err(e);
+        }
+        if !s.volumes.contains(&mount.key) {
+            return Err(RuntimeError::Config(format!(
+                "volume {} has no image",
+                mount.key
+            )));
+        }
+        s.mounted
+            .push((id.clone(), mount.key.clone(), mount.mount_path.clone()));
+        Ok(())
+    }
+
+    async fn detach_volume(
+        &self,
+        id: &SandboxId,
+        mount: &alcove_runtime::volume::VolumeMount,
+    ) -> Result<(), RuntimeError> {
+        let mut s = self.state();
+        if let Some(e) = s.volume_refusal.take() {
+            return Err(e);
+        }
+        s.mounted
+            .retain(|(sb, _, p)| !(sb == id && *p == mount.mount_path));
         Ok(())
     }
 }

@@ -179,9 +179,17 @@ impl Sandboxes {
             .node
             .admit(u64::try_from(record.disk_mb).unwrap_or(0))
             .map_err(ControlError::from)?;
-        match self.ctx.store.insert(&record).await {
-            Err(StoreError::NameTaken(n)) => return Err(ControlError::NameTaken(n)),
-            other => other?,
+        {
+            // Who holds a volume is decided and stored under one lock (file_systems.rs).
+            let vlock = self.ctx.op_lock(super::file_systems::VOLUME_LOCK);
+            let _vguard = vlock.lock().await;
+            self.ctx
+                .check_mounts(&record.namespace, &record.id, &[], &record.file_systems)
+                .await?;
+            match self.ctx.store.insert(&record).await {
+                Err(StoreError::NameTaken(n)) => return Err(ControlError::NameTaken(n)),
+                other => other?,
+            }
         }
         tracing::info!(sandbox_id = %record.id, name = ?record.name, "sandbox pending");
 
@@ -642,6 +650,7 @@ pub(super) fn spec_for(
         memory_mb: u64::try_from(record.memory_mb).unwrap_or(0),
         disk_mb: u64::try_from(record.disk_mb).unwrap_or(0),
         env,
+        volumes: super::file_systems::node_mounts(&record.namespace, &record.file_systems),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod agent_client;
 mod archive;
+mod attach;
 mod build;
 mod compactor;
 mod context;
@@ -10,6 +11,9 @@ mod copy;
 mod crashes;
 #[cfg(test)]
 mod fake_node;
+pub mod file_systems;
+#[cfg(test)]
+mod file_systems_tests;
 mod images;
 mod inflight;
 mod lifecycle;
@@ -36,6 +40,7 @@ pub use compactor::spawn_compactor;
 pub use context::ControlConfig;
 pub use copy::{CopyOutcome, MAX_COPIES};
 pub use crashes::spawn_crash_watch;
+pub use file_systems::FileSystems;
 pub use inflight::{InFlight, InFlightGuard};
 pub use lifecycle::{CreateOutcome, Sandboxes, Target};
 pub use node::SandboxNode;
@@ -86,6 +91,9 @@ pub enum ControlError {
     /// what it uses); the message has the figures.
     #[error("{0}")]
     Conflict(String),
+    /// A volume is held where the request needs it free, or files are open on it.
+    #[error("{0}")]
+    FileSystemInUse(String),
     /// The feature exists in the API but not in this server yet.
     #[error("{0} is not implemented by this server yet")]
     NotImplemented(&'static str),

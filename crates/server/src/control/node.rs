@@ -13,6 +13,7 @@ use alcove_runtime::node::Recovery;
 use alcove_runtime::resize::Resize;
 use alcove_runtime::runc::ContainerStatus;
 use alcove_runtime::usage::SandboxUsage;
+use alcove_runtime::volume::VolumeMount;
 use alcove_runtime::{RuntimeError, SandboxHandle, SandboxId, SandboxSpec};
 use async_trait::async_trait;
 
@@ -115,6 +116,56 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
     /// Applies new limits to a running sandbox: CPU and memory at once, its layer grown
     /// to `to.disk_mb` (never shrunk). On failure it keeps its CPU and memory limits.
     async fn resize(&self, id: &SandboxId, to: Resize) -> Result<(), RuntimeError>;
+
+    /// Creates volume `key`, an image of `size_mb` MiB (docs/volumes.md).
+    async fn create_volume(&self, key: &str, size_mb: u64) -> Result<(), RuntimeError> {
+        let _ = (key, size_mb);
+        Err(no_volumes())
+    }
+
+    /// Deletes volume `key` and its data; refused while a sandbox has it mounted.
+    async fn delete_volume(&self, key: &str) -> Result<(), RuntimeError> {
+        let _ = key;
+        Err(no_volumes())
+    }
+
+    /// MiB volume `key`'s files take, when known. May read files.
+    fn volume_used_mb(&self, key: &str) -> Option<u64> {
+        let _ = key;
+        None
+    }
+
+    /// Mounts a volume into a running sandbox; on failure nothing stays mounted.
+    async fn attach_volume(&self, id: &SandboxId, mount: &VolumeMount) -> Result<(), RuntimeError> {
+        let _ = (id, mount);
+        Err(no_volumes())
+    }
+
+    /// Unmounts a volume from a running sandbox; files in use refuse it.
+    async fn detach_volume(&self, id: &SandboxId, mount: &VolumeMount) -> Result<(), RuntimeError> {
+        let _ = (id, mount);
+        Err(no_volumes())
+    }
+
+    /// Mounts what a running sandbox lacks of `mounts` (after a crash); returns what failed.
+    async fn ensure_volumes(
+        &self,
+        id: &SandboxId,
+        mounts: &[VolumeMount],
+    ) -> Vec<(VolumeMount, RuntimeError)> {
+        let _ = id;
+        mounts.iter().map(|m| (m.clone(), no_volumes())).collect()
+    }
+
+    /// Removes the files of volumes whose keys are not in `known` and unmounts unused ones.
+    async fn sweep_volumes(&self, known: &[String]) -> Vec<String> {
+        let _ = known;
+        Vec::new()
+    }
+}
+
+fn no_volumes() -> RuntimeError {
+    RuntimeError::Config("this node has no volumes".into())
 }
 
 #[async_trait]
@@ -227,5 +278,37 @@ impl SandboxNode for alcove_runtime::Node {
 
     async fn resize(&self, id: &SandboxId, to: Resize) -> Result<(), RuntimeError> {
         alcove_runtime::Node::resize(self, id, to).await
+    }
+
+    async fn create_volume(&self, key: &str, size_mb: u64) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::create_volume(self, key, size_mb).await
+    }
+
+    async fn delete_volume(&self, key: &str) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::delete_volume(self, key).await
+    }
+
+    fn volume_used_mb(&self, key: &str) -> Option<u64> {
+        alcove_runtime::Node::volume_used_mb(self, key)
+    }
+
+    async fn attach_volume(&self, id: &SandboxId, mount: &VolumeMount) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::attach_volume(self, id, mount).await
+    }
+
+    async fn detach_volume(&self, id: &SandboxId, mount: &VolumeMount) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::detach_volume(self, id, mount).await
+    }
+
+    async fn ensure_volumes(
+        &self,
+        id: &SandboxId,
+        mounts: &[VolumeMount],
+    ) -> Vec<(VolumeMount, RuntimeError)> {
+        alcove_runtime::Node::ensure_volumes(self, id, mounts).await
+    }
+
+    async fn sweep_volumes(&self, known: &[String]) -> Vec<String> {
+        alcove_runtime::Node::sweep_volumes(self, known).await
     }
 }

@@ -63,11 +63,15 @@ struct Binding {
     env: BTreeMap<String, String>,
     secret_names: Vec<String>,
     network: Option<NetworkConfig>,
+    file_systems: Vec<alcove_wire::file_system::FileSystemMount>,
 }
 
 impl Binding {
     fn is_empty(&self) -> bool {
-        self.name.is_none() && self.env.is_empty() && self.network.is_none()
+        self.name.is_none()
+            && self.env.is_empty()
+            && self.network.is_none()
+            && self.file_systems.is_empty()
     }
 }
 
@@ -308,10 +312,17 @@ impl Pools {
         namespace: &str,
         req: &ClaimSandboxRequest,
     ) -> Result<Binding, ControlError> {
-        if req.file_systems.as_ref().is_some_and(|f| !f.is_empty()) {
-            return Err(ControlError::NotImplemented("attached file systems"));
-        }
         let mut binding = Binding::default();
+        let mounts = req.file_systems.clone().unwrap_or_default();
+        if !mounts.is_empty() {
+            // Unknown volumes, bad paths and volumes held read-write elsewhere are
+            // refused now; the mount itself checks again under the volume lock.
+            let nobody = SandboxId::random();
+            self.ctx
+                .check_mounts(namespace, &nobody, &[], &mounts)
+                .await?;
+            binding.file_systems = mounts;
+        }
         if let Some(name) = &req.name {
             validate::name(name)?;
             if self.ctx.store.get_live_by_name(name).await?.is_some() {
@@ -436,6 +447,12 @@ impl Pools {
             record.network_policy = network.clone();
             self.ctx.apply_network(record, handle.slot).await?;
         }
+        if !binding.file_systems.is_empty() {
+            self.sandboxes
+                .attach_locked(record, &binding.file_systems)
+                .await?;
+        }
+        // Last: the name is stored with the claim (a race for it is a 409 there).
         record.name = binding.name.clone();
         Ok(())
     }

@@ -32,9 +32,11 @@ impl Sandboxes {
         }
         // Unknown secrets are a 400 now, not a failed start later.
         self.secrets.sealed(namespace, &secret_names).await?;
-        if req.file_systems.as_ref().is_some_and(|f| !f.is_empty()) {
-            return Err(ControlError::NotImplemented("attached file systems"));
+        let file_systems = req.file_systems.clone().unwrap_or_default();
+        for m in &file_systems {
+            super::file_systems::mount(m)?;
         }
+        super::file_systems::distinct(&file_systems)?;
         if let Some(n) = &req.network {
             // Unresolvable or malformed destinations are a 400 now, not a failed start.
             super::network::egress_policy(n).await?;
@@ -106,6 +108,7 @@ impl Sandboxes {
             resource_resize: None,
             pool_id: None,
             pool_state: None,
+            file_systems,
         };
         Ok((record, boot))
     }

@@ -46,6 +46,7 @@ impl Control {
                     Some(handle) => {
                         tracing::info!(sandbox_id = %id, "sandbox adopted after restart");
                         self.ctx.set_running(&id, handle.clone());
+                        self.settle_volumes(&mut record).await?;
                         if let Some(event) = settling_event(&record, SandboxStatus::Running) {
                             apply_or_log(&mut record, event);
                             if let Some(left) = record.timeout_remaining_ms.take() {
@@ -80,6 +81,17 @@ impl Control {
         for item in report.swept {
             tracing::warn!(leftover = %item, "removed leftover");
         }
+        let known: Vec<String> = self
+            .ctx
+            .store
+            .list_file_systems(None)
+            .await?
+            .iter()
+            .map(|f| super::file_systems::volume_key(&f.namespace, &f.name))
+            .collect();
+        for item in self.ctx.node.sweep_volumes(&known).await {
+            tracing::warn!(leftover = %item, "removed leftover");
+        }
         // Logs of sandboxes no longer stored (a purge cut short by a crash).
         let known = self.ctx.store.all_ids().await?.into_iter().collect();
         let swept = self.ctx.logs.sweep(known).await;
@@ -87,6 +99,28 @@ impl Control {
             tracing::warn!(count = swept, "removed logs of purged sandboxes");
         }
         self.snapshots.recover().await
+    }
+
+    /// Completes the volume mounts of an adopted sandbox that a crash cut short
+    /// (the store lists an attachment before the node mounts it); one that
+    /// cannot be mounted any more is dropped from the record.
+    async fn settle_volumes(&self, record: &mut SandboxRecord) -> Result<(), ControlError> {
+        if record.file_systems.is_empty() {
+            return Ok(());
+        }
+        let mounts = super::file_systems::node_mounts(&record.namespace, &record.file_systems);
+        let failed = self.ctx.node.ensure_volumes(&record.id, &mounts).await;
+        if failed.is_empty() {
+            return Ok(());
+        }
+        for (m, e) in &failed {
+            tracing::warn!(sandbox_id = %record.id, mount_path = %m.mount_path, error = %e, "dropping a volume mount that could not be restored");
+        }
+        record
+            .file_systems
+            .retain(|fs| !failed.iter().any(|(m, _)| m.mount_path == fs.mount_path));
+        self.ctx.store.update(record).await?;
+        Ok(())
     }
 
     async fn mark_lost(&self, mut record: SandboxRecord) -> Result<(), ControlError> {

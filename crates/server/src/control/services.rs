@@ -34,6 +34,8 @@ pub struct Control {
     pub archive: Archive,
     /// Warm pools and their claims.
     pub pools: super::Pools,
+    /// Create, list, get and delete volumes (their mounts are on `sandboxes`).
+    pub file_systems: super::FileSystems,
 }
 
 impl Control {
@@ -59,6 +61,7 @@ impl Control {
             snapshots,
             secrets,
             archive: Archive::new(Arc::clone(&ctx)),
+            file_systems: super::FileSystems::new(Arc::clone(&ctx)),
             ctx,
         }
     }

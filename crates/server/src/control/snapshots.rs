@@ -66,6 +66,7 @@ impl Snapshots {
             created_at: now_millis(),
             completed_at: None,
             error: None,
+            file_systems: record.file_systems.clone(),
         };
         self.ctx.store.put_snapshot(&snap).await?;
         let this = self.clone();
@@ -259,6 +260,19 @@ impl Snapshots {
             ephemeral_disk_mb: None,
             gpus: asked.gpus,
         });
+        if memory && !snap.file_systems.is_empty() {
+            // The processes of a memory image may hold files on its volumes, and CRIU
+            // restores their mounts by path: the same volumes at the same paths, or none.
+            let asked = req.file_systems.as_deref().unwrap_or(&[]);
+            if !asked.is_empty() && asked != snap.file_systems.as_slice() {
+                return Err(ControlError::InvalidArgument {
+                    field: "file_systems",
+                    reason: "a memory snapshot restores with the volumes its sandbox had mounted; leave file_systems out"
+                        .into(),
+                });
+            }
+            plain.file_systems = Some(snap.file_systems.clone());
+        }
         if plain.entrypoint.is_none() && !memory {
             plain.entrypoint = Some(snap.entrypoint.clone());
         }

@@ -20,9 +20,9 @@ const WAIT: Duration = Duration::from_secs(10);
 /// The archive's retention in these tests.
 const ARCHIVE_TTL: Duration = Duration::from_secs(3_600);
 
-struct Harness {
-    control: Arc<Control>,
-    node: FakeNode,
+pub(super) struct Harness {
+    pub(super) control: Arc<Control>,
+    pub(super) node: FakeNode,
     _dir: tempfile::TempDir,
 }
 
@@ -40,7 +40,7 @@ fn test_images(dir: &std::path::Path) -> crate::images::Images {
     crate::images::Images::open(&dir.join("images"), Default::default()).expect("images")
 }
 
-async fn harness() -> Harness {
+pub(super) async fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tmp");
     let store = Store::open(&dir.path().join("alcove.db"))
         .await
@@ -83,7 +83,10 @@ fn request(json: serde_json::Value) -> CreateSandboxRequest {
 }
 
 impl Harness {
-    async fn create(&self, json: serde_json::Value) -> Result<SandboxRecord, ControlError> {
+    pub(super) async fn create(
+        &self,
+        json: serde_json::Value,
+    ) -> Result<SandboxRecord, ControlError> {
         Ok(self
             .control
             .sandboxes
@@ -111,7 +114,7 @@ impl Harness {
     }
 
     /// The stored record of `id` (an id, or a label given to `stored`).
-    async fn status(&self, id: &str) -> SandboxRecord {
+    pub(super) async fn status(&self, id: &str) -> SandboxRecord {
         self.control
             .store()
             .get(&crate::store::test_id(id))

@@ -2,6 +2,7 @@
 //! [`Store`] type so a PostgreSQL implementation can follow.
 
 mod archive;
+mod file_systems;
 mod pools;
 mod record;
 mod secrets;
@@ -9,6 +10,7 @@ mod snapshots;
 mod sqlite;
 
 pub use archive::{ArchiveKey, ArchivePage, CursorError, Direction, PageRequest};
+pub use file_systems::FileSystemRecord;
 pub use pools::PoolRecord;
 pub use record::{PoolState, SandboxRecord};
 pub use secrets::SealedSecret;
@@ -89,5 +91,6 @@ pub(crate) fn sample_record(id: &str, name: Option<&str>) -> SandboxRecord {
         resource_resize: None,
         pool_id: None,
         pool_state: None,
+        file_systems: Vec::new(),
     }
 }

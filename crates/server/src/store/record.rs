@@ -63,6 +63,8 @@ pub struct SandboxRecord {
     pub archived_at: Option<EpochMillis>,
     /// The latest live resize.
     pub resource_resize: Option<ResourceResize>,
+    /// The volumes mounted in it (docs/volumes.md); a live sandbox holds them.
+    pub file_systems: Vec<alcove_wire::file_system::FileSystemMount>,
     /// The pool it belongs to (a warm sandbox) or was claimed from.
     pub pool_id: Option<String>,
     /// Where it stands in its pool; `None` for a sandbox of no pool.
@@ -154,7 +156,7 @@ impl SandboxRecord {
             error_details: self.error_details.clone(),
             ingress_endpoint: routable.then(|| ingress_endpoint.to_string()),
             runtime: "runc".into(),
-            file_systems: Vec::new(),
+            file_systems: self.file_systems.clone(),
             resource_resize: self.resource_resize.clone(),
             pool_id: self.pool_id.clone(),
         }

@@ -40,6 +40,8 @@ pub struct SnapshotRecord {
     pub completed_at: Option<EpochMillis>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The volumes the source had mounted when it was taken.
+    pub file_systems: Vec<alcove_wire::file_system::FileSystemMount>,
 }
 
 impl SnapshotRecord {
@@ -59,7 +61,7 @@ impl SnapshotRecord {
     }
 }
 
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "id",
     "namespace",
     "sandbox_id",
@@ -74,6 +76,7 @@ const FIELDS: [&str; 14] = [
     "created_at",
     "completed_at",
     "error",
+    "file_systems",
 ];
 
 fn decode(row: &SqliteRow) -> Result<SnapshotRecord, StoreError> {
@@ -100,6 +103,14 @@ fn decode(row: &SqliteRow) -> Result<SnapshotRecord, StoreError> {
         created_at: row.try_get("created_at")?,
         completed_at: row.try_get("completed_at")?,
         error: row.try_get("error")?,
+        file_systems: {
+            let text: Option<String> = row.try_get("file_systems")?;
+            text.map(|t| {
+                serde_json::from_str(&t).map_err(|e| corrupt(format!("file_systems: {e}")))
+            })
+            .transpose()?
+            .unwrap_or_default()
+        },
         id,
     })
 }
@@ -127,6 +138,11 @@ impl Store {
             .bind(r.created_at)
             .bind(r.completed_at)
             .bind(&r.error)
+            .bind(
+                (!r.file_systems.is_empty()).then(|| {
+                    serde_json::to_string(&r.file_systems).unwrap_or_else(|_| "[]".into())
+                }),
+            )
             .execute(self.pool())
             .await?;
         Ok(())
@@ -191,6 +207,7 @@ mod tests {
             created_at: 5,
             completed_at: None,
             error: None,
+            file_systems: Vec::new(),
         }
     }
 

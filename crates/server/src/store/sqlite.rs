@@ -20,7 +20,7 @@ pub struct Store {
 }
 
 /// Columns of `sandboxes`, in the order [`bind_all`] binds them.
-const FIELDS: [&str; 29] = [
+const FIELDS: [&str; 30] = [
     "id",
     "namespace",
     "name",
@@ -50,6 +50,7 @@ const FIELDS: [&str; 29] = [
     "resource_resize",
     "pool_id",
     "pool_state",
+    "file_systems",
 ];
 
 pub(super) fn columns() -> String {
@@ -158,6 +159,22 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
+    /// The live sandboxes of a namespace that may hold volumes: the listed ones and
+    /// a pool's sandboxes being claimed (a claim may mount volumes before it is done).
+    pub async fn list_holders_in(&self, namespace: &str) -> Result<Vec<SandboxRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM sandboxes WHERE namespace = ? \
+             AND status NOT IN ('terminated', 'failed', 'timeout') \
+             AND (pool_state IS NULL OR pool_state != 'idle') ORDER BY created_at, id",
+            columns()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(namespace)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
     /// Every sandbox that is not ended, in any namespace.
     pub async fn list_live(&self) -> Result<Vec<SandboxRecord>, StoreError> {
         let sql = format!(
@@ -236,6 +253,7 @@ fn bind_all<'q>(q: Query<'q>, r: &'q SandboxRecord) -> Query<'q> {
         .bind(r.resource_resize.as_ref().map(json))
         .bind(&r.pool_id)
         .bind(r.pool_state.map(super::PoolState::as_str))
+        .bind((!r.file_systems.is_empty()).then(|| json(&r.file_systems)))
 }
 
 /// When the row enters the archive: as recorded, or, for an ended record whose path did not
@@ -329,6 +347,7 @@ pub(super) fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
         resource_resize: optional_json_column(row, &id, "resource_resize")?,
         pool_id: row.try_get("pool_id")?,
         pool_state: decode_pool_state(row, &id)?,
+        file_systems: optional_json_column(row, &id, "file_systems")?.unwrap_or_default(),
         id: parse_id(id)?,
     })
 }

@@ -115,6 +115,12 @@ def test_the_documented_surface_is_present() -> None:
         "delete_pool",
         "claim",
         "claim_and_connect",
+        "create_file_system",
+        "list_file_systems",
+        "get_file_system",
+        "delete_file_system",
+        "attach_file_system",
+        "detach_file_system",
     }
     sandbox_methods = {
         "sandbox_id",
@@ -207,6 +213,7 @@ def test_the_documented_surface_is_present() -> None:
         ("disk_mb", None),
         ("entrypoint", None),
         ("pull_image", False),
+        ("file_systems", None),
     ]
     pool_parameters = [
         ("image", None),

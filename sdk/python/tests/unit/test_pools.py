@@ -238,7 +238,7 @@ def test_claim_errors(server: FakeServer, client: SandboxClient) -> None:
             error(429, "POOL_AT_CAPACITY", "pool pool-1 is at capacity"),
             error(409, "NAME_TAKEN", "name 'job' is taken"),
             error(400, "INVALID_ARGUMENT", "env: '1A' is not a variable name"),
-            error(501, "NOT_IMPLEMENTED", "attached file systems"),
+            error(404, "NOT_FOUND", 'file system "v" not found'),
         ],
     )
     with pytest.raises(PoolAtCapacityError) as capacity:
@@ -249,9 +249,10 @@ def test_claim_errors(server: FakeServer, client: SandboxClient) -> None:
     with pytest.raises(RemoteAPIError) as bad:
         client.claim("pool-1", env={"1A": "x"})
     assert bad.value.status_code == 400
-    with pytest.raises(RemoteAPIError) as unbuilt:
-        client.claim("pool-1", file_systems=[{"volume": "v"}])
-    assert unbuilt.value.status_code == 501
+    with pytest.raises(RemoteAPIError) as no_volume:
+        client.claim("pool-1", file_systems=[{"file_system_id": "v", "mount_path": "/mnt/v"}])
+    assert no_volume.value.status_code == 404
+    assert not isinstance(no_volume.value, PoolNotFoundError), "an unknown volume is not an unknown pool"
     # 429 is not retried on a POST.
     assert len(server.calls("POST", CLAIM)) == 4
 

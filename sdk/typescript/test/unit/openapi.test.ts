@@ -49,6 +49,8 @@ import {
   snapshotInfoFromWire,
   copySandboxResponseFromWire,
   copiedSandboxFromWire,
+  fileSystemInfoFromWire,
+  fileSystemMountFromWire,
 } from "../../src/models.js";
 import { runBody, startProcessBody } from "../../src/sandbox.js";
 
@@ -76,6 +78,9 @@ const INTERFACE_SCHEMAS: Record<string, string> = {
   SnapshotInfo: "SnapshotInfo",
   CopySandboxResponse: "CopySandboxResponse",
   CopiedSandbox: "CopiedSandbox",
+  FileSystemMount: "FileSystemMount",
+  FileSystemAttachment: "FileSystemAttachment",
+  FileSystemInfo: "FileSystemInfo",
   ProcessInfo: "ProcessInfo",
   OutputEvent: "OutputEvent",
   OutputResponse: "OutputResponse",
@@ -410,6 +415,8 @@ const READERS: Record<string, Reader> = {
   SnapshotInfo: (v) => snapshotInfoFromWire(v),
   CopySandboxResponse: (v) => copySandboxResponseFromWire(v),
   CopiedSandbox: (v) => copiedSandboxFromWire(v),
+  FileSystemMount: (v) => fileSystemMountFromWire(v),
+  FileSystemInfo: (v) => fileSystemInfoFromWire(v),
   ProcessInfo: (v) => processInfoFromWire(v),
   OutputEvent: (v) => outputEventFromWire(v),
   OutputResponse: (v) => outputResponseFromWire(v),

@@ -38,6 +38,8 @@ pub mod tags {
     pub const POOLS: &str = "pools";
     /// Alcove's own secret store.
     pub const SECRETS: &str = "secrets";
+    /// Persistent volumes and their mounts into sandboxes.
+    pub const FILE_SYSTEMS: &str = "file systems";
     /// The server itself: health and this document.
     pub const SERVER: &str = "server";
     /// Routes of the protocol this server answers 501 on.

@@ -6,6 +6,10 @@ use std::collections::BTreeSet;
 use alcove_agent::http::error::AgentError;
 use alcove_wire::copy::{CopiedSandbox, CopySandboxResponse};
 use alcove_wire::error::ApiErrorBody;
+use alcove_wire::file_system::{
+    CreateFileSystemRequest, DetachFileSystemRequest, FileSystemAttachment, FileSystemInfo,
+    FileSystemMount, ListFileSystemsResponse,
+};
 use alcove_wire::files::{FileEntry, FileList};
 use alcove_wire::health::{AgentInfo, HealthResponse};
 use alcove_wire::image::{
@@ -327,6 +331,9 @@ fn schemas_are_what_serde_reads_and_writes() {
         PoolContainerInfo,
         SandboxPoolInfo,
         ListSandboxPoolsResponse,
+        FileSystemInfo,
+        FileSystemAttachment,
+        ListFileSystemsResponse,
     );
     requests!(
         CreateSandboxRequest,
@@ -348,6 +355,9 @@ fn schemas_are_what_serde_reads_and_writes() {
         SandboxPoolRequest,
         ClaimSandboxRequest,
         SetEnvironmentRequest,
+        FileSystemMount,
+        CreateFileSystemRequest,
+        DetachFileSystemRequest,
     );
     check_request::<SetSecret>(&doc, "SetSecret", |_| Value::Null);
     check_request::<DesktopUrlRequest>(&doc, "DesktopUrlRequest", |_| Value::Null);

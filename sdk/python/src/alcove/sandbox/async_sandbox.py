@@ -25,6 +25,7 @@ from .exceptions import SandboxNotFoundError
 from .models import (
     CommandResult,
     DirectoryEntry,
+    FileSystemMount,
     OutputEvent,
     OutputResponse,
     ProcessHealthCheck,
@@ -79,6 +80,22 @@ class AsyncSandbox:
                 await self.terminate()
             except SandboxNotFoundError:
                 pass
+
+    async def attach_file_system(self, file_system_id: str, mount_path: str, read_only: bool = False) -> SandboxInfo:
+        """Mount a volume into this sandbox, live (see :meth:`AsyncSandboxClient.attach_file_system`)."""
+        info = await self._client.attach_file_system(self.sandbox_id, file_system_id, mount_path, read_only)
+        self._info = info
+        return info
+
+    async def detach_file_system(self, mount_path: str) -> SandboxInfo:
+        """Unmount the volume at ``mount_path`` (see :meth:`AsyncSandboxClient.detach_file_system`)."""
+        info = await self._client.detach_file_system(self.sandbox_id, mount_path)
+        self._info = info
+        return info
+
+    async def file_systems(self) -> list[FileSystemMount]:
+        """The volumes mounted in this sandbox now."""
+        return (await self.info()).file_systems
 
     async def info(self) -> SandboxInfo:
         """Fetch the sandbox's current description from the control plane."""

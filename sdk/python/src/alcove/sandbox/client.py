@@ -34,6 +34,8 @@ from .models import (
     ArchivedSandboxPage,
     CopySandboxResponse,
     DeleteImageResult,
+    FileSystemInfo,
+    FileSystemMount,
     ImageInfo,
     ImageProgressEvent,
     NetworkPolicy,
@@ -199,6 +201,7 @@ class SandboxClient:
         disk_mb: int | None = None,
         entrypoint: list[str] | None = None,
         pull_image: bool = False,
+        file_systems: list[FileSystemMount | dict[str, Any]] | None = None,
     ) -> SandboxInfo:
         """Create a sandbox and wait until it is running.
 
@@ -209,6 +212,8 @@ class SandboxClient:
         :class:`SandboxTimeoutError` when it is not running within the client's ``timeout``.
         ``pull_image=True`` lets the server pull ``image`` from its registry first when its store
         does not have it (otherwise an unknown image is :class:`RemoteAPIError` 404).
+        ``file_systems`` mounts volumes when it boots (:class:`FileSystemMount` or dicts with
+        ``file_system_id``, ``mount_path`` and ``read_only``).
         """
         body = proto.create_body(
             name=name,
@@ -223,6 +228,7 @@ class SandboxClient:
             disk_mb=disk_mb,
             entrypoint=entrypoint,
             pull_image=pull_image,
+            file_systems=file_systems,
         )
         return self._drive(proto.op_create(self._config, body))
 
@@ -240,6 +246,7 @@ class SandboxClient:
         disk_mb: int | None = None,
         entrypoint: list[str] | None = None,
         pull_image: bool = False,
+        file_systems: list[FileSystemMount | dict[str, Any]] | None = None,
     ) -> Sandbox:
         """Create a sandbox (as :meth:`create`) and return a handle to it.
 
@@ -261,6 +268,7 @@ class SandboxClient:
             disk_mb=disk_mb,
             entrypoint=entrypoint,
             pull_image=pull_image,
+            file_systems=file_systems,
         )
         return handle
 
@@ -602,6 +610,38 @@ class SandboxClient:
         """The processes that have records in a sandbox's persisted logs (their ``process_id``
         values filter :meth:`get_logs`)."""
         return self._drive(proto.op_list_log_processes(self._config, sandbox_id))
+
+    # -- file systems (persistent volumes) -----------------------------------------------------
+
+    def create_file_system(self, name: str, size_mb: int) -> FileSystemInfo:
+        """Create a persistent volume of ``size_mb`` MiB (docs/volumes.md)."""
+        return self._drive(proto.op_create_file_system(self._config, name, size_mb))
+
+    def list_file_systems(self) -> list[FileSystemInfo]:
+        """The namespace's volumes, with where each is mounted."""
+        return self._drive(proto.op_list_file_systems(self._config))
+
+    def get_file_system(self, name: str) -> FileSystemInfo:
+        """One volume; :class:`RemoteAPIError` 404 if there is none of that name."""
+        return self._drive(proto.op_get_file_system(self._config, name))
+
+    def delete_file_system(self, name: str) -> None:
+        """Delete a volume and its data; :class:`RemoteAPIError` 409 while a sandbox has it mounted."""
+        self._drive(proto.op_delete_file_system(self._config, name))
+
+    def attach_file_system(
+        self, sandbox: str, file_system_id: str, mount_path: str, read_only: bool = False
+    ) -> SandboxInfo:
+        """Mount a volume into a running sandbox, live; 409 when it is mounted elsewhere in a way
+        that excludes this mount (read-write is exclusive)."""
+        return self._drive(
+            proto.op_attach_file_system(self._config, sandbox, file_system_id, mount_path, read_only)
+        )
+
+    def detach_file_system(self, sandbox: str, mount_path: str) -> SandboxInfo:
+        """Unmount the volume at ``mount_path`` from a running sandbox; 409 while files on it are
+        in use (it stays mounted)."""
+        return self._drive(proto.op_detach_file_system(self._config, sandbox, mount_path))
 
     # -- snapshots -----------------------------------------------------------------------------
 

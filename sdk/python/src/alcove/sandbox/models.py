@@ -336,6 +336,55 @@ class SandboxResourceResizeInfo(_WireModel):
     error_message: str | None = None
 
 
+class FileSystemMount(_WireModel):
+    """A volume mounted (or to be mounted) into a sandbox at ``mount_path`` (docs/volumes.md).
+
+    ``file_system_id`` is the volume's name. ``read_only`` and ``prefetch`` go on the wire only
+    when true; ``snapshot_id`` and ``owner`` are refused by this server (400).
+    """
+
+    file_system_id: str
+    mount_path: str
+    read_only: bool = False
+    prefetch: bool | None = None
+    snapshot_id: str | None = None
+    owner: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The request body: only what is set."""
+        body: dict[str, Any] = {"file_system_id": self.file_system_id, "mount_path": self.mount_path}
+        if self.read_only:
+            body["read_only"] = True
+        if self.prefetch:
+            body["prefetch"] = True
+        if self.snapshot_id is not None:
+            body["snapshot_id"] = self.snapshot_id
+        if self.owner is not None:
+            body["owner"] = self.owner
+        return body
+
+
+class FileSystemAttachment(_WireModel):
+    """Where a volume is mounted: a live sandbox, the path in it, and the mode."""
+
+    sandbox_id: str
+    mount_path: str
+    read_only: bool = False
+
+
+class FileSystemInfo(_WireModel):
+    """A persistent volume (its id is its name)."""
+
+    id: str
+    name: str
+    size_mb: int
+    used_mb: int | None = None
+    created_at: Timestamp = None
+    attachments: Annotated[list[FileSystemAttachment], BeforeValidator(_none_as_empty_list)] = Field(
+        default_factory=list
+    )
+
+
 class SandboxInfo(_WireModel):
     """A sandbox as described by the control plane.
 
@@ -368,7 +417,7 @@ class SandboxInfo(_WireModel):
     auto_resume: bool = True
     runtime: str | None = None
     resource_resize: SandboxResourceResizeInfo | None = None
-    file_systems: Annotated[list[Any], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    file_systems: Annotated[list[FileSystemMount], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
 
     def url_for_port(self, port: int) -> str | None:
         """The public URL of an exposed user port, when the server gave an ``ingress_endpoint``.
@@ -879,6 +928,9 @@ IMAGE_PROGRESS_EVENTS: dict[str, type[_WireModel]] = {
 __all__ = [
     "CopiedSandbox",
     "CopySandboxResponse",
+    "FileSystemAttachment",
+    "FileSystemInfo",
+    "FileSystemMount",
     "BuildOutputEvent",
     "BuildStepEvent",
     "DeleteImageResult",

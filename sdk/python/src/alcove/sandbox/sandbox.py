@@ -24,6 +24,7 @@ from .exceptions import SandboxNotFoundError
 from .models import (
     CommandResult,
     DirectoryEntry,
+    FileSystemMount,
     OutputEvent,
     OutputResponse,
     ProcessHealthCheck,
@@ -78,6 +79,22 @@ class Sandbox:
                 self.terminate()
             except SandboxNotFoundError:
                 pass
+
+    def attach_file_system(self, file_system_id: str, mount_path: str, read_only: bool = False) -> SandboxInfo:
+        """Mount a volume into this sandbox, live (see :meth:`SandboxClient.attach_file_system`)."""
+        info = self._client.attach_file_system(self.sandbox_id, file_system_id, mount_path, read_only)
+        self._info = info
+        return info
+
+    def detach_file_system(self, mount_path: str) -> SandboxInfo:
+        """Unmount the volume at ``mount_path`` (see :meth:`SandboxClient.detach_file_system`)."""
+        info = self._client.detach_file_system(self.sandbox_id, mount_path)
+        self._info = info
+        return info
+
+    def file_systems(self) -> list[FileSystemMount]:
+        """The volumes mounted in this sandbox now."""
+        return (self.info()).file_systems
 
     def info(self) -> SandboxInfo:
         """Fetch the sandbox's current description from the control plane."""

@@ -58,6 +58,17 @@ from ._files import (
     prepare_upload,
 )
 from ._follow_stream import OutputEventDecoder, iter_output_events, output_event
+from ._file_systems import (
+    file_systems_url,
+    mount_body,
+    mounts_body,
+    op_attach_file_system,
+    op_create_file_system,
+    op_delete_file_system,
+    op_detach_file_system,
+    op_get_file_system,
+    op_list_file_systems,
+)
 from ._images import (
     DEFAULT_DOCKERFILE,
     EVENT_STREAM_HEADERS,
@@ -194,6 +205,15 @@ __all__ = [
     "op_update_pool",
     "pool_body",
     "pools_url",
+    "file_systems_url",
+    "mount_body",
+    "mounts_body",
+    "op_attach_file_system",
+    "op_create_file_system",
+    "op_delete_file_system",
+    "op_detach_file_system",
+    "op_get_file_system",
+    "op_list_file_systems",
     "DEFAULT_DOCKERFILE",
     "EVENT_STREAM_HEADERS",
     "TAR_CONTENT_TYPE",

@@ -140,9 +140,12 @@ def api_error(
         cls = IMAGE_ERRORS[body.code]
     elif body.code in POOL_ERRORS:
         cls = POOL_ERRORS[body.code]
-    elif status == 404 and pool:
+    elif status == 404 and pool and body.message.startswith("image "):
         # An update naming an unknown image is a 404 too; the server's message names the image.
-        cls = ImageNotFoundError if body.message.startswith("image ") else PoolNotFoundError
+        cls = ImageNotFoundError
+    elif status == 404 and pool and not body.message.startswith("file system "):
+        # (A claim naming an unknown volume is a 404 too: a plain RemoteAPIError.)
+        cls = PoolNotFoundError
     elif status == 404 and snapshot:
         cls = SnapshotNotFoundError
     elif status == 404 and image:

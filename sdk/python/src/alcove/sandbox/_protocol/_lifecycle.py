@@ -59,6 +59,7 @@ def create_body(
     disk_mb: int | None,
     entrypoint: Iterable[str] | None,
     pull_image: bool = False,
+    file_systems: Iterable[Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /sandboxes`` (docs/protocol/control-plane.md), after client-side checks.
 
@@ -108,6 +109,10 @@ def create_body(
         body["entrypoint"] = command
     if pull_image:
         body["pull_image"] = True
+    if file_systems:
+        from ._file_systems import mounts_body
+
+        body["file_systems"] = mounts_body(file_systems)
     return body
 
 

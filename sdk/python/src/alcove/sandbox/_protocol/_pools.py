@@ -14,6 +14,7 @@ from .._config import ClientConfig
 from ..exceptions import SandboxError
 from ..models import NetworkPolicy, SandboxInfo, SandboxPoolInfo, SandboxStatus
 from ._errors import _json, _list, _model, check
+from ._file_systems import mounts_body
 from ._lifecycle import (
     DEFAULT_CPUS,
     DEFAULT_MEMORY_MB,
@@ -149,7 +150,7 @@ def claim_body(
             raise ValueError(f"file_systems must be a list, got {file_systems!r}")
         volumes = list(file_systems)
         if volumes:
-            body["file_systems"] = volumes
+            body["file_systems"] = mounts_body(volumes)
     return body
 
 
