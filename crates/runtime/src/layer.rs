@@ -91,30 +91,24 @@ impl Layer {
     /// Creates the disk image (`disk_mb` MiB, sparse, mode 0600) and formats it.
     pub async fn create_disk(&self, disk_mb: u64) -> Result<()> {
         create_private_dir(&self.dir)?;
-        let image = self.disk_image();
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&image)
-            .map_err(RuntimeError::io("creating", &image))?;
-        file.set_len(disk_mb * 1024 * 1024)
-            .map_err(RuntimeError::io("sizing", &image))?;
-        drop(file);
-        let image_str = path_str(&image)?;
-        cmd::run(&[
-            "mkfs.ext4",
-            "-q",
-            "-F",
-            "-m",
-            "0",
-            "-E",
-            "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-            image_str,
-        ])
-        .await?;
-        Ok(())
+        format_image(&self.disk_image(), disk_mb).await
+    }
+
+    /// Creates the disk image as [`Layer::create_disk`] does, taking a formatted
+    /// one of that size from `spares` when it has one (the format is off the
+    /// critical path then), and asks `spares` to make the next.
+    pub async fn create_disk_from(
+        &self,
+        spares: &std::sync::Arc<crate::spare_layers::SpareLayers>,
+        disk_mb: u64,
+    ) -> Result<()> {
+        create_private_dir(&self.dir)?;
+        let taken = spares.take(disk_mb, &self.disk_image());
+        spares.refill(disk_mb);
+        if taken {
+            return Ok(());
+        }
+        format_image(&self.disk_image(), disk_mb).await
     }
 
     /// The size of the disk image in MiB.
@@ -222,14 +216,7 @@ impl Layer {
         let disk = self.disk_mount();
         create_private_dir(&disk)?;
         if !is_mountpoint(&disk) {
-            cmd::run(&[
-                "mount",
-                "-o",
-                "loop,noatime,nosuid,nodev",
-                path_str(&self.disk_image())?,
-                path_str(&disk)?,
-            ])
-            .await?;
+            crate::loopdev::mount_image(&self.disk_image(), &disk).await?;
         }
         // `upper/` is the sandbox's `/` as far as its attributes go (overlayfs
         // shows the upper directory's): 0755 like any root directory.
@@ -334,6 +321,33 @@ impl Layer {
         })
         .await?
     }
+}
+
+/// Creates `image` (`disk_mb` MiB, sparse, mode 0600) and formats it as ext4 with
+/// lazy initialisation (the kernel zeroes inode tables in the background).
+pub async fn format_image(image: &Path, disk_mb: u64) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(image)
+        .map_err(RuntimeError::io("creating", image))?;
+    file.set_len(disk_mb * 1024 * 1024)
+        .map_err(RuntimeError::io("sizing", image))?;
+    drop(file);
+    cmd::run(&[
+        "mkfs.ext4",
+        "-q",
+        "-F",
+        "-m",
+        "0",
+        "-E",
+        "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+        path_str(image)?,
+    ])
+    .await?;
+    Ok(())
 }
 
 /// Creates `dir` (and missing parents) with mode 0700.

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -139,6 +139,8 @@ pub struct Node {
     pub(crate) cpus: CpuPlan,
     /// Running containers by sandbox id.
     pub(crate) running: Mutex<HashMap<String, Holding>>,
+    /// Writable layers formatted ahead of time.
+    spares: Arc<crate::spare_layers::SpareLayers>,
 }
 
 /// A short tag unique to a data directory, carried by every host-wide name.
@@ -212,7 +214,11 @@ impl Node {
         .map_err(|e| RuntimeError::Config(format!("start-up task failed: {e}")))??;
         let network = Network::new(&tag, cfg.subnet.clone());
         network.install_firewall().await?;
+        let spares = Arc::new(crate::spare_layers::SpareLayers::open(
+            cfg.data_dir.join("spare-layers"),
+        )?);
         Ok(Self {
+            spares,
             cgroups: CgroupTree::new(&tag),
             runc: Runc::new(cfg.runc_binary.clone(), cfg.data_dir.join("runc")),
             network,
@@ -273,7 +279,7 @@ impl Node {
         let slot = self.reserve_slot()?;
         let result = async {
             Layer::new(self.sandbox_dir(&spec.id))
-                .create_disk(spec.disk_mb)
+                .create_disk_from(&self.spares, spec.disk_mb)
                 .await?;
             self.boot(spec, slot, None).await
         }
