@@ -1,0 +1,101 @@
+"""Whether a sandbox's cost grows with the number of sandboxes already up: create, delete and
+`run("true")` on an empty server, then the same with N idle sandboxes running, in one run.
+
+Usage (as root, after `scripts/setup.sh`; N idle sandboxes need about 1.5 MB of host memory
+each plus their agents, and a loop device each):
+
+    .venv/bin/python bench/scale_bench.py [--idle 1000] [--samples 20]
+
+Starts its own `alcove serve` (disk overcommit raised: the idle sandboxes write nothing).
+Fills and drains with four requests at a time; measures one request at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import REPO, AlcoveServer, report, summarize, timed  # noqa: E402
+
+SMALL = {"cpus": 0.5, "memory_mb": 512, "disk_mb": 1024}
+
+
+def measure(client, samples: int, runs: int) -> tuple[list[float], list[float], list[float]]:
+    """Create, delete and run("true") latencies, one request at a time."""
+    made: list[str] = []
+    creates = []
+    for _ in range(samples):
+        creates.append(timed(lambda: made.append(client.create(**SMALL).sandbox_id)))
+    deletes = [timed(lambda i=i: client.delete(i)) for i in made]
+    with client.create_and_connect(**SMALL) as sb:
+        for _ in range(5):
+            sb.run("true")
+        run = [timed(lambda: sb.run("true")) for _ in range(runs)]
+    return creates, deletes, run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--idle", type=int, default=1000, help="idle sandboxes to hold up")
+    parser.add_argument("--samples", type=int, default=20, help="creates and deletes measured at each level")
+    parser.add_argument("--runs", type=int, default=100, help='run("true") round trips measured at each level')
+    args = parser.parse_args()
+
+    from alcove.sandbox import SandboxClient
+
+    os.environ.setdefault("ALCOVE_DISK_OVERCOMMIT", "1000")
+    server = AlcoveServer()
+    server.start()
+    idle: list[str] = []
+    try:
+        client = SandboxClient(api_url=server.url, timeout=600)
+        with client.create_and_connect(**SMALL) as sb:
+            sb.run("true")  # warm-up
+        empty = measure(client, args.samples, args.runs)
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            for sandbox_id in pool.map(lambda _: client.create(**SMALL).sandbox_id, range(args.idle)):
+                idle.append(sandbox_id)
+        fill_s = time.monotonic() - started
+        full = measure(client, args.samples, args.runs)
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(client.delete, idle))
+        drain_s = time.monotonic() - started
+        idle.clear()
+
+        n = args.idle
+        report(
+            f"Cost with {n} idle sandboxes up (fill {fill_s:.0f} s, drain {drain_s:.0f} s, 4 at a time)",
+            [
+                summarize("create (blocking), empty server", empty[0]),
+                summarize(f"create (blocking), {n} up", full[0]),
+                summarize("delete, empty server", empty[1]),
+                summarize(f"delete, {n} up", full[1]),
+                summarize('run("true"), empty server', empty[2]),
+                summarize(f'run("true"), {n} up', full[2]),
+            ],
+            REPO / "bench/results/scale.json",
+        )
+        client.close()
+    finally:
+        if idle:
+            cleanup = SandboxClient(api_url=server.url, timeout=600)
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                list(pool.map(cleanup.delete, idle))
+            cleanup.close()
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
