@@ -290,7 +290,7 @@ impl Layer {
     /// (they belong to one id range; the disk does not).
     pub fn unmount_root(&self) -> Result<()> {
         // The sandbox's views of its volumes (crate::volume) belong to its uid range too.
-        for view in mounts_under(&self.dir.join(crate::volume::VIEWS_DIR)) {
+        for view in child_dirs(&self.dir.join(crate::volume::VIEWS_DIR)) {
             unmount_all(&view)?;
         }
         let [rootfs, upper, lower, _] = self.stack();
@@ -523,23 +523,49 @@ pub fn remove_unmounted_tree(dir: &Path) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
-    if let Some(mount) = mounts_under(dir).first() {
+    refuse_mounts(dir)?;
+    std::fs::remove_dir_all(dir).map_err(RuntimeError::io("removing", dir))
+}
+
+/// Fails if `dir` or a directory below it is a mount point. The walk never
+/// enters a mount, so it only visits what is removed anyway (no read of the
+/// host's whole mount table, which grows with every sandbox).
+fn refuse_mounts(dir: &Path) -> Result<()> {
+    if is_mountpoint(dir) {
         return Err(RuntimeError::Config(format!(
-            "not removing {}: {} is still mounted",
-            dir.display(),
-            mount.display()
+            "not removing it: {} is still mounted",
+            dir.display()
         )));
     }
-    std::fs::remove_dir_all(dir).map_err(RuntimeError::io("removing", dir))
+    for entry in std::fs::read_dir(dir).map_err(RuntimeError::io("reading", dir))? {
+        let entry = entry.map_err(RuntimeError::io("reading", dir))?;
+        // `file_type` does not follow symlinks: a link to elsewhere is not walked.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            refuse_mounts(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The directories directly in `dir` (none if it does not exist).
+fn child_dirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Unmounts the image's layers under `lower/` (and `lower/` itself, where a
 /// sandbox made before images had layers mounted its one image there).
 fn unmount_lowers(lower: &Path) -> Result<()> {
-    for mount in mounts_under(lower) {
+    for mount in child_dirs(lower) {
         unmount_all(&mount)?;
     }
-    Ok(())
+    unmount_all(lower)
 }
 
 /// Unmounts every mount stacked on `path`, detaching lazily if it is busy.
@@ -572,8 +598,38 @@ pub fn mounts_under(prefix: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Whether `path` is a mount point (per `/proc/self/mountinfo`).
+/// Whether `path` is a mount point: one `statx` (the root of a mount carries
+/// `STATX_ATTR_MOUNT_ROOT`), or, on a kernel that does not report it, a read of
+/// `/proc/self/mountinfo`. A symlink is never followed.
 pub fn is_mountpoint(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut buf = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: a NUL-terminated path and a buffer of the right type, both live for the call.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+            0,
+            buf.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: statx filled the buffer (it was zeroed before, too).
+    let st = unsafe { buf.assume_init() };
+    let flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if st.stx_attributes_mask & flag != 0 {
+        return st.stx_attributes & flag != 0;
+    }
+    is_mountpoint_per_mountinfo(path)
+}
+
+fn is_mountpoint_per_mountinfo(path: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };

@@ -24,6 +24,7 @@ pub mod lxcfs;
 pub mod network;
 pub mod node;
 pub mod perms;
+pub mod pidfd;
 pub mod resize;
 pub mod runc;
 pub mod sandbox_id;

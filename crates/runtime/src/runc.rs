@@ -242,6 +242,10 @@ impl Runc {
     /// Kills every process of the container and deletes it; what is already
     /// gone is fine.
     pub async fn destroy(&self, id: &str) -> Result<()> {
+        // A forced delete of a running container kills it and then polls every
+        // 100 ms for it to stop: kill it first and wait for the exit instead.
+        self.kill_and_wait(id, std::time::Duration::from_secs(5))
+            .await;
         let root = self.root_str()?;
         match cmd::run(&[&self.binary, "--root", root, "delete", "--force", id]).await {
             Ok(_) => Ok(()),
@@ -249,6 +253,34 @@ impl Runc {
                 Ok(())
             }
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Runc {
+    /// Sends SIGKILL to the container's init (the whole pid namespace dies with it)
+    /// through a pidfd, and waits up to `timeout` for it to exit. Does nothing when
+    /// the container has no state, or its init is gone or is another process now
+    /// (the start time in runc's state does not match).
+    async fn kill_and_wait(&self, id: &str, timeout: std::time::Duration) {
+        #[derive(Deserialize)]
+        struct InitState {
+            init_process_pid: i32,
+            init_process_start: u64,
+        }
+        let state_file = self.root.join(id).join("state.json");
+        let Ok(text) = std::fs::read_to_string(&state_file) else {
+            return;
+        };
+        let Ok(init) = serde_json::from_str::<InitState>(&text) else {
+            return;
+        };
+        let waited = crate::blocking::run(move || {
+            crate::pidfd::kill_and_wait(init.init_process_pid, init.init_process_start, timeout)
+        })
+        .await;
+        if let Ok(Err(e)) = waited {
+            tracing::debug!(sandbox_id = %id, error = %e, "killing the container's init");
         }
     }
 }

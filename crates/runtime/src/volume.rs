@@ -166,7 +166,16 @@ impl Node {
     pub fn release_unused_volumes(&self) -> Vec<String> {
         let root = self.cfg.data_dir.join("volumes");
         let mut released = Vec::new();
-        for mnt in mounts_under(&root) {
+        // Each volume's host mount is `<root>/<key>/mnt`: found with one `statx` per
+        // volume, not a read of the host's whole mount table at every delete.
+        let mounted: Vec<PathBuf> = std::fs::read_dir(&root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("mnt"))
+            .filter(|mnt| is_mountpoint(mnt))
+            .collect();
+        for mnt in mounted {
             let Some(key) = mnt
                 .parent()
                 .and_then(Path::file_name)
