@@ -55,9 +55,10 @@ def main() -> None:
     images = Path(os.environ.get("ALCOVE_IMAGES_DIR", "/var/lib/alcove/images"))
     server = AlcoveServer()
     server.start()
+    http = httpx.Client(base_url=server.url, timeout=120)
+    pool_id = None
     try:
         client = SandboxClient(api_url=server.url)
-        http = httpx.Client(base_url=server.url, timeout=120)
         resp = http.post(f"{B}/sandbox-pools", json={"resources": SMALL, "warm_containers": WARM})
         resp.raise_for_status()
         pool_id = resp.json()["pool_id"]
@@ -116,10 +117,16 @@ def main() -> None:
             summarize("baseline: raw `runc run` of true", raw),
         ]
         report("Warm pools: claim vs cold create", rows, REPO / "bench/results/pool.json")
-        http.delete(f"{B}/sandbox-pools/{pool_id}")
         client.close()
-        http.close()
     finally:
+        # Sandboxes outlive a stopped server: end the pool's (and any claimed one) first.
+        if pool_id is not None:
+            for c in http.get(f"{B}/sandbox-pools/{pool_id}").json().get("containers", []):
+                http.delete(f"{B}/sandboxes/{c['sandbox_id']}")
+            http.delete(f"{B}/sandbox-pools/{pool_id}")
+        for sb in http.get(f"{B}/sandboxes").json().get("sandboxes", []):
+            http.delete(f"{B}/sandboxes/{sb['id']}")
+        http.close()
         server.stop()
         shutil.rmtree(server.data_dir, ignore_errors=True)
 

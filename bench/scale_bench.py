@@ -88,11 +88,13 @@ def main() -> None:
         )
         client.close()
     finally:
-        if idle:
-            cleanup = SandboxClient(api_url=server.url, timeout=600)
-            with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                list(pool.map(cleanup.delete, idle))
-            cleanup.close()
+        # Sandboxes outlive a stopped server: end every one this run made (also the ones a
+        # failed fill made but did not hand back) before stopping it.
+        cleanup = SandboxClient(api_url=server.url, timeout=600)
+        left = [s.sandbox_id for s in cleanup.list()]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(cleanup.delete, left))
+        cleanup.close()
         server.stop()
         shutil.rmtree(server.data_dir, ignore_errors=True)
 

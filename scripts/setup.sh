@@ -255,6 +255,9 @@ SYSCTL_FLOORS=(
     fs.file-max=9223372036854775807
     fs.inotify.max_user_instances=1048576
     fs.inotify.max_user_watches=16777216
+    net.ipv4.neigh.default.gc_thresh1=16384
+    net.ipv4.neigh.default.gc_thresh2=32768
+    net.ipv4.neigh.default.gc_thresh3=65536
 )
 
 step_sysctl() {

@@ -13,6 +13,10 @@
 //!   are raised out of reach and each sandbox's user namespace gets its own
 //!   maxima (see [`namespace_limits`]); its inotify objects are kernel memory
 //!   charged to its memory cgroup.
+//! * `net.ipv4.neigh.default.gc_thresh1/2/3`: each running sandbox is one entry
+//!   of the host's ARP table (its address behind its veth). At the defaults
+//!   (128 / 512 / 1024) the table overflows at about 500 sandboxes: new entries
+//!   are refused ("neighbor table overflow") and new sandboxes cannot be reached.
 //!
 //! Values are only ever raised, never lowered.
 
@@ -46,6 +50,18 @@ pub const KERNEL_FLOORS: &[KernelFloor] = &[
     KernelFloor {
         path: "/proc/sys/fs/inotify/max_user_watches",
         floor: 16_777_216,
+    },
+    KernelFloor {
+        path: "/proc/sys/net/ipv4/neigh/default/gc_thresh1",
+        floor: 16_384,
+    },
+    KernelFloor {
+        path: "/proc/sys/net/ipv4/neigh/default/gc_thresh2",
+        floor: 32_768,
+    },
+    KernelFloor {
+        path: "/proc/sys/net/ipv4/neigh/default/gc_thresh3",
+        floor: 65_536,
     },
 ];
 

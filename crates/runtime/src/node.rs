@@ -528,10 +528,14 @@ impl Node {
         let deadline = Instant::now() + self.cfg.agent_ready_timeout;
         let mut delay = Duration::from_millis(1);
         loop {
-            if tokio::net::TcpStream::connect(handle.agent_addr())
-                .await
-                .is_ok()
-            {
+            // Bounded: a connect to an address nothing answers for (no ARP entry, a
+            // link that is not up) would otherwise wait for the kernel's SYN retries.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(
+                left.min(Duration::from_secs(1)),
+                tokio::net::TcpStream::connect(handle.agent_addr()),
+            );
+            if matches!(attempt.await, Ok(Ok(_))) {
                 return Ok(());
             }
             if Instant::now() >= deadline {

@@ -123,17 +123,10 @@ pub fn mapping_namespace(range: IdRange) -> Result<OwnedFd> {
     result
 }
 
-/// Attaches at `target` (an existing empty directory) a clone of the mount
-/// tree at `source`, with its ids shifted by the mapping of `userns` and
-/// `nosuid,nodev` set, and read-only with `read_only`.
-pub fn idmapped_clone(
-    source: &Path,
-    target: &Path,
-    userns: &OwnedFd,
-    read_only: bool,
-) -> Result<()> {
+/// A detached clone of the mount tree at `source` (`open_tree` with
+/// `OPEN_TREE_CLONE`), to be changed with `mount_setattr` and attached elsewhere.
+pub(crate) fn clone_tree(source: &Path) -> Result<OwnedFd> {
     let src = cstring(source)?;
-    let dst = cstring(target)?;
     // SAFETY: `src` is a valid NUL-terminated path; the flags are plain ints.
     let tree = unsafe {
         libc::syscall(
@@ -149,6 +142,20 @@ pub fn idmapped_clone(
     let raw = i32::try_from(tree).map_err(|_| RuntimeError::Config("bad mount fd".into()))?;
     // SAFETY: open_tree returned a new descriptor that nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(tree)
+}
+
+/// Attaches at `target` (an existing empty directory) a clone of the mount
+/// tree at `source`, with its ids shifted by the mapping of `userns` and
+/// `nosuid,nodev` set, and read-only with `read_only`.
+pub fn idmapped_clone(
+    source: &Path,
+    target: &Path,
+    userns: &OwnedFd,
+    read_only: bool,
+) -> Result<()> {
+    let dst = cstring(target)?;
+    let tree = clone_tree(source)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP
             | MOUNT_ATTR_NOSUID

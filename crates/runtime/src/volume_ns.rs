@@ -19,8 +19,8 @@ use nix::unistd::{ForkResult, fork};
 
 use crate::error::{Result, RuntimeError};
 use crate::userns::{
-    AT_EMPTY_PATH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountAttr,
-    OPEN_TREE_CLONE, child_errno, cstring, os_err, raise_effective_caps,
+    AT_EMPTY_PATH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountAttr, child_errno,
+    cstring, os_err, raise_effective_caps,
 };
 
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
@@ -167,22 +167,7 @@ pub fn attach(
 ) -> Result<()> {
     let parts = components(mount_path)?;
     let fds = sandbox_fds(pid)?;
-    let src = cstring(view)?;
-    // SAFETY: `src` is a valid NUL-terminated path; the flags are plain ints.
-    let tree = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            src.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    if tree < 0 {
-        return Err(os_err("cloning the mount of", view));
-    }
-    let raw = i32::try_from(tree).map_err(|_| RuntimeError::Config("bad mount fd".into()))?;
-    // SAFETY: open_tree returned a new descriptor that nothing else owns.
-    let tree = unsafe { OwnedFd::from_raw_fd(raw) };
+    let tree = crate::userns::clone_tree(view)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_NOSUID
             | MOUNT_ATTR_NODEV
