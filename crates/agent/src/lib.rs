@@ -126,14 +126,14 @@ pub async fn serve(
         .await
 }
 
-/// Starts `true` once in the background, beside the first requests: the first
-/// command of a new sandbox otherwise pays for its root file system's cold lookups
-/// and the loader's first mappings (about 8 ms here), and a warm pool's sandbox
-/// then answers its claimer's first command as fast as any other. Not a tracked
-/// process; a missing `true` (an image without one) is ignored.
-fn warm_up(state: &AgentState) {
+/// Runs `true` once, before the agent listens: the first command of a new sandbox
+/// otherwise pays for its root file system's cold lookups and the loader's first
+/// mappings (about 8 ms here), and a warm pool's sandbox then answers its
+/// claimer's first command as fast as any other. Not a tracked process; a missing
+/// `true` (an image without one) is ignored, and it is given at most a second.
+async fn warm_up(state: &AgentState) {
     let launcher = state.launcher().clone();
-    tokio::spawn(async move {
+    let run = async move {
         let env = std::collections::BTreeMap::new();
         let spec = process::spawn::LaunchSpec {
             command: "true",
@@ -149,7 +149,8 @@ fn warm_up(state: &AgentState) {
         if let Ok(spawned) = launcher.launch(&spec) {
             let _ = spawned.exit.await;
         }
-    });
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), run).await;
 }
 
 /// The whole agent: bind, print `listening on <addr>` to stderr and serve.
@@ -164,10 +165,13 @@ pub async fn run(config: AgentConfig) -> io::Result<()> {
     pid1::ignore_sigpipe();
     pid1::harden();
     let state = AgentState::new(&config);
+    if pid1::is_pid1() {
+        // Before listening: the sandbox is settled (no stray process) once it answers.
+        warm_up(&state).await;
+    }
     let listener = TcpListener::bind(config.listen).await?;
     eprintln!("listening on {}", listener.local_addr()?);
     if pid1::is_pid1() {
-        warm_up(&state);
         return serve(listener, state, std::future::pending()).await;
     }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
