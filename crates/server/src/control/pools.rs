@@ -518,30 +518,12 @@ impl Pools {
         old: Option<&PoolRecord>,
         now: i64,
     ) -> Result<PoolRecord, ControlError> {
-        let res = req.resources.clone().unwrap_or_default();
-        if res.gpus.as_ref().is_some_and(|g| !g.is_empty()) {
-            return Err(ControlError::InvalidArgument {
-                field: "resources.gpus",
-                reason: "this server has no GPUs".into(),
-            });
-        }
-        let cpus = res.cpus.unwrap_or(validate::DEFAULT_CPUS);
-        let memory_mb = res.memory_mb.unwrap_or(validate::DEFAULT_MEMORY_MB);
-        validate::resources(cpus, memory_mb, self.ctx.cfg.host)?;
-        let disk_mb = res
-            .disk_mb
-            .or(res.ephemeral_disk_mb)
-            .unwrap_or(validate::DEFAULT_DISK_MB);
-        validate::disk(disk_mb)?;
+        let (cpus, memory_mb, disk_mb) =
+            validate::requested_resources(req.resources.as_ref(), self.ctx.cfg.host)?;
         let timeout_secs = req.timeout_secs.unwrap_or(0);
         validate::timeout_secs(timeout_secs)?;
         let entrypoint = req.entrypoint.clone().unwrap_or_default();
-        if entrypoint.first().is_some_and(|c| c.is_empty()) {
-            return Err(ControlError::InvalidArgument {
-                field: "entrypoint",
-                reason: "the command must not be empty".into(),
-            });
-        }
+        validate::entrypoint(&entrypoint)?;
         let warm = req.warm_containers.unwrap_or(1);
         if !(1..=MAX_WARM_CONTAINERS).contains(&warm) {
             return Err(ControlError::InvalidArgument {

@@ -41,21 +41,8 @@ impl Sandboxes {
             // Unresolvable or malformed destinations are a 400 now, not a failed start.
             super::network::egress_policy(n).await?;
         }
-        let res = req.resources.clone().unwrap_or_default();
-        if res.gpus.as_ref().is_some_and(|g| !g.is_empty()) {
-            return Err(ControlError::InvalidArgument {
-                field: "resources.gpus",
-                reason: "this server has no GPUs".into(),
-            });
-        }
-        let cpus = res.cpus.unwrap_or(validate::DEFAULT_CPUS);
-        let memory_mb = res.memory_mb.unwrap_or(validate::DEFAULT_MEMORY_MB);
-        validate::resources(cpus, memory_mb, self.ctx.cfg.host)?;
-        let disk_mb = res
-            .disk_mb
-            .or(res.ephemeral_disk_mb)
-            .unwrap_or(validate::DEFAULT_DISK_MB);
-        validate::disk(disk_mb)?;
+        let (cpus, memory_mb, disk_mb) =
+            validate::requested_resources(req.resources.as_ref(), self.ctx.cfg.host)?;
         if let Some(name) = &req.name {
             validate::name(name)?;
         }
@@ -63,12 +50,7 @@ impl Sandboxes {
         validate::timeout_secs(timeout_secs)?;
         let exposed_ports = validate::ports(req.exposed_ports.as_deref().unwrap_or(&[]))?;
         let entrypoint = req.entrypoint.clone().unwrap_or_default();
-        if entrypoint.first().is_some_and(|c| c.is_empty()) {
-            return Err(ControlError::InvalidArgument {
-                field: "entrypoint",
-                reason: "the command must not be empty".into(),
-            });
-        }
+        validate::entrypoint(&entrypoint)?;
         if req.auto_resume == Some(false) && req.name.is_none() {
             return Err(ControlError::InvalidArgument {
                 field: "auto_resume",

@@ -97,6 +97,38 @@ pub fn name(name: &str) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// The CPUs, memory and disk (MiB) that a create's or a pool's `resources` ask for,
+/// defaults filled in, each checked (GPUs are refused: this server has none).
+pub fn requested_resources(
+    res: Option<&alcove_wire::sandbox::ResourcesRequest>,
+    host: HostLimits,
+) -> Result<(f64, i64, i64), ControlError> {
+    let res = res.cloned().unwrap_or_default();
+    if res.gpus.as_ref().is_some_and(|g| !g.is_empty()) {
+        return Err(invalid("resources.gpus", "this server has no GPUs".into()));
+    }
+    let cpus = res.cpus.unwrap_or(DEFAULT_CPUS);
+    let memory_mb = res.memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
+    resources(cpus, memory_mb, host)?;
+    let disk_mb = res
+        .disk_mb
+        .or(res.ephemeral_disk_mb)
+        .unwrap_or(DEFAULT_DISK_MB);
+    disk(disk_mb)?;
+    Ok((cpus, memory_mb, disk_mb))
+}
+
+/// Checks an entrypoint: its command, if it has one, is not empty.
+pub fn entrypoint(entrypoint: &[String]) -> Result<(), ControlError> {
+    if entrypoint.first().is_some_and(|c| c.is_empty()) {
+        return Err(invalid(
+            "entrypoint",
+            "the command must not be empty".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks an environment variable a claim binds: a name of letters, digits and `_`
 /// not starting with a digit (what shells can read), and not one of the agent's
 /// own `ALCOVE_AGENT_*`; a value without NUL.
