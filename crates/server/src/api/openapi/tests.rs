@@ -48,6 +48,7 @@ use serde_json::{Value, json};
 
 use super::{REGENERATE, document};
 use crate::api::desktop::{DesktopUrl, DesktopUrlRequest};
+use crate::api::pty_ticket::PtyTicket;
 use crate::api::secrets::{SecretInfo, SecretList, SetSecret};
 use crate::control::{secrets, validate};
 
@@ -312,6 +313,7 @@ fn schemas_are_what_serde_reads_and_writes() {
         SecretInfo,
         SecretList,
         DesktopUrl,
+        PtyTicket,
         SandboxMetrics,
         StopAllResponse,
         SandboxLogsResponse,
