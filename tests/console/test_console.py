@@ -180,8 +180,9 @@ def test_terminal_runs_a_command(console, client):
             "the terminal shows echo's output",
             timeout=20,
         )
-        # Metrics are live on the sandbox page.
-        console.page.wait_for_selector('#sandbox-metrics dd[data-metric="Memory used"]')
+        # Metrics are live on the sandbox page: CPU needs two samples.
+        console.page.wait_for_selector('#sandbox-metrics dd[data-metric="Memory used"]:has-text("MiB of")')
+        console.page.wait_for_selector('#sandbox-metrics dd[data-metric="CPU"]:has-text("%")', timeout=15000)
         console.shot("sandbox-terminal")
         console.check_clean()
         ws_urls = [u for u in console.urls if u.startswith("ws")]
