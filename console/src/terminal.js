@@ -3,7 +3,7 @@
 // pty-ticket` (the browser cannot send the API key on a WebSocket) plus the session's token.
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
-import { post, del, sbx, B } from "./api.js";
+import { apiKey, post, del, sbx, B } from "./api.js";
 
 const OP_DATA = 0x00;
 const OP_RESIZE = 0x01;
@@ -19,9 +19,14 @@ export async function openTerminal(container, sandboxId, onStatus) {
   fit.fit();
   const { cols, rows } = term;
   const session = await post(sbx(sandboxId, "pty"), { command: "bash", args: ["-l"], rows, cols, env: { TERM: "xterm-256color" } });
-  const ticket = await post(`${B}/sandboxes/${encodeURIComponent(sandboxId)}/pty-ticket`);
+  const q = new URLSearchParams({ token: session.token });
+  // With a key, the socket needs a ticket (a browser cannot send the key on a WebSocket);
+  // a server without keys checks none.
+  if (apiKey()) {
+    const ticket = await post(`${B}/sandboxes/${encodeURIComponent(sandboxId)}/pty-ticket`);
+    q.set("ticket", ticket.ticket);
+  }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const q = new URLSearchParams({ token: session.token, ticket: ticket.ticket });
   const ws = new WebSocket(`${scheme}://${location.host}${sbx(sandboxId, `pty/${encodeURIComponent(session.session_id)}/ws`)}?${q}`);
   ws.binaryType = "arraybuffer";
   const encoder = new TextEncoder();

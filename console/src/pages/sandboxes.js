@@ -1,6 +1,6 @@
 // The sandbox list: live status and resources (polled), create, restore a snapshot, and each
 // sandbox's lifecycle actions.
-import { h, replace, time } from "../dom.js";
+import { h, replace, time, bytes } from "../dom.js";
 import { get, post, del, B } from "../api.js";
 
 const POLL_MS = 2000;
@@ -97,46 +97,70 @@ function createForm(notify, refresh) {
   );
 }
 
+/** Reads one running sandbox's metrics into its row's live cells. */
+async function sample(id, cells) {
+  try {
+    const m = await get(`${B}/sandboxes/${encodeURIComponent(id)}/metrics`);
+    if (cells.last && m.timestamp > cells.last.timestamp) {
+      const pct = ((m.cpu_seconds - cells.last.cpu_seconds) / ((m.timestamp - cells.last.timestamp) / 1000)) * 100;
+      cells.cpu.textContent = `${Math.max(0, pct).toFixed(1)} %`;
+    }
+    cells.last = m;
+    cells.mem.textContent = bytes(m.memory_bytes);
+  } catch {
+    // It stopped running between the list and this request: the next list shows it.
+  }
+}
+
 /** The page. */
 export function sandboxList(notify) {
   const body = h("tbody", { id: "sandbox-rows" });
   const table = h(
     "table",
     { className: "list", id: "sandboxes" },
-    h("thead", {}, h("tr", {}, ["Name", "Id", "Status", "Image", "CPUs", "Memory", "Disk", "Created", ""].map((t) => h("th", {}, t)))),
+    h("thead", {}, h("tr", {}, ["Name", "Id", "Status", "Image", "CPUs", "Memory", "Disk", "CPU use", "Memory use", "Created", ""].map((t) => h("th", {}, t)))),
     body,
   );
   let timer = null;
   let stopped = false;
   let shown = null;
+  // Per running sandbox: its live cells and the last metrics sample (CPU % needs two).
+  let live = new Map();
   const refresh = async () => {
     clearTimeout(timer);
     try {
       const r = await get(`${B}/sandboxes`);
       if (stopped) return;
-      // Rebuild the rows only when something changed (buttons stay put under the pointer).
+      // Rebuild the rows only when something changed (buttons stay put under the pointer);
+      // the live figures are updated in place.
       const now = JSON.stringify(r.sandboxes);
-      if (now === shown) {
-        timer = setTimeout(refresh, POLL_MS);
-        return;
+      if (now !== shown) {
+        shown = now;
+        const before = live;
+        live = new Map();
+        const rows = r.sandboxes.map((sb) => {
+          const cpu = h("td", { className: "live", "data-live": "cpu" });
+          const mem = h("td", { className: "live", "data-live": "memory" });
+          if (sb.status === "running") live.set(sb.id, { cpu, mem, last: before.get(sb.id)?.last || null });
+          return h(
+            "tr",
+            { "data-id": sb.id, "data-name": sb.name || "" },
+            h("td", { className: "name" }, h("a", { href: `#/sandbox/${encodeURIComponent(sb.id)}` }, sb.name || "(ephemeral)")),
+            h("td", { className: "mono", title: sb.id }, sb.id.slice(0, 8)),
+            h("td", {}, statusPill(sb.status)),
+            h("td", {}, sb.image),
+            h("td", {}, String(sb.resources?.cpus ?? "")),
+            h("td", {}, `${sb.resources?.memory_mb ?? ""} MiB`),
+            h("td", {}, `${sb.resources?.disk_mb ?? ""} MiB`),
+            cpu,
+            mem,
+            h("td", {}, time(sb.created_at)),
+            h("td", { className: "actions" }, lifecycleButtons(sb, notify, refresh)),
+          );
+        });
+        replace(body, rows.length ? rows : h("tr", {}, h("td", { colSpan: 11, className: "empty" }, "No sandboxes yet.")));
       }
-      shown = now;
-      const rows = r.sandboxes.map((sb) =>
-        h(
-          "tr",
-          { "data-id": sb.id, "data-name": sb.name || "" },
-          h("td", { className: "name" }, h("a", { href: `#/sandbox/${encodeURIComponent(sb.id)}` }, sb.name || "(ephemeral)")),
-          h("td", { className: "mono", title: sb.id }, sb.id.slice(0, 8)),
-          h("td", {}, statusPill(sb.status)),
-          h("td", {}, sb.image),
-          h("td", {}, String(sb.resources?.cpus ?? "")),
-          h("td", {}, `${sb.resources?.memory_mb ?? ""} MiB`),
-          h("td", {}, `${sb.resources?.disk_mb ?? ""} MiB`),
-          h("td", {}, time(sb.created_at)),
-          h("td", { className: "actions" }, lifecycleButtons(sb, notify, refresh)),
-        ),
-      );
-      replace(body, rows.length ? rows : h("tr", {}, h("td", { colSpan: 9, className: "empty" }, "No sandboxes yet.")));
+      await Promise.all([...live.entries()].map(([id, cells]) => sample(id, cells)));
     } catch (err) {
       if (!stopped && err.status !== 401) notify(`list: ${err.message}`);
     }
