@@ -428,3 +428,48 @@ def test_the_pty_ticket_opens_one_sandbox_briefly_and_nothing_else(server, clien
         time.sleep(31)
         assert refused(ws_url(server, b.sandbox_id, session, token, ticket_b)) == 401
         server.api("DELETE", f"/sandboxes/{b.sandbox_id}/api/v1/pty/{session}")
+
+
+@pytest.fixture(scope="module")
+def open_server():
+    """A server without API keys (loopback only): the console asks for nothing."""
+    srv = AlcoveServer()
+    srv.start()
+    yield srv
+    leaked = srv.live_sandboxes()
+    for sb in leaked:
+        srv.api("DELETE", f"{B}/sandboxes/{sb['id']}")
+    srv.stop()
+    assert not leaked, f"sandboxes still running at module end: {leaked}"
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+def test_without_keys_the_console_asks_for_nothing(browser, open_server):
+    from alcove.sandbox import SandboxClient
+
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    ctx.add_init_script(HOOK)
+    page = ctx.new_page()
+    c = Console(page, open_server)
+    try:
+        with SandboxClient(api_url=open_server.url) as client:
+            with client.create_and_connect(name="console-open") as sb:
+                c.goto()
+                c.wait_status(sb.sandbox_id, "running")
+                assert page.locator("#api-key").count() == 0
+                assert page.locator("#logout").count() == 0
+                # The list's live figures: memory at once, CPU from the second sample.
+                row = c.row(sb.sandbox_id)
+                row.locator('[data-live="memory"]:has-text("iB")').wait_for()
+                row.locator('[data-live="cpu"]:has-text("%")').wait_for(timeout=15000)
+                c.goto(f"#/sandbox/{sb.sandbox_id}/terminal")
+                page.wait_for_selector("#terminal-state:has-text('connected')", timeout=30000)
+                page.click("#terminal")
+                page.keyboard.type("echo open-$((6*7))\n")
+                rows = page.locator("#terminal .xterm-rows")
+                wait_until(lambda: "open-42" in rows.inner_text(), "the terminal answers", timeout=20)
+                c.check_clean()
+                # No key, so no ticket either.
+                assert not [u for u in c.urls if "ticket=" in u]
+    finally:
+        ctx.close()
