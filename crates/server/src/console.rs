@@ -258,6 +258,120 @@ mod tests {
         }
     }
 
+    /// The API-key middleware in front of a route that echoes the URI it was given, over a
+    /// control plane on the in-memory node holding one sandbox named `a`.
+    async fn keyed_app() -> (Router, AppState, String, crate::control::tests::Harness) {
+        let harness = crate::control::tests::harness().await;
+        let record = harness
+            .create(serde_json::json!({"name": "a"}))
+            .await
+            .expect("create");
+        let state = AppState {
+            control: std::sync::Arc::clone(&harness.control),
+            agents: crate::control::AgentClient::new(),
+            keys: std::sync::Arc::new(crate::auth::ApiKeys::new(vec!["k".into()])),
+            ingress_domain: std::sync::Arc::from("sandbox.localhost"),
+            desktop_tokens: std::sync::Arc::new(crate::desktop::DesktopTokens::random()),
+            novnc_dir: std::sync::Arc::from(std::path::Path::new("/nonexistent")),
+        };
+        let app = Router::new()
+            .route(
+                "/sandboxes/{id}/api/v1/{*rest}",
+                axum::routing::any(|req: Request| async move { req.uri().to_string() }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::api::authenticate,
+            ))
+            .with_state(state.clone());
+        (app, state, record.id.to_string(), harness)
+    }
+
+    /// A WebSocket upgrade request (`upgrade`) or a plain GET of `uri`.
+    fn get(uri: &str, upgrade: bool, key: Option<&str>) -> Request {
+        let mut b = Request::get(uri);
+        if upgrade {
+            b = b
+                .header(header::CONNECTION, "Upgrade")
+                .header(header::UPGRADE, "websocket")
+                .header(header::SEC_WEBSOCKET_VERSION, "13")
+                .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==");
+        }
+        if let Some(key) = key {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        b.body(axum::body::Body::empty()).expect("request")
+    }
+
+    /// The status and body of `req` through `app`.
+    async fn send(app: &Router, req: Request) -> (StatusCode, String) {
+        use tower::ServiceExt;
+        let resp = app.clone().oneshot(req).await.expect("answer");
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_pty_ticket_stands_in_for_the_key_on_its_own_socket_only() {
+        let (app, state, id, _harness) = keyed_app().await;
+        let later = alcove_wire::time::now_millis() + 30_000;
+        let ticket = state.desktop_tokens.issue_pty_ticket(&id, later);
+        let ws = |ident: &str, t: &str| {
+            format!("/sandboxes/{ident}/api/v1/pty/s1/ws?token=t&ticket={t}")
+        };
+
+        // Its own sandbox's socket, by id or by name: admitted, the ticket gone from the URL.
+        for ident in [id.as_str(), "a"] {
+            let (status, body) = send(&app, get(&ws(ident, &ticket), true, None)).await;
+            assert_eq!(status, StatusCode::OK, "{ident}: {body}");
+            assert_eq!(body, format!("/sandboxes/{ident}/api/v1/pty/s1/ws?token=t"));
+        }
+
+        let other = state
+            .desktop_tokens
+            .issue_pty_ticket("another-sandbox", later);
+        let expired = state
+            .desktop_tokens
+            .issue_pty_ticket(&id, alcove_wire::time::now_millis() - 1);
+        let desktop = state.desktop_tokens.issue(&id, later);
+        let refused = [
+            (ws(&id, &other), true, None, "another sandbox's ticket"),
+            (ws(&id, &expired), true, None, "an expired ticket"),
+            (ws(&id, &desktop), true, None, "a desktop token"),
+            (ws(&id, "1.00"), true, None, "a forged ticket"),
+            (ws(&id, &ticket), false, None, "not a WebSocket"),
+            (ws("nope", &ticket), true, None, "an unknown sandbox"),
+            (
+                format!("/sandboxes/{id}/api/v1/files?path=/&ticket={ticket}"),
+                true,
+                None,
+                "another route",
+            ),
+            (
+                format!("/sandboxes/{id}/api/v1/pty/s1/ws?token=t"),
+                true,
+                None,
+                "no ticket",
+            ),
+            (ws(&id, &ticket), true, Some("wrong"), "a wrong key wins"),
+        ];
+        for (uri, upgrade, key, what) in refused {
+            let (status, body) = send(&app, get(&uri, upgrade, key)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+            let body: alcove_wire::error::ApiErrorBody =
+                serde_json::from_str(&body).expect("error body");
+            assert_eq!(body.code, ErrorCode::Unauthorized, "{what}");
+        }
+
+        // The key itself still opens everything, and the URL is then left alone.
+        let uri = format!("/sandboxes/{id}/api/v1/files/list?path=/");
+        let (status, body) = send(&app, get(&uri, false, Some("k"))).await;
+        assert_eq!((status, body), (StatusCode::OK, uri));
+    }
+
     #[tokio::test]
     async fn unknown_console_files_are_404_in_the_error_shape() {
         for path in ["nope.js", "../Cargo.toml", ""] {

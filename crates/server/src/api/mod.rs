@@ -183,7 +183,12 @@ async fn not_found(req: Request) -> ApiError {
     )
 }
 
-async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The API-key check in front of every route (see the exemptions below).
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     // Desktop pages and sockets carry a signed token instead (a browser cannot
     // put a key on a WebSocket); their handlers check it. noVNC's files and the
     // console's files are public (the console asks for a key and sends it itself).
