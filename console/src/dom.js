@@ -13,6 +13,9 @@ export function h(tag, attrs = {}, ...children) {
     if (v === undefined || v === null) continue;
     if (k.startsWith("data-") || k.startsWith("aria-") || k === "role" || k === "for") {
       el.setAttribute(k, String(v));
+    } else if (/html/i.test(k)) {
+      // No way to parse markup through this helper, even by mistake.
+      throw new Error(`h(): refusing to set ${k}`);
     } else if (k === "href") {
       el.href = safeHref(String(v));
     } else {
