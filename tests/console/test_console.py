@@ -342,6 +342,21 @@ def test_hostile_names_files_commands_and_logs_are_shown_as_text(console, client
         console.check_clean()
 
 
+def test_the_console_source_never_parses_markup():
+    """A guard next to the browser tests: no API that turns a string into DOM or code."""
+    import re
+
+    src = Path(__file__).resolve().parents[2] / "console" / "src"
+    banned = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|srcdoc")
+    hits = []
+    for f in sorted(src.rglob("*.js")):
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            code = line.split("//", 1)[0]
+            if banned.search(code):
+                hits.append(f"{f.name}:{n}: {line.strip()}")
+    assert not hits, hits
+
+
 def test_console_answers_carry_a_strict_policy(server):
     r = httpx.get(f"{server.url}/", follow_redirects=False)
     assert r.status_code in (302, 303, 307, 308) and r.headers["location"] == "/console/"
