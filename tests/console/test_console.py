@@ -293,7 +293,14 @@ def test_desktop_view_of_a_desktop_sandbox(console, client):
         console.page.fill("#vnc-password", "tensorlake")
         console.page.click("#open-desktop")
         frame = console.page.frame_locator("#desktop")
-        frame.locator("body[data-state='connected']").wait_for(timeout=30000)
+        try:
+            frame.locator("body[data-state='connected']").wait_for(timeout=60000)
+        except playwright_sync.TimeoutError:
+            console.shot("sandbox-desktop-failed")
+            status = frame.locator("#status").inner_text()
+            raise AssertionError(
+                f"the desktop did not connect: {status!r}\n{console.server.log_tail()}"
+            ) from None
         # noVNC drew the screen into its canvas.
         frame.locator("#screen canvas").wait_for()
         time.sleep(2)
