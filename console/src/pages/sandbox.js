@@ -31,7 +31,7 @@ export function sandboxPage(id, tab, notify) {
   // Tabs wait for the first answer: a request through the proxy would wake a suspended
   // sandbox (auto_resume), so they touch the sandbox only while it runs.
   const ready = new Promise((resolve) => (loaded = resolve));
-  const ctx = { id, panel, notify, ready, running: () => info?.status === "running" };
+  const ctx = { id, panel, notify, ready, running: () => info?.status === "running", status: () => info?.status || "unknown" };
 
   const refresh = async () => {
     clearTimeout(timer);
@@ -90,11 +90,22 @@ export function sandboxPage(id, tab, notify) {
 }
 
 /** A line in place of a tab's content while the sandbox does not run. */
-function notRunning(what) {
-  return h("p", { className: "empty", id: "not-running" }, `The sandbox is not running: resume it to see its ${what}.`);
+function notRunning(what, status) {
+  const hint = status === "suspended" ? " Resume it to see them." : status === "pending" ? " They show once it runs." : "";
+  return h("p", { className: "empty", id: "not-running" }, `The sandbox is ${status}: no ${what} to show.${hint}`);
 }
 
-function terminalTab({ id, panel, notify, ready, running }) {
+/** Calls `fn` once the sandbox runs (the page's poll keeps `running()` current). */
+function whenRunning(running, isStopped, fn) {
+  const check = () => {
+    if (isStopped()) return;
+    if (running()) fn();
+    else setTimeout(check, 500);
+  };
+  check();
+}
+
+function terminalTab({ id, panel, notify, ready, running, status }) {
   const state = h("span", { id: "terminal-state" }, "connecting…");
   const box = h("div", { className: "terminal", id: "terminal" });
   let term = null;
@@ -117,8 +128,9 @@ function terminalTab({ id, panel, notify, ready, running }) {
   };
   ready.then(() => {
     if (stopped) return;
-    if (running()) connect();
-    else replace(panel, notRunning("terminal"), h("button", { id: "terminal-connect", onclick: () => (running() ? connect() : notify("the sandbox is not running")) }, "Connect"));
+    if (!running()) replace(panel, notRunning("terminal", status()));
+    // A sandbox that starts (or is resumed) while the tab is open gets its terminal then.
+    whenRunning(running, () => stopped, connect);
   });
   return () => {
     stopped = true;
@@ -126,7 +138,7 @@ function terminalTab({ id, panel, notify, ready, running }) {
   };
 }
 
-function filesTab({ id, panel, notify, ready, running }) {
+function filesTab({ id, panel, notify, ready, running, status }) {
   let dir = "/root";
   const where = h("input", { id: "files-path", value: dir, size: 40 });
   const rows = h("tbody", { id: "file-rows" });
@@ -212,11 +224,17 @@ function filesTab({ id, panel, notify, ready, running }) {
     h("form", { className: "row", onsubmit: (e) => (e.preventDefault(), list(where.value.trim() || "/")) }, h("label", {}, h("span", {}, "Directory"), where), h("button", { type: "submit", id: "files-go" }, "Open"), h("label", { className: "upload" }, h("span", {}, "Upload into this directory"), upload)),
     h("table", { className: "list", id: "files" }, h("thead", {}, h("tr", {}, ["Name", "Size", "Modified", ""].map((t) => h("th", {}, t)))), rows),
   );
-  ready.then(() => (running() ? list(dir) : replace(rows, h("tr", {}, h("td", { colSpan: 4 }, notRunning("files"))))));
-  return null;
+  let stopped = false;
+  ready.then(() => {
+    if (!running()) replace(rows, h("tr", {}, h("td", { colSpan: 4 }, notRunning("files", status()))));
+    whenRunning(running, () => stopped, () => list(dir));
+  });
+  return () => {
+    stopped = true;
+  };
 }
 
-function processesTab({ id, panel, notify, ready, running }) {
+function processesTab({ id, panel, notify, ready, running, status }) {
   const rows = h("tbody", { id: "process-rows" });
   let timer = null;
   let stopped = false;
@@ -226,7 +244,7 @@ function processesTab({ id, panel, notify, ready, running }) {
     await ready;
     if (!running()) {
       shown = null;
-      replace(rows, h("tr", {}, h("td", { colSpan: 5 }, notRunning("processes"))));
+      replace(rows, h("tr", {}, h("td", { colSpan: 5 }, notRunning("processes", status()))));
       if (!stopped) timer = setTimeout(refresh, POLL_MS);
       return;
     }
