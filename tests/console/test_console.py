@@ -264,6 +264,16 @@ def test_snapshot_then_restore_and_delete_it_from_the_pages(console, client, ser
             restored = next(s for s in client.list() if s.name == "console-restored")
             console.page.wait_for_selector('#sandbox-status [data-status="running"]', timeout=120000)
             assert client.connect(restored.sandbox_id).read_file("/root/mark") == b"snapped\n"
+            # The page opened while it was pending; its terminal connects once it runs.
+            console.page.wait_for_selector("#terminal-state:has-text('connected')", timeout=30000)
+            console.page.click("#terminal")
+            console.page.keyboard.type("cat /root/mark\n")
+            rows = console.page.locator("#terminal .xterm-rows")
+            wait_until(
+                lambda: any(line.strip() == "snapped" for line in rows.inner_text().splitlines()),
+                "the restored sandbox's terminal shows its file",
+                timeout=20,
+            )
             console.shot("sandbox-restored")
         finally:
             if restored is not None:
