@@ -52,6 +52,10 @@ def server():
     """One server for the module, with an API key."""
     srv = AlcoveServer(api_keys=[KEY])
     srv.start()
+    page = httpx.get(f"{srv.url}/console/")
+    if page.status_code != 200 or "console not built" in page.text:
+        srv.stop()
+        pytest.fail(f"{srv.binary} serves no built console: run scripts/setup.sh node build")
     yield srv
     leaked = srv.live_sandboxes()
     for sb in leaked:
