@@ -103,11 +103,18 @@ fn secure(headers: &mut axum::http::HeaderMap) {
 }
 
 /// The sandbox and PTY session a `/sandboxes/{id}/api/v1/pty/{session}/ws` path names.
+/// Both must be plain tokens (ids, names and session ids are): no `.` segments, no escapes,
+/// so that the path the ticket is checked against is the path the sandbox receives.
 fn pty_socket_path(path: &str) -> Option<(&str, &str)> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     let rest = path.strip_prefix("/sandboxes/")?;
     let (ident, rest) = rest.split_once('/')?;
     let session = rest.strip_prefix("api/v1/pty/")?.strip_suffix("/ws")?;
-    (!ident.is_empty() && !session.is_empty() && !session.contains('/')).then_some((ident, session))
+    (plain(ident) && plain(session)).then_some((ident, session))
 }
 
 /// The value of `ticket` in a query, if there is exactly one.
@@ -190,6 +197,10 @@ mod tests {
             "/sandboxes/abc/api/v1/pty/a/b/ws",
             "/sandboxes//api/v1/pty/s1/ws",
             "/sandboxes/abc/api/v1/pty//ws",
+            "/sandboxes/abc/api/v1/pty/../ws",
+            "/sandboxes/abc/api/v1/pty/%2e%2e/ws",
+            "/sandboxes/a%62c/api/v1/pty/s1/ws",
+            "/sandboxes/../api/v1/pty/s1/ws",
             "/v1/namespaces/default/sandboxes/abc",
             "/api/v1/pty/s1/ws",
         ] {
