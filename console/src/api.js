@@ -45,14 +45,18 @@ export async function request(method, path, { body, headers = {}, raw = false } 
     payload = JSON.stringify(body);
     h["Content-Type"] = "application/json";
   }
-  const resp = await fetch(path, {
-    method,
-    headers: h,
-    body: payload,
-    credentials: "omit",
-    cache: "no-store",
-    redirect: "error",
-  });
+  const init = { method, headers: h, body: payload, credentials: "omit", cache: "no-store", redirect: "error" };
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch (err) {
+    // Chromium aborts requests in flight when the host's addresses change (ERR_NETWORK_CHANGED),
+    // which a browser on the server's own machine sees whenever a sandbox's veth comes or goes.
+    // A read is safe to send again; a write is not (it may have been done).
+    if (method !== "GET") throw err;
+    await new Promise((r) => setTimeout(r, 300));
+    resp = await fetch(path, init);
+  }
   if (!resp.ok) {
     let err = null;
     try {
