@@ -47,9 +47,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{REGENERATE, document};
-use crate::api::desktop::{DesktopUrl, DesktopUrlRequest};
 use crate::api::secrets::{SecretInfo, SecretList, SetSecret};
 use crate::control::{secrets, validate};
+use alcove_wire::desktop::{DesktopUrl, DesktopUrlRequest};
 
 const COMMITTED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
