@@ -486,3 +486,22 @@ def test_volumes_through_the_cli(cli, dev):
     finally:
         cli("volume", "rm", vol, check=False)
     assert vol not in cli("volume", "ls").stdout.decode()
+
+
+def test_pools_through_the_cli(cli):
+    pool = cli("pool", "create", "--memory", "1G", "--warm", "1", "--max", "2").stdout.decode().strip()
+    try:
+        assert any(p["id"] == pool for p in json.loads(cli("pool", "ls", "--json").stdout))
+        name = f"claimed-{uuid.uuid4().hex[:6]}"
+        claimed = json.loads(cli("pool", "claim", pool, "--name", name, "--env", "JOB=7",
+                                 "--json").stdout)
+        assert claimed["name"] == name and claimed["status"] == "running"
+        assert sh(cli, name, 'echo "job $JOB"').stdout == b"job 7\n"
+        containers = json.loads(cli("pool", "get", pool).stdout)["containers"]
+        assert any(c["sandbox_id"] == claimed["id"] and c["state"].lower() == "running" for c in containers)
+        busy = cli("pool", "rm", pool, check=False)
+        assert busy.returncode == 1 and b"POOL_IN_USE" in busy.stderr
+        cli("rm", name)
+    finally:
+        cli("pool", "rm", pool, check=False)
+    assert pool not in cli("pool", "ls").stdout.decode()

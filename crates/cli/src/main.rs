@@ -67,6 +67,8 @@ enum Command {
     Ps(Shortcut<sandbox::PsArgs>),
     /// Snapshots: list, show, delete.
     Snapshot(commands::snapshot::SnapshotArgs),
+    /// Warm pools: create, list, claim, delete.
+    Pool(commands::pool::PoolArgs),
     /// Persistent volumes: create, list, attach, detach, delete.
     Volume(commands::volume::VolumeArgs),
     /// Manage secrets injected into sandboxes as environment variables.
@@ -127,6 +129,7 @@ fn main() -> std::process::ExitCode {
             Command::Logs(s) => sandbox::shortcut(s, entry::logs).await,
             Command::Ps(s) => sandbox::shortcut(s, entry::ps).await,
             Command::Snapshot(args) => commands::snapshot::run(args).await,
+            Command::Pool(args) => commands::pool::run(args).await,
             Command::Volume(args) => commands::volume::run(args).await,
             Command::Secrets(args) => commands::secrets::run(args).await,
             Command::Image(args) => commands::image::run(args).await,

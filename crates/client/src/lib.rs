@@ -48,6 +48,7 @@ mod images;
 mod lifecycle;
 mod logs;
 mod observe;
+mod pools;
 mod process_key;
 mod pty;
 mod retry;

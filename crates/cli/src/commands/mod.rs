@@ -6,6 +6,7 @@ pub mod hook;
 pub mod image;
 pub mod login;
 pub mod output;
+pub mod pool;
 pub mod sandbox;
 pub mod secrets;
 pub mod serve;
