@@ -142,8 +142,15 @@ async fn relay(pty: &mut PtySession) -> anyhow::Result<i32> {
                         pty.send(&bytes).await?;
                     }
                 }
-                // End of input: nothing more to send; the command decides when to end.
-                None => input = None,
+                None => {
+                    input = None;
+                    // Piped input ran out: say so the terminal's way (Ctrl-D), so a shell
+                    // reading it ends instead of waiting forever. A terminal's own end of
+                    // input arrives as that byte already.
+                    if !std::io::stdin().is_terminal() {
+                        pty.send(b"\x04").await.map_err(anyhow::Error::from)?;
+                    }
+                }
             },
             _ = resized.recv() => {
                 let (cols, rows) = window_size();
