@@ -354,13 +354,14 @@ def test_shell_is_an_interactive_terminal(server, cli, dev, tmux, tmp_path):
     assert status.read_text().strip() == "5"
 
 
-def test_shell_and_exec_tty_take_piped_input(cli, dev):
+def test_shell_reads_piped_input_as_a_script(cli, dev):
     done = cli("shell", dev, input=b"echo piped-$((2+3))\nexit 4\n", check=False)
-    assert done.returncode == 4 and b"piped-5" in done.stdout
-    # Without an exit: the end of the input is the end of the shell (Ctrl-D).
-    assert cli("shell", dev, input=b"echo no-exit\n").returncode == 0
-    done = cli("exec", "-t", dev, "--", "sh", input=b"echo via-tty; exit 3\n", check=False)
-    assert done.returncode == 3 and b"via-tty" in done.stdout
+    assert done.returncode == 4 and done.stdout == b"piped-5\n"
+    # Without an exit: the end of the input is the end of the shell.
+    assert cli("shell", dev, input=b"echo no-exit\n").stdout == b"no-exit\n"
+    # -t asks for a terminal: refused with a reason when there is none.
+    refused = cli("exec", "-t", dev, "--", "sh", input=b"echo x\n", check=False)
+    assert refused.returncode == 1 and b"needs a terminal" in refused.stderr
 
 
 def test_shell_reconnects_when_the_server_restarts(tmux, tmp_path):

@@ -33,6 +33,29 @@ pub fn json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a sandbox just made (create, restore, claim): JSON, its id alone, or
+/// `<id> (<name>) <status>`.
+pub fn new_sandbox(
+    info: &alcove_client::wire::sandbox::SandboxInfo,
+    as_json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    if as_json {
+        return json(info);
+    }
+    if quiet {
+        println!("{}", info.id);
+    } else {
+        let name = info
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        println!("{}{name} {}", info.id, info.status);
+    }
+    Ok(())
+}
+
 /// A value's wire spelling (`"oom_killed"` for an enum variant), without quotes.
 pub fn wire_name(value: &impl Serialize) -> String {
     match serde_json::to_value(value) {

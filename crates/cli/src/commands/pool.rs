@@ -8,7 +8,7 @@ use alcove_client::wire::sandbox::ResourcesRequest;
 
 use super::connection::ServerArgs;
 use super::output;
-use super::sandbox::{parse_env, parse_mib, parse_secs};
+use super::sandbox::{ResourceArgs, parse_env, parse_secs};
 
 /// `alcove pool …`.
 #[derive(Debug, clap::Args)]
@@ -39,15 +39,9 @@ enum Action {
         /// Image of its sandboxes [default: the server's].
         #[arg(long)]
         image: Option<String>,
-        /// CPUs of each sandbox.
-        #[arg(long)]
-        cpus: Option<f64>,
-        /// Memory of each sandbox, e.g. 1G.
-        #[arg(long, value_parser = parse_mib)]
-        memory: Option<i64>,
-        /// Disk of each sandbox, e.g. 10G.
-        #[arg(long, value_parser = parse_mib)]
-        disk: Option<i64>,
+        /// Size of each sandbox.
+        #[command(flatten)]
+        resources: ResourceArgs,
         /// Idle sandboxes kept started (1 to 64).
         #[arg(long, value_parser = clap::value_parser!(i64).range(1..=64))]
         warm: Option<i64>,
@@ -120,20 +114,18 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
         }
         Action::Create {
             image,
-            cpus,
-            memory,
-            disk,
+            resources: size,
             warm,
             max,
             timeout,
         } => {
-            let resources =
-                (cpus.is_some() || memory.is_some() || disk.is_some()).then(|| ResourcesRequest {
-                    cpus,
-                    memory_mb: memory,
-                    disk_mb: disk,
-                    ..ResourcesRequest::default()
-                });
+            let given = size.cpus.is_some() || size.memory.is_some() || size.disk.is_some();
+            let resources = given.then(|| ResourcesRequest {
+                cpus: size.cpus,
+                memory_mb: size.memory,
+                disk_mb: size.disk,
+                ..ResourcesRequest::default()
+            });
             let request = SandboxPoolRequest {
                 image,
                 resources,
@@ -167,20 +159,7 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
                 ..ClaimSandboxRequest::default()
             };
             let info = c.client.claim(&pool, &request).await.map_err(explain)?;
-            if json {
-                output::json(&info)
-            } else if quiet {
-                println!("{}", info.id);
-                Ok(())
-            } else {
-                let name = info
-                    .name
-                    .as_deref()
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default();
-                println!("{}{name} {}", info.id, info.status);
-                Ok(())
-            }
+            output::new_sandbox(&info, json, quiet)
         }
     }
 }

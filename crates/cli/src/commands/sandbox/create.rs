@@ -25,15 +25,8 @@ pub struct CreateArgs {
     /// Image name or alias [default: the server's].
     #[arg(long)]
     image: Option<String>,
-    /// CPUs (fractions allowed).
-    #[arg(long)]
-    cpus: Option<f64>,
-    /// Memory, e.g. 512M or 2G.
-    #[arg(long, value_parser = parse_mib)]
-    memory: Option<i64>,
-    /// Size of the writable disk, e.g. 10G.
-    #[arg(long, value_parser = parse_mib)]
-    disk: Option<i64>,
+    #[command(flatten)]
+    resources: ResourceArgs,
     /// Name (a DNS label); named sandboxes can be suspended and found by name.
     #[arg(long)]
     name: Option<String>,
@@ -72,9 +65,9 @@ pub async fn run(c: &Connection, args: CreateArgs) -> anyhow::Result<()> {
     let mut options = CreateOptions::new().pull_image(args.pull);
     options.name = args.name;
     options.image = args.image;
-    options.cpus = args.cpus;
-    options.memory_mb = args.memory;
-    options.disk_mb = args.disk;
+    options.cpus = args.resources.cpus;
+    options.memory_mb = args.resources.memory;
+    options.disk_mb = args.resources.disk;
     options.timeout_secs = args.timeout;
     options.secret_names = args.secrets;
     options.exposed_ports = args.ports;
@@ -111,20 +104,21 @@ pub async fn run(c: &Connection, args: CreateArgs) -> anyhow::Result<()> {
             .map_err(|e| c.explain(e))
             .with_context(|| format!("setting the environment of sandbox {}", info.id))?;
     }
-    if args.json {
-        output::json(&info)
-    } else if args.quiet {
-        println!("{}", info.id);
-        Ok(())
-    } else {
-        let name = info
-            .name
-            .as_deref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default();
-        println!("{}{name} {}", info.id, info.status);
-        Ok(())
-    }
+    output::new_sandbox(&info, args.json, args.quiet)
+}
+
+/// A sandbox's size, as `create` and `pool create` take it.
+#[derive(Debug, clap::Args)]
+pub struct ResourceArgs {
+    /// CPUs (fractions allowed).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Memory, e.g. 512M or 2G.
+    #[arg(long, value_parser = parse_mib)]
+    pub memory: Option<i64>,
+    /// Size of the writable disk, e.g. 10G.
+    #[arg(long, value_parser = parse_mib)]
+    pub disk: Option<i64>,
 }
 
 /// `512M`, `2G`, `1.5G`, `1024` (MiB) → MiB.

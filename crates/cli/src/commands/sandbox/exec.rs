@@ -39,6 +39,19 @@ pub struct ExecArgs {
         value_name = "COMMAND"
     )]
     command: Vec<String>,
+    #[command(flatten)]
+    process: ProcessArgs,
+    /// Forward standard input even when it is a terminal.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Run the command on a terminal (raw mode, window size), like `docker exec -t`.
+    #[arg(short = 't', long)]
+    tty: bool,
+}
+
+/// How a command runs: environment, directory, user (`exec` and `shell`).
+#[derive(Debug, clap::Args)]
+pub struct ProcessArgs {
     /// An environment variable for the command (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -48,12 +61,27 @@ pub struct ExecArgs {
     /// User to run as (name or uid).
     #[arg(short = 'u', long)]
     user: Option<String>,
-    /// Forward standard input even when it is a terminal.
-    #[arg(short = 'i', long)]
-    interactive: bool,
-    /// Run the command on a terminal (raw mode, window size), like `docker exec -t`.
-    #[arg(short = 't', long)]
-    tty: bool,
+}
+
+impl ProcessArgs {
+    /// Whether the variable is set by these arguments.
+    pub fn sets(&self, key: &str) -> bool {
+        self.env.iter().any(|(k, _)| k == key)
+    }
+
+    /// `command` with these settings.
+    pub fn apply(self, mut command: Command) -> Command {
+        for (key, value) in self.env {
+            command = command.env(key, value);
+        }
+        if let Some(dir) = self.workdir {
+            command = command.working_dir(dir);
+        }
+        if let Some(user) = self.user {
+            command = command.user(user);
+        }
+        command
+    }
 }
 
 /// Runs `alcove sandbox exec`.
@@ -67,15 +95,11 @@ pub async fn run(c: &Connection, args: ExecArgs) -> anyhow::Result<()> {
         .command
         .split_first()
         .context("no command given (put it after --)")?;
-    let mut command = Command::new(program.clone()).args(rest.iter().cloned());
-    for (key, value) in args.env {
-        command = command.env(key, value);
-    }
-    if let Some(dir) = args.workdir {
-        command = command.working_dir(dir);
-    }
-    if let Some(user) = args.user {
-        command = command.user(user);
+    let mut command = args
+        .process
+        .apply(Command::new(program.clone()).args(rest.iter().cloned()));
+    if args.tty && !std::io::stdin().is_terminal() {
+        bail!("-t needs a terminal on standard input; leave it out to pipe input to the command");
     }
     if args.tty {
         let code = shell::run_on_terminal(c, &sandbox, command).await?;
@@ -98,8 +122,10 @@ fn exit_with(code: u8) -> anyhow::Result<()> {
     }
 }
 
-/// Starts the command, relays its I/O, and answers its exit code.
-async fn stream(
+/// Starts the command as a background process, relays its output (and standard input when
+/// `forward_stdin`; the command must have been made with a stdin pipe then), and answers its
+/// exit code.
+pub async fn stream(
     c: &Connection,
     sandbox: &Sandbox,
     command: Command,

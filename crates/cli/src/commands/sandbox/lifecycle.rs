@@ -1,7 +1,8 @@
 //! `alcove sandbox rm|rename|suspend|resume|snapshot|restore`.
 
-use alcove_client::CreateOptions;
+use alcove_client::wire::sandbox::SandboxInfo;
 use alcove_client::wire::snapshot::SnapshotType;
+use alcove_client::{ClientError, CreateOptions};
 use anyhow::bail;
 
 use crate::commands::connection::Connection;
@@ -118,12 +119,7 @@ pub async fn suspend(c: &Connection, args: TargetArgs) -> anyhow::Result<()> {
     let bar = output::spinner(format!("suspending {}", args.sandbox));
     let info = c.client.suspend(&args.sandbox).await;
     bar.finish_and_clear();
-    let info = info.map_err(|e| c.explain(e))?;
-    if args.json {
-        return output::json(&info);
-    }
-    println!("{} {}", info.id, info.status);
-    Ok(())
+    show_state(c, info, args.json)
 }
 
 /// Runs `alcove sandbox resume`.
@@ -131,8 +127,17 @@ pub async fn resume(c: &Connection, args: TargetArgs) -> anyhow::Result<()> {
     let bar = output::spinner(format!("resuming {}", args.sandbox));
     let info = c.client.resume(&args.sandbox).await;
     bar.finish_and_clear();
+    show_state(c, info, args.json)
+}
+
+/// Prints where a suspend or resume left the sandbox.
+fn show_state(
+    c: &Connection,
+    info: Result<SandboxInfo, ClientError>,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let info = info.map_err(|e| c.explain(e))?;
-    if args.json {
+    if as_json {
         return output::json(&info);
     }
     println!("{} {}", info.id, info.status);
@@ -169,18 +174,5 @@ pub async fn restore(c: &Connection, args: RestoreArgs) -> anyhow::Result<()> {
     let info = c.client.create(options).await;
     bar.finish_and_clear();
     let info = info.map_err(|e| c.explain(e))?;
-    if args.json {
-        output::json(&info)
-    } else if args.quiet {
-        println!("{}", info.id);
-        Ok(())
-    } else {
-        let name = info
-            .name
-            .as_deref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default();
-        println!("{}{name} {}", info.id, info.status);
-        Ok(())
-    }
+    output::new_sandbox(&info, args.json, args.quiet)
 }

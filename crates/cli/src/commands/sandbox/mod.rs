@@ -166,7 +166,7 @@ pub mod entry {
     }
 }
 
-pub use create::{parse_env, parse_mib, parse_secs};
+pub use create::{ResourceArgs, parse_env, parse_mib, parse_secs};
 pub use lifecycle::RmArgs;
 
 /// A command's own exit code (`alcove exec`): `main` exits with it and prints nothing more.

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use rustix::termios::{self, OptionalActions, Termios};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::create::parse_env;
+use super::exec::{self, ProcessArgs};
 use super::{CommandExit, stdin};
 use crate::commands::connection::Connection;
 
@@ -28,7 +28,8 @@ const DEFAULT_SHELL: &str = "if command -v bash >/dev/null 2>&1; then exec bash;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Leave with `exit` (or Ctrl-D). Ctrl-C goes to the sandbox. When the \
-connection drops, the shell reconnects to the same session.
+connection drops, the shell reconnects to the same session. With standard input from a pipe or \
+a file, the shell reads it as a script, without a terminal.
 
 Exit code: the shell's own.
 
@@ -47,15 +48,8 @@ pub struct ShellArgs {
         value_name = "COMMAND"
     )]
     command: Vec<String>,
-    /// An environment variable (repeatable).
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
-    env: Vec<(String, String)>,
-    /// Working directory in the sandbox.
-    #[arg(short = 'w', long = "workdir")]
-    workdir: Option<String>,
-    /// User to run as (name or uid).
-    #[arg(short = 'u', long)]
-    user: Option<String>,
+    #[command(flatten)]
+    process: ProcessArgs,
 }
 
 /// Runs `alcove sandbox shell`.
@@ -69,20 +63,20 @@ pub async fn run(c: &Connection, args: ShellArgs) -> anyhow::Result<()> {
         Some((program, rest)) => Command::new(program.clone()).args(rest.iter().cloned()),
         None => Command::new("/bin/sh").args(["-c", DEFAULT_SHELL]),
     };
-    if !args.env.iter().any(|(k, _)| k == "TERM") {
+    if !args.process.sets("TERM") {
         let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
         command = command.env("TERM", term);
     }
-    for (key, value) in args.env {
-        command = command.env(key, value);
-    }
-    if let Some(dir) = args.workdir {
-        command = command.working_dir(dir);
-    }
-    if let Some(user) = args.user {
-        command = command.user(user);
-    }
-    match run_on_terminal(c, &sandbox, command).await? {
+    let command = args.process.apply(command);
+    // Input from a pipe or a file is a script, not a person: the shell reads it through a
+    // pipe and ends at its end (on a terminal, the end of piped input could be lost in the
+    // terminal's mode switches and leave the shell waiting).
+    let code = if std::io::stdin().is_terminal() {
+        run_on_terminal(c, &sandbox, command).await?
+    } else {
+        exec::stream(c, &sandbox, command.stdin_pipe(), true).await?
+    };
+    match code {
         0 => Ok(()),
         code => Err(CommandExit(code).into()),
     }
@@ -142,15 +136,8 @@ async fn relay(pty: &mut PtySession) -> anyhow::Result<i32> {
                         pty.send(&bytes).await?;
                     }
                 }
-                None => {
-                    input = None;
-                    // Piped input ran out: say so the terminal's way (Ctrl-D), so a shell
-                    // reading it ends instead of waiting forever. A terminal's own end of
-                    // input arrives as that byte already.
-                    if !std::io::stdin().is_terminal() {
-                        pty.send(b"\x04").await.map_err(anyhow::Error::from)?;
-                    }
-                }
+                // End of input: nothing more to send; the command decides when to end.
+                None => input = None,
             },
             _ = resized.recv() => {
                 let (cols, rows) = window_size();
