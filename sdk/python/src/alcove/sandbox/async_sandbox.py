@@ -304,10 +304,10 @@ class AsyncSandbox:
         decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
         try:
             async for chunk in self._client._chunks(response, events=True):
-                for event in decoder.feed(chunk):
-                    yield event
-            for event in decoder.flush():
-                yield event
+                for event in decoder.feed(chunk):  # sync: yield from decoder.feed(chunk)
+                    yield event  # async only
+            for event in decoder.flush():  # sync: yield from decoder.flush()
+                yield event  # async only
         finally:
             await response.aclose()
 

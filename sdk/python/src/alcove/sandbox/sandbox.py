@@ -303,10 +303,8 @@ class Sandbox:
         decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
         try:
             for chunk in self._client._chunks(response, events=True):
-                for event in decoder.feed(chunk):
-                    yield event
-            for event in decoder.flush():
-                yield event
+                yield from decoder.feed(chunk)
+            yield from decoder.flush()
         finally:
             response.close()
 

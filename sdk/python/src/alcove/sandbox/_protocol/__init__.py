@@ -32,8 +32,8 @@ The package is split by job; everything is re-exported here, so callers keep usi
 * ``_files``: files of a sandbox, with streamed uploads;
 * ``_sse``: server-sent events: the byte stream cut into blocks of events, decoded a block at a time;
 * ``_run_stream``: a run's events collected into a :class:`CommandResult`;
-* ``_follow_stream``: the output events of follow streams, built by ``_fast_models`` when they
-  need no validation.
+* ``_follow_stream``: the output events of follow streams (asked for in batches), checked once
+  per batch and built without validation.
 """
 
 from __future__ import annotations
