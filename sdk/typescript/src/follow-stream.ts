@@ -1,6 +1,16 @@
 /**
  * The output events of a `follow` stream.
  *
+ * This SDK asks for `output_batch` events (`?batch=true`): each carries the lines of one stream
+ * read at once as a JSON array, with one `stream` and one `timestamp`. A block of batches in the
+ * agent's layout is cut by one sticky regular expression; an array whose strings hold no escape,
+ * no control character and are all short is cut at its `","` separators (V8 copies short
+ * substrings), any other with one `JSON.parse` (which copies each string, so a kept event never
+ * keeps the block alive); the timestamp is read once per batch, and each line becomes a plain
+ * object of three fields. A batch stands for one `output` event per line: the events are those
+ * {@link outputEventFromWire} makes of them.
+ *
+ * A server that sends per-line `output` events instead (the official protocol) is read fast too.
  * When a block is made of output events in the agent's exact layout only (a regular expression
  * matched event after event says so), each event is built from the pieces the expression captured, and only a
  * line holding escapes goes through `JSON.parse`: parsing whole objects costs several times more
@@ -12,10 +22,18 @@
 
 import type { OutputEvent, OutputStream } from "./models.js";
 import { outputEventFromWire, parseTimestamp } from "./models.js";
-import { agentOutputEvent, decodeBlock, eachAgentOutput, SSEBlocks } from "./sse.js";
+import { agentOutputEvent, decodeBlock, eachAgentOutput, SSEBlocks, type Event } from "./sse.js";
 
 // Groups: the line's JSON string body (still escaped), the timestamp, the stream.
 const OUTPUT_EVENT = agentOutputEvent({ line: true, timestamp: true, stream: true });
+
+// One `output_batch` event in the agent's layout, sticky: group 1 its stream, group 2 its timestamp,
+// group 3 the body of its `lines` array (a data line holds no raw newline; checked below).
+const BATCH_EVENT =
+  /\n(?:event:[^\n]*\n)?data: \{"stream":"(stdout|stderr)","timestamp":(-?(?:0|[1-9][0-9]*)),"lines":\[([^\n]*)\]\}\n/y;
+// An array body of strings without escapes or control characters: a quote stands only around the
+// `","` separators, so cutting there gives the strings.
+const PLAIN_STRINGS = /^"[^"\\\x00-\x1f]*(?:","[^"\\\x00-\x1f]*)*"$/;
 
 // Below this length V8 copies a substring; from it on, it makes a slice that keeps the whole block
 // alive. Longer lines are copied out with JSON.parse so that a kept event keeps only its line.
@@ -40,15 +58,73 @@ export class OutputEventDecoder {
   }
 
   #events(block: string): OutputEvent[] {
-    const fast = agentEvents(block);
+    const fast = block.includes('"lines":[') ? agentBatches(block) : agentEvents(block);
     if (fast !== null) return fast;
     const out: OutputEvent[] = [];
     for (const event of decodeBlock(block)) {
-      const item = outputEventFromWire(event, this.defaultStream);
-      if (item !== null) out.push(item);
+      if (Array.isArray(event.lines)) {
+        batchEvents(event, event.lines, this.defaultStream, out);
+      } else {
+        const item = outputEventFromWire(event, this.defaultStream);
+        if (item !== null) out.push(item);
+      }
     }
     return out;
   }
+}
+
+/** The events of one `output_batch` event of any layout, checked once, pushed onto `out`. */
+function batchEvents(event: Event, lines: unknown[], defaultStream: OutputStream | null, out: OutputEvent[]): void {
+  // What each line's own `output` event would make, read once: every line shares it.
+  const first = outputEventFromWire({ ...event, lines: undefined, line: "" }, defaultStream);
+  if (first === null) return;
+  const time = first.timestamp === null ? null : first.timestamp.getTime();
+  const stream = first.stream;
+  for (const line of lines) {
+    if (typeof line === "string") out.push({ line, timestamp: time === null ? null : new Date(time), stream });
+  }
+}
+
+/** The strings of a batch's array body in the agent's layout; null when it is not a list of strings. */
+function batchLines(body: string): string[] | null {
+  if (body === "") return [];
+  if (PLAIN_STRINGS.test(body)) {
+    const lines = body.slice(1, -1).split('","');
+    let short = true;
+    for (const line of lines) {
+      if (line.length >= SLICE_LENGTH) {
+        short = false;
+        break;
+      }
+    }
+    if (short) return lines;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(`[${body}]`);
+  } catch {
+    return null; // an invalid escape, or not an array of values
+  }
+  if (!Array.isArray(parsed)) return null;
+  for (const line of parsed) if (typeof line !== "string") return null;
+  return parsed as string[];
+}
+
+/** The events of a block of agent `output_batch` events, as {@link batchEvents} makes them; else null. */
+function agentBatches(block: string): OutputEvent[] | null {
+  const out: OutputEvent[] = [];
+  let valid = true;
+  const all = eachAgentOutput(block, BATCH_EVENT, (match) => {
+    const lines = valid ? batchLines(match[3]!) : null;
+    if (lines === null) {
+      valid = false;
+      return;
+    }
+    const time = parseTimestamp(Number(match[2]))?.getTime() ?? null;
+    const stream = match[1] as OutputStream;
+    for (const line of lines) out.push({ line, timestamp: time === null ? null : new Date(time), stream });
+  });
+  return all && valid ? out : null;
 }
 
 /** The events of a block of agent output events, as `outputEventFromWire` makes them; else null. */

@@ -622,7 +622,10 @@ export class Sandbox {
     // The request is made (and the pid checked) at the first `next()`, as before.
     const request = (): Promise<HttpResponse> => {
       const path = `/api/v1/processes/${pidSegment(pid)}/${stream}/follow`;
-      return this.#request({ method: "GET", path, headers: { Accept: "text/event-stream" }, stream: true, events: true });
+      // `batch`: Alcove's own, the lines of one read as one `output_batch` event (a server that does
+      // not know it sends `output` events; the decoder reads both).
+      const query = { batch: "true" };
+      return this.#request({ method: "GET", path, query, headers: { Accept: "text/event-stream" }, stream: true, events: true });
     };
     async function* body(): AsyncGenerator<Uint8Array, void, undefined> {
       yield* readChunks(await request());
