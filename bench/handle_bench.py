@@ -103,14 +103,15 @@ def count_events(chunks: Iterable[bytes]) -> int:
 
 def count_batched_lines(chunks: Iterable[bytes]) -> int:
     """How many lines the `output_batch` events of an SSE body hold: one per non-empty `lines`
-    array, and one per `","` separator (right for lines without escaped quotes, such as these)."""
+    array, and one per `","` separator but the one after each event's stream (right for lines
+    without escaped quotes, such as these)."""
     lines, carry = 0, b""
-    patterns = (b'"lines":["', b'","')
+    patterns = ((b'"lines":["', 1), (b'","', 1), (b'","timestamp":', -1))
     for chunk in chunks:
         joined = carry + chunk
         # What lies wholly in the carry was counted with the chunk before.
-        lines += sum(joined.count(p) - carry.count(p) for p in patterns)
-        carry = joined[-9:]
+        lines += sum(sign * (joined.count(p) - carry.count(p)) for p, sign in patterns)
+        carry = joined[-15:]
     return lines
 
 

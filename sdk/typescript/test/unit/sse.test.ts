@@ -501,10 +501,11 @@ describe("follow streams", () => {
     }
   });
 
-  it("gives each event of a batch its own Date, and plain objects of three fields", async () => {
-    const [a, b] = await collect(iterOutputEvents(chunksOf(batch(["a", "b"])), null));
-    assert.notEqual(a!.timestamp, b!.timestamp);
-    assert.deepEqual(a!.timestamp, b!.timestamp);
+  it("gives the events of a batch one shared Date, and plain objects of three fields", async () => {
+    const [a, b, c] = await collect(iterOutputEvents(chunksOf(batch(["a", "b"]) + batch(["c"])), null));
+    assert.equal(a!.timestamp, b!.timestamp);
+    assert.notEqual(b!.timestamp, c!.timestamp); // another batch, another Date
+    assert.deepEqual(b!.timestamp, c!.timestamp);
     assert.equal(a!.timestamp!.getTime(), 1767225600131);
     assert.deepEqual(Object.keys(a!), ["line", "timestamp", "stream"]);
     assert.equal(Object.getPrototypeOf(a), Object.prototype);
