@@ -8,8 +8,8 @@
  * substrings), any other with one `JSON.parse` (which copies each string, so a kept event never
  * keeps the block alive); the timestamp is read once per batch, into one `Date` that the batch's
  * lines share (a `Date` per line cost more than the rest of the line's decoding), and each line
- * becomes a plain object of three fields. A batch stands for one `output` event per line: the events are those
- * {@link outputEventFromWire} makes of them.
+ * becomes a plain object of three fields. A batch stands for one `output` event per line: the
+ * events are those {@link outputEventFromWire} makes of them.
  *
  * A server that sends per-line `output` events instead (the official protocol) is read fast too.
  * When a block is made of output events in the agent's exact layout only (a regular expression
