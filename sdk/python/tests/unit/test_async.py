@@ -121,6 +121,8 @@ async def test_follow_output_reads_batches(server: FakeServer, aclient: AsyncSan
     )
     events = [event async for event in sandbox.follow_output(5)]
     assert [(e.line, e.stream) for e in events] == [("a", "stdout"), ("b", "stdout"), ("c", "stderr"), ("d", "stderr")]
+    batches = [batch async for batch in sandbox.follow_output_batches(5)]
+    assert [(b.lines, b.stream) for b in batches] == [(["a", "b"], "stdout"), (["c"], "stderr"), (["d"], "stderr")]
 
 
 async def test_write_file_streams_async_iterables_and_files(

@@ -12,6 +12,7 @@ import pytest
 
 from alcove.sandbox import (
     AsyncSandbox,
+    OutputBatch,
     OutputEvent,
     ProcessStatus,
     RemoteAPIError,
@@ -352,6 +353,12 @@ def test_follow_output_reads_batches(server: FakeServer, client: SandboxClient) 
     ]
     assert all(type(e) is OutputEvent for e in events)
     assert [(e.line, e.stream) for e in sandbox.follow_stderr(1002)] == [("e", "stderr")]
+    batches = list(sandbox.follow_output_batches(1002))
+    want = [(["one", "two"], "stdout"), (["three"], "stderr"), (["four"], "stdout")]
+    assert [(b.lines, b.stream) for b in batches] == want
+    assert all(type(b) is OutputBatch for b in batches)
+    assert server.requests[-1].url.path == "/api/v1/processes/1002/output/follow"
+    assert server.requests[-1].url.params["batch"] == "true"
 
 
 def test_follow_error(server: FakeServer, client: SandboxClient) -> None:

@@ -30,11 +30,12 @@ from alcove.sandbox._protocol import (
     _sse,
     collect_run,
     decode_block,
+    iter_output_batches,
     iter_output_events,
     output_event,
 )
 from alcove.sandbox._protocol._follow_stream import batch_as_events
-from alcove.sandbox.models import CommandResult, OutputEvent
+from alcove.sandbox.models import CommandResult, OutputBatch, OutputEvent
 
 # -- bodies -----------------------------------------------------------------------------------
 
@@ -432,6 +433,35 @@ def test_output_events_like_the_line_decoder_however_the_body_is_cut(name: str, 
     want = reference_output(body, default_stream)
     for chunks in chunkings(body):
         same_models(output_events(chunks, default_stream), want)
+
+
+@pytest.mark.parametrize("name", sorted(BODIES))
+def test_output_batches_hold_the_output_events_however_the_body_is_cut(name: str) -> None:
+    body = BODIES[name]
+    want = [(e.line, e.timestamp, e.stream) for e in reference_output(body, None)]
+    for chunks in chunkings(body):
+        batches = list(iter_output_batches(chunks, None))
+        assert all(type(b) is OutputBatch and b.lines for b in batches)
+        assert [(line, b.timestamp, b.stream) for b in batches for line in b.lines] == want
+
+
+def test_output_batches_are_the_agents_batches() -> None:
+    body = batch(["a", "b"]) + batch(["c"], "stderr") + batch(["d"]) + agent_event("eof", {})
+    moment = datetime(2026, 1, 1, 0, 0, 0, 131000, tzinfo=timezone.utc)
+    assert list(iter_output_batches([body], None)) == [
+        OutputBatch(["a", "b"], moment, "stdout"),
+        OutputBatch(["c"], moment, "stderr"),
+        OutputBatch(["d"], moment, "stdout"),
+    ]
+    # Per-line events (a server that does not batch) are grouped while stream and time agree.
+    per_line = out("a") + out("b") + out("c", "stderr") + out("d", timestamp=1767225600999)
+    assert [(b.lines, b.stream) for b in iter_output_batches([per_line], None)] == [
+        (["a", "b"], "stdout"),
+        (["c"], "stderr"),
+        (["d"], "stdout"),
+    ]
+    assert repr(OutputBatch(["x"])) == "OutputBatch(lines=['x'], timestamp=None, stream=None)"
+    assert OutputBatch(["x"]).model_dump() == {"lines": ["x"], "timestamp": None, "stream": None}
 
 
 def test_output_events_are_models_equal_to_validated_ones() -> None:

@@ -712,6 +712,38 @@ class OutputEvent:
         return f"OutputEvent(line={self.line!r}, timestamp={self.timestamp!r}, stream={self.stream!r})"
 
 
+class OutputBatch:
+    """The lines of one read of one stream, from :meth:`Sandbox.follow_output_batches`: what the
+    agent sends as one ``output_batch`` event. A plain class like :class:`OutputEvent`, compared by
+    value; ``lines`` is a list of str (the lines without their line endings, in order)."""
+
+    __slots__ = ("lines", "timestamp", "stream")
+
+    lines: list[str]
+    timestamp: datetime | None
+    stream: str | None
+
+    def __init__(self, lines: list[str], timestamp: datetime | None = None, stream: str | None = None) -> None:
+        self.lines = lines
+        self.timestamp = timestamp
+        self.stream = stream
+
+    def model_dump(self) -> dict[str, Any]:
+        """The fields as a dict (``lines``, ``timestamp``, ``stream``)."""
+        return {"lines": self.lines, "timestamp": self.timestamp, "stream": self.stream}
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, OutputBatch)
+        return self.lines == other.lines and self.timestamp == other.timestamp and self.stream == other.stream
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"OutputBatch(lines={self.lines!r}, timestamp={self.timestamp!r}, stream={self.stream!r})"
+
+
 class OutputResponse(_WireModel):
     """All output lines captured so far for a process (``get_stdout`` / ``get_stderr`` / ``get_output``)."""
 
@@ -1015,6 +1047,7 @@ __all__ = [
     "DirectoryEntry",
     "GPUResources",
     "NetworkPolicy",
+    "OutputBatch",
     "OutputEvent",
     "OutputMode",
     "OutputResponse",

@@ -57,7 +57,13 @@ from ._files import (
     op_write_file,
     prepare_upload,
 )
-from ._follow_stream import OutputEventDecoder, iter_output_events, output_event
+from ._follow_stream import (
+    OutputBatchDecoder,
+    OutputEventDecoder,
+    iter_output_batches,
+    iter_output_events,
+    output_event,
+)
 from ._file_systems import (
     file_systems_url,
     mount_body,
@@ -255,6 +261,7 @@ __all__ = [
     "NOT_READY_ATTEMPTS",
     "NOT_READY_CODES",
     "Op",
+    "OutputBatchDecoder",
     "OutputEventDecoder",
     "ProxyTarget",
     "RETRYABLE_GET_STATUSES",
@@ -279,6 +286,7 @@ __all__ = [
     "create_body",
     "decode_block",
     "error_from_response",
+    "iter_output_batches",
     "iter_output_events",
     "iter_upload",
     "namespace_url",

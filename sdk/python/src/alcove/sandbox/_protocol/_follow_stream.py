@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..models import OutputEvent, _timestamp_before
+from ..models import OutputBatch, OutputEvent, _timestamp_before
 from ._sse import SSEBlocks, agent_output_data, data_line_count, decode_block
 
 # The JSON object of each output event of a block in the agent's layout: once parsed, a dict of
@@ -127,9 +127,18 @@ class OutputEventDecoder:
 
     def _batch(self, event: dict[str, Any]) -> Iterable[OutputEvent]:
         """The events of one ``output_batch`` event: checked once, built without validation."""
+        parts = self._batch_parts(event)
+        if parts is None:
+            return ()
+        lines, moment, stream = parts
+        return map(OutputEvent, lines, repeat(moment), repeat(stream))
+
+    def _batch_parts(self, event: dict[str, Any]) -> tuple[list[str], datetime | None, str | None] | None:
+        """The lines, timestamp and stream of one ``output_batch`` event, checked once, as its
+        lines' own events would be; None when it holds no line event."""
         lines: list[Any] = event["lines"]
         if not lines:
-            return ()
+            return None
         try:
             "".join(lines)  # a TypeError says an item is not a string (JSON has no str subclass)
         except TypeError:
@@ -148,9 +157,9 @@ class OutputEventDecoder:
             try:
                 checked = OutputEvent.model_validate({"line": "", "timestamp": timestamp, "stream": stream})
             except ValidationError:
-                return ()
+                return None
             moment, stream = checked.timestamp, checked.stream
-        return map(OutputEvent, lines, repeat(moment), repeat(stream))
+        return (lines, moment, stream) if lines else None
 
     def _agent_events(self, block: bytes) -> Iterable[OutputEvent] | None:
         """The events of a block of agent ``output`` events, built without validation; else None."""
@@ -168,6 +177,61 @@ class OutputEventDecoder:
         if datetimes is None:
             return None
         return map(OutputEvent, map(_LINES, events), datetimes, map(_STREAMS, events))
+
+
+class OutputBatchDecoder:
+    """The output of a ``follow`` stream as :class:`OutputBatch` objects, one per ``output_batch``
+    event (no object per line); per-line ``output`` events (a server that does not batch) are
+    grouped while they share stream and timestamp. Flattened, the batches hold the lines, streams
+    and timestamps :class:`OutputEventDecoder` gives for the same body."""
+
+    def __init__(self, default_stream: str | None) -> None:
+        self._events = OutputEventDecoder(default_stream)
+
+    def feed(self, chunk: bytes) -> list[OutputBatch]:
+        """Take the next chunk of the body; the batches it completes, in order."""
+        block = self._events._blocks.feed(chunk)
+        return [] if block is None else self._batches(block)
+
+    def flush(self) -> list[OutputBatch]:
+        """The batches left at the end of the stream (an event left unterminated counts)."""
+        return self._batches(self._events._blocks.close())
+
+    def _batches(self, block: bytes) -> list[OutputBatch]:
+        if _BATCH_MARK not in block:
+            return _grouped(self._events._events(block))
+        out: list[OutputBatch] = []
+        for event in decode_block(block):
+            if isinstance(event.get("lines"), list):
+                parts = self._events._batch_parts(event)
+                if parts is not None:
+                    out.append(OutputBatch(*parts))
+            elif isinstance(event.get("line"), str):
+                item = output_event(event, self._events._default_stream)
+                if item is not None:
+                    out.append(OutputBatch([item.line], item.timestamp, item.stream))
+        return out
+
+
+def _grouped(events: Iterable[OutputEvent]) -> list[OutputBatch]:
+    """Events as batches: consecutive ones of the same stream and timestamp together."""
+    out: list[OutputBatch] = []
+    last: OutputBatch | None = None
+    for event in events:
+        if last is not None and last.stream == event.stream and last.timestamp == event.timestamp:
+            last.lines.append(event.line)
+        else:
+            last = OutputBatch([event.line], event.timestamp, event.stream)
+            out.append(last)
+    return out
+
+
+def iter_output_batches(chunks: Iterable[bytes], default_stream: str | None) -> Iterator[OutputBatch]:
+    """The output batches of a whole follow stream given as body chunks."""
+    decoder = OutputBatchDecoder(default_stream)
+    for chunk in chunks:
+        yield from decoder.feed(chunk)
+    yield from decoder.flush()
 
 
 def iter_output_events(chunks: Iterable[bytes], default_stream: str | None) -> Iterator[OutputEvent]:
