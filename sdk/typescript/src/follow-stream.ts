@@ -21,7 +21,7 @@
  * async generator would cost a few promise round trips per line, more than decoding it.
  */
 
-import type { OutputEvent, OutputStream } from "./models.js";
+import type { OutputBatch, OutputEvent, OutputStream } from "./models.js";
 import { outputEventFromWire, parseTimestamp } from "./models.js";
 import { agentOutputEvent, decodeBlock, eachAgentOutput, SSEBlocks, type Event } from "./sse.js";
 
@@ -59,28 +59,105 @@ export class OutputEventDecoder {
   }
 
   #events(block: string): OutputEvent[] {
-    const fast = block.includes('"lines":[') ? agentBatches(block) : agentEvents(block);
-    if (fast !== null) return fast;
-    const out: OutputEvent[] = [];
-    for (const event of decodeBlock(block)) {
-      if (Array.isArray(event.lines)) {
-        batchEvents(event, event.lines, this.defaultStream, out);
-      } else {
-        const item = outputEventFromWire(event, this.defaultStream);
-        if (item !== null) out.push(item);
-      }
-    }
-    return out;
+    return blockEvents(block, this.defaultStream);
   }
 }
 
-/** The events of one `output_batch` event of any layout, checked once, pushed onto `out`. */
-function batchEvents(event: Event, lines: unknown[], defaultStream: OutputStream | null, out: OutputEvent[]): void {
+/**
+ * The output of a follow stream as {@link OutputBatch}es, one per `output_batch` event (no object
+ * per line); per-line `output` events (a server that does not batch) are grouped while they share
+ * stream and timestamp. Flattened, the batches hold what {@link OutputEventDecoder} gives.
+ */
+export class OutputBatchDecoder {
+  readonly #blocks = new SSEBlocks();
+
+  /** `defaultStream` is the `stream` of events that omit it (null for the merged stream). */
+  constructor(private readonly defaultStream: OutputStream | null) {}
+
+  /** Take the next chunk of the body; the batches it completes, in order. */
+  feed(chunk: Uint8Array): OutputBatch[] {
+    const block = this.#blocks.feed(chunk);
+    return block === null ? [] : blockBatches(block, this.defaultStream);
+  }
+
+  /** The batches left at the end of the stream (an event left unterminated counts). */
+  flush(): OutputBatch[] {
+    return blockBatches(this.#blocks.close(), this.defaultStream);
+  }
+}
+
+/** The output events of a block. */
+function blockEvents(block: string, defaultStream: OutputStream | null): OutputEvent[] {
+  if (block.includes('"lines":[')) {
+    const batches = agentBatches(block);
+    if (batches !== null) return linesOf(batches);
+  } else {
+    const fast = agentEvents(block);
+    if (fast !== null) return fast;
+  }
+  const out: OutputEvent[] = [];
+  for (const event of decodeBlock(block)) {
+    if (Array.isArray(event.lines)) {
+      const batch = batchOf(event, event.lines, defaultStream);
+      if (batch !== null) for (const line of batch.lines) out.push({ line, timestamp: batch.timestamp, stream: batch.stream });
+    } else {
+      const item = outputEventFromWire(event, defaultStream);
+      if (item !== null) out.push(item);
+    }
+  }
+  return out;
+}
+
+/** The output batches of a block. */
+function blockBatches(block: string, defaultStream: OutputStream | null): OutputBatch[] {
+  if (block.includes('"lines":[')) {
+    const batches = agentBatches(block);
+    if (batches !== null) return batches;
+  } else {
+    return grouped(blockEvents(block, defaultStream));
+  }
+  const out: OutputBatch[] = [];
+  for (const event of decodeBlock(block)) {
+    if (Array.isArray(event.lines)) {
+      const batch = batchOf(event, event.lines, defaultStream);
+      if (batch !== null) out.push(batch);
+    } else {
+      const item = outputEventFromWire(event, defaultStream);
+      if (item !== null) out.push({ lines: [item.line], timestamp: item.timestamp, stream: item.stream });
+    }
+  }
+  return out;
+}
+
+/** The events of batches: one per line, sharing its batch's `Date`. */
+function linesOf(batches: OutputBatch[]): OutputEvent[] {
+  const out: OutputEvent[] = [];
+  for (const { lines, timestamp, stream } of batches) for (const line of lines) out.push({ line, timestamp, stream });
+  return out;
+}
+
+/** Events as batches: consecutive ones of the same stream and time together. */
+function grouped(events: OutputEvent[]): OutputBatch[] {
+  const out: OutputBatch[] = [];
+  let last: OutputBatch | null = null;
+  for (const { line, timestamp, stream } of events) {
+    if (last !== null && last.stream === stream && last.timestamp?.getTime() === timestamp?.getTime()) {
+      last.lines.push(line);
+    } else {
+      last = { lines: [line], timestamp, stream };
+      out.push(last);
+    }
+  }
+  return out;
+}
+
+/** One `output_batch` event of any layout, checked once; null when it holds no line event. */
+function batchOf(event: Event, lines: unknown[], defaultStream: OutputStream | null): OutputBatch | null {
   // What each line's own `output` event would make, read once: every line shares it.
   const first = outputEventFromWire({ ...event, lines: undefined, line: "" }, defaultStream);
-  if (first === null) return;
-  const { timestamp, stream } = first;
-  for (const line of lines) if (typeof line === "string") out.push({ line, timestamp, stream });
+  if (first === null) return null;
+  const strings = lines.filter((line): line is string => typeof line === "string");
+  return strings.length > 0 ? { lines: strings, timestamp: first.timestamp, stream: first.stream } : null;
 }
 
 /** The strings of a batch's array body in the agent's layout; null when it is not a list of strings. */
@@ -108,9 +185,9 @@ function batchLines(body: string): string[] | null {
   return parsed as string[];
 }
 
-/** The events of a block of agent `output_batch` events, as {@link batchEvents} makes them; else null. */
-function agentBatches(block: string): OutputEvent[] | null {
-  const out: OutputEvent[] = [];
+/** The non-empty batches of a block of agent `output_batch` events, as {@link batchOf} makes them; else null. */
+function agentBatches(block: string): OutputBatch[] | null {
+  const out: OutputBatch[] = [];
   let valid = true;
   const all = eachAgentOutput(block, BATCH_EVENT, (match) => {
     const lines = valid ? batchLines(match[3]!) : null;
@@ -118,9 +195,7 @@ function agentBatches(block: string): OutputEvent[] | null {
       valid = false;
       return;
     }
-    const timestamp = parseTimestamp(Number(match[2]));
-    const stream = match[1] as OutputStream;
-    for (const line of lines) out.push({ line, timestamp, stream });
+    if (lines.length > 0) out.push({ lines, timestamp: parseTimestamp(Number(match[2])), stream: match[1] as OutputStream });
   });
   return all && valid ? out : null;
 }
@@ -146,7 +221,15 @@ export function iterOutputEvents(
   chunks: AsyncIterable<Uint8Array>,
   defaultStream: OutputStream | null,
 ): AsyncIterableIterator<OutputEvent> {
-  return new OutputEvents(chunks, new OutputEventDecoder(defaultStream));
+  return new Decoded(chunks, new OutputEventDecoder(defaultStream));
+}
+
+/** The output batches of a follow stream (`stream` defaults to the followed one when absent). */
+export function iterOutputBatches(
+  chunks: AsyncIterable<Uint8Array>,
+  defaultStream: OutputStream | null,
+): AsyncIterableIterator<OutputBatch> {
+  return new Decoded(chunks, new OutputBatchDecoder(defaultStream));
 }
 
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
@@ -157,16 +240,16 @@ const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, 
  * which cancels the response. Calls to `next()` made before the last one settled wait for it,
  * as with an async generator.
  */
-class OutputEvents implements AsyncIterableIterator<OutputEvent> {
+class Decoded<T> implements AsyncIterableIterator<T> {
   readonly #chunks: AsyncIterable<Uint8Array>;
-  readonly #decoder: OutputEventDecoder;
+  readonly #decoder: { feed(chunk: Uint8Array): T[]; flush(): T[] };
   #source: AsyncIterator<Uint8Array> | null = null;
-  #ready: OutputEvent[] = [];
+  #ready: T[] = [];
   #next = 0;
   #done = false;
-  #pulling: Promise<IteratorResult<OutputEvent, undefined>> | null = null;
+  #pulling: Promise<IteratorResult<T, undefined>> | null = null;
 
-  constructor(chunks: AsyncIterable<Uint8Array>, decoder: OutputEventDecoder) {
+  constructor(chunks: AsyncIterable<Uint8Array>, decoder: { feed(chunk: Uint8Array): T[]; flush(): T[] }) {
     this.#chunks = chunks;
     this.#decoder = decoder;
   }
@@ -175,7 +258,7 @@ class OutputEvents implements AsyncIterableIterator<OutputEvent> {
     return this;
   }
 
-  next(): Promise<IteratorResult<OutputEvent, undefined>> {
+  next(): Promise<IteratorResult<T, undefined>> {
     if (this.#pulling !== null) {
       const again = () => this.next();
       return this.#pulling.then(again, again); // after a failed pull, this is done
@@ -189,14 +272,14 @@ class OutputEvents implements AsyncIterableIterator<OutputEvent> {
     return pulling;
   }
 
-  async return(): Promise<IteratorResult<OutputEvent, undefined>> {
+  async return(): Promise<IteratorResult<T, undefined>> {
     const source = this.#source;
     this.#finish();
     await source?.return?.();
     return DONE;
   }
 
-  async #pull(): Promise<IteratorResult<OutputEvent, undefined>> {
+  async #pull(): Promise<IteratorResult<T, undefined>> {
     try {
       this.#source ??= this.#chunks[Symbol.asyncIterator]();
       while (!this.#done) {

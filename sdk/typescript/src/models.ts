@@ -426,6 +426,18 @@ export interface OutputEvent {
   stream: OutputStream | null;
 }
 
+/**
+ * The lines of one read of one stream, from `followOutputBatches`: what the agent sends as one
+ * `output_batch` event (a plain object of these three fields).
+ */
+export interface OutputBatch {
+  /** The lines, each without its line ending, in order. */
+  lines: string[];
+  /** When the agent read them. */
+  timestamp: Date | null;
+  stream: OutputStream | null;
+}
+
 /** All output lines captured so far (`getStdout` / `getStderr` / `getOutput`). */
 export interface OutputResponse {
   pid: number | null;

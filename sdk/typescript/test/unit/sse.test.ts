@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import { SandboxConnectionError, SandboxError } from "../../src/errors.js";
-import { iterOutputEvents, OutputEventDecoder } from "../../src/follow-stream.js";
+import { iterOutputBatches, iterOutputEvents, OutputEventDecoder } from "../../src/follow-stream.js";
 import { outputEventFromWire, type CommandResult, type OutputEvent, type OutputStream } from "../../src/models.js";
 import { collectRun, RunCollector } from "../../src/run-stream.js";
 import { agentOutputEvent, decodeBlock, eachAgentOutput, SSEBlocks, SSEDecoder, type Event } from "../../src/sse.js";
@@ -460,6 +460,44 @@ describe("follow streams", () => {
       });
     }
   }
+
+  for (const [name, body] of Object.entries(BODIES)) {
+    it(`yield batches holding the events however the body is cut (${name})`, async () => {
+      const flat = (items: { line: string; timestamp: Date | null; stream: string | null }[]) =>
+        items.map((e) => [e.line, e.timestamp?.getTime() ?? null, e.stream]);
+      const want = flat(referenceOutput(body, null));
+      for (const chunks of chunkings(body)) {
+        const batches = await collect(iterOutputBatches(fromChunks(chunks), null));
+        assert.ok(batches.every((b) => b.lines.length > 0));
+        const lines = batches.flatMap((b) => b.lines.map((line) => ({ line, timestamp: b.timestamp, stream: b.stream })));
+        assert.deepEqual(flat(lines), want, describeChunks(chunks));
+      }
+    });
+  }
+
+  it("yields the agent's batches as they are, and groups per-line events of one read", async () => {
+    const body = batch(["a", "b"]) + batch(["c"], "stderr") + batch(["d"]) + agentEvent("eof", {});
+    const batches = await collect(iterOutputBatches(chunksOf(body), null));
+    assert.deepEqual(
+      batches.map((b) => [b.lines, b.stream, b.timestamp?.getTime()]),
+      [
+        [["a", "b"], "stdout", 1767225600131],
+        [["c"], "stderr", 1767225600131],
+        [["d"], "stdout", 1767225600131],
+      ],
+    );
+    assert.deepEqual(Object.keys(batches[0]!), ["lines", "timestamp", "stream"]);
+    const perLine = out("a") + out("b") + out("c", "stderr") + out("d", "stdout", 1767225600999);
+    const grouped = await collect(iterOutputBatches(chunksOf(perLine), null));
+    assert.deepEqual(
+      grouped.map((b) => [b.lines, b.stream]),
+      [
+        [["a", "b"], "stdout"],
+        [["c"], "stderr"],
+        [["d"], "stdout"],
+      ],
+    );
+  });
 
   it("yields lines, defaults their stream and ignores the eof event", async () => {
     const stream =
