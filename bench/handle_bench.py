@@ -166,6 +166,23 @@ class StreamingBench:
         self.sb.kill_process(proc.pid)  # removes it (it has exited): frees its output buffer
         return elapsed, received
 
+    def python_follow_batches(self) -> tuple[float, int]:
+        """`follow_output_batches`: one object per read, its lines a list (no object per line)."""
+        proc = self.sb.start_process("python3", self.gated)
+        received, start = 0, 0.0
+        for batch in self.sb.follow_output_batches(proc.pid):
+            if not start:
+                assert batch.lines[0] == "ready", batch
+                self.sb.write_file(FOLLOW_GATE, b"")
+                start = time.perf_counter()
+                received += len(batch.lines) - 1
+            else:
+                received += len(batch.lines)
+        elapsed = time.perf_counter() - start
+        self.sb.delete_file(FOLLOW_GATE)
+        self.sb.kill_process(proc.pid)
+        return elapsed, received
+
     def python_async_follow(self) -> tuple[float, int]:
         async def sample() -> tuple[float, int]:
             proc = await self.asb.start_process("python3", self.gated)
@@ -186,7 +203,7 @@ class StreamingBench:
 
     def typescript(self, mode: str) -> tuple[float, int]:
         assert self.ts_sdk is not None
-        program = self.gated if mode == "follow" else self.program
+        program = self.gated if mode.startswith("follow") else self.program
         # fmt: off
         command = [
             self.node, str(REPO / "bench/handle_bench_ts.mjs"), "--api-url", self.server_url,
@@ -251,6 +268,8 @@ class StreamingBench:
             ("follow_output: Python SDK, sync", self.python_follow),
             ("follow_output: Python SDK, async", self.python_async_follow),
             ("followOutput: TypeScript SDK", lambda: self.typescript("follow")),
+            ("follow_output_batches: Python SDK, sync", self.python_follow_batches),
+            ("followOutputBatches: TypeScript SDK", lambda: self.typescript("follow-batches")),
             ("reference: run stream read raw (httpx, nothing decoded)", self.raw_run),
             ("reference: follow stream read raw (httpx, nothing decoded)", self.raw_follow),
             ("reference: follow stream read raw, batches (?batch=true)", lambda: self.raw_follow(batch=True)),
