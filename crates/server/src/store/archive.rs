@@ -9,6 +9,7 @@ use alcove_runtime::SandboxId;
 use alcove_wire::time::EpochMillis;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use super::backend::query;
 use super::sandboxes::{columns, decode};
 use super::{SandboxRecord, Store, StoreError};

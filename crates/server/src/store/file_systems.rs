@@ -2,6 +2,7 @@
 //! sandboxes' own `file_systems` column.
 
 use alcove_wire::time::EpochMillis;
+
 use super::backend::{DbRow, query};
 use super::{Store, StoreError};
 

@@ -22,7 +22,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 pub use archive::{ArchiveKey, ArchivePage, CursorError, Direction, PageRequest};
@@ -77,15 +78,31 @@ impl Store {
     /// password.
     pub async fn connect(url: &DatabaseUrl) -> Result<Self, StoreError> {
         let target = url.parse()?;
+        let failed = |source| StoreError::Connect {
+            target: target.shown().to_string(),
+            source,
+        };
+        // One connection first: the pool would retry a refused connection until its timeout
+        // and then report only that it timed out; this says why, at once.
+        let probe = tokio::time::timeout(
+            PG_CONNECT_TIMEOUT,
+            PgConnection::connect_with(target.options()),
+        )
+        .await
+        .map_err(|_| {
+            failed(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer in {} s", PG_CONNECT_TIMEOUT.as_secs()),
+            )))
+        })?
+        .map_err(failed)?;
+        probe.close().await.map_err(failed)?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(PG_CONNECT_TIMEOUT)
             .connect_with(target.options().clone())
             .await
-            .map_err(|source| StoreError::Connect {
-                target: target.shown().to_string(),
-                source,
-            })?;
+            .map_err(failed)?;
         sqlx::migrate!("./migrations-postgres").run(&pool).await?;
         Ok(Self {
             db: Backend::Postgres {
@@ -296,8 +313,14 @@ mod tests {
         let url = DatabaseUrl::from(format!(
             "postgres://alcove:hunter2-secret@127.0.0.1:{port}/alcove"
         ));
+        let started = std::time::Instant::now();
         let err = Store::connect(&url).await.expect_err("nothing listens");
+        assert!(
+            started.elapsed() < PG_CONNECT_TIMEOUT,
+            "a refused connection is reported at once, not after the timeout"
+        );
         let text = err.to_string();
+        assert!(text.contains("refused"), "{text}: says why");
         assert!(matches!(err, StoreError::Connect { .. }), "{text}");
         assert!(
             text.starts_with(&format!(

@@ -2,6 +2,7 @@
 
 use alcove_wire::sandbox::{NetworkConfig, ResourcesInfo};
 use alcove_wire::time::EpochMillis;
+
 use super::backend::{DbRow, placeholders, query};
 use super::sandboxes::{columns, decode, json_column, replace_all};
 use super::{PoolState, SandboxRecord, Store, StoreError};

@@ -194,7 +194,10 @@ mod tests {
     fn scrub_cuts_a_quoted_url_or_userinfo() {
         let url = "postgres://u:pw@h/d";
         assert_eq!(scrub("bad u:pw@h/d here", url), "bad <url> here");
-        assert_eq!(scrub("user u:pw was refused", url), "user <credentials> was refused");
+        assert_eq!(
+            scrub("user u:pw was refused", url),
+            "user <credentials> was refused"
+        );
         assert_eq!(scrub("invalid port number", url), "invalid port number");
     }
 }

@@ -1,6 +1,7 @@
 //! Stored (sealed) secrets.
 
 use alcove_wire::time::EpochMillis;
+
 use super::backend::query;
 use super::{Store, StoreError};
 

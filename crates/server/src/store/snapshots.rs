@@ -3,6 +3,7 @@
 use alcove_runtime::SandboxId;
 use alcove_wire::snapshot::{SnapshotInfo, SnapshotStatus, SnapshotType};
 use alcove_wire::time::EpochMillis;
+
 use super::backend::{DbRow, placeholders, query};
 use super::sandboxes::{json_column, replace_all};
 use super::{Store, StoreError};
@@ -122,26 +123,25 @@ impl Store {
             placeholders(1, FIELDS.len()).join(", "),
             replace_all(&FIELDS[1..])
         );
-        let stmt = query(&sql)
-            .bind(&r.id)
-            .bind(&r.namespace)
-            .bind(r.sandbox_id.as_str())
-            .bind(r.status.as_str())
-            .bind(r.snapshot_type.as_str())
-            .bind(&r.image)
-            .bind(r.cpus)
-            .bind(r.memory_mb)
-            .bind(r.disk_mb)
-            .bind(serde_json::to_string(&r.entrypoint).unwrap_or_else(|_| "[]".into()))
-            .bind(r.size_bytes)
-            .bind(r.created_at)
-            .bind(r.completed_at)
-            .bind(&r.error)
-            .bind(
-                (!r.file_systems.is_empty()).then(|| {
+        let stmt =
+            query(&sql)
+                .bind(&r.id)
+                .bind(&r.namespace)
+                .bind(r.sandbox_id.as_str())
+                .bind(r.status.as_str())
+                .bind(r.snapshot_type.as_str())
+                .bind(&r.image)
+                .bind(r.cpus)
+                .bind(r.memory_mb)
+                .bind(r.disk_mb)
+                .bind(serde_json::to_string(&r.entrypoint).unwrap_or_else(|_| "[]".into()))
+                .bind(r.size_bytes)
+                .bind(r.created_at)
+                .bind(r.completed_at)
+                .bind(&r.error)
+                .bind((!r.file_systems.is_empty()).then(|| {
                     serde_json::to_string(&r.file_systems).unwrap_or_else(|_| "[]".into())
-                }),
-            );
+                }));
         self.db.execute(stmt).await?;
         Ok(())
     }

@@ -128,7 +128,11 @@ impl TestDb {
         let all = Path::new(env!("CARGO_MANIFEST_DIR")).join(all);
         for entry in fs::read_dir(&all).expect("migrations") {
             let path = entry.expect("entry").path();
-            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
             if name.as_str() < version {
                 fs::copy(&path, before.path().join(&name)).expect("copy");
             }
@@ -239,9 +243,11 @@ fn cluster_user() -> Result<Option<nix::unistd::User>, String> {
             return Ok(Some(user));
         }
     }
-    Err("running as root, and neither a postgres nor a nobody user exists to run the \
+    Err(
+        "running as root, and neither a postgres nor a nobody user exists to run the \
          test cluster as (PostgreSQL refuses to run as root)"
-        .into())
+            .into(),
+    )
 }
 
 fn start_cluster() -> Result<Cluster, String> {
