@@ -211,7 +211,15 @@ pub(crate) fn cluster() -> Result<&'static Cluster, String> {
 /// The directory of `initdb` and `postgres`.
 fn bin_dir() -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os(BIN_VAR) {
-        return Ok(PathBuf::from(dir));
+        let dir = PathBuf::from(dir);
+        if dir.join("initdb").is_file() && dir.join("postgres").is_file() {
+            return Ok(dir);
+        }
+        return Err(format!(
+            "{BIN_VAR}={} holds no initdb and postgres (or set {SKIP_VAR}=1 to skip the \
+             PostgreSQL store tests)",
+            dir.display()
+        ));
     }
     let newest = fs::read_dir("/usr/lib/postgresql")
         .into_iter()
