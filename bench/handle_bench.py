@@ -18,8 +18,9 @@ sandbox, in one run:
 * a process printing `--lines` lines consumed through `run` and through `start_process` +
   `follow_output`, with Alcove's Python SDK (sync and async) and TypeScript SDK
   (`bench/handle_bench_ts.mjs`, a node process per sample, against `--ts-sdk`), beside the same
-  program read through a pipe on the host, and the run stream read raw (httpx, nothing decoded:
-  what the server delivers). In lines/s and in % of the pipe. Rates count the lines that
+  program read through a pipe on the host, and the run and follow streams read raw (httpx,
+  nothing decoded: what the server delivers; the follow stream also with `?batch=true`, as the
+  SDKs ask for it). In lines/s and in % of the pipe. Rates count the lines that
   arrived: `run` holds a fast process back, a follow stream does not, and once it lags more than
   the 16 MiB output buffer behind, the oldest lines are dropped from under it (the lines received
   are printed and kept in the JSON). Samples of all clients are interleaved, so that a slow phase
@@ -100,6 +101,20 @@ def count_events(chunks: Iterable[bytes]) -> int:
     return events
 
 
+def count_batched_lines(chunks: Iterable[bytes]) -> int:
+    """How many lines the `output_batch` events of an SSE body hold: one per non-empty `lines`
+    array, and one per `","` separator but the one after each event's stream (right for lines
+    without escaped quotes, such as these)."""
+    lines, carry = 0, b""
+    patterns = ((b'"lines":["', 1), (b'","', 1), (b'","timestamp":', -1))
+    for chunk in chunks:
+        joined = carry + chunk
+        # What lies wholly in the carry was counted with the chunk before.
+        lines += sum(sign * (joined.count(p) - carry.count(p)) for p, sign in patterns)
+        carry = joined[-15:]
+    return lines
+
+
 class StreamingBench:
     """Output streaming samples of every client against one sandbox (see the module docstring)."""
 
@@ -151,6 +166,23 @@ class StreamingBench:
         self.sb.kill_process(proc.pid)  # removes it (it has exited): frees its output buffer
         return elapsed, received
 
+    def python_follow_batches(self) -> tuple[float, int]:
+        """`follow_output_batches`: one object per read, its lines a list (no object per line)."""
+        proc = self.sb.start_process("python3", self.gated)
+        received, start = 0, 0.0
+        for batch in self.sb.follow_output_batches(proc.pid):
+            if not start:
+                assert batch.lines[0] == "ready", batch
+                self.sb.write_file(FOLLOW_GATE, b"")
+                start = time.perf_counter()
+                received += len(batch.lines) - 1
+            else:
+                received += len(batch.lines)
+        elapsed = time.perf_counter() - start
+        self.sb.delete_file(FOLLOW_GATE)
+        self.sb.kill_process(proc.pid)
+        return elapsed, received
+
     def python_async_follow(self) -> tuple[float, int]:
         async def sample() -> tuple[float, int]:
             proc = await self.asb.start_process("python3", self.gated)
@@ -171,7 +203,7 @@ class StreamingBench:
 
     def typescript(self, mode: str) -> tuple[float, int]:
         assert self.ts_sdk is not None
-        program = self.gated if mode == "follow" else self.program
+        program = self.gated if mode.startswith("follow") else self.program
         # fmt: off
         command = [
             self.node, str(REPO / "bench/handle_bench_ts.mjs"), "--api-url", self.server_url,
@@ -193,8 +225,9 @@ class StreamingBench:
             elapsed = time.perf_counter() - start
         return elapsed, events - 2  # started and exit
 
-    def raw_follow(self) -> tuple[float, int]:
-        """The follow stream read with httpx and nothing decoded, timed from the gate on."""
+    def raw_follow(self, batch: bool = False) -> tuple[float, int]:
+        """The follow stream read with httpx and nothing decoded, timed from the gate on; with
+        `batch`, asking for `output_batch` events as Alcove's SDKs do."""
         proc = self.sb.start_process("python3", self.gated)
         timing: list[float] = []
 
@@ -206,12 +239,13 @@ class StreamingBench:
                 yield chunk
 
         with httpx.Client(timeout=None) as http:
-            with http.stream("GET", self._agent_url(f"{proc.pid}/output/follow"), headers=self._agent_headers()) as resp:
-                events = count_events(chunks(resp))
+            url = self._agent_url(f"{proc.pid}/output/follow") + ("?batch=true" if batch else "")
+            with http.stream("GET", url, headers=self._agent_headers()) as resp:
+                received = count_batched_lines(chunks(resp)) - 1 if batch else count_events(chunks(resp)) - 2
             elapsed = time.perf_counter() - timing[0]
         self.sb.delete_file(FOLLOW_GATE)
         self.sb.kill_process(proc.pid)
-        return elapsed, events - 2  # ready and eof
+        return elapsed, received  # without ready (and eof)
 
     def _agent_url(self, path: str) -> str:
         return f"{self.target.base_url}/api/v1/processes/{path}"
@@ -234,8 +268,11 @@ class StreamingBench:
             ("follow_output: Python SDK, sync", self.python_follow),
             ("follow_output: Python SDK, async", self.python_async_follow),
             ("followOutput: TypeScript SDK", lambda: self.typescript("follow")),
+            ("follow_output_batches: Python SDK, sync", self.python_follow_batches),
+            ("followOutputBatches: TypeScript SDK", lambda: self.typescript("follow-batches")),
             ("reference: run stream read raw (httpx, nothing decoded)", self.raw_run),
             ("reference: follow stream read raw (httpx, nothing decoded)", self.raw_follow),
+            ("reference: follow stream read raw, batches (?batch=true)", lambda: self.raw_follow(batch=True)),
             ("baseline: same program through a pipe on the host", self.host_pipe),
         ]
         if self.ts_sdk is None:

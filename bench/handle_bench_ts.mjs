@@ -6,6 +6,8 @@
  *   node bench/handle_bench_ts.mjs --api-url URL --sandbox ID --mode run|follow \
  *        --program JSON --gate PATH [--sdk sdk/typescript/dist/index.js]
  *
+ * (`--mode follow-batches`: the same as `follow` through `followOutputBatches`, lines counted.)
+ *
  * `--program` is the JSON list of `python3` arguments. `run` times `sandbox.run("python3", args)`;
  * `follow` starts the program (which prints `ready`, then waits for the file `--gate`), follows its
  * output, creates the gate on seeing `ready` and times from there to the end of the stream, like
@@ -57,7 +59,28 @@ async function viaFollow() {
   return { seconds, lines };
 }
 
-const sample = args.mode === "follow" ? await viaFollow() : await viaRun();
+async function viaFollowBatches() {
+  const proc = await sandbox.startProcess("python3", program);
+  let start = null;
+  let lines = 0;
+  for await (const batch of sandbox.followOutputBatches(proc.pid)) {
+    if (start === null) {
+      if (batch.lines[0] !== "ready") throw new Error(`expected "ready" first, got ${JSON.stringify(batch)}`);
+      await sandbox.writeFile(args.gate, "");
+      start = performance.now();
+      lines += batch.lines.length - 1;
+    } else {
+      lines += batch.lines.length;
+    }
+  }
+  const seconds = (performance.now() - start) / 1000;
+  await sandbox.deleteFile(args.gate);
+  await sandbox.killProcess(proc.pid);
+  return { seconds, lines };
+}
+
+const modes = { run: viaRun, follow: viaFollow, "follow-batches": viaFollowBatches };
+const sample = await modes[args.mode]();
 console.log(JSON.stringify(sample));
 // fetch keeps idle connections open for a while; the sample is taken, so do not wait for them.
 process.exit(0);

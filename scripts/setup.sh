@@ -59,6 +59,10 @@ DESKTOP_PKGS=(novnc xvfb x11vnc xdotool x11-xserver-utils chromium)
 #   musl musl-dev musl-tools  musl-gcc and /lib/ld-musl-x86_64.so.1, for the musl test image
 #                    (a dynamically linked program and musl's loader, image_fixtures.make_musl_layout)
 IMAGE_TEST_PKGS=(docker-registry skopeo umoci busybox-static apache2-utils musl musl-dev musl-tools)
+# The PostgreSQL store's tests (crates/server/src/store/testing.rs, tests/framework/postgres.py)
+# start private clusters of their own with its initdb and postgres; the package's own cluster
+# is never started (see ensure_pkgs_without_services).
+TEST_DB_PKGS=(postgresql-15)
 
 _apt_updated=0
 # ensure_pkgs NAME...  installs whichever are missing (apt-get update only if needed).
@@ -82,14 +86,13 @@ ensure_pkgs() {
     [[ ${#missing[@]} -eq 0 ]] || die "still missing after apt-get install: ${missing[*]}"
 }
 
-# ensure_image_test_pkgs  installs IMAGE_TEST_PKGS without ever starting docker-registry's own
-# service: its postinst calls invoke-rc.d, which on a machine without a policy-rc.d would start
-# a registry on :5000 (or fail without an init system). A policy-rc.d that denies every start is
-# put in place for the install only (an existing one is left alone), the service is then
-# disabled in the init scripts, and a daemon the package may have started anyway is stopped.
-ensure_image_test_pkgs() {
+# ensure_pkgs_without_services NAME...  ensure_pkgs, without any service starting: a package's
+# postinst calls invoke-rc.d, which on a machine without a policy-rc.d would start its daemon
+# (or fail without an init system). A policy-rc.d that denies every start is put in place for
+# the install only (an existing one is left alone).
+ensure_pkgs_without_services() {
     local missing
-    mapfile -t missing < <(missing_pkgs "${IMAGE_TEST_PKGS[@]}")
+    mapfile -t missing < <(missing_pkgs "$@")
     [[ ${#missing[@]} -gt 0 ]] || return 0
     local policy=/usr/sbin/policy-rc.d ours=0
     if [[ ! -e $policy ]]; then
@@ -98,11 +101,21 @@ ensure_image_test_pkgs() {
         ours=1
     fi
     local rc=0
-    (ensure_pkgs "${IMAGE_TEST_PKGS[@]}") || rc=$?
+    (ensure_pkgs "$@") || rc=$?
     if [[ $ours -eq 1 ]]; then
         rm -f "$policy"
     fi
-    [[ $rc -eq 0 ]] || die "installing the image test packages failed"
+    [[ $rc -eq 0 ]] || die "installing $* failed"
+}
+
+# ensure_image_test_pkgs  installs IMAGE_TEST_PKGS without ever starting docker-registry's own
+# service (a registry on :5000): the service is also disabled in the init scripts, and a daemon
+# the package may have started anyway is stopped.
+ensure_image_test_pkgs() {
+    local missing
+    mapfile -t missing < <(missing_pkgs "${IMAGE_TEST_PKGS[@]}")
+    [[ ${#missing[@]} -gt 0 ]] || return 0
+    ensure_pkgs_without_services "${IMAGE_TEST_PKGS[@]}"
     if [[ -x /etc/init.d/docker-registry ]]; then
         /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
         update-rc.d docker-registry disable >/dev/null 2>&1 || true
@@ -113,7 +126,8 @@ step_packages() {
     local all=("${RUNTIME_PKGS[@]}" "${CRIU_BUILD_DEPS[@]}" "${PYTHON_PKGS[@]}" "${DESKTOP_PKGS[@]}")
     ensure_pkgs "${all[@]}"
     ensure_image_test_pkgs
-    all+=("${IMAGE_TEST_PKGS[@]}")
+    ensure_pkgs_without_services "${TEST_DB_PKGS[@]}"
+    all+=("${IMAGE_TEST_PKGS[@]}" "${TEST_DB_PKGS[@]}")
     log "packages: all ${#all[@]} present"
 }
 

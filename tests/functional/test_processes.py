@@ -107,6 +107,20 @@ def test_follow_output_is_live(sandbox):
     assert sandbox.get_process(proc.pid).exit_code == 0
 
 
+def test_follow_output_batches_hold_what_follow_output_yields(sandbox):
+    """The agent sends the lines of one read as one batch: 20,000 lines come in few batches,
+    and flattened they are the lines follow_output yields, in order, each stream whole."""
+    script = "import sys\nsys.stdout.write(''.join(f'{i}\\n' for i in range(20000)))\nprint('err', file=sys.stderr)"
+    proc = sandbox.start_process("python3", ["-c", script])
+    wait_for_exit(sandbox, proc.pid)
+    batches = list(sandbox.follow_output_batches(proc.pid))
+    events = list(sandbox.follow_output(proc.pid))
+    assert [(line, b.stream) for b in batches for line in b.lines] == [(e.line, e.stream) for e in events]
+    assert [line for b in batches if b.stream == "stdout" for line in b.lines] == [str(i) for i in range(20000)]
+    assert [line for b in batches if b.stream == "stderr" for line in b.lines] == ["err"]
+    assert len(batches) < 100 and all(b.timestamp is not None for b in batches)
+
+
 def test_follow_and_get_separate_the_streams(sandbox):
     script = "echo o1; echo e1 >&2; echo o2; echo e2 >&2; echo o3"
     proc = sandbox.start_process("sh", ["-c", script])

@@ -177,3 +177,17 @@ def sandbox(client):
     # Room for bombs: the default pids limit, a modest memory limit.
     with client.create_and_connect(memory_mb=1024) as sb:
         yield sb
+
+
+def test_reading_a_fifo_or_a_device_is_refused_at_once(sandbox):
+    """A FIFO would block the agent's read forever, /dev/zero never ends and /dev/tty has
+    nothing behind it: each is a clear 400, never a hang or a 500."""
+    sandbox.run("mkfifo", ["/tmp/pipe"])
+    for path in ["/tmp/pipe", "/dev/zero", "/dev/tty", "/dev/null"]:
+        with pytest.raises(RemoteAPIError) as refused:
+            sandbox.read_file(path)
+        assert refused.value.status_code == 400, (path, refused.value)
+        assert "not a regular file" in str(refused.value), (path, refused.value)
+    # Nothing is stuck behind them: a plain read still answers.
+    sandbox.write_file("/tmp/plain", b"ok")
+    assert sandbox.read_file("/tmp/plain") == b"ok"

@@ -50,6 +50,9 @@ pub enum FileError {
     /// The path is a kernel file (`/proc`, `/sys`, cgroups) that does not take this write.
     #[error("cannot write kernel file {0}: it is not a regular file")]
     KernelFile(String),
+    /// The path is a device, FIFO or socket: reading one could block forever or never end.
+    #[error("not a regular file: {0} (a device, FIFO or socket)")]
+    NotRegular(String),
     /// The file system (or the sandbox's disk) is full, or the file too large for it.
     #[error("no space left for {0}")]
     NoSpace(String),
@@ -120,6 +123,8 @@ fn map_io(err: io::Error, path: &Path, action: &'static str) -> FileError {
             path: shown,
             reason: "a name in it is too long",
         },
+        // A device with nothing behind it (`/dev/tty` without a terminal), a socket.
+        Some(libc::ENXIO) | Some(libc::ENODEV) => FileError::NotRegular(shown),
         Some(libc::ELOOP) => FileError::BadPath {
             path: shown,
             reason: "too many levels of symbolic links",
@@ -174,17 +179,27 @@ fn millis(time: io::Result<std::time::SystemTime>) -> Option<EpochMillis> {
     EpochMillis::try_from(since.as_millis()).ok()
 }
 
-/// Opens a regular file for streaming; returns it with its length.
+/// Opens a regular file for streaming; returns it with its length. The sandbox may swap
+/// what is at `path` at any time, so the check is made on what was opened: the open itself
+/// never blocks (`O_NONBLOCK`, which a FIFO would otherwise do), and a device, FIFO or socket
+/// is refused before a byte is read.
 pub async fn open_for_read(path: &Path) -> Result<(fs::File, u64), FileError> {
-    let meta = fs::metadata(path)
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .await
+        .map_err(|e| map_io(e, path, "opening"))?;
+    let meta = file
+        .metadata()
         .await
         .map_err(|e| map_io(e, path, "reading"))?;
     if meta.is_dir() {
         return Err(FileError::IsDirectory(path.display().to_string()));
     }
-    let file = fs::File::open(path)
-        .await
-        .map_err(|e| map_io(e, path, "opening"))?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular(path.display().to_string()));
+    }
     Ok((file, meta.len()))
 }
 

@@ -5,7 +5,8 @@
 //!
 //! * [`SandboxClient`]: the control plane of one namespace: create (and wait), connect, get,
 //!   list, rename, delete, suspend, resume, snapshots, restore, secrets, persisted logs
-//!   ([`SandboxClient::get_logs`]), and the server's images (list, get, delete, pull, import,
+//!   ([`SandboxClient::get_logs`]), metrics ([`SandboxClient::metrics`]), the desktop URL
+//!   ([`SandboxClient::desktop_url`]), and the server's images (list, get, delete, pull, import,
 //!   build from a Dockerfile, save a snapshot as one: [`SandboxClient::pull_image`], …);
 //! * [`Sandbox`]: one sandbox through the proxy: [`Sandbox::run`], background processes
 //!   (stdin, signals, output, [`Sandbox::follow_output`]), supervised ("managed") processes
@@ -46,6 +47,8 @@ mod file_systems;
 mod images;
 mod lifecycle;
 mod logs;
+mod observe;
+mod pools;
 mod process_key;
 mod pty;
 mod retry;

@@ -28,6 +28,21 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
+    /// Keep the store in PostgreSQL: a `postgres://user:password@host:port/database` URL
+    /// (PostgreSQL 13 or later; the role must be able to create tables in the database).
+    /// Without it, the store is SQLite in <data-dir>/alcove.db. The URL is never logged
+    /// (only its host, port and database).
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            env = "ALCOVE_DATABASE_URL",
+            value_name = "URL",
+            hide_env_values = true
+        )
+    )]
+    pub database: Option<crate::store::DatabaseUrl>,
+
     /// Directory of images (default: <data-dir>/images).
     #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_IMAGES_DIR"))]
     pub images_dir: Option<PathBuf>,
@@ -263,6 +278,9 @@ pub enum ConfigError {
     /// A value out of its range.
     #[error("{0}")]
     Invalid(String),
+    /// A `--database` URL that cannot be used (the error never shows the URL).
+    #[error(transparent)]
+    Database(#[from] crate::store::DatabaseUrlError),
     /// A connection limit or timeout of zero.
     #[error("--{0} must be at least 1")]
     ZeroLimit(&'static str),
@@ -281,6 +299,9 @@ impl Config {
             return Err(ConfigError::OpenWithoutKeys(self.listen));
         }
         self.subnet()?;
+        if let Some(database) = &self.database {
+            database.parse()?;
+        }
         for (flag, value) in [
             ("header-read-timeout-secs", self.header_read_timeout_secs),
             ("idle-timeout-secs", self.idle_timeout_secs),

@@ -76,7 +76,12 @@ pub async fn serve(
     ] {
         crate::redact::register_host_path(&path);
     }
-    let store = Store::open(&config.data_dir.join("alcove.db")).await?;
+    let store = match &config.database {
+        None => Store::open(&config.data_dir.join("alcove.db")).await?,
+        Some(url) => Store::connect(url).await?,
+    };
+    // The redacted form: never the URL, which may hold a password.
+    tracing::info!(store = %store.describe(), "store opened");
     let node = Node::new(NodeConfig {
         data_dir: config.data_dir.clone(),
         images_dir: config.images_dir(),

@@ -12,6 +12,7 @@
 //! `default` and `Option` do not say how the field is written.
 
 pub mod copy;
+pub mod desktop;
 pub mod error;
 pub mod file_system;
 pub mod files;

@@ -119,6 +119,7 @@ export {
   type DirectoryEntry,
   type GPUResources,
   type NetworkPolicy,
+  type OutputBatch,
   type OutputEvent,
   type OutputMode,
   type OutputResponse,

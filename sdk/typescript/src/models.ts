@@ -414,10 +414,26 @@ export interface ProcessInfo {
   managed: ManagedProcessInfo | null;
 }
 
-/** One line of process output from a follow stream. */
+/** One line of process output from a follow stream (a plain object of these three fields). */
 export interface OutputEvent {
   /** The line, without its line ending. */
   line: string;
+  /**
+   * When the agent read the line. The lines of one `output_batch` event (one read of one stream)
+   * share one `Date` object: treat it as read-only (copy it before changing it).
+   */
+  timestamp: Date | null;
+  stream: OutputStream | null;
+}
+
+/**
+ * The lines of one read of one stream, from `followOutputBatches`: what the agent sends as one
+ * `output_batch` event (a plain object of these three fields).
+ */
+export interface OutputBatch {
+  /** The lines, each without its line ending, in order. */
+  lines: string[];
+  /** When the agent read them. */
   timestamp: Date | null;
   stream: OutputStream | null;
 }

@@ -2,8 +2,8 @@
  * The event stream of `POST /api/v1/processes/run`, collected into a {@link CommandResult}.
  *
  * `output_batch` events (the lines of one read as a JSON array, which a server sends when the
- * request sets `batch_output`) are taken whole; this SDK does not ask for them, because the
- * per-line events are read faster, as follows.
+ * request sets `batch_output`, as this SDK does) are taken whole. Per-line `output` events (from a
+ * server that does not know the field) are read fast too, as follows.
  *
  * A run returns its output joined, so the output lines of a block of events are never turned
  * into one object each: a regular expression replaces each event of a one-stream block by its

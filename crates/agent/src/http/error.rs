@@ -216,7 +216,9 @@ impl From<FileError> for ApiError {
             FileError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, C::NoSpace),
             FileError::AlreadyExists(_) => (StatusCode::CONFLICT, C::AlreadyExists),
             FileError::Busy(_) => (StatusCode::CONFLICT, C::FileBusy),
-            FileError::BadPath { .. } => (StatusCode::BAD_REQUEST, C::InvalidArgument),
+            FileError::BadPath { .. } | FileError::NotRegular(_) => {
+                (StatusCode::BAD_REQUEST, C::InvalidArgument)
+            }
             FileError::Io { .. } => return Self::internal(&err),
         };
         Self::new(status, code, err.to_string())

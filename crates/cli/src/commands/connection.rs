@@ -1,20 +1,18 @@
 //! How a client command finds the server (`--api-url` / `ALCOVE_API_URL`, `--api-key` /
-//! `ALCOVE_API_KEY`, `--namespace`) and how its failures are told.
+//! `ALCOVE_API_KEY`, `--namespace`, else what `alcove login` saved) and how its failures are
+//! told.
 
-use alcove_client::{ClientError, SandboxClient};
+use alcove_client::{ClientError, DEFAULT_API_URL, SandboxClient};
 use anyhow::anyhow;
+
+use super::settings::Settings;
 
 /// Where the server is and who we are.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// The server's URL.
-    #[arg(
-        long,
-        env = "ALCOVE_API_URL",
-        default_value = "http://localhost:8900",
-        global = true
-    )]
-    pub api_url: String,
+    /// The server's URL [default: the one `alcove login` saved, else http://localhost:8900].
+    #[arg(long, env = "ALCOVE_API_URL", global = true)]
+    pub api_url: Option<String>,
     /// API key, if the server requires one.
     #[arg(long, env = "ALCOVE_API_KEY", hide_env_values = true, global = true)]
     pub api_key: Option<String>,
@@ -24,18 +22,60 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    /// A client of the server these arguments name.
-    pub fn client(&self) -> anyhow::Result<SandboxClient> {
+    /// The URL and key in effect: flags and environment first, then the saved settings (a key
+    /// saved for another URL is not sent to this one).
+    pub fn resolve(&self) -> anyhow::Result<(String, Option<String>)> {
+        let saved = Settings::load()?;
+        let url = self
+            .api_url
+            .clone()
+            .or_else(|| saved.api_url.clone())
+            .unwrap_or_else(|| DEFAULT_API_URL.to_string());
+        let key = match &self.api_key {
+            Some(key) => Some(key.clone()),
+            None if saved.api_url.as_deref().is_none_or(|u| same_url(u, &url)) => saved.api_key,
+            None => None,
+        };
+        Ok((url, key))
+    }
+
+    /// A client of the server these arguments name, and its URL (for error messages).
+    pub fn connect(&self) -> anyhow::Result<Connection> {
+        let (url, key) = self.resolve()?;
         // clap already read ALCOVE_API_URL / ALCOVE_API_KEY: the client must not read them again.
         let mut builder = SandboxClient::builder()
             .read_env(false)
-            .api_url(&self.api_url)
+            .api_url(&url)
             .namespace(&self.namespace);
-        if let Some(key) = &self.api_key {
+        if let Some(key) = &key {
             builder = builder.api_key(key);
         }
-        Ok(builder.build()?)
+        Ok(Connection {
+            client: builder.build()?,
+            api_url: url,
+        })
     }
+}
+
+/// A client and the URL it talks to.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The client.
+    pub client: SandboxClient,
+    /// The server's URL.
+    pub api_url: String,
+}
+
+impl Connection {
+    /// Turns a client error into the CLI's message (see [`explain`]).
+    pub fn explain(&self, err: ClientError) -> anyhow::Error {
+        explain(err, &self.api_url)
+    }
+}
+
+/// Whether two URLs name the same server, ignoring a trailing slash.
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 /// An error answer says what the server answered; anything else says where we tried to go.

@@ -147,8 +147,10 @@ fn parse_build_arg(value: &str) -> Result<(String, String), String> {
 
 /// Runs an image command.
 pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
-    let client = args.server.client()?;
-    let answered = |err: ClientError| explain(err, &args.server.api_url);
+    let connection = args.server.connect()?;
+    let client = connection.client.clone();
+    let api_url = connection.api_url.clone();
+    let answered = |err: ClientError| explain(err, &api_url);
     match args.action {
         Action::Ls { json } => {
             let images = client.list_images().await.map_err(answered)?;
@@ -229,10 +231,7 @@ pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
                     Ok(answer) => print!("{}", deletion_report(&answer)),
                     Err(err) => {
                         failed += 1;
-                        eprintln!(
-                            "error: {:#}",
-                            removal_error(reference, err, &args.server.api_url)
-                        );
+                        eprintln!("error: {:#}", removal_error(reference, err, &api_url));
                     }
                 }
             }
@@ -829,7 +828,7 @@ alcove/debian, debian:12   0123456789ab   pull     123MB   3 hours ago
             let crate::Command::Image(image) = cli.command else {
                 panic!("an image command");
             };
-            assert_eq!(image.server.api_url, "http://h:1");
+            assert_eq!(image.server.api_url.as_deref(), Some("http://h:1"));
         }
     }
 

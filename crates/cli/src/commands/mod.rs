@@ -1,10 +1,18 @@
 //! One file per command.
 
+pub mod completions;
 pub mod connection;
 pub mod hook;
 pub mod image;
+pub mod login;
+pub mod output;
+pub mod pool;
+pub mod sandbox;
 pub mod secrets;
 pub mod serve;
+pub mod settings;
+pub mod snapshot;
+pub mod volume;
 
 use std::io::IsTerminal;
 

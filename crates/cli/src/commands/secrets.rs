@@ -37,8 +37,10 @@ enum Action {
 
 /// Runs a secrets command.
 pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
-    let client = args.server.client()?;
-    let answered = |err: ClientError| explain(err, &args.server.api_url);
+    let connection = args.server.connect()?;
+    let client = connection.client.clone();
+    let api_url = connection.api_url.clone();
+    let answered = |err: ClientError| explain(err, &api_url);
     match &args.action {
         Action::Set { name, value } => {
             let value = match value {

@@ -77,6 +77,17 @@ impl Sandbox {
         self.transport().json(call, "process").await
     }
 
+    /// Sets variables every process started afterwards inherits (a start's own `env` still
+    /// wins); processes already running keep theirs.
+    pub async fn set_environment(
+        &self,
+        env: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ClientError> {
+        let body = alcove_wire::process::SetEnvironmentRequest { env };
+        let call = self.call(Method::PUT, &["environment"])?.json(&body)?;
+        self.transport().body(call).await.map(drop)
+    }
+
     /// Every process the agent still tracks.
     pub async fn list_processes(&self) -> Result<Vec<ProcessInfo>, ClientError> {
         let call = self.call(Method::GET, &["processes"])?;

@@ -3,13 +3,12 @@
 
 use std::collections::HashMap;
 
+use alcove_wire::desktop::{DesktopUrl, DesktopUrlRequest};
 use alcove_wire::error::ApiErrorBody;
 use alcove_wire::time::now_millis;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::AppState;
 use super::body::optional_json_object;
@@ -17,24 +16,6 @@ use super::error::ApiError;
 use super::openapi::{SandboxParam, tags};
 use super::sandboxes::{ident, namespace};
 use crate::desktop::tokens::TOKEN_LIFETIME_MS;
-
-/// Body of the desktop-URL request (optional).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DesktopUrlRequest {
-    /// The sandbox's VNC port (default 5901).
-    port: Option<u16>,
-}
-
-/// A desktop URL.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub(crate) struct DesktopUrl {
-    /// Open in a browser: noVNC connected to the sandbox's VNC server. Add
-    /// `#password=<vnc password>` to skip the password prompt.
-    url: String,
-    /// When the URL stops working (epoch ms).
-    expires_at: i64,
-}
 
 /// `POST {B}/sandboxes/{id}/desktop`.
 #[utoipa::path(

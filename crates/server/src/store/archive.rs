@@ -9,9 +9,9 @@ use alcove_runtime::SandboxId;
 use alcove_wire::time::EpochMillis;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sqlx::Row;
 
-use super::sqlite::{columns, decode};
+use super::backend::query;
+use super::sandboxes::{columns, decode};
 use super::{SandboxRecord, Store, StoreError};
 
 /// Where an archived sandbox stands in the archive's order (newest first).
@@ -104,16 +104,18 @@ pub struct PageRequest<'a> {
 }
 
 /// The condition that keeps expired and live rows out.
-const VISIBLE: &str = "namespace = ? AND archived_at IS NOT NULL AND archived_at > ?";
+/// Its parameters are `$1` (namespace) and `$2` (expired by).
+const VISIBLE: &str = "namespace = $1 AND archived_at IS NOT NULL AND archived_at > $2";
 
 impl Store {
     /// One page of the archive of a namespace.
     pub async fn archive_page(&self, req: &PageRequest<'_>) -> Result<ArchivePage, StoreError> {
         let limit = req.limit.max(1) as usize;
         let (after, order) = match req.direction {
-            Direction::Forward => ("(archived_at, id) < (?, ?)", "DESC"),
-            Direction::Backward => ("(archived_at, id) > (?, ?)", "ASC"),
+            Direction::Forward => ("(archived_at, id) < ($3, $4)", "DESC"),
+            Direction::Backward => ("(archived_at, id) > ($3, $4)", "ASC"),
         };
+        let limit_at = if req.cursor.is_some() { 5 } else { 3 };
         let position = if req.cursor.is_some() {
             format!(" AND {after}")
         } else {
@@ -121,17 +123,17 @@ impl Store {
         };
         let sql = format!(
             "SELECT {} FROM sandboxes WHERE {VISIBLE}{position} \
-             ORDER BY archived_at {order}, id {order} LIMIT ?",
+             ORDER BY archived_at {order}, id {order} LIMIT ${limit_at}",
             columns()
         );
-        let mut query = sqlx::query(&sql).bind(req.namespace).bind(req.expired_by);
+        let mut stmt = query(&sql).bind(req.namespace).bind(req.expired_by);
         if let Some(key) = req.cursor {
-            query = query.bind(key.archived_at).bind(key.id.as_str());
+            stmt = stmt.bind(key.archived_at).bind(key.id.as_str());
         }
         // One more than asked: whether it comes tells if a page lies beyond this one.
-        let rows = query
-            .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
-            .fetch_all(self.pool())
+        let rows = self
+            .db
+            .fetch_all(stmt.bind(i64::try_from(limit + 1).unwrap_or(i64::MAX)))
             .await?;
         let mut records = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
         let beyond = records.len() > limit;
@@ -185,18 +187,23 @@ impl Store {
         direction: Direction,
     ) -> Result<bool, StoreError> {
         let beyond = match direction {
-            Direction::Forward => "(archived_at, id) < (?, ?)",
-            Direction::Backward => "(archived_at, id) > (?, ?)",
+            Direction::Forward => "(archived_at, id) < ($3, $4)",
+            Direction::Backward => "(archived_at, id) > ($3, $4)",
         };
-        let sql = format!("SELECT EXISTS (SELECT 1 FROM sandboxes WHERE {VISIBLE} AND {beyond})");
-        let row = sqlx::query(&sql)
-            .bind(req.namespace)
-            .bind(req.expired_by)
-            .bind(key.archived_at)
-            .bind(key.id.as_str())
-            .fetch_one(self.pool())
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM sandboxes WHERE {VISIBLE} AND {beyond}) AS found"
+        );
+        let row = self
+            .db
+            .fetch_one(
+                query(&sql)
+                    .bind(req.namespace)
+                    .bind(req.expired_by)
+                    .bind(key.archived_at)
+                    .bind(key.id.as_str()),
+            )
             .await?;
-        Ok(row.try_get::<bool, _>(0)?)
+        Ok(row.get::<bool>("found")?)
     }
 
     /// One archived sandbox of a namespace that has not expired.
@@ -207,14 +214,17 @@ impl Store {
         expired_by: EpochMillis,
     ) -> Result<Option<SandboxRecord>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM sandboxes WHERE {VISIBLE} AND id = ?",
+            "SELECT {} FROM sandboxes WHERE {VISIBLE} AND id = $3",
             columns()
         );
-        let row = sqlx::query(&sql)
-            .bind(namespace)
-            .bind(expired_by)
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
+        let row = self
+            .db
+            .fetch_optional(
+                query(&sql)
+                    .bind(namespace)
+                    .bind(expired_by)
+                    .bind(id.as_str()),
+            )
             .await?;
         row.map(|r| decode(&r)).transpose()
     }
@@ -226,16 +236,19 @@ impl Store {
         expired_by: EpochMillis,
         limit: u32,
     ) -> Result<Vec<SandboxId>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id FROM sandboxes WHERE archived_at IS NOT NULL AND archived_at <= ? \
-             ORDER BY archived_at, id LIMIT ?",
-        )
-        .bind(expired_by)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
-        .await?;
+        let rows = self
+            .db
+            .fetch_all(
+                query(
+                    "SELECT id FROM sandboxes WHERE archived_at IS NOT NULL AND archived_at <= $1 \
+                     ORDER BY archived_at, id LIMIT $2",
+                )
+                .bind(expired_by)
+                .bind(i64::from(limit)),
+            )
+            .await?;
         rows.iter()
-            .map(|row| super::sqlite::parse_id(row.try_get("id")?))
+            .map(|row| super::sandboxes::parse_id(row.get("id")?))
             .collect()
     }
 
@@ -246,15 +259,18 @@ impl Store {
         id: &SandboxId,
         expired_by: EpochMillis,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM sandboxes WHERE id = ? AND archived_at IS NOT NULL AND archived_at <= ? \
-             AND status IN ('terminated', 'failed', 'timeout')",
-        )
-        .bind(id.as_str())
-        .bind(expired_by)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let done = self
+            .db
+            .execute(
+                query(
+                    "DELETE FROM sandboxes WHERE id = $1 AND archived_at IS NOT NULL \
+                     AND archived_at <= $2 AND status IN ('terminated', 'failed', 'timeout')",
+                )
+                .bind(id.as_str())
+                .bind(expired_by),
+            )
+            .await?;
+        Ok(done > 0)
     }
 }
 
@@ -263,13 +279,9 @@ mod tests {
     use alcove_wire::sandbox::SandboxStatus;
 
     use super::*;
+    use crate::store::backend::query;
+    use crate::store::testing::store_test;
     use crate::store::{sample_record, test_id};
-
-    async fn store() -> (Store, tempfile::TempDir) {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let store = Store::open(&tmp.path().join("a.db")).await.expect("open");
-        (store, tmp)
-    }
 
     /// An ended sandbox `label` archived at `at`, in `namespace`.
     async fn archived(store: &Store, label: &str, namespace: &str, at: EpochMillis) -> SandboxId {
@@ -324,9 +336,8 @@ mod tests {
         keys.into_iter().map(|(_, _, id)| id).collect()
     }
 
-    #[tokio::test]
-    async fn pages_forward_then_back_at_exact_boundaries() {
-        let (store, _tmp) = store().await;
+    store_test!(async fn pages_forward_then_back_at_exact_boundaries(db) {
+        let store = db.open().await;
         let all = seven(&store).await;
         // Live sandboxes and other namespaces are not in it.
         store
@@ -381,11 +392,10 @@ mod tests {
         assert!(beyond.records.is_empty());
         assert_eq!(beyond.next, None);
         assert_eq!(beyond.prev, Some(end));
-    }
+    });
 
-    #[tokio::test]
-    async fn expired_rows_are_hidden_and_purged_and_live_rows_never() {
-        let (store, _tmp) = store().await;
+    store_test!(async fn expired_rows_are_hidden_and_purged_and_live_rows_never(db) {
+        let store = db.open().await;
         let old = archived(&store, "old", "default", 1_000).await;
         let young = archived(&store, "young", "default", 5_000).await;
         let live = sample_record("live", None);
@@ -452,11 +462,10 @@ mod tests {
         assert_eq!(store.get(&old).await.expect("get"), None);
         assert!(store.get(&young).await.expect("get").is_some());
         assert!(store.get(&live.id).await.expect("get").is_some());
-    }
+    });
 
-    #[tokio::test]
-    async fn an_ended_record_is_archived_even_if_its_path_forgot() {
-        let (store, _tmp) = store().await;
+    store_test!(async fn an_ended_record_is_archived_even_if_its_path_forgot(db) {
+        let store = db.open().await;
         let mut r = sample_record("a", None);
         store.insert(&r).await.expect("insert");
         r.status = SandboxStatus::Failed;
@@ -464,60 +473,35 @@ mod tests {
         store.update(&r).await.expect("update");
         let stored = store.get(&r.id).await.expect("get").expect("row");
         assert_eq!(stored.archived_at, Some(42));
-    }
+    });
 
-    #[tokio::test]
-    async fn the_migration_archives_what_ended_before_it_as_of_its_end() {
-        use std::str::FromStr;
-        let tmp = tempfile::tempdir().expect("tmp");
+    store_test!(async fn the_migration_archives_what_ended_before_it_as_of_its_end(db) {
         // The store as the migrations before 0005 left it.
-        let before = tmp.path().join("migrations");
-        std::fs::create_dir(&before).expect("dir");
-        let all = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
-        for entry in std::fs::read_dir(all).expect("migrations") {
-            let path = entry.expect("entry").path();
-            let name = path
-                .file_name()
-                .expect("name")
-                .to_string_lossy()
-                .into_owned();
-            if name.as_str() < "0005" {
-                std::fs::copy(&path, before.join(&name)).expect("copy");
-            }
-        }
-        let db = tmp.path().join("old.db");
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
-            .expect("options")
-            .filename(&db)
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.expect("pool");
-        sqlx::migrate::Migrator::new(before.as_path())
-            .await
-            .expect("migrator")
-            .run(&pool)
-            .await
-            .expect("old migrations");
+        let old = db.migrated_before("0005").await;
         for (id, status, terminated_at) in [
             (test_id("deleted"), "terminated", Some(7_000_i64)),
             (test_id("failed-long-ago"), "failed", None),
             (test_id("running"), "running", None),
         ] {
-            sqlx::query(
-                "INSERT INTO sandboxes (id, namespace, status, image, cpus, memory_mb, disk_mb, \
-                 network_policy, created_at, terminated_at) \
-                 VALUES (?, 'default', ?, 'alcove/debian', 1.0, 1024, 10240, \
-                 '{\"allow_internet_access\":true,\"allow_out\":[],\"deny_out\":[]}', 5000, ?)",
-            )
-            .bind(id.as_str())
-            .bind(status)
-            .bind(terminated_at)
-            .execute(&pool)
-            .await
-            .expect("insert");
+            old.db
+                .execute(
+                    query(
+                        "INSERT INTO sandboxes (id, namespace, status, image, cpus, memory_mb, \
+                         disk_mb, network_policy, created_at, terminated_at) \
+                         VALUES ($1, 'default', $2, 'alcove/debian', 1.0, 1024, 10240, \
+                         '{\"allow_internet_access\":true,\"allow_out\":[],\"deny_out\":[]}', \
+                         5000, $3)",
+                    )
+                    .bind(id.as_str())
+                    .bind(status)
+                    .bind(terminated_at),
+                )
+                .await
+                .expect("insert");
         }
-        pool.close().await;
+        old.close().await;
 
-        let store = Store::open(&db).await.expect("migrated");
+        let store = db.open().await;
         let at = |label: &str| {
             let store = store.clone();
             let id = test_id(label);
@@ -544,7 +528,7 @@ mod tests {
             ids(&page),
             vec![test_id("deleted"), test_id("failed-long-ago")]
         );
-    }
+    });
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {

@@ -2,8 +2,8 @@
 //! sandboxes' own `file_systems` column.
 
 use alcove_wire::time::EpochMillis;
-use sqlx::Row;
 
+use super::backend::{DbRow, query};
 use super::{Store, StoreError};
 
 /// A volume as stored.
@@ -19,29 +19,32 @@ pub struct FileSystemRecord {
     pub created_at: EpochMillis,
 }
 
-fn decode(r: &sqlx::sqlite::SqliteRow) -> Result<FileSystemRecord, StoreError> {
+fn decode(r: &DbRow) -> Result<FileSystemRecord, StoreError> {
     Ok(FileSystemRecord {
-        namespace: r.try_get("namespace")?,
-        name: r.try_get("name")?,
-        size_mb: r.try_get("size_mb")?,
-        created_at: r.try_get("created_at")?,
+        namespace: r.get("namespace")?,
+        name: r.get("name")?,
+        size_mb: r.get("size_mb")?,
+        created_at: r.get("created_at")?,
     })
 }
 
 impl Store {
     /// Inserts a volume; false if the namespace already has one of that name.
     pub async fn insert_file_system(&self, f: &FileSystemRecord) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO file_systems (namespace, name, size_mb, created_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (namespace, name) DO NOTHING",
-        )
-        .bind(&f.namespace)
-        .bind(&f.name)
-        .bind(f.size_mb)
-        .bind(f.created_at)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let done = self
+            .db
+            .execute(
+                query(
+                    "INSERT INTO file_systems (namespace, name, size_mb, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (namespace, name) DO NOTHING",
+                )
+                .bind(&f.namespace)
+                .bind(&f.name)
+                .bind(f.size_mb)
+                .bind(f.created_at),
+            )
+            .await?;
+        Ok(done > 0)
     }
 
     /// One volume.
@@ -50,14 +53,17 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<Option<FileSystemRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT namespace, name, size_mb, created_at FROM file_systems \
-             WHERE namespace = ? AND name = ?",
-        )
-        .bind(namespace)
-        .bind(name)
-        .fetch_optional(self.pool())
-        .await?;
+        let row = self
+            .db
+            .fetch_optional(
+                query(
+                    "SELECT namespace, name, size_mb, created_at FROM file_systems \
+                     WHERE namespace = $1 AND name = $2",
+                )
+                .bind(namespace)
+                .bind(name),
+            )
+            .await?;
         row.as_ref().map(decode).transpose()
     }
 
@@ -66,13 +72,16 @@ impl Store {
         &self,
         namespace: Option<&str>,
     ) -> Result<Vec<FileSystemRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT namespace, name, size_mb, created_at FROM file_systems \
-             WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, name",
-        )
-        .bind(namespace)
-        .fetch_all(self.pool())
-        .await?;
+        let rows = self
+            .db
+            .fetch_all(
+                query(
+                    "SELECT namespace, name, size_mb, created_at FROM file_systems \
+                     WHERE $1 IS NULL OR namespace = $1 ORDER BY namespace, name",
+                )
+                .bind(namespace),
+            )
+            .await?;
         rows.iter().map(decode).collect()
     }
 
@@ -82,23 +91,25 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM file_systems WHERE namespace = ? AND name = ?")
-            .bind(namespace)
-            .bind(name)
-            .execute(self.pool())
+        let done = self
+            .db
+            .execute(
+                query("DELETE FROM file_systems WHERE namespace = $1 AND name = $2")
+                    .bind(namespace)
+                    .bind(name),
+            )
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::store_test;
 
-    #[tokio::test]
-    async fn volumes_are_unique_per_namespace_and_listed_by_name() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let store = Store::open(&tmp.path().join("db")).await.expect("open");
+    store_test!(async fn volumes_are_unique_per_namespace_and_listed_by_name(db) {
+        let store = db.open().await;
         let vol = |ns: &str, name: &str| FileSystemRecord {
             namespace: ns.into(),
             name: name.into(),
@@ -147,5 +158,5 @@ mod tests {
                 .is_none()
         );
         assert!(!store.delete_file_system("a", "x").await.expect("gone"));
-    }
+    });
 }

@@ -2,10 +2,9 @@
 
 use alcove_wire::sandbox::{NetworkConfig, ResourcesInfo};
 use alcove_wire::time::EpochMillis;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
-use super::sqlite::{columns, decode, json_column};
+use super::backend::{DbRow, placeholders, query};
+use super::sandboxes::{columns, decode, json_column, replace_all};
 use super::{PoolState, SandboxRecord, Store, StoreError};
 
 /// A pool as stored.
@@ -80,21 +79,21 @@ const FIELDS: [&str; 13] = [
     "updated_at",
 ];
 
-fn decode_pool(row: &SqliteRow) -> Result<PoolRecord, StoreError> {
-    let id: String = row.try_get("id")?;
+fn decode_pool(row: &DbRow) -> Result<PoolRecord, StoreError> {
+    let id: String = row.get("id")?;
     Ok(PoolRecord {
-        namespace: row.try_get("namespace")?,
-        image: row.try_get("image")?,
-        cpus: row.try_get("cpus")?,
-        memory_mb: row.try_get("memory_mb")?,
-        disk_mb: row.try_get("disk_mb")?,
-        timeout_secs: row.try_get("timeout_secs")?,
+        namespace: row.get("namespace")?,
+        image: row.get("image")?,
+        cpus: row.get("cpus")?,
+        memory_mb: row.get("memory_mb")?,
+        disk_mb: row.get("disk_mb")?,
+        timeout_secs: row.get("timeout_secs")?,
         entrypoint: json_column(row, &id, "entrypoint")?,
         network_policy: json_column(row, &id, "network_policy")?,
-        max_containers: row.try_get("max_containers")?,
-        warm_containers: row.try_get("warm_containers")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        max_containers: row.get("max_containers")?,
+        warm_containers: row.get("warm_containers")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
         id,
     })
 }
@@ -103,11 +102,12 @@ impl Store {
     /// Writes a pool (insert or full replace).
     pub async fn put_pool(&self, p: &PoolRecord) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT OR REPLACE INTO pools ({}) VALUES ({})",
+            "INSERT INTO pools ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
             FIELDS.join(", "),
-            vec!["?"; FIELDS.len()].join(", ")
+            placeholders(1, FIELDS.len()).join(", "),
+            replace_all(&FIELDS[1..])
         );
-        sqlx::query(&sql)
+        let stmt = query(&sql)
             .bind(&p.id)
             .bind(&p.namespace)
             .bind(&p.image)
@@ -120,40 +120,32 @@ impl Store {
             .bind(p.max_containers)
             .bind(p.warm_containers)
             .bind(p.created_at)
-            .bind(p.updated_at)
-            .execute(self.pool())
-            .await?;
+            .bind(p.updated_at);
+        self.db.execute(stmt).await?;
         Ok(())
     }
 
     /// A pool by id.
     pub async fn get_pool(&self, id: &str) -> Result<Option<PoolRecord>, StoreError> {
-        let sql = format!("SELECT {} FROM pools WHERE id = ?", FIELDS.join(", "));
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+        let sql = format!("SELECT {} FROM pools WHERE id = $1", FIELDS.join(", "));
+        let row = self.db.fetch_optional(query(&sql).bind(id)).await?;
         row.map(|r| decode_pool(&r)).transpose()
     }
 
     /// The pools of a namespace (every namespace with `None`), oldest first.
     pub async fn list_pools(&self, namespace: Option<&str>) -> Result<Vec<PoolRecord>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM pools WHERE (?1 IS NULL OR namespace = ?1) ORDER BY created_at, id",
+            "SELECT {} FROM pools WHERE ($1 IS NULL OR namespace = $1) ORDER BY created_at, id",
             FIELDS.join(", ")
         );
-        let rows = sqlx::query(&sql)
-            .bind(namespace)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = self.db.fetch_all(query(&sql).bind(namespace)).await?;
         rows.iter().map(decode_pool).collect()
     }
 
     /// Removes a pool's row (its sandboxes keep their `pool_id` as history).
     pub async fn delete_pool(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM pools WHERE id = ?")
-            .bind(id)
-            .execute(self.pool())
+        self.db
+            .execute(query("DELETE FROM pools WHERE id = $1").bind(id))
             .await?;
         Ok(())
     }
@@ -161,39 +153,46 @@ impl Store {
     /// The live sandboxes of a pool (idle, being claimed and claimed), oldest first.
     pub async fn pool_members(&self, pool_id: &str) -> Result<Vec<SandboxRecord>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM sandboxes WHERE pool_id = ? \
+            "SELECT {} FROM sandboxes WHERE pool_id = $1 \
              AND status NOT IN ('terminated', 'failed', 'timeout') ORDER BY created_at, id",
             columns()
         );
-        let rows = sqlx::query(&sql)
-            .bind(pool_id)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = self.db.fetch_all(query(&sql).bind(pool_id)).await?;
         rows.iter().map(decode).collect()
     }
 
     /// Marks the oldest running idle sandbox of `pool_id` as being claimed, in one
     /// statement (two claims never get the same sandbox); its id, or `None` when
     /// the pool has no running idle sandbox.
+    ///
+    /// In PostgreSQL two claims at once may pick the same row in the inner select; the
+    /// second then finds it no longer idle and gets `None` (never the same sandbox), as
+    /// the caller's "no idle sandbox" path handles. Row locks (`SKIP LOCKED`) can come with
+    /// several servers on one database.
     pub async fn take_idle(&self, pool_id: &str) -> Result<Option<String>, StoreError> {
-        let row: Option<(String,)> = sqlx::query_as(
-            "UPDATE sandboxes SET pool_state = 'claiming' WHERE id = ( \
-                 SELECT id FROM sandboxes WHERE pool_id = ?1 AND pool_state = 'idle' \
-                 AND status = 'running' ORDER BY created_at, id LIMIT 1) \
-             AND pool_state = 'idle' RETURNING id",
-        )
-        .bind(pool_id)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|(id,)| id))
+        let row = self
+            .db
+            .fetch_optional(
+                query(
+                    "UPDATE sandboxes SET pool_state = 'claiming' WHERE id = ( \
+                         SELECT id FROM sandboxes WHERE pool_id = $1 AND pool_state = 'idle' \
+                         AND status = 'running' ORDER BY created_at, id LIMIT 1) \
+                     AND pool_state = 'idle' RETURNING id",
+                )
+                .bind(pool_id),
+            )
+            .await?;
+        Ok(row.map(|r| r.get("id")).transpose()?)
     }
 
     /// Sets the pool state of one sandbox, leaving every other field as stored.
     pub async fn set_pool_state(&self, id: &str, state: PoolState) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sandboxes SET pool_state = ? WHERE id = ?")
-            .bind(state.as_str())
-            .bind(id)
-            .execute(self.pool())
+        self.db
+            .execute(
+                query("UPDATE sandboxes SET pool_state = $1 WHERE id = $2")
+                    .bind(state.as_str())
+                    .bind(id),
+            )
             .await?;
         Ok(())
     }
@@ -202,6 +201,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::store_test;
     use alcove_wire::sandbox::SandboxStatus;
 
     fn pool(id: &str) -> PoolRecord {
@@ -226,10 +226,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn pools_round_trip_and_idle_sandboxes_are_taken_once() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let store = Store::open(&tmp.path().join("a.db")).await.expect("open");
+    store_test!(async fn pools_round_trip_and_idle_sandboxes_are_taken_once(db) {
+        let store = db.open().await;
         store.put_pool(&pool("p1")).await.expect("put");
         assert_eq!(store.get_pool("p1").await.expect("get"), Some(pool("p1")));
         assert_eq!(store.list_pools(Some("other")).await.expect("list"), vec![]);
@@ -267,5 +265,5 @@ mod tests {
         assert_eq!(store.pool_members("p1").await.expect("members").len(), 2);
         store.delete_pool("p1").await.expect("delete");
         assert_eq!(store.get_pool("p1").await.expect("get"), None);
-    }
+    });
 }

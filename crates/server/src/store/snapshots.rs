@@ -3,10 +3,9 @@
 use alcove_runtime::SandboxId;
 use alcove_wire::snapshot::{SnapshotInfo, SnapshotStatus, SnapshotType};
 use alcove_wire::time::EpochMillis;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
-use super::sqlite::json_column;
+use super::backend::{DbRow, placeholders, query};
+use super::sandboxes::{json_column, replace_all};
 use super::{Store, StoreError};
 
 /// A snapshot as stored.
@@ -79,32 +78,32 @@ const FIELDS: [&str; 15] = [
     "file_systems",
 ];
 
-fn decode(row: &SqliteRow) -> Result<SnapshotRecord, StoreError> {
-    let id: String = row.try_get("id")?;
+fn decode(row: &DbRow) -> Result<SnapshotRecord, StoreError> {
+    let id: String = row.get("id")?;
     let corrupt = |reason: String| StoreError::Corrupt {
         id: id.clone(),
         reason,
     };
-    let status: String = row.try_get("status")?;
-    let kind: String = row.try_get("snapshot_type")?;
+    let status: String = row.get("status")?;
+    let kind: String = row.get("snapshot_type")?;
     Ok(SnapshotRecord {
-        namespace: row.try_get("namespace")?,
-        sandbox_id: super::sqlite::parse_id(row.try_get("sandbox_id")?)?,
+        namespace: row.get("namespace")?,
+        sandbox_id: super::sandboxes::parse_id(row.get("sandbox_id")?)?,
         status: SnapshotStatus::parse(&status)
             .ok_or_else(|| corrupt(format!("status {status:?}")))?,
         snapshot_type: SnapshotType::parse(&kind)
             .ok_or_else(|| corrupt(format!("snapshot_type {kind:?}")))?,
-        image: row.try_get("image")?,
-        cpus: row.try_get("cpus")?,
-        memory_mb: row.try_get("memory_mb")?,
-        disk_mb: row.try_get("disk_mb")?,
+        image: row.get("image")?,
+        cpus: row.get("cpus")?,
+        memory_mb: row.get("memory_mb")?,
+        disk_mb: row.get("disk_mb")?,
         entrypoint: json_column(row, &id, "entrypoint")?,
-        size_bytes: row.try_get("size_bytes")?,
-        created_at: row.try_get("created_at")?,
-        completed_at: row.try_get("completed_at")?,
-        error: row.try_get("error")?,
+        size_bytes: row.get("size_bytes")?,
+        created_at: row.get("created_at")?,
+        completed_at: row.get("completed_at")?,
+        error: row.get("error")?,
         file_systems: {
-            let text: Option<String> = row.try_get("file_systems")?;
+            let text: Option<String> = row.get("file_systems")?;
             text.map(|t| {
                 serde_json::from_str(&t).map_err(|e| corrupt(format!("file_systems: {e}")))
             })
@@ -119,42 +118,38 @@ impl Store {
     /// Writes a snapshot (insert or full replace).
     pub async fn put_snapshot(&self, r: &SnapshotRecord) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT OR REPLACE INTO snapshots ({}) VALUES ({})",
+            "INSERT INTO snapshots ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
             FIELDS.join(", "),
-            vec!["?"; FIELDS.len()].join(", ")
+            placeholders(1, FIELDS.len()).join(", "),
+            replace_all(&FIELDS[1..])
         );
-        sqlx::query(&sql)
-            .bind(&r.id)
-            .bind(&r.namespace)
-            .bind(r.sandbox_id.as_str())
-            .bind(r.status.as_str())
-            .bind(r.snapshot_type.as_str())
-            .bind(&r.image)
-            .bind(r.cpus)
-            .bind(r.memory_mb)
-            .bind(r.disk_mb)
-            .bind(serde_json::to_string(&r.entrypoint).unwrap_or_else(|_| "[]".into()))
-            .bind(r.size_bytes)
-            .bind(r.created_at)
-            .bind(r.completed_at)
-            .bind(&r.error)
-            .bind(
-                (!r.file_systems.is_empty()).then(|| {
+        let stmt =
+            query(&sql)
+                .bind(&r.id)
+                .bind(&r.namespace)
+                .bind(r.sandbox_id.as_str())
+                .bind(r.status.as_str())
+                .bind(r.snapshot_type.as_str())
+                .bind(&r.image)
+                .bind(r.cpus)
+                .bind(r.memory_mb)
+                .bind(r.disk_mb)
+                .bind(serde_json::to_string(&r.entrypoint).unwrap_or_else(|_| "[]".into()))
+                .bind(r.size_bytes)
+                .bind(r.created_at)
+                .bind(r.completed_at)
+                .bind(&r.error)
+                .bind((!r.file_systems.is_empty()).then(|| {
                     serde_json::to_string(&r.file_systems).unwrap_or_else(|_| "[]".into())
-                }),
-            )
-            .execute(self.pool())
-            .await?;
+                }));
+        self.db.execute(stmt).await?;
         Ok(())
     }
 
     /// A snapshot by id.
     pub async fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRecord>, StoreError> {
-        let sql = format!("SELECT {} FROM snapshots WHERE id = ?", FIELDS.join(", "));
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+        let sql = format!("SELECT {} FROM snapshots WHERE id = $1", FIELDS.join(", "));
+        let row = self.db.fetch_optional(query(&sql).bind(id)).await?;
         row.map(|r| decode(&r)).transpose()
     }
 
@@ -165,23 +160,21 @@ impl Store {
         sandbox_id: Option<&str>,
     ) -> Result<Vec<SnapshotRecord>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM snapshots WHERE (?1 IS NULL OR namespace = ?1) \
-             AND (?2 IS NULL OR sandbox_id = ?2) ORDER BY created_at, id",
+            "SELECT {} FROM snapshots WHERE ($1 IS NULL OR namespace = $1) \
+             AND ($2 IS NULL OR sandbox_id = $2) ORDER BY created_at, id",
             FIELDS.join(", ")
         );
-        let rows = sqlx::query(&sql)
-            .bind(namespace)
-            .bind(sandbox_id)
-            .fetch_all(self.pool())
+        let rows = self
+            .db
+            .fetch_all(query(&sql).bind(namespace).bind(sandbox_id))
             .await?;
         rows.iter().map(decode).collect()
     }
 
     /// Removes a snapshot's row.
     pub async fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM snapshots WHERE id = ?")
-            .bind(id)
-            .execute(self.pool())
+        self.db
+            .execute(query("DELETE FROM snapshots WHERE id = $1").bind(id))
             .await?;
         Ok(())
     }
@@ -190,6 +183,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::store_test;
 
     fn snap(id: &str, sandbox: &str) -> SnapshotRecord {
         SnapshotRecord {
@@ -211,10 +205,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn snapshots_round_trip_and_filter() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let store = Store::open(&tmp.path().join("s.db")).await.expect("open");
+    store_test!(async fn snapshots_round_trip_and_filter(db) {
+        let store = db.open().await;
         let mut a = snap("a", "sb1");
         store.put_snapshot(&a).await.expect("put");
         store.put_snapshot(&snap("b", "sb2")).await.expect("put");
@@ -247,5 +239,5 @@ mod tests {
         );
         store.delete_snapshot("a").await.expect("delete");
         assert_eq!(store.get_snapshot("a").await.expect("get"), None);
-    }
+    });
 }

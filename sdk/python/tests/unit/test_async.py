@@ -104,6 +104,25 @@ async def test_follow_output(server: FakeServer, aclient: AsyncSandboxClient) ->
     )
     assert [event.line async for event in sandbox.follow_output(5)] == ["a", "b"]
     assert server.requests[0].headers["host"] == "sbx-1.local"
+    assert server.requests[0].url.params["batch"] == "true"
+
+
+async def test_follow_output_reads_batches(server: FakeServer, aclient: AsyncSandboxClient) -> None:
+    sandbox = await connect(server, aclient)
+    server.on(
+        "GET",
+        "/api/v1/processes/5/output/follow",
+        sse(
+            {"stream": "stdout", "timestamp": 1, "lines": ["a", "b"]},
+            {"line": "c", "timestamp": 2, "stream": "stderr"},
+            {"stream": "stderr", "timestamp": 3, "lines": ["d"]},
+            {},
+        ),
+    )
+    events = [event async for event in sandbox.follow_output(5)]
+    assert [(e.line, e.stream) for e in events] == [("a", "stdout"), ("b", "stdout"), ("c", "stderr"), ("d", "stderr")]
+    batches = [batch async for batch in sandbox.follow_output_batches(5)]
+    assert [(b.lines, b.stream) for b in batches] == [(["a", "b"], "stdout"), (["c"], "stderr"), (["d"], "stderr")]
 
 
 async def test_write_file_streams_async_iterables_and_files(

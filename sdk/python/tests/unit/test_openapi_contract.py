@@ -49,7 +49,7 @@ MODEL_SCHEMAS: dict[type[BaseModel], str] = {
     models.FileSystemAttachment: "FileSystemAttachment",
     models.FileSystemInfo: "FileSystemInfo",
     models.ProcessInfo: "ProcessInfo",
-    models.OutputEvent: "OutputEvent",
+    models._OutputEventWire: "OutputEvent",  # what OutputEvent.model_validate reads
     models.OutputResponse: "OutputResponse",
     models.DirectoryEntry: "FileEntry",
     models.PtySessionInfo: "CreatePtyResponse",

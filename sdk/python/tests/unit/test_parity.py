@@ -28,7 +28,14 @@ PAIRS = [
 ]
 
 # Async methods that are not coroutine functions: async iterators and the awaitable context.
-ASYNC_ITERATORS = {"follow_output", "follow_stdout", "follow_stderr", "read_file_stream", "iter_logs"}
+ASYNC_ITERATORS = {
+    "follow_output",
+    "follow_output_batches",
+    "follow_stdout",
+    "follow_stderr",
+    "read_file_stream",
+    "iter_logs",
+}
 NOT_COROUTINES = ASYNC_ITERATORS | {"create_and_connect", "claim_and_connect"}
 
 

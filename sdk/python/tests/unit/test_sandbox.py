@@ -12,6 +12,8 @@ import pytest
 
 from alcove.sandbox import (
     AsyncSandbox,
+    OutputBatch,
+    OutputEvent,
     ProcessStatus,
     RemoteAPIError,
     Sandbox,
@@ -323,9 +325,40 @@ def test_follow_output(server: FakeServer, client: SandboxClient) -> None:
     assert [(e.line, e.stream) for e in events] == [("one", "stdout"), ("two", "stderr")]
     request = server.requests[0]
     assert request.headers["accept"] == "text/event-stream"
+    assert request.url.params["batch"] == "true"  # Alcove's own: output_batch events
     # Bounded by silence only: the agent sends keep-alives on these streams.
     assert request.extensions["timeout"]["read"] == 120.0
     assert [(e.line, e.stream) for e in sandbox.follow_stdout(1002)] == [("only", "stdout")]
+
+
+def test_follow_output_reads_batches(server: FakeServer, client: SandboxClient) -> None:
+    sandbox = connect(server, client)
+    server.on(
+        "GET",
+        "/api/v1/processes/1002/output/follow",
+        sse(
+            {"stream": "stdout", "timestamp": 1795711162444, "lines": ["one", "two"]},
+            {"stream": "stderr", "timestamp": 1795711162445, "lines": ["three"]},
+            {"line": "four", "timestamp": 1795711162446, "stream": "stdout"},
+            {},
+        ),
+    )
+    server.on("GET", "/api/v1/processes/1002/stderr/follow", sse({"timestamp": 1795711162444, "lines": ["e"]}))
+    events = list(sandbox.follow_output(1002))
+    assert [(e.line, e.stream, e.timestamp.year) for e in events] == [
+        ("one", "stdout", 2026),
+        ("two", "stdout", 2026),
+        ("three", "stderr", 2026),
+        ("four", "stdout", 2026),
+    ]
+    assert all(type(e) is OutputEvent for e in events)
+    assert [(e.line, e.stream) for e in sandbox.follow_stderr(1002)] == [("e", "stderr")]
+    batches = list(sandbox.follow_output_batches(1002))
+    want = [(["one", "two"], "stdout"), (["three"], "stderr"), (["four"], "stdout")]
+    assert [(b.lines, b.stream) for b in batches] == want
+    assert all(type(b) is OutputBatch for b in batches)
+    assert server.requests[-1].url.path == "/api/v1/processes/1002/output/follow"
+    assert server.requests[-1].url.params["batch"] == "true"
 
 
 def test_follow_error(server: FakeServer, client: SandboxClient) -> None:

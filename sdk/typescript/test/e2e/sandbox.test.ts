@@ -97,6 +97,21 @@ describe("a sandbox of a real server", { timeout: 150_000 }, () => {
     assert.deepEqual(stdout, ["ready", "got SIGTERM"]);
   });
 
+  it("follows output a read at a time: the batches hold what followOutput yields", TIMEOUT, async () => {
+    const script = "import sys\nsys.stdout.write(''.join(f'{i}\\n' for i in range(20000)))\nprint('err', file=sys.stderr)";
+    const proc = await sandbox.startProcess("python3", ["-c", script]);
+    await eventually("process exit", async () => ((await sandbox.getProcess(proc.pid)).status === "running" ? undefined : true));
+    const batches = [];
+    for await (const batch of sandbox.followOutputBatches(proc.pid)) batches.push(batch);
+    const events = [];
+    for await (const event of sandbox.followOutput(proc.pid)) events.push(`${event.stream}:${event.line}`);
+    assert.deepEqual(batches.flatMap((b) => b.lines.map((line) => `${b.stream}:${line}`)), events);
+    const stdout = batches.filter((b) => b.stream === "stdout").flatMap((b) => b.lines);
+    assert.deepEqual(stdout, Array.from({ length: 20000 }, (_, i) => String(i)));
+    assert.deepEqual(batches.filter((b) => b.stream === "stderr").flatMap((b) => b.lines), ["err"]);
+    assert.ok(batches.length < 100 && batches.every((b) => b.timestamp instanceof Date), String(batches.length));
+  });
+
   it("writes to a process's stdin (a pipe by default) and closes it", TIMEOUT, async () => {
     const proc = await sandbox.startProcess("python", ["-c", "import sys; data = sys.stdin.read(); print(data.upper(), end='')"]);
     await sandbox.writeStdin(proc.pid, "hello from stdin\n");

@@ -95,8 +95,9 @@ const INTERFACE_SCHEMAS: Record<string, string> = {
   PoolContainerInfo: "PoolContainerInfo",
 };
 
-/** Interfaces that never travel as such. */
-const SDK_ONLY = new Set(["CommandResult"]);
+/** Interfaces that never travel as such (an OutputBatch is built from `output_batch` events, or from
+ * grouped `output` events; the decoders' tests check both). */
+const SDK_ONLY = new Set(["CommandResult", "OutputBatch"]);
 
 /**
  * Answers the document does not describe yet (its log routes answer 501 NOT_IMPLEMENTED): their

@@ -210,6 +210,30 @@ describe("Sandbox against a fake server", () => {
     for await (const event of sandbox.followOutput("my-service")) all.push(event.line);
     assert.deepEqual(all, ["1", "2"]);
     assert.equal(fake.requests[1]!.path, `${API}/processes/my-service/output/follow`);
+    assert.equal(fake.requests[0]!.query.get("batch"), "true"); // Alcove's own: output_batch events
+    assert.equal(fake.requests[1]!.query.get("batch"), "true");
+  });
+
+  it("follows output sent in batches, and per-line events in the same stream", async () => {
+    handler = () => ({
+      headers: { "content-type": "text/event-stream" },
+      chunks: [
+        ...sse(
+          { stream: "stdout", timestamp: 1795711162444, lines: ["1", "2"] },
+          { line: "3", timestamp: 1795711162445, stream: "stderr" },
+          { stream: "stderr", timestamp: 1795711162446, lines: ["4"] },
+        ),
+        "event: eof\ndata: {}\n\n",
+      ],
+    });
+    const events: string[] = [];
+    for await (const event of sandbox.followOutput(5)) events.push(`${event.stream}:${event.line}:${event.timestamp?.getTime()}`);
+    assert.deepEqual(events, ["stdout:1:1795711162444", "stdout:2:1795711162444", "stderr:3:1795711162445", "stderr:4:1795711162446"]);
+    const batches: string[] = [];
+    for await (const batch of sandbox.followOutputBatches(5)) batches.push(`${batch.stream}:${batch.lines.join(",")}`);
+    assert.deepEqual(batches, ["stdout:1,2", "stderr:3", "stderr:4"]);
+    assert.equal(fake.requests.at(-1)!.path, `${API}/processes/5/output/follow`);
+    assert.equal(fake.requests.at(-1)!.query.get("batch"), "true");
   });
 
   it("moves files with form-encoded paths, streaming uploads and downloads", async () => {

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import { SandboxConnectionError, SandboxError } from "../../src/errors.js";
-import { iterOutputEvents, OutputEventDecoder } from "../../src/follow-stream.js";
+import { iterOutputBatches, iterOutputEvents, OutputEventDecoder } from "../../src/follow-stream.js";
 import { outputEventFromWire, type CommandResult, type OutputEvent, type OutputStream } from "../../src/models.js";
 import { collectRun, RunCollector } from "../../src/run-stream.js";
 import { agentOutputEvent, decodeBlock, eachAgentOutput, SSEBlocks, SSEDecoder, type Event } from "../../src/sse.js";
@@ -46,6 +46,11 @@ function agentEvent(name: string, data: object): string {
 
 function out(line: string, stream: OutputStream = "stdout", timestamp = 1767225600131): string {
   return agentEvent("output", { line, timestamp, stream });
+}
+
+/** An output_batch event as the agent writes it (fields in the order of its struct). */
+function batch(lines: string[], stream: OutputStream = "stdout", timestamp = 1767225600131): string {
+  return agentEvent("output_batch", { stream, timestamp, lines });
 }
 
 const STARTED = agentEvent("started", { pid: 317, started_at: 1767225600123 });
@@ -101,6 +106,49 @@ const UNUSUAL_BODY = Buffer.concat([
   ),
 ]);
 
+/** A follow stream with ?batch=true: batches of both streams, short lines and long, keep-alives, eof. */
+const BATCH_BODY = [
+  batch(TRICKY_LINES),
+  ": keep-alive\n\n",
+  batch(["to stderr", ""], "stderr"),
+  batch(["one"], "stdout", 1767225600999),
+  batch(Array.from({ length: 50 }, (_, i) => String(i)), "stdout", 1767225601000),
+  batch(["and stderr, read at the same time"], "stderr", 1767225601000),
+  batch(["short", "a line of thirteen or more characters", "é 😀"], "stdout", 1767225601001),
+  agentEvent("eof", {}),
+].join("");
+
+/** Batches a server could send that the agent does not: other layouts, odd fields, mixed forms. */
+const UNUSUAL_BATCH_BODY = Buffer.concat([
+  encoder.encode(
+    'data: {"lines": ["spaced", "out"], "stream": "stdout", "timestamp": 1}\n\n' +
+      'data: {"stream":"stdout","timestamp":2,"lines":["plain"]}\n\n' +
+      'data: {"timestamp":3,"lines":["stream omitted"]}\n\n' +
+      'data: {"stream":null,"timestamp":3,"lines":["null stream"]}\n\n' +
+      'data: {"stream":"stdout","lines":["no timestamp"]}\n\n' +
+      'data: {"stream":"stdout","timestamp":"2026-01-01T00:00:00Z","lines":["iso time"]}\n\n' +
+      'data: {"stream":"stdout","timestamp":1767225600.5,"lines":["float time"]}\n\n' +
+      'data: {"stream":"stdout","timestamp":true,"lines":["bool time"]}\n\n' +
+      'data: {"stream":5,"timestamp":4,"lines":["number stream"]}\n\n' +
+      'data: {"stream":"stdout","timestamp":5,"lines":["a",7,null,"b"]}\n\n' +
+      'data: {"stream":"stdout","timestamp":5,"lines":["a",","]}\n\n' +
+      'data: {"stream":"stdout","timestamp":6,"lines":[]}\n\n' +
+      'data: {"stream":"stdout","timestamp":6,"lines":"not a list"}\n\n' +
+      'data: {"stream":"stdout","timestamp":6,"lines":["bad \\q escape"]}\n\n' +
+      'data: {"stream":"stdout","timestamp":6,"lines":["x"],"extra":1}\n\n' +
+      'data: {"line":"per-line","timestamp":7,"stream":"stderr"}\n\n' +
+      'data: {"stream":"stdout","timestamp":8,"lines":["after per-line"]}\n' +
+      'data: {"stream":"stdout","timestamp":8,"lines":["no blank line"]}\n\n' +
+      'data: {"stream":"stdout","timestamp":9,"lines":["invalid utf-8 ',
+  ),
+  Uint8Array.from([0xff]),
+  encoder.encode(
+    '"]}\n\n' +
+      "event: eof\ndata: {}\n\n" +
+      'data: {"stream":"stdout","timestamp":10,"lines":["unterminated"]}',
+  ),
+]);
+
 function withLineEnds(body: Uint8Array, end: string): Uint8Array {
   return Buffer.from(Buffer.from(body).toString("latin1").replaceAll("\n", end), "latin1");
 }
@@ -111,6 +159,9 @@ const BODIES: Record<string, Uint8Array> = {
   "agent, CR": withLineEnds(encoder.encode(AGENT_BODY), "\r"),
   unusual: UNUSUAL_BODY,
   "unusual, CRLF": withLineEnds(UNUSUAL_BODY, "\r\n"),
+  batches: encoder.encode(BATCH_BODY),
+  "batches, CRLF": withLineEnds(encoder.encode(BATCH_BODY), "\r\n"),
+  "unusual batches": UNUSUAL_BATCH_BODY,
 };
 
 /** A small deterministic generator, for random chunk sizes that are the same on every run. */
@@ -154,8 +205,16 @@ function referenceRun(body: Uint8Array): CommandResult {
   return collector.result();
 }
 
+/** The `output` events an event stands for: one per line of a batch (its `lines` a list), else itself. */
+function batchAsEvents(event: Event): Event[] {
+  if (!Array.isArray(event.lines)) return [event];
+  const { lines, ...rest } = event;
+  return (lines as unknown[]).map((line) => ({ ...rest, line }));
+}
+
 function referenceOutput(body: Uint8Array, defaultStream: OutputStream | null): OutputEvent[] {
   return referenceEvents(body)
+    .flatMap(batchAsEvents)
     .map((event) => outputEventFromWire(event, defaultStream))
     .filter((event): event is OutputEvent => event !== null);
 }
@@ -402,6 +461,44 @@ describe("follow streams", () => {
     }
   }
 
+  for (const [name, body] of Object.entries(BODIES)) {
+    it(`yield batches holding the events however the body is cut (${name})`, async () => {
+      const flat = (items: { line: string; timestamp: Date | null; stream: string | null }[]) =>
+        items.map((e) => [e.line, e.timestamp?.getTime() ?? null, e.stream]);
+      const want = flat(referenceOutput(body, null));
+      for (const chunks of chunkings(body)) {
+        const batches = await collect(iterOutputBatches(fromChunks(chunks), null));
+        assert.ok(batches.every((b) => b.lines.length > 0));
+        const lines = batches.flatMap((b) => b.lines.map((line) => ({ line, timestamp: b.timestamp, stream: b.stream })));
+        assert.deepEqual(flat(lines), want, describeChunks(chunks));
+      }
+    });
+  }
+
+  it("yields the agent's batches as they are, and groups per-line events of one read", async () => {
+    const body = batch(["a", "b"]) + batch(["c"], "stderr") + batch(["d"]) + agentEvent("eof", {});
+    const batches = await collect(iterOutputBatches(chunksOf(body), null));
+    assert.deepEqual(
+      batches.map((b) => [b.lines, b.stream, b.timestamp?.getTime()]),
+      [
+        [["a", "b"], "stdout", 1767225600131],
+        [["c"], "stderr", 1767225600131],
+        [["d"], "stdout", 1767225600131],
+      ],
+    );
+    assert.deepEqual(Object.keys(batches[0]!), ["lines", "timestamp", "stream"]);
+    const perLine = out("a") + out("b") + out("c", "stderr") + out("d", "stdout", 1767225600999);
+    const grouped = await collect(iterOutputBatches(chunksOf(perLine), null));
+    assert.deepEqual(
+      grouped.map((b) => [b.lines, b.stream]),
+      [
+        [["a", "b"], "stdout"],
+        [["c"], "stderr"],
+        [["d"], "stdout"],
+      ],
+    );
+  });
+
   it("yields lines, defaults their stream and ignores the eof event", async () => {
     const stream =
       'event: output\ndata: {"line": "a", "timestamp": 1795711162444}\n\n' +
@@ -417,6 +514,39 @@ describe("follow streams", () => {
     const [a, b] = await collect(iterOutputEvents(chunksOf(out("a") + out("b")), null));
     assert.notEqual(a!.timestamp, b!.timestamp);
     assert.deepEqual(a!.timestamp, b!.timestamp);
+  });
+
+  it("reads a batch as one output event per line", async () => {
+    const lines = ["a", "", "é 😀", "a line of thirteen or more characters", 'q"uote'];
+    for (const defaultStream of [null, "stdout", "stderr"] as const) {
+      const perLine = lines.map((line) => out(line, "stderr", 1767225600999)).join("");
+      const batched = batch(lines, "stderr", 1767225600999);
+      const want = await collect(iterOutputEvents(chunksOf(perLine), defaultStream));
+      assert.deepEqual(await collect(iterOutputEvents(chunksOf(batched), defaultStream)), want);
+      assert.deepEqual(want.map((e) => e.line), lines);
+    }
+  });
+
+  it("reads batches and per-line events alike, in order", async () => {
+    const body = out("one") + batch(["two", "three"]) + out("four", "stderr") + batch(["five"], "stderr");
+    for (const chunks of chunkings(encoder.encode(body))) {
+      const events = await collect(iterOutputEvents(fromChunks(chunks), null));
+      assert.deepEqual(
+        events.map((e) => [e.line, e.stream]),
+        [["one", "stdout"], ["two", "stdout"], ["three", "stdout"], ["four", "stderr"], ["five", "stderr"]],
+        describeChunks(chunks),
+      );
+    }
+  });
+
+  it("gives the events of a batch one shared Date, and plain objects of three fields", async () => {
+    const [a, b, c] = await collect(iterOutputEvents(chunksOf(batch(["a", "b"]) + batch(["c"])), null));
+    assert.equal(a!.timestamp, b!.timestamp);
+    assert.notEqual(b!.timestamp, c!.timestamp); // another batch, another Date
+    assert.deepEqual(b!.timestamp, c!.timestamp);
+    assert.equal(a!.timestamp!.getTime(), 1767225600131);
+    assert.deepEqual(Object.keys(a!), ["line", "timestamp", "stream"]);
+    assert.equal(Object.getPrototypeOf(a), Object.prototype);
   });
 
   it("flushes an unterminated event", () => {

@@ -47,10 +47,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{REGENERATE, document};
-use crate::api::desktop::{DesktopUrl, DesktopUrlRequest};
 use crate::api::pty_ticket::PtyTicket;
 use crate::api::secrets::{SecretInfo, SecretList, SetSecret};
 use crate::control::{secrets, validate};
+use alcove_wire::desktop::{DesktopUrl, DesktopUrlRequest};
 
 const COMMITTED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

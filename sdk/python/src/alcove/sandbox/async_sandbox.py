@@ -26,6 +26,7 @@ from .models import (
     CommandResult,
     DirectoryEntry,
     FileSystemMount,
+    OutputBatch,
     OutputEvent,
     OutputResponse,
     ProcessHealthCheck,
@@ -299,15 +300,30 @@ class AsyncSandbox:
         """Iterate over stderr lines until the process exits."""
         return self._follow(pid, "stderr")
 
+    async def follow_output_batches(self, pid: int | str) -> AsyncIterator[OutputBatch]:
+        """Iterate over output (stdout and stderr) a read at a time, as :meth:`follow_output` does
+        line by line: each :class:`OutputBatch` holds the lines of one read of one stream, with
+        its ``stream`` and ``timestamp``. No object per line, for followers that take many."""
+        response = await self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, "output"))
+        decoder = proto.OutputBatchDecoder(None)
+        try:
+            async for chunk in self._client._chunks(response, events=True):
+                for batch in decoder.feed(chunk):  # sync: yield from decoder.feed(chunk)
+                    yield batch  # async only
+            for batch in decoder.flush():  # sync: yield from decoder.flush()
+                yield batch  # async only
+        finally:
+            await response.aclose()
+
     async def _follow(self, pid: int | str, stream: str) -> AsyncIterator[OutputEvent]:
         response = await self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
         decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
         try:
             async for chunk in self._client._chunks(response, events=True):
-                for event in decoder.feed(chunk):
-                    yield event
-            for event in decoder.flush():
-                yield event
+                for event in decoder.feed(chunk):  # sync: yield from decoder.feed(chunk)
+                    yield event  # async only
+            for event in decoder.flush():  # sync: yield from decoder.flush()
+                yield event  # async only
         finally:
             await response.aclose()
 

@@ -655,12 +655,93 @@ class ProcessInfo(_WireModel):
     """Supervisor metadata, for a process started with ``name``, ``restart`` or ``health_check``."""
 
 
-class OutputEvent(_WireModel):
-    """One line of process output from a follow stream."""
+class _OutputEventWire(_WireModel):
+    """The wire form of one output line (``output`` events, docs/protocol/streaming.md): what
+    :meth:`OutputEvent.model_validate` validates."""
 
     line: str
     timestamp: Timestamp = None
     stream: str | None = None
+
+
+class OutputEvent:
+    """One line of process output from a follow stream.
+
+    Not a pydantic model: a follower gets one per line, and a model costs more to make than
+    everything else the follower does with the line. A plain class with three slots, compared by
+    value (``==``), with the models' ``model_validate`` (from wire data: the timestamp is read as
+    in every model, as epoch s/ms/µs or ISO-8601) and ``model_dump``. Built without validation by
+    the follow streams, whose data is checked once per batch. The events of one batch share their
+    ``timestamp`` (a datetime, immutable).
+    """
+
+    __slots__ = ("line", "timestamp", "stream")
+
+    line: str
+    """The line, without its line ending."""
+    timestamp: datetime | None
+    """When the agent read it (timezone-aware UTC), or None."""
+    stream: str | None
+    """``"stdout"`` or ``"stderr"`` (None when the server did not say)."""
+
+    def __init__(self, line: str, timestamp: datetime | None = None, stream: str | None = None) -> None:
+        self.line = line
+        self.timestamp = timestamp
+        self.stream = stream
+
+    @classmethod
+    def model_validate(cls, obj: Any) -> OutputEvent:
+        """The event of wire data (a dict, or an object with the three attributes); raises
+        :class:`pydantic.ValidationError` as a model would."""
+        wire = _OutputEventWire.model_validate(obj, from_attributes=not isinstance(obj, dict))
+        return cls(wire.line, wire.timestamp, wire.stream)
+
+    def model_dump(self) -> dict[str, Any]:
+        """The fields as a dict (``line``, ``timestamp``, ``stream``)."""
+        return {"line": self.line, "timestamp": self.timestamp, "stream": self.stream}
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, OutputEvent)
+        return self.line == other.line and self.timestamp == other.timestamp and self.stream == other.stream
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the models
+
+    def __repr__(self) -> str:
+        return f"OutputEvent(line={self.line!r}, timestamp={self.timestamp!r}, stream={self.stream!r})"
+
+
+class OutputBatch:
+    """The lines of one read of one stream, from :meth:`Sandbox.follow_output_batches`: what the
+    agent sends as one ``output_batch`` event. A plain class like :class:`OutputEvent`, compared by
+    value; ``lines`` is a list of str (the lines without their line endings, in order)."""
+
+    __slots__ = ("lines", "timestamp", "stream")
+
+    lines: list[str]
+    timestamp: datetime | None
+    stream: str | None
+
+    def __init__(self, lines: list[str], timestamp: datetime | None = None, stream: str | None = None) -> None:
+        self.lines = lines
+        self.timestamp = timestamp
+        self.stream = stream
+
+    def model_dump(self) -> dict[str, Any]:
+        """The fields as a dict (``lines``, ``timestamp``, ``stream``)."""
+        return {"lines": self.lines, "timestamp": self.timestamp, "stream": self.stream}
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, OutputBatch)
+        return self.lines == other.lines and self.timestamp == other.timestamp and self.stream == other.stream
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"OutputBatch(lines={self.lines!r}, timestamp={self.timestamp!r}, stream={self.stream!r})"
 
 
 class OutputResponse(_WireModel):
@@ -966,6 +1047,7 @@ __all__ = [
     "DirectoryEntry",
     "GPUResources",
     "NetworkPolicy",
+    "OutputBatch",
     "OutputEvent",
     "OutputMode",
     "OutputResponse",

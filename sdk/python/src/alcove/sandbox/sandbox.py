@@ -25,6 +25,7 @@ from .models import (
     CommandResult,
     DirectoryEntry,
     FileSystemMount,
+    OutputBatch,
     OutputEvent,
     OutputResponse,
     ProcessHealthCheck,
@@ -298,15 +299,26 @@ class Sandbox:
         """Iterate over stderr lines until the process exits."""
         return self._follow(pid, "stderr")
 
+    def follow_output_batches(self, pid: int | str) -> Iterator[OutputBatch]:
+        """Iterate over output (stdout and stderr) a read at a time, as :meth:`follow_output` does
+        line by line: each :class:`OutputBatch` holds the lines of one read of one stream, with
+        its ``stream`` and ``timestamp``. No object per line, for followers that take many."""
+        response = self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, "output"))
+        decoder = proto.OutputBatchDecoder(None)
+        try:
+            for chunk in self._client._chunks(response, events=True):
+                yield from decoder.feed(chunk)
+            yield from decoder.flush()
+        finally:
+            response.close()
+
     def _follow(self, pid: int | str, stream: str) -> Iterator[OutputEvent]:
         response = self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
         decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
         try:
             for chunk in self._client._chunks(response, events=True):
-                for event in decoder.feed(chunk):
-                    yield event
-            for event in decoder.flush():
-                yield event
+                yield from decoder.feed(chunk)
+            yield from decoder.flush()
         finally:
             response.close()
 

@@ -32,8 +32,8 @@ The package is split by job; everything is re-exported here, so callers keep usi
 * ``_files``: files of a sandbox, with streamed uploads;
 * ``_sse``: server-sent events: the byte stream cut into blocks of events, decoded a block at a time;
 * ``_run_stream``: a run's events collected into a :class:`CommandResult`;
-* ``_follow_stream``: the output events of follow streams, built by ``_fast_models`` when they
-  need no validation.
+* ``_follow_stream``: the output events of follow streams (asked for in batches), checked once
+  per batch and built without validation.
 """
 
 from __future__ import annotations
@@ -57,7 +57,13 @@ from ._files import (
     op_write_file,
     prepare_upload,
 )
-from ._follow_stream import OutputEventDecoder, iter_output_events, output_event
+from ._follow_stream import (
+    OutputBatchDecoder,
+    OutputEventDecoder,
+    iter_output_batches,
+    iter_output_events,
+    output_event,
+)
 from ._file_systems import (
     file_systems_url,
     mount_body,
@@ -255,6 +261,7 @@ __all__ = [
     "NOT_READY_ATTEMPTS",
     "NOT_READY_CODES",
     "Op",
+    "OutputBatchDecoder",
     "OutputEventDecoder",
     "ProxyTarget",
     "RETRYABLE_GET_STATUSES",
@@ -279,6 +286,7 @@ __all__ = [
     "create_body",
     "decode_block",
     "error_from_response",
+    "iter_output_batches",
     "iter_output_events",
     "iter_upload",
     "namespace_url",

@@ -1,10 +1,17 @@
-"""The output events of a ``follow`` stream, as :class:`OutputEvent` models.
+"""The output events of a ``follow`` stream, as :class:`OutputEvent` objects.
 
-Validating each line with pydantic costs more than everything else a follower does. So when all
-the data lines of a block are output events in the agent's exact layout (one regular expression
-says so), their JSON objects are parsed together and built into models without validation, into
-the models ``OutputEvent.model_validate`` would make (see :mod:`._fast_models`). Any other block
-is decoded and validated event by event, as before.
+Alcove's SDK asks the agent for ``output_batch`` events (``?batch=true``): each carries the lines
+of one stream read at once as a JSON list, with one ``stream`` and one ``timestamp``. A block of
+them is parsed with one ``json.loads``, each batch is checked once (its timestamp turned into a
+datetime once, shared by its lines), and its lines become events as they are iterated, without
+validation: :class:`OutputEvent` is a plain class whose constructor only stores three attributes.
+
+A server that sends per-line ``output`` events instead (the official protocol) is read fast too:
+when all the data lines of a block are output events in the agent's exact layout (one regular
+expression says so), their JSON objects are parsed together and built into events without
+validation. Any other block is decoded and validated event by event. Whatever the path, the
+events are those the line-by-line decoder and ``OutputEvent.model_validate`` make of the same
+body, a batch standing for one ``output`` event per line.
 """
 
 from __future__ import annotations
@@ -12,19 +19,23 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
 from pydantic import ValidationError
 
-from ..models import OutputEvent, _timestamp_before
-from ._fast_models import OutputEventFactory
+from ..models import OutputBatch, OutputEvent, _timestamp_before
 from ._sse import SSEBlocks, agent_output_data, data_line_count, decode_block
 
 # The JSON object of each output event of a block in the agent's layout: once parsed, a dict of
 # exactly "line" (str), "timestamp" (int) and "stream" ("stdout" or "stderr"), in that order.
 _AGENT_OUTPUT = agent_output_data(whole=True)
 _TIMESTAMPS = itemgetter("timestamp")
+_LINES = itemgetter("line")
+_STREAMS = itemgetter("stream")
+# What every batch (and only a batch) of the agent holds.
+_BATCH_MARK = b'"lines":['
 
 
 def output_event(event: dict[str, Any], default_stream: str | None) -> OutputEvent | None:
@@ -37,6 +48,17 @@ def output_event(event: dict[str, Any], default_stream: str | None) -> OutputEve
         return OutputEvent.model_validate(event)
     except ValidationError:
         return None
+
+
+def batch_as_events(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``output`` events an event stands for: one per line of an ``output_batch`` (any event
+    whose ``lines`` is a list), else the event itself. The reference semantics of a batch: its
+    decoding gives what :func:`output_event` makes of these."""
+    lines = event.get("lines")
+    if not isinstance(lines, list):
+        return [event]
+    rest = {key: value for key, value in event.items() if key != "lines"}
+    return [{**rest, "line": line} for line in lines]
 
 
 class _TimestampCache:
@@ -68,13 +90,14 @@ class OutputEventDecoder:
     """The output events of a ``follow`` stream: feed it the body's chunks, then :meth:`flush`.
 
     ``default_stream`` is the ``stream`` of events that omit it (``None`` for the merged stream).
+    Each call answers an iterable of the events of what it completed, built as they are iterated
+    (take them before feeding the next chunk, or keep them: they do not change).
     """
 
     def __init__(self, default_stream: str | None) -> None:
         self._blocks = SSEBlocks()
         self._default_stream = default_stream
         self._timestamps = _TimestampCache()
-        self._factory = OutputEventFactory.get()
 
     def feed(self, chunk: bytes) -> Iterable[OutputEvent]:
         """Take the next chunk of the body; the output events it completes, in order."""
@@ -86,16 +109,60 @@ class OutputEventDecoder:
         return self._events(self._blocks.close())
 
     def _events(self, block: bytes) -> Iterable[OutputEvent]:
-        fast = self._agent_events(block)
-        if fast is not None:
-            return fast
-        items = (output_event(event, self._default_stream) for event in decode_block(block))
-        return [item for item in items if item is not None]
+        if _BATCH_MARK not in block:
+            fast = self._agent_events(block)
+            if fast is not None:
+                return fast
+        pieces: list[Iterable[OutputEvent]] = []
+        for event in decode_block(block):
+            if isinstance(event.get("lines"), list):
+                pieces.append(self._batch(event))
+            elif isinstance(event.get("line"), str):  # else no line: eof, an error, anything else
+                item = output_event(event, self._default_stream)
+                if item is not None:
+                    pieces.append((item,))
+        if len(pieces) == 1:
+            return pieces[0]
+        return chain.from_iterable(pieces)
+
+    def _batch(self, event: dict[str, Any]) -> Iterable[OutputEvent]:
+        """The events of one ``output_batch`` event: checked once, built without validation."""
+        parts = self._batch_parts(event)
+        if parts is None:
+            return ()
+        lines, moment, stream = parts
+        return map(OutputEvent, lines, repeat(moment), repeat(stream))
+
+    def _batch_parts(self, event: dict[str, Any]) -> tuple[list[str], datetime | None, str | None] | None:
+        """The lines, timestamp and stream of one ``output_batch`` event, checked once, as its
+        lines' own events would be; None when it holds no line event."""
+        lines: list[Any] = event["lines"]
+        if not lines:
+            return None
+        try:
+            "".join(lines)  # a TypeError says an item is not a string (JSON has no str subclass)
+        except TypeError:
+            lines = [line for line in lines if isinstance(line, str)]  # the others are no line events
+        stream = event.get("stream")
+        if stream is None:
+            stream = self._default_stream
+        timestamp = event.get("timestamp")
+        converted = None
+        if type(timestamp) is int and type(stream) is str:
+            converted = self._timestamps.convert([timestamp])
+        if converted is not None:
+            moment: datetime | None = converted[0]
+        else:
+            # Anything unusual: validated once, as each line would be.
+            try:
+                checked = OutputEvent.model_validate({"line": "", "timestamp": timestamp, "stream": stream})
+            except ValidationError:
+                return None
+            moment, stream = checked.timestamp, checked.stream
+        return (lines, moment, stream) if lines else None
 
     def _agent_events(self, block: bytes) -> Iterable[OutputEvent] | None:
-        """The events of a block of agent output events, built without validation; else None."""
-        if self._factory is None:
-            return None
+        """The events of a block of agent ``output`` events, built without validation; else None."""
         objects = _AGENT_OUTPUT.findall(block)
         if len(objects) != data_line_count(block):
             return None
@@ -109,9 +176,62 @@ class OutputEventDecoder:
         datetimes = self._timestamps.convert(list(map(_TIMESTAMPS, events)))
         if datetimes is None:
             return None
-        # Built as they are consumed: a follower that handles each event before taking the next
-        # keeps few alive, which keeps the garbage collector's work small.
-        return self._factory.build(events, datetimes)
+        return map(OutputEvent, map(_LINES, events), datetimes, map(_STREAMS, events))
+
+
+class OutputBatchDecoder:
+    """The output of a ``follow`` stream as :class:`OutputBatch` objects, one per ``output_batch``
+    event (no object per line); per-line ``output`` events (a server that does not batch) are
+    grouped while they share stream and timestamp. Flattened, the batches hold the lines, streams
+    and timestamps :class:`OutputEventDecoder` gives for the same body."""
+
+    def __init__(self, default_stream: str | None) -> None:
+        self._events = OutputEventDecoder(default_stream)
+
+    def feed(self, chunk: bytes) -> list[OutputBatch]:
+        """Take the next chunk of the body; the batches it completes, in order."""
+        block = self._events._blocks.feed(chunk)
+        return [] if block is None else self._batches(block)
+
+    def flush(self) -> list[OutputBatch]:
+        """The batches left at the end of the stream (an event left unterminated counts)."""
+        return self._batches(self._events._blocks.close())
+
+    def _batches(self, block: bytes) -> list[OutputBatch]:
+        if _BATCH_MARK not in block:
+            return _grouped(self._events._events(block))
+        out: list[OutputBatch] = []
+        for event in decode_block(block):
+            if isinstance(event.get("lines"), list):
+                parts = self._events._batch_parts(event)
+                if parts is not None:
+                    out.append(OutputBatch(*parts))
+            elif isinstance(event.get("line"), str):
+                item = output_event(event, self._events._default_stream)
+                if item is not None:
+                    out.append(OutputBatch([item.line], item.timestamp, item.stream))
+        return out
+
+
+def _grouped(events: Iterable[OutputEvent]) -> list[OutputBatch]:
+    """Events as batches: consecutive ones of the same stream and timestamp together."""
+    out: list[OutputBatch] = []
+    last: OutputBatch | None = None
+    for event in events:
+        if last is not None and last.stream == event.stream and last.timestamp == event.timestamp:
+            last.lines.append(event.line)
+        else:
+            last = OutputBatch([event.line], event.timestamp, event.stream)
+            out.append(last)
+    return out
+
+
+def iter_output_batches(chunks: Iterable[bytes], default_stream: str | None) -> Iterator[OutputBatch]:
+    """The output batches of a whole follow stream given as body chunks."""
+    decoder = OutputBatchDecoder(default_stream)
+    for chunk in chunks:
+        yield from decoder.feed(chunk)
+    yield from decoder.flush()
 
 
 def iter_output_events(chunks: Iterable[bytes], default_stream: str | None) -> Iterator[OutputEvent]:

@@ -240,6 +240,9 @@ def op_open_follow(cfg: ClientConfig, target: ProxyTarget, pid: int | str, strea
         target,
         "GET",
         f"/api/v1/processes/{_pid(pid)}/{stream}/follow",
+        # Alcove's own: the lines of one read as one output_batch event (servers that do not know
+        # it send output events; the decoder reads both).
+        params={"batch": "true"},
         headers={"Accept": "text/event-stream"},
         stream=True,
         events=True,

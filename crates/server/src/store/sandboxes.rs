@@ -1,23 +1,11 @@
-//! SQLite implementation of the store (WAL mode, one file in the data directory).
-
-use std::path::Path;
-use std::str::FromStr;
+//! Stored sandboxes: the `sandboxes` table.
 
 use alcove_runtime::SandboxId;
 use alcove_wire::sandbox::SandboxStatus;
 use alcove_wire::time::{EpochMillis, now_millis};
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
 
-use super::{SandboxRecord, StoreError};
-
-/// The durable state of the server.
-#[derive(Debug, Clone)]
-pub struct Store {
-    pool: SqlitePool,
-}
+use super::backend::{DbRow, Stmt, placeholders, query};
+use super::{SandboxRecord, Store, StoreError};
 
 /// Columns of `sandboxes`, in the order [`bind_all`] binds them.
 const FIELDS: [&str; 30] = [
@@ -57,31 +45,25 @@ pub(super) fn columns() -> String {
     FIELDS.join(", ")
 }
 
-impl Store {
-    /// Opens (creating if needed) `path` and applies migrations.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
-    }
+/// `f = excluded.f, …`: an upsert that replaces every one of `fields` (the SQL both
+/// SQLite and PostgreSQL read; SQLite's `INSERT OR REPLACE` is not PostgreSQL's).
+pub(super) fn replace_all(fields: &[&str]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("{f} = excluded.{f}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
+impl Store {
     /// Inserts a new sandbox; fails with [`StoreError::NameTaken`] if a live one has its name.
     pub async fn insert(&self, r: &SandboxRecord) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO sandboxes ({}) VALUES ({})",
             columns(),
-            vec!["?"; FIELDS.len()].join(", ")
+            placeholders(1, FIELDS.len()).join(", ")
         );
-        let result = bind_all(sqlx::query(&sql), r).execute(&self.pool).await;
+        let result = self.db.execute(bind_all(query(&sql), r)).await;
         match result {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(StoreError::NameTaken(r.name.clone().unwrap_or_default()))
@@ -92,11 +74,19 @@ impl Store {
 
     /// Writes every field of an existing sandbox.
     pub async fn update(&self, r: &SandboxRecord) -> Result<(), StoreError> {
-        let sets: Vec<String> = FIELDS.iter().map(|f| format!("{f} = ?")).collect();
-        let sql = format!("UPDATE sandboxes SET {} WHERE id = ?", sets.join(", "));
-        let result = bind_all(sqlx::query(&sql), r)
-            .bind(r.id.as_str())
-            .execute(&self.pool)
+        let sets: Vec<String> = FIELDS
+            .iter()
+            .zip(placeholders(1, FIELDS.len()))
+            .map(|(f, p)| format!("{f} = {p}"))
+            .collect();
+        let sql = format!(
+            "UPDATE sandboxes SET {} WHERE id = ${}",
+            sets.join(", "),
+            FIELDS.len() + 1
+        );
+        let result = self
+            .db
+            .execute(bind_all(query(&sql), r).bind(r.id.as_str()))
             .await;
         match result {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -108,38 +98,29 @@ impl Store {
 
     /// A sandbox by id.
     pub async fn get(&self, id: &str) -> Result<Option<SandboxRecord>, StoreError> {
-        let sql = format!("SELECT {} FROM sandboxes WHERE id = ?", columns());
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = format!("SELECT {} FROM sandboxes WHERE id = $1", columns());
+        let row = self.db.fetch_optional(query(&sql).bind(id)).await?;
         row.map(|r| decode(&r)).transpose()
     }
 
     /// The live sandbox holding `name`.
     pub async fn get_live_by_name(&self, name: &str) -> Result<Option<SandboxRecord>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM sandboxes WHERE name = ? \
+            "SELECT {} FROM sandboxes WHERE name = $1 \
              AND status NOT IN ('terminated', 'failed')",
             columns()
         );
-        let row = sqlx::query(&sql)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = self.db.fetch_optional(query(&sql).bind(name)).await?;
         row.map(|r| decode(&r)).transpose()
     }
 
     /// Every sandbox of a namespace, ended ones included, oldest first.
     pub async fn list(&self, namespace: &str) -> Result<Vec<SandboxRecord>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM sandboxes WHERE namespace = ? ORDER BY created_at, id",
+            "SELECT {} FROM sandboxes WHERE namespace = $1 ORDER BY created_at, id",
             columns()
         );
-        let rows = sqlx::query(&sql)
-            .bind(namespace)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.db.fetch_all(query(&sql).bind(namespace)).await?;
         rows.iter().map(decode).collect()
     }
 
@@ -147,15 +128,12 @@ impl Store {
     /// in the archive.
     pub async fn list_live_in(&self, namespace: &str) -> Result<Vec<SandboxRecord>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM sandboxes WHERE namespace = ? \
+            "SELECT {} FROM sandboxes WHERE namespace = $1 \
              AND status NOT IN ('terminated', 'failed', 'timeout') \
              AND (pool_state IS NULL OR pool_state = 'claimed') ORDER BY created_at, id",
             columns()
         );
-        let rows = sqlx::query(&sql)
-            .bind(namespace)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.db.fetch_all(query(&sql).bind(namespace)).await?;
         rows.iter().map(decode).collect()
     }
 
@@ -163,67 +141,58 @@ impl Store {
     /// a pool's sandboxes being claimed (a claim may mount volumes before it is done).
     pub async fn list_holders_in(&self, namespace: &str) -> Result<Vec<SandboxRecord>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM sandboxes WHERE namespace = ? \
+            "SELECT {} FROM sandboxes WHERE namespace = $1 \
              AND status NOT IN ('terminated', 'failed', 'timeout') \
              AND (pool_state IS NULL OR pool_state != 'idle') ORDER BY created_at, id",
             columns()
         );
-        let rows = sqlx::query(&sql)
-            .bind(namespace)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.db.fetch_all(query(&sql).bind(namespace)).await?;
         rows.iter().map(decode).collect()
     }
 
     /// Every sandbox that is not ended, in any namespace.
     pub async fn list_live(&self) -> Result<Vec<SandboxRecord>, StoreError> {
+        // By id within a millisecond too, so both backends give the same order.
         let sql = format!(
             "SELECT {} FROM sandboxes WHERE status NOT IN ('terminated', 'failed') \
-             ORDER BY created_at",
+             ORDER BY created_at, id",
             columns()
         );
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let rows = self.db.fetch_all(query(&sql)).await?;
         rows.iter().map(decode).collect()
     }
 
     /// The id of every stored sandbox, ended ones included.
     pub async fn all_ids(&self) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT id FROM sandboxes")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        let rows = self.db.fetch_all(query("SELECT id FROM sandboxes")).await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.get("id"))
+            .collect::<Result<_, _>>()?)
     }
 
     /// How many sandboxes are in each status (statuses with none are absent).
     pub async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM sandboxes GROUP BY status")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(status, n)| (status, u64::try_from(n).unwrap_or(0)))
-            .collect())
-    }
-
-    /// The pool, for the snapshot queries.
-    pub(super) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// Closes the pool (flushes the WAL).
-    pub async fn close(&self) {
-        self.pool.close().await;
+        let rows = self
+            .db
+            .fetch_all(query(
+                "SELECT status, COUNT(*) AS n FROM sandboxes GROUP BY status",
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let n: i64 = row.get("n")?;
+                Ok((row.get("status")?, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
     }
 }
-
-type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn bind_all<'q>(q: Query<'q>, r: &'q SandboxRecord) -> Query<'q> {
+fn bind_all<'a>(q: Stmt<'a>, r: &SandboxRecord) -> Stmt<'a> {
     q.bind(r.id.as_str())
         .bind(&r.namespace)
         .bind(&r.name)
@@ -266,11 +235,11 @@ fn archived_at(r: &SandboxRecord) -> Option<EpochMillis> {
 
 /// Reads a JSON-encoded text column.
 pub(super) fn json_column<T: serde::de::DeserializeOwned>(
-    row: &SqliteRow,
+    row: &DbRow,
     id: &str,
     col: &str,
 ) -> Result<T, StoreError> {
-    let text: String = row.try_get(col)?;
+    let text: String = row.get(col)?;
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
         id: id.to_string(),
         reason: format!("{col}: {e}"),
@@ -279,11 +248,11 @@ pub(super) fn json_column<T: serde::de::DeserializeOwned>(
 
 /// Reads a nullable JSON-encoded text column.
 fn optional_json_column<T: serde::de::DeserializeOwned>(
-    row: &SqliteRow,
+    row: &DbRow,
     id: &str,
     col: &str,
 ) -> Result<Option<T>, StoreError> {
-    let text: Option<String> = row.try_get(col)?;
+    let text: Option<String> = row.get(col)?;
     text.map(|t| {
         serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
             id: id.to_string(),
@@ -301,8 +270,8 @@ pub(super) fn parse_id(id: String) -> Result<SandboxId, StoreError> {
     })
 }
 
-fn decode_pool_state(row: &SqliteRow, id: &str) -> Result<Option<super::PoolState>, StoreError> {
-    let text: Option<String> = row.try_get("pool_state")?;
+fn decode_pool_state(row: &DbRow, id: &str) -> Result<Option<super::PoolState>, StoreError> {
+    let text: Option<String> = row.get("pool_state")?;
     text.map(|t| {
         super::PoolState::parse(&t).ok_or_else(|| StoreError::Corrupt {
             id: id.to_string(),
@@ -312,40 +281,40 @@ fn decode_pool_state(row: &SqliteRow, id: &str) -> Result<Option<super::PoolStat
     .transpose()
 }
 
-pub(super) fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
-    let id: String = row.try_get("id")?;
-    let status: String = row.try_get("status")?;
+pub(super) fn decode(row: &DbRow) -> Result<SandboxRecord, StoreError> {
+    let id: String = row.get("id")?;
+    let status: String = row.get("status")?;
     Ok(SandboxRecord {
-        namespace: row.try_get("namespace")?,
-        name: row.try_get("name")?,
+        namespace: row.get("namespace")?,
+        name: row.get("name")?,
         status: SandboxStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
             id: id.clone(),
             reason: format!("status {status:?}"),
         })?,
-        image: row.try_get("image")?,
-        cpus: row.try_get("cpus")?,
-        memory_mb: row.try_get("memory_mb")?,
-        disk_mb: row.try_get("disk_mb")?,
-        timeout_secs: row.try_get("timeout_secs")?,
+        image: row.get("image")?,
+        cpus: row.get("cpus")?,
+        memory_mb: row.get("memory_mb")?,
+        disk_mb: row.get("disk_mb")?,
+        timeout_secs: row.get("timeout_secs")?,
         entrypoint: json_column(row, &id, "entrypoint")?,
         network_policy: json_column(row, &id, "network_policy")?,
         secret_names: json_column(row, &id, "secret_names")?,
         exposed_ports: json_column(row, &id, "exposed_ports")?,
-        allow_unauthenticated_access: row.try_get("allow_unauthenticated_access")?,
-        auto_resume: row.try_get("auto_resume")?,
-        slot: row.try_get("slot")?,
-        created_at: row.try_get("created_at")?,
-        terminated_at: row.try_get("terminated_at")?,
-        deadline_at: row.try_get("deadline_at")?,
-        pending_reason: row.try_get("pending_reason")?,
-        termination_reason: row.try_get("termination_reason")?,
-        error_details: row.try_get("error_details")?,
-        timeout_remaining_ms: row.try_get("timeout_remaining_ms")?,
-        transition: row.try_get("transition")?,
-        suspended_at: row.try_get("suspended_at")?,
-        archived_at: row.try_get("archived_at")?,
+        allow_unauthenticated_access: row.get("allow_unauthenticated_access")?,
+        auto_resume: row.get("auto_resume")?,
+        slot: row.get("slot")?,
+        created_at: row.get("created_at")?,
+        terminated_at: row.get("terminated_at")?,
+        deadline_at: row.get("deadline_at")?,
+        pending_reason: row.get("pending_reason")?,
+        termination_reason: row.get("termination_reason")?,
+        error_details: row.get("error_details")?,
+        timeout_remaining_ms: row.get("timeout_remaining_ms")?,
+        transition: row.get("transition")?,
+        suspended_at: row.get("suspended_at")?,
+        archived_at: row.get("archived_at")?,
         resource_resize: optional_json_column(row, &id, "resource_resize")?,
-        pool_id: row.try_get("pool_id")?,
+        pool_id: row.get("pool_id")?,
         pool_state: decode_pool_state(row, &id)?,
         file_systems: optional_json_column(row, &id, "file_systems")?.unwrap_or_default(),
         id: parse_id(id)?,
@@ -355,15 +324,14 @@ pub(super) fn decode(row: &SqliteRow) -> Result<SandboxRecord, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::store_test;
 
     fn record(id: &str, name: Option<&str>) -> SandboxRecord {
         crate::store::sample_record(id, name)
     }
 
-    #[tokio::test]
-    async fn round_trips_and_enforces_live_name_uniqueness() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let store = Store::open(&tmp.path().join("a.db")).await.expect("open");
+    store_test!(async fn round_trips_and_enforces_live_name_uniqueness(db) {
+        let store = db.open().await;
         let a = record("a", Some("web"));
         store.insert(&a).await.expect("insert");
         assert_eq!(
@@ -386,5 +354,5 @@ mod tests {
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].id, crate::store::test_id("b"));
         assert_eq!(store.list("default").await.expect("list").len(), 2);
-    }
+    });
 }

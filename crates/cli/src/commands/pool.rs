@@ -1,0 +1,165 @@
+//! `alcove pool ls|create|get|rm|claim`: warm pools, sandboxes started ahead of need and handed
+//! out by a claim in milliseconds.
+
+use std::collections::BTreeMap;
+
+use alcove_client::wire::pool::{ClaimSandboxRequest, SandboxPoolRequest};
+use alcove_client::wire::sandbox::ResourcesRequest;
+
+use super::connection::ServerArgs;
+use super::output;
+use super::sandbox::{ResourceArgs, parse_env, parse_secs};
+
+/// `alcove pool …`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  alcove pool create --image alcove/debian --cpus 1 --memory 1G --warm 4 --max 20
+  alcove pool ls
+  alcove pool claim 3b1f… --name job-7 --env TASK=7
+  alcove pool get 3b1f…
+  alcove pool rm 3b1f…")]
+pub struct PoolArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// List pools.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Print the pools as a JSON array (of SandboxPoolInfo).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a pool (prints its id).
+    Create {
+        /// Image of its sandboxes [default: the server's].
+        #[arg(long)]
+        image: Option<String>,
+        /// Size of each sandbox.
+        #[command(flatten)]
+        resources: ResourceArgs,
+        /// Idle sandboxes kept started (1 to 64).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=64))]
+        warm: Option<i64>,
+        /// Most sandboxes at once, idle and claimed (1 to 1000).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        max: Option<i64>,
+        /// Lifetime of a claimed sandbox, counted from the claim (0: none).
+        #[arg(long, value_parser = parse_secs)]
+        timeout: Option<i64>,
+    },
+    /// Show a pool and its sandboxes as JSON.
+    #[command(visible_alias = "inspect")]
+    Get {
+        /// Pool id.
+        pool: String,
+    },
+    /// Delete a pool and its idle sandboxes (refused while claimed ones run).
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// Pool id.
+        pool: String,
+    },
+    /// Claim a running sandbox from a pool (prints its id).
+    Claim {
+        /// Pool id.
+        pool: String,
+        /// Name of the claimed sandbox.
+        #[arg(long)]
+        name: Option<String>,
+        /// An environment variable for its later processes (repeatable).
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// A stored secret injected as an environment variable (repeatable).
+        #[arg(long = "secret", value_name = "NAME")]
+        secrets: Vec<String>,
+        /// Print the sandbox as JSON.
+        #[arg(long, conflicts_with = "quiet")]
+        json: bool,
+        /// Print only the id.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+}
+
+/// Runs `alcove pool …`.
+pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
+    let c = args.server.connect()?;
+    let explain = |e| c.explain(e);
+    match args.action {
+        Action::Ls { json } => {
+            let pools = c.client.list_pools().await.map_err(explain)?;
+            if json {
+                return output::json(&pools);
+            }
+            output::table(
+                ["ID", "IMAGE", "CPUS", "MEMORY", "WARM", "MAX", "CREATED"],
+                pools.iter().map(|p| {
+                    [
+                        p.id.clone(),
+                        p.image.clone(),
+                        p.resources.cpus.to_string(),
+                        format!("{} MiB", p.resources.memory_mb),
+                        p.warm_containers.to_string(),
+                        p.max_containers.map(|m| m.to_string()).unwrap_or_default(),
+                        output::ago(p.created_at),
+                    ]
+                }),
+            );
+            Ok(())
+        }
+        Action::Create {
+            image,
+            resources: size,
+            warm,
+            max,
+            timeout,
+        } => {
+            let given = size.cpus.is_some() || size.memory.is_some() || size.disk.is_some();
+            let resources = given.then(|| ResourcesRequest {
+                cpus: size.cpus,
+                memory_mb: size.memory,
+                disk_mb: size.disk,
+                ..ResourcesRequest::default()
+            });
+            let request = SandboxPoolRequest {
+                image,
+                resources,
+                timeout_secs: timeout,
+                warm_containers: warm,
+                max_containers: max,
+                ..SandboxPoolRequest::default()
+            };
+            let created = c.client.create_pool(&request).await.map_err(explain)?;
+            println!("{}", created.pool_id);
+            Ok(())
+        }
+        Action::Get { pool } => output::json(&c.client.get_pool(&pool).await.map_err(explain)?),
+        Action::Rm { pool } => {
+            c.client.delete_pool(&pool).await.map_err(explain)?;
+            println!("{pool}");
+            Ok(())
+        }
+        Action::Claim {
+            pool,
+            name,
+            env,
+            secrets,
+            json,
+            quiet,
+        } => {
+            let request = ClaimSandboxRequest {
+                name,
+                env: (!env.is_empty()).then(|| env.into_iter().collect::<BTreeMap<_, _>>()),
+                secret_names: (!secrets.is_empty()).then_some(secrets),
+                ..ClaimSandboxRequest::default()
+            };
+            let info = c.client.claim(&pool, &request).await.map_err(explain)?;
+            output::new_sandbox(&info, json, quiet)
+        }
+    }
+}
