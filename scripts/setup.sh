@@ -14,7 +14,9 @@
 #             $ALCOVE_IMAGES_DIR, by scripts/build_image.sh (rebuilt when a recipe changes)
 #   tools     cargo-machete (unused-dependency check of the test command), from the crate registry
 #   python    virtualenv $REPO/.venv with the SDK (editable) and the test tools
-#   node      the TypeScript SDK's dependencies and build (npm ci in sdk/typescript)
+#   node      the TypeScript SDK's dependencies and build (npm ci in sdk/typescript), and the
+#             web console (npm ci and build in console/ -> console/dist, embedded in the server
+#             by the build step; skipped when console/dist is newer than its sources)
 #   build     cargo build: target/release/alcove and the static
 #             target/x86_64-unknown-linux-gnu/release/alcove-agent (skipped if ALCOVE_SKIP_BUILD=1)
 #
@@ -351,8 +353,10 @@ step_image() {
 }
 
 # --- Python virtualenv -----------------------------------------------------------------
+# playwright: the console's tests drive Debian's chromium with it (tests/console; its own
+# browser download, `playwright install`, is never used).
 PY_TEST_PKGS=(pytest pytest-timeout httpx tensorlake==0.5.161 openapi-spec-validator jsonschema
-    prometheus_client)
+    prometheus_client playwright==1.65.2)
 
 base_python() {
     if [[ -n "${ALCOVE_PYTHON:-}" ]]; then
@@ -400,9 +404,14 @@ step_python() {
 }
 
 step_node() {
-    local dir="$ALCOVE_REPO/sdk/typescript"
-    [[ -f "$dir/package-lock.json" ]] || { warn "node: $dir has no package-lock.json; skipped"; return 0; }
     command -v npm >/dev/null || die "node: npm is missing (this machine kind ships Node.js and npm)"
+    node_sdk
+    node_console
+}
+
+# node_ci DIR  npm ci in DIR unless its node_modules matches its lock file already.
+node_ci() {
+    local dir="$1"
     local stamp="$dir/node_modules/.alcove-setup-stamp" want
     want="$(cat "$dir/package-lock.json" "$dir/package.json" | sha256sum | awk '{ print $1 }')"
     if [[ -d "$dir/node_modules" && "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
@@ -410,8 +419,32 @@ step_node() {
         return 0
     fi
     log "node: npm ci in $dir"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "node: npm ci failed"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "node: npm ci failed in $dir"
     echo "$want" >"$stamp"
+}
+
+# The web console's files (docs/console.md): built before the cargo build, which embeds them
+# (crates/server/build.rs; without them the server serves a "console not built" page).
+node_console() {
+    local dir="$ALCOVE_REPO/console"
+    [[ -f "$dir/package-lock.json" ]] || { warn "node: $dir has no package-lock.json; skipped"; return 0; }
+    node_ci "$dir"
+    local newest
+    newest="$(find "$dir/src" "$dir/index.html" "$dir/build.mjs" "$dir/package-lock.json" \
+        -type f -newer "$dir/dist/index.html" -print -quit 2>/dev/null || true)"
+    if [[ -f "$dir/dist/index.html" && -z "$newest" ]]; then
+        log "node: $dir/dist is up to date"
+        return 0
+    fi
+    log "node: building the console ($dir/dist)"
+    (cd "$dir" && node build.mjs --quiet) || die "node: the console build failed"
+    [[ -f "$dir/dist/index.html" && -f "$dir/dist/app.js" ]] || die "node: $dir/dist is incomplete"
+}
+
+node_sdk() {
+    local dir="$ALCOVE_REPO/sdk/typescript"
+    [[ -f "$dir/package-lock.json" ]] || { warn "node: $dir has no package-lock.json; skipped"; return 0; }
+    node_ci "$dir"
 }
 
 # --- main -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ mod logs;
 mod metrics;
 pub mod openapi;
 mod pools;
+mod pty_ticket;
 mod sandboxes;
 mod secrets;
 mod snapshots;
@@ -72,6 +73,7 @@ fn resource_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(secrets::list))
         .routes(routes!(secrets::set, secrets::delete))
         .routes(routes!(desktop::desktop_url))
+        .routes(routes!(pty_ticket::pty_ticket))
         .routes(routes!(metrics::sandbox_metrics))
         .routes(routes!(logs::get_logs))
         .routes(routes!(logs::list_log_processes))
@@ -126,6 +128,7 @@ pub fn build_router(state: AppState) -> Router {
             "/desktop/novnc",
             tower_http::services::ServeDir::new(&*state.novnc_dir),
         )
+        .merge(crate::console::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(
@@ -180,20 +183,39 @@ async fn not_found(req: Request) -> ApiError {
     )
 }
 
-async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The API-key check in front of every route (see the exemptions below).
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     // Desktop pages and sockets carry a signed token instead (a browser cannot
-    // put a key on a WebSocket); their handlers check it. noVNC's files are public.
+    // put a key on a WebSocket); their handlers check it. noVNC's files and the
+    // console's files are public (the console asks for a key and sends it itself).
     let path = req.uri().path();
     if matches!(path, "/healthz" | "/openapi.json")
         || path.starts_with("/desktop/")
+        || crate::console::is_console_path(path)
         || state.keys.is_empty()
     {
         return next.run(req).await;
     }
-    match state.keys.check(req.headers()) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+    let refused = match state.keys.check(req.headers()) {
+        Ok(()) => return next.run(req).await,
+        Err(e) => e,
+    };
+    // The console's terminal: a PTY WebSocket with a ticket instead of the key.
+    if !req
+        .headers()
+        .contains_key(axum::http::header::AUTHORIZATION)
+    {
+        match crate::console::pty_ticket_admits(&state, req).await {
+            Ok(Some(req)) => return next.run(req).await,
+            Ok(None) => {}
+            Err(e) => return e.into_response(),
+        }
     }
+    refused.into_response()
 }
 
 tokio::task_local! {

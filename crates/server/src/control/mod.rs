@@ -28,8 +28,9 @@ mod services;
 mod snapshots;
 pub mod state;
 mod suspend;
+// Its harness also serves the API's tests (a control plane on the in-memory node).
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod timeouts;
 pub mod validate;
 

@@ -20,8 +20,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// The archive's retention in these tests.
 const ARCHIVE_TTL: Duration = Duration::from_secs(3_600);
 
-pub(super) struct Harness {
-    pub(super) control: Arc<Control>,
+pub(crate) struct Harness {
+    pub(crate) control: Arc<Control>,
     pub(super) node: FakeNode,
     _dir: tempfile::TempDir,
 }
@@ -40,7 +40,7 @@ fn test_images(dir: &std::path::Path) -> crate::images::Images {
     crate::images::Images::open(&dir.join("images"), Default::default()).expect("images")
 }
 
-pub(super) async fn harness() -> Harness {
+pub(crate) async fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tmp");
     let store = Store::open(&dir.path().join("alcove.db"))
         .await
@@ -83,7 +83,7 @@ fn request(json: serde_json::Value) -> CreateSandboxRequest {
 }
 
 impl Harness {
-    pub(super) async fn create(
+    pub(crate) async fn create(
         &self,
         json: serde_json::Value,
     ) -> Result<SandboxRecord, ControlError> {

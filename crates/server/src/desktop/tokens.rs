@@ -1,6 +1,9 @@
 //! Signed, expiring desktop tokens: `<expires ms>.<hex HMAC-SHA256>` over the
 //! sandbox id and the expiry, under a key made at start (so a restart of the
 //! server ends every desktop URL it gave out).
+//!
+//! The same key signs the console's PTY WebSocket tickets ([`DesktopTokens::issue_pty_ticket`]),
+//! under another domain string: a desktop token is never a ticket, nor the reverse.
 
 use alcove_wire::time::now_millis;
 use hmac::{Hmac, Mac};
@@ -10,6 +13,28 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// How long a desktop URL stays valid.
 pub const TOKEN_LIFETIME_MS: i64 = 60 * 60 * 1000;
+
+/// How long a PTY WebSocket ticket stays valid: only long enough to open the socket (which
+/// then stays open); a reconnect asks for a new one.
+pub const PTY_TICKET_LIFETIME_MS: i64 = 30 * 1000;
+
+/// What a signature authorizes; its own domain string goes into the MAC.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    /// The desktop page and its socket.
+    Desktop,
+    /// Opening a PTY WebSocket through the proxy (the console's terminal).
+    PtySocket,
+}
+
+impl Purpose {
+    fn domain(self) -> &'static [u8] {
+        match self {
+            Purpose::Desktop => b"alcove-desktop\0",
+            Purpose::PtySocket => b"alcove-pty-ticket\0",
+        }
+    }
+}
 
 /// Makes and checks desktop tokens.
 pub struct DesktopTokens {
@@ -31,16 +56,38 @@ impl DesktopTokens {
         Self { key }
     }
 
-    /// A token for `sandbox_id` that expires at `expires_ms`.
+    /// A desktop token for `sandbox_id` that expires at `expires_ms`.
     pub fn issue(&self, sandbox_id: &str, expires_ms: i64) -> String {
+        self.sign(Purpose::Desktop, sandbox_id, expires_ms)
+    }
+
+    /// Whether `token` is a desktop token issued for `sandbox_id` and has not expired.
+    pub fn verify(&self, sandbox_id: &str, token: &str) -> bool {
+        self.check(Purpose::Desktop, sandbox_id, token)
+    }
+
+    /// A ticket that opens PTY WebSockets of `sandbox_id` through the proxy until `expires_ms`.
+    pub fn issue_pty_ticket(&self, sandbox_id: &str, expires_ms: i64) -> String {
+        self.sign(Purpose::PtySocket, sandbox_id, expires_ms)
+    }
+
+    /// Whether `ticket` is a PTY ticket issued for `sandbox_id` and has not expired.
+    pub fn verify_pty_ticket(&self, sandbox_id: &str, ticket: &str) -> bool {
+        self.check(Purpose::PtySocket, sandbox_id, ticket)
+    }
+
+    fn sign(&self, purpose: Purpose, sandbox_id: &str, expires_ms: i64) -> String {
         format!(
             "{expires_ms}.{}",
-            hex::encode(self.mac(sandbox_id, expires_ms).finalize().into_bytes())
+            hex::encode(
+                self.mac(purpose, sandbox_id, expires_ms)
+                    .finalize()
+                    .into_bytes()
+            )
         )
     }
 
-    /// Whether `token` was issued for `sandbox_id` and has not expired.
-    pub fn verify(&self, sandbox_id: &str, token: &str) -> bool {
+    fn check(&self, purpose: Purpose, sandbox_id: &str, token: &str) -> bool {
         let Some((expires, sig)) = token.split_once('.') else {
             return false;
         };
@@ -48,14 +95,18 @@ impl DesktopTokens {
             return false;
         };
         // verify_slice compares in constant time.
-        expires_ms > now_millis() && self.mac(sandbox_id, expires_ms).verify_slice(&sig).is_ok()
+        expires_ms > now_millis()
+            && self
+                .mac(purpose, sandbox_id, expires_ms)
+                .verify_slice(&sig)
+                .is_ok()
     }
 
-    fn mac(&self, sandbox_id: &str, expires_ms: i64) -> HmacSha256 {
+    fn mac(&self, purpose: Purpose, sandbox_id: &str, expires_ms: i64) -> HmacSha256 {
         // new_from_slice only fails for key lengths HMAC cannot take; 32 bytes it can.
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes a 32-byte key"));
-        mac.update(b"alcove-desktop\0");
+        mac.update(purpose.domain());
         mac.update(sandbox_id.as_bytes());
         mac.update(b"\0");
         mac.update(&expires_ms.to_be_bytes());
@@ -87,5 +138,23 @@ mod tests {
         for bad in ["", ".", "x.y", "1.zz", &format!("{later}")] {
             assert!(!tokens.verify("a", bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_pty_ticket_is_no_desktop_token_and_the_reverse() {
+        let tokens = DesktopTokens::random();
+        let later = now_millis() + 60_000;
+        let ticket = tokens.issue_pty_ticket("a", later);
+        assert!(tokens.verify_pty_ticket("a", &ticket));
+        assert!(!tokens.verify_pty_ticket("b", &ticket), "another sandbox");
+        assert!(!tokens.verify("a", &ticket), "a ticket opens no desktop");
+        assert!(
+            !tokens.verify_pty_ticket("a", &tokens.issue("a", later)),
+            "a desktop token opens no terminal"
+        );
+        assert!(
+            !tokens.verify_pty_ticket("a", &tokens.issue_pty_ticket("a", now_millis() - 1)),
+            "expired"
+        );
     }
 }

@@ -47,6 +47,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{REGENERATE, document};
+use crate::api::pty_ticket::PtyTicket;
 use crate::api::secrets::{SecretInfo, SecretList, SetSecret};
 use crate::control::{secrets, validate};
 use alcove_wire::desktop::{DesktopUrl, DesktopUrlRequest};
@@ -312,6 +313,7 @@ fn schemas_are_what_serde_reads_and_writes() {
         SecretInfo,
         SecretList,
         DesktopUrl,
+        PtyTicket,
         SandboxMetrics,
         StopAllResponse,
         SandboxLogsResponse,
