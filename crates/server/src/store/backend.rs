@@ -209,6 +209,16 @@ impl Backend {
         })
     }
 
+    /// The clause that makes a subselect lock the rows it picks and skip rows other
+    /// transactions hold: `FOR UPDATE SKIP LOCKED` in PostgreSQL; nothing in SQLite, which
+    /// runs one writer at a time.
+    pub(super) fn skip_locked(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "",
+            Self::Postgres { .. } => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     /// Closes the pool.
     pub(super) async fn close(&self) {
         match self {

@@ -165,23 +165,18 @@ impl Store {
     /// statement (two claims never get the same sandbox); its id, or `None` when
     /// the pool has no running idle sandbox.
     ///
-    /// In PostgreSQL two claims at once may pick the same row in the inner select; the
-    /// second then finds it no longer idle and gets `None` (never the same sandbox), as
-    /// the caller's "no idle sandbox" path handles. Row locks (`SKIP LOCKED`) can come with
-    /// several servers on one database.
+    /// In PostgreSQL the inner select locks the row it picks and skips rows other claims
+    /// hold (`FOR UPDATE SKIP LOCKED`), so two claims at once take two different idle
+    /// sandboxes; SQLite runs one writer at a time and needs no lock.
     pub async fn take_idle(&self, pool_id: &str) -> Result<Option<String>, StoreError> {
-        let row = self
-            .db
-            .fetch_optional(
-                query(
-                    "UPDATE sandboxes SET pool_state = 'claiming' WHERE id = ( \
-                         SELECT id FROM sandboxes WHERE pool_id = $1 AND pool_state = 'idle' \
-                         AND status = 'running' ORDER BY created_at, id LIMIT 1) \
-                     AND pool_state = 'idle' RETURNING id",
-                )
-                .bind(pool_id),
-            )
-            .await?;
+        let lock = self.db.skip_locked();
+        let sql = format!(
+            "UPDATE sandboxes SET pool_state = 'claiming' WHERE id = ( \
+                 SELECT id FROM sandboxes WHERE pool_id = $1 AND pool_state = 'idle' \
+                 AND status = 'running' ORDER BY created_at, id LIMIT 1{lock}) \
+             AND pool_state = 'idle' RETURNING id"
+        );
+        let row = self.db.fetch_optional(query(&sql).bind(pool_id)).await?;
         Ok(row.map(|r| r.get("id")).transpose()?)
     }
 
@@ -265,5 +260,33 @@ mod tests {
         assert_eq!(store.pool_members("p1").await.expect("members").len(), 2);
         store.delete_pool("p1").await.expect("delete");
         assert_eq!(store.get_pool("p1").await.expect("get"), None);
+    });
+
+    store_test!(async fn claims_at_once_take_different_idle_sandboxes(db) {
+        let store = db.open().await;
+        store.put_pool(&pool("p1")).await.expect("put");
+        let mut ids = Vec::new();
+        for label in ["c1", "c2", "c3", "c4"] {
+            let mut idle = crate::store::sample_record(label, None);
+            idle.pool_id = Some("p1".into());
+            idle.pool_state = Some(PoolState::Idle);
+            store.insert(&idle).await.expect("insert");
+            ids.push(idle.id.to_string());
+        }
+        // Four claims at once: each gets a sandbox, and no sandbox is handed out twice.
+        let (a, b, c, d) = tokio::join!(
+            store.take_idle("p1"),
+            store.take_idle("p1"),
+            store.take_idle("p1"),
+            store.take_idle("p1"),
+        );
+        let mut taken: Vec<String> = [a, b, c, d]
+            .into_iter()
+            .map(|t| t.expect("take").expect("an idle sandbox for every claim"))
+            .collect();
+        taken.sort();
+        ids.sort();
+        assert_eq!(taken, ids);
+        assert_eq!(store.take_idle("p1").await.expect("take"), None);
     });
 }
