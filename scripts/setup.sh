@@ -12,7 +12,8 @@
 #             (also written to /etc/sysctl.d/60-alcove.conf; `alcove serve` checks them too)
 #   image     the images of images/*/recipe.txt (alcove/debian, alcove/desktop) in
 #             $ALCOVE_IMAGES_DIR, by scripts/build_image.sh (rebuilt when a recipe changes)
-#   tools     cargo-machete (unused-dependency check of the test command), from the crate registry
+#   tools     cargo-machete (unused-dependency check of the test command) and s3s-fs (an S3
+#             server for the blob store's tests, cached), from the crate registry
 #   python    virtualenv $REPO/.venv with the SDK (editable) and the test tools
 #   node      the TypeScript SDK's dependencies and build (npm ci in sdk/typescript), and the
 #             web console (npm ci and build in console/ -> console/dist, embedded in the server
@@ -300,6 +301,7 @@ CARGO_MACHETE_VERSION="0.9.2"
 
 step_tools() {
     command -v cargo >/dev/null || die "cargo is not on PATH"
+    ensure_s3s_fs
     if cargo machete --version 2>/dev/null | grep -q "$CARGO_MACHETE_VERSION"; then
         log "tools: cargo-machete $CARGO_MACHETE_VERSION present"
         return 0
@@ -307,6 +309,24 @@ step_tools() {
     log "tools: cargo install cargo-machete $CARGO_MACHETE_VERSION (about a minute)"
     cargo install --locked --quiet cargo-machete --version "$CARGO_MACHETE_VERSION" ||
         die "tools: installing cargo-machete failed"
+}
+
+# s3s-fs: an S3 server over a directory, from the crate registry. The blob store's tests
+# (crates/blobs, tests/blobs) start it on a free loopback port: S3 really spoken, signatures
+# and multipart uploads included. Built once into the cache (a few minutes).
+S3S_FS_VERSION="0.14.1"
+S3S_FS_BIN="$ALCOVE_CACHE_DIR/s3s-fs-$S3S_FS_VERSION/bin/s3s-fs"
+
+ensure_s3s_fs() {
+    if [[ -x "$S3S_FS_BIN" ]]; then
+        log "tools: s3s-fs $S3S_FS_VERSION present"
+        return 0
+    fi
+    log "tools: cargo install s3s-fs $S3S_FS_VERSION (a few minutes, cached in $ALCOVE_CACHE_DIR)"
+    mkdir -p "$ALCOVE_CACHE_DIR"
+    cargo install --locked --quiet s3s-fs --version "$S3S_FS_VERSION" --features binary \
+        --root "$ALCOVE_CACHE_DIR/s3s-fs-$S3S_FS_VERSION" ||
+        die "tools: installing s3s-fs failed"
 }
 
 # --- Rust build ---------------------------------------------------------------------

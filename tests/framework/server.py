@@ -55,6 +55,7 @@ class AlcoveServer:
         extra_args: list[str] | None = None,
         binary: Path | None = None,
         agent: Path | None = None,
+        extra_env: dict[str, str] | None = None,
     ):
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="alcove-e2e-")).resolve()
         self.port = free_port()
@@ -62,6 +63,7 @@ class AlcoveServer:
         self.subnet = unique_subnet()
         self.api_keys = api_keys or []
         self.extra_args = extra_args or []
+        self.extra_env = extra_env or {}
         # Another build (a benchmark's baseline) instead of this checkout's.
         self.binary = Path(binary or ALCOVE_BIN)
         self.agent = Path(agent or AGENT_PATH)
@@ -91,7 +93,7 @@ class AlcoveServer:
             argv += ["--api-key", key]
         argv += self.extra_args
         log = open(self.log_path, "ab")
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), **self.extra_env)
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -7,7 +7,9 @@ pub enum BlobError {
     #[error("blob store: {0}")]
     Config(String),
     /// A key that is not a plain relative path of safe names.
-    #[error("blob key {0:?} is not a relative path of names made of letters, digits, '.', '_' and '-'")]
+    #[error(
+        "blob key {0:?} is not a relative path of names made of letters, digits, '.', '_' and '-'"
+    )]
     BadKey(String),
     /// The store refused the credentials it was given.
     #[error("the blob store refused the credentials ({0})")]
@@ -53,11 +55,7 @@ impl BlobError {
         path: &std::path::Path,
     ) -> impl FnOnce(std::io::Error) -> Self + use<> {
         let path = path.display().to_string();
-        move |source| Self::Io {
-            what,
-            path,
-            source,
-        }
+        move |source| Self::Io { what, path, source }
     }
 
     /// Classifies an `object_store` error: missing objects and refused
@@ -70,9 +68,14 @@ impl BlobError {
             other => {
                 let text = other.to_string();
                 // S3 answers a wrong key id or signature with a plain 403.
-                if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden"]
-                    .iter()
-                    .any(|m| text.contains(m))
+                if [
+                    "InvalidAccessKeyId",
+                    "SignatureDoesNotMatch",
+                    "AccessDenied",
+                    "403 Forbidden",
+                ]
+                .iter()
+                .any(|m| text.contains(m))
                 {
                     Self::Credentials(text)
                 } else {

@@ -59,10 +59,9 @@ impl BlobStore {
             let mut buf = vec![0u8; 1 << 20];
             let outcome: Result<()> = async {
                 loop {
-                    let n = reader
-                        .read(&mut buf)
-                        .await
-                        .map_err(|e| BlobError::Store(format!("reading what {key} uploads: {e}")))?;
+                    let n = reader.read(&mut buf).await.map_err(|e| {
+                        BlobError::Store(format!("reading what {key} uploads: {e}"))
+                    })?;
                     if n == 0 {
                         return Ok(());
                     }

@@ -11,8 +11,99 @@ use std::path::{Path, PathBuf};
 use crate::cmd;
 use crate::error::{Result, RuntimeError, path_str};
 
-fn archive_of(dir: &Path, member: &str) -> PathBuf {
+/// Where the archive of `member` of `dir` is (or goes).
+pub fn archive_of(dir: &Path, member: &str) -> PathBuf {
     dir.join(format!("{member}.tar.zst"))
+}
+
+/// Whether `member` of `dir` is there, raw or packed.
+pub fn has_member(dir: &Path, member: &str) -> bool {
+    dir.join(member).exists() || archive_of(dir, member).exists()
+}
+
+/// `member` of `dir` as the bytes of its archive, without writing one: the
+/// archive file when it is packed, else `tar | zstd` streaming it. Call
+/// [`PackedReader::finish`] after reading to the end: tar's exit status is
+/// only known then.
+pub async fn open_packed(dir: &Path, member: &str) -> Result<PackedReader> {
+    let archive = archive_of(dir, member);
+    if !dir.join(member).exists() {
+        let file = tokio::fs::File::open(&archive)
+            .await
+            .map_err(RuntimeError::io("opening", &archive))?;
+        return Ok(PackedReader::File(file));
+    }
+    let mut child = tokio::process::Command::new("tar")
+        .args(["--sparse", "-I", "zstd -1 -T0 -q", "-C"])
+        .arg(dir)
+        .args(["-cf", "-", member])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(RuntimeError::io("running tar on", dir))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| RuntimeError::Config("tar's output was not captured".into()))?;
+    Ok(PackedReader::Tar { child, stdout })
+}
+
+/// The bytes of a member's archive; see [`open_packed`].
+#[derive(Debug)]
+pub enum PackedReader {
+    /// An archive already on disk.
+    File(tokio::fs::File),
+    /// `tar` packing the member as it is read.
+    Tar {
+        /// The tar process.
+        child: tokio::process::Child,
+        /// Its output.
+        stdout: tokio::process::ChildStdout,
+    },
+}
+
+impl PackedReader {
+    /// After the last byte: whether the archive read was whole (tar exited 0).
+    pub async fn finish(self) -> Result<()> {
+        match self {
+            Self::File(_) => Ok(()),
+            Self::Tar { mut child, stdout } => {
+                drop(stdout);
+                let mut err = String::new();
+                if let Some(mut stderr) = child.stderr.take() {
+                    use tokio::io::AsyncReadExt;
+                    let _ = stderr.read_to_string(&mut err).await;
+                }
+                let status = child
+                    .wait()
+                    .await
+                    .map_err(|e| RuntimeError::Config(format!("waiting for tar: {e}")))?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(RuntimeError::Config(format!(
+                        "tar failed ({status}): {}",
+                        err.trim()
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for PackedReader {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::File(f) => std::pin::Pin::new(f).poll_read(cx, buf),
+            Self::Tar { stdout, .. } => std::pin::Pin::new(stdout).poll_read(cx, buf),
+        }
+    }
 }
 
 /// Whether `member` of `dir` is only available packed.
@@ -111,6 +202,37 @@ fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_streamed_member_unpacks_like_a_packed_one() {
+        use tokio::io::AsyncReadExt;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path();
+        std::fs::create_dir(dir.join("criu")).expect("mkdir");
+        std::fs::write(dir.join("criu/pages-1.img"), vec![3u8; 70_000]).expect("write");
+        let mut reader = open_packed(dir, "criu").await.expect("open");
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).await.expect("read");
+        reader.finish().await.expect("tar ok");
+        // As if downloaded on another machine: only the archive is there.
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).expect("mkdir");
+        std::fs::write(archive_of(&other, "criu"), &bytes).expect("write");
+        assert!(is_packed(&other, "criu") && has_member(&other, "criu"));
+        unpack(&other, "criu").await.expect("unpack");
+        assert_eq!(
+            std::fs::read(other.join("criu/pages-1.img")).expect("read"),
+            vec![3u8; 70_000]
+        );
+        // A packed member is streamed from its archive file.
+        pack(dir, "criu").await.expect("pack");
+        let mut reader = open_packed(dir, "criu").await.expect("open");
+        let mut again = Vec::new();
+        reader.read_to_end(&mut again).await.expect("read");
+        reader.finish().await.expect("ok");
+        assert_eq!(again, std::fs::read(archive_of(dir, "criu")).expect("read"));
+        assert!(open_packed(dir, "missing").await.is_err());
+    }
 
     #[tokio::test]
     async fn pack_and_unpack_round_trip_files_dirs_and_sparse_files() {

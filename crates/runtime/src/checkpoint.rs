@@ -24,6 +24,13 @@ const CHECKPOINT_DONE: &str = "checkpoint.done";
 const SNAPSHOT_DISK: &str = "disk.img";
 const SNAPSHOT_CRIU: &str = "criu";
 
+/// What of a suspended sandbox's directory a resume needs, as archive members
+/// (see [`archive`]): the dump and the writable layer.
+pub const SUSPENDED_MEMBERS: [&str; 2] = [CHECKPOINT_DIR, "disk.img"];
+/// What of a snapshot's directory a restore needs, as archive members (a
+/// filesystem snapshot has no `criu`).
+pub const SNAPSHOT_MEMBERS: [&str; 2] = [SNAPSHOT_CRIU, SNAPSHOT_DISK];
+
 impl Node {
     fn checkpoint_paths(&self, id: &str) -> (PathBuf, PathBuf, PathBuf) {
         let dir = self.sandbox_dir(id);
@@ -88,6 +95,28 @@ impl Node {
     pub async fn pack_snapshot(&self, dir: &Path) -> Result<()> {
         archive::pack(dir, SNAPSHOT_CRIU).await?;
         archive::pack(dir, SNAPSHOT_DISK).await
+    }
+
+    /// The directory holding a suspended sandbox's [`SUSPENDED_MEMBERS`].
+    pub fn suspended_dir(&self, id: &SandboxId) -> PathBuf {
+        self.sandbox_dir(id)
+    }
+
+    /// Flushes a suspended sandbox's layer (still mounted after a suspend) into
+    /// its image file, so reading `disk.img` sees everything it wrote.
+    pub fn settle_suspended(&self, id: &SandboxId) -> Result<()> {
+        let layer = Layer::new(self.sandbox_dir(id));
+        if layer.is_mounted() {
+            sync_filesystem(&layer.disk_mount())?;
+        }
+        Ok(())
+    }
+
+    /// Marks a dump put in place from elsewhere (downloaded archives of
+    /// [`SUSPENDED_MEMBERS`]) as complete, as a finished suspend does.
+    pub fn mark_checkpoint_complete(&self, id: &SandboxId) -> Result<()> {
+        let (_, _, done) = self.checkpoint_paths(id);
+        std::fs::write(&done, b"").map_err(RuntimeError::io("writing", &done))
     }
 
     /// Whether a suspended sandbox's dump is packed.

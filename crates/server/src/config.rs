@@ -10,6 +10,23 @@ use std::path::PathBuf;
 
 use alcove_runtime::network::Subnet;
 
+/// A setting that must never be printed: `Debug` shows `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HiddenString(pub String);
+
+impl std::fmt::Debug for HiddenString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for HiddenString {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
 /// Settings of the server.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
@@ -42,6 +59,41 @@ pub struct Config {
         )
     )]
     pub database: Option<crate::store::DatabaseUrl>,
+
+    /// Copy suspended sandboxes' dumps and snapshots to a blob store, so they outlive
+    /// this machine: `s3://bucket/prefix` (any S3-compatible server) or
+    /// `file:///dir` (e.g. a shared mount). Without it they stay on the local disk only.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_BLOB_STORE", value_name = "URL")
+    )]
+    pub blob_store: Option<String>,
+
+    /// The S3 server's URL (`http://10.0.0.5:9000`); AWS when unset.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_S3_ENDPOINT", value_name = "URL")
+    )]
+    pub s3_endpoint: Option<String>,
+
+    /// The S3 region to sign requests for (default us-east-1).
+    #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_S3_REGION"))]
+    pub s3_region: Option<String>,
+
+    /// The S3 access key id.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_S3_ACCESS_KEY_ID", hide_env_values = true)
+    )]
+    pub s3_access_key_id: Option<String>,
+
+    /// The S3 secret access key. Prefer the environment variable: a flag shows in
+    /// the process list. Never logged.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_S3_SECRET_ACCESS_KEY", hide_env_values = true)
+    )]
+    pub s3_secret_access_key: Option<HiddenString>,
 
     /// Directory of images (default: <data-dir>/images).
     #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_IMAGES_DIR"))]
@@ -302,6 +354,10 @@ impl Config {
         if let Some(database) = &self.database {
             database.parse()?;
         }
+        if let Some(url) = &self.blob_store {
+            alcove_blobs::BlobLocation::parse(url)
+                .map_err(|e| ConfigError::Invalid(format!("--blob-store: {e}")))?;
+        }
         for (flag, value) in [
             ("header-read-timeout-secs", self.header_read_timeout_secs),
             ("idle-timeout-secs", self.idle_timeout_secs),
@@ -320,6 +376,16 @@ impl Config {
             return Err(ConfigError::NoAgent(agent));
         }
         Ok(())
+    }
+
+    /// How to reach an S3 blob store.
+    pub fn s3_settings(&self) -> alcove_blobs::S3Settings {
+        alcove_blobs::S3Settings {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.as_ref().map(|s| s.0.clone()),
+        }
     }
 
     /// Limits of the HTTP listener; the connection cap is resolved against the

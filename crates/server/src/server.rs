@@ -32,6 +32,9 @@ pub enum ServeError {
     /// The secrets key could not be loaded or created.
     #[error("loading the secrets key: {0}")]
     Secrets(#[from] crate::secrets::SecretError),
+    /// The blob store could not be opened or reached.
+    #[error("opening the blob store: {0}")]
+    Blobs(#[from] alcove_blobs::BlobError),
     /// Recovery failed.
     #[error("recovering sandboxes: {0}")]
     Recover(#[from] crate::control::ControlError),
@@ -82,6 +85,16 @@ pub async fn serve(
     };
     // The redacted form: never the URL, which may hold a password.
     tracing::info!(store = %store.describe(), "store opened");
+    let blobs = match &config.blob_store {
+        None => None,
+        Some(url) => {
+            let blobs = alcove_blobs::BlobStore::open(url, &config.s3_settings())?;
+            // Wrong credentials or an unreachable server fail here, not at the first suspend.
+            blobs.check().await?;
+            tracing::info!(blob_store = %blobs.location(), "blob store reachable");
+            Some(blobs)
+        }
+    };
     let node = Node::new(NodeConfig {
         data_dir: config.data_dir.clone(),
         images_dir: config.images_dir(),
@@ -134,6 +147,7 @@ pub async fn serve(
                 cpus: alcove_runtime::node::host_cpus(),
                 memory_mb: host_memory_mb(),
             },
+            blobs,
         },
         agents.clone(),
         crate::secrets::SecretBox::load_or_create(&config.data_dir.join("secrets.key"))?,

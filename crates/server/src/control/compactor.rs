@@ -1,5 +1,6 @@
 //! Packs idle suspended sandboxes and snapshots into zstd archives (see
-//! `alcove_runtime::archive`) once they have sat unused for a while.
+//! `alcove_runtime::archive`) once they have sat unused for a while, and
+//! copies suspended sandboxes to the blob store (`blobs.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ pub fn spawn_compactor(control: Arc<Control>, shutdown: Shutdown) -> tokio::task
                 _ = shutdown.wait() => return,
             }
             control.compact_once().await;
+            control.upload_suspended_once().await;
         }
     })
 }

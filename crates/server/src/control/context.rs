@@ -29,6 +29,9 @@ pub struct ControlConfig {
     pub archive_ttl: Duration,
     /// Host limits for validation.
     pub host: HostLimits,
+    /// Where dumps and snapshots are copied so they outlive this machine
+    /// (`--blob-store`); `None` keeps them on the local disk only.
+    pub blobs: Option<alcove_blobs::BlobStore>,
 }
 
 /// The lock one operation on a sandbox (or a snapshot's files) holds.

@@ -270,15 +270,24 @@ impl Sandboxes {
                     .unwrap_or_default();
                 let lock = self.ctx.op_lock(&key);
                 let _guard = lock.lock().await;
-                (
-                    self.ctx
-                        .timed(
-                            Operation::Restore,
-                            self.ctx.node.restore_snapshot(&spec, dir, *memory),
-                        )
-                        .await,
-                    !*memory,
-                )
+                let snapshot_id = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                // Not on this disk (taken on another node, or its files lost):
+                // fetched from the blob store, checked against their digests.
+                let started = match self.ctx.fetch_snapshot_blobs(&snapshot_id, dir).await {
+                    Ok(()) => {
+                        self.ctx
+                            .timed(
+                                Operation::Restore,
+                                self.ctx.node.restore_snapshot(&spec, dir, *memory),
+                            )
+                            .await
+                    }
+                    Err(e) => Err(alcove_runtime::RuntimeError::Config(e)),
+                };
+                (started, !*memory)
             }
             Boot::Copy { dir } => (
                 self.ctx
@@ -548,6 +557,7 @@ impl Sandboxes {
         if let Some(slot) = slot.and_then(|s| u32::try_from(s).ok()) {
             self.ctx.node.destroy(&id, Slot(slot)).await;
         }
+        self.ctx.forget_blobs(super::blobs::sandbox_owner(&id));
         drop(guard);
         self.ctx.forget_op_lock(&id);
         let why = record.termination_reason.as_deref().unwrap_or("");

@@ -4,6 +4,7 @@
 mod agent_client;
 mod archive;
 mod attach;
+mod blobs;
 mod build;
 mod compactor;
 mod context;

@@ -78,6 +78,29 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
     /// Whether a complete dump of the sandbox is on the node.
     fn has_checkpoint(&self, id: &SandboxId) -> bool;
 
+    /// The directory holding a suspended sandbox's dump and layer
+    /// (`alcove_runtime::checkpoint::SUSPENDED_MEMBERS`, raw or packed), when
+    /// the node keeps them as files here; what the blob store copies.
+    fn suspended_dir(&self, id: &SandboxId) -> Option<std::path::PathBuf> {
+        let _ = id;
+        None
+    }
+
+    /// Makes a suspended sandbox's files consistent for reading (its layer
+    /// flushed to its image file).
+    fn settle_suspended(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        let _ = id;
+        Ok(())
+    }
+
+    /// Marks a dump put in [`Self::suspended_dir`] from the blob store as complete.
+    fn mark_checkpoint_complete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        let _ = id;
+        Err(RuntimeError::Config(
+            "this node keeps no dumps as files".into(),
+        ))
+    }
+
     /// Drops a dump that will not be resumed.
     async fn discard_checkpoint(&self, id: &SandboxId);
 
@@ -234,6 +257,18 @@ impl SandboxNode for alcove_runtime::Node {
 
     fn has_checkpoint(&self, id: &SandboxId) -> bool {
         alcove_runtime::Node::has_checkpoint(self, id)
+    }
+
+    fn suspended_dir(&self, id: &SandboxId) -> Option<std::path::PathBuf> {
+        Some(alcove_runtime::Node::suspended_dir(self, id))
+    }
+
+    fn settle_suspended(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::settle_suspended(self, id)
+    }
+
+    fn mark_checkpoint_complete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::mark_checkpoint_complete(self, id)
     }
 
     async fn discard_checkpoint(&self, id: &SandboxId) {

@@ -36,6 +36,8 @@ pub struct Control {
     pub pools: super::Pools,
     /// Create, list, get and delete volumes (their mounts are on `sandboxes`).
     pub file_systems: super::FileSystems,
+    /// Background uploads to the blob store that failed, and when to retry.
+    pub(super) upload_backoff: super::blobs::UploadBackoff,
 }
 
 impl Control {
@@ -62,6 +64,7 @@ impl Control {
             secrets,
             archive: Archive::new(Arc::clone(&ctx)),
             file_systems: super::FileSystems::new(Arc::clone(&ctx)),
+            upload_backoff: Default::default(),
             ctx,
         }
     }

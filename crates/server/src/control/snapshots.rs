@@ -124,6 +124,15 @@ impl Snapshots {
             Ok(None) => Err(format!("sandbox {id} not found")),
             Err(e) => Err(e.to_string()),
         };
+        // With a blob store, `completed` means stored there: restorable anywhere.
+        let outcome = match outcome {
+            Ok(bytes) => self
+                .ctx
+                .store_snapshot_blobs(&snap.id, &dir)
+                .await
+                .map(|()| bytes),
+            Err(e) => Err(e),
+        };
         match outcome {
             Ok(bytes) => {
                 snap.status = SnapshotStatus::Completed;
@@ -196,6 +205,7 @@ impl Snapshots {
         if let Err(e) = blocking::remove_dir_all(self.snapshot_dir(id)).await {
             tracing::warn!(snapshot_id = %id, error = %e, "removing snapshot files");
         }
+        self.ctx.forget_blobs(super::blobs::snapshot_owner(id));
         Ok(())
     }
 

@@ -247,15 +247,20 @@ impl Suspension {
                 // The restored processes keep the environment they had; a restore
                 // does not start a process from the bundle's env.
                 let spec = spec_for(&record, image, Vec::new());
-                self.ctx
-                    .timed(
-                        Operation::Resume,
-                        self.ctx
-                            .node
-                            .resume(&spec, alcove_runtime::network::Slot(slot)),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())
+                // A dump that is not on this disk comes from the blob store.
+                match self.ctx.fetch_suspended_blobs(id).await {
+                    Ok(()) => self
+                        .ctx
+                        .timed(
+                            Operation::Resume,
+                            self.ctx
+                                .node
+                                .resume(&spec, alcove_runtime::network::Slot(slot)),
+                        )
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e.to_string()),
         };
@@ -271,6 +276,8 @@ impl Suspension {
                     record.deadline_at = Some(now_millis() + left);
                 }
                 self.ctx.set_running(id, handle);
+                // Its copy in the blob store is of a state it has left.
+                self.ctx.forget_blobs(super::blobs::sandbox_owner(id));
                 tracing::info!(sandbox_id = %id, "sandbox resumed");
                 self.ctx
                     .logs

@@ -59,6 +59,7 @@ pub(crate) async fn harness() -> Harness {
                 cpus: 4.0,
                 memory_mb: 16_384,
             },
+            blobs: None,
         },
         AgentClient::new(),
         crate::secrets::SecretBox::load_or_create(&dir.path().join("secrets.key"))

@@ -44,6 +44,10 @@ pub enum Operation {
     Claim,
     /// A running sandbox dumped once to be copied (the copies' restores count as `restore`).
     CopyDump,
+    /// A suspended sandbox's dump or a snapshot copied to the blob store.
+    BlobUpload,
+    /// A dump or snapshot fetched from the blob store (checked against its digest).
+    BlobDownload,
 }
 
 impl Operation {
@@ -56,6 +60,8 @@ impl Operation {
             Self::Snapshot => "snapshot",
             Self::Claim => "claim",
             Self::CopyDump => "copy_dump",
+            Self::BlobUpload => "blob_upload",
+            Self::BlobDownload => "blob_download",
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod archive;
 mod backend;
+mod blobs;
 mod file_systems;
 mod pools;
 mod postgres;
@@ -28,6 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 pub use archive::{ArchiveKey, ArchivePage, CursorError, Direction, PageRequest};
 use backend::Backend;
+pub use blobs::BlobRecord;
 pub use file_systems::FileSystemRecord;
 pub use pools::PoolRecord;
 pub use postgres::{DatabaseUrl, DatabaseUrlError, PostgresTarget};

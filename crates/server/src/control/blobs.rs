@@ -1,0 +1,363 @@
+//! Copies of dumps and snapshots in the blob store (`--blob-store`), so they
+//! outlive this machine's disk and can be restored elsewhere.
+//!
+//! - A snapshot is uploaded before it is marked completed: `completed` means
+//!   it is in the blob store.
+//! - A suspended sandbox's dump and layer are uploaded in the background (the
+//!   compactor's loop), so a suspend answers as fast as without a blob store.
+//!   The upload holds no lock: a resume meanwhile wins, and the upload is
+//!   recorded only if the sandbox is still in the suspension it copied.
+//! - A restore or resume whose files are not on this disk downloads them,
+//!   each checked against the sha256 recorded at upload. A mismatch fails the
+//!   operation with a clear error and leaves the object in the store, so it
+//!   can be retried.
+//!
+//! Objects are `<member>.tar.zst` archives (the local packed form, see
+//! `alcove_runtime::archive`) under `snapshots/<id>/` and `sandboxes/<id>/`,
+//! and rows of the store's `blobs` table name them with their digests.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use alcove_blobs::{BlobDigest, BlobStore};
+use alcove_runtime::SandboxId;
+use alcove_runtime::archive;
+use alcove_runtime::checkpoint::{SNAPSHOT_MEMBERS, SUSPENDED_MEMBERS};
+use alcove_wire::sandbox::SandboxStatus;
+use alcove_wire::time::now_millis;
+
+use super::Control;
+use super::context::Context;
+use crate::store::BlobRecord;
+
+/// How long a failed background upload waits before the next try.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The owner name of a snapshot's objects.
+pub(super) fn snapshot_owner(id: &str) -> String {
+    format!("snapshot:{id}")
+}
+
+/// The owner name of a suspended sandbox's objects.
+pub(super) fn sandbox_owner(id: &str) -> String {
+    format!("sandbox:{id}")
+}
+
+/// Background uploads that failed, and when to try each again.
+#[derive(Debug, Default)]
+pub(super) struct UploadBackoff(Mutex<HashMap<String, Instant>>);
+
+impl UploadBackoff {
+    fn due(&self, id: &str) -> bool {
+        self.0
+            .lock()
+            .map(|m| m.get(id).is_none_or(|at| Instant::now() >= *at))
+            .unwrap_or(true)
+    }
+    fn failed(&self, id: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(id.to_string(), Instant::now() + RETRY_AFTER);
+        }
+    }
+    fn clear(&self, id: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(id);
+        }
+    }
+}
+
+impl Context {
+    /// Uploads the members of `dir` that exist (raw or packed) under
+    /// `<prefix>/<member>.tar.zst`; returns the records to store.
+    async fn upload_members(
+        &self,
+        blobs: &BlobStore,
+        dir: &Path,
+        members: &[&str],
+        prefix: &str,
+        owner: &str,
+    ) -> Result<Vec<BlobRecord>, String> {
+        let mut records = Vec::new();
+        for member in members.iter().filter(|m| archive::has_member(dir, m)) {
+            let key = format!("{prefix}/{member}.tar.zst");
+            let mut reader = archive::open_packed(dir, member)
+                .await
+                .map_err(|e| e.to_string())?;
+            let uploaded = blobs.upload(&key, &mut reader).await;
+            let finished = reader.finish().await;
+            let digest = uploaded.map_err(|e| e.to_string())?;
+            // tar failing half-way (a file vanished) means the object is partial.
+            finished.map_err(|e| format!("packing {member}: {e}"))?;
+            records.push(BlobRecord {
+                key,
+                owner: owner.to_string(),
+                sha256: digest.sha256,
+                size: i64::try_from(digest.size).unwrap_or(i64::MAX),
+                created_at: now_millis(),
+            });
+        }
+        if records.is_empty() {
+            return Err("there are no files to upload".into());
+        }
+        Ok(records)
+    }
+
+    /// Puts the archives of `owner`'s objects into `dir` where neither the
+    /// member nor its archive is there yet; how many were downloaded.
+    async fn download_members(
+        &self,
+        blobs: &BlobStore,
+        dir: &Path,
+        owner: &str,
+    ) -> Result<usize, String> {
+        let records = self
+            .store
+            .blobs_of(owner)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut fetched = 0;
+        let started = Instant::now();
+        for rec in records {
+            let Some(member) = rec
+                .key
+                .rsplit('/')
+                .next()
+                .and_then(|name| name.strip_suffix(".tar.zst"))
+            else {
+                continue;
+            };
+            if archive::has_member(dir, member) {
+                continue;
+            }
+            alcove_runtime::layer::create_private_dir(dir).map_err(|e| e.to_string())?;
+            let expected = BlobDigest {
+                sha256: rec.sha256.clone(),
+                size: u64::try_from(rec.size).unwrap_or(0),
+            };
+            let got = blobs
+                .download_file(&rec.key, &archive::archive_of(dir, member), &expected)
+                .await;
+            if let Err(e) = got {
+                self.metrics.operation(
+                    crate::metrics::Operation::BlobDownload,
+                    false,
+                    started.elapsed(),
+                );
+                return Err(format!("fetching from the blob store: {e}"));
+            }
+            fetched += 1;
+        }
+        if fetched > 0 {
+            self.metrics.operation(
+                crate::metrics::Operation::BlobDownload,
+                true,
+                started.elapsed(),
+            );
+        }
+        Ok(fetched)
+    }
+
+    /// Uploads a finished snapshot's files; a snapshot is completed only once
+    /// this succeeds.
+    pub(super) async fn store_snapshot_blobs(
+        &self,
+        snapshot_id: &str,
+        dir: &Path,
+    ) -> Result<(), String> {
+        let Some(blobs) = &self.cfg.blobs else {
+            return Ok(());
+        };
+        let owner = snapshot_owner(snapshot_id);
+        let started = Instant::now();
+        let uploaded = self
+            .upload_members(
+                blobs,
+                dir,
+                &SNAPSHOT_MEMBERS,
+                &format!("snapshots/{snapshot_id}"),
+                &owner,
+            )
+            .await;
+        self.metrics.operation(
+            crate::metrics::Operation::BlobUpload,
+            uploaded.is_ok(),
+            started.elapsed(),
+        );
+        let records =
+            uploaded.map_err(|e| format!("storing the snapshot in the blob store: {e}"))?;
+        for rec in &records {
+            self.store.put_blob(rec).await.map_err(|e| e.to_string())?;
+        }
+        tracing::info!(
+            snapshot_id,
+            objects = records.len(),
+            "snapshot stored in the blob store"
+        );
+        Ok(())
+    }
+
+    /// Makes sure a snapshot's files are in `dir`, downloading what is missing.
+    pub(super) async fn fetch_snapshot_blobs(
+        &self,
+        snapshot_id: &str,
+        dir: &Path,
+    ) -> Result<(), String> {
+        let Some(blobs) = &self.cfg.blobs else {
+            return Ok(());
+        };
+        let n = self
+            .download_members(blobs, dir, &snapshot_owner(snapshot_id))
+            .await?;
+        if n > 0 {
+            tracing::info!(
+                snapshot_id,
+                objects = n,
+                "snapshot fetched from the blob store"
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes sure a suspended sandbox's dump is on this disk, downloading it
+    /// when it is only in the blob store.
+    pub(super) async fn fetch_suspended_blobs(&self, id: &SandboxId) -> Result<(), String> {
+        let Some(blobs) = &self.cfg.blobs else {
+            return Ok(());
+        };
+        if self.node.has_checkpoint(id) {
+            return Ok(());
+        }
+        let Some(dir) = self.node.suspended_dir(id) else {
+            return Ok(());
+        };
+        let n = self
+            .download_members(blobs, &dir, &sandbox_owner(id))
+            .await?;
+        if n > 0 {
+            self.node
+                .mark_checkpoint_complete(id)
+                .map_err(|e| e.to_string())?;
+            tracing::info!(sandbox_id = %id, objects = n, "dump fetched from the blob store");
+        }
+        Ok(())
+    }
+
+    /// Deletes `owner`'s objects and their records, in the background; a
+    /// failure is logged and leaves the records, so nothing is forgotten that
+    /// still takes room.
+    pub(super) fn forget_blobs(self: &std::sync::Arc<Self>, owner: String) {
+        let Some(blobs) = self.cfg.blobs.clone() else {
+            return;
+        };
+        let ctx = std::sync::Arc::clone(self);
+        tokio::spawn(async move {
+            let Ok(records) = ctx.store.blobs_of(&owner).await else {
+                return;
+            };
+            // Record by record: an upload of a later suspension, under other
+            // keys, may be recorded meanwhile and must stay.
+            for rec in &records {
+                if let Err(e) = blobs.delete(&rec.key).await {
+                    tracing::warn!(%owner, key = %rec.key, error = %e, "deleting from the blob store");
+                    return;
+                }
+                if let Err(e) = ctx.store.delete_blob(&rec.key).await {
+                    tracing::warn!(%owner, key = %rec.key, error = %e, "forgetting a blob record");
+                }
+            }
+        });
+    }
+}
+
+impl Control {
+    /// One pass: uploads the dumps of suspended sandboxes that are not in the
+    /// blob store yet.
+    pub(super) async fn upload_suspended_once(&self) {
+        let Some(blobs) = &self.ctx.cfg.blobs else {
+            return;
+        };
+        let Ok(live) = self.ctx.store.list_live().await else {
+            return;
+        };
+        for record in live
+            .into_iter()
+            .filter(|r| r.status == SandboxStatus::Suspended && r.transition.is_none())
+        {
+            let id = record.id.clone();
+            let owner = sandbox_owner(&id);
+            if !self.upload_backoff.due(&id)
+                || !self.ctx.node.has_checkpoint(&id)
+                || self
+                    .ctx
+                    .store
+                    .blobs_of(&owner)
+                    .await
+                    .map_or(true, |b| !b.is_empty())
+            {
+                continue;
+            }
+            let Some(dir) = self.ctx.node.suspended_dir(&id) else {
+                continue;
+            };
+            // Each suspension has its own keys, so deleting the objects of an
+            // earlier one never touches a later one's.
+            let prefix = format!("sandboxes/{id}/{}", record.suspended_at.unwrap_or_default());
+            let started = Instant::now();
+            let uploaded = async {
+                self.ctx
+                    .node
+                    .settle_suspended(&id)
+                    .map_err(|e| e.to_string())?;
+                self.ctx
+                    .upload_members(blobs, &dir, &SUSPENDED_MEMBERS, &prefix, &owner)
+                    .await
+            }
+            .await;
+            self.ctx.metrics.operation(
+                crate::metrics::Operation::BlobUpload,
+                uploaded.is_ok(),
+                started.elapsed(),
+            );
+            let records = match uploaded {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::warn!(sandbox_id = %id, error = %e, "uploading a suspended sandbox; will retry");
+                    self.upload_backoff.failed(&id);
+                    continue;
+                }
+            };
+            // Record it only if the sandbox is still in the suspension it copied.
+            let lock = self.ctx.op_lock(&id);
+            let guard = lock.lock().await;
+            let same = matches!(
+                self.ctx.store.get(&id).await,
+                Ok(Some(r)) if r.status == SandboxStatus::Suspended
+                    && r.transition.is_none()
+                    && r.suspended_at == record.suspended_at
+            );
+            let mut kept = same;
+            if same {
+                for rec in &records {
+                    if let Err(e) = self.ctx.store.put_blob(rec).await {
+                        tracing::warn!(sandbox_id = %id, error = %e, "recording an upload");
+                        kept = false;
+                        break;
+                    }
+                }
+            }
+            drop(guard);
+            if kept {
+                self.upload_backoff.clear(&id);
+                let bytes: i64 = records.iter().map(|r| r.size).sum();
+                tracing::info!(sandbox_id = %id, bytes, "suspended sandbox stored in the blob store");
+            } else {
+                for rec in &records {
+                    let _ = blobs.delete(&rec.key).await;
+                    let _ = self.ctx.store.delete_blob(&rec.key).await;
+                }
+            }
+        }
+    }
+}
