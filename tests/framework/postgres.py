@@ -94,6 +94,10 @@ class PostgresCluster:
             **self._as_user(),
         )
         self.port = free_port()
+        self._run_postgres()
+
+    def _run_postgres(self) -> None:
+        data = self.base / "data"
         log = open(self.base / "postgres.log", "ab")
         self.proc = subprocess.Popen(
             [
@@ -171,7 +175,15 @@ class PostgresCluster:
         self.psql("postgres", f"CREATE DATABASE {name}")
         return self.url(name)
 
-    def stop(self) -> None:
+    def pause(self) -> None:
+        """Stops the server (fast shutdown: sessions are cut), keeping its files and port."""
+        self._shutdown()
+
+    def resume(self) -> None:
+        """Starts the paused server again on the same port and files."""
+        self._run_postgres()
+
+    def _shutdown(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             # SIGINT: a fast shutdown (open sessions are ended).
             self.proc.send_signal(2)
@@ -181,6 +193,9 @@ class PostgresCluster:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def stop(self) -> None:
+        self._shutdown()
         shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self) -> PostgresCluster:

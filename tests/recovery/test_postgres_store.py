@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from alcove.sandbox import SandboxClient
-from framework.host import owned_resources
+from framework.host import owned_resources, wait_for
 from framework.postgres import PostgresCluster
 from framework.server import AlcoveServer, free_port
 
@@ -22,6 +22,7 @@ def pg():
 
 @pytest.fixture
 def pg_server(pg):
+    pg.psql("postgres", "DROP DATABASE IF EXISTS alcove_e2e")
     srv = AlcoveServer(extra_args=["--database", pg.create_database("alcove_e2e")])
     srv.start()
     yield srv
@@ -106,3 +107,29 @@ def test_a_wrong_password_is_refused_at_start_without_being_logged(pg):
     finally:
         srv.stop()
         shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+def test_a_database_outage_answers_503_with_a_reason_and_heals(pg, pg_server):
+    client = SandboxClient(api_url=pg_server.url)
+    sandbox = client.create_and_connect(name="pg-outage")
+    try:
+        pg.pause()
+        try:
+            resp = pg_server.api("GET", "/v1/namespaces/default/sandboxes")
+            assert resp.status_code == 503, resp.text
+            body = resp.json()
+            assert body["code"] == "STORE_UNAVAILABLE", body
+            assert "database cannot be reached" in body["message"], body
+            assert resp.headers.get("retry-after") == "2"
+            assert pg.password not in resp.text
+        finally:
+            pg.resume()
+        # Back: the pool reconnects, and the sandbox, which ran on, still answers.
+        assert wait_for(
+            lambda: pg_server.api("GET", "/v1/namespaces/default/sandboxes").status_code == 200, 60
+        )
+        assert sandbox.run("echo", ["still here"]).stdout.strip() == "still here"
+    finally:
+        client.delete(sandbox.sandbox_id)
+        client.close()
+    assert pg.password not in pg_server.log_path.read_text(errors="replace")

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     TooManyRequests,
     /// The server is at its connection limit (503); retry later.
     ServerBusy,
+    /// The server's database cannot be reached (503); nothing was changed, retry later.
+    StoreUnavailable,
     /// The server failed; details are in its log under the request id.
     Internal,
     /// The image is used by a sandbox, a suspended sandbox or a snapshot (409).

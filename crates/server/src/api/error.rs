@@ -105,6 +105,9 @@ impl From<ControlError> for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::OperationFailed,
             ),
+            C::Store(e) if e.is_unavailable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
+            }
             C::Store(_) | C::Runtime(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
             C::Image(e) => image_status(e),
             C::BuildFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::BuildFailed),
@@ -132,6 +135,9 @@ impl From<ControlError> for ApiError {
                 } else {
                     format!("{op} of sandbox {id} failed: {reason}")
                 }
+            }
+            C::Store(e) if e.is_unavailable() => {
+                "the server's database cannot be reached; nothing was changed, retry later".into()
             }
             _ => detail.clone(),
         };
@@ -199,6 +205,12 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, Json(body)).into_response();
         if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert("x-request-id", v);
+        }
+        if self.code == ErrorCode::StoreUnavailable {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("2"),
+            );
         }
         resp
     }

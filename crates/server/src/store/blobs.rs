@@ -88,8 +88,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::testing::store_test;
     use super::*;
+    use crate::store::testing::store_test;
 
     store_test!(async fn blob_records_are_kept_per_owner(db) {
         let store = db.open().await;

@@ -56,6 +56,29 @@ impl std::fmt::Debug for Store {
 /// How long connecting to PostgreSQL may take at start before the server gives up.
 const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+impl StoreError {
+    /// Whether the database could not be reached (down, restarting, cut off,
+    /// every connection busy past the acquire timeout), as opposed to a query
+    /// that failed: the request may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        let Self::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // Connection exceptions (class 08) and an administrator's shutdown (57P0x).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the SQLite file at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
