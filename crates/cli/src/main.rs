@@ -69,6 +69,8 @@ enum Command {
     Snapshot(commands::snapshot::SnapshotArgs),
     /// Warm pools: create, list, claim, delete.
     Pool(commands::pool::PoolArgs),
+    /// Nodes: list them, drain one for maintenance, activate it again.
+    Node(commands::node::NodeArgs),
     /// Persistent volumes: create, list, attach, detach, delete.
     Volume(commands::volume::VolumeArgs),
     /// Manage secrets injected into sandboxes as environment variables.
@@ -130,6 +132,7 @@ fn main() -> std::process::ExitCode {
             Command::Ps(s) => sandbox::shortcut(s, entry::ps).await,
             Command::Snapshot(args) => commands::snapshot::run(args).await,
             Command::Pool(args) => commands::pool::run(args).await,
+            Command::Node(args) => commands::node::run(args).await,
             Command::Volume(args) => commands::volume::run(args).await,
             Command::Secrets(args) => commands::secrets::run(args).await,
             Command::Image(args) => commands::image::run(args).await,

@@ -47,6 +47,7 @@ mod file_systems;
 mod images;
 mod lifecycle;
 mod logs;
+mod nodes;
 mod observe;
 mod pools;
 mod process_key;

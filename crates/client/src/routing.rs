@@ -41,6 +41,13 @@ pub(crate) fn control_url(cfg: &ClientConfig, segments: &[&str]) -> Result<Url, 
     join(&base, &all)
 }
 
+/// `<api_url>/<segments…>`: a route of the server itself, outside any namespace
+/// (`/nodes`).
+pub(crate) fn server_url(cfg: &ClientConfig, segments: &[&str]) -> Result<Url, ClientError> {
+    let base = parse(&cfg.api_url, "api_url")?;
+    join(&base, segments)
+}
+
 fn parse(url: &str, what: &str) -> Result<Url, ClientError> {
     Url::parse(url.trim()).map_err(|e| ClientError::invalid(format!("{what} {url:?}: {e}")))
 }

@@ -95,6 +95,38 @@ pub struct Config {
     )]
     pub s3_secret_access_key: Option<HiddenString>,
 
+    /// This server's name among the nodes of its store (`GET /nodes`), unique among
+    /// running nodes (default: the host name).
+    #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_NODE_NAME"))]
+    pub node_name: Option<String>,
+
+    /// The URL other nodes and the CLI reach this server at (default: --public-url).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_ADVERTISE_URL", value_name = "URL")
+    )]
+    pub advertise_url: Option<String>,
+
+    /// A label of this node, `key=value` (repeatable), shown by `GET /nodes`.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "node-label",
+            env = "ALCOVE_NODE_LABELS",
+            value_delimiter = ',',
+            value_name = "KEY=VALUE"
+        )
+    )]
+    pub node_labels: Vec<String>,
+
+    /// How long this node's lease in the store runs unless renewed (renewed every
+    /// third of it); 3 to 600 s.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_NODE_LEASE_SECS", default_value_t = 15)
+    )]
+    pub node_lease_secs: u64,
+
     /// Directory of images (default: <data-dir>/images).
     #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_IMAGES_DIR"))]
     pub images_dir: Option<PathBuf>,
@@ -354,6 +386,22 @@ impl Config {
         if let Some(database) = &self.database {
             database.parse()?;
         }
+        if !(3..=600).contains(&self.node_lease_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "--node-lease-secs must be 3 to 600, not {}",
+                self.node_lease_secs
+            )));
+        }
+        if let Some(name) = &self.node_name {
+            validate_node_name(name)?;
+        }
+        if let Some(url) = &self.advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--advertise-url {url:?} must start with http:// or https://"
+            )));
+        }
         if let Some(url) = &self.blob_store {
             alcove_blobs::BlobLocation::parse(url)
                 .map_err(|e| ConfigError::Invalid(format!("--blob-store: {e}")))?;
@@ -376,6 +424,49 @@ impl Config {
             return Err(ConfigError::NoAgent(agent));
         }
         Ok(())
+    }
+
+    /// This server's identity among the nodes; `bound` is the address it listens on.
+    pub fn node_identity(
+        &self,
+        bound: SocketAddr,
+        machine: String,
+    ) -> Result<crate::control::NodeIdentity, ConfigError> {
+        let name = match &self.node_name {
+            Some(name) => name.clone(),
+            None => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "alcove".into()),
+        };
+        validate_node_name(&name)?;
+        let mut labels = std::collections::BTreeMap::new();
+        for label in self.node_labels.iter().filter(|l| !l.is_empty()) {
+            let Some((k, v)) = label.split_once('=') else {
+                return Err(ConfigError::Invalid(format!(
+                    "--node-label {label:?}: expected key=value"
+                )));
+            };
+            validate_node_name(k)
+                .map_err(|_| ConfigError::Invalid(format!("--node-label {label:?}: bad key")))?;
+            if v.len() > 253 || v.chars().any(char::is_control) {
+                return Err(ConfigError::Invalid(format!(
+                    "--node-label {label:?}: bad value"
+                )));
+            }
+            labels.insert(k.to_string(), v.to_string());
+        }
+        Ok(crate::control::NodeIdentity {
+            name,
+            address: self
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| self.sandbox_url(bound)),
+            subnet: self.subnet.clone(),
+            labels,
+            lease: std::time::Duration::from_secs(self.node_lease_secs),
+            machine,
+        })
     }
 
     /// How to reach an S3 blob store.
@@ -456,5 +547,22 @@ impl Config {
             .clone()
             .map(|u| u.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("http://localhost:{}", bound.port()))
+    }
+}
+
+/// A node name or label key: 1 to 63 letters, digits, '-', '_' or '.', starting
+/// with a letter or digit.
+fn validate_node_name(name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "node name {name:?}: 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )))
     }
 }

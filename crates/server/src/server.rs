@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::control::validate::HostLimits;
 use crate::control::{
     AgentClient, Control, ControlConfig, spawn_archive_purger, spawn_compactor, spawn_crash_watch,
-    spawn_pool_refiller, spawn_timeout_reaper,
+    spawn_membership, spawn_pool_refiller, spawn_timeout_reaper,
 };
 use crate::shutdown::{self, Shutdown};
 use crate::store::Store;
@@ -35,12 +35,31 @@ pub enum ServeError {
     /// The blob store could not be opened or reached.
     #[error("opening the blob store: {0}")]
     Blobs(#[from] alcove_blobs::BlobError),
+    /// This server could not join the nodes of its store.
+    #[error("registering this node: {0}")]
+    Node(String),
     /// Recovery failed.
     #[error("recovering sandboxes: {0}")]
     Recover(#[from] crate::control::ControlError),
     /// Serving HTTP failed.
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The id of a data directory (`<data-dir>/node-id`, made once): a new run of
+/// the server on it is the same node.
+fn data_dir_id(data_dir: &std::path::Path) -> Result<String, std::io::Error> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(_) | Err(_) => {
+            let id = uuid::Uuid::new_v4().to_string();
+            let tmp = data_dir.join("node-id.tmp");
+            std::fs::write(&tmp, &id)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+    }
 }
 
 fn host_memory_mb() -> i64 {
@@ -154,6 +173,13 @@ pub async fn serve(
         logs,
         Arc::new(images),
     ));
+    // Before recovery touches anything: a live node of the same name or subnet
+    // refuses this one.
+    let machine = data_dir_id(&config.data_dir)?;
+    control
+        .join(config.node_identity(bound, machine)?)
+        .await
+        .map_err(|e| ServeError::Node(e.to_string()))?;
     control.recover().await?;
     if let Err(e) = control.end_orphan_builders().await {
         tracing::warn!(error = %e, "ending builder sandboxes left by a crash");
@@ -166,6 +192,7 @@ pub async fn serve(
     let compactor = spawn_compactor(Arc::clone(&control), shutdown.clone());
     let purger = spawn_archive_purger(Arc::clone(&control), shutdown.clone());
     let refiller = spawn_pool_refiller(Arc::clone(&control), shutdown.clone());
+    let membership = spawn_membership(Arc::clone(&control), shutdown.clone());
     let app = build_router(AppState {
         control: Arc::clone(&control),
         agents,
@@ -182,6 +209,8 @@ pub async fn serve(
     purger.abort();
     refiller.abort();
     crash_watch.abort();
+    membership.abort();
+    control.leave().await;
     control.shutdown().await;
     tracing::info!("alcove stopped");
     Ok(())

@@ -37,6 +37,8 @@ pub enum ErrorCode {
     ServerBusy,
     /// The server's database cannot be reached (503); nothing was changed, retry later.
     StoreUnavailable,
+    /// The node is draining (503): it starts and resumes no sandboxes.
+    NodeDraining,
     /// The server failed; details are in its log under the request id.
     Internal,
     /// The image is used by a sandbox, a suspended sandbox or a snapshot (409).

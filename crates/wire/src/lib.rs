@@ -21,6 +21,7 @@ pub mod image;
 pub mod journal;
 pub mod limits;
 pub mod metrics;
+pub mod node;
 pub mod pool;
 pub mod process;
 pub mod pty;

@@ -5,6 +5,7 @@ pub mod connection;
 pub mod hook;
 pub mod image;
 pub mod login;
+pub mod node;
 pub mod output;
 pub mod pool;
 pub mod sandbox;

@@ -12,6 +12,7 @@ mod images;
 mod lifecycle_ops;
 mod logs;
 mod metrics;
+mod nodes;
 pub mod openapi;
 mod pools;
 mod pty_ticket;
@@ -102,6 +103,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(healthz))
         .routes(routes!(openapi::serve))
         .routes(routes!(metrics::scrape))
+        .routes(routes!(nodes::list))
+        .routes(routes!(nodes::drain))
+        .routes(routes!(nodes::activate))
         .nest("/v1/namespaces/{ns}", resource_routes())
         .merge(resource_routes())
         .route("/api/v1/{*rest}", any(crate::proxy::forward))

@@ -65,6 +65,9 @@ pub(super) struct Context {
     pub(super) logs: Arc<crate::logs::Logs>,
     /// The images sandboxes are made from.
     pub(super) images: Arc<crate::images::Images>,
+    /// This node is draining (`alcove node drain`): it takes no new sandboxes and
+    /// resumes none. Set from the store at every lease renewal.
+    pub(super) draining: std::sync::atomic::AtomicBool,
 }
 
 impl Context {
@@ -88,7 +91,16 @@ impl Context {
             metrics: Arc::default(),
             logs,
             images,
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Refuses work that would start a sandbox on this node while it drains.
+    pub(super) fn ensure_not_draining(&self) -> Result<(), ControlError> {
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ControlError::Draining);
+        }
+        Ok(())
     }
 
     /// Runs a node operation and records how long it took and whether it worked.

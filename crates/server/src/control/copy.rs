@@ -79,6 +79,7 @@ impl Sandboxes {
         times: u32,
     ) -> Result<CopyOutcome, ControlError> {
         validate_times(times)?;
+        self.ctx.ensure_not_draining()?;
         let source = self.ctx.resolve(Some(namespace), ident).await?;
         ensure_running(&source)?;
         let resolved = self.resolve_image(&source.image).await?;

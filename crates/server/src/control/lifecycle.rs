@@ -98,6 +98,7 @@ impl Sandboxes {
         wait: bool,
         budget: Duration,
     ) -> Result<CreateOutcome, ControlError> {
+        self.ctx.ensure_not_draining()?;
         let (record, boot) = self.prepare(namespace, &req).await?;
         let resolved = match self.resolve_image(&record.image).await {
             Err(ControlError::NotFound { kind: "image", .. })

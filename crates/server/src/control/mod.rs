@@ -18,6 +18,7 @@ mod file_systems_tests;
 mod images;
 mod inflight;
 mod lifecycle;
+mod membership;
 mod network;
 pub mod node;
 mod pools;
@@ -45,6 +46,7 @@ pub use crashes::spawn_crash_watch;
 pub use file_systems::FileSystems;
 pub use inflight::{InFlight, InFlightGuard};
 pub use lifecycle::{CreateOutcome, Sandboxes, Target};
+pub use membership::{NodeIdentity, spawn_membership};
 pub use node::SandboxNode;
 pub use pools::{Pools, spawn_pool_refiller};
 pub use secrets::Secrets;
@@ -96,6 +98,12 @@ pub enum ControlError {
     /// A volume is held where the request needs it free, or files are open on it.
     #[error("{0}")]
     FileSystemInUse(String),
+    /// This node is draining: it starts and resumes no sandboxes until it is
+    /// made active again.
+    #[error(
+        "this node is draining (alcove node drain): it starts and resumes no sandboxes until `alcove node activate`"
+    )]
+    Draining,
     /// The feature exists in the API but not in this server yet.
     #[error("{0} is not implemented by this server yet")]
     NotImplemented(&'static str),

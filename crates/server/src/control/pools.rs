@@ -460,6 +460,9 @@ impl Pools {
     /// One refill pass: starts idle sandboxes where a pool has fewer than its
     /// `warm_containers`, within `max_containers`.
     pub(super) async fn refill_once(&self) {
+        if self.ctx.ensure_not_draining().is_err() {
+            return;
+        }
         let _refill = self.refill.lock().await;
         let pools = match self.ctx.store.list_pools(None).await {
             Ok(pools) => pools,

@@ -38,6 +38,8 @@ pub struct Control {
     pub file_systems: super::FileSystems,
     /// Background uploads to the blob store that failed, and when to retry.
     pub(super) upload_backoff: super::blobs::UploadBackoff,
+    /// This server as a node of the store, once it has joined.
+    pub(super) membership: std::sync::OnceLock<super::membership::Membership>,
 }
 
 impl Control {
@@ -65,6 +67,7 @@ impl Control {
             archive: Archive::new(Arc::clone(&ctx)),
             file_systems: super::FileSystems::new(Arc::clone(&ctx)),
             upload_backoff: Default::default(),
+            membership: std::sync::OnceLock::new(),
             ctx,
         }
     }

@@ -94,6 +94,9 @@ impl Suspension {
         wait: Option<Duration>,
     ) -> Result<(SandboxRecord, bool), ControlError> {
         let record = self.ctx.resolve(namespace, ident).await?;
+        if record.status != SandboxStatus::Running {
+            self.ctx.ensure_not_draining()?;
+        }
         match record.status {
             SandboxStatus::Running => return Ok((record, true)),
             SandboxStatus::Suspended | SandboxStatus::Suspending => {}
@@ -294,6 +297,13 @@ impl Suspension {
         if let Err(e) = self.ctx.store.update(&record).await {
             tracing::error!(sandbox_id = %id, error = %e, "recording resume outcome");
         }
+    }
+
+    /// Suspends a sandbox of a draining node.
+    pub(super) async fn suspend_for_drain(&self, id: &SandboxId) {
+        let lock = self.ctx.op_lock(id);
+        let _guard = lock.lock().await;
+        self.suspend_now(id, "node draining").await;
     }
 
     /// Suspends a sandbox whose timeout ran out (named sandboxes) without waiting.

@@ -42,6 +42,8 @@ pub mod tags {
     pub const FILE_SYSTEMS: &str = "file systems";
     /// The server itself: health and this document.
     pub const SERVER: &str = "server";
+    /// The nodes (servers) sharing this server's store.
+    pub const NODES: &str = "nodes";
     /// Routes of the protocol this server answers 501 on.
     pub const NOT_IMPLEMENTED: &str = "not implemented";
 }
@@ -80,6 +82,15 @@ pub struct PoolParam {
     /// The pool's id.
     #[allow(dead_code)]
     pool: String,
+}
+
+/// The `{node}` path parameter of the node routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NodeParam {
+    /// The node's name.
+    #[allow(dead_code)]
+    node: String,
 }
 
 /// The `{name}` path parameter of the secret routes.

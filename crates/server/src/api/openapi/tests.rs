@@ -22,6 +22,7 @@ use alcove_wire::journal::{
 };
 use alcove_wire::limits::{MANAGEMENT_PORT, NAME_PATTERN, PORT_RANGE};
 use alcove_wire::metrics::SandboxMetrics;
+use alcove_wire::node::{NodeInfo, NodeList, NodeResources};
 use alcove_wire::pool::{
     ClaimSandboxRequest, CreateSandboxPoolResponse, ListSandboxPoolsResponse, PoolContainerInfo,
     SandboxPoolInfo, SandboxPoolRequest,
@@ -336,6 +337,9 @@ fn schemas_are_what_serde_reads_and_writes() {
         FileSystemInfo,
         FileSystemAttachment,
         ListFileSystemsResponse,
+        NodeInfo,
+        NodeResources,
+        NodeList,
     );
     requests!(
         CreateSandboxRequest,

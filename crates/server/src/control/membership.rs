@@ -1,0 +1,295 @@
+//! Membership: this server as a node in the store. It registers at start
+//! under a name and subnet no live node holds, renews its lease every third
+//! of it with what its sandboxes use, and gives the lease back on a clean stop.
+//! `GET /nodes` lists what the store knows; draining a node (`alcove node
+//! drain`) makes it start and resume nothing and suspend its named sandboxes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use alcove_wire::node::{NodeInfo, NodeList, NodeResources, NodeState};
+use alcove_wire::sandbox::SandboxStatus;
+use alcove_wire::time::now_millis;
+
+use super::{Control, ControlError};
+use crate::shutdown::Shutdown;
+use crate::store::{NodeRecord, NodeUse, Registration};
+
+/// Who this server is among the nodes.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    /// Unique name (`--node-name`).
+    pub name: String,
+    /// URL other nodes reach it at (`--advertise-url`).
+    pub address: String,
+    /// Its sandboxes' subnet.
+    pub subnet: String,
+    /// `--node-label key=value`.
+    pub labels: BTreeMap<String, String>,
+    /// How long a lease runs unless renewed.
+    pub lease: Duration,
+    /// The id of its data directory (`<data-dir>/node-id`).
+    pub machine: String,
+}
+
+/// This run's registration.
+#[derive(Debug)]
+pub(super) struct Membership {
+    pub(super) me: NodeIdentity,
+    /// Random id of this run: only it renews the lease.
+    instance: String,
+    /// A drain pass (suspending named sandboxes) is under way.
+    draining_pass: AtomicBool,
+}
+
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Control {
+    /// Registers this server as node `me`. A live node (its lease still runs)
+    /// holding the name or the subnet is a conflict: two servers must never
+    /// hand out the same addresses or answer for the same node.
+    pub async fn join(&self, me: NodeIdentity) -> Result<(), ControlError> {
+        let now = now_millis();
+        let instance = uuid::Uuid::new_v4().to_string();
+        let record = NodeRecord {
+            name: me.name.clone(),
+            machine: me.machine.clone(),
+            instance: instance.clone(),
+            address: me.address.clone(),
+            subnet: me.subnet.clone(),
+            labels: serde_json::to_string(&me.labels).unwrap_or_else(|_| "{}".into()),
+            state: NodeState::Active.as_str().into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            cpus: self.ctx.cfg.host.cpus,
+            memory_mb: self.ctx.cfg.host.memory_mb,
+            used_cpus: 0.0,
+            used_memory_mb: 0,
+            running: 0,
+            suspended: 0,
+            started_at: now,
+            lease_expires_at: now + lease_ms(me.lease),
+            updated_at: now,
+        };
+        match self.ctx.store.register_node(&record, now).await? {
+            Registration::Registered { state } => {
+                let draining = state == NodeState::Draining.as_str();
+                self.ctx.draining.store(draining, Ordering::Relaxed);
+                tracing::info!(node = %me.name, address = %me.address, draining, "node registered");
+            }
+            Registration::NameHeld { address, until } => {
+                return Err(ControlError::Conflict(format!(
+                    "node name {:?} is held by a running node at {address} (its lease runs for \
+                     {} more ms); give each server its own --node-name",
+                    me.name,
+                    (until - now).max(0)
+                )));
+            }
+            Registration::SubnetHeld { by } => {
+                return Err(ControlError::Conflict(format!(
+                    "subnet {} is used by node {by:?}; give each server its own --subnet",
+                    me.subnet
+                )));
+            }
+        }
+        let _ = self.membership.set(Membership {
+            me,
+            instance,
+            draining_pass: AtomicBool::new(false),
+        });
+        Ok(())
+    }
+
+    /// What this node's sandboxes use, from the store.
+    async fn node_use(&self) -> Result<NodeUse, ControlError> {
+        let mut used = NodeUse::default();
+        for r in self.ctx.store.list_live().await? {
+            match r.status {
+                SandboxStatus::Suspended => used.suspended += 1,
+                SandboxStatus::Terminated | SandboxStatus::Failed | SandboxStatus::Timeout => {}
+                _ => {
+                    used.running += 1;
+                    used.cpus += r.cpus;
+                    used.memory_mb += r.memory_mb;
+                }
+            }
+        }
+        Ok(used)
+    }
+
+    /// One renewal: the lease extended, the use recorded, the state read back.
+    async fn renew_once(self: &Arc<Self>) {
+        let Some(m) = self.membership.get() else {
+            return;
+        };
+        let used = match self.node_use().await {
+            Ok(used) => used,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading this node's use");
+                return;
+            }
+        };
+        let now = now_millis();
+        let until = now + lease_ms(m.me.lease);
+        match self
+            .ctx
+            .store
+            .renew_node(&m.me.name, &m.instance, until, now, used)
+            .await
+        {
+            Ok(Some(state)) => {
+                let draining = state == NodeState::Draining.as_str();
+                let was = self.ctx.draining.swap(draining, Ordering::Relaxed);
+                if draining != was {
+                    tracing::info!(node = %m.me.name, draining, "node state changed");
+                }
+                if draining {
+                    self.spawn_drain_pass();
+                }
+            }
+            Ok(None) => tracing::error!(
+                node = %m.me.name,
+                "another run of the server registered under this node's name after this \
+                 one's lease ran out; this run no longer holds it"
+            ),
+            Err(e) => tracing::warn!(node = %m.me.name, error = %e, "renewing this node's lease"),
+        }
+    }
+
+    /// Suspends the named running sandboxes of a draining node, one at a time,
+    /// off the renewal loop.
+    fn spawn_drain_pass(self: &Arc<Self>) {
+        let Some(m) = self.membership.get() else {
+            return;
+        };
+        if m.draining_pass.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let control = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Ok(live) = control.ctx.store.list_live().await {
+                for r in live.into_iter().filter(|r| {
+                    r.status == SandboxStatus::Running
+                        && r.name.is_some()
+                        && r.transition.is_none()
+                        && r.pool_id.is_none()
+                }) {
+                    if !control.ctx.draining.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    control.suspension.suspend_for_drain(&r.id).await;
+                }
+            }
+            if let Some(m) = control.membership.get() {
+                m.draining_pass.store(false, Ordering::Release);
+            }
+        });
+    }
+
+    /// Gives the lease back (a clean stop): the name and subnet are free at once.
+    pub async fn leave(&self) {
+        if let Some(m) = self.membership.get()
+            && let Err(e) = self
+                .ctx
+                .store
+                .release_node(&m.me.name, &m.instance, now_millis())
+                .await
+        {
+            tracing::warn!(error = %e, "giving back this node's lease");
+        }
+    }
+
+    /// Every node the store knows (`GET /nodes`).
+    pub async fn nodes(&self) -> Result<NodeList, ControlError> {
+        let now = now_millis();
+        let nodes = self.ctx.store.list_nodes().await?;
+        Ok(NodeList {
+            nodes: nodes.into_iter().map(|n| node_info(n, now)).collect(),
+        })
+    }
+
+    /// Sets a node draining or active again; the node acts on it at its next
+    /// renewal (this one at once).
+    pub async fn set_node_state(
+        self: &Arc<Self>,
+        name: &str,
+        state: NodeState,
+    ) -> Result<NodeInfo, ControlError> {
+        if state == NodeState::Offline {
+            return Err(ControlError::InvalidArgument {
+                field: "state",
+                reason: "a node goes offline by stopping, not by request".into(),
+            });
+        }
+        if !self.ctx.store.set_node_state(name, state.as_str()).await? {
+            return Err(ControlError::NotFound {
+                kind: "node",
+                id: name.to_string(),
+            });
+        }
+        if self.membership.get().is_some_and(|m| m.me.name == name) {
+            self.renew_once().await;
+        }
+        let node = self
+            .ctx
+            .store
+            .get_node(name)
+            .await?
+            .ok_or_else(|| ControlError::NotFound {
+                kind: "node",
+                id: name.to_string(),
+            })?;
+        Ok(node_info(node, now_millis()))
+    }
+}
+
+fn node_info(n: NodeRecord, now: i64) -> NodeInfo {
+    let state = if n.lease_expires_at <= now {
+        NodeState::Offline
+    } else if n.state == NodeState::Draining.as_str() {
+        NodeState::Draining
+    } else {
+        NodeState::Active
+    };
+    NodeInfo {
+        labels: serde_json::from_str(&n.labels).unwrap_or_default(),
+        name: n.name,
+        address: n.address,
+        state,
+        subnet: n.subnet,
+        capacity: NodeResources {
+            cpus: n.cpus,
+            memory_mb: n.memory_mb,
+        },
+        used: NodeResources {
+            cpus: n.used_cpus,
+            memory_mb: n.used_memory_mb,
+        },
+        running_sandboxes: n.running,
+        suspended_sandboxes: n.suspended,
+        version: n.version,
+        started_at: n.started_at,
+        lease_expires_at: n.lease_expires_at,
+    }
+}
+
+/// Renews this node's lease every third of it until shutdown, then gives it back.
+pub fn spawn_membership(control: Arc<Control>, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(lease) = control.membership.get().map(|m| m.me.lease) else {
+            return;
+        };
+        let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(500)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+            control.renew_once().await;
+        }
+    })
+}

@@ -1,0 +1,338 @@
+//! Nodes: registration under a unique name and subnet, leases, and the use
+//! each node reports when it renews.
+
+use alcove_wire::time::EpochMillis;
+
+use super::backend::query;
+use super::{Store, StoreError};
+
+/// A node as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    /// Unique name.
+    pub name: String,
+    /// Id of the node's data directory: a new run on the same directory (a
+    /// restart, after a crash too) takes the name back without waiting for the
+    /// old lease to run out.
+    pub machine: String,
+    /// Random id of this run of the server: only it may renew the lease.
+    pub instance: String,
+    /// URL other nodes reach it at.
+    pub address: String,
+    /// Its sandboxes' subnet.
+    pub subnet: String,
+    /// Labels, as a JSON object.
+    pub labels: String,
+    /// `active` or `draining`.
+    pub state: String,
+    /// The server's version.
+    pub version: String,
+    /// CPUs of the machine.
+    pub cpus: f64,
+    /// Memory of the machine, MiB.
+    pub memory_mb: i64,
+    /// CPUs its running sandboxes reserve.
+    pub used_cpus: f64,
+    /// Memory its running sandboxes reserve, MiB.
+    pub used_memory_mb: i64,
+    /// Running sandboxes.
+    pub running: i64,
+    /// Suspended sandboxes.
+    pub suspended: i64,
+    /// When this run registered.
+    pub started_at: EpochMillis,
+    /// Until when the lease holds.
+    pub lease_expires_at: EpochMillis,
+    /// Last renewal.
+    pub updated_at: EpochMillis,
+}
+
+/// What a node reports at each renewal.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NodeUse {
+    /// CPUs its running sandboxes reserve.
+    pub cpus: f64,
+    /// Memory they reserve, MiB.
+    pub memory_mb: i64,
+    /// Running sandboxes.
+    pub running: i64,
+    /// Suspended sandboxes.
+    pub suspended: i64,
+}
+
+/// The outcome of a registration.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registration {
+    /// Registered; the state it keeps from an earlier run (`active` or `draining`).
+    Registered {
+        /// `active` or `draining`.
+        state: String,
+    },
+    /// A live node (its lease still runs) holds the name.
+    NameHeld {
+        /// That node's address.
+        address: String,
+        /// Until when its lease runs.
+        until: EpochMillis,
+    },
+    /// Another live node uses the subnet.
+    SubnetHeld {
+        /// That node's name.
+        by: String,
+    },
+}
+
+const COLUMNS: &str = "name, machine, instance, address, subnet, labels, state, version, cpus, memory_mb, \
+                       used_cpus, used_memory_mb, running, suspended, started_at, \
+                       lease_expires_at, updated_at";
+
+impl Store {
+    /// Registers `node` (its `state` is ignored: a node keeps the state it had)
+    /// unless a live node of another data directory holds its name or subnet.
+    pub async fn register_node(
+        &self,
+        node: &NodeRecord,
+        now: EpochMillis,
+    ) -> Result<Registration, StoreError> {
+        let taken = self
+            .db
+            .fetch_optional(
+                query(
+                    "SELECT name FROM nodes WHERE subnet = $1 AND name <> $2 \
+                     AND lease_expires_at > $3 AND machine <> $4",
+                )
+                .bind(&node.subnet)
+                .bind(&node.name)
+                .bind(now)
+                .bind(&node.machine),
+            )
+            .await?;
+        if let Some(row) = taken {
+            return Ok(Registration::SubnetHeld {
+                by: row.get("name")?,
+            });
+        }
+        let done = self
+            .db
+            .execute(
+                query(
+                    "INSERT INTO nodes (name, instance, address, subnet, labels, version, cpus, \
+                     memory_mb, started_at, lease_expires_at, updated_at, machine) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13) \
+                     ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, \
+                     machine = excluded.machine, \
+                     address = excluded.address, subnet = excluded.subnet, \
+                     labels = excluded.labels, version = excluded.version, cpus = excluded.cpus, \
+                     memory_mb = excluded.memory_mb, used_cpus = 0, used_memory_mb = 0, \
+                     running = 0, suspended = 0, started_at = excluded.started_at, \
+                     lease_expires_at = excluded.lease_expires_at, updated_at = excluded.updated_at \
+                     WHERE nodes.lease_expires_at <= $12 OR nodes.machine = excluded.machine",
+                )
+                .bind(&node.name)
+                .bind(&node.instance)
+                .bind(&node.address)
+                .bind(&node.subnet)
+                .bind(&node.labels)
+                .bind(&node.version)
+                .bind(node.cpus)
+                .bind(node.memory_mb)
+                .bind(node.started_at)
+                .bind(node.lease_expires_at)
+                .bind(node.updated_at)
+                .bind(now)
+                .bind(&node.machine),
+            )
+            .await?;
+        let Some(row) = self.get_node(&node.name).await? else {
+            return Err(StoreError::Corrupt {
+                id: node.name.clone(),
+                reason: "the node's row vanished while it registered".into(),
+            });
+        };
+        if done == 0 || row.instance != node.instance {
+            return Ok(Registration::NameHeld {
+                address: row.address,
+                until: row.lease_expires_at,
+            });
+        }
+        Ok(Registration::Registered { state: row.state })
+    }
+
+    /// Renews this run's lease until `until` and records its use; the node's
+    /// state, or `None` when another run holds the name now (this one is fenced).
+    pub async fn renew_node(
+        &self,
+        name: &str,
+        instance: &str,
+        until: EpochMillis,
+        now: EpochMillis,
+        used: NodeUse,
+    ) -> Result<Option<String>, StoreError> {
+        let row = self
+            .db
+            .fetch_optional(
+                query(
+                    "UPDATE nodes SET lease_expires_at = $3, updated_at = $4, used_cpus = $5, \
+                     used_memory_mb = $6, running = $7, suspended = $8 \
+                     WHERE name = $1 AND instance = $2 RETURNING state",
+                )
+                .bind(name)
+                .bind(instance)
+                .bind(until)
+                .bind(now)
+                .bind(used.cpus)
+                .bind(used.memory_mb)
+                .bind(used.running)
+                .bind(used.suspended),
+            )
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.get("state")?),
+            None => None,
+        })
+    }
+
+    /// Ends this run's lease now (a clean stop): the name and subnet are free.
+    pub async fn release_node(
+        &self,
+        name: &str,
+        instance: &str,
+        now: EpochMillis,
+    ) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                query(
+                    "UPDATE nodes SET lease_expires_at = $3, updated_at = $3, running = 0, \
+                     used_cpus = 0, used_memory_mb = 0 WHERE name = $1 AND instance = $2",
+                )
+                .bind(name)
+                .bind(instance)
+                .bind(now),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a node's state (`active` or `draining`); false if there is no such node.
+    pub async fn set_node_state(&self, name: &str, state: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .execute(
+                query("UPDATE nodes SET state = $2 WHERE name = $1")
+                    .bind(name)
+                    .bind(state),
+            )
+            .await?
+            > 0)
+    }
+
+    /// One node.
+    pub async fn get_node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM nodes WHERE name = $1");
+        let row = self.db.fetch_optional(query(&sql).bind(name)).await?;
+        row.map(|r| node_of(&r)).transpose()
+    }
+
+    /// Every node, by name.
+    pub async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM nodes ORDER BY name");
+        let rows = self.db.fetch_all(query(&sql)).await?;
+        rows.iter().map(node_of).collect()
+    }
+}
+
+fn node_of(r: &super::backend::DbRow) -> Result<NodeRecord, StoreError> {
+    Ok(NodeRecord {
+        name: r.get("name")?,
+        machine: r.get("machine")?,
+        instance: r.get("instance")?,
+        address: r.get("address")?,
+        subnet: r.get("subnet")?,
+        labels: r.get("labels")?,
+        state: r.get("state")?,
+        version: r.get("version")?,
+        cpus: r.get("cpus")?,
+        memory_mb: r.get("memory_mb")?,
+        used_cpus: r.get("used_cpus")?,
+        used_memory_mb: r.get("used_memory_mb")?,
+        running: r.get("running")?,
+        suspended: r.get("suspended")?,
+        started_at: r.get("started_at")?,
+        lease_expires_at: r.get("lease_expires_at")?,
+        updated_at: r.get("updated_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::store_test;
+
+    fn node(name: &str, instance: &str, subnet: &str, now: EpochMillis) -> NodeRecord {
+        NodeRecord {
+            name: name.into(),
+            machine: format!("dir-of-{instance}"),
+            instance: instance.into(),
+            address: format!("http://{name}:8900"),
+            subnet: subnet.into(),
+            labels: "{}".into(),
+            state: "active".into(),
+            version: "0.1.0".into(),
+            cpus: 8.0,
+            memory_mb: 16_384,
+            used_cpus: 0.0,
+            used_memory_mb: 0,
+            running: 0,
+            suspended: 0,
+            started_at: now,
+            lease_expires_at: now + 15_000,
+            updated_at: now,
+        }
+    }
+
+    store_test!(async fn names_and_subnets_are_held_while_a_lease_runs(db) {
+        let store = db.open().await;
+        let registered = |state: &str| Registration::Registered { state: state.into() };
+        let a = node("a", "run-1", "10.1.0.0/16", 1_000);
+        assert_eq!(store.register_node(&a, 1_000).await.expect("reg"), registered("active"));
+        // Another run under the same name while the lease runs: refused.
+        let a2 = node("a", "run-2", "10.1.0.0/16", 2_000);
+        assert_eq!(
+            store.register_node(&a2, 2_000).await.expect("reg"),
+            Registration::NameHeld { address: "http://a:8900".into(), until: 16_000 }
+        );
+        // Another name on the same subnet: refused.
+        let b = node("b", "run-3", "10.1.0.0/16", 2_000);
+        assert_eq!(
+            store.register_node(&b, 2_000).await.expect("reg"),
+            Registration::SubnetHeld { by: "a".into() }
+        );
+        let b = node("b", "run-3", "10.2.0.0/16", 2_000);
+        assert_eq!(store.register_node(&b, 2_000).await.expect("reg"), registered("active"));
+        // Renewing records the use; the old run of a cannot renew once run-2 holds it.
+        let used = NodeUse { cpus: 1.5, memory_mb: 1024, running: 2, suspended: 1 };
+        assert_eq!(
+            store.renew_node("a", "run-1", 20_000, 5_000, used).await.expect("renew"),
+            Some("active".into())
+        );
+        assert!(store.set_node_state("a", "draining").await.expect("state"));
+        assert!(!store.set_node_state("zz", "draining").await.expect("state"));
+        // Expired: the name is free for a new run, which keeps the state (draining).
+        let a3 = node("a", "run-4", "10.1.0.0/16", 21_000);
+        assert_eq!(store.register_node(&a3, 21_000).await.expect("reg"), registered("draining"));
+        assert_eq!(store.renew_node("a", "run-1", 40_000, 22_000, used).await.expect("renew"), None);
+        let listed = store.list_nodes().await.expect("list");
+        assert_eq!(listed.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!((listed[0].instance.as_str(), listed[0].running), ("run-4", 0));
+        // A clean stop frees the name at once.
+        store.release_node("b", "run-3", 3_000).await.expect("release");
+        let b2 = node("b", "run-5", "10.2.0.0/16", 3_001);
+        assert_eq!(store.register_node(&b2, 3_001).await.expect("reg"), registered("active"));
+        // A new run on the same data directory (a restart after a crash) takes the name
+        // and subnet back while the old run's lease still runs; the old run is fenced.
+        let mut b3 = node("b", "run-6", "10.2.0.0/16", 3_500);
+        b3.machine = b2.machine.clone();
+        assert_eq!(store.register_node(&b3, 3_500).await.expect("reg"), registered("active"));
+        assert_eq!(store.renew_node("b", "run-5", 9_000, 3_600, used).await.expect("renew"), None);
+    });
+}

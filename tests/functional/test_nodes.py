@@ -1,0 +1,211 @@
+"""Nodes: a server registers itself in its store under a name and subnet and renews a lease with
+what its sandboxes use (`GET /nodes`, `alcove node ls`). Draining a node (`alcove node drain`)
+makes it start and resume nothing, stop refilling pools, and suspend its named sandboxes; the
+state outlives a restart until `alcove node activate`. On a shared PostgreSQL store a second
+server is refused a name or subnet a live node holds, and gets it once that lease is gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import uuid
+
+import pytest
+
+from alcove.sandbox import SandboxClient
+from framework.cli import run_cli
+from framework.host import owned_resources, wait_for
+from framework.postgres import PostgresCluster
+from framework.server import AlcoveServer
+
+
+def cleanup(srv: AlcoveServer) -> None:
+    if srv.proc is None:
+        srv.start()
+    for sb in srv.live_sandboxes():
+        srv.api("DELETE", f"/v1/namespaces/default/sandboxes/{sb['id']}")
+    srv.stop()
+    res = owned_resources(srv.data_dir)
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    assert res.is_empty(), f"host resources left behind: {res}"
+
+
+def node(srv: AlcoveServer, name: str) -> dict:
+    nodes = srv.api("GET", "/nodes").json()["nodes"]
+    [found] = [n for n in nodes if n["name"] == name]
+    return found
+
+
+@pytest.fixture
+def named_server():
+    name = f"node-{uuid.uuid4().hex[:6]}"
+    srv = AlcoveServer(extra_args=["--node-name", name, "--node-label", "zone=lab",
+                                   "--node-label", "disk=ssd", "--node-lease-secs", "3"])
+    srv.start()
+    srv.node_name = name
+    yield srv
+    cleanup(srv)
+
+
+def test_the_server_is_a_node_reporting_its_capacity_and_use(named_server, tmp_path):
+    srv = named_server
+    me = node(srv, srv.node_name)
+    assert me["state"] == "active"
+    assert me["labels"] == {"zone": "lab", "disk": "ssd"}
+    assert me["subnet"] == srv.subnet
+    assert me["address"].startswith("http")
+    assert me["capacity"]["cpus"] == os.cpu_count()
+    assert me["capacity"]["memory_mb"] > 1000
+    assert me["lease_expires_at"] > me["started_at"]
+    with SandboxClient(api_url=srv.url) as client:
+        sb = client.create(cpus=1.0, memory_mb=1536)
+        try:
+            # The next renewal (every second with a 3 s lease) reports it.
+            assert wait_for(lambda: node(srv, srv.node_name)["running_sandboxes"] == 1, 15)
+            used = node(srv, srv.node_name)["used"]
+            assert used == {"cpus": 1.0, "memory_mb": 1536}, used
+        finally:
+            client.delete(sb.sandbox_id)
+    assert wait_for(lambda: node(srv, srv.node_name)["running_sandboxes"] == 0, 15)
+    # The CLI shows the same.
+    out = run_cli(srv.url, "node", "ls", "--json", config=tmp_path / "c.json")
+    assert out.returncode == 0, out.stderr
+    [listed] = [n for n in json.loads(out.stdout) if n["name"] == srv.node_name]
+    assert listed["labels"]["zone"] == "lab"
+    table = run_cli(srv.url, "node", "ls", config=tmp_path / "c.json").stdout.decode()
+    assert srv.node_name in table and "active" in table
+
+
+def test_drain_suspends_named_sandboxes_refuses_new_work_and_survives_a_restart(named_server, tmp_path):
+    srv = named_server
+    cfg = tmp_path / "c.json"
+    with SandboxClient(api_url=srv.url) as client:
+        named = client.create_and_connect(name="drained")
+        named.write_file("/root/kept.txt", b"through the drain")
+        proc = named.start_process("sleep", ["600"])
+        ephemeral = client.create()
+
+        out = run_cli(srv.url, "node", "drain", srv.node_name, "--json", config=cfg)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["state"] == "draining"
+        assert wait_for(lambda: client.get("drained").status == "suspended", 60)
+        # Ephemeral sandboxes cannot be suspended: they run on until they end.
+        assert client.get(ephemeral.sandbox_id).status == "running"
+
+        for method, path in [
+            ("POST", "/v1/namespaces/default/sandboxes"),
+            ("POST", "/v1/namespaces/default/sandboxes/drained/resume?wait_ms=5000"),
+        ]:
+            resp = srv.api(method, path, json={} if method == "POST" and path.endswith("sandboxes") else None)
+            assert resp.status_code == 503, (path, resp.text)
+            assert resp.json()["code"] == "NODE_DRAINING", resp.text
+            assert "alcove node activate" in resp.json()["message"]
+
+        # The state is the store's: a restart keeps the node draining.
+        srv.stop()
+        srv.start()
+        assert node(srv, srv.node_name)["state"] == "draining"
+        resp = srv.api("POST", "/v1/namespaces/default/sandboxes", json={})
+        assert resp.status_code == 503, resp.text
+
+        out = run_cli(srv.url, "node", "activate", srv.node_name, config=cfg)
+        assert out.returncode == 0, out.stderr
+        assert f"{srv.node_name} active" in out.stdout.decode()
+        client.resume("drained")
+        again = client.connect("drained")
+        assert again.read_file("/root/kept.txt") == b"through the drain"
+        assert any(p.pid == proc.pid and p.status == "running" for p in again.list_processes())
+        fresh = client.create()
+        client.delete(fresh.sandbox_id)
+        client.delete("drained")
+        client.delete(ephemeral.sandbox_id)
+
+    unknown = run_cli(srv.url, "node", "drain", "no-such-node", config=cfg)
+    assert unknown.returncode == 1
+    assert b"not found" in unknown.stderr
+
+
+def test_bad_node_settings_are_refused_at_start():
+    for args, expect in [
+        (["--node-name", "bad name"], "node name"),
+        (["--node-name=-dash"], "node name"),
+        (["--node-label", "novalue"], "expected key=value"),
+        (["--node-lease-secs", "1"], "--node-lease-secs must be 3 to 600"),
+        (["--advertise-url", "10.0.0.1:8900"], "must start with http://"),
+    ]:
+        srv = AlcoveServer(extra_args=args)
+        try:
+            with pytest.raises(RuntimeError, match="exited early"):
+                srv.start(timeout=60)
+            log = srv.log_path.read_text(errors="replace")
+            assert expect in log, (args, log)
+            assert "panicked" not in log
+        finally:
+            srv.stop()
+            shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+def test_on_a_shared_store_names_and_subnets_are_held_while_a_lease_runs(pg):
+    url = pg.create_database("alcove_nodes")
+    first = AlcoveServer(extra_args=["--database", url, "--node-name", "n1", "--node-lease-secs", "3"])
+    first.start()
+    started = []
+    try:
+        # The same name, while n1's lease runs: refused, naming the holder.
+        same_name = AlcoveServer(extra_args=["--database", url, "--node-name", "n1"])
+        started.append(same_name)
+        with pytest.raises(RuntimeError, match="exited early"):
+            same_name.start(timeout=60)
+        assert 'node name "n1" is held by a running node at' in same_name.log_path.read_text()
+
+        # Another name on n1's subnet: refused.
+        same_subnet = AlcoveServer(extra_args=["--database", url, "--node-name", "n2"])
+        same_subnet.subnet = first.subnet
+        started.append(same_subnet)
+        with pytest.raises(RuntimeError, match="exited early"):
+            same_subnet.start(timeout=60)
+        assert f"subnet {first.subnet} is used by node \"n1\"" in same_subnet.log_path.read_text()
+
+        # Its own name and subnet: both nodes are listed, by either.
+        second = AlcoveServer(extra_args=["--database", url, "--node-name", "n2", "--node-lease-secs", "3"])
+        started.append(second)
+        second.start()
+        names = {n["name"]: n["state"] for n in second.api("GET", "/nodes").json()["nodes"]}
+        assert names == {"n1": "active", "n2": "active"}, names
+
+        # A clean stop gives the lease back at once.
+        second.stop()
+        assert {n["name"]: n["state"] for n in first.api("GET", "/nodes").json()["nodes"]}["n2"] == "offline"
+
+        # A killed node's lease runs out (it shows offline), then its name is free again: the
+        # server starts anew on its data directory and cleans up after the crash.
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait()
+        first.proc = None
+        probe = AlcoveServer(extra_args=["--database", url, "--node-name", "n3"])
+        started.append(probe)
+        probe.start()
+        assert wait_for(lambda: node(probe, "n1")["state"] == "offline", 15)
+        assert wait_for(lambda: _starts(first), 30), first.log_tail()
+        assert node(probe, "n1")["state"] == "active"
+    finally:
+        for srv in [first, *started]:
+            srv.stop()
+            shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+def _starts(srv: AlcoveServer) -> bool:
+    try:
+        srv.start(timeout=30)
+        return True
+    except RuntimeError:
+        srv.stop()
+        return False
