@@ -209,3 +209,40 @@ def _starts(srv: AlcoveServer) -> bool:
     except RuntimeError:
         srv.stop()
         return False
+
+
+def test_on_a_shared_store_each_node_acts_only_on_its_own_sandboxes(pg):
+    url = pg.create_database("alcove_owners")
+    a = AlcoveServer(extra_args=["--database", url, "--node-name", "own-a"])
+    b = AlcoveServer(extra_args=["--database", url, "--node-name", "own-b"])
+    a.start()
+    b.start()
+    try:
+        with SandboxClient(api_url=a.url) as on_a:
+            sandbox = on_a.create_and_connect(name="lives-on-a")
+            sandbox.write_file("/root/here.txt", b"on a")
+            sid = sandbox.sandbox_id
+            # B sees it (one store) and says where it lives.
+            got = b.api("GET", f"/v1/namespaces/default/sandboxes/{sid}")
+            assert got.status_code == 200 and got.json()["status"] == "running", got.text
+            assert wait_for(lambda: node(b, "own-a")["running_sandboxes"] == 1, 20)
+            assert node(b, "own-b")["running_sandboxes"] == 0
+            # But never acts on it: a suspend, a delete or a proxied call through B is refused.
+            for method, path, kw in [
+                ("POST", f"/v1/namespaces/default/sandboxes/{sid}/suspend", {}),
+                ("DELETE", f"/v1/namespaces/default/sandboxes/{sid}", {}),
+                ("GET", "/api/v1/processes", {"headers": {"X-Tensorlake-Sandbox-Id": sid}}),
+            ]:
+                resp = b.api(method, path, **kw)
+                assert resp.status_code == 421, (method, path, resp.text)
+                assert resp.json()["code"] == "ON_OTHER_NODE", resp.text
+                assert '"own-a"' in resp.json()["message"], resp.text
+            # A restart of B (its recovery, its sweeps) leaves A's sandbox alone.
+            b.stop()
+            b.start()
+            assert on_a.get("lives-on-a").status == "running"
+            assert on_a.connect("lives-on-a").read_file("/root/here.txt") == b"on a"
+            on_a.delete("lives-on-a")
+    finally:
+        for srv in (b, a):
+            cleanup(srv)

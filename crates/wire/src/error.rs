@@ -39,6 +39,8 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// The node is draining (503): it starts and resumes no sandboxes.
     NodeDraining,
+    /// The sandbox lives on another node, which alone serves it (421).
+    OnOtherNode,
     /// The server failed; details are in its log under the request id.
     Internal,
     /// The image is used by a sandbox, a suspended sandbox or a snapshot (409).

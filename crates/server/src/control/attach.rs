@@ -29,10 +29,10 @@ impl Sandboxes {
             file_systems::mount(m)?;
         }
         file_systems::distinct(mounts)?;
-        let id = self.ctx.resolve(Some(namespace), ident).await?.id;
+        let id = self.ctx.resolve_local(Some(namespace), ident).await?.id;
         let lock = self.ctx.op_lock(&id);
         let _guard = lock.lock().await;
-        let mut record = self.ctx.resolve(Some(namespace), &id).await?;
+        let mut record = self.ctx.resolve_local(Some(namespace), &id).await?;
         self.attach_locked(&mut record, mounts).await?;
         Ok(record)
     }
@@ -97,10 +97,10 @@ impl Sandboxes {
         mount_path: &str,
     ) -> Result<SandboxRecord, ControlError> {
         file_systems::mount_path(mount_path)?;
-        let id = self.ctx.resolve(Some(namespace), ident).await?.id;
+        let id = self.ctx.resolve_local(Some(namespace), ident).await?.id;
         let lock = self.ctx.op_lock(&id);
         let _guard = lock.lock().await;
-        let mut record = self.ctx.resolve(Some(namespace), &id).await?;
+        let mut record = self.ctx.resolve_local(Some(namespace), &id).await?;
         let Some(m) = record
             .file_systems
             .iter()

@@ -278,7 +278,7 @@ impl Control {
         let Some(blobs) = &self.ctx.cfg.blobs else {
             return;
         };
-        let Ok(live) = self.ctx.store.list_live().await else {
+        let Ok(live) = self.ctx.local_live().await else {
             return;
         };
         for record in live

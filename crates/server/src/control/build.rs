@@ -981,7 +981,7 @@ impl Control {
     /// does not outlive its server: its client's request died with it).
     pub async fn end_orphan_builders(&self) -> Result<usize, ControlError> {
         let mut ended = 0;
-        for record in self.ctx.store.list_live().await? {
+        for record in self.ctx.local_live().await? {
             if record.image.starts_with("build:") {
                 tracing::info!(sandbox_id = %record.id, "ending a builder sandbox of a build that died with the server");
                 self.sandboxes

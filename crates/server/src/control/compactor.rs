@@ -37,7 +37,7 @@ impl Control {
         };
         let idle_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
         let now = now_millis();
-        if let Ok(live) = self.ctx.store.list_live().await {
+        if let Ok(live) = self.ctx.local_live().await {
             for record in live
                 .into_iter()
                 .filter(|r| r.status == SandboxStatus::Suspended && r.transition.is_none())

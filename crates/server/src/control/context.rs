@@ -68,6 +68,8 @@ pub(super) struct Context {
     /// This node is draining (`alcove node drain`): it takes no new sandboxes and
     /// resumes none. Set from the store at every lease renewal.
     pub(super) draining: std::sync::atomic::AtomicBool,
+    /// This server's node name, once it has joined (never, in tests).
+    pub(super) local_node: std::sync::OnceLock<String>,
 }
 
 impl Context {
@@ -92,7 +94,28 @@ impl Context {
             logs,
             images,
             draining: std::sync::atomic::AtomicBool::new(false),
+            local_node: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This server's node name, once it has joined.
+    pub(super) fn local_node(&self) -> Option<&str> {
+        self.local_node.get().map(String::as_str)
+    }
+
+    /// Whether a sandbox lives on this node (or on none: rows from before nodes).
+    pub(super) fn is_local(&self, r: &SandboxRecord) -> bool {
+        match (&r.node, self.local_node()) {
+            (Some(theirs), Some(mine)) => theirs == mine,
+            _ => true,
+        }
+    }
+
+    /// The live sandboxes of this node: what its background work covers.
+    pub(super) async fn local_live(&self) -> Result<Vec<SandboxRecord>, ControlError> {
+        let mut live = self.store.list_live().await?;
+        live.retain(|r| self.is_local(r));
+        Ok(live)
     }
 
     /// Refuses work that would start a sandbox on this node while it drains.
@@ -194,6 +217,23 @@ impl Context {
         // A pool's idle sandbox is the pool's until claimed: nobody may use or change it.
         if record.is_pool_reserve() || namespace.is_some_and(|ns| ns != record.namespace) {
             return Err(not_found());
+        }
+        Ok(record)
+    }
+
+    /// [`Self::resolve`] for acting on a sandbox: one that lives on another node
+    /// is refused (this server does not forward requests yet), never touched.
+    pub(super) async fn resolve_local(
+        &self,
+        namespace: Option<&str>,
+        ident: &str,
+    ) -> Result<SandboxRecord, ControlError> {
+        let record = self.resolve(namespace, ident).await?;
+        if record.status.is_live() && !self.is_local(&record) {
+            return Err(ControlError::OnOtherNode {
+                id: record.id.to_string(),
+                node: record.node.clone().unwrap_or_default(),
+            });
         }
         Ok(record)
     }

@@ -80,7 +80,7 @@ impl Sandboxes {
     ) -> Result<CopyOutcome, ControlError> {
         validate_times(times)?;
         self.ctx.ensure_not_draining()?;
-        let source = self.ctx.resolve(Some(namespace), ident).await?;
+        let source = self.ctx.resolve_local(Some(namespace), ident).await?;
         ensure_running(&source)?;
         let resolved = self.resolve_image(&source.image).await?;
         // A full host is the caller's answer (507) before anything is dumped;
@@ -143,7 +143,7 @@ impl Sandboxes {
     ) -> Result<SandboxRecord, ControlError> {
         let lock = self.ctx.op_lock(id);
         let _guard = lock.lock().await;
-        let mut record = self.ctx.resolve(None, id).await?;
+        let mut record = self.ctx.resolve_local(None, id).await?;
         ensure_running(&record)?;
         state::apply(&mut record, Event::SnapshotBegun).map_err(|e| {
             ControlError::InvalidState {

@@ -119,8 +119,7 @@ impl Control {
         };
         let sandboxes = self
             .ctx
-            .store
-            .list_live()
+            .local_live()
             .await?
             .into_iter()
             .filter(|r| uses(&r.image))

@@ -419,7 +419,7 @@ impl Sandboxes {
 
     /// A sandbox and, if it runs, where its agent is.
     pub async fn target(&self, ident: &str) -> Result<Target, ControlError> {
-        let record = self.ctx.resolve(None, ident).await?;
+        let record = self.ctx.resolve_local(None, ident).await?;
         let agent = self.ctx.handle_of(&record.id).map(|h| h.agent_addr());
         Ok(Target { record, agent })
     }
@@ -466,10 +466,10 @@ impl Sandboxes {
                     }
                 })?),
             };
-        let id = self.ctx.resolve(Some(namespace), ident).await?.id;
+        let id = self.ctx.resolve_local(Some(namespace), ident).await?.id;
         let lock = self.ctx.op_lock(&id);
         let _guard = lock.lock().await;
-        let mut record = self.ctx.resolve(Some(namespace), &id).await?;
+        let mut record = self.ctx.resolve_local(Some(namespace), &id).await?;
         if !record.status.is_live() {
             return Err(ControlError::InvalidState {
                 id: id.into(),
@@ -512,7 +512,7 @@ impl Sandboxes {
         ident: &str,
         reason: TerminationReason,
     ) -> Result<SandboxRecord, ControlError> {
-        let id = self.ctx.resolve(namespace, ident).await?.id;
+        let id = self.ctx.resolve_local(namespace, ident).await?.id;
         self.end(&id, reason).await
     }
 

@@ -95,6 +95,11 @@ impl Control {
                 )));
             }
         }
+        let _ = self.ctx.local_node.set(me.name.clone());
+        let adopted = self.ctx.store.adopt_unowned(&me.name).await?;
+        if adopted > 0 {
+            tracing::info!(node = %me.name, sandboxes = adopted, "took the sandboxes no node owned");
+        }
         let _ = self.membership.set(Membership {
             me,
             instance,
@@ -106,7 +111,7 @@ impl Control {
     /// What this node's sandboxes use, from the store.
     async fn node_use(&self) -> Result<NodeUse, ControlError> {
         let mut used = NodeUse::default();
-        for r in self.ctx.store.list_live().await? {
+        for r in self.ctx.local_live().await? {
             match r.status {
                 SandboxStatus::Suspended => used.suspended += 1,
                 SandboxStatus::Terminated | SandboxStatus::Failed | SandboxStatus::Timeout => {}
@@ -170,7 +175,7 @@ impl Control {
         }
         let control = Arc::clone(self);
         tokio::spawn(async move {
-            if let Ok(live) = control.ctx.store.list_live().await {
+            if let Ok(live) = control.ctx.local_live().await {
                 for r in live.into_iter().filter(|r| {
                     r.status == SandboxStatus::Running
                         && r.name.is_some()

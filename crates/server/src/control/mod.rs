@@ -98,6 +98,17 @@ pub enum ControlError {
     /// A volume is held where the request needs it free, or files are open on it.
     #[error("{0}")]
     FileSystemInUse(String),
+    /// The sandbox lives on another node, which alone acts on it.
+    #[error(
+        "sandbox {id} lives on node {node:?}; this server does not forward requests to other \
+         nodes yet: send the request to that node (GET /nodes lists their addresses)"
+    )]
+    OnOtherNode {
+        /// Sandbox id.
+        id: String,
+        /// The node it lives on.
+        node: String,
+    },
     /// This node is draining: it starts and resumes no sandboxes until it is
     /// made active again.
     #[error(

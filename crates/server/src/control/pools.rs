@@ -292,7 +292,12 @@ impl Pools {
         deadline: tokio::time::Instant,
     ) -> Result<Option<String>, ControlError> {
         loop {
-            if let Some(id) = self.ctx.store.take_idle(&pool.id).await? {
+            if let Some(id) = self
+                .ctx
+                .store
+                .take_idle(&pool.id, self.ctx.local_node())
+                .await?
+            {
                 return Ok(Some(id));
             }
             let booting = self.members(pool).await?.iter().any(|m| {
@@ -605,7 +610,7 @@ impl Control {
     /// Ends the sandboxes a restart caught in the middle of a claim (what the claim
     /// had bound may be incomplete): run at start, after recovery.
     pub async fn end_interrupted_claims(&self) -> Result<(), ControlError> {
-        for record in self.ctx.store.list_live().await? {
+        for record in self.ctx.local_live().await? {
             if record.pool_state == Some(PoolState::Claiming) {
                 tracing::warn!(sandbox_id = %record.id, "ending a sandbox whose claim a restart cut");
                 self.sandboxes

@@ -91,6 +91,7 @@ impl Sandboxes {
             pool_id: None,
             pool_state: None,
             file_systems,
+            node: self.ctx.local_node().map(String::from),
         };
         Ok((record, boot))
     }

@@ -25,7 +25,7 @@ impl Control {
     /// Adopts sandboxes that still run, keeps suspended ones, settles the ones
     /// caught in the middle of an operation, ends the rest, and sweeps.
     pub async fn recover(&self) -> Result<(), ControlError> {
-        let live = self.ctx.store.list_live().await?;
+        let live = self.ctx.local_live().await?;
         let mut running = Vec::new();
         let mut suspended = Vec::new();
         let mut settled = Vec::new();

@@ -68,10 +68,10 @@ impl Sandboxes {
         ident: &str,
         asked: ResourcesRequest,
     ) -> Result<SandboxRecord, ControlError> {
-        let id = self.ctx.resolve(Some(namespace), ident).await?.id;
+        let id = self.ctx.resolve_local(Some(namespace), ident).await?.id;
         let lock = self.ctx.op_lock(&id);
         let _guard = lock.lock().await;
-        let mut record = self.ctx.resolve(Some(namespace), &id).await?;
+        let mut record = self.ctx.resolve_local(Some(namespace), &id).await?;
         let running = record.status == SandboxStatus::Running;
         let suspended = record.status == SandboxStatus::Suspended;
         if !(running || suspended) || record.transition.is_some() {

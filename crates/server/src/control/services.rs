@@ -137,8 +137,7 @@ impl Control {
         .collect();
         let running: Vec<SandboxRecord> = self
             .ctx
-            .store
-            .list_live()
+            .local_live()
             .await?
             .into_iter()
             .filter(|record| self.ctx.handle_of(&record.id).is_some())
@@ -185,7 +184,7 @@ impl Control {
         namespace: &str,
         ident: &str,
     ) -> Result<(SandboxRecord, alcove_runtime::usage::SandboxUsage), ControlError> {
-        let record = self.ctx.resolve(Some(namespace), ident).await?;
+        let record = self.ctx.resolve_local(Some(namespace), ident).await?;
         let not_running = |record: &SandboxRecord| ControlError::InvalidState {
             id: record.id.to_string(),
             status: record.status,

@@ -40,7 +40,7 @@ impl Snapshots {
         ident: &str,
         kind: Option<SnapshotType>,
     ) -> Result<SnapshotRecord, ControlError> {
-        let record = self.ctx.resolve(namespace, ident).await?;
+        let record = self.ctx.resolve_local(namespace, ident).await?;
         if !matches!(
             record.status,
             SandboxStatus::Running | SandboxStatus::Snapshotting

@@ -57,7 +57,7 @@ impl Suspension {
         ident: &str,
         wait: Option<Duration>,
     ) -> Result<(SandboxRecord, bool), ControlError> {
-        let record = self.ctx.resolve(namespace, ident).await?;
+        let record = self.ctx.resolve_local(namespace, ident).await?;
         if record.name.is_none() {
             return Err(ControlError::InvalidArgument {
                 field: "sandbox",
@@ -93,7 +93,7 @@ impl Suspension {
         ident: &str,
         wait: Option<Duration>,
     ) -> Result<(SandboxRecord, bool), ControlError> {
-        let record = self.ctx.resolve(namespace, ident).await?;
+        let record = self.ctx.resolve_local(namespace, ident).await?;
         if record.status != SandboxStatus::Running {
             self.ctx.ensure_not_draining()?;
         }
@@ -145,7 +145,7 @@ impl Suspension {
             Some(wait) => tokio::time::timeout(wait, job).await.is_ok(),
             None => false,
         };
-        let record = self.ctx.resolve(None, id).await?;
+        let record = self.ctx.resolve_local(None, id).await?;
         let reached = record.status == target && record.transition.is_none();
         if finished && !reached {
             // The operation ended without reaching its target: say why instead of

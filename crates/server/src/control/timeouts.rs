@@ -31,7 +31,7 @@ pub fn spawn_timeout_reaper(
 /// Ends (or, named, suspends) every live sandbox whose deadline is at or
 /// before `now` (epoch milliseconds).
 pub(crate) async fn reap_once(control: &Arc<Control>, now: i64) {
-    let Ok(live) = control.store().list_live().await else {
+    let Ok(live) = control.ctx.local_live().await else {
         return;
     };
     for record in live

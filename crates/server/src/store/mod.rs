@@ -240,6 +240,7 @@ pub(crate) fn sample_record(id: &str, name: Option<&str>) -> SandboxRecord {
         pool_id: None,
         pool_state: None,
         file_systems: Vec::new(),
+        node: None,
     }
 }
 

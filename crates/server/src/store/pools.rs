@@ -168,15 +168,25 @@ impl Store {
     /// In PostgreSQL the inner select locks the row it picks and skips rows other claims
     /// hold (`FOR UPDATE SKIP LOCKED`), so two claims at once take two different idle
     /// sandboxes; SQLite runs one writer at a time and needs no lock.
-    pub async fn take_idle(&self, pool_id: &str) -> Result<Option<String>, StoreError> {
+    ///
+    /// With `node`, only that node's idle sandboxes (and those no node owns) are taken.
+    pub async fn take_idle(
+        &self,
+        pool_id: &str,
+        node: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
         let lock = self.db.skip_locked();
         let sql = format!(
             "UPDATE sandboxes SET pool_state = 'claiming' WHERE id = ( \
                  SELECT id FROM sandboxes WHERE pool_id = $1 AND pool_state = 'idle' \
-                 AND status = 'running' ORDER BY created_at, id LIMIT 1{lock}) \
+                 AND status = 'running' AND ($2 IS NULL OR node IS NULL OR node = $2) \
+                 ORDER BY created_at, id LIMIT 1{lock}) \
              AND pool_state = 'idle' RETURNING id"
         );
-        let row = self.db.fetch_optional(query(&sql).bind(pool_id)).await?;
+        let row = self
+            .db
+            .fetch_optional(query(&sql).bind(pool_id).bind(node))
+            .await?;
         Ok(row.map(|r| r.get("id")).transpose()?)
     }
 
@@ -245,10 +255,10 @@ mod tests {
                 .expect("list")
                 .is_empty()
         );
-        let taken = store.take_idle("p1").await.expect("take");
+        let taken = store.take_idle("p1", None).await.expect("take");
         assert_eq!(taken.as_deref(), Some(idle.id.as_str()));
         // The other one is still booting: nothing more to take.
-        assert_eq!(store.take_idle("p1").await.expect("take"), None);
+        assert_eq!(store.take_idle("p1", None).await.expect("take"), None);
         let got = store.get(&idle.id).await.expect("get").expect("row");
         assert_eq!(got.pool_state, Some(PoolState::Claiming));
         store
@@ -275,10 +285,10 @@ mod tests {
         }
         // Four claims at once: each gets a sandbox, and no sandbox is handed out twice.
         let (a, b, c, d) = tokio::join!(
-            store.take_idle("p1"),
-            store.take_idle("p1"),
-            store.take_idle("p1"),
-            store.take_idle("p1"),
+            store.take_idle("p1", None),
+            store.take_idle("p1", None),
+            store.take_idle("p1", None),
+            store.take_idle("p1", None),
         );
         let mut taken: Vec<String> = [a, b, c, d]
             .into_iter()
@@ -287,6 +297,6 @@ mod tests {
         taken.sort();
         ids.sort();
         assert_eq!(taken, ids);
-        assert_eq!(store.take_idle("p1").await.expect("take"), None);
+        assert_eq!(store.take_idle("p1", None).await.expect("take"), None);
     });
 }

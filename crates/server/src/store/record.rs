@@ -65,6 +65,9 @@ pub struct SandboxRecord {
     pub resource_resize: Option<ResourceResize>,
     /// The volumes mounted in it (docs/volumes.md); a live sandbox holds them.
     pub file_systems: Vec<alcove_wire::file_system::FileSystemMount>,
+    /// The node it lives on (`None`: written before nodes existed, or by a
+    /// server that has not joined, as in tests).
+    pub node: Option<String>,
     /// The pool it belongs to (a warm sandbox) or was claimed from.
     pub pool_id: Option<String>,
     /// Where it stands in its pool; `None` for a sandbox of no pool.

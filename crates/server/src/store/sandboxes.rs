@@ -8,7 +8,7 @@ use super::backend::{DbRow, Stmt, placeholders, query};
 use super::{SandboxRecord, Store, StoreError};
 
 /// Columns of `sandboxes`, in the order [`bind_all`] binds them.
-const FIELDS: [&str; 30] = [
+const FIELDS: [&str; 31] = [
     "id",
     "namespace",
     "name",
@@ -39,6 +39,7 @@ const FIELDS: [&str; 30] = [
     "pool_id",
     "pool_state",
     "file_systems",
+    "node",
 ];
 
 pub(super) fn columns() -> String {
@@ -56,6 +57,18 @@ pub(super) fn replace_all(fields: &[&str]) -> String {
 }
 
 impl Store {
+    /// Gives the live sandboxes no node owns (rows from before nodes existed) to
+    /// `node`; how many.
+    pub async fn adopt_unowned(&self, node: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .db
+            .execute(
+                query("UPDATE sandboxes SET node = $1 WHERE node IS NULL AND archived_at IS NULL")
+                    .bind(node),
+            )
+            .await?)
+    }
+
     /// Inserts a new sandbox; fails with [`StoreError::NameTaken`] if a live one has its name.
     pub async fn insert(&self, r: &SandboxRecord) -> Result<(), StoreError> {
         let sql = format!(
@@ -223,6 +236,7 @@ fn bind_all<'a>(q: Stmt<'a>, r: &SandboxRecord) -> Stmt<'a> {
         .bind(&r.pool_id)
         .bind(r.pool_state.map(super::PoolState::as_str))
         .bind((!r.file_systems.is_empty()).then(|| json(&r.file_systems)))
+        .bind(&r.node)
 }
 
 /// When the row enters the archive: as recorded, or, for an ended record whose path did not
@@ -317,6 +331,7 @@ pub(super) fn decode(row: &DbRow) -> Result<SandboxRecord, StoreError> {
         pool_id: row.get("pool_id")?,
         pool_state: decode_pool_state(row, &id)?,
         file_systems: optional_json_column(row, &id, "file_systems")?.unwrap_or_default(),
+        node: row.get("node")?,
         id: parse_id(id)?,
     })
 }
@@ -329,6 +344,23 @@ mod tests {
     fn record(id: &str, name: Option<&str>) -> SandboxRecord {
         crate::store::sample_record(id, name)
     }
+
+    store_test!(async fn a_sandbox_keeps_its_node_and_unowned_ones_are_adopted(db) {
+        let store = db.open().await;
+        let mut mine = record("mine", Some("m"));
+        mine.node = Some("a".into());
+        store.insert(&mine).await.expect("insert");
+        store.insert(&record("old", Some("o"))).await.expect("insert");
+        let mut ended = record("ended", None);
+        ended.status = SandboxStatus::Terminated;
+        ended.archived_at = Some(1);
+        store.insert(&ended).await.expect("insert");
+        assert_eq!(store.adopt_unowned("b").await.expect("adopt"), 1, "live rows only");
+        let node_of = |r: Option<SandboxRecord>| r.expect("row").node;
+        assert_eq!(node_of(store.get(&crate::store::test_id("mine")).await.expect("get")), Some("a".into()));
+        assert_eq!(node_of(store.get(&crate::store::test_id("old")).await.expect("get")), Some("b".into()));
+        assert_eq!(node_of(store.get(&crate::store::test_id("ended")).await.expect("get")), None);
+    });
 
     store_test!(async fn round_trips_and_enforces_live_name_uniqueness(db) {
         let store = db.open().await;
