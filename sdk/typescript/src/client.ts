@@ -1,5 +1,5 @@
 /**
- * The control-plane client: sandbox lifecycle, warm pools, snapshots and images (docs/protocol/control-plane.md).
+ * The control-plane client: sandbox lifecycle, warm pools, snapshots, images and nodes (docs/protocol/control-plane.md).
  */
 
 import { promises as fs } from "node:fs";
@@ -24,6 +24,7 @@ import {
   errorFromResponse,
   HttpTransport,
   imagesUrl,
+  nodesUrl,
   poolsUrl,
   readChunks,
   responseJson,
@@ -46,6 +47,7 @@ import {
   imageInfoFromWire,
   listFromWire,
   LOG_LEVEL_NUMBERS,
+  nodeInfoFromWire,
   sandboxInfoFromWire,
   sandboxLogsResponseFromWire,
   sandboxMetricsFromWire,
@@ -61,6 +63,7 @@ import {
   type FileSystemMount,
   type ImageInfo,
   type ImageProgressEvent,
+  type NodeInfo,
   type SandboxInfo,
   type SandboxLogLevel,
   type SandboxLogSignal,
@@ -617,6 +620,20 @@ export function claimBody(options: ClaimOptions = {}): Record<string, unknown> {
 function poolIdOf(value: unknown): string {
   if (typeof value !== "string" || !value.trim()) {
     throw new TypeError(`poolId must be a non-empty string, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/**
+ * A node name checked for use as a URL path segment: a non-empty string, not `.` or `..` (which a
+ * URL would resolve to another route).
+ */
+function nodeNameOf(value: unknown): string {
+  if (typeof value !== "string" || !value.trim()) {
+    throw new TypeError(`name must be a non-empty node name, got ${JSON.stringify(value)}`);
+  }
+  if (value === "." || value === "..") {
+    throw new TypeError(`name must be a node name, not a '.' or '..' path segment, got ${JSON.stringify(value)}`);
   }
   return value;
 }
@@ -1209,6 +1226,45 @@ export class SandboxClient {
    */
   async claimAndConnect(poolId: string, options: ClaimOptions = {}): Promise<Sandbox> {
     return this.#ownedHandle(await this.claim(poolId, options));
+  }
+
+  // -- nodes (server-wide) ---------------------------------------------------------------------
+
+  /**
+   * Every node (Alcove server) registered in the server's store, by name, with its state
+   * (`active`, `draining`, or `offline` once its lease ran out), capacity and use. Nodes are
+   * server-wide (`{apiUrl}/nodes`): the client's namespace plays no part.
+   */
+  async listNodes(): Promise<NodeInfo[]> {
+    const response = await this.#send({ method: "GET", url: nodesUrl(this.#http.config) });
+    check(response);
+    return listFromWire(responseJson(response, "node list"), "nodes", nodeInfoFromWire, "node list");
+  }
+
+  /**
+   * Take a node out of service and return it (`draining`): it starts and resumes no sandboxes
+   * (creates, restores, copies and resumes there throw {@link RemoteAPIError} 503
+   * `NODE_DRAINING`), its pools stop refilling, and it suspends its named running sandboxes. The
+   * state outlives restarts of the node until {@link activateNode}. Throws {@link RemoteAPIError}
+   * 404 when there is no such node.
+   */
+  async drainNode(name: string): Promise<NodeInfo> {
+    return this.#setNodeState(name, "drain");
+  }
+
+  /**
+   * Put a drained node back in service and return it (`active`); sandboxes the drain suspended
+   * stay suspended until resumed. Throws {@link RemoteAPIError} 404 when there is no such node.
+   */
+  async activateNode(name: string): Promise<NodeInfo> {
+    return this.#setNodeState(name, "activate");
+  }
+
+  async #setNodeState(name: string, verb: "drain" | "activate"): Promise<NodeInfo> {
+    const node = nodeNameOf(name);
+    const response = await this.#send({ method: "POST", url: nodesUrl(this.#http.config, node, `/${verb}`) });
+    check(response);
+    return nodeInfoFromWire(responseJson(response, "node"));
   }
 
   // -- logs ------------------------------------------------------------------------------------

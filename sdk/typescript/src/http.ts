@@ -32,6 +32,8 @@ export const GET_ATTEMPTS = 3;
 export const RETRYABLE_GET_STATUSES: ReadonlySet<number> = new Set([429, 502, 503, 504]);
 export const NOT_READY_CODES: ReadonlySet<string> = new Set(["SANDBOX_NOT_READY", "SANDBOX_UNREACHABLE"]);
 export const NOT_READY_ATTEMPTS = 12;
+/** Longest `Retry-After` honoured before a retry, in ms (a longer one is capped). */
+export const MAX_RETRY_AFTER_MS = 4000;
 
 /** Waits of the SDK go through here, so tests can skip them. */
 export const clock = {
@@ -73,6 +75,13 @@ export function snapshotsUrl(config: ClientConfig, snapshotId?: string): string 
 export function poolsUrl(config: ClientConfig, poolId?: string, suffix = ""): string {
   let url = `${namespaceUrl(config)}/sandbox-pools`;
   if (poolId !== undefined) url += `/${segment(poolId)}`;
+  return url + suffix;
+}
+
+/** `{apiUrl}/nodes` or `{apiUrl}/nodes/{name}` + `suffix`: a route of the server itself, in no namespace. */
+export function nodesUrl(config: ClientConfig, name?: string, suffix = ""): string {
+  let url = `${config.apiUrl}/nodes`;
+  if (name !== undefined) url += `/${segment(name)}`;
   return url + suffix;
 }
 
@@ -342,6 +351,12 @@ function isNotReady(response: HttpResponse): boolean {
   return code !== undefined && NOT_READY_CODES.has(code);
 }
 
+/** The answer's `Retry-After` in ms (whole seconds; 0 when absent or a date), capped at {@link MAX_RETRY_AFTER_MS}. */
+export function retryAfterMs(response: Pick<HttpResponse, "headers">): number {
+  const value = (response.headers.get("retry-after") ?? "").trim();
+  return /^\d+$/.test(value) ? Math.min(Number(value) * 1000, MAX_RETRY_AFTER_MS) : 0;
+}
+
 function causeText(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const cause = (error as { cause?: unknown }).cause;
@@ -368,8 +383,11 @@ export class HttpTransport {
 
   /**
    * Send with the retries of docs/protocol/errors.md (Retrying): GETs are retried on connection
-   * failures and on 429/502/503/504; any replayable request is replayed while the proxy answers
-   * 502/503 `SANDBOX_NOT_READY` / `SANDBOX_UNREACHABLE`.
+   * failures and on 429/502/503/504 (`SERVER_BUSY`, `STORE_UNAVAILABLE`, …); any replayable
+   * request is replayed while the proxy answers 502/503 `SANDBOX_NOT_READY` /
+   * `SANDBOX_UNREACHABLE`. A retry waits at least what the answer's `Retry-After` asks (at most
+   * 4 s). A request that is not retried returns its answer at once, e.g. a POST answered 503
+   * `NODE_DRAINING` or `STORE_UNAVAILABLE`.
    */
   async send(spec: RequestSpec): Promise<HttpResponse> {
     const replayable = spec.replayable ?? true;
@@ -385,11 +403,11 @@ export class HttpTransport {
         throw error;
       }
       if (replayable && attempt < NOT_READY_ATTEMPTS && isNotReady(response)) {
-        await clock.sleep(Math.min(250 * 2 ** (attempt - 1), 4000));
+        await clock.sleep(Math.max(Math.min(250 * 2 ** (attempt - 1), 4000), retryAfterMs(response)));
         continue;
       }
       if (spec.method === "GET" && attempt < GET_ATTEMPTS && RETRYABLE_GET_STATUSES.has(response.status)) {
-        await clock.sleep(200 * 2 ** (attempt - 1));
+        await clock.sleep(Math.max(200 * 2 ** (attempt - 1), retryAfterMs(response)));
         continue;
       }
       return response;

@@ -2,7 +2,7 @@
  * Alcove sandboxes from TypeScript: create, run, manage processes and files, drive terminals and
  * desktops, tunnel ports, suspend, snapshot.
  *
- * `SandboxClient` manages sandboxes and warm pools (the control plane); `Sandbox` runs work inside one sandbox;
+ * `SandboxClient` manages sandboxes, warm pools and nodes (the control plane); `Sandbox` runs work inside one sandbox;
  * `PtySession` drives a terminal in it, `Tunnel` relays a local port to one of its ports and
  * `Desktop` drives its screen, mouse and keyboard over VNC. `Image` describes an image for
  * `SandboxClient.buildImage`.
@@ -119,6 +119,9 @@ export {
   type DirectoryEntry,
   type GPUResources,
   type NetworkPolicy,
+  type NodeInfo,
+  type NodeResources,
+  type NodeState,
   type OutputBatch,
   type OutputEvent,
   type OutputMode,

@@ -52,6 +52,13 @@ export type SandboxLogLevel = "trace" | "debug" | "info" | "warn" | "error" | "f
  */
 export type PoolContainerState = Open<"Idle" | "Running">;
 
+/**
+ * Whether a node (an Alcove server sharing the store) takes work: `active`, `draining` (it serves
+ * the sandboxes it has but starts and resumes none, `drainNode()`) or `offline` (its lease ran
+ * out: stopped, or cut off from the store).
+ */
+export type NodeState = Open<"active" | "draining" | "offline">;
+
 /** How an image came into the server's store. */
 export type ImageSource = Open<"builtin" | "pull" | "import" | "build" | "snapshot">;
 /** Where one layer blob of a pull is ({@link LayerProgress}). */
@@ -220,6 +227,43 @@ export interface SandboxPoolInfo {
   containers: PoolContainerInfo[] | null;
   createdAt: Date | null;
   updatedAt: Date | null;
+}
+
+/** CPUs and memory (MiB) of a node: what the machine has, or what its sandboxes reserve. */
+export interface NodeResources {
+  cpus: number;
+  memoryMb: number;
+}
+
+/**
+ * One node: an Alcove server registered in the store it shares with the others.
+ *
+ * Returned by `listNodes()`, `drainNode()` and `activateNode()`.
+ */
+export interface NodeInfo {
+  /** Its name (`--node-name`), unique among live nodes. */
+  name: string;
+  /** The URL other nodes reach it at (`--advertise-url`). */
+  address: string;
+  state: NodeState;
+  /** Its labels (`--node-label key=value`). */
+  labels: Record<string, string>;
+  /** Its sandboxes' subnet, unique among live nodes. */
+  subnet: string;
+  /** What the machine has. */
+  capacity: NodeResources;
+  /** What its running sandboxes reserve (reported each time it renews its lease). */
+  used: NodeResources;
+  /** Sandboxes running there. */
+  runningSandboxes: number;
+  /** Suspended sandboxes whose dumps are there. */
+  suspendedSandboxes: number;
+  /** The server's version. */
+  version: string;
+  /** When this run of the server registered. */
+  startedAt: Date | null;
+  /** Until when its lease holds unless renewed (every few seconds). */
+  leaseExpiresAt: Date | null;
 }
 
 /**
@@ -870,6 +914,44 @@ export function sandboxPoolInfoFromWire(value: unknown, what = "pool"): SandboxP
     containers: Array.isArray(containers) ? containers.map((c) => poolContainerInfoFromWire(c, what)) : null,
     createdAt: parseTimestamp(data.created_at),
     updatedAt: parseTimestamp(data.updated_at),
+  };
+}
+
+/** A {@link NodeResources} from the `capacity` or `used` of a node. */
+export function nodeResourcesFromWire(value: unknown, what = "node resources"): NodeResources {
+  const data = asObject(value, what);
+  const cpus = num(data, "cpus");
+  if (cpus === null) throw decodeError(what, "missing field `cpus`");
+  return { cpus, memoryMb: requiredInt(data, what, "memory_mb") };
+}
+
+/** A {@link NodeInfo} from an entry of `GET /nodes` or the answer of a drain or activate. */
+export function nodeInfoFromWire(value: unknown, what = "node"): NodeInfo {
+  const data = asObject(value, what);
+  const text = (key: string): string => {
+    const found = str(data, key);
+    if (found === null) throw decodeError(what, `missing field \`${key}\``);
+    return found;
+  };
+  for (const key of ["started_at", "lease_expires_at"]) {
+    if (!(key in data)) throw decodeError(what, `missing field \`${key}\``);
+  }
+  const wireLabels = typeof data.labels === "object" && data.labels !== null && !Array.isArray(data.labels) ? data.labels : {};
+  // Own properties (a label named `__proto__` stays a label); values that are not strings are dropped.
+  const labels = Object.fromEntries(Object.entries(wireLabels).filter(([, label]) => typeof label === "string"));
+  return {
+    name: requiredStr(data, what, "name"),
+    address: text("address"),
+    state: requiredStr(data, what, "state"),
+    labels: labels as Record<string, string>,
+    subnet: text("subnet"),
+    capacity: nodeResourcesFromWire(data.capacity, what),
+    used: nodeResourcesFromWire(data.used, what),
+    runningSandboxes: requiredInt(data, what, "running_sandboxes"),
+    suspendedSandboxes: requiredInt(data, what, "suspended_sandboxes"),
+    version: text("version"),
+    startedAt: parseTimestamp(data.started_at),
+    leaseExpiresAt: parseTimestamp(data.lease_expires_at),
   };
 }
 

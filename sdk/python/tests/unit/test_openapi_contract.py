@@ -27,7 +27,8 @@ import pytest
 from pydantic import AliasChoices, BaseModel
 
 from alcove.sandbox import AsyncSandboxClient, SandboxClient, models
-from alcove.sandbox._protocol import _lifecycle, _pools, _processes, _validation
+from alcove.sandbox._config import ClientConfig
+from alcove.sandbox._protocol import _lifecycle, _nodes, _pools, _processes, _validation
 
 DOC_PATH = Path(__file__).resolve().parents[4] / "docs" / "protocol" / "openapi.json"
 REGENERATE = "cargo run -q -p alcove-server --example openapi > docs/protocol/openapi.json"
@@ -60,6 +61,8 @@ MODEL_SCHEMAS: dict[type[BaseModel], str] = {
     models.ProcessHealthCheck: "HealthCheck",
     models.SandboxPoolInfo: "SandboxPoolInfo",
     models.PoolContainerInfo: "PoolContainerInfo",
+    models.NodeInfo: "NodeInfo",
+    models.NodeResources: "NodeResources",
 }
 
 # Answers the document does not describe yet (its log routes answer 501 NOT_IMPLEMENTED): their
@@ -111,6 +114,7 @@ ANSWER_ENUMS: dict[type[enum.Enum], str] = {
     models.RestartPolicy: "RestartPolicy",
     models.ProcessHealthCheckType: "HealthCheckKind",
     models.PoolContainerState: "PoolContainerState",
+    models.NodeState: "NodeState",
 }
 REQUEST_ENUMS: dict[type[enum.Enum], str] = {
     models.SnapshotType: "SnapshotType",
@@ -588,3 +592,14 @@ def test_restart_route_is_documented(doc: dict[str, Any]) -> None:
     assert "post" in doc["paths"]["/api/v1/processes/{p}/restart"]
     for route in ("/v1/namespaces/{ns}/sandboxes/{id}/logs", "/v1/namespaces/{ns}/sandboxes/{id}/processes"):
         assert "get" in doc["paths"][route], route
+
+
+def test_node_routes_are_the_servers(doc: dict[str, Any]) -> None:
+    # Server-level routes: the document's paths, under the API URL itself (no namespace).
+    cfg = ClientConfig(api_url="http://h", api_key=None, namespace="default", timeout_secs=5.0)
+    assert "get" in doc["paths"]["/nodes"]
+    assert _nodes.nodes_url(cfg) == "http://h/nodes"
+    for verb in ("drain", "activate"):
+        assert "post" in doc["paths"][f"/nodes/{{node}}/{verb}"], verb
+        assert _nodes.nodes_url(cfg, "n", f"/{verb}") == f"http://h/nodes/n/{verb}"
+    assert doc["components"]["schemas"]["NodeList"]["required"] == ["nodes"]

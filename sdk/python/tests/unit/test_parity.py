@@ -128,6 +128,9 @@ def test_the_documented_surface_is_present() -> None:
         "delete_file_system",
         "attach_file_system",
         "detach_file_system",
+        "list_nodes",
+        "drain_node",
+        "activate_node",
     }
     sandbox_methods = {
         "sandbox_id",

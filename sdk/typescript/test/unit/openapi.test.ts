@@ -51,6 +51,8 @@ import {
   copiedSandboxFromWire,
   fileSystemInfoFromWire,
   fileSystemMountFromWire,
+  nodeInfoFromWire,
+  nodeResourcesFromWire,
 } from "../../src/models.js";
 import { runBody, startProcessBody } from "../../src/sandbox.js";
 
@@ -93,6 +95,8 @@ const INTERFACE_SCHEMAS: Record<string, string> = {
   ProcessHealthCheck: "HealthCheck",
   SandboxPoolInfo: "SandboxPoolInfo",
   PoolContainerInfo: "PoolContainerInfo",
+  NodeInfo: "NodeInfo",
+  NodeResources: "NodeResources",
 };
 
 /** Interfaces that never travel as such (an OutputBatch is built from `output_batch` events, or from
@@ -156,6 +160,7 @@ const ENUMS: Record<string, string> = {
   ManagedProcessStatus: "ManagedStatus",
   ManagedProcessHealthStatus: "HealthStatus",
   PoolContainerState: "PoolContainerState",
+  NodeState: "NodeState",
 };
 
 const EPOCH_MILLIS = "EpochMillis";
@@ -430,6 +435,8 @@ const READERS: Record<string, Reader> = {
   ProcessHealthCheck: (v) => processHealthCheckFromWire(v),
   SandboxPoolInfo: (v) => sandboxPoolInfoFromWire(v),
   PoolContainerInfo: (v) => poolContainerInfoFromWire(v),
+  NodeInfo: (v) => nodeInfoFromWire(v),
+  NodeResources: (v) => nodeResourcesFromWire(v),
   // No reader of their own: read as parts of a sandbox.
   ContainerResourcesInfo: (v) => sandboxInfoFromWire({ ...sandboxSample, resources: v }).resources,
   NetworkPolicy: (v) => sandboxInfoFromWire({ ...sandboxSample, network_policy: v }).networkPolicy,

@@ -19,6 +19,9 @@ import {
   PoolInUseError,
   SandboxClient,
   type Desktop,
+  type NodeInfo,
+  type NodeResources,
+  type NodeState,
   type Sandbox,
 } from "alcove";
 
@@ -180,4 +183,16 @@ export async function readmeImages(): Promise<void> {
   } catch (error) {
     if (!(error instanceof ImageInUseError)) throw error;
   }
+}
+
+export async function readmeNodes(): Promise<void> {
+  const client = new SandboxClient();
+  for (const node of await client.listNodes()) {
+    console.log(node.name, node.state, node.address, node.labels, node.used.cpus, node.capacity.cpus, node.leaseExpiresAt);
+  }
+  const drained: NodeInfo = await client.drainNode("node-a");
+  const state: NodeState = drained.state;
+  const used: NodeResources = drained.used;
+  console.log(state, used.memoryMb, drained.runningSandboxes, drained.startedAt);
+  await client.activateNode("node-a");
 }

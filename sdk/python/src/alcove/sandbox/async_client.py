@@ -1,5 +1,5 @@
 # client.py is generated from this file: after a change, run scripts/generate_sync.py (in sdk/python).
-"""Asynchronous control-plane client: sandbox lifecycle, warm pools, snapshots and images.
+"""Asynchronous control-plane client: sandbox lifecycle, warm pools, snapshots, images and nodes.
 
 Each method builds an operation from :mod:`._protocol` and hands it to
 :meth:`AsyncSandboxClient._drive`, which performs its HTTP requests and sleeps with
@@ -41,6 +41,7 @@ from .models import (
     ImageInfo,
     ImageProgressEvent,
     NetworkPolicy,
+    NodeInfo,
     SandboxInfo,
     SandboxLogLevel,
     SandboxLogSignal,
@@ -560,6 +561,28 @@ class AsyncSandboxClient:
     async def _claim_and_connect(self, pool_id: str, **kwargs: Any) -> AsyncSandbox:
         info = await self.claim(pool_id, **kwargs)
         return await self._owned_handle(info)
+
+    # -- nodes (server-wide) -------------------------------------------------------------------
+
+    async def list_nodes(self) -> list[NodeInfo]:
+        """Every node (Alcove server) registered in the server's store, by name, with its state
+        (``active``, ``draining``, or ``offline`` once its lease ran out), capacity and use.
+        Nodes are server-wide: the client's namespace plays no part."""
+        return await self._drive(proto.op_list_nodes(self._config))
+
+    async def drain_node(self, name: str) -> NodeInfo:
+        """Take a node out of service and return it (``draining``): it starts and resumes no
+        sandboxes (creates, restores, copies and resumes there fail with :class:`RemoteAPIError`
+        503 ``NODE_DRAINING``), its pools stop refilling, and it suspends its named running
+        sandboxes. The state outlives restarts of the node until :meth:`activate_node`. Raises
+        :class:`RemoteAPIError` 404 when there is no such node."""
+        return await self._drive(proto.op_drain_node(self._config, name))
+
+    async def activate_node(self, name: str) -> NodeInfo:
+        """Put a drained node back in service and return it (``active``); sandboxes the drain
+        suspended stay suspended until resumed. Raises :class:`RemoteAPIError` 404 when there is
+        no such node."""
+        return await self._drive(proto.op_activate_node(self._config, name))
 
     # -- logs ----------------------------------------------------------------------------------
 

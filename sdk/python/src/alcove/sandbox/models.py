@@ -258,6 +258,19 @@ class LayerStatus(str, enum.Enum):
         return self.value
 
 
+class NodeState(str, enum.Enum):
+    """Whether a node (an Alcove server sharing the store) takes work: ``active``, ``draining``
+    (it serves the sandboxes it has but starts and resumes none, ``drain_node()``) or ``offline``
+    (its lease ran out: stopped, or cut off from the store)."""
+
+    ACTIVE = "active"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class PoolContainerState(str, enum.Enum):
     """Whether a sandbox of a pool waits for a claim (``Idle``: running, invisible to ``list()``)
     or has been claimed (``Running``: an ordinary sandbox with the pool's ``pool_id``)."""
@@ -285,6 +298,7 @@ ManagedProcessHealthStatusValue = Annotated[ManagedProcessHealthStatus | str, Fi
 ImageSourceValue = Annotated[ImageSource | str, Field(union_mode="left_to_right")]
 LayerStatusValue = Annotated[LayerStatus | str, Field(union_mode="left_to_right")]
 PoolContainerStateValue = Annotated[PoolContainerState | str, Field(union_mode="left_to_right")]
+NodeStateValue = Annotated[NodeState | str, Field(union_mode="left_to_right")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -865,6 +879,39 @@ class SandboxProcessLogFiltersResponse(_CamelWireModel):
 
 
 # ---------------------------------------------------------------------------------------------
+# Nodes (server-wide, docs/operations.md)
+
+
+class NodeResources(_WireModel):
+    """CPUs and memory (MiB) of a node: what the machine has, or what its sandboxes reserve."""
+
+    cpus: float
+    memory_mb: int
+
+
+class NodeInfo(_WireModel):
+    """One node: an Alcove server registered in the store it shares with the others.
+
+    Returned by ``list_nodes()``, ``drain_node()`` and ``activate_node()``. ``capacity`` is what
+    the machine has, ``used`` what its running sandboxes reserve (reported each time it renews its
+    lease, ``lease_expires_at``); ``started_at`` is when this run of the server registered.
+    """
+
+    name: str
+    address: str
+    state: NodeStateValue
+    labels: dict[str, str] = Field(default_factory=dict)
+    subnet: str
+    capacity: NodeResources
+    used: NodeResources
+    running_sandboxes: int
+    suspended_sandboxes: int
+    version: str
+    started_at: Timestamp
+    lease_expires_at: Timestamp
+
+
+# ---------------------------------------------------------------------------------------------
 # Images (server-wide, docs/images.md)
 
 
@@ -1047,6 +1094,9 @@ __all__ = [
     "DirectoryEntry",
     "GPUResources",
     "NetworkPolicy",
+    "NodeInfo",
+    "NodeResources",
+    "NodeState",
     "OutputBatch",
     "OutputEvent",
     "OutputMode",

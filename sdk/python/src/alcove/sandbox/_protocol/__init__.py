@@ -25,6 +25,7 @@ The package is split by job; everything is re-exported here, so callers keep usi
 * ``_validation``: client-side argument checks;
 * ``_lifecycle``: sandboxes (create, get, list, delete, update, suspend/resume, ports) and snapshots;
 * ``_pools``: warm pools (create, get, list, update, delete) and claims of their sandboxes;
+* ``_nodes``: nodes, the servers sharing the store (list, drain, activate), outside any namespace;
 * ``_processes``: processes of a sandbox, managed ones included;
 * ``_logs``: a sandbox's persisted logs;
 * ``_images``: images (list, get, delete, pull, import, build, snapshots saved as images) and the
@@ -131,6 +132,7 @@ from ._lifecycle import (
     op_wait_for_resource_resize,
 )
 from ._logs import log_level_number, logs_params, op_get_logs, op_list_log_processes
+from ._nodes import node_name, nodes_url, op_activate_node, op_drain_node, op_list_nodes
 from ._processes import (
     FOLLOW_STREAMS,
     health_check_body,
@@ -185,6 +187,7 @@ from ._run_stream import RunCollector, collect_run
 from ._sse import SSEBlocks, SSEDecoder, check_event_stream, decode_block
 from ._steps import (
     GET_ATTEMPTS,
+    MAX_RETRY_AFTER_SECS,
     NOT_READY_ATTEMPTS,
     NOT_READY_CODES,
     RETRYABLE_GET_STATUSES,
@@ -211,6 +214,11 @@ __all__ = [
     "op_update_pool",
     "pool_body",
     "pools_url",
+    "node_name",
+    "nodes_url",
+    "op_activate_node",
+    "op_drain_node",
+    "op_list_nodes",
     "file_systems_url",
     "mount_body",
     "mounts_body",
@@ -256,6 +264,7 @@ __all__ = [
     "FOLLOW_STREAMS",
     "GET_ATTEMPTS",
     "MANAGEMENT_PORT",
+    "MAX_RETRY_AFTER_SECS",
     "MAX_WAIT_MS",
     "NOT_IMPLEMENTED",
     "NOT_READY_ATTEMPTS",

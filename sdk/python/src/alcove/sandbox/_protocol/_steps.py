@@ -22,6 +22,8 @@ GET_ATTEMPTS = 3
 RETRYABLE_GET_STATUSES = frozenset({429, 502, 503, 504})
 NOT_READY_CODES = frozenset({"SANDBOX_NOT_READY", "SANDBOX_UNREACHABLE"})
 NOT_READY_ATTEMPTS = 12
+MAX_RETRY_AFTER_SECS = 4.0
+"""Longest ``Retry-After`` honoured before a retry (a longer one is capped)."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,21 @@ def _is_not_ready(resp: httpx.Response) -> bool:
     return _error_body(resp).code in NOT_READY_CODES
 
 
+def _retry_after(resp: httpx.Response) -> float:
+    """The answer's ``Retry-After`` in seconds (a whole number; 0 when absent or a date), capped
+    at :data:`MAX_RETRY_AFTER_SECS`."""
+    value = resp.headers.get("retry-after", "").strip()
+    return min(float(value), MAX_RETRY_AFTER_SECS) if value.isascii() and value.isdigit() else 0.0
+
+
 def _send(req: Request) -> Op[httpx.Response]:
     """Send with the retries of docs/protocol/errors.md (Retrying).
 
-    GETs are retried on connection failures and 429/502/503/504; any replayable request is
-    replayed while the proxy answers 502/503 ``SANDBOX_NOT_READY`` / ``SANDBOX_UNREACHABLE``.
+    GETs are retried on connection failures and 429/502/503/504 (``SERVER_BUSY``,
+    ``STORE_UNAVAILABLE``, ...); any replayable request is replayed while the proxy answers
+    502/503 ``SANDBOX_NOT_READY`` / ``SANDBOX_UNREACHABLE``. A retry waits at least what the
+    answer's ``Retry-After`` asks (at most 4 s). A request that is not retried returns its answer
+    at once, e.g. a POST answered 503 ``NODE_DRAINING`` or ``STORE_UNAVAILABLE``.
     """
     attempt = 0
     while True:
@@ -88,9 +100,9 @@ def _send(req: Request) -> Op[httpx.Response]:
                 continue
             raise
         if req.replayable and attempt < NOT_READY_ATTEMPTS and _is_not_ready(resp):
-            yield Sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
+            yield Sleep(max(min(0.25 * 2 ** (attempt - 1), 4.0), _retry_after(resp)))
             continue
         if req.method == "GET" and attempt < GET_ATTEMPTS and resp.status_code in RETRYABLE_GET_STATUSES:
-            yield Sleep(0.2 * 2 ** (attempt - 1))
+            yield Sleep(max(0.2 * 2 ** (attempt - 1), _retry_after(resp)))
             continue
         return resp
