@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import time
 import uuid
 
 import pytest
@@ -211,38 +212,61 @@ def _starts(srv: AlcoveServer) -> bool:
         return False
 
 
-def test_on_a_shared_store_each_node_acts_only_on_its_own_sandboxes(pg):
+def test_on_a_shared_store_any_node_serves_any_sandbox_by_forwarding_to_its_owner(pg):
     url = pg.create_database("alcove_owners")
-    a = AlcoveServer(extra_args=["--database", url, "--node-name", "own-a"])
-    b = AlcoveServer(extra_args=["--database", url, "--node-name", "own-b"])
+    a = AlcoveServer(extra_args=["--database", url, "--node-name", "own-a", "--node-lease-secs", "3"])
+    b = AlcoveServer(extra_args=["--database", url, "--node-name", "own-b", "--node-lease-secs", "3"])
     a.start()
     b.start()
     try:
-        with SandboxClient(api_url=a.url) as on_a:
-            sandbox = on_a.create_and_connect(name="lives-on-a")
-            sandbox.write_file("/root/here.txt", b"on a")
-            sid = sandbox.sandbox_id
-            # B sees it (one store) and says where it lives.
-            got = b.api("GET", f"/v1/namespaces/default/sandboxes/{sid}")
-            assert got.status_code == 200 and got.json()["status"] == "running", got.text
+        with SandboxClient(api_url=a.url) as on_a, SandboxClient(api_url=b.url) as on_b:
+            created = on_a.create_and_connect(name="lives-on-a")
+            sid = created.sandbox_id
             assert wait_for(lambda: node(b, "own-a")["running_sandboxes"] == 1, 20)
             assert node(b, "own-b")["running_sandboxes"] == 0
-            # But never acts on it: a suspend, a delete or a proxied call through B is refused.
-            for method, path, kw in [
-                ("POST", f"/v1/namespaces/default/sandboxes/{sid}/suspend", {}),
-                ("DELETE", f"/v1/namespaces/default/sandboxes/{sid}", {}),
-                ("GET", "/api/v1/processes", {"headers": {"X-Tensorlake-Sandbox-Id": sid}}),
-            ]:
-                resp = b.api(method, path, **kw)
-                assert resp.status_code == 421, (method, path, resp.text)
-                assert resp.json()["code"] == "ON_OTHER_NODE", resp.text
-                assert '"own-a"' in resp.json()["message"], resp.text
+
+            # Through B: run, files both ways, a terminal (a WebSocket through two servers).
+            sandbox = on_b.connect("lives-on-a")
+            assert sandbox.run("sh", ["-c", "echo via-b; hostname"]).stdout.startswith("via-b")
+            sandbox.write_file("/root/up.bin", bytes(range(256)) * 4096)
+            assert sandbox.read_file("/root/up.bin") == bytes(range(256)) * 4096
+            pty = sandbox.create_pty(command="bash", cols=80, rows=24, env={"PS1": "$ "})
+            with pty:
+                pty.read_until("$ ", timeout=10)
+                pty.send("echo $((6*7))\n")
+                assert b"42" in pty.read_until("$ ", timeout=10)
+                pty.send("exit 0\n")
+                assert pty.wait(timeout=10) == 0
+            # Lifecycle through B acts on A.
+            on_b.suspend("lives-on-a")
+            assert on_a.get("lives-on-a").status == "suspended"
+            on_b.resume("lives-on-a")
+            assert on_b.connect("lives-on-a").read_file("/root/up.bin")[:4] == bytes(range(4))
+
+            # A request B relayed once is answered by the owner or refused, never relayed
+            # again (no loops): B, asked directly as if relayed, refuses to act on A's sandbox.
+            relayed = b.api("POST", f"/v1/namespaces/default/sandboxes/{sid}/suspend",
+                            headers={"x-alcove-forwarded-by": "own-a"})
+            assert relayed.status_code == 421, relayed.text
+            assert relayed.json()["code"] == "ON_OTHER_NODE"
+
             # A restart of B (its recovery, its sweeps) leaves A's sandbox alone.
             b.stop()
             b.start()
             assert on_a.get("lives-on-a").status == "running"
-            assert on_a.connect("lives-on-a").read_file("/root/here.txt") == b"on a"
-            on_a.delete("lives-on-a")
+
+            # A stopped owner (its lease given back): B says so, before and after B's next
+            # renewal has counted it gone.
+            a.stop()
+            for _ in range(2):
+                resp = b.api("POST", f"/v1/namespaces/default/sandboxes/{sid}/suspend")
+                assert resp.status_code == 503, resp.text
+                assert resp.json()["code"] == "NODE_OFFLINE", resp.text
+                assert '"own-a"' in resp.json()["message"]
+                time.sleep(1.5)
+            a.start()
+            on_b.delete("lives-on-a")
+            assert on_a.get(sid).status == "terminated"
     finally:
         for srv in (b, a):
             cleanup(srv)

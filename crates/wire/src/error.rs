@@ -41,6 +41,8 @@ pub enum ErrorCode {
     NodeDraining,
     /// The sandbox lives on another node, which alone serves it (421).
     OnOtherNode,
+    /// The sandbox lives on a node whose lease ran out (503); retry later.
+    NodeOffline,
     /// The server failed; details are in its log under the request id.
     Internal,
     /// The image is used by a sandbox, a suspended sandbox or a snapshot (409).

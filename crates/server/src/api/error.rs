@@ -95,6 +95,7 @@ impl From<ControlError> for ApiError {
             C::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, ErrorCode::NotImplemented),
             C::Draining => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NodeDraining),
             C::OnOtherNode { .. } => (StatusCode::MISDIRECTED_REQUEST, ErrorCode::OnOtherNode),
+            C::NodeOffline { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NodeOffline),
             C::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SandboxNotReady),
             C::Runtime(alcove_runtime::RuntimeError::Image(
                 alcove_runtime::error::ImageError::NotFound(_),

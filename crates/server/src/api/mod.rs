@@ -139,6 +139,10 @@ pub fn build_router(state: AppState) -> Router {
             state.clone(),
             crate::proxy::route_ingress,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::forward_to_owner,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

@@ -70,6 +70,9 @@ pub(super) struct Context {
     pub(super) draining: std::sync::atomic::AtomicBool,
     /// This server's node name, once it has joined (never, in tests).
     pub(super) local_node: std::sync::OnceLock<String>,
+    /// How many other nodes the store knew at the last renewal: while none,
+    /// requests are never checked for another owner.
+    pub(super) peers: std::sync::atomic::AtomicUsize,
 }
 
 impl Context {
@@ -95,6 +98,7 @@ impl Context {
             images,
             draining: std::sync::atomic::AtomicBool::new(false),
             local_node: std::sync::OnceLock::new(),
+            peers: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -230,9 +234,20 @@ impl Context {
     ) -> Result<SandboxRecord, ControlError> {
         let record = self.resolve(namespace, ident).await?;
         if record.status.is_live() && !self.is_local(&record) {
-            return Err(ControlError::OnOtherNode {
-                id: record.id.to_string(),
-                node: record.node.clone().unwrap_or_default(),
+            // A node this one has not counted yet: check owners from now on.
+            self.peers
+                .fetch_max(1, std::sync::atomic::Ordering::Relaxed);
+            let node = record.node.clone().unwrap_or_default();
+            let live = self
+                .store
+                .get_node(&node)
+                .await?
+                .is_some_and(|n| n.lease_expires_at > alcove_wire::time::now_millis());
+            let id = record.id.to_string();
+            return Err(if live {
+                ControlError::OnOtherNode { id, node }
+            } else {
+                ControlError::NodeOffline { id, node }
             });
         }
         Ok(record)

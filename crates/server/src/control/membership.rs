@@ -96,6 +96,7 @@ impl Control {
             }
         }
         let _ = self.ctx.local_node.set(me.name.clone());
+        self.count_peers(&me.name).await;
         let adopted = self.ctx.store.adopt_unowned(&me.name).await?;
         if adopted > 0 {
             tracing::info!(node = %me.name, sandboxes = adopted, "took the sandboxes no node owned");
@@ -146,6 +147,7 @@ impl Control {
             .await
         {
             Ok(Some(state)) => {
+                self.count_peers(&m.me.name).await;
                 let draining = state == NodeState::Draining.as_str();
                 let was = self.ctx.draining.swap(draining, Ordering::Relaxed);
                 if draining != was {
@@ -162,6 +164,54 @@ impl Control {
             ),
             Err(e) => tracing::warn!(node = %m.me.name, error = %e, "renewing this node's lease"),
         }
+    }
+
+    /// Records how many other nodes the store knows, live or not (a node that
+    /// stops and comes back changes nothing; only a new name does).
+    async fn count_peers(&self, me: &str) {
+        if let Ok(nodes) = self.ctx.store.list_nodes().await {
+            let others = nodes.iter().filter(|n| n.name != me).count();
+            self.ctx.peers.store(others, Ordering::Relaxed);
+        }
+    }
+
+    /// Where a request for sandbox `ident` must go when it lives on another
+    /// node: that node's name and address. `None` when it is this node's (or
+    /// unknown, or ended: answered here). A live sandbox on a node whose lease
+    /// ran out is [`ControlError::NodeOffline`].
+    pub async fn owner_elsewhere(
+        &self,
+        ident: &str,
+    ) -> Result<Option<(String, String)>, ControlError> {
+        let Some(me) = self.ctx.local_node() else {
+            return Ok(None);
+        };
+        if self.ctx.peers.load(Ordering::Relaxed) == 0 {
+            return Ok(None);
+        }
+        let record = match alcove_runtime::SandboxId::parse(ident) {
+            Ok(id) => self.ctx.store.get(&id).await?,
+            Err(_) => self.ctx.store.get_live_by_name(ident).await?,
+        };
+        let Some(record) = record.filter(|r| r.status.is_live()) else {
+            return Ok(None);
+        };
+        let Some(owner) = record.node.filter(|n| n != me) else {
+            return Ok(None);
+        };
+        let node = self.ctx.store.get_node(&owner).await?;
+        match node {
+            Some(n) if n.lease_expires_at > now_millis() => Ok(Some((owner, n.address))),
+            _ => Err(ControlError::NodeOffline {
+                id: record.id.to_string(),
+                node: owner,
+            }),
+        }
+    }
+
+    /// This server's node name, once it has joined.
+    pub fn node_name(&self) -> Option<&str> {
+        self.ctx.local_node()
     }
 
     /// Suspends the named running sandboxes of a draining node, one at a time,

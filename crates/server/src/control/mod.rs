@@ -100,10 +100,22 @@ pub enum ControlError {
     FileSystemInUse(String),
     /// The sandbox lives on another node, which alone acts on it.
     #[error(
-        "sandbox {id} lives on node {node:?}; this server does not forward requests to other \
-         nodes yet: send the request to that node (GET /nodes lists their addresses)"
+        "sandbox {id} lives on node {node:?}, which alone acts on it: retry (this server \
+         forwards requests for it there from now on) or send the request to that node \
+         (GET /nodes lists their addresses)"
     )]
     OnOtherNode {
+        /// Sandbox id.
+        id: String,
+        /// The node it lives on.
+        node: String,
+    },
+    /// The sandbox lives on a node whose lease ran out (stopped, or cut off).
+    #[error(
+        "sandbox {id} lives on node {node:?}, which is offline (its lease in the store ran out); \
+         retry once it is back"
+    )]
+    NodeOffline {
         /// Sandbox id.
         id: String,
         /// The node it lives on.

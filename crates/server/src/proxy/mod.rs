@@ -2,10 +2,12 @@
 //! request (docs/protocol/proxy.md), streaming both ways without buffering.
 
 mod ingress;
+mod owner;
 mod routing;
 mod sandbox_api;
 
 pub use ingress::route_ingress;
+pub use owner::{FORWARDED_BY, forward_to_owner};
 pub use routing::sandbox_ident;
 pub(crate) use sandbox_api::forward_to_agent;
 pub use sandbox_api::{forward, forward_by_path};

@@ -26,7 +26,7 @@ const HOP_BY_HOP: [header::HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let listed: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -53,7 +53,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::CONNECTION)
@@ -65,12 +65,13 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             })
 }
 
-fn unreachable(id: &str, detail: impl std::fmt::Display) -> ApiError {
-    tracing::warn!(sandbox_id = %id, error = %detail, "agent unreachable");
+/// `what` (`sandbox <id>`, `node <name>`) did not answer.
+fn unreachable(what: &str, detail: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(target_name = %what, error = %detail, "upstream unreachable");
     ApiError::new(
         StatusCode::BAD_GATEWAY,
         ErrorCode::SandboxUnreachable,
-        format!("sandbox {id} did not answer"),
+        format!("{what} did not answer"),
     )
 }
 
@@ -154,12 +155,14 @@ pub(super) async fn forward_to(
     headers.remove(header::AUTHORIZATION);
     headers.insert(
         header::HOST,
-        HeaderValue::from_str(&addr.to_string()).map_err(|e| unreachable(&id, e))?,
+        HeaderValue::from_str(&addr.to_string())
+            .map_err(|e| unreachable(&format!("sandbox {id}"), e))?,
     );
+    let label = format!("sandbox {id}");
     if upgrade {
-        relay_upgrade(&id, addr, &path, headers, req, guard).await
+        relay_upgrade(&label, addr, &path, headers, req, Some(guard)).await
     } else {
-        relay_request(&state, &id, addr, &path, headers, req, guard).await
+        relay_request(&state, &label, addr, &path, headers, req, Some(guard)).await
     }
 }
 
@@ -232,13 +235,13 @@ fn upstream_addr(
 /// Relays an HTTP upgrade (PTY and tunnel WebSockets): the upstream answers
 /// 101, then bytes are copied both ways until either side closes; the request
 /// counts as in flight until then.
-async fn relay_upgrade(
+pub(super) async fn relay_upgrade(
     id: &str,
     addr: std::net::SocketAddr,
     path: &str,
     headers: HeaderMap,
     mut req: Request,
-    guard: crate::control::InFlightGuard,
+    guard: Option<crate::control::InFlightGuard>,
 ) -> Result<Response, ApiError> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let mut upstream = http::Request::builder()
@@ -273,7 +276,7 @@ async fn relay_upgrade(
                 let mut agent = TokioIo::new(agent);
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut agent).await;
             }
-            Err(e) => tracing::debug!(sandbox_id = %sandbox_id, error = %e, "upgrade failed"),
+            Err(e) => tracing::debug!(target_name = %sandbox_id, error = %e, "upgrade failed"),
         }
     });
     let mut out = Response::builder()
@@ -286,14 +289,14 @@ async fn relay_upgrade(
 
 /// Relays a plain request, streaming both bodies; the request counts as in
 /// flight until the answer's body is done.
-async fn relay_request(
+pub(super) async fn relay_request(
     state: &AppState,
     id: &str,
     addr: std::net::SocketAddr,
     path: &str,
     headers: HeaderMap,
     req: Request,
-    guard: crate::control::InFlightGuard,
+    guard: Option<crate::control::InFlightGuard>,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let mut upstream = http::Request::builder()
@@ -307,7 +310,7 @@ async fn relay_request(
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::SandboxUnreachable,
-                format!("sandbox {id} is not accepting connections"),
+                format!("{id} is not accepting connections"),
             )
         } else {
             unreachable(id, e)
@@ -325,7 +328,7 @@ async fn relay_request(
 /// A response body that keeps its request counted as in flight until dropped.
 struct GuardedBody {
     inner: hyper::body::Incoming,
-    _guard: crate::control::InFlightGuard,
+    _guard: Option<crate::control::InFlightGuard>,
 }
 
 impl hyper::body::Body for GuardedBody {

@@ -1,0 +1,161 @@
+//! Forwarding to the owning node: when several servers share one store, a
+//! request for a sandbox that lives on another node is relayed to that node
+//! unchanged (its `Host`, API key, body and query), both ways streaming, HTTP
+//! upgrades (PTY and tunnel WebSockets) included. One hop only: the owner
+//! answers a forwarded request itself.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ingress::parse_ingress_host;
+use super::routing::sandbox_ident;
+use super::sandbox_api::{is_upgrade, relay_request, relay_upgrade, strip_hop_by_hop};
+use crate::api::AppState;
+use crate::api::error::ApiError;
+
+/// Marks a request one node relayed to another (its value: the relaying node).
+pub const FORWARDED_BY: &str = "x-alcove-forwarded-by";
+
+/// The sandbox a request is for, when it must be served where the sandbox
+/// lives: anything through the proxy or ingress, and every sandbox route but
+/// the plain `GET` of its record (which any node answers from the store).
+fn target_ident(req: &Request, ingress_domain: &str) -> Option<String> {
+    if let Some((_, ident)) = parse_ingress_host(req.headers(), ingress_domain) {
+        return Some(ident);
+    }
+    let path = req.uri().path();
+    if path.starts_with("/api/v1/") {
+        return sandbox_ident(req.headers());
+    }
+    if let Some(ident) = path.strip_prefix("/desktop/") {
+        return (!ident.is_empty() && !ident.contains('/')).then(|| ident.to_string());
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let rest = match segments.as_slice() {
+        ["v1", "namespaces", _, "sandboxes", rest @ ..] | ["sandboxes", rest @ ..] => rest,
+        _ => return None,
+    };
+    match rest {
+        [] | [""] => None,
+        [_ident] if req.method() == http::Method::GET => None,
+        [ident, ..] => Some((*ident).to_string()),
+    }
+}
+
+/// Middleware: relays a request for another node's sandbox to that node.
+pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.headers().contains_key(FORWARDED_BY) {
+        return next.run(req).await;
+    }
+    let Some(ident) = target_ident(&req, &state.ingress_domain) else {
+        return next.run(req).await;
+    };
+    match state.control.owner_elsewhere(&ident).await {
+        Ok(None) => next.run(req).await,
+        Ok(Some((node, address))) => relay_to_node(&state, &node, &address, req)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn relay_to_node(
+    state: &AppState,
+    node: &str,
+    address: &str,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let label = format!("node {node}");
+    let bad_address = || {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            alcove_wire::error::ErrorCode::SandboxUnreachable,
+            format!(
+                "{label} advertises {address:?}, which is not an http:// URL this server can reach"
+            ),
+        )
+    };
+    let uri: http::Uri = address.parse().map_err(|_| bad_address())?;
+    if uri.scheme_str() != Some("http") {
+        return Err(bad_address());
+    }
+    let host = uri.host().ok_or_else(bad_address)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let addr = tokio::net::lookup_host((host, port))
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(bad_address)?;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let upgrade = is_upgrade(req.headers());
+    let mut headers = req.headers().clone();
+    strip_hop_by_hop(&mut headers, upgrade);
+    let me = state.control.node_name().unwrap_or_default().to_string();
+    headers.insert(
+        FORWARDED_BY,
+        HeaderValue::from_str(&me).map_err(|_| bad_address())?,
+    );
+    if upgrade {
+        relay_upgrade(&label, addr, &path, headers, req, None).await
+    } else {
+        relay_request(state, &label, addr, &path, headers, req, None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+
+    fn req(method: &str, path: &str, host: Option<&str>) -> Request {
+        let mut b = http::Request::builder().method(method).uri(path);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(Body::empty()).expect("request")
+    }
+
+    fn ident(r: &Request) -> Option<String> {
+        target_ident(r, "sandbox.localhost")
+    }
+
+    #[test]
+    fn which_requests_go_where_their_sandbox_lives() {
+        let cases = [
+            (
+                req("POST", "/v1/namespaces/default/sandboxes/abc/suspend", None),
+                Some("abc"),
+            ),
+            (req("DELETE", "/sandboxes/web", None), Some("web")),
+            (req("GET", "/sandboxes/web", None), None),
+            (req("GET", "/sandboxes/web/logs", None), Some("web")),
+            (req("GET", "/v1/namespaces/default/sandboxes", None), None),
+            (req("POST", "/v1/namespaces/default/sandboxes", None), None),
+            (
+                req("GET", "/api/v1/processes", Some("abc.local")),
+                Some("abc"),
+            ),
+            (
+                req("GET", "/api/v1/processes", Some("localhost:8900")),
+                None,
+            ),
+            (req("GET", "/snapshots/s1", None), None),
+            (req("GET", "/nodes", None), None),
+            (
+                req("GET", "/", Some("8080-web.sandbox.localhost:8900")),
+                Some("web"),
+            ),
+            (req("GET", "/desktop/web", None), Some("web")),
+        ];
+        for (r, want) in cases {
+            assert_eq!(ident(&r).as_deref(), want, "{} {}", r.method(), r.uri());
+        }
+    }
+}
