@@ -250,6 +250,18 @@ def test_on_a_shared_store_any_node_serves_any_sandbox_by_forwarding_to_its_owne
             assert relayed.status_code == 421, relayed.text
             assert relayed.json()["code"] == "ON_OTHER_NODE"
 
+            # A draining node places creates asked of it on an active node instead.
+            assert on_a.drain_node("own-a").state == "draining"
+            placed = on_a.create()
+            got = b.api("GET", f"/v1/namespaces/default/sandboxes/{placed.sandbox_id}").json()
+            assert got["status"] == "running", got
+            assert wait_for(lambda: node(b, "own-b")["running_sandboxes"] == 1, 20)
+            on_a.delete(placed.sandbox_id)
+            # (The drain suspended A's named sandbox; activated again, it resumes on A.)
+            assert wait_for(lambda: on_a.get("lives-on-a").status == "suspended", 30)
+            on_a.activate_node("own-a")
+            on_b.resume("lives-on-a")
+
             # A restart of B (its recovery, its sweeps) leaves A's sandbox alone.
             b.stop()
             b.start()

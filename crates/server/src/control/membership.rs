@@ -209,6 +209,31 @@ impl Control {
         }
     }
 
+    /// Where a new sandbox asked of this node should go instead: while this node
+    /// drains, the live active node with the most free memory (`None`: here, or
+    /// nowhere better, and the create answers `NODE_DRAINING`).
+    pub async fn placement_elsewhere(&self) -> Result<Option<(String, String)>, ControlError> {
+        let Some(me) = self.ctx.local_node() else {
+            return Ok(None);
+        };
+        if !self.ctx.draining.load(Ordering::Relaxed) || self.ctx.peers.load(Ordering::Relaxed) == 0
+        {
+            return Ok(None);
+        }
+        let now = now_millis();
+        let best = self
+            .ctx
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter(|n| {
+                n.name != me && n.lease_expires_at > now && n.state == NodeState::Active.as_str()
+            })
+            .max_by_key(|n| n.memory_mb - n.used_memory_mb);
+        Ok(best.map(|n| (n.name, n.address)))
+    }
+
     /// This server's node name, once it has joined.
     pub fn node_name(&self) -> Option<&str> {
         self.ctx.local_node()

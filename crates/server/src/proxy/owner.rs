@@ -44,10 +44,31 @@ fn target_ident(req: &Request, ingress_domain: &str) -> Option<String> {
     }
 }
 
-/// Middleware: relays a request for another node's sandbox to that node.
+/// Whether `req` creates a sandbox (`POST {B}/sandboxes`).
+fn is_create(req: &Request) -> bool {
+    if req.method() != http::Method::POST {
+        return false;
+    }
+    let segments: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["v1", "namespaces", _, "sandboxes"] | ["sandboxes"]
+    )
+}
+
+/// Middleware: relays a request for another node's sandbox to that node, and a
+/// create asked of a draining node to the active node with the most room.
 pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.headers().contains_key(FORWARDED_BY) {
         return next.run(req).await;
+    }
+    if is_create(&req) {
+        return match state.control.placement_elsewhere().await {
+            Ok(Some((node, address))) => relay_to_node(&state, &node, &address, req)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+            _ => next.run(req).await,
+        };
     }
     let Some(ident) = target_ident(&req, &state.ingress_domain) else {
         return next.run(req).await;
@@ -124,6 +145,19 @@ mod tests {
 
     fn ident(r: &Request) -> Option<String> {
         target_ident(r, "sandbox.localhost")
+    }
+
+    #[test]
+    fn creates_are_told_apart() {
+        assert!(is_create(&req(
+            "POST",
+            "/v1/namespaces/default/sandboxes",
+            None
+        )));
+        assert!(is_create(&req("POST", "/sandboxes", None)));
+        assert!(!is_create(&req("GET", "/sandboxes", None)));
+        assert!(!is_create(&req("POST", "/sandboxes/abc/suspend", None)));
+        assert!(!is_create(&req("POST", "/sandbox-pools", None)));
     }
 
     #[test]
