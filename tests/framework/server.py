@@ -138,3 +138,42 @@ class AlcoveServer:
     def live_sandboxes(self) -> list[dict]:
         body = self.api("GET", "/v1/namespaces/default/sandboxes").json()
         return [s for s in body["sandboxes"] if s["status"] not in ("terminated", "failed")]
+
+
+def retire(srv: AlcoveServer) -> None:
+    """Ends a test's server for good: deletes what still lives (starting it again if it was
+    stopped), stops it, removes its data directory, and fails if it left host resources
+    (mounts, cgroups, network namespaces, firewall tables, uid ranges) behind."""
+    from framework.host import owned_resources
+
+    if srv.proc is None:
+        srv.start()
+    for sb in srv.live_sandboxes():
+        srv.api("DELETE", f"/v1/namespaces/default/sandboxes/{sb['id']}")
+    srv.stop()
+    res = owned_resources(srv.data_dir)
+    import shutil
+
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    assert res.is_empty(), f"host resources left behind: {res}"
+
+
+def refused_at_start(args: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> str:
+    """Starts a server with `args` that must refuse to start; its log (which never shows a
+    panic). Its data directory is removed."""
+    import shutil
+
+    srv = AlcoveServer(extra_args=args, extra_env=env)
+    try:
+        try:
+            srv.start(timeout=timeout)
+        except RuntimeError as e:
+            assert "exited early" in str(e), e
+        else:
+            raise AssertionError(f"alcove serve {' '.join(args)} started")
+        log = srv.log_path.read_text(errors="replace")
+        assert "panicked" not in log, log
+        return log
+    finally:
+        srv.stop()
+        shutil.rmtree(srv.data_dir, ignore_errors=True)

@@ -17,20 +17,9 @@ import pytest
 
 from alcove.sandbox import SandboxClient
 from framework.cli import run_cli
-from framework.host import owned_resources, wait_for
+from framework.host import wait_for
 from framework.postgres import PostgresCluster
-from framework.server import AlcoveServer
-
-
-def cleanup(srv: AlcoveServer) -> None:
-    if srv.proc is None:
-        srv.start()
-    for sb in srv.live_sandboxes():
-        srv.api("DELETE", f"/v1/namespaces/default/sandboxes/{sb['id']}")
-    srv.stop()
-    res = owned_resources(srv.data_dir)
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
-    assert res.is_empty(), f"host resources left behind: {res}"
+from framework.server import AlcoveServer, refused_at_start, retire
 
 
 def node(srv: AlcoveServer, name: str) -> dict:
@@ -47,7 +36,7 @@ def named_server():
     srv.start()
     srv.node_name = name
     yield srv
-    cleanup(srv)
+    retire(srv)
 
 
 def test_the_server_is_a_node_reporting_its_capacity_and_use(named_server, tmp_path):
@@ -136,16 +125,8 @@ def test_bad_node_settings_are_refused_at_start():
         (["--node-lease-secs", "1"], "--node-lease-secs must be 3 to 600"),
         (["--advertise-url", "10.0.0.1:8900"], "must start with http://"),
     ]:
-        srv = AlcoveServer(extra_args=args)
-        try:
-            with pytest.raises(RuntimeError, match="exited early"):
-                srv.start(timeout=60)
-            log = srv.log_path.read_text(errors="replace")
-            assert expect in log, (args, log)
-            assert "panicked" not in log
-        finally:
-            srv.stop()
-            shutil.rmtree(srv.data_dir, ignore_errors=True)
+        log = refused_at_start(args)
+        assert expect in log, (args, log)
 
 
 @pytest.fixture(scope="module")
@@ -281,4 +262,4 @@ def test_on_a_shared_store_any_node_serves_any_sandbox_by_forwarding_to_its_owne
             assert on_a.get(sid).status == "terminated"
     finally:
         for srv in (b, a):
-            cleanup(srv)
+            retire(srv)

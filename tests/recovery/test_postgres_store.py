@@ -9,9 +9,9 @@ import shutil
 import pytest
 
 from alcove.sandbox import SandboxClient
-from framework.host import owned_resources, wait_for
+from framework.host import wait_for
 from framework.postgres import PostgresCluster
-from framework.server import AlcoveServer, free_port
+from framework.server import AlcoveServer, free_port, retire
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +26,7 @@ def pg_server(pg):
     srv = AlcoveServer(extra_args=["--database", pg.create_database("alcove_e2e")])
     srv.start()
     yield srv
-    if srv.proc is None:
-        srv.start()
-    for sb in srv.live_sandboxes():
-        srv.api("DELETE", f"/v1/namespaces/default/sandboxes/{sb['id']}")
-    srv.stop()
-    res = owned_resources(srv.data_dir)
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
-    assert res.is_empty(), f"host resources left behind: {res}"
+    retire(srv)
 
 
 def rows(pg: PostgresCluster, sql: str) -> list[list[str]]:

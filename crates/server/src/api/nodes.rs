@@ -13,11 +13,17 @@ use super::AppState;
 use super::error::ApiError;
 use super::openapi::{NodeParam, tags};
 
-fn node_name(params: &HashMap<String, String>) -> Result<&str, ApiError> {
-    params
+/// Sets the state of the node the path names.
+async fn set_state(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    to: NodeState,
+) -> Result<Json<NodeInfo>, ApiError> {
+    let name = params
         .get("node")
         .map(String::as_str)
-        .ok_or_else(|| ApiError::bad_request("missing node name in path"))
+        .ok_or_else(|| ApiError::bad_request("missing node name in path"))?;
+    Ok(Json(state.control.set_node_state(name, to).await?))
 }
 
 /// `GET /nodes`.
@@ -50,13 +56,7 @@ pub async fn drain(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Json<NodeInfo>, ApiError> {
-    let name = node_name(&params)?;
-    Ok(Json(
-        state
-            .control
-            .set_node_state(name, NodeState::Draining)
-            .await?,
-    ))
+    set_state(&state, &params, NodeState::Draining).await
 }
 
 /// `POST /nodes/{node}/activate`.
@@ -76,11 +76,5 @@ pub async fn activate(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Json<NodeInfo>, ApiError> {
-    let name = node_name(&params)?;
-    Ok(Json(
-        state
-            .control
-            .set_node_state(name, NodeState::Active)
-            .await?,
-    ))
+    set_state(&state, &params, NodeState::Active).await
 }
