@@ -1,6 +1,7 @@
 //! Running the server: takes a bound listener and a shutdown signal (so tests
 //! can bind `127.0.0.1:0`), recovers state, serves until shutdown.
 
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,11 +52,24 @@ pub enum ServeError {
 fn data_dir_id(data_dir: &std::path::Path) -> Result<String, std::io::Error> {
     let path = data_dir.join("node-id");
     match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(id) if !id.trim().is_empty() => {
+            // Files made by older versions were world-readable.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            Ok(id.trim().to_string())
+        }
         Ok(_) | Err(_) => {
             let id = uuid::Uuid::new_v4().to_string();
             let tmp = data_dir.join("node-id.tmp");
-            std::fs::write(&tmp, &id)?;
+            // Root-only like everything else under the data directory: the
+            // id is what lets a restart take the node's name back.
+            let _ = std::fs::remove_file(&tmp);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            std::io::Write::write_all(&mut file, id.as_bytes())?;
+            file.sync_all()?;
             std::fs::rename(&tmp, &path)?;
             Ok(id)
         }
