@@ -161,10 +161,11 @@ impl Node {
         })
     }
 
-    /// Restores a suspended sandbox under its id, slot and cgroup.
+    /// Restores a suspended sandbox under its id and cgroup, in its slot, or in
+    /// a new one when it has none here (it was suspended on another node).
     ///
     /// On failure the dump stays on disk and the sandbox can be resumed again.
-    pub async fn resume(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle> {
+    pub async fn resume(&self, spec: &SandboxSpec, slot: Option<Slot>) -> Result<SandboxHandle> {
         let id = &spec.id;
         let (images, work, done) = self.checkpoint_paths(id);
         let dir = self.sandbox_dir(id);
@@ -178,8 +179,14 @@ impl Node {
         }
         // Its layer is on disk already: only its tasks need room.
         self.admit(0)?;
-        self.reserve_exact_slot(slot)?;
-        let result = if self.runc.exists(id) {
+        let (slot, new_slot) = match slot {
+            Some(slot) => {
+                self.reserve_exact_slot(slot)?;
+                (slot, false)
+            }
+            None => (self.reserve_slot()?, true),
+        };
+        let result = if self.runc.exists(id) && !new_slot {
             // A restore that outlived a crash of the server already brought it back.
             self.adopt_restored(spec, slot).await
         } else {
@@ -209,6 +216,9 @@ impl Node {
                 self.release_holding(id);
                 let _ = Layer::new(self.sandbox_dir(id)).unmount_root();
                 self.release_unused_volumes();
+                if new_slot {
+                    self.release_slot(slot);
+                }
                 Err(e)
             }
         }

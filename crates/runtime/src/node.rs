@@ -673,6 +673,11 @@ impl Node {
         self.runc.resume(id).await
     }
 
+    /// Freezes a running sandbox's processes (`runc pause`) until [`Node::thaw`].
+    pub async fn freeze(&self, id: &SandboxId) -> Result<()> {
+        self.runc.pause(id).await
+    }
+
     /// Stops a container and unmounts its layer but keeps its files, network
     /// and slot (a half-done restore of a suspended sandbox).
     pub async fn stop_keeping_files(&self, id: &SandboxId) {

@@ -43,6 +43,9 @@ pub enum ErrorCode {
     OnOtherNode,
     /// The sandbox lives on a node whose lease ran out (503); retry later.
     NodeOffline,
+    /// This node cannot hold its lease in the store (503): it starts nothing
+    /// and has frozen or stopped its sandboxes until it holds it again.
+    NodeFenced,
     /// The server failed; details are in its log under the request id.
     Internal,
     /// The image is used by a sandbox, a suspended sandbox or a snapshot (409).

@@ -71,6 +71,12 @@ pub struct NodeInfo {
     /// Until when its lease holds unless renewed (every few seconds).
     #[schema(value_type = EpochMillisSchema)]
     pub lease_expires_at: EpochMillis,
+    /// When the other nodes declared it lost (its lease ran out): its running
+    /// sandboxes were marked lost and its suspended sandboxes that are in the
+    /// blob store moved to the node that declared it. `null` while it is not.
+    #[serde(default)]
+    #[schema(value_type = Option<EpochMillisSchema>, required = true)]
+    pub lost_at: Option<EpochMillis>,
 }
 
 /// Answer of `GET /nodes`.

@@ -264,6 +264,11 @@ export interface NodeInfo {
   startedAt: Date | null;
   /** Until when its lease holds unless renewed (every few seconds). */
   leaseExpiresAt: Date | null;
+  /**
+   * When the other nodes declared it lost (its lease ran out): its running sandboxes were marked
+   * lost and its suspended sandboxes in the blob store moved away. `null` while it is not.
+   */
+  lostAt: Date | null;
 }
 
 /**
@@ -952,6 +957,7 @@ export function nodeInfoFromWire(value: unknown, what = "node"): NodeInfo {
     version: text("version"),
     startedAt: parseTimestamp(data.started_at),
     leaseExpiresAt: parseTimestamp(data.lease_expires_at),
+    lostAt: data.lost_at == null ? null : parseTimestamp(data.lost_at),
   };
 }
 

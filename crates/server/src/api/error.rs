@@ -94,6 +94,7 @@ impl From<ControlError> for ApiError {
             C::FileSystemInUse(_) => (StatusCode::CONFLICT, ErrorCode::FileSystemInUse),
             C::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, ErrorCode::NotImplemented),
             C::Draining => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NodeDraining),
+            C::Fenced => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NodeFenced),
             C::OnOtherNode { .. } => (StatusCode::MISDIRECTED_REQUEST, ErrorCode::OnOtherNode),
             C::NodeOffline { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NodeOffline),
             C::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SandboxNotReady),

@@ -68,6 +68,8 @@ pub(super) struct Context {
     /// This node is draining (`alcove node drain`): it takes no new sandboxes and
     /// resumes none. Set from the store at every lease renewal.
     pub(super) draining: std::sync::atomic::AtomicBool,
+    /// This node does not hold its lease (see `node_loss`): it starts nothing.
+    pub(super) fenced: std::sync::atomic::AtomicBool,
     /// This server's node name, once it has joined (never, in tests).
     pub(super) local_node: std::sync::OnceLock<String>,
     /// How many other nodes the store knew at the last renewal: while none,
@@ -97,6 +99,7 @@ impl Context {
             logs,
             images,
             draining: std::sync::atomic::AtomicBool::new(false),
+            fenced: std::sync::atomic::AtomicBool::new(false),
             local_node: std::sync::OnceLock::new(),
             peers: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -124,6 +127,9 @@ impl Context {
 
     /// Refuses work that would start a sandbox on this node while it drains.
     pub(super) fn ensure_not_draining(&self) -> Result<(), ControlError> {
+        if self.fenced.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ControlError::Fenced);
+        }
         if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(ControlError::Draining);
         }
@@ -195,6 +201,16 @@ impl Context {
             .await
             .ok()
             .flatten()
+    }
+
+    /// The handles of the sandboxes running now.
+    pub(super) fn running_handles(&self) -> Vec<SandboxHandle> {
+        self.running
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Number of sandboxes running now.

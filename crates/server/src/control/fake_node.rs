@@ -269,7 +269,11 @@ impl SandboxNode for FakeNode {
         Ok(4096)
     }
 
-    async fn resume(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle, RuntimeError> {
+    async fn resume(
+        &self,
+        spec: &SandboxSpec,
+        slot: Option<Slot>,
+    ) -> Result<SandboxHandle, RuntimeError> {
         self.step(Op::Resume).await?;
         if !self.state().checkpoints.remove(&spec.id) {
             return Err(RuntimeError::Config(format!("no dump of {}", spec.id)));
@@ -282,7 +286,7 @@ impl SandboxNode for FakeNode {
                 disk_mb: spec.disk_mb,
             },
         ));
-        self.start(&spec.id, Some(slot))
+        self.start(&spec.id, slot)
     }
 
     async fn snapshot(
@@ -366,6 +370,17 @@ impl SandboxNode for FakeNode {
         match s.containers.get_mut(id) {
             Some(status) => {
                 *status = ContainerStatus::Running;
+                Ok(())
+            }
+            None => Err(RuntimeError::Config(format!("no container {id}"))),
+        }
+    }
+
+    async fn freeze(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        let mut s = self.state();
+        match s.containers.get_mut(id) {
+            Some(status) => {
+                *status = ContainerStatus::Paused;
                 Ok(())
             }
             None => Err(RuntimeError::Config(format!("no container {id}"))),

@@ -5,9 +5,9 @@
 //! drain`) makes it start and resume nothing and suspend its named sandboxes.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use alcove_wire::node::{NodeInfo, NodeList, NodeResources, NodeState};
 use alcove_wire::sandbox::SandboxStatus;
@@ -38,14 +38,46 @@ pub struct NodeIdentity {
 #[derive(Debug)]
 pub(super) struct Membership {
     pub(super) me: NodeIdentity,
-    /// Random id of this run: only it renews the lease.
-    instance: String,
+    /// Random id of this registration: only it renews the lease (a new one
+    /// after the node was fenced and registered again).
+    pub(super) instance: Mutex<String>,
     /// A drain pass (suspending named sandboxes) is under way.
     draining_pass: AtomicBool,
+    /// When the last renewal that held was sent: the lease runs from then.
+    pub(super) renewed_at: Mutex<Instant>,
+    /// Since when every renewal has held (the join, or the last failure): a
+    /// node declares others lost only once its own lease has held for a full
+    /// term, so that after an outage of the store the first node back does not
+    /// declare the others lost before they could renew.
+    pub(super) steady_since: Mutex<Instant>,
+    /// Sandboxes frozen while the lease could not be renewed.
+    pub(super) frozen: Mutex<Vec<alcove_runtime::SandboxHandle>>,
 }
 
-fn lease_ms(lease: Duration) -> i64 {
+impl Membership {
+    pub(super) fn instance(&self) -> String {
+        self.instance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+pub(super) fn lease_ms(lease: Duration) -> i64 {
     i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What a renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Renewal {
+    /// The lease holds for another term.
+    Held,
+    /// The store could not be reached (or answered too late).
+    Failed,
+    /// The other nodes declared this one lost: it must fence itself.
+    Lost,
+    /// A newer run of the server on this data directory holds the name.
+    Superseded,
 }
 
 impl Control {
@@ -53,6 +85,43 @@ impl Control {
     /// holding the name or the subnet is a conflict: two servers must never
     /// hand out the same addresses or answer for the same node.
     pub async fn join(&self, me: NodeIdentity) -> Result<(), ControlError> {
+        let sent = Instant::now();
+        let instance = self.register(&me).await?;
+        let _ = self.ctx.local_node.set(me.name.clone());
+        self.count_peers(&me.name).await;
+        let adopted = self.ctx.store.adopt_unowned(&me.name).await?;
+        if adopted > 0 {
+            tracing::info!(node = %me.name, sandboxes = adopted, "took the sandboxes no node owned");
+        }
+        let _ = self.membership.set(Membership {
+            me,
+            instance: Mutex::new(instance),
+            draining_pass: AtomicBool::new(false),
+            renewed_at: Mutex::new(sent),
+            steady_since: Mutex::new(sent),
+            frozen: Mutex::new(Vec::new()),
+        });
+        Ok(())
+    }
+
+    /// Registers `me` under a new instance id, which it returns. A node that
+    /// was declared lost waits until the node that declared it has settled
+    /// its sandboxes (a minute at most).
+    pub(super) async fn register(&self, me: &NodeIdentity) -> Result<String, ControlError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.register_once(me).await {
+                Err(ControlError::Conflict(reason))
+                    if reason.contains(BEING_REAPED) && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn register_once(&self, me: &NodeIdentity) -> Result<String, ControlError> {
         let now = now_millis();
         let instance = uuid::Uuid::new_v4().to_string();
         let record = NodeRecord {
@@ -73,6 +142,9 @@ impl Control {
             started_at: now,
             lease_expires_at: now + lease_ms(me.lease),
             updated_at: now,
+            stopped_at: None,
+            lost_at: None,
+            reaped_at: None,
         };
         match self.ctx.store.register_node(&record, now).await? {
             Registration::Registered { state } => {
@@ -94,19 +166,14 @@ impl Control {
                     me.subnet
                 )));
             }
+            Registration::BeingReaped => {
+                return Err(ControlError::Conflict(format!(
+                    "node {:?} {BEING_REAPED}; start it again in a minute",
+                    me.name
+                )));
+            }
         }
-        let _ = self.ctx.local_node.set(me.name.clone());
-        self.count_peers(&me.name).await;
-        let adopted = self.ctx.store.adopt_unowned(&me.name).await?;
-        if adopted > 0 {
-            tracing::info!(node = %me.name, sandboxes = adopted, "took the sandboxes no node owned");
-        }
-        let _ = self.membership.set(Membership {
-            me,
-            instance,
-            draining_pass: AtomicBool::new(false),
-        });
-        Ok(())
+        Ok(instance)
     }
 
     /// What this node's sandboxes use, from the store.
@@ -127,26 +194,29 @@ impl Control {
     }
 
     /// One renewal: the lease extended, the use recorded, the state read back.
-    async fn renew_once(self: &Arc<Self>) {
+    pub(super) async fn renew_once(self: &Arc<Self>) -> Renewal {
         let Some(m) = self.membership.get() else {
-            return;
+            return Renewal::Failed;
         };
+        let sent = Instant::now();
         let used = match self.node_use().await {
             Ok(used) => used,
             Err(e) => {
                 tracing::warn!(error = %e, "reading this node's use");
-                return;
+                return Renewal::Failed;
             }
         };
         let now = now_millis();
         let until = now + lease_ms(m.me.lease);
+        let instance = m.instance();
         match self
             .ctx
             .store
-            .renew_node(&m.me.name, &m.instance, until, now, used)
+            .renew_node(&m.me.name, &instance, until, now, used)
             .await
         {
             Ok(Some(state)) => {
+                *m.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) = sent;
                 self.count_peers(&m.me.name).await;
                 let draining = state == NodeState::Draining.as_str();
                 let was = self.ctx.draining.swap(draining, Ordering::Relaxed);
@@ -156,13 +226,24 @@ impl Control {
                 if draining {
                     self.spawn_drain_pass();
                 }
+                Renewal::Held
             }
-            Ok(None) => tracing::error!(
-                node = %m.me.name,
-                "another run of the server registered under this node's name after this \
-                 one's lease ran out; this run no longer holds it"
-            ),
-            Err(e) => tracing::warn!(node = %m.me.name, error = %e, "renewing this node's lease"),
+            Ok(None) => match self.ctx.store.get_node(&m.me.name).await {
+                Ok(Some(row)) if row.instance == instance && row.lost_at.is_some() => Renewal::Lost,
+                Ok(Some(row)) if row.instance != instance => {
+                    tracing::error!(
+                        node = %m.me.name,
+                        "another run of the server registered under this node's name after \
+                         this one's lease ran out; this run no longer holds it"
+                    );
+                    Renewal::Superseded
+                }
+                _ => Renewal::Failed,
+            },
+            Err(e) => {
+                tracing::warn!(node = %m.me.name, error = %e, "renewing this node's lease");
+                Renewal::Failed
+            }
         }
     }
 
@@ -275,7 +356,7 @@ impl Control {
             && let Err(e) = self
                 .ctx
                 .store
-                .release_node(&m.me.name, &m.instance, now_millis())
+                .release_node(&m.me.name, &m.instance(), now_millis())
                 .await
         {
             tracing::warn!(error = %e, "giving back this node's lease");
@@ -311,7 +392,7 @@ impl Control {
             });
         }
         if self.membership.get().is_some_and(|m| m.me.name == name) {
-            self.renew_once().await;
+            let _ = self.renew_once().await;
         }
         let node = self
             .ctx
@@ -325,6 +406,9 @@ impl Control {
         Ok(node_info(node, now_millis()))
     }
 }
+
+/// Part of the refusal of a node whose loss is still being settled.
+const BEING_REAPED: &str = "was declared lost and another node is settling its sandboxes";
 
 fn node_info(n: NodeRecord, now: i64) -> NodeInfo {
     let state = if n.lease_expires_at <= now {
@@ -353,6 +437,7 @@ fn node_info(n: NodeRecord, now: i64) -> NodeInfo {
         version: n.version,
         started_at: n.started_at,
         lease_expires_at: n.lease_expires_at,
+        lost_at: n.lost_at,
     }
 }
 
@@ -362,14 +447,20 @@ pub fn spawn_membership(control: Arc<Control>, shutdown: Shutdown) -> tokio::tas
         let Some(lease) = control.membership.get().map(|m| m.me.lease) else {
             return;
         };
-        let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(500)));
+        let term = (lease / 3).max(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(term);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.wait() => return,
             }
-            control.renew_once().await;
+            // A store that does not answer counts as a failed renewal: the
+            // lease runs out all the same.
+            let renewal = tokio::time::timeout(term, control.renew_once())
+                .await
+                .unwrap_or(Renewal::Failed);
+            control.after_renewal(renewal).await;
         }
     })
 }

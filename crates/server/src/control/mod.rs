@@ -21,6 +21,7 @@ mod lifecycle;
 mod membership;
 mod network;
 pub mod node;
+mod node_loss;
 mod pools;
 mod prepare;
 mod recovery;
@@ -127,6 +128,13 @@ pub enum ControlError {
         "this node is draining (alcove node drain): it starts and resumes no sandboxes until `alcove node activate`"
     )]
     Draining,
+    /// This node could not renew its lease in the store in time, or was
+    /// declared lost: it starts nothing until it holds a lease again.
+    #[error(
+        "this node cannot hold its lease in the store (cut off from the database, or declared \
+         lost by the other nodes): it starts no sandboxes until it holds one again; retry"
+    )]
+    Fenced,
     /// The feature exists in the API but not in this server yet.
     #[error("{0} is not implemented by this server yet")]
     NotImplemented(&'static str),

@@ -43,8 +43,13 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
     /// Returns the size of the dump in bytes.
     async fn suspend(&self, id: &SandboxId) -> Result<u64, RuntimeError>;
 
-    /// Restores a suspended sandbox in its slot; on failure its dump stays.
-    async fn resume(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle, RuntimeError>;
+    /// Restores a suspended sandbox in its slot, or a new one when it has
+    /// none on this node (it moved here); on failure its dump stays.
+    async fn resume(
+        &self,
+        spec: &SandboxSpec,
+        slot: Option<Slot>,
+    ) -> Result<SandboxHandle, RuntimeError>;
 
     /// Captures a running sandbox into `dest` (its layer, and its memory
     /// with `memory`); it keeps running. Returns the size in bytes.
@@ -113,6 +118,9 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
 
     /// Thaws a frozen container.
     async fn thaw(&self, id: &SandboxId) -> Result<(), RuntimeError>;
+
+    /// Freezes a running container (a node that may have lost its lease).
+    async fn freeze(&self, id: &SandboxId) -> Result<(), RuntimeError>;
 
     /// Stops a container but keeps its files, network and slot (a half-done
     /// restore of a suspended sandbox).
@@ -217,7 +225,11 @@ impl SandboxNode for alcove_runtime::Node {
         alcove_runtime::Node::suspend(self, id).await
     }
 
-    async fn resume(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle, RuntimeError> {
+    async fn resume(
+        &self,
+        spec: &SandboxSpec,
+        slot: Option<Slot>,
+    ) -> Result<SandboxHandle, RuntimeError> {
         alcove_runtime::Node::resume(self, spec, slot).await
     }
 
@@ -285,6 +297,10 @@ impl SandboxNode for alcove_runtime::Node {
 
     async fn thaw(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         alcove_runtime::Node::thaw(self, id).await
+    }
+
+    async fn freeze(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::freeze(self, id).await
     }
 
     async fn stop_keeping_files(&self, id: &SandboxId) {

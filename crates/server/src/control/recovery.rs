@@ -16,7 +16,9 @@ use alcove_runtime::runc::ContainerStatus;
 /// What recovery decided for one sandbox.
 enum Verdict {
     Running(Slot),
-    Suspended(Slot),
+    /// Kept suspended; no slot when it moved here from a lost node and has
+    /// not run here yet.
+    Suspended(Option<Slot>),
     Failed(&'static str),
     Lost,
 }
@@ -33,7 +35,8 @@ impl Control {
             let verdict = self.settle(&record).await;
             match &verdict {
                 Verdict::Running(slot) => running.push((record.id.clone(), *slot)),
-                Verdict::Suspended(slot) => suspended.push((record.id.clone(), *slot)),
+                Verdict::Suspended(Some(slot)) => suspended.push((record.id.clone(), *slot)),
+                Verdict::Suspended(None) => {}
                 Verdict::Failed(_) | Verdict::Lost => {}
             }
             settled.push((record, verdict));
@@ -146,6 +149,11 @@ impl Control {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let Some(slot) = record.slot.and_then(|s| u32::try_from(s).ok()).map(Slot) else {
+            if record.status == SandboxStatus::Suspended {
+                // Moved here from a lost node: its dump is in the blob store.
+                self.ctx.node.stop_keeping_files(id).await;
+                return Verdict::Suspended(None);
+            }
             return Verdict::Failed("the server restarted while the sandbox was being created");
         };
         match record.status {
@@ -165,7 +173,7 @@ impl Control {
                     Verdict::Running(slot)
                 }
                 Some(ContainerStatus::Running) => Verdict::Running(slot),
-                _ if self.ctx.node.has_checkpoint(id) => Verdict::Suspended(slot),
+                _ if self.ctx.node.has_checkpoint(id) => Verdict::Suspended(Some(slot)),
                 _ => Verdict::Lost,
             },
             SandboxStatus::Suspended => {
@@ -180,12 +188,12 @@ impl Control {
                         // A half-done restore: back to the dump.
                         self.ctx.node.stop_keeping_files(id).await;
                         if self.ctx.node.has_checkpoint(id) {
-                            Verdict::Suspended(slot)
+                            Verdict::Suspended(Some(slot))
                         } else {
                             Verdict::Lost
                         }
                     }
-                    None if self.ctx.node.has_checkpoint(id) => Verdict::Suspended(slot),
+                    None if self.ctx.node.has_checkpoint(id) => Verdict::Suspended(Some(slot)),
                     None => Verdict::Lost,
                 }
             }

@@ -233,10 +233,12 @@ impl Suspension {
         if record.status != SandboxStatus::Suspended {
             return;
         }
-        let Some(slot) = record.slot.and_then(|s| u32::try_from(s).ok()) else {
-            tracing::error!(sandbox_id = %id, "suspended sandbox has no network slot");
-            return;
-        };
+        // No slot: it was suspended on another node and moved here; it gets
+        // an address of this node's subnet.
+        let slot = record
+            .slot
+            .and_then(|s| u32::try_from(s).ok())
+            .map(alcove_runtime::network::Slot);
         if let Err(e) = state::apply(&mut record, Event::ResumeBegun) {
             tracing::error!(sandbox_id = %id, error = %e, "starting a resume");
             return;
@@ -254,12 +256,7 @@ impl Suspension {
                 match self.ctx.fetch_suspended_blobs(id).await {
                     Ok(()) => self
                         .ctx
-                        .timed(
-                            Operation::Resume,
-                            self.ctx
-                                .node
-                                .resume(&spec, alcove_runtime::network::Slot(slot)),
-                        )
+                        .timed(Operation::Resume, self.ctx.node.resume(&spec, slot))
                         .await
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(e),
@@ -270,6 +267,7 @@ impl Suspension {
         match outcome {
             Ok(handle) => {
                 apply_or_log(&mut record, Event::ResumeDone);
+                record.slot = Some(i64::from(handle.slot.0));
                 // The server may have restarted (and rebuilt its firewall) meanwhile.
                 if let Err(e) = self.ctx.apply_network(&record, handle.slot).await {
                     tracing::warn!(sandbox_id = %id, error = %e, "re-applying the network policy");

@@ -45,6 +45,12 @@ pub struct NodeRecord {
     pub lease_expires_at: EpochMillis,
     /// Last renewal.
     pub updated_at: EpochMillis,
+    /// When it gave its lease back in a clean stop (its sandboxes wait for it).
+    pub stopped_at: Option<EpochMillis>,
+    /// When another node declared it lost.
+    pub lost_at: Option<EpochMillis>,
+    /// When the work of that loss (its sandboxes marked lost or taken over) was done.
+    pub reaped_at: Option<EpochMillis>,
 }
 
 /// What a node reports at each renewal.
@@ -80,11 +86,14 @@ pub enum Registration {
         /// That node's name.
         by: String,
     },
+    /// The node was declared lost and another node is still settling its
+    /// sandboxes: try again in a moment.
+    BeingReaped,
 }
 
 const COLUMNS: &str = "name, machine, instance, address, subnet, labels, state, version, cpus, memory_mb, \
                        used_cpus, used_memory_mb, running, suspended, started_at, \
-                       lease_expires_at, updated_at";
+                       lease_expires_at, updated_at, stopped_at, lost_at, reaped_at";
 
 impl Store {
     /// Registers `node` (its `state` is ignored: a node keeps the state it had)
@@ -125,8 +134,10 @@ impl Store {
                      labels = excluded.labels, version = excluded.version, cpus = excluded.cpus, \
                      memory_mb = excluded.memory_mb, used_cpus = 0, used_memory_mb = 0, \
                      running = 0, suspended = 0, started_at = excluded.started_at, \
-                     lease_expires_at = excluded.lease_expires_at, updated_at = excluded.updated_at \
-                     WHERE nodes.lease_expires_at <= $12 OR nodes.machine = excluded.machine",
+                     lease_expires_at = excluded.lease_expires_at, updated_at = excluded.updated_at, \
+                     stopped_at = NULL, lost_at = NULL, reaped_at = NULL \
+                     WHERE (nodes.lease_expires_at <= $12 OR nodes.machine = excluded.machine) \
+                     AND (nodes.lost_at IS NULL OR nodes.reaped_at IS NOT NULL)",
                 )
                 .bind(&node.name)
                 .bind(&node.instance)
@@ -149,6 +160,9 @@ impl Store {
                 reason: "the node's row vanished while it registered".into(),
             });
         };
+        if done == 0 && row.lost_at.is_some() && row.reaped_at.is_none() {
+            return Ok(Registration::BeingReaped);
+        }
         if done == 0 || row.instance != node.instance {
             return Ok(Registration::NameHeld {
                 address: row.address,
@@ -159,7 +173,8 @@ impl Store {
     }
 
     /// Renews this run's lease until `until` and records its use; the node's
-    /// state, or `None` when another run holds the name now (this one is fenced).
+    /// state, or `None` when another run holds the name now or the node was
+    /// declared lost (this run is fenced).
     pub async fn renew_node(
         &self,
         name: &str,
@@ -174,7 +189,7 @@ impl Store {
                 query(
                     "UPDATE nodes SET lease_expires_at = $3, updated_at = $4, used_cpus = $5, \
                      used_memory_mb = $6, running = $7, suspended = $8 \
-                     WHERE name = $1 AND instance = $2 RETURNING state",
+                     WHERE name = $1 AND instance = $2 AND lost_at IS NULL RETURNING state",
                 )
                 .bind(name)
                 .bind(instance)
@@ -192,7 +207,8 @@ impl Store {
         })
     }
 
-    /// Ends this run's lease now (a clean stop): the name and subnet are free.
+    /// Ends this run's lease now (a clean stop): the name and subnet are free,
+    /// and its sandboxes (running on without it) wait for it to come back.
     pub async fn release_node(
         &self,
         name: &str,
@@ -202,12 +218,63 @@ impl Store {
         self.db
             .execute(
                 query(
-                    "UPDATE nodes SET lease_expires_at = $3, updated_at = $3, running = 0, \
-                     used_cpus = 0, used_memory_mb = 0 WHERE name = $1 AND instance = $2",
+                    "UPDATE nodes SET lease_expires_at = $3, updated_at = $3, stopped_at = $3 \
+                     WHERE name = $1 AND instance = $2",
                 )
                 .bind(name)
                 .bind(instance)
                 .bind(now),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Declares node `name` lost at `now` if it is: its lease ran out before
+    /// `crashed_before` without a clean stop, or it stopped cleanly before
+    /// `stopped_before`. A loss claimed before `stale_before` and never reaped
+    /// (its reaper died) is claimed anew. True if this caller claimed it: it
+    /// alone settles the node's sandboxes, then calls [`Store::finish_reaping`].
+    pub async fn claim_lost_node(
+        &self,
+        name: &str,
+        now: EpochMillis,
+        crashed_before: EpochMillis,
+        stopped_before: EpochMillis,
+        stale_before: EpochMillis,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .execute(
+                query(
+                    "UPDATE nodes SET lost_at = $2, reaped_at = NULL WHERE name = $1 AND ( \
+                     (lost_at IS NULL AND ((stopped_at IS NULL AND lease_expires_at < $3) \
+                      OR (stopped_at IS NOT NULL AND stopped_at < $4 AND lease_expires_at < $4))) \
+                     OR (lost_at IS NOT NULL AND reaped_at IS NULL AND lost_at < $5))",
+                )
+                .bind(name)
+                .bind(now)
+                .bind(crashed_before)
+                .bind(stopped_before)
+                .bind(stale_before),
+            )
+            .await?
+            == 1)
+    }
+
+    /// Records that the loss claimed at `lost_at` is settled: the node may
+    /// register again.
+    pub async fn finish_reaping(
+        &self,
+        name: &str,
+        lost_at: EpochMillis,
+        now: EpochMillis,
+    ) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                query("UPDATE nodes SET reaped_at = $3 WHERE name = $1 AND lost_at = $2")
+                    .bind(name)
+                    .bind(lost_at)
+                    .bind(now),
             )
             .await?;
         Ok(())
@@ -260,6 +327,9 @@ fn node_of(r: &super::backend::DbRow) -> Result<NodeRecord, StoreError> {
         started_at: r.get("started_at")?,
         lease_expires_at: r.get("lease_expires_at")?,
         updated_at: r.get("updated_at")?,
+        stopped_at: r.get("stopped_at")?,
+        lost_at: r.get("lost_at")?,
+        reaped_at: r.get("reaped_at")?,
     })
 }
 
@@ -287,6 +357,9 @@ mod tests {
             started_at: now,
             lease_expires_at: now + 15_000,
             updated_at: now,
+            stopped_at: None,
+            lost_at: None,
+            reaped_at: None,
         }
     }
 
@@ -334,5 +407,37 @@ mod tests {
         b3.machine = b2.machine.clone();
         assert_eq!(store.register_node(&b3, 3_500).await.expect("reg"), registered("active"));
         assert_eq!(store.renew_node("b", "run-5", 9_000, 3_600, used).await.expect("renew"), None);
+    });
+
+    store_test!(async fn a_node_is_declared_lost_once_and_comes_back_only_once_settled(db) {
+        let store = db.open().await;
+        let a = node("a", "run-1", "10.1.0.0/16", 1_000);
+        store.register_node(&a, 1_000).await.expect("reg");
+        // Its lease (to 16 000) still runs: not lost.
+        assert!(!store.claim_lost_node("a", 10_000, 10_000, 0, 0).await.expect("claim"));
+        // Ran out: exactly one claim wins.
+        assert!(store.claim_lost_node("a", 20_000, 20_000, 0, 0).await.expect("claim"));
+        assert!(!store.claim_lost_node("a", 20_001, 20_001, 0, 0).await.expect("claim"));
+        let lost = store.get_node("a").await.expect("get").expect("row");
+        assert_eq!((lost.lost_at, lost.reaped_at), (Some(20_000), None));
+        // The fenced run cannot renew; a new run must wait until the loss is settled.
+        let used = NodeUse::default();
+        assert_eq!(store.renew_node("a", "run-1", 40_000, 21_000, used).await.expect("renew"), None);
+        let mut a2 = node("a", "run-2", "10.1.0.0/16", 21_000);
+        a2.machine = a.machine.clone();
+        assert_eq!(store.register_node(&a2, 21_000).await.expect("reg"), Registration::BeingReaped);
+        // A reaper that died: its claim goes stale and is taken anew.
+        assert!(store.claim_lost_node("a", 60_000, 60_000, 0, 30_000).await.expect("claim"));
+        store.finish_reaping("a", 20_000, 60_001).await.expect("stale finish is ignored");
+        assert_eq!(store.register_node(&a2, 60_002).await.expect("reg"), Registration::BeingReaped);
+        store.finish_reaping("a", 60_000, 60_003).await.expect("finish");
+        assert!(matches!(store.register_node(&a2, 60_004).await.expect("reg"), Registration::Registered { .. }));
+        let back = store.get_node("a").await.expect("get").expect("row");
+        assert_eq!((back.lost_at, back.reaped_at, back.instance.as_str()), (None, None, "run-2"));
+
+        // A clean stop is waited for longer than a crash.
+        store.release_node("a", "run-2", 70_000).await.expect("release");
+        assert!(!store.claim_lost_node("a", 80_000, 80_000, 69_000, 0).await.expect("claim"));
+        assert!(store.claim_lost_node("a", 90_000, 90_000, 71_000, 0).await.expect("claim"));
     });
 }

@@ -74,6 +74,14 @@ def test_list_nodes_is_a_server_route_and_decodes_every_field(server: FakeServer
     assert (a.running_sandboxes, a.suspended_sandboxes) == (3, 1)
     assert a.started_at == datetime.fromtimestamp(1_795_711_162.444, tz=timezone.utc)
     assert a.lease_expires_at is not None and a.lease_expires_at > a.started_at
+    assert a.lost_at is None  # older servers do not send it
+
+
+def test_a_lost_node_says_when(server: FakeServer, client: SandboxClient) -> None:
+    server.on("GET", NODES, jsonr(200, {"nodes": [node_json(state="offline", lost_at=1_795_711_180_000)]}))
+    (node,) = client.list_nodes()
+    assert node.state == NodeState.OFFLINE
+    assert node.lost_at == datetime.fromtimestamp(1_795_711_180, tz=timezone.utc)
 
 
 def test_an_empty_list_and_an_unknown_state(server: FakeServer, client: SandboxClient) -> None:

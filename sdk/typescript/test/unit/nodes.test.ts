@@ -82,6 +82,9 @@ describe("node URLs and names", () => {
     assert.equal(node.suspendedSandboxes, 1);
     assert.equal(node.startedAt?.getTime(), 1795711162444);
     assert.equal(node.leaseExpiresAt?.getTime(), 1795711177444);
+    // Older servers do not send `lost_at`; a lost node says when.
+    assert.equal(node.lostAt, null);
+    assert.equal(nodeInfoFromWire(nodeJson({ lost_at: 1795711180000 })).lostAt?.getTime(), 1795711180000);
     // A state a newer server may add is kept as a string; a label that is not a string is dropped.
     assert.equal(nodeInfoFromWire(nodeJson({ state: "retiring" })).state, "retiring");
     assert.deepEqual(nodeInfoFromWire(nodeJson({ labels: { a: "1", b: 2 } })).labels, { a: "1" });

@@ -895,6 +895,8 @@ class NodeInfo(_WireModel):
     Returned by ``list_nodes()``, ``drain_node()`` and ``activate_node()``. ``capacity`` is what
     the machine has, ``used`` what its running sandboxes reserve (reported each time it renews its
     lease, ``lease_expires_at``); ``started_at`` is when this run of the server registered.
+    ``lost_at`` is set once the other nodes declared it lost (its lease ran out): its running
+    sandboxes were marked lost and its suspended sandboxes in the blob store moved away.
     """
 
     name: str
@@ -909,6 +911,7 @@ class NodeInfo(_WireModel):
     version: str
     started_at: Timestamp
     lease_expires_at: Timestamp
+    lost_at: Timestamp | None = None
 
 
 # ---------------------------------------------------------------------------------------------
