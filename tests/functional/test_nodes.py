@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 
@@ -124,6 +125,10 @@ def test_bad_node_settings_are_refused_at_start():
         (["--node-label", "novalue"], "expected key=value"),
         (["--node-lease-secs", "1"], "--node-lease-secs must be 3 to 600"),
         (["--advertise-url", "10.0.0.1:8900"], "must start with http://"),
+        (["--memory-overcommit", "0"], "--memory-overcommit must be 0.1 to 100"),
+        (["--cpu-overcommit", "NaN"], "--cpu-overcommit must be 0.1 to 100"),
+        (["--node-cpus=-2"], "--node-cpus must be a positive number"),
+        (["--node-memory-mb", "0"], "--node-memory-mb must be positive"),
     ]:
         log = refused_at_start(args)
         assert expect in log, (args, log)
@@ -182,6 +187,13 @@ def test_on_a_shared_store_names_and_subnets_are_held_while_a_lease_runs(pg):
         for srv in [first, *started]:
             srv.stop()
             shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+def containers(srv: AlcoveServer) -> set[str]:
+    """The sandboxes whose containers run on `srv`'s machine (its runc state)."""
+    out = subprocess.run(["runc", "--root", str(srv.data_dir / "runc"), "list", "-q"],
+                         capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
 
 
 def _starts(srv: AlcoveServer) -> bool:
@@ -260,6 +272,62 @@ def test_on_a_shared_store_any_node_serves_any_sandbox_by_forwarding_to_its_owne
             a.start()
             on_b.delete("lives-on-a")
             assert on_a.get(sid).status == "terminated"
+    finally:
+        for srv in (b, a):
+            retire(srv)
+
+
+def test_creates_are_placed_where_there_is_room_and_never_overbook_a_node(pg):
+    url = pg.create_database("alcove_placement")
+    # Each node promises 2 CPUs x 2 and 3072 MiB: room for three sandboxes of 1 CPU and 1 GiB.
+    def placed(name: str) -> AlcoveServer:
+        return AlcoveServer(extra_args=[
+            "--database", url, "--node-name", name, "--node-lease-secs", "3", "--node-cpus", "2",
+            "--node-memory-mb", "3072", "--cpu-overcommit", "2", "--memory-overcommit", "1"])
+    a, b = placed("place-a"), placed("place-b")
+    a.start()
+    b.start()
+    body = {"resources": {"cpus": 1.0, "memory_mb": 1024}}
+    try:
+        # A renewal (every second) after both joined: each node knows the other.
+        time.sleep(2.5)
+        info = node(a, "place-a")
+        assert info["capacity"] == {"cpus": 2.0, "memory_mb": 3072}, info
+
+        # Eight creates at once, four through each node: six fit, two are refused, none twice.
+        from concurrent.futures import ThreadPoolExecutor
+
+        def create(srv: AlcoveServer):
+            return srv.api("POST", "/v1/namespaces/default/sandboxes", json=body)
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(create, [a, b] * 4))
+        made = [r.json()["sandbox_id"] for r in answers if r.status_code == 200]
+        refused = [r for r in answers if r.status_code != 200]
+        assert len(made) == 6 and len(set(made)) == 6, [r.text for r in answers]
+        for r in refused:
+            assert r.status_code == 503, r.text
+            assert r.json()["code"] == "RESOURCE_EXHAUSTED", r.text
+            assert "no node has room" in r.json()["message"]
+        live = {s["id"] for s in a.live_sandboxes()}
+        assert live == set(made)
+        # Three on each node (the renewals report what their sandboxes reserve).
+        for name in ("place-a", "place-b"):
+            assert wait_for(lambda: node(a, name)["running_sandboxes"] == 3, 20), node(a, name)
+            assert node(a, name)["used"] == {"cpus": 3.0, "memory_mb": 3072}
+
+        # A full node: the next create asked of it lands where room was made.
+        assert wait_for(lambda: len(containers(a)) + len(containers(b)) == 6, 30)
+        on_b = containers(b)
+        assert len(on_b) == 3 and on_b <= set(made), on_b
+        assert containers(a) == set(made) - on_b
+        victim = sorted(on_b)[0]
+        assert a.api("DELETE", f"/v1/namespaces/default/sandboxes/{victim}").status_code == 200
+        assert wait_for(lambda: node(a, "place-b")["used"]["memory_mb"] == 2048, 20)
+        again = create(a)
+        assert again.status_code == 200, again.text
+        assert wait_for(lambda: again.json()["sandbox_id"] in containers(b), 30)
+        assert node(a, "place-a")["running_sandboxes"] == 3
     finally:
         for srv in (b, a):
             retire(srv)

@@ -127,6 +127,32 @@ pub struct Config {
     )]
     pub node_lease_secs: u64,
 
+    /// CPUs this node offers to sandboxes when several nodes share a store
+    /// (default: the machine's).
+    #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_NODE_CPUS"))]
+    pub node_cpus: Option<f64>,
+
+    /// Memory in MiB this node offers to sandboxes when several nodes share a
+    /// store (default: the machine's).
+    #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_NODE_MEMORY_MB"))]
+    pub node_memory_mb: Option<i64>,
+
+    /// How many times its CPUs a node may promise to sandboxes when creates are
+    /// placed across nodes.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_CPU_OVERCOMMIT", default_value_t = 4.0)
+    )]
+    pub cpu_overcommit: f64,
+
+    /// How many times its memory a node may promise to sandboxes when creates
+    /// are placed across nodes.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_MEMORY_OVERCOMMIT", default_value_t = 1.0)
+    )]
+    pub memory_overcommit: f64,
+
     /// Directory of images (default: <data-dir>/images).
     #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_IMAGES_DIR"))]
     pub images_dir: Option<PathBuf>,
@@ -379,6 +405,30 @@ impl Config {
                 self.disk_overcommit
             )));
         }
+        for (flag, value) in [
+            ("--cpu-overcommit", self.cpu_overcommit),
+            ("--memory-overcommit", self.memory_overcommit),
+        ] {
+            if !(value.is_finite() && (0.1..=100.0).contains(&value)) {
+                return Err(ConfigError::Invalid(format!(
+                    "{flag} must be 0.1 to 100, not {value}"
+                )));
+            }
+        }
+        if let Some(cpus) = self.node_cpus
+            && !(cpus.is_finite() && cpus > 0.0)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--node-cpus must be a positive number, not {cpus}"
+            )));
+        }
+        if let Some(mb) = self.node_memory_mb
+            && mb <= 0
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--node-memory-mb must be positive, not {mb}"
+            )));
+        }
         if !self.listen.ip().is_loopback() && self.api_keys.iter().all(String::is_empty) {
             return Err(ConfigError::OpenWithoutKeys(self.listen));
         }
@@ -431,6 +481,7 @@ impl Config {
         &self,
         bound: SocketAddr,
         machine: String,
+        host: crate::control::validate::HostLimits,
     ) -> Result<crate::control::NodeIdentity, ConfigError> {
         let name = match &self.node_name {
             Some(name) => name.clone(),
@@ -466,6 +517,12 @@ impl Config {
             labels,
             lease: std::time::Duration::from_secs(self.node_lease_secs),
             machine,
+            capacity: crate::control::NodeCapacity {
+                cpus: self.node_cpus.unwrap_or(host.cpus),
+                memory_mb: self.node_memory_mb.unwrap_or(host.memory_mb),
+                cpu_overcommit: self.cpu_overcommit,
+                memory_overcommit: self.memory_overcommit,
+            },
         })
     }
 

@@ -191,7 +191,14 @@ pub async fn serve(
     // refuses this one.
     let machine = data_dir_id(&config.data_dir)?;
     control
-        .join(config.node_identity(bound, machine)?)
+        .join(config.node_identity(
+            bound,
+            machine,
+            HostLimits {
+                cpus: alcove_runtime::node::host_cpus(),
+                memory_mb: host_memory_mb(),
+            },
+        )?)
         .await
         .map_err(|e| ServeError::Node(e.to_string()))?;
     control.recover().await?;

@@ -95,6 +95,10 @@ impl From<ControlError> for ApiError {
             C::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, ErrorCode::NotImplemented),
             C::Draining => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NodeDraining),
             C::Fenced => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NodeFenced),
+            C::NoRoom { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::ResourceExhausted,
+            ),
             C::OnOtherNode { .. } => (StatusCode::MISDIRECTED_REQUEST, ErrorCode::OnOtherNode),
             C::NodeOffline { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NodeOffline),
             C::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SandboxNotReady),

@@ -32,6 +32,21 @@ pub struct NodeIdentity {
     pub lease: Duration,
     /// The id of its data directory (`<data-dir>/node-id`).
     pub machine: String,
+    /// What it offers to sandboxes placed across nodes.
+    pub capacity: NodeCapacity,
+}
+
+/// What a node offers to sandboxes when creates are placed across nodes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NodeCapacity {
+    /// CPUs (`--node-cpus`, default the machine's).
+    pub cpus: f64,
+    /// Memory in MiB (`--node-memory-mb`, default the machine's).
+    pub memory_mb: i64,
+    /// How many times its CPUs it may promise (`--cpu-overcommit`).
+    pub cpu_overcommit: f64,
+    /// How many times its memory it may promise (`--memory-overcommit`).
+    pub memory_overcommit: f64,
 }
 
 /// This run's registration.
@@ -65,6 +80,20 @@ impl Membership {
 
 pub(super) fn lease_ms(lease: Duration) -> i64 {
     i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Where a new sandbox goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// On this node.
+    Here,
+    /// On another node: relay the create there.
+    There {
+        /// Its name.
+        node: String,
+        /// Its address.
+        address: String,
+    },
 }
 
 /// What a renewal found.
@@ -133,8 +162,10 @@ impl Control {
             labels: serde_json::to_string(&me.labels).unwrap_or_else(|_| "{}".into()),
             state: NodeState::Active.as_str().into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            cpus: self.ctx.cfg.host.cpus,
-            memory_mb: self.ctx.cfg.host.memory_mb,
+            cpus: me.capacity.cpus,
+            memory_mb: me.capacity.memory_mb,
+            cpu_overcommit: me.capacity.cpu_overcommit,
+            memory_overcommit: me.capacity.memory_overcommit,
             used_cpus: 0.0,
             used_memory_mb: 0,
             running: 0,
@@ -290,29 +321,70 @@ impl Control {
         }
     }
 
-    /// Where a new sandbox asked of this node should go instead: while this node
-    /// drains, the live active node with the most free memory (`None`: here, or
-    /// nowhere better, and the create answers `NODE_DRAINING`).
-    pub async fn placement_elsewhere(&self) -> Result<Option<(String, String)>, ControlError> {
+    /// Where a new sandbox of `cpus` and `memory_mb` goes when several nodes
+    /// share the store: this node if it has room, else the live active node
+    /// with the most memory left to promise whose reservation succeeds. The reservation
+    /// is taken in the store at once, so concurrent placements by other nodes
+    /// see it; the chosen node's next renewal replaces it with what its
+    /// sandboxes reserve. Alone in the store, or with no active node at all
+    /// (this one drains, and so do the others), the sandbox is created here
+    /// (or refused here, `NODE_DRAINING`).
+    pub async fn place(&self, cpus: f64, memory_mb: i64) -> Result<Placement, ControlError> {
         let Some(me) = self.ctx.local_node() else {
-            return Ok(None);
+            return Ok(Placement::Here);
         };
-        if !self.ctx.draining.load(Ordering::Relaxed) || self.ctx.peers.load(Ordering::Relaxed) == 0
-        {
-            return Ok(None);
+        if self.ctx.peers.load(Ordering::Relaxed) == 0 {
+            return Ok(Placement::Here);
         }
         let now = now_millis();
-        let best = self
+        let mut candidates: Vec<NodeRecord> = self
             .ctx
             .store
             .list_nodes()
             .await?
             .into_iter()
             .filter(|n| {
-                n.name != me && n.lease_expires_at > now && n.state == NodeState::Active.as_str()
+                n.lease_expires_at > now
+                    && n.lost_at.is_none()
+                    && n.state == NodeState::Active.as_str()
             })
-            .max_by_key(|n| n.memory_mb - n.used_memory_mb);
-        Ok(best.map(|n| (n.name, n.address)))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(Placement::Here);
+        }
+        let room =
+            |n: &NodeRecord| (n.memory_mb as f64 * n.memory_overcommit) as i64 - n.used_memory_mb;
+        // This node first (no relay, and later requests reach it directly),
+        // then the others by the room they have left.
+        candidates.sort_by(|a, b| {
+            (b.name == me)
+                .cmp(&(a.name == me))
+                .then_with(|| room(b).cmp(&room(a)))
+        });
+        for n in candidates {
+            if !self
+                .ctx
+                .store
+                .reserve_on_node(&n.name, cpus, memory_mb, now)
+                .await?
+            {
+                continue;
+            }
+            return Ok(if n.name == me {
+                Placement::Here
+            } else {
+                Placement::There {
+                    node: n.name,
+                    address: n.address,
+                }
+            });
+        }
+        Err(ControlError::NoRoom { cpus, memory_mb })
+    }
+
+    /// Whether the store knows another node (placement and routing matter).
+    pub fn has_peers(&self) -> bool {
+        self.ctx.peers.load(Ordering::Relaxed) > 0
     }
 
     /// This server's node name, once it has joined.

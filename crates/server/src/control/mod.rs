@@ -47,7 +47,7 @@ pub use crashes::spawn_crash_watch;
 pub use file_systems::FileSystems;
 pub use inflight::{InFlight, InFlightGuard};
 pub use lifecycle::{CreateOutcome, Sandboxes, Target};
-pub use membership::{NodeIdentity, spawn_membership};
+pub use membership::{NodeCapacity, NodeIdentity, Placement, spawn_membership};
 pub use node::SandboxNode;
 pub use pools::{Pools, spawn_pool_refiller};
 pub use secrets::Secrets;
@@ -135,6 +135,18 @@ pub enum ControlError {
          lost by the other nodes): it starts no sandboxes until it holds one again; retry"
     )]
     Fenced,
+    /// No node of the cluster has room for the sandbox.
+    #[error(
+        "no node has room for a sandbox of {cpus} CPUs and {memory_mb} MiB (every live active \
+         node has promised its CPUs and memory within its overcommit, see GET /nodes); retry \
+         once sandboxes end, or ask for less"
+    )]
+    NoRoom {
+        /// CPUs asked for.
+        cpus: f64,
+        /// Memory asked for, MiB.
+        memory_mb: i64,
+    },
     /// The feature exists in the API but not in this server yet.
     #[error("{0} is not implemented by this server yet")]
     NotImplemented(&'static str),

@@ -12,8 +12,12 @@ use axum::response::{IntoResponse, Response};
 use super::ingress::parse_ingress_host;
 use super::routing::sandbox_ident;
 use super::sandbox_api::{is_upgrade, relay_request, relay_upgrade, strip_hop_by_hop};
+use alcove_wire::limits::{DEFAULT_CPUS, DEFAULT_MEMORY_MB};
+use alcove_wire::sandbox::CreateSandboxRequest;
+
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::control::Placement;
 
 /// Marks a request one node relayed to another (its value: the relaying node).
 pub const FORWARDED_BY: &str = "x-alcove-forwarded-by";
@@ -62,13 +66,10 @@ pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next:
     if req.headers().contains_key(FORWARDED_BY) {
         return next.run(req).await;
     }
-    if is_create(&req) {
-        return match state.control.placement_elsewhere().await {
-            Ok(Some((node, address))) => relay_to_node(&state, &node, &address, req)
-                .await
-                .unwrap_or_else(IntoResponse::into_response),
-            _ => next.run(req).await,
-        };
+    if is_create(&req) && state.control.has_peers() {
+        return place_create(&state, req, next)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
     }
     let Some(ident) = target_ident(&req, &state.ingress_domain) else {
         return next.run(req).await;
@@ -79,6 +80,42 @@ pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next:
             .await
             .unwrap_or_else(IntoResponse::into_response),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The largest create body a node reads to place it (a create's JSON is small).
+const CREATE_BODY_LIMIT: usize = 1 << 20;
+
+/// Places a create on the node with room (reserving it there) and creates it
+/// here or relays it there; a body that does not parse is left to the create
+/// handler here, which says what is wrong with it.
+async fn place_create(state: &AppState, req: Request, next: Next) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, CREATE_BODY_LIMIT)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                alcove_wire::error::ErrorCode::InvalidArgument,
+                format!("a create's body must be under {CREATE_BODY_LIMIT} bytes"),
+            )
+        })?;
+    let asked = serde_json::from_slice::<CreateSandboxRequest>(&bytes)
+        .ok()
+        .map(|c| {
+            let res = c.resources.unwrap_or_default();
+            (
+                res.cpus.unwrap_or(DEFAULT_CPUS),
+                res.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
+            )
+        });
+    let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    let Some((cpus, memory_mb)) = asked.filter(|(c, m)| c.is_finite() && *c > 0.0 && *m > 0) else {
+        return Ok(next.run(req).await);
+    };
+    match state.control.place(cpus, memory_mb).await? {
+        Placement::Here => Ok(next.run(req).await),
+        Placement::There { node, address } => relay_to_node(state, &node, &address, req).await,
     }
 }
 

@@ -51,6 +51,10 @@ pub struct NodeRecord {
     pub lost_at: Option<EpochMillis>,
     /// When the work of that loss (its sandboxes marked lost or taken over) was done.
     pub reaped_at: Option<EpochMillis>,
+    /// How many times its CPUs it may promise to sandboxes.
+    pub cpu_overcommit: f64,
+    /// How many times its memory it may promise to sandboxes.
+    pub memory_overcommit: f64,
 }
 
 /// What a node reports at each renewal.
@@ -93,7 +97,8 @@ pub enum Registration {
 
 const COLUMNS: &str = "name, machine, instance, address, subnet, labels, state, version, cpus, memory_mb, \
                        used_cpus, used_memory_mb, running, suspended, started_at, \
-                       lease_expires_at, updated_at, stopped_at, lost_at, reaped_at";
+                       lease_expires_at, updated_at, stopped_at, lost_at, reaped_at, \
+                       cpu_overcommit, memory_overcommit";
 
 impl Store {
     /// Registers `node` (its `state` is ignored: a node keeps the state it had)
@@ -113,7 +118,9 @@ impl Store {
                 .bind(&node.subnet)
                 .bind(&node.name)
                 .bind(now)
-                .bind(&node.machine),
+                .bind(&node.machine)
+                .bind(node.cpu_overcommit)
+                .bind(node.memory_overcommit),
             )
             .await?;
         if let Some(row) = taken {
@@ -126,13 +133,16 @@ impl Store {
             .execute(
                 query(
                     "INSERT INTO nodes (name, instance, address, subnet, labels, version, cpus, \
-                     memory_mb, started_at, lease_expires_at, updated_at, machine) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13) \
+                     memory_mb, started_at, lease_expires_at, updated_at, machine, \
+                     cpu_overcommit, memory_overcommit) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15) \
                      ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, \
                      machine = excluded.machine, \
                      address = excluded.address, subnet = excluded.subnet, \
                      labels = excluded.labels, version = excluded.version, cpus = excluded.cpus, \
                      memory_mb = excluded.memory_mb, used_cpus = 0, used_memory_mb = 0, \
+                     cpu_overcommit = excluded.cpu_overcommit, \
+                     memory_overcommit = excluded.memory_overcommit, \
                      running = 0, suspended = 0, started_at = excluded.started_at, \
                      lease_expires_at = excluded.lease_expires_at, updated_at = excluded.updated_at, \
                      stopped_at = NULL, lost_at = NULL, reaped_at = NULL \
@@ -151,7 +161,9 @@ impl Store {
                 .bind(node.lease_expires_at)
                 .bind(node.updated_at)
                 .bind(now)
-                .bind(&node.machine),
+                .bind(&node.machine)
+                .bind(node.cpu_overcommit)
+                .bind(node.memory_overcommit),
             )
             .await?;
         let Some(row) = self.get_node(&node.name).await? else {
@@ -280,6 +292,37 @@ impl Store {
         Ok(())
     }
 
+    /// Reserves `cpus` and `memory_mb` on node `name` for a sandbox placed
+    /// there, if it is live, active and has room for them within its
+    /// overcommit; whether it had. One conditional update: placements made at
+    /// once by several nodes never overbook one node.
+    pub async fn reserve_on_node(
+        &self,
+        name: &str,
+        cpus: f64,
+        memory_mb: i64,
+        now: EpochMillis,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .execute(
+                query(
+                    "UPDATE nodes SET used_cpus = used_cpus + $2, \
+                     used_memory_mb = used_memory_mb + $3 \
+                     WHERE name = $1 AND lease_expires_at > $4 AND lost_at IS NULL \
+                     AND state = 'active' \
+                     AND used_cpus + $2 <= cpus * cpu_overcommit + 0.000001 \
+                     AND used_memory_mb + $3 <= memory_mb * memory_overcommit",
+                )
+                .bind(name)
+                .bind(cpus)
+                .bind(memory_mb)
+                .bind(now),
+            )
+            .await?
+            == 1)
+    }
+
     /// Sets a node's state (`active` or `draining`); false if there is no such node.
     pub async fn set_node_state(&self, name: &str, state: &str) -> Result<bool, StoreError> {
         Ok(self
@@ -330,6 +373,8 @@ fn node_of(r: &super::backend::DbRow) -> Result<NodeRecord, StoreError> {
         stopped_at: r.get("stopped_at")?,
         lost_at: r.get("lost_at")?,
         reaped_at: r.get("reaped_at")?,
+        cpu_overcommit: r.get("cpu_overcommit")?,
+        memory_overcommit: r.get("memory_overcommit")?,
     })
 }
 
@@ -360,6 +405,8 @@ mod tests {
             stopped_at: None,
             lost_at: None,
             reaped_at: None,
+            cpu_overcommit: 1.0,
+            memory_overcommit: 1.0,
         }
     }
 
@@ -407,6 +454,31 @@ mod tests {
         b3.machine = b2.machine.clone();
         assert_eq!(store.register_node(&b3, 3_500).await.expect("reg"), registered("active"));
         assert_eq!(store.renew_node("b", "run-5", 9_000, 3_600, used).await.expect("renew"), None);
+    });
+
+    store_test!(async fn reservations_never_overbook_a_node(db) {
+        let store = db.open().await;
+        let mut a = node("a", "run-1", "10.1.0.0/16", 1_000);
+        (a.cpus, a.memory_mb, a.cpu_overcommit, a.memory_overcommit) = (2.0, 4096, 2.0, 1.0);
+        store.register_node(&a, 1_000).await.expect("reg");
+        // 4 CPUs and 4096 MiB to promise: three sandboxes of 1 CPU and 1536 MiB do not fit.
+        assert!(store.reserve_on_node("a", 1.0, 1536, 2_000).await.expect("reserve"));
+        assert!(store.reserve_on_node("a", 1.0, 1536, 2_000).await.expect("reserve"));
+        assert!(!store.reserve_on_node("a", 1.0, 1536, 2_000).await.expect("reserve"));
+        assert!(store.reserve_on_node("a", 2.0, 1024, 2_000).await.expect("reserve"));
+        assert!(!store.reserve_on_node("a", 0.5, 1, 2_000).await.expect("no CPU left"));
+        let row = store.get_node("a").await.expect("get").expect("row");
+        assert_eq!((row.used_cpus, row.used_memory_mb), (4.0, 4096));
+        // A renewal sets the use back to what the node's sandboxes reserve.
+        let used = NodeUse { cpus: 1.0, memory_mb: 1024, running: 1, suspended: 0 };
+        store.renew_node("a", "run-1", 16_000, 3_000, used).await.expect("renew");
+        assert!(store.reserve_on_node("a", 1.0, 2048, 3_000).await.expect("reserve"));
+        // Draining, offline or unknown nodes take nothing.
+        assert!(store.set_node_state("a", "draining").await.expect("state"));
+        assert!(!store.reserve_on_node("a", 0.1, 1, 3_000).await.expect("draining"));
+        assert!(store.set_node_state("a", "active").await.expect("state"));
+        assert!(!store.reserve_on_node("a", 0.1, 1, 20_000).await.expect("expired"));
+        assert!(!store.reserve_on_node("zz", 0.1, 1, 3_000).await.expect("unknown"));
     });
 
     store_test!(async fn a_node_is_declared_lost_once_and_comes_back_only_once_settled(db) {
