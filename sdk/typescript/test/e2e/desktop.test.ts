@@ -152,7 +152,7 @@ describe("desktops against a real server", { timeout: 240_000 }, () => {
     const times: number[] = [];
     for (let i = 0; i < 20; i++) {
       const started = performance.now();
-      await desktop.screenshot();
+      await desktop.screenshot({ timeoutSecs: 60 });
       times.push(performance.now() - started);
     }
     times.sort((a, b) => a - b);
