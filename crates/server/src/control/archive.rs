@@ -85,7 +85,7 @@ impl Archive {
             let ids = match self
                 .ctx
                 .store
-                .expired_archived(expired_by, PURGE_BATCH)
+                .expired_archived(expired_by, PURGE_BATCH, self.ctx.local_node())
                 .await
             {
                 Ok(ids) => ids,

@@ -280,6 +280,8 @@ impl Control {
             ));
             r.pending_reason = None;
             r.slot = None;
+            // Its archived row is purged by this node from now on.
+            r.node = Some(me.to_string());
             self.ctx.store.update(&r).await?;
             lost += 1;
         }

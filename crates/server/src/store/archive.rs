@@ -235,18 +235,26 @@ impl Store {
         &self,
         expired_by: EpochMillis,
         limit: u32,
+        node: Option<&str>,
     ) -> Result<Vec<SandboxId>, StoreError> {
-        let rows = self
-            .db
-            .fetch_all(
-                query(
-                    "SELECT id FROM sandboxes WHERE archived_at IS NOT NULL AND archived_at <= $1 \
-                     ORDER BY archived_at, id LIMIT $2",
-                )
-                .bind(expired_by)
-                .bind(i64::from(limit)),
+        let stmt = match node {
+            // A node purges its own rows (and those from before nodes): their
+            // files and logs are on its disk.
+            Some(node) => query(
+                "SELECT id FROM sandboxes WHERE archived_at IS NOT NULL AND archived_at <= $1 \
+                 AND (node = $3 OR node IS NULL) ORDER BY archived_at, id LIMIT $2",
             )
-            .await?;
+            .bind(expired_by)
+            .bind(i64::from(limit))
+            .bind(node),
+            None => query(
+                "SELECT id FROM sandboxes WHERE archived_at IS NOT NULL AND archived_at <= $1 \
+                 ORDER BY archived_at, id LIMIT $2",
+            )
+            .bind(expired_by)
+            .bind(i64::from(limit)),
+        };
+        let rows = self.db.fetch_all(stmt).await?;
         rows.iter()
             .map(|row| super::sandboxes::parse_id(row.get("id")?))
             .collect()
@@ -444,9 +452,24 @@ mod tests {
         );
 
         assert_eq!(
-            store.expired_archived(1_000, 10).await.expect("expired"),
+            store.expired_archived(1_000, 10, None).await.expect("expired"),
             vec![old.clone()]
         );
+        // A node purges its own rows and those from before nodes, never another's.
+        let theirs = archived(&store, "theirs", "default", 1_000).await;
+        let mut row = store.get(&theirs).await.expect("get").expect("row");
+        row.node = Some("b".into());
+        store.update(&row).await.expect("update");
+        assert_eq!(
+            store.expired_archived(1_000, 10, Some("a")).await.expect("expired"),
+            vec![old.clone()]
+        );
+        let mut for_b = store.expired_archived(1_000, 10, Some("b")).await.expect("expired");
+        for_b.sort();
+        let mut want = vec![old.clone(), theirs.clone()];
+        want.sort();
+        assert_eq!(for_b, want);
+        assert!(store.delete_archived(&theirs, 1_000).await.expect("delete"));
         assert!(store.delete_archived(&old, 1_000).await.expect("delete"));
         assert!(
             !store.delete_archived(&young, 1_000).await.expect("delete"),
