@@ -331,3 +331,43 @@ def test_creates_are_placed_where_there_is_room_and_never_overbook_a_node(pg):
     finally:
         for srv in (b, a):
             retire(srv)
+
+
+def test_one_node_refills_a_pool_and_claims_through_any_node_take_its_warm_sandboxes(pg):
+    url = pg.create_database("alcove_pool_nodes")
+    a = AlcoveServer(extra_args=["--database", url, "--node-name", "pool-a", "--node-lease-secs", "3"])
+    b = AlcoveServer(extra_args=["--database", url, "--node-name", "pool-b", "--node-lease-secs", "3"])
+    a.start()
+    b.start()
+    base = "/v1/namespaces/default/sandbox-pools"
+    try:
+        time.sleep(2.5)  # each node has counted the other
+        resp = a.api("POST", base, json={
+            "warm_containers": 2, "resources": {"cpus": 0.5, "memory_mb": 512, "disk_mb": 1024}})
+        assert resp.status_code == 200, resp.text
+        pool_id = resp.json()["pool_id"]
+
+        def members(state: str | None = None) -> list[str]:
+            got = b.api("GET", f"{base}/{pool_id}").json()["containers"]
+            return [c["sandbox_id"] for c in got if state is None or c["state"] == state]
+
+        assert wait_for(lambda: len(members("Idle")) == 2, 60), members()
+        # Both nodes run a refill pass every 3 s; only the one holding the pool's turn refills.
+        time.sleep(7)
+        warm = members()
+        assert len(warm) == 2, warm
+        home, other = (a, b) if set(warm) <= containers(a) else (b, a)
+        assert set(warm) <= containers(home) and not set(warm) & containers(other)
+
+        # A claim asked of the other node is relayed to the pool's node: it gets a warm sandbox.
+        resp = other.api("POST", f"{base}/{pool_id}/sandboxes", json={"name": "claimed-anywhere"})
+        assert resp.status_code == 200, resp.text
+        claimed = resp.json()["sandbox_id"]
+        assert claimed in warm
+        assert other.api("GET", "/v1/namespaces/default/sandboxes/claimed-anywhere").json()["id"] == claimed
+        assert wait_for(lambda: len(members("Idle")) == 2, 60)
+        assert other.api("DELETE", f"/v1/namespaces/default/sandboxes/{claimed}").status_code == 200
+        assert a.api("DELETE", f"{base}/{pool_id}").status_code in (200, 204)
+    finally:
+        for srv in (b, a):
+            retire(srv)

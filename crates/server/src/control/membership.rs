@@ -382,6 +382,31 @@ impl Control {
         Err(ControlError::NoRoom { cpus, memory_mb })
     }
 
+    /// Where a claim on pool `pool_id` must go when the pool's warm sandboxes
+    /// live on another node (the live node whose turn it is to refill it):
+    /// that node's name and address. `None`: claim here.
+    pub async fn pool_home_elsewhere(
+        &self,
+        pool_id: &str,
+    ) -> Result<Option<(String, String)>, ControlError> {
+        let Some(me) = self.ctx.local_node() else {
+            return Ok(None);
+        };
+        let Some(home) = self.ctx.store.pool_refill_node(pool_id).await? else {
+            return Ok(None);
+        };
+        if home == me {
+            return Ok(None);
+        }
+        Ok(self
+            .ctx
+            .store
+            .get_node(&home)
+            .await?
+            .filter(|n| n.lease_expires_at > now_millis() && n.lost_at.is_none())
+            .map(|n| (n.name, n.address)))
+    }
+
     /// Whether the store knows another node (placement and routing matter).
     pub fn has_peers(&self) -> bool {
         self.ctx.peers.load(Ordering::Relaxed) > 0

@@ -36,6 +36,10 @@ use crate::store::{PoolRecord, PoolState, SandboxRecord, StoreError};
 /// How often the refiller looks at every pool even when nothing woke it.
 const REFILL_EVERY: Duration = Duration::from_secs(3);
 
+/// How long a node's turn to refill a pool runs unless renewed (each pass
+/// renews it); a node that stops refilling hands the pool on after this.
+const REFILL_TURN_MS: i64 = 10 * REFILL_EVERY.as_millis() as i64;
+
 /// How often a claim that waits for a booting idle sandbox looks again.
 const BOOT_POLL: Duration = Duration::from_millis(20);
 
@@ -476,7 +480,29 @@ impl Pools {
                 return;
             }
         };
+        // With other nodes on the store, one node at a time refills a pool.
+        let node = self
+            .ctx
+            .local_node()
+            .filter(|_| self.ctx.peers.load(std::sync::atomic::Ordering::Relaxed) > 0)
+            .map(str::to_string);
         for pool in pools {
+            if let Some(node) = &node {
+                let now = alcove_wire::time::now_millis();
+                match self
+                    .ctx
+                    .store
+                    .take_refill_turn(&pool.id, node, now, now + REFILL_TURN_MS)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(pool_id = %pool.id, error = %e, "taking a pool's refill turn");
+                        continue;
+                    }
+                }
+            }
             let members = match self.ctx.store.pool_members(&pool.id).await {
                 Ok(m) => m,
                 Err(e) => {

@@ -60,6 +60,23 @@ fn is_create(req: &Request) -> bool {
     )
 }
 
+/// The pool a request claims a sandbox of (`POST {B}/sandbox-pools/{pool}/sandboxes`).
+fn claimed_pool(req: &Request) -> Option<String> {
+    if req.method() != http::Method::POST {
+        return None;
+    }
+    let segments: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["v1", "namespaces", _, "sandbox-pools", pool, "sandboxes"]
+        | ["sandbox-pools", pool, "sandboxes"]
+            if !pool.is_empty() =>
+        {
+            Some((*pool).to_string())
+        }
+        _ => None,
+    }
+}
+
 /// Middleware: relays a request for another node's sandbox to that node, and a
 /// create asked of a draining node to the active node with the most room.
 pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -70,6 +87,15 @@ pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next:
         return place_create(&state, req, next)
             .await
             .unwrap_or_else(IntoResponse::into_response);
+    }
+    // A claim goes where the pool's warm sandboxes are.
+    if let Some(pool) = claimed_pool(&req).filter(|_| state.control.has_peers()) {
+        return match state.control.pool_home_elsewhere(&pool).await {
+            Ok(Some((node, address))) => relay_to_node(&state, &node, &address, req)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+            _ => next.run(req).await,
+        };
     }
     let Some(ident) = target_ident(&req, &state.ingress_domain) else {
         return next.run(req).await;
@@ -195,6 +221,22 @@ mod tests {
         assert!(!is_create(&req("GET", "/sandboxes", None)));
         assert!(!is_create(&req("POST", "/sandboxes/abc/suspend", None)));
         assert!(!is_create(&req("POST", "/sandbox-pools", None)));
+    }
+
+    #[test]
+    fn claims_are_told_apart() {
+        let pool = |m: &str, p: &str| claimed_pool(&req(m, p, None));
+        assert_eq!(
+            pool("POST", "/sandbox-pools/p1/sandboxes").as_deref(),
+            Some("p1")
+        );
+        assert_eq!(
+            pool("POST", "/v1/namespaces/team/sandbox-pools/p1/sandboxes").as_deref(),
+            Some("p1")
+        );
+        assert_eq!(pool("GET", "/sandbox-pools/p1/sandboxes"), None);
+        assert_eq!(pool("POST", "/sandbox-pools/p1"), None);
+        assert_eq!(pool("POST", "/sandbox-pools//sandboxes"), None);
     }
 
     #[test]

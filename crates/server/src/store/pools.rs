@@ -132,6 +132,45 @@ impl Store {
         row.map(|r| decode_pool(&r)).transpose()
     }
 
+    /// Takes (or renews) `node`'s turn to refill pool `pool_id` until `until`,
+    /// if no other node holds a turn that runs past `now`; whether it holds it.
+    /// One conditional update: two nodes never refill one pool at once.
+    pub async fn take_refill_turn(
+        &self,
+        pool_id: &str,
+        node: &str,
+        now: EpochMillis,
+        until: EpochMillis,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .execute(
+                query(
+                    "UPDATE pools SET refill_node = $2, refill_until = $4 WHERE id = $1 \
+                     AND (refill_node IS NULL OR refill_node = $2 OR refill_until < $3)",
+                )
+                .bind(pool_id)
+                .bind(node)
+                .bind(now)
+                .bind(until),
+            )
+            .await?
+            == 1)
+    }
+
+    /// The node whose turn it is to refill pool `pool_id` (its warm sandboxes
+    /// live there), if any.
+    pub async fn pool_refill_node(&self, pool_id: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .db
+            .fetch_optional(query("SELECT refill_node FROM pools WHERE id = $1").bind(pool_id))
+            .await?;
+        Ok(match row {
+            Some(r) => r.get("refill_node")?,
+            None => None,
+        })
+    }
+
     /// The pools of a namespace (every namespace with `None`), oldest first.
     pub async fn list_pools(&self, namespace: Option<&str>) -> Result<Vec<PoolRecord>, StoreError> {
         let sql = format!(
@@ -270,6 +309,22 @@ mod tests {
         assert_eq!(store.pool_members("p1").await.expect("members").len(), 2);
         store.delete_pool("p1").await.expect("delete");
         assert_eq!(store.get_pool("p1").await.expect("get"), None);
+    });
+
+    store_test!(async fn one_node_at_a_time_holds_a_pools_refill_turn(db) {
+        let store = db.open().await;
+        store.put_pool(&pool("p1")).await.expect("put");
+        assert!(store.take_refill_turn("p1", "a", 1_000, 31_000).await.expect("turn"));
+        // B waits while A's turn runs; A renews it.
+        assert!(!store.take_refill_turn("p1", "b", 2_000, 32_000).await.expect("turn"));
+        assert!(store.take_refill_turn("p1", "a", 3_000, 33_000).await.expect("turn"));
+        assert!(!store.take_refill_turn("p1", "b", 32_000, 62_000).await.expect("turn"));
+        // A turn not renewed passes on.
+        assert!(store.take_refill_turn("p1", "b", 34_000, 64_000).await.expect("turn"));
+        assert!(!store.take_refill_turn("p1", "a", 35_000, 65_000).await.expect("turn"));
+        assert!(!store.take_refill_turn("nope", "a", 35_000, 65_000).await.expect("turn"));
+        assert_eq!(store.pool_refill_node("p1").await.expect("node"), Some("b".into()));
+        assert_eq!(store.pool_refill_node("nope").await.expect("node"), None);
     });
 
     store_test!(async fn claims_at_once_take_different_idle_sandboxes(db) {

@@ -1,0 +1,6 @@
+-- Which node refills a pool: when several nodes share the store, a node refills a pool only
+-- while it holds the pool's turn (`refill_node` until `refill_until`), taken and renewed with
+-- one conditional update on each pass, so that refills run once across the cluster and a
+-- pool never gets more warm sandboxes than it asks for. A turn not renewed passes on.
+ALTER TABLE pools ADD COLUMN refill_node TEXT;
+ALTER TABLE pools ADD COLUMN refill_until INTEGER;
