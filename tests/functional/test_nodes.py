@@ -371,3 +371,39 @@ def test_one_node_refills_a_pool_and_claims_through_any_node_take_its_warm_sandb
     finally:
         for srv in (b, a):
             retire(srv)
+
+
+def test_two_hundred_creates_at_once_over_three_nodes_never_overbook_and_never_lose_one(pg):
+    url = pg.create_database("alcove_crowd")
+    # Each node has room for ten sandboxes of 256 MiB: thirty in all.
+    nodes = [AlcoveServer(extra_args=[
+        "--database", url, "--node-name", f"crowd-{i}", "--node-lease-secs", "3",
+        "--node-memory-mb", "2560", "--memory-overcommit", "1", "--node-cpus", "1",
+        "--cpu-overcommit", "4"]) for i in range(3)]
+    for srv in nodes:
+        srv.start()
+    body = {"resources": {"cpus": 0.25, "memory_mb": 256, "disk_mb": 1024}}
+    try:
+        time.sleep(2.5)  # every node has counted the others
+        from concurrent.futures import ThreadPoolExecutor
+
+        def create(i: int):
+            return nodes[i % 3].api("POST", "/v1/namespaces/default/sandboxes", json=body)
+
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(create, range(200)))
+        made = [r.json()["sandbox_id"] for r in answers if r.status_code == 200]
+        others = [r for r in answers if r.status_code != 200]
+        assert len(made) == 30 and len(set(made)) == 30, (len(made), [r.text for r in others[:3]])
+        assert {(r.status_code, r.json()["code"]) for r in others} == {(503, "RESOURCE_EXHAUSTED")}
+        # Every one made is stored, and runs on exactly one node, ten per node.
+        assert {s["id"] for s in nodes[0].live_sandboxes()} == set(made)
+        assert wait_for(lambda: sum(len(containers(srv)) for srv in nodes) == 30, 120)
+        per_node = [containers(srv) for srv in nodes]
+        assert [len(c) for c in per_node] == [10, 10, 10], [len(c) for c in per_node]
+        assert set().union(*per_node) == set(made)
+        for i in range(3):
+            assert wait_for(lambda: node(nodes[0], f"crowd-{i}")["used"]["memory_mb"] == 2560, 20)
+    finally:
+        for srv in nodes:
+            retire(srv)

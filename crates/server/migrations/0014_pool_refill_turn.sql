@@ -4,3 +4,5 @@
 -- pool never gets more warm sandboxes than it asks for. A turn not renewed passes on.
 ALTER TABLE pools ADD COLUMN refill_node TEXT;
 ALTER TABLE pools ADD COLUMN refill_until INTEGER;
+-- (The overcommit columns of 0013 say how much of its capacity a node may promise; each node
+-- checks its own room when it stores a new sandbox, and `used_*` is what it last reported.)

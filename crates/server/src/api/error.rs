@@ -95,7 +95,7 @@ impl From<ControlError> for ApiError {
             C::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, ErrorCode::NotImplemented),
             C::Draining => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NodeDraining),
             C::Fenced => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NodeFenced),
-            C::NoRoom { .. } => (
+            C::NoRoom { .. } | C::NoRoomHere { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::ResourceExhausted,
             ),

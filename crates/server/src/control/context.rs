@@ -70,6 +70,10 @@ pub(super) struct Context {
     pub(super) draining: std::sync::atomic::AtomicBool,
     /// This node does not hold its lease (see `node_loss`): it starts nothing.
     pub(super) fenced: std::sync::atomic::AtomicBool,
+    /// What this node offers to sandboxes placed across nodes (set when it joins).
+    pub(super) capacity: std::sync::OnceLock<super::NodeCapacity>,
+    /// Admits one new sandbox at a time against that capacity.
+    admission: tokio::sync::Mutex<()>,
     /// This server's node name, once it has joined (never, in tests).
     pub(super) local_node: std::sync::OnceLock<String>,
     /// How many other nodes the store knew at the last renewal: while none,
@@ -100,6 +104,8 @@ impl Context {
             images,
             draining: std::sync::atomic::AtomicBool::new(false),
             fenced: std::sync::atomic::AtomicBool::new(false),
+            capacity: std::sync::OnceLock::new(),
+            admission: tokio::sync::Mutex::new(()),
             local_node: std::sync::OnceLock::new(),
             peers: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -123,6 +129,32 @@ impl Context {
         let mut live = self.store.list_live().await?;
         live.retain(|r| self.is_local(r));
         Ok(live)
+    }
+
+    /// Stores a new sandbox of this node. When other nodes share the store
+    /// this is where the node's room is checked: under one lock, against what
+    /// its stored sandboxes reserve, so that however many nodes place creates
+    /// here at once, it never promises more than it offers. `NoRoomHere` when
+    /// it has no room (the placing node then tries another).
+    pub(super) async fn insert_admitted(&self, record: &SandboxRecord) -> Result<(), ControlError> {
+        let (Some(me), Some(cap)) = (self.local_node(), self.capacity.get()) else {
+            return Ok(self.store.insert(record).await?);
+        };
+        if self.peers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return Ok(self.store.insert(record).await?);
+        }
+        let _admitting = self.admission.lock().await;
+        let (cpus, memory_mb) = self.store.reserved_on(me).await?;
+        let cpu_room = cap.cpus * cap.cpu_overcommit - cpus;
+        let memory_room = (cap.memory_mb as f64 * cap.memory_overcommit) as i64 - memory_mb;
+        if record.cpus > cpu_room + 1e-6 || record.memory_mb > memory_room {
+            return Err(ControlError::NoRoomHere {
+                node: me.to_string(),
+                cpus: record.cpus,
+                memory_mb: record.memory_mb,
+            });
+        }
+        Ok(self.store.insert(record).await?)
     }
 
     /// Refuses work that would start a sandbox on this node while it drains.

@@ -187,8 +187,10 @@ impl Sandboxes {
             self.ctx
                 .check_mounts(&record.namespace, &record.id, &[], &record.file_systems)
                 .await?;
-            match self.ctx.store.insert(&record).await {
-                Err(StoreError::NameTaken(n)) => return Err(ControlError::NameTaken(n)),
+            match self.ctx.insert_admitted(&record).await {
+                Err(ControlError::Store(StoreError::NameTaken(n))) => {
+                    return Err(ControlError::NameTaken(n));
+                }
                 other => other?,
             }
         }

@@ -117,6 +117,7 @@ impl Control {
         let sent = Instant::now();
         let instance = self.register(&me).await?;
         let _ = self.ctx.local_node.set(me.name.clone());
+        let _ = self.ctx.capacity.set(me.capacity);
         self.count_peers(&me.name).await;
         let adopted = self.ctx.store.adopt_unowned(&me.name).await?;
         if adopted > 0 {
@@ -321,20 +322,19 @@ impl Control {
         }
     }
 
-    /// Where a new sandbox of `cpus` and `memory_mb` goes when several nodes
-    /// share the store: this node if it has room, else the live active node
-    /// with the most memory left to promise whose reservation succeeds. The reservation
-    /// is taken in the store at once, so concurrent placements by other nodes
-    /// see it; the chosen node's next renewal replaces it with what its
-    /// sandboxes reserve. Alone in the store, or with no active node at all
-    /// (this one drains, and so do the others), the sandbox is created here
-    /// (or refused here, `NODE_DRAINING`).
-    pub async fn place(&self, cpus: f64, memory_mb: i64) -> Result<Placement, ControlError> {
+    /// Where to try a new sandbox, in order, when several nodes share the
+    /// store: this node first (no relay, and later requests reach it
+    /// directly), then the other live active nodes by the memory they have
+    /// left to promise (as their renewals last reported it). Each node checks
+    /// its own room when it stores the sandbox (`insert_admitted`), so the
+    /// order is only a guess and never overbooks. Empty: create it here (alone
+    /// in the store, or no node is active).
+    pub async fn placement_order(&self) -> Result<Vec<Placement>, ControlError> {
         let Some(me) = self.ctx.local_node() else {
-            return Ok(Placement::Here);
+            return Ok(Vec::new());
         };
         if self.ctx.peers.load(Ordering::Relaxed) == 0 {
-            return Ok(Placement::Here);
+            return Ok(Vec::new());
         }
         let now = now_millis();
         let mut candidates: Vec<NodeRecord> = self
@@ -349,37 +349,26 @@ impl Control {
                     && n.state == NodeState::Active.as_str()
             })
             .collect();
-        if candidates.is_empty() {
-            return Ok(Placement::Here);
-        }
         let room =
             |n: &NodeRecord| (n.memory_mb as f64 * n.memory_overcommit) as i64 - n.used_memory_mb;
-        // This node first (no relay, and later requests reach it directly),
-        // then the others by the room they have left.
         candidates.sort_by(|a, b| {
             (b.name == me)
                 .cmp(&(a.name == me))
                 .then_with(|| room(b).cmp(&room(a)))
         });
-        for n in candidates {
-            if !self
-                .ctx
-                .store
-                .reserve_on_node(&n.name, cpus, memory_mb, now)
-                .await?
-            {
-                continue;
-            }
-            return Ok(if n.name == me {
-                Placement::Here
-            } else {
-                Placement::There {
-                    node: n.name,
-                    address: n.address,
+        Ok(candidates
+            .into_iter()
+            .map(|n| {
+                if n.name == me {
+                    Placement::Here
+                } else {
+                    Placement::There {
+                        node: n.name,
+                        address: n.address,
+                    }
                 }
-            });
-        }
-        Err(ControlError::NoRoom { cpus, memory_mb })
+            })
+            .collect())
     }
 
     /// Where a claim on pool `pool_id` must go when the pool's warm sandboxes

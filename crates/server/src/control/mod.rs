@@ -135,6 +135,19 @@ pub enum ControlError {
          lost by the other nodes): it starts no sandboxes until it holds one again; retry"
     )]
     Fenced,
+    /// This node has no room for the sandbox (another node may).
+    #[error(
+        "node {node:?} has no room for a sandbox of {cpus} CPUs and {memory_mb} MiB (it has \
+         promised its CPUs and memory within its overcommit)"
+    )]
+    NoRoomHere {
+        /// This node.
+        node: String,
+        /// CPUs asked for.
+        cpus: f64,
+        /// Memory asked for, MiB.
+        memory_mb: i64,
+    },
     /// No node of the cluster has room for the sandbox.
     #[error(
         "no node has room for a sandbox of {cpus} CPUs and {memory_mb} MiB (every live active \

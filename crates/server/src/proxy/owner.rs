@@ -112,9 +112,12 @@ pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next:
 /// The largest create body a node reads to place it (a create's JSON is small).
 const CREATE_BODY_LIMIT: usize = 1 << 20;
 
-/// Places a create on the node with room (reserving it there) and creates it
-/// here or relays it there; a body that does not parse is left to the create
-/// handler here, which says what is wrong with it.
+/// Places a create: tries the nodes in [`Control::placement_order`] until one
+/// has room for it (each node checks its own room when it stores the sandbox
+/// and answers `503 RESOURCE_EXHAUSTED` when it has none). A body that does not
+/// parse is left to the create handler here, which says what is wrong with it.
+///
+/// [`Control::placement_order`]: crate::control::Control::placement_order
 async fn place_create(state: &AppState, req: Request, next: Next) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, CREATE_BODY_LIMIT)
@@ -135,14 +138,54 @@ async fn place_create(state: &AppState, req: Request, next: Next) -> Result<Resp
                 res.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
             )
         });
-    let req = Request::from_parts(parts, axum::body::Body::from(bytes));
-    let Some((cpus, memory_mb)) = asked.filter(|(c, m)| c.is_finite() && *c > 0.0 && *m > 0) else {
-        return Ok(next.run(req).await);
+    let rebuild = || Request::from_parts(parts.clone(), axum::body::Body::from(bytes.clone()));
+    let order = match asked {
+        Some(_) => state.control.placement_order().await?,
+        None => Vec::new(),
     };
-    match state.control.place(cpus, memory_mb).await? {
-        Placement::Here => Ok(next.run(req).await),
-        Placement::There { node, address } => relay_to_node(state, &node, &address, req).await,
+    if order.is_empty() {
+        return Ok(next.run(rebuild()).await);
     }
+    for place in order {
+        let resp = match &place {
+            Placement::Here => next.clone().run(rebuild()).await,
+            Placement::There { node, address } => {
+                match relay_to_node(state, node, address, rebuild()).await {
+                    Ok(resp) => resp,
+                    // An unreachable node: the next one may do.
+                    Err(e) => {
+                        tracing::warn!(node = %node, error = ?e, "placing a create");
+                        continue;
+                    }
+                }
+            }
+        };
+        match no_room(resp).await {
+            Ok(resp) => return Ok(resp),
+            Err(()) => continue,
+        }
+    }
+    let (cpus, memory_mb) = asked.unwrap_or((DEFAULT_CPUS, DEFAULT_MEMORY_MB));
+    Err(crate::control::ControlError::NoRoom { cpus, memory_mb }.into())
+}
+
+/// `Err` when `resp` says the node has no room (`503 RESOURCE_EXHAUSTED`),
+/// else the response unchanged (a 503's small body is read and put back).
+async fn no_room(resp: Response) -> Result<Response, ()> {
+    if resp.status() != StatusCode::SERVICE_UNAVAILABLE {
+        return Ok(resp);
+    }
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Ok(Response::from_parts(parts, axum::body::Body::empty()));
+    };
+    let code = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_string));
+    if code.as_deref() == Some("RESOURCE_EXHAUSTED") {
+        return Err(());
+    }
+    Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 async fn relay_to_node(

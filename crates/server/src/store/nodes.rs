@@ -292,35 +292,22 @@ impl Store {
         Ok(())
     }
 
-    /// Reserves `cpus` and `memory_mb` on node `name` for a sandbox placed
-    /// there, if it is live, active and has room for them within its
-    /// overcommit; whether it had. One conditional update: placements made at
-    /// once by several nodes never overbook one node.
-    pub async fn reserve_on_node(
-        &self,
-        name: &str,
-        cpus: f64,
-        memory_mb: i64,
-        now: EpochMillis,
-    ) -> Result<bool, StoreError> {
-        Ok(self
+    /// The CPUs and memory (MiB) that the sandboxes of node `name` reserve:
+    /// every live one that is not suspended, those still starting included.
+    pub async fn reserved_on(&self, name: &str) -> Result<(f64, i64), StoreError> {
+        let row = self
             .db
-            .execute(
+            .fetch_one(
                 query(
-                    "UPDATE nodes SET used_cpus = used_cpus + $2, \
-                     used_memory_mb = used_memory_mb + $3 \
-                     WHERE name = $1 AND lease_expires_at > $4 AND lost_at IS NULL \
-                     AND state = 'active' \
-                     AND used_cpus + $2 <= cpus * cpu_overcommit + 0.000001 \
-                     AND used_memory_mb + $3 <= memory_mb * memory_overcommit",
+                    "SELECT COALESCE(SUM(cpus), 0.0) AS cpus, \
+                     CAST(COALESCE(SUM(memory_mb), 0) AS BIGINT) AS memory_mb FROM sandboxes \
+                     WHERE node = $1 \
+                     AND status NOT IN ('terminated', 'failed', 'timeout', 'suspended')",
                 )
-                .bind(name)
-                .bind(cpus)
-                .bind(memory_mb)
-                .bind(now),
+                .bind(name),
             )
-            .await?
-            == 1)
+            .await?;
+        Ok((row.get("cpus")?, row.get("memory_mb")?))
     }
 
     /// Sets a node's state (`active` or `draining`); false if there is no such node.
@@ -382,6 +369,7 @@ fn node_of(r: &super::backend::DbRow) -> Result<NodeRecord, StoreError> {
 mod tests {
     use super::*;
     use crate::store::testing::store_test;
+    use alcove_wire::sandbox::SandboxStatus;
 
     fn node(name: &str, instance: &str, subnet: &str, now: EpochMillis) -> NodeRecord {
         NodeRecord {
@@ -456,29 +444,24 @@ mod tests {
         assert_eq!(store.renew_node("b", "run-5", 9_000, 3_600, used).await.expect("renew"), None);
     });
 
-    store_test!(async fn reservations_never_overbook_a_node(db) {
+    store_test!(async fn a_node_reserves_what_its_live_unsuspended_sandboxes_ask(db) {
         let store = db.open().await;
-        let mut a = node("a", "run-1", "10.1.0.0/16", 1_000);
-        (a.cpus, a.memory_mb, a.cpu_overcommit, a.memory_overcommit) = (2.0, 4096, 2.0, 1.0);
-        store.register_node(&a, 1_000).await.expect("reg");
-        // 4 CPUs and 4096 MiB to promise: three sandboxes of 1 CPU and 1536 MiB do not fit.
-        assert!(store.reserve_on_node("a", 1.0, 1536, 2_000).await.expect("reserve"));
-        assert!(store.reserve_on_node("a", 1.0, 1536, 2_000).await.expect("reserve"));
-        assert!(!store.reserve_on_node("a", 1.0, 1536, 2_000).await.expect("reserve"));
-        assert!(store.reserve_on_node("a", 2.0, 1024, 2_000).await.expect("reserve"));
-        assert!(!store.reserve_on_node("a", 0.5, 1, 2_000).await.expect("no CPU left"));
-        let row = store.get_node("a").await.expect("get").expect("row");
-        assert_eq!((row.used_cpus, row.used_memory_mb), (4.0, 4096));
-        // A renewal sets the use back to what the node's sandboxes reserve.
-        let used = NodeUse { cpus: 1.0, memory_mb: 1024, running: 1, suspended: 0 };
-        store.renew_node("a", "run-1", 16_000, 3_000, used).await.expect("renew");
-        assert!(store.reserve_on_node("a", 1.0, 2048, 3_000).await.expect("reserve"));
-        // Draining, offline or unknown nodes take nothing.
-        assert!(store.set_node_state("a", "draining").await.expect("state"));
-        assert!(!store.reserve_on_node("a", 0.1, 1, 3_000).await.expect("draining"));
-        assert!(store.set_node_state("a", "active").await.expect("state"));
-        assert!(!store.reserve_on_node("a", 0.1, 1, 20_000).await.expect("expired"));
-        assert!(!store.reserve_on_node("zz", 0.1, 1, 3_000).await.expect("unknown"));
+        assert_eq!(store.reserved_on("a").await.expect("sum"), (0.0, 0));
+        let mut n = 0;
+        for (node, status, cpus, memory) in [
+            ("a", SandboxStatus::Running, 1.0, 1024),
+            ("a", SandboxStatus::Pending, 0.5, 512),
+            ("a", SandboxStatus::Suspended, 2.0, 2048),
+            ("a", SandboxStatus::Terminated, 4.0, 4096),
+            ("b", SandboxStatus::Running, 8.0, 8192),
+        ] {
+            n += 1;
+            let mut r = crate::store::sample_record(&format!("s{n}"), None);
+            (r.node, r.status, r.cpus, r.memory_mb) = (Some(node.into()), status, cpus, memory);
+            store.insert(&r).await.expect("insert");
+        }
+        assert_eq!(store.reserved_on("a").await.expect("sum"), (1.5, 1536));
+        assert_eq!(store.reserved_on("b").await.expect("sum"), (8.0, 8192));
     });
 
     store_test!(async fn a_node_is_declared_lost_once_and_comes_back_only_once_settled(db) {
