@@ -4,7 +4,8 @@ node a sandbox lives on costs.
 * `run("true")` round trips to a sandbox on node A, through A itself and through node B
   (which relays each request to A);
 * a create until `running` (then a delete) asked of the node that runs it, and asked of a
-  draining node that relays it to the other one.
+  draining node, which places it on the other node (the placement: reading the nodes, then
+  relaying the create, and the room check on the node that stores it).
 
 Both nodes run on this machine on loopback, so the relay's cost is the extra HTTP hop and the
 owner lookup, not a network.
