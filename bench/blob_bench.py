@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, AlcoveServer, report, summarize  # noqa: E402
+from framework.metrics import operations  # noqa: E402
 from framework.postgres import PostgresCluster  # noqa: E402
 from framework.s3 import S3Server  # noqa: E402
 
@@ -52,14 +53,7 @@ def wait_rss(sandbox, pid: int, mb: int) -> None:
 
 
 def blob_uploads(server) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(server.api("GET", "/metrics").text):
-        for s in family.samples:
-            if (s.name == "alcove_operation_duration_seconds_count"
-                    and s.labels.get("operation") == "blob_upload" and s.labels.get("outcome") == "ok"):
-                return s.value
-    return 0.0
+    return operations(server, "blob_upload")
 
 
 def resume_local_vs_s3(s3: S3Server, mb: int, iterations: int) -> tuple[list[float], list[float], list[float]]:

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from alcove.sandbox import SandboxClient
 from framework.host import owned_resources, wait_for
+from framework.metrics import operations
 from framework.s3 import S3Server
 from framework.server import AlcoveServer, refused_at_start
 
@@ -53,22 +53,8 @@ def client(server):
         yield c
 
 
-def transfers(server, operation: str, outcome: str = "ok") -> float:
-    """How many blob uploads or downloads (`blob_upload`, `blob_download`) the server timed."""
-    text = server.api("GET", "/metrics").text
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if (
-                s.name == "alcove_operation_duration_seconds_count"
-                and s.labels.get("operation") == operation
-                and s.labels.get("outcome") == outcome
-            ):
-                return s.value
-    return 0.0
-
-
 def uploads(server) -> float:
-    return transfers(server, "blob_upload")
+    return operations(server, "blob_upload")
 
 
 def test_a_snapshot_is_in_s3_when_completed_and_restores_without_its_local_files(s3, server, client):
@@ -85,21 +71,21 @@ def test_a_snapshot_is_in_s3_when_completed_and_restores_without_its_local_files
     local = Path(server.data_dir) / "snapshots" / snap.snapshot_id
     assert wait_for(lambda: all((local / f"{m}.tar.zst").exists() for m in ("criu", "disk.img")))
     shutil.rmtree(local)
-    downloads = transfers(server, "blob_download")
+    downloads = operations(server, "blob_download")
     restored = client.create_and_connect(snapshot_id=snap.snapshot_id)
     try:
         assert restored.read_file("/root/kept.txt") == b"from s3"
         assert any(p.pid == proc.pid and p.status == "running" for p in restored.list_processes())
     finally:
         client.delete(restored.sandbox_id)
-    assert transfers(server, "blob_download") == downloads + 1
+    assert operations(server, "blob_download") == downloads + 1
     # A second restore uses the copy now on the local disk.
     again = client.create_and_connect(snapshot_id=snap.snapshot_id)
     try:
         assert again.read_file("/root/kept.txt") == b"from s3"
     finally:
         client.delete(again.sandbox_id)
-    assert transfers(server, "blob_download") == downloads + 1
+    assert operations(server, "blob_download") == downloads + 1
 
     client.delete_snapshot(snap.snapshot_id)
     assert wait_for(lambda: s3.objects(f"{PREFIX}/snapshots/{snap.snapshot_id}") == {}, 30)
@@ -132,9 +118,9 @@ def test_a_suspended_sandbox_resumes_from_s3_with_memory_and_files(s3, server, c
         time.sleep(1)
         sid, sdir, objects = suspend_and_upload(server, client, s3, "from-s3")
         lose_local_dump(sdir)
-        downloads = transfers(server, "blob_download")
+        downloads = operations(server, "blob_download")
         client.resume("from-s3")
-        assert transfers(server, "blob_download") == downloads + 1
+        assert operations(server, "blob_download") == downloads + 1
         again = client.connect("from-s3")
         assert again.read_file("/root/notes.txt") == b"suspended to s3"
         assert any(p.pid == counter.pid and p.status == "running" for p in again.list_processes())
@@ -157,10 +143,10 @@ def test_a_damaged_dump_fails_the_resume_cleanly_and_is_kept_for_a_retry(s3, ser
         bad[len(bad) // 2] ^= 0xFF
         dump.write_bytes(bytes(bad))
 
-        failed = transfers(server, "blob_download", "failed")
+        failed = operations(server, "blob_download", "failed")
         resp = server.api("POST", "/v1/namespaces/default/sandboxes/damaged/resume?wait_ms=60000")
         assert resp.status_code >= 400, resp.text
-        assert transfers(server, "blob_download", "failed") == failed + 1
+        assert operations(server, "blob_download", "failed") == failed + 1
         info = server.api("GET", "/v1/namespaces/default/sandboxes/damaged").json()
         assert info["status"] == "suspended", info
         assert "corrupt" in resp.text or "corrupt" in str(info.get("error_details")), (resp.text, info)

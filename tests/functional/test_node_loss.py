@@ -16,13 +16,15 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from alcove.sandbox import SandboxClient
 from framework.host import agent_pid, wait_for
+from framework.metrics import operations
 from framework.postgres import PostgresCluster
 from framework.s3 import S3Server
 from framework.server import AlcoveServer, retire
@@ -48,18 +50,27 @@ def cluster_node(url: str, s3: S3Server, name: str) -> AlcoveServer:
     )
 
 
+@contextmanager
+def two_nodes(pg: PostgresCluster, s3: S3Server, name: str) -> Iterator[tuple[AlcoveServer, AlcoveServer]]:
+    """Nodes `<name>-a` and `<name>-b` on a new database and the S3 store; retired after."""
+    url = pg.create_database(f"alcove_{name}")
+    a, b = cluster_node(url, s3, f"{name}-a"), cluster_node(url, s3, f"{name}-b")
+    a.start()
+    b.start()
+    try:
+        yield a, b
+    finally:
+        for srv in (b, a):
+            retire(srv)
+
+
 def node_info(srv: AlcoveServer, name: str) -> dict:
     [found] = [n for n in srv.api("GET", "/nodes").json()["nodes"] if n["name"] == name]
     return found
 
 
 def uploads(srv: AlcoveServer) -> float:
-    for family in text_string_to_metric_families(srv.api("GET", "/metrics").text):
-        for s in family.samples:
-            if (s.name == "alcove_operation_duration_seconds_count"
-                    and s.labels.get("operation") == "blob_upload" and s.labels.get("outcome") == "ok"):
-                return s.value
-    return 0.0
+    return operations(srv, "blob_upload")
 
 
 def runc(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -83,120 +94,104 @@ def sandbox(srv: AlcoveServer, ident: str) -> dict:
 
 
 def test_a_killed_node_is_declared_lost_and_its_suspended_sandbox_resumes_elsewhere(pg, s3):
-    url = pg.create_database("alcove_loss")
-    a, b = cluster_node(url, s3, "loss-a"), cluster_node(url, s3, "loss-b")
-    a.start()
-    b.start()
-    try:
-        with SandboxClient(api_url=a.url) as via_a, SandboxClient(api_url=b.url) as via_b:
-            movable = via_b.create_and_connect(name="movable")
-            movable_id = movable.sandbox_id
-            movable.write_file("/root/notes.txt", b"moved with its node gone")
-            counter = movable.start_process(
-                "sh", ["-c", "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.2; done"])
-            doomed = via_b.create()
-            before = uploads(b)
-            via_b.suspend("movable")
-            assert wait_for(lambda: uploads(b) > before, 60), b.log_tail()
+    with (
+        two_nodes(pg, s3, "loss") as (a, b),
+        SandboxClient(api_url=a.url) as via_a,
+        SandboxClient(api_url=b.url) as via_b,
+    ):
+        movable = via_b.create_and_connect(name="movable")
+        movable_id = movable.sandbox_id
+        movable.write_file("/root/notes.txt", b"moved with its node gone")
+        counter = movable.start_process(
+            "sh", ["-c", "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.2; done"])
+        doomed = via_b.create()
+        before = uploads(b)
+        via_b.suspend("movable")
+        assert wait_for(lambda: uploads(b) > before, 60), b.log_tail()
 
-            kill_with_sandboxes(b)
-            # Lease 3 s, declared lost a third of a lease after it ran out.
-            assert wait_for(lambda: node_info(a, "loss-b")["lost_at"] is not None, 30), a.log_tail()
-            assert node_info(a, "loss-b")["state"] == "offline"
-            lost = sandbox(a, doomed.sandbox_id)
-            assert (lost["status"], lost["termination_reason"]) == ("terminated", "lost"), lost
-            assert '"loss-b"' in lost["error_details"], lost
+        kill_with_sandboxes(b)
+        # Lease 3 s, declared lost a third of a lease after it ran out.
+        assert wait_for(lambda: node_info(a, "loss-b")["lost_at"] is not None, 30), a.log_tail()
+        assert node_info(a, "loss-b")["state"] == "offline"
+        lost = sandbox(a, doomed.sandbox_id)
+        assert (lost["status"], lost["termination_reason"]) == ("terminated", "lost"), lost
+        assert '"loss-b"' in lost["error_details"], lost
 
-            # The suspended one is A's now: it resumes there from S3, memory and files intact.
-            assert sandbox(a, "movable")["status"] == "suspended"
-            via_a.resume("movable")
-            again = via_a.connect("movable")
-            assert again.read_file("/root/notes.txt") == b"moved with its node gone"
-            assert any(p.pid == counter.pid and p.status == "running" for p in again.list_processes())
-            first = int(again.read_file("/root/n"))
-            assert wait_for(lambda: int(again.read_file("/root/n")) > first, 10)
-            assert wait_for(lambda: node_info(a, "loss-a")["running_sandboxes"] == 1, 15)
-            assert container_status(a.data_dir, movable_id) == "running"
+        # The suspended one is A's now: it resumes there from S3, memory and files intact.
+        assert sandbox(a, "movable")["status"] == "suspended"
+        via_a.resume("movable")
+        again = via_a.connect("movable")
+        assert again.read_file("/root/notes.txt") == b"moved with its node gone"
+        assert any(p.pid == counter.pid and p.status == "running" for p in again.list_processes())
+        first = int(again.read_file("/root/n"))
+        assert wait_for(lambda: int(again.read_file("/root/n")) > first, 10)
+        assert wait_for(lambda: node_info(a, "loss-a")["running_sandboxes"] == 1, 15)
+        assert container_status(a.data_dir, movable_id) == "running"
 
-            # B comes back: it registers anew and sweeps what it had of both sandboxes.
-            b.start(timeout=90)
-            back = node_info(a, "loss-b")
-            assert (back["state"], back["lost_at"]) == ("active", None), back
-            for sid in (movable_id, doomed.sandbox_id):
-                assert not (b.data_dir / "sandboxes" / sid).exists(), sid
-            assert runc(b.data_dir, "list", "-q").stdout.split() == []
-            # Through B, the moved sandbox is served by A.
-            assert via_b.connect("movable").run("cat", ["/root/notes.txt"]).stdout == "moved with its node gone"
-            via_a.delete("movable")
-    finally:
-        for srv in (b, a):
-            retire(srv)
+        # B comes back: it registers anew and sweeps what it had of both sandboxes.
+        b.start(timeout=90)
+        back = node_info(a, "loss-b")
+        assert (back["state"], back["lost_at"]) == ("active", None), back
+        for sid in (movable_id, doomed.sandbox_id):
+            assert not (b.data_dir / "sandboxes" / sid).exists(), sid
+        assert runc(b.data_dir, "list", "-q").stdout.split() == []
+        # Through B, the moved sandbox is served by A.
+        assert via_b.connect("movable").run("cat", ["/root/notes.txt"]).stdout == "moved with its node gone"
+        via_a.delete("movable")
 
 
 def test_a_stalled_node_declared_lost_stops_its_sandbox_when_it_runs_again(pg, s3):
-    url = pg.create_database("alcove_fence")
-    a, b = cluster_node(url, s3, "fence-a"), cluster_node(url, s3, "fence-b")
-    a.start()
-    b.start()
-    try:
-        with SandboxClient(api_url=b.url) as via_b:
-            stalled = via_b.create()
-            pid = agent_pid(b.data_dir, stalled.sandbox_id)
-            b.proc.send_signal(signal.SIGSTOP)
-            try:
-                assert wait_for(lambda: node_info(a, "fence-b")["lost_at"] is not None, 30), a.log_tail()
-                assert sandbox(a, stalled.sandbox_id)["termination_reason"] == "lost"
-                # A stalled server freezes nothing: the sandbox's processes still run here.
-                assert Path(f"/proc/{pid}").exists()
-            finally:
-                b.proc.send_signal(signal.SIGCONT)
-            # Running again, B learns it was declared lost: it stops the sandbox and registers anew.
-            assert wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30), b.log_tail()
-            assert wait_for(lambda: node_info(a, "fence-b")["lost_at"] is None, 30), b.log_tail()
-            assert node_info(a, "fence-b")["state"] == "active"
-            assert "declared this node lost" in b.log_path.read_text()
-            assert sandbox(b, stalled.sandbox_id)["status"] == "terminated"
-            # And it serves again.
-            fresh = via_b.create()
-            assert via_b.connect(fresh.sandbox_id).run("echo", ["back"]).stdout.strip() == "back"
-            via_b.delete(fresh.sandbox_id)
-    finally:
-        for srv in (b, a):
-            retire(srv)
+    with two_nodes(pg, s3, "fence") as (a, b), SandboxClient(api_url=b.url) as via_b:
+        stalled = via_b.create()
+        pid = agent_pid(b.data_dir, stalled.sandbox_id)
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert wait_for(lambda: node_info(a, "fence-b")["lost_at"] is not None, 30), a.log_tail()
+            assert sandbox(a, stalled.sandbox_id)["termination_reason"] == "lost"
+            # A stalled server freezes nothing: the sandbox's processes still run here.
+            assert Path(f"/proc/{pid}").exists()
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        # Running again, B learns it was declared lost: it stops the sandbox and registers anew.
+        assert wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30), b.log_tail()
+        assert wait_for(lambda: node_info(a, "fence-b")["lost_at"] is None, 30), b.log_tail()
+        assert node_info(a, "fence-b")["state"] == "active"
+        assert "declared this node lost" in b.log_path.read_text()
+        assert sandbox(b, stalled.sandbox_id)["status"] == "terminated"
+        # And it serves again.
+        fresh = via_b.create()
+        assert via_b.connect(fresh.sandbox_id).run("echo", ["back"]).stdout.strip() == "back"
+        via_b.delete(fresh.sandbox_id)
 
 
 def test_a_store_outage_freezes_every_nodes_sandboxes_until_it_is_over(pg, s3):
-    url = pg.create_database("alcove_outage")
-    a, b = cluster_node(url, s3, "outage-a"), cluster_node(url, s3, "outage-b")
-    a.start()
-    b.start()
-    try:
-        with SandboxClient(api_url=a.url) as via_a, SandboxClient(api_url=b.url) as via_b:
-            on_a, on_b = via_a.create(), via_b.create()
-            # A renewal (every second) after both joined: each node knows it has a peer, which
-            # could take its sandboxes over (a node alone never freezes them).
-            time.sleep(2.5)
-            pg.pause()
-            try:
-                # Two thirds of a lease without a renewal: no node can be sure of its lease.
-                for srv, sb in ((a, on_a), (b, on_b)):
-                    assert wait_for(lambda: container_status(srv.data_dir, sb.sandbox_id) == "paused", 20), \
-                        srv.log_tail()
-                resp = a.api("POST", "/v1/namespaces/default/sandboxes", json={})
-                assert resp.status_code == 503, resp.text
-                assert resp.json()["code"] in ("NODE_FENCED", "STORE_UNAVAILABLE"), resp.text
-            finally:
-                pg.resume()
+    with (
+        two_nodes(pg, s3, "outage") as (a, b),
+        SandboxClient(api_url=a.url) as via_a,
+        SandboxClient(api_url=b.url) as via_b,
+    ):
+        on_a, on_b = via_a.create(), via_b.create()
+        # A renewal (every second) after both joined: each node knows it has a peer, which
+        # could take its sandboxes over (a node alone never freezes them).
+        time.sleep(2.5)
+        pg.pause()
+        try:
+            # Two thirds of a lease without a renewal: no node can be sure of its lease.
             for srv, sb in ((a, on_a), (b, on_b)):
-                assert wait_for(lambda: container_status(srv.data_dir, sb.sandbox_id) == "running", 30), \
+                assert wait_for(lambda: container_status(srv.data_dir, sb.sandbox_id) == "paused", 20), \
                     srv.log_tail()
-            # Longer than a lease and its grace: after an outage nobody declares the others lost.
-            time.sleep(6)
-            for name in ("outage-a", "outage-b"):
-                info = node_info(a, name)
-                assert (info["state"], info["lost_at"]) == ("active", None), info
-            assert via_b.connect(on_a.sandbox_id).run("echo", ["thawed"]).stdout.strip() == "thawed"
-            assert sandbox(a, on_b.sandbox_id)["status"] == "running"
-    finally:
-        for srv in (b, a):
-            retire(srv)
+            resp = a.api("POST", "/v1/namespaces/default/sandboxes", json={})
+            assert resp.status_code == 503, resp.text
+            assert resp.json()["code"] in ("NODE_FENCED", "STORE_UNAVAILABLE"), resp.text
+        finally:
+            pg.resume()
+        for srv, sb in ((a, on_a), (b, on_b)):
+            assert wait_for(lambda: container_status(srv.data_dir, sb.sandbox_id) == "running", 30), \
+                srv.log_tail()
+        # Longer than a lease and its grace: after an outage nobody declares the others lost.
+        time.sleep(6)
+        for name in ("outage-a", "outage-b"):
+            info = node_info(a, name)
+            assert (info["state"], info["lost_at"]) == ("active", None), info
+        assert via_b.connect(on_a.sandbox_id).run("echo", ["thawed"]).stdout.strip() == "thawed"
+        assert sandbox(a, on_b.sandbox_id)["status"] == "running"
