@@ -131,18 +131,22 @@ impl Context {
         Ok(live)
     }
 
+    /// This node's name while other nodes share its store (placement, pool
+    /// turns and routing matter only then); `None` for a server on its own.
+    pub(super) fn clustered_node(&self) -> Option<&str> {
+        self.local_node()
+            .filter(|_| self.peers.load(std::sync::atomic::Ordering::Relaxed) > 0)
+    }
+
     /// Stores a new sandbox of this node. When other nodes share the store
     /// this is where the node's room is checked: under one lock, against what
     /// its stored sandboxes reserve, so that however many nodes place creates
     /// here at once, it never promises more than it offers. `NoRoomHere` when
     /// it has no room (the placing node then tries another).
     pub(super) async fn insert_admitted(&self, record: &SandboxRecord) -> Result<(), ControlError> {
-        let (Some(me), Some(cap)) = (self.local_node(), self.capacity.get()) else {
+        let (Some(me), Some(cap)) = (self.clustered_node(), self.capacity.get()) else {
             return Ok(self.store.insert(record).await?);
         };
-        if self.peers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return Ok(self.store.insert(record).await?);
-        }
         let _admitting = self.admission.lock().await;
         let (cpus, memory_mb) = self.store.reserved_on(me).await?;
         let cpu_room = cap.cpus * cap.cpu_overcommit - cpus;
@@ -290,7 +294,7 @@ impl Context {
                 .store
                 .get_node(&node)
                 .await?
-                .is_some_and(|n| n.lease_expires_at > alcove_wire::time::now_millis());
+                .is_some_and(|n| n.is_live(alcove_wire::time::now_millis()));
             let id = record.id.to_string();
             return Err(if live {
                 ControlError::OnOtherNode { id, node }

@@ -296,12 +296,9 @@ impl Control {
         &self,
         ident: &str,
     ) -> Result<Option<(String, String)>, ControlError> {
-        let Some(me) = self.ctx.local_node() else {
+        let Some(me) = self.ctx.clustered_node() else {
             return Ok(None);
         };
-        if self.ctx.peers.load(Ordering::Relaxed) == 0 {
-            return Ok(None);
-        }
         let record = match alcove_runtime::SandboxId::parse(ident) {
             Ok(id) => self.ctx.store.get(&id).await?,
             Err(_) => self.ctx.store.get_live_by_name(ident).await?,
@@ -314,7 +311,7 @@ impl Control {
         };
         let node = self.ctx.store.get_node(&owner).await?;
         match node {
-            Some(n) if n.lease_expires_at > now_millis() => Ok(Some((owner, n.address))),
+            Some(n) if n.is_live(now_millis()) => Ok(Some((owner, n.address))),
             _ => Err(ControlError::NodeOffline {
                 id: record.id.to_string(),
                 node: owner,
@@ -330,12 +327,9 @@ impl Control {
     /// order is only a guess and never overbooks. Empty: create it here (alone
     /// in the store, or no node is active).
     pub async fn placement_order(&self) -> Result<Vec<Placement>, ControlError> {
-        let Some(me) = self.ctx.local_node() else {
+        let Some(me) = self.ctx.clustered_node() else {
             return Ok(Vec::new());
         };
-        if self.ctx.peers.load(Ordering::Relaxed) == 0 {
-            return Ok(Vec::new());
-        }
         let now = now_millis();
         let mut candidates: Vec<NodeRecord> = self
             .ctx
@@ -343,11 +337,7 @@ impl Control {
             .list_nodes()
             .await?
             .into_iter()
-            .filter(|n| {
-                n.lease_expires_at > now
-                    && n.lost_at.is_none()
-                    && n.state == NodeState::Active.as_str()
-            })
+            .filter(|n| n.is_live(now) && n.state == NodeState::Active.as_str())
             .collect();
         let room =
             |n: &NodeRecord| (n.memory_mb as f64 * n.memory_overcommit) as i64 - n.used_memory_mb;
@@ -392,13 +382,13 @@ impl Control {
             .store
             .get_node(&home)
             .await?
-            .filter(|n| n.lease_expires_at > now_millis() && n.lost_at.is_none())
+            .filter(|n| n.is_live(now_millis()))
             .map(|n| (n.name, n.address)))
     }
 
     /// Whether the store knows another node (placement and routing matter).
     pub fn has_peers(&self) -> bool {
-        self.ctx.peers.load(Ordering::Relaxed) > 0
+        self.ctx.clustered_node().is_some()
     }
 
     /// This server's node name, once it has joined.
@@ -497,7 +487,7 @@ impl Control {
 const BEING_REAPED: &str = "was declared lost and another node is settling its sandboxes";
 
 fn node_info(n: NodeRecord, now: i64) -> NodeInfo {
-    let state = if n.lease_expires_at <= now {
+    let state = if !n.is_live(now) {
         NodeState::Offline
     } else if n.state == NodeState::Draining.as_str() {
         NodeState::Draining

@@ -64,7 +64,7 @@ impl Control {
                     .unwrap_or_else(|p| p.into_inner())
                     .elapsed();
                 // Alone, nobody can take this node's sandboxes over: keep them.
-                if since > m.me.lease * 2 / 3 && self.ctx.peers.load(Ordering::Relaxed) > 0 {
+                if since > m.me.lease * 2 / 3 && self.ctx.clustered_node().is_some() {
                     self.freeze_all().await;
                 }
             }

@@ -481,11 +481,7 @@ impl Pools {
             }
         };
         // With other nodes on the store, one node at a time refills a pool.
-        let node = self
-            .ctx
-            .local_node()
-            .filter(|_| self.ctx.peers.load(std::sync::atomic::Ordering::Relaxed) > 0)
-            .map(str::to_string);
+        let node = self.ctx.clustered_node().map(str::to_string);
         for pool in pools {
             if let Some(node) = &node {
                 let now = alcove_wire::time::now_millis();

@@ -57,6 +57,15 @@ pub struct NodeRecord {
     pub memory_overcommit: f64,
 }
 
+impl NodeRecord {
+    /// Whether its lease runs at `now`. A node declared lost is not: the loss
+    /// is claimed only once the lease has run out, its fenced run cannot renew,
+    /// and registering again clears `lost_at`.
+    pub fn is_live(&self, now: EpochMillis) -> bool {
+        self.lease_expires_at > now
+    }
+}
+
 /// What a node reports at each renewal.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct NodeUse {
