@@ -23,11 +23,12 @@ from pathlib import Path
 import pytest
 
 from alcove.sandbox import SandboxClient
+from framework.cluster import nodes_on
 from framework.host import agent_pid, wait_for
 from framework.metrics import operations
 from framework.postgres import PostgresCluster
 from framework.s3 import S3Server
-from framework.server import AlcoveServer, retire
+from framework.server import AlcoveServer
 
 
 @pytest.fixture(scope="module")
@@ -42,26 +43,14 @@ def s3():
         yield server
 
 
-def cluster_node(url: str, s3: S3Server, name: str) -> AlcoveServer:
-    return AlcoveServer(
-        extra_args=["--database", url, "--node-name", name, "--node-lease-secs", "3",
-                    "--compress-after-secs", "0", *s3.alcove_args("loss")],
-        extra_env=s3.alcove_env(),
-    )
-
-
 @contextmanager
 def two_nodes(pg: PostgresCluster, s3: S3Server, name: str) -> Iterator[tuple[AlcoveServer, AlcoveServer]]:
-    """Nodes `<name>-a` and `<name>-b` on a new database and the S3 store; retired after."""
+    """Nodes `<name>-a` and `<name>-b` on a new database and the S3 store, once they have met;
+    retired after."""
     url = pg.create_database(f"alcove_{name}")
-    a, b = cluster_node(url, s3, f"{name}-a"), cluster_node(url, s3, f"{name}-b")
-    a.start()
-    b.start()
-    try:
+    args = ["--compress-after-secs", "0", *s3.alcove_args("loss")]
+    with nodes_on(url, [f"{name}-a", f"{name}-b"], extra_args=args, extra_env=s3.alcove_env()) as (a, b):
         yield a, b
-    finally:
-        for srv in (b, a):
-            retire(srv)
 
 
 def node_info(srv: AlcoveServer, name: str) -> dict:
@@ -170,10 +159,9 @@ def test_a_store_outage_freezes_every_nodes_sandboxes_until_it_is_over(pg, s3):
         SandboxClient(api_url=a.url) as via_a,
         SandboxClient(api_url=b.url) as via_b,
     ):
+        # The nodes have met: each knows a peer could take its sandboxes over (a node alone
+        # never freezes them).
         on_a, on_b = via_a.create(), via_b.create()
-        # A renewal (every second) after both joined: each node knows it has a peer, which
-        # could take its sandboxes over (a node alone never freezes them).
-        time.sleep(2.5)
         pg.pause()
         try:
             # Two thirds of a lease without a renewal: no node can be sure of its lease.

@@ -13,11 +13,13 @@ import signal
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from alcove.sandbox import SandboxClient
 from framework.cli import run_cli
+from framework.cluster import nodes_on
 from framework.host import wait_for
 from framework.postgres import PostgresCluster
 from framework.server import AlcoveServer, refused_at_start, retire
@@ -207,11 +209,8 @@ def _starts(srv: AlcoveServer) -> bool:
 
 def test_on_a_shared_store_any_node_serves_any_sandbox_by_forwarding_to_its_owner(pg):
     url = pg.create_database("alcove_owners")
-    a = AlcoveServer(extra_args=["--database", url, "--node-name", "own-a", "--node-lease-secs", "3"])
-    b = AlcoveServer(extra_args=["--database", url, "--node-name", "own-b", "--node-lease-secs", "3"])
-    a.start()
-    b.start()
-    try:
+    # Not waiting for the nodes to meet: a node that has not counted the other yet relays too.
+    with nodes_on(url, ["own-a", "own-b"], meet=False) as (a, b):
         with SandboxClient(api_url=a.url) as on_a, SandboxClient(api_url=b.url) as on_b:
             created = on_a.create_and_connect(name="lives-on-a")
             sid = created.sandbox_id
@@ -272,31 +271,18 @@ def test_on_a_shared_store_any_node_serves_any_sandbox_by_forwarding_to_its_owne
             a.start()
             on_b.delete("lives-on-a")
             assert on_a.get(sid).status == "terminated"
-    finally:
-        for srv in (b, a):
-            retire(srv)
 
 
 def test_creates_are_placed_where_there_is_room_and_never_overbook_a_node(pg):
     url = pg.create_database("alcove_placement")
     # Each node promises 2 CPUs x 2 and 3072 MiB: room for three sandboxes of 1 CPU and 1 GiB.
-    def placed(name: str) -> AlcoveServer:
-        return AlcoveServer(extra_args=[
-            "--database", url, "--node-name", name, "--node-lease-secs", "3", "--node-cpus", "2",
-            "--node-memory-mb", "3072", "--cpu-overcommit", "2", "--memory-overcommit", "1"])
-    a, b = placed("place-a"), placed("place-b")
-    a.start()
-    b.start()
+    room = ["--node-cpus", "2", "--node-memory-mb", "3072", "--cpu-overcommit", "2", "--memory-overcommit", "1"]
     body = {"resources": {"cpus": 1.0, "memory_mb": 1024}}
-    try:
-        # A renewal (every second) after both joined: each node knows the other.
-        time.sleep(2.5)
+    with nodes_on(url, ["place-a", "place-b"], extra_args=room) as (a, b):
         info = node(a, "place-a")
         assert info["capacity"] == {"cpus": 2.0, "memory_mb": 3072}, info
 
         # Eight creates at once, four through each node: six fit, two are refused, none twice.
-        from concurrent.futures import ThreadPoolExecutor
-
         def create(srv: AlcoveServer):
             return srv.api("POST", "/v1/namespaces/default/sandboxes", json=body)
 
@@ -328,20 +314,12 @@ def test_creates_are_placed_where_there_is_room_and_never_overbook_a_node(pg):
         assert again.status_code == 200, again.text
         assert wait_for(lambda: again.json()["sandbox_id"] in containers(b), 30)
         assert node(a, "place-a")["running_sandboxes"] == 3
-    finally:
-        for srv in (b, a):
-            retire(srv)
 
 
 def test_one_node_refills_a_pool_and_claims_through_any_node_take_its_warm_sandboxes(pg):
     url = pg.create_database("alcove_pool_nodes")
-    a = AlcoveServer(extra_args=["--database", url, "--node-name", "pool-a", "--node-lease-secs", "3"])
-    b = AlcoveServer(extra_args=["--database", url, "--node-name", "pool-b", "--node-lease-secs", "3"])
-    a.start()
-    b.start()
     base = "/v1/namespaces/default/sandbox-pools"
-    try:
-        time.sleep(2.5)  # each node has counted the other
+    with nodes_on(url, ["pool-a", "pool-b"]) as (a, b):
         resp = a.api("POST", base, json={
             "warm_containers": 2, "resources": {"cpus": 0.5, "memory_mb": 512, "disk_mb": 1024}})
         assert resp.status_code == 200, resp.text
@@ -368,25 +346,14 @@ def test_one_node_refills_a_pool_and_claims_through_any_node_take_its_warm_sandb
         assert wait_for(lambda: len(members("Idle")) == 2, 60)
         assert other.api("DELETE", f"/v1/namespaces/default/sandboxes/{claimed}").status_code == 200
         assert a.api("DELETE", f"{base}/{pool_id}").status_code in (200, 204)
-    finally:
-        for srv in (b, a):
-            retire(srv)
 
 
 def test_two_hundred_creates_at_once_over_three_nodes_never_overbook_and_never_lose_one(pg):
     url = pg.create_database("alcove_crowd")
     # Each node has room for ten sandboxes of 256 MiB: thirty in all.
-    nodes = [AlcoveServer(extra_args=[
-        "--database", url, "--node-name", f"crowd-{i}", "--node-lease-secs", "3",
-        "--node-memory-mb", "2560", "--memory-overcommit", "1", "--node-cpus", "1",
-        "--cpu-overcommit", "4"]) for i in range(3)]
-    for srv in nodes:
-        srv.start()
+    room = ["--node-memory-mb", "2560", "--memory-overcommit", "1", "--node-cpus", "1", "--cpu-overcommit", "4"]
     body = {"resources": {"cpus": 0.25, "memory_mb": 256, "disk_mb": 1024}}
-    try:
-        time.sleep(2.5)  # every node has counted the others
-        from concurrent.futures import ThreadPoolExecutor
-
+    with nodes_on(url, [f"crowd-{i}" for i in range(3)], extra_args=room) as nodes:
         def create(i: int):
             return nodes[i % 3].api("POST", "/v1/namespaces/default/sandboxes", json=body)
 
@@ -418,6 +385,3 @@ def test_two_hundred_creates_at_once_over_three_nodes_never_overbook_and_never_l
             assert [len(c) for c in per_node] == [10, 10, 10], [len(c) for c in per_node]
             for i in range(3):
                 assert wait_for(lambda: node(nodes[0], f"crowd-{i}")["used"]["memory_mb"] == 2560, 20)
-    finally:
-        for srv in nodes:
-            retire(srv)
