@@ -140,18 +140,23 @@ impl Control {
     pub(super) async fn register(&self, me: &NodeIdentity) -> Result<String, ControlError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match self.register_once(me).await {
-                Err(ControlError::Conflict(reason))
-                    if reason.contains(BEING_REAPED) && Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                other => return other,
+            if let Some(instance) = self.register_once(me).await? {
+                return Ok(instance);
             }
+            if Instant::now() >= deadline {
+                return Err(ControlError::Conflict(format!(
+                    "node {:?} was declared lost and another node is settling its sandboxes; \
+                     start it again in a minute",
+                    me.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
-    async fn register_once(&self, me: &NodeIdentity) -> Result<String, ControlError> {
+    /// One try: the new instance id, or `None` while the node's loss is
+    /// still being settled.
+    async fn register_once(&self, me: &NodeIdentity) -> Result<Option<String>, ControlError> {
         let now = now_millis();
         let instance = uuid::Uuid::new_v4().to_string();
         let record = NodeRecord {
@@ -198,14 +203,9 @@ impl Control {
                     me.subnet
                 )));
             }
-            Registration::BeingReaped => {
-                return Err(ControlError::Conflict(format!(
-                    "node {:?} {BEING_REAPED}; start it again in a minute",
-                    me.name
-                )));
-            }
+            Registration::BeingReaped => return Ok(None),
         }
-        Ok(instance)
+        Ok(Some(instance))
     }
 
     /// What this node's sandboxes use, from the store.
@@ -482,9 +482,6 @@ impl Control {
         Ok(node_info(node, now_millis()))
     }
 }
-
-/// Part of the refusal of a node whose loss is still being settled.
-const BEING_REAPED: &str = "was declared lost and another node is settling its sandboxes";
 
 fn node_info(n: NodeRecord, now: i64) -> NodeInfo {
     let state = if !n.is_live(now) {
