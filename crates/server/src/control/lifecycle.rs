@@ -59,6 +59,9 @@ pub struct CreateOutcome {
     pub still_pending: bool,
 }
 
+/// A sandbox's start running in the background; it ends once the outcome is stored.
+pub(super) type Starting = tokio::task::JoinHandle<()>;
+
 /// Creates, finds, changes and ends sandboxes, and starts them on the node.
 #[derive(Debug, Clone)]
 pub struct Sandboxes {
@@ -135,13 +138,11 @@ impl Sandboxes {
 
     /// Creates a sandbox of `pool`'s configuration, belonging to it in `state` (idle
     /// for a refill, claiming for a claim that found none idle).
-    pub(super) async fn create_in_pool(
+    pub(super) async fn start_in_pool(
         &self,
         pool: &crate::store::PoolRecord,
         state: crate::store::PoolState,
-        wait: bool,
-        budget: Duration,
-    ) -> Result<CreateOutcome, ControlError> {
+    ) -> Result<(SandboxRecord, Starting), ControlError> {
         let req = CreateSandboxRequest {
             image: Some(pool.image.clone()),
             resources: Some(alcove_wire::sandbox::ResourcesRequest {
@@ -159,8 +160,7 @@ impl Sandboxes {
         record.pool_id = Some(pool.id.clone());
         record.pool_state = Some(state);
         let resolved = self.resolve_image(&record.image).await?;
-        self.create_resolved(record, boot, resolved, wait, budget)
-            .await
+        self.start_resolved(record, boot, resolved).await
     }
 
     async fn create_resolved(
@@ -171,6 +171,47 @@ impl Sandboxes {
         wait: bool,
         budget: Duration,
     ) -> Result<CreateOutcome, ControlError> {
+        let (record, starting) = self.start_resolved(record, boot, resolved).await?;
+        if !wait {
+            return Ok(CreateOutcome {
+                record,
+                still_pending: true,
+            });
+        }
+        self.wait_started(record, starting, budget).await
+    }
+
+    /// Waits up to `budget` for a start begun by [`Self::start_resolved`] and
+    /// answers with the sandbox as it is then.
+    pub(super) async fn wait_started(
+        &self,
+        record: SandboxRecord,
+        mut starting: Starting,
+        budget: Duration,
+    ) -> Result<CreateOutcome, ControlError> {
+        match tokio::time::timeout(budget, &mut starting).await {
+            Ok(_) => {
+                let record = self.ctx.store.get(&record.id).await?.unwrap_or(record);
+                Ok(CreateOutcome {
+                    still_pending: record.status == SandboxStatus::Pending,
+                    record,
+                })
+            }
+            Err(_) => Ok(CreateOutcome {
+                record,
+                still_pending: true,
+            }),
+        }
+    }
+
+    /// Admits and records a pending sandbox and starts booting it in the
+    /// background; the returned task ends when the start has been recorded.
+    async fn start_resolved(
+        &self,
+        record: SandboxRecord,
+        boot: Boot,
+        resolved: crate::images::ResolvedImage,
+    ) -> Result<(SandboxRecord, Starting), ControlError> {
         let record = with_image_defaults(record, &resolved);
         let image = resolved.image;
         // Refused before anything is recorded: a full host is the caller's
@@ -209,26 +250,7 @@ impl Sandboxes {
             }
             .instrument(tracing::Span::current()),
         );
-        if !wait {
-            return Ok(CreateOutcome {
-                record,
-                still_pending: true,
-            });
-        }
-        let mut task = task;
-        match tokio::time::timeout(budget, &mut task).await {
-            Ok(_) => {
-                let record = self.ctx.store.get(&record.id).await?.unwrap_or(record);
-                Ok(CreateOutcome {
-                    still_pending: record.status == SandboxStatus::Pending,
-                    record,
-                })
-            }
-            Err(_) => Ok(CreateOutcome {
-                record,
-                still_pending: true,
-            }),
-        }
+        Ok((record, task))
     }
 
     /// Starts a stored pending sandbox; records the outcome.

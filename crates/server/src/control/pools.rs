@@ -222,41 +222,66 @@ impl Pools {
         budget: Duration,
     ) -> Result<CreateOutcome, ControlError> {
         let deadline = tokio::time::Instant::now() + budget;
-        // An idle sandbox can end between the take and the bind (it crashed): try
-        // the next one.
-        for _ in 0..4 {
-            let Some(id) = self.take_idle_or_wait(pool, deadline).await? else {
-                break;
-            };
-            let id = SandboxId::parse(&id).map_err(|e| StoreError::Corrupt {
-                id: id.clone(),
-                reason: e.to_string(),
-            })?;
-            match self.bind(pool, &id, binding).await? {
-                Some(record) => {
+        loop {
+            // An idle sandbox can end between the take and the bind (it crashed):
+            // try the next one.
+            for _ in 0..4 {
+                let Some(id) = self.take_idle_or_wait(pool, deadline).await? else {
+                    break;
+                };
+                let id = SandboxId::parse(&id).map_err(|e| StoreError::Corrupt {
+                    id: id.clone(),
+                    reason: e.to_string(),
+                })?;
+                if let Some(record) = self.bind(pool, &id, binding).await? {
                     return Ok(CreateOutcome {
                         record,
                         still_pending: false,
                     });
                 }
-                None => continue,
             }
+            // None idle: start one now, within the pool's limit. Counting and
+            // recording happen under the refill lock, so neither racing claims
+            // nor the refiller take the pool past `max_containers`.
+            let refill = self.refill.lock().await;
+            let members = self.members(pool).await?;
+            if let Some(max) = pool.max_containers
+                && i64::try_from(members.len()).unwrap_or(i64::MAX) >= max
+            {
+                drop(refill);
+                // The refiller started one since we looked: wait for it rather
+                // than refuse.
+                let booting = members
+                    .iter()
+                    .any(|m| m.pool_state == Some(PoolState::Idle));
+                if booting && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(BOOT_POLL).await;
+                    continue;
+                }
+                return Err(ControlError::PoolAtCapacity {
+                    pool: pool.id.clone(),
+                    members: members.len(),
+                    max,
+                });
+            }
+            let (record, starting) = self
+                .sandboxes
+                .start_in_pool(pool, PoolState::Claiming)
+                .await?;
+            drop(refill);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let outcome = self.sandboxes.wait_started(record, starting, left).await?;
+            return self.bind_started(pool, outcome, binding).await;
         }
-        // None idle: start one now, within the pool's limit.
-        let members = self.members(pool).await?;
-        if let Some(max) = pool.max_containers
-            && i64::try_from(members.len()).unwrap_or(i64::MAX) >= max
-        {
-            return Err(ControlError::PoolAtCapacity {
-                pool: pool.id.clone(),
-                members: members.len(),
-                max,
-            });
-        }
-        let outcome = self
-            .sandboxes
-            .create_in_pool(pool, PoolState::Claiming, true, budget)
-            .await?;
+    }
+
+    /// Binds the claim to a sandbox the claim itself started, once it runs.
+    async fn bind_started(
+        &self,
+        pool: &PoolRecord,
+        outcome: CreateOutcome,
+        binding: &Binding,
+    ) -> Result<CreateOutcome, ControlError> {
         let id = outcome.record.id.clone();
         if outcome.record.status != SandboxStatus::Running {
             if outcome.still_pending {
@@ -521,13 +546,9 @@ impl Pools {
                 .min(room)
                 .min(STARTS_PER_PASS);
             for _ in 0..want {
-                match self
-                    .sandboxes
-                    .create_in_pool(&pool, PoolState::Idle, false, Duration::ZERO)
-                    .await
-                {
-                    Ok(outcome) => {
-                        tracing::debug!(pool_id = %pool.id, sandbox_id = %outcome.record.id, "warm sandbox starting");
+                match self.sandboxes.start_in_pool(&pool, PoolState::Idle).await {
+                    Ok((record, _starting)) => {
+                        tracing::debug!(pool_id = %pool.id, sandbox_id = %record.id, "warm sandbox starting");
                     }
                     Err(e) => {
                         // A full host, a deleted image: tried again on the next pass.

@@ -1219,6 +1219,41 @@ async fn pools_hand_out_idle_sandboxes_hide_them_and_cap_at_max_containers() {
 }
 
 #[tokio::test]
+async fn claims_racing_the_refiller_all_get_a_sandbox_within_max_containers() {
+    let h = harness().await;
+    let pools = &h.control.pools;
+    let pool = pools
+        .create(
+            "default",
+            pool_request(serde_json::json!({"warm_containers": 1, "max_containers": 3})),
+        )
+        .await
+        .expect("create");
+    fill(&h, &pool, 1).await;
+    // Three claims for one warm sandbox while the refiller starts its
+    // replacement: the pool has room for all three, so none is refused, and
+    // together they never take it past max_containers.
+    let claim = || pools.claim("default", &pool.id, Default::default(), WAIT);
+    let (a, b, c, ()) = tokio::join!(claim(), claim(), claim(), async {
+        for _ in 0..20 {
+            pools.refill_once().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let mut ids = Vec::new();
+    for outcome in [a, b, c] {
+        let record = outcome.expect("a claim within max_containers").record;
+        assert_eq!(record.status, SandboxStatus::Running);
+        ids.push(record.id);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "two claims got one sandbox");
+    let members = pools.members(&pool).await.expect("members");
+    assert!(members.len() <= 3, "past max_containers: {members:?}");
+}
+
+#[tokio::test]
 async fn a_bad_claim_takes_nothing_and_an_interrupted_one_is_ended() {
     let h = harness().await;
     let pools = &h.control.pools;
