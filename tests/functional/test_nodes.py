@@ -136,6 +136,19 @@ def test_bad_node_settings_are_refused_at_start():
         assert expect in log, (args, log)
 
 
+def test_a_node_on_every_address_must_say_where_the_others_reach_it(tmp_path):
+    from framework.server import AGENT_PATH, ALCOVE_BIN
+
+    out = subprocess.run(
+        [str(ALCOVE_BIN), "serve", "--listen", "0.0.0.0:0", "--api-key", "k", "--data-dir", str(tmp_path),
+         "--agent-path", str(AGENT_PATH), "--database", "postgres://u:p@127.0.0.1:1/db"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode != 0
+    assert "--advertise-url" in out.stderr, out.stderr
+    assert "p@127" not in out.stderr, "the database password was printed"
+
+
 @pytest.fixture(scope="module")
 def pg():
     with PostgresCluster() as cluster:

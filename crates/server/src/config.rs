@@ -100,7 +100,8 @@ pub struct Config {
     #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_NODE_NAME"))]
     pub node_name: Option<String>,
 
-    /// The URL other nodes and the CLI reach this server at (default: --public-url).
+    /// The URL other nodes and the CLI reach this server at (default: the --listen
+    /// address; --public-url when listening on every address).
     #[cfg_attr(
         feature = "cli",
         arg(long, env = "ALCOVE_ADVERTISE_URL", value_name = "URL")
@@ -277,7 +278,8 @@ pub struct Config {
     )]
     pub disk_overcommit: f64,
 
-    /// Base URL clients reach the proxy at (`sandbox_url`); default http://localhost:<port>.
+    /// Base URL clients reach the proxy at (`sandbox_url`); default the --listen
+    /// address (http://localhost:<port> on loopback and on every address).
     #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_PUBLIC_URL"))]
     pub public_url: Option<String>,
 
@@ -452,6 +454,16 @@ impl Config {
                 "--advertise-url {url:?} must start with http:// or https://"
             )));
         }
+        if self.database.is_some()
+            && self.advertise_url.is_none()
+            && self.listen.ip().is_unspecified()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--listen {} is every address of this machine: with --database, give \
+                 --advertise-url, the URL other nodes reach this one at",
+                self.listen
+            )));
+        }
         if let Some(url) = &self.blob_store {
             alcove_blobs::BlobLocation::parse(url)
                 .map_err(|e| ConfigError::Invalid(format!("--blob-store: {e}")))?;
@@ -509,10 +521,7 @@ impl Config {
         }
         Ok(crate::control::NodeIdentity {
             name,
-            address: self
-                .advertise_url
-                .clone()
-                .unwrap_or_else(|| self.sandbox_url(bound)),
+            address: self.node_address(bound),
             subnet: self.subnet.clone(),
             labels,
             lease: std::time::Duration::from_secs(self.node_lease_secs),
@@ -598,12 +607,27 @@ impl Config {
         format!("http://{}:{}", self.ingress_domain, bound.port())
     }
 
-    /// `sandbox_url` given to clients.
+    /// The URL other nodes reach this one at: `--advertise-url`, else the address
+    /// it listens on. A wildcard listen address names no one address; `validate`
+    /// refuses it without `--advertise-url` when other nodes share the store.
+    fn node_address(&self, bound: SocketAddr) -> String {
+        match &self.advertise_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None if bound.ip().is_unspecified() => self.sandbox_url(bound),
+            None => format!("http://{bound}"),
+        }
+    }
+
+    /// `sandbox_url` given to clients: `--public-url`, else the address it
+    /// listens on (`localhost` for loopback and for every address).
     pub fn sandbox_url(&self, bound: SocketAddr) -> String {
-        self.public_url
-            .clone()
-            .map(|u| u.trim_end_matches('/').to_string())
-            .unwrap_or_else(|| format!("http://localhost:{}", bound.port()))
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None if bound.ip().is_unspecified() || bound.ip().is_loopback() => {
+                format!("http://localhost:{}", bound.port())
+            }
+            None => format!("http://{bound}"),
+        }
     }
 }
 
