@@ -673,6 +673,12 @@ impl Node {
         self.runc.resume(id).await
     }
 
+    /// Kills every process of a sandbox, frozen or not, without letting a frozen
+    /// one run again first; [`Node::destroy`] removes the rest.
+    pub async fn kill_all(&self, id: &SandboxId) -> Result<()> {
+        self.runc.kill_all(id).await
+    }
+
     /// Freezes a running sandbox's processes (`runc pause`) until [`Node::thaw`].
     pub async fn freeze(&self, id: &SandboxId) -> Result<()> {
         self.runc.pause(id).await

@@ -132,6 +132,23 @@ impl Runc {
         Ok(())
     }
 
+    /// Sends SIGKILL to every process of the container, frozen or not. runc
+    /// signals them under the freezer and thaws them after, so a frozen
+    /// container's processes die without running again.
+    pub async fn kill_all(&self, id: &str) -> Result<()> {
+        cmd::run(&[
+            &self.binary,
+            "--root",
+            self.root_str()?,
+            "kill",
+            "--all",
+            id,
+            "KILL",
+        ])
+        .await?;
+        Ok(())
+    }
+
     /// Thaws a paused container.
     pub async fn resume(&self, id: &str) -> Result<()> {
         cmd::run(&[&self.binary, "--root", self.root_str()?, "resume", id]).await?;

@@ -387,6 +387,17 @@ impl SandboxNode for FakeNode {
         }
     }
 
+    async fn kill_all(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        let mut s = self.state();
+        match s.containers.get_mut(id) {
+            Some(status) => {
+                *status = ContainerStatus::Stopped;
+                Ok(())
+            }
+            None => Err(RuntimeError::Config(format!("no container {id}"))),
+        }
+    }
+
     async fn stop_keeping_files(&self, id: &SandboxId) {
         self.state().containers.remove(id);
     }

@@ -122,6 +122,10 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
     /// Freezes a running container (a node that may have lost its lease).
     async fn freeze(&self, id: &SandboxId) -> Result<(), RuntimeError>;
 
+    /// Kills every process of a container, frozen or not, without letting a
+    /// frozen one run again first.
+    async fn kill_all(&self, id: &SandboxId) -> Result<(), RuntimeError>;
+
     /// Stops a container but keeps its files, network and slot (a half-done
     /// restore of a suspended sandbox).
     async fn stop_keeping_files(&self, id: &SandboxId);
@@ -301,6 +305,10 @@ impl SandboxNode for alcove_runtime::Node {
 
     async fn freeze(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         alcove_runtime::Node::freeze(self, id).await
+    }
+
+    async fn kill_all(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::kill_all(self, id).await
     }
 
     async fn stop_keeping_files(&self, id: &SandboxId) {

@@ -133,8 +133,11 @@ impl Control {
         );
         for h in handles {
             self.ctx.take_running(&h.id);
-            // A frozen container is thawed first so that it dies at once.
-            let _ = self.ctx.node.thaw(&h.id).await;
+            // Killed while still frozen: thawing first would let it run on for
+            // a moment after the cluster declared it lost.
+            if let Err(e) = self.ctx.node.kill_all(&h.id).await {
+                tracing::warn!(sandbox_id = %h.id, error = %e, "killing a fenced sandbox");
+            }
             self.ctx.node.destroy(&h.id, h.slot).await;
         }
         loop {
