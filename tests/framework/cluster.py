@@ -7,7 +7,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from framework.host import wait_for
+from framework.netns import NodeNetwork
 from framework.server import AlcoveServer, retire
+
+# The API key of nodes that listen beyond loopback.
+NODE_KEY = "cluster-test-key"
 
 
 @contextmanager
@@ -18,16 +22,25 @@ def nodes_on(
     extra_env: dict[str, str] | None = None,
     lease_secs: int = 3,
     meet: bool = True,
+    network: NodeNetwork | None = None,
 ) -> Iterator[list[AlcoveServer]]:
     """Nodes `names` (in that order) on database `url`, each with its own data directory and
-    subnet; with `meet`, once each has counted the others. Retired (last first) after."""
+    subnet; with `meet`, once each has counted the others. Retired (last first) after.
+
+    With `network`, node i runs in that network's namespace i and listens on its address
+    (with an API key, as a server listening beyond loopback must)."""
     servers = [
         AlcoveServer(
             extra_args=["--database", url, "--node-name", name, "--node-lease-secs", str(lease_secs),
                         *extra_args],
             extra_env=extra_env,
+            **({} if network is None else {
+                "host": network.address(i),
+                "launcher": network.enter(i),
+                "api_keys": [NODE_KEY],
+            }),
         )
-        for name in names
+        for i, name in enumerate(names)
     ]
     for srv in servers:
         srv.start()
@@ -38,6 +51,10 @@ def nodes_on(
     finally:
         for srv in reversed(servers):
             retire(srv)
+        if network is not None:
+            for i in range(len(servers)):
+                left = network.leftovers(i)
+                assert not left, f"node {names[i]} left in its network: {left}"
 
 
 def wait_until_met(servers: Sequence[AlcoveServer], names: Sequence[str], lease_secs: int) -> None:

@@ -44,7 +44,11 @@ def bin_dir() -> Path:
 class PostgresCluster:
     """One private cluster; `stop()` (or leaving the `with`) stops it and deletes its files."""
 
-    def __init__(self) -> None:
+    def __init__(self, also_on: str | None = None, clients: str | None = None) -> None:
+        """`also_on`: an address to listen on besides loopback, for logins from `clients` (a
+        CIDR), as nodes in their own network namespaces need."""
+        self.also_on = also_on
+        self.clients = clients
         self.bin = bin_dir()
         self.base = Path(tempfile.mkdtemp(prefix="alcove-pg-e2e-"))
         # Letters and digits only, so that it needs no escaping in a URL; unique, so a test
@@ -93,6 +97,9 @@ class PostgresCluster:
             capture_output=True,
             **self._as_user(),
         )
+        if self.clients:
+            with open(data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.clients} scram-sha-256\n")
         self.port = free_port()
         self._run_postgres()
 
@@ -109,7 +116,7 @@ class PostgresCluster:
                 "-p",
                 str(self.port),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                "listen_addresses=" + ",".join(filter(None, ["127.0.0.1", self.also_on])),
                 "-c",
                 "fsync=off",
             ],
@@ -166,14 +173,14 @@ class PostgresCluster:
         )
         return out.stdout.strip()
 
-    def url(self, database: str, password: str | None = None) -> str:
+    def url(self, database: str, password: str | None = None, host: str = "127.0.0.1") -> str:
         password = self.password if password is None else password
-        return f"postgres://{SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
+        return f"postgres://{SUPERUSER}:{password}@{host}:{self.port}/{database}"
 
-    def create_database(self, name: str) -> str:
-        """A new empty database; its URL (with the password)."""
+    def create_database(self, name: str, host: str = "127.0.0.1") -> str:
+        """A new empty database; its URL (with the password), reached at `host`."""
         self.psql("postgres", f"CREATE DATABASE {name}")
-        return self.url(name)
+        return self.url(name, host=host)
 
     def pause(self) -> None:
         """Stops the server (fast shutdown: sessions are cut), keeping its files and port."""

@@ -36,7 +36,8 @@ class S3Server:
 
     bucket = "alcove"
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.root = Path(tempfile.mkdtemp(prefix="alcove-s3-e2e-"))
         (self.root / self.bucket).mkdir()
         self.access_key = "AK" + secrets.token_hex(6).upper()
@@ -47,7 +48,7 @@ class S3Server:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
         self.port = free_port()
@@ -55,7 +56,7 @@ class S3Server:
         self.proc = subprocess.Popen(
             [
                 str(s3s_fs_binary()),
-                "--host", "127.0.0.1",
+                "--host", self.host,
                 "--port", str(self.port),
                 "--access-key", self.access_key,
                 "--secret-key", self.secret_key,
@@ -69,7 +70,7 @@ class S3Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"s3s-fs exited with {self.proc.returncode}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.05)

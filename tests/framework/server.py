@@ -56,6 +56,8 @@ class AlcoveServer:
         binary: Path | None = None,
         agent: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        launcher: list[str] | None = None,
     ):
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="alcove-e2e-")).resolve()
         self.port = free_port()
@@ -67,19 +69,24 @@ class AlcoveServer:
         # Another build (a benchmark's baseline) instead of this checkout's.
         self.binary = Path(binary or ALCOVE_BIN)
         self.agent = Path(agent or AGENT_PATH)
+        # Where it listens, and what it runs under (a network namespace's `nsenter`).
+        self.host = host
+        self.launcher = launcher or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "server.log"
 
     @property
     def url(self) -> str:
-        return f"http://localhost:{self.port}"
+        host = "localhost" if self.host == "127.0.0.1" else self.host
+        return f"http://{host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
         argv = [
+            *self.launcher,
             str(self.binary),
             "serve",
             "--listen",
-            f"127.0.0.1:{self.port}",
+            f"{self.host}:{self.port}",
             "--data-dir",
             str(self.data_dir),
             "--images-dir",

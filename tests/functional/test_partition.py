@@ -1,0 +1,202 @@
+"""Three nodes, each in its own network namespace on a bridge, sharing a PostgreSQL store and an
+S3 blob store that listen on the host's side of the bridge. Each node has its own address,
+sandbox subnet and firewall table.
+
+- A sandbox on any node is served through any other: commands, files and a PTY.
+- Partitioned (its link taken down while its sandboxes run), a node freezes its sandboxes
+  before the others may declare it lost; they then mark its running sandbox lost and move
+  its named suspended sandbox, which resumes on another node with its memory. Healed, the
+  node learns it was declared lost, stops what it ran and registers again. A sandbox never
+  runs on two nodes, and never runs on the cut-off node once it was declared lost.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from alcove.sandbox import SandboxClient
+from framework.cluster import NODE_KEY, nodes_on
+from framework.host import agent_pid, wait_for
+from framework.metrics import operations
+from framework.netns import NodeNetwork
+from framework.postgres import PostgresCluster
+from framework.s3 import S3Server
+from framework.server import AlcoveServer
+
+NAMES = ["part-0", "part-1", "part-2"]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[NodeNetwork, list[AlcoveServer]]]:
+    with (
+        NodeNetwork(3) as net,
+        PostgresCluster(also_on=net.gateway, clients=net.cidr) as pg,
+        S3Server(host=net.gateway) as s3,
+    ):
+        url = pg.create_database("alcove_partition", host=net.gateway)
+        args = ["--compress-after-secs", "0", *s3.alcove_args("partition")]
+        with nodes_on(url, NAMES, extra_args=args, extra_env=s3.alcove_env(), network=net) as nodes:
+            yield net, nodes
+
+
+def client(srv: AlcoveServer) -> SandboxClient:
+    return SandboxClient(api_url=srv.url, api_key=NODE_KEY)
+
+
+def node_info(srv: AlcoveServer, name: str) -> dict:
+    [found] = [n for n in srv.api("GET", "/nodes").json()["nodes"] if n["name"] == name]
+    return found
+
+
+def sandbox(srv: AlcoveServer, ident: str) -> dict:
+    return srv.api("GET", f"/v1/namespaces/default/sandboxes/{ident}").json()
+
+
+def runc(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["runc", "--root", str(data_dir / "runc"), *args], capture_output=True, text=True)
+
+
+def container_status(data_dir: Path, sandbox_id: str) -> str | None:
+    out = runc(data_dir, "state", sandbox_id)
+    return json.loads(out.stdout)["status"] if out.returncode == 0 else None
+
+
+def counter_value(pid: int) -> int | None:
+    """What the sandbox's counter last wrote, read from the host through its init's root."""
+    try:
+        return int(Path(f"/proc/{pid}/root/root/n").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Watch:
+    """Samples, every 50 ms, a container's state on one node and the counter its processes
+    write, with the time of each sample."""
+
+    def __init__(self, data_dir: Path, sandbox_id: str) -> None:
+        self.pid = agent_pid(data_dir, sandbox_id)
+        self.samples: list[tuple[float, str | None, int | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(data_dir, sandbox_id), daemon=True)
+
+    def _run(self, data_dir: Path, sandbox_id: str) -> None:
+        while not self._stop.is_set():
+            self.samples.append(
+                (time.monotonic(), container_status(data_dir, sandbox_id), counter_value(self.pid))
+            )
+            time.sleep(0.05)
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def first_paused(self) -> float:
+        return next(at for at, status, _ in self.samples if status == "paused")
+
+    def counts_after(self, t: float) -> set[int]:
+        return {n for at, _, n in self.samples if at > t and n is not None}
+
+
+def test_every_node_serves_the_sandboxes_of_the_others(cluster):
+    net, nodes = cluster
+    # Each node listens on its own address, in its own network.
+    assert len({srv.host for srv in nodes}) == 3
+    infos = {n["name"]: n for n in nodes[0].api("GET", "/nodes").json()["nodes"]}
+    assert {infos[name]["address"] for name in NAMES} == {
+        f"http://{net.address(i)}:{srv.port}" for i, srv in enumerate(nodes)
+    }
+    with client(nodes[1]) as via_1, client(nodes[2]) as via_2, client(nodes[0]) as via_0:
+        made = via_1.create()
+        try:
+            # Created through node 1, so it runs there (a node places on itself first).
+            assert container_status(nodes[1].data_dir, made.sandbox_id) == "running"
+            through_2 = via_2.connect(made.sandbox_id)
+            through_2.write_file("/root/hello.txt", b"written through node 2")
+            through_0 = via_0.connect(made.sandbox_id)
+            assert through_0.read_file("/root/hello.txt") == b"written through node 2"
+            assert through_0.run("cat", ["/root/hello.txt"]).stdout == "written through node 2"
+            pty = through_0.create_pty(command="bash", cols=80, rows=24, env={"PS1": "$ "})
+            with pty:
+                pty.read_until("$ ", timeout=10)
+                pty.send("echo through-$((40+2))\n")
+                assert b"through-42" in pty.read_until("$ ", timeout=10)
+                pty.send("exit 0\n")
+                assert pty.wait(timeout=10) == 0
+        finally:
+            via_0.delete(made.sandbox_id)
+
+
+def test_a_partitioned_node_freezes_is_declared_lost_and_fences_itself_when_healed(cluster):
+    net, nodes = cluster
+    watcher, cut_off, other = nodes[0], nodes[1], nodes[2]
+    with client(cut_off) as via_cut, client(other) as via_other:
+        stuck = via_cut.create()
+        counter = "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.1; done"
+        # As fast as it can: any moment it runs after being frozen shows.
+        busy = "i=0; while true; do i=$((i+1)); echo $i > /root/n; done"
+        via_cut.connect(stuck.sandbox_id).start_process("sh", ["-c", busy])
+        roamer = via_cut.create_and_connect(name="roamer")
+        roamer.write_file("/root/notes.txt", b"packed before the cable was pulled")
+        kept = roamer.start_process("sh", ["-c", counter])
+        before = operations(cut_off, "blob_upload")
+        via_cut.suspend("roamer")
+        assert wait_for(lambda: operations(cut_off, "blob_upload") > before, 60), cut_off.log_tail()
+
+        with Watch(cut_off.data_dir, stuck.sandbox_id) as watch:
+            net.cut(1)
+            try:
+                # Cut off from the store, the node freezes what it runs.
+                assert wait_for(lambda: container_status(cut_off.data_dir, stuck.sandbox_id) == "paused", 20), \
+                    cut_off.log_tail()
+                # (None if frozen between the counter's truncate and its write.)
+                frozen_at = counter_value(watch.pid)
+                assert wait_for(lambda: node_info(watcher, "part-1")["lost_at"] is not None, 30), \
+                    watcher.log_tail()
+                lost = sandbox(watcher, stuck.sandbox_id)
+                assert (lost["status"], lost["termination_reason"]) == ("terminated", "lost"), lost
+
+                # The named suspended sandbox moved: it resumes elsewhere from S3, with its memory.
+                assert sandbox(other, "roamer")["status"] == "suspended"
+                via_other.resume("roamer")
+                moved = via_other.connect("roamer")
+                assert moved.read_file("/root/notes.txt") == b"packed before the cable was pulled"
+                assert any(p.pid == kept.pid and p.status == "running" for p in moved.list_processes())
+                first = int(moved.read_file("/root/n"))
+                assert wait_for(lambda: int(moved.read_file("/root/n")) > first, 10)
+                runs_on = [srv for srv in (watcher, other)
+                           if container_status(srv.data_dir, roamer.sandbox_id) == "running"]
+                assert len(runs_on) == 1
+                assert container_status(cut_off.data_dir, roamer.sandbox_id) is None
+            finally:
+                net.heal(1)
+            # Healed, it learns it was declared lost: it stops what it ran and registers again.
+            assert wait_for(lambda: container_status(cut_off.data_dir, stuck.sandbox_id) is None, 30), \
+                cut_off.log_tail()
+            assert wait_for(lambda: node_info(watcher, "part-1")["lost_at"] is None, 30), cut_off.log_tail()
+        assert node_info(watcher, "part-1")["state"] == "active"
+        assert "declared this node lost" in cut_off.log_path.read_text()
+        # Once frozen, before it was declared lost, the sandbox never ran again on the cut-off
+        # node: not while cut off, not when healed, not while it was stopped.
+        paused = watch.first_paused()
+        assert len({n for at, _, n in watch.samples if at < paused and n}) > 1, "it never ran"
+        assert watch.counts_after(paused) <= {frozen_at} - {None}, watch.samples
+        assert runc(cut_off.data_dir, "list", "-q").stdout.split() == []
+        assert not (cut_off.data_dir / "sandboxes" / roamer.sandbox_id).exists()
+        # Through the healed node, the moved sandbox is served where it runs now.
+        assert via_cut.connect("roamer").read_file("/root/notes.txt") == b"packed before the cable was pulled"
+        # And it takes work again.
+        fresh = via_cut.create()
+        assert via_cut.connect(fresh.sandbox_id).run("echo", ["back"]).stdout.strip() == "back"
+        via_cut.delete(fresh.sandbox_id)
+        via_other.delete("roamer")
