@@ -23,7 +23,7 @@ import pytest
 
 from alcove.sandbox import SandboxClient
 from framework.cluster import NODE_KEY, nodes_on
-from framework.host import agent_pid, wait_for
+from framework.host import agent_pid, firewall_table_exists, instance_tag, wait_for
 from framework.metrics import operations
 from framework.netns import NodeNetwork
 from framework.postgres import PostgresCluster
@@ -116,6 +116,12 @@ def test_every_node_serves_the_sandboxes_of_the_others(cluster):
     assert {infos[name]["address"] for name in NAMES} == {
         f"http://{net.address(i)}:{srv.port}" for i, srv in enumerate(nodes)
     }
+    # Each has its own firewall table, in its own network, and none in the host's.
+    for i, srv in enumerate(nodes):
+        tag = instance_tag(srv.data_dir)
+        inside = subprocess.run([*net.enter(i), "nft", "list", "tables"], capture_output=True, text=True)
+        assert f"alcove_{tag}" in inside.stdout, inside
+        assert not firewall_table_exists(srv.data_dir)
     with client(nodes[1]) as via_1, client(nodes[2]) as via_2, client(nodes[0]) as via_0:
         made = via_1.create()
         try:
