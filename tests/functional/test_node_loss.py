@@ -1,5 +1,9 @@
 """Node loss and fencing, on two real nodes sharing a PostgreSQL store and an S3 blob store.
 
+- A named suspended sandbox of a node that stopped cleanly resumes through another node,
+  which takes it over and resumes it from S3 with its memory; running sandboxes of the
+  stopped node stay where they are, and the node keeps them when it starts again.
+
 - A node killed with its sandboxes is declared lost once its lease has run out: its running
   sandboxes are marked lost, and its named suspended sandbox (in S3) moves to the surviving
   node and resumes there with its memory intact. Started again, the lost node registers anew
@@ -127,6 +131,62 @@ def test_a_killed_node_is_declared_lost_and_its_suspended_sandbox_resumes_elsewh
         # Through B, the moved sandbox is served by A.
         assert via_b.connect("movable").run("cat", ["/root/notes.txt"]).stdout == "moved with its node gone"
         via_a.delete("movable")
+
+
+def resume_when_moved(srv: AlcoveServer, ident: str) -> dict:
+    """Resumes `ident` through `srv`, asking again while its stopped node may still be
+    finishing (503 NODE_OFFLINE for a third of a lease after the stop)."""
+    answer: dict = {}
+
+    def asked() -> bool:
+        resp = srv.api("POST", f"/v1/namespaces/default/sandboxes/{ident}/resume")
+        answer.update(resp.json(), status_code=resp.status_code)
+        return resp.status_code != 503
+
+    assert wait_for(asked, 30), answer
+    return answer
+
+
+def test_a_suspended_sandbox_of_a_stopped_node_resumes_through_another_with_its_memory(pg, s3):
+    with (
+        two_nodes(pg, s3, "stop") as (a, b),
+        SandboxClient(api_url=a.url) as via_a,
+        SandboxClient(api_url=b.url) as via_b,
+    ):
+        traveller = via_b.create_and_connect(name="traveller")
+        traveller.write_file("/root/notes.txt", b"suspended on b, resumed on a")
+        counter = traveller.start_process(
+            "sh", ["-c", "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.2; done"])
+        stays = via_b.create()
+        before = uploads(b)
+        via_b.suspend("traveller")
+        assert wait_for(lambda: uploads(b) > before, 60), b.log_tail()
+        b.stop()
+
+        # Asked of A, the resume moves it: it runs on A from S3, memory and files intact.
+        answer = resume_when_moved(a, "traveller")
+        assert answer["status_code"] in (200, 202), answer
+        again = via_a.connect("traveller")
+        assert again.read_file("/root/notes.txt") == b"suspended on b, resumed on a"
+        assert any(p.pid == counter.pid and p.status == "running" for p in again.list_processes())
+        first = int(again.read_file("/root/n"))
+        assert wait_for(lambda: int(again.read_file("/root/n")) > first, 10)
+        assert container_status(a.data_dir, traveller.sandbox_id) == "running"
+        # A running sandbox of the stopped node never moves: it still runs there.
+        refused = a.api("POST", f"/v1/namespaces/default/sandboxes/{stays.sandbox_id}/resume")
+        assert (refused.status_code, refused.json()["code"]) == (503, "NODE_OFFLINE"), refused.text
+        assert container_status(b.data_dir, stays.sandbox_id) == "running"
+
+        # B comes back: it keeps its running sandbox, sweeps its copy of the moved one, and
+        # relays to A for it.
+        b.start()
+        assert container_status(b.data_dir, stays.sandbox_id) == "running"
+        assert container_status(b.data_dir, traveller.sandbox_id) is None
+        assert not (b.data_dir / "sandboxes" / traveller.sandbox_id).exists()
+        assert via_b.connect("traveller").read_file("/root/notes.txt") == b"suspended on b, resumed on a"
+        assert sandbox(b, stays.sandbox_id)["status"] == "running"
+        via_a.delete("traveller")
+        via_b.delete(stays.sandbox_id)
 
 
 def test_a_stalled_node_declared_lost_stops_its_sandbox_when_it_runs_again(pg, s3):

@@ -31,6 +31,7 @@ mod services;
 mod snapshots;
 pub mod state;
 mod suspend;
+mod take_over;
 // Its harness also serves the API's tests (a control plane on the in-memory node).
 #[cfg(test)]
 pub(crate) mod tests;

@@ -17,7 +17,7 @@ use alcove_wire::sandbox::CreateSandboxRequest;
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::control::Placement;
+use crate::control::{ControlError, Placement};
 
 /// Marks a request one node relayed to another (its value: the relaying node).
 pub const FORWARDED_BY: &str = "x-alcove-forwarded-by";
@@ -57,6 +57,18 @@ fn is_create(req: &Request) -> bool {
     matches!(
         segments.as_slice(),
         ["v1", "namespaces", _, "sandboxes"] | ["sandboxes"]
+    )
+}
+
+/// Whether `req` resumes a sandbox (`POST {B}/sandboxes/{id}/resume`).
+fn is_resume(req: &Request) -> bool {
+    if req.method() != http::Method::POST {
+        return false;
+    }
+    let segments: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["v1", "namespaces", _, "sandboxes", _, "resume"] | ["sandboxes", _, "resume"]
     )
 }
 
@@ -105,6 +117,14 @@ pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next:
         Ok(Some((node, address))) => relay_to_node(&state, &node, &address, req)
             .await
             .unwrap_or_else(IntoResponse::into_response),
+        // Its node stopped: a resume moves it here when its dump is in the blob store.
+        Err(e @ ControlError::NodeOffline { .. }) if is_resume(&req) => {
+            match state.control.take_over_suspended(&ident).await {
+                Ok(true) => next.run(req).await,
+                Ok(false) => ApiError::from(e).into_response(),
+                Err(other) => ApiError::from(other).into_response(),
+            }
+        }
         Err(e) => ApiError::from(e).into_response(),
     }
 }
@@ -264,6 +284,19 @@ mod tests {
         assert!(!is_create(&req("GET", "/sandboxes", None)));
         assert!(!is_create(&req("POST", "/sandboxes/abc/suspend", None)));
         assert!(!is_create(&req("POST", "/sandbox-pools", None)));
+    }
+
+    #[test]
+    fn resumes_are_told_apart() {
+        assert!(is_resume(&req(
+            "POST",
+            "/v1/namespaces/default/sandboxes/abc/resume",
+            None
+        )));
+        assert!(is_resume(&req("POST", "/sandboxes/abc/resume", None)));
+        assert!(!is_resume(&req("GET", "/sandboxes/abc/resume", None)));
+        assert!(!is_resume(&req("POST", "/sandboxes/abc/suspend", None)));
+        assert!(!is_resume(&req("POST", "/sandboxes/abc/resume/x", None)));
     }
 
     #[test]

@@ -219,6 +219,16 @@ impl Backend {
         }
     }
 
+    /// The clause that makes a subselect lock the rows it picks, waiting for
+    /// other transactions that hold them: `FOR UPDATE` in PostgreSQL; nothing in
+    /// SQLite, which runs one writer at a time.
+    pub(super) fn lock_rows(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "",
+            Self::Postgres { .. } => " FOR UPDATE",
+        }
+    }
+
     /// Closes the pool.
     pub(super) async fn close(&self) {
         match self {

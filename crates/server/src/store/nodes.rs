@@ -282,6 +282,39 @@ impl Store {
             == 1)
     }
 
+    /// Moves suspended sandbox `id` from node `from` to node `to`, with no
+    /// address (it gets one of `to`'s subnet when it resumes), if `from`
+    /// stopped cleanly before `stopped_before` and has not registered again.
+    /// The node's row is locked while this is decided, so a registration of
+    /// `from` either waits for the move (and its recovery then sees it) or
+    /// makes it fail.
+    pub async fn take_over_suspended(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        stopped_before: EpochMillis,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE sandboxes SET node = $2, slot = NULL WHERE id = $1 AND node = $3 \
+             AND status = 'suspended' AND transition IS NULL AND EXISTS ( \
+               SELECT 1 FROM nodes WHERE name = $3 AND lost_at IS NULL \
+               AND stopped_at IS NOT NULL AND stopped_at < $4{})",
+            self.db.lock_rows()
+        );
+        Ok(self
+            .db
+            .execute(
+                query(&sql)
+                    .bind(id)
+                    .bind(to)
+                    .bind(from)
+                    .bind(stopped_before),
+            )
+            .await?
+            == 1)
+    }
+
     /// Records that the loss claimed at `lost_at` is settled: the node may
     /// register again.
     pub async fn finish_reaping(
@@ -503,5 +536,35 @@ mod tests {
         store.release_node("a", "run-2", 70_000).await.expect("release");
         assert!(!store.claim_lost_node("a", 80_000, 80_000, 69_000, 0).await.expect("claim"));
         assert!(store.claim_lost_node("a", 90_000, 90_000, 71_000, 0).await.expect("claim"));
+    });
+    store_test!(async fn a_suspended_sandbox_moves_only_off_a_node_that_stopped_cleanly(db) {
+        let store = db.open().await;
+        let [s1, s2, s3] = ["s1", "s2", "s3"].map(|n| crate::store::sample_record(n, None));
+        let b = node("b", "run-1", "10.2.0.0/16", 1_000);
+        store.register_node(&b, 1_000).await.expect("reg");
+        let mut r = s1.clone();
+        (r.node, r.status, r.slot) = (Some("b".into()), SandboxStatus::Suspended, Some(7));
+        store.insert(&r).await.expect("insert");
+        let mut running = s2.clone();
+        (running.node, running.status) = (Some("b".into()), SandboxStatus::Running);
+        store.insert(&running).await.expect("insert");
+        // B holds its lease: nothing moves.
+        assert!(!store.take_over_suspended(s1.id.as_str(), "b", "a", 2_000).await.expect("take"));
+        // B stopped cleanly, but only just: not yet.
+        store.release_node("b", "run-1", 3_000).await.expect("release");
+        assert!(!store.take_over_suspended(s1.id.as_str(), "b", "a", 3_000).await.expect("take"));
+        // Later: it moves, once, without its address; a running sandbox never does.
+        assert!(!store.take_over_suspended(s2.id.as_str(), "b", "a", 4_000).await.expect("take"));
+        assert!(store.take_over_suspended(s1.id.as_str(), "b", "a", 4_000).await.expect("take"));
+        assert!(!store.take_over_suspended(s1.id.as_str(), "b", "c", 4_000).await.expect("take"));
+        let moved = store.get(s1.id.as_str()).await.expect("get").expect("row");
+        assert_eq!((moved.node.as_deref(), moved.slot), (Some("a"), None));
+        // Once B runs again, what it still has stays.
+        let mut r3 = s3.clone();
+        (r3.node, r3.status) = (Some("b".into()), SandboxStatus::Suspended);
+        store.insert(&r3).await.expect("insert");
+        let b2 = node("b", "run-2", "10.2.0.0/16", 5_000);
+        store.register_node(&b2, 5_000).await.expect("reg");
+        assert!(!store.take_over_suspended(s3.id.as_str(), "b", "a", 6_000).await.expect("take"));
     });
 }
