@@ -329,6 +329,65 @@ def test_creates_are_placed_where_there_is_room_and_never_overbook_a_node(pg):
         assert node(a, "place-a")["running_sandboxes"] == 3
 
 
+def test_a_full_node_hands_a_suspended_sandbox_to_a_node_with_room_to_resume_it(pg):
+    from framework.metrics import operations
+    from framework.s3 import S3Server
+
+    url = pg.create_database("alcove_full_resume")
+    B = "/v1/namespaces/default/sandboxes"
+    with S3Server() as s3:
+        args = ["--node-memory-mb", "2048", "--memory-overcommit", "1", "--compress-after-secs", "0",
+                *s3.alcove_args("full")]
+        with (
+            nodes_on(url, ["full-a", "full-b"], extra_args=args, extra_env=s3.alcove_env()) as (a, b),
+            SandboxClient(api_url=a.url) as via_a,
+            SandboxClient(api_url=b.url) as via_b,
+        ):
+            mover = via_b.create_and_connect(name="mover", memory_mb=1024)
+            mover.write_file("/root/notes.txt", b"resumed where there was room")
+            counter = mover.start_process(
+                "sh", ["-c", "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.2; done"])
+            before = operations(b, "blob_upload")
+            via_b.suspend("mover")
+            assert wait_for(lambda: operations(b, "blob_upload") > before, 60), b.log_tail()
+            # B fills up meanwhile (a suspended sandbox reserves nothing).
+            fillers = [via_b.create(memory_mb=1024).sandbox_id for _ in range(2)]
+            assert containers(b) == set(fillers)
+            assert wait_for(lambda: node(a, "full-b")["used"]["memory_mb"] == 2048, 20)
+
+            # Resumed through A: relayed to B, which has no room, hands it to A and relays the
+            # resume back there.
+            resp = a.api("POST", f"{B}/mover/resume?wait_ms=120000")
+            assert resp.status_code == 200, resp.text
+            assert containers(a) == {mover.sandbox_id}
+            assert not (b.data_dir / "sandboxes" / mover.sandbox_id).exists()
+            again = via_b.connect("mover")
+            assert again.read_file("/root/notes.txt") == b"resumed where there was room"
+            assert any(p.pid == counter.pid and p.status == "running" for p in again.list_processes())
+            first = int(again.read_file("/root/n"))
+            assert wait_for(lambda: int(again.read_file("/root/n")) > first, 10)
+
+            # Suspended again with both nodes full: no node has room, and it stays put.
+            before = operations(a, "blob_upload")
+            via_a.suspend("mover")
+            assert wait_for(lambda: operations(a, "blob_upload") > before, 60), a.log_tail()
+            fillers += [via_a.create(memory_mb=1024).sandbox_id for _ in range(2)]
+            assert wait_for(lambda: node(b, "full-a")["used"]["memory_mb"] == 2048, 20)
+            for srv in (a, b):
+                refused = srv.api("POST", f"{B}/mover/resume?wait_ms=120000")
+                assert refused.status_code == 503, refused.text
+                assert refused.json()["code"] == "RESOURCE_EXHAUSTED", refused.text
+            assert via_a.get("mover").status == "suspended"
+            assert (a.data_dir / "sandboxes" / mover.sandbox_id).exists()
+            # Room made on A: it resumes there.
+            via_a.delete(fillers.pop())
+            assert b.api("POST", f"{B}/mover/resume?wait_ms=120000").status_code == 200
+            assert mover.sandbox_id in containers(a)
+            for sid in fillers:
+                via_a.delete(sid)
+            via_a.delete("mover")
+
+
 def test_one_node_refills_a_pool_and_claims_through_any_node_take_its_warm_sandboxes(pg):
     url = pg.create_database("alcove_pool_nodes")
     base = "/v1/namespaces/default/sandbox-pools"

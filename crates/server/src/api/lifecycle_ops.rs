@@ -108,6 +108,7 @@ pub async fn suspend(
         (status = 404, description = "`NOT_FOUND`: no such sandbox.", body = ApiErrorBody),
         (status = 409, description = "`INVALID_STATE`: not in a status that can be resumed.", body = ApiErrorBody),
         (status = 500, description = "`OPERATION_FAILED`: the resume ran and failed; the sandbox is unchanged.", body = ApiErrorBody),
+        (status = 503, description = "`RESOURCE_EXHAUSTED`: with several nodes, none has CPUs and memory left for it (it stays suspended); `NODE_OFFLINE`: its node is down and it cannot move yet.", body = ApiErrorBody),
         (status = 507, description = "`RESOURCE_EXHAUSTED`: the host has no room.", body = ApiErrorBody),
     )
 )]

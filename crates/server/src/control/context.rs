@@ -144,10 +144,33 @@ impl Context {
     /// here at once, it never promises more than it offers. `NoRoomHere` when
     /// it has no room (the placing node then tries another).
     pub(super) async fn insert_admitted(&self, record: &SandboxRecord) -> Result<(), ControlError> {
-        let (Some(me), Some(cap)) = (self.clustered_node(), self.capacity.get()) else {
+        if self.clustered_node().is_none() {
             return Ok(self.store.insert(record).await?);
-        };
+        }
         let _admitting = self.admission.lock().await;
+        self.room_for(record).await?;
+        Ok(self.store.insert(record).await?)
+    }
+
+    /// Stores a suspended sandbox of this node as resuming, from when it
+    /// reserves its CPUs and memory again: checked under the same lock as
+    /// [`Self::insert_admitted`] when other nodes share the store.
+    pub(super) async fn update_admitted(&self, record: &SandboxRecord) -> Result<(), ControlError> {
+        if self.clustered_node().is_none() {
+            return Ok(self.store.update(record).await?);
+        }
+        let _admitting = self.admission.lock().await;
+        self.room_for(record).await?;
+        Ok(self.store.update(record).await?)
+    }
+
+    /// `NoRoomHere` when what this node's stored sandboxes reserve leaves no
+    /// room for `record` within the capacity it offers (always room when alone
+    /// in the store). Binding only under the admission lock.
+    pub(super) async fn room_for(&self, record: &SandboxRecord) -> Result<(), ControlError> {
+        let (Some(me), Some(cap)) = (self.clustered_node(), self.capacity.get()) else {
+            return Ok(());
+        };
         let (cpus, memory_mb) = self.store.reserved_on(me).await?;
         let cpu_room = cap.cpus * cap.cpu_overcommit - cpus;
         let memory_room = (cap.memory_mb as f64 * cap.memory_overcommit) as i64 - memory_mb;
@@ -158,7 +181,7 @@ impl Context {
                 memory_mb: record.memory_mb,
             });
         }
-        Ok(self.store.insert(record).await?)
+        Ok(())
     }
 
     /// Refuses work that would start a sandbox on this node while it drains.

@@ -99,6 +99,11 @@ impl Suspension {
         }
         match record.status {
             SandboxStatus::Running => return Ok((record, true)),
+            // Refused at once when this node has no room for it (checked again,
+            // binding, when the resume begins).
+            SandboxStatus::Suspended if record.transition.is_none() => {
+                self.ctx.room_for(&record).await?;
+            }
             SandboxStatus::Suspended | SandboxStatus::Suspending => {}
             status => {
                 return Err(ControlError::InvalidState {
@@ -243,9 +248,22 @@ impl Suspension {
             tracing::error!(sandbox_id = %id, error = %e, "starting a resume");
             return;
         }
-        if let Err(e) = self.ctx.store.update(&record).await {
-            tracing::error!(sandbox_id = %id, error = %e, "recording resuming");
-            return;
+        match self.ctx.update_admitted(&record).await {
+            Ok(()) => {}
+            Err(e @ ControlError::NoRoomHere { .. }) => {
+                // Others took the room since the request was checked: it stays
+                // suspended, and the request says why.
+                tracing::info!(sandbox_id = %id, error = %e, "no room to resume");
+                if let Ok(Some(mut stored)) = self.ctx.store.get(id).await {
+                    stored.error_details = Some(e.to_string());
+                    let _ = self.ctx.store.update(&stored).await;
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(sandbox_id = %id, error = %e, "recording resuming");
+                return;
+            }
         }
         let outcome = match self.ctx.images.resolve_pinned(&record.image) {
             Ok(crate::images::ResolvedImage { image, .. }) => {

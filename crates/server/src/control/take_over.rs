@@ -1,8 +1,11 @@
-//! Moving on demand: a resume asked of any node, for a suspended sandbox whose
-//! node stopped cleanly, moves the sandbox to the node asked, which resumes it
-//! from the blob store. Without this the sandbox would wait until its node
-//! came back, or until the others declared that node lost (ten minutes after a
-//! clean stop).
+//! Moving on demand, when a suspended sandbox's node cannot resume it:
+//!
+//! - **Its node stopped cleanly.** A resume asked of any node moves the
+//!   sandbox to the node asked, which resumes it from the blob store. Without
+//!   this the sandbox would wait until its node came back, or until the others
+//!   declared that node lost (ten minutes after a clean stop).
+//! - **Its node is full.** Its node hands it to the live active node with the
+//!   most room (as the nodes last reported it) and relays the resume there.
 //!
 //! Only a clean stop qualifies: the stopped node's process has exited, so
 //! nothing of the sandbox runs and nothing can start it there. A node whose
@@ -12,11 +15,13 @@
 
 use alcove_runtime::SandboxId;
 use alcove_wire::journal::LogLevel;
+use alcove_wire::node::NodeState;
 use alcove_wire::sandbox::SandboxStatus;
 use alcove_wire::time::now_millis;
 
 use super::membership::lease_ms;
 use super::{Control, ControlError};
+use crate::store::SandboxRecord;
 
 impl Control {
     /// Moves suspended sandbox `ident` here if its node stopped cleanly more
@@ -71,5 +76,116 @@ impl Control {
                 .await;
         }
         Ok(moved)
+    }
+
+    /// For a resume asked of this node: when the suspended sandbox `ident` is
+    /// this node's and this node has no room for it, hands it to the live
+    /// active node with the most room for it and returns that node's name and
+    /// address (relay the resume there). `None`: resume it here (it has room,
+    /// or it is not a suspended sandbox of this node). `NoRoom` when no node
+    /// has room; `NoRoomHere` when its dump is not in the blob store yet.
+    pub async fn hand_over_when_full(
+        &self,
+        ident: &str,
+    ) -> Result<Option<(String, String)>, ControlError> {
+        let Some(me) = self.ctx.clustered_node() else {
+            return Ok(None);
+        };
+        let Some(record) = self.local_suspended(ident, me).await? else {
+            return Ok(None);
+        };
+        let no_room_here = match self.ctx.room_for(&record).await {
+            Ok(()) => return Ok(None),
+            Err(e @ ControlError::NoRoomHere { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        let stored = self.ctx.cfg.blobs.is_some()
+            && !self
+                .ctx
+                .store
+                .blobs_of(&super::blobs::sandbox_owner(&record.id))
+                .await?
+                .is_empty();
+        if !stored {
+            return Err(no_room_here);
+        }
+        let Some((node, address)) = self.roomiest_other_node(&record, me).await? else {
+            return Err(ControlError::NoRoom {
+                cpus: record.cpus,
+                memory_mb: record.memory_mb,
+            });
+        };
+        // Under its op lock: no resume of it here can begin meanwhile.
+        let lock = self.ctx.op_lock(&record.id);
+        let _guard = lock.lock().await;
+        if !self
+            .ctx
+            .store
+            .hand_over_suspended(record.id.as_str(), me, &node)
+            .await?
+        {
+            // It began resuming, moved or ended meanwhile: answered here.
+            return Ok(None);
+        }
+        // Its dump is in the blob store; what this disk holds of it goes, and
+        // its address here is free again.
+        if let Some(slot) = record.slot.and_then(|s| u32::try_from(s).ok()) {
+            self.ctx
+                .node
+                .destroy(&record.id, alcove_runtime::network::Slot(slot))
+                .await;
+        }
+        tracing::info!(sandbox_id = %record.id, to = %node, "no room to resume here: suspended sandbox handed to another node");
+        self.ctx
+            .logs
+            .note(
+                &record.id,
+                LogLevel::Info,
+                format!("node {me:?} had no room to resume it; the suspended sandbox moved to node {node:?}"),
+            )
+            .await;
+        Ok(Some((node, address)))
+    }
+
+    /// Suspended sandbox `ident` when it is `me`'s, with no transition going on.
+    async fn local_suspended(
+        &self,
+        ident: &str,
+        me: &str,
+    ) -> Result<Option<SandboxRecord>, ControlError> {
+        let record = match SandboxId::parse(ident) {
+            Ok(id) => self.ctx.store.get(&id).await?,
+            Err(_) => self.ctx.store.get_live_by_name(ident).await?,
+        };
+        Ok(record.filter(|r| {
+            r.status == SandboxStatus::Suspended
+                && r.transition.is_none()
+                && r.node.as_deref() == Some(me)
+        }))
+    }
+
+    /// The live active node other than `me` with the most memory left to
+    /// promise, if it reports room for `record`.
+    async fn roomiest_other_node(
+        &self,
+        record: &SandboxRecord,
+        me: &str,
+    ) -> Result<Option<(String, String)>, ControlError> {
+        let now = now_millis();
+        let best = self
+            .ctx
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.name != me && n.is_live(now) && n.state == NodeState::Active.as_str())
+            .map(|n| {
+                let cpus = n.cpus * n.cpu_overcommit - n.used_cpus;
+                let memory = (n.memory_mb as f64 * n.memory_overcommit) as i64 - n.used_memory_mb;
+                (memory, cpus, n)
+            })
+            .filter(|(memory, cpus, _)| *memory >= record.memory_mb && *cpus + 1e-6 >= record.cpus)
+            .max_by_key(|(memory, _, _)| *memory);
+        Ok(best.map(|(_, _, n)| (n.name, n.address)))
     }
 }

@@ -93,6 +93,14 @@ fn claimed_pool(req: &Request) -> Option<String> {
 /// create asked of a draining node to the active node with the most room.
 pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.headers().contains_key(FORWARDED_BY) {
+        // A resume relayed to its node may still go on to a node with room, once.
+        if is_resume(&req)
+            && !req.headers().contains_key(HANDED_OVER)
+            && state.control.has_peers()
+            && let Some(ident) = target_ident(&req, &state.ingress_domain)
+        {
+            return resume_here_or_hand_over(&state, &ident, req, next).await;
+        }
         return next.run(req).await;
     }
     if is_create(&req) && state.control.has_peers() {
@@ -113,6 +121,9 @@ pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next:
         return next.run(req).await;
     };
     match state.control.owner_elsewhere(&ident).await {
+        Ok(None) if is_resume(&req) && state.control.has_peers() => {
+            resume_here_or_hand_over(&state, &ident, req, next).await
+        }
         Ok(None) => next.run(req).await,
         Ok(Some((node, address))) => relay_to_node(&state, &node, &address, req)
             .await
@@ -124,6 +135,32 @@ pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next:
                 Ok(false) => ApiError::from(e).into_response(),
                 Err(other) => ApiError::from(other).into_response(),
             }
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Marks a resume relayed to the node a full node handed the sandbox to: it is
+/// resumed there or refused, never handed on again.
+const HANDED_OVER: &str = "x-alcove-handed-over";
+
+/// Resumes this node's sandbox `ident` here, unless this node is full and
+/// another has room: then the sandbox is handed to that node and the resume
+/// relayed there.
+async fn resume_here_or_hand_over(
+    state: &AppState,
+    ident: &str,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match state.control.hand_over_when_full(ident).await {
+        Ok(None) => next.run(req).await,
+        Ok(Some((node, address))) => {
+            req.headers_mut()
+                .insert(HANDED_OVER, HeaderValue::from_static("1"));
+            relay_to_node(state, &node, &address, req)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
         }
         Err(e) => ApiError::from(e).into_response(),
     }

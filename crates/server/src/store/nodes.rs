@@ -315,6 +315,30 @@ impl Store {
             == 1)
     }
 
+    /// Hands suspended sandbox `id` of node `from` (the caller, holding its op
+    /// lock) to node `to`, with no address; false if it is no longer `from`'s
+    /// to hand (resuming, moved, ended).
+    pub async fn hand_over_suspended(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .execute(
+                query(
+                    "UPDATE sandboxes SET node = $2, slot = NULL WHERE id = $1 AND node = $3 \
+                     AND status = 'suspended' AND transition IS NULL",
+                )
+                .bind(id)
+                .bind(to)
+                .bind(from),
+            )
+            .await?
+            == 1)
+    }
+
     /// Records that the loss claimed at `lost_at` is settled: the node may
     /// register again.
     pub async fn finish_reaping(
@@ -335,7 +359,8 @@ impl Store {
     }
 
     /// The CPUs and memory (MiB) that the sandboxes of node `name` reserve:
-    /// every live one that is not suspended, those still starting included.
+    /// every live one that is not suspended, those still starting or resuming
+    /// included.
     pub async fn reserved_on(&self, name: &str) -> Result<(f64, i64), StoreError> {
         let row = self
             .db
@@ -344,7 +369,8 @@ impl Store {
                     "SELECT COALESCE(SUM(cpus), 0.0) AS cpus, \
                      CAST(COALESCE(SUM(memory_mb), 0) AS BIGINT) AS memory_mb FROM sandboxes \
                      WHERE node = $1 \
-                     AND status NOT IN ('terminated', 'failed', 'timeout', 'suspended')",
+                     AND status NOT IN ('terminated', 'failed', 'timeout') \
+                     AND (status <> 'suspended' OR transition IS NOT NULL)",
                 )
                 .bind(name),
             )
@@ -504,6 +530,13 @@ mod tests {
         }
         assert_eq!(store.reserved_on("a").await.expect("sum"), (1.5, 1536));
         assert_eq!(store.reserved_on("b").await.expect("sum"), (8.0, 8192));
+        // A suspended sandbox reserves again from the moment its resume begins.
+        let mut resuming = crate::store::sample_record("s9", None);
+        (resuming.node, resuming.status, resuming.cpus, resuming.memory_mb) =
+            (Some("a".into()), SandboxStatus::Suspended, 0.25, 256);
+        resuming.transition = Some("resuming".into());
+        store.insert(&resuming).await.expect("insert");
+        assert_eq!(store.reserved_on("a").await.expect("sum"), (1.75, 1792));
     });
 
     store_test!(async fn a_node_is_declared_lost_once_and_comes_back_only_once_settled(db) {
