@@ -315,6 +315,14 @@ pub struct Config {
     )]
     pub header_read_timeout_secs: u64,
 
+    /// Seconds a new sandbox's agent has to answer before its start counts as
+    /// failed (a loaded machine boots more slowly).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_AGENT_READY_TIMEOUT_SECS", default_value_t = 30)
+    )]
+    pub agent_ready_timeout_secs: u64,
+
     /// Seconds a connection may stay open with no request in flight (also a new
     /// connection that sends nothing); streaming responses are never cut by it.
     #[cfg_attr(
@@ -471,6 +479,7 @@ impl Config {
         for (flag, value) in [
             ("header-read-timeout-secs", self.header_read_timeout_secs),
             ("idle-timeout-secs", self.idle_timeout_secs),
+            ("agent-ready-timeout-secs", self.agent_ready_timeout_secs),
             (
                 "max-requests-per-client",
                 self.max_requests_per_client as u64,

@@ -137,7 +137,7 @@ pub async fn serve(
         subnet: config.subnet()?,
         pids_limit: config.pids_limit,
         host_resolv: "/etc/resolv.conf".into(),
-        agent_ready_timeout: Duration::from_secs(15),
+        agent_ready_timeout: Duration::from_secs(config.agent_ready_timeout_secs),
         // runc runs this very binary as each sandbox's hook.
         hook_binary: std::env::current_exe()?,
         idmap_dir: config.idmap_dir.clone(),
