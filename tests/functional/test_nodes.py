@@ -131,6 +131,7 @@ def test_bad_node_settings_are_refused_at_start():
         (["--cpu-overcommit", "NaN"], "--cpu-overcommit must be 0.1 to 100"),
         (["--node-cpus=-2"], "--node-cpus must be a positive number"),
         (["--node-memory-mb", "0"], "--node-memory-mb must be positive"),
+        (["--agent-ready-timeout-secs", "0"], "--agent-ready-timeout-secs must be at least 1"),
     ]:
         log = refused_at_start(args)
         assert expect in log, (args, log)
