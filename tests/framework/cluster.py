@@ -7,11 +7,28 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from framework.host import wait_for
+from framework.metrics import operations
 from framework.netns import NodeNetwork
 from framework.server import AlcoveServer, retire
 
 # The API key of nodes that listen beyond loopback.
 NODE_KEY = "cluster-test-key"
+
+# A shell loop writing a growing count to /root/n: memory that must survive a move.
+COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.2; done"
+
+
+def suspend_into_blob_store(client, srv: AlcoveServer, ident: str) -> None:
+    """Suspends `ident` through `client` and waits until node `srv` has uploaded its dump."""
+    before = operations(srv, "blob_upload")
+    client.suspend(ident)
+    assert wait_for(lambda: operations(srv, "blob_upload") > before, 60), srv.log_tail()
+
+
+def still_counting(sandbox) -> bool:
+    """Whether the sandbox's COUNTER goes on (its process survived)."""
+    first = int(sandbox.read_file("/root/n"))
+    return wait_for(lambda: int(sandbox.read_file("/root/n")) > first, 10)
 
 
 @contextmanager

@@ -27,9 +27,8 @@ from pathlib import Path
 import pytest
 
 from alcove.sandbox import SandboxClient
-from framework.cluster import nodes_on
+from framework.cluster import COUNTER, nodes_on, still_counting, suspend_into_blob_store
 from framework.host import agent_pid, wait_for
-from framework.metrics import operations
 from framework.postgres import PostgresCluster
 from framework.s3 import S3Server
 from framework.server import AlcoveServer
@@ -62,10 +61,6 @@ def node_info(srv: AlcoveServer, name: str) -> dict:
     return found
 
 
-def uploads(srv: AlcoveServer) -> float:
-    return operations(srv, "blob_upload")
-
-
 def runc(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["runc", "--root", str(data_dir / "runc"), *args], capture_output=True, text=True)
 
@@ -96,11 +91,9 @@ def test_a_killed_node_is_declared_lost_and_its_suspended_sandbox_resumes_elsewh
         movable_id = movable.sandbox_id
         movable.write_file("/root/notes.txt", b"moved with its node gone")
         counter = movable.start_process(
-            "sh", ["-c", "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.2; done"])
+            "sh", ["-c", COUNTER])
         doomed = via_b.create()
-        before = uploads(b)
-        via_b.suspend("movable")
-        assert wait_for(lambda: uploads(b) > before, 60), b.log_tail()
+        suspend_into_blob_store(via_b, b, "movable")
 
         kill_with_sandboxes(b)
         # Lease 3 s, declared lost a third of a lease after it ran out.
@@ -116,8 +109,7 @@ def test_a_killed_node_is_declared_lost_and_its_suspended_sandbox_resumes_elsewh
         again = via_a.connect("movable")
         assert again.read_file("/root/notes.txt") == b"moved with its node gone"
         assert any(p.pid == counter.pid and p.status == "running" for p in again.list_processes())
-        first = int(again.read_file("/root/n"))
-        assert wait_for(lambda: int(again.read_file("/root/n")) > first, 10)
+        assert still_counting(again)
         assert wait_for(lambda: node_info(a, "loss-a")["running_sandboxes"] == 1, 15)
         assert container_status(a.data_dir, movable_id) == "running"
 
@@ -156,11 +148,9 @@ def test_a_suspended_sandbox_of_a_stopped_node_resumes_through_another_with_its_
         traveller = via_b.create_and_connect(name="traveller")
         traveller.write_file("/root/notes.txt", b"suspended on b, resumed on a")
         counter = traveller.start_process(
-            "sh", ["-c", "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.2; done"])
+            "sh", ["-c", COUNTER])
         stays = via_b.create()
-        before = uploads(b)
-        via_b.suspend("traveller")
-        assert wait_for(lambda: uploads(b) > before, 60), b.log_tail()
+        suspend_into_blob_store(via_b, b, "traveller")
         b.stop()
 
         # Asked of A, the resume moves it: it runs on A from S3, memory and files intact.
@@ -169,8 +159,7 @@ def test_a_suspended_sandbox_of_a_stopped_node_resumes_through_another_with_its_
         again = via_a.connect("traveller")
         assert again.read_file("/root/notes.txt") == b"suspended on b, resumed on a"
         assert any(p.pid == counter.pid and p.status == "running" for p in again.list_processes())
-        first = int(again.read_file("/root/n"))
-        assert wait_for(lambda: int(again.read_file("/root/n")) > first, 10)
+        assert still_counting(again)
         assert container_status(a.data_dir, traveller.sandbox_id) == "running"
         # A running sandbox of the stopped node never moves: it still runs there.
         refused = a.api("POST", f"/v1/namespaces/default/sandboxes/{stays.sandbox_id}/resume")

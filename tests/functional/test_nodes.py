@@ -19,7 +19,7 @@ import pytest
 
 from alcove.sandbox import SandboxClient
 from framework.cli import run_cli
-from framework.cluster import nodes_on
+from framework.cluster import COUNTER, nodes_on, still_counting, suspend_into_blob_store
 from framework.host import wait_for
 from framework.postgres import PostgresCluster
 from framework.server import AlcoveServer, refused_at_start, retire
@@ -331,7 +331,6 @@ def test_creates_are_placed_where_there_is_room_and_never_overbook_a_node(pg):
 
 
 def test_a_full_node_hands_a_suspended_sandbox_to_a_node_with_room_to_resume_it(pg):
-    from framework.metrics import operations
     from framework.s3 import S3Server
 
     url = pg.create_database("alcove_full_resume")
@@ -347,10 +346,8 @@ def test_a_full_node_hands_a_suspended_sandbox_to_a_node_with_room_to_resume_it(
             mover = via_b.create_and_connect(name="mover", memory_mb=1024)
             mover.write_file("/root/notes.txt", b"resumed where there was room")
             counter = mover.start_process(
-                "sh", ["-c", "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.2; done"])
-            before = operations(b, "blob_upload")
-            via_b.suspend("mover")
-            assert wait_for(lambda: operations(b, "blob_upload") > before, 60), b.log_tail()
+                "sh", ["-c", COUNTER])
+            suspend_into_blob_store(via_b, b, "mover")
             # B fills up meanwhile (a suspended sandbox reserves nothing).
             fillers = [via_b.create(memory_mb=1024).sandbox_id for _ in range(2)]
             assert containers(b) == set(fillers)
@@ -365,13 +362,10 @@ def test_a_full_node_hands_a_suspended_sandbox_to_a_node_with_room_to_resume_it(
             again = via_b.connect("mover")
             assert again.read_file("/root/notes.txt") == b"resumed where there was room"
             assert any(p.pid == counter.pid and p.status == "running" for p in again.list_processes())
-            first = int(again.read_file("/root/n"))
-            assert wait_for(lambda: int(again.read_file("/root/n")) > first, 10)
+            assert still_counting(again)
 
             # Suspended again with both nodes full: no node has room, and it stays put.
-            before = operations(a, "blob_upload")
-            via_a.suspend("mover")
-            assert wait_for(lambda: operations(a, "blob_upload") > before, 60), a.log_tail()
+            suspend_into_blob_store(via_a, a, "mover")
             fillers += [via_a.create(memory_mb=1024).sandbox_id for _ in range(2)]
             assert wait_for(lambda: node(b, "full-a")["used"]["memory_mb"] == 2048, 20)
             for srv in (a, b):

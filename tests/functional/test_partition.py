@@ -22,9 +22,8 @@ from pathlib import Path
 import pytest
 
 from alcove.sandbox import SandboxClient
-from framework.cluster import NODE_KEY, nodes_on
+from framework.cluster import COUNTER, NODE_KEY, nodes_on, still_counting, suspend_into_blob_store
 from framework.host import agent_pid, firewall_table_exists, instance_tag, wait_for
-from framework.metrics import operations
 from framework.netns import NodeNetwork
 from framework.postgres import PostgresCluster
 from framework.s3 import S3Server
@@ -148,16 +147,13 @@ def test_a_partitioned_node_freezes_is_declared_lost_and_fences_itself_when_heal
     watcher, cut_off, other = nodes[0], nodes[1], nodes[2]
     with client(cut_off) as via_cut, client(other) as via_other:
         stuck = via_cut.create()
-        counter = "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.1; done"
         # As fast as it can: any moment it runs after being frozen shows.
         busy = "i=0; while true; do i=$((i+1)); echo $i > /root/n; done"
         via_cut.connect(stuck.sandbox_id).start_process("sh", ["-c", busy])
         roamer = via_cut.create_and_connect(name="roamer")
         roamer.write_file("/root/notes.txt", b"packed before the cable was pulled")
-        kept = roamer.start_process("sh", ["-c", counter])
-        before = operations(cut_off, "blob_upload")
-        via_cut.suspend("roamer")
-        assert wait_for(lambda: operations(cut_off, "blob_upload") > before, 60), cut_off.log_tail()
+        kept = roamer.start_process("sh", ["-c", COUNTER])
+        suspend_into_blob_store(via_cut, cut_off, "roamer")
 
         with Watch(cut_off.data_dir, stuck.sandbox_id) as watch:
             net.cut(1)
@@ -178,8 +174,7 @@ def test_a_partitioned_node_freezes_is_declared_lost_and_fences_itself_when_heal
                 moved = via_other.connect("roamer")
                 assert moved.read_file("/root/notes.txt") == b"packed before the cable was pulled"
                 assert any(p.pid == kept.pid and p.status == "running" for p in moved.list_processes())
-                first = int(moved.read_file("/root/n"))
-                assert wait_for(lambda: int(moved.read_file("/root/n")) > first, 10)
+                assert still_counting(moved)
                 runs_on = [srv for srv in (watcher, other)
                            if container_status(srv.data_dir, roamer.sandbox_id) == "running"]
                 assert len(runs_on) == 1

@@ -69,6 +69,12 @@ impl UploadBackoff {
 }
 
 impl Context {
+    /// Whether suspended sandbox `id`'s dump is in the blob store (so another
+    /// node can resume it).
+    pub(super) async fn dump_in_blob_store(&self, id: &str) -> Result<bool, super::ControlError> {
+        Ok(self.cfg.blobs.is_some() && !self.store.blobs_of(&sandbox_owner(id)).await?.is_empty())
+    }
+
     /// Uploads the members of `dir` that exist (raw or packed) under
     /// `<prefix>/<member>.tar.zst`; returns the records to store.
     async fn upload_members(

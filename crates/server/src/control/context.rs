@@ -277,6 +277,15 @@ impl Context {
         self.running.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The stored sandbox `ident` names: by id (any status) or by the name of a
+    /// live one. No namespace or pool check (see [`Self::resolve`]).
+    pub(super) async fn lookup(&self, ident: &str) -> Result<Option<SandboxRecord>, ControlError> {
+        Ok(match SandboxId::parse(ident) {
+            Ok(id) => self.store.get(&id).await?,
+            Err(_) => self.store.get_live_by_name(ident).await?,
+        })
+    }
+
     /// Finds a sandbox by id (any status) or by the name of a live one.
     pub(super) async fn resolve(
         &self,
@@ -287,12 +296,7 @@ impl Context {
             kind: "sandbox",
             id: ident.to_string(),
         };
-        let record = if let Ok(id) = SandboxId::parse(ident) {
-            self.store.get(&id).await?
-        } else {
-            self.store.get_live_by_name(ident).await?
-        };
-        let record = record.ok_or_else(not_found)?;
+        let record = self.lookup(ident).await?.ok_or_else(not_found)?;
         // A pool's idle sandbox is the pool's until claimed: nobody may use or change it.
         if record.is_pool_reserve() || namespace.is_some_and(|ns| ns != record.namespace) {
             return Err(not_found());

@@ -299,10 +299,7 @@ impl Control {
         let Some(me) = self.ctx.clustered_node() else {
             return Ok(None);
         };
-        let record = match alcove_runtime::SandboxId::parse(ident) {
-            Ok(id) => self.ctx.store.get(&id).await?,
-            Err(_) => self.ctx.store.get_live_by_name(ident).await?,
-        };
+        let record = self.ctx.lookup(ident).await?;
         let Some(record) = record.filter(|r| r.status.is_live()) else {
             return Ok(None);
         };

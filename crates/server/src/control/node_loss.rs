@@ -244,14 +244,7 @@ impl Control {
         let live = self.ctx.store.list_live().await?;
         for mut r in live.into_iter().filter(|r| r.node.as_deref() == Some(node)) {
             if r.status == SandboxStatus::Suspended && r.transition.is_none() {
-                let stored = self.ctx.cfg.blobs.is_some()
-                    && !self
-                        .ctx
-                        .store
-                        .blobs_of(&super::blobs::sandbox_owner(&r.id))
-                        .await?
-                        .is_empty();
-                if !stored {
+                if !self.ctx.dump_in_blob_store(&r.id).await? {
                     waiting += 1;
                     continue;
                 }

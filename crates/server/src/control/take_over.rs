@@ -13,7 +13,6 @@
 //! only once it is declared lost (`node_loss.rs`), after it has had the time
 //! to fence itself.
 
-use alcove_runtime::SandboxId;
 use alcove_wire::journal::LogLevel;
 use alcove_wire::node::NodeState;
 use alcove_wire::sandbox::SandboxStatus;
@@ -35,10 +34,7 @@ impl Control {
         if self.ctx.cfg.blobs.is_none() || self.ctx.ensure_not_draining().is_err() {
             return Ok(false);
         }
-        let record = match SandboxId::parse(ident) {
-            Ok(id) => self.ctx.store.get(&id).await?,
-            Err(_) => self.ctx.store.get_live_by_name(ident).await?,
-        };
+        let record = self.ctx.lookup(ident).await?;
         let Some(r) = record.filter(|r| {
             r.status == SandboxStatus::Suspended
                 && r.transition.is_none()
@@ -47,13 +43,7 @@ impl Control {
             return Ok(false);
         };
         let from = r.node.clone().unwrap_or_default();
-        let stored = !self
-            .ctx
-            .store
-            .blobs_of(&super::blobs::sandbox_owner(&r.id))
-            .await?
-            .is_empty();
-        if !stored {
+        if !self.ctx.dump_in_blob_store(&r.id).await? {
             return Ok(false);
         }
         // A grace after the stop: a request the stopping node was still
@@ -99,14 +89,7 @@ impl Control {
             Err(e @ ControlError::NoRoomHere { .. }) => e,
             Err(e) => return Err(e),
         };
-        let stored = self.ctx.cfg.blobs.is_some()
-            && !self
-                .ctx
-                .store
-                .blobs_of(&super::blobs::sandbox_owner(&record.id))
-                .await?
-                .is_empty();
-        if !stored {
+        if !self.ctx.dump_in_blob_store(&record.id).await? {
             return Err(no_room_here);
         }
         let Some((node, address)) = self.roomiest_other_node(&record, me).await? else {
@@ -153,10 +136,7 @@ impl Control {
         ident: &str,
         me: &str,
     ) -> Result<Option<SandboxRecord>, ControlError> {
-        let record = match SandboxId::parse(ident) {
-            Ok(id) => self.ctx.store.get(&id).await?,
-            Err(_) => self.ctx.store.get_live_by_name(ident).await?,
-        };
+        let record = self.ctx.lookup(ident).await?;
         Ok(record.filter(|r| {
             r.status == SandboxStatus::Suspended
                 && r.transition.is_none()
