@@ -1,8 +1,9 @@
 """Node loss and fencing, on two real nodes sharing a PostgreSQL store and an S3 blob store.
 
 - A named suspended sandbox of a node that stopped cleanly resumes through another node,
-  which takes it over and resumes it from S3 with its memory; running sandboxes of the
-  stopped node stay where they are, and the node keeps them when it starts again.
+  which takes it over and resumes it from S3 with its memory (asked to resume, or, for one
+  that wakes on traffic, on traffic); running sandboxes of the stopped node stay where they
+  are, and the node keeps them when it starts again.
 
 - A node killed with its sandboxes is declared lost once its lease has run out: its running
   sandboxes are marked lost, and its named suspended sandbox (in S3) moves to the surviving
@@ -150,6 +151,9 @@ def test_a_suspended_sandbox_of_a_stopped_node_resumes_through_another_with_its_
         counter = traveller.start_process(
             "sh", ["-c", COUNTER])
         stays = via_b.create()
+        sleeper = via_b.create_and_connect(name="sleeper")
+        sleeper.write_file("/root/dream.txt", b"woken on another node")
+        suspend_into_blob_store(via_b, b, "sleeper")
         suspend_into_blob_store(via_b, b, "traveller")
         b.stop()
 
@@ -161,6 +165,21 @@ def test_a_suspended_sandbox_of_a_stopped_node_resumes_through_another_with_its_
         assert any(p.pid == counter.pid and p.status == "running" for p in again.list_processes())
         assert still_counting(again)
         assert container_status(a.data_dir, traveller.sandbox_id) == "running"
+        # Traffic wakes a sandbox that wakes on traffic (auto_resume) the same way.
+        woken = via_a.connect("sleeper")
+        answer: dict = {}
+
+        def read_through_a() -> bool:
+            try:
+                answer["text"] = woken.read_file("/root/dream.txt")
+                return True
+            except Exception as e:  # 503 NODE_OFFLINE until a third of a lease after the stop
+                answer["error"] = repr(e)
+                return False
+
+        assert wait_for(read_through_a, 30), answer
+        assert answer["text"] == b"woken on another node"
+        assert container_status(a.data_dir, sleeper.sandbox_id) == "running"
         # A running sandbox of the stopped node never moves: it still runs there.
         refused = a.api("POST", f"/v1/namespaces/default/sandboxes/{stays.sandbox_id}/resume")
         assert (refused.status_code, refused.json()["code"]) == (503, "NODE_OFFLINE"), refused.text
@@ -175,6 +194,7 @@ def test_a_suspended_sandbox_of_a_stopped_node_resumes_through_another_with_its_
         assert via_b.connect("traveller").read_file("/root/notes.txt") == b"suspended on b, resumed on a"
         assert sandbox(b, stays.sandbox_id)["status"] == "running"
         via_a.delete("traveller")
+        via_a.delete("sleeper")
         via_b.delete(stays.sandbox_id)
 
 

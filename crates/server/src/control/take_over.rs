@@ -24,9 +24,15 @@ use crate::store::SandboxRecord;
 
 impl Control {
     /// Moves suspended sandbox `ident` here if its node stopped cleanly more
-    /// than a third of a lease ago and its dump is in the blob store. Whether it
-    /// moved; `false` leaves the caller's answer as it was (`NODE_OFFLINE`).
-    pub async fn take_over_suspended(&self, ident: &str) -> Result<bool, ControlError> {
+    /// than a third of a lease ago and its dump is in the blob store; for
+    /// traffic (not an explicit resume), only if it wakes on traffic
+    /// (`auto_resume`). Whether it moved; `false` leaves the caller's answer as
+    /// it was (`NODE_OFFLINE`).
+    pub async fn take_over_suspended(
+        &self,
+        ident: &str,
+        by_traffic: bool,
+    ) -> Result<bool, ControlError> {
         let (Some(me), Some(m)) = (self.ctx.clustered_node(), self.membership.get()) else {
             return Ok(false);
         };
@@ -38,6 +44,7 @@ impl Control {
         let Some(r) = record.filter(|r| {
             r.status == SandboxStatus::Suspended
                 && r.transition.is_none()
+                && (r.auto_resume || !by_traffic)
                 && r.node.as_deref().is_some_and(|n| n != me)
         }) else {
             return Ok(false);

@@ -48,6 +48,13 @@ fn target_ident(req: &Request, ingress_domain: &str) -> Option<String> {
     }
 }
 
+/// Whether `req` is traffic for a sandbox (the proxy's `/api/v1/…` routes and
+/// ingress), which wakes a suspended sandbox with `auto_resume`.
+fn is_traffic(req: &Request, ingress_domain: &str) -> bool {
+    req.uri().path().starts_with("/api/v1/")
+        || parse_ingress_host(req.headers(), ingress_domain).is_some()
+}
+
 /// Whether `req` creates a sandbox (`POST {B}/sandboxes`).
 fn is_create(req: &Request) -> bool {
     if req.method() != http::Method::POST {
@@ -128,9 +135,13 @@ pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next:
         Ok(Some((node, address))) => relay_to_node(&state, &node, &address, req)
             .await
             .unwrap_or_else(IntoResponse::into_response),
-        // Its node stopped: a resume moves it here when its dump is in the blob store.
-        Err(e @ ControlError::NodeOffline { .. }) if is_resume(&req) => {
-            match state.control.take_over_suspended(&ident).await {
+        // Its node stopped: a resume (or, for a sandbox that wakes on traffic,
+        // traffic) moves it here when its dump is in the blob store.
+        Err(e @ ControlError::NodeOffline { .. })
+            if is_resume(&req) || is_traffic(&req, &state.ingress_domain) =>
+        {
+            let by_traffic = !is_resume(&req);
+            match state.control.take_over_suspended(&ident, by_traffic).await {
                 Ok(true) => next.run(req).await,
                 Ok(false) => ApiError::from(e).into_response(),
                 Err(other) => ApiError::from(other).into_response(),
@@ -321,6 +332,23 @@ mod tests {
         assert!(!is_create(&req("GET", "/sandboxes", None)));
         assert!(!is_create(&req("POST", "/sandboxes/abc/suspend", None)));
         assert!(!is_create(&req("POST", "/sandbox-pools", None)));
+    }
+
+    #[test]
+    fn traffic_is_told_apart() {
+        let traffic = |r: &Request| is_traffic(r, "sandbox.localhost");
+        assert!(traffic(&req("GET", "/api/v1/files?path=/x", None)));
+        assert!(traffic(&req(
+            "GET",
+            "/",
+            Some("8080-web.sandbox.localhost:8900")
+        )));
+        assert!(!traffic(&req("POST", "/sandboxes/abc/resume", None)));
+        assert!(!traffic(&req(
+            "GET",
+            "/v1/namespaces/default/sandboxes/abc",
+            None
+        )));
     }
 
     #[test]
