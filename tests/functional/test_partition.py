@@ -2,7 +2,8 @@
 S3 blob store that listen on the host's side of the bridge. Each node has its own address,
 sandbox subnet and firewall table.
 
-- A sandbox on any node is served through any other: commands, files and a PTY.
+- A sandbox on any node is served through any other: commands, files, a PTY, a tunnel and
+  ingress.
 - Partitioned (its link taken down while its sandboxes run), a node freezes its sandboxes
   before the others may declare it lost; they then mark its running sandbox lost and move
   its named suspended sandbox, which resumes on another node with its memory. Healed, the
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from alcove.sandbox import SandboxClient
@@ -122,7 +124,7 @@ def test_every_node_serves_the_sandboxes_of_the_others(cluster):
         assert f"alcove_{tag}" in inside.stdout, inside
         assert not firewall_table_exists(srv.data_dir)
     with client(nodes[1]) as via_1, client(nodes[2]) as via_2, client(nodes[0]) as via_0:
-        made = via_1.create()
+        made = via_1.create(name="everywhere", expose_ports=[8000])
         try:
             # Created through node 1, so it runs there (a node places on itself first).
             assert container_status(nodes[1].data_dir, made.sandbox_id) == "running"
@@ -138,6 +140,22 @@ def test_every_node_serves_the_sandboxes_of_the_others(cluster):
                 assert b"through-42" in pty.read_until("$ ", timeout=10)
                 pty.send("exit 0\n")
                 assert pty.wait(timeout=10) == 0
+            # A web server in it, reached through a tunnel of node 2 and ingress of node 0.
+            through_2.write_file("/tmp/www/hi.txt", b"served on node 1\n")
+            through_2.start_process("python3", ["-m", "http.server", "8000", "--bind", "0.0.0.0"],
+                                    working_dir="/tmp/www")
+            probe = "for i in $(seq 400); do (exec 3<>/dev/tcp/127.0.0.1/8000) 2>/dev/null && exit 0; sleep 0.05; done; exit 1"
+            assert through_2.run("bash", ["-c", probe]).exit_code == 0
+            with through_2.create_tunnel(8000) as tunnel:
+                got = httpx.get(f"http://127.0.0.1:{tunnel.local_port}/hi.txt", timeout=10)
+                assert got.content == b"served on node 1\n"
+            srv = nodes[0]
+            for ident in (made.sandbox_id, "everywhere"):
+                got = httpx.get(f"{srv.url}/hi.txt", timeout=30, headers={
+                    "Host": f"8000-{ident}.sandbox.localhost:{srv.port}",
+                    "Authorization": f"Bearer {NODE_KEY}",
+                })
+                assert (got.status_code, got.content) == (200, b"served on node 1\n"), got.text
         finally:
             via_0.delete(made.sandbox_id)
 
