@@ -93,6 +93,21 @@ impl FakeNode {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sets an existing container's status (freeze, thaw, kill).
+    fn set_container_status(
+        &self,
+        id: &SandboxId,
+        to: ContainerStatus,
+    ) -> Result<(), RuntimeError> {
+        match self.state().containers.get_mut(id) {
+            Some(status) => {
+                *status = to;
+                Ok(())
+            }
+            None => Err(RuntimeError::Config(format!("no container {id}"))),
+        }
+    }
+
     /// Makes the next `times` calls of `op` fail.
     pub(crate) fn fail(&self, op: Op, times: usize) {
         self.state().failures.insert(op, times);
@@ -366,36 +381,15 @@ impl SandboxNode for FakeNode {
     }
 
     async fn thaw(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        let mut s = self.state();
-        match s.containers.get_mut(id) {
-            Some(status) => {
-                *status = ContainerStatus::Running;
-                Ok(())
-            }
-            None => Err(RuntimeError::Config(format!("no container {id}"))),
-        }
+        self.set_container_status(id, ContainerStatus::Running)
     }
 
     async fn freeze(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        let mut s = self.state();
-        match s.containers.get_mut(id) {
-            Some(status) => {
-                *status = ContainerStatus::Paused;
-                Ok(())
-            }
-            None => Err(RuntimeError::Config(format!("no container {id}"))),
-        }
+        self.set_container_status(id, ContainerStatus::Paused)
     }
 
     async fn kill_all(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        let mut s = self.state();
-        match s.containers.get_mut(id) {
-            Some(status) => {
-                *status = ContainerStatus::Stopped;
-                Ok(())
-            }
-            None => Err(RuntimeError::Config(format!("no container {id}"))),
-        }
+        self.set_container_status(id, ContainerStatus::Stopped)
     }
 
     async fn stop_keeping_files(&self, id: &SandboxId) {

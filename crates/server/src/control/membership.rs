@@ -334,14 +334,12 @@ impl Control {
             .list_nodes()
             .await?
             .into_iter()
-            .filter(|n| n.is_live(now) && n.state == NodeState::Active.as_str())
+            .filter(|n| n.takes_work(now))
             .collect();
-        let room =
-            |n: &NodeRecord| (n.memory_mb as f64 * n.memory_overcommit) as i64 - n.used_memory_mb;
         candidates.sort_by(|a, b| {
             (b.name == me)
                 .cmp(&(a.name == me))
-                .then_with(|| room(b).cmp(&room(a)))
+                .then_with(|| b.memory_room().cmp(&a.memory_room()))
         });
         Ok(candidates
             .into_iter()

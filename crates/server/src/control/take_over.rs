@@ -14,13 +14,12 @@
 //! to fence itself.
 
 use alcove_wire::journal::LogLevel;
-use alcove_wire::node::NodeState;
 use alcove_wire::sandbox::SandboxStatus;
 use alcove_wire::time::now_millis;
 
 use super::membership::lease_ms;
 use super::{Control, ControlError};
-use crate::store::SandboxRecord;
+use crate::store::{NodeRecord, SandboxRecord};
 
 impl Control {
     /// Moves suspended sandbox `ident` here if its node stopped cleanly more
@@ -165,14 +164,9 @@ impl Control {
             .list_nodes()
             .await?
             .into_iter()
-            .filter(|n| n.name != me && n.is_live(now) && n.state == NodeState::Active.as_str())
-            .map(|n| {
-                let cpus = n.cpus * n.cpu_overcommit - n.used_cpus;
-                let memory = (n.memory_mb as f64 * n.memory_overcommit) as i64 - n.used_memory_mb;
-                (memory, cpus, n)
-            })
-            .filter(|(memory, cpus, _)| *memory >= record.memory_mb && *cpus + 1e-6 >= record.cpus)
-            .max_by_key(|(memory, _, _)| *memory);
-        Ok(best.map(|(_, _, n)| (n.name, n.address)))
+            .filter(|n| n.name != me && n.takes_work(now))
+            .filter(|n| n.memory_room() >= record.memory_mb && n.cpu_room() + 1e-6 >= record.cpus)
+            .max_by_key(NodeRecord::memory_room);
+        Ok(best.map(|n| (n.name, n.address)))
     }
 }

@@ -55,36 +55,35 @@ fn is_traffic(req: &Request, ingress_domain: &str) -> bool {
         || parse_ingress_host(req.headers(), ingress_domain).is_some()
 }
 
+/// The path segments of a `POST`; `None` for other methods.
+fn post_segments(req: &Request) -> Option<Vec<&str>> {
+    (req.method() == http::Method::POST)
+        .then(|| req.uri().path().trim_matches('/').split('/').collect())
+}
+
 /// Whether `req` creates a sandbox (`POST {B}/sandboxes`).
 fn is_create(req: &Request) -> bool {
-    if req.method() != http::Method::POST {
-        return false;
-    }
-    let segments: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
-    matches!(
-        segments.as_slice(),
-        ["v1", "namespaces", _, "sandboxes"] | ["sandboxes"]
-    )
+    post_segments(req).is_some_and(|segments| {
+        matches!(
+            segments.as_slice(),
+            ["v1", "namespaces", _, "sandboxes"] | ["sandboxes"]
+        )
+    })
 }
 
 /// Whether `req` resumes a sandbox (`POST {B}/sandboxes/{id}/resume`).
 fn is_resume(req: &Request) -> bool {
-    if req.method() != http::Method::POST {
-        return false;
-    }
-    let segments: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
-    matches!(
-        segments.as_slice(),
-        ["v1", "namespaces", _, "sandboxes", _, "resume"] | ["sandboxes", _, "resume"]
-    )
+    post_segments(req).is_some_and(|segments| {
+        matches!(
+            segments.as_slice(),
+            ["v1", "namespaces", _, "sandboxes", _, "resume"] | ["sandboxes", _, "resume"]
+        )
+    })
 }
 
 /// The pool a request claims a sandbox of (`POST {B}/sandbox-pools/{pool}/sandboxes`).
 fn claimed_pool(req: &Request) -> Option<String> {
-    if req.method() != http::Method::POST {
-        return None;
-    }
-    let segments: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    let segments = post_segments(req)?;
     match segments.as_slice() {
         ["v1", "namespaces", _, "sandbox-pools", pool, "sandboxes"]
         | ["sandbox-pools", pool, "sandboxes"]

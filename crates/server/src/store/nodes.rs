@@ -64,6 +64,21 @@ impl NodeRecord {
     pub fn is_live(&self, now: EpochMillis) -> bool {
         self.lease_expires_at > now
     }
+
+    /// Whether new sandboxes may go to it at `now`: live and active (not draining).
+    pub fn takes_work(&self, now: EpochMillis) -> bool {
+        self.is_live(now) && self.state == alcove_wire::node::NodeState::Active.as_str()
+    }
+
+    /// The memory (MiB) it may still promise, from the use it last reported.
+    pub fn memory_room(&self) -> i64 {
+        (self.memory_mb as f64 * self.memory_overcommit) as i64 - self.used_memory_mb
+    }
+
+    /// The CPUs it may still promise, from the use it last reported.
+    pub fn cpu_room(&self) -> f64 {
+        self.cpus * self.cpu_overcommit - self.used_cpus
+    }
 }
 
 /// What a node reports at each renewal.
