@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from framework.host import wait_for
 from framework.metrics import operations
@@ -16,6 +19,28 @@ NODE_KEY = "cluster-test-key"
 
 # A shell loop writing a growing count to /root/n: memory that must survive a move.
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.2; done"
+
+
+def node_info(srv: AlcoveServer, name: str) -> dict:
+    """Node `name` as `srv` lists it (`GET /nodes`)."""
+    [found] = [n for n in srv.api("GET", "/nodes").json()["nodes"] if n["name"] == name]
+    return found
+
+
+def sandbox(srv: AlcoveServer, ident: str) -> dict:
+    """Sandbox `ident`'s record as `srv` answers it."""
+    return srv.api("GET", f"/v1/namespaces/default/sandboxes/{ident}").json()
+
+
+def runc(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """runc on the containers of the node whose data directory is `data_dir`."""
+    return subprocess.run(["runc", "--root", str(data_dir / "runc"), *args], capture_output=True, text=True)
+
+
+def container_status(data_dir: Path, sandbox_id: str) -> str | None:
+    """runc's status of a sandbox's container on that node, `None` without one."""
+    out = runc(data_dir, "state", sandbox_id)
+    return json.loads(out.stdout)["status"] if out.returncode == 0 else None
 
 
 def suspend_into_blob_store(client, srv: AlcoveServer, ident: str) -> None:

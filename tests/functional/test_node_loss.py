@@ -17,9 +17,7 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +26,16 @@ from pathlib import Path
 import pytest
 
 from alcove.sandbox import SandboxClient
-from framework.cluster import COUNTER, nodes_on, still_counting, suspend_into_blob_store
+from framework.cluster import (
+    COUNTER,
+    container_status,
+    node_info,
+    nodes_on,
+    runc,
+    sandbox,
+    still_counting,
+    suspend_into_blob_store,
+)
 from framework.host import agent_pid, wait_for
 from framework.postgres import PostgresCluster
 from framework.s3 import S3Server
@@ -57,29 +64,11 @@ def two_nodes(pg: PostgresCluster, s3: S3Server, name: str) -> Iterator[tuple[Al
         yield a, b
 
 
-def node_info(srv: AlcoveServer, name: str) -> dict:
-    [found] = [n for n in srv.api("GET", "/nodes").json()["nodes"] if n["name"] == name]
-    return found
-
-
-def runc(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runc", "--root", str(data_dir / "runc"), *args], capture_output=True, text=True)
-
-
-def container_status(data_dir: Path, sandbox_id: str) -> str | None:
-    out = runc(data_dir, "state", sandbox_id)
-    return json.loads(out.stdout)["status"] if out.returncode == 0 else None
-
-
 def kill_with_sandboxes(srv: AlcoveServer) -> None:
     """The machine dies: the server and every sandbox process, at once."""
     srv.kill()
     for sid in runc(srv.data_dir, "list", "-q").stdout.split():
         runc(srv.data_dir, "kill", sid, "KILL")
-
-
-def sandbox(srv: AlcoveServer, ident: str) -> dict:
-    return srv.api("GET", f"/v1/namespaces/default/sandboxes/{ident}").json()
 
 
 def test_a_killed_node_is_declared_lost_and_its_suspended_sandbox_resumes_elsewhere(pg, s3):

@@ -19,16 +19,14 @@ import pytest
 
 from alcove.sandbox import SandboxClient
 from framework.cli import run_cli
-from framework.cluster import COUNTER, nodes_on, still_counting, suspend_into_blob_store
+from framework.cluster import COUNTER, node_info, nodes_on, still_counting, suspend_into_blob_store
 from framework.host import wait_for
 from framework.postgres import PostgresCluster
 from framework.server import AlcoveServer, refused_at_start, retire
 
 
-def node(srv: AlcoveServer, name: str) -> dict:
-    nodes = srv.api("GET", "/nodes").json()["nodes"]
-    [found] = [n for n in nodes if n["name"] == name]
-    return found
+# Node `name` as a server lists it.
+node = node_info
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ sandbox subnet and firewall table.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 import time
@@ -24,7 +23,17 @@ import httpx
 import pytest
 
 from alcove.sandbox import SandboxClient
-from framework.cluster import COUNTER, NODE_KEY, nodes_on, still_counting, suspend_into_blob_store
+from framework.cluster import (
+    COUNTER,
+    NODE_KEY,
+    container_status,
+    node_info,
+    nodes_on,
+    runc,
+    sandbox,
+    still_counting,
+    suspend_into_blob_store,
+)
 from framework.host import agent_pid, firewall_table_exists, instance_tag, wait_for
 from framework.netns import NodeNetwork
 from framework.postgres import PostgresCluster
@@ -49,24 +58,6 @@ def cluster() -> Iterator[tuple[NodeNetwork, list[AlcoveServer]]]:
 
 def client(srv: AlcoveServer) -> SandboxClient:
     return SandboxClient(api_url=srv.url, api_key=NODE_KEY)
-
-
-def node_info(srv: AlcoveServer, name: str) -> dict:
-    [found] = [n for n in srv.api("GET", "/nodes").json()["nodes"] if n["name"] == name]
-    return found
-
-
-def sandbox(srv: AlcoveServer, ident: str) -> dict:
-    return srv.api("GET", f"/v1/namespaces/default/sandboxes/{ident}").json()
-
-
-def runc(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runc", "--root", str(data_dir / "runc"), *args], capture_output=True, text=True)
-
-
-def container_status(data_dir: Path, sandbox_id: str) -> str | None:
-    out = runc(data_dir, "state", sandbox_id)
-    return json.loads(out.stdout)["status"] if out.returncode == 0 else None
 
 
 def counter_value(pid: int) -> int | None:
