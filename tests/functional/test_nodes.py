@@ -450,3 +450,46 @@ def test_two_hundred_creates_at_once_over_three_nodes_never_overbook_and_never_l
             assert [len(c) for c in per_node] == [10, 10, 10], [len(c) for c in per_node]
             for i in range(3):
                 assert wait_for(lambda: node(nodes[0], f"crowd-{i}")["used"]["memory_mb"] == 2560, 20)
+
+
+def test_a_pool_is_refilled_on_a_node_with_room_once_its_node_is_full(pg):
+    url = pg.create_database("alcove_pool_room")
+    base = "/v1/namespaces/default/sandbox-pools"
+    # Each node promises 1024 MiB: two sandboxes of 512 MiB.
+    room = ["--node-memory-mb", "1024", "--memory-overcommit", "1"]
+    with nodes_on(url, ["fill-a", "fill-b"], extra_args=room) as (a, b):
+        resp = a.api("POST", base, json={
+            "warm_containers": 1, "resources": {"cpus": 0.5, "memory_mb": 512, "disk_mb": 1024}})
+        assert resp.status_code == 200, resp.text
+        pool_id = resp.json()["pool_id"]
+
+        def idle() -> list[str]:
+            got = a.api("GET", f"{base}/{pool_id}").json()["containers"]
+            return [c["sandbox_id"] for c in got if c["state"] == "Idle"]
+
+        assert wait_for(lambda: len(idle()) == 1, 60), idle()
+        [warm] = idle()
+        home, other = (a, b) if warm in containers(a) else (b, a)
+        # The pool's node fills up: a sandbox of its own beside the warm one.
+        filler = home.api("POST", "/v1/namespaces/default/sandboxes",
+                          json={"resources": {"cpus": 0.5, "memory_mb": 512}})
+        assert filler.status_code == 200, filler.text
+        assert filler.json()["sandbox_id"] in containers(home)
+
+        # The claim takes the warm sandbox; its node has no room for another, so the next
+        # warm sandbox starts on the other node, and claims follow it there.
+        resp = other.api("POST", f"{base}/{pool_id}/sandboxes", json={})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["sandbox_id"] == warm
+        assert wait_for(lambda: len(idle()) == 1 and idle()[0] in containers(other), 60), (
+            idle(), containers(other), home.log_tail())
+        [refilled] = idle()
+        resp = home.api("POST", f"{base}/{pool_id}/sandboxes", json={})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["sandbox_id"] == refilled
+        for sid in (warm, refilled, filler.json()["sandbox_id"]):
+            assert a.api("DELETE", f"/v1/namespaces/default/sandboxes/{sid}").status_code == 200
+        assert a.api("DELETE", f"{base}/{pool_id}").status_code in (200, 204)
+        # Deleted through one node, the pool is drained on both.
+        assert wait_for(lambda: not containers(a) and not containers(b), 30), (
+            containers(a), containers(b), a.log_tail(), b.log_tail())

@@ -168,20 +168,27 @@ impl Context {
     /// room for `record` within the capacity it offers (always room when alone
     /// in the store). Binding only under the admission lock.
     pub(super) async fn room_for(&self, record: &SandboxRecord) -> Result<(), ControlError> {
-        let (Some(me), Some(cap)) = (self.clustered_node(), self.capacity.get()) else {
+        if self.has_room(record.cpus, record.memory_mb).await? {
             return Ok(());
-        };
-        let (cpus, memory_mb) = self.store.reserved_on(me).await?;
-        let cpu_room = cap.cpus * cap.cpu_overcommit - cpus;
-        let memory_room = (cap.memory_mb as f64 * cap.memory_overcommit) as i64 - memory_mb;
-        if record.cpus > cpu_room + 1e-6 || record.memory_mb > memory_room {
-            return Err(ControlError::NoRoomHere {
-                node: me.to_string(),
-                cpus: record.cpus,
-                memory_mb: record.memory_mb,
-            });
         }
-        Ok(())
+        Err(ControlError::NoRoomHere {
+            node: self.local_node().unwrap_or_default().to_string(),
+            cpus: record.cpus,
+            memory_mb: record.memory_mb,
+        })
+    }
+
+    /// Whether what this node's stored sandboxes reserve leaves room for
+    /// `cpus` and `memory_mb` more (always when alone in the store). A guess
+    /// outside the admission lock; see [`Self::room_for`].
+    pub(super) async fn has_room(&self, cpus: f64, memory_mb: i64) -> Result<bool, ControlError> {
+        let (Some(me), Some(cap)) = (self.clustered_node(), self.capacity.get()) else {
+            return Ok(true);
+        };
+        let (used_cpus, used_memory_mb) = self.store.reserved_on(me).await?;
+        let cpu_room = cap.cpus * cap.cpu_overcommit - used_cpus;
+        let memory_room = (cap.memory_mb as f64 * cap.memory_overcommit) as i64 - used_memory_mb;
+        Ok(cpus <= cpu_room + 1e-6 && memory_mb <= memory_room)
     }
 
     /// Refuses work that would start a sandbox on this node while it drains.

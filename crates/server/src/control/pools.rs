@@ -177,7 +177,12 @@ impl Pools {
         }
         self.ctx.store.delete_pool(&pool.id).await?;
         drop(refill);
-        for member in members {
+        // Listed again: another node's refiller may have added one meanwhile
+        // (one it adds after this sees the pool gone, and ends it itself).
+        // Another node's idle sandboxes are ended by that node's next refill
+        // pass, which sweeps the idle sandboxes of deleted pools.
+        let members = self.members(&pool).await?;
+        for member in members.iter().filter(|m| self.ctx.is_local(m)) {
             self.drain_one(&member.id).await;
         }
         tracing::info!(pool_id = %pool.id, "pool deleted");
@@ -505,10 +510,14 @@ impl Pools {
                 return;
             }
         };
+        self.sweep_orphans(&pools).await;
         // With other nodes on the store, one node at a time refills a pool.
         let node = self.ctx.clustered_node().map(str::to_string);
         for pool in pools {
             if let Some(node) = &node {
+                if !self.may_refill(&pool, node).await {
+                    continue;
+                }
                 let now = alcove_wire::time::now_millis();
                 match self
                     .ctx
@@ -549,6 +558,12 @@ impl Pools {
                 match self.sandboxes.start_in_pool(&pool, PoolState::Idle).await {
                     Ok((record, _starting)) => {
                         tracing::debug!(pool_id = %pool.id, sandbox_id = %record.id, "warm sandbox starting");
+                        // The pool may have been deleted through another node
+                        // since this pass listed it: nobody would drain this one.
+                        if matches!(self.ctx.store.get_pool(&pool.id).await, Ok(None)) {
+                            self.drain_one(&record.id).await;
+                            break;
+                        }
                     }
                     Err(e) => {
                         // A full host, a deleted image: tried again on the next pass.
@@ -558,6 +573,63 @@ impl Pools {
                 }
             }
         }
+    }
+
+    /// Ends this node's idle sandboxes of pools that are gone (deleted
+    /// through another node, which cannot stop a sandbox on this one).
+    async fn sweep_orphans(&self, pools: &[PoolRecord]) {
+        let Ok(live) = self.ctx.local_live().await else {
+            return;
+        };
+        for record in live {
+            let Some(pool_id) = record.pool_id.as_deref() else {
+                continue;
+            };
+            if record.pool_state != Some(PoolState::Idle) || pools.iter().any(|p| p.id == pool_id) {
+                continue;
+            }
+            // Listed before this pass's list of pools was read? Check again.
+            if matches!(self.ctx.store.get_pool(pool_id).await, Ok(None)) {
+                self.drain_one(&record.id).await;
+            }
+        }
+    }
+
+    /// Whether node `node` may refill `pool` (in a cluster): yes while it has
+    /// room for one more of the pool's sandboxes, or still holds warm ones
+    /// (claims go where they are). A full node with none lets the pool's turn
+    /// go, so that a node with room takes the pool on its next pass.
+    async fn may_refill(&self, pool: &PoolRecord, node: &str) -> bool {
+        match self.ctx.has_room(pool.cpus, pool.memory_mb).await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(pool_id = %pool.id, error = %e, "checking room for a pool");
+                return false;
+            }
+        }
+        let holds_warm = match self.ctx.store.pool_members(&pool.id).await {
+            Ok(members) => members
+                .iter()
+                .any(|m| m.pool_state == Some(PoolState::Idle) && m.node.as_deref() == Some(node)),
+            Err(e) => {
+                tracing::warn!(pool_id = %pool.id, error = %e, "reading a pool's sandboxes");
+                return false;
+            }
+        };
+        if holds_warm {
+            return true;
+        }
+        match self.ctx.store.release_refill_turn(&pool.id, node).await {
+            Ok(true) => {
+                tracing::info!(pool_id = %pool.id, "no room here for the pool: its turn is left to a node with room");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(pool_id = %pool.id, error = %e, "leaving a pool's refill turn")
+            }
+        }
+        false
     }
 
     /// Turns a pool request into a pool record (a new one, or `old` changed),

@@ -158,6 +158,23 @@ impl Store {
             == 1)
     }
 
+    /// Gives up `node`'s turn at refilling pool `pool_id`, if it holds it, so
+    /// that another node takes it on its next pass; whether it held it.
+    pub async fn release_refill_turn(&self, pool_id: &str, node: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .execute(
+                query(
+                    "UPDATE pools SET refill_node = NULL, refill_until = NULL \
+                     WHERE id = $1 AND refill_node = $2",
+                )
+                .bind(pool_id)
+                .bind(node),
+            )
+            .await?
+            == 1)
+    }
+
     /// The node whose turn it is to refill pool `pool_id` (its warm sandboxes
     /// live there), if any.
     pub async fn pool_refill_node(&self, pool_id: &str) -> Result<Option<String>, StoreError> {
@@ -324,6 +341,11 @@ mod tests {
         assert!(!store.take_refill_turn("p1", "a", 35_000, 65_000).await.expect("turn"));
         assert!(!store.take_refill_turn("nope", "a", 35_000, 65_000).await.expect("turn"));
         assert_eq!(store.pool_refill_node("p1").await.expect("node"), Some("b".into()));
+        // A holder that gives its turn up: the next node takes it at once.
+        assert!(!store.release_refill_turn("p1", "a").await.expect("release"));
+        assert!(store.release_refill_turn("p1", "b").await.expect("release"));
+        assert_eq!(store.pool_refill_node("p1").await.expect("node"), None);
+        assert!(store.take_refill_turn("p1", "a", 36_000, 66_000).await.expect("turn"));
         assert_eq!(store.pool_refill_node("nope").await.expect("node"), None);
     });
 
