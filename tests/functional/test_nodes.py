@@ -19,7 +19,7 @@ import pytest
 
 from alcove.sandbox import SandboxClient
 from framework.cli import run_cli
-from framework.cluster import COUNTER, node_info, nodes_on, still_counting, suspend_into_blob_store
+from framework.cluster import COUNTER, node_info, nodes_on, sandbox, still_counting, suspend_into_blob_store
 from framework.host import wait_for
 from framework.postgres import PostgresCluster
 from framework.server import AlcoveServer, refused_at_start, retire
@@ -450,6 +450,70 @@ def test_two_hundred_creates_at_once_over_three_nodes_never_overbook_and_never_l
             assert [len(c) for c in per_node] == [10, 10, 10], [len(c) for c in per_node]
             for i in range(3):
                 assert wait_for(lambda: node(nodes[0], f"crowd-{i}")["used"]["memory_mb"] == 2560, 20)
+
+
+def test_copies_that_do_not_fit_on_the_sources_node_are_restored_where_there_is_room(pg):
+    from framework.s3 import S3Server
+
+    url = pg.create_database("alcove_copy_place")
+    B = "/v1/namespaces/default/sandboxes"
+    with S3Server() as s3:
+        # Each node promises 2048 MiB: four sandboxes of 512 MiB.
+        args = ["--node-memory-mb", "2048", "--memory-overcommit", "1", *s3.alcove_args("copies")]
+        with (
+            nodes_on(url, ["copy-a", "copy-b"], extra_args=args, extra_env=s3.alcove_env()) as (a, b),
+            SandboxClient(api_url=a.url) as via_a,
+        ):
+            source = via_a.create_and_connect(cpus=0.5, memory_mb=512)
+            assert containers(a) == {source.sandbox_id}
+            source.write_file("/root/notes.txt", b"copied across machines")
+            counter = source.start_process("sh", ["-c", COUNTER])
+
+            # Asked of B, relayed to A: three copies fit beside the source, the fourth is
+            # restored on B from the dump A put in the blob store.
+            resp = b.api("POST", f"{B}/{source.sandbox_id}/copy?times=4")
+            assert resp.status_code == 200, resp.text
+            copies = [c["sandbox_id"] for c in resp.json()["sandboxes"]]
+            assert len(set(copies)) == 4 and all(c["status"] == "running" for c in resp.json()["sandboxes"])
+            assert containers(a) == {source.sandbox_id, *copies[:3]}, containers(a)
+            [moved] = set(copies) - containers(a)
+            assert containers(b) == {moved}
+            assert sandbox(b, moved)["status"] == "running"
+            assert wait_for(lambda: node(a, "copy-b")["used"]["memory_mb"] == 512, 20)
+            remote = via_a.connect(moved)
+            assert remote.read_file("/root/notes.txt") == b"copied across machines"
+            assert any(p.pid == counter.pid and p.status == "running" for p in remote.list_processes())
+            assert still_counting(remote)
+            # Independent: a write in the copy on B does not reach the source.
+            remote.write_file("/root/notes.txt", b"changed on b")
+            assert source.read_file("/root/notes.txt") == b"copied across machines"
+            # The dump served its purpose: it leaves the blob store.
+            assert wait_for(lambda: not s3.objects("copies/copies"), 20), s3.objects("copies/copies")
+
+            # Eight more: A is full, B has room for three; the other five fail with the reason.
+            resp = a.api("POST", f"{B}/{source.sandbox_id}/copy?times=8")
+            assert resp.status_code == 422, resp.text
+            got = resp.json()["sandboxes"]
+            running = [c["sandbox_id"] for c in got if c["status"] == "running"]
+            failed = [c for c in got if c["status"] != "running"]
+            assert len(got) == 8 and len(running) == 3, got
+            assert set(running) <= containers(b)
+            assert all("no node had room" in (c["reason"] or "") for c in failed), failed
+            assert wait_for(lambda: node(a, "copy-b")["used"]["memory_mb"] == 2048, 20)
+            assert node(a, "copy-a")["used"]["memory_mb"] == 2048
+
+            # Both full: nothing is made, and the answer says so.
+            refused = b.api("POST", f"{B}/{source.sandbox_id}/copy?times=1")
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["code"] == "RESOURCE_EXHAUSTED", refused.text
+
+            # Only the copies are left on the nodes: no dump stays on either disk.
+            for srv in (a, b):
+                left = [p.name for p in (srv.data_dir / "snapshots").glob("copy-*")]
+                assert not left, left
+            for sid in [*copies, *running]:
+                assert a.api("DELETE", f"{B}/{sid}").status_code == 200
+            via_a.delete(source.sandbox_id)
 
 
 def test_a_pool_is_refilled_on_a_node_with_room_once_its_node_is_full(pg):

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -20,6 +20,7 @@ use super::error::ApiError;
 use super::lifecycle_ops::TransitionBody;
 use super::openapi::{SandboxParam, tags};
 use super::sandboxes::{ident, namespace};
+use crate::control::{COPY_DUMP, FORWARDED_BY};
 use crate::store::SandboxRecord;
 
 /// Query of copy.
@@ -53,6 +54,7 @@ pub async fn copy(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     query: Result<Query<CopyQuery>, QueryRejection>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| {
@@ -63,11 +65,30 @@ pub async fn copy(
         ))
     })?;
     optional_json_object::<TransitionBody>(&body)?;
-    let outcome = state
-        .control
-        .sandboxes
-        .copy(namespace(&params), ident(&params)?, q.times.unwrap_or(1))
-        .await?;
+    let times = q.times.unwrap_or(1);
+    let sandboxes = &state.control.sandboxes;
+    // The source's node asking this one to restore copies from its dump.
+    let dump = headers
+        .get(COPY_DUMP)
+        .filter(|_| headers.contains_key(FORWARDED_BY))
+        .map(|v| v.to_str().unwrap_or_default().to_string());
+    let outcome = match dump {
+        Some(dump) => {
+            sandboxes
+                .copy_from_dump(namespace(&params), ident(&params)?, &dump, times)
+                .await?
+        }
+        None => {
+            // Copies placed on other nodes are asked for with the caller's key.
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            sandboxes
+                .copy(namespace(&params), ident(&params)?, times, auth)
+                .await?
+        }
+    };
     let code = if outcome.all_running() {
         StatusCode::OK
     } else {

@@ -40,6 +40,13 @@ pub(super) fn snapshot_owner(id: &str) -> String {
     format!("snapshot:{id}")
 }
 
+/// The owner name of the dump of copy `dump` of sandbox `source`: the source
+/// is part of it, so a node asked to restore such a copy checks the dump is
+/// of the sandbox it was named with.
+pub(super) fn copy_owner(source: &str, dump: &str) -> String {
+    format!("copy:{source}:{dump}")
+}
+
 /// The owner name of a suspended sandbox's objects.
 pub(super) fn sandbox_owner(id: &str) -> String {
     format!("sandbox:{id}")
@@ -224,6 +231,65 @@ impl Context {
             );
         }
         Ok(())
+    }
+
+    /// Uploads a copy's dump (`dir`, as written for a copy) under
+    /// `copies/<dump>/`, recorded for `owner`, so other nodes can restore
+    /// copies from it.
+    pub(super) async fn store_copy_blobs(
+        &self,
+        dump: &str,
+        owner: &str,
+        dir: &Path,
+    ) -> Result<(), String> {
+        let Some(blobs) = &self.cfg.blobs else {
+            return Err("no blob store is configured".into());
+        };
+        let started = Instant::now();
+        let uploaded = self
+            .upload_members(
+                blobs,
+                dir,
+                &SNAPSHOT_MEMBERS,
+                &format!("copies/{dump}"),
+                owner,
+            )
+            .await;
+        self.metrics.operation(
+            crate::metrics::Operation::BlobUpload,
+            uploaded.is_ok(),
+            started.elapsed(),
+        );
+        let records = uploaded.map_err(|e| format!("storing a copy's dump: {e}"))?;
+        for rec in &records {
+            self.store.put_blob(rec).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Downloads the dump recorded for `owner` into `dir` and unpacks it, so
+    /// that copies can be restored from it side by side. `Ok(false)` when no
+    /// such dump is recorded.
+    pub(super) async fn fetch_copy_blobs(&self, owner: &str, dir: &Path) -> Result<bool, String> {
+        let Some(blobs) = &self.cfg.blobs else {
+            return Ok(false);
+        };
+        if self
+            .store
+            .blobs_of(owner)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_empty()
+        {
+            return Ok(false);
+        }
+        self.download_members(blobs, dir, owner).await?;
+        for member in SNAPSHOT_MEMBERS {
+            archive::unpack(dir, member)
+                .await
+                .map_err(|e| format!("unpacking a copy's dump: {e}"))?;
+        }
+        Ok(true)
     }
 
     /// Makes sure a suspended sandbox's dump is on this disk, downloading it

@@ -77,6 +77,7 @@ impl Sandboxes {
         namespace: &str,
         ident: &str,
         times: u32,
+        auth: Option<String>,
     ) -> Result<CopyOutcome, ControlError> {
         validate_times(times)?;
         self.ctx.ensure_not_draining()?;
@@ -93,8 +94,11 @@ impl Sandboxes {
         // The work runs in its own task: a client that hangs up must not cut a
         // dump short (the source would stay `snapshotting`) nor leave the dump.
         let job = tokio::spawn(
-            async move { this.run_copy(source.id, resolved.image, times).await }
-                .instrument(tracing::Span::current()),
+            async move {
+                this.run_copy(source.id, resolved.image, times, auth.as_deref())
+                    .await
+            }
+            .instrument(tracing::Span::current()),
         );
         job.await.map_err(|e| ControlError::OperationFailed {
             id: ident.to_string(),
@@ -108,6 +112,7 @@ impl Sandboxes {
         source_id: SandboxId,
         image: alcove_runtime::image::Image,
         times: u32,
+        auth: Option<&str>,
     ) -> Result<CopyOutcome, ControlError> {
         let dir = self
             .ctx
@@ -121,7 +126,7 @@ impl Sandboxes {
                 return Err(e);
             }
         };
-        let restored = self.restore_copies(&source, image, &dir, times).await;
+        let restored = self.place_copies(&source, image, &dir, times, auth).await;
         if let Err(e) = blocking::remove_dir_all(dir.clone()).await {
             tracing::warn!(path = %dir.display(), error = %e, "removing a copy's dump");
         }
@@ -180,44 +185,129 @@ impl Sandboxes {
         }
     }
 
-    /// Stores `times` pending copies of `source`, then restores them from
-    /// `dir` in parallel (bounded by [`RESTORES`]); answers them as stored.
-    async fn restore_copies(
+    /// Places `times` copies of `source`, dumped into `dir`: as many as this
+    /// node has room for here, the rest (in a cluster with a blob store) on
+    /// other nodes with room, which restore them from the dump through the
+    /// blob store; a copy no node has room for is stored `failed` with the
+    /// reason. Refused, with nothing made, when none fits anywhere.
+    async fn place_copies(
         &self,
         source: &SandboxRecord,
         image: alcove_runtime::image::Image,
         dir: &std::path::Path,
         times: u32,
+        auth: Option<&str>,
     ) -> Result<Vec<SandboxRecord>, ControlError> {
+        let here = self.admit_copies(source, times).await?;
+        let rest = times.saturating_sub(u32::try_from(here.len()).unwrap_or(times));
+        // The local restores and the upload for the other nodes run side by side.
+        let ((), elsewhere) = tokio::join!(
+            self.restore_copies(&here, image, dir),
+            self.copy_elsewhere(source, dir, rest, auth)
+        );
+        let mut ids = here;
+        ids.extend(elsewhere);
+        if ids.is_empty() {
+            return Err(ControlError::NoRoom {
+                cpus: source.cpus,
+                memory_mb: source.memory_mb,
+            });
+        }
+        let unplaced = usize::try_from(times)
+            .unwrap_or(0)
+            .saturating_sub(ids.len());
+        for _ in 0..unplaced {
+            ids.push(self.store_unplaced_copy(source).await?);
+        }
+        let mut copies = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(record) = self.ctx.store.get(id).await? {
+                copies.push(record);
+            }
+        }
+        Ok(copies)
+    }
+
+    /// Stores up to `times` pending copies of `source` on this node, as many
+    /// as its room allows (all of them when it is alone in the store).
+    pub(super) async fn admit_copies(
+        &self,
+        source: &SandboxRecord,
+        times: u32,
+    ) -> Result<Vec<SandboxId>, ControlError> {
         let mut ids: Vec<SandboxId> = Vec::new();
         for _ in 0..times {
-            let record = copy_record(source);
-            if let Err(e) = self.ctx.store.insert(&record).await {
-                // No copy is left pending for a caller who is told the copy failed.
-                for id in &ids {
-                    let cancelled = self
-                        .delete(
-                            None,
-                            id.as_str(),
-                            super::state::TerminationReason::Cancelled,
-                        )
-                        .await;
-                    if let Err(e) = cancelled {
-                        tracing::error!(sandbox_id = %id, error = %e, "cancelling a copy");
-                    }
+            let record = copy_record(source, self.ctx.local_node());
+            match self.ctx.insert_admitted(&record).await {
+                Ok(()) => {}
+                // Copies are all the same size: none of the rest fits either.
+                Err(ControlError::NoRoomHere { .. }) => break,
+                Err(e) => {
+                    // No copy is left pending for a caller who is told the copy failed.
+                    self.cancel_copies(&ids).await;
+                    return Err(e);
                 }
-                return Err(e.into());
             }
             tracing::info!(sandbox_id = %record.id, source = %source.id, "copy pending");
             ids.push(record.id);
         }
+        Ok(ids)
+    }
+
+    /// Ends copies stored but not restored.
+    pub(super) async fn cancel_copies(&self, ids: &[SandboxId]) {
+        for id in ids {
+            let cancelled = self
+                .delete(
+                    None,
+                    id.as_str(),
+                    super::state::TerminationReason::Cancelled,
+                )
+                .await;
+            if let Err(e) = cancelled {
+                tracing::error!(sandbox_id = %id, error = %e, "cancelling a copy");
+            }
+        }
+    }
+
+    /// Stores a copy no node had room for, as failed with the reason.
+    async fn store_unplaced_copy(&self, source: &SandboxRecord) -> Result<SandboxId, ControlError> {
+        let mut record = copy_record(source, self.ctx.local_node());
+        state::apply(
+            &mut record,
+            Event::StartFailed(super::state::TerminationReason::StartupFailed),
+        )
+        .map_err(|e| ControlError::InvalidState {
+            id: record.id.to_string(),
+            status: e.status,
+            op: "copy",
+        })?;
+        record.pending_reason = None;
+        record.mark_ended(now_millis());
+        record.error_details = Some(format!(
+            "no node had room for this copy ({} CPUs, {} MiB)",
+            source.cpus, source.memory_mb
+        ));
+        self.ctx.store.insert(&record).await?;
+        tracing::warn!(sandbox_id = %record.id, source = %source.id, "no room for a copy");
+        Ok(record.id)
+    }
+
+    /// Restores the stored pending copies `ids` from `dir` in parallel
+    /// (bounded by [`RESTORES`]); each ends `running` or `failed`.
+    pub(super) async fn restore_copies(
+        &self,
+        ids: &[SandboxId],
+        image: alcove_runtime::image::Image,
+        dir: &std::path::Path,
+    ) {
         let permits = Arc::clone(RESTORES.get_or_init(|| {
             // At least one per CPU counted whole: a fraction of a CPU still restores.
             let cpus = self.ctx.cfg.host.cpus.floor().max(1.0);
             Arc::new(Semaphore::new((cpus * RESTORES_PER_CPU) as usize))
         }));
         let mut tasks = tokio::task::JoinSet::new();
-        for id in &ids {
+        for id in ids {
             let this = self.clone();
             let id = id.clone();
             let image = image.clone();
@@ -241,13 +331,6 @@ impl Sandboxes {
                 tracing::error!(error = %e, "a copy's restore task ended abnormally");
             }
         }
-        let mut copies = Vec::with_capacity(ids.len());
-        for id in &ids {
-            if let Some(record) = self.ctx.store.get(id).await? {
-                copies.push(record);
-            }
-        }
-        Ok(copies)
     }
 }
 
@@ -267,10 +350,12 @@ fn ensure_running(record: &SandboxRecord) -> Result<(), ControlError> {
 
 /// The pending record of one copy: the source's image, resources, secrets,
 /// network policy, ports, entrypoint and timeout (counted from the copy's
-/// start), under a new id and no name (names are unique among live sandboxes).
-fn copy_record(source: &SandboxRecord) -> SandboxRecord {
+/// start), under a new id and no name (names are unique among live sandboxes),
+/// on `node` (the node that restores it).
+fn copy_record(source: &SandboxRecord, node: Option<&str>) -> SandboxRecord {
     SandboxRecord {
         id: SandboxId::random(),
+        node: node.map(str::to_string),
         name: None,
         status: SandboxStatus::Pending,
         // Turning auto_resume off needs a name (see `prepare`): an unnamed copy keeps it on.
@@ -312,8 +397,14 @@ mod tests {
         source.deadline_at = Some(42);
         source.auto_resume = false;
         source.secret_names = vec!["TOKEN".into()];
-        let copy = copy_record(&source);
+        source.node = Some("n1".into());
+        let copy = copy_record(&source, Some("n2"));
         assert_ne!(copy.id, source.id);
+        assert_eq!(
+            copy.node.as_deref(),
+            Some("n2"),
+            "a copy lives where it is restored"
+        );
         assert_eq!(copy.name, None);
         assert_eq!(copy.status, SandboxStatus::Pending);
         assert_eq!(copy.slot, None);

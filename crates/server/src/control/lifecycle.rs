@@ -68,7 +68,7 @@ pub struct Sandboxes {
     pub(super) ctx: Arc<Context>,
     pub(super) secrets: Secrets,
     pub(super) snapshots: Snapshots,
-    agents: AgentClient,
+    pub(super) agents: AgentClient,
 }
 
 impl Sandboxes {

@@ -13,6 +13,7 @@ use alcove_wire::node::{NodeInfo, NodeList, NodeResources, NodeState};
 use alcove_wire::sandbox::SandboxStatus;
 use alcove_wire::time::now_millis;
 
+use super::context::Context;
 use super::{Control, ControlError};
 use crate::shutdown::Shutdown;
 use crate::store::{NodeRecord, NodeUse, Registration};
@@ -324,36 +325,7 @@ impl Control {
     /// order is only a guess and never overbooks. Empty: create it here (alone
     /// in the store, or no node is active).
     pub async fn placement_order(&self) -> Result<Vec<Placement>, ControlError> {
-        let Some(me) = self.ctx.clustered_node() else {
-            return Ok(Vec::new());
-        };
-        let now = now_millis();
-        let mut candidates: Vec<NodeRecord> = self
-            .ctx
-            .store
-            .list_nodes()
-            .await?
-            .into_iter()
-            .filter(|n| n.takes_work(now))
-            .collect();
-        candidates.sort_by(|a, b| {
-            (b.name == me)
-                .cmp(&(a.name == me))
-                .then_with(|| b.memory_room().cmp(&a.memory_room()))
-        });
-        Ok(candidates
-            .into_iter()
-            .map(|n| {
-                if n.name == me {
-                    Placement::Here
-                } else {
-                    Placement::There {
-                        node: n.name,
-                        address: n.address,
-                    }
-                }
-            })
-            .collect())
+        self.ctx.placement_order().await
     }
 
     /// Where a claim on pool `pool_id` must go when the pool's warm sandboxes
@@ -531,4 +503,39 @@ pub fn spawn_membership(control: Arc<Control>, shutdown: Shutdown) -> tokio::tas
             control.after_renewal(renewal).await;
         }
     })
+}
+
+impl Context {
+    /// See [`Control::placement_order`].
+    pub(super) async fn placement_order(&self) -> Result<Vec<Placement>, ControlError> {
+        let Some(me) = self.clustered_node() else {
+            return Ok(Vec::new());
+        };
+        let now = now_millis();
+        let mut candidates: Vec<NodeRecord> = self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.takes_work(now))
+            .collect();
+        candidates.sort_by(|a, b| {
+            (b.name == me)
+                .cmp(&(a.name == me))
+                .then_with(|| b.memory_room().cmp(&a.memory_room()))
+        });
+        Ok(candidates
+            .into_iter()
+            .map(|n| {
+                if n.name == me {
+                    Placement::Here
+                } else {
+                    Placement::There {
+                        node: n.name,
+                        address: n.address,
+                    }
+                }
+            })
+            .collect())
+    }
 }

@@ -9,6 +9,7 @@ mod build;
 mod compactor;
 mod context;
 mod copy;
+mod copy_elsewhere;
 mod crashes;
 #[cfg(test)]
 mod fake_node;
@@ -44,6 +45,7 @@ pub use build::BuildOptions;
 pub use compactor::spawn_compactor;
 pub use context::ControlConfig;
 pub use copy::{CopyOutcome, MAX_COPIES};
+pub use copy_elsewhere::{COPY_DUMP, FORWARDED_BY};
 pub use crashes::spawn_crash_watch;
 pub use file_systems::FileSystems;
 pub use inflight::{InFlight, InFlightGuard};

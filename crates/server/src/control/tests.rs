@@ -1329,7 +1329,7 @@ async fn a_copy_is_one_dump_restored_into_new_sandboxes_and_leaves_no_dump() {
     let out = h
         .control
         .sandboxes
-        .copy("default", "src", 3)
+        .copy("default", "src", 3, None)
         .await
         .expect("copy");
     assert!(out.all_running());
@@ -1359,7 +1359,11 @@ async fn copy_refusals_and_failures_leave_nothing_behind() {
     let src = h.create(serde_json::json!({})).await.expect("create");
     let before = h.listed().await.len();
     for times in [0, super::MAX_COPIES + 1] {
-        let err = h.control.sandboxes.copy("default", &src.id, times).await;
+        let err = h
+            .control
+            .sandboxes
+            .copy("default", &src.id, times, None)
+            .await;
         assert!(
             matches!(
                 err,
@@ -1368,12 +1372,12 @@ async fn copy_refusals_and_failures_leave_nothing_behind() {
             "{err:?}"
         );
     }
-    let err = h.control.sandboxes.copy("other", &src.id, 1).await;
+    let err = h.control.sandboxes.copy("other", &src.id, 1, None).await;
     assert!(matches!(err, Err(ControlError::NotFound { .. })), "{err:?}");
 
     // A failed dump: the source keeps running, no copy is stored.
     h.node.fail(Op::Snapshot, 1);
-    let err = h.control.sandboxes.copy("default", &src.id, 2).await;
+    let err = h.control.sandboxes.copy("default", &src.id, 2, None).await;
     assert!(
         matches!(err, Err(ControlError::OperationFailed { op: "copy", .. })),
         "{err:?}"
@@ -1386,7 +1390,7 @@ async fn copy_refusals_and_failures_leave_nothing_behind() {
     let out = h
         .control
         .sandboxes
-        .copy("default", &src.id, 2)
+        .copy("default", &src.id, 2, None)
         .await
         .expect("copy");
     assert!(!out.all_running());

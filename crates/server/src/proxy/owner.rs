@@ -19,8 +19,7 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::control::{ControlError, Placement};
 
-/// Marks a request one node relayed to another (its value: the relaying node).
-pub const FORWARDED_BY: &str = "x-alcove-forwarded-by";
+pub use crate::control::FORWARDED_BY;
 
 /// The sandbox a request is for, when it must be served where the sandbox
 /// lives: anything through the proxy or ingress, and every sandbox route but
