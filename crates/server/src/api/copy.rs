@@ -37,7 +37,7 @@ pub struct CopyQuery {
     path = "/sandboxes/{id}/copy",
     tag = tags::SANDBOXES,
     operation_id = "copySandbox",
-    description = "Copies a running sandbox `times` ways: one memory dump of the source (which keeps running, frozen only while dumped) restored into new sandboxes, each with its own id, address, cgroup and copy of the writable layer, and the source's processes, memory and files. Copies inherit the source's image, resources, secrets, network policy, ports, entrypoint and timeout; they get no name. Answers once every copy runs or failed.",
+    description = "Copies a running sandbox `times` ways: one memory dump of the source (which keeps running, frozen only while dumped) restored into new sandboxes, each with its own id, address, cgroup and copy of the writable layer, and the source's processes, memory and files. Copies inherit the source's image, resources, secrets, network policy, ports, entrypoint and timeout; they get no name. In a cluster, copies that do not fit on the source's node are restored on other nodes with room. Answers once every copy runs or failed.",
     params(SandboxParam, CopyQuery),
     request_body(content = Option<TransitionBody>, description = "None, or a JSON object whose fields are ignored."),
     responses(
@@ -47,6 +47,7 @@ pub struct CopyQuery {
         (status = 409, description = "`INVALID_STATE`: the sandbox is not running; nothing was made.", body = ApiErrorBody),
         (status = 422, description = "Some copies failed (`status: failed` with a `reason`); the others run.", body = CopySandboxResponse),
         (status = 500, description = "`OPERATION_FAILED`: the dump of the source failed; it keeps running and nothing was made.", body = ApiErrorBody),
+        (status = 503, description = "`RESOURCE_EXHAUSTED`: in a cluster, no node has room for a single copy; nothing was made.", body = ApiErrorBody),
         (status = 507, description = "`RESOURCE_EXHAUSTED`: the host has no room; nothing was made.", body = ApiErrorBody),
     )
 )]
