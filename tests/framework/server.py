@@ -58,6 +58,7 @@ class AlcoveServer:
         extra_env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
         launcher: list[str] | None = None,
+        images_dir: Path | None = None,
     ):
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="alcove-e2e-")).resolve()
         self.port = free_port()
@@ -72,6 +73,8 @@ class AlcoveServer:
         # Where it listens, and what it runs under (a network namespace's `nsenter`).
         self.host = host
         self.launcher = launcher or []
+        # Its own image store (a node of a cluster on another machine), else the shared one.
+        self.images_dir = Path(images_dir or IMAGES_DIR)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "server.log"
 
@@ -90,7 +93,7 @@ class AlcoveServer:
             "--data-dir",
             str(self.data_dir),
             "--images-dir",
-            str(IMAGES_DIR),
+            str(self.images_dir),
             "--agent-path",
             str(self.agent),
             "--subnet",

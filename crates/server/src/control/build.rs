@@ -180,6 +180,9 @@ impl Control {
         self.ctx.images.build_done(build.id);
         let work = build.work.clone();
         let _ = tokio::task::spawn_blocking(move || remove_tree(&work)).await;
+        if let Ok(info) = &result {
+            self.ctx.share_image(&info.id).await;
+        }
         result
     }
 }

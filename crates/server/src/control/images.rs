@@ -94,8 +94,16 @@ impl Control {
 
     async fn resolve_stored(&self, reference: &str) -> Result<ImageRecord, ControlError> {
         let images = self.ctx.images.clone();
-        let reference = reference.to_string();
-        blocking(move || images.store().resolve(&reference)).await
+        let text = reference.to_string();
+        let found = blocking(move || images.store().resolve(&text)).await;
+        // Not on this node: shared through the blob store by another one?
+        let Err(missing @ ControlError::NotFound { kind: "image", .. }) = found else {
+            return found;
+        };
+        self.ctx.fetch_missing_image(reference, missing).await?;
+        let images = self.ctx.images.clone();
+        let text = reference.to_string();
+        blocking(move || images.store().resolve(&text)).await
     }
 
     /// Sandboxes (not ended) and snapshots made from image `id`.
@@ -178,7 +186,7 @@ impl Control {
         let text = reference.to_string();
         let names_before = record.names.clone();
         let id = record.id.clone();
-        blocking(move || -> Result<_, ImageStoreError> {
+        let answer = blocking(move || -> Result<_, ImageStoreError> {
             let deleted = images.store().remove(&text, false)?;
             let report = images.store().collect_garbage(&images.held())?;
             let names_after = match images.store().get(&id) {
@@ -194,7 +202,9 @@ impl Control {
                 freed_bytes: report.bytes,
             })
         })
-        .await
+        .await?;
+        self.ctx.unshare(&answer.deleted, &answer.untagged).await;
+        Ok(answer)
     }
 
     /// Pulls an image; credentials come from the request or from a secret of
@@ -251,6 +261,7 @@ impl Control {
                 progress,
             })
             .await?;
+        self.ctx.share_image(&record.id.to_string()).await;
         Ok(image_info(&record, None))
     }
 
@@ -271,6 +282,7 @@ impl Control {
             images.import(std::io::BufReader::with_capacity(1 << 20, file), &names)
         })
         .await?;
+        self.ctx.share_image(&record.id.to_string()).await;
         Ok(image_info(&record, None))
     }
 }
@@ -354,6 +366,7 @@ impl Control {
                 .commit_image(layers, base.config.clone(), source, None, &[name])
         })
         .await?;
+        self.ctx.share_image(&record.id.to_string()).await;
         Ok(image_info(&record, None))
     }
 }

@@ -606,6 +606,21 @@ impl Sandboxes {
         &self,
         reference: &str,
     ) -> Result<crate::images::ResolvedImage, ControlError> {
+        match self.resolve_stored_image(reference).await {
+            // Not on this node: shared through the blob store by another one?
+            Err(missing @ ControlError::NotFound { kind: "image", .. }) => {
+                self.ctx.fetch_missing_image(reference, missing).await?;
+                self.resolve_stored_image(reference).await
+            }
+            other => other,
+        }
+    }
+
+    /// Resolves `reference` in this node's image store.
+    async fn resolve_stored_image(
+        &self,
+        reference: &str,
+    ) -> Result<crate::images::ResolvedImage, ControlError> {
         let images = Arc::clone(&self.ctx.images);
         let reference = reference.to_string();
         let pinned = reference.contains("@sha256:");

@@ -16,6 +16,7 @@ mod fake_node;
 pub mod file_systems;
 #[cfg(test)]
 mod file_systems_tests;
+mod image_share;
 mod images;
 mod inflight;
 mod lifecycle;

@@ -16,6 +16,7 @@ mod postgres;
 mod record;
 mod sandboxes;
 mod secrets;
+mod shared_images;
 mod snapshots;
 #[cfg(test)]
 pub(crate) mod testing;
