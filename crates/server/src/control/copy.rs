@@ -200,10 +200,24 @@ impl Sandboxes {
     ) -> Result<Vec<SandboxRecord>, ControlError> {
         let here = self.admit_copies(source, times).await?;
         let rest = times.saturating_sub(u32::try_from(here.len()).unwrap_or(times));
-        // The local restores and the upload for the other nodes run side by side.
+        let mut unplaced_reason = format!(
+            "no node had room for this copy ({} CPUs, {} MiB)",
+            source.cpus, source.memory_mb
+        );
+        let shared = match rest {
+            0 => None,
+            _ => self
+                .share_copy_dump(source, dir)
+                .await
+                .unwrap_or_else(|why| {
+                    unplaced_reason = format!("no room on the source's node, and {why}");
+                    None
+                }),
+        };
+        // The local restores and those on other nodes run side by side.
         let ((), elsewhere) = tokio::join!(
             self.restore_copies(&here, image, dir),
-            self.copy_elsewhere(source, dir, rest, auth)
+            self.copy_elsewhere(source, shared, rest, auth)
         );
         let mut ids = here;
         ids.extend(elsewhere);
@@ -217,7 +231,7 @@ impl Sandboxes {
             .unwrap_or(0)
             .saturating_sub(ids.len());
         for _ in 0..unplaced {
-            ids.push(self.store_unplaced_copy(source).await?);
+            ids.push(self.store_unplaced_copy(source, &unplaced_reason).await?);
         }
         let mut copies = Vec::with_capacity(ids.len());
         for id in &ids {
@@ -270,8 +284,12 @@ impl Sandboxes {
         }
     }
 
-    /// Stores a copy no node had room for, as failed with the reason.
-    async fn store_unplaced_copy(&self, source: &SandboxRecord) -> Result<SandboxId, ControlError> {
+    /// Stores a copy no node took, as failed with `reason`.
+    async fn store_unplaced_copy(
+        &self,
+        source: &SandboxRecord,
+        reason: &str,
+    ) -> Result<SandboxId, ControlError> {
         let mut record = copy_record(source, self.ctx.local_node());
         state::apply(
             &mut record,
@@ -284,10 +302,7 @@ impl Sandboxes {
         })?;
         record.pending_reason = None;
         record.mark_ended(now_millis());
-        record.error_details = Some(format!(
-            "no node had room for this copy ({} CPUs, {} MiB)",
-            source.cpus, source.memory_mb
-        ));
+        record.error_details = Some(reason.to_string());
         self.ctx.store.insert(&record).await?;
         tracing::warn!(sandbox_id = %record.id, source = %source.id, "no room for a copy");
         Ok(record.id)

@@ -38,19 +38,26 @@ fn is_dump_name(dump: &str) -> bool {
     uuid::Uuid::parse_str(dump).is_ok_and(|u| u.hyphenated().to_string() == dump)
 }
 
+/// A copy's dump in the blob store, and the other nodes to ask for copies.
+pub(super) struct SharedDump {
+    dump: String,
+    owner: String,
+    others: Vec<(String, String)>,
+}
+
 impl Sandboxes {
-    /// Places up to `count` copies of `source` (dumped into `dir`) on other
-    /// nodes; the ids of the copies they made, running or failed. None when
-    /// this node is alone, has no blob store, or no other node has room.
-    pub(super) async fn copy_elsewhere(
+    /// Uploads the dump in `dir` for copies of `source` on other nodes, when
+    /// there is a blob store and other active nodes; `Ok(None)` otherwise,
+    /// `Err` with the reason when the upload failed.
+    /// Done before the local restores begin: they add hard links to the
+    /// dump's files, which tar reading them would see as a change.
+    pub(super) async fn share_copy_dump(
         &self,
         source: &SandboxRecord,
         dir: &Path,
-        count: u32,
-        auth: Option<&str>,
-    ) -> Vec<SandboxId> {
-        if count == 0 || self.ctx.cfg.blobs.is_none() {
-            return Vec::new();
+    ) -> Result<Option<SharedDump>, String> {
+        if self.ctx.cfg.blobs.is_none() {
+            return Ok(None);
         }
         let others: Vec<(String, String)> = match self.ctx.placement_order().await {
             Ok(order) => order
@@ -62,27 +69,47 @@ impl Sandboxes {
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "listing nodes to place copies");
-                return Vec::new();
+                return Err(format!("the other nodes could not be listed: {e}"));
             }
         };
         if others.is_empty() {
-            return Vec::new();
+            return Ok(None);
         }
         let dump = uuid::Uuid::new_v4().hyphenated().to_string();
         let owner = copy_owner(&source.id, &dump);
         if let Err(e) = self.ctx.store_copy_blobs(&dump, &owner, dir).await {
             tracing::warn!(sandbox_id = %source.id, error = %e, "uploading a copy's dump");
             self.ctx.forget_blobs(owner);
-            return Vec::new();
+            return Err("its dump could not be stored for the other nodes".into());
         }
+        Ok(Some(SharedDump {
+            dump,
+            owner,
+            others,
+        }))
+    }
+
+    /// Places up to `count` copies of `source` on other nodes from `shared`
+    /// (then deleted from the blob store); the ids of the copies they made,
+    /// running or failed.
+    pub(super) async fn copy_elsewhere(
+        &self,
+        source: &SandboxRecord,
+        shared: Option<SharedDump>,
+        count: u32,
+        auth: Option<&str>,
+    ) -> Vec<SandboxId> {
+        let Some(shared) = shared else {
+            return Vec::new();
+        };
         let mut placed: Vec<SandboxId> = Vec::new();
-        for (node, address) in others {
+        for (node, address) in &shared.others {
             let left = count.saturating_sub(u32::try_from(placed.len()).unwrap_or(count));
             if left == 0 {
                 break;
             }
             match self
-                .ask_peer_to_copy(&address, source, &dump, left, auth)
+                .ask_peer_to_copy(address, source, &shared.dump, left, auth)
                 .await
             {
                 Ok(ids) => {
@@ -95,7 +122,7 @@ impl Sandboxes {
             }
         }
         // Every node asked has answered: its download is done.
-        self.ctx.forget_blobs(owner);
+        self.ctx.forget_blobs(shared.owner);
         placed
     }
 
