@@ -248,9 +248,12 @@ def test_on_a_shared_store_any_node_serves_any_sandbox_by_forwarding_to_its_owne
             assert on_b.connect("lives-on-a").read_file("/root/up.bin")[:4] == bytes(range(4))
 
             # A request B relayed once is answered by the owner or refused, never relayed
-            # again (no loops): B, asked directly as if relayed, refuses to act on A's sandbox.
+            # again (no loops): B, asked directly as if relayed (with the cluster's relay
+            # token, which only the nodes and the database know), refuses to act on A's sandbox.
+            token = pg.psql("alcove_owners", "SELECT value FROM cluster_settings WHERE name = 'relay_token'")
+            assert len(token.strip()) == 64, token
             relayed = b.api("POST", f"/v1/namespaces/default/sandboxes/{sid}/suspend",
-                            headers={"x-alcove-forwarded-by": "own-a"})
+                            headers={"x-alcove-forwarded-by": "own-a", "x-alcove-relay-token": token.strip()})
             assert relayed.status_code == 421, relayed.text
             assert relayed.json()["code"] == "ON_OTHER_NODE"
 
@@ -617,3 +620,54 @@ def test_an_image_made_on_one_node_runs_on_another_through_the_blob_store(pg, tm
         assert wait_for(lambda: not s3.objects(f"img/images/{second}"), 20)
         assert b.api("GET", f"/images/{other}").status_code == 404
         assert a.api("DELETE", f"/images/{name}").status_code == 200
+
+
+# A web server that answers every request with the request's header names, one per line.
+ECHO_HEADERS = """
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = "\\n".join(k.lower() for k in self.headers.keys()).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("0.0.0.0", 8000), H).serve_forever()
+"""
+
+
+def test_clients_cannot_forge_a_relay_and_the_relay_token_never_reaches_a_sandbox(pg):
+    import httpx
+
+    url = pg.create_database("alcove_relay_token")
+    B = "/v1/namespaces/default/sandboxes"
+    with nodes_on(url, ["relay-a", "relay-b"]) as (a, b), SandboxClient(api_url=a.url) as via_a:
+        sb = via_a.create_and_connect(expose_ports=[8000])
+        assert sb.sandbox_id in containers(a)
+        sb.start_process("python3", ["-c", ECHO_HEADERS])
+        probe = "for i in $(seq 400); do (exec 3<>/dev/tcp/127.0.0.1/8000) 2>/dev/null && exit 0; sleep 0.05; done; exit 1"
+        assert sb.run("bash", ["-c", probe]).exit_code == 0
+
+        # Through B, relayed to A: the sandbox sees no relay token and no relay header.
+        got = httpx.get(f"{b.url}/", timeout=30, headers={"Host": f"8000-{sb.sandbox_id}.sandbox.localhost:{b.port}"})
+        assert got.status_code == 200, got.text
+        seen = set(got.text.split())
+        assert "host" in seen, seen
+        assert not {"x-alcove-relay-token", "x-alcove-forwarded-by"} & seen, seen
+
+        # A client claiming to be a node: its relay headers are dropped, and B relays as usual
+        # (trusted, they would make B answer for a sandbox it does not have).
+        forged = {"x-alcove-forwarded-by": "relay-a", "x-alcove-relay-token": "guess"}
+        resp = b.api("GET", f"{B}/{sb.sandbox_id}/processes", headers=forged)
+        assert resp.status_code == 200, resp.text
+        assert any(p["processCommand"] == "python3" for p in resp.json()["processes"]), resp.text
+        got = httpx.get(f"{b.url}/", timeout=30, headers={
+            "Host": f"8000-{sb.sandbox_id}.sandbox.localhost:{b.port}", **forged})
+        assert got.status_code == 200, got.text
+        assert not {"x-alcove-relay-token", "x-alcove-forwarded-by"} & set(got.text.split())
+        # Nor can it make B restore copies from a dump of its choosing.
+        resp = b.api("POST", f"{B}/{sb.sandbox_id}/copy?times=1", headers={
+            **forged, "x-alcove-copy-dump": str(uuid.uuid4())})
+        assert resp.status_code == 200, resp.text
+        [copy] = resp.json()["sandboxes"]
+        assert copy["sandbox_id"] in containers(a)
+        via_a.delete(copy["sandbox_id"])
+        via_a.delete(sb.sandbox_id)

@@ -76,6 +76,8 @@ pub(super) struct Context {
     admission: tokio::sync::Mutex<()>,
     /// This server's node name, once it has joined (never, in tests).
     pub(super) local_node: std::sync::OnceLock<String>,
+    /// The cluster's relay token (see [`super::RELAY_TOKEN`]), once joined.
+    pub(super) relay_token: std::sync::OnceLock<String>,
     /// How many other nodes the store knew at the last renewal: while none,
     /// requests are never checked for another owner.
     pub(super) peers: std::sync::atomic::AtomicUsize,
@@ -107,6 +109,7 @@ impl Context {
             capacity: std::sync::OnceLock::new(),
             admission: tokio::sync::Mutex::new(()),
             local_node: std::sync::OnceLock::new(),
+            relay_token: std::sync::OnceLock::new(),
             peers: std::sync::atomic::AtomicUsize::new(0),
         }
     }

@@ -24,6 +24,11 @@ use crate::store::SandboxRecord;
 /// Marks a request one node relayed to another (its value: the relaying node).
 pub const FORWARDED_BY: &str = "x-alcove-forwarded-by";
 
+/// Carries the cluster's relay token on a request one node relays to another;
+/// the relay headers of a request without it are dropped (a client's forgery).
+/// Removed before anything is forwarded into a sandbox.
+pub const RELAY_TOKEN: &str = "x-alcove-relay-token";
+
 /// On a copy request relayed by the source's node: the dump in the blob store
 /// to restore the copies from (instead of dumping the source again).
 pub const COPY_DUMP: &str = "x-alcove-copy-dump";
@@ -150,7 +155,11 @@ impl Sandboxes {
             .uri(uri)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(FORWARDED_BY, self.ctx.local_node().unwrap_or_default())
-            .header(COPY_DUMP, dump);
+            .header(COPY_DUMP, dump)
+            .header(
+                RELAY_TOKEN,
+                self.ctx.relay_token.get().map_or("", String::as_str),
+            );
         if let Some(auth) = auth {
             req = req.header(http::header::AUTHORIZATION, auth);
         }

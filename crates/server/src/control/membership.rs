@@ -118,6 +118,10 @@ impl Control {
         let sent = Instant::now();
         let instance = self.register(&me).await?;
         let _ = self.ctx.local_node.set(me.name.clone());
+        let candidate =
+            uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+        let token = self.ctx.store.relay_token(&candidate).await?;
+        let _ = self.ctx.relay_token.set(token);
         let _ = self.ctx.capacity.set(me.capacity);
         self.count_peers(&me.name).await;
         let adopted = self.ctx.store.adopt_unowned(&me.name).await?;
@@ -351,6 +355,23 @@ impl Control {
             .await?
             .filter(|n| n.is_live(now_millis()))
             .map(|n| (n.name, n.address)))
+    }
+
+    /// Whether `headers` carry this cluster's relay token: a request relayed
+    /// by a node, whose relay headers may be trusted.
+    pub fn is_relayed_by_a_node(&self, headers: &http::HeaderMap) -> bool {
+        let (Some(token), Some(sent)) =
+            (self.ctx.relay_token.get(), headers.get(super::RELAY_TOKEN))
+        else {
+            return false;
+        };
+        crate::auth::constant_time_eq(token.as_bytes(), sent.as_bytes())
+    }
+
+    /// The cluster's relay token, once joined: added to every request one
+    /// node relays to another.
+    pub fn relay_token(&self) -> Option<&str> {
+        self.ctx.relay_token.get().map(String::as_str)
     }
 
     /// Whether the store knows another node (placement and routing matter).

@@ -46,7 +46,7 @@ pub use build::BuildOptions;
 pub use compactor::spawn_compactor;
 pub use context::ControlConfig;
 pub use copy::{CopyOutcome, MAX_COPIES};
-pub use copy_elsewhere::{COPY_DUMP, FORWARDED_BY};
+pub use copy_elsewhere::{COPY_DUMP, FORWARDED_BY, RELAY_TOKEN};
 pub use crashes::spawn_crash_watch;
 pub use file_systems::FileSystems;
 pub use inflight::{InFlight, InFlightGuard};

@@ -20,6 +20,7 @@ use crate::api::error::ApiError;
 use crate::control::{ControlError, Placement};
 
 pub use crate::control::FORWARDED_BY;
+use crate::control::RELAY_TOKEN;
 
 /// The sandbox a request is for, when it must be served where the sandbox
 /// lives: anything through the proxy or ingress, and every sandbox route but
@@ -96,7 +97,12 @@ fn claimed_pool(req: &Request) -> Option<String> {
 
 /// Middleware: relays a request for another node's sandbox to that node, and a
 /// create asked of a draining node to the active node with the most room.
-pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn forward_to_owner(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    drop_unproven_relay_headers(&state, req.headers_mut());
     if req.headers().contains_key(FORWARDED_BY) {
         // A resume relayed to its node may still go on to a node with room, once.
         if is_resume(&req)
@@ -146,6 +152,22 @@ pub async fn forward_to_owner(State(state): State<AppState>, req: Request, next:
             }
         }
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The headers only nodes may set on a request they relay (the token aside).
+pub(super) const RELAY_HEADERS: [&str; 3] = [FORWARDED_BY, HANDED_OVER, crate::control::COPY_DUMP];
+
+/// Keeps the relay headers of a request only when it carries the cluster's
+/// relay token (a node relayed it), and drops the token itself, so that it
+/// never travels further (into a sandbox) and clients cannot forge a relay.
+fn drop_unproven_relay_headers(state: &AppState, headers: &mut http::HeaderMap) {
+    let proven = state.control.is_relayed_by_a_node(headers);
+    headers.remove(RELAY_TOKEN);
+    if !proven {
+        for name in RELAY_HEADERS {
+            headers.remove(name);
+        }
     }
 }
 
@@ -295,6 +317,12 @@ async fn relay_to_node(
         FORWARDED_BY,
         HeaderValue::from_str(&me).map_err(|_| bad_address())?,
     );
+    if let Some(token) = state.control.relay_token() {
+        headers.insert(
+            RELAY_TOKEN,
+            HeaderValue::from_str(token).map_err(|_| bad_address())?,
+        );
+    }
     if upgrade {
         relay_upgrade(&label, addr, &path, headers, req, None).await
     } else {

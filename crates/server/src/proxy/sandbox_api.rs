@@ -151,8 +151,11 @@ pub(super) async fn forward_to(
     let upgrade = is_upgrade(req.headers());
     let mut headers = req.headers().clone();
     strip_hop_by_hop(&mut headers, upgrade);
-    // API keys are for Alcove, never for the sandbox.
+    // API keys are for Alcove, never for the sandbox; nor is how nodes relayed it.
     headers.remove(header::AUTHORIZATION);
+    for name in super::owner::RELAY_HEADERS {
+        headers.remove(name);
+    }
     headers.insert(
         header::HOST,
         HeaderValue::from_str(&addr.to_string())

@@ -9,6 +9,7 @@
 mod archive;
 mod backend;
 mod blobs;
+mod cluster_settings;
 mod file_systems;
 mod nodes;
 mod pools;
