@@ -172,6 +172,33 @@ impl Context {
         Ok(fetched)
     }
 
+    /// Uploads a dump's files (`dir`, as a snapshot or a copy writes them)
+    /// under `<prefix>/`, recorded for `owner`; how many objects.
+    async fn store_dump_blobs(
+        &self,
+        dir: &Path,
+        prefix: &str,
+        owner: &str,
+    ) -> Result<usize, String> {
+        let Some(blobs) = &self.cfg.blobs else {
+            return Err("no blob store is configured".into());
+        };
+        let started = Instant::now();
+        let uploaded = self
+            .upload_members(blobs, dir, &SNAPSHOT_MEMBERS, prefix, owner)
+            .await;
+        self.metrics.operation(
+            crate::metrics::Operation::BlobUpload,
+            uploaded.is_ok(),
+            started.elapsed(),
+        );
+        let records = uploaded?;
+        for rec in &records {
+            self.store.put_blob(rec).await.map_err(|e| e.to_string())?;
+        }
+        Ok(records.len())
+    }
+
     /// Uploads a finished snapshot's files; a snapshot is completed only once
     /// this succeeds.
     pub(super) async fn store_snapshot_blobs(
@@ -179,35 +206,18 @@ impl Context {
         snapshot_id: &str,
         dir: &Path,
     ) -> Result<(), String> {
-        let Some(blobs) = &self.cfg.blobs else {
+        if self.cfg.blobs.is_none() {
             return Ok(());
-        };
-        let owner = snapshot_owner(snapshot_id);
-        let started = Instant::now();
-        let uploaded = self
-            .upload_members(
-                blobs,
-                dir,
-                &SNAPSHOT_MEMBERS,
-                &format!("snapshots/{snapshot_id}"),
-                &owner,
-            )
-            .await;
-        self.metrics.operation(
-            crate::metrics::Operation::BlobUpload,
-            uploaded.is_ok(),
-            started.elapsed(),
-        );
-        let records =
-            uploaded.map_err(|e| format!("storing the snapshot in the blob store: {e}"))?;
-        for rec in &records {
-            self.store.put_blob(rec).await.map_err(|e| e.to_string())?;
         }
-        tracing::info!(
-            snapshot_id,
-            objects = records.len(),
-            "snapshot stored in the blob store"
-        );
+        let objects = self
+            .store_dump_blobs(
+                dir,
+                &format!("snapshots/{snapshot_id}"),
+                &snapshot_owner(snapshot_id),
+            )
+            .await
+            .map_err(|e| format!("storing the snapshot in the blob store: {e}"))?;
+        tracing::info!(snapshot_id, objects, "snapshot stored in the blob store");
         Ok(())
     }
 
@@ -242,29 +252,10 @@ impl Context {
         owner: &str,
         dir: &Path,
     ) -> Result<(), String> {
-        let Some(blobs) = &self.cfg.blobs else {
-            return Err("no blob store is configured".into());
-        };
-        let started = Instant::now();
-        let uploaded = self
-            .upload_members(
-                blobs,
-                dir,
-                &SNAPSHOT_MEMBERS,
-                &format!("copies/{dump}"),
-                owner,
-            )
-            .await;
-        self.metrics.operation(
-            crate::metrics::Operation::BlobUpload,
-            uploaded.is_ok(),
-            started.elapsed(),
-        );
-        let records = uploaded.map_err(|e| format!("storing a copy's dump: {e}"))?;
-        for rec in &records {
-            self.store.put_blob(rec).await.map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        self.store_dump_blobs(dir, &format!("copies/{dump}"), owner)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("storing a copy's dump: {e}"))
     }
 
     /// Downloads the dump recorded for `owner` into `dir` and unpacks it, so

@@ -91,20 +91,13 @@ impl Sandboxes {
             .admit(u64::try_from(source.disk_mb).unwrap_or(0))
             .map_err(ControlError::from)?;
         let this = self.clone();
-        // The work runs in its own task: a client that hangs up must not cut a
-        // dump short (the source would stay `snapshotting`) nor leave the dump.
-        let job = tokio::spawn(
-            async move {
-                this.run_copy(source.id, resolved.image, times, auth.as_deref())
-                    .await
-            }
-            .instrument(tracing::Span::current()),
-        );
-        job.await.map_err(|e| ControlError::OperationFailed {
-            id: ident.to_string(),
-            op: "copy",
-            reason: e.to_string(),
-        })?
+        // A client that hangs up must not cut a dump short (the source would
+        // stay `snapshotting`) nor leave the dump.
+        detached(ident, async move {
+            this.run_copy(source.id, resolved.image, times, auth.as_deref())
+                .await
+        })
+        .await
     }
 
     async fn run_copy(
@@ -347,6 +340,21 @@ impl Sandboxes {
             }
         }
     }
+}
+
+/// Runs a copy's work (of sandbox `ident`) in its own task, so that it runs
+/// to its end whether or not the caller still waits for it.
+pub(super) async fn detached<T: Send + 'static>(
+    ident: &str,
+    work: impl std::future::Future<Output = Result<T, ControlError>> + Send + 'static,
+) -> Result<T, ControlError> {
+    tokio::spawn(work.instrument(tracing::Span::current()))
+        .await
+        .map_err(|e| ControlError::OperationFailed {
+            id: ident.to_string(),
+            op: "copy",
+            reason: e.to_string(),
+        })?
 }
 
 /// A copy is only of a running sandbox: a suspended one has no processes to

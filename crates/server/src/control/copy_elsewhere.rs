@@ -13,10 +13,9 @@ use alcove_runtime::{SandboxId, blocking};
 use alcove_wire::copy::CopySandboxResponse;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use tracing::Instrument;
 
 use super::blobs::copy_owner;
-use super::copy::{CopyOutcome, validate_times};
+use super::copy::{CopyOutcome, detached, validate_times};
 use super::lifecycle::Sandboxes;
 use super::{ControlError, Placement};
 use crate::store::SandboxRecord;
@@ -220,20 +219,13 @@ impl Sandboxes {
         let resolved = self.resolve_image(&source.image).await?;
         let this = self.clone();
         let dump = dump.to_string();
-        // Its own task, as a copy on the source's node: a relay that hangs up
-        // must not leave copies pending or the dump on this disk.
-        let job = tokio::spawn(
-            async move {
-                this.restore_from_dump(source, resolved.image, &dump, times)
-                    .await
-            }
-            .instrument(tracing::Span::current()),
-        );
-        job.await.map_err(|e| ControlError::OperationFailed {
-            id: ident.to_string(),
-            op: "copy",
-            reason: e.to_string(),
-        })?
+        // A relay that hangs up must not leave copies pending or the dump on
+        // this disk.
+        detached(ident, async move {
+            this.restore_from_dump(source, resolved.image, &dump, times)
+                .await
+        })
+        .await
     }
 
     async fn restore_from_dump(
