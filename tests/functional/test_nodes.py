@@ -21,6 +21,7 @@ from alcove.sandbox import SandboxClient
 from framework.cli import run_cli
 from framework.cluster import COUNTER, node_info, nodes_on, sandbox, still_counting, suspend_into_blob_store
 from framework.host import wait_for
+from framework.metrics import operations
 from framework.postgres import PostgresCluster
 from framework.server import AlcoveServer, refused_at_start, retire
 
@@ -505,10 +506,13 @@ def test_copies_that_do_not_fit_on_the_sources_node_are_restored_where_there_is_
             assert wait_for(lambda: node(a, "copy-b")["used"]["memory_mb"] == 2048, 20)
             assert node(a, "copy-a")["used"]["memory_mb"] == 2048
 
-            # Both full: nothing is made, and the answer says so.
+            # Both full: nothing is made, the source is not even frozen for a dump, and the
+            # answer says so.
+            dumps = operations(a, "copy_dump")
             refused = b.api("POST", f"{B}/{source.sandbox_id}/copy?times=1")
             assert refused.status_code == 503, refused.text
             assert refused.json()["code"] == "RESOURCE_EXHAUSTED", refused.text
+            assert operations(a, "copy_dump") == dumps
 
             # Only the copies are left on the nodes: no dump stays on either disk.
             for srv in (a, b):

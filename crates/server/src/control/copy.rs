@@ -90,6 +90,7 @@ impl Sandboxes {
             .node
             .admit(u64::try_from(source.disk_mb).unwrap_or(0))
             .map_err(ControlError::from)?;
+        self.ensure_room_for_a_copy(&source).await?;
         let this = self.clone();
         // A client that hangs up must not cut a dump short (the source would
         // stay `snapshotting`) nor leave the dump.
@@ -233,6 +234,20 @@ impl Sandboxes {
             }
         }
         Ok(copies)
+    }
+
+    /// In a cluster, refuses a copy before the source is frozen for its dump
+    /// when neither this node nor (with a blob store) any other reported room
+    /// for a single copy. A guess from the last renewals: placing each copy
+    /// checks again.
+    async fn ensure_room_for_a_copy(&self, source: &SandboxRecord) -> Result<(), ControlError> {
+        let (cpus, memory_mb) = (source.cpus, source.memory_mb);
+        if self.ctx.has_room(cpus, memory_mb).await?
+            || (self.ctx.cfg.blobs.is_some() && self.ctx.room_elsewhere(cpus, memory_mb).await?)
+        {
+            return Ok(());
+        }
+        Err(ControlError::NoRoom { cpus, memory_mb })
     }
 
     /// Stores up to `times` pending copies of `source` on this node, as many

@@ -527,6 +527,25 @@ pub fn spawn_membership(control: Arc<Control>, shutdown: Shutdown) -> tokio::tas
 }
 
 impl Context {
+    /// Whether another live active node reported room for `cpus` and
+    /// `memory_mb` more at its last renewal (a guess: it checks for itself).
+    pub(super) async fn room_elsewhere(
+        &self,
+        cpus: f64,
+        memory_mb: i64,
+    ) -> Result<bool, ControlError> {
+        let Some(me) = self.clustered_node() else {
+            return Ok(false);
+        };
+        let now = now_millis();
+        Ok(self.store.list_nodes().await?.iter().any(|n| {
+            n.name != me
+                && n.takes_work(now)
+                && n.memory_room() >= memory_mb
+                && n.cpu_room() + 1e-6 >= cpus
+        }))
+    }
+
     /// See [`Control::placement_order`].
     pub(super) async fn placement_order(&self) -> Result<Vec<Placement>, ControlError> {
         let Some(me) = self.clustered_node() else {
