@@ -651,3 +651,23 @@ def make_musl_layout(dest: Path) -> Image:
     layout = Layout.create(dest)
     layout.put_image("latest", config, [(descriptor(MT_LAYER_GZIP, blob), blob)])
     return Image(layout, "latest")
+
+
+def unique_image(tmp: Path, label: str, random_kib: int = 256) -> Image:
+    """A one-layer image no other test has (a file `<label>.bin` of random bytes), with busybox
+    and a few of its applets so that a sandbox of it runs commands."""
+    layout = Layout.create(tmp / label)
+    layer = build_tar([
+        Entry("bin", "dir"),
+        Entry("bin/busybox", data=BUSYBOX.read_bytes(), mode=0o755),
+        *[Entry(f"bin/{applet}", "symlink", linkname="busybox")
+          for applet in ("sh", "sleep", "cat", "env", "echo", "ls", "pwd")],
+        Entry("tmp", "dir", mode=0o1777),
+        Entry("root", "dir", mode=0o700),
+        Entry(f"{label}.bin", data=os.urandom(random_kib * 1024)),
+    ])
+    blob = gzip_bytes(layer)
+    config = {"architecture": "amd64", "os": "linux", "config": {"Env": [PATH_ENV]},
+              "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]}}
+    layout.put_image("latest", config, [(descriptor(MT_LAYER_GZIP, blob), blob)])
+    return Image(layout, "latest")

@@ -35,8 +35,6 @@ from framework.images_api import (
     pull_events,
     pull_ok,
 )
-from framework.oci_layout import MT_LAYER_GZIP, Entry, Layout, build_tar, descriptor, gzip_bytes
-from framework.oci_layout import sha256_digest
 from framework.registry import PASSWORD, USER, ThrottledProxy, requires_registry
 from framework.server import IMAGES_DIR, AlcoveServer
 
@@ -59,26 +57,6 @@ def server():
 def client(server):
     with SandboxClient(api_url=server.url) as c:
         yield c
-
-
-def unique_image(tmp: Path, label: str) -> fx.Image:
-    """A one-layer image nothing else has: a file of random bytes, and busybox (so that a
-    sandbox of it can run a command)."""
-    layout = Layout.create(tmp / label)
-    layer = build_tar([
-        Entry("bin", "dir"),
-        Entry("bin/busybox", data=fx.BUSYBOX.read_bytes(), mode=0o755),
-        Entry("bin/sh", "symlink", linkname="busybox"),
-        Entry("bin/sleep", "symlink", linkname="busybox"),
-        Entry("tmp", "dir", mode=0o1777),
-        Entry("root", "dir", mode=0o700),
-        Entry(f"{label}.bin", data=os.urandom(256 * 1024)),
-    ])
-    blob = gzip_bytes(layer)
-    config = {"architecture": "amd64", "os": "linux", "config": {"Env": [fx.PATH_ENV]},
-              "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]}}
-    layout.put_image("latest", config, [(descriptor(MT_LAYER_GZIP, blob), blob)])
-    return fx.Image(layout, "latest")
 
 
 def wait_file(sandbox, path: str, timeout: float = 30) -> bytes:
@@ -144,7 +122,7 @@ def test_pull_by_digest(server, registry, pushed, layered_image):
 
 
 def test_pull_progress_events(server, registry, pushed, tmp_path):
-    image = unique_image(tmp_path, "progress")
+    image = fx.unique_image(tmp_path, "progress")
     ref = registry.ref(pushed.repo("progress"), "latest")
     registry.push(image.path, image.tag, pushed.repo("progress"))
     status, events = pull_events(server, ref)
@@ -228,7 +206,7 @@ def test_shared_base_is_stored_once(server, registry, pushed, shared_pair):
 
 
 def test_delete_is_refused_while_in_use_then_frees(server, client, registry, pushed, tmp_path):
-    image = unique_image(tmp_path, "inuse")
+    image = fx.unique_image(tmp_path, "inuse")
     repo = pushed.repo("inuse")
     registry.push(image.path, image.tag, repo)
     ref = registry.ref(repo, "latest")

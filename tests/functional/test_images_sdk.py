@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import os
 import secrets
 import shutil
 import tarfile
@@ -39,8 +38,6 @@ from alcove.sandbox import (
     SandboxClient,
 )
 from framework import image_fixtures as fx
-from framework.oci_layout import MT_LAYER_GZIP, Entry, Layout, build_tar, descriptor, gzip_bytes
-from framework.oci_layout import sha256_digest
 from framework.registry import PASSWORD, USER, requires_registry
 from framework.server import AlcoveServer
 
@@ -108,29 +105,9 @@ def names(client, run_token) -> Iterator[Callable[..., str]]:
             client.delete_image(name)
 
 
-def unique_image(tmp: Path, label: str) -> fx.Image:
-    """A one-layer image no other test has (a file of random bytes), with busybox and a shell
-    so that a sandbox of it runs commands."""
-    layout = Layout.create(tmp / label)
-    layer = build_tar([
-        Entry("bin", "dir"),
-        Entry("bin/busybox", data=fx.BUSYBOX.read_bytes(), mode=0o755),
-        *[Entry(f"bin/{applet}", "symlink", linkname="busybox")
-          for applet in ("sh", "sleep", "cat", "env", "echo", "ls", "pwd")],
-        Entry("tmp", "dir", mode=0o1777),
-        Entry("root", "dir", mode=0o700),
-        Entry(f"{label}.bin", data=os.urandom(64 * 1024)),
-    ])
-    blob = gzip_bytes(layer)
-    config = {"architecture": "amd64", "os": "linux", "config": {"Env": [fx.PATH_ENV]},
-              "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]}}
-    layout.put_image("latest", config, [(descriptor(MT_LAYER_GZIP, blob), blob)])
-    return fx.Image(layout, "latest")
-
-
 def push_unique(registry, pushed, tmp_path: Path, label: str) -> tuple[fx.Image, str]:
     """A unique image pushed to `e2e-<token>/<label>-<random>:latest`: (image, reference)."""
-    image = unique_image(tmp_path, label)
+    image = fx.unique_image(tmp_path, label, random_kib=64)
     repo = pushed.repo(f"{label}-{secrets.token_hex(3)}")
     registry.push(image.path, image.tag, repo)
     return image, registry.ref(repo, image.tag)

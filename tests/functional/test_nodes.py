@@ -567,63 +567,59 @@ def test_a_pool_is_refilled_on_a_node_with_room_once_its_node_is_full(pg):
 
 
 def test_an_image_made_on_one_node_runs_on_another_through_the_blob_store(pg, tmp_path):
+    from framework import image_fixtures as fx
+    from framework.images_api import import_archive
     from framework.s3 import S3Server
-    from framework.server import IMAGES_DIR
 
     url = pg.create_database("alcove_shared_images")
-    # Node B has an image store of its own (as on another machine): the built-in images, linked.
+    # Node B has an image store of its own, empty (as on another machine). Not a hard-linked
+    # copy of the shared one: extra links would show in other tests' images.
     own = tmp_path / "images-b"
-    subprocess.run(["cp", "-al", str(IMAGES_DIR), str(own)], check=True)
+    own.mkdir()
     repo = f"localhost/made-on-a-{uuid.uuid4().hex[:8]}"
-    name = f"{repo}:1"
+    name, other = f"{repo}:1", f"{repo}:2"
+    first = fx.write_oci_archive(fx.unique_image(tmp_path, "first"), tmp_path / "first.tar")
+    second = fx.write_oci_archive(fx.unique_image(tmp_path, "second"), tmp_path / "second.tar")
     with S3Server() as s3, nodes_on(
         url, ["img-a", "img-b"], extra_args=s3.alcove_args("img"), extra_env=s3.alcove_env(),
         images_dirs=[None, own],
-    ) as (a, b), SandboxClient(api_url=a.url) as via_a, SandboxClient(api_url=b.url) as via_b:
-        with via_a.create_and_connect() as source:
-            assert source.sandbox_id in containers(a)
-            source.write_file("/root/made-on-a.txt", b"saved on node a")
-            snap = via_a.snapshot_and_wait(source.sandbox_id, snapshot_type="filesystem")
-        resp = a.api("POST", f"/snapshots/{snap.snapshot_id}/image", json={"name": name})
-        assert resp.status_code in (200, 201), resp.text
-        image_id = resp.json()["id"]
-        assert s3.objects(f"img/images/{image_id.removeprefix('sha256:')}"), "no blob was shared"
-        assert not (own / "images" / f"{image_id.replace(':', '/')}.json").exists()
+    ) as (a, b), SandboxClient(api_url=b.url) as via_b:
+        try:
+            resp = import_archive(a, first, name)
+            assert resp.status_code in (200, 201), resp.text
+            image_id = resp.json()["id"]
+            assert s3.objects(f"img/images/{image_id.removeprefix('sha256:')}"), "no blob was shared"
+            assert b.api("GET", "/images").json()["images"] == [], "B's store is not empty"
 
-        # Asked of B, which has room, the create runs there: B fetches the image from S3.
-        with via_b.create_and_connect(image=name) as there:
-            assert there.sandbox_id in containers(b)
-            assert there.read_file("/root/made-on-a.txt") == b"saved on node a"
-        info = b.api("GET", f"/images/{name}")
-        assert info.status_code == 200 and info.json()["id"] == image_id, info.text
+            # Asked of B, which has room, the create runs there: B fetches the image from S3.
+            with via_b.create_and_connect(image=name) as there:
+                assert there.sandbox_id in containers(b)
+                assert len(there.read_file("/first.bin")) == 256 * 1024
+                assert there.run("/bin/busybox", ["echo", "up"]).stdout.strip() == "up"
+            info = b.api("GET", f"/images/{name}")
+            assert info.status_code == 200 and info.json()["id"] == image_id, info.text
 
-        # A copy of the blob store's object that does not match its digest: B refuses it.
-        other = f"{repo}:2"
-        with via_a.create_and_connect() as source:
-            source.write_file("/root/second.txt", b"second")
-            snap2 = via_a.snapshot_and_wait(source.sandbox_id, snapshot_type="filesystem")
-        resp = a.api("POST", f"/snapshots/{snap2.snapshot_id}/image", json={"name": other})
-        assert resp.status_code in (200, 201), resp.text
-        second = resp.json()["id"].removeprefix("sha256:")
-        objects = s3.objects(f"img/images/{second}")
-        # Flip one byte of one of its objects (its config or its new layer).
-        layer = max(objects.values(), key=lambda p: p.stat().st_size)
-        data = bytearray(layer.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        layer.write_bytes(bytes(data))
-        refused = b.api("POST", "/v1/namespaces/default/sandboxes", json={"image": other})
-        assert refused.status_code >= 400, refused.text
-        assert refused.json()["code"] == "OPERATION_FAILED", refused.text
-        assert other in refused.json()["message"] and "corrupt" in refused.json()["message"], refused.text
-        assert b.api("GET", f"/images/{other}").status_code != 200
+            # A byte flipped in one of the second image's objects in S3: B refuses it.
+            resp = import_archive(a, second, other)
+            assert resp.status_code in (200, 201), resp.text
+            second_id = resp.json()["id"].removeprefix("sha256:")
+            objects = s3.objects(f"img/images/{second_id}")
+            victim = max(objects.values(), key=lambda p: p.stat().st_size)
+            data = bytearray(victim.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            victim.write_bytes(bytes(data))
+            refused = b.api("POST", "/v1/namespaces/default/sandboxes", json={"image": other})
+            assert refused.json()["code"] == "OPERATION_FAILED", refused.text
+            assert other in refused.json()["message"] and "corrupt" in refused.json()["message"], refused.text
+            assert b.api("GET", f"/images/{other}").status_code != 200
 
-        # Deleted through A, an image is no longer shared: B cannot fetch it any more.
-        for snap_id in (snap.snapshot_id, snap2.snapshot_id):
-            via_a.delete_snapshot(snap_id)
-        assert a.api("DELETE", f"/images/{other}").status_code == 200
-        assert wait_for(lambda: not s3.objects(f"img/images/{second}"), 20)
-        assert b.api("GET", f"/images/{other}").status_code == 404
-        assert a.api("DELETE", f"/images/{name}").status_code == 200
+            # Deleted through A, an image is no longer shared: B cannot fetch it any more.
+            assert a.api("DELETE", f"/images/{other}").status_code == 200
+            assert wait_for(lambda: not s3.objects(f"img/images/{second_id}"), 20)
+            assert b.api("GET", f"/images/{other}").status_code == 404
+        finally:
+            a.api("DELETE", f"/images/{name}")
+            a.api("DELETE", f"/images/{other}")
 
 
 # A web server that answers every request with the request's header names, one per line.
