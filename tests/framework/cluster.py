@@ -94,8 +94,16 @@ def nodes_on(
             wait_until_met(servers, names, lease_secs)
         yield servers
     finally:
+        # Every node is retired, even when one left something behind: the first failure is
+        # raised once all are stopped, so that no server outlives a failed test.
+        failures: list[BaseException] = []
         for srv in reversed(servers):
-            retire(srv)
+            try:
+                retire(srv)
+            except Exception as e:  # noqa: BLE001 (re-raised below)
+                failures.append(e)
+        if failures:
+            raise failures[0]
         if network is not None:
             for i in range(len(servers)):
                 left = network.leftovers(i)
