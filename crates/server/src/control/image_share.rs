@@ -161,15 +161,25 @@ impl Context {
             .map_err(|e| e.to_string())
     }
 
-    /// After `missing` (image `reference` is not on this node): fetches it if
-    /// it is shared; else `missing` again, or why the fetch failed.
-    pub(super) async fn fetch_missing_image(
+    /// Runs `resolve` (a lookup of image `reference` in this node's store);
+    /// when the image is not there but another node shared it, fetches it
+    /// and runs `resolve` again. Else the lookup's answer, or why the fetch
+    /// failed.
+    pub(super) async fn resolve_or_fetch<T, F, Fut>(
         &self,
         reference: &str,
-        missing: super::ControlError,
-    ) -> Result<(), super::ControlError> {
+        resolve: F,
+    ) -> Result<T, super::ControlError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, super::ControlError>>,
+    {
+        let missing = match resolve().await {
+            Err(e @ super::ControlError::NotFound { kind: "image", .. }) => e,
+            found => return found,
+        };
         match self.fetch_shared_image(reference).await {
-            Ok(true) => Ok(()),
+            Ok(true) => resolve().await,
             Ok(false) => Err(missing),
             Err(reason) => Err(super::ControlError::OperationFailed {
                 id: String::new(),

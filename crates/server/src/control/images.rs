@@ -93,17 +93,14 @@ impl Control {
     }
 
     async fn resolve_stored(&self, reference: &str) -> Result<ImageRecord, ControlError> {
-        let images = self.ctx.images.clone();
-        let text = reference.to_string();
-        let found = blocking(move || images.store().resolve(&text)).await;
         // Not on this node: shared through the blob store by another one?
-        let Err(missing @ ControlError::NotFound { kind: "image", .. }) = found else {
-            return found;
-        };
-        self.ctx.fetch_missing_image(reference, missing).await?;
-        let images = self.ctx.images.clone();
-        let text = reference.to_string();
-        blocking(move || images.store().resolve(&text)).await
+        self.ctx
+            .resolve_or_fetch(reference, || {
+                let images = self.ctx.images.clone();
+                let text = reference.to_string();
+                blocking(move || images.store().resolve(&text))
+            })
+            .await
     }
 
     /// Sandboxes (not ended) and snapshots made from image `id`.

@@ -606,14 +606,10 @@ impl Sandboxes {
         &self,
         reference: &str,
     ) -> Result<crate::images::ResolvedImage, ControlError> {
-        match self.resolve_stored_image(reference).await {
-            // Not on this node: shared through the blob store by another one?
-            Err(missing @ ControlError::NotFound { kind: "image", .. }) => {
-                self.ctx.fetch_missing_image(reference, missing).await?;
-                self.resolve_stored_image(reference).await
-            }
-            other => other,
-        }
+        // Not on this node: shared through the blob store by another one?
+        self.ctx
+            .resolve_or_fetch(reference, || self.resolve_stored_image(reference))
+            .await
     }
 
     /// Resolves `reference` in this node's image store.
