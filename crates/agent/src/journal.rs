@@ -19,7 +19,7 @@ use alcove_wire::process::OutputStream;
 use alcove_wire::time::{EpochMillis, now_millis};
 use tokio::sync::watch;
 
-use crate::output::LineSink;
+use crate::output::{LineSink, Lines};
 
 /// Records kept for readers: 4 MiB.
 pub const DEFAULT_LIMIT_BYTES: usize = 4 << 20;
@@ -208,12 +208,12 @@ impl Journal {
         process: &ProcessRef,
         stream: OutputStream,
         timestamp: EpochMillis,
-        lines: &[String],
+        lines: &Lines,
     ) {
         if lines.is_empty() {
             return;
         }
-        let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+        let bytes = lines.text_len() + lines.len();
         let level = match stream {
             OutputStream::Stdout => LogLevel::Info,
             OutputStream::Stderr => LogLevel::Warn,
@@ -229,8 +229,8 @@ impl Journal {
                 return;
             }
             state.report_dropped(process.pid);
-            for line in lines {
-                let mut record = process.record(level, line.clone());
+            for line in lines.iter() {
+                let mut record = process.record(level, line);
                 record.timestamp = timestamp;
                 record.stream = Some(stream);
                 state.push(record);
@@ -296,7 +296,7 @@ impl<S: LineSink> LineSink for JournaledSink<S> {
         &mut self,
         stream: OutputStream,
         timestamp: EpochMillis,
-        lines: Vec<String>,
+        lines: Lines,
     ) -> bool {
         Journal::global().output(&self.process, stream, timestamp, &lines);
         self.inner.deliver(stream, timestamp, lines).await
@@ -307,7 +307,7 @@ impl<S: LineSink> LineSink for JournaledSink<S> {
 mod tests {
     use super::*;
 
-    fn lines(n: usize, text: &str) -> Vec<String> {
+    fn lines(n: usize, text: &str) -> Lines {
         (0..n).map(|i| format!("{text}{i}")).collect()
     }
 
@@ -347,7 +347,7 @@ mod tests {
     fn output_past_the_budget_is_counted_and_reported() {
         let journal = Journal::new(64 << 20);
         let p = ProcessRef::plain(9);
-        let big = vec!["x".repeat(400 << 10)];
+        let big: Lines = ["x".repeat(400 << 10)].into_iter().collect();
         // The burst lets two 400 KiB lines in; the third does not fit.
         journal.output(&p, OutputStream::Stdout, 1, &big);
         journal.output(&p, OutputStream::Stdout, 1, &big);

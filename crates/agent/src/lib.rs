@@ -11,6 +11,7 @@ pub mod files;
 pub mod http;
 pub mod journal;
 pub mod output;
+pub mod output_events;
 pub mod pid1;
 pub mod process;
 pub mod pty;

@@ -4,10 +4,16 @@
 //! Lines never keep their newline; `\r\n` endings lose the `\r`; a last line without a newline
 //! is still emitted; bytes that are not UTF-8 are replaced by U+FFFD. A line longer than
 //! [`MAX_LINE_BYTES`] is cut into pieces of that size, so one endless line cannot grow memory.
+//!
+//! The lines of one read are kept together as one [`Lines`] (their texts back to back and where
+//! each ends), shared by reference between the buffer and its followers: a chatty process costs
+//! an allocation per read, not per line, and a follower encodes lines straight from the buffer
+//! without copying them first.
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use alcove_wire::process::OutputStream;
@@ -30,6 +36,95 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// still holds it open (a background grandchild) is not the process we report on.
 pub const EXIT_DRAIN_IDLE: Duration = Duration::from_millis(200);
 
+/// Lines read together: their texts back to back in one string, and the end of each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lines {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Lines {
+    /// No lines.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one line (it must not hold the newline that ended it).
+    pub fn push(&mut self, line: &str) {
+        self.text.push_str(line);
+        self.ends.push(self.text.len());
+    }
+
+    /// Appends raw line bytes, invalid UTF-8 replaced by U+FFFD.
+    fn push_bytes(&mut self, bytes: &[u8]) {
+        match std::str::from_utf8(bytes) {
+            Ok(line) => self.push(line),
+            Err(_) => self.push(&String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    /// How many lines.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Line `index`, if there is one.
+    pub fn get(&self, index: usize) -> Option<&str> {
+        let end = *self.ends.get(index)?;
+        let start = self.start_of(index);
+        self.text.get(start..end)
+    }
+
+    /// The lines in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        self.slice(0..self.len())
+    }
+
+    /// Lines `range` in order (clamped to the lines there are).
+    pub fn slice(&self, range: Range<usize>) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        let end = range.end.min(self.len());
+        (range.start.min(end)..end).map(|index| self.get(index).unwrap_or_default())
+    }
+
+    /// Bytes of text of all lines together.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Bytes of text of the lines from `index` on.
+    fn text_len_from(&self, index: usize) -> usize {
+        self.text.len() - self.start_of(index).min(self.text.len())
+    }
+
+    /// Bytes of text of lines `range`.
+    fn text_len_of(&self, range: Range<usize>) -> usize {
+        self.start_of(range.end)
+            .saturating_sub(self.start_of(range.start))
+    }
+
+    fn start_of(&self, index: usize) -> usize {
+        match index.checked_sub(1) {
+            Some(before) => self.ends.get(before).copied().unwrap_or(self.text.len()),
+            None => 0,
+        }
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Lines {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut lines = Lines::new();
+        for line in iter {
+            lines.push(line.as_ref());
+        }
+        lines
+    }
+}
+
 /// Turns a byte stream into lines.
 #[derive(Debug, Default)]
 pub struct LineSplitter {
@@ -38,83 +133,177 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     /// Appends `chunk` and pushes every completed line onto `out`.
-    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<String>) {
+    pub fn push(&mut self, chunk: &[u8], out: &mut Lines) {
         let mut rest = chunk;
-        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(newline) = memchr::memchr(b'\n', rest) {
             let (line, tail) = rest.split_at(newline);
             if self.pending.is_empty() {
-                out.push(to_line(line));
+                out.push_bytes(without_cr(line));
             } else {
                 self.pending.extend_from_slice(line);
-                out.push(to_line(&self.pending));
+                out.push_bytes(without_cr(&self.pending));
                 self.pending.clear();
             }
             rest = &tail[1..];
         }
         self.pending.extend_from_slice(rest);
         while self.pending.len() > MAX_LINE_BYTES {
-            out.push(to_line(&self.pending[..MAX_LINE_BYTES]));
+            out.push_bytes(&self.pending[..MAX_LINE_BYTES]);
             self.pending.drain(..MAX_LINE_BYTES);
         }
     }
 
     /// Pushes the last, unterminated line (if any) onto `out`.
-    pub fn finish(&mut self, out: &mut Vec<String>) {
+    pub fn finish(&mut self, out: &mut Lines) {
         if !self.pending.is_empty() {
-            out.push(to_line(&self.pending));
+            out.push_bytes(without_cr(&self.pending));
             self.pending.clear();
         }
     }
 }
 
-/// One line: without a trailing `\r`, invalid UTF-8 replaced.
-fn to_line(bytes: &[u8]) -> String {
-    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    String::from_utf8_lossy(bytes).into_owned()
+/// A line's bytes without a trailing `\r`.
+fn without_cr(bytes: &[u8]) -> &[u8] {
+    bytes.strip_suffix(b"\r").unwrap_or(bytes)
 }
 
-/// A captured line with its stream and read time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredLine {
-    /// Stream it came from.
+/// Lines of one stream read at one time, as kept by an [`OutputBuffer`].
+#[derive(Debug, Clone)]
+struct Batch {
+    stream: OutputStream,
+    timestamp: EpochMillis,
+    /// Sequence number of the batch's first line.
+    first: u64,
+    lines: Arc<Lines>,
+}
+
+/// Bookkeeping cost charged per line on top of its text (where it ends), so that a flood of
+/// empty lines is bounded too.
+const LINE_OVERHEAD_BYTES: usize = std::mem::size_of::<usize>();
+
+/// Bookkeeping cost charged per batch (one per read of a pipe).
+const BATCH_OVERHEAD_BYTES: usize = std::mem::size_of::<Batch>() + std::mem::size_of::<Lines>();
+
+/// Consecutive lines of one batch, shared with the buffer (see [`OutputBuffer::read_from`]).
+#[derive(Debug, Clone)]
+pub struct LineRun {
+    /// Stream they came from.
     pub stream: OutputStream,
-    /// When the agent read it, epoch milliseconds.
+    /// When the agent read them, epoch milliseconds.
     pub timestamp: EpochMillis,
-    /// The text, without newline.
-    pub text: String,
+    lines: Arc<Lines>,
+    range: Range<usize>,
 }
 
-/// Bookkeeping cost charged per line on top of its text, so that a flood of empty lines is
-/// bounded too.
-const LINE_OVERHEAD_BYTES: usize = std::mem::size_of::<StoredLine>();
+impl LineRun {
+    /// The lines in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        self.lines.slice(self.range.clone())
+    }
+
+    /// How many lines.
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    /// Bytes of text of the lines together.
+    pub fn text_len(&self) -> usize {
+        self.lines.text_len_of(self.range.clone())
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+}
 
 /// A batch read from an [`OutputBuffer`] by [`OutputBuffer::read_from`].
 #[derive(Debug, Default)]
 pub struct BufferChunk {
-    /// Lines of the requested stream(s), oldest first.
-    pub lines: Vec<StoredLine>,
+    /// Lines of the requested stream(s), oldest first, in runs of one read each.
+    pub runs: Vec<LineRun>,
     /// Cursor to pass to the next `read_from`.
     pub next: u64,
-    /// Whether the buffer is finished and `lines` reached its end.
+    /// Whether the buffer is finished and `runs` reached its end.
     pub finished: bool,
+}
+
+impl BufferChunk {
+    /// Whether no line was read.
+    pub fn is_empty(&self) -> bool {
+        self.runs.iter().all(LineRun::is_empty)
+    }
 }
 
 #[derive(Debug)]
 struct BufferState {
-    lines: VecDeque<StoredLine>,
-    /// Sequence number of `lines[0]`; grows as old lines are dropped.
+    batches: VecDeque<Batch>,
+    /// Lines of `batches[0]` already dropped.
+    front_dropped: usize,
+    /// Sequence number of the oldest line kept; grows as old lines are dropped.
     first_seq: u64,
+    /// Lines kept.
+    held: u64,
     bytes: usize,
     limit_bytes: usize,
     finished: bool,
 }
 
+impl BufferState {
+    /// Drops the oldest lines until the bytes held are within the limit.
+    fn shrink(&mut self) {
+        while self.bytes > self.limit_bytes {
+            let Some(front) = self.batches.front() else {
+                break;
+            };
+            let lines = Arc::clone(&front.lines);
+            let left = lines.len() - self.front_dropped;
+            let left_bytes = lines.text_len_from(self.front_dropped)
+                + left * LINE_OVERHEAD_BYTES
+                + BATCH_OVERHEAD_BYTES;
+            if self.bytes.saturating_sub(left_bytes) < self.limit_bytes {
+                // Only part of the front batch has to go: line by line.
+                while self.bytes > self.limit_bytes && self.front_dropped < lines.len() {
+                    let line = lines.get(self.front_dropped).unwrap_or_default();
+                    self.bytes -= line.len() + LINE_OVERHEAD_BYTES;
+                    self.front_dropped += 1;
+                    self.first_seq += 1;
+                    self.held -= 1;
+                }
+                if self.front_dropped < lines.len() {
+                    break;
+                }
+                self.bytes = self.bytes.saturating_sub(BATCH_OVERHEAD_BYTES);
+            } else {
+                self.bytes -= left_bytes;
+                self.first_seq += left as u64;
+                self.held -= left as u64;
+            }
+            self.batches.pop_front();
+            self.front_dropped = 0;
+        }
+    }
+
+    /// Lines kept, oldest first, in runs of one batch each.
+    fn runs(&self) -> impl Iterator<Item = LineRun> + '_ {
+        self.batches.iter().enumerate().map(|(index, batch)| {
+            let from = if index == 0 { self.front_dropped } else { 0 };
+            LineRun {
+                stream: batch.stream,
+                timestamp: batch.timestamp,
+                lines: Arc::clone(&batch.lines),
+                range: from..batch.lines.len(),
+            }
+        })
+    }
+}
+
 /// The captured output of one process: both streams interleaved in read order.
 ///
 /// Bounded: when the lines held exceed the limit (16 MiB by default, counting each line's text
-/// plus a small per-line overhead), the **oldest lines are dropped**. Readers address lines by
-/// a sequence number that keeps counting, so a follower that falls behind skips what was
-/// dropped instead of seeing lines twice.
+/// plus a small per-line and per-read overhead), the **oldest lines are dropped**. Readers
+/// address lines by a sequence number that keeps counting, so a follower that falls behind
+/// skips what was dropped instead of seeing lines twice.
 #[derive(Debug)]
 pub struct OutputBuffer {
     state: Mutex<BufferState>,
@@ -126,8 +315,10 @@ impl OutputBuffer {
     pub fn new(limit_bytes: usize) -> Self {
         Self {
             state: Mutex::new(BufferState {
-                lines: VecDeque::new(),
+                batches: VecDeque::new(),
+                front_dropped: 0,
                 first_seq: 0,
+                held: 0,
                 bytes: 0,
                 limit_bytes,
                 finished: false,
@@ -144,27 +335,23 @@ impl OutputBuffer {
     }
 
     /// Appends lines read at `timestamp`, dropping the oldest lines past the limit.
-    pub fn append(&self, stream: OutputStream, timestamp: EpochMillis, lines: Vec<String>) {
+    pub fn append(&self, stream: OutputStream, timestamp: EpochMillis, lines: Lines) {
         if lines.is_empty() {
             return;
         }
         {
             let mut state = self.lock();
-            for text in lines {
-                state.bytes += text.len() + LINE_OVERHEAD_BYTES;
-                state.lines.push_back(StoredLine {
-                    stream,
-                    timestamp,
-                    text,
-                });
-            }
-            while state.bytes > state.limit_bytes {
-                let Some(old) = state.lines.pop_front() else {
-                    break;
-                };
-                state.bytes -= old.text.len() + LINE_OVERHEAD_BYTES;
-                state.first_seq += 1;
-            }
+            state.bytes +=
+                lines.text_len() + lines.len() * LINE_OVERHEAD_BYTES + BATCH_OVERHEAD_BYTES;
+            let first = state.first_seq + state.held;
+            state.held += lines.len() as u64;
+            state.batches.push_back(Batch {
+                stream,
+                timestamp,
+                first,
+                lines: Arc::new(lines),
+            });
+            state.shrink();
         }
         self.changed.send_replace(());
     }
@@ -185,33 +372,52 @@ impl OutputBuffer {
     pub fn texts(&self, filter: Option<OutputStream>) -> Vec<String> {
         let state = self.lock();
         state
-            .lines
-            .iter()
-            .filter(|line| filter.is_none_or(|stream| line.stream == stream))
-            .map(|line| line.text.clone())
+            .runs()
+            .filter(|run| filter.is_none_or(|stream| run.stream == stream))
+            .flat_map(|run| run.iter().map(str::to_owned).collect::<Vec<_>>())
             .collect()
     }
 
-    /// Up to `max` lines of `filter` at or after sequence number `cursor`.
+    /// Up to `max` lines of `filter` at or after sequence number `cursor`. The lines are
+    /// shared with the buffer, not copied.
     pub fn read_from(&self, cursor: u64, filter: Option<OutputStream>, max: usize) -> BufferChunk {
         let state = self.lock();
         let start = cursor.max(state.first_seq);
-        let end = state.first_seq + state.lines.len() as u64;
-        let mut lines = Vec::new();
+        let end = state.first_seq + state.held;
+        // The batch holding `start`: the last one whose first line is at or before it.
+        let from = state
+            .batches
+            .partition_point(|batch| batch.first <= start)
+            .saturating_sub(1);
+        let mut runs = Vec::new();
+        let mut taken = 0;
         let mut next = start;
-        // `start - first_seq` fits in usize: it is at most `lines.len()`.
-        let skip = usize::try_from(start - state.first_seq).unwrap_or(usize::MAX);
-        for line in state.lines.iter().skip(skip) {
-            if lines.len() >= max {
+        for batch in state.batches.iter().skip(from) {
+            if taken >= max {
                 break;
             }
-            next += 1;
-            if filter.is_none_or(|stream| line.stream == stream) {
-                lines.push(line.clone());
+            let batch_end = batch.first + batch.lines.len() as u64;
+            if batch_end <= next {
+                continue;
             }
+            if filter.is_some_and(|stream| batch.stream != stream) {
+                next = batch_end;
+                continue;
+            }
+            // `next - first` is below the batch's length, so it fits in usize.
+            let offset = usize::try_from(next - batch.first).unwrap_or(usize::MAX);
+            let count = (batch.lines.len() - offset).min(max - taken);
+            runs.push(LineRun {
+                stream: batch.stream,
+                timestamp: batch.timestamp,
+                lines: Arc::clone(&batch.lines),
+                range: offset..offset + count,
+            });
+            taken += count;
+            next += count as u64;
         }
         BufferChunk {
-            lines,
+            runs,
             next,
             finished: state.finished && next >= end,
         }
@@ -230,7 +436,7 @@ pub trait LineSink: Send {
         &mut self,
         stream: OutputStream,
         timestamp: EpochMillis,
-        lines: Vec<String>,
+        lines: Lines,
     ) -> impl Future<Output = bool> + Send;
 }
 
@@ -243,7 +449,7 @@ impl LineSink for BufferSink {
         &mut self,
         stream: OutputStream,
         timestamp: EpochMillis,
-        lines: Vec<String>,
+        lines: Lines,
     ) -> bool {
         self.0.append(stream, timestamp, lines);
         true
@@ -291,7 +497,7 @@ pub async fn pump<S: LineSink>(
         match read {
             Ok(0) => break Some(()),
             Ok(n) => {
-                let mut lines = Vec::new();
+                let mut lines = Lines::new();
                 splitter.push(&buf[..n], &mut lines);
                 if sink_open && !lines.is_empty() {
                     sink_open = sink.deliver(stream, now_millis(), lines).await;
@@ -301,7 +507,7 @@ pub async fn pump<S: LineSink>(
             Err(_) => break Some(()),
         }
     };
-    let mut last = Vec::new();
+    let mut last = Lines::new();
     splitter.finish(&mut last);
     if sink_open && !last.is_empty() {
         sink.deliver(stream, now_millis(), last).await;
@@ -338,12 +544,16 @@ mod tests {
 
     fn split(chunks: &[&[u8]]) -> Vec<String> {
         let mut splitter = LineSplitter::default();
-        let mut out = Vec::new();
+        let mut out = Lines::new();
         for chunk in chunks {
             splitter.push(chunk, &mut out);
         }
         splitter.finish(&mut out);
-        out
+        out.iter().map(str::to_owned).collect()
+    }
+
+    fn texts(chunk: &BufferChunk) -> Vec<&str> {
+        chunk.runs.iter().flat_map(LineRun::iter).collect()
     }
 
     #[test]
@@ -378,10 +588,25 @@ mod tests {
     }
 
     #[test]
+    fn lines_keep_their_texts_apart() {
+        let lines: Lines = ["", "ab", "", "c"].into_iter().collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines.iter().collect::<Vec<_>>(), ["", "ab", "", "c"]);
+        assert_eq!(lines.slice(1..3).collect::<Vec<_>>(), ["ab", ""]);
+        assert_eq!(lines.slice(3..9).collect::<Vec<_>>(), ["c"]);
+        assert_eq!(lines.get(4), None);
+        assert_eq!(lines.text_len(), 3);
+        assert_eq!(lines.text_len_from(2), 1);
+        assert_eq!(lines.text_len_of(1..3), 2);
+        assert_eq!(lines.text_len_of(1..9), 3);
+        assert!(Lines::new().is_empty());
+    }
+
+    #[test]
     fn buffer_drops_oldest_lines_past_the_limit() {
-        let limit = 10 * (LINE_OVERHEAD_BYTES + 4);
+        let limit = BATCH_OVERHEAD_BYTES + 10 * (LINE_OVERHEAD_BYTES + 4);
         let buffer = OutputBuffer::new(limit);
-        let lines: Vec<String> = (0..25).map(|i| format!("{i:04}")).collect();
+        let lines: Lines = (0..25).map(|i| format!("{i:04}")).collect();
         buffer.append(OutputStream::Stdout, 1, lines);
         let kept = buffer.texts(None);
         assert_eq!(kept.len(), 10);
@@ -390,26 +615,60 @@ mod tests {
 
         // A reader that was at the start skips what was dropped.
         let chunk = buffer.read_from(0, None, 100);
-        assert_eq!(chunk.lines.len(), 10);
+        assert_eq!(texts(&chunk).len(), 10);
         assert_eq!(chunk.next, 25);
         assert!(!chunk.finished);
     }
 
     #[test]
+    fn buffer_drops_whole_reads_and_parts_of_reads() {
+        // Room for two reads of three 4-byte lines, and the bookkeeping of a third read.
+        let read = BATCH_OVERHEAD_BYTES + 3 * (LINE_OVERHEAD_BYTES + 4);
+        let buffer = OutputBuffer::new(2 * read + BATCH_OVERHEAD_BYTES);
+        for first in [0, 3, 6, 9] {
+            let lines: Lines = (first..first + 3).map(|i| format!("{i:04}")).collect();
+            buffer.append(OutputStream::Stdout, first, lines);
+        }
+        // Whole reads went.
+        assert_eq!(
+            buffer.texts(None),
+            ["0006", "0007", "0008", "0009", "0010", "0011"]
+        );
+        // One more line: only the oldest line goes, its read stays.
+        buffer.append(OutputStream::Stderr, 12, ["0012"].into_iter().collect());
+        assert_eq!(buffer.texts(None).first().map(String::as_str), Some("0007"));
+        // Cursors inside the partly dropped read and in the middle of the next one.
+        let chunk = buffer.read_from(0, None, 4);
+        assert_eq!(texts(&chunk), ["0007", "0008", "0009", "0010"]);
+        assert_eq!(chunk.next, 11);
+        let chunk = buffer.read_from(chunk.next, None, 100);
+        assert_eq!(texts(&chunk), ["0011", "0012"]);
+        assert_eq!(chunk.runs.len(), 2);
+        assert_eq!(
+            (chunk.runs[1].stream, chunk.runs[1].timestamp),
+            (OutputStream::Stderr, 12)
+        );
+        assert_eq!(chunk.next, 13);
+        // Reading at the end gives nothing and keeps the cursor.
+        let chunk = buffer.read_from(13, None, 100);
+        assert!(chunk.is_empty());
+        assert_eq!(chunk.next, 13);
+    }
+
+    #[test]
     fn read_from_filters_streams_and_reports_finish() {
         let buffer = OutputBuffer::new(DEFAULT_BUFFER_LIMIT_BYTES);
-        buffer.append(OutputStream::Stdout, 1, vec!["out1".into()]);
-        buffer.append(OutputStream::Stderr, 2, vec!["err1".into()]);
-        buffer.append(OutputStream::Stdout, 3, vec!["out2".into()]);
+        buffer.append(OutputStream::Stdout, 1, ["out1"].into_iter().collect());
+        buffer.append(OutputStream::Stderr, 2, ["err1"].into_iter().collect());
+        buffer.append(OutputStream::Stdout, 3, ["out2"].into_iter().collect());
         assert_eq!(buffer.texts(Some(OutputStream::Stderr)), ["err1"]);
         assert_eq!(buffer.texts(None), ["out1", "err1", "out2"]);
 
         let first = buffer.read_from(0, Some(OutputStream::Stdout), 1);
-        assert_eq!(first.lines.len(), 1);
+        assert_eq!(texts(&first), ["out1"]);
         assert_eq!(first.next, 1);
         let rest = buffer.read_from(first.next, Some(OutputStream::Stdout), 10);
-        let texts: Vec<_> = rest.lines.iter().map(|l| l.text.as_str()).collect();
-        assert_eq!(texts, ["out2"]);
+        assert_eq!(texts(&rest), ["out2"]);
         assert!(!rest.finished);
 
         buffer.finish();

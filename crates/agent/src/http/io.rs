@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use alcove_wire::process::{EofEvent, OutputBatchEvent, OutputEvent, OutputResponse, OutputStream};
+use alcove_wire::process::{EofEvent, OutputResponse, OutputStream};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -19,6 +19,8 @@ use super::error::{AgentError, ApiError};
 use super::openapi::{FollowEvents, ProcessParam, tags};
 use super::sse_response;
 use crate::AgentState;
+use crate::output::LineRun;
+use crate::output_events;
 use crate::process::TrackedProcess;
 use crate::sse;
 
@@ -191,19 +193,17 @@ fn follow_stream(
                     .output
                     .read_from(follow.cursor, follow.filter, FOLLOW_BATCH_LINES);
             follow.cursor = chunk.next;
-            if !chunk.lines.is_empty() && follow.batch {
-                return Some((Ok(batched_events(chunk.lines)), follow));
-            }
-            if !chunk.lines.is_empty() {
-                let mut buf = Vec::with_capacity(chunk.lines.len() * 96);
-                for line in chunk.lines {
-                    let event = OutputEvent {
-                        line: line.text,
-                        timestamp: line.timestamp,
-                        stream: Some(line.stream),
-                    };
-                    sse::push_event(&mut buf, "output", &event);
-                }
+            if !chunk.is_empty() {
+                let lines = chunk.runs.iter().map(LineRun::len).sum();
+                let text: usize = chunk
+                    .runs
+                    .iter()
+                    .flat_map(LineRun::iter)
+                    .map(str::len)
+                    .sum();
+                let mut buf =
+                    Vec::with_capacity(output_events::capacity_for(lines, text, follow.batch));
+                output_events::push_runs(&mut buf, &chunk.runs, follow.batch);
                 return Some((Ok(Bytes::from(buf)), follow));
             }
             if chunk.finished {
@@ -219,26 +219,6 @@ fn follow_stream(
             }
         }
     })
-}
-
-/// `output_batch` events for `lines`: one per run of lines of the same stream and read time.
-fn batched_events(lines: Vec<crate::output::StoredLine>) -> Bytes {
-    let mut buf = Vec::with_capacity(lines.iter().map(|l| l.text.len() + 4).sum::<usize>() + 64);
-    let mut lines = lines.into_iter().peekable();
-    while let Some(first) = lines.next() {
-        let (stream, timestamp) = (first.stream, first.timestamp);
-        let mut texts = vec![first.text];
-        while let Some(next) = lines.next_if(|l| l.stream == stream && l.timestamp == timestamp) {
-            texts.push(next.text);
-        }
-        let event = OutputBatchEvent {
-            stream,
-            timestamp,
-            lines: texts,
-        };
-        sse::push_event(&mut buf, "output_batch", &event);
-    }
-    Bytes::from(buf)
 }
 
 fn follow(

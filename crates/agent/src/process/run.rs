@@ -17,8 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use alcove_wire::process::{
-    ExitEvent, ExitReason, OutputBatchEvent, OutputEvent, OutputMode, OutputStream, RunRequest,
-    StartedEvent, StdinMode,
+    ExitEvent, ExitReason, OutputMode, OutputStream, RunRequest, StartedEvent, StdinMode,
 };
 use alcove_wire::time::EpochMillis;
 use bytes::Bytes;
@@ -28,7 +27,8 @@ use super::ExitInfo;
 use super::spawn::{LaunchError, LaunchSpec, Launcher, Spawned};
 use super::tree;
 use crate::journal::{JournaledSink, ProcessRef};
-use crate::output::{self, LineSink};
+use crate::output::{self, LineSink, Lines};
+use crate::output_events;
 use crate::pid1::ExitStatus;
 use crate::sse;
 
@@ -49,25 +49,14 @@ impl LineSink for SseSink {
         &mut self,
         stream: OutputStream,
         timestamp: EpochMillis,
-        lines: Vec<String>,
+        lines: Lines,
     ) -> bool {
-        let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 80).sum());
+        let capacity = output_events::capacity_for(lines.len(), lines.text_len(), self.batch);
+        let mut buf = Vec::with_capacity(capacity);
         if self.batch {
-            let event = OutputBatchEvent {
-                stream,
-                timestamp,
-                lines,
-            };
-            sse::push_event(&mut buf, "output_batch", &event);
+            output_events::push_batch(&mut buf, stream, timestamp, lines.iter());
         } else {
-            for line in lines {
-                let event = OutputEvent {
-                    line,
-                    timestamp,
-                    stream: Some(stream),
-                };
-                sse::push_event(&mut buf, "output", &event);
-            }
+            output_events::push_lines(&mut buf, stream, timestamp, lines.iter());
         }
         self.tx.send(Bytes::from(buf)).await.is_ok()
     }

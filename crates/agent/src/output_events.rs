@@ -1,0 +1,167 @@
+//! Output lines as SSE events (`output`, `output_batch`), encoded straight from borrowed text.
+//!
+//! The wire types own their strings; building them would copy every line once more before it
+//! is encoded. These borrowed twins serialize to exactly the same JSON (the tests compare them).
+
+use alcove_wire::process::OutputStream;
+use alcove_wire::time::EpochMillis;
+use serde::Serialize;
+
+use crate::output::LineRun;
+use crate::sse;
+
+/// Borrowed twin of `alcove_wire::process::OutputEvent` (same fields, same order).
+#[derive(Serialize)]
+struct OutputEventRef<'a> {
+    line: &'a str,
+    timestamp: EpochMillis,
+    stream: OutputStream,
+}
+
+/// Borrowed twin of `alcove_wire::process::OutputBatchEvent` (same fields, same order).
+#[derive(Serialize)]
+#[serde(bound = "Seq<I>: Serialize")]
+struct OutputBatchEventRef<I> {
+    stream: OutputStream,
+    timestamp: EpochMillis,
+    lines: Seq<I>,
+}
+
+/// A sequence serialized from a cloneable iterator of lines.
+struct Seq<I>(I);
+
+impl<'a, I: Iterator<Item = &'a str> + Clone> Serialize for Seq<I> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.clone())
+    }
+}
+
+/// Appends one `output` event per line.
+pub fn push_lines<'a>(
+    buf: &mut Vec<u8>,
+    stream: OutputStream,
+    timestamp: EpochMillis,
+    lines: impl Iterator<Item = &'a str>,
+) {
+    for line in lines {
+        let event = OutputEventRef {
+            line,
+            timestamp,
+            stream,
+        };
+        sse::push_event(buf, "output", &event);
+    }
+}
+
+/// Appends one `output_batch` event holding `lines` (none if there are no lines).
+pub fn push_batch<'a>(
+    buf: &mut Vec<u8>,
+    stream: OutputStream,
+    timestamp: EpochMillis,
+    lines: impl Iterator<Item = &'a str> + Clone,
+) {
+    if lines.clone().next().is_none() {
+        return;
+    }
+    let event = OutputBatchEventRef {
+        stream,
+        timestamp,
+        lines: Seq(lines),
+    };
+    sse::push_event(buf, "output_batch", &event);
+}
+
+/// Appends the events of `runs`: with `batch`, one `output_batch` event per stretch of runs of
+/// the same stream and read time; otherwise one `output` event per line.
+pub fn push_runs(buf: &mut Vec<u8>, runs: &[LineRun], batch: bool) {
+    if !batch {
+        for run in runs {
+            push_lines(buf, run.stream, run.timestamp, run.iter());
+        }
+        return;
+    }
+    for group in runs.chunk_by(|a, b| (a.stream, a.timestamp) == (b.stream, b.timestamp)) {
+        if let Some(first) = group.first() {
+            let lines = group.iter().flat_map(LineRun::iter);
+            push_batch(buf, first.stream, first.timestamp, lines);
+        }
+    }
+}
+
+/// Bytes to reserve for the events of `lines` lines of `text_bytes` bytes of text.
+pub fn capacity_for(lines: usize, text_bytes: usize, batch: bool) -> usize {
+    let per_line = if batch { 4 } else { 80 };
+    text_bytes + lines * per_line + 96
+}
+
+#[cfg(test)]
+mod tests {
+    use alcove_wire::process::{OutputBatchEvent, OutputEvent};
+
+    use super::*;
+    use crate::output::{Lines, OutputBuffer};
+
+    const AWKWARD: [&str; 4] = ["plain", "", "quote \" back\\slash\ttab", "ünï\u{1}code"];
+
+    #[test]
+    fn borrowed_events_encode_like_the_wire_types() {
+        let mut ours = Vec::new();
+        push_lines(&mut ours, OutputStream::Stderr, 42, AWKWARD.into_iter());
+        let mut theirs = Vec::new();
+        for line in AWKWARD {
+            let event = OutputEvent {
+                line: line.to_owned(),
+                timestamp: 42,
+                stream: Some(OutputStream::Stderr),
+            };
+            sse::push_event(&mut theirs, "output", &event);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs)
+        );
+
+        let mut ours = Vec::new();
+        push_batch(&mut ours, OutputStream::Stdout, 7, AWKWARD.into_iter());
+        let event = OutputBatchEvent {
+            stream: OutputStream::Stdout,
+            timestamp: 7,
+            lines: AWKWARD.map(str::to_owned).to_vec(),
+        };
+        assert_eq!(ours, sse::event("output_batch", &event).to_vec());
+    }
+
+    #[test]
+    fn runs_of_one_read_time_share_a_batch() {
+        let buffer = OutputBuffer::new(1 << 20);
+        let lines = |texts: &[&str]| texts.iter().collect::<Lines>();
+        buffer.append(OutputStream::Stdout, 1, lines(&["a", "b"]));
+        buffer.append(OutputStream::Stdout, 1, lines(&["c"]));
+        buffer.append(OutputStream::Stderr, 1, lines(&["d"]));
+        buffer.append(OutputStream::Stdout, 2, lines(&["e"]));
+        let chunk = buffer.read_from(0, None, 100);
+
+        let mut batched = Vec::new();
+        push_runs(&mut batched, &chunk.runs, true);
+        let text = String::from_utf8_lossy(&batched);
+        assert_eq!(text.matches("event: output_batch").count(), 3, "{text}");
+        assert!(text.contains(r#""stream":"stdout","timestamp":1,"lines":["a","b","c"]"#));
+        assert!(text.contains(r#""stream":"stderr","timestamp":1,"lines":["d"]"#));
+
+        let mut single = Vec::new();
+        push_runs(&mut single, &chunk.runs, false);
+        assert_eq!(
+            String::from_utf8_lossy(&single)
+                .matches("event: output\n")
+                .count(),
+            5
+        );
+    }
+
+    #[test]
+    fn no_lines_make_no_batch() {
+        let mut buf = Vec::new();
+        push_batch(&mut buf, OutputStream::Stdout, 1, std::iter::empty());
+        assert!(buf.is_empty());
+    }
+}
