@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from framework.cli import run_cli
+from framework.host import wait_for
 from framework.server import ALCOVE_BIN, AlcoveServer
 
 
@@ -328,6 +329,10 @@ def test_shell_is_an_interactive_terminal(server, cli, dev, tmux, tmp_path):
     wait_for_pane(tmux, "shell-42 100x30")
     # Raw mode: Ctrl-C reaches the sandbox's shell, which survives it.
     tmux("send-keys", "-t", "t", "sleep 100", "Enter")
+    # Ctrl-C only once the sleep runs: one sent while the shell is still starting it is not
+    # the interrupt this checks.
+    sleeping = ["--", "sh", "-c", "grep -sqx sleep /proc/[0-9]*/comm"]
+    assert wait_for(lambda: cli("exec", dev, *sleeping, check=False).returncode == 0, 30)
     tmux("send-keys", "-t", "t", "C-c")
     tmux("send-keys", "-t", "t", "echo after-$((1+1))", "Enter")
     wait_for_pane(tmux, "after-2")

@@ -523,6 +523,69 @@ def test_copies_that_do_not_fit_on_the_sources_node_are_restored_where_there_is_
             via_a.delete(source.sandbox_id)
 
 
+def test_a_node_selector_keeps_a_sandbox_and_its_copies_on_nodes_with_those_labels(pg):
+    from framework.s3 import S3Server
+
+    url = pg.create_database("alcove_selector")
+    B = "/v1/namespaces/default/sandboxes"
+    with S3Server() as s3:
+        # Each node promises 2048 MiB: two sandboxes of 1 GiB. Only B has zone=b.
+        args = ["--node-memory-mb", "2048", "--memory-overcommit", "1", *s3.alcove_args("selector")]
+        labels = [["--node-label", "zone=a"], ["--node-label", "zone=b", "--node-label", "gpu=yes"]]
+        with (
+            nodes_on(url, ["sel-a", "sel-b"], extra_args=args, extra_env=s3.alcove_env(),
+                     node_args=labels) as (a, b),
+            SandboxClient(api_url=a.url) as via_a,
+        ):
+            body = {"resources": {"cpus": 1.0, "memory_mb": 1024}, "node_selector": {"zone": "b"}}
+            # Asked of A, which has room but not the label: placed on B.
+            made = a.api("POST", B, json=body)
+            assert made.status_code == 200, made.text
+            sid = made.json()["sandbox_id"]
+            assert containers(b) == {sid} and not containers(a)
+            assert sandbox(a, sid)["node_selector"] == {"zone": "b"}
+            source = via_a.connect(sid)
+            source.write_file("/root/notes.txt", b"stays on zone b")
+
+            # Labels no node has, and labels that are not labels: refused, nothing made.
+            for bad, status, code, says in [
+                ({"zone": "c"}, 503, "RESOURCE_EXHAUSTED", "zone=c"),
+                ({"zone": "b", "gpu": "no"}, 503, "RESOURCE_EXHAUSTED", "gpu=no"),
+                ({"bad key": "x"}, 400, "INVALID_ARGUMENT", "node_selector"),
+                ({"zone": 7}, 400, "INVALID_ARGUMENT", "node_selector"),
+            ]:
+                for srv in (a, b):
+                    resp = srv.api("POST", B, json={**body, "node_selector": bad})
+                    assert resp.status_code == status, resp.text
+                    assert resp.json()["code"] == code, resp.text
+                    assert says in resp.json()["message"], resp.text
+            assert containers(b) == {sid} and not containers(a)
+            assert {s["id"] for s in a.live_sandboxes()} == {sid}
+
+            # Two copies asked of A: the one that fits beside the source is made on B; A has
+            # room for the other but not the label, so it fails with the reason.
+            resp = a.api("POST", f"{B}/{sid}/copy?times=2")
+            assert resp.status_code == 422, resp.text
+            got = resp.json()["sandboxes"]
+            [copy] = [c["sandbox_id"] for c in got if c["status"] == "running"]
+            [failed] = [c for c in got if c["status"] != "running"]
+            assert "no node had room" in (failed["reason"] or ""), failed
+            assert containers(b) == {sid, copy} and not containers(a)
+            assert sandbox(a, copy)["node_selector"] == {"zone": "b"}
+            assert via_a.connect(copy).read_file("/root/notes.txt") == b"stays on zone b"
+
+            # B is full now: a copy is refused before the source is dumped, naming the labels.
+            refused = a.api("POST", f"{B}/{sid}/copy?times=1")
+            assert refused.status_code == 503, refused.text
+            assert "zone=b" in refused.json()["message"], refused.text
+            # A sandbox without a selector still goes to A.
+            free = a.api("POST", B, json={"resources": {"cpus": 1.0, "memory_mb": 1024}})
+            assert free.status_code == 200, free.text
+            assert containers(a) == {free.json()["sandbox_id"]}
+            for s in (free.json()["sandbox_id"], copy, sid):
+                assert a.api("DELETE", f"{B}/{s}").status_code == 200
+
+
 def test_a_pool_is_refilled_on_a_node_with_room_once_its_node_is_full(pg):
     url = pg.create_database("alcove_pool_room")
     base = "/v1/namespaces/default/sandbox-pools"

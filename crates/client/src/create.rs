@@ -47,6 +47,8 @@ pub struct CreateOptions {
     pub pull_image: bool,
     /// Volumes mounted when it boots (docs/volumes.md).
     pub file_systems: Vec<alcove_wire::file_system::FileSystemMount>,
+    /// Labels its node must have (`--node-label` of the servers; docs/cluster.md).
+    pub node_selector: std::collections::BTreeMap<String, String>,
 }
 
 impl CreateOptions {
@@ -141,6 +143,12 @@ impl CreateOptions {
         self
     }
 
+    /// Runs it only on a node labelled `key=value` (repeatable: every label must match).
+    pub fn node_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.node_selector.insert(key.into(), value.into());
+        self
+    }
+
     /// Sets the outbound network policy.
     pub fn network(mut self, network: NetworkConfig) -> Self {
         self.network = Some(network);
@@ -202,6 +210,7 @@ impl CreateOptions {
             auto_resume: self.auto_resume,
             pull_image: self.pull_image.then_some(true),
             file_systems: (!self.file_systems.is_empty()).then(|| self.file_systems.clone()),
+            node_selector: (!self.node_selector.is_empty()).then(|| self.node_selector.clone()),
             ..CreateSandboxRequest::default()
         })
     }
@@ -265,6 +274,15 @@ mod tests {
         assert_eq!(mounts.len(), 1);
         assert!(mounts[0].read_only);
         assert_eq!(mounts[0].mount_path, "/mnt/data");
+        assert_eq!(request.node_selector, None);
+        let request = CreateOptions::new()
+            .node_label("gpu", "a100")
+            .node_label("zone", "b")
+            .to_request()
+            .expect("request");
+        let selector = request.node_selector.expect("selector");
+        assert_eq!(selector.get("gpu").map(String::as_str), Some("a100"));
+        assert_eq!(selector.len(), 2);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Control-plane objects (docs/protocol/control-plane.md, Objects): sandboxes, their
 //! resources and statuses.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa::openapi::extensions::ExtensionsBuilder;
@@ -314,6 +316,10 @@ pub struct CreateSandboxRequest {
     /// Volumes to mount when it boots (docs/volumes.md).
     #[serde(default)]
     pub file_systems: Option<Vec<crate::file_system::FileSystemMount>>,
+    /// Alcove: run it only on a node whose labels (`--node-label key=value`) include every
+    /// one of these pairs; it also holds when it resumes, is copied or moves (docs/cluster.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
 }
 
 /// Answer of create (docs/protocol/control-plane.md, CreateSandboxResponse).
@@ -421,6 +427,9 @@ pub struct SandboxInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub pool_id: Option<String>,
+    /// Alcove: the labels its node must have (absent when none were asked for).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
 }
 
 /// Where a live resize stands.

@@ -55,6 +55,7 @@ import {
   sandboxProcessLogFiltersResponseFromWire,
   snapshotInfoFromWire,
   stringList,
+  stringMap,
   TERMINAL_STATUSES,
   type ArchivedSandboxInfo,
   type ArchivedSandboxPage,
@@ -214,6 +215,12 @@ export interface CreateOptions {
   pullImage?: boolean;
   /** Volumes mounted when it boots (docs/volumes.md). */
   fileSystems?: FileSystemMount[];
+  /**
+   * Alcove: run it only on a node whose labels (`alcove serve --node-label key=value`) include
+   * every pair (at most 16; sent only when not empty). When no such node has room the server
+   * answers 503 `RESOURCE_EXHAUSTED`.
+   */
+  nodeSelector?: Record<string, string>;
 }
 
 /** What `onProgress` of a pull or build is: called with each event, a returned promise awaited. */
@@ -427,6 +434,26 @@ export function validatePorts(ports: unknown): number[] {
   return [...new Set(ports as number[])].sort((a, b) => a - b);
 }
 
+/** Most label pairs one `nodeSelector` may hold (the server's limit). */
+export const MAX_NODE_SELECTOR_PAIRS = 16;
+
+/**
+ * A copy of a `nodeSelector` after the client-side checks: an object of non-empty keys and string
+ * values, at most {@link MAX_NODE_SELECTOR_PAIRS} of them (the server checks their spelling).
+ */
+function nodeSelectorOf(value: unknown): Record<string, string> {
+  if (value instanceof Map) {
+    throw new TypeError("nodeSelector must be a plain object of label keys and values, got a Map");
+  }
+  const selector = stringMap(value, "nodeSelector");
+  const keys = Object.keys(selector);
+  if (keys.includes("")) throw new TypeError(`nodeSelector keys must be non-empty strings, got ${JSON.stringify(value)}`);
+  if (keys.length > MAX_NODE_SELECTOR_PAIRS) {
+    throw new RangeError(`nodeSelector holds at most ${MAX_NODE_SELECTOR_PAIRS} pairs, got ${keys.length}`);
+  }
+  return selector;
+}
+
 /** The JSON body of `POST /sandboxes` (docs/protocol/control-plane.md), after client-side checks. */
 export function createBody(options: CreateOptions = {}): Record<string, unknown> {
   const cpus = options.cpus ?? DEFAULT_CPUS;
@@ -448,6 +475,7 @@ export function createBody(options: CreateOptions = {}): Record<string, unknown>
   const secrets = options.secretNames !== undefined ? stringList(options.secretNames, "secretNames") : [];
   const ports = options.exposePorts !== undefined ? validatePorts(options.exposePorts) : [];
   const entrypoint = options.entrypoint !== undefined ? stringList(options.entrypoint, "entrypoint") : [];
+  const nodeSelector = options.nodeSelector !== undefined ? nodeSelectorOf(options.nodeSelector) : {};
 
   const body: Record<string, unknown> = {};
   if (options.snapshotId !== undefined) body.snapshot_id = options.snapshotId;
@@ -469,6 +497,7 @@ export function createBody(options: CreateOptions = {}): Record<string, unknown>
   if (options.fileSystems !== undefined && options.fileSystems.length > 0) {
     body.file_systems = options.fileSystems.map(fileSystemMountToWire);
   }
+  if (Object.keys(nodeSelector).length > 0) body.node_selector = nodeSelector;
   return body;
 }
 

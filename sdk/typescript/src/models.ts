@@ -157,6 +157,8 @@ export interface SandboxInfo {
   resourceResize: SandboxResourceResizeInfo | null;
   /** The volumes mounted in it (docs/volumes.md). */
   fileSystems: FileSystemMount[];
+  /** Alcove: the labels its node must have (`nodeSelector` of its create); empty: any node. */
+  nodeSelector: Record<string, string>;
 }
 
 /** A volume mounted (or to be mounted) into a sandbox; `fileSystemId` is the volume's name. */
@@ -727,6 +729,16 @@ function list<T>(data: Wire, key: string, guard: (item: unknown) => item is T): 
   return Array.isArray(value) ? value.filter(guard) : [];
 }
 
+/**
+ * An object of string values (node labels, a node selector); `{}` when absent or not an object.
+ * Own properties (a label named `__proto__` stays a label); values that are not strings are dropped.
+ */
+function labelMap(data: Wire, key: string): Record<string, string> {
+  const value = data[key];
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return {};
+  return Object.fromEntries(Object.entries(value).filter(([, label]) => typeof label === "string")) as Record<string, string>;
+}
+
 const isString = (item: unknown): item is string => typeof item === "string";
 const isInteger = (item: unknown): item is number => typeof item === "number" && Number.isInteger(item);
 const isAny = (_item: unknown): _item is unknown => true;
@@ -832,6 +844,7 @@ export function sandboxInfoFromWire(value: unknown, what = "sandbox"): SandboxIn
     runtime: str(data, "runtime"),
     resourceResize: resourceResizeFromWire(data.resource_resize),
     fileSystems: list(data, "file_systems", isAny).map((m) => fileSystemMountFromWire(m)),
+    nodeSelector: labelMap(data, "node_selector"),
   };
 }
 
@@ -941,14 +954,11 @@ export function nodeInfoFromWire(value: unknown, what = "node"): NodeInfo {
   for (const key of ["started_at", "lease_expires_at"]) {
     if (!(key in data)) throw decodeError(what, `missing field \`${key}\``);
   }
-  const wireLabels = typeof data.labels === "object" && data.labels !== null && !Array.isArray(data.labels) ? data.labels : {};
-  // Own properties (a label named `__proto__` stays a label); values that are not strings are dropped.
-  const labels = Object.fromEntries(Object.entries(wireLabels).filter(([, label]) => typeof label === "string"));
   return {
     name: requiredStr(data, what, "name"),
     address: text("address"),
     state: requiredStr(data, what, "state"),
-    labels: labels as Record<string, string>,
+    labels: labelMap(data, "labels"),
     subnet: text("subnet"),
     capacity: nodeResourcesFromWire(data.capacity, what),
     used: nodeResourcesFromWire(data.used, what),

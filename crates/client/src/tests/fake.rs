@@ -72,6 +72,7 @@ pub fn info(id: &str, status: SandboxStatus, url: &str) -> SandboxInfo {
         file_systems: vec![],
         resource_resize: None,
         pool_id: None,
+        node_selector: Default::default(),
     }
 }
 

@@ -95,7 +95,10 @@ impl From<ControlError> for ApiError {
             C::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, ErrorCode::NotImplemented),
             C::Draining => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NodeDraining),
             C::Fenced => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NodeFenced),
-            C::NoRoom { .. } | C::NoRoomHere { .. } => (
+            C::NoRoom { .. }
+            | C::NoRoomHere { .. }
+            | C::NotMatchedHere { .. }
+            | C::NoMatchingNode { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::ResourceExhausted,
             ),

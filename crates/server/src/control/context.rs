@@ -76,6 +76,9 @@ pub(super) struct Context {
     admission: tokio::sync::Mutex<()>,
     /// This server's node name, once it has joined (never, in tests).
     pub(super) local_node: std::sync::OnceLock<String>,
+    /// This node's labels (`--node-label`), once it has joined: what sandboxes'
+    /// `node_selector` must match to live here.
+    pub(super) labels: std::sync::OnceLock<std::collections::BTreeMap<String, String>>,
     /// The cluster's relay token (see [`super::RELAY_TOKEN`]), once joined.
     pub(super) relay_token: std::sync::OnceLock<String>,
     /// How many other nodes the store knew at the last renewal: while none,
@@ -109,6 +112,7 @@ impl Context {
             capacity: std::sync::OnceLock::new(),
             admission: tokio::sync::Mutex::new(()),
             local_node: std::sync::OnceLock::new(),
+            labels: std::sync::OnceLock::new(),
             relay_token: std::sync::OnceLock::new(),
             peers: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -147,6 +151,7 @@ impl Context {
     /// here at once, it never promises more than it offers. `NoRoomHere` when
     /// it has no room (the placing node then tries another).
     pub(super) async fn insert_admitted(&self, record: &SandboxRecord) -> Result<(), ControlError> {
+        self.matches_here(&record.node_selector)?;
         if self.clustered_node().is_none() {
             return Ok(self.store.insert(record).await?);
         }
@@ -159,12 +164,31 @@ impl Context {
     /// reserves its CPUs and memory again: checked under the same lock as
     /// [`Self::insert_admitted`] when other nodes share the store.
     pub(super) async fn update_admitted(&self, record: &SandboxRecord) -> Result<(), ControlError> {
+        self.matches_here(&record.node_selector)?;
         if self.clustered_node().is_none() {
             return Ok(self.store.update(record).await?);
         }
         let _admitting = self.admission.lock().await;
         self.room_for(record).await?;
         Ok(self.store.update(record).await?)
+    }
+
+    /// `NotMatchedHere` unless this node's labels match `selector` (an empty
+    /// selector matches every node).
+    pub(super) fn matches_here(
+        &self,
+        selector: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ControlError> {
+        let none = std::collections::BTreeMap::new();
+        let labels = self.labels.get().unwrap_or(&none);
+        if super::node_selector::matches(selector, labels) {
+            return Ok(());
+        }
+        Err(ControlError::NotMatchedHere {
+            node: self.local_node().unwrap_or_default().to_string(),
+            labels: super::node_selector::describe(labels),
+            selector: super::node_selector::describe(selector),
+        })
     }
 
     /// `NoRoomHere` when what this node's stored sandboxes reserve leaves no

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::ControlError;
+use super::context::Context;
 use super::lifecycle::{Boot, Sandboxes};
 use super::state::{self, Event};
 use crate::metrics::Operation;
@@ -216,10 +217,11 @@ impl Sandboxes {
         let mut ids = here;
         ids.extend(elsewhere);
         if ids.is_empty() {
-            return Err(ControlError::NoRoom {
-                cpus: source.cpus,
-                memory_mb: source.memory_mb,
-            });
+            return Err(Context::no_room(
+                &source.node_selector,
+                source.cpus,
+                source.memory_mb,
+            ));
         }
         let unplaced = usize::try_from(times)
             .unwrap_or(0)
@@ -241,13 +243,14 @@ impl Sandboxes {
     /// for a single copy. A guess from the last renewals: placing each copy
     /// checks again.
     async fn ensure_room_for_a_copy(&self, source: &SandboxRecord) -> Result<(), ControlError> {
-        let (cpus, memory_mb) = (source.cpus, source.memory_mb);
-        if self.ctx.has_room(cpus, memory_mb).await?
-            || (self.ctx.cfg.blobs.is_some() && self.ctx.room_elsewhere(cpus, memory_mb).await?)
+        let (cpus, memory_mb, selector) = (source.cpus, source.memory_mb, &source.node_selector);
+        if (self.ctx.matches_here(selector).is_ok() && self.ctx.has_room(cpus, memory_mb).await?)
+            || (self.ctx.cfg.blobs.is_some()
+                && self.ctx.room_elsewhere(cpus, memory_mb, selector).await?)
         {
             return Ok(());
         }
-        Err(ControlError::NoRoom { cpus, memory_mb })
+        Err(Context::no_room(selector, cpus, memory_mb))
     }
 
     /// Stores up to `times` pending copies of `source` on this node, as many
@@ -262,8 +265,9 @@ impl Sandboxes {
             let record = copy_record(source, self.ctx.local_node());
             match self.ctx.insert_admitted(&record).await {
                 Ok(()) => {}
-                // Copies are all the same size: none of the rest fits either.
-                Err(ControlError::NoRoomHere { .. }) => break,
+                // Copies are all the same size: none of the rest fits either
+                // (nor does any when this node's labels do not match).
+                Err(ControlError::NoRoomHere { .. } | ControlError::NotMatchedHere { .. }) => break,
                 Err(e) => {
                     // No copy is left pending for a caller who is told the copy failed.
                     self.cancel_copies(&ids).await;

@@ -63,19 +63,20 @@ impl Sandboxes {
         if self.ctx.cfg.blobs.is_none() {
             return Ok(None);
         }
-        let others: Vec<(String, String)> = match self.ctx.placement_order().await {
-            Ok(order) => order
-                .into_iter()
-                .filter_map(|p| match p {
-                    Placement::There { node, address } => Some((node, address)),
-                    Placement::Here => None,
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "listing nodes to place copies");
-                return Err(format!("the other nodes could not be listed: {e}"));
-            }
-        };
+        let others: Vec<(String, String)> =
+            match self.ctx.placement_order(&source.node_selector).await {
+                Ok(order) => order
+                    .into_iter()
+                    .filter_map(|p| match p {
+                        Placement::There { node, address } => Some((node, address)),
+                        Placement::Here => None,
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing nodes to place copies");
+                    return Err(format!("the other nodes could not be listed: {e}"));
+                }
+            };
         if others.is_empty() {
             return Ok(None);
         }

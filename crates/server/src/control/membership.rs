@@ -123,6 +123,7 @@ impl Control {
         let token = self.ctx.store.relay_token(&candidate).await?;
         let _ = self.ctx.relay_token.set(token);
         let _ = self.ctx.capacity.set(me.capacity);
+        let _ = self.ctx.labels.set(me.labels.clone());
         self.count_peers(&me.name).await;
         let adopted = self.ctx.store.adopt_unowned(&me.name).await?;
         if adopted > 0 {
@@ -326,10 +327,20 @@ impl Control {
     /// directly), then the other live active nodes by the memory they have
     /// left to promise (as their renewals last reported it). Each node checks
     /// its own room when it stores the sandbox (`insert_admitted`), so the
-    /// order is only a guess and never overbooks. Empty: create it here (alone
-    /// in the store, or no node is active).
-    pub async fn placement_order(&self) -> Result<Vec<Placement>, ControlError> {
-        self.ctx.placement_order().await
+    /// order is only a guess and never overbooks. Only nodes whose labels
+    /// match `selector` are listed. Empty: create it here (alone in the store,
+    /// or no node is active or matches; this node then says why it refuses).
+    pub async fn placement_order(
+        &self,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<Vec<Placement>, ControlError> {
+        self.ctx.placement_order(selector).await
+    }
+
+    /// What to answer when no node took a create of `cpus` and `memory_mb`
+    /// with `selector`.
+    pub fn no_room(selector: &BTreeMap<String, String>, cpus: f64, memory_mb: i64) -> ControlError {
+        super::context::Context::no_room(selector, cpus, memory_mb)
     }
 
     /// Where a claim on pool `pool_id` must go when the pool's warm sandboxes
@@ -533,6 +544,7 @@ impl Context {
         &self,
         cpus: f64,
         memory_mb: i64,
+        selector: &BTreeMap<String, String>,
     ) -> Result<bool, ControlError> {
         let Some(me) = self.clustered_node() else {
             return Ok(false);
@@ -541,13 +553,34 @@ impl Context {
         Ok(self.store.list_nodes().await?.iter().any(|n| {
             n.name != me
                 && n.takes_work(now)
+                && n.matches(selector)
                 && n.memory_room() >= memory_mb
                 && n.cpu_room() + 1e-6 >= cpus
         }))
     }
 
+    /// What to answer when no node takes a sandbox of `cpus` and `memory_mb`
+    /// with `selector`: `NoMatchingNode` when it has a selector, else `NoRoom`.
+    pub(super) fn no_room(
+        selector: &BTreeMap<String, String>,
+        cpus: f64,
+        memory_mb: i64,
+    ) -> ControlError {
+        if selector.is_empty() {
+            return ControlError::NoRoom { cpus, memory_mb };
+        }
+        ControlError::NoMatchingNode {
+            selector: super::node_selector::describe(selector),
+            cpus,
+            memory_mb,
+        }
+    }
+
     /// See [`Control::placement_order`].
-    pub(super) async fn placement_order(&self) -> Result<Vec<Placement>, ControlError> {
+    pub(super) async fn placement_order(
+        &self,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<Vec<Placement>, ControlError> {
         let Some(me) = self.clustered_node() else {
             return Ok(Vec::new());
         };
@@ -557,7 +590,7 @@ impl Context {
             .list_nodes()
             .await?
             .into_iter()
-            .filter(|n| n.takes_work(now))
+            .filter(|n| n.takes_work(now) && n.matches(selector))
             .collect();
         candidates.sort_by(|a, b| {
             (b.name == me)

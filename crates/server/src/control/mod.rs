@@ -24,6 +24,7 @@ mod membership;
 mod network;
 pub mod node;
 mod node_loss;
+pub mod node_selector;
 mod pools;
 mod prepare;
 mod recovery;
@@ -58,6 +59,7 @@ pub use secrets::Secrets;
 pub use services::Control;
 pub use snapshots::Snapshots;
 pub use suspend::Suspension;
+pub use take_over::TakeOver;
 pub use timeouts::spawn_timeout_reaper;
 
 use alcove_wire::sandbox::SandboxStatus;
@@ -147,6 +149,33 @@ pub enum ControlError {
     NoRoomHere {
         /// This node.
         node: String,
+        /// CPUs asked for.
+        cpus: f64,
+        /// Memory asked for, MiB.
+        memory_mb: i64,
+    },
+    /// This node's labels do not match the sandbox's `node_selector` (another node's may).
+    #[error(
+        "node {node:?} (labels: {labels}) does not match the sandbox's node_selector \
+         ({selector})"
+    )]
+    NotMatchedHere {
+        /// This node.
+        node: String,
+        /// Its labels, described.
+        labels: String,
+        /// The selector, described.
+        selector: String,
+    },
+    /// No live active node whose labels match the sandbox's `node_selector` has room for it.
+    #[error(
+        "no live active node whose labels match node_selector ({selector}) has room for a \
+         sandbox of {cpus} CPUs and {memory_mb} MiB (see the nodes' labels and use in \
+         GET /nodes)"
+    )]
+    NoMatchingNode {
+        /// The selector, described.
+        selector: String,
         /// CPUs asked for.
         cpus: f64,
         /// Memory asked for, MiB.

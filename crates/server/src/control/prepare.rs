@@ -51,6 +51,8 @@ impl Sandboxes {
         let exposed_ports = validate::ports(req.exposed_ports.as_deref().unwrap_or(&[]))?;
         let entrypoint = req.entrypoint.clone().unwrap_or_default();
         validate::entrypoint(&entrypoint)?;
+        let node_selector = req.node_selector.clone().unwrap_or_default();
+        super::node_selector::validate(&node_selector)?;
         if req.auto_resume == Some(false) && req.name.is_none() {
             return Err(ControlError::InvalidArgument {
                 field: "auto_resume",
@@ -92,6 +94,7 @@ impl Sandboxes {
             pool_state: None,
             file_systems,
             node: self.ctx.local_node().map(String::from),
+            node_selector,
         };
         Ok((record, boot))
     }

@@ -17,27 +17,45 @@ use alcove_wire::journal::LogLevel;
 use alcove_wire::sandbox::SandboxStatus;
 use alcove_wire::time::now_millis;
 
+use super::context::Context;
 use super::membership::lease_ms;
 use super::{Control, ControlError};
 use crate::store::{NodeRecord, SandboxRecord};
+
+/// Where [`Control::take_over_suspended`] moved a suspended sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeOver {
+    /// Nowhere: answer as before (`NODE_OFFLINE`).
+    No,
+    /// To this node: resume it here.
+    Here,
+    /// To another node, whose labels match it: relay the request there.
+    There {
+        /// The node's name.
+        node: String,
+        /// Its address.
+        address: String,
+    },
+}
 
 impl Control {
     /// Moves suspended sandbox `ident` here if its node stopped cleanly more
     /// than a third of a lease ago and its dump is in the blob store; for
     /// traffic (not an explicit resume), only if it wakes on traffic
-    /// (`auto_resume`). Whether it moved; `false` leaves the caller's answer as
-    /// it was (`NODE_OFFLINE`).
+    /// (`auto_resume`). When this node's labels do not match the sandbox's
+    /// `node_selector`, it moves to the matching node with the most room
+    /// instead. [`TakeOver::No`] leaves the caller's answer as it was
+    /// (`NODE_OFFLINE`).
     pub async fn take_over_suspended(
         &self,
         ident: &str,
         by_traffic: bool,
-    ) -> Result<bool, ControlError> {
+    ) -> Result<TakeOver, ControlError> {
         let (Some(me), Some(m)) = (self.ctx.clustered_node(), self.membership.get()) else {
-            return Ok(false);
+            return Ok(TakeOver::No);
         };
-        // A node that may not start sandboxes does not take them either.
-        if self.ctx.cfg.blobs.is_none() || self.ctx.ensure_not_draining().is_err() {
-            return Ok(false);
+        if self.ctx.cfg.blobs.is_none() {
+            return Ok(TakeOver::No);
         }
         let record = self.ctx.lookup(ident).await?;
         let Some(r) = record.filter(|r| {
@@ -46,32 +64,51 @@ impl Control {
                 && (r.auto_resume || !by_traffic)
                 && r.node.as_deref().is_some_and(|n| n != me)
         }) else {
-            return Ok(false);
+            return Ok(TakeOver::No);
         };
         let from = r.node.clone().unwrap_or_default();
         if !self.ctx.dump_in_blob_store(&r.id).await? {
-            return Ok(false);
+            return Ok(TakeOver::No);
         }
+        // A node that may not start sandboxes, or whose labels do not match,
+        // does not take them: the matching node with the most room does.
+        let here = self.ctx.ensure_not_draining().is_ok()
+            && self.ctx.matches_here(&r.node_selector).is_ok();
+        let to = if here {
+            None
+        } else {
+            match self.roomiest_other_node(&r, &[me, &from]).await? {
+                Some(there) => Some(there),
+                None => return Ok(TakeOver::No),
+            }
+        };
+        let to_name = to.as_ref().map_or(me, |(node, _)| node.as_str());
         // A grace after the stop: a request the stopping node was still
         // finishing has recorded its transition by then.
         let stopped_before = now_millis() - lease_ms(m.me.lease) / 3;
         let moved = self
             .ctx
             .store
-            .take_over_suspended(r.id.as_str(), &from, me, stopped_before)
+            .take_over_suspended(r.id.as_str(), &from, to_name, stopped_before)
             .await?;
-        if moved {
-            tracing::info!(sandbox_id = %r.id, from = %from, "suspended sandbox of a stopped node moved here to resume");
-            self.ctx
-                .logs
-                .note(
-                    &r.id,
-                    LogLevel::Info,
-                    format!("node {from:?} is stopped; the suspended sandbox moved to node {me:?}"),
-                )
-                .await;
+        if !moved {
+            return Ok(TakeOver::No);
         }
-        Ok(moved)
+        tracing::info!(sandbox_id = %r.id, from = %from, to = %to_name, "suspended sandbox of a stopped node moved to resume");
+        self.ctx
+            .logs
+            .note(
+                &r.id,
+                LogLevel::Info,
+                format!(
+                    "node {from:?} is stopped; the suspended sandbox moved to node {to_name:?}"
+                ),
+            )
+            .await;
+        Ok(match to {
+            None => TakeOver::Here,
+            Some((node, address)) => TakeOver::There { node, address },
+        })
     }
 
     /// For a resume asked of this node: when the suspended sandbox `ident` is
@@ -90,19 +127,24 @@ impl Control {
         let Some(record) = self.local_suspended(ident, me).await? else {
             return Ok(None);
         };
-        let no_room_here = match self.ctx.room_for(&record).await {
+        let here = match self.ctx.matches_here(&record.node_selector) {
+            Ok(()) => self.ctx.room_for(&record).await,
+            Err(e) => Err(e),
+        };
+        let no_room_here = match here {
             Ok(()) => return Ok(None),
-            Err(e @ ControlError::NoRoomHere { .. }) => e,
+            Err(e @ (ControlError::NoRoomHere { .. } | ControlError::NotMatchedHere { .. })) => e,
             Err(e) => return Err(e),
         };
         if !self.ctx.dump_in_blob_store(&record.id).await? {
             return Err(no_room_here);
         }
-        let Some((node, address)) = self.roomiest_other_node(&record, me).await? else {
-            return Err(ControlError::NoRoom {
-                cpus: record.cpus,
-                memory_mb: record.memory_mb,
-            });
+        let Some((node, address)) = self.roomiest_other_node(&record, &[me]).await? else {
+            return Err(Context::no_room(
+                &record.node_selector,
+                record.cpus,
+                record.memory_mb,
+            ));
         };
         // Under its op lock: no resume of it here can begin meanwhile.
         let lock = self.ctx.op_lock(&record.id);
@@ -150,12 +192,13 @@ impl Control {
         }))
     }
 
-    /// The live active node other than `me` with the most memory left to
-    /// promise, if it reports room for `record`.
+    /// The live active node, none of `not`, whose labels match `record`'s
+    /// selector, with the most memory left to promise, if it reports room for
+    /// `record`.
     async fn roomiest_other_node(
         &self,
         record: &SandboxRecord,
-        me: &str,
+        not: &[&str],
     ) -> Result<Option<(String, String)>, ControlError> {
         let now = now_millis();
         let best = self
@@ -164,7 +207,8 @@ impl Control {
             .list_nodes()
             .await?
             .into_iter()
-            .filter(|n| n.name != me && n.takes_work(now))
+            .filter(|n| !not.contains(&n.name.as_str()) && n.takes_work(now))
+            .filter(|n| n.matches(&record.node_selector))
             .filter(|n| n.memory_room() >= record.memory_mb && n.cpu_room() + 1e-6 >= record.cpus)
             .max_by_key(NodeRecord::memory_room);
         Ok(best.map(|n| (n.name, n.address)))

@@ -214,6 +214,50 @@ async fn a_full_host_refuses_before_anything_is_stored() {
 }
 
 #[tokio::test]
+async fn a_node_selector_holds_only_on_a_node_with_those_labels() {
+    let h = harness().await;
+    // A bad selector is refused naming the field.
+    let err = h
+        .create(serde_json::json!({"node_selector": {"bad key": "x"}}))
+        .await
+        .expect_err("bad key");
+    assert!(
+        matches!(
+            err,
+            ControlError::InvalidArgument {
+                field: "node_selector",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // This node has no labels: a selector does not match it, and nothing is left.
+    let err = h
+        .create(serde_json::json!({"node_selector": {"zone": "b"}}))
+        .await
+        .expect_err("no match");
+    assert!(
+        matches!(err, ControlError::NotMatchedHere { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("zone=b"), "{err}");
+    assert!(h.listed().await.is_empty());
+    assert_eq!(h.control.running_count(), 0);
+    // With the label it runs, and keeps its selector.
+    let _ = h
+        .control
+        .ctx
+        .labels
+        .set([("zone".to_string(), "b".to_string())].into());
+    let r = h
+        .create(serde_json::json!({"node_selector": {"zone": "b"}}))
+        .await
+        .expect("create");
+    assert_eq!(r.status, SandboxStatus::Running);
+    assert_eq!(r.node_selector.get("zone").map(String::as_str), Some("b"));
+}
+
+#[tokio::test]
 async fn an_unknown_image_is_not_found_and_stores_nothing() {
     let h = harness().await;
     let err = h

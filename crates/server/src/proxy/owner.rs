@@ -17,7 +17,7 @@ use alcove_wire::sandbox::CreateSandboxRequest;
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::control::{ControlError, Placement};
+use crate::control::{ControlError, Placement, TakeOver};
 
 pub use crate::control::FORWARDED_BY;
 use crate::control::RELAY_TOKEN;
@@ -146,8 +146,13 @@ pub async fn forward_to_owner(
         {
             let by_traffic = !is_resume(&req);
             match state.control.take_over_suspended(&ident, by_traffic).await {
-                Ok(true) => next.run(req).await,
-                Ok(false) => ApiError::from(e).into_response(),
+                Ok(TakeOver::Here) => next.run(req).await,
+                Ok(TakeOver::There { node, address }) => {
+                    relay_to_node(&state, &node, &address, req)
+                        .await
+                        .unwrap_or_else(IntoResponse::into_response)
+                }
+                Ok(TakeOver::No) => ApiError::from(e).into_response(),
                 Err(other) => ApiError::from(other).into_response(),
             }
         }
@@ -224,14 +229,23 @@ async fn place_create(state: &AppState, req: Request, next: Next) -> Result<Resp
             (
                 res.cpus.unwrap_or(DEFAULT_CPUS),
                 res.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
+                c.node_selector.unwrap_or_default(),
             )
         });
     let rebuild = || Request::from_parts(parts.clone(), axum::body::Body::from(bytes.clone()));
-    let order = match asked {
-        Some(_) => state.control.placement_order().await?,
+    let order = match &asked {
+        Some((_, _, selector)) => {
+            // A selector no node could match is bad input, not a lack of room.
+            crate::control::node_selector::validate(selector)?;
+            state.control.placement_order(selector).await?
+        }
         None => Vec::new(),
     };
     if order.is_empty() {
+        // No live active node's labels match: say so rather than why this one refuses.
+        if let Some((cpus, memory_mb, selector)) = asked.as_ref().filter(|a| !a.2.is_empty()) {
+            return Err(crate::control::Control::no_room(selector, *cpus, *memory_mb).into());
+        }
         return Ok(next.run(rebuild()).await);
     }
     for place in order {
@@ -253,8 +267,9 @@ async fn place_create(state: &AppState, req: Request, next: Next) -> Result<Resp
             Err(()) => continue,
         }
     }
-    let (cpus, memory_mb) = asked.unwrap_or((DEFAULT_CPUS, DEFAULT_MEMORY_MB));
-    Err(crate::control::ControlError::NoRoom { cpus, memory_mb }.into())
+    let (cpus, memory_mb, selector) =
+        asked.unwrap_or((DEFAULT_CPUS, DEFAULT_MEMORY_MB, Default::default()));
+    Err(crate::control::Control::no_room(&selector, cpus, memory_mb).into())
 }
 
 /// `Err` when `resp` says the node has no room (`503 RESOURCE_EXHAUSTED`),

@@ -243,6 +243,7 @@ pub(crate) fn sample_record(id: &str, name: Option<&str>) -> SandboxRecord {
         pool_state: None,
         file_systems: Vec::new(),
         node: None,
+        node_selector: std::collections::BTreeMap::new(),
     }
 }
 

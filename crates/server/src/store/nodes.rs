@@ -70,6 +70,16 @@ impl NodeRecord {
         self.is_live(now) && self.state == alcove_wire::node::NodeState::Active.as_str()
     }
 
+    /// Its labels (`--node-label`); none when the stored JSON does not parse.
+    pub fn label_map(&self) -> std::collections::BTreeMap<String, String> {
+        serde_json::from_str(&self.labels).unwrap_or_default()
+    }
+
+    /// Whether a sandbox with `selector` may live on it.
+    pub fn matches(&self, selector: &std::collections::BTreeMap<String, String>) -> bool {
+        selector.is_empty() || crate::control::node_selector::matches(selector, &self.label_map())
+    }
+
     /// The memory (MiB) it may still promise, from the use it last reported.
     pub fn memory_room(&self) -> i64 {
         (self.memory_mb as f64 * self.memory_overcommit) as i64 - self.used_memory_mb

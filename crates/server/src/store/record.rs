@@ -72,6 +72,8 @@ pub struct SandboxRecord {
     pub pool_id: Option<String>,
     /// Where it stands in its pool; `None` for a sandbox of no pool.
     pub pool_state: Option<PoolState>,
+    /// The labels its node must have (`node_selector` of its create); empty: any node.
+    pub node_selector: std::collections::BTreeMap<String, String>,
 }
 
 /// Where a pool's sandbox stands. Idle and claiming sandboxes belong to the pool:
@@ -162,6 +164,7 @@ impl SandboxRecord {
             file_systems: self.file_systems.clone(),
             resource_resize: self.resource_resize.clone(),
             pool_id: self.pool_id.clone(),
+            node_selector: self.node_selector.clone(),
         }
     }
 }

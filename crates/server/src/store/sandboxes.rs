@@ -8,7 +8,7 @@ use super::backend::{DbRow, Stmt, placeholders, query};
 use super::{SandboxRecord, Store, StoreError};
 
 /// Columns of `sandboxes`, in the order [`bind_all`] binds them.
-const FIELDS: [&str; 31] = [
+const FIELDS: [&str; 32] = [
     "id",
     "namespace",
     "name",
@@ -40,6 +40,7 @@ const FIELDS: [&str; 31] = [
     "pool_state",
     "file_systems",
     "node",
+    "node_selector",
 ];
 
 pub(super) fn columns() -> String {
@@ -237,6 +238,7 @@ fn bind_all<'a>(q: Stmt<'a>, r: &SandboxRecord) -> Stmt<'a> {
         .bind(r.pool_state.map(super::PoolState::as_str))
         .bind((!r.file_systems.is_empty()).then(|| json(&r.file_systems)))
         .bind(&r.node)
+        .bind((!r.node_selector.is_empty()).then(|| json(&r.node_selector)))
 }
 
 /// When the row enters the archive: as recorded, or, for an ended record whose path did not
@@ -332,6 +334,7 @@ pub(super) fn decode(row: &DbRow) -> Result<SandboxRecord, StoreError> {
         pool_state: decode_pool_state(row, &id)?,
         file_systems: optional_json_column(row, &id, "file_systems")?.unwrap_or_default(),
         node: row.get("node")?,
+        node_selector: optional_json_column(row, &id, "node_selector")?.unwrap_or_default(),
         id: parse_id(id)?,
     })
 }
@@ -349,6 +352,7 @@ mod tests {
         let store = db.open().await;
         let mut mine = record("mine", Some("m"));
         mine.node = Some("a".into());
+        mine.node_selector = [("zone".to_string(), "b".to_string())].into();
         store.insert(&mine).await.expect("insert");
         store.insert(&record("old", Some("o"))).await.expect("insert");
         let mut ended = record("ended", None);
@@ -357,6 +361,8 @@ mod tests {
         store.insert(&ended).await.expect("insert");
         assert_eq!(store.adopt_unowned("b").await.expect("adopt"), 1, "live rows only");
         let node_of = |r: Option<SandboxRecord>| r.expect("row").node;
+        let stored = store.get(&crate::store::test_id("mine")).await.expect("get").expect("row");
+        assert_eq!(stored.node_selector.get("zone").map(String::as_str), Some("b"));
         assert_eq!(node_of(store.get(&crate::store::test_id("mine")).await.expect("get")), Some("a".into()));
         assert_eq!(node_of(store.get(&crate::store::test_id("old")).await.expect("get")), Some("b".into()));
         assert_eq!(node_of(store.get(&crate::store::test_id("ended")).await.expect("get")), None);

@@ -30,6 +30,20 @@ async def test_create_polls_until_running(server: FakeServer, aclient: AsyncSand
     assert sleeps == [0.5, 0.5]
 
 
+async def test_create_and_connect_send_the_node_selector(server: FakeServer, aclient: AsyncSandboxClient) -> None:
+    server.on("POST", BASE, jsonr(200, {"sandbox_id": "sbx-1", "status": "running"}))
+    server.on("GET", SBX, jsonr(200, info_json(node_selector={"zone": "b"})))
+    server.on("DELETE", SBX, httpx.Response(204))
+    assert (await aclient.create(node_selector={"zone": "b"})).node_selector == {"zone": "b"}
+    async with aclient.create_and_connect(node_selector={"gpu": "a100"}):
+        pass
+    bodies = [json.loads(request.content) for request in server.calls("POST", BASE)]
+    assert [body["node_selector"] for body in bodies] == [{"zone": "b"}, {"gpu": "a100"}]
+    with pytest.raises(ValueError, match="node_selector"):
+        await aclient.create(node_selector={"zone": 1})  # type: ignore[dict-item]
+    assert len(server.calls("POST", BASE)) == 2
+
+
 async def test_errors_map_the_same_way(server: FakeServer, aclient: AsyncSandboxClient) -> None:
     server.on("POST", BASE, jsonr(409, {"message": "taken", "code": "NAME_TAKEN"}))
     server.on("GET", SBX, jsonr(404, {"message": "gone", "code": "NOT_FOUND"}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 
 import httpx
 import pytest
@@ -155,6 +156,89 @@ def test_create_rejects_obviously_bad_input(server: FakeServer, client: SandboxC
     with pytest.raises(ValueError):
         client.create(**kwargs)
     assert server.requests == []
+
+
+def create_body(**kwargs: object) -> dict:
+    """``create_body`` with the client's defaults, overridden by ``kwargs``."""
+    args: dict = dict(
+        name=None,
+        cpus=_protocol.DEFAULT_CPUS,
+        memory_mb=_protocol.DEFAULT_MEMORY_MB,
+        timeout_secs=None,
+        image=None,
+        snapshot_id=None,
+        secret_names=None,
+        expose_ports=None,
+        allow_unauthenticated_access=False,
+        disk_mb=None,
+        entrypoint=None,
+    )
+    args.update(kwargs)
+    return _protocol.create_body(**args)
+
+
+def test_create_body_carries_a_node_selector_only_when_it_has_pairs() -> None:
+    assert create_body(node_selector={"zone": "b", "gpu": "a100"}) == {
+        "resources": {"cpus": 1.0, "memory_mb": 1024},
+        "node_selector": {"zone": "b", "gpu": "a100"},
+    }
+    # A restore keeps it too: the selector travels next to the snapshot id.
+    assert create_body(snapshot_id="snap-1", node_selector={"zone": "b"}) == {
+        "snapshot_id": "snap-1",
+        "node_selector": {"zone": "b"},
+    }
+    # Any mapping is copied; an empty value is a value.
+    selector = MappingProxyType({"zone": ""})
+    body = create_body(node_selector=selector)
+    assert body["node_selector"] == {"zone": ""} and type(body["node_selector"]) is dict
+    for absent in (None, {}):
+        assert "node_selector" not in create_body(node_selector=absent)
+    assert "node_selector" not in create_body()
+    sixteen = {f"k{i}": "v" for i in range(16)}
+    assert create_body(node_selector=sixteen)["node_selector"] == sixteen
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        {"zone": 1},
+        {"zone": None},
+        {"": "b"},
+        {1: "b"},
+        [("zone", "b")],
+        "zone=b",
+        {f"k{i}": "v" for i in range(17)},
+    ],
+)
+def test_create_rejects_a_bad_node_selector_before_sending(
+    server: FakeServer, client: SandboxClient, selector: object
+) -> None:
+    with pytest.raises(ValueError, match="node_selector"):
+        client.create(node_selector=selector)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="node_selector"):
+        create_body(node_selector=selector)
+    assert server.requests == []
+
+
+def test_create_and_connect_send_the_node_selector(server: FakeServer, client: SandboxClient) -> None:
+    server.on("POST", BASE, jsonr(200, {"sandbox_id": "sbx-1", "status": "running"}))
+    server.on("GET", SBX, jsonr(200, info_json(node_selector={"zone": "b"})))
+    server.on("DELETE", SBX, httpx.Response(204))
+    assert client.create(node_selector={"zone": "b"}).node_selector == {"zone": "b"}
+    with client.create_and_connect(node_selector={"zone": "b"}, snapshot_id="snap-1"):
+        pass
+    first, second = server.calls("POST", BASE)
+    assert body_of(first)["node_selector"] == {"zone": "b"}
+    assert body_of(second) == {"snapshot_id": "snap-1", "node_selector": {"zone": "b"}}
+
+
+def test_a_node_selector_nobody_matches_is_a_503(server: FakeServer, client: SandboxClient) -> None:
+    message = "no live active node whose labels match node_selector (zone=b) has room"
+    server.on("POST", BASE, jsonr(503, {"message": message, "code": "RESOURCE_EXHAUSTED"}))
+    with pytest.raises(RemoteAPIError) as info:
+        client.create(node_selector={"zone": "b"})
+    assert info.value.status_code == 503 and info.value.code == "RESOURCE_EXHAUSTED"
+    assert len(server.calls("POST", BASE)) == 1
 
 
 def test_create_and_connect_deletes_on_exit(server: FakeServer, client: SandboxClient) -> None:

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from alcove.sandbox import (
+    ArchivedSandboxInfo,
     DirectoryEntry,
     ProcessInfo,
     ProcessStatus,
@@ -76,6 +77,16 @@ def test_sandbox_info_defaults_and_nulls() -> None:
     info = SandboxInfo.model_validate({"id": "x", "status": "pending", "secret_names": None, "exposed_ports": None})
     assert info.secret_names == [] and info.exposed_ports == [] and info.entrypoint == []
     assert info.created_at is None and info.sandbox_url is None and info.resources is None
+
+
+def test_sandbox_info_node_selector() -> None:
+    info = SandboxInfo.model_validate(info_json(node_selector={"zone": "b", "gpu": "a100"}))
+    assert info.node_selector == {"zone": "b", "gpu": "a100"}
+    # The server leaves it out when empty; null reads as empty too.
+    assert SandboxInfo.model_validate(info_json()).node_selector == {}
+    assert SandboxInfo.model_validate(info_json(node_selector=None)).node_selector == {}
+    archived = ArchivedSandboxInfo.model_validate(info_json(archived_at=1795711162444, node_selector={"zone": "b"}))
+    assert archived.node_selector == {"zone": "b"}
 
 
 def test_every_wire_status_is_an_enum_member_and_unknown_ones_survive() -> None:

@@ -498,7 +498,9 @@ def test_create_body_is_a_create_request(doc: dict[str, Any]) -> None:
         allow_unauthenticated_access=True,
         disk_mb=20480,
         entrypoint=["sleep", "infinity"],
+        node_selector={"zone": "b"},
     )
+    assert body["node_selector"] == {"zone": "b"}
     problems = value_problems(doc, "create", body, schema)
     assert not problems, "\n".join(problems)
     defaults = _lifecycle.create_body(

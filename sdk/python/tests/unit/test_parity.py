@@ -224,6 +224,7 @@ def test_the_documented_surface_is_present() -> None:
         ("entrypoint", None),
         ("pull_image", False),
         ("file_systems", None),
+        ("node_selector", None),
     ]
     pool_parameters = [
         ("image", None),

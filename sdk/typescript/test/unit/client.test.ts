@@ -4,6 +4,7 @@ import { after, afterEach, before, describe, it } from "node:test";
 import { createBody } from "../../src/client.js";
 import {
   AuthenticationError,
+  RemoteAPIError,
   SandboxClient,
   SandboxConnectionError,
   SandboxFailedError,
@@ -63,6 +64,45 @@ describe("create body", () => {
     assert.throws(() => createBody({ name: " " }), TypeError);
     assert.throws(() => createBody({ secretNames: "A" as unknown as string[] }), TypeError);
   });
+
+  it("sends a node selector as node_selector, only when it has pairs", () => {
+    assert.deepEqual(createBody({ nodeSelector: { zone: "b", gpu: "a100" } }), {
+      resources: { cpus: 1, memory_mb: 1024 },
+      node_selector: { zone: "b", gpu: "a100" },
+    });
+    assert.deepEqual(createBody({ snapshotId: "snap1", nodeSelector: { zone: "" } }), {
+      snapshot_id: "snap1",
+      node_selector: { zone: "" },
+    });
+    assert.equal("node_selector" in createBody({ nodeSelector: {} }), false);
+    assert.equal("node_selector" in createBody({ nodeSelector: undefined }), false);
+    assert.equal("node_selector" in createBody(), false);
+    const selector = { zone: "b" };
+    const body = createBody({ nodeSelector: selector });
+    assert.notEqual(body.node_selector, selector, "a copy, not the caller's object");
+    const sixteen = Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`k${i}`, "v"]));
+    assert.deepEqual(createBody({ nodeSelector: sixteen }).node_selector, sixteen);
+  });
+
+  it("rejects a bad node selector before anything is sent", () => {
+    const bad: [unknown, typeof TypeError | typeof RangeError][] = [
+      [{ zone: 1 }, TypeError],
+      [{ zone: null }, TypeError],
+      [{ "": "b" }, TypeError],
+      [[["zone", "b"]], TypeError],
+      ["zone=b", TypeError],
+      [null, TypeError],
+      [new Map([["zone", "b"]]), TypeError],
+      [Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"])), RangeError],
+    ];
+    for (const [selector, kind] of bad) {
+      assert.throws(
+        () => createBody({ nodeSelector: selector as Record<string, string> }),
+        (error: unknown) => error instanceof kind && /nodeSelector/.test(String(error)),
+        JSON.stringify(selector),
+      );
+    }
+  });
 });
 
 describe("SandboxClient against a fake server", () => {
@@ -104,6 +144,41 @@ describe("SandboxClient against a fake server", () => {
     assert.equal(post.headers["x-tensorlake-request-timeout-ms"], "300000");
     assert.equal(post.headers["x-tensorlake-request-timeout-grace-ms"], "5000");
     assert.equal(fake.requests[1]!.path, `${BASE}/sandboxes/sbx1`);
+  });
+
+  it("sends the node selector from create and createAndConnect, and reads it back", async () => {
+    handler = (req) => {
+      if (req.method === "POST") return { json: { sandbox_id: "sbx1", status: "running" } };
+      if (req.method === "DELETE") return { status: 200, body: "" };
+      return { json: sandboxJson({ sandbox_url: fake.url, node_selector: { zone: "b" } }) };
+    };
+    assert.deepEqual((await client.create({ nodeSelector: { zone: "b" } })).nodeSelector, { zone: "b" });
+    {
+      await using sandbox = await client.createAndConnect({ snapshotId: "snap1", nodeSelector: { gpu: "a100" } });
+      void sandbox;
+    }
+    const posts = fake.requests.filter((req) => req.method === "POST").map((req) => JSON.parse(req.body.toString()));
+    assert.deepEqual(posts, [
+      { resources: { cpus: 1, memory_mb: 1024 }, node_selector: { zone: "b" } },
+      { snapshot_id: "snap1", node_selector: { gpu: "a100" } },
+    ]);
+    const sent = fake.requests.length;
+    await assert.rejects(client.create({ nodeSelector: { zone: 1 } as unknown as Record<string, string> }), TypeError);
+    assert.equal(fake.requests.length, sent);
+  });
+
+  it("passes on a 503 RESOURCE_EXHAUSTED when no node with the labels has room", async () => {
+    handler = () => ({
+      status: 503,
+      json: { message: "no live active node whose labels match node_selector (zone=b) has room", code: "RESOURCE_EXHAUSTED" },
+    });
+    await assert.rejects(client.create({ nodeSelector: { zone: "b" } }), (error: unknown) => {
+      assert.ok(error instanceof RemoteAPIError);
+      assert.equal(error.statusCode, 503);
+      assert.equal(error.code, "RESOURCE_EXHAUSTED");
+      return true;
+    });
+    assert.equal(fake.requests.filter((req) => req.method === "POST").length, 1, "a create is never replayed");
   });
 
   it("accepts a 504 that carries the create answer", async () => {

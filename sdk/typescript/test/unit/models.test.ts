@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 
 import { SandboxError } from "../../src/errors.js";
 import {
+  archivedSandboxInfoFromWire,
   directoryEntryFromWire,
   listFromWire,
   outputEventFromWire,
@@ -98,6 +99,15 @@ describe("SandboxInfo", () => {
     assert.equal(info.allowUnauthenticatedAccess, false);
     assert.equal(info.autoResume, true);
     assert.equal(info.sandboxUrl, null);
+  });
+
+  it("maps node_selector to nodeSelector, {} when absent", () => {
+    assert.deepEqual(sandboxInfoFromWire({ ...wire, node_selector: { zone: "b", gpu: "a100" } }).nodeSelector, { zone: "b", gpu: "a100" });
+    assert.deepEqual(sandboxInfoFromWire(wire).nodeSelector, {});
+    assert.deepEqual(sandboxInfoFromWire({ ...wire, node_selector: null }).nodeSelector, {});
+    assert.deepEqual(sandboxInfoFromWire({ ...wire, node_selector: { zone: "b", bad: 1 } }).nodeSelector, { zone: "b" });
+    const archived = archivedSandboxInfoFromWire({ ...wire, archived_at: MS, node_selector: { zone: "b" } });
+    assert.deepEqual(archived.nodeSelector, { zone: "b" });
   });
 
   it("keeps a status it does not know", () => {

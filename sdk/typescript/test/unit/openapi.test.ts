@@ -628,6 +628,7 @@ describe("request bodies, defaults and limits against docs/protocol/openapi.json
       allowUnauthenticatedAccess: true,
       diskMb: 20480,
       entrypoint: ["sleep", "infinity"],
+      nodeSelector: { zone: "b" },
     });
     assert.deepEqual(valueProblems(doc, "create", full, ref("CreateSandboxRequest")), []);
     assert.deepEqual(valueProblems(doc, "create", createBody(), ref("CreateSandboxRequest")), []);

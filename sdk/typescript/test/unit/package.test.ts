@@ -195,4 +195,6 @@ export async function readmeNodes(): Promise<void> {
   const used: NodeResources = drained.used;
   console.log(state, used.memoryMb, drained.runningSandboxes, drained.startedAt);
   await client.activateNode("node-a");
+  const info = await client.create({ nodeSelector: { gpu: "a100" } });
+  console.log(info.nodeSelector);
 }

@@ -19,7 +19,8 @@ Examples:
   alcove create
   alcove create --name dev --cpus 2 --memory 2G --disk 20G --wait
   alcove create --image my/app:1 --env MODE=test --secret OPENAI_API_KEY --port 8080
-  alcove create --no-internet --timeout 30m -q"
+  alcove create --no-internet --timeout 30m -q
+  alcove create --node-label gpu=a100"
 )]
 pub struct CreateArgs {
     /// Image name or alias [default: the server's].
@@ -49,6 +50,10 @@ pub struct CreateArgs {
     /// Pull the image from its registry first when the server does not have it.
     #[arg(long)]
     pull: bool,
+    /// Run only on a node with this label (repeatable: every one must match; in a cluster,
+    /// the nodes' `--node-label`s).
+    #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = parse_env)]
+    node_labels: Vec<(String, String)>,
     /// Wait until the sandbox runs.
     #[arg(long)]
     wait: bool,
@@ -71,6 +76,7 @@ pub async fn run(c: &Connection, args: CreateArgs) -> anyhow::Result<()> {
     options.timeout_secs = args.timeout;
     options.secret_names = args.secrets;
     options.exposed_ports = args.ports;
+    options.node_selector = args.node_labels.into_iter().collect();
     if args.no_internet {
         options.network = Some(NetworkConfig {
             allow_internet_access: false,

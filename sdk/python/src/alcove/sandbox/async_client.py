@@ -205,6 +205,7 @@ class AsyncSandboxClient:
         entrypoint: list[str] | None = None,
         pull_image: bool = False,
         file_systems: list[FileSystemMount | dict[str, Any]] | None = None,
+        node_selector: dict[str, str] | None = None,
     ) -> SandboxInfo:
         """Create a sandbox and wait until it is running.
 
@@ -217,6 +218,9 @@ class AsyncSandboxClient:
         does not have it (otherwise an unknown image is :class:`RemoteAPIError` 404).
         ``file_systems`` mounts volumes when it boots (:class:`FileSystemMount` or dicts with
         ``file_system_id``, ``mount_path`` and ``read_only``).
+        ``node_selector`` (an Alcove extension) runs it only on a node whose labels
+        (``alcove serve --node-label key=value``) include every pair; when no such node has room
+        the server answers :class:`RemoteAPIError` 503 ``RESOURCE_EXHAUSTED``.
         """
         body = proto.create_body(
             name=name,
@@ -232,6 +236,7 @@ class AsyncSandboxClient:
             entrypoint=entrypoint,
             pull_image=pull_image,
             file_systems=file_systems,
+            node_selector=node_selector,
         )
         return await self._drive(proto.op_create(self._config, body))
 
@@ -250,6 +255,7 @@ class AsyncSandboxClient:
         entrypoint: list[str] | None = None,
         pull_image: bool = False,
         file_systems: list[FileSystemMount | dict[str, Any]] | None = None,
+        node_selector: dict[str, str] | None = None,
     ) -> _SandboxContext:  # sync: ) -> Sandbox:
         """Create a sandbox (as :meth:`create`) and return a handle to it.
 
@@ -272,6 +278,7 @@ class AsyncSandboxClient:
             entrypoint=entrypoint,
             pull_image=pull_image,
             file_systems=file_systems,
+            node_selector=node_selector,
         )
         return _SandboxContext(handle)  # sync: return handle
 

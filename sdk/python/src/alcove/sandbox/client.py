@@ -203,6 +203,7 @@ class SandboxClient:
         entrypoint: list[str] | None = None,
         pull_image: bool = False,
         file_systems: list[FileSystemMount | dict[str, Any]] | None = None,
+        node_selector: dict[str, str] | None = None,
     ) -> SandboxInfo:
         """Create a sandbox and wait until it is running.
 
@@ -215,6 +216,9 @@ class SandboxClient:
         does not have it (otherwise an unknown image is :class:`RemoteAPIError` 404).
         ``file_systems`` mounts volumes when it boots (:class:`FileSystemMount` or dicts with
         ``file_system_id``, ``mount_path`` and ``read_only``).
+        ``node_selector`` (an Alcove extension) runs it only on a node whose labels
+        (``alcove serve --node-label key=value``) include every pair; when no such node has room
+        the server answers :class:`RemoteAPIError` 503 ``RESOURCE_EXHAUSTED``.
         """
         body = proto.create_body(
             name=name,
@@ -230,6 +234,7 @@ class SandboxClient:
             entrypoint=entrypoint,
             pull_image=pull_image,
             file_systems=file_systems,
+            node_selector=node_selector,
         )
         return self._drive(proto.op_create(self._config, body))
 
@@ -248,6 +253,7 @@ class SandboxClient:
         entrypoint: list[str] | None = None,
         pull_image: bool = False,
         file_systems: list[FileSystemMount | dict[str, Any]] | None = None,
+        node_selector: dict[str, str] | None = None,
     ) -> Sandbox:
         """Create a sandbox (as :meth:`create`) and return a handle to it.
 
@@ -270,6 +276,7 @@ class SandboxClient:
             entrypoint=entrypoint,
             pull_image=pull_image,
             file_systems=file_systems,
+            node_selector=node_selector,
         )
         return handle
 

@@ -79,6 +79,10 @@ def _none_as_empty_list(value: Any) -> Any:
     return [] if value is None else value
 
 
+def _none_as_empty_dict(value: Any) -> Any:
+    return {} if value is None else value
+
+
 class _WireModel(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -432,6 +436,8 @@ class SandboxInfo(_WireModel):
     runtime: str | None = None
     resource_resize: SandboxResourceResizeInfo | None = None
     file_systems: Annotated[list[FileSystemMount], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    # Alcove: the labels its node must have (``node_selector`` of its create); empty: any node.
+    node_selector: Annotated[dict[str, str], BeforeValidator(_none_as_empty_dict)] = Field(default_factory=dict)
 
     def url_for_port(self, port: int) -> str | None:
         """The public URL of an exposed user port, when the server gave an ``ingress_endpoint``.

@@ -40,6 +40,8 @@ SNAPSHOT_POLL_INTERVAL_SECS = 1.0
 MAX_WAIT_MS = 30_000
 """Upper bound of the ``wait_ms`` sent with suspend/resume (docs/protocol/control-plane.md)."""
 CREATE_GRACE_MS = 5_000
+MAX_NODE_SELECTOR_PAIRS = 16
+"""Most label pairs one ``node_selector`` may hold (the server's limit)."""
 
 # A tuple, not a set: membership must use equality so raw wire strings match the enum members.
 _TERMINAL = (SandboxStatus.TERMINATED, SandboxStatus.FAILED, SandboxStatus.TIMEOUT)
@@ -60,11 +62,14 @@ def create_body(
     entrypoint: Iterable[str] | None,
     pull_image: bool = False,
     file_systems: Iterable[Any] | None = None,
+    node_selector: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /sandboxes`` (docs/protocol/control-plane.md), after client-side checks.
 
     ``pull_image`` (sent only when true) asks the server to pull ``image`` from its registry first
-    when the store does not have it.
+    when the store does not have it. ``node_selector`` (an Alcove extension, sent only when it has
+    pairs) limits the sandbox to nodes whose labels include every pair; the server checks the keys'
+    and values' spelling.
     """
     if not _is_number(cpus) or cpus <= 0:
         raise ValueError(f"cpus must be a positive number, got {cpus!r}")
@@ -83,6 +88,7 @@ def create_body(
     secrets = _str_list(secret_names, "secret_names") if secret_names is not None else []
     ports = validate_ports(expose_ports) if expose_ports is not None else []
     command = _str_list(entrypoint, "entrypoint") if entrypoint is not None else []
+    selector = _node_selector(node_selector) if node_selector is not None else {}
 
     body: dict[str, Any] = {}
     if snapshot_id is not None:
@@ -113,7 +119,25 @@ def create_body(
         from ._file_systems import mounts_body
 
         body["file_systems"] = mounts_body(file_systems)
+    if selector:
+        body["node_selector"] = selector
     return body
+
+
+def _node_selector(value: Any) -> dict[str, str]:
+    """A copy of ``node_selector`` after the client-side checks: a mapping of non-empty string keys
+    to string values, at most :data:`MAX_NODE_SELECTOR_PAIRS` of them."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"node_selector must map node label keys to string values, got {value!r}")
+    selector = dict(value)
+    for key, label in selector.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"node_selector keys must be non-empty strings, got {key!r}")
+        if not isinstance(label, str):
+            raise ValueError(f"node_selector value of {key!r} must be a string, got {label!r}")
+    if len(selector) > MAX_NODE_SELECTOR_PAIRS:
+        raise ValueError(f"node_selector holds at most {MAX_NODE_SELECTOR_PAIRS} pairs, got {len(selector)}")
+    return selector
 
 
 def _create_headers(cfg: ClientConfig) -> dict[str, str]:
