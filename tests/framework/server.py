@@ -183,6 +183,11 @@ def refused_at_start(args: list[str], env: dict[str, str] | None = None, timeout
             raise AssertionError(f"alcove serve {' '.join(args)} started")
         log = srv.log_path.read_text(errors="replace")
         assert "panicked" not in log, log
+        from framework.host import firewall_tables, owned_resources
+
+        left = owned_resources(srv.data_dir)
+        assert left.is_empty(), f"a server refused at start left host resources behind: {left}"
+        assert not firewall_tables(srv.data_dir), "a server refused at start left its firewall table"
         return log
     finally:
         srv.stop()

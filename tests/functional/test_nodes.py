@@ -20,7 +20,7 @@ import pytest
 from alcove.sandbox import SandboxClient
 from framework.cli import run_cli
 from framework.cluster import COUNTER, node_info, nodes_on, sandbox, still_counting, suspend_into_blob_store
-from framework.host import wait_for
+from framework.host import firewall_tables, owned_resources, wait_for
 from framework.metrics import operations
 from framework.postgres import PostgresCluster
 from framework.server import AlcoveServer, refused_at_start, retire
@@ -167,6 +167,7 @@ def test_on_a_shared_store_names_and_subnets_are_held_while_a_lease_runs(pg):
         with pytest.raises(RuntimeError, match="exited early"):
             same_name.start(timeout=60)
         assert 'node name "n1" is held by a running node at' in same_name.log_path.read_text()
+        assert owned_resources(same_name.data_dir).is_empty() and not firewall_tables(same_name.data_dir)
 
         # Another name on n1's subnet: refused.
         same_subnet = AlcoveServer(extra_args=["--database", url, "--node-name", "n2"])
@@ -175,6 +176,7 @@ def test_on_a_shared_store_names_and_subnets_are_held_while_a_lease_runs(pg):
         with pytest.raises(RuntimeError, match="exited early"):
             same_subnet.start(timeout=60)
         assert f"subnet {first.subnet} is used by node \"n1\"" in same_subnet.log_path.read_text()
+        assert owned_resources(same_subnet.data_dir).is_empty() and not firewall_tables(same_subnet.data_dir)
 
         # Its own name and subnet: both nodes are listed, by either.
         second = AlcoveServer(extra_args=["--database", url, "--node-name", "n2", "--node-lease-secs", "3"])

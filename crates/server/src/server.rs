@@ -189,18 +189,31 @@ pub async fn serve(
     ));
     // Before recovery touches anything: a live node of the same name or subnet
     // refuses this one.
-    let machine = data_dir_id(&config.data_dir)?;
-    control
-        .join(config.node_identity(
+    let joined = async {
+        let machine = data_dir_id(&config.data_dir)?;
+        let me = config.node_identity(
             bound,
             machine,
             HostLimits {
                 cpus: alcove_runtime::node::host_cpus(),
                 memory_mb: host_memory_mb(),
             },
-        )?)
-        .await
-        .map_err(|e| ServeError::Node(e.to_string()))?;
+        )?;
+        control
+            .join(me)
+            .await
+            .map_err(|e| ServeError::Node(e.to_string()))
+    }
+    .await;
+    if let Err(e) = joined {
+        // Refused before recovery touched anything: what this start set up on the host (its
+        // firewall table) goes again, unless sandboxes of an earlier run live in this data
+        // directory and still need it.
+        if !holds_sandboxes(&config.data_dir) {
+            control.shutdown().await;
+        }
+        return Err(e);
+    }
     control.recover().await?;
     if let Err(e) = control.end_orphan_builders().await {
         tracing::warn!(error = %e, "ending builder sandboxes left by a crash");
@@ -235,6 +248,13 @@ pub async fn serve(
     control.shutdown().await;
     tracing::info!("alcove stopped");
     Ok(())
+}
+
+/// Whether `data_dir` holds any sandbox's state (a directory under `sandboxes/`).
+fn holds_sandboxes(data_dir: &std::path::Path) -> bool {
+    std::fs::read_dir(data_dir.join("sandboxes"))
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false)
 }
 
 /// A shutdown pair for callers that drive shutdown themselves.
