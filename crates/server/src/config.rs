@@ -521,7 +521,7 @@ impl Config {
             };
             validate_node_name(k)
                 .map_err(|_| ConfigError::Invalid(format!("--node-label {label:?}: bad key")))?;
-            if v.len() > 253 || v.chars().any(char::is_control) {
+            if !crate::control::node_selector::is_label_value(v) {
                 return Err(ConfigError::Invalid(format!(
                     "--node-label {label:?}: bad value"
                 )));
@@ -643,11 +643,7 @@ impl Config {
 /// A node name or label key: 1 to 63 letters, digits, '-', '_' or '.', starting
 /// with a letter or digit.
 fn validate_node_name(name: &str) -> Result<(), ConfigError> {
-    let ok = (1..=63).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok = crate::control::node_selector::is_label_key(name);
     if ok {
         Ok(())
     } else {

@@ -195,12 +195,7 @@ fn follow_stream(
             follow.cursor = chunk.next;
             if !chunk.is_empty() {
                 let lines = chunk.runs.iter().map(LineRun::len).sum();
-                let text: usize = chunk
-                    .runs
-                    .iter()
-                    .flat_map(LineRun::iter)
-                    .map(str::len)
-                    .sum();
+                let text = chunk.runs.iter().map(LineRun::text_len).sum();
                 let mut buf =
                     Vec::with_capacity(output_events::capacity_for(lines, text, follow.batch));
                 output_events::push_runs(&mut buf, &chunk.runs, follow.batch);

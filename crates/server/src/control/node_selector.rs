@@ -29,18 +29,13 @@ pub fn validate(selector: &BTreeMap<String, String>) -> Result<(), ControlError>
         )));
     }
     for (key, value) in selector {
-        let key_ok = (1..=63).contains(&key.len())
-            && key.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !key_ok {
+        if !is_label_key(key) {
             return Err(invalid(format!(
                 "label key {key:?}: 1 to 63 letters, digits, '-', '_' or '.', starting with a \
                  letter or digit"
             )));
         }
-        if value.len() > MAX_VALUE_BYTES || value.chars().any(char::is_control) {
+        if !is_label_value(value) {
             return Err(invalid(format!(
                 "label {key:?}: the value must be at most {MAX_VALUE_BYTES} bytes without \
                  control characters"
@@ -48,6 +43,21 @@ pub fn validate(selector: &BTreeMap<String, String>) -> Result<(), ControlError>
         }
     }
     Ok(())
+}
+
+/// Whether `key` may name a label (or a node): 1 to 63 letters, digits, '-', '_' or '.',
+/// starting with a letter or digit. The rule of `--node-label` keys and `--node-name` too.
+pub fn is_label_key(key: &str) -> bool {
+    (1..=63).contains(&key.len())
+        && key.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Whether `value` may be a label's value: at most 253 bytes, no control characters.
+pub fn is_label_value(value: &str) -> bool {
+    value.len() <= MAX_VALUE_BYTES && !value.chars().any(char::is_control)
 }
 
 /// Whether a node with `labels` may hold a sandbox with `selector`.
