@@ -66,6 +66,31 @@ pub(crate) fn wait_child(pid: Pid, op: &'static str, path: &Path) -> Result<()> 
     }
 }
 
+/// In a forked child: asks the kernel to SIGKILL it when the thread that
+/// forked it ends (a crash of the server included), and ends it at once when
+/// that already happened (`parent`: the server's pid, taken before the fork).
+/// Without it, the child of a server killed at the wrong moment lives on with
+/// every descriptor the server had, its listening socket and its database
+/// among them, and the next server cannot bind its address.
+///
+/// # Safety
+///
+/// Only raw, async-signal-safe system calls: call it in a forked child only.
+pub(crate) unsafe fn die_with_parent(parent: libc::pid_t) {
+    // SAFETY: prctl, getppid and _exit are async-signal-safe system calls.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::getppid() != parent {
+            libc::_exit(libc::ECHILD);
+        }
+    }
+}
+
+/// The server's pid, for [`die_with_parent`] in a child it forks.
+pub(crate) fn own_pid() -> libc::pid_t {
+    libc::pid_t::try_from(std::process::id()).unwrap_or(libc::pid_t::MAX)
+}
+
 /// The errno of the last failed call, for a child's exit code.
 pub(crate) fn child_errno() -> i32 {
     std::io::Error::last_os_error()
@@ -81,12 +106,15 @@ pub fn mapping_namespace(range: IdRange) -> Result<OwnedFd> {
     let proc_self = Path::new("/proc/self/ns/user");
     let (ready_r, ready_w) =
         nix::unistd::pipe().map_err(|e| RuntimeError::io("pipe", proc_self)(e.into()))?;
-    // SAFETY: the child only calls unshare, write, pause and _exit (all
-    // async-signal-safe) and touches no memory allocated after the fork.
+    let parent = own_pid();
+    // SAFETY: the child only calls prctl, getppid, unshare, write, pause and
+    // _exit (all async-signal-safe) and touches no memory allocated after the fork.
     let child = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             // SAFETY: raw system calls on values owned by this child.
             unsafe {
+                // It waits for the server to kill it: it must not outlive a crash.
+                die_with_parent(parent);
                 let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
                 let byte: u8 = if ok { 1 } else { 0 };
                 libc::write(ready_w.as_raw_fd(), std::ptr::from_ref(&byte).cast(), 1);
@@ -272,12 +300,14 @@ pub fn mount_overlay(dir: &Path, range: IdRange, layers: usize) -> Result<()> {
     .map_err(|_| RuntimeError::Config("overlay options hold a NUL byte".into()))?;
     let id = range.first;
     let flags = libc::MS_NOSUID | libc::MS_NODEV;
+    let parent = own_pid();
     // SAFETY: the child makes raw system calls on buffers created before the
     // fork and exits with _exit.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             // SAFETY: as above.
             unsafe {
+                die_with_parent(parent);
                 let code = if libc::chdir(cdir.as_ptr()) != 0 {
                     child_errno()
                 } else {
@@ -321,12 +351,14 @@ pub fn write_namespace_limits(pid: i32, limits: &[(String, u64)]) -> Result<()> 
             Ok((cstring(&path)?, value.to_string().into_bytes()))
         })
         .collect::<Result<_>>()?;
+    let parent = own_pid();
     // SAFETY: the child makes raw system calls on buffers created before the
     // fork and exits with _exit.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             // SAFETY: as above.
             unsafe {
+                die_with_parent(parent);
                 let mut code = 0;
                 if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUSER) != 0 {
                     code = child_errno();
@@ -350,5 +382,55 @@ pub fn write_namespace_limits(pid: i32, limits: &[(String, u64)]) -> Result<()> 
             wait_child(child, "setting the user-namespace limits of", &ns_path)
         }
         Err(e) => Err(RuntimeError::io("forking to enter", &ns_path)(e.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forked_child_dies_with_the_thread_that_forked_it() {
+        let parent = own_pid();
+        let child = std::thread::spawn(move || {
+            let (ready_r, ready_w) = nix::unistd::pipe().expect("pipe");
+            // SAFETY: the child only makes async-signal-safe system calls.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => unsafe {
+                    die_with_parent(parent);
+                    libc::write(ready_w.as_raw_fd(), [1u8].as_ptr().cast(), 1);
+                    loop {
+                        libc::pause();
+                    }
+                },
+                Ok(ForkResult::Parent { child }) => {
+                    drop(ready_w);
+                    let mut byte = [0u8; 1];
+                    nix::unistd::read(&ready_r, &mut byte).expect("ready");
+                    child
+                }
+                Err(e) => panic!("fork: {e}"),
+            }
+        })
+        .join()
+        .expect("forking thread");
+        // The thread that forked it has ended, as a crashed server's would: the
+        // kernel kills the child, which would otherwise pause forever.
+        let mut status = Ok(WaitStatus::StillAlive);
+        for _ in 0..500 {
+            status = waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            if status != Ok(WaitStatus::StillAlive) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if status == Ok(WaitStatus::StillAlive) {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+        }
+        assert!(
+            matches!(status, Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _))),
+            "the child outlived the thread that forked it: {status:?}"
+        );
     }
 }

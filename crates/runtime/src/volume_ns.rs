@@ -191,12 +191,16 @@ pub fn attach(
     if rc != 0 {
         return Err(os_err("setting the attributes of a clone of", view));
     }
+    let parent = crate::userns::own_pid();
     // SAFETY: the child makes raw system calls on descriptors and buffers
     // created before the fork and leaves with _exit.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             // SAFETY: as above.
-            unsafe { libc::_exit(attach_in_child(&fds, &parts, tree.as_raw_fd(), range_root)) }
+            unsafe {
+                crate::userns::die_with_parent(parent);
+                libc::_exit(attach_in_child(&fds, &parts, tree.as_raw_fd(), range_root))
+            }
         }
         Ok(ForkResult::Parent { child }) => child_result(child, "attaching", mount_path),
         Err(e) => Err(RuntimeError::io("forking to attach", view)(e.into())),
@@ -270,12 +274,16 @@ pub fn detach(pid: i32, mount_path: &str, expect: (u64, u64)) -> Result<()> {
         ));
     };
     let fds = sandbox_fds(pid)?;
+    let parent = crate::userns::own_pid();
     // SAFETY: the child makes raw system calls on descriptors and buffers
     // created before the fork and leaves with _exit.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             // SAFETY: as above.
-            unsafe { libc::_exit(detach_in_child(&fds, &parts, &last, expect)) }
+            unsafe {
+                crate::userns::die_with_parent(parent);
+                libc::_exit(detach_in_child(&fds, &parts, &last, expect))
+            }
         }
         Ok(ForkResult::Parent { child }) => child_result(child, "detaching", mount_path),
         Err(e) => Err(RuntimeError::io("forking to detach", mount_path)(e.into())),
