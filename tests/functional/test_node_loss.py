@@ -5,6 +5,9 @@
   that wakes on traffic, on traffic); running sandboxes of the stopped node stay where they
   are, and the node keeps them when it starts again.
 
+- A draining node's suspended sandboxes move at once: a resume asked of any node (the
+  draining one included), or traffic for one that wakes on traffic, hands it to an active
+  node, which resumes it from S3 with its memory, before the draining node ever stops.
 - A node killed with its sandboxes is declared lost once its lease has run out: its running
   sandboxes are marked lost, and its named suspended sandbox (in S3) moves to the surviving
   node and resumes there with its memory intact. Started again, the lost node registers anew
@@ -37,6 +40,7 @@ from framework.cluster import (
     suspend_into_blob_store,
 )
 from framework.host import agent_pid, wait_for
+from framework.metrics import operations
 from framework.postgres import PostgresCluster
 from framework.s3 import S3Server
 from framework.server import AlcoveServer
@@ -185,6 +189,49 @@ def test_a_suspended_sandbox_of_a_stopped_node_resumes_through_another_with_its_
         via_a.delete("traveller")
         via_a.delete("sleeper")
         via_b.delete(stays.sandbox_id)
+
+
+def test_a_draining_nodes_suspended_sandboxes_resume_at_once_on_another_node(pg, s3):
+    with (
+        two_nodes(pg, s3, "drain") as (a, b),
+        SandboxClient(api_url=a.url) as via_a,
+        SandboxClient(api_url=b.url) as via_b,
+    ):
+        mover = via_b.create_and_connect(name="mover")
+        mover.write_file("/root/notes.txt", b"moved off a draining node")
+        counter = mover.start_process("sh", ["-c", COUNTER])
+        dreamer = via_b.create_and_connect(name="dreamer")
+        dreamer.write_file("/root/dream.txt", b"woken by traffic on another node")
+        uploads = operations(b, "blob_upload")
+
+        # The drain suspends both named sandboxes; their dumps go to S3.
+        assert via_a.drain_node("drain-b").state == "draining"
+        assert wait_for(lambda: all(sandbox(a, n)["status"] == "suspended" for n in ("mover", "dreamer")),
+                        60), b.log_tail()
+        assert wait_for(lambda: operations(b, "blob_upload") >= uploads + 2, 60), b.log_tail()
+
+        # Asked of the draining node itself, the resume hands the sandbox to A, which
+        # resumes it from S3 with its memory and files; B keeps nothing of it.
+        resp = b.api("POST", "/v1/namespaces/default/sandboxes/mover/resume")
+        assert resp.status_code in (200, 202), resp.text
+        again = via_a.connect("mover")
+        assert again.read_file("/root/notes.txt") == b"moved off a draining node"
+        assert any(p.pid == counter.pid and p.status == "running" for p in again.list_processes())
+        assert still_counting(again)
+        assert container_status(a.data_dir, mover.sandbox_id) == "running"
+        assert container_status(b.data_dir, mover.sandbox_id) is None
+        assert not (b.data_dir / "sandboxes" / mover.sandbox_id).exists()
+        assert "is draining" in b.log_tail(400), b.log_tail()
+
+        # Traffic asked of A goes to B, its node, which hands the sandbox back to A to wake.
+        woken = via_a.connect("dreamer")
+        assert woken.read_file("/root/dream.txt") == b"woken by traffic on another node"
+        assert container_status(a.data_dir, dreamer.sandbox_id) == "running"
+        assert node_info(a, "drain-b")["state"] == "draining"
+
+        via_a.activate_node("drain-b")
+        via_a.delete("mover")
+        via_a.delete("dreamer")
 
 
 def test_a_stalled_node_declared_lost_stops_its_sandbox_when_it_runs_again(pg, s3):

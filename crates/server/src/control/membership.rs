@@ -390,6 +390,11 @@ impl Control {
         self.ctx.clustered_node().is_some()
     }
 
+    /// Whether this node is draining (as of its last renewal).
+    pub fn is_draining(&self) -> bool {
+        self.ctx.draining.load(Ordering::Relaxed)
+    }
+
     /// This server's node name, once it has joined.
     pub fn node_name(&self) -> Option<&str> {
         self.ctx.local_node()

@@ -4,8 +4,10 @@
 //!   sandbox to the node asked, which resumes it from the blob store. Without
 //!   this the sandbox would wait until its node came back, or until the others
 //!   declared that node lost (ten minutes after a clean stop).
-//! - **Its node is full.** Its node hands it to the live active node with the
-//!   most room (as the nodes last reported it) and relays the resume there.
+//! - **Its node is full, or draining.** Its node hands it to the live active
+//!   node with the most room (as the nodes last reported it) and relays the
+//!   resume there: a draining node's suspended sandboxes move as soon as they
+//!   are asked to resume (or, for one that wakes on traffic, on traffic).
 //!
 //! Only a clean stop qualifies: the stopped node's process has exited, so
 //! nothing of the sandbox runs and nothing can start it there. A node whose
@@ -111,33 +113,53 @@ impl Control {
         })
     }
 
-    /// For a resume asked of this node: when the suspended sandbox `ident` is
-    /// this node's and this node has no room for it, hands it to the live
-    /// active node with the most room for it and returns that node's name and
-    /// address (relay the resume there). `None`: resume it here (it has room,
-    /// or it is not a suspended sandbox of this node). `NoRoom` when no node
-    /// has room; `NoRoomHere` when its dump is not in the blob store yet.
-    pub async fn hand_over_when_full(
+    /// For a resume asked of this node (`by_traffic`: traffic that wakes it):
+    /// when the suspended sandbox `ident` is this node's and this node has no
+    /// room for it, its labels do not match, or it is draining, hands it to
+    /// the live active node with the most room for it and returns that node's
+    /// name and address (relay the request there). `None`: serve it here (it
+    /// can resume here, it is not a suspended sandbox of this node, or traffic
+    /// does not wake it). Refused with why it cannot resume here when its dump
+    /// is not in the blob store yet, and with `NoRoom` when no node has room.
+    pub async fn hand_over_when_unable(
         &self,
         ident: &str,
+        by_traffic: bool,
     ) -> Result<Option<(String, String)>, ControlError> {
         let Some(me) = self.ctx.clustered_node() else {
             return Ok(None);
         };
-        let Some(record) = self.local_suspended(ident, me).await? else {
+        let Some(record) = self
+            .local_suspended(ident, me)
+            .await?
+            .filter(|r| r.auto_resume || !by_traffic)
+        else {
             return Ok(None);
         };
-        let here = match self.ctx.matches_here(&record.node_selector) {
-            Ok(()) => self.ctx.room_for(&record).await,
+        let here = match self.ctx.ensure_not_draining() {
+            Ok(()) => match self.ctx.matches_here(&record.node_selector) {
+                Ok(()) => self.ctx.room_for(&record).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
-        let no_room_here = match here {
+        let cannot_here = match here {
             Ok(()) => return Ok(None),
-            Err(e @ (ControlError::NoRoomHere { .. } | ControlError::NotMatchedHere { .. })) => e,
+            Err(
+                e @ (ControlError::NoRoomHere { .. }
+                | ControlError::NotMatchedHere { .. }
+                | ControlError::Draining),
+            ) => e,
+            // Fenced: this node may not be sure of anything, moves included.
             Err(e) => return Err(e),
         };
+        let why = if matches!(cannot_here, ControlError::Draining) {
+            "is draining"
+        } else {
+            "had no room to resume it"
+        };
         if !self.ctx.dump_in_blob_store(&record.id).await? {
-            return Err(no_room_here);
+            return Err(cannot_here);
         }
         let Some((node, address)) = self.roomiest_other_node(&record, &[me]).await? else {
             return Err(Context::no_room(
@@ -166,13 +188,13 @@ impl Control {
                 .destroy(&record.id, alcove_runtime::network::Slot(slot))
                 .await;
         }
-        tracing::info!(sandbox_id = %record.id, to = %node, "no room to resume here: suspended sandbox handed to another node");
+        tracing::info!(sandbox_id = %record.id, to = %node, why, "cannot resume here: suspended sandbox handed to another node");
         self.ctx
             .logs
             .note(
                 &record.id,
                 LogLevel::Info,
-                format!("node {me:?} had no room to resume it; the suspended sandbox moved to node {node:?}"),
+                format!("node {me:?} {why}; the suspended sandbox moved to node {node:?}"),
             )
             .await;
         Ok(Some((node, address)))

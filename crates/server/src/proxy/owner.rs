@@ -105,12 +105,12 @@ pub async fn forward_to_owner(
     drop_unproven_relay_headers(&state, req.headers_mut());
     if req.headers().contains_key(FORWARDED_BY) {
         // A resume relayed to its node may still go on to a node with room, once.
-        if is_resume(&req)
+        if let Some(by_traffic) = wakes(&state, &req)
             && !req.headers().contains_key(HANDED_OVER)
             && state.control.has_peers()
             && let Some(ident) = target_ident(&req, &state.ingress_domain)
         {
-            return resume_here_or_hand_over(&state, &ident, req, next).await;
+            return resume_here_or_hand_over(&state, &ident, by_traffic, req, next).await;
         }
         return next.run(req).await;
     }
@@ -132,8 +132,11 @@ pub async fn forward_to_owner(
         return next.run(req).await;
     };
     match state.control.owner_elsewhere(&ident).await {
-        Ok(None) if is_resume(&req) && state.control.has_peers() => {
-            resume_here_or_hand_over(&state, &ident, req, next).await
+        Ok(None)
+            if state.control.has_peers()
+                && let Some(by_traffic) = wakes(&state, &req) =>
+        {
+            resume_here_or_hand_over(&state, &ident, by_traffic, req, next).await
         }
         Ok(None) => next.run(req).await,
         Ok(Some((node, address))) => relay_to_node(&state, &node, &address, req)
@@ -176,20 +179,36 @@ fn drop_unproven_relay_headers(state: &AppState, headers: &mut http::HeaderMap) 
     }
 }
 
-/// Marks a resume relayed to the node a full node handed the sandbox to: it is
-/// resumed there or refused, never handed on again.
+/// Marks a request (a resume, or traffic that wakes the sandbox) relayed to the
+/// node another node handed the sandbox to: it is served there or refused,
+/// never handed on again.
 const HANDED_OVER: &str = "x-alcove-handed-over";
 
-/// Resumes this node's sandbox `ident` here, unless this node is full and
-/// another has room: then the sandbox is handed to that node and the resume
-/// relayed there.
+/// Whether `req` may resume this node's suspended sandbox somewhere else: a
+/// resume (`Some(false)`), or traffic while this node is draining
+/// (`Some(true)`; it moves a sandbox that wakes on traffic). Traffic to a node
+/// that is not draining is served here, without a look at the store.
+fn wakes(state: &AppState, req: &Request) -> Option<bool> {
+    if is_resume(req) {
+        Some(false)
+    } else if state.control.is_draining() && is_traffic(req, &state.ingress_domain) {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// Resumes this node's sandbox `ident` here, unless this node cannot (it is
+/// full, draining, or its labels do not match) and another node can: then the
+/// sandbox is handed to that node and the request relayed there.
 async fn resume_here_or_hand_over(
     state: &AppState,
     ident: &str,
+    by_traffic: bool,
     mut req: Request,
     next: Next,
 ) -> Response {
-    match state.control.hand_over_when_full(ident).await {
+    match state.control.hand_over_when_unable(ident, by_traffic).await {
         Ok(None) => next.run(req).await,
         Ok(Some((node, address))) => {
             req.headers_mut()
