@@ -525,7 +525,7 @@ def test_copies_that_do_not_fit_on_the_sources_node_are_restored_where_there_is_
             via_a.delete(source.sandbox_id)
 
 
-def test_a_node_selector_keeps_a_sandbox_and_its_copies_on_nodes_with_those_labels(pg):
+def test_a_node_selector_keeps_sandboxes_copies_and_pools_on_nodes_with_those_labels(pg):
     from framework.s3 import S3Server
 
     url = pg.create_database("alcove_selector")
@@ -586,6 +586,50 @@ def test_a_node_selector_keeps_a_sandbox_and_its_copies_on_nodes_with_those_labe
             assert containers(a) == {free.json()["sandbox_id"]}
             for s in (free.json()["sandbox_id"], copy, sid):
                 assert a.api("DELETE", f"{B}/{s}").status_code == 200
+
+            # A pool's selector: its warm sandboxes start only on B, and a claim asked of A
+            # is relayed there; the claimed sandbox keeps the selector.
+            P = "/v1/namespaces/default/sandbox-pools"
+            small = {"cpus": 0.5, "memory_mb": 512, "disk_mb": 1024}
+            for bad in ({"bad key": "x"}, {"zone": 7}):
+                resp = a.api("POST", P, json={"resources": small, "node_selector": bad})
+                assert resp.status_code == 400 and "node_selector" in resp.text, resp.text
+            resp = a.api("POST", P, json={"warm_containers": 1, "resources": small,
+                                          "node_selector": {"gpu": "yes"}})
+            assert resp.status_code == 200, resp.text
+            pool_id = resp.json()["pool_id"]
+            assert a.api("GET", f"{P}/{pool_id}").json()["node_selector"] == {"gpu": "yes"}
+
+            def idle() -> list[str]:
+                got = a.api("GET", f"{P}/{pool_id}").json()["containers"]
+                return [c["sandbox_id"] for c in got if c["state"] == "Idle"]
+
+            assert wait_for(lambda: len(idle()) == 1, 60), (idle(), a.log_tail(), b.log_tail())
+            [warm] = idle()
+            assert containers(b) == {warm} and not containers(a)
+            claimed = a.api("POST", f"{P}/{pool_id}/sandboxes", json={"name": "pooled-on-b"})
+            assert claimed.status_code == 200, claimed.text
+            assert claimed.json()["sandbox_id"] == warm
+            assert sandbox(a, "pooled-on-b")["node_selector"] == {"gpu": "yes"}
+            assert wait_for(lambda: len(idle()) == 1 and idle()[0] != warm, 60), idle()
+            assert not containers(a)
+
+            # A pool of labels no node has: nothing starts, and a claim is refused naming them.
+            resp = a.api("POST", P, json={"warm_containers": 1, "resources": small,
+                                          "node_selector": {"zone": "c"}})
+            assert resp.status_code == 200, resp.text
+            nowhere = resp.json()["pool_id"]
+            for srv in (a, b):
+                refused = srv.api("POST", f"{P}/{nowhere}/sandboxes", json={})
+                assert refused.status_code == 503, refused.text
+                assert "zone=c" in refused.json()["message"], refused.text
+            assert not a.api("GET", f"{P}/{nowhere}").json()["containers"]
+            assert a.api("DELETE", f"{P}/{nowhere}").status_code in (200, 204)
+
+            assert a.api("DELETE", f"{B}/pooled-on-b").status_code == 200
+            assert a.api("DELETE", f"{P}/{pool_id}").status_code in (200, 204)
+            assert wait_for(lambda: not containers(a) and not containers(b), 30), (
+                containers(a), containers(b))
 
 
 def test_a_pool_is_refilled_on_a_node_with_room_once_its_node_is_full(pg):

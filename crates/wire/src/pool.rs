@@ -46,6 +46,11 @@ pub struct SandboxPoolRequest {
     #[serde(default, deserialize_with = "crate::sandbox::present")]
     #[schema(value_type = Option<NetworkConfig>)]
     pub network: Option<serde_json::Value>,
+    /// Alcove: start the pool's sandboxes only on nodes whose labels
+    /// (`--node-label key=value`) include every one of these pairs; the claimed
+    /// sandboxes keep it (docs/cluster.md). On `PUT`: absent = any node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
 }
 
 #[cfg(test)]
@@ -114,6 +119,9 @@ pub struct SandboxPoolInfo {
     pub warm_containers: i64,
     /// Outbound policy of its sandboxes.
     pub network_policy: NetworkConfig,
+    /// Alcove: the labels the nodes of its sandboxes must have (absent when none were asked for).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
     /// Its sandboxes: idle ones and claimed live ones (`GET` of one pool only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]

@@ -542,6 +542,12 @@ export interface CreatePoolOptions {
    * absent keeps the pool's current policy.
    */
   network?: NetworkOptions;
+  /**
+   * Alcove: start the pool's sandboxes only on nodes whose labels (`alcove serve --node-label
+   * key=value`) include every pair (at most 16; checked as {@link CreateOptions.nodeSelector} is,
+   * sent only when not empty). Absent or empty: any node, on update too (it replaces the pool's).
+   */
+  nodeSelector?: Record<string, string>;
 }
 
 /** Options of {@link SandboxClient.claim} and {@link SandboxClient.claimAndConnect}: what is bound to the sandbox. */
@@ -580,7 +586,7 @@ export function networkBody(network: NetworkOptions): Record<string, unknown> {
 
 /**
  * The JSON body of `POST` and `PUT {B}/sandbox-pools[/{pool}]`, after client-side checks; an
- * absent `network` is left out.
+ * absent `network` is left out, and so is a `nodeSelector` without pairs.
  */
 export function poolBody(options: CreatePoolOptions = {}): Record<string, unknown> {
   const cpus = options.cpus ?? DEFAULT_CPUS;
@@ -608,6 +614,7 @@ export function poolBody(options: CreatePoolOptions = {}): Record<string, unknow
     throw new RangeError(`warmContainers (${warmContainers ?? 1}) must not exceed maxContainers (${maxContainers})`);
   }
   const entrypoint = options.entrypoint !== undefined ? stringList(options.entrypoint, "entrypoint") : [];
+  const nodeSelector = options.nodeSelector !== undefined ? nodeSelectorOf(options.nodeSelector) : {};
 
   const resources: Record<string, unknown> = { cpus, memory_mb: memoryMb };
   if (options.diskMb !== undefined) resources.disk_mb = options.diskMb;
@@ -617,6 +624,7 @@ export function poolBody(options: CreatePoolOptions = {}): Record<string, unknow
   if (maxContainers !== undefined) body.max_containers = maxContainers;
   if (warmContainers !== undefined) body.warm_containers = warmContainers;
   if (options.network !== undefined) body.network = networkBody(options.network);
+  if (Object.keys(nodeSelector).length > 0) body.node_selector = nodeSelector;
   return body;
 }
 
@@ -1171,9 +1179,11 @@ export class SandboxClient {
    * The server starts `warmContainers` (1 to 64, default 1) idle sandboxes of this configuration
    * in the background and keeps that many started as claims take them, never more than
    * `maxContainers` (1 to 1000, idle and claimed; absent: no limit but the host's). Idle sandboxes
-   * are invisible to {@link list}; {@link claim} hands one out. Throws `TypeError` / `RangeError`
-   * on bad options, {@link ImageNotFoundError} when the server has no such image and
-   * {@link RemoteAPIError} (400 `INVALID_ARGUMENT`) when it refuses the configuration.
+   * are invisible to {@link list}; {@link claim} hands one out. `nodeSelector` (an Alcove
+   * extension, as on {@link create}) starts them only on nodes with those labels. Throws
+   * `TypeError` / `RangeError` on bad options, {@link ImageNotFoundError} when the server has no
+   * such image and {@link RemoteAPIError} (400 `INVALID_ARGUMENT`) when it refuses the
+   * configuration.
    */
   async createPool(options: CreatePoolOptions = {}): Promise<SandboxPoolInfo> {
     const body = poolBody(options);
@@ -1207,7 +1217,8 @@ export class SandboxClient {
   /**
    * Replace a pool's configuration (the server's `PUT`): every option means what it means to
    * {@link createPool}, and one left out takes its default, not the pool's current value, except
-   * `network`, which absent keeps (pass `{}` to open it). Idle sandboxes made from the old
+   * `network`, which absent keeps (pass `{}` to open it); an absent `nodeSelector` is none (any
+   * node), not the pool's (pass `pool.nodeSelector` to keep it). Idle sandboxes made from the old
    * configuration are ended and replaced in the background; claimed ones are not touched.
    * Returns the pool as changed (without `containers`). Throws {@link PoolNotFoundError},
    * {@link ImageNotFoundError} and {@link RemoteAPIError} (400) as {@link createPool} does.

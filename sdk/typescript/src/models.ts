@@ -229,6 +229,8 @@ export interface SandboxPoolInfo {
   containers: PoolContainerInfo[] | null;
   createdAt: Date | null;
   updatedAt: Date | null;
+  /** Alcove: the labels its sandboxes' nodes must have (`nodeSelector` of its create or update); empty: any node. */
+  nodeSelector: Record<string, string>;
 }
 
 /** CPUs and memory (MiB) of a node: what the machine has, or what its sandboxes reserve. */
@@ -932,6 +934,7 @@ export function sandboxPoolInfoFromWire(value: unknown, what = "pool"): SandboxP
     containers: Array.isArray(containers) ? containers.map((c) => poolContainerInfoFromWire(c, what)) : null,
     createdAt: parseTimestamp(data.created_at),
     updatedAt: parseTimestamp(data.updated_at),
+    nodeSelector: labelMap(data, "node_selector"),
   };
 }
 

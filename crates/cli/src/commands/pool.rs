@@ -14,6 +14,7 @@ use super::sandbox::{ResourceArgs, parse_env, parse_secs};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   alcove pool create --image alcove/debian --cpus 1 --memory 1G --warm 4 --max 20
+  alcove pool create --warm 2 --node-label gpu=a100
   alcove pool ls
   alcove pool claim 3b1f… --name job-7 --env TASK=7
   alcove pool get 3b1f…
@@ -51,6 +52,10 @@ enum Action {
         /// Lifetime of a claimed sandbox, counted from the claim (0: none).
         #[arg(long, value_parser = parse_secs)]
         timeout: Option<i64>,
+        /// Start its sandboxes only on a node with this label (repeatable: every one must
+        /// match; in a cluster, the nodes' `--node-label`s).
+        #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = parse_env)]
+        node_labels: Vec<(String, String)>,
     },
     /// Show a pool and its sandboxes as JSON.
     #[command(visible_alias = "inspect")]
@@ -118,6 +123,7 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
             warm,
             max,
             timeout,
+            node_labels,
         } => {
             let given = size.cpus.is_some() || size.memory.is_some() || size.disk.is_some();
             let resources = given.then(|| ResourcesRequest {
@@ -132,6 +138,8 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
                 timeout_secs: timeout,
                 warm_containers: warm,
                 max_containers: max,
+                node_selector: (!node_labels.is_empty())
+                    .then(|| node_labels.into_iter().collect::<BTreeMap<_, _>>()),
                 ..SandboxPoolRequest::default()
             };
             let created = c.client.create_pool(&request).await.map_err(explain)?;

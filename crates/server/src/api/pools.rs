@@ -40,6 +40,7 @@ fn pool_info(pool: &PoolRecord, members: Option<&[SandboxRecord]>) -> SandboxPoo
         max_containers: pool.max_containers,
         warm_containers: pool.warm_containers,
         network_policy: pool.network_policy.clone(),
+        node_selector: pool.node_selector.clone(),
         containers: members.map(|members| {
             members
                 .iter()

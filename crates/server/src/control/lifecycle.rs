@@ -154,6 +154,7 @@ impl Sandboxes {
             timeout_secs: Some(pool.timeout_secs),
             entrypoint: Some(pool.entrypoint.clone()),
             network: Some(pool.network_policy.clone()),
+            node_selector: (!pool.node_selector.is_empty()).then(|| pool.node_selector.clone()),
             ..Default::default()
         };
         let (mut record, boot) = self.prepare(&pool.namespace, &req).await?;

@@ -344,8 +344,11 @@ impl Control {
     }
 
     /// Where a claim on pool `pool_id` must go when the pool's warm sandboxes
-    /// live on another node (the live node whose turn it is to refill it):
-    /// that node's name and address. `None`: claim here.
+    /// live on another node (the live node whose turn it is to refill it), or,
+    /// when no live node holds its turn and this node's labels do not match
+    /// the pool's `node_selector`, the matching node with the most room (the
+    /// claim starts a sandbox there): that node's name and address. `None`:
+    /// claim here.
     pub async fn pool_home_elsewhere(
         &self,
         pool_id: &str,
@@ -353,19 +356,35 @@ impl Control {
         let Some(me) = self.ctx.local_node() else {
             return Ok(None);
         };
-        let Some(home) = self.ctx.store.pool_refill_node(pool_id).await? else {
+        if let Some(home) = self.ctx.store.pool_refill_node(pool_id).await? {
+            if home == me {
+                return Ok(None);
+            }
+            let live = self
+                .ctx
+                .store
+                .get_node(&home)
+                .await?
+                .filter(|n| n.is_live(now_millis()));
+            if let Some(n) = live {
+                return Ok(Some((n.name, n.address)));
+            }
+        }
+        let Some(pool) = self.ctx.store.get_pool(pool_id).await? else {
             return Ok(None);
         };
-        if home == me {
+        if self.ctx.matches_here(&pool.node_selector).is_ok() {
             return Ok(None);
         }
         Ok(self
             .ctx
-            .store
-            .get_node(&home)
+            .placement_order(&pool.node_selector)
             .await?
-            .filter(|n| n.is_live(now_millis()))
-            .map(|n| (n.name, n.address)))
+            .into_iter()
+            .find_map(|p| match p {
+                Placement::There { node, address } => Some((node, address)),
+                Placement::Here => None,
+            }))
     }
 
     /// Whether `headers` carry this cluster's relay token: a request relayed

@@ -514,6 +514,11 @@ impl Pools {
         // With other nodes on the store, one node at a time refills a pool.
         let node = self.ctx.clustered_node().map(str::to_string);
         for pool in pools {
+            // Only nodes whose labels match hold a pool's sandboxes.
+            if self.ctx.matches_here(&pool.node_selector).is_err() {
+                self.leave_unmatched(&pool, node.as_deref()).await;
+                continue;
+            }
             if let Some(node) = &node {
                 if !self.may_refill(&pool, node).await {
                     continue;
@@ -591,6 +596,36 @@ impl Pools {
             // Listed before this pass's list of pools was read? Check again.
             if matches!(self.ctx.store.get_pool(pool_id).await, Ok(None)) {
                 self.drain_one(&record.id).await;
+            }
+        }
+    }
+
+    /// Leaves a pool whose `node_selector` this node's labels do not match
+    /// (they changed since, or the pool did): gives up its turn, if it holds
+    /// it, and ends its idle sandboxes here, so that a matching node takes the
+    /// pool on its next pass.
+    async fn leave_unmatched(&self, pool: &PoolRecord, node: Option<&str>) {
+        if let Some(node) = node {
+            match self.ctx.store.release_refill_turn(&pool.id, node).await {
+                Ok(true) => {
+                    tracing::info!(pool_id = %pool.id, "this node's labels do not match the pool's node_selector: its turn is left to a matching node");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(pool_id = %pool.id, error = %e, "leaving a pool's refill turn");
+                }
+            }
+        }
+        let members = match self.ctx.store.pool_members(&pool.id).await {
+            Ok(members) => members,
+            Err(e) => {
+                tracing::warn!(pool_id = %pool.id, error = %e, "reading a pool's sandboxes");
+                return;
+            }
+        };
+        for member in members {
+            if member.pool_state == Some(PoolState::Idle) && self.ctx.is_local(&member) {
+                self.drain_one(&member.id).await;
             }
         }
     }
@@ -679,6 +714,8 @@ impl Pools {
                     })?,
             };
         super::network::egress_policy(&network_policy).await?;
+        let node_selector = req.node_selector.clone().unwrap_or_default();
+        super::node_selector::validate(&node_selector)?;
         let image = req.image.clone().unwrap_or_else(|| "default".into());
         // An unknown image is a 404 now, not a pool that never fills.
         self.sandboxes.resolve_image(&image).await?;
@@ -694,6 +731,7 @@ impl Pools {
             network_policy,
             max_containers: req.max_containers,
             warm_containers: warm,
+            node_selector,
             created_at: old.map_or(now, |o| o.created_at),
             updated_at: now,
         })

@@ -1168,6 +1168,101 @@ async fn fill(h: &Harness, pool: &crate::store::PoolRecord, count: usize) -> Vec
 }
 
 #[tokio::test]
+async fn a_pools_node_selector_keeps_its_sandboxes_on_nodes_with_those_labels() {
+    let h = harness().await;
+    let pools = &h.control.pools;
+    let bad = pools
+        .create(
+            "default",
+            pool_request(serde_json::json!({"node_selector": {"bad key": "x"}})),
+        )
+        .await
+        .expect_err("bad key");
+    assert!(
+        matches!(
+            bad,
+            ControlError::InvalidArgument {
+                field: "node_selector",
+                ..
+            }
+        ),
+        "{bad:?}"
+    );
+    let pool = pools
+        .create(
+            "default",
+            pool_request(serde_json::json!({"warm_containers": 1, "node_selector": {"zone": "b"}})),
+        )
+        .await
+        .expect("create");
+    assert_eq!(
+        pool.node_selector.get("zone").map(String::as_str),
+        Some("b")
+    );
+    // This node has no labels: refills start nothing here, and a claim is refused naming them.
+    for _ in 0..3 {
+        pools.refill_once().await;
+    }
+    assert!(pools.members(&pool).await.expect("members").is_empty());
+    let err = pools
+        .claim("default", &pool.id, Default::default(), WAIT)
+        .await
+        .expect_err("no match");
+    assert!(
+        matches!(err, ControlError::NotMatchedHere { .. }),
+        "{err:?}"
+    );
+    assert!(pools.members(&pool).await.expect("members").is_empty());
+    assert_eq!(h.control.running_count(), 0);
+
+    // With the label the pool fills; its sandboxes, claimed too, carry the selector.
+    let _ = h
+        .control
+        .ctx
+        .labels
+        .set([("zone".to_string(), "b".to_string())].into());
+    let idle = fill(&h, &pool, 1).await;
+    assert_eq!(idle[0].node_selector, pool.node_selector);
+    let claimed = pools
+        .claim("default", &pool.id, Default::default(), WAIT)
+        .await
+        .expect("claim")
+        .record;
+    assert_eq!(claimed.node_selector, pool.node_selector);
+
+    // A selector this node does not match, set by an update: its idle sandboxes here end.
+    let fresh = fill(&h, &pool, 1).await;
+    pools
+        .update(
+            "default",
+            &pool.id,
+            pool_request(serde_json::json!({"warm_containers": 1, "node_selector": {"zone": "c"}})),
+        )
+        .await
+        .expect("update");
+    pools.refill_once().await;
+    let members = pools.members(&pool).await.expect("members");
+    assert!(
+        members.iter().all(|m| m.id != fresh[0].id),
+        "the idle sandbox of the old selector ended: {members:?}"
+    );
+    assert_eq!(
+        members.len(),
+        1,
+        "only the claimed one is left: {members:?}"
+    );
+    h.control
+        .sandboxes
+        .delete(None, claimed.id.as_str(), TerminationReason::Deleted)
+        .await
+        .expect("delete claimed");
+    pools
+        .delete("default", &pool.id)
+        .await
+        .expect("delete pool");
+}
+
+#[tokio::test]
 async fn pools_hand_out_idle_sandboxes_hide_them_and_cap_at_max_containers() {
     let h = harness().await;
     let pools = &h.control.pools;

@@ -4,7 +4,7 @@ use alcove_wire::sandbox::{NetworkConfig, ResourcesInfo};
 use alcove_wire::time::EpochMillis;
 
 use super::backend::{DbRow, placeholders, query};
-use super::sandboxes::{columns, decode, json_column, replace_all};
+use super::sandboxes::{columns, decode, json, json_column, optional_json_column, replace_all};
 use super::{PoolState, SandboxRecord, Store, StoreError};
 
 /// A pool as stored.
@@ -32,6 +32,8 @@ pub struct PoolRecord {
     pub max_containers: Option<i64>,
     /// Idle sandboxes kept started.
     pub warm_containers: i64,
+    /// The labels its sandboxes' nodes must have; empty: any node.
+    pub node_selector: std::collections::BTreeMap<String, String>,
     /// Creation time.
     pub created_at: EpochMillis,
     /// Last change.
@@ -59,11 +61,12 @@ impl PoolRecord {
             && r.disk_mb == self.disk_mb
             && r.network_policy == self.network_policy
             && (r.entrypoint == self.entrypoint || self.entrypoint.is_empty())
+            && r.node_selector == self.node_selector
     }
 }
 
 /// Columns of `pools`, in the order [`Store::put_pool`] binds them.
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 14] = [
     "id",
     "namespace",
     "image",
@@ -75,6 +78,7 @@ const FIELDS: [&str; 13] = [
     "network_policy",
     "max_containers",
     "warm_containers",
+    "node_selector",
     "created_at",
     "updated_at",
 ];
@@ -92,6 +96,7 @@ fn decode_pool(row: &DbRow) -> Result<PoolRecord, StoreError> {
         network_policy: json_column(row, &id, "network_policy")?,
         max_containers: row.get("max_containers")?,
         warm_containers: row.get("warm_containers")?,
+        node_selector: optional_json_column(row, &id, "node_selector")?.unwrap_or_default(),
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
         id,
@@ -119,6 +124,7 @@ impl Store {
             .bind(serde_json::to_string(&p.network_policy).unwrap_or_else(|_| "{}".into()))
             .bind(p.max_containers)
             .bind(p.warm_containers)
+            .bind((!p.node_selector.is_empty()).then(|| json(&p.node_selector)))
             .bind(p.created_at)
             .bind(p.updated_at);
         self.db.execute(stmt).await?;
@@ -282,6 +288,7 @@ mod tests {
             },
             max_containers: Some(3),
             warm_containers: 2,
+            node_selector: [("zone".to_string(), "b".to_string())].into(),
             created_at: 1,
             updated_at: 1,
         }

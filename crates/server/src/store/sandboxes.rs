@@ -202,7 +202,7 @@ impl Store {
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> String {
+pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
@@ -263,7 +263,7 @@ pub(super) fn json_column<T: serde::de::DeserializeOwned>(
 }
 
 /// Reads a nullable JSON-encoded text column.
-fn optional_json_column<T: serde::de::DeserializeOwned>(
+pub(super) fn optional_json_column<T: serde::de::DeserializeOwned>(
     row: &DbRow,
     id: &str,
     col: &str,

@@ -531,7 +531,9 @@ def test_pool_bodies_are_pool_requests(doc: dict[str, Any]) -> None:
         max_containers=4,
         warm_containers=2,
         network=models.NetworkPolicy(allow_internet_access=False, allow_out=["10.0.0.1"], deny_out=[]),
+        node_selector={"zone": "b"},
     )
+    assert full["node_selector"] == {"zone": "b"}
     assert not value_problems(doc, "pool", full, pool)
     defaults = _pools.pool_body(
         image=None,

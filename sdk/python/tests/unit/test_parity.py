@@ -236,6 +236,7 @@ def test_the_documented_surface_is_present() -> None:
         ("max_containers", None),
         ("warm_containers", None),
         ("network", None),
+        ("node_selector", None),
     ]
     create_pool = inspect.signature(SandboxClient.create_pool).parameters
     assert [(n, create_pool[n].default) for n in create_pool][1:] == pool_parameters

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -184,6 +185,78 @@ def test_update_pool_puts_the_whole_configuration(server: FakeServer, client: Sa
     }
 
 
+def test_create_and_update_pool_send_a_node_selector_only_when_given(
+    server: FakeServer, client: SandboxClient
+) -> None:
+    server.on("POST", POOLS, jsonr(200, {"pool_id": "pool-1", "namespace": "default"}))
+    server.on("GET", POOL, jsonr(200, pool_json([], node_selector={"gpu": "a100"})))
+    server.on("PUT", POOL, jsonr(200, pool_json(node_selector={"zone": "b"})))
+    pool = client.create_pool(node_selector={"gpu": "a100", "zone": ""})
+    assert pool.node_selector == {"gpu": "a100"}
+    assert body_of(server.calls("POST", POOLS)[0]) == {
+        "resources": {"cpus": 1.0, "memory_mb": 1024},
+        "timeout_secs": 0,
+        "node_selector": {"gpu": "a100", "zone": ""},
+    }
+    # Any mapping is copied; None and {} leave it out (the official SDK's body).
+    client.create_pool(node_selector=MappingProxyType({"gpu": "a100"}))  # type: ignore[arg-type]
+    client.create_pool(node_selector={})
+    client.create_pool(node_selector=None)
+    assert [body_of(post).get("node_selector") for post in server.calls("POST", POOLS)[1:]] == [
+        {"gpu": "a100"},
+        None,
+        None,
+    ]
+    # An update replaces the whole configuration: the selector is sent when given, else left out.
+    assert client.update_pool("pool-1", node_selector={"zone": "b"}).node_selector == {"zone": "b"}
+    client.update_pool("pool-1", memory_mb=2048)
+    first, second = server.calls("PUT", POOL)
+    assert body_of(first) == {
+        "resources": {"cpus": 1.0, "memory_mb": 1024},
+        "timeout_secs": 0,
+        "node_selector": {"zone": "b"},
+    }
+    assert "node_selector" not in body_of(second)
+    sixteen = {f"k{i}": "v" for i in range(16)}
+    client.update_pool("pool-1", node_selector=sixteen)
+    assert body_of(server.calls("PUT", POOL)[2])["node_selector"] == sixteen
+
+
+@pytest.mark.parametrize("call", ["create_pool", "update_pool"])
+@pytest.mark.parametrize(
+    "selector",
+    [
+        {"zone": 1},
+        {"zone": None},
+        {"": "b"},
+        {1: "b"},
+        [("zone", "b")],
+        "zone=b",
+        {f"k{i}": "v" for i in range(17)},
+    ],
+)
+def test_a_bad_pool_node_selector_is_refused_before_sending(
+    server: FakeServer, client: SandboxClient, call: str, selector: object
+) -> None:
+    args = ("pool-1",) if call == "update_pool" else ()
+    with pytest.raises(ValueError, match="node_selector"):
+        getattr(client, call)(*args, node_selector=selector)
+    assert server.requests == []
+
+
+def test_pool_node_selector_is_read_back_empty_when_absent_or_null(server: FakeServer, client: SandboxClient) -> None:
+    assert SandboxPoolInfo.model_validate(pool_json(node_selector={"zone": "b", "gpu": "a100"})).node_selector == {
+        "zone": "b",
+        "gpu": "a100",
+    }
+    # Older servers leave it out; null reads as empty too.
+    assert SandboxPoolInfo.model_validate(pool_json()).node_selector == {}
+    assert SandboxPoolInfo.model_validate(pool_json(node_selector=None)).node_selector == {}
+    pools = [pool_json(node_selector={"zone": "b"}), pool_json(id="pool-2"), pool_json(id="pool-3", node_selector=None)]
+    server.on("GET", POOLS, jsonr(200, {"pools": pools}))
+    assert [p.node_selector for p in client.list_pools()] == [{"zone": "b"}, {}, {}]
+
+
 def test_delete_pool(server: FakeServer, client: SandboxClient) -> None:
     server.on("DELETE", POOL, httpx.Response(204))
     assert client.delete_pool("pool-1") is None
@@ -349,3 +422,22 @@ async def test_async_pools_and_claims(server: FakeServer, aclient: AsyncSandboxC
     await aclient.delete_pool("pool-1")
     assert len(server.calls("DELETE", SBX)) == 1
     assert (await aclient.claim("pool-1")).pool_id == "pool-1"
+
+
+async def test_async_pools_send_the_node_selector(server: FakeServer, aclient: AsyncSandboxClient) -> None:
+    server.on("POST", POOLS, jsonr(200, {"pool_id": "pool-1", "namespace": "default"}))
+    server.on("GET", POOL, jsonr(200, pool_json([], node_selector={"gpu": "a100"})))
+    server.on("PUT", POOL, jsonr(200, pool_json(node_selector={"zone": "b"})))
+    assert (await aclient.create_pool(node_selector={"gpu": "a100"})).node_selector == {"gpu": "a100"}
+    assert (await aclient.update_pool("pool-1", node_selector={"zone": "b"})).node_selector == {"zone": "b"}
+    await aclient.create_pool()
+    await aclient.update_pool("pool-1")
+    posts = [body_of(request).get("node_selector") for request in server.calls("POST", POOLS)]
+    puts = [body_of(request).get("node_selector") for request in server.calls("PUT", POOL)]
+    assert posts == [{"gpu": "a100"}, None] and puts == [{"zone": "b"}, None]
+    sent = len(server.requests)
+    with pytest.raises(ValueError, match="node_selector"):
+        await aclient.create_pool(node_selector={"zone": 1})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="node_selector"):
+        await aclient.update_pool("pool-1", node_selector={f"k{i}": "v" for i in range(17)})
+    assert len(server.requests) == sent

@@ -645,7 +645,9 @@ describe("request bodies, defaults and limits against docs/protocol/openapi.json
       maxContainers: 4,
       warmContainers: 2,
       network: { allowInternetAccess: false, allowOut: ["10.0.0.1"], denyOut: [] },
+      nodeSelector: { zone: "b" },
     });
+    assert.deepEqual(full.node_selector, { zone: "b" });
     assert.deepEqual(valueProblems(doc, "pool", full, ref("SandboxPoolRequest")), []);
     assert.deepEqual(valueProblems(doc, "pool", poolBody(), ref("SandboxPoolRequest")), []);
     const claim = claimBody({ name: "job-1", env: { A: "1" }, secretNames: ["K"], network: { denyOut: ["1.1.1.1"] } });

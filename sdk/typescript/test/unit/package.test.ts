@@ -145,6 +145,9 @@ export async function readmePools(): Promise<void> {
   }
   await client.updatePool(pool.poolId, { memoryMb: 2048, warmContainers: 2, maxContainers: 10 });
   await client.listPools();
+  const gpuPool = await client.createPool({ nodeSelector: { gpu: "a100" } });
+  const selector: Record<string, string> = gpuPool.nodeSelector;
+  await client.updatePool(gpuPool.poolId, { nodeSelector: selector });
   try {
     await client.deletePool(pool.poolId);
   } catch (error) {

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { after, afterEach, before, describe, it } from "node:test";
 
 import { claimBody, poolBody } from "../../src/client.js";
+import { sandboxPoolInfoFromWire } from "../../src/models.js";
 import {
   ImageNotFoundError,
   PoolAtCapacityError,
@@ -88,6 +89,42 @@ describe("pool and claim bodies", () => {
     assert.throws(() => poolBody({ network: { allowInternetAccess: "no" as never } }), TypeError);
   });
 
+  it("sends a node selector as node_selector, only when it has pairs", () => {
+    assert.deepEqual(poolBody({ nodeSelector: { gpu: "a100", zone: "" } }), {
+      resources: { cpus: 1, memory_mb: 1024 },
+      timeout_secs: 0,
+      node_selector: { gpu: "a100", zone: "" },
+    });
+    assert.equal("node_selector" in poolBody({ nodeSelector: {} }), false);
+    assert.equal("node_selector" in poolBody({ nodeSelector: undefined }), false);
+    assert.equal("node_selector" in poolBody(), false);
+    const selector = { zone: "b" };
+    const body = poolBody({ nodeSelector: selector });
+    assert.notEqual(body.node_selector, selector, "a copy, not the caller's object");
+    const sixteen = Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`k${i}`, "v"]));
+    assert.deepEqual(poolBody({ nodeSelector: sixteen }).node_selector, sixteen);
+  });
+
+  it("rejects a bad node selector as create does", () => {
+    const bad: [unknown, typeof TypeError | typeof RangeError][] = [
+      [{ zone: 1 }, TypeError],
+      [{ zone: null }, TypeError],
+      [{ "": "b" }, TypeError],
+      [[["zone", "b"]], TypeError],
+      ["zone=b", TypeError],
+      [null, TypeError],
+      [new Map([["zone", "b"]]), TypeError],
+      [Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"])), RangeError],
+    ];
+    for (const [selector, kind] of bad) {
+      assert.throws(
+        () => poolBody({ nodeSelector: selector as Record<string, string> }),
+        (error: unknown) => error instanceof kind && /nodeSelector/.test(String(error)),
+        JSON.stringify(selector),
+      );
+    }
+  });
+
   it("claims send only what is given", () => {
     assert.deepEqual(claimBody(), {});
     assert.deepEqual(claimBody({ env: {}, secretNames: [], fileSystems: [] }), {});
@@ -161,6 +198,39 @@ describe("SandboxClient pools against a fake server", () => {
     await client.deletePool("pool-1");
     assert.equal(fake.requests[3]!.method, "DELETE");
     assert.equal(fake.requests[3]!.path, POOL);
+  });
+
+  it("sends the node selector from createPool and updatePool (left out when absent), and reads it back", async () => {
+    handler = (req) => {
+      if (req.method === "POST") return { json: { pool_id: "pool-1", namespace: "default" } };
+      if (req.method === "PUT") return { json: poolJson({ node_selector: { zone: "b" } }) };
+      return { json: poolJson({ containers: [], node_selector: { gpu: "a100" } }) };
+    };
+    assert.deepEqual((await client.createPool({ nodeSelector: { gpu: "a100" } })).nodeSelector, { gpu: "a100" });
+    await client.createPool();
+    assert.deepEqual((await client.updatePool("pool-1", { nodeSelector: { zone: "b" } })).nodeSelector, { zone: "b" });
+    await client.updatePool("pool-1", { memoryMb: 2048 });
+    const sent = (method: string) =>
+      fake.requests.filter((req) => req.method === method).map((req) => (bodyOf(req) as Record<string, unknown>).node_selector);
+    assert.deepEqual(sent("POST"), [{ gpu: "a100" }, undefined]);
+    assert.deepEqual(sent("PUT"), [{ zone: "b" }, undefined]);
+    const count = fake.requests.length;
+    await assert.rejects(client.createPool({ nodeSelector: { zone: 1 } as unknown as Record<string, string> }), TypeError);
+    const seventeen = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"]));
+    await assert.rejects(client.updatePool("pool-1", { nodeSelector: seventeen }), RangeError);
+    assert.equal(fake.requests.length, count, "nothing is sent");
+  });
+
+  it("reads a pool's node_selector as nodeSelector, {} when absent or null", async () => {
+    assert.deepEqual(sandboxPoolInfoFromWire(poolJson({ node_selector: { zone: "b", gpu: "a100" } })).nodeSelector, {
+      zone: "b",
+      gpu: "a100",
+    });
+    assert.deepEqual(sandboxPoolInfoFromWire(poolJson()).nodeSelector, {});
+    assert.deepEqual(sandboxPoolInfoFromWire(poolJson({ node_selector: null })).nodeSelector, {});
+    assert.deepEqual(sandboxPoolInfoFromWire(poolJson({ node_selector: { zone: "b", bad: 1 } })).nodeSelector, { zone: "b" });
+    handler = () => ({ json: { pools: [poolJson({ node_selector: { zone: "b" } }), poolJson({ id: "pool-2" }), poolJson({ id: "pool-3", node_selector: null })] } });
+    assert.deepEqual((await client.listPools()).map((p) => p.nodeSelector), [{ zone: "b" }, {}, {}]);
   });
 
   it("maps a 404 on pool calls to PoolNotFoundError, and one naming an image to ImageNotFoundError", async () => {

@@ -439,6 +439,7 @@ class AsyncSandboxClient:
         max_containers: int | None = None,
         warm_containers: int | None = None,
         network: NetworkPolicy | Mapping[str, Any] | None = None,
+        node_selector: dict[str, str] | None = None,
     ) -> SandboxPoolInfo:
         """Create a warm pool and return it (read back, with its ``containers``).
 
@@ -448,7 +449,9 @@ class AsyncSandboxClient:
         host's). Idle sandboxes are invisible to :meth:`list`; :meth:`claim` hands one out.
         ``timeout_secs`` is a claimed sandbox's lifetime counted from its claim (0: none);
         ``network`` the outbound policy of its sandboxes (a :class:`NetworkPolicy` or a mapping
-        of its fields; ``None``: open). Raises :class:`ValueError` on bad arguments,
+        of its fields; ``None``: open). ``node_selector`` (an Alcove extension, as :meth:`create`
+        takes it) starts its sandboxes only on nodes whose labels include every pair (``None`` or
+        empty: any node). Raises :class:`ValueError` on bad arguments,
         :class:`ImageNotFoundError` when the server has no such image and
         :class:`RemoteAPIError` (400 ``INVALID_ARGUMENT``) when it refuses the configuration.
         """
@@ -462,6 +465,7 @@ class AsyncSandboxClient:
             max_containers=max_containers,
             warm_containers=warm_containers,
             network=network,
+            node_selector=node_selector,
         )
         return await self._drive(proto.op_create_pool(self._config, body))
 
@@ -486,10 +490,13 @@ class AsyncSandboxClient:
         max_containers: int | None = None,
         warm_containers: int | None = None,
         network: NetworkPolicy | Mapping[str, Any] | None = None,
+        node_selector: dict[str, str] | None = None,
     ) -> SandboxPoolInfo:
         """Replace a pool's configuration (the server's ``PUT``): every argument means what it
         means to :meth:`create_pool`, and one left out takes its default, not the pool's current
         value, except ``network``, which ``None`` keeps (pass ``NetworkPolicy()`` to open it).
+        ``node_selector`` left out is no selector (any node), not the pool's: pass
+        ``pool.node_selector`` to keep it.
 
         Idle sandboxes made from the old configuration are ended and replaced in the background;
         claimed ones are not touched. Returns the pool as changed (without ``containers``).
@@ -506,6 +513,7 @@ class AsyncSandboxClient:
             max_containers=max_containers,
             warm_containers=warm_containers,
             network=network,
+            node_selector=node_selector,
         )
         return await self._drive(proto.op_update_pool(self._config, pool_id, body))
 

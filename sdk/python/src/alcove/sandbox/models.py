@@ -486,6 +486,9 @@ class SandboxPoolInfo(_WireModel):
     containers: list[PoolContainerInfo] | None = None
     created_at: Timestamp = None
     updated_at: Timestamp = None
+    # Alcove: the labels its sandboxes' nodes must have (``node_selector`` of its create or
+    # update); empty: any node.
+    node_selector: Annotated[dict[str, str], BeforeValidator(_none_as_empty_dict)] = Field(default_factory=dict)
 
 
 class SandboxMetrics(_WireModel):

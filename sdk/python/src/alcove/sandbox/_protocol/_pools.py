@@ -21,6 +21,7 @@ from ._lifecycle import (
     _create_answer,
     _create_headers,
     _failure,
+    _node_selector,
     _wait_running,
 )
 from ._routing import _lifecycle, pools_url
@@ -78,10 +79,14 @@ def pool_body(
     max_containers: int | None,
     warm_containers: int | None,
     network: NetworkArg | None,
+    node_selector: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST`` and ``PUT {B}/sandbox-pools[/{pool}]``, after client-side checks.
 
     ``network`` ``None`` is left out (on create: the open policy; on update: the current one).
+    ``node_selector`` (an Alcove extension, sent only when it has pairs, checked as
+    :func:`create_body` checks it) limits the pool's sandboxes to nodes whose labels include every
+    pair; left out, any node (on update too: the ``PUT`` replaces it).
     """
     if not _is_number(cpus) or cpus <= 0:
         raise ValueError(f"cpus must be a positive number, got {cpus!r}")
@@ -102,6 +107,7 @@ def pool_body(
     if max_containers is not None and (warm_containers or 1) > max_containers:
         raise ValueError(f"warm_containers ({warm_containers or 1}) must not exceed max_containers ({max_containers})")
     command = _str_list(entrypoint, "entrypoint") if entrypoint is not None else []
+    selector = _node_selector(node_selector) if node_selector is not None else {}
 
     resources: dict[str, Any] = {"cpus": float(cpus), "memory_mb": memory_mb}
     if disk_mb is not None:
@@ -117,6 +123,8 @@ def pool_body(
         body["warm_containers"] = warm_containers
     if network is not None:
         body["network"] = network_body(network)
+    if selector:
+        body["node_selector"] = selector
     return body
 
 
