@@ -19,6 +19,7 @@ def server():
     leaked = srv.live_sandboxes()
     srv.stop()
     assert not leaked, f"sandboxes still running at module end: {leaked}"
+    assert not srv.killed_at_stop, f"the server did not stop within its grace: {srv.log_tail()}"
     res = owned_resources(srv.data_dir)
     assert res.is_empty(), f"host resources left behind: {res}"
     assert not firewall_table_exists(srv.data_dir), "firewall table left after shutdown"

@@ -73,7 +73,8 @@ def owned_resources(data_dir: Path) -> HostResources:
 
 def firewall_tables(data_dir: Path) -> list[str]:
     """The firewall (nftables) tables of the server using `data_dir`. Not part of
-    `owned_resources` yet: some servers stopped after a restart still leave theirs (a known leak)."""
+    `owned_resources`: a running server holds its table even with no sandbox; a stopped one
+    must have removed it (`retire` checks)."""
     tag = instance_tag(data_dir)
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.split()
     return [t for t in tables if t == f"alcove_{tag}"]

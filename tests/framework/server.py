@@ -76,6 +76,8 @@ class AlcoveServer:
         # Its own image store (a node of a cluster on another machine), else the shared one.
         self.images_dir = Path(images_dir or IMAGES_DIR)
         self.proc: subprocess.Popen[bytes] | None = None
+        # Whether the last stop had to kill the server (it outlived its grace after SIGTERM).
+        self.killed_at_stop = False
         self.log_path = self.data_dir / "server.log"
 
     @property
@@ -120,11 +122,14 @@ class AlcoveServer:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         if self.proc is None:
             return
+        self.killed_at_stop = False
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                # Noted: a server that must be killed skips its orderly shutdown.
+                self.killed_at_stop = sig != signal.SIGKILL
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
@@ -154,7 +159,7 @@ def retire(srv: AlcoveServer) -> None:
     """Ends a test's server for good: deletes what still lives (starting it again if it was
     stopped), stops it, removes its data directory, and fails if it left host resources
     (mounts, cgroups, network namespaces, firewall tables, uid ranges) behind."""
-    from framework.host import owned_resources
+    from framework.host import firewall_tables, owned_resources
 
     if srv.proc is None:
         srv.start()
@@ -162,10 +167,13 @@ def retire(srv: AlcoveServer) -> None:
         srv.api("DELETE", f"/v1/namespaces/default/sandboxes/{sb['id']}")
     srv.stop()
     res = owned_resources(srv.data_dir)
+    tables = firewall_tables(srv.data_dir)
     import shutil
 
     shutil.rmtree(srv.data_dir, ignore_errors=True)
+    assert not srv.killed_at_stop, f"the server did not stop within its grace: {srv.log_tail()}"
     assert res.is_empty(), f"host resources left behind: {res}"
+    assert not tables, f"firewall table left behind: {tables}: {srv.log_tail()}"
 
 
 def refused_at_start(args: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from alcove.sandbox import SandboxClient
-from framework.host import owned_resources, wait_for
+from framework.host import firewall_tables, owned_resources, wait_for
 from framework.metrics import operations
 from framework.s3 import S3Server
 from framework.server import AlcoveServer, refused_at_start
@@ -43,8 +43,11 @@ def server(s3):
     log = srv.log_path.read_text(errors="replace")
     assert s3.secret_key not in log
     res = owned_resources(srv.data_dir)
+    tables = firewall_tables(srv.data_dir)
     shutil.rmtree(srv.data_dir, ignore_errors=True)
+    assert not srv.killed_at_stop, f"the server did not stop within its grace: {log[-4000:]}"
     assert res.is_empty(), f"host resources left behind: {res}"
+    assert not tables, f"firewall table left behind: {tables}: {log[-4000:]}"
 
 
 @pytest.fixture
