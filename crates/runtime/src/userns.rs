@@ -396,6 +396,7 @@ mod tests {
             let (ready_r, ready_w) = nix::unistd::pipe().expect("pipe");
             // SAFETY: the child only makes async-signal-safe system calls.
             match unsafe { fork() } {
+                // SAFETY: raw system calls on values owned by this child.
                 Ok(ForkResult::Child) => unsafe {
                     die_with_parent(parent);
                     libc::write(ready_w.as_raw_fd(), [1u8].as_ptr().cast(), 1);
