@@ -675,6 +675,10 @@ def test_a_pool_is_refilled_on_a_node_with_room_once_its_node_is_full(pg):
             containers(a), containers(b), a.log_tail(), b.log_tail())
 
 
+# How often a node applies the image deletions other nodes recorded (its compactor's period).
+IMAGE_SWEEP_SECS = 2
+
+
 def test_an_image_made_on_one_node_runs_on_another_through_the_blob_store(pg, tmp_path):
     from framework import image_fixtures as fx
     from framework.images_api import import_archive
@@ -726,6 +730,18 @@ def test_an_image_made_on_one_node_runs_on_another_through_the_blob_store(pg, tm
             assert a.api("DELETE", f"/images/{other}").status_code == 200
             assert wait_for(lambda: not s3.objects(f"img/images/{second_id}"), 20)
             assert b.api("GET", f"/images/{other}").status_code == 404
+
+            # Deleted through A, an image B fetched goes from B too, once no sandbox of B
+            # runs it: B's sweeps keep it while one does.
+            with via_b.create_and_connect(image=name) as keeper:
+                assert a.api("DELETE", f"/images/{name}").status_code == 200
+                assert a.api("GET", f"/images/{name}").status_code == 404
+                time.sleep(3 * IMAGE_SWEEP_SECS)
+                assert b.api("GET", f"/images/{name}").status_code == 200
+                assert keeper.run("/bin/busybox", ["echo", "kept"]).stdout.strip() == "kept"
+            assert wait_for(lambda: b.api("GET", f"/images/{name}").status_code == 404,
+                            10 * IMAGE_SWEEP_SECS), b.log_tail()
+            assert b.api("GET", "/images").json()["images"] == []
         finally:
             a.api("DELETE", f"/images/{name}")
             a.api("DELETE", f"/images/{other}")

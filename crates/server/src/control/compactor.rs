@@ -1,6 +1,7 @@
 //! Packs idle suspended sandboxes and snapshots into zstd archives (see
 //! `alcove_runtime::archive`) once they have sat unused for a while, and
-//! copies suspended sandboxes to the blob store (`blobs.rs`).
+//! copies suspended sandboxes to the blob store (`blobs.rs`); with a blob store,
+//! it also applies image deletions made through other nodes (`images.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub fn spawn_compactor(control: Arc<Control>, shutdown: Shutdown) -> tokio::task
             }
             control.compact_once().await;
             control.upload_suspended_once().await;
+            control.sweep_deleted_images().await;
         }
     })
 }

@@ -10,8 +10,10 @@
 //!   (each checked against its recorded digest), unpacks the layers as it
 //!   would a pull's and stores the image under its shared names.
 //! - **Deleting** an image through a node removes it (or the names deleted)
-//!   from what is shared; copies other nodes fetched stay on them until
-//!   deleted there.
+//!   from what is shared and records the deletion; every node then removes
+//!   its own copy (or those names) on its next sweep, once none of its
+//!   sandboxes or snapshots uses the image. Sharing the image again under
+//!   that id or name cancels the deletion; deletions are kept for a week.
 
 use std::collections::HashSet;
 
@@ -108,10 +110,15 @@ impl Context {
         Ok(true)
     }
 
-    /// Stops sharing what a delete removed: the images `deleted` (ids) and
-    /// the names `untagged`.
+    /// Stops sharing what a delete of image `id` removed: the images
+    /// `deleted` (ids) and its names `untagged`, and records the deletion so
+    /// that the nodes that fetched them remove theirs
+    /// ([`Control::sweep_deleted_images`]).
+    ///
+    /// [`Control::sweep_deleted_images`]: super::Control::sweep_deleted_images
     pub(super) async fn unshare(
         self: &std::sync::Arc<Self>,
+        id: &str,
         deleted: &[String],
         untagged: &[String],
     ) {
@@ -120,6 +127,18 @@ impl Context {
         }
         if let Err(e) = self.store.unshare_names(untagged).await {
             tracing::warn!(error = %e, "unsharing image names");
+        }
+        let deletions: Vec<(String, String)> = deleted
+            .iter()
+            .map(|d| (d.clone(), d.clone()))
+            .chain(untagged.iter().map(|n| (n.clone(), id.to_string())))
+            .collect();
+        if let Err(e) = self
+            .store
+            .record_image_deletions(&deletions, now_millis())
+            .await
+        {
+            tracing::warn!(image_id = %id, error = %e, "recording an image deletion for the other nodes");
         }
         for id in deleted {
             match self.store.unshare_image(id).await {

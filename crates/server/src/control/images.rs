@@ -13,6 +13,10 @@ use alcove_wire::image::{
 use super::ControlError;
 use super::services::Control;
 
+/// How long a deletion of a shared image is kept for the nodes that fetched
+/// it (a node away longer keeps its copy until it is deleted through it).
+pub const IMAGE_DELETIONS_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// The image id a pinned reference (`name@sha256:…`) names, if it is pinned.
 fn pinned_id(image: &str) -> Option<&str> {
     image
@@ -200,8 +204,84 @@ impl Control {
             })
         })
         .await?;
-        self.ctx.unshare(&answer.deleted, &answer.untagged).await;
+        self.ctx
+            .unshare(&record.id.to_string(), &answer.deleted, &answer.untagged)
+            .await;
         Ok(answer)
+    }
+
+    /// Applies the image deletions recorded through any node (with a blob
+    /// store): removes this node's copy of each deleted image, and each
+    /// removed name that still points where it pointed, unless a sandbox or
+    /// snapshot of this node uses the image (tried again on the next pass).
+    /// Forgets deletions older than [`IMAGE_DELETIONS_KEPT_MS`]. Built-in
+    /// images are never removed this way.
+    pub async fn sweep_deleted_images(&self) {
+        if self.ctx.cfg.blobs.is_none() {
+            return;
+        }
+        let now = alcove_wire::time::now_millis();
+        if let Err(e) = self
+            .ctx
+            .store
+            .purge_image_deletions(now - IMAGE_DELETIONS_KEPT_MS)
+            .await
+        {
+            tracing::debug!(error = %e, "purging old image deletions");
+        }
+        let deletions = match self.ctx.store.image_deletions().await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading image deletions");
+                return;
+            }
+        };
+        for (target, image_id) in deletions {
+            if let Err(e) = self.apply_deletion(&target, &image_id).await {
+                tracing::debug!(target = %target, error = %e, "applying an image deletion here");
+            }
+        }
+    }
+
+    /// Removes `target` (image `image_id` itself, or a name of it) from this
+    /// node's store, when it is here and unused.
+    async fn apply_deletion(&self, target: &str, image_id: &str) -> Result<(), ControlError> {
+        let Ok(id) = image_id.parse::<Digest>() else {
+            return Ok(());
+        };
+        let images = self.ctx.images.clone();
+        let Ok(record) = blocking(move || images.store().get(&id)).await else {
+            return Ok(()); // not on this node
+        };
+        if matches!(record.source, alcove_images::ImageSource::Builtin { .. }) {
+            return Ok(());
+        }
+        let whole = target == image_id;
+        if !whole && !record.names.iter().any(|n| n == target) {
+            return Ok(());
+        }
+        // The image goes with its last name: not while something here uses it.
+        if whole || record.names.len() <= 1 {
+            let users = self.image_users(&record.id).await?;
+            if !users.sandboxes.is_empty() || !users.snapshots.is_empty() {
+                return Ok(());
+            }
+        }
+        let images = self.ctx.images.clone();
+        let reference = target.to_string();
+        let removed = blocking(move || -> Result<_, ImageStoreError> {
+            let removed = images.store().remove(&reference, false)?;
+            images.store().collect_garbage(&images.held())?;
+            Ok(removed)
+        })
+        .await?;
+        tracing::info!(
+            image_id,
+            target,
+            removed = removed.len(),
+            "deleted through another node: removed here"
+        );
+        Ok(())
     }
 
     /// Pulls an image; credentials come from the request or from a secret of

@@ -41,6 +41,15 @@ fn test_images(dir: &std::path::Path) -> crate::images::Images {
 }
 
 pub(crate) async fn harness() -> Harness {
+    harness_with_blobs(None).await
+}
+
+/// A harness whose node has the blob store at `blobs` (a directory), if any.
+async fn harness_with_blobs(blobs: Option<&std::path::Path>) -> Harness {
+    let blobs = blobs.map(|dir| {
+        alcove_blobs::BlobStore::open(&format!("file://{}", dir.display()), &Default::default())
+            .expect("blob store")
+    });
     let dir = tempfile::tempdir().expect("tmp");
     let store = Store::open(&dir.path().join("alcove.db"))
         .await
@@ -59,7 +68,7 @@ pub(crate) async fn harness() -> Harness {
                 cpus: 4.0,
                 memory_mb: 16_384,
             },
-            blobs: None,
+            blobs,
         },
         AgentClient::new(),
         crate::secrets::SecretBox::load_or_create(&dir.path().join("secrets.key"))
@@ -269,6 +278,73 @@ async fn an_unknown_image_is_not_found_and_stores_nothing() {
         "{err:?}"
     );
     assert!(h.listed().await.is_empty());
+}
+
+#[tokio::test]
+async fn image_deletions_made_elsewhere_remove_this_nodes_copy_once_unused() {
+    use alcove_images::{ImageSource, RunConfig};
+    let blobs = tempfile::tempdir().expect("tmp");
+    let h = harness_with_blobs(Some(blobs.path())).await;
+    let store = h.control.images().store().clone();
+    let tree = tempfile::tempdir().expect("tmp");
+    std::fs::write(tree.path().join("app"), "x").expect("write");
+    let layer = store
+        .layer_from_dir(tree.path(), &Default::default())
+        .expect("layer");
+    let image = store
+        .commit_image(
+            vec![layer],
+            RunConfig::default(),
+            ImageSource::Build,
+            None,
+            &["my/app:1".to_string(), "my/app:2".to_string()],
+        )
+        .expect("commit");
+    let [first, second] = [image.names[0].clone(), image.names[1].clone()];
+    let id = image.id.to_string();
+    let db = h.control.store();
+    let sweep = || h.control.sweep_deleted_images();
+    // Recorded now: deletions older than a week are forgotten, not applied.
+    let now = alcove_wire::time::now_millis();
+
+    // A name removed through another node goes here; the image keeps its other name.
+    db.record_image_deletions(&[(first.clone(), id.clone())], now)
+        .await
+        .expect("record");
+    sweep().await;
+    assert_eq!(
+        store.get(&image.id).expect("kept").names,
+        std::slice::from_ref(&second)
+    );
+
+    // The image deleted through another node: kept while a sandbox here runs it.
+    let user = h
+        .create(serde_json::json!({"image": second}))
+        .await
+        .expect("create");
+    db.record_image_deletions(&[(id.clone(), id.clone())], now)
+        .await
+        .expect("record");
+    sweep().await;
+    assert!(
+        store.get(&image.id).is_ok(),
+        "removed under a running sandbox"
+    );
+    h.control
+        .sandboxes
+        .delete(None, user.id.as_str(), TerminationReason::Deleted)
+        .await
+        .expect("delete");
+    sweep().await;
+    assert!(store.get(&image.id).is_err(), "kept once unused");
+
+    // A built-in image is never removed this way.
+    let builtin = store.resolve("alcove/debian").expect("built-in");
+    db.record_image_deletions(&[(builtin.id.to_string(), builtin.id.to_string())], now)
+        .await
+        .expect("record");
+    sweep().await;
+    assert!(store.get(&builtin.id).is_ok());
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Images shared through the blob store: each one's record (as the image
-//! store writes it, JSON) by id, and the names that point at it.
+//! store writes it, JSON) by id, the names that point at it, and the images
+//! and names deleted (so that every node removes its fetched copy).
 
 use super::backend::query;
 use super::{Store, StoreError};
@@ -37,7 +38,59 @@ impl Store {
                 )
                 .await?;
         }
+        // Shared again: a deletion recorded earlier no longer holds for it.
+        for target in std::iter::once(id).chain(names.iter().map(String::as_str)) {
+            self.db
+                .execute(query("DELETE FROM image_deletions WHERE target = $1").bind(target))
+                .await?;
+        }
         Ok(())
+    }
+
+    /// Records that images and names were deleted at `now`, each as
+    /// `(target, image_id)`: an image as `(id, id)`, a name as `(name, id of
+    /// the image it pointed at)`. The nodes that fetched them remove theirs.
+    pub async fn record_image_deletions(
+        &self,
+        deletions: &[(String, String)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for (target, image_id) in deletions {
+            self.db
+                .execute(
+                    query(
+                        "INSERT INTO image_deletions (target, image_id, deleted_at) \
+                         VALUES ($1, $2, $3) ON CONFLICT (target) DO UPDATE SET \
+                         image_id = excluded.image_id, deleted_at = excluded.deleted_at",
+                    )
+                    .bind(target)
+                    .bind(image_id)
+                    .bind(now),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The recorded deletions, as `(target, image_id)`, oldest first.
+    pub async fn image_deletions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .db
+            .fetch_all(query(
+                "SELECT target, image_id FROM image_deletions ORDER BY deleted_at, target",
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.get("target")?, r.get("image_id")?)))
+            .collect()
+    }
+
+    /// Forgets the deletions recorded before `before`; how many.
+    pub async fn purge_image_deletions(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(self
+            .db
+            .execute(query("DELETE FROM image_deletions WHERE deleted_at < $1").bind(before))
+            .await?)
     }
 
     /// The record of shared image `id`, if it is shared.
@@ -115,5 +168,28 @@ mod tests {
         store.unshare_image("sha256:bb").await.expect("unshare");
         assert_eq!(store.shared_image("sha256:bb").await.expect("get"), None);
         assert_eq!(store.shared_image_named("localhost/app:latest").await.expect("name"), None);
+    });
+
+    store_test!(async fn image_deletions_are_recorded_until_shared_again_or_purged(db) {
+        let store = db.open().await;
+        // Epoch milliseconds, as the server writes them (they need 64 bits).
+        let t = alcove_wire::time::now_millis();
+        let gone = vec![
+            ("sha256:aa".to_string(), "sha256:aa".to_string()),
+            ("localhost/app:1".to_string(), "sha256:bb".to_string()),
+            ("localhost/app:2".to_string(), "sha256:bb".to_string()),
+        ];
+        store.record_image_deletions(&gone[..1], t + 10).await.expect("record");
+        store.record_image_deletions(&gone[1..], t + 20).await.expect("record");
+        assert_eq!(store.image_deletions().await.expect("list"), gone);
+        // Deleted again: recorded once, at its last time.
+        store.record_image_deletions(&gone[..1], t + 30).await.expect("record");
+        let order: Vec<String> = store.image_deletions().await.expect("list").into_iter().map(|d| d.0).collect();
+        assert_eq!(order, ["localhost/app:1", "localhost/app:2", "sha256:aa"]);
+        // Shared again under an id or a name: its deletion no longer holds.
+        store.put_shared_image("sha256:aa", "{}", &["localhost/app:2".to_string()], t + 40).await.expect("put");
+        assert_eq!(store.image_deletions().await.expect("list"), gone[1..2].to_vec());
+        assert_eq!(store.purge_image_deletions(t + 21).await.expect("purge"), 1);
+        assert_eq!(store.image_deletions().await.expect("list"), vec![]);
     });
 }
