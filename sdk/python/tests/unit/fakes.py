@@ -77,3 +77,15 @@ class FakeServer:
         return [
             r for r in self.requests if (method is None or r.method == method) and (path is None or r.url.path == path)
         ]
+
+
+# Node selectors every client-side check refuses (create's and pools' alike).
+BAD_NODE_SELECTORS: list[object] = [
+    {"zone": 1},
+    {"zone": None},
+    {"": "b"},
+    {1: "b"},
+    [("zone", "b")],
+    "zone=b",
+    {f"k{i}": "v" for i in range(17)},
+]

@@ -21,7 +21,7 @@ from alcove.sandbox import (
     SnapshotStatus,
     _protocol,
 )
-from fakes import FakeServer, info_json, jsonr
+from fakes import BAD_NODE_SELECTORS, FakeServer, info_json, jsonr
 
 BASE = "/v1/namespaces/default/sandboxes"
 SBX = f"{BASE}/sbx-1"
@@ -198,18 +198,7 @@ def test_create_body_carries_a_node_selector_only_when_it_has_pairs() -> None:
     assert create_body(node_selector=sixteen)["node_selector"] == sixteen
 
 
-@pytest.mark.parametrize(
-    "selector",
-    [
-        {"zone": 1},
-        {"zone": None},
-        {"": "b"},
-        {1: "b"},
-        [("zone", "b")],
-        "zone=b",
-        {f"k{i}": "v" for i in range(17)},
-    ],
-)
+@pytest.mark.parametrize("selector", BAD_NODE_SELECTORS)
 def test_create_rejects_a_bad_node_selector_before_sending(
     server: FakeServer, client: SandboxClient, selector: object
 ) -> None:

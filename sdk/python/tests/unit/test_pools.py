@@ -26,7 +26,7 @@ from alcove.sandbox import (
     SandboxPoolInfo,
     SandboxStatus,
 )
-from fakes import API, FakeServer, info_json, jsonr
+from fakes import API, BAD_NODE_SELECTORS, FakeServer, info_json, jsonr
 
 POOLS = "/v1/namespaces/default/sandbox-pools"
 POOL = f"{POOLS}/pool-1"
@@ -223,18 +223,7 @@ def test_create_and_update_pool_send_a_node_selector_only_when_given(
 
 
 @pytest.mark.parametrize("call", ["create_pool", "update_pool"])
-@pytest.mark.parametrize(
-    "selector",
-    [
-        {"zone": 1},
-        {"zone": None},
-        {"": "b"},
-        {1: "b"},
-        [("zone", "b")],
-        "zone=b",
-        {f"k{i}": "v" for i in range(17)},
-    ],
-)
+@pytest.mark.parametrize("selector", BAD_NODE_SELECTORS)
 def test_a_bad_pool_node_selector_is_refused_before_sending(
     server: FakeServer, client: SandboxClient, call: str, selector: object
 ) -> None:

@@ -116,3 +116,15 @@ export function instantSleeps(): () => void {
     clock.sleep = original;
   };
 }
+
+/** Node selectors every client-side check refuses (create's and pools' alike), with the error each throws. */
+export const BAD_NODE_SELECTORS: [unknown, typeof TypeError | typeof RangeError][] = [
+  [{ zone: 1 }, TypeError],
+  [{ zone: null }, TypeError],
+  [{ "": "b" }, TypeError],
+  [[["zone", "b"]], TypeError],
+  ["zone=b", TypeError],
+  [null, TypeError],
+  [new Map([["zone", "b"]]), TypeError],
+  [Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"])), RangeError],
+];
