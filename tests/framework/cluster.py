@@ -50,6 +50,21 @@ def suspend_into_blob_store(client, srv: AlcoveServer, ident: str) -> None:
     assert wait_for(lambda: operations(srv, "blob_upload") > before, 60), srv.log_tail()
 
 
+def resume_when_moved(srv: AlcoveServer, ident: str) -> dict:
+    """Resumes `ident` through `srv`, asking again while its stopped node may still be
+    finishing (503 NODE_OFFLINE for a third of a lease after the stop); the last answer's
+    JSON, with its `status_code`."""
+    answer: dict = {}
+
+    def asked() -> bool:
+        resp = srv.api("POST", f"/v1/namespaces/default/sandboxes/{ident}/resume")
+        answer.update(resp.json(), status_code=resp.status_code)
+        return resp.status_code != 503
+
+    assert wait_for(asked, 30), answer
+    return answer
+
+
 def still_counting(sandbox) -> bool:
     """Whether the sandbox's COUNTER goes on (its process survived)."""
     first = int(sandbox.read_file("/root/n"))

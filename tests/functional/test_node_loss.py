@@ -34,6 +34,7 @@ from framework.cluster import (
     container_status,
     node_info,
     nodes_on,
+    resume_when_moved,
     runc,
     sandbox,
     still_counting,
@@ -117,20 +118,6 @@ def test_a_killed_node_is_declared_lost_and_its_suspended_sandbox_resumes_elsewh
         # Through B, the moved sandbox is served by A.
         assert via_b.connect("movable").run("cat", ["/root/notes.txt"]).stdout == "moved with its node gone"
         via_a.delete("movable")
-
-
-def resume_when_moved(srv: AlcoveServer, ident: str) -> dict:
-    """Resumes `ident` through `srv`, asking again while its stopped node may still be
-    finishing (503 NODE_OFFLINE for a third of a lease after the stop)."""
-    answer: dict = {}
-
-    def asked() -> bool:
-        resp = srv.api("POST", f"/v1/namespaces/default/sandboxes/{ident}/resume")
-        answer.update(resp.json(), status_code=resp.status_code)
-        return resp.status_code != 503
-
-    assert wait_for(asked, 30), answer
-    return answer
 
 
 def test_a_suspended_sandbox_of_a_stopped_node_resumes_through_another_with_its_memory(pg, s3):
