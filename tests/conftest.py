@@ -1,5 +1,6 @@
-"""Fixtures of the end-to-end suite: a real server per module, and a check after
-every test that the test left no sandbox and nothing on the host behind."""
+"""Fixtures of the end-to-end suite: a real server per module, a check after every test
+that the test left no sandbox and nothing on the host behind, and one at the end of the
+session that no server of the suite left a process or a host resource behind."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 import pytest
 
 from framework.host import firewall_table_exists, owned_resources
-from framework.server import AlcoveServer
+from framework.server import AlcoveServer, leftovers
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +62,17 @@ def sandbox(client):
     """A fresh default sandbox, deleted after the test (modules may override it)."""
     with client.create_and_connect() as sb:
         yield sb
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fails the session when a server of the suite left anything behind once every test
+    and fixture is done: a running process (an orphaned helper holding its port, say), a
+    network namespace, a cgroup, a mount, a uid range or a firewall table."""
+    left = leftovers()
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = ["servers of this session left behind:", *(f"  {item}" for item in left)]
+    if reporter is not None:
+        reporter.write_line("\n".join(lines), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -39,6 +39,47 @@ def unique_subnet() -> str:
             return subnet
 
 
+# Every server this test process made, for the session's last check (`leftovers`).
+_INSTANCES: list[AlcoveServer] = []
+
+
+def leftovers() -> list[str]:
+    """What the servers of this test process left on the host once all are done: servers
+    still running, any process still using one's data directory (an orphaned helper, say),
+    and host-wide resources named after one (network namespaces, veths, cgroups, mounts, uid
+    ranges, firewall tables). Each entry says what and whose."""
+    from framework.host import firewall_tables, owned_resources
+
+    found: list[str] = []
+    dirs = {str(srv.data_dir) for srv in _INSTANCES}
+    for srv in _INSTANCES:
+        if srv.proc is not None and srv.proc.poll() is None:
+            found.append(f"server on {srv.data_dir} still running (pid {srv.proc.pid})")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        for i, arg in enumerate(args[:-1]):
+            if arg == "--data-dir" and args[i + 1] in dirs and not any(
+                srv.proc is not None and srv.proc.pid == int(pid) for srv in _INSTANCES
+            ):
+                found.append(f"process {pid} ({' '.join(args[:3])}) of {args[i + 1]}")
+    for data_dir in sorted(dirs):
+        res = owned_resources(Path(data_dir))
+        host_wide = {
+            "netns": res.netns,
+            "veths": res.veths,
+            "cgroups": res.cgroups,
+            "mounts": res.mounts,
+            "uid ranges": res.uid_ranges,
+            "firewall tables": firewall_tables(Path(data_dir)),
+        }
+        found += [f"{kind} of {data_dir}: {names}" for kind, names in host_wide.items() if names]
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,6 +119,7 @@ class AlcoveServer:
         self.proc: subprocess.Popen[bytes] | None = None
         # Whether the last stop had to kill the server (it outlived its grace after SIGTERM).
         self.killed_at_stop = False
+        _INSTANCES.append(self)
         self.log_path = self.data_dir / "server.log"
 
     @property
