@@ -280,26 +280,36 @@ async fn an_unknown_image_is_not_found_and_stores_nothing() {
     assert!(h.listed().await.is_empty());
 }
 
-#[tokio::test]
-async fn image_deletions_made_elsewhere_remove_this_nodes_copy_once_unused() {
-    use alcove_images::{ImageSource, RunConfig};
-    let blobs = tempfile::tempdir().expect("tmp");
-    let h = harness_with_blobs(Some(blobs.path())).await;
-    let store = h.control.images().store().clone();
+/// A built image of one layer holding file `file`, committed under `names`.
+fn commit_test_image(
+    store: &alcove_images::ImageStore,
+    file: &str,
+    config: alcove_images::RunConfig,
+    names: &[&str],
+) -> alcove_images::ImageRecord {
     let tree = tempfile::tempdir().expect("tmp");
-    std::fs::write(tree.path().join("app"), "x").expect("write");
+    std::fs::write(tree.path().join(file), file).expect("write");
     let layer = store
         .layer_from_dir(tree.path(), &Default::default())
         .expect("layer");
-    let image = store
+    let names: Vec<String> = names.iter().map(ToString::to_string).collect();
+    store
         .commit_image(
             vec![layer],
-            RunConfig::default(),
-            ImageSource::Build,
+            config,
+            alcove_images::ImageSource::Build,
             None,
-            &["my/app:1".to_string(), "my/app:2".to_string()],
+            &names,
         )
-        .expect("commit");
+        .expect("commit")
+}
+
+#[tokio::test]
+async fn image_deletions_made_elsewhere_remove_this_nodes_copy_once_unused() {
+    let blobs = tempfile::tempdir().expect("tmp");
+    let h = harness_with_blobs(Some(blobs.path())).await;
+    let store = h.control.images().store().clone();
+    let image = commit_test_image(&store, "app", Default::default(), &["my/app:1", "my/app:2"]);
     let [first, second] = [image.names[0].clone(), image.names[1].clone()];
     let id = image.id.to_string();
     let db = h.control.store();
@@ -349,28 +359,15 @@ async fn image_deletions_made_elsewhere_remove_this_nodes_copy_once_unused() {
 
 #[tokio::test]
 async fn sandboxes_pin_their_image_and_keep_it_from_deletion() {
-    use alcove_images::{ImageSource, RunConfig};
     let h = harness().await;
     let store = h.control.images().store().clone();
-    let tree = tempfile::tempdir().expect("tmp");
-    std::fs::write(tree.path().join("app"), "x").expect("write");
-    let layer = store
-        .layer_from_dir(tree.path(), &Default::default())
-        .expect("layer");
     // No Entrypoint: the fake node has no agent to start one.
-    let image = store
-        .commit_image(
-            vec![layer],
-            RunConfig {
-                exposed_ports: vec![8080],
-                env: vec!["A=b".into()],
-                ..Default::default()
-            },
-            ImageSource::Build,
-            None,
-            &["my/app:1".to_string()],
-        )
-        .expect("commit");
+    let config = alcove_images::RunConfig {
+        exposed_ports: vec![8080],
+        env: vec!["A=b".into()],
+        ..Default::default()
+    };
+    let image = commit_test_image(&store, "app", config, &["my/app:1"]);
     let record = h
         .create(serde_json::json!({"image": "my/app:1", "name": "pinned"}))
         .await
@@ -387,22 +384,7 @@ async fn sandboxes_pin_their_image_and_keep_it_from_deletion() {
     );
     assert!(record.exposed_ports.contains(&8080), "the image's ports");
     // The name moves to another image: the sandbox keeps its own.
-    let other_layer = {
-        let t = tempfile::tempdir().expect("tmp");
-        std::fs::write(t.path().join("other"), "y").expect("write");
-        store
-            .layer_from_dir(t.path(), &Default::default())
-            .expect("layer")
-    };
-    store
-        .commit_image(
-            vec![other_layer],
-            RunConfig::default(),
-            ImageSource::Build,
-            None,
-            &["my/app:1".to_string()],
-        )
-        .expect("retag");
+    commit_test_image(&store, "other", Default::default(), &["my/app:1"]);
     let users = h.control.image_users(&image.id).await.expect("users");
     assert_eq!(users.sandboxes, [record.id.to_string()]);
     let err = h
