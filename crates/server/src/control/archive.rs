@@ -147,7 +147,8 @@ pub fn purge_interval(ttl: Duration) -> Duration {
     (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
-/// Runs the archive's purge every [`purge_interval`] until shutdown.
+/// Runs the archive's purge, and that of old image deletions, every
+/// [`purge_interval`] until shutdown.
 pub fn spawn_archive_purger(
     control: Arc<Control>,
     shutdown: Shutdown,
@@ -160,7 +161,9 @@ pub fn spawn_archive_purger(
                 _ = tick.tick() => {}
                 _ = shutdown.wait() => return,
             }
-            control.archive.purge_once(now_millis()).await;
+            let now = now_millis();
+            control.archive.purge_once(now).await;
+            control.purge_image_deletions(now).await;
         }
     })
 }

@@ -214,20 +214,10 @@ impl Control {
     /// store): removes this node's copy of each deleted image, and each
     /// removed name that still points where it pointed, unless a sandbox or
     /// snapshot of this node uses the image (tried again on the next pass).
-    /// Forgets deletions older than [`IMAGE_DELETIONS_KEPT_MS`]. Built-in
-    /// images are never removed this way.
+    /// Built-in images are never removed this way.
     pub async fn sweep_deleted_images(&self) {
         if self.ctx.cfg.blobs.is_none() {
             return;
-        }
-        let now = alcove_wire::time::now_millis();
-        if let Err(e) = self
-            .ctx
-            .store
-            .purge_image_deletions(now - IMAGE_DELETIONS_KEPT_MS)
-            .await
-        {
-            tracing::debug!(error = %e, "purging old image deletions");
         }
         let deletions = match self.ctx.store.image_deletions().await {
             Ok(d) => d,
@@ -240,6 +230,23 @@ impl Control {
             if let Err(e) = self.apply_deletion(&target, &image_id).await {
                 tracing::debug!(target = %target, error = %e, "applying an image deletion here");
             }
+        }
+    }
+
+    /// Forgets the image deletions recorded before `now` less
+    /// [`IMAGE_DELETIONS_KEPT_MS`] (with the archive's purge, not on every
+    /// sweep: it writes to the store).
+    pub async fn purge_image_deletions(&self, now: i64) {
+        if self.ctx.cfg.blobs.is_none() {
+            return;
+        }
+        if let Err(e) = self
+            .ctx
+            .store
+            .purge_image_deletions(now - IMAGE_DELETIONS_KEPT_MS)
+            .await
+        {
+            tracing::warn!(error = %e, "purging old image deletions");
         }
     }
 

@@ -606,15 +606,12 @@ impl Pools {
     /// pool on its next pass.
     async fn leave_unmatched(&self, pool: &PoolRecord, node: Option<&str>) {
         if let Some(node) = node {
-            match self.ctx.store.release_refill_turn(&pool.id, node).await {
-                Ok(true) => {
-                    tracing::info!(pool_id = %pool.id, "this node's labels do not match the pool's node_selector: its turn is left to a matching node");
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(pool_id = %pool.id, error = %e, "leaving a pool's refill turn");
-                }
-            }
+            self.release_turn(
+                pool,
+                node,
+                "this node's labels do not match the pool's node_selector: its turn is left to a matching node",
+            )
+            .await;
         }
         let members = match self.ctx.store.pool_members(&pool.id).await {
             Ok(members) => members,
@@ -655,16 +652,25 @@ impl Pools {
         if holds_warm {
             return true;
         }
+        self.release_turn(
+            pool,
+            node,
+            "no room here for the pool: its turn is left to a node with room",
+        )
+        .await;
+        false
+    }
+
+    /// Gives up `node`'s turn at refilling `pool`, if it holds it, logging
+    /// `why` when it did.
+    async fn release_turn(&self, pool: &PoolRecord, node: &str, why: &str) {
         match self.ctx.store.release_refill_turn(&pool.id, node).await {
-            Ok(true) => {
-                tracing::info!(pool_id = %pool.id, "no room here for the pool: its turn is left to a node with room");
-            }
+            Ok(true) => tracing::info!(pool_id = %pool.id, "{why}"),
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(pool_id = %pool.id, error = %e, "leaving a pool's refill turn")
             }
         }
-        false
     }
 
     /// Turns a pool request into a pool record (a new one, or `old` changed),

@@ -314,7 +314,7 @@ async fn image_deletions_made_elsewhere_remove_this_nodes_copy_once_unused() {
     let id = image.id.to_string();
     let db = h.control.store();
     let sweep = || h.control.sweep_deleted_images();
-    // Recorded now: deletions older than a week are forgotten, not applied.
+    // Recorded now, as a delete records them.
     let now = alcove_wire::time::now_millis();
 
     // A name removed through another node goes here; the image keeps its other name.
