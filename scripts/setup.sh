@@ -42,8 +42,9 @@ usage() {
 CRIU_BUILD_DEPS=(libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev
     libprotobuf-c-dev libprotobuf-dev pkgconf protobuf-c-compiler protobuf-compiler uuid-dev
     python3-protobuf libaio-dev make gcc xz-utils patch)
+# openssl: the TLS tests (tests/framework/tls.py) make a private CA and node certificates with it.
 RUNTIME_PKGS=(runc iproute2 nftables debootstrap e2fsprogs util-linux zstd sqlite3 curl
-    ca-certificates git lxcfs)
+    ca-certificates git lxcfs openssl)
 PYTHON_PKGS=(python3 python3-venv)
 # Desktops: noVNC's files for the desktop page (`alcove serve --novnc-dir`); a display, a VNC
 # server and xdotool for the SDKs' desktop-client tests; Chromium to test the page headless.

@@ -82,6 +82,7 @@ def nodes_on(
     network: NodeNetwork | None = None,
     images_dirs: Sequence[Path | None] = (),
     node_args: Sequence[Sequence[str]] = (),
+    tls_cas: Sequence[Path | None] = (),
 ) -> Iterator[list[AlcoveServer]]:
     """Nodes `names` (in that order) on database `url`, each with its own data directory and
     subnet; with `meet`, once each has counted the others. Retired (last first) after.
@@ -89,13 +90,16 @@ def nodes_on(
     With `network`, node i runs in that network's namespace i and listens on its address
     (with an API key, as a server listening beyond loopback must). `images_dirs[i]`, when
     given and not `None`, is node i's own image store (else the one all tests share), and
-    `node_args[i]` node i's own arguments (its labels, say)."""
+    `node_args[i]` node i's own arguments (its labels, say). `tls_cas[i]`, when given and not
+    `None`, says node i serves HTTPS (its `node_args` name the certificate) checked against
+    that CA."""
     servers = [
         AlcoveServer(
             extra_args=["--database", url, "--node-name", name, "--node-lease-secs", str(lease_secs),
                         *extra_args, *(node_args[i] if i < len(node_args) else ())],
             extra_env=extra_env,
             images_dir=images_dirs[i] if i < len(images_dirs) else None,
+            tls_ca=tls_cas[i] if i < len(tls_cas) else None,
             **({} if network is None else {
                 "host": network.address(i),
                 "launcher": network.enter(i),

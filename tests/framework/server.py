@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -100,6 +101,7 @@ class AlcoveServer:
         host: str = "127.0.0.1",
         launcher: list[str] | None = None,
         images_dir: Path | None = None,
+        tls_ca: Path | None = None,
     ):
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="alcove-e2e-")).resolve()
         self.port = free_port()
@@ -116,6 +118,8 @@ class AlcoveServer:
         self.launcher = launcher or []
         # Its own image store (a node of a cluster on another machine), else the shared one.
         self.images_dir = Path(images_dir or IMAGES_DIR)
+        # Set when it serves HTTPS (--tls-cert): the CA its certificate is checked against.
+        self.tls_ca = tls_ca
         self.proc: subprocess.Popen[bytes] | None = None
         # Whether the last stop had to kill the server (it outlived its grace after SIGTERM).
         self.killed_at_stop = False
@@ -125,7 +129,11 @@ class AlcoveServer:
     @property
     def url(self) -> str:
         host = "localhost" if self.host == "127.0.0.1" else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls_ca else 'http'}://{host}:{self.port}"
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        """What httpx checks the server's certificate against."""
+        return ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else True
 
     def start(self, timeout: float = 30.0) -> None:
         argv = [
@@ -154,7 +162,7 @@ class AlcoveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"alcove serve exited early:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=self._verify()).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -190,7 +198,8 @@ class AlcoveServer:
         headers = kwargs.pop("headers", {})
         if self.api_keys:
             headers.setdefault("Authorization", f"Bearer {self.api_keys[0]}")
-        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=60, verify=self._verify(),
+                             **kwargs)
 
     def live_sandboxes(self) -> list[dict]:
         body = self.api("GET", "/v1/namespaces/default/sandboxes").json()

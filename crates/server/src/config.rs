@@ -283,6 +283,36 @@ pub struct Config {
     #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_PUBLIC_URL"))]
     pub public_url: Option<String>,
 
+    /// Serve HTTPS: the PEM certificate chain (leaf first) this server presents to
+    /// clients and to other nodes. Needs --tls-key.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            env = "ALCOVE_TLS_CERT",
+            value_name = "FILE",
+            requires = "tls_key"
+        )
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            env = "ALCOVE_TLS_KEY",
+            value_name = "FILE",
+            requires = "tls_cert"
+        )
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM certificates this server trusts, besides the system's, when it relays a
+    /// request to a node that advertises an https:// URL (a private cluster CA).
+    #[cfg_attr(feature = "cli", arg(long, env = "ALCOVE_TLS_CA", value_name = "FILE"))]
+    pub tls_ca: Option<PathBuf>,
+
     /// Domain of user-port URLs: `<port>-<sandbox id or name>.<domain>` reaches an
     /// exposed port (`*.localhost` resolves to loopback in browsers and curl).
     #[cfg_attr(
@@ -462,6 +492,26 @@ impl Config {
                 "--advertise-url {url:?} must start with http:// or https://"
             )));
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "--tls-cert and --tls-key go together: give both or neither".into(),
+            ));
+        }
+        if self.tls() {
+            for (flag, url) in [
+                ("--advertise-url", &self.advertise_url),
+                ("--public-url", &self.public_url),
+            ] {
+                if let Some(url) = url
+                    && url.starts_with("http://")
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "{flag} {url:?} is plain http://, but with --tls-cert this server \
+                         speaks only HTTPS: give an https:// URL"
+                    )));
+                }
+            }
+        }
         if self.database.is_some()
             && self.advertise_url.is_none()
             && self.listen.ip().is_unspecified()
@@ -611,9 +661,24 @@ impl Config {
         })
     }
 
+    /// Whether the listener serves HTTPS (`--tls-cert` and `--tls-key`).
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// The scheme of the URLs this server derives for itself.
+    fn scheme(&self) -> &'static str {
+        if self.tls() { "https" } else { "http" }
+    }
+
     /// `ingress_endpoint` given to clients: the ingress domain on the server's port.
     pub fn ingress_endpoint(&self, bound: SocketAddr) -> String {
-        format!("http://{}:{}", self.ingress_domain, bound.port())
+        format!(
+            "{}://{}:{}",
+            self.scheme(),
+            self.ingress_domain,
+            bound.port()
+        )
     }
 
     /// The URL other nodes reach this one at: `--advertise-url`, else the address
@@ -623,7 +688,7 @@ impl Config {
         match &self.advertise_url {
             Some(url) => url.trim_end_matches('/').to_string(),
             None if bound.ip().is_unspecified() => self.sandbox_url(bound),
-            None => format!("http://{bound}"),
+            None => format!("{}://{bound}", self.scheme()),
         }
     }
 
@@ -633,9 +698,9 @@ impl Config {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_string(),
             None if bound.ip().is_unspecified() || bound.ip().is_loopback() => {
-                format!("http://localhost:{}", bound.port())
+                format!("{}://localhost:{}", self.scheme(), bound.port())
             }
-            None => format!("http://{bound}"),
+            None => format!("{}://{bound}", self.scheme()),
         }
     }
 }

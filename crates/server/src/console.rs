@@ -280,6 +280,7 @@ mod tests {
         let state = AppState {
             control: std::sync::Arc::clone(&harness.control),
             agents: crate::control::AgentClient::new(),
+            nodes: crate::proxy::NodeLink::plain(),
             keys: std::sync::Arc::new(crate::auth::ApiKeys::new(vec!["k".into()])),
             ingress_domain: std::sync::Arc::from("sandbox.localhost"),
             desktop_tokens: std::sync::Arc::new(crate::desktop::DesktopTokens::random()),

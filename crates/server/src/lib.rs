@@ -20,6 +20,7 @@ pub mod secrets;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{ServeError, serve, shutdown_channel};

@@ -746,11 +746,19 @@ struct Shared {
     /// Connection tasks still running (for the shutdown drain).
     tasks: AtomicUsize,
     shutdown: Shutdown,
+    /// Set when the listener serves HTTPS.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Shared {
     fn refuse(self: &Arc<Self>, stream: TcpStream) {
         self.connections.note_refusal();
+        if self.tls.is_some() {
+            // A plain 503 means nothing to a client starting a TLS handshake, and
+            // answering it over TLS would spend a handshake on a connection
+            // refused for lack of room: it is closed.
+            return;
+        }
         let refusing = &self.connections.refusing;
         if refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
             refusing.fetch_sub(1, Ordering::AcqRel);
@@ -775,12 +783,14 @@ impl Drop for TaskGuard {
 }
 
 /// Serves `app` on `listener` under `limits` until `shutdown` fires, then lets
-/// requests in flight finish (for at most 10 s).
+/// requests in flight finish (for at most 10 s). With `tls`, every connection
+/// is HTTPS: the handshake is bounded like a request's headers.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
     shutdown: Shutdown,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     let shared = Arc::new(Shared {
         app,
@@ -792,12 +802,14 @@ pub async fn serve(
         }),
         tasks: AtomicUsize::new(0),
         shutdown: shutdown.clone(),
+        tls,
     });
     tracing::info!(
         max_connections = limits.max_connections,
         max_requests_per_client = limits.max_requests_per_client,
         header_read_timeout_secs = limits.header_read_timeout.as_secs(),
         idle_timeout_secs = limits.idle_timeout.as_secs(),
+        tls = shared.tls.is_some(),
         "http limits"
     );
     loop {
@@ -874,6 +886,33 @@ async fn serve_http(stream: TcpStream, peer: SocketAddr, conn: Admitted, shared:
         state: Arc::clone(&state),
         _permit: permit,
     };
+    let Some(acceptor) = shared.tls.clone().map(tokio_rustls::TlsAcceptor::from) else {
+        return drive_http(io, peer, state, shared).await;
+    };
+    // The first byte moved the connection to its header phase: the watchdog
+    // bounds the handshake like headers, so a slow handshake cannot hold a slot.
+    let tls = tokio::select! {
+        accepted = acceptor.accept(io) => match accepted {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+        why = watchdog(&state, &shared.limits) => {
+            tracing::debug!(%peer, reason = why, "closing connection during the TLS handshake");
+            return;
+        }
+        () = shared.shutdown.wait() => return,
+    };
+    drive_http(tls, peer, state, shared).await;
+}
+
+/// Serves HTTP/1 (with upgrades) on one connection's stream, plain or TLS.
+async fn drive_http<I>(io: I, peer: SocketAddr, state: Arc<ConnState>, shared: Arc<Shared>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = {
         let state = Arc::clone(&state);
         let shared = Arc::clone(&shared);
@@ -1155,3 +1194,7 @@ mod tests {
         assert!(parsed.request_id.is_some());
     }
 }
+
+#[cfg(test)]
+#[path = "listener_tls_tests.rs"]
+mod tls_tests;

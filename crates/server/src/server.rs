@@ -33,6 +33,9 @@ pub enum ServeError {
     /// The secrets key could not be loaded or created.
     #[error("loading the secrets key: {0}")]
     Secrets(#[from] crate::secrets::SecretError),
+    /// The TLS certificate, key or trusted roots could not be loaded.
+    #[error("setting up TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The blob store could not be opened or reached.
     #[error("opening the blob store: {0}")]
     Blobs(#[from] alcove_blobs::BlobError),
@@ -96,6 +99,15 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     config.validate()?;
+    // Bad certificate files stop the start before anything is touched.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let nodes = crate::proxy::NodeLink::new(
+        crate::tls::client_config(config.tls_ca.as_deref())?,
+        tls.is_some(),
+    );
     let mut config = config;
     std::fs::create_dir_all(&config.data_dir)?;
     // runc resolves bind-mount sources against the bundle: every path must be absolute.
@@ -230,6 +242,7 @@ pub async fn serve(
     let app = build_router(AppState {
         control: Arc::clone(&control),
         agents,
+        nodes,
         keys: Arc::new(ApiKeys::new(config.api_keys.clone())),
         ingress_domain: Arc::from(config.ingress_domain.as_str()),
         desktop_tokens: Arc::new(crate::desktop::DesktopTokens::random()),
@@ -237,7 +250,7 @@ pub async fn serve(
     });
     tracing::info!(%bound, "alcove serving");
     let limits = config.http_limits(crate::listener::fd_soft_limit());
-    crate::listener::serve(listener, app, limits, shutdown.clone()).await?;
+    crate::listener::serve(listener, app, limits, shutdown.clone(), tls).await?;
     reaper.abort();
     compactor.abort();
     purger.abort();

@@ -45,6 +45,8 @@ pub struct AppState {
     pub control: Arc<Control>,
     /// Pooled client to sandbox agents.
     pub agents: AgentClient,
+    /// How requests are relayed to other nodes (plain or TLS).
+    pub nodes: crate::proxy::NodeLink,
     /// Accepted API keys (empty = auth off).
     pub keys: Arc<ApiKeys>,
     /// Domain of user-port ingress hosts (`<port>-<id>.<domain>`).

@@ -10,8 +10,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ingress::parse_ingress_host;
+use super::node_link::{NodeAddress, tls_failure};
 use super::routing::sandbox_ident;
-use super::sandbox_api::{is_upgrade, relay_request, relay_upgrade, strip_hop_by_hop};
+use super::sandbox_api::{
+    Via, is_upgrade, relay_request, relay_upgrade, strip_hop_by_hop, tls_refused,
+};
 use alcove_wire::limits::{DEFAULT_CPUS, DEFAULT_MEMORY_MB};
 use alcove_wire::sandbox::CreateSandboxRequest;
 
@@ -317,27 +320,18 @@ async fn relay_to_node(
     req: Request,
 ) -> Result<Response, ApiError> {
     let label = format!("node {node}");
-    let bad_address = || {
+    let refused = |why: String| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             alcove_wire::error::ErrorCode::SandboxUnreachable,
-            format!(
-                "{label} advertises {address:?}, which is not an http:// URL this server can reach"
-            ),
+            format!("{label} advertises {address:?}: {why}"),
         )
     };
-    let uri: http::Uri = address.parse().map_err(|_| bad_address())?;
-    if uri.scheme_str() != Some("http") {
-        return Err(bad_address());
+    let bad_address = || refused("not an http:// or https:// URL this server can reach".into());
+    let target = NodeAddress::parse(address).ok_or_else(bad_address)?;
+    if let Some(why) = state.nodes.refuses(&target) {
+        return Err(refused(why.into()));
     }
-    let host = uri.host().ok_or_else(bad_address)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
-    let addr = tokio::net::lookup_host((host, port))
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(bad_address)?;
     let path = req
         .uri()
         .path_and_query()
@@ -358,9 +352,26 @@ async fn relay_to_node(
         );
     }
     if upgrade {
-        relay_upgrade(&label, addr, &path, headers, req, None).await
+        let addr = tokio::net::lookup_host((target.host.as_str(), target.port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(bad_address)?;
+        let stream = state.nodes.connect(&target, addr).await.map_err(|e| {
+            if let Some(why) = tls_failure(&e) {
+                return tls_refused(&label, &why);
+            }
+            tracing::warn!(node, error = %e, "connecting to a node failed");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                alcove_wire::error::ErrorCode::SandboxUnreachable,
+                format!("{label} did not answer"),
+            )
+        })?;
+        relay_upgrade(&label, stream, &path, headers, req, None).await
     } else {
-        relay_request(state, &label, addr, &path, headers, req, None).await
+        let uri = format!("{}{path}", target.base());
+        relay_request(Via::Node(&state.nodes), &label, uri, headers, req, None).await
     }
 }
 

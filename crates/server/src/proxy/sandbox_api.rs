@@ -65,6 +65,20 @@ pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
             })
 }
 
+/// `node` (`node <name>`) failed the TLS check of a relay: its certificate
+/// is not trusted, or names another host.
+pub(super) fn tls_refused(node: &str, why: &str) -> ApiError {
+    tracing::warn!(target_name = %node, error = %why, "a node failed the TLS check of a relay");
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorCode::SandboxUnreachable,
+        format!(
+            "{node} failed the TLS check ({why}): its certificate must be issued for the host \
+             of its advertised URL by a CA this node trusts (the system's, or --tls-ca)"
+        ),
+    )
+}
+
 /// `what` (`sandbox <id>`, `node <name>`) did not answer.
 fn unreachable(what: &str, detail: impl std::fmt::Display) -> ApiError {
     tracing::warn!(target_name = %what, error = %detail, "upstream unreachable");
@@ -163,9 +177,22 @@ pub(super) async fn forward_to(
     );
     let label = format!("sandbox {id}");
     if upgrade {
-        relay_upgrade(&label, addr, &path, headers, req, Some(guard)).await
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| unreachable(&label, e))?;
+        let _ = stream.set_nodelay(true);
+        relay_upgrade(&label, Box::new(stream), &path, headers, req, Some(guard)).await
     } else {
-        relay_request(&state, &label, addr, &path, headers, req, Some(guard)).await
+        let uri = format!("http://{addr}{path}");
+        relay_request(
+            Via::Agent(&state.agents),
+            &label,
+            uri,
+            headers,
+            req,
+            Some(guard),
+        )
+        .await
     }
 }
 
@@ -240,7 +267,7 @@ fn upstream_addr(
 /// counts as in flight until then.
 pub(super) async fn relay_upgrade(
     id: &str,
-    addr: std::net::SocketAddr,
+    stream: Box<dyn super::node_link::NodeStream>,
     path: &str,
     headers: HeaderMap,
     mut req: Request,
@@ -253,10 +280,6 @@ pub(super) async fn relay_upgrade(
         .body(Body::empty())
         .map_err(|e| unreachable(id, e))?;
     *upstream.headers_mut() = headers;
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| unreachable(id, e))?;
-    let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| unreachable(id, e))?;
@@ -290,13 +313,32 @@ pub(super) async fn relay_upgrade(
     Ok(out)
 }
 
-/// Relays a plain request, streaming both bodies; the request counts as in
-/// flight until the answer's body is done.
+/// The client a relayed request goes out through.
+pub(super) enum Via<'a> {
+    /// To a sandbox's agent.
+    Agent(&'a crate::control::AgentClient),
+    /// To another node, over HTTP or HTTPS.
+    Node(&'a super::node_link::NodeLink),
+}
+
+impl Via<'_> {
+    async fn send(
+        self,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            Via::Agent(agents) => agents.send(req).await,
+            Via::Node(nodes) => nodes.send(req).await,
+        }
+    }
+}
+
+/// Relays a plain request to `uri`, streaming both bodies; the request counts
+/// as in flight until the answer's body is done.
 pub(super) async fn relay_request(
-    state: &AppState,
+    via: Via<'_>,
     id: &str,
-    addr: std::net::SocketAddr,
-    path: &str,
+    uri: String,
     headers: HeaderMap,
     req: Request,
     guard: Option<crate::control::InFlightGuard>,
@@ -304,12 +346,15 @@ pub(super) async fn relay_request(
     let (parts, body) = req.into_parts();
     let mut upstream = http::Request::builder()
         .method(parts.method)
-        .uri(format!("http://{addr}{path}"))
+        .uri(uri)
         .body(body)
         .map_err(|e| unreachable(id, e))?;
     *upstream.headers_mut() = headers;
-    let resp = state.agents.send(upstream).await.map_err(|e| {
-        if e.is_connect() {
+    let to_node = matches!(via, Via::Node(_));
+    let resp = via.send(upstream).await.map_err(|e| {
+        if let Some(why) = to_node.then(|| super::node_link::tls_failure(&e)).flatten() {
+            tls_refused(id, &why)
+        } else if e.is_connect() {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::SandboxUnreachable,
