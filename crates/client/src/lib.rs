@@ -60,6 +60,7 @@ mod snapshots;
 mod sse;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod transport;
 mod tunnel;
 mod ws;

@@ -161,14 +161,21 @@ pub(crate) struct Transport {
     http: reqwest::Client,
     pub config: ClientConfig,
     base_headers: HeaderMap,
+    /// What `wss://` sockets trust (the same roots as `http`).
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl Transport {
     /// Builds the connection pool for `config`.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        let tls = crate::tls::client_config().map_err(|e| ClientError::Connection {
+            what: "setting up TLS".into(),
+            detail: e.to_string(),
+        })?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout())
             .user_agent(USER_AGENT)
+            .use_preconfigured_tls(tls.clone())
             .build()
             .map_err(|e| ClientError::Connection {
                 what: "building the HTTP client".into(),
@@ -184,6 +191,7 @@ impl Transport {
             http,
             config,
             base_headers,
+            tls: std::sync::Arc::new(tls),
         })
     }
 

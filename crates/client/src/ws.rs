@@ -42,7 +42,9 @@ pub(crate) async fn connect(
         headers.insert(name.clone(), value.clone());
     }
     let limit = transport.config.connect_timeout();
-    let handshake = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::clone(&transport.tls));
+    let handshake =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector));
     match tokio::time::timeout(limit, handshake).await {
         Ok(Ok((socket, _response))) => Ok(socket),
         Ok(Err(tungstenite::Error::Http(response))) => {
