@@ -189,13 +189,24 @@ def test_a_draining_nodes_suspended_sandboxes_resume_at_once_on_another_node(pg,
         counter = mover.start_process("sh", ["-c", COUNTER])
         dreamer = via_b.create_and_connect(name="dreamer")
         dreamer.write_file("/root/dream.txt", b"woken by traffic on another node")
+        early = via_b.create_and_connect(name="early")
+        early.write_file("/root/early.txt", b"resumed before its upload")
         uploads = operations(b, "blob_upload")
 
-        # The drain suspends both named sandboxes; their dumps go to S3.
+        # The drain suspends the named sandboxes; their dumps go to S3 in the background.
         assert via_a.drain_node("drain-b").state == "draining"
-        assert wait_for(lambda: all(sandbox(a, n)["status"] == "suspended" for n in ("mover", "dreamer")),
-                        60), b.log_tail()
-        assert wait_for(lambda: operations(b, "blob_upload") >= uploads + 2, 60), b.log_tail()
+        names = ("mover", "dreamer", "early")
+        assert wait_for(lambda: all(sandbox(a, n)["status"] == "suspended" for n in names), 60), b.log_tail()
+        # A resume asked at once, while the dumps are still being uploaded, waits for its own
+        # upload and moves the sandbox, rather than answering NODE_DRAINING.
+        uploaded_before = operations(b, "blob_upload") - uploads
+        resp = a.api("POST", "/v1/namespaces/default/sandboxes/early/resume")
+        assert resp.status_code in (200, 202), resp.text
+        assert via_a.connect("early").read_file("/root/early.txt") == b"resumed before its upload"
+        assert container_status(a.data_dir, early.sandbox_id) == "running"
+        if uploaded_before < len(names):
+            assert "waited for the upload of the suspended sandbox" in b.log_tail(400), b.log_tail()
+        assert wait_for(lambda: operations(b, "blob_upload") >= uploads + 3, 60), b.log_tail()
 
         # Asked of the draining node itself, the resume hands the sandbox to A, which
         # resumes it from S3 with its memory and files; B keeps nothing of it.
@@ -217,8 +228,8 @@ def test_a_draining_nodes_suspended_sandboxes_resume_at_once_on_another_node(pg,
         assert node_info(a, "drain-b")["state"] == "draining"
 
         via_a.activate_node("drain-b")
-        via_a.delete("mover")
-        via_a.delete("dreamer")
+        for name in names:
+            via_a.delete(name)
 
 
 def test_a_stalled_node_declared_lost_stops_its_sandbox_when_it_runs_again(pg, s3):

@@ -24,6 +24,12 @@ use super::membership::lease_ms;
 use super::{Control, ControlError};
 use crate::store::{NodeRecord, SandboxRecord};
 
+/// Longest wait of a resume for the upload that lets it move the sandbox.
+const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How often that wait looks at the store.
+const UPLOAD_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Where [`Control::take_over_suspended`] moved a suspended sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TakeOver {
@@ -119,8 +125,9 @@ impl Control {
     /// the live active node with the most room for it and returns that node's
     /// name and address (relay the request there). `None`: serve it here (it
     /// can resume here, it is not a suspended sandbox of this node, or traffic
-    /// does not wake it). Refused with why it cannot resume here when its dump
-    /// is not in the blob store yet, and with `NoRoom` when no node has room.
+    /// does not wake it). A dump not in the blob store yet is waited for (a
+    /// minute at most); refused with why it cannot resume here when it does not
+    /// get there, and with `NoRoom` when no node has room.
     pub async fn hand_over_when_unable(
         &self,
         ident: &str,
@@ -158,7 +165,7 @@ impl Control {
         } else {
             "had no room to resume it"
         };
-        if !self.ctx.dump_in_blob_store(&record.id).await? {
+        if !self.upload_awaited(&record.id).await? {
             return Err(cannot_here);
         }
         let Some((node, address)) = self.roomiest_other_node(&record, &[me]).await? else {
@@ -198,6 +205,35 @@ impl Control {
             )
             .await;
         Ok(Some((node, address)))
+    }
+
+    /// Whether suspended sandbox `id`'s dump is in the blob store, waiting up
+    /// to [`UPLOAD_WAIT`] for the background upload of a fresh suspension (a
+    /// drain's, say) rather than refusing a resume that could move it soon.
+    async fn upload_awaited(&self, id: &alcove_runtime::SandboxId) -> Result<bool, ControlError> {
+        if self.ctx.cfg.blobs.is_none() {
+            return Ok(false);
+        }
+        let started = tokio::time::Instant::now();
+        let deadline = started + UPLOAD_WAIT;
+        loop {
+            if self.ctx.dump_in_blob_store(id).await? {
+                if started.elapsed() >= UPLOAD_POLL {
+                    let waited_ms =
+                        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    tracing::info!(sandbox_id = %id, waited_ms, "a resume waited for the upload of the suspended sandbox to move it");
+                }
+                return Ok(true);
+            }
+            // Only a dump on this disk, of a suspension still going, will be uploaded.
+            let waiting = self.ctx.node.has_checkpoint(id)
+                && matches!(self.ctx.store.get(id).await?, Some(r)
+                    if r.status == SandboxStatus::Suspended && r.transition.is_none());
+            if !waiting || tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(UPLOAD_POLL).await;
+        }
     }
 
     /// Suspended sandbox `ident` when it is `me`'s, with no transition going on.
