@@ -2,7 +2,9 @@
 node a sandbox lives on costs.
 
 * `run("true")` round trips to a sandbox on node A, through A itself and through node B
-  (which relays each request to A);
+  (which relays each request to A); and the same on a second pair of nodes that serve HTTPS
+  (`--tls-cert`, certificates of a private CA made with `openssl`), where the client speaks
+  TLS to the node it asks and B relays to A over TLS;
 * a create until `running` (then a delete) asked of the node that runs it, and asked of a
   draining node, which places it on the other node (the placement: reading the nodes, then
   relaying the create, and the room check on the node that stores it).
@@ -22,8 +24,10 @@ Usage (as root, after `scripts/setup.sh`):
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blob_bench import random_holder, wait_rss  # noqa: E402
 from common import REPO, AlcoveServer, report, summarize, timed  # noqa: E402
+from framework.tls import CertificateAuthority  # noqa: E402
 from framework.metrics import operations  # noqa: E402
 from framework.postgres import PostgresCluster  # noqa: E402
 from framework.s3 import S3Server  # noqa: E402
@@ -112,40 +117,67 @@ def main() -> None:
 
     from alcove.sandbox import SandboxClient
 
+    ca_dir = Path(tempfile.mkdtemp(prefix="alcove-bench-ca-"))
+    ca = CertificateAuthority(ca_dir)
     with PostgresCluster() as pg:
         url = pg.create_database("bench_cluster")
+        tls_url = pg.create_database("bench_cluster_tls")
         a = AlcoveServer(extra_args=["--database", url, "--node-name", "bench-a"])
         b = AlcoveServer(extra_args=["--database", url, "--node-name", "bench-b"])
-        a.start()
-        b.start()
+        ta, tb = (
+            AlcoveServer(extra_args=["--database", tls_url, "--node-name", name, *ca.issue(name).args(ca.pem)],
+                         tls_ca=ca.pem)
+            for name in ("bench-tls-a", "bench-tls-b")
+        )
+        servers = (a, b, ta, tb)
+        for srv in servers:
+            srv.start()
+        # The clients (not the nodes, started above) trust the private CA.
+        system_roots = os.environ.get("SSL_CERT_FILE")
+        os.environ["SSL_CERT_FILE"] = str(ca.pem)
         try:
-            with SandboxClient(api_url=a.url) as on_a, SandboxClient(api_url=b.url) as on_b:
+            with (SandboxClient(api_url=a.url) as on_a, SandboxClient(api_url=b.url) as on_b,
+                  SandboxClient(api_url=ta.url) as on_ta, SandboxClient(api_url=tb.url) as on_tb):
                 on_a.create(name="bench-run")
-                direct = on_a.connect("bench-run")
-                relayed = on_b.connect("bench-run")
-                for _ in range(10):  # warm-up: connections, the owner lookup's pool
-                    direct.run("true")
-                    relayed.run("true")
-                run_direct, run_relayed = [], []
+                on_ta.create(name="bench-run")
+                paths = {
+                    "direct": on_a.connect("bench-run"),
+                    "relayed": on_b.connect("bench-run"),
+                    "tls direct": on_ta.connect("bench-run"),
+                    "tls relayed": on_tb.connect("bench-run"),
+                }
+                for _ in range(10):  # warm-up: connections, the owner lookup's pool, TLS sessions
+                    for sandbox in paths.values():
+                        sandbox.run("true")
+                runs: dict[str, list[float]] = {name: [] for name in paths}
                 for _ in range(args.runs):
-                    run_direct.append(timed(lambda: direct.run("true")))
-                    run_relayed.append(timed(lambda: relayed.run("true")))
+                    for name, sandbox in paths.items():
+                        runs[name].append(timed(lambda: sandbox.run("true")))
+                run_direct, run_relayed = runs["direct"], runs["relayed"]
                 on_a.delete("bench-run")
+                on_ta.delete("bench-run")
 
                 create_direct = creates(b, args.creates)
                 on_a.drain_node("bench-a")
                 create_relayed = creates(a, args.creates)
                 on_a.activate_node("bench-a")
         finally:
-            for srv in (a, b):
+            if system_roots is None:
+                os.environ.pop("SSL_CERT_FILE", None)
+            else:
+                os.environ["SSL_CERT_FILE"] = system_roots
+            for srv in servers:
                 srv.stop()
                 shutil.rmtree(srv.data_dir, ignore_errors=True)
+            shutil.rmtree(ca_dir, ignore_errors=True)
         with S3Server() as s3:
             resume_local, resume_moved = moves(pg, s3, args.moves, args.mb)
 
     rows = [
         summarize('run("true") through the owner', run_direct),
         summarize('run("true") through another node (relayed)', run_relayed),
+        summarize('run("true") through the owner, HTTPS', runs["tls direct"]),
+        summarize('run("true") through another node, HTTPS, relayed over TLS', runs["tls relayed"]),
         summarize("create + running, asked of the node that runs it", create_direct),
         summarize("create + running, asked of a draining node (relayed)", create_relayed),
         summarize(f"resume ({args.mb} MB) on its own node, from the local disk", resume_local),

@@ -6,6 +6,9 @@ relayed request carries the client's API key and the cluster's relay token."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +17,7 @@ from alcove.sandbox import SandboxClient
 from framework.cli import run_cli
 from framework.cluster import container_status, node_info, nodes_on
 from framework.postgres import PostgresCluster
-from framework.server import refused_at_start
+from framework.server import AlcoveServer, refused_at_start, retire
 from framework.tls import CertificateAuthority
 
 
@@ -141,3 +144,54 @@ def test_bad_tls_settings_are_refused_at_start(tmp_path):
     ]:
         log = refused_at_start(args)
         assert expect in log, (args, log)
+
+
+TS_SDK = Path(__file__).resolve().parents[2] / "sdk/typescript"
+
+# The TypeScript SDK over HTTPS and WSS: a run and a terminal, as a user's program would.
+TS_PROGRAM = """
+import { SandboxClient } from %s;
+const client = new SandboxClient({ apiUrl: process.argv[2] });
+const sb = await client.createAndConnect();
+try {
+  const ran = await sb.run('sh', { args: ['-c', 'echo ts-over-tls'] });
+  const pty = await sb.createPty({ command: 'bash', cols: 80, rows: 24, env: { PS1: '$ ' } });
+  await pty.connect();
+  await pty.readUntil('$ ', 10000);
+  await pty.send('echo pty-$((40+2))\\n');
+  const echoed = (await pty.readUntil('$ ', 10000)).toString().includes('pty-42');
+  await pty.send('exit 0\\n');
+  console.log(JSON.stringify({ stdout: ran.stdout, echoed, exit: await pty.wait(10000) }));
+} finally {
+  await client.delete(sb.sandboxId);
+}
+"""
+
+
+def test_the_typescript_sdk_speaks_https_and_wss_trusting_node_extra_ca_certs(tmp_path):
+    if not (TS_SDK / "dist/index.js").exists():
+        subprocess.run(["npm", "run", "--silent", "build"], cwd=TS_SDK, check=True, timeout=300)
+    ca = CertificateAuthority(tmp_path / "ca")
+    cert = ca.issue("single")
+    srv = AlcoveServer(extra_args=["--tls-cert", str(cert.cert), "--tls-key", str(cert.key)], tls_ca=ca.pem)
+    srv.start()
+    try:
+        program = tmp_path / "tls.mjs"
+        program.write_text(TS_PROGRAM % json.dumps(str(TS_SDK / "dist/index.js")))
+
+        def node(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+            env = {k: v for k, v in os.environ.items() if k != "NODE_EXTRA_CA_CERTS"}
+            return subprocess.run(["node", str(program), srv.url], capture_output=True, text=True,
+                                  env={**env, **extra}, timeout=120)
+
+        out = node({"NODE_EXTRA_CA_CERTS": str(ca.pem)})
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got == {"stdout": "ts-over-tls", "echoed": True, "exit": 0}, got
+        # Without the CA, Node refuses the certificate before anything is sent.
+        out = node({})
+        assert out.returncode != 0
+        assert "UNABLE_TO_VERIFY_LEAF_SIGNATURE" in out.stderr, out.stderr[-2000:]
+        assert srv.live_sandboxes() == []
+    finally:
+        retire(srv)
