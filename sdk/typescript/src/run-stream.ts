@@ -192,8 +192,17 @@ export class RunCollector {
 /** Read a `processes/run` stream to its exit event (stopping there cancels the rest). */
 export async function collectRun(chunks: AsyncIterable<Uint8Array>): Promise<CommandResult> {
   const collector = new RunCollector();
-  for await (const chunk of chunks) {
-    if (collector.feed(chunk)) break;
+  // After the exit event the body is read to its end (the agent ends it there), so that the
+  // connection is kept for the next request instead of a new one (a TLS handshake) per run;
+  // anything more after it is not read.
+  let done = false;
+  try {
+    for await (const chunk of chunks) {
+      if (done) break;
+      done = collector.feed(chunk);
+    }
+  } catch (error) {
+    if (!done) throw error; // after the exit event, the result stands
   }
   return collector.finish();
 }

@@ -186,13 +186,18 @@ def test_run_without_exit_event(server: FakeServer, client: SandboxClient) -> No
         sandbox.run("echo")
 
 
-def test_run_does_not_read_past_the_exit_event(server: FakeServer, client: SandboxClient) -> None:
+def test_run_reads_to_the_end_after_the_exit_event_but_no_further_events(
+    server: FakeServer, client: SandboxClient
+) -> None:
+    """After the exit event the body is read on to its end (so the connection can be reused), but
+    what comes after the exit event is not decoded, and nothing past the next chunk is read."""
     sandbox = connect(server, client)
 
     def body():
         yield b'data: {"line": "x", "timestamp": 1}\n\n'
         yield b'data: {"exit_code": 0}\n\n'
-        raise AssertionError("stream read after the exit event")
+        yield b'data: {"error": "after the exit", "code": "INTERNAL"}\n\n'
+        raise AssertionError("stream read past the chunk after the exit event")
 
     server.on(
         "POST",
@@ -200,6 +205,25 @@ def test_run_does_not_read_past_the_exit_event(server: FakeServer, client: Sandb
         httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body()),
     )
     assert sandbox.run("echo").stdout == "x"
+
+
+def test_run_keeps_its_result_when_the_stream_fails_after_the_exit_event(
+    server: FakeServer, client: SandboxClient
+) -> None:
+    sandbox = connect(server, client)
+
+    def body():
+        yield b'data: {"line": "x", "timestamp": 1}\n\n'
+        yield b'data: {"exit_code": 3}\n\n'
+        raise httpx.ReadError("connection reset after the exit event")
+
+    server.on(
+        "POST",
+        "/api/v1/processes/run",
+        httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body()),
+    )
+    result = sandbox.run("echo")
+    assert (result.stdout, result.exit_code) == ("x", 3)
 
 
 def test_run_error_before_streaming(server: FakeServer, client: SandboxClient) -> None:

@@ -418,6 +418,28 @@ describe("run streams", () => {
     assert.equal(result.stdout, "x");
   });
 
+  it("reads the body to its end after the exit event, so the connection can be kept", async () => {
+    let ended = false;
+    async function* stream(): AsyncGenerator<Uint8Array> {
+      yield encoder.encode(out("x"));
+      yield encoder.encode(agentEvent("exit", { exit_code: 0 }));
+      ended = true;
+    }
+    assert.equal((await collectRun(stream())).stdout, "x");
+    assert.ok(ended);
+  });
+
+  it("keeps its result when more data or an error follows the exit event, and reads no further", async () => {
+    let readPast = false;
+    async function* more(): AsyncGenerator<Uint8Array> {
+      yield encoder.encode(out("x") + agentEvent("exit", { exit_code: 0 }));
+      yield encoder.encode('data: {"error": "after the exit"}\n\n');
+      readPast = true;
+    }
+    assert.equal((await collectRun(more())).stdout, "x");
+    assert.equal(readPast, false);
+  });
+
   it("stops at the exit event, and cancels the rest", async () => {
     let cancelled = false;
     async function* stream(): AsyncGenerator<Uint8Array> {

@@ -21,7 +21,7 @@ from . import _websocket as wsp
 from .async_desktop import AsyncDesktop, connect_sandbox_desktop
 from .async_pty import AsyncPtySession
 from .async_tunnel import AsyncTunnel
-from .exceptions import SandboxNotFoundError
+from .exceptions import SandboxError, SandboxNotFoundError
 from .models import (
     CommandResult,
     DirectoryEntry,
@@ -185,10 +185,19 @@ class AsyncSandbox:
         try:
             proto.check_event_stream(response)
             collector = proto.RunCollector()
-            # Whole chunks, not lines: the collector decodes many events at a time.
-            async for chunk in self._client._chunks(response, events=True):
-                if collector.feed(chunk):
-                    break
+            # Whole chunks, not lines: the collector decodes many events at a time. After the
+            # exit event the body is read to its end (the agent ends it there), so that the
+            # connection goes back to the pool instead of a new one (a TLS handshake) per run;
+            # anything more after it is not read.
+            done = False
+            try:
+                async for chunk in self._client._chunks(response, events=True):
+                    if done:
+                        break
+                    done = collector.feed(chunk)
+            except SandboxError:
+                if not done:
+                    raise  # after the exit event, the result stands
             return collector.finish()
         finally:
             await response.aclose()

@@ -20,7 +20,7 @@ from . import _websocket as wsp
 from .desktop import Desktop, connect_sandbox_desktop
 from .pty import PtySession
 from .tunnel import Tunnel
-from .exceptions import SandboxNotFoundError
+from .exceptions import SandboxError, SandboxNotFoundError
 from .models import (
     CommandResult,
     DirectoryEntry,
@@ -184,10 +184,19 @@ class Sandbox:
         try:
             proto.check_event_stream(response)
             collector = proto.RunCollector()
-            # Whole chunks, not lines: the collector decodes many events at a time.
-            for chunk in self._client._chunks(response, events=True):
-                if collector.feed(chunk):
-                    break
+            # Whole chunks, not lines: the collector decodes many events at a time. After the
+            # exit event the body is read to its end (the agent ends it there), so that the
+            # connection goes back to the pool instead of a new one (a TLS handshake) per run;
+            # anything more after it is not read.
+            done = False
+            try:
+                for chunk in self._client._chunks(response, events=True):
+                    if done:
+                        break
+                    done = collector.feed(chunk)
+            except SandboxError:
+                if not done:
+                    raise  # after the exit event, the result stands
             return collector.finish()
         finally:
             response.close()
