@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 from framework.host import wait_for
 from framework.metrics import operations
 from framework.netns import NodeNetwork
@@ -63,6 +65,38 @@ def resume_when_moved(srv: AlcoveServer, ident: str) -> dict:
 
     assert wait_for(asked, 30), answer
     return answer
+
+
+def terminal_works(sandbox, marker: str) -> None:
+    """Opens a PTY in `sandbox`, echoes `marker-42` through bash and exits it (asserting each
+    step): a WebSocket end to end, through whatever relays sit between."""
+    pty = sandbox.create_pty(command="bash", cols=80, rows=24, env={"PS1": "$ "})
+    with pty:
+        pty.read_until("$ ", timeout=10)
+        pty.send(f"echo {marker}-$((40+2))\n")
+        assert f"{marker}-42".encode() in pty.read_until("$ ", timeout=10)
+        pty.send("exit 0\n")
+        assert pty.wait(timeout=10) == 0
+
+
+# Waits (20 s at most) until something listens on port 8000 inside the sandbox.
+_PORT_8000_OPEN = ("for i in $(seq 400); do (exec 3<>/dev/tcp/127.0.0.1/8000) 2>/dev/null && exit 0; "
+                   "sleep 0.05; done; exit 1")
+
+
+def serve_file(sandbox, content: bytes) -> None:
+    """Starts a web server on port 8000 of `sandbox` serving `content` as `/hi.txt`, and waits
+    until it listens."""
+    sandbox.write_file("/tmp/www/hi.txt", content)
+    sandbox.start_process("python3", ["-m", "http.server", "8000", "--bind", "0.0.0.0"], working_dir="/tmp/www")
+    assert sandbox.run("bash", ["-c", _PORT_8000_OPEN]).exit_code == 0
+
+
+def tunnel_serves(sandbox, content: bytes) -> None:
+    """Asserts that a tunnel to port 8000 of `sandbox` (see `serve_file`) gets `content`."""
+    with sandbox.create_tunnel(8000) as tunnel:
+        got = httpx.get(f"http://127.0.0.1:{tunnel.local_port}/hi.txt", timeout=10)
+        assert got.content == content
 
 
 def still_counting(sandbox) -> bool:

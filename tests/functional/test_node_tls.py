@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import socket
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -15,10 +19,18 @@ import pytest
 
 from alcove.sandbox import SandboxClient
 from framework.cli import run_cli
-from framework.cluster import container_status, node_info, nodes_on
+from framework.cluster import (
+    container_status,
+    node_info,
+    nodes_on,
+    serve_file,
+    terminal_works,
+    tunnel_serves,
+)
 from framework.postgres import PostgresCluster
 from framework.server import AlcoveServer, refused_at_start, retire
-from framework.tls import CertificateAuthority
+from framework.host import wait_for
+from framework.tls import CertificateAuthority, NodeCert
 
 
 @pytest.fixture(scope="module")
@@ -54,21 +66,9 @@ def test_tls_nodes_serve_https_and_relay_everything_to_each_other_over_it(pg, tm
                 proc = via_b.start_process("sh", ["-c", "for i in 1 2 3; do echo line-$i; done"])
                 lines = [e.line for e in via_b.follow_output(proc.pid)]
                 assert lines == ["line-1", "line-2", "line-3"], lines
-                pty = via_b.create_pty(command="bash", cols=80, rows=24, env={"PS1": "$ "})
-                with pty:
-                    pty.read_until("$ ", timeout=10)
-                    pty.send("echo tls-$((40+2))\n")
-                    assert b"tls-42" in pty.read_until("$ ", timeout=10)
-                    pty.send("exit 0\n")
-                    assert pty.wait(timeout=10) == 0
-                via_b.write_file("/tmp/www/hi.txt", b"over tls\n")
-                via_b.start_process("python3", ["-m", "http.server", "8000", "--bind", "0.0.0.0"],
-                                    working_dir="/tmp/www")
-                probe = "for i in $(seq 400); do (exec 3<>/dev/tcp/127.0.0.1/8000) 2>/dev/null && exit 0; sleep 0.05; done; exit 1"
-                assert via_b.run("bash", ["-c", probe]).exit_code == 0
-                with via_b.create_tunnel(8000) as tunnel:
-                    got = httpx.get(f"http://127.0.0.1:{tunnel.local_port}/hi.txt", timeout=10)
-                    assert got.content == b"over tls\n"
+                terminal_works(via_b, "tls")
+                serve_file(via_b, b"over tls\n")
+                tunnel_serves(via_b, b"over tls\n")
                 # Lifecycle through B acts on A.
                 on_b.suspend("tls-on-a")
                 assert on_a.get("tls-on-a").status == "suspended"
@@ -193,5 +193,44 @@ def test_the_typescript_sdk_speaks_https_and_wss_trusting_node_extra_ca_certs(tm
         assert out.returncode != 0
         assert "UNABLE_TO_VERIFY_LEAF_SIGNATURE" in out.stderr, out.stderr[-2000:]
         assert srv.live_sandboxes() == []
+    finally:
+        retire(srv)
+
+
+def served_certificate(srv: AlcoveServer, ca: Path) -> bytes:
+    """The certificate (DER) a new connection to `srv` is shown, checked against `ca`."""
+    context = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der
+    return der
+
+
+def test_sighup_reloads_a_renewed_certificate_and_keeps_the_old_one_when_the_new_is_bad(tmp_path):
+    ca = CertificateAuthority(tmp_path / "ca")
+    first, renewed = ca.issue("first"), ca.issue("renewed")
+    live = NodeCert(cert=tmp_path / "live.pem", key=tmp_path / "live.key")
+    shutil.copy(first.cert, live.cert)
+    shutil.copy(first.key, live.key)
+    srv = AlcoveServer(extra_args=["--tls-cert", str(live.cert), "--tls-key", str(live.key)], tls_ca=ca.pem)
+    srv.start()
+    try:
+        before = served_certificate(srv, ca.pem)
+        assert before == ssl.PEM_cert_to_DER_cert(first.cert.read_text())
+        # A renewal: new files, then SIGHUP; the server keeps running and shows the new one.
+        shutil.copy(renewed.cert, live.cert)
+        shutil.copy(renewed.key, live.key)
+        srv.proc.send_signal(signal.SIGHUP)
+        want = ssl.PEM_cert_to_DER_cert(renewed.cert.read_text())
+        assert wait_for(lambda: served_certificate(srv, ca.pem) == want, 10), srv.log_tail()
+        assert srv.proc.poll() is None
+        assert srv.api("GET", "/healthz").status_code == 200
+        # A bad renewal (the certificate without its key) is refused; the one in use stays.
+        shutil.copy(first.cert, live.cert)
+        srv.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "could not be reloaded" in srv.log_tail(50), 10), srv.log_tail()
+        assert served_certificate(srv, ca.pem) == want
+        assert srv.proc.poll() is None
     finally:
         retire(srv)

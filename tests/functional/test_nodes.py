@@ -19,7 +19,15 @@ import pytest
 
 from alcove.sandbox import SandboxClient
 from framework.cli import run_cli
-from framework.cluster import COUNTER, node_info, nodes_on, sandbox, still_counting, suspend_into_blob_store
+from framework.cluster import (
+    COUNTER,
+    node_info,
+    nodes_on,
+    sandbox,
+    still_counting,
+    suspend_into_blob_store,
+    terminal_works,
+)
 from framework.host import firewall_tables, owned_resources, wait_for
 from framework.metrics import operations
 from framework.postgres import PostgresCluster
@@ -237,13 +245,7 @@ def test_on_a_shared_store_any_node_serves_any_sandbox_by_forwarding_to_its_owne
             assert sandbox.run("sh", ["-c", "echo via-b; hostname"]).stdout.startswith("via-b")
             sandbox.write_file("/root/up.bin", bytes(range(256)) * 4096)
             assert sandbox.read_file("/root/up.bin") == bytes(range(256)) * 4096
-            pty = sandbox.create_pty(command="bash", cols=80, rows=24, env={"PS1": "$ "})
-            with pty:
-                pty.read_until("$ ", timeout=10)
-                pty.send("echo $((6*7))\n")
-                assert b"42" in pty.read_until("$ ", timeout=10)
-                pty.send("exit 0\n")
-                assert pty.wait(timeout=10) == 0
+            terminal_works(sandbox, "via-b")
             # Lifecycle through B acts on A.
             on_b.suspend("lives-on-a")
             assert on_a.get("lives-on-a").status == "suspended"

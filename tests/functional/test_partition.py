@@ -35,8 +35,11 @@ from framework.cluster import (
     resume_when_moved,
     runc,
     sandbox,
+    serve_file,
     still_counting,
     suspend_into_blob_store,
+    terminal_works,
+    tunnel_serves,
 )
 from framework.host import agent_pid, firewall_table_exists, instance_tag, wait_for
 from framework.netns import NodeNetwork
@@ -128,22 +131,10 @@ def test_every_node_serves_the_sandboxes_of_the_others(cluster):
             through_0 = via_0.connect(made.sandbox_id)
             assert through_0.read_file("/root/hello.txt") == b"written through node 2"
             assert through_0.run("cat", ["/root/hello.txt"]).stdout == "written through node 2"
-            pty = through_0.create_pty(command="bash", cols=80, rows=24, env={"PS1": "$ "})
-            with pty:
-                pty.read_until("$ ", timeout=10)
-                pty.send("echo through-$((40+2))\n")
-                assert b"through-42" in pty.read_until("$ ", timeout=10)
-                pty.send("exit 0\n")
-                assert pty.wait(timeout=10) == 0
+            terminal_works(through_0, "through")
             # A web server in it, reached through a tunnel of node 2 and ingress of node 0.
-            through_2.write_file("/tmp/www/hi.txt", b"served on node 1\n")
-            through_2.start_process("python3", ["-m", "http.server", "8000", "--bind", "0.0.0.0"],
-                                    working_dir="/tmp/www")
-            probe = "for i in $(seq 400); do (exec 3<>/dev/tcp/127.0.0.1/8000) 2>/dev/null && exit 0; sleep 0.05; done; exit 1"
-            assert through_2.run("bash", ["-c", probe]).exit_code == 0
-            with through_2.create_tunnel(8000) as tunnel:
-                got = httpx.get(f"http://127.0.0.1:{tunnel.local_port}/hi.txt", timeout=10)
-                assert got.content == b"served on node 1\n"
+            serve_file(through_2, b"served on node 1\n")
+            tunnel_serves(through_2, b"served on node 1\n")
             srv = nodes[0]
             for ident in (made.sandbox_id, "everywhere"):
                 got = httpx.get(f"{srv.url}/hi.txt", timeout=30, headers={

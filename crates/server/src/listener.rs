@@ -747,7 +747,7 @@ struct Shared {
     tasks: AtomicUsize,
     shutdown: Shutdown,
     /// Set when the listener serves HTTPS.
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<crate::tls::ServerCerts>>,
 }
 
 impl Shared {
@@ -790,7 +790,7 @@ pub async fn serve(
     app: Router,
     limits: HttpLimits,
     shutdown: Shutdown,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<crate::tls::ServerCerts>>,
 ) -> std::io::Result<()> {
     let shared = Arc::new(Shared {
         app,
@@ -886,7 +886,11 @@ async fn serve_http(stream: TcpStream, peer: SocketAddr, conn: Admitted, shared:
         state: Arc::clone(&state),
         _permit: permit,
     };
-    let Some(acceptor) = shared.tls.clone().map(tokio_rustls::TlsAcceptor::from) else {
+    let Some(acceptor) = shared
+        .tls
+        .as_ref()
+        .map(|certs| tokio_rustls::TlsAcceptor::from(certs.current()))
+    else {
         return drive_http(io, peer, state, shared).await;
     };
     // The first byte moved the connection to its header phase: the watchdog

@@ -31,7 +31,7 @@ async fn tls_listener(
     let key = dir.path().join("key.pem");
     std::fs::write(&cert, made.cert.pem()).expect("write cert");
     std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
-    let config = crate::tls::server_config(&cert, &key).expect("server config");
+    let config = crate::tls::ServerCerts::load(&cert, &key).expect("server config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (trigger, shutdown) = crate::shutdown::channel();

@@ -101,7 +101,7 @@ pub async fn serve(
     config.validate()?;
     // Bad certificate files stop the start before anything is touched.
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(crate::tls::ServerCerts::load(cert, key)?),
         _ => None,
     };
     let nodes = crate::proxy::NodeLink::new(
@@ -249,8 +249,14 @@ pub async fn serve(
         novnc_dir: Arc::from(config.novnc_dir.as_path()),
     });
     tracing::info!(%bound, "alcove serving");
+    let reloader = tls
+        .clone()
+        .map(|certs| tokio::spawn(reload_on_hangup(certs, shutdown.clone())));
     let limits = config.http_limits(crate::listener::fd_soft_limit());
     crate::listener::serve(listener, app, limits, shutdown.clone(), tls).await?;
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     reaper.abort();
     compactor.abort();
     purger.abort();
@@ -261,6 +267,33 @@ pub async fn serve(
     control.shutdown().await;
     tracing::info!("alcove stopped");
     Ok(())
+}
+
+/// Reads the TLS certificate and key again on each SIGHUP (a renewal), until
+/// shutdown; a failed read keeps the certificate in use and says why.
+async fn reload_on_hangup(certs: Arc<crate::tls::ServerCerts>, shutdown: Shutdown) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: the TLS certificate is not reloaded");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            got = hangups.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                match certs.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::warn!(error = %e, "SIGHUP: the TLS certificate could not be reloaded; the one in use stays"),
+                }
+            }
+        }
+    }
 }
 
 /// Whether `data_dir` holds any sandbox's state (a directory under `sandboxes/`).

@@ -84,6 +84,40 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
+/// The listener's certificate, read again from its files on [`ServerCerts::reload`]
+/// (`alcove serve` does on SIGHUP), so that a renewed certificate is served without a
+/// restart. Connections take the current one when they start.
+#[derive(Debug)]
+pub struct ServerCerts {
+    cert: PathBuf,
+    key: PathBuf,
+    current: std::sync::RwLock<Arc<ServerConfig>>,
+}
+
+impl ServerCerts {
+    /// Reads `cert` and `key` (see [`server_config`]).
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: std::sync::RwLock::new(server_config(cert, key)?),
+        }))
+    }
+
+    /// The config new connections use.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(&current)
+    }
+
+    /// Reads the files again; on an error the certificate in use stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = server_config(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
 /// What relays to `https://` nodes trust: the system's roots (which honour
 /// `SSL_CERT_FILE` and `SSL_CERT_DIR`) and, if given, the certificates of `ca`.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
@@ -143,6 +177,30 @@ mod tests {
         let roots = client_config(Some(&cert)).expect("client config");
         // hyper-rustls refuses a config that already names protocols.
         let _ = crate::proxy::NodeLink::new(roots, true);
+    }
+
+    #[test]
+    fn a_reload_takes_new_files_and_keeps_the_old_certificate_on_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let cert = write(dir.path(), "cert.pem", &first.cert.pem());
+        let key = write(dir.path(), "key.pem", &first.signing_key.serialize_pem());
+        let certs = ServerCerts::load(&cert, &key).expect("load");
+        let before = certs.current();
+
+        let second = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        write(dir.path(), "cert.pem", &second.cert.pem());
+        write(dir.path(), "key.pem", &second.signing_key.serialize_pem());
+        certs.reload().expect("reload");
+        let after = certs.current();
+        assert!(!Arc::ptr_eq(&before, &after));
+
+        // A half-written renewal (the new certificate, the old key) is refused; the
+        // certificate in use stays.
+        write(dir.path(), "cert.pem", &first.cert.pem());
+        let e = certs.reload().expect_err("mismatched pair").to_string();
+        assert!(e.contains("--tls-key"), "{e}");
+        assert!(Arc::ptr_eq(&after, &certs.current()));
     }
 
     #[test]
