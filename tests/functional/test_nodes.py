@@ -733,14 +733,19 @@ def test_an_image_made_on_one_node_runs_on_another_through_the_blob_store(pg, tm
             assert wait_for(lambda: not s3.objects(f"img/images/{second_id}"), 20)
             assert b.api("GET", f"/images/{other}").status_code == 404
 
-            # Deleted through A, an image B fetched goes from B too, once no sandbox of B
-            # runs it: B's sweeps keep it while one does.
+            # While a sandbox on B runs the image, a delete through A is refused, naming it, and
+            # A lists it among the image's users.
             with via_b.create_and_connect(image=name) as keeper:
-                assert a.api("DELETE", f"/images/{name}").status_code == 200
-                assert a.api("GET", f"/images/{name}").status_code == 404
-                time.sleep(3 * IMAGE_SWEEP_SECS)
-                assert b.api("GET", f"/images/{name}").status_code == 200
+                refused = a.api("DELETE", f"/images/{name}")
+                assert refused.status_code == 409, refused.text
+                assert refused.json()["code"] == "IMAGE_IN_USE"
+                assert keeper.sandbox_id in refused.json()["message"]
+                used_by = a.api("GET", f"/images/{name}").json()["used_by"]
+                assert keeper.sandbox_id in used_by["sandboxes"], used_by
                 assert keeper.run("/bin/busybox", ["echo", "kept"]).stdout.strip() == "kept"
+            # Once it ended, deleted through A, the image B fetched goes from B too.
+            assert a.api("DELETE", f"/images/{name}").status_code == 200
+            assert a.api("GET", f"/images/{name}").status_code == 404
             assert wait_for(lambda: b.api("GET", f"/images/{name}").status_code == 404,
                             10 * IMAGE_SWEEP_SECS), b.log_tail()
             assert b.api("GET", "/images").json()["images"] == []

@@ -107,8 +107,24 @@ impl Control {
             .await
     }
 
-    /// Sandboxes (not ended) and snapshots made from image `id`.
+    /// Sandboxes (not ended) and snapshots made from image `id`, on every
+    /// node of the store: an image a sandbox runs is in use wherever the
+    /// delete is asked.
     pub async fn image_users(&self, id: &Digest) -> Result<ImageUsers, ControlError> {
+        self.users_of(id, self.ctx.store.list_live().await?).await
+    }
+
+    /// Like [`Self::image_users`], counting only this node's sandboxes: what
+    /// keeps this node's copy of an image deleted through another node.
+    async fn local_image_users(&self, id: &Digest) -> Result<ImageUsers, ControlError> {
+        self.users_of(id, self.ctx.local_live().await?).await
+    }
+
+    async fn users_of(
+        &self,
+        id: &Digest,
+        live: Vec<crate::store::SandboxRecord>,
+    ) -> Result<ImageUsers, ControlError> {
         let id = id.to_string();
         let record = self.ctx.images.store().get(&id.parse()?)?;
         // Records made before images were pinned name a built-in by name.
@@ -126,10 +142,7 @@ impl Control {
             Some(pinned) => pinned == id,
             None => legacy.contains(image),
         };
-        let sandboxes = self
-            .ctx
-            .local_live()
-            .await?
+        let sandboxes = live
             .into_iter()
             .filter(|r| uses(&r.image))
             .map(|r| r.id.to_string())
@@ -267,9 +280,10 @@ impl Control {
         if !whole && !record.names.iter().any(|n| n == target) {
             return Ok(());
         }
-        // The image goes with its last name: not while something here uses it.
+        // The image goes with its last name: not while something here uses it
+        // (one created here from this copy after the delete's own check).
         if whole || record.names.len() <= 1 {
-            let users = self.image_users(&record.id).await?;
+            let users = self.local_image_users(&record.id).await?;
             if !users.sandboxes.is_empty() || !users.snapshots.is_empty() {
                 return Ok(());
             }
