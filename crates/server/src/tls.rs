@@ -132,28 +132,26 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
             roots.add(cert).map_err(|e| file_error("--tls-ca", ca, e))?;
         }
     }
-    // No ALPN: hyper-rustls sets it from the protocols it is built for.
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| file_error("--tls-ca", ca.unwrap_or(Path::new("")), e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    trusting(roots).map_err(|e| file_error("--tls-ca", ca.unwrap_or(Path::new("")), e))
 }
 
 /// A client config that trusts no one: every TLS handshake with it fails.
 pub fn no_roots() -> Arc<ClientConfig> {
-    let versions =
-        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions();
-    match versions {
-        Ok(builder) => Arc::new(
-            builder
-                .with_root_certificates(RootCertStore::empty())
-                .with_no_client_auth(),
-        ),
+    match trusting(RootCertStore::empty()) {
+        Ok(config) => config,
         // The provider is aws-lc-rs, which supports the default versions.
         Err(_) => unreachable!("aws-lc-rs supports TLS 1.2 and 1.3"),
     }
+}
+
+/// A client config over `roots`. No ALPN: hyper-rustls sets it from the
+/// protocols it is built for.
+fn trusting(roots: RootCertStore) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

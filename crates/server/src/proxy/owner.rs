@@ -13,7 +13,7 @@ use super::ingress::parse_ingress_host;
 use super::node_link::{NodeAddress, tls_failure};
 use super::routing::sandbox_ident;
 use super::sandbox_api::{
-    Via, is_upgrade, relay_request, relay_upgrade, strip_hop_by_hop, tls_refused,
+    Via, is_upgrade, relay_request, relay_upgrade, strip_hop_by_hop, tls_refused, unreachable,
 };
 use alcove_wire::limits::{DEFAULT_CPUS, DEFAULT_MEMORY_MB};
 use alcove_wire::sandbox::CreateSandboxRequest;
@@ -358,15 +358,7 @@ async fn relay_to_node(
             .and_then(|mut a| a.next())
             .ok_or_else(bad_address)?;
         let stream = state.nodes.connect(&target, addr).await.map_err(|e| {
-            if let Some(why) = tls_failure(&e) {
-                return tls_refused(&label, &why);
-            }
-            tracing::warn!(node, error = %e, "connecting to a node failed");
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                alcove_wire::error::ErrorCode::SandboxUnreachable,
-                format!("{label} did not answer"),
-            )
+            tls_failure(&e).map_or_else(|| unreachable(&label, &e), |why| tls_refused(&label, &why))
         })?;
         relay_upgrade(&label, stream, &path, headers, req, None).await
     } else {

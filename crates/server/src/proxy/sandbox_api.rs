@@ -80,7 +80,7 @@ pub(super) fn tls_refused(node: &str, why: &str) -> ApiError {
 }
 
 /// `what` (`sandbox <id>`, `node <name>`) did not answer.
-fn unreachable(what: &str, detail: impl std::fmt::Display) -> ApiError {
+pub(super) fn unreachable(what: &str, detail: impl std::fmt::Display) -> ApiError {
     tracing::warn!(target_name = %what, error = %detail, "upstream unreachable");
     ApiError::new(
         StatusCode::BAD_GATEWAY,
