@@ -1,4 +1,4 @@
-//! Running external tools (`runc`, `ip`, `nft`, `mount`, `mkfs.ext4`) with their
+//! Running external tools (`runc`, `nft`, `mount`, `mkfs.ext4`) with their
 //! argv and stderr kept for the error, and a debug line per call.
 
 use std::process::Stdio;
@@ -14,7 +14,7 @@ pub async fn run(argv: &[&str]) -> Result<String, CommandError> {
     run_with_input(argv, None).await
 }
 
-/// Runs `argv`, feeding `input` on stdin (for `ip -batch -`, `nft -f -`).
+/// Runs `argv`, feeding `input` on stdin (for `nft -f -`).
 pub async fn run_with_input(argv: &[&str], input: Option<&str>) -> Result<String, CommandError> {
     let started = Instant::now();
     let joined = argv.join(" ");

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// A failed external command (`runc`, `ip`, `nft`, `mount`, …), with what was run.
+/// A failed external command (`runc`, `nft`, `mount`, …), with what was run.
 #[derive(Debug, thiserror::Error)]
 #[error("running {argv}: {reason}")]
 pub struct CommandError {
@@ -75,6 +75,9 @@ pub enum RuntimeError {
     /// was changed.
     #[error("{0}")]
     Busy(String),
+    /// A netlink or namespace step of a sandbox's network plumbing failed.
+    #[error("network plumbing: {0}")]
+    Network(String),
 }
 
 impl RuntimeError {

@@ -2,7 +2,8 @@
 //! network" into a running runc container and back.
 //!
 //! Owns images, writable layers, OCI bundles, cgroups, user and network
-//! namespaces, host kernel limits and the calls to `runc`, `ip` and `nft`.
+//! namespaces (plumbed over netlink), host kernel limits and the calls to `runc` and
+//! `nft`.
 //! Knows nothing about HTTP, the store or the API.
 
 pub mod archive;

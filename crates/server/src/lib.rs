@@ -2,7 +2,8 @@
 //!
 //! Owns the HTTP surface (the control plane and the proxy of docs/protocol/),
 //! the sandbox lifecycle and its store. Asks the node runtime (`alcove-runtime`)
-//! for everything that touches the host; never runs `runc`, `ip` or `nft` itself.
+//! for everything that touches the host; never runs `runc` or `nft`
+//! or speaks netlink itself.
 
 pub mod api;
 pub mod auth;

@@ -31,7 +31,7 @@ const HOST_ROOTS: [&str; 9] = [
 ];
 
 /// Pieces of the command lines the runtime runs.
-const COMMAND_MARKERS: [&str; 13] = [
+const COMMAND_MARKERS: [&str; 14] = [
     "runc ",
     "criu ",
     "--root",
@@ -42,6 +42,7 @@ const COMMAND_MARKERS: [&str; 13] = [
     "ip netns",
     "ip link",
     "ip -batch",
+    "network plumbing:",
     "losetup",
     "mkfs.",
     "umount",
@@ -169,6 +170,9 @@ mod tests {
             "creating /var/lib/alcove/sandboxes/x: EEXIST"
         ));
         assert!(leaks_host_detail("runc --root x"));
+        assert!(leaks_host_detail(
+            "network plumbing: creating veth avab123: File exists"
+        ));
         assert!(!leaks_host_detail(
             "agent of sandbox 6f1c did not become ready within 15 s"
         ));

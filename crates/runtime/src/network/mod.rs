@@ -4,12 +4,14 @@
 //!
 //! The namespace itself is created by runc inside the sandbox's user namespace;
 //! the container's hook names it (`/var/run/netns/<name>`, so that `ip -n` and
-//! the clean-up find it) and plumbs the veth pair, on start and on restore.
+//! the clean-up find it) and plumbs the veth pair over netlink (`netlink.rs`),
+//! on start and on restore.
 //!
 //! Every name carries the instance tag so that two servers on one host (a dev
 //! server and a test server) never touch each other's resources.
 
 mod addr;
+mod netlink;
 mod nft;
 
 pub use addr::{Slot, Subnet};
@@ -19,7 +21,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::cmd;
-use crate::error::{CommandError, Result};
+use crate::error::Result;
 
 /// Host-side network plumbing of one runtime instance.
 #[derive(Debug)]
@@ -49,7 +51,7 @@ pub struct SandboxNet {
 impl SandboxNet {
     /// Path of the network namespace, as runc's config wants it.
     pub fn netns_path(&self) -> PathBuf {
-        PathBuf::from("/var/run/netns").join(&self.netns)
+        PathBuf::from(netlink::NETNS_DIR).join(&self.netns)
     }
 }
 
@@ -165,24 +167,23 @@ impl Network {
     }
 
     async fn destroy_links(&self, net: &SandboxNet) {
-        if net.netns_path().exists()
-            && let Err(e) = cmd::run(&["ip", "netns", "delete", &net.netns]).await
-        {
+        if let Err(e) = netlink::unname_netns(&net.netns) {
             tracing::warn!(error = %e, netns = %net.netns, "deleting network namespace");
         }
         // A host veth whose namespace vanished some other way.
         if std::path::Path::new("/sys/class/net")
             .join(&net.host_veth)
             .exists()
+            && let Err(e) = netlink::delete_link(&net.host_veth).await
         {
-            let _ = cmd::run(&["ip", "link", "delete", &net.host_veth]).await;
+            tracing::warn!(error = %e, veth = %net.host_veth, "deleting host veth");
         }
     }
 
     /// Namespaces of this instance that exist now, by slot.
     pub fn list_slots(&self) -> Vec<Slot> {
         let prefix = self.netns_prefix();
-        let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
+        let Ok(entries) = std::fs::read_dir(netlink::NETNS_DIR) else {
             return Vec::new();
         };
         entries
@@ -212,95 +213,8 @@ impl Network {
     }
 }
 
-/// The `ip -batch` scripts that plumb a sandbox's network: one run on the
-/// host (name the namespace of `pid`, make the veth pair, address the host
-/// end), one inside the namespace (address, loopback, route).
-fn attach_scripts(net: &SandboxNet, prefix: u8, pid: i32) -> (String, String) {
-    let host = format!(
-        "netns attach {ns} {pid}\n\
-         link add {veth} type veth peer name eth0 netns {ns}\n\
-         addr add {hip}/{prefix} dev {veth}\n\
-         link set {veth} up\n",
-        ns = net.netns,
-        veth = net.host_veth,
-        hip = net.host_ip,
-    );
-    let inside = format!(
-        "addr add {sip}/{prefix} dev eth0\n\
-         link set lo up\n\
-         link set eth0 up\n\
-         route add default via {hip}\n",
-        sip = net.sandbox_ip,
-        hip = net.host_ip,
-    );
-    (host, inside)
-}
-
 /// Plumbs the network of the container whose init is `pid` (run by the
 /// container's hook, a short-lived single-threaded process: blocking calls).
 pub fn attach_blocking(net: &SandboxNet, prefix: u8, pid: i32) -> Result<()> {
-    if net.netns_path().exists() {
-        // A name left by a run that died without clean-up.
-        let _ = run_blocking(&["ip", "netns", "delete", &net.netns], None);
-    }
-    if std::path::Path::new("/sys/class/net")
-        .join(&net.host_veth)
-        .exists()
-    {
-        let _ = run_blocking(&["ip", "link", "delete", &net.host_veth], None);
-    }
-    let (host, inside) = attach_scripts(net, prefix, pid);
-    run_blocking(&["ip", "-batch", "-"], Some(&host))?;
-    run_blocking(&["ip", "-n", &net.netns, "-batch", "-"], Some(&inside))?;
-    Ok(())
-}
-
-fn run_blocking(argv: &[&str], input: Option<&str>) -> Result<(), CommandError> {
-    use std::io::Write;
-    let fail = |reason: String| CommandError {
-        argv: argv.join(" "),
-        reason,
-    };
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| fail("empty command".into()))?;
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("spawn failed: {e}")))?;
-    if let (Some(mut stdin), Some(text)) = (child.stdin.take(), input) {
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(|e| fail(format!("writing stdin: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| fail(format!("waiting: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(fail(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attach_scripts_name_the_pid_namespace_and_route() {
-        let net = Network::new("ab12", "10.88.0.0/16".parse().expect("subnet")).describe(Slot(3));
-        let (host, inside) = attach_scripts(&net, 30, 4242);
-        assert!(host.starts_with("netns attach alcove-ab12-3 4242\n"));
-        assert!(host.contains("link add avab123 type veth peer name eth0 netns alcove-ab12-3"));
-        assert!(inside.contains(&format!("addr add {}/30 dev eth0", net.sandbox_ip)));
-        assert!(inside.contains(&format!("route add default via {}", net.host_ip)));
-    }
+    netlink::attach_blocking(net, prefix, pid)
 }
