@@ -57,6 +57,10 @@ impl SandboxClient {
     pub async fn create(&self, options: CreateOptions) -> Result<SandboxInfo, ClientError> {
         let deadline = Instant::now() + self.config().timeout;
         let answer = self.post_create(&options, None).await?;
+        // A running sandbox's answer carries its whole info: no GET needed.
+        if let Some(info) = running_info(&answer) {
+            return Ok(info);
+        }
         match answer.status {
             SandboxStatus::Failed | SandboxStatus::Terminated => Err(failure(
                 &answer.sandbox_id,
@@ -269,4 +273,12 @@ fn info_failure(info: &SandboxInfo) -> ClientError {
         info.termination_reason.as_deref(),
         info.error_details.as_deref(),
     )
+}
+
+/// The whole info a create or claim answer carries, when both it and the answer say the
+/// sandbox runs (anything else is checked with a GET).
+pub(crate) fn running_info(answer: &CreateSandboxResponse) -> Option<SandboxInfo> {
+    let info = answer.sandbox.as_deref()?;
+    (answer.status == SandboxStatus::Running && info.status == SandboxStatus::Running)
+        .then(|| info.clone())
 }

@@ -85,6 +85,9 @@ impl SandboxClient {
             .policy(false, false)
             .json(request)?;
         let claimed: CreateSandboxResponse = self.transport.json(call, "claim answer").await?;
-        self.get(&claimed.sandbox_id).await
+        match crate::lifecycle::running_info(&claimed) {
+            Some(info) => Ok(info),
+            None => self.get(&claimed.sandbox_id).await,
+        }
     }
 }

@@ -354,6 +354,11 @@ pub struct CreateSandboxResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub claim_configuration_applied: Option<bool>,
+    /// Alcove: the whole sandbox, as `GET /sandboxes/{id}` would answer it, when it runs;
+    /// a client that has it needs no GET after the create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub sandbox: Option<Box<SandboxInfo>>,
 }
 
 /// A sandbox as returned by get, list and update (docs/protocol/control-plane.md,

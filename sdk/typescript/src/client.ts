@@ -786,6 +786,11 @@ export class SandboxClient {
     const sandboxId = String(answer.sandbox_id ?? answer.id);
     const status = String(answer.status ?? answer.state ?? "");
     if (status === "failed" || status === "terminated") throw failure(sandboxId, status, answer);
+    // A running sandbox's answer from Alcove carries its whole info (`sandbox`): no GET needed.
+    if (status === "running" && typeof answer.sandbox === "object" && answer.sandbox !== null) {
+      const info = sandboxInfoFromWire(answer.sandbox);
+      if (info.status === "running") return info;
+    }
     return this.#waitRunning(sandboxId, deadline, status !== "running");
   }
 

@@ -130,6 +130,43 @@ async fn create_sends_its_budget_and_polls_until_running() {
 }
 
 #[tokio::test]
+async fn create_takes_a_running_sandbox_from_the_answer_without_a_get() {
+    let gets = Hits::default();
+    let embedded = std::sync::Arc::new(std::sync::Mutex::new(SandboxStatus::Running));
+    let answer_status = embedded.clone();
+    let router =
+        axum::Router::new()
+            .route(
+                "/v1/namespaces/default/sandboxes",
+                post(move || {
+                    let status = *answer_status.lock().expect("lock");
+                    let mut sandbox = fake::info("sb", status, "http://unused");
+                    sandbox.name = Some("from-answer".into());
+                    async move {
+                        Json(json!({"sandbox_id": "sb", "status": "running", "sandbox": sandbox}))
+                    }
+                }),
+            )
+            .route(
+                "/v1/namespaces/default/sandboxes/sb",
+                get(|State(gets): State<Hits>| async move {
+                    gets.hit();
+                    Json(fake::info("sb", SandboxStatus::Running, "http://unused"))
+                }),
+            )
+            .with_state(gets.clone());
+    let client = fake::client(&fake::serve(router).await);
+    let info = client.create(CreateOptions::new()).await.expect("runs");
+    assert_eq!(info.name.as_deref(), Some("from-answer"));
+    assert_eq!(gets.count(), 0);
+    // An embedded sandbox that does not run is not trusted: the client asks again.
+    *embedded.lock().expect("lock") = SandboxStatus::Pending;
+    let info = client.create(CreateOptions::new()).await.expect("runs");
+    assert_ne!(info.name.as_deref(), Some("from-answer"));
+    assert_eq!(gets.count(), 1);
+}
+
+#[tokio::test]
 async fn a_sandbox_that_fails_while_starting_is_reported() {
     let router = axum::Router::new().route(
         "/v1/namespaces/default/sandboxes",

@@ -115,6 +115,7 @@ pub(super) fn create_response(
             .as_deref()
             .map(|d| crate::redact::for_client(d).into_owned()),
         claim_configuration_applied: None,
+        sandbox: (status == SandboxStatus::Running).then(|| Box::new(super::public_info(state, r))),
     }
 }
 

@@ -82,6 +82,17 @@ def test_create_defaults(server: FakeServer, client: SandboxClient) -> None:
     assert body_of(server.requests[0]) == {"resources": {"cpus": 1.0, "memory_mb": 1024}}
 
 
+def test_create_uses_the_info_a_running_answer_carries(server: FakeServer, client: SandboxClient) -> None:
+    answer = {"sandbox_id": "sbx-1", "status": "running", "sandbox": info_json(name="from-answer")}
+    server.on("POST", BASE, jsonr(200, answer))
+    server.on("GET", SBX, jsonr(200, info_json(name="from-get")))
+    assert client.create().name == "from-answer"
+    assert server.calls("GET", SBX) == []
+    # An embedded sandbox that does not run is not trusted: the client asks again.
+    server.on("POST", BASE, jsonr(200, {**answer, "sandbox": info_json(status="pending", sandbox_url=None)}))
+    assert client.create().name == "from-get"
+
+
 def test_snapshot_restore_without_overrides_sends_only_the_snapshot_id(
     server: FakeServer, client: SandboxClient
 ) -> None:

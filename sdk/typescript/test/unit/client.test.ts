@@ -144,6 +144,22 @@ describe("SandboxClient against a fake server", () => {
     assert.equal(fake.requests[1]!.path, `${BASE}/sandboxes/sbx1`);
   });
 
+  it("takes a running sandbox's info from the create answer, without a GET", async () => {
+    let embedded: Record<string, unknown> = sandboxJson({ sandbox_url: fake.url, name: "from-answer" });
+    handler = (req) => {
+      if (req.method === "POST") return { json: { sandbox_id: "sbx1", status: "running", sandbox: embedded } };
+      return { json: sandboxJson({ sandbox_url: fake.url, name: "from-get" }) };
+    };
+    assert.equal((await client.create()).name, "from-answer");
+    assert.deepEqual(
+      fake.requests.map((req) => req.method),
+      ["POST"],
+    );
+    // An embedded sandbox that does not run is not trusted: the client asks again.
+    embedded = sandboxJson({ status: "pending", sandbox_url: null });
+    assert.equal((await client.create()).name, "from-get");
+  });
+
   it("sends the node selector from create and createAndConnect, and reads it back", async () => {
     handler = (req) => {
       if (req.method === "POST") return { json: { sandbox_id: "sbx1", status: "running" } };

@@ -184,11 +184,21 @@ def op_create(cfg: ClientConfig, body: dict[str, Any]) -> Op[SandboxInfo]:
     resp = yield from _send(
         _lifecycle(cfg, "POST", sandboxes_url(cfg), json=body, headers=_create_headers(cfg), replayable=False)
     )
-    answer = _create_answer(resp)
+    return (yield from _until_running(cfg, _create_answer(resp), deadline))
+
+
+def _until_running(cfg: ClientConfig, answer: dict[str, Any], deadline: float) -> Op[SandboxInfo]:
+    """The sandbox a create or claim answer names, once it runs. A running sandbox's answer
+    from Alcove carries its whole info (``sandbox``), which saves the GET."""
     sandbox_id = str(answer.get("sandbox_id") or answer.get("id"))
     status = answer.get("status") or answer.get("state")
     if status in (SandboxStatus.FAILED, SandboxStatus.TERMINATED):
         raise _failure(sandbox_id, status, answer)
+    embedded = answer.get("sandbox")
+    if status == SandboxStatus.RUNNING and isinstance(embedded, dict):
+        info = _model(SandboxInfo, embedded, "sandbox")
+        if info.status == SandboxStatus.RUNNING:
+            return info
     return (yield from _wait_running(cfg, sandbox_id, deadline, first_delay=status != SandboxStatus.RUNNING))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._config import ClientConfig
 from ..exceptions import SandboxError
-from ..models import NetworkPolicy, SandboxInfo, SandboxPoolInfo, SandboxStatus
+from ..models import NetworkPolicy, SandboxInfo, SandboxPoolInfo
 from ._errors import _json, _list, _model, check
 from ._file_systems import mounts_body
 from ._lifecycle import (
@@ -20,9 +20,8 @@ from ._lifecycle import (
     DEFAULT_MEMORY_MB,
     _create_answer,
     _create_headers,
-    _failure,
     _node_selector,
-    _wait_running,
+    _until_running,
 )
 from ._routing import _lifecycle, pools_url
 from ._steps import Op, _send
@@ -218,10 +217,5 @@ def op_claim(cfg: ClientConfig, pool_id: str, body: dict[str, Any]) -> Op[Sandbo
             replayable=False,
         )
     )
-    answer = _create_answer(resp, pool=True)
-    sandbox_id = str(answer.get("sandbox_id") or answer.get("id"))
-    status = answer.get("status") or answer.get("state")
-    if status in (SandboxStatus.FAILED, SandboxStatus.TERMINATED):
-        raise _failure(sandbox_id, status, answer)
-    return (yield from _wait_running(cfg, sandbox_id, deadline, first_delay=status != SandboxStatus.RUNNING))
+    return (yield from _until_running(cfg, _create_answer(resp, pool=True), deadline))
 
