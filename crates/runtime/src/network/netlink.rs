@@ -180,7 +180,7 @@ pub async fn delete_link(name: &str) -> Result<()> {
 /// `NETNS_DIR/name`, as `ip netns attach` does: the directory is made a
 /// shared mount (so the name shows in every mount namespace that sees it)
 /// and an empty file there is bind-mounted from `ns`.
-pub fn name_netns(name: &str, ns: &Path) -> Result<()> {
+fn name_netns(name: &str, ns: &Path) -> Result<()> {
     check_name(name)?;
     let dir = Path::new(NETNS_DIR);
     std::fs::create_dir_all(dir).map_err(RuntimeError::io("creating", dir))?;
