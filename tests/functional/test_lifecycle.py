@@ -35,6 +35,8 @@ def test_sandbox_info_has_every_wire_field(server):
     assert created["status"] == "running"
     assert created["sandbox_url"] == server.url
     info = server.api("GET", f"/v1/namespaces/default/sandboxes/{created['sandbox_id']}").json()
+    # A running sandbox's create answer carries what GET answers, so clients skip the GET.
+    assert created["sandbox"] == info
     for key in (
         "id", "namespace", "status", "name", "image", "resources", "sandbox_url",
         "secret_names", "timeout_secs", "entrypoint", "network_policy", "exposed_ports",
@@ -62,6 +64,7 @@ def test_wait_false_answers_202_pending_then_runs(server, client):
     body = resp.json()
     assert body["status"] == "pending"
     assert body["pending_reason"] == "scheduling"
+    assert "sandbox" not in body  # only a running sandbox's answer carries its info
     sandbox = client.connect(body["sandbox_id"])  # waits while pending
     try:
         assert sandbox.run("true").exit_code == 0

@@ -98,6 +98,8 @@ def test_a_claim_hands_out_a_warm_sandbox_with_its_bindings_and_the_pool_refills
         assert info["pool_id"] == pool_id
         assert info["secret_names"] == ["POOL_TOKEN"]
         assert info["network_policy"]["allow_internet_access"] is True
+        # The claim answer carries the claimed sandbox as GET answers it (claim applied).
+        assert answer["sandbox"] == info
         assert claimed in [s["id"] for s in server.api("GET", f"{B}/sandboxes").json()["sandboxes"]]
 
         with SandboxClient(api_url=server.url) as client:
