@@ -57,7 +57,14 @@ impl Node {
         self.runc.pause(id).await?;
         if let Err(e) = self
             .runc
-            .checkpoint(id, &self.cfg.criu_binary, &images, &work, false)
+            .checkpoint(
+                id,
+                &self.sandbox_dir(id),
+                &self.cfg.criu_binary,
+                &images,
+                &work,
+                false,
+            )
             .await
         {
             if let Err(thaw) = self.runc.resume(id).await {
@@ -226,6 +233,10 @@ impl Node {
 
     async fn adopt_restored(&self, spec: &SandboxSpec, slot: Slot) -> Result<SandboxHandle> {
         self.adopt_holding(&spec.id, slot)?;
+        let net = self.network.describe(slot);
+        if !self.network.exists(&net) {
+            self.name_netns(&spec.id, &net)?;
+        }
         let handle = SandboxHandle {
             id: spec.id.clone(),
             slot,
@@ -260,6 +271,7 @@ impl Node {
                 self.runc
                     .checkpoint(
                         id,
+                        &self.sandbox_dir(id),
                         &self.cfg.criu_binary,
                         &dest.join(SNAPSHOT_CRIU),
                         &dest.join("work"),

@@ -16,6 +16,17 @@ pub async fn run(argv: &[&str]) -> Result<String, CommandError> {
 
 /// Runs `argv`, feeding `input` on stdin (for `nft -f -`).
 pub async fn run_with_input(argv: &[&str], input: Option<&str>) -> Result<String, CommandError> {
+    run_prepared(argv, input, |_| Ok(())).await
+}
+
+/// Runs `argv` as [`run_with_input`] does, letting `prepare` set up the
+/// command first (e.g. the mount namespace it runs in); its error is the
+/// command's.
+pub async fn run_prepared(
+    argv: &[&str],
+    input: Option<&str>,
+    prepare: impl FnOnce(&mut Command) -> Result<(), String>,
+) -> Result<String, CommandError> {
     let started = Instant::now();
     let joined = argv.join(" ");
     let (program, args) = argv.split_first().ok_or_else(|| CommandError {
@@ -33,6 +44,10 @@ pub async fn run_with_input(argv: &[&str], input: Option<&str>) -> Result<String
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    prepare(&mut command).map_err(|reason| CommandError {
+        argv: joined.clone(),
+        reason,
+    })?;
     let mut child = command.spawn().map_err(|e| CommandError {
         argv: joined.clone(),
         reason: format!("spawn failed: {e}"),

@@ -28,6 +28,7 @@ pub mod perms;
 pub mod pidfd;
 pub mod resize;
 pub mod runc;
+pub mod runc_ns;
 pub mod sandbox_id;
 pub mod security;
 pub mod spare_layers;

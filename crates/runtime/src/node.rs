@@ -218,13 +218,37 @@ impl Node {
         .map_err(|e| RuntimeError::Config(format!("start-up task failed: {e}")))??;
         let network = Network::new(&tag, cfg.subnet.clone());
         network.install_firewall().await?;
+        let mut runc = Runc::new(cfg.runc_binary.clone(), cfg.data_dir.join("runc"));
+        let hidden = [
+            cfg.data_dir
+                .canonicalize()
+                .unwrap_or_else(|_| cfg.data_dir.clone()),
+            PathBuf::from(crate::network::NETNS_DIR),
+        ];
+        let needed: Vec<PathBuf> = [
+            Some(&cfg.data_dir),
+            Some(&cfg.images_dir),
+            Some(&cfg.agent_binary),
+            Some(&cfg.hook_binary),
+            Some(&cfg.criu_binary),
+            cfg.lxcfs_dir.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+        .collect();
+        match crate::runc_ns::RuncNamespace::new(&hidden, &needed) {
+            Ok(ns) => runc = runc.in_namespace(ns),
+            // Correct without it, only slower with many sandboxes up.
+            Err(e) => tracing::warn!(error = %e, "runc runs in the host's mount namespace"),
+        }
         let spares = Arc::new(crate::spare_layers::SpareLayers::open(
             cfg.data_dir.join("spare-layers"),
         )?);
         Ok(Self {
             spares,
             cgroups: CgroupTree::new(&tag),
-            runc: Runc::new(cfg.runc_binary.clone(), cfg.data_dir.join("runc")),
+            runc,
             network,
             tag,
             cfg,
@@ -340,6 +364,7 @@ impl Node {
                     .await?;
             }
         }
+        self.name_netns(&spec.id, &net)?;
         let handle = SandboxHandle {
             id: spec.id.clone(),
             slot,
@@ -353,6 +378,14 @@ impl Node {
             "sandbox started"
         );
         Ok(handle)
+    }
+
+    /// Names the network namespace of sandbox `id`'s running container.
+    pub(crate) fn name_netns(&self, id: &str, net: &crate::network::SandboxNet) -> Result<()> {
+        let pid = self.runc.init_pid(id).ok_or_else(|| {
+            RuntimeError::Config(format!("runc keeps no state of container {id}"))
+        })?;
+        self.network.name(net, pid)
     }
 
     /// Checks that the host has room for one more running container whose
@@ -628,6 +661,13 @@ impl Node {
             let running = containers
                 .iter()
                 .any(|c| c.id == id.as_str() && c.status == ContainerStatus::Running);
+            // A crash between `runc run` and naming left it unnamed.
+            if running
+                && !self.network.exists(&net)
+                && let Err(e) = self.name_netns(id, &net)
+            {
+                tracing::warn!(sandbox_id = %id, error = %e, "naming network namespace");
+            }
             let intact = running
                 && self.network.exists(&net)
                 && Layer::new(self.sandbox_dir(id)).is_mounted();

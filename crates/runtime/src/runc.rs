@@ -3,11 +3,13 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::cmd;
 use crate::error::{CommandError, Result, RuntimeError, path_str};
+use crate::runc_ns::RuncNamespace;
 
 /// What runc says a container is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -43,6 +45,8 @@ pub struct ContainerState {
 pub struct Runc {
     binary: String,
     root: PathBuf,
+    /// Where runc runs (see [`crate::runc_ns`]); the caller's namespace without it.
+    ns: Option<Arc<RuncNamespace>>,
 }
 
 impl Runc {
@@ -51,7 +55,39 @@ impl Runc {
         Self {
             binary: binary.into(),
             root: root.into(),
+            ns: None,
         }
+    }
+
+    /// The same runc, run in copies of `ns` from now on.
+    pub fn in_namespace(mut self, ns: Arc<RuncNamespace>) -> Self {
+        self.ns = Some(ns);
+        self
+    }
+
+    /// Puts `command` in its mount namespace, with `subtree` (a sandbox's
+    /// directory) attached for calls about its root file system.
+    fn enter(
+        &self,
+        command: &mut tokio::process::Command,
+        subtree: Option<&Path>,
+    ) -> std::result::Result<(), String> {
+        match &self.ns {
+            Some(ns) => ns
+                .enter_on_spawn(command, subtree)
+                .map_err(|e| format!("entering the runc mount namespace: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `runc <argv...>` (`argv[0]` is the binary) in its mount namespace.
+    async fn call(
+        &self,
+        argv: &[&str],
+        input: Option<&str>,
+        subtree: Option<&Path>,
+    ) -> std::result::Result<String, CommandError> {
+        cmd::run_prepared(argv, input, |c| self.enter(c, subtree)).await
     }
 
     fn root_str(&self) -> Result<&str> {
@@ -67,7 +103,7 @@ impl Runc {
     pub async fn run_detached(&self, id: &str, bundle: &Path) -> Result<()> {
         let mut args: Vec<&OsStr> = ["run", "--detach", "--bundle"].map(OsStr::new).to_vec();
         args.extend([bundle.as_os_str(), OsStr::new(id)]);
-        self.run_logged(&args, &bundle.join("runc.log"))
+        self.run_logged(&args, &bundle.join("runc.log"), bundle.parent())
             .await
             .map_err(Into::into)
     }
@@ -75,7 +111,12 @@ impl Runc {
     /// Runs `runc <args>` with its stdio on `/dev/null` (a container it starts or
     /// restores inherits that stdio) and its log in `log`; on failure the error
     /// carries the log's last error message.
-    async fn run_logged(&self, args: &[&OsStr], log: &Path) -> Result<(), CommandError> {
+    async fn run_logged(
+        &self,
+        args: &[&OsStr],
+        log: &Path,
+        subtree: Option<&Path>,
+    ) -> Result<(), CommandError> {
         let _ = std::fs::remove_file(log);
         let mut command = tokio::process::Command::new(&self.binary);
         command
@@ -92,6 +133,11 @@ impl Runc {
             .chain(args.iter().map(|a| a.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ");
+        self.enter(&mut command, subtree)
+            .map_err(|reason| CommandError {
+                argv: argv.clone(),
+                reason,
+            })?;
         let started = std::time::Instant::now();
         let status = command.status().await.map_err(|e| CommandError {
             argv: argv.clone(),
@@ -109,14 +155,19 @@ impl Runc {
 
     /// Freezes every process of the container (cgroup freezer).
     pub async fn pause(&self, id: &str) -> Result<()> {
-        cmd::run(&[&self.binary, "--root", self.root_str()?, "pause", id]).await?;
+        self.call(
+            &[&self.binary, "--root", self.root_str()?, "pause", id],
+            None,
+            None,
+        )
+        .await?;
         Ok(())
     }
 
     /// Changes the container's cgroup limits to `resources` (the JSON document of
     /// `runc update --resources`).
     pub async fn update(&self, id: &str, resources: &str) -> Result<()> {
-        cmd::run_with_input(
+        self.call(
             &[
                 &self.binary,
                 "--root",
@@ -127,6 +178,7 @@ impl Runc {
                 id,
             ],
             Some(resources),
+            None,
         )
         .await?;
         Ok(())
@@ -136,30 +188,41 @@ impl Runc {
     /// signals them under the freezer and thaws them after, so a frozen
     /// container's processes die without running again.
     pub async fn kill_all(&self, id: &str) -> Result<()> {
-        cmd::run(&[
-            &self.binary,
-            "--root",
-            self.root_str()?,
-            "kill",
-            "--all",
-            id,
-            "KILL",
-        ])
+        self.call(
+            &[
+                &self.binary,
+                "--root",
+                self.root_str()?,
+                "kill",
+                "--all",
+                id,
+                "KILL",
+            ],
+            None,
+            None,
+        )
         .await?;
         Ok(())
     }
 
     /// Thaws a paused container.
     pub async fn resume(&self, id: &str) -> Result<()> {
-        cmd::run(&[&self.binary, "--root", self.root_str()?, "resume", id]).await?;
+        self.call(
+            &[&self.binary, "--root", self.root_str()?, "resume", id],
+            None,
+            None,
+        )
+        .await?;
         Ok(())
     }
 
-    /// Dumps the container with CRIU into `images` (logs in `work`). Without
-    /// `leave_running` the container is gone afterwards.
+    /// Dumps the container, whose directory (root file system) is `sandbox_dir`,
+    /// with CRIU into `images` (logs in `work`). Without `leave_running` the
+    /// container is gone afterwards.
     pub async fn checkpoint(
         &self,
         id: &str,
+        sandbox_dir: &Path,
         criu: &Path,
         images: &Path,
         work: &Path,
@@ -182,7 +245,7 @@ impl Runc {
             argv.push("--leave-running");
         }
         argv.push(id);
-        cmd::run(&argv).await?;
+        self.call(&argv, None, Some(sandbox_dir)).await?;
         Ok(())
     }
 
@@ -208,7 +271,7 @@ impl Runc {
             bundle.as_os_str(),
             OsStr::new(id),
         ]);
-        self.run_logged(&args, &work.join("runc-restore.log"))
+        self.run_logged(&args, &work.join("runc-restore.log"), bundle.parent())
             .await
             .map_err(|mut e| {
                 e.reason = format!("{} (CRIU log: {}/restore.log)", e.reason, work.display());
@@ -223,7 +286,14 @@ impl Runc {
 
     /// The container's state, or `None` if runc does not know it.
     pub async fn state(&self, id: &str) -> Result<Option<ContainerState>> {
-        match cmd::run(&[&self.binary, "--root", self.root_str()?, "state", id]).await {
+        match self
+            .call(
+                &[&self.binary, "--root", self.root_str()?, "state", id],
+                None,
+                None,
+            )
+            .await
+        {
             Ok(out) => serde_json::from_str(&out)
                 .map(Some)
                 .map_err(|e| RuntimeError::Spec(format!("parsing runc state: {e}"))),
@@ -239,15 +309,20 @@ impl Runc {
         if !self.root.exists() {
             return Ok(Vec::new());
         }
-        let out = cmd::run(&[
-            &self.binary,
-            "--root",
-            self.root_str()?,
-            "list",
-            "--format",
-            "json",
-        ])
-        .await?;
+        let out = self
+            .call(
+                &[
+                    &self.binary,
+                    "--root",
+                    self.root_str()?,
+                    "list",
+                    "--format",
+                    "json",
+                ],
+                None,
+                None,
+            )
+            .await?;
         let trimmed = out.trim();
         if trimmed.is_empty() || trimmed == "null" {
             return Ok(Vec::new());
@@ -264,7 +339,14 @@ impl Runc {
         self.kill_and_wait(id, std::time::Duration::from_secs(5))
             .await;
         let root = self.root_str()?;
-        match cmd::run(&[&self.binary, "--root", root, "delete", "--force", id]).await {
+        match self
+            .call(
+                &[&self.binary, "--root", root, "delete", "--force", id],
+                None,
+                None,
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.reason.contains("does not exist") || e.reason.contains("not exist") => {
                 Ok(())
@@ -280,16 +362,7 @@ impl Runc {
     /// the container has no state, or its init is gone or is another process now
     /// (the start time in runc's state does not match).
     async fn kill_and_wait(&self, id: &str, timeout: std::time::Duration) {
-        #[derive(Deserialize)]
-        struct InitState {
-            init_process_pid: i32,
-            init_process_start: u64,
-        }
-        let state_file = self.root.join(id).join("state.json");
-        let Ok(text) = std::fs::read_to_string(&state_file) else {
-            return;
-        };
-        let Ok(init) = serde_json::from_str::<InitState>(&text) else {
+        let Some(init) = self.init_state(id) else {
             return;
         };
         let waited = crate::blocking::run(move || {
@@ -300,6 +373,24 @@ impl Runc {
             tracing::debug!(sandbox_id = %id, error = %e, "killing the container's init");
         }
     }
+
+    /// Host pid of the container's init, from runc's state (no runc call).
+    pub fn init_pid(&self, id: &str) -> Option<i32> {
+        self.init_state(id).map(|s| s.init_process_pid)
+    }
+
+    fn init_state(&self, id: &str) -> Option<InitState> {
+        let state_file = self.root.join(id).join("state.json");
+        let text = std::fs::read_to_string(&state_file).ok()?;
+        serde_json::from_str::<InitState>(&text).ok()
+    }
+}
+
+/// The container's init as runc's state file records it.
+#[derive(Deserialize)]
+struct InitState {
+    init_process_pid: i32,
+    init_process_start: u64,
 }
 
 /// The last error message in a runc JSON log, for error reports.

@@ -3,9 +3,9 @@
 //! keep sandboxes away from the host and from each other.
 //!
 //! The namespace itself is created by runc inside the sandbox's user namespace;
-//! the container's hook names it (`/var/run/netns/<name>`, so that `ip -n` and
-//! the clean-up find it) and plumbs the veth pair over netlink (`netlink.rs`),
-//! on start and on restore.
+//! the container's hook plumbs the veth pair over netlink (`netlink.rs`), on
+//! start and on restore, and the node then names it (`/var/run/netns/<name>`,
+//! so that `ip -n` and the clean-up find it) in the host's mount namespace.
 //!
 //! Every name carries the instance tag so that two servers on one host (a dev
 //! server and a test server) never touch each other's resources.
@@ -15,10 +15,11 @@ mod netlink;
 mod nft;
 
 pub use addr::{Slot, Subnet};
+pub use netlink::NETNS_DIR;
 pub use nft::EgressPolicy;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cmd;
 use crate::error::Result;
@@ -123,6 +124,15 @@ impl Network {
         // Its egress rules cannot be left over: the table is rebuilt at each start.
         self.destroy_links(&net).await;
         net
+    }
+
+    /// Names the network namespace of the container whose init is `pid`
+    /// (`/var/run/netns/<name>`, in the calling thread's mount namespace: the
+    /// host's), replacing a stale name. Done once runc has started or restored
+    /// the container; its hook plumbed the namespace already.
+    pub fn name(&self, net: &SandboxNet, pid: i32) -> Result<()> {
+        netlink::unname_netns(&net.netns)?;
+        netlink::name_netns(&net.netns, Path::new(&format!("/proc/{pid}/ns/net")))
     }
 
     /// Enforces `policy` on the sandbox's outbound traffic (replacing any earlier

@@ -7,7 +7,9 @@
 //! `ip link add … type veth peer … netns …`, `ip addr`, `ip link set up`,
 //! `ip route add default` and `ip netns delete` did is done here directly:
 //! the namespace is named by a bind mount of `/proc/<pid>/ns/net` under
-//! `/var/run/netns` (so the clean-up and the tools still find it), the veth
+//! `/var/run/netns` (so the clean-up and the tools still find it; the node
+//! does it in the host's mount namespace once runc is done, see
+//! [`crate::runc_ns`]), the veth
 //! pair is made with its sandbox end created straight inside the namespace,
 //! and the inside is configured over a netlink socket opened in that
 //! namespace (the calling thread enters it, then returns to its own).
@@ -36,8 +38,7 @@ fn net_error(what: &str, detail: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Network(format!("{what}: {detail}"))
 }
 
-/// Plumbs the network of the container whose init is `pid`: names its
-/// namespace, makes the veth pair, addresses both ends, brings them and the
+/// Plumbs the network of the container whose init is `pid`: makes the veth pair, addresses both ends, brings them and the
 /// loopback up and routes the sandbox's traffic through the host end.
 /// Blocking (a single-threaded runtime of its own): meant for the container's
 /// short-lived hook process.
@@ -50,14 +51,12 @@ pub fn attach_blocking(net: &SandboxNet, prefix: u8, pid: i32) -> Result<()> {
 }
 
 async fn attach(net: &SandboxNet, prefix: u8, pid: i32) -> Result<()> {
-    // A name or a host veth left by a run that died without clean-up.
-    unname_netns(&net.netns)?;
+    // A host veth left by a run that died without clean-up.
     let host = connect()?;
     delete_link_with(&host, &net.host_veth).await?;
 
     let ns_path = format!("/proc/{pid}/ns/net");
     let netns = File::open(&ns_path).map_err(RuntimeError::io("opening", &ns_path))?;
-    name_netns(&net.netns, Path::new(&ns_path))?;
 
     // The pair, its sandbox end made inside the namespace (so that its name
     // never meets the host's own `eth0`).
@@ -180,7 +179,7 @@ pub async fn delete_link(name: &str) -> Result<()> {
 /// `NETNS_DIR/name`, as `ip netns attach` does: the directory is made a
 /// shared mount (so the name shows in every mount namespace that sees it)
 /// and an empty file there is bind-mounted from `ns`.
-fn name_netns(name: &str, ns: &Path) -> Result<()> {
+pub(super) fn name_netns(name: &str, ns: &Path) -> Result<()> {
     check_name(name)?;
     let dir = Path::new(NETNS_DIR);
     std::fs::create_dir_all(dir).map_err(RuntimeError::io("creating", dir))?;
