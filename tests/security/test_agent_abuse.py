@@ -41,7 +41,7 @@ def test_user_processes_run_below_the_agent(sandbox):
 def test_during_a_fork_bomb_the_agent_answers_and_still_starts_processes(sandbox):
     bomb = sandbox.start_process("python3", ["-c", BOMB], stdin_mode="closed")
     pids_limit = sandbox.metrics().pids_limit
-    wait_until(lambda: tasks(sandbox) >= pids_limit - 2 * 64, "the bomb filled the sandbox")
+    wait_until(lambda: tasks(sandbox) >= pids_limit - 2 * 64, "the bomb filled the sandbox", timeout=60)
     # Everything answers while the bomb runs. A new process would only queue behind the
     # bomb's thousands of runnable tasks, so a start is refused at once (or, when the bomb
     # dipped below its limit, runs).
