@@ -25,7 +25,7 @@
 //! namespace once runc is done (see [`crate::network::Network::name`]).
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,9 +35,6 @@ use nix::sched::CloneFlags;
 
 use crate::error::{Result, RuntimeError};
 
-/// `open_tree` flags (linux/mount.h).
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
 /// `move_mount` flag: the source is the descriptor itself.
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
@@ -77,7 +74,7 @@ impl RuncNamespace {
         subtree: Option<&Path>,
     ) -> Result<()> {
         let tree = match subtree {
-            Some(dir) => Some((clone_recursive(dir)?, cstring(dir)?)),
+            Some(dir) => Some((crate::userns::clone_tree_recursive(dir)?, cstring(dir)?)),
             None => None,
         };
         let cwd = std::env::current_dir()
@@ -203,29 +200,6 @@ fn parse_mountinfo(line: &str) -> Option<(PathBuf, MountKind)> {
         PathBuf::from(crate::layer::unescape_mountinfo(mount)),
         MountKind { fstype, source },
     ))
-}
-
-/// A detached recursive clone of the mounts at and below `dir` (`dir` need not
-/// be a mount point: the clone is a bind mount of it, as `mount --rbind`).
-fn clone_recursive(dir: &Path) -> Result<OwnedFd> {
-    let src = cstring(dir)?;
-    // SAFETY: a NUL-terminated path; the flags are plain ints.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            src.as_ptr(),
-            OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(RuntimeError::io("cloning the mounts of", dir)(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    let raw = i32::try_from(fd).map_err(|_| RuntimeError::Config("bad mount fd".into()))?;
-    // SAFETY: open_tree returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 fn cstring(path: &Path) -> Result<CString> {

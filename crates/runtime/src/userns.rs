@@ -154,6 +154,17 @@ pub fn mapping_namespace(range: IdRange) -> Result<OwnedFd> {
 /// A detached clone of the mount tree at `source` (`open_tree` with
 /// `OPEN_TREE_CLONE`), to be changed with `mount_setattr` and attached elsewhere.
 pub(crate) fn clone_tree(source: &Path) -> Result<OwnedFd> {
+    open_tree_clone(source, 0)
+}
+
+/// [`clone_tree`] with everything mounted below `source` too (`AT_RECURSIVE`,
+/// as `mount --rbind`); `source` need not be a mount point.
+pub(crate) fn clone_tree_recursive(source: &Path) -> Result<OwnedFd> {
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    open_tree_clone(source, AT_RECURSIVE)
+}
+
+fn open_tree_clone(source: &Path, flags: libc::c_uint) -> Result<OwnedFd> {
     let src = cstring(source)?;
     // SAFETY: `src` is a valid NUL-terminated path; the flags are plain ints.
     let tree = unsafe {
@@ -161,7 +172,7 @@ pub(crate) fn clone_tree(source: &Path) -> Result<OwnedFd> {
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             src.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            OPEN_TREE_CLONE | flags | libc::O_CLOEXEC as libc::c_uint,
         )
     };
     if tree < 0 {
