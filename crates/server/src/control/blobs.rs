@@ -52,6 +52,15 @@ pub(super) fn sandbox_owner(id: &str) -> String {
     format!("sandbox:{id}")
 }
 
+/// Whether `records` hold an object of each of `members` (keys end in
+/// `/<member>.tar.zst`): a dump missing one cannot be restored from them.
+fn holds_every_member(records: &[BlobRecord], members: &[&str]) -> bool {
+    members.iter().all(|m| {
+        let name = format!("/{m}.tar.zst");
+        records.iter().any(|r| r.key.ends_with(&name))
+    })
+}
+
 /// Background uploads that failed, and when to try each again.
 #[derive(Debug, Default)]
 pub(super) struct UploadBackoff(Mutex<HashMap<String, Instant>>);
@@ -79,7 +88,11 @@ impl Context {
     /// Whether suspended sandbox `id`'s dump is in the blob store (so another
     /// node can resume it).
     pub(super) async fn dump_in_blob_store(&self, id: &str) -> Result<bool, super::ControlError> {
-        Ok(self.cfg.blobs.is_some() && !self.store.blobs_of(&sandbox_owner(id)).await?.is_empty())
+        if self.cfg.blobs.is_none() {
+            return Ok(false);
+        }
+        let records = self.store.blobs_of(&sandbox_owner(id)).await?;
+        Ok(holds_every_member(&records, &SUSPENDED_MEMBERS))
     }
 
     /// Uploads the members of `dir` that exist (raw or packed) under
@@ -184,19 +197,24 @@ impl Context {
             return Err("no blob store is configured".into());
         };
         let started = Instant::now();
-        let uploaded = self
-            .upload_members(blobs, dir, &SNAPSHOT_MEMBERS, prefix, owner)
-            .await;
+        let stored = async {
+            let records = self
+                .upload_members(blobs, dir, &SNAPSHOT_MEMBERS, prefix, owner)
+                .await?;
+            self.store
+                .put_blobs(&records)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(records.len())
+        }
+        .await;
+        // Counted once stored and recorded: what another node can fetch.
         self.metrics.operation(
             crate::metrics::Operation::BlobUpload,
-            uploaded.is_ok(),
+            stored.is_ok(),
             started.elapsed(),
         );
-        let records = uploaded?;
-        for rec in &records {
-            self.store.put_blob(rec).await.map_err(|e| e.to_string())?;
-        }
-        Ok(records.len())
+        stored
     }
 
     /// Uploads a finished snapshot's files; a snapshot is completed only once
@@ -378,14 +396,14 @@ impl Control {
                     .await
             }
             .await;
-            self.ctx.metrics.operation(
-                crate::metrics::Operation::BlobUpload,
-                uploaded.is_ok(),
-                started.elapsed(),
-            );
             let records = match uploaded {
                 Ok(records) => records,
                 Err(e) => {
+                    self.ctx.metrics.operation(
+                        crate::metrics::Operation::BlobUpload,
+                        false,
+                        started.elapsed(),
+                    );
                     tracing::warn!(sandbox_id = %id, error = %e, "uploading a suspended sandbox; will retry");
                     self.upload_backoff.failed(&id);
                     continue;
@@ -401,16 +419,17 @@ impl Control {
                     && r.suspended_at == record.suspended_at
             );
             let mut kept = same;
-            if same {
-                for rec in &records {
-                    if let Err(e) = self.ctx.store.put_blob(rec).await {
-                        tracing::warn!(sandbox_id = %id, error = %e, "recording an upload");
-                        kept = false;
-                        break;
-                    }
-                }
+            if same && let Err(e) = self.ctx.store.put_blobs(&records).await {
+                tracing::warn!(sandbox_id = %id, error = %e, "recording an upload");
+                kept = false;
             }
             drop(guard);
+            // Counted once recorded: from then on another node can resume it.
+            self.ctx.metrics.operation(
+                crate::metrics::Operation::BlobUpload,
+                kept,
+                started.elapsed(),
+            );
             if kept {
                 self.upload_backoff.clear(&id);
                 let bytes: i64 = records.iter().map(|r| r.size).sum();
@@ -422,5 +441,40 @@ impl Control {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str) -> BlobRecord {
+        BlobRecord {
+            key: key.into(),
+            owner: "sandbox:x".into(),
+            sha256: String::new(),
+            size: 1,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_dump_is_in_the_blob_store_only_with_every_member() {
+        let members = ["checkpoint", "disk.img"];
+        let both = [
+            rec("sandboxes/x/7/checkpoint.tar.zst"),
+            rec("sandboxes/x/7/disk.img.tar.zst"),
+        ];
+        assert!(holds_every_member(&both, &members));
+        assert!(!holds_every_member(&both[..1], &members));
+        assert!(!holds_every_member(&[], &members));
+        // A name that only ends like a member is not one.
+        assert!(!holds_every_member(
+            &[
+                rec("sandboxes/x/7/checkpoint.tar.zst"),
+                rec("sandboxes/x/7/old-disk.img.tar.zst")
+            ],
+            &members
+        ));
     }
 }

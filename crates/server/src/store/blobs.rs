@@ -25,21 +25,45 @@ impl Store {
     /// Records an uploaded object (replacing the record of an earlier upload
     /// under the same key).
     pub async fn put_blob(&self, b: &BlobRecord) -> Result<(), StoreError> {
-        self.db
-            .execute(
-                query(
-                    "INSERT INTO blobs (key, owner, sha256, size, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO UPDATE SET \
-                     owner = excluded.owner, sha256 = excluded.sha256, size = excluded.size, \
-                     created_at = excluded.created_at",
+        self.put_blobs(std::slice::from_ref(b)).await
+    }
+
+    /// Records the objects of one upload together: one statement, so another
+    /// node never sees part of them (a dump whose disk is missing), also when
+    /// this one dies half-way.
+    pub async fn put_blobs(&self, records: &[BlobRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<String> = (0..records.len())
+            .map(|i| {
+                let n = i * 5;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5
                 )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO blobs (key, owner, sha256, size, created_at) VALUES {} \
+             ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, \
+             sha256 = excluded.sha256, size = excluded.size, created_at = excluded.created_at",
+            rows.join(", ")
+        );
+        let mut stmt = query(&sql);
+        for b in records {
+            stmt = stmt
                 .bind(&b.key)
                 .bind(&b.owner)
                 .bind(&b.sha256)
                 .bind(b.size)
-                .bind(b.created_at),
-            )
-            .await?;
+                .bind(b.created_at);
+        }
+        self.db.execute(stmt).await?;
         Ok(())
     }
 
@@ -115,5 +139,19 @@ mod tests {
         assert_eq!(store.delete_blobs_of("snapshot:s").await.expect("delete"), 1);
         assert!(store.blobs_of("snapshot:s").await.expect("list").is_empty());
         assert_eq!(store.blobs_of("sandbox:x").await.expect("list").len(), 1);
+        // An upload's records go in together, replacing what their keys had.
+        store
+            .put_blobs(&[
+                rec("sandboxes/y/checkpoint.tar.zst", "sandbox:y", 8),
+                rec("sandboxes/y/disk.img.tar.zst", "sandbox:y", 9),
+                rec("sandboxes/x/checkpoint.tar.zst", "sandbox:x", 10),
+            ])
+            .await
+            .expect("put all");
+        let of_y = store.blobs_of("sandbox:y").await.expect("list");
+        assert_eq!(of_y.iter().map(|b| b.size).collect::<Vec<_>>(), [8, 9]);
+        let of_x = store.blobs_of("sandbox:x").await.expect("list");
+        assert_eq!(of_x.iter().map(|b| b.size).collect::<Vec<_>>(), [10]);
+        store.put_blobs(&[]).await.expect("nothing to put");
     });
 }
