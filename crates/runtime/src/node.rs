@@ -244,6 +244,7 @@ impl Node {
         }
         let spares = Arc::new(crate::spare_layers::SpareLayers::open(
             cfg.data_dir.join("spare-layers"),
+            runc.namespace().cloned(),
         )?);
         Ok(Self {
             spares,

@@ -65,6 +65,11 @@ impl Runc {
         self
     }
 
+    /// The mount namespace runc runs in, if not the caller's.
+    pub fn namespace(&self) -> Option<&Arc<RuncNamespace>> {
+        self.ns.as_ref()
+    }
+
     /// Puts `command` in its mount namespace, with `subtree` (a sandbox's
     /// directory) attached for calls about its root file system.
     fn enter(

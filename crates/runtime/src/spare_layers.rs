@@ -25,6 +25,8 @@ pub const KEPT_SIZES: usize = 2;
 #[derive(Debug)]
 pub struct SpareLayers {
     dir: PathBuf,
+    /// Where `mkfs.ext4` runs (see [`crate::layer::format_image`]).
+    ns: Option<Arc<crate::runc_ns::RuncNamespace>>,
     /// Sizes asked for, most recent first, and whether a task is filling each.
     state: Mutex<State>,
 }
@@ -36,8 +38,9 @@ struct State {
 }
 
 impl SpareLayers {
-    /// The pool in `dir` (created 0700), without any spare cut short by a crash.
-    pub fn open(dir: PathBuf) -> Result<Self> {
+    /// The pool in `dir` (created 0700), without any spare cut short by a crash;
+    /// spares are formatted in `ns` when given.
+    pub fn open(dir: PathBuf, ns: Option<Arc<crate::runc_ns::RuncNamespace>>) -> Result<Self> {
         crate::layer::create_private_dir(&dir)?;
         for entry in std::fs::read_dir(&dir).map_err(RuntimeError::io("reading", &dir))? {
             let path = entry.map_err(RuntimeError::io("reading", &dir))?.path();
@@ -47,8 +50,14 @@ impl SpareLayers {
         }
         Ok(Self {
             dir,
+            ns,
             state: Mutex::default(),
         })
+    }
+
+    /// The namespace spares are formatted in, if not the caller's.
+    pub fn namespace(&self) -> Option<&Arc<crate::runc_ns::RuncNamespace>> {
+        self.ns.as_ref()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -124,7 +133,7 @@ impl SpareLayers {
     async fn make_one(&self, disk_mb: u64) -> Result<()> {
         let name = format!("{disk_mb}-{}", uuid::Uuid::new_v4().simple());
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let made = crate::layer::format_image(&tmp, disk_mb).await;
+        let made = crate::layer::format_image(&tmp, disk_mb, self.ns.as_ref()).await;
         if let Err(e) = made {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
@@ -146,7 +155,7 @@ mod tests {
         std::fs::write(dir.join("64-a.img"), b"formatted").expect("write");
         std::fs::write(dir.join("64-b.tmp"), b"half").expect("write");
         std::fs::write(dir.join("128-c.img"), b"other size").expect("write");
-        let spares = SpareLayers::open(dir.clone()).expect("open");
+        let spares = SpareLayers::open(dir.clone(), None).expect("open");
         assert!(
             !dir.join("64-b.tmp").exists(),
             "a spare cut short is removed"

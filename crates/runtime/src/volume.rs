@@ -99,7 +99,9 @@ impl Node {
                 dir.display()
             )));
         }
-        let made = layer::Layer::new(&dir).create_disk(size_mb).await;
+        let made = layer::Layer::new(&dir)
+            .create_disk(size_mb, self.runc.namespace())
+            .await;
         if made.is_err() {
             let _ = blocking::remove_dir_all(dir).await;
         }
