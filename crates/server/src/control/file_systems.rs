@@ -318,6 +318,9 @@ impl Context {
         let mut all = existing.to_vec();
         all.extend(new.iter().cloned());
         distinct(&all)?;
+        if new.is_empty() {
+            return Ok(());
+        }
         let live = self.store.list_holders_in(namespace).await?;
         for m in new {
             mount(m)?;

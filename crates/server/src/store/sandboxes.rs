@@ -151,11 +151,14 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
-    /// The live sandboxes of a namespace that may hold volumes: the listed ones and
+    /// The live sandboxes of a namespace that hold volumes: the listed ones and
     /// a pool's sandboxes being claimed (a claim may mount volumes before it is done).
+    /// Only those with a volume are read, so that a check made at every create
+    /// does not decode every sandbox of the namespace.
     pub async fn list_holders_in(&self, namespace: &str) -> Result<Vec<SandboxRecord>, StoreError> {
         let sql = format!(
             "SELECT {} FROM sandboxes WHERE namespace = $1 \
+             AND file_systems IS NOT NULL \
              AND status NOT IN ('terminated', 'failed', 'timeout') \
              AND (pool_state IS NULL OR pool_state != 'idle') ORDER BY created_at, id",
             columns()
