@@ -568,7 +568,9 @@ impl Node {
         let started = Instant::now();
         let deadline = started + self.cfg.agent_ready_timeout;
         let mut delay = Duration::from_millis(1);
+        let mut attempts = 0u32;
         loop {
+            attempts += 1;
             // Bounded: a connect to an address nothing answers for (no ARP entry, a
             // link that is not up) would otherwise wait for the kernel's SYN retries.
             let left = deadline.saturating_duration_since(Instant::now());
@@ -577,6 +579,12 @@ impl Node {
                 tokio::net::TcpStream::connect(handle.agent_addr()),
             );
             if matches!(attempt.await, Ok(Ok(_))) {
+                tracing::debug!(
+                    sandbox_id = %handle.id,
+                    attempts,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "agent ready"
+                );
                 return Ok(());
             }
             if Instant::now() >= deadline {
