@@ -1,6 +1,7 @@
 """Fixtures of the end-to-end suite: a real server per module, a check after every test
 that the test left no sandbox and nothing on the host behind, and one at the end of the
-session that no server of the suite left a process or a host resource behind."""
+session that no server of the suite left a process or a host resource behind (then the data
+directories tests left on disk are removed; they are kept when something was left)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import shutil
 import pytest
 
 from framework.host import firewall_table_exists, owned_resources
-from framework.server import AlcoveServer, leftovers
+from framework.server import AlcoveServer, leftovers, remove_temporary_data_dirs
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,8 @@ def pytest_sessionfinish(session, exitstatus):
     network namespace, a cgroup, a mount, a uid range or a firewall table."""
     left = leftovers()
     if not left:
+        # Nothing mounted or running under them: the data directories tests left can go.
+        remove_temporary_data_dirs()
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     lines = ["servers of this session left behind:", *(f"  {item}" for item in left)]

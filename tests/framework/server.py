@@ -44,6 +44,17 @@ def unique_subnet() -> str:
 _INSTANCES: list[AlcoveServer] = []
 
 
+def remove_temporary_data_dirs() -> None:
+    """Removes the data directories the servers of this test process made for themselves and
+    a test left on disk (stopped without `retire`). Called once `leftovers` found nothing: no
+    mount under any of them, no process using one."""
+    import shutil
+
+    for srv in _INSTANCES:
+        if srv.temporary and srv.data_dir.exists():
+            shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
 def leftovers() -> list[str]:
     """What the servers of this test process left on the host once all are done: servers
     still running, any process still using one's data directory (an orphaned helper, say),
@@ -104,6 +115,8 @@ class AlcoveServer:
         tls_ca: Path | None = None,
     ):
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="alcove-e2e-")).resolve()
+        # Made here (not given): removed at the end of the session if a test left it.
+        self.temporary = data_dir is None
         self.port = free_port()
         # A subnet of its own so that concurrent servers never share addresses.
         self.subnet = unique_subnet()
