@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds Alcove at another commit (a benchmark's baseline) beside this checkout.
 #
-#   bench/build_baseline.sh COMMIT     -> prints the directory holding `alcove` and `alcove-agent`
+#   bench/build_baseline.sh COMMIT     -> prints the directory holding `alcove`, `alcove-hook` (where that
+#                                         commit has it) and `alcove-agent`
 #
 # The build lives under $ALCOVE_CACHE_DIR/bench-baseline/<commit> (a git worktree with its own
 # target directory) and is reused when it is already there.
@@ -25,10 +26,17 @@ fi
     cd "$dir/src"
     export CARGO_TARGET_DIR="$dir/target"
     cargo build --release --locked -p alcove-cli >&2
+    # Commits before the dedicated hook binary run `alcove __hook` instead.
+    if [[ -d crates/hook ]]; then
+        cargo build --release --locked -p alcove-hook >&2
+    fi
     RUSTFLAGS="-C target-feature=+crt-static" \
         cargo build --release --locked -p alcove-agent --target x86_64-unknown-linux-gnu >&2
 )
 mkdir -p "$out"
 install -m 0755 "$dir/target/release/alcove" "$out/alcove"
+if [[ -x "$dir/target/release/alcove-hook" ]]; then
+    install -m 0755 "$dir/target/release/alcove-hook" "$out/alcove-hook"
+fi
 install -m 0755 "$dir/target/x86_64-unknown-linux-gnu/release/alcove-agent" "$out/alcove-agent"
 echo "$out"

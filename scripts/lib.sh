@@ -25,6 +25,8 @@ ALCOVE_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 
 # Paths of the build products (setup.sh builds them, quickstart/test use them).
 ALCOVE_BIN_PATH="$ALCOVE_REPO/target/release/alcove"
+# runc's hook for every sandbox start; the server runs it from beside its own binary.
+ALCOVE_HOOK_BUILD_PATH="$ALCOVE_REPO/target/release/alcove-hook"
 ALCOVE_AGENT_BUILD_PATH="$ALCOVE_REPO/target/x86_64-unknown-linux-gnu/release/alcove-agent"
 ALCOVE_CRIU_VERSION="4.2.1"
 ALCOVE_CRIU_BIN="/usr/local/sbin/criu"

@@ -18,7 +18,7 @@
 #   node      the TypeScript SDK's dependencies and build (npm ci in sdk/typescript), and the
 #             web console (npm ci and build in console/ -> console/dist, embedded in the server
 #             by the build step; skipped when console/dist is newer than its sources)
-#   build     cargo build: target/release/alcove and the static
+#   build     cargo build: target/release/alcove, target/release/alcove-hook and the static
 #             target/x86_64-unknown-linux-gnu/release/alcove-agent (skipped if ALCOVE_SKIP_BUILD=1)
 #
 # Steps may be combined: scripts/setup.sh packages criu image
@@ -340,26 +340,27 @@ step_build() {
     cd "$ALCOVE_REPO"
     local locked=()
     [[ -f Cargo.lock ]] && locked=(--locked)
-    log "build: cargo build --release ${locked[*]} -p alcove-cli"
-    cargo build --release "${locked[@]}" -p alcove-cli
+    log "build: cargo build --release ${locked[*]} -p alcove-cli -p alcove-hook"
+    cargo build --release "${locked[@]}" -p alcove-cli -p alcove-hook
     log "build: static agent (crt-static, x86_64-unknown-linux-gnu)"
     RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
         cargo build --release "${locked[@]}" -p alcove-agent --target x86_64-unknown-linux-gnu
     [[ -x "$ALCOVE_BIN_PATH" ]] || die "build: $ALCOVE_BIN_PATH was not produced (is the alcove-cli binary named 'alcove'?)"
+    [[ -x "$ALCOVE_HOOK_BUILD_PATH" ]] || die "build: $ALCOVE_HOOK_BUILD_PATH was not produced"
     [[ -x "$ALCOVE_AGENT_BUILD_PATH" ]] || die "build: $ALCOVE_AGENT_BUILD_PATH was not produced"
     if ldd "$ALCOVE_AGENT_BUILD_PATH" 2>&1 | grep -q '=>'; then
         warn "build: $ALCOVE_AGENT_BUILD_PATH is dynamically linked; it must be static to run inside any image"
     fi
-    # Also on PATH, the agent next to the server binary (its default --agent-path).
+    # Also on PATH, the agent and the hook next to the server binary (where it looks for them).
     local src dst
-    for src in "$ALCOVE_BIN_PATH" "$ALCOVE_AGENT_BUILD_PATH"; do
+    for src in "$ALCOVE_BIN_PATH" "$ALCOVE_HOOK_BUILD_PATH" "$ALCOVE_AGENT_BUILD_PATH"; do
         dst="/usr/local/bin/$(basename "$src")"
         if ! cmp -s "$src" "$dst"; then
             install -m 0755 "$src" "$dst.tmp"
             mv -f "$dst.tmp" "$dst"
         fi
     done
-    log "build: $ALCOVE_BIN_PATH, $ALCOVE_AGENT_BUILD_PATH (copied to /usr/local/bin)"
+    log "build: $ALCOVE_BIN_PATH, $ALCOVE_HOOK_BUILD_PATH, $ALCOVE_AGENT_BUILD_PATH (copied to /usr/local/bin)"
 }
 
 # --- images ---------------------------------------------------------------------------

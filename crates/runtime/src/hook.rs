@@ -9,10 +9,12 @@
 //! and before any process is restored, so a restored sandbox finds its
 //! address, loopback and route in place, exactly as a new one does.
 //!
-//! The hook is the `alcove` binary itself (`alcove __hook ARGS`): runc gives it
-//! the container's state on stdin, of which it needs the pid.
+//! The hook is the small `alcove-hook` binary, or where that is not installed
+//! the `alcove` binary itself (`alcove __hook ARGS`): runc gives it the
+//! container's state on stdin, of which it needs the pid.
 
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -22,6 +24,50 @@ use crate::userns;
 
 /// The first argument that marks an `alcove` invocation as this hook.
 pub const HOOK_COMMAND: &str = "__hook";
+
+/// The name of the dedicated hook binary, installed next to `alcove`.
+pub const HOOK_BINARY: &str = "alcove-hook";
+
+/// The program runc runs as the hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookProgram {
+    /// The executable.
+    pub path: PathBuf,
+    /// Whether it is `alcove` (which needs [`HOOK_COMMAND`] first) rather than
+    /// `alcove-hook`.
+    pub is_alcove: bool,
+}
+
+impl HookProgram {
+    /// `alcove-hook` next to `alcove_exe` when it is installed there (it loads in
+    /// about a millisecond, where `alcove` takes about four), else `alcove_exe`
+    /// itself.
+    pub fn beside(alcove_exe: &Path) -> Self {
+        let dedicated = alcove_exe.with_file_name(HOOK_BINARY);
+        if dedicated.is_file() {
+            Self {
+                path: dedicated,
+                is_alcove: false,
+            }
+        } else {
+            Self {
+                path: alcove_exe.to_path_buf(),
+                is_alcove: true,
+            }
+        }
+    }
+
+    /// The hook's whole argv (`args[0]` included) for `spec`.
+    pub fn argv(&self, spec: &HookSpec) -> Vec<String> {
+        let mut argv = if self.is_alcove {
+            vec!["alcove".to_string(), HOOK_COMMAND.to_string()]
+        } else {
+            vec![HOOK_BINARY.to_string()]
+        };
+        argv.extend(spec.to_args());
+        argv
+    }
+}
 
 /// Everything the hook does for one sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +203,24 @@ mod tests {
         assert!(HookSpec::from_args(&args).is_err());
         assert!(HookSpec::from_args(&["--netns".into()]).is_err());
         assert!(run(&spec, "{}").is_err());
+        let dedicated = HookProgram {
+            path: "/usr/local/bin/alcove-hook".into(),
+            is_alcove: false,
+        };
+        assert_eq!(dedicated.argv(&spec)[0], HOOK_BINARY);
+        assert_eq!(
+            HookSpec::from_args(&dedicated.argv(&spec)[1..]).expect("parse"),
+            spec
+        );
+        let alcove = HookProgram {
+            path: "/usr/local/bin/alcove".into(),
+            is_alcove: true,
+        };
+        assert_eq!(alcove.argv(&spec)[..2], ["alcove", HOOK_COMMAND]);
+        assert_eq!(
+            HookSpec::from_args(&alcove.argv(&spec)[2..]).expect("parse"),
+            spec
+        );
         assert!(run(&spec, "{\"pid\": 0}").is_err());
     }
 }

@@ -96,7 +96,7 @@ impl Layer {
         ns: Option<&std::sync::Arc<crate::runc_ns::RuncNamespace>>,
     ) -> Result<()> {
         create_private_dir(&self.dir)?;
-        format_image(&self.disk_image(), disk_mb, ns).await
+        format_image(&self.disk_image(), disk_mb, ns, false).await
     }
 
     /// Creates the disk image as [`Layer::create_disk`] does, taking a formatted
@@ -113,7 +113,7 @@ impl Layer {
         if taken {
             return Ok(());
         }
-        format_image(&self.disk_image(), disk_mb, spares.namespace()).await
+        format_image(&self.disk_image(), disk_mb, spares.namespace(), false).await
     }
 
     /// The size of the disk image in MiB.
@@ -336,10 +336,15 @@ impl Layer {
 /// each sandbox holds a handful of mounts, it took ~5 times as long with 600
 /// sandboxes up. Given `ns` (the template namespace runc runs in, which holds
 /// the host's own mounts only), it runs in a copy of that instead.
+///
+/// With `background`, `mkfs.ext4` runs at idle CPU priority (`SCHED_IDLE`): spares
+/// are formatted while a create is booting, and on a machine with few CPUs a
+/// format at normal priority took CPU time from that very boot.
 pub async fn format_image(
     image: &Path,
     disk_mb: u64,
     ns: Option<&std::sync::Arc<crate::runc_ns::RuncNamespace>>,
+    background: bool,
 ) -> Result<()> {
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -361,13 +366,31 @@ pub async fn format_image(
         "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
         path_str(image)?,
     ];
-    cmd::run_prepared(&argv, None, |c| match ns {
-        Some(ns) => ns
-            .enter_on_spawn(c, None)
-            .map_err(|e| format!("entering the runc mount namespace: {e}")),
-        None => Ok(()),
+    cmd::run_prepared(&argv, None, |c| {
+        if background {
+            // SAFETY: the closure makes one system call on no shared memory,
+            // which is safe in the child of a multi-threaded process.
+            unsafe { c.pre_exec(idle_priority) };
+        }
+        match ns {
+            Some(ns) => ns
+                .enter_on_spawn(c, None)
+                .map_err(|e| format!("entering the runc mount namespace: {e}")),
+            None => Ok(()),
+        }
     })
     .await?;
+    Ok(())
+}
+
+/// Puts the calling process in the `SCHED_IDLE` class: it runs only on CPU time
+/// no other task wants.
+fn idle_priority() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a valid parameter for this process (pid 0 is the caller).
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod blocking;
 pub mod bundle;
+pub mod cgroup_dynmods;
 pub mod cgroups;
 pub mod checkpoint;
 mod cmd;

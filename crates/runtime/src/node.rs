@@ -15,7 +15,7 @@ use crate::bundle::{self, BundleSpec};
 use crate::cgroups::CgroupTree;
 use crate::cpuset::CpuPlan;
 use crate::error::{Result, RuntimeError};
-use crate::hook::{HOOK_COMMAND, HookSpec};
+use crate::hook::HookSpec;
 use crate::idmap::{IdAllocator, IdRange};
 use crate::image::Image;
 use crate::layer::{self, Layer, Mountpoint};
@@ -52,9 +52,8 @@ pub struct NodeConfig {
     pub host_resolv: PathBuf,
     /// How long a new sandbox's agent may take to listen.
     pub agent_ready_timeout: Duration,
-    /// The `alcove` binary, which runc runs as each sandbox's hook
-    /// (`alcove __hook ...`, see [`crate::hook`]).
-    pub hook_binary: PathBuf,
+    /// What runc runs as each sandbox's hook (see [`crate::hook`]).
+    pub hook: crate::hook::HookProgram,
     /// The host-wide directory of taken uid ranges (see [`crate::idmap`]).
     pub idmap_dir: PathBuf,
     /// Where lxcfs is (or is to be) mounted; `None` leaves the host's `/proc`
@@ -63,6 +62,9 @@ pub struct NodeConfig {
     /// How far what sandboxes may still write to their layers (each up to its
     /// `disk_mb`) may exceed the free space under the data directory.
     pub disk_overcommit: f64,
+    /// Turn on the cgroup2 hierarchy's `favordynmods` at start (host-wide; see
+    /// [`crate::cgroup_dynmods`]).
+    pub favor_dynamic_cgroup_moves: bool,
 }
 
 /// Host pids kept out of reach of sandboxes (`pids_limit` x running
@@ -167,7 +169,7 @@ impl Node {
         ] {
             std::fs::create_dir_all(&dir).map_err(RuntimeError::io("creating", &dir))?;
         }
-        for file in [&cfg.agent_binary, &cfg.hook_binary] {
+        for file in [&cfg.agent_binary, &cfg.hook.path] {
             if !file.is_file() {
                 return Err(RuntimeError::Config(format!(
                     "{} not found (build it with scripts/setup.sh build)",
@@ -191,10 +193,11 @@ impl Node {
         );
         ids.validate()?;
         perms::check_ancestors_searchable(&cfg.data_dir)?;
-        let (data_dir, images_dir, lxcfs_dir) = (
+        let (data_dir, images_dir, lxcfs_dir, favor_dynmods) = (
             cfg.data_dir.clone(),
             cfg.images_dir.clone(),
             cfg.lxcfs_dir.clone(),
+            cfg.favor_dynamic_cgroup_moves,
         );
         tokio::task::spawn_blocking(move || -> Result<()> {
             let repaired = perms::secure_tree(&data_dir)?;
@@ -206,6 +209,9 @@ impl Node {
             }
             for change in host::raise_kernel_floors()? {
                 tracing::info!(%change, "raised a host kernel limit");
+            }
+            if favor_dynmods {
+                log_dynmods(crate::cgroup_dynmods::favor_dynamic_moves());
             }
             if let Some(dir) = lxcfs_dir
                 && lxcfs::ensure_running(&dir)?
@@ -229,7 +235,7 @@ impl Node {
             Some(&cfg.data_dir),
             Some(&cfg.images_dir),
             Some(&cfg.agent_binary),
-            Some(&cfg.hook_binary),
+            Some(&cfg.hook.path),
             Some(&cfg.criu_binary),
             cfg.lxcfs_dir.as_ref(),
         ]
@@ -331,14 +337,17 @@ impl Node {
         restore: Option<(&Path, &Path)>,
     ) -> Result<SandboxHandle> {
         let started = Instant::now();
+        let mut lap = Laps::new(started);
         let layer = Layer::new(self.sandbox_dir(&spec.id));
         let range = self.take_range(&spec.id, slot)?;
         // runc walks to the root file system from inside the user namespace.
         perms::own_sandbox_dir(&layer.dir, Some(range.first))?;
         // A sandbox resized while suspended comes back with the bigger disk.
         layer.grow_offline(spec.disk_mb).await?;
+        let ids_ms = lap.next();
         let (mounted, net) = tokio::join!(layer.mount_disk(), self.network.prepare(slot));
         mounted?;
+        let disk_ms = lap.next();
         let cpuset = self.cpus.assign(&spec.id, spec.cpus);
         let user_cgroups = self.cgroups.prepare_user(
             &spec.id,
@@ -348,13 +357,16 @@ impl Node {
             },
             range.first,
         )?;
+        let cgroups_ms = lap.next();
         let volumes = self
             .prepare_volume_views(&spec.id, &spec.volumes, range)
             .await?;
         let (bundle_dir, mountpoints) =
             self.write_bundle(spec, &layer, &net, range, cpuset, (user_cgroups, volumes))?;
+        let bundle_ms = lap.next();
         layer.prepare_mountpoints(&spec.image.layers, &mountpoints)?;
         layer.mount_root(&spec.image.layers, range).await?;
+        let root_ms = lap.next();
         match restore {
             None => self.runc.run_detached(&spec.id, &bundle_dir).await?,
             Some((images, work)) => {
@@ -365,6 +377,7 @@ impl Node {
                     .await?;
             }
         }
+        let runc_ms = lap.next();
         self.name_netns(&spec.id, &net)?;
         let handle = SandboxHandle {
             id: spec.id.clone(),
@@ -372,10 +385,18 @@ impl Node {
             ip: net.sandbox_ip,
         };
         self.wait_for_agent(&handle).await?;
+        let agent_ms = lap.next();
         tracing::debug!(
             sandbox_id = %spec.id,
             restored = restore.is_some(),
             elapsed_ms = started.elapsed().as_millis() as u64,
+            ids_ms,
+            disk_ms,
+            cgroups_ms,
+            bundle_ms,
+            root_ms,
+            runc_ms,
+            agent_ms,
             "sandbox started"
         );
         Ok(handle)
@@ -532,15 +553,14 @@ impl Node {
             prefix_len: self.network.subnet().pair_prefix_len(),
             limits: host::namespace_limits(),
         };
-        let mut hook_args = vec!["alcove".to_string(), HOOK_COMMAND.to_string()];
-        hook_args.extend(hook.to_args());
+        let hook_args = self.cfg.hook.argv(&hook);
         let oci = bundle::build_spec(&BundleSpec {
             hostname: spec.hostname.clone(),
             rootfs: layer.rootfs(),
             agent_binary: self.cfg.agent_binary.clone(),
             etc_dir: layer.etc_source(),
             range,
-            hook: Some((self.cfg.hook_binary.clone(), hook_args)),
+            hook: Some((self.cfg.hook.path.clone(), hook_args)),
             lxcfs_dir: self.cfg.lxcfs_dir.clone(),
             cpuset,
             cgroups_path: self.cgroups.path_for(&spec.id),
@@ -830,6 +850,43 @@ impl Node {
         self.network
             .apply_egress(&self.network.describe(slot), policy)
             .await
+    }
+}
+
+/// Milliseconds between successive points of a boot, for its debug log line.
+struct Laps(Instant);
+
+impl Laps {
+    fn new(start: Instant) -> Self {
+        Self(start)
+    }
+
+    /// Time since the last call (or the start), in fractional milliseconds.
+    fn next(&mut self) -> f64 {
+        let now = Instant::now();
+        let ms = now.duration_since(self.0).as_secs_f64() * 1000.0;
+        self.0 = now;
+        (ms * 100.0).round() / 100.0
+    }
+}
+
+/// Logs what turning on `favordynmods` did; failing is not fatal (starts are only
+/// slower without it).
+fn log_dynmods(outcome: Result<crate::cgroup_dynmods::DynmodsOutcome>) {
+    use crate::cgroup_dynmods::DynmodsOutcome as Outcome;
+    match outcome {
+        Ok(Outcome::TurnedOn(at)) => {
+            tracing::info!(mount = %at.display(), "turned on the cgroup2 option favordynmods")
+        }
+        Ok(Outcome::AlreadyOn(at)) => {
+            tracing::debug!(mount = %at.display(), "cgroup2 favordynmods already on")
+        }
+        Ok(Outcome::NoCgroup2) => tracing::info!("no cgroup2 mount: favordynmods left off"),
+        Ok(Outcome::NotApplied(at)) => tracing::warn!(
+            mount = %at.display(),
+            "cgroup2 favordynmods did not take (not the host's cgroup namespace?)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not turn on cgroup2 favordynmods"),
     }
 }
 

@@ -133,7 +133,7 @@ impl SpareLayers {
     async fn make_one(&self, disk_mb: u64) -> Result<()> {
         let name = format!("{disk_mb}-{}", uuid::Uuid::new_v4().simple());
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let made = crate::layer::format_image(&tmp, disk_mb, self.ns.as_ref()).await;
+        let made = crate::layer::format_image(&tmp, disk_mb, self.ns.as_ref(), true).await;
         if let Err(e) = made {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);

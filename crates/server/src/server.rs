@@ -150,11 +150,12 @@ pub async fn serve(
         pids_limit: config.pids_limit,
         host_resolv: "/etc/resolv.conf".into(),
         agent_ready_timeout: Duration::from_secs(config.agent_ready_timeout_secs),
-        // runc runs this very binary as each sandbox's hook.
-        hook_binary: std::env::current_exe()?,
+        // runc runs alcove-hook, or this very binary, as each sandbox's hook.
+        hook: alcove_runtime::hook::HookProgram::beside(&std::env::current_exe()?),
         idmap_dir: config.idmap_dir.clone(),
         lxcfs_dir: config.lxcfs_dir(),
         disk_overcommit: config.disk_overcommit,
+        favor_dynamic_cgroup_moves: config.cgroup_favor_dynmods,
     })
     .await?;
     let bound = listener.local_addr()?;
