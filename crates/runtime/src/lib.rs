@@ -15,6 +15,7 @@ pub mod checkpoint;
 mod cmd;
 pub mod cpuset;
 pub mod criu_images;
+pub mod disk_promises;
 pub mod error;
 pub mod hook;
 pub mod host;

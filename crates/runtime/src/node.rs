@@ -147,6 +147,8 @@ pub struct Node {
     pub(crate) running: Mutex<HashMap<String, Holding>>,
     /// Writable layers formatted ahead of time.
     spares: Arc<crate::spare_layers::SpareLayers>,
+    /// What layers and volumes may still write, measured now and then.
+    pub(crate) disk_promises: crate::disk_promises::DiskPromises,
 }
 
 /// A short tag unique to a data directory, carried by every host-wide name.
@@ -263,6 +265,7 @@ impl Node {
             ids,
             cpus: CpuPlan::of_host(),
             running: Mutex::new(HashMap::new()),
+            disk_promises: Default::default(),
         })
     }
 
@@ -435,10 +438,14 @@ impl Node {
             return Ok(());
         }
         let (free_mb, _) = host::disk_space_mb(&self.cfg.data_dir)?;
-        let promised = self.unwritten_layer_mb() + new_disk_mb;
         let room =
             (free_mb.saturating_sub(DISK_RESERVE_MB) as f64 * self.cfg.disk_overcommit) as u64;
-        if promised > room {
+        let admitted = self
+            .disk_promises
+            .admit(new_disk_mb, room, Instant::now(), || {
+                self.unwritten_layer_mb()
+            });
+        if let Err(promised) = admitted {
             return Err(RuntimeError::Capacity(format!(
                 "not enough disk space for a {new_disk_mb} MB layer: sandboxes may still write \
                  {promised} MB in all, and {free_mb} MB are free under the data directory \
@@ -640,6 +647,8 @@ impl Node {
         if let Err(e) = Layer::new(self.sandbox_dir(id)).remove().await {
             tracing::warn!(sandbox_id = %id, error = %e, "removing sandbox files");
         }
+        // Its layer no longer takes room.
+        self.disk_promises.forget();
         self.release_unused_volumes();
     }
 
@@ -663,6 +672,7 @@ impl Node {
             return Ok(false);
         }
         Layer::new(dir).remove().await?;
+        self.disk_promises.forget();
         Ok(true)
     }
 

@@ -61,6 +61,8 @@ impl Node {
         if to.disk_mb > disk_mb {
             self.admit_growth(to.disk_mb - disk_mb)?;
             layer.grow(to.disk_mb).await?;
+            // The layer may now write more: creates measure again.
+            self.disk_promises.forget();
         }
         let memory = to.memory_mb << 20;
         let old_memory = self.cgroups.usage(id).and_then(|u| u.memory_limit_bytes);

@@ -116,7 +116,9 @@ impl Node {
             return Err(RuntimeError::Busy(format!("volume {key} is mounted")));
         }
         unmount_all(&dir.join("mnt"))?;
-        blocking::run(move || layer::remove_unmounted_tree(&dir)).await?
+        let removed = blocking::run(move || layer::remove_unmounted_tree(&dir)).await?;
+        self.disk_promises.forget();
+        removed
     }
 
     /// MiB the volume's files take (from its file system while mounted, else
