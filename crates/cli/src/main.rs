@@ -98,7 +98,7 @@ fn main() -> std::process::ExitCode {
     // handled before anything else, single-threaded, with no async runtime.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(alcove_runtime::hook::HOOK_COMMAND) {
-        return commands::hook::run(&args[2..]);
+        return alcove_runtime::hook::process_main(&args[2..]);
     }
     // clap exits with 2 on a usage error, 0 for --help and --version.
     let cli = Cli::parse();

@@ -7,27 +7,7 @@
 //! loaded (the dynamic loader relocates a megabyte of its data). The server runs
 //! this one when it is installed next to `alcove`.
 
-use std::io::Read;
-use std::process::ExitCode;
-
-use alcove_runtime::hook::{self, HookSpec};
-
-fn main() -> ExitCode {
+fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = HookSpec::from_args(&args).and_then(|spec| {
-        let mut state = String::new();
-        std::io::stdin()
-            .take(1 << 20)
-            .read_to_string(&mut state)
-            .map_err(alcove_runtime::RuntimeError::io("reading", "stdin"))?;
-        hook::run(&spec, &state)
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // runc shows this in its error.
-            eprintln!("alcove hook: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    alcove_runtime::hook::process_main(&args)
 }

@@ -162,6 +162,31 @@ struct State {
     pid: i32,
 }
 
+/// The whole hook process, `alcove-hook` and `alcove __hook` alike: `args` are
+/// those after the program name (or after [`HOOK_COMMAND`]). On failure it
+/// prints the error on stderr, which runc shows in its own, and exits 1.
+pub fn process_main(args: &[String]) -> std::process::ExitCode {
+    match run_with_stdin(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alcove hook: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `args`, reads the OCI state runc writes on stdin and runs the hook.
+fn run_with_stdin(args: &[String]) -> Result<()> {
+    use std::io::Read;
+    let spec = HookSpec::from_args(args)?;
+    let mut state = String::new();
+    std::io::stdin()
+        .take(1 << 20)
+        .read_to_string(&mut state)
+        .map_err(RuntimeError::io("reading", "stdin"))?;
+    run(&spec, &state)
+}
+
 /// Runs the hook: `state` is the OCI state runc wrote on stdin. Blocking;
 /// meant for the short-lived hook process.
 pub fn run(spec: &HookSpec, state: &str) -> Result<()> {

@@ -2,7 +2,6 @@
 
 pub mod completions;
 pub mod connection;
-pub mod hook;
 pub mod image;
 pub mod login;
 pub mod node;
