@@ -1,13 +1,15 @@
-//! The OCI `createRuntime` hook of every sandbox: wires its network namespace
-//! to the host and sets the limits of its user namespace.
+//! The OCI `createRuntime` hook of a restored sandbox: wires its network
+//! namespace to the host and sets the limits of its user namespace.
 //!
 //! A sandbox's network namespace belongs to its user namespace (so that
 //! `/sys` can be mounted and the sandbox's root has its network capabilities
 //! there), which means runc creates both and the host can only plumb the
-//! network once they exist. runc runs this hook at that point on `runc run`,
-//! and again on `runc restore` once CRIU has created the (empty) namespaces
-//! and before any process is restored, so a restored sandbox finds its
-//! address, loopback and route in place, exactly as a new one does.
+//! network once they exist. On `runc restore`, runc runs this hook once CRIU
+//! has created the (empty) namespaces and before any process is restored, so
+//! a restored sandbox finds its address, loopback and route in place, exactly
+//! as a new one does. A new sandbox has no hook: the server does the same
+//! work once `runc run` has returned, while the agent starts
+//! ([`crate::net_plumbing`]), which spares runc a hook process per start.
 //!
 //! The hook is the small `alcove-hook` binary, or where that is not installed
 //! the `alcove` binary itself (`alcove __hook ARGS`): runc gives it the

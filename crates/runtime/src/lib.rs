@@ -24,6 +24,7 @@ pub mod image;
 pub mod layer;
 pub mod loopdev;
 pub mod lxcfs;
+pub mod net_plumbing;
 pub mod network;
 pub mod node;
 pub mod perms;

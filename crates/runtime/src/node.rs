@@ -31,6 +31,9 @@ pub const AGENT_PORT: u16 = 9501;
 /// millisecond before the polls back off.
 const FAST_AGENT_POLL_FOR: Duration = Duration::from_millis(250);
 
+/// How long one connect to a new agent may take while it is polled fast.
+const FAST_CONNECT_BOUND: Duration = Duration::from_millis(25);
+
 /// Settings of the node runtime (the `runtime` and `network` config sections).
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -364,23 +367,49 @@ impl Node {
         let volumes = self
             .prepare_volume_views(&spec.id, &spec.volumes, range)
             .await?;
-        let (bundle_dir, mountpoints) =
-            self.write_bundle(spec, &layer, &net, range, cpuset, (user_cgroups, volumes))?;
+        // A restored container's network is plumbed by its hook, before CRIU
+        // restores any process; a new one has no hook (crate::net_plumbing).
+        let (bundle_dir, mountpoints) = self.write_bundle(
+            spec,
+            &layer,
+            (&net, restore.is_some()),
+            range,
+            cpuset,
+            (user_cgroups, volumes),
+        )?;
         let bundle_ms = lap.next();
         layer.prepare_mountpoints(&spec.image.layers, &mountpoints)?;
         layer.mount_root(&spec.image.layers, range).await?;
         let root_ms = lap.next();
-        match restore {
-            None => self.runc.run_detached(&spec.id, &bundle_dir).await?,
+        let runc_ms = match restore {
+            None => {
+                self.runc.run_detached(&spec.id, &bundle_dir).await?;
+                let runc_ms = lap.next();
+                let pid = self.runc.init_pid(&spec.id).ok_or_else(|| {
+                    RuntimeError::Config(format!("runc keeps no state of container {}", spec.id))
+                })?;
+                // Plumbed while the agent starts.
+                crate::net_plumbing::Plumbing::start(
+                    net.clone(),
+                    self.network.subnet().pair_prefix_len(),
+                    pid,
+                    host::namespace_limits(),
+                )?
+                .finish()
+                .await?;
+                runc_ms
+            }
             Some((images, work)) => {
                 crate::criu_images::retarget_userns(images, range.first)?;
                 perms::open_criu_images(images)?;
                 self.runc
                     .restore(&spec.id, &self.cfg.criu_binary, &bundle_dir, images, work)
                     .await?;
+                lap.next()
             }
-        }
-        let runc_ms = lap.next();
+        };
+        // The server's plumbing of a new container (0 on restore: the hook did it).
+        let net_ms = lap.next();
         self.name_netns(&spec.id, &net)?;
         let handle = SandboxHandle {
             id: spec.id.clone(),
@@ -399,6 +428,7 @@ impl Node {
             bundle_ms,
             root_ms,
             runc_ms,
+            net_ms,
             agent_ms,
             "sandbox started"
         );
@@ -537,7 +567,7 @@ impl Node {
         &self,
         spec: &SandboxSpec,
         layer: &Layer,
-        net: &SandboxNet,
+        (net, with_hook): (&SandboxNet, bool),
         range: IdRange,
         cpuset: Option<String>,
         (user_cgroups, volumes): (
@@ -567,7 +597,7 @@ impl Node {
             agent_binary: self.cfg.agent_binary.clone(),
             etc_dir: layer.etc_source(),
             range,
-            hook: Some((self.cfg.hook.path.clone(), hook_args)),
+            hook: with_hook.then(|| (self.cfg.hook.path.clone(), hook_args)),
             lxcfs_dir: self.cfg.lxcfs_dir.clone(),
             cpuset,
             cgroups_path: self.cgroups.path_for(&spec.id),
@@ -599,10 +629,18 @@ impl Node {
         loop {
             attempts += 1;
             // Bounded: a connect to an address nothing answers for (no ARP entry, a
-            // link that is not up) would otherwise wait for the kernel's SYN retries.
+            // link that is not up) would otherwise wait for the kernel's SYN retries,
+            // the first of them a second later. While polling fast, a connect that
+            // has no answer in a few milliseconds (on a local veth it has one in
+            // microseconds) is given up for a fresh one.
             let left = deadline.saturating_duration_since(Instant::now());
+            let bound = if started.elapsed() > FAST_AGENT_POLL_FOR {
+                Duration::from_secs(1)
+            } else {
+                FAST_CONNECT_BOUND
+            };
             let attempt = tokio::time::timeout(
-                left.min(Duration::from_secs(1)),
+                left.min(bound),
                 tokio::net::TcpStream::connect(handle.agent_addr()),
             );
             if matches!(attempt.await, Ok(Ok(_))) {

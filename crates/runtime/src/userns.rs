@@ -7,11 +7,15 @@
 //! range, so the same layer works under any range and nothing is copied or
 //! chowned per sandbox.
 //!
-//! Each helper that needs a single-threaded process (unsharing or entering a
-//! user namespace) or process-wide state (the working directory) forks a
-//! child that makes raw system calls only, with every buffer prepared before
-//! the fork: the server is multi-threaded, and after `fork` only
-//! async-signal-safe calls are sound in the child.
+//! The server is multi-threaded, so what needs a process of its own (a new
+//! user namespace, entering one) runs in a child that makes raw system calls
+//! only, with every buffer prepared beforehand: after `fork` only
+//! async-signal-safe calls are sound. Where a thread is enough (file-system
+//! ids, capabilities and, after `unshare(CLONE_FS)`, the working directory
+//! belong to a thread), a short-lived thread does the work instead, and the
+//! holder of a mapping namespace shares the server's memory (`CLONE_VM`):
+//! a `fork` copies the server's page tables, whose size grows with every
+//! sandbox up.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -20,7 +24,7 @@ use std::path::Path;
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork};
+use nix::unistd::Pid;
 
 use crate::error::{Result, RuntimeError};
 use crate::idmap::IdRange;
@@ -49,21 +53,6 @@ pub(crate) fn cstring(path: &Path) -> Result<CString> {
 
 pub(crate) fn os_err(op: &'static str, path: &Path) -> RuntimeError {
     RuntimeError::io(op, path)(std::io::Error::last_os_error())
-}
-
-/// Waits for a forked child and turns its exit code (an errno, or 0) into a
-/// result.
-pub(crate) fn wait_child(pid: Pid, op: &'static str, path: &Path) -> Result<()> {
-    match waitpid(pid, None) {
-        Ok(WaitStatus::Exited(_, 0)) => Ok(()),
-        Ok(WaitStatus::Exited(_, errno)) => Err(RuntimeError::io(op, path)(
-            std::io::Error::from_raw_os_error(errno),
-        )),
-        Ok(other) => Err(RuntimeError::io(op, path)(std::io::Error::other(format!(
-            "helper process ended with {other:?}"
-        )))),
-        Err(e) => Err(RuntimeError::io(op, path)(e.into())),
-    }
 }
 
 /// In a forked child: asks the kernel to SIGKILL it when the thread that
@@ -104,39 +93,16 @@ pub(crate) fn child_errno() -> i32 {
 /// sandbox's own namespace is created by runc from the same mapping.
 pub fn mapping_namespace(range: IdRange) -> Result<OwnedFd> {
     let proc_self = Path::new("/proc/self/ns/user");
-    let (ready_r, ready_w) =
-        nix::unistd::pipe().map_err(|e| RuntimeError::io("pipe", proc_self)(e.into()))?;
-    let parent = own_pid();
-    // SAFETY: the child only calls prctl, getppid, unshare, write, pause and
-    // _exit (all async-signal-safe) and touches no memory allocated after the fork.
-    let child = match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            // SAFETY: raw system calls on values owned by this child.
-            unsafe {
-                // It waits for the server to kill it: it must not outlive a crash.
-                die_with_parent(parent);
-                let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
-                let byte: u8 = if ok { 1 } else { 0 };
-                libc::write(ready_w.as_raw_fd(), std::ptr::from_ref(&byte).cast(), 1);
-                loop {
-                    libc::pause();
-                }
-            }
-        }
-        Ok(ForkResult::Parent { child }) => child,
-        Err(e) => return Err(RuntimeError::io("forking for", proc_self)(e.into())),
-    };
-    drop(ready_w);
+    // The child is made in its new user namespace by `clone` itself and
+    // shares the server's memory, so nothing is copied.
+    let child =
+        VmChild::spawn(hold_namespace, std::ptr::null_mut(), libc::CLONE_NEWUSER).map_err(|e| {
+            RuntimeError::Config(format!(
+                "creating a user namespace failed (is user.max_user_namespaces 0?): {e}"
+            ))
+        })?;
     let result = (|| {
-        let mut byte = [0u8; 1];
-        let n = nix::unistd::read(&ready_r, &mut byte)
-            .map_err(|e| RuntimeError::io("waiting for", proc_self)(e.into()))?;
-        if n != 1 || byte[0] != 1 {
-            return Err(RuntimeError::Config(
-                "creating a user namespace failed (is user.max_user_namespaces 0?)".into(),
-            ));
-        }
-        let proc_dir = Path::new("/proc").join(child.as_raw().to_string());
+        let proc_dir = Path::new("/proc").join(child.pid.as_raw().to_string());
         for file in ["uid_map", "gid_map"] {
             let path = proc_dir.join(file);
             std::fs::write(&path, range.map_line()).map_err(RuntimeError::io("writing", &path))?;
@@ -146,9 +112,109 @@ pub fn mapping_namespace(range: IdRange) -> Result<OwnedFd> {
             .map(OwnedFd::from)
             .map_err(RuntimeError::io("opening", &ns))
     })();
-    let _ = kill(child, Signal::SIGKILL);
-    let _ = waitpid(child, None);
+    let _ = kill(child.pid, Signal::SIGKILL);
+    child
+        .wait()
+        .map_err(|e| RuntimeError::io("reaping the holder of", proc_self)(e))?;
     result
+}
+
+/// A child process sharing the caller's memory (`CLONE_VM`), running an
+/// `extern "C"` function on a stack of its own. Unlike `fork`, making it
+/// copies nothing: a fork of the server copies its page tables, which grow
+/// with every sandbox up. Unlike a thread, it may enter a user namespace,
+/// and its credentials are its own.
+///
+/// The function runs in the caller's memory with the calling thread's TLS:
+/// it must make raw system calls only (`libc::syscall`, whose only other
+/// effect is `errno`), touch only what its argument points to, and never
+/// allocate. The stack is freed only once the child has been reaped.
+pub(crate) struct VmChild {
+    /// The child's pid.
+    pub(crate) pid: Pid,
+    stack: Option<Vec<u8>>,
+}
+
+/// Stack size of a [`VmChild`]: its functions make a few system calls.
+const VM_CHILD_STACK: usize = 64 * 1024;
+
+impl VmChild {
+    /// Starts `f(arg)` in a child made with `CLONE_VM | extra_flags`.
+    pub(crate) fn spawn(
+        f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+        arg: *mut libc::c_void,
+        extra_flags: libc::c_int,
+    ) -> std::io::Result<Self> {
+        let mut stack = vec![0u8; VM_CHILD_STACK];
+        // SAFETY: the stack is valid and outlives the child (see `wait` and
+        // `Drop`); `f`'s contract is documented on the type.
+        let pid = unsafe {
+            libc::clone(
+                f,
+                stack.as_mut_ptr().add(stack.len()).cast(),
+                libc::CLONE_VM | libc::SIGCHLD | extra_flags,
+                arg,
+            )
+        };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            pid: Pid::from_raw(pid),
+            stack: Some(stack),
+        })
+    }
+
+    /// Reaps the child: its exit code (an errno, or 0), or how it ended.
+    pub(crate) fn wait(mut self) -> std::io::Result<WaitStatus> {
+        let status = waitpid(self.pid, None).map_err(std::io::Error::from)?;
+        // Reaped: nothing runs on the stack any more.
+        drop(self.stack.take());
+        Ok(status)
+    }
+}
+
+impl Drop for VmChild {
+    fn drop(&mut self) {
+        if let Some(stack) = self.stack.take() {
+            // Not reaped (an error path): never free a stack a child may still
+            // run on.
+            let _ = kill(self.pid, Signal::SIGKILL);
+            if waitpid(self.pid, None).is_ok() {
+                drop(stack);
+            } else {
+                std::mem::forget(stack);
+            }
+        }
+    }
+}
+
+/// The holder of [`mapping_namespace`]'s user namespace: blocks every signal
+/// and sleeps until SIGKILL.
+extern "C" fn hold_namespace(_: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: raw system calls on this frame's own values (see VmChild).
+    unsafe {
+        // It waits for the server to kill it: it must not outlive a crash.
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL,
+            0,
+            0,
+            0,
+        );
+        let all: [u64; 1] = [u64::MAX];
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            all.as_ptr(),
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
+        loop {
+            libc::syscall(libc::SYS_pause);
+        }
+    }
 }
 
 /// A detached clone of the mount tree at `source` (`open_tree` with
@@ -299,8 +365,6 @@ pub(crate) unsafe fn raise_effective_caps() -> bool {
 /// or id.
 pub fn mount_overlay(dir: &Path, range: IdRange, layers: usize) -> Result<()> {
     let cdir = cstring(dir)?;
-    let source = c"overlay";
-    let target = c"rootfs";
     // Top layer first, as overlayfs wants; relative to `dir` to keep the
     // option string short (it must fit in a page).
     let lowers: Vec<String> = (0..layers).rev().map(|i| format!("lower/{i}")).collect();
@@ -310,38 +374,47 @@ pub fn mount_overlay(dir: &Path, range: IdRange, layers: usize) -> Result<()> {
     ))
     .map_err(|_| RuntimeError::Config("overlay options hold a NUL byte".into()))?;
     let id = range.first;
-    let flags = libc::MS_NOSUID | libc::MS_NODEV;
-    let parent = own_pid();
-    // SAFETY: the child makes raw system calls on buffers created before the
-    // fork and exits with _exit.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            // SAFETY: as above.
+    // A thread of its own, not a child process: file-system ids and
+    // capabilities belong to a thread, and after `unshare(CLONE_FS)` so does
+    // its working directory. The thread ends right after the mount, so the
+    // changed credentials never serve anything else. (A fork of the server
+    // copies its page tables, which grow with every sandbox up.)
+    let mounted = std::thread::Builder::new()
+        .name("overlay-mount".into())
+        .spawn(move || -> std::io::Result<()> {
+            // SAFETY: raw system calls on values owned by this thread; every
+            // change is to this thread's own state, which ends with it.
             unsafe {
-                die_with_parent(parent);
-                let code = if libc::chdir(cdir.as_ptr()) != 0 {
-                    child_errno()
-                } else {
-                    libc::setfsgid(id);
-                    libc::setfsuid(id);
-                    let mounted = raise_effective_caps()
-                        && libc::mount(
-                            source.as_ptr(),
-                            target.as_ptr(),
-                            source.as_ptr(),
-                            flags,
-                            options.as_ptr().cast(),
-                        ) == 0;
-                    if mounted { 0 } else { child_errno() }
-                };
-                libc::_exit(code);
+                if libc::unshare(libc::CLONE_FS) != 0 || libc::chdir(cdir.as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The raw calls: they change this thread's ids only.
+                libc::syscall(libc::SYS_setfsgid, id);
+                libc::syscall(libc::SYS_setfsuid, id);
+                if !raise_effective_caps() {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let source = c"overlay";
+                if libc::mount(
+                    source.as_ptr(),
+                    c"rootfs".as_ptr(),
+                    source.as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    options.as_ptr().cast(),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
-        }
-        Ok(ForkResult::Parent { child }) => {
-            wait_child(child, "mounting the overlay on", &dir.join("rootfs"))
-        }
-        Err(e) => Err(RuntimeError::io("forking to mount", dir)(e.into())),
-    }
+            Ok(())
+        })
+        .map_err(RuntimeError::io("starting a thread to mount", dir))?
+        .join()
+        .map_err(|_| RuntimeError::Config("the overlay mount thread panicked".into()))?;
+    mounted.map_err(RuntimeError::io(
+        "mounting the overlay on",
+        &dir.join("rootfs"),
+    ))
 }
 
 /// Per-user-namespace maxima written into a sandbox's user namespace
@@ -362,43 +435,90 @@ pub fn write_namespace_limits(pid: i32, limits: &[(String, u64)]) -> Result<()> 
             Ok((cstring(&path)?, value.to_string().into_bytes()))
         })
         .collect::<Result<_>>()?;
-    let parent = own_pid();
-    // SAFETY: the child makes raw system calls on buffers created before the
-    // fork and exits with _exit.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            // SAFETY: as above.
-            unsafe {
-                die_with_parent(parent);
-                let mut code = 0;
-                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUSER) != 0 {
-                    code = child_errno();
-                } else {
-                    for (path, value) in &prepared {
-                        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                        if fd < 0
-                            || libc::write(fd, value.as_ptr().cast(), value.len())
-                                != value.len() as isize
-                        {
-                            code = child_errno();
-                            break;
-                        }
-                        libc::close(fd);
-                    }
-                }
-                libc::_exit(code);
+    let job = LimitsJob {
+        ns: ns.as_raw_fd(),
+        files: prepared
+            .iter()
+            .map(|(path, value)| (path.as_ptr(), value.as_ptr(), value.len()))
+            .collect(),
+    };
+    let child = VmChild::spawn(
+        write_limits_in_child,
+        std::ptr::from_ref(&job).cast_mut().cast(),
+        0,
+    )
+    .map_err(RuntimeError::io("starting a child to enter", &ns_path))?;
+    let status = child
+        .wait()
+        .map_err(RuntimeError::io("reaping the child that entered", &ns_path))?;
+    // `job` and `prepared` are read by the child: they live until it is reaped.
+    drop(job);
+    drop(prepared);
+    exit_status(status, "setting the user-namespace limits of", &ns_path)
+}
+
+/// What [`write_limits_in_child`] does: the user namespace to enter and the
+/// `(path, value, length)` of each file to write, all in the parent's memory.
+struct LimitsJob {
+    ns: libc::c_int,
+    files: Vec<(*const libc::c_char, *const u8, usize)>,
+}
+
+/// Enters `job.ns` and writes each file; exits with 0 or the errno of the
+/// first failure.
+extern "C" fn write_limits_in_child(job: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `job` points to a LimitsJob the parent keeps until this child is
+    // reaped; only raw system calls are made (see VmChild).
+    unsafe {
+        let job = &*job.cast::<LimitsJob>();
+        let errno = || *libc::__errno_location();
+        if libc::syscall(libc::SYS_setns, job.ns, libc::CLONE_NEWUSER) != 0 {
+            return errno();
+        }
+        for &(path, value, len) in &job.files {
+            let fd = libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                path,
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return errno();
+            }
+            let written = libc::syscall(libc::SYS_write, fd, value, len);
+            let code = if written == len as libc::c_long {
+                0
+            } else if written < 0 {
+                errno()
+            } else {
+                libc::EIO
+            };
+            libc::syscall(libc::SYS_close, fd);
+            if code != 0 {
+                return code;
             }
         }
-        Ok(ForkResult::Parent { child }) => {
-            wait_child(child, "setting the user-namespace limits of", &ns_path)
-        }
-        Err(e) => Err(RuntimeError::io("forking to enter", &ns_path)(e.into())),
+        0
+    }
+}
+
+/// A child's exit code (an errno, or 0) as a result.
+fn exit_status(status: WaitStatus, op: &'static str, path: &Path) -> Result<()> {
+    match status {
+        WaitStatus::Exited(_, 0) => Ok(()),
+        WaitStatus::Exited(_, errno) => Err(RuntimeError::io(op, path)(
+            std::io::Error::from_raw_os_error(errno),
+        )),
+        other => Err(RuntimeError::io(op, path)(std::io::Error::other(format!(
+            "helper process ended with {other:?}"
+        )))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::unistd::{ForkResult, fork};
 
     #[test]
     fn a_forked_child_dies_with_the_thread_that_forked_it() {
@@ -444,5 +564,74 @@ mod tests {
             matches!(status, Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _))),
             "the child outlived the thread that forked it: {status:?}"
         );
+    }
+
+    /// Output of `argv` run in the user namespace `ns` (entered between fork and exec).
+    fn run_in_userns(ns: std::os::fd::RawFd, argv: &[&str]) -> String {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(argv[0]);
+        command.args(&argv[1..]);
+        // SAFETY: setns is async-signal-safe; the forked child is single-threaded.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(ns, libc::CLONE_NEWUSER) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = command.output().expect("run in user namespace");
+        assert!(out.status.success(), "{argv:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    #[ignore = "needs root (uid maps of another range, entering a user namespace)"]
+    fn clone_vm_children_map_a_range_and_write_namespace_limits() {
+        let range = IdRange {
+            index: 0,
+            first: 3_000_000_000,
+        };
+        let ns = mapping_namespace(range).expect("mapping namespace");
+        let map = run_in_userns(ns.as_raw_fd(), &["cat", "/proc/self/uid_map"]);
+        let fields: Vec<&str> = map.split_whitespace().collect();
+        assert_eq!(fields[..2], ["0", "3000000000"], "{map}");
+        // The holder that made the namespace is reaped: the descriptor alone keeps it.
+        assert_eq!(
+            waitpid(
+                Pid::from_raw(-1),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG)
+            ),
+            Err(nix::errno::Errno::ECHILD)
+        );
+
+        let mut sandbox = std::process::Command::new("unshare")
+            .args(["--user", "sleep", "30"])
+            .spawn()
+            .expect("unshare");
+        let pid = i32::try_from(sandbox.id()).expect("pid");
+        // `unshare` has made its namespace once `sleep` runs in it.
+        let own = std::fs::read_link("/proc/self/ns/user").expect("own ns");
+        for _ in 0..200 {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            let ns = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap_or_default();
+            if exe.ends_with("sleep") && ns != own {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let limits = vec![("max_inotify_instances".to_string(), 77)];
+        let written = write_namespace_limits(pid, &limits);
+        let inside = std::fs::File::open(format!("/proc/{pid}/ns/user")).expect("ns");
+        let value = run_in_userns(
+            inside.as_raw_fd(),
+            &["cat", "/proc/sys/user/max_inotify_instances"],
+        );
+        let refused = write_namespace_limits(pid, &[("no_such_limit".into(), 1)]);
+        let _ = sandbox.kill();
+        let _ = sandbox.wait();
+        written.expect("write limits");
+        assert_eq!(value.trim(), "77");
+        assert!(refused.is_err(), "a missing limit file is an error");
     }
 }

@@ -102,7 +102,47 @@ async fn attach(net: &SandboxNet, prefix: u8, pid: i32) -> Result<()> {
         .execute()
         .await
         .map_err(|e| net_error("routing the sandbox through its host end", e))?;
-    Ok(())
+    // A link that was just brought up drops what it sends until the kernel's
+    // link watcher has attached its queueing discipline, which it does
+    // asynchronously. A connect to the agent in that window loses its SYN and
+    // waits a second for the retransmission: wait for both ends instead.
+    wait_until_oper_up(&host, host_index, &net.host_veth).await?;
+    wait_until_oper_up(&inside, eth, SANDBOX_LINK).await
+}
+
+/// How long [`wait_until_oper_up`] waits at most (the link watcher usually
+/// takes well under a millisecond; a busy host may take longer).
+const OPER_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Waits until link `index` is operationally up (carrier on and, the link
+/// watcher having run, its queueing discipline attached).
+async fn wait_until_oper_up(handle: &Handle, index: u32, name: &str) -> Result<()> {
+    use rtnetlink::packet_route::link::{LinkAttribute, State};
+    let deadline = std::time::Instant::now() + OPER_UP_TIMEOUT;
+    loop {
+        let link = handle
+            .link()
+            .get()
+            .match_index(index)
+            .execute()
+            .try_next()
+            .await
+            .map_err(|e| net_error(&format!("looking up link {name}"), e))?;
+        let up = link.is_some_and(|l| {
+            l.attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::OperState(State::Up)))
+        });
+        if up {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            // Not fatal: the agent wait retries its connects.
+            tracing::warn!(link = name, "link not operationally up after 500 ms");
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+    }
 }
 
 /// A netlink connection of the calling thread's network namespace, driven
