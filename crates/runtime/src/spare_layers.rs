@@ -21,6 +21,10 @@ pub const SPARES_PER_SIZE: usize = 2;
 /// How many distinct sizes have spares (the most recently asked for).
 pub const KEPT_SIZES: usize = 2;
 
+/// How long a refill waits, while a spare of its size is left, before it
+/// formats: about a start's length.
+const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(150);
+
 /// The pool of formatted spare layers of one node.
 #[derive(Debug)]
 pub struct SpareLayers {
@@ -118,6 +122,12 @@ impl SpareLayers {
                 for spare in this.spares_of(size) {
                     let _ = std::fs::remove_file(spare);
                 }
+            }
+            // While a spare is left, the create that took one boots first: a
+            // format beside its `runc run` takes CPU and disk from it even at idle
+            // priority (the loop device's writes run in kernel workers).
+            if !this.spares_of(disk_mb).is_empty() {
+                tokio::time::sleep(REFILL_DELAY).await;
             }
             while this.spares_of(disk_mb).len() < SPARES_PER_SIZE {
                 if let Err(e) = this.make_one(disk_mb).await {
