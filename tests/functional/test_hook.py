@@ -1,8 +1,11 @@
-"""What a server prepares for every start: the runc hook it runs (`alcove-hook`, or `alcove
-__hook` where that is not installed) and the cgroup2 `favordynmods` option."""
+"""What a server prepares for every start: the network and user-namespace limits of a new
+sandbox (plumbed by the server once `runc run` returns), the runc hook that does the same for a
+restored one (`alcove-hook`, or `alcove __hook` where that is not installed), and the cgroup2
+`favordynmods` option."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -56,3 +59,44 @@ def test_a_server_without_alcove_hook_beside_it_runs_alcove_itself_as_the_hook(t
     finally:
         srv.stop()
         shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+# What the server writes into every sandbox's user namespace (crates/runtime/src/host.rs).
+NAMESPACE_LIMITS = {
+    "max_inotify_instances": "1024",
+    "max_inotify_watches": "1048576",
+    "max_fanotify_groups": "128",
+    "max_fanotify_marks": "65536",
+}
+
+
+def hooks_of(server, sandbox_id: str) -> dict:
+    bundle = server.data_dir / "sandboxes" / sandbox_id / "bundle" / "config.json"
+    return json.loads(bundle.read_text()).get("hooks") or {}
+
+
+def limits_inside(sb) -> dict:
+    out = sb.run("sh", ["-c", "cd /proc/sys/user && for f in " + " ".join(NAMESPACE_LIMITS)
+                        + "; do echo $f $(cat $f); done"]).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_a_new_sandbox_is_plumbed_by_the_server_and_a_restored_one_by_its_hook(server, client):
+    sb = client.create_and_connect(name="plumbed")
+    # No hook on a fresh start: the server did the work once runc returned.
+    assert hooks_of(server, sb.sandbox_id) == {}
+    assert limits_inside(sb) == NAMESPACE_LIMITS
+    route = sb.run("ip", ["-4", "route", "show", "default"]).stdout
+    address = sb.run("ip", ["-4", "-o", "addr", "show", "eth0"]).stdout
+    # Reached through the veth pair: every call above went to the agent over it.
+    assert route.startswith("default via "), route
+
+    client.suspend("plumbed")
+    client.resume("plumbed")
+    again = client.connect("plumbed")
+    assert list(hooks_of(server, again.sandbox_id)) == ["createRuntime"]
+    assert limits_inside(again) == NAMESPACE_LIMITS
+    after = again.run("ip", ["-4", "-o", "addr", "show", "eth0"]).stdout
+    assert after.split()[3] == address.split()[3], (address, after)
+    assert again.run("ip", ["-4", "route", "show", "default"]).stdout == route
+    client.delete("plumbed")
