@@ -3,13 +3,14 @@
  *
  * This SDK asks for `output_batch` events (`?batch=true`): each carries the lines of one stream
  * read at once as a JSON array, with one `stream` and one `timestamp`. A block of batches in the
- * agent's layout is cut by one sticky regular expression; an array whose strings hold no escape,
- * no control character and are all short is cut at its `","` separators (V8 copies short
- * substrings), any other with one `JSON.parse` (which copies each string, so a kept event never
- * keeps the block alive); the timestamp is read once per batch, into one `Date` that the batch's
- * lines share (a `Date` per line cost more than the rest of the line's decoding), and each line
- * becomes a plain object of three fields. A batch stands for one `output` event per line: the
- * events are those {@link outputEventFromWire} makes of them.
+ * agent's layout is cut by one sticky regular expression; an array whose strings hold no escape
+ * and no control character is cut at its `","` separators, a line at a time as the lines are
+ * taken (V8 copies a short substring; a long line is copied out with `JSON.parse`, so a kept event
+ * never keeps the block alive), any other array with one `JSON.parse`; the timestamp is read once
+ * per batch, into one `Date` that the batch's lines share (a `Date` per line cost more than the
+ * rest of the line's decoding), and each line becomes a plain object of three fields when it is
+ * taken. A batch stands for one `output` event per line: the events are those
+ * {@link outputEventFromWire} makes of them.
  *
  * A server that sends per-line `output` events instead (the official protocol) is read fast too.
  * When a block is made of output events in the agent's exact layout only (a regular expression
@@ -18,7 +19,10 @@
  * (V8 internalizes short string values, and most lines are short). Any other block is decoded
  * event by event ({@link decodeBlock}), as before. The events then reach the caller through a
  * plain async iterator that hands out the decoded events of a block without awaiting anything: an
- * async generator would cost a few promise round trips per line, more than decoding it.
+ * async generator would cost a few promise round trips per line, more than decoding it. Its
+ * events are made one by one as they are taken ({@link EventCursor}): made a block at a time,
+ * a read's events and strings were all alive together, and the young generation's scavenges
+ * copied them; made as taken, they die young unless kept (a quarter less time per line).
  */
 
 import type { OutputBatch, OutputEvent, OutputStream } from "./models.js";
@@ -42,25 +46,30 @@ const SLICE_LENGTH = 13;
 
 /** The output events of a follow stream: feed it the body's chunks, then {@link flush}. */
 export class OutputEventDecoder {
-  readonly #blocks = new SSEBlocks();
+  readonly #events: EventCursor;
 
   /** `defaultStream` is the `stream` of events that omit it (null for the merged stream). */
-  constructor(private readonly defaultStream: OutputStream | null) {}
+  constructor(defaultStream: OutputStream | null) {
+    this.#events = new EventCursor(defaultStream);
+  }
 
   /** Take the next chunk of the body; the output events it completes, in order. */
   feed(chunk: Uint8Array): OutputEvent[] {
-    const block = this.#blocks.feed(chunk);
-    return block === null ? [] : this.#events(block);
+    this.#events.feed(chunk);
+    return drain(this.#events);
   }
 
   /** The events left at the end of the stream (an event left unterminated counts). */
   flush(): OutputEvent[] {
-    return this.#events(this.#blocks.close());
+    this.#events.flush();
+    return drain(this.#events);
   }
+}
 
-  #events(block: string): OutputEvent[] {
-    return blockEvents(block, this.defaultStream);
-  }
+function drain<T>(cursor: Cursor<T>): T[] {
+  const out: T[] = [];
+  for (let item = cursor.take(); item !== undefined; item = cursor.take()) out.push(item);
+  return out;
 }
 
 /**
@@ -86,12 +95,9 @@ export class OutputBatchDecoder {
   }
 }
 
-/** The output events of a block. */
+/** The output events of a block that is not all agent batches (those are {@link agentRuns}). */
 function blockEvents(block: string, defaultStream: OutputStream | null): OutputEvent[] {
-  if (block.includes('"lines":[')) {
-    const batches = agentBatches(block);
-    if (batches !== null) return linesOf(batches);
-  } else {
+  if (!block.includes('"lines":[')) {
     const fast = agentEvents(block);
     if (fast !== null) return fast;
   }
@@ -129,13 +135,6 @@ function blockBatches(block: string, defaultStream: OutputStream | null): Output
   return out;
 }
 
-/** The events of batches: one per line, sharing its batch's `Date`. */
-function linesOf(batches: OutputBatch[]): OutputEvent[] {
-  const out: OutputEvent[] = [];
-  for (const { lines, timestamp, stream } of batches) for (const line of lines) out.push({ line, timestamp, stream });
-  return out;
-}
-
 /** Events as batches: consecutive ones of the same stream and time together. */
 function grouped(events: OutputEvent[]): OutputBatch[] {
   const out: OutputBatch[] = [];
@@ -160,20 +159,21 @@ function batchOf(event: Event, lines: unknown[], defaultStream: OutputStream | n
   return strings.length > 0 ? { lines: strings, timestamp: first.timestamp, stream: first.stream } : null;
 }
 
+/**
+ * The lines of one `output_batch` event in the agent's layout, with its stream and timestamp.
+ * `lines` null: its array `body` holds only strings without escapes or control characters (so a
+ * quote stands only around the `","` separators), and the lines are cut out of it as they are
+ * needed ({@link plainLines}, {@link EventCursor}); else `lines` are the strings it holds.
+ */
+interface AgentBatch {
+  readonly lines: string[] | null;
+  readonly body: string;
+  readonly timestamp: Date | null;
+  readonly stream: OutputStream;
+}
+
 /** The strings of a batch's array body in the agent's layout; null when it is not a list of strings. */
-function batchLines(body: string): string[] | null {
-  if (body === "") return [];
-  if (PLAIN_STRINGS.test(body)) {
-    const lines = body.slice(1, -1).split('","');
-    let short = true;
-    for (const line of lines) {
-      if (line.length >= SLICE_LENGTH) {
-        short = false;
-        break;
-      }
-    }
-    if (short) return lines;
-  }
+function parsedLines(body: string): string[] | null {
   let parsed: unknown;
   try {
     parsed = JSON.parse(`[${body}]`);
@@ -185,19 +185,38 @@ function batchLines(body: string): string[] | null {
   return parsed as string[];
 }
 
-/** The non-empty batches of a block of agent `output_batch` events, as {@link batchOf} makes them; else null. */
-function agentBatches(block: string): OutputBatch[] | null {
-  const out: OutputBatch[] = [];
+/** The lines of a plain array body (see {@link AgentBatch}), all at once. */
+function plainLines(body: string): string[] {
+  const lines = body.slice(1, -1).split('","');
+  for (const line of lines) if (line.length >= SLICE_LENGTH) return parsedLines(body)!; // copies, see SLICE_LENGTH
+  return lines;
+}
+
+/** The non-empty `output_batch` events of a block made of them only, in the agent's layout; else null. */
+function agentRuns(block: string): AgentBatch[] | null {
+  const out: AgentBatch[] = [];
   let valid = true;
   const all = eachAgentOutput(block, BATCH_EVENT, (match) => {
-    const lines = valid ? batchLines(match[3]!) : null;
-    if (lines === null) {
-      valid = false;
-      return;
+    const body = match[3]!;
+    if (!valid || body === "") return;
+    let lines: string[] | null = null;
+    if (!PLAIN_STRINGS.test(body)) {
+      lines = parsedLines(body);
+      if (lines === null) {
+        valid = false;
+        return;
+      }
     }
-    if (lines.length > 0) out.push({ lines, timestamp: parseTimestamp(Number(match[2])), stream: match[1] as OutputStream });
+    out.push({ lines, body, timestamp: parseTimestamp(Number(match[2])), stream: match[1] as OutputStream });
   });
   return all && valid ? out : null;
+}
+
+/** The non-empty batches of a block of agent `output_batch` events, as {@link batchOf} makes them; else null. */
+function agentBatches(block: string): OutputBatch[] | null {
+  const runs = agentRuns(block);
+  if (runs === null) return null;
+  return runs.map(({ lines, body, timestamp, stream }) => ({ lines: lines ?? plainLines(body), timestamp, stream }));
 }
 
 /** The events of a block of agent output events, as `outputEventFromWire` makes them; else null. */
@@ -221,7 +240,7 @@ export function iterOutputEvents(
   chunks: AsyncIterable<Uint8Array>,
   defaultStream: OutputStream | null,
 ): AsyncIterableIterator<OutputEvent> {
-  return new Decoded(chunks, new OutputEventDecoder(defaultStream));
+  return new Decoded(chunks, new EventCursor(defaultStream));
 }
 
 /** The output batches of a follow stream (`stream` defaults to the followed one when absent). */
@@ -229,29 +248,170 @@ export function iterOutputBatches(
   chunks: AsyncIterable<Uint8Array>,
   defaultStream: OutputStream | null,
 ): AsyncIterableIterator<OutputBatch> {
-  return new Decoded(chunks, new OutputBatchDecoder(defaultStream));
+  return new Decoded(chunks, new BatchCursor(defaultStream));
+}
+
+/**
+ * Items decoded from a body's chunks, taken one at a time. Feed it a chunk (or flush it at the
+ * end) only once {@link take} has answered `undefined`.
+ */
+interface Cursor<T> {
+  /** Decode the next chunk of the body. */
+  feed(chunk: Uint8Array): void;
+  /** Decode what is left at the end of the body. */
+  flush(): void;
+  /** The next item decoded, or `undefined` when all have been taken. */
+  take(): T | undefined;
+  /** Drop the items not taken. */
+  clear(): void;
+}
+
+const NO_LINES: string[] = [];
+const NO_EVENTS: OutputEvent[] = [];
+
+/**
+ * The output events of a follow stream, made one at a time as they are taken: a line of an agent
+ * batch becomes its event (and, from a plain array body, its string: see {@link AgentBatch}) only
+ * when taken. Made all at once per read, the events of a block (and their strings) were all alive
+ * together, and each scavenge of the young generation copied them; made as taken, most die young.
+ */
+class EventCursor implements Cursor<OutputEvent> {
+  readonly #blocks = new SSEBlocks();
+  readonly #defaultStream: OutputStream | null;
+  // The agent batches of the block being taken, and the next one.
+  #runs: AgentBatch[] = [];
+  #run = 0;
+  // The batch being taken: the stream and Date its lines share, and its lines, either in a plain
+  // array body (from index #at, the start of the next line) or split (from index #line).
+  #timestamp: Date | null = null;
+  #stream: OutputStream | null = null;
+  #body = "";
+  #at = 0;
+  #lines = NO_LINES;
+  #line = 0;
+  // The events of a block that is not made of agent batches, made at once.
+  #events = NO_EVENTS;
+  #event = 0;
+
+  constructor(defaultStream: OutputStream | null) {
+    this.#defaultStream = defaultStream;
+  }
+
+  feed(chunk: Uint8Array): void {
+    const block = this.#blocks.feed(chunk);
+    if (block !== null) this.#load(block);
+  }
+
+  flush(): void {
+    this.#load(this.#blocks.close());
+  }
+
+  take(): OutputEvent | undefined {
+    for (;;) {
+      const body = this.#body;
+      const at = this.#at;
+      if (at < body.length) {
+        let end = body.indexOf('","', at);
+        if (end < 0) {
+          end = body.length - 1; // the closing quote
+          this.#body = ""; // done with it: keep the block no longer
+        }
+        this.#at = end + 3;
+        // A short line is copied out; a long one would be a view that keeps the whole block alive
+        // as long as its event: JSON.parse of its quoted text copies it.
+        const line = end - at < SLICE_LENGTH ? body.slice(at, end) : (JSON.parse(body.slice(at - 1, end + 1)) as string);
+        return { line, timestamp: this.#timestamp, stream: this.#stream };
+      }
+      if (this.#line < this.#lines.length) {
+        return { line: this.#lines[this.#line++]!, timestamp: this.#timestamp, stream: this.#stream };
+      }
+      if (this.#event < this.#events.length) return this.#events[this.#event++];
+      if (this.#run >= this.#runs.length) return undefined;
+      const run = this.#runs[this.#run++]!;
+      this.#timestamp = run.timestamp;
+      this.#stream = run.stream;
+      if (run.lines === null) {
+        this.#body = run.body;
+        this.#at = 1; // after the opening quote
+      } else {
+        this.#lines = run.lines;
+        this.#line = 0;
+      }
+    }
+  }
+
+  clear(): void {
+    this.#runs = [];
+    this.#run = 0;
+    this.#body = "";
+    this.#at = 0;
+    this.#lines = NO_LINES;
+    this.#line = 0;
+    this.#events = NO_EVENTS;
+    this.#event = 0;
+  }
+
+  #load(block: string): void {
+    this.clear();
+    if (block.includes('"lines":[')) {
+      const runs = agentRuns(block);
+      if (runs !== null) {
+        this.#runs = runs;
+        return;
+      }
+    }
+    this.#events = blockEvents(block, this.#defaultStream);
+  }
+}
+
+/** The output batches of a follow stream, made a block at a time (one object per read anyway). */
+class BatchCursor implements Cursor<OutputBatch> {
+  readonly #decoder: OutputBatchDecoder;
+  #ready: OutputBatch[] = [];
+  #next = 0;
+
+  constructor(defaultStream: OutputStream | null) {
+    this.#decoder = new OutputBatchDecoder(defaultStream);
+  }
+
+  feed(chunk: Uint8Array): void {
+    this.#ready = this.#decoder.feed(chunk);
+    this.#next = 0;
+  }
+
+  flush(): void {
+    this.#ready = this.#decoder.flush();
+    this.#next = 0;
+  }
+
+  take(): OutputBatch | undefined {
+    return this.#next < this.#ready.length ? this.#ready[this.#next++] : undefined;
+  }
+
+  clear(): void {
+    this.#ready = [];
+    this.#next = 0;
+  }
 }
 
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
 
 /**
- * An async iterator over the decoded events of a chunk source. The source is pulled (and so the
- * request made) at the first `next()`; `return()` (a `break` in `for await`) ends the source,
- * which cancels the response. Calls to `next()` made before the last one settled wait for it,
- * as with an async generator.
+ * An async iterator over the items a cursor decodes from a chunk source. The source is pulled (and
+ * so the request made) at the first `next()`; `return()` (a `break` in `for await`) ends the
+ * source, which cancels the response. Calls to `next()` made before the last one settled wait for
+ * it, as with an async generator.
  */
 class Decoded<T> implements AsyncIterableIterator<T> {
   readonly #chunks: AsyncIterable<Uint8Array>;
-  readonly #decoder: { feed(chunk: Uint8Array): T[]; flush(): T[] };
+  readonly #cursor: Cursor<T>;
   #source: AsyncIterator<Uint8Array> | null = null;
-  #ready: T[] = [];
-  #next = 0;
   #done = false;
   #pulling: Promise<IteratorResult<T, undefined>> | null = null;
 
-  constructor(chunks: AsyncIterable<Uint8Array>, decoder: { feed(chunk: Uint8Array): T[]; flush(): T[] }) {
+  constructor(chunks: AsyncIterable<Uint8Array>, cursor: Cursor<T>) {
     this.#chunks = chunks;
-    this.#decoder = decoder;
+    this.#cursor = cursor;
   }
 
   [Symbol.asyncIterator](): this {
@@ -263,7 +423,8 @@ class Decoded<T> implements AsyncIterableIterator<T> {
       const again = () => this.next();
       return this.#pulling.then(again, again); // after a failed pull, this is done
     }
-    if (this.#next < this.#ready.length) return Promise.resolve({ value: this.#ready[this.#next++]!, done: false });
+    const value = this.#cursor.take();
+    if (value !== undefined) return Promise.resolve({ value, done: false });
     if (this.#done) return Promise.resolve(DONE);
     const pulling = this.#pull().finally(() => {
       this.#pulling = null;
@@ -285,13 +446,13 @@ class Decoded<T> implements AsyncIterableIterator<T> {
       while (!this.#done) {
         const chunk = await this.#source.next();
         if (chunk.done) {
-          this.#ready = this.#decoder.flush();
+          this.#cursor.flush();
           this.#done = true;
         } else {
-          this.#ready = this.#decoder.feed(chunk.value);
+          this.#cursor.feed(chunk.value);
         }
-        this.#next = 0;
-        if (this.#ready.length > 0) return { value: this.#ready[this.#next++]!, done: false };
+        const value = this.#cursor.take();
+        if (value !== undefined) return { value, done: false };
       }
       return DONE;
     } catch (error) {
@@ -302,7 +463,6 @@ class Decoded<T> implements AsyncIterableIterator<T> {
 
   #finish(): void {
     this.#done = true;
-    this.#ready = [];
-    this.#next = 0;
+    this.#cursor.clear();
   }
 }

@@ -445,6 +445,20 @@ def test_output_batches_hold_the_output_events_however_the_body_is_cut(name: str
         assert [(line, b.timestamp, b.stream) for b in batches for line in b.lines] == want
 
 
+@pytest.mark.parametrize("name", sorted(BODIES))
+@pytest.mark.parametrize("default_stream", [None, "stderr"])
+def test_output_runs_hold_the_output_events_however_the_body_is_cut(name: str, default_stream: str | None) -> None:
+    # What the SDK's follow_* make of feed_runs (the last block through flush, as they do).
+    body = BODIES[name]
+    want = reference_output(body, default_stream)
+    for chunks in chunkings(body):
+        decoder = OutputEventDecoder(default_stream)
+        runs = [run for chunk in chunks for run in decoder.feed_runs(chunk)]
+        got = [OutputEvent(line, moment, stream) for lines, moment, stream in runs for line in lines]
+        same_models(got + list(decoder.flush()), want)
+        assert list(decoder.flush_runs()) == []  # flushed: nothing left
+
+
 def test_output_batches_are_the_agents_batches() -> None:
     body = batch(["a", "b"]) + batch(["c"], "stderr") + batch(["d"]) + agent_event("eof", {})
     moment = datetime(2026, 1, 1, 0, 0, 0, 131000, tzinfo=timezone.utc)

@@ -23,7 +23,8 @@ from alcove.sandbox import (
     SandboxConnectionError,
     SandboxTimeoutError,
 )
-from alcove.sandbox.models import SandboxInfo
+from alcove.sandbox._protocol import iter_output_events
+from alcove.sandbox.models import OutputEvent, SandboxInfo
 from fakes import FakeServer, info_json
 from test_timeouts import TcpServer, connect, read_head
 
@@ -93,6 +94,72 @@ async def test_async_run_and_follow_over_any_pieces(server: FakeServer, size: in
         result = await sandbox.run("x")
         assert (result.stdout, result.stderr, result.exit_code) == (STDOUT, "tab\there", 0)
         assert [e.line async for e in sandbox.follow_output(7)] == LINES
+
+
+def batched_body() -> bytes:
+    """A follow body as the agent sends it when asked for batches (what the SDKs ask for)."""
+    lines = [f"line {i}" for i in range(300)]
+    batches = [
+        event("output_batch", {"stream": "stdout", "timestamp": 1767225600131, "lines": lines[:100]}),
+        event("output_batch", {"stream": "stderr", "timestamp": 1767225600131, "lines": ["to stderr"]}),
+        b": keep-alive\n\n",
+        event("output_batch", {"stream": "stdout", "timestamp": 1767225600999, "lines": lines[100:]}),
+        event("output", {"line": "unbatched", "timestamp": 1767225601000, "stream": "stdout"}),
+        event("eof", {}),
+    ]
+    return b"".join(batches)
+
+
+@pytest.mark.parametrize("size", [1, 7, 4096])
+async def test_both_follows_give_the_decoders_events(server: FakeServer, client: SandboxClient, size: int) -> None:
+    # follow_* make their events themselves (from the decoder's runs): the same as the decoder's.
+    data = batched_body()
+    want = list(iter_output_events([data], None))
+    assert len(want) == 302
+    sandbox = connect(server, client)
+    server.on("GET", FOLLOW, lambda request: stream_response(pieces(data, size)))
+    got = list(sandbox.follow_output(7))
+    assert got == want and all(type(e) is OutputEvent for e in got)
+    assert [repr(e) for e in got] == [repr(e) for e in want]
+    async with AsyncSandboxClient(transport=httpx.MockTransport(server)) as aclient:
+        asandbox = AsyncSandbox(aclient, connect_info())
+        server.on("GET", FOLLOW, lambda request: stream_response(apieces(data, size)))
+        agot = [e async for e in asandbox.follow_output(7)]
+        assert agot == want and all(type(e) is OutputEvent for e in agot)
+        assert [repr(e) for e in agot] == [repr(e) for e in want]
+
+
+async def test_a_follow_stopped_early_closes_its_response(server: FakeServer, client: SandboxClient) -> None:
+    def endless() -> Iterator[bytes]:
+        while True:
+            yield event("output_batch", {"stream": "stdout", "timestamp": 1767225600131, "lines": ["a", "b"]})
+
+    async def aendless() -> AsyncIterator[bytes]:
+        while True:
+            yield event("output_batch", {"stream": "stdout", "timestamp": 1767225600131, "lines": ["a", "b"]})
+
+    responses: list[httpx.Response] = []
+
+    def respond(content) -> httpx.Response:
+        responses.append(stream_response(content))
+        return responses[-1]
+
+    sandbox = connect(server, client)
+    server.on("GET", FOLLOW, lambda request: respond(endless()))
+    for seen, _ in enumerate(sandbox.follow_output(7)):  # the generator goes with the loop
+        if seen == 2:
+            break
+    assert responses[-1].is_closed
+    async with AsyncSandboxClient(transport=httpx.MockTransport(server)) as aclient:
+        asandbox = AsyncSandbox(aclient, connect_info())
+        server.on("GET", FOLLOW, lambda request: respond(aendless()))
+        events = asandbox.follow_output(7)
+        async for e in events:
+            if e.line == "b":
+                break
+        assert not responses[-1].is_closed
+        await events.aclose()  # type: ignore[attr-defined]  # an async generator
+        assert responses[-1].is_closed
 
 
 def breaks_after(data: bytes) -> Iterator[bytes]:

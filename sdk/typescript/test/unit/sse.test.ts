@@ -571,6 +571,19 @@ describe("follow streams", () => {
     assert.equal(Object.getPrototypeOf(a), Object.prototype);
   });
 
+  it("cuts the lines of plain batches as they are taken, whatever their length", async () => {
+    // Lines of every length around the one from which V8 slices instead of copying, and empty
+    // ones first, last and alone; the plain arrays are cut one line at a time.
+    const lines = Array.from({ length: 30 }, (_, n) => "x".repeat(n));
+    const body = batch(["", ...lines, ""]) + batch([""]) + batch(["only"], "stderr") + batch(lines.slice(10));
+    const want = ["", ...lines, "", "", "only", ...lines.slice(10)];
+    const events = await collect(iterOutputEvents(chunksOf(body + agentEvent("eof", {})), null));
+    assert.deepEqual(events.map((e) => e.line), want);
+    assert.deepEqual(events.map((e) => e.stream).filter((stream) => stream === "stderr"), ["stderr"]);
+    const decoder = new OutputEventDecoder(null);
+    assert.deepEqual([...decoder.feed(encoder.encode(body)), ...decoder.flush()], events);
+  });
+
   it("flushes an unterminated event", () => {
     const decoder = new OutputEventDecoder("stdout");
     assert.deepEqual(decoder.feed(encoder.encode('data: {"line": "a", "timestamp": 1795711162444}')), []);

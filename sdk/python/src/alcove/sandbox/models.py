@@ -695,7 +695,9 @@ class OutputEvent:
     value (``==``), with the models' ``model_validate`` (from wire data: the timestamp is read as
     in every model, as epoch s/ms/µs or ISO-8601) and ``model_dump``. Built without validation by
     the follow streams, whose data is checked once per batch. The events of one batch share their
-    ``timestamp`` (a datetime, immutable).
+    ``timestamp`` (a datetime, immutable). The SDK's ``follow_*`` make them without calling the
+    class (``OutputEvent.__new__(OutputEvent)``, then the three slots stored): ``__init__`` must
+    keep doing nothing more than storing them.
     """
 
     __slots__ = ("line", "timestamp", "stream")

@@ -324,9 +324,19 @@ class Sandbox:
     def _follow(self, pid: int | str, stream: str) -> Iterator[OutputEvent]:
         response = self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
         decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
+        # The events are made here, one per line, in the frame that yields them: allocating one and
+        # storing its three slots costs less than calling the class (its __init__ does only that)
+        # or iterating over events made elsewhere, and a follower pays it for every line.
+        new_event = OutputEvent.__new__
         try:
             for chunk in self._client._chunks(response, events=True):
-                yield from decoder.feed(chunk)
+                for lines, timestamp, source in decoder.feed_runs(chunk):
+                    for line in lines:
+                        event = new_event(OutputEvent)
+                        event.line = line
+                        event.timestamp = timestamp
+                        event.stream = source
+                        yield event
             yield from decoder.flush()
         finally:
             response.close()

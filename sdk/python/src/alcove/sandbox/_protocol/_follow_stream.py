@@ -12,16 +12,20 @@ expression says so), their JSON objects are parsed together and built into event
 validation. Any other block is decoded and validated event by event. Whatever the path, the
 events are those the line-by-line decoder and ``OutputEvent.model_validate`` make of the same
 body, a batch standing for one ``output`` event per line.
+
+The decoder also answers the lines as runs (:data:`OutputRun`: lines sharing timestamp and stream),
+from which the SDK's ``follow_*`` generators make the events themselves, in the frame that yields
+them (the slots stored there directly: see :class:`OutputEvent`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import chain, repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeAlias
 
 from pydantic import ValidationError
 
@@ -86,12 +90,22 @@ class _TimestampCache:
         return list(map(known.__getitem__, timestamps))
 
 
+OutputRun: TypeAlias = tuple[Sequence[str], datetime | None, str | None]
+"""Lines of a follow stream that share their timestamp and stream: ``(lines, timestamp, stream)``.
+The lines of one ``output_batch`` event, or the one line of an ``output`` event; each line stands
+for the :class:`OutputEvent` ``OutputEvent(line, timestamp, stream)``."""
+
+
 class OutputEventDecoder:
     """The output events of a ``follow`` stream: feed it the body's chunks, then :meth:`flush`.
 
     ``default_stream`` is the ``stream`` of events that omit it (``None`` for the merged stream).
     Each call answers an iterable of the events of what it completed, built as they are iterated
     (take them before feeding the next chunk, or keep them: they do not change).
+
+    :meth:`feed_runs` and :meth:`flush_runs` answer the same as :class:`OutputRun` items, for a
+    follower that makes the events itself: the SDK's ``follow_*`` build them in the generator that
+    hands them out, which costs less per line than iterating over events made here.
     """
 
     def __init__(self, default_stream: str | None) -> None:
@@ -101,37 +115,37 @@ class OutputEventDecoder:
 
     def feed(self, chunk: bytes) -> Iterable[OutputEvent]:
         """Take the next chunk of the body; the output events it completes, in order."""
-        block = self._blocks.feed(chunk)
-        return () if block is None else self._events(block)
+        return _events_of(self.feed_runs(chunk))
 
     def flush(self) -> Iterable[OutputEvent]:
         """The events left at the end of the stream (an event left unterminated counts)."""
-        return self._events(self._blocks.close())
+        return _events_of(self.flush_runs())
 
-    def _events(self, block: bytes) -> Iterable[OutputEvent]:
+    def feed_runs(self, chunk: bytes) -> Iterable[OutputRun]:
+        """Take the next chunk of the body; the output lines it completes, in order, as runs."""
+        block = self._blocks.feed(chunk)
+        return () if block is None else self._runs(block)
+
+    def flush_runs(self) -> Iterable[OutputRun]:
+        """The output lines left at the end of the stream, as runs (see :meth:`flush`)."""
+        return self._runs(self._blocks.close())
+
+    def _runs(self, block: bytes) -> Iterable[OutputRun]:
         if _BATCH_MARK not in block:
-            fast = self._agent_events(block)
+            fast = self._agent_runs(block)
             if fast is not None:
                 return fast
-        pieces: list[Iterable[OutputEvent]] = []
+        runs: list[OutputRun] = []
         for event in decode_block(block):
             if isinstance(event.get("lines"), list):
-                pieces.append(self._batch(event))
+                parts = self._batch_parts(event)
+                if parts is not None:
+                    runs.append(parts)
             elif isinstance(event.get("line"), str):  # else no line: eof, an error, anything else
                 item = output_event(event, self._default_stream)
                 if item is not None:
-                    pieces.append((item,))
-        if len(pieces) == 1:
-            return pieces[0]
-        return chain.from_iterable(pieces)
-
-    def _batch(self, event: dict[str, Any]) -> Iterable[OutputEvent]:
-        """The events of one ``output_batch`` event: checked once, built without validation."""
-        parts = self._batch_parts(event)
-        if parts is None:
-            return ()
-        lines, moment, stream = parts
-        return map(OutputEvent, lines, repeat(moment), repeat(stream))
+                    runs.append(((item.line,), item.timestamp, item.stream))
+        return runs
 
     def _batch_parts(self, event: dict[str, Any]) -> tuple[list[str], datetime | None, str | None] | None:
         """The lines, timestamp and stream of one ``output_batch`` event, checked once, as its
@@ -161,8 +175,8 @@ class OutputEventDecoder:
             moment, stream = checked.timestamp, checked.stream
         return (lines, moment, stream) if lines else None
 
-    def _agent_events(self, block: bytes) -> Iterable[OutputEvent] | None:
-        """The events of a block of agent ``output`` events, built without validation; else None."""
+    def _agent_runs(self, block: bytes) -> Iterable[OutputRun] | None:
+        """The runs of a block of agent ``output`` events (one per event), unvalidated; else None."""
         objects = _AGENT_OUTPUT.findall(block)
         if len(objects) != data_line_count(block):
             return None
@@ -176,7 +190,15 @@ class OutputEventDecoder:
         datetimes = self._timestamps.convert(list(map(_TIMESTAMPS, events)))
         if datetimes is None:
             return None
-        return map(OutputEvent, map(_LINES, events), datetimes, map(_STREAMS, events))
+        lines = zip(map(_LINES, events), strict=True)  # zip of one iterable: each line in a 1-tuple
+        return zip(lines, datetimes, map(_STREAMS, events), strict=True)
+
+
+def _events_of(runs: Iterable[OutputRun]) -> Iterator[OutputEvent]:
+    """The events of runs, built without validation as they are iterated."""
+    return chain.from_iterable(
+        map(OutputEvent, lines, repeat(moment), repeat(stream)) for lines, moment, stream in runs
+    )
 
 
 class OutputBatchDecoder:
@@ -199,7 +221,7 @@ class OutputBatchDecoder:
 
     def _batches(self, block: bytes) -> list[OutputBatch]:
         if _BATCH_MARK not in block:
-            return _grouped(self._events._events(block))
+            return _grouped(_events_of(self._events._runs(block)))
         out: list[OutputBatch] = []
         for event in decode_block(block):
             if isinstance(event.get("lines"), list):
