@@ -351,18 +351,22 @@ impl Node {
         // A sandbox resized while suspended comes back with the bigger disk.
         layer.grow_offline(spec.disk_mb).await?;
         let ids_ms = lap.next();
-        let (mounted, net) = tokio::join!(layer.mount_disk(), self.network.prepare(slot));
+        // The cgroups are made while the layer's mount waits for the kernel.
+        let (mounted, net, user_cgroups) =
+            tokio::join!(layer.mount_disk(), self.network.prepare(slot), async {
+                self.cgroups.prepare_user(
+                    &spec.id,
+                    crate::user_cgroup::SandboxLimits {
+                        pids: self.cfg.pids_limit,
+                        memory_bytes: spec.memory_mb << 20,
+                    },
+                    range.first,
+                )
+            });
         mounted?;
+        let user_cgroups = user_cgroups?;
         let disk_ms = lap.next();
         let cpuset = self.cpus.assign(&spec.id, spec.cpus);
-        let user_cgroups = self.cgroups.prepare_user(
-            &spec.id,
-            crate::user_cgroup::SandboxLimits {
-                pids: self.cfg.pids_limit,
-                memory_bytes: spec.memory_mb << 20,
-            },
-            range.first,
-        )?;
         let cgroups_ms = lap.next();
         let volumes = self
             .prepare_volume_views(&spec.id, &spec.volumes, range)
