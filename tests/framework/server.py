@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import signal
@@ -30,12 +31,51 @@ IMAGES_DIR = _default("ALCOVE_IMAGES_DIR", Path("/var/lib/alcove/images"))
 
 _SUBNETS_IN_USE: set[str] = set()
 
+# Claims on subnets shared by every test process of the host (one file per subnet, holding the
+# claimer's pid): two suites or benchmarks run side by side must not pick the same subnet, or
+# the host routes one server's sandbox addresses to the other's sandboxes.
+_SUBNET_CLAIMS = Path(tempfile.gettempdir()) / "alcove-test-subnets"
+
+
+def _claim_subnet(subnet: str) -> bool:
+    """Whether this process now holds `subnet` (a claim of a process that is gone is taken over)."""
+    _SUBNET_CLAIMS.mkdir(mode=0o700, exist_ok=True)
+    claim = _SUBNET_CLAIMS / subnet.replace("/", "_")
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        try:
+            holder = int(claim.read_text() or "0")
+        except (OSError, ValueError):
+            holder = 0
+        if holder and Path(f"/proc/{holder}").exists():
+            return False
+        claim.unlink(missing_ok=True)  # its process is gone; the next attempt may take it
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
+def _release_subnet_claims() -> None:
+    for subnet in _SUBNETS_IN_USE:
+        claim = _SUBNET_CLAIMS / subnet.replace("/", "_")
+        try:
+            if int(claim.read_text() or "0") == os.getpid():
+                claim.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+atexit.register(_release_subnet_claims)
+
 
 def unique_subnet() -> str:
-    """A /18 no other server of this test process uses (addresses must never overlap)."""
+    """A /18 no other server of this test process, nor of any other test process on the host,
+    uses (addresses must never overlap)."""
     while True:
         subnet = f"10.{random.randint(100, 199)}.{random.choice(range(0, 256, 64))}.0/18"
-        if subnet not in _SUBNETS_IN_USE:
+        if subnet not in _SUBNETS_IN_USE and _claim_subnet(subnet):
             _SUBNETS_IN_USE.add(subnet)
             return subnet
 

@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { openSync, closeSync, readFileSync } from "node:fs";
+import { openSync, closeSync, readFileSync, mkdirSync, writeSync, unlinkSync, existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -47,6 +47,55 @@ export interface ServerOptions {
 }
 
 /** One `alcove serve` process. */
+// Claims on subnets shared by every test process of the host, the Python suite's included (one
+// file per subnet holding the claimer's pid, as tests/framework/server.py keeps them): servers
+// of suites run side by side must not pick the same subnet, or the host routes one server's
+// sandbox addresses to the other's sandboxes.
+const SUBNET_CLAIMS = join(tmpdir(), "alcove-test-subnets");
+const claimedSubnets: string[] = [];
+
+function claimSubnet(): string {
+  mkdirSync(SUBNET_CLAIMS, { recursive: true, mode: 0o700 });
+  for (;;) {
+    const subnet = `10.${randomInt(100, 199)}.${[0, 64, 128, 192][randomInt(0, 3)]}.0/18`;
+    if (claimedSubnets.includes(subnet)) continue;
+    const claim = join(SUBNET_CLAIMS, subnet.replace("/", "_"));
+    try {
+      const fd = openSync(claim, "wx", 0o600);
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      claimedSubnets.push(subnet);
+      return subnet;
+    } catch {
+      // Held: by a live process, or by one that is gone (then freed for a later attempt).
+      let holder = 0;
+      try {
+        holder = Number(readFileSync(claim, "utf8")) || 0;
+      } catch {
+        holder = 0;
+      }
+      if (!holder || !existsSync(`/proc/${holder}`)) {
+        try {
+          unlinkSync(claim);
+        } catch {
+          // taken over by another process meanwhile
+        }
+      }
+    }
+  }
+}
+
+process.on("exit", () => {
+  for (const subnet of claimedSubnets) {
+    const claim = join(SUBNET_CLAIMS, subnet.replace("/", "_"));
+    try {
+      if (Number(readFileSync(claim, "utf8")) === process.pid) unlinkSync(claim);
+    } catch {
+      // already gone
+    }
+  }
+});
+
 export class AlcoveServer {
   readonly port: number;
   readonly dataDir: string;
@@ -65,7 +114,7 @@ export class AlcoveServer {
     const dataDir = await mkdtemp(join(tmpdir(), "alcove-ts-e2e-"));
     const server = new AlcoveServer(await freePort(), dataDir, options.apiKeys ?? []);
     // A subnet of its own, so that concurrent servers never share addresses.
-    const subnet = `10.${randomInt(100, 199)}.${[0, 64, 128, 192][randomInt(0, 3)]}.0/18`;
+    const subnet = claimSubnet();
     const argv = [
       "serve",
       "--listen", `127.0.0.1:${server.port}`,
