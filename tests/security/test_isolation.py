@@ -133,3 +133,27 @@ def test_system_calls_of_other_abis_never_run(sandbox):
     assert _refused(res, 2), (res.exit_code, res.stdout, res.stderr)
     # 64-bit programs are untouched.
     assert sandbox.run("python3", ["-c", "import os; print(os.getpid())"]).exit_code == 0
+
+
+def test_a_server_refuses_a_subnet_another_servers_sandboxes_use(server, client):
+    """Two servers on overlapping subnets would route one's sandbox addresses to the other's
+    sandboxes: the second one must not start, and must leave nothing behind."""
+    from framework.host import firewall_tables, owned_resources
+    from framework.server import AlcoveServer
+
+    with client.create_and_connect() as sandbox:
+        assert sandbox.run("true").exit_code == 0
+        intruder = AlcoveServer()
+        intruder.subnet = server.subnet
+        try:
+            with pytest.raises(RuntimeError, match="exited early"):
+                intruder.start(timeout=60)
+            log = intruder.log_path.read_text()
+            assert f"subnet {server.subnet} overlaps what the host already routes" in log, log
+            assert "choose another --subnet" in log
+            assert owned_resources(intruder.data_dir).is_empty()
+            assert not firewall_tables(intruder.data_dir)
+        finally:
+            intruder.stop()
+        # The first server's sandbox is untouched.
+        assert sandbox.run("echo", ["still here"]).stdout == "still here"

@@ -228,6 +228,7 @@ impl Node {
         .await
         .map_err(|e| RuntimeError::Config(format!("start-up task failed: {e}")))??;
         let network = Network::new(&tag, cfg.subnet.clone());
+        network.check_subnet_is_free()?;
         network.install_firewall().await?;
         let mut runc = Runc::new(cfg.runc_binary.clone(), cfg.data_dir.join("runc"));
         let hidden = [

@@ -34,6 +34,15 @@ impl Subnet {
         (Ipv4Addr::from(block + 1), Ipv4Addr::from(block + 2))
     }
 
+    /// Whether the block `destination/prefix_len` lies inside this subnet (as
+    /// narrow as it or narrower).
+    pub(crate) fn holds(&self, destination: u32, prefix_len: u8) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0);
+        prefix_len >= self.prefix_len && destination & mask == self.base
+    }
+
     /// The lowest slot in `1..=slots()` not in `used`.
     pub fn first_free(&self, used: &[Slot]) -> Option<Slot> {
         let mut taken: Vec<u32> = used.iter().map(|s| s.0).collect();

@@ -2,9 +2,10 @@
 //! veth pair with a private /30, outbound traffic NATed, and nftables rules that
 //! keep sandboxes away from the host and from each other.
 //!
-//! The namespace itself is created by runc inside the sandbox's user namespace;
-//! the container's hook plumbs the veth pair over netlink (`netlink.rs`), on
-//! start and on restore, and the node then names it (`/var/run/netns/<name>`,
+//! The namespace itself is created by runc inside the sandbox's user namespace.
+//! The veth pair is plumbed over netlink (`netlink.rs`): by the node once `runc
+//! run` returns for a new sandbox (`crate::net_plumbing`), by the container's
+//! hook on a restore; the node then names the namespace (`/var/run/netns/<name>`,
 //! so that `ip -n` and the clean-up find it) in the host's mount namespace.
 //!
 //! Every name carries the instance tag so that two servers on one host (a dev
@@ -13,6 +14,7 @@
 mod addr;
 mod netlink;
 mod nft;
+mod overlap;
 
 pub use addr::{Slot, Subnet};
 pub use netlink::NETNS_DIR;
@@ -91,6 +93,25 @@ impl Network {
         }
     }
 
+    /// Fails when the host already routes part of the subnet through a link
+    /// that is not one of this instance's veths (another server's sandboxes,
+    /// a network of the host): see [`overlap`].
+    pub fn check_subnet_is_free(&self) -> Result<()> {
+        let path = "/proc/net/route";
+        let table = std::fs::read_to_string(path)
+            .map_err(crate::error::RuntimeError::io("reading", path))?;
+        let foreign = overlap::foreign_routes(&self.subnet, &self.veth_prefix(), &table);
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        Err(crate::error::RuntimeError::Config(format!(
+            "subnet {} overlaps what the host already routes ({}): another Alcove server's \
+             sandboxes or a network of this host; choose another --subnet",
+            self.subnet,
+            foreign.join(", ")
+        )))
+    }
+
     /// Installs (or replaces) the instance's nftables table: NAT out, no
     /// sandbox-to-sandbox or sandbox-to-host traffic, no link-local metadata.
     pub async fn install_firewall(&self) -> Result<()> {
@@ -117,8 +138,8 @@ impl Network {
 
     /// Clears what a crashed or suspended run of `slot` may have left (its
     /// namespace name, its host veth) before a container is started or
-    /// restored there; the container's hook then plumbs the slot anew (see
-    /// [`attach_blocking`]). Returns the slot's names and addresses.
+    /// restored there; the slot is then plumbed anew (see [`attach_blocking`]).
+    /// Returns the slot's names and addresses.
     pub async fn prepare(&self, slot: Slot) -> SandboxNet {
         let net = self.describe(slot);
         // Its egress rules cannot be left over: the table is rebuilt at each start.
@@ -129,7 +150,7 @@ impl Network {
     /// Names the network namespace of the container whose init is `pid`
     /// (`/var/run/netns/<name>`, in the calling thread's mount namespace: the
     /// host's), replacing a stale name. Done once runc has started or restored
-    /// the container; its hook plumbed the namespace already.
+    /// the container and its namespace is plumbed.
     pub fn name(&self, net: &SandboxNet, pid: i32) -> Result<()> {
         netlink::unname_netns(&net.netns)?;
         netlink::name_netns(&net.netns, Path::new(&format!("/proc/{pid}/ns/net")))
