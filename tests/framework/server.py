@@ -70,12 +70,32 @@ def _release_subnet_claims() -> None:
 atexit.register(_release_subnet_claims)
 
 
+def _routed(subnet: str) -> bool:
+    """Whether the host routes anything inside `subnet` (the sandboxes of a server that is gone
+    without its clean-up: a server refuses such a subnet)."""
+    import ipaddress
+
+    net = ipaddress.ip_network(subnet)
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        destination = ipaddress.ip_address(int(fields[1], 16).to_bytes(4, "little"))
+        if destination in net:
+            return True
+    return False
+
+
 def unique_subnet() -> str:
     """A /18 no other server of this test process, nor of any other test process on the host,
-    uses (addresses must never overlap)."""
+    uses (addresses must never overlap), and that the host does not route yet."""
     while True:
         subnet = f"10.{random.randint(100, 199)}.{random.choice(range(0, 256, 64))}.0/18"
-        if subnet not in _SUBNETS_IN_USE and _claim_subnet(subnet):
+        if subnet not in _SUBNETS_IN_USE and not _routed(subnet) and _claim_subnet(subnet):
             _SUBNETS_IN_USE.add(subnet)
             return subnet
 

@@ -54,11 +54,31 @@ export interface ServerOptions {
 const SUBNET_CLAIMS = join(tmpdir(), "alcove-test-subnets");
 const claimedSubnets: string[] = [];
 
+/** Whether the host routes anything inside the /18 `subnet` (a server refuses such a subnet). */
+function routed(subnet: string): boolean {
+  const [a, b, c] = subnet.split("/")[0].split(".").map(Number);
+  let lines: string[];
+  try {
+    lines = readFileSync("/proc/net/route", "utf8").split("\n").slice(1);
+  } catch {
+    return false;
+  }
+  for (const line of lines) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length < 8) continue;
+    const word = parseInt(fields[1], 16);
+    // The kernel prints the network-order word as a native (little-endian) number.
+    const [d0, d1, d2] = [word & 0xff, (word >>> 8) & 0xff, (word >>> 16) & 0xff];
+    if (d0 === a && d1 === b && d2 >= c && d2 < c + 64) return true;
+  }
+  return false;
+}
+
 function claimSubnet(): string {
   mkdirSync(SUBNET_CLAIMS, { recursive: true, mode: 0o700 });
   for (;;) {
     const subnet = `10.${randomInt(100, 199)}.${[0, 64, 128, 192][randomInt(0, 3)]}.0/18`;
-    if (claimedSubnets.includes(subnet)) continue;
+    if (claimedSubnets.includes(subnet) || routed(subnet)) continue;
     const claim = join(SUBNET_CLAIMS, subnet.replace("/", "_"));
     try {
       const fd = openSync(claim, "wx", 0o600);
