@@ -3,7 +3,8 @@
 #
 #   scripts/stop.sh
 #
-# SIGTERM first (the server stops its sandboxes), SIGKILL after $ALCOVE_STOP_TIMEOUT seconds
+# SIGTERM first (the server finishes and stops; its sandboxes keep running and are adopted by
+# the next start, see docs/operations.md#recovery), SIGKILL after $ALCOVE_STOP_TIMEOUT seconds
 # (default 30). Does nothing, successfully, when no server is running.
 set -euo pipefail
 
