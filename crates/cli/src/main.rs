@@ -94,7 +94,8 @@ enum ExitCode {
 }
 
 fn main() -> std::process::ExitCode {
-    // runc runs this binary as every sandbox's hook (see alcove_runtime::hook):
+    // runc runs this binary as a restored sandbox's hook (see alcove_runtime::hook)
+    // where alcove-hook is not installed:
     // handled before anything else, single-threaded, with no async runtime.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(alcove_runtime::hook::HOOK_COMMAND) {

@@ -55,7 +55,7 @@ pub struct NodeConfig {
     pub host_resolv: PathBuf,
     /// How long a new sandbox's agent may take to listen.
     pub agent_ready_timeout: Duration,
-    /// What runc runs as each sandbox's hook (see [`crate::hook`]).
+    /// What runc runs as each restored sandbox's hook (see [`crate::hook`]).
     pub hook: crate::hook::HookProgram,
     /// The host-wide directory of taken uid ranges (see [`crate::idmap`]).
     pub idmap_dir: PathBuf,

@@ -150,7 +150,7 @@ pub async fn serve(
         pids_limit: config.pids_limit,
         host_resolv: "/etc/resolv.conf".into(),
         agent_ready_timeout: Duration::from_secs(config.agent_ready_timeout_secs),
-        // runc runs alcove-hook, or this very binary, as each sandbox's hook.
+        // runc runs alcove-hook, or this very binary, as each restored sandbox's hook.
         hook: alcove_runtime::hook::HookProgram::beside(&std::env::current_exe()?),
         idmap_dir: config.idmap_dir.clone(),
         lxcfs_dir: config.lxcfs_dir(),
