@@ -5,9 +5,8 @@
 //! hook: running one costs runc a few milliseconds of every start, and
 //! nothing in a new container needs its network or its namespace limits
 //! before the server first calls its agent. Once `runc run` has returned, the
-//! server plumbs the network and sets the limits here, on a thread of its
-//! own, while the agent starts; [`Plumbing::finish`] waits for it before the
-//! agent is called.
+//! server plumbs the network and sets the limits here ([`plumb`]), on a
+//! thread of its own, while the agent starts, and before the agent is called.
 //!
 //! Nothing is left behind when a start fails half-way: the only host-side
 //! object the plumbing makes is the veth pair, whose sandbox end lives in the
@@ -18,43 +17,29 @@ use crate::error::{Result, RuntimeError};
 use crate::network::SandboxNet;
 use crate::userns::NamespaceLimits;
 
-/// The network plumbing of one starting sandbox, under way on its own thread.
-#[derive(Debug)]
-pub struct Plumbing {
-    done: tokio::sync::oneshot::Receiver<Result<()>>,
-}
-
-impl Plumbing {
-    /// Starts plumbing `net` (a `/prefix` point-to-point block) into the
-    /// network namespace of the container whose init is `pid`, and writing
-    /// `limits` into its user namespace.
-    pub fn start(net: SandboxNet, prefix: u8, pid: i32, limits: NamespaceLimits) -> Result<Self> {
-        let (tx, done) = tokio::sync::oneshot::channel();
-        // A thread that ends right after: entering the container's network
-        // namespace is per thread, and a thread that failed to come back must
-        // never serve anything else.
-        std::thread::Builder::new()
-            .name("net-plumbing".into())
-            .spawn(move || {
-                let result = crate::network::attach_blocking(&net, prefix, pid).and_then(|()| {
-                    if limits.is_empty() {
-                        Ok(())
-                    } else {
-                        crate::userns::write_namespace_limits(pid, &limits)
-                    }
-                });
-                let _ = tx.send(result);
-            })
-            .map_err(|e| RuntimeError::Config(format!("starting the plumbing thread: {e}")))?;
-        Ok(Self { done })
-    }
-
-    /// Waits until the network is plumbed and the limits are written.
-    pub async fn finish(self) -> Result<()> {
-        self.done.await.map_err(|_| {
-            RuntimeError::Config("the network plumbing thread ended without an answer".into())
-        })?
-    }
+/// Plumbs `net` (a `/prefix` point-to-point block) into the network namespace
+/// of the container whose init is `pid`, and writes `limits` into its user
+/// namespace, on a thread that ends right after: entering the container's
+/// network namespace is per thread, and a thread that failed to come back must
+/// never serve anything else.
+pub async fn plumb(net: SandboxNet, prefix: u8, pid: i32, limits: NamespaceLimits) -> Result<()> {
+    let (tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("net-plumbing".into())
+        .spawn(move || {
+            let result = crate::network::attach_blocking(&net, prefix, pid).and_then(|()| {
+                if limits.is_empty() {
+                    Ok(())
+                } else {
+                    crate::userns::write_namespace_limits(pid, &limits)
+                }
+            });
+            let _ = tx.send(result);
+        })
+        .map_err(|e| RuntimeError::Config(format!("starting the plumbing thread: {e}")))?;
+    done.await.map_err(|_| {
+        RuntimeError::Config("the network plumbing thread ended without an answer".into())
+    })?
 }
 
 #[cfg(test)]
@@ -71,7 +56,6 @@ mod tests {
             sandbox_ip: "10.254.0.2".parse().expect("ip"),
         };
         // No such process: opening its namespace fails, and so does the start.
-        let plumbing = Plumbing::start(net, 30, i32::MAX, Vec::new()).expect("start");
-        assert!(plumbing.finish().await.is_err());
+        assert!(plumb(net, 30, i32::MAX, Vec::new()).await.is_err());
     }
 }

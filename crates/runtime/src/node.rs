@@ -386,36 +386,34 @@ impl Node {
         layer.prepare_mountpoints(&spec.image.layers, &mountpoints)?;
         layer.mount_root(&spec.image.layers, range).await?;
         let root_ms = lap.next();
-        let runc_ms = match restore {
-            None => {
-                self.runc.run_detached(&spec.id, &bundle_dir).await?;
-                let runc_ms = lap.next();
-                let pid = self.runc.init_pid(&spec.id).ok_or_else(|| {
-                    RuntimeError::Config(format!("runc keeps no state of container {}", spec.id))
-                })?;
-                // Plumbed while the agent starts.
-                crate::net_plumbing::Plumbing::start(
-                    net.clone(),
-                    self.network.subnet().pair_prefix_len(),
-                    pid,
-                    host::namespace_limits(),
-                )?
-                .finish()
-                .await?;
-                runc_ms
-            }
+        match restore {
+            None => self.runc.run_detached(&spec.id, &bundle_dir).await?,
             Some((images, work)) => {
                 crate::criu_images::retarget_userns(images, range.first)?;
                 perms::open_criu_images(images)?;
                 self.runc
                     .restore(&spec.id, &self.cfg.criu_binary, &bundle_dir, images, work)
                     .await?;
-                lap.next()
             }
-        };
+        }
+        let runc_ms = lap.next();
+        // Read once: the plumbing and the namespace's name both need it.
+        let pid = self.runc.init_pid(&spec.id).ok_or_else(|| {
+            RuntimeError::Config(format!("runc keeps no state of container {}", spec.id))
+        })?;
+        if restore.is_none() {
+            // Plumbed while the agent starts.
+            crate::net_plumbing::plumb(
+                net.clone(),
+                self.network.subnet().pair_prefix_len(),
+                pid,
+                host::namespace_limits(),
+            )
+            .await?;
+        }
         // The server's plumbing of a new container (0 on restore: the hook did it).
         let net_ms = lap.next();
-        self.name_netns(&spec.id, &net)?;
+        self.network.name(&net, pid)?;
         let handle = SandboxHandle {
             id: spec.id.clone(),
             slot,
