@@ -1,13 +1,15 @@
 //! Running external tools (`runc`, `nft`, `mount`, `mkfs.ext4`) with their
 //! argv and stderr kept for the error, and a debug line per call.
 
-use std::process::Stdio;
+use std::ffi::OsStr;
+use std::process::{Output, Stdio};
 use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::error::CommandError;
+use crate::spawn::{MountEntry, Spawn};
 
 /// Runs `argv` to completion; fails with stderr when it exits non-zero.
 pub async fn run(argv: &[&str]) -> Result<String, CommandError> {
@@ -16,17 +18,40 @@ pub async fn run(argv: &[&str]) -> Result<String, CommandError> {
 
 /// Runs `argv`, feeding `input` on stdin (for `nft -f -`).
 pub async fn run_with_input(argv: &[&str], input: Option<&str>) -> Result<String, CommandError> {
-    run_prepared(argv, input, |_| Ok(())).await
+    run_plain(argv, input).await
 }
 
-/// Runs `argv` as [`run_with_input`] does, letting `prepare` set up the
-/// command first (e.g. the mount namespace it runs in); its error is the
-/// command's.
-pub async fn run_prepared(
+/// Runs `argv` to completion as [`run_with_input`] does, started by
+/// [`crate::spawn`] (no fork of the server) in `entry`'s mount namespace when
+/// given, at idle priority when `idle`.
+pub(crate) async fn run_spawned(
     argv: &[&str],
     input: Option<&str>,
-    prepare: impl FnOnce(&mut Command) -> Result<(), String>,
+    entry: Option<MountEntry>,
+    idle: bool,
 ) -> Result<String, CommandError> {
+    let started = Instant::now();
+    let joined = argv.join(" ");
+    let (program, args) = argv.split_first().ok_or_else(|| CommandError {
+        argv: String::new(),
+        reason: "empty command".into(),
+    })?;
+    let output = Spawn::new(OsStr::new(program), args.iter().map(OsStr::new))
+        .mount_entry(entry)
+        .idle(idle)
+        .capture()
+        .kill_on_drop()
+        .output(input.map(str::as_bytes))
+        .await
+        .map_err(|e| CommandError {
+            argv: joined.clone(),
+            reason: format!("spawn failed: {e}"),
+        })?;
+    finish(joined, started, output)
+}
+
+/// Runs `argv` (plain: tokio's `Command`, which spawns without a fork).
+async fn run_plain(argv: &[&str], input: Option<&str>) -> Result<String, CommandError> {
     let started = Instant::now();
     let joined = argv.join(" ");
     let (program, args) = argv.split_first().ok_or_else(|| CommandError {
@@ -44,10 +69,6 @@ pub async fn run_prepared(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    prepare(&mut command).map_err(|reason| CommandError {
-        argv: joined.clone(),
-        reason,
-    })?;
     let mut child = command.spawn().map_err(|e| CommandError {
         argv: joined.clone(),
         reason: format!("spawn failed: {e}"),
@@ -65,6 +86,11 @@ pub async fn run_prepared(
         argv: joined.clone(),
         reason: format!("waiting: {e}"),
     })?;
+    finish(joined, started, output)
+}
+
+/// Stdout of a successful run; otherwise an error with the status and stderr.
+fn finish(joined: String, started: Instant, output: Output) -> Result<String, CommandError> {
     tracing::debug!(
         argv = %joined,
         status = ?output.status.code(),

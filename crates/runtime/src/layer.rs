@@ -25,7 +25,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::MntFlags;
 
 use crate::cmd;
-use crate::error::{Result, RuntimeError, path_str};
+use crate::error::{CommandError, Result, RuntimeError, path_str};
 use crate::idmap::IdRange;
 use crate::userns;
 
@@ -366,31 +366,14 @@ pub async fn format_image(
         "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
         path_str(image)?,
     ];
-    cmd::run_prepared(&argv, None, |c| {
-        if background {
-            // SAFETY: the closure makes one system call on no shared memory,
-            // which is safe in the child of a multi-threaded process.
-            unsafe { c.pre_exec(idle_priority) };
-        }
-        match ns {
-            Some(ns) => ns
-                .enter_on_spawn(c, None)
-                .map_err(|e| format!("entering the runc mount namespace: {e}")),
-            None => Ok(()),
-        }
-    })
-    .await?;
-    Ok(())
-}
-
-/// Puts the calling process in the `SCHED_IDLE` class: it runs only on CPU time
-/// no other task wants.
-fn idle_priority() -> std::io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: a valid parameter for this process (pid 0 is the caller).
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let entry = ns
+        .map(|ns| ns.entry(None))
+        .transpose()
+        .map_err(|e| CommandError {
+            argv: argv.join(" "),
+            reason: format!("entering the runc mount namespace: {e}"),
+        })?;
+    cmd::run_spawned(&argv, None, entry, background).await?;
     Ok(())
 }
 

@@ -35,6 +35,7 @@ pub mod runc_ns;
 pub mod sandbox_id;
 pub mod security;
 pub mod spare_layers;
+mod spawn;
 pub mod usage;
 pub mod user_cgroup;
 pub mod userns;

@@ -2,7 +2,6 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -10,6 +9,7 @@ use serde::Deserialize;
 use crate::cmd;
 use crate::error::{CommandError, Result, RuntimeError, path_str};
 use crate::runc_ns::RuncNamespace;
+use crate::spawn::{MountEntry, Spawn};
 
 /// What runc says a container is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -70,19 +70,14 @@ impl Runc {
         self.ns.as_ref()
     }
 
-    /// Puts `command` in its mount namespace, with `subtree` (a sandbox's
+    /// How a call enters its mount namespace, with `subtree` (a sandbox's
     /// directory) attached for calls about its root file system.
-    fn enter(
-        &self,
-        command: &mut tokio::process::Command,
-        subtree: Option<&Path>,
-    ) -> std::result::Result<(), String> {
-        match &self.ns {
-            Some(ns) => ns
-                .enter_on_spawn(command, subtree)
-                .map_err(|e| format!("entering the runc mount namespace: {e}")),
-            None => Ok(()),
-        }
+    fn entry(&self, subtree: Option<&Path>) -> std::result::Result<Option<MountEntry>, String> {
+        self.ns
+            .as_ref()
+            .map(|ns| ns.entry(subtree))
+            .transpose()
+            .map_err(|e| format!("entering the runc mount namespace: {e}"))
     }
 
     /// Runs `runc <argv...>` (`argv[0]` is the binary) in its mount namespace.
@@ -92,7 +87,11 @@ impl Runc {
         input: Option<&str>,
         subtree: Option<&Path>,
     ) -> std::result::Result<String, CommandError> {
-        cmd::run_prepared(argv, input, |c| self.enter(c, subtree)).await
+        let entry = self.entry(subtree).map_err(|reason| CommandError {
+            argv: argv.join(" "),
+            reason,
+        })?;
+        cmd::run_spawned(argv, input, entry, false).await
     }
 
     fn root_str(&self) -> Result<&str> {
@@ -123,31 +122,36 @@ impl Runc {
         subtree: Option<&Path>,
     ) -> Result<(), CommandError> {
         let _ = std::fs::remove_file(log);
-        let mut command = tokio::process::Command::new(&self.binary);
-        command
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--log")
-            .arg(log)
-            .args(["--log-format", "json"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let log_args = [
+            OsStr::new("--root"),
+            self.root.as_os_str(),
+            OsStr::new("--log"),
+            log.as_os_str(),
+            OsStr::new("--log-format"),
+            OsStr::new("json"),
+        ];
         let argv = std::iter::once(self.binary.as_str().into())
             .chain(args.iter().map(|a| a.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ");
-        self.enter(&mut command, subtree)
-            .map_err(|reason| CommandError {
-                argv: argv.clone(),
-                reason,
-            })?;
+        let entry = self.entry(subtree).map_err(|reason| CommandError {
+            argv: argv.clone(),
+            reason,
+        })?;
         let started = std::time::Instant::now();
-        let status = command.status().await.map_err(|e| CommandError {
+        // Stdio stays /dev/null (not captured): what runc starts inherits it.
+        let status = Spawn::new(
+            OsStr::new(&self.binary),
+            log_args.into_iter().chain(args.iter().copied()),
+        )
+        .mount_entry(entry)
+        .output(None)
+        .await
+        .map_err(|e| CommandError {
             argv: argv.clone(),
             reason: format!("spawn failed: {e}"),
-        })?;
+        })?
+        .status;
         tracing::debug!(%argv, status = ?status.code(), elapsed_ms = started.elapsed().as_millis() as u64, "external command");
         if status.success() {
             return Ok(());

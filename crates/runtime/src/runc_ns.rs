@@ -12,8 +12,9 @@
 //! So runc never runs in the host's mount namespace. At start the node makes a
 //! *template*: a private copy of the host's namespace from which every mount
 //! under the data directory and under `/var/run/netns` is detached, held open
-//! by a descriptor. Each runc call forks, enters the template, unshares a copy
-//! of it (a table of constant size: the host's own mounts), and, when the call
+//! by a descriptor. Each runc call starts in a child that enters the template
+//! (without forking the server: see [`crate::spawn`]), unshares a copy of it
+//! (a table of constant size: the host's own mounts), and, when the call
 //! is about one sandbox's root file system (`run`, `restore`, `checkpoint`),
 //! attaches a recursive clone of that sandbox's directory (its overlay,
 //! layers, views of volumes) taken in the host namespace just before. The copy
@@ -25,7 +26,7 @@
 //! namespace once runc is done (see [`crate::network::Network::name`]).
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,9 +35,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
 use crate::error::{Result, RuntimeError};
-
-/// `move_mount` flag: the source is the descriptor itself.
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+use crate::spawn::MountEntry;
 
 /// The template namespace runc calls start from.
 #[derive(Debug)]
@@ -64,15 +63,11 @@ impl RuncNamespace {
         Ok(Arc::new(Self { template: made }))
     }
 
-    /// Makes `command` run in a fresh copy of the template, with a recursive
-    /// clone of `subtree` (cloned now, in this process's namespace) attached at
-    /// the same path. The working directory is kept (entering a mount namespace
-    /// resets it to the root).
-    pub fn enter_on_spawn(
-        self: &Arc<Self>,
-        command: &mut tokio::process::Command,
-        subtree: Option<&Path>,
-    ) -> Result<()> {
+    /// How a program started by [`crate::spawn`] enters a fresh copy of the
+    /// template, with a recursive clone of `subtree` (cloned now, in this
+    /// process's namespace) attached at the same path. The working directory
+    /// is kept (entering a mount namespace resets it to the root).
+    pub(crate) fn entry(self: &Arc<Self>, subtree: Option<&Path>) -> Result<MountEntry> {
         let tree = match subtree {
             Some(dir) => Some((crate::userns::clone_tree_recursive(dir)?, cstring(dir)?)),
             None => None,
@@ -81,41 +76,16 @@ impl RuncNamespace {
             .ok()
             .map(|d| cstring(&d))
             .transpose()?;
-        let ns = Arc::clone(self);
-        let enter = move || -> std::io::Result<()> {
-            // Only system calls on memory prepared before the fork: this runs
-            // in the child of a multi-threaded process.
-            nix::sched::setns(&ns.template, CloneFlags::CLONE_NEWNS)?;
-            nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
-            if let Some((tree, target)) = &tree {
-                // SAFETY: a valid descriptor and NUL-terminated strings.
-                let rc = unsafe {
-                    libc::syscall(
-                        libc::SYS_move_mount,
-                        tree.as_raw_fd(),
-                        c"".as_ptr(),
-                        libc::AT_FDCWD,
-                        target.as_ptr(),
-                        MOVE_MOUNT_F_EMPTY_PATH,
-                    )
-                };
-                if rc != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if let Some(cwd) = &cwd {
-                // SAFETY: a NUL-terminated path.
-                if unsafe { libc::chdir(cwd.as_ptr()) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        };
-        // SAFETY: the closure only makes system calls (no allocation, no locks).
-        unsafe {
-            command.pre_exec(enter);
-        }
-        Ok(())
+        Ok(MountEntry {
+            ns: Arc::clone(self),
+            tree,
+            cwd,
+        })
+    }
+
+    /// The template's descriptor, for a child about to enter it.
+    pub(crate) fn template_fd(&self) -> RawFd {
+        self.template.as_raw_fd()
     }
 }
 
@@ -297,18 +267,16 @@ mod tests {
         std::fs::write(mine.join("marker"), b"mine").expect("write");
         let ns = RuncNamespace::new(std::slice::from_ref(&base), &[]).expect("template");
 
-        let table = |subtree: Option<&Path>| {
-            let mut cmd = tokio::process::Command::new("cat");
-            cmd.arg("/proc/self/mountinfo");
-            ns.enter_on_spawn(&mut cmd, subtree).expect("enter");
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let out = rt.block_on(async { cmd.output().await }).expect("cat");
-            assert!(out.status.success());
-            String::from_utf8_lossy(&out.stdout).into_owned()
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let run = |argv: &[&str], subtree: Option<&Path>| {
+            let entry = ns.entry(subtree).expect("entry");
+            rt.block_on(crate::cmd::run_spawned(argv, None, Some(entry), false))
+                .expect("ran")
         };
+        let table = |subtree: Option<&Path>| run(&["cat", "/proc/self/mountinfo"], subtree);
         let bare = table(None);
         assert!(!bare.contains(&*mine.to_string_lossy()), "{bare}");
         assert!(!bare.contains(&*other.to_string_lossy()), "{bare}");
@@ -319,16 +287,12 @@ mod tests {
             "{with_mine}"
         );
 
-        let mut cmd = tokio::process::Command::new("cat");
-        cmd.arg(mine.join("marker"));
-        ns.enter_on_spawn(&mut cmd, Some(&base.join("sandboxes/a")))
-            .expect("enter");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let out = rt.block_on(async { cmd.output().await }).expect("cat");
-        assert_eq!(out.stdout, b"mine", "the subtree's mounts are attached");
+        let marker = mine.join("marker");
+        let out = run(
+            &["cat", marker.to_str().expect("utf-8")],
+            Some(&base.join("sandboxes/a")),
+        );
+        assert_eq!(out, "mine", "the subtree's mounts are attached");
 
         assert!(
             crate::layer::is_mountpoint(&mine),
