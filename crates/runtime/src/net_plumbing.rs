@@ -27,19 +27,28 @@ pub async fn plumb(net: SandboxNet, prefix: u8, pid: i32, limits: NamespaceLimit
     std::thread::Builder::new()
         .name("net-plumbing".into())
         .spawn(move || {
-            let result = crate::network::attach_blocking(&net, prefix, pid).and_then(|()| {
+            let started = std::time::Instant::now();
+            let result = crate::network::attach_blocking(&net, prefix, pid);
+            let attach_ms = ms_since(started);
+            let result = result.and_then(|()| {
                 if limits.is_empty() {
                     Ok(())
                 } else {
                     crate::userns::write_namespace_limits(pid, &limits)
                 }
             });
+            tracing::debug!(attach_ms, total_ms = ms_since(started), "network plumbed");
             let _ = tx.send(result);
         })
         .map_err(|e| RuntimeError::Config(format!("starting the plumbing thread: {e}")))?;
     done.await.map_err(|_| {
         RuntimeError::Config("the network plumbing thread ended without an answer".into())
     })?
+}
+
+/// Milliseconds since `start`, to two decimals (for the debug log).
+fn ms_since(start: std::time::Instant) -> f64 {
+    (start.elapsed().as_secs_f64() * 100_000.0).round() / 100.0
 }
 
 #[cfg(test)]
