@@ -81,6 +81,23 @@ def limits_inside(sb) -> dict:
     return dict(line.split() for line in out.splitlines())
 
 
+def host_end(sb) -> str:
+    """The name of the host's end of the sandbox's veth pair (eth0's peer, by index)."""
+    peer = sb.run("cat", ["/sys/class/net/eth0/iflink"]).stdout.strip()
+    for link in Path("/sys/class/net").iterdir():
+        if (link / "ifindex").read_text().strip() == peer:
+            return link.name
+    raise AssertionError(f"no host link has index {peer}")
+
+
+def assert_no_ipv6_on_host_end(sb) -> None:
+    """The host's end carries no IPv6 (sandboxes are IPv4-only; no link-local route to the host)."""
+    link = host_end(sb)
+    assert Path(f"/proc/sys/net/ipv6/conf/{link}/disable_ipv6").read_text().strip() == "1", link
+    inet6 = [line for line in Path("/proc/net/if_inet6").read_text().splitlines() if line.split()[-1] == link]
+    assert inet6 == [], inet6
+
+
 def test_a_new_sandbox_is_plumbed_by_the_server_and_a_restored_one_by_its_hook(server, client):
     sb = client.create_and_connect(name="plumbed")
     # No hook on a fresh start: the server did the work once runc returned.
@@ -90,6 +107,7 @@ def test_a_new_sandbox_is_plumbed_by_the_server_and_a_restored_one_by_its_hook(s
     address = sb.run("ip", ["-4", "-o", "addr", "show", "eth0"]).stdout
     # Reached through the veth pair: every call above went to the agent over it.
     assert route.startswith("default via "), route
+    assert_no_ipv6_on_host_end(sb)
 
     client.suspend("plumbed")
     client.resume("plumbed")
@@ -99,4 +117,5 @@ def test_a_new_sandbox_is_plumbed_by_the_server_and_a_restored_one_by_its_hook(s
     after = again.run("ip", ["-4", "-o", "addr", "show", "eth0"]).stdout
     assert after.split()[3] == address.split()[3], (address, after)
     assert again.run("ip", ["-4", "route", "show", "default"]).stdout == route
+    assert_no_ipv6_on_host_end(again)
     client.delete("plumbed")

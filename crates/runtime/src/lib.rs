@@ -29,6 +29,7 @@ pub mod network;
 pub mod node;
 pub mod perms;
 pub mod pidfd;
+mod procfs;
 pub mod resize;
 pub mod runc;
 pub mod runc_ns;

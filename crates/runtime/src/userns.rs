@@ -437,7 +437,7 @@ pub type NamespaceLimits = Vec<(String, u64)>;
 pub fn write_namespace_limits(pid: i32, limits: &[(String, u64)]) -> Result<()> {
     let ns_path = Path::new("/proc").join(pid.to_string()).join("ns/user");
     let ns = std::fs::File::open(&ns_path).map_err(RuntimeError::io("opening", &ns_path))?;
-    let own_proc = private_procfs();
+    let own_proc = crate::procfs::private_instance();
     let (root, dir) = match &own_proc {
         Ok(fd) => (fd.as_raw_fd(), c"sys/user"),
         Err(e) => {
@@ -478,52 +478,6 @@ pub fn write_namespace_limits(pid: i32, limits: &[(String, u64)]) -> Result<()> 
     drop(job);
     drop(prepared);
     exit_status(status, "setting the user-namespace limits of", &ns_path)
-}
-
-/// A new procfs instance (a superblock, and so a dentry cache, of its own)
-/// as a detached mount: `fsopen`, `fsconfig(CREATE)`, `fsmount`. It goes
-/// with its descriptor.
-fn private_procfs() -> std::io::Result<OwnedFd> {
-    const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
-    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-    const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
-    const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
-    const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
-    const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
-    let owned = |raw: libc::c_long| -> std::io::Result<OwnedFd> {
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fd = libc::c_int::try_from(raw).map_err(|_| std::io::Error::other("bad fd"))?;
-        // SAFETY: a descriptor the kernel just returned, owned by nothing else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    };
-    // SAFETY: a NUL-terminated file system name and flags.
-    let context =
-        owned(unsafe { libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC) })?;
-    // SAFETY: a valid context descriptor; CREATE takes no key or value.
-    let created = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            context.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    };
-    if created < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a valid, created context descriptor and flags.
-    owned(unsafe {
-        libc::syscall(
-            libc::SYS_fsmount,
-            context.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-        )
-    })
 }
 
 /// What [`write_limits_in_child`] does: the user namespace to enter, the
@@ -720,7 +674,7 @@ mod tests {
         assert!(escaped.is_err(), "a name is one file of /proc/sys/user");
         // As root in the host's user namespace, the limits go through a
         // procfs instance of their own (not the host's /proc).
-        let own = private_procfs().expect("a procfs instance of our own");
+        let own = crate::procfs::private_instance().expect("a procfs instance of our own");
         let dir = nix::fcntl::openat(
             std::os::fd::AsFd::as_fd(&own),
             "sys/user",

@@ -74,6 +74,7 @@ async fn attach(net: &SandboxNet, prefix: u8, pid: i32) -> Result<()> {
         .await
         .map_err(|e| net_error(&format!("creating veth {}", net.host_veth), e))?;
     let host_index = link_index(&host, &net.host_veth).await?;
+    disable_ipv6(&net.host_veth)?;
     host.address()
         .add(host_index, IpAddr::V4(net.host_ip), prefix)
         .execute()
@@ -108,6 +109,20 @@ async fn attach(net: &SandboxNet, prefix: u8, pid: i32) -> Result<()> {
     // waits a second for the retransmission: wait for both ends instead.
     wait_until_oper_up(&host, host_index, &net.host_veth).await?;
     wait_until_oper_up(&inside, eth, SANDBOX_LINK).await
+}
+
+/// Turns IPv6 off on the host's end of a pair before it comes up. Sandboxes
+/// are reached over IPv4 only, and an IPv6 link-local address and its routes
+/// per veth made every link removal on the host walk the whole IPv6 routing
+/// table (`fib6_ifdown`), which grew with every sandbox up. It also keeps
+/// sandboxes from reaching the host over IPv6 link-local. A host without
+/// IPv6 has no such setting, which is fine.
+fn disable_ipv6(link: &str) -> Result<()> {
+    match crate::procfs::write_sysctl(&format!("net/ipv6/conf/{link}/disable_ipv6"), "1") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(net_error(&format!("turning IPv6 off on {link}"), e)),
+    }
 }
 
 /// How long [`wait_until_oper_up`] waits at most (the link watcher usually
