@@ -679,18 +679,32 @@ impl Node {
     }
 
     pub(crate) async fn remove_parts(&self, id: &str, slot: Slot) {
+        let mut lap = Laps::new(Instant::now());
         if let Err(e) = self.runc.destroy(id).await {
             tracing::warn!(sandbox_id = %id, error = %e, "deleting container");
         }
+        let runc_ms = lap.next();
         self.cgroups.remove(id).await;
+        let cgroups_ms = lap.next();
         self.network.destroy(&self.network.describe(slot)).await;
+        let net_ms = lap.next();
         self.release_holding(id);
         if let Err(e) = Layer::new(self.sandbox_dir(id)).remove().await {
             tracing::warn!(sandbox_id = %id, error = %e, "removing sandbox files");
         }
+        let layer_ms = lap.next();
         // Its layer no longer takes room.
         self.disk_promises.forget();
         self.release_unused_volumes();
+        tracing::debug!(
+            sandbox_id = %id,
+            runc_ms,
+            cgroups_ms,
+            net_ms,
+            layer_ms,
+            volumes_ms = lap.next(),
+            "sandbox parts removed"
+        );
     }
 
     /// What the sandbox uses now against its limits (`None` when it has no
