@@ -2,11 +2,8 @@
 //! argv and stderr kept for the error, and a debug line per call.
 
 use std::ffi::OsStr;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Instant;
-
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 use crate::error::CommandError;
 use crate::spawn::{MountEntry, Spawn};
@@ -18,12 +15,12 @@ pub async fn run(argv: &[&str]) -> Result<String, CommandError> {
 
 /// Runs `argv`, feeding `input` on stdin (for `nft -f -`).
 pub async fn run_with_input(argv: &[&str], input: Option<&str>) -> Result<String, CommandError> {
-    run_plain(argv, input).await
+    run_spawned(argv, input, None, false).await
 }
 
-/// Runs `argv` to completion as [`run_with_input`] does, started by
-/// [`crate::spawn`] (no fork of the server) in `entry`'s mount namespace when
-/// given, at idle priority when `idle`.
+/// Runs `argv` to completion as [`run_with_input`] does, in `entry`'s mount
+/// namespace when given, at idle priority when `idle`. Every tool starts
+/// through [`crate::spawn`], which never forks the server.
 pub(crate) async fn run_spawned(
     argv: &[&str],
     input: Option<&str>,
@@ -47,45 +44,6 @@ pub(crate) async fn run_spawned(
             argv: joined.clone(),
             reason: format!("spawn failed: {e}"),
         })?;
-    finish(joined, started, output)
-}
-
-/// Runs `argv` (plain: tokio's `Command`, which spawns without a fork).
-async fn run_plain(argv: &[&str], input: Option<&str>) -> Result<String, CommandError> {
-    let started = Instant::now();
-    let joined = argv.join(" ");
-    let (program, args) = argv.split_first().ok_or_else(|| CommandError {
-        argv: String::new(),
-        reason: "empty command".into(),
-    })?;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| CommandError {
-        argv: joined.clone(),
-        reason: format!("spawn failed: {e}"),
-    })?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(text.as_bytes())
-            .await
-            .map_err(|e| CommandError {
-                argv: joined.clone(),
-                reason: format!("writing stdin: {e}"),
-            })?;
-    }
-    let output = child.wait_with_output().await.map_err(|e| CommandError {
-        argv: joined.clone(),
-        reason: format!("waiting: {e}"),
-    })?;
     finish(joined, started, output)
 }
 
