@@ -18,35 +18,37 @@ use crate::control::{
 use crate::shutdown::{self, Shutdown};
 use crate::store::Store;
 
-/// Errors that stop the server from starting.
+/// Errors that stop the server from starting. Each message says what was
+/// being done; the cause is the error's source (print the chain, e.g.
+/// anyhow's `{:#}`), not repeated in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// The store could not be opened.
-    #[error("opening the store: {0}")]
+    #[error("opening the store")]
     Store(#[from] crate::store::StoreError),
     /// The runtime could not start.
-    #[error("starting the runtime: {0}")]
+    #[error("starting the runtime")]
     Runtime(#[from] alcove_runtime::RuntimeError),
     /// The secrets key could not be loaded or created.
-    #[error("loading the secrets key: {0}")]
+    #[error("loading the secrets key")]
     Secrets(#[from] crate::secrets::SecretError),
     /// The TLS certificate, key or trusted roots could not be loaded.
-    #[error("setting up TLS: {0}")]
+    #[error("setting up TLS")]
     Tls(#[from] crate::tls::TlsError),
     /// The blob store could not be opened or reached.
-    #[error("opening the blob store: {0}")]
+    #[error("opening the blob store")]
     Blobs(#[from] alcove_blobs::BlobError),
     /// This server could not join the nodes of its store.
     #[error("registering this node: {0}")]
     Node(String),
     /// Recovery failed.
-    #[error("recovering sandboxes: {0}")]
+    #[error("recovering sandboxes")]
     Recover(#[from] crate::control::ControlError),
     /// Serving HTTP failed.
-    #[error("serving HTTP: {0}")]
+    #[error("serving HTTP")]
     Io(#[from] std::io::Error),
 }
 
