@@ -1,9 +1,11 @@
 //! Mounting a volume into, and out of, a running sandbox's mount namespace.
 //!
 //! The server is multi-threaded and `setns(CLONE_NEWNS)` needs a
-//! single-threaded caller, so each operation forks a child that makes raw
-//! system calls only, on buffers prepared before the fork (as in
-//! [`crate::userns`]). The child enters the sandbox's mount namespace and
+//! single-threaded caller, so each operation runs in a child of its own that
+//! makes raw system calls only, on buffers prepared beforehand: a
+//! [`crate::userns::VmChild`] sharing the server's memory (a `fork` would copy
+//! the server's page tables, which grow with every sandbox up), the calling
+//! thread paused until it exits (`CLONE_VFORK`). The child enters the sandbox's mount namespace and
 //! resolves the mount path one component at a time from the sandbox's root
 //! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`:
 //! a symlink the sandbox planted anywhere on the path is refused (`ELOOP`),
@@ -15,12 +17,12 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Component, Path};
 
-use nix::unistd::{ForkResult, fork};
+use nix::sys::wait::WaitStatus;
 
 use crate::error::{Result, RuntimeError};
 use crate::userns::{
-    AT_EMPTY_PATH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountAttr, child_errno,
-    cstring, os_err, raise_effective_caps,
+    AT_EMPTY_PATH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountAttr, VmChild,
+    child_errno, cstring, os_err, raise_effective_caps,
 };
 
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
@@ -67,7 +69,7 @@ fn components(mount_path: &str) -> Result<Vec<CString>> {
 /// following any symlink; returns the descriptor or -errno.
 ///
 /// # Safety
-/// Raw system calls only; sound in a forked child.
+/// Raw system calls only; sound in a [`VmChild`].
 unsafe fn open_component(dir: libc::c_int, name: &CString) -> libc::c_int {
     let how = OpenHow {
         // No O_NOFOLLOW: it would open a final symlink itself (and fail with ENOTDIR);
@@ -120,9 +122,8 @@ fn sandbox_fds(pid: i32) -> Result<SandboxFds> {
 
 /// Turns a child's exit code into a result, with the errors a sandbox can
 /// provoke (a symlink or a file in the way, open files) told apart.
-fn child_result(pid: nix::unistd::Pid, op: &str, mount_path: &str) -> Result<()> {
-    use nix::sys::wait::{WaitStatus, waitpid};
-    let errno = match waitpid(pid, None) {
+fn child_result(status: std::io::Result<WaitStatus>, op: &str, mount_path: &str) -> Result<()> {
+    let errno = match status {
         Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
         Ok(WaitStatus::Exited(_, errno)) => errno,
         other => {
@@ -191,33 +192,56 @@ pub fn attach(
     if rc != 0 {
         return Err(os_err("setting the attributes of a clone of", view));
     }
-    let parent = crate::userns::own_pid();
-    // SAFETY: the child makes raw system calls on descriptors and buffers
-    // created before the fork and leaves with _exit.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            // SAFETY: as above.
-            unsafe {
-                crate::userns::die_with_parent(parent);
-                libc::_exit(attach_in_child(&fds, &parts, tree.as_raw_fd(), range_root))
-            }
-        }
-        Ok(ForkResult::Parent { child }) => child_result(child, "attaching", mount_path),
-        Err(e) => Err(RuntimeError::io("forking to attach", view)(e.into())),
-    }
+    let job = AttachJob {
+        parent: crate::userns::own_pid(),
+        fds: &fds,
+        parts: &parts,
+        tree: tree.as_raw_fd(),
+        range_root,
+    };
+    let status = run_child(attach_child, std::ptr::from_ref(&job).cast_mut().cast());
+    child_result(status, "attaching", mount_path)
+}
+
+/// Runs `f(arg)` in a [`VmChild`] and reaps it; returns once it has exited.
+fn run_child(
+    f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> std::io::Result<WaitStatus> {
+    VmChild::spawn(f, arg, libc::CLONE_VFORK)?.wait()
+}
+
+/// What [`attach_child`] works on, all owned by the caller.
+struct AttachJob<'a> {
+    parent: libc::pid_t,
+    fds: &'a SandboxFds,
+    parts: &'a [CString],
+    tree: libc::c_int,
+    range_root: u32,
 }
 
 /// The child of [`attach`]; returns its exit code (0 or an errno).
+extern "C" fn attach_child(job: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `job` is the caller's AttachJob, alive until this child is
+    // reaped; only raw system calls follow (see VmChild).
+    unsafe {
+        let job = &*job.cast::<AttachJob>();
+        crate::userns::die_with_parent(job.parent);
+        attach_in_child(job.fds, job.parts, job.tree, job.range_root)
+    }
+}
+
+/// What [`attach_child`] does.
 ///
 /// # Safety
-/// Raw system calls only; sound in a forked child.
+/// Raw system calls only, on descriptors and buffers the caller keeps.
 unsafe fn attach_in_child(
     fds: &SandboxFds,
     parts: &[CString],
     tree: libc::c_int,
     range_root: u32,
 ) -> i32 {
-    // SAFETY: raw system calls on descriptors and buffers owned by this child.
+    // SAFETY: raw system calls on descriptors and buffers the caller keeps.
     unsafe {
         if libc::setns(fds.mnt_ns.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
             return child_errno();
@@ -274,33 +298,48 @@ pub fn detach(pid: i32, mount_path: &str, expect: (u64, u64)) -> Result<()> {
         ));
     };
     let fds = sandbox_fds(pid)?;
-    let parent = crate::userns::own_pid();
-    // SAFETY: the child makes raw system calls on descriptors and buffers
-    // created before the fork and leaves with _exit.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            // SAFETY: as above.
-            unsafe {
-                crate::userns::die_with_parent(parent);
-                libc::_exit(detach_in_child(&fds, &parts, &last, expect))
-            }
-        }
-        Ok(ForkResult::Parent { child }) => child_result(child, "detaching", mount_path),
-        Err(e) => Err(RuntimeError::io("forking to detach", mount_path)(e.into())),
-    }
+    let job = DetachJob {
+        parent: crate::userns::own_pid(),
+        fds: &fds,
+        parents: &parts,
+        last: &last,
+        expect,
+    };
+    let status = run_child(detach_child, std::ptr::from_ref(&job).cast_mut().cast());
+    child_result(status, "detaching", mount_path)
+}
+
+/// What [`detach_child`] works on, all owned by the caller.
+struct DetachJob<'a> {
+    parent: libc::pid_t,
+    fds: &'a SandboxFds,
+    parents: &'a [CString],
+    last: &'a CString,
+    expect: (u64, u64),
 }
 
 /// The child of [`detach`]; returns its exit code (0 or an errno).
+extern "C" fn detach_child(job: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `job` is the caller's DetachJob, alive until this child is
+    // reaped; only raw system calls follow (see VmChild).
+    unsafe {
+        let job = &*job.cast::<DetachJob>();
+        crate::userns::die_with_parent(job.parent);
+        detach_in_child(job.fds, job.parents, job.last, job.expect)
+    }
+}
+
+/// What [`detach_child`] does.
 ///
 /// # Safety
-/// Raw system calls only; sound in a forked child.
+/// Raw system calls only, on descriptors and buffers the caller keeps.
 unsafe fn detach_in_child(
     fds: &SandboxFds,
     parents: &[CString],
     last: &CString,
     expect: (u64, u64),
 ) -> i32 {
-    // SAFETY: raw system calls on descriptors and buffers owned by this child.
+    // SAFETY: raw system calls on descriptors and buffers the caller keeps.
     unsafe {
         if libc::setns(fds.mnt_ns.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
             return child_errno();
