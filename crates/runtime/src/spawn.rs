@@ -210,7 +210,7 @@ impl<'a> Spawn<'a> {
             let cause = std::io::Error::from_raw_os_error(errno);
             return Err(std::io::Error::new(
                 cause.kind(),
-                format!("{} before exec: {cause}", step.describe()),
+                format!("{}: {cause}", step.describe()),
             ));
         }
         let pidfd = PidFd::open(pid)?;
@@ -370,13 +370,13 @@ impl Step {
     fn describe(self) -> &'static str {
         match self {
             Step::None => "nothing",
-            Step::Signals => "resetting signals",
-            Step::Priority => "lowering the priority",
-            Step::EnterNamespace => "entering the runc mount namespace",
-            Step::Unshare => "copying the runc mount namespace",
-            Step::AttachTree => "attaching the sandbox's mounts",
-            Step::Chdir => "keeping the working directory",
-            Step::Stdio => "setting up stdio",
+            Step::Signals => "resetting signals before exec",
+            Step::Priority => "lowering the priority before exec",
+            Step::EnterNamespace => "entering the runc mount namespace before exec",
+            Step::Unshare => "copying the runc mount namespace before exec",
+            Step::AttachTree => "attaching the sandbox's mounts before exec",
+            Step::Chdir => "keeping the working directory before exec",
+            Step::Stdio => "setting up stdio before exec",
             Step::Exec => "exec",
         }
     }
