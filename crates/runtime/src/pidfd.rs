@@ -1,7 +1,7 @@
 //! Killing a process that is not our child, race-free, and waiting for it to exit:
 //! a pidfd pins the process, so a recycled pid can never be signalled by mistake.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 /// The start time (clock ticks after boot, field 22 of `/proc/<pid>/stat`) of `pid`.
@@ -12,44 +12,54 @@ fn start_time(pid: i32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Sends SIGKILL to `pid` if it is still the process that started at `start`
-/// (clock ticks after boot), then waits up to `timeout` for it to exit.
-pub fn kill_and_wait(pid: i32, start: u64, timeout: Duration) -> std::io::Result<()> {
+/// A pidfd of process `pid` (`pidfd_open`).
+pub(crate) fn open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if raw < 0 {
-        let e = std::io::Error::last_os_error();
-        // Already gone: nothing to kill.
-        return if e.raw_os_error() == Some(libc::ESRCH) {
-            Ok(())
-        } else {
-            Err(e)
-        };
+        return Err(std::io::Error::last_os_error());
     }
     let raw = i32::try_from(raw).map_err(|_| std::io::Error::other("a pidfd out of range"))?;
     // SAFETY: `raw` is a descriptor we just opened and own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // Checked after the pidfd is open: from here the pid cannot be recycled.
-    if start_time(pid) != Some(start) {
-        return Ok(());
-    }
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Sends SIGKILL to the process of `pidfd`.
+pub(crate) fn send_sigkill(pidfd: BorrowedFd<'_>) -> std::io::Result<()> {
     // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
     let sent = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
+            pidfd.as_raw_fd(),
             libc::SIGKILL,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         )
     };
     if sent < 0 {
-        let e = std::io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ESRCH) {
-            Ok(())
-        } else {
-            Err(e)
-        };
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends SIGKILL to `pid` if it is still the process that started at `start`
+/// (clock ticks after boot), then waits up to `timeout` for it to exit.
+pub fn kill_and_wait(pid: i32, start: u64, timeout: Duration) -> std::io::Result<()> {
+    let gone = |e: &std::io::Error| e.raw_os_error() == Some(libc::ESRCH);
+    let fd = match open(pid) {
+        Ok(fd) => fd,
+        // Already gone: nothing to kill.
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    // Checked after the pidfd is open: from here the pid cannot be recycled.
+    if start_time(pid) != Some(start) {
+        return Ok(());
+    }
+    match send_sigkill(fd.as_fd()) {
+        Ok(()) => {}
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(e),
     }
     // A pidfd becomes readable when its process exits.
     let mut pollfd = libc::pollfd {

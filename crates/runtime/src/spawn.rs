@@ -17,7 +17,7 @@
 //! process (tokio's own child reaping included) competes for the exit status.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -30,9 +30,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::runc_ns::RuncNamespace;
-
-/// `move_mount` flag: the source is the descriptor itself.
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+use crate::userns::MOVE_MOUNT_F_EMPTY_PATH;
 
 /// Stack of the child until its `exec`: it only makes system calls.
 const CHILD_STACK: usize = 64 * 1024;
@@ -101,7 +99,6 @@ impl<'a> Spawn<'a> {
     /// Runs the program to its end, feeding `input` on stdin; its stdout and
     /// stderr when captured (empty otherwise).
     pub(crate) async fn output(self, input: Option<&[u8]>) -> std::io::Result<Output> {
-        let capture = self.capture;
         let mut child = self.start()?;
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
@@ -112,17 +109,13 @@ impl<'a> Spawn<'a> {
                 let _ = pipe.write_all(bytes).await;
             }
         };
-        let (_, out, err) = tokio::join!(feed, read_all(stdout), read_all(stderr));
+        // Without capture there are no pipes, and both read as empty.
+        let (_, stdout, stderr) = tokio::join!(feed, read_all(stdout), read_all(stderr));
         let status = child.wait().await?;
-        let (stdout, stderr) = if capture {
-            (out?, err?)
-        } else {
-            (Vec::new(), Vec::new())
-        };
         Ok(Output {
             status,
-            stdout,
-            stderr,
+            stdout: stdout?,
+            stderr: stderr?,
         })
     }
 
@@ -146,13 +139,6 @@ impl<'a> Spawn<'a> {
         let argv_ptrs = null_terminated(&argv);
         let envp_ptrs = null_terminated(&envp);
 
-        let null = || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-                .map(OwnedFd::from)
-        };
         // (the child's end, the parent's end) of each of stdin, stdout, stderr.
         let (stdin, stdout, stderr) = if self.capture {
             let (r, w) = pipe()?;
@@ -162,7 +148,12 @@ impl<'a> Spawn<'a> {
             let (r, w) = pipe()?;
             (stdin, stdout, (w, Some(r)))
         } else {
-            let null = null()?;
+            let null = OwnedFd::from(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")?,
+            );
             let (out, err) = (null.try_clone()?, null.try_clone()?);
             ((null, None), (out, None), (err, None))
         };
@@ -280,7 +271,7 @@ impl Drop for Child {
                 Err(_) => {
                     let _ = std::thread::Builder::new()
                         .name("reap".into())
-                        .spawn(move || pidfd.wait_blocking());
+                        .spawn(move || pidfd.reap());
                 }
             }
         }
@@ -292,30 +283,15 @@ struct PidFd(OwnedFd);
 
 impl PidFd {
     fn open(pid: libc::pid_t) -> std::io::Result<Self> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if raw < 0 {
-            let e = std::io::Error::last_os_error();
+        crate::pidfd::open(pid).map(Self).inspect_err(|_| {
             // An unreaped child cannot be recycled: reap it rather than leak it.
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-            return Err(e);
-        }
-        let raw = RawFd::try_from(raw).map_err(|_| std::io::Error::other("pidfd out of range"))?;
-        // SAFETY: a descriptor pidfd_open just made, owned by nothing else.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(raw) }))
+        })
     }
 
     fn kill(&self) {
-        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            );
-        }
+        // A child that already exited (not yet reaped) is no error here.
+        let _ = crate::pidfd::send_sigkill(self.0.as_fd());
     }
 
     /// Waits until the child exits (its pidfd turns readable) and reaps it.
@@ -326,10 +302,6 @@ impl PidFd {
             AsyncFd::register_with_interest(self.0.as_fd(), tokio::io::Interest::READABLE)
         }?;
         let _guard = ready.readable().await?;
-        self.reap()
-    }
-
-    fn wait_blocking(&self) -> std::io::Result<ExitStatus> {
         self.reap()
     }
 

@@ -21,11 +21,10 @@ use nix::sys::wait::WaitStatus;
 
 use crate::error::{Result, RuntimeError};
 use crate::userns::{
-    AT_EMPTY_PATH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountAttr, VmChild,
-    child_errno, cstring, os_err, raise_effective_caps,
+    AT_EMPTY_PATH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MOVE_MOUNT_F_EMPTY_PATH,
+    MountAttr, VmChild, child_errno, cstring, os_err, raise_effective_caps,
 };
 
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 const UMOUNT_NOFOLLOW: libc::c_int = 0x8;
 
