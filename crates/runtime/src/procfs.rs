@@ -59,15 +59,18 @@ pub(crate) fn private_instance() -> std::io::Result<OwnedFd> {
     })
 }
 
+/// Whether `name` is one plain path component: not empty, no `/`, neither
+/// `.` nor `..` (a sysctl's file name, a network namespace's name).
+pub(crate) fn is_plain_name(name: &str) -> bool {
+    !(name.is_empty() || name.contains('/') || name == "." || name == "..")
+}
+
 /// Writes `value` to `sys/<path>` (e.g. `net/ipv6/conf/av1/disable_ipv6`) as
 /// the calling thread's namespaces see it, through [`private_instance`] or,
 /// where one may not be made, the host's `/proc`.
 pub(crate) fn write_sysctl(path: &str, value: &str) -> std::io::Result<()> {
     use std::io::Write;
-    if path
-        .split('/')
-        .any(|part| part.is_empty() || part == "." || part == "..")
-    {
+    if !path.split('/').all(is_plain_name) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("{path:?} is not a plain path under /proc/sys"),

@@ -448,7 +448,7 @@ pub fn write_namespace_limits(pid: i32, limits: &[(String, u64)]) -> Result<()> 
     let prepared: Vec<(CString, Vec<u8>)> = limits
         .iter()
         .map(|(name, value)| {
-            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            if !crate::procfs::is_plain_name(name) {
                 return Err(RuntimeError::Config(format!(
                     "{name:?} is not a file of /proc/sys/user"
                 )));

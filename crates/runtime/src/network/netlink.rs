@@ -297,7 +297,7 @@ pub fn unname_netns(name: &str) -> Result<()> {
 
 /// A namespace name is one plain path component.
 fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+    if !crate::procfs::is_plain_name(name) {
         return Err(net_error(
             "network namespace name",
             format!("{name:?} is not a plain name"),
