@@ -2,11 +2,14 @@
 //! argv and stderr kept for the error, and a debug line per call.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::process::Output;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::CommandError;
-use crate::spawn::{MountEntry, Spawn};
+use crate::runc_ns::{RuncNamespace, entry_for};
+use crate::spawn::Spawn;
 
 /// Runs `argv` to completion; fails with stderr when it exits non-zero.
 pub async fn run(argv: &[&str]) -> Result<String, CommandError> {
@@ -15,16 +18,17 @@ pub async fn run(argv: &[&str]) -> Result<String, CommandError> {
 
 /// Runs `argv`, feeding `input` on stdin (for `nft -f -`).
 pub async fn run_with_input(argv: &[&str], input: Option<&str>) -> Result<String, CommandError> {
-    run_spawned(argv, input, None, false).await
+    run_spawned(argv, input, (None, None), false).await
 }
 
-/// Runs `argv` to completion as [`run_with_input`] does, in `entry`'s mount
-/// namespace when given, at idle priority when `idle`. Every tool starts
-/// through [`crate::spawn`], which never forks the server.
+/// Runs `argv` to completion as [`run_with_input`] does, in a copy of runc's
+/// mount namespace `ns` (with `subtree` attached) when given, at idle
+/// priority when `idle`. Every tool starts through [`crate::spawn`], which
+/// never forks the server.
 pub(crate) async fn run_spawned(
     argv: &[&str],
     input: Option<&str>,
-    entry: Option<MountEntry>,
+    (ns, subtree): (Option<&Arc<RuncNamespace>>, Option<&Path>),
     idle: bool,
 ) -> Result<String, CommandError> {
     let started = Instant::now();
@@ -32,6 +36,10 @@ pub(crate) async fn run_spawned(
     let (program, args) = argv.split_first().ok_or_else(|| CommandError {
         argv: String::new(),
         reason: "empty command".into(),
+    })?;
+    let entry = entry_for(ns, subtree).map_err(|reason| CommandError {
+        argv: joined.clone(),
+        reason,
     })?;
     let output = Spawn::new(OsStr::new(program), args.iter().map(OsStr::new))
         .mount_entry(entry)

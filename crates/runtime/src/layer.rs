@@ -25,7 +25,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::MntFlags;
 
 use crate::cmd;
-use crate::error::{CommandError, Result, RuntimeError, path_str};
+use crate::error::{Result, RuntimeError, path_str};
 use crate::idmap::IdRange;
 use crate::userns;
 
@@ -366,14 +366,7 @@ pub async fn format_image(
         "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
         path_str(image)?,
     ];
-    let entry = ns
-        .map(|ns| ns.entry(None))
-        .transpose()
-        .map_err(|e| CommandError {
-            argv: argv.join(" "),
-            reason: format!("entering the runc mount namespace: {e}"),
-        })?;
-    cmd::run_spawned(&argv, None, entry, background).await?;
+    cmd::run_spawned(&argv, None, (ns, None), background).await?;
     Ok(())
 }
 

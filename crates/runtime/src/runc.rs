@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use crate::cmd;
 use crate::error::{CommandError, Result, RuntimeError, path_str};
-use crate::runc_ns::RuncNamespace;
-use crate::spawn::{MountEntry, Spawn};
+use crate::runc_ns::{RuncNamespace, entry_for};
+use crate::spawn::Spawn;
 
 /// What runc says a container is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -70,28 +70,16 @@ impl Runc {
         self.ns.as_ref()
     }
 
-    /// How a call enters its mount namespace, with `subtree` (a sandbox's
-    /// directory) attached for calls about its root file system.
-    fn entry(&self, subtree: Option<&Path>) -> std::result::Result<Option<MountEntry>, String> {
-        self.ns
-            .as_ref()
-            .map(|ns| ns.entry(subtree))
-            .transpose()
-            .map_err(|e| format!("entering the runc mount namespace: {e}"))
-    }
-
-    /// Runs `runc <argv...>` (`argv[0]` is the binary) in its mount namespace.
+    /// Runs `runc <argv...>` (`argv[0]` is the binary) in its mount namespace,
+    /// with `subtree` (a sandbox's directory) attached for calls about its
+    /// root file system.
     async fn call(
         &self,
         argv: &[&str],
         input: Option<&str>,
         subtree: Option<&Path>,
     ) -> std::result::Result<String, CommandError> {
-        let entry = self.entry(subtree).map_err(|reason| CommandError {
-            argv: argv.join(" "),
-            reason,
-        })?;
-        cmd::run_spawned(argv, input, entry, false).await
+        cmd::run_spawned(argv, input, (self.ns.as_ref(), subtree), false).await
     }
 
     fn root_str(&self) -> Result<&str> {
@@ -134,7 +122,7 @@ impl Runc {
             .chain(args.iter().map(|a| a.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ");
-        let entry = self.entry(subtree).map_err(|reason| CommandError {
+        let entry = entry_for(self.ns.as_ref(), subtree).map_err(|reason| CommandError {
             argv: argv.clone(),
             reason,
         })?;

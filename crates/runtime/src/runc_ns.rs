@@ -89,6 +89,18 @@ impl RuncNamespace {
     }
 }
 
+/// How a program enters a copy of `ns`, with `subtree` attached (see
+/// [`RuncNamespace::entry`]); `None` without a namespace (it runs in the
+/// caller's). The error is a command's reason.
+pub(crate) fn entry_for(
+    ns: Option<&Arc<RuncNamespace>>,
+    subtree: Option<&Path>,
+) -> std::result::Result<Option<MountEntry>, String> {
+    ns.map(|ns| ns.entry(subtree))
+        .transpose()
+        .map_err(|e| format!("entering the runc mount namespace: {e}"))
+}
+
 /// Runs in a thread of its own: unshares, detaches what
 /// [`mounts_to_detach`] picks, returns the namespace's descriptor.
 fn make_template(hidden: &[PathBuf], needed: &[PathBuf]) -> Result<OwnedFd> {
@@ -272,9 +284,13 @@ mod tests {
             .build()
             .expect("runtime");
         let run = |argv: &[&str], subtree: Option<&Path>| {
-            let entry = ns.entry(subtree).expect("entry");
-            rt.block_on(crate::cmd::run_spawned(argv, None, Some(entry), false))
-                .expect("ran")
+            rt.block_on(crate::cmd::run_spawned(
+                argv,
+                None,
+                (Some(&ns), subtree),
+                false,
+            ))
+            .expect("ran")
         };
         let table = |subtree: Option<&Path>| run(&["cat", "/proc/self/mountinfo"], subtree);
         let bare = table(None);
