@@ -27,9 +27,9 @@ pub async fn plumb(net: SandboxNet, prefix: u8, pid: i32, limits: NamespaceLimit
     std::thread::Builder::new()
         .name("net-plumbing".into())
         .spawn(move || {
-            let started = std::time::Instant::now();
+            let mut lap = crate::node::Laps::new(std::time::Instant::now());
             let result = crate::network::attach_blocking(&net, prefix, pid);
-            let attach_ms = ms_since(started);
+            let attach_ms = lap.next();
             let result = result.and_then(|()| {
                 if limits.is_empty() {
                     Ok(())
@@ -37,18 +37,14 @@ pub async fn plumb(net: SandboxNet, prefix: u8, pid: i32, limits: NamespaceLimit
                     crate::userns::write_namespace_limits(pid, &limits)
                 }
             });
-            tracing::debug!(attach_ms, total_ms = ms_since(started), "network plumbed");
+            let total_ms = attach_ms + lap.next();
+            tracing::debug!(attach_ms, total_ms, "network plumbed");
             let _ = tx.send(result);
         })
         .map_err(|e| RuntimeError::Config(format!("starting the plumbing thread: {e}")))?;
     done.await.map_err(|_| {
         RuntimeError::Config("the network plumbing thread ended without an answer".into())
     })?
-}
-
-/// Milliseconds since `start`, to two decimals (for the debug log).
-fn ms_since(start: std::time::Instant) -> f64 {
-    (start.elapsed().as_secs_f64() * 100_000.0).round() / 100.0
 }
 
 #[cfg(test)]

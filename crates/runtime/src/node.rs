@@ -918,16 +918,17 @@ impl Node {
     }
 }
 
-/// Milliseconds between successive points of a boot, for its debug log line.
-struct Laps(Instant);
+/// Milliseconds between successive points of a start, a removal or a
+/// plumbing, for their debug log lines.
+pub(crate) struct Laps(Instant);
 
 impl Laps {
-    fn new(start: Instant) -> Self {
+    pub(crate) fn new(start: Instant) -> Self {
         Self(start)
     }
 
     /// Time since the last call (or the start), in fractional milliseconds.
-    fn next(&mut self) -> f64 {
+    pub(crate) fn next(&mut self) -> f64 {
         let now = Instant::now();
         let ms = now.duration_since(self.0).as_secs_f64() * 1000.0;
         self.0 = now;
