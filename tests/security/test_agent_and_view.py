@@ -187,6 +187,60 @@ def test_no_other_sandbox_ids_or_host_paths_leak(server, client):
         assert a.run("ls", ["/sys/block"]).stdout == ""
 
 
+SYS_VIEW_ATTACKS = r"""
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+for path in ("/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/firmware", "/sys/block"):
+    try:
+        open(os.path.join(path, "planted"), "w").close()
+        out[path] = "written"
+    except OSError as e:
+        out[path] = e.errno
+    # Lift the read-only flag or the mask itself.
+    rc = libc.mount(None, path.encode(), None, 0x20 | 0x1000, None)  # MS_REMOUNT|MS_BIND
+    out[path + ":remount"] = rc if rc != 0 else "remounted"
+    rc = libc.umount2(path.encode(), 2)  # MNT_DETACH
+    out[path + ":umount"] = rc if rc != 0 else "unmounted"
+    out[path + ":list"] = sorted(os.listdir(path))
+out["mkdir"] = "made"
+try:
+    os.mkdir("/sys/fs/cgroup/memory/escape")
+except OSError as e:
+    out["mkdir"] = e.errno
+out["limit"] = open("/sys/fs/cgroup/memory/memory.limit_in_bytes").read().strip()
+print(json.dumps(out))
+"""
+
+
+def test_sys_masks_and_cgroups_are_read_only_views_of_its_own(client):
+    # Masked /sys directories and /sys/fs/cgroup are read-only binds of directories of
+    # the sandbox's own disk and cgroups: nothing in them can be written, lifted or
+    # left behind, and the cgroups shown are the sandbox's, not the host's tree.
+    import json
+
+    with client.create_and_connect(name="sys-view", memory_mb=1536) as sb:
+        out = json.loads(sb.run("python3", ["-c", SYS_VIEW_ATTACKS]).stdout)
+        for path in ("/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/firmware", "/sys/block"):
+            assert out[path] != "written", (path, out)
+            assert out[path + ":remount"] == -1, (path, out)
+            assert out[path + ":umount"] == -1, (path, out)
+        assert out["mkdir"] != "made", out
+        assert out["/sys/firmware:list"] == [] and out["/sys/block:list"] == [], out
+        hierarchies = out["/sys/fs/cgroup:list"]
+        assert "memory" in hierarchies and not any(h.startswith("alcove") for h in hierarchies), out
+        own = out["/sys/fs/cgroup/memory:list"]
+        assert "memory.limit_in_bytes" in own, out
+        assert not any(name.startswith("alcove") for name in own), out
+        assert int(out["limit"]) == 1536 << 20, out
+        # Still the same after a suspend and resume, and still not writable.
+        client.suspend("sys-view")
+        client.resume("sys-view")
+        again = json.loads(client.connect("sys-view").run("python3", ["-c", SYS_VIEW_ATTACKS]).stdout)
+        assert again["/sys/fs/cgroup"] != "written" and again["/sys/firmware:list"] == [], again
+        assert int(again["limit"]) == 1536 << 20, again
+
+
 @pytest.fixture
 def sandbox(client):
     with client.create_and_connect() as sb:

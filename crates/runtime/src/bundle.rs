@@ -58,6 +58,10 @@ pub struct BundleSpec {
     /// their mount paths. As bind mounts of `config.json`, runc names them to
     /// CRIU as external mounts on dump and restore.
     pub volumes: Vec<crate::volume::VolumeBind>,
+    /// Bind sources for the masked directories of `/sys` and for `/sys/fs/cgroup`
+    /// (`crate::sys_view`); `None` leaves both to runc (a tmpfs per masked
+    /// directory, a cgroup mount per hierarchy).
+    pub sys_view: Option<crate::sys_view::SysView>,
 }
 
 /// What CRIU is told for every dump and restore of a sandbox: no iptables network
@@ -98,6 +102,51 @@ fn spec_err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Spec(e.to_string())
 }
 
+/// A non-recursive read-only bind of a directory that holds nothing to run.
+fn bind_dir_ro(source: &Path, destination: &str) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(
+            ["bind", "ro", "nosuid", "nodev", "noexec"]
+                .map(String::from)
+                .to_vec(),
+        )
+        .build()
+        .map_err(spec_err)
+}
+
+/// Puts `view`'s binds into `mounts` (after `/sys`), and returns the masked
+/// paths left to runc (files, `/proc`, paths this host does not have).
+fn apply_sys_view(
+    view: &crate::sys_view::SysView,
+    mounts: &mut Vec<Mount>,
+    masked: Vec<String>,
+) -> Result<Vec<String>> {
+    if let Some((skeleton, hierarchies)) = &view.cgroup {
+        let at = mounts
+            .iter()
+            .position(|m| m.destination() == Path::new(CGROUP_DIR))
+            .unwrap_or(mounts.len());
+        let mut binds = vec![bind_dir_ro(skeleton, CGROUP_DIR)?];
+        for (name, source) in hierarchies {
+            binds.push(bind_dir_ro(source, &format!("{CGROUP_DIR}/{name}"))?);
+        }
+        mounts.splice(at..(at + 1).min(mounts.len()), binds);
+    }
+    for (path, source) in &view.masked {
+        mounts.push(bind_dir_ro(source, path)?);
+    }
+    Ok(masked
+        .into_iter()
+        .filter(|p| !view.masked.iter().any(|(bound, _)| bound == p))
+        .collect())
+}
+
+/// Where cgroups are in a sandbox.
+const CGROUP_DIR: &str = "/sys/fs/cgroup";
+
 fn bind_ro(source: &Path, destination: &str) -> Result<Mount> {
     MountBuilder::default()
         .destination(destination)
@@ -122,9 +171,12 @@ pub fn mountpoints(spec: &Spec) -> Vec<Mountpoint> {
         .map(|m| Mountpoint {
             path: m.destination().display().to_string(),
             // Sources under the layer's idmapped mount do not exist until it
-            // is attached, and those are all files.
+            // is attached, and those are all files but the sys view's; nor do
+            // the sandbox's own cgroup directories until runc makes them.
             is_file: m.typ().as_deref() == Some("bind")
-                && m.source().as_ref().is_some_and(|s| !s.is_dir()),
+                && m.source()
+                    .as_ref()
+                    .is_some_and(|s| !s.is_dir() && !crate::sys_view::is_dir_source(s)),
         })
         .collect()
 }
@@ -217,6 +269,11 @@ pub fn build_spec(b: &BundleSpec) -> Result<Spec> {
         );
     }
 
+    let masked = match &b.sys_view {
+        Some(view) => apply_sys_view(view, &mut mounts, security::masked_paths())?,
+        None => security::masked_paths(),
+    };
+
     let quota = (b.cpus * CFS_PERIOD_US as f64).round() as i64;
     let memory_bytes = i64::try_from(b.memory_mb * 1024 * 1024)
         .map_err(|_| RuntimeError::Spec("memory limit too large".into()))?;
@@ -268,7 +325,7 @@ pub fn build_spec(b: &BundleSpec) -> Result<Spec> {
         .gid_mappings(vec![mapping])
         .resources(resources)
         .cgroups_path(PathBuf::from(&b.cgroups_path))
-        .masked_paths(security::masked_paths())
+        .masked_paths(masked)
         .readonly_paths(security::readonly_paths())
         .seccomp(security::default_seccomp())
         .build()
@@ -383,7 +440,61 @@ mod tests {
             criu_config: "/data/sandboxes/x/criu.conf".into(),
             user_cgroups: Vec::new(),
             volumes: Vec::new(),
+            sys_view: None,
         }
+    }
+
+    #[test]
+    fn a_sys_view_binds_cgroups_and_masked_sys_directories() {
+        let mut b = sample();
+        b.sys_view = Some(crate::sys_view::SysView {
+            masked: vec![(
+                "/sys/firmware".to_string(),
+                "/data/x/upper/sys-view/masked/sys_firmware".into(),
+            )],
+            cgroup: Some((
+                "/data/x/upper/sys-view/cgroup".into(),
+                vec![(
+                    "memory".to_string(),
+                    "/sys/fs/cgroup/memory/alcove-ab/x".into(),
+                )],
+            )),
+        });
+        let json = serde_json::to_value(build_spec(&b).expect("spec")).expect("json");
+        let mounts = json["mounts"].as_array().expect("mounts");
+        let at = |dest: &str| mounts.iter().position(|m| m["destination"] == dest);
+        let (sys, cg, mem) = (
+            at("/sys").expect("/sys"),
+            at("/sys/fs/cgroup").expect("cgroup"),
+            at("/sys/fs/cgroup/memory").expect("memory"),
+        );
+        assert!(
+            sys < cg && cg < mem,
+            "/sys, then its cgroup directory, then a hierarchy"
+        );
+        assert_eq!(
+            mounts[cg]["type"], "bind",
+            "no cgroup mount: {}",
+            mounts[cg]
+        );
+        assert_eq!(mounts[cg]["source"], "/data/x/upper/sys-view/cgroup");
+        assert_eq!(mounts[mem]["source"], "/sys/fs/cgroup/memory/alcove-ab/x");
+        assert!(!mounts.iter().any(|m| m["type"] == "cgroup"));
+        for m in [&mounts[cg], &mounts[mem]] {
+            let options = m["options"].as_array().expect("options");
+            for flag in ["ro", "nosuid", "nodev", "noexec"] {
+                assert!(options.iter().any(|o| o == flag), "{m} lacks {flag}");
+            }
+            assert!(!options.iter().any(|o| o == "rbind"), "{m}");
+        }
+        // A masked directory the view binds over is not left to runc; the
+        // others (/proc ones) stay masked by runc.
+        let masked = json["linux"]["maskedPaths"].as_array().expect("masked");
+        assert!(masked.iter().any(|p| p == "/proc/kcore"));
+        assert!(masked.iter().any(|p| p == "/sys/class/block"));
+        assert!(!masked.iter().any(|p| p == "/sys/firmware"));
+        let m = &mounts[at("/sys/firmware").expect("bind over /sys/firmware")];
+        assert_eq!(m["source"], "/data/x/upper/sys-view/masked/sys_firmware");
     }
 
     #[test]

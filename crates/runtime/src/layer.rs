@@ -71,7 +71,13 @@ impl Layer {
     /// The generated `/etc` files as the sandbox sees them (through the
     /// idmapped mount, so they belong to its root): bind-mount sources.
     pub fn etc_source(&self) -> PathBuf {
-        self.dir.join("upper").join("etc")
+        self.disk_view().join("etc")
+    }
+
+    /// The disk as the sandbox sees it: the idmapped mount of [`Self::disk_mount`],
+    /// whose files belong to the sandbox's root.
+    pub fn disk_view(&self) -> PathBuf {
+        self.dir.join("upper")
     }
 
     /// The overlay mount: the sandbox's `/`.

@@ -37,6 +37,7 @@ pub mod sandbox_id;
 pub mod security;
 pub mod spare_layers;
 mod spawn;
+pub mod sys_view;
 pub mod usage;
 pub mod user_cgroup;
 pub mod userns;

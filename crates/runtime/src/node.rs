@@ -594,6 +594,14 @@ impl Node {
             limits: host::namespace_limits(),
         };
         let hook_args = self.cfg.hook.argv(&hook);
+        let cgroups_path = self.cgroups.path_for(&spec.id);
+        let sys_view = crate::sys_view::prepare(
+            &layer.disk_mount(),
+            &layer.disk_view(),
+            crate::sys_view::host_cgroup_layout(),
+            &cgroups_path,
+            &crate::sys_view::masked_sys_dirs(&crate::security::masked_paths()),
+        )?;
         let oci = bundle::build_spec(&BundleSpec {
             hostname: spec.hostname.clone(),
             rootfs: layer.rootfs(),
@@ -603,7 +611,7 @@ impl Node {
             hook: with_hook.then(|| (self.cfg.hook.path.clone(), hook_args)),
             lxcfs_dir: self.cfg.lxcfs_dir.clone(),
             cpuset,
-            cgroups_path: self.cgroups.path_for(&spec.id),
+            cgroups_path,
             cpus: spec.cpus,
             memory_mb: spec.memory_mb,
             limit_swap: self.cgroups.setup().has_swap_limit(),
@@ -613,6 +621,7 @@ impl Node {
             criu_config,
             user_cgroups,
             volumes,
+            sys_view: Some(sys_view),
         })?;
         let config = bundle_dir.join("config.json");
         oci.save(&config)

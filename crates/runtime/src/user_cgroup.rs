@@ -62,9 +62,9 @@ pub struct UserCgroupMount {
 }
 
 impl CgroupTree {
-    /// Makes the sandbox's cgroups and their `user` children with limits below `limits`,
-    /// hands the children's `cgroup.procs` and `tasks` to `root_uid` (the sandbox's root on
-    /// the host), and returns what to bind into the sandbox. cgroup v2 hosts get none (the
+    /// Makes the sandbox's cgroups (in every hierarchy) and their `user` children with
+    /// limits below `limits`, hands the children's `cgroup.procs` and `tasks` to `root_uid`
+    /// (the sandbox's root on the host), and returns what to bind into the sandbox. cgroup v2 hosts get none (the
     /// agent then keeps processes in the sandbox's own group).
     pub fn prepare_user(
         &self,
@@ -77,6 +77,15 @@ impl CgroupTree {
         }
         let rel = self.path_for(sandbox_id);
         let rel = rel.trim_start_matches('/');
+        // The sandbox's own directory in every hierarchy too: its `/sys/fs/cgroup` binds
+        // them (crate::sys_view), and runc checks a bind's source before it makes the
+        // cgroups of a restored container.
+        for entry in crate::sys_view::host_cgroup_layout() {
+            if let crate::sys_view::CgroupEntry::Hierarchy(name) = entry {
+                let dir = Path::new("/sys/fs/cgroup").join(name).join(rel);
+                std::fs::create_dir_all(&dir).map_err(RuntimeError::io("creating", &dir))?;
+            }
+        }
         let mut mounts = Vec::new();
         for (controller, destination) in MOUNTS {
             let hierarchy = Path::new("/sys/fs/cgroup").join(controller);
