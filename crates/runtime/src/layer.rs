@@ -285,7 +285,8 @@ impl Layer {
                 let mnt = lower_root.join(i.to_string());
                 ensure_real_dir(&mnt, 0o700)?;
                 if !is_mountpoint(&mnt) {
-                    userns::idmapped_clone(layer, &mnt, &ns, true)?;
+                    let tree = crate::layer_trees::clone_layer(layer)?;
+                    userns::attach_idmapped(tree, layer, &mnt, &ns, true)?;
                 }
             }
             if !is_mountpoint(&upper_mnt) {

@@ -22,6 +22,7 @@ pub mod host;
 pub mod idmap;
 pub mod image;
 pub mod layer;
+mod layer_trees;
 pub mod loopdev;
 pub mod lxcfs;
 pub mod net_plumbing;

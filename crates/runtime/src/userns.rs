@@ -230,6 +230,27 @@ pub(crate) fn clone_tree_recursive(source: &Path) -> Result<OwnedFd> {
     open_tree_clone(source, AT_RECURSIVE)
 }
 
+/// A detached clone of the detached mount `tree` (Linux 6.15 and later allow one of
+/// this mount namespace's own; before, `EINVAL`).
+pub(crate) fn clone_detached(tree: &OwnedFd) -> std::io::Result<OwnedFd> {
+    let empty = c"";
+    // SAFETY: `tree` is an open descriptor and `empty` a valid C string (AT_EMPTY_PATH).
+    let cloned = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE | AT_EMPTY_PATH | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if cloned < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let raw = i32::try_from(cloned).map_err(|_| std::io::Error::other("bad mount fd"))?;
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 fn open_tree_clone(source: &Path, flags: libc::c_uint) -> Result<OwnedFd> {
     let src = cstring(source)?;
     // SAFETY: `src` is a valid NUL-terminated path; the flags are plain ints.
@@ -259,8 +280,18 @@ pub fn idmapped_clone(
     userns: &OwnedFd,
     read_only: bool,
 ) -> Result<()> {
+    attach_idmapped(clone_tree(source)?, source, target, userns, read_only)
+}
+
+/// [`idmapped_clone`] of a detached clone `tree` already made of `source`.
+pub(crate) fn attach_idmapped(
+    tree: OwnedFd,
+    source: &Path,
+    target: &Path,
+    userns: &OwnedFd,
+    read_only: bool,
+) -> Result<()> {
     let dst = cstring(target)?;
-    let tree = clone_tree(source)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP
             | MOUNT_ATTR_NOSUID
