@@ -104,6 +104,14 @@ fn main() -> std::process::ExitCode {
     // clap exits with 2 on a usage error, 0 for --help and --version.
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_));
+    if serving {
+        // Before the server opens anything: low descriptor numbers that every child it
+        // starts takes its stdio from (see alcove_runtime::spawn_slots). Without them
+        // children are only slower to start.
+        if let Err(e) = alcove_runtime::spawn_slots::reserve() {
+            eprintln!("warning: reserving descriptors for child stdio: {e}");
+        }
+    }
     // The server logs its work; a client command only what went wrong.
     let level = cli
         .log_level

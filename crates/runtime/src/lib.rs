@@ -38,6 +38,7 @@ pub mod sandbox_id;
 pub mod security;
 pub mod spare_layers;
 mod spawn;
+pub mod spawn_slots;
 pub mod sys_view;
 pub mod usage;
 pub mod user_cgroup;

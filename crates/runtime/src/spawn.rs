@@ -32,6 +32,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::runc_ns::RuncNamespace;
 use crate::userns::MOVE_MOUNT_F_EMPTY_PATH;
 
+/// `close_range` flag: give the caller a descriptor table of its own first.
+const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
+
 /// Stack of the child until its `exec`: it only makes system calls.
 const CHILD_STACK: usize = 64 * 1024;
 
@@ -158,15 +161,19 @@ impl<'a> Spawn<'a> {
             ((null, None), (out, None), (err, None))
         };
 
+        let stdio = [
+            stdin.0.as_raw_fd(),
+            stdout.0.as_raw_fd(),
+            stderr.0.as_raw_fd(),
+        ];
+        // Held until the child has called exec (see crate::spawn_slots).
+        let staged = crate::spawn_slots::stage(stdio)?;
         let mut plan = ChildPlan {
             path: path.as_ptr(),
             argv: argv_ptrs.as_ptr(),
             envp: envp_ptrs.as_ptr(),
-            stdio: [
-                stdin.0.as_raw_fd(),
-                stdout.0.as_raw_fd(),
-                stderr.0.as_raw_fd(),
-            ],
+            stdio: staged.as_ref().map_or(stdio, |s| s.slots()),
+            unshare_from: staged.as_ref().map_or(-1, |s| s.unshare_from()),
             mount_ns: -1,
             tree: -1,
             tree_target: std::ptr::null(),
@@ -187,6 +194,7 @@ impl<'a> Spawn<'a> {
         }
 
         let pid = clone_vfork(&mut plan)?;
+        drop(staged);
         // SAFETY: the child has called `exec` or exited (CLONE_VFORK): nothing
         // writes the plan any more.
         let (step, errno) = unsafe {
@@ -363,6 +371,9 @@ struct ChildPlan {
     envp: *const *const libc::c_char,
     /// Descriptors to become the child's 0, 1 and 2.
     stdio: [RawFd; 3],
+    /// With the descriptor table shared (`CLONE_FILES`): the first descriptor the
+    /// child drops when it takes a table of its own; -1 for a copied table.
+    unshare_from: RawFd,
     /// Runc's template mount namespace, or -1.
     mount_ns: RawFd,
     /// A detached mount tree to attach at `tree_target`, or -1.
@@ -405,7 +416,14 @@ fn clone_vfork(plan: &mut ChildPlan) -> std::io::Result<libc::pid_t> {
         libc::clone(
             child_main,
             stack.as_mut_ptr().add(stack.len()).cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM
+                | libc::CLONE_VFORK
+                | libc::SIGCHLD
+                | if plan.unshare_from >= 0 {
+                    libc::CLONE_FILES
+                } else {
+                    0
+                },
             (plan as *mut ChildPlan).cast(),
         )
     };
@@ -515,12 +533,29 @@ unsafe fn prepare_and_exec(plan: &ChildPlan) -> Step {
                 return Step::Chdir;
             }
         }
+        // A shared table: a copy of its first descriptors only (the server's
+        // stdio and the slots holding the child's), everything else dropped.
+        if plan.unshare_from >= 0
+            && libc::syscall(
+                libc::SYS_close_range,
+                plan.unshare_from,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_UNSHARE,
+            ) != 0
+        {
+            return Step::Stdio;
+        }
         for (target, &source) in plan.stdio.iter().enumerate() {
             // The sources are fresh descriptors (numbered above 2) with
             // O_CLOEXEC; dup3 gives the copy no such flag.
             if libc::syscall(libc::SYS_dup3, source, target, 0) < 0 {
                 return Step::Stdio;
             }
+        }
+        if plan.unshare_from >= 0
+            && libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, 0) != 0
+        {
+            return Step::Stdio;
         }
         let none: u64 = 0;
         if libc::syscall(
@@ -609,6 +644,61 @@ mod tests {
         assert_eq!(out.stdout, b"hello");
         assert_eq!(out.stderr, b"oops\n");
         assert_eq!(out.status.code(), Some(3));
+    }
+
+    #[test]
+    fn with_reserved_slots_a_child_keeps_its_stdio_only() {
+        crate::spawn_slots::reserve().expect("reserve");
+        // A descriptor of the server without close-on-exec: a copied table would
+        // hand it to the child; a shared one unshared from the slots does not.
+        let file = tempfile::NamedTempFile::new().expect("file");
+        // SAFETY: a plain dup of an open descriptor, closed below.
+        let leaky = unsafe { libc::dup(file.as_file().as_raw_fd()) };
+        assert!(leaky > 2);
+        let many: Vec<std::fs::File> = (0..200)
+            .map(|_| std::fs::File::open("/dev/null").expect("open"))
+            .collect();
+        let runtime = rt();
+        let outputs: Vec<Output> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..4)
+                .map(|i| {
+                    let runtime = &runtime;
+                    scope.spawn(move || {
+                        let script = format!("echo {i}; ls /proc/self/fd | wc -l; cat >&2");
+                        runtime
+                            .block_on(
+                                Spawn::new(
+                                    OsStr::new("sh"),
+                                    [OsStr::new("-c"), OsStr::new(&script)],
+                                )
+                                .capture()
+                                .output(Some(format!("in{i}").as_bytes())),
+                            )
+                            .expect("ran")
+                    })
+                })
+                .collect();
+            runs.into_iter()
+                .map(|r| r.join().expect("thread"))
+                .collect()
+        });
+        for (i, out) in outputs.iter().enumerate() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            assert_eq!(lines.next(), Some(i.to_string().as_str()), "{text}");
+            // 0, 1, 2 and the directory ls reads.
+            let open: usize = lines
+                .next()
+                .and_then(|l| l.trim().parse().ok())
+                .expect("count");
+            assert_eq!(open, 4, "{text}");
+            assert_eq!(out.stderr, format!("in{i}").as_bytes());
+        }
+        // The slots hold /dev/null again.
+        assert!(crate::spawn_slots::slots_hold_null());
+        drop(many);
+        // SAFETY: closes the dup made above.
+        unsafe { libc::close(leaky) };
     }
 
     #[test]
