@@ -94,13 +94,14 @@ pub(crate) fn child_errno() -> i32 {
 pub fn mapping_namespace(range: IdRange) -> Result<OwnedFd> {
     let proc_self = Path::new("/proc/self/ns/user");
     // The child is made in its new user namespace by `clone` itself and
-    // shares the server's memory, so nothing is copied.
-    let child =
-        VmChild::spawn(hold_namespace, std::ptr::null_mut(), libc::CLONE_NEWUSER).map_err(|e| {
-            RuntimeError::Config(format!(
-                "creating a user namespace failed (is user.max_user_namespaces 0?): {e}"
-            ))
-        })?;
+    // shares the server's memory and descriptor table (it opens nothing), so
+    // nothing is copied, nor closed again when it is killed.
+    let flags = libc::CLONE_NEWUSER | libc::CLONE_FILES;
+    let child = VmChild::spawn(hold_namespace, std::ptr::null_mut(), flags).map_err(|e| {
+        RuntimeError::Config(format!(
+            "creating a user namespace failed (is user.max_user_namespaces 0?): {e}"
+        ))
+    })?;
     let result = (|| {
         let proc_dir = Path::new("/proc").join(child.pid.as_raw().to_string());
         for file in ["uid_map", "gid_map"] {
@@ -496,10 +497,12 @@ pub fn write_namespace_limits(pid: i32, limits: &[(String, u64)]) -> Result<()> 
             .map(|(path, value)| (path.as_ptr(), value.as_ptr(), value.len()))
             .collect(),
     };
+    // It shares the server's descriptor table (no copy of a table holding a
+    // descriptor per sandbox, closed again at its exit): it closes what it opens.
     let child = VmChild::spawn(
         write_limits_in_child,
         std::ptr::from_ref(&job).cast_mut().cast(),
-        0,
+        libc::CLONE_FILES,
     )
     .map_err(RuntimeError::io("starting a child to enter", &ns_path))?;
     let status = child
@@ -542,7 +545,8 @@ extern "C" fn write_limits_in_child(job: *mut libc::c_void) -> libc::c_int {
         if dir < 0 {
             return errno();
         }
-        // Its descriptors (a table of its own) close when it exits.
+        // The descriptor table is the server's: every path closes what it opened.
+        let mut code = 0;
         for &(name, value, len) in &job.files {
             let fd = libc::syscall(
                 libc::SYS_openat,
@@ -551,10 +555,11 @@ extern "C" fn write_limits_in_child(job: *mut libc::c_void) -> libc::c_int {
                 libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
             );
             if fd < 0 {
-                return errno();
+                code = errno();
+                break;
             }
             let written = libc::syscall(libc::SYS_write, fd, value, len);
-            let code = if written == len as libc::c_long {
+            code = if written == len as libc::c_long {
                 0
             } else if written < 0 {
                 errno()
@@ -563,10 +568,11 @@ extern "C" fn write_limits_in_child(job: *mut libc::c_void) -> libc::c_int {
             };
             libc::syscall(libc::SYS_close, fd);
             if code != 0 {
-                return code;
+                break;
             }
         }
-        0
+        libc::syscall(libc::SYS_close, dir);
+        code
     }
 }
 
@@ -689,13 +695,23 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let limits = vec![("max_inotify_instances".to_string(), 77)];
+        // The writer shares this process's descriptor table: it must leave none open.
+        let open_fds = || std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+        let before = open_fds();
         let written = write_namespace_limits(pid, &limits);
+        let after_written = open_fds();
         let inside = std::fs::File::open(format!("/proc/{pid}/ns/user")).expect("ns");
         let value = run_in_userns(
             inside.as_raw_fd(),
             &["cat", "/proc/sys/user/max_inotify_instances"],
         );
+        let before_refused = open_fds();
         let refused = write_namespace_limits(pid, &[("no_such_limit".into(), 1)]);
+        assert_eq!(
+            (after_written, open_fds()),
+            (before, before_refused),
+            "descriptors left open by the writer"
+        );
         let escaped = write_namespace_limits(pid, &[("../../kernel/pid_max".into(), 1)]);
         let _ = sandbox.kill();
         let _ = sandbox.wait();
