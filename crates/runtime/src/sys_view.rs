@@ -156,7 +156,7 @@ pub fn prepare(
         .any(|e| matches!(e, CgroupEntry::Hierarchy(_)))
     {
         let skeleton = dir.join("cgroup");
-        real_dir(&skeleton, 0o755)?;
+        real_dir(&skeleton, 0o555)?;
         let rel = cgroups_path.trim_start_matches('/');
         let mut hierarchies = Vec::new();
         for entry in layout {
@@ -168,7 +168,6 @@ pub fn prepare(
                 CgroupEntry::Link(name, target) => link(&skeleton.join(name), target)?,
             }
         }
-        set_mode(&skeleton, 0o555)?;
         Some((view.join(DIR).join("cgroup"), hierarchies))
     } else {
         None
@@ -183,23 +182,43 @@ pub fn prepare(
 /// (the disk is the host's, outside the overlay, but checked all the same). The server is
 /// root: a directory's own mode does not stop it from adding entries.
 fn real_dir(path: &Path, mode: u32) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {
+    use std::os::unix::fs::DirBuilderExt;
+    // Made at once on a fresh disk (one system call each on the create path);
+    // checked when there.
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) if mode & umask() == 0 => Ok(()),
+        Ok(()) => set_mode(path, mode),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta =
+                std::fs::symlink_metadata(path).map_err(RuntimeError::io("reading", path))?;
+            if !meta.is_dir() {
+                return Err(RuntimeError::Config(format!(
+                    "{} is not a directory",
+                    path.display()
+                )));
+            }
             if meta.permissions().mode() & 0o7777 != mode {
                 set_mode(path, mode)?;
             }
             Ok(())
         }
-        Ok(_) => Err(RuntimeError::Config(format!(
-            "{} is not a directory",
-            path.display()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir(path).map_err(RuntimeError::io("creating", path))?;
-            set_mode(path, mode)
-        }
-        Err(e) => Err(RuntimeError::io("reading", path)(e)),
+        Err(e) => Err(RuntimeError::io("creating", path)(e)),
     }
+}
+
+/// This process's umask, read once (all bits where it cannot be read: every
+/// directory made then gets its mode set).
+fn umask() -> u32 {
+    static UMASK: OnceLock<u32> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
+            })
+            .unwrap_or(0o777)
+    })
 }
 
 fn link(path: &Path, target: &Path) -> Result<()> {
