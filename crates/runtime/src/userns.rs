@@ -234,42 +234,36 @@ pub(crate) fn clone_tree_recursive(source: &Path) -> Result<OwnedFd> {
 /// A detached clone of the detached mount `tree` (Linux 6.15 and later allow one of
 /// this mount namespace's own; before, `EINVAL`).
 pub(crate) fn clone_detached(tree: &OwnedFd) -> std::io::Result<OwnedFd> {
-    let empty = c"";
-    // SAFETY: `tree` is an open descriptor and `empty` a valid C string (AT_EMPTY_PATH).
-    let cloned = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            OPEN_TREE_CLONE | AT_EMPTY_PATH | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    if cloned < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let raw = i32::try_from(cloned).map_err(|_| std::io::Error::other("bad mount fd"))?;
-    // SAFETY: open_tree returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    open_tree_at(tree.as_raw_fd(), c"", AT_EMPTY_PATH)
 }
 
 fn open_tree_clone(source: &Path, flags: libc::c_uint) -> Result<OwnedFd> {
     let src = cstring(source)?;
-    // SAFETY: `src` is a valid NUL-terminated path; the flags are plain ints.
+    open_tree_at(libc::AT_FDCWD, &src, flags)
+        .map_err(|e| RuntimeError::io("cloning the mount of", source)(e))
+}
+
+/// `open_tree(dir, path, OPEN_TREE_CLONE | flags)`, close-on-exec.
+fn open_tree_at(
+    dir: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_uint,
+) -> std::io::Result<OwnedFd> {
+    // SAFETY: `path` is a valid NUL-terminated string; `dir` and the flags are plain ints.
     let tree = unsafe {
         libc::syscall(
             libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            src.as_ptr(),
+            dir,
+            path.as_ptr(),
             OPEN_TREE_CLONE | flags | libc::O_CLOEXEC as libc::c_uint,
         )
     };
     if tree < 0 {
-        return Err(os_err("cloning the mount of", source));
+        return Err(std::io::Error::last_os_error());
     }
-    let raw = i32::try_from(tree).map_err(|_| RuntimeError::Config("bad mount fd".into()))?;
+    let raw = i32::try_from(tree).map_err(|_| std::io::Error::other("bad mount fd"))?;
     // SAFETY: open_tree returned a new descriptor that nothing else owns.
-    let tree = unsafe { OwnedFd::from_raw_fd(raw) };
-    Ok(tree)
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// Attaches at `target` (an existing empty directory) a clone of the mount
