@@ -397,17 +397,47 @@ fn create_dir_with_mode(dir: &Path, mode: u32) -> Result<()> {
 /// Creates `path` as a directory with `mode` unless it already is one; a
 /// symlink or file in its place is an error. (The mount points under a
 /// sandbox directory are 0700: their own mode shows only while nothing is
-/// mounted on them.)
-fn ensure_real_dir(path: &Path, mode: u32) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(RuntimeError::Config(format!(
-            "{} exists and is not a directory",
-            path.display()
-        ))),
+/// mounted on them.) On the create path the directory is usually new: it is
+/// made first, with its mode, in one system call, and inspected only when
+/// something is there already.
+pub(crate) fn ensure_real_dir(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) if mode & umask() == 0 => Ok(()),
+        // The umask took bits away.
+        Ok(()) => {
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(RuntimeError::io("setting the mode of", path))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(RuntimeError::Config(format!(
+                    "{} exists and is not a directory",
+                    path.display()
+                ))),
+                Err(e) => Err(RuntimeError::io("inspecting", path)(e)),
+            }
+        }
+        // A parent is missing.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_dir_with_mode(path, mode),
-        Err(e) => Err(RuntimeError::io("inspecting", path)(e)),
+        Err(e) => Err(RuntimeError::io("creating", path)(e)),
     }
+}
+
+/// This process's umask, read once (all bits where it cannot be read, so that
+/// every directory made gets its mode set).
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
+            })
+            .unwrap_or(0o777)
+    })
 }
 
 fn is_whiteout(meta: &std::fs::Metadata) -> bool {

@@ -600,7 +600,7 @@ impl Node {
             &layer.disk_view(),
             crate::sys_view::host_cgroup_layout(),
             &cgroups_path,
-            &crate::sys_view::masked_sys_dirs(&crate::security::masked_paths()),
+            crate::sys_view::host_masked_sys_dirs(),
         )?;
         let oci = bundle::build_spec(&BundleSpec {
             hostname: spec.hostname.clone(),

@@ -23,11 +23,11 @@
 //! `/proc/self/mountinfo` names no host path. The sandbox cannot write them: they are
 //! outside its overlay and bound read-only.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::error::{Result, RuntimeError};
+use crate::layer::ensure_real_dir;
 
 /// Where the host's cgroup hierarchies are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -117,15 +117,18 @@ pub struct SysView {
     pub cgroup: Option<(PathBuf, Vec<(String, PathBuf)>)>,
 }
 
-/// The masked paths that are directories of `/sys` on this host (and so in every
-/// sandbox's `/sys`, which shows the host's devices): those a sys view binds over.
-pub fn masked_sys_dirs(masked: &[String]) -> Vec<String> {
-    masked
-        .iter()
-        .filter(|p| p.starts_with("/sys/"))
-        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
-        .cloned()
-        .collect()
+/// The masked paths ([`crate::security::masked_paths`]) that are directories of `/sys`
+/// on this host (and so in every sandbox's `/sys`, which shows the host's devices): those
+/// a sys view binds over. Read once, as the cgroup layout is.
+pub fn host_masked_sys_dirs() -> &'static [String] {
+    static DIRS: OnceLock<Vec<String>> = OnceLock::new();
+    DIRS.get_or_init(|| {
+        crate::security::masked_paths()
+            .into_iter()
+            .filter(|p| p.starts_with("/sys/"))
+            .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
+            .collect()
+    })
 }
 
 /// Makes `<disk>/sys-view` for a sandbox whose cgroups are at `cgroups_path` in every
@@ -140,15 +143,15 @@ pub fn prepare(
     masked: &[String],
 ) -> Result<SysView> {
     let dir = disk.join(DIR);
-    real_dir(&dir, 0o755)?;
-    real_dir(&dir.join("masked"), 0o755)?;
+    ensure_real_dir(&dir, 0o755)?;
+    ensure_real_dir(&dir.join("masked"), 0o755)?;
     let mut binds = Vec::new();
     for path in masked {
         let name = path.trim_start_matches('/').replace('/', "_");
         if !crate::procfs::is_plain_name(&name) {
             return Err(RuntimeError::Config(format!("cannot mask {path}")));
         }
-        real_dir(&dir.join("masked").join(&name), 0o555)?;
+        ensure_real_dir(&dir.join("masked").join(&name), 0o555)?;
         binds.push((path.clone(), view.join(DIR).join("masked").join(name)));
     }
     let cgroup = if layout
@@ -156,13 +159,13 @@ pub fn prepare(
         .any(|e| matches!(e, CgroupEntry::Hierarchy(_)))
     {
         let skeleton = dir.join("cgroup");
-        real_dir(&skeleton, 0o555)?;
+        ensure_real_dir(&skeleton, 0o555)?;
         let rel = cgroups_path.trim_start_matches('/');
         let mut hierarchies = Vec::new();
         for entry in layout {
             match entry {
                 CgroupEntry::Hierarchy(name) => {
-                    real_dir(&skeleton.join(name), 0o555)?;
+                    ensure_real_dir(&skeleton.join(name), 0o555)?;
                     hierarchies.push((name.clone(), Path::new(CGROUP_ROOT).join(name).join(rel)));
                 }
                 CgroupEntry::Link(name, target) => link(&skeleton.join(name), target)?,
@@ -175,49 +178,6 @@ pub fn prepare(
     Ok(SysView {
         masked: binds,
         cgroup,
-    })
-}
-
-/// A directory at `path` with `mode`, made if missing; anything else there is an error
-/// (the disk is the host's, outside the overlay, but checked all the same). The server is
-/// root: a directory's own mode does not stop it from adding entries.
-fn real_dir(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    // Made at once on a fresh disk (one system call each on the create path);
-    // checked when there.
-    match std::fs::DirBuilder::new().mode(mode).create(path) {
-        Ok(()) if mode & umask() == 0 => Ok(()),
-        Ok(()) => set_mode(path, mode),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let meta =
-                std::fs::symlink_metadata(path).map_err(RuntimeError::io("reading", path))?;
-            if !meta.is_dir() {
-                return Err(RuntimeError::Config(format!(
-                    "{} is not a directory",
-                    path.display()
-                )));
-            }
-            if meta.permissions().mode() & 0o7777 != mode {
-                set_mode(path, mode)?;
-            }
-            Ok(())
-        }
-        Err(e) => Err(RuntimeError::io("creating", path)(e)),
-    }
-}
-
-/// This process's umask, read once (all bits where it cannot be read: every
-/// directory made then gets its mode set).
-fn umask() -> u32 {
-    static UMASK: OnceLock<u32> = OnceLock::new();
-    *UMASK.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| {
-                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
-                u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
-            })
-            .unwrap_or(0o777)
     })
 }
 
@@ -234,14 +194,10 @@ fn link(path: &Path, target: &Path) -> Result<()> {
     }
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(RuntimeError::io("setting the mode of", path))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn layout() -> Vec<CgroupEntry> {
         vec![

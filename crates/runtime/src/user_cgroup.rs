@@ -64,8 +64,8 @@ pub struct UserCgroupMount {
 impl CgroupTree {
     /// Makes the sandbox's cgroups (in every hierarchy) and their `user` children with
     /// limits below `limits`, hands the children's `cgroup.procs` and `tasks` to `root_uid`
-    /// (the sandbox's root on the host), and returns what to bind into the sandbox. cgroup v2 hosts get none (the
-    /// agent then keeps processes in the sandbox's own group).
+    /// (the sandbox's root on the host), and returns what to bind into the sandbox. cgroup
+    /// v2 hosts get none (the agent then keeps processes in the sandbox's own group).
     pub fn prepare_user(
         &self,
         sandbox_id: &str,
