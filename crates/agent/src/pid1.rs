@@ -78,6 +78,10 @@ pub struct Reaper {
     spawned: Condvar,
 }
 
+/// How long the reaper of a childless agent sleeps before it checks again without being
+/// told that a child was spawned.
+const CHILDLESS_RECHECK: Duration = Duration::from_secs(60);
+
 static REAPER: OnceLock<Reaper> = OnceLock::new();
 static REAPER_THREAD: Once = Once::new();
 
@@ -206,10 +210,14 @@ impl Reaper {
                 Some(libc::EINTR) => {}
                 Some(libc::ECHILD) => {
                     // No children at all: new ones only come from `spawn`, which bumps the
-                    // generation. The timeout is a safety net, not a poll we rely on.
+                    // generation. The timeout is a safety net, not a poll we rely on (a
+                    // process made elsewhere that joins the sandbox's pid namespace would come
+                    // to us when its parent ends; nothing of Alcove's does that). Long, because
+                    // an idle sandbox has no children and every wake of every idle sandbox's
+                    // agent is CPU the host's busy sandboxes do not get.
                     let registry = self.lock();
                     if registry.generation == generation {
-                        let woken = self.spawned.wait_timeout(registry, Duration::from_secs(1));
+                        let woken = self.spawned.wait_timeout(registry, CHILDLESS_RECHECK);
                         drop(woken);
                     }
                 }

@@ -359,13 +359,10 @@ impl Control {
         let Some(blobs) = &self.ctx.cfg.blobs else {
             return;
         };
-        let Ok(live) = self.ctx.local_live().await else {
+        let Ok(suspended) = self.ctx.local_suspended_settled().await else {
             return;
         };
-        for record in live
-            .into_iter()
-            .filter(|r| r.status == SandboxStatus::Suspended && r.transition.is_none())
-        {
+        for record in suspended {
             let id = record.id.clone();
             let owner = sandbox_owner(&id);
             if !self.upload_backoff.due(&id)

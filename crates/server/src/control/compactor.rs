@@ -39,11 +39,8 @@ impl Control {
         };
         let idle_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
         let now = now_millis();
-        if let Ok(live) = self.ctx.local_live().await {
-            for record in live
-                .into_iter()
-                .filter(|r| r.status == SandboxStatus::Suspended && r.transition.is_none())
-            {
+        if let Ok(suspended) = self.ctx.local_suspended_settled().await {
+            for record in suspended {
                 let suspended_at = record.suspended_at.unwrap_or(now);
                 if now - suspended_at < idle_ms || self.ctx.node.is_suspended_packed(&record.id) {
                     continue;

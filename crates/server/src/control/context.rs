@@ -133,9 +133,29 @@ impl Context {
 
     /// The live sandboxes of this node: what its background work covers.
     pub(super) async fn local_live(&self) -> Result<Vec<SandboxRecord>, ControlError> {
-        let mut live = self.store.list_live().await?;
-        live.retain(|r| self.is_local(r));
-        Ok(live)
+        Ok(self.only_local(self.store.list_live().await?))
+    }
+
+    /// This node's live sandboxes whose deadline is at or before `now` (the timeout
+    /// reaper's, every second: read through an index, not by listing every sandbox).
+    pub(super) async fn local_due(&self, now: i64) -> Result<Vec<SandboxRecord>, ControlError> {
+        Ok(self.only_local(self.store.list_live_due(now).await?))
+    }
+
+    /// This node's suspended sandboxes that no transition is moving (the compactor's
+    /// and the blob uploader's).
+    pub(super) async fn local_suspended_settled(&self) -> Result<Vec<SandboxRecord>, ControlError> {
+        Ok(self.only_local(self.store.list_suspended_settled().await?))
+    }
+
+    /// This node's live warm sandboxes of pools (the pool refiller's).
+    pub(super) async fn local_idle_pool_members(&self) -> Result<Vec<SandboxRecord>, ControlError> {
+        Ok(self.only_local(self.store.list_live_idle_pool_members().await?))
+    }
+
+    fn only_local(&self, mut records: Vec<SandboxRecord>) -> Vec<SandboxRecord> {
+        records.retain(|r| self.is_local(r));
+        records
     }
 
     /// This node's name while other nodes share its store (placement, pool

@@ -583,14 +583,14 @@ impl Pools {
     /// Ends this node's idle sandboxes of pools that are gone (deleted
     /// through another node, which cannot stop a sandbox on this one).
     async fn sweep_orphans(&self, pools: &[PoolRecord]) {
-        let Ok(live) = self.ctx.local_live().await else {
+        let Ok(warm) = self.ctx.local_idle_pool_members().await else {
             return;
         };
-        for record in live {
+        for record in warm {
             let Some(pool_id) = record.pool_id.as_deref() else {
                 continue;
             };
-            if record.pool_state != Some(PoolState::Idle) || pools.iter().any(|p| p.id == pool_id) {
+            if pools.iter().any(|p| p.id == pool_id) {
                 continue;
             }
             // Listed before this pass's list of pools was read? Check again.

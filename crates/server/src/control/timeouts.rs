@@ -31,13 +31,10 @@ pub fn spawn_timeout_reaper(
 /// Ends (or, named, suspends) every live sandbox whose deadline is at or
 /// before `now` (epoch milliseconds).
 pub(crate) async fn reap_once(control: &Arc<Control>, now: i64) {
-    let Ok(live) = control.ctx.local_live().await else {
+    let Ok(due) = control.ctx.local_due(now).await else {
         return;
     };
-    for record in live
-        .into_iter()
-        .filter(|r| r.deadline_at.is_some_and(|d| d <= now))
-    {
+    for record in due {
         // Named sandboxes are suspended (and keep their state); ephemeral ones end.
         if record.name.is_some() {
             control.suspension.suspend_for_timeout(&record.id).await;

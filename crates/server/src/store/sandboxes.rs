@@ -43,6 +43,26 @@ const FIELDS: [&str; 32] = [
     "node_selector",
 ];
 
+// Filters of the background passes' reads. Each holds the terms of its partial index
+// (migration 0020) spelled as there: both backends then read the index, not the table.
+/// Live sandboxes whose deadline is at or before `$1` (index `sandboxes_live_deadline`).
+const LIVE_DUE: &str =
+    "deadline_at IS NOT NULL AND status NOT IN ('terminated', 'failed') AND deadline_at <= $1";
+/// Suspended sandboxes no transition is moving (index `sandboxes_suspended`).
+const SUSPENDED_SETTLED: &str = "status = 'suspended' AND transition IS NULL";
+/// Live warm sandboxes of pools (index `sandboxes_live_idle_pool_members`).
+const LIVE_IDLE_POOL_MEMBERS: &str =
+    "pool_state = 'idle' AND status NOT IN ('terminated', 'failed')";
+
+/// Every column of the sandboxes passing `filter`, oldest first (by id within a millisecond,
+/// so that both backends give the same order).
+fn select_where(filter: &str) -> String {
+    format!(
+        "SELECT {} FROM sandboxes WHERE {filter} ORDER BY created_at, id",
+        columns()
+    )
+}
+
 pub(super) fn columns() -> String {
     FIELDS.join(", ")
 }
@@ -176,6 +196,36 @@ impl Store {
             columns()
         );
         let rows = self.db.fetch_all(query(&sql)).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// The live sandboxes whose deadline is at or before `now`, oldest first: what the
+    /// timeout reaper ends. Read through an index of the live deadlines, so a pass that
+    /// finds none costs the same with a thousand sandboxes up as with one.
+    pub async fn list_live_due(&self, now: EpochMillis) -> Result<Vec<SandboxRecord>, StoreError> {
+        let rows = self
+            .db
+            .fetch_all(query(&select_where(LIVE_DUE)).bind(now))
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// The suspended sandboxes that no suspend or resume is moving, oldest first (what the
+    /// compactor packs and the blob uploader copies); through an index of the suspended.
+    pub async fn list_suspended_settled(&self) -> Result<Vec<SandboxRecord>, StoreError> {
+        let rows = self
+            .db
+            .fetch_all(query(&select_where(SUSPENDED_SETTLED)))
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// The live warm (idle) sandboxes of every pool, oldest first; through an index of them.
+    pub async fn list_live_idle_pool_members(&self) -> Result<Vec<SandboxRecord>, StoreError> {
+        let rows = self
+            .db
+            .fetch_all(query(&select_where(LIVE_IDLE_POOL_MEMBERS)))
+            .await?;
         rows.iter().map(decode).collect()
     }
 
@@ -370,6 +420,74 @@ mod tests {
         assert_eq!(node_of(store.get(&crate::store::test_id("old")).await.expect("get")), Some("b".into()));
         assert_eq!(node_of(store.get(&crate::store::test_id("ended")).await.expect("get")), None);
     });
+
+    store_test!(async fn background_reads_take_only_the_rows_they_act_on(db) {
+        use crate::store::PoolState;
+        let store = db.open().await;
+        let ids = |records: Vec<SandboxRecord>| -> Vec<String> {
+            records.into_iter().map(|r| r.id.as_str().to_string()).collect()
+        };
+        let mut due = record("due", None);
+        due.deadline_at = Some(100);
+        let mut later = record("later", None);
+        later.deadline_at = Some(101);
+        later.created_at = 2;
+        let mut ended_due = record("ended-due", None);
+        ended_due.status = SandboxStatus::Terminated;
+        ended_due.deadline_at = Some(50);
+        let mut asleep = record("asleep", Some("a"));
+        asleep.status = SandboxStatus::Suspended;
+        let mut waking = record("waking", Some("w"));
+        waking.status = SandboxStatus::Suspended;
+        waking.transition = Some("resume".into());
+        let mut warm = record("warm", None);
+        warm.pool_id = Some("p".into());
+        warm.pool_state = Some(PoolState::Idle);
+        let mut claimed = record("claimed", None);
+        claimed.pool_id = Some("p".into());
+        claimed.pool_state = Some(PoolState::Claimed);
+        let mut drained = record("drained", None);
+        drained.pool_id = Some("p".into());
+        drained.pool_state = Some(PoolState::Idle);
+        drained.status = SandboxStatus::Failed;
+        for r in [&due, &later, &ended_due, &asleep, &waking, &warm, &claimed, &drained] {
+            store.insert(r).await.expect("insert");
+        }
+        let id = |name: &str| crate::store::test_id(name).as_str().to_string();
+        assert_eq!(ids(store.list_live_due(100).await.expect("due")), [id("due")]);
+        assert_eq!(ids(store.list_live_due(101).await.expect("due")), [id("due"), id("later")]);
+        assert!(store.list_live_due(99).await.expect("due").is_empty());
+        assert_eq!(ids(store.list_suspended_settled().await.expect("suspended")), [id("asleep")]);
+        assert_eq!(ids(store.list_live_idle_pool_members().await.expect("warm")), [id("warm")]);
+    });
+
+    /// The background reads go through their indexes (SQLite's plan says which).
+    #[tokio::test]
+    async fn background_reads_use_their_indexes() {
+        let db = crate::store::testing::TestDb::sqlite();
+        let store = db.open().await;
+        for (filter, index) in [
+            (LIVE_DUE, "sandboxes_live_deadline"),
+            (SUSPENDED_SETTLED, "sandboxes_suspended"),
+            (LIVE_IDLE_POOL_MEMBERS, "sandboxes_live_idle_pool_members"),
+        ] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", select_where(filter));
+            let rows = store
+                .db
+                .fetch_all(query(&sql).bind(0_i64))
+                .await
+                .expect("plan");
+            let plan: Vec<String> = rows
+                .iter()
+                .map(|row| row.get::<String>("detail").expect("detail"))
+                .collect();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains(&format!("USING INDEX {index}"))),
+                "{filter}: {plan:?}"
+            );
+        }
+    }
 
     store_test!(async fn round_trips_and_enforces_live_name_uniqueness(db) {
         let store = db.open().await;
