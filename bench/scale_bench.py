@@ -4,10 +4,16 @@
 Usage (as root, after `scripts/setup.sh`; N idle sandboxes need about 1.5 MB of host memory
 each plus their agents, and a loop device each):
 
-    .venv/bin/python bench/scale_bench.py [--idle 1000] [--samples 20]
+    .venv/bin/python bench/scale_bench.py [--idle 1000] [--samples 40]
 
 Starts its own `alcove serve` (disk overcommit raised: the idle sandboxes write nothing).
 Fills and drains with four requests at a time; measures one request at a time.
+
+Each level is measured in a steady state: before it, the host's dirty pages are written
+back (`sync`) and the bench waits until the kernel reports little left to write. Making
+1000 sandboxes leaves about 300 MB of fresh file-system metadata (their disks) that the
+kernel writes back over the next minute; measured during that, every create waits behind
+it. `--no-settle` measures right after the fill instead (and says so in the report).
 """
 
 from __future__ import annotations
@@ -41,11 +47,36 @@ def measure(client, samples: int, runs: int) -> tuple[list[float], list[float], 
     return creates, deletes, run
 
 
+SETTLED_DIRTY_KB = 16 * 1024  # what `sync` may leave (pages dirtied meanwhile)
+
+
+def dirty_kb() -> int:
+    """Dirty and under-writeback memory of the host, KiB (/proc/meminfo)."""
+    total = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Dirty", "Writeback"):
+            total += int(value.split()[0])
+    return total
+
+
+def settle(timeout_s: float = 180.0) -> float:
+    """Writes the host's dirty pages back and waits until little is left; seconds it took."""
+    started = time.monotonic()
+    os.sync()
+    while dirty_kb() > SETTLED_DIRTY_KB and time.monotonic() - started < timeout_s:
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--idle", type=int, default=1000, help="idle sandboxes to hold up")
-    parser.add_argument("--samples", type=int, default=20, help="creates and deletes measured at each level")
+    parser.add_argument("--samples", type=int, default=40, help="creates and deletes measured at each level")
     parser.add_argument("--runs", type=int, default=100, help='run("true") round trips measured at each level')
+    parser.add_argument(
+        "--no-settle", action="store_true", help="measure right after the fill, while its writes go to disk"
+    )
     args = parser.parse_args()
 
     from alcove.sandbox import SandboxClient
@@ -58,6 +89,7 @@ def main() -> None:
         client = SandboxClient(api_url=server.url, timeout=600)
         with client.create_and_connect(**SMALL) as sb:
             sb.run("true")  # warm-up
+        settled = [] if args.no_settle else [settle()]
         empty = measure(client, args.samples, args.runs)
 
         started = time.monotonic()
@@ -65,6 +97,8 @@ def main() -> None:
             for sandbox_id in pool.map(lambda _: client.create(**SMALL).sandbox_id, range(args.idle)):
                 idle.append(sandbox_id)
         fill_s = time.monotonic() - started
+        if not args.no_settle:
+            settled.append(settle())
         full = measure(client, args.samples, args.runs)
 
         started = time.monotonic()
@@ -74,8 +108,13 @@ def main() -> None:
         idle.clear()
 
         n = args.idle
+        when = (
+            "measured right after the fill"
+            if args.no_settle
+            else "each level measured after a sync (" + ", ".join(f"{s:.0f} s" for s in settled) + ")"
+        )
         report(
-            f"Cost with {n} idle sandboxes up (fill {fill_s:.0f} s, drain {drain_s:.0f} s, 4 at a time)",
+            f"Cost with {n} idle sandboxes up (fill {fill_s:.0f} s, drain {drain_s:.0f} s, 4 at a time; {when})",
             [
                 summarize("create (blocking), empty server", empty[0]),
                 summarize(f"create (blocking), {n} up", full[0]),
