@@ -10,9 +10,12 @@ import uuid
 from pathlib import Path
 
 
-def runc_run_true(rootfs: Path, iterations: int, runtime: str = "runc") -> list[float]:
+def runc_run_true(
+    rootfs: Path, iterations: int, runtime: str = "runc", launcher: list[str] | None = None
+) -> list[float]:
     """Times `runc run` (or another OCI runtime's, e.g. `crun`) of `/bin/true` in a minimal
-    bundle over `rootfs` (read-only)."""
+    bundle over `rootfs` (read-only), started through `launcher` (say, an `nsenter` into
+    another mount namespace) if given."""
     import time
 
     work = Path(tempfile.mkdtemp(prefix="alcove-bench-runc-"))
@@ -32,7 +35,7 @@ def runc_run_true(rootfs: Path, iterations: int, runtime: str = "runc") -> list[
             cid = f"bench-{uuid.uuid4().hex[:12]}"
             start = time.perf_counter()
             subprocess.run(
-                [runtime, "--root", str(root), "run", "--bundle", str(bundle), cid],
+                [*(launcher or []), runtime, "--root", str(root), "run", "--bundle", str(bundle), cid],
                 check=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

@@ -14,6 +14,15 @@ back (`sync`) and the bench waits until the kernel reports little left to write.
 1000 sandboxes leaves about 300 MB of fresh file-system metadata (their disks) that the
 kernel writes back over the next minute; measured during that, every create waits behind
 it. `--no-settle` measures right after the fill instead (and says so in the report).
+
+The baselines, at each level: raw `runc run` of `/bin/true` on the built-in image's root file
+system (`runc spec`'s bundle: its own network, PID and mount namespaces and cgroup), twice:
+
+* in the host's mount namespace, which gains a handful of mounts with every sandbox, and runc
+  copies and reads the whole table on every call;
+* in a private mount namespace made before the fill (a holder process's, entered with
+  `nsenter`), which the sandboxes' mounts never reach: as Alcove runs runc. What this one
+  gains with 1000 sandboxes up is what the kernel's own work per container costs more.
 """
 
 from __future__ import annotations
@@ -22,15 +31,32 @@ import argparse
 import concurrent.futures
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from baseline import runc_run_true  # noqa: E402
 from common import REPO, AlcoveServer, report, summarize, timed  # noqa: E402
 
 SMALL = {"cpus": 0.5, "memory_mb": 512, "disk_mb": 1024}
+# The built-in image's root file system, for the raw `runc run` baseline.
+ROOTFS = Path(os.environ.get("ALCOVE_IMAGES_DIR", "/var/lib/alcove/images")) / "debian" / "rootfs"
+
+
+def private_mount_namespace() -> subprocess.Popen:
+    """A process holding a private copy of the host's mount namespace as it is now: mounts
+    made later on the host (the sandboxes') never reach it."""
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "infinity"])
+    own = os.readlink("/proc/self/ns/mnt")
+    deadline = time.monotonic() + 10
+    while os.readlink(f"/proc/{holder.pid}/ns/mnt") == own:  # until it has unshared
+        if holder.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("unshare --mount did not make a mount namespace")
+        time.sleep(0.01)
+    return holder
 
 
 def measure(client, samples: int, runs: int) -> tuple[list[float], list[float], list[float]]:
@@ -77,11 +103,16 @@ def main() -> None:
     parser.add_argument(
         "--no-settle", action="store_true", help="measure right after the fill, while its writes go to disk"
     )
+    parser.add_argument(
+        "--baseline-runs", type=int, default=20, help="raw `runc run` of /bin/true timed at each level (0: none)"
+    )
     args = parser.parse_args()
 
     from alcove.sandbox import SandboxClient
 
     os.environ.setdefault("ALCOVE_DISK_OVERCOMMIT", "1000")
+    holder = private_mount_namespace()
+    in_private = ["nsenter", f"--mount=/proc/{holder.pid}/ns/mnt", "--"]
     server = AlcoveServer()
     server.start()
     idle: list[str] = []
@@ -91,6 +122,8 @@ def main() -> None:
             sb.run("true")  # warm-up
         settled = [] if args.no_settle else [settle()]
         empty = measure(client, args.samples, args.runs)
+        raw_empty = runc_run_true(ROOTFS, args.baseline_runs)
+        private_empty = runc_run_true(ROOTFS, args.baseline_runs, launcher=in_private)
 
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -100,6 +133,8 @@ def main() -> None:
         if not args.no_settle:
             settled.append(settle())
         full = measure(client, args.samples, args.runs)
+        raw_full = runc_run_true(ROOTFS, args.baseline_runs)
+        private_full = runc_run_true(ROOTFS, args.baseline_runs, launcher=in_private)
 
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -113,16 +148,24 @@ def main() -> None:
             if args.no_settle
             else "each level measured after a sync (" + ", ".join(f"{s:.0f} s" for s in settled) + ")"
         )
+        rows = [
+            summarize("create (blocking), empty server", empty[0]),
+            summarize(f"create (blocking), {n} up", full[0]),
+            summarize("delete, empty server", empty[1]),
+            summarize(f"delete, {n} up", full[1]),
+            summarize('run("true"), empty server', empty[2]),
+            summarize(f'run("true"), {n} up', full[2]),
+        ]
+        if raw_empty and raw_full:
+            rows += [
+                summarize("baseline: raw `runc run` of /bin/true, host mount namespace, empty server", raw_empty),
+                summarize(f"baseline: raw `runc run` of /bin/true, host mount namespace, {n} up", raw_full),
+                summarize("baseline: raw `runc run` of /bin/true, private mount namespace, empty server", private_empty),
+                summarize(f"baseline: raw `runc run` of /bin/true, private mount namespace, {n} up", private_full),
+            ]
         report(
             f"Cost with {n} idle sandboxes up (fill {fill_s:.0f} s, drain {drain_s:.0f} s, 4 at a time; {when})",
-            [
-                summarize("create (blocking), empty server", empty[0]),
-                summarize(f"create (blocking), {n} up", full[0]),
-                summarize("delete, empty server", empty[1]),
-                summarize(f"delete, {n} up", full[1]),
-                summarize('run("true"), empty server', empty[2]),
-                summarize(f'run("true"), {n} up', full[2]),
-            ],
+            rows,
             REPO / "bench/results/scale.json",
         )
         client.close()
@@ -136,6 +179,8 @@ def main() -> None:
         cleanup.close()
         server.stop()
         shutil.rmtree(server.data_dir, ignore_errors=True)
+        holder.kill()
+        holder.wait()
 
 
 if __name__ == "__main__":
