@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from framework.host import firewall_table_exists, owned_resources
+from framework.host import firewall_table_exists, owned_resources, settled_resources
 from framework.server import AlcoveServer, leftovers, remove_temporary_data_dirs
 
 
@@ -46,7 +46,7 @@ def no_leftovers(request):
         srv.api("DELETE", f"/v1/namespaces/default/sandbox-pools/{pool['id']}")
     assert not leaked, f"test left sandboxes running: {[s['id'] for s in leaked]}"
     assert not pools, f"test left pools: {[p['id'] for p in pools]}"
-    res = owned_resources(srv.data_dir)
+    res = settled_resources(srv.data_dir)
     assert res.is_empty(), f"host resources left behind: {res}"
 
 

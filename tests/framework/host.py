@@ -143,6 +143,19 @@ def wait_until(predicate, what: str, timeout: float = 30.0) -> None:
         raise AssertionError(f"{what}: not within {timeout} s")
 
 
+def settled_resources(data_dir: Path, timeout: float = 3.0) -> HostResources:
+    """`owned_resources` once removals under way are done, for checks on a running server: a
+    removed sandbox's host veth goes with its network namespace, which the kernel removes some
+    tens of milliseconds after the removal has answered (the server deletes one still there
+    after a second). Looks until nothing is left or `timeout` passes; the last look."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = owned_resources(data_dir)
+        if res.is_empty() or time.monotonic() > deadline:
+            return res
+        time.sleep(0.05)
+
+
 def wait_for(predicate, timeout: float = 60.0) -> bool:
     """Polls `predicate` every 0.2 s until it holds (True) or `timeout` seconds pass (False)."""
 

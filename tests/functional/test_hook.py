@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from alcove.sandbox import SandboxClient
-from framework.host import owned_resources
+from framework.host import owned_resources, settled_resources
 from framework.server import ALCOVE_BIN, AlcoveServer
 
 
@@ -55,7 +55,7 @@ def test_a_server_without_alcove_hook_beside_it_runs_alcove_itself_as_the_hook(t
             after = again.run("ip", ["-4", "-o", "addr", "show", "eth0"]).stdout
             assert after.split()[3] == address.split()[3], (address, after)
             c.delete("no-hook-binary")
-        assert owned_resources(srv.data_dir).is_empty()
+        assert settled_resources(srv.data_dir).is_empty()
     finally:
         srv.stop()
         shutil.rmtree(srv.data_dir, ignore_errors=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alcove.sandbox import RemoteAPIError, SandboxNotFoundError
-from framework.host import owned_resources
+from framework.host import owned_resources, settled_resources
 
 
 def test_create_and_connect_runs_python_and_terminates_on_exit(server, client):
@@ -154,7 +154,7 @@ def test_bad_creates_get_clear_errors_and_leave_nothing(server, body, status, ne
     assert isinstance(err["code"], str)
     after = stored_ids(server)
     assert after == before, "a rejected create must not store a sandbox"
-    assert owned_resources(server.data_dir).is_empty()
+    assert settled_resources(server.data_dir).is_empty()
 
 
 def test_malformed_json_is_a_400(server):

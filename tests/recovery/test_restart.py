@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from alcove.sandbox import SandboxClient
-from framework.host import owned_resources, wait_for
+from framework.host import owned_resources, settled_resources, wait_for
 from framework.server import AlcoveServer
 
 
@@ -72,7 +72,7 @@ def test_sandbox_half_made_during_a_crash_is_cleaned_up(own_server):
     for s in sandboxes:
         if s["status"] == "running":
             own_server.api("DELETE", f"/sandboxes/{s['id']}")
-    assert owned_resources(own_server.data_dir).is_empty()
+    assert settled_resources(own_server.data_dir).is_empty()
 
 
 def test_leftovers_of_an_unknown_sandbox_are_swept_on_start(own_server):
@@ -88,7 +88,7 @@ def test_leftovers_of_an_unknown_sandbox_are_swept_on_start(own_server):
     db.close()
     assert not owned_resources(own_server.data_dir).is_empty()
     own_server.start()
-    assert owned_resources(own_server.data_dir).is_empty()
+    assert settled_resources(own_server.data_dir).is_empty()
     client.close()
 
 

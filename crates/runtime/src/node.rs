@@ -144,6 +144,8 @@ pub struct Node {
     pub(crate) cgroups: CgroupTree,
     pub(crate) runc: Runc,
     slots: Mutex<BTreeSet<Slot>>,
+    /// The slot a new sandbox took last: the next one is looked for after it.
+    last_slot: std::sync::atomic::AtomicU32,
     ids: IdAllocator,
     pub(crate) cpus: CpuPlan,
     /// Running containers by sandbox id.
@@ -266,6 +268,7 @@ impl Node {
             tag,
             cfg,
             slots: Mutex::new(BTreeSet::new()),
+            last_slot: std::sync::atomic::AtomicU32::new(0),
             ids,
             cpus: CpuPlan::of_host(),
             running: Mutex::new(HashMap::new()),
@@ -290,14 +293,17 @@ impl Node {
     }
 
     pub(crate) fn reserve_slot(&self) -> Result<Slot> {
+        use std::sync::atomic::Ordering;
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
-        let used: Vec<Slot> = slots.iter().copied().collect();
+        // Read and written under the lock: the cursor needs no ordering of its own.
+        let after = Slot(self.last_slot.load(Ordering::Relaxed));
         let slot = self
             .network
             .subnet()
-            .first_free(&used)
+            .next_free(&slots, after)
             .ok_or_else(|| RuntimeError::SubnetExhausted(self.network.subnet().to_string()))?;
         slots.insert(slot);
+        self.last_slot.store(slot.0, Ordering::Relaxed);
         Ok(slot)
     }
 
@@ -905,8 +911,11 @@ impl Node {
         }
     }
 
-    /// Called on orderly shutdown: the firewall table goes when no sandbox is left.
+    /// Called on orderly shutdown: the host veths of removed sandboxes are
+    /// gone before it returns, and the firewall table goes when no sandbox is
+    /// left.
     pub async fn shutdown(&self, sandboxes_left: usize) {
+        self.network.settle().await;
         if sandboxes_left == 0 {
             if let Err(e) = self.network.remove_firewall().await {
                 tracing::warn!(error = %e, "removing firewall table");

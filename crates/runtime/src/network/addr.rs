@@ -1,6 +1,7 @@
 //! Address plan: the subnet is cut into /30 blocks, one per sandbox slot; in
 //! block `n`, `.1` is the host end and `.2` the sandbox.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
@@ -43,19 +44,19 @@ impl Subnet {
         prefix_len >= self.prefix_len && destination & mask == self.base
     }
 
-    /// The lowest slot in `1..=slots()` not in `used`.
-    pub fn first_free(&self, used: &[Slot]) -> Option<Slot> {
-        let mut taken: Vec<u32> = used.iter().map(|s| s.0).collect();
-        taken.sort_unstable();
-        let mut candidate = 1u32;
-        for t in taken {
-            if t == candidate {
-                candidate += 1;
-            } else if t > candidate {
-                break;
-            }
-        }
-        (candidate <= self.slots()).then_some(Slot(candidate))
+    /// The first slot after `after` (wrapping round to 1) not in `used`.
+    ///
+    /// Handed out in turn rather than lowest first, so that a slot just freed
+    /// is the last to be taken again: the kernel removes a deleted sandbox's
+    /// host veth a few tens of milliseconds after its namespace, and a new
+    /// sandbox on the same slot would have to remove it first.
+    pub fn next_free(&self, used: &BTreeSet<Slot>, after: Slot) -> Option<Slot> {
+        let last = self.slots();
+        let after = if after.0 > last { 0 } else { after.0 };
+        (after + 1..=last)
+            .chain(1..=after)
+            .map(Slot)
+            .find(|slot| !used.contains(slot))
     }
 }
 
@@ -107,12 +108,18 @@ mod tests {
     }
 
     #[test]
-    fn first_free_fills_holes_and_reports_exhaustion() {
+    fn next_free_goes_round_and_reports_exhaustion() {
         let subnet: Subnet = "10.0.0.0/28".parse().expect("parse");
         assert_eq!(subnet.slots(), 3);
-        assert_eq!(subnet.first_free(&[]), Some(Slot(1)));
-        assert_eq!(subnet.first_free(&[Slot(1), Slot(3)]), Some(Slot(2)));
-        assert_eq!(subnet.first_free(&[Slot(3), Slot(2), Slot(1)]), None);
+        let used = |slots: &[u32]| slots.iter().copied().map(Slot).collect::<BTreeSet<_>>();
+        assert_eq!(subnet.next_free(&used(&[]), Slot(0)), Some(Slot(1)));
+        // The slot after the last one handed out, even when a lower one is free.
+        assert_eq!(subnet.next_free(&used(&[]), Slot(1)), Some(Slot(2)));
+        assert_eq!(subnet.next_free(&used(&[3]), Slot(2)), Some(Slot(1)));
+        assert_eq!(subnet.next_free(&used(&[1, 3]), Slot(3)), Some(Slot(2)));
+        // A cursor past the end (a smaller subnet than before) starts over.
+        assert_eq!(subnet.next_free(&used(&[]), Slot(900)), Some(Slot(1)));
+        assert_eq!(subnet.next_free(&used(&[3, 2, 1]), Slot(1)), None);
     }
 
     #[test]

@@ -34,7 +34,16 @@ pub struct Network {
     /// Slots that have egress rules now (the table is rebuilt empty at start),
     /// so open policies cost no `nft` call.
     restricted: std::sync::Mutex<std::collections::HashSet<u32>>,
+    /// Host veths of removed sandboxes the kernel has yet to remove, each
+    /// watched by a task that removes it if the kernel does not (see
+    /// [`Network::destroy`]).
+    host_ends: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
+
+/// How long a removed sandbox's host veth may outlive its namespace before
+/// it is deleted here: the kernel takes 5–30 ms; one still there after this
+/// is held by something else (a process still in the namespace).
+const HOST_END_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The addresses and names of one sandbox's network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +74,7 @@ impl Network {
             tag: tag.to_string(),
             subnet,
             restricted: std::sync::Mutex::new(std::collections::HashSet::new()),
+            host_ends: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -201,13 +211,43 @@ impl Network {
         if let Err(e) = netlink::unname_netns(&net.netns) {
             tracing::warn!(error = %e, netns = %net.netns, "deleting network namespace");
         }
-        // A host veth whose namespace vanished some other way.
-        if std::path::Path::new("/sys/class/net")
-            .join(&net.host_veth)
-            .exists()
-            && let Err(e) = netlink::delete_link(&net.host_veth).await
-        {
-            tracing::warn!(error = %e, veth = %net.host_veth, "deleting host veth");
+        // Once its namespace is gone the kernel removes the pair itself, after
+        // an RCU grace period or two; a delete of ours would wait for the same
+        // (20–30 ms of every removal), so the removal does not wait. The host
+        // end is watched instead, and deleted if it outlives the grace (a
+        // namespace kept alive by a process still in it, or one that vanished
+        // some other way). A new sandbox on the same slot removes it first.
+        let Some(index) = netlink::host_link_index(&net.host_veth) else {
+            return;
+        };
+        let veth = net.host_veth.clone();
+        let watch = tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + HOST_END_GRACE;
+            while netlink::host_link_index(&veth) == Some(index) {
+                if tokio::time::Instant::now() >= deadline {
+                    if let Err(e) = netlink::delete_link_index(index).await {
+                        tracing::warn!(error = %e, veth = %veth, "deleting host veth");
+                    }
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        });
+        if let Ok(mut pending) = self.host_ends.lock() {
+            pending.retain(|task| !task.is_finished());
+            pending.push(watch);
+        }
+    }
+
+    /// Waits until the host veths of removed sandboxes are gone (at most
+    /// [`HOST_END_GRACE`] each), so that a stopped server leaves none.
+    pub async fn settle(&self) {
+        let pending = match self.host_ends.lock() {
+            Ok(mut pending) => std::mem::take(&mut *pending),
+            Err(_) => return,
+        };
+        for task in pending {
+            let _ = task.await;
         }
     }
 
@@ -248,4 +288,115 @@ impl Network {
 /// container's hook, a short-lived single-threaded process: blocking calls).
 pub fn attach_blocking(net: &SandboxNet, prefix: u8, pid: i32) -> Result<()> {
     netlink::attach_blocking(net, prefix, pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    /// A process in a network namespace of its own, and a veth pair named
+    /// `host` on the host with its other end in that namespace.
+    fn pair_into_held_namespace(host: &str) -> Child {
+        let holder = Command::new("unshare")
+            .args(["--net", "sleep", "60"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare --net");
+        let own = std::fs::read_link("/proc/self/ns/net").expect("own netns");
+        let ns = format!("/proc/{}/ns/net", holder.id());
+        while std::fs::read_link(&ns).ok().as_ref() == Some(&own) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let made = Command::new("ip")
+            .args([
+                "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns",
+            ])
+            .arg(holder.id().to_string())
+            .status()
+            .expect("ip link add");
+        assert!(made.success(), "making the veth pair {host}");
+        holder
+    }
+
+    fn net(host_veth: &str) -> SandboxNet {
+        SandboxNet {
+            slot: Slot(1),
+            netns: format!("alcove-test-{host_veth}"),
+            host_veth: host_veth.into(),
+            host_ip: Ipv4Addr::new(10, 254, 0, 1),
+            sandbox_ip: Ipv4Addr::new(10, 254, 0, 2),
+        }
+    }
+
+    #[tokio::test]
+    #[ignore = "needs root (network namespaces, links)"]
+    async fn a_host_end_its_namespace_outlives_is_deleted_after_the_grace() {
+        // The namespace stays alive (a process is still in it), so the kernel
+        // never removes the pair: the removal's watch must.
+        let host = format!("avt{:x}", std::process::id() & 0xffff);
+        let mut holder = pair_into_held_namespace(&host);
+        let network = Network::new("test", "10.254.0.0/16".parse().expect("subnet"));
+        network.destroy_links(&net(&host)).await;
+        network.settle().await;
+        assert_eq!(
+            netlink::host_link_index(&host),
+            None,
+            "host veth {host} left"
+        );
+        // Deleting it took the namespace's end too.
+        let inside = Command::new("nsenter")
+            .arg("--target")
+            .arg(holder.id().to_string())
+            .args(["--net", "ip", "-o", "link"])
+            .output()
+            .expect("nsenter ip link");
+        let links = String::from_utf8_lossy(&inside.stdout);
+        assert!(!links.contains("eth0"), "{links}");
+        let _ = holder.kill();
+        let _ = holder.wait();
+    }
+
+    #[tokio::test]
+    #[ignore = "needs root (network namespaces, links)"]
+    async fn a_host_end_is_left_to_the_kernel_once_its_namespace_is_gone() {
+        let host = format!("avu{:x}", std::process::id() & 0xffff);
+        let mut holder = pair_into_held_namespace(&host);
+        let index = netlink::host_link_index(&host).expect("the host end exists");
+        let _ = holder.kill();
+        let _ = holder.wait();
+        let network = Network::new("test", "10.254.0.0/16".parse().expect("subnet"));
+        network.destroy_links(&net(&host)).await;
+        network.settle().await;
+        assert_ne!(
+            netlink::host_link_index(&host),
+            Some(index),
+            "host veth {host} left"
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "needs root (network namespaces, links)"]
+    async fn the_watch_never_deletes_a_new_link_of_the_same_name() {
+        // A new sandbox on the slot made its own host end under the same name
+        // before the old one's grace ran out: that one stays.
+        let host = format!("avw{:x}", std::process::id() & 0xffff);
+        let mut old = pair_into_held_namespace(&host);
+        let network = Network::new("test", "10.254.0.0/16".parse().expect("subnet"));
+        network.destroy_links(&net(&host)).await;
+        let _ = Command::new("ip").args(["link", "del", &host]).status();
+        let mut new = pair_into_held_namespace(&host);
+        let index = netlink::host_link_index(&host).expect("the new host end exists");
+        network.settle().await;
+        assert_eq!(
+            netlink::host_link_index(&host),
+            Some(index),
+            "the new {host} was deleted"
+        );
+        let _ = Command::new("ip").args(["link", "del", &host]).status();
+        for holder in [&mut old, &mut new] {
+            let _ = holder.kill();
+            let _ = holder.wait();
+        }
+    }
 }

@@ -223,11 +223,25 @@ async fn delete_link_with(handle: &Handle, name: &str) -> Result<()> {
     }
 }
 
-/// Deletes the host link `name` (a veth takes its peer with it); a link that
-/// does not exist is fine.
-pub async fn delete_link(name: &str) -> Result<()> {
-    let handle = connect()?;
-    delete_link_with(&handle, name).await
+/// The index of the host link `name` now, from sysfs (no netlink socket);
+/// `None` when there is no such link.
+pub fn host_link_index(name: &str) -> Option<u32> {
+    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Deletes the host link with index `index` (a veth takes its peer with it);
+/// a link that no longer exists is fine. By index, not name: a link of the
+/// same name made since is another sandbox's.
+pub async fn delete_link_index(index: u32) -> Result<()> {
+    match connect()?.link().del(index).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if no_such_link(&e) => Ok(()),
+        Err(e) => Err(net_error(&format!("deleting link {index}"), e)),
+    }
 }
 
 /// Names the network namespace at `ns` (e.g. `/proc/<pid>/ns/net`) as
