@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from alcove.sandbox import SandboxClient
-from framework.host import as_nobody, owned_resources
+from framework.host import as_nobody, settled_resources
 from framework.server import AlcoveServer
 
 INOTIFY_HOG = r"""
@@ -164,7 +164,7 @@ def test_pids_limits_are_admitted_against_pid_max():
                 resp = srv.api("POST", "/v1/namespaces/default/sandboxes", json={})
                 assert resp.status_code == 507, resp.text
                 assert "pid" in resp.json()["message"], resp.text
-        assert owned_resources(srv.data_dir).is_empty()
+        assert settled_resources(srv.data_dir).is_empty()
     finally:
         srv.stop()
         shutil.rmtree(srv.data_dir, ignore_errors=True)
@@ -184,7 +184,7 @@ def test_disk_is_admitted_against_free_space():
         assert resp.status_code == 507, resp.text
         assert "disk" in resp.json()["message"], resp.text
         assert srv.live_sandboxes() == []
-        assert owned_resources(srv.data_dir).is_empty()
+        assert settled_resources(srv.data_dir).is_empty()
     finally:
         srv.stop()
         shutil.rmtree(srv.data_dir, ignore_errors=True)
