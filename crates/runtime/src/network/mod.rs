@@ -329,6 +329,18 @@ mod tests {
         }
     }
 
+    /// A network whose removal of the sandbox with host veth `host` has run.
+    async fn removed(host: &str) -> Network {
+        let network = Network::new("test", "10.254.0.0/16".parse().expect("subnet"));
+        network.destroy_links(&net(host)).await;
+        network
+    }
+
+    fn end(holder: &mut Child) {
+        let _ = holder.kill();
+        let _ = holder.wait();
+    }
+
     #[tokio::test]
     #[ignore = "needs root (network namespaces, links)"]
     async fn a_host_end_its_namespace_outlives_is_deleted_after_the_grace() {
@@ -336,9 +348,7 @@ mod tests {
         // never removes the pair: the removal's watch must.
         let host = format!("avt{:x}", std::process::id() & 0xffff);
         let mut holder = pair_into_held_namespace(&host);
-        let network = Network::new("test", "10.254.0.0/16".parse().expect("subnet"));
-        network.destroy_links(&net(&host)).await;
-        network.settle().await;
+        removed(&host).await.settle().await;
         assert_eq!(
             netlink::host_link_index(&host),
             None,
@@ -353,8 +363,7 @@ mod tests {
             .expect("nsenter ip link");
         let links = String::from_utf8_lossy(&inside.stdout);
         assert!(!links.contains("eth0"), "{links}");
-        let _ = holder.kill();
-        let _ = holder.wait();
+        end(&mut holder);
     }
 
     #[tokio::test]
@@ -363,11 +372,8 @@ mod tests {
         let host = format!("avu{:x}", std::process::id() & 0xffff);
         let mut holder = pair_into_held_namespace(&host);
         let index = netlink::host_link_index(&host).expect("the host end exists");
-        let _ = holder.kill();
-        let _ = holder.wait();
-        let network = Network::new("test", "10.254.0.0/16".parse().expect("subnet"));
-        network.destroy_links(&net(&host)).await;
-        network.settle().await;
+        end(&mut holder);
+        removed(&host).await.settle().await;
         assert_ne!(
             netlink::host_link_index(&host),
             Some(index),
@@ -382,8 +388,7 @@ mod tests {
         // before the old one's grace ran out: that one stays.
         let host = format!("avw{:x}", std::process::id() & 0xffff);
         let mut old = pair_into_held_namespace(&host);
-        let network = Network::new("test", "10.254.0.0/16".parse().expect("subnet"));
-        network.destroy_links(&net(&host)).await;
+        let network = removed(&host).await;
         let _ = Command::new("ip").args(["link", "del", &host]).status();
         let mut new = pair_into_held_namespace(&host);
         let index = netlink::host_link_index(&host).expect("the new host end exists");
@@ -394,9 +399,7 @@ mod tests {
             "the new {host} was deleted"
         );
         let _ = Command::new("ip").args(["link", "del", &host]).status();
-        for holder in [&mut old, &mut new] {
-            let _ = holder.kill();
-            let _ = holder.wait();
-        }
+        end(&mut old);
+        end(&mut new);
     }
 }
