@@ -135,6 +135,24 @@ pub(crate) struct Holding {
     pub(crate) range: IdRange,
 }
 
+/// The network slots in use, and the one a new sandbox took last: the next
+/// is looked for after it ([`crate::network::Subnet::next_free`]).
+#[derive(Debug)]
+struct SlotBook {
+    used: BTreeSet<Slot>,
+    last: Slot,
+}
+
+impl Default for SlotBook {
+    fn default() -> Self {
+        // Slot 0 is never handed out: the first search starts at 1.
+        Self {
+            used: BTreeSet::new(),
+            last: Slot(0),
+        }
+    }
+}
+
 /// One runtime instance on this host.
 #[derive(Debug)]
 pub struct Node {
@@ -143,9 +161,7 @@ pub struct Node {
     pub(crate) network: Network,
     pub(crate) cgroups: CgroupTree,
     pub(crate) runc: Runc,
-    slots: Mutex<BTreeSet<Slot>>,
-    /// The slot a new sandbox took last: the next one is looked for after it.
-    last_slot: std::sync::atomic::AtomicU32,
+    slots: Mutex<SlotBook>,
     ids: IdAllocator,
     pub(crate) cpus: CpuPlan,
     /// Running containers by sandbox id.
@@ -267,8 +283,7 @@ impl Node {
             network,
             tag,
             cfg,
-            slots: Mutex::new(BTreeSet::new()),
-            last_slot: std::sync::atomic::AtomicU32::new(0),
+            slots: Mutex::new(SlotBook::default()),
             ids,
             cpus: CpuPlan::of_host(),
             running: Mutex::new(HashMap::new()),
@@ -293,30 +308,27 @@ impl Node {
     }
 
     pub(crate) fn reserve_slot(&self) -> Result<Slot> {
-        use std::sync::atomic::Ordering;
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
-        // Read and written under the lock: the cursor needs no ordering of its own.
-        let after = Slot(self.last_slot.load(Ordering::Relaxed));
         let slot = self
             .network
             .subnet()
-            .next_free(&slots, after)
+            .next_free(&slots.used, slots.last)
             .ok_or_else(|| RuntimeError::SubnetExhausted(self.network.subnet().to_string()))?;
-        slots.insert(slot);
-        self.last_slot.store(slot.0, Ordering::Relaxed);
+        slots.used.insert(slot);
+        slots.last = slot;
         Ok(slot)
     }
 
     /// Reserves a given slot (a sandbox coming back keeps its address).
     pub(crate) fn reserve_exact_slot(&self, slot: Slot) -> Result<()> {
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
-        slots.insert(slot);
+        slots.used.insert(slot);
         Ok(())
     }
 
     pub(crate) fn release_slot(&self, slot: Slot) {
         if let Ok(mut slots) = self.slots.lock() {
-            slots.remove(&slot);
+            slots.used.remove(&slot);
         }
     }
 
@@ -787,7 +799,7 @@ impl Node {
                     .is_ok();
             if intact {
                 if let Ok(mut slots) = self.slots.lock() {
-                    slots.insert(*slot);
+                    slots.used.insert(*slot);
                 }
                 report.adopted.push(SandboxHandle {
                     id: id.clone(),
@@ -802,7 +814,7 @@ impl Node {
         let mut keep = report.adopted.clone();
         for (id, slot) in suspended {
             if let Ok(mut slots) = self.slots.lock() {
-                slots.insert(*slot);
+                slots.used.insert(*slot);
             }
             // A suspended sandbox has no container and no mounts; its dump stays.
             let _ = Layer::new(self.sandbox_dir(id)).unmount();

@@ -189,12 +189,7 @@ impl Store {
 
     /// Every sandbox that is not ended, in any namespace.
     pub async fn list_live(&self) -> Result<Vec<SandboxRecord>, StoreError> {
-        // By id within a millisecond too, so both backends give the same order.
-        let sql = format!(
-            "SELECT {} FROM sandboxes WHERE status NOT IN ('terminated', 'failed') \
-             ORDER BY created_at, id",
-            columns()
-        );
+        let sql = select_where("status NOT IN ('terminated', 'failed')");
         let rows = self.db.fetch_all(query(&sql)).await?;
         rows.iter().map(decode).collect()
     }
