@@ -307,7 +307,7 @@ class Registry:
 class ThrottledProxy:
     """A TCP relay on a free loopback port in front of a registry that sends the
     registry's answers at most `bytes_per_sec`: a pull through it takes long enough to be
-    interrupted on purpose. `forwarded` counts the bytes sent to clients so far.
+    interrupted on purpose. `forwarded` counts the bytes handed to clients so far (counted just before each send).
 
         with ThrottledProxy(reg.port, 2 << 20) as proxy:
             ... pull f"{proxy.host}/repo:tag" ...
@@ -371,10 +371,13 @@ class ThrottledProxy:
                 data = src.recv(chunk)
                 if not data:
                     break
-                dst.sendall(data)
                 if throttle:
+                    # Counted before the send: a client that has the bytes must already
+                    # see them in `forwarded`, or a reader racing the last chunk loses it.
                     with self._lock:
                         self.forwarded += len(data)
+                dst.sendall(data)
+                if throttle:
                     time.sleep(len(data) / self.rate)
         except OSError:
             pass
