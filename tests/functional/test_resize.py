@@ -5,6 +5,7 @@ sandbox getting its new limits at resume, and the SDKs' update/wait_for_resource
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 
@@ -78,6 +79,41 @@ def test_half_a_cpu_throttles_a_busy_loop(server, client):
         assert second["throttled_time"] > first["throttled_time"]
         usage_ns = int(cgroup_value(sandbox, "cpuacct", "cpuacct.usage"))
         assert usage_ns / 1e9 < wall, "the sandbox used more CPU time than the wall time"
+
+
+def test_pinned_cpus_leave_the_scheduler_domains_to_the_root_cpuset(server, client):
+    """A sandbox's cpuset (cgroup v1) pins it to ceil(cpus) CPUs with its own load-balance
+    flag cleared, so giving it CPUs, and removing it, never makes the kernel rebuild the
+    scheduler domains (a walk of every cpuset on the host); the root cpuset keeps balancing
+    every CPU. The pinning holds through a resize and a suspend/resume."""
+    from pathlib import Path
+
+    root = Path("/sys/fs/cgroup/cpuset/cpuset.sched_load_balance")
+    if not root.exists():
+        pytest.skip("no cgroup v1 cpuset hierarchy on this host")
+    assert root.read_text().strip() == "1"
+    with client.create_and_connect(name=f"pinned-{uuid.uuid4().hex[:8]}", cpus=1.0, memory_mb=1024) as sandbox:
+        ident = sandbox.sandbox_id
+
+        def pinned() -> tuple[str, str, str]:
+            return (
+                host_cgroup_value(ident, "cpuset", "cpuset.sched_load_balance"),
+                host_cgroup_value(ident, "cpuset", "cpuset.cpus"),
+                sandbox.run("nproc").stdout.strip(),
+            )
+
+        flag, cpus, nproc = pinned()
+        assert flag == "0" and nproc == "1", (flag, cpus, nproc)
+        assert cpus and cpus.isdigit(), cpus
+        resp = patch(server, ident, {"cpus": 0.5})
+        assert resp.status_code == 200, resp.text
+        assert pinned()[0::2] == ("0", "1")
+        client.suspend(ident)
+        client.resume(ident)
+        sandbox = client.connect(ident)
+        flag, cpus, nproc = pinned()
+        assert flag == "0" and nproc == "1" and cpus.isdigit(), (flag, cpus, nproc)
+    assert root.read_text().strip() == "1"
 
 
 def test_memory_below_use_is_409_with_the_figures(server, client):

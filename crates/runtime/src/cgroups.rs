@@ -131,6 +131,30 @@ impl CgroupTree {
     }
 }
 
+/// Clears `cpuset.sched_load_balance` of a cgroup v1 cpuset made just now, below the
+/// hierarchy mounted at `hierarchy` (a no-op in other hierarchies), before runc gives it CPUs.
+///
+/// On cgroup v1 every change to the CPUs of a cpuset that has the flag set, and the removal
+/// of such a cpuset, makes the kernel rebuild the scheduler domains, and each rebuild walks
+/// every cpuset on the host (the deadline bandwidth accounting): one walk per create, resume
+/// and delete, longer with every sandbox up. While the root cpuset's own flag is set (the
+/// default), the flag of a cpuset below it changes nothing: the root's one domain spans
+/// every CPU and the scheduler balances across it as before. A host whose root has it
+/// cleared builds its domains from the cpusets below, so there the flag is left alone.
+/// Cleared while the cpuset has no CPUs yet, the change itself rebuilds nothing. Best
+/// effort: a kernel without the file, or a write that fails, only keeps the slower path.
+pub fn stay_out_of_sched_domains(hierarchy: &Path, dir: &Path) {
+    let flag = dir.join("cpuset.sched_load_balance");
+    let root_balances = std::fs::read_to_string(hierarchy.join("cpuset.sched_load_balance"))
+        .is_ok_and(|v| v.trim() == "1");
+    if !root_balances || !flag.exists() {
+        return;
+    }
+    if let Err(e) = std::fs::write(&flag, "0") {
+        tracing::debug!(path = %flag.display(), error = %e, "clearing sched_load_balance");
+    }
+}
+
 /// The tasks of `dir` and of every cgroup below it (the sandbox's user group).
 fn tasks_below(dir: &Path) -> Option<Vec<i32>> {
     let text = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;

@@ -82,8 +82,10 @@ impl CgroupTree {
         // cgroups of a restored container.
         for entry in crate::sys_view::host_cgroup_layout() {
             if let crate::sys_view::CgroupEntry::Hierarchy(name) = entry {
-                let dir = Path::new("/sys/fs/cgroup").join(name).join(rel);
+                let hierarchy = Path::new("/sys/fs/cgroup").join(name);
+                let dir = hierarchy.join(rel);
                 std::fs::create_dir_all(&dir).map_err(RuntimeError::io("creating", &dir))?;
+                crate::cgroups::stay_out_of_sched_domains(&hierarchy, &dir);
             }
         }
         let mut mounts = Vec::new();
