@@ -23,6 +23,11 @@ system (`runc spec`'s bundle: its own network, PID and mount namespaces and cgro
 * in a private mount namespace made before the fill (a holder process's, entered with
   `nsenter`), which the sandboxes' mounts never reach: as Alcove runs runc. What this one
   gains with 1000 sandboxes up is what the kernel's own work per container costs more.
+
+After the drain the empty server is measured again: how far the two empty levels differ is
+the run's own scatter (the host warms, caches fill, kernel objects of the drained sandboxes
+linger), against which the growth with N up is read. The ratios printed last compare the N-up
+level with each.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baseline import runc_run_true  # noqa: E402
-from common import REPO, AlcoveServer, report, summarize, timed  # noqa: E402
+from common import REPO, AlcoveServer, percentile, report, summarize, timed  # noqa: E402
 
 SMALL = {"cpus": 0.5, "memory_mb": 512, "disk_mb": 1024}
 # The built-in image's root file system, for the raw `runc run` baseline.
@@ -141,6 +146,9 @@ def main() -> None:
             list(pool.map(client.delete, idle))
         drain_s = time.monotonic() - started
         idle.clear()
+        if not args.no_settle:
+            settled.append(settle())
+        again = measure(client, args.samples, args.runs)
 
         n = args.idle
         when = (
@@ -155,6 +163,9 @@ def main() -> None:
             summarize(f"delete, {n} up", full[1]),
             summarize('run("true"), empty server', empty[2]),
             summarize(f'run("true"), {n} up', full[2]),
+            summarize("create (blocking), empty server again, after the drain", again[0]),
+            summarize("delete, empty server again, after the drain", again[1]),
+            summarize('run("true"), empty server again, after the drain', again[2]),
         ]
         if raw_empty and raw_full:
             rows += [
@@ -168,6 +179,12 @@ def main() -> None:
             rows,
             REPO / "bench/results/scale.json",
         )
+        print(f"\nRatio of p50 with {n} up to the empty server (before the fill / after the drain):\n")
+        for name, before, up, after in zip(("create", "delete", 'run("true")'), empty, full, again, strict=True):
+            mid = percentile([s * 1000 for s in up], 50)
+            first = mid / percentile([s * 1000 for s in before], 50)
+            second = mid / percentile([s * 1000 for s in after], 50)
+            print(f"* {name}: {first:.2f}× / {second:.2f}×")
         client.close()
     finally:
         # Sandboxes outlive a stopped server: end every one this run made (also the ones a
