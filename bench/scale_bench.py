@@ -181,9 +181,8 @@ def main() -> None:
         )
         print(f"\nRatio of p50 with {n} up to the empty server (before the fill / after the drain):\n")
         for name, before, up, after in zip(("create", "delete", 'run("true")'), empty, full, again, strict=True):
-            mid = percentile([s * 1000 for s in up], 50)
-            first = mid / percentile([s * 1000 for s in before], 50)
-            second = mid / percentile([s * 1000 for s in after], 50)
+            mid = percentile(up, 50)
+            first, second = mid / percentile(before, 50), mid / percentile(after, 50)
             print(f"* {name}: {first:.2f}× / {second:.2f}×")
         client.close()
     finally:

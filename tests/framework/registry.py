@@ -307,7 +307,8 @@ class Registry:
 class ThrottledProxy:
     """A TCP relay on a free loopback port in front of a registry that sends the
     registry's answers at most `bytes_per_sec`: a pull through it takes long enough to be
-    interrupted on purpose. `forwarded` counts the bytes handed to clients so far (counted just before each send).
+    interrupted on purpose. `forwarded` counts the bytes handed to clients so far (each
+    chunk counted just before it is sent).
 
         with ThrottledProxy(reg.port, 2 << 20) as proxy:
             ... pull f"{proxy.host}/repo:tag" ...

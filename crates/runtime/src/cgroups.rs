@@ -145,9 +145,13 @@ impl CgroupTree {
 /// effort: a kernel without the file, or a write that fails, only keeps the slower path.
 pub fn stay_out_of_sched_domains(hierarchy: &Path, dir: &Path) {
     let flag = dir.join("cpuset.sched_load_balance");
+    // Checked first: every hierarchy but the cpuset one stops here, without a read.
+    if !flag.exists() {
+        return;
+    }
     let root_balances = std::fs::read_to_string(hierarchy.join("cpuset.sched_load_balance"))
         .is_ok_and(|v| v.trim() == "1");
-    if !root_balances || !flag.exists() {
+    if !root_balances {
         return;
     }
     if let Err(e) = std::fs::write(&flag, "0") {
