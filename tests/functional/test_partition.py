@@ -100,6 +100,11 @@ class Watch:
         self._stop.set()
         self._thread.join()
 
+    def seen_running(self) -> bool:
+        """Whether two samples of the running container showed different counts: the sampler
+        can see it run."""
+        return len({n for _, status, n in self.samples if status == "running" and n}) > 1
+
     def first_paused(self) -> float:
         return next(at for at, status, _ in self.samples if status == "paused")
 
@@ -161,6 +166,9 @@ def test_a_partitioned_node_freezes_is_declared_lost_and_fences_itself_when_heal
         suspend_into_blob_store(via_cut, cut_off, "roamer")
 
         with Watch(cut_off.data_dir, stuck.sandbox_id) as watch:
+            # Seen running first: a loaded node may freeze soon after the cut (its last renewal
+            # can be most of a lease old), before a sampler started with the cut saw it run.
+            assert wait_for(watch.seen_running, 10), watch.samples
             net.cut(1)
             try:
                 # Cut off from the store, the node freezes what it runs.
