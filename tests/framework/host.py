@@ -28,6 +28,8 @@ class HostResources:
     sandbox_dirs: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
     uid_ranges: list[str] = field(default_factory=list)
+    # Files of deleted sandboxes the server has not finished removing.
+    trash: list[str] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not any(
@@ -39,6 +41,7 @@ class HostResources:
                 self.sandbox_dirs,
                 self.containers,
                 self.uid_ranges,
+                self.trash,
             )
         )
 
@@ -68,6 +71,7 @@ def owned_resources(data_dir: Path) -> HostResources:
     res.sandbox_dirs = _listdir(data_dir / "sandboxes")
     res.containers = _listdir(data_dir / "runc")
     res.uid_ranges = held_uid_ranges(tag)
+    res.trash = _listdir(data_dir / "trash")
     return res
 
 

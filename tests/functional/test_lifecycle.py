@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from alcove.sandbox import RemoteAPIError, SandboxNotFoundError
@@ -115,6 +117,26 @@ def test_delete_is_idempotent_and_unknown_ids_are_404(server, client):
     resp = server.api("DELETE", "/v1/namespaces/default/sandboxes/no-such-name")
     assert resp.status_code == 404
     assert resp.json()["code"] == "NOT_FOUND"
+
+
+def test_a_deleted_sandbox_leaves_its_place_at_once_and_the_trash_soon_after(server, client):
+    from framework.host import wait_for
+
+    with client.create_and_connect() as sandbox:
+        sandbox.write_file("/root/big.bin", b"x" * (8 << 20))
+        sid = sandbox.sandbox_id
+        assert (server.data_dir / "sandboxes" / sid).is_dir()
+        client.delete(sid)
+    # Nothing of it where it was, nor mounted anywhere, nor its cgroups or runc's state of it,
+    # when the delete answers ...
+    assert not (server.data_dir / "sandboxes" / sid).exists()
+    res = owned_resources(server.data_dir)
+    assert not [m for m in res.mounts if sid in m], res
+    assert not [c for c in res.cgroups if c.endswith("/" + sid)], res
+    assert sid not in res.containers, res
+    # ... and its files, moved out of the way, are removed in the background.
+    trash = server.data_dir / "trash"
+    assert wait_for(lambda: not [n for n in os.listdir(trash) if n.startswith(sid)], 30), os.listdir(trash)
 
 
 def stored_ids(server) -> set[str]:

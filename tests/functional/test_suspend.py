@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -150,10 +151,19 @@ def test_named_timeout_suspends_and_suspended_time_does_not_count(client):
         client.delete(info.sandbox_id)
 
 
-def test_deleting_a_suspended_sandbox_frees_its_name(client):
-    client.create(name="gone-soon")
+def test_deleting_a_suspended_sandbox_frees_its_name_and_its_files(server, client):
+    from framework.host import wait_for
+
+    made = client.create(name="gone-soon")
     client.suspend("gone-soon")
+    files = server.data_dir / "sandboxes" / made.sandbox_id
+    # Its dump and layer, kept on disk while suspended ...
+    assert files.is_dir() and any(files.iterdir())
     client.delete("gone-soon")
+    # ... go with the delete, not with the archived record days later.
+    assert not files.exists()
+    trash = server.data_dir / "trash"
+    assert wait_for(lambda: not [n for n in os.listdir(trash) if n.startswith(made.sandbox_id)], 30)
     again = client.create(name="gone-soon")
     client.delete(again.sandbox_id)
 

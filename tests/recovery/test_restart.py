@@ -92,6 +92,34 @@ def test_leftovers_of_an_unknown_sandbox_are_swept_on_start(own_server):
     client.close()
 
 
+def test_files_a_crash_left_in_the_trash_are_removed_on_start_without_following_links(
+    own_server, tmp_path
+):
+    client = SandboxClient(api_url=own_server.url)
+    info = client.create()
+    client.delete(info.sandbox_id)
+    own_server.kill()
+    # A removal the crash cut short: a deleted sandbox's tree, with links out of it to a host
+    # file and directory (which must survive).
+    keep = tmp_path / "host"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("host data")
+    entry = own_server.data_dir / "trash" / f"{info.sandbox_id}.1.0"
+    (entry / "upper" / "deep").mkdir(parents=True)
+    (entry / "disk.img").write_bytes(b"\0" * 65536)
+    (entry / "upper" / "deep" / "to-file").symlink_to(keep / "precious.txt")
+    (entry / "upper" / "to-dir").symlink_to(keep)
+    own_server.start()
+    trash = own_server.data_dir / "trash"
+    assert wait_for(lambda: not list(trash.iterdir()), 30), list(trash.iterdir())
+    assert (keep / "precious.txt").read_text() == "host data"
+    # And the server works as before.
+    again = client.create()
+    client.delete(again.sandbox_id)
+    assert settled_resources(own_server.data_dir).is_empty()
+    client.close()
+
+
 def test_logs_survive_a_restart_and_catch_up_on_what_happened_meanwhile(own_server):
     client = SandboxClient(api_url=own_server.url)
     sandbox = client.create_and_connect(name="logged-restart")

@@ -333,6 +333,17 @@ impl Layer {
         })
         .await?
     }
+
+    /// Unmounts everything of this sandbox and hands its files to `trash`, which
+    /// removes them in the background (see [`crate::trash`]).
+    pub async fn discard(&self, trash: std::sync::Arc<crate::trash::Trash>) -> Result<()> {
+        let layer = self.clone();
+        crate::blocking::run(move || {
+            layer.unmount()?;
+            trash.discard(&layer.dir)
+        })
+        .await?
+    }
 }
 
 /// Creates `image` (`disk_mb` MiB, sparse, mode 0600) and formats it as ext4 with
@@ -587,7 +598,7 @@ pub fn remove_unmounted_tree(dir: &Path) -> Result<()> {
 /// Fails if `dir` or a directory below it is a mount point. The walk never
 /// enters a mount, so it only visits what is removed anyway (no read of the
 /// host's whole mount table, which grows with every sandbox).
-fn refuse_mounts(dir: &Path) -> Result<()> {
+pub(crate) fn refuse_mounts(dir: &Path) -> Result<()> {
     if is_mountpoint(dir) {
         return Err(RuntimeError::Config(format!(
             "not removing it: {} is still mounted",

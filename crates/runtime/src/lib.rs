@@ -40,6 +40,7 @@ pub mod spare_layers;
 mod spawn;
 pub mod spawn_slots;
 pub mod sys_view;
+pub mod trash;
 pub mod usage;
 pub mod user_cgroup;
 pub mod userns;

@@ -170,6 +170,8 @@ pub struct Node {
     spares: Arc<crate::spare_layers::SpareLayers>,
     /// What layers and volumes may still write, measured now and then.
     pub(crate) disk_promises: crate::disk_promises::DiskPromises,
+    /// Deleted sandboxes' files, removed in the background.
+    trash: Arc<crate::trash::Trash>,
 }
 
 /// A short tag unique to a data directory, carried by every host-wide name.
@@ -276,7 +278,9 @@ impl Node {
             cfg.data_dir.join("spare-layers"),
             runc.namespace().cloned(),
         )?);
+        let trash = Arc::new(crate::trash::Trash::open(cfg.data_dir.join("trash"))?);
         Ok(Self {
+            trash,
             spares,
             cgroups: CgroupTree::new(&tag),
             runc,
@@ -489,6 +493,8 @@ impl Node {
             return Ok(());
         }
         let (free_mb, _) = host::disk_space_mb(&self.cfg.data_dir)?;
+        // Deleted sandboxes' files being removed are free space in a moment.
+        let free_mb = free_mb.saturating_add(self.trash.pending_bytes() / (1024 * 1024));
         let room =
             (free_mb.saturating_sub(DISK_RESERVE_MB) as f64 * self.cfg.disk_overcommit) as u64;
         let admitted = self
@@ -716,7 +722,8 @@ impl Node {
         self.network.destroy(&self.network.describe(slot)).await;
         let net_ms = lap.next();
         self.release_holding(id);
-        if let Err(e) = Layer::new(self.sandbox_dir(id)).remove().await {
+        let layer = Layer::new(self.sandbox_dir(id));
+        if let Err(e) = layer.discard(Arc::clone(&self.trash)).await {
             tracing::warn!(sandbox_id = %id, error = %e, "removing sandbox files");
         }
         let layer_ms = lap.next();
@@ -745,15 +752,16 @@ impl Node {
         Some(usage)
     }
 
-    /// Removes what an ended sandbox may have left in its directory (a removal that
-    /// failed when it was destroyed); whether there was anything. Never touches a sandbox
-    /// that still runs: the caller asks only for ended ones.
+    /// Removes what an ended sandbox left in its directory (the dump and layer of a
+    /// suspended one, or a removal that failed when it was destroyed); whether there was
+    /// anything. Never touches a sandbox that still runs: the caller asks only for ended
+    /// ones.
     pub async fn remove_leftovers(&self, id: &SandboxId) -> Result<bool> {
         let dir = self.sandbox_dir(id);
         if std::fs::symlink_metadata(&dir).is_err() {
             return Ok(false);
         }
-        Layer::new(dir).remove().await?;
+        Layer::new(dir).discard(Arc::clone(&self.trash)).await?;
         self.disk_promises.forget();
         Ok(true)
     }
@@ -923,11 +931,12 @@ impl Node {
         }
     }
 
-    /// Called on orderly shutdown: the host veths of removed sandboxes are
-    /// gone before it returns, and the firewall table goes when no sandbox is
+    /// Called on orderly shutdown: the host veths and files of removed sandboxes
+    /// are gone before it returns, and the firewall table goes when no sandbox is
     /// left.
     pub async fn shutdown(&self, sandboxes_left: usize) {
         self.network.settle().await;
+        self.trash.drained().await;
         if sandboxes_left == 0 {
             if let Err(e) = self.network.remove_firewall().await {
                 tracing::warn!(error = %e, "removing firewall table");

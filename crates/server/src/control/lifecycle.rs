@@ -582,6 +582,9 @@ impl Sandboxes {
         self.ctx.take_running(&id);
         if let Some(slot) = slot.and_then(|s| u32::try_from(s).ok()) {
             self.ctx.node.destroy(&id, Slot(slot)).await;
+        } else if let Err(e) = self.ctx.node.remove_leftovers(&id).await {
+            // Not running (suspended: its dump and layer): the archive's purge tries again.
+            tracing::warn!(sandbox_id = %id, error = %e, "removing an ended sandbox's files");
         }
         self.ctx.forget_blobs(super::blobs::sandbox_owner(&id));
         drop(guard);
