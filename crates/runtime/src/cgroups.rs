@@ -203,5 +203,14 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
             }
         }
     }
-    std::fs::remove_dir(dir)
+    // A cgroup whose last task is still on its way out is busy for a moment.
+    for attempt in 1..=10 {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 10 => {
+                std::thread::sleep(std::time::Duration::from_millis(5 * attempt));
+            }
+            done => return done,
+        }
+    }
+    Ok(())
 }

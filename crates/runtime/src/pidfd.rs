@@ -43,22 +43,23 @@ pub(crate) fn send_sigkill(pidfd: BorrowedFd<'_>) -> std::io::Result<()> {
 }
 
 /// Sends SIGKILL to `pid` if it is still the process that started at `start`
-/// (clock ticks after boot), then waits up to `timeout` for it to exit.
-pub fn kill_and_wait(pid: i32, start: u64, timeout: Duration) -> std::io::Result<()> {
+/// (clock ticks after boot), then waits up to `timeout` for it to exit. Whether
+/// that process is gone now (false: it had not exited when `timeout` ran out).
+pub fn kill_and_wait(pid: i32, start: u64, timeout: Duration) -> std::io::Result<bool> {
     let gone = |e: &std::io::Error| e.raw_os_error() == Some(libc::ESRCH);
     let fd = match open(pid) {
         Ok(fd) => fd,
         // Already gone: nothing to kill.
-        Err(e) if gone(&e) => return Ok(()),
+        Err(e) if gone(&e) => return Ok(true),
         Err(e) => return Err(e),
     };
     // Checked after the pidfd is open: from here the pid cannot be recycled.
     if start_time(pid) != Some(start) {
-        return Ok(());
+        return Ok(true);
     }
     match send_sigkill(fd.as_fd()) {
         Ok(()) => {}
-        Err(e) if gone(&e) => return Ok(()),
+        Err(e) if gone(&e) => return Ok(true),
         Err(e) => return Err(e),
     }
     // A pidfd becomes readable when its process exits.
@@ -73,7 +74,7 @@ pub fn kill_and_wait(pid: i32, start: u64, timeout: Duration) -> std::io::Result
     if ready < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    Ok(ready > 0)
 }
 
 #[cfg(test)]
@@ -89,15 +90,16 @@ mod tests {
         let pid = i32::try_from(child.id()).expect("pid");
         let start = start_time(pid).expect("start time");
         // A wrong start time (another process with a recycled pid) is left alone.
-        kill_and_wait(pid, start + 1, Duration::from_millis(10)).expect("no-op");
+        // (It counts as gone: the process that started then is not there.)
+        assert!(kill_and_wait(pid, start + 1, Duration::from_millis(10)).expect("no-op"));
         assert!(
             child.try_wait().expect("wait").is_none(),
             "the wrong process was killed"
         );
-        kill_and_wait(pid, start, Duration::from_secs(5)).expect("kill");
+        assert!(kill_and_wait(pid, start, Duration::from_secs(5)).expect("kill"));
         let status = child.wait().expect("wait");
         assert!(!status.success(), "sleep 30 was not killed");
         // Gone: nothing to do, no error.
-        kill_and_wait(pid, start, Duration::from_millis(10)).expect("gone");
+        assert!(kill_and_wait(pid, start, Duration::from_millis(10)).expect("gone"));
     }
 }
