@@ -160,7 +160,7 @@ def test_deleting_a_suspended_sandbox_frees_its_name_and_its_files(server, clien
     # Its dump and layer, kept on disk while suspended ...
     assert files.is_dir() and any(files.iterdir())
     client.delete("gone-soon")
-    # ... go with the delete, not with the archived record days later.
+    # ... leave their place with the delete, and the trash soon after.
     assert not files.exists()
     trash = server.data_dir / "trash"
     assert wait_for(lambda: not [n for n in os.listdir(trash) if n.startswith(made.sandbox_id)], 30)

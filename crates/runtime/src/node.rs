@@ -752,10 +752,10 @@ impl Node {
         Some(usage)
     }
 
-    /// Removes what an ended sandbox left in its directory (the dump and layer of a
-    /// suspended one, or a removal that failed when it was destroyed); whether there was
-    /// anything. Never touches a sandbox that still runs: the caller asks only for ended
-    /// ones.
+    /// Removes what an ended sandbox left in its directory (files fetched for a
+    /// suspended one moved from another node, or a removal that failed when it was
+    /// destroyed); whether there was anything. Never touches a sandbox that still runs:
+    /// the caller asks only for ended ones.
     pub async fn remove_leftovers(&self, id: &SandboxId) -> Result<bool> {
         let dir = self.sandbox_dir(id);
         if std::fs::symlink_metadata(&dir).is_err() {

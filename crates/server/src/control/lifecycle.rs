@@ -583,7 +583,8 @@ impl Sandboxes {
         if let Some(slot) = slot.and_then(|s| u32::try_from(s).ok()) {
             self.ctx.node.destroy(&id, Slot(slot)).await;
         } else if let Err(e) = self.ctx.node.remove_leftovers(&id).await {
-            // Not running (suspended: its dump and layer): the archive's purge tries again.
+            // No slot here: a suspended sandbox moved from another node, with whatever a
+            // resume fetched of it. On failure the archive's purge tries again.
             tracing::warn!(sandbox_id = %id, error = %e, "removing an ended sandbox's files");
         }
         self.ctx.forget_blobs(super::blobs::sandbox_owner(&id));

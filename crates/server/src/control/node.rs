@@ -35,8 +35,9 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
     /// Stops a sandbox and removes all it has on the node (never fails).
     async fn destroy(&self, id: &SandboxId, slot: Slot);
 
-    /// Removes the files an ended sandbox left on the node, if any (a suspended one's
-    /// dump and layer, or a destroy whose removal failed); whether there were any.
+    /// Removes the files an ended sandbox left on the node, if any (those of a suspended
+    /// one moved from another node, or a destroy whose removal failed); whether there
+    /// were any.
     async fn remove_leftovers(&self, id: &SandboxId) -> Result<bool, RuntimeError>;
 
     /// Dumps a running sandbox and stops it; on failure it keeps running.
