@@ -323,17 +323,6 @@ impl Layer {
         [rootfs, upper, disk].iter().all(|m| is_mountpoint(m)) && !mounts_under(&lower).is_empty()
     }
 
-    /// Unmounts and deletes everything of this sandbox on disk (on the
-    /// blocking pool: a layer can hold many files).
-    pub async fn remove(&self) -> Result<()> {
-        let layer = self.clone();
-        crate::blocking::run(move || {
-            layer.unmount()?;
-            remove_unmounted_tree(&layer.dir)
-        })
-        .await?
-    }
-
     /// Unmounts everything of this sandbox and hands its files to `trash`, which
     /// removes them in the background (see [`crate::trash`]).
     pub async fn discard(&self, trash: std::sync::Arc<crate::trash::Trash>) -> Result<()> {

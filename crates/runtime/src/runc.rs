@@ -365,8 +365,7 @@ impl Runc {
     async fn forget_stopped(&self, id: &str) -> Result<()> {
         // An id is one path component (sandbox ids are checked where they come in);
         // anything else is left to runc, which refuses it.
-        let plain = !id.is_empty() && id != "." && id != ".." && !id.contains('/');
-        if !plain {
+        if !crate::procfs::is_plain_name(id) {
             return Err(RuntimeError::Config(format!("not a container id: {id:?}")));
         }
         crate::blocking::remove_dir_all(self.root.join(id)).await
