@@ -168,6 +168,28 @@ def test_deleting_a_suspended_sandbox_frees_its_name_and_its_files(server, clien
     client.delete(again.sandbox_id)
 
 
+def test_a_resumed_sandbox_keeps_no_used_dump(server, client):
+    from framework.host import wait_for
+
+    with client.create_and_connect(name="dumped-once") as sandbox:
+        sandbox.write_file("/root/x", b"1")
+        client.suspend("dumped-once")
+        files = server.data_dir / "sandboxes" / sandbox.sandbox_id
+        assert (files / "checkpoint").is_dir()
+        client.resume("dumped-once")
+        # The used dump leaves the sandbox's directory with the resume ...
+        left = sorted(n for n in os.listdir(files) if n.startswith(("checkpoint", ".used")))
+        assert left == [], left
+        # ... and the trash soon after.
+        trash = server.data_dir / "trash"
+        assert wait_for(lambda: not [n for n in os.listdir(trash) if n.startswith(sandbox.sandbox_id)], 30)
+        assert sandbox.read_file("/root/x") == b"1"
+        # A second suspend and resume start clean.
+        client.suspend("dumped-once")
+        client.resume("dumped-once")
+        assert sandbox.run("cat", ["/root/x"]).stdout == "1"
+
+
 def test_requests_under_way_finish_before_the_dump(server, client):
     import threading
 

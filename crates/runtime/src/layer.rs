@@ -329,7 +329,11 @@ impl Layer {
         let layer = self.clone();
         crate::blocking::run(move || {
             layer.unmount()?;
-            trash.discard(&layer.dir)
+            let label = layer
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            trash.discard(&layer.dir, label.as_deref().unwrap_or("sandbox"))
         })
         .await?
     }

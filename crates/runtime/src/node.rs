@@ -170,8 +170,8 @@ pub struct Node {
     spares: Arc<crate::spare_layers::SpareLayers>,
     /// What layers and volumes may still write, measured now and then.
     pub(crate) disk_promises: crate::disk_promises::DiskPromises,
-    /// Deleted sandboxes' files, removed in the background.
-    trash: Arc<crate::trash::Trash>,
+    /// Deleted sandboxes' files and used dumps, removed in the background.
+    pub(crate) trash: Arc<crate::trash::Trash>,
 }
 
 /// A short tag unique to a data directory, carried by every host-wide name.

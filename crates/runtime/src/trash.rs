@@ -1,4 +1,4 @@
-//! Files of deleted sandboxes on their way out.
+//! Files of deleted sandboxes, and dumps a resume has used, on their way out.
 //!
 //! Unlinking a deleted sandbox's files (its disk image above all, whose extents
 //! the host file system frees one by one) took a good part of every delete, and
@@ -66,19 +66,26 @@ impl Trash {
         Ok(trash)
     }
 
-    /// Moves `tree` (a sandbox directory with nothing mounted in it) out of the
-    /// way and removes it in the background. Refuses a tree with a mount in it,
-    /// as [`crate::layer::remove_unmounted_tree`] does; a tree that is already
-    /// gone is fine.
-    pub fn discard(&self, tree: &Path) -> Result<()> {
+    /// Moves `tree` (a sandbox directory or a used dump, with nothing mounted in
+    /// it) out of the way and removes it in the background; its entry in here is
+    /// named after `label` (a sandbox id, for whoever looks). Refuses a tree with
+    /// a mount in it, as [`crate::layer::remove_unmounted_tree`] does; a tree
+    /// that is already gone is fine.
+    pub fn discard(&self, tree: &Path, label: &str) -> Result<()> {
         if std::fs::symlink_metadata(tree).is_err() {
             return Ok(());
         }
         crate::layer::refuse_mounts(tree)?;
-        let name = tree
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -133,12 +140,21 @@ impl Pending {
     }
 }
 
-/// What a sandbox's disk image takes on disk; the rest of its tree is small.
+/// What the files directly in `tree` take on disk: a sandbox's disk image, a
+/// dump's memory pages. What lies deeper (a layer's upper directory, small next
+/// to its image) is not counted, so that this stays one directory read.
 fn tree_bytes(tree: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(crate::layer::Layer::new(tree.to_path_buf()).disk_image())
+    let Ok(entries) = std::fs::read_dir(tree) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        // `metadata` of a directory entry does not follow symlinks.
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
         .map(|m| m.blocks() * 512)
-        .unwrap_or(0)
+        .sum()
 }
 
 #[cfg(test)]
@@ -152,7 +168,7 @@ mod tests {
         let tree = tmp.path().join("sandboxes/sb1");
         std::fs::create_dir_all(tree.join("upper/a/b")).expect("mkdir");
         std::fs::write(tree.join("disk.img"), vec![7u8; 64 * 1024]).expect("write");
-        trash.discard(&tree).expect("discard");
+        trash.discard(&tree, "sb1").expect("discard");
         assert!(!tree.exists(), "gone from its place when discard returns");
         trash.drained().await;
         assert_eq!(trash.pending_bytes(), 0);
@@ -161,7 +177,7 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "{left:?}");
         // Gone already: nothing to do.
-        trash.discard(&tree).expect("discard again");
+        trash.discard(&tree, "sb1").expect("discard again");
     }
 
     #[tokio::test]
@@ -185,7 +201,7 @@ mod tests {
         let tree = tmp.path().join("sandboxes/sb3");
         std::fs::create_dir_all(&tree).expect("mkdir");
         std::os::unix::fs::symlink(&outside, tree.join("link")).expect("symlink");
-        trash.discard(&tree).expect("discard");
+        trash.discard(&tree, "sb3").expect("discard");
         trash.drained().await;
         assert_eq!(std::fs::read(outside.join("keep")).expect("kept"), b"k");
     }
