@@ -30,6 +30,8 @@ class HostResources:
     uid_ranges: list[str] = field(default_factory=list)
     # Files of deleted sandboxes the server has not finished removing.
     trash: list[str] = field(default_factory=list)
+    # Loop devices still backed by a sandbox's disk image (here or in the trash).
+    loops: list[str] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not any(
@@ -42,6 +44,7 @@ class HostResources:
                 self.containers,
                 self.uid_ranges,
                 self.trash,
+                self.loops,
             )
         )
 
@@ -72,7 +75,23 @@ def owned_resources(data_dir: Path) -> HostResources:
     res.containers = _listdir(data_dir / "runc")
     res.uid_ranges = held_uid_ranges(tag)
     res.trash = _listdir(data_dir / "trash")
+    res.loops = sandbox_loops(data_dir)
     return res
+
+
+def sandbox_loops(data_dir: Path) -> list[str]:
+    """Loop devices whose backing file is a sandbox's disk image under `data_dir` (in its
+    sandbox's directory or the trash, deleted or not), as `loopN: path`."""
+    roots = tuple(str((data_dir / d).resolve()) + "/" for d in ("sandboxes", "trash"))
+    found = []
+    for name in _listdir("/sys/block"):
+        try:
+            backing = (Path("/sys/block") / name / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue  # not a loop device, or one with no file
+        if backing.startswith(roots):
+            found.append(f"{name}: {backing}")
+    return found
 
 
 def firewall_tables(data_dir: Path) -> list[str]:

@@ -120,12 +120,13 @@ def test_delete_is_idempotent_and_unknown_ids_are_404(server, client):
 
 
 def test_a_deleted_sandbox_leaves_its_place_at_once_and_the_trash_soon_after(server, client):
-    from framework.host import wait_for
+    from framework.host import sandbox_loops, wait_for
 
     with client.create_and_connect() as sandbox:
         sandbox.write_file("/root/big.bin", b"x" * (8 << 20))
         sid = sandbox.sandbox_id
         assert (server.data_dir / "sandboxes" / sid).is_dir()
+        assert [loop for loop in sandbox_loops(server.data_dir) if sid in loop], "its disk is on a loop device"
         client.delete(sid)
     # Nothing of it where it was, nor mounted anywhere, nor its cgroups or runc's state of it,
     # when the delete answers ...
@@ -134,9 +135,11 @@ def test_a_deleted_sandbox_leaves_its_place_at_once_and_the_trash_soon_after(ser
     assert not [m for m in res.mounts if sid in m], res
     assert not [c for c in res.cgroups if c.endswith("/" + sid)], res
     assert sid not in res.containers, res
-    # ... and its files, moved out of the way, are removed in the background.
+    # ... and its files, moved out of the way, are removed in the background, its detached
+    # file systems torn down first: no loop device is left on its disk image.
     trash = server.data_dir / "trash"
     assert wait_for(lambda: not [n for n in os.listdir(trash) if n.startswith(sid)], 30), os.listdir(trash)
+    assert not [loop for loop in sandbox_loops(server.data_dir) if sid in loop]
 
 
 def stored_ids(server) -> set[str]:

@@ -206,7 +206,11 @@ impl Node {
                 // out of the way at once (a new suspend starts clean) and unlinks it in
                 // the background, or at the next start if the server dies first.
                 for (used, what) in [(&images, "dump"), (&work, "dump-work")] {
-                    if let Err(e) = self.trash.discard(used, &format!("{id}-{what}")) {
+                    if let Err(e) = self.trash.discard(
+                        used,
+                        &format!("{id}-{what}"),
+                        crate::layer::DetachedMounts::default(),
+                    ) {
                         tracing::warn!(sandbox_id = %id, error = %e, "discarding the used checkpoint");
                     }
                 }

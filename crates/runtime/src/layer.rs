@@ -323,20 +323,83 @@ impl Layer {
         [rootfs, upper, disk].iter().all(|m| is_mountpoint(m)) && !mounts_under(&lower).is_empty()
     }
 
-    /// Unmounts everything of this sandbox and hands its files to `trash`, which
+    /// Takes every mount of this sandbox out of the host's mount table, leaving
+    /// the teardown of its own file systems (the ext4 disk's last journal commit
+    /// and its loop device, the overlay) to whoever drops the result. Its views of
+    /// volumes are unmounted outright: a volume's file system must be free for
+    /// its next user as soon as this returns.
+    pub fn detach(&self) -> Result<DetachedMounts> {
+        for view in child_dirs(&self.dir.join(crate::volume::VIEWS_DIR)) {
+            unmount_all(&view)?;
+        }
+        let mut held = DetachedMounts::default();
+        let [rootfs, upper, lower, disk] = self.stack();
+        detach_all(&rootfs, &mut held)?;
+        detach_all(&upper, &mut held)?;
+        for mount in child_dirs(&lower) {
+            detach_all(&mount, &mut held)?;
+        }
+        detach_all(&lower, &mut held)?;
+        detach_all(&disk, &mut held)?;
+        Ok(held)
+    }
+
+    /// Takes everything of this sandbox off the host's mount table and hands its
+    /// files and its detached file systems to `trash`, which tears them down and
     /// removes them in the background (see [`crate::trash`]).
     pub async fn discard(&self, trash: std::sync::Arc<crate::trash::Trash>) -> Result<()> {
         let layer = self.clone();
         crate::blocking::run(move || {
-            layer.unmount()?;
+            let held = layer.detach()?;
             let label = layer
                 .dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned());
-            trash.discard(&layer.dir, label.as_deref().unwrap_or("sandbox"))
+            trash.discard(&layer.dir, label.as_deref().unwrap_or("sandbox"), held)
         })
         .await?
     }
+}
+
+/// File systems detached from every mount namespace and not torn down yet:
+/// each descriptor (`O_PATH`, of a mount's root) holds the last reference to
+/// one mount. Nothing can reach them any more; dropping this closes the
+/// descriptors, and the kernel tears the file systems down on the dropping
+/// thread (for an ext4 disk: its last journal commit, then its loop device's
+/// release). A crash of the server closes them as well.
+#[derive(Debug, Default)]
+pub struct DetachedMounts(Vec<std::fs::File>);
+
+impl DetachedMounts {
+    /// How many mounts are held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Detaches every mount stacked on `path`, keeping a descriptor of each in `held`
+/// so that detaching does not wait for its file system's teardown.
+fn detach_all(path: &Path, held: &mut DetachedMounts) -> Result<()> {
+    for _ in 0..8 {
+        if !is_mountpoint(path) {
+            return Ok(());
+        }
+        // The root of the topmost mount at `path`; never a symlink's target.
+        let root = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(RuntimeError::io("opening", path))?;
+        nix::mount::umount2(path, MntFlags::MNT_DETACH)
+            .map_err(|e| RuntimeError::io("detaching", path)(e.into()))?;
+        held.0.push(root);
+    }
+    Ok(())
 }
 
 /// Creates `image` (`disk_mb` MiB, sparse, mode 0600) and formats it as ext4 with
@@ -851,6 +914,47 @@ mod tests {
         unmount_all(&inner).expect("unmount");
         remove_unmounted_tree(&tmp.path().join("sandbox")).expect("removed");
         assert!(!tmp.path().join("sandbox").exists());
+    }
+
+    #[test]
+    #[ignore = "needs root (mount)"]
+    fn detaching_leaves_no_mount_and_defers_the_teardown_to_the_holder() {
+        use std::os::fd::AsRawFd;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let layer = Layer::new(tmp.path().join("sb"));
+        let mount_tmpfs = |at: &Path| {
+            std::fs::create_dir_all(at).expect("mkdir");
+            nix::mount::mount(
+                Some("tmpfs"),
+                at,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .expect("mount tmpfs");
+        };
+        // Two mounts stacked on the root, one on the disk, with a file in it.
+        mount_tmpfs(&layer.rootfs());
+        mount_tmpfs(&layer.rootfs());
+        mount_tmpfs(&layer.disk_mount());
+        std::fs::write(layer.disk_mount().join("f"), b"still here").expect("write");
+        let held = layer.detach().expect("detach");
+        assert_eq!(held.len(), 3);
+        assert!(
+            mounts_under(&layer.dir).is_empty(),
+            "{:?}",
+            mounts_under(&layer.dir)
+        );
+        assert!(
+            !layer.disk_mount().join("f").exists(),
+            "the mount point is bare"
+        );
+        // The disk's file system is alive until the holder lets go of it.
+        let disk = held.0.last().expect("the disk");
+        let through = format!("/proc/self/fd/{}/f", disk.as_raw_fd());
+        assert_eq!(std::fs::read(&through).expect("read"), b"still here");
+        drop(held);
+        remove_unmounted_tree(&layer.dir).expect("removed");
     }
 
     #[test]

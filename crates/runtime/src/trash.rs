@@ -1,18 +1,23 @@
 //! Files of deleted sandboxes, and dumps a resume has used, on their way out.
 //!
 //! Unlinking a deleted sandbox's files (its disk image above all, whose extents
-//! the host file system frees one by one) took a good part of every delete, and
-//! more of it with many sandboxes up. Once nothing of a sandbox is mounted, its
+//! the host file system frees one by one) and tearing down its file systems (the
+//! ext4 disk's last journal commit, its loop device) took a good part of every
+//! delete, and more of it with many sandboxes up. Once every mount of a sandbox
+//! is detached from the host (see [`crate::layer::Layer::detach`]), its
 //! directory is renamed in here (one atomic step on the same file system: the
-//! sandbox's directory is gone when the delete answers) and removed on the
-//! blocking pool afterwards. What a crash leaves in here is removed when the node
-//! starts again; an orderly shutdown waits for it ([`Trash::drained`]).
+//! sandbox's directory is gone when the delete answers), and on the blocking
+//! pool afterwards its file systems are let go and its files removed. What a
+//! crash leaves in here is removed when the node starts again (the kernel tears
+//! down the file systems of a server that died); an orderly shutdown waits for
+//! it ([`Trash::drained`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, RuntimeError};
+use crate::layer::DetachedMounts;
 
 /// A root-only directory of sandbox trees being removed in the background.
 #[derive(Debug)]
@@ -61,17 +66,19 @@ impl Trash {
         }
         for entry in left {
             let bytes = tree_bytes(&entry);
-            trash.remove_in_background(entry, bytes);
+            trash.remove_in_background(entry, bytes, DetachedMounts::default());
         }
         Ok(trash)
     }
 
     /// Moves `tree` (a sandbox directory or a used dump, with nothing mounted in
-    /// it) out of the way and removes it in the background; its entry in here is
-    /// named after `label` (a sandbox id, for whoever looks). Refuses a tree with
-    /// a mount in it, as [`crate::layer::remove_unmounted_tree`] does; a tree
-    /// that is already gone is fine.
-    pub fn discard(&self, tree: &Path, label: &str) -> Result<()> {
+    /// it) out of the way and removes it in the background, after tearing down
+    /// `held`, the file systems detached from it (whose images it may hold); its
+    /// entry in here is named after `label` (a sandbox id, for whoever looks).
+    /// Refuses a tree with a mount in it, as
+    /// [`crate::layer::remove_unmounted_tree`] does; a tree that is already gone
+    /// is fine.
+    pub fn discard(&self, tree: &Path, label: &str, held: DetachedMounts) -> Result<()> {
         if std::fs::symlink_metadata(tree).is_err() {
             return Ok(());
         }
@@ -94,7 +101,7 @@ impl Trash {
         let entry = self.dir.join(format!("{name}.{stamp}.{seq}"));
         let bytes = tree_bytes(tree);
         std::fs::rename(tree, &entry).map_err(RuntimeError::io("moving to the trash", tree))?;
-        self.remove_in_background(entry, bytes);
+        self.remove_in_background(entry, bytes, held);
         Ok(())
     }
 
@@ -114,7 +121,7 @@ impl Trash {
         }
     }
 
-    fn remove_in_background(&self, entry: PathBuf, bytes: u64) {
+    fn remove_in_background(&self, entry: PathBuf, bytes: u64, held: DetachedMounts) {
         {
             let mut state = self.pending.lock();
             state.entries += 1;
@@ -122,6 +129,8 @@ impl Trash {
         }
         let pending = Arc::clone(&self.pending);
         tokio::task::spawn_blocking(move || {
+            // The file systems first: their images are in the tree.
+            drop(held);
             if let Err(e) = crate::layer::remove_unmounted_tree(&entry) {
                 tracing::warn!(path = %entry.display(), error = %e, "removing a deleted sandbox's files");
             }
@@ -168,7 +177,9 @@ mod tests {
         let tree = tmp.path().join("sandboxes/sb1");
         std::fs::create_dir_all(tree.join("upper/a/b")).expect("mkdir");
         std::fs::write(tree.join("disk.img"), vec![7u8; 64 * 1024]).expect("write");
-        trash.discard(&tree, "sb1").expect("discard");
+        trash
+            .discard(&tree, "sb1", DetachedMounts::default())
+            .expect("discard");
         assert!(!tree.exists(), "gone from its place when discard returns");
         trash.drained().await;
         assert_eq!(trash.pending_bytes(), 0);
@@ -177,7 +188,9 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "{left:?}");
         // Gone already: nothing to do.
-        trash.discard(&tree, "sb1").expect("discard again");
+        trash
+            .discard(&tree, "sb1", DetachedMounts::default())
+            .expect("discard again");
     }
 
     #[tokio::test]
@@ -201,7 +214,9 @@ mod tests {
         let tree = tmp.path().join("sandboxes/sb3");
         std::fs::create_dir_all(&tree).expect("mkdir");
         std::os::unix::fs::symlink(&outside, tree.join("link")).expect("symlink");
-        trash.discard(&tree, "sb3").expect("discard");
+        trash
+            .discard(&tree, "sb3", DetachedMounts::default())
+            .expect("discard");
         trash.drained().await;
         assert_eq!(std::fs::read(outside.join("keep")).expect("kept"), b"k");
     }
