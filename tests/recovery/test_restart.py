@@ -120,6 +120,29 @@ def test_files_a_crash_left_in_the_trash_are_removed_on_start_without_following_
     client.close()
 
 
+def test_a_crash_right_after_deletes_leaves_no_file_system_or_loop_device_behind(own_server):
+    from framework.host import sandbox_loops
+
+    client = SandboxClient(api_url=own_server.url)
+    ids = []
+    for _ in range(4):
+        sid = client.create().sandbox_id
+        # Unwritten data in its disk, for the teardown to commit.
+        client.connect(sid).write_file("/root/data.bin", b"d" * (4 << 20))
+        ids.append(sid)
+    assert len([loop for loop in sandbox_loops(own_server.data_dir) if any(i in loop for i in ids)]) == 4
+    for sid in ids:
+        client.delete(sid)
+    # Killed at once: the deleted sandboxes' file systems may still be held, detached, by the
+    # server. Its death lets go of them, with nothing left mounted or looped.
+    own_server.kill()
+    res = owned_resources(own_server.data_dir)
+    assert res.mounts == [] and res.loops == [], res
+    own_server.start()
+    assert settled_resources(own_server.data_dir, timeout=30).is_empty()
+    client.close()
+
+
 def test_logs_survive_a_restart_and_catch_up_on_what_happened_meanwhile(own_server):
     client = SandboxClient(api_url=own_server.url)
     sandbox = client.create_and_connect(name="logged-restart")
