@@ -653,9 +653,43 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `body` in a process of its own: this test binary again, for the one test named
+    /// `name` (its path below the crate). Under plain `cargo test` the tests are threads of
+    /// one process, and a test that checks process-wide state (its children, its open
+    /// descriptors) would see the others'; nextest already gives each test a process, and
+    /// then this costs one more.
+    fn in_own_process(name: &str, body: impl FnOnce()) {
+        const ALONE: &str = "ALCOVE_TEST_IN_OWN_PROCESS";
+        if std::env::var_os(ALONE).is_some() {
+            body();
+            return;
+        }
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new(exe)
+            .args([name, "--exact", "--include-ignored", "--test-threads=1"])
+            .env(ALONE, "1")
+            .output()
+            .expect("run the test binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // A name that matches no test would pass with nothing run.
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{name} in a process of its own: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     #[ignore = "needs root (uid maps of another range, entering a user namespace)"]
     fn clone_vm_children_map_a_range_and_write_namespace_limits() {
+        in_own_process(
+            "userns::tests::clone_vm_children_map_a_range_and_write_namespace_limits",
+            clone_vm_children_map_a_range_and_write_namespace_limits_alone,
+        );
+    }
+
+    fn clone_vm_children_map_a_range_and_write_namespace_limits_alone() {
         let range = IdRange {
             index: 0,
             first: 3_000_000_000,
