@@ -120,6 +120,31 @@ async fn follow_streams_live_output_of_a_running_process() {
 }
 
 #[tokio::test]
+async fn a_follower_of_pouring_output_gets_every_line_once_in_order() {
+    // A follower attached before a flood reads the buffer chunk by chunk while it fills (and
+    // past a short pause): no line lost, none sent twice, none out of order.
+    let agent = Agent::start().await;
+    let info = start(
+        &agent,
+        json!({"command": "sh", "args": ["-c", "sleep 0.2; seq 1 200000; sleep 0.05; seq 200001 200100"]}),
+    )
+    .await;
+    let pid = info["pid"].as_u64().expect("pid");
+    let events = agent
+        .follow(&format!("/processes/{pid}/stdout/follow"))
+        .await;
+    let got: Vec<u64> = lines(&events)
+        .iter()
+        .map(|l| l.parse().expect("a number"))
+        .collect();
+    assert_eq!(got.len(), 200_100);
+    assert!(
+        got.iter().zip(1..).all(|(n, want)| *n == want),
+        "out of order or repeated"
+    );
+}
+
+#[tokio::test]
 async fn signal_goes_to_the_process_and_is_validated() {
     let agent = Agent::start().await;
     let info = start(&agent, json!({"command": "sleep", "args": [marker(10)]})).await;
