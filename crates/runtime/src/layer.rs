@@ -301,14 +301,30 @@ impl Layer {
     /// Unmounts the overlay and the idmapped mounts, keeping the disk mounted
     /// (they belong to one id range; the disk does not).
     pub fn unmount_root(&self) -> Result<()> {
-        // The sandbox's views of its volumes (crate::volume) belong to its uid range too.
-        for view in child_dirs(&self.dir.join(crate::volume::VIEWS_DIR)) {
-            unmount_all(&view)?;
-        }
+        self.unmount_views()?;
+        self.root_mount_points()
+            .iter()
+            .try_for_each(|m| unmount_all(m))
+    }
+
+    /// Unmounts the sandbox's views of its volumes (crate::volume), which belong to its
+    /// uid range too. Never lazily: a volume's file system must be free for its next user
+    /// as soon as this returns.
+    fn unmount_views(&self) -> Result<()> {
+        child_dirs(&self.dir.join(crate::volume::VIEWS_DIR))
+            .iter()
+            .try_for_each(|view| unmount_all(view))
+    }
+
+    /// Where the root's mounts are, in the order they come down: the overlay, its upper
+    /// layer, the image's layers under `lower/`, then `lower/` itself (where a sandbox made
+    /// before images had layers mounted its one image).
+    fn root_mount_points(&self) -> Vec<PathBuf> {
         let [rootfs, upper, lower, _] = self.stack();
-        unmount_all(&rootfs)?;
-        unmount_all(&upper)?;
-        unmount_lowers(&lower)
+        let mut points = vec![rootfs, upper];
+        points.extend(child_dirs(&lower));
+        points.push(lower);
+        points
     }
 
     /// Unmounts everything (the loop device is freed by autoclear).
@@ -329,18 +345,11 @@ impl Layer {
     /// volumes are unmounted outright: a volume's file system must be free for
     /// its next user as soon as this returns.
     pub fn detach(&self) -> Result<DetachedMounts> {
-        for view in child_dirs(&self.dir.join(crate::volume::VIEWS_DIR)) {
-            unmount_all(&view)?;
-        }
+        self.unmount_views()?;
         let mut held = DetachedMounts::default();
-        let [rootfs, upper, lower, disk] = self.stack();
-        detach_all(&rootfs, &mut held)?;
-        detach_all(&upper, &mut held)?;
-        for mount in child_dirs(&lower) {
-            detach_all(&mount, &mut held)?;
+        for point in self.root_mount_points().iter().chain([&self.disk_mount()]) {
+            detach_all(point, &mut held)?;
         }
-        detach_all(&lower, &mut held)?;
-        detach_all(&disk, &mut held)?;
         Ok(held)
     }
 
@@ -369,18 +378,6 @@ impl Layer {
 /// release). A crash of the server closes them as well.
 #[derive(Debug, Default)]
 pub struct DetachedMounts(Vec<std::fs::File>);
-
-impl DetachedMounts {
-    /// How many mounts are held.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 /// Detaches every mount stacked on `path`, keeping a descriptor of each in `held`
 /// so that detaching does not wait for its file system's teardown.
@@ -683,15 +680,6 @@ fn child_dirs(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Unmounts the image's layers under `lower/` (and `lower/` itself, where a
-/// sandbox made before images had layers mounted its one image there).
-fn unmount_lowers(lower: &Path) -> Result<()> {
-    for mount in child_dirs(lower) {
-        unmount_all(&mount)?;
-    }
-    unmount_all(lower)
-}
-
 /// Unmounts every mount stacked on `path`, detaching lazily if it is busy.
 pub fn unmount_all(path: &Path) -> Result<()> {
     for _ in 0..8 {
@@ -939,7 +927,7 @@ mod tests {
         mount_tmpfs(&layer.disk_mount());
         std::fs::write(layer.disk_mount().join("f"), b"still here").expect("write");
         let held = layer.detach().expect("detach");
-        assert_eq!(held.len(), 3);
+        assert_eq!(held.0.len(), 3);
         assert!(
             mounts_under(&layer.dir).is_empty(),
             "{:?}",
