@@ -318,7 +318,14 @@ async fn terminal(sandbox: &Sandbox) {
     pty.read_until("42\r\n", wait).await.expect("the answer");
     pty.resize(100, 30).await.expect("resizing");
     pty.send("stty size\n").await.expect("typing");
-    pty.read_until("30 100", wait).await.expect("the new size");
+    if let Err(err) = pty.read_until("30 100", wait).await {
+        // Tells a resize applied late (after the typing behind it) from one lost.
+        pty.send("stty size; echo asked-$((1+1))\n")
+            .await
+            .expect("typing");
+        let again = pty.read_until("asked-2", wait).await.map(String::from_utf8);
+        panic!("the new size: {err}; asked again: {again:?}");
+    }
     // The socket may come and go; the session stays.
     pty.close().await;
     let mut again = sandbox
