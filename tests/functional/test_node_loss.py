@@ -10,8 +10,9 @@
   node, which resumes it from S3 with its memory, before the draining node ever stops.
 - A node killed with its sandboxes is declared lost once its lease has run out: its running
   sandboxes are marked lost, and its named suspended sandbox (in S3) moves to the surviving
-  node and resumes there with its memory intact. Started again, the lost node registers anew
-  and sweeps what it had of both.
+  node and resumes there with its memory intact; another, deleted there before it resumes,
+  leaves no files and no dump in S3. Started again, the lost node registers anew and sweeps
+  what it had of all three.
 - A node that stalls past its lease (SIGSTOP: it cannot freeze anything) is declared lost;
   when it runs again it learns so, stops the sandbox the cluster marked lost, and registers
   again: the sandbox never runs on after the cluster declared it lost.
@@ -88,7 +89,12 @@ def test_a_killed_node_is_declared_lost_and_its_suspended_sandbox_resumes_elsewh
         counter = movable.start_process(
             "sh", ["-c", COUNTER])
         doomed = via_b.create()
+        parting = via_b.create_and_connect(name="parting")
+        parting.write_file("/root/notes.txt", b"deleted before it ever resumed")
         suspend_into_blob_store(via_b, b, "movable")
+        suspend_into_blob_store(via_b, b, "parting")
+        parting_blobs = f"loss/sandboxes/{parting.sandbox_id}"
+        assert s3.objects(parting_blobs), "the dump was not uploaded"
 
         kill_with_sandboxes(b)
         # Lease 3 s, declared lost a third of a lease after it ran out.
@@ -108,11 +114,21 @@ def test_a_killed_node_is_declared_lost_and_its_suspended_sandbox_resumes_elsewh
         assert wait_for(lambda: node_info(a, "loss-a")["running_sandboxes"] == 1, 15)
         assert container_status(a.data_dir, movable_id) == "running"
 
-        # B comes back: it registers anew and sweeps what it had of both sandboxes.
+        # A suspended sandbox that moved is deleted where it moved, before it ever ran there:
+        # A holds no slot or files of it, and its dump goes from the blob store.
+        assert sandbox(a, "parting")["status"] == "suspended"
+        via_a.delete("parting")
+        ended = sandbox(a, parting.sandbox_id)
+        assert (ended["status"], ended["termination_reason"]) == ("terminated", "deleted"), ended
+        assert not (a.data_dir / "sandboxes" / parting.sandbox_id).exists()
+        assert container_status(a.data_dir, parting.sandbox_id) is None
+        assert wait_for(lambda: not s3.objects(parting_blobs), 30), s3.objects(parting_blobs)
+
+        # B comes back: it registers anew and sweeps what it had of the three sandboxes.
         b.start(timeout=90)
         back = node_info(a, "loss-b")
         assert (back["state"], back["lost_at"]) == ("active", None), back
-        for sid in (movable_id, doomed.sandbox_id):
+        for sid in (movable_id, doomed.sandbox_id, parting.sandbox_id):
             assert not (b.data_dir / "sandboxes" / sid).exists(), sid
         assert runc(b.data_dir, "list", "-q").stdout.split() == []
         # Through B, the moved sandbox is served by A.
