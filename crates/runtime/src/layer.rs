@@ -19,6 +19,7 @@
 //! Every mount is `nosuid,nodev` and the sandbox directory is 0700, so nothing
 //! a sandbox writes (a setuid binary, a device node) is usable on the host.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -28,6 +29,13 @@ use crate::cmd;
 use crate::error::{Result, RuntimeError, path_str};
 use crate::idmap::IdRange;
 use crate::userns;
+
+/// `FS_IOC_SHUTDOWN` (linux/fs.h: `_IOR('X', 125, __u32)`).
+const FS_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
+
+/// Its argument for a shutdown that writes nothing more
+/// (`EXT4_GOING_FLAGS_NOLOGFLUSH`).
+const SHUTDOWN_NOLOGFLUSH: u32 = 2;
 
 /// The on-disk paths of one sandbox's filesystem.
 #[derive(Debug, Clone)]
@@ -340,17 +348,36 @@ impl Layer {
     }
 
     /// Takes every mount of this sandbox out of the host's mount table, leaving
-    /// the teardown of its own file systems (the ext4 disk's last journal commit
-    /// and its loop device, the overlay) to whoever drops the result. Its views of
-    /// volumes are unmounted outright: a volume's file system must be free for
-    /// its next user as soon as this returns.
+    /// the teardown of its own file systems (the ext4 disk and its loop device,
+    /// the overlay) to whoever drops the result. Only for a sandbox whose files
+    /// are thrown away: the disk is shut down before its teardown (see
+    /// [`DetachedMounts`]). Its views of volumes are unmounted outright: a
+    /// volume's file system must be free for its next user as soon as this
+    /// returns.
     pub fn detach(&self) -> Result<DetachedMounts> {
         self.unmount_views()?;
-        let mut held = DetachedMounts::default();
+        let mut held = DetachedMounts {
+            mounts: Vec::new(),
+            disk: self.own_disk(),
+        };
         for point in self.root_mount_points().iter().chain([&self.disk_mount()]) {
             detach_all(point, &mut held)?;
         }
         Ok(held)
+    }
+
+    /// The root of the file system mounted at the disk's mount point, opened for
+    /// its shutdown, when it is this layer's own disk: ext4 on a loop device
+    /// backed by this layer's image. Anything else mounted there is never shut
+    /// down.
+    fn own_disk(&self) -> Option<std::fs::File> {
+        let root = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(self.disk_mount())
+            .ok()?;
+        let dev = root.metadata().ok()?.dev();
+        crate::loopdev::is_backed_by(dev, &self.disk_image()).then_some(root)
     }
 
     /// Takes everything of this sandbox off the host's mount table and hands its
@@ -374,10 +401,41 @@ impl Layer {
 /// each descriptor (`O_PATH`, of a mount's root) holds the last reference to
 /// one mount. Nothing can reach them any more; dropping this closes the
 /// descriptors, and the kernel tears the file systems down on the dropping
-/// thread (for an ext4 disk: its last journal commit, then its loop device's
-/// release). A crash of the server closes them as well.
+/// thread (for the ext4 disk, then its loop device's release). A crash of the
+/// server closes them as well.
+///
+/// Dropping it first makes the sandbox's disk write nothing more (see
+/// [`shut_down_discarded_disk`]): its image is deleted right after, and the
+/// teardown would otherwise write every page the sandbox left unwritten
+/// through the loop device to the host's disk, for nothing.
 #[derive(Debug, Default)]
-pub struct DetachedMounts(Vec<std::fs::File>);
+pub struct DetachedMounts {
+    mounts: Vec<std::fs::File>,
+    /// The disk's root (not `O_PATH`: the ioctl needs a real descriptor), when
+    /// it is the layer's own disk.
+    disk: Option<std::fs::File>,
+}
+
+impl Drop for DetachedMounts {
+    fn drop(&mut self) {
+        if let Some(disk) = self.disk.take() {
+            shut_down_discarded_disk(&disk);
+        }
+    }
+}
+
+/// Makes a discarded disk (its root) write nothing more: its file system is
+/// shut down (`FS_IOC_SHUTDOWN`) without flushing its journal or data. A
+/// failure only costs the writing it spares.
+fn shut_down_discarded_disk(root: &std::fs::File) {
+    let flags: u32 = SHUTDOWN_NOLOGFLUSH;
+    // SAFETY: FS_IOC_SHUTDOWN reads a u32 through the pointer, valid for the call.
+    let rc = unsafe { libc::ioctl(root.as_raw_fd(), FS_IOC_SHUTDOWN, &flags) };
+    if rc != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::debug!(%error, "shutting down a discarded disk");
+    }
+}
 
 /// Detaches every mount stacked on `path`, keeping a descriptor of each in `held`
 /// so that detaching does not wait for its file system's teardown.
@@ -394,7 +452,7 @@ fn detach_all(path: &Path, held: &mut DetachedMounts) -> Result<()> {
             .map_err(RuntimeError::io("opening", path))?;
         nix::mount::umount2(path, MntFlags::MNT_DETACH)
             .map_err(|e| RuntimeError::io("detaching", path)(e.into()))?;
-        held.0.push(root);
+        held.mounts.push(root);
     }
     Ok(())
 }
@@ -927,7 +985,7 @@ mod tests {
         mount_tmpfs(&layer.disk_mount());
         std::fs::write(layer.disk_mount().join("f"), b"still here").expect("write");
         let held = layer.detach().expect("detach");
-        assert_eq!(held.0.len(), 3);
+        assert_eq!(held.mounts.len(), 3);
         assert!(
             mounts_under(&layer.dir).is_empty(),
             "{:?}",
@@ -938,11 +996,59 @@ mod tests {
             "the mount point is bare"
         );
         // The disk's file system is alive until the holder lets go of it.
-        let disk = held.0.last().expect("the disk");
+        let disk = held.mounts.last().expect("the disk");
         let through = format!("/proc/self/fd/{}/f", disk.as_raw_fd());
         assert_eq!(std::fs::read(&through).expect("read"), b"still here");
         drop(held);
         remove_unmounted_tree(&layer.dir).expect("removed");
+    }
+
+    #[tokio::test]
+    #[ignore = "needs root (loop devices, mount)"]
+    async fn a_discarded_disk_writes_nothing_left_unwritten_and_only_its_own_is_shut_down() {
+        use std::io::Write;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let layer = Layer::new(tmp.path().join("sb"));
+        create_private_dir(&layer.dir).expect("mkdir");
+        format_image(&layer.disk_image(), 256, None, false)
+            .await
+            .expect("format");
+        layer.mount_disk().await.expect("mount");
+        let allocated = || {
+            std::fs::metadata(layer.disk_image())
+                .expect("stat image")
+                .blocks()
+                * 512
+        };
+        let before = allocated();
+        let mut file = std::fs::File::create(layer.disk_mount().join("upper/big")).expect("create");
+        for _ in 0..64 {
+            file.write_all(&[7u8; 1 << 20]).expect("write");
+        }
+        drop(file); // closed, not synced: the data is in dirty pages only
+        drop(layer.detach().expect("detach"));
+        let written = allocated() - before;
+        assert!(
+            written < 8 << 20,
+            "{written} bytes reached the image of a discarded disk"
+        );
+
+        // Another image mounted where this layer's disk goes is not this layer's
+        // disk: it is detached but keeps working for whoever holds it.
+        let other = Layer::new(tmp.path().join("other"));
+        create_private_dir(&other.dir).expect("mkdir");
+        format_image(&other.disk_image(), 64, None, false)
+            .await
+            .expect("format");
+        create_private_dir(&layer.disk_mount()).expect("mkdir");
+        crate::loopdev::mount_image(&other.disk_image(), &layer.disk_mount())
+            .await
+            .expect("mount");
+        let held = layer.detach().expect("detach");
+        let disk = held.mounts.last().expect("the disk");
+        let through = format!("/proc/self/fd/{}/still-writable", disk.as_raw_fd());
+        std::fs::write(&through, b"yes").expect("the other disk was shut down");
+        drop(held);
     }
 
     #[test]

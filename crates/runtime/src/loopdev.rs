@@ -143,6 +143,27 @@ pub async fn mount_image(image: &Path, target: &Path) -> Result<()> {
     result
 }
 
+/// Where sysfs shows block device `dev` (a `st_dev`).
+fn sysfs_dir(dev: u64) -> PathBuf {
+    PathBuf::from(format!(
+        "/sys/dev/block/{}:{}",
+        libc::major(dev),
+        libc::minor(dev)
+    ))
+}
+
+/// Whether block device `dev` (a `st_dev`) is a loop device whose backing file is
+/// `image`, as sysfs tells it.
+pub fn is_backed_by(dev: u64, image: &Path) -> bool {
+    let Ok(shown) = std::fs::read_to_string(sysfs_dir(dev).join("loop/backing_file")) else {
+        return false;
+    };
+    let Ok(image) = std::fs::canonicalize(image) else {
+        return false;
+    };
+    Path::new(shown.trim_end_matches('\n')) == image
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,12 +2,13 @@
 //!
 //! Unlinking a deleted sandbox's files (its disk image above all, whose extents
 //! the host file system frees one by one) and tearing down its file systems (the
-//! ext4 disk's last journal commit, its loop device) took a good part of every
-//! delete, and more of it with many sandboxes up. Once every mount of a sandbox
+//! ext4 disk, shut down first so that nothing left unwritten is written, and its
+//! loop device) took a good part of every delete, and more of it with many
+//! sandboxes up. Once every mount of a sandbox
 //! is detached from the host (see [`crate::layer::Layer::detach`]), its
 //! directory is renamed in here (one atomic step on the same file system: the
 //! sandbox's directory is gone when the delete answers), and on the blocking
-//! pool afterwards its file systems are let go and its files removed. What a
+//! pool afterwards its files are removed and its file systems let go. What a
 //! crash leaves in here is removed when the node starts again (the kernel tears
 //! down the file systems of a server that died); an orderly shutdown waits for
 //! it ([`Trash::drained`]).
@@ -129,11 +130,15 @@ impl Trash {
         }
         let pending = Arc::clone(&self.pending);
         tokio::task::spawn_blocking(move || {
-            // The file systems first: their images are in the tree.
-            drop(held);
+            // The files first (an image still attached to its loop device is only
+            // unlinked; its blocks are freed when the device lets go of it), then
+            // the file systems: a disk's shutdown writes its journal's superblock
+            // once, which forces a commit of the host's file system, and coming
+            // this much later it no longer stalls the delete's own last writes.
             if let Err(e) = crate::layer::remove_unmounted_tree(&entry) {
                 tracing::warn!(path = %entry.display(), error = %e, "removing a deleted sandbox's files");
             }
+            drop(held);
             let mut state = pending.lock();
             state.entries -= 1;
             state.bytes = state.bytes.saturating_sub(bytes);
