@@ -706,6 +706,24 @@ pub fn remove_unmounted_tree(dir: &Path) -> Result<()> {
     std::fs::remove_dir_all(dir).map_err(RuntimeError::io("removing", dir))
 }
 
+/// Deletes what `dir` holds and leaves `dir` itself, empty, unless something is
+/// still mounted below it (as [`remove_unmounted_tree`]). Symlinks are removed,
+/// never followed.
+pub fn empty_unmounted_tree(dir: &Path) -> Result<()> {
+    refuse_mounts(dir)?;
+    for entry in std::fs::read_dir(dir).map_err(RuntimeError::io("reading", dir))? {
+        let entry = entry.map_err(RuntimeError::io("reading", dir))?;
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(RuntimeError::io("removing", &path))?;
+    }
+    Ok(())
+}
+
 /// Fails if `dir` or a directory below it is a mount point. The walk never
 /// enters a mount, so it only visits what is removed anyway (no read of the
 /// host's whole mount table, which grows with every sandbox).
@@ -1049,6 +1067,21 @@ mod tests {
         let through = format!("/proc/self/fd/{}/still-writable", disk.as_raw_fd());
         std::fs::write(&through, b"yes").expect("the other disk was shut down");
         drop(held);
+    }
+
+    #[test]
+    fn emptying_a_tree_keeps_it_and_never_follows_a_symlink() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (tree, outside) = (tmp.path().join("tree"), tmp.path().join("outside"));
+        std::fs::create_dir_all(tree.join("sub")).expect("mkdir");
+        std::fs::create_dir(&outside).expect("mkdir");
+        std::fs::write(outside.join("keep"), b"host").expect("write");
+        std::fs::write(tree.join("file"), b"x").expect("write");
+        std::fs::write(tree.join("sub/file"), b"x").expect("write");
+        std::os::unix::fs::symlink(&outside, tree.join("link")).expect("symlink");
+        empty_unmounted_tree(&tree).expect("emptied");
+        assert_eq!(std::fs::read_dir(&tree).expect("read").count(), 0);
+        assert_eq!(std::fs::read(outside.join("keep")).expect("read"), b"host");
     }
 
     #[test]

@@ -135,10 +135,13 @@ impl Trash {
             // the file systems: a disk's shutdown writes its journal's superblock
             // once, which forces a commit of the host's file system, and coming
             // this much later it no longer stalls the delete's own last writes.
-            if let Err(e) = crate::layer::remove_unmounted_tree(&entry) {
+            // The entry's own directory goes last, so that an entry is listed
+            // until nothing of it is left, its loop device included.
+            let emptied = crate::layer::empty_unmounted_tree(&entry);
+            drop(held);
+            if let Err(e) = emptied.and_then(|()| crate::layer::remove_unmounted_tree(&entry)) {
                 tracing::warn!(path = %entry.display(), error = %e, "removing a deleted sandbox's files");
             }
-            drop(held);
             let mut state = pending.lock();
             state.entries -= 1;
             state.bytes = state.bytes.saturating_sub(bytes);
