@@ -152,10 +152,54 @@ def leftovers() -> list[str]:
     return found
 
 
+# Ports `free_port` handed out in this process: servers made before any of them listens (the
+# nodes of a cluster) must not be given the same one, which the kernel may offer twice.
+_PORTS_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, not handed out before by this process."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_HANDED_OUT:
+            _PORTS_HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("the kernel kept offering ports already handed out")
+
+
+def _listening_sockets(pid: int, port: int) -> set[str]:
+    """Inodes of the sockets listening on TCP `port` in the network namespace of `pid`."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found
+
+
+def holds_listener(pid: int, port: int) -> bool:
+    """Whether process `pid` itself listens on `port`: whoever answers on a port may be another
+    server that took it first."""
+    sockets = _listening_sockets(pid, port)
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[len("socket:["):-1] in sockets:
+            return True
+    return False
 
 
 class AlcoveServer:
@@ -194,6 +238,8 @@ class AlcoveServer:
         # Set when it serves HTTPS (--tls-cert): the CA its certificate is checked against.
         self.tls_ca = tls_ca
         self.proc: subprocess.Popen[bytes] | None = None
+        # Whether it started once (its port is known to clients from then on).
+        self._started = False
         # Whether the last stop had to kill the server (it outlived its grace after SIGTERM).
         self.killed_at_stop = False
         _INSTANCES.append(self)
@@ -209,6 +255,26 @@ class AlcoveServer:
         return ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else True
 
     def start(self, timeout: float = 30.0) -> None:
+        """Starts the server and waits until it answers. On its first start a port taken by
+        someone else since `free_port` (the server exits: address in use) is swapped for
+        another; later starts keep the port, which clients already hold."""
+        for _ in range(3):
+            logged = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                self._start_once(timeout)
+                self._started = True
+                return
+            except RuntimeError:
+                with open(self.log_path, "rb") as log:
+                    log.seek(logged)
+                    taken = b"Address already in use" in log.read()
+                exited = self.proc is None or self.proc.poll() is not None
+                if self._started or not taken or not exited:
+                    raise
+                self.port = free_port()
+        raise RuntimeError(f"alcove serve found no free port:\n{self.log_tail()}")
+
+    def _start_once(self, timeout: float) -> None:
         argv = [
             *self.launcher,
             str(self.binary),
@@ -235,7 +301,10 @@ class AlcoveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"alcove serve exited early:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1, verify=self._verify()).status_code == 200:
+                # Healthy only once this process listens: another server holding the port (it
+                # took it between `free_port` and this start) answers too, and this one exits.
+                if (httpx.get(f"{self.url}/healthz", timeout=1, verify=self._verify()).status_code == 200
+                        and holds_listener(self.proc.pid, self.port)):
                     return
             except httpx.TransportError:
                 pass
