@@ -98,7 +98,10 @@ fn attach(image: &Path) -> Result<(PathBuf, std::fs::File)> {
         };
         // SAFETY: `config` is a valid `struct loop_config` that outlives the call.
         match unsafe { loop_configure(device.as_raw_fd(), &config) } {
-            Ok(_) => return Ok((dev, device)),
+            Ok(_) => {
+                keep_flushes(n);
+                return Ok((dev, device));
+            }
             // Another process configured it first: ask for the next free one.
             Err(nix::errno::Errno::EBUSY) => continue,
             Err(e) => return Err(RuntimeError::io("configuring", &dev)(e.into())),
@@ -107,6 +110,38 @@ fn attach(image: &Path) -> Result<(PathBuf, std::fs::File)> {
     Err(RuntimeError::Config(
         "no free loop device after several attempts".into(),
     ))
+}
+
+/// Where sysfs says whether loop device `n` passes flushes on to its file.
+fn write_cache_setting(n: i32) -> PathBuf {
+    PathBuf::from(format!("/sys/block/loop{n}/queue/write_cache"))
+}
+
+/// Makes loop device `n` pass flushes on to its backing file again if it was
+/// declared write-through. That setting survives the device's release, so a
+/// device once set so by anyone would hand every later sandbox given it an ext4
+/// whose fsyncs and journal commits never reach the host's disk. Reading it is
+/// cheap; it is written only when wrong, and a failure is logged, not fatal
+/// (the sandbox still works, only less durably).
+fn keep_flushes(n: i32) {
+    let setting = write_cache_setting(n);
+    match std::fs::read_to_string(&setting) {
+        Ok(mode) if mode.trim_end() == "write through" => {
+            match std::fs::write(&setting, "write back") {
+                Ok(()) => tracing::warn!(
+                    device = n,
+                    "loop device was write-through (flushes dropped); set back to write back"
+                ),
+                Err(e) => tracing::warn!(
+                    device = n,
+                    error = %e,
+                    "loop device is write-through (flushes dropped) and could not be set back"
+                ),
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(device = n, error = %e, "reading the loop device's cache mode"),
+    }
 }
 
 /// The backing file's name as the kernel shows it (`losetup -l`), cut to fit.
@@ -172,6 +207,28 @@ mod tests {
     fn the_structs_match_the_kernels() {
         assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
         assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
+    }
+
+    #[test]
+    #[ignore = "needs root (loop devices)"]
+    fn a_loop_device_left_write_through_passes_flushes_on_again() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let image = tmp.path().join("img");
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(1 << 20))
+            .expect("image");
+        let (dev, device) = attach(&image).expect("attach");
+        let n: i32 = dev.to_string_lossy()["/dev/loop".len()..]
+            .parse()
+            .expect("device number");
+        let setting = write_cache_setting(n);
+        let mode = || std::fs::read_to_string(&setting).expect("read the setting");
+        assert_eq!(mode().trim_end(), "write back");
+        std::fs::write(&setting, "write through").expect("set write-through");
+        assert_eq!(mode().trim_end(), "write through");
+        keep_flushes(n);
+        assert_eq!(mode().trim_end(), "write back");
+        drop(device);
     }
 
     #[test]
