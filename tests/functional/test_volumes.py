@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,37 @@ def test_read_only_is_enforced_and_readers_share(client, vol):
             r2.attach_file_system(vol, "/rw")
         assert status_of(e) == 409 and e.value.code == "FILE_SYSTEM_IN_USE", "r1 still reads it"
         r1.detach_file_system("/ro")
+
+
+def test_readers_attaching_at_once_share_one_mount_of_the_image(client, server, vol):
+    # Each round starts with the volume mounted nowhere, then four sandboxes attach it at the
+    # same moment while a fifth lets go of it (which releases host mounts no view uses): the
+    # image must be mounted once (one loop device, one ext4 instance), and every reader sees it.
+    with client.create_and_connect() as w:
+        w.attach_file_system(vol, "/data")
+        w.write_file("/data/seed", b"seed")
+        w.detach_file_system("/data")
+    readers = [client.create_and_connect() for _ in range(5)]
+    try:
+        for round_ in range(4):
+            leaving = readers[round_ % len(readers)]
+            leaving.attach_file_system(vol, "/ro", read_only=True)
+            joining = [r for r in readers if r is not leaving]
+            with ThreadPoolExecutor(len(readers)) as pool:
+                done = [pool.submit(r.attach_file_system, vol, "/ro", read_only=True) for r in joining]
+                done.append(pool.submit(leaving.detach_file_system, "/ro"))
+                for f in done:
+                    f.result()
+            loops = volume_loops(server.data_dir)
+            assert len(loops) == 1, f"round {round_}: the image is on {loops}"
+            for r in joining:
+                assert r.read_file("/ro/seed") == b"seed", f"round {round_}: {r.sandbox_id} lost the volume"
+            for r in joining:
+                r.detach_file_system("/ro")
+            assert not volume_loops(server.data_dir), "the last reader gone, the image stays mounted"
+    finally:
+        for r in readers:
+            r.terminate()
 
 
 def test_read_write_is_exclusive_and_delete_waits_for_detach(client, vol):

@@ -159,23 +159,26 @@ pub async fn mount_image(image: &Path, target: &Path) -> Result<()> {
     let (image, target) = (image.to_path_buf(), target.to_path_buf());
     let started = std::time::Instant::now();
     let shown = image.display().to_string();
-    let result = crate::blocking::run(move || {
-        let (dev, device) = attach(&image)?;
-        let mounted = nix::mount::mount(
-            Some(dev.as_path()),
-            &target,
-            Some("ext4"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME,
-            None::<&str>,
-        );
-        // Closing the device now leaves the mount as its only user (the device is
-        // freed when it is unmounted) or, when the mount failed, frees it at once.
-        drop(device);
-        mounted.map_err(|e| RuntimeError::io("mounting", &target)(e.into()))
-    })
-    .await?;
+    let result = crate::blocking::run(move || mount_image_now(&image, &target)).await?;
     tracing::debug!(image = %shown, elapsed_ms = started.elapsed().as_millis() as u64, "loop mount");
     result
+}
+
+/// [`mount_image`] on the calling thread (which may block), for callers that
+/// must do it under a lock of their own.
+pub fn mount_image_now(image: &Path, target: &Path) -> Result<()> {
+    let (dev, device) = attach(image)?;
+    let mounted = nix::mount::mount(
+        Some(dev.as_path()),
+        target,
+        Some("ext4"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME,
+        None::<&str>,
+    );
+    // Closing the device now leaves the mount as its only user (the device is
+    // freed when it is unmounted) or, when the mount failed, frees it at once.
+    drop(device);
+    mounted.map_err(|e| RuntimeError::io("mounting", target)(e.into()))
 }
 
 /// Where sysfs shows block device `dev` (a `st_dev`).

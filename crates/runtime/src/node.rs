@@ -172,6 +172,9 @@ pub struct Node {
     pub(crate) disk_promises: crate::disk_promises::DiskPromises,
     /// Deleted sandboxes' files and used dumps, removed in the background.
     pub(crate) trash: Arc<crate::trash::Trash>,
+    /// Held while a volume's host mount is made or used for a new view, and
+    /// while unused ones are released (see [`crate::volume`]).
+    pub(crate) volume_mounts: Arc<Mutex<()>>,
 }
 
 /// A short tag unique to a data directory, carried by every host-wide name.
@@ -292,6 +295,7 @@ impl Node {
             cpus: CpuPlan::of_host(),
             running: Mutex::new(HashMap::new()),
             disk_promises: Default::default(),
+            volume_mounts: Arc::default(),
         })
     }
 

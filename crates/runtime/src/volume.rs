@@ -15,18 +15,26 @@
 //!          in the sandbox: <mount_path> a clone of vols/<key> (nosuid,nodev[,ro])
 //! ```
 //!
-//! A loop device is made by `mount -o loop` with autoclear, so it goes away
-//! with the last mount of the file system, wherever that mount was.
+//! Its loop device is made as a writable layer's is ([`crate::loopdev`]), with
+//! autoclear, so it goes away with the last mount of the file system, wherever
+//! that mount was.
+//!
+//! Making the host mount and a view from it is one step under the node's
+//! `volume_mounts` lock, and so is releasing host mounts no view uses. Without
+//! it, two sandboxes attaching one volume at once could each mount the image,
+//! two ext4 instances writing one file; and a release between a host mount
+//! and its view would leave the view a clone of the empty directory beneath.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::error::{Result, RuntimeError, path_str};
+use crate::error::{Result, RuntimeError};
 use crate::idmap::IdRange;
 use crate::layer::{self, is_mountpoint, mounts_under, unmount_all};
 use crate::node::Node;
 use crate::sandbox_id::SandboxId;
-use crate::{blocking, cmd, userns, volume_ns};
+use crate::{blocking, userns, volume_ns};
 
 /// Where the views of a sandbox's volumes are, under its directory.
 pub const VIEWS_DIR: &str = "vols";
@@ -112,10 +120,16 @@ impl Node {
     /// host has it mounted.
     pub async fn delete_volume(&self, key: &str) -> Result<()> {
         let dir = self.volume_dir(key)?;
-        if self.volume_in_use(key) {
-            return Err(RuntimeError::Busy(format!("volume {key} is mounted")));
+        {
+            let _held = self
+                .volume_mounts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if self.volume_in_use(key) {
+                return Err(RuntimeError::Busy(format!("volume {key} is mounted")));
+            }
+            unmount_all(&dir.join("mnt"))?;
         }
-        unmount_all(&dir.join("mnt"))?;
         let removed = blocking::run(move || layer::remove_unmounted_tree(&dir)).await?;
         self.disk_promises.forget();
         removed
@@ -143,24 +157,19 @@ impl Node {
         })
     }
 
-    /// Mounts volume `key` on the host (once, shared by every sandbox using it).
-    async fn mount_volume_host(&self, key: &str) -> Result<PathBuf> {
-        let dir = self.volume_dir(key)?;
+    /// Mounts the volume in `dir` on the host unless it is (once, shared by
+    /// every sandbox using it); its mount point. The caller holds
+    /// `volume_mounts`.
+    fn mount_volume_host(dir: &Path) -> Result<PathBuf> {
         let image = dir.join("disk.img");
         if !image.is_file() {
+            let key = dir.file_name().unwrap_or_default().to_string_lossy();
             return Err(RuntimeError::Config(format!("volume {key} has no image")));
         }
         let mnt = dir.join("mnt");
         layer::create_private_dir(&mnt)?;
         if !is_mountpoint(&mnt) {
-            cmd::run(&[
-                "mount",
-                "-o",
-                "loop,noatime,nosuid,nodev",
-                path_str(&image)?,
-                path_str(&mnt)?,
-            ])
-            .await?;
+            crate::loopdev::mount_image_now(&image, &mnt)?;
         }
         Ok(mnt)
     }
@@ -168,6 +177,10 @@ impl Node {
     /// Unmounts the host mounts of volumes no sandbox has a view of (their
     /// loop devices go with them); returns the keys unmounted.
     pub fn release_unused_volumes(&self) -> Vec<String> {
+        let _held = self
+            .volume_mounts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let root = self.cfg.data_dir.join("volumes");
         let mut released = Vec::new();
         // Each volume's host mount is `<root>/<key>/mnt`: found with one `statx` per
@@ -205,10 +218,13 @@ impl Node {
         range: IdRange,
         read_only: bool,
     ) -> Result<PathBuf> {
-        let host = self.mount_volume_host(key).await?;
+        let dir = self.volume_dir(key)?;
         let view = self.volume_view(id, key)?;
         let target = view.clone();
+        let lock = Arc::clone(&self.volume_mounts);
         blocking::run(move || -> Result<()> {
+            let _held = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let host = Self::mount_volume_host(&dir)?;
             if let Some(parent) = target.parent() {
                 // Searchable by the sandbox's root: a restore (CRIU) opens the view from
                 // inside the sandbox's user namespace. Nothing here is listable.
