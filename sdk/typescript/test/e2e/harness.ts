@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { openSync, closeSync, readFileSync, mkdirSync, writeSync, unlinkSync, existsSync } from "node:fs";
+import { openSync, closeSync, readFileSync, readdirSync, readlinkSync, mkdirSync, writeSync, unlinkSync, existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -29,12 +29,61 @@ export const ALCOVE_BIN = setting("ALCOVE_BIN", join(REPO, "target/release/alcov
 export const AGENT_PATH = setting("ALCOVE_AGENT_PATH", join(REPO, "target/x86_64-unknown-linux-gnu/release/alcove-agent"));
 export const IMAGES_DIR = setting("ALCOVE_IMAGES_DIR", "/var/lib/alcove/images");
 
+// Ports `freePort` handed out in this process: servers made before any of them listens must
+// not be given the same one, which the kernel may offer twice.
+const portsHandedOut = new Set<number>();
+
+/** A port nothing listens on now, not handed out before by this process. */
 async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  for (;;) {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (!portsHandedOut.has(port)) {
+      portsHandedOut.add(port);
+      return port;
+    }
+  }
+}
+
+/** Inodes of the sockets listening on TCP `port` in the network namespace of `pid`. */
+function listeningSockets(pid: number, port: number): Set<string> {
+  const found = new Set<string>();
+  for (const table of ["tcp", "tcp6"]) {
+    let rows: string[];
+    try {
+      rows = readFileSync(`/proc/${pid}/net/${table}`, "utf8").split("\n").slice(1);
+    } catch {
+      continue;
+    }
+    for (const row of rows) {
+      const fields = row.trim().split(/\s+/);
+      if (fields.length > 9 && fields[3] === "0A" && parseInt(fields[1].split(":").pop() ?? "", 16) === port) {
+        found.add(fields[9]);
+      }
+    }
+  }
+  return found;
+}
+
+/** Whether process `pid` itself listens on `port` (whoever answers there may be another server). */
+function holdsListener(pid: number, port: number): boolean {
+  const sockets = listeningSockets(pid, port);
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return false;
+  }
+  return fds.some((fd) => {
+    try {
+      const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      return target.startsWith("socket:[") && sockets.has(target.slice("socket:[".length, -1));
+    } catch {
+      return false;
+    }
+  });
 }
 
 function randomInt(low: number, high: number): number {
@@ -129,45 +178,61 @@ export class AlcoveServer {
     this.apiKeys = apiKeys;
   }
 
-  /** Start a server and wait until `/healthz` answers. */
+  /**
+   * Start a server and wait until `/healthz` answers from it. A port someone took since
+   * `freePort` (the server exits: address in use) is swapped for another.
+   */
   static async start(options: ServerOptions = {}, timeoutMs = 30_000): Promise<AlcoveServer> {
-    const dataDir = await mkdtemp(join(tmpdir(), "alcove-ts-e2e-"));
-    const server = new AlcoveServer(await freePort(), dataDir, options.apiKeys ?? []);
+    for (let attempt = 1; ; attempt++) {
+      const server = new AlcoveServer(await freePort(), await mkdtemp(join(tmpdir(), "alcove-ts-e2e-")), options.apiKeys ?? []);
+      try {
+        await server.#launch(timeoutMs);
+        return server;
+      } catch (error) {
+        const taken = server.logTail(400).includes("Address already in use");
+        await server.stop();
+        if (!taken || attempt === 3) throw error;
+      }
+    }
+  }
+
+  async #launch(timeoutMs: number): Promise<void> {
     // A subnet of its own, so that concurrent servers never share addresses.
     const subnet = claimSubnet();
     const argv = [
       "serve",
-      "--listen", `127.0.0.1:${server.port}`,
-      "--data-dir", dataDir,
+      "--listen", `127.0.0.1:${this.port}`,
+      "--data-dir", this.dataDir,
       "--images-dir", IMAGES_DIR,
       "--agent-path", AGENT_PATH,
       "--subnet", subnet,
-      ...server.apiKeys.flatMap((key) => ["--api-key", key]),
+      ...this.apiKeys.flatMap((key) => ["--api-key", key]),
     ];
-    const log = openSync(server.logPath, "a");
+    const log = openSync(this.logPath, "a");
     const env: NodeJS.ProcessEnv = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" };
     delete env.ALCOVE_API_KEYS;
     delete env.ALCOVE_LISTEN;
     const proc = spawn(ALCOVE_BIN, argv, { stdio: ["ignore", log, log], env });
     closeSync(log);
-    server.#proc = proc;
-    server.#exited = new Promise((resolve) => proc.once("exit", () => resolve()));
+    this.#proc = proc;
+    this.#exited = new Promise((resolve) => proc.once("exit", () => resolve()));
     let spawnError: Error | undefined;
     proc.once("error", (error) => (spawnError = error));
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (spawnError) throw new Error(`could not start ${ALCOVE_BIN}: ${spawnError.message}`);
-      if (proc.exitCode !== null) throw new Error(`alcove serve exited early:\n${server.logTail()}`);
+      if (proc.exitCode !== null) throw new Error(`alcove serve exited early:\n${this.logTail()}`);
       try {
-        const response = await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(1000) });
-        if (response.ok) return server;
+        const response = await fetch(`${this.url}/healthz`, { signal: AbortSignal.timeout(1000) });
+        // Healthy only once this process listens: a server that took the port first answers
+        // too, and this one exits.
+        if (response.ok && proc.pid !== undefined && holdsListener(proc.pid, this.port)) return;
       } catch {
         // not listening yet
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    await server.stop();
-    throw new Error(`alcove serve did not become healthy:\n${server.logTail()}`);
+    throw new Error(`alcove serve did not become healthy:\n${this.logTail()}`);
   }
 
   get url(): string {
