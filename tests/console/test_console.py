@@ -80,12 +80,15 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
+    # Chromium leaves its singleton directory behind in TMPDIR: one of its own, removed with it.
+    tmp = tmp_path_factory.mktemp("chromium")
     with playwright_sync.sync_playwright() as p:
         # Root in a container: Chromium's own sandbox needs user namespaces it may not get.
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], env={**os.environ, "TMPDIR": str(tmp)})
         yield b
         b.close()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Console:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
-from framework.server import free_port
+from framework.server import free_port, holds_listener
 
 S3S_FS_VERSION = "0.14.1"
 
@@ -45,14 +45,26 @@ class S3Server:
         self.secret_key = "sk" + secrets.token_hex(16)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log: BinaryIO | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def log_path(self) -> Path:
+        """Its output, beside (not in) the directory of its objects; removed by `stop()`."""
+        return self.root.parent / f"{self.root.name}.log"
+
+    def _log_tail(self) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+        except OSError:
+            return "(no log)"
+
     def start(self) -> None:
         self.port = free_port()
-        self.log = open(self.root.parent / f"{self.root.name}.log", "wb")
+        self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [
                 str(s3s_fs_binary()),
@@ -68,19 +80,22 @@ class S3Server:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"s3s-fs exited with {self.proc.returncode}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                raise RuntimeError(f"s3s-fs exited with {self.proc.returncode}:\n{self._log_tail()}")
+            # Its own listening socket, not whatever answers on the port.
+            if holds_listener(self.proc.pid, self.port):
                 return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("s3s-fs did not listen within 20 s")
+            time.sleep(0.05)
+        raise RuntimeError(f"s3s-fs did not listen within 20 s:\n{self._log_tail()}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+            self.log_path.unlink(missing_ok=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> "S3Server":
