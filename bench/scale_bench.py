@@ -7,7 +7,10 @@ each plus their agents, and a loop device each):
     .venv/bin/python bench/scale_bench.py [--idle 1000] [--samples 40]
 
 Starts its own `alcove serve` (disk overcommit raised: the idle sandboxes write nothing).
-Fills and drains with four requests at a time; measures one request at a time.
+Fills and drains with four requests at a time; measures one request at a time, back to back
+and then spaced (`--pause-ms`, 200 by default): back to back, a create or delete also competes
+with the background work its predecessor left (a spare layer formatted for the next create, a
+deleted sandbox's files and file systems let go on two CPUs), spaced it is measured alone.
 
 Each level is measured in a steady state: before it, the host's dirty pages are written
 back (`sync`) and the bench waits until the kernel reports little left to write. Making
@@ -64,8 +67,11 @@ def private_mount_namespace() -> subprocess.Popen:
     return holder
 
 
-def measure(client, samples: int, runs: int) -> tuple[list[float], list[float], list[float]]:
-    """Create, delete and run("true") latencies, one request at a time."""
+def measure(client, samples: int, runs: int, pause_s: float) -> list[list[float]]:
+    """Create, delete and run("true") latencies, one request at a time; then creates and
+    deletes again with `pause_s` between them (each then measured without the background
+    work of the one before: a spare layer formatted, a deleted sandbox's files and file
+    systems let go)."""
     made: list[str] = []
     creates = []
     for _ in range(samples):
@@ -75,7 +81,15 @@ def measure(client, samples: int, runs: int) -> tuple[list[float], list[float], 
         for _ in range(5):
             sb.run("true")
         run = [timed(lambda: sb.run("true")) for _ in range(runs)]
-    return creates, deletes, run
+    made.clear()
+    spaced_creates, spaced_deletes = [], []
+    for _ in range(samples):
+        time.sleep(pause_s)
+        spaced_creates.append(timed(lambda: made.append(client.create(**SMALL).sandbox_id)))
+    for i in made:
+        time.sleep(pause_s)
+        spaced_deletes.append(timed(lambda i=i: client.delete(i)))
+    return [creates, deletes, run, spaced_creates, spaced_deletes]
 
 
 SETTLED_DIRTY_KB = 16 * 1024  # what `sync` may leave (pages dirtied meanwhile)
@@ -109,6 +123,9 @@ def main() -> None:
         "--no-settle", action="store_true", help="measure right after the fill, while its writes go to disk"
     )
     parser.add_argument(
+        "--pause-ms", type=int, default=200, help="time between the spaced creates and deletes"
+    )
+    parser.add_argument(
         "--baseline-runs", type=int, default=20, help="raw `runc run` of /bin/true timed at each level (0: none)"
     )
     args = parser.parse_args()
@@ -126,7 +143,7 @@ def main() -> None:
         with client.create_and_connect(**SMALL) as sb:
             sb.run("true")  # warm-up
         settled = [] if args.no_settle else [settle()]
-        empty = measure(client, args.samples, args.runs)
+        empty = measure(client, args.samples, args.runs, args.pause_ms / 1000)
         raw_empty = runc_run_true(ROOTFS, args.baseline_runs)
         private_empty = runc_run_true(ROOTFS, args.baseline_runs, launcher=in_private)
 
@@ -137,7 +154,7 @@ def main() -> None:
         fill_s = time.monotonic() - started
         if not args.no_settle:
             settled.append(settle())
-        full = measure(client, args.samples, args.runs)
+        full = measure(client, args.samples, args.runs, args.pause_ms / 1000)
         raw_full = runc_run_true(ROOTFS, args.baseline_runs)
         private_full = runc_run_true(ROOTFS, args.baseline_runs, launcher=in_private)
 
@@ -148,7 +165,7 @@ def main() -> None:
         idle.clear()
         if not args.no_settle:
             settled.append(settle())
-        again = measure(client, args.samples, args.runs)
+        again = measure(client, args.samples, args.runs, args.pause_ms / 1000)
 
         n = args.idle
         when = (
@@ -167,6 +184,13 @@ def main() -> None:
             summarize("delete, empty server again, after the drain", again[1]),
             summarize('run("true"), empty server again, after the drain', again[2]),
         ]
+        spaced = f"{args.pause_ms} ms apart"
+        for k, what in ((3, "create (blocking)"), (4, "delete")):
+            rows += [
+                summarize(f"{what}, {spaced}, empty server", empty[k]),
+                summarize(f"{what}, {spaced}, {n} up", full[k]),
+                summarize(f"{what}, {spaced}, empty server again", again[k]),
+            ]
         if raw_empty and raw_full:
             rows += [
                 summarize("baseline: raw `runc run` of /bin/true, host mount namespace, empty server", raw_empty),
@@ -180,7 +204,8 @@ def main() -> None:
             REPO / "bench/results/scale.json",
         )
         print(f"\nRatio of p50 with {n} up to the empty server (before the fill / after the drain):\n")
-        for name, before, up, after in zip(("create", "delete", 'run("true")'), empty, full, again, strict=True):
+        names = ("create", "delete", 'run("true")', f"create, {spaced}", f"delete, {spaced}")
+        for name, before, up, after in zip(names, empty, full, again, strict=True):
             mid = percentile(up, 50)
             first, second = mid / percentile(before, 50), mid / percentile(after, 50)
             print(f"* {name}: {first:.2f}× / {second:.2f}×")

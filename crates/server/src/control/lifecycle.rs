@@ -549,8 +549,10 @@ impl Sandboxes {
         reason: TerminationReason,
     ) -> Result<SandboxRecord, ControlError> {
         let id = id.clone();
+        let started = std::time::Instant::now();
         let lock = self.ctx.op_lock(&id);
         let guard = lock.lock().await;
+        let locked = started.elapsed();
         let mut record = self
             .ctx
             .store
@@ -579,6 +581,7 @@ impl Sandboxes {
         record.pending_reason = None;
         let slot = record.slot.take();
         self.ctx.store.update(&record).await?;
+        let stored = started.elapsed();
         self.ctx.take_running(&id);
         if let Some(slot) = slot.and_then(|s| u32::try_from(s).ok()) {
             self.ctx.node.destroy(&id, Slot(slot)).await;
@@ -587,6 +590,7 @@ impl Sandboxes {
             // resume fetched of it. On failure the archive's purge tries again.
             tracing::warn!(sandbox_id = %id, error = %e, "removing an ended sandbox's files");
         }
+        let removed = started.elapsed();
         self.ctx.forget_blobs(super::blobs::sandbox_owner(&id));
         drop(guard);
         self.ctx.forget_op_lock(&id);
@@ -600,6 +604,15 @@ impl Sandboxes {
                 format!("sandbox ended ({why})"),
             )
             .await;
+        let ms = |d: Duration| (d.as_secs_f64() * 100_000.0).round() / 100.0;
+        tracing::debug!(
+            sandbox_id = %id,
+            lock_ms = ms(locked),
+            store_ms = ms(stored - locked),
+            node_ms = ms(removed - stored),
+            log_ms = ms(started.elapsed() - removed),
+            "sandbox end timed"
+        );
         Ok(record)
     }
 }
