@@ -429,6 +429,8 @@ def test_the_desktop_page_shows_the_desktop_in_headless_chromium(server, desktop
          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
          f"--remote-debugging-port={port}", "--window-size=1280,800", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # Its singleton directory goes in TMPDIR, which it leaves behind: the test's own.
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     try:
         deadline = time.monotonic() + 30
