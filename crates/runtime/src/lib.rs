@@ -48,5 +48,5 @@ pub mod volume;
 pub mod volume_ns;
 
 pub use error::{Result, RuntimeError};
-pub use node::{Node, NodeConfig, SandboxHandle, SandboxSpec};
+pub use node::{Laps, Node, NodeConfig, SandboxHandle, SandboxSpec};
 pub use sandbox_id::{InvalidSandboxId, SandboxId};

@@ -29,7 +29,7 @@ pub async fn plumb(net: SandboxNet, prefix: u8, pid: i32, limits: NamespaceLimit
         .spawn(move || {
             let mut lap = crate::node::Laps::new(std::time::Instant::now());
             let result = crate::network::attach_blocking(&net, prefix, pid);
-            let attach_ms = lap.next();
+            let attach_ms = lap.split();
             let result = result.and_then(|()| {
                 if limits.is_empty() {
                     Ok(())
@@ -37,7 +37,7 @@ pub async fn plumb(net: SandboxNet, prefix: u8, pid: i32, limits: NamespaceLimit
                     crate::userns::write_namespace_limits(pid, &limits)
                 }
             });
-            let total_ms = attach_ms + lap.next();
+            let total_ms = attach_ms + lap.split();
             tracing::debug!(attach_ms, total_ms, "network plumbed");
             let _ = tx.send(result);
         })

@@ -377,7 +377,7 @@ impl Node {
         perms::own_sandbox_dir(&layer.dir, Some(range.first))?;
         // A sandbox resized while suspended comes back with the bigger disk.
         layer.grow_offline(spec.disk_mb).await?;
-        let ids_ms = lap.next();
+        let ids_ms = lap.split();
         // The cgroups are made while the layer's mount waits for the kernel.
         let (mounted, net, user_cgroups) =
             tokio::join!(layer.mount_disk(), self.network.prepare(slot), async {
@@ -392,9 +392,9 @@ impl Node {
             });
         mounted?;
         let user_cgroups = user_cgroups?;
-        let disk_ms = lap.next();
+        let disk_ms = lap.split();
         let cpuset = self.cpus.assign(&spec.id, spec.cpus);
-        let cgroups_ms = lap.next();
+        let cgroups_ms = lap.split();
         let volumes = self
             .prepare_volume_views(&spec.id, &spec.volumes, range)
             .await?;
@@ -408,10 +408,10 @@ impl Node {
             cpuset,
             (user_cgroups, volumes),
         )?;
-        let bundle_ms = lap.next();
+        let bundle_ms = lap.split();
         layer.prepare_mountpoints(&spec.image.layers, &mountpoints)?;
         layer.mount_root(&spec.image.layers, range).await?;
-        let root_ms = lap.next();
+        let root_ms = lap.split();
         match restore {
             None => self.runc.run_detached(&spec.id, &bundle_dir).await?,
             Some((images, work)) => {
@@ -422,7 +422,7 @@ impl Node {
                     .await?;
             }
         }
-        let runc_ms = lap.next();
+        let runc_ms = lap.split();
         // Read once: the plumbing and the namespace's name both need it.
         let pid = self.runc.init_pid(&spec.id).ok_or_else(|| {
             RuntimeError::Config(format!("runc keeps no state of container {}", spec.id))
@@ -438,7 +438,7 @@ impl Node {
             .await?;
         }
         // The server's plumbing of a new container (0 on restore: the hook did it).
-        let net_ms = lap.next();
+        let net_ms = lap.split();
         self.network.name(&net, pid)?;
         let handle = SandboxHandle {
             id: spec.id.clone(),
@@ -446,7 +446,7 @@ impl Node {
             ip: net.sandbox_ip,
         };
         self.wait_for_agent(&handle).await?;
-        let agent_ms = lap.next();
+        let agent_ms = lap.split();
         tracing::debug!(
             sandbox_id = %spec.id,
             restored = restore.is_some(),
@@ -720,17 +720,17 @@ impl Node {
         if let Err(e) = self.runc.destroy(id).await {
             tracing::warn!(sandbox_id = %id, error = %e, "deleting container");
         }
-        let runc_ms = lap.next();
+        let runc_ms = lap.split();
         self.cgroups.remove(id).await;
-        let cgroups_ms = lap.next();
+        let cgroups_ms = lap.split();
         self.network.destroy(&self.network.describe(slot)).await;
-        let net_ms = lap.next();
+        let net_ms = lap.split();
         self.release_holding(id);
         let layer = Layer::new(self.sandbox_dir(id));
         if let Err(e) = layer.discard(Arc::clone(&self.trash)).await {
             tracing::warn!(sandbox_id = %id, error = %e, "removing sandbox files");
         }
-        let layer_ms = lap.next();
+        let layer_ms = lap.split();
         // Its layer no longer takes room.
         self.disk_promises.forget();
         self.release_unused_volumes();
@@ -740,7 +740,7 @@ impl Node {
             cgroups_ms,
             net_ms,
             layer_ms,
-            volumes_ms = lap.next(),
+            volumes_ms = lap.split(),
             "sandbox parts removed"
         );
     }
@@ -961,17 +961,18 @@ impl Node {
     }
 }
 
-/// Milliseconds between successive points of a start, a removal or a
-/// plumbing, for their debug log lines.
-pub(crate) struct Laps(Instant);
+/// Milliseconds between successive points of a start, a removal, a plumbing or
+/// a sandbox's end, for their debug log lines.
+pub struct Laps(Instant);
 
 impl Laps {
-    pub(crate) fn new(start: Instant) -> Self {
+    /// Laps counted from `start`.
+    pub fn new(start: Instant) -> Self {
         Self(start)
     }
 
     /// Time since the last call (or the start), in fractional milliseconds.
-    pub(crate) fn next(&mut self) -> f64 {
+    pub fn split(&mut self) -> f64 {
         let now = Instant::now();
         let ms = now.duration_since(self.0).as_secs_f64() * 1000.0;
         self.0 = now;

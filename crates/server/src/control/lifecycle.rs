@@ -549,10 +549,10 @@ impl Sandboxes {
         reason: TerminationReason,
     ) -> Result<SandboxRecord, ControlError> {
         let id = id.clone();
-        let started = std::time::Instant::now();
+        let mut lap = alcove_runtime::Laps::new(std::time::Instant::now());
         let lock = self.ctx.op_lock(&id);
         let guard = lock.lock().await;
-        let locked = started.elapsed();
+        let lock_ms = lap.split();
         let mut record = self
             .ctx
             .store
@@ -581,7 +581,7 @@ impl Sandboxes {
         record.pending_reason = None;
         let slot = record.slot.take();
         self.ctx.store.update(&record).await?;
-        let stored = started.elapsed();
+        let store_ms = lap.split();
         self.ctx.take_running(&id);
         if let Some(slot) = slot.and_then(|s| u32::try_from(s).ok()) {
             self.ctx.node.destroy(&id, Slot(slot)).await;
@@ -590,7 +590,7 @@ impl Sandboxes {
             // resume fetched of it. On failure the archive's purge tries again.
             tracing::warn!(sandbox_id = %id, error = %e, "removing an ended sandbox's files");
         }
-        let removed = started.elapsed();
+        let node_ms = lap.split();
         self.ctx.forget_blobs(super::blobs::sandbox_owner(&id));
         drop(guard);
         self.ctx.forget_op_lock(&id);
@@ -604,13 +604,12 @@ impl Sandboxes {
                 format!("sandbox ended ({why})"),
             )
             .await;
-        let ms = |d: Duration| (d.as_secs_f64() * 100_000.0).round() / 100.0;
         tracing::debug!(
             sandbox_id = %id,
-            lock_ms = ms(locked),
-            store_ms = ms(stored - locked),
-            node_ms = ms(removed - stored),
-            log_ms = ms(started.elapsed() - removed),
+            lock_ms,
+            store_ms,
+            node_ms,
+            log_ms = lap.split(),
             "sandbox end timed"
         );
         Ok(record)
