@@ -126,6 +126,30 @@ def test_streams_and_download_of_a_small_file(sandbox, tmp_path):
     assert sandbox.run("cmp", ["/tmp/stream/three.bin", "/tmp/stream/copy.bin"]).exit_code == 0
 
 
+def test_kernel_and_fuse_files_read_whole_as_cat_sees_them(server, sandbox):
+    """procfs says 0 bytes, sysfs 4096 and lxcfs (FUSE) its own figure, whatever a read of
+    them yields: their bytes come whole, not cut at (or padded to) the size `stat` gives."""
+    for path in ["/proc/version", "/proc/sys/kernel/ostype", "/sys/class/net/lo/address", "/proc/uptime"]:
+        assert sandbox.run("stat", ["-c", "%s", path]).stdout.strip() != "", path
+        data = sandbox.read_file(path)
+        assert data and data.endswith(b"\n"), (path, data)
+        if path != "/proc/uptime":  # the one that changes between two reads
+            # (`run` hands out lines, joined without the last newline.)
+            assert data.decode() == sandbox.run("cat", [path]).stdout + "\n", path
+        assert b"".join(sandbox.read_file_stream(path)).count(b"\n") == data.count(b"\n"), path
+    assert sandbox.read_file("/proc/sys/kernel/ostype") == b"Linux\n"
+    assert sandbox.read_file("/sys/class/net/lo/address") == b"00:00:00:00:00:00\n"
+    cpuinfo = sandbox.read_file("/proc/cpuinfo").decode()
+    processors = sandbox.run("grep", ["-c", "^processor", "/proc/cpuinfo"]).stdout.strip()
+    assert str(cpuinfo.count("\nprocessor") + cpuinfo.startswith("processor")) == processors
+    # On the wire: chunked for such a file, an exact `Content-Length` for a file on disk.
+    raw = agent(server, sandbox, "GET", "/api/v1/files", params={"path": "/proc/version"})
+    assert raw.status_code == 200 and "content-length" not in raw.headers and raw.content
+    sandbox.write_file("/tmp/sized.txt", b"12345")
+    raw = agent(server, sandbox, "GET", "/api/v1/files", params={"path": "/tmp/sized.txt"})
+    assert (raw.headers.get("content-length"), raw.content) == ("5", b"12345")
+
+
 def test_one_gib_file_streams_in_and_out(sandbox):
     path = "/root/big/one-gib.bin"
     peak_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

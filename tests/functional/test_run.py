@@ -60,6 +60,30 @@ def test_unknown_command_is_an_error(sandbox):
         sandbox.run("definitely-not-a-command")
 
 
+def test_strings_the_kernel_cannot_take_are_refused_naming_the_field(sandbox):
+    """A variable name with `=` would set another variable than the one asked for, and a
+    NUL byte would cut a string short: each is a 400 that names the field, not a 500."""
+    from alcove.sandbox import RemoteAPIError
+
+    cases = [
+        (dict(env={"A=B": "c"}), "env"),
+        (dict(env={"": "c"}), "env"),
+        (dict(env={"A": "c\0d"}), "env"),
+        (dict(args=["fine", "b\0ad"]), "args[1]"),
+        (dict(working_dir="/tmp\0x"), "working_dir"),
+    ]
+    for kwargs, field in cases:
+        with pytest.raises(RemoteAPIError) as err:
+            sandbox.run("echo", **kwargs)
+        assert (err.value.status_code, err.value.code) == (400, "INVALID_ARGUMENT"), kwargs
+        assert field in str(err.value), (field, str(err.value))
+    with pytest.raises(RemoteAPIError) as err:
+        sandbox.start_process("ec\0ho")
+    assert (err.value.status_code, err.value.code) == (400, "INVALID_ARGUMENT")
+    assert "command" in str(err.value)
+    assert sandbox.run("printenv", ["A"], env={"A": "c=d"}).stdout == "c=d"
+
+
 def test_many_lines_arrive_complete(sandbox):
     result = sandbox.run("python", ["-c", "for i in range(200000): print(i)"], timeout_secs=120)
     lines = result.stdout.split("\n")

@@ -7,6 +7,7 @@
 //! Symbolic links are followed.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -140,22 +141,29 @@ fn map_io(err: io::Error, path: &Path, action: &'static str) -> FileError {
     }
 }
 
+/// File system magic numbers (`statfs.f_type`) of kernel pseudo file systems: procfs,
+/// sysfs, cgroupfs and the like.
+const KERNEL_FS: [i64; 11] = [
+    0x9fa0,      // proc
+    0x6265_6572, // sysfs
+    0x0027_e0eb, // cgroup
+    0x6367_7270, // cgroup2
+    0x6462_6720, // debugfs
+    0x7363_6673, // securityfs
+    0x7472_6163, // tracefs
+    0xcafe_4a11, // bpf
+    0x6265_6570, // configfs
+    0xde5e_81e4, // efivarfs
+    0x6165_676c, // pstore
+];
+
+/// FUSE's magic number: lxcfs serves `/proc/cpuinfo`, `/proc/meminfo` and the like
+/// through it, with sizes that are not their contents' lengths.
+const FUSE_FS: i64 = 0x6573_5546;
+
 /// Whether `path` (or, when it does not exist, its parent) is on a kernel pseudo
-/// file system: procfs, sysfs, cgroupfs and the like.
+/// file system.
 fn on_kernel_fs(path: &Path) -> bool {
-    const KERNEL_FS: [i64; 11] = [
-        0x9fa0,      // proc
-        0x6265_6572, // sysfs
-        0x0027_e0eb, // cgroup
-        0x6367_7270, // cgroup2
-        0x6462_6720, // debugfs
-        0x7363_6673, // securityfs
-        0x7472_6163, // tracefs
-        0xcafe_4a11, // bpf
-        0x6265_6570, // configfs
-        0xde5e_81e4, // efivarfs
-        0x6165_676c, // pstore
-    ];
     let probe = if path.exists() {
         path
     } else {
@@ -174,16 +182,32 @@ fn on_kernel_fs(path: &Path) -> bool {
     rc == 0 && KERNEL_FS.contains(&kind)
 }
 
+/// Whether the size `fstat` gives for the open `file` is the number of bytes a read
+/// of it yields. It is not on kernel pseudo file systems (procfs says 0, sysfs 4096,
+/// whatever the contents) nor on FUSE (lxcfs); when unsure, it is not.
+fn size_is_length(file: &impl AsRawFd) -> bool {
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open for as long as `file` is borrowed, and stat is
+    // a struct we own; fstatfs writes only into it.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut stat) };
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64 but not on every target
+    let kind = stat.f_type as i64;
+    rc == 0 && kind != FUSE_FS && !KERNEL_FS.contains(&kind)
+}
+
 fn millis(time: io::Result<std::time::SystemTime>) -> Option<EpochMillis> {
     let since = time.ok()?.duration_since(UNIX_EPOCH).ok()?;
     EpochMillis::try_from(since.as_millis()).ok()
 }
 
-/// Opens a regular file for streaming; returns it with its length. The sandbox may swap
+/// Opens a regular file for streaming; returns it with its length where its size says
+/// how many bytes a read yields (not for kernel and FUSE files: those are read to their
+/// end, however long that turns out to be). The sandbox may swap
 /// what is at `path` at any time, so the check is made on what was opened: the open itself
 /// never blocks (`O_NONBLOCK`, which a FIFO would otherwise do), and a device, FIFO or socket
 /// is refused before a byte is read.
-pub async fn open_for_read(path: &Path) -> Result<(fs::File, u64), FileError> {
+pub async fn open_for_read(path: &Path) -> Result<(fs::File, Option<u64>), FileError> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -200,7 +224,8 @@ pub async fn open_for_read(path: &Path) -> Result<(fs::File, u64), FileError> {
     if !meta.is_file() {
         return Err(FileError::NotRegular(path.display().to_string()));
     }
-    Ok((file, meta.len()))
+    let len = size_is_length(&file).then_some(meta.len());
+    Ok((file, len))
 }
 
 /// Writes `body` to `path` chunk by chunk: parents are created, an existing file is

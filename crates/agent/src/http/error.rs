@@ -144,7 +144,9 @@ impl From<LaunchError> for ApiError {
     fn from(err: LaunchError) -> Self {
         use AgentErrorCode as C;
         let (status, code) = match &err {
-            LaunchError::EmptyCommand => (StatusCode::BAD_REQUEST, C::InvalidArgument),
+            LaunchError::EmptyCommand | LaunchError::InvalidArgument(_) => {
+                (StatusCode::BAD_REQUEST, C::InvalidArgument)
+            }
             LaunchError::User(_) => (StatusCode::BAD_REQUEST, C::UserNotFound),
             LaunchError::WorkingDirMissing(_) | LaunchError::WorkingDirNotDir(_) => {
                 (StatusCode::BAD_REQUEST, C::InvalidWorkingDir)

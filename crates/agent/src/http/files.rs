@@ -8,6 +8,7 @@ use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
 use super::error::{AgentError, ApiError};
@@ -34,7 +35,7 @@ fn path_of(
     operation_id = "readFile",
     params(FilePathQuery),
     responses(
-        (status = 200, description = "The file's bytes, streamed (with `Content-Length`).", content_type = "application/octet-stream"),
+        (status = 200, description = "The file's bytes, streamed: with `Content-Length` (its size when the read began), or chunked for kernel and FUSE files (`/proc`, `/sys`), whose sizes are not their lengths.", content_type = "application/octet-stream"),
         (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = AgentError),
         (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = AgentError),
         (status = 404, description = "`NOT_FOUND`.", body = AgentError),
@@ -46,15 +47,21 @@ pub async fn read(
 ) -> Result<Response, ApiError> {
     let (_, path) = path_of(query)?;
     let (file, len) = files::open_for_read(&path).await?;
-    let body = Body::from_stream(ReaderStream::with_capacity(file, READ_CHUNK_BYTES));
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, len.to_string()),
-        ],
-        body,
-    )
-        .into_response())
+    let octets = [(header::CONTENT_TYPE, "application/octet-stream")];
+    let Some(len) = len else {
+        // A kernel or FUSE file: its length is known once it is read, so the body goes
+        // without `Content-Length` (chunked).
+        let body = Body::from_stream(ReaderStream::with_capacity(file, READ_CHUNK_BYTES));
+        return Ok((octets, body).into_response());
+    };
+    // No more than the promised length, however much the file grew since: a body longer
+    // than its `Content-Length` breaks the connection. (One that shrank ends short, and
+    // the client sees an incomplete body: it was read while it was cut.)
+    let body = Body::from_stream(ReaderStream::with_capacity(
+        file.take(len),
+        READ_CHUNK_BYTES,
+    ));
+    Ok((octets, [(header::CONTENT_LENGTH, len.to_string())], body).into_response())
 }
 
 /// `PUT /files?path=` with the raw bytes as body → 204.

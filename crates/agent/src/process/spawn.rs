@@ -117,6 +117,10 @@ pub enum LaunchError {
          (kill_process, or stop_all_processes) and try again"
     )]
     ProcessLimit(String),
+    /// A string of the request cannot be handed to the kernel: a NUL byte, or a
+    /// variable name that is empty or has `=`.
+    #[error("{0}")]
+    InvalidArgument(String),
     /// fork/exec or pipe setup failed for another reason.
     #[error("starting {command:?}: {source}")]
     Spawn {
@@ -183,16 +187,11 @@ impl Launcher {
     /// `ALCOVE_AGENT_*`, or a value with NUL.
     pub fn set_env(&self, vars: &BTreeMap<String, String>) -> Result<(), String> {
         for (key, value) in vars {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return Err(format!("invalid variable name {key:?}"));
-            }
+            check_variable(key, value)?;
             if key.starts_with(AGENT_ENV_PREFIX) {
                 return Err(format!(
                     "{key}: the {AGENT_ENV_PREFIX}* variables are the agent's own"
                 ));
-            }
-            if value.contains('\0') {
-                return Err(format!("{key}: the value has a NUL byte"));
             }
         }
         let mut env = self.base_env.write().unwrap_or_else(|p| p.into_inner());
@@ -209,6 +208,7 @@ impl Launcher {
         if spec.command.is_empty() {
             return Err(LaunchError::EmptyCommand);
         }
+        check_strings(spec).map_err(LaunchError::InvalidArgument)?;
         if super::headroom::user_tasks_full(self.task_limit) {
             return Err(LaunchError::ProcessLimit(spec.command.to_string()));
         }
@@ -537,6 +537,37 @@ fn raise_oom_score_adj() {
     }
 }
 
+/// Why `key=value` cannot be put in a child's environment, if it cannot: the kernel
+/// takes NUL-terminated `key=value` strings, so a name with `=` would set another
+/// variable than the one asked for, and a NUL would cut the string short.
+fn check_variable(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.contains('=') || key.contains('\0') {
+        return Err(format!(
+            "env: invalid variable name {key:?} (empty, or has `=` or a NUL byte)"
+        ));
+    }
+    if value.contains('\0') {
+        return Err(format!("env: the value of {key} has a NUL byte"));
+    }
+    Ok(())
+}
+
+/// Why `spec` cannot be handed to `execve`, if it cannot, naming the field.
+fn check_strings(spec: &LaunchSpec<'_>) -> Result<(), String> {
+    if spec.command.contains('\0') {
+        return Err("command: has a NUL byte".to_string());
+    }
+    if let Some(i) = spec.args.iter().position(|a| a.contains('\0')) {
+        return Err(format!("args[{i}]: has a NUL byte"));
+    }
+    if spec.working_dir.is_some_and(|d| d.contains('\0')) {
+        return Err("working_dir: has a NUL byte".to_string());
+    }
+    spec.env
+        .iter()
+        .try_for_each(|(key, value)| check_variable(key, value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,5 +679,58 @@ mod tests {
             !env.contains_key(OsStr::new("FINE")),
             "a refused call changes nothing"
         );
+    }
+
+    #[test]
+    fn strings_the_kernel_cannot_take_are_refused_naming_the_field() {
+        let env_of = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        let no_env = BTreeMap::new();
+        let fine_args = ["a".to_string()];
+        let spec = |command, args, env, working_dir| LaunchSpec {
+            command,
+            args,
+            env,
+            working_dir,
+            user: None,
+            stdin: StdinMode::Closed,
+            stdout: OutputMode::Discard,
+            stderr: OutputMode::Discard,
+            terminal: None,
+        };
+        assert_eq!(
+            check_strings(&spec("ls", &fine_args, &no_env, Some("/"))),
+            Ok(())
+        );
+        let nul_arg = ["a".to_string(), "b\0".to_string()];
+        let cases = [
+            (
+                check_strings(&spec("e\0cho", &fine_args, &no_env, None)),
+                "command",
+            ),
+            (
+                check_strings(&spec("echo", &nul_arg, &no_env, None)),
+                "args[1]",
+            ),
+            (
+                check_strings(&spec("echo", &fine_args, &no_env, Some("/t\0"))),
+                "working_dir",
+            ),
+            (
+                check_strings(&spec("echo", &fine_args, &env_of("A=B", "c"), None)),
+                "env",
+            ),
+            (
+                check_strings(&spec("echo", &fine_args, &env_of("", "c"), None)),
+                "env",
+            ),
+            (
+                check_strings(&spec("echo", &fine_args, &env_of("A", "c\0d"), None)),
+                "env",
+            ),
+        ];
+        for (result, field) in cases {
+            let message = result.expect_err(field);
+            assert!(message.starts_with(field), "{message} names {field}");
+        }
     }
 }
