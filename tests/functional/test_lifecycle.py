@@ -168,6 +168,7 @@ def stored_ids(server) -> set[str]:
         ({"snapshot_id": "snap-1"}, 404, "snapshot"),
         ({"network": {"allow_out": ["::1"]}}, 400, "IPv6"),
         ({"resources": {"cpus": "two"}}, 400, "invalid request body"),
+        ({"entrypoint": ["sleep", "inf\u0000"]}, 400, "entrypoint"),
     ],
 )
 def test_bad_creates_get_clear_errors_and_leave_nothing(server, body, status, needle):

@@ -118,13 +118,17 @@ pub fn requested_resources(
     Ok((cpus, memory_mb, disk_mb))
 }
 
-/// Checks an entrypoint: its command, if it has one, is not empty.
+/// Checks an entrypoint: its command, if it has one, is not empty, and no part has a
+/// NUL byte (which `execve` cannot take: the sandbox would only fail at start).
 pub fn entrypoint(entrypoint: &[String]) -> Result<(), ControlError> {
     if entrypoint.first().is_some_and(|c| c.is_empty()) {
         return Err(invalid(
             "entrypoint",
             "the command must not be empty".into(),
         ));
+    }
+    if let Some(i) = entrypoint.iter().position(|part| part.contains('\0')) {
+        return Err(invalid("entrypoint", format!("part {i} has a NUL byte")));
     }
     Ok(())
 }
@@ -248,5 +252,15 @@ mod tests {
         assert!(disk(10).is_err());
         assert!(timeout_secs(0).is_ok());
         assert!(timeout_secs(-1).is_err());
+    }
+
+    #[test]
+    fn entrypoints_execve_cannot_take_are_refused() {
+        let parts = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(entrypoint(&[]).is_ok());
+        assert!(entrypoint(&parts(&["sleep", "infinity"])).is_ok());
+        for bad in [&["", "x"][..], &["sl\0eep"], &["sleep", "inf\0"]] {
+            assert!(entrypoint(&parts(bad)).is_err(), "{bad:?} accepted");
+        }
     }
 }
