@@ -16,7 +16,7 @@
  *     │   ├── PoolNotFoundError         (404 on a pool call: no such pool)
  *     │   ├── PoolInUseError            (409 POOL_IN_USE: sandboxes claimed from the pool still run)
  *     │   ├── PoolAtCapacityError       (429 POOL_AT_CAPACITY: no idle sandbox, maxContainers reached)
- *     │   ├── AuthenticationError       (401 / 403)
+ *     │   ├── AuthenticationError       (401 / 403, but for a sandbox's file and user refusals)
  *     │   ├── ImageNotFoundError        (404 on an image call: unknown image or reference)
  *     │   ├── ImageInUseError           (409 IMAGE_IN_USE: a sandbox or snapshot uses the image)
  *     │   ├── ImageBuildError           (422 BUILD_FAILED: a build step failed)
@@ -138,7 +138,8 @@ export class PoolInUseError extends RemoteAPIError {}
 export class PoolAtCapacityError extends RemoteAPIError {}
 
 /**
- * The server refused the API key (401) or the caller's rights (403).
+ * The server refused the API key (401) or the caller's rights (403). A sandbox refusing a file
+ * or user (403 `PATH_TRAVERSAL` or `PERMISSION_DENIED`) is a plain {@link RemoteAPIError}.
  *
  * Set `ALCOVE_API_KEY` or pass `apiKey` to the client.
  */

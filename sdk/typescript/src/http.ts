@@ -243,6 +243,12 @@ export const IMAGE_ERRORS: Readonly<Record<string, typeof RemoteAPIError>> = Obj
   REGISTRY_UNAUTHORIZED: RegistryAuthenticationError,
 });
 
+/**
+ * 403 codes of a sandbox's agent that refuse what a call asks of the sandbox's files or users,
+ * not the caller's credentials: plain RemoteAPIError, not AuthenticationError.
+ */
+export const SANDBOX_REFUSALS: ReadonlySet<string> = new Set(["PATH_TRAVERSAL", "PERMISSION_DENIED"]);
+
 /** Codes only the pool routes answer, whatever the status (the pool routes of docs/protocol/openapi.json). */
 export const POOL_ERRORS: Readonly<Record<string, typeof RemoteAPIError>> = Object.freeze({
   POOL_IN_USE: PoolInUseError,
@@ -272,7 +278,7 @@ export function apiError(status: number, body: ErrorBody, scope: ErrorScope = {}
   else if (status === 404 && scope.snapshot) Cls = SnapshotNotFoundError;
   else if (status === 404 && scope.image) Cls = ImageNotFoundError;
   else if (status === 409 && scope.create) Cls = SandboxNameConflictError;
-  else if (status === 401 || status === 403) Cls = AuthenticationError;
+  else if (status === 401 || (status === 403 && !SANDBOX_REFUSALS.has(body.code ?? ""))) Cls = AuthenticationError;
   return new Cls(status, body.message, body.code, body.requestId);
 }
 

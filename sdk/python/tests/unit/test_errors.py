@@ -113,6 +113,19 @@ def test_401_is_authentication_error(server: FakeServer, client: SandboxClient) 
         client.list()
 
 
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [("UNAUTHORIZED", AuthenticationError), ("INVALID_TOKEN", AuthenticationError), (None, AuthenticationError),
+     ("PATH_TRAVERSAL", RemoteAPIError), ("PERMISSION_DENIED", RemoteAPIError)],
+)
+def test_403_is_authentication_error_but_for_a_sandbox_refusing_a_file_or_user(code, cls) -> None:
+    from alcove.sandbox._protocol._errors import error_from_response
+
+    body = {"error": "read-only file system: /x"} | ({"code": code} if code else {})
+    err = error_from_response(httpx.Response(403, json=body), sandbox="sbx-1")
+    assert type(err) is cls and err.status_code == 403
+
+
 def test_failed_sandbox_body_is_rewritten(server: FakeServer, client: SandboxClient) -> None:
     body = {
         "sandbox_id": "sbx-9",

@@ -87,6 +87,13 @@ describe("error answers", () => {
     assert.ok(!(errorFromResponse(409, "busy", { sandbox: "x" }) instanceof SandboxNameConflictError));
     assert.ok(errorFromResponse(401, "") instanceof AuthenticationError);
     assert.ok(errorFromResponse(403, "") instanceof AuthenticationError);
+    assert.ok(errorFromResponse(403, '{"error":"bad PTY token","code":"INVALID_TOKEN"}') instanceof AuthenticationError);
+    for (const code of ["PATH_TRAVERSAL", "PERMISSION_DENIED"]) {
+      // A sandbox refusing a file or a user, not the caller's credentials.
+      const refusal = errorFromResponse(403, `{"error":"read-only file system: /x","code":"${code}"}`);
+      assert.ok(refusal instanceof RemoteAPIError && !(refusal instanceof AuthenticationError), code);
+      assert.equal((refusal as RemoteAPIError).statusCode, 403);
+    }
     const other = errorFromResponse(500, '{"message":"boom","code":"INTERNAL"}');
     assert.ok(other instanceof RemoteAPIError && !(other instanceof AuthenticationError));
     assert.equal((other as RemoteAPIError).statusCode, 500);

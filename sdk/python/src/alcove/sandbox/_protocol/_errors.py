@@ -90,6 +90,10 @@ IMAGE_ERRORS: dict[str, type[RemoteAPIError]] = {
     "REGISTRY_UNAUTHORIZED": RegistryAuthenticationError,
 }
 
+# 403 codes of a sandbox's agent that refuse what a call asks of the sandbox's files or users,
+# not the caller's credentials: plain RemoteAPIError, not AuthenticationError.
+SANDBOX_REFUSALS = frozenset({"PATH_TRAVERSAL", "PERMISSION_DENIED"})
+
 # Codes only the pool routes answer, whatever the status (the pool routes of docs/protocol/openapi.json).
 POOL_ERRORS: dict[str, type[RemoteAPIError]] = {
     "POOL_IN_USE": PoolInUseError,
@@ -152,7 +156,7 @@ def api_error(
         cls = ImageNotFoundError
     elif status == 409 and create:
         cls = SandboxNameConflictError
-    elif status in (401, 403):
+    elif status == 401 or (status == 403 and body.code not in SANDBOX_REFUSALS):
         cls = AuthenticationError
     return cls(status, body.message, body.code, body.request_id)
 
