@@ -118,6 +118,9 @@ def test_files(sandbox, tmp_path):
     with pytest.raises(tl.RemoteAPIError) as err:
         sandbox.read_file(ODD_PATH)
     assert (err.value.status_code, err.value.code) == (404, "NOT_FOUND")
+    # Kernel files come whole (their sizes say 0 or 4096, not their lengths).
+    assert sandbox.read_file("/proc/sys/kernel/ostype").value == b"Linux\n"
+    assert sandbox.read_file("/sys/class/net/lo/address").value == b"00:00:00:00:00:00\n"
 
 
 def test_errors(sandbox):
