@@ -76,6 +76,57 @@ async fn stdin_pipe_round_trip_and_follow_closes_after_exit() {
 }
 
 #[tokio::test]
+async fn a_close_of_stdin_ends_writes_blocked_on_a_process_that_does_not_read() {
+    let agent = Agent::start().await;
+    let info = start(
+        &agent,
+        json!({"command": "sleep", "args": ["300"], "stdin_mode": "pipe"}),
+    )
+    .await;
+    let pid = info["pid"].as_u64().expect("pid");
+    let write = |body: Vec<u8>| {
+        let request = agent
+            .http
+            .post(agent.url(&format!("/processes/{pid}/stdin")))
+            .body(body);
+        tokio::spawn(async move { request.send().await.expect("stdin") })
+    };
+    // A MiB fills the pipe (64 KiB) and blocks; the second write waits behind the first.
+    let blocked = write(vec![b'x'; 1 << 20]);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let waiting = write(b"y".to_vec());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!blocked.is_finished() && !waiting.is_finished());
+
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        agent
+            .http
+            .post(agent.url(&format!("/processes/{pid}/stdin/close")))
+            .send(),
+    )
+    .await
+    .expect("a close does not wait behind a blocked write")
+    .expect("close");
+    assert_eq!(closed.status().as_u16(), 204);
+    for write in [blocked, waiting] {
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(5), write)
+            .await
+            .expect("the close ends the write")
+            .expect("task");
+        assert_eq!(resp.status().as_u16(), 400);
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body["code"], "STDIN_NOT_WRITABLE", "{body}");
+    }
+    let (status, info) = agent.get_json(&format!("/processes/{pid}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (info["status"].as_str(), info["stdin_writable"].as_bool()),
+        (Some("running"), Some(false))
+    );
+}
+
+#[tokio::test]
 async fn streams_are_captured_separately_and_together() {
     let agent = Agent::start().await;
     let info = start(

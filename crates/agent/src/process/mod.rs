@@ -31,6 +31,7 @@ use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::journal::{self, Journal, JournaledSink, ProcessRef};
 use crate::output::{self, BufferSink, OutputBuffer};
@@ -132,6 +133,9 @@ pub struct TrackedProcess {
     managed: Option<Arc<Managed>>,
     stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
     stdin_open: AtomicBool,
+    /// Cancelled by a close of stdin: a write blocked on a full pipe (the process does not
+    /// read) gives up, so that the close never waits behind it.
+    stdin_closing: CancellationToken,
     /// Captured output of both streams.
     pub output: Arc<OutputBuffer>,
     exit: watch::Receiver<Option<ExitInfo>>,
@@ -211,6 +215,8 @@ impl TrackedProcess {
     }
 
     /// Writes a request body to its stdin, chunk by chunk (never the whole body in memory).
+    /// Writes wait for each other, and each for the process to read what it wrote (a pipe
+    /// holds 64 KiB); a close of stdin ends a waiting or blocked write, which then fails.
     pub async fn write_stdin<S, E>(&self, body: S) -> Result<(), ProcessError>
     where
         S: Stream<Item = Result<Bytes, E>>,
@@ -220,14 +226,22 @@ impl TrackedProcess {
             pid: self.pid,
             reason,
         };
-        let mut guard = self.stdin.lock().await;
+        let closed_meanwhile = || not_writable("stdin was closed while this write waited");
+        let mut guard = tokio::select! {
+            guard = self.stdin.lock() => guard,
+            () = self.stdin_closing.cancelled() => return Err(closed_meanwhile()),
+        };
         let Some(stdin) = guard.as_mut() else {
             return Err(not_writable("stdin is closed or was not piped"));
         };
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|err| ProcessError::Body(err.to_string()))?;
-            if stdin.write_all(&chunk).await.is_err() {
+            let written = tokio::select! {
+                written = stdin.write_all(&chunk) => written,
+                () = self.stdin_closing.cancelled() => return Err(closed_meanwhile()),
+            };
+            if written.is_err() {
                 // EPIPE: the process closed its stdin or exited; nothing can be written again.
                 *guard = None;
                 self.stdin_open.store(false, Ordering::Release);
@@ -237,8 +251,11 @@ impl TrackedProcess {
         Ok(())
     }
 
-    /// Closes its stdin so it reads end of file.
+    /// Closes its stdin so it reads end of file. A write blocked on a full pipe (or waiting
+    /// for one) is ended first, and what it had not written yet is dropped.
     pub async fn close_stdin(&self) -> Result<(), ProcessError> {
+        self.stdin_open.store(false, Ordering::Release);
+        self.stdin_closing.cancel();
         let mut guard = self.stdin.lock().await;
         if guard.take().is_none() {
             return Err(ProcessError::StdinNotWritable {
@@ -246,7 +263,6 @@ impl TrackedProcess {
                 reason: "stdin is already closed or was not piped",
             });
         }
-        self.stdin_open.store(false, Ordering::Release);
         Ok(())
     }
 }
@@ -370,6 +386,7 @@ impl Inner {
             started_at: spawned.started_at,
             managed: managed.cloned(),
             stdin_open: AtomicBool::new(spawned.stdin.is_some()),
+            stdin_closing: CancellationToken::new(),
             stdin: tokio::sync::Mutex::new(spawned.stdin),
             output: Arc::clone(&output),
             exit: exit_rx,
