@@ -88,6 +88,34 @@ def test_stdin_closed_on_request(sandbox, server):
     assert wait_for_exit(sandbox, raw.json()["pid"]).exit_code == 0
 
 
+def test_closing_stdin_ends_a_write_to_a_process_that_does_not_read(sandbox):
+    """A write bigger than the pipe blocks while the process does not read; a close must not
+    wait behind it (it did for good once the writer's client gave up)."""
+    import threading
+
+    proc = sandbox.start_process("sleep", ["300"], stdin_mode="pipe")
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            sandbox.write_stdin(proc.pid, b"x" * (1 << 20))
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            outcome.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join(0.5)
+    assert writer.is_alive(), "a MiB fits no pipe: the write blocks while nothing reads"
+    sandbox.close_stdin(proc.pid)
+    writer.join(30)
+    assert not writer.is_alive()
+    assert isinstance(outcome[0], RemoteAPIError) and outcome[0].code == "STDIN_NOT_WRITABLE", outcome
+    info = sandbox.get_process(proc.pid)
+    assert (info.status, info.stdin_writable) == ("running", False)
+    sandbox.kill_process(proc.pid)
+
+
 def test_follow_output_is_live(sandbox):
     """The process prints its second line only after the test saw the first one, so a follow
     stream that waited for the exit (or buffered) would never see `second`."""
