@@ -99,3 +99,35 @@ def test_snapshot_errors(server):
     resp = server.api("POST", "/sandboxes", json={"snapshot_id": "missing"})
     assert resp.status_code == 404
     assert "snapshot" in resp.json()["message"]
+
+
+def test_a_snapshot_request_waits_for_the_end_as_asked(server, client):
+    """`wait_ms` bounds how long the request waits for the snapshot: 0 answers 202 at once, a
+    long one 200 with the outcome. (Without it the server waits a second, one poll interval
+    of the official SDKs.)"""
+    sb = client.create(name="snap-wait")
+    try:
+        at_once = server.api("POST", f"/sandboxes/{sb.sandbox_id}/snapshot", params={"wait_ms": "0"})
+        assert at_once.status_code == 202, at_once.text
+        assert at_once.json()["status"] == "in_progress"
+        waited = server.api("POST", f"/sandboxes/{sb.sandbox_id}/snapshot", params={"wait_ms": "50000"})
+        assert waited.status_code == 200, waited.text
+        body = waited.json()
+        assert body["status"] == "completed"
+        info = server.api("GET", f"/snapshots/{body['snapshot_id']}").json()
+        assert info["status"] == "completed" and info["size_bytes"] > 0
+        default = server.api("POST", f"/sandboxes/{sb.sandbox_id}/snapshot")
+        assert (default.status_code, default.json()["status"]) in [(200, "completed"), (202, "in_progress")]
+        bad = server.api("POST", f"/sandboxes/{sb.sandbox_id}/snapshot", params={"wait_ms": "soon"})
+        assert bad.status_code == 400 and "wait_ms" in bad.json()["message"]
+        # Through the SDK the waiting call hands back the whole record.
+        snap = client.snapshot_and_wait(sb.sandbox_id)
+        assert snap.status == "completed" and snap.size_bytes and snap.size_bytes > 0
+        for s in client.list_snapshots():
+            if s.sandbox_id == sb.sandbox_id:
+                wait_until_deletable = time.monotonic() + 60
+                while client.get_snapshot(s.snapshot_id).status == "in_progress" and time.monotonic() < wait_until_deletable:
+                    time.sleep(0.1)
+                client.delete_snapshot(s.snapshot_id)
+    finally:
+        client.delete(sb.sandbox_id)

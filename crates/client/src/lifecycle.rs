@@ -20,7 +20,7 @@ use crate::sandbox::Sandbox;
 pub const CREATE_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Pause between polls while a sandbox suspends or resumes.
 pub const STATE_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Upper bound of the `wait_ms` sent with suspend and resume.
+/// Upper bound of the `wait_ms` sent with suspend, resume and snapshots.
 pub const MAX_WAIT_MS: u128 = 30_000;
 /// Grace the server keeps of a blocking create's budget to answer in time.
 pub const CREATE_GRACE_MS: u128 = 5_000;

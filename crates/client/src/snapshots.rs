@@ -13,8 +13,12 @@ use tokio::time::Instant;
 use crate::client::{SandboxClient, identifier_arg};
 use crate::error::{ClientError, Scope};
 
-/// Pause between polls of a snapshot in progress.
+/// Longest pause between polls of a snapshot still in progress once the server's wait is
+/// over; the first is [`SNAPSHOT_FIRST_POLL`], and each doubles.
 pub const SNAPSHOT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// First pause between polls of a snapshot still in progress.
+pub const SNAPSHOT_FIRST_POLL: Duration = Duration::from_millis(50);
 
 impl SandboxClient {
     /// Starts a snapshot without waiting for it (its status is usually `in_progress`);
@@ -24,6 +28,16 @@ impl SandboxClient {
         identifier: &str,
         snapshot_type: Option<SnapshotType>,
     ) -> Result<CreateSnapshotResponse, ClientError> {
+        self.start_snapshot(identifier, snapshot_type, 0).await
+    }
+
+    /// Starts a snapshot; the server waits up to `wait_ms` for it to end before it answers.
+    async fn start_snapshot(
+        &self,
+        identifier: &str,
+        snapshot_type: Option<SnapshotType>,
+        wait_ms: u128,
+    ) -> Result<CreateSnapshotResponse, ClientError> {
         let id = identifier_arg(identifier, "identifier")?;
         let mut call = self
             .call(
@@ -31,6 +45,7 @@ impl SandboxClient {
                 &["sandboxes", id, "snapshot"],
                 Scope::Sandbox(id.into()),
             )?
+            .query("wait_ms", wait_ms.to_string())
             .policy(false, false);
         // No type: an empty body, so the server's default applies (as the Python SDK sends).
         if snapshot_type.is_some() {
@@ -46,8 +61,13 @@ impl SandboxClient {
         identifier: &str,
         snapshot_type: Option<SnapshotType>,
     ) -> Result<SnapshotInfo, ClientError> {
-        let deadline = Instant::now() + self.config().timeout;
-        let started = self.snapshot(identifier, snapshot_type).await?;
+        let timeout = self.config().timeout;
+        let deadline = Instant::now() + timeout;
+        let wait_ms = (timeout.as_millis() * 3 / 4).clamp(1, crate::lifecycle::MAX_WAIT_MS);
+        let started = self
+            .start_snapshot(identifier, snapshot_type, wait_ms)
+            .await?;
+        let mut pause = SNAPSHOT_FIRST_POLL;
         loop {
             let snapshot = self.get_snapshot(&started.snapshot_id).await?;
             match snapshot.status {
@@ -72,7 +92,8 @@ impl SandboxClient {
                     snapshot.status.as_str(),
                 ));
             }
-            tokio::time::sleep(SNAPSHOT_POLL_INTERVAL).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(SNAPSHOT_POLL_INTERVAL);
         }
     }
 

@@ -84,8 +84,10 @@ export const DEFAULT_MEMORY_MB = 1024;
 export const MANAGEMENT_PORT = 9501;
 const CREATE_POLL_MS = 500;
 const STATE_POLL_MS = 1000;
+/** A snapshot still in progress once the server's wait is over is polled at growing intervals, up to this. */
 const SNAPSHOT_POLL_MS = 1000;
-/** Upper bound of the `wait_ms` sent with suspend/resume (docs/protocol/control-plane.md). */
+const SNAPSHOT_FIRST_POLL_MS = 50;
+/** Upper bound of the `wait_ms` sent with suspend/resume and snapshots (docs/protocol/control-plane.md). */
 const MAX_WAIT_MS = 30_000;
 const CREATE_GRACE_MS = 5_000;
 
@@ -1434,6 +1436,15 @@ export class SandboxClient {
 
   /** Start a snapshot of the sandbox without waiting for it (usually `in_progress`). */
   async snapshot(identifier: string, options: { snapshotType?: SnapshotType } = {}): Promise<SnapshotInfo> {
+    return this.#startSnapshot(identifier, options, 0);
+  }
+
+  /** Start a snapshot; the server waits up to `waitMs` for it to end before it answers. */
+  async #startSnapshot(
+    identifier: string,
+    options: { snapshotType?: SnapshotType },
+    waitMs: number,
+  ): Promise<SnapshotInfo> {
     const id = identifierOf(identifier);
     const type = options.snapshotType;
     if (type !== undefined && type !== "memory" && type !== "filesystem") {
@@ -1442,6 +1453,7 @@ export class SandboxClient {
     const spec: RequestSpec = {
       method: "POST",
       url: sandboxesUrl(this.#http.config, id, "/snapshot"),
+      query: { wait_ms: String(waitMs) },
       replayable: false,
     };
     if (type !== undefined) spec.json = { snapshot_type: type };
@@ -1458,8 +1470,11 @@ export class SandboxClient {
   async snapshotAndWait(identifier: string, options: { snapshotType?: SnapshotType } = {}): Promise<SnapshotInfo> {
     const config = this.#http.config;
     const deadline = Date.now() + config.timeoutSecs * 1000;
-    const started = await this.snapshot(identifier, options);
-    let snapshot = started;
+    const waitMs = Math.max(1, Math.min(MAX_WAIT_MS, Math.floor(config.timeoutSecs * 1000 * 0.75)));
+    const started = await this.#startSnapshot(identifier, options, waitMs);
+    // Ended within the server's wait: its whole record (size, error) is one read away.
+    let snapshot = started.status === "in_progress" ? started : await this.getSnapshot(started.snapshotId);
+    let pollMs = SNAPSHOT_FIRST_POLL_MS;
     for (;;) {
       if (snapshot.status === "completed" || snapshot.status === "local_ready") return snapshot;
       if (snapshot.status === "failed" || snapshot.status === "deleting") {
@@ -1472,7 +1487,8 @@ export class SandboxClient {
             "(raise the client's timeoutSecs to wait longer)",
         );
       }
-      await clock.sleep(SNAPSHOT_POLL_MS);
+      await clock.sleep(pollMs);
+      pollMs = Math.min(pollMs * 2, SNAPSHOT_POLL_MS);
       snapshot = await this.getSnapshot(started.snapshotId);
     }
   }

@@ -1,15 +1,19 @@
 //! Routes of snapshots (docs/protocol/control-plane.md, Snapshots).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use alcove_wire::snapshot::{
     CreateSnapshotRequest, CreateSnapshotResponse, ListSnapshotsResponse, SnapshotInfo,
+    SnapshotStatus,
 };
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 
 use alcove_wire::error::ApiErrorBody;
 
@@ -35,17 +39,35 @@ fn public_snapshot(snap: &crate::store::SnapshotRecord) -> SnapshotInfo {
     info
 }
 
-/// `POST {B}/sandboxes/{id}/snapshot`; the body may be empty, else a JSON object.
+/// How long a snapshot request waits for the snapshot to end when it does not say: a
+/// client that polls once a second (the official SDKs) then needs no second poll for a
+/// snapshot taken within it, and never waits longer than it would have.
+const DEFAULT_WAIT: Duration = Duration::from_secs(1);
+
+/// Longest wait a snapshot request may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// Query of a snapshot request.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SnapshotWaitQuery {
+    /// Milliseconds to wait for the snapshot to end before answering (absent = 1000;
+    /// 0 = answer at once; at most 300000).
+    wait_ms: Option<u64>,
+}
+
+/// `POST {B}/sandboxes/{id}/snapshot[?wait_ms=N]`; the body may be empty, else a JSON object.
 #[utoipa::path(
     post,
     path = "/sandboxes/{id}/snapshot",
     tag = tags::SNAPSHOTS,
     operation_id = "snapshotSandbox",
-    description = "Starts a snapshot of a running sandbox, which keeps running (frozen only while its layer is copied and, for `memory`, its processes dumped). Poll `GET /snapshots/{sid}` for its end.",
-    params(SandboxParam),
+    description = "Starts a snapshot of a running sandbox, which keeps running (frozen only while its layer is copied and, for `memory`, its processes dumped), and waits up to `wait_ms` for it to end. Poll `GET /snapshots/{sid}` for the end of one still `in_progress`.",
+    params(SandboxParam, SnapshotWaitQuery),
     request_body(content = Option<CreateSnapshotRequest>, description = "None, or a JSON object (any `Content-Type`)."),
     responses(
-        (status = 202, description = "Accepted, `in_progress`.", body = CreateSnapshotResponse),
+        (status = 200, description = "Ended within `wait_ms`: `completed` or `failed` (`GET /snapshots/{sid}` has the details).", body = CreateSnapshotResponse),
+        (status = 202, description = "Accepted, still `in_progress` after `wait_ms`.", body = CreateSnapshotResponse),
         (status = 400, description = "`INVALID_ARGUMENT`: a malformed body.", body = ApiErrorBody),
         (status = 404, description = "`NOT_FOUND`: no such sandbox.", body = ApiErrorBody),
         (status = 409, description = "`INVALID_STATE`: the sandbox is not running.", body = ApiErrorBody),
@@ -54,8 +76,14 @@ fn public_snapshot(snap: &crate::store::SnapshotRecord) -> SnapshotInfo {
 pub async fn create(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
+    query: Result<Query<SnapshotWaitQuery>, QueryRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let wait = query
+        .wait_ms
+        .map_or(DEFAULT_WAIT, |ms| Duration::from_millis(ms).min(MAX_WAIT));
     let req: CreateSnapshotRequest = optional_json_object(&body)?;
     let snap = state
         .control
@@ -64,13 +92,19 @@ pub async fn create(
             Some(namespace(&params)),
             param(&params, "id")?,
             req.snapshot_type,
+            wait,
         )
         .await?;
+    let code = if snap.status == SnapshotStatus::InProgress {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
     let body = CreateSnapshotResponse {
         snapshot_id: snap.id,
         status: snap.status,
     };
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    Ok((code, Json(body)).into_response())
 }
 
 /// `GET {B}/snapshots/{sid}`.

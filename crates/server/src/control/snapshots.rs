@@ -33,12 +33,14 @@ impl Snapshots {
         self.ctx.cfg.snapshots_dir.join(id)
     }
 
-    /// Starts a snapshot of a running sandbox; answers at once with it `in_progress`.
+    /// Starts a snapshot of a running sandbox and waits up to `wait` for it to end; answers
+    /// with it as it is then (`in_progress` if it is still being taken: it goes on).
     pub async fn create(
         &self,
         namespace: Option<&str>,
         ident: &str,
         kind: Option<SnapshotType>,
+        wait: std::time::Duration,
     ) -> Result<SnapshotRecord, ControlError> {
         let record = self.ctx.resolve_local(namespace, ident).await?;
         if !matches!(
@@ -72,7 +74,8 @@ impl Snapshots {
         let this = self.clone();
         let job = snap.clone();
         // The job keeps the request's span, so its failure is logged under the request id.
-        tokio::spawn(
+        // It goes on if the wait below ends first or its request is dropped.
+        let mut taken = tokio::spawn(
             async move {
                 let lock = this.ctx.op_lock(&job.sandbox_id);
                 let _guard = lock.lock().await;
@@ -80,7 +83,11 @@ impl Snapshots {
             }
             .instrument(tracing::Span::current()),
         );
-        Ok(snap)
+        if wait.is_zero() || tokio::time::timeout(wait, &mut taken).await.is_err() {
+            return Ok(snap);
+        }
+        // Ended within the wait: its outcome is in the store.
+        Ok(self.ctx.store.get_snapshot(&snap.id).await?.unwrap_or(snap))
     }
 
     async fn take_snapshot(&self, mut snap: SnapshotRecord) {

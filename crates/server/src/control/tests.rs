@@ -565,7 +565,7 @@ async fn snapshots_complete_restore_and_fail_cleanly() {
     let snap = h
         .control
         .snapshots
-        .create(None, &src.id, Some(SnapshotType::Memory))
+        .create(None, &src.id, Some(SnapshotType::Memory), Duration::ZERO)
         .await
         .expect("snapshot");
     assert_eq!(snap.status, SnapshotStatus::InProgress);
@@ -584,11 +584,21 @@ async fn snapshots_complete_restore_and_fail_cleanly() {
     assert_ne!(clone.id, src.id);
     assert_ne!(clone.slot, src.slot);
 
+    // Asked to wait, the request answers with the outcome.
+    let waited = h
+        .control
+        .snapshots
+        .create(None, &src.id, None, Duration::from_secs(60))
+        .await
+        .expect("snapshot");
+    assert_eq!(waited.status, SnapshotStatus::Completed);
+    assert!(waited.size_bytes.is_some());
+
     h.node.fail(Op::Snapshot, 1);
     let bad = h
         .control
         .snapshots
-        .create(None, &src.id, None)
+        .create(None, &src.id, None, Duration::ZERO)
         .await
         .expect("started");
     let failed = wait_snapshot(&h, &bad.id).await;

@@ -439,7 +439,24 @@ def test_snapshot_and_wait_polls_until_completed(
     assert snap.snapshot_id == "snap-1" and snap.status == SnapshotStatus.COMPLETED and snap.size_bytes == 5
     post = server.calls("POST")[0]
     assert post.content == b""
-    assert sleeps == [1.0, 1.0]
+    # The server was asked to wait (75 % of the client's timeout, at most 30 s); once its wait
+    # is over, polls come at growing intervals.
+    assert post.url.params["wait_ms"] == "30000"
+    assert sleeps == [0.05, 0.1]
+
+
+def test_snapshot_and_wait_reads_a_snapshot_that_ended_within_the_servers_wait(
+    server: FakeServer, client: SandboxClient, sleeps: list[float]
+) -> None:
+    server.on("POST", f"{SBX}/snapshot", jsonr(200, {"snapshot_id": "snap-1", "status": "completed"}))
+    done = {"id": "snap-1", "namespace": "default", "sandbox_id": "sbx-1", "status": "completed", "size_bytes": 7}
+    server.on("GET", "/v1/namespaces/default/snapshots/snap-1", jsonr(200, done))
+    snap = client.snapshot_and_wait("sbx-1")
+    assert (snap.status, snap.size_bytes, sleeps) == (SnapshotStatus.COMPLETED, 7, [])
+    assert len(server.calls("GET")) == 1
+    # A plain snapshot does not wait.
+    client.snapshot("sbx-1")
+    assert server.calls("POST")[-1].url.params["wait_ms"] == "0"
 
 
 def test_snapshot_type_is_sent_and_failure_raises(server: FakeServer, client: SandboxClient) -> None:

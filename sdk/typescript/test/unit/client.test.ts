@@ -379,7 +379,21 @@ describe("SandboxClient against a fake server", () => {
     assert.equal(snap.snapshotId, "snap1");
     assert.equal(snap.status, "completed");
     assert.deepEqual(JSON.parse(fake.requests[0]!.body.toString()), { snapshot_type: "filesystem" });
+    // The server is asked to wait for the end (75 % of the client's timeout, at most 30 s).
+    assert.equal(fake.requests[0]!.query.get("wait_ms"), "30000");
     assert.equal(fake.requests[1]!.path, `${BASE}/snapshots/snap1`);
+    fake.requests.length = 0;
+    // Ended within the server's wait: one read of the whole record, no poll; a plain
+    // snapshot does not wait.
+    handler = (req) =>
+      req.method === "POST"
+        ? { json: { snapshot_id: "snap3", status: "completed" } }
+        : { json: { id: "snap3", sandbox_id: "sbx1", status: "completed", size_bytes: 7 } };
+    const done = await client.snapshotAndWait("sbx1");
+    assert.equal(done.sizeBytes, 7);
+    assert.deepEqual(fake.requests.map((r) => r.method), ["POST", "GET"]);
+    await client.snapshot("sbx1");
+    assert.equal(fake.requests[2]!.query.get("wait_ms"), "0");
     fake.requests.length = 0;
     handler = (req) =>
       req.method === "POST"

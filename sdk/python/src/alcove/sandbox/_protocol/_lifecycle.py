@@ -37,8 +37,10 @@ DEFAULT_MEMORY_MB = 1024
 CREATE_POLL_INTERVAL_SECS = 0.5
 STATE_POLL_INTERVAL_SECS = 1.0
 SNAPSHOT_POLL_INTERVAL_SECS = 1.0
+"""A snapshot still in progress once the server's wait is over is polled at growing intervals, up to this."""
+SNAPSHOT_FIRST_POLL_SECS = 0.05
 MAX_WAIT_MS = 30_000
-"""Upper bound of the ``wait_ms`` sent with suspend/resume (docs/protocol/control-plane.md)."""
+"""Upper bound of the ``wait_ms`` sent with suspend/resume and snapshots (docs/protocol/control-plane.md)."""
 CREATE_GRACE_MS = 5_000
 MAX_NODE_SELECTOR_PAIRS = 16
 """Most label pairs one ``node_selector`` may hold (the server's limit)."""
@@ -502,16 +504,18 @@ def op_get_archived(cfg: ClientConfig, sandbox_id: str) -> Op[ArchivedSandboxInf
 # Snapshots
 
 
-def op_snapshot(cfg: ClientConfig, identifier: str, snapshot_type: str | None) -> Op[SnapshotInfo]:
-    """Start a snapshot; the answer is usually ``in_progress``."""
+def op_snapshot(cfg: ClientConfig, identifier: str, snapshot_type: str | None, wait_ms: int = 0) -> Op[SnapshotInfo]:
+    """Start a snapshot; the server waits up to ``wait_ms`` for it to end before it answers (with
+    none, the answer is usually ``in_progress``)."""
     identifier = _identifier(identifier)
     if snapshot_type is not None and str(snapshot_type) not in ("memory", "filesystem"):
         raise ValueError(f"snapshot_type must be 'memory' or 'filesystem', got {snapshot_type!r}")
     url = sandboxes_url(cfg, identifier, "/snapshot")
+    params = {"wait_ms": str(wait_ms)}
     if snapshot_type is None:
-        req = _lifecycle(cfg, "POST", url, content=b"", replayable=False)
+        req = _lifecycle(cfg, "POST", url, params=params, content=b"", replayable=False)
     else:
-        req = _lifecycle(cfg, "POST", url, json={"snapshot_type": str(snapshot_type)}, replayable=False)
+        req = _lifecycle(cfg, "POST", url, params=params, json={"snapshot_type": str(snapshot_type)}, replayable=False)
     resp = yield from _send(req)
     check(resp, sandbox=identifier)
     body = _json(resp, "snapshot answer")
@@ -523,8 +527,13 @@ def op_snapshot(cfg: ClientConfig, identifier: str, snapshot_type: str | None) -
 def op_snapshot_and_wait(cfg: ClientConfig, identifier: str, snapshot_type: str | None) -> Op[SnapshotInfo]:
     """Snapshot, then poll until ``local_ready`` or ``completed`` (``failed`` raises)."""
     deadline = time.monotonic() + cfg.timeout_secs
-    started = yield from op_snapshot(cfg, identifier, snapshot_type)
+    wait_ms = max(1, min(MAX_WAIT_MS, int(cfg.timeout_secs * 1000 * 0.75)))
+    started = yield from op_snapshot(cfg, identifier, snapshot_type, wait_ms)
     snapshot = started
+    if snapshot.status != SnapshotStatus.IN_PROGRESS:
+        # Ended within the server's wait: its whole record (size, error) is one read away.
+        snapshot = yield from op_get_snapshot(cfg, started.snapshot_id)
+    poll = SNAPSHOT_FIRST_POLL_SECS
     while True:
         if snapshot.status in (SnapshotStatus.COMPLETED, SnapshotStatus.LOCAL_READY):
             return snapshot
@@ -536,7 +545,8 @@ def op_snapshot_and_wait(cfg: ClientConfig, identifier: str, snapshot_type: str 
                 f"snapshot {snapshot.snapshot_id} is still {snapshot.status} after {cfg.timeout_secs:g}s "
                 "(raise the client's timeout= to wait longer)"
             )
-        yield Sleep(SNAPSHOT_POLL_INTERVAL_SECS)
+        yield Sleep(poll)
+        poll = min(poll * 2, SNAPSHOT_POLL_INTERVAL_SECS)
         snapshot = yield from op_get_snapshot(cfg, started.snapshot_id)
 
 
