@@ -7,7 +7,9 @@ Usage (as root, after `scripts/setup.sh`):
 
 Each operation is timed from the HTTP request to the answer that says it is done
 (suspend/resume with `wait_ms`; a snapshot until GET says `completed`; a restore
-is a blocking create from the snapshot until it is running).
+is a blocking create from the snapshot until it is running). Snapshots are also timed
+as a user waits for them: `snapshot_and_wait` of Alcove's Python SDK and, if installed,
+of the official `tensorlake` SDK.
 """
 
 from __future__ import annotations
@@ -70,6 +72,20 @@ def main() -> None:
             assert created["status"] == "running", created
             server.api("DELETE", f"/sandboxes/{created['sandbox_id']}")
             server.api("DELETE", f"/snapshots/{sid}")
+        # What a user waits for through an SDK, which polls once a second where the server
+        # does not wait for the end itself (the official SDK's snapshot_and_wait).
+        sdk_snapshot, official_snapshot = [], []
+        official = official_client(server.url)
+        for _ in range(args.iterations):
+            start = time.perf_counter()
+            snap = client.snapshot_and_wait("bench-ck")
+            sdk_snapshot.append(time.perf_counter() - start)
+            client.delete_snapshot(snap.snapshot_id)
+            if official is not None:
+                start = time.perf_counter()
+                snap = official.snapshot_and_wait(sandbox.sandbox_id)
+                official_snapshot.append(time.perf_counter() - start)
+                client.delete_snapshot(snap.snapshot_id)
         client.delete("bench-ck")
         client.close()
     finally:
@@ -88,9 +104,21 @@ def main() -> None:
         summarize("baseline: raw `criu restore` (bare process)", criu_restore),
         summarize(f"resume from packed (zstd) dump ({args.mb} MB)", cold),
         summarize("memory snapshot (sandbox keeps running)", snapshot),
+        summarize("memory snapshot, `snapshot_and_wait` of Alcove's Python SDK", sdk_snapshot),
+        *([summarize("memory snapshot, `snapshot_and_wait` of the official SDK", official_snapshot)]
+          if official_snapshot else []),
         summarize("restore snapshot into a new sandbox", restore),
     ]
     report(f"Checkpoint/restore, {args.mb} MB", rows, REPO / "bench/results/checkpoint.json")
+
+
+def official_client(url: str):
+    """The official `tensorlake` SDK's client, if it is installed."""
+    try:
+        import tensorlake.sandbox as tl
+    except ImportError:
+        return None
+    return tl.SandboxClient.for_localhost(api_url=url)
 
 
 def cold_resume(mb: int, iterations: int) -> list[float]:

@@ -97,7 +97,8 @@ def raw_runc(rootfs: Path, mb: int, iterations: int) -> tuple[list[float], list[
     bundle.mkdir()
     subprocess.run(["runc", "spec"], cwd=bundle, check=True)
     cfg = json.loads((bundle / "config.json").read_text())
-    cfg["root"] = {"path": str(rootfs), "readonly": True}
+    # The built-in image's rootfs is a symlink into the image store; runc wants the real path.
+    cfg["root"] = {"path": str(rootfs.resolve()), "readonly": True}
     cfg["process"]["terminal"] = False
     cfg["process"]["args"] = ["python3", "-c", holder_program(mb)]
     (work / "criu.conf").write_text("network-lock skip\ntcp-close\n")

@@ -36,7 +36,8 @@ def bundle(root: Path, rootfs: Path) -> Path:
     b.mkdir()
     subprocess.run(["runc", "spec"], cwd=b, check=True)
     spec = json.loads((b / "config.json").read_text())
-    spec["root"] = {"path": str(rootfs), "readonly": True}
+    # The built-in image's rootfs is a symlink into the image store; runc wants the real path.
+    spec["root"] = {"path": str(rootfs.resolve()), "readonly": True}
     spec["process"]["terminal"] = False
     spec["process"]["args"] = ["/bin/true"]
     (b / "config.json").write_text(json.dumps(spec))
