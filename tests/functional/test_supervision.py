@@ -106,6 +106,8 @@ def test_bad_supervision_settings_name_the_field(server, sandbox):
         ({"restart": {"initial_backoff_ms": -1}}, "restart.initial_backoff_ms"),
         ({"restart": {"max_restarts": -1}}, "restart.max_restarts"),
         ({"name": "12"}, "name"),
+        ({"name": "x" * 256}, "name"),
+        ({"name": "two\nlines"}, "name"),
     ]:
         resp = server.api("POST", f"/sandboxes/{sandbox.sandbox_id}/api/v1/processes", json={**base, **extra})
         assert resp.status_code == 400, (extra, resp.text)

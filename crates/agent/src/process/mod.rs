@@ -92,7 +92,7 @@ pub enum ProcessError {
     NameTaken(String),
     /// The name cannot address a process.
     #[error(
-        "invalid process name {0:?}: must be non-empty, not all digits, without '/', and not \"run\""
+        "invalid process name {0:?}: must be 1 to 255 bytes, not all digits, without '/' or control characters, and not \"run\""
     )]
     InvalidName(String),
     /// The process is not managed, so it cannot be restarted.
@@ -339,10 +339,16 @@ fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Longest process name, in bytes: a name is a path segment of every `{p}` route and is
+/// written into each of the process's log records.
+const MAX_NAME_BYTES: usize = 255;
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
         && !name.bytes().all(|b| b.is_ascii_digit())
         && !name.contains('/')
+        && !name.chars().any(char::is_control)
         && name != "run"
 }
 
@@ -675,6 +681,11 @@ mod tests {
         assert!(!valid_name("a/b"));
         assert!(!valid_name(""));
         assert!(!valid_name("run"));
+        assert!(valid_name("wéb server"));
+        assert!(valid_name(&"a".repeat(255)));
+        assert!(!valid_name(&"a".repeat(256)));
+        assert!(!valid_name("a\nb"));
+        assert!(!valid_name("a\u{7f}"));
     }
 
     #[test]
