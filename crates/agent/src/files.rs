@@ -161,6 +161,18 @@ const KERNEL_FS: [i64; 11] = [
 /// through it, with sizes that are not their contents' lengths.
 const FUSE_FS: i64 = 0x6573_5546;
 
+/// The magic number (`f_type`) of a file system, from `statfs` or `fstatfs` filling the
+/// struct `fill` is given; `None` if the call failed.
+fn fs_magic(fill: impl FnOnce(&mut libc::statfs) -> libc::c_int) -> Option<i64> {
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if fill(&mut stat) != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64 but not on every target
+    Some(stat.f_type as i64)
+}
+
 /// Whether `path` (or, when it does not exist, its parent) is on a kernel pseudo
 /// file system.
 fn on_kernel_fs(path: &Path) -> bool {
@@ -172,28 +184,20 @@ fn on_kernel_fs(path: &Path) -> bool {
     let Ok(c_path) = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()) else {
         return false;
     };
-    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c_path is a NUL-terminated string and stat a struct we own; statfs
+    // SAFETY: c_path is a NUL-terminated string and stat a struct fs_magic owns; statfs
     // writes only into it.
-    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut stat) };
-    #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64 but not on every target
-    let kind = stat.f_type as i64;
-    rc == 0 && KERNEL_FS.contains(&kind)
+    fs_magic(|stat| unsafe { libc::statfs(c_path.as_ptr(), stat) })
+        .is_some_and(|kind| KERNEL_FS.contains(&kind))
 }
 
 /// Whether the size `fstat` gives for the open `file` is the number of bytes a read
 /// of it yields. It is not on kernel pseudo file systems (procfs says 0, sysfs 4096,
 /// whatever the contents) nor on FUSE (lxcfs); when unsure, it is not.
 fn size_is_length(file: &impl AsRawFd) -> bool {
-    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: the descriptor is open for as long as `file` is borrowed, and stat is
-    // a struct we own; fstatfs writes only into it.
-    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut stat) };
-    #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64 but not on every target
-    let kind = stat.f_type as i64;
-    rc == 0 && kind != FUSE_FS && !KERNEL_FS.contains(&kind)
+    // SAFETY: the descriptor is open for as long as `file` is borrowed, and stat a struct
+    // fs_magic owns; fstatfs writes only into it.
+    fs_magic(|stat| unsafe { libc::fstatfs(file.as_raw_fd(), stat) })
+        .is_some_and(|kind| kind != FUSE_FS && !KERNEL_FS.contains(&kind))
 }
 
 fn millis(time: io::Result<std::time::SystemTime>) -> Option<EpochMillis> {
