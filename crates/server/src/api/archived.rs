@@ -79,8 +79,7 @@ fn invalid(field: &'static str, reason: &str) -> ApiError {
 
 /// Checks the query; a bad value is a 400 that names its field.
 fn page_of(query: Result<Query<ArchivedQuery>, QueryRejection>) -> Result<Page, ApiError> {
-    let Query(q) =
-        query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let Query(q) = query?;
     let given = |v: Option<String>| v.filter(|v| !v.is_empty());
     let limit = match given(q.limit) {
         None => DEFAULT_LIMIT,

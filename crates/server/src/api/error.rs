@@ -5,6 +5,7 @@
 
 use alcove_wire::error::{ApiErrorBody, ErrorCode};
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -78,6 +79,13 @@ impl ApiError {
     /// The message as built (before a 5xx answer replaces it).
     pub fn message(&self) -> &str {
         &self.message
+    }
+}
+
+/// A query string that does not parse: 400 with what is wrong with it.
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request(format!("invalid query: {}", rejection.body_text()))
     }
 }
 

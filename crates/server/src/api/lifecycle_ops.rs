@@ -25,6 +25,11 @@ use super::sandboxes::{ident, namespace};
 /// Longest wait a request may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
+/// The wait of `wait_ms`, at most [`MAX_WAIT`] (suspend, resume and snapshots).
+pub(super) fn bounded_wait(wait_ms: u64) -> Duration {
+    Duration::from_millis(wait_ms).min(MAX_WAIT)
+}
+
 /// Query of suspend and resume.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -43,10 +48,9 @@ fn wait_of(
     query: Result<Query<WaitQuery>, QueryRejection>,
     body: &Bytes,
 ) -> Result<Option<Duration>, ApiError> {
-    let Query(q) =
-        query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let Query(q) = query?;
     optional_json_object::<TransitionBody>(body)?;
-    Ok(q.wait_ms.map(|ms| Duration::from_millis(ms).min(MAX_WAIT)))
+    Ok(q.wait_ms.map(bounded_wait))
 }
 
 fn answer(state: &AppState, record: &crate::store::SandboxRecord, reached: bool) -> Response {

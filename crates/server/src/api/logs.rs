@@ -74,8 +74,7 @@ pub async fn get_logs(
     Path(params): Path<HashMap<String, String>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<SandboxLogsResponse>, ApiError> {
-    let Query(pairs) =
-        query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let Query(pairs) = query?;
     let all = |key: &str| -> Vec<String> {
         pairs
             .iter()

@@ -20,6 +20,7 @@ use alcove_wire::error::ApiErrorBody;
 use super::AppState;
 use super::body::optional_json_object;
 use super::error::ApiError;
+use super::lifecycle_ops::bounded_wait;
 use super::openapi::{SandboxParam, SnapshotParam, tags};
 use super::sandboxes::namespace;
 
@@ -43,9 +44,6 @@ fn public_snapshot(snap: &crate::store::SnapshotRecord) -> SnapshotInfo {
 /// client that polls once a second (the official SDKs) then needs no second poll for a
 /// snapshot taken within it, and never waits longer than it would have.
 const DEFAULT_WAIT: Duration = Duration::from_secs(1);
-
-/// Longest wait a snapshot request may ask for.
-const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// Query of a snapshot request.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -79,11 +77,8 @@ pub async fn create(
     query: Result<Query<SnapshotWaitQuery>, QueryRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let Query(query) =
-        query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
-    let wait = query
-        .wait_ms
-        .map_or(DEFAULT_WAIT, |ms| Duration::from_millis(ms).min(MAX_WAIT));
+    let Query(query) = query?;
+    let wait = query.wait_ms.map_or(DEFAULT_WAIT, bounded_wait);
     let req: CreateSnapshotRequest = optional_json_object(&body)?;
     let snap = state
         .control
