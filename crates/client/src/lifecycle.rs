@@ -22,6 +22,11 @@ pub const CREATE_POLL_INTERVAL: Duration = Duration::from_millis(500);
 pub const STATE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Upper bound of the `wait_ms` sent with suspend, resume and snapshots.
 pub const MAX_WAIT_MS: u128 = 30_000;
+/// The `wait_ms` a waiting call asks of the server: 75 % of the client's timeout (so the
+/// answer comes before the client gives up), at most [`MAX_WAIT_MS`].
+pub(crate) fn server_wait_ms(timeout: Duration) -> u128 {
+    (timeout.as_millis() * 3 / 4).clamp(1, MAX_WAIT_MS)
+}
 /// Grace the server keeps of a blocking create's budget to answer in time.
 pub const CREATE_GRACE_MS: u128 = 5_000;
 
@@ -195,7 +200,7 @@ impl SandboxClient {
         let id = identifier_arg(identifier, "identifier")?;
         let timeout = self.config().timeout;
         let deadline = Instant::now() + timeout;
-        let wait_ms = (timeout.as_millis() * 3 / 4).clamp(1, MAX_WAIT_MS);
+        let wait_ms = server_wait_ms(timeout);
         let call = self
             .call(
                 Method::POST,

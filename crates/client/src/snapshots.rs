@@ -63,7 +63,7 @@ impl SandboxClient {
     ) -> Result<SnapshotInfo, ClientError> {
         let timeout = self.config().timeout;
         let deadline = Instant::now() + timeout;
-        let wait_ms = (timeout.as_millis() * 3 / 4).clamp(1, crate::lifecycle::MAX_WAIT_MS);
+        let wait_ms = crate::lifecycle::server_wait_ms(timeout);
         let started = self
             .start_snapshot(identifier, snapshot_type, wait_ms)
             .await?;

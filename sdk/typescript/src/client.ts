@@ -91,6 +91,14 @@ const SNAPSHOT_FIRST_POLL_MS = 50;
 const MAX_WAIT_MS = 30_000;
 const CREATE_GRACE_MS = 5_000;
 
+/**
+ * The `wait_ms` a waiting call asks of the server: 75 % of the client's timeout (so the answer
+ * comes before the client gives up), at most `MAX_WAIT_MS`.
+ */
+function serverWaitMs(config: { timeoutSecs: number }): number {
+  return Math.max(1, Math.min(MAX_WAIT_MS, Math.floor(config.timeoutSecs * 1000 * 0.75)));
+}
+
 /** Options of {@link SandboxClient.listArchived}; each absent one is the server's default. */
 export interface ListArchivedOptions {
   /** At most this many sandboxes in the page (server default 100, at most 1000). */
@@ -1032,7 +1040,7 @@ export class SandboxClient {
     const config = this.#http.config;
     const target = verb === "suspend" ? "suspended" : "running";
     const deadline = Date.now() + config.timeoutSecs * 1000;
-    const waitMs = Math.max(1, Math.min(MAX_WAIT_MS, Math.floor(config.timeoutSecs * 1000 * 0.75)));
+    const waitMs = serverWaitMs(config);
     const response = await this.#send({
       method: "POST",
       url: sandboxesUrl(config, id, `/${verb}`),
@@ -1470,7 +1478,7 @@ export class SandboxClient {
   async snapshotAndWait(identifier: string, options: { snapshotType?: SnapshotType } = {}): Promise<SnapshotInfo> {
     const config = this.#http.config;
     const deadline = Date.now() + config.timeoutSecs * 1000;
-    const waitMs = Math.max(1, Math.min(MAX_WAIT_MS, Math.floor(config.timeoutSecs * 1000 * 0.75)));
+    const waitMs = serverWaitMs(config);
     const started = await this.#startSnapshot(identifier, options, waitMs);
     // Ended within the server's wait: its whole record (size, error) is one read away.
     let snapshot = started.status === "in_progress" ? started : await this.getSnapshot(started.snapshotId);

@@ -382,12 +382,18 @@ def op_metrics(cfg: ClientConfig, identifier: str) -> Op[SandboxMetrics]:
     return _model(SandboxMetrics, _json(resp, "sandbox metrics"), "sandbox metrics")
 
 
+def _server_wait_ms(cfg: ClientConfig) -> int:
+    """The ``wait_ms`` a waiting call asks of the server: 75 % of the client's timeout (so the
+    answer comes before the client gives up), at most ``MAX_WAIT_MS``."""
+    return max(1, min(MAX_WAIT_MS, int(cfg.timeout_secs * 1000 * 0.75)))
+
+
 def op_transition(cfg: ClientConfig, identifier: str, verb: str) -> Op[SandboxInfo]:
     """Suspend or resume (docs/protocol/control-plane.md): 200 = done, other 2xx = poll GET, 409 = re-check."""
     identifier = _identifier(identifier)
     target = SandboxStatus.SUSPENDED if verb == "suspend" else SandboxStatus.RUNNING
     deadline = time.monotonic() + cfg.timeout_secs
-    wait_ms = max(1, min(MAX_WAIT_MS, int(cfg.timeout_secs * 1000 * 0.75)))
+    wait_ms = _server_wait_ms(cfg)
     resp = yield from _send(
         _lifecycle(
             cfg, "POST", sandboxes_url(cfg, identifier, f"/{verb}"), params={"wait_ms": str(wait_ms)}, content=b""
@@ -527,7 +533,7 @@ def op_snapshot(cfg: ClientConfig, identifier: str, snapshot_type: str | None, w
 def op_snapshot_and_wait(cfg: ClientConfig, identifier: str, snapshot_type: str | None) -> Op[SnapshotInfo]:
     """Snapshot, then poll until ``local_ready`` or ``completed`` (``failed`` raises)."""
     deadline = time.monotonic() + cfg.timeout_secs
-    wait_ms = max(1, min(MAX_WAIT_MS, int(cfg.timeout_secs * 1000 * 0.75)))
+    wait_ms = _server_wait_ms(cfg)
     started = yield from op_snapshot(cfg, identifier, snapshot_type, wait_ms)
     snapshot = started
     if snapshot.status != SnapshotStatus.IN_PROGRESS:
