@@ -47,21 +47,22 @@ pub async fn read(
 ) -> Result<Response, ApiError> {
     let (_, path) = path_of(query)?;
     let (file, len) = files::open_for_read(&path).await?;
-    let octets = [(header::CONTENT_TYPE, "application/octet-stream")];
-    let Some(len) = len else {
-        // A kernel or FUSE file: its length is known once it is read, so the body goes
-        // without `Content-Length` (chunked).
-        let body = Body::from_stream(ReaderStream::with_capacity(file, READ_CHUNK_BYTES));
-        return Ok((octets, body).into_response());
-    };
     // No more than the promised length, however much the file grew since: a body longer
     // than its `Content-Length` breaks the connection. (One that shrank ends short, and
-    // the client sees an incomplete body: it was read while it was cut.)
-    let body = Body::from_stream(ReaderStream::with_capacity(
-        file.take(len),
-        READ_CHUNK_BYTES,
-    ));
-    Ok((octets, [(header::CONTENT_LENGTH, len.to_string())], body).into_response())
+    // the client sees an incomplete body: it was read while it was cut.) A kernel or FUSE
+    // file has no length before it is read: it goes chunked, to its end.
+    let body = ReaderStream::with_capacity(file.take(len.unwrap_or(u64::MAX)), READ_CHUNK_BYTES);
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(body),
+    )
+        .into_response();
+    if let Some(len) = len {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, len.into());
+    }
+    Ok(response)
 }
 
 /// `PUT /files?path=` with the raw bytes as body → 204.
