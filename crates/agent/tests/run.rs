@@ -247,6 +247,12 @@ async fn exec_failures_are_json_errors() {
         .await;
     assert_eq!(status, 400);
     assert_eq!(body["code"], "NOT_EXECUTABLE");
+    // A directory named by its path is there but cannot be executed, as a shell says.
+    let (status, body) = agent
+        .post_json("/processes/run", json!({"command": dir.path()}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "NOT_EXECUTABLE");
     // The agent still works afterwards.
     let out = agent.run(json!({"command": "true"})).await;
     assert_eq!(out.exit()["exit_code"], 0);

@@ -401,12 +401,13 @@ fn working_dir(requested: Option<&str>, home: Option<&str>) -> Result<PathBuf, L
 enum Candidate {
     Executable,
     NotExecutable,
+    Directory,
     Missing,
 }
 
 fn inspect(path: &Path) -> Candidate {
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => Candidate::Missing,
+        Ok(meta) if meta.is_dir() => Candidate::Directory,
         Ok(meta) if meta.permissions().mode() & 0o111 != 0 => Candidate::Executable,
         Ok(_) => Candidate::NotExecutable,
         Err(_) => Candidate::Missing,
@@ -422,9 +423,13 @@ pub fn resolve_program(
 ) -> Result<PathBuf, LaunchError> {
     if command.contains('/') {
         let path = cwd.join(command);
+        // A directory named by its path cannot be executed (a shell says "Is a directory" and
+        // exits 126); in a PATH search it is passed over, as execvp does.
         return match inspect(&path) {
             Candidate::Executable => Ok(path),
-            Candidate::NotExecutable => Err(LaunchError::NotExecutable(command.to_string())),
+            Candidate::NotExecutable | Candidate::Directory => {
+                Err(LaunchError::NotExecutable(command.to_string()))
+            }
             Candidate::Missing => Err(LaunchError::CommandNotFound(command.to_string())),
         };
     }
@@ -435,7 +440,7 @@ pub fn resolve_program(
         match inspect(&candidate) {
             Candidate::Executable => return Ok(candidate),
             Candidate::NotExecutable => saw_not_executable = true,
-            Candidate::Missing => {}
+            Candidate::Directory | Candidate::Missing => {}
         }
     }
     if saw_not_executable {
@@ -588,6 +593,15 @@ mod tests {
         ));
         assert!(matches!(
             resolve_program("./nope", None, root),
+            Err(LaunchError::CommandNotFound(_))
+        ));
+        assert!(matches!(
+            resolve_program("/tmp", None, root),
+            Err(LaunchError::NotExecutable(_))
+        ));
+        // In a PATH search a directory of that name is passed over.
+        assert!(matches!(
+            resolve_program("tmp", Some(OsStr::new("/")), root),
             Err(LaunchError::CommandNotFound(_))
         ));
     }
