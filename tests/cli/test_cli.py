@@ -101,9 +101,21 @@ def test_exec_returns_the_exit_code_and_keeps_streams_apart(cli, dev):
     assert sh(cli, dev, "true").returncode == 0
     # A signal: 128 + its number, as shells do.
     assert sh(cli, dev, "kill -9 $$", check=False).returncode == 137
-    # A command that is not there is the sandbox's answer, not a crash of the CLI.
-    missing = cli("exec", dev, "--", "/no/such/program", check=False)
-    assert missing.returncode != 0 and missing.returncode != 2
+    # A command that cannot start exits as a shell would: 127 when it is not there, 126 when
+    # it cannot be executed, with the sandbox's reason on stderr (not a crash of the CLI).
+    for command, code, reason in (
+        ("/no/such/program", 127, b"COMMAND_NOT_FOUND"),
+        ("no-such-program", 127, b"COMMAND_NOT_FOUND"),
+        ("/etc/hostname", 126, b"NOT_EXECUTABLE"),
+        ("/tmp", 126, b"NOT_EXECUTABLE"),
+    ):
+        done = cli("exec", dev, "--", command, check=False)
+        assert done.returncode == code, (command, done.returncode, done.stderr)
+        assert done.stderr.startswith(b"error:") and reason in done.stderr, done.stderr
+        assert done.stdout == b""
+    # Any other refusal is the CLI's own failure, 1: a user that is not there.
+    done = cli("exec", dev, "-u", "no-such-user", "--", "true", check=False)
+    assert done.returncode == 1 and b"USER_NOT_FOUND" in done.stderr, done.stderr
 
 
 def test_exec_forwards_stdin_until_its_end(cli, dev):
@@ -443,6 +455,8 @@ def test_bad_usage_exits_with_two(tmp_path, args):
 def test_failures_exit_with_one_and_say_why(cli):
     missing = cli("sandbox", "get", "no-such-sandbox", check=False)
     assert missing.returncode == 1 and b"error:" in missing.stderr
+    # The server's reason once, with its code.
+    assert missing.stderr.count(b"not found") == 1 and b"(NOT_FOUND)" in missing.stderr, missing.stderr
     both_local = cli("cp", "/etc/hostname", "/tmp/x", check=False)
     assert both_local.returncode == 1 and b"SANDBOX:PATH" in both_local.stderr
     unreachable = run_cli("http://127.0.0.1:9", "ls", config=cli.config)

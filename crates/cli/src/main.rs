@@ -7,7 +7,7 @@ mod commands;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use commands::sandbox::{self, CommandExit, Shortcut, entry};
+use commands::sandbox::{self, CommandExit, CommandNotStarted, Shortcut, entry};
 
 /// Alcove: self-hosted sandboxes.
 #[derive(Debug, Parser)]
@@ -19,7 +19,7 @@ use commands::sandbox::{self, CommandExit, Shortcut, entry};
 ALCOVE_API_URL and ALCOVE_API_KEY, or what `alcove login` saved).
 
 Exit codes: 0 success, 1 the command failed, 2 usage error; `exec` and `shell` exit with the \
-command's own code.
+command's own code (126 when it cannot be executed, 127 when it does not exist).
 
 Examples:
   alcove serve
@@ -156,6 +156,10 @@ fn main() -> std::process::ExitCode {
         Err(e) => match e.downcast_ref::<CommandExit>() {
             Some(CommandExit(code)) => std::process::ExitCode::from(*code),
             None => {
+                if let Some(refused) = e.downcast_ref::<CommandNotStarted>() {
+                    eprintln!("error: {refused}");
+                    return std::process::ExitCode::from(refused.code);
+                }
                 eprintln!("error: {e:#}");
                 std::process::ExitCode::from(ExitCode::Failed as u8)
             }

@@ -90,8 +90,19 @@ pub fn explain(err: ClientError, api_url: &str) -> anyhow::Error {
                     message,
                     code: Some(code),
                     ..
+                }
+                | ClientError::NameConflict {
+                    message,
+                    code: Some(code),
+                }
+                | ClientError::SandboxNotFound {
+                    message,
+                    code: Some(code),
+                    ..
                 } => format!("{message} ({code})"),
                 ClientError::Api { message, .. }
+                | ClientError::NameConflict { message, .. }
+                | ClientError::SandboxNotFound { message, .. }
                 | ClientError::Unauthorized { message, .. }
                 | ClientError::ImageNotFound { message, .. }
                 | ClientError::SnapshotNotFound { message, .. } => message.clone(),

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 
 use super::create::parse_env;
-use super::{CommandExit, shell, stdin};
+use super::{CommandExit, not_started, shell, stdin};
 use crate::commands::connection::Connection;
 
 /// `alcove sandbox exec`.
@@ -134,7 +134,7 @@ pub async fn stream(
     let process = sandbox
         .start_process(command)
         .await
-        .map_err(|e| c.explain(e))?;
+        .map_err(|e| not_started(c, e))?;
     let pid = process.pid;
     let mut events = sandbox.follow_output(pid).await.map_err(|e| c.explain(e))?;
     let mut input = forward_stdin.then(stdin::chunks);

@@ -173,3 +173,31 @@ pub use lifecycle::RmArgs;
 #[derive(Debug, thiserror::Error)]
 #[error("the command exited with code {0}")]
 pub struct CommandExit(pub u8);
+
+/// A command the sandbox could not start (`alcove exec`, `shell`): `main` prints the reason and
+/// exits with the code a shell gives the same failure, so scripts can tell it from the
+/// command's own failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason:#}")]
+pub struct CommandNotStarted {
+    /// 127 when the program does not exist, 126 when it cannot be executed.
+    pub code: u8,
+    /// What the server said.
+    pub reason: anyhow::Error,
+}
+
+/// The error for a command that did not start: a [`CommandNotStarted`] with the shell's code
+/// when the sandbox found no such program (127) or could not execute it (126), the server's
+/// answer as any other failure otherwise.
+pub fn not_started(c: &Connection, err: alcove_client::ClientError) -> anyhow::Error {
+    let code = match err.code() {
+        Some("COMMAND_NOT_FOUND") => 127,
+        Some("NOT_EXECUTABLE") => 126,
+        _ => return c.explain(err),
+    };
+    CommandNotStarted {
+        code,
+        reason: c.explain(err),
+    }
+    .into()
+}

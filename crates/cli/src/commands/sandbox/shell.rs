@@ -12,7 +12,7 @@ use rustix::termios::{self, OptionalActions, Termios};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::exec::{self, ProcessArgs};
-use super::{CommandExit, stdin};
+use super::{CommandExit, not_started, stdin};
 use crate::commands::connection::Connection;
 
 /// Attempts at reopening a dropped socket before giving up, one second apart and more.
@@ -92,7 +92,7 @@ pub async fn run_on_terminal(
     let mut pty = sandbox
         .create_pty(command, cols, rows)
         .await
-        .map_err(|e| c.explain(e))?;
+        .map_err(|e| not_started(c, e))?;
     pty.connect().await.map_err(|e| c.explain(e))?;
     let raw = RawMode::enter()?;
     let result = relay(&mut pty).await;
