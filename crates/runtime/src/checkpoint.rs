@@ -72,6 +72,11 @@ impl Node {
             }
             return Err(e);
         }
+        // The container is gone now: a dump without its mark is still resumed (with the
+        // current build), so a failure here does not fail the suspend.
+        if let Err(e) = self.mark_dump(id, &images) {
+            tracing::warn!(sandbox_id = %id, error = %e, "recording the dump's agent build");
+        }
         std::fs::write(&done, b"").map_err(RuntimeError::io("writing", &done))?;
         // runc removed the container after the dump; only its cgroups may linger.
         self.cgroups.remove(id).await;
@@ -278,6 +283,10 @@ impl Node {
                         true,
                     )
                     .await?;
+                // In the dump (it travels with it to a blob store) and beside it (what
+                // `forget_unused_agent_builds` reads).
+                self.mark_dump(id, &dest.join(SNAPSHOT_CRIU))?;
+                self.mark_dump(id, dest)?;
             }
             Ok::<_, RuntimeError>(())
         }

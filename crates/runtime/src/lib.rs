@@ -6,6 +6,7 @@
 //! `nft`.
 //! Knows nothing about HTTP, the store or the API.
 
+pub mod agent_builds;
 pub mod archive;
 pub mod blocking;
 pub mod bundle;

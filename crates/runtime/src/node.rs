@@ -41,7 +41,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Where images are (`<images_dir>/<name>/{rootfs,manifest.json}`).
     pub images_dir: PathBuf,
-    /// The statically linked agent binary on the host.
+    /// The statically linked agent binary on the host. Sandboxes bind a copy
+    /// of it from the node's store of builds ([`crate::agent_builds`]), so
+    /// replacing this file never touches them.
     pub agent_binary: PathBuf,
     /// The runc binary to call.
     pub runc_binary: String,
@@ -175,6 +177,10 @@ pub struct Node {
     /// Held while a volume's host mount is made or used for a new view, and
     /// while unused ones are released (see [`crate::volume`]).
     pub(crate) volume_mounts: Arc<Mutex<()>>,
+    /// Every agent build sandboxes here were made with, by content.
+    agent_builds: crate::agent_builds::AgentBuilds,
+    /// The build new sandboxes get: the stored copy of `cfg.agent_binary`.
+    agent: crate::agent_builds::AgentBuild,
 }
 
 /// A short tag unique to a data directory, carried by every host-wide name.
@@ -213,6 +219,9 @@ impl Node {
             ));
         }
         let tag = instance_tag(&cfg.data_dir);
+        let agent_builds = crate::agent_builds::AgentBuilds::open(&cfg.data_dir)?;
+        let agent = agent_builds.install(&cfg.agent_binary)?;
+        tracing::info!(agent_build = %agent.digest, "agent build stored");
         let ids = IdAllocator::new(
             &cfg.idmap_dir,
             crate::idmap::DEFAULT_FIRST_ID,
@@ -296,7 +305,58 @@ impl Node {
             running: Mutex::new(HashMap::new()),
             disk_promises: Default::default(),
             volume_mounts: Arc::default(),
+            agent_builds,
+            agent,
         })
+    }
+
+    /// Removes the stored agent builds that no sandbox or snapshot under the
+    /// data directory was made with (the current build stays). Only for a node
+    /// whose dumps all live under its data directory: a dump kept only in a
+    /// blob store names its build in its own files.
+    pub fn forget_unused_agent_builds(&self) {
+        let mut keep = std::collections::HashSet::from([self.agent.digest.clone()]);
+        for parent in [
+            self.cfg.data_dir.join("sandboxes"),
+            self.cfg.data_dir.join("snapshots"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&parent) else {
+                continue;
+            };
+            keep.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| crate::agent_builds::read_marker(&e.path())),
+            );
+        }
+        let removed = self.agent_builds.retain(&keep);
+        if removed > 0 {
+            tracing::info!(removed, kept = keep.len(), "unused agent builds removed");
+        }
+    }
+
+    /// The agent build to bind for a restore from `images`: the one that made
+    /// the dump, or the current one for a dump that names none.
+    fn agent_for_dump(&self, images: &Path) -> Result<crate::agent_builds::AgentBuild> {
+        let Some(digest) = crate::agent_builds::read_marker(images) else {
+            return Ok(self.agent.clone());
+        };
+        self.agent_builds.get(&digest).ok_or_else(|| {
+            RuntimeError::Config(format!(
+                "the dump was made by agent build {digest}, which this node does not have \
+                 (its processes run that build's code, so no other build can stand in)"
+            ))
+        })
+    }
+
+    /// Records in a dump's directory the agent build the sandbox `id` runs, so
+    /// a restore binds the same one.
+    pub(crate) fn mark_dump(&self, id: &str, images: &Path) -> Result<()> {
+        match crate::agent_builds::read_marker(&self.sandbox_dir(id)) {
+            Some(digest) => crate::agent_builds::write_marker(images, &digest),
+            // Booted before builds were stored: its build is unknown.
+            None => Ok(()),
+        }
     }
 
     /// The instance tag.
@@ -372,6 +432,11 @@ impl Node {
         let started = Instant::now();
         let mut lap = Laps::new(started);
         let layer = Layer::new(self.sandbox_dir(&spec.id));
+        let agent = match restore {
+            Some((images, _)) => self.agent_for_dump(images)?,
+            None => self.agent.clone(),
+        };
+        crate::agent_builds::write_marker(&layer.dir, &agent.digest)?;
         let range = self.take_range(&spec.id, slot)?;
         // runc walks to the root file system from inside the user namespace.
         perms::own_sandbox_dir(&layer.dir, Some(range.first))?;
@@ -402,7 +467,7 @@ impl Node {
         // restores any process; a new one has no hook (crate::net_plumbing).
         let (bundle_dir, mountpoints) = self.write_bundle(
             spec,
-            &layer,
+            (&layer, &agent.path),
             (&net, restore.is_some()),
             range,
             cpuset,
@@ -597,7 +662,7 @@ impl Node {
     pub(crate) fn write_bundle(
         &self,
         spec: &SandboxSpec,
-        layer: &Layer,
+        (layer, agent_binary): (&Layer, &Path),
         (net, with_hook): (&SandboxNet, bool),
         range: IdRange,
         cpuset: Option<String>,
@@ -633,7 +698,7 @@ impl Node {
         let oci = bundle::build_spec(&BundleSpec {
             hostname: spec.hostname.clone(),
             rootfs: layer.rootfs(),
-            agent_binary: self.cfg.agent_binary.clone(),
+            agent_binary: agent_binary.to_path_buf(),
             etc_dir: layer.etc_source(),
             range,
             hook: with_hook.then(|| (self.cfg.hook.path.clone(), hook_args)),

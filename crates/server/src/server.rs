@@ -160,6 +160,10 @@ pub async fn serve(
         favor_dynamic_cgroup_moves: config.cgroup_favor_dynmods,
     })
     .await?;
+    // With a blob store, a dump may live only there and name a build no local file does.
+    if blobs.is_none() {
+        node.forget_unused_agent_builds();
+    }
     let bound = listener.local_addr()?;
     let agents = AgentClient::new();
     let retention_days = config.archive_ttl.as_secs().div_ceil(86_400);
