@@ -110,6 +110,54 @@ pub fn explain(err: ClientError, api_url: &str) -> anyhow::Error {
             };
             anyhow!("the server answered {status}: {message}")
         }
-        (_, None) => anyhow::Error::new(err).context(format!("reaching the server at {api_url}")),
+        // Only a failure to reach or understand the server says where it is; a sandbox or
+        // snapshot that failed while we waited is the server's answer, told as it is.
+        (
+            ClientError::Connection { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Decode { .. },
+            None,
+        ) => anyhow::Error::new(err).context(format!("reaching the server at {api_url}")),
+        (_, None) => anyhow!("{err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn told(err: ClientError) -> String {
+        format!("{:#}", explain(err, "http://127.0.0.1:8900"))
+    }
+
+    #[test]
+    fn failures_are_told_once_and_only_network_ones_name_the_server() {
+        let failed = told(ClientError::SandboxFailed {
+            sandbox_id: "5f3c".into(),
+            status: "failed".into(),
+            reason: Some("startup_failed".into()),
+            message: "sandbox 5f3c failed (startup_failed): start failed".into(),
+        });
+        assert_eq!(failed, "sandbox 5f3c failed (startup_failed): start failed");
+        let snapshot = told(ClientError::SnapshotFailed("snapshot 8c2e failed".into()));
+        assert_eq!(snapshot, "snapshot 8c2e failed");
+        let unreachable = told(ClientError::Connection {
+            what: "GET http://127.0.0.1:8900/sandboxes".into(),
+            detail: "connection refused".into(),
+        });
+        assert!(
+            unreachable.starts_with("reaching the server at http://127.0.0.1:8900"),
+            "{unreachable}"
+        );
+        let missing = told(ClientError::SandboxNotFound {
+            sandbox: "x".into(),
+            message: "sandbox \"x\" not found".into(),
+            code: Some("NOT_FOUND".into()),
+        });
+        assert_eq!(
+            missing,
+            "the server answered 404 Not Found: sandbox \"x\" not found (NOT_FOUND)"
+        );
+        assert_eq!(missing.matches("not found").count(), 1, "{missing}");
     }
 }
