@@ -69,7 +69,7 @@ enum Action {
         /// Pool id.
         pool: String,
     },
-    /// Claim a running sandbox from a pool (prints its id).
+    /// Claim a running sandbox from a pool (prints its id and status; -q the id only).
     Claim {
         /// Pool id.
         pool: String,

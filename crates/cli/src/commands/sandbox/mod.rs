@@ -50,7 +50,7 @@ pub struct Shortcut<T: clap::Args> {
 
 #[derive(Debug, clap::Subcommand)]
 enum Action {
-    /// Create a sandbox (prints its id).
+    /// Create a sandbox (prints its id, name and status; -q the id only).
     Create(CreateArgs),
     /// List live sandboxes (`--all` adds ended ones from the archive).
     #[command(visible_alias = "list")]
