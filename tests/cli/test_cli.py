@@ -500,6 +500,7 @@ def test_volumes_through_the_cli(cli, dev):
         listed = json.loads(cli("volume", "ls", "--json").stdout)
         mine = [v for v in listed if v["name"] == vol]
         assert mine and mine[0]["attachments"][0]["mount_path"] == "/mnt/v"
+        assert vol in cli("volume", "ls", "-q").stdout.decode().splitlines()
         assert cli("volume", "rm", vol, check=False).returncode == 1  # in use
         cli("volume", "detach", dev, "/mnt/v")
     finally:
@@ -511,6 +512,12 @@ def test_pools_through_the_cli(cli):
     pool = cli("pool", "create", "--memory", "1G", "--warm", "1", "--max", "2").stdout.decode().strip()
     try:
         assert any(p["id"] == pool for p in json.loads(cli("pool", "ls", "--json").stdout))
+        # Ids alone, one a line, as `ls -q` prints them everywhere (for xargs).
+        assert pool in cli("pool", "ls", "-q").stdout.decode().splitlines()
+        images = cli("image", "ls", "-q").stdout.decode().splitlines()
+        assert images and all(i.startswith("sha256:") for i in images), images
+        assert cli("node", "ls", "-q").stdout.decode().strip()
+        assert cli("secrets", "ls").returncode == 0
         name = f"claimed-{uuid.uuid4().hex[:6]}"
         claimed = json.loads(cli("pool", "claim", pool, "--name", name, "--env", "JOB=7",
                                  "--json").stdout)

@@ -32,12 +32,15 @@ enum Action {
     /// List the images of the server's store, newest first.
     #[command(
         visible_alias = "list",
-        after_help = "Examples:\n  alcove image ls\n  alcove image ls --json | jq '.[].names'"
+        after_help = "Examples:\n  alcove image ls\n  alcove image ls --json | jq '.[].names'\n  alcove image ls -q"
     )]
     Ls {
         /// Print the images as JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "quiet")]
         json: bool,
+        /// Print only the ids.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Pull an image from an OCI registry into the store.
     #[command(after_help = "Examples:
@@ -119,7 +122,7 @@ Examples:
     },
     /// Delete images (a name of an image with several names is only untagged).
     #[command(
-        visible_alias = "remove",
+        visible_aliases = ["remove", "delete"],
         after_help = "Examples:\n  alcove image rm app:1\n  alcove image rm app:1 app:2 sha256:3f2a…"
     )]
     Rm {
@@ -152,10 +155,13 @@ pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
     let api_url = connection.api_url.clone();
     let answered = |err: ClientError| explain(err, &api_url);
     match args.action {
-        Action::Ls { json } => {
+        Action::Ls { json, quiet } => {
             let images = client.list_images().await.map_err(answered)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&images)?);
+            } else if quiet {
+                // Whole ids: what `image rm` takes, whatever names an image has.
+                super::output::ids(images.iter().map(|i| &i.id))?;
             } else {
                 print!("{}", image_table(&images, Utc::now()));
             }
@@ -688,10 +694,26 @@ alcove/debian, debian:12   0123456789ab   pull     123MB   3 hours ago
     #[test]
     fn the_commands_parse() {
         use clap::error::ErrorKind;
-        assert!(matches!(parse(&["ls"]), Ok(Action::Ls { json: false })));
+        assert!(matches!(
+            parse(&["ls"]),
+            Ok(Action::Ls {
+                json: false,
+                quiet: false
+            })
+        ));
+        assert!(matches!(
+            parse(&["ls", "-q"]),
+            Ok(Action::Ls {
+                json: false,
+                quiet: true
+            })
+        ));
         assert!(matches!(
             parse(&["ls", "--json"]),
-            Ok(Action::Ls { json: true })
+            Ok(Action::Ls {
+                json: true,
+                quiet: false
+            })
         ));
         let Ok(Action::Pull {
             reference,

@@ -25,8 +25,11 @@ enum Action {
     #[command(visible_alias = "list")]
     Ls {
         /// Print the nodes as a JSON array (of NodeInfo).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "quiet")]
         json: bool,
+        /// Print only the names.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Take a node out of service: it starts and resumes no sandboxes, and suspends its
     /// named running ones (kept across its restarts until `activate`).
@@ -60,10 +63,13 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let c = args.server.connect()?;
     let explain = |e| c.explain(e);
     match args.action {
-        Action::Ls { json } => {
+        Action::Ls { json, quiet } => {
             let nodes = c.client.list_nodes().await.map_err(explain)?;
             if json {
                 return output::json(&nodes);
+            }
+            if quiet {
+                return output::ids(nodes.iter().map(|n| &n.name));
             }
             output::table(
                 [

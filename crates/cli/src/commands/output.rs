@@ -27,6 +27,16 @@ pub fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [
     }
 }
 
+/// Prints one id (or name) a line, for `ls -q`: what scripts pipe into `xargs`.
+pub fn ids<T: std::fmt::Display>(ids: impl IntoIterator<Item = T>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for id in ids {
+        writeln!(out, "{id}")?;
+    }
+    Ok(())
+}
+
 /// Prints a value as indented JSON.
 pub fn json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

@@ -32,8 +32,11 @@ enum Action {
     #[command(visible_alias = "list")]
     Ls {
         /// Print the pools as a JSON array (of SandboxPoolInfo).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "quiet")]
         json: bool,
+        /// Print only the ids.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Create a pool (prints its id).
     Create {
@@ -96,10 +99,13 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
     let c = args.server.connect()?;
     let explain = |e| c.explain(e);
     match args.action {
-        Action::Ls { json } => {
+        Action::Ls { json, quiet } => {
             let pools = c.client.list_pools().await.map_err(explain)?;
             if json {
                 return output::json(&pools);
+            }
+            if quiet {
+                return output::ids(pools.iter().map(|p| &p.id));
             }
             output::table(
                 ["ID", "IMAGE", "CPUS", "MEMORY", "WARM", "MAX", "CREATED"],

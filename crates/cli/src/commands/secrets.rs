@@ -27,8 +27,10 @@ enum Action {
         value: Option<String>,
     },
     /// List secret names (never values).
+    #[command(visible_alias = "ls")]
     List,
     /// Delete a secret.
+    #[command(visible_alias = "rm")]
     Delete {
         /// Name.
         name: String,

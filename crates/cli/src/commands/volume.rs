@@ -27,8 +27,11 @@ enum Action {
     #[command(visible_alias = "list")]
     Ls {
         /// Print the volumes as a JSON array (of FileSystemInfo).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "quiet")]
         json: bool,
+        /// Print only the names.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Create a volume.
     Create {
@@ -76,10 +79,13 @@ pub async fn run(args: VolumeArgs) -> anyhow::Result<()> {
     let c = args.server.connect()?;
     let explain = |e| c.explain(e);
     match args.action {
-        Action::Ls { json } => {
+        Action::Ls { json, quiet } => {
             let volumes = c.client.list_file_systems().await.map_err(explain)?;
             if json {
                 return output::json(&volumes);
+            }
+            if quiet {
+                return output::ids(volumes.iter().map(|v| &v.name));
             }
             output::table(
                 ["NAME", "SIZE", "USED", "MOUNTED IN", "CREATED"],
