@@ -5,10 +5,17 @@
 //! the host fails (the mapped file is deleted), and a restore with another
 //! build fails too. So a node never binds the configured `--agent-path`
 //! itself: it copies each build it starts with to `agents/<sha256>` under its
-//! data directory, binds that copy, and records in every dump which build made
-//! it ([`MARKER`], beside CRIU's images). Replacing the agent (an upgrade, a
-//! rebuild) then leaves running, suspended and snapshotted sandboxes with the
-//! build they were made with.
+//! data directory (root-only, like the rest of it), and records in every dump
+//! which build made it ([`MARKER`], beside CRIU's images). Replacing the agent
+//! (an upgrade, a rebuild) then leaves running, suspended and snapshotted
+//! sandboxes with the build they were made with.
+//!
+//! Sandboxes bind the build from a tmpfs at `agent-run/` (its own file
+//! system, 0711, binaries 0555: each sandbox's init runs one from inside its
+//! user namespace), filled from `agents/` as builds are needed. A bind mount
+//! shows its source path within its file system in the sandbox's
+//! `/proc/self/mountinfo`: from the tmpfs that is `/<sha256>`, where a bind
+//! from the data directory would show the host's path to it.
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
@@ -32,20 +39,78 @@ pub struct AgentBuild {
     pub path: PathBuf,
 }
 
-/// The store: `agents/` under the node's data directory.
+/// The source name of the tmpfs builds are run from: how a node tells it
+/// from other mounts (see `crate::runc_ns`).
+pub const RUN_FS_SOURCE: &str = "alcove-agents";
+
+/// The store: `agents/` under the node's data directory, and the tmpfs at
+/// `agent-run/` that sandboxes bind builds from.
 #[derive(Debug, Clone)]
 pub struct AgentBuilds {
     dir: PathBuf,
+    run: PathBuf,
 }
 
 impl AgentBuilds {
-    /// The store under `data_dir`, made if missing (root-only).
+    /// The store under `data_dir`, made if missing (root-only), with its tmpfs
+    /// mounted (kept from an earlier run of the server while it is mounted).
     pub fn open(data_dir: &Path) -> Result<Self> {
-        let dir = data_dir.join("agents");
-        std::fs::create_dir_all(&dir).map_err(RuntimeError::io("creating", &dir))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+        let builds = Self::in_dirs(data_dir.join("agents"), data_dir.join("agent-run"))?;
+        let run = &builds.run;
+        if !crate::layer::is_mountpoint(run) {
+            nix::mount::mount(
+                Some(RUN_FS_SOURCE),
+                run.as_path(),
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some("mode=0711,size=2g,nr_inodes=4096"),
+            )
+            .map_err(|e| {
+                RuntimeError::Config(format!("mounting a tmpfs at {}: {e}", run.display()))
+            })?;
+        }
+        Ok(builds)
+    }
+
+    /// The store in `dir`, run from `run` as it is (a plain directory in tests).
+    fn in_dirs(dir: PathBuf, run: PathBuf) -> Result<Self> {
+        for d in [&dir, &run] {
+            std::fs::create_dir_all(d).map_err(RuntimeError::io("creating", d))?;
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .map_err(RuntimeError::io("restricting", &dir))?;
-        Ok(Self { dir })
+        Ok(Self { dir, run })
+    }
+
+    /// Where sandboxes bind builds from (a mount point: see the module doc).
+    pub fn run_dir(&self) -> &Path {
+        &self.run
+    }
+
+    /// Unmounts the tmpfs (when no sandbox runs: a running one keeps its file
+    /// system through its own bind, a later start mounts a new one).
+    pub fn unmount_run(&self) {
+        if let Err(e) = nix::mount::umount2(&self.run, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!(dir = %self.run.display(), error = %e, "unmounting the agent builds' tmpfs");
+        }
+    }
+
+    /// The runnable copy of the stored build `digest` in the tmpfs, copied
+    /// there (aside, then renamed) if it is not yet.
+    fn runnable(&self, digest: &str) -> Result<PathBuf> {
+        let path = self.run.join(digest);
+        if path.is_file() {
+            return Ok(path);
+        }
+        let stored = self.dir.join(digest);
+        let partial = self
+            .run
+            .join(format!(".{digest}.{}.partial", std::process::id()));
+        std::fs::copy(&stored, &partial).map_err(RuntimeError::io("copying", &stored))?;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o555))
+            .map_err(RuntimeError::io("setting the mode of", &partial))?;
+        std::fs::rename(&partial, &path).map_err(RuntimeError::io("renaming", &partial))?;
+        Ok(path)
     }
 
     /// Copies `source` into the store unless a copy of the same content is
@@ -57,35 +122,42 @@ impl AgentBuilds {
         let path = self.dir.join(&digest);
         // A stored copy only ever appears whole (by rename): its size is check enough, and
         // spares hashing it again at every start.
-        if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) {
-            return Ok(AgentBuild { digest, path });
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) {
+            let partial = self.dir.join(format!(".{digest}.partial"));
+            std::fs::write(&partial, &bytes).map_err(RuntimeError::io("writing", &partial))?;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+                .map_err(RuntimeError::io("setting the mode of", &partial))?;
+            std::fs::File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(RuntimeError::io("syncing", &partial))?;
+            std::fs::rename(&partial, &path).map_err(RuntimeError::io("renaming", &partial))?;
         }
-        let partial = self.dir.join(format!(".{digest}.partial"));
-        std::fs::write(&partial, &bytes).map_err(RuntimeError::io("writing", &partial))?;
-        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o555))
-            .map_err(RuntimeError::io("setting the mode of", &partial))?;
-        std::fs::File::open(&partial)
-            .and_then(|f| f.sync_all())
-            .map_err(RuntimeError::io("syncing", &partial))?;
-        std::fs::rename(&partial, &path).map_err(RuntimeError::io("renaming", &partial))?;
+        let path = self.runnable(&digest)?;
         Ok(AgentBuild { digest, path })
     }
 
-    /// The stored build with this digest, if the store has it.
-    pub fn get(&self, digest: &str) -> Option<AgentBuild> {
-        if !is_digest(digest) {
-            return None;
+    /// The stored build with this digest, runnable, if the store has it.
+    pub fn get(&self, digest: &str) -> Result<Option<AgentBuild>> {
+        if !is_digest(digest) || !self.dir.join(digest).is_file() {
+            return Ok(None);
         }
-        let path = self.dir.join(digest);
-        path.is_file().then(|| AgentBuild {
+        Ok(Some(AgentBuild {
             digest: digest.to_string(),
-            path,
-        })
+            path: self.runnable(digest)?,
+        }))
     }
 
     /// Removes every stored build but those in `keep` (and copies left
-    /// half-written by a crash); answers how many went.
+    /// half-written by a crash), from the store and the tmpfs; answers how
+    /// many went from the store.
     pub fn retain(&self, keep: &HashSet<String>) -> usize {
+        if let Ok(entries) = std::fs::read_dir(&self.run) {
+            for entry in entries.flatten() {
+                if !keep.contains(entry.file_name().to_string_lossy().as_ref()) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return 0;
         };
@@ -128,20 +200,25 @@ fn is_digest(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn builds(data: &Path) -> AgentBuilds {
+        AgentBuilds::in_dirs(data.join("agents"), data.join("agent-run")).expect("open")
+    }
+
     #[test]
     fn a_build_is_stored_once_by_content_and_survives_its_source() {
         let data = tempfile::tempdir().expect("tempdir");
-        let builds = AgentBuilds::open(data.path()).expect("open");
+        let builds = builds(data.path());
         let source = data.path().join("alcove-agent");
         std::fs::write(&source, b"build one").expect("write");
         let one = builds.install(&source).expect("install");
         assert_eq!(builds.install(&source).expect("again"), one);
+        assert!(one.path.starts_with(builds.run_dir()), "{one:?}");
         // The source replaced, as an upgrade does: the first build stays as it was.
         std::fs::write(&source, b"build two").expect("write");
         let two = builds.install(&source).expect("install");
         assert_ne!(one.digest, two.digest);
         assert_eq!(std::fs::read(&one.path).expect("read"), b"build one");
-        assert_eq!(builds.get(&one.digest), Some(one.clone()));
+        assert_eq!(builds.get(&one.digest).expect("get"), Some(one.clone()));
         assert_eq!(
             std::fs::metadata(&two.path)
                 .expect("stat")
@@ -150,23 +227,28 @@ mod tests {
                 & 0o777,
             0o555
         );
-        // Only what is kept stays.
+        // The runnable copy is made again from the store when it is gone (a new tmpfs).
+        std::fs::remove_file(&one.path).expect("remove");
+        assert_eq!(builds.get(&one.digest).expect("get"), Some(one.clone()));
+        assert_eq!(std::fs::read(&one.path).expect("read"), b"build one");
+        // Only what is kept stays, in both places.
         assert_eq!(builds.retain(&HashSet::from([two.digest.clone()])), 1);
-        assert_eq!(builds.get(&one.digest), None);
-        assert!(builds.get(&two.digest).is_some());
+        assert_eq!(builds.get(&one.digest).expect("get"), None);
+        assert!(!one.path.exists());
+        assert!(builds.get(&two.digest).expect("get").is_some());
     }
 
     #[test]
     fn a_damaged_copy_is_replaced_and_bad_markers_name_nothing() {
         let data = tempfile::tempdir().expect("tempdir");
-        let builds = AgentBuilds::open(data.path()).expect("open");
+        let builds = builds(data.path());
         let source = data.path().join("alcove-agent");
         std::fs::write(&source, b"the build").expect("write");
         let build = builds.install(&source).expect("install");
-        std::fs::remove_file(&build.path).expect("remove");
-        std::fs::write(&build.path, b"truncat").expect("write");
+        let stored = data.path().join("agents").join(&build.digest);
+        std::fs::write(&stored, b"truncat").expect("write");
         assert_eq!(builds.install(&source).expect("install"), build);
-        assert_eq!(std::fs::read(&build.path).expect("read"), b"the build");
+        assert_eq!(std::fs::read(&stored).expect("read"), b"the build");
 
         let dir = data.path();
         assert_eq!(read_marker(dir), None);
@@ -175,7 +257,7 @@ mod tests {
         for bad in ["../../etc/passwd", "", &build.digest.to_uppercase()] {
             std::fs::write(dir.join(MARKER), bad).expect("write");
             assert_eq!(read_marker(dir), None, "{bad:?}");
-            assert_eq!(builds.get(bad), None);
+            assert_eq!(builds.get(bad).expect("get"), None);
         }
     }
 }

@@ -273,6 +273,7 @@ impl Node {
             Some(&cfg.data_dir),
             Some(&cfg.images_dir),
             Some(&cfg.agent_binary),
+            Some(&agent_builds.run_dir().to_path_buf()),
             Some(&cfg.hook.path),
             Some(&cfg.criu_binary),
             cfg.lxcfs_dir.as_ref(),
@@ -341,7 +342,7 @@ impl Node {
         let Some(digest) = crate::agent_builds::read_marker(images) else {
             return Ok(self.agent.clone());
         };
-        self.agent_builds.get(&digest).ok_or_else(|| {
+        self.agent_builds.get(&digest)?.ok_or_else(|| {
             RuntimeError::Config(format!(
                 "the dump was made by agent build {digest}, which this node does not have \
                  (its processes run that build's code, so no other build can stand in)"
@@ -1011,6 +1012,7 @@ impl Node {
                 tracing::warn!(error = %e, "removing firewall table");
             }
             self.cgroups.remove_parent_if_empty();
+            self.agent_builds.unmount_run();
         }
     }
 

@@ -19,10 +19,6 @@
 //! sandbox's user namespace, whose root is an unprivileged host id, so those
 //! directories are 0711 and their files 0644. They only ever sit in a 0700
 //! directory, which no other host user can enter.
-//!
-//! The store of agent builds (`agents/`, see [`crate::agent_builds`]) is 0711
-//! and its binaries 0555: every sandbox runs one as its init, from inside its
-//! user namespace. They are the operator's own binaries, no secret.
 
 use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -70,7 +66,6 @@ pub fn secure_tree(root: &Path) -> Result<usize> {
     let tree = Tree {
         mounts,
         traverse: [root.to_path_buf(), root.join("sandboxes")].into(),
-        agents: root.join("agents"),
     };
     let mut changed = 0;
     walk(root, &meta, &tree, false, &mut changed)?;
@@ -81,12 +76,7 @@ pub fn secure_tree(root: &Path) -> Result<usize> {
 struct Tree {
     mounts: HashSet<PathBuf>,
     traverse: HashSet<PathBuf>,
-    /// The store of agent builds: traverse-only, its binaries runnable by all.
-    agents: PathBuf,
 }
-
-/// Mode of a stored agent build.
-const AGENT_BUILD: u32 = 0o555;
 
 /// Mode of the directories on the way to sandboxes' root file systems.
 const TRAVERSE_ONLY: u32 = 0o711;
@@ -133,26 +123,6 @@ fn walk(
 ) -> Result<()> {
     let mode = meta.mode() & 0o7777;
     if meta.file_type().is_symlink() {
-        return Ok(());
-    }
-    if meta.is_dir() && path == tree.agents {
-        if mode != TRAVERSE_ONLY {
-            set_mode(path, TRAVERSE_ONLY)?;
-            *changed += 1;
-        }
-        let entries = std::fs::read_dir(path).map_err(RuntimeError::io("listing", path))?;
-        for entry in entries.flatten() {
-            let child = entry.path();
-            let Ok(child_meta) = std::fs::symlink_metadata(&child) else {
-                continue;
-            };
-            if child_meta.is_file() && child_meta.mode() & 0o7777 != AGENT_BUILD {
-                set_mode(&child, AGENT_BUILD)?;
-                *changed += 1;
-            } else if !child_meta.is_file() {
-                walk(&child, &child_meta, tree, false, changed)?;
-            }
-        }
         return Ok(());
     }
     if meta.is_dir() {
@@ -222,13 +192,7 @@ mod tests {
         set_mode(&root.join("sandboxes/x/disk.img"), 0o4755).expect("chmod");
         set_mode(&root.join("sandboxes"), 0o755).expect("chmod");
         std::os::unix::fs::symlink("/etc/passwd", root.join("link")).expect("symlink");
-        // The store of agent builds: sandboxes run them, so they stay runnable by all.
-        std::fs::create_dir_all(root.join("agents")).expect("mkdir");
-        std::fs::write(root.join("agents/build"), b"x").expect("write");
-        set_mode(&root.join("agents/build"), 0o4777).expect("chmod");
         let changed = secure_tree(&root).expect("secure");
-        assert_eq!(mode(&root.join("agents")), 0o711);
-        assert_eq!(mode(&root.join("agents/build")), 0o555);
         assert!(changed >= 4, "{changed}");
         assert_eq!(mode(&root), 0o711);
         assert_eq!(mode(&root.join("sandboxes")), 0o711);

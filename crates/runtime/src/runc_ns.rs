@@ -167,7 +167,9 @@ struct MountKind {
 impl MountKind {
     /// A mount a sandbox (of this or another instance) makes.
     fn is_transient(&self) -> bool {
-        matches!(self.fstype.as_str(), "overlay" | "nsfs") || self.source.starts_with("/dev/loop")
+        matches!(self.fstype.as_str(), "overlay" | "nsfs")
+            || self.source.starts_with("/dev/loop")
+            || self.source == crate::agent_builds::RUN_FS_SOURCE
     }
 }
 
