@@ -200,17 +200,21 @@ fn is_digest(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn builds(data: &Path) -> AgentBuilds {
-        AgentBuilds::in_dirs(data.join("agents"), data.join("agent-run")).expect("open")
+    /// A store in a new directory, and a source file there holding `content`, installed.
+    fn store_with(content: &[u8]) -> (tempfile::TempDir, AgentBuilds, PathBuf, AgentBuild) {
+        let data = tempfile::tempdir().expect("tempdir");
+        let builds =
+            AgentBuilds::in_dirs(data.path().join("agents"), data.path().join("agent-run"))
+                .expect("open");
+        let source = data.path().join("alcove-agent");
+        std::fs::write(&source, content).expect("write");
+        let build = builds.install(&source).expect("install");
+        (data, builds, source, build)
     }
 
     #[test]
     fn a_build_is_stored_once_by_content_and_survives_its_source() {
-        let data = tempfile::tempdir().expect("tempdir");
-        let builds = builds(data.path());
-        let source = data.path().join("alcove-agent");
-        std::fs::write(&source, b"build one").expect("write");
-        let one = builds.install(&source).expect("install");
+        let (_data, builds, source, one) = store_with(b"build one");
         assert_eq!(builds.install(&source).expect("again"), one);
         assert!(one.path.starts_with(builds.run_dir()), "{one:?}");
         // The source replaced, as an upgrade does: the first build stays as it was.
@@ -240,11 +244,7 @@ mod tests {
 
     #[test]
     fn a_damaged_copy_is_replaced_and_bad_markers_name_nothing() {
-        let data = tempfile::tempdir().expect("tempdir");
-        let builds = builds(data.path());
-        let source = data.path().join("alcove-agent");
-        std::fs::write(&source, b"the build").expect("write");
-        let build = builds.install(&source).expect("install");
+        let (data, builds, source, build) = store_with(b"the build");
         let stored = data.path().join("agents").join(&build.digest);
         std::fs::write(&stored, b"truncat").expect("write");
         assert_eq!(builds.install(&source).expect("install"), build);
