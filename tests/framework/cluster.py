@@ -117,6 +117,7 @@ def nodes_on(
     images_dirs: Sequence[Path | None] = (),
     node_args: Sequence[Sequence[str]] = (),
     tls_cas: Sequence[Path | None] = (),
+    agents: Sequence[Path | None] = (),
 ) -> Iterator[list[AlcoveServer]]:
     """Nodes `names` (in that order) on database `url`, each with its own data directory and
     subnet; with `meet`, once each has counted the others. Retired (last first) after.
@@ -126,7 +127,7 @@ def nodes_on(
     given and not `None`, is node i's own image store (else the one all tests share), and
     `node_args[i]` node i's own arguments (its labels, say). `tls_cas[i]`, when given and not
     `None`, says node i serves HTTPS (its `node_args` name the certificate) checked against
-    that CA."""
+    that CA. `agents[i]`, when given and not `None`, is node i's agent binary (another build)."""
     servers = [
         AlcoveServer(
             extra_args=["--database", url, "--node-name", name, "--node-lease-secs", str(lease_secs),
@@ -134,6 +135,7 @@ def nodes_on(
             extra_env=extra_env,
             images_dir=images_dirs[i] if i < len(images_dirs) else None,
             tls_ca=tls_cas[i] if i < len(tls_cas) else None,
+            agent=agents[i] if i < len(agents) else None,
             **({} if network is None else {
                 "host": network.address(i),
                 "launcher": network.enter(i),

@@ -31,7 +31,7 @@ from framework.cluster import (
 from framework.host import firewall_tables, owned_resources, wait_for
 from framework.metrics import operations
 from framework.postgres import PostgresCluster
-from framework.server import AlcoveServer, refused_at_start, retire
+from framework.server import AGENT_PATH, AlcoveServer, refused_at_start, retire
 
 
 # Node `name` as a server lists it.
@@ -803,3 +803,71 @@ def test_clients_cannot_forge_a_relay_and_the_relay_token_never_reaches_a_sandbo
         assert copy["sandbox_id"] in containers(a)
         via_a.delete(copy["sandbox_id"])
         via_a.delete(sb.sandbox_id)
+
+
+def test_dumps_move_between_nodes_running_different_agent_builds(pg, tmp_path):
+    """A cluster in the middle of an upgrade: a sandbox suspended on a node with one agent build
+    resumes on a node with another, and a memory snapshot taken there restores there, because
+    the build that made each dump travels with it through the blob store."""
+    from framework.s3 import S3Server
+
+    builds = {}
+    for name, extra in (("old", b""), ("new", b"\0a newer build")):
+        path = tmp_path / name / "alcove-agent"
+        path.parent.mkdir()
+        shutil.copyfile(AGENT_PATH, path)
+        with open(path, "ab") as f:
+            f.write(extra)
+        os.chmod(path, 0o755)
+        builds[name] = path
+    url = pg.create_database("alcove_agent_builds")
+    cfg = tmp_path / "c.json"
+    with S3Server() as s3:
+        with (
+            nodes_on(url, ["build-old", "build-new"], extra_args=s3.alcove_args("builds"),
+                     extra_env=s3.alcove_env(), agents=[builds["old"], builds["new"]]) as (old, new),
+            SandboxClient(api_url=old.url) as client,
+        ):
+            def drain(node: str, then_activate: str | None = None) -> None:
+                assert run_cli(old.url, "node", "drain", node, config=cfg).returncode == 0
+                if then_activate:
+                    assert run_cli(old.url, "node", "activate", then_activate, config=cfg).returncode == 0
+
+            # Made on the old build (the new node drained meanwhile).
+            drain("build-new")
+            mover = client.create_and_connect(name="mover")
+            assert containers(old) == {mover.sandbox_id}
+            mover.write_file("/root/notes.txt", b"made by the old build")
+            counter = mover.start_process("sh", ["-c", COUNTER])
+            snap = client.snapshot_and_wait("mover")
+            old_digest = (old.data_dir / "sandboxes" / mover.sandbox_id / "alcove-agent.sha256").read_text().strip()
+
+            # The old node drained: its named sandbox is suspended into the blob store, and
+            # resumes on the new node, whose own build is another.
+            drain("build-old", then_activate="build-new")
+            assert wait_for(lambda: client.get("mover").status == "suspended", 60)
+            answers = []
+            assert wait_for(lambda: answers.append(new.api(
+                "POST", "/v1/namespaces/default/sandboxes/mover/resume?wait_ms=120000")) or
+                answers[-1].status_code != 503, 60), answers[-1].text
+            assert answers[-1].status_code == 200, answers[-1].text
+            assert containers(new) == {mover.sandbox_id}
+            moved = client.connect("mover")
+            assert moved.read_file("/root/notes.txt") == b"made by the old build"
+            assert any(p.pid == counter.pid and p.status == "running" for p in moved.list_processes())
+            assert still_counting(moved)
+            new_builds = sorted(os.listdir(new.data_dir / "agents"))
+            assert old_digest in new_builds and len(new_builds) == 2, new_builds
+
+            # The snapshot the old build took restores on the new node too.
+            restored = client.create_and_connect(snapshot_id=snap.snapshot_id)
+            assert restored.sandbox_id in containers(new)
+            assert restored.read_file("/root/notes.txt") == b"made by the old build"
+            assert still_counting(restored)
+            # And a sandbox of the new build still starts there.
+            fresh = client.create_and_connect()
+            assert fresh.run("true").exit_code == 0
+            for sid in (fresh.sandbox_id, restored.sandbox_id, "mover"):
+                client.delete(sid)
+            client.delete_snapshot(snap.snapshot_id)
+            assert run_cli(old.url, "node", "activate", "build-old", config=cfg).returncode == 0

@@ -147,6 +147,35 @@ impl AgentBuilds {
         }))
     }
 
+    /// The stored file of build `digest`, if the store has it (what a node
+    /// shares with others through a blob store).
+    pub fn stored(&self, digest: &str) -> Option<PathBuf> {
+        let path = self.dir.join(digest);
+        (is_digest(digest) && path.is_file()).then_some(path)
+    }
+
+    /// Where a build fetched from elsewhere is written before [`Self::adopt`]
+    /// takes it in; `None` for a name that is no digest.
+    pub fn incoming(&self, digest: &str) -> Option<PathBuf> {
+        is_digest(digest).then(|| self.dir.join(format!(".{digest}.incoming")))
+    }
+
+    /// Takes the file at `incoming` (from [`Self::incoming`]) in as build
+    /// `digest` once its content is checked to be that build.
+    pub fn adopt(&self, digest: &str, incoming: &Path) -> Result<()> {
+        let bytes = std::fs::read(incoming).map_err(RuntimeError::io("reading", incoming))?;
+        if !is_digest(digest) || hex::encode(Sha256::digest(&bytes)) != digest {
+            let _ = std::fs::remove_file(incoming);
+            return Err(RuntimeError::Config(format!(
+                "a fetched agent build is not build {digest}"
+            )));
+        }
+        std::fs::set_permissions(incoming, std::fs::Permissions::from_mode(0o600))
+            .map_err(RuntimeError::io("setting the mode of", incoming))?;
+        let path = self.dir.join(digest);
+        std::fs::rename(incoming, &path).map_err(RuntimeError::io("renaming", incoming))
+    }
+
     /// Removes every stored build but those in `keep` (and copies left
     /// half-written by a crash), from the store and the tmpfs; answers how
     /// many went from the store.
@@ -240,6 +269,25 @@ mod tests {
         assert_eq!(builds.get(&one.digest).expect("get"), None);
         assert!(!one.path.exists());
         assert!(builds.get(&two.digest).expect("get").is_some());
+    }
+
+    #[test]
+    fn a_fetched_build_is_taken_in_only_if_it_is_that_build() {
+        let (data, builds, _, build) = store_with(b"shared build");
+        let other = AgentBuilds::in_dirs(data.path().join("b/agents"), data.path().join("b/run"))
+            .expect("open");
+        let incoming = other.incoming(&build.digest).expect("a digest");
+        std::fs::write(&incoming, b"tampered").expect("write");
+        assert!(other.adopt(&build.digest, &incoming).is_err());
+        assert!(!incoming.exists() && other.stored(&build.digest).is_none());
+        let stored = builds.stored(&build.digest).expect("stored");
+        std::fs::copy(&stored, &incoming).expect("copy");
+        other.adopt(&build.digest, &incoming).expect("adopt");
+        assert_eq!(
+            other.get(&build.digest).expect("get").map(|b| b.digest),
+            Some(build.digest)
+        );
+        assert_eq!(other.incoming("../x"), None);
     }
 
     #[test]

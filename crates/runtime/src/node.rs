@@ -311,6 +311,11 @@ impl Node {
         })
     }
 
+    /// The node's store of agent builds.
+    pub fn agent_builds(&self) -> &crate::agent_builds::AgentBuilds {
+        &self.agent_builds
+    }
+
     /// Removes the stored agent builds that no sandbox or snapshot under the
     /// data directory was made with (the current build stays). Only for a node
     /// whose dumps all live under its data directory: a dump kept only in a

@@ -198,6 +198,7 @@ impl Context {
         };
         let started = Instant::now();
         let stored = async {
+            self.share_agent_build_of(blobs, dir).await?;
             let records = self
                 .upload_members(blobs, dir, &SNAPSHOT_MEMBERS, prefix, owner)
                 .await?;
@@ -252,6 +253,7 @@ impl Context {
             .download_members(blobs, dir, &snapshot_owner(snapshot_id))
             .await?;
         if n > 0 {
+            self.fetch_agent_builds(blobs).await?;
             tracing::info!(
                 snapshot_id,
                 objects = n,
@@ -293,6 +295,7 @@ impl Context {
             return Ok(false);
         }
         self.download_members(blobs, dir, owner).await?;
+        self.fetch_agent_builds(blobs).await?;
         for member in SNAPSHOT_MEMBERS {
             archive::unpack(dir, member)
                 .await
@@ -317,6 +320,7 @@ impl Context {
             .download_members(blobs, &dir, &sandbox_owner(id))
             .await?;
         if n > 0 {
+            self.fetch_agent_builds(blobs).await?;
             self.node
                 .mark_checkpoint_complete(id)
                 .map_err(|e| e.to_string())?;
@@ -388,6 +392,8 @@ impl Control {
                     .node
                     .settle_suspended(&id)
                     .map_err(|e| e.to_string())?;
+                // The sandbox's directory names the build that made its dump.
+                self.ctx.share_agent_build_of(blobs, &dir).await?;
                 self.ctx
                     .upload_members(blobs, &dir, &SUSPENDED_MEMBERS, &prefix, &owner)
                     .await

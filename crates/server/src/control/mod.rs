@@ -2,6 +2,7 @@
 //! here; this module decides, writes the store first, then acts on the node.
 
 mod agent_client;
+mod agent_share;
 mod archive;
 mod attach;
 mod blobs;

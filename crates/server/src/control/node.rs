@@ -198,6 +198,12 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
         let _ = known;
         Vec::new()
     }
+
+    /// The node's store of agent builds (`alcove_runtime::agent_builds`), if it keeps one:
+    /// what its dumps need restored elsewhere, and where builds from elsewhere go.
+    fn agent_builds(&self) -> Option<&alcove_runtime::agent_builds::AgentBuilds> {
+        None
+    }
 }
 
 fn no_volumes() -> RuntimeError {
@@ -212,6 +218,10 @@ impl SandboxNode for alcove_runtime::Node {
 
     fn upper_dir(&self, id: &SandboxId) -> Option<std::path::PathBuf> {
         Some(alcove_runtime::Node::upper_dir(self, id))
+    }
+
+    fn agent_builds(&self) -> Option<&alcove_runtime::agent_builds::AgentBuilds> {
+        Some(alcove_runtime::Node::agent_builds(self))
     }
 
     async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, RuntimeError> {
