@@ -56,6 +56,19 @@ def _listdir(path: str | Path) -> list[str]:
         return []
 
 
+def mounts_under(data_dir: Path) -> list[str]:
+    """Every mount point under `data_dir`: sandboxes' mounts, and the server's own tmpfs of
+    agent builds (`agent-run`), which a server leaves mounted only while sandboxes run."""
+    root = str(data_dir.resolve())
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mount_point = line.split(" ")[4].replace("\\040", " ")
+            if mount_point.startswith(root + "/"):
+                found.append(mount_point)
+    return found
+
+
 def owned_resources(data_dir: Path) -> HostResources:
     """Everything on the host that belongs to the server using `data_dir`."""
     tag = instance_tag(data_dir)

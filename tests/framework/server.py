@@ -120,7 +120,7 @@ def leftovers() -> list[str]:
     still running, any process still using one's data directory (an orphaned helper, say),
     and host-wide resources named after one (network namespaces, veths, cgroups, mounts, uid
     ranges, firewall tables). Each entry says what and whose."""
-    from framework.host import firewall_tables, owned_resources
+    from framework.host import firewall_tables, mounts_under, owned_resources
 
     found: list[str] = []
     dirs = {str(srv.data_dir) for srv in _INSTANCES}
@@ -144,7 +144,7 @@ def leftovers() -> list[str]:
             "netns": res.netns,
             "veths": res.veths,
             "cgroups": res.cgroups,
-            "mounts": res.mounts,
+            "mounts": mounts_under(Path(data_dir)),
             "uid ranges": res.uid_ranges,
             "firewall tables": firewall_tables(Path(data_dir)),
         }
@@ -361,11 +361,15 @@ def retire(srv: AlcoveServer) -> None:
     srv.stop()
     res = owned_resources(srv.data_dir)
     tables = firewall_tables(srv.data_dir)
+    from framework.host import mounts_under
+
+    mounted = mounts_under(srv.data_dir)
     import shutil
 
     shutil.rmtree(srv.data_dir, ignore_errors=True)
     assert not srv.killed_at_stop, f"the server did not stop within its grace: {srv.log_tail()}"
     assert res.is_empty(), f"host resources left behind: {res}"
+    assert not mounted, f"mounts left behind: {mounted}"
     assert not tables, f"firewall table left behind: {tables}: {srv.log_tail()}"
 
 
@@ -388,6 +392,9 @@ def refused_at_start(args: list[str], env: dict[str, str] | None = None, timeout
 
         left = owned_resources(srv.data_dir)
         assert left.is_empty(), f"a server refused at start left host resources behind: {left}"
+        from framework.host import mounts_under
+
+        assert not mounts_under(srv.data_dir), "a server refused at start left a mount"
         assert not firewall_tables(srv.data_dir), "a server refused at start left its firewall table"
         return log
     finally:

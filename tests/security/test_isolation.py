@@ -138,7 +138,7 @@ def test_system_calls_of_other_abis_never_run(sandbox):
 def test_a_server_refuses_a_subnet_another_servers_sandboxes_use(server, client):
     """Two servers on overlapping subnets would route one's sandbox addresses to the other's
     sandboxes: the second one must not start, and must leave nothing behind."""
-    from framework.host import firewall_tables, owned_resources
+    from framework.host import firewall_tables, mounts_under, owned_resources
     from framework.server import AlcoveServer
 
     with client.create_and_connect() as sandbox:
@@ -152,6 +152,7 @@ def test_a_server_refuses_a_subnet_another_servers_sandboxes_use(server, client)
             assert f"subnet {server.subnet} overlaps what the host already routes" in log, log
             assert "choose another --subnet" in log
             assert owned_resources(intruder.data_dir).is_empty()
+            assert not mounts_under(intruder.data_dir), "the refused server left a mount"
             assert not firewall_tables(intruder.data_dir)
         finally:
             intruder.stop()

@@ -219,9 +219,6 @@ impl Node {
             ));
         }
         let tag = instance_tag(&cfg.data_dir);
-        let agent_builds = crate::agent_builds::AgentBuilds::open(&cfg.data_dir)?;
-        let agent = agent_builds.install(&cfg.agent_binary)?;
-        tracing::info!(agent_build = %agent.digest, "agent build stored");
         let ids = IdAllocator::new(
             &cfg.idmap_dir,
             crate::idmap::DEFAULT_FIRST_ID,
@@ -262,6 +259,55 @@ impl Node {
         let network = Network::new(&tag, cfg.subnet.clone());
         network.check_subnet_is_free()?;
         network.install_firewall().await?;
+        // Mounted last of what can refuse a start, and unmounted again if what follows fails
+        // while no container of an earlier run needs it.
+        let agent_builds = crate::agent_builds::AgentBuilds::open(&cfg.data_dir)?;
+        let rest = Self::finish_start(&cfg, &agent_builds);
+        let (agent, runc, spares, trash) = match rest {
+            Ok(parts) => parts,
+            Err(e) => {
+                let containers = std::fs::read_dir(cfg.data_dir.join("runc"))
+                    .map(|mut entries| entries.next().is_some())
+                    .unwrap_or(false);
+                if !containers {
+                    agent_builds.unmount_run();
+                }
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            trash,
+            spares,
+            cgroups: CgroupTree::new(&tag),
+            runc,
+            network,
+            tag,
+            cfg,
+            slots: Mutex::new(SlotBook::default()),
+            ids,
+            cpus: CpuPlan::of_host(),
+            running: Mutex::new(HashMap::new()),
+            disk_promises: Default::default(),
+            volume_mounts: Arc::default(),
+            agent_builds,
+            agent,
+        })
+    }
+
+    /// The last of a start: the current agent build stored, runc's namespace,
+    /// spare layers and the trash.
+    #[allow(clippy::type_complexity)]
+    fn finish_start(
+        cfg: &NodeConfig,
+        agent_builds: &crate::agent_builds::AgentBuilds,
+    ) -> Result<(
+        crate::agent_builds::AgentBuild,
+        Runc,
+        Arc<crate::spare_layers::SpareLayers>,
+        Arc<crate::trash::Trash>,
+    )> {
+        let agent = agent_builds.install(&cfg.agent_binary)?;
+        tracing::info!(agent_build = %agent.digest, "agent build stored");
         let mut runc = Runc::new(cfg.runc_binary.clone(), cfg.data_dir.join("runc"));
         let hidden = [
             cfg.data_dir
@@ -292,23 +338,7 @@ impl Node {
             runc.namespace().cloned(),
         )?);
         let trash = Arc::new(crate::trash::Trash::open(cfg.data_dir.join("trash"))?);
-        Ok(Self {
-            trash,
-            spares,
-            cgroups: CgroupTree::new(&tag),
-            runc,
-            network,
-            tag,
-            cfg,
-            slots: Mutex::new(SlotBook::default()),
-            ids,
-            cpus: CpuPlan::of_host(),
-            running: Mutex::new(HashMap::new()),
-            disk_promises: Default::default(),
-            volume_mounts: Arc::default(),
-            agent_builds,
-            agent,
-        })
+        Ok((agent, runc, spares, trash))
     }
 
     /// The node's store of agent builds.
