@@ -138,7 +138,7 @@ impl AgentBuilds {
 
     /// The stored build with this digest, runnable, if the store has it.
     pub fn get(&self, digest: &str) -> Result<Option<AgentBuild>> {
-        if !is_digest(digest) || !self.dir.join(digest).is_file() {
+        if self.stored(digest).is_none() {
             return Ok(None);
         }
         Ok(Some(AgentBuild {

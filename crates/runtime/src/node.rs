@@ -262,19 +262,54 @@ impl Node {
         // Mounted last of what can refuse a start, and unmounted again if what follows fails
         // while no container of an earlier run needs it.
         let agent_builds = crate::agent_builds::AgentBuilds::open(&cfg.data_dir)?;
-        let rest = Self::finish_start(&cfg, &agent_builds);
-        let (agent, runc, spares, trash) = match rest {
-            Ok(parts) => parts,
-            Err(e) => {
-                let containers = std::fs::read_dir(cfg.data_dir.join("runc"))
-                    .map(|mut entries| entries.next().is_some())
-                    .unwrap_or(false);
-                if !containers {
-                    agent_builds.unmount_run();
-                }
-                return Err(e);
+        let unmount_unless_needed = |e: RuntimeError| {
+            let containers = std::fs::read_dir(cfg.data_dir.join("runc"))
+                .map(|mut entries| entries.next().is_some())
+                .unwrap_or(false);
+            if !containers {
+                agent_builds.unmount_run();
             }
+            e
         };
+        let agent = agent_builds
+            .install(&cfg.agent_binary)
+            .map_err(unmount_unless_needed)?;
+        tracing::info!(agent_build = %agent.digest, "agent build stored");
+        let mut runc = Runc::new(cfg.runc_binary.clone(), cfg.data_dir.join("runc"));
+        let hidden = [
+            cfg.data_dir
+                .canonicalize()
+                .unwrap_or_else(|_| cfg.data_dir.clone()),
+            PathBuf::from(crate::network::NETNS_DIR),
+        ];
+        let needed: Vec<PathBuf> = [
+            Some(&cfg.data_dir),
+            Some(&cfg.images_dir),
+            // Sandboxes bind the agent from here, never from `cfg.agent_binary`.
+            Some(&agent_builds.run_dir().to_path_buf()),
+            Some(&cfg.hook.path),
+            Some(&cfg.criu_binary),
+            cfg.lxcfs_dir.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+        .collect();
+        match crate::runc_ns::RuncNamespace::new(&hidden, &needed) {
+            Ok(ns) => runc = runc.in_namespace(ns),
+            // Correct without it, only slower with many sandboxes up.
+            Err(e) => tracing::warn!(error = %e, "runc runs in the host's mount namespace"),
+        }
+        let spares = Arc::new(
+            crate::spare_layers::SpareLayers::open(
+                cfg.data_dir.join("spare-layers"),
+                runc.namespace().cloned(),
+            )
+            .map_err(unmount_unless_needed)?,
+        );
+        let trash = Arc::new(
+            crate::trash::Trash::open(cfg.data_dir.join("trash")).map_err(unmount_unless_needed)?,
+        );
         Ok(Self {
             trash,
             spares,
@@ -292,53 +327,6 @@ impl Node {
             agent_builds,
             agent,
         })
-    }
-
-    /// The last of a start: the current agent build stored, runc's namespace,
-    /// spare layers and the trash.
-    #[allow(clippy::type_complexity)]
-    fn finish_start(
-        cfg: &NodeConfig,
-        agent_builds: &crate::agent_builds::AgentBuilds,
-    ) -> Result<(
-        crate::agent_builds::AgentBuild,
-        Runc,
-        Arc<crate::spare_layers::SpareLayers>,
-        Arc<crate::trash::Trash>,
-    )> {
-        let agent = agent_builds.install(&cfg.agent_binary)?;
-        tracing::info!(agent_build = %agent.digest, "agent build stored");
-        let mut runc = Runc::new(cfg.runc_binary.clone(), cfg.data_dir.join("runc"));
-        let hidden = [
-            cfg.data_dir
-                .canonicalize()
-                .unwrap_or_else(|_| cfg.data_dir.clone()),
-            PathBuf::from(crate::network::NETNS_DIR),
-        ];
-        let needed: Vec<PathBuf> = [
-            Some(&cfg.data_dir),
-            Some(&cfg.images_dir),
-            Some(&cfg.agent_binary),
-            Some(&agent_builds.run_dir().to_path_buf()),
-            Some(&cfg.hook.path),
-            Some(&cfg.criu_binary),
-            cfg.lxcfs_dir.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
-        .collect();
-        match crate::runc_ns::RuncNamespace::new(&hidden, &needed) {
-            Ok(ns) => runc = runc.in_namespace(ns),
-            // Correct without it, only slower with many sandboxes up.
-            Err(e) => tracing::warn!(error = %e, "runc runs in the host's mount namespace"),
-        }
-        let spares = Arc::new(crate::spare_layers::SpareLayers::open(
-            cfg.data_dir.join("spare-layers"),
-            runc.namespace().cloned(),
-        )?);
-        let trash = Arc::new(crate::trash::Trash::open(cfg.data_dir.join("trash"))?);
-        Ok((agent, runc, spares, trash))
     }
 
     /// The node's store of agent builds.
