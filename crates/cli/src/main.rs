@@ -156,12 +156,12 @@ fn main() -> std::process::ExitCode {
         Err(e) => match e.downcast_ref::<CommandExit>() {
             Some(CommandExit(code)) => std::process::ExitCode::from(*code),
             None => {
-                if let Some(refused) = e.downcast_ref::<CommandNotStarted>() {
-                    eprintln!("error: {refused}");
-                    return std::process::ExitCode::from(refused.code);
-                }
                 eprintln!("error: {e:#}");
-                std::process::ExitCode::from(ExitCode::Failed as u8)
+                // A command that could not start exits as a shell would say so.
+                let code = e
+                    .downcast_ref::<CommandNotStarted>()
+                    .map_or(ExitCode::Failed as u8, |refused| refused.code);
+                std::process::ExitCode::from(code)
             }
         },
     }
