@@ -79,11 +79,7 @@ def owned_resources(data_dir: Path) -> HostResources:
         parent = Path("/sys/fs/cgroup") / controller / f"alcove-{tag}"
         res.cgroups += [f"{controller}/{c}" for c in _listdir(parent) if (parent / c).is_dir()]
     sandboxes = str((data_dir / "sandboxes").resolve())
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mount_point = line.split(" ")[4].replace("\\040", " ")
-            if mount_point.startswith(sandboxes + "/"):
-                res.mounts.append(mount_point)
+    res.mounts = [m for m in mounts_under(data_dir) if m.startswith(sandboxes + "/")]
     res.sandbox_dirs = _listdir(data_dir / "sandboxes")
     res.containers = _listdir(data_dir / "runc")
     res.uid_ranges = held_uid_ranges(tag)

@@ -352,7 +352,7 @@ def retire(srv: AlcoveServer) -> None:
     """Ends a test's server for good: deletes what still lives (starting it again if it was
     stopped), stops it, removes its data directory, and fails if it left host resources
     (mounts, cgroups, network namespaces, firewall tables, uid ranges) behind."""
-    from framework.host import firewall_tables, owned_resources
+    from framework.host import firewall_tables, mounts_under, owned_resources
 
     if srv.proc is None:
         srv.start()
@@ -361,8 +361,6 @@ def retire(srv: AlcoveServer) -> None:
     srv.stop()
     res = owned_resources(srv.data_dir)
     tables = firewall_tables(srv.data_dir)
-    from framework.host import mounts_under
-
     mounted = mounts_under(srv.data_dir)
     import shutil
 
@@ -388,12 +386,10 @@ def refused_at_start(args: list[str], env: dict[str, str] | None = None, timeout
             raise AssertionError(f"alcove serve {' '.join(args)} started")
         log = srv.log_path.read_text(errors="replace")
         assert "panicked" not in log, log
-        from framework.host import firewall_tables, owned_resources
+        from framework.host import firewall_tables, mounts_under, owned_resources
 
         left = owned_resources(srv.data_dir)
         assert left.is_empty(), f"a server refused at start left host resources behind: {left}"
-        from framework.host import mounts_under
-
         assert not mounts_under(srv.data_dir), "a server refused at start left a mount"
         assert not firewall_tables(srv.data_dir), "a server refused at start left its firewall table"
         return log
