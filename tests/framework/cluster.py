@@ -52,14 +52,15 @@ def suspend_into_blob_store(client, srv: AlcoveServer, ident: str) -> None:
     assert wait_for(lambda: operations(srv, "blob_upload") > before, 60), srv.log_tail()
 
 
-def resume_when_moved(srv: AlcoveServer, ident: str) -> dict:
-    """Resumes `ident` through `srv`, asking again while its stopped node may still be
-    finishing (503 NODE_OFFLINE for a third of a lease after the stop); the last answer's
-    JSON, with its `status_code`."""
+def resume_when_moved(srv: AlcoveServer, ident: str, wait_ms: int | None = None) -> dict:
+    """Resumes `ident` through `srv` (waiting up to `wait_ms` for the resume, if given),
+    asking again while its stopped node may still be finishing (503 NODE_OFFLINE for a third
+    of a lease after the stop); the last answer's JSON, with its `status_code`."""
     answer: dict = {}
+    query = "" if wait_ms is None else f"?wait_ms={wait_ms}"
 
     def asked() -> bool:
-        resp = srv.api("POST", f"/v1/namespaces/default/sandboxes/{ident}/resume")
+        resp = srv.api("POST", f"/v1/namespaces/default/sandboxes/{ident}/resume{query}")
         answer.update(resp.json(), status_code=resp.status_code)
         return resp.status_code != 503
 

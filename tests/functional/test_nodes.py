@@ -23,6 +23,7 @@ from framework.cluster import (
     COUNTER,
     node_info,
     nodes_on,
+    resume_when_moved,
     sandbox,
     still_counting,
     suspend_into_blob_store,
@@ -846,11 +847,8 @@ def test_dumps_move_between_nodes_running_different_agent_builds(pg, tmp_path):
             # resumes on the new node, whose own build is another.
             drain("build-old", then_activate="build-new")
             assert wait_for(lambda: client.get("mover").status == "suspended", 60)
-            answers = []
-            assert wait_for(lambda: answers.append(new.api(
-                "POST", "/v1/namespaces/default/sandboxes/mover/resume?wait_ms=120000")) or
-                answers[-1].status_code != 503, 60), answers[-1].text
-            assert answers[-1].status_code == 200, answers[-1].text
+            resp = resume_when_moved(new, "mover", wait_ms=120000)
+            assert resp["status_code"] == 200, resp
             assert containers(new) == {mover.sandbox_id}
             moved = client.connect("mover")
             assert moved.read_file("/root/notes.txt") == b"made by the old build"
