@@ -51,6 +51,26 @@ def test_named_sandbox_and_duplicate_name(tl_client):
         tl_client.delete("tl-named")
 
 
+def test_get_or_create_converges_and_resumes(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def bind(_):
+        return tensorlake_sandbox.Sandbox.get_or_create("tl-session", api_url=server.url, api_key=None)
+
+    with ThreadPoolExecutor(4) as pool:
+        handles = list(pool.map(bind, range(4)))
+    try:
+        assert len({h.sandbox_id for h in handles}) == 1
+        assert sorted(h.bind_outcome for h in handles) == ["attached"] * 3 + ["created"]
+        handles[0].write_file("/root/kept.txt", b"kept")
+        handles[0].suspend()
+        resumed = bind(None)
+        assert resumed.bind_outcome == "resumed"
+        assert resumed.read_file("/root/kept.txt").value == b"kept"
+    finally:
+        server.api("DELETE", f"/sandboxes/{handles[0].sandbox_id}")
+
+
 def test_suspend_resume_keeps_state(server, tl_client):
     tl_client.create(name="tl-susp")
     try:

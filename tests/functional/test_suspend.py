@@ -216,3 +216,35 @@ def sandbox_file_missing(server, sandbox_id: str, path: str) -> bool:
         "GET", "/api/v1/files", params={"path": path}, headers={"X-Tensorlake-Sandbox-Id": sandbox_id}
     )
     return resp.status_code != 200
+
+
+def test_get_or_create_converges_racing_callers_and_resumes_the_named_sandbox(client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        handles = list(pool.map(lambda _: client.get_or_create("session-42", memory_mb=1024), range(6)))
+    try:
+        assert len({h.sandbox_id for h in handles}) == 1
+        assert sorted(h.bind_outcome for h in handles) == ["attached"] * 5 + ["created"]
+        sandbox = handles[0]
+        sandbox.write_file("/root/state.txt", b"session state")
+        holder = sandbox.start_process("sleep", ["600"])
+
+        assert client.get_or_create("session-42").bind_outcome == "attached"
+        client.suspend("session-42")
+        kept = client.get_or_create("session-42", resume=False)
+        assert kept.bind_outcome == "attached" and client.get("session-42").status == "suspended"
+        resumed = client.get_or_create("session-42", cpus=4.0)
+        assert resumed.bind_outcome == "resumed" and resumed.sandbox_id == sandbox.sandbox_id
+        # The same sandbox, memory and all, not a new one with the arguments given.
+        assert resumed.read_file("/root/state.txt") == b"session state"
+        assert resumed.get_process(holder.pid).status == "running"
+        assert client.get("session-42").resources.cpus == 1.0
+    finally:
+        client.delete(handles[0].sandbox_id)
+    fresh = client.get_or_create("session-42")
+    try:
+        assert fresh.bind_outcome == "created" and fresh.sandbox_id != handles[0].sandbox_id
+    finally:
+        client.delete(fresh.sandbox_id)
+

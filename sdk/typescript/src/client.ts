@@ -10,6 +10,8 @@ import {
   SandboxCopyError,
   SandboxError,
   SandboxFailedError,
+  SandboxNameConflictError,
+  SandboxNotFoundError,
   SandboxNotRoutableError,
   SandboxResizeError,
   SandboxTimeoutError,
@@ -232,6 +234,20 @@ export interface CreateOptions {
    */
   nodeSelector?: Record<string, string>;
 }
+
+/** Options of {@link SandboxClient.getOrCreate}: those of a create (used only when it creates), and `resume`. */
+export interface GetOrCreateOptions extends Omit<CreateOptions, "name"> {
+  /** Resume the sandbox when it is suspended (default true); false hands it out suspended. */
+  resume?: boolean;
+}
+
+/** What {@link SandboxClient.getOrCreate} did to hand out a handle. */
+export type BindOutcome = "created" | "attached" | "resumed";
+
+/** How often `getOrCreate` looks the name up again after a lost create race or a holder that ended. */
+const GET_OR_CREATE_ATTEMPTS = 5;
+/** The first pause of `getOrCreate` while another caller's sandbox starts or suspends; it doubles up to `CREATE_POLL_MS`. */
+const BIND_POLL_FIRST_MS = 20;
 
 /** What `onProgress` of a pull or build is: called with each event, a returned promise awaited. */
 export type ImageProgressCallback = (event: ImageProgressEvent) => void | Promise<void>;
@@ -854,6 +870,78 @@ export class SandboxClient {
       await this.delete(info.sandboxId).catch(() => undefined);
       throw error;
     }
+  }
+
+  /**
+   * A handle to the one sandbox named `name`, created (as {@link create}) on first use.
+   *
+   * Meant for an agent session that derives its sandbox's name from its own id: where
+   * {@link create} throws {@link SandboxNameConflictError}, this attaches to the holder.
+   * Concurrent callers with one name all get the same sandbox; one still starting is waited for,
+   * and a suspended one is resumed (`resume: false` hands it out suspended). The other options
+   * are used only when the sandbox is created. The handle's {@link Sandbox.bindOutcome} says what
+   * happened; it does not delete the sandbox when disposed, since the name is meant to be used
+   * again:
+   *
+   * ```ts
+   * const sandbox = await client.getOrCreate(`agent-${sessionId}`, { memoryMb: 2048 });
+   * ```
+   */
+  async getOrCreate(name: string, options: GetOrCreateOptions = {}): Promise<Sandbox> {
+    const { resume = true, ...createOptions } = options;
+    const body = createBody({ ...createOptions, name });
+    const deadline = Date.now() + this.#http.config.timeoutSecs * 1000;
+    for (let attempt = 0; attempt < GET_OR_CREATE_ATTEMPTS; attempt++) {
+      let info: SandboxInfo;
+      try {
+        info = await this.get(name);
+      } catch (error) {
+        if (!(error instanceof SandboxNotFoundError)) throw error;
+        try {
+          const created = await this.#createAndWait(sandboxesUrl(this.#http.config), body, {});
+          return new Sandbox(this, created, false, "created");
+        } catch (raced) {
+          if (raced instanceof SandboxNameConflictError) continue; // lost the race: attach to the winner
+          throw raced;
+        }
+      }
+      if (info.name !== name) {
+        // A sandbox's id is looked up like a name; the server refuses id-like names.
+        throw new TypeError(`name ${JSON.stringify(name)} is the id of a sandbox, not a name`);
+      }
+      info = await this.#untilSettled(info, deadline);
+      if (TERMINAL_STATUSES.includes(info.status)) continue; // it ended while we looked: the name is free again
+      if (info.status === "suspended" && resume) {
+        return new Sandbox(this, await this.resume(info.sandboxId), false, "resumed");
+      }
+      return new Sandbox(this, info, false, "attached");
+    }
+    throw new SandboxError(
+      `the name ${JSON.stringify(name)} stayed held after ${GET_OR_CREATE_ATTEMPTS} attempts, ` +
+        "but no sandbox holding it could be attached to",
+    );
+  }
+
+  /** `info` once it is no longer starting or suspending, read again at growing intervals. */
+  async #untilSettled(info: SandboxInfo, deadline: number): Promise<SandboxInfo> {
+    let pause = BIND_POLL_FIRST_MS;
+    while (info.status === "pending" || info.status === "suspending") {
+      if (Date.now() >= deadline) {
+        throw new SandboxTimeoutError(
+          `sandbox ${info.sandboxId} is still ${info.status} after ${this.#http.config.timeoutSecs}s ` +
+            "(raise the client's timeoutSecs to wait longer)",
+        );
+      }
+      await clock.sleep(pause);
+      pause = Math.min(pause * 2, CREATE_POLL_MS);
+      try {
+        info = await this.get(info.sandboxId);
+      } catch (error) {
+        if (error instanceof SandboxNotFoundError) return { ...info, status: "terminated" };
+        throw error;
+      }
+    }
+    return info;
   }
 
   /** A handle to an existing sandbox, by id or name (`sandboxId` is always the id). */

@@ -18,12 +18,14 @@
 
 export {
   SandboxClient,
+  type BindOutcome,
   type BuildImageFromDockerfileOptions,
   type BuildImageOptions,
   type ClaimOptions,
   type CreateOptions,
   type CreatePoolOptions,
   type GetLogsOptions,
+  type GetOrCreateOptions,
   type ImageProgressCallback,
   type ListArchivedOptions,
   type NetworkOptions,

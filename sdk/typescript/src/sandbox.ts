@@ -10,6 +10,7 @@ import { constants as osConstants } from "node:os";
 import { once } from "node:events";
 
 import type {
+  BindOutcome,
   GetLogsOptions,
   SandboxClient,
   UpdateResourcesOptions,
@@ -340,9 +341,10 @@ export class Sandbox {
   #info: SandboxInfo;
   #target: ProxyTarget;
   #owned: boolean;
+  readonly #bindOutcome: BindOutcome | null;
 
   /** @internal Use `SandboxClient.createAndConnect()` or `SandboxClient.connect()`. */
-  constructor(client: SandboxClient, info: SandboxInfo, owned = false) {
+  constructor(client: SandboxClient, info: SandboxInfo, owned = false, bindOutcome: BindOutcome | null = null) {
     if (!info.sandboxUrl) {
       throw new SandboxNotRoutableError(
         `sandbox ${info.sandboxId} (${info.status}): the server gave no sandbox_url, so its processes and files cannot be reached`,
@@ -352,6 +354,15 @@ export class Sandbox {
     this.#info = info;
     this.#target = proxyTarget(info.sandboxUrl, info.sandboxId, info.routingHint);
     this.#owned = owned;
+    this.#bindOutcome = bindOutcome;
+  }
+
+  /**
+   * What {@link SandboxClient.getOrCreate} did to hand out this handle (`"created"`,
+   * `"attached"` or `"resumed"`); `null` for a handle from elsewhere.
+   */
+  get bindOutcome(): BindOutcome | null {
+    return this.#bindOutcome;
   }
 
   /** The server-assigned id (even when connected by name). */

@@ -100,6 +100,31 @@ describe("sandbox lifecycle against a real server", { timeout: 170_000 }, () => 
     assert.notEqual(reused.sandboxId, sandbox.sandboxId);
   });
 
+  it("getOrCreate converges racing callers on one sandbox and resumes it when suspended", TIMEOUT, async () => {
+    const handles = await Promise.all([0, 1, 2, 3, 4].map(() => client.getOrCreate("ts-session")));
+    const id = handles[0]!.sandboxId;
+    try {
+      assert.equal(new Set(handles.map((h) => h.sandboxId)).size, 1);
+      assert.deepEqual(handles.map((h) => h.bindOutcome).sort(), ["attached", "attached", "attached", "attached", "created"]);
+      await handles[0]!.writeFile("/root/state.txt", "session state");
+      await client.suspend("ts-session");
+      const resumed = await client.getOrCreate("ts-session", { cpus: 4 });
+      assert.equal(resumed.bindOutcome, "resumed");
+      assert.equal(resumed.sandboxId, id);
+      assert.equal(new TextDecoder().decode(await resumed.readFile("/root/state.txt")), "session state");
+      assert.equal((await client.get(id)).resources?.cpus, 1);
+    } finally {
+      await client.delete(id);
+    }
+    const fresh = await client.getOrCreate("ts-session");
+    try {
+      assert.equal(fresh.bindOutcome, "created");
+      assert.notEqual(fresh.sandboxId, id);
+    } finally {
+      await client.delete(fresh.sandboxId);
+    }
+  });
+
   it("names an ephemeral sandbox, then suspends and resumes it keeping a file and a process", TIMEOUT, async () => {
     await using sandbox = await client.createAndConnect();
     await client.updateSandbox(sandbox.sandboxId, "ts-suspendable");

@@ -51,11 +51,14 @@ class AsyncSandbox:
     exit; a handle from ``connect()`` leaves the sandbox running.
     """
 
-    def __init__(self, client: AsyncSandboxClient, info: SandboxInfo, *, owned: bool = False) -> None:
+    def __init__(
+        self, client: AsyncSandboxClient, info: SandboxInfo, *, owned: bool = False, bind_outcome: str | None = None
+    ) -> None:
         self._client = client
         self._info = info
         self._target = proto.target_for(info)
         self._owned = owned
+        self._bind_outcome = bind_outcome
 
     @property
     def sandbox_id(self) -> str:
@@ -66,6 +69,12 @@ class AsyncSandbox:
     def name(self) -> str | None:
         """The sandbox's name, or None for an ephemeral sandbox (as of the last :meth:`info`)."""
         return self._info.name
+
+    @property
+    def bind_outcome(self) -> str | None:
+        """What :meth:`AsyncSandboxClient.get_or_create` did to hand out this handle:
+        ``"created"``, ``"attached"`` or ``"resumed"``; None for a handle from elsewhere."""
+        return self._bind_outcome
 
     def __repr__(self) -> str:
         return f"AsyncSandbox(sandbox_id={self.sandbox_id!r}, name={self.name!r})"

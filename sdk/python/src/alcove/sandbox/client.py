@@ -295,6 +295,57 @@ class SandboxClient:
                 pass
             raise
 
+    def get_or_create(
+        self,
+        name: str,
+        *,
+        resume: bool = True,
+        cpus: float = 1.0,
+        memory_mb: int = 1024,
+        timeout_secs: int | None = None,
+        image: str | None = None,
+        snapshot_id: str | None = None,
+        secret_names: list[str] | None = None,
+        expose_ports: list[int] | None = None,
+        allow_unauthenticated_access: bool = False,
+        disk_mb: int | None = None,
+        entrypoint: list[str] | None = None,
+        pull_image: bool = False,
+        file_systems: list[FileSystemMount | dict[str, Any]] | None = None,
+        node_selector: dict[str, str] | None = None,
+    ) -> Sandbox:
+        """A handle to the one sandbox named ``name``, created (as :meth:`create`) on first use.
+
+        Meant for an agent session that derives its sandbox's name from its own id: where
+        :meth:`create` raises :class:`SandboxNameConflictError`, this attaches to the holder.
+        Concurrent callers with one name all get the same sandbox; one still starting is waited
+        for, and a suspended one is resumed (``resume=False`` returns it suspended). The other
+        arguments are used only when the sandbox is created. The handle's
+        :attr:`~Sandbox.bind_outcome` says what happened (``"created"``, ``"attached"``,
+        ``"resumed"``); it does not delete the sandbox on exit, since the name is meant to be
+        used again::
+
+            sandbox = client.get_or_create(f"agent-{session_id}", memory_mb=2048)
+        """
+        body = proto.create_body(
+            name=name,
+            cpus=cpus,
+            memory_mb=memory_mb,
+            timeout_secs=timeout_secs,
+            image=image,
+            snapshot_id=snapshot_id,
+            secret_names=secret_names,
+            expose_ports=expose_ports,
+            allow_unauthenticated_access=allow_unauthenticated_access,
+            disk_mb=disk_mb,
+            entrypoint=entrypoint,
+            pull_image=pull_image,
+            file_systems=file_systems,
+            node_selector=node_selector,
+        )
+        info, outcome = self._drive(proto.op_get_or_create(self._config, name, body, resume=bool(resume)))
+        return Sandbox(self, info, bind_outcome=outcome)
+
     def connect(self, identifier: str) -> Sandbox:
         """A handle to an existing sandbox, by id or name (``sandbox_id`` is always the id)."""
         return Sandbox(self, self._drive(proto.op_connect(self._config, identifier)))

@@ -117,6 +117,7 @@ from ._lifecycle import (
     op_expose_ports,
     op_get,
     op_get_archived,
+    op_get_or_create,
     op_get_snapshot,
     op_list,
     op_list_archived,

@@ -12,6 +12,8 @@ from .._config import ClientConfig
 from ..exceptions import (
     SandboxError,
     SandboxFailedError,
+    SandboxNameConflictError,
+    SandboxNotFoundError,
     SandboxNotRoutableError,
     SandboxResizeError,
     SandboxTimeoutError,
@@ -236,6 +238,66 @@ def op_connect(cfg: ClientConfig, identifier: str) -> Op[SandboxInfo]:
     if info.status in _TERMINAL:
         raise SandboxNotRoutableError(f"sandbox {info.sandbox_id} is {info.status} and can no longer be reached")
     target_for(info)
+    return info
+
+
+GET_OR_CREATE_ATTEMPTS = 5
+"""How often :func:`op_get_or_create` looks the name up again after a lost create race or a
+holder that ended while it looked."""
+BIND_POLL_FIRST_SECS = 0.02
+"""The first pause of :func:`op_get_or_create` while another caller's sandbox starts or
+suspends; it doubles up to :data:`CREATE_POLL_INTERVAL_SECS`."""
+
+
+def op_get_or_create(
+    cfg: ClientConfig, name: str, body: dict[str, Any], *, resume: bool
+) -> Op[tuple[SandboxInfo, str]]:
+    """The one sandbox named ``name``, made from ``body`` (a create body naming it) if no sandbox
+    holds the name, and how it was bound: ``"created"``, ``"attached"`` or ``"resumed"``.
+
+    Concurrent callers converge on one sandbox: the loser of a create race (409) attaches to the
+    winner, a caller that finds the sandbox still starting waits until it runs, and a suspended
+    (or suspending) one is resumed unless ``resume`` is false.
+    """
+    deadline = time.monotonic() + cfg.timeout_secs
+    for _ in range(GET_OR_CREATE_ATTEMPTS):
+        try:
+            info = yield from op_get(cfg, name)
+        except SandboxNotFoundError:
+            try:
+                return (yield from op_create(cfg, body)), "created"
+            except SandboxNameConflictError:
+                continue  # lost the race: attach to the winner
+        if info.name != name:
+            # A sandbox's id is looked up like a name; the server refuses id-like names.
+            raise ValueError(f"name {name!r} is the id of a sandbox, not a name")
+        info = yield from _until_settled(cfg, info, deadline)
+        if info.status in _TERMINAL:
+            continue  # it ended while we looked: the name is free again
+        if info.status == SandboxStatus.SUSPENDED and resume:
+            return (yield from op_transition(cfg, info.sandbox_id, "resume")), "resumed"
+        return info, "attached"
+    raise SandboxError(
+        f"the name {name!r} stayed held after {GET_OR_CREATE_ATTEMPTS} attempts, "
+        "but no sandbox holding it could be attached to"
+    )
+
+
+def _until_settled(cfg: ClientConfig, info: SandboxInfo, deadline: float) -> Op[SandboxInfo]:
+    """``info`` once it is no longer starting or suspending, read again at growing intervals."""
+    pause = BIND_POLL_FIRST_SECS
+    while info.status in (SandboxStatus.PENDING, SandboxStatus.SUSPENDING):
+        if time.monotonic() >= deadline:
+            raise SandboxTimeoutError(
+                f"sandbox {info.sandbox_id} is still {info.status} after {cfg.timeout_secs:g}s "
+                "(raise the client's timeout= to wait longer)"
+            )
+        yield Sleep(pause)
+        pause = min(pause * 2, CREATE_POLL_INTERVAL_SECS)
+        try:
+            info = yield from op_get(cfg, info.sandbox_id)
+        except SandboxNotFoundError:
+            return info.model_copy(update={"status": SandboxStatus.TERMINATED})
     return info
 
 
