@@ -90,6 +90,24 @@ def test_create_with_environment_ports_and_no_internet(cli):
         cli("rm", info["id"])
 
 
+def test_create_reuse_hands_out_the_named_sandbox_and_resumes_it(cli):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    try:
+        first = json.loads(cli("create", "--name", name, "--reuse", "--env", "MODE=first", "--json").stdout)
+        assert first["bind_outcome"] == "created" and first["status"] == "running"
+        taken = cli("create", "--name", name, check=False)
+        assert taken.returncode == 1 and b"NAME_TAKEN" in taken.stderr and b"--reuse" in taken.stderr
+        # The options of a reuse apply only when it creates: the environment stays the first one.
+        again = cli("create", "--name", name, "--reuse", "--env", "MODE=second", "--cpus", "2").stdout.decode()
+        assert again.strip() == f"{first['id']} ({name}) running, attached"
+        assert sh(cli, name, 'echo "$MODE"').stdout.decode() == "first\n"
+        cli("sandbox", "suspend", name)
+        assert cli("create", "--name", name, "--reuse", "-q").stdout.decode().strip() == first["id"]
+        assert json.loads(cli("sandbox", "get", name, "--json").stdout)["status"] == "running"
+    finally:
+        cli("rm", name, check=False)
+
+
 # ---- exec ----------------------------------------------------------------------------------
 
 
@@ -438,6 +456,7 @@ def test_login_checks_and_saves_the_key_privately(tmp_path):
 @pytest.mark.parametrize("args", [
     ["create", "--memory", "lots"],
     ["create", "--port", "0"],
+    ["create", "--reuse"],
     ["exec", "some-sandbox"],
     ["cp", "only-one-side"],
     ["sandbox", "snapshot", "x", "--type", "disk"],

@@ -44,6 +44,7 @@ mod copy;
 mod create;
 mod error;
 mod file_systems;
+mod get_or_create;
 mod images;
 mod lifecycle;
 mod logs;
@@ -77,6 +78,7 @@ pub use config::{
 pub use copy::MAX_COPIES;
 pub use create::{CreateOptions, MANAGEMENT_PORT};
 pub use error::{ClientError, Result, TimeoutSetting};
+pub use get_or_create::BindOutcome;
 pub use images::{BuildOptions, ProgressCallback, PullOptions, TAR_CONTENT_TYPE};
 pub use logs::LogsRequest;
 pub use process_key::ProcessKey;

@@ -66,6 +66,33 @@ pub fn new_sandbox(
     Ok(())
 }
 
+/// Prints a sandbox `create --reuse` handed out: as [`new_sandbox`], with what was done
+/// (`created`, `attached`, `resumed`) after the status, or as `bind_outcome` in the JSON.
+pub fn bound_sandbox(
+    info: &alcove_client::wire::sandbox::SandboxInfo,
+    outcome: &str,
+    as_json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    if as_json {
+        let mut value = serde_json::to_value(info)?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.insert("bind_outcome".into(), outcome.into());
+        }
+        return json(&value);
+    }
+    if quiet {
+        return new_sandbox(info, false, true);
+    }
+    let name = info
+        .name
+        .as_deref()
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
+    println!("{}{name} {}, {outcome}", info.id, info.status);
+    Ok(())
+}
+
 /// A value's wire spelling (`"oom_killed"` for an enum variant), without quotes.
 pub fn wire_name(value: &impl Serialize) -> String {
     match serde_json::to_value(value) {

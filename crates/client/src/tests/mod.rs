@@ -2,5 +2,6 @@
 
 mod control;
 mod fake;
+mod get_or_create;
 mod images;
 mod proxy;

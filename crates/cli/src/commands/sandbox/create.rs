@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use alcove_client::CreateOptions;
 use alcove_client::wire::sandbox::NetworkConfig;
+use alcove_client::{BindOutcome, ClientError, CreateOptions};
 use anyhow::Context;
 
 use crate::commands::connection::Connection;
@@ -20,7 +20,8 @@ Examples:
   alcove create --name dev --cpus 2 --memory 2G --disk 20G --wait
   alcove create --image my/app:1 --env MODE=test --secret OPENAI_API_KEY --port 8080
   alcove create --no-internet --timeout 30m -q
-  alcove create --node-label gpu=a100"
+  alcove create --node-label gpu=a100
+  alcove create --name dev --reuse -q    # dev's id, made on first use, resumed if suspended"
 )]
 pub struct CreateArgs {
     /// Image name or alias [default: the server's].
@@ -57,6 +58,10 @@ pub struct CreateArgs {
     /// Wait until the sandbox runs.
     #[arg(long)]
     wait: bool,
+    /// When a sandbox holds the name, use it instead of failing: resume it if suspended, wait
+    /// if it is starting. The other options apply only when it is created.
+    #[arg(long, requires = "name")]
+    reuse: bool,
     /// Print the sandbox as JSON.
     #[arg(long, conflicts_with = "quiet")]
     json: bool,
@@ -84,10 +89,20 @@ pub async fn run(c: &Connection, args: CreateArgs) -> anyhow::Result<()> {
             deny_out: Vec::new(),
         });
     }
+    if args.reuse {
+        let bar = output::spinner("finding or creating the sandbox");
+        let bound = c.client.get_or_create(options, true).await;
+        bar.finish_and_clear();
+        let (info, outcome) = bound.map_err(|e| c.explain(e))?;
+        if outcome == BindOutcome::Created {
+            set_environment(c, &info.id, args.env).await?;
+        }
+        return output::bound_sandbox(&info, outcome.as_str(), args.json, args.quiet);
+    }
     let wait = args.wait || !args.env.is_empty();
     let info = if wait {
         let bar = output::spinner("creating the sandbox");
-        let info = c.client.create(options).await.map_err(|e| c.explain(e));
+        let info = c.client.create(options).await.map_err(|e| explain(c, e));
         bar.finish_and_clear();
         info?
     } else {
@@ -95,22 +110,42 @@ pub async fn run(c: &Connection, args: CreateArgs) -> anyhow::Result<()> {
             .client
             .create_no_wait(options)
             .await
-            .map_err(|e| c.explain(e))?;
+            .map_err(|e| explain(c, e))?;
         c.client
             .get(&created.sandbox_id)
             .await
             .map_err(|e| c.explain(e))?
     };
-    if !args.env.is_empty() {
-        let env: BTreeMap<String, String> = args.env.into_iter().collect();
-        let sandbox = c.client.connect(&info.id).await.map_err(|e| c.explain(e))?;
-        sandbox
-            .set_environment(env)
-            .await
-            .map_err(|e| c.explain(e))
-            .with_context(|| format!("setting the environment of sandbox {}", info.id))?;
-    }
+    set_environment(c, &info.id, args.env).await?;
     output::new_sandbox(&info, args.json, args.quiet)
+}
+
+/// The server's reason, and for a name already held, how to use its sandbox instead.
+fn explain(c: &Connection, err: ClientError) -> anyhow::Error {
+    let held = matches!(err, ClientError::NameConflict { .. });
+    let err = c.explain(err);
+    if held {
+        return anyhow::anyhow!("{err:#}; add --reuse to use that sandbox");
+    }
+    err
+}
+
+/// Gives every process of a new sandbox `env` (nothing to do when it is empty).
+async fn set_environment(
+    c: &Connection,
+    id: &str,
+    env: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    if env.is_empty() {
+        return Ok(());
+    }
+    let env: BTreeMap<String, String> = env.into_iter().collect();
+    let sandbox = c.client.connect(id).await.map_err(|e| c.explain(e))?;
+    sandbox
+        .set_environment(env)
+        .await
+        .map_err(|e| c.explain(e))
+        .with_context(|| format!("setting the environment of sandbox {id}"))
 }
 
 /// A sandbox's size, as `create` and `pool create` take it.
