@@ -440,6 +440,44 @@ def test_fields_of_the_wrong_type_are_400_naming_the_field(server):
     assert server.live_sandboxes() == []
 
 
+def test_oversized_bodies_and_wrong_methods_answer_in_the_error_shape(server, client):
+    """Bodies past the 2 MiB a route reads whole, and methods a path does not serve, are
+    answered as every other error is (axum's own answers were plain text, or empty)."""
+    huge = json.dumps({"name": "x", "entrypoint": ["y" * (2 << 20)]}).encode()
+    before = server.api("GET", "/sandboxes").json()["sandboxes"]
+    for path, method in (
+        ("/sandboxes", "POST"),
+        ("/sandboxes/any-name", "PATCH"),
+        ("/secrets/SOME_SECRET", "PUT"),
+        ("/sandbox-pools", "POST"),
+        ("/file-systems", "POST"),
+    ):
+        resp = post(server, path, huge, method)
+        assert resp.status_code == 413, (method, path, resp.text)
+        assert resp.json()["code"] == "PAYLOAD_TOO_LARGE" and "2 MiB" in resp.json()["message"]
+    for method, path in (("POST", "/secrets"), ("PUT", "/sandboxes/any-name"), ("DELETE", "/sandbox-pools")):
+        resp = httpx.request(method, f"{server.url}{path}", timeout=30)
+        assert resp.status_code == 405, (method, path, resp.text)
+        assert resp.json()["code"] == "METHOD_NOT_ALLOWED" and method in resp.json()["message"]
+    assert server.api("GET", "/sandboxes").json()["sandboxes"] == before
+
+    with client.create_and_connect() as sandbox:
+        base = f"{server.url}/sandboxes/{sandbox.sandbox_id}/api/v1"
+        for path in ("/processes/run", "/processes"):
+            resp = httpx.post(base + path, content=json.dumps({"command": "echo", "args": ["y" * (2 << 20)]}),
+                              headers={"Content-Type": "application/json"}, timeout=30)
+            assert resp.status_code == 413, (path, resp.text)
+            assert resp.json()["code"] == "PAYLOAD_TOO_LARGE" and "2 MiB" in resp.json()["error"]
+        # Under the limit, about 1 MiB of arguments is read and run.
+        args = ["-c", 'echo "$#"', "sh"] + ["y" * 120_000] * 8
+        assert sandbox.run("sh", args).stdout.strip() == "8"
+        # What fits the body but not the kernel is the caller's fault, said as such (was a 500).
+        with pytest.raises(RemoteAPIError) as refused:
+            sandbox.run("true", ["z"] * 400_000)
+        assert refused.value.status_code == 400 and "E2BIG" in str(refused.value)
+        assert sandbox.run("echo", ["still answering"]).stdout.strip() == "still answering"
+
+
 def test_unknown_fields_are_still_accepted(server):
     resp = post(server, "/sandboxes", json.dumps({"some_future_field": {"x": 1}, "wait": False}).encode())
     assert resp.status_code == 202, resp.text

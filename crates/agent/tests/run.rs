@@ -139,6 +139,51 @@ async fn unknown_command_is_a_json_error_before_streaming() {
 }
 
 #[tokio::test]
+async fn what_the_kernel_refuses_to_exec_is_a_4xx_saying_why() {
+    let agent = Agent::start().await;
+    // 400,000 arguments fit the body, but with their pointers not the kernel's limit.
+    let many = vec!["z"; 400_000];
+    let (status, body) = agent
+        .post_json("/processes/run", json!({"command": "true", "args": many}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "INVALID_ARGUMENT");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("E2BIG")),
+        "{body}"
+    );
+
+    // A program whose file is still open for writing cannot be executed.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("tool.sh");
+    let writing = std::fs::File::create(&script).expect("create");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (status, body) = agent
+        .post_json(
+            "/processes",
+            json!({"command": script.to_str().expect("utf-8 path")}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "FILE_BUSY");
+    drop(writing);
+}
+
+#[tokio::test]
+async fn bodies_past_the_limit_are_413_in_the_error_shape() {
+    let agent = Agent::start().await;
+    let big = "y".repeat(alcove_agent::http::body::BODY_LIMIT);
+    for path in ["/processes/run", "/processes"] {
+        let (status, body) = agent
+            .post_json(path, json!({"command": "echo", "args": [big]}))
+            .await;
+        assert_eq!(status, 413, "{path}: {body}");
+        assert_eq!(body["code"], "PAYLOAD_TOO_LARGE", "{path}");
+    }
+}
+
+#[tokio::test]
 async fn output_lines_handle_crlf_partial_lines_and_bad_utf8() {
     let agent = Agent::start().await;
     let out = agent

@@ -63,6 +63,10 @@ pub enum ErrorCode {
     /// A file system (volume) is mounted where the request needs it free, or files
     /// are open on it (409).
     FileSystemInUse,
+    /// The request's body is larger than the route takes (413); the message says how much.
+    PayloadTooLarge,
+    /// The route exists, but not with this HTTP method (405).
+    MethodNotAllowed,
 }
 
 /// The control plane's error body: `{"message", "code"}`.

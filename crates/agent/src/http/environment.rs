@@ -3,10 +3,10 @@
 //! and secrets to an already started sandbox this way.
 
 use alcove_wire::process::SetEnvironmentRequest;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use super::body::WholeBody;
 use super::error::{AgentError, ApiError};
 use super::openapi::tags;
 use super::parse_json;
@@ -25,7 +25,10 @@ use crate::AgentState;
         (status = 400, description = "`INVALID_ARGUMENT`: an empty name, a name with `=` or NUL, an `ALCOVE_AGENT_*` name, or a value with NUL; nothing was changed.", body = AgentError),
     )
 )]
-pub async fn set(State(state): State<AgentState>, body: Bytes) -> Result<StatusCode, ApiError> {
+pub async fn set(
+    State(state): State<AgentState>,
+    WholeBody(body): WholeBody,
+) -> Result<StatusCode, ApiError> {
     let req: SetEnvironmentRequest = parse_json(&body)?;
     state
         .launcher()

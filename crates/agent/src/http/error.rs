@@ -68,6 +68,8 @@ pub enum AgentErrorCode {
     NotImplemented,
     /// The HTTP method is not served on this path.
     MethodNotAllowed,
+    /// The request body is larger than the route takes (413); the message says how much.
+    PayloadTooLarge,
     /// The agent failed; see its log.
     Internal,
 }
@@ -144,9 +146,10 @@ impl From<LaunchError> for ApiError {
     fn from(err: LaunchError) -> Self {
         use AgentErrorCode as C;
         let (status, code) = match &err {
-            LaunchError::EmptyCommand | LaunchError::InvalidArgument(_) => {
-                (StatusCode::BAD_REQUEST, C::InvalidArgument)
-            }
+            LaunchError::EmptyCommand
+            | LaunchError::InvalidArgument(_)
+            | LaunchError::ArgumentsTooLong(_) => (StatusCode::BAD_REQUEST, C::InvalidArgument),
+            LaunchError::ProgramBusy(_) => (StatusCode::CONFLICT, C::FileBusy),
             LaunchError::User(_) => (StatusCode::BAD_REQUEST, C::UserNotFound),
             LaunchError::WorkingDirMissing(_) | LaunchError::WorkingDirNotDir(_) => {
                 (StatusCode::BAD_REQUEST, C::InvalidWorkingDir)

@@ -2,6 +2,7 @@
 //! Handlers extract and validate, call the process/file modules, and map results; statuses
 //! are picked only in [`error`].
 
+pub mod body;
 pub mod environment;
 pub mod error;
 pub mod files;

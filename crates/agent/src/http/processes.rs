@@ -6,8 +6,8 @@ use alcove_wire::process::{
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use bytes::Bytes;
 
+use super::body::WholeBody;
 use super::error::{AgentError, ApiError};
 use super::openapi::{ProcessParam, tags};
 use super::parse_json;
@@ -31,7 +31,7 @@ use crate::AgentState;
 )]
 pub async fn start(
     State(state): State<AgentState>,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<(StatusCode, Json<ProcessInfo>), ApiError> {
     let req: StartProcessRequest = parse_json(&body)?;
     let process = state.processes().start(&req)?;
@@ -127,7 +127,7 @@ pub async fn delete(
 pub async fn signal(
     State(state): State<AgentState>,
     Path(key): Path<String>,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Json<SignalResponse>, ApiError> {
     let process = state.processes().get(&key)?;
     let req: SignalRequest = parse_json(&body)?;

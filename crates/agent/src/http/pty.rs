@@ -23,10 +23,10 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 
+use super::body::WholeBody;
 use super::error::{AgentError, AgentErrorCode, ApiError};
 use super::openapi::{SessionParam, tags};
 use super::parse_json;
@@ -51,7 +51,7 @@ use crate::pty::session::{Attachment, Delivery};
 )]
 pub async fn create(
     State(state): State<AgentState>,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<(StatusCode, Json<CreatePtyResponse>), ApiError> {
     let req: CreatePtyRequest = parse_json(&body)?;
     Ok((StatusCode::CREATED, Json(state.ptys().create(&req)?)))
@@ -127,7 +127,7 @@ pub async fn delete(
 pub async fn resize(
     State(state): State<AgentState>,
     Path(id): Path<String>,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Json<PtySessionInfo>, ApiError> {
     state.ptys().get(&id)?;
     let req: ResizeRequest = parse_json(&body)?;

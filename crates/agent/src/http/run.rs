@@ -2,10 +2,10 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use bytes::Bytes;
 
 use alcove_wire::process::RunRequest;
 
+use super::body::WholeBody;
 use super::error::{AgentError, ApiError};
 use super::openapi::{RunEvents, tags};
 use super::{parse_json, sse_response};
@@ -29,7 +29,10 @@ use crate::sse;
         (status = 503, description = "`PROCESS_LIMIT`: the sandbox's task limit is full.", body = AgentError),
     )
 )]
-pub async fn run(State(state): State<AgentState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn run(
+    State(state): State<AgentState>,
+    WholeBody(body): WholeBody,
+) -> Result<Response, ApiError> {
     let req = parse_json(&body)?;
     let rx = run::start(state.launcher(), &req, state.active_runs())?;
     Ok(sse_response(sse::channel_stream(rx)))

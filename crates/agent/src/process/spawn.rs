@@ -121,6 +121,16 @@ pub enum LaunchError {
     /// variable name that is empty or has `=`.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The kernel refused the arguments and environment as too long (`E2BIG`).
+    #[error(
+        "starting {0:?}: its arguments and environment are too long for the kernel (E2BIG): \
+         each string may hold 128 KiB, and all of them with their pointers about a quarter of \
+         the stack limit (2 MiB by default); pass large data through a file or stdin"
+    )]
+    ArgumentsTooLong(String),
+    /// The program's file is open for writing (`ETXTBSY`), e.g. still being written.
+    #[error("starting {0:?}: its file is open for writing (ETXTBSY); close it and try again")]
+    ProgramBusy(String),
     /// fork/exec or pipe setup failed for another reason.
     #[error("starting {command:?}: {source}")]
     Spawn {
@@ -457,6 +467,8 @@ fn spawn_error(command: &str, err: io::Error) -> LaunchError {
         Some(libc::EACCES) | Some(libc::ENOEXEC) => LaunchError::NotExecutable(command.to_string()),
         // fork (or clone) found the pids cgroup or the task limit full.
         Some(libc::EAGAIN) => LaunchError::ProcessLimit(command.to_string()),
+        Some(libc::E2BIG) => LaunchError::ArgumentsTooLong(command.to_string()),
+        Some(libc::ETXTBSY) => LaunchError::ProgramBusy(command.to_string()),
         _ => LaunchError::Spawn {
             command: command.to_string(),
             source: err,

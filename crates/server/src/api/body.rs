@@ -6,11 +6,46 @@
 //! field. Unknown fields are accepted and ignored: the official SDKs send fields
 //! this server does not use.
 
+use alcove_wire::error::ErrorCode;
 use axum::body::Bytes;
-use axum::http::{HeaderMap, header};
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+
+/// The most a request body read whole may hold: axum's default limit, which its `Bytes`
+/// extractor applies (streamed bodies, such as file writes and image archives, have none).
+pub const BODY_LIMIT: usize = 2 << 20;
+
+/// A request's whole body, at most [`BODY_LIMIT`] bytes. Where axum's own `Bytes` extractor
+/// answers a plain-text 413, this answers in the error shape, with the limit.
+pub struct WholeBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for WholeBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::PayloadTooLarge,
+                    format!(
+                        "the request body is larger than {} MiB, the most this route takes",
+                        BODY_LIMIT >> 20
+                    ),
+                ))
+            }
+            Err(other) => Err(ApiError::bad_request(format!(
+                "reading the request body: {}",
+                other.body_text()
+            ))),
+        }
+    }
+}
 
 fn invalid(reason: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(format!("invalid request body: {reason}"))

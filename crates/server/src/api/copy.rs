@@ -7,7 +7,6 @@ use alcove_wire::copy::{CopiedSandbox, CopySandboxResponse};
 use alcove_wire::error::ApiErrorBody;
 use alcove_wire::sandbox::SandboxStatus;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -15,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
-use super::body::optional_json_object;
+use super::body::{WholeBody, optional_json_object};
 use super::error::ApiError;
 use super::lifecycle_ops::TransitionBody;
 use super::openapi::{SandboxParam, tags};
@@ -56,7 +55,7 @@ pub async fn copy(
     Path(params): Path<HashMap<String, String>>,
     query: Result<Query<CopyQuery>, QueryRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| {
         ApiError::bad_request(format!(

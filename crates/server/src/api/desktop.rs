@@ -7,11 +7,10 @@ use alcove_wire::desktop::{DesktopUrl, DesktopUrlRequest};
 use alcove_wire::error::ApiErrorBody;
 use alcove_wire::time::now_millis;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 
 use super::AppState;
-use super::body::optional_json_object;
+use super::body::{WholeBody, optional_json_object};
 use super::error::ApiError;
 use super::openapi::{SandboxParam, tags};
 use super::sandboxes::{ident, namespace};
@@ -35,7 +34,7 @@ use crate::desktop::tokens::TOKEN_LIFETIME_MS;
 pub async fn desktop_url(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Json<DesktopUrl>, ApiError> {
     let req: DesktopUrlRequest = optional_json_object(&body)?;
     if req.port == Some(0) {

@@ -10,13 +10,12 @@ use alcove_wire::file_system::{
 };
 use alcove_wire::sandbox::SandboxInfo;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use utoipa::IntoParams;
 
 use super::AppState;
-use super::body::json_object;
+use super::body::{WholeBody, json_object};
 use super::error::ApiError;
 use super::openapi::{SandboxParam, tags};
 use super::sandboxes::{ident, namespace};
@@ -56,7 +55,7 @@ pub async fn create(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Json<FileSystemInfo>, ApiError> {
     let req: CreateFileSystemRequest = json_object(&headers, &body)?;
     let info = state
@@ -153,7 +152,7 @@ pub async fn attach(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Json<SandboxInfo>, ApiError> {
     let mount: FileSystemMount = json_object(&headers, &body)?;
     let record = state
@@ -183,7 +182,7 @@ pub async fn detach(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Json<SandboxInfo>, ApiError> {
     let req: DetachFileSystemRequest = json_object(&headers, &body)?;
     let record = state

@@ -9,7 +9,7 @@ use alcove_wire::image::{
     DeleteImageResponse, ImageInfo, ImageListResponse, ImageProgressEvent, PullImageRequest,
 };
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::AppState;
-use super::body::json_object;
+use super::body::{WholeBody, json_object};
 use super::error::ApiError;
 use super::openapi::tags;
 use super::sandboxes::namespace;
@@ -142,7 +142,7 @@ pub async fn pull(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Response, ApiError> {
     let req: PullImageRequest = json_object(&headers, &body)?;
     let ns = namespace(&params).to_string();
@@ -360,7 +360,7 @@ pub async fn save_snapshot(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Json<ImageInfo>, ApiError> {
     let req: alcove_wire::image::SaveSnapshotImageRequest = json_object(&headers, &body)?;
     let id = params

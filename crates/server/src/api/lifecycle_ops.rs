@@ -17,7 +17,7 @@ use serde::Deserialize;
 use alcove_wire::error::ApiErrorBody;
 
 use super::AppState;
-use super::body::optional_json_object;
+use super::body::{WholeBody, optional_json_object};
 use super::error::ApiError;
 use super::openapi::{SandboxParam, tags};
 use super::sandboxes::{ident, namespace};
@@ -85,7 +85,7 @@ pub async fn suspend(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     query: Result<Query<WaitQuery>, QueryRejection>,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Response, ApiError> {
     let wait = wait_of(query, &body)?;
     let (record, reached) = state
@@ -120,7 +120,7 @@ pub async fn resume(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     query: Result<Query<WaitQuery>, QueryRejection>,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Response, ApiError> {
     let wait = wait_of(query, &body)?;
     let (record, reached) = state

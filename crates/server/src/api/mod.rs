@@ -136,6 +136,7 @@ pub fn build_router(state: AppState) -> Router {
         )
         .merge(crate::console::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -190,6 +191,14 @@ async fn not_found(req: Request) -> ApiError {
         StatusCode::NOT_FOUND,
         alcove_wire::error::ErrorCode::NotFound,
         format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        alcove_wire::error::ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
 }
 

@@ -10,12 +10,11 @@ use alcove_wire::pool::{
 };
 use alcove_wire::sandbox::CreateSandboxResponse;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use super::AppState;
-use super::body::{json_object, optional_json_object};
+use super::body::{WholeBody, json_object, optional_json_object};
 use super::error::ApiError;
 use super::openapi::{PoolParam, tags};
 use super::sandboxes::{create_budget, create_response, namespace};
@@ -88,7 +87,7 @@ pub async fn create(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Json<CreateSandboxPoolResponse>, ApiError> {
     let req: SandboxPoolRequest = json_object(&headers, &body)?;
     let pool = state.control.pools.create(namespace(&params), req).await?;
@@ -157,7 +156,7 @@ pub async fn update(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Json<SandboxPoolInfo>, ApiError> {
     let req: SandboxPoolRequest = json_object(&headers, &body)?;
     let pool = state
@@ -219,7 +218,7 @@ pub async fn claim(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Json<CreateSandboxResponse>, ApiError> {
     let req: ClaimSandboxRequest = optional_json_object(&body)?;
     let outcome = state

@@ -9,7 +9,6 @@ use alcove_wire::sandbox::{
     UpdateSandboxRequest,
 };
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use alcove_wire::error::ApiErrorBody;
 
 use super::AppState;
-use super::body::json_object;
+use super::body::{WholeBody, json_object};
 use super::error::ApiError;
 use super::openapi::{SandboxParam, tags};
 
@@ -72,7 +71,7 @@ pub async fn create(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Response, ApiError> {
     let req: CreateSandboxRequest = json_object(&headers, &body)?;
     let wait = req.wait != Some(false);
@@ -185,7 +184,7 @@ pub async fn update(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Json<SandboxInfo>, ApiError> {
     let req: UpdateSandboxRequest = json_object(&headers, &body)?;
     let record = state

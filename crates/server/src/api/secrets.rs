@@ -7,14 +7,13 @@ use std::collections::HashMap;
 use alcove_wire::error::ApiErrorBody;
 use alcove_wire::time::EpochMillisSchema;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::body::json_object;
+use super::body::{WholeBody, json_object};
 use super::error::ApiError;
 use super::openapi::{SecretParam, tags};
 use super::sandboxes::namespace;
@@ -96,7 +95,7 @@ pub async fn set(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Json<SecretInfo>, ApiError> {
     let body: SetSecret = json_object(&headers, &body)?;
     let meta = state

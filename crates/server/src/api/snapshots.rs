@@ -8,7 +8,6 @@ use alcove_wire::snapshot::{
     SnapshotStatus,
 };
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -18,7 +17,7 @@ use serde::Deserialize;
 use alcove_wire::error::ApiErrorBody;
 
 use super::AppState;
-use super::body::optional_json_object;
+use super::body::{WholeBody, optional_json_object};
 use super::error::ApiError;
 use super::lifecycle_ops::bounded_wait;
 use super::openapi::{SandboxParam, SnapshotParam, tags};
@@ -75,7 +74,7 @@ pub async fn create(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     query: Result<Query<SnapshotWaitQuery>, QueryRejection>,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let wait = query.wait_ms.map_or(DEFAULT_WAIT, bounded_wait);

@@ -240,7 +240,7 @@ async fn place_create(state: &AppState, req: Request, next: Next) -> Result<Resp
         .map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                alcove_wire::error::ErrorCode::InvalidArgument,
+                alcove_wire::error::ErrorCode::PayloadTooLarge,
                 format!("a create's body must be under {CREATE_BODY_LIMIT} bytes"),
             )
         })?;
