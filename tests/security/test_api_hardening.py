@@ -256,6 +256,36 @@ def test_too_many_requests_from_one_client_are_429(server):
     assert server.live_sandboxes() == []
 
 
+def test_the_sdks_ride_out_a_burst_past_the_per_client_limit(server):
+    """A burst of calls past the per-client limit is refused unread (429); Alcove's SDK sends
+    each again after Retry-After, so every call of the burst succeeds, creates included."""
+    import asyncio
+
+    from alcove.sandbox import AsyncSandboxClient
+
+    async def burst():
+        async with AsyncSandboxClient(api_url=server.url) as client:
+            sandbox = await client.create_and_connect()
+            try:
+                base = f"{server.url}/sandboxes/{sandbox.sandbox_id}/api/v1/processes/run"
+                body = {"command": "sleep", "args": ["0.5"]}
+                async with httpx.AsyncClient(timeout=60) as raw:
+                    answers = await asyncio.gather(*[raw.post(base, json=body) for _ in range(3 * PER_CLIENT)])
+                refused = [a for a in answers if a.status_code == 429]
+                assert refused and all(a.json()["code"] == "TOO_MANY_REQUESTS" for a in refused)
+
+                runs = await asyncio.gather(*[sandbox.run("sleep", ["0.5"]) for _ in range(3 * PER_CLIENT)])
+                assert [r.exit_code for r in runs] == [0] * (3 * PER_CLIENT)
+                made = await asyncio.gather(*[client.create(memory_mb=1024) for _ in range(2 * PER_CLIENT)])
+                assert len({m.sandbox_id for m in made}) == 2 * PER_CLIENT
+                await asyncio.gather(*[client.delete(m.sandbox_id) for m in made])
+            finally:
+                await sandbox.terminate()
+
+    asyncio.run(burst())
+    assert server.live_sandboxes() == []
+
+
 # -- connection cap ------------------------------------------------------------------------------
 
 

@@ -8,7 +8,10 @@
 //!   [`ATTEMPTS`] times with a doubling back-off;
 //! * a **replayable** request is replayed while the proxy answers 502/503 with
 //!   `SANDBOX_NOT_READY` / `SANDBOX_UNREACHABLE` (the request never reached the sandbox), up to
-//!   [`NOT_READY_ATTEMPTS`] times. Creates, snapshots and streamed uploads are not replayable.
+//!   [`NOT_READY_ATTEMPTS`] times. Creates, snapshots and streamed uploads are not replayable;
+//! * **any** request whose body can be sent again is retried when the server refused it before
+//!   doing anything (429 `TOO_MANY_REQUESTS`, 503 `SERVER_BUSY`: a burst past the server's
+//!   per-client or connection limits), up to [`BUSY_ATTEMPTS`] times, honouring `Retry-After`.
 
 use std::time::Duration;
 
@@ -27,6 +30,10 @@ pub const RETRYABLE_STATUSES: [StatusCode; 4] = [
 ];
 /// Codes of a proxy answer that means "the request did not reach the sandbox".
 pub const NOT_READY_CODES: [&str; 2] = ["SANDBOX_NOT_READY", "SANDBOX_UNREACHABLE"];
+/// Codes of an answer that means "refused before anything was done": safe to send again.
+pub const BUSY_CODES: [&str; 2] = ["TOO_MANY_REQUESTS", "SERVER_BUSY"];
+/// Attempts of a request the server refused as busy (the first one included).
+pub const BUSY_ATTEMPTS: u32 = 10;
 /// Longest `Retry-After` honoured; a longer one is capped so a call keeps its deadline shape.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(4);
 
@@ -72,7 +79,13 @@ pub fn delay(policy: Policy, attempt: u32, outcome: Outcome<'_>) -> Option<Durat
                 status,
                 StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
             ) && code.is_some_and(|code| NOT_READY_CODES.contains(&code));
-            let backoff = if policy.replayable && not_ready && attempt < NOT_READY_ATTEMPTS {
+            let busy = matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            ) && code.is_some_and(|code| BUSY_CODES.contains(&code));
+            let backoff = if busy && attempt < BUSY_ATTEMPTS {
+                doubling(200).min(Duration::from_secs(2))
+            } else if policy.replayable && not_ready && attempt < NOT_READY_ATTEMPTS {
                 doubling(250).min(Duration::from_secs(4))
             } else if policy.idempotent
                 && attempt < ATTEMPTS
@@ -137,6 +150,36 @@ mod tests {
     }
 
     #[test]
+    fn any_request_is_sent_again_when_the_server_refused_it_unread() {
+        let refused = |status: u16, code: &'static str, retry_after: Option<u64>| Outcome::Answer {
+            status: StatusCode::from_u16(status).expect("valid status"),
+            code: Some(code),
+            retry_after: retry_after.map(Duration::from_secs),
+        };
+        for policy in [GET, POST, CREATE] {
+            for (status, code) in [(429, "TOO_MANY_REQUESTS"), (503, "SERVER_BUSY")] {
+                assert_eq!(
+                    delay(policy, 1, refused(status, code, Some(1))),
+                    Some(Duration::from_secs(1))
+                );
+                assert_eq!(
+                    delay(policy, 6, refused(status, code, None)),
+                    Some(Duration::from_secs(2))
+                );
+                assert_eq!(
+                    delay(policy, BUSY_ATTEMPTS, refused(status, code, None)),
+                    None
+                );
+            }
+        }
+        // A pool at capacity is a 429 too, but an answer: nothing is retried.
+        assert_eq!(
+            delay(CREATE, 1, refused(429, "POOL_AT_CAPACITY", Some(1))),
+            None
+        );
+    }
+
+    #[test]
     fn replayable_requests_wait_for_a_sandbox_that_is_not_ready() {
         let not_ready = answer(503, Some("SANDBOX_NOT_READY"));
         assert_eq!(delay(POST, 1, not_ready), Some(Duration::from_millis(250)));
@@ -147,8 +190,9 @@ mod tests {
             delay(POST, 1, answer(502, Some("SANDBOX_UNREACHABLE"))),
             Some(Duration::from_millis(250))
         );
-        // A 503 from a busy server is not "not ready": only idempotent requests retry it.
-        assert_eq!(delay(POST, 1, answer(503, Some("SERVER_BUSY"))), None);
+        // Another 503 is not "not ready": only idempotent requests retry it.
+        assert_eq!(delay(POST, 1, answer(503, Some("STORE_UNAVAILABLE"))), None);
+        assert_eq!(delay(POST, 1, answer(503, None)), None);
     }
 
     #[test]

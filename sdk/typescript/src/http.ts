@@ -32,6 +32,9 @@ export const GET_ATTEMPTS = 3;
 export const RETRYABLE_GET_STATUSES: ReadonlySet<number> = new Set([429, 502, 503, 504]);
 export const NOT_READY_CODES: ReadonlySet<string> = new Set(["SANDBOX_NOT_READY", "SANDBOX_UNREACHABLE"]);
 export const NOT_READY_ATTEMPTS = 12;
+/** Codes of an answer that means "refused before anything was done": any request may be sent again. */
+export const BUSY_CODES: ReadonlySet<string> = new Set(["TOO_MANY_REQUESTS", "SERVER_BUSY"]);
+export const BUSY_ATTEMPTS = 10;
 /** Longest `Retry-After` honoured before a retry, in ms (a longer one is capped). */
 export const MAX_RETRY_AFTER_MS = 4000;
 
@@ -351,6 +354,17 @@ export function responseJson(response: HttpResponse, what: string): unknown {
 /** A `fetch`-compatible function (the global one by default). */
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
 
+/**
+ * A 429 `TOO_MANY_REQUESTS` or 503 `SERVER_BUSY`: a burst past the server's per-client or
+ * connection limit, refused before the request was read (a pool's 429 `POOL_AT_CAPACITY` is an
+ * answer, not this).
+ */
+function isRefusedUnread(response: HttpResponse): boolean {
+  if (response.status !== 429 && response.status !== 503) return false;
+  const code = parseErrorBody(response.status, responseText(response)).code;
+  return code !== undefined && BUSY_CODES.has(code);
+}
+
 function isNotReady(response: HttpResponse): boolean {
   if (response.status !== 502 && response.status !== 503) return false;
   const code = parseErrorBody(response.status, responseText(response)).code;
@@ -388,8 +402,10 @@ export class HttpTransport {
   }
 
   /**
-   * Send with the retries of docs/protocol/errors.md (Retrying): GETs are retried on connection
-   * failures and on 429/502/503/504 (`SERVER_BUSY`, `STORE_UNAVAILABLE`, …); any replayable
+   * Send with the retries of docs/protocol/errors.md (Retrying): any request but a streamed
+   * upload is sent again, up to ten times, when the server refused it before doing anything
+   * (429 `TOO_MANY_REQUESTS`, 503 `SERVER_BUSY`: a burst past its limits); GETs are retried on
+   * connection failures and on 429/502/503/504 (`STORE_UNAVAILABLE`, …); any replayable
    * request is replayed while the proxy answers 502/503 `SANDBOX_NOT_READY` /
    * `SANDBOX_UNREACHABLE`. A retry waits at least what the answer's `Retry-After` asks (at most
    * 4 s). A request that is not retried returns its answer at once, e.g. a POST answered 503
@@ -407,6 +423,11 @@ export class HttpTransport {
           continue;
         }
         throw error;
+      }
+      const resendable = spec.body === undefined || spec.body instanceof Uint8Array; // a stream is read once
+      if (resendable && attempt < BUSY_ATTEMPTS && isRefusedUnread(response)) {
+        await clock.sleep(Math.max(Math.min(200 * 2 ** (attempt - 1), 2000), retryAfterMs(response)));
+        continue;
       }
       if (replayable && attempt < NOT_READY_ATTEMPTS && isNotReady(response)) {
         await clock.sleep(Math.max(Math.min(250 * 2 ** (attempt - 1), 4000), retryAfterMs(response)));

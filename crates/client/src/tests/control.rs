@@ -36,7 +36,11 @@ async fn a_get_is_retried_through_busy_answers() {
             })
             .patch(|State(hits): State<Hits>| async move {
                 hits.hit();
-                busy()
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"message": "store down", "code": "STORE_UNAVAILABLE"})),
+                )
+                    .into_response()
             }),
         )
         .with_state(hits.clone());
@@ -46,10 +50,39 @@ async fn a_get_is_retried_through_busy_answers() {
     assert_eq!(info.id, "sb");
     assert_eq!(hits.count(), 3);
     // A PATCH is not idempotent: one attempt, and the 503 is reported as it came.
-    let err = client.rename("sb", "new").await.expect_err("busy");
+    let err = client.rename("sb", "new").await.expect_err("store down");
     assert_eq!(hits.count(), 4);
     assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
-    assert_eq!(err.code(), Some("SERVER_BUSY"));
+    assert_eq!(err.code(), Some("STORE_UNAVAILABLE"));
+}
+
+#[tokio::test]
+async fn a_create_refused_unread_by_a_busy_server_is_sent_again() {
+    let hits = Hits::default();
+    let router = axum::Router::new()
+        .route(
+            "/v1/namespaces/default/sandboxes",
+            post(|State(hits): State<Hits>| async move {
+                match hits.hit() {
+                    0 => busy(),
+                    1 => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        Json(json!({"message": "slow down", "code": "TOO_MANY_REQUESTS"})),
+                    )
+                        .into_response(),
+                    _ => Json(json!({"sandbox_id": "sb", "status": "running",
+                        "sandbox": fake::info("sb", SandboxStatus::Running, "http://unused")}))
+                    .into_response(),
+                }
+            }),
+        )
+        .with_state(hits.clone());
+    let client = fake::client(&fake::serve(router).await);
+    let info = client
+        .create(CreateOptions::new())
+        .await
+        .expect("third attempt");
+    assert_eq!((info.id.as_str(), hits.count()), ("sb", 3));
 }
 
 #[tokio::test]

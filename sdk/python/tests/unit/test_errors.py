@@ -18,7 +18,8 @@ from alcove.sandbox import (
 )
 from fakes import API, FakeServer, info_json, jsonr
 
-SBX = "/v1/namespaces/default/sandboxes/sbx-1"
+BASE = "/v1/namespaces/default/sandboxes"
+SBX = f"{BASE}/sbx-1"
 
 
 def test_hierarchy() -> None:
@@ -164,3 +165,32 @@ def test_get_is_retried_on_503(server: FakeServer, client: SandboxClient, sleeps
     server.on("GET", SBX, [jsonr(503, {"message": "busy"}), jsonr(200, info_json())])
     assert client.get("sbx-1").sandbox_id == "sbx-1"
     assert len(server.requests) == 2
+
+
+def test_any_request_refused_unread_by_a_busy_server_is_sent_again(
+    server: FakeServer, client: SandboxClient, sleeps: list[float]
+) -> None:
+    """429 TOO_MANY_REQUESTS and 503 SERVER_BUSY mean nothing was done: a create (never replayed
+    otherwise) is sent again after ``Retry-After``, up to ten attempts."""
+    refusals = [
+        httpx.Response(429, json={"message": "slow down", "code": "TOO_MANY_REQUESTS"}, headers={"Retry-After": "1"}),
+        httpx.Response(503, json={"message": "busy", "code": "SERVER_BUSY"}),
+    ]
+    created = jsonr(200, {"sandbox_id": "sbx-1", "status": "running", "sandbox": info_json()})
+    server.on("POST", BASE, [*refusals, created])
+    assert client.create().sandbox_id == "sbx-1"
+    assert len(server.calls("POST", BASE)) == 3 and sleeps == [1.0, 0.4]
+
+    server.requests.clear()
+    server.on("POST", BASE, jsonr(429, {"message": "slow down", "code": "TOO_MANY_REQUESTS"}))
+    with pytest.raises(RemoteAPIError) as refused:
+        client.create()
+    assert refused.value.status_code == 429 and len(server.calls("POST", BASE)) == 10
+
+
+def test_a_pool_at_capacity_is_an_answer_not_a_refusal(server: FakeServer, client: SandboxClient) -> None:
+    full = jsonr(429, {"message": "pool p1 is full", "code": "POOL_AT_CAPACITY"})
+    server.on("POST", "/v1/namespaces/default/sandbox-pools/p1/sandboxes", full)
+    with pytest.raises(RemoteAPIError):
+        client.claim("p1")
+    assert len(server.requests) == 1

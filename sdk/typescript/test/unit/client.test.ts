@@ -223,6 +223,23 @@ describe("SandboxClient against a fake server", () => {
     });
   });
 
+  it("sends any request again when a busy server refused it unread, but not a full pool's claim", async () => {
+    let posts = 0;
+    handler = (req) => {
+      if (req.path.endsWith("/sandbox-pools/p1/sandboxes")) {
+        return { status: 429, json: { message: "pool p1 is full", code: "POOL_AT_CAPACITY" } };
+      }
+      posts += 1;
+      if (posts === 1) return { status: 429, headers: { "Retry-After": "1" }, json: { message: "slow down", code: "TOO_MANY_REQUESTS" } };
+      if (posts === 2) return { status: 503, json: { message: "busy", code: "SERVER_BUSY" } };
+      return { json: { sandbox_id: "sbx1", status: "running", sandbox: sandboxJson({ sandbox_url: fake.url }) } };
+    };
+    assert.equal((await client.create()).sandboxId, "sbx1");
+    assert.equal(posts, 3);
+    await assert.rejects(client.claim("p1"), (error: unknown) => error instanceof RemoteAPIError && error.statusCode === 429);
+    assert.equal(fake.requests.filter((req) => req.path.endsWith("/sandbox-pools/p1/sandboxes")).length, 1);
+  });
+
   it("gives up waiting at the client's timeout", async () => {
     const impatient = new SandboxClient({ apiUrl: fake.url, timeoutSecs: 0.05 });
     handler = (req) =>

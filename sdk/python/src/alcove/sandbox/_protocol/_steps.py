@@ -22,6 +22,9 @@ GET_ATTEMPTS = 3
 RETRYABLE_GET_STATUSES = frozenset({429, 502, 503, 504})
 NOT_READY_CODES = frozenset({"SANDBOX_NOT_READY", "SANDBOX_UNREACHABLE"})
 NOT_READY_ATTEMPTS = 12
+BUSY_CODES = frozenset({"TOO_MANY_REQUESTS", "SERVER_BUSY"})
+"""Codes of an answer that means "refused before anything was done": any request may be sent again."""
+BUSY_ATTEMPTS = 10
 MAX_RETRY_AFTER_SECS = 4.0
 """Longest ``Retry-After`` honoured before a retry (a longer one is capped)."""
 
@@ -67,6 +70,15 @@ Step = Request | Sleep
 Op = Generator[Step, Any, T]
 
 
+def _is_refused_unread(resp: httpx.Response) -> bool:
+    """A 429 ``TOO_MANY_REQUESTS`` or 503 ``SERVER_BUSY``: a burst past the server's per-client or
+    connection limit, refused before the request was read (a pool's 429 ``POOL_AT_CAPACITY`` is
+    an answer, not this)."""
+    if resp.status_code not in (429, 503):
+        return False
+    return _error_body(resp).code in BUSY_CODES
+
+
 def _is_not_ready(resp: httpx.Response) -> bool:
     if resp.status_code not in (502, 503):
         return False
@@ -83,11 +95,13 @@ def _retry_after(resp: httpx.Response) -> float:
 def _send(req: Request) -> Op[httpx.Response]:
     """Send with the retries of docs/protocol/errors.md (Retrying).
 
-    GETs are retried on connection failures and 429/502/503/504 (``SERVER_BUSY``,
-    ``STORE_UNAVAILABLE``, ...); any replayable request is replayed while the proxy answers
-    502/503 ``SANDBOX_NOT_READY`` / ``SANDBOX_UNREACHABLE``. A retry waits at least what the
-    answer's ``Retry-After`` asks (at most 4 s). A request that is not retried returns its answer
-    at once, e.g. a POST answered 503 ``NODE_DRAINING`` or ``STORE_UNAVAILABLE``.
+    Any request but a streamed upload is sent again, up to ten times, when the server refused it
+    before doing anything (429 ``TOO_MANY_REQUESTS``, 503 ``SERVER_BUSY``: a burst past its
+    limits). GETs are retried on connection failures and 429/502/503/504 (``STORE_UNAVAILABLE``,
+    ...); any replayable request is replayed while the proxy answers 502/503
+    ``SANDBOX_NOT_READY`` / ``SANDBOX_UNREACHABLE``. A retry waits at least what the answer's
+    ``Retry-After`` asks (at most 4 s). A request that is not retried returns its answer at once,
+    e.g. a POST answered 503 ``NODE_DRAINING`` or ``STORE_UNAVAILABLE``.
     """
     attempt = 0
     while True:
@@ -99,6 +113,9 @@ def _send(req: Request) -> Op[httpx.Response]:
                 yield Sleep(0.2 * 2 ** (attempt - 1))
                 continue
             raise
+        if req.upload is None and attempt < BUSY_ATTEMPTS and _is_refused_unread(resp):
+            yield Sleep(max(min(0.2 * 2 ** (attempt - 1), 2.0), _retry_after(resp)))
+            continue
         if req.replayable and attempt < NOT_READY_ATTEMPTS and _is_not_ready(resp):
             yield Sleep(max(min(0.25 * 2 ** (attempt - 1), 4.0), _retry_after(resp)))
             continue
