@@ -508,6 +508,26 @@ def test_oversized_bodies_and_wrong_methods_answer_in_the_error_shape(server, cl
         assert sandbox.run("echo", ["still answering"]).stdout.strip() == "still answering"
 
 
+def test_undecodable_paths_and_path_like_namespaces_are_400_and_create_nothing(server, client):
+    with client.create_and_connect() as sandbox:
+        for path in (
+            "/snapshots/%ff",
+            f"/sandboxes/{sandbox.sandbox_id}/api/v1/processes/%ff",
+            "/v1/namespaces/..%2F..%2Fx/sandboxes",
+            "/v1/namespaces/a%20b/sandboxes",
+            "/v1/namespaces/%2E%2E/secrets",
+        ):
+            resp = httpx.get(f"{server.url}{path}", timeout=30)
+            assert resp.status_code == 400, (path, resp.text)
+            assert resp.json()["code"] == "INVALID_ARGUMENT", path
+        made = post(server, "/v1/namespaces/..%2F..%2Fx/sandboxes", json.dumps({"name": "ns-escape"}).encode())
+        assert made.status_code == 400 and "invalid namespace" in made.json()["message"]
+        # No sandbox was made in any namespace: the host holds only this test's one.
+        assert sorted(p.name for p in (Path(server.data_dir) / "sandboxes").iterdir()) == [sandbox.sandbox_id]
+        ok = httpx.get(f"{server.url}/v1/namespaces/team_a.1/sandboxes", timeout=30)
+        assert ok.status_code == 200 and ok.json()["sandboxes"] == []
+
+
 def test_unknown_fields_are_still_accepted(server):
     resp = post(server, "/sandboxes", json.dumps({"some_future_field": {"x": 1}, "wait": False}).encode())
     assert resp.status_code == 202, resp.text

@@ -184,6 +184,16 @@ async fn bodies_past_the_limit_are_413_in_the_error_shape() {
 }
 
 #[tokio::test]
+async fn paths_that_do_not_decode_are_400_in_the_error_shape() {
+    let agent = Agent::start().await;
+    for path in ["/processes/%ff", "/pty/%C3%28"] {
+        let (status, body) = agent.get_json(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["code"], "INVALID_ARGUMENT", "{path}");
+    }
+}
+
+#[tokio::test]
 async fn output_lines_handle_crlf_partial_lines_and_bad_utf8() {
     let agent = Agent::start().await;
     let out = agent

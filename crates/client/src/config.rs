@@ -139,9 +139,11 @@ impl SandboxClientBuilder {
                 "api_url is not a valid URL: {url:?}"
             )));
         }
-        if self.namespace.is_empty() || self.namespace.contains('/') {
+        if !alcove_wire::limits::valid_namespace(&self.namespace) {
             return Err(ClientError::invalid(format!(
-                "namespace must be a non-empty string without '/', got {:?}",
+                "namespace must be 1-{} letters, digits, '-', '_' and '.', not starting \
+                 with '.', got {:?}",
+                alcove_wire::limits::NAMESPACE_MAX_LEN,
                 self.namespace
             )));
         }
@@ -228,6 +230,8 @@ mod tests {
             SandboxClientBuilder::default().api_url("localhost:8900"),
             SandboxClientBuilder::default().namespace("a/b"),
             SandboxClientBuilder::default().namespace(""),
+            SandboxClientBuilder::default().namespace(".."),
+            SandboxClientBuilder::default().namespace("a b"),
             SandboxClientBuilder::default().timeout(Duration::ZERO),
             SandboxClientBuilder::default().stream_idle_timeout(Some(Duration::ZERO)),
         ];

@@ -25,3 +25,44 @@ pub const NAME_MAX_LEN: usize = 63;
 /// A sandbox name: a DNS label of lower-case letters, digits and `-`, not starting or
 /// ending with `-` (and, checked apart, not shaped like a UUID).
 pub const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// Longest namespace (the `{ns}` of `/v1/namespaces/{ns}/…`).
+pub const NAMESPACE_MAX_LEN: usize = 128;
+
+/// Whether `ns` may name a namespace: 1 to [`NAMESPACE_MAX_LEN`] ASCII letters, digits, `-`,
+/// `_` and `.`, not starting with `.` (so never `.`, `..` or a path).
+pub fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= NAMESPACE_MAX_LEN
+        && !ns.starts_with('.')
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod namespace_tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_identifiers_not_paths() {
+        for ok in ["default", "team-a", "Project_1", "a.b", "x"] {
+            assert!(valid_namespace(ok), "{ok}");
+        }
+        let long = "n".repeat(NAMESPACE_MAX_LEN + 1);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a b",
+            "é",
+            "\0",
+            ".hidden",
+            long.as_str(),
+        ] {
+            assert!(!valid_namespace(bad), "{bad:?}");
+        }
+    }
+}

@@ -10,6 +10,8 @@ export const API_KEY_ENV = "ALCOVE_API_KEY";
 
 export const DEFAULT_API_URL = "http://localhost:8900";
 export const DEFAULT_NAMESPACE = "default";
+/** What the server takes as a namespace: an identifier, never a path. */
+const NAMESPACE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/;
 /** Default per-request timeout, also the deadline of waits (create, suspend, snapshot). */
 export const DEFAULT_TIMEOUT_SECS = 300;
 /**
@@ -65,8 +67,10 @@ export function resolveConfig(
   }
   const apiKey = options.apiKey ?? fromEnv(env, API_KEY_ENV);
   const namespace = options.namespace ?? DEFAULT_NAMESPACE;
-  if (typeof namespace !== "string" || !namespace || namespace.includes("/")) {
-    throw new TypeError(`namespace must be a non-empty string without '/', got ${JSON.stringify(namespace)}`);
+  if (typeof namespace !== "string" || !NAMESPACE.test(namespace)) {
+    throw new TypeError(
+      `namespace must be 1-128 letters, digits, '-', '_' and '.', not starting with '.', got ${JSON.stringify(namespace)}`,
+    );
   }
   const timeoutSecs = options.timeoutSecs ?? DEFAULT_TIMEOUT_SECS;
   if (typeof timeoutSecs !== "number" || !Number.isFinite(timeoutSecs) || timeoutSecs <= 0) {

@@ -71,7 +71,20 @@ pub fn build_router(state: AgentState) -> Router {
     router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(utf8_path))
         .with_state(state)
+}
+
+/// Refuses a path that is not UTF-8 once percent-decoded in the error shape (the path
+/// extractors would answer it in plain text).
+async fn utf8_path(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if percent_encoding::percent_decode_str(req.uri().path())
+        .decode_utf8()
+        .is_err()
+    {
+        return ApiError::invalid("invalid path: not UTF-8 once percent-decoded").into_response();
+    }
+    next.run(req).await
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {

@@ -14,6 +14,7 @@ mod logs;
 mod metrics;
 mod nodes;
 pub mod openapi;
+mod path_check;
 mod pools;
 mod pty_ticket;
 mod sandboxes;
@@ -137,6 +138,7 @@ pub fn build_router(state: AppState) -> Router {
         .merge(crate::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(path_check::check_path))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -48,7 +48,8 @@ def test_empty_environment_values_count_as_unset(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"api_url": "localhost:8900"}, {"namespace": ""}, {"namespace": "a/b"}, {"timeout": 0}, {"timeout": -1}],
+    [{"api_url": "localhost:8900"}, {"namespace": ""}, {"namespace": "a/b"}, {"namespace": ".."}, {"namespace": "a b"},
+     {"timeout": 0}, {"timeout": -1}],
 )
 def test_bad_configuration_is_a_value_error(kwargs: dict) -> None:
     with pytest.raises(ValueError):

@@ -45,6 +45,8 @@ describe("configuration", () => {
   it("rejects bad settings before anything is sent", () => {
     assert.throws(() => resolveConfig({ apiUrl: "localhost:8900" }, {}), TypeError);
     assert.throws(() => resolveConfig({ namespace: "a/b" }, {}), TypeError);
+    assert.throws(() => resolveConfig({ namespace: ".." }, {}), TypeError);
+    assert.throws(() => resolveConfig({ namespace: "a b" }, {}), TypeError);
     assert.throws(() => resolveConfig({ timeoutSecs: 0 }, {}), RangeError);
   });
 

@@ -53,7 +53,7 @@ const error = (status: number, code: string, message: string, headers: Record<st
 
 describe("node URLs and names", () => {
   it("are server routes, outside any namespace", () => {
-    const config = resolveConfig({ apiUrl: "http://localhost:8900/prefix/", namespace: "team a" }, {});
+    const config = resolveConfig({ apiUrl: "http://localhost:8900/prefix/", namespace: "team-a" }, {});
     assert.equal(nodesUrl(config), "http://localhost:8900/prefix/nodes");
     assert.equal(nodesUrl(config, "a/b", "/drain"), "http://localhost:8900/prefix/nodes/a%2Fb/drain");
   });

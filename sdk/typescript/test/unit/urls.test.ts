@@ -6,13 +6,13 @@ import { SandboxNotRoutableError } from "../../src/errors.js";
 import { proxyTarget, sandboxesUrl, snapshotsUrl, withQuery } from "../../src/http.js";
 import { ptyWebsocketUrl, selfRoutingBase, tunnelWebsocketUrl, websocketHeaders } from "../../src/websocket.js";
 
-const config = resolveConfig({ apiUrl: "http://localhost:8900/", namespace: "team a" }, {});
+const config = resolveConfig({ apiUrl: "http://localhost:8900/", namespace: "team-a" }, {});
 
 describe("control-plane URLs", () => {
   it("nest routes under the namespace and encode segments", () => {
-    assert.equal(sandboxesUrl(config), "http://localhost:8900/v1/namespaces/team%20a/sandboxes");
-    assert.equal(sandboxesUrl(config, "my env", "/suspend"), "http://localhost:8900/v1/namespaces/team%20a/sandboxes/my%20env/suspend");
-    assert.equal(snapshotsUrl(config, "s/1"), "http://localhost:8900/v1/namespaces/team%20a/snapshots/s%2F1");
+    assert.equal(sandboxesUrl(config), "http://localhost:8900/v1/namespaces/team-a/sandboxes");
+    assert.equal(sandboxesUrl(config, "my env", "/suspend"), "http://localhost:8900/v1/namespaces/team-a/sandboxes/my%20env/suspend");
+    assert.equal(snapshotsUrl(config, "s/1"), "http://localhost:8900/v1/namespaces/team-a/snapshots/s%2F1");
   });
 
   it("form-encode queries (a space travels as +)", () => {

@@ -7,6 +7,7 @@ The environment is read when a client is built (never at import), so a program m
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ API_KEY_ENV = "ALCOVE_API_KEY"
 
 DEFAULT_API_URL = "http://localhost:8900"
 DEFAULT_NAMESPACE = "default"
+_NAMESPACE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+"""What the server takes as a namespace: an identifier, never a path."""
 DEFAULT_TIMEOUT_SECS = 300.0
 """Default per-request timeout, also the deadline for waits (create, suspend, snapshot)."""
 DEFAULT_STREAM_IDLE_TIMEOUT_SECS = 120.0
@@ -87,8 +90,11 @@ def resolve_config(
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"api_url must start with http:// or https://, got {url!r}")
     key = api_key if api_key is not None else _from_env(env, API_KEY_ENV)
-    if not isinstance(namespace, str) or not namespace or "/" in namespace:
-        raise ValueError(f"namespace must be a non-empty string without '/', got {namespace!r}")
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise ValueError(
+            "namespace must be 1-128 letters, digits, '-', '_' and '.', not starting with '.', "
+            f"got {namespace!r}"
+        )
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     idle = stream_idle_timeout
