@@ -208,7 +208,9 @@ export function startProcessBody(command: string, options: StartProcessOptions =
 function managedName(name: unknown): string {
   if (typeof name !== "string" || !name) throw new TypeError(`name must be a non-empty string, got ${JSON.stringify(name)}`);
   if (/^[0-9]+$/.test(name)) throw new TypeError(`name must not be all digits (it would read as a pid), got ${JSON.stringify(name)}`);
-  if (name.includes("/") || name === "run") throw new TypeError(`name must not contain '/' nor be 'run', got ${JSON.stringify(name)}`);
+  if (name.includes("/") || ["run", ".", ".."].includes(name)) {
+    throw new TypeError(`name must not contain '/' nor be 'run', '.' or '..', got ${JSON.stringify(name)}`);
+  }
   return name;
 }
 

@@ -92,7 +92,7 @@ pub enum ProcessError {
     NameTaken(String),
     /// The name cannot address a process.
     #[error(
-        "invalid process name {0:?}: must be 1 to 255 bytes, not all digits, without '/' or control characters, and not \"run\""
+        "invalid process name {0:?}: must be 1 to 255 bytes, not all digits, without '/' or control characters, and not \"run\", \".\" or \"..\""
     )]
     InvalidName(String),
     /// The process is not managed, so it cannot be restarted.
@@ -349,7 +349,8 @@ fn valid_name(name: &str) -> bool {
         && !name.bytes().all(|b| b.is_ascii_digit())
         && !name.contains('/')
         && !name.chars().any(char::is_control)
-        && name != "run"
+        // `.` and `..` would resolve to another route in any URL that names them.
+        && !matches!(name, "run" | "." | "..")
 }
 
 impl Inner {
@@ -681,6 +682,9 @@ mod tests {
         assert!(!valid_name("a/b"));
         assert!(!valid_name(""));
         assert!(!valid_name("run"));
+        assert!(!valid_name("."));
+        assert!(!valid_name(".."));
+        assert!(valid_name("..."));
         assert!(valid_name("wéb server"));
         assert!(valid_name(&"a".repeat(255)));
         assert!(!valid_name(&"a".repeat(256)));

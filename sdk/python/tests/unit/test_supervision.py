@@ -149,6 +149,7 @@ def test_managed_info_tolerates_new_fields_and_values(server: FakeServer, client
         {"name": "123"},
         {"name": "a/b"},
         {"name": "run"},
+        {"name": ".."},
         {"name": 7},
         {"restart": {"policy": "sometimes"}},
         {"restart": {"max_restart": 2}},

@@ -127,6 +127,7 @@ describe("managed processes and persisted logs against a fake server", () => {
       { name: "123" },
       { name: "a/b" },
       { name: "run" },
+      { name: ".." },
       { restart: { policy: "sometimes" } },
       { restart: { maxRestart: 2 } },
       { restart: { maxRestarts: -1 } },

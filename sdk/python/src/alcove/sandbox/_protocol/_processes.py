@@ -88,13 +88,13 @@ def op_open_run(cfg: ClientConfig, target: ProxyTarget, body: dict[str, Any]) ->
 
 def _managed_name(name: Any) -> str:
     """A managed-process name, checked as the agent does: not empty, not all digits (a pid),
-    without ``/``, not ``run``."""
+    without ``/``, not ``run``, ``.`` or ``..``."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     if name.isascii() and name.isdigit():
         raise ValueError(f"name must not be all digits (it would read as a pid), got {name!r}")
-    if "/" in name or name == "run":
-        raise ValueError(f"name must not contain '/' nor be 'run', got {name!r}")
+    if "/" in name or name in ("run", ".", ".."):
+        raise ValueError(f"name must not contain '/' nor be 'run', '.' or '..', got {name!r}")
     return name
 
 
