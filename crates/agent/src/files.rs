@@ -336,17 +336,13 @@ fn list_blocking(path: &Path) -> Result<Vec<FileEntry>, FileError> {
         // described by the link itself. An entry deleted meanwhile is skipped. Anything but
         // a link is described relative to the open directory, without resolving its path.
         let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
-        let followed = if is_link {
-            std::fs::metadata(entry.path())
+        let described = if is_link {
+            std::fs::metadata(entry.path()).or_else(|_| entry.metadata())
         } else {
             entry.metadata()
         };
-        let meta = match followed {
-            Ok(meta) => meta,
-            Err(_) => match entry.metadata() {
-                Ok(meta) => meta,
-                Err(_) => continue,
-            },
+        let Ok(meta) = described else {
+            continue;
         };
         let is_dir = meta.is_dir();
         entries.push(FileEntry {

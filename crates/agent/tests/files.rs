@@ -146,6 +146,44 @@ async fn listing_puts_directories_first_then_sorts_by_name() {
     assert!(entries.iter().all(|e| e["modified_at"].as_i64().is_some()));
 }
 
+#[tokio::test]
+async fn listing_follows_links_and_describes_a_dangling_one_by_itself() {
+    let agent = Agent::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("real_dir")).expect("mkdir");
+    std::fs::write(dir.path().join("real.txt"), "12345").expect("write");
+    std::os::unix::fs::symlink(dir.path().join("real_dir"), dir.path().join("to_dir"))
+        .expect("link");
+    std::os::unix::fs::symlink(dir.path().join("real.txt"), dir.path().join("to_file"))
+        .expect("link");
+    std::os::unix::fs::symlink("/nowhere/at/all", dir.path().join("dangling")).expect("link");
+
+    let resp = get(&agent, "/files/list", dir.path().to_str().expect("utf-8")).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let listing: Value = resp.json().await.expect("json");
+    let entry = |name: &str| {
+        listing["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} listed"))
+    };
+    assert_eq!(entry("to_dir")["is_dir"], true);
+    assert_eq!(
+        (
+            entry("to_file")["is_dir"].clone(),
+            entry("to_file")["size"].clone()
+        ),
+        (Value::Bool(false), 5.into())
+    );
+    // The link itself: its size is its target's length.
+    let dangling = entry("dangling");
+    assert_eq!(dangling["is_dir"], false);
+    assert_eq!(dangling["size"], "/nowhere/at/all".len());
+}
+
 /// 256 MiB through both directions, generated and checked chunk by chunk on the client side
 /// (the agent streams; nothing holds the whole file).
 #[tokio::test]
