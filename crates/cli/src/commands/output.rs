@@ -56,12 +56,7 @@ pub fn new_sandbox(
     if quiet {
         println!("{}", info.id);
     } else {
-        let name = info
-            .name
-            .as_deref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default();
-        println!("{}{name} {}", info.id, info.status);
+        println!("{}", summary(info));
     }
     Ok(())
 }
@@ -84,13 +79,18 @@ pub fn bound_sandbox(
     if quiet {
         return new_sandbox(info, false, true);
     }
+    println!("{}, {outcome}", summary(info));
+    Ok(())
+}
+
+/// `<id> (<name>) <status>`, the name left out when there is none.
+fn summary(info: &alcove_client::wire::sandbox::SandboxInfo) -> String {
     let name = info
         .name
         .as_deref()
         .map(|n| format!(" ({n})"))
         .unwrap_or_default();
-    println!("{}{name} {}, {outcome}", info.id, info.status);
-    Ok(())
+    format!("{}{name} {}", info.id, info.status)
 }
 
 /// A value's wire spelling (`"oom_killed"` for an enum variant), without quotes.
