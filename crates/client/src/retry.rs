@@ -75,14 +75,20 @@ pub fn delay(policy: Policy, attempt: u32, outcome: Outcome<'_>) -> Option<Durat
             code,
             retry_after,
         } => {
-            let not_ready = matches!(
-                status,
-                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
-            ) && code.is_some_and(|code| NOT_READY_CODES.contains(&code));
-            let busy = matches!(
-                status,
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-            ) && code.is_some_and(|code| BUSY_CODES.contains(&code));
+            let answered = |statuses: [StatusCode; 2], codes: [&str; 2]| {
+                statuses.contains(&status) && code.is_some_and(|code| codes.contains(&code))
+            };
+            let not_ready = answered(
+                [StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE],
+                NOT_READY_CODES,
+            );
+            let busy = answered(
+                [
+                    StatusCode::TOO_MANY_REQUESTS,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ],
+                BUSY_CODES,
+            );
             let backoff = if busy && attempt < BUSY_ATTEMPTS {
                 doubling(200).min(Duration::from_secs(2))
             } else if policy.replayable && not_ready && attempt < NOT_READY_ATTEMPTS {

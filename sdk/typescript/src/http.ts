@@ -360,15 +360,18 @@ export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>
  * answer, not this).
  */
 function isRefusedUnread(response: HttpResponse): boolean {
-  if (response.status !== 429 && response.status !== 503) return false;
-  const code = parseErrorBody(response.status, responseText(response)).code;
-  return code !== undefined && BUSY_CODES.has(code);
+  return answered(response, [429, 503], BUSY_CODES);
 }
 
 function isNotReady(response: HttpResponse): boolean {
-  if (response.status !== 502 && response.status !== 503) return false;
+  return answered(response, [502, 503], NOT_READY_CODES);
+}
+
+/** Whether `response` has one of `statuses` and its error body one of `codes` (read only for those statuses). */
+function answered(response: HttpResponse, statuses: readonly number[], codes: ReadonlySet<string>): boolean {
+  if (!statuses.includes(response.status)) return false;
   const code = parseErrorBody(response.status, responseText(response)).code;
-  return code !== undefined && NOT_READY_CODES.has(code);
+  return code !== undefined && codes.has(code);
 }
 
 /** The answer's `Retry-After` in ms (whole seconds; 0 when absent or a date), capped at {@link MAX_RETRY_AFTER_MS}. */

@@ -70,19 +70,21 @@ Step = Request | Sleep
 Op = Generator[Step, Any, T]
 
 
+def _answered(resp: httpx.Response, statuses: tuple[int, ...], codes: frozenset[str]) -> bool:
+    """Whether ``resp`` has one of ``statuses`` and its error body one of ``codes`` (the body is
+    read only for those statuses)."""
+    return resp.status_code in statuses and _error_body(resp).code in codes
+
+
 def _is_refused_unread(resp: httpx.Response) -> bool:
     """A 429 ``TOO_MANY_REQUESTS`` or 503 ``SERVER_BUSY``: a burst past the server's per-client or
     connection limit, refused before the request was read (a pool's 429 ``POOL_AT_CAPACITY`` is
     an answer, not this)."""
-    if resp.status_code not in (429, 503):
-        return False
-    return _error_body(resp).code in BUSY_CODES
+    return _answered(resp, (429, 503), BUSY_CODES)
 
 
 def _is_not_ready(resp: httpx.Response) -> bool:
-    if resp.status_code not in (502, 503):
-        return False
-    return _error_body(resp).code in NOT_READY_CODES
+    return _answered(resp, (502, 503), NOT_READY_CODES)
 
 
 def _retry_after(resp: httpx.Response) -> float:
