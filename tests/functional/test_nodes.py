@@ -336,6 +336,14 @@ def test_creates_are_placed_where_there_is_room_and_never_overbook_a_node(pg):
         assert wait_for(lambda: again.json()["sandbox_id"] in containers(b), 30)
         assert node(a, "place-a")["running_sandboxes"] == 3
 
+        # Placing reads a create's body under the same 2 MiB bound as a single node: 1.5 MiB
+        # is read and placed (refused here only for want of room), 2.5 MiB is too large.
+        for size, status, code in ((3 << 19, 503, "RESOURCE_EXHAUSTED"), (5 << 19, 413, "PAYLOAD_TOO_LARGE")):
+            padded = {**body, "padding": "p" * size}
+            resp = a.api("POST", "/v1/namespaces/default/sandboxes", json=padded)
+            assert (resp.status_code, resp.json()["code"]) == (status, code), resp.text[:300]
+        assert "2 MiB" in resp.json()["message"]
+
 
 def test_a_full_node_hands_a_suspended_sandbox_to_a_node_with_room_to_resume_it(pg):
     from framework.s3 import S3Server

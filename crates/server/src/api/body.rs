@@ -30,14 +30,7 @@ impl<S: Send + Sync> FromRequest<S> for WholeBody {
         match Bytes::from_request(req, state).await {
             Ok(bytes) => Ok(Self(bytes)),
             Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
-                Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    ErrorCode::PayloadTooLarge,
-                    format!(
-                        "the request body is larger than {} MiB, the most this route takes",
-                        BODY_LIMIT >> 20
-                    ),
-                ))
+                Err(too_large())
             }
             Err(other) => Err(ApiError::bad_request(format!(
                 "reading the request body: {}",
@@ -45,6 +38,18 @@ impl<S: Send + Sync> FromRequest<S> for WholeBody {
             ))),
         }
     }
+}
+
+/// The answer to a body over [`BODY_LIMIT`]: `413 PAYLOAD_TOO_LARGE`, naming the limit.
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "the request body is larger than {} MiB, the most this route takes",
+            BODY_LIMIT >> 20
+        ),
+    )
 }
 
 fn invalid(reason: impl std::fmt::Display) -> ApiError {

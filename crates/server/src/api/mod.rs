@@ -3,7 +3,7 @@
 //! under `/api/v1/*`, `/healthz` and `/openapi.json`.
 
 mod archived;
-mod body;
+pub(crate) mod body;
 mod copy;
 mod desktop;
 pub mod error;

@@ -224,9 +224,6 @@ async fn resume_here_or_hand_over(
     }
 }
 
-/// The largest create body a node reads to place it (a create's JSON is small).
-const CREATE_BODY_LIMIT: usize = 1 << 20;
-
 /// Places a create: tries the nodes in [`Control::placement_order`] until one
 /// has room for it (each node checks its own room when it stores the sandbox
 /// and answers `503 RESOURCE_EXHAUSTED` when it has none). A body that does not
@@ -235,15 +232,10 @@ const CREATE_BODY_LIMIT: usize = 1 << 20;
 /// [`Control::placement_order`]: crate::control::Control::placement_order
 async fn place_create(state: &AppState, req: Request, next: Next) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, CREATE_BODY_LIMIT)
+    // The same bound as the create handler's own, so a cluster takes what a single node takes.
+    let bytes = axum::body::to_bytes(body, crate::api::body::BODY_LIMIT)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                alcove_wire::error::ErrorCode::PayloadTooLarge,
-                format!("a create's body must be under {CREATE_BODY_LIMIT} bytes"),
-            )
-        })?;
+        .map_err(|_| crate::api::body::too_large())?;
     let asked = serde_json::from_slice::<CreateSandboxRequest>(&bytes)
         .ok()
         .map(|c| {
