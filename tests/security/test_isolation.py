@@ -3,6 +3,7 @@ hostname, and the kernel enforces its memory, pids and disk limits."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -52,9 +53,26 @@ def test_cannot_reach_the_host_or_other_sandboxes(client, sandbox):
     route = sandbox.run("ip", ["-4", "route", "show", "default"]).stdout.split()
     gateway = route[route.index("via") + 1]
     probe = "import socket,sys; s=socket.socket(); s.settimeout(2); sys.exit(s.connect_ex((sys.argv[1], int(sys.argv[2]))))"
-    # Port 22/8900-range on the host gateway: must be unreachable (timeout or refused by drop).
-    result = sandbox.run("python", ["-c", probe, gateway, "9"])
-    assert result.exit_code != 0
+    # A port open on every host address: from the sandbox, not the gateway nor any other of the
+    # host's addresses reaches it (a closed port would be refused even without the firewall).
+    host_ips = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                              check=True).stdout.split()
+    host_ips = {w.split("/")[0] for w in host_ips if "/" in w and not w.startswith("127.")}
+    with socket.socket() as listener:
+        listener.bind(("0.0.0.0", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        # All at once (one per thread), each connect given 2 s.
+        probe_all = ("import json,socket,sys\nfrom concurrent.futures import ThreadPoolExecutor\n"
+                     "def one(ip):\n s=socket.socket(); s.settimeout(2); return ip, s.connect_ex((ip, int(sys.argv[1])))\n"
+                     "with ThreadPoolExecutor(64) as p: print(json.dumps(dict(p.map(one, sys.argv[2:]))))")
+        ips = sorted(host_ips | {gateway})
+        answers = json.loads(sandbox.run("python", ["-c", probe_all, str(port), *ips]).stdout)
+        # Dropped, not refused: each connect times out (EAGAIN), reaching nothing.
+        assert answers == {ip: 11 for ip in ips}, answers
+        with pytest.raises(BlockingIOError):
+            listener.accept()
     with client.create_and_connect() as other:
         other_ip = other.run("sh", ["-c", "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1"]).stdout
         other.start_process("python", ["-m", "http.server", "8000", "--bind", "0.0.0.0"])
