@@ -188,6 +188,18 @@ def test_reading_a_fifo_or_a_device_is_refused_at_once(sandbox):
             sandbox.read_file(path)
         assert refused.value.status_code == 400, (path, refused.value)
         assert "not a regular file" in str(refused.value), (path, refused.value)
+    # Writing one is refused as well: a FIFO without a reader held the write (and its request)
+    # until a reader came; one with a reader is still not a file.
+    sandbox.run("mkfifo", ["/tmp/read"])
+    reader = sandbox.start_process("cat", ["/tmp/read"])
+    for path in ["/tmp/pipe", "/tmp/read", "/dev/tty"]:
+        with pytest.raises(RemoteAPIError) as refused:
+            sandbox.write_file(path, b"data")
+        assert refused.value.status_code == 400, (path, refused.value)
+        assert "not a regular file" in str(refused.value), (path, refused.value)
+    # (and its reader was not disturbed: an open for writing would have ended it).
+    assert sandbox.get_process(reader.pid).status == "running"
+    sandbox.kill_process(reader.pid)
     # Nothing is stuck behind them: a plain read still answers.
     sandbox.write_file("/tmp/plain", b"ok")
     assert sandbox.read_file("/tmp/plain") == b"ok"

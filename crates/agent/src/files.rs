@@ -8,6 +8,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -240,8 +241,14 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    if fs::metadata(path).await.is_ok_and(|m| m.is_dir()) {
-        return Err(FileError::IsDirectory(path.display().to_string()));
+    if let Ok(meta) = fs::metadata(path).await {
+        if meta.is_dir() {
+            return Err(FileError::IsDirectory(path.display().to_string()));
+        }
+        // Refused before an open, which would end a FIFO's reader with an end of file.
+        if is_fifo_or_socket(&meta) {
+            return Err(FileError::NotRegular(path.display().to_string()));
+        }
     }
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)
@@ -254,9 +261,7 @@ where
                 _ => map_io(e, parent, "creating directory"),
             })?;
     }
-    let mut file = fs::File::create(path)
-        .await
-        .map_err(|e| map_io(e, path, "creating"))?;
+    let mut file = open_for_write(path).await?;
     let outcome = write_body(&mut file, path, body).await;
     if matches!(outcome, Err(FileError::NoSpace(_))) {
         // A write that ran out of space leaves no partial file taking that space.
@@ -269,6 +274,40 @@ where
         }
     }
     outcome
+}
+
+/// Creates or truncates `path` for writing. As for reads, the open never blocks: a FIFO
+/// without a reader would hold the call (and its request) until one came, so the open is
+/// `O_NONBLOCK` and a FIFO or socket, which the sandbox may have put at `path` since [`write`]
+/// looked, is refused on what was opened. Devices (`/dev/null`) still take writes, blocking as they do.
+async fn open_for_write(path: &Path) -> Result<fs::File, FileError> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .await
+        .map_err(|e| map_io(e, path, "creating"))?;
+    let meta = file
+        .metadata()
+        .await
+        .map_err(|e| map_io(e, path, "creating"))?;
+    if is_fifo_or_socket(&meta) {
+        return Err(FileError::NotRegular(path.display().to_string()));
+    }
+    let std_file = file.into_std().await;
+    // Writes block again (only a device is affected: the flag means nothing to a regular file).
+    // SAFETY: F_SETFL on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::fcntl(std_file.as_raw_fd(), libc::F_SETFL, 0) } == -1 {
+        return Err(map_io(io::Error::last_os_error(), path, "creating"));
+    }
+    Ok(fs::File::from_std(std_file))
+}
+
+fn is_fifo_or_socket(meta: &std::fs::Metadata) -> bool {
+    let kind = meta.file_type();
+    kind.is_fifo() || kind.is_socket()
 }
 
 async fn write_body<S, E>(file: &mut fs::File, path: &Path, body: S) -> Result<u64, FileError>
@@ -359,6 +398,7 @@ fn list_blocking(path: &Path) -> Result<Vec<FileEntry>, FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
 
     #[test]
     fn validation_requires_absolute_paths_without_parent_components() {
@@ -396,6 +436,40 @@ mod tests {
             write(&below_file, body).await,
             Err(FileError::NotADirectory(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn write_refuses_fifos_and_sockets_at_once_and_takes_devices() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let body = || futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("x"))]);
+        // No reader: the open would block until one came; it is refused instead.
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(5), write(&fifo, body()));
+        assert!(matches!(refused.await, Ok(Err(FileError::NotRegular(_)))));
+        // A reader does not make it a file.
+        let _reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .expect("reader");
+        assert!(matches!(
+            write(&fifo, body()).await,
+            Err(FileError::NotRegular(_))
+        ));
+        let socket = dir.path().join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        assert!(matches!(
+            write(&socket, body()).await,
+            Err(FileError::NotRegular(_))
+        ));
+        assert_eq!(
+            write(Path::new("/dev/null"), body())
+                .await
+                .expect("/dev/null"),
+            1
+        );
     }
 
     #[test]
