@@ -54,6 +54,12 @@ def test_unknown_or_bad_secret_names_are_400(server, client):
         client.create(secret_names=["NOT_SET_ANYWHERE"])
     bad = server.api("PUT", "/v1/namespaces/default/secrets/1-bad", json={"value": "x"})
     assert bad.status_code == 400
+    # The agent's own configuration variables cannot be set as secrets (a secret reaches the
+    # agent's environment; this one would move the agent's listening address).
+    reserved = server.api("PUT", "/secrets/ALCOVE_AGENT_LISTEN", json={"value": "127.0.0.1:9999"})
+    assert reserved.status_code == 400 and "reserved" in reserved.json()["message"], reserved.text
+    refused = server.api("POST", "/sandboxes", json={"secret_names": ["ALCOVE_AGENT_LISTEN"]})
+    assert refused.status_code == 400 and "reserved" in refused.json()["message"], refused.text
     assert server.api("PUT", "/secrets/EMPTY_BODY", content=b"{}", headers={"content-type": "application/json"}).status_code == 400
 
 

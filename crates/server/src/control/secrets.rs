@@ -38,6 +38,14 @@ pub fn validate_name(name: &str) -> Result<(), ControlError> {
             ),
         });
     }
+    // The agent of every sandbox is configured through these; a secret of that name would
+    // reach the agent's own environment and reconfigure it (a claim's `env` refuses them too).
+    if name.starts_with("ALCOVE_AGENT_") {
+        return Err(ControlError::InvalidArgument {
+            field: "name",
+            reason: format!("{name}: names starting with ALCOVE_AGENT_ are reserved for the agent"),
+        });
+    }
     Ok(())
 }
 
@@ -191,7 +199,15 @@ mod tests {
         for good in ["A", "_x", "OPENAI_API_KEY", "k1"] {
             assert!(validate_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "1A", "A-B", "A B", "a.b", &"A".repeat(129)] {
+        for bad in [
+            "",
+            "1A",
+            "A-B",
+            "A B",
+            "a.b",
+            &"A".repeat(129),
+            "ALCOVE_AGENT_LISTEN",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
     }
