@@ -168,6 +168,8 @@ def breaks_after(data: bytes) -> Iterator[bytes]:
 
 
 def test_a_stream_broken_midway_raises_a_connection_error(server: FakeServer, client: SandboxClient) -> None:
+    # follow_output opens the stream again (test_follow_resume.py); one that breaks each time
+    # without a new line raises once its reconnects are spent.
     sandbox = connect(server, client)
     half = body()[: len(body()) // 2]
     server.on("POST", RUN, lambda request: stream_response(breaks_after(half)))
@@ -181,7 +183,9 @@ def test_a_stream_broken_midway_raises_a_connection_error(server: FakeServer, cl
     assert received == LINES[:2]  # what arrived before the break
 
 
-async def test_async_stream_broken_midway_raises_a_connection_error(server: FakeServer) -> None:
+async def test_async_stream_broken_midway_raises_a_connection_error(server: FakeServer, sleeps: list[float]) -> None:
+    # follow_output opens the stream again (test_follow_resume.py); one that breaks each time
+    # without a new line raises once its reconnects are spent.
     async def breaks() -> AsyncIterator[bytes]:
         yield body()[: len(body()) // 2]
         raise httpx.ReadError("connection reset by peer")
@@ -258,7 +262,7 @@ async def test_async_silence_after_some_output_raises_the_idle_timeout(silent_af
     assert err.value.parameter == "stream_idle_timeout"
 
 
-def test_a_connection_closed_midway_raises_a_connection_error(closing: TcpServer) -> None:
+def test_a_connection_closed_midway_raises_a_connection_error(closing: TcpServer, sleeps: list[float]) -> None:
     with SandboxClient(api_url=f"http://127.0.0.1:{closing.port}") as client:
         sandbox = Sandbox(client, closing.info)
         with pytest.raises(SandboxConnectionError):

@@ -21,7 +21,7 @@ from . import _websocket as wsp
 from .async_desktop import AsyncDesktop, connect_sandbox_desktop
 from .async_pty import AsyncPtySession
 from .async_tunnel import AsyncTunnel
-from .exceptions import SandboxError, SandboxNotFoundError
+from .exceptions import SandboxConnectionError, SandboxError, SandboxNotFoundError
 from .models import (
     CommandResult,
     DirectoryEntry,
@@ -307,52 +307,87 @@ class AsyncSandbox:
         return await self._client._drive(proto.op_get_output(self._client._config, self._target, pid, "output"))
 
     def follow_output(self, pid: int | str) -> AsyncIterator[OutputEvent]:
-        """Iterate over output lines (stdout and stderr): past ones first, then live ones until exit."""
+        """Iterate over output lines (stdout and stderr): past ones first, then live ones until exit.
+
+        A connection that breaks meanwhile (the sandbox suspended and resumed, a proxy that drops
+        it) is opened again, and the lines come on where they stopped: each once, in order. After
+        five connections in a row that broke without a new line the last
+        :class:`SandboxConnectionError` is raised; a process that is no longer known or a sandbox
+        that is gone raise their error at once (:class:`RemoteAPIError` 404)."""
         return self._follow(pid, "output")
 
     def follow_stdout(self, pid: int | str) -> AsyncIterator[OutputEvent]:
-        """Iterate over stdout lines until the process exits."""
+        """Iterate over stdout lines until the process exits (across broken connections, as
+        :meth:`follow_output`)."""
         return self._follow(pid, "stdout")
 
     def follow_stderr(self, pid: int | str) -> AsyncIterator[OutputEvent]:
-        """Iterate over stderr lines until the process exits."""
+        """Iterate over stderr lines until the process exits (across broken connections, as
+        :meth:`follow_output`)."""
         return self._follow(pid, "stderr")
 
     async def follow_output_batches(self, pid: int | str) -> AsyncIterator[OutputBatch]:
         """Iterate over output (stdout and stderr) a read at a time, as :meth:`follow_output` does
         line by line: each :class:`OutputBatch` holds the lines of one read of one stream, with
         its ``stream`` and ``timestamp``. No object per line, for followers that take many."""
+        follow = proto.FollowResume()
         response = await self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, "output"))
-        decoder = proto.OutputBatchDecoder(None)
-        try:
-            async for chunk in self._client._chunks(response, events=True):
-                for batch in decoder.feed(chunk):  # sync: yield from decoder.feed(chunk)
+        while True:
+            decoder = proto.OutputBatchDecoder(None)
+            try:
+                async for chunk in self._client._chunks(response, events=True):
+                    # sync: yield from follow.fresh_batches(decoder.feed(chunk))
+                    for batch in follow.fresh_batches(decoder.feed(chunk)):
+                        yield batch  # async only
+                # sync: yield from follow.fresh_batches(decoder.flush())
+                for batch in follow.fresh_batches(decoder.flush()):
                     yield batch  # async only
-            for batch in decoder.flush():  # sync: yield from decoder.flush()
-                yield batch  # async only
-        finally:
-            await response.aclose()
+            except SandboxConnectionError:
+                if not follow.broke():
+                    raise
+            else:
+                if follow.ended(decoder.eof):
+                    return
+            finally:
+                await response.aclose()
+            response = await self._client._drive(
+                proto.op_reopen_follow(self._client._config, self._target, pid, "output", follow)
+            )
 
     async def _follow(self, pid: int | str, stream: str) -> AsyncIterator[OutputEvent]:
+        # A broken connection is opened again and the lines already handed out are skipped
+        # (proto.FollowResume: the agent answers a follow with its whole buffer first).
+        follow = proto.FollowResume()
         response = await self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
-        decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
         # The events are made here, one per line, in the frame that yields them: allocating one and
         # storing its three slots costs less than calling the class (its __init__ does only that)
         # or iterating over events made elsewhere, and a follower pays it for every line.
         new_event = OutputEvent.__new__
-        try:
-            async for chunk in self._client._chunks(response, events=True):
-                for lines, timestamp, source in decoder.feed_runs(chunk):
-                    for line in lines:
-                        event = new_event(OutputEvent)
-                        event.line = line
-                        event.timestamp = timestamp
-                        event.stream = source
-                        yield event
-            for event in decoder.flush():  # sync: yield from decoder.flush()
-                yield event  # async only
-        finally:
-            await response.aclose()
+        while True:
+            decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
+            try:
+                async for chunk in self._client._chunks(response, events=True):
+                    for lines, timestamp, source in follow.fresh(decoder.feed_runs(chunk)):
+                        for line in lines:
+                            event = new_event(OutputEvent)
+                            event.line = line
+                            event.timestamp = timestamp
+                            event.stream = source
+                            yield event
+                # sync: yield from proto.events_of(follow.fresh(decoder.flush_runs()))
+                for event in proto.events_of(follow.fresh(decoder.flush_runs())):
+                    yield event  # async only
+            except SandboxConnectionError:
+                if not follow.broke():
+                    raise
+            else:
+                if follow.ended(decoder.eof):
+                    return
+            finally:
+                await response.aclose()
+            response = await self._client._drive(
+                proto.op_reopen_follow(self._client._config, self._target, pid, stream, follow)
+            )
 
     # -- logs ----------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from . import _websocket as wsp
 from .desktop import Desktop, connect_sandbox_desktop
 from .pty import PtySession
 from .tunnel import Tunnel
-from .exceptions import SandboxError, SandboxNotFoundError
+from .exceptions import SandboxConnectionError, SandboxError, SandboxNotFoundError
 from .models import (
     CommandResult,
     DirectoryEntry,
@@ -306,49 +306,81 @@ class Sandbox:
         return self._client._drive(proto.op_get_output(self._client._config, self._target, pid, "output"))
 
     def follow_output(self, pid: int | str) -> Iterator[OutputEvent]:
-        """Iterate over output lines (stdout and stderr): past ones first, then live ones until exit."""
+        """Iterate over output lines (stdout and stderr): past ones first, then live ones until exit.
+
+        A connection that breaks meanwhile (the sandbox suspended and resumed, a proxy that drops
+        it) is opened again, and the lines come on where they stopped: each once, in order. After
+        five connections in a row that broke without a new line the last
+        :class:`SandboxConnectionError` is raised; a process that is no longer known or a sandbox
+        that is gone raise their error at once (:class:`RemoteAPIError` 404)."""
         return self._follow(pid, "output")
 
     def follow_stdout(self, pid: int | str) -> Iterator[OutputEvent]:
-        """Iterate over stdout lines until the process exits."""
+        """Iterate over stdout lines until the process exits (across broken connections, as
+        :meth:`follow_output`)."""
         return self._follow(pid, "stdout")
 
     def follow_stderr(self, pid: int | str) -> Iterator[OutputEvent]:
-        """Iterate over stderr lines until the process exits."""
+        """Iterate over stderr lines until the process exits (across broken connections, as
+        :meth:`follow_output`)."""
         return self._follow(pid, "stderr")
 
     def follow_output_batches(self, pid: int | str) -> Iterator[OutputBatch]:
         """Iterate over output (stdout and stderr) a read at a time, as :meth:`follow_output` does
         line by line: each :class:`OutputBatch` holds the lines of one read of one stream, with
         its ``stream`` and ``timestamp``. No object per line, for followers that take many."""
+        follow = proto.FollowResume()
         response = self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, "output"))
-        decoder = proto.OutputBatchDecoder(None)
-        try:
-            for chunk in self._client._chunks(response, events=True):
-                yield from decoder.feed(chunk)
-            yield from decoder.flush()
-        finally:
-            response.close()
+        while True:
+            decoder = proto.OutputBatchDecoder(None)
+            try:
+                for chunk in self._client._chunks(response, events=True):
+                    yield from follow.fresh_batches(decoder.feed(chunk))
+                yield from follow.fresh_batches(decoder.flush())
+            except SandboxConnectionError:
+                if not follow.broke():
+                    raise
+            else:
+                if follow.ended(decoder.eof):
+                    return
+            finally:
+                response.close()
+            response = self._client._drive(
+                proto.op_reopen_follow(self._client._config, self._target, pid, "output", follow)
+            )
 
     def _follow(self, pid: int | str, stream: str) -> Iterator[OutputEvent]:
+        # A broken connection is opened again and the lines already handed out are skipped
+        # (proto.FollowResume: the agent answers a follow with its whole buffer first).
+        follow = proto.FollowResume()
         response = self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
-        decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
         # The events are made here, one per line, in the frame that yields them: allocating one and
         # storing its three slots costs less than calling the class (its __init__ does only that)
         # or iterating over events made elsewhere, and a follower pays it for every line.
         new_event = OutputEvent.__new__
-        try:
-            for chunk in self._client._chunks(response, events=True):
-                for lines, timestamp, source in decoder.feed_runs(chunk):
-                    for line in lines:
-                        event = new_event(OutputEvent)
-                        event.line = line
-                        event.timestamp = timestamp
-                        event.stream = source
-                        yield event
-            yield from decoder.flush()
-        finally:
-            response.close()
+        while True:
+            decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
+            try:
+                for chunk in self._client._chunks(response, events=True):
+                    for lines, timestamp, source in follow.fresh(decoder.feed_runs(chunk)):
+                        for line in lines:
+                            event = new_event(OutputEvent)
+                            event.line = line
+                            event.timestamp = timestamp
+                            event.stream = source
+                            yield event
+                yield from proto.events_of(follow.fresh(decoder.flush_runs()))
+            except SandboxConnectionError:
+                if not follow.broke():
+                    raise
+            else:
+                if follow.ended(decoder.eof):
+                    return
+            finally:
+                response.close()
+            response = self._client._drive(
+                proto.op_reopen_follow(self._client._config, self._target, pid, stream, follow)
+            )
 
     # -- logs ----------------------------------------------------------------------------------
 

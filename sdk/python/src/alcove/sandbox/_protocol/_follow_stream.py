@@ -16,6 +16,12 @@ body, a batch standing for one ``output`` event per line.
 The decoder also answers the lines as runs (:data:`OutputRun`: lines sharing timestamp and stream),
 from which the SDK's ``follow_*`` generators make the events themselves, in the frame that yields
 them (the slots stored there directly: see :class:`OutputEvent`).
+
+A follow whose connection breaks (a suspend and resume of the sandbox, a proxy or network that
+drops it) is opened again: the wire has no cursor, but the agent answers every follow with every
+line still in its buffer before the live ones, so :class:`FollowResume` counts the lines handed out
+and skips that many of the next connection's. Each decoder notes the ``eof`` event (data ``{}``),
+which tells a finished follow from one cut off.
 """
 
 from __future__ import annotations
@@ -40,6 +46,15 @@ _LINES = itemgetter("line")
 _STREAMS = itemgetter("stream")
 # What every batch (and only a batch) of the agent holds.
 _BATCH_MARK = b'"lines":['
+# How a block that ends with the ``eof`` event (data ``{}``, the last event of a follow) ends: the
+# stream ends right after it, so it is the last event of its block (cut at a blank line, whose
+# ``\n`` starts the next block; the last block may lack its final ``\n``).
+_EOF_ENDINGS = (b"\ndata: {}\n", b"\ndata: {}", b"\ndata:{}\n", b"\ndata:{}")
+
+FOLLOW_RECONNECTS = 5
+"""Connections in a row that may break without bringing a new line before a follow gives up."""
+FOLLOW_BACKOFF_SECS = (0.25, 0.5, 1.0, 2.0, 4.0)
+"""The pause before each of those reconnections (the proxy's own not-ready replays come on top)."""
 
 
 def output_event(event: dict[str, Any], default_stream: str | None) -> OutputEvent | None:
@@ -112,14 +127,16 @@ class OutputEventDecoder:
         self._blocks = SSEBlocks()
         self._default_stream = default_stream
         self._timestamps = _TimestampCache()
+        self.eof = False
+        """Whether the ``eof`` event came: the process exited and every line was sent."""
 
     def feed(self, chunk: bytes) -> Iterable[OutputEvent]:
         """Take the next chunk of the body; the output events it completes, in order."""
-        return _events_of(self.feed_runs(chunk))
+        return events_of(self.feed_runs(chunk))
 
     def flush(self) -> Iterable[OutputEvent]:
         """The events left at the end of the stream (an event left unterminated counts)."""
-        return _events_of(self.flush_runs())
+        return events_of(self.flush_runs())
 
     def feed_runs(self, chunk: bytes) -> Iterable[OutputRun]:
         """Take the next chunk of the body; the output lines it completes, in order, as runs."""
@@ -131,6 +148,8 @@ class OutputEventDecoder:
         return self._runs(self._blocks.close())
 
     def _runs(self, block: bytes) -> Iterable[OutputRun]:
+        if block.endswith(_EOF_ENDINGS):
+            self.eof = True
         if _BATCH_MARK not in block:
             fast = self._agent_runs(block)
             if fast is not None:
@@ -194,7 +213,7 @@ class OutputEventDecoder:
         return zip(lines, datetimes, map(_STREAMS, events), strict=True)
 
 
-def _events_of(runs: Iterable[OutputRun]) -> Iterator[OutputEvent]:
+def events_of(runs: Iterable[OutputRun]) -> Iterator[OutputEvent]:
     """The events of runs, built without validation as they are iterated."""
     return chain.from_iterable(
         map(OutputEvent, lines, repeat(moment), repeat(stream)) for lines, moment, stream in runs
@@ -210,6 +229,11 @@ class OutputBatchDecoder:
     def __init__(self, default_stream: str | None) -> None:
         self._events = OutputEventDecoder(default_stream)
 
+    @property
+    def eof(self) -> bool:
+        """Whether the ``eof`` event came: the process exited and every line was sent."""
+        return self._events.eof
+
     def feed(self, chunk: bytes) -> list[OutputBatch]:
         """Take the next chunk of the body; the batches it completes, in order."""
         block = self._events._blocks.feed(chunk)
@@ -220,8 +244,10 @@ class OutputBatchDecoder:
         return self._batches(self._events._blocks.close())
 
     def _batches(self, block: bytes) -> list[OutputBatch]:
+        if block.endswith(_EOF_ENDINGS):
+            self._events.eof = True
         if _BATCH_MARK not in block:
-            return _grouped(_events_of(self._events._runs(block)))
+            return _grouped(events_of(self._events._runs(block)))
         out: list[OutputBatch] = []
         for event in decode_block(block):
             if isinstance(event.get("lines"), list):
@@ -262,3 +288,95 @@ def iter_output_events(chunks: Iterable[bytes], default_stream: str | None) -> I
     for chunk in chunks:
         yield from decoder.feed(chunk)
     yield from decoder.flush()
+
+
+class FollowResume:
+    """Where a follow stands across its connections, and whether to open another.
+
+    The agent's follow routes take no cursor, and the server numbers no event; but each answers
+    every line still in the process's buffer, oldest first, then the live ones
+    (docs/protocol/sandbox-api.md, Process I/O). So a follow opened again says the same lines in
+    the same order: the lines already handed out are skipped by count (:meth:`fresh`), and the
+    caller gets each line once, in order. (A process that wrote more than the buffer holds, 16 MiB,
+    while its follower was away has had its oldest lines dropped; the count then skips lines never
+    seen, as a follower that falls that far behind does anyway.)
+
+    A connection that breaks (:meth:`broke`), or ends without the ``eof`` event (:meth:`ended`),
+    is opened again, after :data:`FOLLOW_BACKOFF_SECS` when it broke; after
+    :data:`FOLLOW_RECONNECTS` connections in a row that broke without a new line, the last error is
+    raised. Errors the open answers (an unknown process, a sandbox gone or still suspended once the
+    open's own replays are spent) are the caller's at once.
+    """
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        """Lines handed out so far."""
+        self.reconnects = 0
+        """Connections opened again so far."""
+        self._skip = 0
+        self._failures = 0  # connections in a row that brought no new line
+        self._new_lines = False  # the current connection brought a line not seen before
+        self._quiet = False  # the previous connection ended without eof and without a new line
+
+    def fresh(self, runs: Iterable[OutputRun]) -> Iterator[OutputRun]:
+        """The lines of ``runs`` not handed out before, counted as handed out."""
+        for run in runs:
+            count = len(run[0])
+            skip = self._skip
+            if skip:
+                if count <= skip:
+                    self._skip = skip - count
+                    continue
+                self._skip = 0
+                run = (run[0][skip:], run[1], run[2])
+                count -= skip
+            self.delivered += count
+            self._new_lines = True
+            yield run
+
+    def fresh_batches(self, batches: Iterable[OutputBatch]) -> Iterator[OutputBatch]:
+        """:meth:`fresh` for batches: a batch partly handed out keeps its other lines."""
+        for batch in batches:
+            count = len(batch.lines)
+            skip = self._skip
+            if skip:
+                if count <= skip:
+                    self._skip = skip - count
+                    continue
+                self._skip = 0
+                batch = OutputBatch(batch.lines[skip:], batch.timestamp, batch.stream)
+                count -= skip
+            self.delivered += count
+            self._new_lines = True
+            yield batch
+
+    def broke(self) -> bool:
+        """The connection broke (or could not be opened again): whether to open another (else
+        the caller raises its error: the budget is spent)."""
+        if self._new_lines:
+            self._failures = 0
+        self._failures += 1
+        self._quiet = False
+        return self._failures <= FOLLOW_RECONNECTS
+
+    def ended(self, eof: bool) -> bool:
+        """The connection ended cleanly: whether the follow is over. It is at the ``eof`` event.
+        Without one the connection was cut, and another is opened; a server that sends no ``eof``
+        (the stream just ends at exit) is recognised when a connection opened again ends too
+        without a new line, and the follow ends there."""
+        if eof or (self._quiet and not self._new_lines):
+            return True
+        if self._new_lines:
+            self._failures = 0
+        self._quiet = True
+        return False
+
+    def pause(self) -> float:
+        """Before opening the follow again: the seconds to wait first. From then on the lines
+        handed out are skipped."""
+        self.reconnects += 1
+        self._skip = self.delivered
+        self._new_lines = False
+        if not self._failures:
+            return 0.0
+        return FOLLOW_BACKOFF_SECS[min(self._failures, len(FOLLOW_BACKOFF_SECS)) - 1]

@@ -11,7 +11,7 @@ import httpx
 from pydantic import ValidationError
 
 from .._config import ClientConfig
-from ..exceptions import SandboxError
+from ..exceptions import SandboxConnectionError, SandboxError
 from ..models import (
     OutputResponse,
     ProcessHealthCheck,
@@ -21,8 +21,9 @@ from ..models import (
     RestartPolicyConfig,
 )
 from ._errors import _json, _list, _model
+from ._follow_stream import FollowResume
 from ._routing import ProxyTarget, _open, _proxied, _proxy_op, _segment
-from ._steps import Op
+from ._steps import Op, Sleep
 from ._validation import _is_int, _is_number, _str_list
 
 
@@ -248,6 +249,24 @@ def op_open_follow(cfg: ClientConfig, target: ProxyTarget, pid: int | str, strea
         events=True,
     )
     return (yield from _open(req, target))
+
+
+def op_reopen_follow(
+    cfg: ClientConfig, target: ProxyTarget, pid: int | str, stream: str, follow: FollowResume
+) -> Op[httpx.Response]:
+    """Open a follow again after its connection broke or was cut (see :class:`FollowResume`): after
+    the pause it asks, while opening fails to connect and the budget lasts. The open's own
+    replays (a sandbox not ready while it resumes) come first; any answer that is not a stream
+    (the process unknown, the sandbox gone) is raised."""
+    while True:
+        delay = follow.pause()
+        if delay:
+            yield Sleep(delay)
+        try:
+            return (yield from op_open_follow(cfg, target, pid, stream))
+        except SandboxConnectionError:
+            if not follow.broke():
+                raise
 
 
 FOLLOW_STREAMS = {"output": None, "stdout": "stdout", "stderr": "stderr"}
