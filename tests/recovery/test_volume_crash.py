@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from alcove.sandbox import SandboxClient
+from alcove.sandbox import RemoteAPIError, SandboxClient
 from framework.host import owned_resources
 from framework.server import AlcoveServer
 
@@ -109,26 +109,51 @@ def test_kill_during_attach_and_detach(srv, delay):
 
 def test_a_restart_keeps_volumes_mounted_through_suspend_and_resume(srv):
     client = SandboxClient(api_url=srv.url)
-    client.create_file_system("bootvol", 32)
-    client.create_file_system("livevol", 32)
+    for name in ("bootvol", "livevol", "rovol", "liverovol"):
+        client.create_file_system(name, 32)
     sandbox = client.create_and_connect(
-        name="restarted", file_systems=[{"file_system_id": "bootvol", "mount_path": "/boot-vol"}]
+        name="restarted",
+        file_systems=[{"file_system_id": "bootvol", "mount_path": "/boot-vol"},
+                      {"file_system_id": "rovol", "mount_path": "/ro-vol", "read_only": True}],
     )
     sandbox.attach_file_system("livevol", "/live-vol")
+    sandbox.attach_file_system("liverovol", "/live-ro-vol", read_only=True)
+    # The volume's root is its users' to set, and stays as they set it.
+    sandbox.run("chmod", ["0777", "/boot-vol"])
     holder = sandbox.start_process("sh", ["-c", "exec 3>>/live-vol/held; sleep 600"])
+    expected = [("/boot-vol", False), ("/live-ro-vol", True), ("/live-vol", False), ("/ro-vol", True)]
     srv.kill()
     srv.start()
     client = SandboxClient(api_url=srv.url)
     sandbox = client.connect("restarted")
-    assert mounted_inside(sandbox, "/boot-vol") and mounted_inside(sandbox, "/live-vol")
+    # Read-only views were dropped from the record at a restart (while still mounted inside).
+    assert sorted((m.mount_path, m.read_only) for m in client.get("restarted").file_systems) == expected
+    assert all(mounted_inside(sandbox, path) for path, _ in expected)
+    modes = "stat -c '%n %a' /boot-vol /ro-vol /live-ro-vol"
+    assert sandbox.run("sh", ["-c", modes]).stdout.split("\n") == ["/boot-vol 777", "/ro-vol 755", "/live-ro-vol 755"]
+    # Still exclusive: no other sandbox gets a read-only volume read-write, none can be deleted.
+    other = client.create_and_connect()
+    with pytest.raises(RemoteAPIError) as refused:
+        other.attach_file_system("liverovol", "/w")
+    assert refused.value.status_code == 409, refused.value
+    with pytest.raises(RemoteAPIError) as refused:
+        client.delete_file_system("rovol")
+    assert refused.value.status_code == 409, refused.value
+    # A second reader mounts it without touching the first one's view (its root was made 0700).
+    other.attach_file_system("rovol", "/r", read_only=True)
+    assert sandbox.run("sh", ["-c", modes]).stdout.split("\n")[1] == "/ro-vol 755"
+    client.delete(other.sandbox_id)
     client.suspend("restarted")
     info = client.resume("restarted")
-    assert sorted(m.mount_path for m in info.file_systems) == ["/boot-vol", "/live-vol"]
+    assert sorted((m.mount_path, m.read_only) for m in info.file_systems) == expected
     sandbox = client.connect("restarted")
-    assert mounted_inside(sandbox, "/boot-vol") and mounted_inside(sandbox, "/live-vol")
+    assert all(mounted_inside(sandbox, path) for path, _ in expected)
     assert "alive" in sandbox.run("sh", ["-c", f"kill -0 {holder.pid} && echo alive"]).stdout
+    sandbox.run("sh", ["-c", "head -c 3000000 /dev/urandom > /boot-vol/f && sync"])
     client.delete("restarted")
-    client.delete_file_system("bootvol")
-    client.delete_file_system("livevol")
+    # Unmounted, a volume's use is its own (it was the host disk's).
+    assert 1 <= client.get_file_system("bootvol").used_mb <= 32
+    for name in ("bootvol", "livevol", "rovol", "liverovol"):
+        client.delete_file_system(name)
     assert host_volume_state(srv) == ([], [], [])
     client.close()

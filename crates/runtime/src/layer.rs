@@ -233,8 +233,8 @@ impl Layer {
     /// `upper/`, `work/` and `etc/` directories.
     pub async fn mount_disk(&self) -> Result<()> {
         let disk = self.disk_mount();
-        create_private_dir(&disk)?;
         if !is_mountpoint(&disk) {
+            create_private_dir(&disk)?;
             crate::loopdev::mount_image(&self.disk_image(), &disk).await?;
         }
         // `upper/` is the sandbox's `/` as far as its attributes go (overlayfs

@@ -139,7 +139,11 @@ impl Node {
     /// from the blocks its image has allocated).
     pub fn volume_used_mb(&self, key: &str) -> Option<u64> {
         let dir = self.volume_dir(key).ok()?;
-        if let Some((used, _)) = crate::usage::disk_use(&dir.join("mnt")) {
+        let mnt = dir.join("mnt");
+        // Unmounted, `mnt` is a directory of the host's file system: its use is the host's.
+        if is_mountpoint(&mnt)
+            && let Some((used, _)) = crate::usage::disk_use(&mnt)
+        {
             return Some(used / (1024 * 1024));
         }
         let meta = std::fs::metadata(dir.join("disk.img")).ok()?;
@@ -167,8 +171,10 @@ impl Node {
             return Err(RuntimeError::Config(format!("volume {key} has no image")));
         }
         let mnt = dir.join("mnt");
-        layer::create_private_dir(&mnt)?;
+        // Only an empty mount point is made private: made while mounted, the mode would land
+        // on the volume's own root directory, which belongs to its users.
         if !is_mountpoint(&mnt) {
+            layer::create_private_dir(&mnt)?;
             crate::loopdev::mount_image_now(&image, &mnt)?;
         }
         Ok(mnt)
@@ -235,10 +241,12 @@ impl Node {
                 )
                 .map_err(RuntimeError::io("setting the mode of", parent))?;
             }
-            layer::create_private_dir(&target)?;
+            // Already mounted (a recovery, a second attach): the view is the volume's root,
+            // which a chmod would change for everyone, and a read-only one would refuse.
             if is_mountpoint(&target) {
                 return Ok(());
             }
+            layer::create_private_dir(&target)?;
             let ns = userns::mapping_namespace(range)?;
             userns::idmapped_clone(&host, &target, &ns, read_only)
         })
