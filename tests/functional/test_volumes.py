@@ -100,6 +100,34 @@ def test_read_only_is_enforced_and_readers_share(client, vol):
         r1.detach_file_system("/ro")
 
 
+def test_a_copy_shares_read_only_volumes_and_is_refused_a_read_write_one(client, server, vol):
+    with client.create_and_connect() as source:
+        source.attach_file_system(vol, "/data")
+        source.write_file("/data/seed", b"seed")
+        live = {s["id"] for s in server.live_sandboxes()}
+        # Each copy would mount it read-write beside the source: refused, nothing made.
+        with pytest.raises(RemoteAPIError) as e:
+            client.copy(source.sandbox_id, times=2)
+        assert status_of(e) == 409 and e.value.code == "FILE_SYSTEM_IN_USE", e.value
+        assert vol in str(e.value) and "/data" in str(e.value)
+        assert {s["id"] for s in server.live_sandboxes()} == live
+        # Read-only, the copies read it beside the source.
+        source.detach_file_system("/data")
+        source.attach_file_system(vol, "/data", read_only=True)
+        copies = client.copy_and_connect(source.sandbox_id, times=2)
+        try:
+            for copy in copies:
+                assert copy.read_file("/data/seed") == b"seed"
+            attached = client.get_file_system(vol).attachments
+            assert sorted(a.sandbox_id for a in attached) == sorted(
+                [source.sandbox_id] + [c.sandbox_id for c in copies])
+            assert all(a.read_only for a in attached), attached
+        finally:
+            for copy in copies:
+                client.delete(copy.sandbox_id)
+        source.detach_file_system("/data")
+
+
 def test_readers_attaching_at_once_share_one_mount_of_the_image(client, server, vol):
     # Each round starts with the volume mounted nowhere, then four sandboxes attach it at the
     # same moment while a fifth lets go of it (which releases host mounts no view uses): the

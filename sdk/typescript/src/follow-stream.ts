@@ -23,8 +23,17 @@
  * events are made one by one as they are taken ({@link EventCursor}): made a block at a time,
  * a read's events and strings were all alive together, and the young generation's scavenges
  * copied them; made as taken, they die young unless kept (a quarter less time per line).
+ *
+ * A follow whose connection breaks (the sandbox suspended and resumed, a proxy or network that
+ * drops it) is opened again ({@link followOutputEvents}, {@link followOutputBatches}): the wire has
+ * no cursor, but the agent answers every follow with every line still in its buffer before the
+ * live ones, so {@link FollowResume} counts the lines handed out and skips that many of the next
+ * connection's. The cursors note the `eof` event (data `{}`), which tells a finished follow from
+ * one cut off.
  */
 
+import { SandboxConnectionError } from "./errors.js";
+import { clock } from "./http.js";
 import type { OutputBatch, OutputEvent, OutputStream } from "./models.js";
 import { outputEventFromWire, parseTimestamp } from "./models.js";
 import { agentOutputEvent, decodeBlock, eachAgentOutput, SSEBlocks, type Event } from "./sse.js";
@@ -39,6 +48,16 @@ const BATCH_EVENT =
 // An array body of strings without escapes or control characters: a quote stands only around the
 // `","` separators, so cutting there gives the strings.
 const PLAIN_STRINGS = /^"[^"\\\x00-\x1f]*(?:","[^"\\\x00-\x1f]*)*"$/;
+
+// How a block that ends with the `eof` event (data `{}`, the last event of a follow) ends: the
+// stream ends right after it, so it is the last event of its block (cut at a blank line, whose
+// "\n" starts the next block; the last block may lack its final "\n").
+const EOF_ENDINGS = ["\ndata: {}\n", "\ndata: {}", "\ndata:{}\n", "\ndata:{}"];
+
+function endsWithEof(block: string): boolean {
+  for (const ending of EOF_ENDINGS) if (block.endsWith(ending)) return true;
+  return false;
+}
 
 // Below this length V8 copies a substring; from it on, it makes a slice that keeps the whole block
 // alive. Longer lines are copied out with JSON.parse so that a kept event keeps only its line.
@@ -79,6 +98,8 @@ function drain<T>(cursor: Cursor<T>): T[] {
  */
 export class OutputBatchDecoder {
   readonly #blocks = new SSEBlocks();
+  /** Whether the `eof` event came: the process exited and every line was sent. */
+  eof = false;
 
   /** `defaultStream` is the `stream` of events that omit it (null for the merged stream). */
   constructor(private readonly defaultStream: OutputStream | null) {}
@@ -86,12 +107,17 @@ export class OutputBatchDecoder {
   /** Take the next chunk of the body; the batches it completes, in order. */
   feed(chunk: Uint8Array): OutputBatch[] {
     const block = this.#blocks.feed(chunk);
-    return block === null ? [] : blockBatches(block, this.defaultStream);
+    return block === null ? [] : this.#batches(block);
   }
 
   /** The batches left at the end of the stream (an event left unterminated counts). */
   flush(): OutputBatch[] {
-    return blockBatches(this.#blocks.close(), this.defaultStream);
+    return this.#batches(this.#blocks.close());
+  }
+
+  #batches(block: string): OutputBatch[] {
+    if (endsWithEof(block)) this.eof = true;
+    return blockBatches(block, this.defaultStream);
   }
 }
 
@@ -264,6 +290,8 @@ interface Cursor<T> {
   take(): T | undefined;
   /** Drop the items not taken. */
   clear(): void;
+  /** Whether the `eof` event came: the process exited and every line was sent. */
+  readonly eof: boolean;
 }
 
 const NO_LINES: string[] = [];
@@ -278,6 +306,7 @@ const NO_EVENTS: OutputEvent[] = [];
 class EventCursor implements Cursor<OutputEvent> {
   readonly #blocks = new SSEBlocks();
   readonly #defaultStream: OutputStream | null;
+  eof = false;
   // The agent batches of the block being taken, and the next one.
   #runs: AgentBatch[] = [];
   #run = 0;
@@ -353,6 +382,7 @@ class EventCursor implements Cursor<OutputEvent> {
 
   #load(block: string): void {
     this.clear();
+    if (endsWithEof(block)) this.eof = true;
     if (block.includes('"lines":[')) {
       const runs = agentRuns(block);
       if (runs !== null) {
@@ -372,6 +402,10 @@ class BatchCursor implements Cursor<OutputBatch> {
 
   constructor(defaultStream: OutputStream | null) {
     this.#decoder = new OutputBatchDecoder(defaultStream);
+  }
+
+  get eof(): boolean {
+    return this.#decoder.eof;
   }
 
   feed(chunk: Uint8Array): void {
@@ -452,6 +486,224 @@ class Decoded<T> implements AsyncIterableIterator<T> {
           this.#cursor.feed(chunk.value);
         }
         const value = this.#cursor.take();
+        if (value !== undefined) return { value, done: false };
+      }
+      return DONE;
+    } catch (error) {
+      this.#finish(); // like an async generator: after throwing, it is done
+      throw error;
+    }
+  }
+
+  #finish(): void {
+    this.#done = true;
+    this.#cursor.clear();
+  }
+}
+
+// -- following across connections --------------------------------------------------------------
+
+/** Connections in a row that may break without bringing a new line before a follow gives up. */
+export const FOLLOW_RECONNECTS = 5;
+/** The pause before each of those reconnections, in ms (the proxy's own not-ready replays come on top). */
+export const FOLLOW_BACKOFF_MS: readonly number[] = [250, 500, 1000, 2000, 4000];
+
+/**
+ * Where a follow stands across its connections, and whether to open another.
+ *
+ * The agent's follow routes take no cursor, and the server numbers no event; but each answers
+ * every line still in the process's buffer, oldest first, then the live ones
+ * (docs/protocol/sandbox-api.md, Process I/O). So a follow opened again says the same lines in
+ * the same order: the lines already handed out are skipped by count, and the caller gets each
+ * line once, in order. (A process that wrote more than the buffer holds, 16 MiB, while its
+ * follower was away has had its oldest lines dropped; the count then skips lines never seen, as
+ * a follower that falls that far behind does anyway.)
+ *
+ * A connection that breaks ({@link broke}), or ends without the `eof` event ({@link ended}), is
+ * opened again, after {@link FOLLOW_BACKOFF_MS} when it broke; after {@link FOLLOW_RECONNECTS}
+ * connections in a row that broke without a new line, the last error is thrown. Errors the open
+ * answers (an unknown process, a sandbox gone or still suspended once the open's own replays are
+ * spent) are the caller's at once.
+ */
+export class FollowResume {
+  /** Lines handed out so far. */
+  delivered = 0;
+  /** Connections opened again so far. */
+  reconnects = 0;
+  /** Lines of the current connection still to skip: handed out before. */
+  skip = 0;
+  /** Whether the current connection brought a line not seen before. */
+  newLines = false;
+  #failures = 0; // connections in a row that brought no new line
+  #quiet = false; // the previous connection ended without eof
+
+  /** `count` lines were handed out (after {@link skip}). */
+  handedOut(count: number): void {
+    this.delivered += count;
+    this.newLines = true;
+  }
+
+  /** The connection broke (or could not be opened again): whether to open another (else the caller throws its error). */
+  broke(): boolean {
+    if (this.newLines) this.#failures = 0;
+    this.#failures += 1;
+    this.#quiet = false;
+    return this.#failures <= FOLLOW_RECONNECTS;
+  }
+
+  /**
+   * The connection ended cleanly: whether the follow is over. It is at the `eof` event. Without
+   * one the connection was cut, and another is opened; a server that sends no `eof` (the stream
+   * just ends at exit) is recognised when a connection opened again ends too without a new line,
+   * and the follow ends there.
+   */
+  ended(eof: boolean): boolean {
+    if (eof || (this.#quiet && !this.newLines)) return true;
+    if (this.newLines) this.#failures = 0;
+    this.#quiet = true;
+    return false;
+  }
+
+  /** Before opening the follow again: the ms to wait first. From then on the lines handed out are skipped. */
+  pause(): number {
+    this.reconnects += 1;
+    this.skip = this.delivered;
+    this.newLines = false;
+    if (this.#failures === 0) return 0;
+    return FOLLOW_BACKOFF_MS[Math.min(this.#failures, FOLLOW_BACKOFF_MS.length) - 1]!;
+  }
+}
+
+/** Opens a follow: its body's chunks, once the answer's head has come (errors of the open throw here). */
+export type OpenFollow = () => Promise<AsyncIterable<Uint8Array>>;
+
+/**
+ * The output lines of a follow, opened with `open` and opened again when its connection breaks
+ * ({@link FollowResume}); `stream` defaults to the followed one when absent.
+ */
+export function followOutputEvents(open: OpenFollow, defaultStream: OutputStream | null): AsyncIterableIterator<OutputEvent> {
+  return new Followed(open, () => new EventCursor(defaultStream), oneLine, dropNone);
+}
+
+/** The output batches of a follow, opened again as {@link followOutputEvents} is. */
+export function followOutputBatches(open: OpenFollow, defaultStream: OutputStream | null): AsyncIterableIterator<OutputBatch> {
+  return new Followed(open, () => new BatchCursor(defaultStream), batchLines, dropLines);
+}
+
+const oneLine = (): number => 1;
+// An event is one line: it is skipped whole or kept whole, never cut.
+const dropNone = (event: OutputEvent): OutputEvent => event;
+const batchLines = (batch: OutputBatch): number => batch.lines.length;
+const dropLines = (batch: OutputBatch, skip: number): OutputBatch => ({ ...batch, lines: batch.lines.slice(skip) });
+
+/**
+ * {@link Decoded} over the connections of one follow: when one breaks with a
+ * {@link SandboxConnectionError} or ends without `eof`, the next is opened (a fresh cursor) and
+ * the lines already handed out are skipped. Items are counted as they are taken.
+ */
+class Followed<T> implements AsyncIterableIterator<T> {
+  readonly #open: OpenFollow;
+  readonly #newCursor: () => Cursor<T>;
+  readonly #lines: (item: T) => number;
+  readonly #drop: (item: T, skip: number) => T;
+  readonly #resume = new FollowResume();
+  #cursor: Cursor<T>;
+  #source: AsyncIterator<Uint8Array> | null = null;
+  #opened = false;
+  #done = false;
+  #pulling: Promise<IteratorResult<T, undefined>> | null = null;
+
+  constructor(open: OpenFollow, newCursor: () => Cursor<T>, lines: (item: T) => number, drop: (item: T, skip: number) => T) {
+    this.#open = open;
+    this.#newCursor = newCursor;
+    this.#lines = lines;
+    this.#drop = drop;
+    this.#cursor = newCursor();
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<T, undefined>> {
+    if (this.#pulling !== null) {
+      const again = () => this.next();
+      return this.#pulling.then(again, again); // after a failed pull, this is done
+    }
+    const value = this.#take();
+    if (value !== undefined) return Promise.resolve({ value, done: false });
+    if (this.#done) return Promise.resolve(DONE);
+    const pulling = this.#pull().finally(() => {
+      this.#pulling = null;
+    });
+    this.#pulling = pulling;
+    return pulling;
+  }
+
+  async return(): Promise<IteratorResult<T, undefined>> {
+    const source = this.#source;
+    this.#finish();
+    await source?.return?.();
+    return DONE;
+  }
+
+  /** The next item not handed out before, counted as handed out. */
+  #take(): T | undefined {
+    const resume = this.#resume;
+    for (;;) {
+      let item = this.#cursor.take();
+      if (item === undefined) return undefined;
+      if (resume.skip > 0) {
+        const count = this.#lines(item);
+        if (count <= resume.skip) {
+          resume.skip -= count;
+          continue;
+        }
+        item = this.#drop(item, resume.skip);
+        resume.skip = 0;
+      }
+      resume.handedOut(this.#lines(item));
+      return item;
+    }
+  }
+
+  async #pull(): Promise<IteratorResult<T, undefined>> {
+    const resume = this.#resume;
+    try {
+      while (!this.#done) {
+        if (this.#source === null) {
+          if (!this.#opened) {
+            this.#source = (await this.#open())[Symbol.asyncIterator]();
+            this.#opened = true;
+          } else {
+            const ms = resume.pause();
+            if (ms > 0) await clock.sleep(ms);
+            if (this.#done) break; // returned meanwhile
+            this.#cursor = this.#newCursor();
+            try {
+              this.#source = (await this.#open())[Symbol.asyncIterator]();
+            } catch (error) {
+              if (error instanceof SandboxConnectionError && resume.broke()) continue;
+              throw error;
+            }
+          }
+        }
+        let chunk: IteratorResult<Uint8Array>;
+        try {
+          chunk = await this.#source.next();
+        } catch (error) {
+          this.#source = null;
+          if (error instanceof SandboxConnectionError && resume.broke()) continue;
+          throw error;
+        }
+        if (chunk.done) {
+          this.#cursor.flush();
+          this.#source = null;
+          if (resume.ended(this.#cursor.eof)) this.#done = true;
+        } else {
+          this.#cursor.feed(chunk.value);
+        }
+        const value = this.#take();
         if (value !== undefined) return { value, done: false };
       }
       return DONE;

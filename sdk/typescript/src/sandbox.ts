@@ -59,7 +59,7 @@ import {
   type StdinMode,
 } from "./models.js";
 import { PtySession, ptyBody, type CreatePtyOptions } from "./pty.js";
-import { iterOutputBatches, iterOutputEvents } from "./follow-stream.js";
+import { followOutputBatches, followOutputEvents, type OpenFollow } from "./follow-stream.js";
 import { collectRun } from "./run-stream.js";
 import { Tunnel, type CreateTunnelOptions } from "./tunnel.js";
 import { tunnelWebsocketUrl, websocketHeaders } from "./websocket.js";
@@ -617,17 +617,25 @@ export class Sandbox {
     return this.#output(pid, "output");
   }
 
-  /** Output lines (stdout and stderr): past ones first, then live ones until the process exits. */
+  /**
+   * Output lines (stdout and stderr): past ones first, then live ones until the process exits.
+   *
+   * A connection that breaks meanwhile (the sandbox suspended and resumed, a proxy that drops
+   * it) is opened again, and the lines come on where they stopped: each once, in order. After
+   * five connections in a row that broke without a new line the last `SandboxConnectionError`
+   * is thrown; a process that is no longer known or a sandbox that is gone throw their error at
+   * once (`RemoteAPIError` 404).
+   */
   followOutput(pid: number | string): AsyncIterable<OutputEvent> {
     return this.#follow(pid, "output");
   }
 
-  /** Stdout lines until the process exits. */
+  /** Stdout lines until the process exits (across broken connections, as {@link followOutput}). */
   followStdout(pid: number | string): AsyncIterable<OutputEvent> {
     return this.#follow(pid, "stdout");
   }
 
-  /** Stderr lines until the process exits. */
+  /** Stderr lines until the process exits (across broken connections, as {@link followOutput}). */
   followStderr(pid: number | string): AsyncIterable<OutputEvent> {
     return this.#follow(pid, "stderr");
   }
@@ -638,26 +646,23 @@ export class Sandbox {
    * `timestamp`. No object per line, for followers that take many.
    */
   followOutputBatches(pid: number | string): AsyncIterable<OutputBatch> {
-    return iterOutputBatches(this.#followBody(pid, "output"), null);
+    return followOutputBatches(this.#openFollow(pid, "output"), null);
   }
 
   #follow(pid: number | string, stream: "output" | "stdout" | "stderr"): AsyncIterable<OutputEvent> {
     // Not an async generator over events: that would cost more per line than decoding it.
-    return iterOutputEvents(this.#followBody(pid, stream), FOLLOW_STREAMS[stream]);
+    return followOutputEvents(this.#openFollow(pid, stream), FOLLOW_STREAMS[stream]);
   }
 
-  #followBody(pid: number | string, stream: "output" | "stdout" | "stderr"): AsyncGenerator<Uint8Array, void, undefined> {
-    const request = (): Promise<HttpResponse> => {
+  /** Opens the follow (again, when its connection broke): made (and the pid checked) at the first `next()`. */
+  #openFollow(pid: number | string, stream: "output" | "stdout" | "stderr"): OpenFollow {
+    return async () => {
       const path = `/api/v1/processes/${pidSegment(pid)}/${stream}/follow`;
       // `batch`: Alcove's own, the lines of one read as one `output_batch` event (a server that does
       // not know it sends `output` events; the decoders read both).
       const query = { batch: "true" };
-      return this.#request({ method: "GET", path, query, headers: { Accept: "text/event-stream" }, stream: true, events: true });
+      return readChunks(await this.#request({ method: "GET", path, query, headers: { Accept: "text/event-stream" }, stream: true, events: true }));
     };
-    // The request is made (and the pid checked) at the first `next()`.
-    return (async function* body(): AsyncGenerator<Uint8Array, void, undefined> {
-      yield* readChunks(await request());
-    })();
   }
 
   // -- logs ------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ impl Sandboxes {
         validate_times(times)?;
         self.ctx.ensure_not_draining()?;
         let source = self.ctx.resolve_local(Some(namespace), ident).await?;
-        ensure_running(&source)?;
+        ensure_copyable(&source)?;
         let resolved = self.resolve_image(&source.image).await?;
         // A full host is the caller's answer (507) before anything is dumped;
         // each restore checks again, as others may take the room meanwhile.
@@ -144,7 +144,7 @@ impl Sandboxes {
         let lock = self.ctx.op_lock(id);
         let _guard = lock.lock().await;
         let mut record = self.ctx.resolve_local(None, id).await?;
-        ensure_running(&record)?;
+        ensure_copyable(&record)?;
         state::apply(&mut record, Event::SnapshotBegun).map_err(|e| {
             ControlError::InvalidState {
                 id: id.to_string(),
@@ -376,18 +376,28 @@ pub(super) async fn detached<T: Send + 'static>(
         })?
 }
 
-/// A copy is only of a running sandbox: a suspended one has no processes to
-/// dump while it runs (resume it first), a pending one nothing yet.
-fn ensure_running(record: &SandboxRecord) -> Result<(), ControlError> {
-    if record.status == SandboxStatus::Running {
-        Ok(())
-    } else {
-        Err(ControlError::InvalidState {
+/// A copy is only of a running sandbox (a suspended one has no processes to
+/// dump while it runs: resume it first; a pending one nothing yet) with no
+/// read-write volume.
+fn ensure_copyable(record: &SandboxRecord) -> Result<(), ControlError> {
+    if record.status != SandboxStatus::Running {
+        return Err(ControlError::InvalidState {
             id: record.id.to_string(),
             status: record.status,
             op: "copy",
-        })
+        });
     }
+    // Every copy mounts the source's volumes as the source does: a read-write one would be
+    // written by the source and each copy at once.
+    if let Some(m) = record.file_systems.iter().find(|m| !m.read_only) {
+        return Err(ControlError::FileSystemInUse(format!(
+            "sandbox {} has file system {} mounted read-write at {}, and a volume is mounted \
+             read-write in one sandbox at a time: detach it, or attach it read-only, to copy \
+             the sandbox",
+            record.id, m.file_system_id, m.mount_path
+        )));
+    }
+    Ok(())
 }
 
 /// The pending record of one copy: the source's image, resources, secrets,
