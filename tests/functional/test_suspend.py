@@ -134,14 +134,17 @@ def test_traffic_to_a_suspended_sandbox_resumes_it(server, client):
 
 
 def test_named_timeout_suspends_and_suspended_time_does_not_count(client):
-    info = client.create(name="timed", timeout_secs=2)
+    info = client.create(name="timed", timeout_secs=3)
     try:
         deadline = time.monotonic() + 30
         while client.get("timed").status != "suspended" and time.monotonic() < deadline:
             time.sleep(0.2)
         assert client.get("timed").status == "suspended"
-        time.sleep(3)  # longer than the timeout: suspended time must not count
+        time.sleep(3.5)  # longer than the timeout: suspended time must not count
         client.resume("timed")
+        # Its timeout had run out: the resume gives it a whole one again (it was suspended
+        # again within a second, under a call like this one).
+        assert client.connect("timed").run("sleep", ["1"]).exit_code == 0
         assert client.get("timed").status == "running"
         deadline = time.monotonic() + 30
         while client.get("timed").status != "suspended" and time.monotonic() < deadline:

@@ -30,6 +30,17 @@ enum Transition {
 /// How long a suspend waits for proxied requests under way to finish.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
+/// How long after a failed suspend a sandbox whose timeout asked for it is tried again
+/// (every second, a dump that cannot succeed would freeze the sandbox over and over).
+const SUSPEND_RETRY_MS: i64 = 60_000;
+
+/// The deadline of a sandbox resumed with `left` ms of its timeout: what was left, or, when
+/// its timeout ran out (it was suspended for it), a whole `timeout_secs` again; a resume
+/// that gave nothing would be suspended again at once.
+fn deadline_on_resume(left: i64, timeout_secs: i64, now: i64) -> i64 {
+    now + if left > 0 { left } else { timeout_secs * 1000 }
+}
+
 /// Applies an event whose precondition the caller has checked; a refusal is
 /// a bug, logged, and leaves the record as it was.
 fn apply_or_log(record: &mut SandboxRecord, event: Event) {
@@ -217,7 +228,7 @@ impl Suspension {
                 record.error_details =
                     Some(redact::stored_details(Failure::Suspend, &e.to_string()));
                 if let Some(left) = record.timeout_remaining_ms.take() {
-                    record.deadline_at = Some(now_millis() + left);
+                    record.deadline_at = Some(now_millis() + left.max(SUSPEND_RETRY_MS));
                 }
                 if let Some(handle) = handle {
                     self.ctx.set_running(id, handle);
@@ -292,7 +303,8 @@ impl Suspension {
                 }
                 record.error_details = None;
                 if let Some(left) = record.timeout_remaining_ms.take() {
-                    record.deadline_at = Some(now_millis() + left);
+                    record.deadline_at =
+                        Some(deadline_on_resume(left, record.timeout_secs, now_millis()));
                 }
                 self.ctx.set_running(id, handle);
                 // Its copy in the blob store is of a state it has left.

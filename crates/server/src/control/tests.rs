@@ -9,6 +9,7 @@ use alcove_runtime::SandboxId;
 use alcove_runtime::runc::ContainerStatus;
 use alcove_wire::sandbox::{CreateSandboxRequest, SandboxStatus};
 use alcove_wire::snapshot::{SnapshotStatus, SnapshotType};
+use alcove_wire::time::now_millis;
 
 use super::fake_node::{FakeNode, Op};
 use super::state::TerminationReason;
@@ -655,6 +656,51 @@ async fn timeouts_end_ephemeral_sandboxes_and_suspend_named_ones() {
     // Suspended time does not count: what was left is kept for the resume.
     assert!(slept.timeout_remaining_ms.is_some());
     assert_eq!(slept.deadline_at, None);
+}
+
+#[tokio::test]
+async fn a_sandbox_suspended_by_its_timeout_gets_a_whole_timeout_when_resumed() {
+    let h = harness().await;
+    let named = h
+        .create(serde_json::json!({"name": "keep", "timeout_secs": 1}))
+        .await
+        .expect("create");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    super::timeouts::reap_once(&h.control, now_millis()).await;
+    let slept = h.status(&named.id).await;
+    assert_eq!(slept.status, SandboxStatus::Suspended);
+    assert_eq!(slept.timeout_remaining_ms, Some(0));
+    // Resuming it with the nothing that was left would see it suspended again at once.
+    let before = now_millis();
+    let (resumed, _) = h
+        .control
+        .suspension
+        .resume(None, "keep", Some(WAIT))
+        .await
+        .expect("resume");
+    let deadline = resumed.deadline_at.expect("a deadline again");
+    assert!(deadline >= before + 1000, "{deadline} vs {before}");
+    super::timeouts::reap_once(&h.control, now_millis()).await;
+    assert_eq!(h.status(&named.id).await.status, SandboxStatus::Running);
+}
+
+#[tokio::test]
+async fn a_timeout_suspend_that_fails_is_tried_again_a_minute_later() {
+    let h = harness().await;
+    let named = h
+        .create(serde_json::json!({"name": "stuck", "timeout_secs": 1}))
+        .await
+        .expect("create");
+    let deadline = h.status(&named.id).await.deadline_at.expect("deadline");
+    h.node.fail(Op::Suspend, 1);
+    super::timeouts::reap_once(&h.control, deadline + 1).await;
+    let kept = h.status(&named.id).await;
+    assert_eq!(kept.status, SandboxStatus::Running);
+    // Not at the next tick: every try freezes the sandbox for a dump.
+    let again = kept.deadline_at.expect("a deadline again");
+    assert!(again >= now_millis() + 59_000, "{again}");
+    super::timeouts::reap_once(&h.control, again).await;
+    assert_eq!(h.status(&named.id).await.status, SandboxStatus::Suspended);
 }
 
 #[tokio::test]
