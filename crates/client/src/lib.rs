@@ -83,7 +83,7 @@ pub use images::{BuildOptions, ProgressCallback, PullOptions, TAR_CONTENT_TYPE};
 pub use logs::LogsRequest;
 pub use process_key::ProcessKey;
 pub use pty::PtySession;
-pub use sandbox::{ByteStream, OutputEvents, Sandbox};
+pub use sandbox::{ByteStream, FOLLOW_BACKOFF, FOLLOW_RECONNECTS, OutputEvents, Sandbox};
 pub use secrets::SecretInfo;
 pub use sse::CommandResult;
 pub use transport::USER_AGENT;

@@ -11,7 +11,7 @@ use http::Method;
 
 pub use files::ByteStream;
 pub(crate) use files::file_chunks;
-pub use processes::OutputEvents;
+pub use processes::{FOLLOW_BACKOFF, FOLLOW_RECONNECTS, OutputEvents};
 
 use crate::client::SandboxClient;
 use crate::error::{ClientError, Scope};

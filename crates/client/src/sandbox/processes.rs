@@ -5,6 +5,7 @@
 //! process's name.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use alcove_wire::process::{
     OutputEvent, OutputResponse, OutputStream, ProcessInfo, ProcessList, SignalRequest,
@@ -23,8 +24,23 @@ use crate::sse::{CommandResult, SseDecoder, collect_run, output_event};
 use crate::transport::Kind;
 
 /// Output lines of a process as they come: past ones first, then live ones until it exits.
-/// Each item waits at most the client's `stream_idle_timeout`.
+/// Each item waits at most the client's `stream_idle_timeout`. A connection that breaks
+/// meanwhile (the sandbox suspended and resumed, a proxy that drops it) is opened again and the
+/// lines go on where they stopped, each once, in order (see [`Sandbox::follow_output`]).
 pub type OutputEvents = BoxStream<'static, Result<OutputEvent, ClientError>>;
+
+/// Connections in a row that may break without bringing a new line before a follow gives up
+/// with the last [`ClientError::Connection`].
+pub const FOLLOW_RECONNECTS: u32 = 5;
+/// The pause before each of those reconnections (the proxy's own not-ready replays come on
+/// top).
+pub const FOLLOW_BACKOFF: [Duration; 5] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 
 /// Which follow endpoint, and the stream assumed when an event omits it.
 #[derive(Debug, Clone, Copy)]
@@ -187,6 +203,15 @@ impl Sandbox {
     }
 
     /// Follows stdout and stderr lines until the process exits.
+    ///
+    /// A connection that breaks meanwhile (the sandbox suspended and resumed, a proxy that
+    /// drops it) is opened again, and the lines go on where they stopped: each once, in order.
+    /// The follow routes take no cursor, but the agent answers each with every line still in its
+    /// buffer first, so the lines already handed out are skipped by count. After
+    /// [`FOLLOW_RECONNECTS`] connections in a row that broke without a new line, the last
+    /// [`ClientError::Connection`] is the stream's error; an answer that is not a stream (the
+    /// process unknown, the sandbox gone: 404) is at once. A silence past
+    /// `stream_idle_timeout` is not retried.
     pub async fn follow_output(
         &self,
         process: impl Into<ProcessKey>,
@@ -194,7 +219,8 @@ impl Sandbox {
         self.follow(process.into(), Follow::Output).await
     }
 
-    /// Follows stdout lines until the process exits.
+    /// Follows stdout lines until the process exits (across broken connections, as
+    /// [`Self::follow_output`]).
     pub async fn follow_stdout(
         &self,
         process: impl Into<ProcessKey>,
@@ -202,7 +228,8 @@ impl Sandbox {
         self.follow(process.into(), Follow::Stdout).await
     }
 
-    /// Follows stderr lines until the process exits.
+    /// Follows stderr lines until the process exits (across broken connections, as
+    /// [`Self::follow_output`]).
     pub async fn follow_stderr(
         &self,
         process: impl Into<ProcessKey>,
@@ -227,19 +254,25 @@ impl Sandbox {
         process: ProcessKey,
         which: Follow,
     ) -> Result<OutputEvents, ClientError> {
-        let p = process.segment()?;
-        let segments = ["processes", p.as_str(), which.segment(), "follow"];
-        let reader = self
-            .open_events(Method::GET, &segments, None::<&()>)
-            .await?;
+        let process = process.segment()?;
+        let reader = self.open_follow(&process, which).await?;
         let state = FollowState {
-            lines: Lines::new(reader),
+            sandbox: self.clone(),
+            process,
+            which,
+            lines: Some(Lines::new(reader)),
             decoder: SseDecoder::default(),
             pending: VecDeque::new(),
-            default_stream: which.default_stream(),
+            eof: false,
+            resume: FollowResume::default(),
             done: false,
         };
         Ok(futures::stream::unfold(state, FollowState::next).boxed())
+    }
+
+    async fn open_follow(&self, process: &str, which: Follow) -> Result<Reader, ClientError> {
+        let segments = ["processes", process, which.segment(), "follow"];
+        self.open_events(Method::GET, &segments, None::<&()>).await
     }
 
     /// Opens an event stream: the head within `timeout`, then reads bounded by
@@ -268,12 +301,87 @@ impl Sandbox {
     }
 }
 
+/// Where a follow stands across its connections, and whether to open another (decided here
+/// without I/O; as the Python SDK's `FollowResume`).
+///
+/// A follow opened again says the same lines in the same order (the agent's buffer, then the
+/// live ones), so the lines already handed out are skipped by count. (A process that wrote more
+/// than the buffer holds, 16 MiB, while its follower was away has had its oldest lines dropped;
+/// the count then skips lines never seen, as a follower that falls that far behind does anyway.)
+#[derive(Debug, Default)]
+struct FollowResume {
+    /// Lines handed out so far.
+    delivered: u64,
+    /// Lines of the current connection still to skip: handed out before.
+    skip: u64,
+    /// Whether the current connection brought a line not seen before.
+    new_lines: bool,
+    /// Connections in a row that brought no new line.
+    failures: u32,
+    /// The previous connection ended without `eof`.
+    quiet: bool,
+}
+
+impl FollowResume {
+    /// Whether the next line of the current connection is new (else it is skipped); counts it.
+    fn take(&mut self) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        self.delivered += 1;
+        self.new_lines = true;
+        true
+    }
+
+    /// The connection broke, or could not be opened again: whether to open another.
+    fn broke(&mut self) -> bool {
+        if self.new_lines {
+            self.failures = 0;
+        }
+        self.failures += 1;
+        self.quiet = false;
+        self.failures <= FOLLOW_RECONNECTS
+    }
+
+    /// The connection ended cleanly: whether the follow is over. It is at the `eof` event;
+    /// without one the connection was cut and another is opened. A server that sends no `eof`
+    /// is recognised when a connection opened again ends too without a new line.
+    fn ended(&mut self, eof: bool) -> bool {
+        if eof || (self.quiet && !self.new_lines) {
+            return true;
+        }
+        if self.new_lines {
+            self.failures = 0;
+        }
+        self.quiet = true;
+        false
+    }
+
+    /// Before opening the follow again: the pause first. From then on the lines handed out are
+    /// skipped.
+    fn pause(&mut self) -> Duration {
+        self.skip = self.delivered;
+        self.new_lines = false;
+        match self.failures {
+            0 => Duration::ZERO,
+            n => FOLLOW_BACKOFF[(n as usize).min(FOLLOW_BACKOFF.len()) - 1],
+        }
+    }
+}
+
 /// What a follow stream keeps between items.
 struct FollowState {
-    lines: Lines<Reader>,
+    sandbox: Sandbox,
+    process: String,
+    which: Follow,
+    /// The current connection; `None` once it ended or broke (the next is opened on demand).
+    lines: Option<Lines<Reader>>,
     decoder: SseDecoder,
     pending: VecDeque<OutputEvent>,
-    default_stream: Option<OutputStream>,
+    /// Whether the current connection brought the `eof` event (data `{}`).
+    eof: bool,
+    resume: FollowResume,
     done: bool,
 }
 
@@ -286,23 +394,116 @@ impl FollowState {
             if self.done {
                 return None;
             }
-            let events = match self.lines.next_line().await {
-                Ok(Some(line)) => self.decoder.feed(&line),
-                Ok(None) => {
+            let Some(lines) = self.lines.as_mut() else {
+                match self.reopen().await {
+                    Ok(()) => continue,
+                    Err(err) => {
+                        self.done = true;
+                        return Some((Err(err), self));
+                    }
+                }
+            };
+            let (events, ended) = match lines.next_line().await {
+                Ok(Some(line)) => (self.decoder.feed(&line), false),
+                Ok(None) => (self.decoder.flush(), true),
+                Err(err @ ClientError::Connection { .. }) => {
+                    self.lines = None;
+                    if self.resume.broke() {
+                        continue;
+                    }
                     self.done = true;
-                    self.decoder.flush()
+                    return Some((Err(err), self));
                 }
                 Err(err) => {
                     self.done = true;
                     return Some((Err(err), self));
                 }
             };
-            let default_stream = self.default_stream;
-            self.pending.extend(
-                events
-                    .into_iter()
-                    .filter_map(|e| output_event(e, default_stream)),
-            );
+            let default_stream = self.which.default_stream();
+            for event in events {
+                if event.is_empty() {
+                    self.eof = true; // `eof` is `{}`; nothing else is
+                    continue;
+                }
+                if let Some(event) = output_event(event, default_stream)
+                    && self.resume.take()
+                {
+                    self.pending.push_back(event);
+                }
+            }
+            if ended {
+                self.lines = None;
+                self.done = self.resume.ended(self.eof);
+            }
+        }
+    }
+
+    /// Opens the follow again, after the pause the budget asks; connection failures spend it.
+    async fn reopen(&mut self) -> Result<(), ClientError> {
+        loop {
+            let pause = self.resume.pause();
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            match self.sandbox.open_follow(&self.process, self.which).await {
+                Ok(reader) => {
+                    self.lines = Some(Lines::new(reader));
+                    self.decoder = SseDecoder::default();
+                    self.eof = false;
+                    return Ok(());
+                }
+                Err(err) => {
+                    if matches!(err, ClientError::Connection { .. }) && self.resume.broke() {
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_handed_out_are_skipped_on_the_next_connection() {
+        let mut resume = FollowResume::default();
+        assert!(resume.take() && resume.take() && resume.take());
+        assert!(resume.broke());
+        assert_eq!(resume.pause(), FOLLOW_BACKOFF[0]);
+        // The replay: three lines seen before, then a new one.
+        assert_eq!(
+            (0..4).map(|_| resume.take()).collect::<Vec<_>>(),
+            [false, false, false, true]
+        );
+        assert_eq!(resume.delivered, 4);
+        assert!(!resume.ended(false), "cut without eof: open again");
+        assert_eq!(resume.pause(), Duration::ZERO);
+        assert!(
+            resume.ended(false),
+            "nothing new and no eof again: a server without eof, done"
+        );
+        assert!(FollowResume::default().ended(true));
+    }
+
+    #[test]
+    fn breaks_without_a_new_line_are_bounded_and_a_new_line_renews_the_budget() {
+        let mut resume = FollowResume::default();
+        let mut pauses = Vec::new();
+        for _ in 0..FOLLOW_RECONNECTS {
+            assert!(resume.broke());
+            pauses.push(resume.pause());
+        }
+        assert_eq!(pauses, FOLLOW_BACKOFF);
+        assert!(!resume.broke());
+        let mut steady = FollowResume::default();
+        for _ in 0..3 * FOLLOW_RECONNECTS {
+            assert!(steady.broke());
+            let skip = steady.pause();
+            assert!(skip <= FOLLOW_BACKOFF[0]);
+            while !steady.take() {}
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod control;
 mod fake;
+mod follow;
 mod get_or_create;
 mod images;
 mod proxy;
