@@ -182,6 +182,10 @@ def test_a_suspended_sandbox_gets_its_new_limits_when_it_resumes(server, client)
         assert client.suspend("resize-later").status == "suspended"
         resp = patch(server, "resize-later", {"cpus": 2.0, "memory_mb": 2048, "disk_mb": 2048})
         assert resp.status_code == 200, resp.text
+        # Less memory is refused while suspended (its use is unknown until it runs: a limit
+        # below what the dump holds was accepted, and then every resume failed).
+        shrink = patch(server, "resize-later", {"cpus": 1.0, "memory_mb": 1024})
+        assert shrink.status_code == 409 and "resume it, then shrink" in shrink.json()["message"], shrink.text
         info = resp.json()
         assert info["status"] == "suspended"
         assert info["resources"]["memory_mb"] == 2048

@@ -6,8 +6,8 @@
 //! applied before the answer, so the answer already says `succeeded` (the record's
 //! resources are the new ones) or `failed` (they are the old ones, `error_message` says
 //! why). A request refused before it is admitted (bad values, a shrinking disk, memory
-//! below what the sandbox uses, a sandbox that is not running or suspended) is an error
-//! answer and takes no generation.
+//! below what the sandbox uses, less memory for a suspended sandbox, a sandbox that is not
+//! running or suspended) is an error answer and takes no generation.
 
 use alcove_runtime::resize::Resize;
 use alcove_wire::sandbox::{
@@ -83,6 +83,16 @@ impl Sandboxes {
         }
         let to = target(&record, &asked, self.ctx.cfg.host)?;
         let limit = u64::try_from(to.memory_mb).unwrap_or(0) << 20;
+        // What a suspended sandbox's processes use is known only while they run: less memory
+        // than its dump needs would be accepted here and fail every resume.
+        if suspended && to.memory_mb < record.memory_mb {
+            return Err(ControlError::Conflict(format!(
+                "cannot shrink the memory of suspended sandbox {id} (to {} MB from {} MB): \
+                 what its processes use is known only while they run; resume it, then shrink \
+                 it (growing it while suspended is fine)",
+                to.memory_mb, record.memory_mb
+            )));
+        }
         if running
             && to.memory_mb < record.memory_mb
             && let Some(usage) = self.ctx.usage(&id).await
