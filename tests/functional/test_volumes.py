@@ -263,7 +263,7 @@ def test_bad_volumes_and_sizes(client, server):
     assert server.live_sandboxes() == []
 
 
-def test_two_mounts_on_one_path_is_409(client, vol):
+def test_two_mounts_on_one_path_or_one_inside_another_are_409(client, server, vol):
     other = f"{vol}-b"
     client.create_file_system(other, 16)
     try:
@@ -272,7 +272,27 @@ def test_two_mounts_on_one_path_is_409(client, vol):
             with pytest.raises(RemoteAPIError) as e:
                 sb.attach_file_system(other, "/data")
             assert e.value.status_code == 409
+            # Inside it, or around it: the later mount hid the other one (or was made on it).
+            with pytest.raises(RemoteAPIError) as e:
+                sb.attach_file_system(other, "/data/inner")
+            assert e.value.status_code == 409 and "inside one another" in str(e.value), e.value
             sb.detach_file_system("/data")
+            sb.attach_file_system(other, "/srv/a/b")
+            with pytest.raises(RemoteAPIError) as e:
+                sb.attach_file_system(vol, "/srv/a")
+            assert e.value.status_code == 409 and "inside one another" in str(e.value), e.value
+            # A shared prefix of names is not nesting.
+            sb.attach_file_system(vol, "/srv/a/bc")
+            assert sb.read_file("/proc/self/mountinfo").count(b" /srv/a/b") == 2
+            sb.detach_file_system("/srv/a/bc")
+            sb.detach_file_system("/srv/a/b")
+        # At create, in either order: refused, nothing made.
+        live = {s["id"] for s in server.live_sandboxes()}
+        for mounts in ([(other, "/a/b"), (vol, "/a")], [(vol, "/a"), (other, "/a/b")]):
+            body = {"file_systems": [{"file_system_id": f, "mount_path": p} for f, p in mounts]}
+            resp = server.api("POST", "/sandboxes", json=body)
+            assert resp.status_code == 409 and "inside one another" in resp.json()["message"], resp.text
+        assert {s["id"] for s in server.live_sandboxes()} == live
     finally:
         client.delete_file_system(other)
 

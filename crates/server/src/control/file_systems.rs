@@ -138,7 +138,16 @@ pub fn name(name: &str) -> Result<(), ControlError> {
     validate::name(name)
 }
 
-/// Checks that `mounts` fit together in one sandbox: no path and no volume twice.
+/// Whether mount path `inner` lies below `outer` (both absolute and normalized).
+fn below(inner: &str, outer: &str) -> bool {
+    inner
+        .strip_prefix(outer)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Checks that `mounts` fit together in one sandbox: no path and no volume twice, and no
+/// volume inside another (the outer one, mounted later, hid the inner one while both were
+/// listed as mounted; and the inner one's mount point was made on the outer volume).
 pub fn distinct(mounts: &[FileSystemMount]) -> Result<(), ControlError> {
     for (i, m) in mounts.iter().enumerate() {
         for other in &mounts[..i] {
@@ -146,6 +155,12 @@ pub fn distinct(mounts: &[FileSystemMount]) -> Result<(), ControlError> {
                 return Err(ControlError::Conflict(format!(
                     "two volumes on {} in one sandbox",
                     m.mount_path
+                )));
+            }
+            if below(&m.mount_path, &other.mount_path) || below(&other.mount_path, &m.mount_path) {
+                return Err(ControlError::Conflict(format!(
+                    "volumes cannot be mounted inside one another: {} and {}",
+                    other.mount_path, m.mount_path
                 )));
             }
             if other.file_system_id == m.file_system_id {
@@ -431,6 +446,10 @@ mod tests {
         assert!(distinct(&[m("a", "/x", false), m("b", "/y", true)]).is_ok());
         assert!(distinct(&[m("a", "/x", false), m("b", "/x", true)]).is_err());
         assert!(distinct(&[m("a", "/x", true), m("a", "/y", true)]).is_err());
+        // Nested, in either order; a shared prefix of names is not nesting.
+        assert!(distinct(&[m("a", "/x/y", false), m("b", "/x", false)]).is_err());
+        assert!(distinct(&[m("a", "/x", false), m("b", "/x/y/z", true)]).is_err());
+        assert!(distinct(&[m("a", "/x", false), m("b", "/xy", false)]).is_ok());
     }
 
     #[test]
