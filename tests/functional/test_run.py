@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 
@@ -51,6 +52,24 @@ def test_timeout_kills_the_whole_tree(sandbox):
 def test_user_switch(sandbox):
     assert sandbox.run("id", ["-u"], user="nobody").stdout.strip() == "65534"
     assert sandbox.run("id", ["-u"]).stdout.strip() == "0"
+    assert sandbox.run("id", ["-u"], user="65535").stdout.strip() == "65535"
+
+
+def test_ids_the_sandbox_does_not_have_are_400(server, sandbox):
+    """A sandbox maps uids and gids 0-65535: another id cannot be taken (it was a 500 after the
+    kernel's EINVAL), for run, a started process and a terminal alike."""
+    from alcove.sandbox import RemoteAPIError
+
+    for user in ("65536", "0:70000", "4294967295"):
+        with pytest.raises(RemoteAPIError) as refused:
+            sandbox.run("id", user=user)
+        assert refused.value.status_code == 400, (user, refused.value)
+        assert "does not exist in this sandbox" in str(refused.value) and "0-65535" in str(refused.value)
+    base = f"{server.url}/sandboxes/{sandbox.sandbox_id}/api/v1"
+    for path in ("/processes", "/pty"):
+        resp = httpx.post(base + path, json={"command": "id", "user": {"uid": 70000}}, timeout=30)
+        assert resp.status_code == 400, (path, resp.text)
+        assert "uid 70000 does not exist" in resp.json()["error"], resp.text
 
 
 def test_unknown_command_is_an_error(sandbox):

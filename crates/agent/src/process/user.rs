@@ -120,6 +120,75 @@ pub enum UserError {
     /// The named group is not in /etc/group.
     #[error("unknown group {0:?}: not in /etc/group")]
     UnknownGroup(String),
+    /// The id is not mapped in the sandbox's user namespace, so no process can take it.
+    #[error("{kind} {id} does not exist in this sandbox (its {kind}s are {ranges})")]
+    Unmapped {
+        /// `uid` or `gid`.
+        kind: &'static str,
+        /// The id asked for.
+        id: u32,
+        /// The mapped ranges, as `0-65535`.
+        ranges: String,
+    },
+}
+
+/// The ids of one kind that this user namespace maps (`/proc/self/uid_map` or `gid_map`):
+/// `(first, count)` ranges. Ids outside them cannot be set (EINVAL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdRanges(Vec<(u32, u32)>);
+
+impl IdRanges {
+    /// Parses a `uid_map` / `gid_map` (`inside outside count` per line).
+    pub fn parse(map: &str) -> Self {
+        Self(
+            map.lines()
+                .filter_map(|line| {
+                    let mut fields = line.split_whitespace().map(str::parse::<u32>);
+                    let first = fields.next()?.ok()?;
+                    let _outside = fields.next()?.ok()?;
+                    let count = fields.next()?.ok()?;
+                    Some((first, count))
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether `id` is mapped.
+    pub fn contains(&self, id: u32) -> bool {
+        self.0.iter().any(|&(first, count)| {
+            id >= first && u64::from(id) < u64::from(first) + u64::from(count)
+        })
+    }
+
+    fn check(&self, kind: &'static str, id: u32) -> Result<(), UserError> {
+        if self.contains(id) {
+            return Ok(());
+        }
+        let ranges = self
+            .0
+            .iter()
+            .map(|&(first, count)| {
+                let last = u64::from(first) + u64::from(count.max(1)) - 1;
+                format!("{first}-{last}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(UserError::Unmapped { kind, id, ranges })
+    }
+}
+
+/// This process's user namespace's uid and gid ranges, read once (they never change).
+fn own_ranges() -> &'static (IdRanges, IdRanges) {
+    static RANGES: std::sync::OnceLock<(IdRanges, IdRanges)> = std::sync::OnceLock::new();
+    RANGES.get_or_init(|| {
+        let read = |path: &str| {
+            // Unreadable (no /proc): everything counts as mapped, as in the initial namespace.
+            std::fs::read_to_string(path)
+                .map(|m| IdRanges::parse(&m))
+                .unwrap_or(IdRanges(vec![(0, u32::MAX)]))
+        };
+        (read("/proc/self/uid_map"), read("/proc/self/gid_map"))
+    })
 }
 
 /// Who a process runs as, fully resolved.
@@ -229,7 +298,17 @@ pub fn resolve(
         }
         Some(UserSpec::Ids(ids)) => resolve_ids(ids, db)?,
     };
-    Ok(identity.fill_groups(db))
+    let (uids, gids) = own_ranges();
+    within(identity.fill_groups(db), uids, gids)
+}
+
+/// `identity` when its uid and gid are mapped (else why not), with the supplementary groups
+/// that are not mapped left out: /etc/group may list them, but no process can hold them.
+fn within(mut identity: Identity, uids: &IdRanges, gids: &IdRanges) -> Result<Identity, UserError> {
+    uids.check("uid", identity.uid)?;
+    gids.check("gid", identity.gid)?;
+    identity.groups.retain(|&g| gids.contains(g));
+    Ok(identity)
 }
 
 #[cfg(test)]
@@ -327,6 +406,31 @@ mod tests {
         let me = resolve(None, &db, 0).expect("root");
         assert_eq!(me.name.as_deref(), Some("root"));
         assert_eq!(me.home.as_deref(), Some("/root"));
+    }
+
+    #[test]
+    fn ids_outside_the_namespace_are_refused_and_unmapped_groups_left_out() {
+        let map = IdRanges::parse("         0     165536      65536\n");
+        assert!(map.contains(0) && map.contains(65535) && !map.contains(65536));
+        let who = |uid, gid, groups: &[u32]| Identity {
+            uid,
+            gid,
+            groups: groups.to_vec(),
+            name: None,
+            home: None,
+        };
+        let kept = within(who(1000, 1000, &[1000, 70000]), &map, &map).expect("mapped");
+        assert_eq!(kept.groups, vec![1000]);
+        let err = within(who(70000, 0, &[0]), &map, &map).expect_err("uid");
+        assert_eq!(
+            err.to_string(),
+            "uid 70000 does not exist in this sandbox (its uids are 0-65535)"
+        );
+        let err = within(who(0, u32::MAX, &[]), &map, &map).expect_err("gid");
+        assert!(err.to_string().starts_with("gid 4294967295 "), "{err}");
+        // The initial namespace maps every id.
+        let all = IdRanges::parse("0 0 4294967295");
+        assert!(all.contains(4_294_967_294));
     }
 
     #[test]
