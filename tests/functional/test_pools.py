@@ -218,7 +218,11 @@ def test_an_update_replaces_idle_sandboxes_made_from_the_old_configuration(serve
                 break
             time.sleep(0.2)
         assert ids and old not in ids, (old, ids)
-        assert server.api("GET", f"{B}/sandboxes/{old}").status_code == 404
+        # Ended, the replaced sandbox is archived: answered by id, as the archive answers it.
+        gone = server.api("GET", f"{B}/sandboxes/{old}")
+        assert gone.status_code == 200 and gone.json()["status"] == "terminated", gone.text
+        assert server.api("GET", f"{B}/archived-sandboxes/{old}").status_code == 200
+        assert old not in {s["id"] for s in server.live_sandboxes()}
         resp = claim(server, pool_id)
         claimed = resp.json()["sandbox_id"]
         got = server.api("GET", f"{B}/sandboxes/{claimed}").json()

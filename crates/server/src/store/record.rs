@@ -110,10 +110,13 @@ impl PoolState {
 }
 
 impl SandboxRecord {
-    /// Whether the sandbox still belongs to its pool (idle or being claimed): such
-    /// a sandbox is not listed, routed or addressable through the sandbox API.
+    /// Whether the sandbox still belongs to its pool (live, idle or being claimed): such
+    /// a sandbox is not listed, routed or addressable through the sandbox API. Once ended
+    /// (a failed claim, a drained pool) it is an archived sandbox like any other, answered
+    /// by id as `/archived-sandboxes` answers it.
     pub fn is_pool_reserve(&self) -> bool {
-        matches!(self.pool_state, Some(PoolState::Idle | PoolState::Claiming))
+        self.status.is_live()
+            && matches!(self.pool_state, Some(PoolState::Idle | PoolState::Claiming))
     }
 }
 
