@@ -87,6 +87,31 @@ def test_suspend_is_idempotent_and_wait_ms_answers_200_or_202(server, client):
         client.delete("waiter")
 
 
+def test_a_resume_asked_right_after_a_suspend_is_never_lost(server, client):
+    """A suspend answers at once (202), maybe before it has begun: a resume asked right after
+    it follows it. It found the sandbox still running, did nothing, and the suspend that came
+    after it left the sandbox suspended."""
+    client.create(name="bounce")
+    try:
+        base = "/v1/namespaces/default/sandboxes/bounce"
+        for _ in range(3):
+            assert server.api("POST", f"{base}/suspend").status_code in (200, 202)
+            assert server.api("POST", f"{base}/resume").status_code in (200, 202)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                status = client.get("bounce").status
+                if status in ("running", "suspended"):
+                    # Settled only once nothing is under way: look again a moment later.
+                    time.sleep(1.0)
+                    if client.get("bounce").status == status:
+                        break
+                time.sleep(0.1)
+            assert client.get("bounce").status == "running"
+        assert client.connect("bounce").run("echo", ["back"]).stdout.strip() == "back"
+    finally:
+        client.delete("bounce")
+
+
 def test_ephemeral_sandboxes_cannot_be_suspended(server, client):
     info = client.create()
     try:

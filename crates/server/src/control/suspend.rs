@@ -2,7 +2,8 @@
 //! processes, open files) and later restored under the same id, name, address
 //! and cgroup.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alcove_runtime::SandboxId;
@@ -53,12 +54,53 @@ fn apply_or_log(record: &mut SandboxRecord, event: Event) {
 #[derive(Debug, Clone)]
 pub struct Suspension {
     ctx: Arc<Context>,
+    /// Sandboxes whose requested suspend has not finished: answered at once (202), it may not
+    /// have begun, so the sandbox still reads `running`; a resume asked meanwhile follows it
+    /// instead of finding nothing to do and being undone by the suspend.
+    suspends: Arc<Mutex<HashSet<SandboxId>>>,
+}
+
+/// Takes a sandbox out of [`Suspension::suspends`] when its suspend job ends, however it ends.
+struct SuspendQueued {
+    suspends: Arc<Mutex<HashSet<SandboxId>>>,
+    id: SandboxId,
+}
+
+impl Drop for SuspendQueued {
+    fn drop(&mut self) {
+        self.suspends
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Suspension {
     /// The service over the shared context.
     pub(super) fn new(ctx: Arc<Context>) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            suspends: Arc::default(),
+        }
+    }
+
+    /// Whether a suspend asked of `id` has not finished.
+    fn suspend_queued(&self, id: &SandboxId) -> bool {
+        self.suspends
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(id)
+    }
+
+    fn queue_suspend(&self, id: &SandboxId) -> SuspendQueued {
+        self.suspends
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(id.clone());
+        SuspendQueued {
+            suspends: Arc::clone(&self.suspends),
+            id: id.clone(),
+        }
     }
     /// Suspends a named running sandbox. With `wait`, waits up to that long;
     /// returns the sandbox and whether it is suspended now.
@@ -108,8 +150,11 @@ impl Suspension {
         if record.status != SandboxStatus::Running {
             self.ctx.ensure_not_draining()?;
         }
+        let after_a_suspend = self.suspend_queued(&record.id);
         match record.status {
-            SandboxStatus::Running => return Ok((record, true)),
+            SandboxStatus::Running if !after_a_suspend => return Ok((record, true)),
+            // A suspend asked before this resume has not begun: the resume follows it.
+            SandboxStatus::Running => {}
             // Refused at once when this node has no room for it (checked again,
             // binding, when the resume begins).
             SandboxStatus::Suspended if record.transition.is_none() => {
@@ -139,10 +184,18 @@ impl Suspension {
     ) -> Result<(SandboxRecord, bool), ControlError> {
         let this = self.clone();
         let job_id = id.clone();
+        let queued = matches!(transition, Transition::Suspend).then(|| self.queue_suspend(&id));
         // The job keeps the request's span: its log lines (the full error of a
         // failure included) carry the request id the client was given.
         let job = tokio::spawn(
             async move {
+                let _queued = queued;
+                if matches!(transition, Transition::Resume) {
+                    // After a suspend asked before it, which may not hold the lock yet.
+                    while this.suspend_queued(&job_id) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
                 let lock = this.ctx.op_lock(&job_id);
                 let _guard = lock.lock().await;
                 match transition {
@@ -162,7 +215,10 @@ impl Suspension {
             None => false,
         };
         let record = self.ctx.resolve_local(None, id).await?;
-        let reached = record.status == target && record.transition.is_none();
+        // Running with a suspend still to come is not resumed yet.
+        let reached = record.status == target
+            && record.transition.is_none()
+            && !(matches!(transition, Transition::Resume) && self.suspend_queued(&record.id));
         if finished && !reached {
             // The operation ended without reaching its target: say why instead of
             // letting the client poll for a state that will not come.

@@ -704,6 +704,51 @@ async fn a_timeout_suspend_that_fails_is_tried_again_a_minute_later() {
 }
 
 #[tokio::test]
+async fn a_resume_asked_right_after_a_suspend_follows_it() {
+    let h = harness().await;
+    let r = h
+        .create(serde_json::json!({"name": "back"}))
+        .await
+        .expect("create");
+    // Another operation holds the sandbox: the suspend is answered before it begins, and the
+    // sandbox still reads running when the resume comes.
+    let lock = h.control.ctx.op_lock(&r.id);
+    let guard = lock.lock().await;
+    let (suspending, done) = h
+        .control
+        .suspension
+        .suspend(None, "back", None)
+        .await
+        .expect("suspend asked");
+    assert!(!done);
+    assert_eq!(suspending.status, SandboxStatus::Running);
+    let (resuming, done) = h
+        .control
+        .suspension
+        .resume(None, "back", None)
+        .await
+        .expect("resume asked");
+    assert!(
+        !done,
+        "a resume that found it running was lost to the suspend after it"
+    );
+    assert_eq!(resuming.status, SandboxStatus::Running);
+    drop(guard);
+    let (resumed, done) = h
+        .control
+        .suspension
+        .resume(None, "back", Some(WAIT))
+        .await
+        .expect("resume");
+    assert!(done);
+    assert_eq!(resumed.status, SandboxStatus::Running);
+    assert!(
+        h.node.resumed().iter().any(|(id, _)| id == &r.id),
+        "it was suspended, then resumed"
+    );
+}
+
+#[tokio::test]
 async fn a_delete_waits_for_a_suspend_under_way_and_leaves_nothing() {
     let h = harness().await;
     let r = h
