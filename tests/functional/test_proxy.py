@@ -23,6 +23,23 @@ def test_routes_by_header_host_and_path(server, client):
         assert got.content == b"query ok"
 
 
+def test_path_routing_passes_encoded_names_through_as_sent(server, client):
+    """The path form (`/sandboxes/{id}/api/v1/…`) forwarded its tail decoded: a process named
+    `a b` became an invalid URI (502), `a?b` a query, `%2F` a slash. It now reaches the agent
+    as sent, as the header form always did."""
+    from urllib.parse import quote
+
+    with client.create_and_connect() as sandbox:
+        base = f"{server.url}/sandboxes/{sandbox.sandbox_id}/api/v1/processes"
+        for name in ("a b", "a?b", "%2F", "é#1"):
+            made = httpx.post(base, json={"command": "sleep", "args": ["600"], "name": name}, timeout=30)
+            assert made.status_code in (200, 201), (name, made.text)
+            got = httpx.get(f"{base}/{quote(name, safe='')}", timeout=30)
+            assert got.status_code == 200, (name, got.text)
+            assert got.json()["pid"] == made.json()["pid"], got.text
+            sandbox.kill_process(name)
+
+
 def test_unroutable_requests_get_clear_errors(server):
     resp = server.api("GET", "/api/v1/health")
     assert resp.status_code == 400

@@ -121,10 +121,22 @@ pub async fn forward_by_path(
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let path = format!("/api/v1/{rest}{query}");
+    // The tail as sent, still percent-encoded: `rest` is decoded, so a process named `a b`
+    // became an invalid URI, `a?b` a query and `%2F` a slash on the way to the agent.
+    let tail = raw_tail(req.uri().path()).unwrap_or(&rest).to_string();
+    let path = format!("/api/v1/{tail}{query}");
     forward_to(state, ident, path, req, Port::Agent)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The part of a raw `…/sandboxes/{id}/api/v1/{tail}` path after `/api/v1/`: the segment
+/// after `/sandboxes/` is the id (a `/` in it is encoded), what follows it must be `/api/v1/`.
+fn raw_tail(path: &str) -> Option<&str> {
+    let at = path.find("/sandboxes/")? + "/sandboxes/".len();
+    let after_id = &path[at..];
+    let slash = after_id.find('/')?;
+    after_id[slash..].strip_prefix("/api/v1/")
 }
 
 /// Forwards `req` to the agent of sandbox `ident` at `path` (the desktop page's
@@ -402,6 +414,20 @@ impl hyper::body::Body for GuardedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tail_of_a_path_routed_request_stays_encoded() {
+        assert_eq!(
+            raw_tail("/sandboxes/web/api/v1/processes/a%20b/stdin"),
+            Some("processes/a%20b/stdin")
+        );
+        assert_eq!(
+            raw_tail("/v1/namespaces/api/sandboxes/v1/api/v1/processes/%252F"),
+            Some("processes/%252F")
+        );
+        assert_eq!(raw_tail("/sandboxes/api/api/v1/x"), Some("x"));
+        assert_eq!(raw_tail("/sandboxes/web"), None);
+    }
 
     #[test]
     fn hop_by_hop_headers_are_dropped_unless_upgrading() {
