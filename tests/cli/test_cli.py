@@ -293,6 +293,28 @@ def test_ps_and_kill(server, cli, dev):
     assert bad.returncode == 1 and b"error" in bad.stderr
 
 
+def test_names_and_paths_a_sandbox_chose_reach_the_terminal_as_text(server, cli, dev, tmp_path):
+    """A sandbox names its processes' arguments and its files: escape sequences in them (a
+    window title, a cleared screen, colours) and carriage returns are shown as U+FFFD, not
+    obeyed, in `ps`, in `cp`'s notes and in error messages."""
+    evil = "\x1b]0;PWNED\x07\x1b[2J\x1b[31mred\rFAKE\u202eevil"
+    from alcove.sandbox import SandboxClient
+
+    with SandboxClient(api_url=server.url) as client:
+        client.connect(dev).start_process("sleep", ["600", evil])
+    table = cli("ps", dev).stdout.decode()
+    assert "PWNED" in table and "FAKE" in table, table
+    assert not any(ch in table for ch in "\x1b\x07\r\u202e"), repr(table)
+    sh(cli, dev, "mkdir -p /ev && mkfifo \"/ev/f$(printf '\\033[2J')x\" && "
+                 "ln -s / \"/ev/l$(printf '\\033]0;T\\007')\"")
+    done = cli("cp", f"{dev}:/ev", str(tmp_path / "ev"), check=False)
+    err = done.stderr.decode()
+    assert "skipped" in err and "\ufffd[2J" in err, repr(err)
+    assert "\x1b" not in err and "\x07" not in err, repr(err)
+    missing = cli("cp", f"{dev}:/ev/nothing\x1b[2J", str(tmp_path / "ev"), check=False)
+    assert missing.returncode == 1 and b"\x1b" not in missing.stderr, missing.stderr
+
+
 def test_logs_and_follow(server, cli, dev):
     sh(cli, dev, "echo one; echo two >&2")
     out = cli("logs", dev).stdout.decode()

@@ -156,7 +156,8 @@ fn main() -> std::process::ExitCode {
         Err(e) => match e.downcast_ref::<CommandExit>() {
             Some(CommandExit(code)) => std::process::ExitCode::from(*code),
             None => {
-                eprintln!("error: {e:#}");
+                // The reason may quote a sandbox's names and paths.
+                eprintln!("error: {}", commands::output::printable(&format!("{e:#}")));
                 // A command that could not start exits as a shell would say so.
                 let code = e
                     .downcast_ref::<CommandNotStarted>()

@@ -9,13 +9,33 @@ use comfy_table::{Table, presets};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-/// Prints a table with a header row, columns aligned, no borders (as `docker ps`).
+/// `text` as it may reach an operator's terminal: control characters (escape sequences that
+/// would set the window title, clear the screen or move the cursor, carriage returns that
+/// would overwrite a line) and the bidirectional overrides that reorder what is shown are each
+/// replaced by U+FFFD. Names, paths, commands and log lines are a sandbox's to choose.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    fn hostile(ch: char) -> bool {
+        (ch.is_control() && ch != '\t')
+            || matches!(ch, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if text.chars().any(hostile) {
+        text.chars()
+            .map(|ch| if hostile(ch) { '\u{fffd}' } else { ch })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
+}
+
+/// Prints a table with a header row, columns aligned, no borders (as `docker ps`). Every cell
+/// is made [`printable`] (a tab, too, which would break the columns).
 pub fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) {
     let mut table = Table::new();
     table.load_style(presets::NOTHING);
     table.set_header(header);
     for row in rows {
-        table.add_row(row);
+        table.add_row(row.map(|cell| printable(&cell).replace('\t', " ")));
     }
     // Columns flush left, two spaces apart, as `docker ps` prints them.
     for column in table.column_iter_mut() {
@@ -174,6 +194,16 @@ pub fn transfer(total: Option<u64>, message: impl Into<String>) -> ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_shows_what_a_terminal_would_obey_as_replacement_characters() {
+        assert_eq!(printable("plain, tab\tkept"), "plain, tab\tkept");
+        assert!(matches!(printable("plain"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(
+            printable("\u{1b}]0;title\u{7}\u{1b}[2Jx\ry\u{202e}z\u{9b}"),
+            "\u{fffd}]0;title\u{fffd}\u{fffd}[2Jx\u{fffd}y\u{fffd}z\u{fffd}"
+        );
+    }
 
     #[test]
     fn bytes_are_shown_in_binary_units() {

@@ -165,10 +165,10 @@ async fn upload(
         bail!("{} is not a regular file or a directory", from.display());
     }
     for skipped in &tree.skipped {
-        eprintln!(
+        note(&format!(
             "skipped {} (a symbolic link or special file)",
             skipped.display()
-        );
+        ));
     }
     let total: u64 = tree.files.iter().map(|f| f.2).sum();
     let bar = if quiet {
@@ -203,6 +203,12 @@ async fn upload(
         );
     }
     Ok(())
+}
+
+/// A note on standard error about a path: the sandbox names its files, so only what a
+/// terminal shows as text is printed.
+fn note(text: &str) {
+    eprintln!("{}", output::printable(text));
 }
 
 fn executable(meta: &std::fs::Metadata) -> bool {
@@ -399,7 +405,9 @@ async fn download_tree(
                         bytes += n;
                         files += 1;
                     }
-                    Err(Skip(why)) => bar.suspend(|| eprintln!("skipped {remote_child}: {why}")),
+                    Err(Skip(why)) => {
+                        bar.suspend(|| note(&format!("skipped {remote_child}: {why}")))
+                    }
                     Err(Fail(e)) => return Err(e),
                 }
             }
@@ -412,9 +420,13 @@ async fn download_tree(
             let inside =
                 real == root || real.starts_with(&format!("{}/", root.trim_end_matches('/')));
             if !inside {
-                bar.suspend(|| eprintln!("skipped {remote}: a link out of {from} (to {real})"));
+                bar.suspend(|| {
+                    note(&format!(
+                        "skipped {remote}: a link out of {from} (to {real})"
+                    ))
+                });
             } else if !visited.insert(real.clone()) {
-                bar.suspend(|| eprintln!("skipped {remote}: a link loop (to {real})"));
+                bar.suspend(|| note(&format!("skipped {remote}: a link loop (to {real})")));
             } else {
                 make_dir(&local)?;
                 next.push((remote, local));

@@ -149,18 +149,8 @@ async fn still_running(c: &Connection, sandbox: &str) -> bool {
 }
 
 fn print_record(record: &SandboxLogRecord, timestamps: bool) {
-    // A record's text is the sandbox's: strip control characters a terminal would obey.
-    let body: String = record
-        .body
-        .chars()
-        .map(|ch| {
-            if ch.is_control() && ch != '\t' {
-                '\u{fffd}'
-            } else {
-                ch
-            }
-        })
-        .collect();
+    // A record's text is the sandbox's: nothing in it a terminal would obey.
+    let body = output::printable(&record.body);
     if timestamps {
         println!(
             "{} {:<5} {body}",
