@@ -5,6 +5,7 @@ with `allow_internet=false` (nothing they do needs the network)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -121,6 +122,21 @@ def test_build_cache(server, base, run_token):
     assert status == 200
     run_step = next(e.data for e in fourth if e.name == "step" and "RUN" in e.data["instruction"])
     assert run_step["cached"] is False
+    assert delete_image(server, name).status_code == 200
+
+
+def test_steps_that_change_nothing_make_an_image_that_starts(server, client, base, run_token):
+    """Two RUN steps that write nothing leave the same (empty) layer twice: overlayfs refused the
+    repeated directory (ELOOP) and no sandbox of the image started."""
+    name = f"e2e-{run_token}/empty-steps:1"
+    dockerfile = "FROM {base}\nRUN echo one\nRUN echo two\nRUN echo three > /made.txt\nRUN true\n"
+    resp = build(server, context(base, dockerfile), name, no_cache=True)
+    assert resp.status_code in (200, 201), resp.text
+    layers = [json.dumps(layer, sort_keys=True) for layer in resp.json()["layers"]]
+    assert len(layers) > len(set(layers)), layers  # the case at hand: a layer repeated
+    with client.create_and_connect(image=name) as sb:
+        assert sb.read_file("/made.txt") == b"three\n"
+        assert sb.run("echo", ["started"]).stdout == "started"
     assert delete_image(server, name).status_code == 200
 
 

@@ -265,7 +265,7 @@ impl Layer {
         Ok(())
     }
 
-    /// Attaches the image's layers (`lower/0` bottom … `lower/<n-1>` top) and
+    /// Attaches the image's distinct layers (`lower/0` bottom … `lower/<n-1>` top) and
     /// the writable layer (`upper/`) idmapped for `range`, and mounts the
     /// overlay at `rootfs/`. The disk must be mounted.
     pub async fn mount_root(&self, layers: &[PathBuf], range: IdRange) -> Result<()> {
@@ -275,7 +275,7 @@ impl Layer {
             ));
         }
         let dir = self.dir.clone();
-        let layers = layers.to_vec();
+        let layers = distinct_layers(layers);
         let disk = self.disk_mount();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let (lower_root, upper_mnt, rootfs) =
@@ -514,6 +514,21 @@ fn create_dir_with_mode(dir: &Path, mode: u32) -> Result<()> {
     // The umask may have taken bits away.
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
         .map_err(RuntimeError::io("setting the mode of", dir))
+}
+
+/// `layers` (bottom first) with each layer once, at its topmost place. overlayfs refuses a
+/// directory given twice (`ELOOP`), and images repeat layers: an empty one (a build step
+/// that changed nothing, a metadata-only step of a pulled image) comes out the same each
+/// time. The lower copy changes nothing: whatever it holds or hides, the same layer above
+/// it holds or hides again.
+pub fn distinct_layers(layers: &[PathBuf]) -> Vec<PathBuf> {
+    let mut kept: Vec<PathBuf> = Vec::with_capacity(layers.len());
+    for (i, layer) in layers.iter().enumerate() {
+        if !layers[i + 1..].contains(layer) {
+            kept.push(layer.clone());
+        }
+    }
+    kept
 }
 
 /// Creates `path` as a directory with `mode` unless it already is one; a
@@ -850,6 +865,17 @@ pub(crate) fn unescape_mountinfo(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_layer_is_kept_once_at_its_topmost_place() {
+        let l = |n: &str| PathBuf::from(format!("/layers/{n}"));
+        assert_eq!(
+            distinct_layers(&[l("base"), l("empty"), l("app"), l("empty"), l("top")]),
+            vec![l("base"), l("app"), l("empty"), l("top")]
+        );
+        assert_eq!(distinct_layers(&[l("a"), l("a")]), vec![l("a")]);
+        assert_eq!(distinct_layers(&[l("a"), l("b")]), vec![l("a"), l("b")]);
+    }
 
     #[test]
     fn unescapes_mountinfo_octal() {
