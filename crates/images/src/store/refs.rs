@@ -68,9 +68,12 @@ impl ImageStore {
     /// that matches no id may still be a name (`deadbeefcafe` is a valid
     /// repository), so `None` then.
     fn id_target(&self, text: &str) -> Result<Option<Digest>> {
-        if text.starts_with("sha256:") {
-            return Ok(Some(text.parse()?));
-        }
+        let text = match text.strip_prefix("sha256:") {
+            // A whole id, or a prefix of one written as the ids are shown (`sha256:3f2a…`).
+            Some(hex) if hex.len() < 64 && is_id_prefix(hex) => hex,
+            Some(_) => return Ok(Some(text.parse()?)),
+            None => text,
+        };
         if !is_id_prefix(text) {
             return Ok(None);
         }

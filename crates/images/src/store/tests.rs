@@ -78,6 +78,7 @@ fn commit_tag_and_resolve_by_name_alias_id_prefix_and_manifest_digest() {
         rec.id.as_str(),
         rec.id.short(),
         &rec.id.hex()[..20],
+        &format!("sha256:{}", rec.id.short()),
         rec.id.hex(),
         &format!("busybox@{manifest}"),
         &format!("elsewhere/busybox@{manifest}"),

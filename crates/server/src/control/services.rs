@@ -168,7 +168,7 @@ impl Control {
                 .await
                 .map_err(|e| ControlError::OperationFailed {
                     id: String::new(),
-                    op: "metrics",
+                    op: "read the metrics of",
                     reason: e.to_string(),
                 })?;
         Ok(crate::metrics::ScrapeData {
@@ -188,7 +188,7 @@ impl Control {
         let not_running = |record: &SandboxRecord| ControlError::InvalidState {
             id: record.id.to_string(),
             status: record.status,
-            op: "metrics",
+            op: "read the metrics of",
         };
         if self.ctx.handle_of(&record.id).is_none() {
             return Err(not_running(&record));
