@@ -318,37 +318,36 @@ class FollowResume:
         self._new_lines = False  # the current connection brought a line not seen before
         self._quiet = False  # the previous connection ended without eof and without a new line
 
+    def _take(self, count: int) -> int:
+        """Of the next ``count`` lines: how many at the front were handed out before, or -1 when
+        all were; the others are counted as handed out."""
+        skip = self._skip
+        if skip:
+            if count <= skip:
+                self._skip = skip - count
+                return -1
+            self._skip = 0
+        self.delivered += count - skip
+        self._new_lines = True
+        return skip
+
     def fresh(self, runs: Iterable[OutputRun]) -> Iterator[OutputRun]:
         """The lines of ``runs`` not handed out before, counted as handed out."""
         for run in runs:
-            count = len(run[0])
-            skip = self._skip
-            if skip:
-                if count <= skip:
-                    self._skip = skip - count
-                    continue
-                self._skip = 0
-                run = (run[0][skip:], run[1], run[2])
-                count -= skip
-            self.delivered += count
-            self._new_lines = True
-            yield run
+            skip = self._take(len(run[0]))
+            if skip == 0:
+                yield run
+            elif skip > 0:
+                yield (run[0][skip:], run[1], run[2])
 
     def fresh_batches(self, batches: Iterable[OutputBatch]) -> Iterator[OutputBatch]:
         """:meth:`fresh` for batches: a batch partly handed out keeps its other lines."""
         for batch in batches:
-            count = len(batch.lines)
-            skip = self._skip
-            if skip:
-                if count <= skip:
-                    self._skip = skip - count
-                    continue
-                self._skip = 0
-                batch = OutputBatch(batch.lines[skip:], batch.timestamp, batch.stream)
-                count -= skip
-            self.delivered += count
-            self._new_lines = True
-            yield batch
+            skip = self._take(len(batch.lines))
+            if skip == 0:
+                yield batch
+            elif skip > 0:
+                yield OutputBatch(batch.lines[skip:], batch.timestamp, batch.stream)
 
     def broke(self) -> bool:
         """The connection broke (or could not be opened again): whether to open another (else
