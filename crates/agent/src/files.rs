@@ -8,7 +8,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -280,29 +280,46 @@ where
 /// without a reader would hold the call (and its request) until one came, so the open is
 /// `O_NONBLOCK` and a FIFO or socket, which the sandbox may have put at `path` since [`write`]
 /// looked, is refused on what was opened. Devices (`/dev/null`) still take writes, blocking as they do.
+/// One blocking task: open, check and flags are one trip to the blocking pool, not four.
 async fn open_for_write(path: &Path) -> Result<fs::File, FileError> {
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .await
-        .map_err(|e| map_io(e, path, "creating"))?;
-    let meta = file
-        .metadata()
-        .await
-        .map_err(|e| map_io(e, path, "creating"))?;
-    if is_fifo_or_socket(&meta) {
-        return Err(FileError::NotRegular(path.display().to_string()));
+    let owned = path.to_path_buf();
+    let file = blocking(path, "creating", move || {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&owned)
+            .map_err(|e| map_io(e, &owned, "creating"))?;
+        let meta = file.metadata().map_err(|e| map_io(e, &owned, "creating"))?;
+        if is_fifo_or_socket(&meta) {
+            return Err(FileError::NotRegular(owned.display().to_string()));
+        }
+        // Writes block again (only a device is affected: the flag means nothing to a regular file).
+        // SAFETY: F_SETFL on a descriptor this closure owns; no memory is passed.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } == -1 {
+            return Err(map_io(io::Error::last_os_error(), &owned, "creating"));
+        }
+        Ok(file)
+    })
+    .await?;
+    Ok(fs::File::from_std(file))
+}
+
+/// Runs `work` on the blocking pool; a task that died is an I/O failure of `action` on `path`.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    action: &'static str,
+    work: impl FnOnce() -> Result<T, FileError> + Send + 'static,
+) -> Result<T, FileError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => done,
+        Err(joined) => Err(FileError::Io {
+            action,
+            path: path.display().to_string(),
+            source: io::Error::other(joined.to_string()),
+        }),
     }
-    let std_file = file.into_std().await;
-    // Writes block again (only a device is affected: the flag means nothing to a regular file).
-    // SAFETY: F_SETFL on a descriptor this function owns; no memory is passed.
-    if unsafe { libc::fcntl(std_file.as_raw_fd(), libc::F_SETFL, 0) } == -1 {
-        return Err(map_io(io::Error::last_os_error(), path, "creating"));
-    }
-    Ok(fs::File::from_std(std_file))
 }
 
 fn is_fifo_or_socket(meta: &std::fs::Metadata) -> bool {
@@ -352,14 +369,7 @@ pub async fn delete(path: &Path) -> Result<(), FileError> {
 /// round trip to the blocking pool, and 100,000 entries took 0.6 s.
 pub async fn list(path: &Path) -> Result<Vec<FileEntry>, FileError> {
     let owned = path.to_path_buf();
-    match tokio::task::spawn_blocking(move || list_blocking(&owned)).await {
-        Ok(listed) => listed,
-        Err(joined) => Err(FileError::Io {
-            action: "listing",
-            path: path.display().to_string(),
-            source: io::Error::other(joined.to_string()),
-        }),
-    }
+    blocking(path, "listing", move || list_blocking(&owned)).await
 }
 
 fn list_blocking(path: &Path) -> Result<Vec<FileEntry>, FileError> {
@@ -398,7 +408,6 @@ fn list_blocking(path: &Path) -> Result<Vec<FileEntry>, FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::OpenOptionsExt;
 
     #[test]
     fn validation_requires_absolute_paths_without_parent_components() {
