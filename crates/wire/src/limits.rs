@@ -26,6 +26,10 @@ pub const NAME_MAX_LEN: usize = 63;
 /// ending with `-` (and, checked apart, not shaped like a UUID).
 pub const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 
+/// Prefix of the agent's own configuration variables: no process inherits them, and no
+/// secret, claim variable or process environment may set one.
+pub const AGENT_ENV_PREFIX: &str = "ALCOVE_AGENT_";
+
 /// Longest namespace (the `{ns}` of `/v1/namespaces/{ns}/…`).
 pub const NAMESPACE_MAX_LEN: usize = 128;
 

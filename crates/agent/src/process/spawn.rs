@@ -36,8 +36,7 @@ use crate::pid1::{RawWaitStatus, reaper};
 /// `PATH` given to children when neither the agent's environment nor the request sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Prefix of the agent's own configuration variables, which children do not inherit.
-pub const AGENT_ENV_PREFIX: &str = "ALCOVE_AGENT_";
+pub use alcove_wire::limits::AGENT_ENV_PREFIX;
 
 /// What to start.
 #[derive(Debug, Clone, Copy)]

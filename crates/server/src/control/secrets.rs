@@ -7,6 +7,7 @@ use alcove_wire::time::now_millis;
 
 use super::ControlError;
 use super::context::Context;
+use super::validate::AGENT_ENV_PREFIX;
 use crate::store::SealedSecret;
 
 /// Longest secret value accepted, in bytes.
@@ -40,10 +41,12 @@ pub fn validate_name(name: &str) -> Result<(), ControlError> {
     }
     // The agent of every sandbox is configured through these; a secret of that name would
     // reach the agent's own environment and reconfigure it (a claim's `env` refuses them too).
-    if name.starts_with("ALCOVE_AGENT_") {
+    if name.starts_with(AGENT_ENV_PREFIX) {
         return Err(ControlError::InvalidArgument {
             field: "name",
-            reason: format!("{name}: names starting with ALCOVE_AGENT_ are reserved for the agent"),
+            reason: format!(
+                "{name}: names starting with {AGENT_ENV_PREFIX} are reserved for the agent"
+            ),
         });
     }
     Ok(())

@@ -14,8 +14,8 @@ pub struct HostLimits {
 // The defaults and bounds live in the wire crate, so that the OpenAPI document publishes the
 // very numbers this module checks.
 pub use alcove_wire::limits::{
-    DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DISK_MB_RANGE, MANAGEMENT_PORT,
-    MEMORY_PER_CPU_MB,
+    AGENT_ENV_PREFIX, DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DISK_MB_RANGE,
+    MANAGEMENT_PORT, MEMORY_PER_CPU_MB,
 };
 
 fn invalid(field: &'static str, reason: String) -> ControlError {
@@ -149,10 +149,10 @@ pub fn env_var(key: &str, value: &str) -> Result<(), ControlError> {
             ),
         ));
     }
-    if key.starts_with("ALCOVE_AGENT_") {
+    if key.starts_with(AGENT_ENV_PREFIX) {
         return Err(invalid(
             "env",
-            format!("{key}: the ALCOVE_AGENT_* variables are reserved"),
+            format!("{key}: the {AGENT_ENV_PREFIX}* variables are reserved"),
         ));
     }
     if value.contains('\0') {
