@@ -91,3 +91,27 @@ impl Hits {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// A fake whose sandbox `sb` points back at the fake, plus `routes` for its agent.
+pub async fn sandbox_with(
+    routes: Router,
+    adjust: impl FnOnce(SandboxClientBuilder) -> SandboxClientBuilder,
+) -> crate::Sandbox {
+    // The sandbox's URL is the fake's own, known only once it listens.
+    let shared = Arc::new(tokio::sync::OnceCell::new());
+    let own_url = shared.clone();
+    let router = routes.route(
+        "/v1/namespaces/default/sandboxes/sb",
+        axum::routing::get(move || {
+            let own_url = own_url.clone();
+            async move {
+                let url: &String = own_url.get().expect("url known before use");
+                axum::Json(info("sb", SandboxStatus::Running, url))
+            }
+        }),
+    );
+    let url = serve(router).await;
+    let _ = shared.set(url.clone());
+    let client = adjust(builder(&url)).build().expect("builds");
+    client.connect("sb").await.expect("connects")
+}

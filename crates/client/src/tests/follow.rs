@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alcove_wire::sandbox::SandboxStatus;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -92,8 +91,6 @@ async fn follow_route(State(agent): State<Agent>) -> Response {
 /// (the last repeats).
 async fn agent(scripts: Vec<Script>) -> (Sandbox, Hits) {
     let hits = Hits::default();
-    let shared = Arc::new(tokio::sync::OnceCell::new());
-    let own_url = shared.clone();
     let agent = Agent {
         hits: hits.clone(),
         scripts: Arc::new(scripts),
@@ -101,21 +98,8 @@ async fn agent(scripts: Vec<Script>) -> (Sandbox, Hits) {
     let router = axum::Router::new()
         .route("/api/v1/processes/7/output/follow", get(follow_route))
         .route("/api/v1/processes/7/stdout/follow", get(follow_route))
-        .with_state(agent)
-        .route(
-            "/v1/namespaces/default/sandboxes/sb",
-            get(move || {
-                let own_url = own_url.clone();
-                async move {
-                    let url: &String = own_url.get().expect("url known before use");
-                    Json(fake::info("sb", SandboxStatus::Running, url))
-                }
-            }),
-        );
-    let url = fake::serve(router).await;
-    let _ = shared.set(url.clone());
-    let sandbox = fake::client(&url).connect("sb").await.expect("connects");
-    (sandbox, hits)
+        .with_state(agent);
+    (fake::sandbox_with(router, |b| b).await, hits)
 }
 
 /// The lines a follow of pid 7's output hands out, and its error.

@@ -15,31 +15,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::fake::{self, Hits};
-use crate::{ClientError, Command, Sandbox, TimeoutSetting};
-
-/// A fake whose sandbox `sb` points back at the fake, plus `routes` for its agent.
-async fn sandbox_with(
-    routes: axum::Router,
-    builder: impl FnOnce(crate::SandboxClientBuilder) -> crate::SandboxClientBuilder,
-) -> Sandbox {
-    // The sandbox's URL is the fake's own, known only once it listens.
-    let shared = std::sync::Arc::new(tokio::sync::OnceCell::new());
-    let own_url = shared.clone();
-    let router = routes.route(
-        "/v1/namespaces/default/sandboxes/sb",
-        get(move || {
-            let own_url = own_url.clone();
-            async move {
-                let url: &String = own_url.get().expect("url known before use");
-                Json(fake::info("sb", SandboxStatus::Running, url))
-            }
-        }),
-    );
-    let url = fake::serve(router).await;
-    let _ = shared.set(url.clone());
-    let client = builder(fake::builder(&url)).build().expect("builds");
-    client.connect("sb").await.expect("connects")
-}
+use crate::{ClientError, Command, TimeoutSetting};
 
 fn sse(body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
@@ -65,7 +41,7 @@ async fn run_goes_through_the_proxy_and_collects_its_events() {
             ))
         }),
     );
-    let sandbox = sandbox_with(routes, |b| b).await;
+    let sandbox = fake::sandbox_with(routes, |b| b).await;
     let result = sandbox
         .run(
             Command::new("echo")
@@ -95,7 +71,7 @@ async fn a_silent_follow_stream_trips_the_idle_timeout() {
             ([(header::CONTENT_TYPE, "text/event-stream")], body)
         }),
     );
-    let sandbox = sandbox_with(routes, |b| {
+    let sandbox = fake::sandbox_with(routes, |b| {
         b.stream_idle_timeout(Some(Duration::from_millis(300)))
     })
     .await;
@@ -139,7 +115,7 @@ async fn requests_are_replayed_while_the_sandbox_is_not_ready() {
             }),
         )
         .with_state(hits.clone());
-    let sandbox = sandbox_with(routes, |b| b).await;
+    let sandbox = fake::sandbox_with(routes, |b| b).await;
     sandbox
         .write_stdin(5, &b"input"[..])
         .await
@@ -183,7 +159,7 @@ async fn files_stream_both_ways() {
             Body::from_stream(chunks)
         }),
     );
-    let sandbox = sandbox_with(routes, |b| b).await;
+    let sandbox = fake::sandbox_with(routes, |b| b).await;
     let chunks = futures::stream::iter(
         (0..3).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 100_000]))),
     );
@@ -282,7 +258,7 @@ async fn managed_processes_are_started_and_addressed_by_name() {
             }
         }
     });
-    let sandbox = sandbox_with(routes, |b| b).await;
+    let sandbox = fake::sandbox_with(routes, |b| b).await;
     let name = "web 1?#%";
     let started = sandbox
         .start_process(
@@ -403,7 +379,7 @@ async fn a_sandbox_reads_its_logs_from_the_control_plane() {
             "/v1/namespaces/default/sandboxes/sb/processes",
             get(|| async { Json(json!({"processes": []})) }),
         );
-    let sandbox = sandbox_with(routes, |b| b).await;
+    let sandbox = fake::sandbox_with(routes, |b| b).await;
     let page = sandbox
         .get_logs(&crate::LogsRequest::new().process("web").tail(5))
         .await
