@@ -67,6 +67,16 @@ impl CgroupTree {
         format!("/{}/{sandbox_id}", self.parent)
     }
 
+    /// The cgroup directory whose freezer stops a sandbox's threads: `freezer/`
+    /// on cgroup v1, the sandbox's own cgroup on v2.
+    pub fn frozen_threads_dir(&self, sandbox_id: &str) -> PathBuf {
+        let root = match self.setup {
+            CgroupSetup::Unified => PathBuf::from(ROOT),
+            CgroupSetup::Legacy | CgroupSetup::Hybrid => Path::new(ROOT).join("freezer"),
+        };
+        root.join(&self.parent).join(sandbox_id)
+    }
+
     /// Every directory that holds this instance's sandbox cgroups.
     fn parents(&self) -> Vec<PathBuf> {
         match self.setup {

@@ -54,7 +54,7 @@ impl Node {
         }
         let _ = std::fs::remove_file(&done);
         // Freezing first spares CRIU its own freeze loop (~100 ms measured here).
-        self.runc.pause(id).await?;
+        self.freeze_for_dump(id).await?;
         if let Err(e) = self
             .runc
             .checkpoint(
@@ -266,7 +266,7 @@ impl Node {
     pub async fn snapshot(&self, id: &SandboxId, dest: &Path, memory: bool) -> Result<u64> {
         crate::layer::create_private_dir(dest)?;
         let layer = Layer::new(self.sandbox_dir(id));
-        self.runc.pause(id).await?;
+        self.freeze_for_dump(id).await?;
         let result = async {
             // Frozen writers leave dirty pages: flush the layer's filesystem so the
             // image file holds everything the processes wrote.

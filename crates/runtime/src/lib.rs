@@ -18,6 +18,7 @@ pub mod cpuset;
 pub mod criu_images;
 pub mod disk_promises;
 pub mod error;
+mod freeze;
 pub mod hook;
 pub mod host;
 pub mod idmap;

@@ -242,7 +242,17 @@ impl Runc {
             argv.push("--leave-running");
         }
         argv.push(id);
-        self.call(&argv, None, Some(sandbox_dir)).await?;
+        let work = Path::new(work);
+        self.call(&argv, None, Some(sandbox_dir))
+            .await
+            .map_err(|mut e| {
+                // runc only says that CRIU failed; why is in CRIU's log.
+                let why = criu_errors(&work.join("dump.log"));
+                if !why.is_empty() {
+                    e.reason = format!("{} (CRIU: {why})", e.reason);
+                }
+                e
+            })?;
         Ok(())
     }
 
@@ -434,9 +444,47 @@ fn last_log_error(log: &Path) -> String {
         .unwrap_or_else(|| "runc failed without a log message".into())
 }
 
+/// The last error lines of a CRIU log (its timestamps dropped), `; `-joined.
+fn criu_errors(log: &Path) -> String {
+    const KEPT: usize = 3;
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter_map(|line| {
+            let message = line.split_once(") ").map_or(line, |(_, rest)| rest);
+            message.starts_with("Error (").then_some(message)
+        })
+        // The summary line says nothing; the rlimit one is in every dump here, good or bad
+        // (CRIU may not raise its own descriptor limit inside the server's namespace).
+        .filter(|message| !message.contains("Dumping FAILED") && !message.contains("RLIMIT_NOFILE"))
+        .collect();
+    errors[errors.len().saturating_sub(KEPT)..].join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_dump_says_what_criu_logged() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let log = tmp.path().join("dump.log");
+        assert_eq!(criu_errors(&log), "", "no log, nothing to add");
+        std::fs::write(
+            &log,
+            "(00.017018) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self\n\
+             (00.017549) Collected (-1 attempts, 0 in_progress)\n\
+             (10.017368) Error (criu/cr-dump.c:1655): Timeout reached. Try to interrupt: 0\n\
+             (10.017477) Error (compel/src/lib/infect.c:262): Unseizable non-zombie 7 found\n\
+             (10.017645) Error (criu/cr-dump.c:1975): Dumping FAILED.\n",
+        )
+        .expect("write");
+        assert_eq!(
+            criu_errors(&log),
+            "Error (criu/cr-dump.c:1655): Timeout reached. Try to interrupt: 0; \
+             Error (compel/src/lib/infect.c:262): Unseizable non-zombie 7 found"
+        );
+    }
 
     #[test]
     fn statuses_parse_and_unknown_ones_do_not_fail() {
