@@ -50,6 +50,17 @@ def no_leftovers(request):
     assert res.is_empty(), f"host resources left behind: {res}"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries its server's last warnings (a failed dump's CRIU errors,
+    say): CI keeps only the report."""
+    outcome = yield
+    report = outcome.get_result()
+    srv = getattr(item, "funcargs", {}).get("server")
+    if report.when == "call" and report.failed and isinstance(srv, AlcoveServer):
+        report.sections.append(("server warnings", srv.log_warnings()))
+
+
 @pytest.fixture
 def client(server):
     from alcove.sandbox import SandboxClient

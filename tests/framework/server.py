@@ -336,6 +336,15 @@ class AlcoveServer:
         except FileNotFoundError:
             return "(no log)"
 
+    def log_warnings(self, lines: int = 30) -> str:
+        """The last warning and error lines of the log: what a failed test's report shows."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        marks = ('"level":"WARN"', '"level":"ERROR"', " WARN ", " ERROR ")
+        return "\n".join([line for line in text.splitlines() if any(m in line for m in marks)][-lines:])
+
     def api(self, method: str, path: str, **kwargs) -> httpx.Response:
         headers = kwargs.pop("headers", {})
         if self.api_keys:
