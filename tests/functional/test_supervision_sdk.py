@@ -89,6 +89,26 @@ def test_on_failure_restarts_up_to_max_restarts_then_logs_tell(sandbox):
     assert not any(r.body == "elsewhere" for r in sandbox.iter_logs(process_ids=ids))
 
 
+def test_a_users_restart_of_a_process_given_up_on_gives_it_its_whole_budget_again(sandbox):
+    """The policy's restarts count against max_restarts; a user's restart_process starts the
+    count afresh (it found the budget spent and the next failure gave up at once)."""
+    proc = start_managed(
+        sandbox, "sh", ["-c", "echo attempt; exit 3"], stdin_mode="closed", name="spent", restart=FAST_RESTARTS
+    )
+
+    def stopped():
+        info = sandbox.get_process("spent")
+        return info if info.managed.status == "stopped" else None
+
+    assert eventually("the supervisor gives up", stopped).managed.restart_count == 2
+    restarted = sandbox.restart_process("spent")
+    assert restarted.pid != proc.pid
+    # Two restarts of the policy again, then it gives up: 1 by the user + 2 + the first 2.
+    info = eventually("the supervisor gives up again", lambda: (i := stopped()) and i.managed.restart_count >= 5 and i)
+    assert info.managed.restart_count == 5, info.managed
+    assert info.managed.last_error == "gave up after 2 restarts"
+
+
 def test_restart_by_name_gives_a_new_pid_and_kill_by_name_ends_supervision(sandbox):
     restart = {"policy": "always", "initial_backoff_ms": 50, "max_backoff_ms": 100}
     first = start_managed(sandbox, "sleep", ["1000"], stdin_mode="closed", name="sleeper", restart=restart)

@@ -51,6 +51,10 @@ pub(super) enum Command {
 struct State {
     status: ManagedStatus,
     restart_count: u32,
+    /// Restarts the policy made since a user last started the process (at start or with
+    /// `restart_process`): what `max_restarts` and the back-off count, so a user's restart
+    /// of a process that was given up on gives it its whole budget again.
+    policy_restarts: u32,
     health_status: HealthStatus,
     consecutive_health_failures: u32,
     last_exit: Option<ExitInfo>,
@@ -146,6 +150,7 @@ impl Managed {
                 *state = Some(State {
                     status,
                     restart_count: 0,
+                    policy_restarts: 0,
                     health_status: health,
                     consecutive_health_failures: 0,
                     last_exit: None,
@@ -324,7 +329,7 @@ pub(super) async fn supervise(
                         if !managed.is_supervising() {
                             Next::Park
                         } else {
-                            relaunch(&inner, &managed)
+                            relaunch(&inner, &managed, false)
                                 .map_or_else(|err| launch_failed(&managed, &err), |_| Next::Watch)
                         }
                     }
@@ -459,7 +464,7 @@ fn after_exit(managed: &Managed, info: ExitInfo, unhealthy: bool) -> Next {
     let mut restarts = 0;
     managed.update(|s| {
         s.last_exit = Some(info);
-        restarts = s.restart_count;
+        restarts = s.policy_restarts;
         if s.status == ManagedStatus::Stopped {
             return;
         }
@@ -468,14 +473,14 @@ fn after_exit(managed: &Managed, info: ExitInfo, unhealthy: bool) -> Next {
         } else if managed
             .restart
             .max_restarts
-            .is_some_and(|max| s.restart_count >= max)
+            .is_some_and(|max| s.policy_restarts >= max)
         {
             s.status = ManagedStatus::Stopped;
-            let why = format!("gave up after {} restarts", s.restart_count);
+            let why = format!("gave up after {} restarts", s.policy_restarts);
             s.last_error = Some(why.clone());
             gave_up = Some(why);
         } else {
-            let delay = managed.backoff(s.restart_count + 1);
+            let delay = managed.backoff(s.policy_restarts + 1);
             s.status = ManagedStatus::BackingOff;
             s.next_restart_at = Some(
                 now_millis().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
@@ -513,15 +518,18 @@ fn after_exit(managed: &Managed, info: ExitInfo, unhealthy: bool) -> Next {
     next
 }
 
-/// Starts a new run as a restart.
+/// Starts a new run as a restart: the policy's, or a user's (`by_user`), which starts the
+/// restart budget afresh.
 fn relaunch(
     inner: &Arc<Inner>,
     managed: &Arc<Managed>,
+    by_user: bool,
 ) -> Result<Arc<TrackedProcess>, ProcessError> {
     let process = inner.spawn(&managed.request, Some(managed))?;
     let mut count = 0;
     managed.update(|s| {
         s.restart_count += 1;
+        s.policy_restarts = if by_user { 0 } else { s.policy_restarts + 1 };
         count = s.restart_count;
     });
     managed.journal(
@@ -542,6 +550,7 @@ fn launch_failed(managed: &Managed, err: &ProcessError) -> Next {
     let message = format!("restarting {} failed: {err}", managed.label());
     managed.update(|s| {
         s.restart_count += 1;
+        s.policy_restarts += 1;
         s.last_error = Some(message.clone());
     });
     managed.journal(0, LogLevel::Error, JournalEvent::Agent, message);
@@ -553,7 +562,7 @@ fn restart_now(
     managed: &Arc<Managed>,
     reply: oneshot::Sender<Result<Arc<TrackedProcess>, ProcessError>>,
 ) -> Next {
-    match relaunch(inner, managed) {
+    match relaunch(inner, managed, true) {
         Ok(process) => {
             let _ = reply.send(Ok(process));
             Next::Watch
