@@ -191,11 +191,18 @@ pub struct LineRun {
     pub stream: OutputStream,
     /// When the agent read them, epoch milliseconds.
     pub timestamp: EpochMillis,
+    /// Sequence number of the first line of `lines` (of the batch, not of the run).
+    first: u64,
     lines: Arc<Lines>,
     range: Range<usize>,
 }
 
 impl LineRun {
+    /// The sequence number after the run's last line: where a reader that has the run goes on.
+    pub fn end_seq(&self) -> u64 {
+        self.first + self.range.end as u64
+    }
+
     /// The lines in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
         self.lines.slice(self.range.clone())
@@ -291,6 +298,7 @@ impl BufferState {
             LineRun {
                 stream: batch.stream,
                 timestamp: batch.timestamp,
+                first: batch.first,
                 lines: Arc::clone(&batch.lines),
                 range: from..batch.lines.len(),
             }
@@ -410,6 +418,7 @@ impl OutputBuffer {
             runs.push(LineRun {
                 stream: batch.stream,
                 timestamp: batch.timestamp,
+                first: batch.first,
                 lines: Arc::clone(&batch.lines),
                 range: offset..offset + count,
             });

@@ -60,6 +60,16 @@ pub fn push_batch<'a>(
     timestamp: EpochMillis,
     lines: impl Iterator<Item = &'a str> + Clone,
 ) {
+    push_batch_with_id(buf, stream, timestamp, None, lines);
+}
+
+fn push_batch_with_id<'a>(
+    buf: &mut Vec<u8>,
+    stream: OutputStream,
+    timestamp: EpochMillis,
+    id: Option<u64>,
+    lines: impl Iterator<Item = &'a str> + Clone,
+) {
     if lines.clone().next().is_none() {
         return;
     }
@@ -68,11 +78,13 @@ pub fn push_batch<'a>(
         timestamp,
         lines: Seq(lines),
     };
-    sse::push_event(buf, "output_batch", &event);
+    sse::push_event_with_id(buf, "output_batch", id, &event);
 }
 
 /// Appends the events of `runs`: with `batch`, one `output_batch` event per stretch of runs of
-/// the same stream and read time; otherwise one `output` event per line.
+/// the same stream and read time, each with the SSE `id` of the line after its last one (a
+/// follow opened again with that `Last-Event-ID` goes on from there); otherwise one `output`
+/// event per line, without ids (the official protocol has none).
 pub fn push_runs(buf: &mut Vec<u8>, runs: &[LineRun], batch: bool) {
     if !batch {
         for run in runs {
@@ -81,9 +93,10 @@ pub fn push_runs(buf: &mut Vec<u8>, runs: &[LineRun], batch: bool) {
         return;
     }
     for group in runs.chunk_by(|a, b| (a.stream, a.timestamp) == (b.stream, b.timestamp)) {
-        if let Some(first) = group.first() {
+        if let (Some(first), Some(last)) = (group.first(), group.last()) {
             let lines = group.iter().flat_map(LineRun::iter);
-            push_batch(buf, first.stream, first.timestamp, lines);
+            let id = Some(last.end_seq());
+            push_batch_with_id(buf, first.stream, first.timestamp, id, lines);
         }
     }
 }
@@ -148,14 +161,43 @@ mod tests {
         assert!(text.contains(r#""stream":"stdout","timestamp":1,"lines":["a","b","c"]"#));
         assert!(text.contains(r#""stream":"stderr","timestamp":1,"lines":["d"]"#));
 
+        // Each batch says where the line after it is: a follow opened again goes on there.
+        let ids: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("id: "))
+            .collect();
+        assert_eq!(ids, ["3", "4", "5"], "{text}");
+
         let mut single = Vec::new();
         push_runs(&mut single, &chunk.runs, false);
-        assert_eq!(
-            String::from_utf8_lossy(&single)
-                .matches("event: output\n")
-                .count(),
-            5
+        let single = String::from_utf8_lossy(&single);
+        assert_eq!(single.matches("event: output\n").count(), 5);
+        assert!(
+            !single.contains("\nid:"),
+            "per-line events carry no id: {single}"
         );
+    }
+
+    #[test]
+    fn a_filtered_batch_ends_at_its_own_last_line() {
+        let buffer = OutputBuffer::new(1 << 20);
+        let lines = |texts: &[&str]| texts.iter().collect::<Lines>();
+        buffer.append(OutputStream::Stdout, 1, lines(&["a", "b"]));
+        buffer.append(OutputStream::Stderr, 2, lines(&["c"]));
+        buffer.append(OutputStream::Stdout, 3, lines(&["d"]));
+        let stdout = buffer.read_from(0, Some(OutputStream::Stdout), 100);
+        let mut batched = Vec::new();
+        push_runs(&mut batched, &stdout.runs, true);
+        let text = String::from_utf8_lossy(&batched);
+        let ids: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("id: "))
+            .collect();
+        assert_eq!(ids, ["2", "4"], "{text}");
+        // Going on from the first batch's id skips the other stream's line again.
+        let rest = buffer.read_from(2, Some(OutputStream::Stdout), 100);
+        let texts: Vec<&str> = rest.runs.iter().flat_map(LineRun::iter).collect();
+        assert_eq!(texts, ["d"]);
     }
 
     #[test]

@@ -27,9 +27,19 @@ pub const KEEPALIVE: &[u8] = b": keep-alive\n\n";
 
 /// Appends one event to `buf`.
 pub fn push_event(buf: &mut Vec<u8>, name: &str, data: &impl Serialize) {
+    push_event_with_id(buf, name, None, data);
+}
+
+/// Appends one event to `buf`, with an `id` field when `id` is given (the SSE "last event ID"
+/// a client sends back as `Last-Event-ID` to go on from there).
+pub fn push_event_with_id(buf: &mut Vec<u8>, name: &str, id: Option<u64>, data: &impl Serialize) {
     let start = buf.len();
     buf.extend_from_slice(b"event: ");
     buf.extend_from_slice(name.as_bytes());
+    if let Some(id) = id {
+        buf.extend_from_slice(b"\nid: ");
+        buf.extend_from_slice(id.to_string().as_bytes());
+    }
     buf.extend_from_slice(b"\ndata: ");
     // serde_json escapes newlines inside strings, so the data is always one line.
     if serde_json::to_writer(&mut *buf, data).is_err() {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Agent, marker};
+use common::{Agent, marker, sse_data};
 use serde_json::{Value, json};
 
 async fn start(agent: &Agent, body: Value) -> Value {
@@ -193,6 +193,76 @@ async fn a_follower_of_pouring_output_gets_every_line_once_in_order() {
         got.iter().zip(1..).all(|(n, want)| *n == want),
         "out of order or repeated"
     );
+}
+
+#[tokio::test]
+async fn a_batched_follow_opened_again_with_its_last_event_id_goes_on_after_it() {
+    let agent = Agent::start().await;
+    let info = start(
+        &agent,
+        json!({"command": "sh", "args": ["-c", "echo a; echo skip >&2; echo b; sleep 0.1; echo c"]}),
+    )
+    .await;
+    let pid = info["pid"].as_u64().expect("pid");
+    agent.wait_exited(pid).await;
+    let path = agent.url(&format!("/processes/{pid}/stdout/follow?batch=true"));
+    let text = |resp: reqwest::Response| async move {
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.text().await.expect("body")
+    };
+    let whole = text(agent.http.get(&path).send().await.expect("GET")).await;
+    let ids: Vec<&str> = whole
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .collect();
+    assert!(ids.len() >= 2, "every batch has an id: {whole}");
+    // Opened again after the first batch: only the lines after it come.
+    let first_lines = sse_data(&whole)[0]["lines"]
+        .as_array()
+        .expect("lines")
+        .len();
+    let again = agent.http.get(&path).header("Last-Event-ID", ids[0]);
+    let rest = text(again.send().await.expect("GET")).await;
+    let rest_lines: Vec<Value> = sse_data(&rest)
+        .iter()
+        .filter_map(|event| event["lines"].as_array().cloned())
+        .flatten()
+        .collect();
+    let all: Vec<Value> = sse_data(&whole)
+        .iter()
+        .filter_map(|event| event["lines"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(all, [json!("a"), json!("b"), json!("c")]);
+    assert_eq!(rest_lines, all[first_lines..]);
+    // Past the end: only the end.
+    let last = ids.last().expect("an id");
+    let none = text(
+        agent
+            .http
+            .get(&path)
+            .header("Last-Event-ID", *last)
+            .send()
+            .await
+            .expect("GET"),
+    )
+    .await;
+    assert!(
+        sse_data(&none)
+            .iter()
+            .all(|event| event.get("lines").is_none()),
+        "{none}"
+    );
+    // Not a line number: a 400 that says what it wants.
+    let bad = agent
+        .http
+        .get(&path)
+        .header("Last-Event-ID", "soon")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(bad.status().as_u16(), 400);
+    assert!(bad.text().await.expect("body").contains("Last-Event-ID"));
 }
 
 #[tokio::test]

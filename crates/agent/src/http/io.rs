@@ -9,7 +9,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::Stream;
@@ -26,6 +26,9 @@ use crate::sse;
 
 /// Lines encoded into one follow chunk at most.
 const FOLLOW_BATCH_LINES: usize = 4096;
+
+/// The SSE header a client reconnecting sends back with the last event id it took.
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// `POST /processes/{p}/stdin`: the raw body is streamed into the process's stdin → 204.
 #[utoipa::path(
@@ -149,7 +152,8 @@ pub async fn output(
 pub struct FollowQuery {
     /// Alcove's own: `true` sends the lines of one stream read at the same time as one
     /// `output_batch` event `{"stream", "timestamp", "lines"}` instead of one `output` event
-    /// each (Alcove's SDKs ask for it; the official ones do not).
+    /// each (Alcove's SDKs ask for it; the official ones do not). Each batch then carries an
+    /// SSE `id`: a follow opened again with it as `Last-Event-ID` starts after that batch.
     #[serde(default)]
     batch: bool,
 }
@@ -169,13 +173,14 @@ fn follow_stream(
     process: Arc<TrackedProcess>,
     filter: Option<OutputStream>,
     batch: bool,
+    cursor: u64,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let changes = process.output.subscribe();
     let start = Follow {
         process,
         filter,
         batch,
-        cursor: 0,
+        cursor,
         changes,
         done: false,
     };
@@ -221,10 +226,34 @@ fn follow(
     key: &str,
     filter: Option<OutputStream>,
     query: Result<Query<FollowQuery>, QueryRejection>,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|err| ApiError::invalid(err.body_text()))?;
+    let cursor = last_event_id(headers)?;
     let process = state.processes().get(key)?;
-    Ok(sse_response(follow_stream(process, filter, query.batch)))
+    Ok(sse_response(follow_stream(
+        process,
+        filter,
+        query.batch,
+        cursor,
+    )))
+}
+
+/// Where a follow starts: the `Last-Event-ID` header (the `id` of the last batch a client
+/// took: the line after it), or the oldest line kept.
+fn last_event_id(headers: &HeaderMap) -> Result<u64, ApiError> {
+    let Some(value) = headers.get(LAST_EVENT_ID) else {
+        return Ok(0);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Last-Event-ID must be the id of an output_batch event of a follow (a line number)",
+            )
+        })
 }
 
 /// `GET /processes/{p}/stdout/follow` (SSE).
@@ -233,9 +262,14 @@ fn follow(
     path = "/api/v1/processes/{p}/stdout/follow",
     tag = tags::PROCESS_IO,
     operation_id = "followStdout",
-    params(ProcessParam, FollowQuery),
+    params(
+        ProcessParam,
+        FollowQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "The `id` of the last `output_batch` taken: the follow starts right after it."),
+    ),
     responses(
         (status = 200, response = FollowEvents),
+        (status = 400, description = "`INVALID_ARGUMENT`: a bad query or `Last-Event-ID`.", body = AgentError),
         (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
@@ -243,8 +277,9 @@ pub async fn follow_stdout(
     State(state): State<AgentState>,
     Path(key): Path<String>,
     query: Result<Query<FollowQuery>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    follow(&state, &key, Some(OutputStream::Stdout), query)
+    follow(&state, &key, Some(OutputStream::Stdout), query, &headers)
 }
 
 /// `GET /processes/{p}/stderr/follow` (SSE).
@@ -253,9 +288,14 @@ pub async fn follow_stdout(
     path = "/api/v1/processes/{p}/stderr/follow",
     tag = tags::PROCESS_IO,
     operation_id = "followStderr",
-    params(ProcessParam, FollowQuery),
+    params(
+        ProcessParam,
+        FollowQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "The `id` of the last `output_batch` taken: the follow starts right after it."),
+    ),
     responses(
         (status = 200, response = FollowEvents),
+        (status = 400, description = "`INVALID_ARGUMENT`: a bad query or `Last-Event-ID`.", body = AgentError),
         (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
@@ -263,8 +303,9 @@ pub async fn follow_stderr(
     State(state): State<AgentState>,
     Path(key): Path<String>,
     query: Result<Query<FollowQuery>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    follow(&state, &key, Some(OutputStream::Stderr), query)
+    follow(&state, &key, Some(OutputStream::Stderr), query, &headers)
 }
 
 /// `GET /processes/{p}/output/follow` (SSE).
@@ -273,9 +314,14 @@ pub async fn follow_stderr(
     path = "/api/v1/processes/{p}/output/follow",
     tag = tags::PROCESS_IO,
     operation_id = "followOutput",
-    params(ProcessParam, FollowQuery),
+    params(
+        ProcessParam,
+        FollowQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "The `id` of the last `output_batch` taken: the follow starts right after it."),
+    ),
     responses(
         (status = 200, response = FollowEvents),
+        (status = 400, description = "`INVALID_ARGUMENT`: a bad query or `Last-Event-ID`.", body = AgentError),
         (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
     )
 )]
@@ -283,6 +329,7 @@ pub async fn follow_output(
     State(state): State<AgentState>,
     Path(key): Path<String>,
     query: Result<Query<FollowQuery>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    follow(&state, &key, None, query)
+    follow(&state, &key, None, query, &headers)
 }
