@@ -70,6 +70,30 @@ def test_sync_follow_across_an_explicit_suspend_and_resume(server, client):
         assert sandbox.get_process(proc.pid).status == "exited"
 
 
+def test_a_follow_of_a_process_past_its_buffer_goes_on_across_suspend(server, client):
+    """A long-lived process that has written more than its 16 MiB buffer holds: the agent dropped
+    its oldest lines. A follow opened again after the resume goes on after the last line it took
+    (the batch ids); counting the lines handed out skipped the whole replay and the live lines
+    after it."""
+    name = "follow-sr-long"
+    flood = 1_500_000  # about 22 MiB as the buffer counts it
+    program = f"seq 1 {flood}; for i in $(seq 1 10); do echo tail$i; sleep 0.3; done"
+    with client.create_and_connect(name=name) as sandbox:
+        set_auto_resume(server, name, False)
+        proc = sandbox.start_process("sh", ["-c", program], stdin_mode="closed")
+        follower = Follower(sandbox, proc.pid)
+        follower.start()
+        wait_for(lambda: "tail2" in follower.lines[-3:], timeout=60)
+        assert client.suspend(name).status == "suspended"
+        assert client.resume(name).status == "running"
+        follower.join(120)
+        assert not follower.is_alive() and follower.error is None, follower.error
+        tails = [line for line in follower.lines if line.startswith("tail")]
+        assert tails == [f"tail{i}" for i in range(1, 11)]  # each once, in order, none skipped
+        numbers = [int(line) for line in follower.lines if not line.startswith("tail")]
+        assert numbers == sorted(set(numbers)) and numbers[-1] == flood
+
+
 async def test_async_follow_across_suspend_woken_by_the_follow(server):
     name = "follow-sr-async"
     async with AsyncSandboxClient(api_url=server.url) as aclient:

@@ -1,10 +1,11 @@
 """follow_*() across broken connections: opened again, each line handed out once, in order.
 
-The agent's follow routes take no cursor; each answers every line still in the buffer, then the
-live ones, then ``eof``. A follow whose connection breaks (the sandbox suspended and resumed, a
-proxy that drops it) is opened again and skips the lines it already handed out (by count). These
-tests script the connections with a fake transport: each response is one connection, cut where
-the test says, for both clients.
+Alcove's agent gives each ``output_batch`` an SSE ``id`` (the line after it): a follow whose
+connection breaks (the sandbox suspended and resumed, a proxy that drops it) is opened again with
+the last one as ``Last-Event-ID`` and the agent goes on from there. A server without ids answers
+every line still in the buffer, then the live ones, then ``eof``: the follow then skips the lines
+it already handed out (by count). These tests script the connections with a fake transport: each
+response is one connection, cut where the test says, for both clients.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ EOF = b"event: eof\ndata: {}\n\n"
 KEEP_ALIVE = b": keep-alive\n\n"
 
 
-def batch(lines: list[str], stream: str = "stdout", timestamp: int = TS) -> bytes:
+def batch(lines: list[str], stream: str = "stdout", timestamp: int = TS, event_id: int | None = None) -> bytes:
     data = {"stream": stream, "timestamp": timestamp, "lines": lines}
-    return b"event: output_batch\ndata: %s\n\n" % json.dumps(data, separators=(",", ":")).encode()
+    id_line = b"" if event_id is None else b"id: %d\n" % event_id
+    return b"event: output_batch\n%sdata: %s\n\n" % (id_line, json.dumps(data, separators=(",", ":")).encode())
 
 
 def output(line: str, stream: str = "stdout") -> bytes:
@@ -158,6 +160,34 @@ async def test_a_follow_broken_midway_goes_on_where_it_stopped(
     assert len(calls) == 2
     assert all(call.url.params["batch"] == "true" for call in calls)
     assert sleeps == [FOLLOW_BACKOFF_SECS[0]]
+
+
+async def test_a_follow_with_event_ids_goes_on_after_the_last_one_taken(
+    follow_lines: Follow, server: FakeServer
+) -> None:
+    # The agent dropped lines 1-5 of its buffer while the follower was away (a long-lived process
+    # past 16 MiB): counting would skip 7 lines of the replay (6-12) never seen; the id says where
+    # to go on, and the agent answers only what came after it.
+    answers = [
+        Connection(batch(numbered(1, 3), event_id=3), KEEP_ALIVE, batch(numbered(4, 7), event_id=7)),
+        Connection(batch(numbered(8, 12), event_id=12), EOF, clean=True),
+    ]
+    lines, error = await follow_lines(server, answers)
+    assert (lines, error) == (numbered(1, 12), None)
+    first, second = follow_calls(server)
+    assert "last-event-id" not in first.headers
+    assert second.headers["last-event-id"] == "7"
+
+
+async def test_the_last_id_of_a_block_counts_and_batches_follow_it_too(follow_lines: Follow, server: FakeServer) -> None:
+    # Several batches in one chunk, then a chunk cut: the id of the last whole batch taken.
+    answers = [
+        Connection(batch(["a"], event_id=1) + batch(["b"], "stderr", event_id=2) + b"event: output_batch\nid: 9"),
+        Connection(batch(["c"], event_id=3), EOF, clean=True),
+    ]
+    lines, error = await follow_lines(server, answers, "follow_output_batches")
+    assert (lines, error) == (["a", "b", "c"], None)
+    assert follow_calls(server)[1].headers["last-event-id"] == "2"
 
 
 async def test_a_suspended_sandbox_is_waited_for(follow_lines: Follow, server: FakeServer, sleeps: list[float]) -> None:

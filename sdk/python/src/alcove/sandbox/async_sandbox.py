@@ -333,7 +333,7 @@ class AsyncSandbox:
         follow = proto.FollowResume()
         response = await self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, "output"))
         while True:
-            decoder = proto.OutputBatchDecoder(None)
+            decoder = proto.OutputBatchDecoder(None, follow)
             try:
                 async for chunk in self._client._chunks(response, events=True):
                     # sync: yield from follow.fresh_batches(decoder.feed(chunk))
@@ -356,7 +356,7 @@ class AsyncSandbox:
 
     async def _follow(self, pid: int | str, stream: str) -> AsyncIterator[OutputEvent]:
         # A broken connection is opened again and the lines already handed out are skipped
-        # (proto.FollowResume: the agent answers a follow with its whole buffer first).
+        # (proto.FollowResume: the next connection goes on after the last event id taken).
         follow = proto.FollowResume()
         response = await self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
         # The events are made here, one per line, in the frame that yields them: allocating one and
@@ -364,7 +364,7 @@ class AsyncSandbox:
         # or iterating over events made elsewhere, and a follower pays it for every line.
         new_event = OutputEvent.__new__
         while True:
-            decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
+            decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream], follow)
             try:
                 async for chunk in self._client._chunks(response, events=True):
                     for lines, timestamp, source in follow.fresh(decoder.feed_runs(chunk)):

@@ -332,7 +332,7 @@ class Sandbox:
         follow = proto.FollowResume()
         response = self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, "output"))
         while True:
-            decoder = proto.OutputBatchDecoder(None)
+            decoder = proto.OutputBatchDecoder(None, follow)
             try:
                 for chunk in self._client._chunks(response, events=True):
                     yield from follow.fresh_batches(decoder.feed(chunk))
@@ -351,7 +351,7 @@ class Sandbox:
 
     def _follow(self, pid: int | str, stream: str) -> Iterator[OutputEvent]:
         # A broken connection is opened again and the lines already handed out are skipped
-        # (proto.FollowResume: the agent answers a follow with its whole buffer first).
+        # (proto.FollowResume: the next connection goes on after the last event id taken).
         follow = proto.FollowResume()
         response = self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
         # The events are made here, one per line, in the frame that yields them: allocating one and
@@ -359,7 +359,7 @@ class Sandbox:
         # or iterating over events made elsewhere, and a follower pays it for every line.
         new_event = OutputEvent.__new__
         while True:
-            decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream])
+            decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream], follow)
             try:
                 for chunk in self._client._chunks(response, events=True):
                     for lines, timestamp, source in follow.fresh(decoder.feed_runs(chunk)):

@@ -18,10 +18,11 @@ from which the SDK's ``follow_*`` generators make the events themselves, in the 
 them (the slots stored there directly: see :class:`OutputEvent`).
 
 A follow whose connection breaks (a suspend and resume of the sandbox, a proxy or network that
-drops it) is opened again: the wire has no cursor, but the agent answers every follow with every
-line still in its buffer before the live ones, so :class:`FollowResume` counts the lines handed out
-and skips that many of the next connection's. Each decoder notes the ``eof`` event (data ``{}``),
-which tells a finished follow from one cut off.
+drops it) is opened again where it stopped: each ``output_batch`` carries an SSE ``id`` (the line
+after it), which the decoders note in :class:`FollowResume` and the next connection sends back as
+``Last-Event-ID``. A server whose batches carry no id answers every follow with every line still
+in its buffer first; :class:`FollowResume` then skips as many lines as it handed out. Each decoder
+notes the ``eof`` event (data ``{}``), which tells a finished follow from one cut off.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any, TypeAlias
 from pydantic import ValidationError
 
 from ..models import OutputBatch, OutputEvent, _timestamp_before
-from ._sse import SSEBlocks, agent_output_data, data_line_count, decode_block
+from ._sse import SSEBlocks, agent_output_data, data_line_count, decode_block, last_event_id
 
 # The JSON object of each output event of a block in the agent's layout: once parsed, a dict of
 # exactly "line" (str), "timestamp" (int) and "stream" ("stdout" or "stderr"), in that order.
@@ -123,10 +124,11 @@ class OutputEventDecoder:
     hands them out, which costs less per line than iterating over events made here.
     """
 
-    def __init__(self, default_stream: str | None) -> None:
+    def __init__(self, default_stream: str | None, resume: FollowResume | None = None) -> None:
         self._blocks = SSEBlocks()
         self._default_stream = default_stream
         self._timestamps = _TimestampCache()
+        self._resume = resume
         self.eof = False
         """Whether the ``eof`` event came: the process exited and every line was sent."""
 
@@ -150,6 +152,8 @@ class OutputEventDecoder:
     def _runs(self, block: bytes) -> Iterable[OutputRun]:
         if block.endswith(_EOF_ENDINGS):
             self.eof = True
+        if self._resume is not None:
+            self._resume.note_block(block)
         if _BATCH_MARK not in block:
             fast = self._agent_runs(block)
             if fast is not None:
@@ -226,8 +230,8 @@ class OutputBatchDecoder:
     grouped while they share stream and timestamp. Flattened, the batches hold the lines, streams
     and timestamps :class:`OutputEventDecoder` gives for the same body."""
 
-    def __init__(self, default_stream: str | None) -> None:
-        self._events = OutputEventDecoder(default_stream)
+    def __init__(self, default_stream: str | None, resume: FollowResume | None = None) -> None:
+        self._events = OutputEventDecoder(default_stream, resume)
 
     @property
     def eof(self) -> bool:
@@ -247,7 +251,10 @@ class OutputBatchDecoder:
         if block.endswith(_EOF_ENDINGS):
             self._events.eof = True
         if _BATCH_MARK not in block:
+            # Batches come with ids; without batches, _runs notes any id.
             return _grouped(events_of(self._events._runs(block)))
+        if self._events._resume is not None:
+            self._events._resume.note_block(block)
         out: list[OutputBatch] = []
         for event in decode_block(block):
             if isinstance(event.get("lines"), list):
@@ -293,13 +300,14 @@ def iter_output_events(chunks: Iterable[bytes], default_stream: str | None) -> I
 class FollowResume:
     """Where a follow stands across its connections, and whether to open another.
 
-    The agent's follow routes take no cursor, and the server numbers no event; but each answers
-    every line still in the process's buffer, oldest first, then the live ones
-    (docs/protocol/sandbox-api.md, Process I/O). So a follow opened again says the same lines in
-    the same order: the lines already handed out are skipped by count (:meth:`fresh`), and the
-    caller gets each line once, in order. (A process that wrote more than the buffer holds, 16 MiB,
-    while its follower was away has had its oldest lines dropped; the count then skips lines never
-    seen, as a follower that falls that far behind does anyway.)
+    Each ``output_batch`` of Alcove's agent carries an SSE ``id``, the number of the line after
+    it; the decoders note the last one of every block (:meth:`note_block`), and a follow opened
+    again sends it as ``Last-Event-ID`` (:attr:`cursor`): the agent goes on right after it
+    (docs/protocol/sandbox-api.md, Process I/O), whatever its buffer dropped meanwhile. A server
+    whose events carry no id answers a follow with every line still in the process's buffer,
+    oldest first, then the live ones; the lines already handed out are then skipped by count
+    (:meth:`fresh`). Either way the caller gets each line once, in order. (Counting goes wrong
+    once the buffer, 16 MiB, has dropped lines: hence the ids.)
 
     A connection that breaks (:meth:`broke`), or ends without the ``eof`` event (:meth:`ended`),
     is opened again, after :data:`FOLLOW_BACKOFF_SECS` when it broke; after
@@ -313,6 +321,8 @@ class FollowResume:
         """Lines handed out so far."""
         self.reconnects = 0
         """Connections opened again so far."""
+        self.cursor: str | None = None
+        """The ``id`` of the last event taken that had one: where a follow opened again goes on."""
         self._skip = 0
         self._failures = 0  # connections in a row that brought no new line
         self._new_lines = False  # the current connection brought a line not seen before
@@ -330,6 +340,13 @@ class FollowResume:
         self.delivered += count - skip
         self._new_lines = True
         return skip
+
+    def note_block(self, block: bytes) -> None:
+        """Note the last event id of a block of the stream (its lines are all handed out before
+        the connection can be found broken)."""
+        found = last_event_id(block)
+        if found is not None:
+            self.cursor = found
 
     def fresh(self, runs: Iterable[OutputRun]) -> Iterator[OutputRun]:
         """The lines of ``runs`` not handed out before, counted as handed out."""
@@ -374,7 +391,8 @@ class FollowResume:
         """Before opening the follow again: the seconds to wait first. From then on the lines
         handed out are skipped."""
         self.reconnects += 1
-        self._skip = self.delivered
+        # With a cursor the agent sends only what comes after it; without, everything it keeps.
+        self._skip = 0 if self.cursor is not None else self.delivered
         self._new_lines = False
         if not self._failures:
             return 0.0

@@ -235,7 +235,12 @@ def op_get_output(cfg: ClientConfig, target: ProxyTarget, pid: int | str, stream
     return _model(OutputResponse, _json(resp, f"process {stream}"), f"process {stream}")
 
 
-def op_open_follow(cfg: ClientConfig, target: ProxyTarget, pid: int | str, stream: str) -> Op[httpx.Response]:
+def op_open_follow(
+    cfg: ClientConfig, target: ProxyTarget, pid: int | str, stream: str, last_event_id: str | None = None
+) -> Op[httpx.Response]:
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
     req = _proxied(
         cfg,
         target,
@@ -244,7 +249,7 @@ def op_open_follow(cfg: ClientConfig, target: ProxyTarget, pid: int | str, strea
         # Alcove's own: the lines of one read as one output_batch event (servers that do not know
         # it send output events; the decoder reads both).
         params={"batch": "true"},
-        headers={"Accept": "text/event-stream"},
+        headers=headers,
         stream=True,
         events=True,
     )
@@ -263,7 +268,7 @@ def op_reopen_follow(
         if delay:
             yield Sleep(delay)
         try:
-            return (yield from op_open_follow(cfg, target, pid, stream))
+            return (yield from op_open_follow(cfg, target, pid, stream, follow.cursor))
         except SandboxConnectionError:
             if not follow.broke():
                 raise

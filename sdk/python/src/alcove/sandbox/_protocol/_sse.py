@@ -49,6 +49,16 @@ def agent_output_data(
     return re.compile(rb"\ndata: %s(?=\n)" % (rb"(%s)" % value if whole else value))
 
 
+def last_event_id(block: bytes) -> str | None:
+    """The ``id`` of the last event of a block (from :class:`SSEBlocks`) that has one, or None."""
+    at = block.rfind(b"\nid:")
+    if at < 0:
+        return None
+    end = block.find(b"\n", at + 4)
+    value = block[at + 4 : end if end >= 0 else len(block)]
+    return value.removeprefix(b" ").decode("utf-8", "replace")
+
+
 def check_event_stream(resp: httpx.Response) -> None:
     content_type = resp.headers.get("content-type", "")
     if not content_type.lower().startswith("text/event-stream"):
