@@ -25,26 +25,28 @@
  * copied them; made as taken, they die young unless kept (a quarter less time per line).
  *
  * A follow whose connection breaks (the sandbox suspended and resumed, a proxy or network that
- * drops it) is opened again ({@link followOutputEvents}, {@link followOutputBatches}): the wire has
- * no cursor, but the agent answers every follow with every line still in its buffer before the
- * live ones, so {@link FollowResume} counts the lines handed out and skips that many of the next
- * connection's. The cursors note the `eof` event (data `{}`), which tells a finished follow from
- * one cut off.
+ * drops it) is opened again ({@link followOutputEvents}, {@link followOutputBatches}) where it
+ * stopped: each `output_batch` carries an SSE `id` (the line after it), which the cursors note and
+ * the next connection sends back as `Last-Event-ID`. A server whose batches carry no id answers
+ * every follow with every line still in its buffer first; {@link FollowResume} then skips as many
+ * lines as it handed out. The cursors note the `eof` event (data `{}`), which tells a finished
+ * follow from one cut off.
  */
 
 import { SandboxConnectionError } from "./errors.js";
 import { clock } from "./http.js";
 import type { OutputBatch, OutputEvent, OutputStream } from "./models.js";
 import { outputEventFromWire, parseTimestamp } from "./models.js";
-import { agentOutputEvent, decodeBlock, eachAgentOutput, SSEBlocks, type Event } from "./sse.js";
+import { agentOutputEvent, decodeBlock, eachAgentOutput, lastEventId, SSEBlocks, type Event } from "./sse.js";
 
 // Groups: the line's JSON string body (still escaped), the timestamp, the stream.
 const OUTPUT_EVENT = agentOutputEvent({ line: true, timestamp: true, stream: true });
 
-// One `output_batch` event in the agent's layout, sticky: group 1 its stream, group 2 its timestamp,
-// group 3 the body of its `lines` array (a data line holds no raw newline; checked below).
+// One `output_batch` event in the agent's layout (with or without its id), sticky: group 1 its
+// stream, group 2 its timestamp, group 3 the body of its `lines` array (a data line holds no raw
+// newline; checked below).
 const BATCH_EVENT =
-  /\n(?:event:[^\n]*\n)?data: \{"stream":"(stdout|stderr)","timestamp":(-?(?:0|[1-9][0-9]*)),"lines":\[([^\n]*)\]\}\n/y;
+  /\n(?:event:[^\n]*\n)?(?:id:[^\n]*\n)?data: \{"stream":"(stdout|stderr)","timestamp":(-?(?:0|[1-9][0-9]*)),"lines":\[([^\n]*)\]\}\n/y;
 // An array body of strings without escapes or control characters: a quote stands only around the
 // `","` separators, so cutting there gives the strings.
 const PLAIN_STRINGS = /^"[^"\\\x00-\x1f]*(?:","[^"\\\x00-\x1f]*)*"$/;
@@ -100,6 +102,8 @@ export class OutputBatchDecoder {
   readonly #blocks = new SSEBlocks();
   /** Whether the `eof` event came: the process exited and every line was sent. */
   eof = false;
+  /** The `id` of the last event decoded that had one (where a follow opened again goes on). */
+  lastId: string | null = null;
 
   /** `defaultStream` is the `stream` of events that omit it (null for the merged stream). */
   constructor(private readonly defaultStream: OutputStream | null) {}
@@ -117,6 +121,7 @@ export class OutputBatchDecoder {
 
   #batches(block: string): OutputBatch[] {
     if (endsWithEof(block)) this.eof = true;
+    this.lastId = lastEventId(block) ?? this.lastId;
     return blockBatches(block, this.defaultStream);
   }
 }
@@ -292,6 +297,8 @@ interface Cursor<T> {
   clear(): void;
   /** Whether the `eof` event came: the process exited and every line was sent. */
   readonly eof: boolean;
+  /** The `id` of the last event decoded that had one, or null. */
+  readonly lastId: string | null;
 }
 
 const NO_LINES: string[] = [];
@@ -307,6 +314,7 @@ class EventCursor implements Cursor<OutputEvent> {
   readonly #blocks = new SSEBlocks();
   readonly #defaultStream: OutputStream | null;
   eof = false;
+  lastId: string | null = null;
   // The agent batches of the block being taken, and the next one.
   #runs: AgentBatch[] = [];
   #run = 0;
@@ -383,6 +391,7 @@ class EventCursor implements Cursor<OutputEvent> {
   #load(block: string): void {
     this.clear();
     if (endsWithEof(block)) this.eof = true;
+    this.lastId = lastEventId(block) ?? this.lastId;
     if (block.includes('"lines":[')) {
       const runs = agentRuns(block);
       if (runs !== null) {
@@ -406,6 +415,10 @@ class BatchCursor implements Cursor<OutputBatch> {
 
   get eof(): boolean {
     return this.#decoder.eof;
+  }
+
+  get lastId(): string | null {
+    return this.#decoder.lastId;
   }
 
   feed(chunk: Uint8Array): void {
@@ -511,13 +524,13 @@ export const FOLLOW_BACKOFF_MS: readonly number[] = [250, 500, 1000, 2000, 4000]
 /**
  * Where a follow stands across its connections, and whether to open another.
  *
- * The agent's follow routes take no cursor, and the server numbers no event; but each answers
- * every line still in the process's buffer, oldest first, then the live ones
- * (docs/protocol/sandbox-api.md, Process I/O). So a follow opened again says the same lines in
- * the same order: the lines already handed out are skipped by count, and the caller gets each
- * line once, in order. (A process that wrote more than the buffer holds, 16 MiB, while its
- * follower was away has had its oldest lines dropped; the count then skips lines never seen, as
- * a follower that falls that far behind does anyway.)
+ * Each `output_batch` of Alcove's agent carries an SSE `id`, the number of the line after it; the
+ * last one taken is {@link cursor}, and a follow opened again sends it as `Last-Event-ID`: the
+ * agent goes on right after it (docs/protocol/sandbox-api.md, Process I/O), whatever its buffer
+ * dropped meanwhile. A server whose events carry no id answers a follow with every line still in
+ * the process's buffer, oldest first, then the live ones; the lines already handed out are then
+ * skipped by count. Either way the caller gets each line once, in order. (Counting goes wrong
+ * once the buffer, 16 MiB, has dropped lines: hence the ids.)
  *
  * A connection that breaks ({@link broke}), or ends without the `eof` event ({@link ended}), is
  * opened again, after {@link FOLLOW_BACKOFF_MS} when it broke; after {@link FOLLOW_RECONNECTS}
@@ -532,6 +545,8 @@ export class FollowResume {
   reconnects = 0;
   /** Lines of the current connection still to skip: handed out before. */
   skip = 0;
+  /** The `id` of the last event taken that had one: where a follow opened again goes on. */
+  cursor: string | null = null;
   /** Whether the current connection brought a line not seen before. */
   newLines = false;
   #failures = 0; // connections in a row that brought no new line
@@ -567,15 +582,19 @@ export class FollowResume {
   /** Before opening the follow again: the ms to wait first. From then on the lines handed out are skipped. */
   pause(): number {
     this.reconnects += 1;
-    this.skip = this.delivered;
+    // With a cursor the agent sends only what comes after it; without, everything it keeps.
+    this.skip = this.cursor !== null ? 0 : this.delivered;
     this.newLines = false;
     if (this.#failures === 0) return 0;
     return FOLLOW_BACKOFF_MS[Math.min(this.#failures, FOLLOW_BACKOFF_MS.length) - 1]!;
   }
 }
 
-/** Opens a follow: its body's chunks, once the answer's head has come (errors of the open throw here). */
-export type OpenFollow = () => Promise<AsyncIterable<Uint8Array>>;
+/**
+ * Opens a follow: its body's chunks, once the answer's head has come (errors of the open throw
+ * here). `lastEventId` is where to go on (sent as `Last-Event-ID`), null at first.
+ */
+export type OpenFollow = (lastEventId: string | null) => Promise<AsyncIterable<Uint8Array>>;
 
 /**
  * The output lines of a follow, opened with `open` and opened again when its connection breaks
@@ -673,7 +692,7 @@ class Followed<T> implements AsyncIterableIterator<T> {
       while (!this.#done) {
         if (this.#source === null) {
           if (!this.#opened) {
-            this.#source = (await this.#open())[Symbol.asyncIterator]();
+            this.#source = (await this.#open(null))[Symbol.asyncIterator]();
             this.#opened = true;
           } else {
             const ms = resume.pause();
@@ -681,7 +700,7 @@ class Followed<T> implements AsyncIterableIterator<T> {
             if (this.#done) break; // returned meanwhile
             this.#cursor = this.#newCursor();
             try {
-              this.#source = (await this.#open())[Symbol.asyncIterator]();
+              this.#source = (await this.#open(resume.cursor))[Symbol.asyncIterator]();
             } catch (error) {
               if (error instanceof SandboxConnectionError && resume.broke()) continue;
               throw error;
@@ -703,6 +722,8 @@ class Followed<T> implements AsyncIterableIterator<T> {
         } else {
           this.#cursor.feed(chunk.value);
         }
+        // Its lines are all taken before the next read can find the connection broken.
+        resume.cursor = this.#cursor.lastId ?? resume.cursor;
         const value = this.#take();
         if (value !== undefined) return { value, done: false };
       }

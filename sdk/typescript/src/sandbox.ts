@@ -656,12 +656,15 @@ export class Sandbox {
 
   /** Opens the follow (again, when its connection broke): made (and the pid checked) at the first `next()`. */
   #openFollow(pid: number | string, stream: "output" | "stdout" | "stderr"): OpenFollow {
-    return async () => {
+    return async (lastEventId) => {
       const path = `/api/v1/processes/${pidSegment(pid)}/${stream}/follow`;
       // `batch`: Alcove's own, the lines of one read as one `output_batch` event (a server that does
       // not know it sends `output` events; the decoders read both).
       const query = { batch: "true" };
-      return readChunks(await this.#request({ method: "GET", path, query, headers: { Accept: "text/event-stream" }, stream: true, events: true }));
+      const headers: Record<string, string> = { Accept: "text/event-stream" };
+      // Opened again: the agent goes on after the last batch taken.
+      if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
+      return readChunks(await this.#request({ method: "GET", path, query, headers, stream: true, events: true }));
     };
   }
 

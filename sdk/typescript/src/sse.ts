@@ -221,6 +221,15 @@ export function agentOutputEvent(
  * soon as it finds something else (the events seen so far were passed to `each` already, so the
  * caller collects them aside until this answers true). An exception from `each` stops the walk.
  */
+/** The `id` of the last event of a block (from {@link SSEBlocks}) that has one, or null. */
+export function lastEventId(block: string): string | null {
+  const at = block.lastIndexOf("\nid:");
+  if (at < 0) return null;
+  const end = block.indexOf("\n", at + 4);
+  const value = block.slice(at + 4, end < 0 ? block.length : end);
+  return value.startsWith(" ") ? value.slice(1) : value;
+}
+
 export function eachAgentOutput(block: string, event: RegExp, each: (match: RegExpExecArray) => void): boolean {
   event.lastIndex = 0;
   while (event.lastIndex < block.length) {

@@ -1,9 +1,11 @@
 /**
  * `follow*()` across broken connections: opened again, each line handed out once, in order.
  *
- * The agent's follow routes take no cursor; each answers every line still in the buffer, then the
- * live ones, then `eof`. A follow whose connection breaks (the sandbox suspended and resumed, a
- * proxy that drops it) is opened again and skips the lines it already handed out (by count). Here
+ * Alcove's agent gives each `output_batch` an SSE `id` (the line after it): a follow whose
+ * connection breaks (the sandbox suspended and resumed, a proxy that drops it) is opened again
+ * with the last one as `Last-Event-ID`, and the agent goes on from there. A server without ids
+ * answers every line still in the buffer, then the live ones, then `eof`: the follow then skips
+ * the lines it already handed out (by count). Here
  * a real HTTP server on 127.0.0.1 scripts the connections: each answer is one connection, cut
  * where the test says.
  */
@@ -22,8 +24,9 @@ const TS = 1767225600131;
 const EOF = "event: eof\ndata: {}\n\n";
 const KEEP_ALIVE = ": keep-alive\n\n";
 
-function batch(lines: string[], stream = "stdout"): string {
-  return `event: output_batch\ndata: ${JSON.stringify({ stream, timestamp: TS, lines })}\n\n`;
+function batch(lines: string[], stream = "stdout", id?: number): string {
+  const idLine = id === undefined ? "" : `id: ${id}\n`;
+  return `event: output_batch\n${idLine}data: ${JSON.stringify({ stream, timestamp: TS, lines })}\n\n`;
 }
 
 function output(line: string, stream = "stdout"): string {
@@ -46,6 +49,8 @@ interface Agent {
   sandbox: Sandbox;
   /** The follow requests received: path and query. */
   follows: URL[];
+  /** Their `Last-Event-ID` headers. */
+  lastEventIds: (string | undefined)[];
   close(): Promise<void>;
 }
 
@@ -53,6 +58,7 @@ interface Agent {
 async function startAgent(scripts: Script[]): Promise<Agent> {
   let url = "";
   const follows: URL[] = [];
+  const lastEventIds: (string | undefined)[] = [];
   const queue = [...scripts];
   const server = http.createServer(async (req, res) => {
     if (req.url?.startsWith("/v1/namespaces/default/sandboxes/")) {
@@ -62,6 +68,7 @@ async function startAgent(scripts: Script[]): Promise<Agent> {
     }
     req.resume();
     follows.push(new URL(req.url ?? "/", "http://agent"));
+    lastEventIds.push(req.headers["last-event-id"] as string | undefined);
     const script = queue.length > 1 ? queue.shift()! : queue[0]!;
     if ("refuse" in script) {
       req.socket.destroy();
@@ -86,6 +93,7 @@ async function startAgent(scripts: Script[]): Promise<Agent> {
   return {
     sandbox,
     follows,
+    lastEventIds,
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -97,7 +105,7 @@ async function startAgent(scripts: Script[]): Promise<Agent> {
 async function follow(
   scripts: Script[],
   method: "followOutput" | "followStdout" | "followOutputBatches" = "followOutput",
-): Promise<{ lines: string[]; error: unknown; follows: URL[] }> {
+): Promise<{ lines: string[]; error: unknown; follows: URL[]; lastEventIds: (string | undefined)[] }> {
   const agent = await startAgent(scripts);
   const lines: string[] = [];
   let error: unknown = null;
@@ -112,7 +120,7 @@ async function follow(
   } finally {
     await agent.close();
   }
-  return { lines, error, follows: agent.follows };
+  return { lines, error, follows: agent.follows, lastEventIds: agent.lastEventIds };
 }
 
 describe("follow streams across broken connections", () => {
@@ -129,6 +137,23 @@ describe("follow streams across broken connections", () => {
   });
   beforeEach(() => {
     sleeps = [];
+  });
+
+  it("goes on after the last event id taken, whatever the buffer dropped meanwhile", async () => {
+    // The agent dropped lines 1-5 while the follower was away: counting would skip 7 lines never
+    // seen; the id says where to go on, and the agent answers only what came after it.
+    for (const method of ["followOutput", "followOutputBatches"] as const) {
+      const { lines, error, lastEventIds } = await follow(
+        [
+          { chunks: [batch(numbered(1, 3), "stdout", 3), KEEP_ALIVE, batch(numbered(4, 7), "stdout", 7) + "event: output_batch\nid: 99"] },
+          { chunks: [batch(numbered(8, 12), "stdout", 12), EOF], clean: true },
+        ],
+        method,
+      );
+      assert.equal(error, null);
+      assert.deepEqual(lines, numbered(1, 12), method);
+      assert.deepEqual(lastEventIds, [undefined, "7"], method);
+    }
   });
 
   it("goes on where it stopped when the connection breaks midway (a suspend and resume)", async () => {
