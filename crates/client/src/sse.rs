@@ -19,6 +19,10 @@ pub(crate) type Event = Map<String, Value>;
 #[derive(Debug, Default)]
 pub(crate) struct SseDecoder {
     data: Vec<String>,
+    /// The `id` field of the event being read.
+    id: Option<String>,
+    /// The `id` of the last event dispatched that had one (SSE's "last event ID").
+    pub last_id: Option<String>,
 }
 
 impl SseDecoder {
@@ -31,15 +35,20 @@ impl SseDecoder {
             return Vec::new();
         }
         let (name, value) = line.split_once(':').unwrap_or((line, ""));
-        if name == "data" {
-            self.data
-                .push(value.strip_prefix(' ').unwrap_or(value).to_string());
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match name {
+            "data" => self.data.push(value.to_string()),
+            "id" => self.id = Some(value.to_string()),
+            _ => {}
         }
         Vec::new()
     }
 
     /// Ends the pending event (at a blank line or the end of the stream).
     pub fn flush(&mut self) -> Vec<Event> {
+        if let Some(id) = self.id.take() {
+            self.last_id = Some(id);
+        }
         if self.data.is_empty() {
             return Vec::new();
         }
@@ -178,6 +187,25 @@ pub(crate) async fn collect_run<S: ChunkSource>(
     collector.result()
 }
 
+/// The [`OutputEvent`]s of an event: one per line of an `output_batch` (`{"stream",
+/// "timestamp", "lines"}`), else [`output_event`]'s.
+pub(crate) fn output_events(
+    mut event: Event,
+    default_stream: Option<OutputStream>,
+) -> Vec<OutputEvent> {
+    let Some(Value::Array(lines)) = event.remove("lines") else {
+        return output_event(event, default_stream).into_iter().collect();
+    };
+    lines
+        .into_iter()
+        .filter_map(|line| {
+            let mut one = event.clone();
+            one.insert("line".into(), line);
+            output_event(one, default_stream)
+        })
+        .collect()
+}
+
 /// An [`OutputEvent`] for a line event (`None` for anything else, e.g. an `eof` `{}`); a
 /// missing `stream` is `default_stream`.
 pub(crate) fn output_event(
@@ -257,6 +285,42 @@ mod tests {
             .await
             .expect_err("no exit");
         assert!(matches!(err, ClientError::Connection { .. }), "{err}");
+    }
+
+    #[test]
+    fn ids_count_once_their_event_is_dispatched_and_batches_are_lines() {
+        let mut decoder = SseDecoder::default();
+        let mut events = Vec::new();
+        for line in [
+            "event: output_batch",
+            "id: 7",
+            r#"data: {"stream":"stderr","timestamp":5,"lines":["a","b"]}"#,
+        ] {
+            events.extend(decoder.feed(line));
+        }
+        assert_eq!(decoder.last_id, None, "not before the event ends");
+        events.extend(decoder.feed(""));
+        assert_eq!(decoder.last_id.as_deref(), Some("7"));
+        decoder.feed(r#"data: {"line":"c","timestamp":6}"#);
+        events.extend(decoder.flush());
+        assert_eq!(
+            decoder.last_id.as_deref(),
+            Some("7"),
+            "an event without id keeps it"
+        );
+        let got: Vec<(String, OutputStream)> = events
+            .into_iter()
+            .flat_map(|event| output_events(event, Some(OutputStream::Stdout)))
+            .map(|event| (event.line, event.stream.unwrap_or(OutputStream::Stdout)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), OutputStream::Stderr),
+                ("b".to_string(), OutputStream::Stderr),
+                ("c".to_string(), OutputStream::Stdout),
+            ]
+        );
     }
 
     #[test]

@@ -20,8 +20,8 @@ use crate::body::{Lines, Reader};
 use crate::command::Command;
 use crate::error::{ClientError, TimeoutSetting};
 use crate::process_key::ProcessKey;
-use crate::sse::{CommandResult, SseDecoder, collect_run, output_event};
-use crate::transport::Kind;
+use crate::sse::{CommandResult, SseDecoder, collect_run, output_events};
+use crate::transport::{Call, Kind};
 
 /// Output lines of a process as they come: past ones first, then live ones until it exits.
 /// Each item waits at most the client's `stream_idle_timeout`. A connection that breaks
@@ -255,7 +255,7 @@ impl Sandbox {
         which: Follow,
     ) -> Result<OutputEvents, ClientError> {
         let process = process.segment()?;
-        let reader = self.open_follow(&process, which).await?;
+        let reader = self.open_follow(&process, which, None).await?;
         let state = FollowState {
             sandbox: self.clone(),
             process,
@@ -270,9 +270,25 @@ impl Sandbox {
         Ok(futures::stream::unfold(state, FollowState::next).boxed())
     }
 
-    async fn open_follow(&self, process: &str, which: Follow) -> Result<Reader, ClientError> {
+    /// Opens a follow; `last_event_id` (opened again) is where the agent goes on.
+    async fn open_follow(
+        &self,
+        process: &str,
+        which: Follow,
+        last_event_id: Option<&str>,
+    ) -> Result<Reader, ClientError> {
         let segments = ["processes", process, which.segment(), "follow"];
-        self.open_events(Method::GET, &segments, None::<&()>).await
+        // Alcove's own: the lines of one read as one `output_batch` event, with an id (a server
+        // that does not know it sends `output` events; both are read).
+        let mut call = self.call(Method::GET, &segments)?.query("batch", "true");
+        if let Some(id) = last_event_id {
+            let value = HeaderValue::from_str(id).map_err(|e| ClientError::Decode {
+                what: "the follow's event id".into(),
+                detail: e.to_string(),
+            })?;
+            call = call.header(header::HeaderName::from_static("last-event-id"), value);
+        }
+        self.send_events(call, None::<&()>).await
     }
 
     /// Opens an event stream: the head within `timeout`, then reads bounded by
@@ -283,7 +299,17 @@ impl Sandbox {
         segments: &[&str],
         body: Option<&impl serde::Serialize>,
     ) -> Result<Reader, ClientError> {
-        let mut call = self.call(method, segments)?.kind(Kind::Events).header(
+        let call = self.call(method, segments)?;
+        self.send_events(call, body).await
+    }
+
+    /// Sends `call` for an event stream (see [`Self::open_events`]).
+    async fn send_events(
+        &self,
+        call: Call,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<Reader, ClientError> {
+        let mut call = call.kind(Kind::Events).header(
             header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
         );
@@ -304,12 +330,15 @@ impl Sandbox {
 /// Where a follow stands across its connections, and whether to open another (decided here
 /// without I/O; as the Python SDK's `FollowResume`).
 ///
-/// A follow opened again says the same lines in the same order (the agent's buffer, then the
-/// live ones), so the lines already handed out are skipped by count. (A process that wrote more
-/// than the buffer holds, 16 MiB, while its follower was away has had its oldest lines dropped;
-/// the count then skips lines never seen, as a follower that falls that far behind does anyway.)
+/// Each `output_batch` of Alcove's agent carries an SSE `id` (the line after it): a follow
+/// opened again sends the last one taken as `Last-Event-ID` and the agent goes on right after
+/// it, whatever its buffer dropped meanwhile. A server whose events carry no id says the same
+/// lines in the same order (its buffer, then the live ones), so the lines already handed out
+/// are then skipped by count.
 #[derive(Debug, Default)]
 struct FollowResume {
+    /// The id of the last event taken that had one: where a follow opened again goes on.
+    cursor: Option<String>,
     /// Lines handed out so far.
     delivered: u64,
     /// Lines of the current connection still to skip: handed out before.
@@ -361,7 +390,12 @@ impl FollowResume {
     /// Before opening the follow again: the pause first. From then on the lines handed out are
     /// skipped.
     fn pause(&mut self) -> Duration {
-        self.skip = self.delivered;
+        // With a cursor the agent sends only what comes after it; without, everything it keeps.
+        self.skip = if self.cursor.is_some() {
+            0
+        } else {
+            self.delivered
+        };
         self.new_lines = false;
         match self.failures {
             0 => Duration::ZERO,
@@ -425,11 +459,15 @@ impl FollowState {
                     self.eof = true; // `eof` is `{}`; nothing else is
                     continue;
                 }
-                if let Some(event) = output_event(event, default_stream)
-                    && self.resume.take()
-                {
-                    self.pending.push_back(event);
+                for event in output_events(event, default_stream) {
+                    if self.resume.take() {
+                        self.pending.push_back(event);
+                    }
                 }
+            }
+            // Its lines are all handed out before the next read can find the connection broken.
+            if let Some(id) = self.decoder.last_id.take() {
+                self.resume.cursor = Some(id);
             }
             if ended {
                 self.lines = None;
@@ -445,7 +483,12 @@ impl FollowState {
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
-            match self.sandbox.open_follow(&self.process, self.which).await {
+            let cursor = self.resume.cursor.as_deref();
+            match self
+                .sandbox
+                .open_follow(&self.process, self.which, cursor)
+                .await
+            {
                 Ok(reader) => {
                     self.lines = Some(Lines::new(reader));
                     self.decoder = SseDecoder::default();

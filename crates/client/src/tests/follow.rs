@@ -3,13 +3,13 @@
 //! Each hit of the follow route is one scripted connection: its events, then a break (the body
 //! fails mid-stream) or a clean end; or an error answer.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
@@ -38,6 +38,13 @@ fn output(line: &str) -> String {
     )
 }
 
+fn batch(lines: &[String], id: u32) -> String {
+    format!(
+        "event: output_batch\nid: {id}\ndata: {}\n\n",
+        json!({"stream": "stdout", "timestamp": 1, "lines": lines})
+    )
+}
+
 fn lines(first: u32, last: u32) -> Vec<String> {
     (first..=last)
         .map(|i| output(&format!("line{i}")))
@@ -53,13 +60,25 @@ fn with_eof(mut events: Vec<String>) -> Vec<String> {
     events
 }
 
+/// Each follow request's query and `Last-Event-ID`, in order.
+type Asked = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 #[derive(Clone)]
 struct Agent {
     hits: Hits,
     scripts: Arc<Vec<Script>>,
+    asked: Asked,
 }
 
-async fn follow_route(State(agent): State<Agent>) -> Response {
+async fn follow_route(State(agent): State<Agent>, uri: Uri, headers: HeaderMap) -> Response {
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let query = uri.query().unwrap_or_default().to_string();
+    if let Ok(mut asked) = agent.asked.lock() {
+        asked.push((query, last_event_id));
+    }
     let hit = agent.hits.hit();
     let script = agent.scripts[hit.min(agent.scripts.len() - 1)].clone();
     let (events, breaks) = match script {
@@ -90,16 +109,24 @@ async fn follow_route(State(agent): State<Agent>) -> Response {
 /// A fake whose sandbox `sb` points back at it; its pid 7 follows answer `scripts` in order
 /// (the last repeats).
 async fn agent(scripts: Vec<Script>) -> (Sandbox, Hits) {
+    let (sandbox, hits, _) = agent_asked(scripts).await;
+    (sandbox, hits)
+}
+
+/// [`agent`], and what each follow request asked.
+async fn agent_asked(scripts: Vec<Script>) -> (Sandbox, Hits, Asked) {
     let hits = Hits::default();
+    let asked = Arc::new(Mutex::new(Vec::new()));
     let agent = Agent {
         hits: hits.clone(),
         scripts: Arc::new(scripts),
+        asked: asked.clone(),
     };
     let router = axum::Router::new()
         .route("/api/v1/processes/7/output/follow", get(follow_route))
         .route("/api/v1/processes/7/stdout/follow", get(follow_route))
         .with_state(agent);
-    (fake::sandbox_with(router, |b| b).await, hits)
+    (fake::sandbox_with(router, |b| b).await, hits, asked)
 }
 
 /// The lines a follow of pid 7's output hands out, and its error.
@@ -132,6 +159,33 @@ async fn a_follow_broken_midway_goes_on_where_it_stopped() {
     assert!(err.is_none(), "{err:?}");
     assert_eq!(got, numbered(1, 10));
     assert_eq!(hits.count(), 2);
+}
+
+#[tokio::test]
+async fn a_follow_with_event_ids_goes_on_after_the_last_one_taken() {
+    // The agent dropped lines 1-5 while the follower was away: counting would skip 7 lines
+    // never seen; the id says where to go on, and the agent answers only what came after it.
+    let (sandbox, hits, asked) = agent_asked(vec![
+        Script::Breaks(vec![
+            batch(&numbered(1, 3), 3),
+            batch(&numbered(4, 7), 7),
+            "event: output_batch\nid: 99".into(),
+        ]),
+        Script::Ends(with_eof(vec![batch(&numbered(8, 12), 12)])),
+    ])
+    .await;
+    let (got, err) = follow(&sandbox).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, numbered(1, 12));
+    assert_eq!(hits.count(), 2);
+    let asked = asked.lock().expect("lock").clone();
+    assert_eq!(
+        asked,
+        [
+            ("batch=true".to_string(), None),
+            ("batch=true".to_string(), Some("7".to_string())),
+        ]
+    );
 }
 
 #[tokio::test]
