@@ -249,17 +249,30 @@ pub struct NetworkConfig {
     #[schema(default = default_true)]
     pub allow_internet_access: bool,
     /// Destinations allowed even when internet access is off.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "trimmed_entries")]
     #[schema(default = json!([]))]
     pub allow_out: Vec<String>,
     /// Destinations always denied (deny wins).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "trimmed_entries")]
     #[schema(default = json!([]))]
     pub deny_out: Vec<String>,
 }
 
 fn default_true() -> bool {
     true
+}
+
+/// Policy entries as they are enforced: surrounding whitespace is not part of an address or
+/// name, so it is not kept (nor shown back) either.
+fn trimmed_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    Ok(entries
+        .into_iter()
+        .map(|entry| match entry.trim() {
+            trimmed if trimmed.len() == entry.len() => entry,
+            trimmed => trimmed.to_string(),
+        })
+        .collect())
 }
 
 /// Body of `POST {B}/sandboxes` (docs/protocol/control-plane.md, Create a sandbox). Unknown
@@ -646,5 +659,11 @@ mod tests {
         let n: NetworkConfig = serde_json::from_str("{}").expect("parse");
         assert!(n.allow_internet_access);
         assert!(n.allow_out.is_empty());
+        let spaced: NetworkConfig = serde_json::from_str(
+            r#"{"allow_out": [" 1.2.3.4 ", "example.com"], "deny_out": ["\t10.0.0.0/8\n"]}"#,
+        )
+        .expect("parses");
+        assert_eq!(spaced.allow_out, ["1.2.3.4", "example.com"]);
+        assert_eq!(spaced.deny_out, ["10.0.0.0/8"]);
     }
 }
