@@ -338,6 +338,16 @@ def test_kill_deletes_the_session(server: FakeServer, sandbox: Sandbox) -> None:
     assert len(deletes) == 3 and deletes[0].headers["host"] == "sbx-1.local"
 
 
+def test_a_socket_the_server_closed_is_not_connected_before_any_read(proxy: FakeProxy, sandbox: Sandbox) -> None:
+    with sandbox.create_pty() as pty:
+        pty.send("terminate\n")
+        deadline = time.monotonic() + T
+        while pty.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not pty.connected
+        assert pty.read_until("$ ", timeout=T) == b"welcome 1\r\n$ "  # what came first stays readable
+
+
 def test_terminated_and_broken_sessions_raise(proxy: FakeProxy, sandbox: Sandbox) -> None:
     with sandbox.create_pty() as pty:
         pty.send("terminate\n")
@@ -452,5 +462,9 @@ async def test_async_kill_and_errors(server: FakeServer, proxy: FakeProxy, asand
         await asandbox.connect_pty("s1", "wrong")
     async with pty:
         await pty.send("terminate\n")
+        deadline = time.monotonic() + T
+        while pty.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert not pty.connected  # closed by the server, before any read
         with pytest.raises(SandboxError, match="terminated"):
             await pty.wait(timeout=T)

@@ -155,6 +155,13 @@ async def aconnect(
     return await _async_connect(url, **_options(_async_connect, headers, **_connect_options(open_timeout, compression)))
 
 
+def is_open(ws: Any) -> bool:
+    """Whether a connection (sync or asyncio) is still open: websockets reads frames in the
+    background, so a close by the peer shows here before anyone reads."""
+    state = getattr(ws, "state", None)
+    return state is None or getattr(state, "name", "OPEN") == "OPEN"
+
+
 def recv(ws: Any, timeout: float | None) -> Any:
     """The next message of a sync connection; :class:`TimeoutError` when none came within ``timeout``."""
     return ws.recv(timeout)

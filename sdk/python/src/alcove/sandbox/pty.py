@@ -66,8 +66,9 @@ class PtySession:
 
     @property
     def connected(self) -> bool:
-        """Whether the socket is open."""
-        return self._ws is not None
+        """Whether the socket is open (also false once the server closed it, before any read;
+        what it sent before closing stays readable)."""
+        return self._ws is not None and wsp.is_open(self._ws)
 
     def __repr__(self) -> str:
         return (
