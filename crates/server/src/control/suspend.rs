@@ -54,9 +54,10 @@ fn apply_or_log(record: &mut SandboxRecord, event: Event) {
 #[derive(Debug, Clone)]
 pub struct Suspension {
     ctx: Arc<Context>,
-    /// Sandboxes whose requested suspend has not finished: answered at once (202), it may not
-    /// have begun, so the sandbox still reads `running`; a resume asked meanwhile follows it
-    /// instead of finding nothing to do and being undone by the suspend.
+    /// Sandboxes whose suspend (requested or by timeout) has not finished: a requested one is
+    /// answered at once (202) and may not have begun, so the sandbox still reads `running`; a
+    /// resume asked meanwhile follows it instead of finding nothing to do and being undone by
+    /// the suspend.
     suspends: Arc<Mutex<HashSet<SandboxId>>>,
 }
 
@@ -85,7 +86,7 @@ impl Suspension {
     }
 
     /// Whether a suspend asked of `id` has not finished.
-    fn suspend_queued(&self, id: &SandboxId) -> bool {
+    pub(super) fn suspend_queued(&self, id: &SandboxId) -> bool {
         self.suspends
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -392,6 +393,9 @@ impl Suspension {
 
     /// Suspends a sandbox whose timeout ran out (named sandboxes) without waiting.
     pub(super) async fn suspend_for_timeout(&self, id: &SandboxId) {
+        // Marked while it waits for the lock, as a requested suspend is: a resume asked
+        // meanwhile follows it instead of finding the sandbox running and doing nothing.
+        let _queued = self.queue_suspend(id);
         let lock = self.ctx.op_lock(id);
         let _guard = lock.lock().await;
         self.suspend_now(id, "timeout").await;

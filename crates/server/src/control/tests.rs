@@ -749,6 +749,51 @@ async fn a_resume_asked_right_after_a_suspend_follows_it() {
 }
 
 #[tokio::test]
+async fn a_resume_asked_while_a_timeout_suspend_waits_follows_it() {
+    let h = harness().await;
+    let r = h
+        .create(serde_json::json!({"name": "late", "timeout_secs": 1}))
+        .await
+        .expect("create");
+    let deadline = h.status(&r.id).await.deadline_at.expect("deadline");
+    // Another operation holds the sandbox: the timeout's suspend waits for it.
+    let lock = h.control.ctx.op_lock(&r.id);
+    let guard = lock.lock().await;
+    let reaper = {
+        let control = h.control.clone();
+        tokio::spawn(async move { super::timeouts::reap_once(&control, deadline + 1).await })
+    };
+    // The reaper has taken the sandbox up once its suspend is marked (or gave up on it).
+    for _ in 0..200 {
+        if h.control.suspension.suspend_queued(&r.id) || reaper.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (_, done) = h
+        .control
+        .suspension
+        .resume(None, "late", None)
+        .await
+        .expect("resume asked");
+    assert!(
+        !done,
+        "a resume that found it running was lost to the timeout's suspend"
+    );
+    drop(guard);
+    reaper.await.expect("reaper");
+    let (resumed, done) = h
+        .control
+        .suspension
+        .resume(None, "late", Some(WAIT))
+        .await
+        .expect("resume");
+    assert!(done);
+    assert_eq!(resumed.status, SandboxStatus::Running);
+    assert!(h.node.resumed().iter().any(|(id, _)| id == &r.id));
+}
+
+#[tokio::test]
 async fn a_delete_waits_for_a_suspend_under_way_and_leaves_nothing() {
     let h = harness().await;
     let r = h
