@@ -116,6 +116,22 @@ mod tests {
 
     const AWKWARD: [&str; 4] = ["plain", "", "quote \" back\\slash\ttab", "ünï\u{1}code"];
 
+    /// A buffer holding `reads` (stream, read time, lines), one append each.
+    fn buffer_of(reads: &[(OutputStream, EpochMillis, &[&str])]) -> OutputBuffer {
+        let buffer = OutputBuffer::new(1 << 20);
+        for (stream, timestamp, texts) in reads {
+            buffer.append(*stream, *timestamp, texts.iter().collect::<Lines>());
+        }
+        buffer
+    }
+
+    /// The `id` fields of an event stream's text.
+    fn ids(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|line| line.strip_prefix("id: "))
+            .collect()
+    }
+
     #[test]
     fn borrowed_events_encode_like_the_wire_types() {
         let mut ours = Vec::new();
@@ -146,12 +162,12 @@ mod tests {
 
     #[test]
     fn runs_of_one_read_time_share_a_batch() {
-        let buffer = OutputBuffer::new(1 << 20);
-        let lines = |texts: &[&str]| texts.iter().collect::<Lines>();
-        buffer.append(OutputStream::Stdout, 1, lines(&["a", "b"]));
-        buffer.append(OutputStream::Stdout, 1, lines(&["c"]));
-        buffer.append(OutputStream::Stderr, 1, lines(&["d"]));
-        buffer.append(OutputStream::Stdout, 2, lines(&["e"]));
+        let buffer = buffer_of(&[
+            (OutputStream::Stdout, 1, &["a", "b"]),
+            (OutputStream::Stdout, 1, &["c"]),
+            (OutputStream::Stderr, 1, &["d"]),
+            (OutputStream::Stdout, 2, &["e"]),
+        ]);
         let chunk = buffer.read_from(0, None, 100);
 
         let mut batched = Vec::new();
@@ -162,11 +178,7 @@ mod tests {
         assert!(text.contains(r#""stream":"stderr","timestamp":1,"lines":["d"]"#));
 
         // Each batch says where the line after it is: a follow opened again goes on there.
-        let ids: Vec<&str> = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("id: "))
-            .collect();
-        assert_eq!(ids, ["3", "4", "5"], "{text}");
+        assert_eq!(ids(&text), ["3", "4", "5"], "{text}");
 
         let mut single = Vec::new();
         push_runs(&mut single, &chunk.runs, false);
@@ -180,20 +192,16 @@ mod tests {
 
     #[test]
     fn a_filtered_batch_ends_at_its_own_last_line() {
-        let buffer = OutputBuffer::new(1 << 20);
-        let lines = |texts: &[&str]| texts.iter().collect::<Lines>();
-        buffer.append(OutputStream::Stdout, 1, lines(&["a", "b"]));
-        buffer.append(OutputStream::Stderr, 2, lines(&["c"]));
-        buffer.append(OutputStream::Stdout, 3, lines(&["d"]));
+        let buffer = buffer_of(&[
+            (OutputStream::Stdout, 1, &["a", "b"]),
+            (OutputStream::Stderr, 2, &["c"]),
+            (OutputStream::Stdout, 3, &["d"]),
+        ]);
         let stdout = buffer.read_from(0, Some(OutputStream::Stdout), 100);
         let mut batched = Vec::new();
         push_runs(&mut batched, &stdout.runs, true);
         let text = String::from_utf8_lossy(&batched);
-        let ids: Vec<&str> = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("id: "))
-            .collect();
-        assert_eq!(ids, ["2", "4"], "{text}");
+        assert_eq!(ids(&text), ["2", "4"], "{text}");
         // Going on from the first batch's id skips the other stream's line again.
         let rest = buffer.read_from(2, Some(OutputStream::Stdout), 100);
         let texts: Vec<&str> = rest.runs.iter().flat_map(LineRun::iter).collect();

@@ -223,18 +223,16 @@ async fn a_batched_follow_opened_again_with_its_last_event_id_goes_on_after_it()
         .len();
     let again = agent.http.get(&path).header("Last-Event-ID", ids[0]);
     let rest = text(again.send().await.expect("GET")).await;
-    let rest_lines: Vec<Value> = sse_data(&rest)
-        .iter()
-        .filter_map(|event| event["lines"].as_array().cloned())
-        .flatten()
-        .collect();
-    let all: Vec<Value> = sse_data(&whole)
-        .iter()
-        .filter_map(|event| event["lines"].as_array().cloned())
-        .flatten()
-        .collect();
+    let batch_lines = |body: &str| -> Vec<Value> {
+        sse_data(body)
+            .iter()
+            .filter_map(|event| event["lines"].as_array().cloned())
+            .flatten()
+            .collect()
+    };
+    let all = batch_lines(&whole);
     assert_eq!(all, [json!("a"), json!("b"), json!("c")]);
-    assert_eq!(rest_lines, all[first_lines..]);
+    assert_eq!(batch_lines(&rest), all[first_lines..]);
     // Past the end: only the end.
     let last = ids.last().expect("an id");
     let none = text(
