@@ -67,14 +67,15 @@ impl CgroupTree {
         format!("/{}/{sandbox_id}", self.parent)
     }
 
-    /// The cgroup directory whose freezer stops a sandbox's threads: `freezer/`
-    /// on cgroup v1, the sandbox's own cgroup on v2.
-    pub fn frozen_threads_dir(&self, sandbox_id: &str) -> PathBuf {
-        let root = match self.setup {
-            CgroupSetup::Unified => PathBuf::from(ROOT),
-            CgroupSetup::Legacy | CgroupSetup::Hybrid => Path::new(ROOT).join("freezer"),
+    /// The thread ids the freezer stops for a sandbox: its `freezer/` cgroup's
+    /// `tasks` on cgroup v1, its own cgroup's `cgroup.threads` on v2 (and the
+    /// cgroups below either), blocking the calling thread.
+    pub fn frozen_threads(&self, sandbox_id: &str) -> Vec<i32> {
+        let (root, listing) = match self.setup {
+            CgroupSetup::Unified => (PathBuf::from(ROOT), "cgroup.threads"),
+            CgroupSetup::Legacy | CgroupSetup::Hybrid => (Path::new(ROOT).join("freezer"), "tasks"),
         };
-        root.join(&self.parent).join(sandbox_id)
+        ids_below(&root.join(&self.parent).join(sandbox_id), listing).unwrap_or_default()
     }
 
     /// Every directory that holds this instance's sandbox cgroups.
@@ -169,23 +170,24 @@ pub fn stay_out_of_sched_domains(hierarchy: &Path, dir: &Path) {
     }
 }
 
-/// The tasks of `dir` and of every cgroup below it (the sandbox's user group).
-fn tasks_below(dir: &Path) -> Option<Vec<i32>> {
-    let text = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
-    let mut pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+/// The ids listed in the file `listing` (`cgroup.procs`, `tasks`, `cgroup.threads`) of `dir`
+/// and of every cgroup below it (the sandbox's user group); `None` when `dir` has no such file.
+fn ids_below(dir: &Path, listing: &str) -> Option<Vec<i32>> {
+    let text = std::fs::read_to_string(dir.join(listing)).ok()?;
+    let mut ids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                pids.extend(tasks_below(&entry.path()).unwrap_or_default());
+                ids.extend(ids_below(&entry.path(), listing).unwrap_or_default());
             }
         }
     }
-    Some(pids)
+    Some(ids)
 }
 
 fn kill_tasks(dir: &Path) {
     for attempt in 0..50 {
-        let Some(pids) = tasks_below(dir) else {
+        let Some(pids) = ids_below(dir, "cgroup.procs") else {
             return;
         };
         if pids.is_empty() {
@@ -223,4 +225,22 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_read_from_nested_cgroups_skipping_what_is_not_a_number() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(tmp.path().join("child")).expect("mkdir");
+        std::fs::write(tmp.path().join("tasks"), "12\n 13 \n\nx\n-\n").expect("write");
+        std::fs::write(tmp.path().join("child/tasks"), "14\n").expect("write");
+        let mut ids = ids_below(tmp.path(), "tasks").expect("listed");
+        ids.sort_unstable();
+        assert_eq!(ids, [12, 13, 14]);
+        assert_eq!(ids_below(tmp.path(), "cgroup.threads"), None);
+        assert_eq!(ids_below(&tmp.path().join("gone"), "tasks"), None);
+    }
 }

@@ -11,7 +11,6 @@
 //! such a parent and, while it finds one, thaws the sandbox for a moment (the
 //! child reaches its `exec`) and freezes it again.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::error::Result;
@@ -32,8 +31,10 @@ impl Node {
     pub(crate) async fn freeze_for_dump(&self, id: &SandboxId) -> Result<()> {
         for attempt in 1..=ATTEMPTS {
             self.runc.pause(id).await?;
-            let threads = self.cgroups.frozen_threads_dir(id);
-            let waiting = crate::blocking::run(move || vfork_parents(&threads)).await?;
+            let (cgroups, sandbox) = (self.cgroups.clone(), id.to_string());
+            let waiting =
+                crate::blocking::run(move || vfork_parents(&cgroups.frozen_threads(&sandbox)))
+                    .await?;
             if waiting.is_empty() {
                 return Ok(());
             }
@@ -53,35 +54,16 @@ impl Node {
     }
 }
 
-/// The thread ids under the cgroup directory `dir` (and the cgroups below it)
-/// that sleep waiting for a `vfork` child.
-fn vfork_parents(dir: &Path) -> Vec<i32> {
-    let mut found = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(path);
-            } else if name == "tasks" || name == "cgroup.threads" {
-                let listed = std::fs::read_to_string(&path).unwrap_or_default();
-                found.extend(parse_tids(&listed).filter(|tid| {
-                    std::fs::read_to_string(format!("/proc/{tid}/wchan"))
-                        .is_ok_and(|wchan| is_vfork_wait(&wchan))
-                }));
-            }
-        }
-    }
-    found
-}
-
-/// The thread ids of a cgroup's `tasks` (v1) or `cgroup.threads` (v2) file.
-fn parse_tids(listed: &str) -> impl Iterator<Item = i32> + '_ {
-    listed.lines().filter_map(|line| line.trim().parse().ok())
+/// Of `threads`, those that sleep waiting for a `vfork` child.
+fn vfork_parents(threads: &[i32]) -> Vec<i32> {
+    threads
+        .iter()
+        .copied()
+        .filter(|tid| {
+            std::fs::read_to_string(format!("/proc/{tid}/wchan"))
+                .is_ok_and(|wchan| is_vfork_wait(&wchan))
+        })
+        .collect()
 }
 
 /// Whether a `/proc/<tid>/wchan` names the wait for a `vfork` child.
@@ -109,20 +91,9 @@ mod tests {
     }
 
     #[test]
-    fn thread_lists_skip_what_is_not_a_number() {
-        let tids: Vec<i32> = parse_tids("12\n 13 \n\nx\n-\n").collect();
-        assert_eq!(tids, [12, 13]);
-    }
-
-    #[test]
-    fn threads_are_read_from_nested_cgroups_and_missing_ones_are_skipped() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        std::fs::create_dir_all(tmp.path().join("child")).expect("mkdir");
-        // This test's own thread sleeps nowhere near a vfork: nothing is found.
-        let me = std::process::id().to_string();
-        std::fs::write(tmp.path().join("tasks"), &me).expect("write");
-        std::fs::write(tmp.path().join("child/cgroup.threads"), &me).expect("write");
-        assert!(vfork_parents(tmp.path()).is_empty());
-        assert!(vfork_parents(&tmp.path().join("gone")).is_empty());
+    fn threads_not_in_a_vfork_wait_or_gone_are_not_found() {
+        // This test's own thread sleeps nowhere near a vfork; the other id is no thread.
+        let me = i32::try_from(std::process::id()).expect("pid");
+        assert!(vfork_parents(&[me, i32::MAX]).is_empty());
     }
 }
