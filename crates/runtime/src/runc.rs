@@ -225,6 +225,7 @@ impl Runc {
         work: &Path,
         leave_running: bool,
     ) -> Result<()> {
+        let dump_log = work.join("dump.log");
         let (images, work, criu) = (path_str(images)?, path_str(work)?, path_str(criu)?);
         let mut argv = vec![
             self.binary.as_str(),
@@ -242,12 +243,11 @@ impl Runc {
             argv.push("--leave-running");
         }
         argv.push(id);
-        let work = Path::new(work);
         self.call(&argv, None, Some(sandbox_dir))
             .await
             .map_err(|mut e| {
                 // runc only says that CRIU failed; why is in CRIU's log.
-                let why = criu_errors(&work.join("dump.log"));
+                let why = criu_errors(&dump_log);
                 if !why.is_empty() {
                     e.reason = format!("{} (CRIU: {why})", e.reason);
                 }
