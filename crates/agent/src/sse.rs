@@ -6,6 +6,7 @@
 //! `eof`) are for humans and indexify compatibility.
 
 use std::convert::Infallible;
+use std::io::Write;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -37,8 +38,8 @@ pub fn push_event_with_id(buf: &mut Vec<u8>, name: &str, id: Option<u64>, data: 
     buf.extend_from_slice(b"event: ");
     buf.extend_from_slice(name.as_bytes());
     if let Some(id) = id {
-        buf.extend_from_slice(b"\nid: ");
-        buf.extend_from_slice(id.to_string().as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(buf, "\nid: {id}");
     }
     buf.extend_from_slice(b"\ndata: ");
     // serde_json escapes newlines inside strings, so the data is always one line.

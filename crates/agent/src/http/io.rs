@@ -16,7 +16,7 @@ use futures::Stream;
 use tokio::sync::watch;
 
 use super::error::{AgentError, ApiError};
-use super::openapi::{FollowEvents, ProcessParam, tags};
+use super::openapi::{FollowEvents, LastEventIdHeader, ProcessParam, tags};
 use super::sse_response;
 use crate::AgentState;
 use crate::output::LineRun;
@@ -262,11 +262,7 @@ fn last_event_id(headers: &HeaderMap) -> Result<u64, ApiError> {
     path = "/api/v1/processes/{p}/stdout/follow",
     tag = tags::PROCESS_IO,
     operation_id = "followStdout",
-    params(
-        ProcessParam,
-        FollowQuery,
-        ("Last-Event-ID" = Option<u64>, Header, description = "The `id` of the last `output_batch` taken: the follow starts right after it."),
-    ),
+    params(ProcessParam, FollowQuery, LastEventIdHeader),
     responses(
         (status = 200, response = FollowEvents),
         (status = 400, description = "`INVALID_ARGUMENT`: a bad query or `Last-Event-ID`.", body = AgentError),
@@ -288,11 +284,7 @@ pub async fn follow_stdout(
     path = "/api/v1/processes/{p}/stderr/follow",
     tag = tags::PROCESS_IO,
     operation_id = "followStderr",
-    params(
-        ProcessParam,
-        FollowQuery,
-        ("Last-Event-ID" = Option<u64>, Header, description = "The `id` of the last `output_batch` taken: the follow starts right after it."),
-    ),
+    params(ProcessParam, FollowQuery, LastEventIdHeader),
     responses(
         (status = 200, response = FollowEvents),
         (status = 400, description = "`INVALID_ARGUMENT`: a bad query or `Last-Event-ID`.", body = AgentError),
@@ -314,11 +306,7 @@ pub async fn follow_stderr(
     path = "/api/v1/processes/{p}/output/follow",
     tag = tags::PROCESS_IO,
     operation_id = "followOutput",
-    params(
-        ProcessParam,
-        FollowQuery,
-        ("Last-Event-ID" = Option<u64>, Header, description = "The `id` of the last `output_batch` taken: the follow starts right after it."),
-    ),
+    params(ProcessParam, FollowQuery, LastEventIdHeader),
     responses(
         (status = 200, response = FollowEvents),
         (status = 400, description = "`INVALID_ARGUMENT`: a bad query or `Last-Event-ID`.", body = AgentError),

@@ -156,6 +156,16 @@ pub struct ProcessParam {
     p: String,
 }
 
+/// The `Last-Event-ID` header of the follow routes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct LastEventIdHeader {
+    /// The `id` of the last `output_batch` taken: the follow starts right after it.
+    #[allow(dead_code)]
+    #[param(rename = "Last-Event-ID")]
+    last_event_id: Option<u64>,
+}
+
 /// The `{id}` path parameter of the PTY session routes.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
