@@ -143,17 +143,22 @@ class OutputEventDecoder:
     def feed_runs(self, chunk: bytes) -> Iterable[OutputRun]:
         """Take the next chunk of the body; the output lines it completes, in order, as runs."""
         block = self._blocks.feed(chunk)
-        return () if block is None else self._runs(block)
+        return () if block is None else self._runs(self._mark(block))
 
     def flush_runs(self) -> Iterable[OutputRun]:
         """The output lines left at the end of the stream, as runs (see :meth:`flush`)."""
-        return self._runs(self._blocks.close())
+        return self._runs(self._mark(self._blocks.close()))
 
-    def _runs(self, block: bytes) -> Iterable[OutputRun]:
+    def _mark(self, block: bytes) -> bytes:
+        """Note what a block says of the follow itself (its ``eof``, its last event id); the block."""
         if block.endswith(_EOF_ENDINGS):
             self.eof = True
         if self._resume is not None:
             self._resume.note_block(block)
+        return block
+
+    def _runs(self, block: bytes) -> Iterable[OutputRun]:
+        """The runs of a block (:meth:`_mark` it first)."""
         if _BATCH_MARK not in block:
             fast = self._agent_runs(block)
             if fast is not None:
@@ -248,13 +253,9 @@ class OutputBatchDecoder:
         return self._batches(self._events._blocks.close())
 
     def _batches(self, block: bytes) -> list[OutputBatch]:
-        if block.endswith(_EOF_ENDINGS):
-            self._events.eof = True
+        self._events._mark(block)
         if _BATCH_MARK not in block:
-            # Batches come with ids; without batches, _runs notes any id.
             return _grouped(events_of(self._events._runs(block)))
-        if self._events._resume is not None:
-            self._events._resume.note_block(block)
         out: list[OutputBatch] = []
         for event in decode_block(block):
             if isinstance(event.get("lines"), list):
