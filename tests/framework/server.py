@@ -293,7 +293,8 @@ class AlcoveServer:
         for key in self.api_keys:
             argv += ["--api-key", key]
         argv += self.extra_args
-        log = open(self.log_path, "ab")
+        # Root-only, as the server keeps everything in its data directory.
+        log = open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), **self.extra_env)
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + timeout

@@ -58,6 +58,10 @@ impl AgentBuilds {
         let builds = Self::in_dirs(data_dir.join("agents"), data_dir.join("agent-run"))?;
         let run = &builds.run;
         if !crate::layer::is_mountpoint(run) {
+            // The directory under the tmpfs, root-only as the rest of the data directory (the
+            // tmpfs's own root is what sandboxes enter).
+            std::fs::set_permissions(run, std::fs::Permissions::from_mode(0o700))
+                .map_err(RuntimeError::io("restricting", run))?;
             nix::mount::mount(
                 Some(RUN_FS_SOURCE),
                 run.as_path(),
@@ -214,10 +218,15 @@ pub fn read_marker(dir: &Path) -> Option<String> {
     is_digest(digest).then(|| digest.to_string())
 }
 
-/// Writes the [`MARKER`] naming `digest` in `dir`.
+/// Writes the [`MARKER`] naming `digest` in `dir`, with the mode of the files beside it
+/// (see `crate::perms`).
 pub fn write_marker(dir: &Path, digest: &str) -> Result<()> {
-    let path = dir.join(MARKER);
-    std::fs::write(&path, format!("{digest}\n")).map_err(RuntimeError::io("writing", &path))
+    let mode = if crate::perms::is_criu_images(dir) {
+        0o644
+    } else {
+        0o600
+    };
+    crate::perms::write_file(&dir.join(MARKER), format!("{digest}\n").as_bytes(), mode)
 }
 
 /// Whether `s` is a SHA-256 in lowercase hex (and so a safe file name).

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -196,12 +196,17 @@ impl Node {
     /// Prepares the node: directories (root-only), host kernel limits, lxcfs
     /// and the firewall table.
     pub async fn new(cfg: NodeConfig) -> Result<Self> {
-        for dir in [
-            cfg.data_dir.clone(),
-            cfg.data_dir.join("sandboxes"),
-            cfg.data_dir.join("runc"),
+        // Made with the modes `perms::secure_tree` checks, so that a start finds nothing to repair.
+        for (dir, mode) in [
+            (cfg.data_dir.clone(), 0o711),
+            (cfg.data_dir.join("sandboxes"), 0o711),
+            (cfg.data_dir.join("runc"), 0o700),
         ] {
-            std::fs::create_dir_all(&dir).map_err(RuntimeError::io("creating", &dir))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(&dir)
+                .map_err(RuntimeError::io("creating", &dir))?;
         }
         for file in [&cfg.agent_binary, &cfg.hook.path] {
             if !file.is_file() {
@@ -235,8 +240,8 @@ impl Node {
         );
         tokio::task::spawn_blocking(move || -> Result<()> {
             let repaired = perms::secure_tree(&data_dir)?;
-            if repaired > 0 {
-                tracing::warn!(entries = repaired, dir = %data_dir.display(), "made data files root-only");
+            if !repaired.is_empty() {
+                tracing::warn!(entries = repaired.len(), dir = %data_dir.display(), paths = ?repaired, "made data files root-only");
             }
             if images_dir.is_dir() && perms::close_dir(&images_dir)? {
                 tracing::warn!(dir = %images_dir.display(), "made the image directory root-only");
@@ -698,8 +703,7 @@ impl Node {
         let dir = self.sandbox_dir(&spec.id);
         bundle::write_etc_files(&layer.etc_dir(), &spec.hostname, &self.cfg.host_resolv)?;
         let criu_config = dir.join("criu.conf");
-        std::fs::write(&criu_config, bundle::CRIU_CONFIG)
-            .map_err(RuntimeError::io("writing", &criu_config))?;
+        crate::perms::write_file(&criu_config, bundle::CRIU_CONFIG.as_bytes(), 0o600)?;
         let bundle_dir = dir.join("bundle");
         std::fs::create_dir_all(&bundle_dir).map_err(RuntimeError::io("creating", &bundle_dir))?;
         // config.json carries the sandbox's environment, secrets included: root only.

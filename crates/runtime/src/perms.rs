@@ -49,6 +49,23 @@ pub fn open_criu_images(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes `contents` to `path` with `mode` (created so, or set so if it was there): a file
+/// never exists with a wider mode, not even for a moment.
+pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(RuntimeError::io("writing", path))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| file.write_all(contents))
+        .map_err(RuntimeError::io("writing", path))
+}
+
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(RuntimeError::io("setting the mode of", path))
@@ -59,16 +76,33 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 /// directories 0644), never setuid, setgid or sticky. Symlinks are not
 /// followed, and mount points (a sandbox's layer, its overlay, the idmapped
 /// image) are neither changed nor entered: they hold the sandbox's own files,
-/// behind a 0700 directory. Returns how many entries were changed.
-pub fn secure_tree(root: &Path) -> Result<usize> {
+/// behind a 0700 directory. Returns the entries it changed.
+pub fn secure_tree(root: &Path) -> Result<Vec<PathBuf>> {
     let meta = std::fs::symlink_metadata(root).map_err(RuntimeError::io("inspecting", root))?;
     let mounts: HashSet<PathBuf> = crate::layer::mounts_under(root).into_iter().collect();
     let tree = Tree {
         mounts,
         traverse: [root.to_path_buf(), root.join("sandboxes")].into(),
+        runc_root: root.join("runc"),
     };
-    let mut changed = 0;
+    let mut changed = Vec::new();
     walk(root, &meta, &tree, false, &mut changed)?;
+    Ok(changed)
+}
+
+/// Makes `dir` and everything below it root-only by the same rules as [`secure_tree`] (a
+/// CRIU image directory 0711 with files 0644), for what runc and CRIU just wrote there with
+/// their own modes (a dump's images and statistics, a restore's work files): a later start
+/// then finds nothing to repair. Returns the entries it changed.
+pub fn secure_subtree(dir: &Path) -> Result<Vec<PathBuf>> {
+    let meta = std::fs::symlink_metadata(dir).map_err(RuntimeError::io("inspecting", dir))?;
+    let tree = Tree {
+        mounts: HashSet::new(),
+        traverse: HashSet::new(),
+        runc_root: PathBuf::new(),
+    };
+    let mut changed = Vec::new();
+    walk(dir, &meta, &tree, false, &mut changed)?;
     Ok(changed)
 }
 
@@ -76,6 +110,9 @@ pub fn secure_tree(root: &Path) -> Result<usize> {
 struct Tree {
     mounts: HashSet<PathBuf>,
     traverse: HashSet<PathBuf>,
+    /// runc's state root: runc makes each container's state directory 0711 (its files
+    /// 0600), which is kept rather than changed at every start (0700 is kept too).
+    runc_root: PathBuf,
 }
 
 /// Mode of the directories on the way to sandboxes' root file systems.
@@ -119,7 +156,7 @@ fn walk(
     meta: &std::fs::Metadata,
     tree: &Tree,
     in_images: bool,
-    changed: &mut usize,
+    changed: &mut Vec<PathBuf>,
 ) -> Result<()> {
     let mode = meta.mode() & 0o7777;
     if meta.file_type().is_symlink() {
@@ -132,9 +169,10 @@ fn walk(
         } else {
             0o700
         };
-        if mode != want {
+        let runc_state = mode == TRAVERSE_ONLY && path.parent() == Some(tree.runc_root.as_path());
+        if mode != want && !runc_state {
             set_mode(path, want)?;
-            *changed += 1;
+            changed.push(path.to_path_buf());
         }
         let entries = std::fs::read_dir(path).map_err(RuntimeError::io("listing", path))?;
         for entry in entries.flatten() {
@@ -152,11 +190,11 @@ fn walk(
     let want = if in_images { 0o644 } else { 0o600 };
     if meta.is_file() && mode != want {
         set_mode(path, want)?;
-        *changed += 1;
+        changed.push(path.to_path_buf());
     } else if !meta.is_file() && mode & 0o7077 != 0 {
         // Sockets, fifos: owner only.
         set_mode(path, mode & 0o700)?;
-        *changed += 1;
+        changed.push(path.to_path_buf());
     }
     Ok(())
 }
@@ -193,7 +231,8 @@ mod tests {
         set_mode(&root.join("sandboxes"), 0o755).expect("chmod");
         std::os::unix::fs::symlink("/etc/passwd", root.join("link")).expect("symlink");
         let changed = secure_tree(&root).expect("secure");
-        assert!(changed >= 4, "{changed}");
+        assert!(changed.len() >= 4, "{changed:?}");
+        assert!(changed.contains(&root.join("secrets.key")), "{changed:?}");
         assert_eq!(mode(&root), 0o711);
         assert_eq!(mode(&root.join("sandboxes")), 0o711);
         assert_eq!(mode(&root.join("sandboxes/x")), 0o700);
@@ -206,10 +245,49 @@ mod tests {
             0o600,
             "symlinks are not followed"
         );
-        assert_eq!(secure_tree(&root).expect("again"), 0, "idempotent");
+        assert_eq!(
+            secure_tree(&root).expect("again"),
+            Vec::<PathBuf>::new(),
+            "idempotent"
+        );
         set_mode(tmp.path(), 0o711).expect("chmod");
         assert!(check_ancestors_searchable(&root).is_ok());
         set_mode(tmp.path(), 0o700).expect("chmod");
         assert!(check_ancestors_searchable(&root).is_err());
+    }
+
+    #[test]
+    fn a_dump_and_its_work_files_are_tightened_as_written() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        // As runc and CRIU leave them: the image directory 0600, statistics 0644.
+        let images = tmp.path().join("criu");
+        std::fs::create_dir(&images).expect("mkdir");
+        std::fs::write(images.join(CRIU_INVENTORY), b"x").expect("write");
+        set_mode(&images, 0o600).expect("chmod");
+        let work = tmp.path().join("work");
+        std::fs::create_dir(&work).expect("mkdir");
+        std::fs::write(work.join("stats-dump"), b"x").expect("write");
+        set_mode(&work, 0o755).expect("chmod");
+        set_mode(&work.join("stats-dump"), 0o644).expect("chmod");
+
+        assert_eq!(secure_subtree(&images).expect("images").len(), 1);
+        assert_eq!(
+            mode(&images),
+            0o711,
+            "restores read it from the sandbox's namespace"
+        );
+        assert_eq!(mode(&images.join(CRIU_INVENTORY)), 0o644);
+        assert_eq!(secure_subtree(&work).expect("work").len(), 2);
+        assert_eq!(mode(&work), 0o700);
+        assert_eq!(mode(&work.join("stats-dump")), 0o600);
+        assert!(secure_subtree(&work).expect("again").is_empty());
+
+        // A file written over one with a wider mode gets the narrow one.
+        let file = tmp.path().join("marker");
+        std::fs::write(&file, b"old").expect("write");
+        set_mode(&file, 0o666).expect("chmod");
+        write_file(&file, b"new", 0o600).expect("write_file");
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(std::fs::read(&file).expect("read"), b"new");
     }
 }

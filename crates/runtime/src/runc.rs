@@ -1,6 +1,7 @@
 //! The `runc` command line, with its own state root per runtime instance.
 
 use std::ffi::OsStr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -109,7 +110,6 @@ impl Runc {
         log: &Path,
         subtree: Option<&Path>,
     ) -> Result<(), CommandError> {
-        let _ = std::fs::remove_file(log);
         let log_args = [
             OsStr::new("--root"),
             self.root.as_os_str(),
@@ -122,6 +122,11 @@ impl Runc {
             .chain(args.iter().map(|a| a.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ");
+        // Emptied, and root-only as the rest of the data directory: runc appends to it.
+        crate::perms::write_file(log, b"", 0o600).map_err(|e| CommandError {
+            argv: argv.clone(),
+            reason: e.to_string(),
+        })?;
         let entry = entry_for(self.ns.as_ref(), subtree).map_err(|reason| CommandError {
             argv: argv.clone(),
             reason,
@@ -243,7 +248,8 @@ impl Runc {
             argv.push("--leave-running");
         }
         argv.push(id);
-        self.call(&argv, None, Some(sandbox_dir))
+        let dumped = self
+            .call(&argv, None, Some(sandbox_dir))
             .await
             .map_err(|mut e| {
                 // runc only says that CRIU failed; why is in CRIU's log.
@@ -252,8 +258,17 @@ impl Runc {
                     e.reason = format!("{} (CRIU: {why})", e.reason);
                 }
                 e
-            })?;
-        Ok(())
+            });
+        // runc makes the image directory 0600, CRIU its statistics 0644, and runc the marker
+        // of a container left running after a dump (`checkpoint` in its state) 0644. A failed
+        // dump's error is the one to answer with.
+        let state = self.root.join(id);
+        let modes = [Path::new(images), Path::new(work), state.as_path()]
+            .into_iter()
+            .filter(|dir| dir.is_dir())
+            .try_for_each(|dir| crate::perms::secure_subtree(dir).map(drop));
+        dumped?;
+        modes
     }
 
     /// Restores container `id` from CRIU `images` with the (possibly new) `bundle`.
@@ -267,7 +282,11 @@ impl Runc {
         images: &Path,
         work: &Path,
     ) -> Result<()> {
-        std::fs::create_dir_all(work).map_err(RuntimeError::io("creating", work))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(work)
+            .map_err(RuntimeError::io("creating", work))?;
         let mut args: Vec<&OsStr> = vec![OsStr::new("--criu"), criu.as_os_str()];
         args.extend(["restore", "--detach", "--image-path"].map(OsStr::new));
         args.extend([
@@ -278,12 +297,16 @@ impl Runc {
             bundle.as_os_str(),
             OsStr::new(id),
         ]);
-        self.run_logged(&args, &work.join("runc-restore.log"), bundle.parent())
-            .await
-            .map_err(|mut e| {
-                e.reason = format!("{} (CRIU log: {}/restore.log)", e.reason, work.display());
-                e.into()
-            })
+        let restored = self
+            .run_logged(&args, &work.join("runc-restore.log"), bundle.parent())
+            .await;
+        // CRIU writes its statistics 0644. A failed restore's error is the one to answer with.
+        let modes = crate::perms::secure_subtree(work).map(drop);
+        restored.map_err(|mut e| {
+            e.reason = format!("{} (CRIU log: {}/restore.log)", e.reason, work.display());
+            RuntimeError::from(e)
+        })?;
+        modes
     }
 
     /// Whether runc has state for container `id` (cheaper than `runc state`).

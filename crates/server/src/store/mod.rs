@@ -86,6 +86,7 @@ impl StoreError {
 impl Store {
     /// Opens (creating if needed) the SQLite file at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private(path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -153,6 +154,23 @@ impl Store {
     /// Closes the pool (flushes SQLite's WAL).
     pub async fn close(&self) {
         self.db.close().await;
+    }
+}
+
+/// Creates the SQLite file `path` owner-only if it is missing. SQLite makes a new database and
+/// its `-wal` and `-shm` files with the database file's mode, 0644 by default; an empty file is
+/// an empty database.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Database(sqlx::Error::Io(e))),
     }
 }
 
