@@ -135,6 +135,60 @@ def test_a_sandbox_starting_commands_nonstop_suspends_and_snapshots_every_time(c
         assert runs == sorted(runs) and runs[-1] > runs[0], runs  # the loop went on throughout
 
 
+# A vfork child that never calls exec (it sleeps): its parent waits in the kernel for good.
+VFORK_HELD = (
+    "import ctypes\n"
+    "libc = ctypes.CDLL(None)\n"
+    "if libc.vfork() == 0:\n"
+    "    libc.pause()\n"
+)
+
+
+def test_a_parent_held_by_its_vfork_child_is_named_and_the_sandbox_runs_on(client):
+    """CRIU cannot dump a process waiting for a vfork child. When the child never execs, every
+    freeze catches the parent there: the suspend and the memory snapshot are refused with the
+    parent's pid and name (not after CRIU's 10 s timeout, with a host-side error), the sandbox
+    runs on untouched, a disk-only snapshot still works, and once the parent is gone the
+    suspend works again."""
+    with client.create_and_connect(name="vfork-held") as sandbox:
+        sandbox.write_file("/root/kept", b"kept")
+        held = sandbox.start_process("python3", ["-c", VFORK_HELD])
+
+        def state() -> str:
+            stat = sandbox.run("cat", [f"/proc/{held.pid}/stat"]).stdout
+            return stat.rsplit(")", 1)[1].split()[0]
+
+        deadline = time.monotonic() + 30
+        while state() != "D" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state() == "D"  # waiting for its child (uninterruptible)
+
+        with pytest.raises(RemoteAPIError) as info:
+            client.suspend("vfork-held")
+        assert f"process {held.pid} (python3)" in info.value.message, info.value.message
+        assert "vfork" in info.value.message
+        assert client.get("vfork-held").status == "running"
+        with pytest.raises(SandboxError) as info:
+            client.snapshot_and_wait(sandbox.sandbox_id)
+        assert f"process {held.pid} (python3)" in str(info.value), info.value
+        for failed in client.list_snapshots():
+            if failed.sandbox_id == sandbox.sandbox_id:
+                assert failed.status == "failed", failed
+                client.delete_snapshot(failed.snapshot_id)
+        disk_only = client.snapshot_and_wait(sandbox.sandbox_id, snapshot_type="filesystem")
+        try:
+            assert disk_only.status == "completed"
+        finally:
+            client.delete_snapshot(disk_only.snapshot_id)
+        assert sandbox.read_file("/root/kept") == b"kept"
+        assert sandbox.get_process(held.pid).status == "running"
+
+        sandbox.kill_process(held.pid)
+        assert client.suspend("vfork-held").status == "suspended"
+        assert client.resume("vfork-held").status == "running"
+        assert sandbox.read_file("/root/kept") == b"kept"
+
+
 def test_ephemeral_sandboxes_cannot_be_suspended(server, client):
     info = client.create()
     try:

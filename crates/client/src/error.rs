@@ -76,7 +76,7 @@ pub enum ClientError {
     /// Any other non-2xx answer.
     #[error("API error ({status}{}): {message}{}",
         code.as_deref().map(|c| format!(", {c}")).unwrap_or_default(),
-        request_id.as_deref().map(|r| format!(" (request {r})")).unwrap_or_default())]
+        request_suffix(message, request_id.as_deref()))]
     Api {
         /// HTTP status.
         status: StatusCode,
@@ -162,6 +162,15 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// " (request <id>)" after an API error's message, unless the message names the request
+/// itself (the server's 5xx messages do).
+fn request_suffix(message: &str, request_id: Option<&str>) -> String {
+    match request_id {
+        Some(id) if !message.contains(id) => format!(" (request {id})"),
+        _ => String::new(),
+    }
 }
 
 impl ClientError {
@@ -370,6 +379,24 @@ mod tests {
         assert_eq!(text.code, None);
         let empty = ErrorBody::parse(StatusCode::BAD_GATEWAY, b"");
         assert_eq!(empty.message, "502 Bad Gateway");
+    }
+
+    #[test]
+    fn a_request_is_named_once() {
+        let api = |message: &str| ClientError::Api {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: Some("OPERATION_FAILED".into()),
+            message: message.into(),
+            request_id: Some("r7".into()),
+        };
+        assert_eq!(
+            api("busy").to_string(),
+            "API error (500 Internal Server Error, OPERATION_FAILED): busy (request r7)"
+        );
+        assert_eq!(
+            api("busy (request r7)").to_string(),
+            "API error (500 Internal Server Error, OPERATION_FAILED): busy (request r7)"
+        );
     }
 
     #[test]

@@ -266,7 +266,12 @@ impl Node {
     pub async fn snapshot(&self, id: &SandboxId, dest: &Path, memory: bool) -> Result<u64> {
         crate::layer::create_private_dir(dest)?;
         let layer = Layer::new(self.sandbox_dir(id));
-        self.freeze_for_dump(id).await?;
+        if memory {
+            self.freeze_for_dump(id).await?;
+        } else {
+            // The disk is copied, no process dumped: a process in vfork holds nothing up.
+            self.runc.pause(id).await?;
+        }
         let result = async {
             // Frozen writers leave dirty pages: flush the layer's filesystem so the
             // image file holds everything the processes wrote.

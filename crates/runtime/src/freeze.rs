@@ -9,15 +9,18 @@
 //! seize timeout (10 s) and the dump fails. A sandbox running a loop of short
 //! commands hit this about one dump in six. So a freeze for a dump looks for
 //! such a parent and, while it finds one, thaws the sandbox for a moment (the
-//! child reaches its `exec`) and freezes it again.
+//! child reaches its `exec`) and freezes it again. A child that never reaches
+//! it (a program that calls `vfork` and then does something else) is caught
+//! every time: the freeze then gives up at once with an error that names the
+//! process, where CRIU would have failed after its timeout with a host-side one.
 
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
 use crate::node::Node;
 use crate::sandbox_id::SandboxId;
 
-/// Freezes tried before the dump is left to CRIU as it is.
+/// Freezes tried before the dump is refused.
 const ATTEMPTS: u32 = 8;
 
 /// Where a task waiting for its `vfork` child sleeps, as `/proc/<tid>/wchan`
@@ -26,8 +29,9 @@ const VFORK_WAITS: [&str; 2] = ["wait_for_vfork_done", "kernel_clone"];
 
 impl Node {
     /// Freezes a running sandbox for a dump (`runc pause`) with no process
-    /// caught waiting for a `vfork` child. When every attempt catches one, it
-    /// stays frozen anyway and CRIU reports what it cannot dump.
+    /// caught waiting for a `vfork` child. When every attempt catches one, the
+    /// sandbox is thawed and [`RuntimeError::Busy`] names the process (if even
+    /// the thaw fails, it stays frozen and CRIU reports what it cannot dump).
     pub(crate) async fn freeze_for_dump(&self, id: &SandboxId) -> Result<()> {
         for attempt in 1..=ATTEMPTS {
             self.runc.pause(id).await?;
@@ -38,20 +42,55 @@ impl Node {
             if waiting.is_empty() {
                 return Ok(());
             }
-            if attempt == ATTEMPTS {
-                tracing::warn!(sandbox_id = %id, tids = ?waiting, "frozen inside vfork on every attempt");
-                return Ok(());
-            }
             tracing::debug!(sandbox_id = %id, tids = ?waiting, attempt, "frozen inside vfork; thawing");
             if let Err(e) = self.runc.resume(id).await {
                 // Still frozen: the dump goes ahead as it is.
                 tracing::warn!(sandbox_id = %id, error = %e, "thawing to freeze again");
                 return Ok(());
             }
+            if attempt == ATTEMPTS {
+                let named = crate::blocking::run(move || describe(&waiting)).await?;
+                tracing::warn!(sandbox_id = %id, processes = %named, "frozen inside vfork on every attempt");
+                return Err(RuntimeError::Busy(format!(
+                    "{named} waits for a vfork child that has not called exec, and CRIU \
+                     cannot dump a process in that state; the sandbox keeps running"
+                )));
+            }
             tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
         }
         Ok(())
     }
+}
+
+/// The processes of host thread ids `tids` as the sandbox sees them: "process 12 (sh)",
+/// "processes 12 (sh), 40 (make)".
+fn describe(tids: &[i32]) -> String {
+    let names: Vec<String> = tids
+        .iter()
+        .map(|tid| {
+            let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+            let pid = innermost_pid(&status).map_or_else(|| "?".to_string(), |p| p.to_string());
+            let comm = std::fs::read_to_string(format!("/proc/{tid}/comm")).unwrap_or_default();
+            format!("{pid} ({})", comm.trim())
+        })
+        .collect();
+    let noun = if names.len() == 1 {
+        "process"
+    } else {
+        "processes"
+    };
+    format!("{noun} {}", names.join(", "))
+}
+
+/// The pid in the innermost pid namespace, from the `NSpid:` line of a `/proc/<pid>/status`.
+fn innermost_pid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }
 
 /// Of `threads`, those that sleep waiting for a `vfork` child.
@@ -88,6 +127,16 @@ mod tests {
         ] {
             assert!(!is_vfork_wait(other), "{other}");
         }
+    }
+
+    #[test]
+    fn the_pid_named_is_the_sandbox_s() {
+        let status = "Name:\tsh\nTgid:\t4242\nNSpid:\t4242\t12\nNSpgid:\t4242\t12\n";
+        assert_eq!(innermost_pid(status), Some(12));
+        assert_eq!(innermost_pid("NSpid:\t7\n"), Some(7));
+        assert_eq!(innermost_pid("Name:\tsh\n"), None);
+        let me = i32::try_from(std::process::id()).expect("pid");
+        assert!(describe(&[me]).starts_with(&format!("process {me} (")));
     }
 
     #[test]

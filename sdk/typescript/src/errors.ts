@@ -107,7 +107,8 @@ export class RemoteAPIError extends SandboxError {
 
   constructor(statusCode: number, message: string, code?: string, requestId?: string) {
     const label = code ? `status ${statusCode}, ${code}` : `status ${statusCode}`;
-    const suffix = requestId ? ` (request ${requestId})` : "";
+    // The server names the request in a 5xx message itself: not twice.
+    const suffix = requestId && !message.includes(requestId) ? ` (request ${requestId})` : "";
     super(`API error (${label}): ${message}${suffix}`);
     this.statusCode = statusCode;
     this.serverMessage = message;

@@ -73,6 +73,15 @@ def test_request_id_of_a_5xx_is_kept(server: FakeServer, client: SandboxClient) 
     assert str(info.value) == "API error (status 500, INTERNAL): internal error (request req-42)"
 
 
+def test_a_request_id_the_message_names_is_not_added_again(server: FakeServer, client: SandboxClient) -> None:
+    body = {"message": "suspend failed: busy (request req-7)", "code": "OPERATION_FAILED", "request_id": "req-7"}
+    server.on("GET", "/v1/namespaces/default/sandboxes", jsonr(500, body))
+    with pytest.raises(RemoteAPIError) as info:
+        client.list()
+    assert info.value.request_id == "req-7"
+    assert str(info.value) == "API error (status 500, OPERATION_FAILED): suspend failed: busy (request req-7)"
+
+
 def test_agent_error_body(server: FakeServer, client: SandboxClient) -> None:
     server.on("GET", SBX, jsonr(200, info_json()))
     server.on("GET", "/api/v1/processes/77", jsonr(404, {"error": "process 77 not found", "code": "NOT_FOUND"}))

@@ -48,6 +48,8 @@ describe("error hierarchy", () => {
     assert.equal(error.serverMessage, "not ready");
     assert.equal(error.requestId, "req-1");
     assert.equal(error.message, "API error (status 503, SANDBOX_NOT_READY): not ready (request req-1)");
+    const named = new RemoteAPIError(500, "suspend failed: busy (request req-2)", "OPERATION_FAILED", "req-2");
+    assert.equal(named.message, "API error (status 500, OPERATION_FAILED): suspend failed: busy (request req-2)");
     const missing = new SandboxNotFoundError("sbx1");
     assert.equal(missing.statusCode, 404);
     assert.equal(missing.sandboxId, "sbx1");

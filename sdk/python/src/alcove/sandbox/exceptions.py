@@ -83,7 +83,8 @@ class RemoteAPIError(SandboxError):
         self.code = code
         self.request_id = request_id
         label = f"status {status_code}, {code}" if code else f"status {status_code}"
-        suffix = f" (request {request_id})" if request_id else ""
+        # The server names the request in a 5xx message itself: not twice.
+        suffix = f" (request {request_id})" if request_id and request_id not in message else ""
         super().__init__(f"API error ({label}): {message}{suffix}")
 
 
