@@ -94,6 +94,26 @@ def test_a_follow_of_a_process_past_its_buffer_goes_on_across_suspend(server, cl
         assert numbers == sorted(set(numbers)) and numbers[-1] == flood
 
 
+def test_a_follower_is_told_how_many_lines_the_buffer_let_go(client, caplog):
+    """A follower that comes after a process wrote more than its 16 MiB buffer holds never sees
+    the oldest lines: the batches say how many, and the per-line follow warns."""
+    flood = 1_500_000
+    with client.create_and_connect() as sandbox:
+        proc = sandbox.start_process("seq", ["1", str(flood)], stdin_mode="closed")
+        wait_for(lambda: sandbox.get_process(proc.pid).status != "running", timeout=60)
+        batches = list(sandbox.follow_output_batches(proc.pid))
+        dropped = sum(batch.dropped for batch in batches)
+        received = [int(line) for batch in batches for line in batch.lines]
+        assert batches[0].dropped == dropped > 0
+        assert received[0] == dropped + 1 and received[-1] == flood
+        assert dropped + len(received) == flood  # each line either received or counted
+        with caplog.at_level("WARNING", logger="alcove.sandbox"):
+            lines = sum(1 for _ in sandbox.follow_output(proc.pid))
+        assert lines == len(received)
+        warned = [r.getMessage() for r in caplog.records if r.name == "alcove.sandbox"]
+        assert any(f"{dropped} lines of output were dropped" in w for w in warned), warned
+
+
 async def test_async_follow_across_suspend_woken_by_the_follow(server):
     name = "follow-sr-async"
     async with AsyncSandboxClient(api_url=server.url) as aclient:

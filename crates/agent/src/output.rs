@@ -233,6 +233,9 @@ pub struct BufferChunk {
     pub next: u64,
     /// Whether the buffer is finished and `runs` reached its end.
     pub finished: bool,
+    /// Lines (of either stream) between the cursor asked for and the oldest line still held:
+    /// let go before the reader got to them.
+    pub dropped: u64,
 }
 
 impl BufferChunk {
@@ -429,6 +432,7 @@ impl OutputBuffer {
             runs,
             next,
             finished: state.finished && next >= end,
+            dropped: state.first_seq.saturating_sub(cursor),
         }
     }
 

@@ -25,6 +25,12 @@ struct OutputBatchEventRef<I> {
     stream: OutputStream,
     timestamp: EpochMillis,
     lines: Seq<I>,
+    #[serde(skip_serializing_if = "is_zero")]
+    dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A sequence serialized from a cloneable iterator of lines.
@@ -60,14 +66,14 @@ pub fn push_batch<'a>(
     timestamp: EpochMillis,
     lines: impl Iterator<Item = &'a str> + Clone,
 ) {
-    push_batch_with_id(buf, stream, timestamp, None, lines);
+    push_batch_with_id(buf, stream, timestamp, (None, 0), lines);
 }
 
 fn push_batch_with_id<'a>(
     buf: &mut Vec<u8>,
     stream: OutputStream,
     timestamp: EpochMillis,
-    id: Option<u64>,
+    (id, dropped): (Option<u64>, u64),
     lines: impl Iterator<Item = &'a str> + Clone,
 ) {
     if lines.clone().next().is_none() {
@@ -77,15 +83,17 @@ fn push_batch_with_id<'a>(
         stream,
         timestamp,
         lines: Seq(lines),
+        dropped,
     };
     sse::push_event_with_id(buf, "output_batch", id, &event);
 }
 
 /// Appends the events of `runs`: with `batch`, one `output_batch` event per stretch of runs of
 /// the same stream and read time, each with the SSE `id` of the line after its last one (a
-/// follow opened again with that `Last-Event-ID` goes on from there); otherwise one `output`
-/// event per line, without ids (the official protocol has none).
-pub fn push_runs(buf: &mut Vec<u8>, runs: &[LineRun], batch: bool) {
+/// follow opened again with that `Last-Event-ID` goes on from there), the first one with
+/// `dropped`, the lines the follower lost before it (when any); otherwise one `output` event
+/// per line, without ids (the official protocol has none, nor a way to say lines were lost).
+pub fn push_runs(buf: &mut Vec<u8>, runs: &[LineRun], batch: bool, mut dropped: u64) {
     if !batch {
         for run in runs {
             push_lines(buf, run.stream, run.timestamp, run.iter());
@@ -96,7 +104,8 @@ pub fn push_runs(buf: &mut Vec<u8>, runs: &[LineRun], batch: bool) {
         if let (Some(first), Some(last)) = (group.first(), group.last()) {
             let lines = group.iter().flat_map(LineRun::iter);
             let id = Some(last.end_seq());
-            push_batch_with_id(buf, first.stream, first.timestamp, id, lines);
+            push_batch_with_id(buf, first.stream, first.timestamp, (id, dropped), lines);
+            dropped = 0;
         }
     }
 }
@@ -156,6 +165,7 @@ mod tests {
             stream: OutputStream::Stdout,
             timestamp: 7,
             lines: AWKWARD.map(str::to_owned).to_vec(),
+            dropped: 0,
         };
         assert_eq!(ours, sse::event("output_batch", &event).to_vec());
     }
@@ -171,7 +181,7 @@ mod tests {
         let chunk = buffer.read_from(0, None, 100);
 
         let mut batched = Vec::new();
-        push_runs(&mut batched, &chunk.runs, true);
+        push_runs(&mut batched, &chunk.runs, true, 0);
         let text = String::from_utf8_lossy(&batched);
         assert_eq!(text.matches("event: output_batch").count(), 3, "{text}");
         assert!(text.contains(r#""stream":"stdout","timestamp":1,"lines":["a","b","c"]"#));
@@ -181,7 +191,7 @@ mod tests {
         assert_eq!(ids(&text), ["3", "4", "5"], "{text}");
 
         let mut single = Vec::new();
-        push_runs(&mut single, &chunk.runs, false);
+        push_runs(&mut single, &chunk.runs, false, 0);
         let single = String::from_utf8_lossy(&single);
         assert_eq!(single.matches("event: output\n").count(), 5);
         assert!(
@@ -199,13 +209,37 @@ mod tests {
         ]);
         let stdout = buffer.read_from(0, Some(OutputStream::Stdout), 100);
         let mut batched = Vec::new();
-        push_runs(&mut batched, &stdout.runs, true);
+        push_runs(&mut batched, &stdout.runs, true, 0);
         let text = String::from_utf8_lossy(&batched);
         assert_eq!(ids(&text), ["2", "4"], "{text}");
         // Going on from the first batch's id skips the other stream's line again.
         let rest = buffer.read_from(2, Some(OutputStream::Stdout), 100);
         let texts: Vec<&str> = rest.runs.iter().flat_map(LineRun::iter).collect();
         assert_eq!(texts, ["d"]);
+    }
+
+    #[test]
+    fn lines_lost_are_told_by_the_first_batch_only() {
+        let buffer = buffer_of(&[
+            (OutputStream::Stdout, 1, &["a"]),
+            (OutputStream::Stderr, 2, &["b"]),
+        ]);
+        let chunk = buffer.read_from(0, None, 100);
+        let mut batched = Vec::new();
+        push_runs(&mut batched, &chunk.runs, true, 7);
+        let text = String::from_utf8_lossy(&batched);
+        assert_eq!(text.matches(r#""dropped":7"#).count(), 1, "{text}");
+        assert!(text.contains(r#""lines":["a"],"dropped":7"#), "{text}");
+        let decoded: OutputBatchEvent = serde_json::from_str(
+            text.lines()
+                .find_map(|line| line.strip_prefix("data: "))
+                .expect("data"),
+        )
+        .expect("the wire type reads it");
+        assert_eq!(decoded.dropped, 7);
+        let mut plain = Vec::new();
+        push_runs(&mut plain, &chunk.runs, false, 7);
+        assert!(!String::from_utf8_lossy(&plain).contains("dropped"));
     }
 
     #[test]

@@ -264,6 +264,82 @@ async fn a_batched_follow_opened_again_with_its_last_event_id_goes_on_after_it()
 }
 
 #[tokio::test]
+async fn a_batched_follow_is_told_how_many_lines_the_buffer_let_go_before_it() {
+    // 200,000 numbered lines of 100 digits, 20 MB: the 16 MiB buffer holds only the newest.
+    let total: u64 = 200_000;
+    let agent = Agent::start().await;
+    let info = start(
+        &agent,
+        json!({"command": "seq", "args": ["-f", "%0100g", "1", total.to_string()]}),
+    )
+    .await;
+    let pid = info["pid"].as_u64().expect("pid");
+    agent.wait_exited(pid).await;
+    let path = agent.url(&format!("/processes/{pid}/output/follow?batch=true"));
+    let get = |last_event_id: Option<u64>| {
+        let mut request = agent.http.get(&path);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        async move {
+            request
+                .send()
+                .await
+                .expect("GET")
+                .text()
+                .await
+                .expect("body")
+        }
+    };
+    let batches = |body: &str| -> Vec<Value> {
+        sse_data(body)
+            .into_iter()
+            .filter(|event| event.get("lines").is_some())
+            .collect()
+    };
+    let dropped = |batch: &Value| batch.get("dropped").map_or(0, |n| n.as_u64().expect("n"));
+
+    let from_start = batches(&get(None).await);
+    let told = dropped(&from_start[0]);
+    let kept: u64 = from_start
+        .iter()
+        .map(|b| b["lines"].as_array().expect("lines").len() as u64)
+        .sum();
+    assert!(told > 0, "the oldest lines are gone");
+    assert_eq!(
+        told + kept,
+        total,
+        "every line is either received or counted as dropped"
+    );
+    let first_kept: u64 = from_start[0]["lines"][0]
+        .as_str()
+        .expect("line")
+        .parse()
+        .expect("a number");
+    assert_eq!(first_kept, told + 1);
+    assert!(from_start[1..].iter().all(|b| dropped(b) == 0), "told once");
+
+    // A follower that stood at line 1 (its Last-Event-ID) lost all but that one.
+    let behind = batches(&get(Some(1)).await);
+    assert_eq!(dropped(&behind[0]), told - 1);
+    // Standing at the oldest kept loses nothing, and the per-line protocol never says it.
+    assert_eq!(dropped(&batches(&get(Some(told)).await)[0]), 0);
+    let plain = agent
+        .http
+        .get(agent.url(&format!("/processes/{pid}/output/follow")))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        !plain.contains("dropped"),
+        "per-line events have no such field"
+    );
+}
+
+#[tokio::test]
 async fn signal_goes_to_the_process_and_is_validated() {
     let agent = Agent::start().await;
     let info = start(&agent, json!({"command": "sleep", "args": [marker(10)]})).await;

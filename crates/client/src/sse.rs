@@ -206,6 +206,15 @@ pub(crate) fn output_events(
         .collect()
 }
 
+/// The `dropped` of an `output_batch` of a follow: lines the agent's buffer let go before this
+/// follower read them (`None` when it has none, or none that is a positive count).
+pub(crate) fn dropped_lines(event: &Event) -> Option<u64> {
+    event
+        .get("dropped")
+        .and_then(Value::as_u64)
+        .filter(|n| *n > 0)
+}
+
 /// An [`OutputEvent`] for a line event (`None` for anything else, e.g. an `eof` `{}`); a
 /// missing `stream` is `default_stream`.
 pub(crate) fn output_event(
@@ -227,6 +236,7 @@ pub(crate) fn output_event(
 mod tests {
     use super::*;
     use crate::body::tests::Chunks;
+    use serde_json::json;
 
     async fn run_of(parts: &[&str]) -> Result<CommandResult, ClientError> {
         collect_run(&mut Lines::new(Chunks::of(parts))).await
@@ -321,6 +331,26 @@ mod tests {
                 ("c".to_string(), OutputStream::Stdout),
             ]
         );
+    }
+
+    #[test]
+    fn a_batch_tells_the_lines_it_follows_a_gap_of() {
+        let event = |data: Value| match data {
+            Value::Object(map) => map,
+            _ => unreachable!("an object"),
+        };
+        let batch =
+            event(json!({"stream": "stdout", "timestamp": 1, "lines": ["a"], "dropped": 9}));
+        assert_eq!(dropped_lines(&batch), Some(9));
+        assert_eq!(output_events(batch, None).len(), 1, "its lines still count");
+        for data in [
+            json!({"lines": ["a"]}),
+            json!({"lines": ["a"], "dropped": 0}),
+            json!({"lines": ["a"], "dropped": -3}),
+            json!({"lines": ["a"], "dropped": "9"}),
+        ] {
+            assert_eq!(dropped_lines(&event(data)), None);
+        }
     }
 
     #[test]

@@ -472,6 +472,16 @@ pub struct OutputBatchEvent {
     pub timestamp: EpochMillis,
     /// The lines, each without its newline, in order.
     pub lines: Vec<String>,
+    /// In a follow: lines (of either stream) that the process's output buffer let go between
+    /// where this follower stood (its start, its `Last-Event-ID` or its previous batch) and
+    /// this batch's first line, which it never saw. Absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schema(minimum = 1)]
+    pub dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One output line in an SSE stream (run, follow).

@@ -153,7 +153,9 @@ pub struct FollowQuery {
     /// Alcove's own: `true` sends the lines of one stream read at the same time as one
     /// `output_batch` event `{"stream", "timestamp", "lines"}` instead of one `output` event
     /// each (Alcove's SDKs ask for it; the official ones do not). Each batch then carries an
-    /// SSE `id`: a follow opened again with it as `Last-Event-ID` starts after that batch.
+    /// SSE `id`: a follow opened again with it as `Last-Event-ID` starts after that batch; and
+    /// a batch after lines the buffer let go before this follower read them says how many
+    /// (`dropped`).
     #[serde(default)]
     batch: bool,
 }
@@ -163,6 +165,8 @@ struct Follow {
     filter: Option<OutputStream>,
     batch: bool,
     cursor: u64,
+    /// Lines the buffer let go before this follower read them, not yet told (with the next batch).
+    dropped: u64,
     changes: watch::Receiver<()>,
     done: bool,
 }
@@ -181,6 +185,7 @@ fn follow_stream(
         filter,
         batch,
         cursor,
+        dropped: 0,
         changes,
         done: false,
     };
@@ -198,12 +203,14 @@ fn follow_stream(
                     .output
                     .read_from(follow.cursor, follow.filter, FOLLOW_BATCH_LINES);
             follow.cursor = chunk.next;
+            follow.dropped += chunk.dropped;
             if !chunk.is_empty() {
                 let lines = chunk.runs.iter().map(LineRun::len).sum();
                 let text = chunk.runs.iter().map(LineRun::text_len).sum();
                 let mut buf =
                     Vec::with_capacity(output_events::capacity_for(lines, text, follow.batch));
-                output_events::push_runs(&mut buf, &chunk.runs, follow.batch);
+                output_events::push_runs(&mut buf, &chunk.runs, follow.batch, follow.dropped);
+                follow.dropped = 0;
                 return Some((Ok(Bytes::from(buf)), follow));
             }
             if chunk.finished {

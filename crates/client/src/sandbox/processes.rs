@@ -349,6 +349,8 @@ struct FollowResume {
     failures: u32,
     /// The previous connection ended without `eof`.
     quiet: bool,
+    /// Lines the agent's buffer let go before this follow read them (its batches' `dropped`).
+    dropped: u64,
 }
 
 impl FollowResume {
@@ -458,6 +460,16 @@ impl FollowState {
                 if event.is_empty() {
                     self.eof = true; // `eof` is `{}`; nothing else is
                     continue;
+                }
+                if let Some(lost) = crate::sse::dropped_lines(&event) {
+                    self.resume.dropped += lost;
+                    tracing::warn!(
+                        process = %self.process,
+                        dropped = lost,
+                        total = self.resume.dropped,
+                        "output lines were dropped before this follow read them (the process's \
+                         output buffer holds the last 16 MiB)"
+                    );
                 }
                 for event in output_events(event, default_stream) {
                     if self.resume.take() {

@@ -38,8 +38,12 @@ EOF = b"event: eof\ndata: {}\n\n"
 KEEP_ALIVE = b": keep-alive\n\n"
 
 
-def batch(lines: list[str], stream: str = "stdout", timestamp: int = TS, event_id: int | None = None) -> bytes:
-    data = {"stream": stream, "timestamp": timestamp, "lines": lines}
+def batch(
+    lines: list[str], stream: str = "stdout", timestamp: int = TS, event_id: int | None = None, dropped: int = 0
+) -> bytes:
+    data: dict[str, Any] = {"stream": stream, "timestamp": timestamp, "lines": lines}
+    if dropped:
+        data["dropped"] = dropped
     id_line = b"" if event_id is None else b"id: %d\n" % event_id
     return b"event: output_batch\n%sdata: %s\n\n" % (id_line, json.dumps(data, separators=(",", ":")).encode())
 
@@ -188,6 +192,24 @@ async def test_the_last_id_of_a_block_counts_and_batches_follow_it_too(follow_li
     lines, error = await follow_lines(server, answers, "follow_output_batches")
     assert (lines, error) == (["a", "b", "c"], None)
     assert follow_calls(server)[1].headers["last-event-id"] == "2"
+
+
+@pytest.mark.parametrize("method", ["follow_output", "follow_output_batches"])
+async def test_lines_the_buffer_let_go_are_told(
+    follow_lines: Follow, server: FakeServer, caplog: pytest.LogCaptureFixture, method: str
+) -> None:
+    # The follower fell 16 MiB behind: the agent says how many lines it never saw. A per-line
+    # follow has no place for that among its events, so it warns; a batch follow's batch says it.
+    answers = [Connection(batch(["a"], event_id=1), batch(["z"], event_id=9, dropped=7), EOF, clean=True)]
+    with caplog.at_level("WARNING", logger="alcove.sandbox"):
+        lines, error = await follow_lines(server, answers, method)
+    assert (lines, error) == (["a", "z"], None)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "alcove.sandbox"]
+    if method == "follow_output":
+        assert len(warnings) == 1, warnings
+        assert "process 7" in warnings[0] and "7 lines" in warnings[0], warnings
+    else:
+        assert warnings == []
 
 
 async def test_a_suspended_sandbox_is_waited_for(follow_lines: Follow, server: FakeServer, sleeps: list[float]) -> None:
@@ -369,6 +391,16 @@ def test_a_follow_stopped_early_opens_nothing_more(server: FakeServer, client: S
 
 def runs(*groups: list[str]) -> list[tuple[list[str], None, str]]:
     return [(group, None, "stdout") for group in groups]
+
+
+def test_follow_resume_adds_up_what_batches_say_was_dropped() -> None:
+    follow = FollowResume()
+    follow.note_block(batch(["a"], event_id=3, dropped=2) + batch(["b"], event_id=4))
+    follow.note_block(batch(["c"], event_id=9, dropped=4))
+    # A line that reads like the key is escaped inside its JSON string: no count.
+    follow.note_block(batch(['"dropped":5'], event_id=10))
+    assert follow.dropped == 6
+    assert follow.cursor == "10"
 
 
 def test_follow_resume_skips_what_was_handed_out_by_count() -> None:

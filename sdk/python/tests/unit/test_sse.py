@@ -475,7 +475,21 @@ def test_output_batches_are_the_agents_batches() -> None:
         (["d"], "stdout"),
     ]
     assert repr(OutputBatch(["x"])) == "OutputBatch(lines=['x'], timestamp=None, stream=None)"
-    assert OutputBatch(["x"]).model_dump() == {"lines": ["x"], "timestamp": None, "stream": None}
+    assert OutputBatch(["x"]).model_dump() == {"lines": ["x"], "timestamp": None, "stream": None, "dropped": 0}
+
+
+def test_a_batch_says_how_many_lines_were_dropped_before_it() -> None:
+    def with_dropped(lines: list[str], dropped: object) -> bytes:
+        data = {"stream": "stdout", "timestamp": 1767225600131, "lines": lines, "dropped": dropped}
+        return agent_event("output_batch", data)
+
+    body = with_dropped(["a"], 12) + batch(["b"]) + with_dropped(["c"], -1) + with_dropped(["d"], "3")
+    got = list(iter_output_batches([body], None))
+    assert [(b.lines, b.dropped) for b in got] == [(["a"], 12), (["b"], 0), (["c"], 0), (["d"], 0)]
+    assert got[0] != OutputBatch(["a"], got[0].timestamp, "stdout")  # compared with it
+    assert "dropped=12" in repr(got[0])
+    # The per-line decoder hands out the same lines.
+    assert [e.line for e in iter_output_events([body], None)] == ["a", "b", "c", "d"]
 
 
 def test_output_events_are_models_equal_to_validated_ones() -> None:

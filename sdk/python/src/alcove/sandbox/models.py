@@ -740,33 +740,48 @@ class OutputEvent:
 class OutputBatch:
     """The lines of one read of one stream, from :meth:`Sandbox.follow_output_batches`: what the
     agent sends as one ``output_batch`` event. A plain class like :class:`OutputEvent`, compared by
-    value; ``lines`` is a list of str (the lines without their line endings, in order)."""
+    value; ``lines`` is a list of str (the lines without their line endings, in order).
 
-    __slots__ = ("lines", "timestamp", "stream")
+    ``dropped`` is how many lines (of either stream) the process's output buffer, which holds the
+    last 16 MiB, let go before this batch and before this follower read them: it never sees them.
+    It is 0 unless the follower fell that far behind (or followed a process that had already
+    written more than the buffer holds)."""
+
+    __slots__ = ("lines", "timestamp", "stream", "dropped")
 
     lines: list[str]
     timestamp: datetime | None
     stream: str | None
+    dropped: int
 
-    def __init__(self, lines: list[str], timestamp: datetime | None = None, stream: str | None = None) -> None:
+    def __init__(
+        self, lines: list[str], timestamp: datetime | None = None, stream: str | None = None, dropped: int = 0
+    ) -> None:
         self.lines = lines
         self.timestamp = timestamp
         self.stream = stream
+        self.dropped = dropped
 
     def model_dump(self) -> dict[str, Any]:
-        """The fields as a dict (``lines``, ``timestamp``, ``stream``)."""
-        return {"lines": self.lines, "timestamp": self.timestamp, "stream": self.stream}
+        """The fields as a dict (``lines``, ``timestamp``, ``stream``, ``dropped``)."""
+        return {"lines": self.lines, "timestamp": self.timestamp, "stream": self.stream, "dropped": self.dropped}
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
         assert isinstance(other, OutputBatch)
-        return self.lines == other.lines and self.timestamp == other.timestamp and self.stream == other.stream
+        return (
+            self.lines == other.lines
+            and self.timestamp == other.timestamp
+            and self.stream == other.stream
+            and self.dropped == other.dropped
+        )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        return f"OutputBatch(lines={self.lines!r}, timestamp={self.timestamp!r}, stream={self.stream!r})"
+        dropped = f", dropped={self.dropped!r}" if self.dropped else ""
+        return f"OutputBatch(lines={self.lines!r}, timestamp={self.timestamp!r}, stream={self.stream!r}{dropped})"
 
 
 class OutputResponse(_WireModel):

@@ -351,8 +351,9 @@ class Sandbox:
 
     def _follow(self, pid: int | str, stream: str) -> Iterator[OutputEvent]:
         # A broken connection is opened again and the lines already handed out are skipped
-        # (proto.FollowResume: the next connection goes on after the last event id taken).
-        follow = proto.FollowResume()
+        # (proto.FollowResume: the next connection goes on after the last event id taken). Lines
+        # lost before this follower read them have no place among the events: a warning says so.
+        follow = proto.FollowResume(warn_dropped=f"process {pid}")
         response = self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
         # The events are made here, one per line, in the frame that yields them: allocating one and
         # storing its three slots costs less than calling the class (its __init__ does only that)

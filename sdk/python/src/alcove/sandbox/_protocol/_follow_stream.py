@@ -23,11 +23,17 @@ after it), which the decoders note in :class:`FollowResume` and the next connect
 ``Last-Event-ID``. A server whose batches carry no id answers every follow with every line still
 in its buffer first; :class:`FollowResume` then skips as many lines as it handed out. Each decoder
 notes the ``eof`` event (data ``{}``), which tells a finished follow from one cut off.
+
+A batch that comes after lines the process's output buffer let go before this follower read them
+says how many (``dropped``): :class:`OutputBatch` carries it, :class:`FollowResume` adds it up and,
+for the per-line follows, which have no place to put it, logs a warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import chain, repeat
@@ -51,6 +57,11 @@ _BATCH_MARK = b'"lines":['
 # stream ends right after it, so it is the last event of its block (cut at a blank line, whose
 # ``\n`` starts the next block; the last block may lack its final ``\n``).
 _EOF_ENDINGS = (b"\ndata: {}\n", b"\ndata: {}", b"\ndata:{}\n", b"\ndata:{}")
+
+# How a batch says lines were lost before it (a key: inside a JSON string every quote is escaped).
+_DROPPED_MARK = b'"dropped":'
+_DROPPED = re.compile(rb'"dropped":(\d+)')
+_log = logging.getLogger("alcove.sandbox")
 
 FOLLOW_RECONNECTS = 5
 """Connections in a row that may break without bringing a new line before a follow gives up."""
@@ -261,12 +272,18 @@ class OutputBatchDecoder:
             if isinstance(event.get("lines"), list):
                 parts = self._events._batch_parts(event)
                 if parts is not None:
-                    out.append(OutputBatch(*parts))
+                    out.append(OutputBatch(*parts, dropped=_dropped_of(event)))
             elif isinstance(event.get("line"), str):
                 item = output_event(event, self._events._default_stream)
                 if item is not None:
                     out.append(OutputBatch([item.line], item.timestamp, item.stream))
         return out
+
+
+def _dropped_of(event: dict[str, Any]) -> int:
+    """The ``dropped`` of a batch event: a positive count, else 0."""
+    dropped = event.get("dropped")
+    return dropped if type(dropped) is int and dropped > 0 else 0
 
 
 def _grouped(events: Iterable[OutputEvent]) -> list[OutputBatch]:
@@ -317,9 +334,13 @@ class FollowResume:
     open's own replays are spent) are the caller's at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, warn_dropped: str | None = None) -> None:
         self.delivered = 0
         """Lines handed out so far."""
+        self.dropped = 0
+        """Lines the process's output buffer let go before this follow read them (its batches'
+        ``dropped``, added up)."""
+        self._warn_dropped = warn_dropped  # what a warning names (a per-line follow), or None
         self.reconnects = 0
         """Connections opened again so far."""
         self.cursor: str | None = None
@@ -348,6 +369,21 @@ class FollowResume:
         found = last_event_id(block)
         if found is not None:
             self.cursor = found
+        if _DROPPED_MARK in block:
+            self._note_dropped(block)
+
+    def _note_dropped(self, block: bytes) -> None:
+        lost = sum(int(count) for count in _DROPPED.findall(block))
+        if not lost:
+            return
+        self.dropped += lost
+        if self._warn_dropped is not None:
+            _log.warning(
+                "follow of %s: %d lines of output were dropped before this follower read them "
+                "(the process's output buffer holds the last 16 MiB)",
+                self._warn_dropped,
+                lost,
+            )
 
     def fresh(self, runs: Iterable[OutputRun]) -> Iterator[OutputRun]:
         """The lines of ``runs`` not handed out before, counted as handed out."""
@@ -365,7 +401,7 @@ class FollowResume:
             if skip == 0:
                 yield batch
             elif skip > 0:
-                yield OutputBatch(batch.lines[skip:], batch.timestamp, batch.stream)
+                yield OutputBatch(batch.lines[skip:], batch.timestamp, batch.stream, batch.dropped)
 
     def broke(self) -> bool:
         """The connection broke (or could not be opened again): whether to open another (else
