@@ -31,6 +31,16 @@
  * every follow with every line still in its buffer first; {@link FollowResume} then skips as many
  * lines as it handed out. The cursors note the `eof` event (data `{}`), which tells a finished
  * follow from one cut off.
+ *
+ * A follower that falls further behind than the process's output buffer reaches (its last 16 MiB)
+ * never sees the lines the buffer let go meanwhile: the agent gives their number as `dropped` in
+ * the batch that follows them (absent when none). The expression that cuts a batch in the agent's
+ * layout takes it as an optional group after the lines: it reads every byte of the batch anyway,
+ * while a search of each block for `"dropped":` reads them all once more (measured, nearly a
+ * tenth of the decoding time of short lines). Other layouts are parsed, and the field read from
+ * the object. The batches carry it ({@link OutputBatch}); the per-line follows, whose events have
+ * no room for it, emit a process warning per such batch ({@link OUTPUT_DROPPED_WARNING}) rather
+ * than stay silent about it.
  */
 
 import { SandboxConnectionError } from "./errors.js";
@@ -44,9 +54,24 @@ const OUTPUT_EVENT = agentOutputEvent({ line: true, timestamp: true, stream: tru
 
 // One `output_batch` event in the agent's layout (with or without its id), sticky: group 1 its
 // stream, group 2 its timestamp, group 3 the body of its `lines` array (a data line holds no raw
-// newline; checked below).
+// newline; checked below), group 4 its `dropped` when it has one. (The key can only be the
+// field: inside a JSON string a quote is escaped. A zero, a sign or a fraction does not match,
+// and its block is parsed: `droppedOf` makes it 0.)
 const BATCH_EVENT =
-  /\n(?:event:[^\n]*\n)?(?:id:[^\n]*\n)?data: \{"stream":"(stdout|stderr)","timestamp":(-?(?:0|[1-9][0-9]*)),"lines":\[([^\n]*)\]\}\n/y;
+  /\n(?:event:[^\n]*\n)?(?:id:[^\n]*\n)?data: \{"stream":"(stdout|stderr)","timestamp":(-?(?:0|[1-9][0-9]*)),"lines":\[([^\n]*)\](?:,"dropped":([1-9][0-9]*))?\}\n/y;
+
+/** A batch's `dropped`: a positive safe integer, else 0 (none, or not a count). */
+function droppedOf(value: unknown): number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value > 0 ? value : 0;
+}
+
+/** Adds the `dropped` of those `batches` that have one to `into`, in order. */
+function noteDropped(batches: readonly { readonly dropped: number }[], into: number[]): void {
+  for (const { dropped } of batches) if (dropped > 0) into.push(dropped);
+}
+
+const NO_DROPS: readonly number[] = Object.freeze([]);
+
 // An array body of strings without escapes or control characters: a quote stands only around the
 // `","` separators, so cutting there gives the strings.
 const PLAIN_STRINGS = /^"[^"\\\x00-\x1f]*(?:","[^"\\\x00-\x1f]*)*"$/;
@@ -104,9 +129,18 @@ export class OutputBatchDecoder {
   eof = false;
   /** The `id` of the last event decoded that had one (where a follow opened again goes on). */
   lastId: string | null = null;
+  #dropped: number[] = [];
 
   /** `defaultStream` is the `stream` of events that omit it (null for the merged stream). */
   constructor(private readonly defaultStream: OutputStream | null) {}
+
+  /** The `dropped` counts (each > 0) of the batches decoded since the last call, in order: mostly none. */
+  takeDropped(): readonly number[] {
+    const dropped = this.#dropped;
+    if (dropped.length === 0) return NO_DROPS;
+    this.#dropped = [];
+    return dropped;
+  }
 
   /** Take the next chunk of the body; the batches it completes, in order. */
   feed(chunk: Uint8Array): OutputBatch[] {
@@ -122,21 +156,28 @@ export class OutputBatchDecoder {
   #batches(block: string): OutputBatch[] {
     if (endsWithEof(block)) this.eof = true;
     this.lastId = lastEventId(block) ?? this.lastId;
-    return blockBatches(block, this.defaultStream);
+    const batches = blockBatches(block, this.defaultStream);
+    noteDropped(batches, this.#dropped);
+    return batches;
   }
 }
 
-/** The output events of a block that is not all agent batches (those are {@link agentRuns}). */
-function blockEvents(block: string, defaultStream: OutputStream | null): OutputEvent[] {
+/**
+ * The output events of a block that is not all agent batches (those are {@link agentRuns}); the
+ * `dropped` counts of its batches are added to `dropped`.
+ */
+function blockEvents(block: string, defaultStream: OutputStream | null, dropped: number[]): OutputEvent[] {
   if (!block.includes('"lines":[')) {
-    const fast = agentEvents(block);
+    const fast = agentEvents(block); // per-line events only: none has a `dropped`
     if (fast !== null) return fast;
   }
   const out: OutputEvent[] = [];
   for (const event of decodeBlock(block)) {
     if (Array.isArray(event.lines)) {
       const batch = batchOf(event, event.lines, defaultStream);
-      if (batch !== null) for (const line of batch.lines) out.push({ line, timestamp: batch.timestamp, stream: batch.stream });
+      if (batch === null) continue;
+      if (batch.dropped > 0) dropped.push(batch.dropped);
+      for (const line of batch.lines) out.push({ line, timestamp: batch.timestamp, stream: batch.stream });
     } else {
       const item = outputEventFromWire(event, defaultStream);
       if (item !== null) out.push(item);
@@ -151,16 +192,21 @@ function blockBatches(block: string, defaultStream: OutputStream | null): Output
     const batches = agentBatches(block);
     if (batches !== null) return batches;
   } else {
-    return grouped(blockEvents(block, defaultStream));
+    const events = agentEvents(block);
+    if (events !== null) return grouped(events);
   }
+  // Parsed: each batch stays whole (its `dropped` is about its own first line), per-line events
+  // are grouped between them.
   const out: OutputBatch[] = [];
+  let last: OutputBatch | null = null;
   for (const event of decodeBlock(block)) {
     if (Array.isArray(event.lines)) {
       const batch = batchOf(event, event.lines, defaultStream);
       if (batch !== null) out.push(batch);
+      last = null;
     } else {
       const item = outputEventFromWire(event, defaultStream);
-      if (item !== null) out.push({ lines: [item.line], timestamp: item.timestamp, stream: item.stream });
+      if (item !== null) last = withLine(out, last, item);
     }
   }
   return out;
@@ -170,15 +216,22 @@ function blockBatches(block: string, defaultStream: OutputStream | null): Output
 function grouped(events: OutputEvent[]): OutputBatch[] {
   const out: OutputBatch[] = [];
   let last: OutputBatch | null = null;
-  for (const { line, timestamp, stream } of events) {
-    if (last !== null && last.stream === stream && last.timestamp?.getTime() === timestamp?.getTime()) {
-      last.lines.push(line);
-    } else {
-      last = { lines: [line], timestamp, stream };
-      out.push(last);
-    }
-  }
+  for (const event of events) last = withLine(out, last, event);
   return out;
+}
+
+/**
+ * Adds the line of `event` to `last` (a batch of per-line events, the last of `out`) when it is
+ * of the same stream and time, else to `out` as a new batch; answers the batch it went to.
+ */
+function withLine(out: OutputBatch[], last: OutputBatch | null, { line, timestamp, stream }: OutputEvent): OutputBatch {
+  if (last !== null && last.stream === stream && last.timestamp?.getTime() === timestamp?.getTime()) {
+    last.lines.push(line);
+    return last;
+  }
+  const batch: OutputBatch = { lines: [line], timestamp, stream, dropped: 0 };
+  out.push(batch);
+  return batch;
 }
 
 /** One `output_batch` event of any layout, checked once; null when it holds no line event. */
@@ -187,7 +240,8 @@ function batchOf(event: Event, lines: unknown[], defaultStream: OutputStream | n
   const first = outputEventFromWire({ ...event, lines: undefined, line: "" }, defaultStream);
   if (first === null) return null;
   const strings = lines.filter((line): line is string => typeof line === "string");
-  return strings.length > 0 ? { lines: strings, timestamp: first.timestamp, stream: first.stream } : null;
+  if (strings.length === 0) return null;
+  return { lines: strings, timestamp: first.timestamp, stream: first.stream, dropped: droppedOf(event.dropped) };
 }
 
 /**
@@ -195,12 +249,14 @@ function batchOf(event: Event, lines: unknown[], defaultStream: OutputStream | n
  * `lines` null: its array `body` holds only strings without escapes or control characters (so a
  * quote stands only around the `","` separators), and the lines are cut out of it as they are
  * needed ({@link plainLines}, {@link EventCursor}); else `lines` are the strings it holds.
+ * `dropped` as in {@link OutputBatch}.
  */
 interface AgentBatch {
   readonly lines: string[] | null;
   readonly body: string;
   readonly timestamp: Date | null;
   readonly stream: OutputStream;
+  readonly dropped: number;
 }
 
 /** The strings of a batch's array body in the agent's layout; null when it is not a list of strings. */
@@ -238,7 +294,8 @@ function agentRuns(block: string): AgentBatch[] | null {
         return;
       }
     }
-    out.push({ lines, body, timestamp: parseTimestamp(Number(match[2])), stream: match[1] as OutputStream });
+    const dropped = match[4] === undefined ? 0 : droppedOf(Number(match[4]));
+    out.push({ lines, body, timestamp: parseTimestamp(Number(match[2])), stream: match[1] as OutputStream, dropped });
   });
   return all && valid ? out : null;
 }
@@ -247,7 +304,12 @@ function agentRuns(block: string): AgentBatch[] | null {
 function agentBatches(block: string): OutputBatch[] | null {
   const runs = agentRuns(block);
   if (runs === null) return null;
-  return runs.map(({ lines, body, timestamp, stream }) => ({ lines: lines ?? plainLines(body), timestamp, stream }));
+  return runs.map(({ lines, body, timestamp, stream, dropped }) => ({
+    lines: lines ?? plainLines(body),
+    timestamp,
+    stream,
+    dropped,
+  }));
 }
 
 /** The events of a block of agent output events, as `outputEventFromWire` makes them; else null. */
@@ -299,6 +361,8 @@ interface Cursor<T> {
   readonly eof: boolean;
   /** The `id` of the last event decoded that had one, or null. */
   readonly lastId: string | null;
+  /** The `dropped` counts (each > 0) of the batches decoded since the last call, in order: mostly none. */
+  takeDropped(): readonly number[];
 }
 
 const NO_LINES: string[] = [];
@@ -329,6 +393,8 @@ class EventCursor implements Cursor<OutputEvent> {
   // The events of a block that is not made of agent batches, made at once.
   #events = NO_EVENTS;
   #event = 0;
+  // The `dropped` of the batches decoded and not yet taken (takeDropped).
+  #dropped: number[] = [];
 
   constructor(defaultStream: OutputStream | null) {
     this.#defaultStream = defaultStream;
@@ -377,6 +443,13 @@ class EventCursor implements Cursor<OutputEvent> {
     }
   }
 
+  takeDropped(): readonly number[] {
+    const dropped = this.#dropped;
+    if (dropped.length === 0) return NO_DROPS;
+    this.#dropped = [];
+    return dropped;
+  }
+
   clear(): void {
     this.#runs = [];
     this.#run = 0;
@@ -396,10 +469,11 @@ class EventCursor implements Cursor<OutputEvent> {
       const runs = agentRuns(block);
       if (runs !== null) {
         this.#runs = runs;
+        noteDropped(runs, this.#dropped); // a look per batch, not per line
         return;
       }
     }
-    this.#events = blockEvents(block, this.#defaultStream);
+    this.#events = blockEvents(block, this.#defaultStream, this.#dropped);
   }
 }
 
@@ -419,6 +493,10 @@ class BatchCursor implements Cursor<OutputBatch> {
 
   get lastId(): string | null {
     return this.#decoder.lastId;
+  }
+
+  takeDropped(): readonly number[] {
+    return this.#decoder.takeDropped();
   }
 
   feed(chunk: Uint8Array): void {
@@ -498,6 +576,7 @@ class Decoded<T> implements AsyncIterableIterator<T> {
         } else {
           this.#cursor.feed(chunk.value);
         }
+        this.#cursor.takeDropped(); // the batches carry it; no follow here to warn for (see Followed)
         const value = this.#cursor.take();
         if (value !== undefined) return { value, done: false };
       }
@@ -530,7 +609,8 @@ export const FOLLOW_BACKOFF_MS: readonly number[] = [250, 500, 1000, 2000, 4000]
  * dropped meanwhile. A server whose events carry no id answers a follow with every line still in
  * the process's buffer, oldest first, then the live ones; the lines already handed out are then
  * skipped by count. Either way the caller gets each line once, in order. (Counting goes wrong
- * once the buffer, 16 MiB, has dropped lines: hence the ids.)
+ * once the buffer, 16 MiB, has dropped lines: hence the ids.) Lines the buffer let go before the
+ * follower read them are counted too ({@link dropped}), across connections.
  *
  * A connection that breaks ({@link broke}), or ends without the `eof` event ({@link ended}), is
  * opened again, after {@link FOLLOW_BACKOFF_MS} when it broke; after {@link FOLLOW_RECONNECTS}
@@ -547,6 +627,8 @@ export class FollowResume {
   skip = 0;
   /** The `id` of the last event taken that had one: where a follow opened again goes on. */
   cursor: string | null = null;
+  /** Lines the process's output buffer let go before this follow read them, over all its connections. */
+  dropped = 0;
   /** Whether the current connection brought a line not seen before. */
   newLines = false;
   #failures = 0; // connections in a row that brought no new line
@@ -556,6 +638,11 @@ export class FollowResume {
   handedOut(count: number): void {
     this.delivered += count;
     this.newLines = true;
+  }
+
+  /** A batch said `count` lines were dropped before it (its `dropped`): the follow never gets them. */
+  lost(count: number): void {
+    this.dropped += count;
   }
 
   /** The connection broke (or could not be opened again): whether to open another (else the caller throws its error). */
@@ -597,16 +684,41 @@ export class FollowResume {
 export type OpenFollow = (lastEventId: string | null) => Promise<AsyncIterable<Uint8Array>>;
 
 /**
- * The output lines of a follow, opened with `open` and opened again when its connection breaks
- * ({@link FollowResume}); `stream` defaults to the followed one when absent.
+ * The `code` of the process warning (`process.emitWarning`) a per-line follow emits for each batch
+ * that says the process's output buffer let lines go before the follower read them: its events
+ * have no field for it, and a gap nobody mentions looks like output that never was.
  */
-export function followOutputEvents(open: OpenFollow, defaultStream: OutputStream | null): AsyncIterableIterator<OutputEvent> {
-  return new Followed(open, () => new EventCursor(defaultStream), oneLine, dropNone);
+export const OUTPUT_DROPPED_WARNING = "ALCOVE_OUTPUT_DROPPED";
+
+/** Emits the {@link OUTPUT_DROPPED_WARNING} of a follow of process `pid` that lost `count` lines. */
+function warnDropped(pid: number | string, count: number): void {
+  const lines = count === 1 ? "1 line of output was" : `${count} lines of output were`;
+  const why = "the process's output buffer holds the last 16 MiB";
+  process.emitWarning(`follow of process ${pid}: ${lines} dropped before this follower read them (${why})`, {
+    code: OUTPUT_DROPPED_WARNING,
+  });
 }
 
-/** The output batches of a follow, opened again as {@link followOutputEvents} is. */
+/**
+ * The output lines of a follow of process `pid`, opened with `open` and opened again when its
+ * connection breaks ({@link FollowResume}); `stream` defaults to the followed one when absent.
+ * Lines the process's output buffer let go before they were read are told with a warning
+ * ({@link warnDropped}).
+ */
+export function followOutputEvents(
+  open: OpenFollow,
+  defaultStream: OutputStream | null,
+  pid: number | string,
+): AsyncIterableIterator<OutputEvent> {
+  return new Followed(open, () => new EventCursor(defaultStream), oneLine, dropNone, (count) => warnDropped(pid, count));
+}
+
+/**
+ * The output batches of a follow, opened again as {@link followOutputEvents} is. No warning: each
+ * batch says what was dropped before it ({@link OutputBatch.dropped}).
+ */
 export function followOutputBatches(open: OpenFollow, defaultStream: OutputStream | null): AsyncIterableIterator<OutputBatch> {
-  return new Followed(open, () => new BatchCursor(defaultStream), batchLines, dropLines);
+  return new Followed(open, () => new BatchCursor(defaultStream), batchLines, dropLines, null);
 }
 
 const oneLine = (): number => 1;
@@ -618,13 +730,15 @@ const dropLines = (batch: OutputBatch, skip: number): OutputBatch => ({ ...batch
 /**
  * {@link Decoded} over the connections of one follow: when one breaks with a
  * {@link SandboxConnectionError} or ends without `eof`, the next is opened (a fresh cursor) and
- * the lines already handed out are skipped. Items are counted as they are taken.
+ * the lines already handed out are skipped. Items are counted as they are taken, and the lines
+ * dropped before a batch as it is decoded (each batch's told to `warn`, when given).
  */
 class Followed<T> implements AsyncIterableIterator<T> {
   readonly #open: OpenFollow;
   readonly #newCursor: () => Cursor<T>;
   readonly #lines: (item: T) => number;
   readonly #drop: (item: T, skip: number) => T;
+  readonly #warn: ((dropped: number) => void) | null;
   readonly #resume = new FollowResume();
   #cursor: Cursor<T>;
   #source: AsyncIterator<Uint8Array> | null = null;
@@ -632,11 +746,18 @@ class Followed<T> implements AsyncIterableIterator<T> {
   #done = false;
   #pulling: Promise<IteratorResult<T, undefined>> | null = null;
 
-  constructor(open: OpenFollow, newCursor: () => Cursor<T>, lines: (item: T) => number, drop: (item: T, skip: number) => T) {
+  constructor(
+    open: OpenFollow,
+    newCursor: () => Cursor<T>,
+    lines: (item: T) => number,
+    drop: (item: T, skip: number) => T,
+    warn: ((dropped: number) => void) | null,
+  ) {
     this.#open = open;
     this.#newCursor = newCursor;
     this.#lines = lines;
     this.#drop = drop;
+    this.#warn = warn;
     this.#cursor = newCursor();
   }
 
@@ -724,6 +845,8 @@ class Followed<T> implements AsyncIterableIterator<T> {
         }
         // Its lines are all taken before the next read can find the connection broken.
         resume.cursor = this.#cursor.lastId ?? resume.cursor;
+        const dropped = this.#cursor.takeDropped();
+        if (dropped.length > 0) this.#lost(dropped);
         const value = this.#take();
         if (value !== undefined) return { value, done: false };
       }
@@ -731,6 +854,14 @@ class Followed<T> implements AsyncIterableIterator<T> {
     } catch (error) {
       this.#finish(); // like an async generator: after throwing, it is done
       throw error;
+    }
+  }
+
+  /** Batches just decoded said lines were dropped before them: counted, and each told. */
+  #lost(dropped: readonly number[]): void {
+    for (const count of dropped) {
+      this.#resume.lost(count);
+      this.#warn?.(count);
     }
   }
 

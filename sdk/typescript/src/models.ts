@@ -481,7 +481,7 @@ export interface OutputEvent {
 
 /**
  * The lines of one read of one stream, from `followOutputBatches`: what the agent sends as one
- * `output_batch` event (a plain object of these three fields).
+ * `output_batch` event (a plain object of these four fields).
  */
 export interface OutputBatch {
   /** The lines, each without its line ending, in order. */
@@ -489,6 +489,13 @@ export interface OutputBatch {
   /** When the agent read them. */
   timestamp: Date | null;
   stream: OutputStream | null;
+  /**
+   * Lines (of either stream) that the process's output buffer (it holds the last 16 MiB) let go
+   * before this batch, unseen by this follower: between where it stood (the start of the follow,
+   * or the previous batch) and this batch's first line. 0 mostly: only a follower that fell that
+   * far behind loses lines.
+   */
+  dropped: number;
 }
 
 /** All output lines captured so far (`getStdout` / `getStderr` / `getOutput`). */

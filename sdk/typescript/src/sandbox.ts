@@ -625,6 +625,11 @@ export class Sandbox {
    * five connections in a row that broke without a new line the last `SandboxConnectionError`
    * is thrown; a process that is no longer known or a sandbox that is gone throw their error at
    * once (`RemoteAPIError` 404).
+   *
+   * A follower that falls behind by more than the process's output buffer (its last 16 MiB) misses
+   * the lines the buffer let go: the follow then emits a process warning (`process.emitWarning`,
+   * code `ALCOVE_OUTPUT_DROPPED`) saying how many, and goes on with the lines still there.
+   * {@link followOutputBatches} gives the count with each batch instead.
    */
   followOutput(pid: number | string): AsyncIterable<OutputEvent> {
     return this.#follow(pid, "output");
@@ -643,7 +648,9 @@ export class Sandbox {
   /**
    * Output (stdout and stderr) a read at a time, as `followOutput` gives it line by line: each
    * {@link OutputBatch} holds the lines of one read of one stream, with its `stream` and
-   * `timestamp`. No object per line, for followers that take many.
+   * `timestamp`. No object per line, for followers that take many. A batch's `dropped` counts the
+   * lines the process's output buffer let go before it, which this follower never saw (no
+   * warning, unlike {@link followOutput}).
    */
   followOutputBatches(pid: number | string): AsyncIterable<OutputBatch> {
     return followOutputBatches(this.#openFollow(pid, "output"), null);
@@ -651,7 +658,7 @@ export class Sandbox {
 
   #follow(pid: number | string, stream: "output" | "stdout" | "stderr"): AsyncIterable<OutputEvent> {
     // Not an async generator over events: that would cost more per line than decoding it.
-    return followOutputEvents(this.#openFollow(pid, stream), FOLLOW_STREAMS[stream]);
+    return followOutputEvents(this.#openFollow(pid, stream), FOLLOW_STREAMS[stream], pid);
   }
 
   /** Opens the follow (again, when its connection broke): made (and the pid checked) at the first `next()`. */

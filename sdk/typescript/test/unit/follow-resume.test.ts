@@ -15,7 +15,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, beforeEach, describe, it } from "node:test";
 
-import { FOLLOW_BACKOFF_MS, FOLLOW_RECONNECTS, FollowResume } from "../../src/follow-stream.js";
+import { FOLLOW_BACKOFF_MS, FOLLOW_RECONNECTS, FollowResume, OUTPUT_DROPPED_WARNING } from "../../src/follow-stream.js";
 import { clock, GET_ATTEMPTS } from "../../src/http.js";
 import { RemoteAPIError, SandboxClient, SandboxConnectionError, SandboxNotFoundError, type Sandbox } from "../../src/index.js";
 import { sandboxJson } from "./fake.js";
@@ -27,6 +27,11 @@ const KEEP_ALIVE = ": keep-alive\n\n";
 function batch(lines: string[], stream = "stdout", id?: number): string {
   const idLine = id === undefined ? "" : `id: ${id}\n`;
   return `event: output_batch\n${idLine}data: ${JSON.stringify({ stream, timestamp: TS, lines })}\n\n`;
+}
+
+/** A batch after lines the buffer let go, as the agent writes it: `dropped` after the lines. */
+function droppedBatch(lines: string[], dropped: number, id: number): string {
+  return `event: output_batch\nid: ${id}\ndata: ${JSON.stringify({ stream: "stdout", timestamp: TS, lines, dropped })}\n\n`;
 }
 
 function output(line: string, stream = "stdout"): string {
@@ -311,7 +316,86 @@ describe("follow streams across broken connections", () => {
   });
 });
 
+describe("follow streams after lines the output buffer dropped", () => {
+  /** Runs `body` and answers the process warnings emitted meanwhile (and those its ticks bring). */
+  async function warningsOf(body: () => Promise<void>): Promise<Error[]> {
+    const warnings: Error[] = [];
+    const listen = (warning: Error) => warnings.push(warning);
+    process.on("warning", listen);
+    try {
+      await body();
+      await new Promise((resolve) => setImmediate(resolve)); // emitWarning emits on a later tick
+    } finally {
+      process.off("warning", listen);
+    }
+    return warnings;
+  }
+
+  const code = (warning: Error) => (warning as Error & { code?: string }).code;
+
+  it("warns once per batch that says so on the per-line follows, and yields every line", async () => {
+    // Lines 3-122 went while the follower was behind; the block holds a batch after them too.
+    const gap = droppedBatch(numbered(123, 124), 120, 124) + batch(numbered(125, 126), "stdout", 126);
+    const scripts: Script[] = [{ chunks: [batch(numbered(1, 2), "stdout", 2), gap, EOF], clean: true }];
+    for (const method of ["followOutput", "followStdout"] as const) {
+      let result: Awaited<ReturnType<typeof follow>> | undefined;
+      const warnings = await warningsOf(async () => {
+        result = await follow(scripts, method);
+      });
+      assert.equal(result!.error, null);
+      assert.deepEqual(result!.lines, [...numbered(1, 2), ...numbered(123, 126)], method);
+      const ours = warnings.filter((warning) => code(warning) === OUTPUT_DROPPED_WARNING);
+      assert.equal(ours.length, 1, method);
+      assert.equal(ours[0]!.name, "Warning");
+      assert.match(ours[0]!.message, /^follow of process 7: 120 lines of output were dropped before this follower read them/);
+      assert.match(ours[0]!.message, /16 MiB/);
+    }
+  });
+
+  it("warns for each connection's dropped lines", async () => {
+    const warnings = await warningsOf(async () => {
+      const { lines, error } = await follow([
+        { chunks: [droppedBatch(["line5"], 4, 5)] },
+        { chunks: [droppedBatch(["line7"], 1, 7), EOF], clean: true },
+      ]);
+      assert.equal(error, null);
+      assert.deepEqual(lines, ["line5", "line7"]);
+    });
+    const messages = warnings.filter((warning) => code(warning) === OUTPUT_DROPPED_WARNING).map((warning) => warning.message);
+    assert.equal(messages.length, 2);
+    assert.match(messages[0]!, /: 4 lines of output were dropped/);
+    assert.match(messages[1]!, /: 1 line of output was dropped/);
+  });
+
+  it("does not warn when no batch says so, nor on the batch follow, which gives the count", async () => {
+    const plain: Script[] = [{ chunks: [batch(numbered(1, 3), "stdout", 3), EOF], clean: true }];
+    const dropped: Script[] = [{ chunks: [batch(numbered(1, 2), "stdout", 2), droppedBatch(["line9"], 6, 9), EOF], clean: true }];
+    const batches: number[] = [];
+    const warnings = await warningsOf(async () => {
+      assert.deepEqual((await follow(plain)).lines, numbered(1, 3));
+      const agent = await startAgent(dropped);
+      try {
+        for await (const item of agent.sandbox.followOutputBatches(7)) batches.push(item.dropped);
+      } finally {
+        await agent.close();
+      }
+    });
+    assert.deepEqual(batches, [0, 6]);
+    assert.deepEqual(warnings.filter((warning) => code(warning) === OUTPUT_DROPPED_WARNING), []);
+  });
+});
+
 describe("FollowResume", () => {
+  it("counts the lines dropped before the follower read them, over its connections", () => {
+    const follow = new FollowResume();
+    assert.equal(follow.dropped, 0);
+    follow.lost(120);
+    assert.ok(follow.broke());
+    follow.pause();
+    follow.lost(3);
+    assert.equal(follow.dropped, 123);
+  });
+
   it("skips what was handed out, by count", () => {
     const follow = new FollowResume();
     follow.handedOut(3);

@@ -53,6 +53,11 @@ function batch(lines: string[], stream: OutputStream = "stdout", timestamp = 176
   return agentEvent("output_batch", { stream, timestamp, lines });
 }
 
+/** An output_batch event with a `dropped` after its lines, as the agent writes it (or another value there). */
+function droppedBatch(lines: string[], dropped: unknown, stream: OutputStream = "stdout"): string {
+  return agentEvent("output_batch", { stream, timestamp: 1767225600131, lines, dropped });
+}
+
 const STARTED = agentEvent("started", { pid: 317, started_at: 1767225600123 });
 const EXIT = agentEvent("exit", { exit_code: 3, signal: null, oom_killed: false, reason: "exited" });
 
@@ -149,6 +154,19 @@ const UNUSUAL_BATCH_BODY = Buffer.concat([
   ),
 ]);
 
+/** Batches that say lines were dropped before them, in the agent's layout and another, then odd values (none). */
+const DROPPED_BATCHES: [string, number][] = [
+  [batch(["a", "b"]), 0],
+  [droppedBatch(["c"], 120), 120],
+  [batch(["d"], "stderr"), 0],
+  [droppedBatch(["e", "f"], 1, "stderr"), 1],
+  [batch(['"dropped":7', '"],"dropped":5}']), 0], // in a line, the key's quotes are escaped
+  ['data: {"lines": ["spaced"], "dropped": 3, "stream": "stdout", "timestamp": 1}\n\n', 3],
+  ...[0, -5, 1.5, "7", null, 2 ** 53].map((value): [string, number] => [droppedBatch(["odd"], value), 0]),
+  [droppedBatch(["last"], 9007199254740991), 9007199254740991],
+];
+const DROPPED_BATCH_BODY = DROPPED_BATCHES.map(([event]) => event).join("") + agentEvent("eof", {});
+
 function withLineEnds(body: Uint8Array, end: string): Uint8Array {
   return Buffer.from(Buffer.from(body).toString("latin1").replaceAll("\n", end), "latin1");
 }
@@ -162,6 +180,7 @@ const BODIES: Record<string, Uint8Array> = {
   batches: encoder.encode(BATCH_BODY),
   "batches, CRLF": withLineEnds(encoder.encode(BATCH_BODY), "\r\n"),
   "unusual batches": UNUSUAL_BATCH_BODY,
+  "batches after dropped lines": encoder.encode(DROPPED_BATCH_BODY),
 };
 
 /** A small deterministic generator, for random chunk sizes that are the same on every run. */
@@ -508,17 +527,37 @@ describe("follow streams", () => {
         [["d"], "stdout", 1767225600131],
       ],
     );
-    assert.deepEqual(Object.keys(batches[0]!), ["lines", "timestamp", "stream"]);
+    assert.deepEqual(Object.keys(batches[0]!), ["lines", "timestamp", "stream", "dropped"]);
+    assert.ok(batches.every((b) => b.dropped === 0));
     const perLine = out("a") + out("b") + out("c", "stderr") + out("d", "stdout", 1767225600999);
     const grouped = await collect(iterOutputBatches(chunksOf(perLine), null));
     assert.deepEqual(
-      grouped.map((b) => [b.lines, b.stream]),
+      grouped.map((b) => [b.lines, b.stream, b.dropped]),
       [
-        [["a", "b"], "stdout"],
-        [["c"], "stderr"],
-        [["d"], "stdout"],
+        [["a", "b"], "stdout", 0],
+        [["c"], "stderr", 0],
+        [["d"], "stdout", 0],
       ],
     );
+  });
+
+  it("give each batch the lines dropped before it: a positive integer, else 0, however the body is cut", async () => {
+    const body = encoder.encode(DROPPED_BATCH_BODY);
+    const want = DROPPED_BATCHES.map(([, dropped]) => dropped);
+    for (const chunks of chunkings(body)) {
+      const batches = await collect(iterOutputBatches(fromChunks(chunks), null));
+      assert.deepEqual(batches.map((b) => b.dropped), want, describeChunks(chunks));
+    }
+    // A batch of the agent's layout with it (the fast path), and in a block of such batches only.
+    const [agent] = await collect(iterOutputBatches(chunksOf(droppedBatch(["x", "y"], 42, "stderr")), null));
+    assert.deepEqual(agent, { lines: ["x", "y"], timestamp: new Date(1767225600131), stream: "stderr", dropped: 42 });
+    const mixed = batch(["a"]) + droppedBatch(["b"], 5) + batch(["c"]);
+    const batches = await collect(iterOutputBatches(chunksOf(mixed), null));
+    assert.deepEqual(batches.map((b) => [b.lines, b.dropped]), [[["a"], 0], [["b"], 5], [["c"], 0]]);
+    // The per-line events of those batches are all there (the count has no place in an event).
+    const events = await collect(iterOutputEvents(chunksOf(mixed), null));
+    assert.deepEqual(events.map((e) => e.line), ["a", "b", "c"]);
+    assert.deepEqual(Object.keys(events[1]!), ["line", "timestamp", "stream"]);
   });
 
   it("yields lines, defaults their stream and ignores the eof event", async () => {
