@@ -49,4 +49,49 @@ describe("follow streams across a suspend and resume", { timeout: 300_000 }, () 
     assert.deepEqual(batched, WANT);
     assert.equal((await sandbox.getProcess(proc.pid)).status, "exited");
   });
+
+  it("tells a follower how many lines the 16 MiB buffer let go before it came", TIMEOUT, async () => {
+    const flood = 1_500_000;
+    await using sandbox = await client.createAndConnect();
+    const proc = await sandbox.startProcess("seq", ["1", String(flood)], { stdinMode: "closed" });
+    const deadline = Date.now() + 60_000;
+    while ((await sandbox.getProcess(proc.pid)).status === "running") {
+      assert.ok(Date.now() < deadline, "seq did not finish");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    let dropped = 0;
+    let toldFirst: number | undefined;
+    let received = 0;
+    let first: string | undefined;
+    let last: string | undefined;
+    for await (const batch of sandbox.followOutputBatches(proc.pid)) {
+      toldFirst ??= batch.dropped;
+      dropped += batch.dropped;
+      received += batch.lines.length;
+      first ??= batch.lines[0];
+      last = batch.lines.at(-1);
+    }
+    assert.ok(dropped > 0, "the oldest lines are gone");
+    assert.equal(toldFirst, dropped, "the first batch carries the count");
+    assert.equal(dropped + received, flood, "each line received or counted");
+    assert.equal(Number(first), dropped + 1);
+    assert.equal(Number(last), flood);
+    // The per-line follow has no place for it among its events: a process warning says it.
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error): void => {
+      warnings.push(warning);
+    };
+    process.on("warning", onWarning);
+    try {
+      let lines = 0;
+      for await (const _event of sandbox.followOutput(proc.pid)) lines += 1;
+      assert.equal(lines, received);
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+    } finally {
+      process.off("warning", onWarning);
+    }
+    const ours = warnings.filter((w) => (w as Error & { code?: string }).code === "ALCOVE_OUTPUT_DROPPED");
+    assert.equal(ours.length, 1, String(warnings));
+    assert.match(ours[0].message, new RegExp(`${dropped} lines`));
+  });
 });
