@@ -182,6 +182,13 @@ def test_a_parent_held_by_its_vfork_child_is_named_and_the_sandbox_runs_on(clien
             client.delete_snapshot(disk_only.snapshot_id)
         assert sandbox.read_file("/root/kept") == b"kept"
         assert sandbox.get_process(held.pid).status == "running"
+        # The sandbox's own log says what failed, at warn level; the disk-only snapshot, that it was taken.
+        bodies = {record.body: str(record.level_name) for record in sandbox.iter_logs(levels=["warn", "info"])}
+        named = f"process {held.pid} (python3) waits for a vfork child"
+        assert any(b.startswith("suspend failed") and named in b for b in bodies), bodies
+        assert any(b.startswith("snapshot ") and named in b for b in bodies), bodies
+        assert {bodies[b] for b in bodies if named in b} == {"warn"}, bodies
+        assert f"filesystem snapshot {disk_only.snapshot_id} taken" in bodies, bodies
 
         sandbox.kill_process(held.pid)
         assert client.suspend("vfork-held").status == "suspended"

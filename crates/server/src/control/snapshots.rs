@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use alcove_wire::journal::LogLevel;
 use alcove_wire::sandbox::{CreateSandboxRequest, ResourcesRequest, SandboxStatus};
 use alcove_wire::snapshot::{SnapshotStatus, SnapshotType};
 use alcove_wire::time::now_millis;
@@ -149,12 +150,17 @@ impl Snapshots {
                     tracing::warn!(snapshot_id = %snap.id, error = %e, "writing snapshot manifest");
                 }
                 tracing::info!(snapshot_id = %snap.id, sandbox_id = %id, bytes, "snapshot completed");
+                let what = format!("{} snapshot {} taken", snap.snapshot_type.as_str(), snap.id);
+                self.ctx.logs.note(&id, LogLevel::Info, what).await;
             }
             Err(e) => {
                 tracing::warn!(snapshot_id = %snap.id, sandbox_id = %id, error = %e, "snapshot failed");
                 snap.status = SnapshotStatus::Failed;
                 // Clients read `error`: the full one (command line, host paths) stays in the log.
-                snap.error = Some(redact::stored_details(Failure::Snapshot, &e));
+                let details = redact::stored_details(Failure::Snapshot, &e);
+                let what = format!("snapshot {}: {details}", snap.id);
+                self.ctx.logs.note(&id, LogLevel::Warn, what).await;
+                snap.error = Some(details);
                 let _ = blocking::remove_dir_all(dir).await;
             }
         }

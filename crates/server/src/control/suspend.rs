@@ -282,8 +282,13 @@ impl Suspension {
                 tracing::warn!(sandbox_id = %id, error = %e, "suspend failed; sandbox keeps running");
                 apply_or_log(&mut record, Event::SuspendFailed);
                 // The full error (command line, host paths) stays in the log above.
-                record.error_details =
-                    Some(redact::stored_details(Failure::Suspend, &e.to_string()));
+                let details = redact::stored_details(Failure::Suspend, &e.to_string());
+                // The sandbox's own log says it too: the user's window on what went wrong.
+                self.ctx
+                    .logs
+                    .note(id, LogLevel::Warn, format!("{details} (the sandbox keeps running)"))
+                    .await;
+                record.error_details = Some(details);
                 if let Some(left) = record.timeout_remaining_ms.take() {
                     record.deadline_at = Some(now_millis() + left.max(SUSPEND_RETRY_MS));
                 }
