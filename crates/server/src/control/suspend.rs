@@ -286,7 +286,11 @@ impl Suspension {
                 // The sandbox's own log says it too: the user's window on what went wrong.
                 self.ctx
                     .logs
-                    .note(id, LogLevel::Warn, format!("{details} (the sandbox keeps running)"))
+                    .note(
+                        id,
+                        LogLevel::Warn,
+                        format!("{details} (the sandbox keeps running)"),
+                    )
                     .await;
                 record.error_details = Some(details);
                 if let Some(left) = record.timeout_remaining_ms.take() {
