@@ -196,6 +196,29 @@ def test_a_parent_held_by_its_vfork_child_is_named_and_the_sandbox_runs_on(clien
         assert sandbox.read_file("/root/kept") == b"kept"
 
 
+def test_a_nested_interactive_shell_on_a_terminal_is_refused_with_what_to_do(client):
+    """CRIU cannot dump a terminal whose foreground job is not its session's leader (here `sh -i`
+    typed into the PTY's bash). The suspend says so in words the user can act on, instead of a
+    bare "could not be dumped"; once the inner shell is left, the suspend works."""
+    with client.create_and_connect(name="nested-shell") as sandbox:
+        with sandbox.create_pty("bash") as pty:
+            pty.send("export PS1='P> '\n")
+            pty.read_until("P> ", timeout=10)
+            pty.send("sh -i\n")
+            pty.send("echo in''ner\n")  # the quotes keep the echo of the command from matching
+            pty.read_until("inner", timeout=10)
+            with pytest.raises(RemoteAPIError) as info:
+                client.suspend("nested-shell")
+            assert "terminal" in info.value.message and "inner shell" in info.value.message, info.value
+            assert client.get("nested-shell").status == "running"
+            pty.send("exit\n")
+            pty.send("echo ba''ck\n")
+            pty.read_until("back", timeout=10)
+            assert client.suspend("nested-shell").status == "suspended"
+            assert client.resume("nested-shell").status == "running"
+        assert sandbox.run("echo", ["alive"]).stdout.strip() == "alive"
+
+
 def test_ephemeral_sandboxes_cannot_be_suspended(server, client):
     info = client.create()
     try:

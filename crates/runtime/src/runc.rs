@@ -257,7 +257,14 @@ impl Runc {
                 if !why.is_empty() {
                     e.reason = format!("{} (CRIU: {why})", e.reason);
                 }
-                e
+                match refusal(&why) {
+                    Some(reason) => {
+                        // The client gets the reason; the command and CRIU's words stay here.
+                        tracing::warn!(error = %e, "CRIU refused the dump");
+                        RuntimeError::Refused(reason.to_string())
+                    }
+                    None => RuntimeError::from(e),
+                }
             });
         // runc makes the image directory 0600, CRIU its statistics 0644, and runc the marker
         // of a container left running after a dump (`checkpoint` in its state) 0644. A failed
@@ -484,9 +491,46 @@ fn criu_errors(log: &Path) -> String {
     errors[errors.len().saturating_sub(KEPT)..].join("; ")
 }
 
+/// What CRIU refuses to dump for a reason the sandbox's user can act on, by the words of its
+/// error, and what to tell them.
+const REFUSALS: [(&str, &str); 2] = [
+    (
+        "ctty inheritance detected",
+        "a terminal of the sandbox has a foreground job other than its session's leader (an \
+         interactive shell started inside another one, or a job-control job in the foreground \
+         on a PTY), which CRIU cannot dump; end that job or leave the inner shell and try again; \
+         the sandbox keeps running",
+    ),
+    (
+        "Unseizable non-zombie",
+        "a process of the sandbox stayed in uninterruptible sleep (waiting on the kernel, e.g. \
+         for I/O) and could not be stopped to be dumped; try again; the sandbox keeps running",
+    ),
+];
+
+/// The reason to give for a dump that CRIU failed with `errors` (from [`criu_errors`]), when it
+/// is one of [`REFUSALS`].
+fn refusal(errors: &str) -> Option<&'static str> {
+    REFUSALS
+        .iter()
+        .find(|(words, _)| errors.contains(words))
+        .map(|(_, reason)| *reason)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_the_user_can_act_on_is_named() {
+        let tty = "tty: ctty inheritance detected sid/pgrp 8 (ctty pid_real 2411808 is not the session leader)";
+        assert!(refusal(tty).is_some_and(|r| r.contains("terminal") && !r.contains("2411808")));
+        assert!(
+            refusal("Unseizable non-zombie 7 found").is_some_and(|r| r.contains("uninterruptible"))
+        );
+        assert_eq!(refusal("Can't dump ghost file"), None);
+        assert_eq!(refusal(""), None);
+    }
 
     #[test]
     fn a_failed_dump_says_what_criu_logged() {
