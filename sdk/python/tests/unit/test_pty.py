@@ -468,3 +468,15 @@ async def test_async_kill_and_errors(server: FakeServer, proxy: FakeProxy, asand
         assert not pty.connected  # closed by the server, before any read
         with pytest.raises(SandboxError, match="terminated"):
             await pty.wait(timeout=T)
+
+
+def test_close_details_read_the_close_frame_without_deprecated_fields() -> None:
+    import warnings
+
+    from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
+    from websockets.frames import Close
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # websockets' own .code/.reason warn
+        assert wsp.close_details(ConnectionClosedOK(Close(4404, "gone"), None)) == (4404, "gone")
+        assert wsp.close_details(ConnectionClosedError(None, None)) == (1006, "")  # no frame came

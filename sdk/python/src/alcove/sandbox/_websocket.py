@@ -254,9 +254,12 @@ def connect_error(exc: BaseException, what: str, sandbox_id: str) -> SandboxExce
 
 
 def close_details(exc: BaseException) -> tuple[int | None, str]:
-    """``(code, reason)`` of the close frame the server sent, from a ``ConnectionClosed``."""
-    received = getattr(exc, "rcvd", None)
-    if received is not None:
+    """``(code, reason)`` of the close frame the server sent, from a ``ConnectionClosed``; 1006
+    (abnormal closure) when none came."""
+    if hasattr(exc, "rcvd"):  # websockets' own ``code``/``reason`` of it are deprecated
+        received = exc.rcvd
+        if received is None:
+            return 1006, ""
         return getattr(received, "code", None), getattr(received, "reason", "") or ""
     return getattr(exc, "code", None), getattr(exc, "reason", "") or ""
 
