@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -202,11 +202,7 @@ impl Node {
             (cfg.data_dir.join("sandboxes"), 0o711),
             (cfg.data_dir.join("runc"), 0o700),
         ] {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(mode)
-                .create(&dir)
-                .map_err(RuntimeError::io("creating", &dir))?;
+            perms::make_dir(&dir, mode)?;
         }
         for file in [&cfg.agent_binary, &cfg.hook.path] {
             if !file.is_file() {

@@ -66,6 +66,17 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .map_err(RuntimeError::io("writing", path))
 }
 
+/// Makes `dir`, and any parent it lacks, with `mode` (what exists keeps its own mode): the
+/// data directory's own directories are made with the modes [`secure_tree`] checks.
+pub fn make_dir(dir: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(RuntimeError::io("creating", dir))
+}
+
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(RuntimeError::io("setting the mode of", path))
@@ -78,16 +89,12 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 /// image) are neither changed nor entered: they hold the sandbox's own files,
 /// behind a 0700 directory. Returns the entries it changed.
 pub fn secure_tree(root: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::symlink_metadata(root).map_err(RuntimeError::io("inspecting", root))?;
-    let mounts: HashSet<PathBuf> = crate::layer::mounts_under(root).into_iter().collect();
     let tree = Tree {
-        mounts,
+        mounts: crate::layer::mounts_under(root).into_iter().collect(),
         traverse: [root.to_path_buf(), root.join("sandboxes")].into(),
         runc_root: root.join("runc"),
     };
-    let mut changed = Vec::new();
-    walk(root, &meta, &tree, false, &mut changed)?;
-    Ok(changed)
+    secure(root, &tree)
 }
 
 /// Makes `dir` and everything below it root-only by the same rules as [`secure_tree`] (a
@@ -95,14 +102,19 @@ pub fn secure_tree(root: &Path) -> Result<Vec<PathBuf>> {
 /// their own modes (a dump's images and statistics, a restore's work files): a later start
 /// then finds nothing to repair. Returns the entries it changed.
 pub fn secure_subtree(dir: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::symlink_metadata(dir).map_err(RuntimeError::io("inspecting", dir))?;
     let tree = Tree {
         mounts: HashSet::new(),
         traverse: HashSet::new(),
         runc_root: PathBuf::new(),
     };
+    secure(dir, &tree)
+}
+
+/// [`walk`] from `top` with the rules of `tree`; the entries it changed.
+fn secure(top: &Path, tree: &Tree) -> Result<Vec<PathBuf>> {
+    let meta = std::fs::symlink_metadata(top).map_err(RuntimeError::io("inspecting", top))?;
     let mut changed = Vec::new();
-    walk(dir, &meta, &tree, false, &mut changed)?;
+    walk(top, &meta, tree, false, &mut changed)?;
     Ok(changed)
 }
 

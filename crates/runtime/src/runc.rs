@@ -1,7 +1,6 @@
 //! The `runc` command line, with its own state root per runtime instance.
 
 use std::ffi::OsStr;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -289,11 +288,7 @@ impl Runc {
         images: &Path,
         work: &Path,
     ) -> Result<()> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(work)
-            .map_err(RuntimeError::io("creating", work))?;
+        crate::perms::make_dir(work, 0o700)?;
         let mut args: Vec<&OsStr> = vec![OsStr::new("--criu"), criu.as_os_str()];
         args.extend(["restore", "--detach", "--image-path"].map(OsStr::new));
         args.extend([

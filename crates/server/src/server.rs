@@ -1,7 +1,7 @@
 //! Running the server: takes a bound listener and a shutdown signal (so tests
 //! can bind `127.0.0.1:0`), recovers state, serves until shutdown.
 
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,18 +113,12 @@ pub async fn serve(
     let mut config = config;
     // The modes the node keeps them at (root-only; the data directory enterable, see
     // alcove_runtime::perms), so that a first start finds nothing to repair.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o711)
-        .create(&config.data_dir)?;
+    alcove_runtime::perms::make_dir(&config.data_dir, 0o711)?;
     // runc resolves bind-mount sources against the bundle: every path must be absolute.
     config.data_dir = config.data_dir.canonicalize()?;
     config.agent_path = Some(config.agent_path().canonicalize()?);
     config.images_dir = Some(std::path::absolute(config.images_dir())?);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(config.data_dir.join("snapshots"))?;
+    alcove_runtime::perms::make_dir(&config.data_dir.join("snapshots"), 0o700)?;
     // Error texts naming these paths are kept from clients (see `redact`).
     for path in [
         config.data_dir.clone(),

@@ -337,9 +337,7 @@ impl Snapshots {
 }
 
 /// `manifest.json` beside a snapshot's files, so the store on disk describes itself.
-fn write_manifest(dir: &std::path::Path, snap: &SnapshotRecord) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+fn write_manifest(dir: &std::path::Path, snap: &SnapshotRecord) -> alcove_runtime::Result<()> {
     let manifest = serde_json::json!({
         "format_version": 1,
         "id": snap.id,
@@ -356,13 +354,9 @@ fn write_manifest(dir: &std::path::Path, snap: &SnapshotRecord) -> std::io::Resu
         "completed_at": snap.completed_at,
     });
     let tmp = dir.join("manifest.json.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600) // root-only, as the rest of the data directory
-        .open(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(&manifest).unwrap_or_default())?;
-    drop(file);
-    std::fs::rename(tmp, dir.join("manifest.json"))
+    // Root-only, as the rest of the data directory.
+    let bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    alcove_runtime::perms::write_file(&tmp, &bytes, 0o600)?;
+    std::fs::rename(&tmp, dir.join("manifest.json"))
+        .map_err(alcove_runtime::RuntimeError::io("renaming", &tmp))
 }
