@@ -25,12 +25,8 @@ struct OutputBatchEventRef<I> {
     stream: OutputStream,
     timestamp: EpochMillis,
     lines: Seq<I>,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "alcove_wire::process::is_zero")]
     dropped: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// A sequence serialized from a cloneable iterator of lines.

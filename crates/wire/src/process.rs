@@ -480,7 +480,9 @@ pub struct OutputBatchEvent {
     pub dropped: u64,
 }
 
-fn is_zero(n: &u64) -> bool {
+/// Whether a count is 0: the `skip_serializing_if` of counts left out when none (also for
+/// the agent's borrowed twin of [`OutputBatchEvent`]).
+pub fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
