@@ -144,12 +144,13 @@ VFORK_HELD = (
 )
 
 
-def test_a_parent_held_by_its_vfork_child_is_named_and_the_sandbox_runs_on(client):
+def test_a_parent_held_by_its_vfork_child_is_named_and_the_sandbox_runs_on(server, client):
     """CRIU cannot dump a process waiting for a vfork child. When the child never execs, every
     freeze catches the parent there: the suspend and the memory snapshot are refused with the
-    parent's pid and name (not after CRIU's 10 s timeout, with a host-side error), the sandbox
-    runs on untouched, a disk-only snapshot still works, and once the parent is gone the
-    suspend works again."""
+    parent's pid and name (not after CRIU's 10 s timeout, with a host-side error; a 409
+    OPERATION_REFUSED, not a server failure), the sandbox runs on untouched, a disk-only snapshot
+    still works, and once the parent is gone the suspend works again. The official SDK, which
+    reads the sandbox again on a 409, raises the same reason."""
     with client.create_and_connect(name="vfork-held") as sandbox:
         sandbox.write_file("/root/kept", b"kept")
         held = sandbox.start_process("python3", ["-c", VFORK_HELD])
@@ -167,6 +168,13 @@ def test_a_parent_held_by_its_vfork_child_is_named_and_the_sandbox_runs_on(clien
             client.suspend("vfork-held")
         assert f"process {held.pid} (python3)" in info.value.message, info.value.message
         assert "vfork" in info.value.message
+        assert (info.value.status_code, info.value.code) == (409, "OPERATION_REFUSED"), info.value
+        assert client.get("vfork-held").status == "running"
+        tensorlake_sandbox = pytest.importorskip("tensorlake.sandbox", reason="tensorlake SDK missing")
+        official = tensorlake_sandbox.Sandbox.connect("vfork-held", api_url=server.url, api_key=None)
+        with pytest.raises(tensorlake_sandbox.SandboxError) as official_info:
+            official.suspend()
+        assert f"process {held.pid} (python3)" in str(official_info.value), official_info.value
         assert client.get("vfork-held").status == "running"
         with pytest.raises(SandboxError) as info:
             client.snapshot_and_wait(sandbox.sandbox_id)
@@ -210,6 +218,7 @@ def test_a_nested_interactive_shell_on_a_terminal_is_refused_with_what_to_do(cli
             with pytest.raises(RemoteAPIError) as info:
                 client.suspend("nested-shell")
             assert "terminal" in info.value.message and "inner shell" in info.value.message, info.value
+            assert (info.value.status_code, info.value.code) == (409, "OPERATION_REFUSED"), info.value
             assert client.get("nested-shell").status == "running"
             pty.send("exit\n")
             pty.send("echo ba''ck\n")

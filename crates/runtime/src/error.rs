@@ -81,6 +81,16 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// Why the operation failed, when what the sandbox does or holds stands in its way
+    /// ([`RuntimeError::Refused`], [`RuntimeError::Busy`]) rather than the host: a text
+    /// written for the sandbox's user.
+    pub fn sandbox_refusal(&self) -> Option<&str> {
+        match self {
+            Self::Refused(reason) | Self::Busy(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
     /// Wraps an I/O error with the operation and path it belongs to.
     pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();

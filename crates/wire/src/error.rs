@@ -29,6 +29,9 @@ pub enum ErrorCode {
     SandboxUnreachable,
     /// An operation (suspend, resume, snapshot) ran and failed; the sandbox is unchanged.
     OperationFailed,
+    /// What runs in the sandbox makes the operation (suspend, copy) impossible right now
+    /// (409); the message says what and what to do, and the sandbox runs on unchanged.
+    OperationRefused,
     /// The host has no room for it (pids, disk): nothing was created.
     ResourceExhausted,
     /// The client has too many requests in flight (429); retry when some finish.

@@ -124,6 +124,7 @@ impl From<ControlError> for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::OperationFailed,
             ),
+            C::OperationRefused { .. } => (StatusCode::CONFLICT, ErrorCode::OperationRefused),
             C::Store(e) if e.is_unavailable() => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
             }

@@ -168,6 +168,13 @@ impl Sandboxes {
             }
             Err(e) => {
                 tracing::warn!(sandbox_id = %id, error = %e, "dumping a sandbox to copy it");
+                if let Some(reason) = e.sandbox_refusal() {
+                    return Err(ControlError::OperationRefused {
+                        id: id.to_string(),
+                        op: "copy",
+                        reason: reason.to_string(),
+                    });
+                }
                 Err(ControlError::OperationFailed {
                     id: id.to_string(),
                     op: "copy",

@@ -39,6 +39,8 @@ struct State {
     checkpoints: HashSet<SandboxId>,
     slots: BTreeSet<u32>,
     failures: HashMap<Op, usize>,
+    /// The next call of an op fails with this error instead of an injected command failure.
+    refusals: HashMap<Op, RuntimeError>,
     full: bool,
     destroyed: Vec<SandboxId>,
     egress: Vec<(u32, bool)>,
@@ -111,6 +113,11 @@ impl FakeNode {
     /// Makes the next `times` calls of `op` fail.
     pub(crate) fn fail(&self, op: Op, times: usize) {
         self.state().failures.insert(op, times);
+    }
+
+    /// Makes the next call of `op` fail with `e` (e.g. what the sandbox does refusing it).
+    pub(crate) fn refuse(&self, op: Op, e: RuntimeError) {
+        self.state().refusals.insert(op, e);
     }
 
     /// Makes calls of `op` wait until [`FakeNode::release`].
@@ -220,6 +227,9 @@ impl FakeNode {
             let _permit = gate.acquire().await;
         }
         let mut s = self.state();
+        if let Some(e) = s.refusals.remove(&op) {
+            return Err(e);
+        }
         if let Some(left) = s.failures.get_mut(&op).filter(|n| **n > 0) {
             *left -= 1;
             return Err(failure(op));

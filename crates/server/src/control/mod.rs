@@ -215,6 +215,17 @@ pub enum ControlError {
         /// Why (the runtime's error).
         reason: String,
     },
+    /// What runs in the sandbox makes the operation impossible right now (a process
+    /// CRIU cannot dump in its state); the sandbox runs on, unchanged.
+    #[error("{op} of sandbox {id} refused: {reason}")]
+    OperationRefused {
+        /// Sandbox id.
+        id: String,
+        /// The operation.
+        op: &'static str,
+        /// What in the sandbox stands in the way, and what to do about it.
+        reason: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -201,7 +201,10 @@ impl Suspension {
                 let _guard = lock.lock().await;
                 match transition {
                     Transition::Suspend => this.suspend_now(&job_id, "requested").await,
-                    Transition::Resume => this.resume_now(&job_id).await,
+                    Transition::Resume => {
+                        this.resume_now(&job_id).await;
+                        None
+                    }
                 }
             }
             .instrument(tracing::Span::current()),
@@ -211,9 +214,13 @@ impl Suspension {
             Transition::Resume => SandboxStatus::Running,
         };
         let id = id.as_str();
-        let finished = match wait {
-            Some(wait) => tokio::time::timeout(wait, job).await.is_ok(),
-            None => false,
+        // Whether the job ended within the wait, and the sandbox's refusal if it was refused.
+        let (finished, refusal) = match wait {
+            Some(wait) => match tokio::time::timeout(wait, job).await {
+                Ok(ended) => (true, ended.ok().flatten()),
+                Err(_) => (false, None),
+            },
+            None => (false, None),
         };
         let record = self.ctx.resolve_local(None, id).await?;
         // Running with a suspend still to come is not resumed yet.
@@ -222,7 +229,15 @@ impl Suspension {
             && !(matches!(transition, Transition::Resume) && self.suspend_queued(&record.id));
         if finished && !reached {
             // The operation ended without reaching its target: say why instead of
-            // letting the client poll for a state that will not come.
+            // letting the client poll for a state that will not come. What runs in the
+            // sandbox stopping it is the caller's to change, not a failure of the server.
+            if let Some(reason) = refusal {
+                return Err(ControlError::OperationRefused {
+                    id: id.to_string(),
+                    op: "suspend",
+                    reason,
+                });
+            }
             return Err(ControlError::OperationFailed {
                 id: id.to_string(),
                 op: match transition {
@@ -238,23 +253,26 @@ impl Suspension {
     }
 
     /// Dumps a running sandbox now (the caller holds its op lock). Failures
-    /// leave it running and are logged: a suspend never loses a sandbox.
-    pub(super) async fn suspend_now(&self, id: &SandboxId, why: &str) {
+    /// leave it running and are logged: a suspend never loses a sandbox. Returns
+    /// why the sandbox itself refused the dump, when it did (see
+    /// [`alcove_runtime::RuntimeError::sandbox_refusal`]).
+    pub(super) async fn suspend_now(&self, id: &SandboxId, why: &str) -> Option<String> {
         let Ok(Some(mut record)) = self.ctx.store.get(id).await else {
-            return;
+            return None;
         };
         if record.status != SandboxStatus::Running
             || state::apply(&mut record, Event::SuspendBegun).is_err()
         {
-            return;
+            return None;
         }
         if let Some(deadline) = record.deadline_at.take() {
             record.timeout_remaining_ms = Some((deadline - now_millis()).max(0));
         }
         if let Err(e) = self.ctx.store.update(&record).await {
             tracing::error!(sandbox_id = %id, error = %e, "recording suspending");
-            return;
+            return None;
         }
+        let mut refusal = None;
         let handle = self.ctx.take_running(id);
         // New requests now get 503 SANDBOX_NOT_READY (clients retry); let the ones
         // under way finish. Long streams still open after the grace are closed by
@@ -280,6 +298,7 @@ impl Suspension {
             }
             Err(e) => {
                 tracing::warn!(sandbox_id = %id, error = %e, "suspend failed; sandbox keeps running");
+                refusal = e.sandbox_refusal().map(str::to_owned);
                 apply_or_log(&mut record, Event::SuspendFailed);
                 // The full error (command line, host paths) stays in the log above.
                 let details = redact::stored_details(Failure::Suspend, &e.to_string());
@@ -304,6 +323,7 @@ impl Suspension {
         if let Err(e) = self.ctx.store.update(&record).await {
             tracing::error!(sandbox_id = %id, error = %e, "recording suspend outcome");
         }
+        refusal
     }
 
     /// Restores a suspended sandbox now (the caller holds its op lock). On
@@ -397,7 +417,8 @@ impl Suspension {
     pub(super) async fn suspend_for_drain(&self, id: &SandboxId) {
         let lock = self.ctx.op_lock(id);
         let _guard = lock.lock().await;
-        self.suspend_now(id, "node draining").await;
+        // A refusal is noted on the sandbox and in its log; there is no caller to tell.
+        let _ = self.suspend_now(id, "node draining").await;
     }
 
     /// Suspends a sandbox whose timeout ran out (named sandboxes) without waiting.
@@ -407,6 +428,6 @@ impl Suspension {
         let _queued = self.queue_suspend(id);
         let lock = self.ctx.op_lock(id);
         let _guard = lock.lock().await;
-        self.suspend_now(id, "timeout").await;
+        let _ = self.suspend_now(id, "timeout").await;
     }
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alcove_runtime::SandboxId;
 use alcove_runtime::runc::ContainerStatus;
+use alcove_runtime::{RuntimeError, SandboxId};
 use alcove_wire::sandbox::{CreateSandboxRequest, SandboxStatus};
 use alcove_wire::snapshot::{SnapshotStatus, SnapshotType};
 use alcove_wire::time::now_millis;
@@ -516,6 +516,79 @@ async fn a_failed_suspend_keeps_it_running_and_says_why_without_host_details() {
             .expect("retry")
             .1
     );
+}
+
+#[tokio::test]
+async fn a_suspend_the_sandbox_refuses_is_a_conflict_not_a_failure() {
+    let h = harness().await;
+    h.create(serde_json::json!({"name": "vf"}))
+        .await
+        .expect("create");
+    let why = "process 8 (python3) waits for a vfork child that has not called exec, and CRIU \
+               cannot dump a process in that state; the sandbox keeps running";
+    h.node
+        .refuse(Op::Suspend, RuntimeError::Busy(why.to_string()));
+    let err = h
+        .control
+        .suspension
+        .suspend(None, "vf", Some(WAIT))
+        .await
+        .expect_err("the suspend is refused");
+    let ControlError::OperationRefused {
+        op: "suspend",
+        reason,
+        ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(reason, why);
+    let answer = crate::api::error::ApiError::from(err);
+    assert_eq!(answer.status(), axum::http::StatusCode::CONFLICT);
+    assert_eq!(
+        answer.code(),
+        alcove_wire::error::ErrorCode::OperationRefused
+    );
+    // It runs on, says why where clients read it, and suspends once the cause is gone.
+    let r = h
+        .settled(&h.create_id("vf").await, SandboxStatus::Running)
+        .await;
+    assert!(r.error_details.is_some_and(|d| d.contains("vfork")));
+    assert_eq!(h.control.running_count(), 1, "still routable");
+    assert!(
+        h.control
+            .suspension
+            .suspend(None, "vf", Some(WAIT))
+            .await
+            .expect("suspend once the process is gone")
+            .1
+    );
+}
+
+#[tokio::test]
+async fn a_copy_the_sandbox_refuses_is_a_conflict_and_makes_nothing() {
+    let h = harness().await;
+    let source = h
+        .create(serde_json::json!({"name": "src"}))
+        .await
+        .expect("create");
+    h.node.refuse(
+        Op::Snapshot,
+        RuntimeError::Refused("a terminal of the sandbox has a foreground job".into()),
+    );
+    let err = h
+        .control
+        .sandboxes
+        .copy("default", "src", 2, None)
+        .await
+        .expect_err("the copy is refused");
+    assert!(
+        matches!(&err, ControlError::OperationRefused { op: "copy", reason, .. } if reason.contains("terminal")),
+        "{err:?}"
+    );
+    let live = h.control.sandboxes.list("default").await.expect("list");
+    assert_eq!(live.len(), 1, "no copy was made: {live:?}");
+    assert_eq!(live[0].id, source.id);
 }
 
 #[tokio::test]
