@@ -84,3 +84,48 @@ def test_streaming_is_not_buffered(server, client):
                 if event.get("exit_code") is not None:
                     break
         assert seen == ["first", "second"]
+
+
+def test_no_request_after_a_resume_rides_a_connection_of_the_stack_before(server, client):
+    """The proxy keeps connections to sandboxes alive. A suspend tears the sandbox's network
+    down and the resume builds a new one at the same address; when the sandbox's close of a
+    connection is lost in that teardown (here dropped on purpose: the host never hears of the
+    close), the connection stays open on the host's side, dead. Requests after the resume were
+    sent on such connections and failed with 502 ("did not answer"; the SDKs sent them again
+    after a pause); the proxy now never reuses a connection made to an earlier run of the
+    sandbox."""
+    import re
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    with client.create_and_connect(name="stale-conns") as sandbox:
+        ip = re.search(r"inet (\S+)/", sandbox.run("ip", ["-4", "-o", "addr", "show", "eth0"]).stdout).group(1)
+        # Four requests at once leave four connections idle in the proxy's pool.
+        with ThreadPoolExecutor(4) as pool:
+            slow = list(pool.map(lambda _: sandbox.run("sleep", ["0.5"]).exit_code, range(4)))
+        assert slow == [0, 0, 0, 0]
+        table = f"alcove_test_stale_{sandbox.sandbox_id[:8]}"
+        drop = (
+            f"table ip {table} {{\n chain input {{\n  type filter hook input priority -50;\n"
+            f"  ip saddr {ip} tcp flags & (fin | rst) != 0 drop\n }}\n}}\n"
+        )
+        subprocess.run(["nft", "-f", "-"], input=drop, text=True, check=True)
+        try:
+            client.suspend("stale-conns")
+        finally:
+            subprocess.run(["nft", "delete", "table", "ip", table], check=True)
+        client.resume("stale-conns")
+        # Plain HTTP, as any client sends it: the SDKs (Alcove's and the official one) send a
+        # run again after a 502, which hid this behind a retry.
+        for i in range(4):
+            resp = httpx.post(
+                f"{server.url}/sandboxes/stale-conns/api/v1/processes/run",
+                json={"command": "echo", "args": [f"after resume {i}"]},
+                timeout=30,
+            )
+            assert resp.status_code == 200, resp.text
+            assert f"after resume {i}" in resp.text, resp.text
+        assert sandbox.run("echo", ["sdk"]).stdout.strip() == "sdk"
+        # Nor did the server's own requests (its journal follower) meet a dead connection.
+        unreachable = [line for line in server.log_path.read_text().splitlines() if "upstream unreachable" in line]
+        assert unreachable == [], unreachable

@@ -242,11 +242,11 @@ impl Node {
         if !self.network.exists(&net) {
             self.name_netns(&spec.id, &net)?;
         }
-        let handle = SandboxHandle {
-            id: spec.id.clone(),
+        let handle = SandboxHandle::new(
+            spec.id.clone(),
             slot,
-            ip: self.network.describe(slot).sandbox_ip,
-        };
+            self.network.describe(slot).sandbox_ip,
+        );
         self.wait_for_agent(&handle).await?;
         Ok(handle)
     }

@@ -110,9 +110,30 @@ pub struct SandboxHandle {
     pub slot: Slot,
     /// Its address.
     pub ip: Ipv4Addr,
+    /// Which run of a network stack at that address this is (see [`SandboxHandle::run`]).
+    run: u64,
 }
 
+/// The next [`SandboxHandle::run`].
+static NEXT_RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl SandboxHandle {
+    /// The handle of sandbox `id` started (created, resumed, restored or found running)
+    /// now at `ip` in `slot`.
+    pub fn new(id: SandboxId, slot: Slot, ip: Ipv4Addr) -> Self {
+        let run = NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self { id, slot, ip, run }
+    }
+
+    /// A number no other handle made by this process has. A sandbox's address outlives
+    /// its network stack (a resume or a restore builds a new one at the same address, and
+    /// a new sandbox may get an ended one's address): a TCP connection made to an earlier
+    /// run is dead, and when the stack went without saying so, nothing tells a client
+    /// that keeps connections alive. Clients that do key them by this as well.
+    pub fn run(&self) -> u64 {
+        self.run
+    }
+
     /// Where its agent answers.
     pub fn agent_addr(&self) -> SocketAddr {
         SocketAddr::from((self.ip, AGENT_PORT))
@@ -530,11 +551,7 @@ impl Node {
         // The server's plumbing of a new container (0 on restore: the hook did it).
         let net_ms = lap.split();
         self.network.name(&net, pid)?;
-        let handle = SandboxHandle {
-            id: spec.id.clone(),
-            slot,
-            ip: net.sandbox_ip,
-        };
+        let handle = SandboxHandle::new(spec.id.clone(), slot, net.sandbox_ip);
         self.wait_for_agent(&handle).await?;
         let agent_ms = lap.split();
         tracing::debug!(
@@ -902,11 +919,9 @@ impl Node {
                 if let Ok(mut slots) = self.slots.lock() {
                     slots.used.insert(*slot);
                 }
-                report.adopted.push(SandboxHandle {
-                    id: id.clone(),
-                    slot: *slot,
-                    ip: net.sandbox_ip,
-                });
+                report
+                    .adopted
+                    .push(SandboxHandle::new(id.clone(), *slot, net.sandbox_ip));
             } else {
                 self.remove_parts(id, *slot).await;
                 report.lost.push(id.clone());
@@ -921,11 +936,11 @@ impl Node {
             let _ = Layer::new(self.sandbox_dir(id)).unmount();
             let _ = perms::own_sandbox_dir(&self.sandbox_dir(id), None);
             crate::archive::clean_partial(&self.sandbox_dir(id));
-            keep.push(SandboxHandle {
-                id: id.clone(),
-                slot: *slot,
-                ip: self.network.describe(*slot).sandbox_ip,
-            });
+            keep.push(SandboxHandle::new(
+                id.clone(),
+                *slot,
+                self.network.describe(*slot).sandbox_ip,
+            ));
         }
         self.sweep(&keep, &containers, &mut report.swept).await;
         for key in self.release_unused_volumes() {

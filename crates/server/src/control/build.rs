@@ -857,15 +857,13 @@ impl Build<'_> {
             },
         };
         let body = serde_json::json!({ "command": program, "args": argv, "env": args });
-        let req = http::Request::post(format!(
-            "http://{}/api/v1/processes/run",
-            handle.agent_addr()
-        ))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(super::AgentBody::new(http_body_util::Full::new(
-            bytes::Bytes::from(body.to_string()),
-        )))
-        .map_err(|e| store_io(std::io::Error::other(e.to_string())))?;
+        let req = super::Upstream::of(&handle)
+            .agent_request(http::Method::POST, "/api/v1/processes/run")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(super::AgentBody::new(http_body_util::Full::new(
+                bytes::Bytes::from(body.to_string()),
+            )))
+            .map_err(|e| store_io(std::io::Error::other(e.to_string())))?;
         let failed = |reason: String| ControlError::OperationFailed {
             id: id.to_string(),
             op: "build",
@@ -957,7 +955,8 @@ impl Build<'_> {
             .control
             .sandboxes_agents()
             .send(
-                http::Request::delete(format!("http://{}/api/v1/processes", handle.agent_addr()))
+                super::Upstream::of(&handle)
+                    .agent_request(http::Method::DELETE, "/api/v1/processes")
                     .body(super::AgentBody::empty())
                     .map_err(|e| store_io(std::io::Error::other(e.to_string())))?,
             )

@@ -285,7 +285,7 @@ impl Context {
 
     /// Records that `id` runs (and is routable) with `handle`, and follows its journal.
     pub(super) fn set_running(&self, id: &str, handle: SandboxHandle) {
-        self.logs.follow(&handle.id, handle.agent_addr());
+        self.logs.follow(&handle.id, super::Upstream::of(&handle));
         self.running
             .write()
             .unwrap_or_else(|p| p.into_inner())

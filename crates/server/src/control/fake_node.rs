@@ -245,11 +245,11 @@ impl FakeNode {
         };
         s.slots.insert(slot);
         s.containers.insert(id.clone(), ContainerStatus::Running);
-        Ok(SandboxHandle {
-            id: id.clone(),
-            slot: Slot(slot),
-            ip: Ipv4Addr::new(10, 0, 0, 2),
-        })
+        Ok(SandboxHandle::new(
+            id.clone(),
+            Slot(slot),
+            Ipv4Addr::new(10, 0, 0, 2),
+        ))
     }
 }
 
@@ -416,11 +416,11 @@ impl SandboxNode for FakeNode {
         for (id, slot) in expected {
             if s.containers.get(id) == Some(&ContainerStatus::Running) {
                 s.slots.insert(slot.0);
-                report.adopted.push(SandboxHandle {
-                    id: id.clone(),
-                    slot: *slot,
-                    ip: Ipv4Addr::new(10, 0, 0, 2),
-                });
+                report.adopted.push(SandboxHandle::new(
+                    id.clone(),
+                    *slot,
+                    Ipv4Addr::new(10, 0, 0, 2),
+                ));
             } else {
                 s.containers.remove(id);
                 report.lost.push(id.clone());

@@ -1,7 +1,6 @@
 //! Create, get, list, update and delete of sandboxes, plus recovery after a
 //! restart. Every change is written to the store before it is acted on.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use super::secrets::Secrets;
 use super::snapshots::Snapshots;
 use super::state::{self, Event, TerminationReason};
 use super::validate;
-use super::{AgentClient, ControlError};
+use super::{AgentClient, ControlError, Upstream};
 use crate::metrics::Operation;
 use crate::store::{SandboxRecord, StoreError};
 use tracing::Instrument;
@@ -25,8 +24,8 @@ use tracing::Instrument;
 pub struct Target {
     /// The stored record.
     pub record: SandboxRecord,
-    /// Agent address, when running.
-    pub agent: Option<SocketAddr>,
+    /// Where it answers, when running.
+    pub agent: Option<Upstream>,
 }
 
 /// How a new sandbox gets its contents.
@@ -429,7 +428,7 @@ impl Sandboxes {
     ) -> Result<(), String> {
         let (status, bytes) = self
             .agents
-            .post_json(handle.agent_addr(), "/api/v1/processes", body)
+            .post_json(Upstream::of(handle), "/api/v1/processes", body)
             .await
             .map_err(|e| e.to_string())?;
         if status.is_success() {
@@ -445,7 +444,7 @@ impl Sandboxes {
     /// A sandbox and, if it runs, where its agent is.
     pub async fn target(&self, ident: &str) -> Result<Target, ControlError> {
         let record = self.ctx.resolve_local(None, ident).await?;
-        let agent = self.ctx.handle_of(&record.id).map(|h| h.agent_addr());
+        let agent = self.ctx.handle_of(&record.id).map(|h| Upstream::of(&h));
         Ok(Target { record, agent })
     }
 

@@ -42,7 +42,7 @@ pub(crate) mod tests;
 mod timeouts;
 pub mod validate;
 
-pub use agent_client::{AgentBody, AgentClient};
+pub use agent_client::{AgentBody, AgentClient, Upstream};
 pub use archive::{Archive, spawn_archive_purger};
 pub use build::BuildOptions;
 pub use compactor::spawn_compactor;

@@ -468,7 +468,7 @@ impl Pools {
                 .agents()
                 .send_json(
                     http::Method::PUT,
-                    handle.agent_addr(),
+                    super::Upstream::of(handle),
                     "/api/v1/environment",
                     &body,
                 )

@@ -7,7 +7,6 @@
 //! container and, if it is gone, marks the sandbox failed. A follower is stopped (aborted)
 //! before the server itself stops a sandbox, so planned stops are never suspects.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use bytes::{Buf, BytesMut};
 use http_body_util::BodyExt;
 
 use super::Logs;
-use crate::control::AgentClient;
+use crate::control::{AgentClient, Upstream};
 
 /// Failures in a row after which the sandbox is reported as a crash suspect.
 const SUSPECT_AFTER: u32 = 3;
@@ -34,12 +33,17 @@ enum StreamEnd {
     Broken(String),
 }
 
-/// Follows the journal of sandbox `id` at `addr` until aborted.
-pub(super) async fn follow(logs: Arc<Logs>, agents: AgentClient, id: SandboxId, addr: SocketAddr) {
+/// Follows the journal of sandbox `id` at `upstream` until aborted.
+pub(super) async fn follow(
+    logs: Arc<Logs>,
+    agents: AgentClient,
+    id: SandboxId,
+    upstream: Upstream,
+) {
     let mut failures = 0u32;
     loop {
         let after = logs.last_agent_seq(&id).await;
-        match read_stream(&logs, &agents, &id, addr, after).await {
+        match read_stream(&logs, &agents, &id, upstream, after).await {
             StreamEnd::Broken(why) => {
                 tracing::debug!(sandbox_id = %id, reason = %why, "journal stream ended; reconnecting");
                 failures = 1;
@@ -61,10 +65,12 @@ async fn read_stream(
     logs: &Logs,
     agents: &AgentClient,
     id: &SandboxId,
-    addr: SocketAddr,
+    upstream: Upstream,
     after: u64,
 ) -> StreamEnd {
-    let req = match http::Request::get(format!("http://{addr}/api/v1/journal?after={after}"))
+    let path = format!("/api/v1/journal?after={after}");
+    let req = match upstream
+        .agent_request(http::Method::GET, &path)
         .header(http::header::ACCEPT, "text/event-stream")
         .body(crate::control::AgentBody::empty())
     {

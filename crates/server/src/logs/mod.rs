@@ -12,7 +12,6 @@ mod follow;
 pub mod query;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use alcove_runtime::SandboxId;
@@ -70,7 +69,7 @@ impl Logs {
 
     /// Starts following the journal of running sandbox `id` (replacing any follower it had).
     /// Must be called inside a tokio runtime.
-    pub fn follow(self: &Arc<Self>, id: &SandboxId, agent: SocketAddr) {
+    pub fn follow(self: &Arc<Self>, id: &SandboxId, agent: crate::control::Upstream) {
         let task = tokio::spawn(follow::follow(
             Arc::clone(self),
             self.agents.clone(),

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use super::routing::sandbox_ident;
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::control::{ControlError, Target};
+use crate::control::{ControlError, Target, Upstream};
 
 /// How long a request to a suspended sandbox waits for the resume it triggers.
 const AUTO_RESUME_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -172,7 +172,8 @@ pub(super) async fn forward_to(
 ) -> Result<Response, ApiError> {
     let target = wake_if_asleep(&state, &ident).await?;
     let id = target.record.id.clone();
-    let addr = upstream_addr(&state, &target, port, req.headers())?;
+    let (upstream, port) = upstream_port(&state, &target, port, req.headers())?;
+    let addr = upstream.addr(port);
     let guard = state.control.enter_request(&id);
     let upgrade = is_upgrade(req.headers());
     let mut headers = req.headers().clone();
@@ -195,7 +196,7 @@ pub(super) async fn forward_to(
         let _ = stream.set_nodelay(true);
         relay_upgrade(&label, Box::new(stream), &path, headers, req, Some(guard)).await
     } else {
-        let uri = format!("http://{addr}{path}");
+        let uri = upstream.url(port, &path);
         relay_request(
             Via::Agent(&state.agents),
             &label,
@@ -227,19 +228,20 @@ async fn wake_if_asleep(state: &AppState, ident: &str) -> Result<Target, ApiErro
     Ok(target)
 }
 
-/// Where a request for `port` of `target` goes, or why it cannot: the sandbox
-/// must be running (or briefly frozen by a snapshot), and a user port must be
-/// exposed and, unless the sandbox waives it, authenticated.
-fn upstream_addr(
+/// Where a request for `port` of `target` goes (the run of the sandbox, and the port
+/// number), or why it cannot: the sandbox must be running (or briefly frozen by a
+/// snapshot), and a user port must be exposed and, unless the sandbox waives it,
+/// authenticated.
+fn upstream_port(
     state: &AppState,
     target: &Target,
     port: Port,
     headers: &HeaderMap,
-) -> Result<std::net::SocketAddr, ApiError> {
+) -> Result<(Upstream, u16), ApiError> {
     let id = target.record.id.clone();
-    let addr = match (target.record.status, target.agent) {
+    let upstream = match (target.record.status, target.agent) {
         // A snapshot only freezes the sandbox for a moment: let requests wait for it.
-        (SandboxStatus::Running | SandboxStatus::Snapshotting, Some(addr)) => addr,
+        (SandboxStatus::Running | SandboxStatus::Snapshotting, Some(upstream)) => upstream,
         (SandboxStatus::Running, None) => return Err(unreachable(&id, "no agent address")),
         (status, _) if status.is_live() => {
             return Err(ControlError::NotReady {
@@ -257,7 +259,7 @@ fn upstream_addr(
         }
     };
     match port {
-        Port::Agent => Ok(addr),
+        Port::Agent => Ok((upstream, alcove_runtime::node::AGENT_PORT)),
         Port::User(p) => {
             if !target.record.exposed_ports.contains(&i64::from(p)) {
                 return Err(ApiError::new(
@@ -269,7 +271,7 @@ fn upstream_addr(
             if !target.record.allow_unauthenticated_access && !state.keys.is_empty() {
                 state.keys.check(headers)?;
             }
-            Ok(std::net::SocketAddr::new(addr.ip(), p))
+            Ok((upstream, p))
         }
     }
 }
