@@ -6,9 +6,11 @@
 //! * an **idempotent** request (every GET, and the few others the server documents as
 //!   idempotent) is retried after a connection failure and after 429/502/503/504, up to
 //!   [`ATTEMPTS`] times with a doubling back-off;
-//! * a **replayable** request is replayed while the proxy answers 502/503 with
+//! * a **replayable** request is replayed while the proxy answers 503 with
 //!   `SANDBOX_NOT_READY` / `SANDBOX_UNREACHABLE` (the request never reached the sandbox), up to
-//!   [`NOT_READY_ATTEMPTS`] times. Creates, snapshots and streamed uploads are not replayable;
+//!   [`NOT_READY_ATTEMPTS`] times. A 502 `SANDBOX_UNREACHABLE` may have reached it (a `run`
+//!   sent again could run twice): only idempotent requests retry it. Creates, snapshots and
+//!   streamed uploads are not replayable;
 //! * **any** request whose body can be sent again is retried when the server refused it before
 //!   doing anything (429 `TOO_MANY_REQUESTS`, 503 `SERVER_BUSY`: a burst past the server's
 //!   per-client or connection limits), up to [`BUSY_ATTEMPTS`] times, honouring `Retry-After`.
@@ -28,7 +30,7 @@ pub const RETRYABLE_STATUSES: [StatusCode; 4] = [
     StatusCode::SERVICE_UNAVAILABLE,
     StatusCode::GATEWAY_TIMEOUT,
 ];
-/// Codes of a proxy answer that means "the request did not reach the sandbox".
+/// Codes of a proxy's 503 that means "the request did not reach the sandbox".
 pub const NOT_READY_CODES: [&str; 2] = ["SANDBOX_NOT_READY", "SANDBOX_UNREACHABLE"];
 /// Codes of an answer that means "refused before anything was done": safe to send again.
 pub const BUSY_CODES: [&str; 2] = ["TOO_MANY_REQUESTS", "SERVER_BUSY"];
@@ -75,15 +77,13 @@ pub fn delay(policy: Policy, attempt: u32, outcome: Outcome<'_>) -> Option<Durat
             code,
             retry_after,
         } => {
-            let answered = |statuses: [StatusCode; 2], codes: [&str; 2]| {
+            let answered = |statuses: &[StatusCode], codes: [&str; 2]| {
                 statuses.contains(&status) && code.is_some_and(|code| codes.contains(&code))
             };
-            let not_ready = answered(
-                [StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE],
-                NOT_READY_CODES,
-            );
+            // A 502 may have reached the sandbox: not "not ready".
+            let not_ready = answered(&[StatusCode::SERVICE_UNAVAILABLE], NOT_READY_CODES);
             let busy = answered(
-                [
+                &[
                     StatusCode::TOO_MANY_REQUESTS,
                     StatusCode::SERVICE_UNAVAILABLE,
                 ],
@@ -193,9 +193,13 @@ mod tests {
         assert_eq!(delay(POST, NOT_READY_ATTEMPTS, not_ready), None);
         assert_eq!(delay(CREATE, 1, not_ready), None);
         assert_eq!(
-            delay(POST, 1, answer(502, Some("SANDBOX_UNREACHABLE"))),
+            delay(POST, 1, answer(503, Some("SANDBOX_UNREACHABLE"))),
             Some(Duration::from_millis(250))
         );
+        // A 502 may have reached the sandbox: a run is not sent twice, a GET is retried.
+        let cut = answer(502, Some("SANDBOX_UNREACHABLE"));
+        assert_eq!(delay(POST, 1, cut), None);
+        assert_eq!(delay(GET, 1, cut), Some(Duration::from_millis(200)));
         // Another 503 is not "not ready": only idempotent requests retry it.
         assert_eq!(delay(POST, 1, answer(503, Some("STORE_UNAVAILABLE"))), None);
         assert_eq!(delay(POST, 1, answer(503, None)), None);

@@ -30,6 +30,11 @@ export const USER_AGENT = `alcove-typescript-sdk/${VERSION}`;
 
 export const GET_ATTEMPTS = 3;
 export const RETRYABLE_GET_STATUSES: ReadonlySet<number> = new Set([429, 502, 503, 504]);
+/**
+ * Codes of a proxy's 503 that means "the request did not reach the sandbox": any request whose
+ * body can be sent again is replayed. (A 502 `SANDBOX_UNREACHABLE` may have reached it: only GETs
+ * retry that.)
+ */
 export const NOT_READY_CODES: ReadonlySet<string> = new Set(["SANDBOX_NOT_READY", "SANDBOX_UNREACHABLE"]);
 export const NOT_READY_ATTEMPTS = 12;
 /** Codes of an answer that means "refused before anything was done": any request may be sent again. */
@@ -364,7 +369,7 @@ function isRefusedUnread(response: HttpResponse): boolean {
 }
 
 function isNotReady(response: HttpResponse): boolean {
-  return answered(response, [502, 503], NOT_READY_CODES);
+  return answered(response, [503], NOT_READY_CODES);
 }
 
 /** Whether `response` has one of `statuses` and its error body one of `codes` (read only for those statuses). */
@@ -409,8 +414,8 @@ export class HttpTransport {
    * upload is sent again, up to ten times, when the server refused it before doing anything
    * (429 `TOO_MANY_REQUESTS`, 503 `SERVER_BUSY`: a burst past its limits); GETs are retried on
    * connection failures and on 429/502/503/504 (`STORE_UNAVAILABLE`, …); any replayable
-   * request is replayed while the proxy answers 502/503 `SANDBOX_NOT_READY` /
-   * `SANDBOX_UNREACHABLE`. A retry waits at least what the answer's `Retry-After` asks (at most
+   * request is replayed while the proxy answers 503 `SANDBOX_NOT_READY` /
+   * `SANDBOX_UNREACHABLE` (a 502 may have reached the sandbox: a run is not sent twice). A retry waits at least what the answer's `Retry-After` asks (at most
    * 4 s). A request that is not retried returns its answer at once, e.g. a POST answered 503
    * `NODE_DRAINING` or `STORE_UNAVAILABLE`.
    */

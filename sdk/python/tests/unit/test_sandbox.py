@@ -101,6 +101,25 @@ def test_proxy_not_ready_is_replayed(server: FakeServer, client: SandboxClient, 
     assert len(server.requests) == 2 and len(sleeps) == 1
 
 
+def test_a_request_that_may_have_reached_the_sandbox_is_not_sent_twice(
+    server: FakeServer, client: SandboxClient, sleeps: list[float]
+) -> None:
+    """A 502 SANDBOX_UNREACHABLE ("did not answer") may come after the agent took the request: a
+    start is not sent again (it could start the process twice); a GET is retried."""
+    sandbox = connect(server, client)
+    cut = jsonr(502, {"message": "sandbox sbx-1 did not answer", "code": "SANDBOX_UNREACHABLE"})
+    server.on("POST", "/api/v1/processes", [cut, jsonr(201, PROC)])
+    with pytest.raises(RemoteAPIError) as info:
+        sandbox.start_process("cat")
+    assert (info.value.status_code, info.value.code) == (502, "SANDBOX_UNREACHABLE")
+    assert len(server.requests) == 1 and sleeps == []
+    refused = jsonr(503, {"message": "sandbox sbx-1 is not accepting connections", "code": "SANDBOX_UNREACHABLE"})
+    server.on("POST", "/api/v1/processes", [refused, jsonr(201, PROC)])
+    assert sandbox.start_process("cat").pid == 1002
+    server.on("GET", "/api/v1/processes", [cut, jsonr(200, {"processes": []})])
+    assert sandbox.list_processes() == []
+
+
 def test_proxy_sandbox_not_found_code(server: FakeServer, client: SandboxClient) -> None:
     sandbox = connect(server, client)
     server.on("GET", "/api/v1/processes", jsonr(404, {"error": "no sandbox", "code": "SANDBOX_NOT_FOUND"}))

@@ -143,6 +143,34 @@ describe("Sandbox against a fake server", () => {
     assert.equal(calls, 1);
   });
 
+  it("does not send twice a call that may have reached the sandbox (502), but retries a GET", async () => {
+    let calls = 0;
+    const cut = { status: 502, json: { message: "sandbox sbx did not answer", code: "SANDBOX_UNREACHABLE" } };
+    handler = () => {
+      calls += 1;
+      return calls === 1 ? cut : { status: 201, json: { pid: 5, status: "running", command: "sleep", started_at: 1 } };
+    };
+    await assert.rejects(
+      sandbox.startProcess("sleep"),
+      (error: unknown) => error instanceof RemoteAPIError && error.statusCode === 502 && error.code === "SANDBOX_UNREACHABLE",
+    );
+    assert.equal(calls, 1);
+    calls = 0;
+    handler = () => {
+      calls += 1;
+      return calls === 1 ? { ...cut, status: 503 } : { status: 201, json: { pid: 6, status: "running", command: "sleep", started_at: 1 } };
+    };
+    assert.equal((await sandbox.startProcess("sleep")).pid, 6);
+    assert.equal(calls, 2);
+    calls = 0;
+    handler = () => {
+      calls += 1;
+      return calls === 1 ? cut : { json: { processes: [] } };
+    };
+    assert.deepEqual(await sandbox.listProcesses(), []);
+    assert.equal(calls, 2);
+  });
+
   it("starts processes with a stdin pipe unless told otherwise, saying so on the wire", async () => {
     handler = () => ({ status: 201, json: { pid: 6, status: "running", command: "python", started_at: 1 } });
     await sandbox.startProcess("python", ["-c", "import sys; print(sys.stdin.read())"]);

@@ -21,6 +21,9 @@ T = TypeVar("T")
 GET_ATTEMPTS = 3
 RETRYABLE_GET_STATUSES = frozenset({429, 502, 503, 504})
 NOT_READY_CODES = frozenset({"SANDBOX_NOT_READY", "SANDBOX_UNREACHABLE"})
+"""Codes of a proxy's 503 that means "the request did not reach the sandbox": any request whose
+body can be sent again is replayed. (A 502 ``SANDBOX_UNREACHABLE`` may have reached it: only GETs
+retry that.)"""
 NOT_READY_ATTEMPTS = 12
 BUSY_CODES = frozenset({"TOO_MANY_REQUESTS", "SERVER_BUSY"})
 """Codes of an answer that means "refused before anything was done": any request may be sent again."""
@@ -84,7 +87,7 @@ def _is_refused_unread(resp: httpx.Response) -> bool:
 
 
 def _is_not_ready(resp: httpx.Response) -> bool:
-    return _answered(resp, (502, 503), NOT_READY_CODES)
+    return _answered(resp, (503,), NOT_READY_CODES)
 
 
 def _retry_after(resp: httpx.Response) -> float:
@@ -100,8 +103,9 @@ def _send(req: Request) -> Op[httpx.Response]:
     Any request but a streamed upload is sent again, up to ten times, when the server refused it
     before doing anything (429 ``TOO_MANY_REQUESTS``, 503 ``SERVER_BUSY``: a burst past its
     limits). GETs are retried on connection failures and 429/502/503/504 (``STORE_UNAVAILABLE``,
-    ...); any replayable request is replayed while the proxy answers 502/503
-    ``SANDBOX_NOT_READY`` / ``SANDBOX_UNREACHABLE``. A retry waits at least what the answer's
+    ...); any replayable request is replayed while the proxy answers 503
+    ``SANDBOX_NOT_READY`` / ``SANDBOX_UNREACHABLE`` (a 502 may have reached the sandbox: a run is
+    not sent twice). A retry waits at least what the answer's
     ``Retry-After`` asks (at most 4 s). A request that is not retried returns its answer at once,
     e.g. a POST answered 503 ``NODE_DRAINING`` or ``STORE_UNAVAILABLE``.
     """
