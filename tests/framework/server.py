@@ -221,6 +221,10 @@ class AlcoveServer:
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="alcove-e2e-")).resolve()
         # Made here (not given): removed at the end of the session if a test left it.
         self.temporary = data_dir is None
+        if self.temporary:
+            # The mode the server makes a data directory with (mkdtemp's 0700 would be changed,
+            # with a warning, at its first start).
+            self.data_dir.chmod(0o711)
         self.port = free_port()
         # A subnet of its own so that concurrent servers never share addresses.
         self.subnet = unique_subnet()
