@@ -239,25 +239,7 @@ fn upstream_port(
     headers: &HeaderMap,
 ) -> Result<(Upstream, u16), ApiError> {
     let id = target.record.id.clone();
-    let upstream = match (target.record.status, target.agent) {
-        // A snapshot only freezes the sandbox for a moment: let requests wait for it.
-        (SandboxStatus::Running | SandboxStatus::Snapshotting, Some(upstream)) => upstream,
-        (SandboxStatus::Running, None) => return Err(unreachable(&id, "no agent address")),
-        (status, _) if status.is_live() => {
-            return Err(ControlError::NotReady {
-                id: id.to_string(),
-                status,
-            }
-            .into());
-        }
-        (status, _) => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::NotFound,
-                format!("sandbox {id} is {status}"),
-            ));
-        }
-    };
+    let upstream = running_upstream(target)?;
     match port {
         Port::Agent => Ok((upstream, alcove_runtime::node::AGENT_PORT)),
         Port::User(p) => {
@@ -273,6 +255,34 @@ fn upstream_port(
             }
             Ok((upstream, p))
         }
+    }
+}
+
+/// Where the sandbox of `target` answers, when it is running (or briefly frozen by a
+/// snapshot); else why the request cannot reach it.
+fn running_upstream(target: &Target) -> Result<Upstream, ApiError> {
+    let id = &target.record.id;
+    match (target.record.status, target.agent) {
+        // A snapshot only freezes the sandbox for a moment: let requests wait for it.
+        (SandboxStatus::Running | SandboxStatus::Snapshotting, Some(upstream)) => Ok(upstream),
+        // The record was read just before a suspend took the sandbox out of the routes (or
+        // a start or resume has not put it in yet): nothing reached it, and a moment later
+        // it answers, or says it suspends. A 503 that clients may replay, not a 502.
+        (SandboxStatus::Running | SandboxStatus::Snapshotting, None) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::SandboxNotReady,
+            format!("sandbox {id} is changing state (a suspend or resume is under way); retry"),
+        )),
+        (status, _) if status.is_live() => Err(ControlError::NotReady {
+            id: id.to_string(),
+            status,
+        }
+        .into()),
+        (status, _) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("sandbox {id} is {status}"),
+        )),
     }
 }
 
@@ -416,6 +426,29 @@ impl hyper::body::Body for GuardedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_record_without_a_route_is_not_ready_not_unreachable() {
+        let record = crate::store::sample_record("a", Some("web"));
+        let between = Target {
+            record: record.clone(),
+            agent: None,
+        };
+        let refused = running_upstream(&between).expect_err("no route");
+        assert_eq!(
+            (refused.status(), refused.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SandboxNotReady)
+        );
+        assert!(refused.message().contains("changing state"), "{refused:?}");
+        let mut ended = record;
+        ended.status = SandboxStatus::Terminated;
+        let gone = running_upstream(&Target {
+            record: ended,
+            agent: None,
+        })
+        .expect_err("ended");
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    }
 
     #[test]
     fn the_tail_of_a_path_routed_request_stays_encoded() {
