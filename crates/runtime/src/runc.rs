@@ -150,7 +150,7 @@ impl Runc {
         }
         Err(CommandError {
             argv,
-            reason: format!("{status}: {}", last_log_error(log)),
+            reason: format!("{status}: {}", last_log_errors(log)),
         })
     }
 
@@ -305,7 +305,13 @@ impl Runc {
         // CRIU writes its statistics 0644. A failed restore's error is the one to answer with.
         let modes = crate::perms::secure_subtree(work).map(drop);
         restored.map_err(|mut e| {
-            e.reason = format!("{} (CRIU log: {}/restore.log)", e.reason, work.display());
+            // runc says CRIU failed; CRIU's log says why (it is removed with a failed restore).
+            let why = criu_errors(&work.join("restore.log"));
+            e.reason = if why.is_empty() {
+                format!("{} (CRIU log: {}/restore.log)", e.reason, work.display())
+            } else {
+                format!("{} (CRIU: {why})", e.reason)
+            };
             RuntimeError::from(e)
         })?;
         modes
@@ -451,8 +457,11 @@ struct InitState {
     init_process_start: u64,
 }
 
-/// The last error message in a runc JSON log, for error reports.
-fn last_log_error(log: &Path) -> String {
+/// The last error messages in a runc JSON log (at most three, oldest first, `; `-joined), for
+/// error reports: the last alone is often only the outcome ("criu failed: type NOTIFY"), and
+/// the one before it the cause (a hook's own error).
+fn last_log_errors(log: &Path) -> String {
+    const KEPT: usize = 3;
     #[derive(Deserialize)]
     struct Line {
         #[serde(default)]
@@ -461,12 +470,19 @@ fn last_log_error(log: &Path) -> String {
         msg: String,
     }
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines()
+    let mut errors: Vec<String> = text
+        .lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<Line>(l).ok())
-        .find(|l| l.level == "error" || l.level == "fatal")
+        .filter(|l| l.level == "error" || l.level == "fatal")
         .map(|l| l.msg)
-        .unwrap_or_else(|| "runc failed without a log message".into())
+        .take(KEPT)
+        .collect();
+    if errors.is_empty() {
+        return "runc failed without a log message".into();
+    }
+    errors.reverse();
+    errors.join("; ")
 }
 
 /// The last error lines of a CRIU log (its timestamps dropped), `; `-joined.
@@ -481,7 +497,11 @@ fn criu_errors(log: &Path) -> String {
         })
         // The summary line says nothing; the rlimit one is in every dump here, good or bad
         // (CRIU may not raise its own descriptor limit inside the server's namespace).
-        .filter(|message| !message.contains("Dumping FAILED") && !message.contains("RLIMIT_NOFILE"))
+        .filter(|message| {
+            !message.contains("Dumping FAILED")
+                && !message.contains("Restoring FAILED")
+                && !message.contains("RLIMIT_NOFILE")
+        })
         .collect();
     errors[errors.len().saturating_sub(KEPT)..].join("; ")
 }
@@ -590,18 +610,22 @@ mod tests {
     }
 
     #[test]
-    fn picks_the_last_error_of_the_log() {
+    fn picks_the_last_errors_of_the_log() {
         let tmp = tempfile::tempdir().expect("tmp");
         let log = tmp.path().join("runc.log");
         std::fs::write(
             &log,
-            "{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"first\"}\n\
-             not json\n{\"level\":\"error\",\"msg\":\"container_linux.go: boom\"}\n",
+            "{\"level\":\"error\",\"msg\":\"oldest\"}\n{\"level\":\"info\",\"msg\":\"x\"}\n\
+             {\"level\":\"error\",\"msg\":\"hook: boom\"}\n{\"level\":\"error\",\"msg\":\"first\"}\n\
+             not json\n{\"level\":\"fatal\",\"msg\":\"criu failed: type NOTIFY\"}\n",
         )
         .expect("write");
-        assert_eq!(last_log_error(&log), "container_linux.go: boom");
         assert_eq!(
-            last_log_error(&tmp.path().join("missing")),
+            last_log_errors(&log),
+            "hook: boom; first; criu failed: type NOTIFY"
+        );
+        assert_eq!(
+            last_log_errors(&tmp.path().join("missing")),
             "runc failed without a log message"
         );
     }
