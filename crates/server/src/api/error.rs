@@ -195,13 +195,33 @@ fn image_status(e: &alcove_images::ImageStoreError) -> (StatusCode, ErrorCode) {
     }
 }
 
+/// Logs a 5xx answer at the level its cause deserves: a request that met a sandbox between
+/// states (clients replay it) is routine, a full or draining node is news, a dependency that
+/// failed (the database, a node, an agent, a registry) is a warning, and the rest is an error
+/// of this server.
+fn log_server_error(code: ErrorCode, request_id: &str, detail: &str) {
+    use ErrorCode as E;
+    match code {
+        E::SandboxNotReady => tracing::debug!(%request_id, error = %detail, "request failed"),
+        E::NodeDraining | E::ResourceExhausted | E::ServerBusy => {
+            tracing::info!(%request_id, error = %detail, "request failed");
+        }
+        E::StoreUnavailable
+        | E::NodeOffline
+        | E::NodeFenced
+        | E::SandboxUnreachable
+        | E::RegistryError => tracing::warn!(%request_id, error = %detail, "request failed"),
+        _ => tracing::error!(%request_id, error = %detail, "request failed"),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = super::current_request_id()
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let detail = self.detail.as_deref().unwrap_or(&self.message);
         let message = if self.status.is_server_error() {
-            tracing::error!(%request_id, error = %detail, "request failed");
+            log_server_error(self.code, &request_id, detail);
             if self.code == ErrorCode::Internal {
                 format!("internal error; see the server log for request {request_id}")
             } else {
