@@ -8,7 +8,8 @@
 //! not cut off with SIGPIPE).
 //!
 //! On timeout the whole process tree is killed and the exit reason is `timed_out`. If the
-//! client goes away before the end, the tree is killed too: nobody can see the result.
+//! client goes away before the end, the tree is killed too, [`CLIENT_GONE_GRACE`] later
+//! unless it ends first: nobody can see the result.
 //!
 //! [`EXIT_DRAIN_IDLE`]: crate::output::EXIT_DRAIN_IDLE
 
@@ -117,6 +118,13 @@ enum Ending {
     ClientGone,
 }
 
+/// How long a run whose client went away may still end on its own before its tree is
+/// killed. A restored copy of a sandbox (a copy, a memory snapshot) gets every connection
+/// back closed, and its agent runs while CRIU is still letting the other restored processes
+/// go, one by one: a process killed in between makes CRIU fail the whole restore. A second
+/// is ample for CRIU, and nothing for a run nobody reads.
+const CLIENT_GONE_GRACE: Duration = Duration::from_secs(1);
+
 async fn supervise(
     spawned: Spawned,
     timeout: Option<Duration>,
@@ -157,8 +165,14 @@ async fn supervise(
             (Ending::TimedOut, exit.await.ok())
         }
         () = tx.closed() => {
-            tree::kill_tree(pgid);
-            (Ending::ClientGone, exit.await.ok())
+            let raw = match tokio::time::timeout(CLIENT_GONE_GRACE, &mut exit).await {
+                Ok(raw) => raw.ok(),
+                Err(_) => {
+                    tree::kill_tree(pgid);
+                    exit.await.ok()
+                }
+            };
+            (Ending::ClientGone, raw)
         }
     };
     // The reaper never drops a registered sender; an error would mean no status at all.
