@@ -485,7 +485,8 @@ fn last_log_errors(log: &Path) -> String {
     errors.join("; ")
 }
 
-/// The last error lines of a CRIU log (its timestamps dropped), `; `-joined.
+/// The error lines of a CRIU log (its timestamps and task ids dropped), `; `-joined: the
+/// first and the last two of them.
 fn criu_errors(log: &Path) -> String {
     const KEPT: usize = 3;
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -493,6 +494,12 @@ fn criu_errors(log: &Path) -> String {
         .lines()
         .filter_map(|line| {
             let message = line.split_once(") ").map_or(line, |(_, rest)| rest);
+            // A restored task's lines name it first: `(00.15)     12: Error (…`.
+            let message = message.trim_start();
+            let message = message
+                .split_once(": ")
+                .filter(|(pid, _)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(message, |(_, rest)| rest);
             message.starts_with("Error (").then_some(message)
         })
         // The summary line says nothing; the rlimit one is in every dump here, good or bad
@@ -503,7 +510,15 @@ fn criu_errors(log: &Path) -> String {
                 && !message.contains("RLIMIT_NOFILE")
         })
         .collect();
-    errors[errors.len().saturating_sub(KEPT)..].join("; ")
+    // The first error is the cause more often than not (what follows is the unwinding); the
+    // last ones say where it ended.
+    match errors.len() {
+        n if n <= KEPT => errors.join("; "),
+        n => std::iter::once(errors[0])
+            .chain(errors[n - (KEPT - 1)..].iter().copied())
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 /// What CRIU refuses to dump for a reason the sandbox's user can act on, by the words of its
@@ -565,6 +580,19 @@ mod tests {
             criu_errors(&log),
             "Error (criu/cr-dump.c:1655): Timeout reached. Try to interrupt: 0; \
              Error (compel/src/lib/infect.c:262): Unseizable non-zombie 7 found"
+        );
+        // A restore's log: the restored tasks' lines carry their pid.
+        std::fs::write(
+            &log,
+            "(00.150000)     12: Error (criu/files.c:1214): Unable to open fd=3 id=0x9\n\
+             (00.150100)      1: Restoring FAILED.\n\
+             (00.160000) Error (criu/cr-restore.c:2304): Killing processes because of failure on restore.\n",
+        )
+        .expect("write");
+        assert_eq!(
+            criu_errors(&log),
+            "Error (criu/files.c:1214): Unable to open fd=3 id=0x9; \
+             Error (criu/cr-restore.c:2304): Killing processes because of failure on restore."
         );
     }
 
