@@ -31,6 +31,8 @@ pub(crate) enum Op {
     Restore,
     RemoveLeftovers,
     Resize,
+    AttachVolume,
+    DetachVolume,
 }
 
 #[derive(Debug, Default)]
@@ -53,8 +55,6 @@ struct State {
     volumes: HashSet<String>,
     /// Volumes mounted live: (sandbox, key, mount path).
     mounted: Vec<(SandboxId, String, String)>,
-    /// What the next attach or detach answers instead of succeeding.
-    volume_refusal: Option<RuntimeError>,
 }
 
 /// The fake node; cheap to clone (clones share their state).
@@ -74,11 +74,6 @@ fn failure(op: Op) -> RuntimeError {
 }
 
 impl FakeNode {
-    /// Makes the next volume attach or detach fail with `e`.
-    pub(crate) fn refuse_volume_op(&self, e: RuntimeError) {
-        self.state().volume_refusal = Some(e);
-    }
-
     /// The volume keys that exist and the mount paths of `id`'s live-attached volumes.
     pub(crate) fn volumes(&self, id: &SandboxId) -> (HashSet<String>, Vec<String>) {
         let s = self.state();
@@ -483,10 +478,8 @@ impl SandboxNode for FakeNode {
         id: &SandboxId,
         mount: &alcove_runtime::volume::VolumeMount,
     ) -> Result<(), RuntimeError> {
+        self.step(Op::AttachVolume).await?;
         let mut s = self.state();
-        if let Some(e) = s.volume_refusal.take() {
-            return Err(e);
-        }
         if !s.volumes.contains(&mount.key) {
             return Err(RuntimeError::Config(format!(
                 "volume {} has no image",
@@ -503,10 +496,8 @@ impl SandboxNode for FakeNode {
         id: &SandboxId,
         mount: &alcove_runtime::volume::VolumeMount,
     ) -> Result<(), RuntimeError> {
+        self.step(Op::DetachVolume).await?;
         let mut s = self.state();
-        if let Some(e) = s.volume_refusal.take() {
-            return Err(e);
-        }
         s.mounted
             .retain(|(sb, _, p)| !(sb == id && *p == mount.mount_path));
         Ok(())

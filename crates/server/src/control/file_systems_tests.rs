@@ -7,6 +7,7 @@ use alcove_wire::file_system::{CreateFileSystemRequest, FileSystemMount};
 use serde_json::json;
 
 use super::ControlError;
+use super::fake_node::Op;
 use super::file_systems::volume_key;
 use super::tests::{Harness, harness};
 
@@ -132,8 +133,10 @@ async fn attach_and_detach_store_only_what_the_node_did() {
     let id = sb.id.to_string();
     let sandboxes = &h.control.sandboxes;
 
-    h.node
-        .refuse_volume_op(RuntimeError::Refused("a symlink is in the way".into()));
+    h.node.refuse(
+        Op::AttachVolume,
+        RuntimeError::Refused("a symlink is in the way".into()),
+    );
     let refused = sandboxes
         .attach("default", &id, &[mount("data", "/mnt/x", false)])
         .await;
@@ -165,8 +168,10 @@ async fn attach_and_detach_store_only_what_the_node_did() {
         "one volume once per sandbox"
     );
 
-    h.node
-        .refuse_volume_op(RuntimeError::Busy("files are open".into()));
+    h.node.refuse(
+        Op::DetachVolume,
+        RuntimeError::Busy("files are open".into()),
+    );
     let busy = sandboxes.detach("default", &id, "/mnt/x").await;
     assert!(
         matches!(busy, Err(ControlError::FileSystemInUse(_))),
