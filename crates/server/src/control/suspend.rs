@@ -272,7 +272,6 @@ impl Suspension {
             tracing::error!(sandbox_id = %id, error = %e, "recording suspending");
             return None;
         }
-        let mut refusal = None;
         let handle = self.ctx.take_running(id);
         // New requests now get 503 SANDBOX_NOT_READY (clients retry); let the ones
         // under way finish. Long streams still open after the grace are closed by
@@ -281,7 +280,7 @@ impl Suspension {
         if left > 0 {
             tracing::info!(sandbox_id = %id, open = left, "closing proxied connections for suspend");
         }
-        match self
+        let refusal = match self
             .ctx
             .timed(Operation::Suspend, self.ctx.node.suspend(id))
             .await
@@ -295,10 +294,10 @@ impl Suspension {
                     .logs
                     .note(id, LogLevel::Info, format!("sandbox suspended ({why})"))
                     .await;
+                None
             }
             Err(e) => {
                 tracing::warn!(sandbox_id = %id, error = %e, "suspend failed; sandbox keeps running");
-                refusal = e.sandbox_refusal().map(str::to_owned);
                 apply_or_log(&mut record, Event::SuspendFailed);
                 // The full error (command line, host paths) stays in the log above.
                 let details = redact::stored_details(Failure::Suspend, &e.to_string());
@@ -318,8 +317,9 @@ impl Suspension {
                 if let Some(handle) = handle {
                     self.ctx.set_running(id, handle);
                 }
+                e.sandbox_refusal().map(str::to_owned)
             }
-        }
+        };
         if let Err(e) = self.ctx.store.update(&record).await {
             tracing::error!(sandbox_id = %id, error = %e, "recording suspend outcome");
         }
