@@ -53,6 +53,11 @@ def address_of(sandbox) -> str:
     return sandbox.run("python3", ["-c", MY_ADDRESS]).stdout.strip()
 
 
+def sleeping(sandbox) -> int:
+    """How many `sleep` processes run in the sandbox."""
+    return int(sandbox.run("sh", ["-c", "pgrep -c -x sleep || true"]).stdout.strip() or 0)
+
+
 def copy_dumps(server) -> list[str]:
     snapshots = server.data_dir / "snapshots"
     return sorted(p.name for p in snapshots.iterdir()) if snapshots.exists() else []
@@ -227,7 +232,7 @@ def test_a_copy_taken_while_a_run_streams_comes_up_and_lets_that_run_go(server, 
         runner = threading.Thread(target=stream)
         runner.start()
         deadline = time.monotonic() + 20
-        while int(source.run("sh", ["-c", "pgrep -c -x sleep || true"]).stdout.strip() or 0) < 300:
+        while sleeping(source) < 300:
             assert time.monotonic() < deadline, "the run's processes did not all start"
             time.sleep(0.1)
         out = client.copy("copy-mid-run", times=1)
@@ -238,14 +243,14 @@ def test_a_copy_taken_while_a_run_streams_comes_up_and_lets_that_run_go(server, 
                 assert copy.run("echo", ["up"]).stdout.strip() == "up"
                 # Nobody reads the copy's run: its processes are ended (after a second's grace).
                 deadline = time.monotonic() + 15
-                while copy.run("sh", ["-c", "pgrep -c -x sleep || true"]).stdout.strip() not in ("", "0"):
+                while sleeping(copy) != 0:
                     assert time.monotonic() < deadline, "the copy's unread run outlived its grace"
                     time.sleep(0.2)
         finally:
             for made in out.sandboxes:
                 client.delete(made.sandbox_id)
         # The source's run was not disturbed: its processes still sleep, its shell still writes.
-        assert int(source.run("sh", ["-c", "pgrep -c -x sleep || true"]).stdout.strip()) == 300
+        assert sleeping(source) == 300
         source.run("pkill", ["-f", "echo spawned"])
         runner.join(timeout=60)
         lines = outcome["result"].stdout.split()
