@@ -255,3 +255,41 @@ def test_a_copy_taken_while_a_run_streams_comes_up_and_lets_that_run_go(server, 
         runner.join(timeout=60)
         lines = outcome["result"].stdout.split()
         assert lines[0] == "spawned" and lines[-1] == "tick" and len(lines) > 100, lines[:3]
+
+
+def host_memory_limit_mb(sandbox_id: str, group: str = "") -> int:
+    """The memory limit of a sandbox's cgroup (or of its `user` child), read on the host."""
+    import glob
+
+    paths = glob.glob(f"/sys/fs/cgroup/memory/alcove-*/{sandbox_id}/{group}memory.limit_in_bytes")
+    assert len(paths) == 1, paths
+    with open(paths[0]) as f:
+        return int(f.read()) >> 20
+
+
+# Allocates (and touches) the given MiB.
+ALLOCATE = "import sys\nb = bytearray(int(sys.argv[1]) << 20)\nprint('allocated', flush=True)\n"
+
+
+def test_a_copy_runs_under_its_own_memory_limit_not_the_restores(server, client):
+    # CRIU restores a sandbox under more memory than its limit (every restored task holds
+    # its own share of CRIU for a moment, 2 MiB a task allowed): 400 processes make that
+    # allowance 864 MiB. Once restored, the copy must be back under its own limit.
+    with client.create_and_connect(cpus=1.0, memory_mb=1024) as source:
+        source.run("sh", ["-c", "for i in $(seq 400); do sleep 100000 & done"])
+        assert sleeping(source) == 400
+        (made,) = client.copy(source.sandbox_id, times=1).sandboxes
+        assert made.status == "running", made
+        copy = client.connect(made.sandbox_id)
+        try:
+            assert host_memory_limit_mb(made.sandbox_id) == 1024
+            assert host_memory_limit_mb(made.sandbox_id, "user/") == 960
+            assert sleeping(copy) == 400
+            fits = copy.run("python3", ["-c", ALLOCATE, "600"], timeout_secs=60)
+            assert fits.exit_code == 0 and fits.stdout.strip() == "allocated", fits
+            # Beyond the limit (within the restore's): the kernel refuses it.
+            more = copy.run("python3", ["-c", ALLOCATE, "1000"], timeout_secs=60)
+            assert more.exit_code != 0 and "allocated" not in more.stdout, more
+            assert sleeping(copy) == 400
+        finally:
+            client.delete(made.sandbox_id)

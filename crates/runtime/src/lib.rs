@@ -34,6 +34,7 @@ pub mod perms;
 pub mod pidfd;
 mod procfs;
 pub mod resize;
+pub mod restore_memory;
 pub mod runc;
 pub mod runc_ns;
 pub mod sandbox_id;

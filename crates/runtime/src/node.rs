@@ -482,6 +482,22 @@ impl Node {
             Some((images, _)) => self.agent_for_dump(images)?,
             None => self.agent.clone(),
         };
+        // CRIU's own memory in every restored task counts against the sandbox until the
+        // restore is done: it is restored under a higher limit, lowered after
+        // (crate::restore_memory).
+        let restoring;
+        let own = spec;
+        let spec = match restore {
+            Some((images, _)) => {
+                let tasks = crate::restore_memory::task_count(images)?;
+                restoring = SandboxSpec {
+                    memory_mb: spec.memory_mb + crate::restore_memory::allowance_mb(tasks),
+                    ..spec.clone()
+                };
+                &restoring
+            }
+            None => spec,
+        };
         crate::agent_builds::write_marker(&layer.dir, &agent.digest)?;
         let range = self.take_range(&spec.id, slot)?;
         // runc walks to the root file system from inside the user namespace.
@@ -505,6 +521,7 @@ impl Node {
         let user_cgroups = user_cgroups?;
         let disk_ms = lap.split();
         let cpuset = self.cpus.assign(&spec.id, spec.cpus);
+        let own_cpuset = cpuset.clone().unwrap_or_default();
         let cgroups_ms = lap.split();
         let volumes = self
             .prepare_volume_views(&spec.id, &spec.volumes, range)
@@ -530,6 +547,13 @@ impl Node {
                 perms::open_criu_images(images)?;
                 self.runc
                     .restore(&spec.id, &self.cfg.criu_binary, &bundle_dir, images, work)
+                    .await?;
+                let limits = crate::resize::Resize {
+                    cpus: own.cpus,
+                    memory_mb: own.memory_mb,
+                    disk_mb: own.disk_mb,
+                };
+                self.settle_restored_limits(&spec.id, limits, &own_cpuset)
                     .await?;
             }
         }

@@ -72,9 +72,7 @@ impl Node {
             self.cgroups.set_user_memory(id, memory)?;
         }
         let cpuset = self.cpus.assign_list(id, to.cpus);
-        let limit_swap = self.cgroups.setup().has_swap_limit();
-        let doc = resources_json(to, &cpuset, limit_swap).to_string();
-        let updated = self.runc.update(id, &doc).await;
+        let updated = self.apply_limits(id, to, &cpuset).await;
         if let Err(e) = updated {
             if let (true, Some(old)) = (shrinking, old_memory) {
                 let _ = self.cgroups.set_user_memory(id, old);
@@ -84,7 +82,6 @@ impl Node {
         if !shrinking {
             self.cgroups.set_user_memory(id, memory)?;
         }
-        self.record_in_bundle(id, to, &cpuset, limit_swap)?;
         tracing::info!(
             sandbox_id = %id,
             cpus = to.cpus,
@@ -93,6 +90,15 @@ impl Node {
             "sandbox resized"
         );
         Ok(())
+    }
+
+    /// Sets the CPU and memory limits of the sandbox's cgroups to `to` through `runc update`
+    /// and records them in its bundle (the user group is the caller's).
+    pub(crate) async fn apply_limits(&self, id: &str, to: Resize, cpuset: &str) -> Result<()> {
+        let limit_swap = self.cgroups.setup().has_swap_limit();
+        let doc = resources_json(to, cpuset, limit_swap).to_string();
+        self.runc.update(id, &doc).await?;
+        self.record_in_bundle(id, to, cpuset, limit_swap)
     }
 
     /// Checks that `extra_mb` more of layer fits on the data directory's disk (the same
@@ -112,13 +118,7 @@ impl Node {
     }
 
     /// Writes the new limits into the bundle's `config.json`.
-    fn record_in_bundle(
-        &self,
-        id: &SandboxId,
-        to: Resize,
-        cpuset: &str,
-        limit_swap: bool,
-    ) -> Result<()> {
+    fn record_in_bundle(&self, id: &str, to: Resize, cpuset: &str, limit_swap: bool) -> Result<()> {
         let config = self.sandbox_dir(id).join("bundle/config.json");
         let text =
             std::fs::read_to_string(&config).map_err(RuntimeError::io("reading", &config))?;
