@@ -142,6 +142,44 @@ def test_a_deleted_sandbox_leaves_its_place_at_once_and_the_trash_soon_after(ser
     assert not [loop for loop in sandbox_loops(server.data_dir) if sid in loop]
 
 
+def test_a_delete_whose_client_hangs_up_still_removes_everything(server, client):
+    """A client that sends a delete and hangs up at once (a killed script, a timeout) must not
+    leave a sandbox marked terminated whose container, mounts and cgroups stay up."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    from framework.host import wait_for
+
+    where = urlparse(server.url)
+    reached = 0
+    # The server notices the hang-up at its next wait; the store's update (the first) is
+    # about a millisecond in: hang up around it.
+    for step in range(16):
+        sid = client.create().sandbox_id
+        with socket.create_connection((where.hostname, where.port)) as conn:
+            conn.sendall(f"DELETE /sandboxes/{sid} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+            time.sleep(step * 0.0002)
+        # The delete either never reached the server (the sandbox runs on) or ran to its end.
+        time.sleep(0.3)
+        if client.get(sid).status == "terminated":
+            reached += 1
+        else:
+            client.delete(sid)
+
+        def gone() -> bool:
+            res = owned_resources(server.data_dir)
+            return not (
+                [m for m in res.mounts if sid in m]
+                or [c for c in res.cgroups if c.endswith("/" + sid)]
+                or sid in res.containers
+                or sid in res.sandbox_dirs
+            )
+
+        assert wait_for(gone, 10), owned_resources(server.data_dir)
+    assert reached, "no hung-up delete reached the server"
+
+
 def stored_ids(server) -> set[str]:
     """Every sandbox the server keeps: the live list and the archive (a failed create would be there)."""
     live = {s["id"] for s in server.api("GET", "/sandboxes").json()["sandboxes"]}

@@ -20,6 +20,7 @@ mod pty_ticket;
 mod sandboxes;
 mod secrets;
 mod snapshots;
+mod to_completion;
 mod unbuilt;
 
 use std::sync::Arc;
@@ -111,6 +112,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(nodes::activate))
         .nest("/v1/namespaces/{ns}", resource_routes())
         .merge(resource_routes())
+        // Every control-plane route above; not the proxy's or the desktop's below.
+        .route_layer(middleware::from_fn(to_completion::run_to_completion))
         .route("/api/v1/{*rest}", any(crate::proxy::forward))
         .route(
             "/sandboxes/{id}/api/v1/{*rest}",
