@@ -200,7 +200,13 @@ def test_what_the_server_writes_needs_no_repair_at_the_next_start():
     srv.start()
     try:
         with SandboxClient(api_url=srv.url) as client:
-            with client.create_and_connect(name="tidy") as sb:
+            client.create_file_system("tidy-vol", 64)
+            # Read-only: the snapshot's restore below mounts it too.
+            volume = [{"file_system_id": "tidy-vol", "mount_path": "/mnt/v", "read_only": True}]
+            # Suspended across the restart: its dump and the mark that it is complete stay.
+            asleep = client.create(name="asleep").sandbox_id
+            client.suspend("asleep")
+            with client.create_and_connect(name="tidy", file_systems=volume) as sb:
                 sb.run("sh", ["-c", "echo kept > /root/file"])
                 snap = client.snapshot_and_wait(sb.sandbox_id)
                 client.suspend("tidy")
@@ -215,7 +221,10 @@ def test_what_the_server_writes_needs_no_repair_at_the_next_start():
                         restart = log.read().decode(errors="replace")
                     assert "root-only" not in restart, restart
                     assert restored.run("cat", ["/root/file"]).stdout.strip() == "kept"
+                    assert sb.run("sh", ["-c", "mountpoint -q /mnt/v && echo mounted"]).stdout.strip() == "mounted"
             client.delete_snapshot(snap.snapshot_id)
+            client.delete(asleep)
+            client.delete_file_system("tidy-vol")
         assert not srv.live_sandboxes()
     finally:
         srv.stop()

@@ -77,7 +77,7 @@ impl Node {
         if let Err(e) = self.mark_dump(id, &images) {
             tracing::warn!(sandbox_id = %id, error = %e, "recording the dump's agent build");
         }
-        std::fs::write(&done, b"").map_err(RuntimeError::io("writing", &done))?;
+        crate::perms::write_file(&done, b"", 0o600)?;
         // runc removed the container after the dump; only its cgroups may linger.
         self.cgroups.remove(id).await;
         // The network namespace died with the container (its name and veth
@@ -128,7 +128,7 @@ impl Node {
     /// [`SUSPENDED_MEMBERS`]) as complete, as a finished suspend does.
     pub fn mark_checkpoint_complete(&self, id: &SandboxId) -> Result<()> {
         let (_, _, done) = self.checkpoint_paths(id);
-        std::fs::write(&done, b"").map_err(RuntimeError::io("writing", &done))
+        crate::perms::write_file(&done, b"", 0o600)
     }
 
     /// Whether a suspended sandbox's dump is packed.

@@ -93,6 +93,7 @@ pub fn secure_tree(root: &Path) -> Result<Vec<PathBuf>> {
         mounts: crate::layer::mounts_under(root).into_iter().collect(),
         traverse: [root.to_path_buf(), root.join("sandboxes")].into(),
         runc_root: root.join("runc"),
+        sandboxes: root.join("sandboxes"),
     };
     secure(root, &tree)
 }
@@ -106,6 +107,7 @@ pub fn secure_subtree(dir: &Path) -> Result<Vec<PathBuf>> {
         mounts: HashSet::new(),
         traverse: HashSet::new(),
         runc_root: PathBuf::new(),
+        sandboxes: PathBuf::new(),
     };
     secure(dir, &tree)
 }
@@ -125,6 +127,18 @@ struct Tree {
     /// runc's state root: runc makes each container's state directory 0711 (its files
     /// 0600), which is kept rather than changed at every start (0700 is kept too).
     runc_root: PathBuf,
+    /// The sandboxes' directories' parent: each one's volume views directory is
+    /// traverse-only (a restore opens the views from inside the sandbox's user namespace).
+    sandboxes: PathBuf,
+}
+
+impl Tree {
+    /// Whether directory `path` is one to traverse only (0711) rather than close (0700).
+    fn traverse_only(&self, path: &Path) -> bool {
+        self.traverse.contains(path)
+            || (path.file_name() == Some(std::ffi::OsStr::new(crate::volume::VIEWS_DIR))
+                && path.parent().and_then(Path::parent) == Some(self.sandboxes.as_path()))
+    }
 }
 
 /// Mode of the directories on the way to sandboxes' root file systems.
@@ -176,7 +190,7 @@ fn walk(
     }
     if meta.is_dir() {
         let images = is_criu_images(path);
-        let want = if images || tree.traverse.contains(path) {
+        let want = if images || tree.traverse_only(path) {
             TRAVERSE_ONLY
         } else {
             0o700
@@ -266,6 +280,27 @@ mod tests {
         assert!(check_ancestors_searchable(&root).is_ok());
         set_mode(tmp.path(), 0o700).expect("chmod");
         assert!(check_ancestors_searchable(&root).is_err());
+    }
+
+    #[test]
+    fn a_sandboxs_volume_views_directory_stays_traverse_only() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("data");
+        let views = root.join("sandboxes/x/vols");
+        std::fs::create_dir_all(views.join("v1")).expect("mkdir");
+        set_mode(&root, 0o711).expect("chmod");
+        set_mode(&root.join("sandboxes"), 0o711).expect("chmod");
+        set_mode(&root.join("sandboxes/x"), 0o700).expect("chmod");
+        set_mode(&views, 0o711).expect("chmod");
+        set_mode(&views.join("v1"), 0o700).expect("chmod");
+        // Elsewhere a directory of that name is closed as any other.
+        let elsewhere = root.join("sandboxes/x/upper/vols");
+        std::fs::create_dir_all(&elsewhere).expect("mkdir");
+        set_mode(&root.join("sandboxes/x/upper"), 0o700).expect("chmod");
+        set_mode(&elsewhere, 0o711).expect("chmod");
+        assert_eq!(secure_tree(&root).expect("secure"), vec![elsewhere.clone()]);
+        assert_eq!(mode(&views), 0o711);
+        assert_eq!(mode(&elsewhere), 0o700);
     }
 
     #[test]
