@@ -372,7 +372,8 @@ export interface CommandResult {
 /**
  * Restart policy and back-off of a managed process: the policy in force, as the server reports
  * it (`ManagedProcessInfo.restart`). `maxRestarts` `null` means no limit; the delay before the
- * n-th restart grows from `initialBackoffMs` and is capped at `maxBackoffMs`.
+ * n-th restart grows from `initialBackoffMs` and is capped at `maxBackoffMs`. Both count from the
+ * last start by the user or the end of a run that stayed up 60 s.
  */
 export interface RestartPolicyConfig {
   policy: Open<RestartPolicy>;

@@ -12,6 +12,10 @@
 //!   `always` after every exit; `never` does not restart (a failing health check then only
 //!   marks the process unhealthy).
 //! * The n-th restart waits `min(initial_backoff_ms * 2^(n-1), max_backoff_ms)`.
+//! * A run that stayed up for [`STABLE_RUN_MS`] was no crash loop: when it ends, the count
+//!   that `max_restarts` and the back-off go by starts again, as after a user's restart (a
+//!   server that fails once a day is restarted after the initial back-off every time, and
+//!   is never given up on for failures weeks apart). `restart_count` keeps counting.
 //! * `POST /restart` restarts at once (SIGTERM, then SIGKILL after [`STOP_GRACE`]), also a
 //!   stopped process, whose supervision then resumes; it counts as a restart.
 //! * `DELETE` stops supervision first, then the process (SIGTERM, then SIGKILL).
@@ -32,6 +36,9 @@ use crate::journal::{self, Journal, ProcessRef};
 
 /// Time a stopped or restarted process gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a run must stay up for its end to start the restart budget afresh.
+pub const STABLE_RUN_MS: i64 = 60_000;
 
 /// Largest accepted back-off (one day): beyond it a restart is never in practice.
 const MAX_BACKOFF_MS: u64 = 86_400_000;
@@ -451,6 +458,16 @@ async fn terminate(process: &Arc<TrackedProcess>) {
     }
 }
 
+/// The policy's restarts that `max_restarts` and the back-off go by once a run of `ran_ms`
+/// ended: none after a stable run.
+fn restarts_counted(policy_restarts: u32, ran_ms: i64) -> u32 {
+    if ran_ms >= STABLE_RUN_MS {
+        0
+    } else {
+        policy_restarts
+    }
+}
+
 /// Decides what follows the end of a run.
 fn after_exit(managed: &Managed, info: ExitInfo, unhealthy: bool) -> Next {
     let failed = unhealthy || info.code != Some(0);
@@ -462,8 +479,12 @@ fn after_exit(managed: &Managed, info: ExitInfo, unhealthy: bool) -> Next {
     let mut next = Next::Park;
     let mut gave_up = None;
     let mut restarts = 0;
+    let ran_ms = managed
+        .current()
+        .map_or(0, |run| info.ended_at.saturating_sub(run.started_at()));
     managed.update(|s| {
         s.last_exit = Some(info);
+        s.policy_restarts = restarts_counted(s.policy_restarts, ran_ms);
         restarts = s.policy_restarts;
         if s.status == ManagedStatus::Stopped {
             return;
@@ -616,6 +637,15 @@ mod tests {
         let (managed, _rx) = Managed::new(&req);
         let ms: Vec<u128> = (1..=6).map(|n| managed.backoff(n).as_millis()).collect();
         assert_eq!(ms, [100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn a_run_that_stayed_up_a_minute_starts_the_budget_afresh() {
+        assert_eq!(restarts_counted(7, STABLE_RUN_MS - 1), 7);
+        assert_eq!(restarts_counted(7, STABLE_RUN_MS), 0);
+        assert_eq!(restarts_counted(7, 3_600_000), 0);
+        // A clock that went back (ended before it started) changes nothing.
+        assert_eq!(restarts_counted(3, -5), 3);
     }
 
     #[test]

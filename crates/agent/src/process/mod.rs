@@ -178,6 +178,11 @@ impl TrackedProcess {
     }
 
     /// Its wire form, `ProcessInfo` (docs/protocol/sandbox-api.md, ProcessInfo).
+    /// When this process (this run of a managed one) started, epoch milliseconds.
+    pub fn started_at(&self) -> EpochMillis {
+        self.started_at
+    }
+
     pub fn info(&self) -> ProcessInfo {
         let exit = self.exit_info();
         ProcessInfo {

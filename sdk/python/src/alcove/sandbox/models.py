@@ -596,7 +596,8 @@ class RestartPolicyConfig(_WireModel):
     """Restart policy and back-off of a managed process (``start_process(restart=...)``).
 
     ``max_restarts`` None means no limit; the delay before the n-th restart grows from
-    ``initial_backoff_ms`` and is capped at ``max_backoff_ms``. Also the ``restart`` field of
+    ``initial_backoff_ms`` and is capped at ``max_backoff_ms``. Both count from the last
+    start by the user or the end of a run that stayed up 60 s. Also the ``restart`` field of
     :class:`ManagedProcessInfo`, the policy in force.
     """
 
