@@ -72,7 +72,7 @@ impl Node {
             self.cgroups.set_user_memory(id, memory)?;
         }
         let cpuset = self.cpus.assign_list(id, to.cpus);
-        let updated = self.apply_limits(id, to, &cpuset).await;
+        let updated = self.update_limits(id, to, &cpuset).await;
         if let Err(e) = updated {
             if let (true, Some(old)) = (shrinking, old_memory) {
                 let _ = self.cgroups.set_user_memory(id, old);
@@ -82,6 +82,7 @@ impl Node {
         if !shrinking {
             self.cgroups.set_user_memory(id, memory)?;
         }
+        self.record_limits(id, to, &cpuset)?;
         tracing::info!(
             sandbox_id = %id,
             cpus = to.cpus,
@@ -93,12 +94,16 @@ impl Node {
     }
 
     /// Sets the CPU and memory limits of the sandbox's cgroups to `to` through `runc update`
-    /// and records them in its bundle (the user group is the caller's).
-    pub(crate) async fn apply_limits(&self, id: &str, to: Resize, cpuset: &str) -> Result<()> {
+    /// (the user group is the caller's).
+    pub(crate) async fn update_limits(&self, id: &str, to: Resize, cpuset: &str) -> Result<()> {
         let limit_swap = self.cgroups.setup().has_swap_limit();
         let doc = resources_json(to, cpuset, limit_swap).to_string();
-        self.runc.update(id, &doc).await?;
-        self.record_in_bundle(id, to, cpuset, limit_swap)
+        self.runc.update(id, &doc).await
+    }
+
+    /// Records limits `to` in the sandbox's bundle, once its cgroups have them.
+    pub(crate) fn record_limits(&self, id: &str, to: Resize, cpuset: &str) -> Result<()> {
+        self.record_in_bundle(id, to, cpuset, self.cgroups.setup().has_swap_limit())
     }
 
     /// Checks that `extra_mb` more of layer fits on the data directory's disk (the same

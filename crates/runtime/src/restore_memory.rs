@@ -67,11 +67,11 @@ impl Node {
         loop {
             attempt += 1;
             let lowered = match self.cgroups.set_user_memory(id, memory) {
-                Ok(()) => self.apply_limits(id, to, cpuset).await,
+                Ok(()) => self.update_limits(id, to, cpuset).await,
                 Err(e) => Err(e),
             };
             match lowered {
-                Ok(()) => return Ok(()),
+                Ok(()) => return self.record_limits(id, to, cpuset),
                 Err(e) if attempt >= SETTLE_ATTEMPTS => {
                     let used = self
                         .cgroups
