@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import resource
+import socket
+import time
 
 import pytest
 
@@ -74,6 +76,70 @@ def test_overwrite_keeps_owner_and_mode(sandbox):
     sandbox.write_file("/tmp/kept.sh", b"#!/bin/sh\necho new\n")
     assert sandbox.run("stat", ["-c", "%a %U", "/tmp/kept.sh"]).stdout == "750 nobody"
     assert sandbox.run("/tmp/kept.sh").stdout == "new"
+
+
+def test_an_upload_that_breaks_off_keeps_the_old_file_whole(server, sandbox):
+    sandbox.write_file("/tmp/keep/settings.json", b'{"version": 1}')
+    # A raw PUT through the proxy that promises 1 MiB, sends 64 KiB and hangs up.
+    auth = f"Authorization: Bearer {server.api_keys[0]}\r\n" if server.api_keys else ""
+    head = (
+        "PUT /api/v1/files?path=/tmp/keep/settings.json HTTP/1.1\r\n"
+        f"Host: {server.host}:{server.port}\r\nX-Tensorlake-Sandbox-Id: {sandbox.sandbox_id}\r\n{auth}"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {MiB}\r\n\r\n"
+    )
+    with socket.create_connection((server.host, server.port), timeout=10) as conn:
+        conn.sendall(head.encode() + b"x" * (64 * 1024))
+        time.sleep(0.3)
+    # Whenever the agent notices, the old content stays and no temporary file is left.
+    deadline = time.monotonic() + 10
+    while True:
+        names = [e.name for e in sandbox.list_directory("/tmp/keep")]
+        if names == ["settings.json"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert names == ["settings.json"]
+    assert sandbox.read_file("/tmp/keep/settings.json") == b'{"version": 1}'
+    # The client hung up: the server does not blame the sandbox for it.
+    log = server.log_path.read_text(errors="replace").splitlines()
+    assert not [line for line in log if "upstream unreachable" in line and sandbox.sandbox_id in line]
+
+
+def test_readers_see_the_old_file_or_the_new_one_never_a_torn_one(sandbox):
+    size = 256 * 1024
+    sandbox.write_file("/tmp/torn/data", b"A" * size)
+    reader = (
+        "import os, time\n"
+        "torn = reads = 0\n"
+        "end = time.monotonic() + 30\n"
+        "while not os.path.exists('/tmp/torn/stop') and time.monotonic() < end:\n"
+        "    data = open('/tmp/torn/data', 'rb').read()\n"
+        "    reads += 1\n"
+        f"    if len(data) != {size} or data.count(data[:1]) != len(data): torn += 1\n"
+        "print(reads, torn)\n"
+    )
+    proc = sandbox.start_process("python3", ["-c", reader])
+    for i in range(40):
+        sandbox.write_file("/tmp/torn/data", (b"B" if i % 2 == 0 else b"A") * size)
+    sandbox.write_file("/tmp/torn/stop", b"")
+    deadline = time.monotonic() + 30
+    while sandbox.get_process(proc.pid).status == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reads, torn = map(int, sandbox.get_stdout(proc.pid).lines[-1].split())
+    assert reads > 40
+    assert torn == 0
+
+
+def test_uploads_through_links_and_to_hard_linked_files(sandbox):
+    sandbox.run("sh", ["-c", "mkdir -p /tmp/links && echo old > /tmp/links/real && ln -s real /tmp/links/current"
+                             " && echo twin > /tmp/links/a && ln /tmp/links/a /tmp/links/b"])
+    # Through a symbolic link: the file it leads to changes, the link stays a link.
+    sandbox.write_file("/tmp/links/current", b"new")
+    assert sandbox.run("readlink", ["/tmp/links/current"]).stdout == "real"
+    assert sandbox.read_file("/tmp/links/real") == b"new"
+    # A file with two names is written in place: both names see the new content.
+    sandbox.write_file("/tmp/links/a", b"both")
+    assert sandbox.read_file("/tmp/links/b") == b"both"
+    assert sandbox.run("stat", ["-c", "%h", "/tmp/links/a"]).stdout == "2"
 
 
 def test_list_directory_entries_dirs_first(sandbox):

@@ -19,6 +19,8 @@ use futures::{Stream, StreamExt};
 use tokio::fs;
 use tokio::io::AsyncWriteExt;
 
+mod replace;
+
 /// Why a file operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -233,9 +235,10 @@ pub async fn open_for_read(path: &Path) -> Result<(fs::File, Option<u64>), FileE
     Ok((file, len))
 }
 
-/// Writes `body` to `path` chunk by chunk: parents are created, an existing file is
-/// truncated (keeping its owner and mode), and the data is fsynced before returning.
-/// When the file system fills up, the partial file is removed.
+/// Writes `body` to `path` chunk by chunk: parents are created, and the data is fsynced
+/// before returning. A regular file (or a new one) is replaced whole or not at all, keeping
+/// its owner and mode ([`replace`]); anything else is written in place, and there, when the
+/// file system fills up, the partial file is removed.
 pub async fn write<S, E>(path: &Path, body: S) -> Result<u64, FileError>
 where
     S: Stream<Item = Result<Bytes, E>>,
@@ -261,6 +264,15 @@ where
                 _ => map_io(e, parent, "creating directory"),
             })?;
     }
+    let owned = path.to_path_buf();
+    let destination = blocking(path, "creating", move || Ok(replace::destination(&owned))).await?;
+    let mut body = Box::pin(body);
+    if let replace::Destination::Replace { target, keep } = destination
+        && let Some(outcome) = replace::replace(path, target, keep, &mut body).await
+    {
+        return outcome;
+    }
+    // In place: nothing of the body was read when the replacement could not be made.
     let mut file = open_for_write(path).await?;
     let outcome = write_body(&mut file, path, body).await;
     if matches!(outcome, Err(FileError::NoSpace(_))) {

@@ -331,4 +331,16 @@ async fn read_only_and_full_file_systems_are_client_errors() {
     // The partial file is gone, so the space is free again.
     assert!(!std::path::Path::new(&tiny.path("big.bin")).exists());
     assert_eq!(put(&agent, &tiny.path("small.txt"), "fits").await, 204);
+    // Replacing a file with more than fits keeps the old content, and leaves nothing.
+    let (status, body) = put_error(&agent, &tiny.path("small.txt"), vec![7u8; 1 << 20]).await;
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(
+        std::fs::read(tiny.path("small.txt")).expect("kept"),
+        b"fits"
+    );
+    let names: Vec<_> = std::fs::read_dir(tiny.dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("small.txt")]);
 }

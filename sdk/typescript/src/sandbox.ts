@@ -695,7 +695,8 @@ export class Sandbox {
   // -- files -----------------------------------------------------------------------------------
 
   /**
-   * Write a file (parents are created, an existing file is replaced). `data` is bytes, text
+   * Write a file (parents are created, an existing file is replaced whole: readers see the old
+   * content or the new, and an upload that fails leaves the old file as it was). `data` is bytes, text
    * (written as UTF-8), a `ReadableStream` or an (async) iterable of byte chunks, such as a
    * `fs.createReadStream()`; streams are sent as they are read, never held whole.
    */

@@ -378,6 +378,9 @@ pub(super) async fn relay_request(
     let resp = via.send(upstream).await.map_err(|e| {
         if let Some(why) = to_node.then(|| super::node_link::tls_failure(&e)).flatten() {
             tls_refused(id, &why)
+        } else if request_body_broke_off(&e) {
+            tracing::debug!(target_name = %id, error = %e, "the client's request body broke off");
+            ApiError::bad_request("the request body broke off before its end")
         } else if e.is_connect() {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -395,6 +398,21 @@ pub(super) async fn relay_request(
         _guard: guard,
     };
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// Whether a relay failed because the client's own request body did (it hung up mid-upload),
+/// not the upstream: hyper reports that as an error of the body it was given.
+fn request_body_broke_off(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// A response body that keeps its request counted as in flight until dropped.

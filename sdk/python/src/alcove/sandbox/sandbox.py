@@ -426,7 +426,8 @@ class Sandbox:
         path: str,
         data: bytes | BinaryIO | Iterable[bytes],
     ) -> None:
-        """Write a file (parents are created, an existing file is replaced).
+        """Write a file (parents are created, an existing file is replaced whole: readers see
+        the old content or the new, and an upload that fails leaves the old file as it was).
 
         ``data`` is bytes, a binary file object or an iterable of bytes; files and iterables are
         streamed, never loaded whole. A ``str`` is written as UTF-8. The async client also takes
