@@ -193,6 +193,45 @@ async fn restart_by_name_gives_a_new_run_and_delete_stops_supervision() {
 }
 
 #[tokio::test]
+async fn a_signal_during_the_back_off_says_when_the_process_restarts_and_a_kill_stops_it() {
+    let agent = Agent::start().await;
+    let name = format!("flaky-{}", std::process::id());
+    let info = start(
+        &agent,
+        json!({
+            "command": "sh", "args": ["-c", "exit 1"], "name": name,
+            "restart": {"policy": "on_failure", "initial_backoff_ms": 30000, "max_backoff_ms": 30000},
+        }),
+    )
+    .await;
+    let first = info["pid"].as_u64().expect("pid");
+    wait_for(&agent, &name, "backing off", |i| {
+        i["managed"]["status"] == "backing_off"
+    })
+    .await;
+    let (status, body) = agent
+        .post_json(&format!("/processes/{name}/signal"), json!({"signal": 15}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "PROCESS_EXITED");
+    let message = body["error"].as_str().expect("message");
+    assert!(
+        message.contains(&format!("(run {first}) has exited and restarts in")),
+        "{message}"
+    );
+    // A kill during the back-off ends the supervision: nothing restarts it.
+    assert_eq!(agent.delete(&format!("/processes/{name}")).await, 204);
+    let (_, now) = agent.get_json(&format!("/processes/{name}")).await;
+    assert_eq!(now["managed"]["status"], "stopped");
+    assert_eq!(now["pid"].as_u64(), Some(first));
+    let (status, body) = agent
+        .post_json(&format!("/processes/{name}/signal"), json!({"signal": 15}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], format!("process {first} has already exited"));
+}
+
+#[tokio::test]
 async fn failing_health_checks_restart_the_process() {
     let agent = Agent::start().await;
     // Nothing listens on this port, so every probe fails.

@@ -179,7 +179,9 @@ impl From<ProcessError> for ApiError {
             | ProcessError::InvalidSignal(_)
             | ProcessError::Invalid(_) => (StatusCode::BAD_REQUEST, C::InvalidArgument),
             ProcessError::NotManaged(_) => (StatusCode::CONFLICT, C::NotManaged),
-            ProcessError::Exited(_) => (StatusCode::CONFLICT, C::ProcessExited),
+            ProcessError::Exited(_) | ProcessError::Restarting { .. } => {
+                (StatusCode::CONFLICT, C::ProcessExited)
+            }
             ProcessError::StdinNotWritable { .. } => (StatusCode::BAD_REQUEST, C::StdinNotWritable),
             ProcessError::Body(_) => (StatusCode::BAD_REQUEST, C::InvalidArgument),
         };

@@ -121,7 +121,7 @@ pub async fn delete(
         (status = 200, description = "Sent to the process group.", body = SignalResponse),
         (status = 400, description = "`INVALID_ARGUMENT`: a malformed body or an unknown signal number.", body = AgentError),
         (status = 404, description = "`NOT_FOUND`: no such process.", body = AgentError),
-        (status = 409, description = "`PROCESS_EXITED`: the process has already exited.", body = AgentError),
+        (status = 409, description = "`PROCESS_EXITED`: the process has already exited (a managed one between runs: the message says when it restarts).", body = AgentError),
     )
 )]
 pub async fn signal(

@@ -234,6 +234,22 @@ impl Managed {
             .map_err(|_| ProcessError::NotManaged(self.id().to_string()))?
     }
 
+    /// The error for a signal to run `pid` while the supervisor waits to restart it: `None`
+    /// unless `pid` is the current run and a restart is due.
+    pub(super) fn restarting_after(&self, pid: u32) -> Option<ProcessError> {
+        let state = self.lock();
+        let state = state.as_ref()?;
+        if state.status != ManagedStatus::BackingOff || state.current.pid != pid {
+            return None;
+        }
+        let due = state.next_restart_at?;
+        Some(ProcessError::Restarting {
+            label: self.label(),
+            pid,
+            restart_in_ms: due.saturating_sub(now_millis()).max(0),
+        })
+    }
+
     /// Stops supervision now (the status reads `stopped` at once) and the process soon.
     pub fn stop(&self) {
         if let Some(state) = self.lock().as_mut() {

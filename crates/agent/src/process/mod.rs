@@ -109,6 +109,18 @@ pub enum ProcessError {
     /// The process has already exited.
     #[error("process {0} has already exited")]
     Exited(u32),
+    /// This run of a managed process has exited and its supervisor waits to start the next.
+    #[error(
+        "{label} (run {pid}) has exited and restarts in {restart_in_ms} ms: signal it once it runs again, or kill it to stop its supervision"
+    )]
+    Restarting {
+        /// The process, as the journal names it.
+        label: String,
+        /// The run that exited.
+        pid: u32,
+        /// How long until the supervisor starts the next run.
+        restart_in_ms: i64,
+    },
     /// Stdin was not piped, was closed, or the process stopped reading it.
     #[error("stdin of process {pid} is not writable: {reason}")]
     StdinNotWritable {
@@ -206,7 +218,11 @@ impl TrackedProcess {
             return Err(ProcessError::InvalidSignal(signal));
         }
         if !self.is_running() {
-            return Err(ProcessError::Exited(self.pid));
+            return Err(self
+                .managed
+                .as_ref()
+                .and_then(|m| m.restarting_after(self.pid))
+                .unwrap_or(ProcessError::Exited(self.pid)));
         }
         tree::signal_group(self.pgid(), signal);
         Ok(())
