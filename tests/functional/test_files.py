@@ -129,6 +129,39 @@ def test_readers_see_the_old_file_or_the_new_one_never_a_torn_one(sandbox):
     assert torn == 0
 
 
+def test_a_nearly_full_disk_still_takes_a_file_that_fits_in_place(sandbox):
+    path = "/root/full/data.bin"
+    sandbox.write_file(path, b"\x01" * (20 * MiB))
+    # Fill the disk until 10 MiB are left: no room for a second copy beside the file.
+    filler = (
+        "import os\n"
+        "st = os.statvfs('/root/full')\n"
+        "left = st.f_bavail * st.f_frsize - 10 * 1024 * 1024\n"
+        "fd = os.open('/root/full/filler', os.O_CREAT | os.O_WRONLY)\n"
+        "os.posix_fallocate(fd, 0, left)\n"
+        "os.close(fd)\n"
+    )
+    assert sandbox.run("python3", ["-c", filler]).exit_code == 0
+    try:
+        # Streamed without a length, it cannot be replaced whole: refused, the old file kept.
+        with pytest.raises(RemoteAPIError) as err:
+            sandbox.write_file(path, iter([b"\x02" * (20 * MiB)]))
+        assert (err.value.status_code, err.value.code) == (507, "NO_SPACE")
+        assert "the old file is unchanged" in str(err.value)
+        assert sandbox.read_file(path) == b"\x01" * (20 * MiB)
+        # A new file larger than the space left: 507 (after the whole body was sent, the answer
+        # arrives intact rather than as a broken connection), and nothing of it stays.
+        with pytest.raises(RemoteAPIError) as err:
+            sandbox.write_file("/root/full/new.bin", b"\x04" * (40 * MiB))
+        assert (err.value.status_code, err.value.code) == (507, "NO_SPACE")
+        # With its length known, it is written in place, where it fits.
+        sandbox.write_file(path, b"\x03" * (20 * MiB))
+        assert sandbox.read_file(path) == b"\x03" * (20 * MiB)
+        assert sorted(e.name for e in sandbox.list_directory("/root/full")) == ["data.bin", "filler"]
+    finally:
+        sandbox.run("rm", ["-rf", "/root/full"])
+
+
 def test_uploads_through_links_and_to_hard_linked_files(sandbox):
     sandbox.run("sh", ["-c", "mkdir -p /tmp/links && echo old > /tmp/links/real && ln -s real /tmp/links/current"
                              " && echo twin > /tmp/links/a && ln /tmp/links/a /tmp/links/b"])

@@ -60,6 +60,11 @@ pub enum FileError {
     /// The file system (or the sandbox's disk) is full, or the file too large for it.
     #[error("no space left for {0}")]
     NoSpace(String),
+    /// The disk filled while a file was replaced; the old file is left as it was.
+    #[error(
+        "no space left for {0}: replacing a file needs room for the old and the new content until the new one is complete; the old file is unchanged"
+    )]
+    NoSpaceToReplace(String),
     /// Something already exists where a new entry was to be made.
     #[error("already exists: {0}")]
     AlreadyExists(String),
@@ -239,7 +244,7 @@ pub async fn open_for_read(path: &Path) -> Result<(fs::File, Option<u64>), FileE
 /// before returning. A regular file (or a new one) is replaced whole or not at all, keeping
 /// its owner and mode ([`replace`]); anything else is written in place, and there, when the
 /// file system fills up, the partial file is removed.
-pub async fn write<S, E>(path: &Path, body: S) -> Result<u64, FileError>
+pub async fn write<S, E>(path: &Path, body: S, declared: Option<u64>) -> Result<u64, FileError>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
@@ -265,7 +270,10 @@ where
             })?;
     }
     let owned = path.to_path_buf();
-    let destination = blocking(path, "creating", move || Ok(replace::destination(&owned))).await?;
+    let destination = blocking(path, "creating", move || {
+        Ok(replace::destination(&owned, declared))
+    })
+    .await?;
     let mut body = Box::pin(body);
     if let replace::Destination::Replace { target, keep } = destination
         && let Some(outcome) = replace::replace(path, target, keep, &mut body).await
@@ -448,13 +456,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let target = dir.path().join("a/b/c.txt");
         let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("hi"))]);
-        assert_eq!(write(&target, body).await.expect("written"), 2);
+        assert_eq!(write(&target, body, None).await.expect("written"), 2);
         assert_eq!(std::fs::read(&target).expect("read back"), b"hi");
 
         let below_file = target.join("d.txt");
         let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("x"))]);
         assert!(matches!(
-            write(&below_file, body).await,
+            write(&below_file, body, None).await,
             Err(FileError::NotADirectory(_))
         ));
     }
@@ -467,7 +475,10 @@ mod tests {
             .expect("mkfifo");
         let body = || futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("x"))]);
         // No reader: the open would block until one came; it is refused instead.
-        let refused = tokio::time::timeout(std::time::Duration::from_secs(5), write(&fifo, body()));
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            write(&fifo, body(), None),
+        );
         assert!(matches!(refused.await, Ok(Err(FileError::NotRegular(_)))));
         // A reader does not make it a file.
         let _reader = std::fs::OpenOptions::new()
@@ -476,17 +487,17 @@ mod tests {
             .open(&fifo)
             .expect("reader");
         assert!(matches!(
-            write(&fifo, body()).await,
+            write(&fifo, body(), None).await,
             Err(FileError::NotRegular(_))
         ));
         let socket = dir.path().join("sock");
         let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
         assert!(matches!(
-            write(&socket, body()).await,
+            write(&socket, body(), None).await,
             Err(FileError::NotRegular(_))
         ));
         assert_eq!(
-            write(Path::new("/dev/null"), body())
+            write(Path::new("/dev/null"), body(), None)
                 .await
                 .expect("/dev/null"),
             1
@@ -523,7 +534,9 @@ mod tests {
     async fn writing_a_device_skips_the_sync_it_cannot_do() {
         let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("gone"))]);
         assert_eq!(
-            write(Path::new("/dev/null"), body).await.expect("written"),
+            write(Path::new("/dev/null"), body, None)
+                .await
+                .expect("written"),
             4
         );
     }

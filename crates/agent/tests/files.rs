@@ -344,3 +344,35 @@ async fn read_only_and_full_file_systems_are_client_errors() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("small.txt")]);
 }
+
+#[tokio::test]
+#[ignore = "needs root (mounts tmpfs)"]
+async fn a_file_that_fits_only_in_place_is_still_written_when_its_length_is_known() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let agent = Agent::start().await;
+    let disk = Tmpfs::mount("size=8m");
+    let path = disk.path("data.bin");
+    std::fs::write(&path, vec![1u8; 5 << 20]).expect("old content");
+    // Streamed without a length: no room for a second copy, so the old file stays.
+    let chunked = reqwest::Body::wrap_stream(futures::stream::iter([Ok::<_, std::io::Error>(
+        Bytes::from(vec![2u8; 5 << 20]),
+    )]));
+    let (status, body) = put_error(&agent, &path, chunked).await;
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["code"], "NO_SPACE");
+    let message = body["error"].as_str().expect("message");
+    assert!(message.contains("the old file is unchanged"), "{message}");
+    assert_eq!(std::fs::read(&path).expect("kept"), vec![1u8; 5 << 20]);
+    // With its length said, it is written in place, as it fits once the old one is gone.
+    assert_eq!(put(&agent, &path, vec![3u8; 5 << 20]).await, 204);
+    assert_eq!(std::fs::read(&path).expect("new"), vec![3u8; 5 << 20]);
+    let names: Vec<_> = std::fs::read_dir(disk.dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("data.bin")]);
+}

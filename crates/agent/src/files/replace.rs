@@ -7,7 +7,11 @@
 //! file's owner and mode, synced, and renamed over the target: readers see the old content or
 //! the new one, and a failed upload leaves the old file as it was and no temporary file.
 //!
-//! What a rename would change is written in place as before: devices (`/dev/null`), files
+//! A replacement needs room for both versions until the rename. When the upload says its
+//! length (`Content-Length`) and only the space the old file frees would make room for it,
+//! the file is written in place as before, so that a file still fits wherever it used to.
+//!
+//! What a rename would change is written in place as before too: devices (`/dev/null`), files
 //! with other hard links (a rename would part them), mount points (a bind-mounted file cannot
 //! be renamed over), kernel and FUSE files, a symbolic link that leads nowhere (the write
 //! creates its target), and a file whose owner cannot be given to a new file (an id that the
@@ -48,8 +52,15 @@ pub(super) struct Owner {
     mode: u32,
 }
 
-/// Decides where an upload to `path` goes (blocking: a few `stat`s).
-pub(super) fn destination(path: &Path) -> Destination {
+/// Room kept free beside a replacement's data for the file system's own blocks: 1 MiB, and
+/// 1/128 of the data for its extent tree and such.
+fn slack(len: u64) -> u64 {
+    (1 << 20) + len / 128
+}
+
+/// Decides where an upload to `path` of `declared` bytes (when the request says) goes
+/// (blocking: a few `stat`s).
+pub(super) fn destination(path: &Path, declared: Option<u64>) -> Destination {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -79,7 +90,7 @@ pub(super) fn destination(path: &Path) -> Destination {
         && meta.nlink() == 1
         && !is_mount_root(&target)
         && target.parent().is_some_and(replaceable_dir);
-    if !replaceable {
+    if !replaceable || fits_only_in_place(&target, meta.len(), declared) {
         return Destination::InPlace;
     }
     Destination::Replace {
@@ -121,6 +132,9 @@ where
     let written = match write_body(&mut file, shown, body).await {
         Ok(written) => written,
         // `temp` is dropped here, and the temporary file with it.
+        Err(FileError::NoSpace(path)) if keep.is_some() => {
+            return Some(Err(FileError::NoSpaceToReplace(path)));
+        }
         Err(e) => return Some(Err(e)),
     };
     drop(file);
@@ -218,6 +232,31 @@ fn put_in_place(mut temp: TempFile, target: &Path, keep: Option<Owner>) -> io::R
     }
 }
 
+/// Whether `declared` bytes fit on `target`'s file system only once its `old_len` bytes are
+/// freed, that is, only when written in place. Unknown lengths and free space are taken to fit.
+fn fits_only_in_place(target: &Path, old_len: u64, declared: Option<u64>) -> bool {
+    let (Some(len), Some(free)) = (declared, target.parent().and_then(free_bytes)) else {
+        return false;
+    };
+    let needed = len.saturating_add(slack(len));
+    free < needed && free.saturating_add(old_len) >= needed
+}
+
+/// The bytes an unprivileged writer may still use on `dir`'s file system: the agent is root
+/// of a user namespace, which the blocks ext4 keeps for the real root are not for.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: a NUL-terminated path and a buffer of the right type, both live for the call.
+    if unsafe { libc::statvfs(c_dir.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs filled the buffer (it was zeroed before, too).
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
 /// Whether a new file in `dir` can be renamed into place: not on a kernel or FUSE file
 /// system, where files are not made this way.
 fn replaceable_dir(dir: &Path) -> bool {
@@ -287,17 +326,17 @@ mod tests {
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").expect("write");
         assert!(matches!(
-            destination(&file),
+            destination(&file, None),
             Destination::Replace { keep: Some(_), .. }
         ));
         assert!(matches!(
-            destination(&dir.path().join("new")),
+            destination(&dir.path().join("new"), None),
             Destination::Replace { keep: None, .. }
         ));
         // A link to a file replaces the file it leads to.
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&file, &link).expect("symlink");
-        match destination(&link) {
+        match destination(&link, None) {
             Destination::Replace { target, .. } => {
                 assert_eq!(target, std::fs::canonicalize(&file).expect("real"))
             }
@@ -306,14 +345,17 @@ mod tests {
         // A link that leads nowhere, a second hard link, a device: in place.
         let dangling = dir.path().join("dangling");
         std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).expect("symlink");
-        assert_eq!(destination(&dangling), Destination::InPlace);
+        assert_eq!(destination(&dangling, None), Destination::InPlace);
         let twin = dir.path().join("twin");
         std::fs::hard_link(&file, &twin).expect("hard link");
-        assert_eq!(destination(&file), Destination::InPlace);
-        assert_eq!(destination(Path::new("/dev/null")), Destination::InPlace);
+        assert_eq!(destination(&file, None), Destination::InPlace);
+        assert_eq!(
+            destination(Path::new("/dev/null"), None),
+            Destination::InPlace
+        );
         // Kernel files.
         assert_eq!(
-            destination(Path::new("/proc/sys/kernel/hostname")),
+            destination(Path::new("/proc/sys/kernel/hostname"), None),
             Destination::InPlace
         );
     }
@@ -323,7 +365,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("config.json");
         std::fs::write(&file, b"old content").expect("write");
-        let Destination::Replace { target, keep } = destination(&file) else {
+        let Destination::Replace { target, keep } = destination(&file, None) else {
             panic!("a regular file is replaced");
         };
         let outcome = replace(
@@ -343,7 +385,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("f");
         std::fs::write(&file, b"old").expect("write");
-        let Destination::Replace { target, keep } = destination(&file) else {
+        let Destination::Replace { target, keep } = destination(&file, None) else {
             panic!("a regular file is replaced");
         };
         // A body that never ends: the upload is dropped while it waits for more.
@@ -365,7 +407,7 @@ mod tests {
         let before = std::fs::metadata(&file).expect("stat");
         let link = dir.path().join("current");
         std::os::unix::fs::symlink(&file, &link).expect("symlink");
-        let Destination::Replace { target, keep } = destination(&link) else {
+        let Destination::Replace { target, keep } = destination(&link, None) else {
             panic!("a link to a regular file is replaced");
         };
         let written = replace(&link, target, keep, body(vec![Ok("new"), Ok(" content")])).await;

@@ -220,7 +220,9 @@ impl From<FileError> for ApiError {
             FileError::PermissionDenied(_) | FileError::ReadOnly(_) | FileError::KernelFile(_) => {
                 (StatusCode::FORBIDDEN, C::PermissionDenied)
             }
-            FileError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, C::NoSpace),
+            FileError::NoSpace(_) | FileError::NoSpaceToReplace(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, C::NoSpace)
+            }
             FileError::AlreadyExists(_) => (StatusCode::CONFLICT, C::AlreadyExists),
             FileError::Busy(_) => (StatusCode::CONFLICT, C::FileBusy),
             FileError::BadPath { .. } | FileError::NotRegular(_) => {
