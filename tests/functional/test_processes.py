@@ -282,6 +282,17 @@ def test_error_answers_have_the_wire_shape(server, sandbox):
     sandbox.kill_process(proc.pid)
 
 
+def test_a_large_body_refused_early_gets_its_answer_not_a_broken_connection(server, sandbox):
+    # The agent answers before it reads the body; 32 MiB outgrows every socket buffer on the
+    # way, so an answer sent while bytes are still unread would be lost to the reset.
+    big = b"x" * (32 * 1024 * 1024)
+    assert_error(agent(server, sandbox, "POST", "/api/v1/processes/999999/stdin", content=big), 404, "NOT_FOUND")
+    done = sandbox.start_process("true")
+    wait_for_exit(sandbox, done.pid)
+    resp = agent(server, sandbox, "POST", f"/api/v1/processes/{done.pid}/stdin", content=big)
+    assert_error(resp, 400, "STDIN_NOT_WRITABLE")
+
+
 def test_sdk_raises_typed_errors(sandbox):
     with pytest.raises(RemoteAPIError) as err:
         sandbox.get_process(999999)

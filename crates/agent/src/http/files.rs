@@ -1,8 +1,6 @@
 //! File routes (docs/protocol/sandbox-api.md, Files). `?path=` is form-decoded (`+` is a
 //! space).
 
-use std::time::Duration;
-
 use alcove_wire::files::{FileList, FilePathQuery};
 use axum::Json;
 use axum::body::Body;
@@ -10,7 +8,6 @@ use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
@@ -96,29 +93,9 @@ pub async fn write(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut body = Box::pin(body.into_data_stream());
-    let written = files::write(&path, &mut body, declared).await;
-    if written.is_err() {
-        drain(&mut body).await;
-    }
-    written?;
+    // A failed upload's answer waits for the rest of the body (`unread_body`).
+    files::write(&path, body.into_data_stream(), declared).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// How long a failed upload's remaining body is read before the answer goes out anyway.
-const DRAIN_FOR: Duration = Duration::from_secs(10);
-
-/// Reads and drops what is left of a request body whose upload failed (a full disk): the
-/// answer is sent once the client has sent everything, because a connection closed with
-/// unread bytes is reset, and the reset takes the answer with it (the client saw a broken
-/// connection instead of `507 NO_SPACE`). Ends early when the body breaks off, and after
-/// [`DRAIN_FOR`] at most.
-async fn drain<S, E>(body: &mut S)
-where
-    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
-{
-    let rest = async { while let Some(Ok(_)) = body.next().await {} };
-    let _ = tokio::time::timeout(DRAIN_FOR, rest).await;
 }
 
 /// `DELETE /files?path=` → 204 (files only).

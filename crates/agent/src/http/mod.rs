@@ -14,6 +14,7 @@ pub mod processes;
 pub mod pty;
 pub mod run;
 pub mod tunnel;
+pub mod unread_body;
 pub mod ws;
 
 use axum::Router;
@@ -71,6 +72,9 @@ pub fn build_router(state: AgentState) -> Router {
     router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(
+            unread_body::read_rest_before_answering,
+        ))
         .layer(axum::middleware::from_fn(utf8_path))
         .with_state(state)
 }
