@@ -162,6 +162,17 @@ def test_a_nearly_full_disk_still_takes_a_file_that_fits_in_place(sandbox):
         sandbox.run("rm", ["-rf", "/root/full"])
 
 
+def test_a_running_program_can_be_replaced(sandbox):
+    # Written in place this was `409 FILE_BUSY` (ETXTBSY); replaced, the running copy keeps
+    # its old file and the next start runs the new one.
+    sandbox.run("cp", ["/bin/sleep", "/tmp/tool"])
+    running = sandbox.start_process("/tmp/tool", ["60"])
+    sandbox.write_file("/tmp/tool", b"#!/bin/sh\necho new tool\n")
+    assert sandbox.get_process(running.pid).status == "running"
+    assert sandbox.run("/tmp/tool").stdout == "new tool"
+    sandbox.kill_process(running.pid)
+
+
 def test_uploads_through_links_and_to_hard_linked_files(sandbox):
     sandbox.run("sh", ["-c", "mkdir -p /tmp/links && echo old > /tmp/links/real && ln -s real /tmp/links/current"
                              " && echo twin > /tmp/links/a && ln /tmp/links/a /tmp/links/b"])

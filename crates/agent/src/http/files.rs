@@ -78,7 +78,7 @@ pub async fn read(
         (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = AgentError),
         (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = AgentError),
         (status = 404, description = "`NOT_FOUND`.", body = AgentError),
-        (status = 409, description = "`ALREADY_EXISTS` or `FILE_BUSY` (a running program, a mount point).", body = AgentError),
+        (status = 409, description = "`ALREADY_EXISTS` or `FILE_BUSY` (a running program written in place, a mount point).", body = AgentError),
         (status = 507, description = "`NO_SPACE`: the sandbox's disk is full.", body = AgentError),
         (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = AgentError),
     )
