@@ -6,7 +6,8 @@
 //! destroy the answer before the client reads it: the client (the server's proxy) sees a
 //! broken connection instead of `507 NO_SPACE` or `404 NOT_FOUND`. So once a handler has
 //! answered and let go of a body it did not read to its end, the rest is read and dropped
-//! before the answer goes out, for [`DRAIN_FOR`] at most.
+//! before the answer goes out, for [`DRAIN_FOR`] at most, and only while it keeps coming: a body
+//! that pauses for [`DRAIN_IDLE`] (a client streaming stdin as it is typed) gets the answer then.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +23,9 @@ use http_body::Frame;
 
 /// How long the rest of an unread body is read before the answer goes out anyway.
 pub const DRAIN_FOR: Duration = Duration::from_secs(10);
+
+/// How long the draining waits for the body's next chunk.
+pub const DRAIN_IDLE: Duration = Duration::from_millis(250);
 
 /// The middleware (see the module docs).
 pub async fn read_rest_before_answering(req: Request, next: Next) -> Response {
@@ -49,11 +53,12 @@ pub async fn read_rest_before_answering(req: Request, next: Next) -> Response {
     response
 }
 
-/// Reads `body` to its end or its first error, dropping what it reads.
+/// Reads `body` to its end, its first error or its first pause of [`DRAIN_IDLE`], dropping
+/// what it reads.
 async fn drain(body: Body) {
     use futures::StreamExt;
     let mut data = body.into_data_stream();
-    while let Some(Ok(_)) = data.next().await {}
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(DRAIN_IDLE, data.next()).await {}
 }
 
 /// The request body, shared between the handler and the middleware.
@@ -133,6 +138,21 @@ mod tests {
         let mut data = body.into_data_stream();
         while data.next().await.is_some() {}
         StatusCode::NO_CONTENT
+    }
+
+    #[tokio::test]
+    async fn a_body_that_pauses_gets_its_answer_without_waiting_for_the_rest() {
+        let app = Router::new()
+            .route("/early", post(answer_early))
+            .layer(axum::middleware::from_fn(read_rest_before_answering));
+        let trickle = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"a"))])
+            .chain(futures::stream::pending());
+        let req = Request::post("/early")
+            .body(Body::from_stream(trickle))
+            .expect("request");
+        let answered = tokio::time::timeout(DRAIN_IDLE * 8, app.oneshot(req)).await;
+        let resp = answered.expect("answered after the pause").expect("answer");
+        assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
     }
 
     #[tokio::test]
