@@ -311,6 +311,14 @@ mod tests {
         )
     }
 
+    /// Where an upload to `path` goes, which must be a replacement.
+    fn replaced(path: &Path) -> (PathBuf, Option<Owner>) {
+        match destination(path, None) {
+            Destination::Replace { target, keep } => (target, keep),
+            Destination::InPlace => panic!("{} would be written in place", path.display()),
+        }
+    }
+
     fn leftovers(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir)
             .expect("read dir")
@@ -365,9 +373,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("config.json");
         std::fs::write(&file, b"old content").expect("write");
-        let Destination::Replace { target, keep } = destination(&file, None) else {
-            panic!("a regular file is replaced");
-        };
+        let (target, keep) = replaced(&file);
         let outcome = replace(
             &file,
             target,
@@ -385,9 +391,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("f");
         std::fs::write(&file, b"old").expect("write");
-        let Destination::Replace { target, keep } = destination(&file, None) else {
-            panic!("a regular file is replaced");
-        };
+        let (target, keep) = replaced(&file);
         // A body that never ends: the upload is dropped while it waits for more.
         let endless = futures::stream::iter([Ok::<_, &str>(Bytes::from_static(b"new"))])
             .chain(futures::stream::pending());
@@ -407,9 +411,7 @@ mod tests {
         let before = std::fs::metadata(&file).expect("stat");
         let link = dir.path().join("current");
         std::os::unix::fs::symlink(&file, &link).expect("symlink");
-        let Destination::Replace { target, keep } = destination(&link, None) else {
-            panic!("a link to a regular file is replaced");
-        };
+        let (target, keep) = replaced(&link);
         let written = replace(&link, target, keep, body(vec![Ok("new"), Ok(" content")])).await;
         assert_eq!(written.map(|r| r.ok()), Some(Some(11)));
         let after = std::fs::metadata(&file).expect("stat");
