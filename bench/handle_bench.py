@@ -10,7 +10,8 @@ Usage (as root, after `scripts/setup.sh`, and `npm ci` in sdk/typescript for the
 Starts its own `alcove serve` on a free port with a temporary data dir, and measures in one
 sandbox, in one run:
 
-* `run("true")` round trip (p50/p95 over `--runs` calls, after a warm-up);
+* `run("true")` round trip (p50/p95 over `--runs` calls, after a warm-up), and `write_file` of
+  4 KiB over an existing file beside the host writing, fsyncing and renaming the same alone;
 * `write_file` of a `--file-mib` MiB local file (streamed from the open file) and a streamed
   `read_file_stream` of it (chunks counted and dropped), each `--file-iterations` times, beside a
   local `cp` of the same file on the host (and `cp` followed by an fsync, since the sandbox's
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -348,7 +350,7 @@ def main() -> None:
                 for _ in range(20):
                     sb.run("true")
                 rt = [timed(lambda: sb.run("true")) for _ in range(args.runs)]
-                results["latency"] = [summarize('run("true") round trip', rt)]
+                results["latency"] = [summarize('run("true") round trip', rt), *small_writes(sb, work, args.runs)]
             if "files" in sections:
                 results["files"] = file_transfer(sb, work, args.file_mib, args.file_iterations)
             if "streaming" in sections:
@@ -372,6 +374,34 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\n(raw results: {args.out})")
+
+
+def small_writes(sb, work: Path, runs: int) -> list[dict]:
+    """`write_file` of 4 KiB over an existing file (replaced whole, fsynced) beside the host doing
+    the same alone: write a temporary file, fsync it, rename it over the old one."""
+    data = b"s" * 4096
+    remote = "/root/bench/small.txt"
+    local = work / "small.txt"
+    local.write_bytes(data)
+
+    def host() -> None:
+        temp = work / ".small.tmp"
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, local)
+
+    sb.write_file(remote, data)
+    samples: dict[str, list[float]] = {"write": [], "host": []}
+    for _ in range(runs):
+        samples["write"].append(timed(lambda: sb.write_file(remote, data)))
+        samples["host"].append(timed(host))
+    sb.delete_file(remote)
+    return [
+        summarize("write_file 4 KiB over an existing file (replaced whole, fsynced)", samples["write"]),
+        summarize("baseline: host write 4 KiB + fsync + rename", samples["host"]),
+    ]
 
 
 def file_transfer(sb, work: Path, file_mib: int, iterations: int) -> list[dict]:
