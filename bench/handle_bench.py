@@ -12,9 +12,9 @@ sandbox, in one run:
 
 * `run("true")` round trip (p50/p95 over `--runs` calls, after a warm-up), and `write_file` of
   4 KiB over an existing file beside the host writing, fsyncing and renaming the same alone;
-* `write_file` of a `--file-mib` MiB local file (streamed from the open file) and a streamed
-  `read_file_stream` of it (chunks counted and dropped), each `--file-iterations` times, beside a
-  local `cp` of the same file on the host (and `cp` followed by an fsync, since the sandbox's
+* `write_file` of a `--file-mib` MiB local file (streamed from the open file, and from bytes in
+  memory) and a streamed `read_file_stream` of it (chunks counted and dropped), each
+  `--file-iterations` times, beside a local `cp` of the same file on the host (and `cp` followed by an fsync, since the sandbox's
   PUT fsyncs), in MiB/s;
 * a process printing `--lines` lines consumed through `run` and through `start_process` +
   `follow_output`, with Alcove's Python SDK (sync and async) and TypeScript SDK
@@ -415,6 +415,11 @@ def file_transfer(sb, work: Path, file_mib: int, iterations: int) -> list[dict]:
         with open(local, "rb") as f:
             sb.write_file(remote, f)
 
+    in_memory = local.read_bytes()
+
+    def write_bytes() -> None:
+        sb.write_file(remote, in_memory)
+
     def read() -> None:
         got = sum(len(chunk) for chunk in sb.read_file_stream(remote, chunk_size=MiB))
         assert got == size, (got, size)
@@ -431,16 +436,18 @@ def file_transfer(sb, work: Path, file_mib: int, iterations: int) -> list[dict]:
     assert remote_digest == digest, "the sandbox holds different bytes"
     read()
     cp()
-    samples: dict[str, list[float]] = {"write": [], "read": [], "cp": [], "cp_fsync": []}
+    samples: dict[str, list[float]] = {"write": [], "write_bytes": [], "read": [], "cp": [], "cp_fsync": []}
     for _ in range(iterations):
         # Interleaved, so that a slow phase of the machine hits every kind alike.
         samples["write"].append(timed(write))
+        samples["write_bytes"].append(timed(write_bytes))
         samples["read"].append(timed(read))
         samples["cp"].append(timed(cp))
         samples["cp_fsync"].append(timed(cp_fsync))
     mib = float(file_mib)
     rows = [
         throughput(f"write_file {file_mib} MiB (from a local file, fsynced)", samples["write"], mib, "MiB/s"),
+        throughput(f"write_file {file_mib} MiB (bytes in memory, fsynced)", samples["write_bytes"], mib, "MiB/s"),
         throughput(f"read_file_stream {file_mib} MiB", samples["read"], mib, "MiB/s"),
         throughput(f"baseline: host `cp` {file_mib} MiB", samples["cp"], mib, "MiB/s"),
         throughput(f"baseline: host `cp` + fsync {file_mib} MiB", samples["cp_fsync"], mib, "MiB/s"),

@@ -425,6 +425,23 @@ def test_write_file_bytes(server: FakeServer, client: SandboxClient) -> None:
     assert "content-type" not in request.headers
 
 
+def test_write_file_sends_large_bytes_in_slices_with_their_length_and_replays_them(
+    server: FakeServer, client: SandboxClient, sleeps: list[float]
+) -> None:
+    # Sent whole, httpcore's sync writes copy what is left after every partial send.
+    sandbox = connect(server, client)
+    not_ready = jsonr(503, {"error": "booting", "code": "SANDBOX_NOT_READY"})
+    server.on("PUT", "/api/v1/files", [not_ready, httpx.Response(204)])
+    payload = bytes(range(256)) * (12 * 1024 + 3)  # 3 MiB and 768 bytes: four slices
+    sandbox.write_file("/tmp/big.bin", bytearray(payload))
+    sent = server.calls("PUT", "/api/v1/files")
+    assert len(sent) == 2, "the 503 was replayed"
+    for request in sent:
+        assert request.content == payload
+        assert request.headers["content-length"] == str(len(payload))
+        assert "transfer-encoding" not in request.headers
+
+
 def test_write_file_streams_a_file_with_its_length(server: FakeServer, client: SandboxClient, tmp_path) -> None:
     sandbox = connect(server, client)
     server.on("PUT", "/api/v1/files", httpx.Response(204))

@@ -143,7 +143,7 @@ class AsyncSandboxClient:
             await _sleep(step.seconds)
             return None
         headers = dict(step.headers)
-        content: Any = step.content
+        content: Any = step.content  # sync: content: Any = proto.sliced_body(step.content, headers)
         if step.upload is not None:
             content = proto.aiter_upload(step.upload.source)
             if step.upload.length is not None:

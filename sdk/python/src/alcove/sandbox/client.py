@@ -141,7 +141,7 @@ class SandboxClient:
             _sleep(step.seconds)
             return None
         headers = dict(step.headers)
-        content: Any = step.content
+        content: Any = proto.sliced_body(step.content, headers)
         if step.upload is not None:
             content = proto.iter_upload(step.upload.source)
             if step.upload.length is not None:

@@ -48,6 +48,7 @@ from ._errors import NOT_IMPLEMENTED, ErrorBody, check, error_from_response, tra
 from ._errors import _json as _json
 from ._errors import _model as _model
 from ._files import (
+    SEND_SLICE_BYTES,
     UPLOAD_CHUNK_BYTES,
     aiter_upload,
     iter_upload,
@@ -57,6 +58,7 @@ from ._files import (
     op_read_file,
     op_write_file,
     prepare_upload,
+    sliced_body,
 )
 from ._follow_stream import (
     FOLLOW_BACKOFF_SECS,
@@ -285,6 +287,7 @@ __all__ = [
     "RETRYABLE_GET_STATUSES",
     "Request",
     "RunCollector",
+    "SEND_SLICE_BYTES",
     "SNAPSHOT_POLL_INTERVAL_SECS",
     "SSEBlocks",
     "SSEDecoder",
@@ -353,6 +356,7 @@ __all__ = [
     "proxy_target",
     "run_body",
     "sandboxes_url",
+    "sliced_body",
     "snapshots_url",
     "target_for",
     "transport_error",

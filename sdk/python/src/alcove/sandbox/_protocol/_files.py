@@ -57,6 +57,23 @@ def _remaining_length(stream: Any) -> int | None:
         return None
 
 
+SEND_SLICE_BYTES = 1024 * 1024
+"""The sync client sends an in-memory body larger than this in slices of this size."""
+
+
+def sliced_body(content: bytes | None, headers: dict[str, str]) -> Any:
+    """``content`` as the sync client sends it: a large body in slices (with its
+    ``Content-Length`` set, so that it is not sent chunked), a small one as it is.
+
+    httpcore's sync socket writes a body with ``buffer = buffer[sent:]`` after every partial send,
+    a copy of all that is left each time: a 256 MiB ``write_file`` took 2-3 s instead of 0.4."""
+    if content is None or len(content) <= SEND_SLICE_BYTES:
+        return content
+    headers["Content-Length"] = str(len(content))
+    view = memoryview(content)
+    return (view[at : at + SEND_SLICE_BYTES] for at in range(0, len(content), SEND_SLICE_BYTES))
+
+
 def _chunk(value: Any) -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
