@@ -136,6 +136,13 @@ def test_exec_returns_the_exit_code_and_keeps_streams_apart(cli, dev):
     assert done.returncode == 1 and b"USER_NOT_FOUND" in done.stderr, done.stderr
 
 
+def test_exec_prints_a_line_longer_than_the_agent_keeps_whole_unchanged(cli, dev):
+    # The agent cuts lines over 1 MiB into marked pieces; exec prints them as the one line.
+    line = "é" * 1_200_000 + "x" * 700_000
+    done = cli("exec", dev, "--", "python3", "-c", f"print('é' * 1_200_000 + 'x' * 700_000); print('next')")
+    assert done.stdout == (line + "\nnext\n").encode()
+
+
 def test_exec_forwards_stdin_until_its_end(cli, dev):
     assert cli("exec", dev, "--", "tr", "a-z", "A-Z", input=b"hello\nworld\n").stdout == b"HELLO\nWORLD\n"
     blob = os.urandom(300_000)

@@ -110,6 +110,30 @@ def test_many_lines_arrive_complete(sandbox):
     assert lines[0] == "0" and lines[-1] == "199999"
 
 
+def test_a_line_longer_than_the_agent_keeps_whole_comes_back_exact(sandbox):
+    # The agent cuts lines over 1 MiB into pieces (at character boundaries) and marks them; the
+    # SDK puts them back together. 2-byte characters after an odd prefix: a cut at exactly
+    # 1 MiB would fall inside one. Two such lines, on stdout and stderr, then a short one each.
+    program = (
+        "import sys\n"
+        "sys.stdout.write('x' + 'é' * 1_500_000 + '\\nshort\\n')\n"
+        "sys.stderr.write('{\"k\": \"' + 'y' * 2_500_000 + '\"}')\n"
+    )
+    result = sandbox.run("python3", ["-c", program])
+    assert result.exit_code == 0
+    assert result.stdout == "x" + "é" * 1_500_000 + "\nshort"
+    assert result.stderr == '{"k": "' + "y" * 2_500_000 + '"}'
+    # A follower sees the pieces, marked; joined where marked, they are the lines.
+    proc = sandbox.start_process("python3", ["-c", program])
+    events = list(sandbox.follow_stdout(proc.pid))
+    assert [e.continued for e in events] == [True, True, False, False]
+    assert "".join(e.line for e in events[:3]) == "x" + "é" * 1_500_000
+    assert max(len(e.line.encode()) for e in events) <= 1024 * 1024
+    captured = sandbox.get_stderr(proc.pid)
+    assert captured.continued == [0, 1]
+    assert "".join(captured.lines) == '{"k": "' + "y" * 2_500_000 + '"}'
+
+
 def test_files_written_by_run_persist_between_calls(sandbox):
     sandbox.run("sh", ["-c", "echo state > /root/state.txt"])
     assert sandbox.run("cat", ["/root/state.txt"]).stdout == "state"

@@ -3,7 +3,9 @@
 //!
 //! Lines never keep their newline; `\r\n` endings lose the `\r`; a last line without a newline
 //! is still emitted; bytes that are not UTF-8 are replaced by U+FFFD. A line longer than
-//! [`MAX_LINE_BYTES`] is cut into pieces of that size, so one endless line cannot grow memory.
+//! [`MAX_LINE_BYTES`] is cut into pieces of at most that size (at a character's boundary), so
+//! one endless line cannot grow memory; each piece but the last is marked *continued*, so that
+//! a reader can put the line together again.
 //!
 //! The lines of one read are kept together as one [`Lines`] (their texts back to back and where
 //! each ends), shared by reference between the buffer and its followers: a chatty process costs
@@ -41,6 +43,9 @@ pub const EXIT_DRAIN_IDLE: Duration = Duration::from_millis(200);
 pub struct Lines {
     text: String,
     ends: Vec<usize>,
+    /// Indexes of the lines that are pieces of a longer line, continued by the next line of
+    /// their stream (ascending; almost always empty).
+    continued: Vec<usize>,
 }
 
 impl Lines {
@@ -55,12 +60,39 @@ impl Lines {
         self.ends.push(self.text.len());
     }
 
+    /// Appends one piece of a longer line, continued by the next line pushed.
+    pub fn push_continued(&mut self, piece: &str) {
+        self.continued.push(self.ends.len());
+        self.push(piece);
+    }
+
     /// Appends raw line bytes, invalid UTF-8 replaced by U+FFFD.
     fn push_bytes(&mut self, bytes: &[u8]) {
         match std::str::from_utf8(bytes) {
             Ok(line) => self.push(line),
             Err(_) => self.push(&String::from_utf8_lossy(bytes)),
         }
+    }
+
+    /// Appends raw bytes of a piece of a longer line, as [`push_bytes`](Self::push_bytes) does.
+    fn push_continued_bytes(&mut self, bytes: &[u8]) {
+        self.continued.push(self.ends.len());
+        self.push_bytes(bytes);
+    }
+
+    /// Of the lines in `range`, those that are continued by the next line, as indexes from
+    /// the start of `range`.
+    pub fn continued_in(&self, range: Range<usize>) -> impl Iterator<Item = usize> + Clone + '_ {
+        let from = self.continued.partition_point(|&i| i < range.start);
+        let to = self.continued.partition_point(|&i| i < range.end);
+        self.continued[from..to]
+            .iter()
+            .map(move |&i| i - range.start)
+    }
+
+    /// Whether line `index` is continued by the next line.
+    pub fn is_continued(&self, index: usize) -> bool {
+        self.continued.binary_search(&index).is_ok()
     }
 
     /// How many lines.
@@ -141,15 +173,22 @@ impl LineSplitter {
                 out.push_bytes(without_cr(line));
             } else {
                 self.pending.extend_from_slice(line);
+                self.cut_pieces(out);
                 out.push_bytes(without_cr(&self.pending));
                 self.pending.clear();
             }
             rest = &tail[1..];
         }
         self.pending.extend_from_slice(rest);
+        self.cut_pieces(out);
+    }
+
+    /// Pushes pieces off the front of the pending line while it is longer than the limit.
+    fn cut_pieces(&mut self, out: &mut Lines) {
         while self.pending.len() > MAX_LINE_BYTES {
-            out.push_bytes(&self.pending[..MAX_LINE_BYTES]);
-            self.pending.drain(..MAX_LINE_BYTES);
+            let cut = piece_end(&self.pending);
+            out.push_continued_bytes(&self.pending[..cut]);
+            self.pending.drain(..cut);
         }
     }
 
@@ -160,6 +199,29 @@ impl LineSplitter {
             self.pending.clear();
         }
     }
+}
+
+/// Where the first piece of a line longer than [`MAX_LINE_BYTES`] ends: at most that many
+/// bytes, not inside a UTF-8 character (which would turn both halves into U+FFFD), and not
+/// right after a `\r` (which belongs with a `\n` that may follow). Falls back to the full size
+/// for bytes that are not text.
+fn piece_end(bytes: &[u8]) -> usize {
+    let is_inside = |at: usize| {
+        bytes
+            .get(at)
+            .is_some_and(|b| b & 0b1100_0000 == 0b1000_0000)
+    };
+    let mut cut = MAX_LINE_BYTES;
+    while cut > MAX_LINE_BYTES - 4 && is_inside(cut) {
+        cut -= 1;
+    }
+    if is_inside(cut) {
+        cut = MAX_LINE_BYTES;
+    }
+    if bytes.get(cut - 1) == Some(&b'\r') {
+        cut -= 1;
+    }
+    cut
 }
 
 /// A line's bytes without a trailing `\r`.
@@ -211,6 +273,16 @@ impl LineRun {
     /// How many lines.
     pub fn len(&self) -> usize {
         self.range.len()
+    }
+
+    /// The lines continued by the next line of their stream, as indexes into the run.
+    pub fn continued(&self) -> impl Iterator<Item = usize> + Clone + '_ {
+        self.lines.continued_in(self.range.clone())
+    }
+
+    /// Whether line `index` of the run is continued by the next line of its stream.
+    pub fn is_continued(&self, index: usize) -> bool {
+        self.lines.is_continued(self.range.start + index)
     }
 
     /// Bytes of text of the lines together.
@@ -379,14 +451,20 @@ impl OutputBuffer {
         self.lock().finished
     }
 
-    /// The texts of all retained lines of `filter` (`None` = both streams).
-    pub fn texts(&self, filter: Option<OutputStream>) -> Vec<String> {
+    /// The texts of all retained lines of `filter` (`None` = both streams), and the indexes
+    /// of those continued by the next line of their stream.
+    pub fn texts(&self, filter: Option<OutputStream>) -> (Vec<String>, Vec<usize>) {
         let state = self.lock();
-        state
+        let mut texts = Vec::new();
+        let mut continued = Vec::new();
+        for run in state
             .runs()
             .filter(|run| filter.is_none_or(|stream| run.stream == stream))
-            .flat_map(|run| run.iter().map(str::to_owned).collect::<Vec<_>>())
-            .collect()
+        {
+            continued.extend(run.continued().map(|i| texts.len() + i));
+            texts.extend(run.iter().map(str::to_owned));
+        }
+        (texts, continued)
     }
 
     /// Up to `max` lines of `filter` at or after sequence number `cursor`. The lines are
@@ -600,6 +678,58 @@ mod tests {
         assert_eq!(lines[1].len(), 10);
     }
 
+    /// Splits `chunks`, then the lines and which of them are continued.
+    fn split_marked(chunks: &[&[u8]]) -> (Vec<String>, Vec<usize>) {
+        let mut splitter = LineSplitter::default();
+        let mut out = Lines::new();
+        for chunk in chunks {
+            splitter.push(chunk, &mut out);
+        }
+        splitter.finish(&mut out);
+        let continued = out.continued_in(0..out.len()).collect();
+        (out.iter().map(str::to_owned).collect(), continued)
+    }
+
+    #[test]
+    fn the_pieces_of_a_cut_line_are_marked_and_join_back_to_it() {
+        // Over three reads, with a line after it: every piece but the last is continued.
+        let long: String = "0123456789".repeat(MAX_LINE_BYTES / 4);
+        let text = format!("{long}\nnext\n");
+        let bytes = text.as_bytes();
+        let third = bytes.len() / 3;
+        let (lines, continued) = split_marked(&[
+            &bytes[..third],
+            &bytes[third..2 * third],
+            &bytes[2 * third..],
+        ]);
+        assert_eq!(continued, [0, 1]);
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[..3].concat(), long);
+        assert_eq!(lines[3], "next");
+    }
+
+    #[test]
+    fn a_cut_never_splits_a_character_nor_a_crlf() {
+        // Two-byte characters after one ASCII byte: the limit falls inside one.
+        let long: String = format!("a{}", "é".repeat(MAX_LINE_BYTES));
+        let (lines, continued) = split_marked(&[long.as_bytes()]);
+        assert_eq!(lines.concat(), long, "no U+FFFD anywhere");
+        assert_eq!(lines[0].len(), MAX_LINE_BYTES - 1);
+        assert_eq!(continued, (0..lines.len() - 1).collect::<Vec<_>>());
+        // A `\r` right at the limit stays with the `\n` after it, which ends the line.
+        let mut crlf = vec![b'x'; MAX_LINE_BYTES - 1];
+        crlf.extend_from_slice(b"\r");
+        let (lines, continued) = split_marked(&[&crlf, b"\nz\n"]);
+        assert_eq!(continued, Vec::<usize>::new(), "{:?}", lines.len());
+        assert_eq!(
+            lines,
+            [
+                String::from_utf8(crlf[..MAX_LINE_BYTES - 1].to_vec()).expect("ascii"),
+                "z".into()
+            ]
+        );
+    }
+
     #[test]
     fn lines_keep_their_texts_apart() {
         let lines: Lines = ["", "ab", "", "c"].into_iter().collect();
@@ -621,7 +751,7 @@ mod tests {
         let buffer = OutputBuffer::new(limit);
         let lines: Lines = (0..25).map(|i| format!("{i:04}")).collect();
         buffer.append(OutputStream::Stdout, 1, lines);
-        let kept = buffer.texts(None);
+        let kept = buffer.texts(None).0;
         assert_eq!(kept.len(), 10);
         assert_eq!(kept.first().map(String::as_str), Some("0015"));
         assert_eq!(kept.last().map(String::as_str), Some("0024"));
@@ -644,12 +774,15 @@ mod tests {
         }
         // Whole reads went.
         assert_eq!(
-            buffer.texts(None),
+            buffer.texts(None).0,
             ["0006", "0007", "0008", "0009", "0010", "0011"]
         );
         // One more line: only the oldest line goes, its read stays.
         buffer.append(OutputStream::Stderr, 12, ["0012"].into_iter().collect());
-        assert_eq!(buffer.texts(None).first().map(String::as_str), Some("0007"));
+        assert_eq!(
+            buffer.texts(None).0.first().map(String::as_str),
+            Some("0007")
+        );
         // Cursors inside the partly dropped read and in the middle of the next one.
         let chunk = buffer.read_from(0, None, 4);
         assert_eq!(texts(&chunk), ["0007", "0008", "0009", "0010"]);
@@ -674,8 +807,8 @@ mod tests {
         buffer.append(OutputStream::Stdout, 1, ["out1"].into_iter().collect());
         buffer.append(OutputStream::Stderr, 2, ["err1"].into_iter().collect());
         buffer.append(OutputStream::Stdout, 3, ["out2"].into_iter().collect());
-        assert_eq!(buffer.texts(Some(OutputStream::Stderr)), ["err1"]);
-        assert_eq!(buffer.texts(None), ["out1", "err1", "out2"]);
+        assert_eq!(buffer.texts(Some(OutputStream::Stderr)).0, ["err1"]);
+        assert_eq!(buffer.texts(None).0, ["out1", "err1", "out2"]);
 
         let first = buffer.read_from(0, Some(OutputStream::Stdout), 1);
         assert_eq!(texts(&first), ["out1"]);

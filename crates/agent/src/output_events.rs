@@ -16,6 +16,8 @@ struct OutputEventRef<'a> {
     line: &'a str,
     timestamp: EpochMillis,
     stream: OutputStream,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    continued: bool,
 }
 
 /// Borrowed twin of `alcove_wire::process::OutputBatchEvent` (same fields, same order).
@@ -27,6 +29,8 @@ struct OutputBatchEventRef<I> {
     lines: Seq<I>,
     #[serde(skip_serializing_if = "alcove_wire::process::is_zero")]
     dropped: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    continued: Vec<usize>,
 }
 
 /// A sequence serialized from a cloneable iterator of lines.
@@ -38,31 +42,36 @@ impl<'a, I: Iterator<Item = &'a str> + Clone> Serialize for Seq<I> {
     }
 }
 
-/// Appends one `output` event per line.
+/// Appends one `output` event per line; `continued` says which lines (by their index among
+/// `lines`) are continued by the next one.
 pub fn push_lines<'a>(
     buf: &mut Vec<u8>,
     stream: OutputStream,
     timestamp: EpochMillis,
     lines: impl Iterator<Item = &'a str>,
+    continued: impl Fn(usize) -> bool,
 ) {
-    for line in lines {
+    for (index, line) in lines.enumerate() {
         let event = OutputEventRef {
             line,
             timestamp,
             stream,
+            continued: continued(index),
         };
         sse::push_event(buf, "output", &event);
     }
 }
 
-/// Appends one `output_batch` event holding `lines` (none if there are no lines).
+/// Appends one `output_batch` event holding `lines` (none if there are no lines), with the
+/// indexes of those continued by the next line.
 pub fn push_batch<'a>(
     buf: &mut Vec<u8>,
     stream: OutputStream,
     timestamp: EpochMillis,
     lines: impl Iterator<Item = &'a str> + Clone,
+    continued: Vec<usize>,
 ) {
-    push_batch_with_id(buf, stream, timestamp, (None, 0), lines);
+    push_batch_with_id(buf, stream, timestamp, (None, 0), lines, continued);
 }
 
 fn push_batch_with_id<'a>(
@@ -71,6 +80,7 @@ fn push_batch_with_id<'a>(
     timestamp: EpochMillis,
     (id, dropped): (Option<u64>, u64),
     lines: impl Iterator<Item = &'a str> + Clone,
+    continued: Vec<usize>,
 ) {
     if lines.clone().next().is_none() {
         return;
@@ -80,6 +90,7 @@ fn push_batch_with_id<'a>(
         timestamp,
         lines: Seq(lines),
         dropped,
+        continued,
     };
     sse::push_event_with_id(buf, "output_batch", id, &event);
 }
@@ -92,15 +103,24 @@ fn push_batch_with_id<'a>(
 pub fn push_runs(buf: &mut Vec<u8>, runs: &[LineRun], batch: bool, mut dropped: u64) {
     if !batch {
         for run in runs {
-            push_lines(buf, run.stream, run.timestamp, run.iter());
+            push_lines(buf, run.stream, run.timestamp, run.iter(), |i| {
+                run.is_continued(i)
+            });
         }
         return;
     }
     for group in runs.chunk_by(|a, b| (a.stream, a.timestamp) == (b.stream, b.timestamp)) {
         if let (Some(first), Some(last)) = (group.first(), group.last()) {
             let lines = group.iter().flat_map(LineRun::iter);
+            let mut continued = Vec::new();
+            let mut offset = 0;
+            for run in group {
+                continued.extend(run.continued().map(|i| offset + i));
+                offset += run.len();
+            }
             let id = Some(last.end_seq());
-            push_batch_with_id(buf, first.stream, first.timestamp, (id, dropped), lines);
+            let head = (id, dropped);
+            push_batch_with_id(buf, first.stream, first.timestamp, head, lines, continued);
             dropped = 0;
         }
     }
@@ -140,13 +160,21 @@ mod tests {
     #[test]
     fn borrowed_events_encode_like_the_wire_types() {
         let mut ours = Vec::new();
-        push_lines(&mut ours, OutputStream::Stderr, 42, AWKWARD.into_iter());
+        let second = |i| i == 1;
+        push_lines(
+            &mut ours,
+            OutputStream::Stderr,
+            42,
+            AWKWARD.into_iter(),
+            second,
+        );
         let mut theirs = Vec::new();
-        for line in AWKWARD {
+        for (index, line) in AWKWARD.into_iter().enumerate() {
             let event = OutputEvent {
                 line: line.to_owned(),
                 timestamp: 42,
                 stream: Some(OutputStream::Stderr),
+                continued: index == 1,
             };
             sse::push_event(&mut theirs, "output", &event);
         }
@@ -155,15 +183,25 @@ mod tests {
             String::from_utf8_lossy(&theirs)
         );
 
-        let mut ours = Vec::new();
-        push_batch(&mut ours, OutputStream::Stdout, 7, AWKWARD.into_iter());
-        let event = OutputBatchEvent {
-            stream: OutputStream::Stdout,
-            timestamp: 7,
-            lines: AWKWARD.map(str::to_owned).to_vec(),
-            dropped: 0,
-        };
-        assert_eq!(ours, sse::event("output_batch", &event).to_vec());
+        for continued in [vec![], vec![0, 2]] {
+            let mut ours = Vec::new();
+            let awkward = AWKWARD.into_iter();
+            push_batch(
+                &mut ours,
+                OutputStream::Stdout,
+                7,
+                awkward,
+                continued.clone(),
+            );
+            let event = OutputBatchEvent {
+                stream: OutputStream::Stdout,
+                timestamp: 7,
+                lines: AWKWARD.map(str::to_owned).to_vec(),
+                dropped: 0,
+                continued,
+            };
+            assert_eq!(ours, sse::event("output_batch", &event).to_vec());
+        }
     }
 
     #[test]
@@ -241,7 +279,13 @@ mod tests {
     #[test]
     fn no_lines_make_no_batch() {
         let mut buf = Vec::new();
-        push_batch(&mut buf, OutputStream::Stdout, 1, std::iter::empty());
+        push_batch(
+            &mut buf,
+            OutputStream::Stdout,
+            1,
+            std::iter::empty(),
+            vec![],
+        );
         assert!(buf.is_empty());
     }
 }

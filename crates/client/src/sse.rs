@@ -88,6 +88,10 @@ pub struct CommandResult {
 pub(crate) struct RunCollector {
     stdout: Vec<String>,
     stderr: Vec<String>,
+    /// Whether the last line of stdout (stderr) is a piece of a longer line, which the next
+    /// line of that stream continues (the agent cuts lines over 1 MiB).
+    stdout_open: bool,
+    stderr_open: bool,
     pid: Option<u32>,
     exit: Option<Event>,
 }
@@ -97,12 +101,16 @@ impl RunCollector {
     pub fn add(&mut self, event: Event) -> Result<bool, ClientError> {
         if let Some(Value::String(line)) = event.get("line") {
             let is_stderr = event.get("stream").and_then(Value::as_str) == Some("stderr");
-            let out = if is_stderr {
-                &mut self.stderr
+            let (out, open) = if is_stderr {
+                (&mut self.stderr, &mut self.stderr_open)
             } else {
-                &mut self.stdout
+                (&mut self.stdout, &mut self.stdout_open)
             };
-            out.push(line.clone());
+            match out.last_mut() {
+                Some(last) if *open => last.push_str(line),
+                _ => out.push(line.clone()),
+            }
+            *open = event.get("continued") == Some(&Value::Bool(true));
             return Ok(false);
         }
         let set = |key: &str| event.get(key).is_some_and(|v| !v.is_null());
@@ -196,11 +204,20 @@ pub(crate) fn output_events(
     let Some(Value::Array(lines)) = event.remove("lines") else {
         return output_event(event, default_stream).into_iter().collect();
     };
+    // The indexes of the pieces of a cut line: each becomes an event marked `continued`.
+    let continued: Vec<u64> = match event.remove("continued") {
+        Some(Value::Array(indexes)) => indexes.iter().filter_map(Value::as_u64).collect(),
+        _ => Vec::new(),
+    };
     lines
         .into_iter()
-        .filter_map(|line| {
+        .enumerate()
+        .filter_map(|(index, line)| {
             let mut one = event.clone();
             one.insert("line".into(), line);
+            if continued.contains(&(index as u64)) {
+                one.insert("continued".into(), Value::Bool(true));
+            }
             output_event(one, default_stream)
         })
         .collect()
@@ -273,6 +290,39 @@ mod tests {
         assert_eq!(result.exit_code, 3);
         assert_eq!(result.pid, Some(7));
         assert_eq!(result.reason, Some(ExitReason::Exited));
+    }
+
+    #[tokio::test]
+    async fn the_pieces_of_a_cut_line_are_put_back_together_per_stream() {
+        let result = run_of(&[
+            "data: {\"line\":\"aa\",\"timestamp\":1,\"stream\":\"stdout\",\"continued\":true}\n\n",
+            "data: {\"line\":\"e1\",\"timestamp\":1,\"stream\":\"stderr\",\"continued\":true}\n\n",
+            "data: {\"line\":\"bb\",\"timestamp\":1,\"stream\":\"stdout\"}\n\n",
+            "data: {\"line\":\"e2\",\"timestamp\":1,\"stream\":\"stderr\"}\n\n",
+            "data: {\"line\":\"next\",\"timestamp\":1,\"stream\":\"stdout\"}\n\n",
+            "data: {\"exit_code\":0,\"signal\":null}\n\n",
+        ])
+        .await
+        .expect("collected");
+        assert_eq!(result.stdout, "aabb\nnext");
+        assert_eq!(result.stderr, "e1e2");
+    }
+
+    #[test]
+    fn a_batch_marks_its_continued_pieces() {
+        let Value::Object(batch) =
+            json!({"stream": "stdout", "timestamp": 1, "lines": ["a", "b", "c"], "continued": [1]})
+        else {
+            unreachable!("an object");
+        };
+        let marks: Vec<(String, bool)> = output_events(batch, None)
+            .into_iter()
+            .map(|event| (event.line, event.continued))
+            .collect();
+        assert_eq!(
+            marks,
+            [("a".into(), false), ("b".into(), true), ("c".into(), false)]
+        );
     }
 
     #[tokio::test]

@@ -449,6 +449,11 @@ pub struct OutputResponse {
     pub lines: Vec<String>,
     /// `lines.len()`.
     pub line_count: usize,
+    /// Indexes into `lines` of the pieces of a line longer than 1 MiB, which the agent cut:
+    /// each is continued by the next line of its stream, without a newline between them.
+    /// Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continued: Vec<usize>,
 }
 
 /// Which output stream a line came from.
@@ -478,6 +483,11 @@ pub struct OutputBatchEvent {
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schema(minimum = 1)]
     pub dropped: u64,
+    /// Indexes into `lines` of the pieces of a line longer than 1 MiB, which the agent cut:
+    /// each is continued by the next line of this stream (in this batch or a later one),
+    /// without a newline between them. Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continued: Vec<usize>,
 }
 
 /// Whether a count is 0: the `skip_serializing_if` of counts left out when none (also for
@@ -498,6 +508,10 @@ pub struct OutputEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub stream: Option<OutputStream>,
+    /// The line is a piece of a line longer than 1 MiB, which the agent cut: the next line of
+    /// its stream continues it, without a newline between them. Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continued: bool,
 }
 
 /// First event of a run stream.

@@ -81,11 +81,12 @@ fn captured(
     filter: Option<OutputStream>,
 ) -> Result<Json<OutputResponse>, ApiError> {
     let process = state.processes().get(key)?;
-    let lines = process.output.texts(filter);
+    let (lines, continued) = process.output.texts(filter);
     Ok(Json(OutputResponse {
         pid: process.pid,
         line_count: lines.len(),
         lines,
+        continued,
     }))
 }
 

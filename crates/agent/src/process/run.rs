@@ -54,10 +54,13 @@ impl LineSink for SseSink {
     ) -> bool {
         let capacity = output_events::capacity_for(lines.len(), lines.text_len(), self.batch);
         let mut buf = Vec::with_capacity(capacity);
+        let all = 0..lines.len();
         if self.batch {
-            output_events::push_batch(&mut buf, stream, timestamp, lines.iter());
+            let continued = lines.continued_in(all).collect();
+            output_events::push_batch(&mut buf, stream, timestamp, lines.iter(), continued);
         } else {
-            output_events::push_lines(&mut buf, stream, timestamp, lines.iter());
+            let continued = |i| lines.is_continued(i);
+            output_events::push_lines(&mut buf, stream, timestamp, lines.iter(), continued);
         }
         self.tx.send(Bytes::from(buf)).await.is_ok()
     }

@@ -337,6 +337,62 @@ def test_run_notices_anything_but_output_events_in_a_block_taken_at_once(text: b
         assert results(collect_run(chunks)) == results(want)
 
 
+def piece(line: str, stream: str = "stdout") -> bytes:
+    """A per-line event of a piece of a cut line (the agent cuts lines over 1 MiB)."""
+    return agent_event("output", {"line": line, "timestamp": 1767225600131, "stream": stream, "continued": True})
+
+
+def cut_batch(lines: list[str], continued: list[int], stream: str = "stdout") -> bytes:
+    """An output_batch whose lines at ``continued`` are pieces continued by the next line."""
+    data = {"stream": stream, "timestamp": 1767225600131, "lines": lines, "continued": continued}
+    return agent_event("output_batch", data)
+
+
+@pytest.mark.parametrize(
+    ("body", "stdout", "stderr"),
+    [
+        (cut_batch(["aaa", "bbb", "ccc", "next"], [0, 1]), "aaabbbccc\nnext", ""),
+        # Across batches, with the other stream in between: continuation is per stream.
+        (
+            cut_batch(["aaa", "bbb"], [0, 1]) + out("e1", "stderr") + batch(["ccc", "next"]),
+            "aaabbbccc\nnext",
+            "e1",
+        ),
+        (piece("aaa") + out("x", "stderr") + piece("bbb") + out("ccc") + out("next"), "aaabbbccc\nnext", "x"),
+        (out("first") + cut_batch(["e1", "e2"], [0], "stderr") + piece("p") + out("q"), "first\npq", "e1e2"),
+    ],
+)
+def test_run_puts_the_pieces_of_a_cut_line_back_together(body: bytes, stdout: str, stderr: str) -> None:
+    body += EXIT
+    for chunks in chunkings(body):
+        got = collect_run(chunks)
+        assert (got.stdout, got.stderr) == (stdout, stderr), chunks
+
+
+def test_follows_mark_the_pieces_of_a_cut_line() -> None:
+    from alcove.sandbox import LinePiece, OutputResponse
+
+    body = cut_batch(["a", "b", "c"], [1]) + piece("d") + out("e")
+    for chunks in chunkings(body):
+        events = list(iter_output_events(chunks, None))
+        assert [(e.line, e.continued) for e in events] == [
+            ("a", False),
+            ("b", True),
+            ("c", False),
+            ("d", True),
+            ("e", False),
+        ]
+        assert type(events[1].line) is LinePiece and type(events[0].line) is str
+        batches = list(iter_output_batches(chunks, None))
+        assert batches[0].continued == [1]
+        flat = [(line, index in b.continued) for b in batches for index, line in enumerate(b.lines)]
+        assert flat == [(e.line, e.continued) for e in events]
+    assert reference_output(body, None) == list(iter_output_events([body], None))
+    response = OutputResponse.model_validate({"pid": 1, "lines": ["a", "b"], "line_count": 2, "continued": [0]})
+    assert response.continued == [0]
+    assert OutputResponse.model_validate({"pid": 1, "lines": [], "line_count": 0}).continued == []
+
+
 def test_run_skips_a_line_with_an_invalid_escape_and_keeps_the_others() -> None:
     body = out("a") + b'event: output\ndata: {"line":"bad \\q","timestamp":1,"stream":"stdout"}\n\n' + out("b") + EXIT
     assert collect_run([body]).stdout == "a\nb"

@@ -147,7 +147,9 @@ pub async fn stream(
                 None => break,
                 Some(Err(e)) => return Err(c.explain(e)).context("following the command's output"),
                 Some(Ok(event)) => {
-                    let line = format!("{}\n", event.line);
+                    // A piece of a line the agent cut (over 1 MiB) goes on in the next one.
+                    let end = if event.continued { "" } else { "\n" };
+                    let line = format!("{}{end}", event.line);
                     match event.stream {
                         Some(OutputStream::Stderr) => {
                             stderr.write_all(line.as_bytes())?;

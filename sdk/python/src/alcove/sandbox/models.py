@@ -686,6 +686,18 @@ class _OutputEventWire(_WireModel):
     line: str
     timestamp: Timestamp = None
     stream: str | None = None
+    continued: bool = False
+    """The line is a piece of a longer one (see :class:`LinePiece`)."""
+
+
+class LinePiece(str):
+    """A piece of an output line longer than 1 MiB, which the agent cut to bound its memory: the
+    next line of the same stream continues it, without a line ending between them. A plain
+    ``str`` in every other way. ``run`` results put such lines back together; followers see the
+    pieces (:attr:`OutputEvent.continued`, :attr:`OutputBatch.continued`,
+    :attr:`OutputResponse.continued`)."""
+
+    __slots__ = ()
 
 
 class OutputEvent:
@@ -720,7 +732,13 @@ class OutputEvent:
         """The event of wire data (a dict, or an object with the three attributes); raises
         :class:`pydantic.ValidationError` as a model would."""
         wire = _OutputEventWire.model_validate(obj, from_attributes=not isinstance(obj, dict))
-        return cls(wire.line, wire.timestamp, wire.stream)
+        return cls(LinePiece(wire.line) if wire.continued else wire.line, wire.timestamp, wire.stream)
+
+    @property
+    def continued(self) -> bool:
+        """Whether this line is a piece of a longer line, continued by the next line of its
+        stream (:class:`LinePiece`). Only lines over 1 MiB are cut."""
+        return type(self.line) is LinePiece
 
     def model_dump(self) -> dict[str, Any]:
         """The fields as a dict (``line``, ``timestamp``, ``stream``)."""
@@ -763,6 +781,12 @@ class OutputBatch:
         self.stream = stream
         self.dropped = dropped
 
+    @property
+    def continued(self) -> list[int]:
+        """Indexes into :attr:`lines` of the pieces of a line longer than 1 MiB, each continued by
+        the next line of this stream (:class:`LinePiece`): mostly none."""
+        return [index for index, line in enumerate(self.lines) if type(line) is LinePiece]
+
     def model_dump(self) -> dict[str, Any]:
         """The fields as a dict (``lines``, ``timestamp``, ``stream``, ``dropped``)."""
         return {"lines": self.lines, "timestamp": self.timestamp, "stream": self.stream, "dropped": self.dropped}
@@ -791,6 +815,9 @@ class OutputResponse(_WireModel):
     pid: int | None = None
     lines: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
     line_count: int = 0
+    continued: Annotated[list[int], BeforeValidator(_none_as_empty_list)] = Field(default_factory=list)
+    """Indexes into ``lines`` of the pieces of a line longer than 1 MiB, which the agent cut: each
+    is continued by the next line of its stream, without a line ending between them."""
 
 
 class DirectoryEntry(_WireModel):
@@ -1127,6 +1154,7 @@ __all__ = [
     "NodeInfo",
     "NodeResources",
     "NodeState",
+    "LinePiece",
     "OutputBatch",
     "OutputEvent",
     "OutputMode",

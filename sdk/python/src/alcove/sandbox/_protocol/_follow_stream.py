@@ -42,7 +42,7 @@ from typing import Any, TypeAlias
 
 from pydantic import ValidationError
 
-from ..models import OutputBatch, OutputEvent, _timestamp_before
+from ..models import LinePiece, OutputBatch, OutputEvent, _timestamp_before
 from ._sse import SSEBlocks, agent_output_data, data_line_count, decode_block, last_event_id
 
 # The JSON object of each output event of a block in the agent's layout: once parsed, a dict of
@@ -81,6 +81,18 @@ def output_event(event: dict[str, Any], default_stream: str | None) -> OutputEve
         return None
 
 
+def continued_pieces(lines: list[Any], continued: Any) -> list[Any]:
+    """``lines`` with the items that ``continued`` (a batch's list of indexes) names made
+    :class:`LinePiece`: a copy when there are any, else ``lines`` itself."""
+    if not continued or not isinstance(continued, list):
+        return lines
+    marked = list(lines)
+    for index in continued:
+        if type(index) is int and 0 <= index < len(marked) and isinstance(marked[index], str):
+            marked[index] = LinePiece(marked[index])
+    return marked
+
+
 def batch_as_events(event: dict[str, Any]) -> list[dict[str, Any]]:
     """The ``output`` events an event stands for: one per line of an ``output_batch`` (any event
     whose ``lines`` is a list), else the event itself. The reference semantics of a batch: its
@@ -88,8 +100,12 @@ def batch_as_events(event: dict[str, Any]) -> list[dict[str, Any]]:
     lines = event.get("lines")
     if not isinstance(lines, list):
         return [event]
-    rest = {key: value for key, value in event.items() if key != "lines"}
-    return [{**rest, "line": line} for line in lines]
+    rest = {key: value for key, value in event.items() if key not in ("lines", "continued")}
+    pieces = continued_pieces(lines, event.get("continued"))
+    return [
+        {**rest, "line": line, "continued": True} if type(line) is LinePiece else {**rest, "line": line}
+        for line in pieces
+    ]
 
 
 class _TimestampCache:
@@ -192,8 +208,10 @@ class OutputEventDecoder:
         lines: list[Any] = event["lines"]
         if not lines:
             return None
+        if "continued" in event:
+            lines = continued_pieces(lines, event["continued"])
         try:
-            "".join(lines)  # a TypeError says an item is not a string (JSON has no str subclass)
+            "".join(lines)  # a TypeError says an item is not a string
         except TypeError:
             lines = [line for line in lines if isinstance(line, str)]  # the others are no line events
         stream = event.get("stream")

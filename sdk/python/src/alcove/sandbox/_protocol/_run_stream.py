@@ -40,6 +40,22 @@ def _joined_lines(escaped: list[bytes]) -> str | None:
     return text
 
 
+def _joined_batch(lines: list[str], continued: Any) -> str:
+    """A batch's lines joined with ``"\n"``, but for the pieces ``continued`` names (a list of
+    indexes), which run on into the next line. Raises TypeError when an item is not a string."""
+    if not continued or not isinstance(continued, list):
+        return "\n".join(lines)
+    goes_on = set(continued)
+    parts: list[str] = []
+    for index, line in enumerate(lines):
+        if not isinstance(line, str):
+            raise TypeError("a line is not a string")
+        parts.append(line)
+        if index < len(lines) - 1 and index not in goes_on:
+            parts.append("\n")
+    return "".join(parts)
+
+
 class RunCollector:
     """Accumulates the events of ``processes/run`` (recognised by shape) into a CommandResult.
 
@@ -48,9 +64,11 @@ class RunCollector:
     """
 
     def __init__(self) -> None:
-        # Pieces of the output, each one line or several joined with "\n", in order.
+        # Pieces of the output, each one line or several joined with "\n", in order, and the
+        # "\n" between them; a line the agent cut (over 1 MiB) goes on in the next piece.
         self._stdout: list[str] = []
         self._stderr: list[str] = []
+        self._open: set[str] = set()  # the streams whose last line goes on in the next piece
         self.pid: int | None = None
         self._exit: Event | None = None
         self._blocks = SSEBlocks()
@@ -85,24 +103,39 @@ class RunCollector:
         if stdout_text is None or stderr_text is None:
             return False  # an invalid escape: let the event-by-event path skip that event
         if stdout:
-            self._stdout.append(stdout_text)
+            self._append("stdout", stdout_text, False)
         if stderr:
-            self._stderr.append(stderr_text)
+            self._append("stderr", stderr_text, False)
         return True
+
+    def _append(self, stream: str, text: str, goes_on: bool) -> None:
+        """Add ``text`` (lines joined with ``"\n"``) to ``stream``'s output, after a ``"\n"``
+        unless the line before it goes on in it; ``goes_on`` says whether its own last line does."""
+        parts = self._stderr if stream == "stderr" else self._stdout
+        if parts and stream not in self._open:
+            parts.append("\n")
+        parts.append(text)
+        if goes_on:
+            self._open.add(stream)
+        else:
+            self._open.discard(stream)
 
     def add(self, event: Event) -> bool:
         """Take one event; True once the exit event has arrived."""
+        stream = "stderr" if event.get("stream") == "stderr" else "stdout"
         line = event.get("line")
         if isinstance(line, str):
-            (self._stderr if event.get("stream") == "stderr" else self._stdout).append(line)
+            self._append(stream, line, event.get("continued") is True)
             return False
         lines = event.get("lines")
         if isinstance(lines, list) and lines:
             try:
-                text = "\n".join(lines)  # a TypeError says an item is not a string
-            except TypeError:
+                text = _joined_batch(lines, event.get("continued"))
+            except TypeError:  # an item is not a string
                 return False
-            (self._stderr if event.get("stream") == "stderr" else self._stdout).append(text)
+            last = len(lines) - 1
+            goes_on = isinstance(event.get("continued"), list) and last in event["continued"]
+            self._append(stream, text, goes_on)
             return False
         if event.get("exit_code") is not None or event.get("signal") is not None:
             self._exit = event
@@ -124,8 +157,8 @@ class RunCollector:
         if exit_code is None:
             exit_code = -int(signal)
         return CommandResult(
-            stdout="\n".join(self._stdout),
-            stderr="\n".join(self._stderr),
+            stdout="".join(self._stdout),
+            stderr="".join(self._stderr),
             exit_code=int(exit_code),
             signal=signal,
             reason=self._exit.get("reason"),
