@@ -468,7 +468,10 @@ export interface ProcessInfo {
   managed: ManagedProcessInfo | null;
 }
 
-/** One line of process output from a follow stream (a plain object of these three fields). */
+/**
+ * One line of process output from a follow stream (a plain object of these three fields; a piece
+ * of a cut line has a fourth, `continued`).
+ */
 export interface OutputEvent {
   /** The line, without its line ending. */
   line: string;
@@ -478,11 +481,19 @@ export interface OutputEvent {
    */
   timestamp: Date | null;
   stream: OutputStream | null;
+  /**
+   * `true` on a piece of a line longer than 1 MiB, which the agent cut (so that one endless line
+   * cannot grow its memory): the next line of the same stream continues it, with no line ending
+   * between them. Absent on every other line: the property is left out, not set to `false`, so
+   * that the objects of ordinary lines keep their three fields (one shape, and no more to make).
+   */
+  readonly continued?: boolean;
 }
 
 /**
  * The lines of one read of one stream, from `followOutputBatches`: what the agent sends as one
- * `output_batch` event (a plain object of these four fields).
+ * `output_batch` event (a plain object of these four fields; one holding pieces of a cut line has
+ * a fifth, `continued`).
  */
 export interface OutputBatch {
   /** The lines, each without its line ending, in order. */
@@ -497,6 +508,12 @@ export interface OutputBatch {
    * far behind loses lines.
    */
   dropped: number;
+  /**
+   * Indexes into {@link lines} of the pieces of a line longer than 1 MiB, which the agent cut:
+   * each is continued by the next line of this stream (in this batch or a later one), with no
+   * line ending between them. Absent when the batch holds none (nearly always).
+   */
+  continued?: readonly number[];
 }
 
 /** All output lines captured so far (`getStdout` / `getStderr` / `getOutput`). */
@@ -504,6 +521,13 @@ export interface OutputResponse {
   pid: number | null;
   lines: string[];
   lineCount: number;
+  /**
+   * Indexes into {@link lines} of the pieces of a line longer than 1 MiB, which the agent cut:
+   * each is continued by the next line of its stream, with no line ending between them. In
+   * `getOutput` (both streams) that next line need not be the next of `lines`: a line of the
+   * other stream may come between. Empty when none (nearly always).
+   */
+  continued: readonly number[];
 }
 
 /** One entry of `Sandbox.listDirectory()`. */
@@ -1222,7 +1246,8 @@ export function sandboxProcessLogFiltersResponseFromWire(
 export function outputResponseFromWire(value: unknown, what = "process output"): OutputResponse {
   const data = asObject(value, what);
   const lines = list(data, "lines", isString);
-  return { pid: int(data, "pid"), lines, lineCount: int(data, "line_count") ?? lines.length };
+  const continued = list(data, "continued", isInteger);
+  return { pid: int(data, "pid"), lines, lineCount: int(data, "line_count") ?? lines.length, continued };
 }
 
 /** An {@link OutputEvent} from a follow-stream event, or `null` for events that are not lines. */
@@ -1230,11 +1255,11 @@ export function outputEventFromWire(value: unknown, defaultStream: OutputStream 
   if (typeof value !== "object" || value === null) return null;
   const data = value as Wire;
   if (typeof data.line !== "string") return null;
-  return {
-    line: data.line,
-    timestamp: parseTimestamp(data.timestamp),
-    stream: str(data, "stream") ?? defaultStream,
-  };
+  const timestamp = parseTimestamp(data.timestamp);
+  const stream = str(data, "stream") ?? defaultStream;
+  // `continued` only on a piece of a cut line: the other events keep three fields.
+  if (data.continued === true) return { line: data.line, timestamp, stream, continued: true };
+  return { line: data.line, timestamp, stream };
 }
 
 /** A {@link DirectoryEntry} from one entry of `GET /api/v1/files/list`. */

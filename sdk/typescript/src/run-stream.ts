@@ -11,6 +11,15 @@
  * and the lines of each stream are joined into one JSON string that `JSON.parse` unescapes at
  * once. Blocks holding any other event (`started`, `exit`, an error, anything unusual) are
  * decoded event by event.
+ *
+ * The agent cuts a line longer than 1 MiB into pieces, each marked `continued` (an `output`
+ * event's `"continued":true`, an `output_batch`'s `"continued":[indexes]`): a piece and the next
+ * line of its stream are joined without a `"\n"`, so that the result holds the line whole. The
+ * expressions above take neither (a batch's body then ends with the indexes, not with a quote:
+ * one look tells), so a block that holds a piece is decoded event by event: it carries a MiB of
+ * text at least, which is parsed no slower than it would be cut (measured), and the blocks
+ * without one are taken as before, at the same speed. Each stream notes whether its last line
+ * goes on, for the text that comes next, from whichever path ({@link RunCollector}).
  */
 
 import { SandboxConnectionError, SandboxError } from "./errors.js";
@@ -27,7 +36,9 @@ const STREAM_EVENTS = {
 };
 
 // One `output_batch` event in the agent's layout, sticky: group 1 its stream, group 2 the body of
-// its `lines` array, checked below (a data line holds no raw newline).
+// its `lines` array, checked below (a data line holds no raw newline). A batch with `continued`
+// (pieces of a cut line) matches too, but its body then runs on to the `]` of the indexes, and is
+// no list of strings: its block is parsed (see the top of this file).
 const BATCH_EVENT = /\n(?:event:[^\n]*\n)?data: \{"stream":"(stdout|stderr)","timestamp":-?(?:0|[1-9][0-9]*),"lines":\[([^\n]*)\]\}\n/y;
 // Each string of such an array and its comma (a comma is added after the last), end to end.
 const BATCH_ELEMENT = new RegExp(String.raw`"(${JSON_STRING_BODY})",`, "gy");
@@ -41,6 +52,29 @@ const BATCH_ELEMENT = new RegExp(String.raw`"(${JSON_STRING_BODY})",`, "gy");
 function batchLines(body: string): string | null {
   const replaced = `${body},`.replace(BATCH_ELEMENT, "$1\\n");
   return replaced.endsWith("\\n") ? replaced.slice(0, -2) : null;
+}
+
+const NO_INDEXES: ReadonlySet<number> = new Set();
+
+/** The indexes a parsed batch's `continued` holds (anything but an array holds none). */
+function indexSet(value: unknown): ReadonlySet<number> {
+  if (!Array.isArray(value) || value.length === 0) return NO_INDEXES;
+  return new Set(value.filter((index): index is number => Number.isSafeInteger(index)));
+}
+
+/**
+ * The lines of a parsed batch joined with `"\n"`, but after the pieces `continued` names, which
+ * run on into the next line; null if a line is not a string.
+ */
+function joinedBatch(lines: unknown[], continued: ReadonlySet<number>): string | null {
+  if (!lines.every((line) => typeof line === "string")) return null;
+  if (continued.size === 0) return (lines as string[]).join("\n");
+  const parts: string[] = [];
+  lines.forEach((line, index) => {
+    parts.push(line as string);
+    if (index < lines.length - 1 && !continued.has(index)) parts.push("\n");
+  });
+  return parts.join("");
 }
 
 /**
@@ -69,9 +103,12 @@ function oneStreamLines(block: string, stream: "stdout" | "stderr"): string | nu
 
 /** Accumulates the events of `processes/run` (recognised by shape) into a {@link CommandResult}. */
 export class RunCollector {
-  // Pieces of the output, each one line or several joined with "\n", in order.
+  // Pieces of the output, each one line or several joined with "\n", in order; and whether the
+  // last line of each stream is a piece of a cut line that the next piece goes on (see #append).
   readonly #stdout: string[] = [];
   readonly #stderr: string[] = [];
+  #stdoutGoesOn = false;
+  #stderrGoesOn = false;
   readonly #blocks = new SSEBlocks();
   pid: number | null = null;
   #exit: Event | null = null;
@@ -103,7 +140,7 @@ export class RunCollector {
       if (hasStdout !== block.includes('"stream":"stderr"')) {
         const lines = oneStreamLines(block, hasStdout ? "stdout" : "stderr");
         if (lines !== null) {
-          (hasStdout ? this.#stdout : this.#stderr).push(lines);
+          this.#append(hasStdout ? "stdout" : "stderr", lines, false);
           return true;
         }
       }
@@ -115,8 +152,8 @@ export class RunCollector {
     const stdoutText = stdout.length > 0 ? unescaped(stdout.join("\\n")) : "";
     const stderrText = stderr.length > 0 ? unescaped(stderr.join("\\n")) : "";
     if (stdoutText === null || stderrText === null) return false; // an invalid escape: skipped event by event
-    if (stdout.length > 0) this.#stdout.push(stdoutText);
-    if (stderr.length > 0) this.#stderr.push(stderrText);
+    if (stdout.length > 0) this.#append("stdout", stdoutText, false);
+    if (stderr.length > 0) this.#append("stderr", stderrText, false);
     return true;
   }
 
@@ -130,7 +167,9 @@ export class RunCollector {
     const stderr: string[] = [];
     let strings = true;
     const all = eachAgentOutput(block, BATCH_EVENT, (match) => {
-      const lines = batchLines(match[2]!);
+      // A body that does not end with a quote is no list of strings (a batch with `continued`):
+      // known without replacing its MiB.
+      const lines = strings && match[2]!.endsWith('"') ? batchLines(match[2]!) : null;
       if (lines === null) strings = false;
       else (match[1] === "stdout" ? stdout : stderr).push(lines);
     });
@@ -138,23 +177,37 @@ export class RunCollector {
     const stdoutText = stdout.length > 0 ? unescaped(stdout.join("\\n")) : "";
     const stderrText = stderr.length > 0 ? unescaped(stderr.join("\\n")) : "";
     if (stdoutText === null || stderrText === null) return false;
-    if (stdout.length > 0) this.#stdout.push(stdoutText);
-    if (stderr.length > 0) this.#stderr.push(stderrText);
+    if (stdout.length > 0) this.#append("stdout", stdoutText, false);
+    if (stderr.length > 0) this.#append("stderr", stderrText, false);
     return true;
+  }
+
+  /**
+   * Adds `text` (lines joined with `"\n"`) to the output of `stream`: to its last piece when the
+   * line that ends it goes on (a piece of a cut line), else as a piece of its own. `goesOn` says
+   * whether the last line of `text` goes on in turn.
+   */
+  #append(stream: "stdout" | "stderr", text: string, goesOn: boolean): void {
+    const pieces = stream === "stderr" ? this.#stderr : this.#stdout;
+    if (stream === "stderr" ? this.#stderrGoesOn : this.#stdoutGoesOn) pieces[pieces.length - 1] += text;
+    else pieces.push(text);
+    if (stream === "stderr") this.#stderrGoesOn = goesOn;
+    else this.#stdoutGoesOn = goesOn;
   }
 
   /** Take one event; true once the exit event has arrived. */
   add(event: Event): boolean {
+    const stream = event.stream === "stderr" ? "stderr" : "stdout";
     if (typeof event.line === "string") {
-      (event.stream === "stderr" ? this.#stderr : this.#stdout).push(event.line);
+      this.#append(stream, event.line, event.continued === true);
       return false;
     }
     // An `output_batch` event: the lines of one read (the SDK asks for them with `batch_output`).
     if (Array.isArray(event.lines) && event.lines.length > 0) {
       const lines = event.lines as unknown[];
-      if (lines.every((line) => typeof line === "string")) {
-        (event.stream === "stderr" ? this.#stderr : this.#stdout).push((lines as string[]).join("\n"));
-      }
+      const continued = indexSet(event.continued);
+      const text = joinedBatch(lines, continued);
+      if (text !== null) this.#append(stream, text, continued.has(lines.length - 1));
       return false;
     }
     if ((event.exit_code !== undefined && event.exit_code !== null) || (event.signal !== undefined && event.signal !== null)) {

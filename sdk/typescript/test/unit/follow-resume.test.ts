@@ -216,6 +216,44 @@ describe("follow streams across broken connections", () => {
     assert.deepEqual(lines, ["a", "b", "c", "d"]);
   });
 
+  it("resumes batches, and a batch half handed out keeps the marks of its pieces, moved with its lines", async () => {
+    // Pieces of a cut line (`continued`, indexes into the batch's lines), as the agent writes them.
+    const pieces = (lines: string[], continued: number[]) =>
+      `event: output_batch\ndata: ${JSON.stringify({ stream: "stdout", timestamp: TS, lines, continued })}\n\n`;
+    const agent = await startAgent([
+      { chunks: [pieces(["a", "b"], [0])] },
+      { chunks: [pieces(["a", "b", "c", "d", "e"], [0, 2, 3]), pieces(["f"], [0]), batch(["g"]), EOF], clean: true },
+    ]);
+    const batches = [];
+    try {
+      for await (const item of agent.sandbox.followOutputBatches(7)) batches.push(item);
+    } finally {
+      await agent.close();
+    }
+    assert.deepEqual(
+      batches.map((b) => [b.lines, b.continued]),
+      [
+        [["a", "b"], [0]],
+        [["c", "d", "e"], [0, 1]],
+        [["f"], [0]],
+        [["g"], undefined],
+      ],
+    );
+    assert.ok(!("continued" in batches[3]!));
+    // Cut past its last piece, a batch has none left.
+    const later = await startAgent([
+      { chunks: [pieces(["a", "b"], [0])] },
+      { chunks: [pieces(["a", "b", "c"], [0]), EOF], clean: true },
+    ]);
+    const rest = [];
+    try {
+      for await (const item of later.sandbox.followOutputBatches(7)) rest.push(item);
+    } finally {
+      await later.close();
+    }
+    assert.deepEqual(rest.map((b) => [b.lines, "continued" in b]), [[["a", "b"], true], [["c"], false]]);
+  });
+
   it("opens again a stream cut cleanly without eof", async () => {
     const { lines, error, follows } = await follow([
       { chunks: [batch(numbered(1, 2))], clean: true },

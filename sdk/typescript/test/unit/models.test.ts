@@ -185,7 +185,14 @@ describe("other models", () => {
       { name: "sub", isDir: true, size: null, modifiedAt: null },
     ]);
     assert.throws(() => directoryEntryFromWire({ name: "x" }), /is_dir/);
-    assert.deepEqual(outputResponseFromWire({ pid: 1, lines: ["a", "b"], line_count: 2 }), { pid: 1, lines: ["a", "b"], lineCount: 2 });
+    assert.deepEqual(outputResponseFromWire({ pid: 1, lines: ["a", "b"], line_count: 2 }), {
+      pid: 1,
+      lines: ["a", "b"],
+      lineCount: 2,
+      continued: [],
+    });
+    // The pieces of a line the agent cut (over 1 MiB): indexes into `lines`.
+    assert.deepEqual(outputResponseFromWire({ pid: 1, lines: ["a", "b", "c"], line_count: 3, continued: [0, 1] }).continued, [0, 1]);
     assert.deepEqual(ptySessionInfoFromWire({ session_id: "p1", token: "t" }), { sessionId: "p1", token: "t" });
     assert.throws(() => ptySessionInfoFromWire({ session_id: "p1" }), /token/);
   });
@@ -194,6 +201,15 @@ describe("other models", () => {
     assert.deepEqual(outputEventFromWire({ line: "x", timestamp: MS }, "stderr"), { line: "x", timestamp: new Date(MS), stream: "stderr" });
     assert.equal(outputEventFromWire({ line: "x", timestamp: MS, stream: "stdout" }, "stderr")?.stream, "stdout");
     assert.equal(outputEventFromWire({}, null), null);
+  });
+
+  it("marks a piece of a cut line continued, and leaves the field out on other lines", () => {
+    const piece = outputEventFromWire({ line: "x", timestamp: MS, stream: "stdout", continued: true });
+    assert.deepEqual(piece, { line: "x", timestamp: new Date(MS), stream: "stdout", continued: true });
+    for (const continued of [false, undefined, null, 1, "true"]) {
+      const event = outputEventFromWire({ line: "x", timestamp: MS, stream: "stdout", continued });
+      assert.deepEqual(Object.keys(event!), ["line", "timestamp", "stream"], String(continued));
+    }
   });
 
   it("treats a missing or null list as empty and rejects a non-list", () => {

@@ -100,6 +100,21 @@ export async function readmeStdin(sandbox: Sandbox): Promise<void> {
   await sandbox.startProcess("cat", { stdinMode: "closed" });
 }
 
+export async function readmeCutLines(sandbox: Sandbox, proc: { pid: number }): Promise<void> {
+  let head = ""; // the pieces of a cut line so far
+  for await (const { line, continued } of sandbox.followStdout(proc.pid)) {
+    if (continued) {
+      head += line;
+    } else {
+      console.log(head + line);
+      head = "";
+    }
+  }
+  const output = await sandbox.getOutput(proc.pid);
+  const pieces: readonly number[] = output.continued;
+  for await (const batch of sandbox.followOutputBatches(proc.pid)) console.log(batch.continued ?? [], pieces);
+}
+
 export async function readmeDesktop(client: SandboxClient): Promise<void> {
   await using sandbox = await client.createAndConnect({ image: "desktop" });
   await using desktop = await sandbox.connectDesktop({ password: "tensorlake" });

@@ -264,6 +264,112 @@ describe("Sandbox against a fake server", () => {
     assert.equal(fake.requests.at(-1)!.query.get("batch"), "true");
   });
 
+  // The agent cuts a line longer than 1 MiB into pieces of at most 1 MiB, each marked continued
+  // but the last; short pieces stand for them here. Wire events in the agent's field order:
+  const TS = 1795711162444;
+  /** An `output_batch` event; `continued`: indexes of its pieces. */
+  const lines = (texts: string[], continued?: number[], stream = "stdout") =>
+    continued === undefined ? { stream, timestamp: TS, lines: texts } : { stream, timestamp: TS, lines: texts, continued };
+  /** An `output` event; `continued`: a piece. */
+  const line = (text: string, continued = false, stream = "stdout") =>
+    continued ? { line: text, timestamp: TS, stream, continued } : { line: text, timestamp: TS, stream };
+  const runStream = (...chunks: string[]): Answer => ({
+    headers: { "content-type": "text/event-stream" },
+    chunks: [...sse({ pid: 7, started_at: 1 }), ...chunks, ...sse({ exit_code: 0, signal: null, reason: "exited" })],
+  });
+  const followStream = (...events: object[]): Answer => ({
+    headers: { "content-type": "text/event-stream" },
+    chunks: [...sse(...events), "event: eof\ndata: {}\n\n"],
+  });
+
+  it("run puts a line cut into batched pieces back together", async () => {
+    handler = () => runStream(...sse(lines(["aaa", "bbb", "ccc"], [0, 1]), lines(["next"])));
+    assert.equal((await sandbox.run("x")).stdout, "aaabbbccc\nnext");
+    // With the next line in its batch; and in one block (one chunk) with other batches, a piece last in its batch.
+    handler = () => runStream(sse(lines(["aaa", "bbb", "ccc", "next"], [0, 1])).join(""));
+    assert.equal((await sandbox.run("x")).stdout, "aaabbbccc\nnext");
+    handler = () => runStream(sse(lines(["a"]), lines(["aaa", "bbb"], [0, 1]), lines(["ccc", "next"])).join(""));
+    assert.equal((await sandbox.run("x")).stdout, "a\naaabbbccc\nnext");
+  });
+
+  it("run puts a line cut into per-line pieces back together", async () => {
+    handler = () => runStream(...sse(line("aaa", true), line("bbb", true), line("ccc"), line("next")));
+    assert.equal((await sandbox.run("x")).stdout, "aaabbbccc\nnext");
+  });
+
+  it("run joins a piece to the next line of its own stream, across the other stream's lines, stderr too", async () => {
+    handler = () =>
+      runStream(
+        ...sse(
+          lines(["aaa"], [0]),
+          lines(["warning", "eee"], [1], "stderr"),
+          lines(["bbb"], [0]),
+          lines(["fff"], undefined, "stderr"),
+          lines(["ccc", "next"]),
+        ),
+      );
+    let result = await sandbox.run("x");
+    assert.deepEqual([result.stdout, result.stderr], ["aaabbbccc\nnext", "warning\neeefff"]);
+    // The same as per-line events.
+    handler = () =>
+      runStream(
+        ...sse(
+          line("aaa", true),
+          line("warning", false, "stderr"),
+          line("eee", true, "stderr"),
+          line("bbb", true),
+          line("fff", false, "stderr"),
+          line("ccc"),
+          line("next"),
+        ),
+      );
+    result = await sandbox.run("x");
+    assert.deepEqual([result.stdout, result.stderr], ["aaabbbccc\nnext", "warning\neeefff"]);
+  });
+
+  it("follows mark only the pieces of a cut line continued", async () => {
+    handler = () => followStream(lines(["a", "b", "c"], [1]), lines(["d"]));
+    for (const method of ["followOutput", "followStdout"] as const) {
+      const events = [];
+      for await (const event of sandbox[method](5)) events.push(event);
+      assert.deepEqual(events.map((e) => e.line), ["a", "b", "c", "d"]);
+      assert.deepEqual(events.map((e) => "continued" in e), [false, true, false, false], method);
+      assert.equal(events[1]!.continued, true);
+    }
+    // Per-line events (a server that does not batch).
+    handler = () => followStream(line("a", false, "stderr"), line("b", true, "stderr"), line("c", false, "stderr"));
+    const events = [];
+    for await (const event of sandbox.followStderr(5)) events.push(event);
+    assert.deepEqual(events.map((e) => [e.line, "continued" in e]), [["a", false], ["b", true], ["c", false]]);
+    assert.equal(events[1]!.continued, true);
+  });
+
+  it("followOutputBatches gives a batch its pieces' indexes as continued", async () => {
+    // `dropped` and `continued` together: the agent writes `continued` last.
+    const dropped = { stream: "stdout", timestamp: TS, lines: ["a", "b", "c"], dropped: 2, continued: [1] };
+    handler = () => followStream(dropped, lines(["d"]));
+    const batches = [];
+    for await (const batch of sandbox.followOutputBatches(5)) batches.push(batch);
+    assert.deepEqual(
+      batches.map((b) => [b.lines, b.dropped, b.continued]),
+      [
+        [["a", "b", "c"], 2, [1]],
+        [["d"], 0, undefined],
+      ],
+    );
+    assert.ok(!("continued" in batches[1]!));
+  });
+
+  it("getStdout and getOutput expose the pieces of cut lines as continued", async () => {
+    handler = (req) => {
+      if (req.path.endsWith("/stdout")) return { json: { pid: 5, lines: ["aaa", "bbb", "next"], line_count: 3, continued: [0] } };
+      return { json: { pid: 5, lines: ["a", "b"], line_count: 2 } };
+    };
+    const stdout = await sandbox.getStdout(5);
+    assert.deepEqual([stdout.lines, stdout.continued], [["aaa", "bbb", "next"], [0]]);
+    assert.deepEqual((await sandbox.getOutput(5)).continued, []); // absent: none
+  });
+
   it("moves files with form-encoded paths, streaming uploads and downloads", async () => {
     const stored = new Map<string, Buffer>();
     handler = (req) => {

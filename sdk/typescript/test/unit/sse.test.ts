@@ -58,6 +58,18 @@ function droppedBatch(lines: string[], dropped: unknown, stream: OutputStream = 
   return agentEvent("output_batch", { stream, timestamp: 1767225600131, lines, dropped });
 }
 
+/** A batch as the agent writes it with the pieces of a cut line among its lines: `continued` last. */
+function continuedBatch(lines: string[], continued: number[], stream: OutputStream = "stdout", dropped?: number): string {
+  const timestamp = 1767225600131;
+  const fields = dropped === undefined ? { stream, timestamp, lines, continued } : { stream, timestamp, lines, dropped, continued };
+  return agentEvent("output_batch", fields);
+}
+
+/** A per-line event as the agent writes it for a piece of a cut line. */
+function piece(line: string, stream: OutputStream = "stdout"): string {
+  return agentEvent("output", { line, timestamp: 1767225600131, stream, continued: true });
+}
+
 const STARTED = agentEvent("started", { pid: 317, started_at: 1767225600123 });
 const EXIT = agentEvent("exit", { exit_code: 3, signal: null, oom_killed: false, reason: "exited" });
 
@@ -167,6 +179,33 @@ const DROPPED_BATCHES: [string, number][] = [
 ];
 const DROPPED_BATCH_BODY = DROPPED_BATCHES.map(([event]) => event).join("") + agentEvent("eof", {});
 
+/**
+ * Lines the agent cut (over 1 MiB; short here): pieces marked `continued` in batches (within one,
+ * across batches, after `dropped`) and per-line events, the other stream's lines between them,
+ * escapes; then other layouts and odd values (no piece but index 0 of `o1`, `s1`).
+ */
+const CONTINUED_OUTPUT = [
+  batch(["before"]),
+  continuedBatch(["aaa", "bbb"], [0, 1]),
+  batch(["e1"], "stderr"),
+  continuedBatch(["p1"], [0], "stderr"),
+  batch(["ccc", "next"]),
+  continuedBatch(["x"], [0], "stdout", 3),
+  out("yy"),
+  piece("p2", "stderr"),
+  out("o"),
+  out("p3", "stderr"),
+  continuedBatch(['tab\there "é', "😀", "end"], [0]),
+  'data: {"lines": ["s1", "s2"], "continued": [0], "stream": "stdout", "timestamp": 1}\n\n',
+  'data: {"stream":"stdout","timestamp":1,"lines":["o1",7,"o2"],"continued":[0,5,"1",1.5,-1]}\n\n',
+  'data: {"stream":"stdout","timestamp":1,"lines":["z"],"continued":"all"}\n\n',
+  'data: {"line":"w","timestamp":1,"stream":"stdout","continued":1}\n\n',
+].join("");
+const CONTINUED_BODY = CONTINUED_OUTPUT + agentEvent("eof", {});
+/** What `run()` makes of CONTINUED_OUTPUT: each cut line whole (the batch holding a 7 is skipped, as any such batch). */
+const CONTINUED_STDOUT = ["before", "aaabbbccc", "next", "xyy", "o", 'tab\there "é😀', "end", "s1s2", "z", "w"].join("\n");
+const CONTINUED_STDERR = "e1\np1p2p3";
+
 function withLineEnds(body: Uint8Array, end: string): Uint8Array {
   return Buffer.from(Buffer.from(body).toString("latin1").replaceAll("\n", end), "latin1");
 }
@@ -181,6 +220,7 @@ const BODIES: Record<string, Uint8Array> = {
   "batches, CRLF": withLineEnds(encoder.encode(BATCH_BODY), "\r\n"),
   "unusual batches": UNUSUAL_BATCH_BODY,
   "batches after dropped lines": encoder.encode(DROPPED_BATCH_BODY),
+  "pieces of cut lines": encoder.encode(CONTINUED_BODY),
 };
 
 /** A small deterministic generator, for random chunk sizes that are the same on every run. */
@@ -224,11 +264,15 @@ function referenceRun(body: Uint8Array): CommandResult {
   return collector.result();
 }
 
-/** The `output` events an event stands for: one per line of a batch (its `lines` a list), else itself. */
+/**
+ * The `output` events an event stands for: one per line of a batch (its `lines` a list), a line
+ * its `continued` names marked `"continued": true`, as the agent's per-line event is; else itself.
+ */
 function batchAsEvents(event: Event): Event[] {
   if (!Array.isArray(event.lines)) return [event];
-  const { lines, ...rest } = event;
-  return (lines as unknown[]).map((line) => ({ ...rest, line }));
+  const { lines, continued, ...rest } = event;
+  const pieces = new Set(Array.isArray(continued) ? continued : []);
+  return (lines as unknown[]).map((line, index) => (pieces.has(index) ? { ...rest, line, continued: true } : { ...rest, line }));
 }
 
 function referenceOutput(body: Uint8Array, defaultStream: OutputStream | null): OutputEvent[] {
@@ -368,6 +412,31 @@ describe("run streams", () => {
     });
   }
 
+  it("puts each line the agent cut back together, however the body is cut", async () => {
+    const body = encoder.encode(STARTED + CONTINUED_OUTPUT + EXIT);
+    const want = referenceRun(body);
+    assert.deepEqual([want.stdout, want.stderr], [CONTINUED_STDOUT, CONTINUED_STDERR]);
+    for (const chunks of chunkings(body)) assert.deepEqual(await collectRun(fromChunks(chunks)), want, describeChunks(chunks));
+  });
+
+  it("joins a piece to the next line of its stream only, in blocks taken at once or event by event", async () => {
+    // Blocks of plain events or batches (taken at once) after a block that ends with a piece.
+    const cases: [string[], string, string][] = [
+      [[piece("a"), out("b") + out("c")], "ab\nc", ""],
+      [[piece("a"), batch(["b", "c"])], "ab\nc", ""],
+      [[continuedBatch(["a"], [0]), out("x", "stderr") + out("b")], "ab", "x"],
+      [[continuedBatch(["a"], [0]), batch(["x"], "stderr") + batch(["b"])], "ab", "x"],
+      [[piece("e", "stderr") + out("a"), out("f", "stderr") + out("b", "stderr")], "a", "ef\nb"],
+      [[out("a") + continuedBatch(["b", "c", "d"], [0, 1]) + out("e")], "a\nbcd\ne", ""],
+      // A piece last in its batch: the next batch of its stream in the same block goes on from it.
+      [[continuedBatch(["a", "b"], [1]) + continuedBatch(["x"], [0], "stderr") + batch(["c"]) + batch(["y"], "stderr")], "a\nbc", "xy"],
+    ];
+    for (const [blocks, stdout, stderr] of cases) {
+      const result = await collectRun(chunksOf(...blocks, EXIT));
+      assert.deepEqual([result.stdout, result.stderr], [stdout, stderr], blocks.join(""));
+    }
+  });
+
   it("collects unusual events like the line decoder", async () => {
     const body = Buffer.from(
       Buffer.from(UNUSUAL_BODY).toString("latin1").replace("event: eof", 'data: {"exit_code": 0}\n\nevent: eof'),
@@ -504,13 +573,16 @@ describe("follow streams", () => {
 
   for (const [name, body] of Object.entries(BODIES)) {
     it(`yield batches holding the events however the body is cut (${name})`, async () => {
-      const flat = (items: { line: string; timestamp: Date | null; stream: string | null }[]) =>
-        items.map((e) => [e.line, e.timestamp?.getTime() ?? null, e.stream]);
+      const flat = (items: { line: string; timestamp: Date | null; stream: string | null; continued?: boolean }[]) =>
+        items.map((e) => [e.line, e.timestamp?.getTime() ?? null, e.stream, e.continued === true]);
       const want = flat(referenceOutput(body, null));
       for (const chunks of chunkings(body)) {
         const batches = await collect(iterOutputBatches(fromChunks(chunks), null));
         assert.ok(batches.every((b) => b.lines.length > 0));
-        const lines = batches.flatMap((b) => b.lines.map((line) => ({ line, timestamp: b.timestamp, stream: b.stream })));
+        assert.ok(batches.every((b) => !("continued" in b) || b.continued!.length > 0), "no empty `continued`");
+        const lines = batches.flatMap((b) =>
+          b.lines.map((line, i) => ({ line, timestamp: b.timestamp, stream: b.stream, continued: b.continued?.includes(i) })),
+        );
         assert.deepEqual(flat(lines), want, describeChunks(chunks));
       }
     });
@@ -558,6 +630,39 @@ describe("follow streams", () => {
     const events = await collect(iterOutputEvents(chunksOf(mixed), null));
     assert.deepEqual(events.map((e) => e.line), ["a", "b", "c"]);
     assert.deepEqual(Object.keys(events[1]!), ["line", "timestamp", "stream"]);
+  });
+
+  it("mark the pieces of a cut line `continued: true`, and leave the field out on the other lines", async () => {
+    const body = continuedBatch(["a", "b", "c"], [1]) + batch(["d"]) + piece("e", "stderr") + out("f", "stderr");
+    for (const chunks of chunkings(encoder.encode(body))) {
+      const events = await collect(iterOutputEvents(fromChunks(chunks), null));
+      assert.deepEqual(
+        events.map((e) => [e.line, e.stream, "continued" in e ? e.continued : "absent"]),
+        [
+          ["a", "stdout", "absent"],
+          ["b", "stdout", true],
+          ["c", "stdout", "absent"],
+          ["d", "stdout", "absent"],
+          ["e", "stderr", true],
+          ["f", "stderr", "absent"],
+        ],
+        describeChunks(chunks),
+      );
+      for (const e of events) assert.equal(Object.getPrototypeOf(e), Object.prototype);
+    }
+  });
+
+  it("give a batch its pieces' indexes as `continued`, after its `dropped`, and none to the others", async () => {
+    const body =
+      continuedBatch(["a", "b", "c"], [0, 2], "stdout", 4) + batch(["d"]) + piece("e", "stderr") + piece("f", "stderr") + out("g", "stderr");
+    const batches = await collect(iterOutputBatches(chunksOf(body + agentEvent("eof", {})), null));
+    assert.deepEqual(batches, [
+      { lines: ["a", "b", "c"], timestamp: new Date(1767225600131), stream: "stdout", dropped: 4, continued: [0, 2] },
+      { lines: ["d"], timestamp: new Date(1767225600131), stream: "stdout", dropped: 0 },
+      // Per-line events of one read grouped: their marks become the batch's indexes.
+      { lines: ["e", "f", "g"], timestamp: new Date(1767225600131), stream: "stderr", dropped: 0, continued: [0, 1] },
+    ]);
+    assert.ok(!("continued" in batches[1]!));
   });
 
   it("yields lines, defaults their stream and ignores the eof event", async () => {
