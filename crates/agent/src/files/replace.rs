@@ -245,16 +245,8 @@ fn fits_only_in_place(target: &Path, old_len: u64, declared: Option<u64>) -> boo
 /// The bytes an unprivileged writer may still use on `dir`'s file system: the agent is root
 /// of a user namespace, which the blocks ext4 keeps for the real root are not for.
 fn free_bytes(dir: &Path) -> Option<u64> {
-    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: a NUL-terminated path and a buffer of the right type, both live for the call.
-    if unsafe { libc::statvfs(c_dir.as_ptr(), stat.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: statvfs filled the buffer (it was zeroed before, too).
-    let stat = unsafe { stat.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
-    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// Whether a new file in `dir` can be renamed into place: not on a kernel or FUSE file
@@ -272,27 +264,15 @@ fn replaceable_dir(dir: &Path) -> bool {
 /// Whether `path` is the root of a mount (a file bind-mounted over another). When the kernel
 /// does not say, it is taken for one, which only means a write in place.
 fn is_mount_root(path: &Path) -> bool {
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return true;
-    };
-    let mut buf = std::mem::MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: a NUL-terminated path and a buffer of the right type, both live for the call.
-    let rc = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
-            0,
-            buf.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return true;
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
+    let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
+    match rustix::fs::statx(rustix::fs::CWD, path, flags, StatxFlags::empty()) {
+        Ok(st) => {
+            !st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+                || st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+        }
+        Err(_) => true,
     }
-    // SAFETY: statx filled the buffer (it was zeroed before, too).
-    let st = unsafe { buf.assume_init() };
-    let flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    st.stx_attributes_mask & flag == 0 || st.stx_attributes & flag != 0
 }
 
 #[cfg(test)]
