@@ -198,11 +198,19 @@ def test_cp_copies_directory_trees_both_ways(cli, dev, tmp_path):
     script = src / "run.sh"
     script.write_text("#!/bin/sh\necho ran\n")
     script.chmod(0o755)
-    (src / "link").symlink_to("/etc/hostname")
+    # Links are made as they point, never followed here: one into the tree (as a project's
+    # node_modules/.bin has), one out of it (to the sandbox's own file of that name).
+    (src / "a" / "b" / "bin").symlink_to("../../run.sh")
+    (src / "secret").symlink_to("/etc/hostname")
     done = cli("cp", str(src), f"{dev}:/work")
-    assert b"skipped" in done.stderr and b"link" in done.stderr  # links are not followed out
+    assert b"and 2 link(s)" in done.stderr and b"skipped" not in done.stderr
     listing = sh(cli, dev, "cd /work && find . | sort").stdout.decode().split()
-    assert listing == [".", "./a", "./a/b", "./a/b/two.txt", "./a/one.txt", "./empty", "./run.sh"]
+    assert listing == [".", "./a", "./a/b", "./a/b/bin", "./a/b/two.txt", "./a/one.txt", "./empty", "./run.sh",
+                       "./secret"]
+    assert sh(cli, dev, "readlink /work/a/b/bin /work/secret").stdout == b"../../run.sh\n/etc/hostname\n"
+    assert sh(cli, dev, "/work/a/b/bin").stdout == b"ran\n"
+    assert sh(cli, dev, "cat /work/secret").stdout == sh(cli, dev, "cat /etc/hostname").stdout
+    sh(cli, dev, "rm /work/a/b/bin /work/secret")
     assert sh(cli, dev, "/work/run.sh").stdout == b"ran\n"
     # Copying to an existing directory puts the tree inside it.
     sh(cli, dev, "mkdir -p /into")

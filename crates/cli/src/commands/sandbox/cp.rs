@@ -34,8 +34,8 @@ const CHUNK: usize = 256 * 1024;
     after_help = "One side is SANDBOX:PATH (id or name, then an absolute path in the \
 sandbox), the other a local path. As with `cp -r`: copying to an existing directory puts the \
 source inside it; otherwise the destination becomes the copy. Out of a sandbox, files get mode \
-0644 and directories 0755, symbolic links are followed; into one, symbolic links are skipped \
-and executable files stay executable.
+0644 and directories 0755, symbolic links are followed; into one, symbolic links are made \
+as they point (not followed) and executable files stay executable.
 
 Examples:
   alcove cp ./report.csv dev:/data/
@@ -127,7 +127,9 @@ struct LocalTree {
     files: Vec<(PathBuf, String, u64, bool)>,
     /// Directories in the sandbox to create (empty ones included).
     dirs: Vec<String>,
-    /// Symbolic links and special files left out.
+    /// (its path in the sandbox, what it points to) of each symbolic link, made as it is.
+    links: Vec<(String, String)>,
+    /// Special files, and names or link targets that are not UTF-8, left out.
     skipped: Vec<PathBuf>,
 }
 
@@ -161,12 +163,17 @@ async fn upload(
             meta.len(),
             executable(&meta),
         ));
+    } else if meta.file_type().is_symlink() {
+        gather_link(from, &target, &mut tree)?;
     } else {
-        bail!("{} is not a regular file or a directory", from.display());
+        bail!(
+            "{} is not a regular file, a directory or a symbolic link",
+            from.display()
+        );
     }
     for skipped in &tree.skipped {
         note(&format!(
-            "skipped {} (a symbolic link or special file)",
+            "skipped {} (a special file, or a name that is not UTF-8)",
             skipped.display()
         ));
     }
@@ -195,12 +202,41 @@ async fn upload(
     if !executables.is_empty() {
         in_sandbox(c, sandbox, "chmod", &["+x"], &executables).await?;
     }
+    // Links as they are (what they point to is not copied, nor checked: as `cp -a` and `tar`),
+    // so that a project's `node_modules/.bin` or `venv/bin/python` still works.
+    for (remote, points_to) in &tree.links {
+        let command = Command::new("ln").args(["-sfn", "--", points_to, remote]);
+        let result = sandbox.run(command).await.map_err(|e| c.explain(e))?;
+        if result.exit_code != 0 {
+            bail!(
+                "making the link {remote} in the sandbox failed ({}): {}",
+                result.exit_code,
+                result.stderr.trim()
+            );
+        }
+    }
     if !quiet {
+        let links = match tree.links.len() {
+            0 => String::new(),
+            n => format!(" and {n} link(s)"),
+        };
         eprintln!(
-            "copied {} file(s), {} to {target}",
+            "copied {} file(s){links}, {} to {target}",
             tree.files.len(),
             output::bytes(total)
         );
+    }
+    Ok(())
+}
+
+/// Notes the symbolic link `path` to be made at `remote`, as it points (a target that is not
+/// UTF-8 cannot be passed on, and is skipped).
+fn gather_link(path: &Path, remote: &str, tree: &mut LocalTree) -> anyhow::Result<()> {
+    let points_to =
+        std::fs::read_link(path).with_context(|| format!("reading {}", path.display()))?;
+    match points_to.to_str() {
+        Some(text) if !text.is_empty() => tree.links.push((remote.to_string(), text.to_string())),
+        _ => tree.skipped.push(path.to_path_buf()),
     }
     Ok(())
 }
@@ -238,6 +274,8 @@ fn gather(dir: &Path, remote: &str, tree: &mut LocalTree) -> anyhow::Result<()> 
         } else if meta.is_file() {
             tree.files
                 .push((path, target, meta.len(), executable(&meta)));
+        } else if meta.file_type().is_symlink() {
+            gather_link(&path, &target, tree)?;
         } else {
             tree.skipped.push(path);
         }
