@@ -205,15 +205,8 @@ async fn upload(
     // Links as they are (what they point to is not copied, nor checked: as `cp -a` and `tar`),
     // so that a project's `node_modules/.bin` or `venv/bin/python` still works.
     for (remote, points_to) in &tree.links {
-        let command = Command::new("ln").args(["-sfn", "--", points_to, remote]);
-        let result = sandbox.run(command).await.map_err(|e| c.explain(e))?;
-        if result.exit_code != 0 {
-            bail!(
-                "making the link {remote} in the sandbox failed ({}): {}",
-                result.exit_code,
-                result.stderr.trim()
-            );
-        }
+        let pair = [points_to.clone(), remote.clone()];
+        in_sandbox(c, sandbox, "ln", &["-sfn"], &pair).await?;
     }
     if !quiet {
         let links = match tree.links.len() {
