@@ -189,13 +189,21 @@ fn on_kernel_fs(path: &Path) -> bool {
     } else {
         path.parent().unwrap_or(path)
     };
-    let Ok(c_path) = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
+    path_fs_magic(probe).is_some_and(|kind| KERNEL_FS.contains(&kind))
+}
+
+/// The magic number of the file system `path` is on (`statfs`); `None` if the call failed.
+fn path_fs_magic(path: &Path) -> Option<i64> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
     // SAFETY: c_path is a NUL-terminated string and stat a struct fs_magic owns; statfs
     // writes only into it.
     fs_magic(|stat| unsafe { libc::statfs(c_path.as_ptr(), stat) })
-        .is_some_and(|kind| KERNEL_FS.contains(&kind))
+}
+
+/// Whether a file system (by magic number) holds plain files: not a kernel pseudo file
+/// system, not FUSE.
+fn is_plain_fs(kind: i64) -> bool {
+    kind != FUSE_FS && !KERNEL_FS.contains(&kind)
 }
 
 /// Whether the size `fstat` gives for the open `file` is the number of bytes a read
@@ -204,8 +212,7 @@ fn on_kernel_fs(path: &Path) -> bool {
 fn size_is_length(file: &impl AsRawFd) -> bool {
     // SAFETY: the descriptor is open for as long as `file` is borrowed, and stat a struct
     // fs_magic owns; fstatfs writes only into it.
-    fs_magic(|stat| unsafe { libc::fstatfs(file.as_raw_fd(), stat) })
-        .is_some_and(|kind| kind != FUSE_FS && !KERNEL_FS.contains(&kind))
+    fs_magic(|stat| unsafe { libc::fstatfs(file.as_raw_fd(), stat) }).is_some_and(is_plain_fs)
 }
 
 fn millis(time: io::Result<std::time::SystemTime>) -> Option<EpochMillis> {

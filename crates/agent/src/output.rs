@@ -60,12 +60,6 @@ impl Lines {
         self.ends.push(self.text.len());
     }
 
-    /// Appends one piece of a longer line, continued by the next line pushed.
-    pub fn push_continued(&mut self, piece: &str) {
-        self.continued.push(self.ends.len());
-        self.push(piece);
-    }
-
     /// Appends raw line bytes, invalid UTF-8 replaced by U+FFFD.
     fn push_bytes(&mut self, bytes: &[u8]) {
         match std::str::from_utf8(bytes) {
@@ -634,13 +628,7 @@ mod tests {
     use super::*;
 
     fn split(chunks: &[&[u8]]) -> Vec<String> {
-        let mut splitter = LineSplitter::default();
-        let mut out = Lines::new();
-        for chunk in chunks {
-            splitter.push(chunk, &mut out);
-        }
-        splitter.finish(&mut out);
-        out.iter().map(str::to_owned).collect()
+        split_marked(chunks).0
     }
 
     fn texts(chunk: &BufferChunk) -> Vec<&str> {

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::fs;
 
-use super::{FUSE_FS, FileError, KERNEL_FS, blocking, fs_magic, map_io, write_body};
+use super::{FileError, blocking, is_plain_fs, map_io, path_fs_magic, write_body};
 
 /// Where an upload's bytes go.
 #[derive(Debug, PartialEq, Eq)]
@@ -119,8 +119,7 @@ where
     let dir = target.parent()?.to_path_buf();
     let shown_owned = shown.to_path_buf();
     let made = blocking(shown, "creating", move || {
-        let made = create_temp(&dir, keep).map_err(|e| map_io(e, &shown_owned, "creating"))?;
-        Ok(made)
+        create_temp(&dir, keep).map_err(|e| map_io(e, &shown_owned, "creating"))
     })
     .await;
     let (temp, file) = match made {
@@ -174,11 +173,11 @@ fn create_temp(dir: &Path, keep: Option<Owner>) -> io::Result<Option<(TempFile, 
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
+    let mode = if keep.is_some() { 0o600 } else { 0o666 };
     for _ in 0..16 {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!(".alcove-upload-{}-{n}-{nanos:08x}", std::process::id());
         let path = dir.join(name);
-        let mode = if keep.is_some() { 0o600 } else { 0o666 };
         let file = match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -252,13 +251,7 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 /// Whether a new file in `dir` can be renamed into place: not on a kernel or FUSE file
 /// system, where files are not made this way.
 fn replaceable_dir(dir: &Path) -> bool {
-    let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: c_dir is a NUL-terminated string and stat a struct fs_magic owns; statfs writes
-    // only into it.
-    fs_magic(|stat| unsafe { libc::statfs(c_dir.as_ptr(), stat) })
-        .is_some_and(|kind| kind != FUSE_FS && !KERNEL_FS.contains(&kind))
+    path_fs_magic(dir).is_some_and(is_plain_fs)
 }
 
 /// Whether `path` is the root of a mount (a file bind-mounted over another). When the kernel
