@@ -78,6 +78,37 @@ def test_overwrite_keeps_owner_and_mode(sandbox):
     assert sandbox.run("/tmp/kept.sh").stdout == "new"
 
 
+def test_overwrite_keeps_the_acl_and_user_attributes_not_capabilities(sandbox):
+    # An access ACL (version 2; tag, permissions, id): the owner rw, user 1234 r, the owning
+    # group nothing, the mask r, others nothing. Without it the group would read the file.
+    acl = "struct.pack('<I',2)+b''.join(struct.pack('<HHI',*e) for e in [(1,6,N),(2,4,1234),(4,0,N),(16,4,N),(32,0,N)])"
+    setup = (
+        "import os, struct\nN = 2**32 - 1\nopen('/tmp/acl.txt', 'w').write('old')\n"
+        f"os.setxattr('/tmp/acl.txt', 'system.posix_acl_access', {acl})\n"
+        "os.setxattr('/tmp/acl.txt', 'user.origin', b'builder')\n"
+        # A capability: dropped by the kernel on any write, so new content must not get it either.
+        "os.setxattr('/tmp/acl.txt', 'security.capability', struct.pack('<IIIII', 0x02000001, 1 << 10, 0, 0, 0))\n"
+        "print(os.stat('/tmp/acl.txt').st_ino)"
+    )
+    before = sandbox.run("python3", ["-c", setup])
+    assert before.exit_code == 0, before.stderr
+    sandbox.write_file("/tmp/acl.txt", b"new")
+    check = (
+        "import os\nst = os.stat('/tmp/acl.txt')\nnames = os.listxattr('/tmp/acl.txt')\n"
+        "print(st.st_ino, oct(st.st_mode & 0o777), sorted(names), os.getxattr('/tmp/acl.txt', 'user.origin').decode(),"
+        " os.getxattr('/tmp/acl.txt', 'system.posix_acl_access').hex(), sep='|')"
+    )
+    checked = sandbox.run("python3", ["-c", check])
+    assert checked.exit_code == 0, f"the ACL or the attribute is gone: {checked.stderr}"
+    ino, mode, names, origin, acl_hex = checked.stdout.split("|")
+    assert ino != before.stdout, "the file was replaced by a new one (the case that would lose them)"
+    assert sandbox.read_file("/tmp/acl.txt") == b"new"
+    assert mode == "0o640", "the group bits are the ACL's mask"
+    assert names == "['system.posix_acl_access', 'user.origin']", "no capability"
+    assert origin == "builder"
+    assert "02000400d2040000" in acl_hex, "the entry of user 1234 (tag 2, r, id 1234) is kept"
+
+
 def test_an_upload_that_breaks_off_keeps_the_old_file_whole(server, sandbox):
     sandbox.write_file("/tmp/keep/settings.json", b'{"version": 1}')
     # A raw PUT through the proxy that promises 1 MiB, sends 64 KiB and hangs up.

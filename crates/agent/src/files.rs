@@ -20,6 +20,7 @@ use tokio::fs;
 use tokio::io::AsyncWriteExt;
 
 mod replace;
+mod xattrs;
 
 /// Why a file operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,9 @@
 //! already truncated the old content, and a program that reads the file meanwhile (a dev
 //! server reloading its configuration) sees half of the new one. So an upload to a regular
 //! file, or to a path where nothing is yet, goes to a temporary file beside it, given the old
-//! file's owner and mode, synced, and renamed over the target: readers see the old content or
-//! the new one, and a failed upload leaves the old file as it was and no temporary file.
+//! file's owner, mode, access ACL and user attributes (`xattrs`), synced, and renamed over the
+//! target: readers see the old content or the new one, and a failed upload leaves the old file
+//! as it was and no temporary file.
 //!
 //! A replacement needs room for both versions until the rename. When the upload says its
 //! length (`Content-Length`) and only the space the old file frees would make room for it,
@@ -14,9 +15,9 @@
 //! What a rename would change is written in place as before too: devices (`/dev/null`), files
 //! with other hard links (a rename would part them), mount points (a bind-mounted file cannot
 //! be renamed over), kernel and FUSE files, a symbolic link that leads nowhere (the write
-//! creates its target), and a file whose owner cannot be given to a new file (an id that the
-//! sandbox's user namespace does not map). A symbolic link to a file is followed: the file
-//! it leads to is replaced and the link kept.
+//! creates its target), and a file whose owner or ACL cannot be given to a new file (an id
+//! that the sandbox's user namespace does not map). A symbolic link to a file is followed:
+//! the file it leads to is replaced and the link kept.
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -27,7 +28,7 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::fs;
 
-use super::{FileError, blocking, is_plain_fs, map_io, path_fs_magic, write_body};
+use super::{FileError, blocking, is_plain_fs, map_io, path_fs_magic, write_body, xattrs};
 
 /// Where an upload's bytes go.
 #[derive(Debug, PartialEq, Eq)]
@@ -118,8 +119,9 @@ where
 {
     let dir = target.parent()?.to_path_buf();
     let shown_owned = shown.to_path_buf();
+    let old = keep.map(|_| target.clone());
     let made = blocking(shown, "creating", move || {
-        create_temp(&dir, keep).map_err(|e| map_io(e, &shown_owned, "creating"))
+        create_temp(&dir, keep, old.as_deref()).map_err(|e| map_io(e, &shown_owned, "creating"))
     })
     .await;
     let (temp, file) = match made {
@@ -168,8 +170,13 @@ impl Drop for TempFile {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Creates the temporary file in `dir`, owned as `keep` says (write access for its owner
-/// only until it is renamed). `Ok(None)` when that owner cannot be given.
-fn create_temp(dir: &Path, keep: Option<Owner>) -> io::Result<Option<(TempFile, std::fs::File)>> {
+/// only until it is renamed), with the access ACL and user attributes of the file `old` it
+/// replaces. `Ok(None)` when that owner or that ACL cannot be given.
+fn create_temp(
+    dir: &Path,
+    keep: Option<Owner>,
+    old: Option<&Path>,
+) -> io::Result<Option<(TempFile, std::fs::File)>> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -194,6 +201,13 @@ fn create_temp(dir: &Path, keep: Option<Owner>) -> io::Result<Option<(TempFile, 
         };
         if let Some(owner) = keep
             && std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid)).is_err()
+        {
+            return Ok(None);
+        }
+        // (A new file keeps the ACL it inherits from a default one of the directory, as it
+        // would written in place.)
+        if let Some(old) = old
+            && xattrs::copy_kept(old, &file).is_err()
         {
             return Ok(None);
         }
