@@ -226,13 +226,15 @@ def test_cp_copies_directory_trees_both_ways(cli, dev, tmp_path):
 def test_cp_out_of_a_hostile_sandbox_writes_nothing_dangerous(cli, dev, tmp_path):
     sh(cli, dev, "mkdir -p /evil/sub && cp /bin/true /evil/suid && chmod 4755 /evil/suid && "
                  "ln -s / /evil/sub/root && ln -s .. /evil/sub/up && mkfifo /evil/pipe && "
-                 "echo data > /evil/sub/file")
+                 "ln -s /nowhere /evil/sub/dangling && echo data > /evil/sub/file")
     dest = tmp_path / "dest"
     done = cli("cp", f"{dev}:/evil", str(dest))
     err = done.stderr.decode()
     # The listing follows links: one out of the tree and one looping back are skipped, and so
-    # is the FIFO (reading it would never end).
+    # are the FIFO (reading it would never end) and a link that leads nowhere.
+    assert done.returncode == 0, err
     assert "/evil/sub/root: a link out of /evil" in err, err
+    assert "/evil/sub/dangling: a link that leads nowhere" in err, err
     assert "/evil/sub/up: a link loop" in err, err
     assert "/evil/pipe" in err and "not a regular file" in err, err
     assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["sub", "sub/file", "suid"]

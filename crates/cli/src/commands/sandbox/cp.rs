@@ -34,7 +34,7 @@ const CHUNK: usize = 256 * 1024;
     after_help = "One side is SANDBOX:PATH (id or name, then an absolute path in the \
 sandbox), the other a local path. As with `cp -r`: copying to an existing directory puts the \
 source inside it; otherwise the destination becomes the copy. Out of a sandbox, files get mode \
-0644 and directories 0755, symbolic links are followed; into one, symbolic links are made \
+0644 and directories 0755, symbolic links are followed (one that leads nowhere is skipped); into one, symbolic links are made \
 as they point (not followed) and executable files stay executable.
 
 Examples:
@@ -511,7 +511,7 @@ fn make_dir(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Why a file was not copied: a file the sandbox will not serve as bytes (a device, FIFO or
-/// socket) is skipped; anything else stops the copy.
+/// socket) or no longer finds (a dangling link) is skipped; anything else stops the copy.
 enum Failure {
     Skip(String),
     Fail(anyhow::Error),
@@ -541,6 +541,12 @@ async fn download_file(
     let mut chunks = match sandbox.read_file_stream(from).await {
         Ok(chunks) => chunks,
         Err(e) if e.code() == Some("INVALID_ARGUMENT") => return Err(Skip(e.to_string())),
+        // Listed, then not there: a symbolic link that leads nowhere, or a file removed since.
+        Err(e) if e.code() == Some("NOT_FOUND") => {
+            return Err(Skip(
+                "a link that leads nowhere, or removed meanwhile".to_string(),
+            ));
+        }
         Err(e) => return Err(Fail(c.explain(e).context(format!("reading {from}")))),
     };
     let file = std::fs::OpenOptions::new()
