@@ -352,6 +352,8 @@ def test_sdk_raises_typed_errors(sandbox):
         (lambda: sandbox.list_directory("/tmp/errs/file.txt"), 400, "NOT_A_DIRECTORY"),
         (lambda: sandbox.read_file("tmp/errs/file.txt"), 400, "INVALID_ARGUMENT"),
         (lambda: sandbox.read_file("/tmp/../etc/passwd"), 403, "PATH_TRAVERSAL"),
+        # A kernel file whose read the kernel refuses: an error, not a body cut off.
+        (lambda: sandbox.read_file("/proc/self/mem"), 400, "INVALID_ARGUMENT"),
         (lambda: sandbox.write_file("/tmp/../etc/evil", b"y"), 403, "PATH_TRAVERSAL"),
     ]
     for call, status, code in cases:

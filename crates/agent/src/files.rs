@@ -55,6 +55,15 @@ pub enum FileError {
     /// The path is a kernel file (`/proc`, `/sys`, cgroups) that does not take this write.
     #[error("cannot write kernel file {0}: it is not a regular file")]
     KernelFile(String),
+    /// The path is a kernel or FUSE file whose read the kernel refuses (`/proc/self/mem`,
+    /// `/proc/kmsg`): it serves something other than a file's bytes.
+    #[error("cannot read kernel file {path}: {source}")]
+    KernelRead {
+        /// The path.
+        path: String,
+        /// What the read said.
+        source: io::Error,
+    },
     /// The path is a device, FIFO or socket: reading one could block forever or never end.
     #[error("not a regular file: {0} (a device, FIFO or socket)")]
     NotRegular(String),
@@ -115,12 +124,19 @@ pub fn validate(path: &str) -> Result<PathBuf, FileError> {
     Ok(PathBuf::from(path))
 }
 
+/// What a failed read of the file at `path` means for the caller (a kernel file that serves
+/// no bytes is the caller's doing; a failing disk is not).
+pub fn read_error(err: io::Error, path: &Path) -> FileError {
+    map_io(err, path, "reading")
+}
+
 /// Maps an OS error to what the caller did wrong, where it is the caller's doing;
 /// only the rest stays an internal failure (500).
 fn map_io(err: io::Error, path: &Path, action: &'static str) -> FileError {
     let shown = path.display().to_string();
     match err.raw_os_error() {
-        Some(libc::ENOENT) => FileError::NotFound(shown),
+        // ESRCH: a /proc file of a process that has exited since.
+        Some(libc::ENOENT) | Some(libc::ESRCH) => FileError::NotFound(shown),
         // A component of the path is a file, not a directory.
         Some(libc::ENOTDIR) => FileError::NotADirectory(shown),
         Some(libc::EISDIR) => FileError::IsDirectory(shown),
@@ -139,8 +155,17 @@ fn map_io(err: io::Error, path: &Path, action: &'static str) -> FileError {
             path: shown,
             reason: "too many levels of symbolic links",
         },
-        // Kernel files (/proc, /sys) refuse writes they do not understand with
-        // EIO or EINVAL: the caller's doing, not a failing disk.
+        // Kernel files (/proc, /sys) refuse reads and writes they do not serve with EIO or
+        // EINVAL (EAGAIN: one that would wait, opened without blocking): the caller's doing,
+        // not a failing disk.
+        Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::EAGAIN)
+            if action == "reading" && !path_fs_magic(path).is_some_and(is_plain_fs) =>
+        {
+            FileError::KernelRead {
+                path: shown,
+                source: err,
+            }
+        }
         Some(libc::EIO) | Some(libc::EINVAL) if on_kernel_fs(path) => FileError::KernelFile(shown),
         _ => FileError::Io {
             action,
@@ -536,6 +561,12 @@ mod tests {
             "writing",
         );
         assert!(matches!(eio, FileError::KernelFile(_)));
+        // Read, the same is a kernel file that serves no bytes; on disk, a failing disk.
+        let read = |errno, path| read_error(io::Error::from_raw_os_error(errno), path);
+        assert!(matches!(read(libc::EIO, proc_file), FileError::KernelRead { .. }));
+        assert!(matches!(read(libc::EAGAIN, proc_file), FileError::KernelRead { .. }));
+        assert!(matches!(read(libc::EIO, Path::new("/")), FileError::Io { .. }));
+        assert!(matches!(read(libc::ESRCH, proc_file), FileError::NotFound(_)));
     }
 
     #[tokio::test]

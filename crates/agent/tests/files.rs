@@ -87,6 +87,8 @@ async fn errors_carry_indexify_codes() {
         ("/files", dir_path, 400, "IS_DIRECTORY"),
         ("/files", "relative/path", 400, "INVALID_ARGUMENT"),
         ("/files", "/tmp/../etc/passwd", 403, "PATH_TRAVERSAL"),
+        // A kernel file that serves no bytes to a plain read: an error, not a cut-off body.
+        ("/files", "/proc/self/mem", 400, "INVALID_ARGUMENT"),
         ("/files/list", file_path, 400, "NOT_A_DIRECTORY"),
         (
             "/files/list",

@@ -225,7 +225,7 @@ impl From<FileError> for ApiError {
             }
             FileError::AlreadyExists(_) => (StatusCode::CONFLICT, C::AlreadyExists),
             FileError::Busy(_) => (StatusCode::CONFLICT, C::FileBusy),
-            FileError::BadPath { .. } | FileError::NotRegular(_) => {
+            FileError::BadPath { .. } | FileError::NotRegular(_) | FileError::KernelRead { .. } => {
                 (StatusCode::BAD_REQUEST, C::InvalidArgument)
             }
             FileError::Io { .. } => return Self::internal(&err),

@@ -8,6 +8,7 @@ use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
@@ -36,7 +37,7 @@ fn path_of(
     params(FilePathQuery),
     responses(
         (status = 200, description = "The file's bytes, streamed: with `Content-Length` (its size when the read began), or chunked for kernel and FUSE files (`/proc`, `/sys`), whose sizes are not their lengths.", content_type = "application/octet-stream"),
-        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = AgentError),
+        (status = 400, description = "`INVALID_ARGUMENT` (no `path`, not absolute, a NUL byte, too long, a symbolic-link loop, a kernel file that serves no bytes to a read), `IS_DIRECTORY` or `NOT_A_DIRECTORY`.", body = AgentError),
         (status = 403, description = "`PATH_TRAVERSAL` (the path has `..`) or `PERMISSION_DENIED` (file permissions, a read-only or kernel file).", body = AgentError),
         (status = 404, description = "`NOT_FOUND`.", body = AgentError),
         (status = 500, description = "`INTERNAL`: an I/O error (details in the agent log).", body = AgentError),
@@ -46,17 +47,28 @@ pub async fn read(
     query: Result<Query<FilePathQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (_, path) = path_of(query)?;
-    let (file, len) = files::open_for_read(&path).await?;
-    // No more than the promised length, however much the file grew since: a body longer
-    // than its `Content-Length` breaks the connection. (One that shrank ends short, and
-    // the client sees an incomplete body: it was read while it was cut.) A kernel or FUSE
-    // file has no length before it is read: it goes chunked, to its end.
-    let body = ReaderStream::with_capacity(file.take(len.unwrap_or(u64::MAX)), READ_CHUNK_BYTES);
-    let mut response = (
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        Body::from_stream(body),
-    )
-        .into_response();
+    let (mut file, len) = files::open_for_read(&path).await?;
+    let body = match len {
+        // No more than the promised length, however much the file grew since: a body longer
+        // than its `Content-Length` breaks the connection. (One that shrank ends short, and
+        // the client sees an incomplete body: it was read while it was cut.)
+        Some(len) => Body::from_stream(ReaderStream::with_capacity(
+            file.take(len),
+            READ_CHUNK_BYTES,
+        )),
+        // A kernel or FUSE file has no length before it is read: it goes chunked, to its end.
+        // Its first read is made before the answer, so that one the kernel refuses
+        // (`/proc/self/mem`) gets an error status, not a body cut off before its first byte.
+        None => {
+            let mut first = bytes::BytesMut::with_capacity(READ_CHUNK_BYTES);
+            file.read_buf(&mut first)
+                .await
+                .map_err(|e| files::read_error(e, &path))?;
+            let rest = ReaderStream::with_capacity(file, READ_CHUNK_BYTES);
+            Body::from_stream(futures::stream::once(async move { Ok(first.freeze()) }).chain(rest))
+        }
+    };
+    let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
     if let Some(len) = len {
         response
             .headers_mut()
