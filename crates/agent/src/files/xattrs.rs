@@ -57,31 +57,32 @@ pub(super) fn copy_kept(from: &Path, to: impl AsFd) -> io::Result<()> {
 
 /// The NUL-separated names of `path`'s extended attributes.
 fn list(path: &Path) -> io::Result<Vec<u8>> {
-    // The list can grow between the size query and the read: ERANGE, asked again.
-    for _ in 0..4 {
-        let size = rustix::fs::llistxattr_query(path)?;
-        let mut names = vec![0u8; size];
-        match rustix::fs::llistxattr(path, &mut names[..]) {
-            Ok(len) => {
-                names.truncate(len);
-                return Ok(names);
-            }
-            Err(rustix::io::Errno::RANGE) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(io::Error::from_raw_os_error(libc::ERANGE))
+    sized(
+        || rustix::fs::llistxattr_query(path),
+        |buf| rustix::fs::llistxattr(path, buf),
+    )
 }
 
 /// The value of `path`'s attribute `name`.
 fn value(path: &Path, name: &str) -> io::Result<Vec<u8>> {
+    sized(
+        || rustix::fs::lgetxattr_query(path, name),
+        |buf| rustix::fs::lgetxattr(path, name, buf),
+    )
+}
+
+/// Reads something whose size is asked first (`query`) into a buffer of that size (`read`).
+/// It can grow between the two calls (ERANGE): asked again, a few times.
+fn sized(
+    query: impl Fn() -> rustix::io::Result<usize>,
+    read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Vec<u8>> {
     for _ in 0..4 {
-        let size = rustix::fs::lgetxattr_query(path, name)?;
-        let mut value = vec![0u8; size];
-        match rustix::fs::lgetxattr(path, name, &mut value[..]) {
+        let mut buf = vec![0u8; query()?];
+        match read(&mut buf[..]) {
             Ok(len) => {
-                value.truncate(len);
-                return Ok(value);
+                buf.truncate(len);
+                return Ok(buf);
             }
             Err(rustix::io::Errno::RANGE) => continue,
             Err(e) => return Err(e.into()),
