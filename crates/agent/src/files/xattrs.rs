@@ -100,17 +100,22 @@ fn unsupported(e: &io::Error) -> bool {
 mod tests {
     use super::*;
 
+    /// A temporary directory with the files `old` and `new` in it.
+    fn two_files() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+        std::fs::write(&old, b"old").expect("write");
+        std::fs::write(&new, b"new").expect("write");
+        (dir, old, new)
+    }
+
     fn set(path: &Path, name: &str, value: &[u8]) -> bool {
         rustix::fs::lsetxattr(path, name, value, XattrFlags::empty()).is_ok()
     }
 
     #[test]
     fn user_attributes_are_copied_and_capabilities_are_not() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let old = dir.path().join("old");
-        let new = dir.path().join("new");
-        std::fs::write(&old, b"old").expect("write");
-        std::fs::write(&new, b"new").expect("write");
+        let (_dir, old, new) = two_files();
         if !set(&old, "user.origin", b"upload") {
             eprintln!("skipped: no user extended attributes on this file system");
             return;
@@ -157,15 +162,11 @@ mod tests {
 
     #[test]
     fn the_access_acl_is_copied_and_an_inherited_one_removed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let old = dir.path().join("old");
-        std::fs::write(&old, b"old").expect("write");
+        let (dir, old, new) = two_files();
         if !set(&old, ACCESS_ACL, &acl()) {
             eprintln!("skipped: no ACLs on this file system");
             return;
         }
-        let new = dir.path().join("new");
-        std::fs::write(&new, b"new").expect("write");
         let file = std::fs::File::options()
             .write(true)
             .open(&new)
@@ -202,11 +203,7 @@ mod tests {
 
     #[test]
     fn a_file_without_attributes_copies_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let old = dir.path().join("old");
-        let new = dir.path().join("new");
-        std::fs::write(&old, b"old").expect("write");
-        std::fs::write(&new, b"new").expect("write");
+        let (_dir, old, new) = two_files();
         let file = std::fs::File::options()
             .write(true)
             .open(&new)
