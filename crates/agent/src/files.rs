@@ -563,10 +563,22 @@ mod tests {
         assert!(matches!(eio, FileError::KernelFile(_)));
         // Read, the same is a kernel file that serves no bytes; on disk, a failing disk.
         let read = |errno, path| read_error(io::Error::from_raw_os_error(errno), path);
-        assert!(matches!(read(libc::EIO, proc_file), FileError::KernelRead { .. }));
-        assert!(matches!(read(libc::EAGAIN, proc_file), FileError::KernelRead { .. }));
-        assert!(matches!(read(libc::EIO, Path::new("/")), FileError::Io { .. }));
-        assert!(matches!(read(libc::ESRCH, proc_file), FileError::NotFound(_)));
+        assert!(matches!(
+            read(libc::EIO, proc_file),
+            FileError::KernelRead { .. }
+        ));
+        assert!(matches!(
+            read(libc::EAGAIN, proc_file),
+            FileError::KernelRead { .. }
+        ));
+        assert!(matches!(
+            read(libc::EIO, Path::new("/")),
+            FileError::Io { .. }
+        ));
+        assert!(matches!(
+            read(libc::ESRCH, proc_file),
+            FileError::NotFound(_)
+        ));
     }
 
     #[tokio::test]
