@@ -119,9 +119,9 @@ where
 {
     let dir = target.parent()?.to_path_buf();
     let shown_owned = shown.to_path_buf();
-    let old = keep.map(|_| target.clone());
+    let replaced = target.clone();
     let made = blocking(shown, "creating", move || {
-        create_temp(&dir, keep, old.as_deref()).map_err(|e| map_io(e, &shown_owned, "creating"))
+        create_temp(&dir, &replaced, keep).map_err(|e| map_io(e, &shown_owned, "creating"))
     })
     .await;
     let (temp, file) = match made {
@@ -169,13 +169,14 @@ impl Drop for TempFile {
 /// names that rarely meet; `create_new` settles the rest.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Creates the temporary file in `dir`, owned as `keep` says (write access for its owner
-/// only until it is renamed), with the access ACL and user attributes of the file `old` it
-/// replaces. `Ok(None)` when that owner or that ACL cannot be given.
+/// Creates the temporary file in `dir` for `target`, owned as `keep` says (write access for
+/// its owner only until it is renamed), with the access ACL and user attributes of the file
+/// it replaces (when `keep` says there is one). `Ok(None)` when that owner or that ACL cannot
+/// be given.
 fn create_temp(
     dir: &Path,
+    target: &Path,
     keep: Option<Owner>,
-    old: Option<&Path>,
 ) -> io::Result<Option<(TempFile, std::fs::File)>> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -206,9 +207,7 @@ fn create_temp(
         }
         // (A new file keeps the ACL it inherits from a default one of the directory, as it
         // would written in place.)
-        if let Some(old) = old
-            && xattrs::copy_kept(old, &file).is_err()
-        {
+        if keep.is_some() && xattrs::copy_kept(target, &file).is_err() {
             return Ok(None);
         }
         return Ok(Some((temp, file)));

@@ -7,11 +7,11 @@
 //! capabilities (`security.capability`) on any write to it, and new content must not inherit
 //! them; labels are the security policy's to give.
 
-use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
 
 use rustix::fs::XattrFlags;
+use rustix::io::{Errno, Result};
 
 /// The access ACL: mode-like, so a copy that fails fails the replacement.
 const ACCESS_ACL: &str = "system.posix_acl_access";
@@ -19,10 +19,10 @@ const ACCESS_ACL: &str = "system.posix_acl_access";
 /// Gives `to` the access ACL and `user.*` attributes of the file at `from` (a regular file, not
 /// a link), and no access ACL when `from` has none (a new file in a directory with a default
 /// ACL gets one of its own). A file system without extended attributes has nothing to copy.
-pub(super) fn copy_kept(from: &Path, to: impl AsFd) -> io::Result<()> {
+pub(super) fn copy_kept(from: &Path, to: impl AsFd) -> Result<()> {
     let names = match list(from) {
         Ok(names) => names,
-        Err(e) if unsupported(&e) => return Ok(()),
+        Err(Errno::OPNOTSUPP) => return Ok(()),
         Err(e) => return Err(e),
     };
     let mut had_acl = false;
@@ -35,28 +35,26 @@ pub(super) fn copy_kept(from: &Path, to: impl AsFd) -> io::Result<()> {
             continue;
         }
         had_acl |= is_acl;
-        let copied = value(from, name).and_then(|value| {
-            rustix::fs::fsetxattr(&to, name, &value, XattrFlags::empty()).map_err(io::Error::from)
-        });
+        let copied = value(from, name)
+            .and_then(|value| rustix::fs::fsetxattr(&to, name, &value, XattrFlags::empty()));
         match copied {
             Ok(()) => {}
-            Err(e) if is_acl && e.raw_os_error() != Some(libc::ENODATA) => return Err(e),
+            Err(e) if is_acl && e != Errno::NODATA => return Err(e),
             // A user attribute that could not be copied (or one removed meanwhile) is left.
             Err(_) => {}
         }
     }
     if !had_acl {
         match rustix::fs::fremovexattr(&to, ACCESS_ACL) {
-            Ok(()) => {}
-            Err(e) if matches!(e, rustix::io::Errno::NODATA) || unsupported(&e.into()) => {}
-            Err(e) => return Err(e.into()),
+            Ok(()) | Err(Errno::NODATA | Errno::OPNOTSUPP) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
 /// The NUL-separated names of `path`'s extended attributes.
-fn list(path: &Path) -> io::Result<Vec<u8>> {
+fn list(path: &Path) -> Result<Vec<u8>> {
     sized(
         || rustix::fs::llistxattr_query(path),
         |buf| rustix::fs::llistxattr(path, buf),
@@ -64,7 +62,7 @@ fn list(path: &Path) -> io::Result<Vec<u8>> {
 }
 
 /// The value of `path`'s attribute `name`.
-fn value(path: &Path, name: &str) -> io::Result<Vec<u8>> {
+fn value(path: &Path, name: &str) -> Result<Vec<u8>> {
     sized(
         || rustix::fs::lgetxattr_query(path, name),
         |buf| rustix::fs::lgetxattr(path, name, buf),
@@ -74,9 +72,9 @@ fn value(path: &Path, name: &str) -> io::Result<Vec<u8>> {
 /// Reads something whose size is asked first (`query`) into a buffer of that size (`read`).
 /// It can grow between the two calls (ERANGE): asked again, a few times.
 fn sized(
-    query: impl Fn() -> rustix::io::Result<usize>,
-    read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
-) -> io::Result<Vec<u8>> {
+    query: impl Fn() -> Result<usize>,
+    read: impl Fn(&mut [u8]) -> Result<usize>,
+) -> Result<Vec<u8>> {
     for _ in 0..4 {
         let mut buf = vec![0u8; query()?];
         match read(&mut buf[..]) {
@@ -84,16 +82,11 @@ fn sized(
                 buf.truncate(len);
                 return Ok(buf);
             }
-            Err(rustix::io::Errno::RANGE) => continue,
-            Err(e) => return Err(e.into()),
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
         }
     }
-    Err(io::Error::from_raw_os_error(libc::ERANGE))
-}
-
-/// Whether `e` says the file system keeps no extended attributes.
-fn unsupported(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EOPNOTSUPP)
+    Err(Errno::RANGE)
 }
 
 #[cfg(test)]
