@@ -218,6 +218,18 @@ fn piece_end(bytes: &[u8]) -> usize {
     cut
 }
 
+/// The indexes of the lines continued by the next line of their stream, among the lines of
+/// `runs` taken one after another.
+pub fn continued_across<'a>(runs: impl IntoIterator<Item = &'a LineRun>) -> Vec<usize> {
+    let mut continued = Vec::new();
+    let mut offset = 0;
+    for run in runs {
+        continued.extend(run.continued().map(|i| offset + i));
+        offset += run.len();
+    }
+    continued
+}
+
 /// A line's bytes without a trailing `\r`.
 fn without_cr(bytes: &[u8]) -> &[u8] {
     bytes.strip_suffix(b"\r").unwrap_or(bytes)
@@ -448,17 +460,17 @@ impl OutputBuffer {
     /// The texts of all retained lines of `filter` (`None` = both streams), and the indexes
     /// of those continued by the next line of their stream.
     pub fn texts(&self, filter: Option<OutputStream>) -> (Vec<String>, Vec<usize>) {
-        let state = self.lock();
-        let mut texts = Vec::new();
-        let mut continued = Vec::new();
-        for run in state
+        let runs: Vec<LineRun> = self
+            .lock()
             .runs()
             .filter(|run| filter.is_none_or(|stream| run.stream == stream))
-        {
-            continued.extend(run.continued().map(|i| texts.len() + i));
-            texts.extend(run.iter().map(str::to_owned));
-        }
-        (texts, continued)
+            .collect();
+        let texts = runs
+            .iter()
+            .flat_map(LineRun::iter)
+            .map(str::to_owned)
+            .collect();
+        (texts, continued_across(&runs))
     }
 
     /// Up to `max` lines of `filter` at or after sequence number `cursor`. The lines are

@@ -7,7 +7,7 @@ use alcove_wire::process::OutputStream;
 use alcove_wire::time::EpochMillis;
 use serde::Serialize;
 
-use crate::output::LineRun;
+use crate::output::{self, LineRun};
 use crate::sse;
 
 /// Borrowed twin of `alcove_wire::process::OutputEvent` (same fields, same order).
@@ -112,14 +112,8 @@ pub fn push_runs(buf: &mut Vec<u8>, runs: &[LineRun], batch: bool, mut dropped: 
     for group in runs.chunk_by(|a, b| (a.stream, a.timestamp) == (b.stream, b.timestamp)) {
         if let (Some(first), Some(last)) = (group.first(), group.last()) {
             let lines = group.iter().flat_map(LineRun::iter);
-            let mut continued = Vec::new();
-            let mut offset = 0;
-            for run in group {
-                continued.extend(run.continued().map(|i| offset + i));
-                offset += run.len();
-            }
-            let id = Some(last.end_seq());
-            let head = (id, dropped);
+            let head = (Some(last.end_seq()), dropped);
+            let continued = output::continued_across(group);
             push_batch_with_id(buf, first.stream, first.timestamp, head, lines, continued);
             dropped = 0;
         }
