@@ -204,10 +204,7 @@ async fn upload(
     }
     // Links as they are (what they point to is not copied, nor checked: as `cp -a` and `tar`),
     // so that a project's `node_modules/.bin` or `venv/bin/python` still works.
-    for (remote, points_to) in &tree.links {
-        let pair = [points_to.clone(), remote.clone()];
-        in_sandbox(c, sandbox, "ln", &["-sfn"], &pair).await?;
-    }
+    make_links(c, sandbox, &tree.links).await?;
     if !quiet {
         let links = match tree.links.len() {
             0 => String::new(),
@@ -322,14 +319,45 @@ async fn in_sandbox(
             .args(fixed.iter().copied())
             .arg("--")
             .args(batch.iter().cloned());
-        let result = sandbox.run(command).await.map_err(|e| c.explain(e))?;
-        if result.exit_code != 0 {
-            bail!(
-                "{program} in the sandbox failed ({}): {}",
-                result.exit_code,
-                result.stderr.trim()
-            );
-        }
+        run_checked(c, sandbox, command, program).await?;
+    }
+    Ok(())
+}
+
+/// Makes each symbolic link `(path, what it points to)` in the sandbox (`ln -sfn`), a batch
+/// of them per command rather than one command each.
+async fn make_links(
+    c: &Connection,
+    sandbox: &Sandbox,
+    links: &[(String, String)],
+) -> anyhow::Result<()> {
+    // The pairs are the script's arguments, never part of its text.
+    const EACH_PAIR: &str =
+        r#"while [ "$#" -gt 1 ]; do ln -sfn -- "$1" "$2" || exit; shift 2; done"#;
+    for batch in links.chunks(250) {
+        let pairs = batch
+            .iter()
+            .flat_map(|(path, points_to)| [points_to.clone(), path.clone()]);
+        let command = Command::new("sh").args(["-c", EACH_PAIR, "sh"]).args(pairs);
+        run_checked(c, sandbox, command, "ln").await?;
+    }
+    Ok(())
+}
+
+/// Runs `command` in the sandbox; fails with its stderr, naming `program`.
+async fn run_checked(
+    c: &Connection,
+    sandbox: &Sandbox,
+    command: Command,
+    program: &str,
+) -> anyhow::Result<()> {
+    let result = sandbox.run(command).await.map_err(|e| c.explain(e))?;
+    if result.exit_code != 0 {
+        bail!(
+            "{program} in the sandbox failed ({}): {}",
+            result.exit_code,
+            result.stderr.trim()
+        );
     }
     Ok(())
 }
