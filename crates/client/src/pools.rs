@@ -47,17 +47,9 @@ impl SandboxClient {
         request: &SandboxPoolRequest,
     ) -> Result<SandboxPoolInfo, ClientError> {
         let id = identifier_arg(pool_id, "pool id")?;
-        // `network: null` clears the policy on the server; `None` here means "keep it".
-        let mut body =
-            serde_json::to_value(request).map_err(|e| ClientError::invalid(e.to_string()))?;
-        if request.network.is_none()
-            && let Some(fields) = body.as_object_mut()
-        {
-            fields.remove("network");
-        }
         let call = self
             .call(Method::PUT, &["sandbox-pools", id], Scope::Plain)?
-            .json(&body)?;
+            .json(request)?;
         self.transport.json(call, "pool").await
     }
 

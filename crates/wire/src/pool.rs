@@ -43,7 +43,11 @@ pub struct SandboxPoolRequest {
     pub warm_containers: Option<i64>,
     /// Outbound policy of the pool's sandboxes. On `PUT`: absent keeps the current
     /// policy, `null` clears it (kept as raw JSON to tell `null` from absent).
-    #[serde(default, deserialize_with = "crate::sandbox::present")]
+    #[serde(
+        default,
+        deserialize_with = "crate::sandbox::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<NetworkConfig>)]
     pub network: Option<serde_json::Value>,
     /// Alcove: start the pool's sandboxes only on nodes whose labels
@@ -63,6 +67,11 @@ mod tests {
         assert_eq!(absent.network, None);
         let null: SandboxPoolRequest = serde_json::from_str(r#"{"network": null}"#).expect("parse");
         assert_eq!(null.network, Some(serde_json::Value::Null));
+        // And it goes out as it came in: a PUT that keeps the policy sends no `network`.
+        let kept = serde_json::to_value(&absent).expect("serialize");
+        assert!(kept.get("network").is_none(), "{kept}");
+        let cleared = serde_json::to_value(&null).expect("serialize");
+        assert_eq!(cleared.get("network"), Some(&serde_json::Value::Null));
     }
 }
 

@@ -574,30 +574,36 @@ pub struct ListArchivedSandboxesResponse {
 }
 
 /// Body of `PATCH {B}/sandboxes/{id}`; omitted = unchanged.
+// Fields left `None` are not serialized: a `"network": null` resets the outbound policy, so a
+// rename sent with it would open a locked-down sandbox. `Some(Value::Null)` sends the `null`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UpdateSandboxRequest {
     /// New name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = name_schema)]
     pub name: Option<String>,
     /// New unauthenticated-access flag.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_unauthenticated_access: Option<bool>,
     /// Full replacement list of exposed ports.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = exposed_ports_schema)]
     pub exposed_ports: Option<Vec<i64>>,
     /// New auto-resume flag.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_resume: Option<bool>,
     /// Live resize: new `cpus`, `memory_mb` and `disk_mb` (omitted = unchanged). CPU and
     /// memory apply through the cgroups at once; the disk only grows. A suspended sandbox
     /// gets them when it resumes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesRequest>,
     /// New outbound policy: an object replaces it, JSON `null` clears it
     /// (kept as raw JSON to tell `null` from absent).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<NetworkConfig>)]
     pub network: Option<serde_json::Value>,
 }
@@ -630,6 +636,30 @@ mod tests {
             assert_eq!(SandboxStatus::parse(s.as_str()), Some(s));
         }
         assert_eq!(SandboxStatus::parse("Running"), None);
+    }
+
+    #[test]
+    fn update_request_sends_only_what_it_changes() {
+        // A rename must not carry `"network": null`: the server reads that as "reset the
+        // outbound policy to open".
+        let rename = UpdateSandboxRequest {
+            name: Some("dev".into()),
+            ..UpdateSandboxRequest::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&rename).expect("serialize"),
+            serde_json::json!({"name": "dev"})
+        );
+        let reset = UpdateSandboxRequest {
+            network: Some(serde_json::Value::Null),
+            ..UpdateSandboxRequest::default()
+        };
+        let body = serde_json::to_string(&reset).expect("serialize");
+        assert_eq!(body, r#"{"network":null}"#);
+        let back: UpdateSandboxRequest = serde_json::from_str(&body).expect("parse");
+        assert_eq!(back.network, Some(serde_json::Value::Null));
+        let absent: UpdateSandboxRequest = serde_json::from_str("{}").expect("parse");
+        assert_eq!(absent.network, None);
     }
 
     #[test]
