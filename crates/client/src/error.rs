@@ -300,6 +300,11 @@ pub(crate) enum Scope {
 /// Code of a registry's refusal of the credentials of a pull (401 or 403): not the API key's.
 pub(crate) const REGISTRY_UNAUTHORIZED: &str = "REGISTRY_UNAUTHORIZED";
 
+/// Codes of a 409 to a create or rename that is not about the name (a volume held elsewhere,
+/// a snapshot's source busy, …): everything else there, a server's own code included, is a
+/// name held by a live sandbox, which `get_or_create` attaches to.
+const OTHER_CONFLICTS: &[&str] = &["INVALID_STATE", "FILE_SYSTEM_IN_USE", "OPERATION_REFUSED"];
+
 /// Maps an error answer to a [`ClientError`].
 pub(crate) fn error_from_answer(status: StatusCode, body: &[u8], scope: &Scope) -> ClientError {
     error_from_body(status, ErrorBody::parse(status, body), scope)
@@ -337,7 +342,9 @@ pub(crate) fn error_from_body(status: StatusCode, body: ErrorBody, scope: &Scope
             code,
         },
         (StatusCode::CONFLICT, Scope::Create | Scope::Rename(_))
-            if code.as_deref() != Some("INVALID_STATE") =>
+            if !code
+                .as_deref()
+                .is_some_and(|c| OTHER_CONFLICTS.contains(&c)) =>
         {
             ClientError::NameConflict { message, code }
         }
@@ -426,6 +433,11 @@ mod tests {
         assert!(matches!(err, ClientError::NameConflict { .. }));
         let err = error_from_answer(StatusCode::CONFLICT, taken, &Scope::Plain);
         assert!(matches!(err, ClientError::Api { .. }));
+        // A create's 409 about a volume is not about the name.
+        let held = br#"{"message":"file system data is mounted","code":"FILE_SYSTEM_IN_USE"}"#;
+        let err = error_from_answer(StatusCode::CONFLICT, held, &Scope::Create);
+        assert!(matches!(err, ClientError::Api { .. }), "{err}");
+        assert_eq!(err.code(), Some("FILE_SYSTEM_IN_USE"));
         let err = error_from_answer(StatusCode::UNAUTHORIZED, b"{}", &Scope::Plain);
         assert!(matches!(err, ClientError::Unauthorized { .. }));
         // A PTY token refused by the agent is its own 403, not the API key.

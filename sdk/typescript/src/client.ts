@@ -1353,9 +1353,9 @@ export class SandboxClient {
    * does). The claimed sandbox is an ordinary one (in {@link list}, with `poolId` set): delete it
    * when done. Throws {@link PoolNotFoundError}, {@link PoolAtCapacityError} (no idle sandbox and
    * `maxContainers` reached), {@link SandboxNameConflictError}, {@link RemoteAPIError} (400: a bad
-   * name, variable or network policy, an unknown secret; 501: `fileSystems`, which the server
-   * does not attach yet), and {@link SandboxFailedError} / {@link SandboxTimeoutError} when a
-   * sandbox it had to start fails or is late.
+   * name, variable, network policy or mount path, an unknown secret; 404: an unknown volume; 409
+   * `FILE_SYSTEM_IN_USE`: a volume mounted read-write elsewhere), and {@link SandboxFailedError} /
+   * {@link SandboxTimeoutError} when a sandbox it had to start fails or is late.
    */
   async claim(poolId: string, options: ClaimOptions = {}): Promise<SandboxInfo> {
     const id = poolIdOf(poolId);

@@ -232,7 +232,7 @@ export interface ErrorScope {
   sandbox?: string;
   /** A snapshot call: its 404 becomes {@link SnapshotNotFoundError}. */
   snapshot?: boolean;
-  /** Create and claims: its 409 becomes {@link SandboxNameConflictError}. */
+  /** Create and claims: their 409 becomes {@link SandboxNameConflictError} (unless its code is about something else). */
   create?: boolean;
   /** An image call, and pool creation: its 404 becomes {@link ImageNotFoundError}. */
   image?: boolean;
@@ -269,6 +269,12 @@ export function errorFromResponse(status: number, text: string, scope: ErrorScop
 }
 
 /**
+ * Codes of a 409 to a create or claim that is not about the name (a volume held elsewhere, a
+ * snapshot's source busy): any other 409 there, a server's own code included, is a held name.
+ */
+const OTHER_CONFLICTS: ReadonlySet<string> = new Set(["INVALID_STATE", "FILE_SYSTEM_IN_USE", "OPERATION_REFUSED"]);
+
+/**
  * The error of an answer with this status and error body (see {@link errorFromResponse}); also
  * used for the `error` event of an image event stream.
  */
@@ -285,7 +291,7 @@ export function apiError(status: number, body: ErrorBody, scope: ErrorScope = {}
   else if (status === 404 && scope.pool && !body.message.startsWith("file system ")) Cls = PoolNotFoundError;
   else if (status === 404 && scope.snapshot) Cls = SnapshotNotFoundError;
   else if (status === 404 && scope.image) Cls = ImageNotFoundError;
-  else if (status === 409 && scope.create) Cls = SandboxNameConflictError;
+  else if (status === 409 && scope.create && !OTHER_CONFLICTS.has(body.code ?? "")) Cls = SandboxNameConflictError;
   else if (status === 401 || (status === 403 && !SANDBOX_REFUSALS.has(body.code ?? ""))) Cls = AuthenticationError;
   return new Cls(status, body.message, body.code, body.requestId);
 }

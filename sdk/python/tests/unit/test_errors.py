@@ -53,6 +53,17 @@ def test_409_on_create_is_name_conflict(server: FakeServer, client: SandboxClien
     assert info.value.message == "name 'my-env' is taken"
 
 
+@pytest.mark.parametrize("code", ["FILE_SYSTEM_IN_USE", "INVALID_STATE", "OPERATION_REFUSED"])
+def test_409_on_create_about_something_else_is_not_a_name_conflict(
+    server: FakeServer, client: SandboxClient, code: str
+) -> None:
+    server.on("POST", "/v1/namespaces/default/sandboxes", jsonr(409, {"message": "held", "code": code}))
+    with pytest.raises(RemoteAPIError) as info:
+        client.create(name="my-env")
+    assert not isinstance(info.value, SandboxNameConflictError)
+    assert (info.value.status_code, info.value.code) == (409, code)
+
+
 def test_control_plane_message_body(server: FakeServer, client: SandboxClient) -> None:
     server.on("GET", "/v1/namespaces/default/sandboxes", jsonr(400, {"message": "bad thing", "code": "INVALID"}))
     with pytest.raises(RemoteAPIError) as info:

@@ -87,6 +87,12 @@ describe("error answers", () => {
     assert.ok(errorFromResponse(404, "", { snapshot: true }) instanceof SnapshotNotFoundError);
     assert.ok(errorFromResponse(409, "taken", { create: true }) instanceof SandboxNameConflictError);
     assert.ok(!(errorFromResponse(409, "busy", { sandbox: "x" }) instanceof SandboxNameConflictError));
+    // A create's 409 about a volume or the snapshot's source is not about the name.
+    for (const code of ["FILE_SYSTEM_IN_USE", "INVALID_STATE", "OPERATION_REFUSED"]) {
+      const error = errorFromResponse(409, JSON.stringify({ message: "held", code }), { create: true });
+      assert.ok(error instanceof RemoteAPIError && !(error instanceof SandboxNameConflictError), code);
+      assert.equal((error as RemoteAPIError).code, code);
+    }
     assert.ok(errorFromResponse(401, "") instanceof AuthenticationError);
     assert.ok(errorFromResponse(403, "") instanceof AuthenticationError);
     assert.ok(errorFromResponse(403, '{"error":"bad PTY token","code":"INVALID_TOKEN"}') instanceof AuthenticationError);

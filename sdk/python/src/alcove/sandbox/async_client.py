@@ -592,8 +592,9 @@ class AsyncSandboxClient:
         The claimed sandbox is an ordinary one (in :meth:`list`, with ``pool_id`` set): delete it
         when done. Raises :class:`PoolNotFoundError`, :class:`PoolAtCapacityError` (no idle
         sandbox and ``max_containers`` reached), :class:`SandboxNameConflictError`,
-        :class:`RemoteAPIError` (400: a bad name, variable or network policy, an unknown secret;
-        501: ``file_systems``, which the server does not attach yet), and
+        :class:`RemoteAPIError` (400: a bad name, variable, network policy or mount path, an
+        unknown secret; 404: an unknown volume; 409 ``FILE_SYSTEM_IN_USE``: a volume mounted
+        read-write elsewhere), and
         :class:`SandboxFailedError` / :class:`SandboxTimeoutError` when a sandbox it had to start
         fails or is late.
         """

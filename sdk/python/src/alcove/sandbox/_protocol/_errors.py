@@ -101,6 +101,11 @@ POOL_ERRORS: dict[str, type[RemoteAPIError]] = {
 }
 
 
+# Codes of a 409 to a create or claim that is not about the name (a volume held elsewhere, a
+# snapshot's source busy): any other 409 there, a server's own code included, is a held name.
+OTHER_CONFLICTS = frozenset({"INVALID_STATE", "FILE_SYSTEM_IN_USE", "OPERATION_REFUSED"})
+
+
 def error_from_response(
     resp: httpx.Response,
     *,
@@ -114,7 +119,8 @@ def error_from_response(
 
     ``sandbox`` names the sandbox of a sandbox-scoped call (its 404 becomes
     :class:`SandboxNotFoundError`); ``snapshot`` marks snapshot calls; ``create`` marks create
-    and claims (its 409 becomes :class:`SandboxNameConflictError`); ``image`` marks image calls
+    and claims (their 409 becomes :class:`SandboxNameConflictError`, unless its code says it is
+    about something else than the name); ``image`` marks image calls
     and pool creation (their 404 becomes :class:`ImageNotFoundError`); ``pool`` marks calls on
     one pool (their 404 becomes :class:`PoolNotFoundError`, or :class:`ImageNotFoundError` when
     the server names the image it lacks).
@@ -154,7 +160,7 @@ def api_error(
         cls = SnapshotNotFoundError
     elif status == 404 and image:
         cls = ImageNotFoundError
-    elif status == 409 and create:
+    elif status == 409 and create and body.code not in OTHER_CONFLICTS:
         cls = SandboxNameConflictError
     elif status == 401 or (status == 403 and body.code not in SANDBOX_REFUSALS):
         cls = AuthenticationError
