@@ -17,6 +17,7 @@ import pytest
 
 from framework.cli import run_cli
 from framework.host import wait_for
+from framework.network import mirror, reaches
 from framework.server import ALCOVE_BIN, AlcoveServer
 
 
@@ -503,6 +504,10 @@ def test_login_checks_and_saves_the_key_privately(tmp_path):
     ["sandbox", "kill", "x", "1", "--signal", "NOPE"],
     ["no-such-command"],
     ["ls", "--no-such-flag"],
+    ["sandbox", "resize", "x"],
+    ["sandbox", "copy", "x", "--times", "0"],
+    ["create", "--volume", "data"],
+    ["create", "--volume", "data:relative/path"],
 ])
 def test_bad_usage_exits_with_two(tmp_path, args):
     done = run_cli("http://127.0.0.1:9", *args, config=tmp_path / "c.json")
@@ -589,3 +594,92 @@ def test_pools_through_the_cli(cli):
     finally:
         cli("pool", "rm", pool, check=False)
     assert pool not in cli("pool", "ls").stdout.decode()
+
+
+def test_network_policy_at_create_survives_rename_and_ports(cli, client):
+    """The policy the flags give is enforced, and a rename or a change of ports leaves it as it
+    was (the CLI's rename once sent `"network": null`, which reset a locked-down sandbox to open)."""
+    host, ip = mirror()
+    info = json.loads(cli("create", "--no-internet", "--allow-out", "10.1.2.3", "--deny-out", "10.0.0.0/8",
+                          "--wait", "--json").stdout)
+    policy = {"allow_internet_access": False, "allow_out": ["10.1.2.3"], "deny_out": ["10.0.0.0/8"]}
+    try:
+        assert info["network_policy"] == policy
+        assert not reaches(client.connect(info["id"]), host, ip)
+        name = f"cli-{uuid.uuid4().hex[:8]}"
+        cli("sandbox", "rename", info["id"], name)
+        cli("sandbox", "ports", "expose", name, "8080")
+        after = json.loads(cli("sandbox", "get", name, "--json").stdout)
+        assert after["network_policy"] == policy and after["exposed_ports"] == [8080], after
+        assert not reaches(client.connect(info["id"]), host, ip), "rename and ports opened the network"
+    finally:
+        cli("rm", info["id"])
+
+
+def test_volumes_and_a_network_policy_bound_at_create_and_claim(cli, client):
+    host, ip = mirror()
+    vol = f"v{uuid.uuid4().hex[:8]}"
+    cli("volume", "create", vol, "--size", "64M")
+    pool = cli("pool", "create", "--memory", "1G", "--warm", "1", "--max", "2",
+               "--no-internet").stdout.decode().strip()
+    made: list[str] = []
+    try:
+        assert json.loads(cli("pool", "get", pool).stdout)["network_policy"]["allow_internet_access"] is False
+        plain = json.loads(cli("pool", "claim", pool, "--json").stdout)
+        made.append(plain["id"])
+        assert not reaches(client.connect(plain["id"]), host, ip), "the pool's policy"
+        # The claim's policy replaces the pool's; its volume is mounted before it is handed out.
+        bound = json.loads(cli("pool", "claim", pool, "--no-internet", "--allow-out", ip,
+                               "--volume", f"{vol}:/data", "--json").stdout)
+        made.append(bound["id"])
+        assert bound["file_systems"] == [{"file_system_id": vol, "mount_path": "/data", "read_only": False}]
+        assert reaches(client.connect(bound["id"]), host, ip), "the claim's allow-out"
+        sh(cli, bound["id"], "echo kept > /data/f")
+        # Read-write in one sandbox at a time: a create asking for it is refused as such (not as
+        # a taken name), and leaves no sandbox behind.
+        before = set(cli("ls", "-q").stdout.decode().split())
+        busy = cli("create", "--volume", f"{vol}:/data", "--wait", check=False)
+        assert busy.returncode == 1 and b"FILE_SYSTEM_IN_USE" in busy.stderr, busy.stderr
+        assert b"--reuse" not in busy.stderr, busy.stderr
+        assert set(cli("ls", "-q").stdout.decode().split()) == before
+        # Detached by its name; a second time it says what is mounted instead.
+        cli("volume", "detach", bound["id"], vol)
+        again = cli("volume", "detach", bound["id"], vol, check=False)
+        assert again.returncode == 1 and b"is not mounted" in again.stderr, again.stderr
+        ro = json.loads(cli("create", "--volume", f"{vol}:/ro:ro", "--wait", "--json").stdout)
+        made.append(ro["id"])
+        assert ro["file_systems"][0]["read_only"] is True
+        assert sh(cli, ro["id"], "cat /ro/f").stdout == b"kept\n"
+        assert sh(cli, ro["id"], "touch /ro/new 2>/dev/null", check=False).returncode != 0
+    finally:
+        for sandbox in made:
+            cli("rm", sandbox, check=False)
+        cli("pool", "rm", pool, check=False)
+        cli("volume", "rm", vol, check=False)
+    assert vol not in cli("volume", "ls", "-q").stdout.decode().split()
+
+
+def test_resize_and_copy_through_the_cli(cli, dev):
+    out = cli("sandbox", "resize", dev, "--cpus", "0.5", "--memory", "2G").stdout.decode()
+    assert out.split()[1:] == ["cpus=0.5", "memory=2048M", "disk=10240M"], out
+    limits = sh(cli, dev, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+    assert limits.stdout.split() == [b"2147483648", b"50000"], limits.stdout
+    shrink = cli("sandbox", "resize", dev, "--disk", "1G", check=False)
+    assert shrink.returncode == 1 and b"cannot shrink" in shrink.stderr, shrink.stderr
+    source = json.loads(cli("sandbox", "get", dev, "--json").stdout)
+    assert source["resources"]["disk_mb"] == 10240
+    sh(cli, dev, "echo state > /tmp/s")
+    lines = cli("sandbox", "copy", dev, "--times", "2").stdout.decode().splitlines()
+    copies = [line.split()[0] for line in lines]
+    try:
+        assert len(lines) == 2 and all(line.endswith(" running") for line in lines), lines
+        assert len(set(copies)) == 2 and source["id"] not in copies
+        for copy in copies:
+            assert sh(cli, copy, "cat /tmp/s").stdout == b"state\n"
+        # Independent of each other and of the source.
+        sh(cli, copies[0], "echo changed > /tmp/s")
+        assert sh(cli, copies[1], "cat /tmp/s").stdout == b"state\n"
+        assert sh(cli, dev, "cat /tmp/s").stdout == b"state\n"
+    finally:
+        for copy in copies:
+            cli("rm", copy, check=False)

@@ -8,7 +8,7 @@ use alcove_client::wire::sandbox::ResourcesRequest;
 
 use super::connection::ServerArgs;
 use super::output;
-use super::sandbox::{ResourceArgs, parse_env, parse_secs};
+use super::sandbox::{NetworkArgs, ResourceArgs, VolumeArgs, parse_env, parse_secs};
 
 /// `alcove pool …`.
 #[derive(Debug, clap::Args)]
@@ -17,6 +17,7 @@ use super::sandbox::{ResourceArgs, parse_env, parse_secs};
   alcove pool create --warm 2 --node-label gpu=a100
   alcove pool ls
   alcove pool claim 3b1f… --name job-7 --env TASK=7
+  alcove pool claim 3b1f… --volume data:/data --no-internet --allow-out pypi.org
   alcove pool get 3b1f…
   alcove pool rm 3b1f…")]
 pub struct PoolArgs {
@@ -55,6 +56,9 @@ enum Action {
         /// Lifetime of a claimed sandbox, counted from the claim (0: none).
         #[arg(long, value_parser = parse_secs)]
         timeout: Option<i64>,
+        /// Outbound policy of its sandboxes (a claim may replace it).
+        #[command(flatten)]
+        network: NetworkArgs,
         /// Start its sandboxes only on a node with this label (repeatable: every one must
         /// match; in a cluster, the nodes' `--node-label`s).
         #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = parse_env)]
@@ -85,6 +89,11 @@ enum Action {
         /// A stored secret injected as an environment variable (repeatable).
         #[arg(long = "secret", value_name = "NAME")]
         secrets: Vec<String>,
+        /// Outbound policy of the claimed sandbox, replacing the pool's.
+        #[command(flatten)]
+        network: NetworkArgs,
+        #[command(flatten)]
+        volumes: VolumeArgs,
         /// Print the sandbox as JSON.
         #[arg(long, conflicts_with = "quiet")]
         json: bool,
@@ -129,6 +138,7 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
             warm,
             max,
             timeout,
+            network,
             node_labels,
         } => {
             let given = size.cpus.is_some() || size.memory.is_some() || size.disk.is_some();
@@ -144,6 +154,7 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
                 timeout_secs: timeout,
                 warm_containers: warm,
                 max_containers: max,
+                network: network.policy().map(serde_json::to_value).transpose()?,
                 node_selector: (!node_labels.is_empty())
                     .then(|| node_labels.into_iter().collect::<BTreeMap<_, _>>()),
                 ..SandboxPoolRequest::default()
@@ -163,6 +174,8 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
             name,
             env,
             secrets,
+            network,
+            volumes,
             json,
             quiet,
         } => {
@@ -170,7 +183,8 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
                 name,
                 env: (!env.is_empty()).then(|| env.into_iter().collect::<BTreeMap<_, _>>()),
                 secret_names: (!secrets.is_empty()).then_some(secrets),
-                ..ClaimSandboxRequest::default()
+                network: network.policy(),
+                file_systems: volumes.mounts(),
             };
             let info = c.client.claim(&pool, &request).await.map_err(explain)?;
             output::new_sandbox(&info, json, quiet)

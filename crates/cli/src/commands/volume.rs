@@ -13,6 +13,7 @@ use super::sandbox::parse_mib;
   alcove volume attach dev data /data
   alcove volume ls
   alcove volume detach dev /data
+  alcove volume detach dev data      # by name, when data is mounted at one path in dev
   alcove volume rm data")]
 pub struct VolumeArgs {
     #[command(flatten)]
@@ -69,7 +70,8 @@ enum Action {
     Detach {
         /// Sandbox id or name.
         sandbox: String,
-        /// The mount path.
+        /// The mount path, or the volume's name when it is mounted at one path there.
+        #[arg(value_name = "PATH|NAME")]
         path: String,
     },
 }
@@ -146,12 +148,56 @@ pub async fn run(args: VolumeArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Action::Detach { sandbox, path } => {
+            let path = match path.starts_with('/') {
+                true => path,
+                false => mount_path_of(&c, &sandbox, &path).await?,
+            };
             c.client
                 .detach_file_system(&sandbox, &path)
                 .await
                 .map_err(explain)?;
             println!("unmounted {sandbox}:{path}");
             Ok(())
+        }
+    }
+}
+
+/// Where volume `name` is mounted in `sandbox`: its one mount path, or an error naming what is
+/// mounted there (none, or several paths to choose from).
+async fn mount_path_of(
+    c: &super::connection::Connection,
+    sandbox: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    let info = c.client.get(sandbox).await.map_err(|e| c.explain(e))?;
+    let mut paths = info
+        .file_systems
+        .iter()
+        .filter(|m| m.file_system_id == name)
+        .map(|m| m.mount_path.clone());
+    match (paths.next(), paths.next()) {
+        (Some(path), None) => Ok(path),
+        (Some(first), Some(second)) => {
+            let all: Vec<String> = [first, second].into_iter().chain(paths).collect();
+            anyhow::bail!(
+                "volume {name} is mounted at several paths in {sandbox} ({}): name the one to unmount",
+                all.join(", ")
+            )
+        }
+        (None, _) => {
+            let mounted: Vec<String> = info
+                .file_systems
+                .iter()
+                .map(|m| format!("{} at {}", m.file_system_id, m.mount_path))
+                .collect();
+            let mounted = match mounted.is_empty() {
+                true => "no volume".to_string(),
+                false => mounted.join(", "),
+            };
+            anyhow::bail!(
+                "volume {name} is not mounted in {sandbox} (mounted there: {mounted}); a mount \
+                 path starts with /"
+            )
         }
     }
 }

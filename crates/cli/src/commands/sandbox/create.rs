@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use alcove_client::wire::sandbox::NetworkConfig;
 use alcove_client::{BindOutcome, ClientError, CreateOptions};
 use anyhow::Context;
 
 use crate::commands::connection::Connection;
 use crate::commands::output;
+
+use super::binding_args::{NetworkArgs, VolumeArgs};
 
 /// `alcove sandbox create`.
 #[derive(Debug, clap::Args)]
@@ -20,6 +21,8 @@ Examples:
   alcove create --name dev --cpus 2 --memory 2G --disk 20G --wait
   alcove create --image my/app:1 --env MODE=test --secret OPENAI_API_KEY --port 8080
   alcove create --no-internet --timeout 30m -q
+  alcove create --no-internet --allow-out pypi.org --allow-out 10.1.2.3
+  alcove create --volume data:/data --volume models:/models:ro
   alcove create --node-label gpu=a100
   alcove create --name dev --reuse -q    # dev's id, made on first use, resumed if suspended"
 )]
@@ -45,9 +48,10 @@ pub struct CreateArgs {
     /// A port to expose through the ingress (repeatable).
     #[arg(short = 'p', long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     ports: Vec<u16>,
-    /// No outbound network access.
-    #[arg(long)]
-    no_internet: bool,
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    volumes: VolumeArgs,
     /// Pull the image from its registry first when the server does not have it.
     #[arg(long)]
     pull: bool,
@@ -82,13 +86,8 @@ pub async fn run(c: &Connection, args: CreateArgs) -> anyhow::Result<()> {
     options.secret_names = args.secrets;
     options.exposed_ports = args.ports;
     options.node_selector = args.node_labels.into_iter().collect();
-    if args.no_internet {
-        options.network = Some(NetworkConfig {
-            allow_internet_access: false,
-            allow_out: Vec::new(),
-            deny_out: Vec::new(),
-        });
-    }
+    options.network = args.network.policy();
+    options.file_systems = args.volumes.volumes;
     if args.reuse {
         let bar = output::spinner("finding or creating the sandbox");
         let bound = c.client.get_or_create(options, true).await;

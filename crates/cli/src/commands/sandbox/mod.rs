@@ -1,6 +1,8 @@
 //! `alcove sandbox …` (and the top-level shortcuts `alcove create|ls|rm|exec|shell|cp|logs|ps`):
 //! sandboxes and what runs in them, through `alcove-client`.
 
+mod binding_args;
+mod copy;
 mod cp;
 mod create;
 mod exec;
@@ -9,6 +11,7 @@ mod list;
 mod logs;
 mod observe;
 mod processes;
+mod resize;
 mod shell;
 mod stdin;
 
@@ -71,6 +74,10 @@ enum Action {
     Snapshot(lifecycle::SnapshotArgs),
     /// Create a new sandbox from a snapshot.
     Restore(lifecycle::RestoreArgs),
+    /// Copy a running sandbox N ways: new running sandboxes with its memory, processes and files.
+    Copy(copy::CopyArgs),
+    /// Change a sandbox's CPUs, memory or disk without restarting it.
+    Resize(resize::ResizeArgs),
     /// Run a command in a sandbox: output live, stdin forwarded, its exit code returned.
     Exec(ExecArgs),
     /// Open an interactive terminal in a sandbox (like `docker exec -it … bash`).
@@ -105,6 +112,8 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         Action::Resume(a) => lifecycle::resume(c, a).await,
         Action::Snapshot(a) => lifecycle::snapshot(c, a).await,
         Action::Restore(a) => lifecycle::restore(c, a).await,
+        Action::Copy(a) => copy::run(c, a).await,
+        Action::Resize(a) => resize::run(c, a).await,
         Action::Exec(a) => exec::run(c, a).await,
         Action::Shell(a) => shell::run(c, a).await,
         Action::Cp(a) => cp::run(c, a).await,
@@ -166,6 +175,7 @@ pub mod entry {
     }
 }
 
+pub use binding_args::{NetworkArgs, VolumeArgs};
 pub use create::{ResourceArgs, parse_env, parse_mib, parse_secs};
 pub use lifecycle::RmArgs;
 
