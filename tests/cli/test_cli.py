@@ -526,6 +526,18 @@ def test_failures_exit_with_one_and_say_why(cli):
     assert unreachable.returncode == 1 and b"127.0.0.1:9" in unreachable.stderr
 
 
+def test_runs_without_a_home_when_the_environment_names_the_server(server):
+    """A cron job or a bare container has no HOME: nothing can have been saved there, and
+    ALCOVE_API_URL is all the CLI needs."""
+    env = {"PATH": os.environ["PATH"], "ALCOVE_API_URL": server.url}
+    done = subprocess.run([str(ALCOVE_BIN), "ls", "-q"], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    # Saving is what needs a place, and says so.
+    login = subprocess.run([str(ALCOVE_BIN), "login", "--api-url", server.url, "--no-key"], env=env,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert login.returncode == 1 and b"HOME" in login.stderr, login.stderr
+
+
 def test_completions_man_and_help_are_generated(tmp_path):
     for shell_name in ["bash", "zsh", "fish"]:
         script = run_cli(None, "completions", shell_name, config=tmp_path / "c.json")

@@ -26,24 +26,32 @@ pub struct Settings {
 
 /// Where the settings live.
 pub fn path() -> anyhow::Result<PathBuf> {
-    if let Some(explicit) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(explicit));
-    }
-    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(home) => PathBuf::from(home).join(".config"),
-            None => bail!("neither XDG_CONFIG_HOME nor HOME is set: cannot place the config"),
-        },
+    location().context("neither XDG_CONFIG_HOME nor HOME is set: cannot place the config")
+}
+
+/// Where the settings live, if the environment says where (`None` without `ALCOVE_CONFIG`,
+/// `XDG_CONFIG_HOME` and `HOME`: a cron job, a bare container).
+fn location() -> Option<PathBuf> {
+    let set = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
     };
-    Ok(base.join("alcove").join("config.json"))
+    if let Some(explicit) = set(CONFIG_ENV) {
+        return Some(explicit);
+    }
+    let base = set("XDG_CONFIG_HOME").or_else(|| set("HOME").map(|home| home.join(".config")))?;
+    Some(base.join("alcove").join("config.json"))
 }
 
 impl Settings {
     /// The saved settings; none saved yet is the default. A file others can read is refused:
-    /// it may hold a key.
+    /// it may hold a key. Without a place for them nothing was saved: the flags and
+    /// environment say it all.
     pub fn load() -> anyhow::Result<Self> {
-        let path = path()?;
+        let Some(path) = location() else {
+            return Ok(Self::default());
+        };
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
