@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -623,6 +624,10 @@ def test_network_policy_at_create_survives_rename_and_ports(cli, client):
         cli("sandbox", "ports", "expose", name, "8080")
         after = json.loads(cli("sandbox", "get", name, "--json").stdout)
         assert after["network_policy"] == policy and after["exposed_ports"] == [8080], after
+        shown = cli("sandbox", "get", name).stdout.decode()
+        assert re.search(r"^internet\s+blocked$", shown, re.M), shown
+        assert re.search(r"^allow out\s+10\.1\.2\.3$", shown, re.M), shown
+        assert re.search(r"^deny out\s+10\.0\.0\.0/8$", shown, re.M), shown
         assert not reaches(client.connect(info["id"]), host, ip), "rename and ports opened the network"
     finally:
         cli("rm", info["id"])
@@ -646,6 +651,9 @@ def test_volumes_and_a_network_policy_bound_at_create_and_claim(cli, client):
         made.append(bound["id"])
         assert bound["file_systems"] == [{"file_system_id": vol, "mount_path": "/data", "read_only": False}]
         assert reaches(client.connect(bound["id"]), host, ip), "the claim's allow-out"
+        shown = cli("sandbox", "get", bound["id"]).stdout.decode()
+        assert re.search(rf"^pool\s+{pool}$", shown, re.M), shown
+        assert re.search(rf"^volume\s+{vol} at /data$", shown, re.M), shown
         sh(cli, bound["id"], "echo kept > /data/f")
         # Read-write in one sandbox at a time: a create asking for it is refused as such (not as
         # a taken name), and leaves no sandbox behind.

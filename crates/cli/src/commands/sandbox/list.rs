@@ -131,6 +131,9 @@ pub async fn get(c: &Connection, args: GetArgs) -> anyhow::Result<()> {
         ("disk", format!("{} MiB", info.resources.disk_mb)),
         ("created", output::time(info.created_at)),
     ];
+    if let Some(pool) = &info.pool_id {
+        rows.push(("pool", pool.clone()));
+    }
     if let Some(ended) = info.terminated_at {
         rows.push(("ended", output::time(ended)));
     }
@@ -152,6 +155,13 @@ pub async fn get(c: &Connection, args: GetArgs) -> anyhow::Result<()> {
             "blocked".into()
         },
     ));
+    let policy = &info.network_policy;
+    if !policy.allow_out.is_empty() {
+        rows.push(("allow out", policy.allow_out.join(", ")));
+    }
+    if !policy.deny_out.is_empty() {
+        rows.push(("deny out", policy.deny_out.join(", ")));
+    }
     for mount in &info.file_systems {
         let mode = if mount.read_only { " (read-only)" } else { "" };
         rows.push((
