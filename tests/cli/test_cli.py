@@ -506,6 +506,9 @@ def test_login_checks_and_saves_the_key_privately(tmp_path):
     ["no-such-command"],
     ["ls", "--no-such-flag"],
     ["sandbox", "resize", "x"],
+    ["exec", "x", "--name", "web", "--", "true"],
+    ["exec", "-d", "-t", "x", "--", "true"],
+    ["exec", "-d", "x", "--health-http", "web", "--", "true"],
     ["sandbox", "copy", "x", "--times", "0"],
     ["create", "--volume", "data"],
     ["create", "--volume", "data:relative/path"],
@@ -703,3 +706,42 @@ def test_resize_and_copy_through_the_cli(cli, dev):
     finally:
         for copy in copies:
             cli("rm", copy, check=False)
+
+
+def test_background_and_supervised_processes(cli, dev):
+    def process(pid: int) -> dict:
+        return next(p for p in json.loads(cli("ps", dev, "--json").stdout) if p["pid"] == pid)
+
+    plain = cli("exec", "-d", dev, "--", "sleep", "300").stdout.decode().split()
+    assert len(plain) == 1 and plain[0].isdigit(), plain
+    assert process(int(plain[0]))["status"] == "running"
+    # Named and restarted on failure: three runs, then it gives up; its output is in the logs.
+    pid, name = cli("exec", "-d", dev, "--name", "flaky", "--restart", "on-failure", "--max-restarts", "2",
+                    "--", "sh", "-c", "echo up; sleep 0.3; exit 3").stdout.decode().split()
+    assert name == "flaky" and pid.isdigit()
+
+    def gave_up() -> bool:
+        managed = [p["managed"] for p in json.loads(cli("ps", dev, "--json").stdout)
+                   if (p.get("managed") or {}).get("name") == "flaky"]
+        return any(m["restart_count"] == 2 and m["last_error"] for m in managed)
+
+    assert wait_for(gave_up, 30), cli("ps", dev, "--json").stdout
+    assert cli("logs", dev, "--process", "flaky").stdout.decode().count("up\n") == 3
+    # Restarted by name: a new pid, the same name and health check.
+    first = cli("exec", "-d", dev, "--name", "srv", "--health-tcp", "8000", "--",
+                "python3", "-m", "http.server", "8000").stdout.decode().split()
+    again = cli("sandbox", "restart-process", dev, "srv").stdout.decode().split()
+    assert again[1] == "srv" and again[0] != first[0], (first, again)
+    restarted = process(int(again[0]))
+    assert restarted["status"] == "running" and restarted["managed"]["health_check"]["port"] == 8000
+    taken = cli("exec", "-d", dev, "--name", "srv", "--", "true", check=False)
+    assert taken.returncode == 1 and b"NAME_TAKEN" in taken.stderr, taken.stderr
+    missing = cli("exec", "-d", dev, "--", "no-such-program", check=False)
+    assert missing.returncode == 127, missing.stderr
+    # A kill ends its supervision: no run of it comes back.
+    cli("sandbox", "kill", dev, "srv")
+    assert wait_for(lambda: process(int(again[0]))["status"] != "running", 10)
+    time.sleep(1.5)
+    runs = [p for p in json.loads(cli("ps", dev, "--json").stdout)
+            if (p.get("managed") or {}).get("name") == "srv" and p["status"] == "running"]
+    assert runs == [], runs

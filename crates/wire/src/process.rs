@@ -218,6 +218,30 @@ pub struct HealthCheck {
     pub failure_threshold: u32,
 }
 
+impl HealthCheck {
+    /// An HTTP check of `path` (`/` when `None`) on `port`, with the default timings.
+    pub fn http(port: u16, path: Option<String>) -> Self {
+        Self::with_defaults(HealthCheckKind::Http, port, path)
+    }
+
+    /// A TCP check of `port`, with the default timings.
+    pub fn tcp(port: u16) -> Self {
+        Self::with_defaults(HealthCheckKind::Tcp, port, None)
+    }
+
+    fn with_defaults(kind: HealthCheckKind, port: u16, path: Option<String>) -> Self {
+        Self {
+            kind,
+            port,
+            path,
+            initial_delay_ms: default_initial_delay_ms(),
+            interval_ms: default_interval_ms(),
+            timeout_ms: default_timeout_ms(),
+            failure_threshold: default_failure_threshold(),
+        }
+    }
+}
+
 /// Body of `POST /api/v1/processes` (docs/protocol/sandbox-api.md, Processes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StartProcessRequest {

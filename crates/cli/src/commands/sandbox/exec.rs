@@ -9,6 +9,7 @@ use alcove_client::{Command, Sandbox};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 
+use super::background::{self, BackgroundArgs};
 use super::create::parse_env;
 use super::{CommandExit, not_started, shell, stdin};
 use crate::commands::connection::Connection;
@@ -20,13 +21,16 @@ use crate::commands::connection::Connection;
 without a newline gets one); use `alcove cp` for binary files. Standard input is forwarded when \
 it is a pipe or a file, or with -i.
 
-Exit code: the command's own (128 + N when signal N ended it); 1 when the call itself failed.
+Exit code: the command's own (128 + N when signal N ended it); 1 when the call itself failed. \
+With -d: 0 once the command started (126 or 127 when it could not be).
 
 Examples:
   alcove exec dev -- ls -la /
   alcove exec dev -e DEBUG=1 -w /srv -- python3 app.py
   echo hello | alcove exec dev -- tr a-z A-Z
-  alcove exec -it dev -- top"
+  alcove exec -it dev -- top
+  alcove exec -d dev -- python3 -m http.server 8000          # prints the pid
+  alcove exec -d dev --name web --restart on-failure --health-http 8000/ -- python3 -m http.server 8000"
 )]
 pub struct ExecArgs {
     /// Sandbox id or name.
@@ -47,6 +51,8 @@ pub struct ExecArgs {
     /// Run the command on a terminal (raw mode, window size), like `docker exec -t`.
     #[arg(short = 't', long)]
     tty: bool,
+    #[command(flatten)]
+    background: BackgroundArgs,
 }
 
 /// How a command runs: environment, directory, user (`exec` and `shell`).
@@ -98,6 +104,9 @@ pub async fn run(c: &Connection, args: ExecArgs) -> anyhow::Result<()> {
     let mut command = args
         .process
         .apply(Command::new(program.clone()).args(rest.iter().cloned()));
+    if args.background.detach {
+        return background::start(c, &sandbox, command, args.background).await;
+    }
     if args.tty && !std::io::stdin().is_terminal() {
         bail!("-t needs a terminal on standard input; leave it out to pipe input to the command");
     }

@@ -1,6 +1,7 @@
 //! `alcove sandbox …` (and the top-level shortcuts `alcove create|ls|rm|exec|shell|cp|logs|ps`):
 //! sandboxes and what runs in them, through `alcove-client`.
 
+mod background;
 mod binding_args;
 mod copy;
 mod cp;
@@ -88,6 +89,8 @@ enum Action {
     Ps(PsArgs),
     /// Send a signal to a process of a sandbox (SIGKILL unless told).
     Kill(processes::KillArgs),
+    /// Stop a process and start it again with the same command and supervision.
+    RestartProcess(processes::RestartArgs),
     /// Show a sandbox's logs (`-f` to follow).
     Logs(LogsArgs),
     /// Show or change the ports a sandbox exposes through the ingress.
@@ -119,6 +122,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         Action::Cp(a) => cp::run(c, a).await,
         Action::Ps(a) => processes::ps(c, a).await,
         Action::Kill(a) => processes::kill(c, a).await,
+        Action::RestartProcess(a) => processes::restart(c, a).await,
         Action::Logs(a) => logs::run(c, a).await,
         Action::Ports(a) => observe::ports(c, a).await,
         Action::Desktop(a) => observe::desktop(c, a).await,

@@ -1,4 +1,4 @@
-//! `alcove sandbox ps` and `alcove sandbox kill`.
+//! `alcove sandbox ps`, `kill` and `restart-process`.
 
 use alcove_client::ProcessKey;
 
@@ -37,6 +37,23 @@ pub struct KillArgs {
     /// Send this signal instead of killing: a number or a name (TERM, INT, HUP, USR1, …).
     #[arg(short, long, value_parser = parse_signal)]
     signal: Option<i32>,
+}
+
+/// `alcove sandbox restart-process`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "The process is stopped and started again with the same command, \
+environment and supervision (a new pid; a managed process keeps its name and counts a restart).
+
+Examples:
+  alcove sandbox restart-process dev web
+  alcove sandbox restart-process dev 42"
+)]
+pub struct RestartArgs {
+    /// Sandbox id or name.
+    sandbox: String,
+    /// Process: its pid, or a managed process's name.
+    process: String,
 }
 
 /// Runs `alcove sandbox ps`.
@@ -89,16 +106,39 @@ pub async fn kill(c: &Connection, args: KillArgs) -> anyhow::Result<()> {
         .connect(&args.sandbox)
         .await
         .map_err(|e| c.explain(e))?;
-    let key = match args.process.parse::<u32>() {
-        Ok(pid) => ProcessKey::from(pid),
-        Err(_) => ProcessKey::from(args.process.as_str()),
-    };
+    let key = process_key(&args.process);
     match args.signal {
         Some(signal) => sandbox.send_signal(key, signal).await,
         None => sandbox.kill_process(key).await,
     }
     .map_err(|e| c.explain(e))?;
     Ok(())
+}
+
+/// Runs `alcove sandbox restart-process`: prints the new run's pid (and name).
+pub async fn restart(c: &Connection, args: RestartArgs) -> anyhow::Result<()> {
+    let sandbox = c
+        .client
+        .connect(&args.sandbox)
+        .await
+        .map_err(|e| c.explain(e))?;
+    let process = sandbox
+        .restart_process(process_key(&args.process))
+        .await
+        .map_err(|e| c.explain(e))?;
+    match process.managed.and_then(|m| m.name) {
+        Some(name) => println!("{} {name}", process.pid),
+        None => println!("{}", process.pid),
+    }
+    Ok(())
+}
+
+/// A pid, or else a managed process's name.
+fn process_key(text: &str) -> ProcessKey {
+    match text.parse::<u32>() {
+        Ok(pid) => ProcessKey::from(pid),
+        Err(_) => ProcessKey::from(text),
+    }
 }
 
 /// `9`, `KILL`, `SIGKILL`, `term` → the signal's number.
