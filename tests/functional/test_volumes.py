@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from alcove.sandbox import RemoteAPIError
+from alcove.sandbox import RemoteAPIError, SandboxNameConflictError
 
 
 def volume_mounts(data_dir: Path) -> list[str]:
@@ -308,6 +308,7 @@ def test_snapshots_do_not_copy_volumes_and_memory_restores_reattach_them(client,
         with pytest.raises(RemoteAPIError) as e:
             client.create(snapshot_id=memory.snapshot_id)
         assert e.value.status_code == 409 and e.value.code == "FILE_SYSTEM_IN_USE"
+        assert not isinstance(e.value, SandboxNameConflictError), "a volume held is not a taken name"
         # A filesystem snapshot restores without volumes.
         with client.create_and_connect(snapshot_id=fs_only.snapshot_id) as plain:
             assert plain.info().file_systems == []

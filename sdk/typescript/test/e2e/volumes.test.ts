@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import { RemoteAPIError, SandboxClient } from "../../src/index.js";
+import { RemoteAPIError, SandboxClient, SandboxNameConflictError } from "../../src/index.js";
 import { AlcoveServer, shutdown } from "./harness.js";
 
 const TIMEOUT = { timeout: 90_000 };
@@ -31,6 +31,10 @@ describe("volumes against a real server", { timeout: 170_000 }, () => {
       try {
         await assert.rejects(b.attachFileSystem({ fileSystemId: "ts-vol", mountPath: "/data" }), (e: unknown) => {
           return e instanceof RemoteAPIError && e.statusCode === 409;
+        });
+        // A create asking for it is refused for the volume, not as a taken name.
+        await assert.rejects(client.create({ fileSystems: [{ fileSystemId: "ts-vol", mountPath: "/data" }] }), (e: unknown) => {
+          return e instanceof RemoteAPIError && !(e instanceof SandboxNameConflictError) && e.code === "FILE_SYSTEM_IN_USE";
         });
         await a.detachFileSystem("/data");
         const info = await b.attachFileSystem({ fileSystemId: "ts-vol", mountPath: "/mnt/ro", readOnly: true });
