@@ -674,6 +674,9 @@ def test_volumes_and_a_network_policy_bound_at_create_and_claim(cli, client):
         assert ro["file_systems"][0]["read_only"] is True
         assert sh(cli, ro["id"], "cat /ro/f").stdout == b"kept\n"
         assert sh(cli, ro["id"], "touch /ro/new 2>/dev/null", check=False).returncode != 0
+        refused = cli("cp", "/etc/hostname", f"{ro['id']}:/ro/", check=False)
+        assert refused.returncode == 1, refused.stderr
+        assert b"the server answered 403" in refused.stderr and b"read-only file system" in refused.stderr, refused.stderr
     finally:
         for sandbox in made:
             cli("rm", sandbox, check=False)

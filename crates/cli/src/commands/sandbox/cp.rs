@@ -184,7 +184,7 @@ async fn upload(
         output::transfer(Some(total), format!("to {target}"))
     };
     for (local, remote, size, _) in &tree.files {
-        upload_file(sandbox, local, remote, *size, &bar)
+        upload_file(c, sandbox, local, remote, *size, &bar)
             .await
             .map_err(|e| e.context(format!("copying {} to {remote}", local.display())))?;
     }
@@ -274,6 +274,7 @@ fn gather(dir: &Path, remote: &str, tree: &mut LocalTree) -> anyhow::Result<()> 
 }
 
 async fn upload_file(
+    c: &Connection,
     sandbox: &Sandbox,
     local: &Path,
     remote: &str,
@@ -302,7 +303,7 @@ async fn upload_file(
     sandbox
         .write_file_stream(remote, chunks, Some(size))
         .await
-        .map_err(anyhow::Error::from)
+        .map_err(|e| c.explain(e))
 }
 
 /// Runs `program fixed… paths…` in the sandbox; fails with its stderr.
