@@ -493,6 +493,17 @@ pub fn ago(created_at: &str, now: DateTime<Utc>) -> String {
     format!("{count} {unit}{plural} ago")
 }
 
+/// Names shown in a row of `alcove image ls`: up to three, then how many more (`inspect` and
+/// `--json` list them all), so that one image with many names does not widen every row.
+fn shown_names(names: &[String]) -> String {
+    const SHOWN: usize = 3;
+    match names.len() {
+        0 => "<none>".to_string(),
+        n if n <= SHOWN => names.join(", "),
+        n => format!("{}, +{} more", names[..SHOWN].join(", "), n - SHOWN),
+    }
+}
+
 /// The table of `alcove image ls`: NAME(S), ID, SOURCE, SIZE, CREATED, columns aligned.
 pub fn image_table(images: &[ImageInfo], now: DateTime<Utc>) -> String {
     let mut rows = vec![[
@@ -503,11 +514,7 @@ pub fn image_table(images: &[ImageInfo], now: DateTime<Utc>) -> String {
         "CREATED".to_string(),
     ]];
     for image in images {
-        let names = if image.names.is_empty() {
-            "<none>".to_string()
-        } else {
-            image.names.join(", ")
-        };
+        let names = shown_names(&image.names);
         rows.push([
             names,
             short_id(&image.id),
@@ -614,6 +621,14 @@ alcove/debian, debian:12   0123456789ab   pull     123MB   3 hours ago
             image_table(&[], now()),
             "NAME(S)   ID   SOURCE   SIZE   CREATED\n"
         );
+    }
+
+    #[test]
+    fn a_row_shows_three_names_and_counts_the_rest() {
+        let names: Vec<String> = ["a:1", "b:1", "c:1", "d:1", "e:1"].map(String::from).into();
+        assert_eq!(shown_names(&names), "a:1, b:1, c:1, +2 more");
+        assert_eq!(shown_names(&names[..3]), "a:1, b:1, c:1");
+        assert_eq!(shown_names(&[]), "<none>");
     }
 
     #[test]
