@@ -20,8 +20,30 @@ from framework.registry import PASSWORD, REGISTRY_MISSING, USER, Registry, avail
 
 
 @pytest.fixture(scope="session")
-def run_token() -> str:
-    return secrets.token_hex(4)
+def run_token() -> Iterator[str]:
+    token = secrets.token_hex(4)
+    yield token
+    remove_run_images(token)
+
+
+def remove_run_images(token: str) -> None:
+    """Removes the names this run gave images in the shared images directory (pulled, imported,
+    built: every one holds `e2e-<token>/`), so that the store a developer's own server uses
+    does not fill up with test images, hostile ones among them. Its servers have stopped: a
+    server of its own does it, through the API, which frees what no other name keeps."""
+    from framework.images_api import delete_image, list_images
+    from framework.server import AlcoveServer, retire
+
+    srv = AlcoveServer()
+    srv.start()
+    try:
+        ours = [name for image in list_images(srv) for name in image["names"] if f"e2e-{token}/" in name]
+        refused = [(name, resp.text) for name in ours if (resp := delete_image(srv, name)).status_code != 200]
+        assert not refused, f"test images not removed: {refused}"
+        left = [name for image in list_images(srv) for name in image["names"] if f"e2e-{token}/" in name]
+        assert not left, f"test images left in the store: {left}"
+    finally:
+        retire(srv)
 
 
 @pytest.fixture(scope="session")
