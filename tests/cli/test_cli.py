@@ -591,6 +591,13 @@ def test_pools_through_the_cli(cli):
     pool = cli("pool", "create", "--memory", "1G", "--warm", "1", "--max", "2").stdout.decode().strip()
     try:
         assert any(p["id"] == pool for p in json.loads(cli("pool", "ls", "--json").stdout))
+        # An update changes what it names and keeps the rest (a PUT replaces the whole pool).
+        updated = cli("pool", "update", pool, "--max", "3", "--deny-out", "10.0.0.0/8").stdout.decode().split()
+        assert updated == [pool, "warm=1", "max=3", "cpus=1", "memory=1024M"], updated
+        now = json.loads(cli("pool", "get", pool).stdout)
+        assert now["network_policy"]["deny_out"] == ["10.0.0.0/8"] and now["timeout_secs"] == 0, now
+        too_warm = cli("pool", "update", pool, "--warm", "5", check=False)
+        assert too_warm.returncode == 1 and b"max_containers" in too_warm.stderr, too_warm.stderr
         # Ids alone, one a line, as `ls -q` prints them everywhere (for xargs).
         assert pool in cli("pool", "ls", "-q").stdout.decode().splitlines()
         images = cli("image", "ls", "-q").stdout.decode().splitlines()

@@ -67,7 +67,7 @@ enum Command {
     Ps(Shortcut<sandbox::PsArgs>),
     /// Snapshots: list, show, delete.
     Snapshot(commands::snapshot::SnapshotArgs),
-    /// Warm pools: create, list, claim, delete.
+    /// Warm pools: create, list, update, claim, delete.
     Pool(commands::pool::PoolArgs),
     /// Nodes: list them, drain one for maintenance, activate it again.
     Node(commands::node::NodeArgs),

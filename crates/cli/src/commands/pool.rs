@@ -1,4 +1,4 @@
-//! `alcove pool ls|create|get|rm|claim`: warm pools, sandboxes started ahead of need and handed
+//! `alcove pool ls|create|update|get|rm|claim`: warm pools, sandboxes started ahead of need and handed
 //! out by a claim in milliseconds.
 
 use std::collections::BTreeMap;
@@ -18,6 +18,7 @@ use super::sandbox::{NetworkArgs, ResourceArgs, VolumeArgs, parse_env, parse_sec
   alcove pool ls
   alcove pool claim 3b1f… --name job-7 --env TASK=7
   alcove pool claim 3b1f… --volume data:/data --no-internet --allow-out pypi.org
+  alcove pool update 3b1f… --warm 8 --max 40
   alcove pool get 3b1f…
   alcove pool rm 3b1f…")]
 pub struct PoolArgs {
@@ -61,6 +62,33 @@ enum Action {
         network: NetworkArgs,
         /// Start its sandboxes only on a node with this label (repeatable: every one must
         /// match; in a cluster, the nodes' `--node-label`s).
+        #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = parse_env)]
+        node_labels: Vec<(String, String)>,
+    },
+    /// Change a pool: the options given replace its settings, the others stay. Idle sandboxes
+    /// of the old settings are replaced in the background; claimed ones are not touched.
+    Update {
+        /// Pool id.
+        pool: String,
+        /// Image of its sandboxes.
+        #[arg(long)]
+        image: Option<String>,
+        /// Size of each sandbox.
+        #[command(flatten)]
+        resources: ResourceArgs,
+        /// Idle sandboxes kept started (1 to 64).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=64))]
+        warm: Option<i64>,
+        /// Most sandboxes at once, idle and claimed (1 to 1000).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        max: Option<i64>,
+        /// Lifetime of a claimed sandbox, counted from the claim (0: none).
+        #[arg(long, value_parser = parse_secs)]
+        timeout: Option<i64>,
+        /// Outbound policy of its sandboxes (replaces the pool's when any flag is given).
+        #[command(flatten)]
+        network: NetworkArgs,
+        /// Labels its nodes must have (repeatable; replace the pool's when any is given).
         #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = parse_env)]
         node_labels: Vec<(String, String)>,
     },
@@ -161,6 +189,55 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
             };
             let created = c.client.create_pool(&request).await.map_err(explain)?;
             println!("{}", created.pool_id);
+            Ok(())
+        }
+        Action::Update {
+            pool,
+            image,
+            resources: size,
+            warm,
+            max,
+            timeout,
+            network,
+            node_labels,
+        } => {
+            // A PUT replaces the whole configuration: what is not changed is sent as it is.
+            let now = c.client.get_pool(&pool).await.map_err(explain)?;
+            let request = SandboxPoolRequest {
+                image: Some(image.unwrap_or(now.image)),
+                resources: Some(ResourcesRequest {
+                    cpus: Some(size.cpus.unwrap_or(now.resources.cpus)),
+                    memory_mb: Some(size.memory.unwrap_or(now.resources.memory_mb)),
+                    disk_mb: Some(size.disk.unwrap_or(now.resources.disk_mb)),
+                    ..ResourcesRequest::default()
+                }),
+                timeout_secs: Some(timeout.unwrap_or(now.timeout_secs)),
+                entrypoint: Some(now.entrypoint),
+                max_containers: max.or(now.max_containers),
+                warm_containers: Some(warm.unwrap_or(now.warm_containers)),
+                // Left out, the policy stays.
+                network: network.policy().map(serde_json::to_value).transpose()?,
+                node_selector: Some(match node_labels.is_empty() {
+                    true => now.node_selector,
+                    false => node_labels.into_iter().collect(),
+                }),
+            };
+            let updated = c
+                .client
+                .update_pool(&pool, &request)
+                .await
+                .map_err(explain)?;
+            println!(
+                "{} warm={} max={} cpus={} memory={}M",
+                updated.id,
+                updated.warm_containers,
+                updated
+                    .max_containers
+                    .map(|m| m.to_string())
+                    .unwrap_or("-".into()),
+                updated.resources.cpus,
+                updated.resources.memory_mb
+            );
             Ok(())
         }
         Action::Get { pool } => output::json(&c.client.get_pool(&pool).await.map_err(explain)?),
