@@ -7,6 +7,7 @@ pub mod login;
 pub mod node;
 pub mod output;
 pub mod pool;
+pub mod pool_settings;
 pub mod sandbox;
 pub mod secrets;
 pub mod serve;

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use alcove_client::wire::pool::{ClaimSandboxRequest, SandboxPoolRequest};
-use alcove_client::wire::sandbox::ResourcesRequest;
+use alcove_client::wire::pool::ClaimSandboxRequest;
 
 use super::connection::ServerArgs;
 use super::output;
-use super::sandbox::{NetworkArgs, ResourceArgs, VolumeArgs, parse_env, parse_secs};
+use super::pool_settings::PoolSettings;
+use super::sandbox::{NetworkArgs, VolumeArgs, parse_env};
 
 /// `alcove pool …`.
 #[derive(Debug, clap::Args)]
@@ -42,55 +42,16 @@ enum Action {
     },
     /// Create a pool (prints its id).
     Create {
-        /// Image of its sandboxes [default: the server's].
-        #[arg(long)]
-        image: Option<String>,
-        /// Size of each sandbox.
         #[command(flatten)]
-        resources: ResourceArgs,
-        /// Idle sandboxes kept started (1 to 64).
-        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=64))]
-        warm: Option<i64>,
-        /// Most sandboxes at once, idle and claimed (1 to 1000).
-        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1000))]
-        max: Option<i64>,
-        /// Lifetime of a claimed sandbox, counted from the claim (0: none).
-        #[arg(long, value_parser = parse_secs)]
-        timeout: Option<i64>,
-        /// Outbound policy of its sandboxes (a claim may replace it).
-        #[command(flatten)]
-        network: NetworkArgs,
-        /// Start its sandboxes only on a node with this label (repeatable: every one must
-        /// match; in a cluster, the nodes' `--node-label`s).
-        #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = parse_env)]
-        node_labels: Vec<(String, String)>,
+        settings: PoolSettings,
     },
     /// Change a pool: the options given replace its settings, the others stay. Idle sandboxes
     /// of the old settings are replaced in the background; claimed ones are not touched.
     Update {
         /// Pool id.
         pool: String,
-        /// Image of its sandboxes.
-        #[arg(long)]
-        image: Option<String>,
-        /// Size of each sandbox.
         #[command(flatten)]
-        resources: ResourceArgs,
-        /// Idle sandboxes kept started (1 to 64).
-        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=64))]
-        warm: Option<i64>,
-        /// Most sandboxes at once, idle and claimed (1 to 1000).
-        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1000))]
-        max: Option<i64>,
-        /// Lifetime of a claimed sandbox, counted from the claim (0: none).
-        #[arg(long, value_parser = parse_secs)]
-        timeout: Option<i64>,
-        /// Outbound policy of its sandboxes (replaces the pool's when any flag is given).
-        #[command(flatten)]
-        network: NetworkArgs,
-        /// Labels its nodes must have (repeatable; replace the pool's when any is given).
-        #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = parse_env)]
-        node_labels: Vec<(String, String)>,
+        settings: PoolSettings,
     },
     /// Show a pool and its sandboxes as JSON.
     #[command(visible_alias = "inspect")]
@@ -160,81 +121,26 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Action::Create {
-            image,
-            resources: size,
-            warm,
-            max,
-            timeout,
-            network,
-            node_labels,
-        } => {
-            let given = size.cpus.is_some() || size.memory.is_some() || size.disk.is_some();
-            let resources = given.then(|| ResourcesRequest {
-                cpus: size.cpus,
-                memory_mb: size.memory,
-                disk_mb: size.disk,
-                ..ResourcesRequest::default()
-            });
-            let request = SandboxPoolRequest {
-                image,
-                resources,
-                timeout_secs: timeout,
-                warm_containers: warm,
-                max_containers: max,
-                network: network.policy().map(serde_json::to_value).transpose()?,
-                node_selector: (!node_labels.is_empty())
-                    .then(|| node_labels.into_iter().collect::<BTreeMap<_, _>>()),
-                ..SandboxPoolRequest::default()
-            };
+        Action::Create { settings } => {
+            let request = settings.create_request()?;
             let created = c.client.create_pool(&request).await.map_err(explain)?;
             println!("{}", created.pool_id);
             Ok(())
         }
-        Action::Update {
-            pool,
-            image,
-            resources: size,
-            warm,
-            max,
-            timeout,
-            network,
-            node_labels,
-        } => {
-            // A PUT replaces the whole configuration: what is not changed is sent as it is.
+        Action::Update { pool, settings } => {
             let now = c.client.get_pool(&pool).await.map_err(explain)?;
-            let request = SandboxPoolRequest {
-                image: Some(image.unwrap_or(now.image)),
-                resources: Some(ResourcesRequest {
-                    cpus: Some(size.cpus.unwrap_or(now.resources.cpus)),
-                    memory_mb: Some(size.memory.unwrap_or(now.resources.memory_mb)),
-                    disk_mb: Some(size.disk.unwrap_or(now.resources.disk_mb)),
-                    ..ResourcesRequest::default()
-                }),
-                timeout_secs: Some(timeout.unwrap_or(now.timeout_secs)),
-                entrypoint: Some(now.entrypoint),
-                max_containers: max.or(now.max_containers),
-                warm_containers: Some(warm.unwrap_or(now.warm_containers)),
-                // Left out, the policy stays.
-                network: network.policy().map(serde_json::to_value).transpose()?,
-                node_selector: Some(match node_labels.is_empty() {
-                    true => now.node_selector,
-                    false => node_labels.into_iter().collect(),
-                }),
-            };
+            let request = settings.update_request(now)?;
             let updated = c
                 .client
                 .update_pool(&pool, &request)
                 .await
                 .map_err(explain)?;
+            let max = updated.max_containers.map(|m| m.to_string());
             println!(
                 "{} warm={} max={} cpus={} memory={}M",
                 updated.id,
                 updated.warm_containers,
-                updated
-                    .max_containers
-                    .map(|m| m.to_string())
-                    .unwrap_or("-".into()),
+                max.as_deref().unwrap_or("-"),
                 updated.resources.cpus,
                 updated.resources.memory_mb
             );

@@ -78,10 +78,7 @@ pub async fn start(
         .start_process(args.apply(command))
         .await
         .map_err(|e| not_started(c, e))?;
-    match process.managed.and_then(|m| m.name) {
-        Some(name) => println!("{} {name}", process.pid),
-        None => println!("{}", process.pid),
-    }
+    super::processes::print_started(&process);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `alcove sandbox ps`, `kill` and `restart-process`.
 
 use alcove_client::ProcessKey;
+use alcove_client::wire::process::ProcessInfo;
 
 use crate::commands::connection::Connection;
 use crate::commands::output;
@@ -126,11 +127,16 @@ pub async fn restart(c: &Connection, args: RestartArgs) -> anyhow::Result<()> {
         .restart_process(process_key(&args.process))
         .await
         .map_err(|e| c.explain(e))?;
-    match process.managed.and_then(|m| m.name) {
+    print_started(&process);
+    Ok(())
+}
+
+/// Prints a process just started: its pid, and its name when it is a managed one.
+pub fn print_started(process: &ProcessInfo) {
+    match process.managed.as_ref().and_then(|m| m.name.as_deref()) {
         Some(name) => println!("{} {name}", process.pid),
         None => println!("{}", process.pid),
     }
-    Ok(())
 }
 
 /// A pid, or else a managed process's name.
