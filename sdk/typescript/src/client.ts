@@ -586,8 +586,8 @@ export interface ClaimOptions {
   secretNames?: string[];
   /** Outbound policy, replacing the pool's. */
   network?: NetworkOptions;
-  /** Volumes to attach (the server answers 501 for them: not built yet). */
-  fileSystems?: unknown[];
+  /** Volumes mounted before the sandbox is handed out (as on {@link CreateOptions.fileSystems}). */
+  fileSystems?: FileSystemMount[];
 }
 
 /** The wire `network` object of a {@link NetworkOptions}, after client-side checks. */
@@ -675,7 +675,7 @@ export function claimBody(options: ClaimOptions = {}): Record<string, unknown> {
     if (!Array.isArray(options.fileSystems)) {
       throw new TypeError(`fileSystems must be a list, got ${JSON.stringify(options.fileSystems)}`);
     }
-    if (options.fileSystems.length > 0) body.file_systems = options.fileSystems;
+    if (options.fileSystems.length > 0) body.file_systems = options.fileSystems.map(fileSystemMountToWire);
   }
   return body;
 }

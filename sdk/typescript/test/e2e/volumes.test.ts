@@ -53,4 +53,25 @@ describe("volumes against a real server", { timeout: 170_000 }, () => {
     await client.deleteFileSystem("ts-vol");
     await assert.rejects(client.getFileSystem("ts-vol"), (e: unknown) => e instanceof RemoteAPIError && e.statusCode === 404);
   });
+
+  it("mounts a volume given at a claim, in the SDK's own spelling", TIMEOUT, async () => {
+    await client.createFileSystem("ts-claim-vol", 16);
+    const pool = await client.createPool({ warmContainers: 1, maxContainers: 1, cpus: 0.5, memoryMb: 512 });
+    try {
+      const info = await client.claim(pool.poolId, {
+        fileSystems: [{ fileSystemId: "ts-claim-vol", mountPath: "/data", readOnly: true }],
+      });
+      try {
+        assert.deepEqual(info.fileSystems, [{ fileSystemId: "ts-claim-vol", mountPath: "/data", readOnly: true }]);
+        const sandbox = await client.connect(info.sandboxId);
+        const denied = await sandbox.run("sh", ["-c", "touch /data/x 2>&1; echo rc=$?"]);
+        assert.match(denied.stdout, /Read-only file system/);
+      } finally {
+        await client.delete(info.sandboxId);
+      }
+    } finally {
+      await client.deletePool(pool.poolId);
+      await client.deleteFileSystem("ts-claim-vol");
+    }
+  });
 });

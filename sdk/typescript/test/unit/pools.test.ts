@@ -127,8 +127,20 @@ describe("pool and claim bodies", () => {
     assert.deepEqual(claimBody(), {});
     assert.deepEqual(claimBody({ env: {}, secretNames: [], fileSystems: [] }), {});
     assert.deepEqual(
-      claimBody({ name: "job-1", env: { A: "1" }, secretNames: ["K"], network: { denyOut: ["1.1.1.1"] }, fileSystems: [{ v: 1 }] }),
-      { name: "job-1", env: { A: "1" }, secret_names: ["K"], network: { deny_out: ["1.1.1.1"] }, file_systems: [{ v: 1 }] },
+      claimBody({
+        name: "job-1",
+        env: { A: "1" },
+        secretNames: ["K"],
+        network: { denyOut: ["1.1.1.1"] },
+        fileSystems: [{ fileSystemId: "data", mountPath: "/data", readOnly: true }],
+      }),
+      {
+        name: "job-1",
+        env: { A: "1" },
+        secret_names: ["K"],
+        network: { deny_out: ["1.1.1.1"] },
+        file_systems: [{ file_system_id: "data", mount_path: "/data", read_only: true }],
+      },
     );
     assert.throws(() => claimBody({ name: "" }), TypeError);
     assert.throws(() => claimBody({ env: { A: 1 } as never }), TypeError);
