@@ -85,7 +85,7 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<()> {
                         s.snapshot_type.as_str().to_string(),
                         output::wire_name(&s.status),
                         s.size_bytes.map(output::bytes).unwrap_or_default(),
-                        s.base_image.clone(),
+                        short_digest(&s.base_image),
                         output::ago(s.created_at),
                     ]
                 }),
@@ -116,5 +116,26 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// `name@sha256:<64 hex>` with the digest cut to its first 12 digits, as image ids are shown
+/// (`snapshot get` has it whole).
+fn short_digest(reference: &str) -> String {
+    match reference.split_once("@sha256:") {
+        Some((name, digest)) if digest.len() > 12 => format!("{name}@sha256:{}", &digest[..12]),
+        _ => reference.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_images_show_a_short_digest() {
+        let pinned = format!("alcove/debian@sha256:{}", "0123456789abcdef".repeat(4));
+        assert_eq!(short_digest(&pinned), "alcove/debian@sha256:0123456789ab");
+        assert_eq!(short_digest("alcove/debian:latest"), "alcove/debian:latest");
     }
 }
