@@ -64,6 +64,10 @@ pub enum RuntimeError {
     /// A configuration value is invalid.
     #[error("invalid runtime configuration: {0}")]
     Config(String),
+    /// This host cannot do what was asked (a capability the server lacks); the text says what
+    /// to do instead.
+    #[error("{0}")]
+    Unsupported(String),
     /// The host has no room for the sandbox (pids, disk); nothing was made.
     #[error("{0}")]
     Capacity(String),

@@ -152,7 +152,7 @@ impl Layer {
             return Ok(());
         }
         if !crate::host::has_sys_resource() {
-            return Err(RuntimeError::Config(
+            return Err(RuntimeError::Unsupported(
                 "growing the disk of a running sandbox needs CAP_SYS_RESOURCE, which this \
                  server lacks; suspend the sandbox, resize it and resume it instead"
                     .into(),
