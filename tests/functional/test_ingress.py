@@ -78,3 +78,6 @@ def test_api_keys_apply_unless_unauthenticated_access_is_allowed(keyed):
             assert via_ingress(keyed, 8003, "public").status_code == 200
             # The management port is never reachable this way.
             assert via_ingress(keyed, 9501, "public").status_code == 403
+            # Exposing one more port keeps the sandbox public (the SDK once sent `false`).
+            assert client.expose_ports("public", [8004]).allow_unauthenticated_access is True
+            assert via_ingress(keyed, 8003, "public").status_code == 200

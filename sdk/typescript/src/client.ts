@@ -1249,7 +1249,10 @@ export class SandboxClient {
     return handles;
   }
 
-  /** Route traffic to user ports of the sandbox (added to those already exposed). */
+  /**
+   * Route traffic to user ports of the sandbox (added to those already exposed). Whether exposed
+   * ports accept unauthenticated traffic stays as it is unless `allowUnauthenticatedAccess` is given.
+   */
   async exposePorts(
     identifier: string,
     ports: number[],
@@ -1257,10 +1260,11 @@ export class SandboxClient {
   ): Promise<SandboxInfo> {
     const wanted = validatePorts(ports);
     const current = await this.get(identifier);
-    return this.#update(identifier, {
-      allow_unauthenticated_access: Boolean(options.allowUnauthenticatedAccess),
-      exposed_ports: validatePorts([...current.exposedPorts, ...wanted]),
-    });
+    const patch: Record<string, unknown> = { exposed_ports: validatePorts([...current.exposedPorts, ...wanted]) };
+    if (options.allowUnauthenticatedAccess !== undefined) {
+      patch.allow_unauthenticated_access = Boolean(options.allowUnauthenticatedAccess);
+    }
+    return this.#update(identifier, patch);
   }
 
   /** Stop routing traffic to the given user ports. */

@@ -496,12 +496,15 @@ def test_snapshot_list_get_delete(server: FakeServer, client: SandboxClient) -> 
 def test_expose_and_unexpose_ports(server: FakeServer, client: SandboxClient) -> None:
     server.on("GET", SBX, jsonr(200, info_json(exposed_ports=[3000], allow_unauthenticated_access=True)))
     server.on("PATCH", SBX, jsonr(200, info_json(exposed_ports=[3000, 8080])))
+    # Without the flag the sandbox keeps its mode: a public sandbox stays public.
     client.expose_ports("sbx-1", [8080])
-    assert body_of(server.calls("PATCH")[0]) == {"allow_unauthenticated_access": False, "exposed_ports": [3000, 8080]}
+    assert body_of(server.calls("PATCH")[0]) == {"exposed_ports": [3000, 8080]}
     client.unexpose_ports("sbx-1", [8080])
     assert body_of(server.calls("PATCH")[1]) == {"allow_unauthenticated_access": True, "exposed_ports": [3000]}
     client.unexpose_ports("sbx-1", [3000])
     assert body_of(server.calls("PATCH")[2]) == {"allow_unauthenticated_access": False, "exposed_ports": []}
+    client.expose_ports("sbx-1", [8080], allow_unauthenticated_access=False)
+    assert body_of(server.calls("PATCH")[3]) == {"allow_unauthenticated_access": False, "exposed_ports": [3000, 8080]}
     with pytest.raises(ValueError, match="9501"):
         client.expose_ports("sbx-1", [9501])
 

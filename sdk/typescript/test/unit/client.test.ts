@@ -378,9 +378,12 @@ describe("SandboxClient against a fake server", () => {
     };
     await client.exposePorts("sbx1", [8080], { allowUnauthenticatedAccess: true });
     await client.unexposePorts("sbx1", [3000]);
+    // Without the option the sandbox keeps its mode: a public sandbox stays public.
+    await client.exposePorts("sbx1", [8080]);
     assert.deepEqual(patches, [
       { allow_unauthenticated_access: true, exposed_ports: [3000, 8080] },
       { allow_unauthenticated_access: false, exposed_ports: [] },
+      { exposed_ports: [3000, 8080] },
     ]);
     await assert.rejects(client.exposePorts("sbx1", [9501]), RangeError);
   });

@@ -468,9 +468,11 @@ class AsyncSandboxClient:
         return await self._drive(proto.op_metrics(self._config, identifier))
 
     async def expose_ports(
-        self, identifier: str, ports: Iterable[int], allow_unauthenticated_access: bool = False
+        self, identifier: str, ports: Iterable[int], allow_unauthenticated_access: bool | None = None
     ) -> SandboxInfo:
-        """Route traffic to user ports of the sandbox (added to those already exposed)."""
+        """Route traffic to user ports of the sandbox (added to those already exposed). Whether
+        exposed ports accept unauthenticated traffic stays as it is unless
+        ``allow_unauthenticated_access`` says otherwise."""
         return await self._drive(proto.op_expose_ports(self._config, identifier, ports, allow_unauthenticated_access))
 
     async def unexpose_ports(self, identifier: str, ports: Iterable[int]) -> SandboxInfo:

@@ -482,14 +482,15 @@ def op_transition(cfg: ClientConfig, identifier: str, verb: str) -> Op[SandboxIn
 
 
 def op_expose_ports(
-    cfg: ClientConfig, identifier: str, ports: Iterable[int], allow_unauthenticated_access: bool
+    cfg: ClientConfig, identifier: str, ports: Iterable[int], allow_unauthenticated_access: bool | None
 ) -> Op[SandboxInfo]:
     wanted = validate_ports(ports)
     current = yield from op_get(cfg, identifier)
-    patch = {
-        "allow_unauthenticated_access": bool(allow_unauthenticated_access),
-        "exposed_ports": sorted(set(current.exposed_ports) | set(wanted)),
-    }
+    patch: dict[str, Any] = {"exposed_ports": sorted(set(current.exposed_ports) | set(wanted))}
+    # Left out, the sandbox keeps its mode: exposing one more port must not make public ones
+    # private again (nor the reverse).
+    if allow_unauthenticated_access is not None:
+        patch["allow_unauthenticated_access"] = bool(allow_unauthenticated_access)
     return (yield from op_update(cfg, identifier, patch))
 
 
