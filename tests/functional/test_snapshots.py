@@ -77,6 +77,34 @@ def test_filesystem_snapshot_boots_fresh_with_new_resources(server, client):
         client.delete_snapshot(snap.snapshot_id)
 
 
+def test_a_restore_inherits_each_size_it_is_not_given(server, client):
+    """The SDK sends only the sizes asked for: a filesystem snapshot of a 2 GiB sandbox restored
+    with a bigger disk keeps its memory (it once came back with the 1 GiB default), and a memory
+    snapshot restored with its own memory size is not refused for a CPU count nobody asked for."""
+    with client.create_and_connect(memory_mb=2048) as source:
+        source.write_file("/root/kept.txt", b"kept")
+        fs_snap = client.snapshot_and_wait(source.sandbox_id, snapshot_type="filesystem")
+        memory_snap = client.snapshot_and_wait(source.sandbox_id)
+    try:
+        # A bigger disk is given (grown before it is mounted), with the files; a smaller one is refused.
+        with client.create_and_connect(snapshot_id=fs_snap.snapshot_id, disk_mb=12288) as bigger:
+            info = client.get(bigger.sandbox_id)
+            assert (info.resources.memory_mb, info.resources.disk_mb) == (2048, 12288), info.resources
+            assert bigger.read_file("/root/kept.txt") == b"kept"
+            size_kb = int(bigger.run("sh", ["-c", "df -k --output=size / | tail -1"]).stdout)
+            assert size_kb > 11 * 1024 * 1024, size_kb
+        live = {s["id"] for s in server.live_sandboxes()}
+        smaller = server.api("POST", "/sandboxes",
+                             json={"snapshot_id": fs_snap.snapshot_id, "resources": {"disk_mb": 4096}})
+        assert smaller.status_code == 400 and "only grows" in smaller.json()["message"], smaller.text
+        assert {s["id"] for s in server.live_sandboxes()} == live
+        with client.create_and_connect(snapshot_id=memory_snap.snapshot_id, memory_mb=2048) as same:
+            assert client.get(same.sandbox_id).resources.memory_mb == 2048
+    finally:
+        client.delete_snapshot(fs_snap.snapshot_id)
+        client.delete_snapshot(memory_snap.snapshot_id)
+
+
 def test_memory_snapshot_refuses_other_resources(server, client):
     with client.create_and_connect() as source:
         snap = client.snapshot_and_wait(source.sandbox_id)

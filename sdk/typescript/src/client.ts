@@ -208,7 +208,7 @@ export interface CreateOptions {
   timeoutSecs?: number;
   /** Image name or id (default: the server's). */
   image?: string;
-  /** Restore this snapshot instead of booting a fresh sandbox (image and resources are inherited unless given). */
+  /** Restore this snapshot instead of booting a fresh sandbox (image and each size are inherited unless given). */
   snapshotId?: string;
   /** Secrets to inject as environment variables. */
   secretNames?: string[];
@@ -505,13 +505,13 @@ export function createBody(options: CreateOptions = {}): Record<string, unknown>
 
   const body: Record<string, unknown> = {};
   if (options.snapshotId !== undefined) body.snapshot_id = options.snapshotId;
-  // A restore with no overrides sends only the snapshot id: it inherits image and resources.
-  const overridesResources = cpus !== DEFAULT_CPUS || memoryMb !== DEFAULT_MEMORY_MB || options.diskMb !== undefined;
-  if (options.snapshotId === undefined || overridesResources) {
-    const resources: Record<string, unknown> = { cpus, memory_mb: memoryMb };
-    if (options.diskMb !== undefined) resources.disk_mb = options.diskMb;
-    body.resources = resources;
-  }
+  // A restore inherits image and each size it is not given from the snapshot, one by one: send
+  // only the sizes given, so that `cpus: 2` alone keeps the snapshot's memory.
+  const resources: Record<string, unknown> = {};
+  if (options.snapshotId === undefined || options.cpus !== undefined) resources.cpus = cpus;
+  if (options.snapshotId === undefined || options.memoryMb !== undefined) resources.memory_mb = memoryMb;
+  if (options.diskMb !== undefined) resources.disk_mb = options.diskMb;
+  if (Object.keys(resources).length > 0) body.resources = resources;
   if (options.name !== undefined) body.name = options.name;
   if (options.image !== undefined) body.image = options.image;
   if (timeoutSecs !== undefined) body.timeout_secs = timeoutSecs;

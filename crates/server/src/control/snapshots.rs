@@ -272,14 +272,28 @@ impl Snapshots {
                 });
             }
         }
+        // The layer is a copy of the snapshot's: it can grow (before it is mounted, as a disk
+        // resized while suspended does), never shrink.
+        let disk_mb = asked
+            .disk_mb
+            .or(asked.ephemeral_disk_mb)
+            .unwrap_or(snap.disk_mb);
+        if disk_mb < snap.disk_mb {
+            return Err(ControlError::InvalidArgument {
+                field: "resources.disk_mb",
+                reason: format!(
+                    "{disk_mb} MB is smaller than the snapshot's disk ({} MB); a disk only grows",
+                    snap.disk_mb
+                ),
+            });
+        }
         let mut plain = req.clone();
         plain.snapshot_id = None;
         plain.image = Some(snap.image.clone());
         plain.resources = Some(ResourcesRequest {
             cpus: asked.cpus.or(Some(snap.cpus)),
             memory_mb: asked.memory_mb.or(Some(snap.memory_mb)),
-            // The layer is a copy of the snapshot's: its size is the snapshot's.
-            disk_mb: Some(snap.disk_mb),
+            disk_mb: Some(disk_mb),
             ephemeral_disk_mb: None,
             gpus: asked.gpus,
         });

@@ -100,9 +100,14 @@ def test_snapshot_restore_without_overrides_sends_only_the_snapshot_id(
     server.on("GET", SBX, jsonr(200, info_json()))
     client.create(snapshot_id="snap-1")
     client.create(snapshot_id="snap-1", memory_mb=2048)
-    first, second = server.calls("POST", BASE)
+    client.create(snapshot_id="snap-1", cpus=2)
+    client.create(snapshot_id="snap-1", disk_mb=20480)
+    first, memory, cpus, disk = server.calls("POST", BASE)
     assert body_of(first) == {"snapshot_id": "snap-1"}
-    assert body_of(second) == {"snapshot_id": "snap-1", "resources": {"cpus": 1.0, "memory_mb": 2048}}
+    # Only what is set: the rest is inherited from the snapshot, each size on its own.
+    assert body_of(memory) == {"snapshot_id": "snap-1", "resources": {"memory_mb": 2048}}
+    assert body_of(cpus) == {"snapshot_id": "snap-1", "resources": {"cpus": 2.0}}
+    assert body_of(disk) == {"snapshot_id": "snap-1", "resources": {"disk_mb": 20480}}
 
 
 def test_create_accepts_a_504_carrying_the_answer(server: FakeServer, client: SandboxClient) -> None:

@@ -59,9 +59,15 @@ describe("create body", () => {
 
   it("restores a snapshot with only its id when nothing is overridden", () => {
     assert.deepEqual(createBody({ snapshotId: "snap1" }), { snapshot_id: "snap1" });
+    // Only the sizes given: the rest is inherited from the snapshot, each on its own.
     assert.deepEqual(createBody({ snapshotId: "snap1", memoryMb: 2048 }), {
       snapshot_id: "snap1",
-      resources: { cpus: 1, memory_mb: 2048 },
+      resources: { memory_mb: 2048 },
+    });
+    assert.deepEqual(createBody({ snapshotId: "snap1", cpus: 1 }), { snapshot_id: "snap1", resources: { cpus: 1 } });
+    assert.deepEqual(createBody({ snapshotId: "snap1", diskMb: 20480 }), {
+      snapshot_id: "snap1",
+      resources: { disk_mb: 20480 },
     });
   });
 

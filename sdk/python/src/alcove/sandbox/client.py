@@ -208,7 +208,8 @@ class SandboxClient:
         """Create a sandbox and wait until it is running.
 
         Omit ``name`` for an ephemeral sandbox; a named one can be suspended and resumed. Pass
-        ``snapshot_id`` to restore a snapshot (image and resources are inherited unless given).
+        ``snapshot_id`` to restore a snapshot (image and resources are inherited unless given,
+        each size on its own; ``cpus=1.0`` and ``memory_mb=1024``, the defaults, inherit too).
         Raises :class:`SandboxNameConflictError` when the name is taken,
         :class:`SandboxFailedError` when the sandbox fails to start and
         :class:`SandboxTimeoutError` when it is not running within the client's ``timeout``.

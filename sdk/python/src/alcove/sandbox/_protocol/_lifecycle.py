@@ -97,11 +97,18 @@ def create_body(
     body: dict[str, Any] = {}
     if snapshot_id is not None:
         body["snapshot_id"] = snapshot_id
-    overrides_resources = float(cpus) != DEFAULT_CPUS or memory_mb != DEFAULT_MEMORY_MB or disk_mb is not None
-    if snapshot_id is None or overrides_resources:
-        resources: dict[str, Any] = {"cpus": float(cpus), "memory_mb": memory_mb}
-        if disk_mb is not None:
-            resources["disk_mb"] = disk_mb
+    # A restore inherits each size it is not given from the snapshot, one by one: it gets only
+    # those set away from the defaults (a default value cannot be told from an absent one), so
+    # that `cpus=2` alone keeps the snapshot's memory.
+    restore = snapshot_id is not None
+    resources: dict[str, Any] = {}
+    if not restore or float(cpus) != DEFAULT_CPUS:
+        resources["cpus"] = float(cpus)
+    if not restore or memory_mb != DEFAULT_MEMORY_MB:
+        resources["memory_mb"] = memory_mb
+    if disk_mb is not None:
+        resources["disk_mb"] = disk_mb
+    if resources:
         body["resources"] = resources
     if name is not None:
         body["name"] = name
