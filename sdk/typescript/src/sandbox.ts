@@ -6,7 +6,6 @@
  */
 
 import { createWriteStream } from "node:fs";
-import { constants as osConstants } from "node:os";
 import { once } from "node:events";
 
 import type {
@@ -284,13 +283,25 @@ export function healthCheckBody(healthCheck: HealthCheckOptions | ProcessHealthC
   return body;
 }
 
-/** A signal number from a number or a name such as `"SIGTERM"`. */
+/**
+ * Signal numbers as the sandbox (Linux, x86-64) reads them: names are looked up here, not in the
+ * client machine's `os.constants.signals` (SIGUSR1 is 30 on macOS, where Linux reads 30 as SIGPWR;
+ * Windows has no SIGUSR1 at all).
+ */
+const LINUX_SIGNALS: Readonly<Record<string, number>> = {
+  SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGILL: 4, SIGTRAP: 5, SIGABRT: 6, SIGIOT: 6, SIGBUS: 7,
+  SIGFPE: 8, SIGKILL: 9, SIGUSR1: 10, SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14,
+  SIGTERM: 15, SIGSTKFLT: 16, SIGCHLD: 17, SIGCLD: 17, SIGCONT: 18, SIGSTOP: 19, SIGTSTP: 20,
+  SIGTTIN: 21, SIGTTOU: 22, SIGURG: 23, SIGXCPU: 24, SIGXFSZ: 25, SIGVTALRM: 26, SIGPROF: 27,
+  SIGWINCH: 28, SIGIO: 29, SIGPOLL: 29, SIGPWR: 30, SIGSYS: 31, SIGRTMIN: 34, SIGRTMAX: 64,
+};
+
+/** A signal number from a number (sent as it is) or a name such as `"SIGTERM"` (its Linux number). */
 export function signalNumber(signal: number | NodeJS.Signals): number {
   if (typeof signal === "number") {
     if (Number.isInteger(signal) && signal > 0) return signal;
-  } else if (typeof signal === "string") {
-    const value = (osConstants.signals as Record<string, number | undefined>)[signal];
-    if (value !== undefined) return value;
+  } else if (typeof signal === "string" && Object.hasOwn(LINUX_SIGNALS, signal)) {
+    return LINUX_SIGNALS[signal]!;
   }
   throw new TypeError(`signal must be a positive integer or a signal name like "SIGTERM", got ${JSON.stringify(signal)}`);
 }

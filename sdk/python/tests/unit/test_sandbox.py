@@ -6,6 +6,7 @@ import inspect
 import io
 import json
 import signal
+import sys
 
 import httpx
 import pytest
@@ -528,3 +529,17 @@ def test_info_and_terminate(server: FakeServer, client: SandboxClient) -> None:
     assert sandbox.info().name == "renamed" and sandbox.name == "renamed"
     sandbox.terminate()
     assert server.requests[-1].method == "DELETE" and server.requests[-1].url.path == SBX
+
+
+def test_signal_members_are_sent_with_their_linux_numbers() -> None:
+    from alcove.sandbox._protocol._processes import LINUX_SIGNALS, linux_signal
+
+    assert linux_signal(signal.SIGTERM) == 15 and linux_signal(12) == 12
+    with pytest.raises(ValueError):
+        linux_signal(0)
+    # The table is what the sandbox reads; on Linux it agrees with the client's own numbers.
+    if sys.platform == "linux":
+        for member in signal.Signals:
+            assert LINUX_SIGNALS.get(member.name, int(member)) == int(member), member.name
+            if member.name in LINUX_SIGNALS:
+                assert linux_signal(member) == int(member)

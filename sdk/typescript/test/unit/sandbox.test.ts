@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { constants as osConstants, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 
@@ -11,6 +11,7 @@ import {
   SandboxConnectionError,
   SandboxNotFoundError,
 } from "../../src/index.js";
+import { signalNumber } from "../../src/sandbox.js";
 import { instantSleeps, sandboxJson, startFake, type Answer, type Fake, type Recorded } from "./fake.js";
 
 const API = "/sandboxes/sbx1/api/v1";
@@ -223,6 +224,20 @@ describe("Sandbox against a fake server", () => {
     assert.equal(fake.requests[6]!.headers["content-length"], "0");
     await assert.rejects(sandbox.getProcess(404), (error: unknown) => error instanceof RemoteAPIError && error.code === "NOT_FOUND");
     await assert.rejects(sandbox.sendSignal(5, "SIGNOPE" as NodeJS.Signals), TypeError);
+  });
+
+  it("sends signal names with their Linux numbers, whatever the client's system", () => {
+    assert.equal(signalNumber("SIGUSR1"), 10);
+    assert.equal(signalNumber("SIGSTOP"), 19);
+    assert.equal(signalNumber("SIGPWR"), 30);
+    assert.equal(signalNumber(12), 12);
+    // On Linux the table agrees with the system's own numbers.
+    if (process.platform === "linux") {
+      for (const [name, number] of Object.entries(osConstants.signals)) {
+        if (name === "SIGUNUSED") continue;
+        assert.equal(signalNumber(name as NodeJS.Signals), number, name);
+      }
+    }
   });
 
   it("follows output until the stream closes", async () => {

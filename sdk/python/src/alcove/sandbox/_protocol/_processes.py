@@ -212,10 +212,34 @@ def op_stop_all_processes(cfg: ClientConfig, target: ProxyTarget) -> Op[int]:
     return int(killed)
 
 
-def op_send_signal(cfg: ClientConfig, target: ProxyTarget, pid: int | str, signal: int) -> Op[None]:
+# Signal numbers as the sandbox (Linux, x86-64) reads them. A `signal.Signals` member carries
+# the number of the machine the client runs on (SIGUSR1 is 30 on macOS, where Linux reads 30 as
+# SIGPWR), so members are sent by name through this table; a plain int is sent as it is.
+LINUX_SIGNALS = {
+    "SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGILL": 4, "SIGTRAP": 5, "SIGABRT": 6, "SIGIOT": 6,
+    "SIGBUS": 7, "SIGFPE": 8, "SIGKILL": 9, "SIGUSR1": 10, "SIGSEGV": 11, "SIGUSR2": 12,
+    "SIGPIPE": 13, "SIGALRM": 14, "SIGTERM": 15, "SIGSTKFLT": 16, "SIGCHLD": 17, "SIGCLD": 17,
+    "SIGCONT": 18, "SIGSTOP": 19, "SIGTSTP": 20, "SIGTTIN": 21, "SIGTTOU": 22, "SIGURG": 23,
+    "SIGXCPU": 24, "SIGXFSZ": 25, "SIGVTALRM": 26, "SIGPROF": 27, "SIGWINCH": 28, "SIGIO": 29,
+    "SIGPOLL": 29, "SIGPWR": 30, "SIGSYS": 31, "SIGRTMIN": 34, "SIGRTMAX": 64,
+}
+
+
+def linux_signal(signal: int | signal_module.Signals) -> int:
+    """The number the sandbox reads for ``signal``: a ``signal.Signals`` member by its name, an int
+    as it is."""
     if isinstance(signal, bool) or not isinstance(signal, (int, signal_module.Signals)) or int(signal) <= 0:
         raise ValueError(f"signal must be a positive int or signal.Signals, got {signal!r}")
-    yield from _proxy_op(cfg, target, "POST", f"/api/v1/processes/{_pid(pid)}/signal", json={"signal": int(signal)})
+    if isinstance(signal, signal_module.Signals):
+        if signal.name not in LINUX_SIGNALS:
+            raise ValueError(f"{signal.name} has no Linux equivalent; send its Linux number instead")
+        return LINUX_SIGNALS[signal.name]
+    return int(signal)
+
+
+def op_send_signal(cfg: ClientConfig, target: ProxyTarget, pid: int | str, signal: int) -> Op[None]:
+    number = linux_signal(signal)
+    yield from _proxy_op(cfg, target, "POST", f"/api/v1/processes/{_pid(pid)}/signal", json={"signal": number})
 
 
 def op_write_stdin(cfg: ClientConfig, target: ProxyTarget, pid: int | str, data: bytes) -> Op[None]:
