@@ -506,6 +506,8 @@ def test_login_checks_and_saves_the_key_privately(tmp_path):
     ["no-such-command"],
     ["ls", "--no-such-flag"],
     ["sandbox", "resize", "x"],
+    ["sandbox", "network", "x"],
+    ["sandbox", "network", "x", "--open", "--no-internet"],
     ["exec", "x", "--name", "web", "--", "true"],
     ["exec", "-d", "-t", "x", "--", "true"],
     ["exec", "-d", "x", "--health-http", "web", "--", "true"],
@@ -639,6 +641,14 @@ def test_network_policy_at_create_survives_rename_and_ports(cli, client):
         assert re.search(r"^allow out\s+10\.1\.2\.3$", shown, re.M), shown
         assert re.search(r"^deny out\s+10\.0\.0\.0/8$", shown, re.M), shown
         assert not reaches(client.connect(info["id"]), host, ip), "rename and ports opened the network"
+        # Changed live: opened, then closed but for the mirror, then open but for it.
+        assert cli("sandbox", "network", name, "--open").stdout.decode().split()[1:] == ["internet=allowed"]
+        assert reaches(client.connect(info["id"]), host, ip)
+        closed = cli("sandbox", "network", name, "--no-internet", "--allow-out", ip).stdout.decode()
+        assert closed.split()[1:] == ["internet=blocked", f"allow-out={ip}"], closed
+        assert reaches(client.connect(info["id"]), host, ip)
+        cli("sandbox", "network", name, "--deny-out", f"{ip}/32")
+        assert not reaches(client.connect(info["id"]), host, ip)
     finally:
         cli("rm", info["id"])
 

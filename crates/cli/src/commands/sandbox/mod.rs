@@ -10,6 +10,7 @@ mod exec;
 mod lifecycle;
 mod list;
 mod logs;
+mod network;
 mod observe;
 mod processes;
 mod resize;
@@ -95,6 +96,8 @@ enum Action {
     Logs(LogsArgs),
     /// Show or change the ports a sandbox exposes through the ingress.
     Ports(observe::PortsArgs),
+    /// Change a sandbox's outbound network policy, live.
+    Network(network::NetworkCmdArgs),
     /// Print (or open) the URL of a sandbox's desktop in the browser.
     Desktop(observe::DesktopArgs),
     /// Show a sandbox's CPU, memory, task and disk use against its limits.
@@ -125,6 +128,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         Action::RestartProcess(a) => processes::restart(c, a).await,
         Action::Logs(a) => logs::run(c, a).await,
         Action::Ports(a) => observe::ports(c, a).await,
+        Action::Network(a) => network::run(c, a).await,
         Action::Desktop(a) => observe::desktop(c, a).await,
         Action::Stats(a) => observe::stats(c, a).await,
     }
