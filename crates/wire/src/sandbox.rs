@@ -119,6 +119,13 @@ pub struct ResourcesRequest {
     pub gpus: Option<Vec<GpuResources>>,
 }
 
+impl ResourcesRequest {
+    /// The disk asked for: `disk_mb`, else its alias `ephemeral_disk_mb`.
+    pub fn disk(&self) -> Option<i64> {
+        self.disk_mb.or(self.ephemeral_disk_mb)
+    }
+}
+
 // Schemas of the fields whose defaults and bounds are the constants of `crate::limits`: the
 // derive's `minimum`/`maximum` take literals only, so these build them from the constants.
 

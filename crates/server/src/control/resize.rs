@@ -37,7 +37,7 @@ fn target(
     if asked.gpus.as_ref().is_some_and(|g| !g.is_empty()) {
         return Err(invalid("GPUs are not supported by this server"));
     }
-    let disk_mb = asked.disk_mb.or(asked.ephemeral_disk_mb);
+    let disk_mb = asked.disk();
     if asked.cpus.is_none() && asked.memory_mb.is_none() && disk_mb.is_none() {
         return Err(invalid("give at least one of cpus, memory_mb and disk_mb"));
     }

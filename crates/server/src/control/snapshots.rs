@@ -246,10 +246,7 @@ impl Snapshots {
             // A memory image only fits the resources it was taken with.
             let differs = asked.cpus.is_some_and(|c| c != snap.cpus)
                 || asked.memory_mb.is_some_and(|m| m != snap.memory_mb)
-                || asked
-                    .disk_mb
-                    .or(asked.ephemeral_disk_mb)
-                    .is_some_and(|d| d != snap.disk_mb);
+                || asked.disk().is_some_and(|d| d != snap.disk_mb);
             if differs {
                 return Err(ControlError::InvalidArgument {
                     field: "resources",
@@ -274,10 +271,7 @@ impl Snapshots {
         }
         // The layer is a copy of the snapshot's: it can grow (before it is mounted, as a disk
         // resized while suspended does), never shrink.
-        let disk_mb = asked
-            .disk_mb
-            .or(asked.ephemeral_disk_mb)
-            .unwrap_or(snap.disk_mb);
+        let disk_mb = asked.disk().unwrap_or(snap.disk_mb);
         if disk_mb < snap.disk_mb {
             return Err(ControlError::InvalidArgument {
                 field: "resources.disk_mb",

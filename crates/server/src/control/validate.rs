@@ -110,10 +110,7 @@ pub fn requested_resources(
     let cpus = res.cpus.unwrap_or(DEFAULT_CPUS);
     let memory_mb = res.memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
     resources(cpus, memory_mb, host)?;
-    let disk_mb = res
-        .disk_mb
-        .or(res.ephemeral_disk_mb)
-        .unwrap_or(DEFAULT_DISK_MB);
+    let disk_mb = res.disk().unwrap_or(DEFAULT_DISK_MB);
     disk(disk_mb)?;
     Ok((cpus, memory_mb, disk_mb))
 }
