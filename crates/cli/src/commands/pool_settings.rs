@@ -39,25 +39,13 @@ pub struct PoolSettings {
 impl PoolSettings {
     /// The body of a create: what was not given is left to the server's defaults.
     pub fn create_request(self) -> anyhow::Result<SandboxPoolRequest> {
-        let size = &self.resources;
-        let given = size.cpus.is_some() || size.memory.is_some() || size.disk.is_some();
-        let resources = given.then(|| ResourcesRequest {
-            cpus: size.cpus,
-            memory_mb: size.memory,
-            disk_mb: size.disk,
-            ..ResourcesRequest::default()
-        });
         Ok(SandboxPoolRequest {
             image: self.image,
-            resources,
+            resources: self.resources.given().then(|| self.resources.request()),
             timeout_secs: self.timeout,
             warm_containers: self.warm,
             max_containers: self.max,
-            network: self
-                .network
-                .policy()
-                .map(serde_json::to_value)
-                .transpose()?,
+            network: self.network.policy_json()?,
             node_selector: (!self.node_labels.is_empty())
                 .then(|| self.node_labels.into_iter().collect::<BTreeMap<_, _>>()),
             ..SandboxPoolRequest::default()
@@ -81,14 +69,11 @@ impl PoolSettings {
             entrypoint: Some(now.entrypoint),
             max_containers: self.max.or(now.max_containers),
             warm_containers: Some(self.warm.unwrap_or(now.warm_containers)),
-            network: self
-                .network
-                .policy()
-                .map(serde_json::to_value)
-                .transpose()?,
-            node_selector: Some(match self.node_labels.is_empty() {
-                true => now.node_selector,
-                false => self.node_labels.into_iter().collect(),
+            network: self.network.policy_json()?,
+            node_selector: Some(if self.node_labels.is_empty() {
+                now.node_selector
+            } else {
+                self.node_labels.into_iter().collect()
             }),
         })
     }

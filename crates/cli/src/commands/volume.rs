@@ -148,9 +148,10 @@ pub async fn run(args: VolumeArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Action::Detach { sandbox, path } => {
-            let path = match path.starts_with('/') {
-                true => path,
-                false => mount_path_of(&c, &sandbox, &path).await?,
+            let path = if path.starts_with('/') {
+                path
+            } else {
+                mount_path_of(&c, &sandbox, &path).await?
             };
             c.client
                 .detach_file_system(&sandbox, &path)
@@ -170,34 +171,33 @@ async fn mount_path_of(
     name: &str,
 ) -> anyhow::Result<String> {
     let info = c.client.get(sandbox).await.map_err(|e| c.explain(e))?;
-    let mut paths = info
+    let paths: Vec<&str> = info
         .file_systems
         .iter()
         .filter(|m| m.file_system_id == name)
-        .map(|m| m.mount_path.clone());
-    match (paths.next(), paths.next()) {
-        (Some(path), None) => Ok(path),
-        (Some(first), Some(second)) => {
-            let all: Vec<String> = [first, second].into_iter().chain(paths).collect();
-            anyhow::bail!(
-                "volume {name} is mounted at several paths in {sandbox} ({}): name the one to unmount",
-                all.join(", ")
-            )
-        }
-        (None, _) => {
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    match paths[..] {
+        [path] => Ok(path.to_string()),
+        [] => {
             let mounted: Vec<String> = info
                 .file_systems
                 .iter()
                 .map(|m| format!("{} at {}", m.file_system_id, m.mount_path))
                 .collect();
-            let mounted = match mounted.is_empty() {
-                true => "no volume".to_string(),
-                false => mounted.join(", "),
+            let mounted = if mounted.is_empty() {
+                "no volume".to_string()
+            } else {
+                mounted.join(", ")
             };
             anyhow::bail!(
                 "volume {name} is not mounted in {sandbox} (mounted there: {mounted}); a mount \
                  path starts with /"
             )
         }
+        _ => anyhow::bail!(
+            "volume {name} is mounted at several paths in {sandbox} ({}): name the one to unmount",
+            paths.join(", ")
+        ),
     }
 }

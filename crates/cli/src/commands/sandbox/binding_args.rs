@@ -33,6 +33,12 @@ impl NetworkArgs {
             deny_out: self.deny_out,
         })
     }
+
+    /// [`Self::policy`] as the raw JSON that requests able to clear a policy carry (a pool's,
+    /// a sandbox's `PATCH`).
+    pub fn policy_json(self) -> serde_json::Result<Option<serde_json::Value>> {
+        self.policy().map(serde_json::to_value).transpose()
+    }
 }
 
 /// Volumes to mount.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use alcove_client::wire::sandbox::ResourcesRequest;
 use alcove_client::{BindOutcome, ClientError, CreateOptions};
 use anyhow::Context;
 
@@ -159,6 +160,23 @@ pub struct ResourceArgs {
     /// Size of the writable disk, e.g. 10G.
     #[arg(long, value_parser = parse_mib)]
     pub disk: Option<i64>,
+}
+
+impl ResourceArgs {
+    /// The sizes given, as a request carries them (those not given absent).
+    pub fn request(&self) -> ResourcesRequest {
+        ResourcesRequest {
+            cpus: self.cpus,
+            memory_mb: self.memory,
+            disk_mb: self.disk,
+            ..ResourcesRequest::default()
+        }
+    }
+
+    /// Whether any size was given.
+    pub fn given(&self) -> bool {
+        self.cpus.is_some() || self.memory.is_some() || self.disk.is_some()
+    }
 }
 
 /// `512M`, `2G`, `1.5G`, `1024` (MiB) → MiB.

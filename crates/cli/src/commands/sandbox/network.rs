@@ -34,11 +34,11 @@ pub struct NetworkCmdArgs {
 
 /// Runs `alcove sandbox network`: prints the policy now in force.
 pub async fn run(c: &Connection, args: NetworkCmdArgs) -> anyhow::Result<()> {
-    let network = match args.network.policy() {
-        Some(policy) => serde_json::to_value(policy)?,
-        // `null` resets the policy to the open default.
-        None => serde_json::Value::Null,
-    };
+    // `null` (`--open`) resets the policy to the open default.
+    let network = args
+        .network
+        .policy_json()?
+        .unwrap_or(serde_json::Value::Null);
     let patch = UpdateSandboxRequest {
         network: Some(network),
         ..UpdateSandboxRequest::default()
@@ -57,9 +57,10 @@ pub async fn run(c: &Connection, args: NetworkCmdArgs) -> anyhow::Result<()> {
 
 /// `internet=blocked allow-out=a,b deny-out=c`.
 fn describe(policy: &NetworkConfig) -> String {
-    let mut text = match policy.allow_internet_access {
-        true => "internet=allowed".to_string(),
-        false => "internet=blocked".to_string(),
+    let mut text = if policy.allow_internet_access {
+        "internet=allowed".to_string()
+    } else {
+        "internet=blocked".to_string()
     };
     if !policy.allow_out.is_empty() {
         text += &format!(" allow-out={}", policy.allow_out.join(","));

@@ -1,6 +1,6 @@
 //! `alcove sandbox resize`: new CPU, memory and disk limits for a live sandbox.
 
-use alcove_client::wire::sandbox::{ResizeStatus, ResourcesRequest, UpdateSandboxRequest};
+use alcove_client::wire::sandbox::{ResizeStatus, UpdateSandboxRequest};
 use anyhow::bail;
 
 use crate::commands::connection::Connection;
@@ -35,12 +35,7 @@ pub struct ResizeArgs {
 /// apply it (the sandbox keeps its previous limits then).
 pub async fn run(c: &Connection, args: ResizeArgs) -> anyhow::Result<()> {
     let patch = UpdateSandboxRequest {
-        resources: Some(ResourcesRequest {
-            cpus: args.resources.cpus,
-            memory_mb: args.resources.memory,
-            disk_mb: args.resources.disk,
-            ..ResourcesRequest::default()
-        }),
+        resources: Some(args.resources.request()),
         ..UpdateSandboxRequest::default()
     };
     let bar = output::spinner(format!("resizing {}", args.sandbox));
