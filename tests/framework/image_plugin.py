@@ -34,13 +34,15 @@ def remove_run_images(token: str) -> None:
     from framework.images_api import delete_image, list_images
     from framework.server import AlcoveServer, retire
 
+    def ours() -> list[str]:
+        return [name for image in list_images(srv) for name in image["names"] if f"e2e-{token}/" in name]
+
     srv = AlcoveServer()
     srv.start()
     try:
-        ours = [name for image in list_images(srv) for name in image["names"] if f"e2e-{token}/" in name]
-        refused = [(name, resp.text) for name in ours if (resp := delete_image(srv, name)).status_code != 200]
+        refused = [(name, resp.text) for name in ours() if (resp := delete_image(srv, name)).status_code != 200]
         assert not refused, f"test images not removed: {refused}"
-        left = [name for image in list_images(srv) for name in image["names"] if f"e2e-{token}/" in name]
+        left = ours()
         assert not left, f"test images left in the store: {left}"
     finally:
         retire(srv)
