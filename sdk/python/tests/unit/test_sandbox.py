@@ -395,7 +395,7 @@ def test_follow_output_reads_batches(server: FakeServer, client: SandboxClient) 
         ("three", "stderr", 2026),
         ("four", "stdout", 2026),
     ]
-    assert all(type(e) is OutputEvent for e in events)
+    assert all(isinstance(e, OutputEvent) for e in events)
     assert [(e.line, e.stream) for e in sandbox.follow_stderr(1002)] == [("e", "stderr")]
     batches = list(sandbox.follow_output_batches(1002))
     want = [(["one", "two"], "stdout"), (["three"], "stderr"), (["four"], "stdout")]

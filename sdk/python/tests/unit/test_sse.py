@@ -259,6 +259,19 @@ def test_blocks_decode_like_the_line_decoder_however_the_body_is_cut(name: str) 
         assert block_events(chunks) == want, chunks
 
 
+@pytest.mark.parametrize("pieces", [3, 30, 300])
+def test_data_values_are_what_the_data_pattern_finds(pieces: int) -> None:
+    # Few data lines are found with bytes.find, many with the pattern: the same values either way,
+    # whatever surrounds them (a "data" field without a colon, one at the very end, empty values).
+    rng = random.Random(pieces)
+    parts = [b"\ndata:", b"\ndata: ", b"\ndata", b"\n", b"\n\n", b"x", b":", b'{"a":1}', b"data:", b"\nid: 3"]
+    for _ in range(300):
+        block = b"\n" + b"".join(rng.choice(parts) for _ in range(rng.randint(0, pieces)))
+        count = _sse.data_line_count(block)
+        assert _sse._data_values(block, count) == _sse._DATA_LINE.findall(block), block
+    assert _sse._data_values(b"\ndata:" + b"7" * 100_000, 1) == [b"7" * 100_000]
+
+
 def test_blocks_start_with_a_newline_and_end_at_a_blank_line() -> None:
     blocks = SSEBlocks()
     assert blocks.feed(b"data: 1\n") is None

@@ -6,7 +6,9 @@ transport, or a real socket on 127.0.0.1) into ``Sandbox`` and ``AsyncSandbox``.
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import socket
 import threading
 import time
@@ -110,6 +112,25 @@ def batched_body() -> bytes:
     return b"".join(batches)
 
 
+def test_a_followed_event_behaves_as_the_output_event_of_its_fields(server: FakeServer, client: SandboxClient) -> None:
+    # follow_* make a private subclass without calling OutputEvent (see models._FollowedEvent):
+    # to a caller it must be an OutputEvent in every way but its exact type.
+    server.on("GET", FOLLOW, lambda request: stream_response(pieces(batched_body(), 4096)))
+    followed = list(connect(server, client).follow_output(7))[0]
+    plain = OutputEvent(followed.line, followed.timestamp, followed.stream)
+    assert isinstance(followed, OutputEvent) and type(followed) is not OutputEvent
+    assert followed == plain and plain == followed and not (followed != plain)
+    assert followed != OutputEvent(followed.line + "x", followed.timestamp, followed.stream)
+    assert repr(followed) == repr(plain) and followed.model_dump() == plain.model_dump()
+    assert followed.continued is False
+    for copied in (pickle.loads(pickle.dumps(followed)), copy.copy(followed), copy.deepcopy(followed)):
+        assert copied == plain
+    with pytest.raises(TypeError):
+        hash(followed)
+    with pytest.raises(AttributeError):
+        followed.other = 1  # type: ignore[attr-defined]  # slots only, as OutputEvent
+
+
 @pytest.mark.parametrize("size", [1, 7, 4096])
 async def test_both_follows_give_the_decoders_events(server: FakeServer, client: SandboxClient, size: int) -> None:
     # follow_* make their events themselves (from the decoder's runs): the same as the decoder's.
@@ -119,13 +140,13 @@ async def test_both_follows_give_the_decoders_events(server: FakeServer, client:
     sandbox = connect(server, client)
     server.on("GET", FOLLOW, lambda request: stream_response(pieces(data, size)))
     got = list(sandbox.follow_output(7))
-    assert got == want and all(type(e) is OutputEvent for e in got)
+    assert got == want and all(isinstance(e, OutputEvent) for e in got)
     assert [repr(e) for e in got] == [repr(e) for e in want]
     async with AsyncSandboxClient(transport=httpx.MockTransport(server)) as aclient:
         asandbox = AsyncSandbox(aclient, connect_info())
         server.on("GET", FOLLOW, lambda request: stream_response(apieces(data, size)))
         agot = [e async for e in asandbox.follow_output(7)]
-        assert agot == want and all(type(e) is OutputEvent for e in agot)
+        assert agot == want and all(isinstance(e, OutputEvent) for e in agot)
         assert [repr(e) for e in agot] == [repr(e) for e in want]
 
 

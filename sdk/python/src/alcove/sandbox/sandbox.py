@@ -37,6 +37,7 @@ from .models import (
     SandboxLogsResponse,
     SandboxMetrics,
     SandboxProcessLogFiltersResponse,
+    _FollowedEvent,
 )
 
 if TYPE_CHECKING:
@@ -355,17 +356,18 @@ class Sandbox:
         # lost before this follower read them have no place among the events: a warning says so.
         follow = proto.FollowResume(warn_dropped=f"process {pid}")
         response = self._client._drive(proto.op_open_follow(self._client._config, self._target, pid, stream))
-        # The events are made here, one per line, in the frame that yields them: allocating one and
-        # storing its three slots costs less than calling the class (its __init__ does only that)
-        # or iterating over events made elsewhere, and a follower pays it for every line.
-        new_event = OutputEvent.__new__
+        # The events are made here, one per line, in the frame that yields them: making one with
+        # object's constructor and storing its three slots costs less than calling OutputEvent
+        # (see models._FollowedEvent) or iterating over events made elsewhere, and a follower pays
+        # it for every line.
+        new_event = _FollowedEvent
         while True:
             decoder = proto.OutputEventDecoder(proto.FOLLOW_STREAMS[stream], follow)
             try:
                 for chunk in self._client._chunks(response, events=True):
                     for lines, timestamp, source in follow.fresh(decoder.feed_runs(chunk)):
                         for line in lines:
-                            event = new_event(OutputEvent)
+                            event = new_event()
                             event.line = line
                             event.timestamp = timestamp
                             event.stream = source

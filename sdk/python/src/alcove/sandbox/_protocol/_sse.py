@@ -165,11 +165,11 @@ def decode_block(block: bytes) -> list[Event]:
     last event of a block counts even without its blank line (the next block starts with it, or
     the stream ended).
     """
-    datas = _DATA_LINE.findall(block)
-    if not datas:
-        if data_line_count(block) == 0:
-            return []  # comments (keep-alives), or events without data
-    elif len(datas) == data_line_count(block):
+    count = data_line_count(block)
+    if count == 0:
+        return []  # comments (keep-alives), or events without data
+    datas = _data_values(block, count)
+    if len(datas) == count:
         events = _json_objects(datas)
         if events is not None:
             return events
@@ -178,6 +178,30 @@ def decode_block(block: bytes) -> list[Event]:
     for line in block.decode("utf-8", "replace").split("\n"):
         events.extend(decoder.feed(line))
     return events + decoder.flush()
+
+
+# Up to this many data lines a block's values are found with bytes.find, which skips over a long
+# line at the speed of memchr; past it (per-line events) the pattern is quicker than a loop.
+_FEW_DATA_LINES = 64
+
+
+def _data_values(block: bytes, count: int) -> list[bytes]:
+    """What ``_DATA_LINE.findall(block)`` answers (``count`` is :func:`data_line_count` of it):
+    the value of each data line with a colon, found without the pattern when there are few, as
+    in a block of batches, each a line tens of kilobytes long that the pattern reads byte by byte."""
+    if count > _FEW_DATA_LINES:
+        return _DATA_LINE.findall(block)
+    values: list[bytes] = []
+    find = block.find
+    at = find(b"\ndata:")
+    while at >= 0:
+        end = find(b"\n", at + 6)
+        if end < 0:
+            values.append(block[at + 6 :])
+            break
+        values.append(block[at + 6 : end])
+        at = find(b"\ndata:", end)
+    return values
 
 
 def _json_objects(datas: list[bytes]) -> list[Event] | None:
