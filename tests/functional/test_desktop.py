@@ -184,6 +184,32 @@ def test_with_api_keys_a_desktop_needs_its_own_token():
                     with ws_connect(ws_b, open_timeout=10):
                         pass
                 assert "401" in str(refused.value)
+                # The token names one port: the same URL with another port, the agent's own
+                # among them (its whole API, through the tunnel), is refused, as is a desktop
+                # URL asked for the agent's port. (A token was once good for any port.)
+                for port in (9501, 5900, 22):
+                    moved = f"{url_a}&port={port}".replace("?token=", "/websockify?token=")
+                    with pytest.raises(Exception) as other_port:
+                        with ws_connect(moved.replace("http://", "ws://"), open_timeout=10):
+                            pass
+                    assert ("400" if port == 9501 else "401") in str(other_port.value), port
+                    assert httpx.get(f"{url_a}&port={port}", timeout=10).status_code in (400, 401)
+                agent_port = httpx.post(f"{srv.url}/v1/namespaces/default/sandboxes/{a.sandbox_id}/desktop",
+                                        headers=headers, json={"port": 9501}, timeout=10)
+                assert agent_port.status_code == 400 and "agent" in agent_port.json()["message"]
+                r = httpx.post(f"{srv.url}/v1/namespaces/default/sandboxes/{a.sandbox_id}/desktop",
+                               headers=headers, json={"port": 5902}, timeout=10)
+                url_5902 = r.json()["url"]
+                assert url_5902.endswith("&port=5902")
+                assert httpx.get(url_5902, timeout=10).status_code == 200
+                assert httpx.get(url_5902.replace("&port=5902", ""), timeout=10).status_code == 401
+                # Without a token, a sandbox that exists and one that does not answer alike.
+                for ident in (a.sandbox_id, "no-such-sandbox"):
+                    missing = httpx.get(f"{srv.url}/desktop/{ident}", timeout=10)
+                    assert missing.status_code == 401 and a.sandbox_id not in missing.text
+                assert httpx.get(f"{srv.url}/desktop/no-such-sandbox?token={token}", timeout=10).status_code == 401
+                bad_port = httpx.get(f"{url_a}&port=abc", timeout=10)
+                assert bad_port.status_code == 400 and bad_port.json()["code"] == "INVALID_ARGUMENT"
             finally:
                 client.delete(a.sandbox_id)
                 client.delete(b.sandbox_id)

@@ -81,3 +81,29 @@ def test_api_keys_apply_unless_unauthenticated_access_is_allowed(keyed):
             # Exposing one more port keeps the sandbox public (the SDK once sent `false`).
             assert client.expose_ports("public", [8004]).allow_unauthenticated_access is True
             assert via_ingress(keyed, 8003, "public").status_code == 200
+
+
+def test_an_anonymous_request_neither_wakes_a_sandbox_nor_learns_which_exist(keyed):
+    """Without a key, a private sandbox answers as a missing one does (401, nothing named), and
+    a suspended one stays asleep: the key is checked on the record before anything resumes it.
+    (The server once resumed the sandbox, then answered 403 naming its id.)"""
+    from alcove.sandbox import SandboxClient
+
+    with SandboxClient(api_url=keyed.url, api_key="ingress-key") as client:
+        with client.create_and_connect(name="sleeper") as sandbox:
+            client.suspend("sleeper")
+            assert client.get("sleeper").status.value == "suspended"
+            answers = {}
+            for ident in ("sleeper", sandbox.sandbox_id, "no-such-sandbox"):
+                for port in (80, 8005):
+                    resp = via_ingress(keyed, port, ident)
+                    assert resp.status_code == 401, (ident, resp.text)
+                    assert sandbox.sandbox_id not in resp.text and "sleeper" not in resp.text
+                    answers[(ident, port)] = resp.json()["message"]
+            assert len(set(answers.values())) == 1, answers
+            assert client.get("sleeper").status.value == "suspended"
+            # With the key, an unexposed port is refused without waking it either, naming
+            # the sandbox as the request did.
+            refused = via_ingress(keyed, 80, "sleeper", headers={"Authorization": "Bearer ingress-key"})
+            assert refused.status_code == 403 and "sleeper" in refused.json()["message"]
+            assert client.get("sleeper").status.value == "suspended"

@@ -348,7 +348,9 @@ mod tests {
         let expired = state
             .desktop_tokens
             .issue_pty_ticket(&id, alcove_wire::time::now_millis() - 1);
-        let desktop = state.desktop_tokens.issue(&id, later);
+        let desktop = state
+            .desktop_tokens
+            .issue(&id, crate::desktop::DEFAULT_VNC_PORT, later);
         let refused = [
             (ws(&id, &other), true, None, "another sandbox's ticket"),
             (ws(&id, &expired), true, None, "an expired ticket"),

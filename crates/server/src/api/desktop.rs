@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::openapi::{SandboxParam, tags};
 use super::sandboxes::{ident, namespace};
 use crate::desktop::tokens::TOKEN_LIFETIME_MS;
+use crate::desktop::{DEFAULT_VNC_PORT, check_vnc_port};
 
 /// `POST {B}/sandboxes/{id}/desktop`.
 #[utoipa::path(
@@ -27,7 +28,7 @@ use crate::desktop::tokens::TOKEN_LIFETIME_MS;
     request_body(content = Option<DesktopUrlRequest>, description = "None, or the VNC port."),
     responses(
         (status = 200, description = "The URL.", body = DesktopUrl),
-        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body.", body = ApiErrorBody),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body, or a port that is 0 or the agent's own (9501).", body = ApiErrorBody),
         (status = 404, description = "`NOT_FOUND`: no such sandbox.", body = ApiErrorBody),
     )
 )]
@@ -37,16 +38,14 @@ pub async fn desktop_url(
     WholeBody(body): WholeBody,
 ) -> Result<Json<DesktopUrl>, ApiError> {
     let req: DesktopUrlRequest = optional_json_object(&body)?;
-    if req.port == Some(0) {
-        return Err(ApiError::bad_request("port must be between 1 and 65535"));
-    }
+    let vnc_port = check_vnc_port(req.port.unwrap_or(DEFAULT_VNC_PORT))?;
     let record = state
         .control
         .sandboxes
         .get(namespace(&params), ident(&params)?)
         .await?;
     let expires_at = now_millis() + TOKEN_LIFETIME_MS;
-    let token = state.desktop_tokens.issue(&record.id, expires_at);
+    let token = state.desktop_tokens.issue(&record.id, vnc_port, expires_at);
     let base = state.control.sandbox_url().trim_end_matches('/');
     let port = req.port.map(|p| format!("&port={p}")).unwrap_or_default();
     Ok(Json(DesktopUrl {

@@ -14,6 +14,7 @@
 mod page;
 pub mod tokens;
 
+pub(crate) use page::check_vnc_port;
 pub use page::{desktop_page, desktop_socket};
 pub use tokens::DesktopTokens;
 

@@ -20,6 +20,10 @@ pub fn parse_ingress_host(headers: &HeaderMap, domain: &str) -> Option<(u16, Str
     };
     let label = host.strip_suffix(domain)?.strip_suffix('.')?;
     let (port, ident) = label.split_once('-')?;
+    // Digits only: `u16::from_str` also takes a leading `+`.
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
     (!ident.is_empty() && !ident.contains('.')).then(|| (port, ident.to_string()))
 }
@@ -71,6 +75,7 @@ mod tests {
             "80-.sandbox.localhost",
             "80-a.b.sandbox.localhost",
             "80-a.evil.example",
+            "+1-a.sandbox.localhost",
         ] {
             assert_eq!(parse_ingress_host(&host(other), d), None, "{other}");
         }

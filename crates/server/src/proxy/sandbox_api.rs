@@ -170,9 +170,14 @@ pub(super) async fn forward_to(
     req: Request,
     port: Port,
 ) -> Result<Response, ApiError> {
-    let target = wake_if_asleep(&state, &ident).await?;
+    let target = admitted_target(&state, &ident, port, req.headers()).await?;
+    let target = wake_if_asleep(&state, target).await?;
     let id = target.record.id.clone();
-    let (upstream, port) = upstream_port(&state, &target, port, req.headers())?;
+    let upstream = running_upstream(&target)?;
+    let port = match port {
+        Port::Agent => alcove_runtime::node::AGENT_PORT,
+        Port::User(p) => p,
+    };
     let addr = upstream.addr(port);
     let guard = state.control.enter_request(&id);
     let upgrade = is_upgrade(req.headers());
@@ -209,10 +214,42 @@ pub(super) async fn forward_to(
     }
 }
 
-/// The sandbox `ident` names, resumed first when it is suspended with
-/// `auto_resume` (traffic wakes it).
-async fn wake_if_asleep(state: &AppState, ident: &str) -> Result<Target, ApiError> {
-    let target = state.control.sandboxes.target(ident).await?;
+/// The sandbox `ident` names, once the request may reach `port` of it: a user port must be
+/// exposed and, unless the sandbox waives it, the request must carry an API key (the agent's
+/// port is behind the key check already). Checked on the record, before anything wakes the
+/// sandbox, and without a key a sandbox that is missing or not public answers as the key check
+/// does: an anonymous request neither wakes a sandbox nor learns which ones exist.
+async fn admitted_target(
+    state: &AppState,
+    ident: &str,
+    port: Port,
+    headers: &HeaderMap,
+) -> Result<Target, ApiError> {
+    let Port::User(p) = port else {
+        return Ok(state.control.sandboxes.target(ident).await?);
+    };
+    let found = state.control.sandboxes.target(ident).await;
+    if !state.keys.is_empty()
+        && let Err(refused) = state.keys.check(headers)
+        && !found
+            .as_ref()
+            .is_ok_and(|t| t.record.allow_unauthenticated_access)
+    {
+        return Err(refused);
+    }
+    let target = found?;
+    if !target.record.exposed_ports.contains(&i64::from(p)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Unauthorized,
+            format!("port {p} of sandbox {ident} is not exposed"),
+        ));
+    }
+    Ok(target)
+}
+
+/// `target`, resumed first when it is suspended with `auto_resume` (traffic wakes it).
+async fn wake_if_asleep(state: &AppState, target: Target) -> Result<Target, ApiError> {
     if target.record.status != SandboxStatus::Suspended || !target.record.auto_resume {
         return Ok(target);
     }
@@ -226,36 +263,6 @@ async fn wake_if_asleep(state: &AppState, ident: &str) -> Result<Target, ApiErro
         return Ok(state.control.sandboxes.target(&id).await?);
     }
     Ok(target)
-}
-
-/// Where a request for `port` of `target` goes (the run of the sandbox, and the port
-/// number), or why it cannot: the sandbox must be running (or briefly frozen by a
-/// snapshot), and a user port must be exposed and, unless the sandbox waives it,
-/// authenticated.
-fn upstream_port(
-    state: &AppState,
-    target: &Target,
-    port: Port,
-    headers: &HeaderMap,
-) -> Result<(Upstream, u16), ApiError> {
-    let id = target.record.id.clone();
-    let upstream = running_upstream(target)?;
-    match port {
-        Port::Agent => Ok((upstream, alcove_runtime::node::AGENT_PORT)),
-        Port::User(p) => {
-            if !target.record.exposed_ports.contains(&i64::from(p)) {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    ErrorCode::Unauthorized,
-                    format!("port {p} of sandbox {id} is not exposed"),
-                ));
-            }
-            if !target.record.allow_unauthenticated_access && !state.keys.is_empty() {
-                state.keys.check(headers)?;
-            }
-            Ok((upstream, p))
-        }
-    }
 }
 
 /// Where the sandbox of `target` answers, when it is running (or briefly frozen by a
