@@ -470,6 +470,32 @@ def test_fields_of_the_wrong_type_are_400_naming_the_field(server):
     assert server.live_sandboxes() == []
 
 
+def test_numbers_past_what_the_kernel_and_the_clock_take_are_400_and_create_nothing(server, client):
+    """A `timeout_secs` whose deadline overflowed once ended the sandbox at once (and again after
+    every resume), and CPUs below the kernel's smallest quota made a sandbox that failed to
+    start, or a resize that left an 8 MiB memory limit behind it."""
+    for body, field in (
+        ({"timeout_secs": 9223372036854775}, "timeout_secs"),
+        ({"timeout_secs": 365 * 86400 + 1}, "timeout_secs"),
+        ({"resources": {"cpus": 0.001, "memory_mb": 8}}, "resources.cpus"),
+        ({"resources": {"cpus": 1e-300, "memory_mb": 1024}}, "resources.cpus"),
+    ):
+        resp = post(server, "/sandboxes", json.dumps(body).encode())
+        assert resp.status_code == 400, (body, resp.text)
+        assert field in resp.json()["message"], resp.text
+    pool = post(server, "/sandbox-pools", json.dumps({"image": "default", "timeout_secs": 2**53}).encode())
+    assert pool.status_code == 400 and "timeout_secs" in pool.json()["message"], pool.text
+    assert server.live_sandboxes() == []
+    with client.create_and_connect(timeout_secs=365 * 86400) as sandbox:
+        assert sandbox.run("true").exit_code == 0
+        resized = post(server, f"/sandboxes/{sandbox.sandbox_id}",
+                       json.dumps({"resources": {"cpus": 0.001, "memory_mb": 8}}).encode(), "PATCH")
+        assert resized.status_code == 400 and "resources.cpus" in resized.json()["message"], resized.text
+        limit = sandbox.run("cat", ["/sys/fs/cgroup/memory/memory.limit_in_bytes"]).stdout.strip()
+        assert limit == str(1024 << 20), limit
+        assert client.get(sandbox.sandbox_id).status.value == "running"
+
+
 def test_oversized_bodies_and_wrong_methods_answer_in_the_error_shape(server, client):
     """Bodies past the 2 MiB a route reads whole, and methods a path does not serve, are
     answered as every other error is (axum's own answers were plain text, or empty)."""
@@ -516,10 +542,14 @@ def test_undecodable_paths_and_path_like_namespaces_are_400_and_create_nothing(s
             "/v1/namespaces/..%2F..%2Fx/sandboxes",
             "/v1/namespaces/a%20b/sandboxes",
             "/v1/namespaces/%2E%2E/secrets",
+            # Cut at the encoded `/` after decoding, this once passed as namespace "a".
+            "/v1/namespaces/a%2f%0a%00%2f..%2fx/secrets",
         ):
             resp = httpx.get(f"{server.url}{path}", timeout=30)
             assert resp.status_code == 400, (path, resp.text)
             assert resp.json()["code"] == "INVALID_ARGUMENT", path
+        stored = post(server, "/v1/namespaces/a%2f%0a%00%2f..%2fx/secrets/FOO", b'{"value": "v"}', "PUT")
+        assert stored.status_code == 400 and "invalid namespace" in stored.json()["message"], stored.text
         made = post(server, "/v1/namespaces/..%2F..%2Fx/sandboxes", json.dumps({"name": "ns-escape"}).encode())
         assert made.status_code == 400 and "invalid namespace" in made.json()["message"]
         # No sandbox was made in any namespace: the host holds only this test's one.

@@ -66,6 +66,7 @@ impl Node {
         }
         let memory = to.memory_mb << 20;
         let old_memory = self.cgroups.usage(id).and_then(|u| u.memory_limit_bytes);
+        let before = self.limits_in_bundle(id);
         // The user group stays below the sandbox: lower it first, raise it last.
         let shrinking = old_memory.is_some_and(|old| memory < old);
         if shrinking {
@@ -74,6 +75,21 @@ impl Node {
         let cpuset = self.cpus.assign_list(id, to.cpus);
         let updated = self.update_limits(id, to, &cpuset).await;
         if let Err(e) = updated {
+            // runc writes the memory limit before the CPU's: a CPU limit the kernel refused
+            // left the new memory limit behind. The sandbox's limits go back first, so that
+            // the user group, raised after them, stays below.
+            match before {
+                Ok((doc, cpuset)) => {
+                    if let Err(undo) = self.runc.update(id, &doc.to_string()).await {
+                        tracing::warn!(sandbox_id = %id, error = %undo,
+                            "could not put the limits back after a failed resize");
+                    }
+                    self.cpus.release(id);
+                    self.cpus.adopt(id, &cpuset);
+                }
+                Err(undo) => tracing::warn!(sandbox_id = %id, error = %undo,
+                    "no recorded limits to put back after a failed resize"),
+            }
             if let (true, Some(old)) = (shrinking, old_memory) {
                 let _ = self.cgroups.set_user_memory(id, old);
             }
@@ -120,6 +136,33 @@ impl Node {
             )));
         }
         Ok(())
+    }
+
+    /// The CPU and memory limits the bundle's `config.json` records (those the sandbox runs
+    /// with), as a `runc update` document, and its CPU list.
+    fn limits_in_bundle(&self, id: &str) -> Result<(serde_json::Value, String)> {
+        let config = self.sandbox_dir(id).join("bundle/config.json");
+        let text =
+            std::fs::read_to_string(&config).map_err(RuntimeError::io("reading", &config))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| RuntimeError::Spec(format!("reading {}: {e}", config.display())))?;
+        let resources = &json["linux"]["resources"];
+        let mut doc = serde_json::json!({"memory": {}, "cpu": {}});
+        for key in ["limit", "swap"] {
+            if let Some(v) = resources["memory"].get(key) {
+                doc["memory"][key] = v.clone();
+            }
+        }
+        for key in ["quota", "period", "cpus"] {
+            if let Some(v) = resources["cpu"].get(key) {
+                doc["cpu"][key] = v.clone();
+            }
+        }
+        let cpuset = resources["cpu"]["cpus"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Ok((doc, cpuset))
     }
 
     /// Writes the new limits into the bundle's `config.json`.

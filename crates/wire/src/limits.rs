@@ -10,6 +10,10 @@ pub const DEFAULT_CPUS: f64 = 1.0;
 pub const DEFAULT_MEMORY_MB: i64 = 1024;
 /// Default writable-layer size in MiB.
 pub const DEFAULT_DISK_MB: i64 = 10240;
+/// Fewest CPUs a sandbox may have: the kernel's smallest CFS quota is 1 ms per 100 ms period.
+pub const CPUS_MIN: f64 = 0.01;
+/// Longest `timeout_secs`: 365 days (0 means none).
+pub const TIMEOUT_SECS_MAX: i64 = 365 * 24 * 60 * 60;
 /// Memory allowed per CPU, in MiB (1024-8192 per core, as on the original
 /// platform; docs/protocol/control-plane.md, Resources).
 pub const MEMORY_PER_CPU_MB: (i64, i64) = (1024, 8192);

@@ -11,8 +11,8 @@ use utoipa::openapi::schema::{
 };
 
 use crate::limits::{
-    DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DISK_MB_RANGE, MANAGEMENT_PORT,
-    MEMORY_PER_CPU_MB, NAME_MAX_LEN, NAME_PATTERN, PORT_RANGE,
+    CPUS_MIN, DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DISK_MB_RANGE, MANAGEMENT_PORT,
+    MEMORY_PER_CPU_MB, NAME_MAX_LEN, NAME_PATTERN, PORT_RANGE, TIMEOUT_SECS_MAX,
 };
 use crate::time::{EpochMillis, EpochMillisSchema};
 
@@ -146,10 +146,10 @@ fn cpus_schema() -> Object {
         .schema_type(nullable(Type::Number))
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
         .description(Some(
-            "CPUs (fractions allowed); at most the host's CPUs. The sandbox is pinned to \
-             `ceil(cpus)` CPUs.",
+            "CPUs (fractions allowed, down to 0.01); at most the host's CPUs. The sandbox is \
+             pinned to `ceil(cpus)` CPUs.",
         ))
-        .exclusive_minimum(Some(0))
+        .minimum(Some(CPUS_MIN))
         .default(Some(DEFAULT_CPUS.into()))
         .build()
 }
@@ -205,6 +205,7 @@ fn name_schema() -> Object {
 fn timeout_secs_schema() -> Object {
     optional_int64("Lifetime in seconds (0 or absent = none).")
         .minimum(Some(0))
+        .maximum(Some(TIMEOUT_SECS_MAX))
         .default(Some(0.into()))
         .build()
 }

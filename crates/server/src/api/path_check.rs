@@ -19,11 +19,14 @@ pub(crate) async fn check_path(req: Request, next: Next) -> Response {
 }
 
 fn problem(path: &str) -> Option<String> {
-    let Ok(decoded) = percent_decode_str(path).decode_utf8() else {
+    if percent_decode_str(path).decode_utf8().is_err() {
         return Some("invalid path: not UTF-8 once percent-decoded".into());
-    };
-    let ns = decoded.strip_prefix("/v1/namespaces/")?.split('/').next()?;
-    (!valid_namespace(ns)).then(|| {
+    }
+    // The segment is cut from the path as sent, then decoded: an encoded `/` is part of it
+    // (and refused), as the router, which splits before decoding, will take it.
+    let raw = path.strip_prefix("/v1/namespaces/")?.split('/').next()?;
+    let ns = percent_decode_str(raw).decode_utf8_lossy();
+    (!valid_namespace(&ns)).then(|| {
         format!(
             "invalid namespace {ns:?}: use 1-{NAMESPACE_MAX_LEN} letters, digits, '-', '_' and \
              '.', not starting with '.'"
@@ -52,6 +55,8 @@ mod tests {
             "/v1/namespaces/%2E%2E/sandboxes",
             "/v1/namespaces/a%20b/sandboxes",
             "/v1/namespaces//sandboxes",
+            "/v1/namespaces/a%2f%0a%00%2f..%2fx/secrets/FOO",
+            "/v1/namespaces/a%2Fb/sandboxes",
         ] {
             assert!(
                 problem(bad).is_some_and(|m| m.contains("invalid namespace")),

@@ -93,6 +93,10 @@ pub fn mount_path(path: &str) -> Result<(), ControlError> {
             format!("{path:?} is not normalized (no empty, '.' or '..' components, no trailing /)"),
         ));
     }
+    // The kernel's NAME_MAX: a longer component fails the mount point's making.
+    if path[1..].split('/').any(|c| c.len() > 255) {
+        return Err(invalid(FIELD, "has a component longer than 255 bytes"));
+    }
     let under = |root: &str| path == root || path.starts_with(&format!("{root}/"));
     if let Some(root) = RESERVED.iter().find(|r| under(r)) {
         return Err(invalid(
@@ -398,6 +402,18 @@ mod tests {
         ] {
             assert!(mount_path(ok).is_ok(), "{ok}");
         }
+        assert!(mount_path(&format!("/mnt/{}", "a".repeat(255))).is_ok());
+        let long = format!("/mnt/{}", "a".repeat(256));
+        assert!(
+            matches!(
+                mount_path(&long),
+                Err(ControlError::InvalidArgument {
+                    field: "mount_path",
+                    ..
+                })
+            ),
+            "a component over NAME_MAX"
+        );
         for bad in [
             "/",
             "",

@@ -357,7 +357,8 @@ impl Sandboxes {
                 // A pool's idle sandbox starts its lifetime when it is claimed.
                 let idle = record.pool_state == Some(crate::store::PoolState::Idle);
                 if record.timeout_secs > 0 && !idle {
-                    record.deadline_at = Some(now_millis() + record.timeout_secs * 1000);
+                    record.deadline_at =
+                        Some(validate::deadline_after(now_millis(), record.timeout_secs));
                 }
                 if let Err(e) = self.ctx.store.update(&record).await {
                     tracing::error!(sandbox_id = %id, error = %e, "recording running sandbox");

@@ -425,7 +425,8 @@ impl Pools {
                 // The pool's current lifetime (an update may have changed it).
                 record.timeout_secs = pool.timeout_secs;
                 if record.timeout_secs > 0 {
-                    record.deadline_at = Some(now_millis() + record.timeout_secs * 1000);
+                    record.deadline_at =
+                        Some(validate::deadline_after(now_millis(), record.timeout_secs));
                 }
                 match self.ctx.store.update(&record).await {
                     Err(StoreError::NameTaken(n)) => Err(ControlError::NameTaken(n)),

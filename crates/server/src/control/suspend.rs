@@ -39,7 +39,11 @@ const SUSPEND_RETRY_MS: i64 = 60_000;
 /// its timeout ran out (it was suspended for it), a whole `timeout_secs` again; a resume
 /// that gave nothing would be suspended again at once.
 fn deadline_on_resume(left: i64, timeout_secs: i64, now: i64) -> i64 {
-    now + if left > 0 { left } else { timeout_secs * 1000 }
+    if left > 0 {
+        now.saturating_add(left)
+    } else {
+        super::validate::deadline_after(now, timeout_secs)
+    }
 }
 
 /// Applies an event whose precondition the caller has checked; a refusal is

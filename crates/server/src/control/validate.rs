@@ -14,8 +14,8 @@ pub struct HostLimits {
 // The defaults and bounds live in the wire crate, so that the OpenAPI document publishes the
 // very numbers this module checks.
 pub use alcove_wire::limits::{
-    AGENT_ENV_PREFIX, DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DISK_MB_RANGE,
-    MANAGEMENT_PORT, MEMORY_PER_CPU_MB,
+    AGENT_ENV_PREFIX, CPUS_MIN, DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DISK_MB_RANGE,
+    MANAGEMENT_PORT, MEMORY_PER_CPU_MB, TIMEOUT_SECS_MAX,
 };
 
 fn invalid(field: &'static str, reason: String) -> ControlError {
@@ -24,10 +24,10 @@ fn invalid(field: &'static str, reason: String) -> ControlError {
 
 /// Checks `cpus` and `memory_mb` against each other and the host.
 pub fn resources(cpus: f64, memory_mb: i64, host: HostLimits) -> Result<(), ControlError> {
-    if !cpus.is_finite() || cpus <= 0.0 {
+    if !cpus.is_finite() || cpus < CPUS_MIN {
         return Err(invalid(
             "resources.cpus",
-            format!("must be greater than 0, got {cpus}"),
+            format!("must be at least {CPUS_MIN}, got {cpus}"),
         ));
     }
     if cpus > host.cpus {
@@ -179,13 +179,19 @@ pub fn ports(ports: &[i64]) -> Result<Vec<i64>, ControlError> {
 
 /// Checks `timeout_secs` (0 = none).
 pub fn timeout_secs(t: i64) -> Result<(), ControlError> {
-    if t < 0 {
+    if !(0..=TIMEOUT_SECS_MAX).contains(&t) {
         return Err(invalid(
             "timeout_secs",
-            format!("must not be negative, got {t}"),
+            format!("must be 0 (none) to {TIMEOUT_SECS_MAX} (365 days), got {t}"),
         ));
     }
     Ok(())
+}
+
+/// The deadline, in ms since the epoch, of a sandbox that runs `timeout_secs` from `now_ms`;
+/// saturating, for a record that was stored before the bound.
+pub fn deadline_after(now_ms: i64, timeout_secs: i64) -> i64 {
+    now_ms.saturating_add(timeout_secs.saturating_mul(1000))
 }
 
 #[cfg(test)]
