@@ -251,10 +251,17 @@ impl Journal {
 
     /// Up to `max` records with a sequence number above `after`.
     pub fn read_after(&self, after: u64, max: usize) -> JournalRead {
+        // Nothing comes after the last sequence number there can be.
+        let Some(next) = after.checked_add(1) else {
+            return JournalRead {
+                records: Vec::new(),
+                missed: 0,
+            };
+        };
         let state = self.lock();
         let first = state.records.front().map_or(state.next_seq, |r| r.seq);
-        let start = (after + 1).max(first);
-        let missed = start - (after + 1).min(start);
+        let start = next.max(first);
+        let missed = start - next.min(start);
         let skip = usize::try_from(start - first).unwrap_or(usize::MAX);
         JournalRead {
             records: state.records.iter().skip(skip).take(max).cloned().collect(),
@@ -326,6 +333,11 @@ mod tests {
         assert_eq!(read.records[1].pid, Some(7));
         assert_eq!(journal.read_after(2, 10).records.len(), 1);
         assert!(journal.read_after(3, 10).records.is_empty());
+        let last = journal.read_after(u64::MAX, 10);
+        assert!(
+            last.records.is_empty() && last.missed == 0,
+            "no wrap to the start"
+        );
         assert_eq!(journal.last_seq(), 3);
     }
 

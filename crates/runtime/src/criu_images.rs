@@ -112,8 +112,12 @@ pub fn remap(bytes: &[u8], new_first: u32) -> Option<Vec<u8>> {
     let moved: Vec<(u64, Extent)> = extents
         .into_iter()
         .map(|(f, (first, lower, count))| {
-            let shifted = lower.checked_sub(old_first)? + u64::from(new_first);
-            (shifted + count <= u64::from(u32::MAX)).then_some((f, (first, shifted, count)))
+            // The numbers come from a dump the sandbox's processes shaped: checked, never wrapped.
+            let shifted = lower
+                .checked_sub(old_first)?
+                .checked_add(u64::from(new_first))?;
+            (shifted.checked_add(count)? <= u64::from(u32::MAX))
+                .then_some((f, (first, shifted, count)))
         })
         .collect::<Option<_>>()?;
     let entry = encode_entry(&moved);
@@ -149,7 +153,7 @@ pub fn retarget_userns(dir: &Path, new_first: u32) -> Result<()> {
 /// Makes `dest` a directory of hard links to the files of the image
 /// directory `source` (no page is copied), for one restore to rewrite.
 pub fn link_copy(source: &Path, dest: &Path) -> Result<()> {
-    let _ = std::fs::remove_dir_all(dest);
+    let _ = crate::remove_tree::remove_tree(dest);
     std::fs::create_dir(dest).map_err(RuntimeError::io("creating", dest))?;
     let entries = std::fs::read_dir(source).map_err(RuntimeError::io("listing", source))?;
     for entry in entries.flatten() {
@@ -205,6 +209,14 @@ mod tests {
             remap(&sample(0x2000_0000), u32::MAX - 10).is_none(),
             "overflow"
         );
+        // Numbers a damaged or shaped dump may hold: refused, not wrapped past the check.
+        for (lower, count) in [(u64::MAX, 1), (0, u64::MAX), (u64::MAX - 5, u64::MAX)] {
+            let mut image = vec![0x19, 0x43, 0x56, 0x54, 0x06, 0x49, 0x47, 0x55];
+            let entry = encode_entry(&[(1, (0, 0, 65536)), (2, (1, lower, count))]);
+            image.extend((entry.len() as u32).to_le_bytes());
+            image.extend(entry);
+            assert!(remap(&image, 0x2000_0000).is_none(), "{lower} {count}");
+        }
     }
 
     #[test]

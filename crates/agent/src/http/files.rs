@@ -22,8 +22,14 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 fn path_of(
     query: Result<Query<FilePathQuery>, QueryRejection>,
 ) -> Result<(String, std::path::PathBuf), ApiError> {
-    let Query(FilePathQuery { path }) =
-        query.map_err(|_| ApiError::invalid("query parameter `path` is required"))?;
+    let Query(FilePathQuery { path }) = query.map_err(|e| match e {
+        QueryRejection::FailedToDeserializeQueryString(e)
+            if e.body_text().contains("duplicate") =>
+        {
+            ApiError::invalid("query parameter `path` is given more than once")
+        }
+        _ => ApiError::invalid("query parameter `path` is required"),
+    })?;
     let checked = files::validate(&path)?;
     Ok((path, checked))
 }

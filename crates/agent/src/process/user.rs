@@ -85,11 +85,12 @@ impl UserDb {
         }
     }
 
-    /// Reads both files; a missing or unreadable file counts as empty (minimal images).
+    /// Reads both files; a missing or unreadable file counts as empty (minimal images), as
+    /// does one that is not a regular file, and only its first [`USER_DB_MAX_BYTES`] are read.
+    /// The sandbox owns these files: a FIFO in their place must not block the agent's
+    /// thread, nor a link to `/dev/zero` fill its memory.
     pub fn load(passwd: &Path, group: &Path) -> Self {
-        let passwd = std::fs::read_to_string(passwd).unwrap_or_default();
-        let group = std::fs::read_to_string(group).unwrap_or_default();
-        Self::parse(&passwd, &group)
+        Self::parse(&read_user_db(passwd), &read_user_db(group))
     }
 
     /// The first user named `name`.
@@ -106,6 +107,35 @@ impl UserDb {
     pub fn group_by_name(&self, name: &str) -> Option<&GroupEntry> {
         self.groups.iter().find(|g| g.name == name)
     }
+}
+
+/// The most of `/etc/passwd` or `/etc/group` the agent reads (a real one is a few KiB).
+pub const USER_DB_MAX_BYTES: u64 = 4 << 20;
+
+/// The text of a regular file at `path` (links followed), at most [`USER_DB_MAX_BYTES`] of
+/// it; empty for anything else. Opened without blocking, so a FIFO answers at once.
+fn read_user_db(path: &Path) -> String {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    else {
+        return String::new();
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    if file
+        .take(USER_DB_MAX_BYTES)
+        .read_to_end(&mut bytes)
+        .is_err()
+    {
+        return String::new();
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Why a `user` value cannot be used.
@@ -333,6 +363,34 @@ mod tests {
             .expect("write passwd");
         std::fs::write(&group, GROUP).expect("write group");
         UserDb::load(&passwd, &group)
+    }
+
+    #[test]
+    fn a_user_db_that_is_no_regular_file_reads_as_empty_and_a_big_one_is_cut() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A FIFO with no writer: opening it for reading would block without O_NONBLOCK.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+        for odd in [&fifo, &zero, &dir.path().to_path_buf()] {
+            assert_eq!(read_user_db(odd), "", "{}", odd.display());
+        }
+        let big = dir.path().join("big");
+        let line = "u:x:5:5::/:/bin/sh\n";
+        let count = USER_DB_MAX_BYTES as usize / line.len() + 10;
+        std::fs::write(&big, line.repeat(count)).expect("write");
+        assert_eq!(read_user_db(&big).len() as u64, USER_DB_MAX_BYTES);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&big, &link).expect("symlink");
+        // The whole lines within the cap, and the cut one if it still parses.
+        let users = UserDb::load(&link, &fifo).users.len();
+        let whole = USER_DB_MAX_BYTES as usize / line.len();
+        assert!(
+            (whole..=whole + 1).contains(&users) && users < count,
+            "{users}"
+        );
     }
 
     #[test]
