@@ -374,6 +374,13 @@ def test_snapshot_to_image(server, client, busybox_ref, run_token):
         source.write_file("/root/saved.txt", b"kept in the image")
         snap = client.snapshot_and_wait(source.sandbox_id, snapshot_type="filesystem")
     try:
+        # The built-in images' names are every namespace's default: no snapshot takes them.
+        builtin = server.api("GET", "/images/default").json()["id"]
+        for taken in ("default", "alcove/debian:latest", "debian"):
+            refused = server.api("POST", f"/snapshots/{snap.snapshot_id}/image", json={"name": taken})
+            assert refused.status_code == 400 and "built-in" in refused.json()["message"], refused.text
+        for taken in ("default", "alcove/debian", "debian"):
+            assert server.api("GET", f"/images/{taken}").json()["id"] == builtin, taken
         resp = server.api("POST", f"/snapshots/{snap.snapshot_id}/image", json={"name": name})
         assert resp.status_code in (200, 201), resp.text
         info = resp.json()

@@ -261,6 +261,8 @@ impl ImageStore {
         names: &[String],
     ) -> Result<ImageRecord> {
         let id = record.id.clone();
+        // Every name is checked before anything is written or tagged.
+        self.check_names_for(names, &id, &record.source)?;
         let path = self.record_path(&id);
         let to_write = if !path.is_file() {
             Some(record)

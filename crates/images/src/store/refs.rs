@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::fsutil::{LockGuard, read_small, write_atomic};
-use super::{ImageRecord, ImageStore};
+use super::{ImageRecord, ImageSource, ImageStore};
 use crate::digest::Digest;
 use crate::error::{ImageStoreError, Result};
 use crate::reference::ImageRef;
@@ -55,13 +55,66 @@ impl ImageStore {
 
     pub(super) fn tag_locked(&self, guard: &LockGuard<'_>, id: &Digest, name: &str) -> Result<()> {
         let key = ImageRef::parse(name)?.key();
-        self.read_record(id)?;
+        let record = self.read_record(id)?;
         let mut refs = self.read_refs()?;
         if refs.get(&key) == Some(id) {
             return Ok(());
         }
+        self.refuse_builtin_name(&refs, &key, &record.source)?;
         refs.insert(key, id.clone());
         self.write_refs(guard, &refs)
+    }
+
+    /// Whether `name` may be given to an image of `source`: a name that a built-in image
+    /// carries (`default`, `alcove/debian`, …) moves only to another built-in image (a new
+    /// recipe of setup's), since every sandbox made without an image gets what `default`
+    /// names. `Ok` when the name is free, or already held by an image that is not built in.
+    pub fn check_name_assignable(&self, name: &str, source: &ImageSource) -> Result<()> {
+        let key = ImageRef::parse(name)?.key();
+        self.refuse_builtin_name(&self.read_refs()?, &key, source)
+    }
+
+    /// [`Self::check_name_assignable`] for each of `names`, given to image `id`: a name `id`
+    /// already carries stays.
+    pub(super) fn check_names_for(
+        &self,
+        names: &[String],
+        id: &Digest,
+        source: &ImageSource,
+    ) -> Result<()> {
+        let refs = self.read_refs()?;
+        for name in names {
+            let key = ImageRef::parse(name)?.key();
+            if refs.get(&key) != Some(id) {
+                self.refuse_builtin_name(&refs, &key, source)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn refuse_builtin_name(
+        &self,
+        refs: &BTreeMap<String, Digest>,
+        key: &str,
+        source: &ImageSource,
+    ) -> Result<()> {
+        let Some(holder) = refs.get(key) else {
+            return Ok(());
+        };
+        if matches!(source, ImageSource::Builtin { .. }) {
+            return Ok(());
+        }
+        match self.read_record(holder) {
+            Ok(record) if matches!(record.source, ImageSource::Builtin { .. }) => {
+                Err(ImageStoreError::BadReference {
+                    reference: key.to_string(),
+                    reason: "it is the name of a built-in image (made by setup, and what \
+                             sandboxes without an image get): pick another name"
+                        .into(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The id a text names by id or id prefix, if it is one. A hex text

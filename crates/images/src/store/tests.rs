@@ -515,6 +515,69 @@ fn adopts_a_builtin_rootfs_once_and_leaves_a_symlink() {
 }
 
 #[test]
+fn a_builtin_images_names_move_only_to_another_builtin() {
+    let (t, s) = store();
+    let dir = t.path().join("debian");
+    fake_builtin(&dir, "r1");
+    let builtin = s.adopt_builtin(&dir).expect("adopt").expect("a new image");
+    let mine = s
+        .commit_image(
+            vec![layer(&s, &[("f", "mine")])],
+            RunConfig::default(),
+            ImageSource::Snapshot {
+                snapshot_id: "s".into(),
+            },
+            None,
+            &names(&["mine"]),
+        )
+        .expect("commit");
+
+    // Each built-in name, as written or in full, refused to a commit and to a tag, and
+    // nothing written: the names stay where they were, the refused image gets none.
+    for taken in ["default", "debian:latest", "alcove/debian"] {
+        let refused = s.commit_image(
+            vec![layer(&s, &[("f", "other")])],
+            RunConfig::default(),
+            ImageSource::Build,
+            None,
+            &names(&["fresh", taken]),
+        );
+        assert!(
+            matches!(&refused, Err(ImageStoreError::BadReference { reason, .. }) if reason.contains("built-in")),
+            "{taken}: {refused:?}"
+        );
+        assert!(
+            matches!(
+                s.tag(&mine.id, taken),
+                Err(ImageStoreError::BadReference { .. })
+            ),
+            "{taken}"
+        );
+        assert!(
+            s.check_name_assignable(taken, &ImageSource::Import)
+                .is_err()
+        );
+        assert_eq!(s.resolve(taken).expect("kept").id, builtin.id, "{taken}");
+    }
+    assert!(matches!(
+        s.resolve("fresh"),
+        Err(ImageStoreError::NotFound(_))
+    ));
+
+    // Other names are free or move as before; the built-in image itself may take its names
+    // again, and a new recipe takes them over.
+    s.tag(&mine.id, "debian:12")
+        .expect("another tag of the same repository");
+    s.check_name_assignable("mine", &ImageSource::Import)
+        .expect("a name held by an image that is not built in");
+    s.tag(&builtin.id, "default").expect("its own name");
+    let dir2 = t.path().join("debian2");
+    fake_builtin(&dir2, "r2");
+    let rebuilt = s.adopt_builtin(&dir2).expect("adopt").expect("new image");
+    assert_eq!(s.resolve("default").expect("default").id, rebuilt.id);
+}
+
+#[test]
 fn only_usable_env_entries_become_variables() {
     let config = RunConfig {
         env: vec![

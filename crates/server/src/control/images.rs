@@ -345,9 +345,13 @@ impl Control {
                 });
             }
         };
-        alcove_images::ImageRef::parse(&req.reference)?;
+        let reference = alcove_images::ImageRef::parse(&req.reference)?;
+        if reference.tag.is_some() {
+            // A pull names the image by its reference too, when that has a tag.
+            self.refuse_builtin_name(&req.reference).await?;
+        }
         if let Some(name) = &req.name {
-            alcove_images::ImageRef::parse(name)?;
+            self.refuse_builtin_name(name).await?;
         }
         let record = self
             .ctx
@@ -371,7 +375,7 @@ impl Control {
         name: Option<String>,
     ) -> Result<ImageInfo, ControlError> {
         if let Some(name) = &name {
-            alcove_images::ImageRef::parse(name)?;
+            self.refuse_builtin_name(name).await?;
         }
         let images = self.ctx.images.clone();
         let record = blocking(move || {
@@ -396,7 +400,7 @@ impl Control {
         snapshot_id: &str,
         name: &str,
     ) -> Result<ImageInfo, ControlError> {
-        alcove_images::ImageRef::parse(name)?;
+        self.refuse_builtin_name(name).await?;
         let snap = self
             .ctx
             .store
@@ -466,5 +470,21 @@ impl Control {
         .await?;
         self.ctx.share_image(&record.id.to_string()).await;
         Ok(image_info(&record, None))
+    }
+}
+
+impl Control {
+    /// Refuses early, before a pull, an import, a build or a snapshot's packing, a name that a built-in
+    /// image carries (the store refuses it again when it names the image: see
+    /// `ImageStore::check_name_assignable`).
+    pub(super) async fn refuse_builtin_name(&self, name: &str) -> Result<(), ControlError> {
+        let images = self.ctx.images.clone();
+        let name = name.to_string();
+        blocking(move || {
+            images
+                .store()
+                .check_name_assignable(&name, &alcove_images::ImageSource::Import)
+        })
+        .await
     }
 }
