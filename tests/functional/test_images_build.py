@@ -177,3 +177,24 @@ def test_copy_outside_the_context_is_refused(server, base, run_token):
     dockerfile = "FROM {base}\nCOPY ../../etc/shadow /stolen\n"
     resp = build(server, context(base, dockerfile), f"e2e-{run_token}/escape:1")
     assert resp.status_code in (400, 422), resp.text
+
+
+def test_hostile_dockerfiles_are_400_and_the_server_lives_on(server, base, run_token):
+    """What once overflowed a server thread's stack (and aborted the server) or ran for minutes:
+    a substitution nested 10,000 deep, a COPY pattern of 50,000 `*` or of backtracking pairs;
+    and a built-in image's name, refused before any step runs."""
+    name = f"e2e-{run_token}/hostile:1"
+    # (Braces doubled: context() formats the Dockerfile to put the base in.)
+    nested = "${{A:-" * 10_000 + "x" + "}}" * 10_000
+    for dockerfile, says in (
+        ("FROM {base}\nENV B=" + nested + "\n", "nested deeper"),
+        ("FROM {base}\nCOPY " + "*" * 50_000 + " /x\n", "4096"),
+        ("FROM {base}\nCOPY " + "*a" * 12 + "b /x\n", ""),
+    ):
+        resp = build(server, context(base, dockerfile, **{"a" * 60: "content"}), name, no_cache=True)
+        assert resp.status_code == 400, resp.text[:500]
+        assert says in resp.json()["message"], resp.text[:500]
+    taken = build(server, context(base), "default", no_cache=True)
+    assert taken.status_code == 400 and "built-in" in taken.json()["message"], taken.text
+    assert get_image(server, name).status_code == 404
+    assert server.api("GET", "/healthz").status_code == 200

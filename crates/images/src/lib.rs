@@ -24,6 +24,10 @@ pub mod import;
 pub mod pack;
 pub mod pull;
 pub mod reference;
+// The runtime's remover of hostile trees of any depth, compiled here too:
+// neither crate depends on the other, and one copy of it is kept.
+#[path = "../../runtime/src/remove_tree.rs"]
+pub(crate) mod remove_tree;
 pub mod store;
 pub mod unpack;
 

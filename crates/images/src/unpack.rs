@@ -7,7 +7,13 @@
 //! * never writes outside the layer directory: entries with `..` components
 //!   are refused, absolute paths are taken relative to the layer, and no
 //!   path component is ever followed through a symlink (each parent is
-//!   checked with `lstat` and created as a real directory);
+//!   created as a real directory, or known to be one: the unpacker keeps
+//!   the set of directories it made, and forgets those an entry replaces);
+//! * refuses names and paths longer than the kernel takes (`NAME_MAX`,
+//!   `PATH_MAX` below the layer directory) as a bad layer, and stops with
+//!   [`crate::ImageStoreError::TooLarge`] past [`MAX_PATH_BYTES`] of paths,
+//!   so that work and memory stay linear in the stream however deep or
+//!   often repeated its paths are;
 //! * turns `.wh.<name>` into an overlayfs whiteout (a 0/0 character device)
 //!   and `.wh..wh..opq` into the `trusted.overlay.opaque` xattr;
 //! * creates symlinks as they are (their targets are never followed here),
@@ -27,10 +33,11 @@
 //! store's root-only `tmp/`), so a path checked with `lstat` stays what it
 //! was until it is used: only the archive's own entries change the tree.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -100,6 +107,21 @@ pub struct Unpacked {
 /// PAX records larger than this are refused (real ones are a few hundred
 /// bytes; xattrs of a file are bounded by the kernel at 64 KiB each).
 const MAX_EXTENSION_BYTES: u64 = 1 << 20;
+/// Bytes of paths a layer may hold: every entry's path and link target,
+/// and the path of every parent directory it leaves to be made. Real layers
+/// hold a few MiB (a million entries of 128-byte paths would be 128 MiB);
+/// the bound keeps the unpacker's work and memory linear in the stream
+/// however the paths nest or repeat. Past it:
+/// [`crate::ImageStoreError::TooLarge`].
+pub const MAX_PATH_BYTES: u64 = 128 << 20;
+/// Longest name of one path component the kernel takes (`NAME_MAX`).
+const MAX_NAME: usize = 255;
+/// Longest path a system call takes, its NUL included (`PATH_MAX`).
+const MAX_PATH: usize = libc::PATH_MAX as usize;
+/// Longest xattr name and value the kernel takes (`XATTR_NAME_MAX`,
+/// `XATTR_SIZE_MAX`).
+const MAX_XATTR_NAME: usize = 255;
+const MAX_XATTR_VALUE: usize = 65536;
 /// Ids past this become [`NOBODY`] (a sandbox maps 65536 ids).
 const MAX_ID: u64 = 65535;
 const NOBODY: u32 = 65534;
@@ -120,8 +142,9 @@ pub fn unpack_layer<R: Read>(
     let result = unpack_into(reader, media_type, dest, limits, layer);
     if result.is_err() && !existed && fs::symlink_metadata(dest).is_ok() {
         // Best effort: the store unpacks under `tmp/` and removes its whole
-        // work directory anyway. remove_dir_all never follows symlinks.
-        let _ = fs::remove_dir_all(dest);
+        // work directory anyway. The layer is hostile: any depth, symlinks
+        // never followed.
+        let _ = crate::remove_tree::remove_tree(dest);
     }
     result
 }
@@ -162,15 +185,7 @@ fn unpack_into<R: Read>(
         .map_err(ImageStoreError::io("create directory", dest))?;
     fs::set_permissions(dest, fs::Permissions::from_mode(0o755))
         .map_err(ImageStoreError::io("chmod", dest))?;
-    let mut unpacker = Unpacker {
-        root: dest.to_path_buf(),
-        layer: layer.to_string(),
-        limits: *limits,
-        bytes: 0,
-        entries: 0,
-        devices: 0,
-        dirs: Vec::new(),
-    };
+    let mut unpacker = Unpacker::new(dest, layer, limits);
     let mut archive = tar::Archive::new(hashing);
     unpacker.run(&mut archive)?;
     // The diff id covers the stream to its end: the end-of-archive blocks
@@ -237,11 +252,18 @@ impl<R: Read> Read for HashingReader<R> {
 /// Metadata applied to an entry.
 #[derive(Debug, Clone)]
 struct Meta {
+    attrs: Attrs,
+    xattrs: Vec<(OsString, Vec<u8>)>,
+}
+
+/// What of an entry's metadata is applied to a directory at the end (its
+/// xattrs are set at once).
+#[derive(Debug, Clone, Copy)]
+struct Attrs {
     mode: u32,
     uid: u32,
     gid: u32,
     mtime: (i64, u32),
-    xattrs: Vec<(OsString, Vec<u8>)>,
 }
 
 /// PAX and GNU records describing the next entry.
@@ -263,12 +285,39 @@ struct Unpacker {
     bytes: u64,
     entries: u64,
     devices: u64,
+    /// Path bytes so far, against `max_path_bytes`.
+    path_bytes: u64,
+    /// [`MAX_PATH_BYTES`] (lower in tests).
+    max_path_bytes: u64,
     /// Directories whose mode, owner and mtime are applied at the end (a
-    /// 0500 directory must not block the entries below it).
-    dirs: Vec<(Vec<OsString>, Meta)>,
+    /// 0500 directory must not block the entries below it), by relative
+    /// path: one record per path, the last entry's, however often a layer
+    /// repeats it.
+    dirs: BTreeMap<Vec<u8>, Attrs>,
+    /// The relative paths (`a/b`, the root is empty) of every real
+    /// directory in the tree. The tree is private to the unpacker and only
+    /// its own steps change it, so the set is exact: a parent found here
+    /// needs no `lstat`, and what an entry replaces is forgotten with what
+    /// was below it ([`Unpacker::replace`]).
+    known: BTreeSet<Vec<u8>>,
 }
 
 impl Unpacker {
+    fn new(root: &Path, layer: &str, limits: &UnpackLimits) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            layer: layer.to_string(),
+            limits: *limits,
+            bytes: 0,
+            entries: 0,
+            devices: 0,
+            path_bytes: 0,
+            max_path_bytes: MAX_PATH_BYTES,
+            dirs: BTreeMap::new(),
+            known: BTreeSet::from([Vec::new()]),
+        }
+    }
+
     fn bad(&self, reason: String) -> ImageStoreError {
         ImageStoreError::BadLayer {
             layer: self.layer.clone(),
@@ -387,31 +436,34 @@ impl Unpacker {
             )));
         }
         let kind = header.entry_type();
-        let parts = self.clean(&raw_path, &name)?;
+        let link = match &pending.link {
+            Some(l) => Some(l.clone()),
+            None => header.link_name_bytes().map(|l| l.into_owned()),
+        };
+        self.charge(raw_path.len() + link.as_ref().map_or(0, Vec::len))?;
+        let rel = self.clean(&raw_path, &name)?;
         let meta = self.meta(header, &pending, &name)?;
         if kind.is_dir() {
-            return self.dir(parts, meta, &name);
+            return self.dir(&rel, meta, &name);
         }
-        let Some((last, parents)) = parts.split_last() else {
+        let Some((parent, last)) = split_last(&rel) else {
             return Err(self.bad(format!("entry {name:?} has an empty path")));
         };
-        let last_bytes = last.as_bytes();
-        if last_bytes == b".wh..wh..opq" {
-            let parent = self.parents(parents, &name)?;
+        if last == b".wh..wh..opq" {
+            let parent = self.parents(parent, &name)?;
             return xattr::lset(&parent, "trusted.overlay.opaque", b"y")
                 .map_err(ImageStoreError::io("set opaque xattr", parent));
         }
-        if last_bytes.starts_with(b".wh..wh.") {
+        if last.starts_with(b".wh..wh.") {
             // Other AUFS metadata (`.wh..wh.plnk`, `.wh..wh.aufs`): ignored.
             return Ok(());
         }
-        if let Some(hidden) = last_bytes.strip_prefix(b".wh.") {
+        if let Some(hidden) = last.strip_prefix(b".wh.") {
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
                 return Err(self.bad(format!("whiteout {name:?} names no entry")));
             }
-            let parent = self.parents(parents, &name)?;
-            let target = parent.join(OsStr::from_bytes(hidden));
-            remove_existing(&target)?;
+            self.parents(parent, &name)?;
+            let target = self.replace(&join(parent, hidden))?;
             return nix::sys::stat::mknod(&target, SFlag::S_IFCHR, Mode::empty(), 0)
                 .map_err(|e| ImageStoreError::io("mknod whiteout", &target)(e.into()));
         }
@@ -419,46 +471,40 @@ impl Unpacker {
             self.devices += 1;
             return Ok(());
         }
-        let parent = self.parents(parents, &name)?;
-        let target = parent.join(last);
+        self.parents(parent, &name)?;
         if kind.is_file() || kind.is_contiguous() {
+            let target = self.replace(&rel)?;
             self.file(entry, &target, &meta, &name)
         } else if kind.is_symlink() {
-            let link = match pending.link.clone() {
-                Some(l) => l,
-                None => header
-                    .link_name_bytes()
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default(),
-            };
+            let link = link.unwrap_or_default();
             if link.is_empty() || link.contains(&0) {
                 return Err(self.bad(format!("symlink {name:?} has an empty or invalid target")));
             }
-            remove_existing(&target)?;
+            if link.len() >= MAX_PATH {
+                return Err(self.bad(format!(
+                    "symlink {name:?} has a target of {} bytes (at most {})",
+                    link.len(),
+                    MAX_PATH - 1
+                )));
+            }
+            let target = self.replace(&rel)?;
             std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target)
                 .map_err(ImageStoreError::io("symlink", &target))?;
-            std::os::unix::fs::lchown(&target, Some(meta.uid), Some(meta.gid))
+            std::os::unix::fs::lchown(&target, Some(meta.attrs.uid), Some(meta.attrs.gid))
                 .map_err(ImageStoreError::io("lchown", &target))?;
-            set_times_nofollow(&target, meta.mtime)
+            set_times_nofollow(&target, meta.attrs.mtime)
         } else if kind.is_hard_link() {
-            let link = match pending.link.clone() {
-                Some(l) => l,
-                None => header
-                    .link_name_bytes()
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default(),
-            };
-            self.hard_link(&link, &target, &name)
+            self.hard_link(&link.unwrap_or_default(), &rel, &name)
         } else if kind.is_fifo() {
-            remove_existing(&target)?;
+            let target = self.replace(&rel)?;
             nix::unistd::mkfifo(&target, Mode::from_bits_truncate(0o600))
                 .map_err(|e| ImageStoreError::io("mkfifo", &target)(e.into()))?;
-            std::os::unix::fs::lchown(&target, Some(meta.uid), Some(meta.gid))
+            std::os::unix::fs::lchown(&target, Some(meta.attrs.uid), Some(meta.attrs.gid))
                 .map_err(ImageStoreError::io("lchown", &target))?;
             // The path is the FIFO just made (no symlink): chmod may follow.
-            fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode))
+            fs::set_permissions(&target, fs::Permissions::from_mode(meta.attrs.mode))
                 .map_err(ImageStoreError::io("chmod", &target))?;
-            set_times_nofollow(&target, meta.mtime)
+            set_times_nofollow(&target, meta.attrs.mtime)
         } else if kind.is_gnu_sparse() {
             Err(self.bad(format!(
                 "entry {name:?}: GNU sparse files are not supported"
@@ -469,23 +515,57 @@ impl Unpacker {
         }
     }
 
-    /// The entry's path as components below the root: leading `/` and `./`
-    /// dropped, `..` refused.
-    fn clean(&self, raw: &[u8], name: &str) -> Result<Vec<OsString>> {
+    /// Counts `n` path bytes against [`MAX_PATH_BYTES`].
+    fn charge(&mut self, n: usize) -> Result<()> {
+        self.path_bytes = self.path_bytes.saturating_add(n as u64);
+        if self.path_bytes > self.max_path_bytes {
+            return Err(ImageStoreError::TooLarge {
+                what: format!("layer {} (path bytes)", self.layer),
+                limit: self.max_path_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The entry's path below the root, `a/b/c` (empty for the root
+    /// itself): leading `/` and `./` dropped, `..` refused, and so are
+    /// names and paths longer than the kernel takes.
+    fn clean(&self, raw: &[u8], name: &str) -> Result<Vec<u8>> {
         if raw.contains(&0) {
             return Err(self.bad(format!("entry {name:?} has a NUL byte in its path")));
         }
-        let mut parts = Vec::new();
+        let mut rel = Vec::with_capacity(raw.len());
         for part in raw.split(|b| *b == b'/') {
             match part {
                 b"" | b"." => {}
                 b".." => {
                     return Err(self.bad(format!("entry {name:?} has a .. component")));
                 }
-                p => parts.push(OsString::from_vec(p.to_vec())),
+                p if p.len() > MAX_NAME => {
+                    return Err(self.bad(format!(
+                        "entry {name:?} has a name of {} bytes (at most {MAX_NAME})",
+                        p.len()
+                    )));
+                }
+                p => {
+                    if !rel.is_empty() {
+                        rel.push(b'/');
+                    }
+                    rel.extend_from_slice(p);
+                }
             }
         }
-        Ok(parts)
+        // Every step on the entry names it by its whole path below the
+        // root: past PATH_MAX the kernel would refuse it (and the server
+        // take the archive's fault for its own).
+        let len = self.root.as_os_str().len() + 1 + rel.len();
+        if len >= MAX_PATH {
+            return Err(self.bad(format!(
+                "entry {name:?}: its path is {len} bytes long in the layer directory (at most {})",
+                MAX_PATH - 1
+            )));
+        }
+        Ok(rel)
     }
 
     fn meta(&self, header: &tar::Header, pending: &Pending, name: &str) -> Result<Meta> {
@@ -508,87 +588,137 @@ impl Unpacker {
         let mode = header
             .mode()
             .map_err(|e| self.bad(format!("entry {name:?}: malformed mode: {e}")))?;
-        let xattrs = pending
+        let xattrs: Vec<_> = pending
             .xattrs
             .iter()
             .filter(|(k, _)| keep_xattr(k.as_bytes()))
             .cloned()
             .collect();
+        if let Some((k, v)) = xattrs
+            .iter()
+            .find(|(k, v)| k.len() > MAX_XATTR_NAME || v.len() > MAX_XATTR_VALUE)
+        {
+            return Err(self.bad(format!(
+                "entry {name:?}: xattr {:?} of {} bytes is past what the kernel takes",
+                lossy(k.as_bytes()),
+                v.len()
+            )));
+        }
         Ok(Meta {
-            mode: mode & 0o7777,
-            uid: clamp(uid),
-            gid: clamp(gid),
-            mtime,
+            attrs: Attrs {
+                mode: mode & 0o7777,
+                uid: clamp(uid),
+                gid: clamp(gid),
+                mtime,
+            },
             xattrs,
         })
     }
 
-    /// Makes sure every parent of an entry is a real directory of this
-    /// layer (creating missing ones 0755) and returns the parent's path. A
-    /// symlink or non-directory on the way is refused: following it could
-    /// lead out of the layer.
-    fn parents(&self, parents: &[OsString], name: &str) -> Result<PathBuf> {
-        let mut path = self.root.clone();
-        for part in parents {
-            path.push(part);
+    /// The absolute path of `rel`.
+    fn abs(&self, rel: &[u8]) -> PathBuf {
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(OsStr::from_bytes(rel))
+        }
+    }
+
+    /// Makes sure `parent` (a relative path) and each directory above it is
+    /// a real directory of this layer, creating missing ones 0755, and
+    /// returns its path. A symlink or non-directory on the way is refused:
+    /// following it could lead out of the layer.
+    fn parents(&mut self, parent: &[u8], name: &str) -> Result<PathBuf> {
+        if self.known.contains(parent) {
+            return Ok(self.abs(parent));
+        }
+        let ends: Vec<usize> = parent
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| (*b == b'/').then_some(i))
+            .chain([parent.len()])
+            .collect();
+        // From the deepest up to the first known directory (the root at
+        // least): every miss is one directory to make, charged below.
+        let first_missing = ends
+            .iter()
+            .rposition(|&end| self.known.contains(&parent[..end]))
+            .map_or(0, |i| i + 1);
+        for &end in &ends[first_missing..] {
+            let dir = &parent[..end];
+            self.charge(dir.len())?;
+            let path = self.abs(dir);
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
                     return Err(self.bad(format!(
                         "entry {name:?}: its parent {} is not a directory",
-                        self.rel(&path)
+                        lossy(dir)
                     )));
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    make_dir(&path)?;
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => make_dir(&path)?,
                 Err(e) => return Err(ImageStoreError::io("stat", &path)(e)),
             }
+            self.known.insert(dir.to_vec());
         }
+        Ok(self.abs(parent))
+    }
+
+    /// Removes whatever is at `rel` (a whole directory too) to make room
+    /// for an entry; returns its path.
+    fn replace(&mut self, rel: &[u8]) -> Result<PathBuf> {
+        let path = self.abs(rel);
+        remove_existing(&path)?;
+        self.forget(rel);
         Ok(path)
     }
 
-    /// Whether every component is an existing real directory (no creation).
-    fn existing_dir_path(&self, parts: &[OsString]) -> Option<PathBuf> {
-        let mut path = self.root.clone();
-        for part in parts {
-            path.push(part);
-            if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                return None;
-            }
+    /// Drops `rel` and every directory below it from [`Unpacker::known`].
+    fn forget(&mut self, rel: &[u8]) {
+        self.known.remove(rel);
+        // `a/b/...` sorts from `a/b/` up to before `a/b0` ('0' follows '/').
+        let below = join(rel, b"");
+        let mut end = rel.to_vec();
+        end.push(b'/' + 1);
+        let doomed: Vec<Vec<u8>> = self.known.range(below..end).cloned().collect();
+        for d in doomed {
+            self.known.remove(&d);
         }
-        Some(path)
     }
 
-    fn rel(&self, path: &Path) -> String {
-        path.strip_prefix(&self.root)
-            .unwrap_or(path)
-            .display()
-            .to_string()
-    }
-
-    fn dir(&mut self, parts: Vec<OsString>, meta: Meta, name: &str) -> Result<()> {
-        let path = match parts.split_last() {
-            None => self.root.clone(),
-            Some((last, parents)) => {
-                let path = self.parents(parents, name)?.join(last);
-                match fs::symlink_metadata(&path) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        remove_existing(&path)?;
-                        make_dir(&path)?;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => make_dir(&path)?,
-                    Err(e) => return Err(ImageStoreError::io("stat", &path)(e)),
+    fn dir(&mut self, rel: &[u8], meta: Meta, name: &str) -> Result<()> {
+        let path = self.abs(rel);
+        if let Some((parent, _)) = split_last(rel)
+            && !self.known.contains(rel)
+        {
+            self.parents(parent, name)?;
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    self.replace(rel)?;
+                    make_dir(&path)?;
                 }
-                path
+                Err(e) if e.kind() == io::ErrorKind::NotFound => make_dir(&path)?,
+                Err(e) => return Err(ImageStoreError::io("stat", &path)(e)),
             }
-        };
-        for (key, value) in &meta.xattrs {
-            xattr::lset(&path, key, value).map_err(ImageStoreError::io("set xattr", &path))?;
+            self.known.insert(rel.to_vec());
         }
-        self.dirs.push((parts, meta));
+        for (key, value) in &meta.xattrs {
+            xattr::lset(&path, key, value).map_err(|e| self.xattr_error(e, &path, name))?;
+        }
+        self.dirs.insert(rel.to_vec(), meta.attrs);
         Ok(())
+    }
+
+    /// An xattr the file system refused: the layer's fault when it is too
+    /// large for it (past the room an inode has for xattrs, say).
+    fn xattr_error(&self, e: io::Error, path: &Path, name: &str) -> ImageStoreError {
+        match e.raw_os_error() {
+            Some(libc::E2BIG | libc::ERANGE | libc::ENOSPC) => self.bad(format!(
+                "entry {name:?}: the file system refuses its xattrs: {e}"
+            )),
+            _ => ImageStoreError::io("set xattr", path)(e),
+        }
     }
 
     fn file<R: Read>(
@@ -605,7 +735,6 @@ impl Unpacker {
                 limit: self.limits.max_bytes,
             });
         }
-        remove_existing(target)?;
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -631,66 +760,96 @@ impl Unpacker {
         }
         self.bytes += size;
         // Owner before mode: chown clears setuid and setgid.
-        std::os::unix::fs::fchown(&file, Some(meta.uid), Some(meta.gid))
+        std::os::unix::fs::fchown(&file, Some(meta.attrs.uid), Some(meta.attrs.gid))
             .map_err(ImageStoreError::io("chown", target))?;
-        file.set_permissions(fs::Permissions::from_mode(meta.mode))
+        file.set_permissions(fs::Permissions::from_mode(meta.attrs.mode))
             .map_err(ImageStoreError::io("chmod", target))?;
         for (key, value) in &meta.xattrs {
-            xattr::fset(&file, key, value).map_err(ImageStoreError::io("set xattr", target))?;
+            xattr::fset(&file, key, value).map_err(|e| self.xattr_error(e, target, name))?;
         }
-        let t = system_time(meta.mtime);
+        let t = system_time(meta.attrs.mtime);
         file.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
             .map_err(ImageStoreError::io("set times", target))
     }
 
-    fn hard_link(&mut self, link: &[u8], target: &Path, name: &str) -> Result<()> {
+    fn hard_link(&mut self, link: &[u8], rel: &[u8], name: &str) -> Result<()> {
         let link_name = lossy(link);
-        let parts = self.clean(link, &format!("{name} -> {link_name}"))?;
+        let source_rel = self.clean(link, &format!("{name} -> {link_name}"))?;
         let refuse = |why: &str| self.bad(format!("hard link {name:?} to {link_name:?}: {why}"));
-        let Some((last, parents)) = parts.split_last() else {
+        let Some((source_parent, _)) = split_last(&source_rel) else {
             return Err(refuse("empty target"));
         };
-        let Some(source_parent) = self.existing_dir_path(parents) else {
+        if !self.known.contains(source_parent) {
             return Err(refuse("no such entry earlier in the layer"));
-        };
-        let source = source_parent.join(last);
+        }
+        let source = self.abs(&source_rel);
         match fs::symlink_metadata(&source) {
             Ok(m) if m.is_dir() => return Err(refuse("the target is a directory")),
             Ok(_) => {}
             Err(_) => return Err(refuse("no such entry earlier in the layer")),
         }
-        if source == target {
+        if source_rel == rel {
             return Ok(());
         }
-        remove_existing(target)?;
+        let target = self.replace(rel)?;
         // No AT_SYMLINK_FOLLOW: a symlink source is linked itself.
-        nix::unistd::linkat(
+        match nix::unistd::linkat(
             AT_FDCWD,
             &source,
             AT_FDCWD,
-            target,
+            &target,
             nix::fcntl::AtFlags::empty(),
-        )
-        .map_err(|e| ImageStoreError::io("link", target)(e.into()))
+        ) {
+            Ok(()) => Ok(()),
+            // The source was below what the link replaced.
+            Err(nix::errno::Errno::ENOENT) => Err(self.bad(format!(
+                "hard link {name:?} to {link_name:?}: the target went with what the link replaced"
+            ))),
+            Err(e) => Err(ImageStoreError::io("link", &target)(e.into())),
+        }
     }
 
     /// Applies the directories' metadata, now that nothing more is written
-    /// into them. A directory replaced later in the layer (or whose path
-    /// now crosses a symlink) is skipped.
+    /// into them, innermost first. A directory replaced later in the layer
+    /// (or whose path now crosses a symlink) is no longer known: skipped.
     fn finish_dirs(&mut self) -> Result<()> {
-        for (parts, meta) in std::mem::take(&mut self.dirs) {
-            let Some(path) = self.existing_dir_path(&parts) else {
+        for (rel, attrs) in std::mem::take(&mut self.dirs).into_iter().rev() {
+            if !self.known.contains(&rel) {
                 continue;
-            };
-            std::os::unix::fs::lchown(&path, Some(meta.uid), Some(meta.gid))
+            }
+            let path = self.abs(&rel);
+            std::os::unix::fs::lchown(&path, Some(attrs.uid), Some(attrs.gid))
                 .map_err(ImageStoreError::io("lchown", &path))?;
-            // A real directory (checked above): chmod following is harmless.
-            fs::set_permissions(&path, fs::Permissions::from_mode(meta.mode))
+            // A real directory (known): chmod following is harmless.
+            fs::set_permissions(&path, fs::Permissions::from_mode(attrs.mode))
                 .map_err(ImageStoreError::io("chmod", &path))?;
-            set_times_nofollow(&path, meta.mtime)?;
+            set_times_nofollow(&path, attrs.mtime)?;
         }
         Ok(())
     }
+}
+
+/// `parent/name` (`name` alone below the root; `parent/` for an empty
+/// `name`).
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parent.len() + 1 + name.len());
+    out.extend_from_slice(parent);
+    if !parent.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
+}
+
+/// A relative path's parent and last name; `None` for the root.
+fn split_last(rel: &[u8]) -> Option<(&[u8], &[u8])> {
+    if rel.is_empty() {
+        return None;
+    }
+    Some(match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[], rel),
+    })
 }
 
 /// Whether an xattr travels with a layer: `user.*` only, and not overlayfs'
@@ -714,7 +873,7 @@ fn make_dir(path: &Path) -> Result<()> {
 fn remove_existing(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {
-            fs::remove_dir_all(path).map_err(ImageStoreError::io("remove", path))
+            crate::remove_tree::remove_tree(path).map_err(ImageStoreError::io("remove", path))
         }
         Ok(_) => fs::remove_file(path).map_err(ImageStoreError::io("remove", path)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -728,12 +887,16 @@ fn set_times_nofollow(path: &Path, (secs, nanos): (i64, u32)) -> Result<()> {
         .map_err(|e| ImageStoreError::io("set times", path)(e.into()))
 }
 
+/// The time of a header; the epoch for one `SystemTime` cannot hold (its
+/// operators would panic).
 fn system_time((secs, nanos): (i64, u32)) -> SystemTime {
-    if secs >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nanos)
+    let t = if secs >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs.unsigned_abs(), 0))
     } else {
-        SystemTime::UNIX_EPOCH - Duration::new(secs.unsigned_abs(), 0) + Duration::new(0, nanos)
-    }
+        SystemTime::UNIX_EPOCH.checked_sub(Duration::new(secs.unsigned_abs(), 0))
+    };
+    t.and_then(|t| t.checked_add(Duration::from_nanos(u64::from(nanos))))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// A PAX time: `<seconds>[.<fraction>]`, seconds possibly negative.
@@ -773,6 +936,12 @@ pub(crate) mod xattr {
     use std::os::fd::{AsFd, AsRawFd};
     use std::os::unix::ffi::OsStrExt;
     use std::path::Path;
+
+    /// Tries at asking the size first: a live tree (a sandbox's) can grow
+    /// an attribute between the two calls forever; after these, a buffer of
+    /// the kernel's maximum (`XATTR_SIZE_MAX`, `XATTR_LIST_MAX`) is used.
+    const SIZED_TRIES: usize = 4;
+    const MAX_XATTR_BUFFER: usize = 65536;
 
     fn cstr(s: &[u8]) -> io::Result<CString> {
         CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
@@ -825,17 +994,22 @@ pub(crate) mod xattr {
     pub(crate) fn fget(fd: impl AsFd, name: impl AsRef<OsStr>) -> io::Result<Option<Vec<u8>>> {
         let n = cstr(name.as_ref().as_bytes())?;
         let fd = fd.as_fd().as_raw_fd();
-        loop {
-            // SAFETY: a NULL buffer of size 0 asks for the size only.
-            let len = unsafe { libc::fgetxattr(fd, n.as_ptr(), std::ptr::null_mut(), 0) };
-            if len < 0 {
-                let e = io::Error::last_os_error();
-                return match e.raw_os_error() {
-                    Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
-                    _ => Err(e),
-                };
-            }
-            let mut buf = vec![0u8; len as usize];
+        for attempt in 0..=SIZED_TRIES {
+            let len = if attempt == SIZED_TRIES {
+                MAX_XATTR_BUFFER
+            } else {
+                // SAFETY: a NULL buffer of size 0 asks for the size only.
+                let len = unsafe { libc::fgetxattr(fd, n.as_ptr(), std::ptr::null_mut(), 0) };
+                if len < 0 {
+                    let e = io::Error::last_os_error();
+                    return match e.raw_os_error() {
+                        Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
+                        _ => Err(e),
+                    };
+                }
+                len as usize
+            };
+            let mut buf = vec![0u8; len];
             // SAFETY: the buffer is live and `buf.len()` bytes long.
             let got =
                 unsafe { libc::fgetxattr(fd, n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -851,22 +1025,28 @@ pub(crate) mod xattr {
                 _ => return Err(e),
             }
         }
+        Err(io::Error::from_raw_os_error(libc::ERANGE))
     }
 
     /// `flistxattr`: the names of an open file's attributes.
     pub(crate) fn flist(fd: impl AsFd) -> io::Result<Vec<Vec<u8>>> {
         let fd = fd.as_fd().as_raw_fd();
-        loop {
-            // SAFETY: a NULL buffer of size 0 asks for the size only.
-            let len = unsafe { libc::flistxattr(fd, std::ptr::null_mut(), 0) };
-            if len < 0 {
-                let e = io::Error::last_os_error();
-                return match e.raw_os_error() {
-                    Some(libc::ENOTSUP) => Ok(Vec::new()),
-                    _ => Err(e),
-                };
-            }
-            let mut buf = vec![0u8; len as usize];
+        for attempt in 0..=SIZED_TRIES {
+            let len = if attempt == SIZED_TRIES {
+                MAX_XATTR_BUFFER
+            } else {
+                // SAFETY: a NULL buffer of size 0 asks for the size only.
+                let len = unsafe { libc::flistxattr(fd, std::ptr::null_mut(), 0) };
+                if len < 0 {
+                    let e = io::Error::last_os_error();
+                    return match e.raw_os_error() {
+                        Some(libc::ENOTSUP) => Ok(Vec::new()),
+                        _ => Err(e),
+                    };
+                }
+                len as usize
+            };
+            let mut buf = vec![0u8; len];
             // SAFETY: the buffer is live and `buf.len()` bytes long.
             let got = unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) };
             if got >= 0 {
@@ -882,6 +1062,7 @@ pub(crate) mod xattr {
                 return Err(e);
             }
         }
+        Err(io::Error::from_raw_os_error(libc::ERANGE))
     }
 
     /// `lgetxattr` (tests only read attributes by path).
@@ -904,3 +1085,6 @@ pub(crate) mod xattr {
         Ok(Some(buf))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -137,12 +137,7 @@ pub async fn pack(dir: &Path, member: &str) -> Result<()> {
         .map_err(RuntimeError::io("restricting", &tmp))?;
     std::fs::rename(&tmp, &archive).map_err(RuntimeError::io("renaming", &tmp))?;
     sync_dir(dir);
-    let removed = if raw.is_dir() {
-        std::fs::remove_dir_all(&raw)
-    } else {
-        std::fs::remove_file(&raw)
-    };
-    removed.map_err(RuntimeError::io("removing", &raw))
+    crate::remove_tree::remove_tree(&raw).map_err(RuntimeError::io("removing", &raw))
 }
 
 /// Unpacks `<member>.tar.zst` into `dir` if the member itself is missing, and
@@ -158,7 +153,7 @@ pub async fn unpack(dir: &Path, member: &str) -> Result<()> {
         return Ok(());
     }
     let staging = dir.join(format!(".unpack-{member}"));
-    let _ = std::fs::remove_dir_all(&staging);
+    let _ = crate::remove_tree::remove_tree(&staging);
     std::fs::create_dir_all(&staging).map_err(RuntimeError::io("creating", &staging))?;
     cmd::run(&[
         "tar",
@@ -174,7 +169,7 @@ pub async fn unpack(dir: &Path, member: &str) -> Result<()> {
     let unpacked = staging.join(member);
     std::fs::rename(&unpacked, dir.join(member))
         .map_err(RuntimeError::io("renaming", &unpacked))?;
-    let _ = std::fs::remove_dir_all(&staging);
+    let _ = crate::remove_tree::remove_tree(&staging);
     std::fs::remove_file(&archive).map_err(RuntimeError::io("removing", &archive))
 }
 
@@ -188,7 +183,7 @@ pub fn clean_partial(dir: &Path) {
         if name.ends_with(".tar.zst.tmp") {
             let _ = std::fs::remove_file(entry.path());
         } else if name.starts_with(".unpack-") || name.starts_with(".used-") {
-            let _ = std::fs::remove_dir_all(entry.path());
+            let _ = crate::remove_tree::remove_tree(&entry.path());
         }
     }
 }

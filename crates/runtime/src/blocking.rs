@@ -10,14 +10,12 @@ pub async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -
         .map_err(|e| RuntimeError::Config(format!("blocking task failed: {e}")))
 }
 
-/// Removes a directory tree (what is already gone is fine) on the blocking pool.
+/// Removes a directory tree (what is already gone is fine) on the blocking pool,
+/// with [`crate::remove_tree::remove_tree`]: the trees removed here (snapshots, dumps,
+/// copies) may hold what a sandbox wrote, of any depth.
 pub async fn remove_dir_all(dir: std::path::PathBuf) -> Result<()> {
-    run(move || match std::fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(RuntimeError::io("removing", &dir)(e)),
-    })
-    .await?
+    run(move || crate::remove_tree::remove_tree(&dir).map_err(RuntimeError::io("removing", &dir)))
+        .await?
 }
 
 #[cfg(test)]

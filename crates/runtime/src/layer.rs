@@ -718,7 +718,7 @@ pub fn remove_unmounted_tree(dir: &Path) -> Result<()> {
         return Ok(());
     }
     refuse_mounts(dir)?;
-    std::fs::remove_dir_all(dir).map_err(RuntimeError::io("removing", dir))
+    crate::remove_tree::remove_tree(dir).map_err(RuntimeError::io("removing", dir))
 }
 
 /// Deletes what `dir` holds and leaves `dir` itself, empty, unless something is
@@ -729,12 +729,7 @@ pub fn empty_unmounted_tree(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(RuntimeError::io("reading", dir))? {
         let entry = entry.map_err(RuntimeError::io("reading", dir))?;
         let path = entry.path();
-        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        removed.map_err(RuntimeError::io("removing", &path))?;
+        crate::remove_tree::remove_tree(&path).map_err(RuntimeError::io("removing", &path))?;
     }
     Ok(())
 }

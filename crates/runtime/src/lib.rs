@@ -33,6 +33,7 @@ pub mod node;
 pub mod perms;
 pub mod pidfd;
 mod procfs;
+pub mod remove_tree;
 pub mod resize;
 pub mod restore_memory;
 pub mod runc;

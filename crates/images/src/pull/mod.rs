@@ -399,7 +399,10 @@ async fn fetch_config(session: &Session, config: &Descriptor) -> Result<Vec<u8>>
         .pull_blob_stream(&session.reference, config.digest.as_str())
         .await
         .map_err(|e| session.map(e))?;
-    let mut bytes = Vec::with_capacity(usize::try_from(config.size).unwrap_or(0));
+    // The size is the registry's word: check_manifest bounded it, and so
+    // does this, should the order of the checks ever change.
+    let mut bytes =
+        Vec::with_capacity(usize::try_from(config.size.min(MAX_DOCUMENT_BYTES)).unwrap_or(0));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
             .map_err(|e| errors::map_stream_error(e, &session.registry, config.digest.as_str()))?;

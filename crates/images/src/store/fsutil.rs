@@ -163,44 +163,12 @@ pub(crate) fn read_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
     Ok(Some(bytes))
 }
 
-/// Removes a file or a whole tree without following symlinks. Layer trees
-/// hold read-only directories (a hostile layer's 0000 directories, or any
-/// directory when not running as root): on failure, every real directory is
-/// made writable and the removal retried.
+/// Removes a file or a whole tree without following symlinks or crossing a
+/// mount, at any depth. Layer trees hold read-only directories (a hostile
+/// layer's 0000 directories, or any directory when not running as root):
+/// one that refuses is made writable.
 pub(crate) fn remove_tree(path: &Path) -> Result<()> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(ImageStoreError::io("stat", path)(e)),
-    };
-    if !meta.is_dir() {
-        return fs::remove_file(path).map_err(ImageStoreError::io("remove", path));
-    }
-    // std's remove_dir_all does not follow symlinks (it uses openat with
-    // O_NOFOLLOW all the way down).
-    if fs::remove_dir_all(path).is_ok() {
-        return Ok(());
-    }
-    make_dirs_writable(path);
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ImageStoreError::io("remove", path)(e)),
-    }
-}
-
-/// Best effort: chmod u+rwx on every real directory below `dir` (symlinks
-/// are never followed: `symlink_metadata` and `DirEntry::file_type` lstat).
-fn make_dirs_writable(dir: &Path) {
-    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            make_dirs_writable(&entry.path());
-        }
-    }
+    crate::remove_tree::remove_tree(path).map_err(ImageStoreError::io("remove", path))
 }
 
 #[cfg(test)]

@@ -178,6 +178,7 @@ pub struct ImportQuery {
     responses(
         (status = 200, description = "The image is stored.", body = ImageInfo),
         (status = 400, description = "`INVALID_ARGUMENT`: not an image archive, or content the store refuses (nothing is stored).", body = ApiErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: the archive is over 32 GiB (nothing is stored).", body = ApiErrorBody),
     )
 )]
 pub async fn import(
@@ -185,13 +186,59 @@ pub async fn import(
     Query(query): Query<ImportQuery>,
     body: Body,
 ) -> Result<Json<ImageInfo>, ApiError> {
-    let upload = Upload::receive(state.control.images().store(), body).await?;
+    let upload = Upload::receive(state.control.images().store(), body, IMAGE_ARCHIVE).await?;
     let image = state
         .control
         .import_image(upload.path.clone(), query.name)
         .await;
     drop(upload);
     Ok(Json(image?))
+}
+
+/// The most a streamed upload may hold, and what it is (for the 413).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct UploadLimit {
+    /// Bytes, as sent (compressed or not).
+    pub(super) bytes: u64,
+    /// What the body is, as the message names it ("a build context").
+    pub(super) what: &'static str,
+}
+
+/// The body of `POST /images/build`.
+pub(super) const BUILD_CONTEXT: UploadLimit = UploadLimit {
+    bytes: crate::images::context::MAX_CONTEXT_BYTES,
+    what: "a build context",
+};
+
+/// The body of `POST /images/import`.
+pub(super) const IMAGE_ARCHIVE: UploadLimit = UploadLimit {
+    bytes: crate::images::MAX_IMPORT_BYTES,
+    what: "an image archive",
+};
+
+impl UploadLimit {
+    /// `413 PAYLOAD_TOO_LARGE`, naming the limit.
+    fn exceeded(self) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            alcove_wire::error::ErrorCode::PayloadTooLarge,
+            format!(
+                "the request body is larger than {}, the most {} may be",
+                size_text(self.bytes),
+                self.what
+            ),
+        )
+    }
+}
+
+/// `bytes` in the largest unit that shows it exactly ("8 GiB", "1000 bytes").
+fn size_text(bytes: u64) -> String {
+    match bytes {
+        0 => "0 bytes".into(),
+        b if b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b => format!("{b} bytes"),
+    }
 }
 
 /// A request body written to the store's work directory, removed on drop
@@ -203,11 +250,18 @@ pub(super) struct Upload {
 }
 
 impl Upload {
-    /// Streams `body` into a new file under `<store>/tmp/`.
+    /// Streams `body` into a new file under `<store>/tmp/`: a 413 (and no
+    /// file) once it holds more than `limit`, which is checked as the bytes
+    /// arrive, since one upload could otherwise fill the store's disk.
     pub(super) async fn receive(
         store: &alcove_images::ImageStore,
         body: Body,
+        limit: UploadLimit,
     ) -> Result<Self, ApiError> {
+        // A Content-Length over the limit is refused before a byte is written.
+        if axum::body::HttpBody::size_hint(&body).lower() > limit.bytes {
+            return Err(limit.exceeded());
+        }
         let upload = Self {
             path: store.tmp_path(),
         };
@@ -227,9 +281,15 @@ impl Upload {
             .await
             .map_err(failed)?;
         let mut stream = body.into_data_stream();
+        let mut received: u64 = 0;
+        // On an early return `upload` is dropped, which removes the file.
         while let Some(chunk) = stream.next().await {
             let chunk =
                 chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+            received = received.saturating_add(chunk.len() as u64);
+            if received > limit.bytes {
+                return Err(limit.exceeded());
+            }
             file.write_all(&chunk).await.map_err(failed)?;
         }
         file.flush().await.map_err(failed)?;
@@ -285,6 +345,7 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ApiError> {
         (status = 200, description = "The image is stored.", body = ImageInfo),
         (status = 400, description = "`INVALID_ARGUMENT`: a bad Dockerfile (the message names the line), context or option.", body = ApiErrorBody),
         (status = 404, description = "`NOT_FOUND`: a FROM image is neither stored nor pullable.", body = ApiErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: the build context is over 8 GiB (nothing is kept).", body = ApiErrorBody),
         (status = 422, description = "`BUILD_FAILED`: a RUN step failed; the message has its exit code and last output.", body = ApiErrorBody),
     )
 )]
@@ -324,7 +385,7 @@ pub async fn build(
             "name (the new image's name:tag) is required",
         ));
     }
-    let upload = Upload::receive(state.control.images().store(), body).await?;
+    let upload = Upload::receive(state.control.images().store(), body, BUILD_CONTEXT).await?;
     let ns = namespace(&params).to_string();
     let control = state.control.clone();
     let work = move |tx: Option<tokio::sync::mpsc::Sender<ImageProgressEvent>>| async move {
@@ -451,4 +512,96 @@ pub fn reference_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
     paths.add_path_operation("/images/{reference}", vec![HttpMethod::Get], get_op);
     paths.add_path_operation("/images/{reference}", vec![HttpMethod::Delete], delete_op);
     router
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: UploadLimit = UploadLimit {
+        bytes: 1000,
+        what: "a build context",
+    };
+
+    fn store() -> (tempfile::TempDir, alcove_images::ImageStore) {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = alcove_images::ImageStore::open(tmp.path().join("store")).expect("store");
+        (tmp, store)
+    }
+
+    /// What the store's work directory holds.
+    fn leftovers(store: &alcove_images::ImageStore) -> Vec<std::path::PathBuf> {
+        let tmp = store.root().join("tmp");
+        std::fs::read_dir(&tmp)
+            .expect("tmp dir")
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// A body of `len` bytes in 100-byte chunks, with no Content-Length.
+    fn streamed(len: usize) -> Body {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![b'x'; len]
+            .chunks(100)
+            .map(|c| Ok(c.to_vec()))
+            .collect();
+        Body::from_stream(futures::stream::iter(chunks))
+    }
+
+    async fn json_of(err: ApiError) -> (StatusCode, serde_json::Value) {
+        let resp = err.into_response();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&bytes).expect("json"))
+    }
+
+    #[tokio::test]
+    async fn an_upload_over_its_limit_is_a_413_and_leaves_no_file() {
+        let (_tmp, store) = store();
+        // Known length (Content-Length) and streamed (chunked) bodies alike.
+        for body in [Body::from(vec![b'x'; 1001]), streamed(1001)] {
+            let err = match Upload::receive(&store, body, SMALL).await {
+                Ok(_) => panic!("over the limit"),
+                Err(err) => err,
+            };
+            let (status, json) = json_of(err).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(json["code"], "PAYLOAD_TOO_LARGE");
+            assert_eq!(
+                json["message"],
+                "the request body is larger than 1000 bytes, the most a build context may be"
+            );
+            assert_eq!(leftovers(&store), Vec::<std::path::PathBuf>::new());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_up_to_its_limit_is_kept_until_dropped() {
+        let (_tmp, store) = store();
+        for body in [Body::from(vec![b'x'; 1000]), streamed(1000)] {
+            let upload = match Upload::receive(&store, body, SMALL).await {
+                Ok(upload) => upload,
+                Err(err) => panic!("within the limit: {}", err.message()),
+            };
+            assert_eq!(std::fs::read(&upload.path).expect("read"), vec![b'x'; 1000]);
+            drop(upload);
+            assert_eq!(leftovers(&store), Vec::<std::path::PathBuf>::new());
+        }
+    }
+
+    #[test]
+    fn the_routes_limits_are_named_in_round_units() {
+        assert_eq!(
+            BUILD_CONTEXT.exceeded().message(),
+            "the request body is larger than 8 GiB, the most a build context may be"
+        );
+        assert_eq!(
+            IMAGE_ARCHIVE.exceeded().message(),
+            "the request body is larger than 32 GiB, the most an image archive may be"
+        );
+        assert_eq!(size_text(3 << 20), "3 MiB");
+        assert_eq!(size_text(0), "0 bytes");
+    }
 }

@@ -34,7 +34,7 @@ use super::images::image_info;
 use super::services::Control;
 use super::state::TerminationReason;
 use crate::images::ResolvedImage;
-use crate::images::context::{self, ContextError, CopyMode};
+use crate::images::context::{self, ContextError, CopyMode, MAX_CONTEXT_BYTES};
 use crate::images::dockerfile::{self, Command, CopySpec, Instruction, Step};
 
 /// What the runtime mounts over a sandbox's root: never part of a layer.
@@ -47,9 +47,6 @@ pub(super) const MOUNTED: &[&str] = &[
     "etc/hostname",
     "etc/resolv.conf",
 ];
-
-/// Most a build context may hold.
-const MAX_CONTEXT_BYTES: u64 = 8 << 30;
 
 /// Lines of a failing step's output quoted in its error.
 const TAIL_LINES: usize = 40;
@@ -158,6 +155,7 @@ impl Control {
         progress: Option<Sender<ImageProgressEvent>>,
     ) -> Result<ImageInfo, ControlError> {
         ImageRef::parse(&opts.name)?;
+        self.refuse_builtin_name(&opts.name).await?;
         let store_root = self.ctx.images.store().root().to_path_buf();
         let work = self.ctx.images.store().tmp_path();
         let mut build = Build {
@@ -187,16 +185,12 @@ impl Control {
     }
 }
 
-/// Removes a build's work tree (its layer trees may hold read-only dirs).
+/// Removes a build's work tree: its layer trees and context are the user's,
+/// of any depth, and may hold read-only dirs (made writable on the way).
 fn remove_tree(dir: &Path) {
-    if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
-        return;
+    if let Err(e) = alcove_runtime::remove_tree::remove_tree(dir) {
+        tracing::warn!(path = %dir.display(), error = %e, "removing a build's work tree");
     }
-    let _ = std::process::Command::new("chmod")
-        .args(["-R", "u+rwx"])
-        .arg(dir)
-        .status();
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 impl Build<'_> {
@@ -426,10 +420,13 @@ impl Build<'_> {
         let mut key_parts: Vec<String> = vec![step.text.clone()];
         match &step.instruction {
             Instruction::Arg(decl) => {
-                let value = user_args
-                    .get(&decl.name)
-                    .cloned()
-                    .or_else(|| decl.default.as_deref().map(&sub).transpose().ok().flatten())
+                // A default that does not substitute is a 400 naming its
+                // line, not silently replaced by the global value.
+                let given = match user_args.get(&decl.name) {
+                    Some(value) => Some(value.clone()),
+                    None => decl.default.as_deref().map(&sub).transpose()?,
+                };
+                let value = given
                     .or_else(|| global.get(&decl.name).cloned())
                     .unwrap_or_default();
                 st.args.insert(decl.name.clone(), value.clone());
@@ -891,15 +888,14 @@ impl Build<'_> {
                 self.step, step.text
             )));
         }
-        let mut buf: Vec<u8> = Vec::new();
+        let mut events = EventBuffer::default();
         let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         let mut exit: Option<serde_json::Value> = None;
         'read: while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| failed(e.to_string()))?;
-            buf.extend_from_slice(&chunk);
-            while let Some(end) = find_event_end(&buf) {
-                let event: Vec<u8> = buf.drain(..end).collect();
-                let (name, data) = parse_event(&event);
+            events.push(&chunk);
+            while let Some(event) = events.next_event() {
+                let (name, data) = parse_event(event);
                 match name.as_str() {
                     "output" => {
                         let v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
@@ -1014,9 +1010,49 @@ fn parse_chown(text: &str) -> Result<(u32, u32), ControlError> {
     }
 }
 
-/// End of the first complete SSE event in `buf` (after its blank line).
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
+/// The agent's SSE stream, split into events as its chunks arrive.
+///
+/// Each byte is scanned once: a search resumes where the last one stopped,
+/// and the events taken are dropped from the front once per chunk, so a
+/// big event arriving in many chunks, or many small events in one chunk,
+/// costs linear time (rescanning or shifting the buffer per event was
+/// quadratic).
+#[derive(Debug, Default)]
+struct EventBuffer {
+    buf: Vec<u8>,
+    /// Start of the first event not yet taken.
+    start: usize,
+    /// Where the search for the next `\n\n` resumes.
+    scanned: usize,
+}
+
+impl EventBuffer {
+    /// Adds a chunk of the stream.
+    fn push(&mut self, chunk: &[u8]) {
+        self.buf.drain(..self.start);
+        self.scanned = self.scanned.saturating_sub(self.start);
+        self.start = 0;
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete event (up to and with its blank line), if any.
+    fn next_event(&mut self) -> Option<&[u8]> {
+        let from = self.scanned.max(self.start);
+        let rest = self.buf.get(from..)?;
+        match rest.windows(2).position(|w| w == b"\n\n") {
+            Some(i) => {
+                let (start, end) = (self.start, from + i + 2);
+                self.start = end;
+                self.scanned = end;
+                self.buf.get(start..end)
+            }
+            None => {
+                // The last byte may be the first `\n` of the next chunk's pair.
+                self.scanned = self.buf.len().saturating_sub(1).max(from);
+                None
+            }
+        }
+    }
 }
 
 /// The `event:` name and joined `data:` of one SSE event.
@@ -1038,14 +1074,73 @@ fn parse_event(event: &[u8]) -> (String, String) {
 mod tests {
     use super::*;
 
+    /// Every event `chunks` make, in order.
+    fn split(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut events = EventBuffer::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            events.push(chunk);
+            while let Some(event) = events.next_event() {
+                out.push(event.to_vec());
+            }
+        }
+        out
+    }
+
     #[test]
     fn sse_events_are_split_and_parsed() {
         let buf = b"event: output\ndata: {\"line\":\"a\"}\n\nevent: exit\ndata: {}\n\n";
-        let end = find_event_end(buf).expect("one event");
+        let events = split(&[buf]);
+        assert_eq!(events.len(), 2);
         assert_eq!(
-            parse_event(&buf[..end]),
+            parse_event(&events[0]),
             ("output".into(), "{\"line\":\"a\"}".into())
         );
+        assert_eq!(parse_event(&events[1]), ("exit".into(), "{}".into()));
+    }
+
+    #[test]
+    fn sse_events_split_the_same_whatever_the_chunks() {
+        let stream: &[u8] = b"event: a\ndata: 1\n\nevent: b\ndata: 2\n\n\nevent: c\n\nrest";
+        let whole = split(&[stream]);
+        assert_eq!(
+            whole,
+            vec![
+                b"event: a\ndata: 1\n\n".to_vec(),
+                b"event: b\ndata: 2\n\n".to_vec(),
+                b"\nevent: c\n\n".to_vec(),
+            ]
+        );
+        // Cut anywhere, in two or byte by byte: the same events.
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            assert_eq!(split(&[a, b]), whole, "cut at {cut}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(split(&bytes), whole);
+    }
+
+    #[test]
+    fn a_big_event_in_small_chunks_is_scanned_once() {
+        // 8 MiB in 1 KiB chunks: rescanning from the start on every chunk
+        // would read 32 GiB.
+        let mut events = EventBuffer::default();
+        let chunk = [b'x'; 1024];
+        for _ in 0..8 * 1024 {
+            events.push(&chunk);
+            assert!(events.next_event().is_none());
+        }
+        assert!(events.scanned + 1 >= events.buf.len());
+        events.push(b"\n");
+        assert!(events.next_event().is_none());
+        events.push(b"\nnext");
+        assert_eq!(
+            events.next_event().map(<[u8]>::len),
+            Some(8 * 1024 * 1024 + 2)
+        );
+        assert!(events.next_event().is_none());
+        events.push(b"");
+        assert_eq!(events.buf, b"next");
     }
 
     #[test]

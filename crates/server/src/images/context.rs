@@ -31,6 +31,26 @@ pub enum ContextError {
     },
 }
 
+/// Most a build context may hold, in file content and as uploaded.
+pub const MAX_CONTEXT_BYTES: u64 = 8 << 30;
+
+/// The longest name of one path component Linux takes (`NAME_MAX`).
+const MAX_NAME_BYTES: usize = 255;
+
+/// The longest path Linux takes (`PATH_MAX` less its terminating NUL).
+const MAX_PATH_BYTES: usize = 4095;
+
+/// Most of a client's name quoted in an error (names may be megabytes long).
+const SHOWN_CHARS: usize = 200;
+
+/// `text`, cut to [`SHOWN_CHARS`] characters (with `…`) for an error message.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]).into(),
+        None => text.into(),
+    }
+}
+
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + use<> {
     let path = path.to_path_buf();
     move |source| ContextError::Io { op, path, source }
@@ -46,7 +66,8 @@ pub fn relative(path: &str) -> Result<PathBuf, ContextError> {
             Component::RootDir | Component::CurDir => {}
             Component::ParentDir | Component::Prefix(_) => {
                 return Err(ContextError::Invalid(format!(
-                    "{path:?} leaves the build context"
+                    "{:?} leaves the build context",
+                    shown(path)
                 )));
             }
         }
@@ -80,6 +101,34 @@ fn real_parents(root: &Path, rel: &Path, mode: u32) -> Result<(), ContextError> 
     Ok(())
 }
 
+/// Checks that `rel` (from entry `raw` of a context) can be made under
+/// `dest`: no component longer than `NAME_MAX`, the whole path within
+/// `PATH_MAX`. The OS would refuse either, which would read as the server
+/// failing rather than as a bad context.
+fn check_length(raw: &str, dest: &Path, rel: &Path) -> Result<(), ContextError> {
+    let too_long = |what: String| {
+        ContextError::Invalid(format!("build context entry {:?}: {what}", shown(raw)))
+    };
+    if let Some(long) = rel
+        .components()
+        .map(|c| c.as_os_str().len())
+        .find(|&len| len > MAX_NAME_BYTES)
+    {
+        return Err(too_long(format!(
+            "a name of {long} bytes (at most {MAX_NAME_BYTES})"
+        )));
+    }
+    // What the OS sees is the path under `dest`.
+    let room = MAX_PATH_BYTES.saturating_sub(dest.as_os_str().len() + 1);
+    let len = rel.as_os_str().len();
+    if len > room {
+        return Err(too_long(format!(
+            "a path of {len} bytes (at most {room} in a build context)"
+        )));
+    }
+    Ok(())
+}
+
 /// Unpacks a build-context tar (optionally gzip) from `archive` into `dest`
 /// (which must exist): regular files, directories and symlinks; hard links
 /// become copies; devices and other entries are left out. At most
@@ -106,6 +155,7 @@ pub fn extract(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), Contex
         if rel.as_os_str().is_empty() {
             continue;
         }
+        check_length(&raw, dest, &rel)?;
         let target = dest.join(&rel);
         let kind = entry.header().entry_type();
         let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
@@ -125,24 +175,35 @@ pub fn extract(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), Contex
         }
         remove_non_dir(&target)?;
         if kind.is_symlink() {
-            let link = entry
-                .link_name()
-                .map_err(bad)?
-                .ok_or_else(|| ContextError::Invalid(format!("symlink {raw:?} has no target")))?;
+            let link = entry.link_name().map_err(bad)?.ok_or_else(|| {
+                ContextError::Invalid(format!("symlink {:?} has no target", shown(&raw)))
+            })?;
+            if link.as_os_str().len() > MAX_PATH_BYTES {
+                return Err(ContextError::Invalid(format!(
+                    "build context entry {:?}: a symlink target of {} bytes (at most {MAX_PATH_BYTES})",
+                    shown(&raw),
+                    link.as_os_str().len()
+                )));
+            }
             std::os::unix::fs::symlink(&link, &target).map_err(io("creating", &target))?;
         } else if kind.is_hard_link() {
-            let link = entry
-                .link_name()
-                .map_err(bad)?
-                .ok_or_else(|| ContextError::Invalid(format!("link {raw:?} has no target")))?;
-            let source = dest.join(relative(&link.to_string_lossy())?);
-            real_parents(dest, &relative(&link.to_string_lossy())?, 0o755)?;
+            let link = entry.link_name().map_err(bad)?.ok_or_else(|| {
+                ContextError::Invalid(format!("link {:?} has no target", shown(&raw)))
+            })?;
+            let link_rel = relative(&link.to_string_lossy())?;
+            check_length(&raw, dest, &link_rel)?;
+            let source = dest.join(&link_rel);
+            real_parents(dest, &link_rel, 0o755)?;
             let meta = std::fs::symlink_metadata(&source).map_err(|_| {
-                ContextError::Invalid(format!("link {raw:?} points at a file not in the context"))
+                ContextError::Invalid(format!(
+                    "link {:?} points at a file not in the context",
+                    shown(&raw)
+                ))
             })?;
             if !meta.is_file() {
                 return Err(ContextError::Invalid(format!(
-                    "link {raw:?} does not point at a file"
+                    "link {:?} does not point at a file",
+                    shown(&raw)
                 )));
             }
             total = total.saturating_add(meta.len());
@@ -173,7 +234,10 @@ pub fn extract(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), Contex
 
 fn remove_non_dir(target: &Path) -> Result<(), ContextError> {
     match std::fs::symlink_metadata(target) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(target).map_err(io("replacing", target)),
+        // What is replaced is the user's: any depth, symlinks never followed.
+        Ok(m) if m.is_dir() => {
+            alcove_runtime::remove_tree::remove_tree(target).map_err(io("replacing", target))
+        }
         Ok(_) => std::fs::remove_file(target).map_err(io("replacing", target)),
         Err(_) => Ok(()),
     }
@@ -219,7 +283,26 @@ pub struct CopyMode {
 /// Copies `src` (a file, symlink or directory in a source tree) to `dst` in
 /// a layer's tree; a directory's contents are copied into `dst`. Returns the
 /// bytes copied.
+///
+/// The walk keeps its own stack: a tree may be thousands of directories
+/// deep, and a call per level overflowed the blocking thread's stack.
 pub fn copy_tree(src: &Path, dst: &Path, how: CopyMode) -> Result<u64, ContextError> {
+    let mut total = 0;
+    let mut pending = vec![(src.to_path_buf(), dst.to_path_buf())];
+    while let Some((src, dst)) = pending.pop() {
+        total += copy_entry(&src, &dst, how, &mut pending)?;
+    }
+    Ok(total)
+}
+
+/// Copies one entry of [`copy_tree`]; a directory is made, and its entries
+/// pushed on `pending` (in reverse, so they are copied in name order).
+fn copy_entry(
+    src: &Path,
+    dst: &Path,
+    how: CopyMode,
+    pending: &mut Vec<(PathBuf, PathBuf)>,
+) -> Result<u64, ContextError> {
     let meta = std::fs::symlink_metadata(src).map_err(io("inspecting", src))?;
     let owner = how.owner.or(Some((0, 0)));
     if meta.file_type().is_symlink() {
@@ -259,17 +342,25 @@ pub fn copy_tree(src: &Path, dst: &Path, how: CopyMode) -> Result<u64, ContextEr
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).map_err(io("chown", dst))?;
     }
-    let mut total = 0;
-    let mut names: Vec<_> = std::fs::read_dir(src)
-        .map_err(io("listing", src))?
+    let names = sorted_names(src)?;
+    pending.extend(
+        names
+            .iter()
+            .rev()
+            .map(|name| (src.join(name), dst.join(name))),
+    );
+    Ok(0)
+}
+
+/// The names in directory `dir`, sorted.
+fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>, ContextError> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io("listing", dir))?
         .flatten()
         .map(|e| e.file_name())
         .collect();
     names.sort();
-    for name in names {
-        total += copy_tree(&src.join(&name), &dst.join(&name), how)?;
-    }
-    Ok(total)
+    Ok(names)
 }
 
 /// A digest of what `paths` (in a source tree) hold: names, types, modes
@@ -277,12 +368,42 @@ pub fn copy_tree(src: &Path, dst: &Path, how: CopyMode) -> Result<u64, ContextEr
 pub fn digest_sources(paths: &[PathBuf]) -> Result<String, ContextError> {
     let mut hasher = Sha256::new();
     for p in paths {
-        hash_tree(p, Path::new(""), &mut hasher)?;
+        hash_tree(p, &mut hasher)?;
     }
     Ok(hex::encode(hasher.finalize()))
 }
 
-fn hash_tree(path: &Path, rel: &Path, h: &mut Sha256) -> Result<(), ContextError> {
+/// What [`hash_tree`] has left to do.
+enum HashWork {
+    /// Hash an entry: its path, and its name relative to the tree's root.
+    Entry(PathBuf, PathBuf),
+    /// Close a directory whose entries are hashed.
+    Close,
+}
+
+/// Hashes the tree at `root`: per entry, in name order, its relative name,
+/// mode and content, then `0xff` (after a directory's entries).
+///
+/// Its own stack, as in [`copy_tree`]: the tree may be thousands deep.
+fn hash_tree(root: &Path, h: &mut Sha256) -> Result<(), ContextError> {
+    let mut pending = vec![HashWork::Entry(root.to_path_buf(), PathBuf::new())];
+    while let Some(work) = pending.pop() {
+        match work {
+            HashWork::Entry(path, rel) => hash_entry(&path, &rel, h, &mut pending)?,
+            HashWork::Close => h.update([0xff]),
+        }
+    }
+    Ok(())
+}
+
+/// Hashes one entry of [`hash_tree`]; a directory's entries are pushed on
+/// `pending` (in reverse, so they are hashed in name order) after its close.
+fn hash_entry(
+    path: &Path,
+    rel: &Path,
+    h: &mut Sha256,
+    pending: &mut Vec<HashWork>,
+) -> Result<(), ContextError> {
     let meta = std::fs::symlink_metadata(path).map_err(io("inspecting", path))?;
     h.update(rel.as_os_str().as_encoded_bytes());
     h.update([0]);
@@ -291,38 +412,53 @@ fn hash_tree(path: &Path, rel: &Path, h: &mut Sha256) -> Result<(), ContextError
         let link = std::fs::read_link(path).map_err(io("reading", path))?;
         h.update(link.as_os_str().as_encoded_bytes());
     } else if meta.is_file() {
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(io("opening", path))?;
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = f.read(&mut buf).map_err(io("reading", path))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
+        hash_file(path, h)?;
     } else if meta.is_dir() {
-        let mut names: Vec<_> = std::fs::read_dir(path)
-            .map_err(io("listing", path))?
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        names.sort();
-        for name in names {
-            hash_tree(&path.join(&name), &rel.join(&name), h)?;
-        }
+        pending.push(HashWork::Close);
+        let names = sorted_names(path)?;
+        pending.extend(
+            names
+                .iter()
+                .rev()
+                .map(|name| HashWork::Entry(path.join(name), rel.join(name))),
+        );
+        return Ok(());
     }
     h.update([0xff]);
     Ok(())
 }
 
+fn hash_file(path: &Path, h: &mut Sha256) -> Result<(), ContextError> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io("opening", path))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(io("reading", path))?;
+        if n == 0 {
+            return Ok(());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// The longest `COPY` source (pattern) taken: no path of a file system is
+/// longer, and it bounds the work of matching it.
+pub const MAX_PATTERN_BYTES: usize = 4096;
+
 /// Resolves a `COPY` source pattern against `root`: a path whose parents are
 /// real directories, with `*` and `?` allowed in its last component. Returns
 /// the matching paths, sorted; none is an error naming the pattern.
 pub fn resolve_sources(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, ContextError> {
+    if pattern.len() > MAX_PATTERN_BYTES {
+        return Err(ContextError::Invalid(format!(
+            "COPY source {:?}: longer than {MAX_PATTERN_BYTES} bytes ({} bytes)",
+            shown(pattern),
+            pattern.len()
+        )));
+    }
     let rel = relative(pattern)?;
     let (parent, last) = match (rel.parent(), rel.file_name()) {
         (Some(p), Some(l)) => (p.to_path_buf(), l.to_string_lossy().into_owned()),
@@ -365,18 +501,41 @@ pub fn resolve_sources(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, Conte
     Ok(found)
 }
 
-/// `*` and `?` matching of one path component.
+/// `*` and `?` matching of one path component, byte by byte: `*` matches
+/// any run of bytes (none too), `?` exactly one byte, any other byte itself.
+///
+/// Iterative, and backtracking only to the last `*` seen: a later `*` can
+/// absorb whatever an earlier one would have, so retrying earlier ones never
+/// finds a match the last one misses. That bounds the work by
+/// pattern × name bytes, where a recursive matcher took a stack frame per `*`
+/// and exponential time on patterns like `*a*a*a…b`.
 fn glob_match(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
+    let (pattern, name) = (pattern.as_bytes(), name.as_bytes());
+    let (mut p, mut n) = (0, 0);
+    // After the last `*` seen: where the pattern resumes, and the name
+    // position that `*` has absorbed up to.
+    let mut star: Option<(usize, usize)> = None;
+    while let Some(&byte) = name.get(n) {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p + 1, n));
+                p += 1;
+            }
+            Some(&b'?') => (p, n) = (p + 1, n + 1),
+            Some(&wanted) if wanted == byte => (p, n) = (p + 1, n + 1),
+            _ => match star {
+                // The last `*` absorbs one more byte; the rest retries.
+                Some((resume, absorbed)) => {
+                    star = Some((resume, absorbed + 1));
+                    (p, n) = (resume, absorbed + 1);
+                }
+                None => return false,
+            },
         }
     }
-    go(pattern.as_bytes(), name.as_bytes())
+    pattern
+        .get(p..)
+        .is_some_and(|rest| rest.iter().all(|&b| b == b'*'))
 }
 
 /// Creates the directory `rel` (and its parents) in a new layer's tree
@@ -438,6 +597,214 @@ mod tests {
         assert!(glob_match("*.txt", "a.txt"));
         assert!(glob_match("a?c", "abc"));
         assert!(!glob_match("*.txt", "a.md"));
+    }
+
+    /// The recursive matcher `glob_match` replaced: the reference for its
+    /// semantics (fine on the small inputs of the tests).
+    fn old_glob_match(pattern: &str, name: &str) -> bool {
+        fn go(p: &[u8], n: &[u8]) -> bool {
+            match (p.first(), n.first()) {
+                (None, None) => true,
+                (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+                (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+                (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+                _ => false,
+            }
+        }
+        go(pattern.as_bytes(), name.as_bytes())
+    }
+
+    #[test]
+    fn globs_keep_their_semantics() {
+        let cases = [
+            ("", "", true),
+            ("", "a", false),
+            ("*", "", true),
+            ("*", "anything.at-all", true),
+            ("**", "", true),
+            ("?", "", false),
+            ("?", "a", true),
+            ("?", "ab", false),
+            ("??", "ab", true),
+            ("a*", "a", true),
+            ("a*", "ba", false),
+            ("*a", "bba", true),
+            ("*a", "ab", false),
+            ("*.txt", ".txt", true),
+            ("*.txt", "a.txt.md", false),
+            ("*.tar.*", "x.tar.gz", true),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "acb", false),
+            ("a*b?c", "abbbXc", true),
+            ("*?", "", false),
+            ("*?", "x", true),
+            ("?*?", "x", false),
+            ("*ab", "aab", true),
+            ("*aab", "aaab", true),
+            ("*a*a*a", "aa", false),
+            ("file[1].txt", "file[1].txt", true),
+            ("file[1].txt", "file1.txt", false),
+            ("a\\*", "a\\b", true),
+            ("a\\*", "a*", false),
+            // `?` is one byte: a two-byte character needs two.
+            ("?", "é", false),
+            ("??", "é", true),
+            ("é*", "éa", true),
+            ("A*", "a", false),
+        ];
+        for (pattern, name, expected) in cases {
+            assert_eq!(
+                old_glob_match(pattern, name),
+                expected,
+                "old {pattern:?} {name:?}"
+            );
+            assert_eq!(glob_match(pattern, name), expected, "{pattern:?} {name:?}");
+        }
+    }
+
+    /// Every string of up to `max` bytes from `alphabet`.
+    fn all_strings(alphabet: &[u8], max: usize) -> Vec<String> {
+        let mut out = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max {
+            last = last
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |&c| format!("{s}{}", c as char)))
+                .collect();
+            out.extend(last.iter().cloned());
+        }
+        out
+    }
+
+    #[test]
+    fn globs_agree_with_the_old_matcher_on_every_small_case() {
+        let names = all_strings(b"ab", 6);
+        for pattern in all_strings(b"ab*?", 5) {
+            for name in &names {
+                assert_eq!(
+                    glob_match(&pattern, name),
+                    old_glob_match(&pattern, name),
+                    "{pattern:?} {name:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pathological_globs_finish_on_a_small_stack() {
+        let run = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let a60 = "a".repeat(60);
+                let started = std::time::Instant::now();
+                // Exponential for a backtracking matcher (over a minute).
+                assert!(!glob_match(&format!("{}b", "*a".repeat(10)), &a60));
+                assert!(glob_match(&format!("{}a", "*a".repeat(10)), &a60));
+                // A stack frame per `*` overflowed the stack.
+                let stars = "*".repeat(50_000);
+                assert!(glob_match(&stars, &a60));
+                assert!(glob_match(&stars, ""));
+                assert!(!glob_match(&format!("{stars}b"), &a60));
+                assert!(glob_match(&format!("{stars}a{stars}"), &a60));
+                let long_name = "a".repeat(255);
+                let worst = format!("{}b", "*a".repeat(2000));
+                assert!(!glob_match(&worst, &long_name));
+                started.elapsed()
+            })
+            .expect("spawn")
+            .join()
+            .expect("no crash");
+        assert!(run < std::time::Duration::from_secs(5), "took {run:?}");
+    }
+
+    #[test]
+    fn a_long_copy_source_is_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::write(tmp.path().join("a"), b"x").expect("write");
+        let at_most = "*".repeat(MAX_PATTERN_BYTES);
+        assert_eq!(
+            resolve_sources(tmp.path(), &at_most).expect("matches"),
+            vec![tmp.path().join("a")]
+        );
+        let over = "*".repeat(MAX_PATTERN_BYTES + 1);
+        match resolve_sources(tmp.path(), &over) {
+            Err(ContextError::Invalid(message)) => {
+                assert!(
+                    message.ends_with(": longer than 4096 bytes (4097 bytes)"),
+                    "{message}"
+                );
+                assert!(message.len() < 300, "{message}");
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    /// A context tar of one file at `path` (long names in GNU extensions).
+    fn context_with(tmp: &Path, path: &str) -> PathBuf {
+        let archive = tmp.join("ctx.tar");
+        let mut b = tar::Builder::new(File::create(&archive).expect("create"));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, &b"x"[..]).expect("append");
+        b.into_inner().expect("finish");
+        archive
+    }
+
+    fn extract_error(tmp: &Path, archive: &Path) -> String {
+        let dest = tmp.join("ctx");
+        std::fs::create_dir_all(&dest).expect("mkdir");
+        match extract(archive, &dest, 1 << 20) {
+            Err(ContextError::Invalid(message)) => message,
+            other => panic!("not refused as invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_the_os_would_refuse_are_invalid_input() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        // NAME_MAX exactly is fine.
+        let fine = format!("d/{}", "n".repeat(255));
+        let dest = tmp.path().join("ok");
+        std::fs::create_dir(&dest).expect("mkdir");
+        extract(&context_with(tmp.path(), &fine), &dest, 1 << 20).expect("extract");
+        assert!(dest.join(&fine).is_file());
+
+        let long_name = format!("d/{}", "n".repeat(256));
+        let message = extract_error(tmp.path(), &context_with(tmp.path(), &long_name));
+        assert!(
+            message.starts_with("build context entry \"d/nnn")
+                && message.ends_with("…\": a name of 256 bytes (at most 255)"),
+            "{message}"
+        );
+
+        let long_path = vec!["p".repeat(200); 21].join("/");
+        let message = extract_error(tmp.path(), &context_with(tmp.path(), &long_path));
+        assert!(
+            message.contains(": a path of 4220 bytes (at most ")
+                && message.ends_with(" in a build context)"),
+            "{message}"
+        );
+        assert!(message.len() < 400, "{message}");
+    }
+
+    #[test]
+    fn a_symlink_target_the_os_would_refuse_is_invalid_input() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let archive = tmp.path().join("ctx.tar");
+        let mut b = tar::Builder::new(File::create(&archive).expect("create"));
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "link", "t".repeat(5000))
+            .expect("link");
+        b.into_inner().expect("finish");
+        let message = extract_error(tmp.path(), &archive);
+        assert_eq!(
+            message,
+            "build context entry \"link\": a symlink target of 5000 bytes (at most 4095)"
+        );
     }
 
     #[test]
@@ -503,5 +870,109 @@ mod tests {
             Err(ContextError::Invalid(_))
         ));
         assert!(!tmp.path().join("escape").exists());
+    }
+
+    /// The recursive digest `digest_sources` replaced: the cache keys of
+    /// existing build caches depend on it giving the same bytes.
+    fn old_digest(paths: &[PathBuf]) -> String {
+        fn go(path: &Path, rel: &Path, h: &mut Sha256) {
+            let meta = std::fs::symlink_metadata(path).expect("meta");
+            h.update(rel.as_os_str().as_encoded_bytes());
+            h.update([0]);
+            h.update(meta.mode().to_le_bytes());
+            if meta.file_type().is_symlink() {
+                h.update(
+                    std::fs::read_link(path)
+                        .expect("link")
+                        .as_os_str()
+                        .as_encoded_bytes(),
+                );
+            } else if meta.is_file() {
+                h.update(std::fs::read(path).expect("read"));
+            } else if meta.is_dir() {
+                let mut names: Vec<_> = std::fs::read_dir(path)
+                    .expect("list")
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .collect();
+                names.sort();
+                for name in names {
+                    go(&path.join(&name), &rel.join(&name), h);
+                }
+            }
+            h.update([0xff]);
+        }
+        let mut h = Sha256::new();
+        for p in paths {
+            go(p, Path::new(""), &mut h);
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// A small tree: files, nested and empty directories, a symlink.
+    fn sample_tree(root: &Path) {
+        for dir in ["src/a/b", "src/empty", "src/z"] {
+            std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+        }
+        for (file, text) in [
+            ("src/top", "1"),
+            ("src/a/one", "22"),
+            ("src/a/b/two", "333"),
+            ("src/z/last", ""),
+        ] {
+            std::fs::write(root.join(file), text).expect("write");
+        }
+        std::os::unix::fs::symlink("a/one", root.join("src/link")).expect("symlink");
+    }
+
+    #[test]
+    fn digests_and_copies_are_unchanged_by_the_walk() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        sample_tree(tmp.path());
+        let src = tmp.path().join("src");
+        let sources = [src.clone(), src.join("a"), src.join("top")];
+        assert_eq!(
+            digest_sources(&sources).expect("digest"),
+            old_digest(&sources)
+        );
+        let dst = tmp.path().join("dst");
+        let copied = copy_tree(&src, &dst, CopyMode::default()).expect("copy");
+        assert_eq!(copied, 6);
+        assert_eq!(std::fs::read(dst.join("a/b/two")).expect("read"), b"333");
+        assert!(dst.join("empty").is_dir());
+        assert_eq!(
+            std::fs::read_link(dst.join("link")).expect("link"),
+            PathBuf::from("a/one")
+        );
+        // Same names, types, modes and contents: the same digest.
+        assert_eq!(
+            digest_sources(std::slice::from_ref(&dst)).expect("digest"),
+            digest_sources(std::slice::from_ref(&src)).expect("digest")
+        );
+    }
+
+    #[test]
+    fn a_tree_as_deep_as_paths_allow_is_copied_and_digested_on_a_small_stack() {
+        // ~2000 levels: a walk with a call per level overflowed a blocking
+        // thread's 2 MiB stack, aborting the server.
+        let tmp = tempfile::tempdir().expect("tmp");
+        let base = tmp.path().to_path_buf();
+        let levels = (MAX_PATH_BYTES - base.as_os_str().len() - 16) / 2;
+        let deep = vec!["a"; levels].join("/");
+        std::fs::create_dir_all(base.join("src").join(&deep)).expect("deep");
+        std::fs::write(base.join("src").join(&deep).join("f"), b"x").expect("write");
+        let (src, dst) = (base.join("src"), base.join("dst"));
+        let (copied, same) = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let copied = copy_tree(&src, &dst, CopyMode::default()).expect("copy");
+                let digest = |p: &PathBuf| digest_sources(std::slice::from_ref(p)).expect("digest");
+                (copied, digest(&src) == digest(&dst))
+            })
+            .expect("spawn")
+            .join()
+            .expect("no crash");
+        assert_eq!((copied, same), (1, true));
+        assert!(base.join("dst").join(&deep).join("f").is_file());
     }
 }

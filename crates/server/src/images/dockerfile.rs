@@ -695,8 +695,18 @@ pub fn substitute(
         lookup,
     };
     let mut pos = 0;
-    expander.expand(&mut pos, false)
+    expander.expand(&mut pos, false, 0)
 }
+
+/// How deeply `${VAR:-…}` defaults and alternatives may nest: each level is
+/// a recursive call, so an unbounded depth (the Dockerfile may be 1 MiB)
+/// would overflow the stack of the task substituting.
+pub const MAX_SUBSTITUTION_DEPTH: usize = 32;
+
+/// The longest word a substitution may make, as long as a whole Dockerfile:
+/// without a bound, `ENV A=$A$A…` doubles (or more) per line and a few
+/// lines exhaust the server's memory.
+pub const MAX_SUBSTITUTED_BYTES: usize = 1 << 20;
 
 /// State of one [`substitute`] call.
 struct Expander<'a> {
@@ -708,8 +718,13 @@ struct Expander<'a> {
 
 impl Expander<'_> {
     /// Expands from `pos` to the end, or (`in_braces`) to the `}` closing a
-    /// `${…}`, which it consumes.
-    fn expand(&self, pos: &mut usize, in_braces: bool) -> Result<String, DockerfileError> {
+    /// `${…}`, which it consumes. `depth` counts the enclosing `${…}`s.
+    fn expand(
+        &self,
+        pos: &mut usize,
+        in_braces: bool,
+        depth: usize,
+    ) -> Result<String, DockerfileError> {
         let mut out = String::new();
         while let Some(&c) = self.chars.get(*pos) {
             let next = self.chars.get(*pos + 1).copied();
@@ -724,12 +739,15 @@ impl Expander<'_> {
                 }
                 '$' => {
                     *pos += 1;
-                    out.push_str(&self.dollar(pos)?);
+                    out.push_str(&self.dollar(pos, depth)?);
                 }
                 c => {
                     out.push(c);
                     *pos += 1;
                 }
+            }
+            if out.len() > MAX_SUBSTITUTED_BYTES {
+                return Err(self.too_long());
             }
         }
         if in_braces {
@@ -739,8 +757,8 @@ impl Expander<'_> {
         }
     }
 
-    /// Expands what follows a `$` (at `pos`).
-    fn dollar(&self, pos: &mut usize) -> Result<String, DockerfileError> {
+    /// Expands what follows a `$` (at `pos`), `depth` `${…}`s deep.
+    fn dollar(&self, pos: &mut usize, depth: usize) -> Result<String, DockerfileError> {
         match self.chars.get(*pos) {
             Some('{') => {
                 *pos += 1;
@@ -761,7 +779,10 @@ impl Expander<'_> {
                     Some(':') if matches!(self.chars.get(*pos + 1), Some('-' | '+')) => {
                         let use_default = self.chars.get(*pos + 1) == Some(&'-');
                         *pos += 2;
-                        let word = self.expand(pos, true)?;
+                        if depth >= MAX_SUBSTITUTION_DEPTH {
+                            return Err(self.too_deep());
+                        }
+                        let word = self.expand(pos, true, depth + 1)?;
                         let value = (self.lookup)(&name).filter(|value| !value.is_empty());
                         Ok(match (value, use_default) {
                             (Some(value), true) => value,
@@ -805,6 +826,27 @@ impl Expander<'_> {
             }
         }
         name
+    }
+
+    /// The word is not quoted: it may be as long as the Dockerfile.
+    fn too_deep(&self) -> DockerfileError {
+        error(
+            self.line,
+            format!(
+                "variable substitution nested deeper than {MAX_SUBSTITUTION_DEPTH} levels \
+                 (`${{VAR:-${{…}}}}`)"
+            ),
+        )
+    }
+
+    fn too_long(&self) -> DockerfileError {
+        error(
+            self.line,
+            format!(
+                "variable substitution makes a word longer than {} MiB",
+                MAX_SUBSTITUTED_BYTES >> 20
+            ),
+        )
     }
 
     fn unterminated(&self) -> DockerfileError {
@@ -1760,5 +1802,77 @@ WORKDIR /last \\";
                 "{word}"
             );
         }
+    }
+
+    /// `${A:-` × `levels`, then `x`, then `}` × `levels`.
+    fn nested(levels: usize) -> String {
+        format!("{}x{}", "${UNSET:-".repeat(levels), "}".repeat(levels))
+    }
+
+    #[test]
+    fn substitution_nests_up_to_the_cap() {
+        assert_eq!(sub(&nested(MAX_SUBSTITUTION_DEPTH)).as_deref(), Ok("x"));
+        assert_eq!(
+            sub(&nested(MAX_SUBSTITUTION_DEPTH + 1)),
+            Err(DockerfileError {
+                line: 7,
+                message: "variable substitution nested deeper than 32 levels (`${VAR:-${…}}`)"
+                    .into(),
+            })
+        );
+        // Side by side is not nesting.
+        assert_eq!(sub(&"${UNSET:-a}".repeat(1000)), Ok("a".repeat(1000)));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // 10,000 levels (60 KB) once overflowed a worker's stack and aborted
+        // the server; on a small stack it must come back as an error.
+        let word = nested(10_000);
+        let result = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || substitute(&word, 3, &|_: &str| None))
+            .expect("spawn")
+            .join()
+            .expect("no crash");
+        let err = result.expect_err("too deep");
+        assert_eq!(err.line, 3);
+        assert!(
+            err.message.contains("nested deeper than 32 levels"),
+            "{err}"
+        );
+        // Through parse + substitute, as a build does with a FROM line.
+        let text = format!("FROM {}\n", nested(10_000));
+        let parsed = parse(&text).expect("FROM is substituted later");
+        let base = parsed.stages[0].base.clone();
+        let result = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || substitute(&base, 1, &|_: &str| None))
+            .expect("spawn")
+            .join()
+            .expect("no crash");
+        assert_eq!(
+            result.map_err(|e| e.to_string()).expect_err("too deep"),
+            "line 1: variable substitution nested deeper than 32 levels (`${VAR:-${…}}`)"
+        );
+    }
+
+    #[test]
+    fn substitution_cannot_blow_a_word_up() {
+        let big = "v".repeat(1 << 19);
+        let lookup = |name: &str| (name == "BIG").then(|| big.clone());
+        assert_eq!(
+            substitute("$BIG$BIG", 4, &lookup).map(|word| word.len()),
+            Ok(1 << 20)
+        );
+        assert_eq!(
+            substitute(&"$BIG".repeat(1000), 4, &lookup),
+            Err(DockerfileError {
+                line: 4,
+                message: "variable substitution makes a word longer than 1 MiB".into(),
+            })
+        );
+        // Inside a default too.
+        assert!(substitute("${UNSET:-$BIG$BIG$BIG}", 4, &lookup).is_err());
     }
 }

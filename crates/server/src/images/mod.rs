@@ -20,6 +20,11 @@ use alcove_images::{
 };
 use alcove_runtime::image::{Image, ImageService};
 
+/// Most an image archive sent to the import route may hold, as uploaded: it
+/// is written to the store's disk before it is read, so it needs a bound of
+/// its own (the import's bounds are per blob and per unpacked layer).
+pub const MAX_IMPORT_BYTES: u64 = 32 << 30;
+
 /// The image a sandbox boots, resolved.
 #[derive(Debug, Clone)]
 pub struct ResolvedImage {
