@@ -97,6 +97,19 @@ def test_a_restore_inherits_each_size_it_is_not_given(server, client):
         smaller = server.api("POST", "/sandboxes",
                              json={"snapshot_id": fs_snap.snapshot_id, "resources": {"disk_mb": 4096}})
         assert smaller.status_code == 400 and "only grows" in smaller.json()["message"], smaller.text
+        # What a restore cannot honour is refused, not dropped: another image (even one that does
+        # not exist, which was once a silent 200), or an entrypoint for restored processes.
+        for snap, body, field in (
+            (fs_snap, {"image": "no-such-image"}, "image"),
+            (fs_snap, {"image": "alcove/desktop"}, "image"),
+            (memory_snap, {"image": "no-such-image"}, "image"),
+            (memory_snap, {"entrypoint": ["sleep", "1"]}, "entrypoint"),
+        ):
+            refused = server.api("POST", "/sandboxes", json={"snapshot_id": snap.snapshot_id, **body})
+            assert refused.status_code == 400 and field in refused.json()["message"], (body, refused.text)
+        # Its own image, by another of its names, is no change.
+        with client.create_and_connect(snapshot_id=fs_snap.snapshot_id, image="alcove/debian") as own:
+            assert own.read_file("/root/kept.txt") == b"kept"
         assert {s["id"] for s in server.live_sandboxes()} == live
         with client.create_and_connect(snapshot_id=memory_snap.snapshot_id, memory_mb=2048) as same:
             assert client.get(same.sandbox_id).resources.memory_mb == 2048

@@ -18,7 +18,7 @@ use super::services::Control;
 pub const IMAGE_DELETIONS_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// The image id a pinned reference (`name@sha256:…`) names, if it is pinned.
-fn pinned_id(image: &str) -> Option<&str> {
+pub(super) fn pinned_id(image: &str) -> Option<&str> {
     image
         .rsplit_once('@')
         .map(|(_, d)| d)

@@ -257,17 +257,28 @@ impl Snapshots {
                     ),
                 });
             }
-            let own = crate::images::display_name(&snap.image);
-            if req
-                .image
-                .as_ref()
-                .is_some_and(|i| i != own && *i != snap.image)
-            {
+            if req.entrypoint.as_ref().is_some_and(|e| !e.is_empty()) {
                 return Err(ControlError::InvalidArgument {
-                    field: "image",
-                    reason: format!("a memory snapshot restores on its own image {own}"),
+                    field: "entrypoint",
+                    reason: "a memory snapshot restores its processes; no entrypoint is started \
+                             (take a filesystem snapshot to boot with one)"
+                        .into(),
                 });
             }
+        }
+        // Either kind: the files a snapshot holds were written over its image's layers. The
+        // image may be named, by any of its names or its id, but not changed.
+        let own = crate::images::display_name(&snap.image);
+        if let Some(asked) = req.image.clone().filter(|i| i != own && *i != snap.image)
+            && !self.is_image(&asked, &snap.image).await
+        {
+            return Err(ControlError::InvalidArgument {
+                field: "image",
+                reason: format!(
+                    "a snapshot restores on its own image {own}, over whose layers its files were \
+                     written; leave image out"
+                ),
+            });
         }
         // The layer is a copy of the snapshot's: it can grow (before it is mounted, as a disk
         // resized while suspended does), never shrink.
@@ -314,6 +325,18 @@ impl Snapshots {
                 memory,
             },
         ))
+    }
+
+    /// Whether `asked` (a name or id) resolves to the image `pinned` (`name@sha256:…`) names.
+    async fn is_image(&self, asked: &str, pinned: &str) -> bool {
+        let Some(id) = super::images::pinned_id(pinned).map(str::to_string) else {
+            return false;
+        };
+        let images = self.ctx.images.clone();
+        let asked = asked.to_string();
+        super::images::blocking(move || images.store().resolve(&asked))
+            .await
+            .is_ok_and(|record| record.id.to_string() == id)
     }
 
     /// After a restart: snapshots left `in_progress` failed; files of snapshots
