@@ -150,9 +150,14 @@ def test_data_dir_permissions_are_repaired_at_start():
     data = srv.data_dir
     (data / "sandboxes").mkdir(parents=True)
     (data / "snapshots").mkdir()
-    loose = data / "snapshots" / "leftover.bin"
+    # (Not in snapshots/: what no snapshot row knows there is removed at start.)
+    (data / "notes").mkdir()
+    loose = data / "notes" / "leftover.bin"
     loose.write_bytes(b"x")
     os.chmod(loose, 0o4755)
+    os.chmod(data / "notes", 0o755)
+    stray = data / "snapshots" / "stray.bin"
+    stray.write_bytes(b"x")
     os.chmod(data / "snapshots", 0o755)
     os.chmod(data, 0o755)
     srv.start()
@@ -160,7 +165,9 @@ def test_data_dir_permissions_are_repaired_at_start():
         assert stat.S_IMODE(loose.stat().st_mode) == 0o600
         # The operator is told which entries were repaired.
         assert str(loose) in srv.log_warnings(), srv.log_warnings()
+        assert stat.S_IMODE((data / "notes").stat().st_mode) == 0o700
         assert stat.S_IMODE((data / "snapshots").stat().st_mode) == 0o700
+        assert not stray.exists(), "a file no snapshot knows, as a directory no snapshot knows"
         # Enterable (runc walks to sandboxes' roots from their user namespaces)
         # but not listable.
         assert stat.S_IMODE(data.stat().st_mode) == 0o711
