@@ -141,11 +141,7 @@ impl Node {
     /// The CPU and memory limits the bundle's `config.json` records (those the sandbox runs
     /// with), as a `runc update` document, and its CPU list.
     fn limits_in_bundle(&self, id: &str) -> Result<(serde_json::Value, String)> {
-        let config = self.sandbox_dir(id).join("bundle/config.json");
-        let text =
-            std::fs::read_to_string(&config).map_err(RuntimeError::io("reading", &config))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| RuntimeError::Spec(format!("reading {}: {e}", config.display())))?;
+        let (_, json) = self.bundle_config(id)?;
         let resources = &json["linux"]["resources"];
         let mut doc = serde_json::json!({"memory": {}, "cpu": {}});
         for key in ["limit", "swap"] {
@@ -165,13 +161,19 @@ impl Node {
         Ok((doc, cpuset))
     }
 
-    /// Writes the new limits into the bundle's `config.json`.
-    fn record_in_bundle(&self, id: &str, to: Resize, cpuset: &str, limit_swap: bool) -> Result<()> {
+    /// The path and the parsed content of the sandbox's bundle `config.json`.
+    fn bundle_config(&self, id: &str) -> Result<(std::path::PathBuf, serde_json::Value)> {
         let config = self.sandbox_dir(id).join("bundle/config.json");
         let text =
             std::fs::read_to_string(&config).map_err(RuntimeError::io("reading", &config))?;
-        let mut json: serde_json::Value = serde_json::from_str(&text)
+        let json = serde_json::from_str(&text)
             .map_err(|e| RuntimeError::Spec(format!("reading {}: {e}", config.display())))?;
+        Ok((config, json))
+    }
+
+    /// Writes the new limits into the bundle's `config.json`.
+    fn record_in_bundle(&self, id: &str, to: Resize, cpuset: &str, limit_swap: bool) -> Result<()> {
+        let (config, mut json) = self.bundle_config(id)?;
         let doc = resources_json(to, cpuset, limit_swap);
         let resources = &mut json["linux"]["resources"];
         for key in ["limit", "swap"] {
