@@ -353,6 +353,21 @@ pub struct Config {
     )]
     pub api_keys: Vec<String>,
 
+    /// A host name this server answers to without API keys, besides `localhost`,
+    /// `*.localhost`, IP addresses and the ingress domain (requests naming another
+    /// host are refused: a guard against DNS rebinding); repeat for several, `*` for
+    /// any. Pages of these hosts may also call the API.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "allowed-host",
+            env = "ALCOVE_ALLOWED_HOSTS",
+            value_delimiter = ',',
+            value_name = "HOST"
+        )
+    )]
+    pub allowed_hosts: Vec<String>,
+
     /// Seconds a client may take to send a request's headers once it has started
     /// (slowloris guard); the connection is closed after that.
     #[cfg_attr(

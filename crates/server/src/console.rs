@@ -285,6 +285,7 @@ mod tests {
             ingress_domain: std::sync::Arc::from("sandbox.localhost"),
             desktop_tokens: std::sync::Arc::new(crate::desktop::DesktopTokens::random()),
             novnc_dir: std::sync::Arc::from(std::path::Path::new("/nonexistent")),
+            allowed_hosts: std::sync::Arc::default(),
         };
         let app = Router::new()
             .route(

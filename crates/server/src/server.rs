@@ -256,6 +256,14 @@ pub async fn serve(
         ingress_domain: Arc::from(config.ingress_domain.as_str()),
         desktop_tokens: Arc::new(crate::desktop::DesktopTokens::random()),
         novnc_dir: Arc::from(config.novnc_dir.as_path()),
+        allowed_hosts: Arc::new(crate::api::site_guard::AllowedHosts::new(
+            &config.allowed_hosts,
+            [&config.public_url, &config.advertise_url]
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+            Some(bound.port()),
+        )),
     });
     tracing::info!(%bound, "alcove serving");
     let reloader = tls

@@ -21,6 +21,9 @@ pub enum ErrorCode {
     InvalidState,
     /// Authentication is missing or wrong.
     Unauthorized,
+    /// The request came from a web page of another site, or named a host this
+    /// server (without API keys) does not answer to (403).
+    Forbidden,
     /// The route exists in the protocol but is not built yet.
     NotImplemented,
     /// The sandbox is still booting or resuming; the request did not reach it.

@@ -19,6 +19,7 @@ mod pools;
 mod pty_ticket;
 mod sandboxes;
 mod secrets;
+pub mod site_guard;
 mod snapshots;
 mod to_completion;
 mod unbuilt;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub desktop_tokens: Arc<crate::desktop::DesktopTokens>,
     /// noVNC's files, served under `/desktop/novnc/`.
     pub novnc_dir: Arc<std::path::Path>,
+    /// Host names answered to without API keys besides loopback ones (`--allowed-host`).
+    pub allowed_hosts: Arc<site_guard::AllowedHosts>,
 }
 
 /// The control-plane routes under `{B}`, each with its OpenAPI description.
@@ -150,6 +153,10 @@ pub fn build_router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::proxy::forward_to_owner,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            site_guard::guard,
         ))
         .layer(middleware::from_fn(request_id))
         .with_state(state)

@@ -7,7 +7,7 @@ mod owner;
 mod routing;
 mod sandbox_api;
 
-pub use ingress::route_ingress;
+pub use ingress::{parse_ingress_host, route_ingress};
 #[cfg(test)]
 pub(crate) use node_link::tls_failure;
 pub use node_link::{NodeAddress, NodeLink, NodeStream};
