@@ -133,6 +133,10 @@ def test_novnc_files_cannot_climb_out_of_their_directory(server):
         r = httpx.get(server.url + path, timeout=10)
         assert r.status_code in (400, 404), (path, r.status_code)
         assert "root:x:0:0" not in r.text
+    # A file noVNC does not have answers in the error shape, like every other route.
+    r = httpx.get(server.url + "/desktop/novnc/core/no-such-file.js", timeout=10)
+    assert r.status_code == 404
+    assert r.json() == {"message": "no noVNC file at /desktop/novnc/core/no-such-file.js", "code": "NOT_FOUND"}
 
 
 def test_desktop_url_refuses_bad_bodies_and_unknown_sandboxes(server, desktop):

@@ -139,7 +139,12 @@ pub fn build_router(state: AppState) -> Router {
         ))
         .nest_service(
             "/desktop/novnc",
-            tower_http::services::ServeDir::new(&*state.novnc_dir),
+            // A missing file answers in the error shape, as every other route does.
+            tower_http::services::ServeDir::new(&*state.novnc_dir).fallback(
+                axum::handler::HandlerWithoutStateExt::into_service(
+                    crate::desktop::novnc_file_missing,
+                ),
+            ),
         )
         .merge(crate::console::routes())
         .fallback(not_found)

@@ -18,5 +18,15 @@ pub(crate) use page::check_vnc_port;
 pub use page::{desktop_page, desktop_socket};
 pub use tokens::DesktopTokens;
 
+/// The answer for a path under `/desktop/novnc/` that names no file of noVNC:
+/// a 404 in the error shape (the file server's own is an empty body).
+pub async fn novnc_file_missing(uri: axum::extract::OriginalUri) -> crate::api::error::ApiError {
+    crate::api::error::ApiError::new(
+        http::StatusCode::NOT_FOUND,
+        alcove_wire::error::ErrorCode::NotFound,
+        format!("no noVNC file at {}", uri.path()),
+    )
+}
+
 /// The VNC port a desktop page connects to unless told otherwise.
 pub const DEFAULT_VNC_PORT: u16 = 5901;
