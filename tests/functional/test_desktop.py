@@ -119,6 +119,9 @@ def test_the_desktop_url_serves_novnc_and_relays_rfb(server, desktop):
     assert "text/html" in page.headers["content-type"]
     assert "/desktop/novnc/core/rfb.js" in page.text
     assert page.headers.get("referrer-policy") == "no-referrer"
+    # Only the server's own pages (the console) may frame it.
+    assert page.headers.get("content-security-policy") == "frame-ancestors 'self'"
+    assert page.headers.get("x-frame-options") == "SAMEORIGIN"
     # noVNC's own module is served beside the page.
     rfb_js = httpx.get(server.url + "/desktop/novnc/core/rfb.js", timeout=10)
     assert rfb_js.status_code == 200 and "export default class RFB" in rfb_js.text

@@ -48,6 +48,27 @@ def test_a_cross_site_post_changes_nothing(server: AlcoveServer, client: Sandbox
     assert victim.run("test", args=["-e", PROBE]).exit_code == 1
 
 
+def test_a_sandbox_page_cannot_reach_the_api_by_another_spelling_of_its_name(
+    server: AlcoveServer, client: SandboxClient, victim
+) -> None:
+    """A page served from a sandbox's exposed port, calling its own name with a final dot:
+    browsers resolve `x.localhost.` like `x.localhost` but count it as another origin. The
+    request is ingress traffic of that sandbox, never the control plane."""
+    page = f"http://8080-victim.sandbox.localhost:{server.port}"
+    for host in (f"8080-victim.sandbox.localhost.:{server.port}", f"8080-victim.SANDBOX.localhost.:{server.port}"):
+        headers = {"Host": host, "Origin": page, "Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain"}
+        body = f'{{"command": "touch", "args": ["{PROBE}"]}}'
+        resp = raw(server, "POST", "/sandboxes/victim/api/v1/processes", headers, content=body)
+        assert resp.status_code != 200, resp.text
+        assert "pid" not in resp.text, resp.text
+        resp = raw(server, "POST", "/sandboxes/victim/suspend", {**headers, "Content-Type": ""})
+        assert resp.status_code not in (200, 202), resp.text
+    # A page of `localhost.` is not the server's own page at `localhost` either.
+    refused(raw(server, "POST", "/sandboxes/victim/suspend", {"Host": f"localhost:{server.port}", "Origin": f"http://localhost.:{server.port}"}))
+    assert client.get("victim").status == "running"
+    assert victim.run("test", args=["-e", PROBE]).exit_code == 1
+
+
 def test_a_cross_site_websocket_and_image_get_are_refused(server: AlcoveServer, victim) -> None:
     upgrade = {
         "Connection": "Upgrade",
@@ -60,6 +81,9 @@ def test_a_cross_site_websocket_and_image_get_are_refused(server: AlcoveServer, 
     no_cors = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}
     refused(raw(server, "GET", "/sandboxes/victim/api/v1/processes", no_cors))
     refused(raw(server, "GET", "/sandboxes", {**no_cors, "Sec-Fetch-Site": "same-site"}))
+    # A frame of another site's page is no navigation: it could lay itself over a desktop.
+    framed = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe"}
+    refused(raw(server, "GET", "/desktop/victim", framed))
 
 
 def test_the_servers_own_pages_and_followed_links_work(server: AlcoveServer, victim) -> None:
@@ -72,7 +96,8 @@ def test_the_servers_own_pages_and_followed_links_work(server: AlcoveServer, vic
     assert resp.status_code == 200 and resp.json()["name"] == "victim"
     # A link to the console followed from another site's page, and a URL typed.
     for site in ("cross-site", "none"):
-        resp = raw(server, "GET", "/console/", {"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate"})
+        nav = {"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+        resp = raw(server, "GET", "/console/", nav)
         assert resp.status_code == 200, resp.text
 
 
@@ -96,6 +121,17 @@ def test_a_sandbox_by_its_local_name_is_for_clients_not_pages(server: AlcoveServ
     as_page = {**json, "Host": f"victim.local:{server.port}", "Origin": f"http://victim.local:{server.port}"}
     refused(raw(server, "POST", "/api/v1/processes/run", as_page, content='{"command": "true"}'))
     refused(raw(server, "GET", "/api/v1/processes", {"Host": "victim.local", "Sec-Fetch-Site": "same-origin"}))
+    # A page at `http://victim.local:<port>` (any machine of the LAN can answer for the name)
+    # sends no Sec-Fetch-Site to a non-secure origin and no Origin on a GET; it names a port,
+    # and a Referer or a browser's User-Agent.
+    page = f"http://victim.local:{server.port}/"
+    for headers in (
+        {"Host": f"victim.local:{server.port}", "Referer": page},
+        {"Host": f"victim.local:{server.port}"},
+        {"Host": "victim.local", "Referer": page},
+        {"Host": "victim.local", "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0"},
+    ):
+        refused(raw(server, "GET", "/api/v1/files?path=/etc/hostname", headers))
     # websocket-client (the official SDK's terminals) sends the address it dialed as Origin.
     dialed = {**json, "Host": "victim.local", "Origin": f"http://localhost:{server.port}"}
     resp = raw(server, "POST", "/api/v1/processes/run", dialed, content='{"command": "true"}')

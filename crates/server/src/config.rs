@@ -353,10 +353,10 @@ pub struct Config {
     )]
     pub api_keys: Vec<String>,
 
-    /// A host name this server answers to without API keys, besides `localhost`,
-    /// `*.localhost`, IP addresses and the ingress domain (requests naming another
-    /// host are refused: a guard against DNS rebinding); repeat for several, `*` for
-    /// any. Pages of these hosts may also call the API.
+    /// `host[:port]`: a name this server answers to without API keys, besides
+    /// `localhost`, `*.localhost`, IP addresses and the ingress domain (requests naming
+    /// another host are refused: a guard against DNS rebinding); repeat for several, `*`
+    /// for any. Pages of that host at that port (80 and 443 without one) may call the API.
     #[cfg_attr(
         feature = "cli",
         arg(

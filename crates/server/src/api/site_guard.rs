@@ -28,12 +28,16 @@ use super::AppState;
 use super::error::ApiError;
 
 /// The host names a server without API keys answers to besides loopback names and
-/// addresses, and its ingress domain.
+/// addresses, and its ingress domain; and the origins, besides its own, whose pages
+/// may call it.
 #[derive(Debug, Clone, Default)]
 pub struct AllowedHosts {
     /// Lower-case host names without a port (`--allowed-host`, and the hosts of the
     /// server's own public and advertised URLs).
     names: Vec<String>,
+    /// Origins as (scheme, lower-case host, port): `--allowed-host host[:port]` at
+    /// that port (else 80 and 443), the public and advertised URLs exactly.
+    origins: Vec<(String, String, u16)>,
     /// `--allowed-host '*'`: any name (the server sits behind a proxy that checks it).
     any: bool,
     /// The port the server listens on: `http://localhost:<port>` is the server itself
@@ -58,16 +62,20 @@ impl AllowedHosts {
         for name in given.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
             if name == "*" {
                 hosts.any = true;
-            } else {
-                hosts.names.push(normalize(split_port(name).0));
+                continue;
+            }
+            let (host, port) = split_port(name);
+            let host = host.to_ascii_lowercase();
+            hosts.names.push(normalize(&host));
+            for (scheme, default) in [("http", 80), ("https", 443)] {
+                let origin = (scheme.to_string(), host.clone(), port.unwrap_or(default));
+                hosts.origins.push(origin);
             }
         }
         for url in urls {
-            if let Some(host) = url.parse::<http::Uri>().ok().and_then(|u| {
-                u.host()
-                    .map(|h| normalize(h.trim_start_matches('[').trim_end_matches(']')))
-            }) {
-                hosts.names.push(host);
+            if let Some((scheme, host, port)) = parse_origin(url.trim_end_matches('/')) {
+                hosts.names.push(normalize(&host));
+                hosts.origins.push((scheme, host, port));
             }
         }
         hosts
@@ -140,10 +148,16 @@ fn admit(
     let origin = headers
         .get(header::ORIGIN)
         .map(|o| String::from_utf8_lossy(o.as_bytes()));
-    // A browser marks its requests with `Sec-Fetch-Site`, and a page served under the
-    // name the request is for sends that name's own origin; websocket-client (no
-    // browser) sends the address it dialed beside the `Host` it was given.
+    // A browser marks its requests with `Sec-Fetch-Site` (towards secure contexts
+    // only: `http://x.local` gets none), a `Referer` or its `User-Agent`, and a page
+    // served under the name the request is for sends that name's own origin;
+    // websocket-client (no browser) sends the address it dialed beside the `Host` it
+    // was given.
     let from_browser = fetch_site.is_some()
+        || headers.contains_key(header::REFERER)
+        || headers
+            .get(header::USER_AGENT)
+            .is_some_and(|ua| ua.as_bytes().starts_with(b"Mozilla/"))
         || origin
             .as_deref()
             .zip(host)
@@ -152,7 +166,8 @@ fn admit(
         if !policy.keyed && !origin_admitted(&origin, host, policy.allowed) {
             return Err(forbidden(format!(
                 "refused a request from a page of another site (Origin `{}`): only this \
-                 server's own pages may call its API",
+                 server's own pages may call its API (behind a proxy that changes the Host, \
+                 name the public address with --public-url or --allowed-host)",
                 printable(&origin)
             )));
         }
@@ -182,57 +197,82 @@ fn admit(
     Ok(())
 }
 
-/// A top-level or frame navigation (a link followed, a URL typed): its answer goes to
-/// the user's window, not to the page that linked, and a `GET` changes nothing.
+/// A top-level navigation (a link followed, a URL typed): its answer goes to the
+/// user's window, not to the page that linked, and a `GET` changes nothing. A frame's
+/// navigation is not one: the framing page could lay itself over a live desktop.
 fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    let is = |name: &str, value: &[u8]| {
+        headers
+            .get(name)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value))
+    };
     (method == Method::GET || method == Method::HEAD)
-        && headers
-            .get("sec-fetch-mode")
-            .is_some_and(|m| m.as_bytes().eq_ignore_ascii_case(b"navigate"))
+        && is("sec-fetch-mode", b"navigate")
+        && is("sec-fetch-dest", b"document")
 }
 
-/// Whether `origin` (`scheme://host[:port]`) is the server's own: the origin the
-/// request's Host names, a loopback name or address at the server's port (no page of
-/// another site has such an origin), or a host given with `--allowed-host` (any port).
-fn origin_admitted(origin: &str, host: Option<&str>, allowed: &AllowedHosts) -> bool {
-    let Some((scheme, authority)) = origin.split_once("://") else {
-        return false; // `null` (a sandboxed frame, a file), or garbage
-    };
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
+/// `scheme://host[:port]` as (lower-case scheme, lower-case host, port), the port the
+/// scheme's default when not given; `None` for `null` (a sandboxed frame, a file), a
+/// scheme other than http(s), or garbage. The host keeps a final dot: `x.` is another
+/// origin than `x` to a browser.
+fn parse_origin(origin: &str) -> Option<(String, String, u16)> {
+    let (scheme, authority) = origin.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
         "http" => 80,
         "https" => 443,
-        _ => return false,
+        _ => return None,
     };
-    let (origin_host, origin_port) = split_port(authority);
-    let origin_host = normalize(origin_host);
-    if allowed.names.contains(&origin_host) {
+    let (host, port) = split_port(authority);
+    if host.is_empty() || authority.contains(['/', '@', '?', '#']) {
+        return None;
+    }
+    Some((
+        scheme,
+        host.to_ascii_lowercase(),
+        port.unwrap_or(default_port),
+    ))
+}
+
+/// Whether `origin` is the server's own: the origin the request's Host names,
+/// `localhost` or a loopback address at the server's port (no page of another site
+/// has such an origin), or one of the allowed origins.
+fn origin_admitted(origin: &str, host: Option<&str>, allowed: &AllowedHosts) -> bool {
+    let Some(parsed) = parse_origin(origin) else {
+        return false;
+    };
+    if allowed.origins.contains(&parsed) {
         return true;
     }
+    let (_, origin_host, origin_port) = &parsed;
     let loopback = origin_host == "localhost"
         || origin_host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    if loopback && allowed.port == Some(origin_port.unwrap_or(default_port)) {
+    if loopback && allowed.port == Some(*origin_port) {
         return true;
     }
     host.is_some_and(|h| origin_of_host(origin, h))
 }
 
 /// Whether `origin` is the origin `host` (a `Host` header) names, scheme aside (the
-/// server's own scheme is the only one that reaches it on its port).
+/// server's own scheme is the only one that reaches it on its port). Names are
+/// compared as a browser does: case aside, a final dot counting.
 fn origin_of_host(origin: &str, host: &str) -> bool {
-    let Some((scheme, authority)) = origin.split_once("://") else {
+    let Some((_, origin_host, origin_port)) = parse_origin(origin) else {
         return false;
     };
-    let default_port = if scheme.eq_ignore_ascii_case("https") {
+    let default_port = if origin
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https:"))
+    {
         443
     } else {
         80
     };
-    let (origin_host, origin_port) = split_port(authority);
     let (request_host, request_port) = split_port(host);
-    normalize(request_host) == normalize(origin_host)
-        && request_port.unwrap_or(default_port) == origin_port.unwrap_or(default_port)
+    request_host.eq_ignore_ascii_case(&origin_host)
+        && request_port.unwrap_or(default_port) == origin_port
 }
 
 /// Whether a server without API keys answers to `host` (a `Host` header).
@@ -249,10 +289,12 @@ fn host_admitted(host: &str, from_browser: bool, policy: &Policy<'_>) -> bool {
     if name == domain || name.strip_suffix(&domain).is_some_and(|s| s.ends_with('.')) {
         return true;
     }
-    // `<sandbox>.local` names a sandbox's API to the official SDKs (which send no
-    // `Origin`); a browser has no business there, and a name under `.local` can be
-    // answered by any machine on the LAN.
+    // `<sandbox>.local` names a sandbox's API to the SDKs, which send it without a
+    // port; a browser has no business there (it names a port but for 80 and 443),
+    // and a name under `.local` can be answered by any machine on the LAN.
     !from_browser
+        && split_port(host).1.is_none()
+        && !host.ends_with(':')
         && name
             .strip_suffix(".local")
             .is_some_and(|label| !label.is_empty() && !label.contains('.'))
@@ -322,7 +364,7 @@ mod tests {
             "localhost:8900",
             "[::1]:8900",
             "10.1.2.3",
-            "my-env.local:8900",
+            "my-env.local",
             "6f1c2a43-0000.local",
             "LOCALHOST.",
             "x.sandbox.localhost:8900",
@@ -339,6 +381,8 @@ mod tests {
             "evil.example:8900",
             "evil.example",
             "a.b.local",
+            "my-env.local:8900",
+            "my-env.local:",
             "localhost.evil.example",
             "sandbox.localhost.evil",
         ] {
@@ -408,7 +452,7 @@ mod tests {
         // websocket-client's Origin beside the official SDK's `Host: <sandbox>.local`.
         for (origin, host) in [
             ("http://localhost:8900", "6f1c2a43-0000.local"),
-            ("http://127.0.0.1:8900", "my-env.local:8900"),
+            ("http://127.0.0.1:8900", "my-env.local"),
             ("http://[::1]:8900", "my-env.local"),
         ] {
             assert!(
@@ -428,7 +472,8 @@ mod tests {
             Method::GET,
             &[
                 ("sec-fetch-site", "cross-site"),
-                ("sec-fetch-mode", "navigate")
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document")
             ],
             "localhost:8900",
             false
@@ -437,6 +482,100 @@ mod tests {
             Method::GET,
             &[("sec-fetch-site", "none"), ("sec-fetch-mode", "navigate")],
             "localhost:8900",
+            false
+        ));
+    }
+
+    #[test]
+    fn another_spelling_of_the_host_is_another_origin() {
+        // A page of a sandbox's port, calling its own name with a final dot (which the
+        // browser resolves alike but counts as another origin).
+        let page = "http://8080-x.sandbox.localhost:8900";
+        for host in ["8080-x.sandbox.localhost.:8900", "localhost.:8900"] {
+            assert!(
+                !check(Method::POST, &[("origin", page)], host, false),
+                "{host}"
+            );
+        }
+        assert!(!check(
+            Method::POST,
+            &[("origin", "http://localhost.:8900")],
+            "localhost:8900",
+            false
+        ));
+        assert!(check(
+            Method::POST,
+            &[("origin", "http://LocalHost.:8900")],
+            "localhost.:8900",
+            false
+        ));
+    }
+
+    #[test]
+    fn a_frame_of_another_site_is_no_navigation() {
+        let framed = [
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "iframe"),
+        ];
+        assert!(!check(Method::GET, &framed, "localhost:8900", false));
+        let followed = [
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+        ];
+        assert!(check(Method::GET, &followed, "localhost:8900", false));
+        assert!(!check(Method::POST, &followed, "localhost:8900", false));
+    }
+
+    #[test]
+    fn allowed_origins_keep_their_port_and_scheme() {
+        let allowed = AllowedHosts::new(
+            &["127.0.0.1".into(), "proxy.example:8443".into()],
+            ["http://localhost:8900/", "https://alcove.example.com"],
+            Some(9000),
+        );
+        let admitted = |origin: &str| origin_admitted(origin, Some("10.0.0.1:9000"), &allowed);
+        for origin in [
+            "http://127.0.0.1",
+            "https://127.0.0.1",
+            "https://proxy.example:8443",
+            "http://localhost:8900",
+            "https://alcove.example.com",
+            "https://alcove.example.com:443",
+            "http://localhost:9000",
+        ] {
+            assert!(admitted(origin), "{origin}");
+        }
+        for origin in [
+            "http://127.0.0.1:3000",
+            "https://proxy.example",
+            "http://localhost:3000",
+            "https://localhost:8900",
+            "http://alcove.example.com",
+            "https://alcove.example.com:8443",
+            "https://alcove.example.com.",
+            "https://user@alcove.example.com",
+        ] {
+            assert!(!admitted(origin), "{origin}");
+        }
+    }
+
+    #[test]
+    fn browser_signs_keep_a_local_name_from_pages() {
+        for sign in [
+            ("referer", "http://victim.local/"),
+            ("user-agent", "Mozilla/5.0 (X11; Linux x86_64)"),
+        ] {
+            assert!(
+                !check(Method::GET, &[sign], "victim.local", false),
+                "{sign:?}"
+            );
+        }
+        assert!(check(
+            Method::GET,
+            &[("user-agent", "python-httpx/0.28.1")],
+            "victim.local",
             false
         ));
     }

@@ -36,6 +36,10 @@ pub async fn desktop_page(
                 // The token is in the URL: keep it out of other sites' Referer headers.
                 (header::REFERRER_POLICY, "no-referrer"),
                 (header::CACHE_CONTROL, "no-store"),
+                // Only the server's own pages (the console) may frame a live desktop: a
+                // page of another site could lay itself over it and take the clicks.
+                (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'self'"),
+                (header::X_FRAME_OPTIONS, "SAMEORIGIN"),
             ],
             PAGE,
         )

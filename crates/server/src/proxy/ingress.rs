@@ -18,7 +18,16 @@ pub fn parse_ingress_host(headers: &HeaderMap, domain: &str) -> Option<(u16, Str
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
     };
-    let label = host.strip_suffix(domain)?.strip_suffix('.')?;
+    // `x.sandbox.localhost.` and `X.SANDBOX.LOCALHOST` are the same name to a resolver:
+    // they must be ingress here too, or they reach the control plane under a host the
+    // browser counts as another origin.
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    let split = host.len().checked_sub(domain.len())?;
+    if !host.is_char_boundary(split) || !host[split..].eq_ignore_ascii_case(domain) {
+        return None;
+    }
+    let label = host[..split].strip_suffix('.')?;
     let (port, ident) = label.split_once('-')?;
     // Digits only: `u16::from_str` also takes a leading `+`.
     if !port.bytes().all(|b| b.is_ascii_digit()) {
@@ -67,8 +76,23 @@ mod tests {
             ),
             Some((80, "6f1c2a43-9d0b-4f4e-9a65-3c1d2e0f4b5a".to_string()))
         );
+        // Another spelling of the same name is the same ingress host.
+        for spelling in [
+            "8080-my-env.sandbox.localhost.:8900",
+            "8080-my-env.SANDBOX.LocalHost",
+            "8080-my-env.sandbox.localhost.",
+        ] {
+            assert_eq!(
+                parse_ingress_host(&host(spelling), d),
+                Some((8080, "my-env".to_string())),
+                "{spelling}"
+            );
+        }
         for other in [
             "localhost:8900",
+            "8080-my-env.sandbox.localhost..",
+            "8080-my-envsandbox.localhost",
+            "é-sandbox.localhost",
             "sandbox.localhost",
             "x-y.sandbox.localhost",
             "0-a.sandbox.localhost",
