@@ -182,7 +182,8 @@ def test_copy_outside_the_context_is_refused(server, base, run_token):
 def test_hostile_dockerfiles_are_400_and_the_server_lives_on(server, base, run_token):
     """What once overflowed a server thread's stack (and aborted the server) or ran for minutes:
     a substitution nested 10,000 deep, a COPY pattern of 50,000 `*` or of backtracking pairs;
-    and a built-in image's name, refused before any step runs."""
+    an environment doubled until it is megabytes, over a thousand instructions; and a built-in
+    image's name, refused before any step runs."""
     name = f"e2e-{run_token}/hostile:1"
     # (Braces doubled: context() formats the Dockerfile to put the base in.)
     nested = "${{A:-" * 10_000 + "x" + "}}" * 10_000
@@ -190,6 +191,10 @@ def test_hostile_dockerfiles_are_400_and_the_server_lives_on(server, base, run_t
         ("FROM {base}\nENV B=" + nested + "\n", "nested deeper"),
         ("FROM {base}\nCOPY " + "*" * 50_000 + " /x\n", "4096"),
         ("FROM {base}\nCOPY " + "*a" * 12 + "b /x\n", ""),
+        # Each step's cache entry holds the environment: doubling one variable 16 times makes
+        # it 1 MiB in 17 short lines, and every line after would have written that again.
+        ("FROM {base}\nENV A=0123456789abcdef\n" + "ENV A=$A$A\n" * 16 + "ENV B=$A\n" * 50, "line 16"),
+        ("FROM {base}\n" + "ENV A=1\n" * 1000, "at most 1000 instructions"),
     ):
         resp = build(server, context(base, dockerfile, **{"a" * 60: "content"}), name, no_cache=True)
         assert resp.status_code == 400, resp.text[:500]

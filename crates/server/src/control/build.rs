@@ -430,6 +430,7 @@ impl Build<'_> {
                     .or_else(|| global.get(&decl.name).cloned())
                     .unwrap_or_default();
                 st.args.insert(decl.name.clone(), value.clone());
+                check_environment(&st.state.config.env, &st.args, step.line)?;
                 key_parts.push(value);
             }
             Instruction::Run(_) => {
@@ -469,6 +470,7 @@ impl Build<'_> {
                         .retain(|kv| kv.split_once('=').is_none_or(|(name, _)| name != k));
                     state.config.env.push(format!("{k}={v}"));
                 }
+                check_environment(&state.config.env, &st.args, step.line)?;
             }
             Instruction::Workdir(dir) => {
                 let dir = sub(dir)?;
@@ -992,6 +994,29 @@ impl Control {
     }
 }
 
+/// A 400 when a stage's environment and build args outgrow
+/// [`dockerfile::MAX_ENVIRONMENT_BYTES`], naming the line that made them so.
+fn check_environment(
+    env: &[String],
+    args: &HashMap<String, String>,
+    line: usize,
+) -> Result<(), ControlError> {
+    let bytes = env.iter().map(String::len).sum::<usize>()
+        + args
+            .iter()
+            .map(|(k, v)| k.len() + 1 + v.len())
+            .sum::<usize>();
+    if bytes > dockerfile::MAX_ENVIRONMENT_BYTES {
+        return Err(invalid(format!(
+            "line {line}: the stage's environment and build args would hold {} KiB; at most \
+             {} KiB",
+            bytes.div_ceil(1024),
+            dockerfile::MAX_ENVIRONMENT_BYTES >> 10
+        )));
+    }
+    Ok(())
+}
+
 fn command_words(cmd: &Command) -> Vec<String> {
     match cmd {
         Command::Shell(text) => vec!["/bin/sh".into(), "-c".into(), text.clone()],
@@ -1073,6 +1098,21 @@ fn parse_event(event: &[u8]) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_environment_is_bounded_with_its_line() {
+        let big = "x".repeat(dockerfile::MAX_ENVIRONMENT_BYTES / 2);
+        let env = vec![format!("A={big}")];
+        let mut args = HashMap::from([("B".to_string(), "y".repeat(100))]);
+        check_environment(&env, &args, 3).expect("half the budget and a bit");
+        args.insert("C".into(), big.clone());
+        let err = check_environment(&env, &args, 7).expect_err("over");
+        let text = err.to_string();
+        assert!(
+            text.contains("line 7") && text.contains("at most 256 KiB"),
+            "{text}"
+        );
+    }
 
     /// Every event `chunks` make, in order.
     fn split(chunks: &[&[u8]]) -> Vec<Vec<u8>> {

@@ -164,6 +164,18 @@ fn error(line: usize, message: impl Into<String>) -> DockerfileError {
     }
 }
 
+/// The most instructions a Dockerfile may have. Each step of a build keeps its
+/// state (the image's environment among it) in the step cache, so their number
+/// bounds what one build writes there; real Dockerfiles have tens.
+pub const MAX_INSTRUCTIONS: usize = 1000;
+
+/// The most bytes a stage's environment (its `ENV`s and declared `ARG`s, as
+/// `NAME=value`) may hold: 256 KiB, twice what Linux passes to a program in one
+/// variable. Each step's cache entry holds the environment, so this and
+/// [`MAX_INSTRUCTIONS`] bound a build's cache (one substituted word may be
+/// 1 MiB, and a few lines could otherwise grow it by that much per step).
+pub const MAX_ENVIRONMENT_BYTES: usize = 256 << 10;
+
 /// Parses a Dockerfile.
 pub fn parse(text: &str) -> Result<Dockerfile, DockerfileError> {
     let mut global_args = Vec::new();
@@ -171,7 +183,13 @@ pub fn parse(text: &str) -> Result<Dockerfile, DockerfileError> {
     // Stage name → line of its FROM, to name the first one in a duplicate's error.
     let mut stage_lines: HashMap<String, usize> = HashMap::new();
 
-    for LogicalLine { line, text } in logical_lines(text) {
+    for (count, LogicalLine { line, text }) in logical_lines(text).into_iter().enumerate() {
+        if count == MAX_INSTRUCTIONS {
+            return Err(error(
+                line,
+                format!("a Dockerfile may have at most {MAX_INSTRUCTIONS} instructions"),
+            ));
+        }
         let (word, rest) = match text.split_once(char::is_whitespace) {
             Some((word, rest)) => (word, rest.trim()),
             None => (text.as_str(), ""),
@@ -1240,6 +1258,16 @@ WORKDIR /last \\";
             .map(|(_, value)| substitute(value, 1, &home).expect("substitutes"))
             .collect();
         assert_eq!(substituted, strings(&["$HOME", "$HOME", "$HOME", "/root"]));
+    }
+
+    #[test]
+    fn at_most_a_thousand_instructions() {
+        let body = "ENV A=1\n".repeat(MAX_INSTRUCTIONS - 1);
+        let file = parse(&format!("FROM b\n{body}")).expect("1000 instructions");
+        assert_eq!(file.step_count(), MAX_INSTRUCTIONS);
+        let err = parse(&format!("FROM b\n{body}# a comment\nENV B=2\n")).expect_err("1001");
+        assert_eq!(err.line, MAX_INSTRUCTIONS + 2);
+        assert!(err.message.contains("at most 1000 instructions"), "{err}");
     }
 
     #[test]
