@@ -39,6 +39,21 @@ def test_exposed_port_is_reachable_by_id_and_name(server, client):
             assert resp.text.strip() == "web"  # /etc/hostname of the sandbox
 
 
+def test_a_service_worker_only_under_the_sandboxs_id(server, client):
+    """A worker answers its origin's requests in the browser from then on, whatever serves
+    the origin: registered under a sandbox's name, it would answer for the next sandbox given
+    the name. Its script is refused under a name, and served under the id (never reused)."""
+    with client.create_and_connect(name="worker", expose_ports=[8000]) as sandbox:
+        serve_http(sandbox, 8000)
+        fetching_worker = {"Service-Worker": "script", "Sec-Fetch-Dest": "serviceworker"}
+        resp = via_ingress(server, 8000, "worker", headers=fetching_worker)
+        assert resp.status_code == 403, resp.text
+        assert resp.json()["code"] == "FORBIDDEN" and "sandbox's id" in resp.json()["message"]
+        resp = via_ingress(server, 8000, sandbox.sandbox_id, headers=fetching_worker)
+        assert resp.status_code == 200 and resp.text.strip() == "worker", resp.text
+        assert via_ingress(server, 8000, "worker").status_code == 200
+
+
 def test_unexposed_ports_are_refused_and_expose_opens_them(server, client):
     with client.create_and_connect(name="closed") as sandbox:
         serve_http(sandbox, 8001)

@@ -136,7 +136,13 @@ def test_a_sandbox_by_its_local_name_is_for_clients_not_pages(server: AlcoveServ
     dialed = {**json, "Host": "victim.local", "Origin": f"http://localhost:{server.port}"}
     resp = raw(server, "POST", "/api/v1/processes/run", dialed, content='{"command": "true"}')
     assert resp.status_code == 200 and '"exit_code":0' in resp.text, resp.text
-    refused(raw(server, "POST", "/api/v1/processes/run", {**dialed, "Origin": f"http://localhost:{server.port + 1}"}))
+    # ... also through a forwarded port (`ssh -L 18600:localhost:<port>`, `docker -p`).
+    forwarded = {**dialed, "Origin": "http://localhost:18600"}
+    resp = raw(server, "POST", "/api/v1/processes/run", forwarded, content='{"command": "true"}')
+    assert resp.status_code == 200 and '"exit_code":0' in resp.text, resp.text
+    # Not with a port on the name, nor with a browser's user agent.
+    refused(raw(server, "POST", "/api/v1/processes/run", {**forwarded, "Host": f"victim.local:{server.port}"}))
+    refused(raw(server, "POST", "/api/v1/processes/run", {**forwarded, "User-Agent": "Mozilla/5.0"}))
 
 
 def test_allowed_hosts_and_api_keys() -> None:

@@ -153,17 +153,24 @@ fn admit(
     // served under the name the request is for sends that name's own origin;
     // websocket-client (no browser) sends the address it dialed beside the `Host` it
     // was given.
-    let from_browser = fetch_site.is_some()
+    let browser_signs = fetch_site.is_some()
         || headers.contains_key(header::REFERER)
         || headers
             .get(header::USER_AGENT)
-            .is_some_and(|ua| ua.as_bytes().starts_with(b"Mozilla/"))
+            .is_some_and(|ua| ua.as_bytes().starts_with(b"Mozilla/"));
+    let from_browser = browser_signs
         || origin
             .as_deref()
             .zip(host)
             .is_some_and(|(o, h)| origin_of_host(o, h));
+    // The official SDK's terminals through a forwarded port (`ssh -L`, `docker -p`):
+    // websocket-client's Origin is the forwarded loopback address, beside a port-less
+    // `Host: <sandbox>.local` that no browser sends but to port 80, with its user agent.
+    let sdk_by_local_name = !browser_signs && host.is_some_and(is_local_sandbox_name);
     if let Some(origin) = origin {
-        if !policy.keyed && !origin_admitted(&origin, host, policy.allowed) {
+        let admitted = origin_admitted(&origin, host, policy.allowed)
+            || (sdk_by_local_name && is_loopback_origin(&origin));
+        if !policy.keyed && !admitted {
             return Err(forbidden(format!(
                 "refused a request from a page of another site (Origin `{}`): only this \
                  server's own pages may call its API (behind a proxy that changes the Host, \
@@ -292,12 +299,25 @@ fn host_admitted(host: &str, from_browser: bool, policy: &Policy<'_>) -> bool {
     // `<sandbox>.local` names a sandbox's API to the SDKs, which send it without a
     // port; a browser has no business there (it names a port but for 80 and 443),
     // and a name under `.local` can be answered by any machine on the LAN.
-    !from_browser
-        && split_port(host).1.is_none()
-        && !host.ends_with(':')
-        && name
+    !from_browser && is_local_sandbox_name(host)
+}
+
+/// `Host: <sandbox>.local` without a port, as the SDKs name a sandbox's API.
+fn is_local_sandbox_name(host: &str) -> bool {
+    !host.contains(':')
+        && normalize(host)
             .strip_suffix(".local")
             .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+}
+
+/// An origin of `localhost` or a loopback address, at any port.
+fn is_loopback_origin(origin: &str) -> bool {
+    parse_origin(origin).is_some_and(|(_, host, _)| {
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 /// `host[:port]` split; an IPv6 literal keeps no brackets.
@@ -460,14 +480,30 @@ mod tests {
                 "{origin} {host}"
             );
         }
-        for origin in ["http://localhost:8901", "http://evil.example:8900"] {
-            assert!(!check(
+        // ... through a forwarded port (ssh -L, docker -p): any loopback origin.
+        for origin in ["http://localhost:18600", "http://127.0.0.1:1"] {
+            assert!(check(
                 Method::GET,
                 &[("origin", origin)],
                 "my-env.local",
                 false
             ));
         }
+        for (origin, host) in [
+            ("http://evil.example:8900", "my-env.local"),
+            ("http://localhost:18600", "my-env.local:8900"),
+            ("http://localhost:18600", "127.0.0.1:8900"),
+        ] {
+            assert!(
+                !check(Method::GET, &[("origin", origin)], host, false),
+                "{origin} {host}"
+            );
+        }
+        let page = [
+            ("origin", "http://localhost:3000"),
+            ("user-agent", "Mozilla/5.0"),
+        ];
+        assert!(!check(Method::POST, &page, "my-env.local", false));
         assert!(check(
             Method::GET,
             &[

@@ -8,8 +8,12 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use alcove_wire::error::ErrorCode;
+use axum::http::StatusCode;
+
 use super::sandbox_api::{Port, forward_to};
 use crate::api::AppState;
+use crate::api::error::ApiError;
 
 /// Splits an ingress host into (port, sandbox id or name).
 pub fn parse_ingress_host(headers: &HeaderMap, domain: &str) -> Option<(u16, String)> {
@@ -37,11 +41,32 @@ pub fn parse_ingress_host(headers: &HeaderMap, domain: &str) -> Option<(u16, Str
     (!ident.is_empty() && !ident.contains('.')).then(|| (port, ident.to_string()))
 }
 
+/// Whether the browser is fetching a service worker's script (`Service-Worker:
+/// script`) under a sandbox's name. A worker answers its origin's requests from then
+/// on, in the browser, whatever serves the origin: a sandbox that registered one under
+/// its name would go on answering for the next sandbox given that name. Ids are never
+/// reused, so an app that needs a worker has it under the sandbox's id.
+fn registers_worker_by_name(headers: &HeaderMap, ident: &str) -> bool {
+    headers.contains_key("service-worker") && uuid::Uuid::parse_str(ident).is_err()
+}
+
 /// Middleware: sends ingress traffic to the sandbox, everything else on.
 pub async fn route_ingress(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some((port, ident)) = parse_ingress_host(req.headers(), &state.ingress_domain) else {
         return next.run(req).await;
     };
+    if registers_worker_by_name(req.headers(), &ident) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            format!(
+                "a service worker may be registered only under the sandbox's id \
+                 ({port}-<sandbox id>.<ingress domain>), not under the name {ident}: a later \
+                 sandbox may get the name, and a worker outlives its sandbox in the browser"
+            ),
+        )
+        .into_response();
+    }
     let path = req
         .uri()
         .path_and_query()
@@ -60,6 +85,18 @@ mod tests {
         let mut m = HeaderMap::new();
         m.insert(http::header::HOST, h.parse().expect("hv"));
         m
+    }
+
+    #[test]
+    fn service_workers_only_under_ids() {
+        let mut h = host("8080-my-env.sandbox.localhost");
+        assert!(!registers_worker_by_name(&h, "my-env"));
+        h.insert("service-worker", "script".parse().expect("hv"));
+        assert!(registers_worker_by_name(&h, "my-env"));
+        assert!(!registers_worker_by_name(
+            &h,
+            "6f1c2a43-9d0b-4f4e-9a65-3c1d2e0f4b5a"
+        ));
     }
 
     #[test]
