@@ -96,7 +96,10 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         return next.run(req).await;
     }
     let host = request_host(&req);
-    let keyed = !state.keys.is_empty() && state.keys.check(headers).is_ok();
+    // Only a request a browser marked needs the key's pass; the key check proper
+    // comes later, in `authenticate`.
+    let marked = headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site");
+    let keyed = marked && !state.keys.is_empty() && state.keys.check(headers).is_ok();
     let verdict = admit(
         req.method(),
         headers,
@@ -148,6 +151,7 @@ fn admit(
     let origin = headers
         .get(header::ORIGIN)
         .map(|o| String::from_utf8_lossy(o.as_bytes()));
+    let parsed = origin.as_deref().and_then(parse_origin);
     // A browser marks its requests with `Sec-Fetch-Site` (towards secure contexts
     // only: `http://x.local` gets none), a `Referer` or its `User-Agent`, and a page
     // served under the name the request is for sends that name's own origin;
@@ -159,8 +163,8 @@ fn admit(
             .get(header::USER_AGENT)
             .is_some_and(|ua| ua.as_bytes().starts_with(b"Mozilla/"));
     let from_browser = browser_signs
-        || origin
-            .as_deref()
+        || parsed
+            .as_ref()
             .zip(host)
             .is_some_and(|(o, h)| origin_of_host(o, h));
     // The official SDK's terminals through a forwarded port (`ssh -L`, `docker -p`):
@@ -168,8 +172,9 @@ fn admit(
     // `Host: <sandbox>.local` that no browser sends but to port 80, with its user agent.
     let sdk_by_local_name = !browser_signs && host.is_some_and(is_local_sandbox_name);
     if let Some(origin) = origin {
-        let admitted = origin_admitted(&origin, host, policy.allowed)
-            || (sdk_by_local_name && is_loopback_origin(&origin));
+        let admitted = parsed.as_ref().is_some_and(|o| {
+            origin_admitted(o, host, policy.allowed) || (sdk_by_local_name && is_loopback(&o.1))
+        });
         if !policy.keyed && !admitted {
             return Err(forbidden(format!(
                 "refused a request from a page of another site (Origin `{}`): only this \
@@ -218,11 +223,13 @@ fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
         && is("sec-fetch-dest", b"document")
 }
 
-/// `scheme://host[:port]` as (lower-case scheme, lower-case host, port), the port the
-/// scheme's default when not given; `None` for `null` (a sandboxed frame, a file), a
-/// scheme other than http(s), or garbage. The host keeps a final dot: `x.` is another
-/// origin than `x` to a browser.
-fn parse_origin(origin: &str) -> Option<(String, String, u16)> {
+/// An origin as (lower-case scheme, lower-case host, port).
+type Origin = (String, String, u16);
+
+/// `scheme://host[:port]` as an [`Origin`], the port the scheme's default when not
+/// given; `None` for `null` (a sandboxed frame, a file), a scheme other than http(s),
+/// or garbage. The host keeps a final dot: `x.` is another origin than `x` to a browser.
+fn parse_origin(origin: &str) -> Option<Origin> {
     let (scheme, authority) = origin.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
     let default_port = match scheme.as_str() {
@@ -244,42 +251,21 @@ fn parse_origin(origin: &str) -> Option<(String, String, u16)> {
 /// Whether `origin` is the server's own: the origin the request's Host names,
 /// `localhost` or a loopback address at the server's port (no page of another site
 /// has such an origin), or one of the allowed origins.
-fn origin_admitted(origin: &str, host: Option<&str>, allowed: &AllowedHosts) -> bool {
-    let Some(parsed) = parse_origin(origin) else {
-        return false;
-    };
-    if allowed.origins.contains(&parsed) {
-        return true;
-    }
-    let (_, origin_host, origin_port) = &parsed;
-    let loopback = origin_host == "localhost"
-        || origin_host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback && allowed.port == Some(*origin_port) {
-        return true;
-    }
-    host.is_some_and(|h| origin_of_host(origin, h))
+fn origin_admitted(origin: &Origin, host: Option<&str>, allowed: &AllowedHosts) -> bool {
+    let (_, origin_host, origin_port) = origin;
+    allowed.origins.contains(origin)
+        || (is_loopback(origin_host) && allowed.port == Some(*origin_port))
+        || host.is_some_and(|h| origin_of_host(origin, h))
 }
 
 /// Whether `origin` is the origin `host` (a `Host` header) names, scheme aside (the
 /// server's own scheme is the only one that reaches it on its port). Names are
 /// compared as a browser does: case aside, a final dot counting.
-fn origin_of_host(origin: &str, host: &str) -> bool {
-    let Some((_, origin_host, origin_port)) = parse_origin(origin) else {
-        return false;
-    };
-    let default_port = if origin
-        .get(..6)
-        .is_some_and(|s| s.eq_ignore_ascii_case("https:"))
-    {
-        443
-    } else {
-        80
-    };
+fn origin_of_host((scheme, origin_host, origin_port): &Origin, host: &str) -> bool {
+    let default_port = if scheme == "https" { 443 } else { 80 };
     let (request_host, request_port) = split_port(host);
-    request_host.eq_ignore_ascii_case(&origin_host)
-        && request_port.unwrap_or(default_port) == origin_port
+    request_host.eq_ignore_ascii_case(origin_host)
+        && request_port.unwrap_or(default_port) == *origin_port
 }
 
 /// Whether a server without API keys answers to `host` (a `Host` header).
@@ -310,14 +296,13 @@ fn is_local_sandbox_name(host: &str) -> bool {
             .is_some_and(|label| !label.is_empty() && !label.contains('.'))
 }
 
-/// An origin of `localhost` or a loopback address, at any port.
-fn is_loopback_origin(origin: &str) -> bool {
-    parse_origin(origin).is_some_and(|(_, host, _)| {
-        host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    })
+/// `localhost` or a loopback address (a lower-case origin host: no brackets, no final
+/// dot), which only this machine serves.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `host[:port]` split; an IPv6 literal keeps no brackets.
@@ -571,7 +556,10 @@ mod tests {
             ["http://localhost:8900/", "https://alcove.example.com"],
             Some(9000),
         );
-        let admitted = |origin: &str| origin_admitted(origin, Some("10.0.0.1:9000"), &allowed);
+        let admitted = |origin: &str| {
+            parse_origin(origin)
+                .is_some_and(|o| origin_admitted(&o, Some("10.0.0.1:9000"), &allowed))
+        };
         for origin in [
             "http://127.0.0.1",
             "https://127.0.0.1",

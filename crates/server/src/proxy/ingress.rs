@@ -3,13 +3,11 @@
 //! exposed. Runs before API-key checks because `allow_unauthenticated_access` may
 //! waive them.
 
+use alcove_wire::error::ErrorCode;
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-
-use alcove_wire::error::ErrorCode;
-use axum::http::StatusCode;
 
 use super::sandbox_api::{Port, forward_to};
 use crate::api::AppState;
