@@ -121,3 +121,24 @@ def test_detach_never_unmounts_anything_but_the_volume(client, vol):
         assert "rc=0" not in out, "a mount point cannot be renamed"
         sb.detach_file_system("/data")
         assert mounted_at(sb, "/etc/hosts") and mounted_at(sb, "/proc")
+
+
+def test_a_volume_carried_off_by_renaming_its_parent_is_detached_where_it_went(client, vol):
+    """Renaming a directory above a mount point carries the mount along. A detach that looked
+    only at the attach path would report success, the server would release the volume, and
+    the next sandbox would mount it again: two ext4 instances writing one image."""
+    with client.create_and_connect() as a, client.create_and_connect() as b:
+        a.attach_file_system(vol, "/a/b")
+        a.write_file("/a/b/from-a", b"kept")
+        out = a.run("sh", ["-c", "mv /a /x && ln -s /etc /a && echo moved"]).stdout
+        assert "moved" in out
+        assert mounted_at(a, "/x/b")
+        a.detach_file_system("/a/b")
+        assert not mounted_at(a, "/x/b"), "the volume is unmounted where the rename took it"
+        assert a.run("sh", ["-c", "echo late > /x/b/late 2>&1; ls /x/b"]).stdout.split() == ["late"]
+        # Now it is free: one mount, the data as the first sandbox left it.
+        b.attach_file_system(vol, "/data")
+        assert b.read_file("/data/from-a") == b"kept"
+        assert b.run("sh", ["-c", "ls /data"]).stdout.split() == ["from-a", "lost+found"]
+        b.detach_file_system("/data")
+    assert client.get_file_system(vol).attachments == []

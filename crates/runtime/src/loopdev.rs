@@ -202,6 +202,23 @@ pub fn is_backed_by(dev: u64, image: &Path) -> bool {
     Path::new(shown.trim_end_matches('\n')) == image
 }
 
+/// Whether any loop device on the host is backed by `image` (sysfs shows each
+/// device's backing file). One is while any mount of a file system on it lives,
+/// in any mount namespace, whether or not the node still tracks that mount.
+pub fn is_attached(image: &Path) -> bool {
+    let Ok(image) = std::fs::canonicalize(image) else {
+        return false;
+    };
+    let Ok(devices) = std::fs::read_dir("/sys/block") else {
+        return false;
+    };
+    devices.flatten().any(|device| {
+        device.file_name().as_encoded_bytes().starts_with(b"loop")
+            && std::fs::read_to_string(device.path().join("loop/backing_file"))
+                .is_ok_and(|shown| Path::new(shown.trim_end_matches('\n')) == image)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,6 +129,14 @@ impl Node {
                 return Err(RuntimeError::Busy(format!("volume {key} is mounted")));
             }
             unmount_all(&dir.join("mnt"))?;
+            // The last mount gone, the kernel frees the loop device; one still holding the
+            // image is a mount somewhere the node does not know of, still writing it.
+            if crate::loopdev::is_attached(&dir.join("disk.img")) {
+                return Err(RuntimeError::Busy(format!(
+                    "volume {key} is still mounted where the server did not mount it; it can \
+                     be deleted once the sandbox holding it ends"
+                )));
+            }
         }
         let removed = blocking::run(move || layer::remove_unmounted_tree(&dir)).await?;
         self.disk_promises.forget();
@@ -174,6 +182,16 @@ impl Node {
         // Only an empty mount point is made private: made while mounted, the mode would land
         // on the volume's own root directory, which belongs to its users.
         if !is_mountpoint(&mnt) {
+            // Not mounted here, but a loop device still holds the image: a mount the node
+            // lost track of lives on somewhere. A second one would be a second ext4
+            // instance writing the same image.
+            if crate::loopdev::is_attached(&image) {
+                let key = dir.file_name().unwrap_or_default().to_string_lossy();
+                return Err(RuntimeError::Busy(format!(
+                    "volume {key} is still mounted where the server did not mount it; it is \
+                     freed when the sandbox holding it ends"
+                )));
+            }
             layer::create_private_dir(&mnt)?;
             crate::loopdev::mount_image_now(&image, &mnt)?;
         }
@@ -324,11 +342,7 @@ impl Node {
             && is_mountpoint(&view)
         {
             let meta = std::fs::metadata(&view).map_err(RuntimeError::io("inspecting", &view))?;
-            let expect = (meta.dev(), meta.ino());
-            if volume_ns::is_mounted_in(pid, &mount.mount_path, meta.dev()) {
-                let path = mount.mount_path.clone();
-                blocking::run(move || volume_ns::detach(pid, &path, expect)).await??;
-            }
+            detach_everywhere(pid, (meta.dev(), meta.ino())).await?;
         }
         unmount_all(&view)?;
         let _ = std::fs::remove_dir(&view);
@@ -402,6 +416,43 @@ impl Node {
 }
 
 /// The device of the file system mounted at `path`.
+/// How often a detach looks for the volume's mounts again after one moved away
+/// under it (a rename in the sandbox between the look and the unmount).
+const DETACH_ROUNDS: usize = 4;
+
+/// Unmounts every mount of the volume whose root is `expect` (`(st_dev,
+/// st_ino)`) from the mount namespace of the sandbox whose init is `pid`: where
+/// it was attached, and wherever renaming a directory above it has carried it.
+/// A mount left behind while the server released the volume would be an ext4
+/// instance writing its image beside the next sandbox's, and would outlive the
+/// volume's deletion. Files in use refuse it ([`RuntimeError::Busy`]); so does a
+/// sandbox that keeps moving the mount away.
+async fn detach_everywhere(pid: i32, expect: (u64, u64)) -> Result<()> {
+    for _ in 0..DETACH_ROUNDS {
+        let points = volume_ns::mount_points_of(pid, expect.0);
+        if points.is_empty() {
+            return Ok(());
+        }
+        for point in points {
+            match blocking::run(move || volume_ns::detach(pid, &point, expect)).await? {
+                Ok(()) => {}
+                Err(busy @ RuntimeError::Busy(_)) => return Err(busy),
+                // Moved or renamed since mountinfo was read: look again.
+                Err(e) => tracing::debug!(pid, error = %e, "a volume mount moved during a detach"),
+            }
+        }
+    }
+    let left = volume_ns::mount_points_of(pid, expect.0);
+    if left.is_empty() {
+        return Ok(());
+    }
+    Err(RuntimeError::Busy(format!(
+        "the volume is still mounted in the sandbox at {}: the sandbox moved it (renaming a \
+         directory above it) while it was being detached; detach again",
+        left.join(", ")
+    )))
+}
+
 fn dev_of(path: &Path) -> Result<u64> {
     std::fs::metadata(path)
         .map(|m| m.dev())

@@ -379,22 +379,30 @@ unsafe fn detach_in_child(
 /// process `pid` with the device `dev` (`/proc/<pid>/mountinfo` shows paths
 /// as that process sees them).
 pub fn is_mounted_in(pid: i32, mount_path: &str, dev: u64) -> bool {
+    mount_points_of(pid, dev).iter().any(|p| p == mount_path)
+}
+
+/// Where file systems of device `dev` are mounted in the mount namespace of
+/// process `pid`, as that process sees the paths. A sandbox cannot mount or
+/// unmount, but renaming a directory above a mount point carries the mount
+/// along: a volume is wherever this says, not only where it was attached.
+pub fn mount_points_of(pid: i32, dev: u64) -> Vec<String> {
     let path = Path::new("/proc").join(pid.to_string()).join("mountinfo");
     let Ok(text) = std::fs::read_to_string(path) else {
-        return false;
+        return Vec::new();
     };
     let want = format!(
         "{}:{}",
         libc::major(dev as libc::dev_t),
         libc::minor(dev as libc::dev_t)
     );
-    text.lines().any(|line| {
-        let mut f = line.split(' ');
-        let (Some(devno), Some(point)) = (f.nth(2), f.nth(1)) else {
-            return false;
-        };
-        devno == want && crate::layer::unescape_mountinfo(point) == mount_path
-    })
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split(' ');
+            let (devno, point) = (f.nth(2)?, f.nth(1)?);
+            (devno == want).then(|| crate::layer::unescape_mountinfo(point))
+        })
+        .collect()
 }
 
 #[cfg(test)]
