@@ -30,8 +30,21 @@ pub const OUTPUT_RATE_BYTES_PER_SEC: usize = 256 << 10;
 /// Output that may enter the journal at once after a quiet spell.
 pub const OUTPUT_BURST_BYTES: usize = 1 << 20;
 
-/// Bookkeeping charged per record beside its text.
+/// Bookkeeping charged per record beside its text: about what its other fields take as
+/// JSON (sequence number, time, level, pid, stream) on the wire and in the server's log.
 const RECORD_OVERHEAD_BYTES: usize = 96;
+
+/// What a record costs to keep and to send: its text, the names and command it carries, and
+/// the fixed bookkeeping. An empty line of a managed process with a long name costs the
+/// server as much as a line of that length, so it is charged as much.
+fn charged_bytes(record: &JournalRecord) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    record.body.len()
+        + text(&record.managed_id)
+        + text(&record.managed_name)
+        + text(&record.command)
+        + RECORD_OVERHEAD_BYTES
+}
 
 /// The process a record is about.
 #[derive(Debug, Clone, Default)]
@@ -121,13 +134,13 @@ impl State {
     fn push(&mut self, mut record: JournalRecord) {
         record.seq = self.next_seq;
         self.next_seq += 1;
-        self.bytes += record.body.len() + RECORD_OVERHEAD_BYTES;
+        self.bytes += charged_bytes(&record);
         self.records.push_back(record);
         while self.bytes > self.limit_bytes {
             let Some(old) = self.records.pop_front() else {
                 break;
             };
-            self.bytes -= old.body.len() + RECORD_OVERHEAD_BYTES;
+            self.bytes -= charged_bytes(&old);
         }
     }
 
@@ -213,7 +226,12 @@ impl Journal {
         if lines.is_empty() {
             return;
         }
-        let bytes = lines.text_len() + lines.len();
+        // Each line becomes a record: charged as `charged_bytes` charges it once it is one.
+        let per_line = RECORD_OVERHEAD_BYTES
+            + 1
+            + process.managed_id.as_deref().map_or(0, str::len)
+            + process.managed_name.as_deref().map_or(0, str::len);
+        let bytes = lines.text_len() + lines.len() * per_line;
         let level = match stream {
             OutputStream::Stdout => LogLevel::Info,
             OutputStream::Stderr => LogLevel::Warn,
@@ -370,5 +388,25 @@ mod tests {
         let note = &read.records[2];
         assert_eq!(note.event, Some(JournalEvent::OutputDropped));
         assert!(note.body.starts_with("1 lines"), "{}", note.body);
+    }
+
+    #[test]
+    fn empty_lines_and_long_names_are_charged_as_the_records_they_become() {
+        let journal = Journal::new(64 << 20);
+        let named = ProcessRef {
+            pid: 3,
+            managed_id: Some("p-1".into()),
+            managed_name: Some("n".repeat(255).into()),
+        };
+        // A burst of empty lines: each costs a whole record (~350 bytes with the name), so
+        // about 3,000 fit in the 1 MiB burst, not a million.
+        let empty: Lines = std::iter::repeat_n(String::new(), 1000).collect();
+        for _ in 0..1000 {
+            journal.output(&named, OutputStream::Stdout, 1, &empty);
+        }
+        let kept = journal.read_after(0, usize::MAX).records.len();
+        assert!((2_000..=4_000).contains(&kept), "{kept} records");
+        let record = named.record(LogLevel::Info, "");
+        assert_eq!(charged_bytes(&record), 3 + 255 + RECORD_OVERHEAD_BYTES);
     }
 }
