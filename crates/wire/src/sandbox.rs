@@ -358,6 +358,10 @@ pub struct CreateSandboxResponse {
     #[serde(default)]
     #[schema(required = true)]
     pub name: Option<String>,
+    /// Base of user-port URLs (as in `SandboxInfo`), present when `sandbox_url` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub ingress_endpoint: Option<String>,
     /// Why it is still pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]

@@ -147,6 +147,7 @@ pub fn build_router(state: AppState) -> Router {
             ),
         )
         .merge(crate::console::routes())
+        .route("/artifact-storage/{*rest}", any(artifact_storage))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(path_check::check_path))
@@ -201,6 +202,20 @@ pub(crate) fn public_info(
         *details = crate::redact::for_client(details).into_owned();
     }
     info
+}
+
+/// The hosted platform's Artifact Storage, where the official SDK's module-level
+/// `create_file_system` and `list_file_systems` go: not part of this server, which has
+/// volumes of its own instead.
+async fn artifact_storage() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        alcove_wire::error::ErrorCode::NotImplemented,
+        "Artifact Storage (the hosted platform's file systems) is not part of Alcove: its \
+         file systems are local volumes, made with POST /file-systems (client.create_file_system \
+         in Alcove's SDKs, `alcove fs create`) and mounted by the same file_system_id"
+            .to_string(),
+    )
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -101,12 +101,15 @@ pub(super) fn create_response(
     } else {
         r.status
     };
+    let info = (status == SandboxStatus::Running).then(|| super::public_info(state, r));
     CreateSandboxResponse {
         sandbox_id: r.id.to_string(),
         status,
-        sandbox_url: (status == SandboxStatus::Running)
-            .then(|| state.control.sandbox_url().to_string()),
+        sandbox_url: info
+            .as_ref()
+            .map(|_| state.control.sandbox_url().to_string()),
         name: r.name.clone(),
+        ingress_endpoint: info.as_ref().and_then(|i| i.ingress_endpoint.clone()),
         pending_reason: (status == SandboxStatus::Pending).then(|| "scheduling".to_string()),
         termination_reason: r.termination_reason.clone(),
         error_details: r
@@ -114,7 +117,7 @@ pub(super) fn create_response(
             .as_deref()
             .map(|d| crate::redact::for_client(d).into_owned()),
         claim_configuration_applied: None,
-        sandbox: (status == SandboxStatus::Running).then(|| Box::new(super::public_info(state, r))),
+        sandbox: info.map(Box::new),
     }
 }
 

@@ -502,6 +502,7 @@ impl Sandboxes {
                 op: "update",
             });
         }
+        let original = record.clone();
         if let Some(name) = req.name {
             validate::name(&name)?;
             record.name = Some(name);
@@ -513,21 +514,43 @@ impl Sandboxes {
             record.allow_unauthenticated_access = flag;
         }
         if let Some(flag) = req.auto_resume {
+            // As at create: only a named sandbox is suspended at its timeout, so only
+            // for one does turning auto_resume off mean anything.
+            if !flag && record.name.is_none() {
+                return Err(ControlError::InvalidArgument {
+                    field: "auto_resume",
+                    reason: "turning auto_resume off needs a named sandbox".into(),
+                });
+            }
             record.auto_resume = flag;
         }
+        let new_policy = network.is_some();
         if let Some(network) = network {
             super::network::egress_policy(&network).await?;
             record.network_policy = network;
-            // Running now: enforce at once. Suspended: enforced when it resumes.
-            if let Some(handle) = self.ctx.handle_of(&id) {
-                self.ctx.apply_network(&record, handle.slot).await?;
-            }
         }
+        // Stored first: a refused change (a name another sandbox holds) must change nothing,
+        // the firewall included.
         match self.ctx.store.update(&record).await {
-            Err(StoreError::NameTaken(n)) => Err(ControlError::NameTaken(n)),
-            Err(e) => Err(e.into()),
-            Ok(()) => Ok(record),
+            Err(StoreError::NameTaken(n)) => return Err(ControlError::NameTaken(n)),
+            Err(e) => return Err(e.into()),
+            Ok(()) => {}
         }
+        // Running now: enforce at once. Suspended: enforced when it resumes.
+        if new_policy
+            && let Some(handle) = self.ctx.handle_of(&id)
+            && let Err(e) = self.ctx.apply_network(&record, handle.slot).await
+        {
+            // Undone whole: the update failed, so it changes nothing.
+            if let Err(undo) = self.ctx.store.update(&original).await {
+                tracing::warn!(sandbox_id = %id, error = %undo, "restoring the sandbox's record");
+            }
+            if let Err(undo) = self.ctx.apply_network(&original, handle.slot).await {
+                tracing::warn!(sandbox_id = %id, error = %undo, "enforcing the previous network policy again");
+            }
+            return Err(e);
+        }
+        Ok(record)
     }
 
     /// Terminates a sandbox and frees everything it had. Idempotent.
