@@ -54,6 +54,43 @@ def test_a_service_worker_only_under_the_sandboxs_id(server, client):
         assert via_ingress(server, 8000, "worker").status_code == 200
 
 
+def test_one_sandboxs_page_cannot_send_cookies_to_another(server, client):
+    """Every sandbox's ports are one site to a browser, which sends one sandbox's SameSite
+    cookies with the requests another sandbox's page makes to it: a hostile page could post
+    to another sandbox's app as its user. Such requests are refused when they carry
+    credentials; links between sandboxes, uncredentialed calls and a sandbox's own pages pass."""
+    with (
+        client.create_and_connect(name="victim", expose_ports=[8000]) as victim,
+        client.create_and_connect(name="attacker") as attacker,
+    ):
+        serve_http(victim, 8000)
+        page = lambda ident: f"http://3000-{ident}.sandbox.localhost:{server.port}"  # noqa: E731
+        cookie = {"Cookie": "session=victim-user"}
+
+        def status(**headers) -> httpx.Response:
+            return via_ingress(server, 8000, "victim", headers=headers)
+
+        for initiator in ({"Origin": page("attacker")}, {"Origin": page(attacker.sandbox_id)},
+                          {"Referer": page("attacker") + "/x", "Sec-Fetch-Dest": "image"},
+                          {"Sec-Fetch-Site": "same-site"}):
+            resp = status(**initiator, **cookie)
+            assert resp.status_code == 403, (initiator, resp.text)
+            assert resp.json()["code"] == "FORBIDDEN"
+            resp = status(**initiator, Authorization="Basic dXNlcjpwdw==")
+            assert resp.status_code == 403, (initiator, resp.text)
+        assert "attacker" in status(Origin=page("attacker"), **cookie).json()["message"]
+        # Without credentials there is nothing to forge: the app's CORS decides, as for any site.
+        assert status(Origin=page("attacker")).status_code == 200
+        # A link from the attacker's page opens the victim's app in a tab.
+        navigation = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document", "Sec-Fetch-Site": "same-site"}
+        assert status(Referer=page("attacker") + "/", **navigation, **cookie).status_code == 200
+        # The victim's own pages, under its name or its id, at any port.
+        for ident in ("victim", "VICTIM", victim.sandbox_id):
+            assert status(Origin=page(ident), **cookie).status_code == 200, ident
+        # Pages of other sites: their cookies are the browser's to withhold (SameSite).
+        assert status(Origin="https://example.com", **cookie).status_code == 200
+
+
 def test_unexposed_ports_are_refused_and_expose_opens_them(server, client):
     with client.create_and_connect(name="closed") as sandbox:
         serve_http(sandbox, 8001)

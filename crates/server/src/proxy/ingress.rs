@@ -10,12 +10,17 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::sandbox_api::{Port, forward_to};
+use super::sibling::{Initiator, initiator_to_check};
 use crate::api::AppState;
 use crate::api::error::ApiError;
 
 /// Splits an ingress host into (port, sandbox id or name).
 pub fn parse_ingress_host(headers: &HeaderMap, domain: &str) -> Option<(u16, String)> {
-    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    parse_ingress_name(headers.get(http::header::HOST)?.to_str().ok()?, domain)
+}
+
+/// Splits an ingress host name (`host[:port]`) into (port, sandbox id or name).
+pub(super) fn parse_ingress_name(host: &str, domain: &str) -> Option<(u16, String)> {
     let host = match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
@@ -65,6 +70,12 @@ pub async fn route_ingress(State(state): State<AppState>, req: Request, next: Ne
         )
         .into_response();
     }
+    if let Some(initiator) =
+        initiator_to_check(req.method(), req.headers(), &state.ingress_domain, &ident)
+        && let Some(refusal) = refuse_sibling(&state, &ident, initiator).await
+    {
+        return refusal.into_response();
+    }
     let path = req
         .uri()
         .path_and_query()
@@ -73,6 +84,42 @@ pub async fn route_ingress(State(state): State<AppState>, req: Request, next: Ne
     forward_to(state, ident, path, req, Port::User(port))
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The refusal of a credentialed request that another sandbox's page started (see
+/// `sibling`), or None when the initiator turns out to be `ident` itself under its other
+/// name, or `ident` is no sandbox (the forward answers that).
+async fn refuse_sibling(state: &AppState, ident: &str, initiator: Initiator) -> Option<ApiError> {
+    let message = match initiator {
+        Initiator::Sandbox(other) => {
+            let target = state.control.sandboxes.target(ident).await.ok()?;
+            let same = state
+                .control
+                .sandboxes
+                .target(&other)
+                .await
+                .is_ok_and(|o| o.record.id == target.record.id);
+            if same {
+                return None;
+            }
+            format!(
+                "a page of sandbox {other} may not send cookies or credentials to sandbox \
+                 {ident}: a browser counts every sandbox's ports as one site and would send one \
+                 sandbox's cookies with requests any other sandbox's page makes. Links between \
+                 sandboxes still open (top-level navigations)"
+            )
+        }
+        Initiator::Hidden => format!(
+            "a same-site request with cookies or credentials but neither Origin nor Referer may \
+             come from another sandbox's page, which may not send them to sandbox {ident}; a \
+             page of the sandbox itself must not set a no-referrer policy for it"
+        ),
+    };
+    Some(ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden,
+        message,
+    ))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod node_link;
 mod owner;
 mod routing;
 mod sandbox_api;
+mod sibling;
 
 pub use ingress::{parse_ingress_host, route_ingress};
 #[cfg(test)]
