@@ -178,11 +178,16 @@ impl LogFiles {
     }
 
     /// Every stored record of `id`, oldest first (none when it has no logs). Blocking.
+    #[cfg(test)]
     pub fn read(&self, id: &SandboxId) -> Vec<StoredRecord> {
+        self.records(id).collect()
+    }
+
+    /// The stored records of `id`, oldest first, read as they are taken: a query holds the
+    /// page it keeps, never the whole log (up to `--logs-max-mb` of it). Blocking.
+    pub fn records(&self, id: &SandboxId) -> impl Iterator<Item = StoredRecord> + use<> {
         let dir = self.sandbox_dir(id);
-        let mut records = read_records(&dir.join(PREVIOUS));
-        records.extend(read_records(&dir.join(CURRENT)));
-        records
+        read_records(&dir.join(PREVIOUS)).chain(read_records(&dir.join(CURRENT)))
     }
 
     /// Removes the logs of `id`. Blocking.
@@ -221,15 +226,13 @@ impl LogFiles {
 }
 
 /// Records of one file; lines that do not parse (a write cut by a crash) are skipped.
-fn read_records(path: &Path) -> Vec<StoredRecord> {
-    let Ok(file) = File::open(path) else {
-        return Vec::new();
-    };
-    BufReader::new(file)
-        .split(b'\n')
-        .map_while(Result::ok)
+fn read_records(path: &Path) -> impl Iterator<Item = StoredRecord> + use<> {
+    File::open(path)
+        .ok()
+        .map(BufReader::new)
+        .into_iter()
+        .flat_map(|reader| reader.split(b'\n').map_while(Result::ok))
         .filter_map(|line| serde_json::from_slice(&line).ok())
-        .collect()
 }
 
 fn cut_body(body: &mut String) {

@@ -128,12 +128,6 @@ impl Logs {
             .await;
     }
 
-    async fn read(&self, id: &SandboxId) -> Vec<StoredRecord> {
-        self.on_files(id, |files, id| files.read(id))
-            .await
-            .unwrap_or_default()
-    }
-
     /// One page of the logs of sandbox `id` (of `namespace`).
     pub async fn query(
         &self,
@@ -141,7 +135,11 @@ impl Logs {
         namespace: &str,
         query: &LogQuery,
     ) -> SandboxLogsResponse {
-        let page = query::page(self.read(id).await, query);
+        let wanted = query.clone();
+        let page = self
+            .on_files(id, move |files, id| query::page(files.records(id), &wanted))
+            .await
+            .unwrap_or_default();
         SandboxLogsResponse {
             logs: page
                 .records
@@ -154,7 +152,9 @@ impl Logs {
 
     /// The processes with records in the logs of sandbox `id`.
     pub async fn processes(&self, id: &SandboxId) -> Vec<ProcessLogFilter> {
-        query::processes(&self.read(id).await)
+        self.on_files(id, |files, id| query::processes(files.records(id)))
+            .await
+            .unwrap_or_default()
     }
 
     /// Removes the logs of sandbox `id` (its archived record was purged).

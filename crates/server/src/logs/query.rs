@@ -193,19 +193,30 @@ pub struct Page {
 }
 
 /// The page of `records` (oldest first) that `query` asks for.
-pub fn page(records: Vec<StoredRecord>, query: &LogQuery) -> Page {
+pub fn page(records: impl IntoIterator<Item = StoredRecord>, query: &LogQuery) -> Page {
     if query.from_end {
         let before = match query.token {
             Some(Token::Backward(n)) => n,
             _ => u64::MAX,
         };
-        let mut matching: Vec<StoredRecord> = records
-            .into_iter()
-            .filter(|r| r.n < before && query.matches(r))
-            .collect();
-        let start = matching.len().saturating_sub(query.size);
-        let more = start > 0;
-        let records = matching.split_off(start);
+        // The last `size` matches, kept as they stream past: a full window that lets one go
+        // means more match before it.
+        let mut window = std::collections::VecDeque::with_capacity(query.size.min(1024));
+        let mut more = false;
+        for r in records {
+            if r.n >= before || !query.matches(&r) {
+                continue;
+            }
+            if window.len() == query.size {
+                more = true;
+                // A page of no records (size 0) keeps nothing.
+                if window.pop_front().is_none() {
+                    continue;
+                }
+            }
+            window.push_back(r);
+        }
+        let records: Vec<StoredRecord> = window.into();
         let next = more
             .then(|| records.first().map(|r| Token::Backward(r.n)))
             .flatten();
@@ -229,7 +240,7 @@ pub fn page(records: Vec<StoredRecord>, query: &LogQuery) -> Page {
 }
 
 /// The processes that have records, in order of first appearance.
-pub fn processes(records: &[StoredRecord]) -> Vec<ProcessLogFilter> {
+pub fn processes(records: impl IntoIterator<Item = StoredRecord>) -> Vec<ProcessLogFilter> {
     let mut by_pid: BTreeMap<u32, (usize, ProcessLogFilter)> = BTreeMap::new();
     for stored in records {
         let r = &stored.record;
@@ -355,6 +366,24 @@ mod tests {
             &q(&[], &[], Some(&token), None, Some("3")).expect("q"),
         );
         assert_eq!(ns(&before), [4, 5, 6]);
+        let mut token = before.next.expect("more").render();
+        let mut pages = Vec::new();
+        loop {
+            let older = page(
+                sample(),
+                &q(&[], &[], Some(&token), None, Some("3")).expect("q"),
+            );
+            pages.push(ns(&older));
+            match older.next {
+                Some(next) => token = next.render(),
+                None => break,
+            }
+        }
+        assert_eq!(
+            pages,
+            [vec![1, 2, 3], vec![0]],
+            "and no page past the first record"
+        );
     }
 
     #[test]
@@ -386,7 +415,7 @@ mod tests {
 
     #[test]
     fn processes_are_listed_once_with_counts() {
-        let list = processes(&sample());
+        let list = processes(sample());
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].process_id, "7");
         assert_eq!(list[0].process_managed_name, "web");
