@@ -142,3 +142,30 @@ def test_a_volume_carried_off_by_renaming_its_parent_is_detached_where_it_went(c
         assert b.run("sh", ["-c", "ls /data"]).stdout.split() == ["from-a", "lost+found"]
         b.detach_file_system("/data")
     assert client.get_file_system(vol).attachments == []
+
+
+@pytest.mark.parametrize("when", ["attached live", "given at create"])
+def test_a_suspend_refuses_a_volume_moved_away_and_takes_it_back_in_place(client, vol, when):
+    """A dump keeps a bind mount only where it was made: a volume that a rename carried off
+    makes the suspend a 409 that says so (not a CRIU failure), the sandbox runs on, and once
+    the directory is renamed back it suspends and resumes with the volume in place."""
+    mounts = [{"file_system_id": vol, "mount_path": "/a/b"}] if when == "given at create" else None
+    with client.create_and_connect(name=f"moved-{uuid.uuid4().hex[:6]}", file_systems=mounts) as sb:
+        if mounts is None:
+            sb.attach_file_system(vol, "/a/b")
+        sb.write_file("/a/b/kept", b"data")
+        assert "moved" in sb.run("sh", ["-c", "mv /a /x && echo moved"]).stdout
+        with pytest.raises(RemoteAPIError) as e:
+            client.suspend(sb.sandbox_id)
+        assert e.value.status_code == 409, e.value
+        assert "/x/b" in e.value.message and "rename it back" in e.value.message
+        assert client.get(sb.sandbox_id).status == "running"
+        assert sb.read_file("/x/b/kept") == b"data"
+        sb.run("sh", ["-c", "mv /x /a"])
+        client.suspend(sb.sandbox_id)
+        assert client.get(sb.sandbox_id).status == "suspended"
+        client.resume(sb.sandbox_id)
+        assert sb.read_file("/a/b/kept") == b"data"
+        assert mounted_at(sb, "/a/b")
+        if mounts is None:
+            sb.detach_file_system("/a/b")

@@ -40,6 +40,13 @@ impl Node {
                 crate::blocking::run(move || vfork_parents(&cgroups.frozen_threads(&sandbox)))
                     .await?;
             if waiting.is_empty() {
+                // Frozen, the sandbox cannot move a mount while it is looked at.
+                if let Err(e) = self.check_volumes_in_place(id).await {
+                    if let Err(thaw) = self.runc.resume(id).await {
+                        tracing::warn!(sandbox_id = %id, error = %thaw, "thawing after a refused dump");
+                    }
+                    return Err(e);
+                }
                 return Ok(());
             }
             tracing::debug!(sandbox_id = %id, tids = ?waiting, attempt, "frozen inside vfork; thawing");

@@ -83,6 +83,14 @@ fn criu_external(mount_path: &str) -> String {
     format!("external mnt[{mount_path}]:{mount_path}")
 }
 
+/// The mount point a line written by [`criu_external`] names (`external mnt[P]:P`).
+fn external_mount_point(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("external mnt[")?;
+    // The path is there twice around `]:`, and may itself hold `]:`.
+    let n = rest.len().checked_sub(2)? / 2;
+    (rest.get(n..n + 2)? == "]:" && rest[..n] == rest[n + 2..]).then(|| rest[..n].to_string())
+}
+
 impl Node {
     /// The directory of volume `key`.
     fn volume_dir(&self, key: &str) -> Result<PathBuf> {
@@ -366,6 +374,64 @@ impl Node {
         failed
     }
 
+    /// Checks, while the sandbox is frozen for a dump, that each of its volumes is mounted
+    /// only where it was made: at a mount point of its `config.json` or one `criu.conf`
+    /// names. CRIU dumps a bind mount by the path it was given, and one that a rename of a
+    /// directory above it carried elsewhere fails the dump with nothing the user can read;
+    /// this says what to do instead ([`RuntimeError::Refused`]).
+    pub(crate) async fn check_volumes_in_place(&self, id: &SandboxId) -> Result<()> {
+        let views = self.sandbox_dir(id).join(VIEWS_DIR);
+        let mounted: Vec<PathBuf> = std::fs::read_dir(&views)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|v| is_mountpoint(v))
+            .collect();
+        if mounted.is_empty() {
+            return Ok(());
+        }
+        let (pid, _) = self.init_of(id).await?;
+        let expected = self.dumped_mount_points(id);
+        for view in mounted {
+            let moved: Vec<String> = volume_ns::mount_points_of(pid, dev_of(&view)?)
+                .into_iter()
+                .filter(|point| !expected.iter().any(|e| e == point))
+                .collect();
+            if !moved.is_empty() {
+                return Err(RuntimeError::Refused(format!(
+                    "a volume was moved inside the sandbox to {} (a directory above its mount \
+                     point was renamed), and a dump keeps mounts only where they were made; \
+                     rename it back or detach the volume, then try again",
+                    moved.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The mount points a dump of sandbox `id` names: those of its `config.json` (runc
+    /// names its bind mounts) and those `criu.conf` adds for live-attached volumes.
+    fn dumped_mount_points(&self, id: &str) -> Vec<String> {
+        let dir = self.sandbox_dir(id);
+        let mut points: Vec<String> = std::fs::read(dir.join("bundle/config.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|config| {
+                config["mounts"].as_array().map(|mounts| {
+                    mounts
+                        .iter()
+                        .filter_map(|m| m["destination"].as_str().map(str::to_string))
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+        if let Ok(text) = std::fs::read_to_string(dir.join("criu.conf")) {
+            points.extend(text.lines().filter_map(external_mount_point));
+        }
+        points
+    }
+
     /// Adds (or removes) the CRIU option naming a live-attached volume's mount
     /// in the sandbox's `criu.conf`, which runc hands CRIU on every dump: runc
     /// itself only names the bind mounts `config.json` had when the
@@ -468,6 +534,19 @@ mod tests {
         assert!(check_key("0123abcd").is_ok());
         for bad in ["", "../x", "ABC", "a/b", "zz", &"a".repeat(65)] {
             assert!(check_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_criu_options_mount_point_is_read_back() {
+        for path in ["/data", "/a/b", "/odd]:name"] {
+            assert_eq!(
+                external_mount_point(&criu_external(path)).as_deref(),
+                Some(path)
+            );
+        }
+        for other in ["network-lock skip", "external mnt[/a]:/b", "external mnt["] {
+            assert_eq!(external_mount_point(other), None, "{other}");
         }
     }
 
