@@ -226,16 +226,13 @@ impl Journal {
         if lines.is_empty() {
             return;
         }
-        // Each line becomes a record: charged as `charged_bytes` charges it once it is one.
-        let per_line = RECORD_OVERHEAD_BYTES
-            + 1
-            + process.managed_id.as_deref().map_or(0, str::len)
-            + process.managed_name.as_deref().map_or(0, str::len);
-        let bytes = lines.text_len() + lines.len() * per_line;
         let level = match stream {
             OutputStream::Stdout => LogLevel::Info,
             OutputStream::Stderr => LogLevel::Warn,
         };
+        // Each line becomes a record, charged as one (and its line end, as before).
+        let per_line = charged_bytes(&process.record(level, String::new())) + 1;
+        let bytes = lines.text_len() + lines.len() * per_line;
         {
             let mut state = self.lock();
             if !state.budget.take(bytes) {

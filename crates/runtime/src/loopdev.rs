@@ -193,13 +193,14 @@ fn sysfs_dir(dev: u64) -> PathBuf {
 /// Whether block device `dev` (a `st_dev`) is a loop device whose backing file is
 /// `image`, as sysfs tells it.
 pub fn is_backed_by(dev: u64, image: &Path) -> bool {
-    let Ok(shown) = std::fs::read_to_string(sysfs_dir(dev).join("loop/backing_file")) else {
-        return false;
-    };
-    let Ok(image) = std::fs::canonicalize(image) else {
-        return false;
-    };
-    Path::new(shown.trim_end_matches('\n')) == image
+    std::fs::canonicalize(image).is_ok_and(|image| shows_backing_file(&sysfs_dir(dev), &image))
+}
+
+/// Whether the loop device whose sysfs directory is `device` is backed by `image`
+/// (a canonical path, as sysfs shows it).
+fn shows_backing_file(device: &Path, image: &Path) -> bool {
+    std::fs::read_to_string(device.join("loop/backing_file"))
+        .is_ok_and(|shown| Path::new(shown.trim_end_matches('\n')) == image)
 }
 
 /// Whether any loop device on the host is backed by `image` (sysfs shows each
@@ -214,8 +215,7 @@ pub fn is_attached(image: &Path) -> bool {
     };
     devices.flatten().any(|device| {
         device.file_name().as_encoded_bytes().starts_with(b"loop")
-            && std::fs::read_to_string(device.path().join("loop/backing_file"))
-                .is_ok_and(|shown| Path::new(shown.trim_end_matches('\n')) == image)
+            && shows_backing_file(&device.path(), &image)
     })
 }
 

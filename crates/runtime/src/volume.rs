@@ -481,7 +481,6 @@ impl Node {
     }
 }
 
-/// The device of the file system mounted at `path`.
 /// How often a detach looks for the volume's mounts again after one moved away
 /// under it (a rename in the sandbox between the look and the unmount).
 const DETACH_ROUNDS: usize = 4;
@@ -519,6 +518,7 @@ async fn detach_everywhere(pid: i32, expect: (u64, u64)) -> Result<()> {
     )))
 }
 
+/// The device of the file system mounted at `path`.
 fn dev_of(path: &Path) -> Result<u64> {
     std::fs::metadata(path)
         .map(|m| m.dev())
