@@ -201,6 +201,29 @@ pub struct Config {
     )]
     pub archive_ttl: std::time::Duration,
 
+    /// How many suspends in a row a named sandbox's timeout tries before it gives up. A
+    /// sandbox can make its own dump fail, and would then run past its timeout for ever; once
+    /// this many have failed, its files are kept as a filesystem snapshot and it ends
+    /// (`timeout`). 0 tries for ever.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "ALCOVE_TIMEOUT_SUSPEND_ATTEMPTS", default_value_t = 3)
+    )]
+    pub timeout_suspend_attempts: u32,
+
+    /// How long after a failed timeout suspend the next one is tried (each try freezes the
+    /// sandbox for its dump): whole seconds, or with a unit as `--archive-ttl`.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            env = "ALCOVE_TIMEOUT_SUSPEND_RETRY",
+            default_value = "1m",
+            value_parser = parse_ttl
+        )
+    )]
+    pub timeout_suspend_retry: std::time::Duration,
+
     /// Most a sandbox's logs (`GET /sandboxes/{id}/logs`) take on disk, in MiB; past half of
     /// it the older half is dropped. They stay as long as the sandbox is archived.
     #[cfg_attr(

@@ -197,6 +197,8 @@ pub async fn serve(
             snapshots_dir: config.data_dir.join("snapshots"),
             compress_after: config.compress_after(),
             archive_ttl: config.archive_ttl,
+            timeout_suspend_attempts: config.timeout_suspend_attempts,
+            timeout_suspend_retry: config.timeout_suspend_retry,
             host: HostLimits {
                 cpus: alcove_runtime::node::host_cpus(),
                 memory_mb: host_memory_mb(),

@@ -27,6 +27,10 @@ pub struct ControlConfig {
     pub compress_after: Option<Duration>,
     /// How long ended sandboxes stay in the archive before they are purged.
     pub archive_ttl: Duration,
+    /// Failed timeout suspends in a row before a named sandbox is ended instead (0 = never).
+    pub timeout_suspend_attempts: u32,
+    /// How long after a failed timeout suspend the next one is tried.
+    pub timeout_suspend_retry: Duration,
     /// Host limits for validation.
     pub host: HostLimits,
     /// Where dumps and snapshots are copied so they outlive this machine

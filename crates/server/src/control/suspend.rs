@@ -2,7 +2,7 @@
 //! processes, open files) and later restored under the same id, name, address
 //! and cgroup.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,10 +30,6 @@ enum Transition {
 
 /// How long a suspend waits for proxied requests under way to finish.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
-
-/// How long after a failed suspend a sandbox whose timeout asked for it is tried again
-/// (every second, a dump that cannot succeed would freeze the sandbox over and over).
-const SUSPEND_RETRY_MS: i64 = 60_000;
 
 /// The deadline of a sandbox resumed with `left` ms of its timeout: what was left, or, when
 /// its timeout ran out (it was suspended for it), a whole `timeout_secs` again; a resume
@@ -63,6 +59,10 @@ pub struct Suspension {
     /// resume asked meanwhile follows it instead of finding nothing to do and being undone by
     /// the suspend.
     suspends: Arc<Mutex<HashSet<SandboxId>>>,
+    /// Suspends asked by each sandbox's timeout that failed in a row; a suspend that succeeds
+    /// (asked by anyone) clears its count. Held in memory: a restart of the server starts the
+    /// count again, which a sandbox cannot cause.
+    timeout_failures: Arc<Mutex<HashMap<SandboxId, u32>>>,
 }
 
 /// Takes a sandbox out of [`Suspension::suspends`] when its suspend job ends, however it ends.
@@ -86,6 +86,7 @@ impl Suspension {
         Self {
             ctx,
             suspends: Arc::default(),
+            timeout_failures: Arc::default(),
         }
     }
 
@@ -293,6 +294,7 @@ impl Suspension {
                 apply_or_log(&mut record, Event::SuspendDone);
                 record.suspended_at = Some(now_millis());
                 record.error_details = None;
+                self.forget_timeout_failures(id);
                 tracing::info!(sandbox_id = %id, bytes, reason = why, "sandbox suspended");
                 self.ctx
                     .logs
@@ -316,7 +318,10 @@ impl Suspension {
                     .await;
                 record.error_details = Some(details);
                 if let Some(left) = record.timeout_remaining_ms.take() {
-                    record.deadline_at = Some(now_millis() + left.max(SUSPEND_RETRY_MS));
+                    // Not at the next tick: every try freezes the sandbox for a dump.
+                    let retry = i64::try_from(self.ctx.cfg.timeout_suspend_retry.as_millis())
+                        .unwrap_or(i64::MAX);
+                    record.deadline_at = Some(now_millis().saturating_add(left.max(retry)));
                 }
                 if let Some(handle) = handle {
                     self.ctx.set_running(id, handle);
@@ -425,13 +430,57 @@ impl Suspension {
         let _ = self.suspend_now(id, "node draining").await;
     }
 
-    /// Suspends a sandbox whose timeout ran out (named sandboxes) without waiting.
-    pub(super) async fn suspend_for_timeout(&self, id: &SandboxId) {
+    /// Suspends a sandbox whose timeout ran out (named sandboxes) without waiting. Returns
+    /// how many of these have failed in a row when this one failed too.
+    pub(super) async fn suspend_for_timeout(&self, id: &SandboxId) -> Option<u32> {
         // Marked while it waits for the lock, as a requested suspend is: a resume asked
         // meanwhile follows it instead of finding the sandbox running and doing nothing.
         let _queued = self.queue_suspend(id);
         let lock = self.ctx.op_lock(id);
         let _guard = lock.lock().await;
         let _ = self.suspend_now(id, "timeout").await;
+        match self.ctx.store.get(id).await {
+            Ok(Some(record)) if record.status == SandboxStatus::Running => {
+                let mut failures = self
+                    .timeout_failures
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let count = failures.entry(id.clone()).or_insert(0);
+                *count = count.saturating_add(1);
+                Some(*count)
+            }
+            _ => {
+                self.forget_timeout_failures(id);
+                None
+            }
+        }
+    }
+
+    /// The sandboxes with failed timeout suspends counted (few: see `timeout_failures`).
+    pub(super) fn counted_timeout_failures(&self) -> Vec<SandboxId> {
+        self.timeout_failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// How many suspends asked by `id`'s timeout have failed in a row.
+    pub(super) fn timeout_failures(&self, id: &SandboxId) -> u32 {
+        self.timeout_failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Clears `id`'s count of failed timeout suspends.
+    pub(super) fn forget_timeout_failures(&self, id: &SandboxId) {
+        self.timeout_failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(id);
     }
 }

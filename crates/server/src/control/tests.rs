@@ -65,6 +65,8 @@ async fn harness_with_blobs(blobs: Option<&std::path::Path>) -> Harness {
             snapshots_dir: dir.path().join("snapshots"),
             compress_after: None,
             archive_ttl: ARCHIVE_TTL,
+            timeout_suspend_attempts: 3,
+            timeout_suspend_retry: std::time::Duration::from_secs(60),
             host: HostLimits {
                 cpus: 4.0,
                 memory_mb: 16_384,
@@ -774,6 +776,92 @@ async fn a_timeout_suspend_that_fails_is_tried_again_a_minute_later() {
     assert!(again >= now_millis() + 59_000, "{again}");
     super::timeouts::reap_once(&h.control, again).await;
     assert_eq!(h.status(&named.id).await.status, SandboxStatus::Suspended);
+}
+
+/// Waits (up to 5 s) for a sandbox to end.
+async fn wait_ended(h: &Harness, id: &str) -> SandboxRecord {
+    for _ in 0..250 {
+        let record = h.status(id).await;
+        if !record.status.is_live() {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.status(id).await
+}
+
+#[tokio::test]
+async fn a_sandbox_whose_timeout_suspends_keep_failing_ends_with_its_files_kept() {
+    let h = harness().await;
+    let named = h
+        .create(serde_json::json!({"name": "undumpable", "timeout_secs": 1}))
+        .await
+        .expect("create");
+    h.node.fail(Op::Suspend, 3);
+    // Two failures: it keeps running, its deadline a retry away each time.
+    for tries in 1..=3 {
+        let record = h.status(&named.id).await;
+        assert_eq!(record.status, SandboxStatus::Running);
+        let deadline = record.deadline_at.expect("deadline");
+        super::timeouts::reap_once(&h.control, deadline + 1).await;
+        if tries < 3 {
+            assert_eq!(h.control.suspension.timeout_failures(&named.id), tries);
+        }
+    }
+    // The third ends it, in the background.
+    let ended = wait_ended(&h, &named.id).await;
+    assert_eq!(ended.status, SandboxStatus::Terminated);
+    assert_eq!(ended.termination_reason.as_deref(), Some("timeout"));
+    let snapshots = h
+        .control
+        .snapshots
+        .list("default", None)
+        .await
+        .expect("snapshots");
+    let kept: Vec<_> = snapshots
+        .iter()
+        .filter(|s| s.sandbox_id == named.id)
+        .collect();
+    assert_eq!(kept.len(), 1, "{snapshots:?}");
+    assert_eq!(kept[0].snapshot_type, SnapshotType::Filesystem);
+    let why = ended.error_details.expect("why it ended");
+    assert!(why.contains("failed 3 times"), "{why}");
+    assert!(why.contains(&kept[0].id), "{why}");
+    assert_eq!(h.control.suspension.timeout_failures(&named.id), 0);
+}
+
+#[tokio::test]
+async fn a_timeout_suspend_that_succeeds_starts_the_count_again() {
+    let h = harness().await;
+    let named = h
+        .create(serde_json::json!({"name": "flaky", "timeout_secs": 1}))
+        .await
+        .expect("create");
+    h.node.fail(Op::Suspend, 2);
+    for _ in 0..2 {
+        let deadline = h.status(&named.id).await.deadline_at.expect("deadline");
+        super::timeouts::reap_once(&h.control, deadline + 1).await;
+    }
+    assert_eq!(h.control.suspension.timeout_failures(&named.id), 2);
+    let deadline = h.status(&named.id).await.deadline_at.expect("deadline");
+    super::timeouts::reap_once(&h.control, deadline + 1).await;
+    assert_eq!(h.status(&named.id).await.status, SandboxStatus::Suspended);
+    assert_eq!(h.control.suspension.timeout_failures(&named.id), 0);
+    let (_, resumed) = h
+        .control
+        .suspension
+        .resume(None, "flaky", Some(WAIT))
+        .await
+        .expect("resume");
+    assert!(resumed);
+    // Two more failures after the resume are not a third in a row.
+    h.node.fail(Op::Suspend, 2);
+    for _ in 0..2 {
+        let deadline = h.status(&named.id).await.deadline_at.expect("deadline");
+        super::timeouts::reap_once(&h.control, deadline + 1).await;
+    }
+    assert_eq!(h.status(&named.id).await.status, SandboxStatus::Running);
+    assert_eq!(h.control.suspension.timeout_failures(&named.id), 2);
 }
 
 #[tokio::test]
