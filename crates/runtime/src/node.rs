@@ -99,6 +99,9 @@ pub struct SandboxSpec {
     pub env: Vec<(String, String)>,
     /// Volumes mounted into it when it boots (see [`crate::volume`]).
     pub volumes: Vec<crate::volume::VolumeMount>,
+    /// Its outbound policy, in force before any of its processes runs (a restored process
+    /// runs as soon as CRIU has restored it).
+    pub egress: crate::network::EgressPolicy,
 }
 
 /// A sandbox the node knows is (or should be) running.
@@ -519,6 +522,8 @@ impl Node {
             });
         mounted?;
         let user_cgroups = user_cgroups?;
+        // Keyed by the veth's name, which the map takes before the veth exists.
+        self.network.apply_egress(&net, &spec.egress).await?;
         let disk_ms = lap.split();
         let cpuset = self.cpus.assign(&spec.id, spec.cpus);
         let own_cpuset = cpuset.clone().unwrap_or_default();
@@ -1030,6 +1035,7 @@ impl Node {
         }
         let mut slots = self.network.list_slots();
         slots.extend(self.network.list_veth_slots());
+        slots.extend(self.network.egress_slots());
         slots.sort();
         slots.dedup();
         for slot in slots.into_iter().filter(|s| !kept_slot(*s)) {

@@ -26,6 +26,10 @@ use std::path::{Path, PathBuf};
 use crate::cmd;
 use crate::error::Result;
 
+/// What the host end of every Alcove server's veths is named with (then the instance's tag
+/// and the slot).
+const VETH_PREFIX: &str = "av";
+
 /// Host-side network plumbing of one runtime instance.
 #[derive(Debug)]
 pub struct Network {
@@ -88,7 +92,7 @@ impl Network {
     }
 
     fn veth_prefix(&self) -> String {
-        format!("av{}", self.tag)
+        format!("{VETH_PREFIX}{}", self.tag)
     }
 
     /// Names and addresses of the sandbox in `slot`.
@@ -122,8 +126,9 @@ impl Network {
         )))
     }
 
-    /// Installs (or replaces) the instance's nftables table: NAT out, no
-    /// sandbox-to-sandbox or sandbox-to-host traffic, no link-local metadata.
+    /// Installs (or updates) the instance's nftables table: NAT out, no sandbox-to-sandbox
+    /// or sandbox-to-host traffic, no link-local metadata, no forged sources. The egress
+    /// rules of sandboxes already there are kept (see [`nft::ruleset`]).
     pub async fn install_firewall(&self) -> Result<()> {
         // NAT needs forwarding; it is host-wide, so it is switched on and never off.
         let forward = "/proc/sys/net/ipv4/ip_forward";
@@ -134,8 +139,25 @@ impl Network {
             std::fs::write(forward, "1")
                 .map_err(crate::error::RuntimeError::io("writing", forward))?;
         }
-        let script = nft::ruleset(&self.tag, &self.subnet.to_string(), &self.veth_prefix());
-        cmd::run_with_input(&["nft", "-f", "-"], Some(&script)).await?;
+        let args = (
+            self.tag.as_str(),
+            self.subnet.to_string(),
+            self.veth_prefix(),
+            VETH_PREFIX,
+        );
+        let kept = nft::ruleset(args.0, &args.1, &args.2, args.3);
+        if let Err(e) = cmd::run_with_input(&["nft", "-f", "-"], Some(&kept)).await {
+            // A table this build cannot update in place: made anew, without the egress
+            // rules of the sandboxes it had (the server applies their policies again).
+            tracing::warn!(error = %e, "replacing the firewall table");
+            let fresh = nft::fresh_ruleset(args.0, &args.1, &args.2, args.3);
+            cmd::run_with_input(&["nft", "-f", "-"], Some(&fresh)).await?;
+        }
+        // Egress chains kept from before a restart: the server's recovery applies the
+        // policies of the sandboxes it adopts, and a slot taken anew clears its own.
+        let table = nft::table(&self.tag);
+        let listing = cmd::run(&["nft", "list", "table", "inet", &table]).await?;
+        *self.restricted_slots() = nft::egress_slots(&listing);
         Ok(())
     }
 
@@ -152,7 +174,9 @@ impl Network {
     /// Returns the slot's names and addresses.
     pub async fn prepare(&self, slot: Slot) -> SandboxNet {
         let net = self.describe(slot);
-        // Its egress rules cannot be left over: the table is rebuilt at each start.
+        // The table outlives a restart of the server, so the rules of a sandbox it did not
+        // adopt can be left in the slot.
+        self.remove_egress(&net).await;
         self.destroy_links(&net).await;
         net
     }
@@ -169,10 +193,12 @@ impl Network {
     /// Enforces `policy` on the sandbox's outbound traffic (replacing any earlier
     /// one); an open policy just removes the rules.
     pub async fn apply_egress(&self, net: &SandboxNet, policy: &EgressPolicy) -> Result<()> {
-        self.remove_egress(net).await;
         if policy.is_open() {
+            self.remove_egress(net).await;
             return Ok(());
         }
+        // One transaction replaces the chain's rules: removing the old ones first would let
+        // the sandbox's packets out between the two.
         let script = nft::egress_rules(&self.tag, &net.host_veth, net.slot.0, policy);
         cmd::run_with_input(&["nft", "-f", "-"], Some(&script)).await?;
         self.restricted_slots().insert(net.slot.0);
@@ -264,6 +290,11 @@ impl Network {
                 name.strip_prefix(&prefix)?.parse().ok().map(Slot)
             })
             .collect()
+    }
+
+    /// Slots that have egress rules now (some may be left from before a restart).
+    pub fn egress_slots(&self) -> Vec<Slot> {
+        self.restricted_slots().iter().copied().map(Slot).collect()
     }
 
     /// Host veths of this instance that exist now, by slot (orphans whose netns is gone).

@@ -5,39 +5,62 @@ pub fn table(tag: &str) -> String {
     format!("alcove_{tag}")
 }
 
-/// A script that (re)creates the instance's table atomically.
+/// A script that installs the instance's base chains and their rules in one transaction,
+/// keeping the `egress` map and the sandboxes' chains of a table that exists already (a
+/// restart of the server: the sandboxes it adopts stay under their policies meanwhile).
 ///
 /// * sandboxes reach the outside through masquerade;
-/// * traffic from a sandbox to another sandbox, to link-local addresses (cloud
-///   metadata) or to the host itself is dropped; replies to connections the host
-///   opened (the proxy talking to the agent) pass.
-pub fn ruleset(tag: &str, subnet: &str, veth_prefix: &str) -> String {
+/// * traffic from a sandbox to another sandbox (of this server or of any other Alcove server
+///   on the host: each table sees only its own subnet, so `any_veth` covers the others), to
+///   link-local addresses (cloud metadata) or to the host itself is dropped; replies to
+///   connections the host opened (the proxy talking to the agent) pass;
+/// * a packet whose source address is not one its veth routes back to (a forged source:
+///   another sandbox's, or any address outside its /30) is dropped, before masquerade could
+///   send it out under the host's address or deliver the replies to another sandbox.
+pub fn ruleset(tag: &str, subnet: &str, veth_prefix: &str, any_veth: &str) -> String {
+    let t = table(tag);
+    let from = format!("iifname \"{veth_prefix}*\"");
+    format!(
+        "add table inet {t}\n\
+         add chain inet {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
+         flush chain inet {t} postrouting\n\
+         add rule inet {t} postrouting ip saddr {subnet} ip daddr != {subnet} masquerade\n\
+         add map inet {t} egress {{ type ifname : verdict; }}\n\
+         add chain inet {t} forward {{ type filter hook forward priority filter; policy accept; }}\n\
+         flush chain inet {t} forward\n\
+         add rule inet {t} forward {from} fib saddr . iif oif missing drop\n\
+         add rule inet {t} forward {from} oifname \"{any_veth}*\" drop\n\
+         add rule inet {t} forward {from} ip daddr {subnet} drop\n\
+         add rule inet {t} forward {from} ip daddr 169.254.0.0/16 drop\n\
+         add rule inet {t} forward {from} ip daddr 127.0.0.0/8 drop\n\
+         add rule inet {t} forward iifname vmap @egress\n\
+         add chain inet {t} input {{ type filter hook input priority filter; policy accept; }}\n\
+         flush chain inet {t} input\n\
+         add rule inet {t} input {from} ct state established,related accept\n\
+         add rule inet {t} input {from} drop\n"
+    )
+}
+
+/// [`ruleset`] on a new table: whatever table there was is deleted first (when the one
+/// there cannot be updated in place, e.g. base chains of another shape).
+pub fn fresh_ruleset(tag: &str, subnet: &str, veth_prefix: &str, any_veth: &str) -> String {
     let t = table(tag);
     format!(
-        "table inet {t} {{}}\n\
-         delete table inet {t}\n\
-         table inet {t} {{\n\
-         \tchain postrouting {{\n\
-         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tip saddr {subnet} ip daddr != {subnet} masquerade\n\
-         \t}}\n\
-         \tchain forward {{\n\
-         \t\ttype filter hook forward priority filter; policy accept;\n\
-         \t\tiifname \"{veth_prefix}*\" ip daddr {subnet} drop\n\
-         \t\tiifname \"{veth_prefix}*\" ip daddr 169.254.0.0/16 drop\n\
-         \t\tiifname \"{veth_prefix}*\" ip daddr 127.0.0.0/8 drop\n\
-         \t\tiifname vmap @egress\n\
-         \t}}\n\
-         \tmap egress {{\n\
-         \t\ttype ifname : verdict\n\
-         \t}}\n\
-         \tchain input {{\n\
-         \t\ttype filter hook input priority filter; policy accept;\n\
-         \t\tiifname \"{veth_prefix}*\" ct state established,related accept\n\
-         \t\tiifname \"{veth_prefix}*\" drop\n\
-         \t}}\n\
-         }}\n"
+        "table inet {t} {{}}\ndelete table inet {t}\n{}",
+        ruleset(tag, subnet, veth_prefix, any_veth)
     )
+}
+
+/// The slots whose egress chains a listing of the table (`nft list table`) shows.
+pub fn egress_slots(listing: &str) -> std::collections::HashSet<u32> {
+    listing
+        .split("egress_")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
 }
 
 /// An outbound policy, with every destination already an IPv4 address or CIDR.
@@ -109,14 +132,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ruleset_is_idempotent_and_scoped_to_the_instance() {
-        let r = ruleset("ab12", "10.88.0.0/16", "avab12");
-        assert!(r.starts_with("table inet alcove_ab12 {}\ndelete table inet alcove_ab12\n"));
+    fn ruleset_keeps_the_egress_state_and_is_scoped_to_the_instance() {
+        let r = ruleset("ab12", "10.88.0.0/16", "avab12", "av");
+        assert!(!r.contains("delete"), "{r}");
+        assert!(r.starts_with("add table inet alcove_ab12\n"));
         assert!(r.contains("ip saddr 10.88.0.0/16 ip daddr != 10.88.0.0/16 masquerade"));
         assert!(r.contains("iifname \"avab12*\" ip daddr 10.88.0.0/16 drop"));
-        assert!(r.contains("iifname \"avab12*\" drop"));
+        assert!(r.contains("input iifname \"avab12*\" drop"));
+        assert!(r.contains("iifname \"avab12*\" oifname \"av*\" drop"));
+        assert!(r.contains("iifname \"avab12*\" fib saddr . iif oif missing drop"));
         assert!(r.contains("iifname vmap @egress"));
         assert!(r.contains("type ifname : verdict"));
+        let fresh = fresh_ruleset("ab12", "10.88.0.0/16", "avab12", "av");
+        assert!(fresh.starts_with("table inet alcove_ab12 {}\ndelete table inet alcove_ab12\n"));
+        assert!(fresh.ends_with(&r));
+    }
+
+    #[test]
+    fn egress_slots_are_read_from_a_listing() {
+        let listing = "table inet alcove_ab12 {\n\tmap egress {\n\t\ttype ifname : verdict\n\
+                       \t\telements = { \"avab125\" : jump egress_5, \"avab12a\" : jump egress_10 }\n\t}\n\
+                       \tchain egress_5 {\n\t\tdrop\n\t}\n\tchain egress_10 {\n\t}\n\tchain egress_77 {\n\t}\n}\n";
+        let slots = egress_slots(listing);
+        assert_eq!(slots, [5, 10, 77].into_iter().collect());
+        assert!(egress_slots("table inet alcove_ab12 {\n}\n").is_empty());
     }
 
     #[test]

@@ -105,6 +105,20 @@ impl FakeNode {
         }
     }
 
+    /// Starts `spec`'s container with its egress policy recorded, as the real node applies it
+    /// before the container starts.
+    fn start_with_policy(
+        &self,
+        spec: &SandboxSpec,
+        slot: Option<Slot>,
+    ) -> Result<SandboxHandle, RuntimeError> {
+        let handle = self.start(&spec.id, slot)?;
+        self.state()
+            .egress
+            .push((handle.slot.0, spec.egress.is_open()));
+        Ok(handle)
+    }
+
     /// Makes the next `times` calls of `op` fail.
     pub(crate) fn fail(&self, op: Op, times: usize) {
         self.state().failures.insert(op, times);
@@ -263,7 +277,7 @@ impl SandboxNode for FakeNode {
 
     async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, RuntimeError> {
         self.step(Op::Create).await?;
-        self.start(&spec.id, None)
+        self.start_with_policy(spec, None)
     }
 
     async fn destroy(&self, id: &SandboxId, slot: Slot) {
@@ -306,7 +320,7 @@ impl SandboxNode for FakeNode {
                 disk_mb: spec.disk_mb,
             },
         ));
-        self.start(&spec.id, slot)
+        self.start_with_policy(spec, slot)
     }
 
     async fn snapshot(
@@ -336,7 +350,7 @@ impl SandboxNode for FakeNode {
                 source.display()
             )));
         }
-        self.start(&spec.id, None)
+        self.start_with_policy(spec, None)
     }
 
     async fn pack_suspended(&self, _id: &SandboxId) -> Result<(), RuntimeError> {

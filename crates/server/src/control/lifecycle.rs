@@ -278,7 +278,16 @@ impl Sandboxes {
                 return;
             }
         };
-        let spec = spec_for(&record, image, env);
+        // Resolved now: the node puts it in force before any process of the sandbox runs.
+        let egress = match super::network::egress_policy(&record.network_policy).await {
+            Ok(egress) => egress,
+            Err(e) => {
+                self.fail_start(record, format!("applying the network policy: {e}"))
+                    .await;
+                return;
+            }
+        };
+        let spec = spec_for(&record, image, env, egress);
         let services = spec.image.services.clone();
         let (started, run_entrypoint) = match &boot {
             Boot::Fresh => (
@@ -326,13 +335,11 @@ impl Sandboxes {
         };
         let result = match started {
             Ok(handle) => {
-                // The policy is in force before the entrypoint (or any user process) runs.
-                let ready = match self.ctx.apply_network(&record, handle.slot).await {
-                    Ok(()) if run_entrypoint => {
-                        self.start_boot_processes(&record, &services, &handle).await
-                    }
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(format!("applying the network policy: {e}")),
+                // The node put the policy in force before the container started.
+                let ready = if run_entrypoint {
+                    self.start_boot_processes(&record, &services, &handle).await
+                } else {
+                    Ok(())
                 };
                 match ready {
                     Ok(()) => Ok(handle),
@@ -703,6 +710,7 @@ pub(super) fn spec_for(
     record: &SandboxRecord,
     image: alcove_runtime::image::Image,
     secret_env: Vec<(String, String)>,
+    egress: alcove_runtime::network::EgressPolicy,
 ) -> SandboxSpec {
     let id = &record.id;
     // The image's defaults first; a secret of the same name replaces one.
@@ -737,6 +745,7 @@ pub(super) fn spec_for(
         disk_mb: u64::try_from(record.disk_mb).unwrap_or(0),
         env,
         volumes: super::file_systems::node_mounts(&record.namespace, &record.file_systems),
+        egress,
     }
 }
 
@@ -763,6 +772,7 @@ mod tests {
             &record,
             image,
             vec![("VNC_PASSWORD".into(), "s3cret".into())],
+            alcove_runtime::network::EgressPolicy::default(),
         );
         assert_eq!(
             spec.env,

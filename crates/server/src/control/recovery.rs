@@ -48,6 +48,7 @@ impl Control {
                 Verdict::Running(_) => match report.adopted.iter().find(|h| h.id == id) {
                     Some(handle) => {
                         tracing::info!(sandbox_id = %id, "sandbox adopted after restart");
+                        self.enforce_network(&record, handle.slot).await;
                         self.ctx.set_running(&id, handle.clone());
                         self.settle_volumes(&mut record).await?;
                         if let Some(event) = settling_event(&record, SandboxStatus::Running) {
@@ -102,6 +103,29 @@ impl Control {
             tracing::warn!(count = swept, "removed logs of purged sandboxes");
         }
         self.snapshots.recover().await
+    }
+
+    /// Puts an adopted sandbox's network policy in force again: the firewall kept its rules
+    /// over the restart, but they may be of an older policy (a change the crash cut short)
+    /// or gone (a table made anew). A policy that cannot be resolved now (a host name that
+    /// no longer resolves) leaves the sandbox with no way out at all, never an open one.
+    async fn enforce_network(&self, record: &SandboxRecord, slot: Slot) {
+        let Err(e) = self.ctx.apply_network(record, slot).await else {
+            return;
+        };
+        tracing::warn!(sandbox_id = %record.id, error = %e, "applying an adopted sandbox's network policy; closing its network");
+        let closed = alcove_runtime::network::EgressPolicy::default();
+        if let Err(e) = self.ctx.node.apply_egress(slot, &closed).await {
+            tracing::error!(sandbox_id = %record.id, error = %e, "closing an adopted sandbox's network");
+        }
+        let what = format!(
+            "its network policy could not be applied after a restart of the server ({e}); \
+             it has no network until its policy is set again"
+        );
+        self.ctx
+            .logs
+            .note(&record.id, alcove_wire::journal::LogLevel::Warn, what)
+            .await;
     }
 
     /// Completes the volume mounts of an adopted sandbox that a crash cut short

@@ -374,16 +374,23 @@ impl Suspension {
         let outcome = match self.ctx.images.resolve_pinned(&record.image) {
             Ok(crate::images::ResolvedImage { image, .. }) => {
                 // The restored processes keep the environment they had; a restore
-                // does not start a process from the bundle's env.
-                let spec = spec_for(&record, image, Vec::new());
+                // does not start a process from the bundle's env. Its network policy is in
+                // force before CRIU restores a process (a policy that cannot be resolved
+                // now keeps it suspended).
+                let egress = super::network::egress_policy(&record.network_policy).await;
                 // A dump that is not on this disk comes from the blob store.
-                match self.ctx.fetch_suspended_blobs(id).await {
-                    Ok(()) => self
-                        .ctx
-                        .timed(Operation::Resume, self.ctx.node.resume(&spec, slot))
-                        .await
-                        .map_err(|e| e.to_string()),
+                match egress.map_err(|e| format!("applying the network policy: {e}")) {
                     Err(e) => Err(e),
+                    Ok(egress) => match self.ctx.fetch_suspended_blobs(id).await {
+                        Ok(()) => {
+                            let spec = spec_for(&record, image, Vec::new(), egress);
+                            self.ctx
+                                .timed(Operation::Resume, self.ctx.node.resume(&spec, slot))
+                                .await
+                                .map_err(|e| e.to_string())
+                        }
+                        Err(e) => Err(e),
+                    },
                 }
             }
             Err(e) => Err(e.to_string()),
@@ -392,10 +399,6 @@ impl Suspension {
             Ok(handle) => {
                 apply_or_log(&mut record, Event::ResumeDone);
                 record.slot = Some(i64::from(handle.slot.0));
-                // The server may have restarted (and rebuilt its firewall) meanwhile.
-                if let Err(e) = self.ctx.apply_network(&record, handle.slot).await {
-                    tracing::warn!(sandbox_id = %id, error = %e, "re-applying the network policy");
-                }
                 record.error_details = None;
                 if let Some(left) = record.timeout_remaining_ms.take() {
                     record.deadline_at =

@@ -995,6 +995,34 @@ async fn stored(h: &Harness, id: &str, name: Option<&str>, f: impl FnOnce(&mut S
 }
 
 #[tokio::test]
+async fn recovery_puts_adopted_sandboxes_policies_in_force_and_closes_one_it_cannot_resolve() {
+    let h = harness().await;
+    stored(&h, "restricted", None, |r| {
+        r.slot = Some(6);
+        r.network_policy.allow_internet_access = false;
+        r.network_policy.allow_out = vec!["10.1.2.3".into()];
+    })
+    .await;
+    h.node
+        .set_container("restricted", Some(ContainerStatus::Running));
+    // Its allow list names a host that no longer resolves: no way out, not an open one.
+    stored(&h, "unresolvable", None, |r| {
+        r.slot = Some(7);
+        r.network_policy.allow_out = vec!["no-such-host.invalid".into()];
+        r.network_policy.deny_out = vec!["no-such-host.invalid".into()];
+    })
+    .await;
+    h.node
+        .set_container("unresolvable", Some(ContainerStatus::Running));
+    h.control.recover().await.expect("recover");
+    let egress = h.node.egress();
+    assert!(egress.contains(&(6, false)), "{egress:?}");
+    assert!(egress.contains(&(7, false)), "{egress:?}");
+    assert!(!egress.contains(&(7, true)), "{egress:?}");
+    check(&h, "unresolvable", SandboxStatus::Running).await;
+}
+
+#[tokio::test]
 async fn recovery_settles_what_a_crash_interrupted() {
     let h = harness().await;
     // Running, container alive: adopted.
