@@ -79,6 +79,45 @@ def test_agent_is_untouchable_from_inside(client):
         assert client.connect("untouchable").run("true").exit_code == 0
 
 
+CALL_AGENT = """
+import json, sys, urllib.request
+own = sys.argv[1]
+out = {}
+for name, host in (("loopback", "127.0.0.1"), ("own address", own)):
+    req = urllib.request.Request(
+        f"http://{host}:9501/api/v1/processes/run", method="POST",
+        data=json.dumps({"command": "id", "args": ["-u"]}).encode(),
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            out[name] = [resp.status, resp.read().decode()]
+    except urllib.error.HTTPError as e:
+        out[name] = [e.code, e.read().decode()]
+print(json.dumps(out))
+"""
+
+
+def test_a_process_of_the_sandbox_cannot_use_the_agent(client):
+    """The agent runs any command as any user: a process of the sandbox that reached it would
+    make any user its root. It answers the host only, also after a suspend and resume."""
+    import json
+
+    with client.create_and_connect(name="agent-host-only") as sb:
+        for round in ("fresh", "resumed"):
+            own = sb.run("sh", ["-c", "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1"]).stdout.strip()
+            assert own, round
+            out = json.loads(sb.run("python3", ["-c", CALL_AGENT, own], user="nobody").stdout)
+            for where, (status, body) in out.items():
+                assert status == 403, (round, where, status, body)
+                assert json.loads(body)["code"] == "PERMISSION_DENIED", body
+                assert "answers the host only" in body, body
+            # The host still gets answers.
+            assert sb.run("id", ["-u"]).stdout.strip() == "0"
+            client.suspend("agent-host-only")
+            client.resume("agent-host-only")
+            sb = client.connect("agent-host-only")
+
+
 def test_root_maps_to_a_distinct_unprivileged_range(server, client):
     with client.create_and_connect() as a, client.create_and_connect() as b:
         maps = []

@@ -127,6 +127,23 @@ pub async fn serve(
         .await
 }
 
+/// [`serve`] for the host only: a request from a process of the sandbox is refused (see
+/// [`http::host_only`]). The agent serves this way as PID 1 of a sandbox.
+pub async fn serve_host_only(
+    listener: TcpListener,
+    state: AgentState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let router =
+        build_router(state).layer(axum::middleware::from_fn(http::host_only::refuse_inside));
+    axum::serve(
+        http::host_only::EndsListener(listener),
+        router.into_make_service_with_connect_info::<http::host_only::Ends>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
 /// Runs `true` once, before the agent listens: the first command of a new sandbox
 /// otherwise pays for its root file system's cold lookups and the loader's first
 /// mappings (about 8 ms here), and a warm pool's sandbox then answers its
@@ -173,7 +190,7 @@ pub async fn run(config: AgentConfig) -> io::Result<()> {
     let listener = TcpListener::bind(config.listen).await?;
     eprintln!("listening on {}", listener.local_addr()?);
     if pid1::is_pid1() {
-        return serve(listener, state, std::future::pending()).await;
+        return serve_host_only(listener, state, std::future::pending()).await;
     }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

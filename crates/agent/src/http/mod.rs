@@ -7,6 +7,7 @@ pub mod environment;
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod host_only;
 pub mod io;
 pub mod journal;
 pub mod openapi;
