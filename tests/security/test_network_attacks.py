@@ -275,3 +275,30 @@ def test_a_sandbox_cannot_send_packets_with_a_forged_source(sandbox):
         assert forged not in seen, f"forged-source packets left through {uplink}: {seen}"
     finally:
         sniffer.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "filesystem"])
+def test_a_restore_that_names_no_policy_keeps_its_sources(server, client, kind):
+    """A snapshot of a sandbox kept from the internet restored without `network` came back
+    open; it now gets its source's policy, and a policy named at the restore wins."""
+    ip = resolver()
+    sid = server.api("POST", "/sandboxes", json={"network": RESTRICTED}).json()["sandbox_id"]
+    made = []
+    snap = None
+    try:
+        snap = client.snapshot_and_wait(sid, kind).snapshot_id
+        kept = client.create_and_connect(snapshot_id=snap)
+        made.append(kept.sandbox_id)
+        assert client.get(kept.sandbox_id).network_policy.allow_internet_access is False
+        assert not resolver_answers(kept, ip), "the restored sandbox reached the internet"
+        opened = server.api("POST", "/sandboxes", json={
+            "snapshot_id": snap, "network": {"allow_internet_access": True}}).json()["sandbox_id"]
+        made.append(opened)
+        wait_status(server, opened, "running")
+        assert resolver_answers(client.connect(opened), ip), "a policy named at the restore wins"
+    finally:
+        for m in made:
+            server.api("DELETE", f"/sandboxes/{m}")
+        server.api("DELETE", f"/sandboxes/{sid}")
+        if snap:
+            client.delete_snapshot(snap)

@@ -70,6 +70,7 @@ impl Snapshots {
             completed_at: None,
             error: None,
             file_systems: record.file_systems.clone(),
+            network_policy: Some(record.network_policy.clone()),
         };
         self.ctx.store.put_snapshot(&snap).await?;
         let this = self.clone();
@@ -314,6 +315,11 @@ impl Snapshots {
                 });
             }
             plain.file_systems = Some(snap.file_systems.clone());
+        }
+        // A sandbox kept from the internet does not come back with it: a restore that names
+        // no policy gets its source's (a memory snapshot's processes run at once).
+        if plain.network.is_none() {
+            plain.network = snap.network_policy.clone();
         }
         if plain.entrypoint.is_none() && !memory {
             plain.entrypoint = Some(snap.entrypoint.clone());

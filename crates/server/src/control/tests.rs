@@ -696,6 +696,42 @@ async fn snapshots_complete_restore_and_fail_cleanly() {
     );
 }
 
+#[tokio::test]
+async fn a_restore_without_a_policy_gets_its_snapshots_sources() {
+    let h = harness().await;
+    let closed = serde_json::json!({"allow_internet_access": false, "allow_out": ["10.1.2.3"]});
+    let src = h
+        .create(serde_json::json!({"network": closed}))
+        .await
+        .expect("create");
+    for kind in [SnapshotType::Memory, SnapshotType::Filesystem] {
+        let snap = h
+            .control
+            .snapshots
+            .create(None, &src.id, Some(kind), Duration::from_secs(60))
+            .await
+            .expect("snapshot");
+        assert_eq!(snap.status, SnapshotStatus::Completed);
+        let restored = h
+            .create(serde_json::json!({"snapshot_id": snap.id}))
+            .await
+            .expect("restore");
+        assert!(!restored.network_policy.allow_internet_access, "{kind:?}");
+        assert_eq!(restored.network_policy.allow_out, vec!["10.1.2.3"]);
+        let slot = u32::try_from(restored.slot.expect("slot")).expect("slot");
+        assert!(h.node.egress().contains(&(slot, false)), "{kind:?}");
+        // A policy named at the restore wins.
+        let opened = h
+            .create(serde_json::json!({
+                "snapshot_id": snap.id,
+                "network": {"allow_internet_access": true},
+            }))
+            .await
+            .expect("restore");
+        assert!(opened.network_policy.allow_internet_access, "{kind:?}");
+    }
+}
+
 async fn wait_snapshot(h: &Harness, id: &str) -> crate::store::SnapshotRecord {
     for _ in 0..500 {
         let s = h.control.snapshots.get(None, id).await.expect("snapshot");

@@ -41,6 +41,8 @@ pub struct SnapshotRecord {
     pub error: Option<String>,
     /// The volumes the source had mounted when it was taken.
     pub file_systems: Vec<alcove_wire::file_system::FileSystemMount>,
+    /// The source's network policy when it was taken (`None`: taken before it was kept).
+    pub network_policy: Option<alcove_wire::sandbox::NetworkConfig>,
 }
 
 impl SnapshotRecord {
@@ -60,7 +62,7 @@ impl SnapshotRecord {
     }
 }
 
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 16] = [
     "id",
     "namespace",
     "sandbox_id",
@@ -76,6 +78,7 @@ const FIELDS: [&str; 15] = [
     "completed_at",
     "error",
     "file_systems",
+    "network_policy",
 ];
 
 fn decode(row: &DbRow) -> Result<SnapshotRecord, StoreError> {
@@ -110,6 +113,13 @@ fn decode(row: &DbRow) -> Result<SnapshotRecord, StoreError> {
             .transpose()?
             .unwrap_or_default()
         },
+        network_policy: {
+            let text: Option<String> = row.get("network_policy")?;
+            text.map(|t| {
+                serde_json::from_str(&t).map_err(|e| corrupt(format!("network_policy: {e}")))
+            })
+            .transpose()?
+        },
         id,
     })
 }
@@ -141,7 +151,12 @@ impl Store {
                 .bind(&r.error)
                 .bind((!r.file_systems.is_empty()).then(|| {
                     serde_json::to_string(&r.file_systems).unwrap_or_else(|_| "[]".into())
-                }));
+                }))
+                .bind(
+                    r.network_policy
+                        .as_ref()
+                        .and_then(|p| serde_json::to_string(p).ok()),
+                );
         self.db.execute(stmt).await?;
         Ok(())
     }
@@ -202,6 +217,11 @@ mod tests {
             completed_at: None,
             error: None,
             file_systems: Vec::new(),
+            network_policy: Some(alcove_wire::sandbox::NetworkConfig {
+                allow_internet_access: false,
+                allow_out: vec!["10.1.2.3".into()],
+                deny_out: Vec::new(),
+            }),
         }
     }
 
