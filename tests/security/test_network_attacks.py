@@ -105,6 +105,13 @@ def wait_status(server, sid: str, status: str, timeout: float = 60) -> None:
     raise AssertionError(f"{sid} not {status}")
 
 
+def clean_up(server, client, sandboxes: list[str], snapshot: str | None) -> None:
+    for sid in sandboxes:
+        server.api("DELETE", f"/sandboxes/{sid}")
+    if snapshot:
+        client.delete_snapshot(snapshot)
+
+
 def sandbox_ip(sandbox) -> str:
     return sandbox.run("sh", ["-c", "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1"]).stdout.strip()
 
@@ -224,11 +231,7 @@ def test_no_packet_leaves_before_the_policy_is_in_force_on_a_memory_restore(serv
         leaked = {c: answers(client.connect(c)) for c in copies}
         assert all(n == 0 for n in leaked.values()), f"packets left from restored copies: {leaked}"
     finally:
-        for c in copies:
-            server.api("DELETE", f"/sandboxes/{c}")
-        server.api("DELETE", f"/sandboxes/{sid}")
-        if snap:
-            client.delete_snapshot(snap)
+        clean_up(server, client, [*copies, sid], snap)
 
 
 FORGE = """
@@ -297,8 +300,4 @@ def test_a_restore_that_names_no_policy_keeps_its_sources(server, client, kind):
         wait_status(server, opened, "running")
         assert resolver_answers(client.connect(opened), ip), "a policy named at the restore wins"
     finally:
-        for m in made:
-            server.api("DELETE", f"/sandboxes/{m}")
-        server.api("DELETE", f"/sandboxes/{sid}")
-        if snap:
-            client.delete_snapshot(snap)
+        clean_up(server, client, [*made, sid], snap)

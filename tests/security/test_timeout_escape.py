@@ -14,8 +14,7 @@ import uuid
 import pytest
 from alcove.sandbox import SandboxClient
 
-from framework.host import owned_resources
-from framework.server import AlcoveServer
+from framework.server import AlcoveServer, retire
 
 
 @pytest.fixture
@@ -26,13 +25,7 @@ def impatient():
     try:
         yield srv
     finally:
-        leaked = srv.live_sandboxes()
-        for sb in leaked:
-            srv.api("DELETE", f"/sandboxes/{sb['id']}")
-        srv.stop()
-        res = owned_resources(srv.data_dir)
-        assert not leaked, f"test left sandboxes running: {leaked}"
-        assert res.is_empty(), f"host resources left behind: {res}"
+        retire(srv)
 
 
 def test_a_sandbox_that_makes_its_suspends_fail_is_ended_with_its_files_kept(impatient):
