@@ -106,9 +106,15 @@ pub async fn forward_to_owner(
     next: Next,
 ) -> Response {
     drop_unproven_relay_headers(&state, req.headers_mut());
+    // This runs before the API key is checked (a request only relayed is checked by the node
+    // that serves it), so a request without a good key may be relayed and nothing more: it
+    // neither moves a sandbox between nodes nor learns where one lives. It goes on to the
+    // check here, which answers it as it answers any other.
+    let keyed = state.keys.is_empty() || state.keys.check(req.headers()).is_ok();
     if req.headers().contains_key(FORWARDED_BY) {
         // A resume relayed to its node may still go on to a node with room, once.
-        if let Some(by_traffic) = wakes(&state, &req)
+        if keyed
+            && let Some(by_traffic) = wakes(&state, &req)
             && !req.headers().contains_key(HANDED_OVER)
             && state.control.has_peers()
             && let Some(ident) = target_ident(&req, &state.ingress_domain)
@@ -136,7 +142,8 @@ pub async fn forward_to_owner(
     };
     match state.control.owner_elsewhere(&ident).await {
         Ok(None)
-            if state.control.has_peers()
+            if keyed
+                && state.control.has_peers()
                 && let Some(by_traffic) = wakes(&state, &req) =>
         {
             resume_here_or_hand_over(&state, &ident, by_traffic, req, next).await
@@ -145,6 +152,7 @@ pub async fn forward_to_owner(
         Ok(Some((node, address))) => relay_to_node(&state, &node, &address, req)
             .await
             .unwrap_or_else(IntoResponse::into_response),
+        Err(_) if !keyed => next.run(req).await,
         // Its node stopped: a resume (or, for a sandbox that wakes on traffic,
         // traffic) moves it here when its dump is in the blob store.
         Err(e @ ControlError::NodeOffline { .. })
