@@ -659,6 +659,40 @@ impl Node {
         Ok(())
     }
 
+    /// Checks that a snapshot of sandbox `id` fits on the disk: the blocks its layer holds
+    /// (a copy takes every allocated block, a deleted file's too), and `memory_mb` more for a
+    /// memory dump, must leave the reserve and what the layers may still write (as creates
+    /// count it) free. A sandbox could otherwise fill the host's disk with snapshots of itself.
+    pub fn admit_snapshot(&self, id: &SandboxId, memory_mb: Option<u64>) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let image = Layer::new(self.sandbox_dir(id)).disk_image();
+        let layer_mb = std::fs::metadata(&image)
+            .map_err(RuntimeError::io("reading", &image))?
+            .blocks()
+            .saturating_mul(512)
+            .div_ceil(1024 * 1024);
+        let need_mb = layer_mb.saturating_add(memory_mb.unwrap_or(0));
+        let (free_mb, _) = host::disk_space_mb(&self.cfg.data_dir)?;
+        let free_mb = free_mb.saturating_add(self.trash.pending_bytes() / (1024 * 1024));
+        // What running layers may still write, as the creates' admission counts it.
+        let promised = (self.unwritten_layer_mb() as f64 / self.cfg.disk_overcommit) as u64;
+        let room = free_mb
+            .saturating_sub(DISK_RESERVE_MB)
+            .saturating_sub(promised);
+        if need_mb > room {
+            return Err(RuntimeError::Capacity(format!(
+                "not enough disk space for the snapshot: it takes up to {need_mb} MB (the \
+                 sandbox's disk holds {layer_mb} MB{}), and {room} MB are left under the data \
+                 directory once the sandboxes' disks and a reserve are counted; delete \
+                 snapshots or free space",
+                memory_mb
+                    .map(|m| format!(", its memory up to {m} MB"))
+                    .unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
     /// MiB the sandboxes' layers may still grow by (their size less what they
     /// already take), over every layer on disk.
     fn unwritten_layer_mb(&self) -> u64 {

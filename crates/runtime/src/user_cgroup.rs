@@ -7,7 +7,9 @@
 //! * memory: [`memory_headroom`] of its memory limit, so the agent's allocations never wait
 //!   for reclaim in a cgroup that user processes keep at its limit;
 //! * CPU: the group weighs [`USER_CPU_SHARES`] against each busy agent thread's 1024 inside
-//!   the sandbox's CPU quota.
+//!   the sandbox's CPU quota;
+//! * socket buffers: at most [`socket_memory_limit`], which cgroup v1 does not count in the
+//!   memory limit (nor at all, unless asked to).
 //!
 //! The directories are made before runc starts (or restores) the container and bind-mounted
 //! read-write at `/.alcove/cgroup/<controller>`; only their `cgroup.procs` and `tasks` are
@@ -41,6 +43,30 @@ pub const MOUNTS: [(&str, &str); 3] = [
 /// Memory kept for the agent below the sandbox's limit: a sixteenth, between 16 and 64 MiB.
 pub fn memory_headroom(memory_bytes: u64) -> u64 {
     (memory_bytes / 16).clamp(16 << 20, 64 << 20)
+}
+
+/// The file that switches on, and bounds, the accounting of socket buffers (TCP and UDP) in
+/// a cgroup v1 memory group. Without it they are charged to no group at all: a sandbox could
+/// queue gigabytes in sockets it never reads, outside its memory limit, until the host's
+/// `tcp_mem` refuses socket memory to everyone.
+const SOCKET_MEMORY_FILE: &str = "memory.kmem.tcp.limit_in_bytes";
+
+/// Socket buffers the user group may hold for a sandbox limit of `memory_bytes`: a quarter
+/// of it, at least 16 MiB. A separate counter in cgroup v1, so this comes on top of the
+/// memory limit; past it the kernel holds sockets back (their windows shrink), it does not
+/// fail them.
+pub fn socket_memory_limit(memory_bytes: u64) -> u64 {
+    (memory_bytes / 4).max(16 << 20)
+}
+
+/// Writes the user group's socket-buffer limit in `dir` (a kernel without the file, which
+/// then has nothing to switch on, is fine).
+fn write_socket_limit(dir: &Path, memory_bytes: u64) -> Result<()> {
+    let path = dir.join(SOCKET_MEMORY_FILE);
+    match std::fs::write(&path, socket_memory_limit(memory_bytes).to_string()) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(RuntimeError::io("writing", &path)),
+    }
 }
 
 /// The limits of a sandbox, from which the user group's are derived.
@@ -118,6 +144,10 @@ impl CgroupTree {
                 let path = dir.join(file);
                 std::fs::write(&path, &value).map_err(RuntimeError::io("writing", &path))?;
             }
+            if controller == "memory" {
+                // Before any process joins: only sockets made afterwards are accounted.
+                write_socket_limit(&dir, limits.memory_bytes)?;
+            }
             for file in ["cgroup.procs", "tasks"] {
                 let path = dir.join(file);
                 chown(&path, Some(root_uid), Some(root_uid))
@@ -148,7 +178,8 @@ impl CgroupTree {
         }
         let path = dir.join("memory.limit_in_bytes");
         let value = memory_bytes.saturating_sub(memory_headroom(memory_bytes));
-        std::fs::write(&path, value.to_string()).map_err(RuntimeError::io("writing", &path))
+        std::fs::write(&path, value.to_string()).map_err(RuntimeError::io("writing", &path))?;
+        write_socket_limit(&dir, memory_bytes)
     }
 }
 
@@ -161,5 +192,11 @@ mod tests {
         assert_eq!(memory_headroom(1 << 30), 64 << 20);
         assert_eq!(memory_headroom(256 << 20), 16 << 20);
         assert_eq!(memory_headroom(128 << 20), 16 << 20);
+    }
+
+    #[test]
+    fn socket_buffers_get_a_quarter_of_the_memory_limit() {
+        assert_eq!(socket_memory_limit(1 << 30), 256 << 20);
+        assert_eq!(socket_memory_limit(32 << 20), 16 << 20);
     }
 }

@@ -16,7 +16,10 @@ pub fn table(tag: &str) -> String {
 ///   connections the host opened (the proxy talking to the agent) pass;
 /// * a packet whose source address is not one its veth routes back to (a forged source:
 ///   another sandbox's, or any address outside its /30) is dropped, before masquerade could
-///   send it out under the host's address or deliver the replies to another sandbox.
+///   send it out under the host's address or deliver the replies to another sandbox;
+/// * a sandbox opens at most [`MAX_FLOWS_PER_SANDBOX`] connections (flows) at a time: each
+///   is an entry of the host's connection-tracking table, which every sandbox and the host
+///   share, and a full table drops new connections of all of them.
 pub fn ruleset(tag: &str, subnet: &str, veth_prefix: &str, any_veth: &str) -> String {
     let t = table(tag);
     let from = format!("iifname \"{veth_prefix}*\"");
@@ -33,6 +36,8 @@ pub fn ruleset(tag: &str, subnet: &str, veth_prefix: &str, any_veth: &str) -> St
          add rule inet {t} forward {from} ip daddr {subnet} drop\n\
          add rule inet {t} forward {from} ip daddr 169.254.0.0/16 drop\n\
          add rule inet {t} forward {from} ip daddr 127.0.0.0/8 drop\n\
+         add set inet {t} flows {{ type ipv4_addr; flags dynamic; size 65536; }}\n\
+         add rule inet {t} forward {from} ct state new add @flows {{ ip saddr ct count over {MAX_FLOWS_PER_SANDBOX} }} drop\n\
          add rule inet {t} forward iifname vmap @egress\n\
          add chain inet {t} input {{ type filter hook input priority filter; policy accept; }}\n\
          flush chain inet {t} input\n\
@@ -62,6 +67,9 @@ pub fn egress_slots(listing: &str) -> std::collections::HashSet<u32> {
         })
         .collect()
 }
+
+/// Connections (tracked flows) one sandbox may have open at a time.
+pub const MAX_FLOWS_PER_SANDBOX: u32 = 16384;
 
 /// An outbound policy, with every destination already an IPv4 address or CIDR.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -143,6 +151,10 @@ mod tests {
         assert!(r.contains("iifname \"avab12*\" fib saddr . iif oif missing drop"));
         assert!(r.contains("iifname vmap @egress"));
         assert!(r.contains("type ifname : verdict"));
+        let limit = r
+            .find("ip saddr ct count over 16384 } drop")
+            .expect("flows limit");
+        assert!(limit < r.find("vmap @egress").expect("egress"), "{r}");
         let fresh = fresh_ruleset("ab12", "10.88.0.0/16", "avab12", "av");
         assert!(fresh.starts_with("table inet alcove_ab12 {}\ndelete table inet alcove_ab12\n"));
         assert!(fresh.ends_with(&r));

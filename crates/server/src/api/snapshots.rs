@@ -68,6 +68,7 @@ pub struct SnapshotWaitQuery {
         (status = 400, description = "`INVALID_ARGUMENT`: a malformed body.", body = ApiErrorBody),
         (status = 404, description = "`NOT_FOUND`: no such sandbox.", body = ApiErrorBody),
         (status = 409, description = "`INVALID_STATE`: the sandbox is not running.", body = ApiErrorBody),
+        (status = 507, description = "`RESOURCE_EXHAUSTED`: no room on the disk for the snapshot; nothing was taken.", body = ApiErrorBody),
     )
 )]
 pub async fn create(

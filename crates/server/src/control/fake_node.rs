@@ -268,6 +268,13 @@ impl SandboxNode for FakeNode {
         None
     }
 
+    fn admit_snapshot(&self, _id: &SandboxId, _memory_mb: Option<u64>) -> Result<(), RuntimeError> {
+        if self.state().full {
+            return Err(RuntimeError::Capacity("no room for the snapshot".into()));
+        }
+        Ok(())
+    }
+
     fn admit(&self, _disk_mb: u64) -> Result<(), RuntimeError> {
         if self.state().full {
             return Err(RuntimeError::Capacity("the host is full".into()));

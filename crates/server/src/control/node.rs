@@ -24,6 +24,10 @@ pub trait SandboxNode: Send + Sync + std::fmt::Debug {
     /// Checks there is room for one more sandbox with a layer of `disk_mb`.
     fn admit(&self, disk_mb: u64) -> Result<(), RuntimeError>;
 
+    /// Checks there is room on the disk for a snapshot of `id` (with its memory, up to
+    /// `memory_mb`, for a memory snapshot).
+    fn admit_snapshot(&self, id: &SandboxId, memory_mb: Option<u64>) -> Result<(), RuntimeError>;
+
     /// The directory holding what a running sandbox wrote over its image
     /// (overlayfs upper form: whiteouts, opaque directories), if the node
     /// keeps one on this machine.
@@ -214,6 +218,10 @@ fn no_volumes() -> RuntimeError {
 impl SandboxNode for alcove_runtime::Node {
     fn admit(&self, disk_mb: u64) -> Result<(), RuntimeError> {
         alcove_runtime::Node::admit(self, disk_mb)
+    }
+
+    fn admit_snapshot(&self, id: &SandboxId, memory_mb: Option<u64>) -> Result<(), RuntimeError> {
+        alcove_runtime::Node::admit_snapshot(self, id, memory_mb)
     }
 
     fn upper_dir(&self, id: &SandboxId) -> Option<std::path::PathBuf> {

@@ -54,12 +54,16 @@ impl Snapshots {
                 op: "snapshot",
             });
         }
+        let kind = kind.unwrap_or(SnapshotType::Memory);
+        let memory_mb =
+            (kind == SnapshotType::Memory).then(|| u64::try_from(record.memory_mb).unwrap_or(0));
+        self.ctx.node.admit_snapshot(&record.id, memory_mb)?;
         let snap = SnapshotRecord {
             id: uuid::Uuid::new_v4().to_string(),
             namespace: record.namespace.clone(),
             sandbox_id: record.id.clone(),
             status: SnapshotStatus::InProgress,
-            snapshot_type: kind.unwrap_or(SnapshotType::Memory),
+            snapshot_type: kind,
             image: record.image.clone(),
             cpus: record.cpus,
             memory_mb: record.memory_mb,

@@ -479,6 +479,16 @@ impl Suspension {
             .unwrap_or(0)
     }
 
+    /// Counts `id`'s failed timeout suspends one short of giving up, so that the next one
+    /// that fails tries to end it again.
+    pub(super) fn retry_timeout_give_up(&self, id: &SandboxId) {
+        let attempts = self.ctx.cfg.timeout_suspend_attempts;
+        self.timeout_failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(id.clone(), attempts.saturating_sub(1));
+    }
+
     /// Clears `id`'s count of failed timeout suspends.
     pub(super) fn forget_timeout_failures(&self, id: &SandboxId) {
         self.timeout_failures

@@ -870,6 +870,60 @@ async fn a_sandbox_whose_timeout_suspends_keep_failing_ends_with_its_files_kept(
 }
 
 #[tokio::test]
+async fn a_sandbox_whose_files_cannot_be_kept_is_not_ended_by_its_timeout() {
+    let h = harness().await;
+    let named = h
+        .create(serde_json::json!({"name": "full-host", "timeout_secs": 1}))
+        .await
+        .expect("create");
+    h.node.fail(Op::Suspend, 4);
+    // The host has no room for its snapshot: the give-up keeps it running.
+    h.node.set_full(true);
+    for _ in 0..3 {
+        reap_at_deadline(&h, &named.id).await;
+    }
+    for _ in 0..50 {
+        if h.control.suspension.timeout_failures(&named.id) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.control.suspension.timeout_failures(&named.id), 2);
+    assert_eq!(h.status(&named.id).await.status, SandboxStatus::Running);
+    // Room again: the next failed suspend ends it, its files kept.
+    h.node.set_full(false);
+    reap_at_deadline(&h, &named.id).await;
+    let ended = wait_ended(&h, &named.id).await;
+    assert_eq!(ended.termination_reason.as_deref(), Some("timeout"));
+}
+
+#[tokio::test]
+async fn a_snapshot_the_disk_has_no_room_for_is_refused() {
+    let h = harness().await;
+    let src = h.create(serde_json::json!({})).await.expect("create");
+    h.node.set_full(true);
+    let refused = h
+        .control
+        .snapshots
+        .create(None, &src.id, Some(SnapshotType::Filesystem), WAIT)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(ControlError::Runtime(RuntimeError::Capacity(_)))
+        ),
+        "{refused:?}"
+    );
+    let left = h
+        .control
+        .snapshots
+        .list("default", None)
+        .await
+        .expect("snapshots");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
 async fn a_timeout_suspend_that_succeeds_starts_the_count_again() {
     let h = harness().await;
     let named = h

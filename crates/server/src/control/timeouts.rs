@@ -76,7 +76,7 @@ pub(crate) async fn reap_once(control: &Arc<Control>, now: i64) {
 /// Ends a named sandbox whose timeout's suspends failed `failed` times in a row: what runs
 /// in a sandbox can make its own dump fail, and it must not run past its timeout for that.
 /// Its files are kept first as a filesystem snapshot (a copy of its disk, no dump), which
-/// the error on its archived record and its log name.
+/// the error on its archived record and its log name; when they cannot be, it is not ended.
 async fn give_up_suspending(control: Arc<Control>, id: SandboxId, failed: u32) {
     let kept = match control
         .snapshots
@@ -115,14 +115,22 @@ async fn give_up_suspending(control: Arc<Control>, id: SandboxId, failed: u32) {
         .error_details
         .as_deref()
         .unwrap_or("the sandbox could not be dumped");
-    let files = match &kept {
-        Some(snapshot) => format!("its files were kept as filesystem snapshot {snapshot}"),
-        None => "its files could not be kept".to_string(),
+    let Some(snapshot) = kept else {
+        // Its files are not ended with it (the host's disk is full, say, which is not the
+        // sandbox's doing): it runs on and is tried again after the next failed suspend.
+        let what = format!(
+            "its timeout's suspend failed {failed} times in a row ({why}), and its files could \
+             not be kept to end it; it keeps running and is tried again"
+        );
+        control.ctx.logs.note(&id, LogLevel::Warn, what).await;
+        control.suspension.retry_timeout_give_up(&id);
+        return;
     };
     let details = format!(
-        "its timeout's suspend failed {failed} times in a row ({why}); it was ended, and {files}"
+        "its timeout's suspend failed {failed} times in a row ({why}); it was ended, and its \
+         files were kept as filesystem snapshot {snapshot}"
     );
-    tracing::warn!(sandbox_id = %id, failed, snapshot = ?kept, "ending a sandbox its timeout could not suspend");
+    tracing::warn!(sandbox_id = %id, failed, %snapshot, "ending a sandbox its timeout could not suspend");
     control
         .ctx
         .logs
