@@ -6,6 +6,7 @@ SHA-256 of the data directory's canonical path (see `alcove_runtime::node::insta
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -197,3 +198,28 @@ def wait_for(predicate, timeout: float = 60.0) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+@contextlib.contextmanager
+def small_ext4(size_mb: int, prefix: str):
+    """An ext4 file system of `size_mb` on a loop device, with a `data` directory for a
+    server's data, unmounted and removed after. Under /tmp itself (mode 0711): sandboxes'
+    user namespaces must be able to walk to it."""
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(top, 0o711)
+    image, mnt = top / "fs.img", top / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(size_mb * 2**20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        os.chmod(mnt, 0o711)
+        (mnt / "data").mkdir()
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        shutil.rmtree(top, ignore_errors=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from alcove.sandbox import RemoteAPIError, SandboxClient, SandboxError
+from framework.host import small_ext4
 from framework.server import AlcoveServer
 
 # Queues data on loopback TCP connections (or UDP sockets) nobody reads, until the kernel
@@ -145,25 +146,10 @@ def test_one_sandbox_cannot_fill_the_hosts_connection_tracking(client):
 
 
 @pytest.fixture
-def small_data_disk(tmp_path_factory):
+def small_data_disk():
     """A 2 GiB ext4 file system for a server's data directory, unmounted after."""
-    import os
-    import subprocess
-    import tempfile
-
-    top = Path(tempfile.mkdtemp(prefix="alcove-snapdisk-"))
-    os.chmod(top, 0o711)
-    image, mnt = top / "fs.img", top / "mnt"
-    mnt.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(2 * 2**30)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True)
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-    os.chmod(mnt, 0o711)
-    (mnt / "data").mkdir()
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-    shutil.rmtree(top, ignore_errors=True)
+    with small_ext4(2048, "alcove-snapdisk-") as mnt:
+        yield mnt
 
 
 def test_snapshots_are_admitted_against_free_space(small_data_disk):

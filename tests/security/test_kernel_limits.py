@@ -9,14 +9,13 @@ import ctypes
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from alcove.sandbox import SandboxClient
-from framework.host import as_nobody, settled_resources
+from framework.host import as_nobody, settled_resources, small_ext4
 from framework.server import AlcoveServer
 
 INOTIFY_HOG = r"""
@@ -192,22 +191,9 @@ def test_disk_is_admitted_against_free_space():
 
 @pytest.fixture
 def small_disk():
-    """A 1.5 GiB ext4 file system for a server's data directory, unmounted after.
-    (Under /tmp itself: sandboxes' user namespaces must be able to walk to it.)"""
-    top = Path(tempfile.mkdtemp(prefix="alcove-fulldisk-"))
-    os.chmod(top, 0o711)
-    image = top / "fs.img"
-    mnt = top / "mnt"
-    mnt.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(1536 * 2**20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True)
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-    os.chmod(mnt, 0o711)
-    (mnt / "data").mkdir()
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-    shutil.rmtree(top, ignore_errors=True)
+    """A 1.5 GiB ext4 file system for a server's data directory, unmounted after."""
+    with small_ext4(1536, "alcove-fulldisk-") as mnt:
+        yield mnt
 
 
 def fill(path: Path) -> Path:
