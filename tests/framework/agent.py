@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 
 def agent(server, sandbox, method: str, path: str, **kwargs):
     """A raw request to the sandbox's agent (docs/protocol/sandbox-api.md) through the proxy."""
@@ -16,3 +18,14 @@ def assert_error(resp, status: int, code: str) -> None:
     assert set(body) == {"error", "code"}, body
     assert body["code"] == code
     assert isinstance(body["error"], str) and body["error"]
+
+
+def wait_for_line(sandbox, pid: int, timeout: float = 60.0) -> str:
+    """The first line the process `pid` prints (it keeps running after)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = sandbox.get_stdout(pid).lines
+        if lines:
+            return lines[0]
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} printed nothing within {timeout} s")

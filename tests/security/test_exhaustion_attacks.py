@@ -6,12 +6,12 @@ what its limits say; the host keeps the rest."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from alcove.sandbox import RemoteAPIError, SandboxClient, SandboxError
+from framework.agent import wait_for_line
 from framework.host import small_ext4
 from framework.server import AlcoveServer
 
@@ -98,16 +98,6 @@ print(me, sent, flush=True)
 MAX_FLOWS_PER_SANDBOX = 65536
 
 
-def first_line(sandbox, pid: int, timeout: float = 120.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = sandbox.get_stdout(pid).lines
-        if lines:
-            return lines[0]
-        time.sleep(0.2)
-    raise AssertionError(f"process {pid} printed nothing within {timeout} s")
-
-
 @pytest.mark.parametrize("mode", ["tcp", "udp"])
 def test_socket_buffers_count_against_the_memory_limit(client, mode):
     """On cgroup v1 socket buffers are charged to a memory cgroup only once its TCP
@@ -120,7 +110,7 @@ def test_socket_buffers_count_against_the_memory_limit(client, mode):
     with client.create_and_connect(memory_mb=memory_mb) as sb:
         # Stop a little past the limit: enough to show that it is not enforced.
         proc = sb.start_process("python3", ["-c", SOCKET_HOG, mode, str(limit + limit // 8)])
-        queued = int(first_line(sb, proc.pid))
+        queued = int(wait_for_line(sb, proc.pid, timeout=120.0))
         sb.kill_process(proc.pid)
         assert queued <= limit, f"{queued >> 20} MiB of {mode} buffers queued by a {memory_mb} MiB sandbox"
 

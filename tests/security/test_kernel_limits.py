@@ -9,12 +9,12 @@ import ctypes
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from alcove.sandbox import SandboxClient
+from framework.agent import wait_for_line
 from framework.host import as_nobody, settled_resources, small_ext4
 from framework.server import AlcoveServer
 
@@ -45,17 +45,6 @@ time.sleep(600)
 """
 
 INOTIFY_ONE = "import ctypes; l=ctypes.CDLL(None, use_errno=True); fd=l.inotify_init1(0); print(fd, ctypes.get_errno())"
-
-
-def wait_for_line(sandbox, pid: int, timeout: float = 60.0) -> str:
-    """The first line the process `pid` prints (it keeps running after)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = sandbox.get_stdout(pid).lines
-        if lines:
-            return lines[0]
-        time.sleep(0.1)
-    raise AssertionError(f"process {pid} printed nothing within {timeout} s")
 
 
 def host_inotify_ok() -> bool:
